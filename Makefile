@@ -1,0 +1,42 @@
+# One command to set up and run the demo, one to set up and run the tests.
+# Every target creates .venv on first use and installs from this project's own files;
+# constraints.txt pins torch to its CPU build so no multi-GB CUDA build is pulled in.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-dev demo test lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -q -c constraints.txt -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed  ## create .venv and install wms
+
+install-dev: $(VENV)/.installed-dev  ## create .venv and install wms with the test tools
+
+demo: install  ## run the whole loop on synthetic data with the embedded defaults
+	$(BIN)/wms demo
+
+lint: install-dev  ## ruff and mypy
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+
+test: install-dev lint  ## lint, then the test suite
+	$(BIN)/python -m pytest
+
+clean:  ## remove the virtual environment and local state (.wms/)
+	rm -rf $(VENV) .wms .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from wms.cli.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""The `wms` command line; one module per command group."""

@@ -1,0 +1,112 @@
+"""What every command group shares: the settings state, consoles and progress bars."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
+
+from wms.config import Project, load_settings, parse_overrides
+from wms.errors import WmsError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class WmsGroup(TyperGroup):
+    """Turns a WmsError from any command into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WmsError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+@dataclass
+class CliState:
+    """Global options, turned into settings once, when a command first needs them."""
+
+    config_file: Path | None = None
+    sets: list[str] = field(default_factory=list)
+    _project: Project | None = None
+
+    def project(self, flags: dict[str, Any] | None = None) -> Project:
+        """The settings: `flags` (command options by `section.key`) > --set > env > file."""
+        if self._project is None:
+            overrides = parse_overrides(self.sets)
+            for dotted, value in (flags or {}).items():
+                if value is not None:
+                    section, key = dotted.split(".")
+                    overrides.setdefault(section, {})[key] = value
+            self._project = load_settings(config_file=self.config_file, overrides=overrides)
+        return self._project
+
+
+def state(ctx: typer.Context) -> CliState:
+    """The CliState of this invocation (the root callback creates it)."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Any]:
+    """A progress bar on stderr; yields `advance(n=1)`."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(n: int = 1) -> None:
+            bar.advance(task, n)
+
+        yield advance
+
+
+class TrainProgress:
+    """Shows training as a progress bar per epoch and one line per finished epoch."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        self._bar = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=steps, loss="…")
+
+    def step_done(self, loss: float) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, loss=f"{loss:.3f}")
+
+    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        console.print(
+            f"  epoch {epoch:>3}  loss {metrics['train_loss']:.4f}  val Dice {metrics['val_dice']:.4f}"
+            f"  ({metrics['epoch_seconds']:.1f} s)",
+            highlight=False,
+        )

@@ -1,0 +1,66 @@
+"""`wms data`: make, check and inspect dataset folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from wms.cli._common import WmsGroup, console, progress_bar, state
+from wms.data.synth import synthesize
+from wms.data.validate import validate_dataset
+
+app = typer.Typer(
+    cls=WmsGroup,
+    no_args_is_help=True,
+    help="Dataset folders: `images/` and `masks/`, one file per pair sharing its stem.",
+)
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Folder to write images/ and masks/ into."),
+    count: int = typer.Option(64, "--count", "-n", min=1, help="Number of pairs."),
+    size: int = typer.Option(512, "--size", min=16, help="Side of the square images, in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same pairs."),
+) -> None:
+    """Write synthetic water-meter photos with counter-window masks (values 0/255)."""
+    with progress_bar(f"synthesizing {count} pairs", count) as advance:
+        ids = synthesize(out, count=count, size=size, seed=seed, progress=advance)
+    console.print(f"wrote {len(ids)} pairs ({size}x{size}) to {out}/images and {out}/masks")
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    directory: Path = typer.Argument(..., help="Dataset folder holding images/ and masks/."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown_out: Path | None = typer.Option(None, "--markdown", help="Write the report as Markdown here."),
+    size: int | None = typer.Option(None, "--size", help="Required side in pixels (default: data.size)."),
+    any_size: bool = typer.Option(False, "--any-size", help="Skip the size check (raw, unprepared data)."),
+) -> None:
+    """Check every pair; exit 0 when valid, 1 when not. Issues say how to fix them."""
+    required = None if any_size else (size or state(ctx).project().settings.data.size)
+    with progress_bar("validating", None) as advance:
+        report = validate_dataset(directory, size=required, progress=advance)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if markdown_out:
+        markdown_out.parent.mkdir(parents=True, exist_ok=True)
+        markdown_out.write_text(report.to_markdown())
+    if report.issues:
+        table = Table("severity", "code", "path", "message", title=f"{len(report.issues)} issue(s)")
+        for issue in report.issues[:50]:
+            table.add_row(issue.severity, issue.code, issue.path, issue.message)
+        console.print(table)
+        if len(report.issues) > 50:
+            console.print(f"... and {len(report.issues) - 50} more (see --json)")
+    verdict = "[green]valid[/]" if report.ok else "[red]invalid[/]"
+    console.print(
+        f"{directory}: {verdict} — {report.pairs} pairs, {len(report.errors)} error(s), "
+        f"{len(report.warnings)} warning(s)"
+    )
+    raise typer.Exit(0 if report.ok else 1)

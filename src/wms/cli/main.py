@@ -1,0 +1,52 @@
+"""The `wms` command: the root app, global options and the command groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wms.cli import data, demo, init, model, pipeline, predict, train
+from wms.cli._common import CliState, WmsGroup
+
+app = typer.Typer(
+    cls=WmsGroup,
+    name="wms",
+    help=(
+        "WMS: continuous training and delivery of a water-meter counter-window segmenter.\n\n"
+        "New labelled pairs go in, a model is trained, compared with production on the same "
+        "test images, and promoted only when it is better. Start with `wms demo`."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Settings file (default: the nearest wms.toml here or above)."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a setting, e.g. --set train.epochs=3 (repeatable)."
+    ),
+) -> None:
+    """Global options apply to every command."""
+    ctx.obj = CliState(config_file=config, sets=list(set_))
+
+
+app.command("init")(init.init)
+app.add_typer(data.app, name="data")
+app.command("train")(train.train)
+app.add_typer(model.app, name="model")
+app.add_typer(pipeline.app, name="pipeline")
+app.command("predict")(predict.predict)
+app.command("demo")(demo.demo)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,59 @@
+"""`wms pipeline`: run the whole training-data pipeline on a batch of new pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wms.cli._common import TrainProgress, WmsGroup, console, state
+from wms.config import Project
+from wms.pipeline import Pipeline, PipelineRun, StageRecord
+from wms.registry import MlflowRegistry
+
+app = typer.Typer(
+    cls=WmsGroup,
+    no_args_is_help=True,
+    help="merge → validate → start compute → train → gate → stop compute → promote.",
+)
+
+MARKS = {"ok": "[green]✔[/]", "failed": "[red]✖[/]", "skipped": "[dim]-[/]"}
+
+
+class StagePrinter:
+    """Prints each stage when it ends."""
+
+    def stage_started(self, stage: StageRecord) -> None:
+        console.print(f"[bold]▶ {stage.name}[/]")
+
+    def stage_done(self, stage: StageRecord) -> None:
+        detail = stage.error if stage.status == "failed" else stage.outcome
+        console.print(
+            f"{MARKS.get(stage.status, '?')} {stage.name:<13} {stage.seconds:6.1f} s  {detail}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def train_reporter(self) -> TrainProgress:
+        return TrainProgress()
+
+
+def run_pipeline(project: Project, new_data: Path) -> PipelineRun:
+    """Run the pipeline with stage printing; shared by `wms pipeline run` and `wms demo`."""
+    result = Pipeline(project, MlflowRegistry(project), StagePrinter()).run(new_data)
+    colour = "green" if result.promoted else "yellow"
+    console.print(f"[bold {colour}]{result.summary}[/]", highlight=False, soft_wrap=True)
+    console.print(f"[dim]run record: {result.run_dir / 'run.json'}[/]", highlight=False, soft_wrap=True)
+    return result
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    new_data: Path | None = typer.Option(
+        None, "--new-data", "-d", help="Folder with images/ and masks/ of new pairs (default: data.incoming)."
+    ),
+) -> None:
+    """Merge new pairs, validate, train, gate against production and promote only a better model."""
+    project = state(ctx).project()
+    run_pipeline(project, new_data or project.path(project.settings.data.incoming))

@@ -1,0 +1,30 @@
+"""`wms train`: one tracked training run on a dataset folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wms.cli._common import TrainProgress, console, state
+from wms.registry import MlflowRegistry
+from wms.train.run import train_and_log
+
+
+def train(
+    ctx: typer.Context,
+    dataset: Path = typer.Argument(..., help="Dataset folder holding images/ and masks/."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Override train.image_size."),
+    seed: int | None = typer.Option(None, "--seed", help="Override train.seed."),
+) -> None:
+    """Train a U-Net on the train split, keep the best val epoch, score the test split; log to MLflow."""
+    project = state(ctx).project({"train.epochs": epochs, "train.image_size": image_size, "train.seed": seed})
+    registry = MlflowRegistry(project)
+    trained = train_and_log(project, dataset, registry, reporter=TrainProgress())
+    m = trained.test_metrics
+    console.print(f"run id: {trained.run_id}")
+    console.print(f"test Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  on {m['n']} images", highlight=False)
+    console.print(
+        f"see it with: mlflow ui --backend-store-uri {registry.uri}", highlight=False, soft_wrap=True
+    )

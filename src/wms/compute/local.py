@@ -1,0 +1,20 @@
+"""Local compute: training runs on this machine, so there is nothing to start or stop."""
+
+from __future__ import annotations
+
+from wms.compute.base import ComputeStatus
+
+
+class LocalCompute:
+    """The default backend; every verb is a no-op that reports this machine."""
+
+    name = "local"
+
+    def start(self) -> ComputeStatus:
+        return self.status()
+
+    def stop(self) -> ComputeStatus:
+        return ComputeStatus(self.name, "stopped", "nothing to release on this machine")
+
+    def status(self) -> ComputeStatus:
+        return ComputeStatus(self.name, "running", "this machine")

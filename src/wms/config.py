@@ -1,0 +1,243 @@
+"""Typed settings, one section per concern, built once at the CLI entry point.
+
+Sources, strongest first: CLI flags (`--set train.epochs=3`, command options) > environment
+variables `WMS_<SECTION>__<KEY>` > `wms.toml` (found in the current folder or its parents) >
+the defaults below. Relative paths are relative to the folder holding `wms.toml`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from wms.errors import ConfigError
+
+CONFIG_NAME = "wms.toml"
+
+
+class Section(BaseModel):
+    """A settings section: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSettings(Section):
+    incoming: Path = Path("data/incoming")
+    pointer: Path = Path("data/dataset.json")
+    size: int = Field(512, ge=16, description="side of the square training contract, in pixels")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+
+
+class StoreSettings(Section):
+    url: str = Field(".wms/store", description="where the merged dataset lives")
+
+
+class TrackingSettings(Section):
+    uri: str = Field("sqlite:///.wms/mlflow.db", description="MLflow tracking URI")
+    artifact_root: Path = Field(Path(".wms/mlartifacts"), description="artifacts of a local MLflow")
+    experiment: str = "wms"
+    model_name: str = "wms-segmenter"
+    pointer_dir: Path = Field(Path("models"), description="production_current.json and history")
+
+
+class TrainSettings(Section):
+    architecture: str = "unet"
+    epochs: int = Field(8, ge=0, description="0 logs an untrained model (useful to test the gate)")
+    image_size: int = Field(128, ge=16, le=2048)
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    base_channels: int = Field(16, ge=2)
+    depth: int = Field(3, ge=1, le=6)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+GateMetric = Literal["dice", "iou"]
+
+
+def _default_gate_metrics() -> list[GateMetric]:
+    return ["dice", "iou"]
+
+
+class GateSettings(Section):
+    metrics: list[GateMetric] = Field(default_factory=_default_gate_metrics, min_length=1)
+    min_delta: float = Field(0.0, ge=0, description="a metric must improve by more than this")
+    floor: float = Field(0.5, ge=0, le=1, description="Dice the first model must reach")
+
+
+class ComputeSettings(Section):
+    backend: Literal["local"] = "local"
+
+
+class GitSettings(Section):
+    host: Literal["local"] = "local"
+    base_branch: str = "main"
+    remote: str = "origin"
+
+
+class DeploySettings(Section):
+    target: Literal["local"] = "local"
+
+
+class ServeSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    """All of WMS's settings. Build it with `load_settings`, never at import time."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WMS_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    data: DataSettings = DataSettings()
+    store: StoreSettings = StoreSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    train: TrainSettings = TrainSettings()
+    gate: GateSettings = GateSettings()
+    compute: ComputeSettings = ComputeSettings()
+    git: GitSettings = GitSettings()
+    deploy: DeploySettings = DeploySettings()
+    serve: ServeSettings = ServeSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init kwargs carry the CLI flags, so they come first.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+@dataclass(frozen=True)
+class Project:
+    """Settings plus the folder they belong to; every path WMS touches is resolved here."""
+
+    root: Path
+    settings: Settings
+    config_file: Path | None = None
+
+    def path(self, relative: Path | str) -> Path:
+        """Resolve a configured path against the project root."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".wms"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow URI with a relative SQLite path made absolute."""
+        uri = self.settings.tracking.uri
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+            return prefix + str(self.path(uri[len(prefix) :]))
+        return uri
+
+
+def find_config(start: Path) -> Path | None:
+    """The nearest `wms.toml` in `start` or its parents."""
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn `["train.epochs=3", ...]` into a nested dict for the settings."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set {pair!r} is not SECTION.KEY=VALUE; write e.g. --set train.epochs=3")
+        section, name = parts
+        nested.setdefault(section, {})[name] = _parse_value(value.strip())
+    return nested
+
+
+def _parse_value(text: str) -> Any:
+    # Values are read as TOML so lists and booleans work the same as in wms.toml.
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_settings(
+    start: Path | None = None,
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Project:
+    """Build the project's settings once: flags > environment > wms.toml > defaults."""
+    start = (start or Path.cwd()).resolve()
+    if config_file is not None:
+        config_file = config_file.resolve()
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} not found; run `wms init` to write one")
+    else:
+        config_file = find_config(start)
+    root = config_file.parent if config_file else start
+
+    if config_file is not None:
+        try:
+            tomllib.loads(config_file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file} is not valid TOML ({exc}); fix that line") from None
+
+    # Bind the file to a throwaway subclass: pydantic-settings reads the TOML path from the class.
+    bound = type(
+        "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}}
+    )
+    try:
+        settings = bound(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    return Project(root=root, settings=settings, config_file=config_file)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad setting, its value and where to change it."""
+    problems, keys = [], []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"] if not isinstance(part, int)]
+        key = ".".join(loc[:2]) or "settings"
+        keys.append(key)
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown setting {key}{_valid_keys_hint(loc)}")
+        else:
+            problems.append(f"bad setting {key}={err.get('input')!r}: {err['msg']}")
+    env = "WMS_" + keys[0].replace(".", "__").upper()
+    return "; ".join(problems) + f" (check {CONFIG_NAME}, {env} and --set flags)"
+
+
+def _valid_keys_hint(loc: list[str]) -> str:
+    if len(loc) >= 2 and loc[0] in Settings.model_fields:
+        section = Settings.model_fields[loc[0]].annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            return f" (valid keys in [{loc[0]}]: {', '.join(section.model_fields)})"
+    return f" (valid sections: {', '.join(Settings.model_fields)})"

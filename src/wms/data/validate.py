@@ -1,0 +1,334 @@
+"""Check a dataset folder before it is prepared or trained on; every bad file becomes an `Issue`.
+
+Issue codes are a contract with the CLI and CI: missing_mask, missing_image, unreadable, wrong_size,
+size_mismatch, non_binary_mask, empty_mask, exif_rotated, duplicate, bad_mode.
+Issue paths are relative to the dataset root (e.g. "images/a.png").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from wms.data.pairs import Pair, find_pairs
+from wms.errors import UsageError
+
+WARNING_CODES = frozenset({"empty_mask", "exif_rotated"})
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+# EXIF orientations 5-8 turn the picture by 90 degrees, so width and height swap; 0 is invalid and ignored.
+_ORIENTATIONS = range(2, 9)
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+# Below this, starting worker processes costs more than checking the pairs.
+_PARALLEL_MIN_PAIRS = 16
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem with one file; `message` says how to fix it."""
+
+    code: str
+    severity: str  # "error" or "warning"
+    path: str
+    message: str
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of `validate_dataset`: ok when there is no error (warnings allowed)."""
+
+    ok: bool
+    pairs: int
+    issues: list[Issue]
+    stats: dict[str, Any]
+
+    @property
+    def errors(self) -> list[Issue]:
+        """Issues that make the dataset unusable."""
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        """Issues worth knowing about that do not block use."""
+        return [i for i in self.issues if i.severity == "warning"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: {"ok", "pairs", "issues": [{"code", "severity", "path", "message"}], "stats"}."""
+        return {
+            "ok": self.ok,
+            "pairs": self.pairs,
+            "issues": [asdict(i) for i in self.issues],
+            "stats": self.stats,
+        }
+
+    def to_markdown(self) -> str:
+        """Summary line plus one table row per issue code, with its first example."""
+        verdict = "ok" if self.ok else "NOT ok"
+        counts_line = f"{self.pairs} pairs, {len(self.errors)} errors, {len(self.warnings)} warnings"
+        lines = [f"**Dataset {verdict}**: {counts_line}"]
+        if not self.issues:
+            return lines[0] + "\n"
+        first: dict[str, Issue] = {}
+        counts: Counter[str] = Counter()
+        for issue in self.issues:
+            first.setdefault(issue.code, issue)
+            counts[issue.code] += 1
+        lines += ["", "| code | severity | count | example | how to fix |", "|---|---|---|---|---|"]
+        for code, issue in first.items():
+            message = issue.message.replace("|", "\\|")
+            lines.append(f"| {code} | {issue.severity} | {counts[code]} | `{issue.path}` | {message} |")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _PairResult:
+    """What a worker learns about one pair; small, so it pickles cheaply."""
+
+    issues: list[Issue] = field(default_factory=list)
+    image_size: str | None = None
+    foreground: float | None = None
+    image_hash: str | None = None
+
+
+def _issue(code: str, path: str, message: str) -> Issue:
+    return Issue(
+        code=code, severity="warning" if code in WARNING_CODES else "error", path=path, message=message
+    )
+
+
+def _open(path: Path, rel: str, result: _PairResult) -> tuple[Image.Image, int] | None:
+    """Fully decode a file and read its EXIF orientation, or record why it cannot be used."""
+    img: Image.Image | None = None
+    try:
+        img = Image.open(path)
+        img.load()  # decoding everything is the only way to catch truncated files
+        orientation = int(img.getexif().get(0x0112, 1) or 1)
+    except Exception as exc:  # any decoder failure is a property of the file, not a bug here
+        if img is not None:
+            img.close()
+        result.issues.append(
+            _issue(
+                "unreadable",
+                rel,
+                f"cannot decode ({type(exc).__name__}: {exc}): re-export or remove the file",
+            )
+        )
+        return None
+    expected = _FORMATS.get(path.suffix.lower())
+    if img.format != expected:
+        img.close()
+        result.issues.append(
+            _issue(
+                "unreadable",
+                rel,
+                f"content is {img.format} but the extension says {expected}: "
+                "convert the file or rename it to match",
+            )
+        )
+        return None
+    return img, orientation
+
+
+def _oriented_size(img: Image.Image, orientation: int) -> tuple[int, int]:
+    """Size after applying EXIF orientation, as `ImageOps.exif_transpose` would produce it."""
+    w, h = img.size
+    return (h, w) if orientation in _SWAPS_AXES else (w, h)
+
+
+def _mask_values(mask: Image.Image) -> np.ndarray | None:
+    """Gray values of a single-channel mask, or None when the mode is not single-channel."""
+    if mask.mode == "L":
+        return np.asarray(mask)
+    if mask.mode == "1":
+        return np.asarray(mask.convert("L"))
+    if mask.mode == "P":
+        palette = np.array(mask.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+        index = np.asarray(mask)
+        if index.size and int(index.max()) >= len(palette):
+            return None
+        used = palette[np.unique(index)]
+        if (used[:, 0] == used[:, 1]).all() and (used[:, 1] == used[:, 2]).all():
+            return palette[:, 0][index]
+    return None
+
+
+def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
+    """Check one pair; module-level so worker processes can run it."""
+    result = _PairResult()
+    img_rel = pair.image.relative_to(root).as_posix()
+    mask_rel = pair.mask.relative_to(root).as_posix()
+    opened_image = _open(pair.image, img_rel, result)
+    opened_mask = _open(pair.mask, mask_rel, result)
+    image = opened_image[0] if opened_image else None
+    mask = opened_mask[0] if opened_mask else None
+    sizes: dict[str, tuple[int, int]] = {}
+    for rel, opened, what in ((img_rel, opened_image, "image"), (mask_rel, opened_mask, "mask")):
+        if opened is None:
+            continue
+        sizes[what] = _oriented_size(*opened)
+        orientation = opened[1]
+        if orientation in _ORIENTATIONS:
+            result.issues.append(
+                _issue(
+                    "exif_rotated",
+                    rel,
+                    f"EXIF orientation {orientation}: sizes were compared after applying it; "
+                    "preparation bakes it into the pixels, nothing to do unless the result looks wrong",
+                )
+            )
+        if size is not None and sizes[what] != (size, size):
+            w, h = sizes[what]
+            result.issues.append(
+                _issue(
+                    "wrong_size",
+                    rel,
+                    f"{what} is {w}x{h}, expected {size}x{size}: run prepare to resize the dataset",
+                )
+            )
+    if image is not None:
+        result.image_size = "{}x{}".format(*sizes["image"])
+        if image.mode not in ("RGB", "L"):
+            result.issues.append(
+                _issue(
+                    "bad_mode",
+                    img_rel,
+                    f"image mode is {image.mode}, expected RGB or L: convert it to RGB",
+                )
+            )
+        result.image_hash = hashlib.blake2b(
+            f"{image.mode}{image.size}".encode() + image.tobytes(), digest_size=16
+        ).hexdigest()
+    if mask is not None:
+        values = _mask_values(mask)
+        if values is None:
+            result.issues.append(
+                _issue(
+                    "bad_mode",
+                    mask_rel,
+                    f"mask mode is {mask.mode}, expected single-channel L, 1 or gray P: "
+                    "save it as 8-bit grayscale",
+                )
+            )
+        else:
+            _check_mask_values(values, mask_rel, result)
+    if "image" in sizes and "mask" in sizes and sizes["image"] != sizes["mask"]:
+        (iw, ih), (mw, mh) = sizes["image"], sizes["mask"]
+        result.issues.append(
+            _issue(
+                "size_mismatch",
+                img_rel,
+                f"image is {iw}x{ih} but its mask {mask_rel} is {mw}x{mh} (after EXIF orientation): "
+                "re-export the mask at the image's size",
+            )
+        )
+    return result
+
+
+def _check_mask_values(values: np.ndarray, rel: str, result: _PairResult) -> None:
+    fg = values > 127
+    result.foreground = float(fg.mean()) if values.size else 0.0
+    odd = np.count_nonzero((values != 0) & (values != 255))
+    if odd:
+        result.issues.append(
+            _issue(
+                "non_binary_mask",
+                rel,
+                f"{odd / values.size:.1%} of pixels are neither 0 nor 255 (a JPEG mask?): "
+                "save masks as PNG with 0/255, or run prepare, which thresholds at 127",
+            )
+        )
+    if not fg.any():
+        result.issues.append(
+            _issue(
+                "empty_mask",
+                rel,
+                "no foreground pixel (>127): check the label, or remove the pair if the "
+                "image shows no counter window",
+            )
+        )
+
+
+def _check_all(pairs: list[Pair], root: Path, size: int | None, workers: int | None) -> Iterator[_PairResult]:
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    if n <= 1 or len(pairs) < _PARALLEL_MIN_PAIRS:
+        for pair in pairs:
+            yield _check_pair(pair, root, size)
+        return
+    with ProcessPoolExecutor(max_workers=n) as pool:
+        # Chunks amortise pickling; small enough that progress still moves smoothly.
+        chunk = max(1, min(32, len(pairs) // (n * 8)))
+        yield from pool.map(_check_pair, pairs, [root] * len(pairs), [size] * len(pairs), chunksize=chunk)
+
+
+def validate_dataset(
+    root: Path,
+    size: int | None = 512,
+    progress: Callable[[], None] | None = None,
+    workers: int | None = None,
+) -> ValidationReport:
+    """Check every pair in `root` (images/ + masks/); `size=None` skips the size contract."""
+    if size is not None and size < 1:
+        raise UsageError(f"size must be a positive number of pixels or None, got {size}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"workers must be at least 1, got {workers}")
+    root = Path(root)
+    scan = find_pairs(root)
+    issues: list[Issue] = []
+    for path in scan.missing_mask:
+        issues.append(
+            _issue(
+                "missing_mask",
+                path.relative_to(root).as_posix(),
+                f"no mask with stem {path.stem!r} in masks/: add the mask or remove the image",
+            )
+        )
+    for path in scan.missing_image:
+        issues.append(
+            _issue(
+                "missing_image",
+                path.relative_to(root).as_posix(),
+                f"no image with stem {path.stem!r} in images/: add the image or remove the mask",
+            )
+        )
+    sizes: Counter[str] = Counter()
+    foreground: list[float] = []
+    by_hash: dict[str, Pair] = {}
+    for pair, result in zip(scan.pairs, _check_all(scan.pairs, root, size, workers), strict=True):
+        issues.extend(result.issues)
+        if result.image_size is not None:
+            sizes[result.image_size] += 1
+        if result.foreground is not None:
+            foreground.append(result.foreground)
+        if result.image_hash is not None:
+            original = by_hash.setdefault(result.image_hash, pair)
+            if original is not pair:
+                issues.append(
+                    _issue(
+                        "duplicate",
+                        pair.image.relative_to(root).as_posix(),
+                        f"same pixels as {original.image.relative_to(root).as_posix()}: "
+                        "remove one of the two pairs",
+                    )
+                )
+        if progress is not None:
+            progress()
+    stats: dict[str, Any] = {
+        "pairs": len(scan.pairs),
+        "image_sizes": dict(sorted(sizes.items())),
+        "foreground_fraction": {
+            "min": min(foreground) if foreground else None,
+            "mean": float(np.mean(foreground)) if foreground else None,
+            "max": max(foreground) if foreground else None,
+        },
+        "issue_counts": dict(sorted(Counter(i.code for i in issues).items())),
+    }
+    ok = not any(i.severity == "error" for i in issues)
+    return ValidationReport(ok=ok, pairs=len(scan.pairs), issues=issues, stats=stats)

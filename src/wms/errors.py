@@ -1,0 +1,48 @@
+"""WMS errors: one root, a few groups; every message says what is wrong and how to fix it.
+
+The CLI turns a `WmsError` into one line and `exit_code`; any other exception is a bug.
+"""
+
+from __future__ import annotations
+
+
+class WmsError(Exception):
+    """Root of every error WMS reports to a user."""
+
+    exit_code = 1
+
+
+class ConfigError(WmsError):
+    """A setting is missing or has a value WMS cannot use."""
+
+    exit_code = 2
+
+
+class UsageError(WmsError):
+    """A command was called with arguments that cannot work."""
+
+    exit_code = 2
+
+
+class DataError(WmsError):
+    """A dataset folder, pair or image is missing or unusable."""
+
+
+class ConflictError(DataError):
+    """New data disagrees with data already in the store."""
+
+
+class TrainError(WmsError):
+    """Training could not run to the end."""
+
+
+class GateError(WmsError):
+    """The quality gate could not reach a decision."""
+
+
+class RegistryError(WmsError):
+    """The model registry has no such model, or could not be reached."""
+
+
+class BackendError(WmsError):
+    """An external system (store, compute, git host, deploy target) failed."""

@@ -1,0 +1,245 @@
+"""The training-data pipeline: merge → validate → start compute → train → gate → stop compute → promote.
+
+    wms pipeline run --new-data data/incoming
+
+Each stage is recorded in `.wms/runs/<run-id>/run.json` with its status, timing and
+outcome. Compute is stopped in `finally`, whatever happened while it ran. Nothing moves
+(no alias, no pointer file) unless the gate says the candidate is better.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from wms.compute import make_compute
+from wms.config import Project
+from wms.data.store import LocalStore, StagedVersion, read_pointer, write_pointer
+from wms.data.validate import validate_dataset
+from wms.errors import DataError, WmsError
+from wms.gate import GateDecision, decide
+from wms.registry import Registry, record_move
+from wms.train.evaluate import ImageScore, evaluate
+from wms.train.loop import TrainReporter
+from wms.train.run import TrainedRun, split_pairs, train_and_log
+from wms.train.segmenter import Segmenter
+
+STAGES = ("merge", "validate", "start_compute", "train", "gate", "stop_compute", "promote")
+
+
+@dataclass
+class StageRecord:
+    """One stage of one run."""
+
+    name: str
+    status: str = "pending"  # pending | running | ok | failed | skipped
+    seconds: float = 0.0
+    outcome: str = ""
+    error: str | None = None
+
+
+class PipelineReporter(Protocol):
+    """Shows the run to a person; the CLI prints each stage as it ends."""
+
+    def stage_started(self, stage: StageRecord) -> None: ...
+    def stage_done(self, stage: StageRecord) -> None: ...
+    def train_reporter(self) -> TrainReporter | None: ...
+
+
+@dataclass
+class PipelineRun:
+    """The record of a pipeline run, saved after every stage."""
+
+    run_id: str
+    new_data: str
+    run_dir: Path
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    stages: dict[str, StageRecord] = field(default_factory=lambda: {s: StageRecord(s) for s in STAGES})
+    promoted: bool = False
+    summary: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        body = asdict(self) | {
+            "run_dir": str(self.run_dir),
+            "stages": [asdict(s) for s in self.stages.values()],
+        }
+        tmp = self.run_dir / "run.json.tmp"
+        tmp.write_text(json.dumps(body, indent=2) + "\n")
+        tmp.replace(self.run_dir / "run.json")
+
+
+class Pipeline:
+    """Runs the stages in order for one batch of new data."""
+
+    def __init__(self, project: Project, registry: Registry, reporter: PipelineReporter) -> None:
+        self.project = project
+        self.registry = registry
+        self.reporter = reporter
+        self.store = LocalStore(project.path(project.settings.store.url))
+
+    @contextmanager
+    def stage(self, run: PipelineRun, name: str) -> Iterator[StageRecord]:
+        record = run.stages[name]
+        record.status = "running"
+        self.reporter.stage_started(record)
+        started = time.perf_counter()
+        try:
+            yield record
+            record.status = "ok" if record.status == "running" else record.status
+        except BaseException as exc:
+            record.status = "failed"
+            record.error = str(exc) if isinstance(exc, WmsError) else f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            record.seconds = round(time.perf_counter() - started, 2)
+            run.save()
+            self.reporter.stage_done(record)
+
+    def run(self, new_data: Path) -> PipelineRun:
+        """Take `new_data` through every stage; raises WmsError when a stage cannot go on."""
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
+        run = PipelineRun(run_id, str(new_data), self.project.runs_dir / run_id)
+        run.save()
+        try:
+            self._run(run, new_data)
+        except BaseException as exc:
+            for record in run.stages.values():
+                if record.status == "pending":
+                    record.status = "skipped"
+            run.summary = f"failed: {exc}" if isinstance(exc, WmsError) else f"failed: {type(exc).__name__}"
+            run.save()
+            raise
+        return run
+
+    def _run(self, run: PipelineRun, new_data: Path) -> None:
+        settings = self.project.settings
+        pointer = read_pointer(self.project.path(settings.data.pointer))
+        base = pointer["version"] if pointer else None
+
+        with self.stage(run, "merge") as st:
+            staged = self.store.stage_merge(base, new_data)
+            st.outcome = (
+                f"{len(staged.added)} new, {len(staged.unchanged)} already present → "
+                f"version {staged.version} ({staged.pairs} pairs, base {base or 'none'})"
+            )
+            run.outputs["dataset_version"] = staged.version
+
+        with self.stage(run, "validate") as st:
+            self._validate(run, staged, st)
+            dataset = self.store.commit(staged)
+
+        compute = make_compute(settings.compute)
+        try:
+            with self.stage(run, "start_compute") as st:
+                st.outcome = f"{compute.name}: {compute.start().state}"
+            with self.stage(run, "train") as st:
+                trained = train_and_log(
+                    self.project, dataset, self.registry, staged.version, self.reporter.train_reporter()
+                )
+                st.outcome = (
+                    f"run {trained.run_id[:8]}: test Dice {trained.test_metrics['dice']:.4f}, "
+                    f"IoU {trained.test_metrics['iou']:.4f} (best epoch {trained.result.best_epoch})"
+                )
+                run.outputs["mlflow_run_id"] = trained.run_id
+            with self.stage(run, "gate") as st:
+                decision = self._gate(run, dataset, trained)
+                st.outcome = ("pass: " if decision.promote else "fail: ") + decision.reason
+        finally:
+            with self.stage(run, "stop_compute") as st:
+                st.outcome = f"{compute.name}: {compute.stop().state}"
+
+        with self.stage(run, "promote") as st:
+            if decision.promote:
+                version = self._promote(run, trained, decision, staged.version)
+                st.outcome = f"version {version} is now production"
+            else:
+                st.status = "skipped"
+                st.outcome = "nothing moved: production and data/dataset.json stay as they were"
+        run.save()
+
+    def _validate(self, run: PipelineRun, staged: StagedVersion, st: StageRecord) -> None:
+        report = validate_dataset(staged.path, size=self.project.settings.data.size)
+        (run.run_dir / "validation.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        (run.run_dir / "validation.md").write_text(report.to_markdown())
+        if not report.ok:
+            self.store.discard(staged)
+            codes = sorted({i.code for i in report.errors})
+            raise DataError(
+                f"validation failed: {len(report.errors)} error(s) ({', '.join(codes)}); "
+                f"fix the new data and run again — report: {run.run_dir / 'validation.md'}"
+            )
+        st.outcome = f"{report.pairs} pairs valid, {len(report.warnings)} warning(s)"
+
+    def _gate(self, run: PipelineRun, dataset: Path, trained: TrainedRun) -> GateDecision:
+        production = self.registry.production()
+        baseline: list[ImageScore] | None = None
+        if production is not None:
+            test_pairs = split_pairs(self.project, dataset)["test"]
+            with self.registry.fetched(production.version) as folder:
+                baseline = evaluate(Segmenter.load(folder), test_pairs)
+        decision = decide(
+            self.project.settings.gate,
+            trained.test_scores,
+            baseline,
+            production.version if production else None,
+        )
+        (run.run_dir / "gate.json").write_text(json.dumps(decision.to_dict(), indent=2) + "\n")
+        (run.run_dir / "gate.md").write_text(decision.to_markdown())
+        run.outputs["gate"] = decision.to_dict()
+        if decision.promote:
+            run.summary = "promoted"
+        else:
+            kept = f"production stays version {production.version}" if production else "nothing in production"
+            run.summary = f"not promoted: {decision.reason}; {kept}"
+        return decision
+
+    def _promote(
+        self, run: PipelineRun, trained: TrainedRun, decision: GateDecision, dataset_version: str
+    ) -> str:
+        settings = self.project.settings
+        record = self.registry.register(
+            trained.run_id,
+            tags={
+                "dataset_version": dataset_version,
+                "model_sha256": trained.model_sha256,
+                "gate": decision.reason,
+                "pipeline_run": run.run_id,
+            },
+        )
+        old = self.registry.promote(record.version)
+        write_pointer(self.project.path(settings.data.pointer), self.store.manifest(dataset_version))
+        metrics = {k: round(v, 6) for k, v in trained.test_metrics.items() if k != "n"}
+        record_move(
+            self.project.path(settings.tracking.pointer_dir),
+            {
+                "action": "promote",
+                "model_name": settings.tracking.model_name,
+                "from_version": old.version if old else None,
+                "to_version": record.version,
+                "run_id": trained.run_id,
+                "metrics": metrics,
+                "dataset_version": dataset_version,
+                "reason": decision.reason,
+                "by": f"wms pipeline run {run.run_id}",
+            },
+        )
+        baseline = decision.comparisons[0].baseline
+        versus = (
+            f"vs baseline {baseline:.4f} (version {old.version})"
+            if old and baseline is not None
+            else (f"first model, floor {settings.gate.floor:.2f}")
+        )
+        run.promoted = True
+        run.outputs["model_version"] = record.version
+        run.summary = f"promoted version {record.version}: test Dice {metrics['dice']:.4f} {versus}"
+        return record.version

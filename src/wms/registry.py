@@ -1,0 +1,264 @@
+"""Experiment tracking and the model registry, behind one small interface; MLflow implements it.
+
+Nothing outside this module imports mlflow. Runs hold params, per-epoch metrics and the
+saved model (artifact folder `model/`); a promoted run becomes a registered model version,
+and the aliases `production` and `previous` say which version serves. Every alias move is
+also written to `models/production_current.json` and appended to
+`models/production_history.jsonl`, so "what was in production on date X" has an answer
+from git alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from wms.config import Project
+from wms.errors import RegistryError
+
+PRODUCTION, PREVIOUS = "production", "previous"
+MODEL_ARTIFACT = "model"
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+CURRENT_FILE, HISTORY_FILE = "production_current.json", "production_history.jsonl"
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One registered model version as WMS sees it."""
+
+    version: str
+    run_id: str
+    aliases: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RunLog(Protocol):
+    """What a training run may record."""
+
+    run_id: str
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None: ...
+
+
+class Registry(Protocol):
+    """Tracking runs and moving models between aliases."""
+
+    def start_run(self, name: str, tags: dict[str, str]) -> Any: ...
+    def register(self, run_id: str, tags: dict[str, str]) -> ModelRecord: ...
+    def get(self, ref: str) -> ModelRecord: ...
+    def production(self) -> ModelRecord | None: ...
+    def promote(self, version: str) -> ModelRecord | None: ...
+    def list(self) -> list[ModelRecord]: ...
+    def download(self, ref: str, dst: Path) -> Path: ...
+    def fetched(self, ref: str) -> AbstractContextManager[Path]: ...
+
+
+def _quiet_mlflow() -> None:
+    # MLflow and its database migrations log at INFO on first use; users need none of it.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class MlflowRunLog:
+    """A run in progress, written through the MLflow client."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self._client, self.run_id = client, run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self._client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(datetime.now(UTC).timestamp() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self._client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self._client.set_tag(self.run_id, key, value)
+
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
+        self._client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+
+class MlflowRegistry:
+    """The registry on MLflow: a SQLite file by default, or any tracking server."""
+
+    def __init__(self, project: Project) -> None:
+        _quiet_mlflow()
+        from mlflow.tracking import MlflowClient
+
+        self.project = project
+        self.uri = project.tracking_uri
+        self.model_name = project.settings.tracking.model_name
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow at {self.uri} failed to {what}: {exc.message}") from None
+
+    def _experiment_id(self) -> str:
+        name = self.project.settings.tracking.experiment
+        experiment = self._call("read experiments", self._client.get_experiment_by_name, name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        location = None
+        if self.uri.startswith("sqlite:"):
+            location = self.project.path(self.project.settings.tracking.artifact_root).resolve().as_uri()
+        return str(self._call("create the experiment", self._client.create_experiment, name, location))
+
+    @contextmanager
+    def start_run(self, name: str, tags: dict[str, str]) -> Iterator[MlflowRunLog]:
+        """A run that ends FINISHED, or FAILED when the block raises."""
+        run = self._call(
+            "start a run", self._client.create_run, self._experiment_id(), tags=tags, run_name=name
+        )
+        status = "FAILED"
+        try:
+            yield MlflowRunLog(self._client, run.info.run_id)
+            status = "FINISHED"
+        finally:
+            self._client.set_terminated(run.info.run_id, status)
+
+    def register(self, run_id: str, tags: dict[str, str]) -> ModelRecord:
+        """Make the run's saved model a new version of the registered model."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.get_registered_model(self.model_name)
+        except MlflowException:
+            self._call("create the registered model", self._client.create_registered_model, self.model_name)
+        run = self._call("read the run", self._client.get_run, run_id)
+        source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT}"
+        mv = self._call(
+            "register the model",
+            self._client.create_model_version,
+            self.model_name,
+            source,
+            run_id,
+            tags=tags,
+        )
+        return self._record(mv)
+
+    def _record(self, mv: Any, aliases: list[str] | None = None) -> ModelRecord:
+        run = self._client.get_run(mv.run_id)
+        return ModelRecord(
+            version=str(mv.version),
+            run_id=mv.run_id,
+            aliases=sorted(mv.aliases or []) if aliases is None else aliases,
+            metrics={k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
+            tags=dict(mv.tags or {}),
+            created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
+                timespec="seconds"
+            ),
+        )
+
+    def get(self, ref: str) -> ModelRecord:
+        """A version by alias (`production`), number (`3` or `v3`)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if ref.lstrip("v").isdigit():
+                mv = self._client.get_model_version(self.model_name, ref.lstrip("v"))
+            else:
+                mv = self._client.get_model_version_by_alias(self.model_name, ref)
+        except MlflowException:
+            known = ", ".join(r.version for r in self.list()) or "none yet"
+            raise RegistryError(
+                f"no model {ref!r} in {self.model_name!r} (versions: {known}); see `wms model list`"
+            ) from None
+        return self._record(mv)
+
+    def production(self) -> ModelRecord | None:
+        """The version the `production` alias points at, if any."""
+        try:
+            return self.get(PRODUCTION)
+        except RegistryError:
+            return None
+
+    def promote(self, version: str) -> ModelRecord | None:
+        """Point `production` at `version` and `previous` at the old one; returns the old one."""
+        old = self.production()
+        if old is not None and old.version != version:
+            self._call(
+                "set an alias",
+                self._client.set_registered_model_alias,
+                self.model_name,
+                PREVIOUS,
+                old.version,
+            )
+        self._call(
+            "set an alias", self._client.set_registered_model_alias, self.model_name, PRODUCTION, version
+        )
+        return old
+
+    def list(self) -> list[ModelRecord]:
+        """All versions, oldest first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            aliases = dict(self._client.get_registered_model(self.model_name).aliases or {})
+        except MlflowException:
+            return []  # nothing registered yet
+        versions = self._call(
+            "list versions", self._client.search_model_versions, f"name='{self.model_name}'"
+        )
+        # Search results carry no aliases, so take them from the registered model.
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        records = (self._record(mv, sorted(by_version.get(str(mv.version), []))) for mv in versions)
+        return sorted(records, key=lambda r: int(r.version))
+
+    def download(self, ref: str, dst: Path) -> Path:
+        """Copy a model's saved folder (a registry ref or a run id) to `dst`; returns the folder."""
+        run_id = ref if RUN_ID.fullmatch(ref) else self.get(ref).run_id
+        dst.mkdir(parents=True, exist_ok=True)
+        path = self._call(
+            "download the model", self._client.download_artifacts, run_id, MODEL_ARTIFACT, str(dst)
+        )
+        return Path(path)
+
+    @contextmanager
+    def fetched(self, ref: str) -> Iterator[Path]:
+        """A model folder in a temporary place, removed afterwards."""
+        with tempfile.TemporaryDirectory(prefix="wms-model-") as tmp:
+            yield self.download(ref, Path(tmp))
+
+
+def record_move(pointer_dir: Path, entry: dict[str, Any]) -> None:
+    """Write the production pointer and append the move to the history ledger."""
+    pointer_dir.mkdir(parents=True, exist_ok=True)
+    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **entry}
+    current = pointer_dir / CURRENT_FILE
+    tmp = current.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(entry, indent=2) + "\n")
+    tmp.replace(current)
+    with (pointer_dir / HISTORY_FILE).open("a") as ledger:
+        ledger.write(json.dumps(entry) + "\n")

@@ -1,0 +1,1 @@
+"""Model, training loop, metrics, evaluation and the saved-model format."""

@@ -1,0 +1,86 @@
+"""A trained model plus what is needed to use it: saved as `model.pt` + `model.json`.
+
+`Segmenter` is the single inference path: training's test evaluation, `wms evaluate`,
+`wms predict` and the gate all call it, so they cannot disagree on preprocessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from wms.errors import RegistryError
+from wms.train.model import build_model
+from wms.train.preprocess import image_to_array, scale
+
+WEIGHTS_FILE = "model.pt"
+SPEC_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to rebuild and feed a saved model."""
+
+    architecture: str
+    image_size: int
+    threshold: float
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class Segmenter:
+    """A model in eval mode that turns PIL images into foreground masks."""
+
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.spec = spec
+        self.device = device
+
+    @classmethod
+    def load(cls, folder: Path, device: str = "cpu") -> Segmenter:
+        """Load a model saved by `save`."""
+        spec_path, weights_path = folder / SPEC_FILE, folder / WEIGHTS_FILE
+        if not spec_path.is_file() or not weights_path.is_file():
+            raise RegistryError(
+                f"{folder} holds no saved WMS model ({SPEC_FILE} and {WEIGHTS_FILE} expected)"
+            )
+        spec = ModelSpec(**json.loads(spec_path.read_text()))
+        model = build_model(spec.architecture, **spec.kwargs)
+        model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
+        return cls(model, spec, device)
+
+    def save(self, folder: Path) -> str:
+        """Write weights and spec into `folder`; returns the weights' sha256."""
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = folder / WEIGHTS_FILE
+        torch.save(self.model.state_dict(), weights)
+        (folder / SPEC_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
+        return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+    @torch.no_grad()
+    def probabilities(self, batch_uint8: np.ndarray) -> torch.Tensor:
+        """Foreground probabilities (N, 1, S, S) for a preprocessed uint8 batch (N, 3, S, S)."""
+        x = torch.from_numpy(scale(batch_uint8)).to(self.device)
+        return torch.sigmoid(self.model(x)).float()
+
+    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
+        """Boolean masks, each at its own image's size."""
+        if not images:
+            return []
+        size = self.spec.image_size
+        probs = self.probabilities(np.stack([image_to_array(img, size) for img in images]))
+        masks = []
+        for prob, img in zip(probs, images, strict=True):
+            # Upsample probabilities, not the thresholded mask, so edges stay smooth.
+            full = F.interpolate(
+                prob[None], size=(img.height, img.width), mode="bilinear", align_corners=False
+            )
+            masks.append((full[0, 0] > self.spec.threshold).cpu().numpy())
+        return masks

@@ -1,0 +1,127 @@
+"""The command line as a user meets it: help, init, synth, validate, train, model list, predict."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+GROUPS = ["data", "model", "pipeline"]
+COMMANDS = ["init", "train", "predict", "demo", "data synth", "data validate", "model list", "pipeline run"]
+
+
+def test_root_help_lists_every_group(cli: Callable[..., Any]) -> None:
+    result = cli("--help")
+    assert result.exit_code == 0
+    for name in [*GROUPS, "train", "predict", "demo", "init"]:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("command", GROUPS + COMMANDS)
+def test_every_command_explains_itself(cli: Callable[..., Any], command: str) -> None:
+    result = cli(*command.split(), "--help")
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+    assert len(result.output.splitlines()) > 5
+
+
+def test_init_writes_settings_and_gitignore(cli: Callable[..., Any], tmp_path: Path) -> None:
+    assert cli("init", tmp_path / "p").exit_code == 0
+    assert "[train]" in (tmp_path / "p" / "wms.toml").read_text()
+    assert ".wms/" in (tmp_path / "p" / ".gitignore").read_text().splitlines()
+    again = cli("init", tmp_path / "p")
+    assert again.exit_code == 2
+    assert "already exists" in again.output
+
+
+def test_synth_then_validate(cli: Callable[..., Any], tmp_path: Path) -> None:
+    assert cli("data", "synth", tmp_path / "d", "--count", "5", "--size", "64", "--seed", "3").exit_code == 0
+    assert len(list((tmp_path / "d" / "images").glob("*.png"))) == 5
+    ok = cli("data", "validate", tmp_path / "d", "--size", "64", "--json", tmp_path / "r.json")
+    assert ok.exit_code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["ok"] is True and report["pairs"] == 5
+    wrong = cli("data", "validate", tmp_path / "d", "--size", "128")
+    assert wrong.exit_code == 1
+    assert "wrong_size" in wrong.output
+
+
+def test_validate_names_a_missing_folder(cli: Callable[..., Any], tmp_path: Path) -> None:
+    result = cli("data", "validate", tmp_path / "nowhere")
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_train_prints_run_id_and_scores(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    result = cli("train", make_batch(count=30), "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert "run id: " in result.output
+    assert "test Dice" in result.output and "IoU" in result.output
+    assert (project_dir / ".wms" / "mlflow.db").is_file()
+
+
+@pytest.mark.slow
+def test_pipeline_model_list_and_predict(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    result = cli("pipeline", "run", "--new-data", make_batch(count=30))
+    assert result.exit_code == 0, result.output
+    assert "promoted version 1" in result.output
+
+    listed = json.loads(cli("model", "list", "--json").output)
+    assert listed[0]["version"] == "1"
+    assert listed[0]["aliases"] == ["production"]
+    assert {"test_dice", "test_iou"} <= set(listed[0]["metrics"])
+    assert len(listed[0]["run_id"]) == 32
+
+    # A photo stored rotated by EXIF: the mask must match the upright size.
+    photo = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° on display
+    Image.new("RGB", (120, 80), (200, 200, 200)).save(photo, exif=exif)
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (70, 50), (20, 20, 20)).save(plain)
+    result = cli("predict", photo, plain, "--out", tmp_path / "masks")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "masks" / "rotated.png") as m:
+        assert m.size == (80, 120) and m.mode == "L"
+        assert set(np.unique(np.asarray(m))) <= {0, 255}
+    with Image.open(tmp_path / "masks" / "plain.png") as m:
+        assert m.size == (70, 50)
+
+
+def test_predict_without_production_says_what_to_do(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path
+) -> None:
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (10, 10)).save(photo)
+    result = cli("predict", photo, "--out", tmp_path / "m")
+    assert result.exit_code == 1
+    assert "wms model list" in result.output
+
+
+def test_predict_refuses_a_non_image_before_writing(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path, make_batch: Callable[..., Path]
+) -> None:
+    assert (
+        cli("--set", "train.epochs=0", "pipeline", "run", "--new-data", make_batch(count=30)).exit_code == 0
+    )
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    result = cli("predict", text, "--out", tmp_path / "m")
+    assert result.exit_code == 1
+    assert "cannot read" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_model_list_when_empty(cli: Callable[..., Any], project_dir: Path) -> None:
+    assert json.loads(cli("model", "list", "--json").output) == []
+    assert "no model versions yet" in cli("model", "list").output

@@ -1,0 +1,116 @@
+"""End to end: `wms pipeline run` twice in a temporary project, on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wms.config import load_settings, parse_overrides
+from wms.errors import ConflictError, DataError
+from wms.pipeline import Pipeline, StageRecord
+from wms.registry import MlflowRegistry
+
+pytestmark = pytest.mark.slow
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.done: list[tuple[str, str]] = []
+
+    def stage_started(self, stage: StageRecord) -> None:
+        pass
+
+    def stage_done(self, stage: StageRecord) -> None:
+        self.done.append((stage.name, stage.status))
+
+    def train_reporter(self) -> None:
+        return None
+
+
+def run(project_dir: Path, batch: Path, *sets: str) -> tuple[Any, Recorder, MlflowRegistry]:
+    project = load_settings(start=project_dir, overrides=parse_overrides(list(sets)))
+    registry = MlflowRegistry(project)
+    recorder = Recorder()
+    return Pipeline(project, registry, recorder).run(batch), recorder, registry
+
+
+def history(project_dir: Path) -> list[dict[str, Any]]:
+    lines = (project_dir / "models" / "production_history.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_first_model_promoted_then_untrained_candidate_rejected(
+    project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    first, recorder, registry = run(project_dir, make_batch("b1", count=40, seed=1), "train.epochs=3")
+    assert first.promoted, first.summary
+    assert [s for s, _ in recorder.done] == [
+        "merge",
+        "validate",
+        "start_compute",
+        "train",
+        "gate",
+        "stop_compute",
+        "promote",
+    ]
+    assert registry.production() is not None
+    pointer = json.loads((project_dir / "data" / "dataset.json").read_text())
+    assert pointer["pairs"] == 40
+
+    second, recorder, registry = run(project_dir, make_batch("b2", count=20, seed=2), "train.epochs=0")
+    assert not second.promoted
+    assert second.summary.startswith("not promoted: ")
+    assert "production stays version 1" in second.summary
+    assert ("promote", "skipped") in recorder.done
+    assert registry.production().version == "1"
+    # The data pointer and the ledger did not move.
+    assert json.loads((project_dir / "data" / "dataset.json").read_text()) == pointer
+    assert len(history(project_dir)) == 1
+    # Both runs are recorded; the second gate compared on the merged test split.
+    record = json.loads((second.run_dir / "run.json").read_text())
+    assert record["outputs"]["gate"]["baseline_version"] == "1"
+    assert {s["status"] for s in record["stages"]} == {"ok", "skipped"}
+
+
+def test_better_candidate_is_promoted_and_previous_kept(
+    project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    first, _, _ = run(project_dir, make_batch("b1", count=40, seed=1), "train.epochs=0")
+    assert first.promoted  # floor is 0 in the tiny settings
+    second, _, registry = run(project_dir, make_batch("b2", count=20, seed=2), "train.epochs=4")
+    assert second.promoted, second.summary
+    versions = {r.version: r.aliases for r in registry.list()}
+    assert versions == {"1": ["previous"], "2": ["production"]}
+    moves = history(project_dir)
+    assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, "1"), ("1", "2")]
+    assert moves[1]["dataset_version"] == second.outputs["dataset_version"]
+
+
+def test_invalid_data_stops_before_training_and_keeps_nothing(
+    project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    batch = make_batch("bad", count=6)
+    next((batch / "masks").iterdir()).unlink()
+    with pytest.raises(DataError, match="missing_mask"):
+        run(project_dir, batch)
+    store_versions = project_dir / ".wms" / "store" / "versions"
+    assert [p for p in store_versions.iterdir()] == []
+    assert not (project_dir / "models").exists()
+    run_dir = next((project_dir / ".wms" / "runs").iterdir())
+    stages = {s["name"]: s["status"] for s in json.loads((run_dir / "run.json").read_text())["stages"]}
+    assert stages["validate"] == "failed" and stages["train"] == "skipped"
+    assert "missing_mask" in (run_dir / "validation.md").read_text()
+
+
+def test_conflicting_ids_stop_the_merge(project_dir: Path, make_batch: Callable[..., Path]) -> None:
+    run(project_dir, make_batch("b1", count=30, seed=1), "train.epochs=0")
+    clash = make_batch("clash", count=2, seed=5)
+    for kind in ("images", "masks"):
+        for p in (clash / kind).iterdir():
+            p.rename(p.with_name(p.name.replace("s5", "s1")))
+    with pytest.raises(ConflictError):
+        run(project_dir, clash)

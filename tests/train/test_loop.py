@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wms.config import TrainSettings
+from wms.data.pairs import find_pairs
+from wms.errors import TrainError
+from wms.train.loop import train
+from wms.train.segmenter import Segmenter
+
+TINY = {"image_size": 32, "base_channels": 4, "depth": 2, "batch_size": 8, "epochs": 3}
+
+
+@pytest.fixture
+def pairs(make_batch: Callable[..., Path]) -> list:
+    return find_pairs(make_batch(count=24)).pairs
+
+
+def test_training_lowers_the_loss(pairs: list) -> None:
+    result = train(TrainSettings(**TINY | {"epochs": 4}), pairs[:18], pairs[18:])
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0]
+    assert 0 <= result.best_epoch <= 4
+
+
+def test_same_seed_same_run(pairs: list) -> None:
+    first = train(TrainSettings(**TINY), pairs[:18], pairs[18:])
+    second = train(TrainSettings(**TINY), pairs[:18], pairs[18:])
+    assert [h["train_loss"] for h in first.history] == [h["train_loss"] for h in second.history]
+
+
+def test_zero_epochs_gives_the_untrained_model(pairs: list) -> None:
+    result = train(TrainSettings(**TINY | {"epochs": 0}), pairs[:18], pairs[18:])
+    assert result.history == [] and result.best_epoch == 0
+
+
+def test_size_must_fit_the_depth(pairs: list) -> None:
+    with pytest.raises(TrainError, match="divisible"):
+        train(TrainSettings(**TINY | {"image_size": 36, "depth": 3}), pairs[:18], pairs[18:])
+
+
+def test_empty_split_is_a_clear_error(pairs: list) -> None:
+    with pytest.raises(TrainError, match="val"):
+        train(TrainSettings(**TINY), pairs, [])
+
+
+def test_saved_model_predicts_the_same_at_the_photo_size(pairs: list, tmp_path: Path) -> None:
+    result = train(TrainSettings(**TINY | {"epochs": 1}), pairs[:18], pairs[18:])
+    result.segmenter.save(tmp_path / "model")
+    loaded = Segmenter.load(tmp_path / "model")
+    photo = Image.new("RGB", (90, 50), (120, 130, 140))
+    before, after = result.segmenter.predict_masks([photo])[0], loaded.predict_masks([photo])[0]
+    assert after.shape == (50, 90)
+    assert np.array_equal(before, after)
