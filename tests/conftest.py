@@ -21,9 +21,10 @@ TINY_SETTINGS = """
 size = 64
 
 [train]
-epochs = 2
+epochs = 10
 image_size = 32
 batch_size = 8
+learning_rate = 0.01
 base_channels = 8
 depth = 2
 
@@ -54,7 +55,7 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def make_batch(tmp_path: Path) -> Callable[..., Path]:
     """Write a synthetic batch of pairs (64 px) and return its folder."""
 
-    def make(name: str = "batch", count: int = 40, seed: int = 1, size: int = 64) -> Path:
+    def make(name: str = "batch", count: int = 80, seed: int = 1, size: int = 64) -> Path:
         out = tmp_path / name
         synthesize(out, count=count, size=size, seed=seed)
         return out

@@ -46,7 +46,7 @@ def history(project_dir: Path) -> list[dict[str, Any]]:
 def test_first_model_promoted_then_untrained_candidate_rejected(
     project_dir: Path, make_batch: Callable[..., Path]
 ) -> None:
-    first, recorder, registry = run(project_dir, make_batch("b1", count=40, seed=1), "train.epochs=3")
+    first, recorder, registry = run(project_dir, make_batch("b1", seed=1))
     assert first.promoted, first.summary
     assert [s for s, _ in recorder.done] == [
         "merge",
@@ -59,7 +59,7 @@ def test_first_model_promoted_then_untrained_candidate_rejected(
     ]
     assert registry.production() is not None
     pointer = json.loads((project_dir / "data" / "dataset.json").read_text())
-    assert pointer["pairs"] == 40
+    assert pointer["pairs"] == 80
 
     second, recorder, registry = run(project_dir, make_batch("b2", count=20, seed=2), "train.epochs=0")
     assert not second.promoted
@@ -79,9 +79,9 @@ def test_first_model_promoted_then_untrained_candidate_rejected(
 def test_better_candidate_is_promoted_and_previous_kept(
     project_dir: Path, make_batch: Callable[..., Path]
 ) -> None:
-    first, _, _ = run(project_dir, make_batch("b1", count=40, seed=1), "train.epochs=0")
+    first, _, _ = run(project_dir, make_batch("b1", seed=1), "train.epochs=0")
     assert first.promoted  # floor is 0 in the tiny settings
-    second, _, registry = run(project_dir, make_batch("b2", count=20, seed=2), "train.epochs=4")
+    second, _, registry = run(project_dir, make_batch("b2", count=20, seed=2))
     assert second.promoted, second.summary
     versions = {r.version: r.aliases for r in registry.list()}
     assert versions == {"1": ["previous"], "2": ["production"]}

@@ -53,7 +53,7 @@ class TrackingSettings(Section):
 
 class TrainSettings(Section):
     architecture: str = "unet"
-    epochs: int = Field(8, ge=0, description="0 logs an untrained model (useful to test the gate)")
+    epochs: int = Field(12, ge=0, description="0 logs an untrained model (useful to test the gate)")
     image_size: int = Field(128, ge=16, le=2048)
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(3e-3, gt=0)

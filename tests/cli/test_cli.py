@@ -61,7 +61,7 @@ def test_validate_names_a_missing_folder(cli: Callable[..., Any], tmp_path: Path
 def test_train_prints_run_id_and_scores(
     cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
 ) -> None:
-    result = cli("train", make_batch(count=30), "--epochs", "1")
+    result = cli("train", make_batch(), "--epochs", "1")
     assert result.exit_code == 0, result.output
     assert "run id: " in result.output
     assert "test Dice" in result.output and "IoU" in result.output
@@ -72,7 +72,7 @@ def test_train_prints_run_id_and_scores(
 def test_pipeline_model_list_and_predict(
     cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path
 ) -> None:
-    result = cli("pipeline", "run", "--new-data", make_batch(count=30))
+    result = cli("pipeline", "run", "--new-data", make_batch())
     assert result.exit_code == 0, result.output
     assert "promoted version 1" in result.output
 
@@ -112,7 +112,7 @@ def test_predict_refuses_a_non_image_before_writing(
     cli: Callable[..., Any], project_dir: Path, tmp_path: Path, make_batch: Callable[..., Path]
 ) -> None:
     assert (
-        cli("--set", "train.epochs=0", "pipeline", "run", "--new-data", make_batch(count=30)).exit_code == 0
+        cli("--set", "train.epochs=0", "pipeline", "run", "--new-data", make_batch()).exit_code == 0
     )
     text = tmp_path / "notes.jpg"
     text.write_text("not a photo")

@@ -20,7 +20,7 @@ def demo(
     workdir: Path = typer.Option(
         Path(".wms/demo"), "--workdir", help="Where the demo's batches and masks go."
     ),
-    count: int = typer.Option(120, "--count", "-n", min=8, help="Pairs in each synthetic batch."),
+    count: int = typer.Option(160, "--count", "-n", min=8, help="Pairs in each synthetic batch."),
     size: int = typer.Option(512, "--size", min=32, help="Side of the synthetic photos."),
 ) -> None:
     """Synthesize a batch → pipeline (first model promoted) → second batch → pipeline (gate) → predict."""
