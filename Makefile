@@ -33,6 +33,7 @@ demo: install  ## run the whole loop on synthetic data with the embedded default
 
 lint: install-dev  ## ruff and mypy
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
 test: install-dev lint  ## lint, then the test suite

@@ -237,7 +237,7 @@ class Pipeline:
         versus = (
             f"vs baseline {baseline:.4f} (version {old.version})"
             if old and baseline is not None
-            else (f"first model, floor {settings.gate.floor:.2f}")
+            else f"(first model, floor {settings.gate.floor:.2f})"
         )
         run.promoted = True
         run.outputs["model_version"] = record.version

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,9 +113,7 @@ def test_predict_without_production_says_what_to_do(
 def test_predict_refuses_a_non_image_before_writing(
     cli: Callable[..., Any], project_dir: Path, tmp_path: Path, make_batch: Callable[..., Path]
 ) -> None:
-    assert (
-        cli("--set", "train.epochs=0", "pipeline", "run", "--new-data", make_batch()).exit_code == 0
-    )
+    assert cli("--set", "train.epochs=0", "pipeline", "run", "--new-data", make_batch()).exit_code == 0
     text = tmp_path / "notes.jpg"
     text.write_text("not a photo")
     result = cli("predict", text, "--out", tmp_path / "m")
@@ -125,3 +125,23 @@ def test_predict_refuses_a_non_image_before_writing(
 def test_model_list_when_empty(cli: Callable[..., Any], project_dir: Path) -> None:
     assert json.loads(cli("model", "list", "--json").output) == []
     assert "no model versions yet" in cli("model", "list").output
+
+
+@pytest.mark.slow
+def test_demo_ends_with_a_production_model_and_masks(cli: Callable[..., Any], project_dir: Path) -> None:
+    result = cli("demo", "--count", "80", "--size", "64")
+    assert result.exit_code == 0, result.output
+    assert "production model: version" in result.output
+    listed = json.loads(cli("model", "list", "--json").output)
+    assert any("production" in r["aliases"] for r in listed)
+    masks = sorted((project_dir / ".wms" / "demo" / "predictions").glob("*.png"))
+    assert len(masks) == 4
+    history = (project_dir / "models" / "production_history.jsonl").read_text().splitlines()
+    assert 1 <= len(history) <= 2
+
+
+def test_console_script_is_installed() -> None:
+    wms = Path(sys.executable).parent / "wms"
+    done = subprocess.run([str(wms), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "pipeline" in done.stdout

@@ -86,6 +86,8 @@ class TrainProgress:
         self._task: Any = None
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        if not err_console.is_terminal:
+            return  # a bar in a log file is noise; the per-epoch line says enough
         self._bar = Progress(
             TextColumn(f"epoch {epoch}/{epochs}"),
             BarColumn(),
@@ -105,6 +107,7 @@ class TrainProgress:
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
         if self._bar is not None:
             self._bar.stop()
+            self._bar = None
         console.print(
             f"  epoch {epoch:>3}  loss {metrics['train_loss']:.4f}  val Dice {metrics['val_dice']:.4f}"
             f"  ({metrics['epoch_seconds']:.1f} s)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich import box
 from rich.table import Table
 
 from wms.cli._common import WmsGroup, console, state
@@ -23,15 +24,17 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help
     if not records:
         console.print("no model versions yet; run `wms pipeline run --new-data DIR` or `wms demo`")
         return
-    table = Table("version", "aliases", "test Dice", "test IoU", "dataset", "created", "run id")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for column in ("version", "aliases", "test Dice", "IoU", "dataset", "created (UTC)", "run"):
+        table.add_column(column, no_wrap=True)
     for r in records:
         table.add_row(
             r.version,
             ", ".join(r.aliases),
             f"{r.metrics.get('test_dice', float('nan')):.4f}",
             f"{r.metrics.get('test_iou', float('nan')):.4f}",
-            r.tags.get("dataset_version", ""),
-            r.created_at,
+            r.tags.get("dataset_version", "")[:8],
+            r.created_at[:16].replace("T", " "),
             r.run_id[:8],
         )
     console.print(table)
