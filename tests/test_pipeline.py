@@ -11,6 +11,7 @@ import pytest
 
 from wms.config import load_settings, parse_overrides
 from wms.errors import ConflictError, DataError
+from wms.data.store import open_store
 from wms.pipeline import Pipeline, StageRecord
 from wms.registry import MlflowRegistry
 
@@ -59,7 +60,8 @@ def test_first_model_promoted_then_untrained_candidate_rejected(
     ]
     assert registry.production() is not None
     pointer = json.loads((project_dir / "data" / "dataset.json").read_text())
-    assert pointer["pairs"] == 80
+    assert pointer["counts"]["pairs"] == 80
+    assert pointer["version"] == first.outputs["dataset_version"]
 
     second, recorder, registry = run(project_dir, make_batch("b2", count=20, seed=2), "train.epochs=0")
     assert not second.promoted
@@ -97,8 +99,7 @@ def test_invalid_data_stops_before_training_and_keeps_nothing(
     next((batch / "masks").iterdir()).unlink()
     with pytest.raises(DataError, match="missing_mask"):
         run(project_dir, batch)
-    store_versions = project_dir / ".wms" / "store" / "versions"
-    assert [p for p in store_versions.iterdir()] == []
+    assert open_store(load_settings(start=project_dir)).versions() == []
     assert not (project_dir / "models").exists()
     run_dir = next((project_dir / ".wms" / "runs").iterdir())
     stages = {s["name"]: s["status"] for s in json.loads((run_dir / "run.json").read_text())["stages"]}
@@ -114,3 +115,27 @@ def test_conflicting_ids_stop_the_merge(project_dir: Path, make_batch: Callable[
             p.rename(p.with_name(p.name.replace("s5", "s1")))
     with pytest.raises(ConflictError):
         run(project_dir, clash)
+
+
+def test_the_same_batch_again_stops_after_merge(project_dir: Path, make_batch: Callable[..., Path]) -> None:
+    batch = make_batch("b1", seed=1)
+    run(project_dir, batch, "train.epochs=0")
+    again, recorder, _ = run(project_dir, batch)
+    assert not again.promoted
+    assert "no new pairs" in again.summary
+    assert recorder.done == [("merge", "ok")]
+    assert {s.status for name, s in again.stages.items() if name != "merge"} == {"skipped"}
+
+
+def test_merged_version_is_stored_and_pointed_at_after_promotion(
+    project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    first, _, _ = run(project_dir, make_batch("b1", seed=1), "train.epochs=0")
+    second, _, _ = run(project_dir, make_batch("b2", count=20, seed=2))
+    store = open_store(load_settings(start=project_dir))
+    versions = store.versions()
+    assert [(v.pairs, v.parent) for v in versions] == [(80, None), (100, first.outputs["dataset_version"])]
+    pointer = json.loads((project_dir / "data" / "dataset.json").read_text())
+    expected = second.outputs["dataset_version"] if second.promoted else first.outputs["dataset_version"]
+    assert pointer["version"] == expected
+    assert pointer["manifest_sha256"] == store.manifest_sha256(expected)

@@ -37,10 +37,14 @@ class DataSettings(Section):
     size: int = Field(512, ge=16, description="side of the square training contract, in pixels")
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    auto_prepare: bool = Field(False, description="run `prepare` on incoming data before merging")
 
 
 class StoreSettings(Section):
-    url: str = Field(".wms/store", description="where the merged dataset lives")
+    url: str = Field(".wms/store", description="a folder, or s3://bucket/prefix")
+    lock_ttl_seconds: float = Field(900, gt=0, description="a crashed writer's lock expires after this")
+    lock_wait_seconds: float = Field(60, ge=0, description="how long a writer waits for another")
+    workers: int = Field(8, ge=1, description="parallel blob transfers")
 
 
 class TrackingSettings(Section):

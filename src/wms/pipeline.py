@@ -10,6 +10,7 @@ outcome. Compute is stopped in `finally`, whatever happened while it ran. Nothin
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ from typing import Any, Protocol
 
 from wms.compute import make_compute
 from wms.config import Project
-from wms.data.store import LocalStore, StagedVersion, read_pointer, write_pointer
+from wms.data.pointer import read_pointer, write_pointer
+from wms.data.store import IngestPlan, open_store
 from wms.data.validate import validate_dataset
 from wms.errors import DataError, WmsError
 from wms.gate import GateDecision, decide
@@ -84,7 +86,8 @@ class Pipeline:
         self.project = project
         self.registry = registry
         self.reporter = reporter
-        self.store = LocalStore(project.path(project.settings.store.url))
+        self.store = open_store(project)
+        self.work_dir = project.state_dir / "work" / "dataset"
 
     @contextmanager
     def stage(self, run: PipelineRun, name: str) -> Iterator[StageRecord]:
@@ -113,12 +116,13 @@ class Pipeline:
         try:
             self._run(run, new_data)
         except BaseException as exc:
+            run.summary = f"failed: {exc}" if isinstance(exc, WmsError) else f"failed: {type(exc).__name__}"
+            raise
+        finally:
             for record in run.stages.values():
                 if record.status == "pending":
                     record.status = "skipped"
-            run.summary = f"failed: {exc}" if isinstance(exc, WmsError) else f"failed: {type(exc).__name__}"
             run.save()
-            raise
         return run
 
     def _run(self, run: PipelineRun, new_data: Path) -> None:
@@ -127,16 +131,21 @@ class Pipeline:
         base = pointer["version"] if pointer else None
 
         with self.stage(run, "merge") as st:
-            staged = self.store.stage_merge(base, new_data)
+            # Conflicts stop here, before anything is written; orphans go on to validation's report.
+            plan = self.store.plan(new_data, base, allow_orphans=True)
+            dataset = self._merge(base, new_data, plan)
             st.outcome = (
-                f"{len(staged.added)} new, {len(staged.unchanged)} already present → "
-                f"version {staged.version} ({staged.pairs} pairs, base {base or 'none'})"
+                f"{len(plan.added)} new, {len(plan.unchanged)} already present → "
+                f"version {plan.version or 'none'} ({len(plan.pairs)} pairs, base {base or 'none'})"
             )
-            run.outputs["dataset_version"] = staged.version
+            run.outputs["dataset_version"] = plan.version
+        if not plan.added and not plan.orphans:
+            run.summary = f"not promoted: no new pairs in {new_data} (version {base} already holds them)"
+            return
 
         with self.stage(run, "validate") as st:
-            self._validate(run, staged, st)
-            dataset = self.store.commit(staged)
+            self._validate(run, dataset, st)
+            version = self.store.ingest(dataset, base).version
 
         compute = make_compute(settings.compute)
         try:
@@ -144,7 +153,7 @@ class Pipeline:
                 st.outcome = f"{compute.name}: {compute.start().state}"
             with self.stage(run, "train") as st:
                 trained = train_and_log(
-                    self.project, dataset, self.registry, staged.version, self.reporter.train_reporter()
+                    self.project, dataset, self.registry, version, self.reporter.train_reporter()
                 )
                 st.outcome = (
                     f"run {trained.run_id[:8]}: test Dice {trained.test_metrics['dice']:.4f}, "
@@ -160,19 +169,36 @@ class Pipeline:
 
         with self.stage(run, "promote") as st:
             if decision.promote:
-                version = self._promote(run, trained, decision, staged.version)
-                st.outcome = f"version {version} is now production"
+                model_version = self._promote(run, trained, decision, version)
+                st.outcome = f"version {model_version} is now production"
             else:
                 st.status = "skipped"
                 st.outcome = "nothing moved: production and data/dataset.json stay as they were"
         run.save()
 
-    def _validate(self, run: PipelineRun, staged: StagedVersion, st: StageRecord) -> None:
-        report = validate_dataset(staged.path, size=self.project.settings.data.size)
+    def _merge(self, base: str | None, new_data: Path, plan: IngestPlan) -> Path:
+        """The base version plus the new pairs, in the local work folder (nothing in the store yet)."""
+        work = self.work_dir
+        if base:
+            pulled = self.store.pull(base, work)
+            for leftover in pulled.extra:  # files of an earlier run that was not kept
+                Path(leftover).unlink()
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            for kind in ("images", "masks"):
+                (work / kind).mkdir(parents=True)
+        for pair in plan.new_pairs:
+            shutil.copy2(pair.image, work / "images" / pair.image.name)
+            shutil.copy2(pair.mask, work / "masks" / pair.mask.name)
+        for orphan in plan.orphans:
+            shutil.copy2(orphan, work / orphan.parent.name / orphan.name)
+        return work
+
+    def _validate(self, run: PipelineRun, dataset: Path, st: StageRecord) -> None:
+        report = validate_dataset(dataset, size=self.project.settings.data.size)
         (run.run_dir / "validation.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         (run.run_dir / "validation.md").write_text(report.to_markdown())
         if not report.ok:
-            self.store.discard(staged)
             codes = sorted({i.code for i in report.errors})
             raise DataError(
                 f"validation failed: {len(report.errors)} error(s) ({', '.join(codes)}); "
@@ -217,7 +243,12 @@ class Pipeline:
             },
         )
         old = self.registry.promote(record.version)
-        write_pointer(self.project.path(settings.data.pointer), self.store.manifest(dataset_version))
+        write_pointer(
+            self.project.path(settings.data.pointer),
+            self.store.manifest(dataset_version),
+            self.store.manifest_sha256(dataset_version),
+            settings.store.url,
+        )
         metrics = {k: round(v, 6) for k, v in trained.test_metrics.items() if k != "n"}
         record_move(
             self.project.path(settings.tracking.pointer_dir),

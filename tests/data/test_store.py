@@ -1,83 +1,182 @@
+"""The dataset store, run against a local folder and against S3 (moto's server on loopback)."""
+
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from wms.data.store import LocalStore, read_pointer, write_pointer
-from wms.errors import ConflictError, DataError
+from wms.data.lease import lease
+from wms.data.store import DatasetStore
+from wms.errors import BackendError, ConflictError, DataError
 
 
-def test_merge_builds_a_version_with_base_and_new(tmp_path: Path, make_batch: Callable[..., Path]) -> None:
-    store = LocalStore(tmp_path / "store")
-    v1 = store.stage_merge(None, make_batch("a", count=5, seed=1))
-    store.commit(v1)
-    v2 = store.stage_merge(v1.version, make_batch("b", count=3, seed=2))
-    folder = store.commit(v2)
-    assert (v1.pairs, v2.pairs) == (5, 8)
-    assert len(list((folder / "images").iterdir())) == 8
-    assert store.manifest(v2.version)["parent"] == v1.version
-    assert len(v2.added) == 3
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server) on a free loopback port, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
-def test_same_content_again_is_the_same_version(tmp_path: Path, make_batch: Callable[..., Path]) -> None:
-    store = LocalStore(tmp_path / "store")
-    batch = make_batch("a", count=4)
-    first = store.stage_merge(None, batch)
-    store.commit(first)
-    again = store.stage_merge(first.version, batch)
-    assert again.version == first.version
-    assert again.added == [] and len(again.unchanged) == 4
-    store.commit(again)
-    assert [p.name for p in store.versions_dir.iterdir()] == [first.version]
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> DatasetStore:
+    if request.param == "local":
+        return DatasetStore(str(tmp_path / "store"), workers=4)
+    endpoint = request.getfixturevalue("moto_endpoint")
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    # The real code path: boto3/s3fs read the endpoint and credentials from the usual variables.
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    import boto3
+
+    bucket = f"wms-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return DatasetStore(f"s3://{bucket}/datasets", workers=4)
 
 
-def test_same_id_other_content_is_a_conflict_and_writes_nothing(
-    tmp_path: Path, make_batch: Callable[..., Path]
+def blob_count(store: DatasetStore) -> int:
+    try:
+        return len(store.fs.find(f"{store.root}/blobs"))
+    except FileNotFoundError:
+        return 0
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_ingest_makes_a_version_and_lists_it(store: DatasetStore, make_batch: Callable[..., Path]) -> None:
+    result = store.ingest(make_batch("a", count=5), None)
+    assert len(result.added) == 5 and result.blobs_written == 10
+    [info] = store.versions()
+    assert (info.id, info.parent, info.pairs) == (result.version, None, 5)
+    manifest = store.manifest(result.version)
+    assert sum(manifest["counts"][s] for s in ("train", "val", "test")) == 5
+    entry = next(iter(manifest["pairs"].values()))
+    assert entry["size"] == [64, 64] and entry["split"] in ("train", "val", "test")
+
+
+def test_ingesting_the_same_content_again_is_no_change(
+    store: DatasetStore, make_batch: Callable[..., Path]
 ) -> None:
-    store = LocalStore(tmp_path / "store")
-    base = store.stage_merge(None, make_batch("a", count=3, seed=1))
-    store.commit(base)
-    other = make_batch("b", count=3, seed=9)
-    # Give seed-9 pairs the ids of the seed-1 pairs: same names, other pixels.
+    batch = make_batch("a", count=4)
+    first = store.ingest(batch, None)
+    blobs = blob_count(store)
+    again = store.ingest(batch, first.version)
+    assert again.no_change and again.blobs_written == 0 and len(again.unchanged) == 4
+    assert blob_count(store) == blobs
+    assert [v.id for v in store.versions()] == [first.version]
+
+
+def test_second_batch_builds_on_the_first(store: DatasetStore, make_batch: Callable[..., Path]) -> None:
+    v1 = store.ingest(make_batch("a", count=4, seed=1), None).version
+    v2 = store.ingest(make_batch("b", count=3, seed=2), v1).version
+    assert [(v.id, v.parent, v.pairs) for v in store.versions()] == [(v1, None, 4), (v2, v1, 7)]
+    diff = store.diff(v1, v2)
+    assert len(diff.added) == 3 and diff.removed == [] and diff.changed == []
+
+
+def test_a_conflicting_id_writes_nothing(store: DatasetStore, make_batch: Callable[..., Path]) -> None:
+    v1 = store.ingest(make_batch("a", count=3, seed=1), None).version
+    clash = make_batch("b", count=3, seed=9)
     for kind in ("images", "masks"):
-        for p in sorted((other / kind).iterdir()):
+        for p in (clash / kind).iterdir():
             p.rename(p.with_name(p.name.replace("s9", "s1")))
-    before = sorted(p.name for p in store.versions_dir.iterdir())
-    with pytest.raises(ConflictError, match="3 id"):
-        store.stage_merge(base.version, other)
-    assert sorted(p.name for p in store.versions_dir.iterdir()) == before
+    blobs = blob_count(store)
+    with pytest.raises(ConflictError, match=r"3 id\(s\) already in version"):
+        store.ingest(clash, v1)
+    assert blob_count(store) == blobs
+    assert [v.id for v in store.versions()] == [v1]
 
 
-def test_discarded_staging_leaves_no_version(tmp_path: Path, make_batch: Callable[..., Path]) -> None:
-    store = LocalStore(tmp_path / "store")
-    staged = store.stage_merge(None, make_batch("a", count=2))
-    store.discard(staged)
-    assert list(store.versions_dir.iterdir()) == []
-    with pytest.raises(DataError, match="not in the store"):
-        store.path(staged.version)
+def test_pull_reproduces_every_byte_and_fetches_only_what_is_missing(
+    store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    batch = make_batch("a", count=6)
+    version = store.ingest(batch, None).version
+    out = tmp_path / "pulled"
+    first = store.pull(version, out)
+    assert (first.fetched, first.reused) == (12, 0)
+    for kind in ("images", "masks"):
+        originals = {p.name: sha(p) for p in (batch / kind).iterdir()}
+        assert {p.name: sha(p) for p in (out / kind).iterdir()} == originals
+    victim = next((out / "images").iterdir())
+    victim.write_bytes(b"damaged")
+    second = store.pull(version, out)
+    assert (second.fetched, second.reused) == (1, 11)
+    assert sha(victim) == sha(batch / "images" / victim.name)
 
 
-def test_missing_or_empty_new_data_is_a_clear_error(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "store")
-    with pytest.raises(DataError, match="does not exist"):
-        store.stage_merge(None, tmp_path / "nope")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no images/ or masks/"):
-        store.stage_merge(None, tmp_path / "empty")
+def test_a_corrupt_blob_is_refused(store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path) -> None:
+    version = store.ingest(make_batch("a", count=2), None).version
+    blob = store.fs.find(f"{store.root}/blobs")[0]
+    store.fs.pipe_file(blob, b"bit rot")
+    with pytest.raises(BackendError, match="corrupt"):
+        store.pull(version, tmp_path / "out")
 
 
-def test_pointer_round_trip(tmp_path: Path, make_batch: Callable[..., Path]) -> None:
-    store = LocalStore(tmp_path / "store")
-    staged = store.stage_merge(None, make_batch("a", count=2))
-    store.commit(staged)
-    pointer = tmp_path / "data" / "dataset.json"
-    assert read_pointer(pointer) is None
-    write_pointer(pointer, store.manifest(staged.version))
-    assert read_pointer(pointer) == {
-        "version": staged.version,
-        "parent": None,
-        "pairs": 2,
-        "created_at": store.manifest(staged.version)["created_at"],
-    }
+def test_a_crash_before_the_manifest_leaves_the_previous_version(
+    store: DatasetStore, make_batch: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1 = store.ingest(make_batch("a", count=3, seed=1), None).version
+    real_put = store._put
+
+    def crash_on_manifest(path: str, data: bytes) -> Any:
+        if "/versions/" in path:
+            raise KeyboardInterrupt  # the writer is killed after its blobs, before its manifest
+        return real_put(path, data)
+
+    monkeypatch.setattr(store, "_put", crash_on_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        store.ingest(make_batch("b", count=3, seed=2), v1)
+    assert [v.id for v in store.versions()] == [v1]
+    assert store.manifest(v1)["counts"]["pairs"] == 3
+    # The killed writer released its lock, so the next ingest goes through.
+    monkeypatch.setattr(store, "_put", real_put)
+    assert store.ingest(make_batch("b", count=3, seed=2), v1).version != v1
+
+
+def test_a_second_writer_waits_then_fails_clearly(store: DatasetStore, make_batch: Callable[..., Path]) -> None:
+    store.lock_wait = 0.3
+    with lease(store.fs, f"{store.root}/lock.json", owner="someone else", ttl_seconds=60):
+        with pytest.raises(BackendError, match="locked by someone else"):
+            store.ingest(make_batch("a", count=2), None)
+    assert store.versions() == []
+
+
+def test_an_expired_lock_does_not_block(store: DatasetStore, make_batch: Callable[..., Path]) -> None:
+    store.fs.makedirs(store.root, exist_ok=True)
+    store.fs.pipe_file(
+        f"{store.root}/lock.json", b'{"owner": "dead", "token": "x", "expires_at": "2000-01-01T00:00:00+00:00"}'
+    )
+    assert store.ingest(make_batch("a", count=2), None).added
+
+
+def test_pairs_without_partner_are_refused(store: DatasetStore, make_batch: Callable[..., Path]) -> None:
+    batch = make_batch("a", count=3)
+    next((batch / "masks").iterdir()).unlink()
+    with pytest.raises(DataError, match="no partner"):
+        store.ingest(batch, None)
+    assert store.versions() == []
+
+
+def test_unknown_version_names_the_latest(store: DatasetStore, make_batch: Callable[..., Path]) -> None:
+    v1 = store.ingest(make_batch("a", count=2), None).version
+    with pytest.raises(DataError, match=v1):
+        store.manifest("0123456789ab")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from wms.cli import data, demo, init, model, pipeline, predict, train
+from wms.cli import data, data_versions, demo, init, model, pipeline, predict, train
 from wms.cli._common import CliState, WmsGroup
 
 app = typer.Typer(
@@ -39,6 +39,8 @@ def root(
 
 
 app.command("init")(init.init)
+for command in (data_versions.ingest, data_versions.versions, data_versions.pull, data_versions.diff):
+    data.app.command()(command)
 app.add_typer(data.app, name="data")
 app.command("train")(train.train)
 app.add_typer(model.app, name="model")

@@ -1,43 +1,95 @@
-"""A local folder dataset store with immutable versions.
+"""The versioned dataset store: content-addressed blobs and immutable version manifests.
 
-    <store>/versions/<version>/images/*, masks/*, manifest.json
+    <store>/blobs/<sha[:2]>/<sha256>     the bytes of every image and mask, once
+    <store>/versions/<version>.json      a manifest: id -> image, mask, split, size; parent; counts
+    <store>/lock.json                    the writers' lease lock
 
-A merge builds the new version in a staging folder next to the versions; only a rename
-makes it visible, so a crash never leaves a half-written version. The version id is a
-hash of the content, so merging the same data twice gives the same version. The version
-main trains on is named by the pointer file `data/dataset.json`, which moves only when a
-model trained on it is promoted.
+One code path serves a local folder and S3 (`s3://bucket/prefix`) through fsspec; S3
+credentials and endpoint come from the usual AWS variables (`AWS_ENDPOINT_URL`, ...).
+A version becomes visible only when its manifest is written, and the manifest is written
+last, after every blob: a crash leaves at most unreferenced blobs, never a half version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from wms.data.pairs import IMAGE_SUFFIXES
-from wms.errors import ConflictError, DataError
+from PIL import Image
 
-MANIFEST = "manifest.json"
-KINDS = ("images", "masks")
+from wms.config import Project
+from wms.data.lease import lease
+from wms.data.pairs import Pair, find_pairs
+from wms.data.splits import split_of
+from wms.errors import BackendError, ConflictError, DataError
+
+KINDS = ("image", "mask")
+Progress = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A version as `wms data versions` lists it."""
+
+    id: str
+    parent: str | None
+    created_at: str
+    pairs: int
 
 
 @dataclass
-class StagedVersion:
-    """A merged dataset in its staging folder, not yet visible as a version."""
+class IngestPlan:
+    """An ingest worked out but not yet written."""
 
     version: str
     parent: str | None
-    path: Path
+    added: list[str]
+    unchanged: list[str]
+    pairs: dict[str, Any]  # the merged manifest entries
+    sources: dict[str, Path]  # blob sha256 -> local file, for the added pairs
+    new_pairs: list[Pair]  # the added pairs' files
+    orphans: list[Path] = field(default_factory=list)  # images without masks and masks without images
+
+
+@dataclass
+class IngestResult:
+    """What an ingest did."""
+
+    version: str
+    parent: str | None
     added: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    pairs: int = 0
+    blobs_written: int = 0
+
+    @property
+    def no_change(self) -> bool:
+        return not self.added
+
+
+@dataclass
+class PullResult:
+    """What a pull did."""
+
+    version: str
+    fetched: int = 0
+    reused: int = 0
+    extra: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VersionDiff:
+    """Ids added, removed and changed from version A to version B."""
+
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
 
 
 def sha256_file(path: Path) -> str:
@@ -49,155 +101,236 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _files(folder: Path, kind: str) -> dict[str, Path]:
-    sub = folder / kind
-    if not sub.is_dir():
-        return {}
-    return {
-        p.stem: p
-        for p in sorted(sub.iterdir())
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    }
-
-
-def read_pointer(pointer: Path) -> dict[str, Any] | None:
-    """The dataset pointer (`data/dataset.json`), or None before the first promotion."""
-    if not pointer.is_file():
-        return None
-    try:
-        return dict(json.loads(pointer.read_text()))
-    except json.JSONDecodeError:
-        raise DataError(
-            f"{pointer} is not valid JSON; restore it from git (git checkout -- {pointer})"
-        ) from None
-
-
-def write_pointer(pointer: Path, manifest: dict[str, Any]) -> None:
-    """Point main at a dataset version (atomic replace)."""
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    body = {
-        "version": manifest["version"],
-        "parent": manifest["parent"],
-        "pairs": len(manifest["pairs"]),
-        "created_at": manifest["created_at"],
-    }
-    tmp = pointer.with_name(pointer.name + ".tmp")
-    tmp.write_text(json.dumps(body, indent=2) + "\n")
-    tmp.replace(pointer)
-
-
-class LocalStore:
-    """Dataset versions in a local folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.versions_dir = root / "versions"
-
-    def path(self, version: str) -> Path:
-        """The folder of a committed version."""
-        folder = self.versions_dir / version
-        if not (folder / MANIFEST).is_file():
-            raise DataError(f"dataset version {version} is not in the store at {self.root}")
-        return folder
-
-    def manifest(self, version: str) -> dict[str, Any]:
-        """The manifest of a committed version."""
-        return dict(json.loads((self.path(version) / MANIFEST).read_text()))
-
-    def stage_merge(self, base: str | None, incoming: Path) -> StagedVersion:
-        """Build base + incoming in a staging folder; conflicting ids stop it before anything is kept."""
-        if not incoming.is_dir():
-            raise DataError(f"new data folder {incoming} does not exist")
-        new = {kind: _files(incoming, kind) for kind in KINDS}
-        if not new["images"] and not new["masks"]:
-            raise DataError(f"no images/ or masks/ files in {incoming}; put pairs in its images/ and masks/")
-        old_pairs: dict[str, Any] = self.manifest(base)["pairs"] if base else {}
-        base_dir = self.path(base) if base else self.versions_dir
-
-        new_hashes = {
-            kind: {stem: sha256_file(p) for stem, p in files.items()} for kind, files in new.items()
-        }
-        conflicts = sorted(
-            {
-                stem
-                for kind, hashes in new_hashes.items()
-                for stem, digest in hashes.items()
-                if stem in old_pairs and old_pairs[stem].get(f"{kind[:-1]}_sha256") not in (None, digest)
-            }
-        )
-        if conflicts:
-            raise ConflictError(
-                f"{len(conflicts)} id(s) already in dataset {base} with other content: "
-                f"{', '.join(conflicts[:10])} — rename the new pairs or remove them; nothing was written"
-            )
-
-        staging = self.versions_dir / f".staging-{uuid.uuid4().hex[:8]}"
-        try:
-            pairs: dict[str, dict[str, str]] = {}
-            for kind in KINDS:
-                (staging / kind).mkdir(parents=True)
-            for stem, entry in old_pairs.items():
-                for kind in KINDS:
-                    rel = entry[kind[:-1]]
-                    _link_or_copy(base_dir / rel, staging / rel)
-                pairs[stem] = dict(entry)
-            added = []
-            for kind, files in new.items():
-                for stem, src in files.items():
-                    entry = pairs.setdefault(stem, {})
-                    if f"{kind[:-1]}_sha256" in entry:
-                        continue
-                    rel = f"{kind}/{src.name}"
-                    shutil.copy2(src, staging / rel)
-                    entry.update({kind[:-1]: rel, f"{kind[:-1]}_sha256": new_hashes[kind][stem]})
-                    added.append(stem)
-            version = _content_version(pairs)
-            manifest = {
-                "version": version,
-                "parent": base,
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "pairs": dict(sorted(pairs.items())),
-            }
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        added_ids = sorted(set(added))
-        return StagedVersion(
-            version=version,
-            parent=base,
-            path=staging,
-            added=added_ids,
-            unchanged=sorted((set(new["images"]) | set(new["masks"])) - set(added_ids)),
-            pairs=len(pairs),
-        )
-
-    def commit(self, staged: StagedVersion) -> Path:
-        """Make a staged version visible (a rename); the same content already there is reused."""
-        final = self.versions_dir / staged.version
-        if (final / MANIFEST).is_file():
-            shutil.rmtree(staged.path, ignore_errors=True)
-        else:
-            staged.path.rename(final)
-        staged.path = final
-        return final
-
-    def discard(self, staged: StagedVersion) -> None:
-        """Drop a staged version that failed validation."""
-        shutil.rmtree(staged.path, ignore_errors=True)
-
-
-def _content_version(pairs: dict[str, dict[str, str]]) -> str:
+def content_version(pairs: dict[str, dict[str, Any]]) -> str:
+    """A version id that depends only on the content: same pairs, same id."""
     digest = hashlib.sha256()
-    for stem in sorted(pairs):
-        entry = pairs[stem]
-        digest.update(f"{stem}\0{entry.get('image_sha256', '')}\0{entry.get('mask_sha256', '')}\n".encode())
+    for pid in sorted(pairs):
+        digest.update(f"{pid}\0{pairs[pid]['image']['sha256']}\0{pairs[pid]['mask']['sha256']}\n".encode())
     return digest.hexdigest()[:12]
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    # Versions are immutable, so a hard link shares the bytes safely; copy across devices.
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+class DatasetStore:
+    """Dataset versions on a local folder or S3."""
+
+    def __init__(
+        self,
+        url: str,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        lock_ttl_seconds: float = 900,
+        lock_wait_seconds: float = 60,
+        workers: int = 8,
+    ) -> None:
+        import fsspec
+
+        self.url = url
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(
+                url, skip_instance_cache=True, use_listings_cache=False
+            )
+        except (ImportError, ValueError) as exc:
+            raise BackendError(f"cannot open the dataset store {url!r}: {exc}") from None
+        self.root = self.root.rstrip("/")
+        self.local = "file" in self.fs.protocol
+        self.fractions = (val_fraction, test_fraction)
+        self.lock_ttl, self.lock_wait = lock_ttl_seconds, lock_wait_seconds
+        self.workers = workers
+
+    # -- layout ---------------------------------------------------------------------------
+    def _blob(self, sha: str) -> str:
+        return f"{self.root}/blobs/{sha[:2]}/{sha}"
+
+    def _manifest_path(self, version: str) -> str:
+        return f"{self.root}/versions/{version}.json"
+
+    def _put(self, path: str, data: bytes) -> None:
+        # An S3 PUT is atomic; a local write is not, so write aside and rename into place.
+        if not self.local:
+            self.fs.pipe_file(path, data)
+            return
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+        self.fs.pipe_file(tmp, data)
+        self.fs.mv(tmp, path)
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (FileNotFoundError, DataError):
+            raise
+        except OSError as exc:
+            raise BackendError(f"dataset store {self.url}: could not {what} ({exc})") from None
+
+    # -- reading --------------------------------------------------------------------------
+    def versions(self) -> list[VersionInfo]:
+        """All versions, oldest first."""
+        try:
+            names = self._call("list versions", self.fs.ls, f"{self.root}/versions", False)
+        except FileNotFoundError:
+            return []
+        infos = []
+        for name in names:
+            if str(name).endswith(".json"):
+                m = self.manifest(str(name).rsplit("/", 1)[-1].removesuffix(".json"))
+                infos.append(VersionInfo(m["version"], m["parent"], m["created_at"], m["counts"]["pairs"]))
+        return sorted(infos, key=lambda v: (v.created_at, v.id))
+
+    def manifest(self, version: str) -> dict[str, Any]:
+        """The manifest of a version."""
+        try:
+            raw = self._call("read a manifest", self.fs.cat_file, self._manifest_path(version))
+        except FileNotFoundError:
+            known = ", ".join(v.id for v in self.versions()[-5:]) if version else ""
+            raise DataError(
+                f"dataset version {version!r} is not in the store {self.url} "
+                f"(latest: {known or 'none'}); see `wms data versions`"
+            ) from None
+        return dict(json.loads(raw))
+
+    def manifest_sha256(self, version: str) -> str:
+        """sha256 of the stored manifest bytes (recorded in data/dataset.json)."""
+        return hashlib.sha256(self.fs.cat_file(self._manifest_path(version))).hexdigest()
+
+    def diff(self, a: str, b: str) -> VersionDiff:
+        """How version `b` differs from version `a`."""
+        pa, pb = self.manifest(a)["pairs"], self.manifest(b)["pairs"]
+        changed = [i for i in sorted(set(pa) & set(pb)) if _hashes(pa[i]) != _hashes(pb[i])]
+        return VersionDiff(sorted(set(pb) - set(pa)), sorted(set(pa) - set(pb)), changed)
+
+    # -- writing --------------------------------------------------------------------------
+    def plan(self, folder: Path, base: str | None, allow_orphans: bool = False) -> IngestPlan:
+        """What ingesting `folder` onto `base` would add; raises on conflicts and orphans; writes nothing."""
+        scan = find_pairs(folder)
+        orphans = scan.missing_mask + scan.missing_image
+        if orphans and not allow_orphans:
+            raise DataError(
+                f"{len(orphans)} file(s) in {folder} have no partner "
+                f"({', '.join(p.name for p in orphans[:5])}); add the missing image or mask, "
+                f"or run `wms data validate {folder}`"
+            )
+        if not scan.pairs and not orphans:
+            raise DataError(f"no image/mask pairs in {folder}; put them in its images/ and masks/")
+        old = self.manifest(base)["pairs"] if base else {}
+        entries = {p.id: self._entry(p) for p in scan.pairs}
+        conflicts = sorted(i for i, e in entries.items() if i in old and _hashes(old[i]) != _hashes(e))
+        if conflicts:
+            raise ConflictError(
+                f"{len(conflicts)} id(s) already in version {base} with other content: "
+                f"{', '.join(conflicts[:10])}; rename the new pairs or drop them — nothing was written"
+            )
+        added = sorted(set(entries) - set(old))
+        by_id = {p.id: p for p in scan.pairs}
+        sources: dict[str, Path] = {}
+        for pid in added:
+            sources[entries[pid]["image"]["sha256"]] = by_id[pid].image
+            sources[entries[pid]["mask"]["sha256"]] = by_id[pid].mask
+        merged = {**old, **{i: entries[i] for i in added}}
+        version = content_version(merged) if added else (base or "")
+        unchanged = sorted(set(entries) & set(old))
+        new_pairs = [by_id[i] for i in added]
+        return IngestPlan(version, base, added, unchanged, merged, sources, new_pairs, orphans)
+
+    def ingest(self, folder: Path, base: str | None, progress: Progress | None = None) -> IngestResult:
+        """Add the pairs in `folder` to version `base` as a new version; conflicts write nothing."""
+        plan = self.plan(folder, base)
+        result = IngestResult(plan.version, base, plan.added, plan.unchanged)
+        if not plan.added:
+            return result
+        with lease(self.fs, f"{self.root}/lock.json", ttl_seconds=self.lock_ttl, wait_seconds=self.lock_wait):
+            result.blobs_written = self._upload(plan.sources, progress)
+            if not self.fs.exists(self._manifest_path(plan.version)):
+                manifest = self._manifest(plan.version, base, plan.pairs)
+                self._put(self._manifest_path(plan.version), json.dumps(manifest, indent=1).encode())
+        return result
+
+    def _entry(self, pair: Pair) -> dict[str, Any]:
+        with Image.open(pair.image) as img:
+            size = list(img.size)
+        return {
+            "image": {"sha256": sha256_file(pair.image), "name": pair.image.name},
+            "mask": {"sha256": sha256_file(pair.mask), "name": pair.mask.name},
+            "split": split_of(pair.id, *self.fractions),
+            "size": size,
+        }
+
+    def _manifest(self, version: str, parent: str | None, pairs: dict[str, Any]) -> dict[str, Any]:
+        counts = {"pairs": len(pairs), "train": 0, "val": 0, "test": 0}
+        for entry in pairs.values():
+            counts[entry["split"]] += 1
+        return {
+            "version": version,
+            "parent": parent,
+            "created_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "counts": counts,
+            "pairs": dict(sorted(pairs.items())),
+        }
+
+    def _upload(self, sources: dict[str, Path], progress: Progress | None) -> int:
+        def one(sha: str) -> int:
+            target = self._blob(sha)
+            written = 0
+            if not self._call("check a blob", self.fs.exists, target):
+                self._call("write a blob", self._put, target, sources[sha].read_bytes())
+                written = 1
+            if progress:
+                progress()
+            return written
+
+        return sum(self._parallel(one, sources))
+
+    def _parallel(self, fn: Callable[[str], int], items: Iterable[str]) -> list[int]:
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(fn, items))
+
+    def pull(self, version: str, out: Path, progress: Progress | None = None) -> PullResult:
+        """Write a version's pairs into out/images and out/masks; fetch only what is missing, verify bytes."""
+        pairs = self.manifest(version)["pairs"]
+        wanted: dict[str, tuple[Path, str]] = {}
+        for entry in pairs.values():
+            for kind in KINDS:
+                wanted[str(out / f"{kind}s" / entry[kind]["name"])] = (
+                    out / f"{kind}s" / entry[kind]["name"],
+                    entry[kind]["sha256"],
+                )
+        for kind in KINDS:
+            (out / f"{kind}s").mkdir(parents=True, exist_ok=True)
+        result = PullResult(version)
+
+        def one(key: str) -> int:
+            target, sha = wanted[key]
+            fetched = 0
+            if not (target.is_file() and sha256_file(target) == sha):
+                data = self._call("read a blob", self.fs.cat_file, self._blob(sha))
+                if hashlib.sha256(data).hexdigest() != sha:
+                    raise BackendError(f"blob {sha} in {self.url} is corrupt: its bytes do not match")
+                tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+                tmp.write_bytes(data)
+                tmp.replace(target)
+                fetched = 1
+            if progress:
+                progress()
+            return fetched
+
+        result.fetched = sum(self._parallel(one, wanted))
+        result.reused = len(wanted) - result.fetched
+        present = {str(p) for kind in KINDS for p in (out / f"{kind}s").iterdir() if p.is_file()}
+        result.extra = sorted(present - set(wanted))
+        return result
+
+
+def _hashes(entry: dict[str, Any]) -> tuple[str, str]:
+    return entry["image"]["sha256"], entry["mask"]["sha256"]
+
+
+def open_store(project: Project) -> DatasetStore:
+    """The store named by `store.url`; a plain path is relative to the project root."""
+    cfg = project.settings.store
+    url = cfg.url if "://" in cfg.url else str(project.path(cfg.url))
+    return DatasetStore(
+        url,
+        val_fraction=project.settings.data.val_fraction,
+        test_fraction=project.settings.data.test_fraction,
+        lock_ttl_seconds=cfg.lock_ttl_seconds,
+        lock_wait_seconds=cfg.lock_wait_seconds,
+        workers=cfg.workers,
+    )

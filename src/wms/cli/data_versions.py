@@ -1,0 +1,102 @@
+"""`wms data ingest | versions | pull | diff`: the versioned dataset store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from wms.cli._common import console, progress_bar, state
+from wms.data.pointer import read_pointer, write_pointer
+from wms.data.store import open_store
+
+
+def ingest(
+    ctx: typer.Context,
+    directory: Path = typer.Argument(..., help="Folder with images/ and masks/ of the pairs to add."),
+    base: str | None = typer.Option(
+        None, "--base", help="Version to add to (default: the one data/dataset.json points at)."
+    ),
+    move_pointer: bool = typer.Option(
+        True, "--pointer/--no-pointer", help="Point data/dataset.json at the new version."
+    ),
+) -> None:
+    """Add pairs to the store as a new immutable version; the same content again is 'no change'."""
+    project = state(ctx).project()
+    store = open_store(project)
+    pointer_path = project.path(project.settings.data.pointer)
+    if base is None:
+        pointer = read_pointer(pointer_path)
+        base = pointer["version"] if pointer else None
+    with progress_bar("uploading blobs", None) as advance:
+        result = store.ingest(directory, base, progress=advance)
+    if result.no_change:
+        console.print(f"no change: version {base} already holds all {len(result.unchanged)} pairs")
+        return
+    console.print(
+        f"version {result.version}: {len(result.added)} pairs added to {base or 'an empty store'}, "
+        f"{len(result.unchanged)} already present, {result.blobs_written} new blobs"
+    )
+    if move_pointer:
+        write_pointer(
+            pointer_path,
+            store.manifest(result.version),
+            store.manifest_sha256(result.version),
+            project.settings.store.url,
+        )
+        console.print(f"{project.settings.data.pointer} now points at {result.version}")
+    console.print(result.version)
+
+
+def versions(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the dataset versions, oldest first."""
+    project = state(ctx).project()
+    infos = open_store(project).versions()
+    if as_json:
+        print(json.dumps([asdict(v) for v in infos], indent=2))
+        return
+    if not infos:
+        console.print("no dataset versions yet; add pairs with `wms data ingest DIR`")
+        return
+    pointer = read_pointer(project.path(project.settings.data.pointer))
+    current = pointer["version"] if pointer else None
+    table = Table("version", "parent", "pairs", "created (UTC)", "")
+    for v in infos:
+        table.add_row(
+            v.id, v.parent or "", str(v.pairs), v.created_at[:19], "← data/dataset.json" * (v.id == current)
+        )
+    console.print(table)
+
+
+def pull(
+    ctx: typer.Context,
+    version: str = typer.Argument(..., help="Version id (see `wms data versions`)."),
+    out: Path = typer.Argument(..., help="Folder to write images/ and masks/ into."),
+) -> None:
+    """Write a version's pairs to a folder; only missing files are fetched, every byte is verified."""
+    store = open_store(state(ctx).project())
+    pairs = store.manifest(version)["counts"]["pairs"]
+    with progress_bar(f"pulling {version}", 2 * pairs) as advance:
+        result = store.pull(version, out, progress=advance)
+    console.print(f"{out}: {result.fetched} files fetched, {result.reused} already there (sha256 checked)")
+    if result.extra:
+        console.print(f"{len(result.extra)} file(s) in {out} are not in version {version}; left alone")
+
+
+def diff(
+    ctx: typer.Context,
+    a: str = typer.Argument(..., help="The older version."),
+    b: str = typer.Argument(..., help="The newer version."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show the ids added, removed and changed from version A to version B."""
+    result = open_store(state(ctx).project()).diff(a, b)
+    if as_json:
+        print(json.dumps(asdict(result), indent=2))
+        return
+    for label, ids in (("added", result.added), ("removed", result.removed), ("changed", result.changed)):
+        shown = ", ".join(ids[:20]) + (f" … (+{len(ids) - 20})" if len(ids) > 20 else "")
+        console.print(f"{label:8} {len(ids):5}  {shown}", highlight=False)

@@ -1,0 +1,42 @@
+"""`data/dataset.json`: the dataset version main points at.
+
+It moves when a person ingests data, or when the pipeline promotes a model trained on a
+new version; git history then tells which data every model saw.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from wms.errors import DataError
+
+
+def read_pointer(pointer: Path) -> dict[str, Any] | None:
+    """The pointer's content, or None before the first version."""
+    if not pointer.is_file():
+        return None
+    try:
+        body = dict(json.loads(pointer.read_text()))
+    except json.JSONDecodeError:
+        raise DataError(f"{pointer} is not valid JSON; restore it with `git checkout -- {pointer}`") from None
+    if "version" not in body:
+        raise DataError(f"{pointer} names no version; restore it with `git checkout -- {pointer}`")
+    return body
+
+
+def write_pointer(pointer: Path, manifest: dict[str, Any], manifest_sha256: str, store_url: str) -> None:
+    """Point at a version (atomic replace)."""
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "version": manifest["version"],
+        "parent": manifest["parent"],
+        "created_at": manifest["created_at"],
+        "counts": manifest["counts"],
+        "manifest_sha256": manifest_sha256,
+        "store": store_url,
+    }
+    tmp = pointer.with_name(pointer.name + ".tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    tmp.replace(pointer)
