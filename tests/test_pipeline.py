@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from wms.config import load_settings, parse_overrides
-from wms.errors import ConflictError, DataError
 from wms.data.store import open_store
+from wms.errors import ConflictError, DataError
 from wms.pipeline import Pipeline, StageRecord
 from wms.registry import MlflowRegistry
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,37 +14,11 @@ from wms.data.store import DatasetStore
 from wms.errors import BackendError, ConflictError, DataError
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A real S3 API (moto's server) on a free loopback port, for the whole session."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> DatasetStore:
     if request.param == "local":
         return DatasetStore(str(tmp_path / "store"), workers=4)
-    endpoint = request.getfixturevalue("moto_endpoint")
-    monkeypatch = request.getfixturevalue("monkeypatch")
-    # The real code path: boto3/s3fs read the endpoint and credentials from the usual variables.
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    import boto3
-
-    bucket = f"wms-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
+    bucket = request.getfixturevalue("s3_bucket")
     return DatasetStore(f"s3://{bucket}/datasets", workers=4)
 
 
@@ -123,7 +95,9 @@ def test_pull_reproduces_every_byte_and_fetches_only_what_is_missing(
     assert sha(victim) == sha(batch / "images" / victim.name)
 
 
-def test_a_corrupt_blob_is_refused(store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_corrupt_blob_is_refused(
+    store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
     version = store.ingest(make_batch("a", count=2), None).version
     blob = store.fs.find(f"{store.root}/blobs")[0]
     store.fs.pipe_file(blob, b"bit rot")
@@ -152,18 +126,21 @@ def test_a_crash_before_the_manifest_leaves_the_previous_version(
     assert store.ingest(make_batch("b", count=3, seed=2), v1).version != v1
 
 
-def test_a_second_writer_waits_then_fails_clearly(store: DatasetStore, make_batch: Callable[..., Path]) -> None:
+def test_a_second_writer_waits_then_fails_clearly(
+    store: DatasetStore, make_batch: Callable[..., Path]
+) -> None:
     store.lock_wait = 0.3
-    with lease(store.fs, f"{store.root}/lock.json", owner="someone else", ttl_seconds=60):
-        with pytest.raises(BackendError, match="locked by someone else"):
-            store.ingest(make_batch("a", count=2), None)
+    held = lease(store.fs, f"{store.root}/lock.json", owner="someone else", ttl_seconds=60)
+    with held, pytest.raises(BackendError, match="locked by someone else"):
+        store.ingest(make_batch("a", count=2), None)
     assert store.versions() == []
 
 
 def test_an_expired_lock_does_not_block(store: DatasetStore, make_batch: Callable[..., Path]) -> None:
     store.fs.makedirs(store.root, exist_ok=True)
     store.fs.pipe_file(
-        f"{store.root}/lock.json", b'{"owner": "dead", "token": "x", "expires_at": "2000-01-01T00:00:00+00:00"}'
+        f"{store.root}/lock.json",
+        b'{"owner": "dead", "token": "x", "expires_at": "2000-01-01T00:00:00+00:00"}',
     )
     assert store.ingest(make_batch("a", count=2), None).added
 

@@ -1,0 +1,78 @@
+"""`wms data ingest | versions | pull | diff` as a user runs them, on a local folder and on S3."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def files(folder: Path) -> dict[str, str]:
+    return {
+        f"{p.parent.name}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.glob("*/*"))
+        if p.parent.name in ("images", "masks")
+    }
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "s3":
+        url = f"s3://{request.getfixturevalue('s3_bucket')}/wms"
+        monkeypatch.setenv("WMS_STORE__URL", url)
+        return url
+    return ".wms/store"
+
+
+def test_ingest_versions_pull_diff(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+    tmp_path: Path,
+    store_url: str,
+) -> None:
+    first = cli("data", "ingest", make_batch("a", count=4, seed=1))
+    assert first.exit_code == 0, first.output
+    v1 = first.output.strip().splitlines()[-1]
+    pointer = json.loads((project_dir / "data" / "dataset.json").read_text())
+    assert pointer["version"] == v1 and pointer["store"] == store_url
+
+    again = cli("data", "ingest", make_batch("a", count=4, seed=1))
+    assert again.exit_code == 0 and "no change" in again.output
+
+    second = cli("data", "ingest", make_batch("b", count=2, seed=2))
+    v2 = second.output.strip().splitlines()[-1]
+    listed = json.loads(cli("data", "versions", "--json").output)
+    assert [(v["id"], v["parent"], v["pairs"]) for v in listed] == [(v1, None, 4), (v2, v1, 6)]
+    assert {"id", "parent", "created_at", "pairs"} <= set(listed[0])
+
+    out = tmp_path / "pulled"
+    assert cli("data", "pull", v2, out).exit_code == 0
+    assert files(out) == files(tmp_path / "a") | files(tmp_path / "b")
+
+    diff = json.loads(cli("data", "diff", v1, v2, "--json").output)
+    assert len(diff["added"]) == 2 and diff["removed"] == [] and diff["changed"] == []
+
+
+def test_conflict_is_one_line_and_writes_nothing(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    assert cli("data", "ingest", make_batch("a", count=3, seed=1)).exit_code == 0
+    clash = make_batch("b", count=3, seed=4)
+    for kind in ("images", "masks"):
+        for p in (clash / kind).iterdir():
+            p.rename(p.with_name(p.name.replace("s4", "s1")))
+    result = cli("data", "ingest", clash)
+    assert result.exit_code == 1
+    assert "already in version" in result.output and "nothing was written" in result.output
+    assert len(json.loads(cli("data", "versions", "--json").output)) == 1
+
+
+def test_unknown_version_is_a_clear_error(cli: Callable[..., Any], project_dir: Path, tmp_path: Path) -> None:
+    result = cli("data", "pull", "feedbeef0000", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "not in the store" in result.output and "wms data versions" in result.output
