@@ -266,10 +266,16 @@ class DatasetStore:
         }
 
     def _upload(self, sources: dict[str, Path], progress: Progress | None) -> int:
+        # One listing instead of a HEAD request per blob: on S3 that halves the requests.
+        try:
+            present = set(self._call("list blobs", self.fs.find, f"{self.root}/blobs"))
+        except FileNotFoundError:
+            present = set()
+
         def one(sha: str) -> int:
             target = self._blob(sha)
             written = 0
-            if not self._call("check a blob", self.fs.exists, target):
+            if target not in present:
                 self._call("write a blob", self._put, target, sources[sha].read_bytes())
                 written = 1
             if progress:
