@@ -139,3 +139,27 @@ def test_merged_version_is_stored_and_pointed_at_after_promotion(
     expected = second.outputs["dataset_version"] if second.promoted else first.outputs["dataset_version"]
     assert pointer["version"] == expected
     assert pointer["manifest_sha256"] == store.manifest_sha256(expected)
+
+
+def raw_photos(batch: Path) -> Path:
+    """Turn a synthetic batch into raw-looking data: 4:3 JPEG photos with JPEG (non-binary) masks."""
+    from PIL import Image
+
+    for kind in ("images", "masks"):
+        for p in list((batch / kind).iterdir()):
+            with Image.open(p) as img:
+                img.resize((96, 72)).save(p.with_suffix(".jpg"), quality=90)
+            p.unlink()
+    return batch
+
+
+def test_auto_prepare_turns_raw_photos_into_training_data(
+    project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    raw = raw_photos(make_batch("raw", seed=3))
+    with pytest.raises(DataError, match="validation failed"):
+        run(project_dir, raw, "train.epochs=0")
+    done, _, _ = run(project_dir, raw, "train.epochs=0", "data.auto_prepare=true")
+    assert done.promoted
+    validation = json.loads((done.run_dir / "validation.json").read_text())
+    assert validation["ok"] and validation["stats"]["image_sizes"] == {"64x64": 80}

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from wms.compute import make_compute
 from wms.config import Project
 from wms.data.pointer import read_pointer, write_pointer
+from wms.data.prepare import prepare_dataset
 from wms.data.store import IngestPlan, open_store
 from wms.data.validate import validate_dataset
 from wms.errors import DataError, WmsError
@@ -131,6 +132,8 @@ class Pipeline:
         base = pointer["version"] if pointer else None
 
         with self.stage(run, "merge") as st:
+            if settings.data.auto_prepare:
+                new_data = self._prepare(run, new_data)
             # Conflicts stop here, before anything is written; orphans go on to validation's report.
             plan = self.store.plan(new_data, base, allow_orphans=True)
             dataset = self._merge(base, new_data, plan)
@@ -175,6 +178,17 @@ class Pipeline:
                 st.status = "skipped"
                 st.outcome = "nothing moved: production and data/dataset.json stay as they were"
         run.save()
+
+    def _prepare(self, run: PipelineRun, new_data: Path) -> Path:
+        """Raw photos to the training contract (EXIF applied, size x size, binary masks)."""
+        report = prepare_dataset(new_data, run.run_dir / "prepared", size=self.project.settings.data.size)
+        if report.skipped:
+            first = report.skipped[0]
+            raise DataError(
+                f"{len(report.skipped)} file(s) in {new_data} could not be prepared "
+                f"(first: {first.path}: {first.reason}); fix or remove them and run again"
+            )
+        return report.out
 
     def _merge(self, base: str | None, new_data: Path, plan: IngestPlan) -> Path:
         """The base version plus the new pairs, in the local work folder (nothing in the store yet)."""

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from wms.cli._common import WmsGroup, console, progress_bar, state
+from wms.data.prepare import RESIZE_MODES, ResizeMode, prepare_dataset
 from wms.data.synth import synthesize
 from wms.data.validate import validate_dataset
 
@@ -64,3 +65,29 @@ def validate(
         f"{len(report.warnings)} warning(s)"
     )
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def prepare(
+    ctx: typer.Context,
+    src: Path = typer.Argument(..., help="Raw dataset folder holding images/ and masks/."),
+    out: Path = typer.Argument(..., help="Folder to write the prepared images/ and masks/ into."),
+    size: int | None = typer.Option(None, "--size", min=16, help="Side in pixels (default: data.size)."),
+    resize: str = typer.Option("stretch", "--resize", help="stretch to a square, or pad (keep aspect)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it is not empty."),
+) -> None:
+    """Resize to size x size, apply EXIF orientation, binarise masks; exit 1 if a file was skipped."""
+    if resize not in RESIZE_MODES:
+        raise typer.BadParameter(f"use one of: {', '.join(RESIZE_MODES)}", param_hint="--resize")
+    mode: ResizeMode = "pad" if resize == "pad" else "stretch"
+    side = size or state(ctx).project().settings.data.size
+    with progress_bar("preparing", None) as advance:
+        report = prepare_dataset(src, out, size=side, resize=mode, progress=advance, overwrite=overwrite)
+    console.print(
+        f"wrote {report.written} pairs ({side}x{side}, {resize}) to {out}/images (JPEG) and {out}/masks (PNG)"
+    )
+    for item in report.skipped:
+        console.print(f"[yellow]skipped[/] {item.path}: {item.reason}", highlight=False)
+    if report.skipped:
+        console.print(f"[red]{len(report.skipped)} file(s) skipped[/]")
+    raise typer.Exit(1 if report.skipped else 0)

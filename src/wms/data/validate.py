@@ -8,17 +8,17 @@ Issue paths are relative to the dataset root (e.g. "images/a.png").
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from wms.data._pool import parallel_map
 from wms.data.pairs import Pair, find_pairs
 from wms.errors import UsageError
 
@@ -27,8 +27,8 @@ _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 # EXIF orientations 5-8 turn the picture by 90 degrees, so width and height swap; 0 is invalid and ignored.
 _ORIENTATIONS = range(2, 9)
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
-# Below this, starting worker processes costs more than checking the pairs.
-_PARALLEL_MIN_PAIRS = 16
+# Duplicate fingerprints sample one pixel in this many along each axis (1/64 of a ~1 MP photo).
+_SAMPLE_STEP = 8
 
 
 @dataclass(frozen=True)
@@ -143,21 +143,45 @@ def _oriented_size(img: Image.Image, orientation: int) -> tuple[int, int]:
     return (h, w) if orientation in _SWAPS_AXES else (w, h)
 
 
-def _mask_values(mask: Image.Image) -> np.ndarray | None:
-    """Gray values of a single-channel mask, or None when the mode is not single-channel."""
-    if mask.mode == "L":
-        return np.asarray(mask)
-    if mask.mode == "1":
-        return np.asarray(mask.convert("L"))
+def _mask_histogram(mask: Image.Image) -> list[int] | None:
+    """Pixel count per gray value 0-255 of a single-channel mask, or None when it is not one."""
+    # A histogram is computed in C in one pass and answers every mask check; a numpy copy of the
+    # pixels plus three array passes cost several times more on 1-megapixel masks.
+    if mask.mode in ("L", "1"):
+        return mask.histogram()
     if mask.mode == "P":
-        palette = np.array(mask.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
-        index = np.asarray(mask)
-        if index.size and int(index.max()) >= len(palette):
-            return None
-        used = palette[np.unique(index)]
-        if (used[:, 0] == used[:, 1]).all() and (used[:, 1] == used[:, 2]).all():
-            return palette[:, 0][index]
+        palette = mask.getpalette() or []
+        counts = mask.histogram()
+        gray = [0] * 256
+        for index, count in enumerate(counts):
+            if not count:
+                continue
+            if 3 * index + 2 >= len(palette):
+                return None
+            r, g, b = palette[3 * index : 3 * index + 3]
+            if not r == g == b:
+                return None
+            gray[r] += count
+        return gray
     return None
+
+
+def _fingerprint(image: Image.Image) -> str:
+    """Cheap key that equal pixels always share; `_same_pixels` settles the rare collisions."""
+    # Hashing every decoded byte cost more than decoding a JPEG; a fixed nearest-neighbour sample
+    # is a function of the pixels alone, so true duplicates (any file format) still collide.
+    w, h = image.size
+    sample = image.resize((max(1, w // _SAMPLE_STEP), max(1, h // _SAMPLE_STEP)), Image.Resampling.NEAREST)
+    head = f"{image.mode}{image.size}".encode()
+    return hashlib.blake2b(head + sample.tobytes(), digest_size=16).hexdigest()
+
+
+def _same_pixels(a: Path, b: Path) -> bool:
+    """Whether two readable images decode to identical pixels (same mode and size)."""
+    with Image.open(a) as first, Image.open(b) as second:
+        if first.mode != second.mode or first.size != second.size:
+            return False
+        return first.tobytes() == second.tobytes()
 
 
 def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
@@ -203,12 +227,10 @@ def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
                     f"image mode is {image.mode}, expected RGB or L: convert it to RGB",
                 )
             )
-        result.image_hash = hashlib.blake2b(
-            f"{image.mode}{image.size}".encode() + image.tobytes(), digest_size=16
-        ).hexdigest()
+        result.image_hash = _fingerprint(image)
     if mask is not None:
-        values = _mask_values(mask)
-        if values is None:
+        histogram = _mask_histogram(mask)
+        if histogram is None:
             result.issues.append(
                 _issue(
                     "bad_mode",
@@ -218,7 +240,7 @@ def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
                 )
             )
         else:
-            _check_mask_values(values, mask_rel, result)
+            _check_mask_histogram(histogram, mask_rel, result)
     if "image" in sizes and "mask" in sizes and sizes["image"] != sizes["mask"]:
         (iw, ih), (mw, mh) = sizes["image"], sizes["mask"]
         result.issues.append(
@@ -232,20 +254,21 @@ def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
     return result
 
 
-def _check_mask_values(values: np.ndarray, rel: str, result: _PairResult) -> None:
-    fg = values > 127
-    result.foreground = float(fg.mean()) if values.size else 0.0
-    odd = np.count_nonzero((values != 0) & (values != 255))
+def _check_mask_histogram(histogram: list[int], rel: str, result: _PairResult) -> None:
+    total = sum(histogram)
+    foreground = sum(histogram[128:])  # the same > 127 threshold prepare and training use
+    result.foreground = foreground / total if total else 0.0
+    odd = total - histogram[0] - histogram[255]
     if odd:
         result.issues.append(
             _issue(
                 "non_binary_mask",
                 rel,
-                f"{odd / values.size:.1%} of pixels are neither 0 nor 255 (a JPEG mask?): "
+                f"{odd / total:.1%} of pixels are neither 0 nor 255 (a JPEG mask?): "
                 "save masks as PNG with 0/255, or run prepare, which thresholds at 127",
             )
         )
-    if not fg.any():
+    if not foreground:
         result.issues.append(
             _issue(
                 "empty_mask",
@@ -257,15 +280,16 @@ def _check_mask_values(values: np.ndarray, rel: str, result: _PairResult) -> Non
 
 
 def _check_all(pairs: list[Pair], root: Path, size: int | None, workers: int | None) -> Iterator[_PairResult]:
-    n = workers if workers is not None else (os.cpu_count() or 1)
-    if n <= 1 or len(pairs) < _PARALLEL_MIN_PAIRS:
-        for pair in pairs:
-            yield _check_pair(pair, root, size)
-        return
-    with ProcessPoolExecutor(max_workers=n) as pool:
-        # Chunks amortise pickling; small enough that progress still moves smoothly.
-        chunk = max(1, min(32, len(pairs) // (n * 8)))
-        yield from pool.map(_check_pair, pairs, [root] * len(pairs), [size] * len(pairs), chunksize=chunk)
+    return parallel_map(partial(_check_pair, root=root, size=size), pairs, workers)
+
+
+def _find_duplicate(pair: Pair, seen: list[Pair]) -> Pair | None:
+    """The earlier pair whose image has exactly `pair`'s pixels; else remember `pair` and return None."""
+    for other in seen:
+        if _same_pixels(other.image, pair.image):
+            return other
+    seen.append(pair)
+    return None
 
 
 def validate_dataset(
@@ -300,7 +324,7 @@ def validate_dataset(
         )
     sizes: Counter[str] = Counter()
     foreground: list[float] = []
-    by_hash: dict[str, Pair] = {}
+    by_hash: dict[str, list[Pair]] = {}
     for pair, result in zip(scan.pairs, _check_all(scan.pairs, root, size, workers), strict=True):
         issues.extend(result.issues)
         if result.image_size is not None:
@@ -308,8 +332,8 @@ def validate_dataset(
         if result.foreground is not None:
             foreground.append(result.foreground)
         if result.image_hash is not None:
-            original = by_hash.setdefault(result.image_hash, pair)
-            if original is not pair:
+            original = _find_duplicate(pair, by_hash.setdefault(result.image_hash, []))
+            if original is not None:
                 issues.append(
                     _issue(
                         "duplicate",
