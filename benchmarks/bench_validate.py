@@ -88,7 +88,7 @@ def main() -> None:
     baseline, library, cli = (min(r[key] for r in rounds) for key in rounds[0])
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data": str(data),
+        "data": os.path.relpath(data, REPO),
         "pairs": pairs,
         "files": len(files),
         "cpus": os.cpu_count(),

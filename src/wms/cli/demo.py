@@ -8,11 +8,7 @@ from pathlib import Path
 import typer
 
 from wms.cli._common import console, progress_bar, state
-from wms.cli.pipeline import run_pipeline
 from wms.data.synth import synthesize
-from wms.predict import predict_files
-from wms.registry import MlflowRegistry
-from wms.train.segmenter import Segmenter
 
 
 def demo(
@@ -24,6 +20,11 @@ def demo(
     size: int = typer.Option(512, "--size", min=32, help="Side of the synthetic photos."),
 ) -> None:
     """Synthesize a batch → pipeline (first model promoted) → second batch → pipeline (gate) → predict."""
+    from wms.cli.pipeline import run_pipeline
+    from wms.predict import predict_files
+    from wms.registry import MlflowRegistry
+    from wms.train.segmenter import Segmenter
+
     started = time.perf_counter()
     project = state(ctx).project({"data.size": size})
     workdir = project.path(workdir)

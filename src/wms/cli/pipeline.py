@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from wms.cli._common import TrainProgress, WmsGroup, console, state
 from wms.config import Project
-from wms.pipeline import Pipeline, PipelineRun, StageRecord
-from wms.registry import MlflowRegistry
+
+if TYPE_CHECKING:
+    from wms.pipeline import PipelineRun, StageRecord
 
 app = typer.Typer(
     cls=WmsGroup,
@@ -40,6 +42,10 @@ class StagePrinter:
 
 def run_pipeline(project: Project, new_data: Path) -> PipelineRun:
     """Run the pipeline with stage printing; shared by `wms pipeline run` and `wms demo`."""
+    # Imported here so `wms --help` and the data commands start without loading torch.
+    from wms.pipeline import Pipeline
+    from wms.registry import MlflowRegistry
+
     result = Pipeline(project, MlflowRegistry(project), StagePrinter()).run(new_data)
     colour = "green" if result.promoted else "yellow"
     console.print(f"[bold {colour}]{result.summary}[/]", highlight=False, soft_wrap=True)

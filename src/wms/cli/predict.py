@@ -7,9 +7,6 @@ from pathlib import Path
 import typer
 
 from wms.cli._common import console, progress_bar, state
-from wms.predict import predict_files
-from wms.registry import MlflowRegistry
-from wms.train.segmenter import Segmenter
 
 
 def predict(
@@ -19,6 +16,10 @@ def predict(
     model: str = typer.Option("production", "--model", "-m", help="Alias, version number or MLflow run id."),
 ) -> None:
     """Segment the counter window of each photo; masks match each photo's size after EXIF orientation."""
+    from wms.predict import predict_files
+    from wms.registry import MlflowRegistry
+    from wms.train.segmenter import Segmenter
+
     registry = MlflowRegistry(state(ctx).project())
     with registry.fetched(model) as folder:
         segmenter = Segmenter.load(folder)

@@ -7,8 +7,6 @@ from pathlib import Path
 import typer
 
 from wms.cli._common import TrainProgress, console, state
-from wms.registry import MlflowRegistry
-from wms.train.run import train_and_log
 
 
 def train(
@@ -19,6 +17,9 @@ def train(
     seed: int | None = typer.Option(None, "--seed", help="Override train.seed."),
 ) -> None:
     """Train a U-Net on the train split, keep the best val epoch, score the test split; log to MLflow."""
+    from wms.registry import MlflowRegistry
+    from wms.train.run import train_and_log
+
     project = state(ctx).project({"train.epochs": epochs, "train.image_size": image_size, "train.seed": seed})
     registry = MlflowRegistry(project)
     trained = train_and_log(project, dataset, registry, reporter=TrainProgress())
