@@ -67,6 +67,10 @@ class TrainSettings(Section):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threshold: float = Field(0.5, gt=0, lt=1)
+    patience: int = Field(0, ge=0, description="stop after this many epochs without a better val Dice")
+    max_minutes: float = Field(0, ge=0, description="training time budget; 0: none")
+    augment_rotation: float = Field(10.0, ge=0, le=45, description="largest random rotation, in degrees")
+    cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
 
 
 GateMetric = Literal["dice", "iou"]

@@ -10,11 +10,14 @@ the pixels. The epoch with the best validation Dice is kept.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,8 +26,9 @@ import torch.nn.functional as F
 from wms.config import TrainSettings
 from wms.data.pairs import Pair
 from wms.errors import TrainError
+from wms.train.cache import load_arrays
 from wms.train.model import build_model, count_parameters
-from wms.train.preprocess import image_to_array, mask_to_array, open_image, open_mask, scale
+from wms.train.preprocess import scale
 from wms.train.segmenter import ModelSpec, Segmenter
 
 
@@ -70,24 +74,25 @@ def resolve_device(wanted: str) -> str:
     return wanted
 
 
-def load_arrays(pairs: Sequence[Pair], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode pairs once: images uint8 (N, 3, S, S), masks bool (N, S, S)."""
-    images = np.empty((len(pairs), 3, size, size), dtype=np.uint8)
-    masks = np.empty((len(pairs), size, size), dtype=bool)
-    for i, pair in enumerate(pairs):
-        images[i] = image_to_array(open_image(pair.image), size)
-        masks[i] = mask_to_array(open_mask(pair.mask), size)
-    return images, masks
-
-
-def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random horizontal flips and brightness/contrast changes, per sample."""
+def augment(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, max_degrees: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random flips, small rotations and brightness/contrast changes, per sample, on whole batches."""
     n = x.shape[0]
-    flip = torch.rand(n, generator=gen) < 0.5
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     y = torch.where(flip[:, None, None, None], y.flip(-1), y)
-    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.4
-    brightness = (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.2
+    if max_degrees > 0:
+        angle = ((torch.rand(n, generator=gen) * 2 - 1) * max_degrees * torch.pi / 180).to(x.device)
+        cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        y = (F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).to(
+            y.dtype
+        )
+    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen).to(x.device) - 0.5) * 0.4
+    brightness = (torch.rand(n, 1, 1, 1, generator=gen).to(x.device) - 0.5) * 0.2
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * contrast + mean + brightness).clamp(0, 1), y
 
@@ -109,11 +114,20 @@ def batch_dice(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return torch.where(total == 0, torch.ones_like(total), 2 * inter / total.clamp(min=1))
 
 
+def learning_rate(peak: float, done: float) -> float:
+    """Linear warm-up over the first 5% of training, then cosine decay to zero."""
+    done = min(max(done, 0.0), 1.0)
+    if done < 0.05:
+        return peak * (0.1 + 0.9 * done / 0.05)
+    return peak * 0.5 * (1 + math.cos(math.pi * (done - 0.05) / 0.95))
+
+
 def train(
     cfg: TrainSettings,
     train_pairs: Sequence[Pair],
     val_pairs: Sequence[Pair],
     reporter: TrainReporter | None = None,
+    cache_dir: Path | None = None,
 ) -> TrainResult:
     """Train a model on `train_pairs`, keeping the epoch with the best Dice on `val_pairs`."""
     if not train_pairs or not val_pairs:
@@ -127,33 +141,54 @@ def train(
         )
     reporter = reporter or SilentReporter()
     device = resolve_device(cfg.device)
+    cuda = device == "cuda"
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    # bf16 autocast needs no loss scaling; on CPU full precision keeps runs repeatable.
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
 
-    x_train, y_train = load_arrays(train_pairs, cfg.image_size)
-    x_val, y_val = load_arrays(val_pairs, cfg.image_size)
+    x_train: Any
+    y_train: Any
+    x_train, y_train = load_arrays(train_pairs, cfg.image_size, cache_dir)
+    x_val, y_val = load_arrays(val_pairs, cfg.image_size, cache_dir)
+    if cuda:
+        # The whole uint8 dataset fits on a GPU; batches are then sliced there, never copied per step.
+        x_train = torch.from_numpy(np.asarray(x_train)).to(device)
+        y_train = torch.from_numpy(np.asarray(y_train)).to(device)
     kwargs = {"base_channels": cfg.base_channels, "depth": cfg.depth}
     model = build_model(cfg.architecture, **kwargs).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     spec = ModelSpec(cfg.architecture, cfg.image_size, cfg.threshold, kwargs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps = -(-len(train_pairs) // cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.learning_rate, total_steps=max(1, cfg.epochs * steps)
-    )
+    total_steps = max(1, cfg.epochs * steps)
+
+    def batch(x: Any, y: Any, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if cuda:
+            index = torch.from_numpy(idx).to(device)
+            return x[index].float() / 255, y[index][:, None].float()
+        return torch.from_numpy(scale(np.asarray(x[idx]))), torch.from_numpy(np.asarray(y[idx]))[
+            :, None
+        ].float()
 
     def val_dice() -> float:
         model.eval()
         scores = []
-        with torch.no_grad():
+        with torch.no_grad(), amp:
             for i in range(0, len(x_val), cfg.batch_size):
-                xb = torch.from_numpy(scale(x_val[i : i + cfg.batch_size])).to(device)
-                yb = torch.from_numpy(y_val[i : i + cfg.batch_size])[:, None].to(device)
-                scores.append(batch_dice(torch.sigmoid(model(xb)) > cfg.threshold, yb))
+                xb = torch.from_numpy(scale(np.asarray(x_val[i : i + cfg.batch_size]))).to(device)
+                yb = torch.from_numpy(np.array(y_val[i : i + cfg.batch_size]))[:, None].to(device)
+                scores.append(batch_dice(torch.sigmoid(model(xb).float()) > cfg.threshold, yb))
         return float(torch.cat(scores).mean())
 
     # With epochs=0 the untrained model is the result: useful for testing the gate.
     best_state, best_epoch, best_dice = copy.deepcopy(model.state_dict()), 0, val_dice()
     history: list[dict[str, float]] = []
+    started_all = time.perf_counter()
+    step = 0
     for epoch in range(1, cfg.epochs + 1):
         reporter.epoch_started(epoch, cfg.epochs, steps)
         started = time.perf_counter()
@@ -161,27 +196,42 @@ def train(
         order = torch.randperm(len(x_train), generator=gen).numpy()
         losses = []
         for i in range(0, len(order), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            xb = torch.from_numpy(scale(x_train[idx]))
-            yb = torch.from_numpy(y_train[idx])[:, None].float()
-            xb, yb = augment(xb, yb, gen)
-            loss = loss_fn(model(xb.to(device)), yb.to(device))
+            xb, yb = batch(x_train, y_train, order[i : i + cfg.batch_size])
+            xb, yb = augment(xb.to(device), yb.to(device), gen, cfg.augment_rotation)
+            if cuda:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with amp:
+                loss = loss_fn(model(xb).float(), yb)
+            # Progress is steps done or time used, whichever is further, so a time budget
+            # still ends with a fully decayed learning rate.
+            done = step / total_steps
+            if cfg.max_minutes:
+                done = max(done, (time.perf_counter() - started_all) / (cfg.max_minutes * 60))
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg.learning_rate, done)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            step += 1
             losses.append(loss.item())
             reporter.step_done(losses[-1])
         dice_now = val_dice()
+        seconds = time.perf_counter() - started
         metrics = {
             "train_loss": float(np.mean(losses)),
             "val_dice": dice_now,
-            "epoch_seconds": time.perf_counter() - started,
+            "epoch_seconds": seconds,
+            "images_per_second": len(order) / seconds,
         }
         history.append(metrics)
         if dice_now > best_dice:
             best_state, best_epoch, best_dice = copy.deepcopy(model.state_dict()), epoch, dice_now
         reporter.epoch_done(epoch, metrics)
+        if cfg.patience and epoch - best_epoch >= cfg.patience:
+            break  # early stopping: val Dice has not improved for `patience` epochs
+        elapsed = time.perf_counter() - started_all
+        if cfg.max_minutes and elapsed + seconds > cfg.max_minutes * 60:
+            break  # another epoch would overrun the time budget
 
     model.load_state_dict(best_state)
     return TrainResult(

@@ -102,7 +102,9 @@ def train_and_log(
             {f"split.{k}": len(v) for k, v in splits.items()} | {"dataset_version": dataset_version}
         )
 
-        result = train(cfg, splits["train"], splits["val"], _TrackedReporter(run, reporter))
+        result = train(
+            cfg, splits["train"], splits["val"], _TrackedReporter(run, reporter), project.path(cfg.cache_dir)
+        )
         scores = evaluate(result.segmenter, splits["test"])
         metrics = summarize(scores)
         run.log_metrics(

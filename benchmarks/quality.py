@@ -1,0 +1,104 @@
+"""Model quality on the real water-meter photos: prepare, train with a named recipe, score the test split.
+
+    .venv/bin/python benchmarks/quality.py --recipe cpu     # target: test Dice >= 0.85 within 30 min, 2 cores
+    .venv/bin/python benchmarks/quality.py --recipe gpu     # target: test Dice >= 0.92 within 5 min, one H100
+
+The split is the project's hash split (data.val_fraction / data.test_fraction), so the
+test photos are never trained on. Dice and IoU are per image at the prepared 512x512
+resolution, averaged. Writes benchmarks/results/quality-<recipe>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "water-meters"
+
+
+class EpochPrinter:
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step_done(self, loss: float) -> None:
+        pass
+
+    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+        print(
+            f"epoch {epoch:3d}  loss {metrics['train_loss']:.4f}  val Dice {metrics['val_dice']:.4f}  "
+            f"{metrics['images_per_second']:.1f} img/s  ({metrics['epoch_seconds']:.0f} s)",
+            flush=True,
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="cpu")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".work")
+    parser.add_argument("--max-minutes", type=float, default=None, help="override the recipe's budget")
+    args = parser.parse_args()
+    if not (args.data / "images").is_dir():
+        print(f"skipped: real data not found at {args.data}")
+        return 0
+
+    from wms.config import DataSettings, TrainSettings
+    from wms.data.pairs import find_pairs
+    from wms.data.prepare import prepare_dataset
+    from wms.data.splits import assign_splits
+    from wms.train.evaluate import evaluate, summarize
+    from wms.train.loop import train
+    from wms.train.recipes import apply_recipe
+
+    started = time.perf_counter()
+    prepared = args.work / "prepared-512"
+    if not (prepared / "images").is_dir():
+        report = prepare_dataset(args.data, prepared, size=512)
+        print(f"prepared {report.written} pairs, skipped {len(report.skipped)}", flush=True)
+    pairs = {p.id: p for p in find_pairs(prepared).pairs}
+    data_cfg = DataSettings()
+    groups = assign_splits(pairs, data_cfg.val_fraction, data_cfg.test_fraction)
+    split = {name: [pairs[i] for i in ids] for name, ids in groups.items()}
+    cfg = apply_recipe(TrainSettings(), args.recipe)
+    if args.max_minutes is not None:
+        cfg = cfg.model_copy(update={"max_minutes": args.max_minutes})
+    print(f"recipe {args.recipe}: {cfg.model_dump()}", flush=True)
+    print({name: len(members) for name, members in split.items()}, flush=True)
+
+    train_started = time.perf_counter()
+    result = train(cfg, split["train"], split["val"], EpochPrinter(), args.work / "cache")
+    train_seconds = time.perf_counter() - train_started
+    scores = summarize(evaluate(result.segmenter, split["test"]))
+    out = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "recipe": args.recipe,
+        "settings": cfg.model_dump(mode="json"),
+        "device": result.device,
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",
+        "parameters": result.parameters,
+        "splits": {name: len(members) for name, members in split.items()},
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "best_val_dice": round(result.best_val_dice, 4),
+        "test_dice": round(scores["dice"], 4),
+        "test_iou": round(scores["iou"], 4),
+        "test_images": scores["n"],
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(out, indent=2))
+    target = REPO / "benchmarks" / "results" / f"quality-{args.recipe}.json"
+    target.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {target.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
