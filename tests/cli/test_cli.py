@@ -68,6 +68,14 @@ def test_train_prints_run_id_and_scores(
     assert "run id: " in result.output
     assert "test Dice" in result.output and "IoU" in result.output
     assert (project_dir / ".wms" / "mlflow.db").is_file()
+    artifacts = {p.name for p in (project_dir / ".wms" / "mlartifacts").rglob("*") if p.is_file()}
+    assert {
+        "model.pt",
+        "model.json",
+        "test_scores.csv",
+        "training_curves.png",
+        "val_predictions.png",
+    } <= artifacts
 
 
 @pytest.mark.slow

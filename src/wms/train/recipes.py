@@ -37,10 +37,14 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_recipe(cfg: TrainSettings, name: str) -> TrainSettings:
-    """`cfg` with the recipe's values in place."""
+def recipe_values(name: str) -> dict[str, Any]:
+    """The `[train]` values of a recipe."""
     try:
-        recipe = RECIPES[name]
+        return dict(RECIPES[name])
     except KeyError:
         raise ConfigError(f"unknown recipe {name!r}; use one of: {', '.join(RECIPES)}") from None
-    return cfg.model_copy(update=recipe)
+
+
+def apply_recipe(cfg: TrainSettings, name: str) -> TrainSettings:
+    """`cfg` with the recipe's values in place."""
+    return cfg.model_copy(update=recipe_values(name))

@@ -14,6 +14,7 @@ from wms.data.pairs import Pair, find_pairs
 from wms.data.splits import Split, assign_splits
 from wms.errors import DataError
 from wms.registry import MODEL_ARTIFACT, Registry, RunLog
+from wms.report import overlay_grid, plot_curves
 from wms.train.evaluate import ImageScore, evaluate, summarize
 from wms.train.loop import SilentReporter, TrainReporter, TrainResult, train
 from wms.train.segmenter import Segmenter
@@ -130,4 +131,10 @@ def train_and_log(
             scores_dir.mkdir()
             write_scores(scores_dir / "test_scores.csv", scores)
             run.log_artifacts(scores_dir, "evaluation")
+            plots = Path(tmp) / "plots"
+            plots.mkdir()
+            if result.history:
+                plot_curves(result.history, plots / "training_curves.png")
+            overlay_grid(result.segmenter, splits["val"][:8], plots / "val_predictions.png")
+            run.log_artifacts(plots, "plots")
         return TrainedRun(run.run_id, result, scores, metrics, sha)
