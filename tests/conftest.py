@@ -29,6 +29,7 @@ batch_size = 8
 learning_rate = 0.01
 base_channels = 8
 depth = 2
+export_onnx = false  # exporting costs seconds per run; tests/train/test_export.py covers it
 
 [gate]
 floor = 0.0

@@ -71,6 +71,7 @@ class TrainSettings(Section):
     max_minutes: float = Field(0, ge=0, description="training time budget; 0: none")
     augment_rotation: float = Field(10.0, ge=0, le=45, description="largest random rotation, in degrees")
     cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
+    export_onnx: bool = Field(True, description="log an ONNX export beside the weights (serving uses it)")
 
 
 GateMetric = Literal["dice", "iou"]

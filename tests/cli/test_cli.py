@@ -63,7 +63,7 @@ def test_validate_names_a_missing_folder(cli: Callable[..., Any], tmp_path: Path
 def test_train_prints_run_id_and_scores(
     cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
 ) -> None:
-    result = cli("train", make_batch(), "--epochs", "1")
+    result = cli("--set", "train.export_onnx=true", "train", make_batch(), "--epochs", "1")
     assert result.exit_code == 0, result.output
     assert "run id: " in result.output
     assert "test Dice" in result.output and "IoU" in result.output
@@ -72,6 +72,7 @@ def test_train_prints_run_id_and_scores(
     assert {
         "model.pt",
         "model.json",
+        "model.onnx",
         "test_scores.csv",
         "training_curves.png",
         "val_predictions.png",

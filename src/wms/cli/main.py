@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from wms.cli import data, data_versions, demo, init, model, pipeline, predict, train
+from wms.cli import data, data_versions, demo, evaluate, init, model, pipeline, predict, train
 from wms.cli._common import CliState, WmsGroup
 
 app = typer.Typer(
@@ -46,6 +46,7 @@ app.command("train")(train.train)
 app.add_typer(model.app, name="model")
 app.add_typer(pipeline.app, name="pipeline")
 app.command("predict")(predict.predict)
+app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
 
 

@@ -16,6 +16,9 @@ def train(
     image_size: int | None = typer.Option(None, "--image-size", help="Override train.image_size."),
     seed: int | None = typer.Option(None, "--seed", help="Override train.seed."),
     recipe: str | None = typer.Option(None, "--recipe", help="A named recipe over [train]: cpu or gpu."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Save the training state here every epoch; continue from it if it exists."
+    ),
 ) -> None:
     """Train a U-Net on the train split, keep the best val epoch, score the test split; log to MLflow."""
     from wms.registry import MlflowRegistry
@@ -27,7 +30,7 @@ def train(
     flags |= {"train.epochs": epochs, "train.image_size": image_size, "train.seed": seed}
     project = state(ctx).project(flags)
     registry = MlflowRegistry(project)
-    trained = train_and_log(project, dataset, registry, reporter=TrainProgress())
+    trained = train_and_log(project, dataset, registry, reporter=TrainProgress(), checkpoint=checkpoint)
     m = trained.test_metrics
     console.print(f"run id: {trained.run_id}")
     console.print(f"test Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  on {m['n']} images", highlight=False)

@@ -114,6 +114,14 @@ def batch_dice(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return torch.where(total == 0, torch.ones_like(total), 2 * inter / total.clamp(min=1))
 
 
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write the training state aside and rename it into place, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
 def learning_rate(peak: float, done: float) -> float:
     """Linear warm-up over the first 5% of training, then cosine decay to zero."""
     done = min(max(done, 0.0), 1.0)
@@ -128,8 +136,13 @@ def train(
     val_pairs: Sequence[Pair],
     reporter: TrainReporter | None = None,
     cache_dir: Path | None = None,
+    checkpoint: Path | None = None,
 ) -> TrainResult:
-    """Train a model on `train_pairs`, keeping the epoch with the best Dice on `val_pairs`."""
+    """Train a model on `train_pairs`, keeping the epoch with the best Dice on `val_pairs`.
+
+    With `checkpoint`, the state is saved there after every epoch, and a run that finds one
+    continues from it: an interrupted run resumed gives the same model as one never stopped.
+    """
     if not train_pairs or not val_pairs:
         raise TrainError(
             f"need pairs in both train and val splits (got {len(train_pairs)} and {len(val_pairs)}); "
@@ -187,9 +200,17 @@ def train(
     # With epochs=0 the untrained model is the result: useful for testing the gate.
     best_state, best_epoch, best_dice = copy.deepcopy(model.state_dict()), 0, val_dice()
     history: list[dict[str, float]] = []
-    started_all = time.perf_counter()
     step = 0
-    for epoch in range(1, cfg.epochs + 1):
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        best_state, best_epoch, best_dice = state["best_state"], state["best_epoch"], state["best_dice"]
+        history, step = state["history"], state["step"]
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+    started_all = time.perf_counter()
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
         reporter.epoch_started(epoch, cfg.epochs, steps)
         started = time.perf_counter()
         model.train()
@@ -226,6 +247,21 @@ def train(
         history.append(metrics)
         if dice_now > best_dice:
             best_state, best_epoch, best_dice = copy.deepcopy(model.state_dict()), epoch, dice_now
+        if checkpoint is not None:
+            save_checkpoint(
+                checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "best_state": best_state,
+                    "best_epoch": best_epoch,
+                    "best_dice": best_dice,
+                    "history": history,
+                    "step": step,
+                    "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
         reporter.epoch_done(epoch, metrics)
         if cfg.patience and epoch - best_epoch >= cfg.patience:
             break  # early stopping: val Dice has not improved for `patience` epochs

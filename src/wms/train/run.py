@@ -16,8 +16,9 @@ from wms.errors import DataError
 from wms.registry import MODEL_ARTIFACT, Registry, RunLog
 from wms.report import overlay_grid, plot_curves
 from wms.train.evaluate import ImageScore, evaluate, summarize
+from wms.train.export import export_onnx
 from wms.train.loop import SilentReporter, TrainReporter, TrainResult, train
-from wms.train.segmenter import Segmenter
+from wms.train.segmenter import ONNX_FILE, Segmenter
 
 
 @dataclass
@@ -88,6 +89,7 @@ def train_and_log(
     registry: Registry,
     dataset_version: str = "unversioned",
     reporter: TrainReporter | None = None,
+    checkpoint: Path | None = None,
 ) -> TrainedRun:
     """Train on the dataset's train split, log everything to a tracking run, score the test split."""
     cfg = project.settings.train
@@ -104,7 +106,12 @@ def train_and_log(
         )
 
         result = train(
-            cfg, splits["train"], splits["val"], _TrackedReporter(run, reporter), project.path(cfg.cache_dir)
+            cfg,
+            splits["train"],
+            splits["val"],
+            _TrackedReporter(run, reporter),
+            cache_dir=project.path(cfg.cache_dir),
+            checkpoint=checkpoint,
         )
         scores = evaluate(result.segmenter, splits["test"])
         metrics = summarize(scores)
@@ -119,6 +126,8 @@ def train_and_log(
         with tempfile.TemporaryDirectory(prefix="wms-run-") as tmp:
             model_dir = Path(tmp) / MODEL_ARTIFACT
             sha = result.segmenter.save(model_dir)
+            if cfg.export_onnx:
+                export_onnx(result.segmenter, model_dir / ONNX_FILE)
             run.log_artifacts(model_dir, MODEL_ARTIFACT)
             run.set_tags(
                 {

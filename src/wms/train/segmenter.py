@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,19 +19,9 @@ from PIL import Image
 from wms.errors import RegistryError
 from wms.train.model import build_model
 from wms.train.preprocess import image_to_array, scale
+from wms.train.spec import ONNX_FILE, SPEC_FILE, WEIGHTS_FILE, ModelSpec
 
-WEIGHTS_FILE = "model.pt"
-SPEC_FILE = "model.json"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to rebuild and feed a saved model."""
-
-    architecture: str
-    image_size: int
-    threshold: float
-    kwargs: dict[str, Any] = field(default_factory=dict)
+__all__ = ["ONNX_FILE", "SPEC_FILE", "WEIGHTS_FILE", "ModelSpec", "Segmenter"]
 
 
 class Segmenter:

@@ -1,0 +1,96 @@
+"""`wms evaluate`: score any model in the registry on a labelled dataset folder, image by image."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, cast
+
+import typer
+
+from wms.cli._common import console, progress_bar, state
+
+
+class SplitChoice(StrEnum):
+    """Which pairs of the dataset to score."""
+
+    all = "all"
+    test = "test"
+    val = "val"
+    train = "train"
+
+
+def evaluate(
+    ctx: typer.Context,
+    model_ref: str = typer.Argument(
+        ..., help="Alias (production, previous), version number or MLflow run id."
+    ),
+    dataset: Path = typer.Argument(..., help="Dataset folder holding images/ and masks/."),
+    json_file: Path | None = typer.Option(
+        None, "--json", help="Also write the mean and per-image scores to this JSON file."
+    ),
+    split: SplitChoice = typer.Option(
+        SplitChoice.all,
+        "--split",
+        help="Score every pair, or only one split (the same stable splits training uses).",
+    ),
+) -> None:
+    """Score a model's masks against the dataset's: mean Dice and IoU over images, at each mask's size."""
+    from wms.data.pairs import find_pairs
+    from wms.data.splits import Split
+    from wms.errors import DataError
+    from wms.registry import RUN_ID, MlflowRegistry
+    from wms.train.evaluate import evaluate as score_pairs
+    from wms.train.evaluate import summarize
+    from wms.train.run import split_pairs
+    from wms.train.segmenter import Segmenter
+
+    project = state(ctx).project()
+    if split is SplitChoice.all:
+        pairs = find_pairs(dataset).pairs
+    else:
+        pairs = split_pairs(project, dataset)[cast(Split, split.value)]
+    if not pairs:
+        raise DataError(
+            f"no complete image/mask pairs in the {split.value} split of {dataset}; "
+            f"see `wms data validate {dataset}` or choose another --split"
+        )
+
+    registry = MlflowRegistry(project)
+    identity: dict[str, Any]
+    if RUN_ID.fullmatch(model_ref):
+        identity = {"run_id": model_ref}
+        registered = [r for r in registry.list() if r.run_id == model_ref]
+        if registered:
+            identity = {"version": registered[0].version, "run_id": model_ref}
+    else:
+        record = registry.get(model_ref)
+        identity = {"version": record.version, "run_id": record.run_id}
+    # Fetch by run id, so an alias moved meanwhile cannot swap the model under the label.
+    with registry.fetched(identity["run_id"]) as folder:
+        segmenter = Segmenter.load(folder)
+    with progress_bar("evaluating", len(pairs)) as advance:
+        scores = score_pairs(segmenter, pairs, progress=advance)
+    mean = summarize(scores)
+
+    label = f"model {model_ref}" + (f" (version {identity['version']})" if "version" in identity else "")
+    console.print(
+        f"{label}: Dice {mean['dice']:.4f}  IoU {mean['iou']:.4f}  on {mean['n']} images"
+        f" ({split.value} of {dataset})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if json_file is not None:
+        report = {
+            "model": model_ref,
+            **identity,
+            "dataset": str(dataset),
+            "split": split.value,
+            "mean": {"dice": mean["dice"], "iou": mean["iou"]},
+            "n": mean["n"],
+            "per_image": [{"id": s.id, "dice": s.dice, "iou": s.iou} for s in scores],
+        }
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"wrote {json_file}", highlight=False, soft_wrap=True)

@@ -1,0 +1,147 @@
+"""Export a trained model to ONNX, and run the export on ONNX Runtime without torch.
+
+`OnnxSegmenter` mirrors `Segmenter.predict_masks`: the same preprocessing functions, the
+same threshold, and the same upsampling of probabilities (bilinear, align_corners=False),
+re-implemented in numpy so that the inference path needs no torch kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from wms.errors import RegistryError, TrainError
+from wms.train.preprocess import image_to_array, scale
+from wms.train.spec import ONNX_FILE, SPEC_FILE, ModelSpec
+
+if TYPE_CHECKING:
+    from wms.train.segmenter import Segmenter
+
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+class _SkipMissingTorchvision(logging.Filter):
+    # The exporter warns once per torchvision op on every export when torchvision is absent;
+    # no WMS model uses those ops, so the lines are noise.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("torchvision is not installed")
+
+
+def _quiet_exporter() -> None:
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    if not any(isinstance(f, _SkipMissingTorchvision) for f in logger.filters):
+        logger.addFilter(_SkipMissingTorchvision())
+
+
+def export_onnx(segmenter: Segmenter, path: Path) -> None:
+    """Write the network as ONNX: `image` float32 (N, 3, S, S) in [0, 1] -> `logits` (N, 1, S, S)."""
+    import torch
+
+    size = segmenter.spec.image_size
+    # torch.export specializes a dimension whose example value is 0 or 1, so trace with 2.
+    example = torch.zeros(2, 3, size, size, device=segmenter.device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")  # never leave a half-written model.onnx
+    _quiet_exporter()
+    try:
+        with warnings.catch_warnings():
+            # torch 2.13's own export pipeline calls its deprecated pytree API; nothing to fix here.
+            warnings.filterwarnings(
+                "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+            )
+            torch.onnx.export(
+                segmenter.model.eval(),
+                (example,),
+                partial,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        partial.replace(path)
+    except ModuleNotFoundError as exc:
+        raise TrainError(
+            f"exporting to ONNX needs the {exc.name} package; install it with `pip install {exc.name}`"
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow warnings for large negative logits."""
+    return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)
+
+
+def _source_index(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # torch's align_corners=False rule: sample at (i + 0.5) * in/out - 0.5, clamped at 0.
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + 0.5) * np.float32(n_in / n_out) - 0.5, 0)
+    lo = np.minimum(src.astype(np.int64), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo, hi, (src - lo).astype(np.float32)
+
+
+def resize_bilinear(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A 2-D map resized like torch's bilinear `interpolate(align_corners=False)`, without torch.
+
+    Pillow's BILINEAR agrees when enlarging but antialiases when shrinking, so photos
+    smaller than the model input would get different masks; this follows torch exactly.
+    """
+    y0, y1, wy = _source_index(prob.shape[0], height)
+    x0, x1, wx = _source_index(prob.shape[1], width)
+    rows = prob[y0] * (1 - wy)[:, None] + prob[y1] * wy[:, None]
+    return rows[:, x0] * (1 - wx) + rows[:, x1] * wx
+
+
+class OnnxSegmenter:
+    """An exported model on ONNX Runtime (CPU) that turns PIL images into foreground masks."""
+
+    def __init__(self, model_file: Path, spec: ModelSpec, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0 lets ONNX Runtime use one per physical core
+        options.log_severity_level = 3  # errors only: its optimizer warnings mean nothing to users
+        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self.spec = spec
+        shape = self.session.get_inputs()[0].shape
+        if list(shape[1:]) != [3, spec.image_size, spec.image_size]:
+            raise RegistryError(
+                f"{model_file} takes input {shape} but its {SPEC_FILE} says image_size "
+                f"{spec.image_size}; export it again from the same model.pt"
+            )
+
+    @classmethod
+    def load(cls, folder: Path, threads: int = 0) -> OnnxSegmenter:
+        """Load `model.onnx` + `model.json` from a saved model folder."""
+        spec_path, model_path = folder / SPEC_FILE, folder / ONNX_FILE
+        if not spec_path.is_file() or not model_path.is_file():
+            raise RegistryError(
+                f"{folder} holds no exported WMS model ({SPEC_FILE} and {ONNX_FILE} expected); "
+                "write one with wms.train.export.export_onnx"
+            )
+        return cls(model_path, ModelSpec(**json.loads(spec_path.read_text())), threads)
+
+    def probabilities(self, batch_uint8: np.ndarray) -> np.ndarray:
+        """Foreground probabilities (N, 1, S, S) for a preprocessed uint8 batch (N, 3, S, S)."""
+        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: scale(batch_uint8)})
+        return sigmoid(np.asarray(logits))
+
+    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
+        """Boolean masks, each at its own image's size."""
+        if not images:
+            return []
+        size = self.spec.image_size
+        probs = self.probabilities(np.stack([image_to_array(img, size) for img in images]))
+        # Upsample probabilities, not the thresholded mask, exactly as Segmenter does.
+        return [
+            resize_bilinear(prob[0], img.height, img.width) > self.spec.threshold
+            for prob, img in zip(probs, images, strict=True)
+        ]
