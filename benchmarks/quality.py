@@ -75,7 +75,12 @@ def main() -> int:
     train_started = time.perf_counter()
     result = train(cfg, split["train"], split["val"], EpochPrinter(), args.work / "cache")
     train_seconds = time.perf_counter() - train_started
-    scores = summarize(evaluate(result.segmenter, split["test"]))
+    per_image = evaluate(result.segmenter, split["test"])
+    scores = summarize(per_image)
+    # The model and per-image scores stay outside git (they derive from the real photos).
+    result.segmenter.save(args.work / f"model-{args.recipe}")
+    with (args.work / f"test-scores-{args.recipe}.csv").open("w") as fh:
+        fh.writelines(f"{s.id},{s.dice:.4f},{s.iou:.4f}\n" for s in per_image)
     out = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "recipe": args.recipe,
@@ -90,6 +95,8 @@ def main() -> int:
         "test_dice": round(scores["dice"], 4),
         "test_iou": round(scores["iou"], 4),
         "test_images": scores["n"],
+        "test_median_dice": round(float(sorted(s.dice for s in per_image)[len(per_image) // 2]), 4),
+        "test_below_half": sum(s.dice < 0.5 for s in per_image),
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
     }

@@ -84,3 +84,19 @@ def test_an_interrupted_run_resumes_to_the_same_model(pairs: list, tmp_path: Pat
     assert np.array_equal(
         resumed.segmenter.predict_masks([photo])[0], whole.segmenter.predict_masks([photo])[0]
     )
+
+
+def test_augmentation_turns_image_and_mask_together() -> None:
+    import torch
+
+    from wms.train.loop import augment
+
+    x = torch.zeros(64, 3, 16, 16)
+    x[:, :, 2:4, 5:12] = 1.0  # a bright horizontal bar: the "counter window"
+    y = (x[:, :1] > 0.5).float()
+    xa, ya = augment(x, y, torch.Generator().manual_seed(0), max_degrees=0, quarter_turns=True)
+    # Brightness/contrast change the values but not where the bar is: the mask follows the image.
+    bright = xa.mean(dim=1, keepdim=True) > xa.mean(dim=(1, 2, 3), keepdim=True)
+    assert torch.equal(bright, ya > 0.5)
+    upright = (ya.sum(dim=-1) > 0).sum(dim=-1).squeeze(1)  # rows the bar covers: 2 flat, 7 upright
+    assert {2, 7} <= set(upright.tolist())

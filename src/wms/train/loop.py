@@ -75,13 +75,25 @@ def resolve_device(wanted: str) -> str:
 
 
 def augment(
-    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, max_degrees: float = 0.0
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gen: torch.Generator,
+    max_degrees: float = 0.0,
+    quarter_turns: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips, small rotations and brightness/contrast changes, per sample, on whole batches."""
+    """Random flips, quarter turns, small rotations and brightness/contrast, per sample, on whole batches."""
     n = x.shape[0]
     flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     y = torch.where(flip[:, None, None, None], y.flip(-1), y)
+    if quarter_turns and x.shape[-1] == x.shape[-2]:
+        # Meters are photographed at any angle: a quarter of the real test photos show the
+        # counter window upright or upside down, which small rotations alone never teach.
+        k = torch.randint(0, 4, (n,), generator=gen).to(x.device)
+        for turns in (1, 2, 3):
+            pick = (k == turns)[:, None, None, None]
+            x = torch.where(pick, torch.rot90(x, turns, (-2, -1)), x)
+            y = torch.where(pick, torch.rot90(y, turns, (-2, -1)), y)
     if max_degrees > 0:
         angle = ((torch.rand(n, generator=gen) * 2 - 1) * max_degrees * torch.pi / 180).to(x.device)
         cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
@@ -218,7 +230,9 @@ def train(
         losses = []
         for i in range(0, len(order), cfg.batch_size):
             xb, yb = batch(x_train, y_train, order[i : i + cfg.batch_size])
-            xb, yb = augment(xb.to(device), yb.to(device), gen, cfg.augment_rotation)
+            xb, yb = augment(
+                xb.to(device), yb.to(device), gen, cfg.augment_rotation, cfg.augment_quarter_turns
+            )
             if cuda:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with amp:
