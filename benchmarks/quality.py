@@ -18,24 +18,25 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "water-meters"
 
 
-class EpochPrinter:
-    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
+def epoch_printer() -> Any:
+    """A reporter that prints one line per epoch."""
+    from wms.train.loop import SilentReporter
 
-    def step_done(self, loss: float) -> None:
-        pass
+    class EpochPrinter(SilentReporter):
+        def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+            print(
+                f"epoch {epoch:3d}  loss {metrics['train_loss']:.4f}  val Dice {metrics['val_dice']:.4f}  "
+                f"{metrics['images_per_second']:.1f} img/s  ({metrics['epoch_seconds']:.0f} s)",
+                flush=True,
+            )
 
-    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
-        print(
-            f"epoch {epoch:3d}  loss {metrics['train_loss']:.4f}  val Dice {metrics['val_dice']:.4f}  "
-            f"{metrics['images_per_second']:.1f} img/s  ({metrics['epoch_seconds']:.0f} s)",
-            flush=True,
-        )
+    return EpochPrinter()
 
 
 def main() -> int:
@@ -73,7 +74,7 @@ def main() -> int:
     print({name: len(members) for name, members in split.items()}, flush=True)
 
     train_started = time.perf_counter()
-    result = train(cfg, split["train"], split["val"], EpochPrinter(), args.work / "cache")
+    result = train(cfg, split["train"], split["val"], epoch_printer(), args.work / "cache")
     train_seconds = time.perf_counter() - train_started
     per_image = evaluate(result.segmenter, split["test"])
     scores = summarize(per_image)

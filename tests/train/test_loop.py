@@ -10,7 +10,7 @@ from PIL import Image
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
 from wms.errors import TrainError
-from wms.train.loop import train
+from wms.train.loop import SilentReporter, train
 from wms.train.segmenter import Segmenter
 
 TINY = {"image_size": 32, "base_channels": 4, "depth": 2, "batch_size": 8, "epochs": 3}
@@ -64,13 +64,7 @@ def test_an_interrupted_run_resumes_to_the_same_model(pairs: list, tmp_path: Pat
     cfg = TrainSettings(**TINY | {"epochs": 3})
     whole = train(cfg, pairs[:18], pairs[18:])
 
-    class StopAfterTwo:
-        def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
-            pass
-
-        def step_done(self, loss: float) -> None:
-            pass
-
+    class StopAfterTwo(SilentReporter):
         def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
             if epoch == 2:
                 raise KeyboardInterrupt  # the machine went away after epoch 2
