@@ -70,7 +70,7 @@ class TrainSettings(Section):
     patience: int = Field(0, ge=0, description="stop after this many epochs without a better val Dice")
     max_minutes: float = Field(0, ge=0, description="training time budget; 0: none")
     augment_rotation: float = Field(10.0, ge=0, le=45, description="largest random rotation, in degrees")
-    augment_quarter_turns: bool = Field(True, description="also turn training images by 90/180/270 degrees")
+    augment_quarter_turns: bool = Field(False, description="also turn training images by 90/180/270 degrees")
     cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
     export_onnx: bool = Field(True, description="log an ONNX export beside the weights (serving uses it)")
 

@@ -87,8 +87,8 @@ def augment(
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     y = torch.where(flip[:, None, None, None], y.flip(-1), y)
     if quarter_turns and x.shape[-1] == x.shape[-2]:
-        # Meters are photographed at any angle: a quarter of the real test photos show the
-        # counter window upright or upside down, which small rotations alone never teach.
+        # Meters are photographed at any angle, and many of the test photos the CPU recipe
+        # misses show the window upright; small rotations alone never teach that.
         k = torch.randint(0, 4, (n,), generator=gen).to(x.device)
         for turns in (1, 2, 3):
             pick = (k == turns)[:, None, None, None]
