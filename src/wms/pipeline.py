@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from wms.compute import make_compute
 from wms.config import Project
-from wms.data.pointer import read_pointer, write_pointer
+from wms.data.pointer import read_pointer
 from wms.data.prepare import prepare_dataset
 from wms.data.store import IngestPlan, open_store
 from wms.data.validate import validate_dataset
@@ -257,12 +257,7 @@ class Pipeline:
             },
         )
         old = self.registry.promote(record.version)
-        write_pointer(
-            self.project.path(settings.data.pointer),
-            self.store.manifest(dataset_version),
-            self.store.manifest_sha256(dataset_version),
-            settings.store.url,
-        )
+        self.store.point(self.project.path(settings.data.pointer), dataset_version, settings.store.url)
         metrics = {k: round(v, 6) for k, v in trained.test_metrics.items() if k != "n"}
         record_move(
             self.project.path(settings.tracking.pointer_dir),

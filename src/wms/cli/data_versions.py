@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from wms.cli._common import console, progress_bar, state
-from wms.data.pointer import read_pointer, write_pointer
+from wms.data.pointer import read_pointer
 from wms.data.store import open_store
 
 
@@ -41,12 +41,7 @@ def ingest(
         f"{len(result.unchanged)} already present, {result.blobs_written} new blobs"
     )
     if move_pointer:
-        write_pointer(
-            pointer_path,
-            store.manifest(result.version),
-            store.manifest_sha256(result.version),
-            project.settings.store.url,
-        )
+        store.point(pointer_path, result.version, project.settings.store.url)
         console.print(f"{project.settings.data.pointer} now points at {result.version}")
     console.print(result.version)
 

@@ -27,6 +27,7 @@ from PIL import Image
 from wms.config import Project
 from wms.data.lease import lease
 from wms.data.pairs import Pair, find_pairs
+from wms.data.pointer import write_pointer
 from wms.data.splits import split_of
 from wms.errors import BackendError, ConflictError, DataError
 
@@ -190,6 +191,11 @@ class DatasetStore:
     def manifest_sha256(self, version: str) -> str:
         """sha256 of the stored manifest bytes (recorded in data/dataset.json)."""
         return hashlib.sha256(self.fs.cat_file(self._manifest_path(version))).hexdigest()
+
+    def point(self, pointer: Path, version: str, store_url: str) -> None:
+        """Point `data/dataset.json` at a version, reading its manifest once for content and hash."""
+        raw = self._call("read a manifest", self.fs.cat_file, self._manifest_path(version))
+        write_pointer(pointer, json.loads(raw), hashlib.sha256(raw).hexdigest(), store_url)
 
     def diff(self, a: str, b: str) -> VersionDiff:
         """How version `b` differs from version `a`."""
