@@ -12,6 +12,7 @@ from pathlib import Path
 from wms.config import Project
 from wms.data.pairs import Pair, find_pairs
 from wms.data.splits import Split, assign_splits
+from wms.data.store import sha256_file
 from wms.errors import DataError
 from wms.registry import MODEL_ARTIFACT, Registry, RunLog
 from wms.report import overlay_grid, plot_curves
@@ -126,16 +127,13 @@ def train_and_log(
         with tempfile.TemporaryDirectory(prefix="wms-run-") as tmp:
             model_dir = Path(tmp) / MODEL_ARTIFACT
             sha = result.segmenter.save(model_dir)
+            hashes = {"wms.model_sha256": sha}
             if cfg.export_onnx:
                 export_onnx(result.segmenter, model_dir / ONNX_FILE)
+                # Serving runs the ONNX file and checks it against this hash at load.
+                hashes["wms.onnx_sha256"] = sha256_file(model_dir / ONNX_FILE)
             run.log_artifacts(model_dir, MODEL_ARTIFACT)
-            run.set_tags(
-                {
-                    "wms.model_sha256": sha,
-                    "wms.device": result.device,
-                    "wms.parameters": str(result.parameters),
-                }
-            )
+            run.set_tags(hashes | {"wms.device": result.device, "wms.parameters": str(result.parameters)})
             scores_dir = Path(tmp) / "scores"
             scores_dir.mkdir()
             write_scores(scores_dir / "test_scores.csv", scores)
