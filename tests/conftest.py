@@ -105,3 +105,67 @@ def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"wms-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     return bucket
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (SQLite backend, proxied artifacts) on a free loopback port."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    log = (root / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            str(mlflow),
+            "server",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}",
+            f"--artifacts-destination={root / 'artifacts'}",
+            "--workers=1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def tracking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on the embedded SQLite MLflow, then again on a real `mlflow server`."""
+    if request.param == "server":
+        url = request.getfixturevalue("mlflow_server")
+        name = f"wms-{uuid.uuid4().hex[:8]}"  # one server for the session: keep tests apart
+        monkeypatch.setenv("WMS_TRACKING__URI", url)
+        monkeypatch.setenv("WMS_TRACKING__EXPERIMENT", name)
+        monkeypatch.setenv("WMS_TRACKING__MODEL_NAME", name)
+    return str(request.param)

@@ -27,8 +27,8 @@ from wms.data.prepare import prepare_dataset
 from wms.data.store import IngestPlan, open_store
 from wms.data.validate import validate_dataset
 from wms.errors import DataError, WmsError
-from wms.gate import GateDecision, decide
-from wms.registry import Registry, record_move
+from wms.gate import REPORT_MD, GateDecision, decide, write_report
+from wms.registry import Registry, move_production
 from wms.train.evaluate import ImageScore, evaluate
 from wms.train.loop import TrainReporter
 from wms.train.run import TrainedRun, split_pairs, train_and_log
@@ -221,65 +221,72 @@ class Pipeline:
         st.outcome = f"{report.pairs} pairs valid, {len(report.warnings)} warning(s)"
 
     def _gate(self, run: PipelineRun, dataset: Path, trained: TrainedRun) -> GateDecision:
+        """Score production on the candidate's test images, decide, report, register the candidate."""
         production = self.registry.production()
         baseline: list[ImageScore] | None = None
+        error = None
         if production is not None:
             test_pairs = split_pairs(self.project, dataset)["test"]
-            with self.registry.fetched(production.version) as folder:
-                baseline = evaluate(Segmenter.load(folder), test_pairs)
+            try:
+                with self.registry.fetched(production.version) as folder:
+                    baseline = evaluate(Segmenter.load(folder), test_pairs)
+            except Exception as exc:  # any way the old model fails to load or run on today's data
+                error = str(exc) if isinstance(exc, WmsError) else f"{type(exc).__name__}: {exc}"
         decision = decide(
             self.project.settings.gate,
             trained.test_scores,
             baseline,
             production.version if production else None,
+            baseline_error=error,
         )
-        (run.run_dir / "gate.json").write_text(json.dumps(decision.to_dict(), indent=2) + "\n")
-        (run.run_dir / "gate.md").write_text(decision.to_markdown())
-        run.outputs["gate"] = decision.to_dict()
+        report_dir = run.run_dir / "gate"
+        write_report(decision, report_dir)
+        self.registry.log_to_run(
+            trained.run_id, report_dir, "gate", {"wms.gate": "pass" if decision.promote else "fail"}
+        )
+        candidate = self.registry.register(
+            trained.run_id,
+            tags={
+                "gate": "pass" if decision.promote else "fail",
+                "gate_reason": decision.reason[:4000],
+                "pipeline_run": run.run_id,
+            },
+        )
+        run.outputs["gate"] = {k: v for k, v in decision.to_dict().items() if k != "per_image"}
+        run.outputs["gate_report"] = str(report_dir / REPORT_MD)
+        run.outputs["candidate_version"] = candidate.version
         if decision.promote:
             run.summary = "promoted"
         else:
             kept = f"production stays version {production.version}" if production else "nothing in production"
-            run.summary = f"not promoted: {decision.reason}; {kept}"
+            run.summary = (
+                f"not promoted: {decision.reason}; {kept} "
+                f"(candidate registered as version {candidate.version} for review)"
+            )
         return decision
 
     def _promote(
         self, run: PipelineRun, trained: TrainedRun, decision: GateDecision, dataset_version: str
     ) -> str:
         settings = self.project.settings
-        record = self.registry.register(
-            trained.run_id,
-            tags={
-                "dataset_version": dataset_version,
-                "model_sha256": trained.model_sha256,
-                "gate": decision.reason,
-                "pipeline_run": run.run_id,
-            },
-        )
-        old = self.registry.promote(record.version)
-        self.store.point(self.project.path(settings.data.pointer), dataset_version, settings.store.url)
-        metrics = {k: round(v, 6) for k, v in trained.test_metrics.items() if k != "n"}
-        record_move(
+        version = run.outputs["candidate_version"]
+        move = move_production(
+            self.registry,
             self.project.path(settings.tracking.pointer_dir),
-            {
-                "action": "promote",
-                "model_name": settings.tracking.model_name,
-                "from_version": old.version if old else None,
-                "to_version": record.version,
-                "run_id": trained.run_id,
-                "metrics": metrics,
-                "dataset_version": dataset_version,
-                "reason": decision.reason,
-                "by": f"wms pipeline run {run.run_id}",
-            },
+            version,
+            action="promote",
+            reason=decision.reason,
+            by=f"wms pipeline run {run.run_id}",
         )
-        baseline = decision.comparisons[0].baseline
+        self.store.point(self.project.path(settings.data.pointer), dataset_version, settings.store.url)
+        dice = trained.test_metrics["dice"]
+        baseline = decision.comparison("dice").baseline
         versus = (
-            f"vs baseline {baseline:.4f} (version {old.version})"
-            if old and baseline is not None
-            else f"(first model, floor {settings.gate.floor:.2f})"
+            f"vs baseline {baseline:.4f} (version {move['from_version']})"
+            if baseline is not None
+            else f"(floor {settings.gate.floor:.2f})"
         )
         run.promoted = True
-        run.outputs["model_version"] = record.version
-        run.summary = f"promoted version {record.version}: test Dice {metrics['dice']:.4f} {versus}"
-        return record.version
+        run.outputs["model_version"] = version
+        run.summary = f"promoted version {version}: test Dice {dice:.4f} {versus}"
+        return str(version)

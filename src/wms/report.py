@@ -52,3 +52,31 @@ def overlay_grid(segmenter: Segmenter, pairs: Sequence[Pair], path: Path, tile: 
     for i, t in enumerate(tiles):
         sheet.paste(t, ((i % columns) * tile, (i // columns) * tile))
     sheet.save(path)
+
+
+def plot_paired_dice(per_image: Sequence[dict[str, float]], baseline_version: str, path: Path) -> None:
+    """Per-image Dice, candidate against baseline: points above the diagonal are images it improved."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = np.array([p["baseline_dice"] for p in per_image])
+    cand = np.array([p["candidate_dice"] for p in per_image])
+    better = cand > base
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
+    ax.scatter(base[better], cand[better], s=14, color="tab:green", label=f"better ({better.sum()})")
+    ax.scatter(base[~better], cand[~better], s=14, color="tab:red", label=f"not better ({(~better).sum()})")
+    ax.set(
+        xlabel=f"production (version {baseline_version}) Dice",
+        ylabel="candidate Dice",
+        xlim=(-0.02, 1.02),
+        ylim=(-0.02, 1.02),
+        title=f"per-image Dice on {len(per_image)} test images",
+    )
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

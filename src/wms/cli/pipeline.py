@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markdown import Markdown
 
 from wms.cli._common import TrainProgress, WmsGroup, console, state
 from wms.config import Project
@@ -47,6 +48,9 @@ def run_pipeline(project: Project, new_data: Path) -> PipelineRun:
     from wms.registry import MlflowRegistry
 
     result = Pipeline(project, MlflowRegistry(project), StagePrinter()).run(new_data)
+    if report := result.outputs.get("gate_report"):
+        console.print(Markdown(Path(report).read_text()))
+        console.print(f"[dim]gate report: {Path(report).parent}[/]", highlight=False, soft_wrap=True)
     colour = "green" if result.promoted else "yellow"
     console.print(f"[bold {colour}]{result.summary}[/]", highlight=False, soft_wrap=True)
     console.print(f"[dim]run record: {result.run_dir / 'run.json'}[/]", highlight=False, soft_wrap=True)
