@@ -14,7 +14,21 @@ import pytest
 from PIL import Image
 
 GROUPS = ["data", "model", "pipeline"]
-COMMANDS = ["init", "train", "predict", "demo", "data synth", "data validate", "model list", "pipeline run"]
+COMMANDS = [
+    "init",
+    "train",
+    "predict",
+    "demo",
+    "data synth",
+    "data validate",
+    "model list",
+    "model show",
+    "model promote",
+    "model rollback",
+    "model download",
+    "model history",
+    "pipeline run",
+]
 
 
 def test_root_help_lists_every_group(cli: Callable[..., Any]) -> None:

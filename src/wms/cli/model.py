@@ -172,16 +172,15 @@ def history(
         console.print(f"no moves recorded in {pointer_dir}")
         return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-    for column in ("at (UTC)", "action", "from", "to", "Dice", "by", "reason"):
-        table.add_column(column, no_wrap=column != "reason", overflow="fold")
+    table.add_column("at (UTC)", no_wrap=True)
+    table.add_column("move", no_wrap=True)
+    table.add_column("Dice", no_wrap=True)
+    table.add_column("why (by whom)", ratio=1, overflow="fold")
     for e in entries:
         table.add_row(
-            str(e["at"]).replace("T", " ").removesuffix("+00:00"),
-            e["action"],
-            str(e["from_version"] or "—"),
-            str(e["to_version"]),
+            str(e["at"])[:16].replace("T", " "),
+            f"{e['action']} {e['from_version'] or '—'} → {e['to_version']}",
             f"{e.get('metrics', {}).get('dice', float('nan')):.4f}",
-            str(e.get("by", "")),
-            str(e.get("reason", "")),
+            f"{e.get('reason', '')} ({e.get('by', '')}, {e.get('actor', '?')})",
         )
     console.print(table)
