@@ -72,7 +72,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Repo:
     git(work, "config", "user.name", "Test Person")
     git(work, "config", "user.email", "test@example.com")
     r = Repo(work, remote)
-    r.write("wms.toml", "[git]\nbase_branch = \"main\"\n")
+    r.write("wms.toml", '[git]\nbase_branch = "main"\n')
     r.write(".gitignore", ".wms/\n")
     r.write("data/incoming/.gitkeep", "")
     r.write("src/app.py", "print('hello')\n")

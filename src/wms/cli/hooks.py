@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 
@@ -77,7 +77,9 @@ def pre_push(
         )
     except (WmsError, ValueError) as exc:
         err_console.print(
-            f"wms pre-push hook: {exc} (bypass once with git push --no-verify)", highlight=False, soft_wrap=True
+            f"wms pre-push hook: {exc} (bypass once with git push --no-verify)",
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1) from None
     if outcome.message:

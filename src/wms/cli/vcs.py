@@ -67,7 +67,7 @@ def comment_validation(
     report: Path = typer.Option(..., "--report", help="The validation report (Markdown)."),
     sha: str | None = typer.Option(None, "--sha", help="The commit to comment on (default: HEAD)."),
 ) -> None:
-    """Post a failed validation report as a comment on the commit (github) or a file under .wms/reports (local)."""
+    """Post a failed validation report: a commit comment (github) or a file in .wms/reports (local)."""
     from wms.report import write_github_output
     from wms.vcs import Git, make_git_host
 

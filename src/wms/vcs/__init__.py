@@ -45,7 +45,7 @@ def make_github_host(
         )
     repository = cfg.repository or env.get("GITHUB_REPOSITORY", "")
     if not repository:
-        raise ConfigError("no GitHub repository: set git.repository = \"owner/name\" or GITHUB_REPOSITORY")
+        raise ConfigError('no GitHub repository: set git.repository = "owner/name" or GITHUB_REPOSITORY')
     return GitHubHost(
         GitHubClient(cfg.api_url, token),
         repository,

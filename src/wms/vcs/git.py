@@ -25,9 +25,7 @@ class Git:
     def run(self, *args: str, check: bool = True) -> str:
         """Run `git ARGS` and return its stdout without the trailing newline."""
         try:
-            done = subprocess.run(
-                ["git", *args], cwd=self.root, capture_output=True, text=True, check=False
-            )
+            done = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True, check=False)
         except FileNotFoundError:
             raise GitError("git is not installed or not on PATH; install git and try again") from None
         if check and done.returncode != 0:
@@ -67,7 +65,7 @@ class Git:
         return self.run("rev-list", tip, "--not", f"--remotes={remote}").split()
 
     def push_base(self, tip: str, remote_sha: str, remote: str) -> str:
-        """What the pushed tip should be compared with: the remote's commit, or where the new ones branch off."""
+        """What the pushed tip is compared with: the remote's commit, or where the new commits branch off."""
         if self.has_commit(remote_sha):
             return remote_sha
         boundary = self.run("rev-list", "--boundary", tip, "--not", f"--remotes={remote}").split()

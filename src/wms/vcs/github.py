@@ -8,6 +8,7 @@ nothing left to wait for, it merges at once when `git.merge_fallback` is on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.parse
@@ -53,9 +54,7 @@ class GitHubClient:
             return self.api_url[: -len("/v3")] + "/graphql"
         return self.api_url + "/graphql"
 
-    def request(
-        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
-    ) -> Any:
+    def request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
         """Send one request; returns the decoded JSON (None for an empty answer)."""
         url = path if path.startswith("http") else f"{self.api_url}{path}"
         if params:
@@ -75,7 +74,9 @@ class GitHubClient:
             raise self._error(method, path, exc.code, exc.read()) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise GitHubError(f"could not reach {self.api_url} ({reason}); check git.api_url and the network")
+            raise GitHubError(
+                f"could not reach {self.api_url} ({reason}); check git.api_url and the network"
+            ) from None
         return json.loads(raw) if raw.strip() else None
 
     def graphql(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +94,8 @@ class GitHubClient:
         where = f"{method} {path}"
         if status == 401:
             return GitHubError(
-                f"GitHub refused the token ({where}: {message}); set WMS_GITHUB_TOKEN to a valid token", status
+                f"GitHub refused the token ({where}: {message}); set WMS_GITHUB_TOKEN to a valid token",
+                status,
             )
         if status in (403, 404):
             return GitHubError(
@@ -133,7 +135,7 @@ class GitHubHost:
     ) -> None:
         if repository.count("/") != 1 or not all(repository.split("/")):
             raise ConfigError(
-                f"git.repository {repository!r} is not owner/name; set it, e.g. git.repository = \"acme/wms\""
+                f'git.repository {repository!r} is not owner/name; set it, e.g. git.repository = "acme/wms"'
             )
         self.client = client
         self.repository = repository
@@ -162,7 +164,9 @@ class GitHubHost:
                 {"title": title, "head": branch, "base": self.base_branch, "body": body},
             )
         else:
-            pr = self.client.request("PATCH", f"{self._repo}/pulls/{pr['number']}", {"title": title, "body": body})
+            pr = self.client.request(
+                "PATCH", f"{self._repo}/pulls/{pr['number']}", {"title": title, "body": body}
+            )
         number, url = pr["number"], pr["html_url"]
         if self.labels:
             self.client.request("POST", f"{self._repo}/issues/{number}/labels", {"labels": self.labels})
@@ -200,10 +204,8 @@ class GitHubHost:
             if exc.status in (405, 409):
                 return f"{url} is open for review: GitHub would not merge it ({exc})"
             raise
-        try:
+        with contextlib.suppress(GitHubError):  # the repository may delete merged branches itself
             self.client.request("DELETE", f"{self._repo}/git/refs/heads/{urllib.parse.quote(branch)}")
-        except GitHubError:
-            pass  # the repository may delete merged branches itself
         sha = str((merged or {}).get("sha", ""))[:7]
         return f"{url} merged into {self.base_branch} ({sha}); auto-merge was not possible: {reason}"
 

@@ -78,7 +78,9 @@ def pre_push(
         if ref.remote_ref != base_ref or ref.local_sha == ZERO_SHA:
             continue  # another branch, or a deletion: not ours to judge
         base = git.push_base(ref.local_sha, ref.remote_sha, remote)
-        data = [p for p in git.changed_files(base, ref.local_sha, diff_filter="ACMRT") if _is_data(p, incoming)]
+        data = [
+            p for p in git.changed_files(base, ref.local_sha, diff_filter="ACMRT") if _is_data(p, incoming)
+        ]
         if not data:
             continue
         other = [p for p in git.changed_files(base, ref.local_sha) if not p.startswith(incoming)]
@@ -136,7 +138,9 @@ def _mixed_message(
     )
 
 
-_REMOTE = re.compile(r"^(?:[a-z+]+://)?(?:[^@/]+@)?(?P<host>[^:/]+)(?::\d+)?[:/](?P<path>[^/]+/[^/]+?)(?:\.git)?/?$")
+_REMOTE = re.compile(
+    r"^(?:[a-z+]+://)?(?:[^@/]+@)?(?P<host>[^:/]+)(?::\d+)?[:/](?P<path>[^/]+/[^/]+?)(?:\.git)?/?$"
+)
 
 
 def _follow_hint(url: str, branch: str, github: bool) -> str:

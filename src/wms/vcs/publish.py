@@ -20,6 +20,8 @@ from wms.vcs.git import Git
 from wms.vcs.hook import IGNORED_NAMES
 
 NOT_ON_DATA_BRANCH = "nothing to publish: not on a data branch"
+# training-data-pipeline.yaml skips pushes whose head commit starts with this: they hold no new data.
+POINTER_COMMIT_TITLE = "Data pointers for the promoted model"
 # Used only where git has no identity configured (a fresh CI runner).
 BOT_IDENTITY = ("-c", "user.name=wms pipeline", "-c", "user.email=wms-pipeline@users.noreply.github.com")
 
@@ -89,7 +91,7 @@ def commit_pointers(git: Git, top: Path, project: Project) -> bool:
         return False
     identity = () if git.run("config", "user.email", check=False) else BOT_IDENTITY
     message = (
-        "Data pointers for the promoted model; the incoming pairs now live in the dataset store\n\n"
+        f"{POINTER_COMMIT_TITLE}; the incoming pairs now live in the dataset store\n\n"
         f"{incoming} is emptied; {', '.join(present) or 'no pointer file'} updated."
     )
     git.run(*identity, "commit", "--quiet", "-m", message)
@@ -102,9 +104,8 @@ def dataset_summary(project: Project) -> str:
     if pointer is None:
         return "no dataset version yet (data/dataset.json is missing)"
     counts = ", ".join(f"{k}: {v}" for k, v in (pointer.get("counts") or {}).items())
-    return (
-        f"dataset version `{pointer['version']}` (parent `{pointer.get('parent') or 'none'}`)"
-        + (f" — {counts}" if counts else "")
+    return f"dataset version `{pointer['version']}` (parent `{pointer.get('parent') or 'none'}`)" + (
+        f" — {counts}" if counts else ""
     )
 
 
@@ -129,4 +130,6 @@ def _relative(path: Path, top: Path) -> str:
     try:
         return path.resolve().relative_to(top.resolve()).as_posix()
     except ValueError:
-        raise UsageError(f"{path} is outside the git repository {top}; fix data.* or tracking.* paths") from None
+        raise UsageError(
+            f"{path} is outside the git repository {top}; fix data.* or tracking.* paths"
+        ) from None
