@@ -221,6 +221,24 @@ def test_runners_online_for_the_readiness_probe(github: FakeGitHub) -> None:
     assert h.list_runners()[0].labels == ["wms-gpu"]
 
 
+def test_cli_lists_runners(
+    github: FakeGitHub, project_dir: Any, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    github.answer(
+        f"GET /repos/{REPO}/actions/runners",
+        200,
+        {"runners": [{"name": "gpu-1", "status": "online", "busy": False, "labels": [{"name": "wms-gpu"}]}]},
+    )
+    monkeypatch.setenv("GITHUB_TOKEN", "t")
+    result = cli(
+        "--set", f"git.api_url={github.url}", "--set", f"git.repository={REPO}", "vcs", "runners", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [
+        {"name": "gpu-1", "status": "online", "busy": False, "labels": ["wms-gpu"]}
+    ]
+
+
 def test_unreachable_api_is_one_clear_error() -> None:
     client = GitHubClient("http://127.0.0.1:9", "t", timeout=2)
     with pytest.raises(BackendError, match="could not reach"):

@@ -72,6 +72,11 @@ def test_not_on_a_data_branch_publishes_nothing(repo: Repo) -> None:
     assert repo.out("rev-parse", "HEAD") == before
 
 
+def test_a_project_that_is_no_git_repository_publishes_nothing(project_dir: object) -> None:
+    outcome = publish_promotion(load_settings(), branch=None, gate_markdown=GATE, dataset_summary="")
+    assert outcome == NOT_ON_DATA_BRANCH
+
+
 def test_a_branch_other_than_the_checked_out_one_is_refused(repo: Repo) -> None:
     promoted(repo)
     repo.git("switch", "-q", "main")

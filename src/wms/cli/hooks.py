@@ -88,6 +88,10 @@ def pre_push(
 
 
 def _repo_root() -> Path:
-    from wms.vcs.git import Git
+    from wms.errors import UsageError
+    from wms.vcs.git import Git, GitError
 
-    return Git(Path.cwd()).toplevel()
+    try:
+        return Git(Path.cwd()).toplevel()
+    except GitError:
+        raise UsageError(f"{Path.cwd()} is not inside a git repository; run this in your clone") from None

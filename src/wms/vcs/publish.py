@@ -16,7 +16,7 @@ from wms.config import Project
 from wms.data.pointer import read_pointer
 from wms.errors import UsageError
 from wms.vcs.base import GitHost
-from wms.vcs.git import Git
+from wms.vcs.git import Git, GitError
 from wms.vcs.hook import IGNORED_NAMES
 
 NOT_ON_DATA_BRANCH = "nothing to publish: not on a data branch"
@@ -42,7 +42,12 @@ def publish_promotion(
     settings = project.settings
     git = Git(project.root)
     prefix = settings.git.data_branch_prefix
-    current = git.current_branch()
+    try:
+        current = git.current_branch()
+    except GitError:
+        if branch is None:
+            return NOT_ON_DATA_BRANCH  # no git here at all: a plain local run
+        raise
     if branch is None:
         if current is None or not current.startswith(prefix):
             return NOT_ON_DATA_BRANCH
