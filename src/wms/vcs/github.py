@@ -176,9 +176,14 @@ class GitHubHost:
             if not any(reason in str(exc).lower() for reason in CANNOT_AUTO_MERGE):
                 raise
             if not self.merge_fallback:
+                hint = (
+                    "turn on Settings → General → Allow auto-merge"
+                    if "not allowed" in str(exc).lower()
+                    else "nothing is left to wait for"
+                )
                 return (
-                    f"{url} is open for review: auto-merge cannot be enabled ({exc}); turn on "
-                    "Settings → General → Allow auto-merge, or set git.merge_fallback = true"
+                    f"{url} is open for review: auto-merge cannot be enabled ({exc}); {hint}, "
+                    "or set git.merge_fallback = true to merge at once"
                 )
             return self._merge_now(pr, title, branch, reason=str(exc))
         return f"{url} opened with auto-merge ({self.merge_method}): it merges when the checks pass"
