@@ -103,9 +103,15 @@ class ComputeSettings(Section):
 
 
 class GitSettings(Section):
-    host: Literal["local"] = "local"
+    host: Literal["local", "github"] = Field("local", description="local: merge here; github: PR")
     base_branch: str = "main"
     remote: str = "origin"
+    data_branch_prefix: str = Field("data/", min_length=1, description="branches the pre-push hook makes")
+    repository: str = Field("", description="owner/name on GitHub; empty: $GITHUB_REPOSITORY")
+    api_url: str = Field("https://api.github.com", description="GitHub REST API (GraphQL is beside it)")
+    labels: list[str] = Field(default_factory=lambda: ["data", "model-promotion"])
+    merge_method: Literal["squash", "merge", "rebase"] = "squash"
+    merge_fallback: bool = Field(True, description="merge at once where auto-merge is not allowed")
 
 
 class DeploySettings(Section):

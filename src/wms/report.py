@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from wms.data.pairs import Pair
 from wms.train.preprocess import mask_to_array, open_image, open_mask
-from wms.train.segmenter import Segmenter
+
+if TYPE_CHECKING:  # the GitHub helpers below must not load torch
+    from wms.train.segmenter import Segmenter
 
 
 def plot_curves(history: Sequence[dict[str, float]], path: Path) -> None:
@@ -80,3 +84,26 @@ def plot_paired_dice(per_image: Sequence[dict[str, float]], baseline_version: st
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def write_github_output(values: dict[str, str]) -> None:
+    """Append `key=value` lines to $GITHUB_OUTPUT (a no-op outside GitHub Actions)."""
+    path = os.environ.get("GITHUB_OUTPUT")
+    if not path:
+        return
+    with open(path, "a") as out:
+        for key, value in values.items():
+            if "\n" in value:
+                delimiter = f"wms_{os.urandom(8).hex()}"
+                out.write(f"{key}<<{delimiter}\n{value}\n{delimiter}\n")
+            else:
+                out.write(f"{key}={value}\n")
+
+
+def write_step_summary(markdown: str) -> None:
+    """Append Markdown to the job's summary page (a no-op outside GitHub Actions)."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    with open(path, "a") as out:
+        out.write(markdown if markdown.endswith("\n") else markdown + "\n")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from wms.cli import data, data_versions, demo, evaluate, init, model, pipeline, predict, train
+from wms.cli import data, data_versions, demo, evaluate, hooks, init, model, pipeline, predict, train, vcs
 from wms.cli._common import CliState, WmsGroup
 
 app = typer.Typer(
@@ -48,6 +48,9 @@ app.add_typer(pipeline.app, name="pipeline")
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
+app.add_typer(hooks.app, name="hooks")
+app.add_typer(hooks.runner, name="hook")
+app.add_typer(vcs.app, name="vcs")
 
 
 def run() -> None:
