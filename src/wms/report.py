@@ -1,16 +1,46 @@
-"""Pictures a person would rather look at than numbers: training curves and predicted masks."""
+"""What a person reads: training curves, predicted masks, and GitHub Actions outputs and summaries."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from wms.data.pairs import Pair
 from wms.train.preprocess import mask_to_array, open_image, open_mask
-from wms.train.segmenter import Segmenter
+
+if TYPE_CHECKING:  # torch loads only for the pictures, not for `wms compute` in CI
+    from wms.train.segmenter import Segmenter
+
+
+def write_github_output(values: dict[str, str]) -> None:
+    """Append `values` to $GITHUB_OUTPUT (step outputs); does nothing outside GitHub Actions."""
+    target = os.environ.get("GITHUB_OUTPUT")
+    if not target:
+        return
+    lines = []
+    for key, value in values.items():
+        if "\n" in value:
+            delimiter = f"EOF_{uuid.uuid4().hex}"  # GitHub's syntax for multi-line values
+            lines.append(f"{key}<<{delimiter}\n{value}\n{delimiter}")
+        else:
+            lines.append(f"{key}={value}")
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def write_step_summary(markdown: str) -> None:
+    """Append Markdown to $GITHUB_STEP_SUMMARY (the run's Summary page); a no-op outside Actions."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(markdown.rstrip("\n") + "\n\n")
 
 
 def plot_curves(history: Sequence[dict[str, float]], path: Path) -> None:
