@@ -69,11 +69,13 @@ class Ec2Compute:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
+            import boto3.session
             from botocore.exceptions import NoRegionError
 
             try:
-                self._client = boto3.client("ec2", region_name=self.cfg.region or None)
+                # A session of its own: the default one keeps the credentials it first found.
+                session = boto3.session.Session(region_name=self.cfg.region or None)
+                self._client = session.client("ec2")
             except NoRegionError:
                 raise ConfigError(
                     "no AWS region: set compute.region in wms.toml or AWS_DEFAULT_REGION"
