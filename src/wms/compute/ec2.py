@@ -69,8 +69,13 @@ class Ec2Compute:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3.session
-            from botocore.exceptions import NoRegionError
+            try:
+                import boto3.session
+                from botocore.exceptions import NoRegionError
+            except ImportError:
+                raise ConfigError(
+                    "compute.backend = \"ec2\" needs boto3; install it with: pip install 'wms[ec2]'"
+                ) from None
 
             try:
                 # A session of its own: the default one keeps the credentials it first found.
