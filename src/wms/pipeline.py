@@ -83,6 +83,7 @@ class Pipeline:
         self.store = open_store(project)
         self.work_dir = project.state_dir / "work" / "dataset"
         self._held_since: float | None = None  # monotonic time compute was asked to start
+        self.last_run: PipelineRun | None = None  # the record, also when run/resume raised
 
     # -- the runner ---------------------------------------------------------------------------
     def run(self, new_data: Path) -> PipelineRun:
@@ -107,6 +108,7 @@ class Pipeline:
         return self._execute(run, keep)
 
     def _execute(self, run: PipelineRun, keep: set[str]) -> PipelineRun:
+        self.last_run = run
         store_cfg = self.project.settings.store
         path = f"{self.store.root}/{LOCK_FILE}"
         with ExitStack() as stack:

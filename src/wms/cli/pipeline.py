@@ -65,6 +65,9 @@ def run_pipeline(project: Project, new_data: Path | None = None, resume: str | N
             soft_wrap=True,
         )
         raise typer.Exit(exc.exit_code) from None
+    finally:
+        if pipeline.last_run is not None and pipeline.last_run.run_dir.exists():
+            report_to_github(pipeline.last_run)
     colour = "green" if result.promoted else "yellow"
     console.print(f"[bold {colour}]{result.summary}[/]", highlight=False, soft_wrap=True)
     usage = result.outputs.get("compute")
@@ -72,13 +75,41 @@ def run_pipeline(project: Project, new_data: Path | None = None, resume: str | N
         cost = (
             f", ${usage['cost_usd']:.4f} at ${usage['hourly_price_usd']}/h" if usage.get("cost_usd") else ""
         )
+        where = f" {usage['instance_id']}" if usage.get("instance_id") else ""
         console.print(
-            f"compute: {usage['backend']} {usage.get('instance_id') or ''} held "
-            f"{usage['instance_seconds']:.0f} s{cost}",
+            f"compute: {usage['backend']}{where} held {usage['instance_seconds']:.0f} s{cost}",
             highlight=False,
         )
     console.print(f"[dim]run record: {result.run_dir / 'run.json'}[/]", highlight=False, soft_wrap=True)
     return result
+
+
+def report_to_github(run: PipelineRun) -> None:
+    """Run id, outcome and compute cost as step outputs, and the stage table on the Summary page."""
+    from wms.report import write_github_output, write_step_summary
+
+    usage = run.outputs.get("compute", {})
+    write_github_output(
+        {
+            "run_id": run.run_id,
+            "status": run.status,
+            "failed_stage": run.failed_stage or "",
+            "promoted": str(run.promoted).lower(),
+            "dataset_version": str(run.outputs.get("dataset_version") or ""),
+            "model_version": str(run.outputs.get("model_version") or ""),
+            "summary": run.summary,
+            "instance_seconds": str(usage.get("instance_seconds", 0)),
+            "cost_usd": str(usage.get("cost_usd") or 0),
+        }
+    )
+    rows = ["| stage | status | seconds | outcome |", "|---|---|---|---|"]
+    for stage in run.stages.values():
+        detail = (stage.error if stage.status == "failed" else stage.outcome) or ""
+        rows.append(f"| {stage.name} | {stage.status} | {stage.seconds:.1f} | {detail.replace('|', '/')} |")
+    cost = f"compute held {usage.get('instance_seconds', 0):.0f} s" + (
+        f", ${usage['cost_usd']:.4f}" if usage.get("cost_usd") else ""
+    )
+    write_step_summary("\n".join([f"### pipeline run {run.run_id}", "", run.summary, "", *rows, "", cost]))
 
 
 @app.command()
