@@ -273,16 +273,24 @@ class Ec2Compute:
             ],
         )
         now = _now()
-        expired: list[dict[str, Any]] = []
-        kept: list[dict[str, Any]] = []
+        results, expired = [], []
         for instance in (i for r in response.get("Reservations", []) for i in r.get("Instances", [])):
             expires = lease_of(instance)
-            (expired if expires is None or expires <= now else kept).append(instance)
-        results = [self._to_status(i, detail=f"lease runs until {lease_of(i)}: left running") for i in kept]
-        if expired:
-            ids = [i["InstanceId"] for i in expired]
-            self.notify(f"lease expired: stopping {', '.join(ids)}")
-            self._call(f"stop {', '.join(ids)}", "stop_instances", InstanceIds=ids)
+            if expires is not None and expires > now:
+                results.append(self._to_status(instance, detail=f"lease runs until {expires}: left running"))
+            elif instance["State"]["Name"] == "pending":  # EC2 cannot stop it yet; the next round will
+                results.append(
+                    self._to_status(instance, detail="lease expired but still starting: next round")
+                )
+            else:
+                expired.append(instance)
+        if not expired:
+            return results
+        ids = [i["InstanceId"] for i in expired]
+        self.notify(f"lease expired: stopping {', '.join(ids)}")
+        self._call(f"stop {', '.join(ids)}", "stop_instances", InstanceIds=ids)
+        own = self._id
+        try:
             for instance in expired:
                 self._id = instance["InstanceId"]
                 done = self._wait_state("stopped", self.cfg.stop_timeout_seconds)
@@ -290,6 +298,8 @@ class Ec2Compute:
                 expired_at = lease_of(instance)
                 why = f"lease expired at {expired_at}" if expired_at else "no readable lease"
                 results.append(self._to_status(done, detail=f"{why}: stopped"))
+        finally:
+            self._id = own
         return results
 
     def _to_status(
