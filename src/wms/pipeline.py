@@ -27,10 +27,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol
 
 from wms.compute import Compute, Notify, cost_usd, make_compute, quiet
 from wms.config import Project
@@ -40,12 +39,23 @@ from wms.data.prepare import prepare_dataset
 from wms.data.store import IngestPlan, open_store
 from wms.data.validate import validate_dataset
 from wms.errors import BackendError, DataError, UsageError, WmsError
-from wms.gate import GateDecision, MetricComparison, decide
+from wms.gate import GateDecision, decide
 from wms.guards import Heartbeat, Interrupted, signals_raise
 from wms.registry import Registry, record_move
-from wms.runs import STAGES, InjectedFault, PipelineRun, StageRecord, now_iso, parse_fault, resume_plan
+from wms.runs import (
+    STAGES,
+    InjectedFault,
+    PipelineRun,
+    StageRecord,
+    load_decision,
+    load_trained,
+    now_iso,
+    parse_fault,
+    resume_plan,
+    save_trained,
+)
 from wms.train.evaluate import ImageScore, evaluate
-from wms.train.loop import TrainReporter, TrainResult
+from wms.train.loop import TrainReporter
 from wms.train.run import TrainedRun, split_pairs, train_and_log
 from wms.train.segmenter import Segmenter
 
@@ -226,14 +236,14 @@ class Pipeline:
             version = merged
 
         if {"train", "gate"} <= keep:
-            trained, decision = self._restore_trained(run), self._restore_decision(run)
+            trained, decision = load_trained(run.run_dir), load_decision(run.outputs)
         else:
             dataset = self._restore_dataset(run, version) if "merge" in keep else self.work_dir
             try:
                 with self.stage(run, "start_compute", fault_at_entry=False) as st:
                     self._start_compute(run, st)
                 if "train" in keep:
-                    trained = self._restore_trained(run)
+                    trained = load_trained(run.run_dir)
                 else:
                     with self.stage(run, "train") as st:
                         trained = self._train(run, dataset, version, st)
@@ -318,18 +328,7 @@ class Pipeline:
             f"IoU {trained.test_metrics['iou']:.4f} (best epoch {trained.result.best_epoch})"
         )
         run.outputs["mlflow_run_id"] = trained.run_id
-        # What the gate and promote need, so a resumed run does not train again.
-        (run.run_dir / "train.json").write_text(
-            json.dumps(
-                {
-                    "run_id": trained.run_id,
-                    "model_sha256": trained.model_sha256,
-                    "test_metrics": trained.test_metrics,
-                    "test_scores": [asdict(s) for s in trained.test_scores],
-                }
-            )
-            + "\n"
-        )
+        save_trained(run.run_dir, trained)  # so a resumed run does not train again
         return trained
 
     def _restore_dataset(self, run: PipelineRun, version: str) -> Path:
@@ -338,22 +337,6 @@ class Pipeline:
         for leftover in pulled.extra:
             Path(leftover).unlink()
         return self.work_dir
-
-    def _restore_trained(self, run: PipelineRun) -> TrainedRun:
-        body = json.loads((run.run_dir / "train.json").read_text())
-        # The trained weights live in MLflow; the gate and promote read only the scores and ids.
-        return TrainedRun(
-            body["run_id"],
-            cast(TrainResult, None),
-            [ImageScore(**s) for s in body["test_scores"]],
-            body["test_metrics"],
-            body["model_sha256"],
-        )
-
-    def _restore_decision(self, run: PipelineRun) -> GateDecision:
-        body = dict(run.outputs["gate"])
-        body["comparisons"] = [MetricComparison(**c) for c in body.get("comparisons", [])]
-        return GateDecision(**body)
 
     def _restored_summary(self, run: PipelineRun, decision: GateDecision) -> str:
         if run.promoted:

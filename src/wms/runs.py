@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from wms.errors import ConfigError, UsageError, WmsError
+from wms.gate import GateDecision, MetricComparison
+from wms.train.evaluate import ImageScore
+from wms.train.loop import TrainResult
+from wms.train.run import TrainedRun
 
 STAGES = (
     "merge",
@@ -119,3 +123,34 @@ def parse_fault(spec: str | None) -> tuple[str, str | None] | None:
             f"WMS_FAULT_STAGE={spec!r}: write a stage ({', '.join(STAGES)}), optionally :SIGTERM or :SIGINT"
         )
     return stage, sig.upper() or None
+
+
+def save_trained(run_dir: Path, trained: TrainedRun) -> None:
+    """What the gate and promote need from a training run, in `train.json`."""
+    body = {
+        "run_id": trained.run_id,
+        "model_sha256": trained.model_sha256,
+        "test_metrics": trained.test_metrics,
+        "test_scores": [asdict(s) for s in trained.test_scores],
+    }
+    (run_dir / "train.json").write_text(json.dumps(body) + "\n")
+
+
+def load_trained(run_dir: Path) -> TrainedRun:
+    """The training run saved by `save_trained`, for a resumed gate or promote."""
+    body = json.loads((run_dir / "train.json").read_text())
+    # The weights stay in MLflow; the gate and promote read only the scores and the ids.
+    return TrainedRun(
+        body["run_id"],
+        cast(TrainResult, None),
+        [ImageScore(**s) for s in body["test_scores"]],
+        body["test_metrics"],
+        body["model_sha256"],
+    )
+
+
+def load_decision(outputs: dict[str, Any]) -> GateDecision:
+    """The gate decision recorded in a run's outputs."""
+    body = dict(outputs["gate"])
+    body["comparisons"] = [MetricComparison(**c) for c in body.get("comparisons", [])]
+    return GateDecision(**body)
