@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -169,3 +170,55 @@ def tracking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setenv("WMS_TRACKING__EXPERIMENT", name)
         monkeypatch.setenv("WMS_TRACKING__MODEL_NAME", name)
     return str(request.param)
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The usual AWS variables pointed at moto's server; returns its endpoint."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return moto_endpoint
+
+
+class Ec2Box:
+    """An EC2 instance on moto with a Name tag of its own, and a look at its state and tags."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client, self.name = client, name
+        reply = client.run_instances(
+            ImageId="ami-12c6146b",
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="g4dn.xlarge",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}],
+        )
+        self.id: str = reply["Instances"][0]["InstanceId"]
+
+    @property
+    def tag(self) -> str:
+        return f"Name={self.name}"
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.client.describe_instances(InstanceIds=[self.id])["Reservations"][0]["Instances"][0])
+
+    def state(self) -> str:
+        return str(self.describe()["State"]["Name"])
+
+    def tags(self) -> dict[str, str]:
+        return {t["Key"]: t["Value"] for t in self.describe().get("Tags", [])}
+
+
+@pytest.fixture
+def ec2_box(aws_env: str) -> Iterator[Ec2Box]:
+    """A stopped instance (as between two runs), terminated after the test."""
+    import boto3
+
+    box = Ec2Box(boto3.client("ec2"), f"wms-test-{uuid.uuid4().hex[:8]}")
+    box.client.stop_instances(InstanceIds=[box.id])
+    yield box
+    box.client.terminate_instances(InstanceIds=[box.id])

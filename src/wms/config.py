@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -98,8 +98,34 @@ class GateSettings(Section):
     )
 
 
+ReadyProbe = Literal["none", "tcp", "http", "runner"]
+
+
 class ComputeSettings(Section):
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "ec2"] = "local"
+    instance_id: str = Field("", description="the EC2 instance; empty: find it by instance_tag")
+    instance_tag: str = Field("Name=wms-k3s", description="KEY=VALUE tag that finds the instance")
+    region: str = Field("", description="AWS region; empty: the usual AWS variables and config")
+    host: str = Field("", description="address of the instance; empty: its public (Elastic) IP")
+    ready_probe: ReadyProbe = Field("none", description="what must answer before training starts")
+    ssh_port: int = Field(22, ge=1, le=65535)
+    ssh_user: str = "ubuntu"
+    ssh_key: str = Field("~/.ssh/wms.pem", description="private key named in the printed SSH command")
+    mlflow_port: int = Field(5000, ge=1, le=65535, description="MLflow on the instance; probed at /health")
+    runner_name: str = Field("wms-k3s", description="the self-hosted runner that must be online")
+    start_timeout_seconds: float = Field(600, gt=0, description="limit of each wait while starting")
+    stop_timeout_seconds: float = Field(600, gt=0, description="limit of the wait for `stopped`")
+    poll_seconds: float = Field(5, gt=0, description="pause between two looks at the instance")
+    lease_minutes: float = Field(60, gt=0, description="the reaper stops an instance whose lease ran out")
+    hourly_price_usd: float = Field(0.0, ge=0, description="on-demand price per hour, for run costs")
+
+    @field_validator("instance_tag")
+    @classmethod
+    def _tag_is_key_value(cls, value: str) -> str:
+        key, sep, tag_value = value.partition("=")
+        if not sep or not key.strip() or not tag_value.strip():
+            raise ValueError("write the tag as KEY=VALUE, e.g. Name=wms-k3s")
+        return value
 
 
 class GitSettings(Section):

@@ -1,4 +1,4 @@
-"""Pictures a person would rather look at than numbers: training curves and predicted masks."""
+"""What a person reads: training curves, predicted masks, and GitHub Actions outputs and summaries."""
 
 from __future__ import annotations
 

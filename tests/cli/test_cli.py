@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-GROUPS = ["data", "model", "pipeline"]
+GROUPS = ["data", "model", "pipeline", "compute"]
 COMMANDS = [
     "init",
     "train",
@@ -29,6 +29,7 @@ COMMANDS = [
     "model history",
     "pipeline run",
 ]
+COMMANDS += ["pipeline resume", "compute start", "compute stop", "compute status", "compute reap"]
 
 
 def test_root_help_lists_every_group(cli: Callable[..., Any]) -> None:

@@ -6,7 +6,20 @@ from pathlib import Path
 
 import typer
 
-from wms.cli import data, data_versions, demo, evaluate, hooks, init, model, pipeline, predict, train, vcs
+from wms.cli import (
+    compute,
+    data,
+    data_versions,
+    demo,
+    evaluate,
+    hooks,
+    init,
+    model,
+    pipeline,
+    predict,
+    train,
+    vcs,
+)
 from wms.cli._common import CliState, WmsGroup
 
 app = typer.Typer(
@@ -45,6 +58,7 @@ app.add_typer(data.app, name="data")
 app.command("train")(train.train)
 app.add_typer(model.app, name="model")
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(compute.app, name="compute")
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
