@@ -58,6 +58,7 @@ from wms.train.evaluate import ImageScore, evaluate
 from wms.train.loop import TrainReporter
 from wms.train.run import TrainedRun, split_pairs, train_and_log
 from wms.train.segmenter import Segmenter
+from wms.vcs import runner_probe_for
 
 LOCK_FILE = "pipeline.lock.json"
 
@@ -89,7 +90,9 @@ class Pipeline:
         self.reporter = reporter
         self.notify = notify
         self.fault = parse_fault(fault)
-        self.compute = compute or make_compute(project.settings.compute, notify=notify)
+        self.compute = compute or make_compute(
+            project.settings.compute, runner_probe=runner_probe_for(project), notify=notify
+        )
         self.store = open_store(project)
         self.work_dir = project.state_dir / "work" / "dataset"
         self._held_since: float | None = None  # monotonic time compute was asked to start
@@ -344,9 +347,24 @@ class Pipeline:
         return f"not promoted: {decision.reason}"
 
     def _publish(self, run: PipelineRun) -> None:
-        """Data pointer to the base branch through the git host (a later issue wires it)."""
+        """On a data branch: swap the incoming pairs for the pointers and merge (or open the PR)."""
+        from wms.vcs.publish import NOT_ON_DATA_BRANCH, dataset_summary, publish_promotion
+
         st = run.stages["publish"]
-        st.status, st.outcome = "skipped", "no git host wired"
+        if not run.promoted:
+            st.status, st.outcome = "skipped", "not promoted: the data branch stays for review"
+            return
+        report = run.outputs.get("gate_report")
+        outcome = publish_promotion(
+            self.project,
+            branch=None,
+            gate_markdown=Path(report).read_text() if report else run.summary,
+            dataset_summary=dataset_summary(self.project),
+        )
+        run.outputs["published"] = outcome
+        st.outcome = outcome
+        if outcome == NOT_ON_DATA_BRANCH:
+            st.status = "skipped"
 
     def _deploy(self, run: PipelineRun) -> None:
         """The production model to the deploy target (a later issue wires it)."""

@@ -291,3 +291,36 @@ def test_publish_on_github_pushes_the_pointer_commit_and_opens_the_pr(
     assert "data/dataset.json" in files and "data/incoming/images/m001.png" not in files
     [created] = github.calls(f"POST /repos/{REPO}/pulls")
     assert "version v2" in created.body["body"] and "**promote**" in created.body["body"]
+
+
+def test_compute_start_waits_for_the_runner_github_lists(
+    github: FakeGitHub,
+    ec2_box: Any,
+    project_dir: Any,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    github.answer(
+        f"GET /repos/{REPO}/actions/runners",
+        200,
+        {"runners": [{"name": "gpu-1", "status": "online", "busy": False, "labels": []}]},
+    )
+    monkeypatch.setenv("GITHUB_TOKEN", "t")
+    sets = {
+        "compute.backend": "ec2",
+        "compute.instance_tag": ec2_box.tag,
+        "compute.ready_probe": "runner",
+        "compute.runner_name": "gpu-1",
+        "compute.poll_seconds": "0.1",
+        "git.api_url": github.url,
+        "git.repository": REPO,
+    }
+    flags = [part for key, value in sets.items() for part in ("--set", f"{key}={value}")]
+    result = cli(*flags, "compute", "start", "--json")
+    try:
+        assert result.exit_code == 0, result.output
+        assert github.calls(f"GET /repos/{REPO}/actions/runners")  # readiness was asked of GitHub
+        assert ec2_box.state() == "running"
+    finally:
+        cli(*flags, "compute", "stop")
+    assert ec2_box.state() == "stopped"

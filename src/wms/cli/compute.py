@@ -43,10 +43,11 @@ def note(line: str) -> None:
 
 
 def open_compute(project: Project) -> Compute:
-    """The configured backend; the git host layer supplies the runner probe once it is wired."""
+    """The configured backend; GitHub answers the runner probe when `ready_probe = "runner"`."""
     from wms.compute import make_compute
+    from wms.vcs import runner_probe_for
 
-    return make_compute(project.settings.compute, runner_probe=None, notify=note)
+    return make_compute(project.settings.compute, runner_probe=runner_probe_for(project), notify=note)
 
 
 def status_values(project: Project, status: ComputeStatus) -> dict[str, object]:

@@ -59,6 +59,7 @@ def make_github_host(
 
 
 __all__ = [
+    "runner_probe_for",
     "HOSTS",
     "Git",
     "GitError",
@@ -71,3 +72,10 @@ __all__ = [
     "make_git_host",
     "make_github_host",
 ]
+
+
+def runner_probe_for(project: Project) -> GitHubHost | None:
+    """What `compute.ready_probe = "runner"` asks: GitHub, which sees the self-hosted runners."""
+    if project.settings.compute.ready_probe != "runner":
+        return None
+    return make_github_host(project)
