@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,3 +53,24 @@ def overlay_grid(segmenter: Segmenter, pairs: Sequence[Pair], path: Path, tile: 
     for i, t in enumerate(tiles):
         sheet.paste(t, ((i % columns) * tile, (i // columns) * tile))
     sheet.save(path)
+
+
+def write_github_output(values: dict[str, str]) -> None:
+    """Append `key=value` lines to $GITHUB_OUTPUT inside GitHub Actions; a no-op elsewhere."""
+    path = os.environ.get("GITHUB_OUTPUT")
+    if not path:
+        return
+    with open(path, "a") as fh:
+        for key, value in values.items():
+            if "\n" in value:
+                fh.write(f"{key}<<WMS_EOF\n{value}\nWMS_EOF\n")
+            else:
+                fh.write(f"{key}={value}\n")
+
+
+def write_step_summary(markdown: str) -> None:
+    """Append Markdown to $GITHUB_STEP_SUMMARY inside GitHub Actions; a no-op elsewhere."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(markdown.rstrip("\n") + "\n")

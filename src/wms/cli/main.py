@@ -6,7 +6,19 @@ from pathlib import Path
 
 import typer
 
-from wms.cli import data, data_versions, demo, evaluate, init, model, pipeline, predict, train
+from wms.cli import (
+    data,
+    data_versions,
+    demo,
+    deploy,
+    evaluate,
+    init,
+    model,
+    pipeline,
+    predict,
+    serve,
+    train,
+)
 from wms.cli._common import CliState, WmsGroup
 
 app = typer.Typer(
@@ -48,6 +60,8 @@ app.add_typer(pipeline.app, name="pipeline")
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
+app.add_typer(deploy.app, name="deploy")
 
 
 def run() -> None:
