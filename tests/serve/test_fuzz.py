@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 
 from wms.config import ServeSettings
 from wms.serve.app import create_app
@@ -38,7 +38,9 @@ def fuzzed_url(exported_model: Path, live_server: Callable[[object], Any]) -> It
     ],
     ids=["predict-positive", "predict-negative", "ready"],
 )
-def test_no_input_makes_the_service_fail(fuzzed_url: str, path: str, method: str, mode: GenerationMode) -> None:
+def test_no_input_makes_the_service_fail(
+    fuzzed_url: str, path: str, method: str, mode: GenerationMode
+) -> None:
     """Positive cases follow the spec (any bytes as the file); negative ones break it on purpose."""
     schema = schemathesis.openapi.from_url(f"{fuzzed_url}/openapi.json")
     operation = schema[path][method]
@@ -49,7 +51,9 @@ def test_no_input_makes_the_service_fail(fuzzed_url: str, path: str, method: str
     def call(case: Any) -> None:
         response = case.call(base_url=fuzzed_url)
         statuses.append(response.status_code)
-        assert response.status_code < 500, f"{case.as_curl_command()} -> {response.status_code} {response.text}"
+        assert response.status_code < 500, (
+            f"{case.as_curl_command()} -> {response.status_code} {response.text}"
+        )
         if response.status_code >= 400:
             assert response.json()["error"]
 

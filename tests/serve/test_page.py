@@ -77,7 +77,9 @@ def test_a_chosen_photo_gets_its_mask_overlaid(browser: Any, page_url: str, phot
 
     browser.get(page_url + "/")
     browser.find_element(By.ID, "file").send_keys(str(photo))
-    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.body.dataset.state") in ("done", "error"))
+    WebDriverWait(browser, 60).until(
+        lambda d: d.execute_script("return document.body.dataset.state") in ("done", "error")
+    )
     assert browser.execute_script("return document.body.dataset.state") == "done", browser.find_element(
         By.ID, "status"
     ).text
@@ -95,6 +97,8 @@ def test_a_chosen_photo_gets_its_mask_overlaid(browser: Any, page_url: str, phot
 
     link = browser.find_element(By.ID, "download")
     assert link.is_displayed() and link.get_attribute("href").startswith("data:image/png;base64,")
-    downloaded = np.asarray(Image.open(io.BytesIO(base64.b64decode(link.get_attribute("href").split(",", 1)[1]))))
+    downloaded = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(link.get_attribute("href").split(",", 1)[1])))
+    )
     assert ((downloaded > 127) == mask).all()
     assert photo.stem in link.get_attribute("download")
