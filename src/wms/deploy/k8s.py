@@ -18,7 +18,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from wms.config import Project
 from wms.deploy.base import (
@@ -107,7 +107,13 @@ class K8sDeployer:
         self.echo(f"  $ {' '.join(args)}")
         try:
             done = subprocess.run(
-                args, input=stdin, capture_output=True, text=True, cwd=self.project.root, check=False
+                args,
+                input=stdin,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                cwd=self.project.root,
+                check=False,
             )
         except OSError as exc:
             raise BackendError(f"cannot run {args[0]}: {exc}") from None
@@ -135,9 +141,15 @@ class K8sDeployer:
     def _stage_context(self, model: ServedModel) -> Path:
         """The build context: the package sources, the pins and the verified model folder."""
         context = self.build_dir
+        root = self.project.root
+        missing = [name for name in ("pyproject.toml", "src") if not (root / name).exists()]
+        if missing:
+            raise ConfigError(
+                f"{root} has no {' or '.join(missing)}: the image is built from the repository checkout; "
+                "run `wms deploy` there"
+            )
         shutil.rmtree(context, ignore_errors=True)
         context.mkdir(parents=True)
-        root = self.project.root
         for name in CONTEXT_FILES:
             if (root / name).is_file():
                 shutil.copy2(root / name, context / name)
@@ -257,7 +269,7 @@ class K8sDeployer:
         others = [n.name for n in newest_first if n.name != current]
         keep = {current, *others[: self.cfg.keep_namespaces - 1]}
         removed = []
-        for ns in newest_first:
+        for ns in reversed(newest_first):  # oldest first
             if ns.name not in keep:
                 kube.delete_namespace(ns.name)
                 removed.append(ns.name)
