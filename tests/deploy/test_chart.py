@@ -1,4 +1,4 @@
-"""The Helm chart's values: infrastructure/helm-values.yaml validates against values.schema.json, as Helm checks it."""
+"""The Helm chart: infrastructure/helm-values.yaml validates against values.schema.json, as Helm checks it."""
 
 from __future__ import annotations
 
@@ -34,10 +34,11 @@ def schema() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def deployed_values() -> dict[str, Any]:
     """What `wms deploy` hands Helm: chart defaults, the cluster file, then its --set values."""
-    values = _merge(yaml.safe_load((CHART / "values.yaml").read_text()),
-                    yaml.safe_load((REPO / "infrastructure" / "helm-values.yaml").read_text()))  # fmt: skip
-    return _merge(values, {"image": {"repository": "1.dkr.ecr.us-east-1.amazonaws.com/wms-model", "tag": "v3-abc"},
-                           "imagePullSecrets": [{"name": "ecr-pull-secret"}], "model": {"version": "3"}})  # fmt: skip
+    chart = yaml.safe_load((CHART / "values.yaml").read_text())
+    values = _merge(chart, yaml.safe_load((REPO / "infrastructure" / "helm-values.yaml").read_text()))
+    image = {"repository": "1.dkr.ecr.us-east-1.amazonaws.com/wms-model", "tag": "v3-abc"}
+    sets = {"image": image, "imagePullSecrets": [{"name": "ecr-pull-secret"}], "model": {"version": "3"}}
+    return _merge(values, sets)
 
 
 def test_the_cluster_values_validate(schema: dict[str, Any], deployed_values: dict[str, Any]) -> None:

@@ -211,9 +211,16 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
     assert result.exit_code == 0, result.output
     steps = re.findall(r"^\[(\d)/8\] (.*)$", result.output, re.M)
     assert [int(n) for n, _ in steps] == list(range(1, 9))
-    assert [
-        text.split()[0] for _, text in steps
-    ] == ["ECR", "built", "refreshed", "registry:", "helm", "pods", "health", "removed"]
+    assert [text.split()[0] for _, text in steps] == [
+        "ECR",
+        "built",
+        "refreshed",
+        "registry:",
+        "helm",
+        "pods",
+        "health",
+        "removed",
+    ]
 
     calls = _calls(cluster)
     assert [_label(c) for c in calls] == [
@@ -256,7 +263,7 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
 def test_a_service_answering_with_another_version_stops_before_cleanup(
     cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], exported_model: Path, live_server: Any
 ) -> None:
-    root, cluster = cluster_project
+    _, cluster = cluster_project
     served = load_folder(
         exported_model, ModelCard(version="0", onnx_sha256=load_folder(exported_model).card.onnx_sha256)
     )
@@ -272,7 +279,7 @@ def test_a_service_answering_with_another_version_stops_before_cleanup(
 def test_dry_run_prints_the_plan_and_calls_nothing(
     cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
 ) -> None:
-    root, cluster = cluster_project
+    _, cluster = cluster_project
     result = cli("deploy", "--dry-run")
     assert result.exit_code == 0
     assert "helm upgrade --install wms-model" in result.output and "--namespace model-1" in result.output

@@ -24,7 +24,7 @@ CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"),
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and DRIVER),
-    reason="chromium and chromedriver not on PATH; `make browser` installs them (Debian: chromium chromium-driver)",
+    reason="chromium and chromedriver not on PATH; `make browser` installs them (chromium, chromium-driver)",
 )
 
 

@@ -66,15 +66,17 @@ class K8sDeployer:
         return [
             f"ECR login: boto3 ecr.get_authorization_token (region {self.cfg.aws_region or 'from AWS_*'}), "
             f"`{self.cfg.docker} login --password-stdin <ecr>`",
-            f"stage model {model_ref} (version {version}, sha256 checked) with the sources in {self.build_dir}; "
-            f"`{self.cfg.docker} build -f {self.cfg.dockerfile} -t {image}` and `{self.cfg.docker} push {image}`",
+            f"stage model {model_ref} (version {version}, sha256 checked) with the sources in "
+            f"{self.build_dir}; `{self.cfg.docker} build -f {self.cfg.dockerfile} -t {image}` and "
+            f"`{self.cfg.docker} push {image}`",
             f"refresh imagePullSecret {self.cfg.pull_secret} in namespace {ns} (created if missing)",
             f"check that model {model_ref} exists in the registry and is still version {version}",
             " ".join(self.helm_args(ns, image, version)),
             f"wait for the pods of {self.cfg.release} in {ns} to be ready",
             "GET /ready and POST /predict (reference photo) through the Service; the mask must match the "
             f"model's own on {self.cfg.min_agreement:.0%} of pixels",
-            f"delete older {self.cfg.namespace_prefix}* namespaces, keeping the newest {self.cfg.keep_namespaces}",
+            f"delete older {self.cfg.namespace_prefix}* namespaces, keeping the newest "
+            f"{self.cfg.keep_namespaces}",
         ]
 
     def namespace(self, version: str) -> str:
@@ -214,13 +216,15 @@ class K8sDeployer:
             },
         )  # fmt: skip
         self._step(
-            f"refreshed imagePullSecret {self.cfg.pull_secret} in {namespace}{' (new namespace)' if created else ''}"
+            f"refreshed imagePullSecret {self.cfg.pull_secret} in {namespace}"
+            + (" (new namespace)" if created else "")
         )
 
         current = registry.get(model_ref)
         if current.version != version:
             raise BackendError(
-                f"model {model_ref} moved from version {version} to {current.version} during the deploy; run it again"
+                f"model {model_ref} moved from version {version} to {current.version} during the deploy; "
+                "run it again"
             )
         self._step(
             f"registry: model {model_ref} is version {version} (sha256 {model.card.onnx_sha256[:12]}…)"
@@ -251,7 +255,8 @@ class K8sDeployer:
 
         removed = self._cleanup(kube, namespace)
         self._step(
-            f"removed old namespaces: {', '.join(removed) or 'none'} (kept the newest {self.cfg.keep_namespaces})"
+            f"removed old namespaces: {', '.join(removed) or 'none'} "
+            f"(kept the newest {self.cfg.keep_namespaces})"
         )
         url = f"{kube.server}/api/v1/namespaces/{namespace}/services/{self.cfg.release}:http/proxy/"
         return DeployResult(

@@ -52,7 +52,9 @@ class KubeClient:
             user = _named(config, "users", context["user"]).get("user", {})
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"kubeconfig {file} lacks {exc} in its current context; check it") from None
-        headers, cert, verify = {}, None, True
+        headers: dict[str, str] = {}
+        cert: tuple[str, str] | None = None
+        verify: bool | str = True
         files = tempfile.mkdtemp(prefix="wms-kube-")
         if user.get("token"):
             headers["Authorization"] = f"Bearer {user['token']}"
@@ -101,9 +103,13 @@ class KubeClient:
     def namespaces(self, prefix: str) -> list[Namespace]:
         items = self._call("list namespaces", "GET", "/api/v1/namespaces").json().get("items", [])
         found = [
-            Namespace(i["metadata"]["name"], i["metadata"].get("creationTimestamp", ""), i.get("status", {}).get("phase", ""))
+            Namespace(
+                i["metadata"]["name"],
+                i["metadata"].get("creationTimestamp", ""),
+                i.get("status", {}).get("phase", ""),
+            )
             for i in items
-        ]  # fmt: skip
+        ]
         return [n for n in found if n.name.startswith(prefix)]
 
     def delete_namespace(self, name: str) -> None:
