@@ -58,7 +58,7 @@ class K8sDeployer:
         try:
             return open_registry(self.project, self._registry).get(model_ref).version
         except RegistryError:
-            return f"<version of {model_ref}>"
+            return "<version>"  # not in the registry yet
 
     def plan(self, model_ref: str = "production") -> list[str]:
         version = self._version_or_placeholder(model_ref)
