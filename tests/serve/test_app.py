@@ -9,8 +9,11 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from wms.config import ServeSettings, load_settings
 from wms.data.synth import synth_pair
 from wms.errors import RegistryError
 from wms.serve.app import create_app
-from wms.serve.model import CARD_FILE, ModelCard, load_folder, load_model
+from wms.serve.model import CARD_FILE, ModelCard, ServedModel, load_folder, load_model
 from wms.train.export import OnnxSegmenter
 from wms.train.preprocess import open_image
 
@@ -237,3 +240,44 @@ print(sorted(m for m in ("torch", "mlflow") if m in sys.modules))
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+class _SlowSegmenter:
+    """Stands in for the model: takes its time and counts how many calls overlap."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec, self.running, self.most = spec, 0, 0
+        self.lock = threading.Lock()
+
+    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.4)
+        with self.lock:
+            self.running -= 1
+        return [np.zeros((img.height, img.width), bool) for img in images]
+
+
+def test_inference_is_bounded_and_keeps_the_server_responsive(
+    exported_model: Path, live_server: Callable[[object], Any], tmp_path: Path
+) -> None:
+    real = load_folder(exported_model)
+    slow = _SlowSegmenter(real.segmenter.spec)
+    app = create_app(ServedModel(slow, real.card, real.verified), ServeSettings(max_concurrency=2))  # type: ignore[arg-type]
+    photo = tmp_path / "p.jpg"
+    _rotated_jpeg(photo)
+    with live_server(app) as live, ThreadPoolExecutor(5) as pool:
+        posts = [
+            pool.submit(
+                httpx.post, f"{live.url}/predict", files={"file": ("p.jpg", photo.read_bytes())}, timeout=30
+            )
+            for _ in range(5)
+        ]
+        time.sleep(0.2)
+        started = time.perf_counter()
+        assert httpx.get(f"{live.url}/health").status_code == 200
+        health_seconds = time.perf_counter() - started
+        assert all(p.result().status_code == 200 for p in posts)
+    assert slow.most == 2  # serve.max_concurrency
+    assert health_seconds < 0.3  # the event loop is not the one waiting
