@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -105,6 +106,122 @@ def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     bucket = f"wms-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     return bucket
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (SQLite backend, proxied artifacts) on a free loopback port."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    log = (root / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            str(mlflow),
+            "server",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}",
+            f"--artifacts-destination={root / 'artifacts'}",
+            "--workers=1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def tracking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on the embedded SQLite MLflow, then again on a real `mlflow server`."""
+    if request.param == "server":
+        url = request.getfixturevalue("mlflow_server")
+        name = f"wms-{uuid.uuid4().hex[:8]}"  # one server for the session: keep tests apart
+        monkeypatch.setenv("WMS_TRACKING__URI", url)
+        monkeypatch.setenv("WMS_TRACKING__EXPERIMENT", name)
+        monkeypatch.setenv("WMS_TRACKING__MODEL_NAME", name)
+    return str(request.param)
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The usual AWS variables pointed at moto's server; returns its endpoint."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return moto_endpoint
+
+
+class Ec2Box:
+    """An EC2 instance on moto with a Name tag of its own, and a look at its state and tags."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client, self.name = client, name
+        reply = client.run_instances(
+            ImageId="ami-12c6146b",
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="g4dn.xlarge",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}],
+        )
+        self.id: str = reply["Instances"][0]["InstanceId"]
+
+    @property
+    def tag(self) -> str:
+        return f"Name={self.name}"
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.client.describe_instances(InstanceIds=[self.id])["Reservations"][0]["Instances"][0])
+
+    def state(self) -> str:
+        return str(self.describe()["State"]["Name"])
+
+    def tags(self) -> dict[str, str]:
+        return {t["Key"]: t["Value"] for t in self.describe().get("Tags", [])}
+
+
+@pytest.fixture
+def ec2_box(aws_env: str) -> Iterator[Ec2Box]:
+    """A stopped instance (as between two runs), terminated after the test."""
+    import boto3
+
+    box = Ec2Box(boto3.client("ec2"), f"wms-test-{uuid.uuid4().hex[:8]}")
+    box.client.stop_instances(InstanceIds=[box.id])
+    yield box
+    box.client.terminate_instances(InstanceIds=[box.id])
 
 
 # -- served models: a tiny exported model, registered like a training run registers it --------

@@ -1,15 +1,24 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from wms.config import GateSettings
 from wms.errors import GateError
-from wms.gate import decide
+from wms.gate import bootstrap_ci, decide, write_report
 from wms.train.evaluate import ImageScore
 
 
-def scores(values: list[float]) -> list[ImageScore]:
-    return [ImageScore(f"id{i}", v, v * 0.8) for i, v in enumerate(values)]
+def scores(values: list[float] | np.ndarray) -> list[ImageScore]:
+    return [ImageScore(f"id{i}", float(v), float(v) * 0.8) for i, v in enumerate(values)]
+
+
+def noisy(n: int, mean: float, spread: float, seed: int) -> np.ndarray:
+    return np.clip(np.random.default_rng(seed).normal(mean, spread, n), 0, 1)
 
 
 def test_first_model_must_reach_the_floor() -> None:
@@ -17,31 +26,108 @@ def test_first_model_must_reach_the_floor() -> None:
     rejected = decide(GateSettings(floor=0.8), scores([0.6, 0.7]), None)
     assert not rejected.promote
     assert "below the floor" in rejected.reason
+    assert [(r.rule, r.passed) for r in rejected.rules] == [("floor", False)]
 
 
-def test_better_on_every_metric_is_promoted() -> None:
-    decision = decide(GateSettings(), scores([0.8, 0.9]), scores([0.7, 0.8]), "1")
-    assert decision.promote
-    assert [c.metric for c in decision.comparisons] == ["dice", "iou"]
-    assert decision.comparisons[0].delta == pytest.approx(0.1)
+def test_better_on_every_metric_is_promoted_with_an_interval_around_the_gain() -> None:
+    base = noisy(60, 0.7, 0.1, seed=1)
+    decision = decide(GateSettings(), scores(np.clip(base + 0.05, 0, 1)), scores(base), "1")
+    assert decision.promote, decision.reason
+    dice = decision.comparison("dice")
+    assert dice.delta == pytest.approx(0.05, abs=0.01)
+    assert dice.ci_low is not None and dice.ci_high is not None
+    assert dice.ci_low <= dice.delta <= dice.ci_high
+    assert decision.resamples >= 2000
 
 
 def test_identical_model_is_not_promoted() -> None:
-    decision = decide(GateSettings(), scores([0.8, 0.9]), scores([0.8, 0.9]), "1")
+    values = noisy(40, 0.8, 0.1, seed=2)
+    decision = decide(GateSettings(), scores(values), scores(values), "1")
     assert not decision.promote
     assert "dice did not improve" in decision.reason
 
 
+@pytest.mark.parametrize("min_delta", [0.0, 0.001])
+def test_identical_model_is_never_promoted_when_significance_is_required(min_delta: float) -> None:
+    values = noisy(80, 0.8, 0.15, seed=3)
+    cfg = GateSettings(require_significant=True, min_delta=min_delta)
+    decision = decide(cfg, scores(values), scores(values), "1")
+    assert not decision.promote
+    assert decision.comparison("dice").ci_low == 0.0
+
+
+def test_a_gain_inside_the_noise_passes_improve_but_fails_significance() -> None:
+    base = noisy(30, 0.7, 0.1, seed=4)
+    # Half the images better, half worse, a tiny mean gain: not a significant difference.
+    swing = np.where(np.arange(30) % 2 == 0, 0.2, -0.19)
+    cand = scores(base + swing)
+    assert decide(GateSettings(), cand, scores(base), "1").promote
+    strict = decide(GateSettings(require_significant=True), cand, scores(base), "1")
+    assert not strict.promote
+    assert "not significantly better" in strict.reason
+
+
+def test_bootstrap_is_seeded_and_repeatable() -> None:
+    d = noisy(50, 0.02, 0.1, seed=5)
+    assert bootstrap_ci(d, 0.95, 2000, seed=7) == bootstrap_ci(d, 0.95, 2000, seed=7)
+    low90, high90 = bootstrap_ci(d, 0.90, 2000, seed=7)
+    low99, high99 = bootstrap_ci(d, 0.99, 2000, seed=7)
+    assert low99 < low90 < d.mean() < high90 < high99
+
+
+def test_fewer_than_2000_resamples_is_refused() -> None:
+    with pytest.raises(ValidationError, match="bootstrap_resamples"):
+        GateSettings(bootstrap_resamples=500)
+
+
 def test_min_delta_must_be_exceeded() -> None:
-    assert not decide(GateSettings(min_delta=0.2), scores([0.8, 0.9]), scores([0.7, 0.8]), "1").promote
+    base = noisy(20, 0.7, 0.05, seed=6)
+    assert not decide(GateSettings(min_delta=0.2), scores(base + 0.1), scores(base), "1").promote
+
+
+def test_max_regression_guards_a_metric_that_need_not_improve() -> None:
+    base = [ImageScore(f"id{i}", 0.70, 0.60) for i in range(10)]
+    cand = [ImageScore(f"id{i}", 0.75, 0.55) for i in range(10)]  # Dice up, IoU down 0.05
+    lenient = GateSettings(metrics=["dice"], max_regression={"iou": 0.1})
+    assert decide(lenient, cand, base, "1").promote
+    strict = decide(GateSettings(metrics=["dice"], max_regression={"iou": 0.01}), cand, base, "1")
+    assert not strict.promote
+    assert "iou fell by more than the allowed 0.01" in strict.reason
 
 
 def test_worse_model_is_rejected_and_the_table_shows_it() -> None:
     decision = decide(GateSettings(), scores([0.5, 0.6]), scores([0.7, 0.8]), "1")
     assert not decision.promote
     table = decision.to_markdown()
-    assert "| dice | 0.5500 | 0.7500 | -0.2000 | fail |" in table
+    assert "| dice | 0.5500 | 0.7500 | -0.2000 | [-0.2000, -0.2000] | 2 |" in table
+    assert "| improve | dice | FAIL |" in table
     assert "keep production" in table
+
+
+def test_a_baseline_that_fails_keeps_production_by_default() -> None:
+    decision = decide(GateSettings(), scores([0.9, 0.9]), None, "3", baseline_error="weights do not load")
+    assert not decision.promote
+    assert "production version 3 could not be evaluated (weights do not load)" in decision.reason
+    assert [(r.rule, r.passed) for r in decision.rules] == [("baseline", False)]
+
+
+def test_a_baseline_that_fails_can_fall_back_to_the_floor() -> None:
+    cfg = GateSettings(on_baseline_error="floor", floor=0.5)
+    decision = decide(cfg, scores([0.9, 0.9]), None, "3", baseline_error="weights do not load")
+    assert decision.promote
+    assert decision.reason.startswith("baseline failed (weights do not load); mean Dice 0.9000 reaches")
+
+
+def test_report_has_json_markdown_and_a_plot(tmp_path: Path) -> None:
+    base = noisy(25, 0.7, 0.1, seed=8)
+    decision = decide(GateSettings(), scores(base + 0.03), scores(base), "2")
+    files = write_report(decision, tmp_path / "gate")
+    assert sorted(p.name for p in files) == ["gate.json", "gate.md", "gate_dice.png"]
+    body = json.loads((tmp_path / "gate" / "gate.json").read_text())
+    assert body["promote"] is True and body["n_images"] == 25 and len(body["per_image"]) == 25
+    assert {r["rule"] for r in body["rules"]} == {"improve"}
+    assert (tmp_path / "gate" / "gate_dice.png").read_bytes()[:4] == b"\x89PNG"
+    assert "95% CI of Δ" in (tmp_path / "gate" / "gate.md").read_text()
 
 
 def test_scores_on_different_images_are_refused() -> None:
@@ -51,5 +137,5 @@ def test_scores_on_different_images_are_refused() -> None:
 
 
 def test_no_test_images_is_an_error() -> None:
-    with pytest.raises(GateError, match="empty"):
+    with pytest.raises(GateError, match="test split is empty"):
         decide(GateSettings(), [], None)

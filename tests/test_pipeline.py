@@ -57,6 +57,8 @@ def test_first_model_promoted_then_untrained_candidate_rejected(
         "gate",
         "stop_compute",
         "promote",
+        "publish",
+        "deploy",
     ]
     assert registry.production() is not None
     pointer = json.loads((project_dir / "data" / "dataset.json").read_text())

@@ -1,17 +1,28 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from wms.config import load_settings
+from wms.data.store import sha256_file
 from wms.errors import RegistryError
-from wms.registry import MlflowRegistry, record_move
+from wms.registry import (
+    MlflowRegistry,
+    move_production,
+    production_at,
+    read_history,
+    record_move,
+    roll_back,
+    verify_model_folder,
+)
 
 
 @pytest.fixture
-def registry(project_dir: Path) -> MlflowRegistry:
+def registry(project_dir: Path, tracking: str) -> MlflowRegistry:
+    """The same tests run on the embedded SQLite MLflow and on a real `mlflow server`."""
     return MlflowRegistry(load_settings(start=project_dir))
 
 
@@ -19,10 +30,11 @@ def logged_run(registry: MlflowRegistry, tmp_path: Path, dice: float) -> str:
     model = tmp_path / f"model-{dice}"
     model.mkdir()
     (model / "model.json").write_text("{}")
-    (model / "model.pt").write_bytes(b"weights")
-    with registry.start_run("test", {}) as run:
+    (model / "model.pt").write_bytes(f"weights {dice}".encode())
+    with registry.start_run("test", {"wms.dataset_version": f"data-{dice}"}) as run:
         run.log_metrics({"test_dice": dice, "test_iou": dice - 0.1})
         run.log_artifacts(model, "model")
+        run.set_tags({"wms.model_sha256": sha256_file(model / "model.pt"), "wms.git_commit": "abc123"})
     return run.run_id
 
 
@@ -40,11 +52,75 @@ def test_promotion_moves_production_and_previous(registry: MlflowRegistry, tmp_p
     assert listed[v2.version].tags["dataset_version"] == "b"
 
 
+def test_a_version_carries_what_traces_it(registry: MlflowRegistry, tmp_path: Path) -> None:
+    run_id = logged_run(registry, tmp_path, 0.7)
+    record = registry.register(run_id, {"gate": "pass"})
+    assert record.tags["run_id"] == run_id
+    assert record.tags["git_commit"] == "abc123"
+    assert record.tags["dataset_version"] == "data-0.7"
+    assert record.tags["gate"] == "pass"
+    assert len(record.tags["model_sha256"]) == 64
+
+
+def test_rollback_swaps_production_and_previous_and_the_ledger_has_every_move(
+    registry: MlflowRegistry, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "models"
+    v1 = registry.register(logged_run(registry, tmp_path, 0.7), {}).version
+    v2 = registry.register(logged_run(registry, tmp_path, 0.8), {}).version
+    move_production(registry, ledger, v1, action="promote", reason="first", by="test")
+    move_production(registry, ledger, v2, action="promote", reason="better", by="test")
+    entry = roll_back(registry, ledger, reason="v2 misreads dials", by="test")
+    assert registry.production().version == v1  # type: ignore[union-attr]
+    assert registry.previous().version == v2  # type: ignore[union-attr]
+    assert (entry["from_version"], entry["to_version"]) == (v2, v1)
+    moves = read_history(ledger)
+    assert [(m["action"], m["from_version"], m["to_version"]) for m in moves] == [
+        ("promote", None, v1),
+        ("promote", v1, v2),
+        ("rollback", v2, v1),
+    ]
+    assert moves[1]["metrics"]["dice"] == pytest.approx(0.8)
+    assert moves[1]["dataset_version"] == "data-0.8"
+    assert all(m["actor"] and m["reason"] and m["at"] for m in moves)
+    current = json.loads((ledger / "production_current.json").read_text())
+    assert current["to_version"] == v1 and current["action"] == "rollback"
+
+
+def test_rollback_with_nothing_before_is_a_clear_error(registry: MlflowRegistry, tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="no model is in production"):
+        registry.rollback()
+    registry.promote(registry.register(logged_run(registry, tmp_path, 0.7), {}).version)
+    with pytest.raises(RegistryError, match="no version is aliased 'previous'"):
+        registry.rollback()
+
+
+def test_gate_files_are_added_to_the_candidate_run(registry: MlflowRegistry, tmp_path: Path) -> None:
+    run_id = logged_run(registry, tmp_path, 0.7)
+    report = tmp_path / "gate"
+    report.mkdir()
+    (report / "gate.md").write_text("| metric |")
+    registry.log_to_run(run_id, report, "gate", {"wms.gate": "fail"})
+    record = registry.register(run_id, {})
+    assert record.tags["gate"] == "fail"
+
+
+def test_downloaded_files_are_checked_against_their_recorded_hash(
+    registry: MlflowRegistry, tmp_path: Path
+) -> None:
+    record = registry.register(logged_run(registry, tmp_path, 0.7), {})
+    with registry.fetched(record.version) as folder:
+        assert verify_model_folder(folder, record.tags) == "sha256 checked: model.pt"
+        (folder / "model.pt").write_bytes(b"tampered")
+        with pytest.raises(RegistryError, match="do not use it"):
+            verify_model_folder(folder, record.tags)
+
+
 def test_download_gives_back_the_logged_files(registry: MlflowRegistry, tmp_path: Path) -> None:
     version = registry.register(logged_run(registry, tmp_path, 0.7), {}).version
     registry.promote(version)
     with registry.fetched("production") as folder:
-        assert (folder / "model.pt").read_bytes() == b"weights"
+        assert (folder / "model.pt").read_bytes() == b"weights 0.7"
 
 
 def test_unknown_ref_lists_what_exists(registry: MlflowRegistry, tmp_path: Path) -> None:
@@ -61,3 +137,12 @@ def test_every_move_is_in_the_ledger(tmp_path: Path) -> None:
     assert current["to_version"] == "2"
     assert [h["to_version"] for h in history] == ["1", "2"]
     assert all("at" in h for h in history)
+
+
+def test_the_ledger_says_what_was_in_production_at_a_time(tmp_path: Path) -> None:
+    record_move(tmp_path, {"action": "promote", "to_version": "1"})
+    after_first = datetime.now(UTC)
+    assert production_at(tmp_path, after_first - timedelta(days=1)) is None
+    record_move(tmp_path, {"action": "promote", "to_version": "2", "at": "2999-01-01T00:00:00+00:00"})
+    assert production_at(tmp_path, after_first)["to_version"] == "1"  # type: ignore[index]
+    assert production_at(tmp_path, datetime(3000, 1, 1, tzinfo=UTC))["to_version"] == "2"  # type: ignore[index]

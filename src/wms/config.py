@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -86,16 +86,58 @@ class GateSettings(Section):
     metrics: list[GateMetric] = Field(default_factory=_default_gate_metrics, min_length=1)
     min_delta: float = Field(0.0, ge=0, description="a metric must improve by more than this")
     floor: float = Field(0.5, ge=0, le=1, description="Dice the first model must reach")
+    require_significant: bool = Field(False, description="the CI's lower bound of each Δ must be > 0")
+    max_regression: dict[GateMetric, float] = Field(
+        default_factory=dict, description="largest allowed fall of a metric's mean, e.g. {iou = 0.01}"
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence of the bootstrap interval")
+    bootstrap_resamples: int = Field(2000, ge=2000, description="bootstrap resamples of the paired Δ")
+    seed: int = 42
+    on_baseline_error: Literal["fail", "floor"] = Field(
+        "fail", description="production model cannot be evaluated: keep it (fail) or use the floor"
+    )
+
+
+ReadyProbe = Literal["none", "tcp", "http", "runner"]
 
 
 class ComputeSettings(Section):
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "ec2"] = "local"
+    instance_id: str = Field("", description="the EC2 instance; empty: find it by instance_tag")
+    instance_tag: str = Field("Name=wms-k3s", description="KEY=VALUE tag that finds the instance")
+    region: str = Field("", description="AWS region; empty: the usual AWS variables and config")
+    host: str = Field("", description="address of the instance; empty: its public (Elastic) IP")
+    ready_probe: ReadyProbe = Field("none", description="what must answer before training starts")
+    ssh_port: int = Field(22, ge=1, le=65535)
+    ssh_user: str = "ubuntu"
+    ssh_key: str = Field("~/.ssh/wms.pem", description="private key named in the printed SSH command")
+    mlflow_port: int = Field(5000, ge=1, le=65535, description="MLflow on the instance; probed at /health")
+    runner_name: str = Field("wms-k3s", description="the self-hosted runner that must be online")
+    start_timeout_seconds: float = Field(600, gt=0, description="limit of each wait while starting")
+    stop_timeout_seconds: float = Field(600, gt=0, description="limit of the wait for `stopped`")
+    poll_seconds: float = Field(5, gt=0, description="pause between two looks at the instance")
+    lease_minutes: float = Field(60, gt=0, description="the reaper stops an instance whose lease ran out")
+    hourly_price_usd: float = Field(0.0, ge=0, description="on-demand price per hour, for run costs")
+
+    @field_validator("instance_tag")
+    @classmethod
+    def _tag_is_key_value(cls, value: str) -> str:
+        key, sep, tag_value = value.partition("=")
+        if not sep or not key.strip() or not tag_value.strip():
+            raise ValueError("write the tag as KEY=VALUE, e.g. Name=wms-k3s")
+        return value
 
 
 class GitSettings(Section):
-    host: Literal["local"] = "local"
+    host: Literal["local", "github"] = Field("local", description="local: merge here; github: PR")
     base_branch: str = "main"
     remote: str = "origin"
+    data_branch_prefix: str = Field("data/", min_length=1, description="branches the pre-push hook makes")
+    repository: str = Field("", description="owner/name on GitHub; empty: $GITHUB_REPOSITORY")
+    api_url: str = Field("https://api.github.com", description="GitHub REST API (GraphQL is beside it)")
+    labels: list[str] = Field(default_factory=lambda: ["data", "model-promotion"])
+    merge_method: Literal["squash", "merge", "rebase"] = "squash"
+    merge_fallback: bool = Field(True, description="merge at once where auto-merge is not allowed")
 
 
 class DeploySettings(Section):

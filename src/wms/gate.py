@@ -1,14 +1,26 @@
 """The quality gate: the candidate against the production model, on the same test images.
 
-Both models are scored per image in one process; the decision uses the paired
-differences. Every metric in `gate.metrics` must improve by more than `gate.min_delta`.
-With no production model yet, the candidate's Dice must reach `gate.floor`.
+Both models are scored per image in one process, and the decision is made from the
+paired per-image differences: their mean and a seeded bootstrap confidence interval.
+The rules come from `[gate]`:
+
+- every metric in `gate.metrics` must improve by more than `gate.min_delta` (mean Δ);
+- with `gate.require_significant`, the lower bound of its interval must also be above 0;
+- no metric in `gate.max_regression` may fall by more than its allowance;
+- with nothing in production, the candidate's mean Dice must reach `gate.floor`;
+- when the production model cannot be loaded or run, `gate.on_baseline_error` decides:
+  `fail` (the default) keeps production, `floor` judges the candidate by the floor alone.
+
+The report goes out as JSON (machines, the PR), Markdown (people) and a plot.
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +29,9 @@ from wms.config import GateSettings
 from wms.errors import GateError
 from wms.train.evaluate import ImageScore
 
+METRICS = ("dice", "iou")
+REPORT_JSON, REPORT_MD, REPORT_PLOT = "gate.json", "gate.md", "gate_dice.png"
+
 
 @dataclass
 class MetricComparison:
@@ -24,35 +39,96 @@ class MetricComparison:
 
     metric: str
     candidate: float
-    baseline: float | None
-    delta: float | None
+    baseline: float | None = None
+    delta: float | None = None  # mean of the paired differences, candidate - baseline
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+@dataclass
+class RuleVerdict:
+    """One rule of `[gate]` applied to one metric."""
+
+    rule: str  # floor | improve | significant | max_regression | baseline
+    metric: str | None
     passed: bool
+    detail: str
 
 
 @dataclass
 class GateDecision:
-    """What the gate decided and why."""
+    """What the gate decided, why, and the numbers behind it."""
 
     promote: bool
     reason: str
     n_images: int
     baseline_version: str | None
     comparisons: list[MetricComparison] = field(default_factory=list)
+    rules: list[RuleVerdict] = field(default_factory=list)
+    confidence: float = 0.95
+    resamples: int = 0
+    seed: int = 0
+    baseline_error: str | None = None
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+
+    def comparison(self, metric: str) -> MetricComparison:
+        return next(c for c in self.comparisons if c.metric == metric)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> str:
+        """One line for commit messages, tags and logs."""
+        return ("promote: " if self.promote else "keep production: ") + self.reason
+
     def to_markdown(self) -> str:
-        """A table a person reads in a report or PR."""
-        rows = ["| metric | candidate | baseline | mean Δ | verdict |", "|---|---|---|---|---|"]
+        """The table a person reads in a report or a pull request."""
+        pct = f"{self.confidence:.0%}"
+        lines = [
+            f"| metric | candidate | baseline | mean Δ | {pct} CI of Δ | n images |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in self.comparisons:
             base = "—" if c.baseline is None else f"{c.baseline:.4f}"
             delta = "—" if c.delta is None else f"{c.delta:+.4f}"
-            rows.append(
-                f"| {c.metric} | {c.candidate:.4f} | {base} | {delta} | {'pass' if c.passed else 'fail'} |"
-            )
+            ci = "—" if c.ci_low is None else f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
+            lines.append(f"| {c.metric} | {c.candidate:.4f} | {base} | {delta} | {ci} | {self.n_images} |")
+        lines += ["", "| rule | metric | verdict | detail |", "|---|---|---|---|"]
+        for r in self.rules:
+            lines.append(f"| {r.rule} | {r.metric or '—'} | {'pass' if r.passed else 'FAIL'} | {r.detail} |")
+        against = f"production version {self.baseline_version}" if self.baseline_version else "no production"
         verdict = "**promote**" if self.promote else "**keep production**"
-        return "\n".join([*rows, "", f"{verdict}: {self.reason} (n={self.n_images} test images)", ""])
+        lines += [
+            "",
+            f"{verdict}: {self.reason}",
+            "",
+            f"Candidate vs {against}, paired on the same {self.n_images} test images; "
+            f"bootstrap of the mean difference with {self.resamples} resamples (seed {self.seed}).",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def bootstrap_ci(
+    differences: np.ndarray, confidence: float, resamples: int, seed: int
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of paired differences (scipy, seeded)."""
+    if len(differences) < 2 or np.ptp(differences) == 0:
+        value = float(differences.mean())  # nothing varies: the interval is the point
+        return value, value
+    from scipy.stats import bootstrap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on near-degenerate samples; the bounds stay valid
+        result = bootstrap(
+            (differences,),
+            np.mean,
+            n_resamples=resamples,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def decide(
@@ -60,40 +136,133 @@ def decide(
     candidate: Sequence[ImageScore],
     baseline: Sequence[ImageScore] | None,
     baseline_version: str | None = None,
+    baseline_error: str | None = None,
 ) -> GateDecision:
-    """Decide from per-image scores; `baseline` is None when nothing is in production."""
+    """Decide from per-image scores.
+
+    `baseline` is None when nothing is in production, or when the production model could
+    not be evaluated (then `baseline_error` says why and `gate.on_baseline_error` applies).
+    """
     if not candidate:
         raise GateError(
             "the test split is empty, so the gate has nothing to compare; add more labelled pairs"
         )
-    cand = {m: np.array([getattr(s, m) for s in candidate]) for m in cfg.metrics}
-    n = len(candidate)
+    cand = {m: np.array([getattr(s, m) for s in candidate], dtype=np.float64) for m in METRICS}
+    common: dict[str, Any] = {
+        "n_images": len(candidate),
+        "baseline_version": baseline_version,
+        "confidence": cfg.confidence,
+        "resamples": cfg.bootstrap_resamples,
+        "seed": cfg.seed,
+        "baseline_error": baseline_error,
+    }
+    if baseline_error is not None:
+        if cfg.on_baseline_error == "fail":
+            reason = (
+                f"production version {baseline_version} could not be evaluated ({baseline_error}); "
+                "the candidate is kept for review (gate.on_baseline_error=floor judges it by the floor)"
+            )
+            verdict = RuleVerdict("baseline", None, False, baseline_error)
+            comparisons = [MetricComparison(m, float(cand[m].mean())) for m in METRICS]
+            return GateDecision(False, reason, comparisons=comparisons, rules=[verdict], **common)
+        return _floor_decision(cfg, cand, common, note=f"baseline failed ({baseline_error}); ")
     if baseline is None:
-        dice = float(np.mean([s.dice for s in candidate]))
-        passed = dice >= cfg.floor
-        comparison = MetricComparison("dice", dice, None, None, passed)
-        verb = "reaches" if passed else "is below"
-        reason = f"first model: Dice {dice:.4f} {verb} the floor {cfg.floor:.4f}"
-        return GateDecision(passed, reason, n, None, [comparison])
+        return _floor_decision(cfg, cand, common, note="first model: ")
 
     if [s.id for s in baseline] != [s.id for s in candidate]:
         raise GateError(
             "candidate and baseline were scored on different images; this is a bug, please report it"
         )
+    base = {m: np.array([getattr(s, m) for s in baseline], dtype=np.float64) for m in METRICS}
     comparisons = []
-    for metric in cfg.metrics:
-        base = np.array([getattr(s, metric) for s in baseline])
-        delta = float(np.mean(cand[metric] - base))
+    for m in METRICS:
+        low, high = bootstrap_ci(cand[m] - base[m], cfg.confidence, cfg.bootstrap_resamples, cfg.seed)
+        delta = float(np.mean(cand[m] - base[m]))
         comparisons.append(
-            MetricComparison(
-                metric, float(cand[metric].mean()), float(base.mean()), delta, delta > cfg.min_delta
+            MetricComparison(m, float(cand[m].mean()), float(base[m].mean()), delta, low, high)
+        )
+    by_metric = {c.metric: c for c in comparisons}
+    rules = []
+    for m in cfg.metrics:
+        c = by_metric[m]
+        assert c.delta is not None and c.ci_low is not None
+        ok = c.delta > cfg.min_delta
+        rules.append(
+            RuleVerdict(
+                "improve",
+                m,
+                ok,
+                f"{m} {'improved' if ok else 'did not improve'} by more than {cfg.min_delta:g} "
+                f"(mean Δ {c.delta:+.4f})",
             )
         )
-    failed = [c for c in comparisons if not c.passed]
-    if failed:
-        reason = "; ".join(
-            f"{c.metric} did not improve by more than {cfg.min_delta:g} (Δ {c.delta:+.4f})" for c in failed
+        if cfg.require_significant:
+            ok = c.ci_low > 0
+            rules.append(
+                RuleVerdict(
+                    "significant",
+                    m,
+                    ok,
+                    f"{m} {'is' if ok else 'is not'} significantly better "
+                    f"({cfg.confidence:.0%} CI lower bound {c.ci_low:+.4f} {'>' if ok else '≤'} 0)",
+                )
+            )
+    for m, allowance in cfg.max_regression.items():
+        c = by_metric[m]
+        assert c.delta is not None
+        ok = c.delta >= -allowance
+        rules.append(
+            RuleVerdict(
+                "max_regression",
+                m,
+                ok,
+                f"{m} fell {'within' if ok else 'by more than'} the allowed {allowance:g} "
+                f"(mean Δ {c.delta:+.4f})",
+            )
         )
+    failed = [r for r in rules if not r.passed]
+    if failed:
+        reason = "; ".join(r.detail for r in failed)
     else:
-        reason = "all of " + ", ".join(f"{c.metric} Δ {c.delta:+.4f}" for c in comparisons) + " improved"
-    return GateDecision(not failed, reason, n, baseline_version, comparisons)
+        reason = "all rules pass: " + ", ".join(
+            f"{c.metric} Δ {c.delta:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]" for c in comparisons
+        )
+    per_image = [
+        {"id": s.id}
+        | {f"candidate_{m}": float(cand[m][i]) for m in METRICS}
+        | {f"baseline_{m}": float(base[m][i]) for m in METRICS}
+        for i, s in enumerate(candidate)
+    ]
+    return GateDecision(
+        not failed, reason, comparisons=comparisons, rules=rules, per_image=per_image, **common
+    )
+
+
+def _floor_decision(
+    cfg: GateSettings, cand: dict[str, np.ndarray], common: dict[str, Any], note: str
+) -> GateDecision:
+    dice = float(cand["dice"].mean())
+    passed = dice >= cfg.floor
+    detail = f"mean Dice {dice:.4f} {'reaches' if passed else 'is below'} the floor {cfg.floor:.4f}"
+    comparisons = [MetricComparison(m, float(cand[m].mean())) for m in METRICS]
+    return GateDecision(
+        passed,
+        note + detail,
+        comparisons=comparisons,
+        rules=[RuleVerdict("floor", "dice", passed, detail)],
+        **common,
+    )
+
+
+def write_report(decision: GateDecision, out: Path) -> list[Path]:
+    """gate.json, gate.md and (when there is a baseline) the per-image Dice plot, in `out`."""
+    from wms.report import plot_paired_dice
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / REPORT_JSON, out / REPORT_MD]
+    files[0].write_text(json.dumps(decision.to_dict(), indent=2) + "\n")
+    files[1].write_text(decision.to_markdown())
+    if decision.per_image:
+        plot_paired_dice(decision.per_image, decision.baseline_version or "?", out / REPORT_PLOT)
+        files.append(out / REPORT_PLOT)
+    return files

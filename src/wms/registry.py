@@ -60,11 +60,16 @@ class RunLog(Protocol):
 class Registry(Protocol):
     """Tracking runs and moving models between aliases."""
 
+    model_name: str
+
     def start_run(self, name: str, tags: dict[str, str]) -> Any: ...
+    def log_to_run(self, run_id: str, local_dir: Path, artifact_path: str, tags: dict[str, str]) -> None: ...
     def register(self, run_id: str, tags: dict[str, str]) -> ModelRecord: ...
     def get(self, ref: str) -> ModelRecord: ...
     def production(self) -> ModelRecord | None: ...
+    def previous(self) -> ModelRecord | None: ...
     def promote(self, version: str) -> ModelRecord | None: ...
+    def rollback(self) -> tuple[ModelRecord, ModelRecord]: ...
     def list(self) -> list[ModelRecord]: ...
     def download(self, ref: str, dst: Path) -> Path: ...
     def fetched(self, ref: str) -> AbstractContextManager[Path]: ...
@@ -147,8 +152,18 @@ class MlflowRegistry:
         finally:
             self._client.set_terminated(run.info.run_id, status)
 
+    def log_to_run(self, run_id: str, local_dir: Path, artifact_path: str, tags: dict[str, str]) -> None:
+        """Add files and tags to a finished run (the gate report goes to the candidate's run)."""
+        self._call("log artifacts", self._client.log_artifacts, run_id, str(local_dir), artifact_path)
+        for key, value in tags.items():
+            self._call("set a tag", self._client.set_tag, run_id, key, value)
+
     def register(self, run_id: str, tags: dict[str, str]) -> ModelRecord:
-        """Make the run's saved model a new version of the registered model."""
+        """Make the run's saved model a new version of the registered model.
+
+        The version carries the run's `wms.*` tags (dataset version, git commit, model
+        sha256, ...) without the prefix, plus `tags`, so it can be traced without the run.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
@@ -157,13 +172,14 @@ class MlflowRegistry:
             self._call("create the registered model", self._client.create_registered_model, self.model_name)
         run = self._call("read the run", self._client.get_run, run_id)
         source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT}"
+        traced = {k.removeprefix("wms."): v for k, v in run.data.tags.items() if k.startswith("wms.")}
         mv = self._call(
             "register the model",
             self._client.create_model_version,
             self.model_name,
             source,
             run_id,
-            tags=tags,
+            tags={"run_id": run_id} | traced | tags,
         )
         return self._record(mv)
 
@@ -204,6 +220,13 @@ class MlflowRegistry:
         except RegistryError:
             return None
 
+    def previous(self) -> ModelRecord | None:
+        """The version `production` pointed at before the last move, if any."""
+        try:
+            return self.get(PREVIOUS)
+        except RegistryError:
+            return None
+
     def promote(self, version: str) -> ModelRecord | None:
         """Point `production` at `version` and `previous` at the old one; returns the old one."""
         old = self.production()
@@ -219,6 +242,18 @@ class MlflowRegistry:
             "set an alias", self._client.set_registered_model_alias, self.model_name, PRODUCTION, version
         )
         return old
+
+    def rollback(self) -> tuple[ModelRecord, ModelRecord]:
+        """Swap `production` and `previous`; returns (the old production, the restored one)."""
+        current, previous = self.production(), self.previous()
+        if current is None or previous is None:
+            raise RegistryError(
+                "nothing to roll back to: "
+                + ("no model is in production" if current is None else "no version is aliased 'previous'")
+                + "; use `wms model promote VERSION` to choose one"
+            )
+        self.promote(previous.version)
+        return current, self.get(PRODUCTION)
 
     def list(self) -> list[ModelRecord]:
         """All versions, oldest first."""
@@ -254,7 +289,104 @@ class MlflowRegistry:
             yield self.download(ref, Path(tmp))
 
 
-def record_move(pointer_dir: Path, entry: dict[str, Any]) -> None:
+def verify_model_folder(folder: Path, tags: dict[str, str]) -> str:
+    """Check the model files against the sha256 recorded at training; says what was checked."""
+    from wms.data.store import sha256_file
+    from wms.train.spec import ONNX_FILE, WEIGHTS_FILE
+
+    checked = []
+    for name, tag in ((WEIGHTS_FILE, "model_sha256"), (ONNX_FILE, "onnx_sha256")):
+        expected = tags.get(tag)
+        if expected is None or not (folder / name).exists():
+            continue
+        actual = sha256_file(folder / name)
+        if actual != expected:
+            raise RegistryError(
+                f"{name} has sha256 {actual[:12]}… but the registry recorded {expected[:12]}…; "
+                "the stored model was changed or damaged — do not use it"
+            )
+        checked.append(name)
+    return f"sha256 checked: {', '.join(checked)}" if checked else ""
+
+
+def actor() -> str:
+    """Who is moving the model: the GitHub actor in Actions, else the local user."""
+    import getpass
+    import os
+    import socket
+
+    if os.environ.get("GITHUB_ACTOR"):
+        return f"{os.environ['GITHUB_ACTOR']} (GitHub Actions)"
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except OSError:
+        return "unknown"
+
+
+def move_production(
+    registry: Registry,
+    pointer_dir: Path,
+    version: str,
+    *,
+    action: str,
+    reason: str,
+    by: str,
+) -> dict[str, Any]:
+    """Point `production` at `version` (keeping `previous`) and write the move to the ledger."""
+    target = registry.get(version)
+    old = registry.promote(target.version)
+    return _record(registry, pointer_dir, action, old, target, reason, by)
+
+
+def roll_back(registry: Registry, pointer_dir: Path, *, reason: str, by: str) -> dict[str, Any]:
+    """Move `production` back to `previous` and write the move to the ledger."""
+    old, restored = registry.rollback()
+    return _record(registry, pointer_dir, "rollback", old, restored, reason, by)
+
+
+def _record(
+    registry: Registry,
+    pointer_dir: Path,
+    action: str,
+    old: ModelRecord | None,
+    new: ModelRecord,
+    reason: str,
+    by: str,
+) -> dict[str, Any]:
+    entry = {
+        "action": action,
+        "model_name": registry.model_name,
+        "from_version": old.version if old else None,
+        "to_version": new.version,
+        "run_id": new.run_id,
+        "metrics": {k.removeprefix("test_"): round(v, 6) for k, v in new.metrics.items()},
+        "dataset_version": new.tags.get("dataset_version"),
+        "model_sha256": new.tags.get("model_sha256"),
+        "reason": reason,
+        "by": by,
+        "actor": actor(),
+    }
+    return record_move(pointer_dir, entry)
+
+
+def read_history(pointer_dir: Path) -> list[dict[str, Any]]:
+    """Every recorded move, oldest first."""
+    ledger = pointer_dir / HISTORY_FILE
+    if not ledger.exists():
+        return []
+    return [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
+
+
+def production_at(pointer_dir: Path, when: datetime) -> dict[str, Any] | None:
+    """The move that was in force at `when` (UTC), or None if nothing was in production yet."""
+    in_force = None
+    for entry in read_history(pointer_dir):
+        if datetime.fromisoformat(entry["at"]) <= when:
+            in_force = entry
+    return in_force
+
+
+def record_move(pointer_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """Write the production pointer and append the move to the history ledger."""
     pointer_dir.mkdir(parents=True, exist_ok=True)
     entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **entry}
@@ -264,3 +396,4 @@ def record_move(pointer_dir: Path, entry: dict[str, Any]) -> None:
     tmp.replace(current)
     with (pointer_dir / HISTORY_FILE).open("a") as ledger:
         ledger.write(json.dumps(entry) + "\n")
+    return entry

@@ -1,17 +1,20 @@
-"""Pictures a person would rather look at than numbers: training curves and predicted masks."""
+"""What a person reads: training curves, predicted masks, and GitHub Actions outputs and summaries."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from wms.data.pairs import Pair
 from wms.train.preprocess import mask_to_array, open_image, open_mask
-from wms.train.segmenter import Segmenter
+
+if TYPE_CHECKING:  # the GitHub helpers below must not load torch
+    from wms.train.segmenter import Segmenter
 
 
 def plot_curves(history: Sequence[dict[str, float]], path: Path) -> None:
@@ -55,22 +58,52 @@ def overlay_grid(segmenter: Segmenter, pairs: Sequence[Pair], path: Path, tile: 
     sheet.save(path)
 
 
+def plot_paired_dice(per_image: Sequence[dict[str, float]], baseline_version: str, path: Path) -> None:
+    """Per-image Dice, candidate against baseline: points above the diagonal are images it improved."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = np.array([p["baseline_dice"] for p in per_image])
+    cand = np.array([p["candidate_dice"] for p in per_image])
+    better = cand > base
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
+    ax.scatter(base[better], cand[better], s=14, color="tab:green", label=f"better ({better.sum()})")
+    ax.scatter(base[~better], cand[~better], s=14, color="tab:red", label=f"not better ({(~better).sum()})")
+    ax.set(
+        xlabel=f"production (version {baseline_version}) Dice",
+        ylabel="candidate Dice",
+        xlim=(-0.02, 1.02),
+        ylim=(-0.02, 1.02),
+        title=f"per-image Dice on {len(per_image)} test images",
+    )
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_github_output(values: dict[str, str]) -> None:
-    """Append `key=value` lines to $GITHUB_OUTPUT inside GitHub Actions; a no-op elsewhere."""
+    """Append `key=value` lines to $GITHUB_OUTPUT (a no-op outside GitHub Actions)."""
     path = os.environ.get("GITHUB_OUTPUT")
     if not path:
         return
-    with open(path, "a") as fh:
+    with open(path, "a") as out:
         for key, value in values.items():
             if "\n" in value:
-                fh.write(f"{key}<<WMS_EOF\n{value}\nWMS_EOF\n")
+                delimiter = f"wms_{os.urandom(8).hex()}"
+                out.write(f"{key}<<{delimiter}\n{value}\n{delimiter}\n")
             else:
-                fh.write(f"{key}={value}\n")
+                out.write(f"{key}={value}\n")
 
 
 def write_step_summary(markdown: str) -> None:
-    """Append Markdown to $GITHUB_STEP_SUMMARY inside GitHub Actions; a no-op elsewhere."""
+    """Append Markdown to the job's summary page (a no-op outside GitHub Actions)."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if path:
-        with open(path, "a") as fh:
-            fh.write(markdown.rstrip("\n") + "\n")
+    if not path:
+        return
+    with open(path, "a") as out:
+        out.write(markdown if markdown.endswith("\n") else markdown + "\n")

@@ -13,8 +13,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-GROUPS = ["data", "model", "pipeline"]
-COMMANDS = ["init", "train", "predict", "demo", "data synth", "data validate", "model list", "pipeline run"]
+GROUPS = ["data", "model", "pipeline", "compute"]
+COMMANDS = [
+    "init",
+    "train",
+    "predict",
+    "demo",
+    "data synth",
+    "data validate",
+    "model list",
+    "model show",
+    "model promote",
+    "model rollback",
+    "model download",
+    "model history",
+    "pipeline run",
+]
+COMMANDS += ["pipeline resume", "compute start", "compute stop", "compute status", "compute reap"]
 
 
 def test_root_help_lists_every_group(cli: Callable[..., Any]) -> None:

@@ -7,17 +7,20 @@ from pathlib import Path
 import typer
 
 from wms.cli import (
+    compute,
     data,
     data_versions,
     demo,
     deploy,
     evaluate,
+    hooks,
     init,
     model,
     pipeline,
     predict,
     serve,
     train,
+    vcs,
 )
 from wms.cli._common import CliState, WmsGroup
 
@@ -57,11 +60,15 @@ app.add_typer(data.app, name="data")
 app.command("train")(train.train)
 app.add_typer(model.app, name="model")
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(compute.app, name="compute")
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(hooks.app, name="hooks")
+app.add_typer(hooks.runner, name="hook")
+app.add_typer(vcs.app, name="vcs")
 
 
 def run() -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 from rich import box
 from rich.table import Table
 
 from wms.cli._common import WmsGroup, console, state
-from wms.registry import MlflowRegistry
+from wms.errors import UsageError
+from wms.registry import RUN_ID, MlflowRegistry
 
 app = typer.Typer(cls=WmsGroup, no_args_is_help=True, help="Registered model versions and aliases.")
 
@@ -44,6 +48,139 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help
 def show(
     ctx: typer.Context,
     ref: str = typer.Argument("production", help="An alias (production, previous) or a version number."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Print one version as JSON."""
-    print(json.dumps(MlflowRegistry(state(ctx).project()).get(ref).to_dict(), indent=2))
+    """One version: its aliases, test metrics and the tags that trace it (data, code, gate, hashes)."""
+    record = MlflowRegistry(state(ctx).project()).get(ref)
+    if as_json:
+        print(json.dumps(record.to_dict(), indent=2))
+        return
+    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("version", record.version)
+    table.add_row("aliases", ", ".join(record.aliases) or "—")
+    table.add_row("created (UTC)", record.created_at.replace("T", " "))
+    for metric, score in sorted(record.metrics.items()):
+        table.add_row(metric, f"{score:.4f}")
+    for tag, text in sorted(record.tags.items()):
+        table.add_row(tag, text)
+    console.print(table)
+
+
+def _moved(entry: dict[str, object]) -> None:
+    console.print(
+        f"[bold green]{entry['action']}[/]: production is now version {entry['to_version']} "
+        f"(was {entry['from_version'] or 'nothing'}); recorded in the ledger",
+        highlight=False,
+    )
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    version: str = typer.Argument(..., help="The version to put in production (see `wms model list`)."),
+    reason: str = typer.Option(..., "--reason", "-r", help="Why, for the ledger (required)."),
+) -> None:
+    """Put a version in production by hand; the old one becomes `previous`.
+
+    The gate is not asked: use it to promote a candidate a person reviewed. The move is
+    written to models/production_current.json and models/production_history.jsonl.
+    """
+    from wms.registry import move_production
+
+    project = state(ctx).project()
+    registry = MlflowRegistry(project)
+    if (current := registry.production()) is not None and current.version == version.lstrip("v"):
+        raise UsageError(f"version {current.version} is already in production; nothing to do")
+    pointer_dir = project.path(project.settings.tracking.pointer_dir)
+    _moved(
+        move_production(
+            registry, pointer_dir, version, action="promote", reason=reason, by="wms model promote"
+        )
+    )
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    reason: str = typer.Option("rolled back by hand", "--reason", "-r", help="Why, for the ledger."),
+) -> None:
+    """Put the `previous` version back in production (the current one becomes `previous`)."""
+    from wms.registry import roll_back
+
+    project = state(ctx).project()
+    pointer_dir = project.path(project.settings.tracking.pointer_dir)
+    _moved(roll_back(MlflowRegistry(project), pointer_dir, reason=reason, by="wms model rollback"))
+
+
+@app.command()
+def download(
+    ctx: typer.Context,
+    ref: str = typer.Argument(..., help="An alias, a version number or an MLflow run id."),
+    out: Path = typer.Argument(..., help="Folder to write the model files into (created)."),
+) -> None:
+    """Copy a model's files (weights, spec, ONNX) into OUT and check them against their sha256."""
+    from wms.registry import verify_model_folder
+
+    registry = MlflowRegistry(state(ctx).project())
+    tags = {} if RUN_ID.fullmatch(ref) else registry.get(ref).tags
+    with registry.fetched(ref) as folder:
+        checked = verify_model_folder(folder, tags)
+        out.mkdir(parents=True, exist_ok=True)
+        for file in sorted(folder.iterdir()):
+            shutil.copy2(file, out / file.name)
+    names = ", ".join(sorted(p.name for p in out.iterdir()))
+    console.print(f"{out}: {names} ({checked or 'no recorded hash to check'})", highlight=False)
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    at: str | None = typer.Option(
+        None, "--at", help="Only say what was in production at this UTC time, e.g. 2026-11-26T12:00."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Every move of `production` from the ledger (models/production_history.jsonl)."""
+    from wms.registry import production_at, read_history
+
+    project = state(ctx).project()
+    pointer_dir = project.path(project.settings.tracking.pointer_dir)
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            raise UsageError(f"--at {at!r} is not a date or time; write e.g. 2026-11-26T12:00") from None
+        entry = production_at(pointer_dir, when if when.tzinfo else when.replace(tzinfo=UTC))
+        if as_json:
+            print(json.dumps(entry, indent=2))
+        elif entry is None:
+            console.print(f"nothing was in production at {at}")
+        else:
+            console.print(
+                f"version {entry['to_version']} was in production at {at} "
+                f"({entry['action']} at {entry['at']}: {entry['reason']})",
+                highlight=False,
+            )
+        return
+    entries = read_history(pointer_dir)
+    if as_json:
+        print(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        console.print(f"no moves recorded in {pointer_dir}")
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("at (UTC)", no_wrap=True)
+    table.add_column("move", no_wrap=True)
+    table.add_column("Dice", no_wrap=True)
+    table.add_column("why (by whom)", ratio=1, overflow="fold")
+    for e in entries:
+        table.add_row(
+            str(e["at"])[:16].replace("T", " "),
+            f"{e['action']} {e['from_version'] or '—'} → {e['to_version']}",
+            f"{e.get('metrics', {}).get('dice', float('nan')):.4f}",
+            f"{e.get('reason', '')} ({e.get('by', '')}, {e.get('actor', '?')})",
+        )
+    console.print(table)

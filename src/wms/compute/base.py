@@ -1,9 +1,21 @@
-"""The compute interface: where training runs, started before and always stopped after."""
+"""The compute interface: where training runs, started before and always stopped after.
+
+A backend has a few verbs: `start` (and wait until the machine runs), `wait_ready` (until
+the configured probe answers), `stop` (and wait until it is stopped), `status`,
+`renew_lease` (a running pipeline keeps its dead-man switch alive) and `reap` (stop every
+machine whose lease ran out). `start` and `stop` are idempotent.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, TypeVar
+
+from wms.errors import BackendError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -13,6 +25,16 @@ class ComputeStatus:
     backend: str
     state: str
     detail: str = ""
+    instance_id: str | None = None
+    public_ip: str | None = None
+    mlflow_url: str | None = None
+    ssh_command: str | None = None
+    lease_expires: str | None = None
+    # Seconds the machine has run since it last started (or ran before it was stopped).
+    billed_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Compute(Protocol):
@@ -21,5 +43,53 @@ class Compute(Protocol):
     name: str
 
     def start(self) -> ComputeStatus: ...
+    def wait_ready(self) -> ComputeStatus: ...
     def stop(self) -> ComputeStatus: ...
     def status(self) -> ComputeStatus: ...
+    def renew_lease(self) -> str | None: ...
+    def reap(self) -> list[ComputeStatus]: ...
+
+
+class RunnerProbe(Protocol):
+    """Answers whether a GitHub self-hosted runner is online; the git host layer implements it."""
+
+    def is_online(self, name: str) -> bool: ...
+
+
+Notify = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    """A `Notify` that shows nothing."""
+
+
+def cost_usd(seconds: float | None, hourly_price_usd: float) -> float | None:
+    """What `seconds` of the machine cost at the configured hourly price (None when unknown)."""
+    if seconds is None:
+        return None
+    return round(seconds / 3600 * hourly_price_usd, 4)
+
+
+def wait_for(
+    check: Callable[[], T | None],
+    what: str,
+    timeout: float,
+    poll: float,
+    notify: Notify = quiet,
+    hint: str = "",
+) -> T:
+    """Call `check` until it returns something other than None; BackendError after `timeout` seconds."""
+    started = time.monotonic()
+    last_note = started
+    notify(f"waiting for {what} (up to {timeout:g} s)")
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        now = time.monotonic()
+        if now - started >= timeout:
+            raise BackendError(f"gave up after {timeout:g} s waiting for {what}{'; ' + hint if hint else ''}")
+        if now - last_note >= 30:
+            notify(f"still waiting for {what} ({now - started:.0f} s)")
+            last_note = now
+        time.sleep(min(poll, max(0.0, timeout - (now - started))))

@@ -13,8 +13,17 @@ class LocalCompute:
     def start(self) -> ComputeStatus:
         return self.status()
 
+    def wait_ready(self) -> ComputeStatus:
+        return self.status()
+
     def stop(self) -> ComputeStatus:
         return ComputeStatus(self.name, "stopped", "nothing to release on this machine")
 
     def status(self) -> ComputeStatus:
         return ComputeStatus(self.name, "running", "this machine")
+
+    def renew_lease(self) -> str | None:
+        return None
+
+    def reap(self) -> list[ComputeStatus]:
+        return []

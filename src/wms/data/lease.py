@@ -12,12 +12,20 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from wms.errors import BackendError
+
+
+class LeaseHeld(BackendError):
+    """Another holder has the lock and did not let go in time; `holder` is its lock file."""
+
+    def __init__(self, message: str, holder: dict[str, str]) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 def _now() -> datetime:
@@ -37,8 +45,12 @@ def lease(
     ttl_seconds: float = 900,
     wait_seconds: float = 0,
     poll_seconds: float = 0.2,
+    on_wait: Callable[[dict[str, str]], None] | None = None,
 ) -> Iterator[dict[str, str]]:
-    """Hold the lock at `path` for the block; wait up to `wait_seconds` for another holder."""
+    """Hold the lock at `path` for the block; wait up to `wait_seconds` for another holder.
+
+    `on_wait(holder)` is called once when the lock is taken and this caller starts waiting.
+    """
     token = uuid.uuid4().hex
     body = {
         "owner": owner or default_owner(),
@@ -46,6 +58,7 @@ def lease(
         "expires_at": (_now() + timedelta(seconds=ttl_seconds)).isoformat(),
     }
     deadline = time.monotonic() + wait_seconds
+    waiting = False
     with suppress(OSError):  # a local folder must exist; on S3 there are no folders
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     while True:
@@ -59,16 +72,35 @@ def lease(
                 _remove_if_same(fs, path, holder)  # expired: its writer died
                 continue
             if time.monotonic() >= deadline:
-                raise BackendError(
+                raise LeaseHeld(
                     f"the dataset store is locked by {holder.get('owner', '?')} "
                     f"until {holder['expires_at']}; "
-                    f"wait for that writer, or if it died remove {path} (the lock also expires by itself)"
+                    f"wait for that writer, or if it died remove {path} (the lock also expires by itself)",
+                    holder,
                 ) from None
+            if on_wait is not None and not waiting:
+                on_wait(holder)
+            waiting = True
             time.sleep(poll_seconds)
     try:
         yield body
     finally:
         _remove_if_same(fs, path, body)
+
+
+def renew(fs: Any, path: str, body: dict[str, str], ttl_seconds: float) -> bool:
+    """Push a held lock's expiry to now + `ttl_seconds`; False when the lock is no longer ours.
+
+    Not atomic: call it well before the lock expires (a third of the TTL is plenty), so no
+    other writer can have taken an expired lock in between.
+    """
+    current = _read(fs, path)
+    if current is None or current.get("token") != body["token"]:
+        return False
+    body["expires_at"] = (_now() + timedelta(seconds=ttl_seconds)).isoformat()
+    with fs.open(path, "wb") as fh:
+        fh.write(json.dumps(body).encode())
+    return True
 
 
 def _read(fs: Any, path: str) -> dict[str, str] | None:

@@ -1,0 +1,172 @@
+"""`wms compute`: start, stop and watch the training machine, and the lease reaper.
+
+    wms compute start            # start it, wait for status checks and the readiness probe
+    wms compute status --json
+    wms compute stop
+    wms compute reap             # stop every WMS-started instance whose lease ran out (cron)
+
+Inside GitHub Actions each command also writes its values to $GITHUB_OUTPUT and a table
+to $GITHUB_STEP_SUMMARY.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import typer
+
+from wms.cli._common import WmsGroup, console, err_console, state
+from wms.config import Project
+
+if TYPE_CHECKING:
+    from wms.compute import Compute, ComputeStatus
+
+app = typer.Typer(
+    cls=WmsGroup,
+    no_args_is_help=True,
+    help=(
+        "Start, stop and watch the machine that trains (compute.backend: local or ec2). "
+        "A started EC2 instance carries a lease; `wms compute reap` stops it once the lease runs out."
+    ),
+)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print the status as JSON on stdout.")
+LEASE_OPTION = typer.Option(
+    None, "--lease-minutes", min=1, help="Lease length (default: compute.lease_minutes)."
+)
+
+
+def note(line: str) -> None:
+    """Progress lines of long waits, on stderr so --json output stays clean."""
+    err_console.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
+
+
+def open_compute(project: Project) -> Compute:
+    """The configured backend; the git host layer supplies the runner probe once it is wired."""
+    from wms.compute import make_compute
+
+    return make_compute(project.settings.compute, runner_probe=None, notify=note)
+
+
+def status_values(project: Project, status: ComputeStatus) -> dict[str, object]:
+    """The status with its cost at compute.hourly_price_usd."""
+    from wms.compute import cost_usd
+
+    price = project.settings.compute.hourly_price_usd
+    return status.to_dict() | {"hourly_price_usd": price, "cost_usd": cost_usd(status.billed_seconds, price)}
+
+
+def summary_markdown(title: str, values: dict[str, object]) -> str:
+    """The seed's manual-control summary: address, MLflow URL and SSH command."""
+    rows = [
+        ("state", values["state"]),
+        ("instance", values["instance_id"]),
+        ("public IP", values["public_ip"]),
+        ("MLflow", values["mlflow_url"]),
+        ("SSH", f"`{values['ssh_command']}`" if values["ssh_command"] else None),
+        ("lease until", values["lease_expires"]),
+        ("billed this run", _billed(values)),
+    ]
+    lines = [f"### {title}", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows if v not in (None, "")]
+    return "\n".join(lines) + "\n"
+
+
+def _billed(values: dict[str, object]) -> str | None:
+    seconds = values["billed_seconds"]
+    if seconds is None:
+        return None
+    cost = values["cost_usd"]
+    return f"{seconds:.0f} s" + (f" (${cost:.4f})" if values["hourly_price_usd"] else "")
+
+
+def show(project: Project, status: ComputeStatus, title: str, as_json: bool) -> None:
+    """Print one status for a person (or as JSON) and hand it to GitHub Actions."""
+    from wms.report import write_github_output, write_step_summary
+
+    values = status_values(project, status)
+    if as_json:
+        print(json.dumps(values, indent=2))
+    else:
+        console.print(f"[bold]{title}[/]", highlight=False)
+        for label, key in (
+            ("state", "state"),
+            ("instance", "instance_id"),
+            ("public IP", "public_ip"),
+            ("MLflow", "mlflow_url"),
+            ("SSH", "ssh_command"),
+            ("lease until", "lease_expires"),
+            ("detail", "detail"),
+        ):
+            if values[key]:
+                console.print(f"  {label:<12} {values[key]}", highlight=False, soft_wrap=True)
+        billed = _billed(values)
+        if billed:
+            console.print(f"  {'billed':<12} {billed}", highlight=False)
+    write_github_output({k: "" if v is None else str(v) for k, v in values.items()})
+    write_step_summary(summary_markdown(title, values))
+
+
+@app.command()
+def start(
+    ctx: typer.Context, lease_minutes: float | None = LEASE_OPTION, as_json: bool = JSON_OPTION
+) -> None:
+    """Start the machine (a running one is left as it is), wait for status checks and the probe.
+
+    The instance is tagged with a lease that `wms compute reap` enforces: stop it with
+    `wms compute stop`, or it is stopped when the lease runs out.
+    """
+    project = state(ctx).project({"compute.lease_minutes": lease_minutes})
+    compute = open_compute(project)
+    compute.start()
+    show(project, compute.wait_ready(), f"compute started ({compute.name})", as_json)
+
+
+@app.command()
+def stop(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Stop the machine and wait until it is stopped (a stopped one is left as it is)."""
+    project = state(ctx).project()
+    compute = open_compute(project)
+    show(project, compute.stop(), f"compute stopped ({compute.name})", as_json)
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Show the machine's state, address, MLflow URL, SSH command, lease and cost so far."""
+    project = state(ctx).project()
+    compute = open_compute(project)
+    show(project, compute.status(), f"compute status ({compute.name})", as_json)
+
+
+@app.command()
+def renew(
+    ctx: typer.Context, lease_minutes: float | None = LEASE_OPTION, as_json: bool = JSON_OPTION
+) -> None:
+    """Extend the running machine's lease by compute.lease_minutes from now."""
+    project = state(ctx).project({"compute.lease_minutes": lease_minutes})
+    compute = open_compute(project)
+    compute.renew_lease()
+    show(project, compute.status(), f"compute lease renewed ({compute.name})", as_json)
+
+
+@app.command()
+def reap(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Stop every WMS-started instance whose lease ran out (run it on a schedule, e.g. every 15 min)."""
+    from wms.report import write_github_output, write_step_summary
+
+    project = state(ctx).project()
+    results = open_compute(project).reap()
+    stopped = [r for r in results if r.state == "stopped"]
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    elif not results:
+        console.print("no running instance started by WMS")
+    for r in [] if as_json else results:
+        mark = "[red]stopped[/]" if r.state == "stopped" else "[green]kept[/]"
+        console.print(f"{mark} {r.instance_id}: {r.detail}", highlight=False, soft_wrap=True)
+    write_github_output({"stopped": ",".join(r.instance_id or "" for r in stopped)})
+    if stopped:
+        lines = ["### lease reaper stopped instances", ""]
+        lines += [f"- {r.instance_id}: {r.detail}" for r in stopped]
+        write_step_summary("\n".join(lines))

@@ -1,0 +1,100 @@
+"""`wms vcs`: publish a promoted data branch, comment validation reports, list runners."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from wms.cli._common import WmsGroup, console, state
+from wms.errors import UsageError
+
+app = typer.Typer(
+    cls=WmsGroup,
+    no_args_is_help=True,
+    help=(
+        "The git host (git.host = local | github): merge or open the pull request of a promoted data "
+        "branch, post validation reports, list self-hosted runners."
+    ),
+)
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} {path} ({exc.strerror}); pass an existing file") from None
+
+
+@app.command()
+def publish(
+    ctx: typer.Context,
+    branch: str | None = typer.Option(
+        None, "--branch", "-b", help="The data branch (default: the current one, if it is a data branch)."
+    ),
+    gate_report: Path = typer.Option(..., "--gate-report", help="The gate's Markdown report (gate.md)."),
+    summary: str | None = typer.Option(
+        None, "--summary", help="Dataset summary for the PR (default: from data/dataset.json)."
+    ),
+) -> None:
+    """Commit data/dataset.json and the production pointers on the data branch, then merge it or open its PR.
+
+    The incoming pairs are removed from the branch (they are in the dataset store). With
+    git.host = local the branch is merged into git.base_branch with a merge commit and
+    deleted; with github a pull request is created (or updated), labelled, and set to
+    auto-merge (or merged at once where the repository does not allow auto-merge).
+    """
+    from wms.report import write_github_output, write_step_summary
+    from wms.vcs.publish import dataset_summary, publish_promotion
+
+    project = state(ctx).project()
+    gate_markdown = _read(gate_report, "gate report")
+    outcome = publish_promotion(
+        project,
+        branch=branch,
+        gate_markdown=gate_markdown,
+        dataset_summary=summary if summary is not None else dataset_summary(project),
+    )
+    console.print(outcome, highlight=False, soft_wrap=True)
+    write_github_output({"outcome": outcome})
+    write_step_summary(f"### Publish\n\n{outcome}\n")
+
+
+@app.command("comment-validation")
+def comment_validation(
+    ctx: typer.Context,
+    report: Path = typer.Option(..., "--report", help="The validation report (Markdown)."),
+    sha: str | None = typer.Option(None, "--sha", help="The commit to comment on (default: HEAD)."),
+) -> None:
+    """Post a failed validation report: a commit comment (github) or a file in .wms/reports (local)."""
+    from wms.report import write_github_output
+    from wms.vcs import Git, make_git_host
+
+    project = state(ctx).project()
+    body = _read(report, "validation report")
+    sha = sha or Git(project.root).rev_parse("HEAD")
+    where = make_git_host(project).comment_on_commit(
+        sha, f"### WMS: the new data did not pass validation\n\n{body}"
+    )
+    console.print(f"validation report for {sha[:7]}: {where}", highlight=False, soft_wrap=True)
+    write_github_output({"comment": where})
+
+
+@app.command()
+def runners(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List the repository's self-hosted GitHub Actions runners and whether they are online."""
+    from wms.vcs import make_github_host
+
+    found = make_github_host(state(ctx).project()).list_runners()
+    if as_json:
+        print(json.dumps([r.__dict__ for r in found], indent=2))
+        return
+    if not found:
+        console.print("no self-hosted runners registered")
+    for r in found:
+        busy = " (busy)" if r.busy else ""
+        console.print(f"{r.name}  {r.status}{busy}  {', '.join(r.labels)}", highlight=False)

@@ -1,0 +1,61 @@
+"""Readiness probes: what must answer before a started machine is ready to train.
+
+    compute.ready_probe = "none" | "tcp" | "http" | "runner"
+
+`tcp` waits for the SSH port, `http` for MLflow's `/health`, `runner` for the GitHub
+self-hosted runner to be online (asked through a `RunnerProbe` from the git host layer).
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from wms.compute.base import RunnerProbe
+from wms.config import ComputeSettings
+from wms.errors import ConfigError
+
+Probe = Callable[[str], bool]  # host -> answered
+
+
+def tcp_open(host: str, port: int, timeout: float = 3.0) -> bool:
+    """Whether something accepts a TCP connection at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, timeout: float = 3.0) -> bool:
+    """Whether `url` answers with a 2xx status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= int(response.status) < 300
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def mlflow_url(cfg: ComputeSettings, host: str) -> str:
+    """The MLflow server on the instance."""
+    return f"http://{host}:{cfg.mlflow_port}"
+
+
+def make_probe(cfg: ComputeSettings, runner_probe: RunnerProbe | None = None) -> tuple[str, Probe] | None:
+    """The configured probe as (description, host -> answered), or None for `none`."""
+    kind = cfg.ready_probe
+    if kind == "none":
+        return None
+    if kind == "tcp":
+        return f"TCP port {cfg.ssh_port} (SSH)", lambda host: tcp_open(host, cfg.ssh_port)
+    if kind == "http":
+        return "MLflow /health", lambda host: http_ok(mlflow_url(cfg, host) + "/health")
+    if runner_probe is None:
+        raise ConfigError(
+            'compute.ready_probe = "runner" needs a git host that can see self-hosted runners '
+            '(GitHub); set git.host accordingly or use compute.ready_probe = "tcp"'
+        )
+    probe = runner_probe
+    return f"self-hosted runner {cfg.runner_name!r} online", lambda _host: probe.is_online(cfg.runner_name)

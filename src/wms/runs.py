@@ -1,0 +1,157 @@
+"""The record of a pipeline run: its stages, what they produced, and where a resumed run starts.
+
+.wms/runs/<run-id>/run.json     status, timings, outcome and error of every stage,
+                                plus the outputs later stages need (dataset version,
+                                work folder, MLflow run, gate decision, compute use)
+.wms/runs/<run-id>/train.json   the candidate's test scores, so the gate can run again
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from wms.errors import ConfigError, UsageError, WmsError
+from wms.gate import GateDecision, MetricComparison, RuleVerdict
+from wms.train.evaluate import ImageScore
+from wms.train.loop import TrainResult
+from wms.train.run import TrainedRun
+
+STAGES = (
+    "merge",
+    "validate",
+    "start_compute",
+    "train",
+    "gate",
+    "stop_compute",
+    "promote",
+    "publish",
+    "deploy",
+)
+
+
+class InjectedFault(WmsError):
+    """A fault injected with WMS_FAULT_STAGE, to test that the pipeline releases what it holds."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class StageRecord:
+    """One stage of one run."""
+
+    name: str
+    status: str = "pending"  # pending | running | ok | failed | skipped
+    seconds: float = 0.0
+    outcome: str = ""
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass
+class PipelineRun:
+    """The record of a pipeline run, saved after every stage."""
+
+    run_id: str
+    new_data: str
+    run_dir: Path
+    started_at: str = field(default_factory=now_iso)
+    stages: dict[str, StageRecord] = field(default_factory=lambda: {s: StageRecord(s) for s in STAGES})
+    promoted: bool = False
+    summary: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    status: str = "running"  # running | ok | failed
+    failed_stage: str | None = None
+    finished_at: str | None = None
+
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        body = asdict(self) | {
+            "run_dir": str(self.run_dir),
+            "stages": [asdict(s) for s in self.stages.values()],
+        }
+        tmp = self.run_dir / "run.json.tmp"
+        tmp.write_text(json.dumps(body, indent=2) + "\n")
+        tmp.replace(self.run_dir / "run.json")
+
+    @classmethod
+    def load(cls, run_dir: Path) -> PipelineRun:
+        """Read a run record written by `save`."""
+        body = json.loads((run_dir / "run.json").read_text())
+        known = {f.name for f in fields(StageRecord)}
+        stages = {
+            s["name"]: StageRecord(**{k: v for k, v in s.items() if k in known}) for s in body["stages"]
+        }
+        for name in STAGES:  # a record from before a stage existed
+            stages.setdefault(name, StageRecord(name))
+        simple = {f.name for f in fields(cls)} - {"run_dir", "stages"}
+        return cls(run_dir=run_dir, stages=stages, **{k: v for k, v in body.items() if k in simple})
+
+    @property
+    def compute(self) -> dict[str, Any]:
+        """Compute use of this run: backend, instance, instance-seconds, cost."""
+        return cast(dict[str, Any], self.outputs.setdefault("compute", {"instance_seconds": 0.0}))
+
+
+def resume_plan(run: PipelineRun) -> tuple[str, set[str]]:
+    """Where a resumed run starts, and the finished stages it keeps."""
+    first = next((s for s in STAGES if run.stages[s].status in ("pending", "running", "failed")), None)
+    if first is None or run.status == "ok":
+        raise UsageError(f"run {run.run_id} finished ({run.summary or 'ok'}); there is nothing to resume")
+    keep = {s for s in STAGES[: STAGES.index(first)] if run.stages[s].status in ("ok", "skipped")}
+    if first == "validate":
+        keep.discard("merge")  # the merged folder is only kept once validation stored it as a version
+    if first in ("train", "gate"):
+        keep.discard("start_compute")  # training and the gate run while compute is held
+    start = next(s for s in STAGES if s not in keep)
+    return start, keep
+
+
+def parse_fault(spec: str | None) -> tuple[str, str | None] | None:
+    """`WMS_FAULT_STAGE` as (stage, signal name or None)."""
+    if not spec:
+        return None
+    stage, _, sig = spec.partition(":")
+    if stage not in STAGES or (sig and sig.upper() not in ("SIGTERM", "SIGINT")):
+        raise ConfigError(
+            f"WMS_FAULT_STAGE={spec!r}: write a stage ({', '.join(STAGES)}), optionally :SIGTERM or :SIGINT"
+        )
+    return stage, sig.upper() or None
+
+
+def save_trained(run_dir: Path, trained: TrainedRun) -> None:
+    """What the gate and promote need from a training run, in `train.json`."""
+    body = {
+        "run_id": trained.run_id,
+        "model_sha256": trained.model_sha256,
+        "test_metrics": trained.test_metrics,
+        "test_scores": [asdict(s) for s in trained.test_scores],
+    }
+    (run_dir / "train.json").write_text(json.dumps(body) + "\n")
+
+
+def load_trained(run_dir: Path) -> TrainedRun:
+    """The training run saved by `save_trained`, for a resumed gate or promote."""
+    body = json.loads((run_dir / "train.json").read_text())
+    # The weights stay in MLflow; the gate and promote read only the scores and the ids.
+    return TrainedRun(
+        body["run_id"],
+        cast(TrainResult, None),
+        [ImageScore(**s) for s in body["test_scores"]],
+        body["test_metrics"],
+        body["model_sha256"],
+    )
+
+
+def load_decision(outputs: dict[str, Any]) -> GateDecision:
+    """The gate decision recorded in a run's outputs."""
+    body = dict(outputs["gate"])
+    body["comparisons"] = [MetricComparison(**c) for c in body.get("comparisons", [])]
+    body["rules"] = [RuleVerdict(**r) for r in body.get("rules", [])]
+    return GateDecision(**body)

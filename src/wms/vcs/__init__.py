@@ -1,0 +1,73 @@
+"""Git and the git host: the pre-push hook, merging promoted data branches, GitHub pull requests.
+
+`make_git_host(project)` picks the host named by `git.host`: `local` merges in this
+repository, `github` opens a pull request with auto-merge through the GitHub API.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from wms.config import Project
+from wms.errors import ConfigError
+from wms.vcs.base import GitHost
+from wms.vcs.git import Git, GitError
+from wms.vcs.github import GitHubClient, GitHubError, GitHubHost, Runner
+from wms.vcs.local import LocalHost
+
+HOSTS = ("local", "github")
+TOKEN_VARIABLES = ("WMS_GITHUB_TOKEN", "GITHUB_TOKEN")
+
+
+def make_git_host(project: Project, env: Mapping[str, str] | None = None) -> GitHost:
+    """The host named by `git.host`; `env` (default: the process environment) supplies GitHub's token."""
+    cfg = project.settings.git
+    git = Git(project.root)
+    if cfg.host == "local":
+        return LocalHost(git, cfg.base_branch, project.state_dir / "reports")
+    if cfg.host == "github":
+        return make_github_host(project, env, git=git)
+    raise ConfigError(f"unknown git.host {cfg.host!r}; use one of: {', '.join(HOSTS)}")
+
+
+def make_github_host(
+    project: Project, env: Mapping[str, str] | None = None, git: Git | None = None
+) -> GitHubHost:
+    """A GitHub host for this project's repository, whatever `git.host` says (runners, comments)."""
+    env = os.environ if env is None else env
+    cfg = project.settings.git
+    token = next((env[name] for name in TOKEN_VARIABLES if env.get(name)), "")
+    if not token:
+        raise ConfigError(
+            "no GitHub token: set WMS_GITHUB_TOKEN (a GitHub App token or a PAT, so the merge triggers "
+            "later workflows) or GITHUB_TOKEN"
+        )
+    repository = cfg.repository or env.get("GITHUB_REPOSITORY", "")
+    if not repository:
+        raise ConfigError('no GitHub repository: set git.repository = "owner/name" or GITHUB_REPOSITORY')
+    return GitHubHost(
+        GitHubClient(cfg.api_url, token),
+        repository,
+        base_branch=cfg.base_branch,
+        labels=cfg.labels,
+        merge_method=cfg.merge_method,
+        merge_fallback=cfg.merge_fallback,
+        git=git,
+        remote=cfg.remote,
+    )
+
+
+__all__ = [
+    "HOSTS",
+    "Git",
+    "GitError",
+    "GitHost",
+    "GitHubClient",
+    "GitHubError",
+    "GitHubHost",
+    "LocalHost",
+    "Runner",
+    "make_git_host",
+    "make_github_host",
+]

@@ -1,0 +1,93 @@
+"""A thin wrapper around the `git` executable: every call is one subprocess, errors become BackendError."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from wms.errors import BackendError
+
+ZERO_SHA = "0" * 40
+# The id of the empty tree: what a first commit is compared with.
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+class GitError(BackendError):
+    """A git command failed."""
+
+
+class Git:
+    """Runs git commands in one repository."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def run(self, *args: str, check: bool = True) -> str:
+        """Run `git ARGS` and return its stdout without the trailing newline."""
+        try:
+            done = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            raise GitError("git is not installed or not on PATH; install git and try again") from None
+        if check and done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise GitError(f"`git {' '.join(args)}` failed: {detail[-1] if detail else 'no output'}")
+        return done.stdout.rstrip("\n")
+
+    def ok(self, *args: str) -> bool:
+        """Whether `git ARGS` succeeds."""
+        return subprocess.run(["git", *args], cwd=self.root, capture_output=True, check=False).returncode == 0
+
+    def toplevel(self) -> Path:
+        """The working tree's root; a GitError outside a repository."""
+        return Path(self.run("rev-parse", "--show-toplevel"))
+
+    def current_branch(self) -> str | None:
+        """The checked-out branch, or None on a detached HEAD."""
+        name = self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        return name or None
+
+    def rev_parse(self, ref: str) -> str:
+        return self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+
+    def has_commit(self, sha: str) -> bool:
+        return sha != ZERO_SHA and self.ok("cat-file", "-e", f"{sha}^{{commit}}")
+
+    def hooks_dir(self) -> Path:
+        """Where git looks for hooks (honours core.hooksPath and linked worktrees)."""
+        path = Path(self.run("rev-parse", "--git-path", "hooks"))
+        return path if path.is_absolute() else self.root / path
+
+    def new_commits(self, tip: str, remote_sha: str, remote: str) -> list[str]:
+        """Commits in `tip` the remote does not have yet, newest first."""
+        if self.has_commit(remote_sha):
+            return self.run("rev-list", tip, f"^{remote_sha}").split()
+        # The remote branch is new, or moved past what we know: compare with every remote-tracking ref.
+        return self.run("rev-list", tip, "--not", f"--remotes={remote}").split()
+
+    def push_base(self, tip: str, remote_sha: str, remote: str) -> str:
+        """What the pushed tip is compared with: the remote's commit, or where the new commits branch off."""
+        if self.has_commit(remote_sha):
+            return remote_sha
+        boundary = self.run("rev-list", "--boundary", tip, "--not", f"--remotes={remote}").split()
+        roots = [line[1:] for line in boundary if line.startswith("-")]
+        return roots[0] if roots else EMPTY_TREE
+
+    def changed_files(self, base: str, tip: str, *, diff_filter: str | None = None) -> list[str]:
+        """Paths that differ between two commits (or the empty tree and a commit)."""
+        args = ["diff", "--name-only", "--no-renames"]
+        if diff_filter:
+            args.append(f"--diff-filter={diff_filter}")
+        out = self.run(*args, base, tip)
+        return [line for line in out.splitlines() if line]
+
+    def push(self, remote: str, refspec: str, *, no_verify: bool = False) -> None:
+        args = ["push", "--quiet"]
+        if no_verify:
+            args.append("--no-verify")  # the pre-push hook must not judge its own push
+        self.run(*args, remote, refspec)
+
+    def ls_files(self, path: str) -> list[str]:
+        return [line for line in self.run("ls-files", "--", path).splitlines() if line]
+
+    def short(self, ref: str = "HEAD") -> str:
+        return self.run("rev-parse", "--short", ref)

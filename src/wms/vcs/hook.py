@@ -1,0 +1,190 @@
+"""The pre-push hook: new data pushed to main goes to a `data/<timestamp>` branch instead.
+
+    wms hooks install            # once per clone
+    git push origin main         # data → data/20260101-120000, main stays where it was
+    git push --no-verify         # bypass the hook for one push
+
+Git runs `.git/hooks/pre-push REMOTE URL` with one line per pushed ref on stdin:
+`<local ref> <local sha> <remote ref> <remote sha>`. A push to the base branch whose new
+commits add or change files under `data/incoming/` is sent, unchanged, to a new branch
+on the same remote (where the training-data pipeline picks it up), and the push to main
+is stopped. Data mixed with other changes is refused: it must arrive as separate pushes.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from wms.errors import UsageError
+from wms.vcs.git import ZERO_SHA, Git
+
+MARKER = "wms hook pre-push"
+# Placeholders that only keep an empty folder in git; they are not data.
+IGNORED_NAMES = {".gitkeep", ".gitignore", "README.md"}
+SHOWN = 3
+
+
+@dataclass(frozen=True)
+class PushedRef:
+    """One line of what git tells a pre-push hook."""
+
+    local_ref: str
+    local_sha: str
+    remote_ref: str
+    remote_sha: str
+
+
+@dataclass(frozen=True)
+class HookOutcome:
+    """What the hook decided: 0 lets the push go on; the message goes to stderr."""
+
+    exit_code: int
+    message: str = ""
+    data_branch: str | None = None
+
+
+def parse_push_lines(text: str) -> list[PushedRef]:
+    """The refs git is about to push, from the hook's stdin."""
+    refs = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4:
+            refs.append(PushedRef(*parts))
+    return refs
+
+
+def pre_push(
+    git: Git,
+    *,
+    remote: str,
+    url: str,
+    refs: list[PushedRef],
+    incoming: str,
+    base_branch: str,
+    branch_prefix: str,
+    now: datetime,
+    github: bool = False,
+) -> HookOutcome:
+    """Decide about one push; pushes the data branch itself when it redirects data."""
+    incoming = incoming.strip("/") + "/"
+    base_ref = f"refs/heads/{base_branch}"
+    for ref in refs:
+        if ref.remote_ref != base_ref or ref.local_sha == ZERO_SHA:
+            continue  # another branch, or a deletion: not ours to judge
+        base = git.push_base(ref.local_sha, ref.remote_sha, remote)
+        data = [
+            p for p in git.changed_files(base, ref.local_sha, diff_filter="ACMRT") if _is_data(p, incoming)
+        ]
+        if not data:
+            continue
+        other = [p for p in git.changed_files(base, ref.local_sha) if not p.startswith(incoming)]
+        upstream = f"{remote}/{base_branch}" if git.has_commit(ref.remote_sha) else git.short(base)
+        if other:
+            return HookOutcome(1, _mixed_message(data, other, incoming, remote, base_branch, upstream))
+        branch = f"{branch_prefix}{now.strftime('%Y%m%d-%H%M%S')}"
+        git.push(remote, f"{ref.local_sha}:refs/heads/{branch}", no_verify=True)
+        follow = _follow_hint(url, branch, github)
+        return HookOutcome(
+            1,
+            "\n".join(
+                [
+                    f"wms: this push to {base_branch} carries new data ({_files(data)} under {incoming}), "
+                    "so it went to a branch of its own:",
+                    f"  pushed {git.short(ref.local_sha)} to {branch} on {remote}",
+                    f"  follow the pipeline: {follow}",
+                    f"{base_branch} was not pushed (on purpose): it gets the data, as a pointer to the "
+                    "dataset version, when the pipeline promotes a better model.",
+                    f"To line up your {base_branch} with {remote} again: git reset --keep {upstream} "
+                    f"(the commit stays on {branch}).",
+                    'git now reports "failed to push some refs": that is expected. '
+                    "To push data straight to main anyway: git push --no-verify",
+                ]
+            ),
+            branch,
+        )
+    return HookOutcome(0)
+
+
+def _is_data(path: str, incoming: str) -> bool:
+    return path.startswith(incoming) and Path(path).name not in IGNORED_NAMES
+
+
+def _files(paths: list[str]) -> str:
+    return f"{len(paths)} file" + ("" if len(paths) == 1 else "s")
+
+
+def _examples(paths: list[str]) -> str:
+    shown = ", ".join(paths[:SHOWN])
+    return shown + (f", … {len(paths)} in all" if len(paths) > SHOWN else "")
+
+
+def _mixed_message(
+    data: list[str], other: list[str], incoming: str, remote: str, base_branch: str, upstream: str
+) -> str:
+    folder = incoming.rstrip("/")
+    return (
+        f"wms: push refused: it mixes new data ({_examples(data)}) with other changes ({_examples(other)}). "
+        "Data and code must reach main separately, so split them into two commits: "
+        f"git reset --soft {upstream} && git restore --staged {folder} && git commit -m 'code' && "
+        f"git add {folder} && git commit -m 'data'; then push the code first with "
+        f"`git push {remote} HEAD~1:{base_branch}`, and the data with `git push {remote} {base_branch}`. "
+        "(To push as it is anyway: git push --no-verify)"
+    )
+
+
+_REMOTE = re.compile(
+    r"^(?:[a-z+]+://)?(?:[^@/]+@)?(?P<host>[^:/]+)(?::\d+)?[:/](?P<path>[^/]+/[^/]+?)(?:\.git)?/?$"
+)
+
+
+def _follow_hint(url: str, branch: str, github: bool) -> str:
+    match = _REMOTE.match(url)
+    if match and (github or match["host"] == "github.com"):
+        return f"https://{match['host']}/{match['path']}/actions?query={quote('branch:' + branch, safe='')}"
+    return f"git switch {branch} && wms pipeline run"
+
+
+def hook_script() -> str:
+    """The `pre-push` file `wms hooks install` writes: it runs this interpreter's wms."""
+    python = shlex.quote(sys.executable)
+    return (
+        "#!/bin/sh\n"
+        f"# {MARKER}: installed by `wms hooks install`; remove with `wms hooks uninstall`.\n"
+        "# New data pushed to main goes to a data/<timestamp> branch; bypass once: git push --no-verify\n"
+        f"if ! {python} -c 'import wms' 2>/dev/null; then\n"
+        f'  echo "wms: cannot run {python} to check this push; reinstall wms and run '
+        '`wms hooks install --force`, or bypass once with git push --no-verify" >&2\n'
+        "  exit 1\n"
+        "fi\n"
+        f'exec {python} -m wms hook pre-push "$@"\n'
+    )
+
+
+def install_hook(git: Git, *, force: bool = False) -> Path:
+    """Write the pre-push hook; an existing hook that is not ours stays unless `force`."""
+    hooks = git.hooks_dir()
+    path = hooks / "pre-push"
+    if path.exists() and MARKER not in path.read_text(errors="replace") and not force:
+        raise UsageError(
+            f"{path} already exists and is not a wms hook; merge it by hand, or replace it with "
+            "`wms hooks install --force`"
+        )
+    hooks.mkdir(parents=True, exist_ok=True)
+    path.write_text(hook_script())
+    path.chmod(0o755)
+    return path
+
+
+def uninstall_hook(git: Git) -> Path | None:
+    """Remove our pre-push hook; returns its path, or None when there was none of ours."""
+    path = git.hooks_dir() / "pre-push"
+    if path.exists() and MARKER in path.read_text(errors="replace"):
+        path.unlink()
+        return path
+    return None

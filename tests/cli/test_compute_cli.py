@@ -1,0 +1,97 @@
+"""`wms compute` as CI and a person meet it: values on stdout, in $GITHUB_OUTPUT and the step summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import Ec2Box
+
+
+@pytest.fixture
+def ec2_project(project_dir: Path, ec2_box: Ec2Box, monkeypatch: pytest.MonkeyPatch) -> Ec2Box:
+    for key, value in {
+        "BACKEND": "ec2",
+        "INSTANCE_TAG": ec2_box.tag,
+        "POLL_SECONDS": "0.02",
+        "HOURLY_PRICE_USD": "3600",  # a dollar a second: the cost equals the billed seconds
+    }.items():
+        monkeypatch.setenv(f"WMS_COMPUTE__{key}", value)
+    return ec2_box
+
+
+@pytest.fixture
+def github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    output, summary = tmp_path / "github_output", tmp_path / "step_summary"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    return output, summary
+
+
+def outputs(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines())
+
+
+def test_start_status_stop_round_trip_for_ci(
+    cli: Callable[..., Any], ec2_project: Ec2Box, github: tuple[Path, Path]
+) -> None:
+    output, summary = github
+    started = cli("compute", "start", "--json")
+    assert started.exit_code == 0, started.output
+    values = json.loads(started.stdout)
+    ip = values["public_ip"]
+    assert values["state"] == "running" and values["instance_id"] == ec2_project.id and ip
+    assert ec2_project.state() == "running"
+    written = outputs(output)
+    assert written["public_ip"] == ip
+    assert written["mlflow_url"] == f"http://{ip}:5000"
+    assert written["ssh_command"] == f"ssh -i ~/.ssh/wms.pem ubuntu@{ip}"
+    page = summary.read_text()
+    assert f"| MLflow | http://{ip}:5000 |" in page and f"`ssh -i ~/.ssh/wms.pem ubuntu@{ip}`" in page
+
+    status = cli("compute", "status")
+    assert status.exit_code == 0
+    assert "running" in status.stdout and f"http://{ip}:5000" in status.stdout
+
+    stopped = cli("compute", "stop", "--json")
+    assert stopped.exit_code == 0
+    values = json.loads(stopped.stdout)
+    assert values["state"] == "stopped" and ec2_project.state() == "stopped"
+    assert values["cost_usd"] == pytest.approx(values["billed_seconds"], abs=0.01)
+    assert outputs(output)["state"] == "stopped"
+
+
+def test_a_missing_instance_is_one_line_and_exit_1(
+    cli: Callable[..., Any], project_dir: Path, aws_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMS_COMPUTE__BACKEND", "ec2")
+    monkeypatch.setenv("WMS_COMPUTE__INSTANCE_TAG", "Name=no-such-machine")
+    result = cli("compute", "status")
+    assert result.exit_code == 1
+    assert "no EC2 instance tagged Name=no-such-machine" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_local_backend_needs_no_cloud(cli: Callable[..., Any], project_dir: Path) -> None:
+    result = cli("compute", "status", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["backend"] == "local"
+
+
+def test_reap_stops_an_expired_lease(
+    cli: Callable[..., Any], ec2_project: Ec2Box, github: tuple[Path, Path]
+) -> None:
+    assert cli("--set", "compute.lease_minutes=1", "compute", "start").exit_code == 0
+    kept = cli("compute", "reap")
+    assert f"kept {ec2_project.id}" in kept.stdout
+    ec2_project.client.create_tags(
+        Resources=[ec2_project.id], Tags=[{"Key": "wms:lease-expires", "Value": "2000-01-01T00:00:00+00:00"}]
+    )
+    reaped = cli("compute", "reap")
+    assert reaped.exit_code == 0
+    assert f"stopped {ec2_project.id}: lease expired at 2000-01-01" in reaped.stdout
+    assert ec2_project.state() == "stopped"
+    assert outputs(github[0])["stopped"] == ec2_project.id

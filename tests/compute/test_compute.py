@@ -1,0 +1,265 @@
+"""Compute backends: the shared contract for every backend, then EC2 against moto's server."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from tests.conftest import Ec2Box
+
+from wms.compute import Compute, LocalCompute, make_compute
+from wms.compute.ec2 import LEASE_TAG, MANAGED_TAG, Ec2Compute
+from wms.config import ComputeSettings
+from wms.errors import BackendError, ConfigError
+
+
+def ec2_settings(box: Ec2Box, **changes: Any) -> ComputeSettings:
+    return ComputeSettings(backend="ec2", instance_tag=box.tag, poll_seconds=0.02, **changes)
+
+
+class ComputeContract:
+    """What every backend promises; a backend's test class only says how to build it."""
+
+    @pytest.fixture
+    def compute(self) -> Compute:
+        raise NotImplementedError
+
+    def test_start_twice_leaves_it_running(self, compute: Compute) -> None:
+        assert compute.start().state == "running"
+        assert compute.start().state == "running"
+        assert compute.wait_ready().state == "running"
+        assert compute.status().state == "running"
+
+    def test_stop_twice_leaves_it_stopped(self, compute: Compute) -> None:
+        compute.start()
+        assert compute.stop().state == "stopped"
+        assert compute.stop().state == "stopped"
+
+
+class TestLocal(ComputeContract):
+    @pytest.fixture
+    def compute(self) -> Compute:
+        return make_compute(ComputeSettings())
+
+    def test_is_the_default(self) -> None:
+        assert isinstance(make_compute(ComputeSettings()), LocalCompute)
+
+
+class TestEc2(ComputeContract):
+    @pytest.fixture
+    def compute(self, ec2_box: Ec2Box) -> Compute:
+        return make_compute(ec2_settings(ec2_box))
+
+    def test_start_reports_address_and_tags_a_lease(self, ec2_box: Ec2Box) -> None:
+        status = make_compute(ec2_settings(ec2_box, lease_minutes=30)).start()
+        assert (status.state, status.instance_id) == ("running", ec2_box.id)
+        assert status.public_ip and status.mlflow_url == f"http://{status.public_ip}:5000"
+        assert status.ssh_command == f"ssh -i ~/.ssh/wms.pem ubuntu@{status.public_ip}"
+        tags = ec2_box.tags()
+        assert tags[MANAGED_TAG] == "true"
+        expires = datetime.fromisoformat(tags[LEASE_TAG])
+        assert timedelta(minutes=29) < expires - datetime.now(UTC) <= timedelta(minutes=30)
+        assert status.billed_seconds is not None and status.billed_seconds >= 0
+
+    def test_stop_removes_the_lease(self, ec2_box: Ec2Box) -> None:
+        compute = make_compute(ec2_settings(ec2_box))
+        compute.start()
+        stopped = compute.stop()
+        assert ec2_box.state() == "stopped"
+        assert LEASE_TAG not in ec2_box.tags()
+        assert stopped.billed_seconds is not None and stopped.billed_seconds >= 0
+
+    def test_found_by_id_as_well(self, ec2_box: Ec2Box) -> None:
+        cfg = ComputeSettings(backend="ec2", instance_id=ec2_box.id, poll_seconds=0.02)
+        assert make_compute(cfg).start().instance_id == ec2_box.id
+
+    def test_renewing_moves_the_lease_forward(self, ec2_box: Ec2Box) -> None:
+        compute = make_compute(ec2_settings(ec2_box, lease_minutes=1))
+        compute.start()
+        first = ec2_box.tags()[LEASE_TAG]
+        longer = make_compute(ec2_settings(ec2_box, lease_minutes=90))
+        assert longer.renew_lease() == ec2_box.tags()[LEASE_TAG] > first
+
+    def test_no_instance_with_the_tag_says_how_to_fix_it(self, aws_env: str) -> None:
+        cfg = ComputeSettings(backend="ec2", instance_tag="Name=nothing-here")
+        with pytest.raises(BackendError, match=r"no EC2 instance tagged Name=nothing-here.*terraform"):
+            make_compute(cfg).status()
+
+    def test_two_instances_with_the_tag_asks_for_the_id(self, ec2_box: Ec2Box) -> None:
+        twin = Ec2Box(ec2_box.client, ec2_box.name)
+        try:
+            with pytest.raises(
+                BackendError, match=rf"2 instances are tagged .*{twin.id}.*compute.instance_id"
+            ):
+                make_compute(ec2_settings(ec2_box)).status()
+        finally:
+            ec2_box.client.terminate_instances(InstanceIds=[twin.id])
+
+    def test_a_terminated_instance_is_not_started(self, ec2_box: Ec2Box) -> None:
+        ec2_box.client.terminate_instances(InstanceIds=[ec2_box.id])
+        cfg = ComputeSettings(backend="ec2", instance_id=ec2_box.id, poll_seconds=0.02)
+        with pytest.raises(BackendError, match="terminated; recreate it"):
+            make_compute(cfg).start()
+
+    def test_no_credentials_is_one_clear_line(self, ec2_box: Ec2Box, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        with pytest.raises(BackendError, match="no AWS credentials"):
+            make_compute(ec2_settings(ec2_box)).status()
+
+
+class InTransition:
+    """The real moto client, except that the instance shows `state` for the first `times` looks."""
+
+    def __init__(self, client: Any, state: str, times: int, status_checks: str = "ok") -> None:
+        self.client, self.state, self.times, self.status_checks = client, state, times, status_checks
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(**kwargs: Any) -> Any:
+            self.calls.append(name)
+            reply = method(**kwargs)
+            if name == "describe_instances" and self.times > 0:
+                self.times -= 1
+                for r in reply["Reservations"]:
+                    for i in r["Instances"]:
+                        i["State"] = {"Name": self.state}
+            if name == "describe_instance_status":
+                for item in reply["InstanceStatuses"]:
+                    item["InstanceStatus"]["Status"] = self.status_checks
+            return reply
+
+        return call
+
+
+def test_start_waits_while_the_instance_is_still_stopping(ec2_box: Ec2Box) -> None:
+    client = InTransition(ec2_box.client, "stopping", times=3)
+    status = Ec2Compute(ec2_settings(ec2_box), client=client).start()
+    assert status.state == "running" and ec2_box.state() == "running"
+    assert client.calls.count("start_instances") == 1
+    assert client.calls.count("describe_instances") >= 4
+
+
+def test_stop_waits_while_the_instance_is_still_pending(ec2_box: Ec2Box) -> None:
+    ec2_box.client.start_instances(InstanceIds=[ec2_box.id])
+    client = InTransition(ec2_box.client, "pending", times=3)
+    assert Ec2Compute(ec2_settings(ec2_box), client=client).stop().state == "stopped"
+    assert client.calls.count("stop_instances") == 1
+    assert client.calls.index("stop_instances") > 3  # it waited for `running` first
+
+
+def test_every_wait_has_a_limit_and_says_what_it_waited_for(ec2_box: Ec2Box) -> None:
+    client = InTransition(ec2_box.client, "stopped", times=0, status_checks="initializing")
+    compute = Ec2Compute(ec2_settings(ec2_box, start_timeout_seconds=0.2), client=client)
+    with pytest.raises(
+        BackendError, match=rf"gave up after 0.2 s waiting for the status checks of .*{ec2_box.id}"
+    ):
+        compute.start()
+
+
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+@pytest.fixture
+def health_server() -> Iterator[int]:
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_tcp_probe_waits_for_the_ssh_port(ec2_box: Ec2Box, listening_port: int) -> None:
+    cfg = ec2_settings(ec2_box, ready_probe="tcp", host="127.0.0.1", ssh_port=listening_port)
+    compute = make_compute(cfg)
+    compute.start()
+    assert compute.wait_ready().state == "running"
+    assert compute.status().ssh_command == f"ssh -i ~/.ssh/wms.pem -p {listening_port} ubuntu@127.0.0.1"
+
+
+def test_a_probe_that_never_answers_times_out_with_its_name(ec2_box: Ec2Box) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    cfg = ec2_settings(
+        ec2_box, ready_probe="tcp", host="127.0.0.1", ssh_port=closed, start_timeout_seconds=0.3
+    )
+    compute = make_compute(cfg)
+    compute.start()
+    with pytest.raises(BackendError, match=rf"waiting for TCP port {closed} \(SSH\) at 127.0.0.1"):
+        compute.wait_ready()
+
+
+def test_http_probe_waits_for_mlflow_health(ec2_box: Ec2Box, health_server: int) -> None:
+    cfg = ec2_settings(ec2_box, ready_probe="http", host="127.0.0.1", mlflow_port=health_server)
+    compute = make_compute(cfg)
+    compute.start()
+    assert compute.wait_ready().mlflow_url == f"http://127.0.0.1:{health_server}"
+
+
+class SlowRunner:
+    """A self-hosted runner that comes online on the third look."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def is_online(self, name: str) -> bool:
+        self.asked.append(name)
+        return len(self.asked) >= 3
+
+
+def test_runner_probe_asks_the_git_host_until_the_runner_is_online(ec2_box: Ec2Box) -> None:
+    runner = SlowRunner()
+    compute = make_compute(ec2_settings(ec2_box, ready_probe="runner", runner_name="gpu-1"), runner)
+    compute.start()
+    compute.wait_ready()
+    assert runner.asked == ["gpu-1"] * 3
+
+
+def test_runner_probe_without_a_git_host_is_a_config_error(ec2_box: Ec2Box) -> None:
+    with pytest.raises(ConfigError, match='ready_probe = "runner" needs a git host'):
+        make_compute(ec2_settings(ec2_box, ready_probe="runner"))
+
+
+def test_reaper_stops_expired_leases_and_leaves_live_ones_alone(ec2_box: Ec2Box) -> None:
+    client = ec2_box.client
+    live, unmanaged = Ec2Box(client, ec2_box.name + "-live"), Ec2Box(client, ec2_box.name + "-other")
+    try:
+        client.start_instances(InstanceIds=[ec2_box.id])
+        past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        future = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+        for box, expires in ((ec2_box, past), (live, future)):
+            client.create_tags(
+                Resources=[box.id],
+                Tags=[{"Key": MANAGED_TAG, "Value": "true"}, {"Key": LEASE_TAG, "Value": expires}],
+            )
+        results = {r.instance_id: r for r in make_compute(ec2_settings(ec2_box)).reap()}
+        assert (ec2_box.state(), live.state(), unmanaged.state()) == ("stopped", "running", "running")
+        assert "lease expired" in results[ec2_box.id].detail
+        assert results[live.id].state == "running"
+        assert unmanaged.id not in results
+    finally:
+        client.terminate_instances(InstanceIds=[live.id, unmanaged.id])

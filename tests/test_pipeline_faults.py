@@ -1,0 +1,224 @@
+"""The pipeline never leaves the EC2 instance running: a fault at every stage, SIGTERM while
+training, a second pipeline on the same store; and `resume` finishes what a fault stopped.
+
+Runs against moto's EC2 on loopback, with untrained models (train.epochs=0) so each run
+takes seconds; one test trains in a real `wms pipeline run` process and sends it SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import TINY_SETTINGS, Ec2Box
+
+from wms.config import load_settings, parse_overrides
+from wms.data.lease import lease
+from wms.data.store import open_store
+from wms.errors import BackendError, UsageError
+from wms.guards import Interrupted
+from wms.pipeline import STAGES, InjectedFault, Pipeline, PipelineRun, StageRecord
+from wms.registry import MlflowRegistry
+
+pytestmark = pytest.mark.slow
+
+FAST = [
+    "train.epochs=0",
+    "compute.backend='ec2'",
+    "compute.poll_seconds=0.02",
+    "compute.hourly_price_usd=36.0",
+]
+
+
+class Quiet:
+    def stage_started(self, stage: StageRecord) -> None:
+        pass
+
+    def stage_done(self, stage: StageRecord) -> None:
+        pass
+
+    def train_reporter(self) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def shared_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One project (one MLflow database) for the module: creating MLflow's tables costs seconds."""
+    root = tmp_path_factory.mktemp("faults")
+    (root / "wms.toml").write_text(TINY_SETTINGS)
+    return root
+
+
+def pipeline(
+    root: Path, box: Ec2Box, *sets: str, fault: str | None = None, notes: list[str] | None = None
+) -> Pipeline:
+    overrides = parse_overrides([*FAST, f"compute.instance_id='{box.id}'", *sets])
+    project = load_settings(start=root, overrides=overrides)
+    notify = notes.append if notes is not None else (lambda _line: None)
+    return Pipeline(project, MlflowRegistry(project), Quiet(), notify=notify, fault=fault)
+
+
+def last_record(root: Path) -> dict[str, Any]:
+    newest = max((root / ".wms" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    return dict(json.loads((newest / "run.json").read_text()))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_fault_at_any_stage_stops_the_instance_and_resume_finishes_the_run(
+    stage: str, shared_project: Path, ec2_box: Ec2Box, make_batch: Callable[..., Path]
+) -> None:
+    batch = make_batch(f"batch-{stage}", count=30, seed=10 + STAGES.index(stage))
+    with pytest.raises(InjectedFault, match=f"fault injected at stage {stage}"):
+        pipeline(shared_project, ec2_box, fault=stage).run(batch)
+    assert ec2_box.state() == "stopped"
+    record = last_record(shared_project)
+    stages = {s["name"]: s for s in record["stages"]}
+    assert (record["status"], record["failed_stage"]) == ("failed", stage)
+    assert stages[stage]["status"] == "failed" and "WMS_FAULT_STAGE" in stages[stage]["error"]
+    assert f"wms pipeline resume {record['run_id']}" in record["summary"]
+    held = STAGES.index("start_compute") <= STAGES.index(stage) <= STAGES.index("stop_compute")
+    if held and stage != "start_compute":
+        assert stages["start_compute"]["status"] == "ok"  # the instance really ran before the fault
+    if stage == "stop_compute":
+        assert record["outputs"]["compute"]["released_by"] == "safety net"
+
+    resumed = pipeline(shared_project, ec2_box).resume(record["run_id"])
+    assert resumed.status == "ok", resumed.summary
+    assert ec2_box.state() == "stopped"
+    assert resumed.stages[stage].status in ("ok", "skipped")
+    assert (resumed.stages["publish"].outcome, resumed.stages["deploy"].outcome) == (
+        "no git host wired",
+        "no deploy target wired",
+    )
+    if STAGES.index(stage) > STAGES.index("train"):  # the model was not trained again
+        assert resumed.stages["train"].started_at == stages["train"]["started_at"]
+        assert resumed.outputs["mlflow_run_id"] == record["outputs"]["mlflow_run_id"]
+    saved = PipelineRun.load(resumed.run_dir)
+    assert saved.status == "ok" and saved.summary == resumed.summary
+    usage = saved.outputs["compute"]
+    assert usage["instance_seconds"] > 0
+    assert usage["cost_usd"] == pytest.approx(usage["instance_seconds"] * 36.0 / 3600, abs=1e-3)
+
+
+def test_sigterm_at_a_stage_releases_the_instance_and_restores_the_handler(
+    shared_project: Path, ec2_box: Ec2Box, make_batch: Callable[..., Path]
+) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        pipeline(shared_project, ec2_box, fault="gate:SIGTERM").run(make_batch("b", count=30, seed=30))
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert ec2_box.state() == "stopped"
+    record = last_record(shared_project)
+    assert record["failed_stage"] == "gate"
+    assert "interrupted by SIGTERM" in {s["name"]: s for s in record["stages"]}["gate"]["error"]
+
+
+def test_a_finished_or_unknown_run_cannot_be_resumed(
+    shared_project: Path, ec2_box: Ec2Box, make_batch: Callable[..., Path]
+) -> None:
+    done = pipeline(shared_project, ec2_box).run(make_batch("b", count=30, seed=31))
+    with pytest.raises(UsageError, match="nothing to resume"):
+        pipeline(shared_project, ec2_box).resume(done.run_id)
+    with pytest.raises(UsageError, match="no pipeline run 'nope'"):
+        pipeline(shared_project, ec2_box).resume("nope")
+
+
+def test_a_second_pipeline_waits_for_the_lock_or_names_its_holder(
+    shared_project: Path, ec2_box: Ec2Box, make_batch: Callable[..., Path]
+) -> None:
+    store = open_store(load_settings(start=shared_project))
+    taken, release = threading.Event(), threading.Event()
+
+    def other_pipeline() -> None:
+        with lease(
+            store.fs, f"{store.root}/pipeline.lock.json", owner="pipeline run OTHER (ci@runner pid 7)"
+        ):
+            taken.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=other_pipeline)
+    holder.start()
+    try:
+        assert taken.wait(10)
+        batch = make_batch("b", count=30, seed=32)
+        with pytest.raises(
+            BackendError, match=r"another pipeline is running .*pipeline run OTHER \(ci@runner"
+        ):
+            pipeline(shared_project, ec2_box, "store.lock_wait_seconds=0").run(batch)
+        notes: list[str] = []
+        threading.Timer(0.5, release.set).start()
+        done = pipeline(shared_project, ec2_box, "store.lock_wait_seconds=30", notes=notes).run(batch)
+        assert done.status == "ok"
+        assert any("waiting up to 30 s for pipeline run OTHER" in n for n in notes)
+    finally:
+        release.set()
+        holder.join()
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_sigterm_while_a_real_run_trains(
+    tmp_path: Path, ec2_box: Ec2Box, make_batch: Callable[..., Path]
+) -> None:
+    """`wms pipeline run` in its own process: the lease is renewed while it trains (the reaper
+    leaves it alone), a second pipeline is refused, SIGTERM stops the instance, resume finishes."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "wms.toml").write_text(TINY_SETTINGS)
+    batch = make_batch("b", count=30, seed=40)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WMS_")} | {
+        "WMS_COMPUTE__BACKEND": "ec2",
+        "WMS_COMPUTE__INSTANCE_ID": ec2_box.id,
+        "WMS_COMPUTE__POLL_SECONDS": "0.05",
+        "WMS_COMPUTE__LEASE_MINUTES": "0.05",  # 3 s, renewed every second
+        "WMS_TRAIN__EPOCHS": "100000",
+    }
+    cmd = [sys.executable, "-m", "wms", "pipeline", "run", "--new-data", str(batch)]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        runs = root / ".wms" / "runs"
+
+        def training() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"wms exited early: {proc.communicate()}")
+            files = list(runs.glob("*/run.json")) if runs.exists() else []
+            stages = json.loads(files[0].read_text())["stages"] if files else []
+            return any(s["name"] == "train" and s["status"] == "running" for s in stages)
+
+        wait_until(training, 120, "the train stage")
+        run_id = next(runs.iterdir()).name
+        time.sleep(4)  # longer than the lease: only renewals keep it alive
+        from wms.compute import make_compute
+
+        cfg = load_settings(start=root, overrides=parse_overrides(FAST)).settings.compute
+        assert [r.state for r in make_compute(cfg).reap() if r.instance_id == ec2_box.id] == ["running"]
+        with pytest.raises(BackendError, match=f"another pipeline is running .*pipeline run {run_id}"):
+            pipeline(root, ec2_box, "store.lock_wait_seconds=0").run(batch)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "interrupted by SIGTERM; compute was released" in stderr and "Traceback" not in stderr
+    assert ec2_box.state() == "stopped"
+    record = last_record(root)
+    assert (record["status"], record["failed_stage"]) == ("failed", "train")
+
+    resumed = pipeline(root, ec2_box).resume(run_id)
+    assert resumed.status == "ok" and resumed.promoted
+    assert ec2_box.state() == "stopped"

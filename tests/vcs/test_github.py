@@ -1,0 +1,293 @@
+"""The GitHub host against a fake GitHub API on loopback that records every request."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from wms.config import load_settings
+from wms.errors import BackendError, ConfigError
+from wms.vcs import GitHubClient, GitHubHost, make_git_host
+from wms.vcs.publish import publish_promotion
+
+if TYPE_CHECKING:
+    from tests.vcs.conftest import Repo
+
+REPO = "acme/meters"
+PR = {
+    "number": 7,
+    "node_id": "PR_kwDOabc",
+    "html_url": "https://github.com/acme/meters/pull/7",
+    "head": {"sha": "f" * 40},
+}
+NOT_ALLOWED = {
+    "errors": [
+        {"type": "UNPROCESSABLE", "message": "Pull request Auto merge is not allowed for this repository"}
+    ]
+}
+Handler = Callable[[dict[str, Any] | None], tuple[int, Any]]
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class FakeGitHub:
+    """Routes `METHOD /path` (query string stripped) to canned answers; records what came in."""
+
+    url: str = ""
+    routes: dict[str, Handler] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+
+    def answer(self, route: str, status: int, body: Any) -> None:
+        self.routes[route] = lambda _body: (status, body)
+
+    def calls(self, route: str) -> list[Request]:
+        method, path = route.split(" ", 1)
+        return [r for r in self.requests if r.method == method and r.path.split("?")[0] == path]
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    fake = FakeGitHub()
+
+    class Handle(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            fake.requests.append(Request(self.command, self.path, body, dict(self.headers)))
+            handler = fake.routes.get(f"{self.command} {self.path.split('?')[0]}")
+            status, answer = handler(body) if handler else (404, {"message": "Not Found"})
+            raw = b"" if answer is None else json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+def host(github: FakeGitHub, **options: Any) -> GitHubHost:
+    return GitHubHost(GitHubClient(github.url, "t0ken"), REPO, labels=["data", "model-promotion"], **options)
+
+
+def new_pr_routes(github: FakeGitHub) -> None:
+    github.answer(f"GET /repos/{REPO}/pulls", 200, [])
+    github.answer(f"POST /repos/{REPO}/pulls", 201, PR)
+    github.answer(f"POST /repos/{REPO}/issues/7/labels", 200, [{"name": "data"}])
+
+
+def test_a_new_pull_request_is_labelled_and_set_to_auto_merge_with_squash(github: FakeGitHub) -> None:
+    new_pr_routes(github)
+    github.answer(
+        "POST /graphql", 200, {"data": {"enablePullRequestAutoMerge": {"pullRequest": {"number": 7}}}}
+    )
+
+    outcome = host(github).publish("data/20260102-030405", "a title", "## Quality gate\n| dice |")
+
+    assert outcome.startswith(PR["html_url"]) and "auto-merge (squash)" in outcome
+    [query] = github.calls(f"GET /repos/{REPO}/pulls")
+    assert "head=acme%3Adata%2F20260102-030405" in query.path and "state=open" in query.path
+    [created] = github.calls(f"POST /repos/{REPO}/pulls")
+    assert created.body == {
+        "title": "a title",
+        "head": "data/20260102-030405",
+        "base": "main",
+        "body": "## Quality gate\n| dice |",
+    }
+    assert created.headers["Authorization"] == "Bearer t0ken"
+    [labels] = github.calls(f"POST /repos/{REPO}/issues/7/labels")
+    assert labels.body == {"labels": ["data", "model-promotion"]}
+    [mutation] = github.calls("POST /graphql")
+    assert "enablePullRequestAutoMerge" in mutation.body["query"]
+    assert mutation.body["variables"] == {"id": "PR_kwDOabc", "method": "SQUASH"}
+    assert not github.calls(f"PUT /repos/{REPO}/pulls/7/merge")
+
+
+def test_an_open_pull_request_for_the_branch_is_reused(github: FakeGitHub) -> None:
+    github.answer(f"GET /repos/{REPO}/pulls", 200, [PR])
+    github.answer(f"PATCH /repos/{REPO}/pulls/7", 200, PR)
+    github.answer(f"POST /repos/{REPO}/issues/7/labels", 200, [])
+    github.answer("POST /graphql", 200, {"data": {}})
+
+    host(github).publish("data/20260102-030405", "new title", "new report")
+
+    assert not github.calls(f"POST /repos/{REPO}/pulls")
+    [patched] = github.calls(f"PATCH /repos/{REPO}/pulls/7")
+    assert patched.body == {"title": "new title", "body": "new report"}
+
+
+def test_without_auto_merge_in_the_repository_it_merges_at_once(github: FakeGitHub) -> None:
+    new_pr_routes(github)
+    github.answer("POST /graphql", 200, NOT_ALLOWED)
+    github.answer(f"PUT /repos/{REPO}/pulls/7/merge", 200, {"sha": "abc1234def", "merged": True})
+    github.answer(f"DELETE /repos/{REPO}/git/refs/heads/data/20260102-030405", 204, None)
+
+    outcome = host(github).publish("data/20260102-030405", "a title", "body")
+
+    assert "merged into main (abc1234)" in outcome
+    [merge] = github.calls(f"PUT /repos/{REPO}/pulls/7/merge")
+    assert merge.body["merge_method"] == "squash"
+    assert merge.body["sha"] == PR["head"]["sha"]
+    assert github.calls(f"DELETE /repos/{REPO}/git/refs/heads/data/20260102-030405")
+
+
+def test_fallback_off_leaves_the_pull_request_open(github: FakeGitHub) -> None:
+    new_pr_routes(github)
+    github.answer("POST /graphql", 200, NOT_ALLOWED)
+
+    outcome = host(github, merge_fallback=False).publish("data/x", "t", "b")
+
+    assert "open for review" in outcome and "Allow auto-merge" in outcome
+    assert not github.calls(f"PUT /repos/{REPO}/pulls/7/merge")
+
+
+def test_a_merge_github_refuses_leaves_the_pull_request_open(github: FakeGitHub) -> None:
+    new_pr_routes(github)
+    github.answer("POST /graphql", 200, NOT_ALLOWED)
+    github.answer(f"PUT /repos/{REPO}/pulls/7/merge", 405, {"message": "Pull Request is not mergeable"})
+
+    outcome = host(github).publish("data/x", "t", "b")
+
+    assert "open for review" in outcome and "not mergeable" in outcome
+
+
+def test_other_graphql_errors_are_reported(github: FakeGitHub) -> None:
+    new_pr_routes(github)
+    github.answer("POST /graphql", 200, {"errors": [{"message": "Resource not accessible by integration"}]})
+
+    with pytest.raises(BackendError, match="Resource not accessible by integration"):
+        host(github).publish("data/x", "t", "b")
+
+
+def test_a_bad_token_names_the_variable_to_set(github: FakeGitHub) -> None:
+    github.answer(f"GET /repos/{REPO}/pulls", 401, {"message": "Bad credentials"})
+
+    with pytest.raises(BackendError, match="WMS_GITHUB_TOKEN"):
+        host(github).publish("data/x", "t", "b")
+
+
+def test_validation_report_becomes_a_commit_comment(github: FakeGitHub) -> None:
+    sha = "a" * 40
+    github.answer(f"POST /repos/{REPO}/commits/{sha}/comments", 201, {"html_url": "https://c/1"})
+
+    where = host(github).comment_on_commit(sha, "missing_mask: images/a.png")
+
+    assert where == "https://c/1"
+    [comment] = github.calls(f"POST /repos/{REPO}/commits/{sha}/comments")
+    assert comment.body == {"body": "missing_mask: images/a.png"}
+
+
+def test_runners_online_for_the_readiness_probe(github: FakeGitHub) -> None:
+    github.answer(
+        f"GET /repos/{REPO}/actions/runners",
+        200,
+        {
+            "total_count": 2,
+            "runners": [
+                {"id": 1, "name": "gpu-1", "status": "online", "busy": True, "labels": [{"name": "wms-gpu"}]},
+                {"id": 2, "name": "gpu-2", "status": "offline", "busy": False, "labels": []},
+            ],
+        },
+    )
+    h = host(github)
+
+    assert h.is_online("gpu-1") is True
+    assert h.is_online("gpu-2") is False
+    assert h.is_online("nobody") is False
+    assert h.list_runners()[0].labels == ["wms-gpu"]
+
+
+def test_cli_lists_runners(
+    github: FakeGitHub, project_dir: Any, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    github.answer(
+        f"GET /repos/{REPO}/actions/runners",
+        200,
+        {"runners": [{"name": "gpu-1", "status": "online", "busy": False, "labels": [{"name": "wms-gpu"}]}]},
+    )
+    monkeypatch.setenv("GITHUB_TOKEN", "t")
+    result = cli(
+        "--set", f"git.api_url={github.url}", "--set", f"git.repository={REPO}", "vcs", "runners", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [
+        {"name": "gpu-1", "status": "online", "busy": False, "labels": ["wms-gpu"]}
+    ]
+
+
+def test_unreachable_api_is_one_clear_error() -> None:
+    client = GitHubClient("http://127.0.0.1:9", "t", timeout=2)
+    with pytest.raises(BackendError, match="could not reach"):
+        GitHubHost(client, REPO).comment_on_commit("a" * 40, "x")
+
+
+def test_factory_needs_a_token_and_a_repository(project_dir: Any) -> None:
+    project = load_settings(overrides={"git": {"host": "github"}})
+    with pytest.raises(ConfigError, match="WMS_GITHUB_TOKEN"):
+        make_git_host(project, env={})
+    with pytest.raises(ConfigError, match=r"git\.repository"):
+        make_git_host(project, env={"GITHUB_TOKEN": "t"})
+    chosen = make_git_host(project, env={"GITHUB_TOKEN": "t", "GITHUB_REPOSITORY": REPO})
+    assert isinstance(chosen, GitHubHost) and chosen.repository == REPO
+    preferred = make_git_host(
+        project, env={"WMS_GITHUB_TOKEN": "app", "GITHUB_TOKEN": "t", "GITHUB_REPOSITORY": REPO}
+    )
+    assert isinstance(preferred, GitHubHost) and preferred.client.token == "app"
+
+
+def test_enterprise_graphql_sits_beside_the_rest_api() -> None:
+    assert (
+        GitHubClient("https://ghe.example.com/api/v3", "t").graphql_url
+        == "https://ghe.example.com/api/graphql"
+    )
+    assert GitHubClient("https://api.github.com", "t").graphql_url == "https://api.github.com/graphql"
+
+
+def test_publish_on_github_pushes_the_pointer_commit_and_opens_the_pr(
+    repo: Repo, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new_pr_routes(github)
+    github.answer("POST /graphql", 200, {"data": {}})
+    monkeypatch.setenv("WMS_GITHUB_TOKEN", "t0ken")
+    branch = "data/20260102-030405"
+    repo.git("switch", "-q", "-c", branch)
+    repo.add_pairs("m001")
+    repo.commit("a new pair")
+    repo.write("data/dataset.json", '{"version": "v2"}\n')
+    project = load_settings(overrides={"git": {"host": "github", "api_url": github.url, "repository": REPO}})
+
+    outcome = publish_promotion(
+        project, branch=None, gate_markdown="**promote**", dataset_summary="version v2"
+    )
+
+    assert PR["html_url"] in outcome
+    remote_tip = repo.remote_branches()[branch]
+    assert remote_tip == repo.out("rev-parse", "HEAD")
+    files = repo.out("ls-tree", "-r", "--name-only", remote_tip).splitlines()
+    assert "data/dataset.json" in files and "data/incoming/images/m001.png" not in files
+    [created] = github.calls(f"POST /repos/{REPO}/pulls")
+    assert "version v2" in created.body["body"] and "**promote**" in created.body["body"]

@@ -1,0 +1,122 @@
+"""Publishing a promotion with the local host: pointers replace the pairs, the branch merges into main."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+
+from wms.config import load_settings
+from wms.errors import UsageError
+from wms.vcs.publish import NOT_ON_DATA_BRANCH, publish_promotion
+
+if TYPE_CHECKING:
+    from tests.vcs.conftest import Repo
+
+GATE = "| metric | candidate | baseline |\n|---|---|---|\n| dice | 0.91 | 0.88 |\n\n**promote**: dice +0.03"
+BRANCH = "data/20260102-030405"
+
+
+def promoted(repo: Repo) -> None:
+    """A data branch as the pipeline leaves it after a promotion: new pointer files beside the pairs."""
+    repo.git("switch", "-q", "-c", BRANCH)
+    repo.add_pairs("m001", "m002")
+    repo.commit("two new pairs")
+    repo.write("data/dataset.json", json.dumps({"version": "v2", "counts": {"pairs": 2}}) + "\n")
+    repo.write("models/production_current.json", json.dumps({"to_version": "3"}) + "\n")
+    repo.write("models/production_history.jsonl", json.dumps({"to_version": "3"}) + "\n")
+
+
+def test_local_publish_merges_pointers_not_pairs_and_deletes_the_branch(repo: Repo) -> None:
+    promoted(repo)
+
+    outcome = publish_promotion(
+        load_settings(), branch=None, gate_markdown=GATE, dataset_summary="dataset version `v2`"
+    )
+
+    head = repo.out("rev-parse", "--short", "HEAD")
+    assert outcome == f"merged {BRANCH} into main ({head})"
+    assert repo.out("branch", "--show-current") == "main"
+    assert repo.out("branch", "--list", BRANCH) == ""
+    tracked = repo.out("ls-files").splitlines()
+    assert "data/dataset.json" in tracked
+    assert "models/production_current.json" in tracked
+    assert "models/production_history.jsonl" in tracked
+    assert [p for p in tracked if p.startswith("data/incoming/")] == ["data/incoming/.gitkeep"]
+    assert len(repo.out("rev-list", "--parents", "-n", "1", "HEAD").split()) == 3  # a merge commit
+    message = repo.out("log", "-1", "--format=%B")
+    assert "model version 3 to production" in message
+    assert "**promote**: dice +0.03" in message
+    assert "dataset version `v2`" in message
+
+
+def test_merged_main_passes_the_hook(repo: Repo, cli: Callable[..., object]) -> None:
+    # The pairs came and went inside the merged history: main only gains pointer files.
+    assert cli("hooks", "install").exit_code == 0
+    promoted(repo)
+    publish_promotion(load_settings(), branch=BRANCH, gate_markdown=GATE, dataset_summary="v2")
+
+    pushed = repo.push("origin", "main")
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert repo.remote_branches()["main"] == repo.out("rev-parse", "HEAD")
+
+
+def test_not_on_a_data_branch_publishes_nothing(repo: Repo) -> None:
+    before = repo.out("rev-parse", "HEAD")
+    assert publish_promotion(load_settings(), branch=None, gate_markdown=GATE, dataset_summary="") == (
+        NOT_ON_DATA_BRANCH
+    )
+    assert repo.out("rev-parse", "HEAD") == before
+
+
+def test_a_project_that_is_no_git_repository_publishes_nothing(project_dir: object) -> None:
+    outcome = publish_promotion(load_settings(), branch=None, gate_markdown=GATE, dataset_summary="")
+    assert outcome == NOT_ON_DATA_BRANCH
+
+
+def test_a_branch_other_than_the_checked_out_one_is_refused(repo: Repo) -> None:
+    promoted(repo)
+    repo.git("switch", "-q", "main")
+    with pytest.raises(UsageError, match=f"git checkout {BRANCH}"):
+        publish_promotion(load_settings(), branch=BRANCH, gate_markdown=GATE, dataset_summary="")
+    with pytest.raises(UsageError, match="not a data branch"):
+        publish_promotion(load_settings(), branch="feature", gate_markdown=GATE, dataset_summary="")
+
+
+def test_detached_checkout_is_named_after_the_branch(repo: Repo) -> None:
+    # actions/checkout may leave HEAD detached at the pushed commit.
+    promoted(repo)
+    repo.commit("pointers written")
+    repo.git("checkout", "-q", "--detach")
+    repo.git("branch", "-q", "-D", BRANCH)
+
+    outcome = publish_promotion(load_settings(), branch=BRANCH, gate_markdown=GATE, dataset_summary="v2")
+
+    assert outcome.startswith(f"merged {BRANCH} into main")
+
+
+def test_cli_publish_and_local_validation_comment(repo: Repo, cli: Callable[..., object]) -> None:
+    promoted(repo)
+    gate = repo.write(".wms/gate.md", GATE)
+
+    result = cli("vcs", "publish", "--gate-report", gate)
+
+    assert result.exit_code == 0, result.output
+    assert f"merged {BRANCH} into main" in result.output
+    assert "dataset version `v2`" in repo.out("log", "-1", "--format=%B")
+
+    report = repo.write(".wms/validation.md", "| missing_mask | images/a.png |")
+    sha = repo.out("rev-parse", "HEAD")
+    commented = cli("vcs", "comment-validation", "--report", report)
+    assert commented.exit_code == 0, commented.output
+    saved = repo.work / ".wms" / "reports" / f"commit-{sha[:12]}.md"
+    assert "missing_mask" in saved.read_text()
+
+
+def test_cli_publish_with_a_missing_report_says_so(repo: Repo, cli: Callable[..., object]) -> None:
+    result = cli("vcs", "publish", "--gate-report", "nowhere.md")
+    assert result.exit_code == 2
+    assert "cannot read the gate report nowhere.md" in result.output
