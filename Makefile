@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo test lint clean
+.PHONY: help install install-dev browser demo test lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,10 @@ install: $(VENV)/.installed  ## create .venv and install wms
 
 install-dev: $(VENV)/.installed-dev  ## create .venv and install wms with the test tools
 
+browser:  ## headless Chromium + chromedriver for the web-page test (Debian packages; needs root)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
 demo: install  ## run the whole loop on synthetic data with the embedded defaults
 	$(BIN)/wms demo
 
@@ -36,7 +40,7 @@ lint: install-dev  ## ruff and mypy
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-test: install-dev lint  ## lint, then the test suite
+test: install-dev lint browser  ## lint, then the test suite
 	$(BIN)/python -m pytest
 
 clean:  ## remove the virtual environment and local state (.wms/)

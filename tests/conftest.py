@@ -222,3 +222,110 @@ def ec2_box(aws_env: str) -> Iterator[Ec2Box]:
     box.client.stop_instances(InstanceIds=[box.id])
     yield box
     box.client.terminate_instances(InstanceIds=[box.id])
+
+
+# -- served models: a tiny exported model, registered like a training run registers it --------
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder (model.pt, model.json, model.onnx) trained for seconds on synthetic meters.
+
+    Its threshold is set where about a tenth of a synthetic photo is foreground, so masks have
+    edges to misalign (an untrained model's masks are all one value and agree trivially).
+    """
+    import json
+
+    import numpy as np
+
+    from wms.config import TrainSettings
+    from wms.data.pairs import find_pairs
+    from wms.train.export import export_onnx
+    from wms.train.loop import train
+    from wms.train.preprocess import image_to_array, open_image
+    from wms.train.segmenter import ONNX_FILE, SPEC_FILE
+
+    root = tmp_path_factory.mktemp("served")
+    synthesize(root / "data", count=24, size=64, seed=1)
+    pairs = find_pairs(root / "data").pairs
+    settings = TrainSettings(image_size=32, base_channels=4, depth=2, batch_size=8, epochs=3, device="cpu")
+    segmenter = train(settings, pairs[:18], pairs[18:]).segmenter
+    folder = root / "model"
+    segmenter.save(folder)
+    export_onnx(segmenter, folder / ONNX_FILE)
+    batch = np.stack([image_to_array(open_image(p.image), 32) for p in pairs[18:]])
+    threshold = float(np.quantile(segmenter.probabilities(batch).numpy(), 0.9))
+    spec = json.loads((folder / SPEC_FILE).read_text())
+    (folder / SPEC_FILE).write_text(json.dumps({**spec, "threshold": threshold}))
+    return folder
+
+
+def _register_model(project_root: Path, folder: Path, promote: bool = True, **tags: str) -> str:
+    """Log `folder` as a run's model (with its ONNX hash, as training does) and register it."""
+    import hashlib
+
+    from wms.config import load_settings
+    from wms.registry import MlflowRegistry
+
+    registry = MlflowRegistry(load_settings(start=project_root))
+    sha = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    with registry.start_run("test", {"wms.dataset_version": "ds-test"}) as run:
+        run.log_metrics({"test_dice": 0.8, "test_iou": 0.7})
+        run.log_artifacts(folder, "model")
+        run.set_tags({"wms.onnx_sha256": sha, **tags})
+    record = registry.register(run.run_id, {"dataset_version": "ds-test"})
+    if promote:
+        registry.promote(record.version)
+    return record.version
+
+
+@pytest.fixture(scope="session")
+def register_model() -> Callable[..., str]:
+    """`register_model(project_root, folder, promote=True, **run_tags)` -> the new version."""
+    return _register_model
+
+
+@pytest.fixture
+def served_project(project_dir: Path, exported_model: Path) -> Path:
+    """A project whose registry holds the tiny model as version 1, in production."""
+    _register_model(project_dir, exported_model)
+    return project_dir
+
+
+class LiveServer:
+    """An ASGI app on real uvicorn, on a free loopback port, in a background thread."""
+
+    def __init__(self, app: object) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        import time
+
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Callable[[object], LiveServer]:
+    """Start an ASGI app on real uvicorn: `with live_server(app) as server: server.url`."""
+    return LiveServer

@@ -141,12 +141,35 @@ class GitSettings(Section):
 
 
 class DeploySettings(Section):
-    target: Literal["local"] = "local"
+    target: Literal["local", "k8s"] = "local"
+    min_agreement: float = Field(0.99, gt=0, le=1, description="smoke mask vs expected, share of pixels")
+    smoke_image: str = Field("", description="reference photo for the smoke check; empty: a synthetic one")
+    ready_timeout_seconds: float = Field(300, gt=0, description="how long a new version may take to be ready")
+    # k8s target: the seed's deploy-model steps
+    keep_namespaces: int = Field(3, ge=1, description="newest model-* namespaces kept for rollback")
+    namespace_prefix: str = Field("model-", min_length=1)
+    release: str = Field("wms-model", description="Helm release name")
+    chart: Path = Path("devops/helm/wms-model")
+    values_file: Path = Path("infrastructure/helm-values.yaml")
+    dockerfile: Path = Path("docker/Dockerfile")
+    image_repository: str = Field("wms-model", description="ECR repository of the serving image")
+    aws_region: str = Field("", description="ECR region; empty: the AWS_* environment's default")
+    pull_secret: str = Field("ecr-pull-secret", description="imagePullSecret refreshed in the namespace")
+    kubeconfig: str = Field("", description="empty: $KUBECONFIG, else ~/.kube/config")
+    docker: str = Field("docker", description="docker executable (looked up on PATH)")
+    helm: str = Field("helm", description="helm executable (looked up on PATH)")
 
 
 class ServeSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    model: str = Field("production", description="registry alias/version, or a model folder")
+    max_concurrency: int = Field(2, ge=1, description="inferences running at once; more requests wait")
+    intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per inference; 0: one per core")
+    max_upload_mb: float = Field(20, gt=0, description="largest accepted upload")
+    max_pixels: int = Field(
+        40_000_000, ge=1, description="largest accepted width x height, checked before decoding"
+    )
 
 
 class Settings(BaseSettings):

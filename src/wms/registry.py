@@ -40,6 +40,7 @@ class ModelRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
+    run_tags: dict[str, str] = field(default_factory=dict)  # the run's `wms.*` tags (hashes, dataset)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,6 +194,7 @@ class MlflowRegistry:
             created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
                 timespec="seconds"
             ),
+            run_tags={k: v for k, v in run.data.tags.items() if k.startswith("wms.")},
         )
 
     def get(self, ref: str) -> ModelRecord:

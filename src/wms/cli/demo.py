@@ -63,6 +63,7 @@ def demo(
         "",
         "try next:",
         "  wms model list",
+        "  wms deploy                # serve production on http://127.0.0.1:8000, web page at /",
         f"  wms predict {photos}/images/*.png --out masks",
         f"  wms data validate {batches[0]} --size {size}",
         "  WMS_TRAIN__EPOCHS=0 wms pipeline run --new-data DIR   # an untrained model: the gate rejects it",

@@ -11,12 +11,14 @@ from wms.cli import (
     data,
     data_versions,
     demo,
+    deploy,
     evaluate,
     hooks,
     init,
     model,
     pipeline,
     predict,
+    serve,
     train,
     vcs,
 )
@@ -62,6 +64,8 @@ app.add_typer(compute.app, name="compute")
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
+app.add_typer(deploy.app, name="deploy")
 app.add_typer(hooks.app, name="hooks")
 app.add_typer(hooks.runner, name="hook")
 app.add_typer(vcs.app, name="vcs")

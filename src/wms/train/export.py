@@ -103,13 +103,17 @@ def resize_bilinear(prob: np.ndarray, height: int, width: int) -> np.ndarray:
 class OnnxSegmenter:
     """An exported model on ONNX Runtime (CPU) that turns PIL images into foreground masks."""
 
-    def __init__(self, model_file: Path, spec: ModelSpec, threads: int = 0) -> None:
+    def __init__(self, model_file: Path | bytes, spec: ModelSpec, threads: int = 0) -> None:
+        """`model_file` is a path, or the file's bytes (serving loads the very bytes it hashed)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0 lets ONNX Runtime use one per physical core
         options.log_severity_level = 3  # errors only: its optimizer warnings mean nothing to users
-        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        source = model_file if isinstance(model_file, bytes) else str(model_file)
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        if isinstance(model_file, bytes):
+            model_file = Path(ONNX_FILE)
         self.spec = spec
         shape = self.session.get_inputs()[0].shape
         if list(shape[1:]) != [3, spec.image_size, spec.image_size]:

@@ -12,10 +12,15 @@ import numpy as np
 from PIL import Image, ImageOps
 
 
+def orient_rgb(img: Image.Image) -> Image.Image:
+    """An opened image as RGB with its EXIF orientation applied (the pixels a person sees)."""
+    return ImageOps.exif_transpose(img).convert("RGB")
+
+
 def open_image(path: Path) -> Image.Image:
     """An RGB image with its EXIF orientation applied."""
     with Image.open(path) as img:
-        return ImageOps.exif_transpose(img).convert("RGB")
+        return orient_rgb(img)
 
 
 def open_mask(path: Path) -> Image.Image:

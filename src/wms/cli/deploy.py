@@ -1,0 +1,58 @@
+"""`wms deploy`: put a registered model in front of users, checking its answers before switching."""
+
+from __future__ import annotations
+
+import typer
+
+from wms.cli._common import WmsGroup, console, state
+
+app = typer.Typer(
+    cls=WmsGroup,
+    invoke_without_command=True,
+    help=(
+        "Deploy a model version to deploy.target (local | k8s). The new version must answer /ready "
+        "and give the expected mask for a reference photo before it takes traffic; a failed check "
+        "leaves the running version serving."
+    ),
+)
+
+
+def _echo(line: str) -> None:
+    console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def deploy(
+    ctx: typer.Context,
+    model: str = typer.Option(
+        "production", "--model", "-m", help="Registry alias or version to deploy (default: production)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps without running any of them."),
+) -> None:
+    """Deploy MODEL: local starts it beside the old one and switches serve.port; k8s runs the seed's steps."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from wms.deploy import make_deployer
+    from wms.report import write_github_output, write_step_summary
+
+    project = state(ctx).project()
+    deployer = make_deployer(project, _echo)
+    if dry_run:
+        _echo(f"plan for deploying {model} to {deployer.name} (dry run, nothing is changed):")
+        for number, step in enumerate(deployer.plan(model), 1):
+            _echo(f"  {number}. {step}")
+        return
+    result = deployer.deploy(model)
+    _echo(result.summary)
+    write_github_output({"model_version": result.version, "url": result.url, **result.details})
+    write_step_summary(
+        f"### Deploy\n\n{result.summary}\n\n" + "\n".join(f"1. {step}" for step in result.steps) + "\n"
+    )
+
+
+@app.command()
+def stop(ctx: typer.Context) -> None:
+    """Stop what the local deploy runs (server and proxy); for k8s, prints how to uninstall."""
+    from wms.deploy import make_deployer
+
+    _echo(make_deployer(state(ctx).project(), _echo).stop())

@@ -1,0 +1,48 @@
+"""`wms serve`: the segmentation API and its web page, on ONNX Runtime (torch is never imported)."""
+
+from __future__ import annotations
+
+import typer
+
+from wms.cli._common import console, state
+
+
+def serve(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, "--host", help="Address to listen on (default: serve.host)."),
+    port: int | None = typer.Option(None, "--port", "-p", help="Port (default: serve.port)."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Registry alias or version, or a model folder holding model.onnx (default: serve.model).",
+    ),
+) -> None:
+    """Serve the model over HTTP: POST /predict (photo in, mask PNG out), a web page at /, /metrics.
+
+    The model file's sha256 is checked against the registry's record before the first request;
+    a mismatch refuses to start. Limits and threads come from the [serve] settings.
+    """
+    import uvicorn
+
+    from wms.serve.app import create_app
+    from wms.serve.model import load_model
+
+    project = state(ctx).project({"serve.host": host, "serve.port": port, "serve.model": model})
+    cfg = project.settings.serve
+    console.print(f"loading model {cfg.model} …", highlight=False)
+    served = load_model(project, cfg.model, threads=cfg.intra_op_threads)
+    check = "sha256 verified" if served.verified else "no registry record: sha256 not checked"
+    url = f"http://{cfg.host}:{cfg.port}"
+    console.print(
+        f"serving model {served.version} ({check}) at {url}  ·  web page {url}/  ·  API docs {url}/docs",
+        highlight=False,
+        soft_wrap=True,
+    )
+    uvicorn.run(
+        create_app(served, cfg),
+        host=cfg.host,
+        port=cfg.port,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )

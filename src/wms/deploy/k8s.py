@@ -1,0 +1,287 @@
+"""The k8s deploy target: the seed's deploy-model workflow, step by step, each step printed.
+
+    wms deploy --dry-run     # the plan, with the commands it would run
+    wms deploy               # ECR login -> build/push -> pull secret -> registry check -> helm
+                             # -> pod ready -> health + smoke through the Service -> old namespaces
+
+Each model version gets its own namespace (`model-<version>`), so the previous versions stay
+installed for a rollback until the cleanup keeps only the newest `deploy.keep_namespaces`.
+Old namespaces are removed only after the new version has answered correctly.
+`docker` and `helm` are found on PATH (or as configured); the Kubernetes API is spoken to
+directly (wms.deploy.kube).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wms.config import Project
+from wms.deploy.base import (
+    DeployResult,
+    Echo,
+    agreement,
+    check_agreement,
+    expected_mask,
+    open_registry,
+    reference_photo,
+    stage_model,
+)
+from wms.errors import BackendError, ConfigError, RegistryError
+
+if TYPE_CHECKING:
+    from wms.deploy.kube import KubeClient
+    from wms.registry import Registry
+    from wms.serve.model import ServedModel
+
+STEPS = 8
+CONTEXT_FILES = ("pyproject.toml", "constraints.txt", "README.md")
+
+
+class K8sDeployer:
+    """Deploys a model version with Helm into its own namespace on a Kubernetes cluster."""
+
+    name = "k8s"
+
+    def __init__(self, project: Project, echo: Echo, registry: Registry | None = None) -> None:
+        self.project, self.echo, self._registry = project, echo, registry
+        self.cfg = project.settings.deploy
+        self.build_dir = project.state_dir / "deploy" / "k8s-build"
+        self._done: list[str] = []
+
+    # -- plan ------------------------------------------------------------------------------------
+    def _version_or_placeholder(self, model_ref: str) -> str:
+        try:
+            return open_registry(self.project, self._registry).get(model_ref).version
+        except RegistryError:
+            return "<version>"  # not in the registry yet
+
+    def plan(self, model_ref: str = "production") -> list[str]:
+        version = self._version_or_placeholder(model_ref)
+        ns, image = self.namespace(version), f"<ecr>/{self.cfg.image_repository}:v{version}-<commit>"
+        return [
+            f"ECR login: boto3 ecr.get_authorization_token (region {self.cfg.aws_region or 'from AWS_*'}), "
+            f"`{self.cfg.docker} login --password-stdin <ecr>`",
+            f"stage model {model_ref} (version {version}, sha256 checked) with the sources in "
+            f"{self.build_dir}; `{self.cfg.docker} build -f {self.cfg.dockerfile} -t {image}` and "
+            f"`{self.cfg.docker} push {image}`",
+            f"refresh imagePullSecret {self.cfg.pull_secret} in namespace {ns} (created if missing)",
+            f"check that model {model_ref} exists in the registry and is still version {version}",
+            " ".join(self.helm_args(ns, image, version)),
+            f"wait for the pods of {self.cfg.release} in {ns} to be ready",
+            "GET /ready and POST /predict (reference photo) through the Service; the mask must match the "
+            f"model's own on {self.cfg.min_agreement:.0%} of pixels",
+            f"delete older {self.cfg.namespace_prefix}* namespaces, keeping the newest "
+            f"{self.cfg.keep_namespaces}",
+        ]
+
+    def namespace(self, version: str) -> str:
+        return f"{self.cfg.namespace_prefix}{version}"
+
+    def helm_args(self, namespace: str, image: str, version: str) -> list[str]:
+        repository, _, tag = image.rpartition(":")
+        return [
+            self.cfg.helm, "upgrade", "--install", self.cfg.release, str(self.project.path(self.cfg.chart)),
+            "--namespace", namespace, "--create-namespace", "--atomic", "--wait",
+            "--timeout", f"{int(self.cfg.ready_timeout_seconds)}s",
+            "-f", str(self.project.path(self.cfg.values_file)),
+            "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+            "--set", f"imagePullSecrets[0].name={self.cfg.pull_secret}",
+            "--set-string", f"model.version={version}",
+        ]  # fmt: skip
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _step(self, line: str) -> None:
+        self._done.append(line)
+        self.echo(f"[{len(self._done)}/{STEPS}] {line}")
+
+    def _tool(self, name: str, setting: str) -> str:
+        found = shutil.which(name)
+        if not found:
+            raise BackendError(f"{name!r} not found on PATH; install it or set deploy.{setting} to its path")
+        return found
+
+    def _run(self, args: list[str], stdin: str | None = None) -> str:
+        self.echo(f"  $ {' '.join(args)}")
+        try:
+            done = subprocess.run(
+                args,
+                input=stdin,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                cwd=self.project.root,
+                check=False,
+            )
+        except OSError as exc:
+            raise BackendError(f"cannot run {args[0]}: {exc}") from None
+        if done.returncode != 0:
+            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise BackendError(f"`{' '.join(args[:3])}` failed with exit code {done.returncode}: {last[0]}")
+        return done.stdout
+
+    def _ecr_login(self) -> tuple[str, str, str]:
+        """(registry host, user, password) from a fresh ECR token."""
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            ecr = boto3.client("ecr", region_name=self.cfg.aws_region or None)
+            data = ecr.get_authorization_token()["authorizationData"][0]
+        except (BotoCoreError, ClientError) as exc:
+            raise BackendError(
+                f"ECR login failed: {exc}; check the AWS_* credentials and deploy.aws_region"
+            ) from None
+        user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+        host = str(data["proxyEndpoint"]).removeprefix("https://").removeprefix("http://").rstrip("/")
+        return host, user, password
+
+    def _stage_context(self, model: ServedModel) -> Path:
+        """The build context: the package sources, the pins and the verified model folder."""
+        context = self.build_dir
+        root = self.project.root
+        missing = [name for name in ("pyproject.toml", "src") if not (root / name).exists()]
+        if missing:
+            raise ConfigError(
+                f"{root} has no {' or '.join(missing)}: the image is built from the repository checkout; "
+                "run `wms deploy` there"
+            )
+        shutil.rmtree(context, ignore_errors=True)
+        context.mkdir(parents=True)
+        for name in CONTEXT_FILES:
+            if (root / name).is_file():
+                shutil.copy2(root / name, context / name)
+        shutil.copytree(root / "src", context / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (context / "docker").mkdir()
+        shutil.copy2(self.project.path(self.cfg.dockerfile), context / "docker" / "Dockerfile")
+        models = self.project.state_dir / "deploy" / "models"
+        shutil.copytree(models / f"v{model.version}", context / "model")
+        return context
+
+    def _commit(self) -> str:
+        try:
+            out = subprocess.run(
+                ["git", "rev-parse", "--short=12", "HEAD"], cwd=self.project.root,
+                capture_output=True, text=True, check=True, timeout=10,
+            )  # fmt: skip
+            return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "nogit"
+
+    def _kube(self) -> KubeClient:
+        from wms.deploy.kube import KubeClient
+
+        return KubeClient.from_kubeconfig(self.cfg.kubeconfig)
+
+    # -- the verbs -------------------------------------------------------------------------------
+    def deploy(self, model_ref: str = "production") -> DeployResult:
+        """The seed's steps in order; any failure stops before older namespaces are touched."""
+        self._done = []
+        for path, setting in ((self.cfg.chart, "chart"), (self.cfg.values_file, "values_file"),
+                              (self.cfg.dockerfile, "dockerfile")):  # fmt: skip
+            if not self.project.path(path).exists():
+                raise ConfigError(f"deploy.{setting} {path} does not exist in {self.project.root}")
+        docker = self._tool(self.cfg.docker, "docker")
+        helm = self._tool(self.cfg.helm, "helm")
+        kube = self._kube()
+        registry = open_registry(self.project, self._registry)
+        model = stage_model(registry, model_ref, self.project.state_dir / "deploy" / "models")
+        version, namespace = model.version, self.namespace(model.version)
+
+        host, user, password = self._ecr_login()
+        self._run([docker, "login", "--username", user, "--password-stdin", host], stdin=password)
+        self._step(f"ECR login: token for {host}")
+
+        image = f"{host}/{self.cfg.image_repository}:v{version}-{self._commit()}"
+        context = self._stage_context(model)
+        self._run([docker, "build", "-f", str(context / "docker" / "Dockerfile"), "-t", image, str(context)])
+        self._run([docker, "push", image])
+        self._step(f"built and pushed {image} (model {version} baked in)")
+
+        created = kube.ensure_namespace(
+            namespace, {"app.kubernetes.io/managed-by": "wms", "wms/model-version": version}
+        )
+        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+        dockerconfig = {"auths": {host: {"username": user, "password": password, "auth": auth}}}
+        kube.apply_secret(
+            namespace,
+            {
+                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                "metadata": {"name": self.cfg.pull_secret, "namespace": namespace},
+                "data": {".dockerconfigjson": base64.b64encode(json.dumps(dockerconfig).encode()).decode()},
+            },
+        )  # fmt: skip
+        self._step(
+            f"refreshed imagePullSecret {self.cfg.pull_secret} in {namespace}"
+            + (" (new namespace)" if created else "")
+        )
+
+        current = registry.get(model_ref)
+        if current.version != version:
+            raise BackendError(
+                f"model {model_ref} moved from version {version} to {current.version} during the deploy; "
+                "run it again"
+            )
+        self._step(
+            f"registry: model {model_ref} is version {version} (sha256 {model.card.onnx_sha256[:12]}…)"
+        )
+
+        self._run([helm, *self.helm_args(namespace, image, version)[1:]])
+        self._step(f"helm release {self.cfg.release} installed in {namespace}")
+
+        pods = kube.wait_pods_ready(
+            namespace, f"app.kubernetes.io/instance={self.cfg.release}", self.cfg.ready_timeout_seconds
+        )
+        self._step(f"pods ready: {', '.join(pods)}")
+
+        ready = kube.service_proxy(namespace, self.cfg.release, "http", "/ready").json()
+        if str(ready.get("version")) != version:
+            raise BackendError(
+                f"the Service in {namespace} serves model {ready.get('version')}, not {version}"
+            )
+        photo, photo_name = reference_photo(self.project)
+        answer = kube.service_proxy(
+            namespace, self.cfg.release, "http", "/predict", files={"file": (photo_name, photo)}
+        )
+        score = agreement(answer.content, expected_mask(model, photo))
+        check_agreement(score, self.cfg.min_agreement, f"the Service in {namespace}")
+        self._step(
+            f"health and smoke check through the Service: /ready {version}, mask agreement {score:.2%}"
+        )
+
+        removed = self._cleanup(kube, namespace)
+        self._step(
+            f"removed old namespaces: {', '.join(removed) or 'none'} "
+            f"(kept the newest {self.cfg.keep_namespaces})"
+        )
+        url = f"{kube.server}/api/v1/namespaces/{namespace}/services/{self.cfg.release}:http/proxy/"
+        return DeployResult(
+            target=self.name,
+            version=version,
+            url=url,
+            agreement=score,
+            steps=list(self._done),
+            details={"namespace": namespace, "image": image, "removed_namespaces": ",".join(removed)},
+        )
+
+    def _cleanup(self, kube: KubeClient, current: str) -> list[str]:
+        namespaces = [n for n in kube.namespaces(self.cfg.namespace_prefix) if n.phase != "Terminating"]
+        newest_first = sorted(namespaces, key=lambda n: (n.created, n.name), reverse=True)
+        others = [n.name for n in newest_first if n.name != current]
+        keep = {current, *others[: self.cfg.keep_namespaces - 1]}
+        removed = []
+        for ns in reversed(newest_first):  # oldest first
+            if ns.name not in keep:
+                kube.delete_namespace(ns.name)
+                removed.append(ns.name)
+        return removed
+
+    def stop(self) -> str:
+        return (
+            "the k8s target keeps its releases; to remove one: "
+            f"`{self.cfg.helm} uninstall {self.cfg.release} --namespace {self.cfg.namespace_prefix}<version>`"
+        )

@@ -1,0 +1,298 @@
+"""The local deploy target: `wms serve` processes behind a proxy that owns the stable port.
+
+    wms deploy            # start the new version on a free port, check it, switch serve.port to it
+    wms deploy stop       # stop the server and the proxy
+
+A deploy never touches the running version until the new one has answered /ready and given
+the expected mask for the reference photo; then the proxy's upstream file is replaced
+atomically, the proxy confirms it, and only then is the old server stopped (it drains its
+in-flight requests first). The running deployment is recorded in `.wms/deploy/local.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from wms.config import Project
+from wms.deploy.base import (
+    DeployResult,
+    Echo,
+    agreement,
+    check_agreement,
+    expected_mask,
+    open_registry,
+    reference_photo,
+    stage_model,
+)
+from wms.deploy.proxy import write_upstream
+from wms.errors import BackendError
+
+if TYPE_CHECKING:
+    from wms.registry import Registry
+
+STATE_FILE, UPSTREAM_FILE = "local.json", "upstream.json"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def alive(pid: int | None) -> bool:
+    """Whether `pid` is a running process started from this package (guards against pid reuse)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        try:
+            text = cmdline.read_bytes()
+        except OSError:
+            return False
+        return b"wms" in text and not Path(f"/proc/{pid}/status").read_text().count("zombie")
+    return True
+
+
+def terminate(pid: int | None, grace: float = 30.0) -> None:
+    """SIGTERM (uvicorn drains in-flight requests), then SIGKILL after `grace` seconds."""
+    if not alive(pid):
+        return
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)  # our own child: reap it
+            if done:
+                return
+        except ChildProcessError:
+            pass  # started by an earlier `wms deploy`: not ours to reap
+        if not alive(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+class LocalDeployer:
+    """Deploys to processes on this machine; the default target."""
+
+    name = "local"
+
+    def __init__(self, project: Project, echo: Echo, registry: Registry | None = None) -> None:
+        self.project, self.echo, self._registry = project, echo, registry
+        self.cfg, self.serve = project.settings.deploy, project.settings.serve
+        self.dir = project.state_dir / "deploy"
+        self.state_file, self.upstream_file = self.dir / STATE_FILE, self.dir / UPSTREAM_FILE
+
+    @property
+    def stable_url(self) -> str:
+        return f"http://{self.serve.host}:{self.serve.port}"
+
+    def plan(self, model_ref: str = "production") -> list[str]:
+        return [
+            f"fetch model {model_ref} from the registry into {self.dir}/models and check its sha256",
+            "start `wms serve` with it on a free loopback port; wait for /ready "
+            f"(up to {self.cfg.ready_timeout_seconds:g} s)",
+            "smoke-predict the reference photo and compare with the model's own mask "
+            f"(at least {self.cfg.min_agreement:.0%} of pixels)",
+            f"switch the proxy on {self.stable_url} to the new server (atomic upstream file)",
+            "stop the old server after it has drained its requests; record the deployment in "
+            f"{self.state_file}",
+        ]
+
+    # -- state ---------------------------------------------------------------------------------
+    def read_state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.state_file.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.state_file)
+
+    # -- processes -----------------------------------------------------------------------------
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        logs = self.dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / log_name).open("ab") as log:
+            return subprocess.Popen(
+                args,
+                cwd=self.project.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives `wms deploy`, and Ctrl-C in its terminal
+            )
+
+    def _start_server(self, model_dir: Path, port: int, version: str) -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-m", "wms"]
+        if self.project.config_file is not None:
+            args += ["--config", str(self.project.config_file)]
+        for key, value in self.serve.model_dump().items():
+            if key not in ("host", "port", "model"):
+                args += ["--set", f"serve.{key}={json.dumps(value)}"]
+        args += ["serve", "--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir)]
+        return self._spawn(args, f"serve-v{version}-{port}.log")
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], url: str, version: str) -> None:
+        deadline = time.monotonic() + self.cfg.ready_timeout_seconds
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                log = self.dir / "logs" / f"serve-v{version}-{url.rsplit(':', 1)[1]}.log"
+                tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+                raise BackendError(
+                    f"the new server for model {version} exited with code {proc.returncode}"
+                    f"{': ' + tail[0] if tail else ''} (log: {log})"
+                )
+            try:
+                answer = httpx.get(f"{url}/ready", timeout=2)
+                if answer.status_code == 200 and answer.json().get("version") == version:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise BackendError(
+            f"the new server for model {version} was not ready within {self.cfg.ready_timeout_seconds:g} s "
+            "(deploy.ready_timeout_seconds); see its log in .wms/deploy/logs"
+        )
+
+    def _proxy_answers(self) -> dict[str, Any] | None:
+        try:
+            answer = httpx.get(f"{self.stable_url}/_proxy", timeout=2)
+            body = answer.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return body if isinstance(body, dict) and body.get("proxy") else None
+
+    def _ensure_proxy(self, state: dict[str, Any]) -> int:
+        pid = state.get("proxy", {}).get("pid")
+        if alive(pid) and self._proxy_answers() is not None:
+            return int(pid)
+        with socket.socket() as probe:
+            if probe.connect_ex((self.serve.host, self.serve.port)) == 0:
+                raise BackendError(
+                    f"port {self.serve.port} on {self.serve.host} is taken by another program; stop it or "
+                    "set serve.port to a free port"
+                )
+        proc = self._spawn(
+            [
+                sys.executable, "-m", "wms.deploy.proxy", "--host", self.serve.host,
+                "--port", str(self.serve.port), "--upstream-file", str(self.upstream_file),
+            ],
+            "proxy.log",
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while self._proxy_answers() is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                terminate(proc.pid, grace=2)
+                raise BackendError(
+                    f"the proxy on {self.stable_url} did not start; see {self.dir}/logs/proxy.log"
+                )
+            time.sleep(0.05)
+        return proc.pid
+
+    def _switch(self, url: str, version: str) -> None:
+        write_upstream(self.upstream_file, url, version)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            answer = self._proxy_answers()
+            if answer is not None and answer.get("url") == url:
+                return
+            time.sleep(0.02)
+        raise BackendError(f"the proxy on {self.stable_url} did not take the new upstream {url}")
+
+    # -- the verbs -----------------------------------------------------------------------------
+    def deploy(self, model_ref: str = "production") -> DeployResult:
+        """Start `model_ref` beside the running version, check it, switch the stable port to it."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        steps: list[str] = []
+
+        def step(line: str) -> None:
+            steps.append(line)
+            self.echo(f"[{len(steps)}/5] {line}")
+
+        registry = open_registry(self.project, self._registry)
+        model = stage_model(registry, model_ref, self.dir / "models")
+        version = model.version
+        step(
+            f"model {model_ref} is version {version}; fetched, sha256 {model.card.onnx_sha256[:12]}… verified"
+        )
+        photo, photo_name = reference_photo(self.project)
+        expected = expected_mask(model, photo)
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = self._start_server(self.dir / "models" / f"v{version}", port, version)
+        try:
+            self._wait_ready(proc, url, version)
+            step(f"started the new server (pid {proc.pid}) on {url}; /ready says version {version}")
+            try:
+                answer = httpx.post(f"{url}/predict", files={"file": (photo_name, photo)}, timeout=60)
+            except httpx.HTTPError as exc:
+                raise BackendError(f"smoke request to the new server failed: {exc}") from None
+            score = agreement(answer.content, expected) if answer.status_code == 200 else 0.0
+            check_agreement(score, self.cfg.min_agreement, url)
+            step(f"smoke check: mask for {photo_name} agrees with the expected one on {score:.2%} of pixels")
+            state = self.read_state()
+            proxy_pid = self._ensure_proxy(state)
+            self._switch(url, version)
+        except BaseException:
+            terminate(proc.pid, grace=5)
+            self.echo(f"left the running version serving; stopped the new server for model {version}")
+            raise
+        old = state.get("server", {})
+        step(f"switched {self.stable_url} to model {version} (proxy pid {proxy_pid})")
+        self._write_state(
+            {
+                "url": self.stable_url,
+                "version": version,
+                "proxy": {"pid": proxy_pid, "port": self.serve.port},
+                "server": {
+                    "pid": proc.pid,
+                    "port": port,
+                    "version": version,
+                },
+                "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+        if old.get("pid") and old.get("pid") != proc.pid:
+            terminate(old["pid"])
+            step(f"stopped the old server (model {old.get('version')}, pid {old['pid']})")
+        else:
+            step("no older server to stop")
+        return DeployResult(
+            target=self.name,
+            version=version,
+            url=self.stable_url,
+            agreement=score,
+            steps=steps,
+            details={"port": str(self.serve.port)},
+        )
+
+    def stop(self) -> str:
+        """Stop the server and the proxy this target started; forget the deployment."""
+        state = self.read_state()
+        if not state:
+            return "no local deployment is running"
+        terminate(state.get("server", {}).get("pid"))
+        terminate(state.get("proxy", {}).get("pid"), grace=5)
+        self.state_file.unlink(missing_ok=True)
+        self.upstream_file.unlink(missing_ok=True)
+        return f"stopped model {state.get('version')} and the proxy on {state.get('url')}"

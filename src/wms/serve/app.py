@@ -1,0 +1,236 @@
+"""The serving API: FastAPI on ONNX Runtime, with limits that keep hostile input at 4xx.
+
+    wms serve                      # the production model on serve.host:serve.port
+    curl -F file=@photo.jpg localhost:8000/predict > mask.png
+
+Decoding and inference run in worker threads, at most `serve.max_concurrency` at once, so the
+event loop keeps answering /health and /metrics while the CPU works.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from wms.config import ServeSettings
+from wms.serve.imaging import InputError, MaskSummary, decode_upload, summarize_mask
+from wms.serve.metrics import Metrics
+from wms.serve.model import ServedModel
+
+MB = 1024 * 1024
+MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class Prediction(BaseModel):
+    mask_png_base64: str
+    width: int
+    height: int
+    foreground_fraction: float
+    bbox: dict[str, int] | None
+    model_version: str
+    latency_ms: float
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "empty, truncated or corrupt image",
+        413: "upload or pixel count over the limits",
+        415: "not an image",
+        422: "no form field 'file', or a bad query parameter",
+    }.items()
+}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
+        if where == "file":
+            problems.append(
+                "send the photo as multipart/form-data in the form field 'file' "
+                "(e.g. curl -F file=@photo.jpg .../predict)"
+            )
+        else:
+            problems.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(dict.fromkeys(problems)) or "invalid request"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class GuardMiddleware:
+    """Counts every request for /metrics and cuts off request bodies over the upload limit.
+
+    The limit is enforced on the bytes as they arrive, before the multipart parser spools
+    them anywhere, whether or not the client sent a Content-Length.
+    """
+
+    def __init__(self, app: Any, metrics: Metrics, max_body: int) -> None:
+        self.app, self.metrics, self.max_body = app, metrics, max_body
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        route = self.metrics.route(scope.get("path", ""))
+        state = {"status": 500, "received": 0, "too_big": False, "replied": False}
+        refusal = f"the upload is over the limit of {self.max_body // MB} MB (serve.max_upload_mb)"
+
+        length = dict(scope.get("headers", ())).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body:
+            await self._reply(send, 413, refusal, state)
+            self.metrics.observe(scope["method"], route, 413, time.perf_counter() - started)
+            return
+
+        async def limited_receive() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.max_body:
+                    state["too_big"] = True
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            if state["too_big"]:
+                return  # whatever the app makes of the cut-off body, the client hears 413
+            if message["type"] == "http.response.start":
+                state["status"], state["replied"] = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except Exception:
+            if not state["too_big"]:
+                raise
+        finally:
+            if state["too_big"] and not state["replied"]:
+                await self._reply(send, 413, refusal, state)
+            self.metrics.observe(scope["method"], route, int(state["status"]), time.perf_counter() - started)
+
+    @staticmethod
+    async def _reply(send: Any, status: int, message: str, state: dict[str, Any]) -> None:
+        body = json.dumps({"error": message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        state["status"], state["replied"] = status, True
+
+
+def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
+    """The service for one loaded model."""
+    metrics = Metrics(model.card.version)
+    max_upload = int(settings.max_upload_mb * MB)
+    limiter: dict[str, anyio.CapacityLimiter] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        limiter["inference"] = anyio.CapacityLimiter(settings.max_concurrency)
+        yield
+
+    app = FastAPI(
+        title="WMS counter-window segmenter",
+        version=model.card.version,
+        description="Upload a water-meter photo, get the mask of its counter window.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(InputError)
+    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _describe_validation(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in message:
+            message = "the request body is not valid multipart/form-data; send the photo in the field 'file'"
+        return _error(exc.status_code, message)
+
+    def infer(data: bytes) -> tuple[MaskSummary, float]:
+        started = time.perf_counter()
+        image = decode_upload(data, settings.max_pixels)
+        (mask,) = model.segmenter.predict_masks([image])
+        summary = summarize_mask(mask)
+        return summary, time.perf_counter() - started
+
+    @app.get("/health", summary="The process is alive")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="The model is loaded and verified")
+    async def ready() -> dict[str, Any]:
+        return {"ready": True, "version": model.card.version, "verified": model.verified}
+
+    @app.get("/model", summary="Version, test metrics and dataset version of the served model")
+    async def model_info() -> dict[str, Any]:
+        return {
+            **model.card.to_dict(),
+            "image_size": model.segmenter.spec.image_size,
+            "threshold": model.segmenter.spec.threshold,
+            "verified": model.verified,
+        }
+
+    @app.post(
+        "/predict",
+        summary="Segment one photo",
+        responses={200: {"content": {"image/png": {}}, "model": Prediction}, **ERRORS},
+    )
+    async def predict(
+        file: UploadFile = File(..., description="A JPEG or PNG photo"),
+        format: Literal["png", "json"] = Query(
+            "png", description="png: the mask itself; json: mask as base64 plus box and fraction"
+        ),
+    ) -> Response:
+        data = await file.read(max_upload + 1)
+        if len(data) > max_upload:
+            raise InputError(413, f"the upload is over the limit of {settings.max_upload_mb:g} MB")
+        with metrics.inflight():
+            summary, seconds = await anyio.to_thread.run_sync(infer, data, limiter=limiter["inference"])
+        metrics.inference.observe(seconds)
+        latency_ms = round(1000 * seconds, 2)
+        headers = {"X-Model-Version": model.card.version, "X-Latency-Ms": str(latency_ms)}
+        if format == "json":
+            body = {**summary.to_json(), "model_version": model.card.version, "latency_ms": latency_ms}
+            return JSONResponse(body, headers=headers)
+        return Response(summary.png, media_type="image/png", headers=headers)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    page = resources.files("wms.serve").joinpath("static/index.html").read_text()
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    app.add_middleware(GuardMiddleware, metrics=metrics, max_body=max_upload + MULTIPART_SLACK)
+    return app

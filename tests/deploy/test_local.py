@@ -1,0 +1,157 @@
+"""The local deploy: a new version is checked before the stable port switches, and clients never notice."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from wms.config import load_settings
+from wms.deploy import make_deployer
+from wms.deploy.base import agreement, reference_photo
+from wms.deploy.local import LocalDeployer, alive, free_port
+from wms.errors import BackendError
+
+
+@pytest.fixture
+def deploy_project(served_project: Path) -> Iterator[Path]:
+    """The served project with its stable port on a free loopback port; stops what it started."""
+    with (served_project / "wms.toml").open("a") as fh:
+        fh.write(f"\n[serve]\nport = {free_port()}\n\n[deploy]\nready_timeout_seconds = 90\n")
+    try:
+        yield served_project
+    finally:
+        LocalDeployer(load_settings(start=served_project), lambda _: None).stop()
+
+
+def _deployer(root: Path, lines: list[str] | None = None) -> LocalDeployer:
+    deployer = make_deployer(load_settings(start=root), (lines if lines is not None else []).append)
+    assert isinstance(deployer, LocalDeployer)
+    return deployer
+
+
+class Poller:
+    """A client asking the stable port for masks as fast as it can, recording every answer."""
+
+    def __init__(self, url: str, photo: bytes) -> None:
+        self.url, self.photo = url, photo
+        self.versions: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    answer = client.post(f"{self.url}/predict", files={"file": ("p.png", self.photo)})
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if answer.status_code != 200:
+                    self.failures.append(f"{answer.status_code} {answer.text}")
+                else:
+                    self.versions.append(answer.headers["x-model-version"])
+
+    def wait_for(self, answers: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.versions) < answers and not self.failures:
+            assert time.monotonic() < deadline, f"only {len(self.versions)} answers"
+            time.sleep(0.01)
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def test_a_redeploy_under_load_loses_no_request(
+    deploy_project: Path, exported_model: Path, register_model: Callable[..., str], cli: Callable[..., Any]
+) -> None:
+    lines: list[str] = []
+    first = _deployer(deploy_project, lines).deploy("production")
+    assert first.version == "1" and "smoke mask agreement 100.00%" in first.summary
+    assert any("switched" in line for line in lines)
+    url = first.url
+    assert httpx.get(f"{url}/ready").json()["version"] == "1"
+    state = json.loads((deploy_project / ".wms/deploy/local.json").read_text())
+    old_pid = state["server"]["pid"]
+    assert alive(old_pid) and alive(state["proxy"]["pid"])
+
+    photo, _ = reference_photo(load_settings(start=deploy_project))
+    register_model(deploy_project, exported_model)  # version 2, now production
+    with Poller(url, photo) as poller:
+        poller.wait_for(3)
+        second = _deployer(deploy_project).deploy("production")
+        poller.wait_for(len(poller.versions) + 3)
+    assert second.version == "2"
+    assert poller.failures == []
+    assert poller.versions[0] == "1" and poller.versions[-1] == "2"
+    assert not alive(old_pid)
+    assert httpx.get(f"{url}/model").json()["version"] == "2"
+
+    result = cli("deploy", "stop")
+    assert result.exit_code == 0 and "stopped model 2" in result.output
+    assert not alive(state["proxy"]["pid"])
+    assert not (deploy_project / ".wms/deploy/local.json").exists()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/health", timeout=2)
+
+
+def test_a_version_that_fails_the_smoke_check_never_takes_traffic(
+    deploy_project: Path,
+    exported_model: Path,
+    register_model: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = _deployer(deploy_project).deploy("production")
+    before = json.loads((deploy_project / ".wms/deploy/local.json").read_text())
+    register_model(deploy_project, exported_model)
+
+    # The new server answers, but not with the mask its model should give.
+    import wms.deploy.local as local
+
+    real = local.expected_mask
+    monkeypatch.setattr(local, "expected_mask", lambda model, photo: ~real(model, photo))
+    started: list[Any] = []
+    spawn = LocalDeployer._start_server
+    monkeypatch.setattr(
+        LocalDeployer, "_start_server", lambda self, *a: started.append(spawn(self, *a)) or started[-1]
+    )
+    lines: list[str] = []
+    with pytest.raises(BackendError, match=r"smoke check failed .* nothing was switched"):
+        _deployer(deploy_project, lines).deploy("production")
+    assert "left the running version serving" in lines[-1]
+    assert httpx.get(f"{first.url}/ready").json()["version"] == "1"
+    assert json.loads((deploy_project / ".wms/deploy/local.json").read_text()) == before
+    assert started and started[0].poll() is not None  # the rejected server was stopped
+    assert alive(before["server"]["pid"])
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(project_dir: Path, cli: Callable[..., Any]) -> None:
+    result = cli("deploy", "--dry-run")
+    assert result.exit_code == 0
+    assert "smoke-predict" in result.output and "switch the proxy" in result.output
+    assert not (project_dir / ".wms/deploy").exists()
+
+
+def test_agreement_counts_equal_pixels() -> None:
+    mask = np.zeros((4, 4), bool)
+    mask[:2] = True
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, "PNG")
+    assert agreement(buffer.getvalue(), mask) == 1.0
+    assert agreement(buffer.getvalue(), ~mask) == 0.0
+    assert agreement(b"not a png", mask) == 0.0
