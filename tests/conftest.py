@@ -34,6 +34,9 @@ export_onnx = false  # exporting costs seconds per run; tests/train/test_export.
 
 [gate]
 floor = 0.0
+
+[deploy]
+in_pipeline = false  # tests/deploy/test_pipeline_deploy.py turns it on
 """
 
 

@@ -142,6 +142,7 @@ class GitSettings(Section):
 
 class DeploySettings(Section):
     target: Literal["local", "k8s"] = "local"
+    in_pipeline: bool = Field(True, description="`wms pipeline run` deploys what it promotes")
     min_agreement: float = Field(0.99, gt=0, le=1, description="smoke mask vs expected, share of pixels")
     smoke_image: str = Field("", description="reference photo for the smoke check; empty: a synthetic one")
     ready_timeout_seconds: float = Field(300, gt=0, description="how long a new version may take to be ready")

@@ -367,9 +367,24 @@ class Pipeline:
             st.status = "skipped"
 
     def _deploy(self, run: PipelineRun) -> None:
-        """The production model to the deploy target (a later issue wires it)."""
+        """The promoted model to the deploy target, checked before it takes traffic."""
+        from wms.deploy import make_deployer
+
         st = run.stages["deploy"]
-        st.status, st.outcome = "skipped", "no deploy target wired"
+        if not run.promoted:
+            st.status, st.outcome = "skipped", "not promoted: what serves now keeps serving"
+            return
+        if not self.project.settings.deploy.in_pipeline:
+            st.status, st.outcome = (
+                "skipped",
+                "deploy.in_pipeline is off (`wms deploy` or the workflow deploys)",
+            )
+            return
+        result = make_deployer(self.project, self.notify, self.registry).deploy(
+            str(run.outputs["model_version"])
+        )
+        run.outputs["deployed"] = result.url
+        st.outcome = result.summary
 
     def _prepare(self, run: PipelineRun, new_data: Path) -> Path:
         """Raw photos to the training contract (EXIF applied, size x size, binary masks)."""

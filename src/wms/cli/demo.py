@@ -33,6 +33,7 @@ def demo(
         console.rule(f"[bold]{title}")
 
     batches = []
+    deployed = None  # the pipeline deploys what it promotes when deploy.in_pipeline is on
     for number, seed in ((1, 1), (2, 2)):
         batch = workdir / f"batch{number}"
         step(f"{'1' if number == 1 else '3'}. synthesize batch {number}: {count} pairs at {size}x{size}")
@@ -41,7 +42,7 @@ def demo(
         console.print(f"wrote {batch}/images and {batch}/masks", highlight=False)
         batches.append(batch)
         step(f"{'2' if number == 1 else '4'}. wms pipeline run --new-data {batch}")
-        run_pipeline(project, batch)
+        deployed = run_pipeline(project, batch).outputs.get("deployed", deployed)
 
     step("5. wms predict on new photos with the production model")
     photos = workdir / "new-photos"
@@ -61,9 +62,13 @@ def demo(
         f"pointer files:    {project.path(project.settings.tracking.pointer_dir)}/production_current.json",
         f"masks:            {workdir / 'predictions'}",
         "",
+        f"serving:          {deployed} (web page at /, stop with `wms deploy stop`)"
+        if deployed
+        else "serving:          nothing (deploy.in_pipeline is off; `wms deploy` starts it)",
+        "",
         "try next:",
         "  wms model list",
-        "  wms deploy                # serve production on http://127.0.0.1:8000, web page at /",
+        "  wms model history",
         f"  wms predict {photos}/images/*.png --out masks",
         f"  wms data validate {batches[0]} --size {size}",
         "  WMS_TRAIN__EPOCHS=0 wms pipeline run --new-data DIR   # an untrained model: the gate rejects it",

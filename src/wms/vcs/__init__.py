@@ -59,7 +59,6 @@ def make_github_host(
 
 
 __all__ = [
-    "runner_probe_for",
     "HOSTS",
     "Git",
     "GitError",
@@ -71,6 +70,7 @@ __all__ = [
     "Runner",
     "make_git_host",
     "make_github_host",
+    "runner_probe_for",
 ]
 
 
