@@ -34,9 +34,6 @@ export_onnx = false  # exporting costs seconds per run; tests/train/test_export.
 
 [gate]
 floor = 0.0
-
-[deploy]
-in_pipeline = false  # tests/deploy/test_pipeline_deploy.py turns it on
 """
 
 
@@ -46,6 +43,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("WMS_"):
             monkeypatch.delenv(name)
+    # Pipelines in tests do not start servers; tests/deploy/test_pipeline_deploy.py turns it on.
+    monkeypatch.setenv("WMS_DEPLOY__IN_PIPELINE", "false")
 
 
 @pytest.fixture

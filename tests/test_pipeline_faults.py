@@ -95,10 +95,8 @@ def test_a_fault_at_any_stage_stops_the_instance_and_resume_finishes_the_run(
     assert resumed.status == "ok", resumed.summary
     assert ec2_box.state() == "stopped"
     assert resumed.stages[stage].status in ("ok", "skipped")
-    assert (resumed.stages["publish"].outcome, resumed.stages["deploy"].outcome) == (
-        "no git host wired",
-        "no deploy target wired",
-    )
+    # No data branch (not a git repository) and deploy.in_pipeline off in tests: both end skipped.
+    assert (resumed.stages["publish"].status, resumed.stages["deploy"].status) == ("skipped", "skipped")
     if STAGES.index(stage) > STAGES.index("train"):  # the model was not trained again
         assert resumed.stages["train"].started_at == stages["train"]["started_at"]
         assert resumed.outputs["mlflow_run_id"] == record["outputs"]["mlflow_run_id"]
