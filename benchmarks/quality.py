@@ -45,6 +45,15 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".work")
     parser.add_argument("--max-minutes", type=float, default=None, help="override the recipe's budget")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [train] key over the recipe",
+    )
+    parser.add_argument("--tag", default="", help="write quality-RECIPE-TAG.json (an experiment) instead")
     args = parser.parse_args()
     if not (args.data / "images").is_dir():
         print(f"skipped: real data not found at {args.data}")
@@ -70,6 +79,11 @@ def main() -> int:
     cfg = apply_recipe(TrainSettings(), args.recipe)
     if args.max_minutes is not None:
         cfg = cfg.model_copy(update={"max_minutes": args.max_minutes})
+    if args.sets:
+        from wms.config import parse_overrides
+
+        overrides = parse_overrides([f"train.{pair}" for pair in args.sets]).get("train", {})
+        cfg = TrainSettings.model_validate(cfg.model_dump() | overrides)
     print(f"recipe {args.recipe}: {cfg.model_dump()}", flush=True)
     print({name: len(members) for name, members in split.items()}, flush=True)
 
@@ -79,12 +93,14 @@ def main() -> int:
     per_image = evaluate(result.segmenter, split["test"])
     scores = summarize(per_image)
     # The model and per-image scores stay outside git (they derive from the real photos).
-    result.segmenter.save(args.work / f"model-{args.recipe}")
-    with (args.work / f"test-scores-{args.recipe}.csv").open("w") as fh:
+    name = f"{args.recipe}-{args.tag}" if args.tag else args.recipe
+    result.segmenter.save(args.work / f"model-{name}")
+    with (args.work / f"test-scores-{name}.csv").open("w") as fh:
         fh.writelines(f"{s.id},{s.dice:.4f},{s.iou:.4f}\n" for s in per_image)
     out = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "recipe": args.recipe,
+        "overrides": args.sets,
         "settings": cfg.model_dump(mode="json"),
         "device": result.device,
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",
@@ -102,7 +118,7 @@ def main() -> int:
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(out, indent=2))
-    target = REPO / "benchmarks" / "results" / f"quality-{args.recipe}.json"
+    target = REPO / "benchmarks" / "results" / f"quality-{name}.json"
     target.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {target.relative_to(REPO)}")
     return 0
