@@ -30,6 +30,7 @@ def test_a_failed_run_names_its_stage_and_resumes_from_ci(
     values = dict(line.split("=", 1) for line in output.read_text().splitlines())
     assert (values["status"], values["failed_stage"], values["promoted"]) == ("failed", "promote", "false")
     assert "| promote | failed |" in summary.read_text()
+    assert "#### Quality gate" in summary.read_text() and "first model" in summary.read_text()
 
     monkeypatch.delenv("WMS_FAULT_STAGE")
     resumed = cli("pipeline", "resume", values["run_id"])

@@ -113,7 +113,11 @@ def report_to_github(run: PipelineRun) -> None:
     cost = f"compute held {usage.get('instance_seconds', 0):.0f} s" + (
         f", ${usage['cost_usd']:.4f}" if usage.get("cost_usd") else ""
     )
-    write_step_summary("\n".join([f"### pipeline run {run.run_id}", "", run.summary, "", *rows, "", cost]))
+    gate = run.outputs.get("gate_report")
+    gate_md = ["", "#### Quality gate", "", Path(gate).read_text()] if gate and Path(gate).exists() else []
+    write_step_summary(
+        "\n".join([f"### pipeline run {run.run_id}", "", run.summary, "", *rows, "", cost, *gate_md])
+    )
 
 
 @app.command()
