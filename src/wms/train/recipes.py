@@ -12,12 +12,11 @@ from wms.errors import ConfigError
 
 RECIPES: dict[str, dict[str, Any]] = {
     # Two CPU cores, under 30 minutes on the 830 real photos. Width 8: the top-level
-    # convolutions dominate CPU time, and 8 channels there train ~4x faster than 16. The model
-    # is still improving when the budget ends, so 224 px (47 s/epoch, 33 epochs) and a higher
-    # learning rate beat 256 px (62 s/epoch, 25 epochs): test Dice 0.829 vs 0.805
-    # (benchmarks/results/quality-cpu-lr6e-3-224.json vs quality-cpu.json).
+    # convolutions dominate CPU time, and 8 channels there train ~4x faster than 16. Within the
+    # budget more epochs beat more pixels: 256 px ran 25 epochs (test Dice 0.805), 224 px 33
+    # (0.829), 192 px all 40 in 23 min (0.851) — benchmarks/results/quality-cpu*.json.
     "cpu": {
-        "image_size": 224,
+        "image_size": 192,
         "base_channels": 8,
         "depth": 4,
         "batch_size": 8,
