@@ -94,17 +94,10 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def s3_bucket(aws_env: str) -> str:
     """A fresh bucket; boto3/s3fs find the endpoint and credentials in the usual AWS variables."""
     import boto3
 
-    for name, value in {
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
     bucket = f"wms-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     return bucket

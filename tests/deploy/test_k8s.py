@@ -146,7 +146,7 @@ def cluster_project(
     served_project: Path,
     exported_model: Path,
     tmp_path: Path,
-    moto_endpoint: str,
+    aws_env: str,
     monkeypatch: pytest.MonkeyPatch,
     live_server: Callable[[object], Any],
 ) -> Iterator[tuple[Path, FakeCluster]]:
@@ -167,10 +167,6 @@ def cluster_project(
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "WMS_FAKE_LOG": str(log),
         "WMS_FAKE_STATE": str(state),
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
 
