@@ -9,15 +9,8 @@ import pytest
 from wms.config import load_settings
 from wms.data.store import sha256_file
 from wms.errors import RegistryError
-from wms.registry import (
-    MlflowRegistry,
-    move_production,
-    production_at,
-    read_history,
-    record_move,
-    roll_back,
-    verify_model_folder,
-)
+from wms.production import move_production, production_at, read_history, record_move, roll_back
+from wms.registry import MlflowRegistry, verify_model_folder
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The training-data pipeline: merge → validate → start compute → train → gate → stop compute →
-promote → publish → deploy.
+promote → publish → reconcile → deploy.
 
     wms pipeline run --new-data data/incoming
+    wms pipeline run -d DIR --branch data/20260101-120000 --sha SHA   # CI: main's code, the branch's data
     wms pipeline resume RUN_ID        # after a failure: continue from the first unfinished stage
 
 Each stage is recorded in `.wms/runs/<run-id>/run.json` with its status, timing and
@@ -10,8 +11,10 @@ so `resume` never redoes finished work. Compute is released on every path out: t
 stop_compute stage runs in `finally`, SIGINT/SIGTERM become an exception so that `finally`
 runs, a safety net stops it again if that stage failed, and the compute lease (renewed while
 the run lives) lets `wms compute reap` stop it if this process dies outright. One pipeline
-at a time per dataset store: the run holds a lease lock on the store. Nothing moves (no alias,
-no pointer file) unless the gate says the candidate is better.
+at a time per dataset store: the run holds a lease lock on the store, and a run of a data
+branch records the batch's outcome in the store (`wms.batches`) so none is lost. The base
+dataset is main's latest promoted version, read at run time. Nothing moves unless the gate
+says the candidate is better, and then only through main (`wms.promotion`).
 
 `WMS_FAULT_STAGE=<stage>` (read by the CLI) makes that stage raise, to test all of this;
 `WMS_FAULT_STAGE=<stage>:SIGTERM` sends the process a signal there instead.
@@ -19,9 +22,7 @@ no pointer file) unless the gate says the candidate is better.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import time
 import uuid
@@ -31,17 +32,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from wms import promotion
+from wms.batches import BatchLedger, is_finished
 from wms.compute import Compute, Notify, cost_usd, make_compute, quiet
 from wms.config import Project
 from wms.data.lease import LeaseHeld, default_owner, lease, renew
-from wms.data.pointer import read_pointer
-from wms.data.prepare import prepare_dataset
-from wms.data.store import IngestPlan, open_store
-from wms.data.validate import validate_dataset
+from wms.data.merge import merge_into, prepare_incoming, restore, validate_merged
+from wms.data.store import open_store
 from wms.errors import BackendError, DataError, UsageError, WmsError
 from wms.gate import REPORT_MD, GateDecision, decide, write_report
 from wms.guards import Heartbeat, Interrupted, signals_raise
-from wms.registry import Registry, move_production
+from wms.registry import Registry
 from wms.runs import (
     STAGES,
     InjectedFault,
@@ -59,6 +60,8 @@ from wms.train.loop import TrainReporter
 from wms.train.run import TrainedRun, split_pairs, train_and_log
 from wms.train.segmenter import Segmenter
 from wms.vcs import runner_probe_for
+from wms.vcs.git import Git, GitError
+from wms.vcs.mainline import MainLine
 
 LOCK_FILE = "pipeline.lock.json"
 
@@ -94,17 +97,43 @@ class Pipeline:
             project.settings.compute, runner_probe=runner_probe_for(project), notify=notify
         )
         self.store = open_store(project)
+        self.batches = BatchLedger(self.store.fs, self.store.root)
         self.work_dir = project.state_dir / "work" / "dataset"
         self._held_since: float | None = None  # monotonic time compute was asked to start
         self.last_run: PipelineRun | None = None  # the record, also when run/resume raised
 
     # -- the runner ---------------------------------------------------------------------------
-    def run(self, new_data: Path) -> PipelineRun:
-        """Take `new_data` through every stage; raises WmsError when a stage cannot go on."""
+    def run(
+        self, new_data: Path, branch: str | None = None, sha: str | None = None, skip_finished: bool = False
+    ) -> PipelineRun:
+        """Take `new_data` through every stage; raises WmsError when a stage cannot go on.
+
+        `branch`/`sha` name the data branch commit the batch came from (default: the checked-out
+        data branch, if any); its outcome is recorded for `wms pipeline sweep`. With
+        `skip_finished`, a batch another run finished meanwhile is not run again.
+        """
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
         run = PipelineRun(run_id, str(new_data), self.project.runs_dir / run_id)
-        return self._execute(run, set())
+        batch = self._batch(branch, sha)
+        if batch:
+            run.outputs["batch"] = batch
+        return self._execute(run, set(), skip_finished)
+
+    def _batch(self, branch: str | None, sha: str | None) -> dict[str, str] | None:
+        prefix = self.project.settings.git.data_branch_prefix
+        git = Git(self.project.root)
+        if branch is None:
+            try:
+                current = git.current_branch()
+            except GitError:
+                return None
+            if current is None or not current.startswith(prefix):
+                return None
+            branch = current
+        if sha is None:
+            sha = git.rev_parse(branch) if git.ok("rev-parse", "--verify", "--quiet", branch) else ""
+        return {"branch": branch, "sha": sha} if sha else None
 
     def resume(self, run_id: str) -> PipelineRun:
         """Continue a failed or interrupted run from its first unfinished stage."""
@@ -120,7 +149,7 @@ class Pipeline:
         self.notify(f"resuming run {run_id} from {start}")
         return self._execute(run, keep)
 
-    def _execute(self, run: PipelineRun, keep: set[str]) -> PipelineRun:
+    def _execute(self, run: PipelineRun, keep: set[str], skip_finished: bool = False) -> PipelineRun:
         self.last_run = run
         store_cfg = self.project.settings.store
         path = f"{self.store.root}/{LOCK_FILE}"
@@ -145,6 +174,12 @@ class Pipeline:
                     f"{exc.holder.get('owner', '?')} (its lock expires {exc.holder.get('expires_at', '?')}); "
                     "wait for it to finish and run again, or raise store.lock_wait_seconds to wait longer"
                 ) from None
+            batch = run.outputs.get("batch")
+            if batch:
+                record = self.batches.get(batch["sha"])
+                if skip_finished and is_finished(record):
+                    return self._already_done(run, record or {})
+                self.batches.start(batch["branch"], batch["sha"], run.run_id)
             run.save()
             stack.enter_context(signals_raise(self._on_repeat_signal))
             stack.enter_context(Heartbeat(self._beat_interval(), lambda: self._beat(path, lock), self.notify))
@@ -161,6 +196,7 @@ class Pipeline:
             what = str(exc) if isinstance(exc, WmsError | Interrupted) else type(exc).__name__
             where = f" at {run.failed_stage}" if run.failed_stage else ""
             run.summary = f"failed{where}: {what}; continue with `wms pipeline resume {run.run_id}`"
+            self._record_batch(run, "rejected" if isinstance(exc, DataError) else "failed")
             raise
         finally:
             self._release(run)
@@ -169,6 +205,35 @@ class Pipeline:
                     record.status = "skipped"
             run.finished_at = now_iso()
             run.save()
+        self._record_batch(run, batch_status(run))
+
+    def _record_batch(self, run: PipelineRun, status: str) -> None:
+        batch = run.outputs.get("batch")
+        if not batch:
+            return
+        try:
+            self.batches.finish(
+                batch["sha"],
+                status,
+                run.summary,
+                run_id=run.run_id,
+                dataset_version=run.outputs.get("dataset_version"),
+                model_version=run.outputs.get("model_version"),
+                published=run.outputs.get("published"),
+            )
+        except OSError as exc:  # the run's own outcome matters more; the sweeper will look again
+            self.notify(f"could not record the batch outcome in the store ({exc})")
+
+    def _already_done(self, run: PipelineRun, record: dict[str, str]) -> PipelineRun:
+        for stage in run.stages.values():
+            stage.status = "skipped"
+        run.status, run.finished_at = "ok", now_iso()
+        run.summary = (
+            f"batch {run.outputs['batch']['branch']} was finished meanwhile by run {record.get('run_id')}: "
+            f"{record.get('status')} ({record.get('summary', '')})"
+        )
+        run.save()
+        return run
 
     def _beat_interval(self) -> float:
         settings = self.project.settings
@@ -241,7 +306,7 @@ class Pipeline:
         if {"train", "gate"} <= keep:
             trained, decision = load_trained(run.run_dir), load_decision(run.outputs)
         else:
-            dataset = self._restore_dataset(run, version) if "merge" in keep else self.work_dir
+            dataset = restore(self.store, version, self.work_dir) if "merge" in keep else self.work_dir
             try:
                 with self.stage(run, "start_compute", fault_at_entry=False) as st:
                     self._start_compute(run, st)
@@ -260,31 +325,37 @@ class Pipeline:
         if "promote" not in keep:
             with self.stage(run, "promote") as st:
                 if decision.promote:
-                    model_version = self._promote(run, trained, decision, version)
-                    st.outcome = f"version {model_version} is now production"
+                    st.outcome = promotion.promote(
+                        self.project, self.registry, self.store, run, trained, decision, version
+                    )
                 else:
                     st.status = "skipped"
-                    st.outcome = "nothing moved: production and data/dataset.json stay as they were"
+                    st.outcome = "nothing moved: production and data/dataset.json stay as main has them"
         if not run.summary:
             run.summary = self._restored_summary(run, decision)
         if "publish" not in keep:
-            with self.stage(run, "publish"):
-                self._publish(run)
-        with self.stage(run, "deploy"):
-            self._deploy(run)
+            with self.stage(run, "publish") as st:
+                promotion.publish(self.project, run, st)
+        if "reconcile" not in keep:
+            with self.stage(run, "reconcile") as st:
+                promotion.reconcile_stage(self.project, self.registry, run, st)
+        with self.stage(run, "deploy") as st:
+            promotion.deploy(self.project, self.registry, run, st, self.notify)
 
     def _merge_and_validate(self, run: PipelineRun, new_data: Path) -> str | None:
         """The merged version, stored once valid; None when the batch holds nothing new."""
         settings = self.project.settings
-        pointer = read_pointer(self.project.path(settings.data.pointer))
+        main = MainLine(self.project)
+        pointer = main.dataset_pointer()
         base = pointer["version"] if pointer else None
         run.outputs["base_version"] = base
+        run.outputs["base_from"] = main.where
         with self.stage(run, "merge") as st:
             if settings.data.auto_prepare:
-                new_data = self._prepare(run, new_data)
+                new_data = prepare_incoming(new_data, run.run_dir / "prepared", settings.data.size)
             # Conflicts stop here, before anything is written; orphans go on to validation's report.
             plan = self.store.plan(new_data, base, allow_orphans=True)
-            dataset = self._merge(base, new_data, plan)
+            dataset = merge_into(self.store, self.work_dir, base, plan)
             st.outcome = (
                 f"{len(plan.added)} new, {len(plan.unchanged)} already present → "
                 f"version {plan.version or 'none'} ({len(plan.pairs)} pairs, base {base or 'none'})"
@@ -295,7 +366,7 @@ class Pipeline:
             run.summary = f"not promoted: no new pairs in {new_data} (version {base} already holds them)"
             return None
         with self.stage(run, "validate") as st:
-            self._validate(run, dataset, st)
+            st.outcome = validate_merged(dataset, settings.data.size, run.run_dir)
             version = self.store.ingest(dataset, base).version
             run.outputs["dataset_version"] = version
         return version
@@ -334,98 +405,10 @@ class Pipeline:
         save_trained(run.run_dir, trained)  # so a resumed run does not train again
         return trained
 
-    def _restore_dataset(self, run: PipelineRun, version: str) -> Path:
-        """The stored version in the work folder again (only missing files are copied)."""
-        pulled = self.store.pull(version, self.work_dir)
-        for leftover in pulled.extra:
-            Path(leftover).unlink()
-        return self.work_dir
-
     def _restored_summary(self, run: PipelineRun, decision: GateDecision) -> str:
         if run.promoted:
             return f"promoted version {run.outputs.get('model_version', '?')}: {decision.reason}"
         return f"not promoted: {decision.reason}"
-
-    def _publish(self, run: PipelineRun) -> None:
-        """On a data branch: swap the incoming pairs for the pointers and merge (or open the PR)."""
-        from wms.vcs.publish import NOT_ON_DATA_BRANCH, dataset_summary, publish_promotion
-
-        st = run.stages["publish"]
-        if not run.promoted:
-            st.status, st.outcome = "skipped", "not promoted: the data branch stays for review"
-            return
-        report = run.outputs.get("gate_report")
-        outcome = publish_promotion(
-            self.project,
-            branch=None,
-            gate_markdown=Path(report).read_text() if report else run.summary,
-            dataset_summary=dataset_summary(self.project),
-        )
-        run.outputs["published"] = outcome
-        st.outcome = outcome
-        if outcome == NOT_ON_DATA_BRANCH:
-            st.status = "skipped"
-
-    def _deploy(self, run: PipelineRun) -> None:
-        """The promoted model to the deploy target, checked before it takes traffic."""
-        from wms.deploy import make_deployer
-
-        st = run.stages["deploy"]
-        if not run.promoted:
-            st.status, st.outcome = "skipped", "not promoted: what serves now keeps serving"
-            return
-        if not self.project.settings.deploy.in_pipeline:
-            st.status, st.outcome = (
-                "skipped",
-                "deploy.in_pipeline is off (`wms deploy` or the workflow deploys)",
-            )
-            return
-        result = make_deployer(self.project, self.notify, self.registry).deploy(
-            str(run.outputs["model_version"])
-        )
-        run.outputs["deployed"] = result.url
-        st.outcome = result.summary
-
-    def _prepare(self, run: PipelineRun, new_data: Path) -> Path:
-        """Raw photos to the training contract (EXIF applied, size x size, binary masks)."""
-        report = prepare_dataset(new_data, run.run_dir / "prepared", size=self.project.settings.data.size)
-        if report.skipped:
-            first = report.skipped[0]
-            raise DataError(
-                f"{len(report.skipped)} file(s) in {new_data} could not be prepared "
-                f"(first: {first.path}: {first.reason}); fix or remove them and run again"
-            )
-        return report.out
-
-    def _merge(self, base: str | None, new_data: Path, plan: IngestPlan) -> Path:
-        """The base version plus the new pairs, in the local work folder (nothing in the store yet)."""
-        work = self.work_dir
-        if base:
-            pulled = self.store.pull(base, work)
-            for leftover in pulled.extra:  # files of an earlier run that was not kept
-                Path(leftover).unlink()
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-            for kind in ("images", "masks"):
-                (work / kind).mkdir(parents=True)
-        for pair in plan.new_pairs:
-            shutil.copy2(pair.image, work / "images" / pair.image.name)
-            shutil.copy2(pair.mask, work / "masks" / pair.mask.name)
-        for orphan in plan.orphans:
-            shutil.copy2(orphan, work / orphan.parent.name / orphan.name)
-        return work
-
-    def _validate(self, run: PipelineRun, dataset: Path, st: StageRecord) -> None:
-        report = validate_dataset(dataset, size=self.project.settings.data.size)
-        (run.run_dir / "validation.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        (run.run_dir / "validation.md").write_text(report.to_markdown())
-        if not report.ok:
-            codes = sorted({i.code for i in report.errors})
-            raise DataError(
-                f"validation failed: {len(report.errors)} error(s) ({', '.join(codes)}); "
-                f"fix the new data and run again — report: {run.run_dir / 'validation.md'}"
-            )
-        st.outcome = f"{report.pairs} pairs valid, {len(report.warnings)} warning(s)"
 
     def _gate(self, run: PipelineRun, dataset: Path, trained: TrainedRun) -> GateDecision:
         """Score production on the candidate's test images, decide, report, register the candidate."""
@@ -472,28 +455,14 @@ class Pipeline:
             )
         return decision
 
-    def _promote(
-        self, run: PipelineRun, trained: TrainedRun, decision: GateDecision, dataset_version: str
-    ) -> str:
-        settings = self.project.settings
-        version = run.outputs["candidate_version"]
-        move = move_production(
-            self.registry,
-            self.project.path(settings.tracking.pointer_dir),
-            version,
-            action="promote",
-            reason=decision.reason,
-            by=f"wms pipeline run {run.run_id}",
-        )
-        self.store.point(self.project.path(settings.data.pointer), dataset_version, settings.store.url)
-        dice = trained.test_metrics["dice"]
-        baseline = decision.comparison("dice").baseline
-        versus = (
-            f"vs baseline {baseline:.4f} (version {move['from_version']})"
-            if baseline is not None
-            else f"(floor {settings.gate.floor:.2f})"
-        )
-        run.promoted = True
-        run.outputs["model_version"] = version
-        run.summary = f"promoted version {version}: test Dice {dice:.4f} {versus}"
-        return str(version)
+
+def batch_status(run: PipelineRun) -> str:
+    """How a finished run ends its batch's record (see `wms.batches`)."""
+    if run.promoted:
+        return "promoted" if run.outputs.get("on_main") else "published"
+    if (
+        run.outputs.get("dataset_version")
+        and run.outputs.get("base_version") == run.outputs["dataset_version"]
+    ):
+        return "no-new-data"
+    return "not-promoted"

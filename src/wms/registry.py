@@ -3,14 +3,11 @@
 Nothing outside this module imports mlflow. Runs hold params, per-epoch metrics and the
 saved model (artifact folder `model/`); a promoted run becomes a registered model version,
 and the aliases `production` and `previous` say which version serves. Every alias move is
-also written to `models/production_current.json` and appended to
-`models/production_history.jsonl`, so "what was in production on date X" has an answer
-from git alone.
+decided by `models/production_current.json` on main (`wms.production` follows it).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import tempfile
@@ -27,7 +24,6 @@ from wms.errors import RegistryError
 PRODUCTION, PREVIOUS = "production", "previous"
 MODEL_ARTIFACT = "model"
 RUN_ID = re.compile(r"[0-9a-f]{32}")
-CURRENT_FILE, HISTORY_FILE = "production_current.json", "production_history.jsonl"
 
 
 @dataclass(frozen=True)
@@ -307,93 +303,3 @@ def verify_model_folder(folder: Path, tags: dict[str, str]) -> str:
             )
         checked.append(name)
     return f"sha256 checked: {', '.join(checked)}" if checked else ""
-
-
-def actor() -> str:
-    """Who is moving the model: the GitHub actor in Actions, else the local user."""
-    import getpass
-    import os
-    import socket
-
-    if os.environ.get("GITHUB_ACTOR"):
-        return f"{os.environ['GITHUB_ACTOR']} (GitHub Actions)"
-    try:
-        return f"{getpass.getuser()}@{socket.gethostname()}"
-    except OSError:
-        return "unknown"
-
-
-def move_production(
-    registry: Registry,
-    pointer_dir: Path,
-    version: str,
-    *,
-    action: str,
-    reason: str,
-    by: str,
-) -> dict[str, Any]:
-    """Point `production` at `version` (keeping `previous`) and write the move to the ledger."""
-    target = registry.get(version)
-    old = registry.promote(target.version)
-    return _record(registry, pointer_dir, action, old, target, reason, by)
-
-
-def roll_back(registry: Registry, pointer_dir: Path, *, reason: str, by: str) -> dict[str, Any]:
-    """Move `production` back to `previous` and write the move to the ledger."""
-    old, restored = registry.rollback()
-    return _record(registry, pointer_dir, "rollback", old, restored, reason, by)
-
-
-def _record(
-    registry: Registry,
-    pointer_dir: Path,
-    action: str,
-    old: ModelRecord | None,
-    new: ModelRecord,
-    reason: str,
-    by: str,
-) -> dict[str, Any]:
-    entry = {
-        "action": action,
-        "model_name": registry.model_name,
-        "from_version": old.version if old else None,
-        "to_version": new.version,
-        "run_id": new.run_id,
-        "metrics": {k.removeprefix("test_"): round(v, 6) for k, v in new.metrics.items()},
-        "dataset_version": new.tags.get("dataset_version"),
-        "model_sha256": new.tags.get("model_sha256"),
-        "reason": reason,
-        "by": by,
-        "actor": actor(),
-    }
-    return record_move(pointer_dir, entry)
-
-
-def read_history(pointer_dir: Path) -> list[dict[str, Any]]:
-    """Every recorded move, oldest first."""
-    ledger = pointer_dir / HISTORY_FILE
-    if not ledger.exists():
-        return []
-    return [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
-
-
-def production_at(pointer_dir: Path, when: datetime) -> dict[str, Any] | None:
-    """The move that was in force at `when` (UTC), or None if nothing was in production yet."""
-    in_force = None
-    for entry in read_history(pointer_dir):
-        if datetime.fromisoformat(entry["at"]) <= when:
-            in_force = entry
-    return in_force
-
-
-def record_move(pointer_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Write the production pointer and append the move to the history ledger."""
-    pointer_dir.mkdir(parents=True, exist_ok=True)
-    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **entry}
-    current = pointer_dir / CURRENT_FILE
-    tmp = current.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(entry, indent=2) + "\n")
-    tmp.replace(current)
-    with (pointer_dir / HISTORY_FILE).open("a") as ledger:
-        ledger.write(json.dumps(entry) + "\n")
-    return entry

@@ -29,6 +29,7 @@ STAGES = (
     "stop_compute",
     "promote",
     "publish",
+    "reconcile",
     "deploy",
 )
 

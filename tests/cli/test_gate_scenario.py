@@ -67,7 +67,7 @@ def test_reject_promote_rollback_and_the_ledger(
 
     rolled = cli("model", "rollback", "--reason", "v3 misreads dials")
     assert rolled.exit_code == 0, rolled.output
-    assert "production is now version 1 (was 3)" in rolled.output
+    assert "production moved to version 1 (was 3)" in rolled.output
     assert aliases(cli) == {"1": ["production"], "2": [], "3": ["previous"]}
     moves = json.loads(cli("model", "history", "--json").output)
     assert [(m["action"], m["from_version"], m["to_version"]) for m in moves] == [

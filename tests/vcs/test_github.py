@@ -169,10 +169,16 @@ def test_a_merge_github_refuses_leaves_the_pull_request_open(github: FakeGitHub)
     new_pr_routes(github)
     github.answer("POST /graphql", 200, NOT_ALLOWED)
     github.answer(f"PUT /repos/{REPO}/pulls/7/merge", 405, {"message": "Pull Request is not mergeable"})
+    github.answer(f"POST /repos/{REPO}/issues/7/comments", 201, {"html_url": PR["html_url"] + "#c1"})
 
     outcome = host(github).publish("data/x", "t", "b")
 
     assert "open for review" in outcome and "not mergeable" in outcome
+    [comment] = github.calls(f"POST /repos/{REPO}/issues/7/comments")
+    assert (
+        "could not merge" in comment.body["body"] and "Pull Request is not mergeable" in comment.body["body"]
+    )
+    assert "production_current.json" in comment.body["body"]
 
 
 def test_other_graphql_errors_are_reported(github: FakeGitHub) -> None:

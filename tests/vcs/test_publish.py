@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -77,11 +78,35 @@ def test_a_project_that_is_no_git_repository_publishes_nothing(project_dir: obje
     assert outcome == NOT_ON_DATA_BRANCH
 
 
-def test_a_branch_other_than_the_checked_out_one_is_refused(repo: Repo) -> None:
-    promoted(repo)
+def test_another_branch_is_published_from_a_worktree_with_main_taken_in(repo: Repo, tmp_path: Path) -> None:
+    # CI: the checkout holds main's code; the data branch is only ever a worktree of its own.
+    repo.git("switch", "-q", "-c", BRANCH)
+    repo.add_pairs("m001", "m002")
+    branch_tip = repo.commit("two new pairs")
     repo.git("switch", "-q", "main")
-    with pytest.raises(UsageError, match=f"git checkout {BRANCH}"):
-        publish_promotion(load_settings(), branch=BRANCH, gate_markdown=GATE, dataset_summary="")
+    repo.write("models/production_history.jsonl", json.dumps({"to_version": "1"}) + "\n")
+    repo.commit("main moved on after the branch was cut")
+    files = tmp_path / "promotion"
+    (files / "data").mkdir(parents=True)
+    (files / "models").mkdir()
+    (files / "data" / "dataset.json").write_text(json.dumps({"version": "v2"}) + "\n")
+    (files / "models" / "production_current.json").write_text(json.dumps({"to_version": "2"}) + "\n")
+    history = [json.dumps({"to_version": "1"}), json.dumps({"to_version": "2"})]
+    (files / "models" / "production_history.jsonl").write_text("\n".join(history) + "\n")
+
+    outcome = publish_promotion(
+        load_settings(), branch=BRANCH, sha=branch_tip, files=files, gate_markdown=GATE, dataset_summary="v2"
+    )
+
+    assert outcome.startswith(f"merged {BRANCH} into main")
+    assert repo.out("branch", "--show-current") == "main"
+    assert json.loads((repo.work / "models" / "production_current.json").read_text())["to_version"] == "2"
+    assert (repo.work / "models" / "production_history.jsonl").read_text().splitlines() == history
+    assert not (repo.work / "data" / "incoming" / "images" / "m001.png").exists()
+    assert repo.out("worktree", "list").count("\n") == 0  # the temporary worktree is gone
+
+
+def test_a_branch_that_is_no_data_branch_is_refused(repo: Repo) -> None:
     with pytest.raises(UsageError, match="not a data branch"):
         publish_promotion(load_settings(), branch="feature", gate_markdown=GATE, dataset_summary="")
 

@@ -6,12 +6,14 @@ import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich import box
 from rich.table import Table
 
 from wms.cli._common import WmsGroup, console, state
+from wms.config import Project
 from wms.errors import UsageError
 from wms.registry import RUN_ID, MlflowRegistry
 
@@ -68,10 +70,29 @@ def show(
     console.print(table)
 
 
-def _moved(entry: dict[str, object]) -> None:
+def _follow(project: Project, registry: MlflowRegistry, entry: dict[str, Any]) -> None:
+    """Commit the move (in git), then move the alias now where this checkout is main."""
+    from wms.production import reconcile
+    from wms.vcs.mainline import MainLine
+    from wms.vcs.publish import commit_move
+
     console.print(
-        f"[bold green]{entry['action']}[/]: production is now version {entry['to_version']} "
-        f"(was {entry['from_version'] or 'nothing'}); recorded in the ledger",
+        f"[bold green]{entry['action']}[/]: production_current.json names version {entry['to_version']} "
+        f"(was {entry['from_version'] or 'nothing'}); the move is in the ledger",
+        highlight=False,
+    )
+    settings = project.settings
+    title = f"Production: version {entry['to_version']} ({entry['action']}: {entry['reason']})"
+    sha = commit_move(project, title)
+    on_main = MainLine(project).ref is None
+    if on_main and (sha is None or settings.git.host == "local"):
+        result = reconcile(registry, project.path(settings.tracking.pointer_dir))
+        console.print(result.summary, highlight=False)
+        return
+    where = f"committed {sha}" if sha else "written"
+    console.print(
+        f"{where}: production moves when this reaches {settings.git.base_branch} — push it (or open a pull "
+        f"request); the release workflow then runs `wms model reconcile`",
         highlight=False,
     )
 
@@ -85,19 +106,18 @@ def promote(
     """Put a version in production by hand; the old one becomes `previous`.
 
     The gate is not asked: use it to promote a candidate a person reviewed. The move is
-    written to models/production_current.json and models/production_history.jsonl.
+    written to models/production_current.json and models/production_history.jsonl and, in a
+    git checkout, committed: main is what production follows. On main with the local git
+    host (or outside git) the alias moves at once; otherwise when the commit reaches main.
     """
-    from wms.registry import move_production
+    from wms.production import plan_move
 
     project = state(ctx).project()
     registry = MlflowRegistry(project)
-    if (current := registry.production()) is not None and current.version == version.lstrip("v"):
-        raise UsageError(f"version {current.version} is already in production; nothing to do")
     pointer_dir = project.path(project.settings.tracking.pointer_dir)
-    _moved(
-        move_production(
-            registry, pointer_dir, version, action="promote", reason=reason, by="wms model promote"
-        )
+    by = "wms model promote"
+    _follow(
+        project, registry, plan_move(registry, pointer_dir, version, action="promote", reason=reason, by=by)
     )
 
 
@@ -106,12 +126,38 @@ def rollback(
     ctx: typer.Context,
     reason: str = typer.Option("rolled back by hand", "--reason", "-r", help="Why, for the ledger."),
 ) -> None:
-    """Put the `previous` version back in production (the current one becomes `previous`)."""
-    from wms.registry import roll_back
+    """Put back the version production came from: a commit on main, revertible like any other."""
+    from wms.production import plan_rollback
 
     project = state(ctx).project()
+    registry = MlflowRegistry(project)
     pointer_dir = project.path(project.settings.tracking.pointer_dir)
-    _moved(roll_back(MlflowRegistry(project), pointer_dir, reason=reason, by="wms model rollback"))
+    _follow(project, registry, plan_rollback(registry, pointer_dir, reason=reason, by="wms model rollback"))
+
+
+@app.command()
+def reconcile(
+    ctx: typer.Context,
+    deploy: bool = typer.Option(False, "--deploy", help="Also deploy the version main names."),
+) -> None:
+    """Make the registry follow main: point `production` at what models/production_current.json names.
+
+    Run it on a checkout of main (the release workflow does when that file changes on main):
+    after a pull request merges, after a rollback commit or its revert. `previous` keeps the
+    version production had. With --deploy, the version is also deployed to `deploy.target`.
+    """
+    from wms.production import reconcile as follow_main
+
+    project = state(ctx).project()
+    registry = MlflowRegistry(project)
+    result = follow_main(registry, project.path(project.settings.tracking.pointer_dir))
+    console.print(result.summary, highlight=False)
+    if deploy and result.wanted is not None:
+        from wms.cli.compute import note
+        from wms.deploy import make_deployer
+
+        deployed = make_deployer(project, note, registry).deploy(result.wanted)
+        console.print(deployed.summary, highlight=False)
 
 
 @app.command()
@@ -143,7 +189,7 @@ def history(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Every move of `production` from the ledger (models/production_history.jsonl)."""
-    from wms.registry import production_at, read_history
+    from wms.production import production_at, read_history
 
     project = state(ctx).project()
     pointer_dir = project.path(project.settings.tracking.pointer_dir)

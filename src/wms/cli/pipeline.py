@@ -11,6 +11,7 @@ from rich.markdown import Markdown
 
 from wms.cli._common import TrainProgress, WmsGroup, console, err_console, state
 from wms.config import Project
+from wms.errors import UsageError
 
 if TYPE_CHECKING:
     from wms.pipeline import PipelineRun, StageRecord
@@ -45,7 +46,14 @@ class StagePrinter:
         return TrainProgress()
 
 
-def run_pipeline(project: Project, new_data: Path | None = None, resume: str | None = None) -> PipelineRun:
+def run_pipeline(
+    project: Project,
+    new_data: Path | None = None,
+    resume: str | None = None,
+    branch: str | None = None,
+    sha: str | None = None,
+    skip_finished: bool = False,
+) -> PipelineRun:
     """Run (or resume) the pipeline with stage printing; shared by `wms pipeline` and `wms demo`."""
     # Imported here so `wms --help` and the data commands start without loading torch.
     from wms.cli.compute import note
@@ -57,7 +65,10 @@ def run_pipeline(project: Project, new_data: Path | None = None, resume: str | N
     fault = os.environ.get("WMS_FAULT_STAGE")
     pipeline = Pipeline(project, MlflowRegistry(project), StagePrinter(), notify=note, fault=fault)
     try:
-        result = pipeline.resume(resume) if resume else pipeline.run(new_data or Path())
+        if resume:
+            result = pipeline.resume(resume)
+        else:
+            result = pipeline.run(new_data or Path(), branch=branch, sha=sha, skip_finished=skip_finished)
     except Interrupted as exc:
         err_console.print(
             f"[bold red]error:[/] {exc}; compute was released — continue with `wms pipeline resume RUN_ID` "
@@ -126,10 +137,70 @@ def run(
     new_data: Path | None = typer.Option(
         None, "--new-data", "-d", help="Folder with images/ and masks/ of new pairs (default: data.incoming)."
     ),
+    branch: str | None = typer.Option(
+        None, "--branch", help="The data branch the pairs came from (default: the checked-out data branch)."
+    ),
+    sha: str | None = typer.Option(None, "--sha", help="The branch's commit the pairs were taken from."),
 ) -> None:
-    """Merge new pairs, validate, train, gate against production and promote only a better model."""
+    """Merge new pairs, validate, train, gate against production and promote only a better model.
+
+    The base dataset is main's latest promoted version. A promotion reaches main by merging
+    the data branch (git.host = local) or by its pull request (github); the `production`
+    alias follows main. In CI the checkout holds main's code and --branch/--sha name the data
+    branch whose pairs (`wms vcs take-incoming`) are in --new-data; the outcome of every
+    batch is recorded in the store, so `wms pipeline sweep` can catch up any that is left.
+    """
+    from wms.batches import check_sha
+
     project = state(ctx).project()
-    run_pipeline(project, new_data or project.path(project.settings.data.incoming))
+    if sha is not None:
+        check_sha(sha)
+    if sha is not None and branch is None:
+        raise UsageError("--sha names a commit of a data branch: give the branch too (--branch data/...)")
+    run_pipeline(project, new_data or project.path(project.settings.data.incoming), branch=branch, sha=sha)
+
+
+@app.command()
+def sweep(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list the batches that would run."),
+) -> None:
+    """Run every data branch whose batch has no finished run (cancelled, lost, never started).
+
+    Lists the data branches on git.remote and here, skips the pipeline's own pointer commits
+    and every head whose record in the dataset store is finished (promoted, published,
+    not promoted, rejected, no new data), and runs the rest one after another, each with
+    the pairs of its own commit. A batch that failed 3 times is reported, not retried.
+    """
+    from wms.batches import BatchLedger
+    from wms.data.store import open_store
+    from wms.errors import WmsError
+    from wms.sweep import pending
+    from wms.vcs.guard import take_incoming
+
+    project = state(ctx).project()
+    store = open_store(project)
+    notes: list[str] = []
+    todo = pending(project, BatchLedger(store.fs, store.root), notes)
+    for line in notes:
+        console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
+    if not todo:
+        console.print("every data branch has a finished run; nothing to do")
+        return
+    for item in todo:
+        console.print(f"{'would run' if dry_run else 'running'} {item.branch} ({item.sha[:8]}): {item.why}")
+    if dry_run:
+        return
+    outcomes = []
+    for item in todo:
+        incoming = project.state_dir / "incoming" / item.sha[:12]
+        try:
+            take_incoming(project, item.sha, incoming)
+            done = run_pipeline(project, incoming, branch=item.branch, sha=item.sha, skip_finished=True)
+            outcomes.append(f"{item.branch}: {done.summary}")
+        except (WmsError, typer.Exit) as exc:
+            outcomes.append(f"{item.branch}: failed ({exc})")
+    console.print("\n".join(["sweep:", *outcomes]), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -20,14 +20,19 @@ HOSTS = ("local", "github")
 TOKEN_VARIABLES = ("WMS_GITHUB_TOKEN", "GITHUB_TOKEN")
 
 
-def make_git_host(project: Project, env: Mapping[str, str] | None = None) -> GitHost:
-    """The host named by `git.host`; `env` (default: the process environment) supplies GitHub's token."""
+def make_git_host(
+    project: Project, env: Mapping[str, str] | None = None, push_from: Git | None = None
+) -> GitHost:
+    """The host named by `git.host`; `env` (default: the process environment) supplies GitHub's token.
+
+    `push_from` is the working tree whose HEAD the GitHub host pushes (default: the project's).
+    """
     cfg = project.settings.git
     git = Git(project.root)
     if cfg.host == "local":
         return LocalHost(git, cfg.base_branch, project.state_dir / "reports")
     if cfg.host == "github":
-        return make_github_host(project, env, git=git)
+        return make_github_host(project, env, git=push_from or git)
     raise ConfigError(f"unknown git.host {cfg.host!r}; use one of: {', '.join(HOSTS)}")
 
 

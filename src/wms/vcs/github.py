@@ -207,12 +207,22 @@ class GitHubHost:
             merged = self.client.request("PUT", f"{self._repo}/pulls/{number}/merge", body)
         except GitHubError as exc:
             if exc.status in (405, 409):
-                return f"{url} is open for review: GitHub would not merge it ({exc})"
+                with contextlib.suppress(GitHubError):  # the outcome line says it as well
+                    self.comment_on_pull_request(number, _cannot_merge_comment(self.base_branch, str(exc)))
+                return (
+                    f"{url} is open for review: GitHub would not merge it ({exc}); production stays "
+                    f"where {self.base_branch} says (a comment on the pull request says why)"
+                )
             raise
         with contextlib.suppress(GitHubError):  # the repository may delete merged branches itself
             self.client.request("DELETE", f"{self._repo}/git/refs/heads/{urllib.parse.quote(branch)}")
         sha = str((merged or {}).get("sha", ""))[:7]
         return f"{url} merged into {self.base_branch} ({sha}); auto-merge was not possible: {reason}"
+
+    def comment_on_pull_request(self, number: int, body: str) -> str:
+        """A comment on the pull request's conversation; returns its URL."""
+        answer = self.client.request("POST", f"{self._repo}/issues/{number}/comments", {"body": _fit(body)})
+        return str((answer or {}).get("html_url", f"pull request #{number}"))
 
     def comment_on_commit(self, sha: str, body: str) -> str:
         answer = self.client.request("POST", f"{self._repo}/commits/{sha}/comments", {"body": _fit(body)})
@@ -243,6 +253,16 @@ class GitHubHost:
     def is_online(self, name: str) -> bool:
         """Whether the self-hosted runner `name` is connected (the compute readiness probe)."""
         return any(r.name == name and r.status == "online" for r in self.list_runners())
+
+
+def _cannot_merge_comment(base: str, reason: str) -> str:
+    return (
+        f"**wms could not merge this pull request** into `{base}`: {reason}.\n\n"
+        f"Nothing moved: the `production` alias and the deployment follow `models/production_current.json` "
+        f"on `{base}`, which still names the model in production. The candidate stays registered for review. "
+        f"Usually `{base}` moved since the pipeline ran (another batch was promoted meanwhile): close this "
+        f"pull request and push the batch again, so it is trained and judged on top of the new `{base}`.\n"
+    )
 
 
 def _fit(body: str) -> str:

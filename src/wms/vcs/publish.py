@@ -9,12 +9,18 @@ request with auto-merge (`github`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from wms.config import Project
 from wms.data.pointer import read_pointer
-from wms.errors import UsageError
+from wms.errors import BackendError, UsageError
+from wms.production import CURRENT_FILE, HISTORY_FILE
 from wms.vcs.base import GitHost
 from wms.vcs.git import Git, GitError
 from wms.vcs.hook import IGNORED_NAMES
@@ -33,44 +39,120 @@ def publish_promotion(
     gate_markdown: str,
     dataset_summary: str,
     host: GitHost | None = None,
+    files: Path | None = None,
+    sha: str | None = None,
 ) -> str:
     """Commit the pointers on the data branch and merge it (local) or open its PR (github).
 
-    `branch` None means the current branch, when it is a data branch. Returns a one-line
-    outcome, e.g. "merged data/20260101-120000 into main (abc1234)" or the pull request's URL.
+    `files` is a folder laid out like the project (`data/dataset.json`, `models/...`) holding
+    the pointer files to publish; None takes them from the working tree. `branch` None means
+    the checked-out branch when it is a data branch; any other data branch is published from
+    a temporary worktree at `sha` (default: the branch's tip), so the checkout, which holds
+    main's code in CI, is never switched to the untrusted branch. Before the pointer commit
+    the branch takes in main, so the pull request never conflicts with promotions made since
+    the branch was cut. Returns a one-line outcome, e.g. "merged data/20260101-120000 into
+    main (abc1234)" or the pull request's URL; NOT_ON_DATA_BRANCH when there is no data
+    branch (the pointer files are then written to the working tree, which is main).
     """
     settings = project.settings
     git = Git(project.root)
     prefix = settings.git.data_branch_prefix
     try:
+        top = git.toplevel()
         current = git.current_branch()
     except GitError:
-        if branch is None:
-            return NOT_ON_DATA_BRANCH  # no git here at all: a plain local run
-        raise
-    if branch is None:
-        if current is None or not current.startswith(prefix):
-            return NOT_ON_DATA_BRANCH
+        top, current = None, None
+    if branch is None and current is not None and current.startswith(prefix):
         branch = current
+    if top is None or branch is None:
+        if files is not None:
+            _copy_files(files, project.root, _pointer_files(project))
+        return NOT_ON_DATA_BRANCH
     if not branch.startswith(prefix):
         raise UsageError(
             f"{branch!r} is not a data branch (they start with {prefix!r}, git.data_branch_prefix); "
             "publish runs on the branch the pre-push hook made"
         )
-    if current != branch:
-        if current is not None:
-            raise UsageError(
-                f"the working tree is on {current!r}, not {branch!r}; run `git checkout {branch}` first"
-            )
-        git.run("checkout", "--quiet", "-B", branch)  # a detached CI checkout: name the commit
+    with _branch_tree(git, top, project.root, branch, current, sha, settings.git.remote) as (tree, root):
+        _take_in_main(tree, project)
+        _copy_files(files or project.root, root, _pointer_files(project))
+        commit_pointers(tree, tree.toplevel(), dataclasses.replace(project, root=root))
+        if host is None:
+            from wms.vcs import make_git_host
 
-    top = git.toplevel()
-    commit_pointers(git, top, project)
-    if host is None:
-        from wms.vcs import make_git_host
+            host = make_git_host(project, push_from=tree)
+        if current != branch and host.name == "local":
+            tree.run("branch", "--quiet", "--force", branch, "HEAD")  # the local host merges this ref
+        return host.publish(
+            branch, _title(root / _pointer_files(project)[1], branch), _body(dataset_summary, gate_markdown)
+        )
 
-        host = make_git_host(project)
-    return host.publish(branch, _title(project, branch), _body(dataset_summary, gate_markdown))
+
+@contextmanager
+def _branch_tree(
+    git: Git, top: Path, project_root: Path, branch: str, current: str | None, sha: str | None, remote: str
+) -> Iterator[tuple[Git, Path]]:
+    """The branch's working tree: the checkout itself when it is on the branch, else a temporary worktree."""
+    if current == branch or (current is None and sha is None and not _exists(git, branch, remote)):
+        yield git, project_root
+        return
+    start = sha or (branch if _exists_local(git, branch) else f"{remote}/{branch}")
+    with tempfile.TemporaryDirectory(prefix="wms-publish-") as tmp:
+        tree_top = Path(tmp) / "tree"
+        git.run("worktree", "add", "--quiet", "--detach", str(tree_top), start)
+        try:
+            root = tree_top / project_root.resolve().relative_to(top.resolve())
+            yield Git(tree_top), root
+        finally:
+            git.run("worktree", "remove", "--force", str(tree_top), check=False)
+            git.run("worktree", "prune", check=False)
+
+
+def _exists_local(git: Git, branch: str) -> bool:
+    return git.ok("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
+
+
+def _exists(git: Git, branch: str, remote: str) -> bool:
+    return _exists_local(git, branch) or git.ok(
+        "rev-parse", "--verify", "--quiet", f"refs/remotes/{remote}/{branch}"
+    )
+
+
+def _take_in_main(tree: Git, project: Project) -> None:
+    """Merge main into the data branch, so its pull request carries only the pointer change."""
+    cfg = project.settings.git
+    ref = cfg.base_branch
+    if cfg.host == "github" and tree.ok("remote", "get-url", cfg.remote):
+        tree.run("fetch", "--quiet", cfg.remote, cfg.base_branch)
+        ref = f"{cfg.remote}/{cfg.base_branch}"
+    if not tree.ok("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"):
+        return  # no main to take in (a repository with only data branches)
+    if tree.ok("merge-base", "--is-ancestor", ref, "HEAD"):
+        return
+    identity = () if tree.run("config", "user.email", check=False) else BOT_IDENTITY
+    if not tree.ok(*identity, "merge", "--quiet", "--no-edit", "-m", f"Take in {ref}", ref):
+        conflicts = tree.run("diff", "--name-only", "--diff-filter=U", check=False).split()
+        tree.run("merge", "--abort", check=False)
+        raise BackendError(
+            f"the data branch conflicts with {ref} ({', '.join(conflicts) or 'see git'}); data branches may "
+            "only add files under data/incoming/ — push the batch again on a branch cut from main"
+        )
+
+
+def _pointer_files(project: Project) -> list[Path]:
+    """The pointer files, relative to the project root."""
+    pointer_dir = Path(project.settings.tracking.pointer_dir)
+    return [Path(project.settings.data.pointer), pointer_dir / CURRENT_FILE, pointer_dir / HISTORY_FILE]
+
+
+def _copy_files(source_root: Path, target_root: Path, relative: list[Path]) -> None:
+    """Copy the pointer files present under `source_root` to the same places under `target_root`."""
+    if source_root.resolve() == target_root.resolve():
+        return
+    for rel in relative:
+        if (source_root / rel).is_file():
+            (target_root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source_root / rel, target_root / rel)
 
 
 def commit_pointers(git: Git, top: Path, project: Project) -> bool:
@@ -83,12 +165,7 @@ def commit_pointers(git: Git, top: Path, project: Project) -> bool:
         keep = [p for p in tracked if Path(p).name in IGNORED_NAMES]
         if keep:  # the placeholder keeps the folder where people drop new pairs
             git.run("checkout", "HEAD", "--", *keep)
-    pointer_dir = project.path(settings.tracking.pointer_dir)
-    candidates = [
-        project.path(settings.data.pointer),
-        pointer_dir / "production_current.json",
-        pointer_dir / "production_history.jsonl",
-    ]
+    candidates = [project.path(p) for p in _pointer_files(project)]
     present = [_relative(p, top) for p in candidates if p.exists()]
     if present:
         git.run("add", "--", *present)
@@ -114,8 +191,7 @@ def dataset_summary(project: Project) -> str:
     )
 
 
-def _title(project: Project, branch: str) -> str:
-    current = project.path(project.settings.tracking.pointer_dir) / "production_current.json"
+def _title(current: Path, branch: str) -> str:
     try:
         entry = json.loads(current.read_text())
         return f"{branch}: model version {entry['to_version']} to production"
@@ -138,3 +214,20 @@ def _relative(path: Path, top: Path) -> str:
         raise UsageError(
             f"{path} is outside the git repository {top}; fix data.* or tracking.* paths"
         ) from None
+
+
+def commit_move(project: Project, message: str) -> str | None:
+    """Commit the production pointer files on the checked-out branch; its short sha, None outside git."""
+    git = Git(project.root)
+    try:
+        top = git.toplevel()
+    except GitError:
+        return None
+    pointer_dir = project.path(project.settings.tracking.pointer_dir)
+    present = [_relative(pointer_dir / name, top) for name in (CURRENT_FILE, HISTORY_FILE)]
+    git.run("add", "--", *[p for p in present if (top / p).exists()])
+    if git.ok("diff", "--cached", "--quiet"):
+        return None
+    identity = () if git.run("config", "user.email", check=False) else BOT_IDENTITY
+    git.run(*identity, "commit", "--quiet", "-m", message, "--", *present)
+    return git.short()

@@ -1,0 +1,66 @@
+"""The pipeline's data stages: incoming pairs merged onto a stored version in a work folder, validated.
+
+Nothing reaches the store here: the merged folder is validated first, and only a valid one
+becomes a version (`DatasetStore.ingest`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from wms.data.prepare import prepare_dataset
+from wms.data.store import DatasetStore, IngestPlan
+from wms.data.validate import validate_dataset
+from wms.errors import DataError
+
+
+def prepare_incoming(new_data: Path, out: Path, size: int) -> Path:
+    """Raw photos to the training contract (EXIF applied, size x size, binary masks)."""
+    report = prepare_dataset(new_data, out, size=size)
+    if report.skipped:
+        first = report.skipped[0]
+        raise DataError(
+            f"{len(report.skipped)} file(s) in {new_data} could not be prepared "
+            f"(first: {first.path}: {first.reason}); fix or remove them and run again"
+        )
+    return report.out
+
+
+def restore(store: DatasetStore, version: str, work: Path) -> Path:
+    """A stored version in the work folder (only missing files are copied, leftovers removed)."""
+    pulled = store.pull(version, work)
+    for leftover in pulled.extra:  # files of an earlier run that was not kept
+        Path(leftover).unlink()
+    return work
+
+
+def merge_into(store: DatasetStore, work: Path, base: str | None, plan: IngestPlan) -> Path:
+    """The base version plus the plan's new pairs (and orphans, for validation to report) in `work`."""
+    if base:
+        restore(store, base, work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        for kind in ("images", "masks"):
+            (work / kind).mkdir(parents=True)
+    for pair in plan.new_pairs:
+        shutil.copy2(pair.image, work / "images" / pair.image.name)
+        shutil.copy2(pair.mask, work / "masks" / pair.mask.name)
+    for orphan in plan.orphans:
+        shutil.copy2(orphan, work / orphan.parent.name / orphan.name)
+    return work
+
+
+def validate_merged(dataset: Path, size: int, report_dir: Path) -> str:
+    """Validate the merged folder, writing validation.json/.md; DataError when invalid, else the outcome."""
+    report = validate_dataset(dataset, size=size)
+    (report_dir / "validation.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    (report_dir / "validation.md").write_text(report.to_markdown())
+    if not report.ok:
+        codes = sorted({i.code for i in report.errors})
+        raise DataError(
+            f"validation failed: {len(report.errors)} error(s) ({', '.join(codes)}); "
+            f"fix the new data and run again — report: {report_dir / 'validation.md'}"
+        )
+    return f"{report.pairs} pairs valid, {len(report.warnings)} warning(s)"

@@ -1,0 +1,193 @@
+"""What is in production: `models/production_current.json` on main, and the registry following it.
+
+Promotion is a change of files, not of an alias. A move (the pipeline's promotion, `wms model
+promote`, `wms model rollback`) writes two files:
+
+    models/production_current.json     the version that should serve, why, by whom, its sha256
+    models/production_history.jsonl    one line more: every move, oldest first
+
+and these files reach `main` like any other change: a pull request (or a merge at once with
+the local git host), or a commit on main for a move by hand. `reconcile` then points the
+MLflow `production` alias (keeping `previous`) at what the checkout's file names; it runs on
+main: after a local merge, in the release workflow when the file changes on main, and by
+hand (`wms model reconcile`). So a pull request that never merges moves nothing, and a
+revert of the commit moves production back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from wms.errors import RegistryError, UsageError
+from wms.registry import ModelRecord, Registry
+
+CURRENT_FILE, HISTORY_FILE = "production_current.json", "production_history.jsonl"
+
+
+def actor() -> str:
+    """Who is moving the model: the GitHub actor in Actions, else the local user."""
+    import getpass
+    import os
+    import socket
+
+    if os.environ.get("GITHUB_ACTOR"):
+        return f"{os.environ['GITHUB_ACTOR']} (GitHub Actions)"
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except OSError:
+        return "unknown"
+
+
+def read_current(pointer_dir: Path) -> dict[str, Any] | None:
+    """The move in force in this checkout, or None when nothing was ever promoted."""
+    current = pointer_dir / CURRENT_FILE
+    if not current.is_file():
+        return None
+    try:
+        body = dict(json.loads(current.read_text()))
+    except ValueError:
+        raise RegistryError(
+            f"{current} is not valid JSON; restore it with `git checkout -- {current}`"
+        ) from None
+    if not str(body.get("to_version", "")).isdigit():
+        raise RegistryError(f"{current} names no model version; restore it with `git checkout -- {current}`")
+    return body
+
+
+def read_history(pointer_dir: Path) -> list[dict[str, Any]]:
+    """Every recorded move, oldest first."""
+    ledger = pointer_dir / HISTORY_FILE
+    if not ledger.exists():
+        return []
+    return [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
+
+
+def production_at(pointer_dir: Path, when: datetime) -> dict[str, Any] | None:
+    """The move that was in force at `when` (UTC), or None if nothing was in production yet."""
+    in_force = None
+    for entry in read_history(pointer_dir):
+        if datetime.fromisoformat(entry["at"]) <= when:
+            in_force = entry
+    return in_force
+
+
+def record_move(pointer_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Write the production pointer and append the move to the history ledger."""
+    pointer_dir.mkdir(parents=True, exist_ok=True)
+    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **entry}
+    current = pointer_dir / CURRENT_FILE
+    tmp = current.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(entry, indent=2) + "\n")
+    tmp.replace(current)
+    with (pointer_dir / HISTORY_FILE).open("a") as ledger:
+        ledger.write(json.dumps(entry) + "\n")
+    return entry
+
+
+def describe_move(
+    model_name: str,
+    action: str,
+    from_version: str | None,
+    target: ModelRecord,
+    reason: str,
+    by: str,
+) -> dict[str, Any]:
+    """The ledger entry of a move to `target`."""
+    return {
+        "action": action,
+        "model_name": model_name,
+        "from_version": from_version,
+        "to_version": target.version,
+        "run_id": target.run_id,
+        "metrics": {k.removeprefix("test_"): round(v, 6) for k, v in target.metrics.items()},
+        "dataset_version": target.tags.get("dataset_version"),
+        "model_sha256": target.tags.get("model_sha256"),
+        "reason": reason,
+        "by": by,
+        "actor": actor(),
+    }
+
+
+def plan_move(
+    registry: Registry, pointer_dir: Path, version: str, *, action: str, reason: str, by: str
+) -> dict[str, Any]:
+    """Write the move to `version` into the pointer files in `pointer_dir`; no alias moves here."""
+    target = registry.get(version)
+    current = read_current(pointer_dir)
+    from_version = str(current["to_version"]) if current else None
+    if from_version == target.version:
+        raise UsageError(f"version {target.version} is already in production here; nothing to do")
+    entry = describe_move(registry.model_name, action, from_version, target, reason, by)
+    return record_move(pointer_dir, entry)
+
+
+def plan_rollback(registry: Registry, pointer_dir: Path, *, reason: str, by: str) -> dict[str, Any]:
+    """Write the move back to the version production came from (the ledger's `from_version`)."""
+    current = read_current(pointer_dir)
+    if current is None or not current.get("from_version"):
+        raise RegistryError(
+            "nothing to roll back to: "
+            + ("no model is in production" if current is None else "production has no earlier version")
+            + f" in {pointer_dir / CURRENT_FILE}; use `wms model promote VERSION` to choose one"
+        )
+    back_to = str(current["from_version"])
+    return plan_move(registry, pointer_dir, back_to, action="rollback", reason=reason, by=by)
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What `reconcile` found and did."""
+
+    wanted: str | None  # the version the pointer file names
+    was: str | None  # the alias before
+    moved: bool
+
+    @property
+    def summary(self) -> str:
+        if self.wanted is None:
+            return "no model is named in production_current.json; the registry was left as it is"
+        if self.moved:
+            return f"production moved to version {self.wanted} (was {self.was or 'nothing'}), as main says"
+        return f"production is version {self.wanted}, as main says; nothing to move"
+
+
+def reconcile(registry: Registry, pointer_dir: Path) -> Reconciled:
+    """Point the `production` alias at the version the checkout's pointer file names."""
+    current = read_current(pointer_dir)
+    alias = registry.production()
+    was = alias.version if alias else None
+    if current is None:
+        return Reconciled(None, was, False)
+    wanted = str(current["to_version"])
+    target = registry.get(wanted)
+    recorded, registered = current.get("model_sha256"), target.tags.get("model_sha256")
+    if recorded and registered and recorded != registered:
+        raise RegistryError(
+            f"{pointer_dir / CURRENT_FILE} names version {wanted} with model sha256 {recorded[:12]}…, "
+            f"but the registry's version {wanted} has {registered[:12]}…; is tracking.uri the registry "
+            "main was promoted in?"
+        )
+    if was == wanted:
+        return Reconciled(wanted, was, False)
+    registry.promote(wanted)
+    return Reconciled(wanted, was, True)
+
+
+def move_production(
+    registry: Registry, pointer_dir: Path, version: str, *, action: str, reason: str, by: str
+) -> dict[str, Any]:
+    """Write the move to `version` and follow it at once (a checkout that is main itself)."""
+    entry = plan_move(registry, pointer_dir, version, action=action, reason=reason, by=by)
+    reconcile(registry, pointer_dir)
+    return entry
+
+
+def roll_back(registry: Registry, pointer_dir: Path, *, reason: str, by: str) -> dict[str, Any]:
+    """Write the move back to the previous version and follow it at once."""
+    entry = plan_rollback(registry, pointer_dir, reason=reason, by=by)
+    reconcile(registry, pointer_dir)
+    return entry

@@ -1,0 +1,74 @@
+"""Data branches whose batch has no finished run: what `wms pipeline sweep` catches up.
+
+A batch can be left behind by a cancelled workflow run, a runner that died, or a run that
+never started. The sweeper lists the data branches (on the remote and here), skips the
+heads that are the pipeline's own pointer commits and those whose record in the store
+(`wms.batches`) is finished, and hands the rest to the pipeline, oldest branch first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wms.batches import MAX_ATTEMPTS, BatchLedger, gave_up, is_finished
+from wms.config import Project
+from wms.vcs.git import Git, GitError
+from wms.vcs.publish import POINTER_COMMIT_TITLE
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A data branch head that needs a run."""
+
+    branch: str
+    sha: str
+    why: str
+
+
+def data_branches(project: Project) -> dict[str, str]:
+    """Data branch name → head commit, from the remote (fetched) and this repository."""
+    cfg = project.settings.git
+    git = Git(project.root)
+    prefix = cfg.data_branch_prefix
+    found: dict[str, str] = {}
+    if git.ok("remote", "get-url", cfg.remote):
+        refspec = f"+refs/heads/{prefix}*:refs/remotes/{cfg.remote}/{prefix}*"
+        git.run("fetch", "--quiet", "--prune", cfg.remote, refspec)
+        fmt = "--format=%(objectname) %(refname:strip=3)"
+        found.update(_parse(git.run("for-each-ref", fmt, f"refs/remotes/{cfg.remote}"), prefix))
+    fmt = "--format=%(objectname) %(refname:strip=2)"
+    local = _parse(git.run("for-each-ref", fmt, "refs/heads"), prefix)
+    if cfg.host == "local":
+        found.update(local)  # the local host merges here: a local branch is the newer word
+    else:
+        found = {**local, **found}
+    return dict(sorted(found.items()))
+
+
+def _parse(listing: str, prefix: str) -> dict[str, str]:
+    pairs = (line.split(" ", 1) for line in listing.splitlines() if line.strip())
+    return {name: sha for sha, name in pairs if name.startswith(prefix)}
+
+
+def pending(project: Project, ledger: BatchLedger, notes: list[str] | None = None) -> list[Pending]:
+    """The data branch heads that have no finished run; `notes` collects why others are left alone."""
+    git = Git(project.root)
+    todo = []
+    for branch, sha in data_branches(project).items():
+        try:
+            title = git.run("log", "-1", "--format=%s", sha)
+        except GitError:
+            continue
+        if title.startswith(POINTER_COMMIT_TITLE):
+            continue  # the pipeline's own commit: the batch is published, its pull request open
+        record = ledger.get(sha)
+        if is_finished(record):
+            continue
+        if gave_up(record):
+            if notes is not None:
+                last = (record or {}).get("summary", "")
+                notes.append(f"{branch}: failed {MAX_ATTEMPTS} times, not retried — {last}")
+            continue
+        why = "never ran" if record is None else f"run {record.get('run_id')} ended {record.get('status')}"
+        todo.append(Pending(branch, sha, why))
+    return todo

@@ -1,0 +1,81 @@
+"""Main as it is now: the files a run must start from, whichever branch is checked out.
+
+A data branch is cut from main at one moment; by the time its pipeline runs, main may have
+moved (another batch promoted). So the base dataset version and the production pointer are
+read at run time from main, never from the copy frozen on the branch:
+
+- outside git, or with main itself checked out (the workflows check out main's code; the
+  demo runs on main): the working tree is main;
+- on another branch: the base branch, `<remote>/<base>` fetched first with the GitHub host
+  (main lives there), the local `<base>` with the local host (merges happen here).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from wms.config import Project
+from wms.errors import DataError
+from wms.vcs.git import Git, GitError
+
+
+class MainLine:
+    """Reads project files as main has them."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        cfg = project.settings.git
+        self.git = Git(project.root)
+        self.top: Path | None = None
+        self.ref: str | None = None  # None: the working tree is main
+        try:
+            self.top = self.git.toplevel()
+        except GitError:
+            return
+        if self.git.current_branch() == cfg.base_branch:
+            return
+        remote_ref = f"{cfg.remote}/{cfg.base_branch}"
+        if cfg.host == "github" and self.git.ok("remote", "get-url", cfg.remote):
+            self.git.run("fetch", "--quiet", cfg.remote, cfg.base_branch)
+            self.ref = remote_ref
+        elif self.git.ok("rev-parse", "--verify", "--quiet", f"refs/heads/{cfg.base_branch}"):
+            self.ref = cfg.base_branch
+        elif self.git.ok("rev-parse", "--verify", "--quiet", f"refs/remotes/{remote_ref}"):
+            self.ref = remote_ref
+
+    @property
+    def where(self) -> str:
+        """Where main was read, for run records and messages."""
+        if self.ref is None:
+            return "the working tree"
+        return f"{self.ref} at {self.git.short(self.ref)}"
+
+    def relative(self, path: Path) -> str:
+        """`path` (in this project) relative to the repository's top, as git names it."""
+        assert self.top is not None
+        return path.resolve().relative_to(self.top.resolve()).as_posix()
+
+    def read_text(self, path: Path) -> str | None:
+        """The file's text on main, or None when main does not have it."""
+        if self.ref is None:
+            return path.read_text() if path.is_file() else None
+        spec = f"{self.ref}:{self.relative(path)}"
+        if not self.git.ok("cat-file", "-e", spec):
+            return None
+        return self.git.run("show", spec) + "\n"
+
+    def dataset_pointer(self) -> dict[str, Any] | None:
+        """`data/dataset.json` on main: the latest promoted dataset version, or None before the first."""
+        path = self.project.path(self.project.settings.data.pointer)
+        text = self.read_text(path)
+        if text is None:
+            return None
+        try:
+            body = dict(json.loads(text))
+        except ValueError:
+            raise DataError(f"{path} on main ({self.where}) is not valid JSON; fix it on main") from None
+        if "version" not in body:
+            raise DataError(f"{path} on main ({self.where}) names no version; fix it on main")
+        return body
