@@ -58,6 +58,7 @@ def test_first_model_promoted_then_untrained_candidate_rejected(
         "stop_compute",
         "promote",
         "publish",
+        "reconcile",
         "deploy",
     ]
     assert registry.production() is not None
