@@ -9,8 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from wms.config import load_settings
 from wms.vcs.git import Git
-from wms.vcs.guard import BranchRefused, check_branch, require_clean, resolve_base, take_incoming
+from wms.vcs.guard import (
+    BranchRefused,
+    check_branch,
+    require_clean,
+    resolve_base,
+    take_incoming,
+    write_incoming,
+)
 
 if TYPE_CHECKING:
     from tests.vcs.conftest import Repo
@@ -42,7 +50,7 @@ def test_a_branch_of_new_pairs_passes_and_exactly_they_are_taken(repo: Repo, tmp
         "data/incoming/masks/m002.png",
     ]
     out = tmp_path / "incoming"
-    take_incoming(git, sha, "data/incoming", out)
+    take_incoming(load_settings(), sha, out)  # what `wms pipeline sweep` calls for each branch
     assert files_under(out) == {"images/m001.png", "images/m002.png", "masks/m001.png", "masks/m002.png"}
     assert (out / "masks" / "m002.png").read_bytes() == b"\x89PNG mask m002"
 
@@ -163,7 +171,7 @@ def test_take_incoming_refuses_a_folder_that_is_not_empty(repo: Repo, tmp_path: 
     out.mkdir()
     (out / "old.png").write_bytes(b"old")
     with pytest.raises(BranchRefused, match="not an empty folder"):
-        take_incoming(Git(repo.work), sha, "data/incoming", out)
+        write_incoming(Git(repo.work), sha, "data/incoming", out)
 
 
 def test_a_name_that_escapes_the_folder_is_refused(repo: Repo, tmp_path: Path) -> None:
@@ -175,7 +183,7 @@ def test_a_name_that_escapes_the_folder_is_refused(repo: Repo, tmp_path: Path) -
     sha = repo.out("rev-parse", "HEAD")
     out = tmp_path / "incoming"
     with pytest.raises(BranchRefused, match="would be written outside"):
-        take_incoming(Git(repo.work), sha, "data/incoming", out)
+        write_incoming(Git(repo.work), sha, "data/incoming", out)
     assert not out.exists() and not (tmp_path / "evil.png").exists()
 
 

@@ -13,8 +13,6 @@ from wms.cli._common import WmsGroup, console, state
 from wms.errors import UsageError
 
 if TYPE_CHECKING:
-    from wms.config import Project
-    from wms.vcs import Git
     from wms.vcs.guard import BranchCheck
 
 app = typer.Typer(
@@ -114,19 +112,14 @@ BASE_OPTION = typer.Option(
 )
 
 
-def _checked(ctx: typer.Context, sha: str, base: str | None) -> tuple[Git, BranchCheck, Project]:
-    """Check the commit against its base; writes the step summary; BranchRefused when it may not run."""
+def _checked(ctx: typer.Context, sha: str, base: str | None) -> BranchCheck:
+    """Check the commit against its base and write the step summary; BranchRefused when it may not run."""
     from wms.report import write_step_summary
-    from wms.vcs import Git
-    from wms.vcs.guard import check_branch, require_clean, resolve_base
+    from wms.vcs.guard import guard_branch, require_clean
 
-    project = state(ctx).project()
-    git = Git(project.root)
-    cfg = project.settings.git
-    base_ref = resolve_base(git, cfg.remote, cfg.base_branch, base)
-    check = check_branch(git, sha, base_ref, project.settings.data.incoming, cfg.remote)
+    check = guard_branch(state(ctx).project(), sha, base)
     write_step_summary(check.markdown())
-    return git, require_clean(check), project
+    return require_clean(check)
 
 
 @app.command("guard-branch")
@@ -137,7 +130,7 @@ def guard_branch(ctx: typer.Context, sha: str = SHA_OPTION, base: str | None = B
     included), a symlink or submodule anywhere, or a .gitattributes/.gitmodules file refuses
     it, naming the paths. Run it before any step that holds a secret.
     """
-    _, check, _ = _checked(ctx, sha, base)
+    check = _checked(ctx, sha, base)
     console.print(
         f"commit {check.sha[:12]}: {len(check.changed)} changed path(s), all under {check.incoming}",
         highlight=False,
@@ -156,9 +149,11 @@ def take_incoming(
     The files are read from git's object store; nothing from the branch is run.
     """
     from wms.report import write_github_output
-    from wms.vcs.guard import take_incoming as take
+    from wms.vcs import Git
+    from wms.vcs.guard import write_incoming
 
-    git, check, project = _checked(ctx, sha, base)
-    written = take(git, check.sha, project.settings.data.incoming, out)
+    check = _checked(ctx, sha, base)
+    project = state(ctx).project()
+    written = write_incoming(Git(project.root), check.sha, project.settings.data.incoming, out)
     console.print(f"took {len(written)} file(s) of commit {check.sha[:12]} into {out}", highlight=False)
     write_github_output({"incoming": str(out), "files": str(len(written))})

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from wms.config import Project
 from wms.errors import WmsError
 from wms.vcs.git import EMPTY_TREE, Git
 
@@ -138,6 +139,20 @@ def _judge(path: str, modes: tuple[str, str], prefix: str) -> list[Offence]:
     return [Offence(path, ", ".join(reasons))] if reasons else []
 
 
+def guard_branch(project: Project, sha: str, base: str | None = None) -> BranchCheck:
+    """Check `sha` against its merge-base with `base` (default: git.remote/git.base_branch, fetched)."""
+    git = Git(project.root)
+    cfg = project.settings.git
+    base_ref = resolve_base(git, cfg.remote, cfg.base_branch, base)
+    return check_branch(git, sha, base_ref, project.settings.data.incoming, cfg.remote)
+
+
+def take_incoming(project: Project, sha: str, out: Path, base: str | None = None) -> list[Path]:
+    """Guard `sha`, then write its data.incoming files into `out`; BranchRefused with nothing written."""
+    check = require_clean(guard_branch(project, sha, base))
+    return write_incoming(Git(project.root), check.sha, project.settings.data.incoming, out)
+
+
 def require_clean(check: BranchCheck) -> BranchCheck:
     """`check`, or BranchRefused with its one-line refusal."""
     if not check.ok:
@@ -145,11 +160,12 @@ def require_clean(check: BranchCheck) -> BranchCheck:
     return check
 
 
-def take_incoming(git: Git, sha: str, incoming: Path | str, out: Path) -> list[Path]:
+def write_incoming(git: Git, sha: str, incoming: Path | str, out: Path) -> list[Path]:
     """Write the commit's files under `incoming` into `out` (images/..., masks/...) from git's objects.
 
-    Only regular files are written; placeholders (names starting with a dot) are skipped. The
-    caller checks the branch first (`check_branch` + `require_clean`).
+    Only regular files are written; placeholders (names starting with a dot) are skipped.
+    Every name is checked before the first file is written. The caller checks the branch
+    first (`take_incoming` does both).
     """
     prefix = incoming_prefix(incoming)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
