@@ -16,9 +16,11 @@ from wms.vcs.publish import POINTER_COMMIT_TITLE
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 
-# seed-workflows.pl.md, "Zależności między workflow": who calls whom.
+# seed-workflows.pl.md, "Zależności między workflow": who calls whom (plus the sweeper that
+# catches up any data branch left without a finished run, issue 12).
 SEED_CALLS = {
     "training-data-pipeline.yaml": {"ec2-control.yaml", "deploy-model.yaml"},
+    "pipeline-sweeper.yaml": {"ec2-control.yaml"},
     "release-deploy.yaml": {"ec2-control.yaml", "deploy-model.yaml"},
     "deploy-model.yaml": set(),
     "ec2-control.yaml": set(),
@@ -40,8 +42,11 @@ SEED_TRIGGERS: dict[str, dict[str, Any]] = {
                 "constraints.txt",
                 "models/production_current.json",
             ],
-        }
+        },
+        # The reconcile on main can also be run by hand.
+        "workflow_dispatch": ...,
     },
+    "pipeline-sweeper.yaml": {"schedule": ..., "workflow_dispatch": ...},
     "deploy-model.yaml": {"workflow_call": ..., "workflow_dispatch": ...},
     "ec2-control.yaml": {"workflow_call": ...},
     "ec2-manual-control.yaml": {"workflow_dispatch": ...},
@@ -68,7 +73,7 @@ def called(workflow: dict[Any, Any]) -> set[str]:
     }
 
 
-def test_every_seed_workflow_exists_plus_the_reaper() -> None:
+def test_every_seed_workflow_exists_plus_the_reaper_and_the_sweeper() -> None:
     names = {p.name for p in WORKFLOWS.glob("*.y*ml")}
     assert names == set(SEED_CALLS) | {"compute-reaper.yaml"}
 
@@ -98,7 +103,9 @@ def test_called_workflows_are_reusable_and_manual_ones_offer_a_choice() -> None:
     assert "self-hosted" in deploy["jobs"]["deploy"]["runs-on"]
 
 
-@pytest.mark.parametrize("name", ["training-data-pipeline.yaml", "release-deploy.yaml"])
+@pytest.mark.parametrize(
+    "name", ["training-data-pipeline.yaml", "release-deploy.yaml", "pipeline-sweeper.yaml"]
+)
 def test_compute_is_stopped_always_after_everything_that_needs_it(name: str) -> None:
     jobs = load(name)["jobs"]
     stop = jobs["stop-compute"]
@@ -109,12 +116,15 @@ def test_compute_is_stopped_always_after_everything_that_needs_it(name: str) -> 
     assert jobs["start-compute"]["with"]["action"] == "start"
 
 
-def test_training_pipeline_queues_runs_and_skips_its_own_pointer_commit() -> None:
+def test_data_pipeline_drops_no_run_and_skips_its_own_pointer_commit() -> None:
     workflow = load("training-data-pipeline.yaml")
-    assert workflow["concurrency"]["cancel-in-progress"] is False
-    assert load("release-deploy.yaml")["concurrency"]["group"] == workflow["concurrency"]["group"]
+    # A concurrency group keeps one pending run and a newer push replaces it: a dropped batch.
+    assert "concurrency" not in workflow
+    assert all("concurrency" not in job for job in workflow["jobs"].values())
     assert POINTER_COMMIT_TITLE in workflow["jobs"]["validate"]["if"]
     assert workflow["jobs"]["deploy"]["if"] == "needs.train.outputs.promoted == 'true'"
+    # Runs wait for the store lock instead, for hours if need be.
+    assert int(workflow["jobs"]["train"]["env"]["WMS_STORE__LOCK_WAIT_SECONDS"]) >= 3 * 3600
 
 
 def test_reaper_runs_every_15_minutes() -> None:
@@ -168,3 +178,147 @@ def test_actionlint_is_clean() -> None:
 def _needs(job: dict[str, Any]) -> list[str]:
     needs = job.get("needs", [])
     return [needs] if isinstance(needs, str) else list(needs)
+
+
+# -- untrusted data branches: main's code, only data/incoming/ from the branch ------------------
+
+DEFAULT_BRANCH = "${{ github.event.repository.default_branch }}"
+GUARD = 'wms vcs guard-branch --sha "$GITHUB_SHA"'
+TAKE = 'wms vcs take-incoming --sha "$GITHUB_SHA" --out '
+
+
+def _checkouts(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in job.get("steps", []) if str(s.get("uses", "")).startswith("actions/checkout")]
+
+
+def _uses_secret(step: dict[str, Any]) -> bool:
+    return "secrets." in yaml.safe_dump(step) or "aws-credentials" in str(step.get("uses", ""))
+
+
+@pytest.mark.parametrize(
+    ("name", "job"),
+    [
+        ("training-data-pipeline.yaml", "validate"),
+        ("training-data-pipeline.yaml", "train"),
+        ("ec2-control.yaml", "ec2"),
+        ("deploy-model.yaml", "deploy"),
+        ("pipeline-sweeper.yaml", "sweep"),
+    ],
+)
+def test_jobs_a_data_branch_starts_check_out_mains_code(name: str, job: str) -> None:
+    (checkout,) = _checkouts(load(name)["jobs"][job])
+    assert checkout["with"]["ref"] == DEFAULT_BRANCH, (name, job)
+
+
+@pytest.mark.parametrize("job", ["validate", "train"])
+def test_the_guard_runs_before_any_secret_and_the_job_env_holds_none(job: str) -> None:
+    spec = load("training-data-pipeline.yaml")["jobs"][job]
+    assert "secrets." not in yaml.safe_dump(spec.get("env", {}))
+    steps = spec["steps"]
+    runs = [s.get("run", "") for s in steps]
+    guard = runs.index(GUARD)
+    take = next(
+        i for i, r in enumerate(runs) if r.startswith('wms vcs take-incoming --sha "$GITHUB_SHA" --out ')
+    )
+    assert guard < take
+    assert not any(_uses_secret(s) for s in steps[: take + 1])
+    assert _checkouts(spec)[0]["with"]["fetch-depth"] == 0
+
+
+def test_the_train_job_runs_in_the_environment_and_trains_only_the_taken_pairs() -> None:
+    train = load("training-data-pipeline.yaml")["jobs"]["train"]
+    assert train["environment"] == "wms-production"
+    steps = train["steps"]
+    (pipeline,) = [s for s in steps if s.get("id") == "pipeline"]
+    assert pipeline["run"] == (
+        'wms pipeline run --new-data .wms/incoming --branch "$GITHUB_REF_NAME" --sha "$GITHUB_SHA"'
+    )
+    assert 'wms vcs take-incoming --sha "$GITHUB_SHA" --out .wms/incoming' in [s.get("run") for s in steps]
+    # git pushes use the job's token (they start no workflow: the publish commit starts no run);
+    # the PAT reaches only the pipeline step, for the pull request API.
+    assert _checkouts(train)[0]["with"]["token"] == "${{ github.token }}"
+    with_pat = [s for s in steps if "secrets.WMS_GITHUB_TOKEN" in yaml.safe_dump(s)]
+    assert with_pat == [pipeline]
+
+
+def test_the_sweeper_runs_on_a_schedule_and_sweeps_on_the_started_instance() -> None:
+    workflow = load("pipeline-sweeper.yaml")
+    assert triggers(workflow)["schedule"]
+    sweep = workflow["jobs"]["sweep"]
+    assert "self-hosted" in sweep["runs-on"] and "start-compute" in _needs(sweep)
+    assert [s["run"] for s in sweep["steps"] if "run" in s] == ["wms pipeline sweep"]
+    assert "secrets." not in yaml.safe_dump(sweep.get("env", {}))
+
+
+def test_release_deploy_reconciles_with_main_before_deploying() -> None:
+    jobs = load("release-deploy.yaml")["jobs"]
+    assert [s["run"] for s in jobs["reconcile"]["steps"] if "run" in s] == ["wms model reconcile"]
+    assert "reconcile" in _needs(jobs["deploy"]) and jobs["deploy"]["with"]["model"] == "production"
+
+
+def test_start_and_stop_of_one_run_hold_the_same_lease() -> None:
+    (step,) = [s for s in load("ec2-control.yaml")["jobs"]["ec2"]["steps"] if s.get("id") == "compute"]
+    assert step["env"]["HOLDER"] == "gh-run-${{ github.run_id }}"
+    assert '--holder "$HOLDER"' in step["run"]
+
+
+def _git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize(("touch", "refused"), [("data/incoming/images/m1.png", False), ("src/x.py", True)])
+def test_the_train_jobs_guard_steps_refuse_a_branch_that_touches_src(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, touch: str, refused: bool
+) -> None:
+    """The train job's own guard and take steps, run as written against a real repository."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
+    (tmp_path / "gitconfig").write_text("[user]\n  name = T\n  email = t@example.com\n")
+    remote, work = tmp_path / "remote.git", tmp_path / "work"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    _git(tmp_path, "init", "-q", "-b", "main", str(work))
+    (work / "wms.toml").write_text("")
+    _git(work, "add", "-A")
+    _git(work, "commit", "-q", "-m", "main")
+    _git(work, "remote", "add", "origin", str(remote))
+    _git(work, "push", "-q", "origin", "main")
+    _git(work, "switch", "-q", "-c", "data/1")
+    for path in ("data/incoming/masks/m1.png", touch):
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_bytes(b"png")
+    _git(work, "add", "-A")
+    _git(work, "commit", "-q", "-m", "data")
+    sha = _git(work, "rev-parse", "HEAD")
+    _git(work, "switch", "-q", "main")  # the job's checkout: main's code
+    shim = tmp_path / "bin" / "wms"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m wms "$@"\n')
+    shim.chmod(0o755)
+    env = {
+        "PATH": f"{shim.parent}:/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT / "src"),
+        "GITHUB_SHA": sha,
+        "GIT_CONFIG_GLOBAL": str(tmp_path / "gitconfig"),
+        "HOME": str(tmp_path),
+    }
+    steps = load("training-data-pipeline.yaml")["jobs"]["train"]["steps"]
+    script = "\n".join(s["run"] for s in steps if s.get("run", "").startswith("wms vcs "))
+    done = subprocess.run(
+        ["bash", "-e", "-c", script],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    taken = work / ".wms" / "incoming"
+    if refused:
+        assert done.returncode == 1 and "src/x.py (outside data/incoming/)" in done.stderr
+        assert not taken.exists()
+    else:
+        assert done.returncode == 0, done.stderr
+        assert sorted(p.relative_to(taken).as_posix() for p in taken.rglob("*.png")) == [
+            "images/m1.png",
+            "masks/m1.png",
+        ]

@@ -84,14 +84,37 @@ def test_local_backend_needs_no_cloud(cli: Callable[..., Any], project_dir: Path
 def test_reap_stops_an_expired_lease(
     cli: Callable[..., Any], ec2_project: Ec2Box, github: tuple[Path, Path]
 ) -> None:
-    assert cli("--set", "compute.lease_minutes=1", "compute", "start").exit_code == 0
+    assert cli("--set", "compute.lease_minutes=1", "compute", "start", "--holder", "me").exit_code == 0
     kept = cli("compute", "reap")
     assert f"kept {ec2_project.id}" in kept.stdout
     ec2_project.client.create_tags(
-        Resources=[ec2_project.id], Tags=[{"Key": "wms:lease-expires", "Value": "2000-01-01T00:00:00+00:00"}]
+        Resources=[ec2_project.id], Tags=[{"Key": "wms:lease:me", "Value": "2000-01-01T00:00:00+00:00"}]
     )
     reaped = cli("compute", "reap")
     assert reaped.exit_code == 0
     assert f"stopped {ec2_project.id}: lease expired at 2000-01-01" in reaped.stdout
     assert ec2_project.state() == "stopped"
     assert outputs(github[0])["stopped"] == ec2_project.id
+
+
+def test_two_runs_share_the_instance_and_the_last_one_out_stops_it(
+    cli: Callable[..., Any], ec2_project: Ec2Box, github: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_RUN_ID", "101")  # the holder defaults to the workflow run
+    assert cli("compute", "start").exit_code == 0
+    assert cli("compute", "start", "--holder", "gh-run-202").exit_code == 0
+    assert {k for k in ec2_project.tags() if k.startswith("wms:lease:")} == {
+        "wms:lease:gh-run-101",
+        "wms:lease:gh-run-202",
+    }
+
+    first = cli("compute", "stop")
+    assert first.exit_code == 0, first.output
+    assert "kept running: held by gh-run-202" in first.stdout
+    assert ec2_project.state() == "running"
+    assert "### compute kept running (ec2)" in github[1].read_text()
+
+    monkeypatch.setenv("GITHUB_RUN_ID", "202")
+    last = cli("compute", "stop", "--json")
+    assert last.exit_code == 0 and json.loads(last.stdout)["state"] == "stopped"
+    assert ec2_project.state() == "stopped"

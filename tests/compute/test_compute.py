@@ -13,7 +13,8 @@ import pytest
 from tests.conftest import Ec2Box
 
 from wms.compute import Compute, LocalCompute, make_compute
-from wms.compute.ec2 import LEASE_TAG, MANAGED_TAG, Ec2Compute
+from wms.compute.ec2 import Ec2Compute
+from wms.compute.leases import HOLDER_TAG_PREFIX, LEASE_TAG, MANAGED_TAG, STOPPING_TAG
 from wms.config import ComputeSettings
 from wms.errors import BackendError, ConfigError
 
@@ -263,3 +264,141 @@ def test_reaper_stops_expired_leases_and_leaves_live_ones_alone(ec2_box: Ec2Box)
         assert unmanaged.id not in results
     finally:
         client.terminate_instances(InstanceIds=[live.id, unmanaged.id])
+
+
+# -- leases with holders: one instance shared by several runs --------------------------------
+
+
+def holder_tags(box: Ec2Box) -> dict[str, str]:
+    return {k: v for k, v in box.tags().items() if k.startswith(HOLDER_TAG_PREFIX)}
+
+
+def test_the_first_holder_to_stop_leaves_it_running_for_the_other(ec2_box: Ec2Box) -> None:
+    run_a = make_compute(ec2_settings(ec2_box), holder="gh-run-1")
+    run_b = make_compute(ec2_settings(ec2_box), holder="gh-run-2")
+    run_a.start()
+    run_b.start()
+    assert set(holder_tags(ec2_box)) == {"wms:lease:gh-run-1", "wms:lease:gh-run-2"}
+
+    kept = run_a.stop()
+    assert ec2_box.state() == "running" and kept.state == "running"
+    assert kept.detail == "kept running: held by gh-run-2"
+    assert set(holder_tags(ec2_box)) == {"wms:lease:gh-run-2"}
+    assert STOPPING_TAG not in ec2_box.tags()
+
+    assert run_b.stop().state == "stopped" and ec2_box.state() == "stopped"
+    assert not holder_tags(ec2_box) and LEASE_TAG not in ec2_box.tags()
+
+
+def test_a_holder_named_per_call_overrides_the_default(ec2_box: Ec2Box) -> None:
+    compute = make_compute(ec2_settings(ec2_box), holder="me@laptop")
+    compute.start("gh-run-7")
+    assert set(holder_tags(ec2_box)) == {"wms:lease:gh-run-7"}
+    assert compute.stop().detail == "kept running: held by gh-run-7"  # me@laptop held nothing
+    assert compute.stop("gh-run-7").state == "stopped"
+
+
+def test_the_summary_tag_keeps_the_latest_expiry(ec2_box: Ec2Box) -> None:
+    make_compute(ec2_settings(ec2_box, lease_minutes=90), holder="long").start()
+    make_compute(ec2_settings(ec2_box, lease_minutes=5), holder="short").start()
+    tags = ec2_box.tags()
+    assert tags[LEASE_TAG] == tags["wms:lease:long"] > tags["wms:lease:short"]
+
+
+def _lease(box: Ec2Box, holder: str, minutes: float) -> None:
+    expires = (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat(timespec="seconds")
+    box.client.create_tags(
+        Resources=[box.id],
+        Tags=[
+            {"Key": MANAGED_TAG, "Value": "true"},
+            {"Key": f"{HOLDER_TAG_PREFIX}{holder}", "Value": expires},
+        ],
+    )
+
+
+def test_reaper_keeps_an_instance_while_any_holder_lease_is_live(ec2_box: Ec2Box) -> None:
+    ec2_box.client.start_instances(InstanceIds=[ec2_box.id])
+    _lease(ec2_box, "gh-run-dead", -5)
+    _lease(ec2_box, "gh-run-alive", 30)
+    reaper = make_compute(ec2_settings(ec2_box), holder="reaper")
+    (kept,) = reaper.reap()
+    assert ec2_box.state() == "running" and "held by gh-run-alive" in kept.detail
+
+    _lease(ec2_box, "gh-run-alive", -1)
+    (reaped,) = reaper.reap()
+    assert ec2_box.state() == "stopped" and "lease expired" in reaped.detail
+    assert not holder_tags(ec2_box) and STOPPING_TAG not in ec2_box.tags()
+
+
+class LeasedMeanwhile:
+    """The moto client, except that another run writes its lease just after `stop` marks the instance."""
+
+    def __init__(self, client: Any, box: Ec2Box, holder: str) -> None:
+        self.client, self.box, self.holder = client, box, holder
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(**kwargs: Any) -> Any:
+            reply = method(**kwargs)
+            if name == "create_tags" and any(t["Key"] == STOPPING_TAG for t in kwargs["Tags"]):
+                _lease(self.box, self.holder, 30)
+            return reply
+
+        return call
+
+
+def test_stop_backs_off_when_a_start_leases_the_instance_while_it_decides(ec2_box: Ec2Box) -> None:
+    Ec2Compute(ec2_settings(ec2_box), holder="gh-run-1").start()
+    client = LeasedMeanwhile(ec2_box.client, ec2_box, "gh-run-2")
+    kept = Ec2Compute(ec2_settings(ec2_box), client=client, holder="gh-run-1").stop()
+    assert kept.detail == "kept running: held by gh-run-2"
+    assert ec2_box.state() == "running" and STOPPING_TAG not in ec2_box.tags()
+
+
+def test_reaper_backs_off_when_a_start_leases_the_instance_while_it_decides(ec2_box: Ec2Box) -> None:
+    ec2_box.client.start_instances(InstanceIds=[ec2_box.id])
+    _lease(ec2_box, "gh-run-dead", -5)
+    client = LeasedMeanwhile(ec2_box.client, ec2_box, "gh-run-new")
+    (kept,) = Ec2Compute(ec2_settings(ec2_box), client=client).reap()
+    assert ec2_box.state() == "running" and "leased meanwhile by gh-run-new" in kept.detail
+
+
+class StopInProgress:
+    """The moto client; another run's stop mark stays on the instance for the first `looks` describes."""
+
+    def __init__(self, client: Any, box: Ec2Box, looks: int) -> None:
+        self.client, self.box, self.looks = client, box, looks
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(**kwargs: Any) -> Any:
+            self.calls.append(name)
+            if name == "describe_instances":
+                self.looks -= 1
+                if self.looks == 0:  # the other run's stop saw this lease and backed off
+                    self.client.delete_tags(Resources=[self.box.id], Tags=[{"Key": STOPPING_TAG}])
+            return method(**kwargs)
+
+        return call
+
+
+def test_start_waits_for_another_runs_stop_to_back_off(ec2_box: Ec2Box) -> None:
+    ec2_box.client.start_instances(InstanceIds=[ec2_box.id])
+    mark = f"gh-run-1 {datetime.now(UTC).isoformat(timespec='seconds')}"
+    ec2_box.client.create_tags(Resources=[ec2_box.id], Tags=[{"Key": STOPPING_TAG, "Value": mark}])
+    client = StopInProgress(ec2_box.client, ec2_box, looks=5)
+    status = Ec2Compute(ec2_settings(ec2_box), client=client, holder="gh-run-2").start()
+    assert status.state == "running" and client.looks < 0  # it kept looking until the mark went
+    assert "start_instances" not in client.calls
+
+
+def test_a_stale_stop_mark_does_not_hold_a_start_back(ec2_box: Ec2Box) -> None:
+    old = (datetime.now(UTC) - timedelta(hours=3)).isoformat(timespec="seconds")
+    ec2_box.client.create_tags(
+        Resources=[ec2_box.id], Tags=[{"Key": STOPPING_TAG, "Value": f"gh-run-1 {old}"}]
+    )
+    cfg = ec2_settings(ec2_box, stop_timeout_seconds=0.2)
+    assert Ec2Compute(cfg, holder="gh-run-2").start().state == "running"

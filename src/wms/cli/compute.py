@@ -1,9 +1,12 @@
 """`wms compute`: start, stop and watch the training machine, and the lease reaper.
 
-    wms compute start            # start it, wait for status checks and the readiness probe
+    wms compute start            # take a lease, start it, wait for status checks and the probe
     wms compute status --json
-    wms compute stop
-    wms compute reap             # stop every WMS-started instance whose lease ran out (cron)
+    wms compute stop             # drop the lease; stop it unless another holder still leases it
+    wms compute reap             # stop every WMS-started instance whose leases all ran out (cron)
+
+Each lease has a holder: `--holder NAME`, by default `gh-run-<GITHUB_RUN_ID>` inside GitHub
+Actions and `user@host` elsewhere, so the start and the stop of one run match.
 
 Inside GitHub Actions each command also writes its values to $GITHUB_OUTPUT and a table
 to $GITHUB_STEP_SUMMARY.
@@ -11,7 +14,10 @@ to $GITHUB_STEP_SUMMARY.
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import socket
 from typing import TYPE_CHECKING
 
 import typer
@@ -37,17 +43,44 @@ LEASE_OPTION = typer.Option(
 )
 
 
+HOLDER_OPTION = typer.Option(
+    None,
+    "--holder",
+    help="Whose lease this is (default: gh-run-<GITHUB_RUN_ID> in GitHub Actions, else user@host).",
+)
+
+
+def default_holder() -> str:
+    """The lease holder of this process: the GitHub Actions run, or the person at this machine."""
+    run_id = os.environ.get("GITHUB_RUN_ID")
+    if run_id:
+        return f"gh-run-{run_id}"
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        user = "user"
+    return f"{user}@{socket.gethostname()}"
+
+
 def note(line: str) -> None:
     """Progress lines of long waits, on stderr so --json output stays clean."""
     err_console.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
 
 
-def open_compute(project: Project) -> Compute:
-    """The configured backend; GitHub answers the runner probe when `ready_probe = "runner"`."""
+def open_compute(project: Project, holder: str | None = None) -> Compute:
+    """The configured backend, acting for `holder` (default: `default_holder()`).
+
+    GitHub answers the runner probe when `ready_probe = "runner"`.
+    """
     from wms.compute import make_compute
     from wms.vcs import runner_probe_for
 
-    return make_compute(project.settings.compute, runner_probe=runner_probe_for(project), notify=note)
+    return make_compute(
+        project.settings.compute,
+        runner_probe=runner_probe_for(project),
+        notify=note,
+        holder=holder or default_holder(),
+    )
 
 
 def status_values(project: Project, status: ComputeStatus) -> dict[str, object]:
@@ -111,25 +144,33 @@ def show(project: Project, status: ComputeStatus, title: str, as_json: bool) -> 
 
 @app.command()
 def start(
-    ctx: typer.Context, lease_minutes: float | None = LEASE_OPTION, as_json: bool = JSON_OPTION
+    ctx: typer.Context,
+    lease_minutes: float | None = LEASE_OPTION,
+    holder: str | None = HOLDER_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
-    """Start the machine (a running one is left as it is), wait for status checks and the probe.
+    """Take a lease, start the machine (a running one is left as it is), wait for checks and the probe.
 
-    The instance is tagged with a lease that `wms compute reap` enforces: stop it with
-    `wms compute stop`, or it is stopped when the lease runs out.
+    The instance is tagged with this holder's lease, which `wms compute reap` enforces: stop
+    it with `wms compute stop` (same holder), or it is stopped when every lease ran out.
     """
     project = state(ctx).project({"compute.lease_minutes": lease_minutes})
-    compute = open_compute(project)
+    compute = open_compute(project, holder)
     compute.start()
     show(project, compute.wait_ready(), f"compute started ({compute.name})", as_json)
 
 
 @app.command()
-def stop(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
-    """Stop the machine and wait until it is stopped (a stopped one is left as it is)."""
+def stop(ctx: typer.Context, holder: str | None = HOLDER_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Drop this holder's lease; stop the machine and wait, unless another holder still leases it.
+
+    A machine another run still holds is left running ("kept running: held by ...").
+    """
     project = state(ctx).project()
-    compute = open_compute(project)
-    show(project, compute.stop(), f"compute stopped ({compute.name})", as_json)
+    compute = open_compute(project, holder)
+    stopped = compute.stop()
+    title = "stopped" if stopped.state in ("stopped", "terminated") else "kept running"
+    show(project, stopped, f"compute {title} ({compute.name})", as_json)
 
 
 @app.command()
@@ -142,11 +183,14 @@ def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
 
 @app.command()
 def renew(
-    ctx: typer.Context, lease_minutes: float | None = LEASE_OPTION, as_json: bool = JSON_OPTION
+    ctx: typer.Context,
+    lease_minutes: float | None = LEASE_OPTION,
+    holder: str | None = HOLDER_OPTION,
+    as_json: bool = JSON_OPTION,
 ) -> None:
-    """Extend the running machine's lease by compute.lease_minutes from now."""
+    """Extend this holder's lease on the running machine by compute.lease_minutes from now."""
     project = state(ctx).project({"compute.lease_minutes": lease_minutes})
-    compute = open_compute(project)
+    compute = open_compute(project, holder)
     compute.renew_lease()
     show(project, compute.status(), f"compute lease renewed ({compute.name})", as_json)
 

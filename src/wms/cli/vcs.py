@@ -1,21 +1,27 @@
-"""`wms vcs`: publish a promoted data branch, comment validation reports, list runners."""
+"""`wms vcs`: guard data branches and take their new pairs, publish a promoted data branch,
+comment validation reports, list runners."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from wms.cli._common import WmsGroup, console, state
 from wms.errors import UsageError
 
+if TYPE_CHECKING:
+    from wms.vcs.guard import BranchCheck
+
 app = typer.Typer(
     cls=WmsGroup,
     no_args_is_help=True,
     help=(
-        "The git host (git.host = local | github): merge or open the pull request of a promoted data "
-        "branch, post validation reports, list self-hosted runners."
+        "The git host (git.host = local | github): refuse data branches that change more than new "
+        "data and take their pairs, merge or open the pull request of a promoted data branch, post "
+        "validation reports, list self-hosted runners."
     ),
 )
 
@@ -98,3 +104,56 @@ def runners(
     for r in found:
         busy = " (busy)" if r.busy else ""
         console.print(f"{r.name}  {r.status}{busy}  {', '.join(r.labels)}", highlight=False)
+
+
+SHA_OPTION = typer.Option(..., "--sha", help="The pushed commit of the data branch (e.g. $GITHUB_SHA).")
+BASE_OPTION = typer.Option(
+    None, "--base", help="Compare with this ref (default: git.remote/git.base_branch, fetched now)."
+)
+
+
+def _checked(ctx: typer.Context, sha: str, base: str | None) -> BranchCheck:
+    """Check the commit against its base and write the step summary; BranchRefused when it may not run."""
+    from wms.report import write_step_summary
+    from wms.vcs.guard import guard_branch, require_clean
+
+    check = guard_branch(state(ctx).project(), sha, base)
+    write_step_summary(check.markdown())
+    return require_clean(check)
+
+
+@app.command("guard-branch")
+def guard_branch(ctx: typer.Context, sha: str = SHA_OPTION, base: str | None = BASE_OPTION) -> None:
+    """Refuse a data-branch commit that changes anything but files under data.incoming (exit 1).
+
+    Compared with its merge-base with the base branch: a path outside data/incoming/ (renames
+    included), a symlink or submodule anywhere, or a .gitattributes/.gitmodules file refuses
+    it, naming the paths. Run it before any step that holds a secret.
+    """
+    check = _checked(ctx, sha, base)
+    console.print(
+        f"commit {check.sha[:12]}: {len(check.changed)} changed path(s), all under {check.incoming}",
+        highlight=False,
+    )
+
+
+@app.command("take-incoming")
+def take_incoming(
+    ctx: typer.Context,
+    sha: str = SHA_OPTION,
+    out: Path = typer.Option(..., "--out", help="A new or empty folder for images/ and masks/."),
+    base: str | None = BASE_OPTION,
+) -> None:
+    """Guard the commit, then write its data.incoming files into OUT without checking the branch out.
+
+    The files are read from git's object store; nothing from the branch is run.
+    """
+    from wms.report import write_github_output
+    from wms.vcs import Git
+    from wms.vcs.guard import write_incoming
+
+    check = _checked(ctx, sha, base)
+    project = state(ctx).project()
+    written = write_incoming(Git(project.root), check.sha, project.settings.data.incoming, out)
+    console.print(f"took {len(written)} file(s) of commit {check.sha[:12]} into {out}", highlight=False)
+    write_github_output({"incoming": str(out), "files": str(len(written))})

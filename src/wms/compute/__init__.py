@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wms.compute.base import Compute, ComputeStatus, Notify, RunnerProbe, cost_usd, quiet
+from wms.compute.base import DEFAULT_HOLDER, Compute, ComputeStatus, Notify, RunnerProbe, cost_usd, quiet
 from wms.compute.local import LocalCompute
 from wms.config import ComputeSettings
 from wms.errors import ConfigError
@@ -11,20 +11,27 @@ BACKENDS = ("local", "ec2")
 
 
 def make_compute(
-    cfg: ComputeSettings, runner_probe: RunnerProbe | None = None, notify: Notify = quiet
+    cfg: ComputeSettings,
+    runner_probe: RunnerProbe | None = None,
+    notify: Notify = quiet,
+    holder: str = DEFAULT_HOLDER,
 ) -> Compute:
-    """The backend named by `compute.backend`; `runner_probe` serves `ready_probe = "runner"`."""
+    """The backend named by `compute.backend`; `runner_probe` serves `ready_probe = "runner"`.
+
+    `holder` names whose lease the verbs act on when they are not told (see compute.base).
+    """
     if cfg.backend == "local":
         return LocalCompute()
     if cfg.backend == "ec2":
         from wms.compute.ec2 import Ec2Compute  # boto3 loads only when EC2 is used
 
-        return Ec2Compute(cfg, runner_probe=runner_probe, notify=notify)
+        return Ec2Compute(cfg, runner_probe=runner_probe, notify=notify, holder=holder)
     raise ConfigError(f"unknown compute.backend {cfg.backend!r}; use one of: {', '.join(BACKENDS)}")
 
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_HOLDER",
     "Compute",
     "ComputeStatus",
     "LocalCompute",

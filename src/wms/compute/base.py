@@ -4,6 +4,13 @@ A backend has a few verbs: `start` (and wait until the machine runs), `wait_read
 the configured probe answers), `stop` (and wait until it is stopped), `status`,
 `renew_lease` (a running pipeline keeps its dead-man switch alive) and `reap` (stop every
 machine whose lease ran out). `start` and `stop` are idempotent.
+
+Several runs may share one machine, so `start`, `stop` and `renew_lease` act for a *holder*
+(a workflow run, a person at a laptop): `stop` releases only that holder's lease and leaves
+the machine running while another holder's lease is live. A backend is built with a default
+holder (`make_compute(..., holder=...)`) that a verb called without one uses; the CLI names
+it, nothing below reads the environment for it. Local compute has nothing to share and
+ignores holders.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from typing import Any, Protocol, TypeVar
 from wms.errors import BackendError
 
 T = TypeVar("T")
+
+# The holder of a backend built without one (a pipeline started from code, a test).
+DEFAULT_HOLDER = "wms"
 
 
 @dataclass(frozen=True)
@@ -42,11 +52,11 @@ class Compute(Protocol):
 
     name: str
 
-    def start(self) -> ComputeStatus: ...
+    def start(self, holder: str | None = None) -> ComputeStatus: ...
     def wait_ready(self) -> ComputeStatus: ...
-    def stop(self) -> ComputeStatus: ...
+    def stop(self, holder: str | None = None) -> ComputeStatus: ...
     def status(self) -> ComputeStatus: ...
-    def renew_lease(self) -> str | None: ...
+    def renew_lease(self, holder: str | None = None) -> str | None: ...
     def reap(self) -> list[ComputeStatus]: ...
 
 

@@ -1,10 +1,23 @@
-"""EC2 compute: start and stop one instance with boto3, and a lease tag as a dead-man switch.
+"""EC2 compute: start and stop one instance with boto3, with leases as a dead-man switch.
 
     compute.backend = "ec2"   # AWS_* variables (AWS_ENDPOINT_URL included) pick account and endpoint
 
-The instance is `compute.instance_id`, or the one tagged `compute.instance_tag`. `start`
-tags it `wms:managed=true` and `wms:lease-expires=<ISO time>` *before* starting it, so even
-a caller killed while waiting leaves a lease that `wms compute reap` can act on.
+The instance is `compute.instance_id`, or the one tagged `compute.instance_tag`. Several
+workflow runs share it, so each caller is a *holder* with a lease of its own: `start(holder)`
+tags it `wms:managed=true` and `wms:lease:<holder>=<ISO time>` *before* starting it (so even
+a caller killed while waiting leaves a lease that `wms compute reap` can act on), and keeps
+`wms:lease-expires` at the latest expiry for people reading the console. `stop(holder)`
+removes that holder's lease and stops the instance only when no other unexpired lease is
+left; the reaper stops it once every lease has run out.
+
+Start and stop race through tags, which EC2 cannot write conditionally. `stop` first tags
+`wms:stopping`, then reads the leases again and backs off if another one appeared; `start`
+adds its lease first, then looks for `wms:stopping` (or a `stopping` instance) and, if a stop
+is under way, waits for it to end and starts the instance again. Whatever order the calls
+interleave in, one of the two sees the other's tag. What is left is EC2's eventual
+consistency: a tag written a moment ago may not show in the other caller's describe yet
+(usually under a second), so a start that lands in that moment can still see its instance
+stopped under it; it then fails its wait or its job, and the run is retried (the sweeper).
 """
 
 from __future__ import annotations
@@ -13,30 +26,29 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from wms.compute.base import ComputeStatus, Notify, RunnerProbe, quiet, wait_for
+from wms.compute.base import DEFAULT_HOLDER, ComputeStatus, Notify, RunnerProbe, quiet, wait_for
+from wms.compute.leases import (
+    HOLDER_TAG_PREFIX,
+    LEASE_TAG,
+    MANAGED_TAG,
+    STOPPING_TAG,
+    UNNAMED,
+    holder_tag,
+    lease_of,
+    leases_of,
+    live_holders,
+    parse_time,
+    tags_of,
+)
 from wms.compute.probes import make_probe, mlflow_url
 from wms.config import ComputeSettings
 from wms.errors import BackendError, ConfigError
 
-LEASE_TAG = "wms:lease-expires"
-MANAGED_TAG = "wms:managed"
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def lease_of(instance: dict[str, Any]) -> datetime | None:
-    """The lease expiry tagged on an instance; None when absent or unreadable."""
-    for tag in instance.get("Tags", []):
-        if tag["Key"] == LEASE_TAG:
-            try:
-                expires = datetime.fromisoformat(tag["Value"])
-            except ValueError:
-                return None
-            return expires if expires.tzinfo else expires.replace(tzinfo=UTC)
-    return None
 
 
 def _stopped_at(instance: dict[str, Any]) -> datetime | None:
@@ -58,9 +70,11 @@ class Ec2Compute:
         runner_probe: RunnerProbe | None = None,
         notify: Notify = quiet,
         client: Any = None,
+        holder: str = DEFAULT_HOLDER,
     ) -> None:
         self.cfg = cfg
         self.notify = notify
+        self.holder = holder  # whose lease start, stop and renew_lease act on when not told
         self.probe = make_probe(cfg, runner_probe)  # a bad probe setting fails before anything starts
         self._client = client
         self._id: str | None = cfg.instance_id or None
@@ -168,37 +182,93 @@ class Ec2Compute:
                 return True
         return None
 
-    # -- the lease --------------------------------------------------------------------------
-    def renew_lease(self) -> str:
-        """Move the lease expiry to now + compute.lease_minutes; returns the new expiry."""
-        if self._id is None:
-            self._describe()
-        expires = (_now() + timedelta(minutes=self.cfg.lease_minutes)).isoformat(timespec="seconds")
+    # -- the leases -------------------------------------------------------------------------
+    def renew_lease(self, holder: str | None = None) -> str:
+        """Move `holder`'s lease to now + compute.lease_minutes; returns its new expiry."""
+        key = holder_tag(holder or self.holder)
+        instance = self._describe()
+        expires = _now() + timedelta(minutes=self.cfg.lease_minutes)
+        latest = max([expires, *(t for t in leases_of(instance).values() if t is not None)])
+        stamp = expires.isoformat(timespec="seconds")
         self._call(
-            f"tag {self._id} with its lease",
+            f"tag {self._id} with a lease",
             "create_tags",
             Resources=[self._id],
-            Tags=[{"Key": MANAGED_TAG, "Value": "true"}, {"Key": LEASE_TAG, "Value": expires}],
+            Tags=[
+                {"Key": MANAGED_TAG, "Value": "true"},
+                {"Key": key, "Value": stamp},
+                {"Key": LEASE_TAG, "Value": latest.isoformat(timespec="seconds")},
+            ],
         )
-        return expires
+        return stamp
 
-    def _clear_lease(self) -> None:
-        self._call(
-            f"remove the lease of {self._id}", "delete_tags", Resources=[self._id], Tags=[{"Key": LEASE_TAG}]
+    def _untag(self, *keys: str) -> None:
+        if keys:
+            self._call(
+                f"remove tags from {self._id}",
+                "delete_tags",
+                Resources=[self._id],
+                Tags=[{"Key": key} for key in keys],
+            )
+
+    def _clear_leases(self, instance: dict[str, Any]) -> None:
+        """After a stop: drop the stopping mark and the expired leases; a lease that is still
+        live belongs to a start that is waiting for this stop and starts the instance again."""
+        now = _now()
+        live = live_holders(instance, now)
+        leases = leases_of(instance)
+        dead = [holder_tag(h) for h in leases if h not in live and h != UNNAMED]
+        if not live:
+            dead.append(LEASE_TAG)
+        self._untag(*(k for k in [*dead, STOPPING_TAG] if k in tags_of(instance)))
+
+    def _stop_under_way(self, instance: dict[str, Any]) -> bool:
+        """Whether another caller's stop is deciding or stopping (a mark older than its limit is stale)."""
+        if instance["State"]["Name"] == "stopping":
+            return True
+        mark = tags_of(instance).get(STOPPING_TAG)
+        if mark is None or instance["State"]["Name"] not in ("pending", "running"):
+            return False
+        written = parse_time(mark.rpartition(" ")[2])
+        limit = timedelta(seconds=self.cfg.stop_timeout_seconds + 60)
+        return written is not None and _now() - written < limit
+
+    def _wait_for_stop_to_settle(self) -> str:
+        """Wait until a stop under way has backed off (running) or finished (stopped)."""
+
+        def check() -> str | None:
+            instance = self._describe()
+            state = str(instance["State"]["Name"])
+            if state == "stopped" or (state == "running" and not self._stop_under_way(instance)):
+                return state
+            return None
+
+        return wait_for(
+            check,
+            f"another caller's stop of {self._target()} to finish or back off",
+            self.cfg.stop_timeout_seconds,
+            self.cfg.poll_seconds,
+            self.notify,
+            hint=f"remove the {STOPPING_TAG} tag in the EC2 console if no stop is running",
         )
 
     # -- the verbs ----------------------------------------------------------------------------
-    def start(self) -> ComputeStatus:
-        """Start the instance (a running one is left as it is) and wait for its status checks."""
+    def start(self, holder: str | None = None) -> ComputeStatus:
+        """Take a lease for `holder`, start the instance (a running one is left as it is), wait for checks.
+
+        The lease is written before anything else; then, if another holder's stop is under
+        way, this waits for it to back off or finish and starts the instance again.
+        """
         state = self._state()
         if state in ("shutting-down", "terminated"):
             raise BackendError(f"instance {self._id} is {state}; recreate it with infrastructure/terraform")
-        self.renew_lease()
+        self.renew_lease(holder)
         cfg = self.cfg
-        if state == "stopping":
-            self.notify(f"instance {self._id} is stopping; it starts again once stopped")
-            self._wait_state("stopped", cfg.stop_timeout_seconds)
-            state = "stopped"
+        instance = self._describe()
+        state = instance["State"]["Name"]
+        if self._stop_under_way(instance):
+            self.notify(f"instance {self._id} is being stopped by another run; it starts again after")
+            state = self._wait_for_stop_to_settle()
         if state == "stopped":
             self.notify(f"starting instance {self._id}")
             self._call(f"start {self._id}", "start_instances", InstanceIds=[self._id])
@@ -236,14 +306,42 @@ class Ec2Compute:
         )
         return current
 
-    def stop(self) -> ComputeStatus:
-        """Stop the instance and wait until it is stopped (a stopped one is left as it is)."""
+    def stop(self, holder: str | None = None) -> ComputeStatus:
+        """Drop `holder`'s lease; stop the instance and wait for `stopped` unless another lease holds it.
+
+        An instance another holder still leases is left running and reported as
+        "kept running: held by ...". A stopped one is left as it is.
+        """
+        key = holder_tag(holder or self.holder)
+        me = key[len(HOLDER_TAG_PREFIX) :]
         instance = self._describe()
         state = instance["State"]["Name"]
         if state in ("shutting-down", "terminated"):
             return self._to_status(instance)
+        others_tagged = [h for h in leases_of(instance) if h not in (me, UNNAMED)]
+        # With no other holder, the summary goes too: it would read as an older WMS's lease.
+        self._untag(key, *([] if others_tagged else [LEASE_TAG]))
+        if state == "stopped":  # nothing to stop; leases of others are theirs to use or expire
+            return self._to_status(self._describe())
+        others = live_holders(instance, _now(), but=me)
+        if others:
+            return self._kept(others)
         launched = instance.get("LaunchTime")
         cfg = self.cfg
+        if state in ("pending", "running"):
+            # Mark the stop, then look again: a start that wrote its lease before the mark is
+            # seen here; one that writes it after sees the mark and waits for this stop.
+            mark = f"{me} {_now().isoformat(timespec='seconds')}"
+            self._call(
+                f"mark {self._id} as stopping",
+                "create_tags",
+                Resources=[self._id],
+                Tags=[{"Key": STOPPING_TAG, "Value": mark}],
+            )
+            others = live_holders(self._describe(), _now(), but=me)
+            if others:
+                self._untag(STOPPING_TAG)
+                return self._kept(others)
         if state == "pending":
             self.notify(f"instance {self._id} is still starting; it is stopped once running")
             self._wait_state("running", cfg.start_timeout_seconds)
@@ -253,11 +351,24 @@ class Ec2Compute:
             self._call(f"stop {self._id}", "stop_instances", InstanceIds=[self._id])
         if state != "stopped":
             instance = self._wait_state("stopped", cfg.stop_timeout_seconds)
-        self._clear_lease()
+        self._clear_leases(self._describe())
         billed = None
         if state != "stopped" and launched is not None:
             billed = round((_now() - launched).total_seconds(), 1)
         return self._to_status(self._describe(), billed)
+
+    def _kept(self, holders: list[str]) -> ComputeStatus:
+        instance = self._describe()
+        latest = lease_of(instance)
+        if latest is not None:  # the summary follows the leases that are left
+            self._call(
+                f"tag {self._id} with its lease",
+                "create_tags",
+                Resources=[self._id],
+                Tags=[{"Key": LEASE_TAG, "Value": latest.isoformat(timespec="seconds")}],
+            )
+        self.notify(f"instance {self._id} is still leased by {', '.join(holders)}: left running")
+        return self._to_status(instance, detail=f"kept running: held by {', '.join(holders)}")
 
     def status(self) -> ComputeStatus:
         return self._to_status(self._describe())
@@ -275,15 +386,22 @@ class Ec2Compute:
         now = _now()
         results, expired = [], []
         for instance in (i for r in response.get("Reservations", []) for i in r.get("Instances", [])):
-            expires = lease_of(instance)
-            if expires is not None and expires > now:
-                results.append(self._to_status(instance, detail=f"lease runs until {expires}: left running"))
+            holders = live_holders(instance, now)
+            if holders:
+                until = lease_of(instance)
+                results.append(
+                    self._to_status(
+                        instance,
+                        detail=f"lease runs until {until} (held by {', '.join(holders)}): left running",
+                    )
+                )
             elif instance["State"]["Name"] == "pending":  # EC2 cannot stop it yet; the next round will
                 results.append(
                     self._to_status(instance, detail="lease expired but still starting: next round")
                 )
             else:
                 expired.append(instance)
+        expired = self._still_expired(expired, results)
         if not expired:
             return results
         ids = [i["InstanceId"] for i in expired]
@@ -294,13 +412,44 @@ class Ec2Compute:
             for instance in expired:
                 self._id = instance["InstanceId"]
                 done = self._wait_state("stopped", self.cfg.stop_timeout_seconds)
-                self._clear_lease()
+                self._clear_leases(done)
                 expired_at = lease_of(instance)
                 why = f"lease expired at {expired_at}" if expired_at else "no readable lease"
                 results.append(self._to_status(done, detail=f"{why}: stopped"))
         finally:
             self._id = own
         return results
+
+    def _still_expired(
+        self, expired: list[dict[str, Any]], results: list[ComputeStatus]
+    ) -> list[dict[str, Any]]:
+        """Mark each as stopping, then look again: one a start leased meanwhile is left running."""
+        if not expired:
+            return expired
+        ids = [i["InstanceId"] for i in expired]
+        mark = f"reaper {_now().isoformat(timespec='seconds')}"
+        self._call(
+            f"mark {', '.join(ids)} as stopping",
+            "create_tags",
+            Resources=ids,
+            Tags=[{"Key": STOPPING_TAG, "Value": mark}],
+        )
+        response = self._call("read the leases again", "describe_instances", InstanceIds=ids)
+        still = []
+        for instance in (i for r in response.get("Reservations", []) for i in r.get("Instances", [])):
+            holders = live_holders(instance, _now())
+            if holders:
+                self._call(
+                    f"unmark {instance['InstanceId']}",
+                    "delete_tags",
+                    Resources=[instance["InstanceId"]],
+                    Tags=[{"Key": STOPPING_TAG}],
+                )
+                detail = f"leased meanwhile by {', '.join(holders)}: left running"
+                results.append(self._to_status(instance, detail=detail))
+            else:
+                still.append(instance)
+        return still
 
     def _to_status(
         self, instance: dict[str, Any], billed: float | None = None, detail: str = ""

@@ -6,23 +6,23 @@ from wms.compute.base import ComputeStatus
 
 
 class LocalCompute:
-    """The default backend; every verb is a no-op that reports this machine."""
+    """The default backend; every verb is a no-op that reports this machine (holders are ignored)."""
 
     name = "local"
 
-    def start(self) -> ComputeStatus:
+    def start(self, holder: str | None = None) -> ComputeStatus:
         return self.status()
 
     def wait_ready(self) -> ComputeStatus:
         return self.status()
 
-    def stop(self) -> ComputeStatus:
+    def stop(self, holder: str | None = None) -> ComputeStatus:
         return ComputeStatus(self.name, "stopped", "nothing to release on this machine")
 
     def status(self) -> ComputeStatus:
         return ComputeStatus(self.name, "running", "this machine")
 
-    def renew_lease(self) -> str | None:
+    def renew_lease(self, holder: str | None = None) -> str | None:
         return None
 
     def reap(self) -> list[ComputeStatus]:

