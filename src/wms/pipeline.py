@@ -34,7 +34,7 @@ from typing import Protocol
 
 from wms import promotion
 from wms.batches import BatchLedger, is_finished
-from wms.compute import Compute, Notify, cost_usd, make_compute, quiet
+from wms.compute import DEFAULT_HOLDER, Compute, Notify, cost_usd, make_compute, quiet
 from wms.config import Project
 from wms.data.lease import LeaseHeld, default_owner, lease, renew
 from wms.data.merge import merge_into, prepare_incoming, restore, validate_merged
@@ -87,6 +87,7 @@ class Pipeline:
         compute: Compute | None = None,
         notify: Notify = quiet,
         fault: str | None = None,
+        holder: str = DEFAULT_HOLDER,
     ) -> None:
         self.project = project
         self.registry = registry
@@ -94,7 +95,7 @@ class Pipeline:
         self.notify = notify
         self.fault = parse_fault(fault)
         self.compute = compute or make_compute(
-            project.settings.compute, runner_probe=runner_probe_for(project), notify=notify
+            project.settings.compute, runner_probe=runner_probe_for(project), notify=notify, holder=holder
         )
         self.store = open_store(project)
         self.batches = BatchLedger(self.store.fs, self.store.root)

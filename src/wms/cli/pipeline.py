@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,14 +57,21 @@ def run_pipeline(
 ) -> PipelineRun:
     """Run (or resume) the pipeline with stage printing; shared by `wms pipeline` and `wms demo`."""
     # Imported here so `wms --help` and the data commands start without loading torch.
-    from wms.cli.compute import note
+    from wms.cli.compute import default_holder, note
     from wms.guards import Interrupted
     from wms.pipeline import Pipeline
     from wms.registry import MlflowRegistry
 
     # Tests inject faults this way; the value is read here, at the entry point, like the settings.
     fault = os.environ.get("WMS_FAULT_STAGE")
-    pipeline = Pipeline(project, MlflowRegistry(project), StagePrinter(), notify=note, fault=fault)
+    pipeline = Pipeline(
+        project,
+        MlflowRegistry(project),
+        StagePrinter(),
+        notify=note,
+        fault=fault,
+        holder=f"{default_holder()}-pipeline",
+    )
     try:
         if resume:
             result = pipeline.resume(resume)
@@ -180,8 +188,11 @@ def sweep(
 
     project = state(ctx).project()
     store = open_store(project)
+    from wms.report import write_github_output
+
     notes: list[str] = []
     todo = pending(project, BatchLedger(store.fs, store.root), notes)
+    write_github_output({"pending": str(len(todo))})  # the sweeper workflow starts compute only for work
     for line in notes:
         console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
     if not todo:
@@ -194,6 +205,7 @@ def sweep(
     outcomes = []
     for item in todo:
         incoming = project.state_dir / "incoming" / item.sha[:12]
+        shutil.rmtree(incoming, ignore_errors=True)  # a retry takes the pairs afresh
         try:
             take_incoming(project, item.sha, incoming)
             done = run_pipeline(project, incoming, branch=item.branch, sha=item.sha, skip_finished=True)
