@@ -20,10 +20,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from wms.config import Project
 from wms.errors import DataError
+from wms.vcs.git import Git, GitError
+
+if TYPE_CHECKING:
+    from wms.runs import PipelineRun
 
 FINISHED = ("promoted", "published", "not-promoted", "rejected", "no-new-data")
 MAX_ATTEMPTS = 3
@@ -103,3 +109,48 @@ def gave_up(record: dict[str, Any] | None) -> bool:
     return (
         record is not None and record.get("status") == "failed" and record.get("attempts", 0) >= MAX_ATTEMPTS
     )
+
+
+def detect_batch(project: Project, branch: str | None, sha: str | None) -> dict[str, str] | None:
+    """The data branch commit a run's pairs came from: as given, or the checked-out data branch."""
+    git = Git(project.root)
+    if branch is None:
+        try:
+            current = git.current_branch()
+        except GitError:
+            return None  # not a git repository: a plain local run, no batch to account for
+        if current is None or not current.startswith(project.settings.git.data_branch_prefix):
+            return None
+        branch = current
+    if sha is None:
+        sha = git.rev_parse(branch) if git.ok("rev-parse", "--verify", "--quiet", branch) else ""
+    return {"branch": branch, "sha": check_sha(sha)} if sha else None
+
+
+def outcome_of(run: PipelineRun) -> str:
+    """How a run that ended without an error ends its batch's record."""
+    if run.promoted:
+        return "promoted" if run.outputs.get("on_main") else "published"
+    merged, base = run.outputs.get("dataset_version"), run.outputs.get("base_version")
+    if merged and merged == base:
+        return "no-new-data"
+    return "not-promoted"
+
+
+def record_outcome(ledger: BatchLedger, run: PipelineRun, status: str, notify: Callable[[str], None]) -> None:
+    """Write how the run ended into its batch's record (nothing for a run without a batch)."""
+    batch = run.outputs.get("batch")
+    if not batch:
+        return
+    try:
+        ledger.finish(
+            batch["sha"],
+            status,
+            run.summary,
+            run_id=run.run_id,
+            dataset_version=run.outputs.get("dataset_version"),
+            model_version=run.outputs.get("model_version"),
+            published=run.outputs.get("published"),
+        )
+    except OSError as exc:  # the run's own outcome matters more; the sweeper looks again
+        notify(f"could not record the batch outcome in the store ({exc})")

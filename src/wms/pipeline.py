@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Protocol
 
 from wms import promotion
-from wms.batches import BatchLedger, is_finished
+from wms.batches import BatchLedger, detect_batch, is_finished, outcome_of, record_outcome
 from wms.compute import DEFAULT_HOLDER, Compute, Notify, cost_usd, make_compute, quiet
 from wms.config import Project
 from wms.data.lease import LeaseHeld, default_owner, lease, renew
@@ -60,7 +60,6 @@ from wms.train.loop import TrainReporter
 from wms.train.run import TrainedRun, split_pairs, train_and_log
 from wms.train.segmenter import Segmenter
 from wms.vcs import runner_probe_for
-from wms.vcs.git import Git, GitError
 from wms.vcs.mainline import MainLine
 
 LOCK_FILE = "pipeline.lock.json"
@@ -116,25 +115,10 @@ class Pipeline:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
         run = PipelineRun(run_id, str(new_data), self.project.runs_dir / run_id)
-        batch = self._batch(branch, sha)
+        batch = detect_batch(self.project, branch, sha)
         if batch:
             run.outputs["batch"] = batch
         return self._execute(run, set(), skip_finished)
-
-    def _batch(self, branch: str | None, sha: str | None) -> dict[str, str] | None:
-        prefix = self.project.settings.git.data_branch_prefix
-        git = Git(self.project.root)
-        if branch is None:
-            try:
-                current = git.current_branch()
-            except GitError:
-                return None
-            if current is None or not current.startswith(prefix):
-                return None
-            branch = current
-        if sha is None:
-            sha = git.rev_parse(branch) if git.ok("rev-parse", "--verify", "--quiet", branch) else ""
-        return {"branch": branch, "sha": sha} if sha else None
 
     def resume(self, run_id: str) -> PipelineRun:
         """Continue a failed or interrupted run from its first unfinished stage."""
@@ -197,7 +181,9 @@ class Pipeline:
             what = str(exc) if isinstance(exc, WmsError | Interrupted) else type(exc).__name__
             where = f" at {run.failed_stage}" if run.failed_stage else ""
             run.summary = f"failed{where}: {what}; continue with `wms pipeline resume {run.run_id}`"
-            self._record_batch(run, "rejected" if isinstance(exc, DataError) else "failed")
+            record_outcome(
+                self.batches, run, "rejected" if isinstance(exc, DataError) else "failed", self.notify
+            )
             raise
         finally:
             self._release(run)
@@ -206,24 +192,7 @@ class Pipeline:
                     record.status = "skipped"
             run.finished_at = now_iso()
             run.save()
-        self._record_batch(run, batch_status(run))
-
-    def _record_batch(self, run: PipelineRun, status: str) -> None:
-        batch = run.outputs.get("batch")
-        if not batch:
-            return
-        try:
-            self.batches.finish(
-                batch["sha"],
-                status,
-                run.summary,
-                run_id=run.run_id,
-                dataset_version=run.outputs.get("dataset_version"),
-                model_version=run.outputs.get("model_version"),
-                published=run.outputs.get("published"),
-            )
-        except OSError as exc:  # the run's own outcome matters more; the sweeper will look again
-            self.notify(f"could not record the batch outcome in the store ({exc})")
+        record_outcome(self.batches, run, outcome_of(run), self.notify)
 
     def _already_done(self, run: PipelineRun, record: dict[str, str]) -> PipelineRun:
         for stage in run.stages.values():
@@ -455,15 +424,3 @@ class Pipeline:
                 f"(candidate registered as version {candidate.version} for review)"
             )
         return decision
-
-
-def batch_status(run: PipelineRun) -> str:
-    """How a finished run ends its batch's record (see `wms.batches`)."""
-    if run.promoted:
-        return "promoted" if run.outputs.get("on_main") else "published"
-    if (
-        run.outputs.get("dataset_version")
-        and run.outputs.get("base_version") == run.outputs["dataset_version"]
-    ):
-        return "no-new-data"
-    return "not-promoted"
