@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -107,8 +106,9 @@ def test_a_writer_with_an_old_view_backs_off(tmp_path: Path, monkeypatch: pytest
         pytest.fail("the stalled writer and the third writer both hold the lock")
 
 
-def race(make_fs: Callable[[], Any], path: str, writers: int, poll: float) -> tuple[int, list[str]]:
-    """`writers` threads go for the lock at once; returns the most ever inside and each one's outcome."""
+def race(filesystems: list[Any], path: str, poll: float) -> tuple[int, list[str]]:
+    """One thread per filesystem goes for the lock at once; returns the most ever inside, and outcomes."""
+    writers = len(filesystems)
     inside, most = 0, 0
     count = threading.Lock()
     outcomes = ["never finished"] * writers
@@ -116,7 +116,7 @@ def race(make_fs: Callable[[], Any], path: str, writers: int, poll: float) -> tu
 
     def writer(i: int) -> None:
         nonlocal inside, most
-        fs = make_fs()
+        fs = filesystems[i]
         start.wait()
         try:
             with lease(fs, path, owner=f"writer {i}", ttl_seconds=120, wait_seconds=60, poll_seconds=poll):
@@ -145,7 +145,7 @@ def test_writers_racing_for_an_expired_lock_never_both_hold_it(tmp_path: Path) -
     for round_ in range(100):
         path = str(tmp_path / f"round{round_}" / "lock.json")
         crashed(fs, path)
-        most, outcomes = race(lambda: fs, path, writers=4, poll=0.005)
+        most, outcomes = race([fs] * 4, path, poll=0.005)
         assert most == 1, f"round {round_}: {most} writers held the lock at once"
         assert set(outcomes) <= {"held", "LeaseHeld"} and "held" in outcomes, f"round {round_}: {outcomes}"
 
@@ -153,9 +153,10 @@ def test_writers_racing_for_an_expired_lock_never_both_hold_it(tmp_path: Path) -
 @pytest.mark.usefixtures("aws_env")
 def test_writers_racing_for_an_expired_lock_on_s3_never_both_hold_it(s3_bucket: str) -> None:
     fs = _s3()
+    writers = [_s3() for _ in range(3)]  # a client each, as separate machines would have
     for round_ in range(20):
         path = f"{s3_bucket}/round{round_}/lock.json"
         crashed(fs, path)
-        most, outcomes = race(_s3, path, writers=3, poll=0.02)
+        most, outcomes = race(writers, path, poll=0.02)
         assert most == 1, f"round {round_}: {most} writers held the lock at once"
         assert set(outcomes) <= {"held", "LeaseHeld"} and "held" in outcomes, f"round {round_}: {outcomes}"

@@ -15,7 +15,8 @@ winner then checks that no newer generation exists, since a writer with an old v
 only re-create a generation that is already below the newest; such a writer backs off.
 
 Why: the earlier design read an expired lock file and deleted it, and read-then-delete can
-delete a lock another writer has just created, so two writers could both hold it.
+delete a lock another writer has just created, so two writers could both hold it. (A plain
+`lock.json` file left by that design is ignored.)
 
 Renewal rewrites only the holder's own generation and fails once a newer one exists, so a
 holder that stalled past its expiry learns at its next renewal that it lost the lock. Only
@@ -126,7 +127,8 @@ def renew(fs: Any, path: str, body: dict[str, str], ttl_seconds: float) -> bool:
     """Push a held lock's expiry to now + `ttl_seconds`; False when the lock is no longer ours.
 
     Call it well before the lock expires (a third of the TTL is plenty): a writer may take
-    an expired lock at any time, and the old holder only learns so at its next renewal.
+    an expired lock at any time, and the old holder only learns so at its next renewal. An
+    expired lock that nobody has taken yet is still renewed.
     """
     folder = lock_folder(path)
     generation = int(body.get("generation") or 0)
