@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from wms.data.lease import lease
+from wms.data.lease import lease, lock_folder
 from wms.data.store import DatasetStore
 from wms.errors import BackendError, ConflictError, DataError
 
@@ -130,16 +131,17 @@ def test_a_second_writer_waits_then_fails_clearly(
     store: DatasetStore, make_batch: Callable[..., Path]
 ) -> None:
     store.lock_wait = 0.3
-    held = lease(store.fs, f"{store.root}/lock.json", owner="someone else", ttl_seconds=60)
+    held = lease(store.fs, store.lock_path, owner="someone else", ttl_seconds=60)
     with held, pytest.raises(BackendError, match="locked by someone else"):
         store.ingest(make_batch("a", count=2), None)
     assert store.versions() == []
 
 
 def test_an_expired_lock_does_not_block(store: DatasetStore, make_batch: Callable[..., Path]) -> None:
-    store.fs.makedirs(store.root, exist_ok=True)
+    folder = lock_folder(store.lock_path)
+    store.fs.makedirs(folder, exist_ok=True)
     store.fs.pipe_file(
-        f"{store.root}/lock.json",
+        f"{folder}/0000000001.json",
         b'{"owner": "dead", "token": "x", "expires_at": "2000-01-01T00:00:00+00:00"}',
     )
     assert store.ingest(make_batch("a", count=2), None).added
@@ -157,3 +159,88 @@ def test_unknown_version_names_the_latest(store: DatasetStore, make_batch: Calla
     v1 = store.ingest(make_batch("a", count=2), None).version
     with pytest.raises(DataError, match=v1):
         store.manifest("0123456789ab")
+
+
+def tamper(store: DatasetStore, version: str, change: Callable[[dict[str, Any]], None]) -> None:
+    """Edit a stored manifest in place, as someone with write access to the store could."""
+    path = f"{store.root}/versions/{version}.json"
+    manifest = json.loads(store.fs.cat_file(path))
+    change(manifest)
+    store.fs.pipe_file(path, json.dumps(manifest).encode())
+
+
+@pytest.mark.parametrize("bad_name", ["../x.png", "ABSOLUTE"])
+def test_a_manifest_naming_a_path_outside_the_folder_writes_nothing(
+    store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path, bad_name: str
+) -> None:
+    version = store.ingest(make_batch("a", count=3), None).version
+    escaped = tmp_path / "evil.png"
+    name = str(escaped) if bad_name == "ABSOLUTE" else bad_name
+
+    def point_outside(manifest: dict[str, Any]) -> None:
+        last = sorted(manifest["pairs"])[-1]  # the others are fine, yet none is written
+        manifest["pairs"][last]["image"]["name"] = name
+
+    tamper(store, version, point_outside)
+    area = tmp_path / "area"
+    area.mkdir()
+    with pytest.raises(DataError, match="not a plain file name") as caught:
+        store.pull(version, area / "out")
+    assert repr(name) in str(caught.value) and "nothing was written" in str(caught.value)
+    assert list(area.iterdir()) == [] and not escaped.exists() and not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("sha256", "../../blobs", "not 64 lowercase hex"),
+        ("split", "holdout", "must be one of train, val, test"),
+        ("parent", "../../etc", "parent '../../etc' is not a version id"),
+    ],
+)
+def test_a_manifest_with_a_bad_hash_split_or_parent_is_refused(
+    store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path, field: str, value: str, problem: str
+) -> None:
+    version = store.ingest(make_batch("a", count=2), None).version
+
+    def spoil(manifest: dict[str, Any]) -> None:
+        entry = next(iter(manifest["pairs"].values()))
+        if field == "sha256":
+            entry["mask"]["sha256"] = value
+        elif field == "split":
+            entry["split"] = value
+        else:
+            manifest["parent"] = value
+
+    tamper(store, version, spoil)
+    with pytest.raises(DataError, match=problem):
+        store.pull(version, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_malformed_version_id_is_refused_before_the_store_is_read(
+    store: DatasetStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def touched(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"the store was read with {args}")
+
+    for method in ("cat_file", "ls", "exists", "open", "find"):
+        monkeypatch.setattr(store.fs, method, touched)
+    for bad in ("../../etc", "0123456789AB", "0123456789abc", ""):
+        with pytest.raises(DataError, match="is not a dataset version id"):
+            store.manifest(bad)
+        with pytest.raises(DataError, match="is not a dataset version id"):
+            store.pull(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_pair_with_a_control_character_in_its_name_is_not_ingested(
+    store: DatasetStore, make_batch: Callable[..., Path]
+) -> None:
+    batch = make_batch("a", count=2)
+    for kind in ("images", "masks"):
+        first = sorted((batch / kind).iterdir())[0]
+        first.rename(first.with_name("bad\tname" + first.suffix))
+    with pytest.raises(DataError, match="control character"):
+        store.ingest(batch, None)
+    assert store.versions() == []

@@ -1,14 +1,35 @@
 """A lease lock on any fsspec filesystem: one writer at a time, and a crashed writer's lock expires.
 
-The lock is a small JSON file created with exclusive-create (`xb`): the local filesystem
-and S3 (a conditional PUT, `If-None-Match: *`) both refuse to create it when it exists,
-so two writers can never both believe they hold it.
+Taking over a lock never deletes anything. The lock `<name>.json` is a folder of numbered
+generations, and the newest generation is the lock:
+
+    <name>/0000000007.json       generation 7: owner, token, expires_at
+    <name>/0000000007.released   written when generation 7 lets go
+
+The newest generation is free once it is released or expired (its writer died). A writer
+takes a free lock by creating the next generation with an exclusive create, which exactly
+one writer wins: on a local folder a complete file is hard-linked into place (`os.link`
+fails when the name exists, and readers never see a half-written file), on S3 `open(...,
+"xb")` is a conditional PUT (`If-None-Match: *`) that S3 refuses when the key exists. The
+winner then checks that no newer generation exists, since a writer with an old view can
+only re-create a generation that is already below the newest; such a writer backs off.
+
+Why: the earlier design read an expired lock file and deleted it, and read-then-delete can
+delete a lock another writer has just created, so two writers could both hold it. (A plain
+`lock.json` file left by that design is ignored.)
+
+Renewal rewrites only the holder's own generation and fails once a newer one exists, so a
+holder that stalled past its expiry learns at its next renewal that it lost the lock. Only
+a holder removes old generations, and only those below its own. Expiry is wall-clock UTC:
+writers on different machines need roughly synchronised clocks (NTP) and a TTL far longer
+than their skew.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -17,7 +38,12 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from fsspec.implementations.local import LocalFileSystem
+
 from wms.errors import BackendError
+
+_GENERATION = re.compile(r"(\d{10})\.(json|released)")
+_LONG_AGO = datetime.min.replace(tzinfo=UTC).isoformat()
 
 
 class LeaseHeld(BackendError):
@@ -37,6 +63,11 @@ def default_owner() -> str:
     return f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()} pid {os.getpid()}"
 
 
+def lock_folder(path: str) -> str:
+    """The folder holding the generations of the lock named `path` (`.../lock.json` -> `.../lock`)."""
+    return path.removesuffix(".json")
+
+
 @contextmanager
 def lease(
     fs: Any,
@@ -51,70 +82,165 @@ def lease(
 
     `on_wait(holder)` is called once when the lock is taken and this caller starts waiting.
     """
-    token = uuid.uuid4().hex
-    body = {
-        "owner": owner or default_owner(),
-        "token": token,
-        "expires_at": (_now() + timedelta(seconds=ttl_seconds)).isoformat(),
-    }
+    folder = lock_folder(path)
+    body = {"owner": owner or default_owner(), "token": uuid.uuid4().hex, "expires_at": "", "generation": ""}
     deadline = time.monotonic() + wait_seconds
     waiting = False
     with suppress(OSError):  # a local folder must exist; on S3 there are no folders
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.makedirs(folder, exist_ok=True)
     while True:
-        try:
-            with fs.open(path, "xb") as fh:
-                fh.write(json.dumps(body).encode())
-            break
-        except FileExistsError:
-            holder = _read(fs, path)
-            if holder is None or datetime.fromisoformat(holder["expires_at"]) < _now():
-                _remove_if_same(fs, path, holder)  # expired: its writer died
-                continue
-            if time.monotonic() >= deadline:
-                raise LeaseHeld(
-                    f"the dataset store is locked by {holder.get('owner', '?')} "
-                    f"until {holder['expires_at']}; "
-                    f"wait for that writer, or if it died remove {path} (the lock also expires by itself)",
-                    holder,
-                ) from None
-            if on_wait is not None and not waiting:
-                on_wait(holder)
-            waiting = True
-            time.sleep(poll_seconds)
+        held, released = _generations(fs, folder)
+        top = max(held, default=0)
+        holder = _read(fs, _file(folder, top, "json")) if top else None
+        if top == 0 or top in released or (holder is not None and _expired(holder)):
+            body["generation"] = f"{top + 1:010d}"
+            body["expires_at"] = (_now() + timedelta(seconds=ttl_seconds)).isoformat()
+            if _create(fs, _file(folder, top + 1, "json"), body) and _newest(fs, folder) == top + 1:
+                break
+            continue  # another writer won this generation, or our view was old: look again
+        if holder is None:
+            continue  # the newest generation vanished between listing and reading (removed by hand)
+        if time.monotonic() >= deadline:
+            raise LeaseHeld(
+                f"the dataset store is locked by {holder.get('owner', '?')} "
+                f"until {holder.get('expires_at', '?')}; wait for that writer, or if it died "
+                f"create the empty file {_file(folder, top, 'released')} to free it now "
+                "(the lock also expires by itself)",
+                holder,
+            )
+        if on_wait is not None and not waiting:
+            on_wait(holder)
+        waiting = True
+        time.sleep(poll_seconds)
+    generation = int(body["generation"])
+    _collect(fs, folder, generation)
     try:
         yield body
-    finally:
-        _remove_if_same(fs, path, body)
+    except BaseException:
+        with suppress(BackendError):  # do not hide the error that ended the block; the lock expires
+            _put(fs, _file(folder, generation, "released"), body["token"].encode())
+        raise
+    _put(fs, _file(folder, generation, "released"), body["token"].encode())
 
 
 def renew(fs: Any, path: str, body: dict[str, str], ttl_seconds: float) -> bool:
     """Push a held lock's expiry to now + `ttl_seconds`; False when the lock is no longer ours.
 
-    Not atomic: call it well before the lock expires (a third of the TTL is plenty), so no
-    other writer can have taken an expired lock in between.
+    Call it well before the lock expires (a third of the TTL is plenty): a writer may take
+    an expired lock at any time, and the old holder only learns so at its next renewal. An
+    expired lock that nobody has taken yet is still renewed.
     """
-    current = _read(fs, path)
+    folder = lock_folder(path)
+    generation = int(body.get("generation") or 0)
+    held, released = _generations(fs, folder)
+    if not generation or max(held, default=0) != generation or generation in released:
+        return False
+    current = _read(fs, _file(folder, generation, "json"))
     if current is None or current.get("token") != body["token"]:
         return False
     body["expires_at"] = (_now() + timedelta(seconds=ttl_seconds)).isoformat()
-    with fs.open(path, "wb") as fh:
-        fh.write(json.dumps(body).encode())
+    _put(fs, _file(folder, generation, "json"), json.dumps(body).encode())
     return True
+
+
+def _file(folder: str, generation: int, kind: str) -> str:
+    return f"{folder}/{generation:010d}.{kind}"
+
+
+def _entries(fs: Any, folder: str) -> list[tuple[int, str, str]]:
+    """(generation, "json" or "released", path) for every generation file in `folder`."""
+    fs.invalidate_cache(folder)
+    try:
+        names = fs.ls(folder, detail=False)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        match = _GENERATION.fullmatch(str(name).rstrip("/").rsplit("/", 1)[-1])
+        if match:
+            found.append((int(match[1]), match[2], str(name)))
+    return found
+
+
+def _generations(fs: Any, folder: str) -> tuple[set[int], set[int]]:
+    """The generations present in `folder`, and those of them released."""
+    entries = _entries(fs, folder)
+    held = {g for g, kind, _ in entries if kind == "json"}
+    return held, {g for g, kind, _ in entries if kind == "released"}
+
+
+def _newest(fs: Any, folder: str) -> int:
+    return max(_generations(fs, folder)[0], default=0)
 
 
 def _read(fs: Any, path: str) -> dict[str, str] | None:
     try:
-        return dict(json.loads(fs.cat_file(path)))
+        body = json.loads(fs.cat_file(path))
     except FileNotFoundError:
         return None
     except ValueError:
-        # A lock file cut short by a crash: treat it as expired.
-        return {"expires_at": datetime.min.replace(tzinfo=UTC).isoformat(), "token": ""}
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("expires_at"), str):
+        # Files appear whole, so this one was damaged or written by hand: treat it as expired.
+        return {"owner": "?", "token": "", "expires_at": _LONG_AGO}
+    return {str(k): str(v) for k, v in body.items()}
 
 
-def _remove_if_same(fs: Any, path: str, holder: dict[str, str] | None) -> None:
-    current = _read(fs, path)
-    if current is not None and (holder is None or current.get("token") == holder.get("token")):
-        with suppress(FileNotFoundError):
-            fs.rm_file(path)
+def _expired(holder: dict[str, str]) -> bool:
+    try:
+        expires = datetime.fromisoformat(holder["expires_at"])
+    except ValueError:
+        return True
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    return expires < _now()
+
+
+def _create(fs: Any, path: str, body: dict[str, str]) -> bool:
+    """Create `path` holding `body` unless it exists; True for the one writer that created it."""
+    data = json.dumps(body).encode()
+    try:
+        if isinstance(fs, LocalFileSystem):
+            target = fs._strip_protocol(path)
+            tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            try:
+                os.link(tmp, target)  # atomic, and fails when the name exists
+            finally:
+                os.unlink(tmp)
+        else:
+            with fs.open(path, "xb") as fh:  # S3: PUT with If-None-Match: *
+                fh.write(data)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise BackendError(
+            f"could not take the lock {path} ({exc}); check that the store is writable"
+        ) from None
+    return True
+
+
+def _put(fs: Any, path: str, data: bytes) -> None:
+    """Write `path` whole: readers see the old or the new bytes, never a part."""
+    try:
+        if isinstance(fs, LocalFileSystem):
+            target = fs._strip_protocol(path)
+            tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        else:
+            fs.pipe_file(path, data)  # an S3 PUT is atomic
+    except OSError as exc:
+        raise BackendError(
+            f"could not write the lock {path} ({exc}); check that the store is writable"
+        ) from None
+
+
+def _collect(fs: Any, folder: str, generation: int) -> None:
+    """Remove the generations below `generation` (only its holder calls this)."""
+    for old, _, name in _entries(fs, folder):
+        if old < generation:
+            with suppress(OSError):  # tidying only; a leftover generation is harmless
+                fs.rm_file(name)

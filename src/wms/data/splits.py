@@ -1,17 +1,25 @@
-"""Stable train/val/test splits: a pair's split is a function of its id alone.
+"""Stable train/val/test splits: a pair's split is a function of its id, recorded once.
 
-Adding data never moves an existing pair to another split, so a test image can never
-leak into training after a merge.
+A new pair's split comes from a hash of its id, so adding data never moves an existing pair.
+Once a pair is in a dataset version its split is recorded in the manifest, and a pulled
+folder carries those splits in `splits.json`; training reads them from there, so changing
+`data.val_fraction` or `data.test_fraction` later never moves an old test image into training.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from typing import Literal
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from wms.errors import DataError
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
+SPLITS_FILE = "splits.json"
 
 
 def split_of(pair_id: str, val_fraction: float, test_fraction: float) -> Split:
@@ -25,9 +33,45 @@ def split_of(pair_id: str, val_fraction: float, test_fraction: float) -> Split:
     return "train"
 
 
-def assign_splits(ids: Iterable[str], val_fraction: float, test_fraction: float) -> dict[Split, list[str]]:
-    """Group ids by split, each list sorted."""
+def assign_splits(
+    ids: Iterable[str],
+    val_fraction: float,
+    test_fraction: float,
+    recorded: Mapping[str, Split] | None = None,
+) -> dict[Split, list[str]]:
+    """Group ids by split, each list sorted: the recorded split where there is one, else the hash."""
+    recorded = recorded or {}
     groups: dict[Split, list[str]] = {s: [] for s in SPLITS}
     for pair_id in sorted(ids):
-        groups[split_of(pair_id, val_fraction, test_fraction)].append(pair_id)
+        split = recorded.get(pair_id) or split_of(pair_id, val_fraction, test_fraction)
+        groups[split].append(pair_id)
     return groups
+
+
+def write_splits(folder: Path, version: str, pairs: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Record each pair's split from a manifest's `pairs` in `folder/splits.json`; returns the file."""
+    body = {"version": version, "splits": {pid: pairs[pid]["split"] for pid in sorted(pairs)}}
+    target = Path(folder) / SPLITS_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{SPLITS_FILE}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(body, indent=1) + "\n")
+    tmp.replace(target)
+    return target
+
+
+def read_splits(folder: Path) -> dict[str, Split] | None:
+    """The splits recorded in `folder/splits.json`, or None when the folder has none."""
+    path = Path(folder) / SPLITS_FILE
+    try:
+        body = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        body = None
+    splits = body.get("splits") if isinstance(body, dict) else None
+    if not isinstance(splits, dict) or any(s not in SPLITS for s in splits.values()):
+        raise DataError(
+            f"{path} is damaged (it must map pair ids to train, val or test); "
+            "pull the dataset version again with `wms data pull VERSION DIR`"
+        )
+    return {str(pid): cast(Split, s) for pid, s in splits.items()}

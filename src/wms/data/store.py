@@ -2,12 +2,16 @@
 
     <store>/blobs/<sha[:2]>/<sha256>     the bytes of every image and mask, once
     <store>/versions/<version>.json      a manifest: id -> image, mask, split, size; parent; counts
-    <store>/lock.json                    the writers' lease lock
+    <store>/lock/<generation>.json       the writers' lease lock (see wms.data.lease)
 
 One code path serves a local folder and S3 (`s3://bucket/prefix`) through fsspec; S3
 credentials and endpoint come from the usual AWS variables (`AWS_ENDPOINT_URL`, ...).
 A version becomes visible only when its manifest is written, and the manifest is written
 last, after every blob: a crash leaves at most unreferenced blobs, never a half version.
+
+The store trusts nothing it reads: version ids and every manifest are checked
+(`wms.data.manifest`) before any path is built from them, and a pulled folder carries
+its version's splits in `splits.json`, so a changed fraction never moves an old pair.
 """
 
 from __future__ import annotations
@@ -26,12 +30,12 @@ from PIL import Image
 
 from wms.config import Project
 from wms.data.lease import lease
+from wms.data.manifest import KINDS, check_manifest, check_version_id, entry_problem
 from wms.data.pairs import Pair, find_pairs
 from wms.data.pointer import write_pointer
-from wms.data.splits import split_of
+from wms.data.splits import split_of, write_splits
 from wms.errors import BackendError, ConflictError, DataError
 
-KINDS = ("image", "mask")
 Progress = Callable[[], None]
 
 
@@ -142,7 +146,12 @@ class DatasetStore:
         return f"{self.root}/blobs/{sha[:2]}/{sha}"
 
     def _manifest_path(self, version: str) -> str:
-        return f"{self.root}/versions/{version}.json"
+        return f"{self.root}/versions/{check_version_id(version)}.json"
+
+    @property
+    def lock_path(self) -> str:
+        """The writers' lease lock (`wms.data.lease`)."""
+        return f"{self.root}/lock.json"
 
     def _put(self, path: str, data: bytes) -> None:
         # An S3 PUT is atomic; a local write is not, so write aside and rename into place.
@@ -172,30 +181,40 @@ class DatasetStore:
         infos = []
         for name in names:
             if str(name).endswith(".json"):
-                m = self.manifest(str(name).rsplit("/", 1)[-1].removesuffix(".json"))
+                version = str(name).rsplit("/", 1)[-1].removesuffix(".json")
+                check_version_id(version, f"{name} names", "remove that file from the store")
+                m = self.manifest(version)
                 infos.append(VersionInfo(m["version"], m["parent"], m["created_at"], m["counts"]["pairs"]))
         return sorted(infos, key=lambda v: (v.created_at, v.id))
 
     def manifest(self, version: str) -> dict[str, Any]:
-        """The manifest of a version."""
+        """The manifest of a version, checked whole (ids, file names, hashes, splits)."""
+        return self._read_manifest(version)[0]
+
+    def _read_manifest(self, version: str) -> tuple[dict[str, Any], bytes]:
+        path = self._manifest_path(version)  # refuses a malformed id before touching the store
         try:
-            raw = self._call("read a manifest", self.fs.cat_file, self._manifest_path(version))
+            raw = self._call("read a manifest", self.fs.cat_file, path)
         except FileNotFoundError:
-            known = ", ".join(v.id for v in self.versions()[-5:]) if version else ""
+            known = ", ".join(v.id for v in self.versions()[-5:])
             raise DataError(
                 f"dataset version {version!r} is not in the store {self.url} "
                 f"(latest: {known or 'none'}); see `wms data versions`"
             ) from None
-        return dict(json.loads(raw))
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        return check_manifest(parsed, version, self.url), raw
 
     def manifest_sha256(self, version: str) -> str:
         """sha256 of the stored manifest bytes (recorded in data/dataset.json)."""
-        return hashlib.sha256(self.fs.cat_file(self._manifest_path(version))).hexdigest()
+        return hashlib.sha256(self._read_manifest(version)[1]).hexdigest()
 
     def point(self, pointer: Path, version: str, store_url: str) -> None:
         """Point `data/dataset.json` at a version, reading its manifest once for content and hash."""
-        raw = self._call("read a manifest", self.fs.cat_file, self._manifest_path(version))
-        write_pointer(pointer, json.loads(raw), hashlib.sha256(raw).hexdigest(), store_url)
+        manifest, raw = self._read_manifest(version)
+        write_pointer(pointer, manifest, hashlib.sha256(raw).hexdigest(), store_url)
 
     def diff(self, a: str, b: str) -> VersionDiff:
         """How version `b` differs from version `a`."""
@@ -218,6 +237,10 @@ class DatasetStore:
             raise DataError(f"no image/mask pairs in {folder}; put them in its images/ and masks/")
         old = self.manifest(base)["pairs"] if base else {}
         entries = {p.id: self._entry(p) for p in scan.pairs}
+        unsafe = next(((i, why) for i, e in entries.items() if (why := entry_problem(i, e))), None)
+        if unsafe:
+            pid, why = unsafe
+            raise DataError(f"pair {pid!r} in {folder} {why}; rename its files — nothing was written")
         conflicts = sorted(i for i, e in entries.items() if i in old and _hashes(old[i]) != _hashes(e))
         if conflicts:
             raise ConflictError(
@@ -242,7 +265,7 @@ class DatasetStore:
         result = IngestResult(plan.version, base, plan.added, plan.unchanged)
         if not plan.added:
             return result
-        with lease(self.fs, f"{self.root}/lock.json", ttl_seconds=self.lock_ttl, wait_seconds=self.lock_wait):
+        with lease(self.fs, self.lock_path, ttl_seconds=self.lock_ttl, wait_seconds=self.lock_wait):
             result.blobs_written = self._upload(plan.sources, progress)
             if not self.fs.exists(self._manifest_path(plan.version)):
                 manifest = self._manifest(plan.version, base, plan.pairs)
@@ -295,7 +318,11 @@ class DatasetStore:
             return list(pool.map(fn, items))
 
     def pull(self, version: str, out: Path, progress: Progress | None = None) -> PullResult:
-        """Write a version's pairs into out/images and out/masks; fetch only what is missing, verify bytes."""
+        """Write a version's pairs into out/images and out/masks, and its splits into out/splits.json.
+
+        Only missing or damaged files are fetched, and every byte is verified. The manifest is
+        checked whole first, so a manifest that names an unsafe path writes nothing at all.
+        """
         pairs = self.manifest(version)["pairs"]
         wanted: dict[str, tuple[Path, str]] = {}
         for entry in pairs.values():
@@ -327,6 +354,7 @@ class DatasetStore:
         result.reused = len(wanted) - result.fetched
         present = {str(p) for kind in KINDS for p in (out / f"{kind}s").iterdir() if p.is_file()}
         result.extra = sorted(present - set(wanted))
+        write_splits(out, version, pairs)
         return result
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from wms.config import Project
 from wms.data.pairs import Pair, find_pairs
-from wms.data.splits import Split, assign_splits
+from wms.data.splits import Split, assign_splits, read_splits
 from wms.data.store import sha256_file
 from wms.errors import DataError
 from wms.registry import MODEL_ARTIFACT, Registry, RunLog
@@ -38,13 +38,17 @@ class TrainedRun:
 
 
 def split_pairs(project: Project, dataset: Path) -> dict[Split, list[Pair]]:
-    """The dataset's complete pairs grouped into the stable splits."""
+    """The dataset's complete pairs grouped into the stable splits.
+
+    A pair listed in the folder's `splits.json` (written by `wms data pull`) keeps the split
+    its dataset version recorded; any other pair gets the hash split of the current fractions.
+    """
     scan = find_pairs(dataset)
     if not scan.pairs:
         raise DataError(f"no complete image/mask pairs in {dataset}; see `wms data validate {dataset}`")
     by_id = {p.id: p for p in scan.pairs}
     cfg = project.settings.data
-    groups = assign_splits(by_id, cfg.val_fraction, cfg.test_fraction)
+    groups = assign_splits(by_id, cfg.val_fraction, cfg.test_fraction, read_splits(dataset))
     return {split: [by_id[i] for i in ids] for split, ids in groups.items()}
 
 
