@@ -62,7 +62,7 @@ from wms.train.segmenter import Segmenter
 from wms.vcs import runner_probe_for
 from wms.vcs.mainline import MainLine
 
-LOCK_FILE = "pipeline.lock.json"
+LOCK_FILE = "pipeline.lock"
 
 __all__ = ["STAGES", "InjectedFault", "Pipeline", "PipelineReporter", "PipelineRun", "StageRecord"]
 
@@ -210,7 +210,11 @@ class Pipeline:
         return min(settings.store.lock_ttl_seconds, settings.compute.lease_minutes * 60) / 3
 
     def _beat(self, lock_path: str, lock: dict[str, str]) -> None:
-        renew(self.store.fs, lock_path, lock, self.project.settings.store.lock_ttl_seconds)
+        if not renew(self.store.fs, lock_path, lock, self.project.settings.store.lock_ttl_seconds):
+            self.notify(
+                "WARNING: this run's store lock expired and another writer took it; "
+                "raise store.lock_ttl_seconds if runs stall longer than that"
+            )
         if self._held_since is not None:
             self.compute.renew_lease()
 

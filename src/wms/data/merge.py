@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from wms.data.prepare import prepare_dataset
+from wms.data.splits import write_splits
 from wms.data.store import DatasetStore, IngestPlan
 from wms.data.validate import validate_dataset
 from wms.errors import DataError
@@ -49,6 +50,7 @@ def merge_into(store: DatasetStore, work: Path, base: str | None, plan: IngestPl
         shutil.copy2(pair.mask, work / "masks" / pair.mask.name)
     for orphan in plan.orphans:
         shutil.copy2(orphan, work / orphan.parent.name / orphan.name)
+    write_splits(work, plan.version, plan.pairs)  # the splits the new version records, read by training
     return work
 
 
