@@ -330,3 +330,44 @@ def test_compute_start_waits_for_the_runner_github_lists(
     finally:
         cli(*flags, "compute", "stop")
     assert ec2_box.state() == "stopped"
+
+
+@pytest.mark.slow
+def test_a_pull_request_that_cannot_merge_leaves_production_where_main_says(
+    repo: Repo, github: FakeGitHub, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import TINY_SETTINGS
+
+    from wms.data.synth import synthesize
+    from wms.registry import MlflowRegistry
+
+    new_pr_routes(github)
+    github.answer("POST /graphql", 200, NOT_ALLOWED)
+    github.answer(f"PUT /repos/{REPO}/pulls/7/merge", 405, {"message": "Pull Request is not mergeable"})
+    github.answer(f"POST /repos/{REPO}/issues/7/comments", 201, {"html_url": PR["html_url"] + "#c1"})
+    monkeypatch.setenv("WMS_GITHUB_TOKEN", "t0ken")
+    repo.write(
+        "wms.toml",
+        TINY_SETTINGS + f'\n[git]\nhost = "github"\napi_url = "{github.url}"\nrepository = "{REPO}"\n',
+    )
+    repo.commit("settings")
+    repo.git("push", "-q", "origin", "main")
+    repo.git("switch", "-q", "-c", "data/20260102-030405")
+    synthesize(repo.work / "data" / "incoming", count=40, size=64, seed=1)
+    repo.commit("40 pairs")
+
+    result = cli("pipeline", "run")
+
+    assert result.exit_code == 0, result.output
+    assert "GitHub would not merge it" in result.output and "production stays" in result.output
+    [comment] = github.calls(f"POST /repos/{REPO}/issues/7/comments")
+    assert "Nothing moved" in comment.body["body"]
+    registry = MlflowRegistry(load_settings())
+    assert registry.production() is None  # main names no model: the candidate waits for review
+    assert [r.tags["gate"] for r in registry.list()] == ["pass"]
+    assert repo.git("show", "origin/main:models/production_current.json", check=False).returncode != 0
+    record = json.loads(next((repo.work / ".wms" / "runs").glob("*/run.json")).read_text())
+    stages = {s["name"]: s for s in record["stages"]}
+    assert (
+        stages["reconcile"]["status"] == "skipped" and "pull request merges" in stages["reconcile"]["outcome"]
+    )

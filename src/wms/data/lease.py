@@ -196,15 +196,21 @@ def _expired(holder: dict[str, str]) -> bool:
     return expires < _now()
 
 
+def _write_aside(fs: Any, path: str, data: bytes) -> tuple[str, str]:
+    """A local file's real path, and a temporary file beside it already holding `data`."""
+    target = fs._strip_protocol(path)
+    tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    return target, tmp
+
+
 def _create(fs: Any, path: str, body: dict[str, str]) -> bool:
     """Create `path` holding `body` unless it exists; True for the one writer that created it."""
     data = json.dumps(body).encode()
     try:
         if isinstance(fs, LocalFileSystem):
-            target = fs._strip_protocol(path)
-            tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
+            target, tmp = _write_aside(fs, path, data)
             try:
                 os.link(tmp, target)  # atomic, and fails when the name exists
             finally:
@@ -225,10 +231,7 @@ def _put(fs: Any, path: str, data: bytes) -> None:
     """Write `path` whole: readers see the old or the new bytes, never a part."""
     try:
         if isinstance(fs, LocalFileSystem):
-            target = fs._strip_protocol(path)
-            tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
+            target, tmp = _write_aside(fs, path, data)
             os.replace(tmp, target)
         else:
             fs.pipe_file(path, data)  # an S3 PUT is atomic
