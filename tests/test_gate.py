@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from wms.config import GateSettings
 from wms.errors import GateError
 from wms.gate import bootstrap_ci, decide, write_report
-from wms.train.evaluate import ImageScore
+from wms.scores import ImageScore
 
 
 def scores(values: list[float] | np.ndarray) -> list[ImageScore]:
@@ -139,3 +139,13 @@ def test_scores_on_different_images_are_refused() -> None:
 def test_no_test_images_is_an_error() -> None:
     with pytest.raises(GateError, match="test split is empty"):
         decide(GateSettings(), [], None)
+
+
+def test_the_gate_imports_without_torch() -> None:
+    # The gate's decision is numpy and scipy only: it runs where the service runs, without torch.
+    import subprocess
+    import sys
+
+    code = "import sys, wms.gate, wms.scores; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False", result.stderr
