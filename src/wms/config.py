@@ -96,6 +96,9 @@ class GateSettings(Section):
     on_baseline_error: Literal["fail", "floor"] = Field(
         "fail", description="production model cannot be evaluated: keep it (fail) or use the floor"
     )
+    onnx_min_agreement: float = Field(
+        0.999, gt=0, le=1, description="share of test pixels where the ONNX and torch masks must agree"
+    )
 
 
 ReadyProbe = Literal["none", "tcp", "http", "runner"]

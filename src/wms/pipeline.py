@@ -38,9 +38,10 @@ from wms.data.pointer import read_pointer
 from wms.data.prepare import prepare_dataset
 from wms.data.store import IngestPlan, open_store
 from wms.data.validate import validate_dataset
-from wms.errors import BackendError, DataError, UsageError, WmsError
+from wms.errors import BackendError, DataError, GateError, UsageError, WmsError
 from wms.gate import REPORT_MD, GateDecision, decide, write_report
 from wms.guards import Heartbeat, Interrupted, signals_raise
+from wms.parity import check_onnx_parity
 from wms.registry import Registry, move_production
 from wms.runs import (
     STAGES,
@@ -54,10 +55,10 @@ from wms.runs import (
     resume_plan,
     save_trained,
 )
-from wms.train.evaluate import ImageScore, evaluate
+from wms.scores import ImageScore, evaluate_onnx
 from wms.train.loop import TrainReporter
 from wms.train.run import TrainedRun, split_pairs, train_and_log
-from wms.train.segmenter import Segmenter
+from wms.train.spec import ONNX_FILE
 from wms.vcs import runner_probe_for
 
 LOCK_FILE = "pipeline.lock.json"
@@ -428,20 +429,33 @@ class Pipeline:
         st.outcome = f"{report.pairs} pairs valid, {len(report.warnings)} warning(s)"
 
     def _gate(self, run: PipelineRun, dataset: Path, trained: TrainedRun) -> GateDecision:
-        """Score production on the candidate's test images, decide, report, register the candidate."""
+        """Score both models' ONNX exports on the same test images, decide, report, register the candidate.
+
+        The candidate's export is first checked against its torch weights; one that disagrees
+        raises GateError before anything is registered.
+        """
+        gate = self.project.settings.gate
+        test_pairs = split_pairs(self.project, dataset)["test"]
+        with self.registry.fetched(trained.run_id) as folder:
+            check_onnx_parity(folder, test_pairs, gate.onnx_min_agreement)
+            scores = evaluate_onnx(folder, test_pairs)
         production = self.registry.production()
         baseline: list[ImageScore] | None = None
         error = None
         if production is not None:
-            test_pairs = split_pairs(self.project, dataset)["test"]
             try:
                 with self.registry.fetched(production.version) as folder:
-                    baseline = evaluate(Segmenter.load(folder), test_pairs)
+                    if not (folder / ONNX_FILE).is_file():
+                        raise GateError(
+                            f"it has no {ONNX_FILE} (trained with train.export_onnx = false?), and the gate "
+                            "scores the ONNX export the service runs"
+                        )
+                    baseline = evaluate_onnx(folder, test_pairs)
             except Exception as exc:  # any way the old model fails to load or run on today's data
                 error = str(exc) if isinstance(exc, WmsError) else f"{type(exc).__name__}: {exc}"
         decision = decide(
-            self.project.settings.gate,
-            trained.test_scores,
+            gate,
+            scores,
             baseline,
             production.version if production else None,
             baseline_error=error,
