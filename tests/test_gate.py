@@ -61,8 +61,8 @@ def test_a_gain_inside_the_noise_passes_improve_but_fails_significance() -> None
     # Half the images better, half worse, a tiny mean gain: not a significant difference.
     swing = np.where(np.arange(30) % 2 == 0, 0.2, -0.19)
     cand = scores(base + swing)
-    assert decide(GateSettings(), cand, scores(base), "1").promote
-    strict = decide(GateSettings(require_significant=True), cand, scores(base), "1")
+    assert decide(GateSettings(require_significant=False), cand, scores(base), "1").promote
+    strict = decide(GateSettings(), cand, scores(base), "1")  # the default requires significance
     assert not strict.promote
     assert "not significantly better" in strict.reason
 
@@ -125,9 +125,9 @@ def test_report_has_json_markdown_and_a_plot(tmp_path: Path) -> None:
     assert sorted(p.name for p in files) == ["gate.json", "gate.md", "gate_dice.png"]
     body = json.loads((tmp_path / "gate" / "gate.json").read_text())
     assert body["promote"] is True and body["n_images"] == 25 and len(body["per_image"]) == 25
-    assert {r["rule"] for r in body["rules"]} == {"improve"}
+    assert {r["rule"] for r in body["rules"]} == {"improve", "significant"}
     assert (tmp_path / "gate" / "gate_dice.png").read_bytes()[:4] == b"\x89PNG"
-    assert "95% CI of Δ" in (tmp_path / "gate" / "gate.md").read_text()
+    assert "90% CI of Δ" in (tmp_path / "gate" / "gate.md").read_text()
 
 
 def test_scores_on_different_images_are_refused() -> None:

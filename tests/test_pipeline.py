@@ -186,7 +186,9 @@ def test_a_candidate_whose_onnx_disagrees_is_not_registered(
             path.write_bytes(b"\x00garbage, not an ONNX model")
 
     monkeypatch.setattr("wms.train.run.export_onnx", corrupt)
-    second = cli("--set", "train.epochs=2", "pipeline", "run", "--new-data", make_batch("b2", count=20, seed=2))
+    second = cli(
+        "--set", "train.epochs=2", "pipeline", "run", "--new-data", make_batch("b2", count=20, seed=2)
+    )
     assert second.exit_code != 0
     reason = "below the 99.9% required" if corruption == "perturbed" else "cannot be loaded or run"
     assert reason in second.output and "not registered" in second.output
