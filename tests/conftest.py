@@ -30,7 +30,6 @@ batch_size = 8
 learning_rate = 0.01
 base_channels = 8
 depth = 2
-export_onnx = false  # exporting costs seconds per run; tests/train/test_export.py covers it
 
 [gate]
 floor = 0.0
@@ -253,6 +252,29 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = json.loads((folder / SPEC_FILE).read_text())
     (folder / SPEC_FILE).write_text(json.dumps({**spec, "threshold": threshold}))
     return folder
+
+
+def _perturbed_export(segmenter: Any, path: Path) -> None:
+    """Export with the output layer's sign flipped: a valid ONNX file whose masks disagree."""
+    import torch
+
+    from wms.train.export import export_onnx
+
+    last = [m for m in segmenter.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        for tensor in (last.weight, last.bias):
+            tensor.neg_()
+        try:
+            export_onnx(segmenter, path)
+        finally:
+            for tensor in (last.weight, last.bias):
+                tensor.neg_()
+
+
+@pytest.fixture(scope="session")
+def perturbed_export() -> Callable[[Any, Path], None]:
+    """`perturbed_export(segmenter, path)`: like export_onnx, but the export disagrees with torch."""
+    return _perturbed_export
 
 
 def _register_model(project_root: Path, folder: Path, promote: bool = True, **tags: str) -> str:

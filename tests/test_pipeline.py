@@ -166,3 +166,33 @@ def test_auto_prepare_turns_raw_photos_into_training_data(
     assert done.promoted
     validation = json.loads((done.run_dir / "validation.json").read_text())
     assert validation["ok"] and validation["stats"]["image_sizes"] == {"64x64": 80}
+
+
+@pytest.mark.parametrize("corruption", ["perturbed", "garbage"])
+def test_a_candidate_whose_onnx_disagrees_is_not_registered(
+    corruption: str,
+    cli: Callable[..., Any],
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+    perturbed_export: Callable[[Any, Path], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = cli("--set", "train.epochs=2", "pipeline", "run", "--new-data", make_batch("b1", seed=1))
+    assert first.exit_code == 0, first.output
+
+    def corrupt(segmenter: Any, path: Path) -> None:
+        if corruption == "perturbed":
+            perturbed_export(segmenter, path)
+        else:
+            path.write_bytes(b"\x00garbage, not an ONNX model")
+
+    monkeypatch.setattr("wms.train.run.export_onnx", corrupt)
+    second = cli(
+        "--set", "train.epochs=2", "pipeline", "run", "--new-data", make_batch("b2", count=20, seed=2)
+    )
+    assert second.exit_code != 0
+    reason = "below the 99.9% required" if corruption == "perturbed" else "cannot be loaded or run"
+    assert reason in second.output and "not registered" in second.output
+    listed = json.loads(cli("model", "list", "--json").output)
+    assert [(r["version"], r["aliases"]) for r in listed] == [("1", ["production"])]
+    assert len(history(project_dir)) == 1

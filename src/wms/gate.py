@@ -27,7 +27,7 @@ import numpy as np
 
 from wms.config import GateSettings
 from wms.errors import GateError
-from wms.train.evaluate import ImageScore
+from wms.scores import ImageScore
 
 METRICS = ("dice", "iou")
 REPORT_JSON, REPORT_MD, REPORT_PLOT = "gate.json", "gate.md", "gate_dice.png"

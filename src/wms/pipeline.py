@@ -40,7 +40,8 @@ from wms.data.lease import LeaseHeld, default_owner, lease, renew
 from wms.data.merge import merge_into, prepare_incoming, restore, validate_merged
 from wms.data.store import open_store
 from wms.errors import BackendError, DataError, UsageError, WmsError
-from wms.gate import REPORT_MD, GateDecision, decide, write_report
+from wms.gate import GateDecision
+from wms.gating import gate_candidate
 from wms.guards import Heartbeat, Interrupted, signals_raise
 from wms.registry import Registry
 from wms.runs import (
@@ -55,10 +56,8 @@ from wms.runs import (
     resume_plan,
     save_trained,
 )
-from wms.train.evaluate import ImageScore, evaluate
 from wms.train.loop import TrainReporter
-from wms.train.run import TrainedRun, split_pairs, train_and_log
-from wms.train.segmenter import Segmenter
+from wms.train.run import TrainedRun, train_and_log
 from wms.vcs import runner_probe_for
 from wms.vcs.mainline import MainLine
 
@@ -290,7 +289,7 @@ class Pipeline:
                     with self.stage(run, "train") as st:
                         trained = self._train(run, dataset, version, st)
                 with self.stage(run, "gate") as st:
-                    decision = self._gate(run, dataset, trained)
+                    decision = gate_candidate(self.project, self.registry, run, dataset, trained)
                     st.outcome = ("pass: " if decision.promote else "fail: ") + decision.reason
             finally:
                 with self.stage(run, "stop_compute") as st:
@@ -383,48 +382,3 @@ class Pipeline:
         if run.promoted:
             return f"promoted version {run.outputs.get('model_version', '?')}: {decision.reason}"
         return f"not promoted: {decision.reason}"
-
-    def _gate(self, run: PipelineRun, dataset: Path, trained: TrainedRun) -> GateDecision:
-        """Score production on the candidate's test images, decide, report, register the candidate."""
-        production = self.registry.production()
-        baseline: list[ImageScore] | None = None
-        error = None
-        if production is not None:
-            test_pairs = split_pairs(self.project, dataset)["test"]
-            try:
-                with self.registry.fetched(production.version) as folder:
-                    baseline = evaluate(Segmenter.load(folder), test_pairs)
-            except Exception as exc:  # any way the old model fails to load or run on today's data
-                error = str(exc) if isinstance(exc, WmsError) else f"{type(exc).__name__}: {exc}"
-        decision = decide(
-            self.project.settings.gate,
-            trained.test_scores,
-            baseline,
-            production.version if production else None,
-            baseline_error=error,
-        )
-        report_dir = run.run_dir / "gate"
-        write_report(decision, report_dir)
-        self.registry.log_to_run(
-            trained.run_id, report_dir, "gate", {"wms.gate": "pass" if decision.promote else "fail"}
-        )
-        candidate = self.registry.register(
-            trained.run_id,
-            tags={
-                "gate": "pass" if decision.promote else "fail",
-                "gate_reason": decision.reason[:4000],
-                "pipeline_run": run.run_id,
-            },
-        )
-        run.outputs["gate"] = {k: v for k, v in decision.to_dict().items() if k != "per_image"}
-        run.outputs["gate_report"] = str(report_dir / REPORT_MD)
-        run.outputs["candidate_version"] = candidate.version
-        if decision.promote:
-            run.summary = "promoted"
-        else:
-            kept = f"production stays version {production.version}" if production else "nothing in production"
-            run.summary = (
-                f"not promoted: {decision.reason}; {kept} "
-                f"(candidate registered as version {candidate.version} for review)"
-            )
-        return decision

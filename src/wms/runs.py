@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from wms.errors import ConfigError, UsageError, WmsError
 from wms.gate import GateDecision, MetricComparison, RuleVerdict
-from wms.train.evaluate import ImageScore
+from wms.scores import ImageScore
 from wms.train.loop import TrainResult
 from wms.train.run import TrainedRun
 

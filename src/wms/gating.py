@@ -1,0 +1,97 @@
+"""The gate stage: the candidate's ONNX export checked against its weights, then both models scored.
+
+The baseline is the version main names in `models/production_current.json` (what serves, or
+is about to once the release workflow reconciles), falling back to the registry's
+`production` alias in a project that has no pointer file yet. Both models are scored through
+the ONNX export the service runs, on ONNX Runtime (CPU), on the same test images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wms.config import Project
+from wms.errors import GateError, WmsError
+from wms.gate import REPORT_MD, GateDecision, decide, write_report
+from wms.parity import check_onnx_parity
+from wms.production import CURRENT_FILE
+from wms.registry import Registry
+from wms.runs import PipelineRun
+from wms.scores import ImageScore, evaluate_onnx
+from wms.train.run import TrainedRun, split_pairs
+from wms.train.spec import ONNX_FILE
+from wms.vcs.mainline import MainLine
+
+
+def production_per_main(project: Project, registry: Registry) -> str | None:
+    """The version in production as main says, else as the registry's alias says; None before the first."""
+    text = MainLine(project).read_text(project.path(project.settings.tracking.pointer_dir) / CURRENT_FILE)
+    if text is not None:
+        try:
+            return str(json.loads(text)["to_version"])
+        except (ValueError, KeyError):
+            pass  # a damaged pointer: reconcile says so; the alias still names what serves
+    alias = registry.production()
+    return alias.version if alias else None
+
+
+def gate_candidate(
+    project: Project, registry: Registry, run: PipelineRun, dataset: Path, trained: TrainedRun
+) -> GateDecision:
+    """Score both models' ONNX exports on the same test images, decide, report, register the candidate.
+
+    The candidate's export is first checked against its torch weights; one that disagrees
+    raises GateError before anything is registered.
+    """
+    gate = project.settings.gate
+    test_pairs = split_pairs(project, dataset)["test"]
+    with registry.fetched(trained.run_id) as folder:
+        check_onnx_parity(folder, test_pairs, gate.onnx_min_agreement)
+        scores = evaluate_onnx(folder, test_pairs)
+    production = production_per_main(project, registry)
+    baseline: list[ImageScore] | None = None
+    error = None
+    if production is not None:
+        try:
+            with registry.fetched(production) as folder:
+                if not (folder / ONNX_FILE).is_file():
+                    raise GateError(
+                        f"it has no {ONNX_FILE} (trained with train.export_onnx = false?), and the gate "
+                        "scores the ONNX export the service runs"
+                    )
+                baseline = evaluate_onnx(folder, test_pairs)
+        except Exception as exc:  # any way the old model fails to load or run on today's data
+            error = str(exc) if isinstance(exc, WmsError) else f"{type(exc).__name__}: {exc}"
+    decision = decide(
+        gate,
+        scores,
+        baseline,
+        production,
+        baseline_error=error,
+    )
+    report_dir = run.run_dir / "gate"
+    write_report(decision, report_dir)
+    registry.log_to_run(
+        trained.run_id, report_dir, "gate", {"wms.gate": "pass" if decision.promote else "fail"}
+    )
+    candidate = registry.register(
+        trained.run_id,
+        tags={
+            "gate": "pass" if decision.promote else "fail",
+            "gate_reason": decision.reason[:4000],
+            "pipeline_run": run.run_id,
+        },
+    )
+    run.outputs["gate"] = {k: v for k, v in decision.to_dict().items() if k != "per_image"}
+    run.outputs["gate_report"] = str(report_dir / REPORT_MD)
+    run.outputs["candidate_version"] = candidate.version
+    if decision.promote:
+        run.summary = "promoted"
+    else:
+        kept = f"production stays version {production}" if production else "nothing in production"
+        run.summary = (
+            f"not promoted: {decision.reason}; {kept} "
+            f"(candidate registered as version {candidate.version} for review)"
+        )
+    return decision

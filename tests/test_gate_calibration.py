@@ -1,0 +1,50 @@
+"""The gate's default rule on the measured spread of two equally good models' per-image scores.
+
+benchmarks/results/gate-spread.json holds the per-image test Dice of two models trained on
+the real photos that differ only by seed (benchmarks/gate_calibration.py measure). From it,
+simulated comparisons check the defaults of `[gate]`: a candidate no better than production
+is promoted at most 5% of the time, and a better one at least 80% of the time.
+
+The issue asked for 80% at +0.02 Dice. On the measured spread (132 test images, paired Δ sd
+0.126) no rule on the mean reaches that with at most 5% false promotions: the default reaches
+58% at +0.02 and 89% at +0.03, so the power is asserted at +0.03 (README, "The quality gate").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from wms.config import GateSettings
+
+RESOLVED_GAIN = 0.03  # in mean Dice; +0.02 is promoted 58% of the time (see the docstring)
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "gate_calibration.py"
+
+
+@pytest.fixture(scope="module")
+def calibration() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gate_calibration", BENCHMARK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_default_rule_keeps_an_equal_model_out_and_lets_a_better_one_in(calibration: ModuleType) -> None:
+    a, b = calibration.load_spread()
+    assert len(a) == len(b) >= 100
+    rates = calibration.rates(GateSettings(), a, b, trials=2000, gain=RESOLVED_GAIN)
+    assert rates["false_promotion"] <= calibration.MAX_FALSE_PROMOTION == 0.05
+    assert rates["power"] >= calibration.MIN_POWER == 0.80
+
+
+def test_the_simulated_rule_is_the_gate_s_rule(calibration: ModuleType) -> None:
+    # The simulation applies the rule to thousands of comparisons at once; on a sample it must
+    # give the verdicts of wms.gate.decide itself.
+    a, b = calibration.load_spread()
+    assert calibration.agreement_with_decide(GateSettings(), a, b, trials=15, seed=3) >= 0.9
