@@ -34,7 +34,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "serve.json"

@@ -36,7 +36,8 @@ def test_better_on_every_metric_is_promoted_with_an_interval_around_the_gain() -
     dice = decision.comparison("dice")
     assert dice.delta == pytest.approx(0.05, abs=0.01)
     assert dice.ci_low is not None and dice.ci_high is not None
-    assert dice.ci_low <= dice.delta <= dice.ci_high
+    assert dice.trimmed_delta is not None  # the interval is of the 20%-trimmed mean Δ
+    assert dice.ci_low - 1e-12 <= dice.trimmed_delta <= dice.ci_high + 1e-12
     assert decision.resamples >= 2000
 
 
@@ -99,7 +100,7 @@ def test_worse_model_is_rejected_and_the_table_shows_it() -> None:
     decision = decide(GateSettings(), scores([0.5, 0.6]), scores([0.7, 0.8]), "1")
     assert not decision.promote
     table = decision.to_markdown()
-    assert "| dice | 0.5500 | 0.7500 | -0.2000 | [-0.2000, -0.2000] | 2 |" in table
+    assert "| dice | 0.5500 | 0.7500 | -0.2000 | -0.2000 | [-0.2000, -0.2000] | 2 |" in table
     assert "| improve | dice | FAIL |" in table
     assert "keep production" in table
 
@@ -127,7 +128,7 @@ def test_report_has_json_markdown_and_a_plot(tmp_path: Path) -> None:
     assert body["promote"] is True and body["n_images"] == 25 and len(body["per_image"]) == 25
     assert {r["rule"] for r in body["rules"]} == {"improve", "significant"}
     assert (tmp_path / "gate" / "gate_dice.png").read_bytes()[:4] == b"\x89PNG"
-    assert "90% CI of Δ" in (tmp_path / "gate" / "gate.md").read_text()
+    assert "20%-trimmed mean Δ | 95% CI of that" in (tmp_path / "gate" / "gate.md").read_text()
 
 
 def test_scores_on_different_images_are_refused() -> None:

@@ -5,9 +5,9 @@ the real photos that differ only by seed (benchmarks/gate_calibration.py measure
 simulated comparisons check the defaults of `[gate]`: a candidate no better than production
 is promoted at most 5% of the time, and a better one at least 80% of the time.
 
-The issue asked for 80% at +0.02 Dice. On the measured spread (132 test images, paired Δ sd
-0.126) no rule on the mean reaches that with at most 5% false promotions: the default reaches
-58% at +0.02 and 89% at +0.03, so the power is asserted at +0.03 (README, "The quality gate").
+On the measured spread (132 test images, paired Δ sd 0.126, driven by a few photos one model
+misses and the other finds) no interval of the plain mean reaches 80% at +0.02 with at most 5%
+false promotions; the interval of the 20%-trimmed mean does (README, "The quality gate").
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import pytest
 
 from wms.config import GateSettings
 
-RESOLVED_GAIN = 0.03  # in mean Dice; +0.02 is promoted 58% of the time (see the docstring)
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "gate_calibration.py"
 
 
@@ -38,7 +37,8 @@ def calibration() -> ModuleType:
 def test_default_rule_keeps_an_equal_model_out_and_lets_a_better_one_in(calibration: ModuleType) -> None:
     a, b = calibration.load_spread()
     assert len(a) == len(b) >= 100
-    rates = calibration.rates(GateSettings(), a, b, trials=2000, gain=RESOLVED_GAIN)
+    rates = calibration.rates(GateSettings(), a, b, trials=600, gain=calibration.BETTER_BY)
+    assert calibration.BETTER_BY == 0.02
     assert rates["false_promotion"] <= calibration.MAX_FALSE_PROMOTION == 0.05
     assert rates["power"] >= calibration.MIN_POWER == 0.80
 

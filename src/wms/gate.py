@@ -41,8 +41,9 @@ class MetricComparison:
     candidate: float
     baseline: float | None = None
     delta: float | None = None  # mean of the paired differences, candidate - baseline
-    ci_low: float | None = None
+    ci_low: float | None = None  # the bootstrap interval of the trimmed mean Δ (gate.trim)
     ci_high: float | None = None
+    trimmed_delta: float | None = None
 
 
 @dataclass
@@ -68,6 +69,7 @@ class GateDecision:
     confidence: float = 0.95
     resamples: int = 0
     seed: int = 0
+    trim: float = 0.0
     baseline_error: str | None = None
     per_image: list[dict[str, Any]] = field(default_factory=list)
 
@@ -84,15 +86,19 @@ class GateDecision:
     def to_markdown(self) -> str:
         """The table a person reads in a report or a pull request."""
         pct = f"{self.confidence:.0%}"
+        centre = _centre(self.trim)
         lines = [
-            f"| metric | candidate | baseline | mean Δ | {pct} CI of Δ | n images |",
-            "|---|---|---|---|---|---|",
+            f"| metric | candidate | baseline | mean Δ | {centre} Δ | {pct} CI of that | n images |",
+            "|---|---|---|---|---|---|---|",
         ]
         for c in self.comparisons:
             base = "—" if c.baseline is None else f"{c.baseline:.4f}"
             delta = "—" if c.delta is None else f"{c.delta:+.4f}"
+            trimmed = "—" if c.trimmed_delta is None else f"{c.trimmed_delta:+.4f}"
             ci = "—" if c.ci_low is None else f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
-            lines.append(f"| {c.metric} | {c.candidate:.4f} | {base} | {delta} | {ci} | {self.n_images} |")
+            lines.append(
+                f"| {c.metric} | {c.candidate:.4f} | {base} | {delta} | {trimmed} | {ci} | {self.n_images} |"
+            )
         lines += ["", "| rule | metric | verdict | detail |", "|---|---|---|---|"]
         for r in self.rules:
             lines.append(f"| {r.rule} | {r.metric or '—'} | {'pass' if r.passed else 'FAIL'} | {r.detail} |")
@@ -103,26 +109,36 @@ class GateDecision:
             f"{verdict}: {self.reason}",
             "",
             f"Candidate vs {against}, paired on the same {self.n_images} test images; "
-            f"bootstrap of the mean difference with {self.resamples} resamples (seed {self.seed}).",
+            f"bootstrap of the {centre} difference with {self.resamples} resamples (seed {self.seed}).",
             "",
         ]
         return "\n".join(lines)
 
 
+def trimmed_mean(values: np.ndarray, trim: float, axis: int = -1) -> np.ndarray:
+    """Mean after cutting the `trim` share of values from each end (scipy's trim_mean)."""
+    from scipy.stats import trim_mean
+
+    return np.asarray(trim_mean(values, trim, axis=axis))
+
+
 def bootstrap_ci(
-    differences: np.ndarray, confidence: float, resamples: int, seed: int
+    differences: np.ndarray, confidence: float, resamples: int, seed: int, trim: float = 0.0
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of paired differences (scipy, seeded)."""
+    """Percentile bootstrap interval of the (trimmed) mean of paired differences (scipy, seeded)."""
     if len(differences) < 2 or np.ptp(differences) == 0:
         value = float(differences.mean())  # nothing varies: the interval is the point
         return value, value
     from scipy.stats import bootstrap
 
+    def statistic(sample: np.ndarray, axis: int = -1) -> np.ndarray:
+        return trimmed_mean(sample, trim, axis=axis)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on near-degenerate samples; the bounds stay valid
         result = bootstrap(
             (differences,),
-            np.mean,
+            statistic,
             n_resamples=resamples,
             confidence_level=confidence,
             method="percentile",
@@ -154,6 +170,7 @@ def decide(
         "confidence": cfg.confidence,
         "resamples": cfg.bootstrap_resamples,
         "seed": cfg.seed,
+        "trim": cfg.trim,
         "baseline_error": baseline_error,
     }
     if baseline_error is not None:
@@ -176,10 +193,18 @@ def decide(
     base = {m: np.array([getattr(s, m) for s in baseline], dtype=np.float64) for m in METRICS}
     comparisons = []
     for m in METRICS:
-        low, high = bootstrap_ci(cand[m] - base[m], cfg.confidence, cfg.bootstrap_resamples, cfg.seed)
-        delta = float(np.mean(cand[m] - base[m]))
+        diff = cand[m] - base[m]
+        low, high = bootstrap_ci(diff, cfg.confidence, cfg.bootstrap_resamples, cfg.seed, cfg.trim)
         comparisons.append(
-            MetricComparison(m, float(cand[m].mean()), float(base[m].mean()), delta, low, high)
+            MetricComparison(
+                m,
+                float(cand[m].mean()),
+                float(base[m].mean()),
+                float(np.mean(diff)),
+                low,
+                high,
+                float(trimmed_mean(diff, cfg.trim)),
+            )
         )
     by_metric = {c.metric: c for c in comparisons}
     rules = []
@@ -204,7 +229,8 @@ def decide(
                     m,
                     ok,
                     f"{m} {'is' if ok else 'is not'} significantly better "
-                    f"({cfg.confidence:.0%} CI lower bound {c.ci_low:+.4f} {'>' if ok else '≤'} 0)",
+                    f"({cfg.confidence:.0%} CI of the {_centre(cfg.trim)} Δ: lower bound {c.ci_low:+.4f} "
+                    f"{'>' if ok else '≤'} 0)",
                 )
             )
     for m, allowance in cfg.max_regression.items():
@@ -236,6 +262,10 @@ def decide(
     return GateDecision(
         not failed, reason, comparisons=comparisons, rules=rules, per_image=per_image, **common
     )
+
+
+def _centre(trim: float) -> str:
+    return f"{trim:.0%}-trimmed mean" if trim else "mean"
 
 
 def _floor_decision(
