@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from wms.batches import MAX_ATTEMPTS, BatchLedger, gave_up, is_finished
 from wms.config import Project
+from wms.errors import UsageError
 from wms.vcs.git import Git, GitError
 from wms.vcs.publish import POINTER_COMMIT_TITLE
 
@@ -30,6 +31,13 @@ def data_branches(project: Project) -> dict[str, str]:
     cfg = project.settings.git
     git = Git(project.root)
     prefix = cfg.data_branch_prefix
+    try:
+        git.toplevel()
+    except GitError:
+        raise UsageError(
+            f"{project.root} is not a git repository; the sweeper finds data branches with git — run it in "
+            "the project's checkout"
+        ) from None
     found: dict[str, str] = {}
     if git.ok("remote", "get-url", cfg.remote):
         refspec = f"+refs/heads/{prefix}*:refs/remotes/{cfg.remote}/{prefix}*"
