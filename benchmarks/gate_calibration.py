@@ -44,19 +44,9 @@ POWER_CURVE = (0.01, 0.015, 0.02, 0.03)
 
 
 def _splits(args: argparse.Namespace) -> dict[str, list[Any]]:
-    from wms.config import DataSettings
-    from wms.data.pairs import find_pairs
-    from wms.data.prepare import prepare_dataset
-    from wms.data.splits import assign_splits
+    from quality import real_splits  # beside this script: the same preparation and splits
 
-    prepared = args.work / "prepared-512"
-    if not (prepared / "images").is_dir():
-        report = prepare_dataset(args.data, prepared, size=512)
-        print(f"prepared {report.written} pairs, skipped {len(report.skipped)}", flush=True)
-    pairs = {p.id: p for p in find_pairs(prepared).pairs}
-    data_cfg = DataSettings()
-    groups = assign_splits(pairs, data_cfg.val_fraction, data_cfg.test_fraction)
-    return {name: [pairs[i] for i in ids] for name, ids in groups.items()}
+    return dict(real_splits(args.data, args.work))
 
 
 def _settings(args: argparse.Namespace) -> Any:

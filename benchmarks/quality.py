@@ -24,6 +24,23 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "water-meters"
 
 
+def real_splits(data: Path, work: Path) -> dict[str, list[Any]]:
+    """The real photos prepared once to 512 px (kept in `work`), grouped into the hash splits."""
+    from wms.config import DataSettings
+    from wms.data.pairs import find_pairs
+    from wms.data.prepare import prepare_dataset
+    from wms.data.splits import assign_splits
+
+    prepared = work / "prepared-512"
+    if not (prepared / "images").is_dir():
+        report = prepare_dataset(data, prepared, size=512)
+        print(f"prepared {report.written} pairs, skipped {len(report.skipped)}", flush=True)
+    pairs = {p.id: p for p in find_pairs(prepared).pairs}
+    data_cfg = DataSettings()
+    groups = assign_splits(pairs, data_cfg.val_fraction, data_cfg.test_fraction)
+    return {name: [pairs[i] for i in ids] for name, ids in groups.items()}
+
+
 def epoch_printer() -> Any:
     """A reporter that prints one line per epoch."""
     from wms.train.loop import SilentReporter
@@ -59,23 +76,13 @@ def main() -> int:
         print(f"skipped: real data not found at {args.data}")
         return 0
 
-    from wms.config import DataSettings, TrainSettings
-    from wms.data.pairs import find_pairs
-    from wms.data.prepare import prepare_dataset
-    from wms.data.splits import assign_splits
+    from wms.config import TrainSettings
     from wms.train.evaluate import evaluate, summarize
     from wms.train.loop import train
     from wms.train.recipes import apply_recipe
 
     started = time.perf_counter()
-    prepared = args.work / "prepared-512"
-    if not (prepared / "images").is_dir():
-        report = prepare_dataset(args.data, prepared, size=512)
-        print(f"prepared {report.written} pairs, skipped {len(report.skipped)}", flush=True)
-    pairs = {p.id: p for p in find_pairs(prepared).pairs}
-    data_cfg = DataSettings()
-    groups = assign_splits(pairs, data_cfg.val_fraction, data_cfg.test_fraction)
-    split = {name: [pairs[i] for i in ids] for name, ids in groups.items()}
+    split = real_splits(args.data, args.work)
     cfg = apply_recipe(TrainSettings(), args.recipe)
     if args.max_minutes is not None:
         cfg = cfg.model_copy(update={"max_minutes": args.max_minutes})
