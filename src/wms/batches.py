@@ -62,15 +62,6 @@ class BatchLedger:
         except ValueError:
             return None  # a record cut short: treat the batch as never run
 
-    def all(self) -> list[dict[str, Any]]:
-        """Every record, oldest first."""
-        try:
-            names = [str(n) for n in self.fs.ls(self.root, detail=False)]
-        except FileNotFoundError:
-            return []
-        records = [self.get(n.rsplit("/", 1)[-1].removesuffix(".json")) for n in names if n.endswith(".json")]
-        return sorted((r for r in records if r), key=lambda r: str(r.get("started_at", "")))
-
     def _put(self, record: dict[str, Any]) -> None:
         record["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         self.fs.makedirs(self.root, exist_ok=True)
@@ -123,7 +114,7 @@ def detect_batch(project: Project, branch: str | None, sha: str | None) -> dict[
             return None
         branch = current
     if sha is None:
-        sha = git.rev_parse(branch) if git.ok("rev-parse", "--verify", "--quiet", branch) else ""
+        sha = git.rev_parse(branch) if git.has_commit(branch) else ""
     return {"branch": branch, "sha": check_sha(sha)} if sha else None
 
 

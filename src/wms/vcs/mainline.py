@@ -21,6 +21,21 @@ from wms.errors import DataError
 from wms.vcs.git import Git, GitError
 
 
+def main_ref(git: Git, project: Project) -> str | None:
+    """The ref that is main: `<remote>/<base>` fetched now with the GitHub host, else the local
+    `<base>` (or its remote-tracking ref); None when the repository has neither."""
+    cfg = project.settings.git
+    remote_ref = f"{cfg.remote}/{cfg.base_branch}"
+    if cfg.host == "github" and git.ok("remote", "get-url", cfg.remote):
+        git.run("fetch", "--quiet", cfg.remote, cfg.base_branch)
+        return remote_ref
+    if git.has_commit(f"refs/heads/{cfg.base_branch}"):
+        return cfg.base_branch
+    if git.has_commit(f"refs/remotes/{remote_ref}"):
+        return remote_ref
+    return None
+
+
 class MainLine:
     """Reads project files as main has them."""
 
@@ -34,16 +49,8 @@ class MainLine:
             self.top = self.git.toplevel()
         except GitError:
             return
-        if self.git.current_branch() == cfg.base_branch:
-            return
-        remote_ref = f"{cfg.remote}/{cfg.base_branch}"
-        if cfg.host == "github" and self.git.ok("remote", "get-url", cfg.remote):
-            self.git.run("fetch", "--quiet", cfg.remote, cfg.base_branch)
-            self.ref = remote_ref
-        elif self.git.ok("rev-parse", "--verify", "--quiet", f"refs/heads/{cfg.base_branch}"):
-            self.ref = cfg.base_branch
-        elif self.git.ok("rev-parse", "--verify", "--quiet", f"refs/remotes/{remote_ref}"):
-            self.ref = remote_ref
+        if self.git.current_branch() != cfg.base_branch:
+            self.ref = main_ref(self.git, project)
 
     @property
     def where(self) -> str:

@@ -24,6 +24,7 @@ from wms.production import CURRENT_FILE, HISTORY_FILE
 from wms.vcs.base import GitHost
 from wms.vcs.git import Git, GitError
 from wms.vcs.hook import IGNORED_NAMES
+from wms.vcs.mainline import main_ref
 
 NOT_ON_DATA_BRANCH = "nothing to publish: not on a data branch"
 # training-data-pipeline.yaml skips pushes whose head commit starts with this: they hold no new data.
@@ -109,34 +110,32 @@ def _branch_tree(
 
 
 def _exists_local(git: Git, branch: str) -> bool:
-    return git.ok("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
+    return git.has_commit(f"refs/heads/{branch}")
 
 
 def _exists(git: Git, branch: str, remote: str) -> bool:
-    return _exists_local(git, branch) or git.ok(
-        "rev-parse", "--verify", "--quiet", f"refs/remotes/{remote}/{branch}"
-    )
+    return _exists_local(git, branch) or git.has_commit(f"refs/remotes/{remote}/{branch}")
 
 
 def _take_in_main(tree: Git, project: Project) -> None:
     """Merge main into the data branch, so its pull request carries only the pointer change."""
-    cfg = project.settings.git
-    ref = cfg.base_branch
-    if cfg.host == "github" and tree.ok("remote", "get-url", cfg.remote):
-        tree.run("fetch", "--quiet", cfg.remote, cfg.base_branch)
-        ref = f"{cfg.remote}/{cfg.base_branch}"
-    if not tree.ok("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"):
+    ref = main_ref(tree, project)
+    if ref is None:
         return  # no main to take in (a repository with only data branches)
     if tree.ok("merge-base", "--is-ancestor", ref, "HEAD"):
         return
-    identity = () if tree.run("config", "user.email", check=False) else BOT_IDENTITY
-    if not tree.ok(*identity, "merge", "--quiet", "--no-edit", "-m", f"Take in {ref}", ref):
+    if not tree.ok(*_identity(tree), "merge", "--quiet", "--no-edit", "-m", f"Take in {ref}", ref):
         conflicts = tree.run("diff", "--name-only", "--diff-filter=U", check=False).split()
         tree.run("merge", "--abort", check=False)
         raise BackendError(
             f"the data branch conflicts with {ref} ({', '.join(conflicts) or 'see git'}); data branches may "
             "only add files under data/incoming/ — push the batch again on a branch cut from main"
         )
+
+
+def _identity(git: Git) -> tuple[str, ...]:
+    """No options where git knows who commits; the bot's name where it does not (a fresh CI runner)."""
+    return () if git.run("config", "user.email", check=False) else BOT_IDENTITY
 
 
 def _pointer_files(project: Project) -> list[Path]:
@@ -171,12 +170,11 @@ def commit_pointers(git: Git, top: Path, project: Project) -> bool:
         git.run("add", "--", *present)
     if git.ok("diff", "--cached", "--quiet"):
         return False
-    identity = () if git.run("config", "user.email", check=False) else BOT_IDENTITY
     message = (
         f"{POINTER_COMMIT_TITLE}; the incoming pairs now live in the dataset store\n\n"
         f"{incoming} is emptied; {', '.join(present) or 'no pointer file'} updated."
     )
-    git.run(*identity, "commit", "--quiet", "-m", message)
+    git.run(*_identity(git), "commit", "--quiet", "-m", message)
     return True
 
 
@@ -228,6 +226,5 @@ def commit_move(project: Project, message: str) -> str | None:
     git.run("add", "--", *[p for p in present if (top / p).exists()])
     if git.ok("diff", "--cached", "--quiet"):
         return None
-    identity = () if git.run("config", "user.email", check=False) else BOT_IDENTITY
-    git.run(*identity, "commit", "--quiet", "-m", message, "--", *present)
+    git.run(*_identity(git), "commit", "--quiet", "-m", message, "--", *present)
     return git.short()
