@@ -210,7 +210,7 @@ def sweep(
             take_incoming(project, item.sha, incoming)
             done = run_pipeline(project, incoming, branch=item.branch, sha=item.sha, skip_finished=True)
             outcomes.append(f"{item.branch}: {done.summary}")
-        except (WmsError, typer.Exit) as exc:
+        except WmsError as exc:  # a cancelled sweep (SIGTERM: typer.Exit) stops here, not at the next batch
             outcomes.append(f"{item.branch}: failed ({exc})")
     console.print("\n".join(["sweep:", *outcomes]), highlight=False, soft_wrap=True)
 
