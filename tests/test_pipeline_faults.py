@@ -64,7 +64,11 @@ def pipeline(
     overrides = parse_overrides([*FAST, f"compute.instance_id='{box.id}'", *sets])
     project = load_settings(start=root, overrides=overrides)
     notify = notes.append if notes is not None else (lambda _line: None)
-    return Pipeline(project, MlflowRegistry(project), Quiet(), notify=notify, fault=fault)
+    # These tests are about the instance's lifecycle; where the model trains does not matter
+    # to them (tests/remote trains on an SSH "instance").
+    return Pipeline(
+        project, MlflowRegistry(project), Quiet(), notify=notify, fault=fault, remote_training=False
+    )
 
 
 def last_record(root: Path) -> dict[str, Any]:

@@ -125,7 +125,7 @@ class ComputeSettings(Section):
     ready_probe: ReadyProbe = Field("none", description="what must answer before training starts")
     ssh_port: int = Field(22, ge=1, le=65535)
     ssh_user: str = "ubuntu"
-    ssh_key: str = Field("~/.ssh/wms.pem", description="private key named in the printed SSH command")
+    ssh_key: str = Field("~/.ssh/wms.pem", description="private key file (or the key itself) for SSH")
     mlflow_port: int = Field(5000, ge=1, le=65535, description="MLflow on the instance; probed at /health")
     runner_name: str = Field("wms-k3s", description="the self-hosted runner that must be online")
     start_timeout_seconds: float = Field(600, gt=0, description="limit of each wait while starting")
@@ -133,6 +133,14 @@ class ComputeSettings(Section):
     poll_seconds: float = Field(5, gt=0, description="pause between two looks at the instance")
     lease_minutes: float = Field(60, gt=0, description="the reaper stops an instance whose lease ran out")
     hourly_price_usd: float = Field(0.0, ge=0, description="on-demand price per hour, for run costs")
+    # Training on the instance over SSH (backend ec2, train_on instance): see wms.remote.
+    train_on: Literal["instance", "here"] = Field(
+        "instance", description="ec2: train on the instance over SSH, or here (this runs on it)"
+    )
+    remote_dir: str = Field("~/wms", description="where WMS keeps its environments, code, blobs and jobs")
+    remote_python: str = Field("python3.11", description="the instance's Python that makes the environment")
+    ssh_known_hosts: str = Field("", description="pinned host keys; empty: .wms/known_hosts (trust on first use)")
+    reconnect_seconds: float = Field(600, gt=0, description="how long a dropped SSH connection is retried")
 
     @field_validator("instance_tag")
     @classmethod

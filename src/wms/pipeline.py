@@ -23,7 +23,9 @@ says the candidate is better, and then only through main (`wms.promotion`).
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -86,7 +88,10 @@ class Pipeline:
         notify: Notify = quiet,
         fault: str | None = None,
         holder: str = DEFAULT_HOLDER,
+        remote_training: bool | None = None,
     ) -> None:
+        """`remote_training` (default: compute.backend = "ec2" with train_on = "instance") trains
+        on the instance over SSH; tests of the compute lifecycle turn it off to train here."""
         self.project = project
         self.registry = registry
         self.reporter = reporter
@@ -95,6 +100,10 @@ class Pipeline:
         self.compute = compute or make_compute(
             project.settings.compute, runner_probe=runner_probe_for(project), notify=notify, holder=holder
         )
+        cfg = project.settings.compute
+        if remote_training is None:
+            remote_training = cfg.backend == "ec2" and cfg.train_on == "instance"
+        self.remote_training = remote_training
         self.store = open_store(project)
         self.batches = BatchLedger(self.store.fs, self.store.root)
         self.work_dir = project.state_dir / "work" / "dataset"
@@ -135,6 +144,10 @@ class Pipeline:
 
     def _execute(self, run: PipelineRun, keep: set[str], skip_finished: bool = False) -> PipelineRun:
         self.last_run = run
+        if self.remote_training:
+            from wms.remote.trainer import check_remote_settings
+
+            check_remote_settings(self.project)  # before anything is merged or started
         store_cfg = self.project.settings.store
         path = f"{self.store.root}/{LOCK_FILE}"
         with ExitStack() as stack:
@@ -146,6 +159,7 @@ class Pipeline:
                         owner=f"pipeline run {run.run_id} ({default_owner()})",
                         ttl_seconds=store_cfg.lock_ttl_seconds,
                         wait_seconds=store_cfg.lock_wait_seconds,
+                        take_over=lambda holder: _left_by_dead_self(holder, run.run_id),
                         on_wait=lambda holder: self.notify(
                             f"waiting up to {store_cfg.lock_wait_seconds:g} s for "
                             f"{holder.get('owner', '?')} to finish"
@@ -369,16 +383,48 @@ class Pipeline:
         return f"{self.compute.name}: {stopped.state} (held {held:.0f} s this time)"
 
     def _train(self, run: PipelineRun, dataset: Path, version: str, st: StageRecord) -> TrainedRun:
-        trained = train_and_log(self.project, dataset, self.registry, version, self.reporter.train_reporter())
+        if self.remote_training:
+            from wms.remote.trainer import train_remotely
+
+            trained = train_remotely(
+                self.project, run, dataset, version, self.reporter.train_reporter(), self.notify
+            )
+            where = f" on {run.outputs['remote_job']['host']}"
+        else:
+            trained = train_and_log(
+                self.project, dataset, self.registry, version, self.reporter.train_reporter()
+            )
+            save_trained(run.run_dir, trained)  # so a resumed run does not train again
+            where = f" (best epoch {trained.result.best_epoch})"
         st.outcome = (
             f"run {trained.run_id[:8]}: test Dice {trained.test_metrics['dice']:.4f}, "
-            f"IoU {trained.test_metrics['iou']:.4f} (best epoch {trained.result.best_epoch})"
+            f"IoU {trained.test_metrics['iou']:.4f}{where}"
         )
         run.outputs["mlflow_run_id"] = trained.run_id
-        save_trained(run.run_dir, trained)  # so a resumed run does not train again
         return trained
 
     def _restored_summary(self, run: PipelineRun, decision: GateDecision) -> str:
         if run.promoted:
             return f"promoted version {run.outputs.get('model_version', '?')}: {decision.reason}"
         return f"not promoted: {decision.reason}"
+
+
+def _left_by_dead_self(holder: dict[str, str], run_id: str) -> bool:
+    """Whether the store lock is this run's own, left by its process that died (kill -9, a crash).
+
+    `wms pipeline resume` takes it over at once instead of waiting for it to expire; a process
+    of the run that still lives on this machine keeps it.
+    """
+    owner = holder.get("owner", "")
+    if not owner.startswith(f"pipeline run {run_id} ("):
+        return False
+    match = re.search(r"@(\S+) pid (\d+)\)$", owner)
+    if match is None or match[1] != socket.gethostname():
+        return False  # another machine's process: only the lock's expiry tells
+    try:
+        os.kill(int(match[2]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -77,10 +77,13 @@ def lease(
     wait_seconds: float = 0,
     poll_seconds: float = 0.2,
     on_wait: Callable[[dict[str, str]], None] | None = None,
+    take_over: Callable[[dict[str, str]], bool] | None = None,
 ) -> Iterator[dict[str, str]]:
     """Hold the lock at `path` for the block; wait up to `wait_seconds` for another holder.
 
     `on_wait(holder)` is called once when the lock is taken and this caller starts waiting.
+    A holder for which `take_over(holder)` is true counts as gone (a resumed pipeline run
+    takes the lock its own dead process left).
     """
     folder = lock_folder(path)
     body = {"owner": owner or default_owner(), "token": uuid.uuid4().hex, "expires_at": "", "generation": ""}
@@ -92,7 +95,8 @@ def lease(
         held, released = _generations(fs, folder)
         top = max(held, default=0)
         holder = _read(fs, _file(folder, top, "json")) if top else None
-        if top == 0 or top in released or (holder is not None and _expired(holder)):
+        gone = holder is not None and (_expired(holder) or (take_over is not None and take_over(holder)))
+        if top == 0 or top in released or gone:
             body["generation"] = f"{top + 1:010d}"
             body["expires_at"] = (_now() + timedelta(seconds=ttl_seconds)).isoformat()
             if _create(fs, _file(folder, top + 1, "json"), body) and _newest(fs, folder) == top + 1:

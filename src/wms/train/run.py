@@ -95,16 +95,20 @@ def train_and_log(
     dataset_version: str = "unversioned",
     reporter: TrainReporter | None = None,
     checkpoint: Path | None = None,
+    tags: dict[str, str] | None = None,
 ) -> TrainedRun:
-    """Train on the dataset's train split, log everything to a tracking run, score the test split."""
+    """Train on the dataset's train split, log everything to a tracking run, score the test split.
+
+    `tags` are added to the run's (a remote job names its host, commit and wheel this way).
+    """
     cfg = project.settings.train
     splits = split_pairs(project, dataset)
     if not splits["test"]:
         raise DataError(
             f"the test split of {dataset} is empty ({sum(map(len, splits.values()))} pairs); add more"
         )
-    tags = {"wms.dataset_version": dataset_version, "wms.git_commit": git_commit(project.root)}
-    with registry.start_run(f"train-{dataset_version}", tags) as run:
+    run_tags = {"wms.dataset_version": dataset_version, "wms.git_commit": git_commit(project.root)}
+    with registry.start_run(f"train-{dataset_version}", run_tags | (tags or {})) as run:
         run.log_params({f"train.{k}": v for k, v in cfg.model_dump().items()})
         run.log_params(
             {f"split.{k}": len(v) for k, v in splits.items()} | {"dataset_version": dataset_version}

@@ -1,0 +1,131 @@
+"""The training job as it runs on the instance: `python -m wms.remote.job JOB_DIR`.
+
+The local side (`wms.remote.trainer`) writes `JOB_DIR/job.json` and starts this detached from
+the SSH session, so a dropped connection does not stop it. It reads the dataset (from the
+dataset store when that is on S3, else from the blobs the local side sent), trains with the
+settings it was given, logs to the tracking server, and leaves behind:
+
+    JOB_DIR/progress.jsonl   one JSON object per line: epoch_started, step, epoch_done, note
+    JOB_DIR/train.json       the MLflow run id and the per-image test scores (wms.runs format)
+    JOB_DIR/exit.json        {"code": 0} or {"code": N, "error": "..."}, written last
+
+SIGTERM stops it cleanly (the MLflow run is marked failed), so the local side can stop the
+job before it stops the instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+from wms.errors import DataError, WmsError
+
+JOB_FILE, PROGRESS_FILE, RESULT_FILE, EXIT_FILE, PID_FILE = (
+    "job.json",
+    "progress.jsonl",
+    "train.json",
+    "exit.json",
+    "pid",
+)
+
+
+class JsonLinesReporter:
+    """A TrainReporter that writes each event as one JSON line, flushed at once."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def emit(self, event: str, **fields: Any) -> None:
+        self.out.write(json.dumps({"event": event, **fields}) + "\n")
+        self.out.flush()
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        self.emit("epoch_started", epoch=epoch, epochs=epochs, steps=steps)
+
+    def step_done(self, loss: float) -> None:
+        self.emit("step", loss=round(float(loss), 5))
+
+    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.emit("epoch_done", epoch=epoch, metrics=metrics)
+
+
+def materialise(spec: dict[str, Any], out: Path, blobs: Path) -> Path:
+    """The job's dataset in `out`: pulled from an S3 store, or copied from the sent blobs."""
+    from wms.data.splits import SPLITS_FILE
+    from wms.data.store import DatasetStore
+
+    dataset = spec["dataset"]
+    if dataset["kind"] == "store":
+        DatasetStore(dataset["url"]).pull(dataset["version"], out)
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    for name, sha in dataset["files"].items():
+        relative = Path(name)
+        if relative.is_absolute() or ".." in relative.parts or len(relative.parts) != 2:
+            raise DataError(f"job file names an unsafe path {name!r}")
+        blob = blobs / sha
+        data = blob.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise DataError(f"blob {sha} on the instance is corrupt; remove {blob} and run again")
+        (out / relative.parent).mkdir(parents=True, exist_ok=True)
+        (out / relative).write_bytes(data)
+    if dataset.get("splits") is not None:
+        (out / SPLITS_FILE).write_text(json.dumps(dataset["splits"]))
+    return out
+
+
+def run_job(job_dir: Path) -> int:
+    """Train as `job.json` says; write the result and the exit record. The exit code."""
+    from wms.guards import Interrupted, signals_raise
+
+    (job_dir / PID_FILE).write_text(str(os.getpid()))
+    code, error = 1, "the job did not finish"
+    try:
+        with signals_raise():
+            _train(job_dir)
+        code, error = 0, ""
+    except Interrupted as exc:
+        code, error = exc.exit_code, str(exc)
+    except WmsError as exc:
+        code, error = exc.exit_code, str(exc)
+    except Exception as exc:  # a bug: keep the traceback in out.log, say what it was in exit.json
+        traceback.print_exc()
+        code, error = 1, f"{type(exc).__name__}: {exc}"
+    finally:
+        tmp = job_dir / f"{EXIT_FILE}.tmp"
+        tmp.write_text(json.dumps({"code": code, "error": error}) + "\n")
+        tmp.replace(job_dir / EXIT_FILE)
+    return code
+
+
+def _train(job_dir: Path) -> None:
+    import wms
+    from wms.config import Project, Settings
+    from wms.registry import MlflowRegistry
+    from wms.runs import save_trained
+    from wms.train.run import train_and_log
+
+    spec = json.loads((job_dir / JOB_FILE).read_text())
+    project = Project(root=job_dir, settings=Settings(**spec["settings"]))
+    with (job_dir / PROGRESS_FILE).open("a") as out:
+        reporter = JsonLinesReporter(out)
+        reporter.emit("note", text=f"job {spec['job_id']}: wms from {Path(wms.__file__).parent}")
+        dataset = materialise(spec, job_dir / "dataset", Path(spec["blobs_dir"]))
+        reporter.emit("note", text=f"dataset {spec['dataset_version']} ready in {dataset}")
+        tags = dict(spec["tags"]) | {"wms.code_path": str(Path(wms.__file__).parent)}
+        trained = train_and_log(
+            project, dataset, MlflowRegistry(project), spec["dataset_version"], reporter, tags=tags
+        )
+        save_trained(job_dir, trained)
+        shutil.rmtree(dataset, ignore_errors=True)  # the blobs stay; the copy is only for this job
+        reporter.emit("note", text=f"MLflow run {trained.run_id}: test Dice {trained.test_metrics['dice']:.4f}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(Path(sys.argv[1])))

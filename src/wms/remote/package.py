@@ -1,0 +1,159 @@
+"""The code the instance runs: a wheel built from this checkout, installed by its hash.
+
+    <remote_dir>/envs/<deps key>/        a virtual environment with WMS's dependencies
+    <remote_dir>/envs/<deps key>.ok      written once that environment is complete
+    <remote_dir>/code/<wheel sha256>/    the wheel itself (`pip install --no-deps --target`)
+
+Two keys, because they change at different speeds: the dependencies (the CUDA build of torch
+alone is several GB) are keyed by `constraints.txt` and the wheel's declared requirements, so
+a code change does not download them again; the code is keyed by the wheel's sha256, and the
+job runs with that folder first on PYTHONPATH. The wheel is reproducible (sorted files,
+SOURCE_DATE_EPOCH), so an unchanged checkout gives the same hash and installs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from wms.data.store import sha256_file
+from wms.errors import ConfigError, WmsError
+
+# Any fixed time works; 1980-01-01 is the earliest a zip file can hold.
+SOURCE_DATE_EPOCH = "315532800"
+EXTRAS = "s3"  # the instance reads an s3:// store itself
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A built wheel and what it is keyed by."""
+
+    wheel: Path
+    sha256: str
+    deps_key: str
+    constraints: Path | None
+    commit: str  # the checkout's commit, "+dirty" when it has uncommitted changes
+
+    @property
+    def code_key(self) -> str:
+        return self.sha256[:16]
+
+
+def source_checkout() -> Path:
+    """The checkout this `wms` runs from (an editable install); ConfigError when there is none."""
+    import wms
+
+    root = Path(wms.__file__).resolve().parent.parent.parent  # <root>/src/wms/__init__.py
+    if not (root / "pyproject.toml").is_file() or not (root / "src" / "wms").is_dir():
+        raise ConfigError(
+            "training on the instance builds WMS from its source checkout, and this wms is not "
+            "installed from one; clone the repository and install it with `make install` (pip install -e .)"
+        )
+    return root
+
+
+def git_commit(root: Path) -> str:
+    """The checkout's commit, with "+dirty" when files differ from it; "unknown" outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "pyproject.toml"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def _copy_sources(root: Path, dst: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    shutil.copytree(root / "src", dst / "src", ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, dst / name)
+
+
+def build_wheel(out_dir: Path, root: Path | None = None) -> Bundle:
+    """Build the wheel of the checkout into `out_dir` (from a clean copy, so no stale build/ leaks in)."""
+    root = root or source_checkout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / "src-copy"
+    shutil.rmtree(work, ignore_errors=True)
+    _copy_sources(root, work)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    try:
+        subprocess.run(
+            [*command, "-w", str(out_dir), str(work)], env=env, check=True, capture_output=True, text=True
+        )
+    except subprocess.CalledProcessError as exc:
+        last = (exc.stderr.strip() or exc.stdout.strip() or "no output").splitlines()[-1]
+        raise WmsError(
+            f"could not build the wheel of {root}: {last}; install the build tools with pip install 'wms[ec2]'"
+        ) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    wheels = sorted(out_dir.glob("wms-*.whl"), key=lambda p: p.stat().st_mtime)
+    wheel = wheels[-1]
+    constraints = root / "constraints.txt"
+    return Bundle(
+        wheel=wheel,
+        sha256=sha256_file(wheel),
+        deps_key=deps_key(wheel, constraints if constraints.is_file() else None),
+        constraints=constraints if constraints.is_file() else None,
+        commit=git_commit(root),
+    )
+
+
+def deps_key(wheel: Path, constraints: Path | None) -> str:
+    """What the dependency environment depends on: the pins, the requirements, the Python."""
+    digest = hashlib.sha256()
+    digest.update(f"py{sys.version_info.major}.{sys.version_info.minor} extras={EXTRAS}\n".encode())
+    if constraints is not None:
+        digest.update(constraints.read_bytes())
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = [
+            line for line in zf.read(metadata).decode().splitlines() if line.startswith("Requires-Dist:")
+        ]
+    digest.update("\n".join(requires).encode())
+    return digest.hexdigest()[:16]
+
+
+def install_script(remote_dir: str, python: str, bundle: Bundle, wheel_path: str, constraints_path: str) -> str:
+    """The shell script that makes the environment and the code folder, each only when missing.
+
+    One install at a time per instance (flock): two jobs that start together share the work.
+    """
+    env = f"{remote_dir}/envs/{bundle.deps_key}"
+    code = f"{remote_dir}/code/{bundle.code_key}"
+    pins = f"-c {constraints_path}" if bundle.constraints is not None else ""
+    return f"""set -eu
+exec 9>"{remote_dir}/install.lock"
+flock 9
+if [ ! -f "{env}.ok" ]; then
+  echo "creating the environment {bundle.deps_key} (dependencies; the CUDA build of torch is several GB, once)"
+  rm -rf "{env}"
+  "{python}" -m venv "{env}"
+  "{env}/bin/python" -m pip install -q --disable-pip-version-check {pins} "{wheel_path}[{EXTRAS}]"
+  "{env}/bin/python" -m pip uninstall -q -y wms
+  touch "{env}.ok"
+fi
+if [ ! -f "{code}.ok" ]; then
+  echo "installing the code {bundle.code_key} (wheel {bundle.wheel.name})"
+  rm -rf "{code}"
+  "{env}/bin/python" -m pip install -q --disable-pip-version-check --no-deps --target "{code}" "{wheel_path}"
+  touch "{code}.ok"
+fi
+"""

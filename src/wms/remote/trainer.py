@@ -1,0 +1,376 @@
+"""Training on the instance over SSH, followed from here.
+
+    trainer = RemoteTrainer(project, target_for(project, host), notify)
+    trained = trainer.train(dataset, version, reporter, run_dir, record)
+
+1. The wheel of this checkout is built and installed on the instance, by its hash (wms.remote.package).
+2. The dataset: the instance pulls an S3 store's version itself; from a folder store only the
+   blobs the instance lacks are sent.
+3. `python -m wms.remote.job` starts detached (setsid, nohup): it belongs to no SSH session.
+4. Its progress lines are read over SFTP and shown; a dropped connection is retried with
+   backoff for `compute.reconnect_seconds`, and the job trains on meanwhile.
+5. Its result (MLflow run id, per-image test scores) is fetched into `train.json`.
+
+`record` receives the job's address as soon as it starts, so the pipeline's run record names
+it and `wms pipeline resume` can reattach (or collect a finished job) without training again.
+Interrupted here (SIGINT/SIGTERM), the job is stopped before the exception goes on, so the
+instance is never stopped under a job that would then be lost silently.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wms.compute.base import Notify, quiet
+from wms.config import Project
+from wms.data.store import sha256_file
+from wms.errors import BackendError, ConfigError, TrainError
+from wms.remote.job import EXIT_FILE, JOB_FILE, PROGRESS_FILE, RESULT_FILE
+from wms.remote.package import Bundle, build_wheel, install_script, source_checkout
+from wms.remote.ssh import Ssh, SshTarget, connect, dropped, quote
+
+if TYPE_CHECKING:
+    from wms.runs import PipelineRun
+    from wms.train.loop import TrainReporter
+    from wms.train.run import TrainedRun
+
+Record = Callable[[dict[str, Any]], None]
+ALIVE_EVERY_SECONDS = 5.0
+
+
+def target_for(project: Project, host: str) -> SshTarget:
+    """The instance as compute.* describes it, at `host`."""
+    cfg = project.settings.compute
+    known = project.path(cfg.ssh_known_hosts) if cfg.ssh_known_hosts else project.state_dir / "known_hosts"
+    return SshTarget(host=host, port=cfg.ssh_port, user=cfg.ssh_user, key=cfg.ssh_key, known_hosts=known)
+
+
+def check_remote_settings(project: Project) -> None:
+    """Refuse, before anything starts, settings that cannot work with training on the instance."""
+    uri = project.tracking_uri
+    if not uri.startswith(("http://", "https://", "databricks")):
+        raise ConfigError(
+            f"tracking.uri is {uri!r}, which the instance cannot reach; set tracking.uri to an MLflow "
+            "server both machines reach (e.g. WMS_TRACKING__URI=http://HOST:5000), or train here with "
+            'compute.backend = "local"'
+        )
+    key = project.settings.compute.ssh_key.strip()
+    if not key.startswith("-----BEGIN") and not Path(key).expanduser().is_file():
+        raise ConfigError(
+            f"no SSH key at {key}: set compute.ssh_key to the instance's private key file "
+            "(or to the key itself, e.g. WMS_COMPUTE__SSH_KEY from the EC2_SSH_KEY secret)"
+        )
+    source_checkout()
+
+
+class RemoteTrainer:
+    """Runs one training job on the instance and follows it to its result."""
+
+    def __init__(self, project: Project, target: SshTarget, notify: Notify = quiet, poll_seconds: float = 1.0):
+        self.project = project
+        self.target = target
+        self.notify = notify
+        self.poll = poll_seconds
+        self.reconnect_seconds = project.settings.compute.reconnect_seconds
+        self._ssh: Ssh | None = None
+
+    # -- the whole job ------------------------------------------------------------------------
+    def train(
+        self,
+        dataset: Path,
+        version: str,
+        reporter: TrainReporter | None,
+        result_dir: Path,
+        record: Record,
+        previous: dict[str, Any] | None = None,
+    ) -> TrainedRun:
+        """Train `dataset` (version `version`) on the instance; the result lands in result_dir/train.json.
+
+        With `previous` (a job this run started before), reattach to it or collect its result
+        instead of training again; a job that died without a result is started afresh.
+        """
+        job = previous
+        if job is not None and not self._usable(job):
+            job = None
+        if job is None:
+            job = self.submit(dataset, version)
+            record(job)
+        return self.follow(job, reporter, result_dir)
+
+    def _usable(self, job: dict[str, Any]) -> bool:
+        """Whether an earlier job of this run finished well or still runs (else: train again)."""
+        if job.get("host") != self.target.host:
+            self.notify(f"the earlier job ran on {job.get('host')}, not {self.target.host}: training again")
+            return False
+        ssh = self._connection()
+        exit_text = ssh.read_text(f"{job['job_dir']}/{EXIT_FILE}")
+        if exit_text is not None and json.loads(exit_text).get("code") == 0:
+            self.notify(f"job {job['job_id']} on {self.target.host} finished: collecting its result")
+            return True
+        if exit_text is None and self._alive(ssh, job):
+            self.notify(f"reattaching to job {job['job_id']}, still training on {self.target.host}")
+            return True
+        self.notify(f"job {job['job_id']} on {self.target.host} ended without a result: training again")
+        return False
+
+    # -- submit -------------------------------------------------------------------------------
+    def submit(self, dataset: Path, version: str) -> dict[str, Any]:
+        """Install the code, send the data, start the job detached; the job's record."""
+        ssh = self._connection()
+        cfg = self.project.settings.compute
+        root = ssh.check(
+            f"mkdir -p {cfg.remote_dir} && cd {cfg.remote_dir} && mkdir -p envs code blobs jobs incoming && pwd",
+            f"prepare {cfg.remote_dir}",
+        ).strip()
+        with tempfile.TemporaryDirectory(prefix="wms-wheel-") as tmp:
+            bundle = build_wheel(Path(tmp))
+            self._install(ssh, root, bundle)
+        spec_dataset = self._send_dataset(ssh, root, dataset, version)
+        job_id = f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        job_dir = f"{root}/jobs/{job_id}"
+        settings = self.project.settings.model_dump(mode="json")
+        settings["tracking"]["uri"] = self.project.tracking_uri
+        settings["train"]["cache_dir"] = f"{root}/cache"
+        spec = {
+            "job_id": job_id,
+            "settings": settings,
+            "dataset": spec_dataset,
+            "dataset_version": version,
+            "blobs_dir": f"{root}/blobs",
+            "tags": {
+                "wms.git_commit": bundle.commit,
+                "wms.wheel_sha256": bundle.sha256,
+                "wms.remote_host": self.target.host,
+                "wms.remote_job": job_id,
+            },
+        }
+        ssh.check(f"mkdir -p {quote(job_dir)}", "make the job folder")
+        ssh.write_text(f"{job_dir}/{JOB_FILE}", json.dumps(spec))
+        python = f"{root}/envs/{bundle.deps_key}/bin/python"
+        code = f"{root}/code/{bundle.code_key}"
+        start = (
+            f"cd {quote(job_dir)} || exit 1; PYTHONPATH={quote(code)} PYTHONUNBUFFERED=1 PYTHONNOUSERSITE=1 "
+            f"setsid nohup {quote(python)} -m wms.remote.job {quote(job_dir)} > out.log 2>&1 < /dev/null & echo $!"
+        )
+        pid = int(ssh.check(start, "start the training job").strip().splitlines()[-1])
+        self.notify(f"training job {job_id} started on {self.target.host} (pid {pid}, wheel {bundle.code_key})")
+        return {
+            "host": self.target.host,
+            "job_id": job_id,
+            "job_dir": job_dir,
+            "pid": pid,
+            "wheel_sha256": bundle.sha256,
+            "commit": bundle.commit,
+        }
+
+    def _install(self, ssh: Ssh, root: str, bundle: Bundle) -> None:
+        ready = ssh.run(f"test -f {root}/envs/{bundle.deps_key}.ok && test -f {root}/code/{bundle.code_key}.ok")
+        if ready[0] == 0:
+            self.notify(f"code {bundle.code_key} already installed on {self.target.host}")
+            return
+        incoming = f"{root}/incoming/{bundle.code_key}"
+        ssh.check(f"mkdir -p {incoming}", "make the upload folder")
+        wheel = f"{incoming}/{bundle.wheel.name}"
+        ssh.put(bundle.wheel, wheel)
+        constraints = f"{root}/incoming/constraints-{bundle.deps_key}.txt"
+        if bundle.constraints is not None:
+            ssh.put(bundle.constraints, constraints)
+        script = install_script(root, self.project.settings.compute.remote_python, bundle, wheel, constraints)
+        ssh.write_text(f"{incoming}/install.sh", script)
+        lines: list[str] = []
+
+        def show(chunk: bytes) -> None:
+            for line in chunk.decode(errors="replace").splitlines():
+                lines.append(line)
+                self.notify(f"  {self.target.host}: {line}")
+
+        if ssh.stream(f"bash {incoming}/install.sh", show) != 0:
+            raise BackendError(
+                f"installing WMS on {self.target.host} failed: {lines[-1] if lines else 'no output'}; "
+                f"look with `wms compute exec -- cat {incoming}/install.sh`"
+            )
+
+    def _send_dataset(self, ssh: Ssh, root: str, dataset: Path, version: str) -> dict[str, Any]:
+        from wms.data.splits import SPLITS_FILE
+
+        store = self.project.settings.store.url
+        if store.startswith("s3://"):
+            self.notify(f"the instance reads version {version} from {store} itself")
+            return {"kind": "store", "url": store, "version": version}
+        files = {
+            f"{kind}/{path.name}": sha256_file(path)
+            for kind in ("images", "masks")
+            for path in sorted((dataset / kind).iterdir())
+            if path.is_file()
+        }
+        present = set(ssh.check(f"ls {root}/blobs", "list the blobs on the instance").split())
+        missing = {sha: name for name, sha in files.items() if sha not in present}
+        self.notify(f"sending {len(missing)} of {len(files)} files to {self.target.host} (the rest are there)")
+        for done, (sha, name) in enumerate(sorted(missing.items()), 1):
+            ssh.put(dataset / name, f"{root}/blobs/{sha}")
+            if done % 200 == 0:
+                self.notify(f"  sent {done}/{len(missing)}")
+        splits_file = dataset / SPLITS_FILE
+        splits = json.loads(splits_file.read_text()) if splits_file.is_file() else None
+        return {"kind": "files", "files": files, "splits": splits}
+
+    # -- follow ---------------------------------------------------------------------------------
+    def follow(self, job: dict[str, Any], reporter: TrainReporter | None, result_dir: Path) -> TrainedRun:
+        """Show the job's progress until it ends; its result. Stops the job when interrupted."""
+        from wms.guards import Interrupted
+
+        try:
+            exit_record = self._follow(job, reporter)
+        except Interrupted:
+            self.notify(f"interrupted: stopping job {job['job_id']} on {self.target.host} first")
+            self.stop(job)
+            raise
+        if exit_record.get("code") != 0:
+            raise TrainError(
+                f"training on {self.target.host} failed: {exit_record.get('error') or 'no reason given'} "
+                f"(its log: {job['job_dir']}/out.log)"
+            )
+        return self._collect(job, result_dir)
+
+    def _follow(self, job: dict[str, Any], reporter: TrainReporter | None) -> dict[str, Any]:
+        progress, exit_path = f"{job['job_dir']}/{PROGRESS_FILE}", f"{job['job_dir']}/{EXIT_FILE}"
+        offset, lost_since, delay, last_alive = 0, None, 1.0, time.monotonic()
+        while True:
+            try:
+                ssh = self._connection()
+                if lost_since is not None:
+                    self.notify(f"reconnected to {self.target.host}; the job went on meanwhile")
+                    lost_since, delay = None, 1.0
+                offset = self._show(ssh.read_from(progress, offset), offset, reporter)
+                exit_text = ssh.read_text(exit_path)
+                if exit_text is not None:
+                    self._show(ssh.read_from(progress, offset), offset, reporter)
+                    return dict(json.loads(exit_text))
+                if time.monotonic() - last_alive >= ALIVE_EVERY_SECONDS:
+                    if not self._alive(ssh, job) and ssh.read_text(exit_path) is None:
+                        tail = ssh.run(f"tail -n 5 {quote(job['job_dir'] + '/out.log')}")[1].strip()
+                        raise TrainError(
+                            f"the training job on {self.target.host} died without a result "
+                            f"(killed, or the instance restarted); its log ends: {tail or '(empty)'}"
+                        )
+                    last_alive = time.monotonic()
+                time.sleep(self.poll)
+            except (TrainError, ConfigError):
+                raise
+            except Exception as exc:
+                if not dropped(exc):
+                    raise
+                self._drop()
+                now = time.monotonic()
+                lost_since = lost_since or now
+                if now - lost_since > self.reconnect_seconds:
+                    raise BackendError(
+                        f"lost the SSH connection to {self.target.host} for {now - lost_since:.0f} s "
+                        f"({exc}); the job may still be training there: continue with `wms pipeline resume`"
+                    ) from None
+                self.notify(f"SSH connection to {self.target.host} lost ({exc}); retrying in {delay:.0f} s")
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _show(self, chunk: bytes, offset: int, reporter: TrainReporter | None) -> int:
+        """Pass the complete lines of `chunk` on; the offset after them."""
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        for line in complete.decode(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            kind = event.get("event")
+            if kind == "note":
+                self.notify(f"  {self.target.host}: {event.get('text', '')}")
+            elif reporter is None:
+                continue
+            elif kind == "epoch_started":
+                reporter.epoch_started(event["epoch"], event["epochs"], event["steps"])
+            elif kind == "step":
+                reporter.step_done(event["loss"])
+            elif kind == "epoch_done":
+                reporter.epoch_done(event["epoch"], event["metrics"])
+        return offset + len(complete)
+
+    def _collect(self, job: dict[str, Any], result_dir: Path) -> TrainedRun:
+        from wms.runs import load_trained
+
+        result_dir.mkdir(parents=True, exist_ok=True)
+        text = self._connection().read_text(f"{job['job_dir']}/{RESULT_FILE}")
+        if text is None:
+            raise TrainError(f"the job {job['job_id']} on {self.target.host} finished but left no {RESULT_FILE}")
+        (result_dir / "train.json").write_text(text)
+        return load_trained(result_dir)
+
+    # -- stop -----------------------------------------------------------------------------------
+    def stop(self, job: dict[str, Any], grace_seconds: float = 30) -> None:
+        """Stop the job (SIGTERM to its process group, SIGKILL after `grace_seconds`); best effort."""
+        pid, marker = int(job["pid"]), job["job_id"]
+        rounds = max(1, int(grace_seconds / 0.5))
+        script = (
+            f"mine() {{ grep -q {quote(marker)} /proc/{pid}/cmdline 2>/dev/null; }}; "
+            f"mine || exit 0; kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid}; "
+            f"for i in $(seq 1 {rounds}); do mine || exit 0; sleep 0.5; done; kill -KILL -- -{pid}"
+        )
+        try:
+            self._drop()  # the old connection may be the broken one
+            self._connection().run(script, timeout=grace_seconds + 30)
+            self.notify(f"job {marker} on {self.target.host} stopped")
+        except Exception as exc:  # the instance stop that follows ends it anyway
+            self.notify(f"could not stop job {marker} on {self.target.host} ({exc}); stopping the instance ends it")
+
+    # -- the connection -------------------------------------------------------------------------
+    def _alive(self, ssh: Ssh, job: dict[str, Any]) -> bool:
+        code, _, _ = ssh.run(f"grep -q {quote(job['job_id'])} /proc/{int(job['pid'])}/cmdline")
+        return code == 0
+
+    def _connection(self) -> Ssh:
+        if self._ssh is None:
+            self._ssh = connect(self.target)
+        return self._ssh
+
+    def _drop(self) -> None:
+        if self._ssh is not None:
+            try:
+                self._ssh.close()
+            except Exception:  # a broken connection may fail to close; it is gone either way
+                pass
+            self._ssh = None
+
+    def close(self) -> None:
+        self._drop()
+
+
+def train_remotely(
+    project: Project,
+    run: PipelineRun,
+    dataset: Path,
+    version: str,
+    reporter: TrainReporter | None,
+    notify: Notify = quiet,
+) -> TrainedRun:
+    """The pipeline's train stage on the instance; the job is recorded in the run as it starts."""
+    host = project.settings.compute.host or run.compute.get("public_ip")
+    if not host:
+        raise BackendError(
+            "the instance has no address to reach over SSH; attach the Elastic IP "
+            "(infrastructure/terraform) or set compute.host (the seed's EC2_HOST)"
+        )
+
+    def record(job: dict[str, Any]) -> None:
+        run.outputs["remote_job"] = job
+        run.save()
+
+    trainer = RemoteTrainer(project, target_for(project, host), notify)
+    try:
+        return trainer.train(dataset, version, reporter, run.run_dir, record, run.outputs.get("remote_job"))
+    finally:
+        trainer.close()

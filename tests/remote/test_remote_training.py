@@ -1,0 +1,242 @@
+"""Training on the instance over SSH: a real sshd on loopback is the instance, moto's EC2 starts/stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import TINY_SETTINGS, Ec2Box
+from tests.remote.conftest import Sshd
+
+from wms.errors import ConfigError
+from wms.remote.ssh import SshTarget, connect
+
+JOB_MODULE = "wms.remote.job"
+
+
+def target(sshd: Sshd, known_hosts: Path) -> SshTarget:
+    return SshTarget("127.0.0.1", sshd.port, sshd.user, str(sshd.key), known_hosts)
+
+
+def test_ssh_runs_commands_and_pins_the_host_key(sshd: Sshd, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    ssh = connect(target(sshd, known))
+    try:
+        assert ssh.run("echo hello; echo oops >&2; exit 3") == (3, "hello\n", "oops\n")
+    finally:
+        ssh.close()
+    assert f"[127.0.0.1]:{sshd.port}" in known.read_text()  # pinned on first use
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, key = (other.with_suffix(".pub")).read_text().split()[:2]
+    known.write_text(f"[127.0.0.1]:{sshd.port} {kind} {key}\n")  # as if the instance's key changed
+    with pytest.raises(ConfigError, match="host key of 127.0.0.1 changed"):
+        connect(target(sshd, known))
+
+
+# -- the pipeline, in its own process, training on the "instance" ---------------------------------
+
+
+def descendants(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    parents = {int(c): int(p) for c, p in zip(out[::2], out[1::2], strict=True)}
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, p in parents.items() if p in frontier} - found
+        found |= frontier
+    return found
+
+
+def job_processes(remote: Path) -> list[int]:
+    """The training jobs running in this test's remote folder."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if JOB_MODULE in cmdline and str(remote) in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if b"=" in item)
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return result
+
+
+class Setup:
+    """A project whose compute is the moto instance and whose SSH host is the loopback sshd."""
+
+    def __init__(
+        self, tmp_path: Path, sshd: Sshd, box: Ec2Box, remote: Path, mlflow: str, batch: Path, epochs: int
+    ) -> None:
+        self.root = tmp_path / "project"
+        self.root.mkdir()
+        (self.root / "wms.toml").write_text(TINY_SETTINGS)
+        self.remote, self.batch, self.box, self.mlflow = remote, batch, box, mlflow
+        self.experiment = f"remote-{uuid.uuid4().hex[:8]}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("WMS_")} | {
+            "WMS_COMPUTE__BACKEND": "ec2",
+            "WMS_COMPUTE__INSTANCE_ID": box.id,
+            "WMS_COMPUTE__POLL_SECONDS": "0.05",
+            "WMS_COMPUTE__READY_PROBE": "tcp",
+            "WMS_COMPUTE__HOST": "127.0.0.1",
+            "WMS_COMPUTE__SSH_PORT": str(sshd.port),
+            "WMS_COMPUTE__SSH_USER": sshd.user,
+            "WMS_COMPUTE__SSH_KEY": str(sshd.key),
+            "WMS_COMPUTE__REMOTE_DIR": str(remote),
+            "WMS_COMPUTE__LEASE_MINUTES": "0.1",
+            "WMS_TRACKING__URI": mlflow,
+            "WMS_TRACKING__EXPERIMENT": self.experiment,
+            "WMS_TRAIN__EPOCHS": str(epochs),
+            "WMS_DEPLOY__IN_PIPELINE": "false",
+        }
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "wms", "pipeline", *args]
+        self.log = (self.root.parent / f"pipeline-{len(list(self.root.parent.glob('pipeline-*')))}.log")
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True
+        )
+        return self.proc
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+    def record(self) -> dict[str, Any]:
+        files = list((self.root / ".wms" / "runs").glob("*/run.json"))
+        return json.loads(files[0].read_text()) if files else {}
+
+    def job_started(self) -> dict[str, Any] | None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"wms exited early ({self.proc.returncode}): {self.stderr()[-3000:]}")
+        job = self.record().get("outputs", {}).get("remote_job")
+        return job if job and job_processes(self.remote) else None
+
+    def training_runs(self) -> list[Any]:
+        import mlflow
+
+        client = mlflow.MlflowClient(self.mlflow)
+        experiment = client.get_experiment_by_name(self.experiment)
+        return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.fixture
+def setup(
+    tmp_path: Path,
+    sshd: Sshd,
+    ec2_box: Ec2Box,
+    seeded_remote: Path,
+    mlflow_server: str,
+    make_batch: Callable[..., Path],
+) -> Callable[[int], Setup]:
+    return lambda epochs: Setup(
+        tmp_path, sshd, ec2_box, seeded_remote, mlflow_server, make_batch("b", count=40, seed=7), epochs
+    )
+
+
+@pytest.mark.slow
+def test_the_pipeline_trains_on_the_instance_and_survives_a_dropped_connection(
+    setup: Callable[[int], Setup], sshd: Sshd
+) -> None:
+    s = setup(40)
+    proc = s.start("run", "--new-data", str(s.batch))
+    try:
+        job = wait_until(s.job_started, 180, "the remote training job")
+        (pid,) = job_processes(s.remote)
+        assert pid not in descendants(proc.pid), "the job must not run in the pipeline's process tree"
+        assert "SSH_CONNECTION" in environ(pid), "the job must have been started by sshd"
+        assert Path(environ(pid)["PYTHONPATH"]).name == job["wheel_sha256"][:16]
+        time.sleep(2)
+        assert sshd.drop_connections() >= 1  # the pipeline's connection is cut mid-training
+        proc.wait(timeout=300)
+        err = s.stderr()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "SSH connection to 127.0.0.1 lost" in err and "reconnected to 127.0.0.1" in err
+    record = s.record()
+    assert record["promoted"] is True
+    assert s.box.state() == "stopped"
+    (run,) = s.training_runs()
+    assert run.data.tags["wms.remote_host"] == "127.0.0.1"
+    assert run.data.tags["wms.wheel_sha256"] == record["outputs"]["remote_job"]["wheel_sha256"]
+    assert run.data.tags["wms.code_path"].startswith(str(s.remote / "code"))
+    assert record["outputs"]["mlflow_run_id"] == run.info.run_id
+    assert not job_processes(s.remote)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_remote_job_then_the_instance(setup: Callable[[int], Setup]) -> None:
+    s = setup(100000)
+    proc = s.start("run", "--new-data", str(s.batch))
+    try:
+        wait_until(s.job_started, 180, "the remote training job")
+        time.sleep(7)  # longer than the 6 s lease: only the pipeline's renewals keep the instance up
+        assert s.box.state() == "running"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        err = s.stderr()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "stopping job" in err and "Traceback" not in err
+    assert not job_processes(s.remote), "a training job outlived the pipeline"
+    assert s.box.state() == "stopped"
+
+
+@pytest.mark.slow
+def test_resume_after_the_local_process_died_collects_the_remote_result(setup: Callable[[int], Setup]) -> None:
+    s = setup(25)
+    proc = s.start("run", "--new-data", str(s.batch))
+    try:
+        wait_until(s.job_started, 180, "the remote training job")
+    finally:
+        proc.kill()  # SIGKILL: no cleanup at all; the job trains on, detached
+        proc.wait()
+    run_id = s.record()["run_id"]
+    wait_until(lambda: not job_processes(s.remote), 300, "the remote job to finish on its own")
+    resumed = s.start("resume", run_id)
+    resumed.wait(timeout=300)
+    err = s.stderr()
+    assert resumed.returncode == 0, err[-3000:]
+    assert "finished: collecting its result" in err
+    assert s.record()["promoted"] is True
+    assert len(list((s.remote / "jobs").iterdir())) == 1, "resume must not train a second time"
+    assert len(s.training_runs()) == 1
+    assert s.box.state() == "stopped"
+
+
+def test_a_local_sqlite_tracking_uri_stops_before_the_instance_starts(
+    setup: Callable[[int], Setup],
+) -> None:
+    s = setup(1)
+    del s.env["WMS_TRACKING__URI"]  # the default: a SQLite file on this machine
+    proc = s.start("run", "--new-data", str(s.batch))
+    proc.wait(timeout=120)
+    err = s.stderr()
+    assert proc.returncode == 2
+    assert "which the instance cannot reach; set tracking.uri" in err and "Traceback" not in err
+    assert s.box.state() == "stopped"
+
