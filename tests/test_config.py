@@ -3,12 +3,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wms.cli.init import template
 from wms.config import Settings, load_settings, parse_overrides
 from wms.errors import ConfigError
+from wms.train.recipes import RECIPES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +91,75 @@ def test_bad_value_on_the_command_line_is_one_line_and_exit_2(tmp_path: Path) ->
     assert len(lines) == 1, done.stderr
     assert "train.epochs='lots'" in lines[0]
     assert "Traceback" not in done.stderr
+
+
+# -- train.recipe: a named set of [train] values at the level of the source that names it -------
+
+
+def _train(tmp_path: Path, toml: str, *sets: str) -> Any:
+    (tmp_path / "wms.toml").write_text(toml)
+    return load_settings(start=tmp_path, overrides=parse_overrides(list(sets))).settings.train
+
+
+FILE_KEYS = "[train]\nepochs = 12\nimage_size = 128\n"
+
+
+def test_a_recipe_from_the_environment_replaces_the_files_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMS_TRAIN__RECIPE", "gpu")
+    train = _train(tmp_path, FILE_KEYS)
+    gpu = RECIPES["gpu"]
+    assert train.recipe == "gpu"
+    assert (train.epochs, train.image_size, train.base_channels) == (
+        gpu["epochs"],
+        gpu["image_size"],
+        gpu["base_channels"],
+    )
+    assert train.seed == Settings().train.seed  # a key the recipe does not set is left alone
+
+
+def test_a_key_from_the_recipes_source_or_a_stronger_one_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMS_TRAIN__RECIPE", "gpu")
+    monkeypatch.setenv("wms_train__Epochs", "3")  # environment names are case-insensitive
+    train = _train(tmp_path, FILE_KEYS)
+    assert (train.epochs, train.image_size) == (3, RECIPES["gpu"]["image_size"])
+    train = _train(tmp_path, FILE_KEYS, "train.image_size=64")
+    assert (train.epochs, train.image_size) == (3, 64)
+
+
+def test_a_recipe_in_the_file_yields_to_keys_beside_it(tmp_path: Path) -> None:
+    train = _train(tmp_path, '[train]\nrecipe = "cpu"\nepochs = 5\n')
+    cpu = RECIPES["cpu"]
+    assert (train.recipe, train.epochs) == ("cpu", 5)
+    assert (train.image_size, train.max_minutes) == (cpu["image_size"], cpu["max_minutes"])
+
+
+def test_a_recipe_flag_replaces_environment_and_file_but_not_other_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMS_TRAIN__EPOCHS", "3")
+    train = _train(tmp_path, FILE_KEYS, "train.recipe='cpu'", "train.depth=2")
+    cpu = RECIPES["cpu"]
+    assert (train.epochs, train.image_size, train.depth) == (cpu["epochs"], cpu["image_size"], 2)
+
+
+def test_no_recipe_leaves_the_sources_as_they_are(tmp_path: Path) -> None:
+    assert _train(tmp_path, FILE_KEYS + 'recipe = ""\n').model_dump() == {
+        **Settings().train.model_dump(),
+        "epochs": 12,
+        "image_size": 128,
+    }
+
+
+def test_an_unknown_recipe_is_one_line_naming_the_valid_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMS_TRAIN__RECIPE", "h100")
+    with pytest.raises(ConfigError) as info:
+        load_settings(start=tmp_path)
+    message = str(info.value)
+    assert "bad setting train.recipe='h100': unknown recipe 'h100'; use one of: cpu, gpu" in message
+    assert "WMS_TRAIN__RECIPE" in message and "\n" not in message

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from wms.config import load_settings
+from wms.train.recipes import RECIPES
 from wms.vcs.publish import POINTER_COMMIT_TITLE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,6 +250,28 @@ def test_the_sweeper_runs_on_a_schedule_and_sweeps_on_the_started_instance() -> 
     assert "self-hosted" in sweep["runs-on"] and "start-compute" in _needs(sweep)
     assert [s["run"] for s in sweep["steps"] if "run" in s] == ["wms pipeline sweep"]
     assert "secrets." not in yaml.safe_dump(sweep.get("env", {}))
+
+
+@pytest.mark.parametrize(
+    ("name", "job"), [("training-data-pipeline.yaml", "train"), ("pipeline-sweeper.yaml", "sweep")]
+)
+def test_the_pipeline_on_the_instance_holds_a_lease_and_trains_with_the_gpu_recipe(
+    name: str, job: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = load(name)["jobs"][job]
+    env = spec["env"]
+    assert "self-hosted" in spec["runs-on"] and "start-compute" in _needs(spec)
+    assert env["WMS_TRAIN__RECIPE"] == "gpu"
+    # On the instance the start job started: the run renews a lease of its own, never stops it.
+    assert (env["WMS_COMPUTE__BACKEND"], env["WMS_COMPUTE__TRAIN_ON"]) == ("ec2", "here")
+    assert env["WMS_COMPUTE__INSTANCE_ID"] == "${{ needs.start-compute.outputs.instance_id }}"
+    # The names and values are settings WMS knows (a typo would fail the job, or pass unseen).
+    for key, value in env.items():
+        if key.startswith("WMS_") and "${{" not in str(value):
+            monkeypatch.setenv(key, str(value))
+    settings = load_settings(start=tmp_path).settings
+    assert (settings.train.recipe, settings.train.image_size) == ("gpu", RECIPES["gpu"]["image_size"])
+    assert (settings.compute.backend, settings.compute.train_on) == ("ec2", "here")
 
 
 def test_release_deploy_reconciles_with_main_before_deploying() -> None:

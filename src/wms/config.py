@@ -3,6 +3,10 @@
 Sources, strongest first: CLI flags (`--set train.epochs=3`, command options) > environment
 variables `WMS_<SECTION>__<KEY>` > `wms.toml` (found in the current folder or its parents) >
 the defaults below. Relative paths are relative to the folder holding `wms.toml`.
+
+`train.recipe` (wms.train.recipes) is a set of `[train]` values that sits at the level of the
+source that named it: it replaces the keys weaker sources and the defaults set, and a key set
+by the same source or a stronger one wins over it (`load_settings` applies it).
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
 from wms.errors import ConfigError
+from wms.train.recipes import RECIPES, recipe_values
 
 CONFIG_NAME = "wms.toml"
 
@@ -56,6 +62,10 @@ class TrackingSettings(Section):
 
 
 class TrainSettings(Section):
+    recipe: str = Field(
+        "",
+        description="a named set of the keys below (wms.train.recipes): cpu or gpu; empty: none",
+    )
     architecture: str = "unet"
     epochs: int = Field(12, ge=0, description="0 logs an untrained model (useful to test the gate)")
     image_size: int = Field(128, ge=16, le=2048)
@@ -73,6 +83,13 @@ class TrainSettings(Section):
     augment_quarter_turns: bool = Field(False, description="also turn training images by 90/180/270 degrees")
     cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
     export_onnx: bool = Field(True, description="log an ONNX export beside the weights (serving uses it)")
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe_is_known(cls, value: str) -> str:
+        if value and value not in RECIPES:
+            raise ValueError(f'unknown recipe {value!r}; use one of: {", ".join(RECIPES)} (or "" for none)')
+        return value
 
 
 GateMetric = Literal["dice", "iou"]
@@ -118,6 +135,15 @@ ReadyProbe = Literal["none", "tcp", "http", "runner"]
 
 class ComputeSettings(Section):
     backend: Literal["local", "ec2"] = "local"
+    train_on: Literal["instance", "here"] = Field(
+        "instance",
+        description=(
+            'with backend ec2, "instance": the pipeline starts the instance and trains there over SSH; '
+            '"here": this process already runs on the instance (a self-hosted runner): the '
+            "pipeline neither starts nor stops it, renews its own lease while it runs and drops "
+            "that lease at the end"
+        ),
+    )
     instance_id: str = Field("", description="the EC2 instance; empty: find it by instance_tag")
     instance_tag: str = Field("Name=wms-k3s", description="KEY=VALUE tag that finds the instance")
     region: str = Field("", description="AWS region; empty: the usual AWS variables and config")
@@ -134,12 +160,11 @@ class ComputeSettings(Section):
     lease_minutes: float = Field(60, gt=0, description="the reaper stops an instance whose lease ran out")
     hourly_price_usd: float = Field(0.0, ge=0, description="on-demand price per hour, for run costs")
     # Training on the instance over SSH (backend ec2, train_on instance): see wms.remote.
-    train_on: Literal["instance", "here"] = Field(
-        "instance", description="ec2: train on the instance over SSH, or here (this runs on it)"
-    )
     remote_dir: str = Field("~/wms", description="where WMS keeps its environments, code, blobs and jobs")
     remote_python: str = Field("python3.11", description="the instance's Python that makes the environment")
-    ssh_known_hosts: str = Field("", description="pinned host keys; empty: .wms/known_hosts (trust on first use)")
+    ssh_known_hosts: str = Field(
+        "", description="pinned host keys; empty: .wms/known_hosts (trust on first use)"
+    )
     reconnect_seconds: float = Field(600, gt=0, description="how long a dropped SSH connection is retried")
 
     @field_validator("instance_tag")
@@ -302,9 +327,10 @@ def load_settings(
         config_file = find_config(start)
     root = config_file.parent if config_file else start
 
+    file_values: dict[str, Any] = {}
     if config_file is not None:
         try:
-            tomllib.loads(config_file.read_text())
+            file_values = tomllib.loads(config_file.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_file} is not valid TOML ({exc}); fix that line") from None
 
@@ -312,11 +338,38 @@ def load_settings(
     bound = type(
         "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}}
     )
+    overrides = overrides or {}
     try:
-        settings = bound(**(overrides or {}))
+        settings = bound(**overrides)
+        if settings.train.recipe:
+            # Strongest first, as the sources are read; the environment as pydantic-settings reads it.
+            train_keys = [
+                _train_keys(overrides),
+                _train_keys(EnvSettingsSource(bound)()),
+                _train_keys(file_values),
+            ]
+            settings = settings.model_copy(update={"train": with_recipe(settings.train, train_keys)})
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
     return Project(root=root, settings=settings, config_file=config_file)
+
+
+def _train_keys(values: dict[str, Any]) -> set[str]:
+    section = values.get("train")
+    return set(section) if isinstance(section, dict) else set()
+
+
+def with_recipe(train: TrainSettings, keys_by_source: list[set[str]]) -> TrainSettings:
+    """`train` with its recipe applied at the level of the source that named it.
+
+    `keys_by_source` holds the `[train]` keys each source set, strongest first. The recipe's
+    values replace those that came from weaker sources or the defaults; a key set by the
+    recipe's own source or a stronger one keeps its value.
+    """
+    level = next((i for i, keys in enumerate(keys_by_source) if "recipe" in keys), len(keys_by_source))
+    kept = set().union(*keys_by_source[: level + 1])
+    updates = {key: value for key, value in recipe_values(train.recipe).items() if key not in kept}
+    return TrainSettings.model_validate({**train.model_dump(), **updates})
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -329,7 +382,9 @@ def describe_validation_error(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown setting {key}{_valid_keys_hint(loc)}")
         else:
-            problems.append(f"bad setting {key}={err.get('input')!r}: {err['msg']}")
+            # A validator's own message already says what is wrong; pydantic's prefix adds nothing.
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"bad setting {key}={err.get('input')!r}: {message}")
     env = "WMS_" + keys[0].replace(".", "__").upper()
     return "; ".join(problems) + f" (check {CONFIG_NAME}, {env} and --set flags)"
 

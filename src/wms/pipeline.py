@@ -10,7 +10,10 @@ outcome, together with what later stages need (dataset version, MLflow run, gate
 so `resume` never redoes finished work. Compute is released on every path out: the
 stop_compute stage runs in `finally`, SIGINT/SIGTERM become an exception so that `finally`
 runs, a safety net stops it again if that stage failed, and the compute lease (renewed while
-the run lives) lets `wms compute reap` stop it if this process dies outright. One pipeline
+the run lives) lets `wms compute reap` stop it if this process dies outright. With
+`compute.train_on = "here"` the run already runs on the instance (the workflows' self-hosted
+runner): start_compute only takes this run's lease, renewed while it lives, and stop_compute
+drops it and leaves the instance running for the workflow's stop job. One pipeline
 at a time per dataset store: the run holds a lease lock on the store, and a run of a data
 branch records the batch's outcome in the store (`wms.batches`) so none is lost. The base
 dataset is main's latest promoted version, read at run time. Nothing moves unless the gate
@@ -26,6 +29,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -108,6 +112,11 @@ class Pipeline:
         self.batches = BatchLedger(self.store.fs, self.store.root)
         self.work_dir = project.state_dir / "work" / "dataset"
         self._held_since: float | None = None  # monotonic time compute was asked to start
+        self._renewing = False  # whether the heartbeat renews the compute lease
+        self._lease_lock = threading.Lock()  # no renewal lands after stop_compute dropped the lease
+        cfg = project.settings.compute
+        # The workflows' self-hosted runner: the pipeline runs on the instance it would start.
+        self._on_instance = cfg.backend == "ec2" and cfg.train_on == "here"
         self.last_run: PipelineRun | None = None  # the record, also when run/resume raised
 
     # -- the runner ---------------------------------------------------------------------------
@@ -228,23 +237,31 @@ class Pipeline:
                 "WARNING: this run's store lock expired and another writer took it; "
                 "raise store.lock_ttl_seconds if runs stall longer than that"
             )
-        if self._held_since is not None:
-            self.compute.renew_lease()
+        with self._lease_lock:
+            if self._renewing:
+                self.compute.renew_lease()
 
     def _on_repeat_signal(self, name: str) -> None:
         self.notify(f"{name} again: still releasing compute, please wait (the lease reaper is the backstop)")
 
     def _release(self, run: PipelineRun) -> None:
-        """The safety net: stop compute if the stop_compute stage did not get to it."""
+        """The safety net: stop compute (on the instance: drop its lease) if stop_compute did not."""
         if self._held_since is None:
             return
-        self.notify("stop_compute did not finish; stopping compute again")
+        what = "releasing this run's lease" if self._on_instance else "stopping compute"
+        self.notify(f"stop_compute did not finish; {what} again")
         try:
             self._stop_compute(run)
             run.compute["released_by"] = "safety net"
         except Exception as exc:  # the lease reaper is the last resort; say so, do not mask the cause
-            run.compute["released_by"] = f"nobody: {exc}; `wms compute reap` stops it when the lease expires"
-            self.notify(f"could not stop compute ({exc}); it is stopped when its lease expires")
+            if self._on_instance:
+                run.compute["released_by"] = f"nobody: {exc}; this run's lease runs out by itself"
+                self.notify(f"could not release the lease ({exc}); it runs out within compute.lease_minutes")
+            else:
+                run.compute["released_by"] = (
+                    f"nobody: {exc}; `wms compute reap` stops it when the lease expires"
+                )
+                self.notify(f"could not stop compute ({exc}); it is stopped when its lease expires")
 
     @contextmanager
     def stage(self, run: PipelineRun, name: str, fault_at_entry: bool = True) -> Iterator[StageRecord]:
@@ -361,6 +378,10 @@ class Pipeline:
     def _start_compute(self, run: PipelineRun, st: StageRecord) -> None:
         compute = self.compute
         self._held_since = time.monotonic()
+        self._renewing = True
+        if self._on_instance:
+            self._hold_this_instance(run, st)
+            return
         started = compute.start()
         run.compute.update(backend=compute.name, instance_id=started.instance_id, public_ip=started.public_ip)
         run.save()
@@ -371,8 +392,34 @@ class Pipeline:
             f" at {ready.public_ip}" if ready.public_ip else ""
         )
 
+    def _hold_this_instance(self, run: PipelineRun, st: StageRecord) -> None:
+        """`train_on = "here"`: take this run's lease on the instance it runs on, never start it."""
+        compute = self.compute
+        current = compute.status()
+        run.compute.update(
+            backend=compute.name,
+            instance_id=current.instance_id,
+            public_ip=current.public_ip,
+            train_on="here",
+        )
+        run.save()
+        if current.state != "running":
+            raise BackendError(
+                f'compute.train_on = "here", but instance {current.instance_id} is {current.state}; '
+                "run the pipeline on that instance, or set compute.instance_id to the one it runs on"
+            )
+        compute.renew_lease()
+        self._maybe_fault("start_compute")
+        st.outcome = f"{compute.name} {current.instance_id}: running here; lease renewed while this run lives"
+
     def _stop_compute(self, run: PipelineRun) -> str:
-        stopped = self.compute.stop()
+        with self._lease_lock:  # a renewal under way ends first; none starts after this
+            self._renewing = False
+        if self._on_instance:
+            self.compute.release_lease()
+            state = "lease released; the instance keeps running for the workflow's stop job"
+        else:
+            state = self.compute.stop().state
         held = time.monotonic() - self._held_since if self._held_since is not None else 0.0
         self._held_since = None
         usage = run.compute
@@ -380,7 +427,7 @@ class Pipeline:
         price = self.project.settings.compute.hourly_price_usd
         usage["hourly_price_usd"] = price
         usage["cost_usd"] = cost_usd(usage["instance_seconds"], price)
-        return f"{self.compute.name}: {stopped.state} (held {held:.0f} s this time)"
+        return f"{self.compute.name}: {state} (held {held:.0f} s this time)"
 
     def _train(self, run: PipelineRun, dataset: Path, version: str, st: StageRecord) -> TrainedRun:
         if self.remote_training:

@@ -95,6 +95,36 @@ def test_train_prints_run_id_and_scores(
 
 
 @pytest.mark.slow
+def test_train_recipe_is_a_flag_that_the_other_flags_override(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    from wms.config import load_settings
+    from wms.registry import MlflowRegistry
+    from wms.train.recipes import RECIPES
+
+    batch = make_batch(count=24)
+    flags = ["--recipe", "cpu", "--epochs", "1", "--image-size", "32"]
+    result = cli("--set", "train.export_onnx=false", "train", batch, *flags)
+    assert result.exit_code == 0, result.output
+    run_id = result.output.split("run id: ")[1].split()[0]
+    params = MlflowRegistry(load_settings(start=project_dir))._client.get_run(run_id).data.params
+    # wms.toml's tiny width and depth give way to the recipe's; --epochs and --image-size win over it.
+    assert params["train.recipe"] == "cpu"
+    assert (params["train.epochs"], params["train.image_size"]) == ("1", "32")
+    cpu = RECIPES["cpu"]
+    assert (params["train.depth"], params["train.learning_rate"]) == (
+        str(cpu["depth"]),
+        str(cpu["learning_rate"]),
+    )
+
+
+def test_an_unknown_train_recipe_is_one_line(cli: Callable[..., Any], project_dir: Path) -> None:
+    result = cli("train", project_dir, "--recipe", "tpu")
+    assert result.exit_code == 2
+    assert "unknown recipe 'tpu'; use one of: cpu, gpu" in result.output
+
+
+@pytest.mark.slow
 def test_pipeline_model_list_and_predict(
     cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path
 ) -> None:

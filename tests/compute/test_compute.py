@@ -41,6 +41,12 @@ class ComputeContract:
         assert compute.stop().state == "stopped"
         assert compute.stop().state == "stopped"
 
+    def test_releasing_the_lease_leaves_it_running(self, compute: Compute) -> None:
+        compute.start()
+        compute.release_lease()
+        compute.release_lease()
+        assert compute.status().state == "running"
+
 
 class TestLocal(ComputeContract):
     @pytest.fixture
@@ -303,6 +309,23 @@ def test_the_summary_tag_keeps_the_latest_expiry(ec2_box: Ec2Box) -> None:
     make_compute(ec2_settings(ec2_box, lease_minutes=5), holder="short").start()
     tags = ec2_box.tags()
     assert tags[LEASE_TAG] == tags["wms:lease:long"] > tags["wms:lease:short"]
+
+
+def test_a_released_lease_leaves_the_instance_and_the_other_leases(ec2_box: Ec2Box) -> None:
+    workflow = make_compute(ec2_settings(ec2_box, lease_minutes=5), holder="gh-run-1")
+    workflow.start()
+    pipeline = make_compute(ec2_settings(ec2_box, lease_minutes=90), holder="gh-run-1-pipeline")
+    pipeline.renew_lease()
+    assert ec2_box.tags()[LEASE_TAG] == ec2_box.tags()["wms:lease:gh-run-1-pipeline"]
+
+    pipeline.release_lease()
+    tags = ec2_box.tags()
+    assert ec2_box.state() == "running" and set(holder_tags(ec2_box)) == {"wms:lease:gh-run-1"}
+    assert tags[LEASE_TAG] == tags["wms:lease:gh-run-1"]  # the summary follows the leases left
+
+    workflow.release_lease()
+    assert ec2_box.state() == "running"
+    assert not holder_tags(ec2_box) and LEASE_TAG not in ec2_box.tags()
 
 
 def _lease(box: Ec2Box, holder: str, minutes: float) -> None:

@@ -8,6 +8,7 @@ would take minutes); everything else (the wheel, its install by hash, the detach
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -44,10 +45,8 @@ class Sshd:
         """Kill every open connection (not the listener); how many there were."""
         sessions = self.sessions()
         for pid in sessions:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         return len(sessions)
 
 
@@ -64,7 +63,9 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     folder = tmp_path_factory.mktemp("sshd")
     for name, kind in (("host_key", "ed25519"), ("client_key", "ed25519")):
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(folder / name)], check=True, capture_output=True
+            ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(folder / name)],
+            check=True,
+            capture_output=True,
         )
     shutil.copy(folder / "client_key.pub", folder / "authorized_keys")
     port = _free_port()

@@ -39,7 +39,7 @@ def test_ssh_runs_commands_and_pins_the_host_key(sshd: Sshd, tmp_path: Path) -> 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     kind, key = (other.with_suffix(".pub")).read_text().split()[:2]
     known.write_text(f"[127.0.0.1]:{sshd.port} {kind} {key}\n")  # as if the instance's key changed
-    with pytest.raises(ConfigError, match="host key of 127.0.0.1 changed"):
+    with pytest.raises(ConfigError, match=r"host key of 127\.0\.0\.1 changed"):
         connect(target(sshd, known))
 
 
@@ -113,7 +113,7 @@ class Setup:
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "wms", "pipeline", *args]
-        self.log = (self.root.parent / f"pipeline-{len(list(self.root.parent.glob('pipeline-*')))}.log")
+        self.log = self.root.parent / f"pipeline-{len(list(self.root.parent.glob('pipeline-*')))}.log"
         self.proc = subprocess.Popen(
             cmd, cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True
         )
@@ -207,7 +207,9 @@ def test_sigterm_stops_the_remote_job_then_the_instance(setup: Callable[[int], S
 
 
 @pytest.mark.slow
-def test_resume_after_the_local_process_died_collects_the_remote_result(setup: Callable[[int], Setup]) -> None:
+def test_resume_after_the_local_process_died_collects_the_remote_result(
+    setup: Callable[[int], Setup],
+) -> None:
     s = setup(25)
     proc = s.start("run", "--new-data", str(s.batch))
     try:
@@ -239,4 +241,3 @@ def test_a_local_sqlite_tracking_uri_stops_before_the_instance_starts(
     assert proc.returncode == 2
     assert "which the instance cannot reach; set tracking.uri" in err and "Traceback" not in err
     assert s.box.state() == "stopped"
-

@@ -15,19 +15,24 @@ def train(
     epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
     image_size: int | None = typer.Option(None, "--image-size", help="Override train.image_size."),
     seed: int | None = typer.Option(None, "--seed", help="Override train.seed."),
-    recipe: str | None = typer.Option(None, "--recipe", help="A named recipe over [train]: cpu or gpu."),
+    recipe: str | None = typer.Option(
+        None, "--recipe", help="Override train.recipe: a named set of [train] values, cpu or gpu."
+    ),
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="Save the training state here every epoch; continue from it if it exists."
     ),
 ) -> None:
     """Train a U-Net on the train split, keep the best val epoch, score the test split; log to MLflow."""
     from wms.registry import MlflowRegistry
-    from wms.train.recipes import recipe_values
     from wms.train.run import train_and_log
 
-    # A recipe is a set of flags; the flags named on this command line still win over it.
-    flags = {f"train.{key}": value for key, value in recipe_values(recipe).items()} if recipe else {}
-    flags |= {"train.epochs": epochs, "train.image_size": image_size, "train.seed": seed}
+    # The recipe is a flag like the others, so the flags named beside it still win over it.
+    flags = {
+        "train.recipe": recipe,
+        "train.epochs": epochs,
+        "train.image_size": image_size,
+        "train.seed": seed,
+    }
     project = state(ctx).project(flags)
     registry = MlflowRegistry(project)
     trained = train_and_log(project, dataset, registry, reporter=TrainProgress(), checkpoint=checkpoint)

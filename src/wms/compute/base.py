@@ -2,10 +2,11 @@
 
 A backend has a few verbs: `start` (and wait until the machine runs), `wait_ready` (until
 the configured probe answers), `stop` (and wait until it is stopped), `status`,
-`renew_lease` (a running pipeline keeps its dead-man switch alive) and `reap` (stop every
-machine whose lease ran out). `start` and `stop` are idempotent.
+`renew_lease` (a running pipeline keeps its dead-man switch alive), `release_lease` (drop a
+lease and leave the machine as it is: a pipeline that runs on the machine itself) and `reap`
+(stop every machine whose lease ran out). `start` and `stop` are idempotent.
 
-Several runs may share one machine, so `start`, `stop` and `renew_lease` act for a *holder*
+Several runs may share one machine, so `start`, `stop` and the lease verbs act for a *holder*
 (a workflow run, a person at a laptop): `stop` releases only that holder's lease and leaves
 the machine running while another holder's lease is live. A backend is built with a default
 holder (`make_compute(..., holder=...)`) that a verb called without one uses; the CLI names
@@ -57,6 +58,7 @@ class Compute(Protocol):
     def stop(self, holder: str | None = None) -> ComputeStatus: ...
     def status(self) -> ComputeStatus: ...
     def renew_lease(self, holder: str | None = None) -> str | None: ...
+    def release_lease(self, holder: str | None = None) -> None: ...
     def reap(self) -> list[ComputeStatus]: ...
 
 

@@ -8,7 +8,9 @@ tags it `wms:managed=true` and `wms:lease:<holder>=<ISO time>` *before* starting
 a caller killed while waiting leaves a lease that `wms compute reap` can act on), and keeps
 `wms:lease-expires` at the latest expiry for people reading the console. `stop(holder)`
 removes that holder's lease and stops the instance only when no other unexpired lease is
-left; the reaper stops it once every lease has run out.
+left; the reaper stops it once every lease has run out. `release_lease(holder)` drops that
+holder's lease and never stops the instance: a pipeline that runs on the instance itself
+(`compute.train_on = "here"`) leaves stopping it to the workflow's stop job.
 
 Start and stop race through tags, which EC2 cannot write conditionally. `stop` first tags
 `wms:stopping`, then reads the leases again and backs off if another one appeared; `start`
@@ -201,6 +203,26 @@ class Ec2Compute:
             ],
         )
         return stamp
+
+    def release_lease(self, holder: str | None = None) -> None:
+        """Drop `holder`'s lease and leave the instance as it is (a pipeline running on it is done).
+
+        `wms:lease-expires` follows the leases that are left, and goes with the last of them;
+        the reaper stops the instance once no live lease is left.
+        """
+        key = holder_tag(holder or self.holder)
+        me = key[len(HOLDER_TAG_PREFIX) :]
+        instance = self._describe()
+        others = [t for h, t in leases_of(instance).items() if h not in (me, UNNAMED) and t is not None]
+        if others:
+            self._call(
+                f"tag {self._id} with its lease",
+                "create_tags",
+                Resources=[self._id],
+                Tags=[{"Key": LEASE_TAG, "Value": max(others).isoformat(timespec="seconds")}],
+            )
+        tags = tags_of(instance)
+        self._untag(*(k for k in (key, *([] if others else [LEASE_TAG])) if k in tags))
 
     def _untag(self, *keys: str) -> None:
         if keys:

@@ -25,5 +25,8 @@ class LocalCompute:
     def renew_lease(self, holder: str | None = None) -> str | None:
         return None
 
+    def release_lease(self, holder: str | None = None) -> None:
+        return None
+
     def reap(self) -> list[ComputeStatus]:
         return []

@@ -124,7 +124,9 @@ def _train(job_dir: Path) -> None:
         )
         save_trained(job_dir, trained)
         shutil.rmtree(dataset, ignore_errors=True)  # the blobs stay; the copy is only for this job
-        reporter.emit("note", text=f"MLflow run {trained.run_id}: test Dice {trained.test_metrics['dice']:.4f}")
+        reporter.emit(
+            "note", text=f"MLflow run {trained.run_id}: test Dice {trained.test_metrics['dice']:.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ def build_wheel(out_dir: Path, root: Path | None = None) -> Bundle:
     except subprocess.CalledProcessError as exc:
         last = (exc.stderr.strip() or exc.stdout.strip() or "no output").splitlines()[-1]
         raise WmsError(
-            f"could not build the wheel of {root}: {last}; install the build tools with pip install 'wms[ec2]'"
+            f"could not build the wheel of {root}: {last}; "
+            "install the build tools with pip install 'wms[ec2]'"
         ) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -131,7 +132,9 @@ def deps_key(wheel: Path, constraints: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def install_script(remote_dir: str, python: str, bundle: Bundle, wheel_path: str, constraints_path: str) -> str:
+def install_script(
+    remote_dir: str, python: str, bundle: Bundle, wheel_path: str, constraints_path: str
+) -> str:
     """The shell script that makes the environment and the code folder, each only when missing.
 
     One install at a time per instance (flock): two jobs that start together share the work.
@@ -143,7 +146,7 @@ def install_script(remote_dir: str, python: str, bundle: Bundle, wheel_path: str
 exec 9>"{remote_dir}/install.lock"
 flock 9
 if [ ! -f "{env}.ok" ]; then
-  echo "creating the environment {bundle.deps_key} (dependencies; the CUDA build of torch is several GB, once)"
+  echo "creating the environment {bundle.deps_key} (the CUDA build of torch alone is several GB; once)"
   rm -rf "{env}"
   "{python}" -m venv "{env}"
   "{env}/bin/python" -m pip install -q --disable-pip-version-check {pins} "{wheel_path}[{EXTRAS}]"

@@ -151,7 +151,9 @@ def connect(target: SshTarget, timeout: float = 15) -> Ssh:
     try:
         import paramiko
     except ImportError:
-        raise ConfigError("training on the instance needs paramiko; install it with: pip install 'wms[ec2]'") from None
+        raise ConfigError(
+            "training on the instance needs paramiko; install it with: pip install 'wms[ec2]'"
+        ) from None
 
     client = paramiko.SSHClient()
     target.known_hosts.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +193,8 @@ def connect(target: SshTarget, timeout: float = 15) -> Ssh:
     except paramiko.AuthenticationException:
         client.close()
         raise ConfigError(
-            f"{target.address} refused the key {target.command()!r}; check compute.ssh_user and compute.ssh_key"
+            f"{target.address} refused the key {target.command()!r}; "
+            "check compute.ssh_user and compute.ssh_key"
         ) from None
     except (paramiko.SSHException, *CONNECTION_ERRORS) as exc:
         client.close()

@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,7 +74,9 @@ def check_remote_settings(project: Project) -> None:
 class RemoteTrainer:
     """Runs one training job on the instance and follows it to its result."""
 
-    def __init__(self, project: Project, target: SshTarget, notify: Notify = quiet, poll_seconds: float = 1.0):
+    def __init__(
+        self, project: Project, target: SshTarget, notify: Notify = quiet, poll_seconds: float = 1.0
+    ):
         self.project = project
         self.target = target
         self.notify = notify
@@ -126,7 +129,8 @@ class RemoteTrainer:
         ssh = self._connection()
         cfg = self.project.settings.compute
         root = ssh.check(
-            f"mkdir -p {cfg.remote_dir} && cd {cfg.remote_dir} && mkdir -p envs code blobs jobs incoming && pwd",
+            f"mkdir -p {cfg.remote_dir} && cd {cfg.remote_dir} && "
+            "mkdir -p envs code blobs jobs incoming && pwd",
             f"prepare {cfg.remote_dir}",
         ).strip()
         with tempfile.TemporaryDirectory(prefix="wms-wheel-") as tmp:
@@ -157,10 +161,13 @@ class RemoteTrainer:
         code = f"{root}/code/{bundle.code_key}"
         start = (
             f"cd {quote(job_dir)} || exit 1; PYTHONPATH={quote(code)} PYTHONUNBUFFERED=1 PYTHONNOUSERSITE=1 "
-            f"setsid nohup {quote(python)} -m wms.remote.job {quote(job_dir)} > out.log 2>&1 < /dev/null & echo $!"
+            f"setsid nohup {quote(python)} -m wms.remote.job {quote(job_dir)} "
+            "> out.log 2>&1 < /dev/null & echo $!"
         )
         pid = int(ssh.check(start, "start the training job").strip().splitlines()[-1])
-        self.notify(f"training job {job_id} started on {self.target.host} (pid {pid}, wheel {bundle.code_key})")
+        self.notify(
+            f"training job {job_id} started on {self.target.host} (pid {pid}, wheel {bundle.code_key})"
+        )
         return {
             "host": self.target.host,
             "job_id": job_id,
@@ -171,7 +178,9 @@ class RemoteTrainer:
         }
 
     def _install(self, ssh: Ssh, root: str, bundle: Bundle) -> None:
-        ready = ssh.run(f"test -f {root}/envs/{bundle.deps_key}.ok && test -f {root}/code/{bundle.code_key}.ok")
+        ready = ssh.run(
+            f"test -f {root}/envs/{bundle.deps_key}.ok && test -f {root}/code/{bundle.code_key}.ok"
+        )
         if ready[0] == 0:
             self.notify(f"code {bundle.code_key} already installed on {self.target.host}")
             return
@@ -212,7 +221,9 @@ class RemoteTrainer:
         }
         present = set(ssh.check(f"ls {root}/blobs", "list the blobs on the instance").split())
         missing = {sha: name for name, sha in files.items() if sha not in present}
-        self.notify(f"sending {len(missing)} of {len(files)} files to {self.target.host} (the rest are there)")
+        self.notify(
+            f"sending {len(missing)} of {len(files)} files to {self.target.host} (the rest are there)"
+        )
         for done, (sha, name) in enumerate(sorted(missing.items()), 1):
             ssh.put(dataset / name, f"{root}/blobs/{sha}")
             if done % 200 == 0:
@@ -306,7 +317,9 @@ class RemoteTrainer:
         result_dir.mkdir(parents=True, exist_ok=True)
         text = self._connection().read_text(f"{job['job_dir']}/{RESULT_FILE}")
         if text is None:
-            raise TrainError(f"the job {job['job_id']} on {self.target.host} finished but left no {RESULT_FILE}")
+            raise TrainError(
+                f"the job {job['job_id']} on {self.target.host} finished but left no {RESULT_FILE}"
+            )
         (result_dir / "train.json").write_text(text)
         return load_trained(result_dir)
 
@@ -325,7 +338,9 @@ class RemoteTrainer:
             self._connection().run(script, timeout=grace_seconds + 30)
             self.notify(f"job {marker} on {self.target.host} stopped")
         except Exception as exc:  # the instance stop that follows ends it anyway
-            self.notify(f"could not stop job {marker} on {self.target.host} ({exc}); stopping the instance ends it")
+            self.notify(
+                f"could not stop job {marker} on {self.target.host} ({exc}); stopping the instance ends it"
+            )
 
     # -- the connection -------------------------------------------------------------------------
     def _alive(self, ssh: Ssh, job: dict[str, Any]) -> bool:
@@ -339,10 +354,8 @@ class RemoteTrainer:
 
     def _drop(self) -> None:
         if self._ssh is not None:
-            try:
+            with suppress(Exception):  # a broken connection may fail to close; it is gone either way
                 self._ssh.close()
-            except Exception:  # a broken connection may fail to close; it is gone either way
-                pass
             self._ssh = None
 
     def close(self) -> None:

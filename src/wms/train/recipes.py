@@ -1,14 +1,20 @@
 """Named training recipes: tested settings for a kind of machine, applied over `[train]`.
 
-wms train DATASET --recipe cpu      # or: .venv/bin/python benchmarks/quality.py --recipe cpu
+    recipe = "gpu"                      # wms.toml [train]; or WMS_TRAIN__RECIPE=gpu, --set train.recipe=gpu
+    wms train DATASET --recipe cpu      # or: .venv/bin/python benchmarks/quality.py --recipe cpu
+
+`wms.config` reads this module to validate and apply `train.recipe`, so it imports nothing
+of the settings at run time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from wms.config import TrainSettings
 from wms.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wms.config import TrainSettings
 
 RECIPES: dict[str, dict[str, Any]] = {
     # Two CPU cores, under 30 minutes on the 830 real photos. Width 8: the top-level
@@ -48,5 +54,5 @@ def recipe_values(name: str) -> dict[str, Any]:
 
 
 def apply_recipe(cfg: TrainSettings, name: str) -> TrainSettings:
-    """`cfg` with the recipe's values in place."""
-    return cfg.model_copy(update=recipe_values(name))
+    """`cfg` with the recipe's values in place (every key: code that builds settings by hand)."""
+    return cfg.model_copy(update={**recipe_values(name), "recipe": name})

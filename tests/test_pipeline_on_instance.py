@@ -1,0 +1,182 @@
+"""`compute.train_on = "here"`: the pipeline runs on the EC2 instance (the workflows' self-hosted
+runner). It never starts or stops the instance, but holds a lease of its own while it runs, so
+`wms compute reap` leaves the instance alone under a run longer than any one lease, and stops
+it one lease after the run dies outright.
+
+Against moto's EC2 on loopback. The issue asked for a 1-minute lease and a 3-minute run; here
+the lease is 3 s (compute.lease_minutes = 0.05, renewed every second) and the train stage lasts
+over 9 s (train.max_minutes = 0.15, then the model is logged): three leases and more, in a time
+the suite can afford.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+import pytest
+from tests.conftest import TINY_SETTINGS, Ec2Box
+
+import wms
+from wms.compute.ec2 import Ec2Compute
+from wms.compute.leases import HOLDER_TAG_PREFIX, LEASE_TAG, parse_time
+from wms.config import ComputeSettings, load_settings, parse_overrides
+from wms.pipeline import Pipeline, PipelineRun, StageRecord
+from wms.registry import Registry
+
+LEASE_SECONDS = 3
+HOLDER = "gh-run-4242-pipeline"  # `wms pipeline run` names its holder after GITHUB_RUN_ID
+HOLDER_KEY = HOLDER_TAG_PREFIX + HOLDER
+
+
+@pytest.fixture
+def running_box(ec2_box: Ec2Box) -> Iterator[Ec2Box]:
+    """The instance as the workflow's start job leaves it: running (this process runs on it)."""
+    ec2_box.client.start_instances(InstanceIds=[ec2_box.id])
+    yield ec2_box
+
+
+def reaper() -> Ec2Compute:
+    """`wms compute reap`, as the compute-reaper workflow runs it."""
+    return Ec2Compute(ComputeSettings(backend="ec2", poll_seconds=0.02), holder="reaper")
+
+
+def start_pipeline(root: Path, box: Ec2Box, batch: Path, max_minutes: float) -> subprocess.Popen[str]:
+    """`wms pipeline run` on the instance, as the workflows run it (in its own process)."""
+    root.mkdir()
+    (root / "wms.toml").write_text(TINY_SETTINGS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")} | {
+        "GITHUB_RUN_ID": "4242",
+        "PYTHONPATH": str(Path(wms.__file__).resolve().parents[1]),  # the wms under test
+        "WMS_COMPUTE__BACKEND": "ec2",
+        "WMS_COMPUTE__TRAIN_ON": "here",
+        "WMS_COMPUTE__INSTANCE_ID": box.id,
+        "WMS_COMPUTE__LEASE_MINUTES": str(LEASE_SECONDS / 60),
+        "WMS_TRAIN__EPOCHS": "100000",
+        "WMS_TRAIN__MAX_MINUTES": str(max_minutes),
+    }
+    cmd = [sys.executable, "-m", "wms", "pipeline", "run", "--new-data", str(batch)]
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stage_status(root: Path, proc: subprocess.Popen[str], name: str) -> str:
+    """The stage's status in the run record ("" before the record exists)."""
+    files = list((root / ".wms" / "runs").glob("*/run.json"))
+    if not files:
+        if proc.poll() is not None:
+            raise AssertionError(f"wms exited early: {proc.communicate()}")
+        return ""
+    stages = {s["name"]: s for s in json.loads(files[0].read_text())["stages"]}
+    return str(stages[name]["status"])
+
+
+def wait_for_training(root: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while stage_status(root, proc, "train") != "running":
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out waiting for the train stage"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_the_reaper_leaves_the_instance_running_under_a_run_longer_than_its_lease(
+    tmp_path: Path, running_box: Ec2Box, make_batch: Callable[..., Path]
+) -> None:
+    root = tmp_path / "project"
+    proc = start_pipeline(root, running_box, make_batch("b", count=30, seed=50), max_minutes=0.15)
+    try:
+        wait_for_training(root, proc)
+        started, reaps = time.monotonic(), 0
+        # Reap every second while it trains; after training the run drops its lease, and with no
+        # start job's lease in this test the reaper would then rightly stop the instance.
+        while stage_status(root, proc, "train") == "running":
+            assert HOLDER_KEY in running_box.tags()
+            reaper().reap()
+            reaps += 1
+            assert running_box.state() == "running", f"reaped after {time.monotonic() - started:.1f} s"
+            time.sleep(1)
+        trained_for = time.monotonic() - started
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout + stderr
+    # Several leases long, with more than one look by the reaper per lease.
+    assert trained_for > 3 * LEASE_SECONDS and reaps > trained_for / LEASE_SECONDS, (trained_for, reaps)
+
+    # The run dropped its lease and left the instance to the workflow's stop job.
+    assert running_box.state() == "running"
+    assert HOLDER_KEY not in running_box.tags() and LEASE_TAG not in running_box.tags()
+    record = json.loads(next((root / ".wms" / "runs").glob("*/run.json")).read_text())
+    stages = {s["name"]: s for s in record["stages"]}
+    assert stages["start_compute"]["outcome"] == (
+        f"ec2 {running_box.id}: running here; lease renewed while this run lives"
+    )
+    assert stages["stop_compute"]["outcome"].startswith(
+        "ec2: lease released; the instance keeps running for the workflow's stop job (held "
+    )
+    usage = record["outputs"]["compute"]
+    assert (usage["instance_id"], usage["train_on"]) == (running_box.id, "here")
+    assert usage["instance_seconds"] > 3 * LEASE_SECONDS  # the time this run held its lease
+
+
+@pytest.mark.slow
+def test_the_reaper_stops_the_instance_one_lease_after_the_run_is_killed(
+    tmp_path: Path, running_box: Ec2Box, make_batch: Callable[..., Path]
+) -> None:
+    root = tmp_path / "project"
+    proc = start_pipeline(root, running_box, make_batch("b", count=30, seed=51), max_minutes=1)
+    try:
+        wait_for_training(root, proc)
+        time.sleep(1.5)  # a renewal or two
+        proc.send_signal(signal.SIGKILL)  # no finally, no safety net: only the lease is left
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    expires = parse_time(running_box.tags()[HOLDER_KEY])
+    assert expires is not None
+    left = (expires - datetime.now(UTC)).total_seconds()
+    assert left <= LEASE_SECONDS
+    time.sleep(max(0.0, left) + 0.5)
+    (reaped,) = [r for r in reaper().reap() if r.instance_id == running_box.id]
+    assert "lease expired" in reaped.detail
+    assert running_box.state() == "stopped"
+
+
+def test_the_safety_net_releases_the_lease_and_never_stops_the_instance(
+    project_dir: Path, running_box: Ec2Box
+) -> None:
+    sets = ["compute.backend='ec2'", "compute.train_on='here'", f"compute.instance_id='{running_box.id}'"]
+    project = load_settings(start=project_dir, overrides=parse_overrides(sets))
+    notes: list[str] = []
+    no_registry = cast(Registry, None)  # compute's stages never read it (and MLflow's setup costs seconds)
+    pipeline = Pipeline(project, no_registry, Quiet(), notify=notes.append, holder=HOLDER)
+    run = PipelineRun("r1", "batch", project_dir / "run")
+    pipeline._start_compute(run, run.stages["start_compute"])
+    assert HOLDER_KEY in running_box.tags()
+    # stop_compute never ran (it failed, or a fault stopped the run before it): the net releases.
+    pipeline._release(run)
+    assert running_box.state() == "running"
+    assert HOLDER_KEY not in running_box.tags()
+    assert run.compute["released_by"] == "safety net" and run.compute["instance_seconds"] >= 0
+    assert "stop_compute did not finish; releasing this run's lease again" in notes
+
+
+class Quiet:
+    def stage_started(self, stage: StageRecord) -> None:
+        pass
+
+    def stage_done(self, stage: StageRecord) -> None:
+        pass
+
+    def train_reporter(self) -> None:
+        return None
