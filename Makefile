@@ -5,10 +5,16 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-PIP    := $(BIN)/python -m pip --disable-pip-version-check
+# On a machine without an NVIDIA GPU whose package source is plain PyPI, the pinned torch is a
+# multi-GB CUDA build; take the CPU build instead with
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (an extra index: its 2.13.0+cpu satisfies the pin, and a source that already serves the CPU
+# build keeps working).
+TORCH_INDEX ?=
+PIP    := $(BIN)/python -m pip --disable-pip-version-check $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev browser demo test lint clean
+.PHONY: help install install-dev browser sshd demo test lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -17,20 +23,24 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install -q -c constraints.txt -e .
+	$(PIP) install -q -c constraints.txt -e ".[s3,ec2]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	@touch $@ $(VENV)/.installed
 
-install: $(VENV)/.installed  ## create .venv and install wms
+install: $(VENV)/.installed  ## create .venv and install wms (with S3 and EC2/SSH support)
 
 install-dev: $(VENV)/.installed-dev  ## create .venv and install wms with the test tools
 
 browser:  ## headless Chromium + chromedriver for the web-page test (Debian packages; needs root)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+sshd:  ## OpenSSH server for the remote-training tests, which start their own on loopback (Debian; needs root)
+	@test -x /usr/sbin/sshd || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server)
 
 demo: install  ## run the whole loop on synthetic data with the embedded defaults
 	$(BIN)/wms demo
@@ -40,7 +50,7 @@ lint: install-dev  ## ruff and mypy
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-test: install-dev lint browser  ## lint, then the test suite
+test: install-dev lint browser sshd  ## lint, then the test suite
 	$(BIN)/python -m pytest
 
 clean:  ## remove the virtual environment and local state (.wms/)

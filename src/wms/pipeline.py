@@ -29,7 +29,6 @@ import os
 import re
 import signal
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,7 +39,8 @@ from typing import Protocol
 
 from wms import promotion
 from wms.batches import BatchLedger, detect_batch, is_finished, outcome_of, record_outcome
-from wms.compute import DEFAULT_HOLDER, Compute, Notify, cost_usd, make_compute, quiet
+from wms.compute import DEFAULT_HOLDER, Compute, Notify, make_compute, quiet
+from wms.compute.hold import ComputeHold
 from wms.config import Project
 from wms.data.lease import LeaseHeld, default_owner, lease, renew
 from wms.data.merge import merge_into, prepare_incoming, restore, validate_merged
@@ -111,12 +111,9 @@ class Pipeline:
         self.store = open_store(project)
         self.batches = BatchLedger(self.store.fs, self.store.root)
         self.work_dir = project.state_dir / "work" / "dataset"
-        self._held_since: float | None = None  # monotonic time compute was asked to start
-        self._renewing = False  # whether the heartbeat renews the compute lease
-        self._lease_lock = threading.Lock()  # no renewal lands after stop_compute dropped the lease
-        cfg = project.settings.compute
-        # The workflows' self-hosted runner: the pipeline runs on the instance it would start.
-        self._on_instance = cfg.backend == "ec2" and cfg.train_on == "here"
+        self.hold = ComputeHold(
+            self.compute, cfg, notify, after_start=lambda: self._maybe_fault("start_compute")
+        )
         self.last_run: PipelineRun | None = None  # the record, also when run/resume raised
 
     # -- the runner ---------------------------------------------------------------------------
@@ -208,7 +205,7 @@ class Pipeline:
             )
             raise
         finally:
-            self._release(run)
+            self.hold.safety_net(run)
             for record in run.stages.values():
                 if record.status == "pending":
                     record.status = "skipped"
@@ -237,31 +234,10 @@ class Pipeline:
                 "WARNING: this run's store lock expired and another writer took it; "
                 "raise store.lock_ttl_seconds if runs stall longer than that"
             )
-        with self._lease_lock:
-            if self._renewing:
-                self.compute.renew_lease()
+        self.hold.renew()
 
     def _on_repeat_signal(self, name: str) -> None:
         self.notify(f"{name} again: still releasing compute, please wait (the lease reaper is the backstop)")
-
-    def _release(self, run: PipelineRun) -> None:
-        """The safety net: stop compute (on the instance: drop its lease) if stop_compute did not."""
-        if self._held_since is None:
-            return
-        what = "releasing this run's lease" if self._on_instance else "stopping compute"
-        self.notify(f"stop_compute did not finish; {what} again")
-        try:
-            self._stop_compute(run)
-            run.compute["released_by"] = "safety net"
-        except Exception as exc:  # the lease reaper is the last resort; say so, do not mask the cause
-            if self._on_instance:
-                run.compute["released_by"] = f"nobody: {exc}; this run's lease runs out by itself"
-                self.notify(f"could not release the lease ({exc}); it runs out within compute.lease_minutes")
-            else:
-                run.compute["released_by"] = (
-                    f"nobody: {exc}; `wms compute reap` stops it when the lease expires"
-                )
-                self.notify(f"could not stop compute ({exc}); it is stopped when its lease expires")
 
     @contextmanager
     def stage(self, run: PipelineRun, name: str, fault_at_entry: bool = True) -> Iterator[StageRecord]:
@@ -313,7 +289,7 @@ class Pipeline:
             dataset = restore(self.store, version, self.work_dir) if "merge" in keep else self.work_dir
             try:
                 with self.stage(run, "start_compute", fault_at_entry=False) as st:
-                    self._start_compute(run, st)
+                    st.outcome = self.hold.take(run)
                 if "train" in keep:
                     trained = load_trained(run.run_dir)
                 else:
@@ -324,7 +300,7 @@ class Pipeline:
                     st.outcome = ("pass: " if decision.promote else "fail: ") + decision.reason
             finally:
                 with self.stage(run, "stop_compute") as st:
-                    st.outcome = self._stop_compute(run)
+                    st.outcome = self.hold.give_back(run)
 
         if "promote" not in keep:
             with self.stage(run, "promote") as st:
@@ -374,60 +350,6 @@ class Pipeline:
             version = self.store.ingest(dataset, base).version
             run.outputs["dataset_version"] = version
         return version
-
-    def _start_compute(self, run: PipelineRun, st: StageRecord) -> None:
-        compute = self.compute
-        self._held_since = time.monotonic()
-        self._renewing = True
-        if self._on_instance:
-            self._hold_this_instance(run, st)
-            return
-        started = compute.start()
-        run.compute.update(backend=compute.name, instance_id=started.instance_id, public_ip=started.public_ip)
-        run.save()
-        self._maybe_fault("start_compute")  # after the start, as a readiness timeout would fail
-        ready = compute.wait_ready()
-        where = f" {ready.instance_id}" if ready.instance_id else ""
-        st.outcome = f"{compute.name}{where}: {ready.state}" + (
-            f" at {ready.public_ip}" if ready.public_ip else ""
-        )
-
-    def _hold_this_instance(self, run: PipelineRun, st: StageRecord) -> None:
-        """`train_on = "here"`: take this run's lease on the instance it runs on, never start it."""
-        compute = self.compute
-        current = compute.status()
-        run.compute.update(
-            backend=compute.name,
-            instance_id=current.instance_id,
-            public_ip=current.public_ip,
-            train_on="here",
-        )
-        run.save()
-        if current.state != "running":
-            raise BackendError(
-                f'compute.train_on = "here", but instance {current.instance_id} is {current.state}; '
-                "run the pipeline on that instance, or set compute.instance_id to the one it runs on"
-            )
-        compute.renew_lease()
-        self._maybe_fault("start_compute")
-        st.outcome = f"{compute.name} {current.instance_id}: running here; lease renewed while this run lives"
-
-    def _stop_compute(self, run: PipelineRun) -> str:
-        with self._lease_lock:  # a renewal under way ends first; none starts after this
-            self._renewing = False
-        if self._on_instance:
-            self.compute.release_lease()
-            state = "lease released; the instance keeps running for the workflow's stop job"
-        else:
-            state = self.compute.stop().state
-        held = time.monotonic() - self._held_since if self._held_since is not None else 0.0
-        self._held_since = None
-        usage = run.compute
-        usage["instance_seconds"] = round(usage.get("instance_seconds", 0.0) + held, 1)
-        price = self.project.settings.compute.hourly_price_usd
-        usage["hourly_price_usd"] = price
-        usage["cost_usd"] = cost_usd(usage["instance_seconds"], price)
-        return f"{self.compute.name}: {state} (held {held:.0f} s this time)"
 
     def _train(self, run: PipelineRun, dataset: Path, version: str, st: StageRecord) -> TrainedRun:
         if self.remote_training:

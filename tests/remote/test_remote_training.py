@@ -158,7 +158,7 @@ def setup(
 def test_the_pipeline_trains_on_the_instance_and_survives_a_dropped_connection(
     setup: Callable[[int], Setup], sshd: Sshd
 ) -> None:
-    s = setup(40)
+    s = setup(15)
     proc = s.start("run", "--new-data", str(s.batch))
     try:
         job = wait_until(s.job_started, 180, "the remote training job")
@@ -201,16 +201,18 @@ def test_sigterm_stops_the_remote_job_then_the_instance(setup: Callable[[int], S
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-3000:]
-    assert "stopping job" in err and "Traceback" not in err
+    assert "interrupted by SIGTERM; compute was released" in err and "stopping job" in err
+    assert "Traceback" not in err
     assert not job_processes(s.remote), "a training job outlived the pipeline"
     assert s.box.state() == "stopped"
+    assert (s.record()["status"], s.record()["failed_stage"]) == ("failed", "train")
 
 
 @pytest.mark.slow
 def test_resume_after_the_local_process_died_collects_the_remote_result(
     setup: Callable[[int], Setup],
 ) -> None:
-    s = setup(25)
+    s = setup(12)
     proc = s.start("run", "--new-data", str(s.batch))
     try:
         wait_until(s.job_started, 180, "the remote training job")
@@ -241,3 +243,34 @@ def test_a_local_sqlite_tracking_uri_stops_before_the_instance_starts(
     assert proc.returncode == 2
     assert "which the instance cannot reach; set tracking.uri" in err and "Traceback" not in err
     assert s.box.state() == "stopped"
+
+
+def test_compute_exec_starts_the_instance_and_streams_the_command(
+    setup: Callable[[int], Setup], sshd: Sshd
+) -> None:
+    s = setup(1)
+    cmd = [
+        sys.executable,
+        "-m",
+        "wms",
+        "compute",
+        "exec",
+        "--stop",
+        "--",
+        "sh",
+        "-c",
+        "echo one; echo two; exit 4",
+    ]
+    done = subprocess.run(cmd, cwd=s.root, env=s.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4, done.stderr
+    assert done.stdout == "one\ntwo\n"
+    assert "starting instance" in done.stderr and s.box.state() == "stopped"
+    printed = subprocess.run(
+        [sys.executable, "-m", "wms", "compute", "ssh", "--print"],
+        cwd=s.root,
+        env=s.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert printed.returncode == 2 and "start it with `wms compute start`" in printed.stderr

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from wms.config import Project, load_settings, parse_overrides
 from wms.errors import WmsError
+from wms.guards import Interrupted
 
 console = Console()
 err_console = Console(stderr=True)
@@ -27,6 +28,9 @@ class WmsGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except WmsError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except Interrupted as exc:  # raised where a command holds paid resources, after releasing them
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 

@@ -4,6 +4,8 @@
     wms compute status --json
     wms compute stop             # drop the lease; stop it unless another holder still leases it
     wms compute reap             # stop every WMS-started instance whose leases all ran out (cron)
+    wms compute exec -- CMD...   # run a command on the instance (started if needed), stream its output
+    wms compute ssh [--mlflow]   # open an SSH session on it (--print: only print the command)
 
 Each lease has a holder: `--holder NAME`, by default `gh-run-<GITHUB_RUN_ID>` inside GitHub
 Actions and `user@host` elsewhere, so the start and the stop of one run match.
@@ -27,6 +29,7 @@ from wms.config import Project
 
 if TYPE_CHECKING:
     from wms.compute import Compute, ComputeStatus
+    from wms.remote.ssh import SshTarget
 
 app = typer.Typer(
     cls=WmsGroup,
@@ -215,3 +218,90 @@ def reap(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
         lines = ["### lease reaper stopped instances", ""]
         lines += [f"- {r.instance_id}: {r.detail}" for r in stopped]
         write_step_summary("\n".join(lines))
+
+
+def _ssh_target(project: Project, compute: Compute, started: ComputeStatus | None = None) -> SshTarget:
+    from wms.errors import UsageError
+    from wms.remote.trainer import target_for
+
+    current = started or compute.status()
+    host = project.settings.compute.host or current.public_ip
+    if current.state != "running" or not host:
+        raise UsageError(
+            f"the instance is {current.state}{'' if host else ' and has no address'}; "
+            "start it with `wms compute start` (or let `wms compute exec` start it)"
+        )
+    return target_for(project, host)
+
+
+@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_(
+    ctx: typer.Context,
+    holder: str | None = HOLDER_OPTION,
+    stop_after: bool = typer.Option(
+        False, "--stop", help="Drop this holder's lease after the command (stop the machine unless held)."
+    ),
+) -> None:
+    """Run a command on the instance and stream its output: `wms compute exec -- nvidia-smi`.
+
+    Starts the machine first if it is stopped (with this holder's lease, which the reaper
+    enforces; add --stop to give it back after). The exit status is the command's.
+    """
+    import sys
+
+    from wms.errors import UsageError
+    from wms.remote.ssh import quote, session
+
+    words = list(ctx.args)
+    if not words:
+        raise UsageError("name the command to run after --, e.g. wms compute exec -- nvidia-smi")
+    project = state(ctx).project()
+    compute = open_compute(project, holder)
+    if project.settings.compute.backend != "ec2":
+        raise UsageError('`wms compute exec` runs on the EC2 instance; set compute.backend = "ec2"')
+    compute.start()
+    target = _ssh_target(project, compute, compute.wait_ready())
+    try:
+        with session(target) as ssh:
+
+            def show(chunk: bytes) -> None:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+
+            code = ssh.stream(quote(*words) if len(words) > 1 else words[0], show)
+    finally:
+        if stop_after:
+            note(f"compute: {compute.stop().state}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def ssh(
+    ctx: typer.Context,
+    print_only: bool = typer.Option(False, "--print", help="Only print the command."),
+    mlflow: bool = typer.Option(
+        False, "--mlflow", help="Also forward the instance's MLflow (compute.mlflow_port) to this machine."
+    ),
+) -> None:
+    """Open an SSH session on the running instance (or print the command with --print).
+
+    The host key is checked against compute.ssh_known_hosts (default .wms/known_hosts), the
+    file WMS pins it in on first use. With --mlflow, http://127.0.0.1:PORT here is the
+    instance's MLflow UI while the session is open.
+    """
+    import shlex
+
+    project = state(ctx).project()
+    cfg = project.settings.compute
+    target = _ssh_target(project, open_compute(project))
+    known = (
+        f"-o UserKnownHostsFile={shlex.quote(str(target.known_hosts))} -o StrictHostKeyChecking=accept-new "
+    )
+    forward = f"-L {cfg.mlflow_port}:127.0.0.1:{cfg.mlflow_port} " if mlflow else ""
+    command = target.command(known + forward)
+    if print_only or target.key.lstrip().startswith("-----BEGIN"):
+        if not print_only:
+            note("compute.ssh_key holds the key itself: save it to a file (chmod 600) and use -i FILE")
+        print(command)
+        return
+    os.execvp("ssh", shlex.split(command))

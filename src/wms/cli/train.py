@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from wms.cli._common import TrainProgress, console, state
+from wms.errors import UsageError
 
 
 def train(
@@ -22,7 +23,11 @@ def train(
         None, "--checkpoint", help="Save the training state here every epoch; continue from it if it exists."
     ),
 ) -> None:
-    """Train a U-Net on the train split, keep the best val epoch, score the test split; log to MLflow."""
+    """Train a U-Net on the train split, keep the best val epoch, score the test split; log to MLflow.
+
+    With compute.backend = "ec2" (and compute.train_on = "instance") the model trains on the
+    instance over SSH: it is started, the job runs there, and it is stopped after, always.
+    """
     from wms.registry import MlflowRegistry
     from wms.train.run import train_and_log
 
@@ -35,7 +40,16 @@ def train(
     }
     project = state(ctx).project(flags)
     registry = MlflowRegistry(project)
-    trained = train_and_log(project, dataset, registry, reporter=TrainProgress(), checkpoint=checkpoint)
+    compute = project.settings.compute
+    if compute.backend == "ec2" and compute.train_on == "instance":
+        from wms.cli.compute import note, open_compute
+        from wms.remote.trainer import train_folder_on_instance
+
+        if checkpoint is not None:
+            raise UsageError("--checkpoint is for training here; on the instance a job keeps its own state")
+        trained = train_folder_on_instance(project, open_compute(project), dataset, TrainProgress(), note)
+    else:
+        trained = train_and_log(project, dataset, registry, reporter=TrainProgress(), checkpoint=checkpoint)
     m = trained.test_metrics
     console.print(f"run id: {trained.run_id}")
     console.print(f"test Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  on {m['n']} images", highlight=False)

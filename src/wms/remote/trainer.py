@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wms.compute.base import Notify, quiet
+from wms.compute.base import Compute, Notify, quiet
 from wms.config import Project
 from wms.data.store import sha256_file
 from wms.errors import BackendError, ConfigError, TrainError
@@ -387,3 +387,39 @@ def train_remotely(
         return trainer.train(dataset, version, reporter, run.run_dir, record, run.outputs.get("remote_job"))
     finally:
         trainer.close()
+
+
+def train_folder_on_instance(
+    project: Project, compute: Compute, dataset: Path, reporter: TrainReporter | None, notify: Notify = quiet
+) -> TrainedRun:
+    """`wms train` with training on the instance: start it, train there, always stop it after.
+
+    The lease is renewed while the job runs; SIGINT/SIGTERM stop the job, then the instance.
+    """
+    from wms.guards import Heartbeat, signals_raise
+
+    check_remote_settings(project)
+    with signals_raise():
+        try:
+            compute.start()
+            status = compute.wait_ready()
+            host = project.settings.compute.host or status.public_ip
+            if not host:
+                raise BackendError("the instance has no address to reach over SSH; set compute.host")
+            interval = project.settings.compute.lease_minutes * 60 / 3
+            trainer = RemoteTrainer(project, target_for(project, host), notify)
+            with (
+                Heartbeat(interval, lambda: _renew(compute), notify),
+                tempfile.TemporaryDirectory() as tmp,
+            ):
+                try:
+                    return trainer.train(dataset, "unversioned", reporter, Path(tmp), lambda _job: None)
+                finally:
+                    trainer.close()
+        finally:
+            stopped = compute.stop()
+            notify(f"compute: {stopped.state}")
+
+
+def _renew(compute: Compute) -> None:
+    compute.renew_lease()

@@ -1,0 +1,129 @@
+"""How a pipeline run holds the training machine: take it, keep its lease alive, give it back.
+
+    hold = ComputeHold(compute, cfg, notify)
+    outcome = hold.take(run)          # start_compute: start and wait (or, on the instance, a lease)
+    hold.renew()                      # from the run's heartbeat, for as long as it lives
+    outcome = hold.give_back(run)     # stop_compute: stop it (or drop this run's lease)
+    hold.safety_net(run)              # in `finally`: give it back if stop_compute did not
+
+Two layouts (compute.train_on): "instance" starts the machine and stops it after (training
+goes there over SSH); "here" is the workflows' self-hosted runner, where the pipeline runs on
+the instance: it never starts or stops it (the workflow's jobs do), it only holds a lease of
+its own while it lives, so the reaper leaves a long run alone and takes a dead one's instance
+within one lease.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from wms.compute.base import Compute, Notify, cost_usd
+from wms.config import ComputeSettings
+from wms.errors import BackendError
+
+if TYPE_CHECKING:
+    from wms.runs import PipelineRun
+
+
+class ComputeHold:
+    """One run's hold on the compute backend; `held` while it is taken and not given back."""
+
+    def __init__(
+        self,
+        compute: Compute,
+        cfg: ComputeSettings,
+        notify: Notify,
+        after_start: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.compute = compute
+        self.cfg = cfg
+        self.notify = notify
+        self.after_start = after_start  # the pipeline's fault injection point
+        # The workflows' self-hosted runner: the pipeline runs on the instance it would start.
+        self.on_instance = cfg.backend == "ec2" and cfg.train_on == "here"
+        self._since: float | None = None  # monotonic time compute was asked to start
+        self._renewing = False
+        self._lock = threading.Lock()  # no renewal lands after give_back dropped the lease
+
+    @property
+    def held(self) -> bool:
+        return self._since is not None
+
+    def take(self, run: PipelineRun) -> str:
+        """Start the machine and wait until it is ready (on the instance: take a lease); the outcome."""
+        compute = self.compute
+        self._since = time.monotonic()
+        self._renewing = True
+        if self.on_instance:
+            return self._lease_this_instance(run)
+        started = compute.start()
+        run.compute.update(backend=compute.name, instance_id=started.instance_id, public_ip=started.public_ip)
+        run.save()
+        self.after_start()  # after the start, as a readiness timeout would fail
+        ready = compute.wait_ready()
+        where = f" {ready.instance_id}" if ready.instance_id else ""
+        return f"{compute.name}{where}: {ready.state}" + (f" at {ready.public_ip}" if ready.public_ip else "")
+
+    def _lease_this_instance(self, run: PipelineRun) -> str:
+        compute = self.compute
+        current = compute.status()
+        run.compute.update(
+            backend=compute.name,
+            instance_id=current.instance_id,
+            public_ip=current.public_ip,
+            train_on="here",
+        )
+        run.save()
+        if current.state != "running":
+            raise BackendError(
+                f'compute.train_on = "here", but instance {current.instance_id} is {current.state}; '
+                "run the pipeline on that instance, or set compute.instance_id to the one it runs on"
+            )
+        compute.renew_lease()
+        self.after_start()
+        return f"{compute.name} {current.instance_id}: running here; lease renewed while this run lives"
+
+    def renew(self) -> None:
+        """Move the lease forward while the machine is held (the run's heartbeat calls this)."""
+        with self._lock:
+            if self._renewing:
+                self.compute.renew_lease()
+
+    def give_back(self, run: PipelineRun) -> str:
+        """Stop the machine (on the instance: drop this run's lease); record the time held; the outcome."""
+        with self._lock:  # a renewal under way ends first; none starts after this
+            self._renewing = False
+        if self.on_instance:
+            self.compute.release_lease()
+            state = "lease released; the instance keeps running for the workflow's stop job"
+        else:
+            state = self.compute.stop().state
+        held = time.monotonic() - self._since if self._since is not None else 0.0
+        self._since = None
+        usage = run.compute
+        usage["instance_seconds"] = round(usage.get("instance_seconds", 0.0) + held, 1)
+        usage["hourly_price_usd"] = self.cfg.hourly_price_usd
+        usage["cost_usd"] = cost_usd(usage["instance_seconds"], self.cfg.hourly_price_usd)
+        return f"{self.compute.name}: {state} (held {held:.0f} s this time)"
+
+    def safety_net(self, run: PipelineRun) -> None:
+        """Give the machine back if the stop_compute stage did not get to it; never raises."""
+        if not self.held:
+            return
+        what = "releasing this run's lease" if self.on_instance else "stopping compute"
+        self.notify(f"stop_compute did not finish; {what} again")
+        try:
+            self.give_back(run)
+            run.compute["released_by"] = "safety net"
+        except Exception as exc:  # the lease reaper is the last resort; say so, do not mask the cause
+            if self.on_instance:
+                run.compute["released_by"] = f"nobody: {exc}; this run's lease runs out by itself"
+                self.notify(f"could not release the lease ({exc}); it runs out within compute.lease_minutes")
+            else:
+                run.compute["released_by"] = (
+                    f"nobody: {exc}; `wms compute reap` stops it when the lease expires"
+                )
+                self.notify(f"could not stop compute ({exc}); it is stopped when its lease expires")
