@@ -161,10 +161,10 @@ def test_the_safety_net_releases_the_lease_and_never_stops_the_instance(
     no_registry = cast(Registry, None)  # compute's stages never read it (and MLflow's setup costs seconds)
     pipeline = Pipeline(project, no_registry, Quiet(), notify=notes.append, holder=HOLDER)
     run = PipelineRun("r1", "batch", project_dir / "run")
-    pipeline._start_compute(run, run.stages["start_compute"])
+    pipeline.hold.take(run)
     assert HOLDER_KEY in running_box.tags()
     # stop_compute never ran (it failed, or a fault stopped the run before it): the net releases.
-    pipeline._release(run)
+    pipeline.hold.safety_net(run)
     assert running_box.state() == "running"
     assert HOLDER_KEY not in running_box.tags()
     assert run.compute["released_by"] == "safety net" and run.compute["instance_seconds"] >= 0

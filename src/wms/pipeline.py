@@ -151,7 +151,7 @@ class Pipeline:
     def _execute(self, run: PipelineRun, keep: set[str], skip_finished: bool = False) -> PipelineRun:
         self.last_run = run
         if self.remote_training:
-            from wms.remote.trainer import check_remote_settings
+            from wms.remote.entry import check_remote_settings
 
             check_remote_settings(self.project)  # before anything is merged or started
         store_cfg = self.project.settings.store
@@ -353,7 +353,7 @@ class Pipeline:
 
     def _train(self, run: PipelineRun, dataset: Path, version: str, st: StageRecord) -> TrainedRun:
         if self.remote_training:
-            from wms.remote.trainer import train_remotely
+            from wms.remote.entry import train_remotely
 
             trained = train_remotely(
                 self.project, run, dataset, version, self.reporter.train_reporter(), self.notify

@@ -107,6 +107,7 @@ class Setup:
             "WMS_COMPUTE__LEASE_MINUTES": "0.1",
             "WMS_TRACKING__URI": mlflow,
             "WMS_TRACKING__EXPERIMENT": self.experiment,
+            "WMS_TRACKING__MODEL_NAME": self.experiment,  # the server is shared: a registry of its own
             "WMS_TRAIN__EPOCHS": str(epochs),
             "WMS_DEPLOY__IN_PIPELINE": "false",
         }

@@ -222,7 +222,7 @@ def reap(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
 
 def _ssh_target(project: Project, compute: Compute, started: ComputeStatus | None = None) -> SshTarget:
     from wms.errors import UsageError
-    from wms.remote.trainer import target_for
+    from wms.remote.entry import target_for
 
     current = started or compute.status()
     host = project.settings.compute.host or current.public_ip

@@ -43,7 +43,7 @@ def train(
     compute = project.settings.compute
     if compute.backend == "ec2" and compute.train_on == "instance":
         from wms.cli.compute import note, open_compute
-        from wms.remote.trainer import train_folder_on_instance
+        from wms.remote.entry import train_folder_on_instance
 
         if checkpoint is not None:
             raise UsageError("--checkpoint is for training here; on the instance a job keeps its own state")

@@ -397,81 +397,9 @@ class Ec2Compute:
 
     def reap(self) -> list[ComputeStatus]:
         """Stop every WMS-started instance whose lease ran out; report those left running too."""
-        response = self._call(
-            "list the instances WMS started",
-            "describe_instances",
-            Filters=[
-                {"Name": f"tag:{MANAGED_TAG}", "Values": ["true"]},
-                {"Name": "instance-state-name", "Values": ["pending", "running"]},
-            ],
-        )
-        now = _now()
-        results, expired = [], []
-        for instance in (i for r in response.get("Reservations", []) for i in r.get("Instances", [])):
-            holders = live_holders(instance, now)
-            if holders:
-                until = lease_of(instance)
-                results.append(
-                    self._to_status(
-                        instance,
-                        detail=f"lease runs until {until} (held by {', '.join(holders)}): left running",
-                    )
-                )
-            elif instance["State"]["Name"] == "pending":  # EC2 cannot stop it yet; the next round will
-                results.append(
-                    self._to_status(instance, detail="lease expired but still starting: next round")
-                )
-            else:
-                expired.append(instance)
-        expired = self._still_expired(expired, results)
-        if not expired:
-            return results
-        ids = [i["InstanceId"] for i in expired]
-        self.notify(f"lease expired: stopping {', '.join(ids)}")
-        self._call(f"stop {', '.join(ids)}", "stop_instances", InstanceIds=ids)
-        own = self._id
-        try:
-            for instance in expired:
-                self._id = instance["InstanceId"]
-                done = self._wait_state("stopped", self.cfg.stop_timeout_seconds)
-                self._clear_leases(done)
-                expired_at = lease_of(instance)
-                why = f"lease expired at {expired_at}" if expired_at else "no readable lease"
-                results.append(self._to_status(done, detail=f"{why}: stopped"))
-        finally:
-            self._id = own
-        return results
+        from wms.compute.reaper import reap
 
-    def _still_expired(
-        self, expired: list[dict[str, Any]], results: list[ComputeStatus]
-    ) -> list[dict[str, Any]]:
-        """Mark each as stopping, then look again: one a start leased meanwhile is left running."""
-        if not expired:
-            return expired
-        ids = [i["InstanceId"] for i in expired]
-        mark = f"reaper {_now().isoformat(timespec='seconds')}"
-        self._call(
-            f"mark {', '.join(ids)} as stopping",
-            "create_tags",
-            Resources=ids,
-            Tags=[{"Key": STOPPING_TAG, "Value": mark}],
-        )
-        response = self._call("read the leases again", "describe_instances", InstanceIds=ids)
-        still = []
-        for instance in (i for r in response.get("Reservations", []) for i in r.get("Instances", [])):
-            holders = live_holders(instance, _now())
-            if holders:
-                self._call(
-                    f"unmark {instance['InstanceId']}",
-                    "delete_tags",
-                    Resources=[instance["InstanceId"]],
-                    Tags=[{"Key": STOPPING_TAG}],
-                )
-                detail = f"leased meanwhile by {', '.join(holders)}: left running"
-                results.append(self._to_status(instance, detail=detail))
-            else:
-                still.append(instance)
-        return still
+        return reap(self)
 
     def _to_status(
         self, instance: dict[str, Any], billed: float | None = None, detail: str = ""

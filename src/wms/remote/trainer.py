@@ -1,9 +1,9 @@
 """Training on the instance over SSH, followed from here.
 
-    trainer = RemoteTrainer(project, target_for(project, host), notify)
+    trainer = RemoteTrainer(project, target_for(project, host), notify)   # target_for: wms.remote.entry
     trained = trainer.train(dataset, version, reporter, run_dir, record)
 
-1. The wheel of this checkout is built and installed on the instance, by its hash (wms.remote.package).
+1. The wheel of this checkout is built and installed on the instance by its hash (wms.remote.package).
 2. The dataset: the instance pulls an S3 store's version itself; from a folder store only the
    blobs the instance lacks are sent.
 3. `python -m wms.remote.job` starts detached (setsid, nohup): it belongs to no SSH session.
@@ -29,46 +29,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wms.compute.base import Compute, Notify, quiet
+from wms.compute.base import Notify, quiet
 from wms.config import Project
 from wms.data.store import sha256_file
 from wms.errors import BackendError, ConfigError, TrainError
 from wms.remote.job import EXIT_FILE, JOB_FILE, PROGRESS_FILE, RESULT_FILE
-from wms.remote.package import Bundle, build_wheel, install_script, source_checkout
+from wms.remote.package import Bundle, build_wheel, install_script
 from wms.remote.ssh import Ssh, SshTarget, connect, dropped, quote
 
 if TYPE_CHECKING:
-    from wms.runs import PipelineRun
     from wms.train.loop import TrainReporter
     from wms.train.run import TrainedRun
 
 Record = Callable[[dict[str, Any]], None]
 ALIVE_EVERY_SECONDS = 5.0
-
-
-def target_for(project: Project, host: str) -> SshTarget:
-    """The instance as compute.* describes it, at `host`."""
-    cfg = project.settings.compute
-    known = project.path(cfg.ssh_known_hosts) if cfg.ssh_known_hosts else project.state_dir / "known_hosts"
-    return SshTarget(host=host, port=cfg.ssh_port, user=cfg.ssh_user, key=cfg.ssh_key, known_hosts=known)
-
-
-def check_remote_settings(project: Project) -> None:
-    """Refuse, before anything starts, settings that cannot work with training on the instance."""
-    uri = project.tracking_uri
-    if not uri.startswith(("http://", "https://", "databricks")):
-        raise ConfigError(
-            f"tracking.uri is {uri!r}, which the instance cannot reach; set tracking.uri to an MLflow "
-            "server both machines reach (e.g. WMS_TRACKING__URI=http://HOST:5000), or train here with "
-            'compute.backend = "local"'
-        )
-    key = project.settings.compute.ssh_key.strip()
-    if not key.startswith("-----BEGIN") and not Path(key).expanduser().is_file():
-        raise ConfigError(
-            f"no SSH key at {key}: set compute.ssh_key to the instance's private key file "
-            "(or to the key itself, e.g. WMS_COMPUTE__SSH_KEY from the EC2_SSH_KEY secret)"
-        )
-    source_checkout()
 
 
 class RemoteTrainer:
@@ -360,66 +334,3 @@ class RemoteTrainer:
 
     def close(self) -> None:
         self._drop()
-
-
-def train_remotely(
-    project: Project,
-    run: PipelineRun,
-    dataset: Path,
-    version: str,
-    reporter: TrainReporter | None,
-    notify: Notify = quiet,
-) -> TrainedRun:
-    """The pipeline's train stage on the instance; the job is recorded in the run as it starts."""
-    host = project.settings.compute.host or run.compute.get("public_ip")
-    if not host:
-        raise BackendError(
-            "the instance has no address to reach over SSH; attach the Elastic IP "
-            "(infrastructure/terraform) or set compute.host (the seed's EC2_HOST)"
-        )
-
-    def record(job: dict[str, Any]) -> None:
-        run.outputs["remote_job"] = job
-        run.save()
-
-    trainer = RemoteTrainer(project, target_for(project, host), notify)
-    try:
-        return trainer.train(dataset, version, reporter, run.run_dir, record, run.outputs.get("remote_job"))
-    finally:
-        trainer.close()
-
-
-def train_folder_on_instance(
-    project: Project, compute: Compute, dataset: Path, reporter: TrainReporter | None, notify: Notify = quiet
-) -> TrainedRun:
-    """`wms train` with training on the instance: start it, train there, always stop it after.
-
-    The lease is renewed while the job runs; SIGINT/SIGTERM stop the job, then the instance.
-    """
-    from wms.guards import Heartbeat, signals_raise
-
-    check_remote_settings(project)
-    with signals_raise():
-        try:
-            compute.start()
-            status = compute.wait_ready()
-            host = project.settings.compute.host or status.public_ip
-            if not host:
-                raise BackendError("the instance has no address to reach over SSH; set compute.host")
-            interval = project.settings.compute.lease_minutes * 60 / 3
-            trainer = RemoteTrainer(project, target_for(project, host), notify)
-            with (
-                Heartbeat(interval, lambda: _renew(compute), notify),
-                tempfile.TemporaryDirectory() as tmp,
-            ):
-                try:
-                    return trainer.train(dataset, "unversioned", reporter, Path(tmp), lambda _job: None)
-                finally:
-                    trainer.close()
-        finally:
-            stopped = compute.stop()
-            notify(f"compute: {stopped.state}")
-
-
-def _renew(compute: Compute) -> None:
-    compute.renew_lease()
