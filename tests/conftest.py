@@ -36,6 +36,19 @@ floor = 0.0
 """
 
 
+class Quiet:
+    """A pipeline reporter that shows nothing (tests read the run record instead)."""
+
+    def stage_started(self, stage: object) -> None:
+        pass
+
+    def stage_done(self, stage: object) -> None:
+        pass
+
+    def train_reporter(self) -> None:
+        return None
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never see the developer's WMS_* variables."""

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import TINY_SETTINGS, Ec2Box
+from tests.conftest import TINY_SETTINGS, Ec2Box, Quiet
 
 from wms.config import load_settings, parse_overrides
 from wms.data.lease import lease
 from wms.data.store import open_store
 from wms.errors import BackendError, UsageError
 from wms.guards import Interrupted
-from wms.pipeline import STAGES, InjectedFault, Pipeline, PipelineRun, StageRecord
+from wms.pipeline import STAGES, InjectedFault, Pipeline, PipelineRun
 from wms.registry import MlflowRegistry
 
 pytestmark = pytest.mark.slow
@@ -34,17 +34,6 @@ FAST = [
     "compute.poll_seconds=0.02",
     "compute.hourly_price_usd=36.0",
 ]
-
-
-class Quiet:
-    def stage_started(self, stage: StageRecord) -> None:
-        pass
-
-    def stage_done(self, stage: StageRecord) -> None:
-        pass
-
-    def train_reporter(self) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")

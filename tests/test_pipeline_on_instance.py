@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from tests.conftest import TINY_SETTINGS, Ec2Box
+from tests.conftest import TINY_SETTINGS, Ec2Box, Quiet
 
 import wms
 from wms.compute.ec2 import Ec2Compute
 from wms.compute.leases import HOLDER_TAG_PREFIX, LEASE_TAG, parse_time
 from wms.config import ComputeSettings, load_settings, parse_overrides
-from wms.pipeline import Pipeline, PipelineRun, StageRecord
+from wms.pipeline import Pipeline, PipelineRun
 from wms.registry import Registry
 
 LEASE_SECONDS = 3
@@ -169,14 +169,3 @@ def test_the_safety_net_releases_the_lease_and_never_stops_the_instance(
     assert HOLDER_KEY not in running_box.tags()
     assert run.compute["released_by"] == "safety net" and run.compute["instance_seconds"] >= 0
     assert "stop_compute did not finish; releasing this run's lease again" in notes
-
-
-class Quiet:
-    def stage_started(self, stage: StageRecord) -> None:
-        pass
-
-    def stage_done(self, stage: StageRecord) -> None:
-        pass
-
-    def train_reporter(self) -> None:
-        return None

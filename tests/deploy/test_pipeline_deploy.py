@@ -47,13 +47,10 @@ def test_a_promoted_model_is_deployed_and_answers(
 
 
 def test_a_rejected_candidate_deploys_nothing(project_dir: Path, make_batch: Callable[..., Path]) -> None:
+    from tests.conftest import Quiet
+
     from wms.pipeline import Pipeline
     from wms.registry import MlflowRegistry
-
-    class Quiet:
-        def stage_started(self, stage: object) -> None: ...
-        def stage_done(self, stage: object) -> None: ...
-        def train_reporter(self) -> None: ...
 
     project = load_settings(
         start=project_dir, overrides={"gate": {"floor": 1.0}, "deploy": {"in_pipeline": True}}
