@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from tests.conftest import TINY_SETTINGS, Ec2Box
@@ -210,40 +210,92 @@ def test_sigterm_stops_the_remote_job_then_the_instance(setup: Callable[[int], S
 
 
 @pytest.mark.slow
-def test_resume_after_the_local_process_died_collects_the_remote_result(
+def test_resume_after_the_local_process_died_reattaches_without_training_again(
     setup: Callable[[int], Setup],
 ) -> None:
     s = setup(12)
+    (s.remote / "jobs").mkdir(exist_ok=True)
+    jobs_before = set((s.remote / "jobs").iterdir())
     proc = s.start("run", "--new-data", str(s.batch))
     try:
-        wait_until(s.job_started, 180, "the remote training job")
+        job = wait_until(s.job_started, 180, "the remote training job")
     finally:
         proc.kill()  # SIGKILL: no cleanup at all; the job trains on, detached
         proc.wait()
-    run_id = s.record()["run_id"]
-    wait_until(lambda: not job_processes(s.remote), 300, "the remote job to finish on its own")
-    resumed = s.start("resume", run_id)
-    resumed.wait(timeout=300)
+    assert job_processes(s.remote), "the job must outlive the process that started it"
+    resumed = s.start("resume", s.record()["run_id"])
+    out, _ = resumed.communicate(timeout=300)
     err = s.stderr()
     assert resumed.returncode == 0, err[-3000:]
-    assert "finished: collecting its result" in err
-    assert s.record()["promoted"] is True
-    assert len(list((s.remote / "jobs").iterdir())) == 1, "resume must not train a second time"
-    assert len(s.training_runs()) == 1
+    assert f"reattaching to job {job['job_id']}, still training on 127.0.0.1" in err
+    assert "val Dice" in out  # the job's epochs, shown again from its progress file
+    record = s.record()
+    assert record["promoted"] is True and record["outputs"]["remote_job"]["job_id"] == job["job_id"]
+    assert set((s.remote / "jobs").iterdir()) - jobs_before == {s.remote / "jobs" / job["job_id"]}
+    assert len(s.training_runs()) == 1, "resume must not train a second time"
     assert s.box.state() == "stopped"
+
+
+def test_an_earlier_job_is_collected_if_it_finished_and_replaced_if_it_failed(
+    sshd: Sshd, seeded_remote: Path, project_dir: Path
+) -> None:
+    """What resume does with the job a run recorded, by the files the job left on the instance."""
+    from wms.config import load_settings
+    from wms.remote.entry import target_for
+    from wms.remote.trainer import RemoteTrainer
+
+    sets = {"compute": {"ssh_port": sshd.port, "ssh_user": sshd.user, "ssh_key": str(sshd.key)}}
+    project = load_settings(start=project_dir, overrides=sets)
+    notes: list[str] = []
+    trainer = RemoteTrainer(project, target_for(project, "127.0.0.1"), notes.append)
+
+    def job(name: str, exit_record: dict[str, Any] | None) -> dict[str, Any]:
+        folder = seeded_remote / "jobs" / name
+        folder.mkdir(parents=True)
+        if exit_record is not None:
+            (folder / "exit.json").write_text(json.dumps(exit_record))
+        scores = [{"id": "a", "dice": 0.9, "iou": 0.8}]
+        (folder / "train.json").write_text(
+            json.dumps(
+                {
+                    "run_id": "r1",
+                    "model_sha256": "0" * 64,
+                    "test_metrics": {"dice": 0.9},
+                    "test_scores": scores,
+                }
+            )
+        )
+        return {"host": "127.0.0.1", "job_id": name, "job_dir": str(folder), "pid": 2**22 + 7}
+
+    finished = job(f"done-{uuid.uuid4().hex[:6]}", {"code": 0})
+    never = lambda _job: pytest.fail("a finished job must not be submitted again")  # noqa: E731
+    trained = trainer.train(project_dir, "v1", None, project_dir / "run", never, previous=finished)
+    assert (trained.run_id, trained.test_metrics["dice"]) == ("r1", 0.9)
+    assert f"job {finished['job_id']} on 127.0.0.1 finished: collecting its result" in notes
+    assert not trainer._usable(job(f"stopped-{uuid.uuid4().hex[:6]}", {"code": 130, "error": "SIGTERM"}))
+    assert not trainer._usable(job(f"gone-{uuid.uuid4().hex[:6]}", None))  # no exit record, no process
+    assert not trainer._usable(finished | {"host": "10.0.0.9"})  # another instance's job
+    assert sum("training again" in n for n in notes) == 3
+    trainer.close()
 
 
 def test_a_local_sqlite_tracking_uri_stops_before_the_instance_starts(
-    setup: Callable[[int], Setup],
+    setup: Callable[[int], Setup], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from tests.conftest import Quiet
+
+    from wms.config import load_settings
+    from wms.pipeline import Pipeline
+
     s = setup(1)
-    del s.env["WMS_TRACKING__URI"]  # the default: a SQLite file on this machine
-    proc = s.start("run", "--new-data", str(s.batch))
-    proc.wait(timeout=120)
-    err = s.stderr()
-    assert proc.returncode == 2
-    assert "which the instance cannot reach; set tracking.uri" in err and "Traceback" not in err
+    for name, value in s.env.items():
+        if name.startswith("WMS_") and name != "WMS_TRACKING__URI":  # the default: a SQLite file here
+            monkeypatch.setenv(name, value)
+    project = load_settings(start=s.root)
+    with pytest.raises(ConfigError, match=r"which the instance cannot reach; set tracking\.uri"):
+        Pipeline(project, cast(Any, None), Quiet()).run(s.batch)
     assert s.box.state() == "stopped"
+    assert not (s.root / ".wms" / "store").exists(), "nothing may be merged before the refusal"
 
 
 def test_compute_exec_starts_the_instance_and_streams_the_command(
