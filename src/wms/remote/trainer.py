@@ -195,9 +195,8 @@ class RemoteTrainer:
         }
         present = set(ssh.check(f"ls {root}/blobs", "list the blobs on the instance").split())
         missing = {sha: name for name, sha in files.items() if sha not in present}
-        self.notify(
-            f"sending {len(missing)} of {len(files)} files to {self.target.host} (the rest are there)"
-        )
+        there = f" ({len(files) - len(missing)} are there already)" if len(missing) < len(files) else ""
+        self.notify(f"sending {len(missing)} of {len(files)} files to {self.target.host}{there}")
         for done, (sha, name) in enumerate(sorted(missing.items()), 1):
             ssh.put(dataset / name, f"{root}/blobs/{sha}")
             if done % 200 == 0:
