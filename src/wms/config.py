@@ -76,6 +76,10 @@ class TrainSettings(Section):
     depth: int = Field(3, ge=1, le=6)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: fp32 on CPU, bf16 on a GPU with it, else fp16 with loss scaling"
+    )
+    compile: bool = Field(False, description="torch.compile the model (slower start, faster steps)")
     threshold: float = Field(0.5, gt=0, lt=1)
     patience: int = Field(0, ge=0, description="stop after this many epochs without a better val Dice")
     max_minutes: float = Field(0, ge=0, description="training time budget; 0: none")

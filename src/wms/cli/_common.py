@@ -104,9 +104,12 @@ class TrainProgress:
         self._bar.start()
         self._task = self._bar.add_task("train", total=steps, loss="…")
 
-    def step_done(self, loss: float) -> None:
+    def step_done(self, loss: float | None) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, advance=1, loss=f"{loss:.3f}")
+            if loss is None:  # a step whose loss was not read (reading it would sync the GPU)
+                self._bar.update(self._task, advance=1)
+            else:
+                self._bar.update(self._task, advance=1, loss=f"{loss:.3f}")
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
         if self._bar is not None:

@@ -48,8 +48,8 @@ class JsonLinesReporter:
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
         self.emit("epoch_started", epoch=epoch, epochs=epochs, steps=steps)
 
-    def step_done(self, loss: float) -> None:
-        self.emit("step", loss=round(float(loss), 5))
+    def step_done(self, loss: float | None) -> None:
+        self.emit("step", loss=None if loss is None else round(float(loss), 5))
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
         self.emit("epoch_done", epoch=epoch, metrics=metrics)

@@ -10,7 +10,6 @@ the pixels. The epoch with the best validation Dice is kept.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -28,15 +27,18 @@ from wms.data.pairs import Pair
 from wms.errors import TrainError
 from wms.train.cache import load_arrays
 from wms.train.model import build_model, count_parameters
+from wms.train.precision import Precision, choose_precision
 from wms.train.preprocess import scale
 from wms.train.segmenter import ModelSpec, Segmenter
+
+READS_PER_EPOCH = 4  # how often per epoch the host reads the running loss (each read syncs a GPU)
 
 
 class TrainReporter(Protocol):
     """Receives progress; the CLI shows it as a progress bar."""
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
-    def step_done(self, loss: float) -> None: ...
+    def step_done(self, loss: float | None) -> None: ...
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
 
@@ -46,7 +48,7 @@ class SilentReporter:
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
         pass
 
-    def step_done(self, loss: float) -> None:
+    def step_done(self, loss: float | None) -> None:
         pass
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -63,6 +65,7 @@ class TrainResult:
     parameters: int
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
+    precision: str = "fp32"  # fp32 | bf16 | fp16, as train.precision resolved on the device
 
 
 def resolve_device(wanted: str) -> str:
@@ -82,20 +85,22 @@ def augment(
     quarter_turns: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random flips, quarter turns, small rotations and brightness/contrast, per sample, on whole batches."""
-    n = x.shape[0]
-    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    n, on = x.shape[0], gen.device  # random numbers are drawn where the generator lives: no copies
+    flip = (torch.rand(n, generator=gen, device=on) < 0.5).to(x.device)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     y = torch.where(flip[:, None, None, None], y.flip(-1), y)
     if quarter_turns and x.shape[-1] == x.shape[-2]:
         # Meters are photographed at any angle, and many of the test photos the CPU recipe
         # misses show the window upright; small rotations alone never teach that.
-        k = torch.randint(0, 4, (n,), generator=gen).to(x.device)
+        k = torch.randint(0, 4, (n,), generator=gen, device=on).to(x.device)
         for turns in (1, 2, 3):
             pick = (k == turns)[:, None, None, None]
             x = torch.where(pick, torch.rot90(x, turns, (-2, -1)), x)
             y = torch.where(pick, torch.rot90(y, turns, (-2, -1)), y)
     if max_degrees > 0:
-        angle = ((torch.rand(n, generator=gen) * 2 - 1) * max_degrees * torch.pi / 180).to(x.device)
+        angle = ((torch.rand(n, generator=gen, device=on) * 2 - 1) * max_degrees * torch.pi / 180).to(
+            x.device
+        )
         cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
         theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
@@ -103,8 +108,8 @@ def augment(
         y = (F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).to(
             y.dtype
         )
-    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen).to(x.device) - 0.5) * 0.4
-    brightness = (torch.rand(n, 1, 1, 1, generator=gen).to(x.device) - 0.5) * 0.2
+    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen, device=on).to(x.device) - 0.5) * 0.4
+    brightness = (torch.rand(n, 1, 1, 1, generator=gen, device=on).to(x.device) - 0.5) * 0.2
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * contrast + mean + brightness).clamp(0, 1), y
 
@@ -153,7 +158,10 @@ def train(
     """Train a model on `train_pairs`, keeping the epoch with the best Dice on `val_pairs`.
 
     With `checkpoint`, the state is saved there after every epoch, and a run that finds one
-    continues from it: an interrupted run resumed gives the same model as one never stopped.
+    continues from it with the same data order, augmentation and schedule. On the CPU the
+    resumed run gives the same model as one never stopped. On CUDA it does not, bit for bit:
+    cuDNN's autotuned kernels and atomic adds are nondeterministic, so two CUDA runs (resumed
+    or not) differ in the last bits and their val Dice by noise.
     """
     if not train_pairs or not val_pairs:
         raise TrainError(
@@ -168,24 +176,28 @@ def train(
     device = resolve_device(cfg.device)
     cuda = device == "cuda"
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-    # bf16 autocast needs no loss scaling; on CPU full precision keeps runs repeatable.
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    precision = Precision(choose_precision(cfg.precision, device), device)
+    amp, scaler = precision.autocast(), precision.scaler()
 
     x_train: Any
     y_train: Any
     x_train, y_train = load_arrays(train_pairs, cfg.image_size, cache_dir)
-    x_val, y_val = load_arrays(val_pairs, cfg.image_size, cache_dir)
+    x_val_np, y_val_np = load_arrays(val_pairs, cfg.image_size, cache_dir)
     if cuda:
         # The whole uint8 dataset fits on a GPU; batches are then sliced there, never copied per step.
         x_train = torch.from_numpy(np.asarray(x_train)).to(device)
         y_train = torch.from_numpy(np.asarray(y_train)).to(device)
+    # The validation set goes to the device once, as uint8 (a quarter of float32's memory).
+    x_val = torch.from_numpy(np.asarray(x_val_np)).to(device)
+    y_val = torch.from_numpy(np.asarray(y_val_np))[:, None].to(device)
     kwargs = {"base_channels": cfg.base_channels, "depth": cfg.depth}
     model = build_model(cfg.architecture, **kwargs).to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    forward: Any = torch.compile(model) if cfg.compile else model  # compiled once, on first use
     spec = ModelSpec(cfg.architecture, cfg.image_size, cfg.threshold, kwargs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps = -(-len(train_pairs) // cfg.batch_size)
@@ -204,30 +216,38 @@ def train(
         scores = []
         with torch.no_grad(), amp:
             for i in range(0, len(x_val), cfg.batch_size):
-                xb = torch.from_numpy(scale(np.asarray(x_val[i : i + cfg.batch_size]))).to(device)
-                yb = torch.from_numpy(np.array(y_val[i : i + cfg.batch_size]))[:, None].to(device)
-                scores.append(batch_dice(torch.sigmoid(model(xb).float()) > cfg.threshold, yb))
-        return float(torch.cat(scores).mean())
+                xb = x_val[i : i + cfg.batch_size].float() / 255
+                if cuda:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                probs = torch.sigmoid(forward(xb).float())
+                scores.append(batch_dice(probs > cfg.threshold, y_val[i : i + cfg.batch_size]))
+        return float(torch.cat(scores).mean())  # one host read per validation
 
     # With epochs=0 the untrained model is the result: useful for testing the gate.
     best_state, best_epoch, best_dice = copy.deepcopy(model.state_dict()), 0, val_dice()
     history: list[dict[str, float]] = []
     step = 0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        # On the CPU first: RNG states must be CPU tensors, whatever device saved them; the
+        # model and optimizer copy their tensors to where their parameters live.
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         best_state, best_epoch, best_dice = state["best_state"], state["best_epoch"], state["best_dice"]
         history, step = state["history"], state["step"]
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
     started_all = time.perf_counter()
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         reporter.epoch_started(epoch, cfg.epochs, steps)
         started = time.perf_counter()
         model.train()
-        order = torch.randperm(len(x_train), generator=gen).numpy()
-        losses = []
+        order = torch.randperm(len(x_train), generator=gen, device=gen.device).cpu().numpy()
+        # Losses add up on the device; the host reads them a few times per epoch, not per step.
+        loss_sum, counted = torch.zeros((), device=device), 0
+        read_every = max(1, steps // READS_PER_EPOCH)
         for i in range(0, len(order), cfg.batch_size):
             xb, yb = batch(x_train, y_train, order[i : i + cfg.batch_size])
             xb, yb = augment(
@@ -236,7 +256,7 @@ def train(
             if cuda:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with amp:
-                loss = loss_fn(model(xb).float(), yb)
+                loss = loss_fn(forward(xb).float(), yb)
             # Progress is steps done or time used, whichever is further, so a time budget
             # still ends with a fully decayed learning rate.
             done = step / total_steps
@@ -245,15 +265,17 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg.learning_rate, done)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()  # fp16: scaled so small gradients do not underflow
+            scaler.step(optimizer)  # skips the step when a gradient overflowed
+            scaler.update()
             step += 1
-            losses.append(loss.item())
-            reporter.step_done(losses[-1])
+            loss_sum += loss.detach()
+            counted += 1
+            reporter.step_done(float(loss_sum) / counted if counted % read_every == 0 else None)
         dice_now = val_dice()
         seconds = time.perf_counter() - started
         metrics = {
-            "train_loss": float(np.mean(losses)),
+            "train_loss": float(loss_sum) / max(counted, 1),
             "val_dice": dice_now,
             "epoch_seconds": seconds,
             "images_per_second": len(order) / seconds,
@@ -274,6 +296,7 @@ def train(
                     "step": step,
                     "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
+                    "scaler": scaler.state_dict(),
                 },
             )
         reporter.epoch_done(epoch, metrics)
@@ -291,4 +314,5 @@ def train(
         parameters=count_parameters(model),
         device=device,
         history=history,
+        precision=precision.name,
     )

@@ -80,7 +80,7 @@ class _TrackedReporter:
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
         self.inner.epoch_started(epoch, epochs, steps)
 
-    def step_done(self, loss: float) -> None:
+    def step_done(self, loss: float | None) -> None:
         self.inner.step_done(loss)
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -141,7 +141,14 @@ def train_and_log(
                 # Serving runs the ONNX file and checks it against this hash at load.
                 hashes["wms.onnx_sha256"] = sha256_file(model_dir / ONNX_FILE)
             run.log_artifacts(model_dir, MODEL_ARTIFACT)
-            run.set_tags(hashes | {"wms.device": result.device, "wms.parameters": str(result.parameters)})
+            run.set_tags(
+                hashes
+                | {
+                    "wms.device": result.device,
+                    "wms.precision": result.precision,
+                    "wms.parameters": str(result.parameters),
+                }
+            )
             scores_dir = Path(tmp) / "scores"
             scores_dir.mkdir()
             write_scores(scores_dir / "test_scores.csv", scores)

@@ -1,0 +1,136 @@
+"""The CUDA path's logic, checked on the CPU: precision choice, loss scaling, host reads, checkpoints.
+
+The device capability is faked only at the boundary (`bf16_supported`); the loop runs for real.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wms.config import TrainSettings
+from wms.data.pairs import find_pairs
+from wms.errors import TrainError
+from wms.train.loop import READS_PER_EPOCH, SilentReporter, train
+from wms.train.precision import choose_precision
+
+TINY = {"image_size": 32, "base_channels": 4, "depth": 2, "batch_size": 2, "epochs": 2}
+
+
+@pytest.fixture
+def pairs(make_batch: Callable[..., Path]) -> list:
+    return find_pairs(make_batch(count=24)).pairs
+
+
+def test_auto_precision_follows_the_device() -> None:
+    assert choose_precision("auto", "cuda", bf16_supported=lambda: True) == "bf16"  # A100, H100, L4
+    assert choose_precision("auto", "cuda", bf16_supported=lambda: False) == "fp16"  # T4 (g4dn), V100
+    assert choose_precision("auto", "cpu", bf16_supported=lambda: True) == "fp32"
+    assert choose_precision("fp16", "cpu") == "fp16"  # an explicit choice is used as given
+    with pytest.raises(TrainError, match=r"train\.precision='fp8'"):
+        choose_precision("fp8", "cuda")
+
+
+def test_fp16_trains_through_the_gradient_scaler(pairs: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    scaled: list[float] = []
+    original = torch.amp.GradScaler.scale
+
+    def spy(self: torch.amp.GradScaler, outputs: torch.Tensor) -> torch.Tensor:
+        scaled.append(float(self.get_scale()) if self.is_enabled() else 1.0)
+        return original(self, outputs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", spy)
+    result = train(TrainSettings(**TINY | {"precision": "fp16"}), pairs[:18], pairs[18:])
+    assert result.precision == "fp16"
+    assert scaled and min(scaled) > 1.0  # the loss was scaled up before backward
+    losses = [h["train_loss"] for h in result.history]
+    assert all(np.isfinite(losses))
+
+    scaled.clear()
+    plain = train(TrainSettings(**TINY), pairs[:18], pairs[18:])
+    assert plain.precision == "fp32" and set(scaled) == {1.0}  # fp32: the scaler passes through
+
+
+def test_the_loop_reads_the_loss_a_few_times_per_epoch_not_every_step(
+    pairs: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = 0  # tensor-to-host reads made by the training loop itself (on a GPU each one syncs)
+    item, to_float = torch.Tensor.item, torch.Tensor.__float__
+
+    def from_the_loop() -> bool:
+        return sys._getframe(2).f_code.co_filename.endswith(str(Path("wms", "train", "loop.py")))
+
+    def counted_item(self: torch.Tensor) -> object:
+        nonlocal reads
+        reads += from_the_loop()
+        return item(self)
+
+    def counted_float(self: torch.Tensor) -> float:
+        nonlocal reads
+        reads += from_the_loop()
+        return to_float(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", counted_item)
+    monkeypatch.setattr(torch.Tensor, "__float__", counted_float)
+    seen: list[float | None] = []
+
+    class Record(SilentReporter):
+        def step_done(self, loss: float | None) -> None:
+            seen.append(loss)
+
+    cfg = TrainSettings(**TINY | {"epochs": 2})
+    train(cfg, pairs[:18], pairs[18:], Record())
+    steps = len(seen)
+    assert steps == 2 * 9  # 18 training pairs in batches of 2, two epochs
+    # Per epoch: READS_PER_EPOCH running-loss reads, the epoch's mean loss, one validation.
+    assert 2 * 2 <= reads <= 2 * (READS_PER_EPOCH + 2) + 1, f"{reads} host reads in {steps} steps"
+    assert sum(loss is not None for loss in seen) == 2 * READS_PER_EPOCH
+
+
+@contextmanager
+def saved_as_if_on_cuda() -> Iterator[None]:
+    """torch.save tags every storage "cuda:0", as a checkpoint written on a GPU is tagged."""
+    from torch import serialization
+
+    def tag(storage: object) -> str | None:
+        return "cuda:0"
+
+    def restore(storage: object, location: str) -> None:
+        raise RuntimeError(f"refusing to restore a storage onto {location}: no GPU here")
+
+    entry = (0, tag, restore)
+    serialization._package_registry.insert(0, entry)
+    try:
+        yield
+    finally:
+        serialization._package_registry.remove(entry)
+
+
+def test_a_checkpoint_written_on_a_gpu_resumes_to_the_same_model(pairs: list, tmp_path: Path) -> None:
+    cfg = TrainSettings(**TINY | {"epochs": 3, "batch_size": 8})
+    whole = train(cfg, pairs[:18], pairs[18:])
+
+    class StopAfterTwo(SilentReporter):
+        def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "run.ckpt"
+    with saved_as_if_on_cuda(), pytest.raises(KeyboardInterrupt):
+        train(cfg, pairs[:18], pairs[18:], StopAfterTwo(), checkpoint=checkpoint)
+    with pytest.raises(RuntimeError, match="deserialize object on a CUDA device"):  # the old map_location
+        torch.load(io.BytesIO(checkpoint.read_bytes()), weights_only=True)
+    resumed = train(cfg, pairs[:18], pairs[18:], checkpoint=checkpoint)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    photo = Image.new("RGB", (40, 40), (90, 60, 30))
+    assert np.array_equal(
+        resumed.segmenter.predict_masks([photo])[0], whole.segmenter.predict_masks([photo])[0]
+    )
