@@ -11,7 +11,10 @@ BIN    := $(VENV)/bin
 # (an extra index: its 2.13.0+cpu satisfies the pin, and a source that already serves the CPU
 # build keeps working).
 TORCH_INDEX ?=
+# --no-compile: pip would byte-compile every installed module (half the install time on two
+# cores); Python compiles the modules it imports, once, on first use.
 PIP    := $(BIN)/python -m pip --disable-pip-version-check $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+PIPI   := $(PIP) install --no-compile
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-dev browser sshd demo test lint clean
@@ -23,11 +26,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install -q -c constraints.txt -e ".[s3,ec2]"
+	$(PIPI) -q -c constraints.txt -e ".[s3,ec2]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(PIPI) -q -c constraints.txt -e ".[dev]"
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed  ## create .venv and install wms (with S3 and EC2/SSH support)

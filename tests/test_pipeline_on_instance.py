@@ -4,9 +4,9 @@ runner). It never starts or stops the instance, but holds a lease of its own whi
 it one lease after the run dies outright.
 
 Against moto's EC2 on loopback. The issue asked for a 1-minute lease and a 3-minute run; here
-the lease is 3 s (compute.lease_minutes = 0.05, renewed every second) and the train stage lasts
-over 9 s (train.max_minutes = 0.15, then the model is logged): three leases and more, in a time
-the suite can afford.
+the lease is 5 s (renewed every 1.7 s, so a renewal delayed by a busy machine still lands in
+time) and the train stage lasts over 15 s (train.max_minutes = 0.26, then the model is logged):
+three leases and more, in a time the suite can afford.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from wms.config import ComputeSettings, load_settings, parse_overrides
 from wms.pipeline import Pipeline, PipelineRun
 from wms.registry import Registry
 
-LEASE_SECONDS = 3
+LEASE_SECONDS = 5
 HOLDER = "gh-run-4242-pipeline"  # `wms pipeline run` names its holder after GITHUB_RUN_ID
 HOLDER_KEY = HOLDER_TAG_PREFIX + HOLDER
 
@@ -91,7 +91,7 @@ def test_the_reaper_leaves_the_instance_running_under_a_run_longer_than_its_leas
     tmp_path: Path, running_box: Ec2Box, make_batch: Callable[..., Path]
 ) -> None:
     root = tmp_path / "project"
-    proc = start_pipeline(root, running_box, make_batch("b", count=30, seed=50), max_minutes=0.15)
+    proc = start_pipeline(root, running_box, make_batch("b", count=30, seed=50), max_minutes=0.26)
     try:
         wait_for_training(root, proc)
         started, reaps = time.monotonic(), 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -80,6 +80,9 @@ class TrainSettings(Section):
         "auto", description="auto: fp32 on CPU, bf16 on a GPU with it, else fp16 with loss scaling"
     )
     compile: bool = Field(False, description="torch.compile the model (slower start, faster steps)")
+    devices: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        1, description="processes under DDP (wms train starts torchrun); auto: every visible GPU"
+    )
     threshold: float = Field(0.5, gt=0, lt=1)
     patience: int = Field(0, ge=0, description="stop after this many epochs without a better val Dice")
     max_minutes: float = Field(0, ge=0, description="training time budget; 0: none")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import typer
@@ -27,9 +29,13 @@ def train(
 
     With compute.backend = "ec2" (and compute.train_on = "instance") the model trains on the
     instance over SSH: it is started, the job runs there, and it is stopped after, always.
+    With train.devices > 1 (or auto on a machine with several GPUs) it starts itself again
+    under torchrun, one process per device (DDP); only rank 0 logs to MLflow.
     """
     from wms.registry import MlflowRegistry
-    from wms.train.run import train_and_log
+    from wms.train.distributed import devices_wanted, from_env, run_under_torchrun
+    from wms.train.loop import resolve_device
+    from wms.train.run import train_and_log, train_shard
 
     # The recipe is a flag like the others, so the flags named beside it still win over it.
     flags = {
@@ -39,8 +45,17 @@ def train(
         "train.seed": seed,
     }
     project = state(ctx).project(flags)
-    registry = MlflowRegistry(project)
     compute = project.settings.compute
+    dist = from_env(os.environ)  # set by torchrun in each of its processes
+    if compute.backend == "local" or compute.train_on == "here":
+        wanted = devices_wanted(project.settings.train.devices, resolve_device(project.settings.train.device))
+        if wanted > 1 and not dist.active:
+            console.print(f"training in {wanted} processes under torchrun (DDP)", highlight=False)
+            raise typer.Exit(run_under_torchrun(wanted, sys.argv[1:]))
+        if not dist.is_main:
+            train_shard(project, dataset, dist, checkpoint)
+            return
+    registry = MlflowRegistry(project)
     if compute.backend == "ec2" and compute.train_on == "instance":
         from wms.cli.compute import note, open_compute
         from wms.remote.entry import train_folder_on_instance
@@ -49,7 +64,9 @@ def train(
             raise UsageError("--checkpoint is for training here; on the instance a job keeps its own state")
         trained = train_folder_on_instance(project, open_compute(project), dataset, TrainProgress(), note)
     else:
-        trained = train_and_log(project, dataset, registry, reporter=TrainProgress(), checkpoint=checkpoint)
+        trained = train_and_log(
+            project, dataset, registry, reporter=TrainProgress(), checkpoint=checkpoint, dist=dist
+        )
     m = trained.test_metrics
     console.print(f"run id: {trained.run_id}")
     console.print(f"test Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  on {m['n']} images", highlight=False)

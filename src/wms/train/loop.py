@@ -26,6 +26,7 @@ from wms.config import TrainSettings
 from wms.data.pairs import Pair
 from wms.errors import TrainError
 from wms.train.cache import load_arrays
+from wms.train.distributed import SINGLE, Dist, mean_of, process_group, shard, shared
 from wms.train.model import build_model, count_parameters
 from wms.train.precision import Precision, choose_precision
 from wms.train.preprocess import scale
@@ -154,8 +155,12 @@ def train(
     reporter: TrainReporter | None = None,
     cache_dir: Path | None = None,
     checkpoint: Path | None = None,
+    dist: Dist = SINGLE,
 ) -> TrainResult:
     """Train a model on `train_pairs`, keeping the epoch with the best Dice on `val_pairs`.
+
+    Under DDP (`dist`, see wms.train.distributed) every process runs this on its shard of
+    each epoch; time-based decisions follow rank 0, and only rank 0 reports and checkpoints.
 
     With `checkpoint`, the state is saved there after every epoch, and a run that finds one
     continues from it with the same data order, augmentation and schedule. On the CPU the
@@ -172,11 +177,26 @@ def train(
         raise TrainError(
             f"train.image_size={cfg.image_size} must be divisible by 2**train.depth={2**cfg.depth}"
         )
-    reporter = reporter or SilentReporter()
-    device = resolve_device(cfg.device)
-    cuda = device == "cuda"
+    with process_group(dist, resolve_device(cfg.device)) as device:
+        return _fit(cfg, train_pairs, val_pairs, reporter, cache_dir, checkpoint, dist, device)
+
+
+def _fit(
+    cfg: TrainSettings,
+    train_pairs: Sequence[Pair],
+    val_pairs: Sequence[Pair],
+    reporter: TrainReporter | None,
+    cache_dir: Path | None,
+    checkpoint: Path | None,
+    dist: Dist,
+    device: str,
+) -> TrainResult:
+    reporter = reporter if reporter is not None and dist.is_main else SilentReporter()
+    cuda = device.startswith("cuda")
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # the epochs' order: the same everywhere
+    # Augmentation: one stream per process, so the halves of a global batch are not turned alike.
+    aug = gen if not dist.active else torch.Generator(device=device).manual_seed(cfg.seed + 1 + dist.rank)
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     precision = Precision(choose_precision(cfg.precision, device), device)
@@ -195,12 +215,20 @@ def train(
     y_val = torch.from_numpy(np.asarray(y_val_np))[:, None].to(device)
     kwargs = {"base_channels": cfg.base_channels, "depth": cfg.depth}
     model = build_model(cfg.architecture, **kwargs).to(device)
+    if dist.active and cuda:
+        # Batch-norm statistics over the global batch, as one process would compute them (small
+        # per-GPU batches are common in segmentation). gloo cannot: on the CPU each process keeps
+        # its own, so a CPU DDP run is close to, not the same as, a single-process one.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if cuda:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    forward: Any = torch.compile(model) if cfg.compile else model  # compiled once, on first use
+    net: Any = model
+    if dist.active:  # gradients are averaged across the processes as backward runs
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if cuda else None)
+    forward: Any = torch.compile(net) if cfg.compile else net  # compiled once, on first use
     spec = ModelSpec(cfg.architecture, cfg.image_size, cfg.threshold, kwargs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps = -(-len(train_pairs) // cfg.batch_size)
+    steps = -(-len(shard(np.arange(len(train_pairs)), dist)) // cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps)
 
     def batch(x: Any, y: Any, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,7 +247,7 @@ def train(
                 xb = x_val[i : i + cfg.batch_size].float() / 255
                 if cuda:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                probs = torch.sigmoid(forward(xb).float())
+                probs = torch.sigmoid(model(xb).float())
                 scores.append(batch_dice(probs > cfg.threshold, y_val[i : i + cfg.batch_size]))
         return float(torch.cat(scores).mean())  # one host read per validation
 
@@ -236,6 +264,8 @@ def train(
         best_state, best_epoch, best_dice = state["best_state"], state["best_epoch"], state["best_dice"]
         history, step = state["history"], state["step"]
         gen.set_state(state["generator"])
+        if dist.active:  # only rank 0's streams are saved: the others start afresh from here
+            aug.manual_seed(cfg.seed + 1 + dist.rank + 7919 * len(history))
         torch.set_rng_state(state["torch_rng"])
         if "scaler" in state:
             scaler.load_state_dict(state["scaler"])
@@ -245,13 +275,16 @@ def train(
         started = time.perf_counter()
         model.train()
         order = torch.randperm(len(x_train), generator=gen, device=gen.device).cpu().numpy()
+        order = shard(order, dist)  # the same permutation on every process, each its own part
+        # Under DDP the time budget is rank 0's clock, read once per epoch, so all agree on the LR.
+        used = shared(time.perf_counter() - started_all, dist, device) / (cfg.max_minutes * 60 or 1)
         # Losses add up on the device; the host reads them a few times per epoch, not per step.
         loss_sum, counted = torch.zeros((), device=device), 0
         read_every = max(1, steps // READS_PER_EPOCH)
         for i in range(0, len(order), cfg.batch_size):
             xb, yb = batch(x_train, y_train, order[i : i + cfg.batch_size])
             xb, yb = augment(
-                xb.to(device), yb.to(device), gen, cfg.augment_rotation, cfg.augment_quarter_turns
+                xb.to(device), yb.to(device), aug, cfg.augment_rotation, cfg.augment_quarter_turns
             )
             if cuda:
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -261,7 +294,8 @@ def train(
             # still ends with a fully decayed learning rate.
             done = step / total_steps
             if cfg.max_minutes:
-                done = max(done, (time.perf_counter() - started_all) / (cfg.max_minutes * 60))
+                now = used if dist.active else (time.perf_counter() - started_all) / (cfg.max_minutes * 60)
+                done = max(done, now)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg.learning_rate, done)
             optimizer.zero_grad(set_to_none=True)
@@ -272,18 +306,18 @@ def train(
             loss_sum += loss.detach()
             counted += 1
             reporter.step_done(float(loss_sum) / counted if counted % read_every == 0 else None)
-        dice_now = val_dice()
-        seconds = time.perf_counter() - started
+        dice_now = shared(val_dice(), dist, device)
+        seconds = shared(time.perf_counter() - started, dist, device)
         metrics = {
-            "train_loss": float(loss_sum) / max(counted, 1),
+            "train_loss": float(mean_of(loss_sum / max(counted, 1), dist)),
             "val_dice": dice_now,
             "epoch_seconds": seconds,
-            "images_per_second": len(order) / seconds,
+            "images_per_second": len(order) * dist.world / seconds,
         }
         history.append(metrics)
         if dice_now > best_dice:
             best_state, best_epoch, best_dice = copy.deepcopy(model.state_dict()), epoch, dice_now
-        if checkpoint is not None:
+        if checkpoint is not None and dist.is_main:
             save_checkpoint(
                 checkpoint,
                 {
@@ -302,10 +336,12 @@ def train(
         reporter.epoch_done(epoch, metrics)
         if cfg.patience and epoch - best_epoch >= cfg.patience:
             break  # early stopping: val Dice has not improved for `patience` epochs
-        elapsed = time.perf_counter() - started_all
+        elapsed = shared(time.perf_counter() - started_all, dist, device)
         if cfg.max_minutes and elapsed + seconds > cfg.max_minutes * 60:
             break  # another epoch would overrun the time budget
 
+    if dist.active and cuda:  # the result is a plain model: saved, exported and served as always
+        model = build_model(cfg.architecture, **kwargs).to(device)
     model.load_state_dict(best_state)
     return TrainResult(
         segmenter=Segmenter(model, spec, device),

@@ -37,7 +37,7 @@ def choose_precision(
         raise TrainError(f"train.precision={wanted!r}; use one of: {', '.join(PRECISIONS)}")
     if wanted != "auto":
         return wanted
-    if device != "cuda":
+    if not device.startswith("cuda"):
         return "fp32"
     return "bf16" if bf16_supported() else "fp16"
 
@@ -47,7 +47,7 @@ class Precision:
     """Autocast and (for fp16) loss scaling for one device."""
 
     name: str  # fp32 | bf16 | fp16
-    device: str
+    device: str  # "cpu", "cuda" or "cuda:N"
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -57,8 +57,8 @@ class Precision:
         """The context the forward pass runs in."""
         if self.dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device, dtype=self.dtype)
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=self.dtype)
 
     def scaler(self) -> torch.amp.GradScaler:
         """A gradient scaler, enabled only for fp16 (a disabled one passes calls straight through)."""
-        return torch.amp.GradScaler(self.device, enabled=self.name == "fp16")
+        return torch.amp.GradScaler(self.device.split(":")[0], enabled=self.name == "fp16")

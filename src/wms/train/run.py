@@ -13,9 +13,10 @@ from wms.config import Project
 from wms.data.pairs import Pair, find_pairs
 from wms.data.splits import Split, assign_splits, read_splits
 from wms.data.store import sha256_file
-from wms.errors import DataError
+from wms.errors import ConfigError, DataError
 from wms.registry import MODEL_ARTIFACT, Registry, RunLog
 from wms.report import overlay_grid, plot_curves
+from wms.train.distributed import SINGLE, Dist
 from wms.train.evaluate import ImageScore, evaluate, summarize
 from wms.train.export import export_onnx
 from wms.train.loop import SilentReporter, TrainReporter, TrainResult, train
@@ -96,12 +97,19 @@ def train_and_log(
     reporter: TrainReporter | None = None,
     checkpoint: Path | None = None,
     tags: dict[str, str] | None = None,
+    dist: Dist = SINGLE,
 ) -> TrainedRun:
     """Train on the dataset's train split, log everything to a tracking run, score the test split.
 
     `tags` are added to the run's (a remote job names its host, commit and wheel this way).
+    Under DDP this is rank 0's part (`dist`); the other processes run `train_shard`.
     """
     cfg = project.settings.train
+    if not dist.active and cfg.devices not in (1, "auto"):
+        raise ConfigError(
+            f"train.devices={cfg.devices} runs under torchrun, which `wms train` starts; the pipeline "
+            "and the remote job train in one process: set train.devices = 1 (or auto) there"
+        )
     splits = split_pairs(project, dataset)
     if not splits["test"]:
         raise DataError(
@@ -121,6 +129,7 @@ def train_and_log(
             _TrackedReporter(run, reporter),
             cache_dir=project.path(cfg.cache_dir),
             checkpoint=checkpoint,
+            dist=dist,
         )
         scores = evaluate(result.segmenter, splits["test"])
         metrics = summarize(scores)
@@ -160,3 +169,17 @@ def train_and_log(
             overlay_grid(result.segmenter, splits["val"][:8], plots / "val_predictions.png")
             run.log_artifacts(plots, "plots")
         return TrainedRun(run.run_id, result, scores, metrics, sha)
+
+
+def train_shard(project: Project, dataset: Path, dist: Dist, checkpoint: Path | None = None) -> None:
+    """A DDP worker other than rank 0: trains its shard of every epoch; logs and writes nothing."""
+    cfg = project.settings.train
+    splits = split_pairs(project, dataset)
+    train(
+        cfg,
+        splits["train"],
+        splits["val"],
+        cache_dir=project.path(cfg.cache_dir),
+        checkpoint=checkpoint,
+        dist=dist,
+    )
