@@ -12,7 +12,8 @@ BIN    := $(VENV)/bin
 # build keeps working).
 TORCH_INDEX ?=
 # --no-compile: pip would byte-compile every installed module (half the install time on two
-# cores); Python compiles the modules it imports, once, on first use.
+# cores); instead Python compiles the modules it imports, once, on first use (the targets that
+# run Python clear PYTHONDONTWRITEBYTECODE so that those .pyc files are kept).
 PIP    := $(BIN)/python -m pip --disable-pip-version-check $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 PIPI   := $(PIP) install --no-compile
 
@@ -46,7 +47,7 @@ sshd:  ## OpenSSH server for the remote-training tests, which start their own on
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server)
 
 demo: install  ## run the whole loop on synthetic data with the embedded defaults
-	$(BIN)/wms demo
+	PYTHONDONTWRITEBYTECODE= $(BIN)/wms demo
 
 lint: install-dev  ## ruff and mypy
 	$(BIN)/ruff check src tests
@@ -54,7 +55,7 @@ lint: install-dev  ## ruff and mypy
 	$(BIN)/mypy
 
 test: install-dev lint browser sshd  ## lint, then the test suite
-	$(BIN)/python -m pytest
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
 
 clean:  ## remove the virtual environment and local state (.wms/)
 	rm -rf $(VENV) .wms .pytest_cache .mypy_cache .ruff_cache

@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -99,23 +98,22 @@ class Utilisation:
     """Samples GPU utilisation (%) with nvidia-smi every half second while the block runs."""
 
     def __init__(self) -> None:
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        from wms.guards import Heartbeat  # the same periodic thread that renews the pipeline's leases
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            value = nvidia_smi("utilization.gpu")
-            if value is not None:
-                self.samples.append(float(value.split(",")[0]))
+        self.samples: list[float] = []
+        self._beat = Heartbeat(0.5, self._sample)
+
+    def _sample(self) -> None:
+        value = nvidia_smi("utilization.gpu")
+        if value is not None:
+            self.samples.append(float(value.split(",")[0]))
 
     def __enter__(self) -> Utilisation:
-        self._thread.start()
+        self._beat.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._beat.__exit__(*exc)
 
     def summary(self) -> dict[str, float | None]:
         s = sorted(self.samples)
