@@ -153,7 +153,7 @@ class Pipeline:
         if self.remote_training:
             from wms.remote.entry import check_remote_settings
 
-            check_remote_settings(self.project)  # before anything is merged or started
+            check_remote_settings(self.project, registry_after_stop=True)  # before anything starts
         store_cfg = self.project.settings.store
         path = f"{self.store.root}/{LOCK_FILE}"
         with ExitStack() as stack:

@@ -327,3 +327,22 @@ def test_compute_exec_starts_the_instance_and_streams_the_command(
         timeout=60,
     )
     assert printed.returncode == 2 and "start it with `wms compute start`" in printed.stderr
+
+
+def test_tracking_the_instance_cannot_reach_or_that_stops_with_it_is_refused(
+    project_dir: Path, sshd: Sshd
+) -> None:
+    from wms.config import load_settings
+    from wms.remote.entry import check_remote_settings
+
+    def settings(uri: str, host: str) -> Any:
+        compute = {"backend": "ec2", "host": host, "ssh_key": str(sshd.key)}
+        return load_settings(start=project_dir, overrides={"tracking": {"uri": uri}, "compute": compute})
+
+    with pytest.raises(ConfigError, match="loopback, which the instance cannot reach"):
+        check_remote_settings(settings("http://127.0.0.1:5000", "203.0.113.7"))
+    on_instance = settings("http://203.0.113.7:5000", "203.0.113.7")
+    check_remote_settings(on_instance)  # `wms train` only logs there while the instance runs
+    with pytest.raises(ConfigError, match="stops after training while promote"):
+        check_remote_settings(on_instance, registry_after_stop=True)
+    check_remote_settings(settings("http://mlflow.internal:5000", "203.0.113.7"), registry_after_stop=True)

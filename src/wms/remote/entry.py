@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from wms.compute.base import Compute, Notify, quiet
 from wms.config import Project
@@ -30,14 +31,35 @@ def target_for(project: Project, host: str) -> SshTarget:
     return SshTarget(host=host, port=cfg.ssh_port, user=cfg.ssh_user, key=cfg.ssh_key, known_hosts=known)
 
 
-def check_remote_settings(project: Project) -> None:
-    """Refuse, before anything starts, settings that cannot work with training on the instance."""
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def check_remote_settings(project: Project, registry_after_stop: bool = False) -> None:
+    """Refuse, before anything starts, settings that cannot work with training on the instance.
+
+    `registry_after_stop`: the caller (the pipeline) still needs the registry once the instance
+    is stopped (promote, reconcile, deploy), so MLflow cannot live on the instance.
+    """
     uri = project.tracking_uri
+    cfg = project.settings.compute
+    both = (
+        "set tracking.uri to an MLflow server both machines reach (e.g. WMS_TRACKING__URI=http://HOST:5000)"
+    )
     if not uri.startswith(("http://", "https://", "databricks")):
         raise ConfigError(
-            f"tracking.uri is {uri!r}, which the instance cannot reach; set tracking.uri to an MLflow "
-            "server both machines reach (e.g. WMS_TRACKING__URI=http://HOST:5000), or train here with "
+            f"tracking.uri is {uri!r}, which the instance cannot reach; {both}, or train here with "
             'compute.backend = "local"'
+        )
+    host = urlparse(uri).hostname or ""
+    if host in LOOPBACK and cfg.host not in LOOPBACK:
+        raise ConfigError(
+            f"tracking.uri {uri} is this machine's loopback, which the instance cannot reach; {both}"
+        )
+    if registry_after_stop and host and host == cfg.host:
+        raise ConfigError(
+            f"tracking.uri {uri} is on the instance, which stops after training while promote, "
+            "reconcile and deploy still need the registry; keep MLflow where it stays up, or run the "
+            'pipeline on the instance (compute.train_on = "here", as the workflows do)'
         )
     key = project.settings.compute.ssh_key.strip()
     if not key.startswith("-----BEGIN") and not Path(key).expanduser().is_file():
