@@ -180,9 +180,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log.close()
 
 
-@pytest.fixture(params=["sqlite", "server"])
+@pytest.fixture(params=["server"])
 def tracking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test on the embedded SQLite MLflow, then again on a real `mlflow server`."""
+    """Run the test on a real `mlflow server` (every other test uses the embedded SQLite store;
+    add "sqlite" to the params to run it on both)."""
     if request.param == "server":
         url = request.getfixturevalue("mlflow_server")
         name = f"wms-{uuid.uuid4().hex[:8]}"  # one server for the session: keep tests apart

@@ -159,7 +159,7 @@ def setup(
 def test_the_pipeline_trains_on_the_instance_and_survives_a_dropped_connection(
     setup: Callable[[int], Setup], sshd: Sshd
 ) -> None:
-    s = setup(10)
+    s = setup(6)
     proc = s.start("run", "--new-data", str(s.batch))
     try:
         job = wait_until(s.job_started, 180, "the remote training job")
@@ -213,7 +213,7 @@ def test_sigterm_stops_the_remote_job_then_the_instance(setup: Callable[[int], S
 def test_resume_after_the_local_process_died_reattaches_without_training_again(
     setup: Callable[[int], Setup],
 ) -> None:
-    s = setup(8)
+    s = setup(6)
     (s.remote / "jobs").mkdir(exist_ok=True)
     jobs_before = set((s.remote / "jobs").iterdir())
     proc = s.start("run", "--new-data", str(s.batch))

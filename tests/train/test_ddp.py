@@ -34,34 +34,23 @@ def wms(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_two_gloo_processes_train_one_run_like_one_process(
-    tmp_path: Path, make_batch: Callable[..., Path]
-) -> None:
+def test_two_gloo_processes_train_one_run(tmp_path: Path, make_batch: Callable[..., Path]) -> None:
+    """How close such a run comes to one process: benchmarks/ddp_check.py (val Dice within 0.02)."""
     import mlflow
 
-    data = make_batch("data", count=96, seed=5)
-    results = {}
-    for name, sets in {
-        "single": ["train.batch_size=8"],
-        "ddp": ["train.batch_size=4", "train.devices=2"],  # the same global batch of 8
-    }.items():
-        root = tmp_path / name
-        root.mkdir()
-        (root / "wms.toml").write_text(TINY_SETTINGS)
-        # A large val split (40%) keeps the val Dice of these small runs from swinging by chance.
-        common = ["train.epochs=24", "train.device='cpu'", "data.val_fraction=0.4", "data.test_fraction=0.1"]
-        flags = [f"--set={s}" for s in [*sets, *common]]
-        done = wms(root, *flags, "train", str(data), "--checkpoint", str(root / "ckpt" / "run.pt"))
-        assert done.returncode == 0, done.stderr[-3000:]
-        client = mlflow.MlflowClient(f"sqlite:///{root / '.wms' / 'mlflow.db'}")
-        runs = client.search_runs([client.get_experiment_by_name("wms").experiment_id])
-        assert len(runs) == 1, f"{name}: {len(runs)} MLflow runs"
-        assert [p.name for p in (root / "ckpt").iterdir()] == ["run.pt"]
-        artifacts = [a.path for a in client.list_artifacts(runs[0].info.run_id, "model")]
-        assert "model/model.pt" in artifacts
-        history = client.get_metric_history(runs[0].info.run_id, "val_dice")
-        last = [m.value for m in sorted(history, key=lambda m: m.step)][-4:]
-        results[name] = (sum(last) / len(last), done.stdout)  # val Dice at the end, over 4 epochs
-    assert "training in 2 processes under torchrun (DDP)" in results["ddp"][1]
-    assert results["ddp"][1].count("run id:") == 1  # rank 0 alone reports
-    assert abs(results["ddp"][0] - results["single"][0]) <= 0.02, results
+    data = make_batch("data", count=40, seed=5)
+    (tmp_path / "wms.toml").write_text(TINY_SETTINGS)
+    flags = [
+        f"--set={s}"
+        for s in ["train.batch_size=4", "train.devices=2", "train.epochs=2", "train.device='cpu'"]
+    ]
+    done = wms(tmp_path, *flags, "train", str(data), "--checkpoint", str(tmp_path / "ckpt" / "run.pt"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "training in 2 processes under torchrun (DDP)" in done.stdout
+    assert done.stdout.count("run id:") == 1  # rank 0 alone reports
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / '.wms' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("wms").experiment_id])
+    assert len(runs) == 1, f"{len(runs)} MLflow runs"
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["run.pt"]
+    assert "model/model.pt" in [a.path for a in client.list_artifacts(runs[0].info.run_id, "model")]
+    assert len(client.get_metric_history(runs[0].info.run_id, "val_dice")) == 2  # one value per epoch

@@ -10,7 +10,7 @@ from PIL import Image
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
 from wms.errors import TrainError
-from wms.train.loop import SilentReporter, train
+from wms.train.loop import train
 from wms.train.segmenter import Segmenter
 
 TINY = {"image_size": 32, "base_channels": 4, "depth": 2, "batch_size": 8, "epochs": 3}
@@ -58,26 +58,6 @@ def test_saved_model_predicts_the_same_at_the_photo_size(pairs: list, tmp_path: 
     before, after = result.segmenter.predict_masks([photo])[0], loaded.predict_masks([photo])[0]
     assert after.shape == (50, 90)
     assert np.array_equal(before, after)
-
-
-def test_an_interrupted_run_resumes_to_the_same_model(pairs: list, tmp_path: Path) -> None:
-    cfg = TrainSettings(**TINY | {"epochs": 3})
-    whole = train(cfg, pairs[:18], pairs[18:])
-
-    class StopAfterTwo(SilentReporter):
-        def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
-            if epoch == 2:
-                raise KeyboardInterrupt  # the machine went away after epoch 2
-
-    checkpoint = tmp_path / "run.ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, pairs[:18], pairs[18:], StopAfterTwo(), checkpoint=checkpoint)
-    resumed = train(cfg, pairs[:18], pairs[18:], checkpoint=checkpoint)
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
-    photo = Image.new("RGB", (40, 40), (90, 60, 30))
-    assert np.array_equal(
-        resumed.segmenter.predict_masks([photo])[0], whole.segmenter.predict_masks([photo])[0]
-    )
 
 
 def test_augmentation_turns_image_and_mask_together() -> None:

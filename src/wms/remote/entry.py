@@ -55,7 +55,7 @@ def check_remote_settings(project: Project, registry_after_stop: bool = False) -
         raise ConfigError(
             f"tracking.uri {uri} is this machine's loopback, which the instance cannot reach; {both}"
         )
-    if registry_after_stop and host and host == cfg.host:
+    if registry_after_stop and host == cfg.host and host not in LOOPBACK:  # loopback: a dev setup
         raise ConfigError(
             f"tracking.uri {uri} is on the instance, which stops after training while promote, "
             "reconcile and deploy still need the registry; keep MLflow where it stays up, or run the "
