@@ -174,6 +174,16 @@ class ComputeSettings(Section):
     )
     reconnect_seconds: float = Field(600, gt=0, description="how long a dropped SSH connection is retried")
 
+    @property
+    def trains_remotely(self) -> bool:
+        """Training goes to the EC2 instance over SSH (wms.remote)."""
+        return self.backend == "ec2" and self.train_on == "instance"
+
+    @property
+    def runs_on_instance(self) -> bool:
+        """This process runs on the EC2 instance itself (the workflows' self-hosted runner)."""
+        return self.backend == "ec2" and self.train_on == "here"
+
     @field_validator("instance_tag")
     @classmethod
     def _tag_is_key_value(cls, value: str) -> str:

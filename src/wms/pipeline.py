@@ -105,9 +105,7 @@ class Pipeline:
             project.settings.compute, runner_probe=runner_probe_for(project), notify=notify, holder=holder
         )
         cfg = project.settings.compute
-        if remote_training is None:
-            remote_training = cfg.backend == "ec2" and cfg.train_on == "instance"
-        self.remote_training = remote_training
+        self.remote_training = cfg.trains_remotely if remote_training is None else remote_training
         self.store = open_store(project)
         self.batches = BatchLedger(self.store.fs, self.store.root)
         self.work_dir = project.state_dir / "work" / "dataset"

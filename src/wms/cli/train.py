@@ -47,7 +47,7 @@ def train(
     project = state(ctx).project(flags)
     compute = project.settings.compute
     dist = from_env(os.environ)  # set by torchrun in each of its processes
-    if compute.backend == "local" or compute.train_on == "here":
+    if not compute.trains_remotely:
         wanted = devices_wanted(project.settings.train.devices, resolve_device(project.settings.train.device))
         if wanted > 1 and not dist.active:
             console.print(f"training in {wanted} processes under torchrun (DDP)", highlight=False)
@@ -56,7 +56,7 @@ def train(
             train_shard(project, dataset, dist, checkpoint)
             return
     registry = MlflowRegistry(project)
-    if compute.backend == "ec2" and compute.train_on == "instance":
+    if compute.trains_remotely:
         from wms.cli.compute import note, open_compute
         from wms.remote.entry import train_folder_on_instance
 

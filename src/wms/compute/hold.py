@@ -43,7 +43,7 @@ class ComputeHold:
         self.notify = notify
         self.after_start = after_start  # the pipeline's fault injection point
         # The workflows' self-hosted runner: the pipeline runs on the instance it would start.
-        self.on_instance = cfg.backend == "ec2" and cfg.train_on == "here"
+        self.on_instance = cfg.runs_on_instance
         self._since: float | None = None  # monotonic time compute was asked to start
         self._renewing = False
         self._lock = threading.Lock()  # no renewal lands after give_back dropped the lease

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from wms.data.store import sha256_file
 from wms.errors import ConfigError, WmsError
+from wms.vcs.git import head_commit
 
 # Any fixed time works; 1980-01-01 is the earliest a zip file can hold.
 SOURCE_DATE_EPOCH = "315532800"
@@ -56,25 +57,6 @@ def source_checkout() -> Path:
             "installed from one; clone the repository and install it with `make install` (pip install -e .)"
         )
     return root
-
-
-def git_commit(root: Path) -> str:
-    """The checkout's commit, with "+dirty" when files differ from it; "unknown" outside git."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "pyproject.toml"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def _copy_sources(root: Path, dst: Path) -> None:
@@ -113,7 +95,7 @@ def build_wheel(out_dir: Path, root: Path | None = None) -> Bundle:
         sha256=sha256_file(wheel),
         deps_key=deps_key(wheel, constraints if constraints.is_file() else None),
         constraints=constraints if constraints.is_file() else None,
-        commit=git_commit(root),
+        commit=head_commit(root, dirty_paths=("src", "pyproject.toml")),
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from wms.train.evaluate import ImageScore, evaluate, summarize
 from wms.train.export import export_onnx
 from wms.train.loop import SilentReporter, TrainReporter, TrainResult, train
 from wms.train.segmenter import ONNX_FILE, Segmenter
+from wms.vcs.git import head_commit
 
 
 @dataclass
@@ -51,17 +51,6 @@ def split_pairs(project: Project, dataset: Path) -> dict[Split, list[Pair]]:
     cfg = project.settings.data
     groups = assign_splits(by_id, cfg.val_fraction, cfg.test_fraction, read_splits(dataset))
     return {split: [by_id[i] for i in ids] for split, ids in groups.items()}
-
-
-def git_commit(root: Path) -> str:
-    """The code's commit, or 'unknown' outside a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip()
 
 
 def write_scores(path: Path, scores: Sequence[ImageScore]) -> None:
@@ -115,7 +104,7 @@ def train_and_log(
         raise DataError(
             f"the test split of {dataset} is empty ({sum(map(len, splits.values()))} pairs); add more"
         )
-    run_tags = {"wms.dataset_version": dataset_version, "wms.git_commit": git_commit(project.root)}
+    run_tags = {"wms.dataset_version": dataset_version, "wms.git_commit": head_commit(project.root)}
     with registry.start_run(f"train-{dataset_version}", run_tags | (tags or {})) as run:
         run.log_params({f"train.{k}": v for k, v in cfg.model_dump().items()})
         run.log_params(

@@ -100,3 +100,17 @@ class Git:
 
     def short(self, ref: str = "HEAD") -> str:
         return self.run("rev-parse", "--short", ref)
+
+
+def head_commit(root: Path, dirty_paths: tuple[str, ...] = ()) -> str:
+    """The commit checked out at `root`, with "+dirty" when any of `dirty_paths` differ from it;
+    "unknown" outside a git checkout (or without git)."""
+    git = Git(root)
+    try:
+        head = git.run("rev-parse", "HEAD")
+        dirty = bool(dirty_paths) and bool(
+            git.run("status", "--porcelain", "--untracked-files=no", "--", *dirty_paths)
+        )
+    except GitError:
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
