@@ -84,6 +84,11 @@ class TrainSettings(Section):
         1, description="processes under DDP (wms train starts torchrun); auto: every visible GPU"
     )
     threshold: float = Field(0.5, gt=0, lt=1)
+    tta: bool = Field(
+        False,
+        description="the model predicts the mean of the photo and its mirror image (kept in model.json: "
+        "evaluate, predict, the gate and serving all use it); twice the inference time",
+    )
     patience: int = Field(0, ge=0, description="stop after this many epochs without a better val Dice")
     max_minutes: float = Field(0, ge=0, description="training time budget; 0: none")
     augment_rotation: float = Field(10.0, ge=0, le=45, description="largest random rotation, in degrees")

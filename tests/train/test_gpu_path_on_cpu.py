@@ -33,7 +33,8 @@ def pairs(make_batch: Callable[..., Path]) -> list:
 def test_auto_precision_follows_the_device() -> None:
     assert choose_precision("auto", "cuda", bf16_supported=lambda: True) == "bf16"  # A100, H100, L4
     assert choose_precision("auto", "cuda", bf16_supported=lambda: False) == "fp16"  # T4 (g4dn), V100
-    assert choose_precision("auto", "cpu", bf16_supported=lambda: True) == "fp32"
+    assert choose_precision("auto", "cpu", bf16_supported=lambda: True) == "bf16"  # AMX: Sapphire Rapids
+    assert choose_precision("auto", "cpu", bf16_supported=lambda: False) == "fp32"
     assert choose_precision("fp16", "cpu") == "fp16"  # an explicit choice is used as given
     with pytest.raises(TrainError, match=r"train\.precision='fp8'"):
         choose_precision("fp8", "cuda")
@@ -55,8 +56,8 @@ def test_fp16_trains_through_the_gradient_scaler(pairs: list, monkeypatch: pytes
     assert all(np.isfinite(losses))
 
     scaled.clear()
-    plain = train(TrainSettings(**TINY), pairs[:18], pairs[18:])
-    assert plain.precision == "fp32" and set(scaled) == {1.0}  # fp32: the scaler passes through
+    plain = train(TrainSettings(**TINY | {"precision": "bf16"}), pairs[:18], pairs[18:])
+    assert plain.precision == "bf16" and set(scaled) == {1.0}  # bf16: the scaler passes through
 
 
 def test_the_loop_reads_the_loss_a_few_times_per_epoch_not_every_step(

@@ -108,7 +108,7 @@ def load_folder(folder: Path, card: ModelCard | None = None, threads: int = 0) -
     verified = card is not None
     if card is None:
         card = ModelCard(version=f"local:{folder.name}", onnx_sha256=sha)
-    spec = ModelSpec(**json.loads(spec_path.read_text()))
+    spec = ModelSpec.read(spec_path)
     return ServedModel(OnnxSegmenter(data, spec, threads), card, verified)
 
 

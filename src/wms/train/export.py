@@ -7,7 +7,6 @@ re-implemented in numpy so that the inference path needs no torch kernels.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -131,7 +130,7 @@ class OnnxSegmenter:
                 f"{folder} holds no exported WMS model ({SPEC_FILE} and {ONNX_FILE} expected); "
                 "write one with wms.train.export.export_onnx"
             )
-        return cls(model_path, ModelSpec(**json.loads(spec_path.read_text())), threads)
+        return cls(model_path, ModelSpec.read(spec_path), threads)
 
     def probabilities(self, batch_uint8: np.ndarray) -> np.ndarray:
         """Foreground probabilities (N, 1, S, S) for a preprocessed uint8 batch (N, 3, S, S)."""

@@ -211,8 +211,8 @@ def _fit(
         x_train = torch.from_numpy(np.asarray(x_train)).to(device)
         y_train = torch.from_numpy(np.asarray(y_train)).to(device)
     # The validation set goes to the device once, as uint8 (a quarter of float32's memory).
-    x_val = torch.from_numpy(np.asarray(x_val_np)).to(device)
-    y_val = torch.from_numpy(np.asarray(y_val_np))[:, None].to(device)
+    x_val = torch.from_numpy(np.array(x_val_np)).to(device)
+    y_val = torch.from_numpy(np.array(y_val_np))[:, None].to(device)
     kwargs = {"base_channels": cfg.base_channels, "depth": cfg.depth}
     model = build_model(cfg.architecture, **kwargs).to(device)
     if dist.active and cuda:
@@ -220,13 +220,14 @@ def _fit(
         # per-GPU batches are common in segmentation). gloo cannot: on the CPU each process keeps
         # its own, so a CPU DDP run is close to, not the same as, a single-process one.
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    # Channels-last on the GPU and the CPU alike: cuDNN's and oneDNN's fast convolutions want
+    # it (on two CPU cores the recipe's U-Net trains about 2x faster than in NCHW).
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     net: Any = model
     if dist.active:  # gradients are averaged across the processes as backward runs
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if cuda else None)
     forward: Any = torch.compile(net) if cfg.compile else net  # compiled once, on first use
-    spec = ModelSpec(cfg.architecture, cfg.image_size, cfg.threshold, kwargs)
+    spec = ModelSpec(cfg.architecture, cfg.image_size, cfg.threshold, kwargs, tta=cfg.tta)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps = -(-len(shard(np.arange(len(train_pairs)), dist)) // cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps)
@@ -245,8 +246,7 @@ def _fit(
         with torch.no_grad(), amp:
             for i in range(0, len(x_val), cfg.batch_size):
                 xb = x_val[i : i + cfg.batch_size].float() / 255
-                if cuda:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
+                xb = xb.contiguous(memory_format=torch.channels_last)
                 probs = torch.sigmoid(model(xb).float())
                 scores.append(batch_dice(probs > cfg.threshold, y_val[i : i + cfg.batch_size]))
         return float(torch.cat(scores).mean())  # one host read per validation
@@ -286,8 +286,7 @@ def _fit(
             xb, yb = augment(
                 xb.to(device), yb.to(device), aug, cfg.augment_rotation, cfg.augment_quarter_turns
             )
-            if cuda:
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = xb.contiguous(memory_format=torch.channels_last)
             with amp:
                 loss = loss_fn(forward(xb).float(), yb)
             # Progress is steps done or time used, whichever is further, so a time budget

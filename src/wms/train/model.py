@@ -58,6 +58,18 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+class FlipAveraged(nn.Module):
+    """`net` with flip test-time augmentation: the mean of the logits of `x` and of its mirror image."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Two passes, not one over a doubled batch: the ONNX export keeps its batch size dynamic.
+        return (self.net(x) + self.net(x.flip(-1)).flip(-1)) / 2
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"unet": UNet}
 
 

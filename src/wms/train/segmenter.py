@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from wms.errors import RegistryError
-from wms.train.model import build_model
+from wms.train.model import FlipAveraged, build_model
 from wms.train.preprocess import image_to_array, scale
 from wms.train.spec import ONNX_FILE, SPEC_FILE, WEIGHTS_FILE, ModelSpec
 
@@ -28,7 +28,9 @@ class Segmenter:
     """A model in eval mode that turns PIL images into foreground masks."""
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: str = "cpu") -> None:
-        self.model = model.to(device).eval()
+        self.network = model.to(device).eval()  # the trained weights, saved as model.pt
+        # What predicts (and is exported to ONNX): the network, or with spec.tta its flip average.
+        self.model = FlipAveraged(self.network).eval() if spec.tta else self.network
         self.spec = spec
         self.device = device
 
@@ -40,7 +42,7 @@ class Segmenter:
             raise RegistryError(
                 f"{folder} holds no saved WMS model ({SPEC_FILE} and {WEIGHTS_FILE} expected)"
             )
-        spec = ModelSpec(**json.loads(spec_path.read_text()))
+        spec = ModelSpec.read(spec_path)
         model = build_model(spec.architecture, **spec.kwargs)
         model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
         return cls(model, spec, device)
@@ -49,7 +51,7 @@ class Segmenter:
         """Write weights and spec into `folder`; returns the weights' sha256."""
         folder.mkdir(parents=True, exist_ok=True)
         weights = folder / WEIGHTS_FILE
-        torch.save(self.model.state_dict(), weights)
+        torch.save(self.network.state_dict(), weights)
         (folder / SPEC_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
         return hashlib.sha256(weights.read_bytes()).hexdigest()
 
