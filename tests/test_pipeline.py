@@ -14,6 +14,7 @@ from wms.data.store import open_store
 from wms.errors import ConflictError, DataError
 from wms.pipeline import Pipeline, StageRecord
 from wms.registry import MlflowRegistry
+from wms.train.run import WORST_LOGGED
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +66,12 @@ def test_first_model_promoted_then_untrained_candidate_rejected(
     pointer = json.loads((project_dir / "data" / "dataset.json").read_text())
     assert pointer["counts"]["pairs"] == 80
     assert pointer["version"] == first.outputs["dataset_version"]
+    # The candidate's worst test photos are drawn into its run, one overlay each and an index.
+    run_id = first.outputs["mlflow_run_id"]
+    worst = [a.path for a in registry._client.list_artifacts(run_id, "worst")]
+    tested = int(registry._client.get_run(run_id).data.params["split.test"])
+    assert "worst/index.html" in worst
+    assert len([p for p in worst if p.endswith(".png")]) == min(WORST_LOGGED, tested)
 
     second, recorder, registry = run(project_dir, make_batch("b2", count=20, seed=2), "train.epochs=0")
     assert not second.promoted

@@ -8,7 +8,7 @@ scores a saved model folder through its export, as the service would run it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -36,6 +36,15 @@ class MaskPredictor(Protocol):
     def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]: ...
 
 
+def _predicted(
+    segmenter: MaskPredictor, pairs: Sequence[Pair], batch_size: int
+) -> Iterator[list[tuple[Pair, np.ndarray]]]:
+    """The pairs with their predicted masks, one batch at a time."""
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        yield list(zip(chunk, segmenter.predict_masks([open_image(p.image) for p in chunk]), strict=True))
+
+
 def evaluate(
     segmenter: MaskPredictor,
     pairs: Sequence[Pair],
@@ -44,15 +53,18 @@ def evaluate(
 ) -> list[ImageScore]:
     """Dice and IoU per pair, in the order given."""
     scores = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        predicted = segmenter.predict_masks([open_image(p.image) for p in chunk])
-        for pair, pred in zip(chunk, predicted, strict=True):
+    for chunk in _predicted(segmenter, pairs, batch_size):
+        for pair, pred in chunk:
             true = mask_to_array(open_mask(pair.mask))
             scores.append(ImageScore(pair.id, dice(pred, true), iou(pred, true)))
         if progress:
             progress(len(chunk))
     return scores
+
+
+def predict(segmenter: MaskPredictor, pairs: Sequence[Pair], batch_size: int = 8) -> list[np.ndarray]:
+    """The predicted mask of each pair's image, in the order given, each at its image's size."""
+    return [pred for chunk in _predicted(segmenter, pairs, batch_size) for _, pred in chunk]
 
 
 def evaluate_onnx(model_folder: Path, pairs: Sequence[Pair], batch_size: int = 8) -> list[ImageScore]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from wms.config import load_settings
 from wms.train.run import split_pairs
@@ -53,14 +55,46 @@ def test_same_model_same_scores_and_the_json_schema(
     assert by_run["version"] == "1" and by_run["model"] == first["run_id"]
 
 
-def test_split_scores_only_that_split(
+def test_split_scores_only_that_split_and_draws_its_worst(
     cli: Callable[..., Any], with_production: Path, tmp_path: Path, project_dir: Path
 ) -> None:
-    report = _report(cli, tmp_path / "t.json", "production", with_production, "--split", "test")
+    # One test for both: the trained model is the costly part.
+    out = tmp_path / "worst"
+    args = ("production", with_production, "--split", "test", "--worst", "5", "--out", out)
+    report = _report(cli, tmp_path / "t.json", *args)
     test_ids = [p.id for p in split_pairs(load_settings(), with_production)["test"]]
     assert report["split"] == "test"
     assert [s["id"] for s in report["per_image"]] == test_ids
-    assert 0 < report["n"] < 80
+    assert 5 < report["n"] < 80
+
+    worst = sorted(report["per_image"], key=lambda s: (s["dice"], s["id"]))[:5]
+    overlays = sorted(out.glob("*.png"))
+    assert [p.name.split("-", 1)[1] for p in overlays] == [f"{s['id']}.png" for s in worst]
+    assert all(max(Image.open(p).size) == 512 for p in overlays)  # a 64-px photo drawn large enough to read
+    page = (out / "index.html").read_text()
+    assert re.findall(r'<img src="([^"]+)"', page) == [p.name for p in overlays]
+    assert re.findall(r'class="id">([^<]+)<', page) == [s["id"] for s in worst]
+    assert re.findall(r'class="dice">([0-9.]+)<', page) == [f"{s['dice']:.4f}" for s in worst]
+    links = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert links and all((out / link).is_file() for link in links)  # relative: the folder opens anywhere
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--worst", "5"], "--worst 5 needs a folder to draw into: add --out DIR"),
+        (["--out", "{tmp}/w"], "add --worst N"),
+        (["--worst", "5", "--out", "{tmp}/file.txt"], "is a file; name a folder"),
+    ],
+)
+def test_worst_and_out_mistakes_are_one_clear_line(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path, args: list[str], says: str
+) -> None:
+    (tmp_path / "file.txt").write_text("not a folder")
+    result = cli("evaluate", "production", tmp_path, *[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], result.output
 
 
 def test_unknown_model_is_one_clear_line(
@@ -85,3 +119,4 @@ def test_evaluate_explains_itself(cli: Callable[..., Any]) -> None:
     result = cli("evaluate", "--help")
     assert result.exit_code == 0
     assert "--split" in result.output and "--json" in result.output
+    assert "--worst" in result.output and "--out" in result.output

@@ -140,6 +140,11 @@ class Setup:
         experiment = client.get_experiment_by_name(self.experiment)
         return client.search_runs([experiment.experiment_id]) if experiment else []
 
+    def artifacts(self, run_id: str, path: str) -> list[Any]:
+        import mlflow
+
+        return list(mlflow.MlflowClient(self.mlflow).list_artifacts(run_id, path))
+
 
 @pytest.fixture
 def setup(
@@ -184,6 +189,7 @@ def test_the_pipeline_trains_on_the_instance_and_survives_a_dropped_connection(
     assert run.data.tags["wms.wheel_sha256"] == record["outputs"]["remote_job"]["wheel_sha256"]
     assert run.data.tags["wms.code_path"].startswith(str(s.remote / "code"))
     assert record["outputs"]["mlflow_run_id"] == run.info.run_id
+    assert "worst/index.html" in [a.path for a in s.artifacts(run.info.run_id, "worst")]
     assert not job_processes(s.remote)
 
 

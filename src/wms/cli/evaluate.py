@@ -35,6 +35,15 @@ def evaluate(
         "--split",
         help="Score every pair, or only one split (the same stable splits training uses).",
     ),
+    worst: int | None = typer.Option(
+        None,
+        "--worst",
+        min=1,
+        help="Draw the N photos with the lowest Dice, true and predicted masks over each, into --out.",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for the --worst overlays and their index.html (worst first)."
+    ),
 ) -> None:
     """Score a model's masks against the dataset's: mean Dice and IoU over images, at each mask's size."""
     from wms.data.pairs import find_pairs
@@ -46,6 +55,7 @@ def evaluate(
     from wms.train.run import split_pairs
     from wms.train.segmenter import Segmenter
 
+    _check_worst(worst, out)
     project = state(ctx).project()
     if split is SplitChoice.all:
         pairs = find_pairs(dataset).pairs
@@ -94,3 +104,30 @@ def evaluate(
         json_file.parent.mkdir(parents=True, exist_ok=True)
         json_file.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"wrote {json_file}", highlight=False, soft_wrap=True)
+    if worst is not None and out is not None:
+        from wms.worst import save_worst
+
+        shown = min(worst, len(scores))
+        with progress_bar("drawing the worst photos", shown) as advance:
+            page = save_worst(
+                out, segmenter, scores, pairs, worst, f"{label}: worst of {split.value} of {dataset}", advance
+            )
+        console.print(f"wrote {page} ({shown} worst photos)", highlight=False, soft_wrap=True)
+
+
+def _check_worst(worst: int | None, out: Path | None) -> None:
+    """--worst and --out go together, and --out must be a folder this command can write into."""
+    from wms.errors import UsageError
+
+    if worst is not None and out is None:
+        raise UsageError(f"--worst {worst} needs a folder to draw into: add --out DIR")
+    if out is None:
+        return
+    if worst is None:
+        raise UsageError(f"--out {out} holds the worst photos: add --worst N (e.g. --worst 10)")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a folder (it is created if missing)")
+    try:  # now, not after minutes of scoring
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the --out folder {out} ({exc.strerror}); name another") from None

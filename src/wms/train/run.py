@@ -21,6 +21,9 @@ from wms.train.export import export_onnx
 from wms.train.loop import SilentReporter, TrainReporter, TrainResult, train
 from wms.train.segmenter import ONNX_FILE, Segmenter
 from wms.vcs.git import head_commit
+from wms.worst import save_worst
+
+WORST_LOGGED = 16  # test photos with the lowest Dice drawn into each run's `worst/` artifacts
 
 
 @dataclass
@@ -157,6 +160,10 @@ def train_and_log(
                 plot_curves(result.history, plots / "training_curves.png")
             overlay_grid(result.segmenter, splits["val"][:8], plots / "val_predictions.png")
             run.log_artifacts(plots, "plots")
+            worst = Path(tmp) / "worst"
+            title = f"run {run.run_id}: worst of the test split of dataset {dataset_version}"
+            save_worst(worst, result.segmenter, scores, splits["test"], WORST_LOGGED, title)
+            run.log_artifacts(worst, "worst")
         return TrainedRun(run.run_id, result, scores, metrics, sha)
 
 
