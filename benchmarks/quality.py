@@ -98,6 +98,12 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="a [train] key over the recipe",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: one per core); 1 to run experiments side by side",
+    )
     parser.add_argument("--seed", type=int, default=None, help="train.seed (the result file names it)")
     parser.add_argument("--tag", default="", help="write quality-RECIPE-TAG.json (an experiment) instead")
     args = parser.parse_args()
@@ -110,6 +116,10 @@ def main() -> int:
     from wms.train.loop import train
     from wms.train.recipes import apply_recipe
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     split = real_splits(args.data, args.work)
     cfg = apply_recipe(TrainSettings(), args.recipe)

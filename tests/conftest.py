@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -373,3 +374,30 @@ class LiveServer:
 def live_server() -> Callable[[object], LiveServer]:
     """Start an ASGI app on real uvicorn: `with live_server(app) as server: server.url`."""
     return LiveServer
+
+
+CHROMIUM, CHROMEDRIVER = (
+    shutil.which("chromium") or shutil.which("chromium-browser"),
+    shutil.which("chromedriver"),
+)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium driven by selenium for every page test (skipped, with how to fix, without it)."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip(
+            "chromium and chromedriver not on PATH; `make browser` installs them (chromium, chromium-driver)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,6 @@ from wms.data.pairs import find_pairs
 from wms.scores import ImageScore
 from wms.train.preprocess import mask_to_array, open_mask
 from wms.worst import BOTH, PREDICTED, TRUE, draw_overlay, pick_worst, write_worst
-
-CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
 
 
 def _has(pixels: np.ndarray, colour: tuple[int, int, int]) -> bool:
@@ -49,24 +46,6 @@ def index_page(make_batch: Callable[..., Path], tmp_path: Path) -> Path:
     masks = [np.roll(mask_to_array(open_mask(p.mask)), 3 * i, axis=1) for i, p in enumerate(pairs)]
     scores = [ImageScore(p.id, dice=1.0 - 0.2 * i, iou=0.9 - 0.2 * i) for i, p in enumerate(pairs)]
     return write_worst(tmp_path / "worst", scores, pairs, masks, "five photos")
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("chromium and chromedriver not on PATH; `make browser` installs them")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_the_index_page_shows_every_overlay_worst_first(browser: Any, index_page: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,34 +19,12 @@ from wms.serve.app import create_app
 from wms.serve.model import load_folder
 
 REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "water-meters"
-CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
-    reason="chromium and chromedriver not on PATH; `make browser` installs them (chromium, chromium-driver)",
-)
 
 
 @pytest.fixture(scope="module")
 def page_url(exported_model: Path, live_server: Callable[[object], Any]) -> Iterator[str]:
     with live_server(create_app(load_folder(exported_model), ServeSettings())) as live:
         yield live.url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
