@@ -66,7 +66,17 @@ class TrainSettings(Section):
         "",
         description="a named set of the keys below (wms.train.recipes): cpu or gpu; empty: none",
     )
-    architecture: str = "unet"
+    architecture: str = Field(
+        "unet",
+        description="unet (plain, scaled by base_channels and depth), or a U-Net on an ImageNet "
+        "encoder: unet-mobilenet_v2, unet-resnet18 (written in plain torch: smp and timm need "
+        "torchvision, which this torch build cannot run; image_size a multiple of 32; depth unused)",
+    )
+    encoder_weights: Literal["none", "imagenet"] = Field(
+        "none",
+        description="imagenet: start the encoder from torchvision's ImageNet weights, downloaded "
+        "once into torch's hub cache (needs internet, or the file placed there); none: random",
+    )
     epochs: int = Field(12, ge=0, description="0 logs an untrained model (useful to test the gate)")
     image_size: int = Field(128, ge=16, le=2048)
     batch_size: int = Field(8, ge=1)

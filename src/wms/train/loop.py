@@ -27,7 +27,13 @@ from wms.data.pairs import Pair
 from wms.errors import TrainError
 from wms.train.cache import load_arrays
 from wms.train.distributed import SINGLE, Dist, mean_of, process_group, shard, shared
-from wms.train.model import build_model, count_parameters
+from wms.train.model import (
+    build_model,
+    check_encoder_weights,
+    count_parameters,
+    input_multiple,
+    load_encoder_weights,
+)
 from wms.train.precision import Precision, choose_precision
 from wms.train.preprocess import scale
 from wms.train.segmenter import ModelSpec, Segmenter
@@ -173,10 +179,11 @@ def train(
             f"need pairs in both train and val splits (got {len(train_pairs)} and {len(val_pairs)}); "
             "add more labelled pairs"
         )
-    if cfg.image_size % 2**cfg.depth:
-        raise TrainError(
-            f"train.image_size={cfg.image_size} must be divisible by 2**train.depth={2**cfg.depth}"
-        )
+    multiple = input_multiple(cfg.architecture, depth=cfg.depth)
+    if cfg.image_size % multiple:
+        why = "2**train.depth" if cfg.architecture == "unet" else f"train.architecture={cfg.architecture!r}"
+        raise TrainError(f"train.image_size={cfg.image_size} must be divisible by {multiple} ({why})")
+    check_encoder_weights(cfg.architecture, cfg.encoder_weights)
     with process_group(dist, resolve_device(cfg.device)) as device:
         return _fit(cfg, train_pairs, val_pairs, reporter, cache_dir, checkpoint, dist, device)
 
@@ -214,7 +221,11 @@ def _fit(
     x_val = torch.from_numpy(np.array(x_val_np)).to(device)
     y_val = torch.from_numpy(np.array(y_val_np))[:, None].to(device)
     kwargs = {"base_channels": cfg.base_channels, "depth": cfg.depth}
-    model = build_model(cfg.architecture, **kwargs).to(device)
+    model = build_model(cfg.architecture, **kwargs)
+    # Pretrained weights only start training: the spec's kwargs never ask for them, so loading a
+    # saved model reads model.pt alone. Every DDP process loads the same file (it is cached).
+    load_encoder_weights(model, cfg.encoder_weights)
+    model = model.to(device)
     if dist.active and cuda:
         # Batch-norm statistics over the global batch, as one process would compute them (small
         # per-GPU batches are common in segmentation). gloo cannot: on the CPU each process keeps

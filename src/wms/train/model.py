@@ -1,18 +1,19 @@
 """Segmentation networks, chosen by name from a small registry.
 
 A model maps an RGB batch (N, 3, H, W) scaled to [0, 1] to foreground logits (N, 1, H, W).
-H and W must be divisible by 2**depth.
+H and W must be multiples of `input_multiple(name, ...)`: 2**depth for "unet", 32 for the
+U-Nets on ImageNet encoders (wms.train.encoders).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from wms.errors import ConfigError
+from wms.train.encoders import EncoderUNet, MobileNetV2UNet, ResNet18UNet, load_imagenet_encoder
 
 
 def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -46,6 +47,11 @@ class UNet(nn.Module):
             ch = w
         self.head = nn.Conv2d(ch, 1, 1)
 
+    @staticmethod
+    def input_multiple(depth: int = 3, **_: Any) -> int:
+        """Input height and width must be multiples of this: one halving per level."""
+        return int(2**depth)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for i, block in enumerate(self.down):
@@ -70,18 +76,63 @@ class FlipAveraged(nn.Module):
         return (self.net(x) + self.net(x.flip(-1)).flip(-1)) / 2
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"unet": UNet}
+class Architecture(Protocol):
+    """What the registry holds: a network class, built from `base_channels` and `depth`."""
+
+    def __call__(self, *, base_channels: int = ..., depth: int = ...) -> nn.Module: ...
+    def input_multiple(self, *, depth: int = ...) -> int: ...
 
 
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Instantiate an architecture by its registry name."""
+ARCHITECTURES: dict[str, Architecture] = {
+    "unet": UNet,
+    "unet-mobilenet_v2": MobileNetV2UNet,
+    "unet-resnet18": ResNet18UNet,
+}
+
+
+def _architecture(name: str) -> Architecture:
     try:
-        factory = ARCHITECTURES[name]
+        return ARCHITECTURES[name]
     except KeyError:
         raise ConfigError(
             f"unknown architecture {name!r}; train.architecture must be one of: {', '.join(ARCHITECTURES)}"
         ) from None
-    return factory(**kwargs)
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Instantiate an architecture by its registry name."""
+    return _architecture(name)(**kwargs)
+
+
+def input_multiple(name: str, **kwargs: Any) -> int:
+    """The number an architecture's input height and width must be a multiple of."""
+    return _architecture(name).input_multiple(**kwargs)
+
+
+def _has_encoder(architecture: Architecture) -> bool:
+    return isinstance(architecture, type) and issubclass(architecture, EncoderUNet)
+
+
+def check_encoder_weights(name: str, weights: str) -> None:
+    """Raise ConfigError when `weights` asks for pretrained weights and `name` has no encoder."""
+    if weights != "none" and not _has_encoder(_architecture(name)):
+        encoders = ", ".join(n for n, a in ARCHITECTURES.items() if _has_encoder(a))
+        raise ConfigError(
+            f"train.encoder_weights={weights!r} needs an architecture with an encoder and {name!r} has "
+            f'none; set train.architecture to one of {encoders}, or train.encoder_weights = "none"'
+        )
+
+
+def load_encoder_weights(model: nn.Module, weights: str) -> None:
+    """Put pretrained weights (`imagenet`) into a freshly built model's encoder; `none` leaves it.
+
+    Only training calls this: a saved model's weights, encoder included, are in its model.pt.
+    """
+    if weights == "none":
+        return
+    if not isinstance(model, EncoderUNet):
+        raise ConfigError(f"train.encoder_weights={weights!r} needs an architecture with an encoder")
+    load_imagenet_encoder(model)
 
 
 def count_parameters(model: nn.Module) -> int:
