@@ -158,6 +158,7 @@ def main() -> int:
         "overrides": args.sets,
         "settings": cfg.model_dump(mode="json"),
         "device": result.device,
+        "precision": result.precision,
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",
         "parameters": result.parameters,
         "splits": {name: len(members) for name, members in split.items()},

@@ -28,7 +28,9 @@ class Segmenter:
     """A model in eval mode that turns PIL images into foreground masks."""
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: str = "cpu") -> None:
-        self.network = model.to(device).eval()  # the trained weights, saved as model.pt
+        # The trained weights, saved as model.pt. In the default layout whether just trained
+        # (channels-last) or loaded, so both predict with the same kernels, to the last bit.
+        self.network = model.to(device, memory_format=torch.contiguous_format).eval()
         # What predicts (and is exported to ONNX): the network, or with spec.tta its flip average.
         self.model = FlipAveraged(self.network).eval() if spec.tta else self.network
         self.spec = spec
