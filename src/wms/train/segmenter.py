@@ -30,7 +30,7 @@ class Segmenter:
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: str = "cpu") -> None:
         # The trained weights, saved as model.pt. In the default layout whether just trained
         # (channels-last) or loaded, so both predict with the same kernels, to the last bit.
-        self.network = model.to(device, memory_format=torch.contiguous_format).eval()
+        self.network = model.to(device, memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
         # What predicts (and is exported to ONNX): the network, or with spec.tta its flip average.
         self.model = FlipAveraged(self.network).eval() if spec.tta else self.network
         self.spec = spec
