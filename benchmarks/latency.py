@@ -1,6 +1,8 @@
 """Saved-model size and CPU latency for one 512x512 photo: PyTorch eager next to ONNX Runtime.
 
-Run: .venv/bin/python benchmarks/latency.py [--runs 30] [--sizes 128 512]
+Run: .venv/bin/python benchmarks/latency.py [--runs 30] [--sizes 128 512] [--arch 8x4] [--tta]
+     .venv/bin/python benchmarks/latency.py --arch 8x4 --sizes 192 --tta   # the cpu recipe's model,
+                                                                           # without and with train.tta
 
 For each U-Net (base_channels 16 / depth 3, the default, and 32 / 4) and each model input
 size, the model is saved (`model.pt`) and exported (`model.onnx`), then both runtimes predict
@@ -38,7 +40,7 @@ from wms.train.preprocess import image_to_array
 from wms.train.segmenter import ONNX_FILE, WEIGHTS_FILE, ModelSpec, Segmenter
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "latency.json"
+RESULTS = REPO / "benchmarks" / "results" / "latency.json"  # latency-tta.json with --tta
 ARCHITECTURES = [{"base_channels": 16, "depth": 3}, {"base_channels": 32, "depth": 4}]
 PHOTO = 512
 WARMUP = 3  # calls before each block
@@ -79,10 +81,12 @@ def _ms(values: list[float]) -> dict[str, float]:
     }
 
 
-def bench(arch: dict[str, int], size: int, runs: int, threads: int, folder: Path) -> dict[str, Any]:
-    """Sizes and latencies of one architecture at one model input size."""
+def bench(
+    arch: dict[str, int], size: int, runs: int, threads: int, folder: Path, tta: bool = False
+) -> dict[str, Any]:
+    """Sizes and latencies of one architecture at one model input size (with flip TTA or not)."""
     torch.manual_seed(0)
-    spec = ModelSpec(architecture="unet", image_size=size, threshold=0.5, kwargs=arch)
+    spec = ModelSpec(architecture="unet", image_size=size, threshold=0.5, kwargs=arch, tta=tta)
     segmenter = Segmenter(build_model("unet", **arch), spec)
     segmenter.save(folder)
     export_onnx(segmenter, folder / ONNX_FILE)
@@ -104,6 +108,7 @@ def bench(arch: dict[str, int], size: int, runs: int, threads: int, folder: Path
     return {
         **arch,
         "image_size": size,
+        "tta": tta,
         "model_pt_bytes": (folder / WEIGHTS_FILE).stat().st_size,
         "model_onnx_bytes": (folder / ONNX_FILE).stat().st_size,
         "mask_agreement": round(agreement, 6),
@@ -115,7 +120,8 @@ def bench(arch: dict[str, int], size: int, runs: int, threads: int, folder: Path
 
 def _line(row: dict[str, Any]) -> str:
     mb = f"pt {row['model_pt_bytes'] / 1e6:6.2f} MB  onnx {row['model_onnx_bytes'] / 1e6:6.2f} MB"
-    parts = [f"unet b{row['base_channels']} d{row['depth']} @{row['image_size']:>4}: {mb}"]
+    tta = " tta" if row["tta"] else ""
+    parts = [f"unet b{row['base_channels']} d{row['depth']} @{row['image_size']:>4}{tta}: {mb}"]
     for what in ("network", "predict"):
         torch_ms, onnx_ms = row[f"torch_{what}"]["median_ms"], row[f"onnx_{what}"]["median_ms"]
         parts.append(f"{what} torch {torch_ms:8.2f} ms  onnx {onnx_ms:8.2f} ms ({row[f'speedup_{what}']}x)")
@@ -128,17 +134,29 @@ def main() -> None:
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[128, 512], help="model input sizes (128 is the default)"
     )
+    parser.add_argument(
+        "--arch",
+        action="append",
+        default=[],
+        metavar="BxD",
+        help="a U-Net of base_channels B and depth D (repeatable; default: 16x3 and 32x4)",
+    )
+    parser.add_argument("--tta", action="store_true", help="time each model also with flip TTA (train.tta)")
     args = parser.parse_args()
+    architectures = [
+        {"base_channels": int(b), "depth": int(d)} for b, d in (a.split("x") for a in args.arch)
+    ] or ARCHITECTURES
     threads = torch.get_num_threads()
     load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="wms-latency-") as tmp:
-        for arch in ARCHITECTURES:
+        for arch in architectures:
             for size in args.sizes:
-                folder = Path(tmp) / f"b{arch['base_channels']}-d{arch['depth']}-s{size}"
-                row = bench(arch, size, args.runs, threads, folder)
-                rows.append(row)
-                print(_line(row))
+                for tta in (False, True) if args.tta else (False,):
+                    folder = Path(tmp) / f"b{arch['base_channels']}-d{arch['depth']}-s{size}-tta{int(tta)}"
+                    row = bench(arch, size, args.runs, threads, folder, tta)
+                    rows.append(row)
+                    print(_line(row))
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "photo": f"{PHOTO}x{PHOTO}",
@@ -153,12 +171,13 @@ def main() -> None:
         "onnxruntime": onnxruntime.__version__,
         "results": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    target = RESULTS.with_name("latency-tta.json") if args.tta else RESULTS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"{threads} thread(s) each, median of {args.runs}; 1-min load average "
         f"{result['load_average_1min']['before']} -> {result['load_average_1min']['after']}; "
-        f"written to {RESULTS.relative_to(REPO)}"
+        f"written to {target.relative_to(REPO)}"
     )
 
 

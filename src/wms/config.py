@@ -103,6 +103,9 @@ class TrainSettings(Section):
     max_minutes: float = Field(0, ge=0, description="training time budget; 0: none")
     augment_rotation: float = Field(10.0, ge=0, le=45, description="largest random rotation, in degrees")
     augment_quarter_turns: bool = Field(False, description="also turn training images by 90/180/270 degrees")
+    augment_zoom: float = Field(
+        0.0, ge=0, lt=1, description="largest random zoom in or out of a training image (0.3: 0.7x to 1.3x)"
+    )
     cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
     export_onnx: bool = Field(True, description="log an ONNX export beside the weights (serving uses it)")
 

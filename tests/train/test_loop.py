@@ -74,3 +74,21 @@ def test_augmentation_turns_image_and_mask_together() -> None:
     assert torch.equal(bright, ya > 0.5)
     upright = (ya.sum(dim=-1) > 0).sum(dim=-1).squeeze(1)  # rows the bar covers: 2 flat, 7 upright
     assert {2, 7} <= set(upright.tolist())
+
+
+def test_zoom_shows_the_window_smaller_and_larger_with_its_mask() -> None:
+    import torch
+
+    from wms.train.loop import augment
+
+    x = torch.zeros(32, 3, 64, 64)
+    x[:, :, 24:40, 16:48] = 1.0  # a bright window in the middle, 512 pixels
+    y = (x[:, :1] > 0.5).float()
+    xa, ya = augment(x, y, torch.Generator().manual_seed(0), max_zoom=0.4)
+    area = ya.sum(dim=(1, 2, 3))
+    assert area.min() < 400 and area.max() > 640  # zoomed out and in: as from further and nearer
+    grey = xa.mean(dim=1, keepdim=True)
+    low, high = grey.amin(dim=(1, 2, 3), keepdim=True), grey.amax(dim=(1, 2, 3), keepdim=True)
+    bright = (grey > (low + high) / 2).float()
+    overlap = (bright * ya).sum(dim=(1, 2, 3)) / torch.maximum(bright, ya).sum(dim=(1, 2, 3))
+    assert overlap.min() > 0.9  # the mask moved with the image

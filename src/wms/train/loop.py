@@ -90,8 +90,9 @@ def augment(
     gen: torch.Generator,
     max_degrees: float = 0.0,
     quarter_turns: bool = False,
+    max_zoom: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips, quarter turns, small rotations and brightness/contrast, per sample, on whole batches."""
+    """Random flips, quarter turns, rotations, zoom and brightness/contrast, per sample, on whole batches."""
     n, on = x.shape[0], gen.device  # random numbers are drawn where the generator lives: no copies
     flip = (torch.rand(n, generator=gen, device=on) < 0.5).to(x.device)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -104,11 +105,14 @@ def augment(
             pick = (k == turns)[:, None, None, None]
             x = torch.where(pick, torch.rot90(x, turns, (-2, -1)), x)
             y = torch.where(pick, torch.rot90(y, turns, (-2, -1)), y)
-    if max_degrees > 0:
+    if max_degrees > 0 or max_zoom > 0:
+        # One affine resampling for both: rotate by up to max_degrees, and zoom by a factor in
+        # [1 - max_zoom, 1 + max_zoom] (zooming out shows the meter smaller, as from further away).
         angle = ((torch.rand(n, generator=gen, device=on) * 2 - 1) * max_degrees * torch.pi / 180).to(
             x.device
         )
-        cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+        zoom = (1 + (torch.rand(n, generator=gen, device=on) * 2 - 1) * max_zoom).to(x.device)
+        cos, sin, zero = angle.cos() / zoom, angle.sin() / zoom, torch.zeros_like(angle)
         theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -295,7 +299,12 @@ def _fit(
         for i in range(0, len(order), cfg.batch_size):
             xb, yb = batch(x_train, y_train, order[i : i + cfg.batch_size])
             xb, yb = augment(
-                xb.to(device), yb.to(device), aug, cfg.augment_rotation, cfg.augment_quarter_turns
+                xb.to(device),
+                yb.to(device),
+                aug,
+                cfg.augment_rotation,
+                cfg.augment_quarter_turns,
+                cfg.augment_zoom,
             )
             xb = xb.contiguous(memory_format=torch.channels_last)
             with amp:

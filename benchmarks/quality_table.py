@@ -1,0 +1,69 @@
+"""The quality experiments side by side: one Markdown row per benchmarks/results/quality-*.json.
+
+    .venv/bin/python benchmarks/quality_table.py > benchmarks/results/quality-table.md
+
+Rows are in the order the runs were made; each run's changes are over the `cpu` recipe as it
+stood then (the first rows predate today's: 256 px, then 224 px). "min" is training minutes;
+"to 0.85" the minutes until val Dice first reached 0.85 ("-": not recorded, or never).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COLUMNS = (
+    "run",
+    "changes over the recipe",
+    "device",
+    "epochs",
+    "min",
+    "to 0.85",
+    "val Dice",
+    "test Dice",
+    "median",
+    "< 0.5",
+    "< 0.8",
+)
+
+
+def row(name: str, result: dict[str, Any]) -> list[str]:
+    """One table row; keys that older result files lack show as "-"."""
+
+    def num(key: str, fmt: str = "{:.4f}") -> str:
+        value = result.get(key)
+        return "-" if value is None else fmt.format(value)
+
+    reached = (result.get("minutes_to_val_dice") or {}).get("0.85")
+    tests = result.get("test_images")
+    return [
+        name,
+        ", ".join(result.get("overrides") or []) or "(none)",
+        f"{result.get('device', '-')} {result.get('precision', 'fp32')}",
+        num("epochs_run", "{}"),
+        f"{result['train_seconds'] / 60:.1f}",
+        "-" if reached is None else f"{reached:.1f}",
+        num("best_val_dice"),
+        num("test_dice"),
+        num("test_median_dice"),
+        "-" if result.get("test_below_half") is None else f"{result['test_below_half']}/{tests}",
+        "-" if result.get("test_below_0_8") is None else f"{result['test_below_0_8']}/{tests}",
+    ]
+
+
+def main() -> int:
+    runs = []
+    for path in RESULTS.glob("quality-*.json"):
+        result = json.loads(path.read_text())
+        runs.append((result.get("when", ""), path.stem.removeprefix("quality-"), result))
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row(name, result)) + " |" for _, name, result in sorted(runs)]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
