@@ -19,17 +19,20 @@ if TYPE_CHECKING:
 RECIPES: dict[str, dict[str, Any]] = {
     # Two CPU cores, under 30 minutes on the 830 real photos. Width 8: the top-level
     # convolutions dominate CPU time, and 8 channels there train ~4x faster than 16. Within the
-    # budget more epochs beat more pixels: 256 px ran 25 epochs (test Dice 0.805), 224 px 33
-    # (0.829), 192 px all 40 in 23 min (0.851) — benchmarks/results/quality-cpu*.json.
+    # budget more epochs beat more pixels: in fp32, 256 px ran 25 epochs (test Dice 0.805),
+    # 192 px all 40 (0.851). bf16 on a CPU with AMX and channels-last (wms.train.precision)
+    # fit about twice the epochs; 256 px then gave no better mean and more misses than 192 px.
+    # Flip TTA adds ~0.01 test Dice. benchmarks/results/quality-table.md has every run.
     "cpu": {
         "image_size": 192,
         "base_channels": 8,
         "depth": 4,
         "batch_size": 8,
         "learning_rate": 6e-3,
-        "epochs": 40,
+        "epochs": 80,
         "max_minutes": 26,
         "augment_rotation": 10.0,
+        "tta": True,
     },
     # One data-centre GPU (H100 class), about 5 minutes: full resolution, a wider network.
     "gpu": {
