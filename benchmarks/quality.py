@@ -111,14 +111,14 @@ def main() -> int:
         print(f"skipped: real data not found at {args.data}")
         return 0
 
+    import torch
+
     from wms.config import TrainSettings
     from wms.train.evaluate import evaluate, summarize
     from wms.train.loop import train
     from wms.train.recipes import apply_recipe
 
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     split = real_splits(args.data, args.work)
@@ -160,6 +160,7 @@ def main() -> int:
         "device": result.device,
         "precision": result.precision,
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",
+        "torch_threads": torch.get_num_threads(),
         "parameters": result.parameters,
         "splits": {name: len(members) for name, members in split.items()},
         "epochs_run": len(result.history),

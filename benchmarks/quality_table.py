@@ -42,7 +42,8 @@ def row(name: str, result: dict[str, Any]) -> list[str]:
     return [
         name,
         ", ".join(result.get("overrides") or []) or "(none)",
-        f"{result.get('device', '-')} {result.get('precision', 'fp32')}",
+        f"{result.get('device', '-')} {result.get('precision', 'fp32')}"
+        + (f", {result['torch_threads']} thread" if result.get("torch_threads") == 1 else ""),
         num("epochs_run", "{}"),
         f"{result['train_seconds'] / 60:.1f}",
         "-" if reached is None else f"{reached:.1f}",

@@ -73,12 +73,27 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WMS_DEPLOY__IN_PIPELINE", "false")
 
 
+@pytest.fixture(scope="session")
+def empty_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database as MLflow creates it, made once: creating one runs MLflow's
+    schema migrations (3-5 s), which every project would otherwise pay again."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("tracking") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty project with tiny settings; the current folder during the test."""
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_tracking_db: Path) -> Path:
+    """An empty project with tiny settings; the current folder during the test.
+
+    Its `.wms/mlflow.db` is a copy of a fresh, empty one (what MLflow would create on first use).
+    """
     root = tmp_path / "project"
-    root.mkdir()
+    (root / ".wms").mkdir(parents=True)
     (root / "wms.toml").write_text(TINY_SETTINGS)
+    shutil.copyfile(empty_tracking_db, root / ".wms" / "mlflow.db")
     monkeypatch.chdir(root)
     return root
 
@@ -138,7 +153,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, empty_tracking_db: Path) -> Iterator[str]:
     """A real `mlflow server` (SQLite backend, proxied artifacts) on a free loopback port."""
     import subprocess
     import sys
@@ -146,6 +161,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import urllib.request
 
     root = tmp_path_factory.mktemp("mlflow-server")
+    shutil.copyfile(empty_tracking_db, root / "mlflow.db")  # its schema already migrated
     port = _free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     log = (root / "server.log").open("w")

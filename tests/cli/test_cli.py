@@ -82,7 +82,11 @@ def test_train_prints_run_id_and_scores(
     assert result.exit_code == 0, result.output
     assert "run id: " in result.output
     assert "test Dice" in result.output and "IoU" in result.output
-    assert (project_dir / ".wms" / "mlflow.db").is_file()
+    from mlflow import MlflowClient
+
+    run_id = result.output.split("run id: ")[1].split()[0]
+    default_store = f"sqlite:///{project_dir / '.wms' / 'mlflow.db'}"
+    assert MlflowClient(default_store).get_run(run_id).info.status == "FINISHED"
     artifacts = {p.name for p in (project_dir / ".wms" / "mlartifacts").rglob("*") if p.is_file()}
     assert {
         "model.pt",

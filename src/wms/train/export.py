@@ -7,7 +7,6 @@ re-implemented in numpy so that the inference path needs no torch kernels.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,34 +24,26 @@ if TYPE_CHECKING:
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 
-class _SkipMissingTorchvision(logging.Filter):
-    # The exporter warns once per torchvision op on every export when torchvision is absent;
-    # no WMS model uses those ops, so the lines are noise.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("torchvision is not installed")
-
-
-def _quiet_exporter() -> None:
-    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
-    if not any(isinstance(f, _SkipMissingTorchvision) for f in logger.filters):
-        logger.addFilter(_SkipMissingTorchvision())
-
-
 def export_onnx(segmenter: Segmenter, path: Path) -> None:
-    """Write the network as ONNX: `image` float32 (N, 3, S, S) in [0, 1] -> `logits` (N, 1, S, S)."""
+    """Write the network as ONNX: `image` float32 (N, 3, S, S) in [0, 1] -> `logits` (N, 1, S, S).
+
+    With torch's TorchScript exporter: it writes these convolutional nets in about 0.1 s, where
+    the torch.export-based one (`dynamo=True`, the default since torch 2.9) takes 5 s or more,
+    paid by every training run. It is deprecated but present in the pinned torch; the parity
+    check before registration (wms.parity) verifies every export either way. When a torch
+    upgrade removes it, pass `dynamo=True` with `dynamic_shapes=({0: torch.export.Dim("batch")},)`.
+    """
     import torch
 
     size = segmenter.spec.image_size
-    # torch.export specializes a dimension whose example value is 0 or 1, so trace with 2.
     example = torch.zeros(2, 3, size, size, device=segmenter.device)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")  # never leave a half-written model.onnx
-    _quiet_exporter()
     try:
         with warnings.catch_warnings():
-            # torch 2.13's own export pipeline calls its deprecated pytree API; nothing to fix here.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
             warnings.filterwarnings(
-                "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+                "ignore", message=r".*legacy TorchScript-based ONNX export", category=DeprecationWarning
             )
             torch.onnx.export(
                 segmenter.model.eval(),
@@ -60,8 +51,8 @@ def export_onnx(segmenter: Segmenter, path: Path) -> None:
                 partial,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                dynamo=True,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                dynamo=False,
                 external_data=False,
                 verbose=False,
             )
