@@ -64,7 +64,7 @@ def main() -> int:
         "# Quality runs on the real photos (written by benchmarks/quality_table.py)",
         "",
         "Each run's changes are over the `cpu` recipe as it stood then (the first four predate",
-        "bf16: 256 px, then 192 px at 40 epochs). Test Dice is the mean over the 132 photos of the",
+        "bf16: fp32 at 256, 224 and 192 px). Test Dice is the mean over the 132 photos of the",
         "hash test split; `< 0.5` and `< 0.8` count its tail; `to 0.85` is minutes to val Dice 0.85.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
