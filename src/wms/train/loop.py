@@ -111,8 +111,10 @@ def augment(
         angle = ((torch.rand(n, generator=gen, device=on) * 2 - 1) * max_degrees * torch.pi / 180).to(
             x.device
         )
-        zoom = (1 + (torch.rand(n, generator=gen, device=on) * 2 - 1) * max_zoom).to(x.device)
-        cos, sin, zero = angle.cos() / zoom, angle.sin() / zoom, torch.zeros_like(angle)
+        cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+        if max_zoom > 0:  # drawn only when asked: without zoom, a seed's random stream is as before
+            zoom = (1 + (torch.rand(n, generator=gen, device=on) * 2 - 1) * max_zoom).to(x.device)
+            cos, sin = cos / zoom, sin / zoom
         theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
