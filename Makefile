@@ -18,7 +18,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check $(if $(TORCH_INDEX),-
 PIPI   := $(PIP) install --no-compile
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev browser sshd demo test lint clean
+.PHONY: help install install-dev browser sshd validators demo test lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,11 @@ sshd:  ## OpenSSH server for the remote-training tests, which start their own on
 	@test -x /usr/sbin/sshd || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server)
 
+validators:  ## cloud-init, shellcheck and promtool, which check what the cloud consumes (Debian; needs root)
+	@command -v cloud-init >/dev/null && command -v shellcheck >/dev/null && command -v promtool >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    cloud-init shellcheck prometheus)
+
 demo: install  ## run the whole loop on synthetic data with the embedded defaults
 	PYTHONDONTWRITEBYTECODE= $(BIN)/wms demo
 
@@ -54,7 +59,7 @@ lint: install-dev  ## ruff and mypy
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-test: install-dev lint browser sshd  ## lint, then the test suite
+test: install-dev lint browser sshd validators  ## lint, then the test suite
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
 
 clean:  ## remove the virtual environment and local state (.wms/)
