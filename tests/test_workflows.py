@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def test_data_pipeline_drops_no_run_and_skips_its_own_pointer_commit() -> None:
     assert "concurrency" not in workflow
     assert all("concurrency" not in job for job in workflow["jobs"].values())
     assert POINTER_COMMIT_TITLE in workflow["jobs"]["validate"]["if"]
-    assert workflow["jobs"]["deploy"]["if"] == "needs.train.outputs.promoted == 'true'"
+    assert workflow["jobs"]["deploy"]["if"] == "${{ !cancelled() && needs.train.outputs.promoted == 'true' }}"
     # Runs wait for the store lock instead, for hours if need be.
     assert int(workflow["jobs"]["train"]["env"]["WMS_STORE__LOCK_WAIT_SECONDS"]) >= 3 * 3600
 
@@ -252,26 +253,74 @@ def test_the_sweeper_runs_on_a_schedule_and_sweeps_on_the_started_instance() -> 
     assert "secrets." not in yaml.safe_dump(sweep.get("env", {}))
 
 
+# -- the layout: repository variable WMS_LAYOUT, "split" (the default) or "single" -------------
+
+LAYOUT_CHOICE = re.compile(r"\$\{\{ vars\.WMS_LAYOUT == 'single' && '([^']*)' \|\| '([^']*)' \}\}")
+ONLY_SINGLE = "vars.WMS_LAYOUT == 'single'"
+
+
+def for_layout(value: Any, layout: str) -> Any:
+    """`value` as GitHub evaluates it with WMS_LAYOUT = layout (unset is "split")."""
+    if isinstance(value, list):
+        return [for_layout(v, layout) for v in value]
+    if isinstance(value, dict):
+        return {k: for_layout(v, layout) for k, v in value.items()}
+    if isinstance(value, str):
+        return LAYOUT_CHOICE.sub(lambda m: m.group(1) if layout == "single" else m.group(2), value)
+    return value
+
+
+def runs_in(job: dict[str, Any], layout: str) -> bool:
+    """Whether a job's own condition lets it run in `layout` (its other conditions aside)."""
+    return layout == "single" or ONLY_SINGLE not in str(job.get("if", ""))
+
+
+@pytest.mark.parametrize(
+    "name", ["training-data-pipeline.yaml", "pipeline-sweeper.yaml", "release-deploy.yaml"]
+)
+def test_split_never_starts_the_gpu_from_a_workflow_and_runs_on_the_serving_node(name: str) -> None:
+    jobs = load(name)["jobs"]
+    assert not runs_in(jobs["start-compute"], "split") and runs_in(jobs["start-compute"], "single")
+    # What needed the started instance goes on when its start is skipped, not when it failed.
+    for job_id, job in jobs.items():
+        if "start-compute" in _needs(job) and job_id != "stop-compute":
+            assert "needs.start-compute.result != 'failure'" in job["if"] or "uses" in job, job_id
+        if "runs-on" in job and "self-hosted" in job["runs-on"]:
+            assert for_layout(job["runs-on"], "split")[-1] == "wms-serve", (name, job_id)
+            assert for_layout(job["runs-on"], "single")[-1] == "wms-gpu", (name, job_id)
+    deploy = load("deploy-model.yaml")["jobs"]["deploy"]
+    assert [for_layout(deploy["runs-on"], layout)[-1] for layout in ("split", "single")] == [
+        "wms-serve",
+        "wms-gpu",
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "job"), [("training-data-pipeline.yaml", "train"), ("pipeline-sweeper.yaml", "sweep")]
 )
-def test_the_pipeline_on_the_instance_holds_a_lease_and_trains_with_the_gpu_recipe(
-    name: str, job: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("layout", "train_on"), [("split", "instance"), ("single", "here")])
+def test_the_pipeline_holds_a_lease_and_trains_on_the_instance_with_the_gpu_recipe(
+    name: str, job: str, layout: str, train_on: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = load(name)["jobs"][job]
+    spec = for_layout(load(name)["jobs"][job], layout)
     env = spec["env"]
     assert "self-hosted" in spec["runs-on"] and "start-compute" in _needs(spec)
     assert env["WMS_TRAIN__RECIPE"] == "gpu"
-    # On the instance the start job started: the run renews a lease of its own, never stops it.
-    assert (env["WMS_COMPUTE__BACKEND"], env["WMS_COMPUTE__TRAIN_ON"]) == ("ec2", "here")
+    # single: on the instance the start job started, the run renews a lease of its own and never
+    # stops it. split: the run starts the instance, trains there over SSH and stops it.
+    assert (env["WMS_COMPUTE__BACKEND"], env["WMS_COMPUTE__TRAIN_ON"]) == ("ec2", train_on)
     assert env["WMS_COMPUTE__INSTANCE_ID"] == "${{ needs.start-compute.outputs.instance_id }}"
+    assert env["WMS_COMPUTE__HOST"] == "${{ vars.WMS_GPU_HOST }}"
+    # The SSH key reaches only the step that runs the pipeline.
+    keyed = [s for s in spec["steps"] if "secrets.EC2_SSH_KEY" in yaml.safe_dump(s)]
+    assert [s["env"]["WMS_COMPUTE__SSH_KEY"] for s in keyed] == ["${{ secrets.EC2_SSH_KEY }}"]
     # The names and values are settings WMS knows (a typo would fail the job, or pass unseen).
     for key, value in env.items():
         if key.startswith("WMS_") and "${{" not in str(value):
             monkeypatch.setenv(key, str(value))
     settings = load_settings(start=tmp_path).settings
     assert (settings.train.recipe, settings.train.image_size) == ("gpu", RECIPES["gpu"]["image_size"])
-    assert (settings.compute.backend, settings.compute.train_on) == ("ec2", "here")
+    assert (settings.compute.backend, settings.compute.train_on) == ("ec2", train_on)
 
 
 def test_release_deploy_reconciles_with_main_before_deploying() -> None:
