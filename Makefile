@@ -18,7 +18,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check $(if $(TORCH_INDEX),-
 PIPI   := $(PIP) install --no-compile
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev browser sshd validators demo test lint clean
+.PHONY: help install install-dev browser sshd validators checkov demo test lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,6 +51,18 @@ validators:  ## cloud-init, shellcheck and promtool, which check what the cloud 
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    cloud-init shellcheck prometheus)
 
+# checkov lives in a virtual environment of its own: its many exact pins are not ours to share.
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV_VENV    ?= .venv-checkov
+
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip --disable-pip-version-check install --no-compile -q checkov==$(CHECKOV_VERSION)
+	@touch $@
+
+checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)  ## checkov over the Terraform, Dockerfile and workflows (.checkov.yaml)
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml
+
 demo: install  ## run the whole loop on synthetic data with the embedded defaults
 	PYTHONDONTWRITEBYTECODE= $(BIN)/wms demo
 
@@ -63,4 +75,4 @@ test: install-dev lint browser sshd validators  ## lint, then the test suite
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
 
 clean:  ## remove the virtual environment and local state (.wms/)
-	rm -rf $(VENV) .wms .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .wms .pytest_cache .mypy_cache .ruff_cache
