@@ -311,6 +311,7 @@ def test_the_pipeline_holds_a_lease_and_trains_on_the_instance_with_the_gpu_reci
     assert (env["WMS_COMPUTE__BACKEND"], env["WMS_COMPUTE__TRAIN_ON"]) == ("ec2", train_on)
     assert env["WMS_COMPUTE__INSTANCE_ID"] == "${{ needs.start-compute.outputs.instance_id }}"
     assert env["WMS_COMPUTE__HOST"] == "${{ vars.WMS_GPU_HOST }}"
+    assert env["WMS_COMPUTE__READY_PROBE"] == "tcp"
     # The SSH key reaches only the step that runs the pipeline.
     keyed = [s for s in spec["steps"] if "secrets.EC2_SSH_KEY" in yaml.safe_dump(s)]
     assert [s["env"]["WMS_COMPUTE__SSH_KEY"] for s in keyed] == ["${{ secrets.EC2_SSH_KEY }}"]
