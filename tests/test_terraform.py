@@ -50,6 +50,11 @@ def test_both_instances_require_imdsv2_and_encrypt_their_disk(terraform: dict[st
         assert root["encrypted"] is True and root["volume_type"] == "gp3", address
 
 
+def test_a_newer_ami_does_not_replace_an_instance_behind_a_plain_apply(terraform: dict[str, Any]) -> None:
+    for address in INSTANCES:
+        assert "ami" in terraform["resource"][address]["lifecycle"][0]["ignore_changes"], address
+
+
 def test_a_spot_gpu_is_stopped_with_its_disk_when_reclaimed(terraform: dict[str, Any]) -> None:
     assert terraform["variable"]["gpu_spot"]["default"] is False
     dynamic = terraform["resource"]["aws_instance.gpu"]["dynamic"]

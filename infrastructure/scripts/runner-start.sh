@@ -5,10 +5,11 @@
 # used for the REST calls below and dropped: it is in no file, no command line and no log.
 #
 # Environment (set by the unit): RUNNER_REPOSITORY (owner/name), RUNNER_NAME, RUNNER_LABELS
-# (comma-separated), RUNNER_TOKEN_PARAMETER, AWS_REGION.
+# (comma-separated), RUNNER_TOKEN_PARAMETER, AWS_REGION; RUNNER_API_URL for GitHub Enterprise
+# (default https://api.github.com).
 set -euo pipefail
 
-api="https://api.github.com/repos/${RUNNER_REPOSITORY}/actions/runners"
+api="${RUNNER_API_URL:-https://api.github.com}/repos/${RUNNER_REPOSITORY}/actions/runners"
 if ! token=$(aws ssm get-parameter --region "$AWS_REGION" --name "$RUNNER_TOKEN_PARAMETER" \
   --with-decryption --query Parameter.Value --output text); then
   echo "cannot read the SSM parameter $RUNNER_TOKEN_PARAMETER; create it with" \

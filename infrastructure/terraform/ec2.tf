@@ -70,8 +70,10 @@ resource "aws_instance" "gpu" {
   }
 
   lifecycle {
-    # WMS starts and stops the instance; Terraform must not fight over its state.
-    ignore_changes = [tags["wms:lease-expires"]]
+    # WMS starts and stops the instance; Terraform must not fight over its state. A newer AMI
+    # (most_recent) must not replace the instance and its disk behind a plain apply; to move
+    # to one: terraform apply -replace=aws_instance.gpu
+    ignore_changes = [tags["wms:lease-expires"], ami]
   }
 }
 
@@ -98,5 +100,12 @@ resource "aws_instance" "serving" {
   tags = {
     Name = "${var.project}-serving"
     Role = "serving"
+  }
+
+  lifecycle {
+    # A newer Ubuntu AMI must not replace the node (and its MLflow database) behind a plain
+    # apply. To move to one: sudo systemctl start mlflow-backup on the node, then
+    # terraform apply -replace='aws_instance.serving[0]' (the new node restores the backup).
+    ignore_changes = [ami]
   }
 }
