@@ -4,7 +4,8 @@
 # SQLite on this disk (/var/lib/mlflow/mlflow.db); artifacts go through the server to
 # MLFLOW_ARTIFACTS_URI in S3, so clients need no S3 access of their own. mlflow-backup.timer
 # copies a consistent snapshot of the database to MLFLOW_BACKUP_URI daily; a node that starts
-# without a database (a new disk) restores the latest backup first.
+# without a database (a new disk) restores the latest backup first. Another MLFLOW_VERSION, or
+# a restored database, gets `mlflow db upgrade` before the server starts (a copy kept beside).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,14 +14,17 @@ venv=/opt/mlflow/venv
 data=/var/lib/mlflow
 db=$data/mlflow.db
 changed=0
+migrate=0  # another MLflow or a restored database: bring the schema up to this MLflow
 
 have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mlflow"))' 2>/dev/null || true)
 if [ "$have" != "$MLFLOW_VERSION" ]; then
   log "installing mlflow $MLFLOW_VERSION (found: ${have:-none})"
+  systemctl stop mlflow.service 2>/dev/null || true
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "mlflow==$MLFLOW_VERSION" boto3
   changed=1
+  migrate=1
 fi
 
 if ! id -u mlflow >/dev/null 2>&1; then
@@ -33,10 +37,19 @@ if [ ! -s "$db" ]; then
     mv "$db.restore" "$db"
     chown mlflow:mlflow "$db"
     log "restored the database from $MLFLOW_BACKUP_URI"
+    migrate=1
   else
     rm -f "$db.restore"
     log "no backup at $MLFLOW_BACKUP_URI: MLflow starts with an empty database"
   fi
+fi
+
+if [ "$migrate" -eq 1 ] && [ -s "$db" ]; then
+  systemctl stop mlflow.service 2>/dev/null || true
+  sqlite3 "$db" ".backup '$db.before-$MLFLOW_VERSION'"
+  log "upgrading the database schema for mlflow $MLFLOW_VERSION (copy kept: $db.before-$MLFLOW_VERSION)"
+  runuser -u mlflow -- "$venv/bin/mlflow" db upgrade "sqlite:///$db"
+  changed=1
 fi
 
 # Host headers MLflow answers: its defaults (loopback, private addresses) plus the public one.
