@@ -417,3 +417,40 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+TERRAFORM_DIR = REPO_ROOT / "infrastructure" / "terraform"
+
+
+def _without_markers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_markers(v) for k, v in value.items() if not k.startswith("__")}
+    if isinstance(value, list):
+        return [_without_markers(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="session")
+def terraform() -> dict[str, dict[str, Any]]:
+    """Every block of infrastructure/terraform/*.tf by kind and address, parsed without providers.
+
+    {"resource": {"aws_instance.gpu": {...}}, "data": {...}, "variable": {...}, "locals": {...}};
+    expressions stay strings as written ("${var.instance_type}").
+    """
+    import hcl2
+    from hcl2 import SerializationOptions
+
+    options = SerializationOptions(strip_string_quotes=True, with_comments=False)
+    blocks: dict[str, dict[str, Any]] = {}
+    for path in sorted(TERRAFORM_DIR.glob("*.tf")):
+        parsed = _without_markers(hcl2.loads(path.read_text(), serialization_options=options))
+        for kind, entries in parsed.items():
+            for entry in entries:
+                if kind in ("resource", "data"):
+                    for rtype, named in entry.items():
+                        for name, body in named.items():
+                            blocks.setdefault(kind, {})[f"{rtype}.{name}"] = body
+                else:
+                    for name, body in entry.items():
+                        blocks.setdefault(kind, {})[name] = body
+    return blocks

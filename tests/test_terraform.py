@@ -1,86 +1,152 @@
 """The Terraform in infrastructure/terraform describes what WMS relies on, locked down as documented.
 
-CI also runs `terraform fmt -check` and `terraform validate`; this test needs no provider
-download, so it runs everywhere.
+CI also runs `terraform fmt -check` and `terraform validate`; these tests need no provider
+download, so they run everywhere. The `terraform` fixture (conftest.py) holds the parsed blocks.
+What the instances boot with (cloud-init, scripts, the two layouts) is in test_infrastructure.py.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import hcl2
-import pytest
-from hcl2 import SerializationOptions
-
-TF_DIR = Path(__file__).resolve().parents[1] / "infrastructure" / "terraform"
+SERVING_ADDRESS = "aws_instance.serving"
+INSTANCES = ("aws_instance.gpu", SERVING_ADDRESS)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if not k.startswith("__")}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+def _ingress_rules(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """The security group's ingress rules, those of its `dynamic "ingress"` blocks included."""
+    rules = list(group.get("ingress", []))
+    for dynamic in group.get("dynamic", []):
+        if "ingress" in dynamic:
+            rules.extend(dynamic["ingress"]["content"])
+    return rules
 
 
-@pytest.fixture(scope="module")
-def tf() -> dict[str, dict[str, Any]]:
-    """Every block of every .tf file: {"resource": {"aws_instance.gpu": {...}}, "variable": {...}}."""
-    options = SerializationOptions(strip_string_quotes=True, with_comments=False)
-    blocks: dict[str, dict[str, Any]] = {}
-    for path in sorted(TF_DIR.glob("*.tf")):
-        parsed = _plain(hcl2.loads(path.read_text(), serialization_options=options))
-        for kind, entries in parsed.items():
-            for entry in entries:
-                if kind in ("resource", "data"):
-                    for rtype, named in entry.items():
-                        for name, body in named.items():
-                            blocks.setdefault(kind, {})[f"{rtype}.{name}"] = body
-                else:
-                    for name, body in entry.items():
-                        blocks.setdefault(kind, {})[name] = body
-    return blocks
+def _statements(terraform: dict[str, Any], document: str) -> list[dict[str, Any]]:
+    """A policy document's statements, those of its source_policy_documents included."""
+    body = terraform["data"][f"aws_iam_policy_document.{document}"]
+    statements = list(body.get("statement", []))
+    for source in body.get("source_policy_documents", []):
+        name = source.removeprefix("${data.aws_iam_policy_document.").removesuffix(".json}")
+        statements.extend(_statements(terraform, name))
+    return statements
 
 
-def test_instance_type_is_a_variable_and_the_name_matches_the_default_tag(tf: dict[str, Any]) -> None:
-    instance = tf["resource"]["aws_instance.gpu"]
+def test_instance_type_is_a_variable_and_the_name_matches_the_default_tag(terraform: dict[str, Any]) -> None:
+    instance = terraform["resource"]["aws_instance.gpu"]
     assert instance["instance_type"] == "${var.instance_type}"
-    assert "instance_type" in tf["variable"]
-    assert tf["variable"]["instance_name"]["default"] == "wms-k3s"  # compute.instance_tag = "Name=wms-k3s"
+    assert "instance_type" in terraform["variable"]
+    # compute.instance_tag = "Name=wms-k3s"
+    assert terraform["variable"]["instance_name"]["default"] == "wms-k3s"
+    assert instance["tags"] == {"Name": "${var.instance_name}", "wms:managed": "true"}
     assert instance["iam_instance_profile"] == "${aws_iam_instance_profile.instance.name}"
 
 
-def test_elastic_ip_is_attached(tf: dict[str, Any]) -> None:
-    assert tf["resource"]["aws_eip.instance"]["instance"] == "${aws_instance.gpu.id}"
+def test_both_instances_require_imdsv2_and_encrypt_their_disk(terraform: dict[str, Any]) -> None:
+    for address in INSTANCES:
+        instance = terraform["resource"][address]
+        assert instance["metadata_options"][0]["http_tokens"] == "required", address
+        root = instance["root_block_device"][0]
+        assert root["encrypted"] is True and root["volume_type"] == "gp3", address
 
 
-def test_ssh_is_open_to_the_allowed_cidr_only(tf: dict[str, Any]) -> None:
-    ingress = tf["resource"]["aws_security_group.instance"]["ingress"]
-    ssh = [rule for rule in ingress if rule["from_port"] == 22]
-    assert ssh and all(rule["cidr_blocks"] == ["${var.allowed_ssh_cidr}"] for rule in ingress)
-    assert "0.0.0.0/0" not in str(ingress)
-    assert "allowed_ssh_cidr" in tf["variable"] and "default" not in tf["variable"]["allowed_ssh_cidr"]
+def test_a_newer_ami_does_not_replace_an_instance_behind_a_plain_apply(terraform: dict[str, Any]) -> None:
+    for address in INSTANCES:
+        assert "ami" in terraform["resource"][address]["lifecycle"][0]["ignore_changes"], address
 
 
-def test_instance_role_reaches_only_the_project_prefix_and_repository(tf: dict[str, Any]) -> None:
-    statements = tf["data"]["aws_iam_policy_document.instance"]["statement"]
-    s3 = [s for s in statements if any(a.startswith("s3:") for a in s["actions"])]
-    object_resources = {r for s in s3 if "s3:GetObject" in s["actions"] for r in s["resources"]}
-    assert object_resources == {"${aws_s3_bucket.data.arn}/${var.s3_prefix}/*"}
-    listing = next(s for s in s3 if "s3:ListBucket" in s["actions"])
-    assert listing["condition"][0]["values"] == ["${var.s3_prefix}/*"]
-    ecr = [s for s in statements if any(a.startswith("ecr:") for a in s["actions"])]
-    for statement in ecr:
-        if statement["actions"] != ["ecr:GetAuthorizationToken"]:  # the only one AWS scopes to "*"
-            assert statement["resources"] == ["${aws_ecr_repository.model.arn}"]
-    assert not any(a == "*" or a.endswith(":*") for s in statements for a in s["actions"])
-    profile = tf["resource"]["aws_iam_instance_profile.instance"]
-    assert profile["role"] == "${aws_iam_role.instance.name}"
+def test_a_spot_gpu_is_stopped_with_its_disk_when_reclaimed(terraform: dict[str, Any]) -> None:
+    assert terraform["variable"]["gpu_spot"]["default"] is False
+    dynamic = terraform["resource"]["aws_instance.gpu"]["dynamic"]
+    market = next(d["instance_market_options"] for d in dynamic if "instance_market_options" in d)
+    assert market["for_each"] == "${var.gpu_spot ? [1] : []}"
+    content = market["content"][0]
+    assert content["market_type"] == "spot"
+    assert content["spot_options"][0] == {
+        "spot_instance_type": "persistent",
+        "instance_interruption_behavior": "stop",
+    }
 
 
-def test_bucket_is_versioned_encrypted_and_private(tf: dict[str, Any]) -> None:
-    resources = tf["resource"]
+def test_elastic_ips_are_associated_by_layout(terraform: dict[str, Any]) -> None:
+    resources = terraform["resource"]
+    # single: the GPU instance's; split: the serving node's.
+    assert resources["aws_eip.instance"]["count"] == "${local.split ? 0 : 1}"
+    gpu = resources["aws_eip_association.instance"]
+    assert gpu["instance_id"] == "${aws_instance.gpu.id}"
+    assert gpu["allocation_id"] == "${aws_eip.instance[0].id}"
+    assert resources["aws_eip.serving"]["count"] == "${local.split ? 1 : 0}"
+    serving = resources["aws_eip_association.serving"]
+    assert serving["instance_id"] == "${aws_instance.serving[0].id}"
+    assert serving["allocation_id"] == "${aws_eip.serving[0].id}"
+
+
+def test_ssh_mlflow_and_k3s_are_open_to_the_allowed_cidr_only(terraform: dict[str, Any]) -> None:
+    for name in ("instance", "serving"):
+        ingress = _ingress_rules(terraform["resource"][f"aws_security_group.{name}"])
+        assert any(rule["from_port"] == 22 for rule in ingress), name
+        with_cidr = [rule for rule in ingress if "cidr_blocks" in rule]
+        assert all(rule["cidr_blocks"] == ["${var.allowed_ssh_cidr}"] for rule in with_cidr), name
+        assert "0.0.0.0/0" not in str(ingress), name
+    variable = terraform["variable"]["allowed_ssh_cidr"]
+    assert "default" not in variable and "0.0.0.0/0" in variable["validation"][0]["condition"]
+
+
+def test_the_serving_node_takes_mlflow_from_the_gpu_and_the_k3s_api_from_the_allowed_cidr(
+    terraform: dict[str, Any],
+) -> None:
+    ingress = _ingress_rules(terraform["resource"]["aws_security_group.serving"])
+    by_group = [rule for rule in ingress if "security_groups" in rule]
+    assert by_group == [
+        {
+            "description": by_group[0]["description"],
+            "from_port": "${var.mlflow_port}",
+            "to_port": "${var.mlflow_port}",
+            "protocol": "tcp",
+            "security_groups": ["${aws_security_group.instance.id}"],
+        }
+    ]
+    ports = {rule["from_port"] for rule in ingress if "cidr_blocks" in rule}
+    assert ports == {22, "${var.mlflow_port}", 6443}
+
+
+def test_instance_roles_reach_only_the_project_prefix_repository_and_token(terraform: dict[str, Any]) -> None:
+    parameter_arn = "${local.runner_token_parameter_arn}"
+    arn = terraform["locals"]["runner_token_parameter_arn"]
+    assert arn.endswith(":parameter${var.runner_token_parameter}")
+    # The GPU instance: project data + ECR; the serving node: project data only.
+    documents = {
+        "instance": _statements(terraform, "instance"),
+        "serving": _statements(terraform, "project_data"),
+    }
+    serving_policy = terraform["resource"]["aws_iam_role_policy.serving"]["policy"]
+    assert serving_policy == "${data.aws_iam_policy_document.project_data.json}"
+    for role, statements in documents.items():
+        s3 = [s for s in statements if any(a.startswith("s3:") for a in s["actions"])]
+        object_resources = {r for s in s3 if "s3:GetObject" in s["actions"] for r in s["resources"]}
+        assert object_resources == {"${aws_s3_bucket.data.arn}/${var.s3_prefix}/*"}, role
+        listing = next(s for s in s3 if "s3:ListBucket" in s["actions"])
+        assert listing["condition"][0]["values"] == ["${var.s3_prefix}/*"], role
+        ssm = [(s["actions"], s["resources"]) for s in statements if s["actions"][0].startswith("ssm:")]
+        assert ssm == [(["ssm:GetParameter"], [parameter_arn])], role
+        for statement in statements:
+            assert not any(a == "*" or a.endswith(":*") for a in statement["actions"]), role
+            if statement["actions"] != ["ecr:GetAuthorizationToken"]:  # the only one AWS scopes to "*"
+                assert "*" not in statement["resources"], role
+    ecr = [s for s in documents["instance"] if any(a.startswith("ecr:") for a in s["actions"])]
+    assert ecr and all(
+        s["resources"] == ["${aws_ecr_repository.model.arn}"]
+        for s in ecr
+        if s["actions"] != ["ecr:GetAuthorizationToken"]
+    )
+    assert not any(a.startswith("ecr:") for s in documents["serving"] for a in s["actions"])
+    for name in ("instance", "serving"):
+        profile = terraform["resource"][f"aws_iam_instance_profile.{name}"]
+        assert profile["role"] in (f"${{aws_iam_role.{name}.name}}", f"${{aws_iam_role.{name}[0].name}}")
+
+
+def test_bucket_is_versioned_encrypted_and_private(terraform: dict[str, Any]) -> None:
+    resources = terraform["resource"]
     assert resources["aws_s3_bucket_versioning.data"]["versioning_configuration"][0]["status"] == "Enabled"
     rule = resources["aws_s3_bucket_server_side_encryption_configuration.data"]["rule"][0]
     assert rule["apply_server_side_encryption_by_default"][0]["sse_algorithm"] in ("AES256", "aws:kms")
@@ -89,9 +155,20 @@ def test_bucket_is_versioned_encrypted_and_private(tf: dict[str, Any]) -> None:
         assert block[key] is True
 
 
-def test_ecr_scans_on_push_and_keeps_recent_images(tf: dict[str, Any]) -> None:
-    repo = tf["resource"]["aws_ecr_repository.model"]
+def test_ecr_scans_on_push_and_keeps_recent_images(terraform: dict[str, Any]) -> None:
+    repo = terraform["resource"]["aws_ecr_repository.model"]
     assert repo["image_scanning_configuration"][0]["scan_on_push"] is True
-    policy = tf["resource"]["aws_ecr_lifecycle_policy.model"]
+    policy = terraform["resource"]["aws_ecr_lifecycle_policy.model"]
     assert policy["repository"] == "${aws_ecr_repository.model.name}"
     assert "imageCountMoreThan" in policy["policy"] and "var.ecr_keep_images" in policy["policy"]
+
+
+def test_the_outputs_people_and_workflows_read_are_there(terraform: dict[str, Any]) -> None:
+    outputs = terraform["output"]
+    for name in ("instance_id", "public_ip", "mlflow_url", "store_url", "ecr_repository_url"):  # the seed's
+        assert name in outputs
+    for name in ("layout", "serving_ip", "mlflow_url_internal", "kubeconfig_command", "ssh_commands"):
+        assert name in outputs
+    assert "/etc/rancher/k3s/k3s.yaml" in outputs["kubeconfig_command"]["value"]
+    variables = outputs["repository_variables"]["value"]
+    assert variables["WMS_TRACKING_URI"] == outputs["mlflow_url_internal"]["value"]

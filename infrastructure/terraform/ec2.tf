@@ -1,3 +1,8 @@
+# The two machines. The GPU instance (Name = var.instance_name, tagged wms:managed) is the one
+# `wms compute` starts and stops; in split it only trains, in single it also serves. The
+# serving node (split only) is always on; its other Name and missing wms:managed tag keep it
+# out of `wms compute` and the reaper. Both boot from cloud-init (user-data.tf).
+
 data "aws_ami" "gpu" {
   most_recent = true
   owners      = ["amazon"]
@@ -8,15 +13,46 @@ data "aws_ami" "gpu" {
   }
 }
 
+data "aws_ami" "serving" {
+  count       = local.split && var.serving_ami_id == "" ? 1 : 0
+  most_recent = true
+  owners      = ["099720109477"] # Canonical
+
+  filter {
+    name   = "name"
+    values = ["ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-${local.serving_arch}-server-*"]
+  }
+
+  filter {
+    name   = "architecture"
+    values = [local.serving_arch == "arm64" ? "arm64" : "x86_64"]
+  }
+}
+
 resource "aws_instance" "gpu" {
-  ami                    = var.ami_id != "" ? var.ami_id : data.aws_ami.gpu.id
-  instance_type          = var.instance_type
-  key_name               = var.key_name
-  vpc_security_group_ids = [aws_security_group.instance.id]
-  iam_instance_profile   = aws_iam_instance_profile.instance.name
+  ami                         = var.ami_id != "" ? var.ami_id : data.aws_ami.gpu.id
+  instance_type               = var.instance_type
+  key_name                    = var.key_name
+  vpc_security_group_ids      = [aws_security_group.instance.id]
+  iam_instance_profile        = aws_iam_instance_profile.instance.name
+  associate_public_ip_address = true # the runner reaches GitHub; in split the address changes at each start
+  user_data_base64            = base64gzip(local.split ? local.gpu_user_data : local.single_user_data)
 
   # `wms compute stop` stops it; a shutdown from inside must not delete it.
   instance_initiated_shutdown_behavior = "stop"
+
+  # Spot: a reclaimed instance is stopped with its disk (and the checkpoint on it) kept, and
+  # starts again when capacity returns, like an on-demand instance that `wms compute` stopped.
+  dynamic "instance_market_options" {
+    for_each = var.gpu_spot ? [1] : []
+    content {
+      market_type = "spot"
+      spot_options {
+        spot_instance_type             = "persistent"
+        instance_interruption_behavior = "stop"
+      }
+    }
+  }
 
   metadata_options {
     http_tokens = "required"
@@ -34,7 +70,42 @@ resource "aws_instance" "gpu" {
   }
 
   lifecycle {
-    # WMS starts and stops the instance; Terraform must not fight over its state.
-    ignore_changes = [tags["wms:lease-expires"]]
+    # WMS starts and stops the instance; Terraform must not fight over its state. A newer AMI
+    # (most_recent) must not replace the instance and its disk behind a plain apply; to move
+    # to one: terraform apply -replace=aws_instance.gpu
+    ignore_changes = [tags["wms:lease-expires"], ami]
+  }
+}
+
+resource "aws_instance" "serving" {
+  count                  = local.split ? 1 : 0
+  ami                    = var.serving_ami_id != "" ? var.serving_ami_id : data.aws_ami.serving[0].id
+  instance_type          = var.serving_instance_type
+  key_name               = var.key_name
+  vpc_security_group_ids = [aws_security_group.serving[0].id]
+  iam_instance_profile   = aws_iam_instance_profile.serving[0].name
+  user_data_base64       = base64gzip(local.serving_user_data)
+
+  metadata_options {
+    http_tokens = "required"
+  }
+
+  root_block_device {
+    volume_size = var.serving_root_volume_gb
+    volume_type = "gp3"
+    encrypted   = true
+  }
+
+  # No wms:managed and another Name: nothing in WMS ever stops it.
+  tags = {
+    Name = "${var.project}-serving"
+    Role = "serving"
+  }
+
+  lifecycle {
+    # A newer Ubuntu AMI must not replace the node (and its MLflow database) behind a plain
+    # apply. To move to one: sudo systemctl start mlflow-backup on the node, then
+    # terraform apply -replace='aws_instance.serving[0]' (the new node restores the backup).
+    ignore_changes = [ami]
   }
 }

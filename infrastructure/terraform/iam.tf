@@ -1,3 +1,17 @@
+# The instances' roles, each limited to what it does: the project's prefix of the bucket
+# (dataset store, MLflow artifacts, the MLflow database backup), the runner token's SSM
+# parameter (read at each runner start) and, for the GPU instance, the serving image's ECR
+# repository. No action is a wildcard.
+
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+locals {
+  # The parameter's name starts with "/": arn:...:parameter/wms/github/runner-token.
+  runner_token_parameter_arn = "arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter${var.runner_token_parameter}"
+}
+
 data "aws_iam_policy_document" "assume_ec2" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -8,14 +22,9 @@ data "aws_iam_policy_document" "assume_ec2" {
   }
 }
 
-resource "aws_iam_role" "instance" {
-  name               = "${var.project}-instance"
-  assume_role_policy = data.aws_iam_policy_document.assume_ec2.json
-}
-
-# The instance reads and writes the project's prefix of the bucket and pushes/pulls the
-# serving image; nothing else.
-data "aws_iam_policy_document" "instance" {
+# What both machines need. With the AWS managed key aws/ssm, GetParameter decrypts without a
+# kms statement; a parameter under a key of your own also needs kms:Decrypt on that key.
+data "aws_iam_policy_document" "project_data" {
   statement {
     sid       = "ListProjectPrefix"
     actions   = ["s3:ListBucket"]
@@ -32,6 +41,17 @@ data "aws_iam_policy_document" "instance" {
     actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
     resources = ["${aws_s3_bucket.data.arn}/${var.s3_prefix}/*"]
   }
+
+  statement {
+    sid       = "ReadRunnerToken"
+    actions   = ["ssm:GetParameter"]
+    resources = [local.runner_token_parameter_arn]
+  }
+}
+
+# The GPU instance: the project's data and the serving image (pushed from here in single).
+data "aws_iam_policy_document" "instance" {
+  source_policy_documents = [data.aws_iam_policy_document.project_data.json]
 
   statement {
     sid       = "EcrLogin"
@@ -55,6 +75,11 @@ data "aws_iam_policy_document" "instance" {
   }
 }
 
+resource "aws_iam_role" "instance" {
+  name               = "${var.project}-instance"
+  assume_role_policy = data.aws_iam_policy_document.assume_ec2.json
+}
+
 resource "aws_iam_role_policy" "instance" {
   name   = "${var.project}-instance"
   role   = aws_iam_role.instance.id
@@ -64,4 +89,25 @@ resource "aws_iam_role_policy" "instance" {
 resource "aws_iam_instance_profile" "instance" {
   name = "${var.project}-instance"
   role = aws_iam_role.instance.name
+}
+
+# The serving node (split): MLflow's artifacts and database backup under the project's prefix,
+# and the runner token. Its deploy jobs push to ECR with the workflow's own AWS credentials.
+resource "aws_iam_role" "serving" {
+  count              = local.split ? 1 : 0
+  name               = "${var.project}-serving"
+  assume_role_policy = data.aws_iam_policy_document.assume_ec2.json
+}
+
+resource "aws_iam_role_policy" "serving" {
+  count  = local.split ? 1 : 0
+  name   = "${var.project}-serving"
+  role   = aws_iam_role.serving[0].id
+  policy = data.aws_iam_policy_document.project_data.json
+}
+
+resource "aws_iam_instance_profile" "serving" {
+  count = local.split ? 1 : 0
+  name  = "${var.project}-serving"
+  role  = aws_iam_role.serving[0].name
 }

@@ -1,3 +1,7 @@
+# Who may reach what: everything from var.allowed_ssh_cidr only, plus MLflow on the serving
+# node from the GPU instance (which logs its runs there over the VPC's private addresses).
+# Elastic IPs: the serving node's in split, the GPU instance's in single.
+
 data "aws_vpc" "default" {
   default = true
 }
@@ -23,6 +27,65 @@ resource "aws_security_group" "instance" {
     cidr_blocks = [var.allowed_ssh_cidr]
   }
 
+  # In single the cluster is on this instance.
+  dynamic "ingress" {
+    for_each = local.split ? [] : [6443]
+    content {
+      description = "k3s API"
+      from_port   = ingress.value
+      to_port     = ingress.value
+      protocol    = "tcp"
+      cidr_blocks = [var.allowed_ssh_cidr]
+    }
+  }
+
+  egress {
+    description = "Updates, ECR, S3 and GitHub (the self-hosted runner polls out)"
+    from_port   = 0
+    to_port     = 0
+    protocol    = "-1"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+}
+
+resource "aws_security_group" "serving" {
+  count       = local.split ? 1 : 0
+  name        = "${var.project}-serving"
+  description = "WMS serving node: SSH, MLflow and the k3s API from the allowed CIDR; MLflow from the GPU instance"
+  vpc_id      = data.aws_vpc.default.id
+
+  ingress {
+    description = "SSH"
+    from_port   = 22
+    to_port     = 22
+    protocol    = "tcp"
+    cidr_blocks = [var.allowed_ssh_cidr]
+  }
+
+  ingress {
+    description = "MLflow"
+    from_port   = var.mlflow_port
+    to_port     = var.mlflow_port
+    protocol    = "tcp"
+    cidr_blocks = [var.allowed_ssh_cidr]
+  }
+
+  ingress {
+    description = "k3s API"
+    from_port   = 6443
+    to_port     = 6443
+    protocol    = "tcp"
+    cidr_blocks = [var.allowed_ssh_cidr]
+  }
+
+  ingress {
+    description     = "MLflow from the GPU instance (private address)"
+    from_port       = var.mlflow_port
+    to_port         = var.mlflow_port
+    protocol        = "tcp"
+    security_groups = [aws_security_group.instance.id]
+  }
+
   egress {
     description = "Updates, ECR, S3 and GitHub (the self-hosted runner polls out)"
     from_port   = 0
@@ -33,7 +96,25 @@ resource "aws_security_group" "instance" {
 }
 
 resource "aws_eip" "instance" {
-  domain   = "vpc"
-  instance = aws_instance.gpu.id
-  tags     = { Name = var.instance_name }
+  count  = local.split ? 0 : 1
+  domain = "vpc"
+  tags   = { Name = var.instance_name }
+}
+
+resource "aws_eip_association" "instance" {
+  count         = local.split ? 0 : 1
+  allocation_id = aws_eip.instance[0].id
+  instance_id   = aws_instance.gpu.id
+}
+
+resource "aws_eip" "serving" {
+  count  = local.split ? 1 : 0
+  domain = "vpc"
+  tags   = { Name = "${var.project}-serving" }
+}
+
+resource "aws_eip_association" "serving" {
+  count         = local.split ? 1 : 0
+  allocation_id = aws_eip.serving[0].id
+  instance_id   = aws_instance.serving[0].id
 }

@@ -10,8 +10,35 @@ variable "region" {
   default     = "us-east-1"
 }
 
+variable "layout" {
+  description = <<-EOT
+    Where serving and the registry live. Monthly figures are us-east-1 on-demand list prices,
+    to check against the current price list (a month = 730 h):
+    - "split" (default): a small always-on serving node (var.serving_instance_type) runs k3s with
+      the model service, the MLflow server (SQLite on its disk, backed up to S3 daily; artifacts
+      in S3) and a GitHub runner labelled wms-serve; the GPU instance only trains (runner label
+      wms-gpu) and is stopped after each run, on demand or spot (var.gpu_spot).
+      t4g.medium $0.0336/h = about $24.5/month; its 30 GB gp3 root at $0.08/GB-month = $2.40;
+      its Elastic IP $0.005/h = about $3.65/month; the GPU's 100 GB gp3 = $8/month while
+      stopped; g4dn.xlarge $0.526/h only while it trains (spot: often well below that; its
+      auto-assigned public IPv4 adds $0.005/h while it runs). About $38.6/month before any
+      training hour.
+    - "single" (the seed's): one GPU instance runs everything (k3s and the model service,
+      MLflow, the runner, training) and is stopped after each run, so serving and the registry
+      are down while it sleeps. 100 GB gp3 = $8/month and its Elastic IP about $3.65/month:
+      about $11.7/month, plus g4dn.xlarge $0.526/h whenever it runs.
+  EOT
+  type        = string
+  default     = "split"
+
+  validation {
+    condition     = contains(["split", "single"], var.layout)
+    error_message = "layout must be \"split\" (small always-on serving node + GPU that only trains) or \"single\" (one GPU instance for everything)."
+  }
+}
+
 variable "instance_type" {
-  description = "EC2 instance type of the training machine (a GPU type for real training)."
+  description = "EC2 instance type of the training machine (a GPU type for real training; g4dn.xlarge: $0.526/h on demand in us-east-1, list price)."
   type        = string
   default     = "g4dn.xlarge"
 }
@@ -29,7 +56,7 @@ variable "ami_id" {
 }
 
 variable "root_volume_gb" {
-  description = "Size of the root volume in GiB (images, k3s, MLflow)."
+  description = "Size of the GPU instance's root volume in GiB (environments, checkpoints; in single also k3s and MLflow). gp3: $0.08/GB-month."
   type        = number
   default     = 100
 }
@@ -40,7 +67,7 @@ variable "key_name" {
 }
 
 variable "allowed_ssh_cidr" {
-  description = "The only network allowed to reach SSH and MLflow, e.g. your address /32."
+  description = "The only network allowed to reach SSH, MLflow and the k3s API, e.g. your address /32."
   type        = string
 
   validation {
@@ -50,7 +77,7 @@ variable "allowed_ssh_cidr" {
 }
 
 variable "mlflow_port" {
-  description = "Port of the MLflow server on the instance (compute.mlflow_port)."
+  description = "Port of the MLflow server (compute.mlflow_port): on the serving node in split, on the GPU instance in single."
   type        = number
   default     = 5000
 }
@@ -76,4 +103,78 @@ variable "ecr_keep_images" {
   description = "How many recent images the ECR lifecycle policy keeps."
   type        = number
   default     = 10
+}
+
+variable "gpu_spot" {
+  description = "Run the GPU instance as a persistent spot instance that AWS stops (not terminates) when it reclaims it, keeping its disk and checkpoint. Changing it replaces the instance."
+  type        = bool
+  default     = false
+}
+
+variable "serving_instance_type" {
+  description = "Instance type of the always-on serving node (split only); Graviton types (t4g, m7g, ...) get an arm64 AMI, others amd64. t4g.medium: $0.0336/h, about $24.5/month on demand in us-east-1 (list price)."
+  type        = string
+  default     = "t4g.medium"
+
+  validation {
+    condition     = !can(regex("^(g|p)[0-9]", var.serving_instance_type))
+    error_message = "serving_instance_type is the small always-on node; a GPU type (g*, p*) belongs in instance_type."
+  }
+}
+
+variable "serving_ami_id" {
+  description = "AMI of the serving node; empty: the latest Canonical Ubuntu 24.04 server AMI of its architecture."
+  type        = string
+  default     = ""
+}
+
+variable "serving_root_volume_gb" {
+  description = "Size of the serving node's root volume in GiB (k3s images, the MLflow database, the runner's work folder). gp3: $0.08/GB-month."
+  type        = number
+  default     = 30
+}
+
+variable "github_repository" {
+  description = "owner/name of the GitHub repository whose self-hosted runners the instances become."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", var.github_repository))
+    error_message = "github_repository is owner/name, e.g. octo-org/water-meters."
+  }
+}
+
+variable "runner_token_parameter" {
+  description = "Name of the SSM SecureString parameter that holds the GitHub token allowed to administer the repository's self-hosted runners (a fine-grained PAT with Administration: write, or an App token). You create it (aws ssm put-parameter --type SecureString); Terraform only names it, so the token is in neither user data nor state."
+  type        = string
+  default     = "/wms/github/runner-token"
+
+  validation {
+    condition     = can(regex("^/[A-Za-z0-9_./-]+$", var.runner_token_parameter))
+    error_message = "runner_token_parameter is a parameter path starting with /, e.g. /wms/github/runner-token."
+  }
+}
+
+variable "k3s_version" {
+  description = "k3s release installed on the node that serves (the Kubernetes version of the cluster)."
+  type        = string
+  default     = "v1.31.12+k3s1"
+}
+
+variable "helm_version" {
+  description = "Helm release installed beside k3s (wms deploy runs helm upgrade --install)."
+  type        = string
+  default     = "v3.19.0"
+}
+
+variable "mlflow_version" {
+  description = "MLflow release of the tracking server; keep it equal to the client's pin in constraints.txt."
+  type        = string
+  default     = "3.17.2"
+}
+
+variable "runner_version" {
+  description = "GitHub Actions runner release installed on the instances (it updates itself afterwards)."
+  type        = string
+  default     = "2.328.0"
 }

@@ -1,11 +1,19 @@
-# The AWS side of WMS: the GPU instance that trains and serves (k3s, MLflow, the self-hosted
-# runner), its Elastic IP and security group, an instance profile limited to the project's
-# S3 prefix and ECR repository, the dataset/artifact bucket and the serving image repository.
+# The AWS side of WMS, in one of two layouts (var.layout, costs in its description):
+#   split (default)  an always-on serving node (k3s + model service, MLflow, runner wms-serve)
+#                    and a GPU instance that only trains (runner wms-gpu), stopped after runs
+#   single           one GPU instance for everything, stopped after runs (the seed's)
+# Plus the instances' security groups, Elastic IPs and roles (limited to the project's S3
+# prefix, the ECR repository and the runner token's SSM parameter), the dataset/artifact
+# bucket and the serving image repository. The instances bootstrap themselves with cloud-init
+# from infrastructure/cloud-init and infrastructure/scripts (user-data.tf).
 #
+#   aws ssm put-parameter --type SecureString --name /wms/github/runner-token --value <token>
 #   terraform init
-#   terraform apply -var allowed_ssh_cidr=203.0.113.7/32 -var key_name=wms
+#   terraform apply -var allowed_ssh_cidr=203.0.113.7/32 -var key_name=wms \
+#     -var bucket_name=<bucket> -var github_repository=<owner>/<repo>
+#   terraform output
 #
-# `wms compute` finds the instance by its Name tag (compute.instance_tag = "Name=wms-k3s").
+# `wms compute` finds the GPU instance by its Name tag (compute.instance_tag = "Name=wms-k3s").
 
 terraform {
   required_version = ">= 1.5"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Bootstrap step "base": the packages every WMS node needs (APT_PACKAGES, plus APT_OPTIONAL
+# where the archive has them), the AWS CLI v2 when no `aws` is installed, the unprivileged
+# user the GitHub runner runs as (RUNNER_USER), and a swap file of SWAP_GB GiB when set.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+read -r -a packages <<<"$APT_PACKAGES"
+apt_install "${packages[@]}"
+for package in ${APT_OPTIONAL:-}; do
+  if apt_available "$package"; then
+    apt_install "$package"
+  else
+    log "$package is not in this image's archives; skipped"
+  fi
+done
+
+if ! command -v aws >/dev/null; then
+  log "installing the AWS CLI v2"
+  tmp=$(mktemp -d)
+  download "https://awscli.amazonaws.com/awscli-exe-linux-$(uname -m).zip" "$tmp/awscliv2.zip"
+  unzip -q "$tmp/awscliv2.zip" -d "$tmp"
+  "$tmp/aws/install" --update
+  rm -rf "$tmp"
+fi
+
+if ! id -u "$RUNNER_USER" >/dev/null 2>&1; then
+  log "creating the user $RUNNER_USER"
+  useradd --create-home --shell /bin/bash "$RUNNER_USER"
+fi
+
+swap_gb=${SWAP_GB:-0}
+if [ "$swap_gb" -gt 0 ]; then
+  if [ ! -f /swapfile ]; then
+    log "creating a ${swap_gb} GiB swap file"
+    fallocate -l "${swap_gb}G" /swapfile
+    chmod 600 /swapfile
+    mkswap /swapfile >/dev/null
+  fi
+  grep -q '^/swapfile ' /etc/fstab || echo '/swapfile none swap sw 0 0' >>/etc/fstab
+  swapon --show=NAME --noheadings | grep -qx /swapfile || swapon /swapfile
+fi

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Bootstrap step "mlflow" (the node that serves): the MLflow tracking server at MLFLOW_VERSION
+# in its own virtual environment, as mlflow.service on MLFLOW_PORT. The backend store is
+# SQLite on this disk (/var/lib/mlflow/mlflow.db); artifacts go through the server to
+# MLFLOW_ARTIFACTS_URI in S3, so clients need no S3 access of their own. mlflow-backup.timer
+# copies a consistent snapshot of the database to MLFLOW_BACKUP_URI daily; a node that starts
+# without a database (a new disk) restores the latest backup first. Another MLFLOW_VERSION, or
+# a restored database, gets `mlflow db upgrade` before the server starts (a copy kept beside).
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+venv=/opt/mlflow/venv
+data=/var/lib/mlflow
+db=$data/mlflow.db
+changed=0
+migrate=0  # another MLflow or a restored database: bring the schema up to this MLflow
+
+have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mlflow"))' 2>/dev/null || true)
+if [ "$have" != "$MLFLOW_VERSION" ]; then
+  log "installing mlflow $MLFLOW_VERSION (found: ${have:-none})"
+  systemctl stop mlflow.service 2>/dev/null || true
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "mlflow==$MLFLOW_VERSION" boto3
+  changed=1
+  migrate=1
+fi
+
+if ! id -u mlflow >/dev/null 2>&1; then
+  useradd --system --home-dir "$data" --shell /usr/sbin/nologin mlflow
+fi
+install -d -o mlflow -g mlflow -m 0750 "$data"
+
+if [ ! -s "$db" ]; then
+  if aws s3 cp --only-show-errors --region "$AWS_REGION" "$MLFLOW_BACKUP_URI" "$db.restore" 2>/dev/null; then
+    mv "$db.restore" "$db"
+    chown mlflow:mlflow "$db"
+    log "restored the database from $MLFLOW_BACKUP_URI"
+    migrate=1
+  else
+    rm -f "$db.restore"
+    log "no backup at $MLFLOW_BACKUP_URI: MLflow starts with an empty database"
+  fi
+fi
+
+if [ "$migrate" -eq 1 ] && [ -s "$db" ]; then
+  systemctl stop mlflow.service 2>/dev/null || true
+  sqlite3 "$db" ".backup '$db.before-$MLFLOW_VERSION'"
+  log "upgrading the database schema for mlflow $MLFLOW_VERSION (copy kept: $db.before-$MLFLOW_VERSION)"
+  runuser -u mlflow -- "$venv/bin/mlflow" db upgrade "sqlite:///$db"
+  changed=1
+fi
+
+# Host headers MLflow answers: its defaults (loopback, private addresses) plus the public one.
+allowed_hosts="localhost,localhost:*,127.0.0.1,127.0.0.1:*,10.*,172.*,192.168.*"
+if [ -n "${PUBLIC_IP:-}" ]; then
+  allowed_hosts="$allowed_hosts,$PUBLIC_IP,$PUBLIC_IP:*"
+fi
+
+if put_file /etc/systemd/system/mlflow.service 0644 <<UNIT; then changed=1; fi
+# Written by the WMS bootstrap (mlflow.sh).
+[Unit]
+Description=MLflow tracking server (SQLite backend, artifacts in S3)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+User=mlflow
+WorkingDirectory=$data
+Environment=AWS_REGION=$AWS_REGION AWS_DEFAULT_REGION=$AWS_REGION
+ExecStart=$venv/bin/mlflow server --backend-store-uri sqlite:///$db --artifacts-destination $MLFLOW_ARTIFACTS_URI --host 0.0.0.0 --port $MLFLOW_PORT --workers 2 --allowed-hosts $allowed_hosts
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+
+if put_file /etc/systemd/system/mlflow-backup.service 0644 <<UNIT; then changed=1; fi
+# Written by the WMS bootstrap (mlflow.sh).
+[Unit]
+Description=Copy a snapshot of the MLflow database to S3
+After=network-online.target
+
+[Service]
+Type=oneshot
+User=mlflow
+EnvironmentFile=/etc/wms/bootstrap.env
+ExecStart=/usr/local/lib/wms/mlflow-backup.sh
+UNIT
+
+if put_file /etc/systemd/system/mlflow-backup.timer 0644 <<UNIT; then changed=1; fi
+# Written by the WMS bootstrap (mlflow.sh).
+[Unit]
+Description=Daily backup of the MLflow database to S3
+
+[Timer]
+OnCalendar=daily
+RandomizedDelaySec=30min
+# A node that was stopped at the time catches up at its next boot.
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+UNIT
+
+systemctl daemon-reload
+systemctl enable mlflow.service mlflow-backup.timer
+if [ "$changed" -eq 1 ]; then
+  systemctl restart mlflow.service
+else
+  systemctl start mlflow.service
+fi
+systemctl start mlflow-backup.timer
+
+for _ in $(seq 60); do
+  if curl -fsS -o /dev/null "http://127.0.0.1:$MLFLOW_PORT/health"; then
+    log "MLflow $MLFLOW_VERSION answers on port $MLFLOW_PORT"
+    exit 0
+  fi
+  sleep 2
+done
+log "MLflow does not answer on port $MLFLOW_PORT after two minutes; see journalctl -u mlflow"
+exit 1

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Bootstrap step "runner": the GitHub Actions runner at RUNNER_VERSION in /opt/actions-runner,
+# owned by RUNNER_USER, and wms-runner.service, which keeps one just-in-time runner online:
+# runner-start.sh registers it for one job, the job runs, the runner exits, systemd starts the
+# next. No token is stored here; runner-start.sh reads it from SSM at each start.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+dir=/opt/actions-runner
+case $(uname -m) in
+  x86_64) arch=x64 ;;
+  aarch64) arch=arm64 ;;
+  *) log "no GitHub runner build for $(uname -m)"; exit 1 ;;
+esac
+
+if [ "$(cat "$dir/.wms-installed" 2>/dev/null || true)" != "$RUNNER_VERSION" ]; then
+  log "installing the GitHub Actions runner $RUNNER_VERSION ($arch)"
+  tmp=$(mktemp -d)
+  download "https://github.com/actions/runner/releases/download/v${RUNNER_VERSION}/actions-runner-linux-${arch}-${RUNNER_VERSION}.tar.gz" "$tmp/runner.tar.gz"
+  install -d "$dir"
+  tar -xzf "$tmp/runner.tar.gz" -C "$dir"
+  rm -rf "$tmp"
+  "$dir/bin/installdependencies.sh" >/dev/null
+  echo "$RUNNER_VERSION" >"$dir/.wms-installed"
+  chown -R "$RUNNER_USER:$RUNNER_USER" "$dir"
+fi
+
+# actions/setup-python's builds only work from /opt/hostedtoolcache, which the runner's
+# unprivileged user must own.
+install -d -o "$RUNNER_USER" -g "$RUNNER_USER" /opt/hostedtoolcache
+changed=0
+if put_file "$dir/.env" 0644 "$RUNNER_USER:$RUNNER_USER" <<ENV; then changed=1; fi
+AGENT_TOOLSDIRECTORY=/opt/hostedtoolcache
+LANG=C.UTF-8
+ENV
+
+if put_file /etc/systemd/system/wms-runner.service 0644 <<UNIT; then changed=1; fi
+# Written by the WMS bootstrap (runner.sh).
+[Unit]
+Description=GitHub Actions just-in-time runner $RUNNER_NAME ($RUNNER_LABELS), one job per registration
+Wants=network-online.target
+After=network-online.target wms-bootstrap.service
+StartLimitIntervalSec=0
+
+[Service]
+User=$RUNNER_USER
+WorkingDirectory=$dir
+Environment=RUNNER_REPOSITORY=$GITHUB_REPOSITORY RUNNER_NAME=$RUNNER_NAME RUNNER_LABELS=$RUNNER_LABELS
+Environment=RUNNER_TOKEN_PARAMETER=$RUNNER_TOKEN_PARAMETER AWS_REGION=$AWS_REGION
+ExecStart=/usr/local/lib/wms/runner-start.sh
+Restart=always
+RestartSec=10
+# The runner finishes or abandons its job cleanly on SIGINT.
+KillSignal=SIGINT
+TimeoutStopSec=60
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+
+systemctl daemon-reload
+systemctl enable wms-runner.service
+# --no-block: the unit is ordered after wms-bootstrap.service, which is running this script.
+if [ "$changed" -eq 1 ]; then
+  systemctl restart --no-block wms-runner.service
+else
+  systemctl start --no-block wms-runner.service
+fi

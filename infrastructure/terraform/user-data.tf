@@ -1,0 +1,47 @@
+# What the instances boot with: a cloud-config per role, rendered from
+# infrastructure/cloud-init/*.yaml.tftpl with plain interpolations only, which carries the
+# scripts of infrastructure/scripts (base64) and the settings they read. No secret goes in:
+# the runner's GitHub token stays in SSM Parameter Store and is read on the instance at each
+# runner start. tests/test_infrastructure.py renders the same templates and validates them.
+
+locals {
+  split = var.layout == "split"
+
+  # Graviton families carry a "g" after the generation digit (t4g, m7g, c7gn, r8gd).
+  serving_arch = can(regex("^[a-z]+[0-9]+g", var.serving_instance_type)) ? "arm64" : "amd64"
+
+  # Every script, as <name>_sh (dashes become underscores) = its base64, for write_files.
+  scripts = {
+    for script in fileset("${path.module}/../scripts", "*.sh") :
+    "${replace(trimsuffix(script, ".sh"), "-", "_")}_sh" => filebase64("${path.module}/../scripts/${script}")
+  }
+
+  common_vars = merge(local.scripts, {
+    region                 = var.region
+    mlflow_port            = var.mlflow_port
+    mlflow_version         = var.mlflow_version
+    mlflow_artifacts_uri   = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/mlflow"
+    mlflow_backup_uri      = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/mlflow-backup/mlflow.db"
+    k3s_version            = var.k3s_version
+    helm_version           = var.helm_version
+    github_repository      = var.github_repository
+    runner_version         = var.runner_version
+    runner_token_parameter = var.runner_token_parameter
+  })
+
+  # The Elastic IPs are separate from their associations, so the address can go into the
+  # user data (k3s certificate, MLflow's allowed hosts) without a cycle.
+  serving_user_data = templatefile("${path.module}/../cloud-init/serving.yaml.tftpl", merge(local.common_vars, {
+    public_ip   = try(aws_eip.serving[0].public_ip, "")
+    runner_name = "${var.project}-serving"
+  }))
+
+  gpu_user_data = templatefile("${path.module}/../cloud-init/gpu.yaml.tftpl", merge(local.common_vars, {
+    runner_name = var.instance_name # compute.runner_name, which ready_probe = "runner" waits for
+  }))
+
+  single_user_data = templatefile("${path.module}/../cloud-init/single.yaml.tftpl", merge(local.common_vars, {
+    public_ip   = try(aws_eip.instance[0].public_ip, "")
+    runner_name = var.instance_name
+  }))
+}

@@ -1,0 +1,392 @@
+"""What the instances boot with, in each layout, checked the way the cloud will read it.
+
+The cloud-init templates in infrastructure/cloud-init are rendered here as Terraform renders
+them (plain `${name}` interpolations; the scripts' real base64), then validated with
+`cloud-init schema`; the scripts of infrastructure/scripts go through `shellcheck`; the layout
+switch is exercised with `terraform plan` on a copy of variables.tf (no provider needed).
+The validators are Debian packages: `make validators` installs them; without one, its test is
+skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wms.config import ComputeSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "infrastructure"
+SCRIPTS = INFRA / "scripts"
+TEMPLATES = INFRA / "cloud-init"
+USER_DATA_LIMIT = 16384  # bytes EC2 accepts, before base64 (Terraform sends it gzipped)
+PLACEHOLDER = re.compile(r"\$\{([a-z0-9_]+)\}")
+
+# What each instance runs, and which cloud-config it boots with, per layout.
+ROLES = {("split", "serving"): "serving", ("split", "gpu"): "gpu", ("single", "gpu"): "single"}
+
+# Realistic values for what Terraform passes; the scripts are added from the files themselves.
+VALUES = {
+    "region": "us-east-1",
+    "public_ip": "203.0.113.10",
+    "mlflow_port": "5000",
+    "mlflow_version": "3.17.2",
+    "mlflow_artifacts_uri": "s3://wms-data-example/wms/mlflow",
+    "mlflow_backup_uri": "s3://wms-data-example/wms/mlflow-backup/mlflow.db",
+    "k3s_version": "v1.31.12+k3s1",
+    "helm_version": "v3.19.0",
+    "github_repository": "octo-org/water-meters",
+    "runner_version": "2.328.0",
+    "runner_token_parameter": "/wms/github/runner-token",
+    "runner_name": "wms-k3s",
+}
+
+
+def script_values() -> dict[str, str]:
+    """<name>_sh = base64 of each script, as user-data.tf's local.scripts makes them."""
+    return {
+        f"{path.stem.replace('-', '_')}_sh": base64.b64encode(path.read_bytes()).decode()
+        for path in sorted(SCRIPTS.glob("*.sh"))
+    }
+
+
+def render(template: str) -> str:
+    """The template with every `${name}` replaced; a name Terraform would not know fails here."""
+    text = (TEMPLATES / f"{template}.yaml.tftpl").read_text()
+    values = {**VALUES, **script_values()}
+    unknown = set(PLACEHOLDER.findall(text)) - values.keys()
+    assert not unknown, f"{template}: no value for {sorted(unknown)}"
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+class Boot:
+    """A rendered user data, read as cloud-init reads it."""
+
+    def __init__(self, template: str) -> None:
+        self.text = render(template)
+        self.config: dict[str, Any] = yaml.safe_load(self.text)
+        self.files: dict[str, str] = {}
+        for entry in self.config["write_files"]:
+            content = entry["content"]
+            if entry.get("encoding") == "b64":
+                content = base64.b64decode(content).decode()
+            self.files[entry["path"]] = content
+        self.settings = dict(
+            (key, value.strip('"'))
+            for key, _, value in (
+                line.partition("=")
+                for line in self.files["/etc/wms/bootstrap.env"].splitlines()
+                if line and not line.startswith("#")
+            )
+        )
+
+    @property
+    def steps(self) -> list[str]:
+        return self.settings["BOOTSTRAP_STEPS"].split()
+
+    @property
+    def scripts(self) -> set[str]:
+        return {Path(p).stem for p in self.files if p.startswith("/usr/local/lib/wms/")}
+
+    @property
+    def labels(self) -> set[str]:
+        return set(self.settings["RUNNER_LABELS"].split(","))
+
+
+@pytest.fixture(scope="module")
+def boots() -> dict[str, Boot]:
+    return {template: Boot(template) for template in set(ROLES.values())}
+
+
+def _template_of(terraform: dict[str, Any], local: str) -> str:
+    match = re.search(r"cloud-init/(\w+)\.yaml\.tftpl", terraform["locals"][local])
+    assert match, local
+    return match.group(1)
+
+
+def _required(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed; `make validators` installs it (Debian package)")
+    return path
+
+
+# -- the layout switch in Terraform -----------------------------------------------------------
+
+
+def test_each_instance_boots_with_the_template_of_its_layout(terraform: dict[str, Any]) -> None:
+    resources = terraform["resource"]
+    assert terraform["locals"]["split"] == '${var.layout == "split"}'
+    assert resources["aws_instance.gpu"]["user_data_base64"] == (
+        "${base64gzip(local.split ? local.gpu_user_data : local.single_user_data)}"
+    )
+    assert resources["aws_instance.serving"]["user_data_base64"] == "${base64gzip(local.serving_user_data)}"
+    assert _template_of(terraform, "gpu_user_data") == ROLES["split", "gpu"]
+    assert _template_of(terraform, "single_user_data") == ROLES["single", "gpu"]
+    assert _template_of(terraform, "serving_user_data") == ROLES["split", "serving"]
+    # Everything that exists only for the serving node exists only in split.
+    for address, body in {**resources, **terraform["data"]}.items():
+        if "serving" in address:
+            assert body["count"].startswith("${local.split"), address
+
+
+def test_terraform_passes_every_value_the_templates_use(terraform: dict[str, Any]) -> None:
+    locals_ = terraform["locals"]
+    passed_everywhere = set(re.findall(r"(\w+) =", locals_["common_vars"])) | script_values().keys()
+    for local in ("serving_user_data", "gpu_user_data", "single_user_data"):
+        passed = passed_everywhere | set(re.findall(r"(\w+) =", locals_[local]))
+        template = TEMPLATES / f"{_template_of(terraform, local)}.yaml.tftpl"
+        used = set(PLACEHOLDER.findall(template.read_text()))
+        assert used <= passed, f"{local} lacks {sorted(used - passed)}"
+        assert used <= VALUES.keys() | script_values().keys()
+
+
+def test_the_serving_node_is_small_and_out_of_wms_computes_reach(terraform: dict[str, Any]) -> None:
+    serving = terraform["resource"]["aws_instance.serving"]
+    assert serving["instance_type"] == "${var.serving_instance_type}"
+    default_type = terraform["variable"]["serving_instance_type"]["default"]
+    assert not re.match(r"[gp]\d", default_type), default_type  # no GPU family
+    key, _, value = ComputeSettings().instance_tag.partition("=")
+    assert serving["tags"].get(key) != value  # `wms compute` finds the GPU instance by this tag
+    assert terraform["resource"]["aws_instance.gpu"]["tags"][key] == "${var.instance_name}"
+    assert terraform["variable"]["instance_name"]["default"] == value
+    assert "wms:managed" not in serving["tags"]  # the reaper stops only managed instances
+
+
+def _terraform(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}
+    return subprocess.run(
+        [_required("terraform"), *args, "-no-color"], capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def _expression(terraform: dict[str, Any], local: str) -> str:
+    """A local's expression as written in the .tf file (the parser wraps it in ${...})."""
+    text: str = terraform["locals"][local]
+    assert text.startswith("${") and text.endswith("}"), text
+    return text[2:-1]
+
+
+def _evaluate(tmp_path: Path, module: str) -> dict[str, Any]:
+    """Terraform's own values of `module`'s outputs: a module of locals and outputs needs no provider.
+
+    It sits in tmp_path/terraform with ../scripts and ../cloud-init as in the repository.
+    """
+    root = tmp_path / "terraform"
+    root.mkdir()
+    for name in ("scripts", "cloud-init"):
+        (tmp_path / name).symlink_to(INFRA / name)
+    (root / "main.tf").write_text(module)
+    applied = _terraform(f"-chdir={root}", "apply", "-auto-approve", "-input=false", "-lock=false")
+    assert applied.returncode == 0, applied.stderr
+    outputs = json.loads(_terraform(f"-chdir={root}", "output", "-json").stdout)
+    return {name: output["value"] for name, output in outputs.items()}
+
+
+def test_the_serving_ami_matches_the_instance_architecture(terraform: dict[str, Any], tmp_path: Path) -> None:
+    expected = {
+        **dict.fromkeys(["t4g.medium", "m7g.large", "c7gn.xlarge", "r8gd.large"], "arm64"),  # Graviton
+        **dict.fromkeys(["t3.medium", "t3a.small", "m6i.large"], "amd64"),
+    }
+    arch = _expression(terraform, "serving_arch").replace("var.serving_instance_type", "t")
+    module = f'output "arch" {{\n  value = {{ for t in {json.dumps(list(expected))} : t => {arch} }}\n}}\n'
+    assert _evaluate(tmp_path, module)["arch"] == expected
+    names = terraform["data"]["aws_ami.serving"]["filter"][0]["values"][0]
+    assert "ubuntu-noble-24.04-${local.serving_arch}-server" in names
+
+
+def test_terraform_renders_the_templates_as_the_tests_do(terraform: dict[str, Any], tmp_path: Path) -> None:
+    """user-data.tf's local.scripts and Terraform's templatefile give what render() gives."""
+    # mlflow_port goes in as the number it is in Terraform.
+    values = ", ".join(f"{k} = " + (v if k == "mlflow_port" else f'"{v}"') for k, v in VALUES.items())
+    templates = sorted(set(ROLES.values()))
+    module = f"locals {{\n  scripts = {_expression(terraform, 'scripts')}\n}}\n" + "".join(
+        f'output "{t}" {{\n  value = templatefile("${{path.module}}/../cloud-init/{t}.yaml.tftpl", '
+        f"merge(local.scripts, {{ {values} }}))\n}}\n"
+        for t in templates
+    )
+    rendered = _evaluate(tmp_path, module)
+    for template in templates:
+        assert rendered[template] == render(template), template
+
+
+def _plan(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`terraform plan` of variables.tf alone: runs its validation blocks, needs no provider."""
+    work = tmp_path / "vars"
+    work.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "infrastructure" / "terraform" / "variables.tf", work / "variables.tf")
+    required = {
+        "key_name": "wms",
+        "allowed_ssh_cidr": "203.0.113.7/32",
+        "bucket_name": "wms-data-example",
+        "github_repository": "octo-org/water-meters",
+    }
+    args = [f"-var={k}={v}" for k, v in {**required, **variables}.items()]
+    return _terraform(f"-chdir={work}", "plan", "-input=false", "-lock=false", *args)
+
+
+def test_the_layout_variable_takes_only_split_or_single(tmp_path: Path) -> None:
+    for layout in ("split", "single"):
+        assert _plan(tmp_path, layout=layout).returncode == 0, layout
+    refused = _plan(tmp_path, layout="both")
+    assert refused.returncode != 0 and "layout must be" in refused.stderr
+    gpu_serving = _plan(tmp_path, serving_instance_type="g4dn.xlarge")
+    assert gpu_serving.returncode != 0 and "serving_instance_type" in gpu_serving.stderr
+
+
+# -- what each instance boots with ------------------------------------------------------------
+
+
+def test_every_step_of_every_boot_is_delivered(boots: dict[str, Boot]) -> None:
+    for name, boot in boots.items():
+        helpers = {"bootstrap", "lib", "runner-start"}
+        if "mlflow" in boot.steps:
+            helpers.add("mlflow-backup")
+        assert boot.scripts == set(boot.steps) | helpers, name
+        assert boot.steps[0] == "base" and boot.steps[-1] == "runner", name
+
+
+def test_split_serving_node_serves_without_nvidia(boots: dict[str, Boot]) -> None:
+    serving = boots[ROLES["split", "serving"]]
+    assert {"k3s", "deploy-tools", "mlflow", "runner"} <= set(serving.steps)
+    assert "nvidia" not in serving.scripts
+    settings_and_units = {path: text for path, text in serving.files.items() if not path.endswith(".sh")}
+    assert "nvidia" not in str(settings_and_units).lower()
+    assert serving.labels == {"wms-serve"}
+
+
+def test_split_gpu_instance_only_trains(boots: dict[str, Boot]) -> None:
+    gpu = boots[ROLES["split", "gpu"]]
+    assert set(gpu.steps) == {"base", "nvidia", "runner"}
+    assert not gpu.scripts & {"k3s", "deploy-tools", "mlflow", "mlflow-backup"}
+    assert not [key for key in gpu.settings if key.startswith(("K3S_", "HELM_", "MLFLOW_"))]
+    assert gpu.labels == {"wms-gpu"}
+
+
+def test_single_instance_runs_everything(boots: dict[str, Boot]) -> None:
+    single = boots[ROLES["single", "gpu"]]
+    assert {"nvidia", "k3s", "deploy-tools", "mlflow", "runner"} <= set(single.steps)
+    assert single.labels == {"wms-gpu", "wms-serve"}
+
+
+def test_every_runner_label_the_workflows_ask_for_is_served_in_both_layouts(boots: dict[str, Boot]) -> None:
+    asked: set[str] = set()
+    for workflow in (ROOT / ".github" / "workflows").glob("*.yaml"):
+        for runs_on in yaml.safe_load(workflow.read_text()).get("jobs", {}).values():
+            labels = runs_on.get("runs-on", [])
+            if isinstance(labels, list) and "self-hosted" in labels:
+                asked |= set(labels) - {"self-hosted", "linux"}
+    assert asked, "no workflow asks for a self-hosted runner"
+    for layout in ("split", "single"):
+        served = set().union(*(boots[t].labels for (lay, _), t in ROLES.items() if lay == layout))
+        assert asked <= served, f"{layout}: nobody serves {sorted(asked - served)}"
+
+
+def test_mlflow_serves_from_sqlite_with_artifacts_in_s3_at_the_clients_pin(boots: dict[str, Boot]) -> None:
+    pins = dict(
+        line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line
+    )
+    assert VALUES["mlflow_version"] == pins["mlflow"]
+    script = boots["serving"].files["/usr/local/lib/wms/mlflow.sh"]
+    assert "--backend-store-uri sqlite:///$db" in script and "db=$data/mlflow.db" in script
+    assert "--artifacts-destination $MLFLOW_ARTIFACTS_URI" in script
+    assert "--port $MLFLOW_PORT" in script
+    backup = boots["serving"].files["/usr/local/lib/wms/mlflow-backup.sh"]
+    assert ".backup" in backup and 'aws s3 cp --only-show-errors --region "$AWS_REGION"' in backup
+    assert "OnCalendar=daily" in script
+    assert boots["serving"].settings["MLFLOW_ARTIFACTS_URI"].startswith("s3://")
+
+
+def test_terraform_defaults_match_what_the_tests_render(terraform: dict[str, Any]) -> None:
+    variables = terraform["variable"]
+    for name in ("mlflow_version", "k3s_version", "helm_version", "runner_version", "runner_token_parameter"):
+        assert variables[name]["default"] == VALUES[name], name
+    assert VALUES["k3s_version"].startswith("v1.31.")
+
+
+def test_the_bootstrap_runs_at_every_boot(boots: dict[str, Boot]) -> None:
+    for name, boot in boots.items():
+        unit = boot.files["/etc/systemd/system/wms-bootstrap.service"]
+        assert "Type=oneshot" in unit and "WantedBy=multi-user.target" in unit, name
+        assert "ExecStart=/usr/local/lib/wms/bootstrap.sh" in unit, name
+        assert ["systemctl", "enable", "wms-bootstrap.service"] in boot.config["runcmd"], name
+
+
+def test_user_data_fits_in_what_ec2_accepts(boots: dict[str, Boot]) -> None:
+    for name, boot in boots.items():
+        size = len(gzip.compress(boot.text.encode(), mtime=0))
+        assert size < USER_DATA_LIMIT, f"{name}: {size} bytes gzipped"
+
+
+def test_no_secret_goes_into_user_data_or_state(terraform: dict[str, Any], boots: dict[str, Boot]) -> None:
+    # Terraform only names the parameter: neither creates it (its value would be in state) nor reads it.
+    for kind in ("resource", "data"):
+        assert not [a for a in terraform.get(kind, {}) if a.startswith("aws_ssm_parameter")]
+    tokenish = [name for name in terraform["variable"] if "token" in name or "secret" in name]
+    assert tokenish == ["runner_token_parameter"]
+    assert terraform["variable"]["runner_token_parameter"]["default"].startswith("/")
+    for template in TEMPLATES.glob("*.tftpl"):
+        assert 'RUNNER_TOKEN_PARAMETER="${runner_token_parameter}"' in template.read_text()
+        assert "%{" not in template.read_text()  # plain interpolations only
+    for name, boot in boots.items():
+        everything = boot.text + "".join(boot.files.values())
+        assert not re.search(r"gh[pousr]_[A-Za-z0-9]{20,}|github_pat_", everything), name
+        assert boot.settings["RUNNER_TOKEN_PARAMETER"] == VALUES["runner_token_parameter"], name
+    start = (SCRIPTS / "runner-start.sh").read_text()
+    assert "aws ssm get-parameter" in start and "--with-decryption" in start  # read at each runner start
+    assert "-H @<(printf 'Authorization: Bearer %s\\n' \"$token\")" in start  # never in a command line
+    assert "./run.sh --jitconfig" in start and "generate-jitconfig" in start
+
+
+# -- the validators ---------------------------------------------------------------------------
+
+
+def test_the_scripts_are_strict_bash_with_a_header(boots: dict[str, Boot]) -> None:
+    for path in sorted(SCRIPTS.glob("*.sh")):
+        lines = path.read_text().splitlines()
+        if path.name == "lib.sh":  # sourced by the others
+            assert lines[0] == "# shellcheck shell=bash"
+            continue
+        assert lines[0] == "#!/usr/bin/env bash", path.name
+        assert lines[1].startswith("# ") and "set -euo pipefail" in lines, path.name
+        assert "set -x" not in path.read_text(), path.name  # would print the token
+
+
+def test_shellcheck_passes_on_every_script() -> None:
+    scripts = sorted(str(p) for p in SCRIPTS.glob("*.sh"))
+    result = subprocess.run(
+        [_required("shellcheck"), "--external-sources", "--source-path=SCRIPTDIR", *scripts],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ids: a test id "gpu" would read as the `gpu` marker, which skips tests where CUDA is absent.
+@pytest.mark.parametrize("template", sorted(set(ROLES.values())), ids=lambda t: f"{t}.yaml")
+def test_cloud_init_accepts_the_rendered_user_data(template: str, tmp_path: Path) -> None:
+    rendered = tmp_path / f"{template}.yaml"
+    rendered.write_text(render(template))
+    result = subprocess.run(
+        [_required("cloud-init"), "schema", "--config-file", str(rendered)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "Valid" in result.stdout, result.stdout + result.stderr
+
+
+def test_terraform_is_formatted() -> None:
+    result = _terraform(f"-chdir={INFRA / 'terraform'}", "fmt", "-check", "-recursive")
+    assert result.returncode == 0, f"run terraform fmt -recursive: {result.stdout}"
