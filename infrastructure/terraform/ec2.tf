@@ -82,7 +82,7 @@ resource "aws_instance" "serving" {
   ami                    = var.serving_ami_id != "" ? var.serving_ami_id : data.aws_ami.serving[0].id
   instance_type          = var.serving_instance_type
   key_name               = var.key_name
-  vpc_security_group_ids = [aws_security_group.serving[0].id]
+  vpc_security_group_ids = [aws_security_group.serving[0].id, aws_security_group.gpu_ssh_clients[0].id]
   iam_instance_profile   = aws_iam_instance_profile.serving[0].name
   user_data_base64       = base64gzip(local.serving_user_data)
 

@@ -1,5 +1,6 @@
-# Who may reach what: everything from var.allowed_ssh_cidr only, plus MLflow on the serving
-# node from the GPU instance (which logs its runs there over the VPC's private addresses).
+# Who may reach what: everything from var.allowed_ssh_cidr only, plus, in split, MLflow on the
+# serving node from the GPU instance (which logs its runs there over the VPC's private
+# addresses) and SSH to the GPU instance from the serving node (whose pipeline trains there).
 # Elastic IPs: the serving node's in split, the GPU instance's in single.
 
 data "aws_vpc" "default" {
@@ -27,6 +28,19 @@ resource "aws_security_group" "instance" {
     cidr_blocks = [var.allowed_ssh_cidr]
   }
 
+  # In split the pipeline on the serving node trains here over SSH (a group of its own, which
+  # the serving node joins, so that the two groups do not name each other).
+  dynamic "ingress" {
+    for_each = local.split ? [aws_security_group.gpu_ssh_clients[0].id] : []
+    content {
+      description     = "SSH from the serving node (training over SSH)"
+      from_port       = 22
+      to_port         = 22
+      protocol        = "tcp"
+      security_groups = [ingress.value]
+    }
+  }
+
   # In single the cluster is on this instance.
   dynamic "ingress" {
     for_each = local.split ? [] : [6443]
@@ -46,6 +60,13 @@ resource "aws_security_group" "instance" {
     protocol    = "-1"
     cidr_blocks = ["0.0.0.0/0"]
   }
+}
+
+resource "aws_security_group" "gpu_ssh_clients" {
+  count       = local.split ? 1 : 0
+  name        = "${var.project}-gpu-ssh-clients"
+  description = "Members may SSH to the WMS GPU instance: the serving node, whose pipeline trains there"
+  vpc_id      = data.aws_vpc.default.id
 }
 
 resource "aws_security_group" "serving" {

@@ -85,6 +85,8 @@ output "runner_labels" {
 output "repository_variables" {
   description = "GitHub repository variables (Settings > Secrets and variables > Actions > Variables) for this layout."
   value = {
+    WMS_LAYOUT       = var.layout
+    WMS_GPU_HOST     = local.split ? aws_instance.gpu.private_ip : ""
     WMS_TRACKING_URI = "http://${local.serving_private_ip}:${var.mlflow_port}"
     WMS_STORE_URL    = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/store"
     AWS_REGION       = var.region
