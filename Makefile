@@ -71,7 +71,7 @@ lint: install-dev  ## ruff and mypy
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-test: install-dev lint browser sshd validators  ## lint, then the test suite
+test: install-dev lint checkov browser sshd validators  ## lint and checkov, then the test suite
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
 
 clean:  ## remove the virtual environment and local state (.wms/)

@@ -110,6 +110,25 @@ def test_the_serving_node_takes_mlflow_from_the_gpu_and_the_k3s_api_from_the_all
     assert ports == {22, "${var.mlflow_port}", 6443}
 
 
+def test_in_split_only_the_serving_node_reaches_the_gpu_over_ssh(terraform: dict[str, Any]) -> None:
+    gpu = _ingress_rules(terraform["resource"]["aws_security_group.instance"])
+    by_group = [rule for rule in gpu if "security_groups" in rule]
+    assert [(r["from_port"], r["security_groups"]) for r in by_group] == [(22, ["${ingress.value}"])]
+    gpu_block = terraform["resource"]["aws_security_group.instance"]["dynamic"]
+    assert "aws_security_group.gpu_ssh_clients[0].id" in str(gpu_block)
+    serving = terraform["resource"]["aws_instance.serving"]
+    assert "${aws_security_group.gpu_ssh_clients[0].id}" in serving["vpc_security_group_ids"]
+
+
+def test_egress_is_web_out_and_anything_inside_the_vpc(terraform: dict[str, Any]) -> None:
+    for name in ("instance", "serving"):
+        egress = terraform["resource"][f"aws_security_group.{name}"]["egress"]
+        anywhere = {(r["from_port"], r["protocol"]) for r in egress if r["cidr_blocks"] == ["0.0.0.0/0"]}
+        assert anywhere == {(443, "tcp"), (80, "tcp")}, name
+        inside = [r for r in egress if r["cidr_blocks"] != ["0.0.0.0/0"]]
+        assert [r["cidr_blocks"] for r in inside] == [["${data.aws_vpc.default.cidr_block}"]], name
+
+
 def test_instance_roles_reach_only_the_project_prefix_repository_and_token(terraform: dict[str, Any]) -> None:
     parameter_arn = "${local.runner_token_parameter_arn}"
     arn = terraform["locals"]["runner_token_parameter_arn"]
@@ -153,6 +172,11 @@ def test_bucket_is_versioned_encrypted_and_private(terraform: dict[str, Any]) ->
     block = resources["aws_s3_bucket_public_access_block.data"]
     for key in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"):
         assert block[key] is True
+    # Versions of what is overwritten (the daily MLflow backup) do not pile up for ever.
+    lifecycle = resources["aws_s3_bucket_lifecycle_configuration.data"]["rule"][0]
+    assert (
+        lifecycle["noncurrent_version_expiration"][0]["noncurrent_days"] == "${var.noncurrent_version_days}"
+    )
 
 
 def test_ecr_scans_on_push_and_keeps_recent_images(terraform: dict[str, Any]) -> None:

@@ -30,6 +30,8 @@ data "aws_ami" "serving" {
 }
 
 resource "aws_instance" "gpu" {
+  #checkov:skip=CKV_AWS_88: without a NAT gateway (about $33/month) its own public address is how it reaches GitHub, PyPI and S3; SSH is open to allowed_ssh_cidr and the serving node only
+  #checkov:skip=CKV_AWS_126: basic 5-minute metrics suffice for a machine that runs for a training; detailed monitoring costs about $2/month and nothing alerts on it
   ami                         = var.ami_id != "" ? var.ami_id : data.aws_ami.gpu.id
   instance_type               = var.instance_type
   key_name                    = var.key_name
@@ -37,6 +39,7 @@ resource "aws_instance" "gpu" {
   iam_instance_profile        = aws_iam_instance_profile.instance.name
   associate_public_ip_address = true # the runner reaches GitHub; in split the address changes at each start
   user_data_base64            = base64gzip(local.split ? local.gpu_user_data : local.single_user_data)
+  ebs_optimized               = true
 
   # `wms compute stop` stops it; a shutdown from inside must not delete it.
   instance_initiated_shutdown_behavior = "stop"
@@ -78,6 +81,7 @@ resource "aws_instance" "gpu" {
 }
 
 resource "aws_instance" "serving" {
+  #checkov:skip=CKV_AWS_126: basic 5-minute metrics suffice; the service's own /metrics feed the dashboard and alerts, and detailed monitoring costs about $2/month
   count                  = local.split ? 1 : 0
   ami                    = var.serving_ami_id != "" ? var.serving_ami_id : data.aws_ami.serving[0].id
   instance_type          = var.serving_instance_type
@@ -85,6 +89,7 @@ resource "aws_instance" "serving" {
   vpc_security_group_ids = [aws_security_group.serving[0].id, aws_security_group.gpu_ssh_clients[0].id]
   iam_instance_profile   = aws_iam_instance_profile.serving[0].name
   user_data_base64       = base64gzip(local.serving_user_data)
+  ebs_optimized          = true
 
   metadata_options {
     http_tokens = "required"

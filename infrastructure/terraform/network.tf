@@ -54,11 +54,27 @@ resource "aws_security_group" "instance" {
   }
 
   egress {
-    description = "Updates, ECR, S3 and GitHub (the self-hosted runner polls out)"
-    from_port   = 0
-    to_port     = 0
-    protocol    = "-1"
+    description = "HTTPS: GitHub (the runner polls out), PyPI, S3, ECR, SSM, container images"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  egress {
+    description = "HTTP: Ubuntu's package mirrors"
+    from_port   = 80
+    to_port     = 80
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  egress {
+    description = "Inside the VPC: SSH to the GPU instance, MLflow on the serving node"
+    from_port   = 0
+    to_port     = 65535
+    protocol    = "tcp"
+    cidr_blocks = [data.aws_vpc.default.cidr_block]
   }
 }
 
@@ -108,11 +124,27 @@ resource "aws_security_group" "serving" {
   }
 
   egress {
-    description = "Updates, ECR, S3 and GitHub (the self-hosted runner polls out)"
-    from_port   = 0
-    to_port     = 0
-    protocol    = "-1"
+    description = "HTTPS: GitHub (the runner polls out), PyPI, S3, ECR, SSM, container images"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  egress {
+    description = "HTTP: Ubuntu's package mirrors"
+    from_port   = 80
+    to_port     = 80
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  egress {
+    description = "Inside the VPC: SSH to the GPU instance, MLflow on the serving node"
+    from_port   = 0
+    to_port     = 65535
+    protocol    = "tcp"
+    cidr_blocks = [data.aws_vpc.default.cidr_block]
   }
 }
 

@@ -178,3 +178,9 @@ variable "runner_version" {
   type        = string
   default     = "2.328.0"
 }
+
+variable "noncurrent_version_days" {
+  description = "Days an overwritten or deleted object of the bucket is kept (versioning) before it expires."
+  type        = number
+  default     = 90
+}
