@@ -396,3 +396,18 @@ def test_the_train_jobs_guard_steps_refuse_a_branch_that_touches_src(
             "images/m1.png",
             "masks/m1.png",
         ]
+
+
+def test_ci_validates_the_chart_for_the_kubernetes_version_the_cluster_runs() -> None:
+    helm = load("ci.yaml")["jobs"]["helm"]
+    validated = str(helm["env"]["KUBERNETES_VERSION"])
+    variables = (ROOT / "infrastructure" / "terraform" / "variables.tf").read_text()
+    k3s = re.search(r'variable "k3s_version" \{[^}]*default\s*=\s*"v(\d+\.\d+)\.', variables)
+    assert k3s and validated.startswith(k3s.group(1) + "."), (validated, k3s)
+    assert f"v{k3s.group(1)}" in (ROOT / "README.md").read_text()
+    steps = " ".join(str(s.get("run", "")) for s in helm["steps"])
+    assert (
+        "helm template" in steps
+        and "kubeconform" in steps
+        and '-kubernetes-version "$KUBERNETES_VERSION"' in steps
+    )
