@@ -236,5 +236,7 @@ def test_every_metric_the_dashboard_and_rules_query_is_exported(pod: Pod) -> Non
         "rules": set().union(*(metric_names(rule["expr"]) for rule in _rules(render_rules()))),
     }
     for where, names in queried.items():
-        assert names, f"no metric found in the {where}' queries"
-        assert names <= exported, f"the {where} query metrics wms serve does not export: {names - exported}"
+        assert names, f"no metric found in the {where}'s queries"
+        assert names <= exported, (
+            f"the {where} queries metrics that wms serve does not export: {names - exported}"
+        )

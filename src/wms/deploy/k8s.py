@@ -76,8 +76,8 @@ class K8sDeployer:
             named = ""
         if not named.isdigit():
             raise RegistryError(
-                f"{path} on main names no model version; restore it (git checkout -- {path.name}) "
-                "before deploying"
+                f"{path} on main names no model version; restore it (`git checkout -- {path}` on main) "
+                "and deploy again"
             )
         return named
 

@@ -2,7 +2,7 @@
 model's version and test Dice, and how much of each photo the model calls counter window.
 
 The chart's Grafana dashboard and alert rules (devops/helm/wms-model) query these names;
-tests/serve/test_monitoring.py checks that every name they use is exported here.
+tests/deploy/test_monitoring.py checks that every name they use is exported here.
 """
 
 from __future__ import annotations
