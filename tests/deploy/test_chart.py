@@ -1,16 +1,25 @@
-"""The Helm chart: infrastructure/helm-values.yaml validates against values.schema.json, as Helm checks it."""
+"""The Helm chart: infrastructure/helm-values.yaml validates against values.schema.json, as Helm checks
+it; the Deployment is locked down (checkov's Kubernetes checks) and the server runs that way."""
 
 from __future__ import annotations
 
 import copy
+import io
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
+from tests.deploy.conftest import READ_ONLY_ROOT, Pod
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "devops" / "helm" / "wms-model"
@@ -37,7 +46,12 @@ def deployed_values() -> dict[str, Any]:
     chart = yaml.safe_load((CHART / "values.yaml").read_text())
     values = _merge(chart, yaml.safe_load((REPO / "infrastructure" / "helm-values.yaml").read_text()))
     image = {"repository": "1.dkr.ecr.us-east-1.amazonaws.com/wms-model", "tag": "v3-abc"}
-    sets = {"image": image, "imagePullSecrets": [{"name": "ecr-pull-secret"}], "model": {"version": "3"}}
+    sets = {
+        "image": image,
+        "imagePullSecrets": [{"name": "ecr-pull-secret"}],
+        "model": {"version": "3"},
+        "monitoring": {"expectedModelVersion": "3"},
+    }
     return _merge(values, sets)
 
 
@@ -54,6 +68,10 @@ def test_the_cluster_values_validate(schema: dict[str, Any], deployed_values: di
         ({"resources": {"limits": {"memory": "lots"}}}, "does not match"),
         ({"image": {"tag": ""}}, "should be non-empty"),
         ({"servce": {}}, "Additional properties"),
+        ({"prometheusRule": {"errorRatio": 5}}, "greater than the maximum"),
+        ({"prometheusRule": {"p99LatencySeconds": 30}}, "greater than or equal to the maximum"),
+        ({"dashboard": {"labelKey": "grafana dashboard"}}, "does not match"),
+        ({"monitoring": {"expectedModelVersion": "production"}}, "does not match"),
     ],
 )
 def test_mistakes_in_values_are_caught(
@@ -84,3 +102,100 @@ def test_the_image_is_slim_non_root_and_torch_free() -> None:
     serve = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
     names = {re.split(r"[<>=\[ ]", requirement)[0].lower() for requirement in serve}
     assert {"onnxruntime", "fastapi", "uvicorn"} <= names and not names & {"torch", "mlflow", "wms"}
+
+
+def _skeleton(template: str) -> Any:
+    """A template's YAML with Helm's actions taken out: comments and lines that are only an action
+    go, any other action becomes the word TEMPLATED. Enough to read the structure it always has."""
+    template = re.sub(r"\{\{-?\s*/\*.*?\*/\s*-?\}\}", "", template, flags=re.S)  # comments
+    template = re.sub(r"^[ \t]*\{\{-.*?\}\}[ \t]*\n", "", template, flags=re.M | re.S)
+    return yaml.safe_load(re.sub(r"\{\{.*?\}\}", "TEMPLATED", template))
+
+
+def test_the_deployment_is_locked_down() -> None:
+    deployment = _skeleton((CHART / "templates" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    uid = int(re.search(r"useradd .*--uid (\d+)", (REPO / "docker" / "Dockerfile").read_text())[1])  # type: ignore[index]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "privileged": False,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    # the one writable place: an emptyDir at /tmp, where uploads over 1 MB are spooled
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    skips = deployment["metadata"]["annotations"]
+    assert all(re.fullmatch(r"checkov\.io/skip\d+", key) for key in skips)
+    assert all(re.fullmatch(r"CKV_K8S_\d+=\S.{20,}", reason) for reason in skips.values()), skips
+    assert {reason.split("=")[0] for reason in skips.values()} == {"CKV_K8S_14", "CKV_K8S_15", "CKV_K8S_43"}
+
+
+def test_every_resource_names_its_namespace_and_only_the_http_port_is_open() -> None:
+    for template in (CHART / "templates").glob("*.yaml"):
+        metadata = re.search(r"^metadata:\n((?:  .*\n)+)", template.read_text(), re.M)
+        assert metadata and "\n  namespace: {{ .Release.Namespace }}\n" in f"\n{metadata[1]}", template.name
+    policy = _skeleton((CHART / "templates" / "networkpolicy.yaml").read_text())
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"]["egress"] == []
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+
+def test_the_dashboard_and_the_rules_ship_when_turned_on() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["dashboard"]["enabled"] is False and values["prometheusRule"]["enabled"] is False
+    configmap = (CHART / "templates" / "dashboard-configmap.yaml").read_text()
+    assert configmap.startswith("{{- if .Values.dashboard.enabled }}")
+    assert "{{ .Values.dashboard.labelKey }}: {{ .Values.dashboard.labelValue | quote }}" in configmap
+    assert '.Files.Get "dashboards/wms-model.json"' in configmap
+    assert (values["dashboard"]["labelKey"], values["dashboard"]["labelValue"]) == ("grafana_dashboard", "1")
+    rule = (CHART / "templates" / "prometheusrule.yaml").read_text()
+    assert rule.startswith("{{- if .Values.prometheusRule.enabled }}")
+    assert '.Files.Get "files/alerts.rules.yaml"' in rule and "| fromYaml" in rule
+    assert _skeleton(rule)["kind"] == "PrometheusRule"
+    for name in ("dashboards/wms-model.json", "files/alerts.rules.yaml"):
+        assert (CHART / name).is_file()
+
+
+def test_the_server_runs_on_a_read_only_root_apart_from_tmp(pod: Pod) -> None:
+    """What the chart's readOnlyRootFilesystem allows: uploads spooled to /tmp, nothing else written."""
+    big = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(big, "PNG")
+    assert big.tell() > 2 * 2**20  # over the multipart parser's 1 MB in memory
+    small = io.BytesIO()
+    Image.fromarray(noise[:64, :64]).save(small, "JPEG")
+    for photo in (big.getvalue(), small.getvalue()):
+        answer = httpx.post(f"{pod.url}/predict", files={"file": ("p", photo)}, timeout=60)
+        assert answer.status_code == 200, answer.text
+    for path in ("/", "/docs", "/openapi.json", "/model", "/metrics", "/ready"):
+        assert httpx.get(f"{pod.url}{path}").status_code == 200, path
+    assert pod.refused_writes() == []
+
+
+def test_the_read_only_root_of_the_test_server_refuses_writes(tmp_path: Path) -> None:
+    """The check above can fail: the same hook refuses a write outside $TMPDIR."""
+    code = READ_ONLY_ROOT.split("import runpy")[0] + "open('written.txt', 'w')\n"
+    writable = tmp_path / "tmp"
+    writable.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "TMPDIR": str(writable)},
+    )  # fmt: skip
+    assert done.returncode == 1 and "Read-only file system" in done.stderr
+    assert f"READ-ONLY ROOT: open {tmp_path / 'written.txt'}" in done.stderr
+    assert not (tmp_path / "written.txt").exists()

@@ -246,6 +246,10 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
     ]  # fmt: skip
     assert helm["args"][12] == str(root / "infrastructure/helm-values.yaml")
     assert f"image.tag={image.rsplit(':', 1)[1]}" in helm["args"]
+    # no models/production_current.json here yet: the alerts expect the version deployed
+    assert helm["args"][-4:] == [
+        "--set-string", "model.version=1", "--set-string", "monitoring.expectedModelVersion=1",
+    ]  # fmt: skip
 
     secret = cluster.secrets[("model-1", "ecr-pull-secret")]
     config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
@@ -281,3 +285,19 @@ def test_dry_run_prints_the_plan_and_calls_nothing(
     assert "helm upgrade --install wms-model" in result.output and "--namespace model-1" in result.output
     assert "keeping the newest 2" in result.output
     assert _calls(cluster) == []
+
+
+def test_the_alerts_expect_the_version_mains_pointer_names(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
+) -> None:
+    root, cluster = cluster_project
+    pointer = root / "models" / "production_current.json"
+    pointer.parent.mkdir()
+    pointer.write_text(json.dumps({"action": "rollback", "from_version": "6", "to_version": "5"}))
+    result = cli("deploy", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "--set-string model.version=1 --set-string monitoring.expectedModelVersion=5" in result.output
+    pointer.write_text("{not json")
+    result = cli("deploy")
+    assert result.exit_code == 1 and "names no model version" in result.output
+    assert "Traceback" not in result.output and _calls(cluster) == []  # stopped before building

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -17,10 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from wms.config import ServeSettings, load_settings
 from wms.data.synth import synth_pair
@@ -188,6 +191,64 @@ def test_health_ready_model_and_metrics(server: str, tmp_path: Path) -> None:
     assert 'wms_model_info{version="local:model"} 1.0' in metrics
     page = httpx.get(f"{server}/")
     assert page.status_code == 200 and 'id="file"' in page.text
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample on /metrics, keyed by name and sorted labels."""
+    text = httpx.get(f"{url}/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_each_prediction_counts_its_foreground_fraction(server: str, tmp_path: Path) -> None:
+    photo = tmp_path / "p.jpg"
+    _rotated_jpeg(photo)
+    before = _scrape(server)
+    body = httpx.post(f"{server}/predict?format=json", files={"file": ("p.jpg", photo.read_bytes())}).json()
+    assert httpx.post(f"{server}/predict", files={"file": ("t.txt", b"text")}).status_code == 415
+    after = _scrape(server)
+    fraction = float(_mask(base64.b64decode(body["mask_png_base64"])).mean())
+    assert 0 < fraction < 1
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after[key] - before.get(key, 0.0)
+
+    family = "wms_predicted_foreground_fraction"
+    assert grew(f"{family}_count") == 1  # the refused upload is not a prediction
+    assert grew(f"{family}_sum") == pytest.approx(fraction, abs=1e-9)
+    buckets = {float(dict(key[1])["le"]) for key in after if key[0] == f"{family}_bucket"}
+    assert {0.0, 1.0, float("inf")} <= buckets
+    for le in buckets:  # cumulative: the photo is in every bucket from its own upward
+        assert grew(f"{family}_bucket", le=str(le) if le != float("inf") else "+Inf") == (fraction <= le)
+
+
+def test_ready_follows_the_app_and_model_info_carries_the_test_dice(exported_model: Path) -> None:
+    sha = load_folder(exported_model).card.onnx_sha256
+    card = ModelCard(version="7", onnx_sha256=sha, metrics={"test_dice": 0.86341, "test_iou": 0.8})
+    app = create_app(load_folder(exported_model, card), SETTINGS)
+
+    async def ready_and_gauge(client: httpx.AsyncClient) -> tuple[int, str]:
+        gauge = re.search(r"^wms_ready (\S+)$", (await client.get("/metrics")).text, re.M)
+        assert gauge is not None
+        return (await client.get("/ready")).status_code, gauge[1]
+
+    async def start_and_stop() -> tuple[list[tuple[int, str]], str]:
+        transport = httpx.ASGITransport(app=app)  # requests only: the lifespan is run below
+        async with httpx.AsyncClient(transport=transport, base_url="http://wms") as client:
+            states = [await ready_and_gauge(client)]
+            async with app.router.lifespan_context(app):
+                states.append(await ready_and_gauge(client))
+                scrape = (await client.get("/metrics")).text
+            states.append(await ready_and_gauge(client))
+        return states, scrape
+
+    states, scrape = anyio.run(start_and_stop)
+    assert states == [(503, "0.0"), (200, "1.0"), (503, "0.0")]  # starting, serving, shut down
+    assert 'wms_model_info{test_dice="0.8634",version="7"} 1.0' in scrape
 
 
 def test_a_changed_model_file_is_refused(

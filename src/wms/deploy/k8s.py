@@ -60,9 +60,31 @@ class K8sDeployer:
         except RegistryError:
             return "<version>"  # not in the registry yet
 
+    def expected_version(self, deployed: str) -> str:
+        """The version main's models/production_current.json names, which the chart's alert
+        compares the served one with; the deployed version where main names none yet."""
+        from wms.production import CURRENT_FILE
+        from wms.vcs.mainline import MainLine
+
+        path = self.project.path(self.project.settings.tracking.pointer_dir) / CURRENT_FILE
+        text = MainLine(self.project).read_text(path)
+        if text is None:
+            return deployed
+        try:
+            named = str(json.loads(text)["to_version"])
+        except (ValueError, KeyError, TypeError):
+            named = ""
+        if not named.isdigit():
+            raise RegistryError(
+                f"{path} on main names no model version; restore it (`git checkout -- {path}` on main) "
+                "and deploy again"
+            )
+        return named
+
     def plan(self, model_ref: str = "production") -> list[str]:
         version = self._version_or_placeholder(model_ref)
         ns, image = self.namespace(version), f"<ecr>/{self.cfg.image_repository}:v{version}-<commit>"
+        expected = self.expected_version(version)
         return [
             f"ECR login: boto3 ecr.get_authorization_token (region {self.cfg.aws_region or 'from AWS_*'}), "
             f"`{self.cfg.docker} login --password-stdin <ecr>`",
@@ -71,7 +93,7 @@ class K8sDeployer:
             f"`{self.cfg.docker} push {image}`",
             f"refresh imagePullSecret {self.cfg.pull_secret} in namespace {ns} (created if missing)",
             f"check that model {model_ref} exists in the registry and is still version {version}",
-            " ".join(self.helm_args(ns, image, version)),
+            " ".join(self.helm_args(ns, image, version, expected)),
             f"wait for the pods of {self.cfg.release} in {ns} to be ready",
             "GET /ready and POST /predict (reference photo) through the Service; the mask must match the "
             f"model's own on {self.cfg.min_agreement:.0%} of pixels",
@@ -82,7 +104,8 @@ class K8sDeployer:
     def namespace(self, version: str) -> str:
         return f"{self.cfg.namespace_prefix}{version}"
 
-    def helm_args(self, namespace: str, image: str, version: str) -> list[str]:
+    def helm_args(self, namespace: str, image: str, version: str, expected: str) -> list[str]:
+        """`helm upgrade --install` of `version`; `expected` is the version main names (the alerts')."""
         repository, _, tag = image.rpartition(":")
         return [
             self.cfg.helm, "upgrade", "--install", self.cfg.release, str(self.project.path(self.cfg.chart)),
@@ -92,6 +115,7 @@ class K8sDeployer:
             "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
             "--set", f"imagePullSecrets[0].name={self.cfg.pull_secret}",
             "--set-string", f"model.version={version}",
+            "--set-string", f"monitoring.expectedModelVersion={expected}",
         ]  # fmt: skip
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -191,6 +215,7 @@ class K8sDeployer:
         registry = open_registry(self.project, self._registry)
         model = stage_model(registry, model_ref, self.project.state_dir / "deploy" / "models")
         version, namespace = model.version, self.namespace(model.version)
+        expected = self.expected_version(version)  # read before anything is built: a bad pointer stops here
 
         host, user, password = self._ecr_login()
         self._run([docker, "login", "--username", user, "--password-stdin", host], stdin=password)
@@ -230,8 +255,9 @@ class K8sDeployer:
             f"registry: model {model_ref} is version {version} (sha256 {model.card.onnx_sha256[:12]}…)"
         )
 
-        self._run([helm, *self.helm_args(namespace, image, version)[1:]])
-        self._step(f"helm release {self.cfg.release} installed in {namespace}")
+        self._run([helm, *self.helm_args(namespace, image, version, expected)[1:]])
+        note = "" if expected == version else f" (main's production is {expected}: its alerts will say so)"
+        self._step(f"helm release {self.cfg.release} installed in {namespace}{note}")
 
         pods = kube.wait_pods_ready(
             namespace, f"app.kubernetes.io/instance={self.cfg.release}", self.cfg.ready_timeout_seconds

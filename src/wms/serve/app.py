@@ -142,14 +142,18 @@ class GuardMiddleware:
 
 def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
     """The service for one loaded model."""
-    metrics = Metrics(model.card.version)
+    metrics = Metrics(model.card.version, model.card.metrics.get("test_dice"))
     max_upload = int(settings.max_upload_mb * MB)
     limiter: dict[str, anyio.CapacityLimiter] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         limiter["inference"] = anyio.CapacityLimiter(settings.max_concurrency)
-        yield
+        metrics.set_ready(True)
+        try:
+            yield
+        finally:
+            metrics.set_ready(False)
 
     app = FastAPI(
         title="WMS counter-window segmenter",
@@ -184,9 +188,14 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", summary="The model is loaded and verified")
-    async def ready() -> dict[str, Any]:
-        return {"ready": True, "version": model.card.version, "verified": model.verified}
+    @app.get(
+        "/ready",
+        summary="The model is loaded and the app serves",
+        responses={503: {"description": "starting or shutting down"}},
+    )
+    async def ready() -> JSONResponse:
+        body = {"ready": metrics.is_ready, "version": model.card.version, "verified": model.verified}
+        return JSONResponse(body, status_code=200 if metrics.is_ready else 503)
 
     @app.get("/model", summary="Version, test metrics and dataset version of the served model")
     async def model_info() -> dict[str, Any]:
@@ -214,6 +223,7 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
         with metrics.inflight():
             summary, seconds = await anyio.to_thread.run_sync(infer, data, limiter=limiter["inference"])
         metrics.inference.observe(seconds)
+        metrics.foreground.observe(summary.foreground_fraction)
         latency_ms = round(1000 * seconds, 2)
         headers = {"X-Model-Version": model.card.version, "X-Latency-Ms": str(latency_ms)}
         if format == "json":
