@@ -163,6 +163,56 @@ def test_the_serving_node_is_small_and_out_of_wms_computes_reach(terraform: dict
     assert "wms:managed" not in serving["tags"]  # the reaper stops only managed instances
 
 
+def test_wms_compute_stops_and_reaps_the_gpu_instance_and_never_the_serving_node(
+    terraform: dict[str, Any], aws_env: str
+) -> None:
+    """Both instances on moto's EC2 with the tags Terraform gives them (defaults filled in)."""
+    import boto3
+
+    from wms.compute import make_compute
+    from wms.compute.leases import LEASE_TAG
+
+    names = {"var.instance_name": terraform["variable"]["instance_name"]["default"]}
+    names["var.project"] = terraform["variable"]["project"]["default"]
+
+    def tags(resource: str) -> list[dict[str, str]]:
+        declared = terraform["resource"][resource]["tags"]
+        filled = {k: re.sub(r"\$\{(var\.\w+)\}", lambda m: names[m.group(1)], v) for k, v in declared.items()}
+        return [{"Key": k, "Value": v} for k, v in filled.items()]
+
+    client = boto3.client("ec2")
+    ids = {}
+    for role, resource in (("gpu", "aws_instance.gpu"), ("serving", "aws_instance.serving")):
+        reply = client.run_instances(
+            ImageId="ami-12c6146b",
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t4g.medium" if role == "serving" else "g4dn.xlarge",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags(resource)}],
+        )
+        ids[role] = reply["Instances"][0]["InstanceId"]
+    try:
+
+        def state(role: str) -> str:
+            found = client.describe_instances(InstanceIds=[ids[role]])["Reservations"][0]["Instances"][0]
+            return str(found["State"]["Name"])
+
+        # The default settings find the GPU instance only, and stop it.
+        compute = make_compute(ComputeSettings(backend="ec2", poll_seconds=0.02))
+        assert compute.status().instance_id == ids["gpu"]
+        compute.stop()
+        assert (state("gpu"), state("serving")) == ("stopped", "running")
+        # The reaper stops an instance whose lease ran out, and leaves the serving node alone
+        # even when it carries an expired lease tag.
+        client.start_instances(InstanceIds=[ids["gpu"]])
+        expired = {"Key": LEASE_TAG, "Value": "2000-01-01T00:00:00+00:00"}
+        client.create_tags(Resources=list(ids.values()), Tags=[expired])
+        reaped = {r.instance_id for r in compute.reap()}
+        assert ids["serving"] not in reaped and (state("gpu"), state("serving")) == ("stopped", "running")
+    finally:
+        client.terminate_instances(InstanceIds=list(ids.values()))
+
+
 def _terraform(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}
     return subprocess.run(
