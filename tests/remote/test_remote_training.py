@@ -300,6 +300,35 @@ def test_a_reclaimed_instance_is_started_again_and_the_job_resumes_from_its_chec
     assert not job_processes(s.remote)
 
 
+@pytest.mark.slow
+def test_with_no_spot_retries_a_reclaim_fails_the_run_in_one_line_and_the_instance_stays_stopped(
+    setup: Callable[[int], Setup],
+) -> None:
+    s = setup(100000)
+    s.env["WMS_COMPUTE__SPOT_RETRIES"] = "0"
+    proc = s.start("run", "--new-data", str(s.batch))
+    try:
+        job = wait_until(s.job_started, 180, "the remote training job")
+        s.box.client.stop_instances(InstanceIds=[s.box.id])
+        for pid in job_processes(s.remote):
+            os.kill(pid, signal.SIGKILL)  # the shutdown's end, without the job's last word
+        proc.wait(timeout=120)
+        err = s.stderr()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line == (
+        "error: the instance was stopped under the job, not by WMS (Client.UserInitiatedShutdown) during "
+        f"job {job['job_id']}, and compute.spot_retries = 0 allows no retry; the job's folder and "
+        "checkpoint stay on the instance: continue with `wms pipeline resume` (or raise compute.spot_retries)"
+    )
+    assert "starting it again" not in err and "Traceback" not in err
+    assert s.box.state() == "stopped"
+    assert (s.record()["status"], s.record()["failed_stage"]) == ("failed", "train")
+
+
 def test_an_earlier_job_is_collected_if_it_finished_and_replaced_if_it_failed(
     sshd: Sshd, seeded_remote: Path, project_dir: Path
 ) -> None:

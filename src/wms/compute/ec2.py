@@ -303,7 +303,8 @@ class Ec2Compute:
         instance = self._describe()
         state = instance["State"]["Name"]
         if self._stop_under_way(instance):
-            self.notify(f"instance {self._id} is being stopped by another run; it starts again after")
+            who = "another run" if instance["State"]["Name"] != "stopping" else "another run or by AWS"
+            self.notify(f"instance {self._id} is being stopped by {who}; it starts again after")
             state = self._wait_for_stop_to_settle()
         if state == "stopped":
             self.notify(f"starting instance {self._id}")

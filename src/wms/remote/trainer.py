@@ -36,6 +36,7 @@ from wms.compute.base import Compute, Notify, quiet
 from wms.config import Project
 from wms.data.store import sha256_file
 from wms.errors import BackendError, ConfigError, TrainError
+from wms.guards import Interrupted
 from wms.remote.job import CHECKPOINT_FILE, EXIT_FILE, JOB_FILE, PROGRESS_FILE, RESULT_FILE
 from wms.remote.package import build_wheel, install
 from wms.remote.reclaim import Reclaimed, Reclaims, epochs_done, resuming_from
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 
 Record = Callable[[dict[str, Any]], None]
 ALIVE_EVERY_SECONDS = 5.0
-INTERRUPTED_CODE = 130  # the exit code of a job stopped by SIGTERM/SIGINT (wms.guards.Interrupted)
 
 
 class RemoteTrainer:
@@ -118,7 +118,7 @@ class RemoteTrainer:
         if exit_text is None and self._alive(ssh, job):
             self.notify(f"reattaching to job {job['job_id']}, still training on {self.target.host}")
             return job | {"host": self.target.host}
-        stopped = exit_text is None or code == INTERRUPTED_CODE  # killed, or stopped by a signal
+        stopped = exit_text is None or code == Interrupted.exit_code  # killed, or stopped by a signal
         checkpoint = f"{job['job_dir']}/{CHECKPOINT_FILE}"
         if stopped and "python" in job and ssh.run(f"test -f {quote(checkpoint)}")[0] == 0:
             self.notify(f"job {job['job_id']} was stopped midway: starting it again from its checkpoint")
@@ -219,8 +219,16 @@ class RemoteTrainer:
         self._drop()
         host = self.reclaims.bring_back(reason, job["job_id"], self.target.host)
         self.target = replace(self.target, host=host)
-        self._end(job)  # after a real stop none is left; never two processes in one folder
-        return self.restart(job)
+        try:
+            self._end(job)  # after a real stop none is left; never two processes in one folder
+            return self.restart(job)
+        except Exception as exc:
+            if not dropped(exc) or isinstance(exc, BackendError):
+                raise
+            raise BackendError(
+                f"lost the SSH connection to {host} while starting job {job['job_id']} again ({exc}); "
+                "its checkpoint stays there: continue with `wms pipeline resume`"
+            ) from None
 
     def _send_dataset(self, ssh: Ssh, root: str, dataset: Path, version: str) -> dict[str, Any]:
         from wms.data.splits import SPLITS_FILE
@@ -250,8 +258,6 @@ class RemoteTrainer:
     # -- follow ---------------------------------------------------------------------------------
     def follow(self, job: dict[str, Any], reporter: TrainReporter | None, result_dir: Path) -> TrainedRun:
         """Show the job's progress until it ends; its result. Stops the job when interrupted."""
-        from wms.guards import Interrupted
-
         try:
             exit_record = self._follow(job, reporter)
         except Interrupted:
