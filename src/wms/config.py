@@ -191,6 +191,14 @@ class ComputeSettings(Section):
         "", description="pinned host keys; empty: .wms/known_hosts (trust on first use)"
     )
     reconnect_seconds: float = Field(600, gt=0, description="how long a dropped SSH connection is retried")
+    spot_retries: int = Field(
+        3,
+        ge=0,
+        description=(
+            "how often a training job whose instance was stopped from outside (a spot reclaim) is "
+            "resumed from its checkpoint once the instance runs again; past it the run fails"
+        ),
+    )
 
     @property
     def trains_remotely(self) -> bool:

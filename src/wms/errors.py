@@ -46,3 +46,7 @@ class RegistryError(WmsError):
 
 class BackendError(WmsError):
     """An external system (store, compute, git host, deploy target) failed."""
+
+
+class CapacityError(BackendError):
+    """EC2 cannot start the instance now (no capacity; a reclaimed spot instance EC2 restarts itself)."""

@@ -354,7 +354,7 @@ class Pipeline:
             from wms.remote.entry import train_remotely
 
             trained = train_remotely(
-                self.project, run, dataset, version, self.reporter.train_reporter(), self.notify
+                self.project, run, dataset, version, self.reporter.train_reporter(), self.notify, self.compute
             )
             where = f" on {run.outputs['remote_job']['host']}"
         else:

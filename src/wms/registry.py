@@ -58,7 +58,7 @@ class Registry(Protocol):
 
     model_name: str
 
-    def start_run(self, name: str, tags: dict[str, str]) -> Any: ...
+    def start_run(self, name: str, tags: dict[str, str], run_id: str | None = None) -> Any: ...
     def log_to_run(self, run_id: str, local_dir: Path, artifact_path: str, tags: dict[str, str]) -> None: ...
     def register(self, run_id: str, tags: dict[str, str]) -> ModelRecord: ...
     def get(self, ref: str) -> ModelRecord: ...
@@ -136,17 +136,27 @@ class MlflowRegistry:
         return str(self._call("create the experiment", self._client.create_experiment, name, location))
 
     @contextmanager
-    def start_run(self, name: str, tags: dict[str, str]) -> Iterator[MlflowRunLog]:
-        """A run that ends FINISHED, or FAILED when the block raises."""
-        run = self._call(
-            "start a run", self._client.create_run, self._experiment_id(), tags=tags, run_name=name
-        )
+    def start_run(self, name: str, tags: dict[str, str], run_id: str | None = None) -> Iterator[MlflowRunLog]:
+        """A run that ends FINISHED, or FAILED when the block raises.
+
+        With `run_id`, that run goes on (a training job resumed from its checkpoint after its
+        instance was reclaimed), so its epochs stay in one run.
+        """
+        if run_id is None:
+            run = self._call(
+                "start a run", self._client.create_run, self._experiment_id(), tags=tags, run_name=name
+            )
+            run_id = str(run.info.run_id)
+        else:
+            self._call("continue a run", self._client.update_run, run_id, status="RUNNING")
+            for key, value in tags.items():
+                self._call("set a tag", self._client.set_tag, run_id, key, value)
         status = "FAILED"
         try:
-            yield MlflowRunLog(self._client, run.info.run_id)
+            yield MlflowRunLog(self._client, run_id)
             status = "FINISHED"
         finally:
-            self._client.set_terminated(run.info.run_id, status)
+            self._client.set_terminated(run_id, status)
 
     def log_to_run(self, run_id: str, local_dir: Path, artifact_path: str, tags: dict[str, str]) -> None:
         """Add files and tags to a finished run (the gate report goes to the candidate's run)."""

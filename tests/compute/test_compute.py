@@ -16,7 +16,7 @@ from wms.compute import Compute, LocalCompute, make_compute
 from wms.compute.ec2 import Ec2Compute
 from wms.compute.leases import HOLDER_TAG_PREFIX, LEASE_TAG, MANAGED_TAG, STOPPING_TAG
 from wms.config import ComputeSettings
-from wms.errors import BackendError, ConfigError
+from wms.errors import BackendError, CapacityError, ConfigError
 
 
 def ec2_settings(box: Ec2Box, **changes: Any) -> ComputeSettings:
@@ -46,6 +46,12 @@ class ComputeContract:
         compute.release_lease()
         compute.release_lease()
         assert compute.status().state == "running"
+
+    def test_a_machine_it_started_is_not_interrupted(self, compute: Compute) -> None:
+        compute.start()
+        assert compute.interruption() is None
+        compute.stop()
+        assert compute.interruption() is None  # stopped by WMS: nothing to resume
 
 
 class TestLocal(ComputeContract):
@@ -121,6 +127,39 @@ class TestEc2(ComputeContract):
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
         with pytest.raises(BackendError, match="no AWS credentials"):
             make_compute(ec2_settings(ec2_box)).status()
+
+    def test_a_stop_from_outside_under_a_live_lease_is_an_interruption(self, ec2_box: Ec2Box) -> None:
+        compute = make_compute(ec2_settings(ec2_box), holder="run-1")
+        compute.start()
+        ec2_box.client.stop_instances(InstanceIds=[ec2_box.id])  # as AWS reclaims a spot instance
+        assert compute.interruption() == "Client.UserInitiatedShutdown"  # moto's StateReason
+        assert compute.interruption(holder="run-2") is None  # a holder without a lease lost nothing
+        compute.stop()
+        assert compute.interruption() is None and ec2_box.state() == "stopped"
+
+
+class NoCapacity:
+    """The real moto client, except that EC2 refuses the first `times` starts as it does spot ones."""
+
+    def __init__(self, client: Any, code: str, times: int) -> None:
+        self.client, self.code, self.times = client, code, times
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "start_instances" and self.times > 0:
+            from botocore.exceptions import ClientError
+
+            self.times -= 1
+            error = {"Error": {"Code": self.code, "Message": "no capacity in us-east-1a"}}
+            raise ClientError(error, "StartInstances")
+        return getattr(self.client, name)
+
+
+@pytest.mark.parametrize("code", ["InsufficientInstanceCapacity", "IncorrectSpotRequestState"])
+def test_a_start_refused_for_capacity_is_a_capacity_error(ec2_box: Ec2Box, code: str) -> None:
+    compute = Ec2Compute(ec2_settings(ec2_box), client=NoCapacity(ec2_box.client, code, times=1))
+    with pytest.raises(CapacityError, match=rf"EC2 cannot start {ec2_box.id} now: {code}"):
+        compute.start()
+    assert compute.start().state == "running"  # once there is capacity again
 
 
 class InTransition:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from tests.conftest import TINY_SETTINGS, Ec2Box
 from tests.remote.conftest import Sshd
 
+import wms
 from wms.errors import ConfigError
 from wms.remote.ssh import SshTarget, connect
 
@@ -242,6 +244,91 @@ def test_resume_after_the_local_process_died_reattaches_without_training_again(
     assert s.box.state() == "stopped"
 
 
+@pytest.mark.slow
+def test_a_reclaimed_instance_is_started_again_and_the_job_resumes_from_its_checkpoint(
+    setup: Callable[[int], Setup], sshd: Sshd
+) -> None:
+    epochs = 8
+    s = setup(epochs)
+    proc = s.start("run", "--new-data", str(s.batch))
+    try:
+        job = wait_until(s.job_started, 180, "the remote training job")
+        folder = Path(job["job_dir"])
+        wait_until((folder / "checkpoint.pt").is_file, 120, "the job's first checkpoint")
+        (pid,) = job_processes(s.remote)
+        # AWS stops the spot instance: its state first, then the shutdown ends the job (SIGTERM,
+        # as systemd sends it) and every SSH session.
+        s.box.client.stop_instances(InstanceIds=[s.box.id])
+        os.kill(pid, signal.SIGTERM)
+        sshd.drop_connections()
+        proc.wait(timeout=300)
+        err = s.stderr()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert (
+        "the instance was stopped under the job, not by WMS (Client.UserInitiatedShutdown): starting it "
+        f"again and resuming job {job['job_id']} from its checkpoint; retry 1 of 3"
+    ) in err
+    again = re.search(
+        rf"training job {job['job_id']} started again on 127\.0\.0\.1 \(pid (\d+)\), from epoch (\d+) "
+        r"\(its checkpoint holds epochs? 1",
+        err,
+    )
+    assert again, err[-3000:]
+    resumed_at = int(again[2])
+    assert resumed_at >= 2 and int(again[1]) != pid
+    # The job went on in its folder from the checkpoint: no epoch before it trained twice.
+    events = [json.loads(line) for line in (folder / "progress.jsonl").read_text().splitlines()]
+    notes = [i for i, e in enumerate(events) if e["event"] == "note" and "continuing MLflow run" in e["text"]]
+    (restart,) = notes
+    assert next(e["epoch"] for e in events[restart:] if e["event"] == "epoch_started") == resumed_at
+    assert [e["epoch"] for e in events if e["event"] == "epoch_done"] == list(range(1, epochs + 1))
+    assert not (folder / "checkpoint.pt").exists()  # the result is logged; the state went with it
+    # One MLflow run holds every epoch.
+    (run,) = s.training_runs()
+    assert run.info.status == "FINISHED"
+    import mlflow
+
+    history = mlflow.MlflowClient(s.mlflow).get_metric_history(run.info.run_id, "val_dice")
+    assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+    record = s.record()
+    assert record["promoted"] is True and record["outputs"]["mlflow_run_id"] == run.info.run_id
+    assert record["outputs"]["remote_job"]["restarts"] == 1
+    assert s.box.state() == "stopped"
+    assert not job_processes(s.remote)
+
+
+@pytest.mark.slow
+def test_with_no_spot_retries_a_reclaim_fails_the_run_in_one_line_and_the_instance_stays_stopped(
+    setup: Callable[[int], Setup],
+) -> None:
+    s = setup(100000)
+    s.env["WMS_COMPUTE__SPOT_RETRIES"] = "0"
+    proc = s.start("run", "--new-data", str(s.batch))
+    try:
+        job = wait_until(s.job_started, 180, "the remote training job")
+        s.box.client.stop_instances(InstanceIds=[s.box.id])
+        for pid in job_processes(s.remote):
+            os.kill(pid, signal.SIGKILL)  # the shutdown's end, without the job's last word
+        proc.wait(timeout=120)
+        err = s.stderr()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line == (
+        "error: the instance was stopped under the job, not by WMS (Client.UserInitiatedShutdown) during "
+        f"job {job['job_id']}, and compute.spot_retries = 0 allows no retry; the job's folder and "
+        "checkpoint stay on the instance: continue with `wms pipeline resume` (or raise compute.spot_retries)"
+    )
+    assert "starting it again" not in err and "Traceback" not in err
+    assert s.box.state() == "stopped"
+    assert (s.record()["status"], s.record()["failed_stage"]) == ("failed", "train")
+
+
 def test_an_earlier_job_is_collected_if_it_finished_and_replaced_if_it_failed(
     sshd: Sshd, seeded_remote: Path, project_dir: Path
 ) -> None:
@@ -278,10 +365,29 @@ def test_an_earlier_job_is_collected_if_it_finished_and_replaced_if_it_failed(
     trained = trainer.train(project_dir, "v1", None, project_dir / "run", never, previous=finished)
     assert (trained.run_id, trained.test_metrics["dice"]) == ("r1", 0.9)
     assert f"job {finished['job_id']} on 127.0.0.1 finished: collecting its result" in notes
-    assert not trainer._usable(job(f"stopped-{uuid.uuid4().hex[:6]}", {"code": 130, "error": "SIGTERM"}))
-    assert not trainer._usable(job(f"gone-{uuid.uuid4().hex[:6]}", None))  # no exit record, no process
-    assert not trainer._usable(finished | {"host": "10.0.0.9"})  # another instance's job
-    assert sum("training again" in n for n in notes) == 3
+    assert trainer._earlier(job(f"failed-{uuid.uuid4().hex[:6]}", {"code": 1, "error": "a bug"})) is None
+    stopped = job(f"stopped-{uuid.uuid4().hex[:6]}", {"code": 130, "error": "SIGTERM"})
+    assert trainer._earlier(stopped) is None  # stopped before its first checkpoint
+    assert trainer._earlier(job(f"gone-{uuid.uuid4().hex[:6]}", None)) is None  # no exit record, no process
+    assert trainer._earlier(finished | {"host": "10.0.0.9"}) is None  # another instance's job
+    assert sum("training again" in n for n in notes) == 4
+
+    # Stopped midway with a checkpoint (an instance reclaimed past compute.spot_retries, Ctrl-C):
+    # `wms pipeline resume` starts it again in its folder, with the code it ran.
+    folder = Path(stopped["job_dir"])
+    (folder / "checkpoint.pt").write_bytes(b"state")
+    (folder / "progress.jsonl").write_text(
+        "".join(f'{{"event": "epoch_done", "epoch": {e}}}\n' for e in (1, 2))
+    )
+    launch = {"python": sys.executable, "code": str(Path(wms.__file__).parents[1])}
+    restarted = trainer._earlier(stopped | launch)
+    assert restarted is not None and restarted["restarts"] == 1 and restarted["pid"] != stopped["pid"]
+    assert not (folder / "train.json").exists()  # the last attempt's files are cleared
+    assert f"job {stopped['job_id']} was stopped midway: starting it again from its checkpoint" in notes
+    assert notes[-1].startswith(f"training job {stopped['job_id']} started again on 127.0.0.1 (pid ")
+    assert notes[-1].endswith("from epoch 3 (its checkpoint holds epochs 1-2)")
+    # No job.json here, so the job ends at once; a real one goes on from the checkpoint.
+    wait_until(lambda: (folder / "exit.json").is_file(), 60, "the restarted job to end")
     trainer.close()
 
 

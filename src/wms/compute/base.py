@@ -4,7 +4,9 @@ A backend has a few verbs: `start` (and wait until the machine runs), `wait_read
 the configured probe answers), `stop` (and wait until it is stopped), `status`,
 `renew_lease` (a running pipeline keeps its dead-man switch alive), `release_lease` (drop a
 lease and leave the machine as it is: a pipeline that runs on the machine itself) and `reap`
-(stop every machine whose lease ran out). `start` and `stop` are idempotent.
+(stop every machine whose lease ran out). `start` and `stop` are idempotent. `interruption`
+says why the machine went down under a holder's live lease (a spot reclaim, any stop from
+outside WMS), so a training job on it can be resumed rather than waited for.
 
 Several runs may share one machine, so `start`, `stop` and the lease verbs act for a *holder*
 (a workflow run, a person at a laptop): `stop` releases only that holder's lease and leaves
@@ -60,6 +62,7 @@ class Compute(Protocol):
     def renew_lease(self, holder: str | None = None) -> str | None: ...
     def release_lease(self, holder: str | None = None) -> None: ...
     def reap(self) -> list[ComputeStatus]: ...
+    def interruption(self, holder: str | None = None) -> str | None: ...
 
 
 class RunnerProbe(Protocol):

@@ -20,6 +20,12 @@ interleave in, one of the two sees the other's tag. What is left is EC2's eventu
 consistency: a tag written a moment ago may not show in the other caller's describe yet
 (usually under a second), so a start that lands in that moment can still see its instance
 stopped under it; it then fails its wait or its job, and the run is retried (the sweeper).
+
+The instance may be a persistent spot instance that AWS stops when it needs the capacity
+back (interruption behaviour "stop"). `interruption(holder)` tells such a stop: the instance
+is down while `holder` still holds a live lease, which no WMS stop leaves behind. A start EC2
+refuses for want of capacity (or because only EC2 restarts a reclaimed spot instance) raises
+`CapacityError`, which a caller may wait out (wms.remote.reclaim).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from wms.compute.leases import (
     STOPPING_TAG,
     UNNAMED,
     holder_tag,
+    interruption_of,
     lease_of,
     leases_of,
     live_holders,
@@ -44,9 +51,12 @@ from wms.compute.leases import (
 )
 from wms.compute.probes import make_probe, mlflow_url
 from wms.config import ComputeSettings
-from wms.errors import BackendError, ConfigError
+from wms.errors import BackendError, CapacityError, ConfigError
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+# Refusals that pass: no capacity of the instance's type in its zone, or a reclaimed spot
+# instance whose persistent request is still active (only EC2 restarts it, once capacity returns).
+CAPACITY_CODES = ("InsufficientInstanceCapacity", "IncorrectSpotRequestState")
 
 
 def _now() -> datetime:
@@ -115,6 +125,10 @@ class Ec2Compute:
             ) from None
         except ClientError as exc:
             err = exc.response.get("Error", {})
+            if err.get("Code") in CAPACITY_CODES:
+                raise CapacityError(
+                    f"EC2 cannot {what} now: {err.get('Code')}: {err.get('Message', exc)}"
+                ) from None
             raise BackendError(
                 f"EC2 refused to {what}: {err.get('Code', '?')}: {err.get('Message', exc)}; "
                 "check the AWS credentials and the compute.* settings"
@@ -289,7 +303,8 @@ class Ec2Compute:
         instance = self._describe()
         state = instance["State"]["Name"]
         if self._stop_under_way(instance):
-            self.notify(f"instance {self._id} is being stopped by another run; it starts again after")
+            who = "another run" if instance["State"]["Name"] != "stopping" else "another run or by AWS"
+            self.notify(f"instance {self._id} is being stopped by {who}; it starts again after")
             state = self._wait_for_stop_to_settle()
         if state == "stopped":
             self.notify(f"starting instance {self._id}")
@@ -394,6 +409,12 @@ class Ec2Compute:
 
     def status(self) -> ComputeStatus:
         return self._to_status(self._describe())
+
+    def interruption(self, holder: str | None = None) -> str | None:
+        """Why the instance is stopping, stopped or starting again under `holder`'s live lease
+        (its StateReason code, e.g. Server.SpotInstanceShutdown); None while it runs or when WMS
+        stopped it (see leases.interruption_of)."""
+        return interruption_of(self._describe(), holder or self.holder, _now())
 
     def reap(self) -> list[ComputeStatus]:
         """Stop every WMS-started instance whose lease ran out; report those left running too."""

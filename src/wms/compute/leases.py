@@ -66,3 +66,21 @@ def lease_of(instance: dict[str, Any]) -> datetime | None:
 def live_holders(instance: dict[str, Any], now: datetime, but: str | None = None) -> list[str]:
     """The holders whose lease has not run out, except `but`."""
     return sorted(h for h, t in leases_of(instance).items() if t is not None and t > now and h != but)
+
+
+def interruption_of(instance: dict[str, Any], holder: str, now: datetime) -> str | None:
+    """Why the instance went down under `holder`'s live lease: its StateReason code; else None.
+
+    WMS never stops an instance under a live lease: `stop` drops the caller's lease first, and
+    stops only when no other lease is live; the reaper only once every lease ran out. So a
+    stopping, stopped or pending (started again) instance on which `holder` still holds a live
+    lease was stopped from outside: a spot reclaim (Server.SpotInstanceShutdown), a maintenance
+    stop, someone in the console. The code is reported whatever it is.
+    """
+    if instance["State"]["Name"] not in ("pending", "stopping", "stopped"):
+        return None
+    expiry = leases_of(instance).get(holder_tag(holder)[len(HOLDER_TAG_PREFIX) :])
+    if expiry is None or expiry <= now:
+        return None
+    reason = instance.get("StateReason") or {}
+    return str(reason.get("Code") or instance.get("StateTransitionReason") or "no reason given")

@@ -30,3 +30,6 @@ class LocalCompute:
 
     def reap(self) -> list[ComputeStatus]:
         return []
+
+    def interruption(self, holder: str | None = None) -> str | None:
+        return None  # this machine does not go away under its own jobs

@@ -2,5 +2,7 @@
 
 `ssh` is the connection (paramiko), `package` builds and installs this checkout's wheel by its
 hash, `job` is what runs on the instance, `trainer` drives it from here (submit, follow with
-reconnects, stop, collect), and `entry` is how the pipeline and `wms train` get there.
+reconnects, stop, collect), `reclaim` starts an instance stopped under its job (a spot reclaim)
+again and resumes the job from its checkpoint, and `entry` is how the pipeline and `wms train`
+get there.
 """

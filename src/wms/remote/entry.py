@@ -77,8 +77,13 @@ def train_remotely(
     version: str,
     reporter: TrainReporter | None,
     notify: Notify = quiet,
+    compute: Compute | None = None,
 ) -> TrainedRun:
-    """The pipeline's train stage on the instance; the job is recorded in the run as it starts."""
+    """The pipeline's train stage on the instance; the job is recorded in the run as it starts.
+
+    With `compute` (the backend holding the instance), a job whose instance is stopped under
+    it (a spot reclaim) goes on from its checkpoint once the instance runs again.
+    """
     host = project.settings.compute.host or run.compute.get("public_ip")
     if not host:
         raise BackendError(
@@ -90,7 +95,7 @@ def train_remotely(
         run.outputs["remote_job"] = job
         run.save()
 
-    trainer = RemoteTrainer(project, target_for(project, host), notify)
+    trainer = RemoteTrainer(project, target_for(project, host), notify, compute=compute)
     try:
         return trainer.train(dataset, version, reporter, run.run_dir, record, run.outputs.get("remote_job"))
     finally:
@@ -115,7 +120,7 @@ def train_folder_on_instance(
             if not host:
                 raise BackendError("the instance has no address to reach over SSH; set compute.host")
             interval = project.settings.compute.lease_minutes * 60 / 3
-            trainer = RemoteTrainer(project, target_for(project, host), notify)
+            trainer = RemoteTrainer(project, target_for(project, host), notify, compute=compute)
             with (
                 Heartbeat(interval, lambda: _renew(compute), notify),
                 tempfile.TemporaryDirectory() as tmp,

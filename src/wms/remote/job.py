@@ -6,11 +6,14 @@ dataset store when that is on S3, else from the blobs the local side sent), trai
 settings it was given, logs to the tracking server, and leaves behind:
 
     JOB_DIR/progress.jsonl   one JSON object per line: epoch_started, step, epoch_done, note
+    JOB_DIR/checkpoint.pt    the training state after the last finished epoch (gone once done)
+    JOB_DIR/mlflow_run       the MLflow run's id, written as soon as the run exists
     JOB_DIR/train.json       the MLflow run id and the per-image test scores (wms.runs format)
     JOB_DIR/exit.json        {"code": 0} or {"code": N, "error": "..."}, written last
 
 SIGTERM stops it cleanly (the MLflow run is marked failed), so the local side can stop the
-job before it stops the instance.
+job before it stops the instance. Started again in the same folder (its instance was
+reclaimed, see wms.remote.reclaim), it goes on from the checkpoint, in the same MLflow run.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ JOB_FILE, PROGRESS_FILE, RESULT_FILE, EXIT_FILE, PID_FILE = (
     "exit.json",
     "pid",
 )
+CHECKPOINT_FILE, RUN_ID_FILE = "checkpoint.pt", "mlflow_run"
 
 
 class JsonLinesReporter:
@@ -119,14 +123,32 @@ def _train(job_dir: Path) -> None:
         dataset = materialise(spec, job_dir / "dataset", Path(spec["blobs_dir"]))
         reporter.emit("note", text=f"dataset {spec['dataset_version']} ready in {dataset}")
         tags = dict(spec["tags"]) | {"wms.code_path": str(Path(wms.__file__).parent)}
+        checkpoint, run_file = job_dir / CHECKPOINT_FILE, job_dir / RUN_ID_FILE
+        earlier = run_file.read_text().strip() if run_file.is_file() else None
+        if earlier:
+            start = "its checkpoint" if checkpoint.is_file() else "the first epoch (no checkpoint yet)"
+            reporter.emit("note", text=f"continuing MLflow run {earlier} from {start}")
         trained = train_and_log(
-            project, dataset, MlflowRegistry(project), spec["dataset_version"], reporter, tags=tags
+            project,
+            dataset,
+            MlflowRegistry(project),
+            spec["dataset_version"],
+            reporter,
+            checkpoint=checkpoint,
+            tags=tags,
+            continue_run=earlier,
+            run_started=lambda run_id: _write(run_file, run_id),
         )
         save_trained(job_dir, trained)
         shutil.rmtree(dataset, ignore_errors=True)  # the blobs stay; the copy is only for this job
+        checkpoint.unlink(missing_ok=True)  # the result is logged: the state only served a resume
         reporter.emit(
             "note", text=f"MLflow run {trained.run_id}: test Dice {trained.test_metrics['dice']:.4f}"
         )
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
 
 
 if __name__ == "__main__":

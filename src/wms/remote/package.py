@@ -19,12 +19,17 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wms.data.store import sha256_file
-from wms.errors import ConfigError, WmsError
+from wms.errors import BackendError, ConfigError, WmsError
 from wms.vcs.git import head_commit
+
+if TYPE_CHECKING:
+    from wms.remote.ssh import Ssh
 
 # Any fixed time works; 1980-01-01 is the earliest a zip file can hold.
 SOURCE_DATE_EPOCH = "315532800"
@@ -142,3 +147,33 @@ if [ ! -f "{code}.ok" ]; then
   touch "{code}.ok"
 fi
 """
+
+
+def install(ssh: Ssh, root: str, bundle: Bundle, python: str, notify: Callable[[str], None]) -> None:
+    """Install `bundle` on the instance under `root` (its environment and code, each only when
+    missing), showing the installer's lines as they come."""
+    host = ssh.target.host
+    ready = ssh.run(f"test -f {root}/envs/{bundle.deps_key}.ok && test -f {root}/code/{bundle.code_key}.ok")
+    if ready[0] == 0:
+        notify(f"code {bundle.code_key} already installed on {host}")
+        return
+    incoming = f"{root}/incoming/{bundle.code_key}"
+    ssh.check(f"mkdir -p {incoming}", "make the upload folder")
+    wheel = f"{incoming}/{bundle.wheel.name}"
+    ssh.put(bundle.wheel, wheel)
+    constraints = f"{root}/incoming/constraints-{bundle.deps_key}.txt"
+    if bundle.constraints is not None:
+        ssh.put(bundle.constraints, constraints)
+    ssh.write_text(f"{incoming}/install.sh", install_script(root, python, bundle, wheel, constraints))
+    lines: list[str] = []
+
+    def show(chunk: bytes) -> None:
+        for line in chunk.decode(errors="replace").splitlines():
+            lines.append(line)
+            notify(f"  {host}: {line}")
+
+    if ssh.stream(f"bash {incoming}/install.sh", show) != 0:
+        raise BackendError(
+            f"installing WMS on {host} failed: {lines[-1] if lines else 'no output'}; "
+            f"look with `wms compute exec -- cat {incoming}/install.sh`"
+        )

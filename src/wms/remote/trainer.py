@@ -8,7 +8,9 @@
    blobs the instance lacks are sent.
 3. `python -m wms.remote.job` starts detached (setsid, nohup): it belongs to no SSH session.
 4. Its progress lines are read over SFTP and shown; a dropped connection is retried with
-   backoff for `compute.reconnect_seconds`, and the job trains on meanwhile.
+   backoff for `compute.reconnect_seconds`, and the job trains on meanwhile. If the instance
+   was stopped under it (a spot reclaim), it is started again and the job goes on from its
+   checkpoint (wms.remote.reclaim).
 5. Its result (MLflow run id, per-image test scores) is fetched into `train.json`.
 
 `record` receives the job's address as soon as it starts, so the pipeline's run record names
@@ -25,16 +27,19 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wms.compute.base import Notify, quiet
+from wms.compute.base import Compute, Notify, quiet
 from wms.config import Project
 from wms.data.store import sha256_file
 from wms.errors import BackendError, ConfigError, TrainError
-from wms.remote.job import EXIT_FILE, JOB_FILE, PROGRESS_FILE, RESULT_FILE
-from wms.remote.package import Bundle, build_wheel, install_script
+from wms.guards import Interrupted
+from wms.remote.job import CHECKPOINT_FILE, EXIT_FILE, JOB_FILE, PROGRESS_FILE, RESULT_FILE
+from wms.remote.package import build_wheel, install
+from wms.remote.reclaim import Reclaimed, Reclaims, epochs_done, resuming_from
 from wms.remote.ssh import Ssh, SshTarget, connect, dropped, quote
 
 if TYPE_CHECKING:
@@ -46,17 +51,30 @@ ALIVE_EVERY_SECONDS = 5.0
 
 
 class RemoteTrainer:
-    """Runs one training job on the instance and follows it to its result."""
+    """Runs one training job on the instance and follows it to its result.
+
+    With `compute` (the backend that started the instance), a job whose instance went down
+    under it is resumed on the instance started again (wms.remote.reclaim).
+    """
 
     def __init__(
-        self, project: Project, target: SshTarget, notify: Notify = quiet, poll_seconds: float = 1.0
+        self,
+        project: Project,
+        target: SshTarget,
+        notify: Notify = quiet,
+        poll_seconds: float = 1.0,
+        compute: Compute | None = None,
     ):
         self.project = project
         self.target = target
         self.notify = notify
         self.poll = poll_seconds
+        self.compute = compute
         self.reconnect_seconds = project.settings.compute.reconnect_seconds
+        self.reclaims = Reclaims(compute, project.settings.compute, notify) if compute else None
         self._ssh: Ssh | None = None
+        self._instance: str | None = None
+        self._shown: dict[str, int] = {}  # job id: how far its progress file was shown
 
     # -- the whole job ------------------------------------------------------------------------
     def train(
@@ -71,31 +89,54 @@ class RemoteTrainer:
         """Train `dataset` (version `version`) on the instance; the result lands in result_dir/train.json.
 
         With `previous` (a job this run started before), reattach to it or collect its result
-        instead of training again; a job that died without a result is started afresh.
+        instead of training again; one stopped midway goes on from its checkpoint, and one that
+        failed (or left no checkpoint) is replaced by a new job.
         """
-        job = previous
-        if job is not None and not self._usable(job):
-            job = None
+        job = self._earlier(previous) if previous is not None else None
         if job is None:
             job = self.submit(dataset, version)
+        if job != previous:  # started, started again, or found at a new address
             record(job)
-        return self.follow(job, reporter, result_dir)
+        while True:
+            try:
+                return self.follow(job, reporter, result_dir)
+            except Reclaimed as reclaim:
+                job = self._recover(job, reclaim.reason)
+                record(job)
 
-    def _usable(self, job: dict[str, Any]) -> bool:
-        """Whether an earlier job of this run finished well or still runs (else: train again)."""
-        if job.get("host") != self.target.host:
+    def _earlier(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """An earlier job of this run to follow (finished, training, or started again); None: train anew."""
+        if not self._same_instance(job):
             self.notify(f"the earlier job ran on {job.get('host')}, not {self.target.host}: training again")
-            return False
+            return None
         ssh = self._connection()
         exit_text = ssh.read_text(f"{job['job_dir']}/{EXIT_FILE}")
-        if exit_text is not None and json.loads(exit_text).get("code") == 0:
+        code = json.loads(exit_text).get("code") if exit_text is not None else None
+        if code == 0:
             self.notify(f"job {job['job_id']} on {self.target.host} finished: collecting its result")
-            return True
+            return job
         if exit_text is None and self._alive(ssh, job):
             self.notify(f"reattaching to job {job['job_id']}, still training on {self.target.host}")
-            return True
+            return job | {"host": self.target.host}
+        stopped = exit_text is None or code == Interrupted.exit_code  # killed, or stopped by a signal
+        checkpoint = f"{job['job_dir']}/{CHECKPOINT_FILE}"
+        if stopped and "python" in job and ssh.run(f"test -f {quote(checkpoint)}")[0] == 0:
+            self.notify(f"job {job['job_id']} was stopped midway: starting it again from its checkpoint")
+            return self.restart(job)
         self.notify(f"job {job['job_id']} on {self.target.host} ended without a result: training again")
-        return False
+        return None
+
+    def _same_instance(self, job: dict[str, Any]) -> bool:
+        """Whether `job` ran on this instance: by id where known (a stop and start may move its
+        address), else by address."""
+        if job.get("instance_id") and self._instance_id():
+            return bool(job["instance_id"] == self._instance_id())
+        return job.get("host") == self.target.host
+
+    def _instance_id(self) -> str | None:
+        if self._instance is None and self.compute is not None:
+            self._instance = self.compute.status().instance_id
+        return self._instance
 
     # -- submit -------------------------------------------------------------------------------
     def submit(self, dataset: Path, version: str) -> dict[str, Any]:
@@ -109,7 +150,7 @@ class RemoteTrainer:
         ).strip()
         with tempfile.TemporaryDirectory(prefix="wms-wheel-") as tmp:
             bundle = build_wheel(Path(tmp))
-            self._install(ssh, root, bundle)
+            install(ssh, root, bundle, self.project.settings.compute.remote_python, self.notify)
         spec_dataset = self._send_dataset(ssh, root, dataset, version)
         job_id = f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         job_dir = f"{root}/jobs/{job_id}"
@@ -133,52 +174,61 @@ class RemoteTrainer:
         ssh.write_text(f"{job_dir}/{JOB_FILE}", json.dumps(spec))
         python = f"{root}/envs/{bundle.deps_key}/bin/python"
         code = f"{root}/code/{bundle.code_key}"
-        start = (
-            f"cd {quote(job_dir)} || exit 1; PYTHONPATH={quote(code)} PYTHONUNBUFFERED=1 PYTHONNOUSERSITE=1 "
-            f"setsid nohup {quote(python)} -m wms.remote.job {quote(job_dir)} "
-            "> out.log 2>&1 < /dev/null & echo $!"
-        )
-        pid = int(ssh.check(start, "start the training job").strip().splitlines()[-1])
+        pid = self._launch(ssh, job_dir, python, code)
         self.notify(
             f"training job {job_id} started on {self.target.host} (pid {pid}, wheel {bundle.code_key})"
         )
         return {
             "host": self.target.host,
+            "instance_id": self._instance_id(),
             "job_id": job_id,
             "job_dir": job_dir,
             "pid": pid,
             "wheel_sha256": bundle.sha256,
             "commit": bundle.commit,
+            "python": python,  # what a restart in the same folder runs (wms.remote.reclaim)
+            "code": code,
         }
 
-    def _install(self, ssh: Ssh, root: str, bundle: Bundle) -> None:
-        ready = ssh.run(
-            f"test -f {root}/envs/{bundle.deps_key}.ok && test -f {root}/code/{bundle.code_key}.ok"
+    def _launch(self, ssh: Ssh, job_dir: str, python: str, code: str) -> int:
+        """Start `python -m wms.remote.job JOB_DIR` detached from this session; its pid."""
+        start = (
+            f"cd {quote(job_dir)} || exit 1; PYTHONPATH={quote(code)} PYTHONUNBUFFERED=1 PYTHONNOUSERSITE=1 "
+            f"setsid nohup {quote(python)} -m wms.remote.job {quote(job_dir)} "
+            ">> out.log 2>&1 < /dev/null & echo $!"
         )
-        if ready[0] == 0:
-            self.notify(f"code {bundle.code_key} already installed on {self.target.host}")
-            return
-        incoming = f"{root}/incoming/{bundle.code_key}"
-        ssh.check(f"mkdir -p {incoming}", "make the upload folder")
-        wheel = f"{incoming}/{bundle.wheel.name}"
-        ssh.put(bundle.wheel, wheel)
-        constraints = f"{root}/incoming/constraints-{bundle.deps_key}.txt"
-        if bundle.constraints is not None:
-            ssh.put(bundle.constraints, constraints)
-        script = install_script(root, self.project.settings.compute.remote_python, bundle, wheel, constraints)
-        ssh.write_text(f"{incoming}/install.sh", script)
-        lines: list[str] = []
+        return int(ssh.check(start, "start the training job").strip().splitlines()[-1])
 
-        def show(chunk: bytes) -> None:
-            for line in chunk.decode(errors="replace").splitlines():
-                lines.append(line)
-                self.notify(f"  {self.target.host}: {line}")
+    def restart(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Start a stopped job again in its folder: it goes on from its checkpoint, in its MLflow run."""
+        ssh, folder = self._connection(), job["job_dir"]
+        stale = [f"{folder}/{name}" for name in (EXIT_FILE, RESULT_FILE)]
+        ssh.check(f"rm -f {quote(*stale)}", "clear the job's last exit")
+        checkpoint = ssh.run(f"test -f {quote(folder + '/' + CHECKPOINT_FILE)}")[0] == 0
+        done = epochs_done(ssh.read_from(f"{folder}/{PROGRESS_FILE}", 0))
+        pid = self._launch(ssh, folder, job["python"], job["code"])
+        self.notify(
+            f"training job {job['job_id']} started again on {self.target.host} (pid {pid}), "
+            f"{resuming_from(done, checkpoint)}"
+        )
+        return job | {"host": self.target.host, "pid": pid, "restarts": int(job.get("restarts", 0)) + 1}
 
-        if ssh.stream(f"bash {incoming}/install.sh", show) != 0:
+    def _recover(self, job: dict[str, Any], reason: str) -> dict[str, Any]:
+        """After a reclaim: the instance started again, the job started again on it (or an error)."""
+        assert self.reclaims is not None  # only they raise Reclaimed
+        self._drop()
+        host = self.reclaims.bring_back(reason, job["job_id"], self.target.host)
+        self.target = replace(self.target, host=host)
+        try:
+            self._end(job)  # after a real stop none is left; never two processes in one folder
+            return self.restart(job)
+        except Exception as exc:
+            if not dropped(exc) or isinstance(exc, BackendError):
+                raise
             raise BackendError(
-                f"installing WMS on {self.target.host} failed: {lines[-1] if lines else 'no output'}; "
-                f"look with `wms compute exec -- cat {incoming}/install.sh`"
-            )
+                f"lost the SSH connection to {host} while starting job {job['job_id']} again ({exc}); "
+                "its checkpoint stays there: continue with `wms pipeline resume`"
+            ) from None
 
     def _send_dataset(self, ssh: Ssh, root: str, dataset: Path, version: str) -> dict[str, Any]:
         from wms.data.splits import SPLITS_FILE
@@ -208,8 +258,6 @@ class RemoteTrainer:
     # -- follow ---------------------------------------------------------------------------------
     def follow(self, job: dict[str, Any], reporter: TrainReporter | None, result_dir: Path) -> TrainedRun:
         """Show the job's progress until it ends; its result. Stops the job when interrupted."""
-        from wms.guards import Interrupted
-
         try:
             exit_record = self._follow(job, reporter)
         except Interrupted:
@@ -217,6 +265,7 @@ class RemoteTrainer:
             self.stop(job)
             raise
         if exit_record.get("code") != 0:
+            self._check_reclaim()  # a job its instance's shutdown stopped exits as if by SIGTERM
             raise TrainError(
                 f"training on {self.target.host} failed: {exit_record.get('error') or 'no reason given'} "
                 f"(its log: {job['job_dir']}/out.log)"
@@ -225,7 +274,9 @@ class RemoteTrainer:
 
     def _follow(self, job: dict[str, Any], reporter: TrainReporter | None) -> dict[str, Any]:
         progress, exit_path = f"{job['job_dir']}/{PROGRESS_FILE}", f"{job['job_dir']}/{EXIT_FILE}"
-        offset, lost_since, delay, last_alive = 0, None, 1.0, time.monotonic()
+        lost_since, delay, last_alive = None, 1.0, time.monotonic()
+        # A job started again appends to its progress file: what was shown is not shown twice.
+        offset = self._shown.get(job["job_id"], 0)
         while True:
             try:
                 ssh = self._connection()
@@ -233,12 +284,15 @@ class RemoteTrainer:
                     self.notify(f"reconnected to {self.target.host}; the job went on meanwhile")
                     lost_since, delay = None, 1.0
                 offset = self._show(ssh.read_from(progress, offset), offset, reporter)
+                self._shown[job["job_id"]] = offset
                 exit_text = ssh.read_text(exit_path)
                 if exit_text is not None:
-                    self._show(ssh.read_from(progress, offset), offset, reporter)
+                    offset = self._show(ssh.read_from(progress, offset), offset, reporter)
+                    self._shown[job["job_id"]] = offset
                     return dict(json.loads(exit_text))
                 if time.monotonic() - last_alive >= ALIVE_EVERY_SECONDS:
                     if not self._alive(ssh, job) and ssh.read_text(exit_path) is None:
+                        self._check_reclaim()
                         tail = ssh.run(f"tail -n 5 {quote(job['job_dir'] + '/out.log')}")[1].strip()
                         raise TrainError(
                             f"the training job on {self.target.host} died without a result "
@@ -246,12 +300,13 @@ class RemoteTrainer:
                         )
                     last_alive = time.monotonic()
                 time.sleep(self.poll)
-            except (TrainError, ConfigError):
+            except (TrainError, ConfigError, Reclaimed):
                 raise
             except Exception as exc:
                 if not dropped(exc):
                     raise
                 self._drop()
+                self._check_reclaim()  # a stopped instance does not come back by waiting
                 now = time.monotonic()
                 lost_since = lost_since or now
                 if now - lost_since > self.reconnect_seconds:
@@ -299,6 +354,18 @@ class RemoteTrainer:
     # -- stop -----------------------------------------------------------------------------------
     def stop(self, job: dict[str, Any], grace_seconds: float = 30) -> None:
         """Stop the job (SIGTERM to its process group, SIGKILL after `grace_seconds`); best effort."""
+        marker = job["job_id"]
+        try:
+            self._drop()  # the old connection may be the broken one
+            self._end(job, grace_seconds)
+            self.notify(f"job {marker} on {self.target.host} stopped")
+        except Exception as exc:  # the instance stop that follows ends it anyway
+            self.notify(
+                f"could not stop job {marker} on {self.target.host} ({exc}); stopping the instance ends it"
+            )
+
+    def _end(self, job: dict[str, Any], grace_seconds: float = 30) -> None:
+        """End the job's process if it still runs: SIGTERM to its group, SIGKILL after `grace_seconds`."""
         pid, marker = int(job["pid"]), job["job_id"]
         rounds = max(1, int(grace_seconds / 0.5))
         script = (
@@ -306,16 +373,13 @@ class RemoteTrainer:
             f"mine || exit 0; kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid}; "
             f"for i in $(seq 1 {rounds}); do mine || exit 0; sleep 0.5; done; kill -KILL -- -{pid}"
         )
-        try:
-            self._drop()  # the old connection may be the broken one
-            self._connection().run(script, timeout=grace_seconds + 30)
-            self.notify(f"job {marker} on {self.target.host} stopped")
-        except Exception as exc:  # the instance stop that follows ends it anyway
-            self.notify(
-                f"could not stop job {marker} on {self.target.host} ({exc}); stopping the instance ends it"
-            )
+        self._connection().run(script, timeout=grace_seconds + 30)
 
     # -- the connection -------------------------------------------------------------------------
+    def _check_reclaim(self) -> None:
+        if self.reclaims is not None:
+            self.reclaims.check()
+
     def _alive(self, ssh: Ssh, job: dict[str, Any]) -> bool:
         code, _, _ = ssh.run(f"grep -q {quote(job['job_id'])} /proc/{int(job['pid'])}/cmdline")
         return code == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,11 +90,15 @@ def train_and_log(
     checkpoint: Path | None = None,
     tags: dict[str, str] | None = None,
     dist: Dist = SINGLE,
+    continue_run: str | None = None,
+    run_started: Callable[[str], None] | None = None,
 ) -> TrainedRun:
     """Train on the dataset's train split, log everything to a tracking run, score the test split.
 
     `tags` are added to the run's (a remote job names its host, commit and wheel this way).
     Under DDP this is rank 0's part (`dist`); the other processes run `train_shard`.
+    `run_started` receives the tracking run's id as soon as it exists, and `continue_run` goes
+    on with such a run: a job resumed from its `checkpoint` keeps its epochs in one run.
     """
     cfg = project.settings.train
     if not dist.active and cfg.devices not in (1, "auto"):
@@ -108,7 +112,9 @@ def train_and_log(
             f"the test split of {dataset} is empty ({sum(map(len, splits.values()))} pairs); add more"
         )
     run_tags = {"wms.dataset_version": dataset_version, "wms.git_commit": head_commit(project.root)}
-    with registry.start_run(f"train-{dataset_version}", run_tags | (tags or {})) as run:
+    with registry.start_run(f"train-{dataset_version}", run_tags | (tags or {}), continue_run) as run:
+        if run_started is not None:
+            run_started(run.run_id)
         run.log_params({f"train.{k}": v for k, v in cfg.model_dump().items()})
         run.log_params(
             {f"split.{k}": len(v) for k, v in splits.items()} | {"dataset_version": dataset_version}
