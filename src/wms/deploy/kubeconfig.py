@@ -59,7 +59,7 @@ class Kubeconfig:
         if user is None or user.exec is None:
             return self.context._replace(user=user or User()), math.inf
         name = str(self.context.context.user)
-        user, expires = run_exec(user.exec, f"user {name!r} of {self.source}")
+        user, expires = run_exec(user.exec, f"user {name!r} of kubeconfig {self.source}")
         return self.context._replace(user=user), expires
 
 
