@@ -1,14 +1,23 @@
-"""A real `wms serve` run the way the chart runs it in its pod, for the chart's and monitoring's tests."""
+"""What the deploy tests share: a real `wms serve` run the way the chart runs it in its pod (the
+chart's and monitoring's tests), and a fake Kubernetes API server (the k8s target's and the
+kubeconfig's tests)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -115,3 +124,112 @@ def pod(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+TOKEN = "fake-token"
+OLD_NAMESPACES = {
+    "model-7": "2026-01-01T00:00:00Z",
+    "model-9": "2026-02-01T00:00:00Z",  # newer than model-8 although its number is larger: time decides
+    "model-8": "2026-03-01T00:00:00Z",
+    "kube-system": "2025-12-01T00:00:00Z",
+    "default": "2025-12-01T00:00:00Z",
+}
+
+
+class FakeCluster:
+    """A Kubernetes API on loopback that records every call and keeps namespaces and secrets.
+
+    It answers only requests with the bearer TOKEN or, over TLS (`tls`, a server context that
+    asks for client certificates), a client certificate that its CA verified.
+    """
+
+    def __init__(self, log: Path, state: Path, upstream: str, tls: ssl.SSLContext | None = None) -> None:
+        self.log, self.state, self.upstream = log, state, upstream
+        self.namespaces = dict(OLD_NAMESPACES)
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        cluster = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, body: Any, content_type: str = "application/json") -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with cluster.lock, cluster.log.open("a") as fh:
+                    fh.write(json.dumps({"who": "k8s", "method": self.command, "path": self.path}) + "\n")
+                certified = tls is not None and bool(self.connection.getpeercert())
+                if self.headers.get("authorization") != f"Bearer {TOKEN}" and not certified:
+                    return self._reply(401, {"message": "Unauthorized"})
+                status, answer, kind = cluster.route(self.command, self.path, body, self.headers)
+                self._reply(status, answer, kind)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
+        # a short poll: shutdown() waits for it, at every test's end
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def route(self, method: str, path: str, body: bytes, headers: Any) -> tuple[int, Any, str]:
+        json_type = "application/json"
+        path = path.split("?")[0]
+        if path == "/api/v1/namespaces" and method == "GET":
+            items = [
+                {"metadata": {"name": n, "creationTimestamp": t}, "status": {"phase": "Active"}}
+                for n, t in self.namespaces.items()
+            ]
+            return 200, {"items": items}, json_type
+        if path == "/api/v1/namespaces" and method == "POST":
+            name = json.loads(body)["metadata"]["name"]
+            if name in self.namespaces:
+                return 409, {"message": "AlreadyExists"}, json_type
+            self.namespaces[name] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return 201, {}, json_type
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)", path):
+            self.namespaces.pop(m[1], None)
+            return 200, {}, json_type
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets(?:/([^/]+))?", path):
+            secret = json.loads(body)
+            key = (m[1], secret["metadata"]["name"])
+            if method == "PUT" and key not in self.secrets:
+                return 404, {"message": "NotFound"}, json_type
+            self.secrets[key] = secret
+            return (201 if method == "POST" else 200), secret, json_type
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path):
+            ready = (self.state / f"installed-{m[1]}").exists()
+            pods = [
+                {
+                    "metadata": {"name": "wms-model-abc"},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                }
+            ]
+            return 200, {"items": pods if ready else []}, json_type
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/services/wms-model:http/proxy(/.*)", path):
+            answer = httpx.request(
+                method,
+                self.upstream + m[2],
+                content=body,
+                headers={"content-type": headers.get("content-type", "")},
+            )
+            return answer.status_code, answer.content, answer.headers.get("content-type", "")
+        return 404, {"message": f"no route {method} {path}"}, json_type
+
+    def __enter__(self) -> FakeCluster:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -14,29 +14,18 @@ import os
 import re
 import shutil
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from tests.deploy.conftest import OLD_NAMESPACES, TOKEN, FakeCluster
 
 from wms.config import ServeSettings
 from wms.serve.app import create_app
 from wms.serve.model import ModelCard, load_folder
 
 REPO = Path(__file__).resolve().parents[2]
-TOKEN = "fake-token"
-OLD_NAMESPACES = {
-    "model-7": "2026-01-01T00:00:00Z",
-    "model-9": "2026-02-01T00:00:00Z",  # newer than model-8 although its number is larger: time decides
-    "model-8": "2026-03-01T00:00:00Z",
-    "kube-system": "2025-12-01T00:00:00Z",
-    "default": "2025-12-01T00:00:00Z",
-}
 
 FAKE_TOOL = """#!{python}
 import json, os, sys
@@ -49,96 +38,6 @@ if "{name}" == "helm" and args[:2] == ["upgrade", "--install"]:
     open(os.path.join(os.environ["WMS_FAKE_STATE"], "installed-" + namespace), "w").close()
 print("{name} ok")
 """
-
-
-class FakeCluster:
-    """A Kubernetes API on loopback that records every call and keeps namespaces and secrets."""
-
-    def __init__(self, log: Path, state: Path, upstream: str) -> None:
-        self.log, self.state, self.upstream = log, state, upstream
-        self.namespaces = dict(OLD_NAMESPACES)
-        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
-        self.lock = threading.Lock()
-        cluster = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, status: int, body: Any, content_type: str = "application/json") -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", content_type)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                with cluster.lock, cluster.log.open("a") as fh:
-                    fh.write(json.dumps({"who": "k8s", "method": self.command, "path": self.path}) + "\n")
-                if self.headers.get("authorization") != f"Bearer {TOKEN}":
-                    return self._reply(401, {"message": "Unauthorized"})
-                status, answer, kind = cluster.route(self.command, self.path, body, self.headers)
-                self._reply(status, answer, kind)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def route(self, method: str, path: str, body: bytes, headers: Any) -> tuple[int, Any, str]:
-        json_type = "application/json"
-        path = path.split("?")[0]
-        if path == "/api/v1/namespaces" and method == "GET":
-            items = [
-                {"metadata": {"name": n, "creationTimestamp": t}, "status": {"phase": "Active"}}
-                for n, t in self.namespaces.items()
-            ]
-            return 200, {"items": items}, json_type
-        if path == "/api/v1/namespaces" and method == "POST":
-            name = json.loads(body)["metadata"]["name"]
-            if name in self.namespaces:
-                return 409, {"message": "AlreadyExists"}, json_type
-            self.namespaces[name] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            return 201, {}, json_type
-        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)", path):
-            self.namespaces.pop(m[1], None)
-            return 200, {}, json_type
-        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets(?:/([^/]+))?", path):
-            secret = json.loads(body)
-            key = (m[1], secret["metadata"]["name"])
-            if method == "PUT" and key not in self.secrets:
-                return 404, {"message": "NotFound"}, json_type
-            self.secrets[key] = secret
-            return (201 if method == "POST" else 200), secret, json_type
-        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path):
-            ready = (self.state / f"installed-{m[1]}").exists()
-            pods = [
-                {
-                    "metadata": {"name": "wms-model-abc"},
-                    "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-                }
-            ]
-            return 200, {"items": pods if ready else []}, json_type
-        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/services/wms-model:http/proxy(/.*)", path):
-            answer = httpx.request(
-                method,
-                self.upstream + m[2],
-                content=body,
-                headers={"content-type": headers.get("content-type", "")},
-            )
-            return answer.status_code, answer.content, answer.headers.get("content-type", "")
-        return 404, {"message": f"no route {method} {path}"}, json_type
-
-    def __enter__(self) -> FakeCluster:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -301,3 +200,23 @@ def test_the_alerts_expect_the_version_mains_pointer_names(
     result = cli("deploy")
     assert result.exit_code == 1 and "names no model version" in result.output
     assert "Traceback" not in result.output and _calls(cluster) == []  # stopped before building
+
+
+def test_a_failing_exec_plugin_stops_the_deploy_before_anything_is_built(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    _, cluster = cluster_project
+    plugin = tmp_path / "get-token"
+    plugin.write_text(f"#!{sys.executable}\nimport sys\nsys.exit('the SSO session has expired')\n")
+    plugin.chmod(0o755)
+    config = json.loads((tmp_path / "kubeconfig").read_text())
+    exec_plugin = {"apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin)}
+    config["users"] = [{"name": "u", "user": {"exec": exec_plugin}}]
+    (tmp_path / "kubeconfig").write_text(json.dumps(config))
+    result = cli("deploy")
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: user 'u' of kubeconfig ") and last.endswith(
+        f"`{plugin}` failed with exit code 1: the SSO session has expired"
+    )
+    assert "Traceback" not in result.output and _calls(cluster) == []  # no docker login, no API call

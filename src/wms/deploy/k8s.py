@@ -8,7 +8,7 @@ Each model version gets its own namespace (`model-<version>`), so the previous v
 installed for a rollback until the cleanup keeps only the newest `deploy.keep_namespaces`.
 Old namespaces are removed only after the new version has answered correctly.
 `docker` and `helm` are found on PATH (or as configured); the Kubernetes API is spoken to
-directly (wms.deploy.kube).
+through lightkube (wms.deploy.kube).
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ class K8sDeployer:
         self._step(f"helm release {self.cfg.release} installed in {namespace}{note}")
 
         pods = kube.wait_pods_ready(
-            namespace, f"app.kubernetes.io/instance={self.cfg.release}", self.cfg.ready_timeout_seconds
+            namespace, {"app.kubernetes.io/instance": self.cfg.release}, self.cfg.ready_timeout_seconds
         )
         self._step(f"pods ready: {', '.join(pods)}")
 

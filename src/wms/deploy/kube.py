@@ -1,130 +1,134 @@
-"""The few Kubernetes API calls a deploy needs, over HTTPS with the kubeconfig's credentials.
+"""The few Kubernetes API calls a deploy needs, through lightkube, with the kubeconfig kubectl would use.
 
-A small httpx client rather than the official `kubernetes` package: a deploy makes six
-kinds of request (namespace get/create/list/delete, secret replace, pod list, service proxy),
-and the official client brings ~10 dependencies and a generated API of thousands of classes
-for them. Tests point it at a fake API server on loopback.
+lightkube's typed client creates, lists and deletes namespaces, replaces secrets and lists pods.
+The Service proxy, for which lightkube has no verb, goes through the httpx client that lightkube's
+own adapter builds from the same credentials, so both authenticate alike. Which kubeconfig, and
+what lightkube lacks in reading one (several files, exec plugins): wms.deploy.kubeconfig.
+Tests point it at a fake API server on loopback, over HTTP and over TLS.
 """
 
 from __future__ import annotations
 
-import base64
-import os
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from datetime import UTC
+from typing import Any, TypeVar, overload
 
 import httpx
-import yaml
+from lightkube import Client
+from lightkube.config.client_adapter import Client as HttpClient
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.core.exceptions import ConfigError as LightkubeConfigError
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace as NamespaceResource
+from lightkube.resources.core_v1 import Pod, Secret
 
+from wms.deploy.kubeconfig import Kubeconfig, load
 from wms.errors import BackendError, ConfigError
+
+T = TypeVar("T")
+RENEW_SECONDS = 60  # an exec plugin's credential is renewed this long before it expires
 
 
 @dataclass(frozen=True)
 class Namespace:
     name: str
-    created: str  # RFC 3339, sorts in time order
+    created: str  # RFC 3339 in UTC, sorts in time order
     phase: str
 
 
 class KubeClient:
     """Kubernetes API calls with one-line errors that say which call failed and why."""
 
-    def __init__(self, client: httpx.Client, server: str) -> None:
-        self._http, self.server = client, server
+    def __init__(self, kubeconfig: Kubeconfig) -> None:
+        self._kubeconfig = kubeconfig
+        self.server = kubeconfig.server.rstrip("/")
+        self._connect()
 
     @classmethod
     def from_kubeconfig(cls, path: str = "") -> KubeClient:
         """The current context of `path` (empty: $KUBECONFIG, else ~/.kube/config)."""
-        file = Path(
-            path or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
-        ).expanduser()
-        try:
-            config = yaml.safe_load(file.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read the kubeconfig {file} ({exc}); set deploy.kubeconfig") from None
-        try:
-            context_name = config["current-context"]
-            context = _named(config, "contexts", context_name)["context"]
-            cluster = _named(config, "clusters", context["cluster"])["cluster"]
-            user = _named(config, "users", context["user"]).get("user", {})
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"kubeconfig {file} lacks {exc} in its current context; check it") from None
-        headers: dict[str, str] = {}
-        cert: tuple[str, str] | None = None
-        verify: bool | str = True
-        files = tempfile.mkdtemp(prefix="wms-kube-")
-        if user.get("token"):
-            headers["Authorization"] = f"Bearer {user['token']}"
-        elif user.get("client-certificate-data"):  # k3s writes client certificates, not tokens
-            cert = (_decoded(files, "client.crt", user["client-certificate-data"]),
-                    _decoded(files, "client.key", user["client-key-data"]))  # fmt: skip
-        if cluster.get("insecure-skip-tls-verify"):
-            verify = False
-        elif cluster.get("certificate-authority-data"):
-            verify = _decoded(files, "ca.crt", cluster["certificate-authority-data"])
-        elif cluster.get("certificate-authority"):
-            verify = cluster["certificate-authority"]
-        server = str(cluster["server"]).rstrip("/")
-        client = httpx.Client(base_url=server, headers=headers, cert=cert, verify=verify, timeout=30)
-        return cls(client, server)
+        return cls(load(path))
 
-    def _call(
-        self, what: str, method: str, url: str, ok: tuple[int, ...] = (200,), **kw: Any
-    ) -> httpx.Response:
+    def _connect(self) -> None:
+        """Clients with fresh credentials: an exec plugin runs here, so a broken one stops a deploy
+        before it builds anything."""
+        config, self._expires = self._kubeconfig.credentials()
         try:
-            answer = self._http.request(method, url, **kw)
+            self._api = Client(config, timeout=httpx.Timeout(30))
+            self._http = HttpClient(config, ConnectionParams(timeout=httpx.Timeout(60)))
+        except (OSError, ValueError, LightkubeConfigError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError(
+                f"kubeconfig {self._kubeconfig.source}: the credentials of context "
+                f"{config.context_name!r} cannot be used ({exc}); check them"
+            ) from None
+
+    @overload
+    def _call(self, what: str, call: Callable[[], T]) -> T: ...
+    @overload
+    def _call(self, what: str, call: Callable[[], T], ok: tuple[int, ...]) -> T | None: ...
+
+    def _call(self, what: str, call: Callable[[], T], ok: tuple[int, ...] = ()) -> T | None:
+        """`call()`, or None when the API answers with a status in `ok`."""
+        if time.time() > self._expires - RENEW_SECONDS:
+            self._api.close()
+            self._http.close()
+            self._connect()
+        try:
+            return call()
+        except httpx.HTTPStatusError as exc:  # lightkube's ApiError is one
+            answer = exc.response
+            if answer.status_code in ok:
+                return None
+            raise BackendError(
+                f"Kubernetes API could not {what}: {answer.status_code} {_message(answer)}"
+            ) from None
         except httpx.HTTPError as exc:
             raise BackendError(f"Kubernetes API at {self.server} could not {what}: {exc}") from None
-        if answer.status_code not in ok:
-            try:
-                message = answer.json().get("message", answer.text)
-            except ValueError:
-                message = answer.text[:200]
-            raise BackendError(f"Kubernetes API could not {what}: {answer.status_code} {message}")
-        return answer
+        except LightkubeConfigError as exc:  # a token file gone since the start
+            raise ConfigError(f"kubeconfig {self._kubeconfig.source}: {exc}") from None
 
     def ensure_namespace(self, name: str, labels: dict[str, str]) -> bool:
         """Create the namespace unless it exists; True when it was created."""
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
-        answer = self._call(f"create namespace {name}", "POST", "/api/v1/namespaces", (201, 409), json=body)
-        return answer.status_code == 201
+        body = NamespaceResource(metadata=ObjectMeta(name=name, labels=labels))
+        return self._call(f"create namespace {name}", lambda: self._api.create(body), (409,)) is not None
 
     def apply_secret(self, namespace: str, body: dict[str, Any]) -> None:
         """Replace the secret, or create it when it does not exist yet."""
         name = body["metadata"]["name"]
-        url = f"/api/v1/namespaces/{namespace}/secrets"
-        answer = self._call(f"replace secret {name}", "PUT", f"{url}/{name}", (200, 201, 404), json=body)
-        if answer.status_code == 404:
-            self._call(f"create secret {name}", "POST", url, (201,), json=body)
+        secret = Secret.from_dict({**body, "metadata": {**body["metadata"], "namespace": namespace}})
+        if self._call(f"replace secret {name}", lambda: self._api.replace(secret), (404,)) is None:
+            self._call(f"create secret {name}", lambda: self._api.create(secret))
 
     def namespaces(self, prefix: str) -> list[Namespace]:
-        items = self._call("list namespaces", "GET", "/api/v1/namespaces").json().get("items", [])
-        found = [
-            Namespace(
-                i["metadata"]["name"],
-                i["metadata"].get("creationTimestamp", ""),
-                i.get("status", {}).get("phase", ""),
+        found = []
+        for item in self._call("list namespaces", lambda: list(self._api.list(NamespaceResource))):
+            meta, status = item.metadata, item.status
+            stamp = meta.creationTimestamp if meta else None
+            found.append(
+                Namespace(
+                    meta.name if meta and meta.name else "",
+                    stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if stamp else "",
+                    status.phase if status and status.phase else "",
+                )
             )
-            for i in items
-        ]
         return [n for n in found if n.name.startswith(prefix)]
 
     def delete_namespace(self, name: str) -> None:
-        self._call(f"delete namespace {name}", "DELETE", f"/api/v1/namespaces/{name}", (200, 202, 404))
+        self._call(f"delete namespace {name}", lambda: self._api.delete(NamespaceResource, name), (404,))
 
-    def wait_pods_ready(self, namespace: str, selector: str, timeout: float) -> list[str]:
-        """Names of the ready pods once all pods matching `selector` are ready."""
+    def wait_pods_ready(self, namespace: str, labels: dict[str, str], timeout: float) -> list[str]:
+        """Names of the ready pods once all pods with `labels` are ready."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        wanted: dict[str, Any] = {**labels}
         deadline = time.monotonic() + timeout
         while True:
-            answer = self._call(
-                f"list pods in {namespace}", "GET", f"/api/v1/namespaces/{namespace}/pods",
-                params={"labelSelector": selector},
-            )  # fmt: skip
-            pods = answer.json().get("items", [])
-            ready = [p["metadata"]["name"] for p in pods if _ready(p)]
+            pods = self._call(
+                f"list pods in {namespace}",
+                lambda: list(self._api.list(Pod, namespace=namespace, labels=wanted)),
+            )
+            ready = [p.metadata.name or "" for p in pods if p.metadata and _ready(p)]
             if pods and len(ready) == len(pods):
                 return ready
             if time.monotonic() > deadline:
@@ -138,23 +142,21 @@ class KubeClient:
         """A request to a Service through the API server's proxy (no port-forward, no ingress needed)."""
         url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}"
         method = "POST" if "files" in kw else "GET"
-        return self._call(f"reach {service}{path} in {namespace}", method, url, (200,), timeout=60, **kw)
+        return self._call(
+            f"reach {service}{path} in {namespace}",
+            lambda: self._http.request(method, url, **kw).raise_for_status(),
+        )
 
 
-def _named(config: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
-    for entry in config.get(kind) or []:
-        if entry.get("name") == name:
-            return dict(entry)
-    raise KeyError(f"{kind} entry {name!r}")
+def _message(answer: httpx.Response) -> str:
+    """The API's Status message (JSON), else the start of the body, on one line."""
+    try:
+        message = answer.json().get("message") or answer.text
+    except (ValueError, AttributeError):
+        message = answer.text
+    return " ".join(str(message).split())[:200]
 
 
-def _decoded(folder: str, name: str, data: str) -> str:
-    path = Path(folder) / name
-    path.write_bytes(base64.b64decode(data))
-    path.chmod(0o600)
-    return str(path)
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+def _ready(pod: Pod) -> bool:
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
