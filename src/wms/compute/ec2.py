@@ -140,14 +140,13 @@ class Ec2Compute:
         ids = {"InstanceIds": [self._id]}
         wait(self.client, waiters, what, timeout, self.cfg.poll_seconds, ids, self.notify, hint)
 
-    def _wait_state(self, wanted: str, timeout: float) -> dict[str, Any]:
-        """Wait through EC2's waiter for `wanted` (running, stopped); the instance as it is then."""
+    def _wait_state(self, wanted: str, timeout: float) -> None:
+        """Wait through EC2's waiter until the instance is `wanted` (running, stopped)."""
         hint = (
             "look at the instance in the EC2 console; raise compute.start_timeout_seconds "
             "or compute.stop_timeout_seconds if it is only slow"
         )
         self._wait([f"instance_{wanted}"], f"{self._target()} to be {wanted}", timeout, hint)
-        return self._describe()
 
     # -- the leases -------------------------------------------------------------------------
     def renew_lease(self, holder: str | None = None) -> str:
