@@ -464,3 +464,22 @@ def test_a_stale_stop_mark_does_not_hold_a_start_back(ec2_box: Ec2Box) -> None:
     )
     cfg = ec2_settings(ec2_box, stop_timeout_seconds=0.2)
     assert Ec2Compute(cfg, holder="gh-run-2").start().state == "running"
+
+
+def test_a_timed_out_start_says_what_it_waited_for_as_before(ec2_box: Ec2Box) -> None:
+    client = InTransition(ec2_box.client, "stopped", times=0, status_checks="initializing")
+    lines: list[str] = []
+    cfg = ec2_settings(ec2_box, start_timeout_seconds=0.2)
+    with pytest.raises(BackendError) as caught:
+        Ec2Compute(cfg, client=client, notify=lines.append).start()
+    target = f"instance {ec2_box.id}"
+    assert str(caught.value) == (
+        f"gave up after 0.2 s waiting for the status checks of {target}; an impaired instance "
+        "needs a look in the EC2 console (stop it with `wms compute stop`)"
+    )
+    assert lines == [
+        f"starting {target}",
+        f"waiting for {target} to be running (up to 0.2 s)",
+        f"waiting for the status checks of {target} (up to 0.2 s)",
+    ]
+    assert client.calls.count("describe_instance_status") == 10  # 0.2 s at 0.02 s between looks

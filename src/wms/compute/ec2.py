@@ -26,6 +26,9 @@ back (interruption behaviour "stop"). `interruption(holder)` tells such a stop: 
 is down while `holder` still holds a live lease, which no WMS stop leaves behind. A start EC2
 refuses for want of capacity (or because only EC2 restarts a reclaimed spot instance) raises
 `CapacityError`, which a caller may wait out (wms.remote.reclaim).
+
+States and status checks are waited for through EC2's waiters (wms.compute.aws); the rest
+(a stop under way, the readiness probes) polls with base.wait_for.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from wms.compute.aws import GONE, aws_errors, ec2_client, wait
 from wms.compute.base import DEFAULT_HOLDER, ComputeStatus, Notify, RunnerProbe, quiet, wait_for
 from wms.compute.leases import (
     HOLDER_TAG_PREFIX,
@@ -51,12 +55,9 @@ from wms.compute.leases import (
 )
 from wms.compute.probes import make_probe, mlflow_url
 from wms.config import ComputeSettings
-from wms.errors import BackendError, CapacityError, ConfigError
+from wms.errors import BackendError
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
-# Refusals that pass: no capacity of the instance's type in its zone, or a reclaimed spot
-# instance whose persistent request is still active (only EC2 restarts it, once capacity returns).
-CAPACITY_CODES = ("InsufficientInstanceCapacity", "IncorrectSpotRequestState")
 
 
 def _now() -> datetime:
@@ -95,46 +96,12 @@ class Ec2Compute:
     @property
     def client(self) -> Any:
         if self._client is None:
-            try:
-                import boto3.session
-                from botocore.exceptions import NoRegionError
-            except ImportError:
-                raise ConfigError(
-                    "compute.backend = \"ec2\" needs boto3; install it with: pip install 'wms[ec2]'"
-                ) from None
-
-            try:
-                # A session of its own: the default one keeps the credentials it first found.
-                session = boto3.session.Session(region_name=self.cfg.region or None)
-                self._client = session.client("ec2")
-            except NoRegionError:
-                raise ConfigError(
-                    "no AWS region: set compute.region in wms.toml or AWS_DEFAULT_REGION"
-                ) from None
+            self._client = ec2_client(self.cfg.region)
         return self._client
 
     def _call(self, what: str, method: str, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-        try:
+        with aws_errors(what):
             return getattr(self.client, method)(**kwargs)
-        except NoCredentialsError:
-            raise BackendError(
-                f"no AWS credentials to {what}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                "(or AWS_PROFILE)"
-            ) from None
-        except ClientError as exc:
-            err = exc.response.get("Error", {})
-            if err.get("Code") in CAPACITY_CODES:
-                raise CapacityError(
-                    f"EC2 cannot {what} now: {err.get('Code')}: {err.get('Message', exc)}"
-                ) from None
-            raise BackendError(
-                f"EC2 refused to {what}: {err.get('Code', '?')}: {err.get('Message', exc)}; "
-                "check the AWS credentials and the compute.* settings"
-            ) from None
-        except BotoCoreError as exc:
-            raise BackendError(f"cannot reach EC2 to {what}: {exc}") from None
 
     def _target(self) -> str:
         if self._id:
@@ -169,34 +136,17 @@ class Ec2Compute:
         self._id = instances[0]["InstanceId"]
         return instances[0]
 
-    def _state(self) -> str:
-        return str(self._describe()["State"]["Name"])
+    def _wait(self, waiters: list[str], what: str, timeout: float, hint: str) -> None:
+        ids = {"InstanceIds": [self._id]}
+        wait(self.client, waiters, what, timeout, self.cfg.poll_seconds, ids, self.notify, hint)
 
-    def _wait_state(self, wanted: str, timeout: float) -> dict[str, Any]:
-        def check() -> dict[str, Any] | None:
-            instance = self._describe()
-            return instance if instance["State"]["Name"] == wanted else None
-
-        return wait_for(
-            check,
-            f"{self._target()} to be {wanted}",
-            timeout,
-            self.cfg.poll_seconds,
-            self.notify,
-            hint="look at the instance in the EC2 console; raise compute.start_timeout_seconds "
-            "or compute.stop_timeout_seconds if it is only slow",
+    def _wait_state(self, wanted: str, timeout: float) -> None:
+        """Wait through EC2's waiter until the instance is `wanted` (running, stopped)."""
+        hint = (
+            "look at the instance in the EC2 console; raise compute.start_timeout_seconds "
+            "or compute.stop_timeout_seconds if it is only slow"
         )
-
-    def _status_checks_ok(self) -> bool | None:
-        response = self._call(
-            f"read the status checks of {self._id}",
-            "describe_instance_status",
-            InstanceIds=[self._id],
-        )
-        for item in response.get("InstanceStatuses", []):
-            if item["InstanceStatus"]["Status"] == "ok" and item["SystemStatus"]["Status"] == "ok":
-                return True
-        return None
+        self._wait([f"instance_{wanted}"], f"{self._target()} to be {wanted}", timeout, hint)
 
     # -- the leases -------------------------------------------------------------------------
     def renew_lease(self, holder: str | None = None) -> str:
@@ -295,8 +245,8 @@ class Ec2Compute:
         The lease is written before anything else; then, if another holder's stop is under
         way, this waits for it to back off or finish and starts the instance again.
         """
-        state = self._state()
-        if state in ("shutting-down", "terminated"):
+        state = self._describe()["State"]["Name"]
+        if state in GONE:
             raise BackendError(f"instance {self._id} is {state}; recreate it with infrastructure/terraform")
         self.renew_lease(holder)
         cfg = self.cfg
@@ -311,12 +261,10 @@ class Ec2Compute:
             self._call(f"start {self._id}", "start_instances", InstanceIds=[self._id])
         if state != "running":
             self._wait_state("running", cfg.start_timeout_seconds)
-        wait_for(
-            self._status_checks_ok,
+        self._wait(
+            ["instance_status_ok", "system_status_ok"],
             f"the status checks of instance {self._id}",
             cfg.start_timeout_seconds,
-            cfg.poll_seconds,
-            self.notify,
             hint="an impaired instance needs a look in the EC2 console (stop it with `wms compute stop`)",
         )
         return self.status()
@@ -353,7 +301,7 @@ class Ec2Compute:
         me = key[len(HOLDER_TAG_PREFIX) :]
         instance = self._describe()
         state = instance["State"]["Name"]
-        if state in ("shutting-down", "terminated"):
+        if state in GONE:
             return self._to_status(instance)
         others_tagged = [h for h in leases_of(instance) if h not in (me, UNNAMED)]
         # With no other holder, the summary goes too: it would read as an older WMS's lease.
@@ -387,7 +335,7 @@ class Ec2Compute:
             self.notify(f"stopping instance {self._id}")
             self._call(f"stop {self._id}", "stop_instances", InstanceIds=[self._id])
         if state != "stopped":
-            instance = self._wait_state("stopped", cfg.stop_timeout_seconds)
+            self._wait_state("stopped", cfg.stop_timeout_seconds)
         self._clear_leases(self._describe())
         billed = None
         if state != "stopped" and launched is not None:

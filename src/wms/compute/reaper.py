@@ -50,7 +50,8 @@ def reap(ec2: Ec2Compute) -> list[ComputeStatus]:
     try:
         for instance in expired:
             ec2._id = instance["InstanceId"]
-            done = ec2._wait_state("stopped", ec2.cfg.stop_timeout_seconds)
+            ec2._wait_state("stopped", ec2.cfg.stop_timeout_seconds)
+            done = ec2._describe()
             ec2._clear_leases(done)
             expired_at = lease_of(instance)
             why = f"lease expired at {expired_at}" if expired_at else "no readable lease"
