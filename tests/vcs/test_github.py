@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,7 +34,8 @@ NOT_ALLOWED = {
         {"type": "UNPROCESSABLE", "message": "Pull request Auto merge is not allowed for this repository"}
     ]
 }
-Handler = Callable[[dict[str, Any] | None], tuple[int, Any]]
+Reply = tuple[int, Any, dict[str, str]]  # status, JSON body, extra headers
+Handler = Callable[[dict[str, Any] | None], Reply]
 
 
 @dataclass
@@ -50,8 +54,13 @@ class FakeGitHub:
     routes: dict[str, Handler] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
 
-    def answer(self, route: str, status: int, body: Any) -> None:
-        self.routes[route] = lambda _body: (status, body)
+    def answer(self, route: str, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self.routes[route] = lambda _body: (status, body, headers or {})
+
+    def answer_in_turn(self, route: str, *replies: Reply) -> None:
+        """One reply per request, in order; the last one repeats."""
+        queue = list(replies)
+        self.routes[route] = lambda _body: queue.pop(0) if len(queue) > 1 else queue[0]
 
     def calls(self, route: str) -> list[Request]:
         method, path = route.split(" ", 1)
@@ -68,10 +77,12 @@ def github() -> Iterator[FakeGitHub]:
             body = json.loads(self.rfile.read(length)) if length else None
             fake.requests.append(Request(self.command, self.path, body, dict(self.headers)))
             handler = fake.routes.get(f"{self.command} {self.path.split('?')[0]}")
-            status, answer = handler(body) if handler else (404, {"message": "Not Found"})
+            status, answer, headers = handler(body) if handler else (404, {"message": "Not Found"}, {})
             raw = b"" if answer is None else json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)
@@ -249,6 +260,83 @@ def test_unreachable_api_is_one_clear_error() -> None:
     client = GitHubClient("http://127.0.0.1:9", "t", timeout=2)
     with pytest.raises(BackendError, match="could not reach"):
         GitHubHost(client, REPO).comment_on_commit("a" * 40, "x")
+
+
+def test_a_passing_server_error_is_retried(github: FakeGitHub) -> None:
+    sha = "a" * 40
+    route = f"POST /repos/{REPO}/commits/{sha}/comments"
+    github.answer_in_turn(
+        route, (502, {"message": "Server Error"}, {}), (201, {"html_url": "https://c/1"}, {})
+    )
+    client = GitHubClient(github.url, "t0ken", backoff=0)
+
+    assert GitHubHost(client, REPO).comment_on_commit(sha, "report") == "https://c/1"
+    assert len(github.calls(route)) == 2
+
+
+def test_a_lasting_server_error_is_one_line_after_the_retries(github: FakeGitHub) -> None:
+    github.answer(f"GET /repos/{REPO}/actions/runners", 503, {"message": "Service Unavailable"})
+    client = GitHubClient(github.url, "t0ken", retries=2, backoff=0)
+
+    with pytest.raises(BackendError, match=r"GitHub answered 503 to GET .*: Service Unavailable") as caught:
+        GitHubHost(client, REPO).list_runners()
+    assert len(github.calls(f"GET /repos/{REPO}/actions/runners")) == 3
+    assert "\n" not in str(caught.value) and "t0ken" not in str(caught.value)
+
+
+def test_a_spent_rate_limit_is_reported_at_once_with_when_it_resets(github: FakeGitHub) -> None:
+    reset = int(time.time()) + 30 * 60
+    github.answer(
+        f"GET /repos/{REPO}/pulls",
+        403,
+        {"message": "API rate limit exceeded for installation ID 1."},
+        {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)},
+    )
+
+    with pytest.raises(BackendError, match=r"rate limit is used up .*resets in about (29|30) min"):
+        host(github).publish("data/x", "t", "b")
+    assert len(github.calls(f"GET /repos/{REPO}/pulls")) == 1  # no half-hour wait inside the command
+
+
+def test_a_rate_limit_that_resets_now_is_waited_for_once(github: FakeGitHub) -> None:
+    spent = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(time.time()))}
+    github.answer_in_turn(
+        f"GET /repos/{REPO}/actions/runners",
+        (403, {"message": "API rate limit exceeded for installation ID 1."}, spent),
+        (200, {"total_count": 0, "runners": []}, {}),
+    )
+
+    assert host(github).list_runners() == []
+    assert len(github.calls(f"GET /repos/{REPO}/actions/runners")) == 2
+
+
+def test_a_refused_pull_request_carries_githubs_details(github: FakeGitHub) -> None:
+    github.answer(f"GET /repos/{REPO}/pulls", 200, [])
+    github.answer(
+        f"POST /repos/{REPO}/pulls",
+        422,
+        {"message": "Validation Failed", "errors": [{"message": "No commits between main and data/x"}]},
+    )
+
+    with pytest.raises(BackendError, match=r"422 .*Validation Failed: No commits between main and data/x"):
+        host(github).publish("data/x", "t", "b")
+
+
+def test_on_enterprise_graphql_is_posted_to_api_graphql(github: FakeGitHub) -> None:
+    github.answer(f"GET /api/v3/repos/{REPO}/pulls", 200, [])
+    github.answer(f"POST /api/v3/repos/{REPO}/pulls", 201, PR)
+    github.answer("POST /api/graphql", 200, {"data": {}})
+    enterprise = GitHubHost(GitHubClient(f"{github.url}/api/v3", "t0ken"), REPO)
+
+    assert "auto-merge" in enterprise.publish("data/x", "t", "b")
+    assert github.calls("POST /api/graphql")
+
+
+def test_only_what_talks_to_github_loads_its_sdk() -> None:
+    # githubkit and httpx take a good part of a second to import; the pre-push hook runs on every push.
+    code = "import sys, wms.vcs, wms.vcs.hook, wms.vcs.publish; print('githubkit' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 def test_factory_needs_a_token_and_a_repository(project_dir: Any) -> None:

@@ -8,16 +8,30 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from wms.config import Project
 from wms.errors import ConfigError
 from wms.vcs.base import GitHost
 from wms.vcs.git import Git, GitError
-from wms.vcs.github import GitHubClient, GitHubError, GitHubHost, Runner
 from wms.vcs.local import LocalHost
+
+if TYPE_CHECKING:
+    from wms.vcs.github import GitHubClient, GitHubError, GitHubHost, Runner
 
 HOSTS = ("local", "github")
 TOKEN_VARIABLES = ("WMS_GITHUB_TOKEN", "GITHUB_TOKEN")
+GITHUB_NAMES = ("GitHubClient", "GitHubError", "GitHubHost", "Runner")
+
+
+def __getattr__(name: str) -> Any:
+    # The GitHub SDK (githubkit, httpx) takes a good part of a second to import: only commands
+    # that talk to GitHub load it, not the pre-push hook, training or the gate.
+    if name in GITHUB_NAMES:
+        from wms.vcs import github
+
+        return getattr(github, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_git_host(
@@ -51,6 +65,8 @@ def make_github_host(
     repository = cfg.repository or env.get("GITHUB_REPOSITORY", "")
     if not repository:
         raise ConfigError('no GitHub repository: set git.repository = "owner/name" or GITHUB_REPOSITORY')
+    from wms.vcs.github import GitHubClient, GitHubHost
+
     return GitHubHost(
         GitHubClient(cfg.api_url, token),
         repository,

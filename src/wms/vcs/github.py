@@ -1,23 +1,43 @@
 """The GitHub host: a pull request per data branch with auto-merge, commit comments, runners.
 
-Talks to the REST API (pull requests, labels, comments, merge, runners) and to GraphQL for
-the one thing REST cannot do: `enablePullRequestAutoMerge`. Where the repository does not
-allow auto-merge (Settings → General → "Allow auto-merge" is off by default) or there is
-nothing left to wait for, it merges at once when `git.merge_fallback` is on.
+Talks to GitHub through githubkit: REST for pull requests, labels, comments, merges and
+runners, GraphQL for the one thing REST cannot do: `enablePullRequestAutoMerge`. Where the
+repository does not allow auto-merge (Settings → General → "Allow auto-merge" is off by
+default) or there is nothing left to wait for, it merges at once when `git.merge_fallback`
+is on. Answers are read as plain JSON (githubkit's TypedDicts), not validated into models:
+wms reads a few fields, and a field GitHub adds or drops elsewhere must not stop a promotion.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from functools import partial
+from typing import Any, Literal, TypeVar
+
+import httpx
+from githubkit import BaseAuthStrategy, GitHub, GitHubCore, Response
+from githubkit.exception import (
+    GitHubException,
+    GraphQLFailed,
+    RateLimitExceeded,
+    RequestError,
+    RequestFailed,
+    RequestTimeout,
+)
+from githubkit.typing import RetryOption
+from githubkit.utils import UNSET
 
 from wms.errors import BackendError, ConfigError
 from wms.vcs.git import Git
+
+MergeMethod = Literal["squash", "merge", "rebase"]
+J = TypeVar("J")
 
 BODY_LIMIT = 60_000  # GitHub refuses bodies over 65,536 characters
 AUTO_MERGE = """
@@ -29,6 +49,9 @@ mutation($id: ID!, $method: PullRequestMergeMethod!) {
 """
 # GraphQL answers that mean "auto-merge cannot be enabled here", as opposed to a real failure.
 CANNOT_AUTO_MERGE = ("auto merge is not allowed", "clean status", "unstable status")
+# A rate limit that resets within this is waited for, once; a longer one is reported at once.
+RATE_LIMIT_WAIT = timedelta(seconds=60)
+MIN_PAUSE = timedelta(milliseconds=1)
 
 
 class GitHubError(BackendError):
@@ -39,59 +62,112 @@ class GitHubError(BackendError):
         self.status = status
 
 
-class GitHubClient:
-    """A minimal JSON client for the GitHub API (standard library only)."""
+class _Bearer(httpx.Auth):
+    def __init__(self, token: str) -> None:
+        self._token = token
 
-    def __init__(self, api_url: str, token: str, timeout: float = 30.0) -> None:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
+
+
+class BearerToken(BaseAuthStrategy):
+    """A token sent as `Authorization: Bearer` (githubkit's own sends `token`); never in a repr."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def get_auth_flow(self, github: GitHubCore[Any]) -> httpx.Auth:
+        return _Bearer(self._token)
+
+
+class GitHubClient:
+    """githubkit's client set up for wms; every answer comes back as JSON or one GitHubError.
+
+    Server errors (5xx) are retried `retries` times after `backoff` x 1, 4, 9 ... seconds;
+    a rate limit is waited for once when it resets within RATE_LIMIT_WAIT.
+    """
+
+    def __init__(
+        self, api_url: str, token: str, timeout: float = 30.0, *, retries: int = 3, backoff: float = 1.0
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.sdk = GitHub(
+            BearerToken(token),
+            base_url=self.api_url,
+            user_agent="wms",
+            timeout=timeout,
+            http_cache=False,  # one command, a few requests: nothing worth caching
+            # githubkit opens an httpx client per request; one TLS context spares each of them
+            # loading the CA bundle again (a tenth of a second each)
+            ssl_verify=httpx.create_ssl_context(),
+            auto_retry=self._retry,
+        )
 
     @property
     def graphql_url(self) -> str:
-        # github.com: api.github.com/graphql; GitHub Enterprise: <host>/api/v3 → <host>/api/graphql
+        """Where githubkit sends GraphQL: api.github.com/graphql; GHE <host>/api/v3 → <host>/api/graphql."""
         if self.api_url.endswith("/api/v3"):
             return self.api_url[: -len("/v3")] + "/graphql"
         return self.api_url + "/graphql"
 
-    def request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
-        """Send one request; returns the decoded JSON (None for an empty answer)."""
-        url = path if path.startswith("http") else f"{self.api_url}{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Accept", "application/vnd.github+json")
-        req.add_header("X-GitHub-Api-Version", "2022-11-28")
-        req.add_header("User-Agent", "wms")
-        req.add_header("Authorization", f"Bearer {self.token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
+    def call(self, request: Callable[[], Response[Any, J]]) -> J:
+        """Send one REST request (`lambda: client.sdk.rest...`); returns its JSON answer."""
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise self._error(method, path, exc.code, exc.read()) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise GitHubError(
-                f"could not reach {self.api_url} ({reason}); check git.api_url and the network"
-            ) from None
-        return json.loads(raw) if raw.strip() else None
+            return request().json()
+        except GitHubException as exc:
+            raise self._error(exc) from None
+        except json.JSONDecodeError:  # an empty or non-JSON answer where JSON is due
+            raise GitHubError(f"GitHub's answer at {self.api_url} is not JSON; check git.api_url") from None
+
+    def send(self, request: Callable[[], Response[Any, Any]]) -> None:
+        """Send one REST request whose answer carries nothing wms reads (204 No Content)."""
+        try:
+            request()
+        except GitHubException as exc:
+            raise self._error(exc) from None
 
     def graphql(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         """A GraphQL call; errors come back as a GitHubError carrying GitHub's messages."""
-        answer = self.request("POST", self.graphql_url, {"query": query, "variables": variables}) or {}
-        if answer.get("errors"):
-            raise GitHubError("; ".join(str(e.get("message", e)) for e in answer["errors"]), 200)
-        return dict(answer.get("data") or {})
-
-    def _error(self, method: str, path: str, status: int, raw: bytes) -> GitHubError:
         try:
-            message = str(json.loads(raw).get("message", ""))
-        except (ValueError, AttributeError):
-            message = raw.decode(errors="replace")[:200]
-        where = f"{method} {path}"
+            return dict(self.sdk.graphql.request(query, variables) or {})
+        except GraphQLFailed as exc:
+            raise GitHubError("; ".join(e.message for e in exc.response.errors or []), 200) from None
+        except GitHubException as exc:
+            raise self._error(exc) from None
+
+    def _retry(self, exc: GitHubException, count: int) -> RetryOption:
+        # githubkit sleeps 60 s for a zero pause (a falsy timedelta): never hand it one
+        if isinstance(exc, RateLimitExceeded):
+            wait = max(exc.retry_after, MIN_PAUSE)
+            return RetryOption(count == 0 and wait <= RATE_LIMIT_WAIT, wait)
+        if isinstance(exc, RequestFailed) and exc.response.status_code >= 500 and count < self.retries:
+            return RetryOption(True, max(timedelta(seconds=self.backoff * (count + 1) ** 2), MIN_PAUSE))
+        return RetryOption(False)
+
+    def _error(self, exc: GitHubException) -> GitHubError:
+        if isinstance(exc, RequestTimeout):
+            return GitHubError(
+                f"{self.api_url} did not answer within {self.timeout:g} s; check git.api_url and the network"
+            )
+        if not isinstance(exc, RequestFailed):
+            reason = exc.exc if isinstance(exc, RequestError) else exc
+            return GitHubError(
+                f"could not reach {self.api_url} ({reason}); check git.api_url and the network"
+            )
+        status, message = exc.response.status_code, _message(exc.response.raw_response)
+        where = f"{exc.request.method} {exc.request.url.path}"
+        if isinstance(exc, RateLimitExceeded):
+            minutes = max(1, round(exc.retry_after.total_seconds() / 60))
+            return GitHubError(
+                f"GitHub's rate limit is used up ({where}: {message}); it resets in about {minutes} min: "
+                "run the command again then, or use a GitHub App token (WMS_GITHUB_TOKEN), which has more",
+                status,
+            )
         if status == 401:
             return GitHubError(
                 f"GitHub refused the token ({where}: {message}); set WMS_GITHUB_TOKEN to a valid token",
@@ -104,6 +180,28 @@ class GitHubClient:
                 status,
             )
         return GitHubError(f"GitHub answered {status} to {where}: {message}", status)
+
+
+def _message(response: httpx.Response) -> str:
+    """GitHub's message, with the details of a 422 ("Validation Failed: A pull request already exists")."""
+    try:
+        answer = response.json()
+    except ValueError:  # an HTML error page from a proxy or load balancer: one line of it
+        return " ".join(response.text.split())[:200]
+    if not isinstance(answer, dict):
+        return str(answer)[:200]
+    details = [e.get("message", "") if isinstance(e, dict) else str(e) for e in answer.get("errors") or []]
+    return ": ".join([str(answer.get("message", "")), *filter(None, details)]) or response.reason_phrase
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """What wms needs of a pull request."""
+
+    number: int
+    node_id: str
+    html_url: str
+    head_sha: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,7 +226,7 @@ class GitHubHost:
         *,
         base_branch: str = "main",
         labels: list[str] | None = None,
-        merge_method: str = "squash",
+        merge_method: MergeMethod = "squash",
         merge_fallback: bool = True,
         git: Git | None = None,
         remote: str = "origin",
@@ -139,39 +237,38 @@ class GitHubHost:
             )
         self.client = client
         self.repository = repository
-        self.owner = repository.split("/")[0]
+        self.owner, self.repo = repository.split("/")
         self.base_branch = base_branch
         self.labels = list(labels or [])
-        self.merge_method = merge_method
+        self.merge_method: MergeMethod = merge_method
         self.merge_fallback = merge_fallback
         self.git = git
         self.remote = remote
-
-    @property
-    def _repo(self) -> str:
-        return f"/repos/{self.repository}"
 
     def publish(self, branch: str, title: str, body: str) -> str:
         """Push the branch, create or update its pull request, label it and enable auto-merge."""
         if self.git is not None:
             self.git.push(self.remote, f"HEAD:refs/heads/{branch}", no_verify=True)
         body = _fit(body)
-        pr = self.find_pull_request(branch)
-        if pr is None:
-            pr = self.client.request(
-                "POST",
-                f"{self._repo}/pulls",
-                {"title": title, "head": branch, "base": self.base_branch, "body": body},
+        rest, found = self.client.sdk.rest, self.find_pull_request(branch)
+        if found is None:
+            answer = self.client.call(
+                lambda: rest.pulls.create(
+                    self.owner, self.repo, title=title, head=branch, base=self.base_branch, body=body
+                )
             )
         else:
-            pr = self.client.request(
-                "PATCH", f"{self._repo}/pulls/{pr['number']}", {"title": title, "body": body}
+            number = found.number
+            answer = self.client.call(
+                lambda: rest.pulls.update(self.owner, self.repo, number, title=title, body=body)
             )
-        number, url = pr["number"], pr["html_url"]
+        pr = _pull_request(answer)
         if self.labels:
-            self.client.request("POST", f"{self._repo}/issues/{number}/labels", {"labels": self.labels})
+            self.client.call(
+                lambda: rest.issues.add_labels(self.owner, self.repo, pr.number, labels=list(self.labels))
+            )
         try:
-            self.client.graphql(AUTO_MERGE, {"id": pr["node_id"], "method": self.merge_method.upper()})
+            self.client.graphql(AUTO_MERGE, {"id": pr.node_id, "method": self.merge_method.upper()})
         except GitHubError as exc:
             if not any(reason in str(exc).lower() for reason in CANNOT_AUTO_MERGE):
                 raise
@@ -182,77 +279,97 @@ class GitHubHost:
                     else "nothing is left to wait for"
                 )
                 return (
-                    f"{url} is open for review: auto-merge cannot be enabled ({exc}); {hint}, "
+                    f"{pr.html_url} is open for review: auto-merge cannot be enabled ({exc}); {hint}, "
                     "or set git.merge_fallback = true to merge at once"
                 )
             return self._merge_now(pr, title, branch, reason=str(exc))
-        return f"{url} opened with auto-merge ({self.merge_method}): it merges when the checks pass"
+        return f"{pr.html_url} opened with auto-merge ({self.merge_method}): it merges when the checks pass"
 
-    def find_pull_request(self, branch: str) -> dict[str, Any] | None:
+    def find_pull_request(self, branch: str) -> PullRequest | None:
         """The open pull request from `branch` into the base branch, if there is one."""
-        found = self.client.request(
-            "GET",
-            f"{self._repo}/pulls",
-            params={"state": "open", "head": f"{self.owner}:{branch}", "base": self.base_branch},
+        found = self.client.call(
+            lambda: self.client.sdk.rest.pulls.list(
+                self.owner, self.repo, state="open", head=f"{self.owner}:{branch}", base=self.base_branch
+            )
         )
-        return found[0] if found else None
+        return _pull_request(found[0]) if found else None
 
-    def _merge_now(self, pr: dict[str, Any], title: str, branch: str, reason: str) -> str:
-        number, url = pr["number"], pr["html_url"]
-        body: dict[str, Any] = {"merge_method": self.merge_method, "commit_title": f"{title} (#{number})"}
-        head = (pr.get("head") or {}).get("sha")
-        if head:
-            body["sha"] = head  # refuse to merge if someone pushed to the branch meanwhile
+    def _merge_now(self, pr: PullRequest, title: str, branch: str, reason: str) -> str:
+        rest = self.client.sdk.rest
         try:
-            merged = self.client.request("PUT", f"{self._repo}/pulls/{number}/merge", body)
+            merged = self.client.call(
+                lambda: rest.pulls.merge(
+                    self.owner,
+                    self.repo,
+                    pr.number,
+                    merge_method=self.merge_method,
+                    commit_title=f"{title} (#{pr.number})",
+                    sha=pr.head_sha or UNSET,  # refuse to merge if someone pushed to the branch meanwhile
+                )
+            )
         except GitHubError as exc:
             if exc.status in (405, 409):
                 with contextlib.suppress(GitHubError):  # the outcome line says it as well
-                    self.comment_on_pull_request(number, _cannot_merge_comment(self.base_branch, str(exc)))
+                    self.comment_on_pull_request(pr.number, _cannot_merge_comment(self.base_branch, str(exc)))
                 return (
-                    f"{url} is open for review: GitHub would not merge it ({exc}); production stays "
+                    f"{pr.html_url} is open for review: GitHub would not merge it ({exc}); production stays "
                     f"where {self.base_branch} says (a comment on the pull request says why)"
                 )
             raise
         with contextlib.suppress(GitHubError):  # the repository may delete merged branches itself
-            self.client.request("DELETE", f"{self._repo}/git/refs/heads/{urllib.parse.quote(branch)}")
-        sha = str((merged or {}).get("sha", ""))[:7]
-        return f"{url} merged into {self.base_branch} ({sha}); auto-merge was not possible: {reason}"
+            ref = f"heads/{urllib.parse.quote(branch)}"
+            self.client.send(lambda: rest.git.delete_ref(self.owner, self.repo, ref))
+        sha = str(merged.get("sha") or "")[:7]
+        return f"{pr.html_url} merged into {self.base_branch} ({sha}); auto-merge was not possible: {reason}"
 
     def comment_on_pull_request(self, number: int, body: str) -> str:
         """A comment on the pull request's conversation; returns its URL."""
-        answer = self.client.request("POST", f"{self._repo}/issues/{number}/comments", {"body": _fit(body)})
-        return str((answer or {}).get("html_url", f"pull request #{number}"))
+        answer = self.client.call(
+            lambda: self.client.sdk.rest.issues.create_comment(self.owner, self.repo, number, body=_fit(body))
+        )
+        return str(answer.get("html_url") or f"pull request #{number}")
 
     def comment_on_commit(self, sha: str, body: str) -> str:
-        answer = self.client.request("POST", f"{self._repo}/commits/{sha}/comments", {"body": _fit(body)})
-        return str((answer or {}).get("html_url", f"commit {sha[:7]}"))
+        answer = self.client.call(
+            lambda: self.client.sdk.rest.repos.create_commit_comment(
+                self.owner, self.repo, sha, body=_fit(body)
+            )
+        )
+        return str(answer.get("html_url") or f"commit {sha[:7]}")
 
     def list_runners(self) -> list[Runner]:
         """The repository's self-hosted runners (the token needs administration: read)."""
         runners: list[Runner] = []
-        page = 1
-        while True:
-            answer = self.client.request(
-                "GET", f"{self._repo}/actions/runners", params={"per_page": "100", "page": str(page)}
-            )
-            batch = (answer or {}).get("runners", [])
+        list_page = self.client.sdk.rest.actions.list_self_hosted_runners_for_repo
+        for page in itertools.count(1):
+            answer = self.client.call(partial(list_page, self.owner, self.repo, per_page=100, page=page))
+            batch = answer.get("runners") or []
             runners += [
                 Runner(
                     name=r["name"],
-                    status=r.get("status", "offline"),
+                    status=r.get("status") or "offline",
                     busy=bool(r.get("busy", False)),
-                    labels=[label["name"] for label in r.get("labels", [])],
+                    labels=[label["name"] for label in r.get("labels") or []],
                 )
                 for r in batch
             ]
             if len(batch) < 100:
-                return runners
-            page += 1
+                break
+        return runners
 
     def is_online(self, name: str) -> bool:
         """Whether the self-hosted runner `name` is connected (the compute readiness probe)."""
         return any(r.name == name and r.status == "online" for r in self.list_runners())
+
+
+def _pull_request(answer: Any) -> PullRequest:
+    """A pull request from GitHub's JSON (the pull request of a list, a create or an update)."""
+    return PullRequest(
+        number=int(answer["number"]),
+        node_id=str(answer["node_id"]),
+        html_url=str(answer["html_url"]),
+        head_sha=str((answer.get("head") or {}).get("sha") or ""),
+    )
 
 
 def _cannot_merge_comment(base: str, reason: str) -> str:
