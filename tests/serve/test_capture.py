@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -161,14 +162,8 @@ def test_uncertain_photos_are_kept_with_a_pre_label_and_metadata(
             assert photo.size == (96, 64) and photo.format == "JPEG" and not photo.getexif()
         with Image.open(inbox / meta["mask"]) as mask, Image.open(io.BytesIO(data)) as sent:
             assert mask.size == sent.size
-            answer_mask = np.asarray(Image.open(io.BytesIO(_b64(answer["mask_png_base64"]))))
+            answer_mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask_png_base64"]))))
             assert np.array_equal(np.asarray(mask), answer_mask)
-
-
-def _b64(text: str) -> bytes:
-    import base64
-
-    return base64.b64decode(text)
 
 
 def test_captures_go_to_s3_when_the_inbox_is_a_bucket(
