@@ -262,6 +262,22 @@ class ServeSettings(Section):
     max_pixels: int = Field(
         40_000_000, ge=1, description="largest accepted width x height, checked before decoding"
     )
+    capture: Literal["off", "uncertain", "sample"] = Field(
+        "off",
+        description="keep photos for labelling: off; uncertain (score >= capture_threshold); sample",
+    )
+    capture_dir: str = Field(
+        ".wms/inbox", description="where captured photos go: a folder, or s3://bucket/prefix"
+    )
+    capture_threshold: float = Field(0.5, ge=0, le=1, description="uncertain: capture from this score up")
+    capture_sample_rate: float = Field(0.01, ge=0, le=1, description="sample: share of predictions captured")
+    capture_per_minute: float = Field(
+        6, ge=0, description="at most this many captures a minute (token bucket)"
+    )
+    capture_max_files: int = Field(
+        1000, ge=0, description="stop capturing when the inbox holds this many photos"
+    )
+    capture_max_mb: float = Field(500, ge=0, description="... or this many MB (photos, masks and metadata)")
 
 
 class Settings(BaseSettings):

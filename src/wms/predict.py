@@ -1,15 +1,40 @@
-"""Masks for new photos, at each photo's own size (after EXIF orientation)."""
+"""Masks for new photos, at each photo's own size (after EXIF orientation), and how sure each is."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
 from wms.errors import DataError
 from wms.train.preprocess import open_image
 from wms.train.segmenter import Segmenter
+from wms.uncertainty import Assessment, assess
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """One photo's mask file and what `wms predict --json` reports about it."""
+
+    image: Path
+    mask: Path
+    width: int
+    height: int
+    foreground_fraction: float
+    uncertainty: Assessment
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": str(self.image),
+            "mask": str(self.mask),
+            "width": self.width,
+            "height": self.height,
+            "foreground_fraction": round(self.foreground_fraction, 6),
+            "uncertainty": self.uncertainty.to_dict(),
+        }
 
 
 def read_images(paths: Sequence[Path]) -> list[Image.Image]:
@@ -31,17 +56,21 @@ def predict_files(
     out: Path,
     batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
-) -> list[Path]:
-    """Write `out/<stem>.png` (0/255) for each image; returns the written paths."""
+) -> list[Predicted]:
+    """Write `out/<stem>.png` (0/255) for each image; returns what was written, with its uncertainty."""
     images = read_images(paths)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    threshold = segmenter.spec.threshold
+    done = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        for path, mask in zip(paths[start : start + batch_size], segmenter.predict_masks(chunk), strict=True):
+        probs = segmenter.probability_maps(chunk)
+        for path, prob in zip(paths[start : start + batch_size], probs, strict=True):
+            mask = prob > threshold  # float32 against the threshold, as predict_masks compares
             target = out / f"{path.stem}.png"
             Image.fromarray(mask.astype("uint8") * 255, mode="L").save(target)
-            written.append(target)
+            height, width = mask.shape
+            done.append(Predicted(path, target, width, height, float(mask.mean()), assess(prob, threshold)))
         if progress:
             progress(len(chunk))
-    return written
+    return done

@@ -158,6 +158,42 @@ def test_pipeline_model_list_and_predict(
         assert m.size == (70, 50)
 
 
+def test_predict_reports_how_sure_it_is_of_each_photo(
+    cli: Callable[..., Any], served_project: Path, exported_model: Path, tmp_path: Path
+) -> None:
+    from wms.data.synth import synth_pair
+    from wms.train.segmenter import Segmenter
+    from wms.uncertainty import VERDICTS, assess
+
+    photos = []
+    for index, size in enumerate((64, 96)):
+        photos.append(tmp_path / f"meter{index}.png")
+        synth_pair(seed=7, index=index, size=size)[0].save(photos[-1])
+    Image.new("RGB", (80, 60), (30, 30, 30)).save(tmp_path / "dark.png")  # nothing to find
+    photos.append(tmp_path / "dark.png")
+    result = cli("predict", *photos, "--out", tmp_path / "masks", "--json", tmp_path / "report.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    segmenter = Segmenter.load(exported_model)
+    images = [Image.open(p).convert("RGB") for p in photos]
+    for entry, image, prob, mask in zip(
+        report["predictions"],
+        images,
+        segmenter.probability_maps(images),
+        segmenter.predict_masks(images),
+        strict=True,
+    ):
+        assert entry["uncertainty"] == assess(prob, segmenter.spec.threshold).to_dict()
+        assert entry["uncertainty"]["verdict"] in VERDICTS
+        with Image.open(entry["mask"]) as written:
+            assert np.array_equal(np.asarray(written) > 127, mask)  # the masks predict_masks gives
+        assert (entry["width"], entry["height"]) == image.size
+    # The test model trained for seconds: its probabilities hover near its threshold, so it
+    # is unsure of every photo, and the summary names each one.
+    assert "3 of 3 to check" in result.output
+    assert all(name in result.output for name in ("meter0.png", "meter1.png", "dark.png"))
+
+
 def test_predict_without_production_says_what_to_do(
     cli: Callable[..., Any], project_dir: Path, tmp_path: Path
 ) -> None:

@@ -32,6 +32,7 @@ from wms.serve.app import create_app
 from wms.serve.model import CARD_FILE, ModelCard, ServedModel, load_folder, load_model
 from wms.train.export import OnnxSegmenter
 from wms.train.preprocess import open_image
+from wms.uncertainty import VERDICTS, assess
 
 REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "water-meters"
 SETTINGS = ServeSettings(max_upload_mb=3, max_pixels=4_000_000, max_concurrency=2, intra_op_threads=1)
@@ -71,6 +72,7 @@ def test_the_mask_is_aligned_with_the_photo_after_exif_orientation(
     answer = httpx.post(f"{server}/predict", files={"file": ("sideways.jpg", photo.read_bytes())})
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == "image/png"
+    assert 0 <= float(answer.headers["x-uncertainty"]) <= 1 and answer.headers["x-verdict"] in VERDICTS
     mask = _mask(answer.content)
     assert mask.shape == (shown.height, shown.width) == (160, 256)
     expected = _in_process(exported_model, photo)
@@ -98,7 +100,7 @@ def test_a_real_photo_gives_a_mask_at_its_size(server: str, exported_model: Path
     assert (mask == _in_process(exported_model, photo)).mean() >= 0.999
 
 
-def test_json_answer_describes_the_mask(server: str, tmp_path: Path) -> None:
+def test_json_answer_describes_the_mask(server: str, exported_model: Path, tmp_path: Path) -> None:
     photo = tmp_path / "p.jpg"
     _rotated_jpeg(photo)
     body = httpx.post(f"{server}/predict?format=json", files={"file": ("p.jpg", photo.read_bytes())}).json()
@@ -112,6 +114,10 @@ def test_json_answer_describes_the_mask(server: str, tmp_path: Path) -> None:
         "height": int(ys.max() - ys.min() + 1),
     }
     assert body["model_version"].startswith("local:") and body["latency_ms"] > 0
+    onnx = OnnxSegmenter.load(exported_model, threads=1)
+    (prob,) = onnx.probability_maps([open_image(photo)])
+    assert body["uncertainty"] == assess(prob, onnx.spec.threshold).to_dict()
+    assert body["uncertainty"]["verdict"] in VERDICTS
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -224,6 +230,13 @@ def test_each_prediction_counts_its_foreground_fraction(server: str, tmp_path: P
     assert {0.0, 1.0, float("inf")} <= buckets
     for le in buckets:  # cumulative: the photo is in every bucket from its own upward
         assert grew(f"{family}_bucket", le=str(le) if le != float("inf") else "+Inf") == (fraction <= le)
+    # Its uncertainty and region count land in their histograms, as the JSON answer gave them.
+    for family, value in (
+        ("wms_prediction_uncertainty", body["uncertainty"]["score"]),
+        ("wms_prediction_regions", body["uncertainty"]["regions"]),
+    ):
+        assert grew(f"{family}_count") == 1
+        assert grew(f"{family}_sum") == pytest.approx(value, abs=1e-4)
 
 
 def test_ready_follows_the_app_and_model_info_carries_the_test_dice(exported_model: Path) -> None:
@@ -310,14 +323,14 @@ class _SlowSegmenter:
         self.spec, self.running, self.most = spec, 0, 0
         self.lock = threading.Lock()
 
-    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
+    def probability_maps(self, images: list[Image.Image]) -> list[np.ndarray]:
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
         time.sleep(0.4)
         with self.lock:
             self.running -= 1
-        return [np.zeros((img.height, img.width), bool) for img in images]
+        return [np.zeros((img.height, img.width), np.float32) for img in images]
 
 
 def test_inference_is_bounded_and_keeps_the_server_responsive(

@@ -1,4 +1,5 @@
-"""The web page in headless Chromium: choose a photo, the mask appears over it, aligned, downloadable."""
+"""The web page in headless Chromium: choose a photo, the mask appears over it, aligned, downloadable,
+with the model, how sure it is and the last predictions beside it, laid out without overlaps."""
 
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ from PIL import Image
 from wms.config import ServeSettings
 from wms.data.synth import synthesize
 from wms.serve.app import create_app
-from wms.serve.model import load_folder
+from wms.serve.model import ModelCard, load_folder
+from wms.uncertainty import VERDICTS
 
 REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "water-meters"
 
 
 @pytest.fixture(scope="module")
 def page_url(exported_model: Path, live_server: Callable[[object], Any]) -> Iterator[str]:
-    with live_server(create_app(load_folder(exported_model), ServeSettings())) as live:
+    sha = load_folder(exported_model).card.onnx_sha256
+    card = ModelCard(version="7", onnx_sha256=sha, metrics={"test_dice": 0.86341})
+    with live_server(create_app(load_folder(exported_model, card), ServeSettings())) as live:
         yield live.url
 
 
@@ -48,11 +52,11 @@ def _canvas_pixels(driver: Any, element_id: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))
 
 
-def test_a_chosen_photo_gets_its_mask_overlaid(browser: Any, page_url: str, photo: Path) -> None:
+def _segment(browser: Any, photo: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(page_url + "/")
+    browser.execute_script("document.body.dataset.state = 'idle'")
     browser.find_element(By.ID, "file").send_keys(str(photo))
     WebDriverWait(browser, 60).until(
         lambda d: d.execute_script("return document.body.dataset.state") in ("done", "error")
@@ -60,6 +64,13 @@ def test_a_chosen_photo_gets_its_mask_overlaid(browser: Any, page_url: str, phot
     assert browser.execute_script("return document.body.dataset.state") == "done", browser.find_element(
         By.ID, "status"
     ).text
+
+
+def test_a_chosen_photo_gets_its_mask_overlaid(browser: Any, page_url: str, photo: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(page_url + "/")
+    _segment(browser, photo)
 
     overlay = browser.find_element(By.ID, "overlay")
     assert overlay.is_displayed()
@@ -79,3 +90,52 @@ def test_a_chosen_photo_gets_its_mask_overlaid(browser: Any, page_url: str, phot
     )
     assert ((downloaded > 127) == mask).all()
     assert photo.stem in link.get_attribute("download")
+
+
+# What a person looks at: none of these may cover another or run past the window's width.
+PARTS = ("intro", "drop", "result", "model-info", "verdict", "thumbs")
+RECTS = """return Object.fromEntries(arguments[0].map((id) => {
+  const r = document.getElementById(id).getBoundingClientRect();
+  return [id, [r.left, r.top, r.right, r.bottom]];
+}));"""
+
+
+def test_the_page_at_1200x900_shows_each_part_apart(
+    browser: Any, page_url: str, photo: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1200, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+    )
+    try:
+        browser.get(page_url + "/")
+        for _ in range(2):  # two predictions: two thumbnails
+            _segment(browser, photo)
+        shot = tmp_path / "page-1200x900.png"
+        browser.save_screenshot(str(shot))
+        rects: dict[str, list[float]] = browser.execute_script(RECTS, list(PARTS))
+        width = browser.execute_script("return window.innerWidth")
+        texts = {
+            i: browser.find_element(By.ID, i).text
+            for i in ("verdict", "model-version", "model-dice", "latency")
+        }
+        thumbs = browser.find_elements(By.CSS_SELECTOR, "#thumbs img")
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    with Image.open(shot) as img:
+        assert img.size == (1200, 900)
+    assert width == 1200
+    for name, (left, top, right, bottom) in rects.items():
+        assert right > left and bottom > top, f"{name} is not shown"
+        assert left >= 0 and right <= width, f"{name} runs out of the window: {left:.0f}..{right:.0f}"
+    for i, a in enumerate(PARTS):
+        for b in PARTS[i + 1 :]:
+            (al, at, ar, ab), (bl, bt, br, bb) = rects[a], rects[b]
+            overlap = max(0.0, min(ar, br) - max(al, bl)) * max(0.0, min(ab, bb) - max(at, bt))
+            assert overlap < 1, f"{a} {rects[a]} overlaps {b} {rects[b]}"
+    assert texts["verdict"] in VERDICTS
+    assert texts["model-version"] == "7" and texts["model-dice"] == "0.863"
+    assert texts["latency"].endswith("ms") and float(texts["latency"].split()[0]) > 0
+    assert len(thumbs) == 2 and all(t.get_attribute("src").startswith("data:image/jpeg") for t in thumbs)

@@ -119,6 +119,28 @@ def test_masks_match_torch_at_photo_sizes(at_64: tuple[Segmenter, OnnxSegmenter]
     assert onnx.predict_masks([]) == []
 
 
+def test_probability_maps_are_what_the_masks_threshold(
+    tiny: tuple[Segmenter, OnnxSegmenter], synth_dir: Path
+) -> None:
+    segmenter, onnx = tiny
+    pairs = find_pairs(synth_dir / "data").pairs
+    images = [open_image(p.image).resize(s) for p, s in zip(pairs[:2], [(100, 70), (20, 30)], strict=True)]
+    threshold = _threshold_at_median(segmenter, onnx, images)
+    for model in (segmenter, onnx):
+        masks = model.predict_masks(images)
+        for img, prob, mask in zip(images, model.probability_maps(images), masks, strict=True):
+            assert prob.dtype == np.float32 and prob.shape == (img.height, img.width)
+            assert np.array_equal(prob > threshold, mask)
+        assert model.probability_maps([]) == []
+    # The ONNX masks are, bit for bit, the ones predict_masks gave before probability_maps existed.
+    batch = np.stack([image_to_array(img, onnx.spec.image_size) for img in images])
+    before = [
+        resize_bilinear(p[0], img.height, img.width) > threshold
+        for p, img in zip(onnx.probabilities(batch), images, strict=True)
+    ]
+    assert all(np.array_equal(a, b) for a, b in zip(before, onnx.predict_masks(images), strict=True))
+
+
 @pytest.mark.parametrize(
     ("src", "dst"), [((64, 64), (768, 1024)), ((64, 64), (30, 50)), ((512, 512), (37, 900))]
 )

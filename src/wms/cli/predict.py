@@ -1,12 +1,15 @@
-"""`wms predict`: write a mask for each photo using a registered model."""
+"""`wms predict`: write a mask for each photo using a registered model, and say which to check."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 from wms.cli._common import console, progress_bar, state
+
+SHOWN = 10  # photos to check listed by name; the rest are counted
 
 
 def predict(
@@ -14,15 +17,43 @@ def predict(
     images: list[Path] = typer.Argument(..., help="Photos (JPEG or PNG)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (<stem>.png, 0/255)."),
     model: str = typer.Option("production", "--model", "-m", help="Alias, version number or MLflow run id."),
+    json_file: Path | None = typer.Option(
+        None, "--json", help="Also write, per photo, its mask, size, foreground share and uncertainty."
+    ),
 ) -> None:
-    """Segment the counter window of each photo; masks match each photo's size after EXIF orientation."""
+    """Segment the counter window of each photo; masks match each photo's size after EXIF orientation.
+
+    Each photo also gets an uncertainty score (0 sure ... 1 unsure); the photos whose verdict
+    is "check this one" are listed, the least sure first.
+    """
     from wms.predict import predict_files
     from wms.registry import MlflowRegistry
     from wms.train.segmenter import Segmenter
+    from wms.uncertainty import CHECK
 
     registry = MlflowRegistry(state(ctx).project())
     with registry.fetched(model) as folder:
         segmenter = Segmenter.load(folder)
     with progress_bar("predicting", len(images)) as advance:
-        written = predict_files(segmenter, images, out, progress=advance)
-    console.print(f"wrote {len(written)} mask(s) to {out} with model {model}")
+        done = predict_files(segmenter, images, out, progress=advance)
+    if json_file is not None:
+        body = {"model": model, "predictions": [p.to_dict() for p in done]}
+        json_file.write_text(json.dumps(body, indent=2) + "\n")
+    console.print(f"wrote {len(done)} mask(s) to {out} with model {model}", highlight=False)
+    unsure = sorted((p for p in done if p.uncertainty.verdict == CHECK), key=lambda p: -p.uncertainty.score)
+    if unsure:
+        console.print(f"{len(unsure)} of {len(done)} to check (least sure first):", highlight=False)
+        for p in unsure[:SHOWN]:
+            u = p.uncertainty
+            console.print(
+                f"  {p.image.name}  score {u.score:.2f}  regions {u.regions}  "
+                f"unsure pixels {100 * u.uncertain_share:.0f}%",
+                highlight=False,
+            )
+        if len(unsure) > SHOWN:
+            where = f" (see {json_file})" if json_file else ""
+            console.print(f"  … and {len(unsure) - SHOWN} more{where}", highlight=False)
+    else:
+        console.print("the model is sure of every photo", highlight=False)
+    if json_file is not None:
+        console.print(f"per-photo report: {json_file}", highlight=False)

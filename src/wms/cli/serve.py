@@ -21,7 +21,8 @@ def serve(
     """Serve the model over HTTP: POST /predict (photo in, mask PNG out), a web page at /, /metrics.
 
     The model file's sha256 is checked against the registry's record before the first request;
-    a mismatch refuses to start. Limits and threads come from the [serve] settings.
+    a mismatch refuses to start. Limits and threads come from the [serve] settings; with
+    serve.capture on, some photos are kept in serve.capture_dir for labelling (see the README).
     """
     import uvicorn
 
@@ -30,6 +31,8 @@ def serve(
 
     project = state(ctx).project({"serve.host": host, "serve.port": port, "serve.model": model})
     cfg = project.settings.serve
+    if "://" not in cfg.capture_dir:  # a folder, relative to the project like every configured path
+        cfg = cfg.model_copy(update={"capture_dir": str(project.path(cfg.capture_dir))})
     console.print(f"loading model {cfg.model} …", highlight=False)
     served = load_model(project, cfg.model, threads=cfg.intra_op_threads)
     check = "sha256 verified" if served.verified else "no registry record: sha256 not checked"
@@ -39,6 +42,13 @@ def serve(
         highlight=False,
         soft_wrap=True,
     )
+    if cfg.capture != "off":
+        console.print(
+            f"capture {cfg.capture}: keeping photos in {cfg.capture_dir} (at most {cfg.capture_per_minute:g} "
+            f"a minute, {cfg.capture_max_files} photos, {cfg.capture_max_mb:g} MB)",
+            highlight=False,
+            soft_wrap=True,
+        )
     uvicorn.run(
         create_app(served, cfg),
         host=cfg.host,

@@ -4,7 +4,9 @@
     curl -F file=@photo.jpg localhost:8000/predict > mask.png
 
 Decoding and inference run in worker threads, at most `serve.max_concurrency` at once, so the
-event loop keeps answering /health and /metrics while the CPU works.
+event loop keeps answering /health and /metrics while the CPU works. Every prediction carries
+its uncertainty (wms.uncertainty); with `serve.capture` on, some photos are kept for labelling
+after the response is sent (wms.serve.capture).
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ import anyio.to_thread
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wms.config import ServeSettings
+from wms.serve.capture import Capture, Captured, describe
 from wms.serve.imaging import InputError, MaskSummary, decode_upload, summarize_mask
 from wms.serve.metrics import Metrics
 from wms.serve.model import ServedModel
+from wms.uncertainty import Assessment, assess
 
 MB = 1024 * 1024
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
@@ -35,6 +41,14 @@ MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
 
 class ErrorBody(BaseModel):
     error: str
+
+
+class Uncertainty(BaseModel):
+    score: float
+    entropy: float
+    uncertain_share: float
+    regions: int
+    verdict: Literal["sure", "check this one"]
 
 
 class Prediction(BaseModel):
@@ -45,6 +59,7 @@ class Prediction(BaseModel):
     bbox: dict[str, int] | None
     model_version: str
     latency_ms: float
+    uncertainty: Uncertainty
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -177,12 +192,16 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
             message = "the request body is not valid multipart/form-data; send the photo in the field 'file'"
         return _error(exc.status_code, message)
 
-    def infer(data: bytes) -> tuple[MaskSummary, float]:
+    threshold = model.segmenter.spec.threshold
+    capture = Capture(settings, model.card.version, threshold, metrics.captured)
+
+    def infer(data: bytes) -> tuple[MaskSummary, Assessment, Image.Image, float]:
         started = time.perf_counter()
         image = decode_upload(data, settings.max_pixels)
-        (mask,) = model.segmenter.predict_masks([image])
-        summary = summarize_mask(mask)
-        return summary, time.perf_counter() - started
+        (prob,) = model.segmenter.probability_maps([image])
+        summary = summarize_mask(prob > threshold)  # exactly what predict_masks compares
+        uncertainty = assess(prob, threshold)
+        return summary, uncertainty, image, time.perf_counter() - started
 
     @app.get("/health", summary="The process is alive")
     async def health() -> dict[str, str]:
@@ -204,6 +223,7 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
             "image_size": model.segmenter.spec.image_size,
             "threshold": model.segmenter.spec.threshold,
             "verified": model.verified,
+            "capture": describe(settings),
         }
 
     @app.post(
@@ -221,15 +241,36 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
         if len(data) > max_upload:
             raise InputError(413, f"the upload is over the limit of {settings.max_upload_mb:g} MB")
         with metrics.inflight():
-            summary, seconds = await anyio.to_thread.run_sync(infer, data, limiter=limiter["inference"])
+            summary, uncertainty, image, seconds = await anyio.to_thread.run_sync(
+                infer, data, limiter=limiter["inference"]
+            )
         metrics.inference.observe(seconds)
         metrics.foreground.observe(summary.foreground_fraction)
+        metrics.uncertainty.observe(uncertainty.score)
+        metrics.regions.observe(uncertainty.regions)
         latency_ms = round(1000 * seconds, 2)
-        headers = {"X-Model-Version": model.card.version, "X-Latency-Ms": str(latency_ms)}
+        headers = {
+            "X-Model-Version": model.card.version,
+            "X-Latency-Ms": str(latency_ms),
+            "X-Uncertainty": f"{uncertainty.score:.4f}",  # the PNG answer's only word on it
+            "X-Verdict": uncertainty.verdict,
+        }
+        response: Response
         if format == "json":
-            body = {**summary.to_json(), "model_version": model.card.version, "latency_ms": latency_ms}
-            return JSONResponse(body, headers=headers)
-        return Response(summary.png, media_type="image/png", headers=headers)
+            body = {
+                **summary.to_json(),
+                "model_version": model.card.version,
+                "latency_ms": latency_ms,
+                "uncertainty": uncertainty.to_dict(),
+            }
+            response = JSONResponse(body, headers=headers)
+        else:
+            response = Response(summary.png, media_type="image/png", headers=headers)
+        reason = capture.wants(uncertainty)
+        if reason is not None:  # written after the response is sent, in a worker thread
+            item = Captured(data, image, summary.png, uncertainty, summary.foreground_fraction, reason)
+            response.background = BackgroundTask(capture.write, item)
+        return response
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:

@@ -1,5 +1,6 @@
 """Prometheus metrics of one server: requests, latency, errors, in-flight work, readiness, the
-model's version and test Dice, and how much of each photo the model calls counter window.
+model's version and test Dice, how much of each photo the model calls counter window, how
+sure it is of it, and the photos kept for labelling.
 
 The chart's Grafana dashboard and alert rules (devops/helm/wms-model) query these names;
 tests/deploy/test_monitoring.py checks that every name they use is exported here.
@@ -19,6 +20,11 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # percentile 3.8 %), so the buckets are fine there; 0 alone counts the empty masks, and the
 # upper ones catch a model that paints half the photo.
 FRACTION_BUCKETS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)
+# wms.uncertainty's score: 0.5 is where the verdict turns to "check this one", 1.0 counts the
+# photos with no window at all.
+UNCERTAINTY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0)
+REGION_BUCKETS = (0, 1, 2, 3, 5, 10, 20)
+CAPTURE_OUTCOMES = ("written", "duplicate", "rate_limited", "full", "failed")
 
 
 class Metrics:
@@ -57,6 +63,26 @@ class Metrics:
             buckets=FRACTION_BUCKETS,
             registry=self.registry,
         )
+        self.uncertainty = Histogram(
+            "wms_prediction_uncertainty",
+            "Uncertainty score of each successful prediction (0 sure ... 1 unsure; wms.uncertainty)",
+            buckets=UNCERTAINTY_BUCKETS,
+            registry=self.registry,
+        )
+        self.regions = Histogram(
+            "wms_prediction_regions",
+            "Connected regions of each predicted mask (1 for a single counter window)",
+            buckets=REGION_BUCKETS,
+            registry=self.registry,
+        )
+        self.captures = Counter(
+            "wms_captures",
+            "Photos the service wanted to keep for labelling (serve.capture), by what became of them",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in CAPTURE_OUTCOMES:  # every series from the start, so rates work from zero
+            self.captures.labels(outcome=outcome)
         self._ready = Gauge(
             "wms_ready",
             "1 while /ready answers 200 (the app has started and serves), else 0",
@@ -84,6 +110,10 @@ class Metrics:
         self.latency.labels(route=route).observe(seconds)
         if status >= 400:
             self.errors.labels(route=route, status=str(status)).inc()
+
+    def captured(self, outcome: str) -> None:
+        """Count one capture decision's outcome (one of CAPTURE_OUTCOMES)."""
+        self.captures.labels(outcome=outcome).inc()
 
     def set_ready(self, ready: bool) -> None:
         """What /ready answers, and wms_ready with it."""

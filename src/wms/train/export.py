@@ -128,14 +128,17 @@ class OnnxSegmenter:
         (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: scale(batch_uint8)})
         return sigmoid(np.asarray(logits))
 
-    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
-        """Boolean masks, each at its own image's size."""
+    def probability_maps(self, images: list[Image.Image]) -> list[np.ndarray]:
+        """Foreground probabilities (float32), each upsampled to its own image's size."""
         if not images:
             return []
         size = self.spec.image_size
         probs = self.probabilities(np.stack([image_to_array(img, size) for img in images]))
         # Upsample probabilities, not the thresholded mask, exactly as Segmenter does.
         return [
-            resize_bilinear(prob[0], img.height, img.width) > self.spec.threshold
-            for prob, img in zip(probs, images, strict=True)
+            resize_bilinear(prob[0], img.height, img.width) for prob, img in zip(probs, images, strict=True)
         ]
+
+    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
+        """Boolean masks, each at its own image's size: `probability_maps` over the threshold."""
+        return [prob > self.spec.threshold for prob in self.probability_maps(images)]

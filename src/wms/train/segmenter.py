@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -63,17 +64,22 @@ class Segmenter:
         x = torch.from_numpy(scale(batch_uint8)).to(self.device)
         return torch.sigmoid(self.model(x)).float()
 
-    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
-        """Boolean masks, each at its own image's size."""
+    def _upsampled(self, images: list[Image.Image]) -> Iterator[torch.Tensor]:
         if not images:
-            return []
+            return
         size = self.spec.image_size
         probs = self.probabilities(np.stack([image_to_array(img, size) for img in images]))
-        masks = []
         for prob, img in zip(probs, images, strict=True):
             # Upsample probabilities, not the thresholded mask, so edges stay smooth.
             full = F.interpolate(
                 prob[None], size=(img.height, img.width), mode="bilinear", align_corners=False
             )
-            masks.append((full[0, 0] > self.spec.threshold).cpu().numpy())
-        return masks
+            yield full[0, 0]
+
+    def probability_maps(self, images: list[Image.Image]) -> list[np.ndarray]:
+        """Foreground probabilities (float32), each upsampled to its own image's size."""
+        return [full.cpu().numpy() for full in self._upsampled(images)]
+
+    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
+        """Boolean masks, each at its own image's size."""
+        return [(full > self.spec.threshold).cpu().numpy() for full in self._upsampled(images)]

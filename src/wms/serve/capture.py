@@ -1,0 +1,246 @@
+"""Keeping some production photos for labelling: opt-in, rate-limited, capped, never in the way.
+
+    wms serve --set serve.capture=uncertain      # photos the model is unsure of (score >= capture_threshold)
+    wms serve --set serve.capture=sample         # a random capture_sample_rate of all photos
+
+Each capture is a pair in the dataset layout, so the inbox can be validated, corrected and
+submitted like any batch (`wms data validate .wms/inbox`):
+
+    <inbox>/images/<id>.jpg    the photo after EXIF orientation, re-encoded without its metadata
+    <inbox>/masks/<id>.png     the predicted mask (0/255), a pre-label to correct
+    <inbox>/meta/<id>.json     time, model version, uncertainty, size, sha256 of the upload
+
+`<id>` is the first 16 hex digits of the upload's sha256, so a photo sent twice is kept once.
+The metadata file is written last: a capture without one is incomplete. No client address,
+file name or header is kept. Files are written aside and renamed into place (an S3 PUT is
+atomic by itself), after the response has been sent, in a worker thread; a failure is logged
+and counted, never returned to the client. A token bucket admits at most
+`capture_per_minute` captures a minute (bursts up to that many); when the inbox holds
+`capture_max_files` photos or `capture_max_mb` MB, capturing stops, with one log line, until
+the server restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from PIL import Image
+
+from wms.config import ServeSettings
+from wms.uncertainty import Assessment
+
+log = logging.getLogger(__name__)
+MB = 1024 * 1024
+KINDS = ("images", "masks", "meta")
+JPEG_QUALITY = 95  # a photo to label again: close to the upload, a fraction of a PNG's size
+
+
+class TokenBucket:
+    """`per_minute` tokens a minute, at most `per_minute` stored (the largest burst)."""
+
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.capacity, self.clock = per_minute / 60, per_minute, clock
+        self.tokens, self.stamp = per_minute, clock()
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        """One token if there is one."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return True
+            return False
+
+
+@dataclass(frozen=True)
+class Captured:
+    """What one prediction leaves for the inbox."""
+
+    upload: bytes
+    image: Image.Image
+    mask_png: bytes
+    uncertainty: Assessment
+    foreground_fraction: float
+    reason: str
+
+
+class Inbox:
+    """A folder or an S3 prefix (fsspec) that files are put into whole."""
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.url = url
+        self.fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
+        self.root = root.rstrip("/")
+        self.local = "file" in self.fs.protocol
+
+    def path(self, kind: str, name: str) -> str:
+        return f"{self.root}/{kind}/{name}"
+
+    def exists(self, kind: str, name: str) -> bool:
+        return bool(self.fs.exists(self.path(kind, name)))
+
+    def put(self, kind: str, name: str, data: bytes) -> None:
+        path = self.path(kind, name)
+        if not self.local:
+            self.fs.pipe_file(path, data)
+            return
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            self.fs.pipe_file(tmp, data)
+            self.fs.mv(tmp, path)
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+
+    def usage(self) -> tuple[int, int]:
+        """Photos (metadata files) and bytes already in the inbox."""
+        count = total = 0
+        for kind in KINDS:
+            try:
+                sizes = self.fs.find(self.path(kind, ""), detail=True)
+            except FileNotFoundError:
+                continue
+            for path, info in sizes.items():
+                if path.endswith(".tmp"):
+                    continue
+                total += int(info.get("size") or 0)
+                count += kind == "meta"
+        return count, total
+
+
+class Capture:
+    """Decides, in the request, whether to keep a photo; writes it later, in a worker thread."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        model_version: str,
+        threshold: float,
+        count: Callable[[str], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings, self.model_version, self.threshold = settings, model_version, threshold
+        self.count = count  # outcome -> the metrics counter
+        self.rng = rng or random.Random()
+        self.bucket = TokenBucket(settings.capture_per_minute)
+        self.max_files, self.max_bytes = settings.capture_max_files, int(settings.capture_max_mb * MB)
+        self.lock = threading.Lock()
+        self.inbox: Inbox | None = None
+        self.used: tuple[int, int] | None = None  # photos, bytes; read from the inbox on first use
+        self.taken: set[str] = set()  # ids written (or being written) by this process
+        self.full = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.capture != "off"
+
+    def wants(self, uncertainty: Assessment) -> str | None:
+        """The reason to keep this prediction's photo, or None; cheap enough for the request."""
+        mode = self.settings.capture
+        if mode == "uncertain":
+            reason = "uncertain" if uncertainty.score >= self.settings.capture_threshold else None
+        elif mode == "sample":
+            reason = "sample" if self.rng.random() < self.settings.capture_sample_rate else None
+        else:
+            return None
+        if reason is None:
+            return None
+        if self.full:
+            self.count("full")
+            return None
+        if not self.bucket.take():
+            self.count("rate_limited")
+            return None
+        return reason
+
+    def write(self, item: Captured) -> None:
+        """Put one capture into the inbox; logs and counts a failure instead of raising."""
+        try:
+            self.count(self._write(item))
+        except Exception as exc:  # a full disk, a lost S3 connection: the service carries on
+            log.warning("capture failed, the photo was not kept: %s", exc)
+            self.count("failed")
+
+    def _write(self, item: Captured) -> str:
+        sha = hashlib.sha256(item.upload).hexdigest()
+        pid = sha[:16]
+        buffer = io.BytesIO()
+        item.image.save(buffer, "JPEG", quality=JPEG_QUALITY)  # no exif=: location and camera stay out
+        photo = buffer.getvalue()
+        meta = json.dumps(
+            {
+                "id": pid,
+                "captured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "reason": item.reason,
+                "model_version": self.model_version,
+                "threshold": self.threshold,
+                "uncertainty": item.uncertainty.to_dict(),
+                "width": item.image.width,
+                "height": item.image.height,
+                "foreground_fraction": round(item.foreground_fraction, 6),
+                "upload_sha256": sha,
+                "upload_bytes": len(item.upload),
+                "image": f"images/{pid}.jpg",
+                "mask": f"masks/{pid}.png",
+            },
+            indent=2,
+        ).encode()
+        size = len(photo) + len(item.mask_png) + len(meta)
+        with self.lock:
+            if self.inbox is None:
+                self.inbox = Inbox(self.settings.capture_dir)
+            if self.used is None:
+                self.used = self.inbox.usage()
+            if pid in self.taken or self.inbox.exists("meta", f"{pid}.json"):
+                return "duplicate"
+            count, total = self.used
+            if self.full or count + 1 > self.max_files or total + size > self.max_bytes:
+                if not self.full:
+                    self.full = True
+                    log.warning(
+                        "capture stopped: the inbox %s holds %d photos, %.1f MB (serve.capture_max_files "
+                        "%d, serve.capture_max_mb %g); move them out and restart to capture again",
+                        self.settings.capture_dir,
+                        count,
+                        total / MB,
+                        self.max_files,
+                        self.settings.capture_max_mb,
+                    )
+                return "full"
+            self.used = (count + 1, total + size)  # reserved before writing: concurrent writes see it
+            self.taken.add(pid)
+        try:
+            self.inbox.put("images", f"{pid}.jpg", photo)
+            self.inbox.put("masks", f"{pid}.png", item.mask_png)
+            self.inbox.put("meta", f"{pid}.json", meta)  # last: it marks the capture complete
+        except Exception:
+            with self.lock:
+                count, total = self.used
+                self.used = (count - 1, total - size)
+                self.taken.discard(pid)
+            raise
+        return "written"
+
+
+def describe(settings: ServeSettings) -> dict[str, Any]:
+    """What /model tells clients (and the web page its users) about capture."""
+    if settings.capture == "off":
+        return {"mode": "off"}
+    return {"mode": settings.capture, "per_minute": settings.capture_per_minute}

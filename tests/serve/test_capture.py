@@ -1,0 +1,191 @@
+"""serve.capture on real uvicorn: off by default, and when on, bounded in rate, count and bytes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from wms.config import ServeSettings
+from wms.serve.app import create_app
+from wms.serve.capture import MB, TokenBucket
+from wms.serve.model import ServedModel, load_folder
+
+LOGGER = "wms.serve.capture"
+
+
+class _PaintedSegmenter:
+    """Stands in for the model: one crisp window on reddish photos (sure), nothing on bluish ones."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+
+    def probability_maps(self, images: list[Image.Image]) -> list[np.ndarray]:
+        maps = []
+        for img in images:
+            pixels = np.asarray(img, np.float32)
+            prob = np.zeros((img.height, img.width), np.float32)
+            if pixels[..., 0].mean() > pixels[..., 2].mean():
+                prob[img.height // 3 : img.height // 2, img.width // 4 : 3 * img.width // 4] = 1
+            maps.append(prob)
+        return maps
+
+
+def _photo(seed: int, red: bool = False) -> bytes:
+    """A distinct 96x64 noise photo (noise: its JPEG is tens of kB, as photos are), bluish or reddish."""
+    pixels = np.random.default_rng(seed).integers(0, 120, (64, 96, 3), dtype=np.uint8)
+    pixels[..., 0 if red else 2] += 120
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _post(url: str, data: bytes) -> httpx.Response:
+    answer = httpx.post(f"{url}/predict?format=json", files={"file": ("p.png", data)}, timeout=60)
+    assert answer.status_code == 200, answer.text  # capture never fails a request
+    return answer
+
+
+def _app(exported_model: Path, **capture: Any) -> Any:
+    real = load_folder(exported_model)
+    settings = ServeSettings(max_concurrency=2, intra_op_threads=1, **capture)
+    return create_app(ServedModel(_PaintedSegmenter(real.segmenter.spec), real.card, real.verified), settings)  # type: ignore[arg-type]
+
+
+def _burst(live_server: Callable[[object], Any], app: Any, photos: list[bytes]) -> float:
+    """All photos at once; returns when the server has stopped, so every capture is written."""
+    with live_server(app) as live, ThreadPoolExecutor(len(photos)) as pool:
+        started = time.monotonic()
+        list(pool.map(lambda data: _post(live.url, data), photos))
+        return time.monotonic() - started  # leaving the block waits for the background writes
+
+
+def _inbox(folder: Path) -> dict[str, list[Path]]:
+    return {kind: sorted((folder / kind).glob("*")) for kind in ("images", "masks", "meta")}
+
+
+@pytest.mark.parametrize(("mode", "rate"), [("off", 1.0), ("sample", 0.0)])
+def test_off_or_a_zero_sample_keeps_nothing(
+    exported_model: Path, live_server: Callable[[object], Any], tmp_path: Path, mode: str, rate: float
+) -> None:
+    inbox = tmp_path / "inbox"
+    app = _app(exported_model, capture=mode, capture_sample_rate=rate, capture_dir=str(inbox))
+    _burst(live_server, app, [_photo(i) for i in range(4)])
+    assert not inbox.exists()
+    assert ServeSettings().capture == "off"
+
+
+CAPS: dict[str, dict[str, Any]] = {
+    "rate": {"capture_per_minute": 4},
+    "count": {"capture_max_files": 3},
+    "bytes": {"capture_max_mb": 0.02},  # about 3 captures of ~7 kB
+}
+
+
+@pytest.mark.parametrize("cap", CAPS, ids=list(CAPS))
+def test_a_burst_keeps_to_the_caps(
+    exported_model: Path,
+    live_server: Callable[[object], Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    cap: str,
+) -> None:
+    inbox, n = tmp_path / "inbox", 12
+    limits = {"capture_per_minute": 1000, "capture_max_files": 100, "capture_max_mb": 100} | CAPS[cap]
+    app = _app(exported_model, capture="sample", capture_sample_rate=1.0, capture_dir=str(inbox), **limits)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        seconds = _burst(live_server, app, [_photo(i) for i in range(n)])
+    files = _inbox(inbox)
+    kept = len(files["meta"])
+    assert len(files["images"]) == len(files["masks"]) == kept  # whole captures only
+    assert not list(inbox.rglob("*.tmp"))
+    total = sum(p.stat().st_size for paths in files.values() for p in paths)
+    stopped = [r for r in caplog.records if r.name == LOGGER and "capture stopped" in r.getMessage()]
+    if cap == "rate":
+        assert 4 <= kept <= 4 + int(seconds * 4 / 60), seconds  # the bucket holds one minute's worth
+        assert not stopped
+    elif cap == "count":
+        assert kept == 3
+        assert len(stopped) == 1  # one line when full, not one per refused photo
+    else:
+        assert 1 <= kept < n and total <= 0.02 * MB
+        assert len(stopped) == 1
+
+
+def _scrape_captures(url: str) -> dict[str, float]:
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+    return {
+        line.split('outcome="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("wms_captures_total{")
+    }
+
+
+def test_uncertain_photos_are_kept_with_a_pre_label_and_metadata(
+    exported_model: Path, live_server: Callable[[object], Any], tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    app = _app(exported_model, capture="uncertain", capture_dir=str(inbox))
+    sure, unsure = [_photo(1, red=True), _photo(2, red=True)], [_photo(3), _photo(4)]
+    with live_server(app) as live:
+        answers = [_post(live.url, data).json() for data in [*sure, *unsure, unsure[0]]]
+        deadline = time.monotonic() + 30  # the writes happen after each response
+        while sum(_scrape_captures(live.url).values()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        outcomes = _scrape_captures(live.url)
+    assert [a["uncertainty"]["verdict"] for a in answers] == ["sure"] * 2 + ["check this one"] * 3
+    assert outcomes["written"] == 2 and outcomes["duplicate"] == 1  # a photo sent twice is kept once
+    files = _inbox(inbox)
+    assert len(files["meta"]) == 2
+    for data, answer in zip(unsure, answers[2:4], strict=True):
+        sha = hashlib.sha256(data).hexdigest()
+        text = (inbox / "meta" / f"{sha[:16]}.json").read_text()
+        meta = json.loads(text)
+        assert meta["upload_sha256"] == sha and meta["upload_bytes"] == len(data)
+        assert meta["reason"] == "uncertain" and meta["model_version"] == answer["model_version"]
+        assert meta["uncertainty"] == answer["uncertainty"] and meta["uncertainty"]["regions"] == 0
+        assert (meta["width"], meta["height"]) == (96, 64)
+        assert "127.0.0.1" not in text and "p.png" not in text  # no client address, no file name
+        with Image.open(inbox / meta["image"]) as photo:
+            assert photo.size == (96, 64) and photo.format == "JPEG" and not photo.getexif()
+        with Image.open(inbox / meta["mask"]) as mask, Image.open(io.BytesIO(data)) as sent:
+            assert mask.size == sent.size
+            answer_mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask_png_base64"]))))
+            assert np.array_equal(np.asarray(mask), answer_mask)
+
+
+def test_captures_go_to_s3_when_the_inbox_is_a_bucket(
+    exported_model: Path, live_server: Callable[[object], Any], s3_bucket: str
+) -> None:
+    import boto3
+
+    app = _app(
+        exported_model, capture="sample", capture_sample_rate=1.0, capture_dir=f"s3://{s3_bucket}/inbox"
+    )
+    _burst(live_server, app, [_photo(i) for i in range(2)])
+    keys = sorted(o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"])
+    assert [k.split("/")[1] for k in keys] == ["images"] * 2 + ["masks"] * 2 + ["meta"] * 2
+    assert all(k.startswith("inbox/") for k in keys)
+
+
+def test_the_token_bucket_refills_at_its_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(6, clock=lambda: now[0])
+    assert sum(bucket.take() for _ in range(10)) == 6  # a burst takes one minute's worth
+    now[0] += 9.9
+    assert not bucket.take()
+    now[0] += 0.2  # 10 s: one token at 6 a minute
+    assert bucket.take() and not bucket.take()
+    assert not any(TokenBucket(0).take() for _ in range(3))
