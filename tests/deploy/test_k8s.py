@@ -32,7 +32,8 @@ import json, os, sys
 args = sys.argv[1:]
 stdin = "" if sys.stdin is None or sys.stdin.closed else sys.stdin.read()
 with open(os.environ["WMS_FAKE_LOG"], "a") as log:
-    log.write(json.dumps({{"who": "{name}", "args": args, "stdin": stdin}}) + "\\n")
+    record = {{"who": "{name}", "args": args, "stdin": stdin, "kubeconfig": os.environ.get("KUBECONFIG")}}
+    log.write(json.dumps(record) + "\\n")
 if "{name}" == "helm" and args[:2] == ["upgrade", "--install"]:
     namespace = args[args.index("--namespace") + 1]
     open(os.path.join(os.environ["WMS_FAKE_STATE"], "installed-" + namespace), "w").close()
@@ -99,7 +100,7 @@ def _label(call: dict[str, Any]) -> str:
 
 
 def test_the_seed_steps_run_in_order_and_old_namespaces_go(
-    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], tmp_path: Path
 ) -> None:
     root, cluster = cluster_project
     result = cli("deploy")
@@ -145,6 +146,7 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
     ]  # fmt: skip
     assert helm["args"][12] == str(root / "infrastructure/helm-values.yaml")
     assert f"image.tag={image.rsplit(':', 1)[1]}" in helm["args"]
+    assert helm["kubeconfig"] == str(tmp_path / "kubeconfig")  # the cluster the API calls reach
     # no models/production_current.json here yet: the alerts expect the version deployed
     assert helm["args"][-4:] == [
         "--set-string", "model.version=1", "--set-string", "monitoring.expectedModelVersion=1",

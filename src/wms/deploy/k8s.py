@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -129,11 +130,12 @@ class K8sDeployer:
             raise BackendError(f"{name!r} not found on PATH; install it or set deploy.{setting} to its path")
         return found
 
-    def _run(self, args: list[str], stdin: str | None = None) -> str:
+    def _run(self, args: list[str], stdin: str | None = None, env: dict[str, str] | None = None) -> str:
         self.echo(f"  $ {' '.join(args)}")
         try:
             done = subprocess.run(
                 args,
+                env=None if env is None else {**os.environ, **env},
                 input=stdin,
                 stdin=None if stdin is not None else subprocess.DEVNULL,
                 capture_output=True,
@@ -255,7 +257,11 @@ class K8sDeployer:
             f"registry: model {model_ref} is version {version} (sha256 {model.card.onnx_sha256[:12]}…)"
         )
 
-        self._run([helm, *self.helm_args(namespace, image, version, expected)[1:]])
+        # helm reaches the cluster the API calls reach: deploy.kubeconfig, when set, is its KUBECONFIG.
+        kubeconfig = (
+            {"KUBECONFIG": str(self.project.path(self.cfg.kubeconfig))} if self.cfg.kubeconfig else None
+        )
+        self._run([helm, *self.helm_args(namespace, image, version, expected)[1:]], env=kubeconfig)
         note = "" if expected == version else f" (main's production is {expected}: its alerts will say so)"
         self._step(f"helm release {self.cfg.release} installed in {namespace}{note}")
 
