@@ -79,12 +79,23 @@ def _port_free(port: int) -> bool:
 
 
 @contextmanager
-def mlflow_models_serve(model_uri: str, tracking_uri: str, log: Path) -> Iterator[str]:
-    """`mlflow models serve` on a free loopback port until the block ends; always stopped."""
+def mlflow_models_serve(model_uri: str, tracking_uri: str, workdir: Path) -> Iterator[str]:
+    """`mlflow models serve` on a free loopback port until the block ends; always stopped.
+
+    It runs where torch cannot be imported, as in a serving image, and without this checkout
+    on PYTHONPATH: MLflow puts the model's own code/ first.
+    """
+    no_torch = workdir / "no-torch" / "torch"
+    no_torch.mkdir(parents=True)
+    (no_torch / "__init__.py").write_text("raise ImportError('torch is kept from the MLflow model')\n")
+    log = workdir / "serve.log"
     port = _free_port()
     venv_bin = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # wms comes from the model's code/
-    env |= {"MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"}
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(no_torch.parent),
+    }
     command = [str(venv_bin / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     with log.open("w") as out:
@@ -132,7 +143,7 @@ def test_mlflow_models_serve_answers_with_the_mask_of_wms(
     project = load_settings(start=project_dir)
     uri = f"models:/{project.settings.tracking.model_name}@production"
     body = base64.b64encode(photo.read_bytes()).decode("ascii")
-    with mlflow_models_serve(uri, project.tracking_uri, tmp_path / "serve.log") as url:
+    with mlflow_models_serve(uri, project.tracking_uri, tmp_path) as url:
         split = {"dataframe_split": {"columns": ["image"], "data": [[body]]}}
         answer = httpx.post(f"{url}/invocations", json=split, timeout=60)
         records = {"dataframe_records": [{"image": body}]}

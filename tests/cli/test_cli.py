@@ -26,6 +26,7 @@ COMMANDS = [
     "model promote",
     "model rollback",
     "model download",
+    "model migrate",
     "model history",
     "pipeline run",
 ]
