@@ -119,23 +119,26 @@ class MlflowRunLog:
 
     def log_model(self, local_dir: Path) -> None:
         """The saved model folder as the run's `model/`: with an ONNX export, an MLflow model."""
-        self._client.log_artifacts(self.run_id, str(local_dir), MODEL_ARTIFACT)
-        onnx = local_dir / ONNX_FILE
-        if onnx.is_file() and (local_dir / SPEC_FILE).is_file():
-            from wms.data.store import sha256_file
+        if not ((local_dir / ONNX_FILE).is_file() and (local_dir / SPEC_FILE).is_file()):
+            self._client.log_artifacts(self.run_id, str(local_dir), MODEL_ARTIFACT)
+            return
+        from wms.data.store import sha256_file
 
-            config = self._pyfunc_config | {"onnx_sha256": sha256_file(onnx)}
-            size = sum(p.stat().st_size for p in local_dir.rglob("*") if p.is_file())
-            _log_pyfunc(self._client, self.run_id, config, size)
+        config = self._pyfunc_config | {"onnx_sha256": sha256_file(local_dir / ONNX_FILE)}
+        size = sum(p.stat().st_size for p in local_dir.rglob("*") if p.is_file())
+        with _pyfunc_files(config, self.run_id, size) as mlflow_files:  # written before anything is sent
+            self._client.log_artifacts(self.run_id, str(local_dir), MODEL_ARTIFACT)
+            self._client.log_artifacts(self.run_id, str(mlflow_files), MODEL_ARTIFACT)
 
 
-def _log_pyfunc(client: Any, run_id: str, config: dict[str, Any], model_bytes: int) -> None:
-    """Add MLmodel and the files it names to the run's `model/` folder."""
+@contextmanager
+def _pyfunc_files(config: dict[str, Any], run_id: str, model_bytes: int) -> Iterator[Path]:
+    """MLmodel and the files it names, in a temporary folder, to log beside a model's files."""
     from wms.mlflow_model import write_pyfunc
 
     with tempfile.TemporaryDirectory(prefix="wms-mlmodel-") as tmp:
         write_pyfunc(Path(tmp) / "mlflow", config, run_id, model_bytes)
-        client.log_artifacts(run_id, str(Path(tmp) / "mlflow"), MODEL_ARTIFACT)
+        yield Path(tmp) / "mlflow"
 
 
 class MlflowRegistry:
@@ -320,7 +323,9 @@ class MlflowRegistry:
         if "wms.onnx_sha256" in tags:
             config["onnx_sha256"] = tags["wms.onnx_sha256"]
         size = sum(f.file_size or 0 for f in files.values() if not f.is_dir)
-        self._call("add the MLmodel", _log_pyfunc, self._client, run_id, config, size)
+        with _pyfunc_files(config, run_id, size) as mlflow_files:
+            logged = (run_id, str(mlflow_files), MODEL_ARTIFACT)
+            self._call("add the MLmodel", self._client.log_artifacts, *logged)
         return "added"
 
     def list(self) -> list[ModelRecord]:
