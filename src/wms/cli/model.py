@@ -179,8 +179,9 @@ def download(
                 shutil.copytree(entry, out / entry.name, dirs_exist_ok=True)
             else:
                 shutil.copy2(entry, out / entry.name)
-    names = ", ".join(sorted(p.name for p in out.iterdir()))
-    console.print(f"{out}: {names} ({checked or 'no recorded hash to check'})", highlight=False)
+    names = ", ".join(sorted(p.name + "/" * p.is_dir() for p in out.iterdir()))
+    line = f"{out}: {names} ({checked or 'no recorded hash to check'})"
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -201,12 +202,14 @@ def migrate(
     }
     done = MlflowRegistry(state(ctx).project()).migrate(dry_run=dry_run)
     for m in done:
-        console.print(f"version {m.version} (run {m.run_id[:8]}): {notes[m.change]}", highlight=False)
+        line = f"version {m.version} (run {m.run_id[:8]}): {notes[m.change]}"
+        console.print(line, highlight=False, soft_wrap=True)
     changed = sorted({m.version for m in done if m.change in ("added", "would add")}, key=int)
     verb = "would change" if dry_run else "changed"
     console.print(
         f"{verb} {len(changed)} of {len(done)} version(s)" + (f": {', '.join(changed)}" if changed else ""),
         highlight=False,
+        soft_wrap=True,
     )
 
 
