@@ -6,8 +6,9 @@
     open("mask.png", "wb").write(answer["mask_png"][0])
 
     mlflow models serve --env-manager local -m models:/wms-segmenter@production -p 5001
-    curl -s localhost:5001/invocations -H 'Content-Type: application/json' \
-      -d '{"dataframe_split": {"columns": ["image"], "data": [["'"$(base64 -w0 photo.jpg)"'"]]}}'
+    base64 -w0 photo.jpg | jq -R '{dataframe_split: {columns: ["image"], data: [[.]]}}' \
+      | curl -s localhost:5001/invocations -H 'Content-Type: application/json' -d @- \
+      | jq -r '.predictions[0].mask_png' | base64 -d > mask.png
 
 Input: a DataFrame with one column, `image`, one photo file per row (JPEG, PNG, WEBP, BMP or
 TIFF bytes). As JSON the bytes are base64, MLflow's encoding for a binary column, under
@@ -19,11 +20,15 @@ EXIF orientation; base64 in JSON), `width`, `height` and `foreground_fraction`.
 The photo is decoded as `wms serve` decodes an upload (wms.serve.imaging, with its pixel limit)
 and segmented by the same code on the same sha256-checked bytes (wms.serve.model.load_folder,
 OnnxSegmenter): the masks are bit for bit those of `wms serve`. No torch is imported.
+(`wms predict` runs the torch weights: a pixel whose probability sits on the threshold may
+differ within float rounding, as the gate's parity check allows.)
 
 In the registry the MLflow files (MLmodel, requirements, input example, code/) sit beside
-model.pt, model.json and model.onnx, the files WMS itself reads; nothing is copied. MLflow
-loads the folder through `_load_pyfunc` below (the flavor's loader module) with the few
-modules in `code/wms/`, so the model loads where WMS is not installed. MLmodel's `config`
+model.pt, model.json and model.onnx, the files WMS itself reads. MLflow loads the folder
+through `_load_pyfunc` below (the flavor's loader module) with the few modules in
+`code/wms/`, so the model loads where WMS is not installed. The loader module, rather than
+`python_model=`, keeps one copy of the export (`artifacts=` copies files under artifacts/)
+and nothing pickled. MLmodel's `config`
 holds the sha256 recorded at training and `wms serve`'s limits; `load_model(...,
 model_config={"intra_op_threads": 0})` overrides a limit.
 """
