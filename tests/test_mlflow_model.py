@@ -57,8 +57,10 @@ def _png_mask(png: bytes) -> np.ndarray:
 
 def _served_mask(project_dir: Path, photo: Path) -> np.ndarray:
     """What `wms serve` answers for the photo: its decoding, the production model's verified export."""
-    served = load_model(load_settings(start=project_dir), "production", threads=1)
-    return served.segmenter.predict_masks([decode_upload(photo.read_bytes(), 40_000_000)])[0]
+    project = load_settings(start=project_dir)
+    served = load_model(project, "production", threads=1)
+    upload = decode_upload(photo.read_bytes(), project.settings.serve.max_pixels)
+    return served.segmenter.predict_masks([upload])[0]
 
 
 def _free_port() -> int:
