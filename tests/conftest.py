@@ -321,19 +321,28 @@ def perturbed_export() -> Callable[[Any, Path], None]:
     return _perturbed_export
 
 
-def _register_model(project_root: Path, folder: Path, promote: bool = True, **tags: str) -> str:
-    """Log `folder` as a run's model (with its ONNX hash, as training does) and register it."""
+def _register_model(
+    project_root: Path, folder: Path, promote: bool = True, mlmodel: bool = True, **tags: str
+) -> str:
+    """Log `folder` as a run's model (with its ONNX hash, as training does) and register it.
+
+    With `mlmodel=False` the files are logged bare, as versions were before they were MLflow models.
+    """
     import hashlib
 
     from wms.config import load_settings
     from wms.registry import MlflowRegistry
 
     registry = MlflowRegistry(load_settings(start=project_root))
-    sha = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    onnx = folder / "model.onnx"
+    sha = hashlib.sha256(onnx.read_bytes()).hexdigest() if onnx.is_file() else ""
     with registry.start_run("test", {"wms.dataset_version": "ds-test"}) as run:
         run.log_metrics({"test_dice": 0.8, "test_iou": 0.7})
-        run.log_artifacts(folder, "model")
-        run.set_tags({"wms.onnx_sha256": sha, **tags})
+        if mlmodel:
+            run.log_model(folder)
+        else:
+            run.log_artifacts(folder, "model")
+        run.set_tags(({"wms.onnx_sha256": sha} if sha else {}) | tags)
     record = registry.register(run.run_id, {"dataset_version": "ds-test"})
     if promote:
         registry.promote(record.version)
@@ -342,7 +351,7 @@ def _register_model(project_root: Path, folder: Path, promote: bool = True, **ta
 
 @pytest.fixture(scope="session")
 def register_model() -> Callable[..., str]:
-    """`register_model(project_root, folder, promote=True, **run_tags)` -> the new version."""
+    """`register_model(project_root, folder, promote=True, mlmodel=True, **run_tags)` -> the new version."""
     return _register_model
 
 

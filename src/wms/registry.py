@@ -1,9 +1,11 @@
 """Experiment tracking and the model registry, behind one small interface; MLflow implements it.
 
-Nothing outside this module imports mlflow. Runs hold params, per-epoch metrics and the
-saved model (artifact folder `model/`); a promoted run becomes a registered model version,
-and the aliases `production` and `previous` say which version serves. Every alias move is
-decided by `models/production_current.json` on main (`wms.production` follows it).
+Nothing outside this module and wms.mlflow_model (the pyfunc flavor MLflow loads) imports
+mlflow. Runs hold params, per-epoch metrics and the saved model (artifact folder `model/`,
+an MLflow model: MLmodel beside model.pt, model.json and model.onnx); a promoted run becomes
+a registered model version, and the aliases `production` and `previous` say which version
+serves. Every alias move is decided by `models/production_current.json` on main
+(`wms.production` follows it).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any, Protocol
 
 from wms.config import Project
 from wms.errors import RegistryError
+from wms.train.spec import ONNX_FILE, SPEC_FILE, WEIGHTS_FILE
 
 PRODUCTION, PREVIOUS = "production", "previous"
 MODEL_ARTIFACT = "model"
+MLMODEL = "MLmodel"
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -42,6 +46,15 @@ class ModelRecord:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Migration:
+    """What `MlflowRegistry.migrate` did to one version's folder."""
+
+    version: str
+    run_id: str
+    change: str  # "added", "would add", "already" (an MLflow model) or "no onnx" (left as is)
+
+
 class RunLog(Protocol):
     """What a training run may record."""
 
@@ -51,6 +64,7 @@ class RunLog(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None: ...
+    def log_model(self, local_dir: Path) -> None: ...
 
 
 class Registry(Protocol):
@@ -80,8 +94,9 @@ def _quiet_mlflow() -> None:
 class MlflowRunLog:
     """A run in progress, written through the MLflow client."""
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, pyfunc_config: dict[str, Any] | None = None) -> None:
         self._client, self.run_id = client, run_id
+        self._pyfunc_config = pyfunc_config or {}
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -101,6 +116,29 @@ class MlflowRunLog:
 
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
         self._client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_model(self, local_dir: Path) -> None:
+        """The saved model folder as the run's `model/`: with an ONNX export, an MLflow model."""
+        if not ((local_dir / ONNX_FILE).is_file() and (local_dir / SPEC_FILE).is_file()):
+            self._client.log_artifacts(self.run_id, str(local_dir), MODEL_ARTIFACT)
+            return
+        from wms.data.store import sha256_file
+
+        config = self._pyfunc_config | {"onnx_sha256": sha256_file(local_dir / ONNX_FILE)}
+        size = sum(p.stat().st_size for p in local_dir.rglob("*") if p.is_file())
+        with _pyfunc_files(config, self.run_id, size) as mlflow_files:  # written before anything is sent
+            self._client.log_artifacts(self.run_id, str(local_dir), MODEL_ARTIFACT)
+            self._client.log_artifacts(self.run_id, str(mlflow_files), MODEL_ARTIFACT)
+
+
+@contextmanager
+def _pyfunc_files(config: dict[str, Any], run_id: str, model_bytes: int) -> Iterator[Path]:
+    """MLmodel and the files it names, in a temporary folder, to log beside a model's files."""
+    from wms.mlflow_model import write_pyfunc
+
+    with tempfile.TemporaryDirectory(prefix="wms-mlmodel-") as tmp:
+        write_pyfunc(Path(tmp) / "mlflow", config, run_id, model_bytes)
+        yield Path(tmp) / "mlflow"
 
 
 class MlflowRegistry:
@@ -124,6 +162,11 @@ class MlflowRegistry:
             return fn(*args, **kwargs)
         except MlflowException as exc:
             raise RegistryError(f"MLflow at {self.uri} failed to {what}: {exc.message}") from None
+
+    def _pyfunc_config(self) -> dict[str, Any]:
+        # The MLflow model enforces the limits `wms serve` enforces.
+        serve = self.project.settings.serve
+        return {"max_pixels": serve.max_pixels, "intra_op_threads": serve.intra_op_threads}
 
     def _experiment_id(self) -> str:
         name = self.project.settings.tracking.experiment
@@ -153,7 +196,7 @@ class MlflowRegistry:
                 self._call("set a tag", self._client.set_tag, run_id, key, value)
         status = "FAILED"
         try:
-            yield MlflowRunLog(self._client, run_id)
+            yield MlflowRunLog(self._client, run_id, self._pyfunc_config())
             status = "FINISHED"
         finally:
             self._client.set_terminated(run_id, status)
@@ -261,6 +304,40 @@ class MlflowRegistry:
         self.promote(previous.version)
         return current, self.get(PRODUCTION)
 
+    def migrate(self, dry_run: bool = False) -> list[Migration]:
+        """Make every version registered as bare files an MLflow model, oldest first.
+
+        MLmodel and the files it names are added to the version's folder (its run's `model/`);
+        model.pt, model.json and model.onnx stay as they are, so their recorded sha256 still
+        hold. A version without model.onnx is left as is: the MLflow model runs the export.
+        """
+        changes: dict[str, str] = {}  # by run: versions registered from one run share a folder
+        done = []
+        for record in self.list():
+            if record.run_id not in changes:
+                changes[record.run_id] = self._migrate_run(record.run_id, dry_run)
+            done.append(Migration(record.version, record.run_id, changes[record.run_id]))
+        return done
+
+    def _migrate_run(self, run_id: str, dry_run: bool) -> str:
+        listed = self._call("list artifacts", self._client.list_artifacts, run_id, MODEL_ARTIFACT)
+        files = {Path(f.path).name: f for f in listed}
+        if MLMODEL in files:
+            return "already"
+        if ONNX_FILE not in files or SPEC_FILE not in files:
+            return "no onnx"
+        if dry_run:
+            return "would add"
+        config = self._pyfunc_config()
+        tags = self._call("read the run", self._client.get_run, run_id).data.tags
+        if "wms.onnx_sha256" in tags:
+            config["onnx_sha256"] = tags["wms.onnx_sha256"]
+        size = sum(f.file_size or 0 for f in files.values() if not f.is_dir)
+        with _pyfunc_files(config, run_id, size) as mlflow_files:
+            logged = (run_id, str(mlflow_files), MODEL_ARTIFACT)
+            self._call("add the MLmodel", self._client.log_artifacts, *logged)
+        return "added"
+
     def list(self) -> list[ModelRecord]:
         """All versions, oldest first."""
         from mlflow.exceptions import MlflowException
@@ -298,7 +375,6 @@ class MlflowRegistry:
 def verify_model_folder(folder: Path, tags: dict[str, str]) -> str:
     """Check the model files against the sha256 recorded at training; says what was checked."""
     from wms.data.store import sha256_file
-    from wms.train.spec import ONNX_FILE, WEIGHTS_FILE
 
     checked = []
     for name, tag in ((WEIGHTS_FILE, "model_sha256"), (ONNX_FILE, "onnx_sha256")):

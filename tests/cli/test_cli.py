@@ -26,6 +26,7 @@ COMMANDS = [
     "model promote",
     "model rollback",
     "model download",
+    "model migrate",
     "model history",
     "pipeline run",
 ]
@@ -92,6 +93,7 @@ def test_train_prints_run_id_and_scores(
         "model.pt",
         "model.json",
         "model.onnx",
+        "MLmodel",  # beside them: the run's model is an MLflow model
         "test_scores.csv",
         "training_curves.png",
         "val_predictions.png",

@@ -174,10 +174,43 @@ def download(
     with registry.fetched(ref) as folder:
         checked = verify_model_folder(folder, tags)
         out.mkdir(parents=True, exist_ok=True)
-        for file in sorted(folder.iterdir()):
-            shutil.copy2(file, out / file.name)
-    names = ", ".join(sorted(p.name for p in out.iterdir()))
-    console.print(f"{out}: {names} ({checked or 'no recorded hash to check'})", highlight=False)
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir():  # code/ of the MLflow model
+                shutil.copytree(entry, out / entry.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(entry, out / entry.name)
+    names = ", ".join(sorted(p.name + "/" * p.is_dir() for p in out.iterdir()))
+    line = f"{out}: {names} ({checked or 'no recorded hash to check'})"
+    console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say which versions would change."),
+) -> None:
+    """Make versions registered as bare files MLflow models, so `mlflow models serve` can load them.
+
+    Each version's folder gets an MLmodel (the pyfunc flavor over its model.onnx), added beside
+    the files it has; those stay as they are, and `wms` reads old and new versions alike.
+    """
+    notes = {
+        "added": "MLmodel added: an MLflow model now",
+        "would add": "would get an MLmodel",
+        "already": "already an MLflow model",
+        "no onnx": "left as is: no model.onnx (trained with train.export_onnx = false) for MLflow to run",
+    }
+    done = MlflowRegistry(state(ctx).project()).migrate(dry_run=dry_run)
+    for m in done:
+        line = f"version {m.version} (run {m.run_id[:8]}): {notes[m.change]}"
+        console.print(line, highlight=False, soft_wrap=True)
+    changed = sorted({m.version for m in done if m.change in ("added", "would add")}, key=int)
+    verb = "would change" if dry_run else "changed"
+    console.print(
+        f"{verb} {len(changed)} of {len(done)} version(s)" + (f": {', '.join(changed)}" if changed else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -147,7 +147,7 @@ def train_and_log(
                 export_onnx(result.segmenter, model_dir / ONNX_FILE)
                 # Serving runs the ONNX file and checks it against this hash at load.
                 hashes["wms.onnx_sha256"] = sha256_file(model_dir / ONNX_FILE)
-            run.log_artifacts(model_dir, MODEL_ARTIFACT)
+            run.log_model(model_dir)
             run.set_tags(
                 hashes
                 | {
