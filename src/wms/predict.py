@@ -5,14 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from wms.errors import DataError
 from wms.train.preprocess import open_image
-from wms.train.segmenter import Segmenter
+from wms.train.spec import ModelSpec
 from wms.uncertainty import Assessment, assess
+
+
+class ProbabilityModel(Protocol):
+    """What predicting needs: the ONNX export (OnnxSegmenter, what `wms serve` runs) or torch (Segmenter)."""
+
+    spec: ModelSpec
+
+    def probability_maps(self, images: list[Image.Image]) -> list[np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ def read_images(paths: Sequence[Path]) -> list[Image.Image]:
 
 
 def predict_files(
-    segmenter: Segmenter,
+    segmenter: ProbabilityModel,
     paths: Sequence[Path],
     out: Path,
     batch_size: int = 8,

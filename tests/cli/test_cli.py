@@ -164,7 +164,7 @@ def test_predict_reports_how_sure_it_is_of_each_photo(
     cli: Callable[..., Any], served_project: Path, exported_model: Path, tmp_path: Path
 ) -> None:
     from wms.data.synth import synth_pair
-    from wms.train.segmenter import Segmenter
+    from wms.train.export import OnnxSegmenter
     from wms.uncertainty import VERDICTS, assess
 
     photos = []
@@ -176,7 +176,7 @@ def test_predict_reports_how_sure_it_is_of_each_photo(
     result = cli("predict", *photos, "--out", tmp_path / "masks", "--json", tmp_path / "report.json")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report.json").read_text())
-    segmenter = Segmenter.load(exported_model)
+    segmenter = OnnxSegmenter.load(exported_model)  # what `wms serve` runs, and so `wms predict`
     images = [Image.open(p).convert("RGB") for p in photos]
     for entry, image, prob, mask in zip(
         report["predictions"],

@@ -23,17 +23,26 @@ def predict(
 ) -> None:
     """Segment the counter window of each photo; masks match each photo's size after EXIF orientation.
 
+    The model's ONNX export runs on ONNX Runtime, as `wms serve` and the MLflow model run it, so
+    the masks are the ones production serves (a model folder without model.onnx runs on torch).
     Each photo also gets an uncertainty score (0 sure ... 1 unsure); the photos whose verdict
     is "check this one" are listed, the least sure first.
     """
-    from wms.predict import predict_files
+    from wms.predict import ProbabilityModel, predict_files
     from wms.registry import MlflowRegistry
-    from wms.train.segmenter import Segmenter
     from wms.uncertainty import CHECK
 
     registry = MlflowRegistry(state(ctx).project())
     with registry.fetched(model) as folder:
-        segmenter = Segmenter.load(folder)
+        segmenter: ProbabilityModel
+        if (folder / "model.onnx").is_file():
+            from wms.train.export import OnnxSegmenter
+
+            segmenter = OnnxSegmenter.load(folder)
+        else:
+            from wms.train.segmenter import Segmenter
+
+            segmenter = Segmenter.load(folder)
     with progress_bar("predicting", len(images)) as advance:
         done = predict_files(segmenter, images, out, progress=advance)
     if json_file is not None:
