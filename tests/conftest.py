@@ -321,7 +321,9 @@ def perturbed_export() -> Callable[[Any, Path], None]:
     return _perturbed_export
 
 
-def _register_model(project_root: Path, folder: Path, promote: bool = True, **tags: str) -> str:
+def _register_model(
+    project_root: Path, folder: Path, promote: bool = True, dataset_version: str = "ds-test", **tags: str
+) -> str:
     """Log `folder` as a run's model (with its ONNX hash, as training does) and register it."""
     import hashlib
 
@@ -330,11 +332,11 @@ def _register_model(project_root: Path, folder: Path, promote: bool = True, **ta
 
     registry = MlflowRegistry(load_settings(start=project_root))
     sha = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
-    with registry.start_run("test", {"wms.dataset_version": "ds-test"}) as run:
+    with registry.start_run("test", {"wms.dataset_version": dataset_version}) as run:
         run.log_metrics({"test_dice": 0.8, "test_iou": 0.7})
         run.log_artifacts(folder, "model")
         run.set_tags({"wms.onnx_sha256": sha, **tags})
-    record = registry.register(run.run_id, {"dataset_version": "ds-test"})
+    record = registry.register(run.run_id, {"dataset_version": dataset_version})
     if promote:
         registry.promote(record.version)
     return record.version
@@ -342,7 +344,7 @@ def _register_model(project_root: Path, folder: Path, promote: bool = True, **ta
 
 @pytest.fixture(scope="session")
 def register_model() -> Callable[..., str]:
-    """`register_model(project_root, folder, promote=True, **run_tags)` -> the new version."""
+    """`register_model(root, folder, promote=True, dataset_version="ds-test", **run_tags)` -> version."""
     return _register_model
 
 

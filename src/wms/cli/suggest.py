@@ -1,0 +1,98 @@
+"""`wms data suggest`: a labelling batch of the photos the model is least sure of."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wms.cli._common import console, progress_bar, state
+from wms.suggest import DEFAULT_MIN_DISTANCE
+
+
+def suggest(
+    ctx: typer.Context,
+    count: int = typer.Option(..., "--count", "-n", help="How many photos to choose."),
+    out: Path = typer.Option(..., "--out", "-o", help="New folder for the labelling batch."),
+    source: str = typer.Option(
+        "inbox", "--from", help="`inbox` (the capture inbox, monitor.inbox) or a folder of photos."
+    ),
+    model: str = typer.Option("production", "--model", "-m", help="Alias, version number or model folder."),
+    min_distance: int = typer.Option(
+        DEFAULT_MIN_DISTANCE,
+        "--min-distance",
+        help="Photos whose 64-bit difference hashes differ in this many bits or fewer count as one.",
+    ),
+    image_url: str | None = typer.Option(
+        None,
+        "--image-url",
+        help="Prefix of the photos' URLs in labelstudio.json (default: /data/local-files/?d=NAME/images/).",
+    ),
+) -> None:
+    """Rank unlabelled photos by the model's uncertainty and a mirrored second opinion; write a batch.
+
+    OUT gets images/, prelabels/ (the model's masks), ranking.csv, ranking.json, and
+    labelstudio.json + labelstudio.xml (Label Studio's task import with polygon pre-annotations,
+    and the labelling configuration it matches). Label the photos, then put them with their
+    masks into data/incoming/images and data/incoming/masks and push, as for any new pairs.
+    """
+    from wms.errors import RegistryError, UsageError
+    from wms.inbox import scan_photos
+    from wms.serve.model import load_model
+    from wms.suggest import score_photos, select, write_batch
+
+    if count <= 0:
+        raise UsageError(f"--count {count}: ask for at least one photo, e.g. --count 20")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a new folder for the batch")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(
+            f"--out {out} already holds files; name a new folder (a batch is never merged into another)"
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the folder for --out {out} ({exc.strerror}); name another") from None
+    project = state(ctx).project()
+    folder = project.path(project.settings.monitor.inbox) if source == "inbox" else Path(source)
+    scan = scan_photos(folder)
+    if not scan.photos:
+        raise UsageError(f"nothing to suggest: {scan.summary()}")
+    try:
+        served = load_model(project, model)
+    except RegistryError as exc:
+        raise UsageError(f"cannot load model {model!r}: {exc}") from None
+
+    with progress_bar(f"scoring with model {served.version}", len(scan.photos)) as advance:
+        ranked, unreadable = score_photos(served.segmenter, scan.photos, advance)
+    if not ranked:
+        raise UsageError(f"none of the {len(scan.photos)} photo(s) in {scan.folder} could be decoded")
+    selection = select(ranked, count, min_distance)
+    extra = {
+        "scored": len(ranked),
+        "unreadable": [p.path.name for p in unreadable],
+        "skipped_files": [str(path.name) for path, _ in scan.skipped],
+        "min_distance": min_distance,
+    }
+    write_batch(selection, out, served.version, scan.folder, image_url, extra)
+
+    console.print(
+        scan.summary() + (f"; {len(unreadable)} could not be decoded" if unreadable else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    passed = len(selection.same_bytes) + len(selection.near_duplicates)
+    if passed:
+        console.print(
+            f"passed over {len(selection.same_bytes)} photo(s) with the same bytes as a chosen one and "
+            f"{len(selection.near_duplicates)} near-duplicate(s) (dHash within {min_distance} bits)",
+            highlight=False,
+        )
+    if len(selection.chosen) < count:
+        console.print(f"[yellow]only {len(selection.chosen)} distinct photo(s) to choose from[/]")
+    top = ", ".join(f"{c.name} ({c.score:.2f})" for c in selection.chosen[:3])
+    console.print(
+        f"wrote {len(selection.chosen)} photo(s) to {out} with model {served.version}; most unsure: {top}",
+        highlight=False,
+        soft_wrap=True,
+    )
