@@ -128,6 +128,18 @@ def test_a_batch_never_holds_two_pixel_identical_photos_and_imports_into_label_s
         decoded = result_mask(prediction["result"])
         assert (decoded & prelabel).sum() / (decoded | prelabel).sum() >= 0.95, task["data"]["name"]
 
+    # Labelled as pre-labelled (the predictions accepted), the first one skipped: back as pairs.
+    for task in tasks:
+        task["annotations"] = [{"result": task["predictions"][0]["result"], "was_cancelled": False}]
+    tasks[0]["annotations"][0]["was_cancelled"] = True
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    back = cli("data", "from-labelstudio", tmp_path / "export.json", "--batch", out, "--out", tmp_path / "in")
+    assert back.exit_code == 0, back.output + back.stderr
+    assert f"left out {tasks[0]['data']['name']}: not labelled" in back.output
+    masks = sorted((tmp_path / "in" / "masks").iterdir())
+    assert [m.stem for m in masks] == sorted(p.stem for p in (tmp_path / "in" / "images").iterdir())
+    assert len(masks) == len(chosen) - 1 and tasks[0]["data"]["name"] not in {m.stem for m in masks}
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

@@ -222,3 +222,33 @@ def result_mask(result: Sequence[dict[str, Any]]) -> np.ndarray:
     if size is None:
         raise ValueError("the result holds no polygon, so it does not say the image's size")
     return polygons_to_mask(polygons, *size)
+
+
+def labelled_masks(export: Any) -> tuple[list[tuple[str, str, np.ndarray]], list[tuple[str, str]]]:
+    """(name, image URL, mask) of each task of a Label Studio JSON export, and (name, why) of those left out.
+
+    A task's mask is its last annotation that was not cancelled, its polygons filled; a task
+    whose annotation holds no polygon (no counter window in the photo) is left out: a pair
+    needs a window to learn from. `name` is the task's `data.name` (what `wms data suggest`
+    wrote), else the file name in `data.image`.
+    """
+    if not isinstance(export, list):
+        raise ValueError("a Label Studio JSON export is a list of tasks")
+    masks, left_out = [], []
+    for task in export:
+        data = task.get("data", {}) if isinstance(task, dict) else {}
+        url = str(data.get("image", ""))
+        name = str(data.get("name") or url.rsplit("/", 1)[-1].rsplit("=", 1)[-1].rsplit(".", 1)[0])
+        done = [a for a in task.get("annotations", []) if not a.get("was_cancelled")] if data else []
+        if not done:
+            left_out.append((name or "?", "not labelled"))
+            continue
+        result = done[-1].get("result", [])
+        if not any(item.get("type") in ("polygonlabels", "polygon") for item in result):
+            left_out.append((name, "no counter window drawn"))
+            continue
+        try:
+            masks.append((name, url, result_mask(result)))
+        except (ValueError, KeyError, TypeError) as exc:
+            left_out.append((name, f"no usable polygon ({exc})"))
+    return masks, left_out

@@ -15,12 +15,12 @@ from wms.cli import (
     evaluate,
     hooks,
     init,
+    labelling,
     model,
     monitor,
     pipeline,
     predict,
     serve,
-    suggest,
     train,
     vcs,
 )
@@ -61,7 +61,8 @@ for command in (
     data_versions.versions,
     data_versions.pull,
     data_versions.diff,
-    suggest.suggest,
+    labelling.suggest,
+    labelling.from_labelstudio,
 ):
     data.app.command()(command)
 app.add_typer(data.app, name="data")

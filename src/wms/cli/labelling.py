@@ -96,3 +96,59 @@ def suggest(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def from_labelstudio(
+    ctx: typer.Context,
+    export: Path = typer.Argument(..., help="Label Studio's JSON export of the labelled batch."),
+    batch: Path = typer.Option(..., "--batch", help="The batch folder `wms data suggest` wrote."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Dataset folder to add images/ and masks/ to (default: data.incoming)."
+    ),
+) -> None:
+    """Turn a labelled batch back into pairs: OUT/images (the batch's photos) and OUT/masks (PNG 0/255).
+
+    Then commit and push them as any new pairs (data/incoming/ by default): the pipeline merges,
+    validates, trains and gates them.
+    """
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from wms.errors import UsageError
+    from wms.labelstudio import labelled_masks
+
+    try:
+        masks, left_out = labelled_masks(json.loads(export.read_text()))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {export} as a Label Studio JSON export ({exc})") from None
+    photos = {p.stem: p for p in (batch / "images").glob("*") if p.is_file()} if batch.is_dir() else {}
+    if not photos:
+        raise UsageError(f"{batch}/images holds no photos; name the folder `wms data suggest` wrote")
+    target = out or state(ctx).project().path(state(ctx).project().settings.data.incoming)
+    for sub in ("images", "masks"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+    written = 0
+    for name, _, mask in masks:
+        if name not in photos:
+            left_out.append((name, f"no such photo in {batch}/images"))
+            continue
+        with Image.open(photos[name]) as img:
+            size = img.size
+        if size != (mask.shape[1], mask.shape[0]):
+            left_out.append(
+                (name, f"the photo is {size[0]}x{size[1]}, its labels {mask.shape[1]}x{mask.shape[0]}")
+            )
+            continue
+        shutil.copyfile(photos[name], target / "images" / photos[name].name)
+        Image.fromarray(mask.astype("uint8") * 255, mode="L").save(target / "masks" / f"{name}.png")
+        written += 1
+    for name, why in left_out:
+        console.print(f"[yellow]left out[/] {name}: {why}", highlight=False, soft_wrap=True)
+    console.print(
+        f"wrote {written} pair(s) to {target}/images and {target}/masks; "
+        f"check them with `wms data validate {target} --any-size`, then commit and push",
+        highlight=False,
+        soft_wrap=True,
+    )
