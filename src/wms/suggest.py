@@ -21,13 +21,14 @@ import json
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from wms.errors import DataError
 from wms.inbox import Photo
 from wms.train.export import resize_bilinear
 from wms.train.preprocess import image_to_array
@@ -56,7 +57,6 @@ class Candidate:
     foreground: float
     size: tuple[int, int]  # width, height after EXIF orientation
     dhash: int
-    mask: np.ndarray = field(repr=False)  # at the photo's size
 
     @property
     def name(self) -> str:
@@ -132,7 +132,6 @@ def score_photo(model: ProbabilityModel, photo: Photo, image: Image.Image) -> Ca
         foreground=float(mask.mean()),
         size=image.size,
         dhash=dhash(image),
-        mask=mask,
     )
 
 
@@ -143,6 +142,17 @@ def open_photo(path: Path) -> Image.Image | None:
             return ImageOps.exif_transpose(img).convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
+
+
+def predicted_mask(model: ProbabilityModel, path: Path) -> np.ndarray:
+    """The model's mask of one photo at its size; masks are made again for the few photos chosen
+    rather than kept for every photo scored (an inbox of 10,000 photos would hold gigabytes)."""
+    image = open_photo(path)
+    if image is None:
+        raise DataError(f"{path} could be read a moment ago but not now; run the command again")
+    size = model.spec.image_size
+    prob = np.asarray(model.probabilities(image_to_array(image, size)[None]))[0, 0]
+    return np.asarray(resize_bilinear(prob, image.height, image.width) > model.spec.threshold)
 
 
 def score_photos(
@@ -160,7 +170,8 @@ def score_photos(
             scored.append(score_photo(model, photo, image))
         if progress:
             progress(1)
-    scored.sort(key=lambda c: (-c.score, c.name))
+    # Ties (a weak model can be unsure of everything) go to the higher mean pixel entropy.
+    scored.sort(key=lambda c: (-c.score, -float(c.uncertainty.get("entropy", 0.0)), c.name))
     return scored, unreadable
 
 
@@ -218,6 +229,7 @@ def staging_folder(out: Path) -> Path:
 
 
 def write_batch(
+    model: ProbabilityModel,
     selection: Selection,
     out: Path,
     model_version: str,
@@ -248,7 +260,7 @@ def write_batch(
             photo = write_photo(candidate.photo.path, staging / "images" / stem)
             # A counter window has no holes, and Label Studio's polygons can draw none: the
             # pre-label is the mask with its holes filled, in the PNG and the polygons alike.
-            prelabel = ndimage.binary_fill_holes(candidate.mask)
+            prelabel = ndimage.binary_fill_holes(predicted_mask(model, candidate.photo.path))
             Image.fromarray(prelabel.astype(np.uint8) * 255, mode="L").save(
                 staging / "prelabels" / f"{stem}.png"
             )

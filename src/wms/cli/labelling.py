@@ -74,7 +74,7 @@ def suggest(
         "skipped_files": [str(path.name) for path, _ in scan.skipped],
         "min_distance": min_distance,
     }
-    write_batch(selection, out, served.version, scan.folder, image_url, extra)
+    write_batch(served.segmenter, selection, out, served.version, scan.folder, image_url, extra)
 
     console.print(
         scan.summary() + (f"; {len(unreadable)} could not be decoded" if unreadable else ""),
