@@ -33,8 +33,9 @@ def suggest(
 
     OUT gets images/, prelabels/ (the model's masks), ranking.csv, ranking.json, and
     labelstudio.json + labelstudio.xml (Label Studio's task import with polygon pre-annotations,
-    and the labelling configuration it matches). Label the photos, then put them with their
-    masks into data/incoming/images and data/incoming/masks and push, as for any new pairs.
+    and the labelling configuration it matches). Label the photos, export the project as JSON,
+    and `wms data from-labelstudio EXPORT --batch OUT` puts the pairs into data/incoming/images
+    and data/incoming/masks: commit and push them, as any new pairs.
     """
     from wms.errors import RegistryError, UsageError
     from wms.inbox import scan_photos
