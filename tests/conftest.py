@@ -322,7 +322,12 @@ def perturbed_export() -> Callable[[Any, Path], None]:
 
 
 def _register_model(
-    project_root: Path, folder: Path, promote: bool = True, mlmodel: bool = True, **tags: str
+    project_root: Path,
+    folder: Path,
+    promote: bool = True,
+    mlmodel: bool = True,
+    dataset_version: str = "ds-test",
+    **tags: str,
 ) -> str:
     """Log `folder` as a run's model (with its ONNX hash, as training does) and register it.
 
@@ -336,14 +341,14 @@ def _register_model(
     registry = MlflowRegistry(load_settings(start=project_root))
     onnx = folder / "model.onnx"
     sha = hashlib.sha256(onnx.read_bytes()).hexdigest() if onnx.is_file() else ""
-    with registry.start_run("test", {"wms.dataset_version": "ds-test"}) as run:
+    with registry.start_run("test", {"wms.dataset_version": dataset_version}) as run:
         run.log_metrics({"test_dice": 0.8, "test_iou": 0.7})
         if mlmodel:
             run.log_model(folder)
         else:
             run.log_artifacts(folder, "model")
         run.set_tags(({"wms.onnx_sha256": sha} if sha else {}) | tags)
-    record = registry.register(run.run_id, {"dataset_version": "ds-test"})
+    record = registry.register(run.run_id, {"dataset_version": dataset_version})
     if promote:
         registry.promote(record.version)
     return record.version
@@ -351,7 +356,7 @@ def _register_model(
 
 @pytest.fixture(scope="session")
 def register_model() -> Callable[..., str]:
-    """`register_model(project_root, folder, promote=True, mlmodel=True, **run_tags)` -> the new version."""
+    """`register_model(root, folder, promote=True, mlmodel=True, dataset_version=..., **tags)` -> version."""
     return _register_model
 
 

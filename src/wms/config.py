@@ -280,6 +280,24 @@ class ServeSettings(Section):
     capture_max_mb: float = Field(500, ge=0, description="... or this many MB (photos, masks and metadata)")
 
 
+class MonitorSettings(Section):
+    # The captured photos are serve.capture_dir's: what `wms data suggest` and `wms monitor drift` read.
+    psi_threshold: float = Field(
+        0.2, gt=0, description="a feature whose population stability index is over this has drifted"
+    )
+    min_photos: int = Field(
+        30, ge=1, description="with fewer captured photos drift is reported, never flagged"
+    )
+    reference_photos: int = Field(
+        200, ge=10, description="training photos sampled (seeded) as the reference of `wms monitor drift`"
+    )
+    seed: int = 42
+    report_dir: Path = Field(Path(".wms/drift"), description="where `wms monitor drift` writes by default")
+    textfile_dir: str = Field(
+        "", description="also write wms_drift.prom here (node-exporter's textfile collector); empty: don't"
+    )
+
+
 class Settings(BaseSettings):
     """All of WMS's settings. Build it with `load_settings`, never at import time."""
 
@@ -296,6 +314,7 @@ class Settings(BaseSettings):
     git: GitSettings = GitSettings()
     deploy: DeploySettings = DeploySettings()
     serve: ServeSettings = ServeSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.deploy.conftest import Pod
 
 from wms.data.synth import synth_pair
+from wms.drift_report import GAUGES as DRIFT_GAUGES
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "devops" / "helm" / "wms-model"
@@ -125,13 +126,15 @@ def test_the_template_replaces_every_token_of_the_rules_file() -> None:
         "WmsModelSlowPredictions",
         "WmsModelNotReady",
         "WmsModelVersionNotProduction",
+        "WmsInputDrift",
     }
     for rule in _rules(render_rules()):
-        # scoped to the release: a kept older release has rules of its own
+        # scoped to the release: a kept older release has rules of its own. The drift gauges come
+        # from node-exporter's textfile collector (not the release's pods): scoped by model version.
         assert rule["labels"]["namespace"] == "model-3"
-        assert all(
-            'namespace="model-3"' in selector for selector in re.findall(r"wms_\w+\{[^}]*\}", rule["expr"])
-        ), rule["alert"]
+        for selector in re.findall(r"(wms_\w+)\{([^}]*)\}", rule["expr"]):
+            scope = 'model_version="3"' if selector[0] in DRIFT_GAUGES else 'namespace="model-3"'
+            assert scope in selector[1], rule["alert"]
 
 
 @needs_promtool
@@ -140,7 +143,7 @@ def test_promtool_checks_the_rules_file_as_it_is_and_rendered(tmp_path: Path) ->
     rendered = _write_rules(tmp_path).with_name("alerts.rules.yaml")
     checked = _promtool("check", "rules", rendered)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 4 rules found" in checked.stdout
+    assert "SUCCESS: 5 rules found" in checked.stdout
 
 
 @needs_promtool
@@ -231,9 +234,12 @@ def test_every_metric_the_dashboard_and_rules_query_is_exported(pod: Pod) -> Non
     assert httpx.post(f"{pod.url}/predict", files={"file": ("m.txt", b"text")}).status_code == 415
     scrape = httpx.get(f"{pod.url}/metrics").text
     exported = {sample.name for family in text_string_to_metric_families(scrape) for sample in family.samples}
+    rules = set().union(*(metric_names(rule["expr"]) for rule in _rules(render_rules())))
+    # `wms monitor drift` writes these for node-exporter's textfile collector (tests/test_drift.py)
+    assert {"wms_drift_psi", "wms_drift_flagged"} <= rules <= exported | set(DRIFT_GAUGES)
     queried = {
         "dashboard": set().union(*map(metric_names, _dashboard_exprs())),
-        "rules": set().union(*(metric_names(rule["expr"]) for rule in _rules(render_rules()))),
+        "rules": rules - set(DRIFT_GAUGES),
     }
     for where, names in queried.items():
         assert names, f"no metric found in the {where}'s queries"

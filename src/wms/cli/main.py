@@ -15,7 +15,9 @@ from wms.cli import (
     evaluate,
     hooks,
     init,
+    labelling,
     model,
+    monitor,
     pipeline,
     predict,
     serve,
@@ -54,7 +56,14 @@ def root(
 
 
 app.command("init")(init.init)
-for command in (data_versions.ingest, data_versions.versions, data_versions.pull, data_versions.diff):
+for command in (
+    data_versions.ingest,
+    data_versions.versions,
+    data_versions.pull,
+    data_versions.diff,
+    labelling.suggest,
+    labelling.from_labelstudio,
+):
     data.app.command()(command)
 app.add_typer(data.app, name="data")
 app.command("train")(train.train)
@@ -66,6 +75,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(monitor.app, name="monitor")
 app.add_typer(hooks.app, name="hooks")
 app.add_typer(hooks.runner, name="hook")
 app.add_typer(vcs.app, name="vcs")

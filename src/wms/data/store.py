@@ -30,7 +30,7 @@ from PIL import Image
 
 from wms.config import Project
 from wms.data.lease import lease
-from wms.data.manifest import KINDS, check_manifest, check_version_id, entry_problem
+from wms.data.manifest import KINDS, SHA256, check_manifest, check_version_id, entry_problem
 from wms.data.pairs import Pair, find_pairs
 from wms.data.pointer import write_pointer
 from wms.data.splits import split_of, write_splits
@@ -317,6 +317,15 @@ class DatasetStore:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return list(pool.map(fn, items))
 
+    def read_blob(self, sha: str) -> bytes:
+        """The bytes of one blob (an image or mask of some version), checked against its sha256."""
+        if not SHA256.fullmatch(sha):
+            raise DataError(f"{sha!r} is not a blob id (64 lowercase hex characters)")
+        data: bytes = self._call("read a blob", self.fs.cat_file, self._blob(sha))
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise BackendError(f"blob {sha} in {self.url} is corrupt: its bytes do not match")
+        return data
+
     def pull(self, version: str, out: Path, progress: Progress | None = None) -> PullResult:
         """Write a version's pairs into out/images and out/masks, and its splits into out/splits.json.
 
@@ -339,9 +348,7 @@ class DatasetStore:
             target, sha = wanted[key]
             fetched = 0
             if not (target.is_file() and sha256_file(target) == sha):
-                data = self._call("read a blob", self.fs.cat_file, self._blob(sha))
-                if hashlib.sha256(data).hexdigest() != sha:
-                    raise BackendError(f"blob {sha} in {self.url} is corrupt: its bytes do not match")
+                data = self.read_blob(sha)
                 tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
                 tmp.write_bytes(data)
                 tmp.replace(target)

@@ -1,0 +1,190 @@
+"""Active learning on the real photos: do the photos `wms data suggest` picks buy more Dice than random ones?
+
+    .venv/bin/python benchmarks/active_learning.py            # 3 seeds, about 35-55 min on 2 CPU cores
+    .venv/bin/python benchmarks/active_learning.py --quick    # a smoke run of the whole path, about 5 min
+
+The project's hash splits of the real photos (prepared to 512 px, as benchmarks/quality.py does).
+A fixed 40% of the training split (the same photos for every seed) trains the start model; the
+other 60% is the unlabelled pool. Per seed s:
+  1. train the start model with train.seed = s;
+  2. suggest: export it to ONNX, score the pool as `wms data suggest` does (uncertainty and the
+     mirrored second opinion, same-bytes and near-duplicate photos passed over), take the top
+     15% of the training split's size; random: the same number drawn from the pool with seed s;
+  3. retrain from scratch with the same settings and seed on 40% + each addition;
+  4. score the start model and both retrained ones on the test split (mean Dice per image).
+Gain of an arm = its test Dice - the start model's, paired by seed. The goal: the suggested photos
+buy at least 1.5x the gain of random ones (ratio of the mean gains). The small, fixed recipe (128 px,
+a narrow U-Net, no flip TTA, 30 epochs) keeps nine trainings within the budget; it is not the
+production recipe, so absolute Dice is lower than benchmarks/quality.py's.
+
+Writes benchmarks/results/active-learning.json (--quick: active-learning-quick.json); photo ids
+stay in the work folder (they come from the real data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "water-meters"
+BASE_SHARE, ADD_SHARE, GOAL = 0.40, 0.15, 1.5
+SETTINGS = {  # a small recipe: nine trainings in the budget
+    "image_size": 128,
+    "base_channels": 8,
+    "depth": 4,
+    "batch_size": 8,
+    "learning_rate": 6e-3,
+    "epochs": 30,
+    "augment_rotation": 10.0,
+    "tta": False,
+    "device": "cpu",
+}
+QUICK = {"image_size": 96, "epochs": 8, "depth": 3}
+
+
+def _stable_order(ids: list[str], salt: str) -> list[str]:
+    """Ids in an order fixed by a hash: the same 40% for every seed and every run."""
+    return sorted(ids, key=lambda i: hashlib.sha256(f"{salt}:{i}".encode()).hexdigest())
+
+
+def _train(cfg: Any, pairs: list[Any], val: list[Any], cache: Path) -> Any:
+    from quality import epoch_printer  # type: ignore[import-not-found]  # benchmarks/ is on sys.path
+
+    from wms.train.loop import train
+
+    started = time.perf_counter()
+    result = train(cfg, pairs, val, epoch_printer(), cache)
+    print(f"  trained on {len(pairs)} photos in {time.perf_counter() - started:.0f} s", flush=True)
+    return result.segmenter
+
+
+def _test_dice(segmenter: Any, test: list[Any]) -> float:
+    from wms.scores import evaluate, summarize
+
+    return round(float(summarize(evaluate(segmenter, test))["dice"]), 4)
+
+
+def _suggested(segmenter: Any, pool: list[Any], count: int, folder: Path) -> tuple[list[Any], dict[str, Any]]:
+    """The `count` pool pairs `wms data suggest` would choose with this model (through ONNX)."""
+    from wms.inbox import Photo
+    from wms.suggest import score_photos, select
+    from wms.train.export import OnnxSegmenter, export_onnx
+    from wms.train.spec import ONNX_FILE
+
+    segmenter.save(folder)
+    export_onnx(segmenter, folder / ONNX_FILE)
+    onnx = OnnxSegmenter.load(folder, threads=0)
+    photos = [Photo(p.image, hashlib.sha256(p.image.read_bytes()).hexdigest()) for p in pool]
+    ranked, _ = score_photos(onnx, photos)
+    selection = select(ranked, count)
+    by_image = {p.image: p for p in pool}
+    chosen = [by_image[c.photo.path] for c in selection.chosen]
+    scores = [c.score for c in ranked]
+    stats = {
+        "pool_mean_score": round(float(np.mean(scores)), 4),
+        "chosen_mean_score": round(float(np.mean([c.score for c in selection.chosen])), 4),
+        "near_duplicates_passed_over": len(selection.near_duplicates),
+        "same_bytes_passed_over": len(selection.same_bytes),
+    }
+    return chosen, stats
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".work")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--quick", action="store_true", help="a 5-minute smoke run: tiny model, few photos")
+    args = parser.parse_args()
+    if not (args.data / "images").is_dir():
+        print(f"skipped: real data not found at {args.data} (see ../shared/datasets/water-meters/README.md)")
+        return 0
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from quality import real_splits  # type: ignore[import-not-found]  # benchmarks/ is on sys.path
+
+    from wms.config import TrainSettings
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    split = real_splits(args.data, args.work)
+    train_pairs, val, test = split["train"], split["val"], split["test"]
+    settings = SETTINGS | (QUICK if args.quick else {})
+    seeds = 1 if args.quick else args.seeds
+    if args.quick:  # the whole path on a sliver of the data
+        train_pairs, val, test = train_pairs[:120], val[:20], test[:40]
+    order = _stable_order([p.id for p in train_pairs], "active-learning")
+    by_id = {p.id: p for p in train_pairs}
+    n_base, n_add = round(BASE_SHARE * len(order)), round(ADD_SHARE * len(order))
+    base = [by_id[i] for i in sorted(order[:n_base])]
+    pool = [by_id[i] for i in sorted(order[n_base:])]
+    print(f"train {len(train_pairs)}: start {len(base)}, pool {len(pool)}, add {n_add}; test {len(test)}")
+    print(f"settings {settings}, {seeds} seed(s)", flush=True)
+
+    work = args.work / ("active-learning-quick" if args.quick else "active-learning")
+    work.mkdir(parents=True, exist_ok=True)
+    cache = args.work / "cache"
+    runs, chosen_ids = [], {}
+    for seed in range(seeds):
+        cfg = TrainSettings.model_validate(settings | {"seed": seed})
+        print(f"seed {seed}: start model", flush=True)
+        start_model = _train(cfg, base, val, cache)
+        start_dice = _test_dice(start_model, test)
+        suggested, stats = _suggested(start_model, pool, n_add, work / f"start-seed{seed}")
+        rng = np.random.default_rng(seed)
+        random = [pool[i] for i in sorted(rng.choice(len(pool), size=n_add, replace=False).tolist())]
+        row: dict[str, Any] = {"seed": seed, "start_dice": start_dice, "suggest": stats}
+        for arm, added in (("suggested", suggested), ("random", random)):
+            print(f"seed {seed}: start + {len(added)} {arm}", flush=True)
+            dice = _test_dice(_train(cfg, base + added, val, cache), test)
+            row[f"{arm}_dice"] = dice
+            row[f"{arm}_gain"] = round(dice - start_dice, 4)
+            chosen_ids[f"seed{seed}-{arm}"] = [p.id for p in added]
+        print(f"seed {seed}: {json.dumps(row)}", flush=True)
+        runs.append(row)
+    (work / "chosen.json").write_text(json.dumps(chosen_ids, indent=1) + "\n")
+
+    gain_suggested = float(np.mean([r["suggested_gain"] for r in runs]))
+    gain_random = float(np.mean([r["random_gain"] for r in runs]))
+    ratio = round(gain_suggested / gain_random, 3) if gain_random > 0 else None
+    out = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",
+        "torch_threads": torch.get_num_threads(),
+        "settings": settings,
+        "photos": {"train": len(train_pairs), "start": len(base), "pool": len(pool), "added": n_add}
+        | {"val": len(val), "test": len(test)},
+        "runs": runs,
+        "mean_gain": {"suggested": round(gain_suggested, 4), "random": round(gain_random, 4)},
+        "ratio": ratio,
+        "ratio_note": None if ratio is not None else "random photos gained nothing on average: no ratio",
+        "goal": f"suggested gain >= {GOAL}x random gain",
+        # With no gain from random photos, any gain from suggested ones beats every ratio.
+        "goal_met": (ratio is not None and ratio >= GOAL) or (gain_random <= 0 < gain_suggested),
+        "total_minutes": round((time.perf_counter() - started) / 60, 1),
+    }
+    print(json.dumps(out, indent=2))
+    name = "active-learning-quick.json" if args.quick else "active-learning.json"
+    target = REPO / "benchmarks" / "results" / name
+    target.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {target.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""`wms data suggest`: a labelling batch of the photos the model is least sure of."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wms.cli._common import console, progress_bar, state
+from wms.suggest import DEFAULT_MIN_DISTANCE
+
+
+def suggest(
+    ctx: typer.Context,
+    count: int = typer.Option(..., "--count", "-n", help="How many photos to choose."),
+    out: Path = typer.Option(..., "--out", "-o", help="New folder for the labelling batch."),
+    source: str = typer.Option(
+        "inbox", "--from", help="`inbox` (the capture inbox, serve.capture_dir) or a folder of photos."
+    ),
+    model: str = typer.Option("production", "--model", "-m", help="Alias, version number or model folder."),
+    min_distance: int = typer.Option(
+        DEFAULT_MIN_DISTANCE,
+        "--min-distance",
+        help="Photos whose 64-bit difference hashes differ in this many bits or fewer count as one.",
+    ),
+    image_url: str | None = typer.Option(
+        None,
+        "--image-url",
+        help="Prefix of the photos' URLs in labelstudio.json (default: /data/local-files/?d=NAME/images/).",
+    ),
+) -> None:
+    """Rank unlabelled photos by the model's uncertainty and a mirrored second opinion; write a batch.
+
+    OUT gets images/, prelabels/ (the model's masks), ranking.csv, ranking.json, and
+    labelstudio.json + labelstudio.xml (Label Studio's task import with polygon pre-annotations,
+    and the labelling configuration it matches). Label the photos, export the project as JSON,
+    and `wms data from-labelstudio EXPORT --batch OUT` puts the pairs into data/incoming/images
+    and data/incoming/masks: commit and push them, as any new pairs.
+    """
+    from wms.errors import RegistryError, UsageError
+    from wms.inbox import local_inbox, scan_photos
+    from wms.serve.model import load_model
+    from wms.suggest import score_photos, select, write_batch
+
+    if count <= 0:
+        raise UsageError(f"--count {count}: ask for at least one photo, e.g. --count 20")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a new folder for the batch")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(
+            f"--out {out} already holds files; name a new folder (a batch is never merged into another)"
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the folder for --out {out} ({exc.strerror}); name another") from None
+    project = state(ctx).project()
+    capture_dir = project.settings.serve.capture_dir
+    folder = local_inbox(capture_dir, project.root) if source == "inbox" else Path(source)
+    scan = scan_photos(folder)
+    if not scan.photos:
+        raise UsageError(f"nothing to suggest: {scan.summary()}")
+    try:
+        served = load_model(project, model)
+    except RegistryError as exc:
+        raise UsageError(f"cannot load model {model!r}: {exc}") from None
+
+    with progress_bar(f"scoring with model {served.version}", len(scan.photos)) as advance:
+        ranked, unreadable = score_photos(served.segmenter, scan.photos, advance)
+    if not ranked:
+        raise UsageError(f"none of the {len(scan.photos)} photo(s) in {scan.folder} could be decoded")
+    selection = select(ranked, count, min_distance)
+    extra = {
+        "scored": len(ranked),
+        "unreadable": [p.path.name for p in unreadable],
+        "skipped_files": [str(path.name) for path, _ in scan.skipped],
+        "min_distance": min_distance,
+    }
+    write_batch(served.segmenter, selection, out, served.version, scan.folder, image_url, extra)
+
+    console.print(
+        scan.summary() + (f"; {len(unreadable)} could not be decoded" if unreadable else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    passed = len(selection.same_bytes) + len(selection.near_duplicates)
+    if passed:
+        console.print(
+            f"passed over {len(selection.same_bytes)} photo(s) with the same bytes as a chosen one and "
+            f"{len(selection.near_duplicates)} near-duplicate(s) (dHash within {min_distance} bits)",
+            highlight=False,
+        )
+    if len(selection.chosen) < count:
+        console.print(f"[yellow]only {len(selection.chosen)} distinct photo(s) to choose from[/]")
+    top = ", ".join(f"{c.name} ({c.score:.2f})" for c in selection.chosen[:3])
+    console.print(
+        f"wrote {len(selection.chosen)} photo(s) to {out} with model {served.version}; most unsure: {top}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def from_labelstudio(
+    ctx: typer.Context,
+    export: Path = typer.Argument(..., help="Label Studio's JSON export of the labelled batch."),
+    batch: Path = typer.Option(..., "--batch", help="The batch folder `wms data suggest` wrote."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Dataset folder to add images/ and masks/ to (default: data.incoming)."
+    ),
+) -> None:
+    """Turn a labelled batch back into pairs: OUT/images (the batch's photos) and OUT/masks (PNG 0/255).
+
+    Then commit and push them as any new pairs (data/incoming/ by default): the pipeline merges,
+    validates, trains and gates them.
+    """
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from wms.errors import UsageError
+    from wms.labelstudio import labelled_masks
+
+    try:
+        masks, left_out = labelled_masks(json.loads(export.read_text()))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {export} as a Label Studio JSON export ({exc})") from None
+    photos = {p.stem: p for p in (batch / "images").glob("*") if p.is_file()} if batch.is_dir() else {}
+    if not photos:
+        raise UsageError(f"{batch}/images holds no photos; name the folder `wms data suggest` wrote")
+    target = out or state(ctx).project().path(state(ctx).project().settings.data.incoming)
+    for sub in ("images", "masks"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+    written = 0
+    for name, _, mask in masks:
+        if name not in photos:
+            left_out.append((name, f"no such photo in {batch}/images"))
+            continue
+        with Image.open(photos[name]) as img:
+            size = img.size
+        if size != (mask.shape[1], mask.shape[0]):
+            left_out.append(
+                (name, f"the photo is {size[0]}x{size[1]}, its labels {mask.shape[1]}x{mask.shape[0]}")
+            )
+            continue
+        shutil.copyfile(photos[name], target / "images" / photos[name].name)
+        Image.fromarray(mask.astype("uint8") * 255, mode="L").save(target / "masks" / f"{name}.png")
+        written += 1
+    for name, why in left_out:
+        console.print(f"[yellow]left out[/] {name}: {why}", highlight=False, soft_wrap=True)
+    console.print(
+        f"wrote {written} pair(s) to {target}/images and {target}/masks; "
+        f"check them with `wms data validate {target} --any-size`, then commit and push",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,134 @@
+"""`wms monitor`: watch what production gets against what its model was trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from wms.cli._common import WmsGroup, console, progress_bar, state
+
+app = typer.Typer(
+    cls=WmsGroup,
+    no_args_is_help=True,
+    help="Production's inputs: drift of the captured photos from the training photos.",
+)
+
+
+@app.command()
+def drift(
+    ctx: typer.Context,
+    since: str | None = typer.Option(
+        None, "--since", help="Only photos captured at or after this ISO time, e.g. 2025-06-01T00:00Z."
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Folder for report.html, drift.json, wms_drift.prom (default: monitor.report_dir).",
+    ),
+    source: Path | None = typer.Option(
+        None, "--from", help="Folder of captured photos (default: the capture inbox, serve.capture_dir)."
+    ),
+    model: str = typer.Option("production", "--model", "-m", help="Alias, version number or model folder."),
+    reference: Path | None = typer.Option(
+        None,
+        "--reference",
+        help="A dataset folder as the reference instead of the model's training photos from the store.",
+    ),
+) -> None:
+    """Compare the captured photos with the model's training photos, feature by feature (PSI).
+
+    Features: brightness, contrast, width, height, aspect, predicted foreground fraction and
+    uncertainty. A feature whose PSI is over monitor.psi_threshold has drifted; the gauges
+    wms_drift_psi and wms_drift_flagged go to wms_drift.prom for node-exporter's textfile collector.
+    """
+    from wms.drift import (
+        DriftReport,
+        captured_photos,
+        compare,
+        features_of,
+        file_loader,
+        folder_reference,
+        training_reference,
+    )
+    from wms.drift_report import write_report
+    from wms.errors import RegistryError, UsageError
+    from wms.inbox import local_inbox, parse_time
+    from wms.serve.model import load_model
+
+    project = state(ctx).project()
+    cfg = project.settings.monitor
+    when = None
+    if since is not None and (when := parse_time(since)) is None:
+        raise UsageError(
+            f"--since {since!r} is not an ISO 8601 time; write e.g. 2025-06-01 or 2025-06-01T08:00Z"
+        )
+    target = out or project.path(cfg.report_dir)
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"--out {target} is a file; name a folder (it is created if missing)")
+    inbox = source or local_inbox(project.settings.serve.capture_dir, project.root)
+    photos, captured_line = captured_photos(inbox, when)
+    try:
+        served = load_model(project, model)
+    except RegistryError as exc:
+        raise UsageError(f"cannot load model {model!r}: {exc}") from None
+    if reference is not None:
+        loaders, reference_line = folder_reference(reference, cfg.reference_photos, cfg.seed)
+    else:
+        loaders, reference_line = training_reference(
+            project, served.card.dataset_version, cfg.reference_photos, cfg.seed
+        )
+    with progress_bar("reference photos", len(loaders)) as advance:
+        ref_values, ref_bad = features_of(served.segmenter, loaders, advance)
+    with progress_bar("captured photos", len(photos)) as advance:
+        cap_values, cap_bad = features_of(served.segmenter, [file_loader(p.path) for p in photos], advance)
+    if not ref_values["brightness"] or not cap_values["brightness"]:
+        raise UsageError("no photo could be read on one side of the comparison; see the counts above")
+    report = DriftReport(
+        model_version=served.version,
+        reference_source=reference_line,
+        captured_source=captured_line,
+        since=when.isoformat() if when else None,
+        threshold=cfg.psi_threshold,
+        min_photos=cfg.min_photos,
+        features=compare(ref_values, cap_values, cfg.psi_threshold, cfg.min_photos),
+        values={"reference": ref_values, "captured": cap_values},
+        skipped={"reference_unreadable": ref_bad, "captured_unreadable": cap_bad},
+    )
+    textfile = project.path(cfg.textfile_dir) if cfg.textfile_dir else None
+    page = write_report(report, target, textfile)
+
+    table = Table(
+        "feature",
+        "PSI",
+        "",
+        "training median",
+        "captured median",
+        title=f"drift against model {served.version}",
+    )
+    for item in report.features:
+        status = (
+            "[red]drifted[/]"
+            if item.flagged
+            else ("[dim]not compared[/]" if not item.comparable else "stable")
+        )
+        table.add_row(
+            item.feature,
+            f"{item.psi:.3f}",
+            status,
+            f"{item.reference['p50']:.4g}",
+            f"{item.captured['p50']:.4g}",
+        )
+    console.print(table)
+    console.print(f"reference: {reference_line}", highlight=False, soft_wrap=True)
+    console.print(
+        f"captured: {captured_line}" + (f"; {cap_bad} unreadable" if cap_bad else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    verdict = f"[red]drift in {', '.join(report.flagged)}[/]" if report.flagged else "[green]no drift[/]"
+    console.print(
+        f"{verdict} (PSI over {cfg.psi_threshold:g}); wrote {page}", highlight=False, soft_wrap=True
+    )

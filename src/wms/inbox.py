@@ -1,0 +1,129 @@
+"""Unlabelled photos: the service's capture inbox, or any folder of photos.
+
+The service's capture (wms.serve.capture, `serve.capture_dir`) holds, per captured photo,
+`images/<id>.jpg`, `masks/<id>.png` (the served model's mask, a pre-label) and `meta/<id>.json`
+(`time` ISO 8601, `model_version`, `uncertainty`, `width`, `height`, ...). A plain folder may
+hold `<name>.<ext>` photos with `<name>.mask.png` and `<name>.json` beside them. Readers here
+rely on nothing else: a file that is not a photo is skipped and counted, a photo without
+metadata is still a photo, and metadata that cannot be read is treated as absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from wms.data.pairs import IMAGE_SUFFIXES
+from wms.errors import UsageError
+
+MASK_SUFFIX = ".mask.png"  # the capture's pre-label beside each photo
+PHOTO_SUFFIXES = (*IMAGE_SUFFIXES, ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One unlabelled photo and what the capture recorded about it."""
+
+    path: Path
+    sha256: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def time(self) -> datetime:
+        """When it was captured: the metadata's `time`, else the file's modification time (UTC)."""
+        parsed = parse_time(str(self.meta.get("time", "")))
+        return parsed or datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
+
+
+@dataclass
+class Scan:
+    """The photos found in a folder, and the files passed over with why."""
+
+    folder: Path
+    photos: list[Photo]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    without_meta: int = 0
+
+    def summary(self) -> str:
+        """e.g. '12 photos in .wms/inbox (3 files skipped: 2 not a photo, 1 unreadable)'."""
+        text = f"{len(self.photos)} photo(s) in {self.folder}"
+        if self.skipped:
+            reasons: dict[str, int] = {}
+            for _, why in self.skipped:
+                reasons[why] = reasons.get(why, 0) + 1
+            detail = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
+            text += f" ({len(self.skipped)} file(s) skipped: {detail})"
+        return text
+
+
+def parse_time(text: str) -> datetime | None:
+    """An ISO 8601 time as an aware datetime (naive ones are taken as UTC), or None."""
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _meta(path: Path) -> dict[str, Any] | None:
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def scan_photos(folder: Path) -> Scan:
+    """The photos directly in `folder` (or in its images/: the capture inbox, a dataset), by name.
+
+    Hidden files, pre-label masks and metadata files are not photos; anything else that is
+    not a photo by its suffix is skipped and counted. Pixels are not decoded here.
+    """
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise UsageError(f"{folder} {what}; name a folder of photos (or the capture inbox)")
+    meta_dir = folder
+    if not _files(folder) and (folder / "images").is_dir():
+        folder, meta_dir = folder / "images", folder / "meta"  # the capture's layout
+    scan = Scan(folder, [])
+    files = _files(folder)
+    metadata = {p.stem for p in _files(meta_dir) if p.suffix == ".json"} if meta_dir.is_dir() else set()
+    photo_stems = {p.stem for p in files if p.suffix.lower() in PHOTO_SUFFIXES}
+    for path in files:
+        if path.name.lower().endswith(MASK_SUFFIX) or (path.suffix == ".json" and path.stem in photo_stems):
+            continue  # the capture's own companions of a photo
+        if path.suffix.lower() not in PHOTO_SUFFIXES:
+            scan.skipped.append((path, "not a photo"))
+            continue
+        meta = _meta(meta_dir / f"{path.stem}.json") if path.stem in metadata else None
+        if meta is None:
+            scan.without_meta += 1
+        scan.photos.append(Photo(path, _sha256(path), meta or {}))
+    return scan
+
+
+def local_inbox(capture_dir: str, root: Path) -> Path:
+    """The capture inbox as a local folder (`serve.capture_dir`, relative to the project root)."""
+    if "://" in capture_dir:
+        raise UsageError(
+            f"serve.capture_dir is {capture_dir}: copy it here first (e.g. aws s3 sync {capture_dir} inbox) "
+            "and pass --from inbox-folder"
+        )
+    path = Path(capture_dir).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))

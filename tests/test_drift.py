@@ -1,0 +1,97 @@
+"""`wms monitor drift`: photos brighter than the training ones drift; a fresh sample of them does not."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from wms.config import load_settings
+from wms.data.store import open_store
+from wms.data.synth import synthesize
+from wms.drift import bins_for, psi
+from wms.drift_report import GAUGES, PROM_FILE
+
+
+def test_psi_is_near_zero_for_one_distribution_and_large_for_a_shifted_one() -> None:
+    rng = np.random.default_rng(0)
+    reference, same = rng.normal(0, 1, 200), rng.normal(0, 1, 200)
+    assert psi(reference, same, bins_for(200, 200)) < 0.1  # 5 bins: the bias is about 4 / 100
+    assert psi(reference, same + 1, bins_for(200, 200)) > 0.5
+    assert psi(np.ones(50), np.full(50, 2.0), 5) > 1  # an empty bin is finite, not infinite
+    assert bins_for(56, 60) == 2 and bins_for(200, 200) == 5 and bins_for(1000, 500) == 10
+
+
+def _capture(folder: Path, source: Path, when: str, brighter: int = 0) -> None:
+    """Photos as the service's capture leaves them: photo, pre-label mask and metadata."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("*.png")):
+        pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16) + brighter
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{path.stem}.jpg", quality=95)
+        Image.new("L", (64, 64)).save(folder / f"{path.stem}.mask.png")
+        meta = {"time": when, "model_version": "1", "uncertainty": {"score": 0.1}, "width": 64, "height": 64}
+        (folder / f"{path.stem}.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def production(project_dir: Path, exported_model: Path, register_model: Callable[..., str]) -> Path:
+    """Production trained on dataset version V of the store; the inbox holds 60 photos of the same kind."""
+    synthesize(project_dir / "dataset", count=80, size=64, seed=2)
+    project = load_settings(start=project_dir)
+    version = open_store(project).ingest(project_dir / "dataset", None).version
+    register_model(project_dir, exported_model, dataset_version=version)
+    synthesize(project_dir / "fresh", count=60, size=64, seed=3)
+    _capture(project_dir / ".wms" / "inbox", project_dir / "fresh" / "images", "2025-06-02T10:00:00Z")
+    _capture(project_dir / "old", project_dir / "fresh" / "images", "2025-05-01T10:00:00Z", brighter=90)
+    (project_dir / ".wms" / "inbox" / "readme.txt").write_text("not a photo")
+    return project_dir
+
+
+def _gauges(folder: Path) -> dict[tuple[str, str], float]:
+    text = (folder / PROM_FILE).read_text()
+    return {
+        (s.name, s.labels.get("feature", "")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.labels.get("model_version") == "1"
+    }
+
+
+def test_brighter_photos_drift_and_a_fresh_sample_does_not(
+    cli: Callable[..., Any], production: Path, tmp_path: Path
+) -> None:
+    calm = cli("monitor", "drift", "--since", "2025-06-01", "--out", tmp_path / "calm")
+    assert calm.exit_code == 0, calm.output + calm.stderr
+    assert "no drift" in calm.output and "1 not a photo" in calm.output
+    report = json.loads((tmp_path / "calm" / "drift.json").read_text())
+    assert report["flagged"] == [] and report["model_version"] == "1"
+    assert "training photos of dataset version" in report["reference_source"]
+    by_feature = {f["feature"]: f for f in report["features"]}
+    assert by_feature["brightness"]["psi"] < 0.2 and by_feature["brightness"]["captured"]["n"] == 60
+    assert not by_feature["width"]["comparable"]  # every photo is 64 px wide: nothing to compare
+    assert {(name, "") for name in GAUGES if name not in ("wms_drift_psi", "wms_drift_flagged")} <= set(
+        _gauges(tmp_path / "calm")
+    )
+    assert _gauges(tmp_path / "calm")[("wms_drift_flagged", "brightness")] == 0
+
+    bright = cli("monitor", "drift", "--from", production / "old", "--out", tmp_path / "bright")
+    assert bright.exit_code == 0, bright.output + bright.stderr
+    assert "drift in" in bright.output and "brightness" in bright.output
+    report = json.loads((tmp_path / "bright" / "drift.json").read_text())
+    assert "brightness" in report["flagged"] and "width" not in report["flagged"]
+    gauges = _gauges(tmp_path / "bright")
+    assert gauges[("wms_drift_flagged", "brightness")] == 1 and gauges[("wms_drift_psi", "brightness")] > 0.2
+    page = (tmp_path / "bright" / "report.html").read_text()
+    assert all(
+        f"hist-{name}.png" in page and (tmp_path / "bright" / f"hist-{name}.png").is_file()
+        for name in by_feature
+    )
+
+    late = cli("monitor", "drift", "--since", "2030-01-01", "--out", tmp_path / "late")
+    assert late.exit_code == 2 and "no captured photos" in late.stderr

@@ -1,0 +1,182 @@
+"""`wms data suggest`: the photos the model is least sure of, never the same photo twice, as a batch."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+from PIL import Image
+
+from wms.data.synth import synthesize
+from wms.inbox import Photo
+from wms.labelstudio import result_mask
+from wms.suggest import score_photos
+from wms.train.spec import ModelSpec
+
+SCHEMA = json.loads((Path(__file__).parent / "schemas" / "labelstudio-tasks.schema.json").read_text())
+
+
+class RedIsForeground:
+    """A stand-in model: a pixel's probability is its red value, so the picture decides how sure it is."""
+
+    spec = ModelSpec("stub", 32, 0.5)
+
+    def probabilities(self, batch_uint8: np.ndarray) -> np.ndarray:
+        return batch_uint8[:, :1].astype(np.float32) / 255
+
+
+class LeftQuarter:
+    """A stand-in model sure of a window in the left quarter of every photo, mirrored or not."""
+
+    spec = ModelSpec("stub", 32, 0.5)
+
+    def probabilities(self, batch_uint8: np.ndarray) -> np.ndarray:
+        probs = np.zeros((len(batch_uint8), 1, 32, 32), dtype=np.float32)
+        probs[:, :, 8:24, :8] = 1.0
+        return probs
+
+
+def _photo(folder: Path, name: str, red: np.ndarray) -> Photo:
+    rgb = np.zeros((*red.shape, 3), dtype=np.uint8)
+    rgb[..., 0] = red
+    path = folder / f"{name}.png"
+    Image.fromarray(rgb).save(path)
+    return Photo(path, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def test_a_photo_the_model_is_unsure_of_ranks_above_a_sure_one(tmp_path: Path) -> None:
+    crisp = np.zeros((64, 64), dtype=np.uint8)
+    crisp[20:40, 10:50] = 255  # one window, every pixel 0 or 1
+    murky = np.random.default_rng(0).integers(100, 156, (64, 64)).astype(np.uint8)  # all near 0.5
+    sure, unsure = _photo(tmp_path, "sure", crisp), _photo(tmp_path, "unsure", murky)
+    ranked, unreadable = score_photos(RedIsForeground(), [sure, unsure])
+    assert not unreadable
+    assert [c.name for c in ranked] == ["unsure", "sure"]
+    assert ranked[0].score > 0.9 and ranked[1].score < 0.5
+    assert ranked[1].uncertainty["verdict"] == "sure" and ranked[1].disagreement == 0
+
+
+def test_the_mirrored_opinion_raises_the_score_where_it_disagrees(tmp_path: Path) -> None:
+    """Sure of its mask both times, but the mirrored photo's mask lands elsewhere: worth a label."""
+    (candidate,), _ = score_photos(LeftQuarter(), [_photo(tmp_path, "p", np.zeros((64, 64), np.uint8))])
+    assert candidate.uncertainty["verdict"] == "sure" and candidate.uncertainty["score"] < 0.5
+    assert candidate.disagreement == 1 and candidate.score == 1
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """Ten synthetic photos, a byte copy and a pixel-identical PNG of two, and files that are not photos."""
+    synthesize(tmp_path / "synth", count=10, size=64, seed=5)
+    folder = tmp_path / "photos"
+    shutil.copytree(tmp_path / "synth" / "images", folder)
+    first, second = sorted(folder.glob("*.png"))[:2]
+    shutil.copyfile(first, folder / "copy-of-first.png")
+    with Image.open(second) as img:
+        img.save(folder / "second-again.png", compress_level=9)  # other bytes, the same pixels
+    assert (folder / "second-again.png").read_bytes() != second.read_bytes()
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+def _pixels(path: Path) -> str:
+    with Image.open(path) as img:
+        return hashlib.sha256(np.asarray(img.convert("RGB")).tobytes()).hexdigest()
+
+
+def test_a_batch_never_holds_two_pixel_identical_photos_and_imports_into_label_studio(
+    cli: Callable[..., Any], project_dir: Path, exported_model: Path, photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "batch"
+    result = cli("data", "suggest", "--count", 20, "--from", photos, "--out", out, "--model", exported_model)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "1 not a photo" in result.output and "1 could not be decoded" in result.output
+
+    chosen = sorted((out / "images").iterdir())
+    assert len({_pixels(p) for p in chosen}) == len(chosen) >= 5
+    ranking = json.loads((out / "ranking.json").read_text())
+    passed_over = {d["name"] for d in ranking["same_bytes"] + ranking["near_duplicates"]}
+    names = {p.stem for p in chosen}
+    for pair in ({"synth_s5_00000", "copy-of-first"}, {"synth_s5_00001", "second-again"}):
+        assert len(pair & names) == 1 and len(pair & passed_over) == 1, (pair, names)
+    with (out / "ranking.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and len(rows) == len(chosen)
+    assert not list(tmp_path.glob(".batch.*"))  # the staging folder was renamed, not left behind
+
+    tasks = json.loads((out / "labelstudio.json").read_text())
+    jsonschema.validate(tasks, SCHEMA)
+    assert len(tasks) == len(chosen)
+    for task in tasks:
+        assert task["data"]["image"].endswith(tuple(p.name for p in chosen))
+        (prediction,) = task["predictions"]
+        ids = [r["id"] for r in prediction["result"]]
+        assert len(set(ids)) == len(ids)
+        with Image.open(out / "prelabels" / f"{task['data']['name']}.png") as img:
+            prelabel = np.asarray(img) > 127
+        if not prelabel.any():
+            continue
+        decoded = result_mask(prediction["result"])
+        assert (decoded & prelabel).sum() / (decoded | prelabel).sum() >= 0.95, task["data"]["name"]
+
+    # Labelled as pre-labelled (the predictions accepted), the first one skipped: back as pairs.
+    for task in tasks:
+        task["annotations"] = [{"result": task["predictions"][0]["result"], "was_cancelled": False}]
+    tasks[0]["annotations"][0]["was_cancelled"] = True
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    back = cli("data", "from-labelstudio", tmp_path / "export.json", "--batch", out, "--out", tmp_path / "in")
+    assert back.exit_code == 0, back.output + back.stderr
+    assert f"left out {tasks[0]['data']['name']}: not labelled" in back.output
+    masks = sorted((tmp_path / "in" / "masks").iterdir())
+    assert [m.stem for m in masks] == sorted(p.stem for p in (tmp_path / "in" / "images").iterdir())
+    assert len(masks) == len(chosen) - 1 and tasks[0]["data"]["name"] not in {m.stem for m in masks}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--count", "0"], "at least one photo"),
+        (["--count", "3", "--out", "{file}"], "is a file"),
+        (["--count", "3", "--from", "{empty}"], "nothing to suggest"),
+        (["--count", "3", "--model", "production"], "cannot load model 'production'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    cli: Callable[..., Any], project_dir: Path, photos: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "file").write_text("")
+    (tmp_path / "empty").mkdir()
+    values = {"file": tmp_path / "file", "empty": tmp_path / "empty"}
+    args = [a.format(**values) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "batch")]
+    if "--from" not in args:
+        args += ["--from", str(photos)]
+    result = cli("data", "suggest", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "batch").exists()
+
+
+def test_the_capture_inbox_is_read_with_its_metadata(tmp_path: Path) -> None:
+    """The layout wms.serve.capture writes: images/<id>.jpg, masks/<id>.png, meta/<id>.json."""
+    from wms.inbox import scan_photos
+
+    inbox = tmp_path / "inbox"
+    for sub in ("images", "masks", "meta"):
+        (inbox / sub).mkdir(parents=True)
+    Image.new("RGB", (40, 30), (90, 90, 90)).save(inbox / "images" / "ab12.jpg")
+    Image.new("L", (40, 30), 0).save(inbox / "masks" / "ab12.png")
+    (inbox / "meta" / "ab12.json").write_text('{"time": "2026-11-30T10:00:00+00:00", "model_version": "3"}')
+    scan = scan_photos(inbox)
+    assert [p.name for p in scan.photos] == ["ab12"] and scan.without_meta == 0 and not scan.skipped
+    assert scan.photos[0].meta["model_version"] == "3" and scan.photos[0].time.day == 30
