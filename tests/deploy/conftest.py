@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.conftest import _free_port
 
 # Run before `wms serve` in the server's process: every write Python makes outside $TMPDIR (the
 # pod's emptyDir at /tmp) fails as on the pod's read-only root filesystem, and is reported on
@@ -63,14 +64,6 @@ class Pod:
 
     def refused_writes(self) -> list[str]:
         return [line for line in self.log.read_text().splitlines() if line.startswith("READ-ONLY ROOT")]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
