@@ -152,13 +152,32 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_ready(url: str, proc: Any, log: Path, what: str, seconds: float = 120) -> None:
+    """Poll `url` until it answers 200; fail with the tail of `log` when `proc` exits or time runs out.
+
+    The one readiness loop of the servers tests start (mlflow server, wms serve, mlflow models serve).
+    """
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass  # not listening yet, or an HTTP error status (urllib raises those as OSError)
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not get ready at {url}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory, empty_tracking_db: Path) -> Iterator[str]:
     """A real `mlflow server` (SQLite backend, proxied artifacts) on a free loopback port."""
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     root = tmp_path_factory.mktemp("mlflow-server")
     shutil.copyfile(empty_tracking_db, root / "mlflow.db")  # its schema already migrated
@@ -179,18 +198,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, empty_tracking_db: P
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+    try:
+        wait_until_ready(f"{url}/health", server, root / "server.log", "mlflow server")
+    except RuntimeError:
+        server.kill()
+        raise
     yield url
     server.terminate()
     server.wait(timeout=30)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from tests.conftest import REAL_DATA
+from tests.conftest import REAL_DATA, _free_port, wait_until_ready
 
 from wms.config import load_settings
 from wms.data.synth import synth_pair
@@ -63,12 +63,6 @@ def _served_mask(project_dir: Path, photo: Path) -> np.ndarray:
     return served.segmenter.predict_masks([upload])[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _port_free(port: int) -> bool:
     """Nothing listens on the port (connections it closed may linger in TIME_WAIT; they hold nothing)."""
     with socket.socket() as sock:
@@ -105,16 +99,7 @@ def mlflow_models_serve(model_uri: str, tracking_uri: str, workdir: Path) -> Ite
         server = subprocess.Popen(command, env=env, stdout=out, stderr=out, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow models serve did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_until_ready(f"{url}/ping", server, log, "mlflow models serve")
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)

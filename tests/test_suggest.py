@@ -18,7 +18,7 @@ from PIL import Image
 from wms.data.synth import synthesize
 from wms.inbox import Photo
 from wms.labelstudio import result_mask
-from wms.suggest import score_photos
+from wms.suggest import Candidate, descriptor, score_photos, select
 from wms.train.spec import ModelSpec
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "labelstudio-tasks.schema.json").read_text())
@@ -69,6 +69,61 @@ def test_the_mirrored_opinion_raises_the_score_where_it_disagrees(tmp_path: Path
     (candidate,), _ = score_photos(LeftQuarter(), [_photo(tmp_path, "p", np.zeros((64, 64), np.uint8))])
     assert candidate.uncertainty["verdict"] == "sure" and candidate.uncertainty["score"] < 0.5
     assert candidate.disagreement == 1 and candidate.score == 1
+
+
+def _candidate(name: str, score: float, where: np.ndarray, rng: np.random.Generator) -> Candidate:
+    return Candidate(
+        photo=Photo(Path(f"{name}.png"), name),
+        score=score,
+        uncertainty={"score": score},
+        disagreement=0.0,
+        foreground=0.1,
+        size=(64, 64),
+        dhash=int(rng.integers(0, 2**63)),  # far apart: none is a near-duplicate of another
+        descriptor=(where + rng.normal(0, 0.05, where.shape)).astype(np.float32),
+    )
+
+
+def test_diverse_spreads_the_batch_over_kinds_of_photo_where_top_takes_one_kind() -> None:
+    """Eight unsure photos of one kind and four surer ones of another: `top` takes two of the first
+    kind; `diverse` one of each, still the most unsure first."""
+    rng = np.random.default_rng(3)
+    kind_a, kind_b = np.eye(2, 512)[0], np.eye(2, 512)[1]
+    pool = [_candidate(f"a{i}", 0.9 - i / 100, kind_a, rng) for i in range(8)]
+    pool += [_candidate(f"b{i}", 0.4 - i / 100, kind_b, rng) for i in range(4)]
+    top = select(pool, 2, strategy="top")
+    assert [c.name for c in top.chosen] == ["a0", "a1"]
+    diverse = select(pool, 2, strategy="diverse")
+    assert [c.name[0] for c in diverse.chosen] == ["a", "b"]
+    assert len(select(pool, 6, strategy="diverse").chosen) == 6
+    assert {c.name for c in select(pool, 20, strategy="diverse").chosen} == {c.name for c in pool}
+
+
+def test_power_draws_the_unsure_more_often_and_repeats_for_a_seed() -> None:
+    rng = np.random.default_rng(4)
+    pool = [_candidate(f"a{i}", 0.9, np.eye(1, 512)[0], rng) for i in range(6)]
+    pool += [_candidate(f"b{i}", 0.1, np.eye(1, 512)[0], rng) for i in range(6)]
+    draws = [c.name[0] for seed in range(40) for c in select(pool, 3, strategy="power", seed=seed).chosen]
+    assert len(draws) == 120 and draws.count("a") > 0.75 * len(draws)  # expected about 0.9
+    assert draws.count("b") > 0  # the sure ones keep a chance
+    first, again = (select(pool, 3, strategy="power", seed=7).chosen for _ in range(2))
+    assert [c.name for c in first] == [c.name for c in again]
+
+
+def test_the_descriptor_tells_where_the_window_is() -> None:
+    """Two shots of one scene (other sensor noise) with the window in one place are near; the same
+    shot with the window seen elsewhere is far."""
+    rng = np.random.default_rng(1)
+    scene = np.linspace(40, 200, 64)[None, :, None] + np.zeros((64, 64, 3))
+    left, right = np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32)
+    left[20:40, 4:30], right[20:40, 34:60] = 1.0, 1.0
+
+    def shot() -> Image.Image:
+        return Image.fromarray(np.clip(scene + rng.normal(0, 12, scene.shape), 0, 255).astype(np.uint8))
+
+    same_place = np.linalg.norm(descriptor(shot(), left) - descriptor(shot(), left))
+    other_place = np.linalg.norm(descriptor(p := shot(), left) - descriptor(p, right))
+    assert other_place > 4 * same_place, (other_place, same_place)
 
 
 @pytest.fixture
@@ -148,6 +203,7 @@ def test_a_batch_never_holds_two_pixel_identical_photos_and_imports_into_label_s
         (["--count", "3", "--out", "{file}"], "is a file"),
         (["--count", "3", "--from", "{empty}"], "nothing to suggest"),
         (["--count", "3", "--model", "production"], "cannot load model 'production'"),
+        (["--count", "3", "--strategy", "best"], "choose one of diverse, top, power"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

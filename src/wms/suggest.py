@@ -9,10 +9,21 @@ uncertainty of the photo's probability map (`wms.uncertainty.assess`, 0 sure …
 and `d = 1 - Dice(mask, mirrored back(mask of the mirrored photo))` the disagreement of the two
 opinions, the score is `1 - (1 - u)(1 - d)`: either one alone can raise it, both raise it more.
 
-Diversity. Photos with the same bytes (sha256) count once. Then, going down the ranking, a
-photo is chosen unless its difference hash (64-bit dHash of a 9x8 grey thumbnail) is within
-`min_distance` bits of one already chosen: a burst of near-identical shots costs one label,
-not ten. Identical pixels give identical hashes, so pixel-identical photos are never both chosen.
+Duplicates. Photos with the same bytes (sha256) count once. Then, going down the ranking, a
+photo is passed over when its difference hash (64-bit dHash of a 9x8 grey thumbnail) is within
+`min_distance` bits of one kept: a burst of near-identical shots costs one label, not ten.
+Identical pixels give identical hashes, so pixel-identical photos are never both chosen.
+
+Choice (`strategy`). `top` takes the highest scores. `diverse` (the default) spreads the batch
+over the kinds of photo in the pool, leaning to the unsure ones: it clusters the kept photos
+into `count` groups by k-means weighted by score, over a descriptor of each photo (a 16x16 grey
+thumbnail and the model's 16x16 probability map, each scaled to unit length), and takes from
+each group the photo nearest its centre: Zhdanov's diverse mini-batch active learning
+(arXiv:1901.05954), with scikit-learn's KMeans. The top scores of a weak model are mostly the
+hardest outliers (steep, far or odd meters), and a batch of only those taught it less than a
+random batch in benchmarks/active_learning.py; the weighted clusters keep the batch as varied as
+the pool while still preferring what the model is unsure of. `power` draws the batch at random
+with odds proportional to the score (Kirsch et al., "Stochastic batch acquisition", arXiv:2106.12059).
 """
 
 from __future__ import annotations
@@ -36,6 +47,8 @@ from wms.train.spec import ModelSpec
 from wms.uncertainty import assess
 
 DEFAULT_MIN_DISTANCE = 6  # of 64 bits; unrelated photos differ in about 32
+STRATEGIES = ("diverse", "top", "power")
+THUMB = 16  # side of the descriptor's thumbnails
 
 
 class ProbabilityModel(Protocol):
@@ -57,6 +70,7 @@ class Candidate:
     foreground: float
     size: tuple[int, int]  # width, height after EXIF orientation
     dhash: int
+    descriptor: np.ndarray  # what `diverse` clusters on: grey thumbnail and probability map
 
     @property
     def name(self) -> str:
@@ -116,6 +130,23 @@ def opinions(model: ProbabilityModel, image: Image.Image) -> tuple[np.ndarray, n
     )
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
+
+
+def descriptor(image: Image.Image, prob: np.ndarray) -> np.ndarray:
+    """What a photo looks like and where the model sees the window, as 2 x 256 numbers: its grey
+    thumbnail (mean removed) and its probability map, both 16x16 and each of unit length."""
+    grey = np.asarray(image.convert("L").resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float32)
+    window = Image.fromarray(np.asarray(prob, dtype=np.float32), mode="F").resize(
+        (THUMB, THUMB), Image.Resampling.BOX
+    )
+    return np.concatenate(
+        [_unit((grey - grey.mean()).ravel()), _unit(np.asarray(window, dtype=np.float32).ravel())]
+    ).astype(np.float32)
+
+
 def score_photo(model: ProbabilityModel, photo: Photo, image: Image.Image) -> Candidate:
     """Score one decoded photo (RGB, EXIF orientation applied)."""
     prob, mirrored = opinions(model, image)
@@ -132,6 +163,7 @@ def score_photo(model: ProbabilityModel, photo: Photo, image: Image.Image) -> Ca
         foreground=float(mask.mean()),
         size=image.size,
         dhash=dhash(image),
+        descriptor=descriptor(image, prob),
     )
 
 
@@ -175,24 +207,68 @@ def score_photos(
     return scored, unreadable
 
 
-def select(ranked: Sequence[Candidate], count: int, min_distance: int = DEFAULT_MIN_DISTANCE) -> Selection:
-    """Up to `count` candidates, best first, no two with the same bytes or within `min_distance` bits."""
+def select(
+    ranked: Sequence[Candidate],
+    count: int,
+    min_distance: int = DEFAULT_MIN_DISTANCE,
+    strategy: str = "diverse",
+    seed: int = 0,
+) -> Selection:
+    """Up to `count` candidates, most unsure first, no two with the same bytes or within
+    `min_distance` bits; `strategy` (see the module's doc) decides which of the rest."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     selection = Selection([], [], [])
     kept: dict[str, Photo] = {}
+    distinct: list[Candidate] = []
     for candidate in ranked:
-        if len(selection.chosen) == count:
+        if strategy == "top" and len(distinct) == count:
             break
         same = kept.get(candidate.photo.sha256)
         if same is not None:
             selection.same_bytes.append((candidate.photo, same))
             continue
         kept[candidate.photo.sha256] = candidate.photo
-        near = min(selection.chosen, key=lambda c: hamming(c.dhash, candidate.dhash), default=None)
+        near = min(distinct, key=lambda c: hamming(c.dhash, candidate.dhash), default=None)
         if near is not None and (distance := hamming(near.dhash, candidate.dhash)) <= max(0, min_distance):
             selection.near_duplicates.append((candidate, near, distance))
             continue
-        selection.chosen.append(candidate)
+        distinct.append(candidate)
+    if strategy == "top" or len(distinct) <= count:
+        selection.chosen = distinct[:count]
+    elif strategy == "power":
+        selection.chosen = _power_sample(distinct, count, seed)
+    else:
+        selection.chosen = _cluster_centres(distinct, count, seed)
     return selection
+
+
+def _power_sample(candidates: Sequence[Candidate], count: int, seed: int) -> list[Candidate]:
+    """`count` candidates drawn without replacement, each with odds proportional to its score."""
+    weights = np.array([max(c.score, 1e-3) for c in candidates])
+    picked = np.random.default_rng(seed).choice(
+        len(candidates), size=count, replace=False, p=weights / weights.sum()
+    )
+    return [candidates[i] for i in sorted(picked.tolist())]  # `candidates` is in ranking order
+
+
+def _cluster_centres(candidates: Sequence[Candidate], count: int, seed: int) -> list[Candidate]:
+    """One candidate per cluster of a score-weighted k-means: the one nearest its centre."""
+    from sklearn.cluster import KMeans
+
+    points = np.stack([c.descriptor for c in candidates]).astype(np.float64)
+    weights = np.array([max(c.score, 1e-3) for c in candidates])
+    kmeans = KMeans(n_clusters=count, n_init=3, random_state=seed).fit(points, sample_weight=weights)
+    chosen: list[int] = []
+    for cluster, centre in enumerate(kmeans.cluster_centers_):
+        members = np.flatnonzero(kmeans.labels_ == cluster)
+        if members.size:
+            nearest = members[np.argmin(((points[members] - centre) ** 2).sum(axis=1))]
+            chosen.append(int(nearest))
+    # An empty cluster (rare) leaves a place: fill it with the most unsure of the rest.
+    taken = set(chosen)
+    chosen += [i for i in range(len(candidates)) if i not in taken][: count - len(chosen)]
+    return [candidates[i] for i in sorted(chosen)]  # `candidates` is in ranking order
 
 
 def _unique_stems(chosen: Sequence[Candidate]) -> list[str]:

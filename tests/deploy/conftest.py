@@ -11,7 +11,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import _free_port
+from tests.conftest import _free_port, wait_until_ready
 
 # Run before `wms serve` in the server's process: every write Python makes outside $TMPDIR (the
 # pod's emptyDir at /tmp) fails as on the pod's read-only root filesystem, and is reported on
@@ -98,17 +97,8 @@ def pod(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"wms serve did not get ready: {log.read_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_until_ready(f"{url}/ready", proc, log, "wms serve", seconds=90)
         yield Pod(url, log)
     finally:
         proc.terminate()

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from wms.cli._common import console, progress_bar, state
-from wms.suggest import DEFAULT_MIN_DISTANCE
+from wms.suggest import DEFAULT_MIN_DISTANCE, STRATEGIES
 
 
 def suggest(
@@ -23,6 +23,12 @@ def suggest(
         "--min-distance",
         help="Photos whose 64-bit difference hashes differ in this many bits or fewer count as one.",
     ),
+    strategy: str = typer.Option(
+        STRATEGIES[0],
+        "--strategy",
+        help="diverse: spread over the kinds of photo, leaning to the unsure (k-means weighted by score); "
+        "top: the highest scores only; power: drawn at random, odds proportional to the score.",
+    ),
     image_url: str | None = typer.Option(
         None,
         "--image-url",
@@ -30,6 +36,9 @@ def suggest(
     ),
 ) -> None:
     """Rank unlabelled photos by the model's uncertainty and a mirrored second opinion; write a batch.
+
+    The batch is spread over the kinds of photo in the source, leaning to those the model is
+    least sure of (--strategy diverse); --strategy top takes the highest scores only.
 
     OUT gets images/, prelabels/ (the model's masks), ranking.csv, ranking.json, and
     labelstudio.json + labelstudio.xml (Label Studio's task import with polygon pre-annotations,
@@ -44,6 +53,8 @@ def suggest(
 
     if count <= 0:
         raise UsageError(f"--count {count}: ask for at least one photo, e.g. --count 20")
+    if strategy not in STRATEGIES:
+        raise UsageError(f"--strategy {strategy}: choose one of {', '.join(STRATEGIES)}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; name a new folder for the batch")
     if out.is_dir() and any(out.iterdir()):
@@ -69,8 +80,9 @@ def suggest(
         ranked, unreadable = score_photos(served.segmenter, scan.photos, advance)
     if not ranked:
         raise UsageError(f"none of the {len(scan.photos)} photo(s) in {scan.folder} could be decoded")
-    selection = select(ranked, count, min_distance)
+    selection = select(ranked, count, min_distance, strategy)
     extra = {
+        "strategy": strategy,
         "scored": len(ranked),
         "unreadable": [p.path.name for p in unreadable],
         "skipped_files": [str(path.name) for path, _ in scan.skipped],
