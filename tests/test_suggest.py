@@ -196,6 +196,26 @@ def test_a_batch_never_holds_two_pixel_identical_photos_and_imports_into_label_s
     assert len(masks) == len(chosen) - 1 and tasks[0]["data"]["name"] not in {m.stem for m in masks}
 
 
+@pytest.mark.parametrize("strategy", ["diverse", "top", "power"])
+def test_each_strategy_writes_a_batch_of_the_count_asked(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    exported_model: Path,
+    photos: Path,
+    tmp_path: Path,
+    strategy: str,
+) -> None:
+    out = tmp_path / "batch"
+    args = ["--count", 3, "--from", photos, "--out", out, "--model", exported_model, "--strategy", strategy]
+    result = cli("data", "suggest", *args)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert len(list((out / "images").iterdir())) == len(list((out / "prelabels").iterdir())) == 3
+    ranking = json.loads((out / "ranking.json").read_text())
+    assert ranking["strategy"] == strategy and len(ranking["chosen"]) == 3
+    scores = [c["score"] for c in ranking["chosen"]]
+    assert scores == sorted(scores, reverse=True)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
