@@ -66,6 +66,9 @@ def _stable_order(ids: list[str], salt: str) -> list[str]:
     return sorted(ids, key=lambda i: hashlib.sha256(f"{salt}:{i}".encode()).hexdigest())
 
 
+TRAININGS: list[float] = []  # seconds of each training this invocation ran (kept ones are not rerun)
+
+
 def _train(cfg: Any, pairs: list[Any], val: list[Any], cache: Path) -> Any:
     from quality import epoch_printer  # type: ignore[import-not-found]  # benchmarks/ is on sys.path
 
@@ -73,7 +76,8 @@ def _train(cfg: Any, pairs: list[Any], val: list[Any], cache: Path) -> Any:
 
     started = time.perf_counter()
     result = train(cfg, pairs, val, epoch_printer(), cache)
-    print(f"  trained on {len(pairs)} photos in {time.perf_counter() - started:.0f} s", flush=True)
+    TRAININGS.append(time.perf_counter() - started)
+    print(f"  trained on {len(pairs)} photos in {TRAININGS[-1]:.0f} s", flush=True)
     return result.segmenter
 
 
@@ -233,6 +237,8 @@ def main() -> int:
         "default_strategy": DEFAULT_STRATEGY,
         "goal_met": None if default is None else default["goal_met"],
         "total_minutes": round((time.perf_counter() - started) / 60, 1),
+        "trainings_run_now": len(TRAININGS),  # the others were kept from an earlier invocation
+        "minutes_per_training": round(float(np.mean(TRAININGS)) / 60, 1) if TRAININGS else None,
     }
     print(json.dumps(out, indent=2))
     name = "active-learning-quick.json" if args.quick else "active-learning.json"

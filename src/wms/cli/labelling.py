@@ -26,8 +26,8 @@ def suggest(
     strategy: str = typer.Option(
         STRATEGIES[0],
         "--strategy",
-        help="diverse: spread over the kinds of photo, leaning to the unsure (k-means weighted by score); "
-        "top: the highest scores only; power: drawn at random, odds proportional to the score.",
+        help="power: drawn at random with odds proportional to the score; diverse: one per cluster of a "
+        "score-weighted k-means over the photos; top: the highest scores only.",
     ),
     image_url: str | None = typer.Option(
         None,
@@ -37,8 +37,9 @@ def suggest(
 ) -> None:
     """Rank unlabelled photos by the model's uncertainty and a mirrored second opinion; write a batch.
 
-    The batch is spread over the kinds of photo in the source, leaning to those the model is
-    least sure of (--strategy diverse); --strategy top takes the highest scores only.
+    The batch is drawn with odds proportional to the score (--strategy power), so it leans to
+    the photos the model is least sure of and stays as varied as the source; --strategy diverse
+    takes one photo per cluster of a score-weighted k-means, --strategy top the highest scores.
 
     OUT gets images/, prelabels/ (the model's masks), ranking.csv, ranking.json, and
     labelstudio.json + labelstudio.xml (Label Studio's task import with polygon pre-annotations,
