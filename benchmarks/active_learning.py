@@ -132,6 +132,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".work")
+    parser.add_argument(
+        "--out", type=Path, help="result file (default: benchmarks/results/active-learning[-quick].json)"
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="a 5-minute smoke run: tiny model, few photos")
@@ -242,9 +245,9 @@ def main() -> int:
     }
     print(json.dumps(out, indent=2))
     name = "active-learning-quick.json" if args.quick else "active-learning.json"
-    target = REPO / "benchmarks" / "results" / name
+    target = (args.out or REPO / "benchmarks" / "results" / name).resolve()
     target.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {target.relative_to(REPO)}")
+    print(f"wrote {target.relative_to(REPO) if target.is_relative_to(REPO) else target}")
     return 0
 
 
