@@ -87,12 +87,11 @@ def _test_dice(segmenter: Any, test: list[Any]) -> float:
     return round(float(summarize(evaluate(segmenter, test))["dice"]), 4)
 
 
-def _suggested(
-    segmenter: Any, pool: list[Any], count: int, folder: Path, strategy: str, seed: int
-) -> tuple[list[Any], dict[str, Any]]:
-    """The `count` pool pairs `wms data suggest --strategy S` would choose with this model (through ONNX)."""
+def _scored(segmenter: Any, pool: list[Any], folder: Path) -> list[Any]:
+    """The pool ranked as `wms data suggest` ranks it with this model (through ONNX); once per model,
+    since the scores do not depend on the strategy."""
     from wms.inbox import Photo
-    from wms.suggest import score_photos, select
+    from wms.suggest import score_photos
     from wms.train.export import OnnxSegmenter, export_onnx
     from wms.train.spec import ONNX_FILE
 
@@ -101,12 +100,20 @@ def _suggested(
     onnx = OnnxSegmenter.load(folder, threads=0)
     photos = [Photo(p.image, hashlib.sha256(p.image.read_bytes()).hexdigest()) for p in pool]
     ranked, _ = score_photos(onnx, photos)
+    return ranked
+
+
+def _suggested(
+    ranked: list[Any], pool: list[Any], count: int, strategy: str, seed: int
+) -> tuple[list[Any], dict[str, Any]]:
+    """The `count` pool pairs `wms data suggest --strategy S` would choose from the ranked pool."""
+    from wms.suggest import select
+
     selection = select(ranked, count, strategy=strategy, seed=seed)
     by_image = {p.image: p for p in pool}
     chosen = [by_image[c.photo.path] for c in selection.chosen]
-    scores = [c.score for c in ranked]
     stats = {
-        "pool_mean_score": round(float(np.mean(scores)), 4),
+        "pool_mean_score": round(float(np.mean([c.score for c in ranked])), 4),
         "chosen_mean_score": round(float(np.mean([c.score for c in selection.chosen])), 4),
         "near_duplicates_passed_over": len(selection.near_duplicates),
         "same_bytes_passed_over": len(selection.same_bytes),
@@ -196,10 +203,9 @@ def main() -> int:
         arms = {
             "random": [pool[i] for i in sorted(rng.choice(len(pool), size=n_add, replace=False).tolist())]
         }
+        ranked = _scored(start_model, pool, start_dir) if strategies else []
         for strategy in strategies:
-            arms[strategy], row[f"{strategy}_suggest"] = _suggested(
-                start_model, pool, n_add, start_dir, strategy, seed
-            )
+            arms[strategy], row[f"{strategy}_suggest"] = _suggested(ranked, pool, n_add, strategy, seed)
         for name, added in arms.items():
             key = _fingerprint(base_key, seed, sorted(p.id for p in added))
             print(f"seed {seed}: start + {len(added)} {name}", flush=True)
