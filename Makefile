@@ -18,7 +18,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check $(if $(TORCH_INDEX),-
 PIPI   := $(PIP) install --no-compile
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev browser sshd validators checkov demo test lint clean
+.PHONY: help install install-dev browser sshd validators debian-tools checkov-venv checkov demo test lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,7 +60,9 @@ $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
 	$(CHECKOV_VENV)/bin/python -m pip --disable-pip-version-check install --no-compile -q checkov==$(CHECKOV_VERSION)
 	@touch $@
 
-checkov: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)  ## checkov over the Terraform, Dockerfile and workflows (.checkov.yaml)
+checkov-venv: $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+checkov: checkov-venv  ## checkov over the Terraform, Dockerfile and workflows (.checkov.yaml)
 	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml
 
 demo: install  ## run the whole loop on synthetic data with the embedded defaults
@@ -71,8 +73,15 @@ lint: install-dev  ## ruff and mypy
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
-test: install-dev lint checkov browser sshd validators  ## lint and checkov, then the test suite
+# The set-up steps run side by side (two pip installs and apt-get), then lint beside checkov:
+# on two cores that spares about two minutes of a fresh clone's `make test`.
+test:  ## set up, lint and checkov, then the test suite
+	@$(MAKE) --no-print-directory -j3 --output-sync=target install-dev checkov-venv debian-tools
+	@$(MAKE) --no-print-directory -j2 --output-sync=target lint checkov
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
+
+debian-tools:  # the Debian packages the tests use, one apt-get after another (they share a lock)
+	@MAKEFLAGS= $(MAKE) --no-print-directory browser sshd validators
 
 clean:  ## remove the virtual environment and local state (.wms/)
 	rm -rf $(VENV) $(CHECKOV_VENV) .wms .pytest_cache .mypy_cache .ruff_cache

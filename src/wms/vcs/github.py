@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import httpx
 from githubkit import BaseAuthStrategy, GitHub, GitHubCore, Response
@@ -37,7 +37,6 @@ from wms.errors import BackendError, ConfigError
 from wms.vcs.git import Git
 
 MergeMethod = Literal["squash", "merge", "rebase"]
-J = TypeVar("J")
 
 BODY_LIMIT = 60_000  # GitHub refuses bodies over 65,536 characters
 AUTO_MERGE = """
@@ -115,8 +114,8 @@ class GitHubClient:
             return self.api_url[: -len("/v3")] + "/graphql"
         return self.api_url + "/graphql"
 
-    def call(self, request: Callable[[], Response[Any, J]]) -> J:
-        """Send one REST request (`lambda: client.sdk.rest...`); returns its JSON answer."""
+    def call(self, request: Callable[[], Response[Any, Any]]) -> Any:
+        """Send one REST request (`lambda: client.sdk.rest...`); returns its JSON answer (plain JSON)."""
         try:
             return request().json()
         except GitHubException as exc:
