@@ -92,3 +92,30 @@ def test_zoom_shows_the_window_smaller_and_larger_with_its_mask() -> None:
     bright = (grey > (low + high) / 2).float()
     overlap = (bright * ya).sum(dim=(1, 2, 3)) / torch.maximum(bright, ya).sum(dim=(1, 2, 3))
     assert overlap.min() > 0.9  # the mask moved with the image
+
+
+def test_early_image_size_trains_the_first_half_smaller(pairs: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wms.train.loop as loop
+
+    seen: list[int] = []
+    build = loop.build_model
+
+    def recording(*args: object, **kwargs: object) -> object:
+        model = build(*args, **kwargs)  # type: ignore[arg-type]
+        model.register_forward_pre_hook(
+            lambda m, inputs: seen.append(inputs[0].shape[-1]) if m.training else None
+        )
+        return model
+
+    monkeypatch.setattr(loop, "build_model", recording)
+    result = train(TrainSettings(**TINY | {"epochs": 4, "early_image_size": 16}), pairs[:18], pairs[18:])
+    assert len(result.history) == 4
+    assert seen == [16] * (len(seen) // 2) + [32] * (len(seen) // 2)  # 3 steps an epoch: 6 small, 6 full
+    assert result.segmenter.spec.image_size == 32  # the model predicts at image_size
+
+
+def test_early_image_size_must_be_smaller(pairs: list) -> None:
+    with pytest.raises(TrainError, match="early_image_size=32 must be below"):
+        train(TrainSettings(**TINY | {"early_image_size": 32}), pairs[:18], pairs[18:])
+    with pytest.raises(TrainError, match="early_image_size=6 must be divisible by 4"):
+        train(TrainSettings(**TINY | {"early_image_size": 6}), pairs[:18], pairs[18:])

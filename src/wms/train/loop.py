@@ -127,6 +127,13 @@ def augment(
     return ((x - mean) * contrast + mean + brightness).clamp(0, 1), y
 
 
+def shrink(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch at a smaller size: early epochs at fewer pixels cost a fraction of the time."""
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    y = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False) > 0.5
+    return x, y.to(x.dtype)
+
+
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BCE plus soft Dice, averaged over the batch."""
     bce = F.binary_cross_entropy_with_logits(logits, target)
@@ -186,9 +193,15 @@ def train(
             "add more labelled pairs"
         )
     multiple = input_multiple(cfg.architecture, depth=cfg.depth)
-    if cfg.image_size % multiple:
-        why = "2**train.depth" if cfg.architecture == "unet" else f"train.architecture={cfg.architecture!r}"
-        raise TrainError(f"train.image_size={cfg.image_size} must be divisible by {multiple} ({why})")
+    why = "2**train.depth" if cfg.architecture == "unet" else f"train.architecture={cfg.architecture!r}"
+    for key in ("image_size", "early_image_size"):
+        if getattr(cfg, key) % multiple:
+            raise TrainError(f"train.{key}={getattr(cfg, key)} must be divisible by {multiple} ({why})")
+    if cfg.early_image_size >= cfg.image_size:
+        raise TrainError(
+            f"train.early_image_size={cfg.early_image_size} must be below train.image_size={cfg.image_size}"
+            " (or 0: off)"
+        )
     check_encoder_weights(cfg.architecture, cfg.encoder_weights)
     with process_group(dist, resolve_device(cfg.device)) as device:
         return _fit(cfg, train_pairs, val_pairs, reporter, cache_dir, checkpoint, dist, device)
@@ -308,15 +321,17 @@ def _fit(
                 cfg.augment_quarter_turns,
                 cfg.augment_zoom,
             )
-            xb = xb.contiguous(memory_format=torch.channels_last)
-            with amp:
-                loss = loss_fn(forward(xb).float(), yb)
             # Progress is steps done or time used, whichever is further, so a time budget
             # still ends with a fully decayed learning rate.
             done = step / total_steps
             if cfg.max_minutes:
                 now = used if dist.active else (time.perf_counter() - started_all) / (cfg.max_minutes * 60)
                 done = max(done, now)
+            if cfg.early_image_size and done < 0.5:
+                xb, yb = shrink(xb, yb, cfg.early_image_size)
+            xb = xb.contiguous(memory_format=torch.channels_last)
+            with amp:
+                loss = loss_fn(forward(xb).float(), yb)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg.learning_rate, done)
             optimizer.zero_grad(set_to_none=True)
