@@ -9,6 +9,7 @@ Variants, all from the same weights (the model's own flip TTA included):
 - quarter turns, mean / max: the photo turned by 0, 90, 180 and 270 degrees, the four
   probability maps turned back and averaged, or their pixel-wise maximum;
 - surest turn: the turn whose predicted region has the highest mean probability.
+(benchmarks/tta_effect.py scores the mean over all eight turns and mirror images, D4.)
 
 Writes benchmarks/results/tail-variants-NAME.json: mean, median and the tail (< 0.5, < 0.8)
 of the per-photo Dice over the hash test split.
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from quality import DEFAULT_DATA, REPO, real_splits
 from scipy import ndimage
+from tta_effect import tail
 
 TURNS = (None, "ROTATE_90", "ROTATE_180", "ROTATE_270")  # PIL turns counter-clockwise, as np.rot90
 
@@ -92,19 +94,11 @@ def main() -> int:
     print()
     rows = []
     for name, values in scores.items():
-        d = np.array(values)
-        rows.append(
-            {
-                "variant": name,
-                "test_dice": round(float(d.mean()), 4),
-                "median": round(float(np.median(d)), 4),
-                "below_half": int((d < 0.5).sum()),
-                "below_0_8": int((d < 0.8).sum()),
-            }
-        )
+        summary = tail(np.array(values))
+        rows.append({"variant": name, **summary})
         print(
-            f"{name:20s} test Dice {d.mean():.4f}  median {np.median(d):.4f}  "
-            f"< 0.5: {(d < 0.5).sum():3d}  < 0.8: {(d < 0.8).sum():3d}"
+            f"{name:20s} test Dice {summary['mean']:.4f}  median {summary['median']:.4f}  "
+            f"< 0.5: {summary['below_0_5']:3d}  < 0.8: {summary['below_0_8']:3d}"
         )
     out = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -106,11 +106,12 @@ class TrainSettings(Section):
     augment_zoom: float = Field(
         0.0, ge=0, lt=1, description="largest random zoom in or out of a training image (0.3: 0.7x to 1.3x)"
     )
-    early_image_size: int = Field(
-        0,
-        ge=0,
-        description="train the first half (of the steps or the time budget) at this smaller size, then "
-        "at image_size: more epochs in the same time; 0: image_size throughout",
+    early_scale: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="train the first half (of the steps or the time budget) at this share of image_size "
+        "(0.67: 192 -> 128 px), then at image_size: more epochs in the same time; 1: off",
     )
     cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
     export_onnx: bool = Field(True, description="log an ONNX export beside the weights (serving uses it)")

@@ -94,7 +94,7 @@ def test_zoom_shows_the_window_smaller_and_larger_with_its_mask() -> None:
     assert overlap.min() > 0.9  # the mask moved with the image
 
 
-def test_early_image_size_trains_the_first_half_smaller(pairs: list, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_early_scale_trains_the_first_half_smaller(pairs: list, monkeypatch: pytest.MonkeyPatch) -> None:
     import wms.train.loop as loop
 
     seen: list[int] = []
@@ -108,14 +108,19 @@ def test_early_image_size_trains_the_first_half_smaller(pairs: list, monkeypatch
         return model
 
     monkeypatch.setattr(loop, "build_model", recording)
-    result = train(TrainSettings(**TINY | {"epochs": 4, "early_image_size": 16}), pairs[:18], pairs[18:])
+    result = train(TrainSettings(**TINY | {"epochs": 4, "early_scale": 0.5}), pairs[:18], pairs[18:])
     assert len(result.history) == 4
-    assert seen == [16] * (len(seen) // 2) + [32] * (len(seen) // 2)  # 3 steps an epoch: 6 small, 6 full
+    assert seen == [16] * 6 + [32] * 6  # 3 steps an epoch: the first 6 of 12 at half the size
     assert result.segmenter.spec.image_size == 32  # the model predicts at image_size
 
 
-def test_early_image_size_must_be_smaller(pairs: list) -> None:
-    with pytest.raises(TrainError, match="early_image_size=32 must be below"):
-        train(TrainSettings(**TINY | {"early_image_size": 32}), pairs[:18], pairs[18:])
-    with pytest.raises(TrainError, match="early_image_size=6 must be divisible by 4"):
-        train(TrainSettings(**TINY | {"early_image_size": 6}), pairs[:18], pairs[18:])
+def test_early_size_is_one_the_network_takes() -> None:
+    from wms.train.loop import early_size
+
+    def size(image_size: int, scale: float) -> int:
+        return early_size(TrainSettings(image_size=image_size, depth=4, early_scale=scale))
+
+    assert size(192, 0.67) == 128  # the cpu recipe
+    assert size(64, 0.67) == 32  # the same recipe over --image-size 64: a multiple of 2**depth
+    assert size(192, 1.0) == 192  # off
+    assert size(32, 0.1) == 16  # never below one the network takes

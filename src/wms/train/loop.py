@@ -127,6 +127,12 @@ def augment(
     return ((x - mean) * contrast + mean + brightness).clamp(0, 1), y
 
 
+def early_size(cfg: TrainSettings) -> int:
+    """The size of the first half's batches: image_size x early_scale, down to a size the net takes."""
+    multiple = input_multiple(cfg.architecture, depth=cfg.depth)
+    return max(multiple, int(cfg.image_size * cfg.early_scale + 0.5) // multiple * multiple)
+
+
 def shrink(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch at a smaller size: early epochs at fewer pixels cost a fraction of the time."""
     x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -193,15 +199,9 @@ def train(
             "add more labelled pairs"
         )
     multiple = input_multiple(cfg.architecture, depth=cfg.depth)
-    why = "2**train.depth" if cfg.architecture == "unet" else f"train.architecture={cfg.architecture!r}"
-    for key in ("image_size", "early_image_size"):
-        if getattr(cfg, key) % multiple:
-            raise TrainError(f"train.{key}={getattr(cfg, key)} must be divisible by {multiple} ({why})")
-    if cfg.early_image_size >= cfg.image_size:
-        raise TrainError(
-            f"train.early_image_size={cfg.early_image_size} must be below train.image_size={cfg.image_size}"
-            " (or 0: off)"
-        )
+    if cfg.image_size % multiple:
+        why = "2**train.depth" if cfg.architecture == "unet" else f"train.architecture={cfg.architecture!r}"
+        raise TrainError(f"train.image_size={cfg.image_size} must be divisible by {multiple} ({why})")
     check_encoder_weights(cfg.architecture, cfg.encoder_weights)
     with process_group(dist, resolve_device(cfg.device)) as device:
         return _fit(cfg, train_pairs, val_pairs, reporter, cache_dir, checkpoint, dist, device)
@@ -259,6 +259,7 @@ def _fit(
     forward: Any = torch.compile(net) if cfg.compile else net  # compiled once, on first use
     spec = ModelSpec(cfg.architecture, cfg.image_size, cfg.threshold, kwargs, tta=cfg.tta)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    early = early_size(cfg)
     steps = -(-len(shard(np.arange(len(train_pairs)), dist)) // cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps)
 
@@ -327,8 +328,8 @@ def _fit(
             if cfg.max_minutes:
                 now = used if dist.active else (time.perf_counter() - started_all) / (cfg.max_minutes * 60)
                 done = max(done, now)
-            if cfg.early_image_size and done < 0.5:
-                xb, yb = shrink(xb, yb, cfg.early_image_size)
+            if early < cfg.image_size and done < 0.5:
+                xb, yb = shrink(xb, yb, early)
             xb = xb.contiguous(memory_format=torch.channels_last)
             with amp:
                 loss = loss_fn(forward(xb).float(), yb)
