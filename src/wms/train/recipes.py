@@ -24,7 +24,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # fit about twice the epochs (69 in 26 min: test Dice 0.874, 8 of 132 photos below 0.5);
     # 256 px then gave no better mean and more misses than 192 px. Flip TTA adds ~0.01 test
     # Dice. On a CPU without AMX (fp32: 39 epochs in 26 min, test Dice 0.843), the first half at
-    # 128 px fits 59 epochs: test Dice 0.856 and 0.868 (seeds 1, 2), 8 and 7 of 132 below 0.5.
+    # 128 px fits 58-59 epochs: test Dice 0.856 and 0.868 (seeds 1, 2), 8 and 7 of 132 below 0.5.
     # benchmarks/results/quality-table.md has every run.
     "cpu": {
         "image_size": 192,
