@@ -32,11 +32,6 @@ from tta_effect import tail
 TURNS = (None, "ROTATE_90", "ROTATE_180", "ROTATE_270")  # PIL turns counter-clockwise, as np.rot90
 
 
-def dice(pred: np.ndarray, true: np.ndarray) -> float:
-    total = pred.sum() + true.sum()
-    return 1.0 if total == 0 else float(2 * (pred & true).sum() / total)
-
-
 def largest_region(mask: np.ndarray) -> np.ndarray:
     labels, count = ndimage.label(mask)
     if count <= 1:
@@ -69,6 +64,7 @@ def main() -> int:
 
     from PIL import Image
 
+    from wms.train.metrics import dice
     from wms.train.preprocess import mask_to_array, open_image, open_mask
     from wms.train.segmenter import Segmenter
 
