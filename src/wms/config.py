@@ -113,6 +113,13 @@ class TrainSettings(Section):
         description="train the first half (of the steps or the time budget) at this share of image_size "
         "(0.67: 192 -> 128 px), then at image_size: more epochs in the same time; 1: off",
     )
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="validate and keep an exponential moving average of the weights, updated each step "
+        "with this decay (0.995: about the last 200 steps); 0: off, the weights as trained",
+    )
     cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
     export_onnx: bool = Field(True, description="log an ONNX export beside the weights (serving uses it)")
 

@@ -63,7 +63,7 @@ def test_saved_model_predicts_the_same_at_the_photo_size(pairs: list, tmp_path: 
 def test_augmentation_turns_image_and_mask_together() -> None:
     import torch
 
-    from wms.train.loop import augment
+    from wms.train.augment import augment
 
     x = torch.zeros(64, 3, 16, 16)
     x[:, :, 2:4, 5:12] = 1.0  # a bright horizontal bar: the "counter window"
@@ -79,7 +79,7 @@ def test_augmentation_turns_image_and_mask_together() -> None:
 def test_zoom_shows_the_window_smaller_and_larger_with_its_mask() -> None:
     import torch
 
-    from wms.train.loop import augment
+    from wms.train.augment import augment
 
     x = torch.zeros(32, 3, 64, 64)
     x[:, :, 24:40, 16:48] = 1.0  # a bright window in the middle, 512 pixels
@@ -115,7 +115,7 @@ def test_early_scale_trains_the_first_half_smaller(pairs: list, monkeypatch: pyt
 
 
 def test_early_size_is_one_the_network_takes() -> None:
-    from wms.train.loop import early_size
+    from wms.train.augment import early_size
 
     def size(image_size: int, scale: float) -> int:
         return early_size(TrainSettings(image_size=image_size, depth=4, early_scale=scale))
@@ -124,3 +124,57 @@ def test_early_size_is_one_the_network_takes() -> None:
     assert size(64, 0.67) == 32  # the same recipe over --image-size 64: a multiple of 2**depth
     assert size(192, 1.0) == 192  # off
     assert size(32, 0.1) == 16  # never below one the network takes
+
+
+def test_ema_keeps_the_moving_average_of_the_weights(pairs: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    after_step: list[list[torch.Tensor]] = []
+
+    class Recording(torch.optim.AdamW):
+        def step(self, closure: object = None) -> object:  # type: ignore[override]
+            out = super().step(closure)  # type: ignore[arg-type]
+            after_step.append([p.detach().clone() for g in self.param_groups for p in g["params"]])
+            return out
+
+    import wms.train.loop as loop
+
+    validations = iter(range(1, 100))  # each validation scores higher: the last epoch is kept
+    monkeypatch.setattr(
+        loop, "batch_dice", lambda pred, true: torch.full((len(pred),), next(validations) / 100)
+    )
+    plain = train(TrainSettings(**TINY | {"epochs": 4}), pairs[:18], pairs[18:])
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    decay = 0.8
+    result = train(TrainSettings(**TINY | {"epochs": 4, "ema_decay": decay}), pairs[:18], pairs[18:])
+    # The average is only what is kept: training itself runs as without it.
+    assert [h["train_loss"] for h in result.history] == [h["train_loss"] for h in plain.history]
+    assert result.best_epoch == 4
+    expected = after_step[0]
+    for weights in after_step[1 : 3 * result.best_epoch]:  # 3 steps an epoch
+        expected = [e + (1 - decay) * (w - e) for e, w in zip(expected, weights, strict=True)]
+    kept = list(result.segmenter.network.parameters())
+    last = after_step[3 * result.best_epoch - 1]
+    assert all(torch.allclose(k, e, atol=1e-6) for k, e in zip(kept, expected, strict=True))
+    assert not all(torch.allclose(k, w, atol=1e-6) for k, w in zip(kept, last, strict=True))
+
+
+def test_a_resumed_run_keeps_its_moving_average(pairs: list, tmp_path: Path) -> None:
+    from wms.train.loop import SilentReporter
+
+    cfg = TrainSettings(**TINY | {"epochs": 4, "ema_decay": 0.8})
+    whole = train(cfg, pairs[:18], pairs[18:])
+
+    class StopAfterTwo(SilentReporter):
+        def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, pairs[:18], pairs[18:], StopAfterTwo(), checkpoint=checkpoint)
+    resumed = train(cfg, pairs[:18], pairs[18:], checkpoint=checkpoint)
+    assert [h["val_dice"] for h in resumed.history] == [h["val_dice"] for h in whole.history]
+    photo = Image.new("RGB", (40, 40), (90, 60, 30))
+    probs = [r.segmenter.probability_maps([photo])[0] for r in (whole, resumed)]
+    assert np.array_equal(*probs)

@@ -21,10 +21,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from wms.config import TrainSettings
 from wms.data.pairs import Pair
 from wms.errors import TrainError
+from wms.train.augment import augment, early_size, shrink
 from wms.train.cache import load_arrays
 from wms.train.distributed import SINGLE, Dist, mean_of, process_group, shard, shared
 from wms.train.model import (
@@ -82,62 +84,6 @@ def resolve_device(wanted: str) -> str:
     if wanted == "cuda" and not torch.cuda.is_available():
         raise TrainError("train.device is 'cuda' but no CUDA device is visible; set train.device=auto or cpu")
     return wanted
-
-
-def augment(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    gen: torch.Generator,
-    max_degrees: float = 0.0,
-    quarter_turns: bool = False,
-    max_zoom: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips, quarter turns, rotations, zoom and brightness/contrast, per sample, on whole batches."""
-    n, on = x.shape[0], gen.device  # random numbers are drawn where the generator lives: no copies
-    flip = (torch.rand(n, generator=gen, device=on) < 0.5).to(x.device)
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    y = torch.where(flip[:, None, None, None], y.flip(-1), y)
-    if quarter_turns and x.shape[-1] == x.shape[-2]:
-        # Meters are photographed at any angle, and many of the test photos the CPU recipe
-        # misses show the window upright; small rotations alone never teach that.
-        k = torch.randint(0, 4, (n,), generator=gen, device=on).to(x.device)
-        for turns in (1, 2, 3):
-            pick = (k == turns)[:, None, None, None]
-            x = torch.where(pick, torch.rot90(x, turns, (-2, -1)), x)
-            y = torch.where(pick, torch.rot90(y, turns, (-2, -1)), y)
-    if max_degrees > 0 or max_zoom > 0:
-        # One affine resampling for both: rotate by up to max_degrees, and zoom by a factor in
-        # [1 - max_zoom, 1 + max_zoom] (zooming out shows the meter smaller, as from further away).
-        angle = ((torch.rand(n, generator=gen, device=on) * 2 - 1) * max_degrees * torch.pi / 180).to(
-            x.device
-        )
-        cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
-        if max_zoom > 0:  # drawn only when asked: without zoom, a seed's random stream is as before
-            zoom = (1 + (torch.rand(n, generator=gen, device=on) * 2 - 1) * max_zoom).to(x.device)
-            cos, sin = cos / zoom, sin / zoom
-        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        y = (F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5).to(
-            y.dtype
-        )
-    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen, device=on).to(x.device) - 0.5) * 0.4
-    brightness = (torch.rand(n, 1, 1, 1, generator=gen, device=on).to(x.device) - 0.5) * 0.2
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x - mean) * contrast + mean + brightness).clamp(0, 1), y
-
-
-def early_size(cfg: TrainSettings) -> int:
-    """The size of the first half's batches: image_size x early_scale, down to a size the net takes."""
-    multiple = input_multiple(cfg.architecture, depth=cfg.depth)
-    return max(multiple, int(cfg.image_size * cfg.early_scale + 0.5) // multiple * multiple)
-
-
-def shrink(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch at a smaller size: early epochs at fewer pixels cost a fraction of the time."""
-    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    y = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False) > 0.5
-    return x, y.to(x.dtype)
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -253,6 +199,12 @@ def _fit(
     # Channels-last on the GPU and the CPU alike: cuDNN's and oneDNN's fast convolutions want
     # it (on two CPU cores the recipe's U-Net trains about 2x faster than in NCHW).
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    # With train.ema_decay, a moving average of the weights is what is validated and kept: it
+    # smooths the last steps' noise, as a lower learning rate would without slowing training.
+    ema = None
+    if cfg.ema_decay:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    kept: torch.nn.Module = model if ema is None else ema.module
     net: Any = model
     if dist.active:  # gradients are averaged across the processes as backward runs
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if cuda else None)
@@ -272,18 +224,18 @@ def _fit(
         ].float()
 
     def val_dice() -> float:
-        model.eval()
+        kept.eval()
         scores = []
         with torch.no_grad(), amp:
             for i in range(0, len(x_val), cfg.batch_size):
                 xb = x_val[i : i + cfg.batch_size].float() / 255
                 xb = xb.contiguous(memory_format=torch.channels_last)
-                probs = torch.sigmoid(model(xb).float())
+                probs = torch.sigmoid(kept(xb).float())
                 scores.append(batch_dice(probs > cfg.threshold, y_val[i : i + cfg.batch_size]))
         return float(torch.cat(scores).mean())  # one host read per validation
 
     # With epochs=0 the untrained model is the result: useful for testing the gate.
-    best_state, best_epoch, best_dice = copy.deepcopy(model.state_dict()), 0, val_dice()
+    best_state, best_epoch, best_dice = copy.deepcopy(kept.state_dict()), 0, val_dice()
     history: list[dict[str, float]] = []
     step = 0
     if checkpoint is not None and checkpoint.is_file():
@@ -292,6 +244,8 @@ def _fit(
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
         best_state, best_epoch, best_dice = state["best_state"], state["best_epoch"], state["best_dice"]
         history, step = state["history"], state["step"]
         gen.set_state(state["generator"])
@@ -339,6 +293,8 @@ def _fit(
             scaler.scale(loss).backward()  # fp16: scaled so small gradients do not underflow
             scaler.step(optimizer)  # skips the step when a gradient overflowed
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             loss_sum += loss.detach()
             counted += 1
@@ -353,13 +309,14 @@ def _fit(
         }
         history.append(metrics)
         if dice_now > best_dice:
-            best_state, best_epoch, best_dice = copy.deepcopy(model.state_dict()), epoch, dice_now
+            best_state, best_epoch, best_dice = copy.deepcopy(kept.state_dict()), epoch, dice_now
         if checkpoint is not None and dist.is_main:
             save_checkpoint(
                 checkpoint,
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
+                    **({} if ema is None else {"ema": ema.state_dict()}),
                     "best_state": best_state,
                     "best_epoch": best_epoch,
                     "best_dice": best_dice,
