@@ -102,7 +102,13 @@ class TrainSettings(Section):
     patience: int = Field(0, ge=0, description="stop after this many epochs without a better val Dice")
     max_minutes: float = Field(0, ge=0, description="training time budget; 0: none")
     augment_rotation: float = Field(10.0, ge=0, le=45, description="largest random rotation, in degrees")
-    augment_quarter_turns: bool = Field(False, description="also turn training images by 90/180/270 degrees")
+    augment_quarter_turns: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of training images turned by a random 90, 180 or 270 degrees (0: none; "
+        "true means 0.75, every quarter alike)",
+    )
     augment_zoom: float = Field(
         0.0, ge=0, lt=1, description="largest random zoom in or out of a training image (0.3: 0.7x to 1.3x)"
     )
@@ -122,6 +128,15 @@ class TrainSettings(Section):
     )
     cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
     export_onnx: bool = Field(True, description="log an ONNX export beside the weights (serving uses it)")
+
+    @field_validator("augment_quarter_turns", mode="before")
+    @classmethod
+    def _turns_from_a_flag(cls, value: object) -> object:
+        # Once a flag: on, each of the four quarters was drawn alike, so three in four were turned.
+        flag = value.strip().lower() if isinstance(value, str) else value
+        if isinstance(flag, bool) or flag in ("true", "false"):
+            return 0.75 if flag in (True, "true") else 0.0
+        return value
 
     @field_validator("recipe")
     @classmethod

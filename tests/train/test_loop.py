@@ -68,12 +68,33 @@ def test_augmentation_turns_image_and_mask_together() -> None:
     x = torch.zeros(64, 3, 16, 16)
     x[:, :, 2:4, 5:12] = 1.0  # a bright horizontal bar: the "counter window"
     y = (x[:, :1] > 0.5).float()
-    xa, ya = augment(x, y, torch.Generator().manual_seed(0), max_degrees=0, quarter_turns=True)
+    xa, ya = augment(x, y, torch.Generator().manual_seed(0), max_degrees=0, quarter_turns=1.0)
     # Brightness/contrast change the values but not where the bar is: the mask follows the image.
     bright = xa.mean(dim=1, keepdim=True) > xa.mean(dim=(1, 2, 3), keepdim=True)
     assert torch.equal(bright, ya > 0.5)
     upright = (ya.sum(dim=-1) > 0).sum(dim=-1).squeeze(1)  # rows the bar covers: 2 flat, 7 upright
     assert {2, 7} <= set(upright.tolist())
+
+
+def test_quarter_turns_turn_the_share_asked_for() -> None:
+    import torch
+
+    from wms.train.augment import augment
+
+    x = torch.zeros(800, 3, 16, 16)
+    x[:, :, 2:4, 5:12] = 1.0  # a horizontal bar near the top: any turn moves it off rows 2-3
+    y = (x[:, :1] > 0.5).float()
+    _, ya = augment(x, y, torch.Generator().manual_seed(0), quarter_turns=0.25)
+    turned = (ya[:, 0, 2:4].sum(dim=(1, 2)) < 14).float().mean()
+    assert 0.2 < turned < 0.3
+    _, ya = augment(x, y, torch.Generator().manual_seed(0), quarter_turns=0.0)
+    assert (ya[:, 0, 2:4].sum(dim=(1, 2)) == 14).all()
+
+
+def test_quarter_turns_once_a_flag_still_read() -> None:
+    assert TrainSettings(augment_quarter_turns=True).augment_quarter_turns == 0.75
+    assert TrainSettings(augment_quarter_turns="False").augment_quarter_turns == 0.0  # as from the environment
+    assert TrainSettings(augment_quarter_turns=0.3).augment_quarter_turns == 0.3
 
 
 def test_zoom_shows_the_window_smaller_and_larger_with_its_mask() -> None:

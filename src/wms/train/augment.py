@@ -18,18 +18,22 @@ def augment(
     y: torch.Tensor,
     gen: torch.Generator,
     max_degrees: float = 0.0,
-    quarter_turns: bool = False,
+    quarter_turns: float = 0.0,
     max_zoom: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips, quarter turns, rotations, zoom and brightness/contrast, per sample, on whole batches."""
+    """Random flips, quarter turns, rotations, zoom and brightness/contrast, per sample, on whole batches.
+
+    `quarter_turns` is the share of samples turned by 90, 180 or 270 degrees (each alike).
+    """
     n, on = x.shape[0], gen.device  # random numbers are drawn where the generator lives: no copies
     flip = (torch.rand(n, generator=gen, device=on) < 0.5).to(x.device)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     y = torch.where(flip[:, None, None, None], y.flip(-1), y)
-    if quarter_turns and x.shape[-1] == x.shape[-2]:
+    if quarter_turns > 0 and x.shape[-1] == x.shape[-2]:
         # Meters are photographed at any angle, and many of the test photos the CPU recipe
         # misses show the window upright; small rotations alone never teach that.
-        k = torch.randint(0, 4, (n,), generator=gen, device=on).to(x.device)
+        turned = torch.rand(n, generator=gen, device=on) < quarter_turns
+        k = (torch.randint(1, 4, (n,), generator=gen, device=on) * turned).to(x.device)
         for turns in (1, 2, 3):
             pick = (k == turns)[:, None, None, None]
             x = torch.where(pick, torch.rot90(x, turns, (-2, -1)), x)
