@@ -93,7 +93,7 @@ def test_quarter_turns_turn_the_share_asked_for() -> None:
 
 def test_quarter_turns_once_a_flag_still_read() -> None:
     assert TrainSettings(augment_quarter_turns=True).augment_quarter_turns == 0.75
-    assert TrainSettings(augment_quarter_turns="False").augment_quarter_turns == 0.0  # as from the environment
+    assert TrainSettings(augment_quarter_turns="False").augment_quarter_turns == 0.0  # from the environment
     assert TrainSettings(augment_quarter_turns=0.3).augment_quarter_turns == 0.3
 
 
