@@ -232,7 +232,8 @@ def main() -> None:
                     print(
                         f"load, {args.clients} clients for {throughput['seconds']} s: "
                         f"{throughput['requests_per_second']} req/s, p99 {throughput['p99_ms']} ms, "
-                        f"{throughput['errors']} errors, server peak RSS {throughput['server_peak_rss_mb']} MB",
+                        f"{throughput['errors']} errors, "
+                        f"server peak RSS {throughput['server_peak_rss_mb']} MB",
                         flush=True,
                     )
             finally:

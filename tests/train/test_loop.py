@@ -180,9 +180,18 @@ def test_ema_keeps_the_moving_average_of_the_weights(pairs: list, monkeypatch: p
     assert not all(torch.allclose(k, w, atol=1e-6) for k, w in zip(kept, last, strict=True))
 
 
-def test_a_resumed_run_keeps_its_moving_average(pairs: list, tmp_path: Path) -> None:
+def test_a_resumed_run_keeps_its_moving_average(
+    pairs: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    import wms.train.loop as loop
     from wms.train.loop import SilentReporter
 
+    validations = iter(range(1, 100))  # each validation scores higher: the last epoch is kept
+    monkeypatch.setattr(
+        loop, "batch_dice", lambda pred, true: torch.full((len(pred),), next(validations) / 100)
+    )
     cfg = TrainSettings(**TINY | {"epochs": 4, "ema_decay": 0.8})
     whole = train(cfg, pairs[:18], pairs[18:])
 
@@ -195,7 +204,8 @@ def test_a_resumed_run_keeps_its_moving_average(pairs: list, tmp_path: Path) -> 
     with pytest.raises(KeyboardInterrupt):
         train(cfg, pairs[:18], pairs[18:], StopAfterTwo(), checkpoint=checkpoint)
     resumed = train(cfg, pairs[:18], pairs[18:], checkpoint=checkpoint)
-    assert [h["val_dice"] for h in resumed.history] == [h["val_dice"] for h in whole.history]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    assert whole.best_epoch == resumed.best_epoch == 4  # weights averaged across the interruption
     photo = Image.new("RGB", (40, 40), (90, 60, 30))
     probs = [r.segmenter.probability_maps([photo])[0] for r in (whole, resumed)]
     assert np.array_equal(*probs)
