@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/active_learning.py            # 3 seeds, about 35-55 min on 2 CPU cores
     .venv/bin/python benchmarks/active_learning.py --quick    # a smoke run of the whole path, about 5 min
+    .venv/bin/python benchmarks/active_learning.py --strategies power --set ema_decay=0.995 --out F
 
 The project's hash splits of the real photos (prepared to 512 px, as benchmarks/quality.py does).
 A fixed 40% of the training split (the same photos for every seed) trains the start model; the
@@ -150,6 +151,15 @@ def main() -> int:
         default=",".join(STRATEGIES),
         help=f"suggest strategies to compare with random photos (default: {','.join(STRATEGIES)})",
     )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a [train] setting of the small recipe for every training (e.g. ema_decay=0.995); "
+        "start models and arms are kept apart by their settings",
+    )
     args = parser.parse_args()
     if not (args.data / "images").is_dir():
         print(f"skipped: real data not found at {args.data} (see ../shared/datasets/water-meters/README.md)")
@@ -158,9 +168,11 @@ def main() -> int:
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
+    from pydantic import ValidationError
     from quality import real_splits  # type: ignore[import-not-found]  # benchmarks/ is on sys.path
 
-    from wms.config import TrainSettings
+    from wms.config import TrainSettings, parse_overrides
+    from wms.errors import ConfigError
     from wms.train.segmenter import Segmenter
 
     strategies = [s for s in args.strategies.split(",") if s]
@@ -173,6 +185,17 @@ def main() -> int:
     split = real_splits(args.data, args.work)
     train_pairs, val, test = split["train"], split["val"], split["test"]
     settings = SETTINGS | (QUICK if args.quick else {})
+    for pair in args.sets:
+        if "=" not in pair or "." in pair.partition("=")[0]:
+            parser.error(f"--set {pair!r} is not KEY=VALUE of [train]; write e.g. --set ema_decay=0.995")
+    try:  # a bad --set stops here, before any training
+        settings |= parse_overrides([f"train.{pair}" for pair in args.sets]).get("train", {})
+        TrainSettings.model_validate(settings)
+    except (ConfigError, ValidationError) as exc:
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            parser.error(f"--set {'.'.join(map(str, first['loc'])) or '?'}: {first['msg']}")
+        parser.error(str(exc))
     seeds = 1 if args.quick else args.seeds
     if args.quick:  # the whole path on a sliver of the data
         train_pairs, val, test = train_pairs[:120], val[:20], test[:40]
