@@ -480,3 +480,15 @@ def terraform() -> dict[str, dict[str, Any]]:
                     for name, body in entry.items():
                         blocks.setdefault(kind, {})[name] = body
     return blocks
+
+
+def interrupted_after(epoch: int) -> Any:
+    """A training reporter that stops the run as Ctrl-C would, once `epoch` is done."""
+    from wms.train.loop import SilentReporter
+
+    class StopAfter(SilentReporter):
+        def epoch_done(self, done: int, metrics: dict[str, float]) -> None:
+            if done == epoch:
+                raise KeyboardInterrupt
+
+    return StopAfter()

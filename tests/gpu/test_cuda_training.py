@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.conftest import interrupted_after
 
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
-from wms.train.loop import SilentReporter, train
+from wms.train.loop import train
 from wms.train.precision import cuda_supports_bf16
 
 pytestmark = pytest.mark.gpu
@@ -45,14 +46,9 @@ def test_each_precision_trains_on_cuda(pairs: list, precision: str) -> None:
 
 
 def test_a_cuda_checkpoint_resumes(pairs: list, tmp_path: Path) -> None:
-    class StopAfterTwo(SilentReporter):
-        def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
-            if epoch == 2:
-                raise KeyboardInterrupt
-
     checkpoint = tmp_path / "run.ckpt"
     with pytest.raises(KeyboardInterrupt):
-        train(TrainSettings(**TINY), pairs[:36], pairs[36:], StopAfterTwo(), checkpoint=checkpoint)
+        train(TrainSettings(**TINY), pairs[:36], pairs[36:], interrupted_after(2), checkpoint=checkpoint)
     resumed = train(TrainSettings(**TINY), pairs[:36], pairs[36:], checkpoint=checkpoint)
     assert len(resumed.history) == 3  # continued from epoch 3, RNG states restored on the CPU
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.conftest import interrupted_after
 
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
@@ -119,14 +120,9 @@ def test_a_checkpoint_written_on_a_gpu_resumes_to_the_same_model(pairs: list, tm
     cfg = TrainSettings(**TINY | {"epochs": 3, "batch_size": 8})
     whole = train(cfg, pairs[:18], pairs[18:])
 
-    class StopAfterTwo(SilentReporter):
-        def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
-            if epoch == 2:
-                raise KeyboardInterrupt
-
     checkpoint = tmp_path / "run.ckpt"
     with saved_as_if_on_cuda(), pytest.raises(KeyboardInterrupt):
-        train(cfg, pairs[:18], pairs[18:], StopAfterTwo(), checkpoint=checkpoint)
+        train(cfg, pairs[:18], pairs[18:], interrupted_after(2), checkpoint=checkpoint)
     with pytest.raises(RuntimeError, match="deserialize object on a CUDA device"):  # the old map_location
         torch.load(io.BytesIO(checkpoint.read_bytes()), weights_only=True)
     resumed = train(cfg, pairs[:18], pairs[18:], checkpoint=checkpoint)

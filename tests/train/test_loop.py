@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import interrupted_after
 
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
@@ -186,7 +187,6 @@ def test_a_resumed_run_keeps_its_moving_average(
     import torch
 
     import wms.train.loop as loop
-    from wms.train.loop import SilentReporter
 
     validations = iter(range(1, 100))  # each validation scores higher: the last epoch is kept
     monkeypatch.setattr(
@@ -195,14 +195,9 @@ def test_a_resumed_run_keeps_its_moving_average(
     cfg = TrainSettings(**TINY | {"epochs": 4, "ema_decay": 0.8})
     whole = train(cfg, pairs[:18], pairs[18:])
 
-    class StopAfterTwo(SilentReporter):
-        def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
-            if epoch == 2:
-                raise KeyboardInterrupt
-
     checkpoint = tmp_path / "run.ckpt"
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, pairs[:18], pairs[18:], StopAfterTwo(), checkpoint=checkpoint)
+        train(cfg, pairs[:18], pairs[18:], interrupted_after(2), checkpoint=checkpoint)
     resumed = train(cfg, pairs[:18], pairs[18:], checkpoint=checkpoint)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
     assert whole.best_epoch == resumed.best_epoch == 4  # weights averaged across the interruption
