@@ -26,9 +26,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Dice. On a CPU without AMX (fp32: 39 epochs in 26 min, test Dice 0.843), the first half at
     # 128 px fits 58-59 epochs: test Dice 0.856 and 0.868 (seeds 1, 2), 8 and 7 of 132 below 0.5.
     # Keeping a moving average of the weights (ema_decay) and turning a quarter of the images by
-    # 90/180/270 degrees (for the upright windows the misses were mostly of) then gave 0.871 and
-    # 0.870, 6 and 6 below 0.5, 19 and 18 below 0.8; zoom (augment_zoom 0.2) gave no gain (0.872,
-    # 0.852). benchmarks/results/quality-table.md has every run.
+    # 90/180/270 degrees (some misses were upright windows) then gave 0.871 and 0.870, 6 and 6
+    # below 0.5, 19 and 18 below 0.8; zoom (augment_zoom 0.2) gave no gain (0.872, 0.852).
+    # benchmarks/results/quality-table.md has every run.
     "cpu": {
         "image_size": 192,
         "early_scale": 0.67,
