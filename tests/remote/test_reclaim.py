@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import cast
 
 import pytest
@@ -13,7 +12,6 @@ from wms.errors import BackendError, CapacityError
 from wms.remote.reclaim import (
     Reclaimed,
     Reclaims,
-    epochs_done,
     given_up,
     reclaim_line,
     resuming_from,
@@ -57,14 +55,6 @@ def reclaims(instance: Instance, notes: list[str], **settings: float) -> Reclaim
 def test_retries_are_counted_against_compute_spot_retries() -> None:
     assert [retry_allowed(n, 3) for n in (1, 2, 3, 4)] == [True, True, True, False]
     assert not retry_allowed(1, 0)
-
-
-def test_the_epochs_done_come_from_the_progress_file_even_when_its_last_line_is_cut() -> None:
-    lines = [{"event": "epoch_started", "epoch": 1}, {"event": "epoch_done", "epoch": 1}]
-    lines += [{"event": "note", "text": "x"}, {"event": "epoch_done", "epoch": 2}]
-    progress = "".join(json.dumps(line) + "\n" for line in lines) + '{"event": "epoch_do'
-    assert epochs_done(progress.encode()) == 2
-    assert epochs_done(b"") == 0
 
 
 def test_what_a_person_reads() -> None:

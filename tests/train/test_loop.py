@@ -198,6 +198,7 @@ def test_a_resumed_run_keeps_its_moving_average(
     checkpoint = tmp_path / "run.ckpt"
     with pytest.raises(KeyboardInterrupt):
         train(cfg, pairs[:18], pairs[18:], interrupted_after(2), checkpoint=checkpoint)
+    assert loop.epochs_held(checkpoint) == 2  # what a job started again says it goes on after
     resumed = train(cfg, pairs[:18], pairs[18:], checkpoint=checkpoint)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
     assert whole.best_epoch == resumed.best_epoch == 4  # weights averaged across the interruption

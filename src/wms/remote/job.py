@@ -112,7 +112,9 @@ def _train(job_dir: Path) -> None:
     import wms
     from wms.config import Project, Settings
     from wms.registry import MlflowRegistry
+    from wms.remote.reclaim import resuming_from
     from wms.runs import save_trained
+    from wms.train.loop import epochs_held
     from wms.train.run import train_and_log
 
     spec = json.loads((job_dir / JOB_FILE).read_text())
@@ -125,9 +127,9 @@ def _train(job_dir: Path) -> None:
         tags = dict(spec["tags"]) | {"wms.code_path": str(Path(wms.__file__).parent)}
         checkpoint, run_file = job_dir / CHECKPOINT_FILE, job_dir / RUN_ID_FILE
         earlier = run_file.read_text().strip() if run_file.is_file() else None
-        if earlier:
-            start = "its checkpoint" if checkpoint.is_file() else "the first epoch (no checkpoint yet)"
-            reporter.emit("note", text=f"continuing MLflow run {earlier} from {start}")
+        if earlier:  # where it goes on is read from the checkpoint: the progress file may lag it
+            held = epochs_held(checkpoint) if checkpoint.is_file() else 0
+            reporter.emit("note", text=f"continuing MLflow run {earlier} {resuming_from(held)}")
         trained = train_and_log(
             project,
             dataset,

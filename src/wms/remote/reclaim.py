@@ -12,21 +12,22 @@ person in the console). Then
     the spot instance was reclaimed (Server.SpotInstanceShutdown): starting it again and
     resuming job J from its checkpoint; retry 1 of 3
     ...
-    training job J started again on 203.0.113.9 (pid 4242), from epoch 3 (its checkpoint holds epochs 1-2)
+    training job J started again on 203.0.113.9 (pid 4242), from its checkpoint
+      203.0.113.9: continuing MLflow run R from epoch 3 (its checkpoint holds epochs 1-2)
 
 the instance is started again (`start_again`: a refusal for want of capacity, or because only
 EC2 may restart a reclaimed spot instance, is retried with backoff for
 compute.start_timeout_seconds), reached at its address after the start (without an Elastic IP
 it changes), and the job is started again in its own folder: it goes on from its checkpoint,
-in the same MLflow run. Which epoch it goes on from is read from its progress file once the
-instance is back (what the follower had shown may lag by a poll). At most
+in the same MLflow run. Which epoch it goes on from the job says itself, read from its
+checkpoint: the progress file may lag it by an epoch when the stop came between writing the
+checkpoint and reporting the epoch done. At most
 compute.spot_retries times per train stage; past that the stage fails, and `wms pipeline
 resume` goes on from the same checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 
@@ -87,19 +88,6 @@ class Reclaims:
 def retry_allowed(reclaims: int, limit: int) -> bool:
     """Whether the `reclaims`-th reclaim of one train stage is still resumed (compute.spot_retries)."""
     return reclaims <= limit
-
-
-def epochs_done(progress: bytes) -> int:
-    """The last epoch a job's progress file reports done (its checkpoint holds that one)."""
-    done = 0
-    for line in progress.decode(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue  # a line cut off by the stop
-        if isinstance(event, dict) and event.get("event") == "epoch_done":
-            done = max(done, int(event.get("epoch", 0)))
-    return done
 
 
 def what_happened(reason: str) -> str:

@@ -39,7 +39,7 @@ from wms.errors import BackendError, ConfigError, TrainError
 from wms.guards import Interrupted
 from wms.remote.job import CHECKPOINT_FILE, EXIT_FILE, JOB_FILE, PROGRESS_FILE, RESULT_FILE
 from wms.remote.package import build_wheel, install
-from wms.remote.reclaim import Reclaimed, Reclaims, epochs_done, resuming_from
+from wms.remote.reclaim import Reclaimed, Reclaims
 from wms.remote.ssh import Ssh, SshTarget, connect, dropped, quote
 
 if TYPE_CHECKING:
@@ -205,11 +205,12 @@ class RemoteTrainer:
         stale = [f"{folder}/{name}" for name in (EXIT_FILE, RESULT_FILE)]
         ssh.check(f"rm -f {quote(*stale)}", "clear the job's last exit")
         checkpoint = ssh.run(f"test -f {quote(folder + '/' + CHECKPOINT_FILE)}")[0] == 0
-        done = epochs_done(ssh.read_from(f"{folder}/{PROGRESS_FILE}", 0))
         pid = self._launch(ssh, folder, job["python"], job["code"])
+        # Which epoch it goes on from, the job says itself once it has read its checkpoint: the
+        # progress file can lag the checkpoint by an epoch when the stop fell between the two.
         self.notify(
             f"training job {job['job_id']} started again on {self.target.host} (pid {pid}), "
-            f"{resuming_from(done, checkpoint)}"
+            + ("from its checkpoint" if checkpoint else "from its first epoch (no checkpoint yet)")
         )
         return job | {"host": self.target.host, "pid": pid, "restarts": int(job.get("restarts", 0)) + 1}
 

@@ -111,6 +111,11 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def epochs_held(path: Path) -> int:
+    """How many epochs a checkpoint holds: a resumed run goes on from the next one."""
+    return len(torch.load(path, map_location="cpu", weights_only=True)["history"])
+
+
 def learning_rate(peak: float, done: float) -> float:
     """Linear warm-up over the first 5% of training, then cosine decay to zero."""
     done = min(max(done, 0.0), 1.0)
