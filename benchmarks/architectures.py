@@ -31,7 +31,7 @@ def main() -> int:
 
     import torch
 
-    from wms.train.loop import loss_fn
+    from wms.train.losses import bce_dice as loss_fn
     from wms.train.model import ARCHITECTURES, build_model, count_parameters
 
     torch.set_num_threads(args.threads)

@@ -44,7 +44,8 @@ def main() -> int:
     from wms.data.prepare import prepare_dataset
     from wms.train.augment import augment
     from wms.train.cache import load_arrays
-    from wms.train.loop import loss_fn, resolve_device
+    from wms.train.loop import resolve_device
+    from wms.train.losses import bce_dice as loss_fn
     from wms.train.model import UNet
     from wms.train.preprocess import image_to_array, mask_to_array, open_image, open_mask, scale
 

@@ -52,6 +52,7 @@ def test_epochs_zero_is_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         ("WMS_TRAIN__EPOCHS", "-1", "train.epochs='-1': Input should be greater than or equal to 0"),
         ("WMS_TRAIN__EPOCH", "3", "unknown setting train.epoch (valid keys in [train]:"),
         ("WMS_COMPUTE__BACKEND", "gpu-cloud", "bad setting compute.backend='gpu-cloud'"),
+        ("WMS_TRAIN__LOSS", "iou", "bad setting train.loss='iou'"),
     ],
 )
 def test_bad_values_are_named(

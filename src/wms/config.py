@@ -126,6 +126,11 @@ class TrainSettings(Section):
         description="validate and keep an exponential moving average of the weights, updated each step "
         "with this decay (0.995: about the last 200 steps); 0: off, the weights as trained",
     )
+    loss: Literal["bce_dice", "bce_lovasz", "focal_tversky"] = Field(
+        "bce_dice",
+        description="bce_dice: BCE plus per-image soft Dice; bce_lovasz: BCE plus the Lovász hinge "
+        "(per-image IoU); focal_tversky: missed window pixels cost more (wms.train.losses)",
+    )
     cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
     export_onnx: bool = Field(True, description="log an ONNX export beside the weights (serving uses it)")
 

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from wms.config import TrainSettings
@@ -29,6 +28,7 @@ from wms.errors import TrainError
 from wms.train.augment import augment, early_size, shrink
 from wms.train.cache import load_arrays
 from wms.train.distributed import SINGLE, Dist, mean_of, process_group, shard, shared
+from wms.train.losses import LOSSES
 from wms.train.model import (
     build_model,
     check_encoder_weights,
@@ -84,16 +84,6 @@ def resolve_device(wanted: str) -> str:
     if wanted == "cuda" and not torch.cuda.is_available():
         raise TrainError("train.device is 'cuda' but no CUDA device is visible; set train.device=auto or cpu")
     return wanted
-
-
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE plus soft Dice, averaged over the batch."""
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    prob = torch.sigmoid(logits)
-    inter = (prob * target).sum(dim=(1, 2, 3))
-    denom = prob.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3))
-    soft_dice = (2 * inter + 1) / (denom + 1)
-    return bce + (1 - soft_dice).mean()
 
 
 def batch_dice(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -217,6 +207,7 @@ def _fit(
     spec = ModelSpec(cfg.architecture, cfg.image_size, cfg.threshold, kwargs, tta=cfg.tta)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     early = early_size(cfg)
+    loss_fn = LOSSES[cfg.loss]
     steps = -(-len(shard(np.arange(len(train_pairs)), dist)) // cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps)
 

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wms.config import TrainSettings
+from wms.data.pairs import find_pairs
+from wms.train.loop import train
+from wms.train.losses import LOSSES, focal_tversky, lovasz_hinge
+
+
+def masks(seed: int, count: int = 3, size: int = 16) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(count, 1, size, size, generator=gen) > 0.6).float()
+
+
+def test_lovasz_hinge_is_one_minus_iou_at_a_hard_prediction() -> None:
+    # Where a pixel is right its logit has margin 1 (hinge error 0), where wrong it is 0 (error 1):
+    # there the Lovász extension equals the Jaccard loss of the predicted mask.
+    target, wrong = masks(1), masks(2)
+    predicted = torch.where(wrong.bool(), 1 - target, target)
+    logits = torch.where(wrong.bool(), torch.zeros_like(target), 2 * target - 1)
+    inter = (predicted * target).sum(dim=(1, 2, 3))
+    union = ((predicted + target) > 0).float().sum(dim=(1, 2, 3))
+    expected = (1 - inter / union).mean()
+    assert lovasz_hinge(logits, target).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_focal_tversky_makes_a_missed_pixel_cost_more_than_a_false_one() -> None:
+    target = torch.zeros(1, 1, 16, 16)
+    target[..., 4:12, 4:12] = 1
+    missed, extra = target.clone(), target.clone()
+    missed[..., 4:6, 4:12] = 0  # 16 window pixels left out
+    extra[..., 12:14, 4:12] = 1  # 16 pixels outside the window taken in
+    as_logits = lambda mask: 12 * (2 * mask - 1)  # noqa: E731
+    assert focal_tversky(as_logits(missed), target) > focal_tversky(as_logits(extra), target)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_each_loss_prefers_the_true_mask_and_has_gradients(name: str) -> None:
+    target = masks(3)
+    logits = torch.zeros_like(target, requires_grad=True)
+    loss = LOSSES[name](logits, target)
+    loss.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    right, wrong = 6 * (2 * target - 1), 6 * (1 - 2 * target)
+    assert LOSSES[name](right, target) < loss.item() < LOSSES[name](wrong, target)
+
+
+@pytest.mark.parametrize("name", ["bce_lovasz", "focal_tversky"])
+def test_training_with_another_loss_lowers_it(name: str, make_batch: Callable[..., Path]) -> None:
+    pairs = find_pairs(make_batch(count=24)).pairs
+    cfg = TrainSettings(image_size=32, base_channels=4, depth=2, batch_size=8, epochs=4, loss=name)
+    losses = [h["train_loss"] for h in train(cfg, pairs[:18], pairs[18:]).history]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
