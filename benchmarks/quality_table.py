@@ -69,7 +69,7 @@ def main() -> int:
         "The bf16 runs had a CPU with AMX; the machine's later host (`cpu-base-seed1` on) is an AMD",
         "EPYC with AVX2 only, where `precision = auto` trains in fp32 and an epoch at 192 px takes",
         "37 s instead of 22 s. Epoch counts there also depend on other work on the host: the",
-        "recipe of `cpu-ema-turns25` fit 69-70 epochs beside other benchmarks, 78 alone",
+        "recipe of `cpu-ema-turns25` fit 69-70 epochs beside other benchmarks, 78-80 alone",
         "(`cpu-idle-seed1`).",
         "",
         "| " + " | ".join(COLUMNS) + " |",

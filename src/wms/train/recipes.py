@@ -28,7 +28,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Keeping a moving average of the weights (ema_decay) and turning a quarter of the images by
     # 90/180/270 degrees (some misses were upright windows) then gave 0.871 and 0.870, 6 and 6
     # below 0.5, 19 and 18 below 0.8; zoom (augment_zoom 0.2) gave no gain (0.872, 0.852).
-    # Alone on the host (78 epochs) seed 1 gave 0.877, 6 below 0.5. Neither depth 5 (0.874, 5),
+    # Alone on the host (78-80 epochs): 0.877 and 0.884, 6 and 5 below 0.5. Neither depth 5 (0.874, 5),
     # loss focal_tversky (0.865, 5) nor bce_lovasz (val Dice 0.32 at the half) did better.
     # benchmarks/results/quality-table.md has every run.
     "cpu": {
