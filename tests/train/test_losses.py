@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -38,6 +39,10 @@ def test_focal_tversky_makes_a_missed_pixel_cost_more_than_a_false_one() -> None
     extra[..., 12:14, 4:12] = 1  # 16 pixels outside the window taken in
     as_logits = lambda mask: 12 * (2 * mask - 1)  # noqa: E731
     assert focal_tversky(as_logits(missed), target) > focal_tversky(as_logits(extra), target)
+
+
+def test_every_loss_the_settings_accept_exists() -> None:
+    assert set(get_args(TrainSettings.model_fields["loss"].annotation)) == set(LOSSES)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

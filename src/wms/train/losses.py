@@ -32,22 +32,17 @@ def bce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def lovasz_hinge(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The Lovász hinge of each image, averaged: a convex surrogate of 1 - IoU of the window."""
-    losses = [_lovasz_hinge_flat(lg.flatten(), tg.flatten()) for lg, tg in zip(logits, target, strict=True)]
-    return torch.stack(losses).mean()
-
-
-def _lovasz_hinge_flat(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    signs = 2 * labels - 1
-    errors = 1 - logits * signs
-    errors_sorted, order = torch.sort(errors, descending=True)
-    labels_sorted = labels[order]
+    logits, labels = logits.flatten(1), target.flatten(1)
+    errors = 1 - logits * (2 * labels - 1)
+    errors_sorted, order = torch.sort(errors, dim=1, descending=True)
+    labels_sorted = labels.gather(1, order)
     # The gradient of the Lovász extension of the Jaccard loss at the sorted errors.
-    positives = labels_sorted.sum()
-    intersection = positives - labels_sorted.cumsum(0)
-    union = positives + (1 - labels_sorted).cumsum(0)
+    positives = labels_sorted.sum(dim=1, keepdim=True)
+    intersection = positives - labels_sorted.cumsum(dim=1)
+    union = positives + (1 - labels_sorted).cumsum(dim=1)
     jaccard = 1 - intersection / union
-    grad = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
-    return torch.dot(F.relu(errors_sorted), grad)
+    grad = torch.diff(jaccard, dim=1, prepend=torch.zeros_like(jaccard[:, :1]))
+    return (F.relu(errors_sorted) * grad).sum(dim=1).mean()
 
 
 def bce_lovasz(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
