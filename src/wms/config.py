@@ -131,6 +131,14 @@ class TrainSettings(Section):
         description="bce_dice: BCE plus per-image soft Dice; bce_lovasz: BCE plus the Lovász hinge "
         "(per-image IoU); focal_tversky: missed window pixels cost more (wms.train.losses)",
     )
+    finish_loss: Literal["none", "bce_dice", "bce_lovasz", "focal_tversky"] = Field(
+        "none",
+        description="train the last finish_share of training (of the steps or the time budget) with "
+        "this loss instead (bce_lovasz: fine-tune for IoU, as Berman et al. do); none: off",
+    )
+    finish_share: float = Field(
+        0.25, gt=0, lt=1, description="the share at the end of training that uses finish_loss"
+    )
     cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
     export_onnx: bool = Field(True, description="log an ONNX export beside the weights (serving uses it)")
 

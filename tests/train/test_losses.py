@@ -43,6 +43,7 @@ def test_focal_tversky_makes_a_missed_pixel_cost_more_than_a_false_one() -> None
 
 def test_every_loss_the_settings_accept_exists() -> None:
     assert set(get_args(TrainSettings.model_fields["loss"].annotation)) == set(LOSSES)
+    assert set(get_args(TrainSettings.model_fields["finish_loss"].annotation)) == {"none", *LOSSES}
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -62,3 +63,19 @@ def test_training_with_another_loss_lowers_it(name: str, make_batch: Callable[..
     cfg = TrainSettings(image_size=32, base_channels=4, depth=2, batch_size=8, epochs=4, loss=name)
     losses = [h["train_loss"] for h in train(cfg, pairs[:18], pairs[18:]).history]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_the_last_share_of_training_uses_the_finishing_loss(
+    make_batch: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    for name in ("bce_dice", "bce_lovasz"):
+        loss = LOSSES[name]
+        monkeypatch.setitem(LOSSES, name, lambda *a, name=name, loss=loss: calls.append(name) or loss(*a))
+    pairs = find_pairs(make_batch(count=24)).pairs
+    cfg = TrainSettings(image_size=32, base_channels=4, depth=2, batch_size=8, epochs=4)
+    train(cfg.model_copy(update={"finish_loss": "bce_lovasz", "finish_share": 0.5}), pairs[:18], pairs[18:])
+    assert calls == ["bce_dice"] * 6 + ["bce_lovasz"] * 6  # 3 steps an epoch: the last 2 epochs
+    calls.clear()
+    train(cfg, pairs[:18], pairs[18:])  # finish_loss = "none": one loss throughout
+    assert calls == ["bce_dice"] * 12

@@ -208,6 +208,8 @@ def _fit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     early = early_size(cfg)
     loss_fn = LOSSES[cfg.loss]
+    # With train.finish_loss, the last finish_share of training switches to that loss.
+    finish_fn, finish_from = LOSSES.get(cfg.finish_loss, loss_fn), 1 - cfg.finish_share
     steps = -(-len(shard(np.arange(len(train_pairs)), dist)) // cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps)
 
@@ -282,7 +284,7 @@ def _fit(
                 xb, yb = shrink(xb, yb, early)
             xb = xb.contiguous(memory_format=torch.channels_last)
             with amp:
-                loss = loss_fn(forward(xb).float(), yb)
+                loss = (finish_fn if done >= finish_from else loss_fn)(forward(xb).float(), yb)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg.learning_rate, done)
             optimizer.zero_grad(set_to_none=True)
