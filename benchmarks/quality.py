@@ -117,7 +117,7 @@ def main() -> int:
         help="torch threads (0: one per core); 1 to run experiments side by side",
     )
     parser.add_argument("--seed", type=int, default=None, help="train.seed (the result file names it)")
-    parser.add_argument("--tag", default="", help="write quality-RECIPE-TAG.json (an experiment) instead")
+    parser.add_argument("--tag", default="", help="name an experiment: quality-RECIPE-TAG-seedN.json")
     args = parser.parse_args()
     if not (args.data / "images").is_dir():
         print(f"skipped: real data not found at {args.data}")
@@ -164,10 +164,11 @@ def main() -> int:
     result.segmenter.save(args.work / f"model-{name}")
     with (args.work / f"test-scores-{name}.csv").open("w") as fh:
         fh.writelines(f"{s.id},{s.dice:.4f},{s.iou:.4f}\n" for s in per_image)
+    budget = [] if args.max_minutes is None else [f"max_minutes={args.max_minutes:g}"]
     out = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "recipe": args.recipe,
-        "overrides": args.sets,
+        "overrides": budget + args.sets,
         "settings": cfg.model_dump(mode="json"),
         "device": result.device,
         "precision": result.precision,
