@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from quality import DEFAULT_DATA, REPO, real_splits
 from tail_variants import largest_region
-from tta_effect import tail
+from tta_effect import report
 
 if TYPE_CHECKING:
     import torch
@@ -187,14 +187,7 @@ def main() -> int:
             scores["stage 1 + 2"].append(dice(back[0, 0].numpy() > threshold, true))
             print(f"\r{k + 1}/{len(test)} photos", end="", flush=True)
     print()
-    rows = []
-    for name, values in scores.items():
-        summary = tail(np.array(values))
-        rows.append({"variant": name, **summary})
-        print(
-            f"{name:24s} test Dice {summary['mean']:.4f}  median {summary['median']:.4f}  "
-            f"< 0.5: {summary['below_0_5']:3d}  < 0.8: {summary['below_0_8']:3d}"
-        )
+    rows = report(scores)
     out = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": args.name,

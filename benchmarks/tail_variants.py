@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from quality import DEFAULT_DATA, REPO, real_splits
 from scipy import ndimage
-from tta_effect import tail
+from tta_effect import report
 
 TURNS = (None, "ROTATE_90", "ROTATE_180", "ROTATE_270")  # PIL turns counter-clockwise, as np.rot90
 
@@ -88,14 +88,7 @@ def main() -> int:
             scores[name].append(dice(variant(probs), true))
         print(f"\r{done}/{len(test)} photos", end="", flush=True)
     print()
-    rows = []
-    for name, values in scores.items():
-        summary = tail(np.array(values))
-        rows.append({"variant": name, **summary})
-        print(
-            f"{name:20s} test Dice {summary['mean']:.4f}  median {summary['median']:.4f}  "
-            f"< 0.5: {summary['below_0_5']:3d}  < 0.8: {summary['below_0_8']:3d}"
-        )
+    rows = report(scores)
     out = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": args.name,

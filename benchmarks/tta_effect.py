@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +50,20 @@ def tail(dice: np.ndarray) -> dict[str, float]:
         "below_0_5": int((dice < 0.5).sum()),
         "below_0_8": int((dice < 0.8).sum()),
     }
+
+
+def report(scores: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Print each variant's summary of per-photo Dice; returns them as rows for a JSON result."""
+    rows = []
+    width = max(map(len, scores))
+    for name, values in scores.items():
+        summary = tail(np.array(values))
+        rows.append({"variant": name, **summary})
+        print(
+            f"{name:{width}s}  test Dice {summary['mean']:.4f}  median {summary['median']:.4f}  "
+            f"< 0.5: {summary['below_0_5']:3d}  < 0.8: {summary['below_0_8']:3d}"
+        )
+    return rows
 
 
 def main() -> int:

@@ -29,7 +29,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # 90/180/270 degrees (some misses were upright windows) then gave 0.871 and 0.870, 6 and 6
     # below 0.5, 19 and 18 below 0.8; zoom (augment_zoom 0.2) gave no gain (0.872, 0.852).
     # Alone on the host (78-80 epochs): 0.877 and 0.884, 6 and 5 below 0.5. Neither depth 5 (0.874, 5),
-    # loss focal_tversky (0.865, 5) nor bce_lovasz (val Dice 0.32 at the half) did better.
+    # loss focal_tversky (0.865, 5) nor bce_lovasz (val Dice 0.32 at the half) did better, nor
+    # 28.5 min with 95 epochs (0.876, 4), nor the Lovász hinge for the last quarter (0.870, 5).
+    # A second stage on a crop around the found window lifts the body, not the tail
+    # (benchmarks/crop_refine.py: 8 more minutes on the seed-1 model, 0.896, 7 below 0.5).
     # benchmarks/results/quality-table.md has every run.
     "cpu": {
         "image_size": 192,
