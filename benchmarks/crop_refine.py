@@ -13,7 +13,8 @@ A photo stage 1 misses stays missed (the crop is around the wrong thing): this m
 how much the body of the scores can rise, not the tail.
 
 Writes benchmarks/results/crop-refine-NAME.json: test Dice (mean, median, < 0.5, < 0.8) of
-stage 1 alone, its largest region, and stage 1 + 2; stage 2's training minutes and passes.
+stage 1 alone, its largest region, and stage 1 + 2; stage 2's training minutes and passes
+(per-photo scores: benchmarks/.work/crop-refine-scores-NAME.csv).
 Not a recipe: the quality target's 30 minutes would have to hold both stages.
 """
 
@@ -206,6 +207,11 @@ def main() -> int:
     target = REPO / "benchmarks" / "results" / f"crop-refine-{args.name}.json"
     target.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {target.relative_to(REPO)}")
+    # Per-photo scores stay outside git, as quality.py's do (they name the real photos).
+    with (args.work / f"crop-refine-scores-{args.name}.csv").open("w") as fh:
+        fh.write("id," + ",".join(scores) + "\n")
+        for k, pair in enumerate(test):
+            fh.write(pair.id + "".join(f",{values[k]:.4f}" for values in scores.values()) + "\n")
     return 0 if all(math.isfinite(np.mean(values)) for values in scores.values()) else 1
 
 
