@@ -31,8 +31,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Alone on the host (78-80 epochs): 0.877 and 0.884, 6 and 5 below 0.5. Neither depth 5 (0.874, 5),
     # loss focal_tversky (0.865, 5) nor bce_lovasz (val Dice 0.32 at the half) did better, nor
     # 28.5 min with 95 epochs (0.876, 4), nor the Lovász hinge for the last quarter (0.870, 5).
-    # A second stage on a crop around the found window lifts the body, not the tail
-    # (benchmarks/crop_refine.py: 8 more minutes on the seed-1 model, 0.896, 7 below 0.5).
+    # A second stage on a crop around all found regions (benchmarks/crop_refine.py, not yet a
+    # recipe) lifts the body, not the misses: 20 min + 8 min gave 0.894 and 0.898, 6 and 5 below 0.5.
     # benchmarks/results/quality-table.md has every run.
     "cpu": {
         "image_size": 192,
