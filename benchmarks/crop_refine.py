@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from quality import DEFAULT_DATA, REPO, real_splits
-from tail_variants import largest_region
+from tail_variants import largest_region, saved_model
 from tta_effect import report
 
 if TYPE_CHECKING:
@@ -97,13 +97,9 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".work")
     args = parser.parse_args()
-    if not (args.data / "images").is_dir():
-        print(f"skipped: real data not found at {args.data}")
-        return 0
-    folder = args.work / f"model-{args.name}"
-    if not folder.is_dir():
-        print(f"no saved model at {folder}: run benchmarks/quality.py first (see --help)", file=sys.stderr)
-        return 2
+    folder = saved_model(args.data, args.work, args.name)
+    if isinstance(folder, int):
+        return folder
 
     import torch
     import torch.nn.functional as F

@@ -48,19 +48,27 @@ def surest(probs: np.ndarray, threshold: float) -> np.ndarray:
     return probs[int(np.argmax([sureness(p) for p in probs]))] > threshold
 
 
+def saved_model(data: Path, work: Path, name: str) -> Path | int:
+    """The folder of a model quality.py saved, or the exit code once it has said why there is none."""
+    if not (data / "images").is_dir():
+        print(f"skipped: real data not found at {data}")
+        return 0
+    folder = work / f"model-{name}"
+    if not folder.is_dir():
+        print(f"no saved model at {folder}: run benchmarks/quality.py first (see --help)", file=sys.stderr)
+        return 2
+    return folder
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="a model saved by quality.py: benchmarks/.work/model-NAME")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".work")
     args = parser.parse_args()
-    if not (args.data / "images").is_dir():
-        print(f"skipped: real data not found at {args.data}")
-        return 0
-    folder = args.work / f"model-{args.name}"
-    if not folder.is_dir():
-        print(f"no saved model at {folder}: run benchmarks/quality.py first (see --help)", file=sys.stderr)
-        return 2
+    folder = saved_model(args.data, args.work, args.name)
+    if isinstance(folder, int):
+        return folder
 
     from PIL import Image
 
