@@ -20,19 +20,17 @@ Not a recipe: the quality target's 30 minutes would have to hold both stages.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from quality import DEFAULT_DATA, REPO, real_splits
-from tail_variants import largest_region, saved_model
+from quality import REPO, real_splits
+from tail_variants import largest_region, saved_model, saved_model_parser
 from tta_effect import report
 
 if TYPE_CHECKING:
@@ -87,15 +85,12 @@ def crop(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", help="a model saved by quality.py: benchmarks/.work/model-NAME")
+    parser = saved_model_parser(__doc__)
     parser.add_argument("--minutes", type=float, default=8.0, help="stage 2's training budget")
     parser.add_argument("--size", type=int, default=128, help="stage 2's input side, px")
     parser.add_argument("--margin", type=float, default=1.6, help="crop side / the window's longer side")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".work")
     args = parser.parse_args()
     folder = saved_model(args.data, args.work, args.name)
     if isinstance(folder, int):
@@ -103,12 +98,12 @@ def main() -> int:
 
     import torch
     import torch.nn.functional as F
+    from PIL import Image
 
     from wms.train.loop import learning_rate
     from wms.train.losses import bce_dice
     from wms.train.metrics import dice
     from wms.train.model import build_model
-    from wms.train.preprocess import open_image
     from wms.train.segmenter import Segmenter
 
     torch.manual_seed(args.seed)
@@ -183,8 +178,9 @@ def main() -> int:
         "stage 1 + 2, crop around all regions": [],
     }
     with torch.no_grad():
-        for k, pair in enumerate(test):
-            prob = stage1.probability_maps([open_image(pair.image)])[0]
+        for k in range(len(test)):
+            # The photo as load() decoded it, not read a second time.
+            prob = stage1.probability_maps([Image.fromarray(test_x[k].transpose(1, 2, 0))])[0]
             true = test_y[k, 0]
             first = prob > threshold
             region = largest_region(first)

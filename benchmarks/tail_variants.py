@@ -48,6 +48,15 @@ def surest(probs: np.ndarray, threshold: float) -> np.ndarray:
     return probs[int(np.argmax([sureness(p) for p in probs]))] > threshold
 
 
+def saved_model_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser that takes a saved quality model's NAME, --data and --work."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("name", help="a model saved by quality.py: benchmarks/.work/model-NAME")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".work")
+    return parser
+
+
 def saved_model(data: Path, work: Path, name: str) -> Path | int:
     """The folder of a model quality.py saved, or the exit code once it has said why there is none."""
     if not (data / "images").is_dir():
@@ -61,11 +70,7 @@ def saved_model(data: Path, work: Path, name: str) -> Path | int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", help="a model saved by quality.py: benchmarks/.work/model-NAME")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".work")
-    args = parser.parse_args()
+    args = saved_model_parser(__doc__).parse_args()
     folder = saved_model(args.data, args.work, args.name)
     if isinstance(folder, int):
         return folder
