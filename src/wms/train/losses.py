@@ -20,14 +20,18 @@ import torch.nn.functional as F
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def bce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE plus soft Dice, averaged over the batch."""
-    bce = F.binary_cross_entropy_with_logits(logits, target)
+def soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each image's soft Dice, shape (N,); 1 / (1 + predicted pixels) where the target is empty."""
     prob = torch.sigmoid(logits)
     inter = (prob * target).sum(dim=(1, 2, 3))
     denom = prob.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3))
-    soft_dice = (2 * inter + 1) / (denom + 1)
-    return bce + (1 - soft_dice).mean()
+    return (2 * inter + 1) / (denom + 1)
+
+
+def bce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE plus soft Dice, averaged over the batch."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    return bce + (1 - soft_dice(logits, target)).mean()
 
 
 def lovasz_hinge(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # 28.5 min with 95 epochs (0.876, 4), nor the Lovász hinge for the last quarter (0.870, 5).
     # A second stage on a crop around all found regions (benchmarks/crop_refine.py, not yet a
     # recipe) lifts the body, not the misses: 20 min + 8 min gave 0.894 and 0.898, 6 and 5 below 0.5.
+    # Teaching stage 2 to answer "no window" on stage 1's false regions lowered it (0.860).
     # benchmarks/results/quality-table.md has every run.
     "cpu": {
         "image_size": 192,
