@@ -32,7 +32,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # loss focal_tversky (0.865, 5) nor bce_lovasz (val Dice 0.32 at the half) did better, nor
     # 28.5 min with 95 epochs (0.876, 4), nor the Lovász hinge for the last quarter (0.870, 5).
     # A second stage on a crop around all found regions (benchmarks/crop_refine.py, not yet a
-    # recipe) lifts the body, not the misses: 20 min + 8 min gave 0.894 and 0.898, 6 and 5 below 0.5.
+    # recipe) lifts the body, not the misses: 20 min + 8 min gave 0.894 and 0.898, 6 and 5 below 0.5;
+    # predicting at 176 px (chosen on the val split) 0.901 and 0.902, 5 and 6 below 0.5, and
+    # 0.891 (7) when stage 2 was trained once more on seed 1: the mean is at the target, not above it.
     # Teaching stage 2 to answer "no window" on stage 1's false regions lowered it (0.860).
     # benchmarks/results/quality-table.md has every run.
     "cpu": {
