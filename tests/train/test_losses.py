@@ -11,7 +11,7 @@ import torch
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
 from wms.train.loop import train
-from wms.train.losses import LOSSES, focal_tversky, lovasz_hinge
+from wms.train.losses import LOSSES, bce_dice, focal_tversky, lovasz_hinge, soft_dice
 
 
 def masks(seed: int, count: int = 3, size: int = 16) -> torch.Tensor:
@@ -29,6 +29,19 @@ def test_lovasz_hinge_is_one_minus_iou_at_a_hard_prediction() -> None:
     union = ((predicted + target) > 0).float().sum(dim=(1, 2, 3))
     expected = (1 - inter / union).mean()
     assert lovasz_hinge(logits, target).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_soft_dice_is_the_dice_of_a_hard_prediction_and_bce_dice_adds_it_to_bce() -> None:
+    target, predicted = masks(3), masks(4)
+    logits = 20 * (2 * predicted - 1)  # sigmoid: 0 or 1 to within 1e-8
+    inter = (predicted * target).sum(dim=(1, 2, 3))
+    expected = (2 * inter + 1) / (predicted.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)
+    assert soft_dice(logits, target).tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert bce_dice(logits, target).item() == pytest.approx((bce + 1 - expected.mean()).item(), abs=1e-5)
+    # Where there is no window, every pixel it answers costs: 1 / (1 + predicted pixels).
+    empty = torch.zeros(1, 1, 16, 16)
+    assert soft_dice(logits[:1], empty).item() == pytest.approx(1 / (1 + predicted[0].sum().item()), abs=1e-5)
 
 
 def test_focal_tversky_makes_a_missed_pixel_cost_more_than_a_false_one() -> None:

@@ -1,0 +1,120 @@
+"""Crops of a photo around the counter window, and stage 2 run on them (benchmarks/crop_refine.py).
+
+A crop is one affine map (`torch.nn.functional.affine_grid` and `grid_sample`): a square of
+the 512 px photo, centred on a box, turned and mirrored as asked, resized to `size` px; its
+inverse puts stage 2's probabilities back onto the photo, zeros outside the crop.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import ndimage
+
+if TYPE_CHECKING:
+    import torch
+
+SIDE = 512  # the prepared photos' side
+
+
+def load(pairs: list) -> tuple[np.ndarray, np.ndarray]:
+    from wms.train.preprocess import mask_to_array, open_image, open_mask
+
+    images = np.stack([np.asarray(open_image(p.image), dtype=np.uint8).transpose(2, 0, 1) for p in pairs])
+    masks = np.stack([mask_to_array(open_mask(p.mask))[None] for p in pairs])
+    return images, masks
+
+
+def box(mask: np.ndarray) -> tuple[float, float, float] | None:
+    """Centre x, centre y and longer side (pixels) of a mask's bounding box; None when empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    return (x0 + x1) / 2, (y0 + y1) / 2, float(max(x1 - x0, y1 - y0))
+
+
+def region_boxes(mask: np.ndarray, keep: int, least: float) -> list[tuple[float, float, float]]:
+    """Boxes of a mask's `keep` largest regions, largest first; a side is at least `least` px."""
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return []
+    sizes = ndimage.sum(mask, labels, range(1, count + 1))
+    boxes = []
+    for i in np.argsort(sizes)[::-1][:keep]:
+        found = box(labels == 1 + int(i))
+        assert found is not None  # a label's region is never empty
+        boxes.append((found[0], found[1], max(found[2], least)))
+    return boxes
+
+
+def thetas(boxes: np.ndarray, angle: np.ndarray, flip: np.ndarray) -> torch.Tensor:
+    """Affine grids' matrices: crop (u, v) in [-1, 1] to photo coordinates, turned and mirrored."""
+    import torch
+
+    cx, cy, side = boxes[:, 0], boxes[:, 1], boxes[:, 2]
+    a = side / SIDE  # half the crop's side in normalised units (the photo spans 2)
+    cos, sin = np.cos(angle), np.sin(angle)
+    m = np.where(flip, -1.0, 1.0)
+    rows = [
+        [a * cos * m, -a * sin, cx / SIDE * 2 - 1],
+        [a * sin * m, a * cos, cy / SIDE * 2 - 1],
+    ]
+    return torch.tensor(np.stack([np.stack(r, axis=-1) for r in rows], axis=1), dtype=torch.float32)
+
+
+def crop(
+    images: torch.Tensor, masks: torch.Tensor | None, theta: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    import torch.nn.functional as F
+
+    grid = F.affine_grid(theta, [len(theta), 3, size, size], align_corners=False)
+    x = F.grid_sample(images.float() / 255, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = None
+    if masks is not None:
+        y = (F.grid_sample(masks.float(), grid, mode="bilinear", align_corners=False) > 0.5).float()
+    return x, y
+
+
+def stage1_probabilities(stage1: Any, photos: np.ndarray) -> list[np.ndarray]:
+    """Stage 1's probability map of each photo (3, 512, 512), as it decoded, not read again."""
+    from PIL import Image
+
+    return [stage1.probability_maps([Image.fromarray(x.transpose(1, 2, 0))])[0] for x in photos]
+
+
+class Refiner:
+    """Stage 2 on crops of a photo: `margin` times a box's side, resized to `size` px."""
+
+    def __init__(self, model: torch.nn.Module, margin: float, size: int, threshold: float) -> None:
+        self.model, self.margin, self.size, self.threshold = model, margin, size, threshold
+
+    def probabilities(self, image: np.ndarray, found: tuple[float, float, float]) -> np.ndarray:
+        """Stage 2's probabilities on one photo (3, 512, 512) from the crop around `found`."""
+        import torch
+        import torch.nn.functional as F
+
+        cx, cy, side = found
+        crop_box = np.array([[cx, cy, side * self.margin]])
+        theta = thetas(crop_box, np.zeros(1), np.zeros(1, dtype=bool))
+        x, _ = crop(torch.from_numpy(image[None]), None, theta, self.size)
+        logits = (self.model(x) + self.model(x.flip(-1)).flip(-1)) / 2  # flip TTA, as stage 1 has
+        # Back onto the photo: the inverse of the crop's affine map, zeros outside the crop.
+        a = crop_box[0, 2] / SIDE
+        ox, oy = crop_box[0, 0] / SIDE * 2 - 1, crop_box[0, 1] / SIDE * 2 - 1
+        inverse = torch.tensor([[[1 / a, 0, -ox / a], [0, 1 / a, -oy / a]]], dtype=torch.float32)
+        grid = F.affine_grid(inverse, [1, 1, SIDE, SIDE], align_corners=False)
+        back = F.grid_sample(torch.sigmoid(logits), grid, mode="bilinear", align_corners=False)
+        return np.asarray(back[0, 0].numpy())
+
+    def mask(
+        self, image: np.ndarray, found: tuple[float, float, float] | None, fallback: np.ndarray
+    ) -> np.ndarray:
+        """Stage 2's mask from the crop around `found`; `fallback` where there is no box."""
+        return fallback if found is None else self.probabilities(image, found) > self.threshold
+
+    def around_all(self, image: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        """Stage 2's mask from one crop around all of stage 1's regions."""
+        first = prob > self.threshold
+        return self.mask(image, box(first), first)
