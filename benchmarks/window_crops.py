@@ -19,6 +19,7 @@ SIDE = 512  # the prepared photos' side
 
 
 def load(pairs: list) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs' photos (N, 3, 512, 512) and 0/1 masks (N, 1, 512, 512), uint8, read as training does."""
     from wms.train.preprocess import mask_to_array, open_image, open_mask
 
     images = np.stack([np.asarray(open_image(p.image), dtype=np.uint8).transpose(2, 0, 1) for p in pairs])
