@@ -109,11 +109,22 @@ class Refiner:
         back = F.grid_sample(torch.sigmoid(logits), grid, mode="bilinear", align_corners=False)
         return np.asarray(back[0, 0].numpy())
 
+    def answer(
+        self, image: np.ndarray, found: tuple[float, float, float] | None, fallback: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        """Stage 2's mask from the crop around `found` and its probability mass (the sum of
+        its probabilities above the threshold); `fallback` and 0 where there is no box."""
+        if found is None:
+            return fallback, 0.0
+        prob = self.probabilities(image, found)
+        mask = prob > self.threshold
+        return mask, float(prob[mask].sum())
+
     def mask(
         self, image: np.ndarray, found: tuple[float, float, float] | None, fallback: np.ndarray
     ) -> np.ndarray:
         """Stage 2's mask from the crop around `found`; `fallback` where there is no box."""
-        return fallback if found is None else self.probabilities(image, found) > self.threshold
+        return self.answer(image, found, fallback)[0]
 
     def around_all(self, image: np.ndarray, prob: np.ndarray) -> np.ndarray:
         """Stage 2's mask from one crop around all of stage 1's regions."""
