@@ -31,7 +31,8 @@ Writes benchmarks/results/crop-refine-NAME[-TAG].json: test Dice (mean, median, 
 of each variant and how stage 2 was trained (per-photo scores in
 benchmarks/.work/crop-refine-scores-NAME[-TAG].csv, stage 2's weights beside them, which
 `--reuse` loads to score the variants again without training).
-Not a recipe: the quality target's 30 minutes would have to hold both stages.
+Not a recipe: a saved model, its ONNX export, serving and the gate hold one network. 20 minutes
+of stage 1 (`quality.py --max-minutes 20`) and 8 of stage 2 fit the quality target's 30.
 """
 
 from __future__ import annotations
