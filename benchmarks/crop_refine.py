@@ -15,8 +15,8 @@ on the narrower crop, then on stage 1). It predicts at the input side of `--pred
 that scores best on the validation split: a crop resized to 176 px instead of 160 shows the
 window 10% larger than training did on average, within its jitter. On `cpu-stage1-20`, seeds
 1 and 2, around all regions: test Dice 0.901 and 0.902 against 0.891 and 0.899 at 160 px
-(stage 2 trained once more on seed 1, `-again`: 0.891 against 0.888); the heavier of the two
-crops: 0.906, 0.906 and 0.891, with 4, 5 and 7 of 132 photos below 0.5.
+(stage 2 trained once more on each, `-again`: 0.891 and 0.897 against 0.888 and 0.889); the
+heavier of the two crops: 0.906 and 0.906 (`-again`: 0.891 and 0.897), 4-7 of 132 below 0.5.
 
 With `--negatives F`, a share F of its crops are around something else: stage 1's false
 regions on the training photos (mined before stage 2 trains, counted in its minutes) or a

@@ -34,8 +34,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # A second stage on a crop around all found regions (benchmarks/crop_refine.py, not yet a
     # recipe) lifts the body, not the misses: 20 min + 8 min gave 0.894 and 0.898, 6 and 5 below 0.5;
     # predicting at 176 px (chosen on the val split) 0.901 and 0.902, 5 and 6 below 0.5, and
-    # 0.891 (7) when stage 2 was trained once more on seed 1; keeping the heavier answer of the
-    # crops around the largest region and around all: 0.906, 0.906 and 0.891, 4, 5 and 7 below 0.5.
+    # 0.891 and 0.897 with stage 2 trained once more; keeping the heavier answer of the crops
+    # around the largest region and around all: 0.906, 0.906, 0.891, 0.897 (4-7 below 0.5).
     # Teaching stage 2 to answer "no window" on stage 1's false regions lowered it (0.860).
     # benchmarks/results/quality-table.md has every run.
     "cpu": {
