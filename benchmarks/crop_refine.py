@@ -17,6 +17,7 @@ window 10% larger than training did on average, within its jitter. On `cpu-stage
 1 and 2, around all regions: test Dice 0.901 and 0.902 against 0.891 and 0.899 at 160 px
 (stage 2 trained once more on each, `-again`: 0.891 and 0.897 against 0.888 and 0.889); the
 heavier of the two crops: 0.906 and 0.906 (`-again`: 0.891 and 0.897), 4-7 of 132 below 0.5.
+On the 26-minute `cpu-idle-seedN` models, 4 minutes of stage 2 (`-m4`) lowered them: 0.877, 0.879.
 
 With `--negatives F`, a share F of its crops are around something else: stage 1's false
 regions on the training photos (mined before stage 2 trains, counted in its minutes) or a

@@ -75,7 +75,7 @@ def main() -> int:
         "(trained again, `-twice`: 0.891 and 0.899; predicting at 176 px, chosen on the val split,",
         "0.901 and 0.902, 5 and 6 below 0.5; trained once more, `-again`: 0.891 and 0.897, 7 and 4;",
         "the heavier answer of the crops around the largest region and around all: 0.906, 0.906,",
-        "0.891, 0.897);",
+        "0.891, 0.897; on the 26-minute `cpu-idle` models + 4 min, `-m4`: 0.877 and 0.879);",
         "trained also on crops without a window (`-neg30`), 0.860.",
         "",
         "| " + " | ".join(COLUMNS) + " |",

@@ -36,6 +36,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # predicting at 176 px (chosen on the val split) 0.901 and 0.902, 5 and 6 below 0.5, and
     # 0.891 and 0.897 with stage 2 trained once more; keeping the heavier answer of the crops
     # around the largest region and around all: 0.906, 0.906, 0.891, 0.897 (4-7 below 0.5).
+    # The 26-minute recipe + 4 minutes of stage 2 lost: 0.877 and 0.879 (stage 2 undertrained).
     # Teaching stage 2 to answer "no window" on stage 1's false regions lowered it (0.860).
     # benchmarks/results/quality-table.md has every run.
     "cpu": {
