@@ -79,12 +79,11 @@ def mine_false_regions(
 ) -> list[tuple[int, float, float, float]]:
     """(photo, cx, cy, side) of stage 1's regions on the training photos that miss the window."""
     import torch
-    from PIL import Image
 
     hard = []
     with torch.no_grad():
-        for k in range(len(train_x)):
-            prob = stage1.probability_maps([Image.fromarray(train_x[k].transpose(1, 2, 0))])[0]
+        for k in range(len(train_x)):  # one photo at a time: 589 maps at once would take 600 MB
+            prob = stage1_probabilities(stage1, train_x[k : k + 1])[0]
             labels, count = ndimage.label(prob > stage1.spec.threshold)
             for r in range(1, count + 1):
                 region = labels == r
@@ -102,18 +101,19 @@ def train_stage2(
     model: torch.nn.Module,
     train_x: np.ndarray,
     train_y: np.ndarray,
+    boxes: np.ndarray,
     hard: list[tuple[int, float, float, float]],
     args: argparse.Namespace,
     rng: np.random.Generator,
     started: float,
 ) -> dict[str, Any]:
-    """Train stage 2 on jittered crops until `args.minutes` after `started`; what it did."""
+    """Train stage 2 on crops jittered around `boxes`, the true windows', until `args.minutes`
+    after `started`; what it did."""
     import torch
 
     from wms.train.loop import learning_rate
 
     images, masks = torch.from_numpy(train_x), torch.from_numpy(train_y)
-    boxes = np.array([box(m[0]) for m in train_y], dtype=np.float64)
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     peak = 6e-3
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=1e-4)
@@ -283,7 +283,7 @@ def main() -> int:
         print(f"stage 2: {len(train_x)} training photos, {args.minutes:g} min at {args.size} px", flush=True)
         started = time.perf_counter()
         hard = mine_false_regions(stage1, train_x, train_y, least) if args.negatives else []
-        trained = train_stage2(model, train_x, train_y, hard, args, rng, started)
+        trained = train_stage2(model, train_x, train_y, boxes, hard, args, rng, started)
         torch.save({"state": model.state_dict(), "trained": trained}, weights)
 
     model.eval()
