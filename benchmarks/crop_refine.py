@@ -52,7 +52,17 @@ from quality import REPO, real_splits
 from scipy import ndimage
 from tail_variants import largest_region, saved_model, saved_model_parser
 from tta_effect import report
-from window_crops import SIDE, Refiner, box, crop, load, region_boxes, stage1_probabilities, thetas
+from window_crops import (
+    SIDE,
+    Refiner,
+    box,
+    crop,
+    load,
+    locate,
+    region_boxes,
+    stage1_probabilities,
+    thetas,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -90,7 +100,7 @@ def mine_false_regions(
                 if (region & (train_y[k, 0] > 0)).sum() < 0.1 * region.sum():
                     found = box(region)
                     assert found is not None
-                    hard.append((k, found[0], found[1], max(found[2], least)))
+                    hard.append((k, found[0], found[1], max(found[2], least)))  # angle 0
             if (k + 1) % 100 == 0 or k + 1 == len(train_x):
                 print(f"\rmining false regions: {k + 1}/{len(train_x)} photos", end="", flush=True)
     print(f"\n{len(hard)} false regions on the training photos", flush=True)
@@ -128,13 +138,18 @@ def train_stage2(
             for j in np.nonzero(rng.random(n) < args.negatives)[0]:
                 if hard and rng.random() < 0.5:
                     photo, cx, cy, side = hard[rng.integers(len(hard))]
-                    idx[j], jitter[j] = photo, (cx, cy, side)
+                    idx[j], jitter[j] = photo, (cx, cy, side, 0.0)
                 else:  # anywhere, at a window's size
-                    jitter[j] = (*rng.uniform(0.1, 0.9, 2) * SIDE, boxes[rng.integers(len(boxes)), 2])
+                    jitter[j] = (*rng.uniform(0.1, 0.9, 2) * SIDE, boxes[rng.integers(len(boxes)), 2], 0.0)
             jitter[:, 2] *= args.margin * np.exp(rng.uniform(-0.25, 0.25, n))  # side as stage 1 might box it
             jitter[:, :2] += rng.uniform(-0.12, 0.12, (n, 2)) * jitter[:, 2:3]
-            angle = np.radians(rng.uniform(-15, 15, n))
-            xb, yb = crop(images[idx], masks[idx], thetas(jitter, angle, rng.random(n) < 0.5), args.size)
+            # As stage 1's region would turn it: its long axis off by up to 15 degrees, and either
+            # way round (a principal axis has no direction).
+            angle = jitter[:, 3] + np.radians(rng.uniform(-15, 15, n))
+            if args.align:
+                angle += np.pi * (rng.random(n) < 0.5)
+            theta = thetas(jitter[:, :3], angle, rng.random(n) < 0.5)
+            xb, yb = crop(images[idx], masks[idx], theta, args.size)
             assert yb is not None
             xb = xb * torch.empty(n, 1, 1, 1).uniform_(0.8, 1.2) + torch.empty(n, 1, 1, 1).uniform_(-0.1, 0.1)
             done = (time.perf_counter() - started) / (args.minutes * 60)
@@ -156,6 +171,7 @@ def train_stage2(
         "passes": passes,
         "size": args.size,
         "margin": args.margin,
+        "align": args.align,
         "batch_size": args.batch_size,
         "seed": args.seed,
         "crops_per_second": round(seen / (minutes * 60), 1),
@@ -199,8 +215,8 @@ def variants(
         true = truth[0]
         first = prob > threshold
         region = largest_region(first)
-        largest, largest_mass = refiner.answer(image, box(region), first)
-        wide, wide_mass = refiner.answer(image, box(first), first)
+        largest, largest_mass = refiner.answer(image, refiner.locate(region), first)
+        wide, wide_mass = refiner.answer(image, refiner.locate(first), first)
         for variant, mask in [
             ("stage 1", first),
             ("stage 1, largest region", region),
@@ -211,13 +227,14 @@ def variants(
             scores[variant].append(dice(mask, true))
         # An empty answer falls back on the crop around the largest region, then on stage 1.
         wide = next((m for m in (wide, largest) if m.any()), first)
-        twice = refiner.mask(image, box(largest_region(wide)), wide)
+        twice = refiner.mask(image, refiner.locate(largest_region(wide)), wide)
         scores["stage 1 + 2, all regions, then its largest"].append(
             dice(twice if twice.any() else wide, true)
         )
         # Where stage 1 finds nothing, its likeliest place is still worth a look.
         seeds = first if first.any() else prob >= prob.max() / 2
-        each = [refiner.probabilities(image, found) for found in region_boxes(seeds, regions, least)]
+        found_each = region_boxes(seeds, regions, least, refiner.align, refiner.elongated)
+        each = [refiner.probabilities(image, found) for found in found_each]
         masks = [p > threshold for p in each]
         union = np.any(masks, axis=0) if any(m.any() for m in masks) else first
         mass = [float(p[m].sum()) for p, m in zip(each, masks, strict=True)]
@@ -249,6 +266,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--negatives", type=float, default=0.0, help="share of crops around no window")
     parser.add_argument("--regions", type=int, default=4, help="at most this many crops per test photo")
+    parser.add_argument(
+        "--align", action="store_true", help="turn each crop with the window's long axis (stage 1's region's)"
+    )
+    parser.add_argument(
+        "--elongated",
+        type=float,
+        default=1.0,
+        help="with --align, turn only crops around regions at least this many times longer than wide",
+    )
     parser.add_argument("--tag", default="", help="added to the result files' names")
     parser.add_argument(
         "--reuse", action="store_true", help="stage 2 as the last run of NAME and --tag saved it"
@@ -269,7 +295,7 @@ def main() -> int:
     stage1 = Segmenter.load(folder)
     splits = real_splits(args.data, args.work)
     train_x, train_y = load(splits["train"])
-    boxes = np.array([box(m[0]) for m in train_y], dtype=np.float64)
+    boxes = np.array([locate(m[0], args.align) for m in train_y], dtype=np.float64)
     least = float(np.percentile(boxes[:, 2], 5))  # the smallest windows' side
     name = f"{args.name}-{args.tag}" if args.tag else args.name
     weights = args.work / f"crop-refine-stage2-{name}.pt"
@@ -296,7 +322,7 @@ def main() -> int:
     test_probs = stage1_probabilities(stage1, test_x)
 
     def around_all_dice(size: int, photos: np.ndarray, truths: np.ndarray, probs: list[np.ndarray]) -> float:
-        refiner = Refiner(model, args.margin, size, threshold)
+        refiner = Refiner(model, args.margin, size, threshold, args.align, args.elongated)
         found = [refiner.around_all(x, p) for x, p in zip(photos, probs, strict=True)]
         return round(float(np.mean([dice(m, y[0]) for m, y in zip(found, truths, strict=True)])), 4)
 
@@ -309,13 +335,18 @@ def main() -> int:
             side: around_all_dice(side, test_x, test_y, test_probs) for side in args.predict_sizes
         }
         print(f"the same on the test split: {test_by_size}")
-        refiner = Refiner(model, args.margin, size, threshold)
+        refiner = Refiner(model, args.margin, size, threshold, args.align, args.elongated)
         scores = variants(refiner, test_x, test_y, test_probs, args.regions, least)
     rows = report(scores)
     out = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": args.name,
-        "stage2": {**trained, "regions_per_photo": args.regions, "predict_size": size},
+        "stage2": {
+            **trained,
+            "regions_per_photo": args.regions,
+            "predict_size": size,
+            "aligned_from_elongation": args.elongated,
+        },
         "val_dice_by_predict_size": by_size,
         "test_dice_by_predict_size": test_by_size,
         "test_images": len(test),
