@@ -177,6 +177,16 @@ class Refiner:
         """Stage 2's mask from the crop around `found`; `fallback` where there is no box."""
         return self.answer(image, found, fallback)[0]
 
+    def heavier(self, image: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        """Stage 2's mask from the crop around stage 1's largest region or around all its
+        regions, whichever answer has more probability mass."""
+        from tail_variants import largest_region
+
+        first = prob > self.threshold
+        largest, largest_mass = self.answer(image, self.locate(largest_region(first)), first)
+        wide, wide_mass = self.answer(image, self.locate(first), first)
+        return largest if largest_mass > wide_mass else wide
+
     def around_all(self, image: np.ndarray, prob: np.ndarray) -> np.ndarray:
         """Stage 2's mask from one crop around all of stage 1's regions."""
         first = prob > self.threshold
