@@ -275,7 +275,9 @@ def main() -> int:
         default=[160, 176, 192],
         help="stage 2's input sides to try on the validation split; the best predicts the test split",
     )
-    parser.add_argument("--margin", type=float, default=1.4, help="crop side / the window's length (its longer side)")
+    parser.add_argument(
+        "--margin", type=float, default=1.4, help="crop side / the window's length (its longer side)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--negatives", type=float, default=0.0, help="share of crops around no window")
