@@ -4,7 +4,7 @@ A crop is one affine map (`torch.nn.functional.affine_grid` and `grid_sample`): 
 the 512 px photo, centred on a box, turned and mirrored as asked, resized to `size` px; its
 inverse puts stage 2's probabilities back onto the photo, zeros outside the crop. A box is
 (centre x, centre y, side, angle): axis-aligned (angle 0, the longer side of the bounding
-box), or aligned with the region's long axis (`oriented_box`), so that the crop shows the
+box), or aligned with the region's long axis (`principal_box`), so that the crop shows the
 window lying flat however the photo holds it.
 """
 
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
+from tail_variants import largest_region
 
 if TYPE_CHECKING:
     import torch
@@ -180,14 +181,7 @@ class Refiner:
     def heavier(self, image: np.ndarray, prob: np.ndarray) -> np.ndarray:
         """Stage 2's mask from the crop around stage 1's largest region or around all its
         regions, whichever answer has more probability mass."""
-        from tail_variants import largest_region
-
         first = prob > self.threshold
         largest, largest_mass = self.answer(image, self.locate(largest_region(first)), first)
         wide, wide_mass = self.answer(image, self.locate(first), first)
         return largest if largest_mass > wide_mass else wide
-
-    def around_all(self, image: np.ndarray, prob: np.ndarray) -> np.ndarray:
-        """Stage 2's mask from one crop around all of stage 1's regions."""
-        first = prob > self.threshold
-        return self.mask(image, self.locate(first), first)
