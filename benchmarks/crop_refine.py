@@ -24,7 +24,7 @@ score for each is shown beside, never used.
 Measured (test Dice of the heavier crop, of 132 photos below 0.5), 28 minutes of training:
 - stage 1 at 192 px (`cpu-stage1-20`), stage 2 not turned: 0.906 and 0.906, stage 2 trained
   once more (`-again`): 0.891 and 0.897; 4-7 below 0.5;
-- stage 1 at 128 px (`cpu-s1-128-20`: 113-119 epochs instead of 55-58), not turned: 0.908 and 0.928,
+- stage 1 at 128 px (`cpu-s1-128-20`: 108-119 epochs instead of 55-58), not turned: 0.908 and 0.928,
   5 and 1 below 0.5; turned (`-align`): 0.911 and 0.929, 5 and 3 below 0.5, median 0.958, 0.956;
   seed 3, turned: 0.918, 4 below 0.5.
 On the 26-minute `cpu-idle-seedN` models, 4 minutes of stage 2 (`-m4`) lowered them: 0.877, 0.879.

@@ -77,7 +77,7 @@ def main() -> int:
         "the heavier answer of the crops around the largest region and around all: 0.906, 0.906,",
         "0.891, 0.897; on the 26-minute `cpu-idle` models + 4 min, `-m4`: 0.877 and 0.879;",
         "trained also on crops without a window (`-neg30`), 0.860). Stage 1 at 128 px for its 20",
-        "minutes (`cpu-s1-128-20`, 113-119 epochs) + 8 min of stage 2 on crops turned with the window",
+        "minutes (`cpu-s1-128-20`, 108-119 epochs) + 8 min of stage 2 on crops turned with the window",
         "(`-align`): heavier crop 0.911, 0.929 and 0.918 (seed 3), 5, 3 and 4 below 0.5 (not turned:",
         "0.908 and 0.928).",
         "",

@@ -38,7 +38,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # around the largest region and around all: 0.906, 0.906, 0.891, 0.897 (4-7 below 0.5).
     # The 26-minute recipe + 4 minutes of stage 2 lost: 0.877 and 0.879 (stage 2 undertrained).
     # Teaching stage 2 to answer "no window" on stage 1's false regions lowered it (0.860).
-    # Stage 1 at 128 px for its 20 minutes (113-119 epochs: it only has to find the window) and
+    # Stage 1 at 128 px for its 20 minutes (108-119 epochs: it only has to find the window) and
     # stage 2 on crops turned with the window's long axis: 0.911, 0.929, 0.918 (seeds 1-3), 5, 3, 4 below 0.5.
     # benchmarks/results/quality-table.md has every run.
     "cpu": {
