@@ -144,14 +144,13 @@ class Refiner:
     def locate(self, mask: np.ndarray) -> tuple[float, float, float, float] | None:
         return locate(mask, self.align, self.elongated)
 
-    def probabilities(self, image: np.ndarray, found: tuple[float, ...]) -> np.ndarray:
+    def probabilities(self, image: np.ndarray, found: tuple[float, float, float, float]) -> np.ndarray:
         """Stage 2's probabilities on one photo (3, 512, 512) from the crop around `found`:
-        (cx, cy, side) or (cx, cy, side, angle)."""
+        (cx, cy, side, angle), as `locate` gives it."""
         import torch
         import torch.nn.functional as F
 
-        cx, cy, side = found[:3]
-        angle = found[3] if len(found) > 3 else 0.0
+        cx, cy, side, angle = found
         crop_box = np.array([[cx, cy, side * self.margin]])
         theta = thetas(crop_box, np.array([angle]), np.zeros(1, dtype=bool))
         x, _ = crop(torch.from_numpy(image[None]), None, theta, self.size)
@@ -164,7 +163,7 @@ class Refiner:
         return np.asarray(back[0, 0].numpy())
 
     def answer(
-        self, image: np.ndarray, found: tuple[float, ...] | None, fallback: np.ndarray
+        self, image: np.ndarray, found: tuple[float, float, float, float] | None, fallback: np.ndarray
     ) -> tuple[np.ndarray, float]:
         """Stage 2's mask from the crop around `found` and its probability mass (the sum of
         its probabilities above the threshold); `fallback` and 0 where there is no box."""
@@ -174,7 +173,9 @@ class Refiner:
         mask = prob > self.threshold
         return mask, float(prob[mask].sum())
 
-    def mask(self, image: np.ndarray, found: tuple[float, ...] | None, fallback: np.ndarray) -> np.ndarray:
+    def mask(
+        self, image: np.ndarray, found: tuple[float, float, float, float] | None, fallback: np.ndarray
+    ) -> np.ndarray:
         """Stage 2's mask from the crop around `found`; `fallback` where there is no box."""
         return self.answer(image, found, fallback)[0]
 
