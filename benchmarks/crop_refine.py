@@ -224,15 +224,13 @@ def variants(
     for k, (image, truth, prob) in enumerate(zip(photos, truths, probs, strict=True)):
         true = truth[0]
         first = prob > threshold
-        region = largest_region(first)
-        largest, largest_mass = refiner.answer(image, refiner.locate(region), first)
-        wide, wide_mass = refiner.answer(image, refiner.locate(first), first)
+        largest, wide, heavier = refiner.both(image, first)
         for variant, mask in [
             ("stage 1", first),
-            ("stage 1, largest region", region),
+            ("stage 1, largest region", largest_region(first)),
             ("stage 1 + 2", largest),
             ("stage 1 + 2, crop around all regions", wide),
-            ("stage 1 + 2, the heavier of these two", largest if largest_mass > wide_mass else wide),
+            ("stage 1 + 2, the heavier of these two", heavier),
         ]:
             scores[variant].append(dice(mask, true))
         # An empty answer falls back on the crop around the largest region, then on stage 1.

@@ -179,10 +179,13 @@ class Refiner:
         """Stage 2's mask from the crop around `found`; `fallback` where there is no box."""
         return self.answer(image, found, fallback)[0]
 
-    def heavier(self, image: np.ndarray, prob: np.ndarray) -> np.ndarray:
-        """Stage 2's mask from the crop around stage 1's largest region or around all its
-        regions, whichever answer has more probability mass."""
-        first = prob > self.threshold
+    def both(self, image: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stage 2's masks from the crop around the largest region of stage 1's mask `first`,
+        from the crop around all its regions, and the heavier of the two (more probability mass)."""
         largest, largest_mass = self.answer(image, self.locate(largest_region(first)), first)
         wide, wide_mass = self.answer(image, self.locate(first), first)
-        return largest if largest_mass > wide_mass else wide
+        return largest, wide, largest if largest_mass > wide_mass else wide
+
+    def heavier(self, image: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        """Stage 2's mask from the heavier of the two crops (`both`)."""
+        return self.both(image, prob > self.threshold)[2]
