@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from wms.guards import Heartbeat, Interrupted, signals_raise
+from wms.guards import Heartbeat, Interrupted, signals_held, signals_raise
 
 
 def test_sigterm_raises_once_then_the_old_handler_is_back() -> None:
@@ -34,6 +34,29 @@ def test_interrupted_is_not_swallowed_by_except_exception() -> None:
             time.sleep(5)
         except Exception:  # what library code often does
             pytest.fail("Interrupted was caught as an ordinary exception")
+
+
+def test_a_held_signal_lets_the_block_finish_then_raises() -> None:
+    done: list[str] = []
+    with pytest.raises(Interrupted, match="SIGTERM"), signals_raise():
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the signal is in; the block goes on
+            done.append("checkpoint")
+            done.append("report")
+        done.append("after the block")
+    assert done == ["checkpoint", "report"]
+
+
+def test_a_second_signal_inside_a_held_block_goes_through_at_once() -> None:
+    done: list[str] = []
+    with pytest.raises(Interrupted, match="SIGINT"), signals_raise(), signals_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("first held")
+        os.kill(os.getpid(), signal.SIGINT)  # asked twice: the user means it
+        time.sleep(5)
+        done.append("not reached")
+    assert done == ["first held"]
 
 
 def test_outside_the_main_thread_nothing_is_installed() -> None:

@@ -1,7 +1,8 @@
 """What keeps a long run from leaving paid resources behind: signals as exceptions, and a heartbeat.
 
 `signals_raise()` turns SIGINT/SIGTERM into `Interrupted`, so the `finally` blocks that
-stop compute run even when CI cancels the job. `Heartbeat` renews leases (the pipeline
+stop compute run even when CI cancels the job. `signals_held()` keeps them out of a few steps
+that must happen together (a checkpoint and the report of its epoch). `Heartbeat` renews leases (the pipeline
 lock, the compute lease) from a background thread while a stage runs for hours.
 """
 
@@ -56,6 +57,42 @@ def signals_raise(on_repeat: Callable[[str], None] | None = None) -> Iterator[No
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back until the block ends, then deliver them to the handlers from before.
+
+    For steps that must not be split: a job stopped between saving a checkpoint and reporting
+    its epoch would go on after an epoch that nobody saw. A second signal inside the block is
+    not held: it goes on at once, as if the block were not there. Outside the main thread this
+    does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous: dict[signal.Signals, Any] = {}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if held:  # asked twice: stop holding, and let the first one through now
+            restore()
+            signal.raise_signal(held.pop())
+            return
+        held.append(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        restore()
+        if held:
+            signal.raise_signal(held.pop())
 
 
 class Heartbeat:

@@ -205,3 +205,27 @@ def test_a_resumed_run_keeps_its_moving_average(
     photo = Image.new("RGB", (40, 40), (90, 60, 30))
     probs = [r.segmenter.probability_maps([photo])[0] for r in (whole, resumed)]
     assert np.array_equal(*probs)
+
+
+def test_a_stop_between_the_checkpoint_and_the_report_waits_for_the_report(
+    pairs: list, tmp_path: Path
+) -> None:
+    """A reclaimed instance's SIGTERM must not leave a checkpoint ahead of the epochs reported."""
+    import os
+    import signal
+
+    import wms.train.loop as loop
+    from wms.guards import Interrupted, signals_raise
+
+    reported: list[int] = []
+
+    class StoppedWhileReporting(loop.SilentReporter):
+        def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # the shutdown arrives as the report is written
+            reported.append(epoch)
+
+    checkpoint = tmp_path / "run.ckpt"
+    with pytest.raises(Interrupted), signals_raise():
+        train(TrainSettings(**TINY), pairs[:18], pairs[18:], StoppedWhileReporting(), checkpoint=checkpoint)
+    assert reported == [1]
+    assert loop.epochs_held(checkpoint) == 1  # the job started again goes on from epoch 2, as reported

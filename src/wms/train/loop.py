@@ -25,6 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from wms.config import TrainSettings
 from wms.data.pairs import Pair
 from wms.errors import TrainError
+from wms.guards import signals_held
 from wms.train.augment import augment, early_size, shrink
 from wms.train.cache import load_arrays
 from wms.train.distributed import SINGLE, Dist, mean_of, process_group, shard, shared
@@ -308,24 +309,25 @@ def _fit(
         history.append(metrics)
         if dice_now > best_dice:
             best_state, best_epoch, best_dice = copy.deepcopy(kept.state_dict()), epoch, dice_now
-        if checkpoint is not None and dist.is_main:
-            save_checkpoint(
-                checkpoint,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    **({} if ema is None else {"ema": ema.state_dict()}),
-                    "best_state": best_state,
-                    "best_epoch": best_epoch,
-                    "best_dice": best_dice,
-                    "history": history,
-                    "step": step,
-                    "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "scaler": scaler.state_dict(),
-                },
-            )
-        reporter.epoch_done(epoch, metrics)
+        with signals_held():  # a stop lands before the checkpoint or after its epoch is reported
+            if checkpoint is not None and dist.is_main:
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        **({} if ema is None else {"ema": ema.state_dict()}),
+                        "best_state": best_state,
+                        "best_epoch": best_epoch,
+                        "best_dice": best_dice,
+                        "history": history,
+                        "step": step,
+                        "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "scaler": scaler.state_dict(),
+                    },
+                )
+            reporter.epoch_done(epoch, metrics)
         if cfg.patience and epoch - best_epoch >= cfg.patience:
             break  # early stopping: val Dice has not improved for `patience` epochs
         elapsed = shared(time.perf_counter() - started_all, dist, device)
