@@ -309,6 +309,13 @@ def main() -> int:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     stage1 = Segmenter.load(folder)
+    step = 2 ** int(stage1.spec.kwargs.get("depth", 4))  # stage 2 is built as stage 1 is
+    if any(side % step for side in [args.size, *args.predict_sizes]):
+        print(
+            f"error: with depth {step.bit_length() - 1}, stage 2's sides must be multiples of {step}",
+            file=sys.stderr,
+        )
+        return 2
     splits = real_splits(args.data, args.work)
     train_x, train_y = load(splits["train"])
     boxes = np.array([locate(m[0], args.align) for m in train_y], dtype=np.float64)
