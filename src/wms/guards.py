@@ -1,9 +1,9 @@
 """What keeps a long run from leaving paid resources behind: signals as exceptions, and a heartbeat.
 
 `signals_raise()` turns SIGINT/SIGTERM into `Interrupted`, so the `finally` blocks that
-stop compute run even when CI cancels the job. `signals_held()` keeps them out of a few steps
-that must happen together (a checkpoint and the report of its epoch). `Heartbeat` renews leases (the pipeline
-lock, the compute lease) from a background thread while a stage runs for hours.
+stop compute run even when CI cancels the job. `signals_held()` keeps them out of steps that
+must happen together (a checkpoint and the report of its epoch). `Heartbeat` renews leases
+(the pipeline lock, the compute lease) from a background thread while a stage runs for hours.
 """
 
 from __future__ import annotations
