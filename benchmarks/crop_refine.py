@@ -6,7 +6,7 @@
     .venv/bin/python benchmarks/crop_refine.py cpu-s1-128-20-seed1 --minutes 8 --align --tag align
 
 Stage 1 is the saved model: it finds the window in the whole photo, shrunk to its image_size.
-Stage 2, trained here for `--minutes` on the training split (the same network as stage 1),
+Stage 2, trained here for `--minutes` on the training split (the same network as stage 1, or with `--depth`),
 sees a square crop of the 512 px photo around the window, `--margin` times the window's length,
 resized to `--size` px. It learns on crops around the true window, jittered in place, size and
 angle as stage 1's boxes would be. With `--align` every crop is turned so that the window's
@@ -295,6 +295,9 @@ def main() -> int:
         help="with --align, turn only crops around regions at least this many times longer than wide;"
         " the validation split chooses among these",
     )
+    parser.add_argument(
+        "--depth", type=int, default=0, help="stage 2's depth (default: stage 1's, as its whole network is)"
+    )
     parser.add_argument("--tag", default="", help="added to the result files' names")
     parser.add_argument(
         "--reuse", action="store_true", help="stage 2 as the last run of NAME and --tag saved it"
@@ -313,7 +316,8 @@ def main() -> int:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     stage1 = Segmenter.load(folder)
-    step = 2 ** int(stage1.spec.kwargs.get("depth", 4))  # stage 2 is built as stage 1 is
+    shape = stage1.spec.kwargs | ({"depth": args.depth} if args.depth else {})  # else as stage 1
+    step = 2 ** int(shape.get("depth", 4))
     if any(side % step for side in [args.size, *args.predict_sizes]):
         print(
             f"error: with depth {step.bit_length() - 1}, stage 2's sides must be multiples of {step}",
@@ -326,7 +330,7 @@ def main() -> int:
     least = float(np.percentile(boxes[:, 2], 5))  # the smallest windows' side
     name = f"{args.name}-{args.tag}" if args.tag else args.name
     weights = args.work / f"crop-refine-stage2-{name}.pt"
-    model = build_model(stage1.spec.architecture, **stage1.spec.kwargs)
+    model = build_model(stage1.spec.architecture, **shape)
     if args.reuse and weights.exists():
         saved = torch.load(weights)
         model.load_state_dict(saved["state"])
