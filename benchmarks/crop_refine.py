@@ -33,7 +33,8 @@ Measured (test Dice of the heavier crop, of 132 photos below 0.5), 28 minutes of
   0.916 (3, 4, 5 below 0.5): the same mean, 0.920, as depth 4. Stage 2 sets the result, and the
   photos it misses (a small window far off, a tilted dark one) are missed by every seed;
 - depth 5 in stage 1 only (`--depth 4` for stage 2, `-align-s2d4`): 0.932 and 0.934 (seeds 1, 2),
-  3 and 2 below 0.5, 6 and 5 below 0.8, median 0.961 and 0.957: the best so far.
+  3 and 2 below 0.5, 6 and 5 below 0.8, median 0.961 and 0.957: the best so far; seed 3:
+  0.919, 4 below 0.5, 5 below 0.8 (mean of the three 0.928).
 On the 26-minute `cpu-idle-seedN` models, 4 minutes of stage 2 (`-m4`) lowered them: 0.877, 0.879.
 
 With `--negatives F`, a share F of its crops are around something else: stage 1's false

@@ -82,7 +82,7 @@ def main() -> int:
         "0.908 and 0.928). With depth 5 (`cpu-s1-128-d5-20`, stage 2 too) stage 1 alone gains (0.869,",
         "0.888, 0.877 against 0.860, 0.858, 0.865), the two stages do not: 0.917, 0.926, 0.916, and",
         "3, 4, 5 below 0.5. Depth 5 in stage 1 only (`--depth 4`, `-align-s2d4`): 0.932 and 0.934,",
-        "3 and 2 below 0.5, 6 and 5 below 0.8 (seeds 1, 2).",
+        "3 and 2 below 0.5, 6 and 5 below 0.8 (seeds 1, 2); seed 3: 0.919, 4 and 5.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),

@@ -41,7 +41,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Stage 1 at 128 px for its 20 minutes (108-119 epochs: it only has to find the window) and
     # stage 2 on crops turned with the window's long axis: 0.911, 0.929, 0.918 (seeds 1-3), 5, 3, 4 below 0.5.
     # Depth 5 in both stages: 0.917, 0.926, 0.916, 3, 4, 5 below 0.5 (stage 1 alone gained 0.017);
-    # depth 5 in stage 1 only: 0.932 and 0.934, 3 and 2 below 0.5.
+    # depth 5 in stage 1 only: 0.932, 0.934, 0.919, 3, 2, 4 below 0.5.
     # benchmarks/results/quality-table.md has every run.
     "cpu": {
         "image_size": 192,
