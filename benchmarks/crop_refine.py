@@ -7,7 +7,7 @@
         --tag align-s2d4
 
 Stage 1 is the saved model: it finds the window in the whole photo, shrunk to its image_size.
-Stage 2, trained here for `--minutes` on the training split (the same network as stage 1, or with `--depth`),
+Stage 2, trained here for `--minutes` on the training split (stage 1's network, or `--depth`),
 sees a square crop of the 512 px photo around the window, `--margin` times the window's length,
 resized to `--size` px. It learns on crops around the true window, jittered in place, size and
 angle as stage 1's boxes would be. With `--align` every crop is turned so that the window's
@@ -314,18 +314,17 @@ def main() -> int:
     import torch
 
     from wms.train.metrics import dice
-    from wms.train.model import build_model
+    from wms.train.model import build_model, input_multiple
     from wms.train.segmenter import Segmenter
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     stage1 = Segmenter.load(folder)
     shape = stage1.spec.kwargs | ({"depth": args.depth} if args.depth else {})  # else as stage 1
-    step = 2 ** int(shape.get("depth", 4))
-    if any(side % step for side in [args.size, *args.predict_sizes]):
+    multiple = input_multiple(stage1.spec.architecture, **shape)
+    if any(side % multiple for side in [args.size, *args.predict_sizes]):
         print(
-            f"error: with depth {step.bit_length() - 1}, stage 2's sides must be multiples of {step}",
-            file=sys.stderr,
+            f"error: stage 2's sides must be multiples of {multiple} (its network's depth)", file=sys.stderr
         )
         return 2
     splits = real_splits(args.data, args.work)
