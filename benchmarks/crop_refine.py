@@ -62,25 +62,18 @@ import json
 import math
 import sys
 import time
+from dataclasses import astuple
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from quality import REPO, real_splits
 from scipy import ndimage
-from tail_variants import largest_region, saved_model, saved_model_parser
+from tail_variants import saved_model, saved_model_parser
 from tta_effect import report
-from window_crops import (
-    SIDE,
-    Refiner,
-    box,
-    crop,
-    load,
-    locate,
-    region_boxes,
-    stage1_probabilities,
-    thetas,
-)
+from window_crops import SIDE, Refiner, crop, load, region_boxes, stage1_probabilities, thetas
+
+from wms.crops import bounding_box, largest_region, locate
 
 if TYPE_CHECKING:
     import torch
@@ -116,9 +109,9 @@ def mine_false_regions(
             for r in range(1, count + 1):
                 region = labels == r
                 if (region & (train_y[k, 0] > 0)).sum() < 0.1 * region.sum():
-                    found = box(region)
+                    found = bounding_box(region)
                     assert found is not None
-                    hard.append((k, found[0], found[1], max(found[2], least)))  # angle 0
+                    hard.append((k, found.cx, found.cy, max(found.side, least)))  # angle 0
             if (k + 1) % 100 == 0 or k + 1 == len(train_x):
                 print(f"\rmining false regions: {k + 1}/{len(train_x)} photos", end="", flush=True)
     print(f"\n{len(hard)} false regions on the training photos", flush=True)
@@ -329,7 +322,7 @@ def main() -> int:
         return 2
     splits = real_splits(args.data, args.work)
     train_x, train_y = load(splits["train"])
-    boxes = np.array([locate(m[0], args.align) for m in train_y], dtype=np.float64)
+    boxes = np.array([astuple(locate(m[0] > 0, args.align)) for m in train_y], dtype=np.float64)
     least = float(np.percentile(boxes[:, 2], 5))  # the smallest windows' side
     name = f"{args.name}-{args.tag}" if args.tag else args.name
     weights = args.work / f"crop-refine-stage2-{name}.pt"

@@ -40,8 +40,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 from quality import REPO, real_splits
-from tail_variants import largest_region, saved_model, saved_model_parser
-from window_crops import Refiner, load, locate, region_boxes, stage1_probabilities
+from tail_variants import saved_model, saved_model_parser
+from window_crops import Refiner, load, region_boxes, stage1_probabilities
+
+from wms.crops import largest_region, locate
 
 # One answer: its mask and what a rule may weigh (stage 2's probabilities inside and around it).
 Answer = dict[str, float]
@@ -217,7 +219,7 @@ def main() -> int:
 
     splits = real_splits(args.data, args.work)
     train_y = load(splits["train"])[1]
-    least = float(np.percentile([locate(m[0], align)[2] for m in train_y], 5))
+    least = float(np.percentile([locate(m[0] > 0, align).side for m in train_y], 5))
 
     def answers(split: str, pairs: list) -> list[list[tuple[str, float, Answer]]]:
         """Each photo's answers: crop name, its Dice, what a rule weighs."""

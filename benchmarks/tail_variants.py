@@ -26,18 +26,11 @@ from pathlib import Path
 
 import numpy as np
 from quality import DEFAULT_DATA, REPO, real_splits
-from scipy import ndimage
 from tta_effect import report
 
+from wms.crops import largest_region
+
 TURNS = (None, "ROTATE_90", "ROTATE_180", "ROTATE_270")  # PIL turns counter-clockwise, as np.rot90
-
-
-def largest_region(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count <= 1:
-        return mask
-    sizes = ndimage.sum(mask, labels, range(1, count + 1))
-    return np.asarray(labels == 1 + int(np.argmax(sizes)))
 
 
 def surest(probs: np.ndarray, threshold: float) -> np.ndarray:

@@ -58,8 +58,10 @@ DEFAULTS: dict[str, Any] = {"max_pixels": 40_000_000, "intra_op_threads": 1}  # 
 # The modules this flavor runs (below src/wms), copied into every model's code/wms/.
 CODE = (
     "__init__.py",
+    "crops.py",
     "errors.py",
     "mlflow_model.py",
+    "refine.py",
     "serve/__init__.py",
     "serve/imaging.py",
     "serve/model.py",
@@ -68,7 +70,8 @@ CODE = (
     "train/preprocess.py",
     "train/spec.py",
 )
-REQUIREMENTS = ("mlflow", "numpy", "onnxruntime", "pandas", "pillow")  # pinned to the versions logging
+# Pinned to the versions logging. SciPy: a second stage's crops (wms.crops).
+REQUIREMENTS = ("mlflow", "numpy", "onnxruntime", "pandas", "pillow", "scipy")
 
 
 class SegmenterModel(PythonModel):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wms.errors import RegistryError
-from wms.train.export import OnnxSegmenter
+from wms.train.export import OnnxSegmenter, read_refine
 from wms.train.spec import ONNX_FILE, SPEC_FILE, ModelSpec
 
 if TYPE_CHECKING:
@@ -109,7 +109,8 @@ def load_folder(folder: Path, card: ModelCard | None = None, threads: int = 0) -
     if card is None:
         card = ModelCard(version=f"local:{folder.name}", onnx_sha256=sha)
     spec = ModelSpec.read(spec_path)
-    return ServedModel(OnnxSegmenter(data, spec, threads), card, verified)
+    # A second stage's refine.onnx is checked against the sha256 in the model.onnx just verified.
+    return ServedModel(OnnxSegmenter(data, spec, threads, read_refine(folder, spec)), card, verified)
 
 
 def load_model(project: Project, ref: str, threads: int = 0) -> ServedModel:

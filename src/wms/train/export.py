@@ -7,6 +7,7 @@ re-implemented in numpy so that the inference path needs no torch kernels.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,17 +16,27 @@ import numpy as np
 from PIL import Image
 
 from wms.errors import RegistryError, TrainError
+from wms.refine import refine
 from wms.train.preprocess import image_to_array, scale
-from wms.train.spec import ONNX_FILE, SPEC_FILE, ModelSpec
+from wms.train.spec import ONNX_FILE, REFINE_ONNX_FILE, SPEC_FILE, ModelSpec
 
 if TYPE_CHECKING:
+    import onnxruntime as ort
+    import torch
+
     from wms.train.segmenter import Segmenter
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+REFINE_SHA_KEY = "wms.refine_onnx_sha256"  # in model.onnx's metadata: refine.onnx's sha256
 
 
 def export_onnx(segmenter: Segmenter, path: Path) -> None:
     """Write the network as ONNX: `image` float32 (N, 3, S, S) in [0, 1] -> `logits` (N, 1, S, S).
+
+    With a second stage (spec.refine), its flip-averaged network goes beside, as `refine.onnx`
+    (same input and output names, at its own side), and `path`'s metadata records that file's
+    sha256 (`REFINE_SHA_KEY`): a server that verified `path` against the registry verifies the
+    second file against it.
 
     With torch's TorchScript exporter: it writes these convolutional nets in about 0.1 s, where
     the torch.export-based one (`dynamo=True`, the default since torch 2.9) takes 5 s or more,
@@ -33,10 +44,20 @@ def export_onnx(segmenter: Segmenter, path: Path) -> None:
     check before registration (wms.parity) verifies every export either way. When a torch
     upgrade removes it, pass `dynamo=True` with `dynamic_shapes=({0: torch.export.Dim("batch")},)`.
     """
+    metadata = {}
+    if segmenter.refine_model is not None and segmenter.spec.refine is not None:
+        second = path.with_name(REFINE_ONNX_FILE)
+        _export(segmenter.refine_model, segmenter.spec.refine.size, segmenter.device, second)
+        metadata[REFINE_SHA_KEY] = hashlib.sha256(second.read_bytes()).hexdigest()
+    _export(segmenter.model, segmenter.spec.image_size, segmenter.device, path, metadata)
+
+
+def _export(
+    module: torch.nn.Module, size: int, device: str, path: Path, metadata: dict[str, str] | None = None
+) -> None:
     import torch
 
-    size = segmenter.spec.image_size
-    example = torch.zeros(2, 3, size, size, device=segmenter.device)
+    example = torch.zeros(2, 3, size, size, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")  # never leave a half-written model.onnx
     try:
@@ -46,7 +67,7 @@ def export_onnx(segmenter: Segmenter, path: Path) -> None:
                 "ignore", message=r".*legacy TorchScript-based ONNX export", category=DeprecationWarning
             )
             torch.onnx.export(
-                segmenter.model.eval(),
+                module.eval(),
                 (example,),
                 partial,
                 input_names=[INPUT_NAME],
@@ -56,6 +77,13 @@ def export_onnx(segmenter: Segmenter, path: Path) -> None:
                 external_data=False,
                 verbose=False,
             )
+        if metadata:
+            import onnx
+
+            graph = onnx.load(partial)
+            for key, value in metadata.items():
+                graph.metadata_props.add(key=key, value=value)
+            onnx.save(graph, partial)
         partial.replace(path)
     except ModuleNotFoundError as exc:
         raise TrainError(
@@ -90,38 +118,66 @@ def resize_bilinear(prob: np.ndarray, height: int, width: int) -> np.ndarray:
     return rows[:, x0] * (1 - wx) + rows[:, x1] * wx
 
 
+def _session(model_file: Path | bytes, threads: int) -> ort.InferenceSession:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0 lets ONNX Runtime use one per physical core
+    options.log_severity_level = 3  # errors only: its optimizer warnings mean nothing to users
+    source = model_file if isinstance(model_file, bytes) else str(model_file)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def read_refine(folder: Path, spec: ModelSpec) -> bytes | None:
+    """The bytes of the folder's `refine.onnx` where the spec has a second stage, else None."""
+    path = folder / REFINE_ONNX_FILE
+    return path.read_bytes() if spec.refine is not None and path.is_file() else None
+
+
 class OnnxSegmenter:
     """An exported model on ONNX Runtime (CPU) that turns PIL images into foreground masks."""
 
-    def __init__(self, model_file: Path | bytes, spec: ModelSpec, threads: int = 0) -> None:
-        """`model_file` is a path, or the file's bytes (serving loads the very bytes it hashed)."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0 lets ONNX Runtime use one per physical core
-        options.log_severity_level = 3  # errors only: its optimizer warnings mean nothing to users
-        source = model_file if isinstance(model_file, bytes) else str(model_file)
-        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        if isinstance(model_file, bytes):
-            model_file = Path(ONNX_FILE)
+    def __init__(
+        self, model_file: Path | bytes, spec: ModelSpec, threads: int = 0, refine_file: bytes | None = None
+    ) -> None:
+        """`model_file` is a path, or the file's bytes (serving loads the very bytes it hashed);
+        `refine_file` the bytes of `refine.onnx`, for a model with a second stage."""
         self.spec = spec
-        shape = self.session.get_inputs()[0].shape
-        if list(shape[1:]) != [3, spec.image_size, spec.image_size]:
+        self.session = _session(model_file, threads)
+        self._check_input(self.session, model_file, spec.image_size, "image_size")
+        self.refine_session = None
+        if spec.refine is not None:
+            recorded = self.session.get_modelmeta().custom_metadata_map.get(REFINE_SHA_KEY, "")
+            if refine_file is None or hashlib.sha256(refine_file).hexdigest() != recorded:
+                raise RegistryError(
+                    f"the model has a second stage but {REFINE_ONNX_FILE} is "
+                    + ("missing" if refine_file is None else f"not the one {ONNX_FILE} records")
+                    + "; export both again from the same model.pt and refine.pt"
+                )
+            self.refine_session = _session(refine_file, threads)
+            self._check_input(self.refine_session, Path(REFINE_ONNX_FILE), spec.refine.size, "refine.size")
+
+    @staticmethod
+    def _check_input(session: ort.InferenceSession, model_file: Path | bytes, size: int, name: str) -> None:
+        shape = session.get_inputs()[0].shape
+        if list(shape[1:]) != [3, size, size]:
+            source = Path(ONNX_FILE) if isinstance(model_file, bytes) else model_file
             raise RegistryError(
-                f"{model_file} takes input {shape} but its {SPEC_FILE} says image_size "
-                f"{spec.image_size}; export it again from the same model.pt"
+                f"{source} takes input {shape} but its {SPEC_FILE} says {name} "
+                f"{size}; export it again from the same model.pt"
             )
 
     @classmethod
     def load(cls, folder: Path, threads: int = 0) -> OnnxSegmenter:
-        """Load `model.onnx` + `model.json` from a saved model folder."""
+        """Load `model.onnx` + `model.json` (+ `refine.onnx`, for a second stage) from a model folder."""
         spec_path, model_path = folder / SPEC_FILE, folder / ONNX_FILE
         if not spec_path.is_file() or not model_path.is_file():
             raise RegistryError(
                 f"{folder} holds no exported WMS model ({SPEC_FILE} and {ONNX_FILE} expected); "
                 "write one with wms.train.export.export_onnx"
             )
-        return cls(model_path, ModelSpec.read(spec_path), threads)
+        spec = ModelSpec.read(spec_path)
+        return cls(model_path, spec, threads, read_refine(folder, spec))
 
     def probabilities(self, batch_uint8: np.ndarray) -> np.ndarray:
         """Foreground probabilities (N, 1, S, S) for a preprocessed uint8 batch (N, 3, S, S)."""
@@ -135,9 +191,21 @@ class OnnxSegmenter:
         size = self.spec.image_size
         probs = self.probabilities(np.stack([image_to_array(img, size) for img in images]))
         # Upsample probabilities, not the thresholded mask, exactly as Segmenter does.
-        return [
+        maps = [
             resize_bilinear(prob[0], img.height, img.width) for prob, img in zip(probs, images, strict=True)
         ]
+        if self.spec.refine is None:
+            return maps
+        threshold, spec = self.spec.threshold, self.spec.refine
+        return [
+            refine(np.asarray(img.convert("RGB")), prob, threshold, spec, self._stage2)
+            for img, prob in zip(images, maps, strict=True)
+        ]
+
+    def _stage2(self, crops: np.ndarray) -> np.ndarray:
+        assert self.refine_session is not None
+        (logits,) = self.refine_session.run([OUTPUT_NAME], {INPUT_NAME: crops})
+        return sigmoid(np.asarray(logits))[:, 0]
 
     def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
         """Boolean masks, each at its own image's size: `probability_maps` over the threshold."""

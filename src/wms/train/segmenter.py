@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from wms.errors import RegistryError
+from wms.refine import refine
 from wms.train.model import FlipAveraged, build_model
 from wms.train.preprocess import image_to_array, scale
-from wms.train.spec import ONNX_FILE, SPEC_FILE, WEIGHTS_FILE, ModelSpec
+from wms.train.spec import ONNX_FILE, REFINE_WEIGHTS_FILE, SPEC_FILE, WEIGHTS_FILE, ModelSpec
 
 __all__ = ["ONNX_FILE", "SPEC_FILE", "WEIGHTS_FILE", "ModelSpec", "Segmenter"]
 
@@ -28,7 +29,13 @@ __all__ = ["ONNX_FILE", "SPEC_FILE", "WEIGHTS_FILE", "ModelSpec", "Segmenter"]
 class Segmenter:
     """A model in eval mode that turns PIL images into foreground masks."""
 
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        spec: ModelSpec,
+        device: str = "cpu",
+        refiner: torch.nn.Module | None = None,
+    ) -> None:
         # The trained weights, saved as model.pt. In the default layout whether just trained
         # (channels-last) or loaded, so both predict with the same kernels, to the last bit.
         self.network = model.to(device, memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
@@ -36,6 +43,13 @@ class Segmenter:
         self.model = FlipAveraged(self.network).eval() if spec.tta else self.network
         self.spec = spec
         self.device = device
+        # The second stage (spec.refine, wms.refine): saved as refine.pt, always flip-averaged.
+        if (refiner is None) != (spec.refine is None):
+            raise ValueError("a refiner network goes with spec.refine, and only with it")
+        self.refiner, self.refine_model = None, None
+        if refiner is not None:
+            self.refiner = refiner.to(device, memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+            self.refine_model = FlipAveraged(self.refiner).eval()
 
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> Segmenter:
@@ -48,13 +62,24 @@ class Segmenter:
         spec = ModelSpec.read(spec_path)
         model = build_model(spec.architecture, **spec.kwargs)
         model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
-        return cls(model, spec, device)
+        refiner = None
+        if spec.refine is not None:
+            refine_path = folder / REFINE_WEIGHTS_FILE
+            if not refine_path.is_file():
+                raise RegistryError(
+                    f"{folder} has a second stage in {SPEC_FILE} but no {REFINE_WEIGHTS_FILE}"
+                )
+            refiner = build_model(spec.architecture, **spec.refine.kwargs)
+            refiner.load_state_dict(torch.load(refine_path, map_location=device, weights_only=True))
+        return cls(model, spec, device, refiner)
 
     def save(self, folder: Path) -> str:
         """Write weights and spec into `folder`; returns the weights' sha256."""
         folder.mkdir(parents=True, exist_ok=True)
         weights = folder / WEIGHTS_FILE
         torch.save(self.network.state_dict(), weights)
+        if self.refiner is not None:
+            torch.save(self.refiner.state_dict(), folder / REFINE_WEIGHTS_FILE)
         (folder / SPEC_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
         return hashlib.sha256(weights.read_bytes()).hexdigest()
 
@@ -76,10 +101,26 @@ class Segmenter:
             )
             yield full[0, 0]
 
+    @torch.no_grad()
+    def _stage2(self, crops: np.ndarray) -> np.ndarray:
+        assert self.refine_model is not None
+        logits = self.refine_model(torch.from_numpy(crops).to(self.device))
+        return torch.sigmoid(logits)[:, 0].float().cpu().numpy()
+
     def probability_maps(self, images: list[Image.Image]) -> list[np.ndarray]:
-        """Foreground probabilities (float32), each upsampled to its own image's size."""
-        return [full.cpu().numpy() for full in self._upsampled(images)]
+        """Foreground probabilities (float32), each upsampled to its own image's size; with a
+        second stage, its probabilities in the crop around the window (wms.refine)."""
+        maps = [full.cpu().numpy() for full in self._upsampled(images)]
+        if self.spec.refine is None:
+            return maps
+        threshold, spec = self.spec.threshold, self.spec.refine
+        return [
+            refine(np.asarray(img.convert("RGB")), prob, threshold, spec, self._stage2)
+            for img, prob in zip(images, maps, strict=True)
+        ]
 
     def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
         """Boolean masks, each at its own image's size."""
+        if self.spec.refine is not None:
+            return [prob > self.spec.threshold for prob in self.probability_maps(images)]
         return [(full > self.spec.threshold).cpu().numpy() for full in self._upsampled(images)]
