@@ -132,7 +132,7 @@ def train_stage2(
     after `started`; what it did."""
     import torch
 
-    from wms.train.loop import learning_rate
+    from wms.train.schedule import learning_rate
 
     images, masks = torch.from_numpy(train_x), torch.from_numpy(train_y)
     model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -74,6 +74,13 @@ def epoch_printer() -> Any:
                 flush=True,
             )
 
+        def refine_pass_done(self, done: int, metrics: dict[str, float]) -> None:
+            print(
+                f"second stage, pass {done:3d}  loss {metrics['refine_loss']:.4f}"
+                f"  ({metrics['refine_seconds'] / 60:.1f} min)",
+                flush=True,
+            )
+
     return EpochPrinter()
 
 
@@ -186,7 +193,8 @@ def main() -> int:
         "test_median_dice": round(float(np.median([s.dice for s in per_image])), 4),
         "test_below_half": sum(s.dice < 0.5 for s in per_image),
         "test_below_0_8": sum(s.dice < 0.8 for s in per_image),
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(train_seconds, 1),  # both networks, and reading the photos for each
+        "second_stage": result.refine,  # its passes and minutes, where the recipe has one
         "minutes_to_val_dice": minutes_to(history),
         "epochs": history,
         "total_seconds": round(time.perf_counter() - started, 1),

@@ -139,6 +139,17 @@ class TrainSettings(Section):
     finish_share: float = Field(
         0.25, gt=0, lt=1, description="the share at the end of training that uses finish_loss"
     )
+    refine_epochs: int = Field(
+        0,
+        ge=0,
+        description="train a second stage after the first network: passes over the training photos' "
+        "windows, cropped (wms.train.second_stage); 0: none, one network",
+    )
+    refine_minutes: float = Field(0, ge=0, description="the second stage's time budget; 0: none")
+    refine_size: int = Field(160, ge=16, le=1024, description="the second stage's input side, px")
+    refine_depth: int = Field(0, ge=0, le=6, description="the second stage's U-Net depth; 0: depth's")
+    refine_margin: float = Field(1.4, ge=1, le=4, description="a crop's side / the found window's length")
+    refine_align: bool = Field(True, description="turn each crop so that the window's long axis lies level")
     cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
     export_onnx: bool = Field(True, description="log an ONNX export beside the weights (serving uses it)")
 

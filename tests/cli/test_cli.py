@@ -110,7 +110,7 @@ def test_train_recipe_is_a_flag_that_the_other_flags_override(
 
     batch = make_batch(count=24)
     flags = ["--recipe", "cpu", "--epochs", "1", "--image-size", "32"]
-    result = cli("--set", "train.export_onnx=false", "train", batch, *flags)
+    result = cli("--set", "train.export_onnx=false", "--set", "train.refine_epochs=2", "train", batch, *flags)
     assert result.exit_code == 0, result.output
     run_id = result.output.split("run id: ")[1].split()[0]
     params = MlflowRegistry(load_settings(start=project_dir))._client.get_run(run_id).data.params

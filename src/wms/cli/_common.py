@@ -120,3 +120,13 @@ class TrainProgress:
             f"  ({metrics['epoch_seconds']:.1f} s)",
             highlight=False,
         )
+
+    def refine_pass_done(self, done: int, metrics: dict[str, float]) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        console.print(
+            f"  second stage, pass {done:>3}  loss {metrics['refine_loss']:.4f}"
+            f"  ({metrics['refine_seconds'] / 60:.1f} min)",
+            highlight=False,
+        )

@@ -58,6 +58,9 @@ class JsonLinesReporter:
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
         self.emit("epoch_done", epoch=epoch, metrics=metrics)
 
+    def refine_pass_done(self, done: int, metrics: dict[str, float]) -> None:
+        self.emit("refine_pass_done", done=done, metrics=metrics)
+
 
 def materialise(spec: dict[str, Any], out: Path, blobs: Path) -> Path:
     """The job's dataset in `out`: pulled from an S3 store, or copied from the sent blobs."""

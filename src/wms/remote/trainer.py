@@ -338,6 +338,8 @@ class RemoteTrainer:
                 reporter.step_done(event["loss"])
             elif kind == "epoch_done":
                 reporter.epoch_done(event["epoch"], event["metrics"])
+            elif kind == "refine_pass_done":
+                reporter.refine_pass_done(event["done"], event["metrics"])
         return offset + len(complete)
 
     def _collect(self, job: dict[str, Any], result_dir: Path) -> TrainedRun:

@@ -11,7 +11,6 @@ the pixels. The epoch with the best validation Dice is kept.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,8 @@ from wms.train.model import (
 )
 from wms.train.precision import Precision, choose_precision
 from wms.train.preprocess import scale
+from wms.train.schedule import learning_rate
+from wms.train.second_stage import refine_spec, train_second_stage
 from wms.train.segmenter import ModelSpec, Segmenter
 
 READS_PER_EPOCH = 4  # how often per epoch the host reads the running loss (each read syncs a GPU)
@@ -50,6 +51,7 @@ class TrainReporter(Protocol):
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
     def step_done(self, loss: float | None) -> None: ...
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None: ...
+    def refine_pass_done(self, done: int, metrics: dict[str, float]) -> None: ...
 
 
 class SilentReporter:
@@ -64,6 +66,9 @@ class SilentReporter:
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
         pass
 
+    def refine_pass_done(self, done: int, metrics: dict[str, float]) -> None:
+        pass
+
 
 @dataclass
 class TrainResult:
@@ -76,6 +81,7 @@ class TrainResult:
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
     precision: str = "fp32"  # fp32 | bf16 | fp16, as train.precision resolved on the device
+    refine: dict[str, float] = field(default_factory=dict)  # how the second stage trained, if any
 
 
 def resolve_device(wanted: str) -> str:
@@ -105,14 +111,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def epochs_held(path: Path) -> int:
     """How many epochs a checkpoint holds: a resumed run goes on from the next one."""
     return len(torch.load(path, map_location="cpu", weights_only=True)["history"])
-
-
-def learning_rate(peak: float, done: float) -> float:
-    """Linear warm-up over the first 5% of training, then cosine decay to zero."""
-    done = min(max(done, 0.0), 1.0)
-    if done < 0.05:
-        return peak * (0.1 + 0.9 * done / 0.05)
-    return peak * 0.5 * (1 + math.cos(math.pi * (done - 0.05) / 0.95))
 
 
 def train(
@@ -145,8 +143,20 @@ def train(
         why = "2**train.depth" if cfg.architecture == "unet" else f"train.architecture={cfg.architecture!r}"
         raise TrainError(f"train.image_size={cfg.image_size} must be divisible by {multiple} ({why})")
     check_encoder_weights(cfg.architecture, cfg.encoder_weights)
+    if cfg.refine_epochs:
+        if dist.active:
+            raise TrainError(
+                "a second stage (train.refine_epochs) trains in one process: set train.devices = 1"
+            )
+        refine_spec(cfg)  # a bad refine_size fails now, not after the first network's minutes
     with process_group(dist, resolve_device(cfg.device)) as device:
-        return _fit(cfg, train_pairs, val_pairs, reporter, cache_dir, checkpoint, dist, device)
+        result = _fit(cfg, train_pairs, val_pairs, reporter, cache_dir, checkpoint, dist, device)
+        if cfg.refine_epochs:
+            # Not checkpointed: a job resumed after the first network trains the second again.
+            result.segmenter, result.refine = train_second_stage(
+                cfg, result.segmenter, train_pairs, reporter or SilentReporter(), cache_dir, device
+            )
+        return result
 
 
 def _fit(

@@ -31,8 +31,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Alone on the host (78-80 epochs): 0.877 and 0.884, 6 and 5 below 0.5. Neither depth 5 (0.874, 5),
     # loss focal_tversky (0.865, 5) nor bce_lovasz (val Dice 0.32 at the half) did better, nor
     # 28.5 min with 95 epochs (0.876, 4), nor the Lovász hinge for the last quarter (0.870, 5).
-    # A second stage on a crop around all found regions (benchmarks/crop_refine.py, not yet a
-    # recipe) lifts the body, not the misses: 20 min + 8 min gave 0.894 and 0.898, 6 and 5 below 0.5;
+    # A second stage on a crop around all found regions (benchmarks/crop_refine.py) lifts the
+    # body, not the misses: 20 min + 8 min gave 0.894 and 0.898, 6 and 5 below 0.5;
     # predicting at 176 px (chosen on the val split) 0.901 and 0.902, 5 and 6 below 0.5, and
     # 0.891 and 0.897 with stage 2 trained once more; keeping the heavier answer of the crops
     # around the largest region and around all: 0.906, 0.906, 0.891, 0.897 (4-7 below 0.5).
@@ -41,21 +41,28 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Stage 1 at 128 px for its 20 minutes (108-119 epochs: it only has to find the window) and
     # stage 2 on crops turned with the window's long axis: 0.911, 0.929, 0.918 (seeds 1-3), 5, 3, 4 below 0.5.
     # Depth 5 in both stages: 0.917, 0.926, 0.916, 3, 4, 5 below 0.5 (stage 1 alone gained 0.017);
-    # depth 5 in stage 1 only: 0.932, 0.934, 0.919, 3, 2, 4 below 0.5.
+    # depth 5 in stage 1 only: 0.932, 0.934, 0.919, 3, 2, 4 below 0.5. That is this recipe: the
+    # first network 20 minutes at 128 px, depth 5; the second (wms.train.second_stage) 8
+    # minutes at 160 px, depth 4. The one-network recipe before it (192 px, the first half at
+    # 128, depth 4, 26 minutes): 0.877 and 0.884 alone on the host.
     # benchmarks/results/quality-table.md has every run.
     "cpu": {
-        "image_size": 192,
-        "early_scale": 0.67,
+        "image_size": 128,
+        "early_scale": 1.0,
         "base_channels": 8,
-        "depth": 4,
+        "depth": 5,
         "batch_size": 8,
         "learning_rate": 6e-3,
-        "epochs": 80,
-        "max_minutes": 26,
+        "epochs": 200,
+        "max_minutes": 20,
         "augment_rotation": 10.0,
         "augment_quarter_turns": 0.25,
         "ema_decay": 0.995,
         "tta": True,
+        "refine_epochs": 100,
+        "refine_minutes": 8,
+        "refine_size": 160,
+        "refine_depth": 4,
     },
     # One data-centre GPU (H100 class), about 5 minutes: full resolution, a wider network.
     "gpu": {

@@ -80,6 +80,10 @@ class _TrackedReporter:
         self.run.log_metrics(metrics, step=epoch)
         self.inner.epoch_done(epoch, metrics)
 
+    def refine_pass_done(self, done: int, metrics: dict[str, float]) -> None:
+        self.run.log_metrics({"refine_loss": metrics["refine_loss"]}, step=done)
+        self.inner.refine_pass_done(done, metrics)
+
 
 def train_and_log(
     project: Project,
@@ -138,6 +142,7 @@ def train_and_log(
                 "best_val_dice": result.best_val_dice,
                 "best_epoch": result.best_epoch,
             }
+            | result.refine  # the second stage's passes and minutes, where there is one
         )
         with tempfile.TemporaryDirectory(prefix="wms-run-") as tmp:
             model_dir = Path(tmp) / MODEL_ARTIFACT

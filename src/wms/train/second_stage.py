@@ -1,0 +1,147 @@
+"""Train a model's second stage: a network that segments the window again in a crop around it.
+
+    [train]
+    refine_minutes = 8   # after the first network, this long on crops (0: no second stage)
+
+What it learns from (wms.refine says how it predicts): for every training photo, a crop
+around its true window, `refine_margin` times the window's length, turned so that the
+window's long axis lies level (`refine_align`), at `refine_size` px. The crops are jittered
+as the first network's regions would place them: the side by up to 25% either way, the
+centre by up to 12% of the side, the axis by up to 15 degrees and either way round (an axis
+has no direction), mirrored at random, with brightness and contrast jitter. The photos are
+read at `SOURCE_SIDE` px, the side of the prepared real photos, so a crop keeps their detail.
+
+It trains for `refine_minutes` (the time budget; `refine_epochs` passes over the photos
+at most), with AdamW at train.learning_rate, warm-up and cosine decay as the first network,
+on BCE + soft Dice. It keeps its last weights: there is no validation of the second stage
+alone (the test split scores the two stages together). On the real photos, 8 minutes on two
+CPU cores after a 20-minute first network at 128 px gave test Dice 0.92-0.93
+(benchmarks/crop_refine.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import astuple, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wms.config import TrainSettings
+from wms.crops import Box, Crop, locate
+from wms.data.pairs import Pair
+from wms.errors import TrainError
+from wms.train.cache import load_arrays
+from wms.train.losses import bce_dice
+from wms.train.model import build_model, input_multiple
+from wms.train.schedule import learning_rate
+from wms.train.segmenter import Segmenter
+from wms.train.spec import RefineSpec
+
+if TYPE_CHECKING:
+    from wms.train.loop import TrainReporter
+
+SOURCE_SIDE = 512  # photos are read at this side for cropping (the prepared real photos')
+BATCH = 16  # crops per step (as measured; the first network's train.batch_size is 8 in the cpu recipe)
+JITTER_SIDE, JITTER_CENTRE, JITTER_DEGREES = 0.25, 0.12, 15.0
+
+
+def refine_spec(cfg: TrainSettings) -> RefineSpec:
+    """The second stage the settings ask for, checked before any training starts."""
+    kwargs = {"base_channels": cfg.base_channels, "depth": cfg.refine_depth or cfg.depth}
+    multiple = input_multiple(cfg.architecture, **kwargs)
+    if cfg.refine_size % multiple:
+        raise TrainError(
+            f"train.refine_size={cfg.refine_size} must be divisible by {multiple} "
+            "(2**train.refine_depth, or 2**train.depth where refine_depth is 0)"
+        )
+    return RefineSpec(cfg.refine_size, kwargs, cfg.refine_margin, cfg.refine_align)
+
+
+def crop_batch(
+    images: torch.Tensor, masks: torch.Tensor, crops: Sequence[Crop]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The crops of a batch of photos (N, 3, S, S) uint8 and masks (N, 1, S, S), as floats."""
+    height, width = images.shape[-2:]
+    theta = torch.tensor(np.stack([c.theta(height, width) for c in crops]), dtype=torch.float32)
+    size = crops[0].size
+    grid = F.affine_grid(theta.to(images.device), [len(crops), 1, size, size], align_corners=False)
+    x = F.grid_sample(images.float() / 255, grid, mode="bilinear", align_corners=False)
+    y = (F.grid_sample(masks.float(), grid, mode="bilinear", align_corners=False) > 0.5).float()
+    return x, y
+
+
+def jittered(boxes: np.ndarray, spec: RefineSpec, rng: np.random.Generator) -> list[Crop]:
+    """Crops around true windows' boxes (cx, cy, side, angle), moved as stage 1 might box them."""
+    n = len(boxes)
+    side = boxes[:, 2] * np.exp(rng.uniform(-JITTER_SIDE, JITTER_SIDE, n))
+    centre = boxes[:, :2] + rng.uniform(-JITTER_CENTRE, JITTER_CENTRE, (n, 2)) * side[:, None] * spec.margin
+    angle = boxes[:, 3] + np.radians(rng.uniform(-JITTER_DEGREES, JITTER_DEGREES, n))
+    if spec.align:
+        angle += np.pi * (rng.random(n) < 0.5)
+    mirror = rng.random(n) < 0.5
+    return [
+        Crop(Box(float(cx), float(cy), float(s), float(a)), spec.margin, spec.size, bool(m))
+        for (cx, cy), s, a, m in zip(centre, side, angle, mirror, strict=True)
+    ]
+
+
+def train_second_stage(
+    cfg: TrainSettings,
+    first: Segmenter,
+    train_pairs: Sequence[Pair],
+    reporter: TrainReporter,
+    cache_dir: Path | None,
+    device: str,
+) -> tuple[Segmenter, dict[str, float]]:
+    """`first` with a second stage trained on `train_pairs`' windows, and how training went."""
+    spec = refine_spec(cfg)
+    images_np, masks_np = load_arrays(train_pairs, SOURCE_SIDE, cache_dir)
+    boxes_found = [locate(np.asarray(m), spec.align) for m in masks_np]
+    keep = [i for i, b in enumerate(boxes_found) if b is not None]
+    if not keep:
+        raise TrainError("no training mask has a window to crop around; the second stage cannot train")
+    boxes = np.array([astuple(b) for b in boxes_found if b is not None])
+    images = torch.from_numpy(np.asarray(images_np)[keep]).to(device)
+    masks = torch.from_numpy(np.asarray(masks_np)[keep, None]).to(device)
+
+    torch.manual_seed(cfg.seed + 2)
+    rng = np.random.default_rng(cfg.seed + 2)
+    model = build_model(cfg.architecture, **spec.kwargs)
+    model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps = -(-len(keep) // BATCH)
+    total = max(1, cfg.refine_epochs * steps)
+    budget = cfg.refine_minutes * 60 or float("inf")
+    started, step, passes = time.perf_counter(), 0, 0
+    model.train()
+    while step < total and time.perf_counter() - started < budget:
+        passes += 1
+        reporter.epoch_started(passes, cfg.refine_epochs, steps)
+        losses = []
+        for idx in np.array_split(rng.permutation(len(keep)), steps):
+            x, y = crop_batch(images[idx], masks[idx], jittered(boxes[idx], spec, rng))
+            n = len(idx)
+            gain = torch.empty(n, 1, 1, 1, device=device).uniform_(0.8, 1.2)
+            x = x * gain + torch.empty(n, 1, 1, 1, device=device).uniform_(-0.1, 0.1)
+            done = max(step / total, (time.perf_counter() - started) / budget)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(cfg.learning_rate, done)
+            loss = bce_dice(model(x.contiguous(memory_format=torch.channels_last)), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            reporter.step_done(losses[-1])
+            if time.perf_counter() - started >= budget:
+                break
+        seconds = time.perf_counter() - started
+        reporter.refine_pass_done(passes, {"refine_loss": float(np.mean(losses)), "refine_seconds": seconds})
+    minutes = (time.perf_counter() - started) / 60
+    two = Segmenter(first.network, replace(first.spec, refine=spec), device, refiner=model)
+    return two, {"refine_passes": passes, "refine_steps": step, "refine_minutes": round(minutes, 2)}
