@@ -50,8 +50,10 @@ Writes benchmarks/results/crop-refine-NAME[-TAG].json: test Dice (mean, median, 
 of each variant and how stage 2 was trained (per-photo scores in
 benchmarks/.work/crop-refine-scores-NAME[-TAG].csv, stage 2's weights beside them, which
 `--reuse` loads to score the variants again without training).
-Not a recipe: a saved model, its ONNX export, serving and the gate hold one network. 20 minutes
-of stage 1 (`quality.py --max-minutes 20`) and 8 of stage 2 fit the quality target's 30.
+The `cpu` recipe now trains the last of these (depth 5 at 128 px, then a depth-4 stage 2 at
+160 px, turned; wms.train.second_stage) and a saved model holds both networks (wms.refine
+predicts with the heavier crop). This benchmark stays for trying stage 2 variants on a
+saved stage 1 without training it again; it crops with the same wms.crops.
 """
 
 from __future__ import annotations

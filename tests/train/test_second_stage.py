@@ -78,3 +78,10 @@ def test_a_side_the_second_network_cannot_take_is_refused_before_training(pairs:
     cfg = SETTINGS.model_copy(update={"refine_size": 30, "refine_depth": 2})
     with pytest.raises(TrainError, match=r"train\.refine_size=30 must be divisible by 4"):
         train(cfg, pairs[:16], pairs[16:])
+
+
+def test_a_second_stage_under_ddp_is_refused_before_training(pairs: list) -> None:
+    from wms.train.distributed import Dist
+
+    with pytest.raises(TrainError, match=r"trains in one process: set train\.devices = 1"):
+        train(SETTINGS, pairs[:16], pairs[16:], dist=Dist(rank=0, world=2))
