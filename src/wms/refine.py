@@ -19,9 +19,10 @@ second network as `stage2`, so both cut and paste the same pixels.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from wms.crops import Crop, largest_region, locate
 from wms.train.spec import RefineSpec
@@ -56,3 +57,19 @@ def refine(
     if max(masses) == 0:
         return prob
     return pasted[int(np.argmax(masses))]
+
+
+def refined_maps(
+    images: Sequence[Image.Image],
+    maps: list[np.ndarray],
+    threshold: float,
+    spec: RefineSpec | None,
+    stage2: Stage2,
+) -> list[np.ndarray]:
+    """Each photo's first-stage map refined (`refine`); `maps` as they are without a second stage."""
+    if spec is None:
+        return maps
+    return [
+        refine(np.asarray(img.convert("RGB")), prob, threshold, spec, stage2)
+        for img, prob in zip(images, maps, strict=True)
+    ]

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from wms.errors import RegistryError, TrainError
-from wms.refine import refine
+from wms.refine import refined_maps
 from wms.train.preprocess import image_to_array, scale
 from wms.train.spec import ONNX_FILE, REFINE_ONNX_FILE, SPEC_FILE, ModelSpec
 
@@ -194,13 +194,7 @@ class OnnxSegmenter:
         maps = [
             resize_bilinear(prob[0], img.height, img.width) for prob, img in zip(probs, images, strict=True)
         ]
-        if self.spec.refine is None:
-            return maps
-        threshold, spec = self.spec.threshold, self.spec.refine
-        return [
-            refine(np.asarray(img.convert("RGB")), prob, threshold, spec, self._stage2)
-            for img, prob in zip(images, maps, strict=True)
-        ]
+        return refined_maps(images, maps, self.spec.threshold, self.spec.refine, self._stage2)
 
     def _stage2(self, crops: np.ndarray) -> np.ndarray:
         assert self.refine_session is not None

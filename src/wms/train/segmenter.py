@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from wms.errors import RegistryError
-from wms.refine import refine
+from wms.refine import refined_maps
 from wms.train.model import FlipAveraged, build_model
 from wms.train.preprocess import image_to_array, scale
 from wms.train.spec import ONNX_FILE, REFINE_WEIGHTS_FILE, SPEC_FILE, WEIGHTS_FILE, ModelSpec
@@ -111,13 +111,7 @@ class Segmenter:
         """Foreground probabilities (float32), each upsampled to its own image's size; with a
         second stage, its probabilities in the crop around the window (wms.refine)."""
         maps = [full.cpu().numpy() for full in self._upsampled(images)]
-        if self.spec.refine is None:
-            return maps
-        threshold, spec = self.spec.threshold, self.spec.refine
-        return [
-            refine(np.asarray(img.convert("RGB")), prob, threshold, spec, self._stage2)
-            for img, prob in zip(images, maps, strict=True)
-        ]
+        return refined_maps(images, maps, self.spec.threshold, self.spec.refine, self._stage2)
 
     def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
         """Boolean masks, each at its own image's size."""
