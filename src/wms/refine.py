@@ -34,8 +34,9 @@ Stage2 = Callable[[np.ndarray], np.ndarray]
 def crops_for(mask: np.ndarray, spec: RefineSpec) -> list[Crop]:
     """The crops around the largest region and around all regions of `mask`: one when they
     are the same box, none when the mask is empty."""
+    largest = largest_region(mask)
     crops: list[Crop] = []
-    for region in (largest_region(mask), mask):
+    for region in (largest,) if largest is mask else (largest, mask):  # one region: one box to find
         box = locate(region, spec.align, spec.elongated)
         if box is not None and all(box != c.box for c in crops):
             crops.append(Crop(box, spec.margin, spec.size))
@@ -49,8 +50,7 @@ def refine(
     crops = crops_for(prob > threshold, spec)
     if not crops:
         return prob
-    batch = np.stack([c.cut(image).transpose(2, 0, 1) for c in crops]) / np.float32(255)
-    answers = stage2(batch.astype(np.float32, copy=False))
+    answers = stage2(np.stack([c.cut(image).transpose(2, 0, 1) for c in crops]) / np.float32(255))
     height, width = prob.shape
     pasted = [c.paste(a, height, width) for c, a in zip(crops, answers, strict=True)]
     masses = [float(p[p > threshold].sum()) for p in pasted]

@@ -111,10 +111,13 @@ class TrainProgress:
             else:
                 self._bar.update(self._task, advance=1, loss=f"{loss:.3f}")
 
-    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+    def _stop_bar(self) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._stop_bar()
         console.print(
             f"  epoch {epoch:>3}  loss {metrics['train_loss']:.4f}  val Dice {metrics['val_dice']:.4f}"
             f"  ({metrics['epoch_seconds']:.1f} s)",
@@ -122,9 +125,7 @@ class TrainProgress:
         )
 
     def refine_pass_done(self, done: int, metrics: dict[str, float]) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        self._stop_bar()
         console.print(
             f"  second stage, pass {done:>3}  loss {metrics['refine_loss']:.4f}"
             f"  ({metrics['refine_seconds'] / 60:.1f} min)",
