@@ -61,6 +61,19 @@ def test_a_crops_answer_goes_back_where_torch_puts_it(crop: Crop) -> None:
     np.testing.assert_allclose(ours, torch_paste(prob, crop, 37, 53), atol=1e-5)
 
 
+@pytest.mark.parametrize("crop", CROPS, ids=["level", "turned", "mirrored, half outside", "upright"])
+def test_a_small_crop_on_a_large_photo_is_pasted_as_the_whole_photo_would_be(crop: Crop) -> None:
+    """Paste samples only the crop's footprint: on a photo 6x larger than the crop, nothing is
+    lost at the footprint's edge (torch samples every photo pixel; its float32 grid is a little
+    coarser on a larger photo, hence 1e-4)."""
+    prob = np.random.default_rng(2).uniform(0.5, 1, (crop.size, crop.size)).astype(np.float32)
+    height, width = 37 * 6, 53 * 6
+    rows, cols = crop.footprint(height, width)
+    assert (rows.stop - rows.start) * (cols.stop - cols.start) < height * width / 4
+    ours, theirs = crop.paste(prob, height, width), torch_paste(prob, crop, height, width)
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
 def test_a_crop_at_one_photo_pixel_per_crop_pixel_is_a_copy_and_goes_back_unchanged(
     photo: np.ndarray,
 ) -> None:
