@@ -109,6 +109,21 @@ def test_downloaded_files_are_checked_against_their_recorded_hash(
             verify_model_folder(folder, record.tags)
 
 
+def test_a_second_stages_weights_are_checked_as_the_first_ones_are(tmp_path: Path) -> None:
+    from wms.data.store import sha256_file
+
+    (tmp_path / "model.pt").write_bytes(b"first")
+    (tmp_path / "refine.pt").write_bytes(b"second")
+    tags = {
+        name: sha256_file(tmp_path / f)
+        for name, f in (("model_sha256", "model.pt"), ("refine_sha256", "refine.pt"))
+    }
+    assert verify_model_folder(tmp_path, tags) == "sha256 checked: model.pt, refine.pt"
+    (tmp_path / "refine.pt").write_bytes(b"swapped")
+    with pytest.raises(RegistryError, match=r"refine\.pt has sha256 .* do not use it"):
+        verify_model_folder(tmp_path, tags)
+
+
 def test_download_gives_back_the_logged_files(registry: MlflowRegistry, tmp_path: Path) -> None:
     version = registry.register(logged_run(registry, tmp_path, 0.7), {}).version
     registry.promote(version)

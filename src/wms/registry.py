@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from wms.config import Project
 from wms.errors import RegistryError
-from wms.train.spec import ONNX_FILE, SPEC_FILE, WEIGHTS_FILE
+from wms.train.spec import ONNX_FILE, REFINE_WEIGHTS_FILE, SPEC_FILE, WEIGHTS_FILE
 
 PRODUCTION, PREVIOUS = "production", "previous"
 MODEL_ARTIFACT = "model"
@@ -377,7 +377,12 @@ def verify_model_folder(folder: Path, tags: dict[str, str]) -> str:
     from wms.data.store import sha256_file
 
     checked = []
-    for name, tag in ((WEIGHTS_FILE, "model_sha256"), (ONNX_FILE, "onnx_sha256")):
+    recorded = (
+        (WEIGHTS_FILE, "model_sha256"),
+        (REFINE_WEIGHTS_FILE, "refine_sha256"),
+        (ONNX_FILE, "onnx_sha256"),
+    )
+    for name, tag in recorded:  # refine.onnx's sha256 is inside model.onnx (wms.train.export)
         expected = tags.get(tag)
         if expected is None or not (folder / name).exists():
             continue

@@ -113,7 +113,9 @@ def test_train_recipe_is_a_flag_that_the_other_flags_override(
     result = cli("--set", "train.export_onnx=false", "--set", "train.refine_epochs=2", "train", batch, *flags)
     assert result.exit_code == 0, result.output
     run_id = result.output.split("run id: ")[1].split()[0]
-    params = MlflowRegistry(load_settings(start=project_dir))._client.get_run(run_id).data.params
+    run = MlflowRegistry(load_settings(start=project_dir))._client.get_run(run_id)
+    params = run.data.params
+    assert len(run.data.tags["wms.refine_sha256"]) == 64  # the second stage's weights, checked at download
     # wms.toml's tiny width and depth give way to the recipe's; --epochs and --image-size win over it.
     assert params["train.recipe"] == "cpu"
     assert (params["train.epochs"], params["train.image_size"]) == ("1", "32")

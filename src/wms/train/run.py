@@ -20,6 +20,7 @@ from wms.train.evaluate import ImageScore, evaluate, summarize
 from wms.train.export import export_onnx
 from wms.train.loop import SilentReporter, TrainReporter, TrainResult, train
 from wms.train.segmenter import ONNX_FILE, Segmenter
+from wms.train.spec import REFINE_WEIGHTS_FILE
 from wms.vcs.git import head_commit
 from wms.worst import save_worst
 
@@ -148,6 +149,8 @@ def train_and_log(
             model_dir = Path(tmp) / MODEL_ARTIFACT
             sha = result.segmenter.save(model_dir)
             hashes = {"wms.model_sha256": sha}
+            if (model_dir / REFINE_WEIGHTS_FILE).exists():  # a second stage: checked as model.pt is
+                hashes["wms.refine_sha256"] = sha256_file(model_dir / REFINE_WEIGHTS_FILE)
             if cfg.export_onnx:
                 export_onnx(result.segmenter, model_dir / ONNX_FILE)
                 # Serving runs the ONNX file and checks it against this hash at load.

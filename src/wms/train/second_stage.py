@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 SOURCE_SIDE = 512  # photos are read at this side for cropping (the prepared real photos')
 BATCH = 16  # crops per step (as measured; the first network's train.batch_size is 8 in the cpu recipe)
+READS_PER_PASS = 4  # how often per pass the host reads the running loss (each read syncs a GPU)
 JITTER_SIDE, JITTER_CENTRE, JITTER_DEGREES = 0.25, 0.12, 15.0
 
 
@@ -122,7 +123,8 @@ def train_second_stage(
     while step < total and time.perf_counter() - started < budget:
         passes += 1
         reporter.epoch_started(passes, cfg.refine_epochs, steps)
-        losses = []
+        loss_sum, counted = torch.zeros((), device=device), 0
+        read_every = max(1, steps // READS_PER_PASS)
         for idx in np.array_split(rng.permutation(len(keep)), steps):
             x, y = crop_batch(images[idx], masks[idx], jittered(boxes[idx], spec, rng))
             n = len(idx)
@@ -136,12 +138,14 @@ def train_second_stage(
             loss.backward()
             optimizer.step()
             step += 1
-            losses.append(float(loss.detach()))
-            reporter.step_done(losses[-1])
+            loss_sum += loss.detach()
+            counted += 1
+            reporter.step_done(float(loss_sum) / counted if counted % read_every == 0 else None)
             if time.perf_counter() - started >= budget:
                 break
         seconds = time.perf_counter() - started
-        reporter.refine_pass_done(passes, {"refine_loss": float(np.mean(losses)), "refine_seconds": seconds})
+        metrics = {"refine_loss": float(loss_sum) / max(counted, 1), "refine_seconds": seconds}
+        reporter.refine_pass_done(passes, metrics)
     minutes = (time.perf_counter() - started) / 60
     two = Segmenter(first.network, replace(first.spec, refine=spec), device, refiner=model)
     return two, {"refine_passes": passes, "refine_steps": step, "refine_minutes": round(minutes, 2)}
