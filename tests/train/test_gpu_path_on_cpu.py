@@ -6,7 +6,6 @@ The device capability is faked only at the boundary (`bf16_supported`); the loop
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,26 +61,9 @@ def test_fp16_trains_through_the_gradient_scaler(pairs: list, monkeypatch: pytes
 
 
 def test_the_loop_reads_the_loss_a_few_times_per_epoch_not_every_step(
-    pairs: list, monkeypatch: pytest.MonkeyPatch
+    pairs: list, host_reads: Callable[[str], Callable[[], int]]
 ) -> None:
-    reads = 0  # tensor-to-host reads made by the training loop itself (on a GPU each one syncs)
-    item, to_float = torch.Tensor.item, torch.Tensor.__float__
-
-    def from_the_loop() -> bool:
-        return sys._getframe(2).f_code.co_filename.endswith(str(Path("wms", "train", "loop.py")))
-
-    def counted_item(self: torch.Tensor) -> object:
-        nonlocal reads
-        reads += from_the_loop()
-        return item(self)
-
-    def counted_float(self: torch.Tensor) -> float:
-        nonlocal reads
-        reads += from_the_loop()
-        return to_float(self)
-
-    monkeypatch.setattr(torch.Tensor, "item", counted_item)
-    monkeypatch.setattr(torch.Tensor, "__float__", counted_float)
+    reads = host_reads("loop.py")
     seen: list[float | None] = []
 
     class Record(SilentReporter):
@@ -93,7 +75,7 @@ def test_the_loop_reads_the_loss_a_few_times_per_epoch_not_every_step(
     steps = len(seen)
     assert steps == 2 * 9  # 18 training pairs in batches of 2, two epochs
     # Per epoch: READS_PER_EPOCH running-loss reads, the epoch's mean loss, one validation.
-    assert 2 * 2 <= reads <= 2 * (READS_PER_EPOCH + 2) + 1, f"{reads} host reads in {steps} steps"
+    assert 2 * 2 <= reads() <= 2 * (READS_PER_EPOCH + 2) + 1, f"{reads()} host reads in {steps} steps"
     assert sum(loss is not None for loss in seen) == 2 * READS_PER_EPOCH
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -89,23 +89,13 @@ def test_a_second_stage_under_ddp_is_refused_before_training(pairs: list) -> Non
 
 
 def test_the_second_stage_reads_its_loss_a_few_times_per_pass_not_every_step(
-    pairs: list, monkeypatch: pytest.MonkeyPatch
+    pairs: list, monkeypatch: pytest.MonkeyPatch, host_reads: Callable[[str], Callable[[], int]]
 ) -> None:
     """Each read of a loss from the device waits for it (a GPU sync): the running loss is read
     READS_PER_PASS times a pass for the progress bar, and once for the pass's mean."""
-    import torch
-
     from wms.train import second_stage
 
-    reads = 0
-    to_float = torch.Tensor.__float__
-
-    def counted_float(self: torch.Tensor) -> float:
-        nonlocal reads
-        reads += sys._getframe(1).f_code.co_filename.endswith(str(Path("wms", "train", "second_stage.py")))
-        return to_float(self)
-
-    monkeypatch.setattr(torch.Tensor, "__float__", counted_float)
+    reads = host_reads("second_stage.py")
     monkeypatch.setattr(second_stage, "BATCH", 2)  # 16 pairs: 8 steps a pass
     seen: list[float | None] = []
 
@@ -118,4 +108,4 @@ def test_the_second_stage_reads_its_loss_a_few_times_per_pass_not_every_step(
     refine_steps = seen[first_network_steps:]
     assert len(refine_steps) == 2 * 8
     assert sum(loss is not None for loss in refine_steps) == 2 * second_stage.READS_PER_PASS
-    assert reads == 2 * (second_stage.READS_PER_PASS + 1), f"{reads} host reads in {len(refine_steps)} steps"
+    assert reads() == 2 * (second_stage.READS_PER_PASS + 1), f"{reads()} host reads in 16 steps"

@@ -28,7 +28,7 @@ from wms.guards import signals_held
 from wms.train.augment import augment, early_size, shrink
 from wms.train.cache import load_arrays
 from wms.train.distributed import SINGLE, Dist, mean_of, process_group, shard, shared
-from wms.train.losses import LOSSES
+from wms.train.losses import LOSSES, RunningLoss
 from wms.train.model import (
     build_model,
     check_encoder_weights,
@@ -272,9 +272,7 @@ def _fit(
         order = shard(order, dist)  # the same permutation on every process, each its own part
         # Under DDP the time budget is rank 0's clock, read once per epoch, so all agree on the LR.
         used = shared(time.perf_counter() - started_all, dist, device) / (cfg.max_minutes * 60 or 1)
-        # Losses add up on the device; the host reads them a few times per epoch, not per step.
-        loss_sum, counted = torch.zeros((), device=device), 0
-        read_every = max(1, steps // READS_PER_EPOCH)
+        losses = RunningLoss(steps, device, READS_PER_EPOCH)
         for i in range(0, len(order), cfg.batch_size):
             xb, yb = batch(x_train, y_train, order[i : i + cfg.batch_size])
             xb, yb = augment(
@@ -305,13 +303,11 @@ def _fit(
             if ema is not None:
                 ema.update_parameters(model)
             step += 1
-            loss_sum += loss.detach()
-            counted += 1
-            reporter.step_done(float(loss_sum) / counted if counted % read_every == 0 else None)
+            reporter.step_done(losses.add(loss))
         dice_now = shared(val_dice(), dist, device)
         seconds = shared(time.perf_counter() - started, dist, device)
         metrics = {
-            "train_loss": float(mean_of(loss_sum / max(counted, 1), dist)),
+            "train_loss": float(mean_of(losses.mean(), dist)),
             "val_dice": dice_now,
             "epoch_seconds": seconds,
             "images_per_second": len(order) * dist.world / seconds,

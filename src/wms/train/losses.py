@@ -67,3 +67,23 @@ def focal_tversky(
 
 
 LOSSES: dict[str, Loss] = {"bce_dice": bce_dice, "bce_lovasz": bce_lovasz, "focal_tversky": focal_tversky}
+
+
+class RunningLoss:
+    """A pass's losses, summed on the device. The host reads the running mean only `reads`
+    times a pass (for the progress bar) and once at the end, since each read waits for a GPU."""
+
+    def __init__(self, steps: int, device: torch.device | str, reads: int) -> None:
+        self.total = torch.zeros((), device=device)
+        self.count = 0
+        self.read_every = max(1, steps // reads)
+
+    def add(self, loss: torch.Tensor) -> float | None:
+        """Counts one step's loss; returns the running mean on every `read_every`-th step."""
+        self.total += loss.detach()
+        self.count += 1
+        return float(self.total) / self.count if self.count % self.read_every == 0 else None
+
+    def mean(self) -> torch.Tensor:
+        """The pass's mean loss, still on the device."""
+        return self.total / max(self.count, 1)

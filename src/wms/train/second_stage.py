@@ -36,7 +36,7 @@ from wms.crops import Box, Crop, locate
 from wms.data.pairs import Pair
 from wms.errors import TrainError
 from wms.train.cache import load_arrays
-from wms.train.losses import bce_dice
+from wms.train.losses import RunningLoss, bce_dice
 from wms.train.model import build_model, input_multiple
 from wms.train.schedule import learning_rate
 from wms.train.segmenter import Segmenter
@@ -123,8 +123,7 @@ def train_second_stage(
     while step < total and time.perf_counter() - started < budget:
         passes += 1
         reporter.epoch_started(passes, cfg.refine_epochs, steps)
-        loss_sum, counted = torch.zeros((), device=device), 0
-        read_every = max(1, steps // READS_PER_PASS)
+        losses = RunningLoss(steps, device, READS_PER_PASS)
         for idx in np.array_split(rng.permutation(len(keep)), steps):
             x, y = crop_batch(images[idx], masks[idx], jittered(boxes[idx], spec, rng))
             n = len(idx)
@@ -138,13 +137,11 @@ def train_second_stage(
             loss.backward()
             optimizer.step()
             step += 1
-            loss_sum += loss.detach()
-            counted += 1
-            reporter.step_done(float(loss_sum) / counted if counted % read_every == 0 else None)
+            reporter.step_done(losses.add(loss))
             if time.perf_counter() - started >= budget:
                 break
         seconds = time.perf_counter() - started
-        metrics = {"refine_loss": float(loss_sum) / max(counted, 1), "refine_seconds": seconds}
+        metrics = {"refine_loss": float(losses.mean()), "refine_seconds": seconds}
         reporter.refine_pass_done(passes, metrics)
     minutes = (time.perf_counter() - started) / 60
     two = Segmenter(first.network, replace(first.spec, refine=spec), device, refiner=model)
