@@ -8,7 +8,7 @@ The project's hash splits of the real photos (prepared to 512 px, as benchmarks/
 A fixed 40% of the training split (the same photos for every seed) trains the start model; the
 other 60% is the unlabelled pool. Per seed s:
   1. train the start model with train.seed = s;
-  2. for each strategy of `wms data suggest` (--strategies; see wms.suggest): export the start
+  2. for each strategy of `wms data suggest` (--strategies; see wms.acquisition): export the start
      model to ONNX, score the pool as `suggest` does (uncertainty and the mirrored second opinion,
      same-bytes and near-duplicate photos passed over) and choose 15% of the training split's
      size; random: the same number drawn from the pool with seed s;
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from wms.suggest import STRATEGIES
+from wms.acquisition import STRATEGIES
 
 DEFAULT_STRATEGY = STRATEGIES[0]  # what `wms data suggest` uses unless told
 
@@ -108,7 +108,7 @@ def _suggested(
     ranked: list[Any], pool: list[Any], count: int, strategy: str, seed: int
 ) -> tuple[list[Any], dict[str, Any]]:
     """The `count` pool pairs `wms data suggest --strategy S` would choose from the ranked pool."""
-    from wms.suggest import select
+    from wms.acquisition import select
 
     selection = select(ranked, count, strategy=strategy, seed=seed)
     by_image = {p.image: p for p in pool}

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from wms.acquisition import select
 from wms.data.synth import synthesize
 from wms.inbox import Photo
 from wms.labelstudio import result_mask
-from wms.suggest import Candidate, descriptor, score_photos, select
+from wms.suggest import Candidate, descriptor, score_photos
 from wms.train.spec import ModelSpec
 
 SCHEMA = json.loads((Path(__file__).parent / "schemas" / "labelstudio-tasks.schema.json").read_text())
@@ -110,6 +111,19 @@ def test_power_draws_the_unsure_more_often_and_repeats_for_a_seed() -> None:
     assert [c.name for c in first] == [c.name for c in again]
 
 
+def test_band_passes_over_the_most_unsure_fifth_and_takes_the_next() -> None:
+    """Ten photos, most unsure first: `band` passes over the first two (a fifth) and takes the next
+    three; asked for nine it passes over one only, so the batch is still full."""
+    rng = np.random.default_rng(5)
+    pool = [_candidate(f"p{i}", 0.95 - i / 20, np.eye(1, 512)[0], rng) for i in range(10)]
+    band = select(pool, 3, strategy="band")
+    assert [c.name for c in band.too_unsure] == ["p0", "p1"]
+    assert [c.name for c in band.chosen] == ["p2", "p3", "p4"]
+    nine = select(pool, 9, strategy="band")
+    assert [c.name for c in nine.too_unsure] == ["p0"] and len(nine.chosen) == 9
+    assert [c.name for c in select(pool, 12, strategy="band").chosen] == [c.name for c in pool]
+
+
 def test_the_descriptor_tells_where_the_window_is() -> None:
     """Two shots of one scene (other sensor noise) with the window in one place are near; the same
     shot with the window seen elsewhere is far."""
@@ -196,7 +210,7 @@ def test_a_batch_never_holds_two_pixel_identical_photos_and_imports_into_label_s
     assert len(masks) == len(chosen) - 1 and tasks[0]["data"]["name"] not in {m.stem for m in masks}
 
 
-@pytest.mark.parametrize("strategy", ["diverse", "top", "power"])
+@pytest.mark.parametrize("strategy", ["band", "diverse", "top", "power"])
 def test_each_strategy_writes_a_batch_of_the_count_asked(
     cli: Callable[..., Any],
     project_dir: Path,
@@ -214,6 +228,11 @@ def test_each_strategy_writes_a_batch_of_the_count_asked(
     assert ranking["strategy"] == strategy and len(ranking["chosen"]) == 3
     scores = [c["score"] for c in ranking["chosen"]]
     assert scores == sorted(scores, reverse=True)
+    if strategy == "band":  # the most unsure fifth of the distinct photos is listed, not chosen
+        distinct = ranking["scored"] - len(ranking["same_bytes"]) - len(ranking["near_duplicates"])
+        skipped = [c["score"] for c in ranking["too_unsure"]]
+        assert len(skipped) == round(0.2 * distinct) > 0 and min(skipped) >= max(scores)
+        assert f"passed over the {len(skipped)} most unsure photo(s)" in result.output
 
 
 @pytest.mark.parametrize(
@@ -223,7 +242,7 @@ def test_each_strategy_writes_a_batch_of_the_count_asked(
         (["--count", "3", "--out", "{file}"], "is a file"),
         (["--count", "3", "--from", "{empty}"], "nothing to suggest"),
         (["--count", "3", "--model", "production"], "cannot load model 'production'"),
-        (["--count", "3", "--strategy", "best"], "choose one of power, diverse, top"),
+        (["--count", "3", "--strategy", "best"], "choose one of band, power, diverse, top"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

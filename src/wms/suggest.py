@@ -9,21 +9,8 @@ uncertainty of the photo's probability map (`wms.uncertainty.assess`, 0 sure …
 and `d = 1 - Dice(mask, mirrored back(mask of the mirrored photo))` the disagreement of the two
 opinions, the score is `1 - (1 - u)(1 - d)`: either one alone can raise it, both raise it more.
 
-Duplicates. Photos with the same bytes (sha256) count once. Then, going down the ranking, a
-photo is passed over when its difference hash (64-bit dHash of a 9x8 grey thumbnail) is within
-`min_distance` bits of one kept: a burst of near-identical shots costs one label, not ten.
-Identical pixels give identical hashes, so pixel-identical photos are never both chosen.
-
-Choice (`strategy`). `power` (the default) draws the batch at random with odds proportional to
-the score (power acquisition, Kirsch et al., "Stochastic batch acquisition", arXiv:2106.12059):
-it leans to the unsure photos but keeps the batch as varied as the pool. `top` takes the highest
-scores; `diverse` clusters the kept photos into `count` groups by k-means weighted by score
-(scikit-learn's KMeans) over a descriptor of each photo (a 16x16 grey thumbnail and the model's
-16x16 probability map, each of unit length) and takes the photo nearest each centre (Zhdanov's
-diverse mini-batch active learning, arXiv:1901.05954). In benchmarks/active_learning.py, on the
-real photos with a weak start model, `power` bought 1.2x the test Dice gain of random photos,
-`diverse` 0.8x and `top` less than nothing: a weak model's top scores are mostly the hardest
-outliers (steep, far or odd meters), and a batch of only those teaches it little.
+Choice. `wms.acquisition.select` passes over duplicates and chooses the batch from the ranking
+(`--strategy`); `write_batch` writes it, with pre-labels and Label Studio's import file.
 """
 
 from __future__ import annotations
@@ -32,7 +19,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,8 +33,6 @@ from wms.train.preprocess import image_to_array
 from wms.train.spec import ModelSpec
 from wms.uncertainty import assess
 
-DEFAULT_MIN_DISTANCE = 6  # of 64 bits; unrelated photos differ in about 32
-STRATEGIES = ("power", "diverse", "top")  # the first is the default
 THUMB = 16  # side of the descriptor's thumbnails
 
 
@@ -93,11 +78,13 @@ class Candidate:
 
 @dataclass
 class Selection:
-    """The chosen photos, best first, and why the others were passed over."""
+    """The chosen photos, most unsure first, and why the others were passed over
+    (`wms.acquisition.select` makes it)."""
 
     chosen: list[Candidate]
-    near_duplicates: list[tuple[Candidate, Candidate, int]]  # candidate, chosen one, distance
+    near_duplicates: list[tuple[Candidate, Candidate, int]]  # candidate, the kept one, distance
     same_bytes: list[tuple[Photo, Photo]]  # photo, the photo with the same bytes kept
+    too_unsure: list[Candidate] = field(default_factory=list)  # passed over as the most unsure
 
 
 def dhash(image: Image.Image) -> int:
@@ -105,10 +92,6 @@ def dhash(image: Image.Image) -> int:
     grey = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.BILINEAR), dtype=np.int16)
     bits = (grey[:, 1:] > grey[:, :-1]).flatten()
     return int(sum(1 << i for i, bit in enumerate(bits.tolist()) if bit))
-
-
-def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -207,70 +190,6 @@ def score_photos(
     return scored, unreadable
 
 
-def select(
-    ranked: Sequence[Candidate],
-    count: int,
-    min_distance: int = DEFAULT_MIN_DISTANCE,
-    strategy: str = STRATEGIES[0],
-    seed: int = 0,
-) -> Selection:
-    """Up to `count` candidates, most unsure first, no two with the same bytes or within
-    `min_distance` bits; `strategy` (see the module's doc) decides which of the rest."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    selection = Selection([], [], [])
-    kept: dict[str, Photo] = {}
-    distinct: list[Candidate] = []
-    for candidate in ranked:
-        if strategy == "top" and len(distinct) == count:
-            break
-        same = kept.get(candidate.photo.sha256)
-        if same is not None:
-            selection.same_bytes.append((candidate.photo, same))
-            continue
-        kept[candidate.photo.sha256] = candidate.photo
-        near = min(distinct, key=lambda c: hamming(c.dhash, candidate.dhash), default=None)
-        if near is not None and (distance := hamming(near.dhash, candidate.dhash)) <= max(0, min_distance):
-            selection.near_duplicates.append((candidate, near, distance))
-            continue
-        distinct.append(candidate)
-    if strategy == "top" or len(distinct) <= count:
-        selection.chosen = distinct[:count]
-    elif strategy == "power":
-        selection.chosen = _power_sample(distinct, count, seed)
-    else:
-        selection.chosen = _cluster_centres(distinct, count, seed)
-    return selection
-
-
-def _power_sample(candidates: Sequence[Candidate], count: int, seed: int) -> list[Candidate]:
-    """`count` candidates drawn without replacement, each with odds proportional to its score."""
-    weights = np.array([max(c.score, 1e-3) for c in candidates])
-    picked = np.random.default_rng(seed).choice(
-        len(candidates), size=count, replace=False, p=weights / weights.sum()
-    )
-    return [candidates[i] for i in sorted(picked.tolist())]  # `candidates` is in ranking order
-
-
-def _cluster_centres(candidates: Sequence[Candidate], count: int, seed: int) -> list[Candidate]:
-    """One candidate per cluster of a score-weighted k-means: the one nearest its centre."""
-    from sklearn.cluster import KMeans
-
-    points = np.stack([c.descriptor for c in candidates]).astype(np.float64)
-    weights = np.array([max(c.score, 1e-3) for c in candidates])
-    kmeans = KMeans(n_clusters=count, n_init=3, random_state=seed).fit(points, sample_weight=weights)
-    chosen: list[int] = []
-    for cluster, centre in enumerate(kmeans.cluster_centers_):
-        members = np.flatnonzero(kmeans.labels_ == cluster)
-        if members.size:
-            nearest = members[np.argmin(((points[members] - centre) ** 2).sum(axis=1))]
-            chosen.append(int(nearest))
-    # An empty cluster (rare) leaves a place: fill it with the most unsure of the rest.
-    taken = set(chosen)
-    chosen += [i for i in range(len(candidates)) if i not in taken][: count - len(chosen)]
-    return [candidates[i] for i in sorted(chosen)]  # `candidates` is in ranking order
-
-
 def _unique_stems(chosen: Sequence[Candidate]) -> list[str]:
     """Output stems: the photo's own, with -2, -3 ... where two photos share one."""
     seen: dict[str, int] = {}
@@ -357,6 +276,7 @@ def write_batch(
                 for c, near, d in selection.near_duplicates
             ],
             "same_bytes": [{"name": p.name, "same_as": kept.name} for p, kept in selection.same_bytes],
+            "too_unsure": [{"name": c.name, "score": round(c.score, 6)} for c in selection.too_unsure],
             **(extra or {}),
         }
         (staging / "ranking.json").write_text(json.dumps(report, indent=2) + "\n")

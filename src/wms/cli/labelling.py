@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from wms.acquisition import DEFAULT_MIN_DISTANCE, STRATEGIES
 from wms.cli._common import console, progress_bar, state
-from wms.suggest import DEFAULT_MIN_DISTANCE, STRATEGIES
 
 
 def suggest(
@@ -26,8 +26,9 @@ def suggest(
     strategy: str = typer.Option(
         STRATEGIES[0],
         "--strategy",
-        help="power: drawn at random with odds proportional to the score; diverse: one per cluster of a "
-        "score-weighted k-means over the photos; top: the highest scores only.",
+        help="band: the highest scores after passing over the most unsure fifth (outliers the model "
+        "cannot learn from yet); power: drawn at random with odds proportional to the score; diverse: one "
+        "per cluster of a score-weighted k-means over the photos; top: the highest scores only.",
     ),
     image_url: str | None = typer.Option(
         None,
@@ -37,9 +38,10 @@ def suggest(
 ) -> None:
     """Rank unlabelled photos by the model's uncertainty and a mirrored second opinion; write a batch.
 
-    The batch is drawn with odds proportional to the score (--strategy power), so it leans to
-    the photos the model is least sure of and stays as varied as the source; --strategy diverse
-    takes one photo per cluster of a score-weighted k-means, --strategy top the highest scores.
+    The batch is the most unsure photos after the most unsure fifth (--strategy band): those
+    the model half gets teach it more than the outliers it fails on entirely. --strategy power
+    draws with odds proportional to the score, --strategy diverse takes one photo per cluster of a
+    score-weighted k-means, --strategy top the highest scores.
 
     OUT gets images/, prelabels/ (the model's masks), ranking.csv, ranking.json, and
     labelstudio.json + labelstudio.xml (Label Studio's task import with polygon pre-annotations,
@@ -47,10 +49,11 @@ def suggest(
     and `wms data from-labelstudio EXPORT --batch OUT` puts the pairs into data/incoming/images
     and data/incoming/masks: commit and push them, as any new pairs.
     """
+    from wms.acquisition import select
     from wms.errors import RegistryError, UsageError
     from wms.inbox import local_inbox, scan_photos
     from wms.serve.model import load_model
-    from wms.suggest import score_photos, select, write_batch
+    from wms.suggest import score_photos, write_batch
 
     if count <= 0:
         raise UsageError(f"--count {count}: ask for at least one photo, e.g. --count 20")
@@ -101,6 +104,12 @@ def suggest(
         console.print(
             f"passed over {len(selection.same_bytes)} photo(s) with the same bytes as a chosen one and "
             f"{len(selection.near_duplicates)} near-duplicate(s) (dHash within {min_distance} bits)",
+            highlight=False,
+        )
+    if selection.too_unsure:
+        console.print(
+            f"passed over the {len(selection.too_unsure)} most unsure photo(s) (--strategy band; "
+            "listed in ranking.json as too_unsure, --strategy top takes them)",
             highlight=False,
         )
     if len(selection.chosen) < count:
