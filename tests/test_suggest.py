@@ -242,7 +242,7 @@ def test_each_strategy_writes_a_batch_of_the_count_asked(
         (["--count", "3", "--out", "{file}"], "is a file"),
         (["--count", "3", "--from", "{empty}"], "nothing to suggest"),
         (["--count", "3", "--model", "production"], "cannot load model 'production'"),
-        (["--count", "3", "--strategy", "best"], "choose one of band, power, diverse, top"),
+        (["--count", "3", "--strategy", "best"], "choose one of power, band, diverse, top"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -10,13 +10,15 @@ photo is passed over when its difference hash (64-bit dHash of a 9x8 grey thumbn
 Identical pixels give identical hashes, so pixel-identical photos are never both chosen.
 
 Choice (`strategy`), among the photos kept:
-- `band` (the default) passes over the most unsure fifth (BAND_SKIP) and takes the highest
-  scores of the rest: photos the model half gets. A weak model's most unsure photos are mostly
-  ones it cannot learn from yet (steep, far or look-alike meters); such outliers are what makes
-  plain uncertainty sampling fail (Karamcheti et al., "Mind Your Outliers!", ACL 2021).
-- `power` draws the batch at random with odds proportional to the score (power acquisition,
-  Kirsch et al., "Stochastic batch acquisition", arXiv:2106.12059): it leans a little to the
-  unsure photos and keeps the batch as varied as the pool.
+- `power` (the default) draws the batch at random with odds proportional to the score (power
+  acquisition, Kirsch et al., "Stochastic batch acquisition", arXiv:2106.12059): it leans a
+  little to the unsure photos and keeps the batch as varied as the pool.
+- `band` passes over the most unsure fifth (BAND_SKIP) and takes the highest scores of the rest:
+  photos the model half gets. A weak model's most unsure photos are mostly ones it cannot learn
+  from yet (steep, far or look-alike meters); such outliers are what makes plain uncertainty
+  sampling fail (Karamcheti et al., "Mind Your Outliers!", ACL 2021). A photo with no window
+  found scores 1, so a few inbox photos that are not meters at all fall in that fifth, not in
+  the batch. The fifth passed over is listed as `too_unsure`.
 - `diverse` clusters the photos into `count` groups by k-means weighted by score (scikit-learn's
   KMeans) over a descriptor of each photo (a 16x16 grey thumbnail and the model's 16x16
   probability map) and takes the photo nearest each centre (Zhdanov's diverse mini-batch active
@@ -24,8 +26,8 @@ Choice (`strategy`), among the photos kept:
 - `top` takes the highest scores.
 
 What each buys, measured by benchmarks/active_learning.py on the real photos (a weak start model
-on 40% of the training split, 15% more chosen from the rest): see the README's "Which photos to
-label next" and benchmarks/results/active-learning*.json.
+on 40% of the training split, 15% more chosen from the rest): the README's section "Closing the
+loop: what to label next, and drift", and benchmarks/results/active-learning*.json.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from wms.inbox import Photo
 from wms.suggest import Candidate, Selection
 
 DEFAULT_MIN_DISTANCE = 6  # of 64 bits; unrelated photos differ in about 32
-STRATEGIES = ("band", "power", "diverse", "top")  # the first is the default
+STRATEGIES = ("power", "band", "diverse", "top")  # the first is the default
 BAND_SKIP = 0.2  # `band` passes over this share of the kept photos, the most unsure
 
 

@@ -26,9 +26,9 @@ def suggest(
     strategy: str = typer.Option(
         STRATEGIES[0],
         "--strategy",
-        help="band: the highest scores after passing over the most unsure fifth (outliers the model "
-        "cannot learn from yet); power: drawn at random with odds proportional to the score; diverse: one "
-        "per cluster of a score-weighted k-means over the photos; top: the highest scores only.",
+        help="power: drawn at random with odds proportional to the score; band: the highest scores after "
+        "passing over the most unsure fifth (outliers the model cannot learn from yet); diverse: one per "
+        "cluster of a score-weighted k-means over the photos; top: the highest scores only.",
     ),
     image_url: str | None = typer.Option(
         None,
@@ -38,10 +38,10 @@ def suggest(
 ) -> None:
     """Rank unlabelled photos by the model's uncertainty and a mirrored second opinion; write a batch.
 
-    The batch is the most unsure photos after the most unsure fifth (--strategy band): those
-    the model half gets teach it more than the outliers it fails on entirely. --strategy power
-    draws with odds proportional to the score, --strategy diverse takes one photo per cluster of a
-    score-weighted k-means, --strategy top the highest scores.
+    The batch is drawn with odds proportional to the score (--strategy power), so it leans to
+    the photos the model is least sure of and stays as varied as the source; --strategy band
+    passes over the most unsure fifth (outliers) and takes the next most unsure, --strategy
+    diverse one photo per cluster of a score-weighted k-means, --strategy top the highest scores.
 
     OUT gets images/, prelabels/ (the model's masks), ranking.csv, ranking.json, and
     labelstudio.json + labelstudio.xml (Label Studio's task import with polygon pre-annotations,
