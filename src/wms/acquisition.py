@@ -88,9 +88,14 @@ def select(
     return selection
 
 
+def _weights(candidates: Sequence[Candidate]) -> np.ndarray:
+    """Each candidate's score as a weight, floored so that a sure photo keeps a small chance."""
+    return np.array([max(c.score, 1e-3) for c in candidates])
+
+
 def _power_sample(candidates: Sequence[Candidate], count: int, seed: int) -> list[Candidate]:
     """`count` candidates drawn without replacement, each with odds proportional to its score."""
-    weights = np.array([max(c.score, 1e-3) for c in candidates])
+    weights = _weights(candidates)
     picked = np.random.default_rng(seed).choice(
         len(candidates), size=count, replace=False, p=weights / weights.sum()
     )
@@ -102,8 +107,9 @@ def _cluster_centres(candidates: Sequence[Candidate], count: int, seed: int) -> 
     from sklearn.cluster import KMeans
 
     points = np.stack([c.descriptor for c in candidates]).astype(np.float64)
-    weights = np.array([max(c.score, 1e-3) for c in candidates])
-    kmeans = KMeans(n_clusters=count, n_init=3, random_state=seed).fit(points, sample_weight=weights)
+    kmeans = KMeans(n_clusters=count, n_init=3, random_state=seed).fit(
+        points, sample_weight=_weights(candidates)
+    )
     chosen: list[int] = []
     for cluster, centre in enumerate(kmeans.cluster_centers_):
         members = np.flatnonzero(kmeans.labels_ == cluster)
