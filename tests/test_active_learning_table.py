@@ -1,0 +1,54 @@
+"""benchmarks/active_learning_table.py: the pooled comparison counts each seed of a recipe once."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "active_learning_table.py"
+
+
+@pytest.fixture(scope="module")
+def tables() -> ModuleType:
+    sys.path.insert(0, str(BENCHMARK.parent))
+    spec = importlib.util.spec_from_file_location("active_learning_table", BENCHMARK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _result(
+    when: str, settings: dict[str, Any], gains: list[tuple[float, float]], quick: bool = False
+) -> str:
+    rows = [{"seed": s, "random_gain": r, "power_gain": p} for s, (r, p) in enumerate(gains)]
+    return json.dumps({"when": when, "quick": quick, "settings": settings, "runs": rows})
+
+
+def test_a_seed_counts_once_per_recipe_and_the_newest_run_wins(tables: ModuleType, tmp_path: Path) -> None:
+    small = dict(tables.SETTINGS)
+    longer = small | {"epochs": 60}
+    (tmp_path / "active-learning.json").write_text(_result("2026-01-01", small, [(0.02, 0.05)] * 3))
+    (tmp_path / "active-learning-more.json").write_text(_result("2026-01-02", small, [(0.02, 0.01)] * 5))
+    (tmp_path / "active-learning-60.json").write_text(_result("2026-01-03", longer, [(0.03, 0.02)] * 2))
+    (tmp_path / "active-learning-quick.json").write_text(_result("2026-01-04", small, [(0.5, 0.9)], True))
+
+    found = tables.runs(tmp_path)
+    assert [name for name, _ in found] == [
+        "active-learning.json",
+        "active-learning-more.json",
+        "active-learning-60.json",
+    ]
+    table = "\n".join(tables.table(found))
+    assert "| active-learning-60.json | epochs=60 | 2 | +0.0300 | power +0.0200 (0.67x) |" in table
+    assert "| active-learning.json | none | 3 |" in table
+
+    (power,) = [line for line in tables.pooled(found) if line.startswith("| power")]
+    # 5 seeds of the small recipe (the newer file's, the older one's 3 are the same seeds) + 2.
+    assert power == "| power | 2 | 7 | +0.0129 | +0.0229 | -0.0100 ± 0.0000 | 0 of 7 |"
