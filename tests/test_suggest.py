@@ -100,7 +100,7 @@ def test_diverse_spreads_the_batch_over_kinds_of_photo_where_top_takes_one_kind(
     assert {c.name for c in select(pool, 20, strategy="diverse").chosen} == {c.name for c in pool}
 
 
-def test_power_draws_the_unsure_more_often_and_repeats_for_a_seed() -> None:
+def test_power_draws_the_unsure_more_often_and_repeats_for_a_seed_where_random_does_not_lean() -> None:
     rng = np.random.default_rng(4)
     pool = [_candidate(f"a{i}", 0.9, np.eye(1, 512)[0], rng) for i in range(6)]
     pool += [_candidate(f"b{i}", 0.1, np.eye(1, 512)[0], rng) for i in range(6)]
@@ -109,6 +109,8 @@ def test_power_draws_the_unsure_more_often_and_repeats_for_a_seed() -> None:
     assert draws.count("b") > 0  # the sure ones keep a chance
     first, again = (select(pool, 3, strategy="power", seed=7).chosen for _ in range(2))
     assert [c.name for c in first] == [c.name for c in again]
+    uniform = [c.name[0] for seed in range(40) for c in select(pool, 3, strategy="random", seed=seed).chosen]
+    assert 0.35 * len(uniform) < uniform.count("a") < 0.65 * len(uniform)  # the score aside: about half
 
 
 def test_band_passes_over_the_most_unsure_fifth_and_takes_the_next() -> None:
@@ -210,7 +212,7 @@ def test_a_batch_never_holds_two_pixel_identical_photos_and_imports_into_label_s
     assert len(masks) == len(chosen) - 1 and tasks[0]["data"]["name"] not in {m.stem for m in masks}
 
 
-@pytest.mark.parametrize("strategy", ["band", "diverse", "top", "power"])
+@pytest.mark.parametrize("strategy", ["band", "diverse", "top", "power", "random"])
 def test_each_strategy_writes_a_batch_of_the_count_asked(
     cli: Callable[..., Any],
     project_dir: Path,
@@ -242,7 +244,7 @@ def test_each_strategy_writes_a_batch_of_the_count_asked(
         (["--count", "3", "--out", "{file}"], "is a file"),
         (["--count", "3", "--from", "{empty}"], "nothing to suggest"),
         (["--count", "3", "--model", "production"], "cannot load model 'production'"),
-        (["--count", "3", "--strategy", "best"], "choose one of power, band, diverse, top"),
+        (["--count", "3", "--strategy", "best"], "choose one of power, band, diverse, top, random"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -24,6 +24,9 @@ Choice (`strategy`), among the photos kept:
   probability map) and takes the photo nearest each centre (Zhdanov's diverse mini-batch active
   learning, arXiv:1901.05954).
 - `top` takes the highest scores.
+- `random` draws the batch uniformly, the score aside (duplicates are still passed over, and the
+  ranking and pre-labels are written as for any batch). On the benchmark below no strategy beat
+  random photos reliably, so this is the choice to fall back on, or to compare with.
 
 What each buys, measured by benchmarks/active_learning.py on the real photos (a weak start model
 on 40% of the training split, 15% more chosen from the rest): the README's section "Closing the
@@ -40,7 +43,7 @@ from wms.inbox import Photo
 from wms.suggest import Candidate, Selection
 
 DEFAULT_MIN_DISTANCE = 6  # of 64 bits; unrelated photos differ in about 32
-STRATEGIES = ("power", "band", "diverse", "top")  # the first is the default
+STRATEGIES = ("power", "band", "diverse", "top", "random")  # the first is the default
 BAND_SKIP = 0.2  # `band` passes over this share of the kept photos, the most unsure
 
 
@@ -81,8 +84,8 @@ def select(
         # Skip the most unsure share, but never so many that fewer than `count` are left.
         skip = min(round(BAND_SKIP * len(distinct)), len(distinct) - count)
         selection.too_unsure, selection.chosen = distinct[:skip], distinct[skip : skip + count]
-    elif strategy == "power":
-        selection.chosen = _power_sample(distinct, count, seed)
+    elif strategy in ("power", "random"):
+        selection.chosen = _draw(distinct, count, seed, weighted=strategy == "power")
     else:
         selection.chosen = _cluster_centres(distinct, count, seed)
     return selection
@@ -93,9 +96,10 @@ def _weights(candidates: Sequence[Candidate]) -> np.ndarray:
     return np.array([max(c.score, 1e-3) for c in candidates])
 
 
-def _power_sample(candidates: Sequence[Candidate], count: int, seed: int) -> list[Candidate]:
-    """`count` candidates drawn without replacement, each with odds proportional to its score."""
-    weights = _weights(candidates)
+def _draw(candidates: Sequence[Candidate], count: int, seed: int, weighted: bool) -> list[Candidate]:
+    """`count` candidates drawn without replacement, each with odds proportional to its score
+    (`weighted`, power acquisition) or all alike."""
+    weights = _weights(candidates) if weighted else np.ones(len(candidates))
     picked = np.random.default_rng(seed).choice(
         len(candidates), size=count, replace=False, p=weights / weights.sum()
     )

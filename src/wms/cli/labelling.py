@@ -28,7 +28,8 @@ def suggest(
         "--strategy",
         help="power: drawn at random with odds proportional to the score; band: the highest scores after "
         "passing over the most unsure fifth (outliers the model cannot learn from yet); diverse: one per "
-        "cluster of a score-weighted k-means over the photos; top: the highest scores only.",
+        "cluster of a score-weighted k-means over the photos; top: the highest scores only; random: "
+        "drawn uniformly (on the real photos no strategy beat random ones reliably: README).",
     ),
     image_url: str | None = typer.Option(
         None,
@@ -41,7 +42,9 @@ def suggest(
     The batch is drawn with odds proportional to the score (--strategy power), so it leans to
     the photos the model is least sure of and stays as varied as the source; --strategy band
     passes over the most unsure fifth (outliers) and takes the next most unsure, --strategy
-    diverse one photo per cluster of a score-weighted k-means, --strategy top the highest scores.
+    diverse one photo per cluster of a score-weighted k-means, --strategy top the highest scores,
+    --strategy random draws uniformly (duplicates still passed over). On the real photos no strategy
+    bought more Dice than random photos reliably (README, "Closing the loop").
 
     OUT gets images/, prelabels/ (the model's masks), ranking.csv, ranking.json, and
     labelstudio.json + labelstudio.xml (Label Studio's task import with polygon pre-annotations,
