@@ -2,16 +2,17 @@
 
     .venv/bin/python benchmarks/active_learning.py            # 3 seeds, about 35-55 min on 2 CPU cores
     .venv/bin/python benchmarks/active_learning.py --quick    # a smoke run of the whole path, about 5 min
-    .venv/bin/python benchmarks/active_learning.py --strategies power --set ema_decay=0.995 --out F
+    .venv/bin/python benchmarks/active_learning.py --strategies power --set epochs=60 --out F
+    .venv/bin/python benchmarks/active_learning_table.py     # every result file, each strategy pooled
 
 The project's hash splits of the real photos (prepared to 512 px, as benchmarks/quality.py does).
 A fixed 40% of the training split (the same photos for every seed) trains the start model; the
 other 60% is the unlabelled pool. Per seed s:
   1. train the start model with train.seed = s;
-  2. for each strategy of `wms data suggest` (--strategies; see wms.acquisition): export the start
-     model to ONNX, score the pool as `suggest` does (uncertainty and the mirrored second opinion,
-     same-bytes and near-duplicate photos passed over) and choose 15% of the training split's
-     size; random: the same number drawn from the pool with seed s;
+  2. for each strategy of `wms data suggest` but `random` (--strategies; see wms.acquisition):
+     export the start model to ONNX, score the pool as `suggest` does (uncertainty and the
+     mirrored second opinion, same-bytes and near-duplicate photos passed over) and choose 15%
+     of the training split's size; random: the same number drawn from the pool with seed s;
   3. retrain from scratch with the same settings and seed on 40% + each addition;
   4. score the start model and every retrained one on the test split (mean Dice per image).
 Gain of an arm = its test Dice - the start model's, paired by seed. The goal: the photos chosen
