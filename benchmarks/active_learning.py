@@ -129,6 +129,19 @@ def _suggested(
     return chosen, stats
 
 
+def beyond_random(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    """A strategy's gain minus random's over (its gain, random's gain) pairs of the same seed: the
+    mean, its standard error (None for one seed) and on how many of the seeds it was above."""
+    beyond = np.array([gain - random for gain, random in pairs])
+    error = float(beyond.std(ddof=1) / np.sqrt(len(beyond))) if len(beyond) > 1 else None
+    return {
+        "mean": float(beyond.mean()),
+        "standard_error": error,
+        "above": int((beyond > 0).sum()),
+        "seeds": len(beyond),
+    }
+
+
 def _cached(path: Path, compute: Any) -> Any:
     """`compute()`'s JSON, kept in `path`: a rerun with other strategies trains only what is new."""
     if path.is_file():
@@ -257,15 +270,14 @@ def main() -> int:
         ratio = round(gain / gain_random, 3) if gain_random > 0 else None
         # Paired by seed: how far the strategy's gain is from random's, and how sure that is. With
         # a standard error as large as the difference, the ratio is the seeds' luck, not the strategy.
-        beyond = np.array([r[f"{strategy}_gain"] - r["random_gain"] for r in runs])
+        beyond = beyond_random([(r[f"{strategy}_gain"], r["random_gain"]) for r in runs])
+        error = beyond["standard_error"]
         strategies_out[strategy] = {
             "mean_gain": round(gain, 4),
             "ratio": ratio,
-            "gain_minus_random": round(float(beyond.mean()), 4),
-            "standard_error": round(float(beyond.std(ddof=1) / np.sqrt(len(beyond))), 4)
-            if len(beyond) > 1
-            else None,
-            "seeds_above_random": f"{int((beyond > 0).sum())} of {len(beyond)}",
+            "gain_minus_random": round(beyond["mean"], 4),
+            "standard_error": None if error is None else round(error, 4),
+            "seeds_above_random": f"{beyond['above']} of {beyond['seeds']}",
             # With no gain from random photos, any gain from suggested ones beats every ratio.
             "goal_met": (ratio is not None and ratio >= GOAL) or (gain_random <= 0 < gain),
         }

@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from active_learning import SETTINGS  # type: ignore[import-not-found]  # the small recipe every run changes
+from active_learning import (  # type: ignore[import-not-found]
+    SETTINGS,  # the small recipe every run changes
+    beyond_random,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -80,12 +83,12 @@ def pooled(found: list[tuple[str, dict[str, Any]]]) -> list[str]:
     ]
     for strategy, by_seed in pairs.items():
         gains = np.array(list(by_seed.values()))
-        beyond = gains[:, 0] - gains[:, 1]
-        error = beyond.std(ddof=1) / np.sqrt(len(beyond)) if len(beyond) > 1 else float("nan")
+        beyond = beyond_random(list(by_seed.values()))
+        error = "nan" if beyond["standard_error"] is None else f"{beyond['standard_error']:.4f}"
         lines.append(
-            f"| {strategy} | {len({recipe for recipe, _ in by_seed})} | {len(beyond)} "
+            f"| {strategy} | {len({recipe for recipe, _ in by_seed})} | {beyond['seeds']} "
             f"| {gains[:, 0].mean():+.4f} | {gains[:, 1].mean():+.4f} "
-            f"| {beyond.mean():+.4f} ± {error:.4f} | {int((beyond > 0).sum())} of {len(beyond)} |"
+            f"| {beyond['mean']:+.4f} ± {error} | {beyond['above']} of {beyond['seeds']} |"
         )
     return lines
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,7 +15,6 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "active_learnin
 
 @pytest.fixture(scope="module")
 def tables() -> ModuleType:
-    sys.path.insert(0, str(BENCHMARK.parent))
     spec = importlib.util.spec_from_file_location("active_learning_table", BENCHMARK)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
