@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,6 +21,17 @@ from wms.data.synth import synthesize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO_ROOT.parent / "shared" / "datasets" / "water-meters"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py as a module (benchmarks/ is not a package), for tests of its pure parts."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 # Small enough that a training run takes seconds on two CPU cores.
 TINY_SETTINGS = """

@@ -12,26 +12,17 @@ false promotions; the interval of the 20%-trimmed mean does (README, "The qualit
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from tests.conftest import load_benchmark
 
 from wms.config import GateSettings
-
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "gate_calibration.py"
 
 
 @pytest.fixture(scope="module")
 def calibration() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gate_calibration", BENCHMARK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gate_calibration")
 
 
 def test_default_rule_keeps_an_equal_model_out_and_lets_a_better_one_in(calibration: ModuleType) -> None:
