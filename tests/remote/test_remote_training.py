@@ -23,6 +23,10 @@ from wms.errors import ConfigError
 from wms.remote.ssh import SshTarget, connect
 
 JOB_MODULE = "wms.remote.job"
+# A stop from outside counts as a reclaim only while this run's lease is live (leases.interruption_of).
+# The setup's 6 s lease, renewed every 2 s, can lapse on a loaded machine before the pipeline looks
+# at the stopped instance; the reclaim tests hold a lease long enough to be noticed, as in use (60 min).
+STOP_NOTICED_LEASE = "5"
 
 
 def target(sshd: Sshd, known_hosts: Path) -> SshTarget:
@@ -250,6 +254,7 @@ def test_a_reclaimed_instance_is_started_again_and_the_job_resumes_from_its_chec
 ) -> None:
     epochs = 8
     s = setup(epochs)
+    s.env["WMS_COMPUTE__LEASE_MINUTES"] = STOP_NOTICED_LEASE
     proc = s.start("run", "--new-data", str(s.batch))
     try:
         job = wait_until(s.job_started, 180, "the remote training job")
@@ -306,6 +311,7 @@ def test_with_no_spot_retries_a_reclaim_fails_the_run_in_one_line_and_the_instan
 ) -> None:
     s = setup(100000)
     s.env["WMS_COMPUTE__SPOT_RETRIES"] = "0"
+    s.env["WMS_COMPUTE__LEASE_MINUTES"] = STOP_NOTICED_LEASE
     proc = s.start("run", "--new-data", str(s.batch))
     try:
         job = wait_until(s.job_started, 180, "the remote training job")
