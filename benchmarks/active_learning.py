@@ -40,6 +40,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -156,21 +157,72 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@dataclass
+class Experiment:
+    """The benchmark's fixed photos and recipe. Start models and arms are trained once and kept
+    in the work folder by what decides them (the recipe, the photos, the seed), so a rerun with
+    another strategy, or another script choosing photos (active_learning_coverage.py), trains
+    only the photo sets not seen yet."""
+
+    settings: dict[str, Any]
+    base: list[Any]  # the fixed 40% of the training split the start model trains on
+    pool: list[Any]  # the other 60%, unlabelled
+    val: list[Any]
+    test: list[Any]
+    n_add: int  # 15% of the training split
+    work: Path
+    cache: Path
+
+    @property
+    def base_key(self) -> str:
+        return _fingerprint(self.settings, [p.id for p in self.base], [p.id for p in self.test])
+
+    def config(self, seed: int) -> Any:
+        from wms.config import TrainSettings
+
+        return TrainSettings.model_validate(self.settings | {"seed": seed})
+
+    def start(self, seed: int) -> tuple[Any, Path, float]:
+        """Seed `seed`'s start model, its folder and its test Dice (trained on first use)."""
+        from wms.train.segmenter import Segmenter
+
+        start_dir = self.work / f"start-{self.base_key}-seed{seed}"
+        if not (start_dir / "model.json").is_file():
+            print(f"seed {seed}: start model", flush=True)
+            _train(self.config(seed), self.base, self.val, self.cache).save(start_dir)
+        model = Segmenter.load(start_dir)
+        return model, start_dir, _cached(start_dir / "test-dice.json", lambda: _test_dice(model, self.test))
+
+    def random_addition(self, seed: int) -> list[Any]:
+        """The baseline arm: `n_add` photos of the pool drawn with seed `seed`."""
+        rng = np.random.default_rng(seed)
+        return [
+            self.pool[i] for i in sorted(rng.choice(len(self.pool), size=self.n_add, replace=False).tolist())
+        ]
+
+    def arm_dice(self, seed: int, name: str, added: list[Any]) -> float:
+        """Test Dice of the model retrained from scratch on the start photos + `added` (kept)."""
+        key = _fingerprint(self.base_key, seed, sorted(p.id for p in added))
+        print(f"seed {seed}: start + {len(added)} {name}", flush=True)
+        return float(
+            _cached(
+                self.work / f"arm-{key}.json",
+                lambda: _test_dice(
+                    _train(self.config(seed), self.base + added, self.val, self.cache), self.test
+                ),
+            )
+        )
+
+
+def arguments(doc: str, default_out: str) -> argparse.ArgumentParser:
+    """The options every active-learning benchmark takes; a script adds its own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".work")
-    parser.add_argument(
-        "--out", type=Path, help="result file (default: benchmarks/results/active-learning[-quick].json)"
-    )
+    parser.add_argument("--out", type=Path, help=f"result file (default: benchmarks/results/{default_out})")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="a 5-minute smoke run: tiny model, few photos")
-    parser.add_argument(
-        "--strategies",
-        default=",".join(COMPARED),
-        help=f"suggest strategies to compare with random photos (default: {','.join(COMPARED)})",
-    )
     parser.add_argument(
         "--set",
         dest="sets",
@@ -180,10 +232,17 @@ def main() -> int:
         help="change a [train] setting of the small recipe for every training (e.g. ema_decay=0.995); "
         "start models and arms are kept apart by their settings",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Experiment | None:
+    """The photos and recipe the options ask for; None (with the reason printed) without the real data.
+
+    A bad --set stops here with one line, before any training.
+    """
     if not (args.data / "images").is_dir():
         print(f"skipped: real data not found at {args.data} (see ../shared/datasets/water-meters/README.md)")
-        return 0
+        return None
 
     import torch
 
@@ -193,23 +252,12 @@ def main() -> int:
 
     from wms.config import TrainSettings, parse_overrides
     from wms.errors import ConfigError
-    from wms.train.segmenter import Segmenter
 
-    strategies = [s for s in args.strategies.split(",") if s]
-    unknown = sorted(set(strategies) - set(COMPARED))
-    if unknown:
-        choices = ", ".join(COMPARED)
-        parser.error(f"unknown strategies {unknown}; choose from {choices} (random is the baseline)")
-
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    split = real_splits(args.data, args.work)
-    train_pairs, val, test = split["train"], split["val"], split["test"]
     settings = SETTINGS | (QUICK if args.quick else {})
     for pair in args.sets:
         if "=" not in pair or "." in pair.partition("=")[0]:
             parser.error(f"--set {pair!r} is not KEY=VALUE of [train]; write e.g. --set ema_decay=0.995")
-    try:  # a bad --set stops here, before any training
+    try:
         settings |= parse_overrides([f"train.{pair}" for pair in args.sets]).get("train", {})
         TrainSettings.model_validate(settings)
     except (ConfigError, ValidationError) as exc:
@@ -217,8 +265,11 @@ def main() -> int:
             first = exc.errors()[0]
             parser.error(f"--set {'.'.join(map(str, first['loc'])) or '?'}: {first['msg']}")
         parser.error(str(exc))
-    seeds = 1 if args.quick else args.seeds
+    torch.set_num_threads(args.threads)
+    split = real_splits(args.data, args.work)
+    train_pairs, val, test = split["train"], split["val"], split["test"]
     if args.quick:  # the whole path on a sliver of the data
+        args.seeds = 1
         train_pairs, val, test = train_pairs[:120], val[:20], test[:40]
     order = _stable_order([p.id for p in train_pairs], "active-learning")
     by_id = {p.id: p for p in train_pairs}
@@ -226,45 +277,15 @@ def main() -> int:
     base = [by_id[i] for i in sorted(order[:n_base])]
     pool = [by_id[i] for i in sorted(order[n_base:])]
     print(f"train {len(train_pairs)}: start {len(base)}, pool {len(pool)}, add {n_add}; test {len(test)}")
-    print(f"settings {settings}, {seeds} seed(s)", flush=True)
-
+    print(f"settings {settings}, {args.seeds} seed(s)", flush=True)
     work = args.work / ("active-learning-quick" if args.quick else "active-learning")
-    cache = args.work / "cache"
-    # Start models and arms are kept by what decides them (the recipe, the photos, the seed), so a
-    # rerun with another strategy trains only the photo sets not seen yet.
-    base_key = _fingerprint(settings, [p.id for p in base], [p.id for p in test])
-    runs, chosen_ids = [], {}
-    for seed in range(seeds):
-        cfg = TrainSettings.model_validate(settings | {"seed": seed})
-        start_dir = work / f"start-{base_key}-seed{seed}"
-        if not (start_dir / "model.json").is_file():
-            print(f"seed {seed}: start model", flush=True)
-            _train(cfg, base, val, cache).save(start_dir)
-        start_model = Segmenter.load(start_dir)
-        start_dice = _cached(start_dir / "test-dice.json", lambda m=start_model: _test_dice(m, test))
-        row: dict[str, Any] = {"seed": seed, "start_dice": start_dice}
-        rng = np.random.default_rng(seed)
-        arms = {
-            "random": [pool[i] for i in sorted(rng.choice(len(pool), size=n_add, replace=False).tolist())]
-        }
-        ranked = _scored(start_model, pool, start_dir) if strategies else []
-        for strategy in strategies:
-            arms[strategy], row[f"{strategy}_suggest"] = _suggested(ranked, pool, n_add, strategy, seed)
-        for name, added in arms.items():
-            key = _fingerprint(base_key, seed, sorted(p.id for p in added))
-            print(f"seed {seed}: start + {len(added)} {name}", flush=True)
-            dice = _cached(
-                work / f"arm-{key}.json",
-                lambda a=added, c=cfg: _test_dice(_train(c, base + a, val, cache), test),
-            )
-            row[f"{name}_dice"], row[f"{name}_gain"] = dice, round(dice - start_dice, 4)
-            chosen_ids[f"seed{seed}-{name}"] = [p.id for p in added]
-        print(f"seed {seed}: {json.dumps(row)}", flush=True)
-        runs.append(row)
-    (work / "chosen.json").write_text(json.dumps(chosen_ids, indent=1) + "\n")
+    return Experiment(settings, base, pool, val, test, n_add, work, args.work / "cache")
 
+
+def summary(runs: list[dict[str, Any]], strategies: list[str]) -> dict[str, Any]:
+    """Random photos' mean gain, and per strategy its mean gain, ratio and paired difference."""
     gain_random = float(np.mean([r["random_gain"] for r in runs]))
-    strategies_out = {}
+    out = {}
     for strategy in strategies:
         gain = float(np.mean([r[f"{strategy}_gain"] for r in runs]))
         ratio = round(gain / gain_random, 3) if gain_random > 0 else None
@@ -272,7 +293,7 @@ def main() -> int:
         # a standard error as large as the difference, the ratio is the seeds' luck, not the strategy.
         beyond = beyond_random([(r[f"{strategy}_gain"], r["random_gain"]) for r in runs])
         error = beyond["standard_error"]
-        strategies_out[strategy] = {
+        out[strategy] = {
             "mean_gain": round(gain, 4),
             "ratio": ratio,
             "gain_minus_random": round(beyond["mean"], 4),
@@ -281,30 +302,88 @@ def main() -> int:
             # With no gain from random photos, any gain from suggested ones beats every ratio.
             "goal_met": (ratio is not None and ratio >= GOAL) or (gain_random <= 0 < gain),
         }
-    default = strategies_out.get(DEFAULT_STRATEGY)
-    out = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quick": args.quick,
-        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",
-        "torch_threads": torch.get_num_threads(),
-        "settings": settings,
-        "photos": {"train": len(train_pairs), "start": len(base), "pool": len(pool), "added": n_add}
-        | {"val": len(val), "test": len(test)},
-        "runs": runs,
-        "random_mean_gain": round(gain_random, 4),
-        "strategies": strategies_out,
-        "goal": f"suggested gain >= {GOAL}x random gain, with `wms data suggest`'s default strategy",
-        "default_strategy": DEFAULT_STRATEGY,
-        "goal_met": None if default is None else default["goal_met"],
-        "total_minutes": round((time.perf_counter() - started) / 60, 1),
-        "trainings_run_now": len(TRAININGS),  # the others were kept from an earlier invocation
-        "minutes_per_training": round(float(np.mean(TRAININGS)) / 60, 1) if TRAININGS else None,
-    }
+    return {"random_mean_gain": round(gain_random, 4), "strategies": out}
+
+
+def result(args: argparse.Namespace, ex: Experiment, started: float, body: dict[str, Any]) -> dict[str, Any]:
+    """A result file: the machine, recipe and photos, then `body` (the arms), then the time taken."""
+    import torch
+
+    return (
+        {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "quick": args.quick,
+            "machine": f"{os.cpu_count()} CPUs, {platform.machine()}",
+            "torch_threads": torch.get_num_threads(),
+            "settings": ex.settings,
+            "photos": {"train": len(ex.base) + len(ex.pool), "start": len(ex.base), "pool": len(ex.pool)}
+            | {"added": ex.n_add, "val": len(ex.val), "test": len(ex.test)},
+        }
+        | body
+        | {
+            "total_minutes": round((time.perf_counter() - started) / 60, 1),
+            "trainings_run_now": len(TRAININGS),  # the others were kept from an earlier invocation
+            "minutes_per_training": round(float(np.mean(TRAININGS)) / 60, 1) if TRAININGS else None,
+        }
+    )
+
+
+def write(out: dict[str, Any], args: argparse.Namespace, name: str) -> None:
     print(json.dumps(out, indent=2))
-    name = "active-learning-quick.json" if args.quick else "active-learning.json"
-    target = (args.out or REPO / "benchmarks" / "results" / name).resolve()
+    default = name.replace(".json", "-quick.json") if args.quick else name
+    target = (args.out or REPO / "benchmarks" / "results" / default).resolve()
     target.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {target.relative_to(REPO) if target.is_relative_to(REPO) else target}")
+
+
+def main() -> int:
+    parser = arguments(__doc__, "active-learning[-quick].json")
+    parser.add_argument(
+        "--strategies",
+        default=",".join(COMPARED),
+        help=f"suggest strategies to compare with random photos (default: {','.join(COMPARED)})",
+    )
+    args = parser.parse_args()
+    strategies = [s for s in args.strategies.split(",") if s]
+    unknown = sorted(set(strategies) - set(COMPARED))
+    if unknown:
+        choices = ", ".join(COMPARED)
+        parser.error(f"unknown strategies {unknown}; choose from {choices} (random is the baseline)")
+    started = time.perf_counter()
+    ex = experiment(args, parser)
+    if ex is None:
+        return 0
+    runs, chosen_ids = [], {}
+    for seed in range(args.seeds):
+        start_model, start_dir, start_dice = ex.start(seed)
+        row: dict[str, Any] = {"seed": seed, "start_dice": start_dice}
+        arms = {"random": ex.random_addition(seed)}
+        ranked = _scored(start_model, ex.pool, start_dir) if strategies else []
+        for strategy in strategies:
+            arms[strategy], row[f"{strategy}_suggest"] = _suggested(ranked, ex.pool, ex.n_add, strategy, seed)
+        for name, added in arms.items():
+            dice = ex.arm_dice(seed, name, added)
+            row[f"{name}_dice"], row[f"{name}_gain"] = dice, round(dice - start_dice, 4)
+            chosen_ids[f"seed{seed}-{name}"] = [p.id for p in added]
+        print(f"seed {seed}: {json.dumps(row)}", flush=True)
+        runs.append(row)
+    (ex.work / "chosen.json").write_text(json.dumps(chosen_ids, indent=1) + "\n")
+
+    compared = summary(runs, strategies)
+    default = compared["strategies"].get(DEFAULT_STRATEGY)
+    out = result(
+        args,
+        ex,
+        started,
+        {"runs": runs}
+        | compared
+        | {
+            "goal": f"suggested gain >= {GOAL}x random gain, with `wms data suggest`'s default strategy",
+            "default_strategy": DEFAULT_STRATEGY,
+            "goal_met": None if default is None else default["goal_met"],
+        },
+    )
+    write(out, args, "active-learning.json")
     return 0
 
 
