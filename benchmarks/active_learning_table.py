@@ -40,7 +40,8 @@ def runs(folder: Path = RESULTS) -> list[tuple[str, dict[str, Any]]]:
     found = []
     for path in sorted(folder.glob("active-learning*.json")):
         result = json.loads(path.read_text())
-        if not result.get("quick") and "runs" in result:
+        # Comparisons with random photos only (not active_learning_curve.py's curve).
+        if not result.get("quick") and "random_gain" in (result.get("runs") or [{}])[0]:
             found.append((path.name, result))
     return sorted(found, key=lambda item: item[1]["when"])
 
