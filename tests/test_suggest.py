@@ -237,6 +237,61 @@ def test_each_strategy_writes_a_batch_of_the_count_asked(
         assert f"passed over the {len(skipped)} most unsure photo(s)" in result.output
 
 
+def test_an_under_confident_model_is_told_and_its_batch_falls_back_to_entropy(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    exported_model: Path,
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+
+    import wms.serve.model
+
+    load = wms.serve.model.load_model
+
+    class Centre(LeftQuarter):
+        """Sure of a window in the middle of every photo, mirrored or not: every score 0."""
+
+        def probabilities(self, batch_uint8: np.ndarray) -> np.ndarray:
+            return np.roll(super().probabilities(batch_uint8), 12, axis=3)
+
+    class Squashed(Centre):
+        """Sees the same window with probabilities squeezed into 0.3-0.8: sure of no pixel."""
+
+        def probabilities(self, batch_uint8: np.ndarray) -> np.ndarray:
+            return 0.3 + 0.5 * super().probabilities(batch_uint8)
+
+    def serving(model: Any) -> Callable[..., Any]:
+        return lambda *a, **k: dataclasses.replace(load(*a, **k), segmenter=model)
+
+    args = ["--count", 3, "--from", photos, "--model", exported_model]
+    monkeypatch.setattr(wms.serve.model, "load_model", serving(Centre()))
+    sure = cli("data", "suggest", *args, "--out", tmp_path / "sure")
+    assert sure.exit_code == 0 and "score ranks none" not in sure.output, sure.output
+    monkeypatch.setattr(wms.serve.model, "load_model", serving(Squashed()))
+    unsure = cli("data", "suggest", *args, "--out", tmp_path / "unsure")
+    assert unsure.exit_code == 0, unsure.output + unsure.stderr
+    assert "the score ranks none of these photos: all 12 score 1" in unsure.output
+    assert "ranked by mean pixel entropy" in unsure.output
+    ranking = json.loads((tmp_path / "unsure" / "ranking.json").read_text())
+    assert {c["score"] for c in ranking["chosen"]} == {1.0} and len(ranking["chosen"]) == 3
+
+
+def test_undecided_only_when_every_photo_scores_one(tmp_path: Path) -> None:
+    from wms.suggest import undecided
+
+    dim = np.full((32, 32), 180, dtype=np.uint8)  # probability 0.71: a window, but not one sure pixel
+    crisp = np.zeros((32, 32), dtype=np.uint8)
+    crisp[8:24, 4:28] = 255
+    faint = [_photo(tmp_path, f"dim{i}", dim - i) for i in range(2)]
+    ranked, _ = score_photos(RedIsForeground(), faint)
+    assert [c.score for c in ranked] == [1.0, 1.0] and undecided(ranked)
+    ranked, _ = score_photos(RedIsForeground(), [*faint, _photo(tmp_path, "crisp", crisp)])
+    assert not undecided(ranked) and not undecided(ranked[:1])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -190,6 +190,14 @@ def score_photos(
     return scored, unreadable
 
 
+def undecided(ranked: Sequence[Candidate]) -> bool:
+    """Whether the score ranks none of the photos: every one scores 1, because the model finds no
+    window in it or is sure of none of its pixels (an under-confident model whose probabilities
+    stay under UNSURE_HIGH scores 1 everywhere, whatever its Dice). The ranking then falls back
+    to the mean pixel entropy, and a score-weighted draw is a uniform one."""
+    return len(ranked) > 1 and all(c.score >= 1.0 for c in ranked)
+
+
 def _unique_stems(chosen: Sequence[Candidate]) -> list[str]:
     """Output stems: the photo's own, with -2, -3 ... where two photos share one."""
     seen: dict[str, int] = {}

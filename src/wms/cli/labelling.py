@@ -56,7 +56,8 @@ def suggest(
     from wms.errors import RegistryError, UsageError
     from wms.inbox import local_inbox, scan_photos
     from wms.serve.model import load_model
-    from wms.suggest import score_photos, write_batch
+    from wms.suggest import score_photos, undecided, write_batch
+    from wms.uncertainty import UNSURE_HIGH
 
     if count <= 0:
         raise UsageError(f"--count {count}: ask for at least one photo, e.g. --count 20")
@@ -102,6 +103,15 @@ def suggest(
         highlight=False,
         soft_wrap=True,
     )
+    if undecided(ranked):
+        console.print(
+            f"[yellow]the score ranks none of these photos: all {len(ranked)} score 1 (model "
+            f"{served.version} finds no window in them, or is sure of none of their pixels, none over "
+            f"{UNSURE_HIGH}); they are ranked by mean pixel entropy, and --strategy power draws as "
+            "random does[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
     passed = len(selection.same_bytes) + len(selection.near_duplicates)
     if passed:
         console.print(
