@@ -336,6 +336,16 @@ def write(out: dict[str, Any], args: argparse.Namespace, name: str) -> None:
     print(f"wrote {target.relative_to(REPO) if target.is_relative_to(REPO) else target}")
 
 
+def listed(
+    parser: argparse.ArgumentParser, value: str, choices: tuple[str, ...], what: str, hint: str = ""
+) -> list[str]:
+    """The names of a comma-separated option, each one of `choices` (else one line and exit 2)."""
+    names = [name for name in value.split(",") if name]
+    if unknown := sorted(set(names) - set(choices)):
+        parser.error(f"unknown {what} {unknown}; choose from {', '.join(choices)}{hint}")
+    return names
+
+
 def main() -> int:
     parser = arguments(__doc__, "active-learning[-quick].json")
     parser.add_argument(
@@ -344,11 +354,7 @@ def main() -> int:
         help=f"suggest strategies to compare with random photos (default: {','.join(COMPARED)})",
     )
     args = parser.parse_args()
-    strategies = [s for s in args.strategies.split(",") if s]
-    unknown = sorted(set(strategies) - set(COMPARED))
-    if unknown:
-        choices = ", ".join(COMPARED)
-        parser.error(f"unknown strategies {unknown}; choose from {choices} (random is the baseline)")
+    strategies = listed(parser, args.strategies, COMPARED, "strategies", " (random is the baseline)")
     started = time.perf_counter()
     ex = experiment(args, parser)
     if ex is None:

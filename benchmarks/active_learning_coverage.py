@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from active_learning import _scored, arguments, experiment, result, summary, write  # type: ignore[import-not-found]
+from active_learning import _scored, arguments, experiment, listed, result, summary, write  # type: ignore[import-not-found]
 
 METHODS = ("coverage", "typical")
 CLUSTERS = 60
@@ -110,9 +110,7 @@ def main() -> int:
         help=f"which to compare with random photos ({','.join(METHODS)})",
     )
     args = parser.parse_args()
-    methods = [m for m in args.methods.split(",") if m]
-    if unknown := sorted(set(methods) - set(METHODS)):
-        parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    methods = listed(parser, args.methods, METHODS, "methods")
     started = time.perf_counter()
     ex = experiment(args, parser)
     if ex is None:

@@ -60,7 +60,7 @@ def main() -> int:
                 added = [
                     ex.pool[i] for i in sorted(rng.choice(len(ex.pool), size=size, replace=False).tolist())
                 ]
-            dice = ex.arm_dice(seed, f"random photos ({size})", added)
+            dice = ex.arm_dice(seed, "random photos", added)
             row[f"gain_{size}"] = round(dice - start_dice, 4)
         print(f"seed {seed}: {json.dumps(row)}", flush=True)
         runs.append(row)
