@@ -193,12 +193,13 @@ class Experiment:
         model = Segmenter.load(start_dir)
         return model, start_dir, _cached(start_dir / "test-dice.json", lambda: _test_dice(model, self.test))
 
+    def drawn(self, rng: np.random.Generator, size: int) -> list[Any]:
+        """`size` photos of the pool drawn at random, in the pool's order."""
+        return [self.pool[i] for i in sorted(rng.choice(len(self.pool), size=size, replace=False).tolist())]
+
     def random_addition(self, seed: int) -> list[Any]:
         """The baseline arm: `n_add` photos of the pool drawn with seed `seed`."""
-        rng = np.random.default_rng(seed)
-        return [
-            self.pool[i] for i in sorted(rng.choice(len(self.pool), size=self.n_add, replace=False).tolist())
-        ]
+        return self.drawn(np.random.default_rng(seed), self.n_add)
 
     def arm_dice(self, seed: int, name: str, added: list[Any]) -> float:
         """Test Dice of the model retrained from scratch on the start photos + `added` (kept)."""
@@ -212,6 +213,14 @@ class Experiment:
                 ),
             )
         )
+
+    def gains(self, seed: int, start_dice: float, arms: dict[str, list[Any]]) -> dict[str, float]:
+        """Each arm's test Dice and gain over the start model, as a result row holds them."""
+        row = {}
+        for name, added in arms.items():
+            dice = self.arm_dice(seed, name, added)
+            row[f"{name}_dice"], row[f"{name}_gain"] = dice, round(dice - start_dice, 4)
+        return row
 
 
 def arguments(doc: str, default_out: str) -> argparse.ArgumentParser:
@@ -359,7 +368,8 @@ def main() -> int:
     ex = experiment(args, parser)
     if ex is None:
         return 0
-    runs, chosen_ids = [], {}
+    runs: list[dict[str, Any]] = []
+    chosen_ids: dict[str, list[str]] = {}
     for seed in range(args.seeds):
         start_model, start_dir, start_dice = ex.start(seed)
         row: dict[str, Any] = {"seed": seed, "start_dice": start_dice}
@@ -367,10 +377,8 @@ def main() -> int:
         ranked = _scored(start_model, ex.pool, start_dir) if strategies else []
         for strategy in strategies:
             arms[strategy], row[f"{strategy}_suggest"] = _suggested(ranked, ex.pool, ex.n_add, strategy, seed)
-        for name, added in arms.items():
-            dice = ex.arm_dice(seed, name, added)
-            row[f"{name}_dice"], row[f"{name}_gain"] = dice, round(dice - start_dice, 4)
-            chosen_ids[f"seed{seed}-{name}"] = [p.id for p in added]
+        row |= ex.gains(seed, start_dice, arms)
+        chosen_ids |= {f"seed{seed}-{name}": [p.id for p in added] for name, added in arms.items()}
         print(f"seed {seed}: {json.dumps(row)}", flush=True)
         runs.append(row)
     (ex.work / "chosen.json").write_text(json.dumps(chosen_ids, indent=1) + "\n")

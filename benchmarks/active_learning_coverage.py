@@ -133,9 +133,7 @@ def main() -> int:
             arms[method] = [ex.pool[i] for i in sorted(picked)]
             row[f"{method}_mean_score"] = round(float(np.mean([scores[p.image] for p in arms[method]])), 4)
         row["pool_mean_score"] = round(float(np.mean(list(scores.values()))), 4)
-        for name, added in arms.items():
-            dice = ex.arm_dice(seed, name, added)
-            row[f"{name}_dice"], row[f"{name}_gain"] = dice, round(dice - start_dice, 4)
+        row |= ex.gains(seed, start_dice, arms)
         print(f"seed {seed}: {json.dumps(row)}", flush=True)
         runs.append(row)
     write(

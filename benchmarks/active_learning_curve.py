@@ -52,14 +52,10 @@ def main() -> int:
     for seed in range(args.seeds):
         _, _, start_dice = ex.start(seed)
         row: dict[str, Any] = {"seed": seed, "start_dice": start_dice}
-        rng = np.random.default_rng([seed, 1])  # apart from the benchmark's random arm, but for 15%
+        rng = np.random.default_rng([seed, 1])
         for size in sizes:
-            if size == ex.n_add:
-                added = ex.random_addition(seed)  # the benchmark's own arm, kept
-            else:
-                added = [
-                    ex.pool[i] for i in sorted(rng.choice(len(ex.pool), size=size, replace=False).tolist())
-                ]
+            # At 15% the benchmark's own arm, kept; other sizes drawn apart from it.
+            added = ex.random_addition(seed) if size == ex.n_add else ex.drawn(rng, size)
             dice = ex.arm_dice(seed, "random photos", added)
             row[f"gain_{size}"] = round(dice - start_dice, 4)
         print(f"seed {seed}: {json.dumps(row)}", flush=True)
