@@ -355,17 +355,28 @@ def listed(
     return names
 
 
-def main() -> int:
-    parser = arguments(__doc__, "active-learning[-quick].json")
+def set_up(
+    doc: str, default_out: str, option: str, choices: tuple[str, ...], hint: str = ""
+) -> tuple[argparse.Namespace, list[str], Experiment | None]:
+    """A comparing script's options (the shared ones and `--OPTION`, which of `choices` to compare
+    with random photos, all by default), those names, and the experiment (None without the real
+    data)."""
+    parser = arguments(doc, default_out)
     parser.add_argument(
-        "--strategies",
-        default=",".join(COMPARED),
-        help=f"suggest strategies to compare with random photos (default: {','.join(COMPARED)})",
+        f"--{option}",
+        default=",".join(choices),
+        help=f"which to compare with random photos, comma-separated (default: {','.join(choices)})",
     )
     args = parser.parse_args()
-    strategies = listed(parser, args.strategies, COMPARED, "strategies", " (random is the baseline)")
+    names = listed(parser, getattr(args, option), choices, option, hint)
+    return args, names, experiment(args, parser)
+
+
+def main() -> int:
     started = time.perf_counter()
-    ex = experiment(args, parser)
+    args, strategies, ex = set_up(
+        __doc__, "active-learning[-quick].json", "strategies", COMPARED, " (random is the baseline)"
+    )
     if ex is None:
         return 0
     runs: list[dict[str, Any]] = []

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from active_learning import _scored, arguments, experiment, listed, result, summary, write  # type: ignore[import-not-found]
+from active_learning import _scored, result, set_up, summary, write  # type: ignore[import-not-found]
 
 METHODS = ("coverage", "typical")
 CLUSTERS = 60
@@ -103,16 +103,8 @@ def _descriptors(ranked: list[Any], pairs: list[Any]) -> np.ndarray:
 
 
 def main() -> int:
-    parser = arguments(__doc__, "active-learning-coverage[-quick].json")
-    parser.add_argument(
-        "--methods",
-        default=",".join(METHODS),
-        help=f"which to compare with random photos ({','.join(METHODS)})",
-    )
-    args = parser.parse_args()
-    methods = listed(parser, args.methods, METHODS, "methods")
     started = time.perf_counter()
-    ex = experiment(args, parser)
+    args, methods, ex = set_up(__doc__, "active-learning-coverage[-quick].json", "methods", METHODS)
     if ex is None:
         return 0
     runs = []
