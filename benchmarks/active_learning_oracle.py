@@ -1,0 +1,118 @@
+"""Active learning with the answers known: would a perfect error score buy 1.5x random's gain?
+
+    .venv/bin/python benchmarks/active_learning_oracle.py --seeds 8    # about 45 min on 2 CPU cores
+
+`wms data suggest` ranks photos by how unsure the production model is, standing in for how wrong
+it is. This script asks the two questions behind that, on benchmarks/active_learning.py's
+experiment (the same recipe, start models, random arms and kept trainings):
+1. How well does suggest's score find the photos the start model gets wrong? Per seed, the rank
+   correlation (Spearman) of the score with the start model's error (1 - Dice against the real
+   mask) over the pool, and how many of the score's top photos are among the most wrong ones.
+2. Would choosing by the error itself pay? The `hardest` arm takes the pool photos the start model
+   gets most wrong, read off their real masks: the best any uncertainty score could do at ranking
+   error. The `easiest` arm takes the ones it gets most right.
+If the hardest photos do not buy 1.5x random's gain, no score that estimates the model's error
+meets the goal on this experiment, however good the estimate.
+
+Writes benchmarks/results/active-learning-oracle.json in active_learning.py's format, so
+active_learning_table.py lists it and pools `hardest` over the seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from active_learning import (  # type: ignore[import-not-found]
+    _cached,
+    _scored,
+    result,
+    set_up,
+    summary,
+    write,
+)
+
+METHODS = ("hardest", "easiest")
+
+
+def by_error(errors: dict[str, float], count: int, hardest: bool = True) -> list[str]:
+    """The `count` ids with the largest errors (`hardest`) or the smallest, ties broken by id."""
+    order = sorted(errors, key=lambda i: ((-errors[i] if hardest else errors[i]), i))
+    return order[:count]
+
+
+def rank_correlation(a: list[float], b: list[float]) -> float | None:
+    """Spearman's rank correlation of two equally long lists (ties share their mean rank); None
+    where either list is constant and so has no order (a start model that scores every photo 1)."""
+    from scipy.stats import spearmanr
+
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return float(spearmanr(a, b).statistic)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _pool_errors(ex: Any, model: Any, start_dir: Path) -> dict[str, float]:
+    """1 - Dice of the start model on each pool photo against its real mask (kept beside the model)."""
+    from wms.scores import evaluate
+
+    return _cached(
+        start_dir / "pool-errors.json",
+        lambda: {s.id: round(1.0 - s.dice, 5) for s in evaluate(model, ex.pool)},
+    )
+
+
+def main() -> int:
+    started = time.perf_counter()
+    args, methods, ex = set_up(__doc__, "active-learning-oracle[-quick].json", "methods", METHODS)
+    if ex is None:
+        return 0
+    runs = []
+    for seed in range(args.seeds):
+        model, start_dir, start_dice = ex.start(seed)
+        errors = _pool_errors(ex, model, start_dir)
+        score = {c.photo.path: c.score for c in _scored(model, ex.pool, start_dir)}
+        ids = [p.id for p in ex.pool]
+        scores = [score[p.image] for p in ex.pool]
+        hardest = set(by_error(errors, ex.n_add))
+        by_score = sorted(ex.pool, key=lambda p: (-score[p.image], p.id))[: ex.n_add]
+        random_arm = ex.random_addition(seed)
+        row: dict[str, Any] = {
+            "seed": seed,
+            "start_dice": start_dice,
+            "pool_mean_error": round(float(np.mean(list(errors.values()))), 4),
+            "score_error_spearman": _rounded(rank_correlation(scores, [errors[i] for i in ids])),
+            "top_scored_among_hardest": sum(p.id in hardest for p in by_score),
+            "random_mean_error": round(float(np.mean([errors[p.id] for p in random_arm])), 4),
+        }
+        arms = {"random": random_arm}
+        by_id = {p.id: p for p in ex.pool}
+        for method in methods:
+            picked = by_error(errors, ex.n_add, hardest=method == "hardest")
+            arms[method] = sorted((by_id[i] for i in picked), key=lambda p: p.id)
+            row[f"{method}_mean_error"] = round(float(np.mean([errors[i] for i in picked])), 4)
+        row |= ex.gains(seed, start_dice, arms)
+        print(f"seed {seed}: {json.dumps(row)}", flush=True)
+        runs.append(row)
+    overlaps = [r["top_scored_among_hardest"] for r in runs]
+    correlations = [r["score_error_spearman"] for r in runs if r["score_error_spearman"] is not None]
+    body = {
+        "runs": runs,
+        "score_error_spearman_mean": round(float(np.mean(correlations)), 3) if correlations else None,
+        "top_scored_among_hardest_mean": round(float(np.mean(overlaps)), 1),
+    }
+    write(result(args, ex, started, body | summary(runs, methods)), args, "active-learning-oracle.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
