@@ -80,18 +80,19 @@ def main() -> int:
     for seed in range(args.seeds):
         model, start_dir, start_dice = ex.start(seed)
         errors = _pool_errors(ex, model, start_dir)
-        score = {c.photo.path: c.score for c in _scored(model, ex.pool, start_dir)}
-        ids = [p.id for p in ex.pool]
-        scores = [score[p.image] for p in ex.pool]
+        ranked = _scored(model, ex.pool, start_dir)  # as suggest ranks: score, then pixel entropy
+        by_image = {p.image: p.id for p in ex.pool}
+        scores = [c.score for c in ranked]
         hardest = set(by_error(errors, ex.n_add))
-        by_score = sorted(ex.pool, key=lambda p: (-score[p.image], p.id))[: ex.n_add]
         random_arm = ex.random_addition(seed)
         row: dict[str, Any] = {
             "seed": seed,
             "start_dice": start_dice,
             "pool_mean_error": round(float(np.mean(list(errors.values()))), 4),
-            "score_error_spearman": _rounded(rank_correlation(scores, [errors[i] for i in ids])),
-            "top_scored_among_hardest": sum(p.id in hardest for p in by_score),
+            "score_error_spearman": _rounded(
+                rank_correlation(scores, [errors[by_image[c.photo.path]] for c in ranked])
+            ),
+            "top_scored_among_hardest": sum(by_image[c.photo.path] in hardest for c in ranked[: ex.n_add]),
             "random_mean_error": round(float(np.mean([errors[p.id] for p in random_arm])), 4),
         }
         arms = {"random": random_arm}
