@@ -19,6 +19,9 @@ models, random arms and kept trainings), embedding every photo by suggest's desc
   unlabelled photo, the one with the smallest mean distance to its TYPICAL_NEIGHBOURS nearest
   group members. |labelled| + budget groups, as the paper has it, would leave about 2 photos per
   group here, too few to say which is typical.
+- `typical_features`: TypiClust as above over the start model's own features instead of suggest's
+  descriptor, as the paper clusters learned features (it uses self-supervised ones): the output
+  of the U-Net's deepest block, averaged and maxed over its positions, of unit length.
 
 Writes benchmarks/results/active-learning-coverage.json in active_learning.py's format, so
 active_learning_table.py lists it and pools `coverage` and `typical` over the seeds.
@@ -37,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from active_learning import _scored, result, set_up, summary, write  # type: ignore[import-not-found]
 
-METHODS = ("coverage", "typical")
+METHODS = ("coverage", "typical", "typical_features")
 CLUSTERS = 60
 TYPICAL_NEIGHBOURS = 10
 
@@ -97,6 +100,30 @@ def typical(labelled: np.ndarray, pool: np.ndarray, count: int, seed: int) -> li
     return chosen
 
 
+def features(segmenter: Any, pairs: list[Any], batch: int = 16) -> np.ndarray:
+    """Each photo's deepest U-Net features (mean and max over positions), of unit length."""
+    import torch
+
+    from wms.train.preprocess import image_to_array, open_image, scale
+
+    caught: list[torch.Tensor] = []
+    deepest = segmenter.network.down[-1]
+    hook = deepest.register_forward_hook(lambda _m, _i, out: caught.append(out.detach()))
+    try:
+        size = segmenter.spec.image_size
+        with torch.no_grad():
+            for start in range(0, len(pairs), batch):
+                arrays = np.stack(
+                    [image_to_array(open_image(p.image), size) for p in pairs[start : start + batch]]
+                )
+                segmenter.network(torch.from_numpy(scale(arrays)))
+    finally:
+        hook.remove()
+    out = torch.cat(caught).flatten(2)
+    pooled = torch.cat([out.mean(-1), out.amax(-1)], dim=1).double().numpy()
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True).clip(1e-12)
+
+
 def _descriptors(ranked: list[Any], pairs: list[Any]) -> np.ndarray:
     by_path = {c.photo.path: c.descriptor for c in ranked}
     return np.stack([by_path[p.image] for p in pairs]).astype(np.float64)
@@ -116,12 +143,15 @@ def main() -> int:
         scores = {c.photo.path: c.score for c in ranked}
         row: dict[str, Any] = {"seed": seed, "start_dice": start_dice}
         arms = {"random": ex.random_addition(seed)}
+        if "typical_features" in methods:
+            learned = features(start_model, ex.base), features(start_model, ex.pool)
         for method in methods:
-            picked = (
-                coverage(labelled, pool, ex.n_add)
-                if method == "coverage"
-                else typical(labelled, pool, ex.n_add, seed)
-            )
+            if method == "coverage":
+                picked = coverage(labelled, pool, ex.n_add)
+            elif method == "typical":
+                picked = typical(labelled, pool, ex.n_add, seed)
+            else:
+                picked = typical(*learned, ex.n_add, seed)
             arms[method] = [ex.pool[i] for i in sorted(picked)]
             row[f"{method}_mean_score"] = round(float(np.mean([scores[p.image] for p in arms[method]])), 4)
         row["pool_mean_score"] = round(float(np.mean(list(scores.values()))), 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -53,3 +54,23 @@ def test_typical_takes_the_centre_of_each_group_with_no_labelled_photo_first(
         members = np.flatnonzero(np.linalg.norm(pool - centre, axis=1) < 1.0)
         spread = np.linalg.norm(pool[members] - pool[near[0]], axis=1).mean()
         assert spread <= np.median([np.linalg.norm(pool[members] - pool[m], axis=1).mean() for m in members])
+
+
+def test_features_are_the_deepest_block_s_pooled_output_of_unit_length(
+    cover: ModuleType, exported_model: Path, tmp_path: Path
+) -> None:
+    from wms.data.pairs import find_pairs
+    from wms.data.synth import synthesize
+    from wms.train.segmenter import Segmenter
+
+    synthesize(tmp_path / "data", count=5, size=64, seed=3)
+    pairs = find_pairs(tmp_path / "data").pairs
+    model = Segmenter.load(exported_model)
+    deepest = model.network.down[-1][-3].out_channels  # conv, norm, activation
+    embedded = cover.features(model, [*pairs, pairs[0]], batch=2)
+    assert embedded.shape == (6, 2 * deepest)  # mean and max of each channel
+    assert np.allclose(np.linalg.norm(embedded, axis=1), 1)
+    assert np.allclose(embedded[0], embedded[5])  # the same photo, in another batch
+    assert not np.allclose(embedded[0], embedded[1])
+    assert np.allclose(cover.features(model, pairs, batch=16), embedded[:5], atol=1e-6)
+    assert not model.network.down[-1]._forward_hooks  # the hook is gone afterwards
