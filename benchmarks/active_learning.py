@@ -132,11 +132,13 @@ def _suggested(
 
 def beyond_random(pairs: list[tuple[float, float]]) -> dict[str, Any]:
     """A strategy's gain minus random's over (its gain, random's gain) pairs of the same seed: the
-    mean, its standard error (None for one seed) and on how many of the seeds it was above."""
+    mean, its standard error (None for one seed), the median (which one retraining that collapsed
+    barely moves) and on how many of the seeds it was above."""
     beyond = np.array([gain - random for gain, random in pairs])
     error = float(beyond.std(ddof=1) / np.sqrt(len(beyond))) if len(beyond) > 1 else None
     return {
         "mean": float(beyond.mean()),
+        "median": float(np.median(beyond)),
         "standard_error": error,
         "above": int((beyond > 0).sum()),
         "seeds": len(beyond),

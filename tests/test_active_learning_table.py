@@ -43,4 +43,14 @@ def test_a_seed_counts_once_per_recipe_and_the_newest_run_wins(tables: ModuleTyp
 
     (power,) = [line for line in tables.pooled(found) if line.startswith("| power")]
     # 5 seeds of the small recipe (the newer file's, the older one's 3 are the same seeds) + 2.
-    assert power == "| power | 2 | 7 | +0.0129 | +0.0229 | -0.0100 ± 0.0000 | 0 of 7 |"
+    assert power == "| power | 2 | 7 | +0.0129 | +0.0229 | -0.0100 ± 0.0000 | -0.0100 | 0 of 7 |"
+
+
+def test_the_median_difference_stands_beside_a_mean_one_collapse_pulls_down(
+    tables: ModuleType, tmp_path: Path
+) -> None:
+    gains = [(0.02, 0.03), (0.02, 0.01), (0.02, 0.025), (0.02, -0.08)]  # (random, power) per seed
+    (tmp_path / "active-learning.json").write_text(_result("2026-01-01", dict(tables.SETTINGS), gains))
+    (power,) = [line for line in tables.pooled(tables.runs(tmp_path)) if line.startswith("| power")]
+    # Differences +0.010, -0.010, +0.005, -0.100: mean -0.02375 (s.e. 0.0258), median -0.0025.
+    assert "| -0.0238 ± 0.0258 | -0.0025 | 2 of 4 |" in power
