@@ -76,14 +76,16 @@ def main() -> int:
     args, methods, ex = set_up(__doc__, "active-learning-oracle[-quick].json", "methods", METHODS)
     if ex is None:
         return 0
+    by_id = {p.id: p for p in ex.pool}
+    by_image = {p.image: p.id for p in ex.pool}
     runs = []
     for seed in range(args.seeds):
         model, start_dir, start_dice = ex.start(seed)
         errors = _pool_errors(ex, model, start_dir)
+        picks = {method: by_error(errors, ex.n_add, hardest=method == "hardest") for method in METHODS}
         ranked = _scored(model, ex.pool, start_dir)  # as suggest ranks: score, then pixel entropy
-        by_image = {p.image: p.id for p in ex.pool}
         scores = [c.score for c in ranked]
-        hardest = set(by_error(errors, ex.n_add))
+        hardest = set(picks["hardest"])
         random_arm = ex.random_addition(seed)
         row: dict[str, Any] = {
             "seed": seed,
@@ -96,11 +98,9 @@ def main() -> int:
             "random_mean_error": round(float(np.mean([errors[p.id] for p in random_arm])), 4),
         }
         arms = {"random": random_arm}
-        by_id = {p.id: p for p in ex.pool}
         for method in methods:
-            picked = by_error(errors, ex.n_add, hardest=method == "hardest")
-            arms[method] = sorted((by_id[i] for i in picked), key=lambda p: p.id)
-            row[f"{method}_mean_error"] = round(float(np.mean([errors[i] for i in picked])), 4)
+            arms[method] = sorted((by_id[i] for i in picks[method]), key=lambda p: p.id)
+            row[f"{method}_mean_error"] = round(float(np.mean([errors[i] for i in picks[method]])), 4)
         row |= ex.gains(seed, start_dice, arms)
         print(f"seed {seed}: {json.dumps(row)}", flush=True)
         runs.append(row)
