@@ -144,9 +144,10 @@ def test_no_test_images_is_an_error() -> None:
 
 def test_the_gate_imports_without_torch() -> None:
     # The gate's decision is numpy and scipy only: it runs where the service runs, without torch.
+    # The gate stage around it (run records, ONNX scoring, the registry) needs no torch either.
     import subprocess
     import sys
 
-    code = "import sys, wms.gate, wms.scores; print('torch' in sys.modules)"
+    code = "import sys, wms.gate, wms.scores, wms.runs, wms.gating; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False", result.stderr

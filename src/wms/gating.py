@@ -12,14 +12,14 @@ import json
 from pathlib import Path
 
 from wms.config import Project
+from wms.data.splits import split_pairs
 from wms.errors import GateError, WmsError
 from wms.gate import REPORT_MD, GateDecision, decide, write_report
 from wms.parity import check_onnx_parity
 from wms.production import CURRENT_FILE
 from wms.registry import Registry
-from wms.runs import PipelineRun
+from wms.runs import PipelineRun, TrainedRun
 from wms.scores import ImageScore, evaluate_onnx
-from wms.train.run import TrainedRun, split_pairs
 from wms.train.spec import ONNX_FILE
 from wms.vcs.mainline import MainLine
 

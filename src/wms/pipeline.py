@@ -55,6 +55,7 @@ from wms.runs import (
     InjectedFault,
     PipelineRun,
     StageRecord,
+    TrainedRun,
     load_decision,
     load_trained,
     now_iso,
@@ -63,7 +64,7 @@ from wms.runs import (
     save_trained,
 )
 from wms.train.loop import TrainReporter
-from wms.train.run import TrainedRun, train_and_log
+from wms.train.run import train_and_log
 from wms.vcs import runner_probe_for
 from wms.vcs.mainline import MainLine
 
@@ -362,7 +363,9 @@ class Pipeline:
                 self.project, dataset, self.registry, version, self.reporter.train_reporter()
             )
             save_trained(run.run_dir, trained)  # so a resumed run does not train again
-            where = f" (best epoch {trained.result.best_epoch})"
+            where = ""
+        if trained.best_epoch is not None:
+            where += f" (best epoch {trained.best_epoch})"
         st.outcome = (
             f"run {trained.run_id[:8]}: test Dice {trained.test_metrics['dice']:.4f}, "
             f"IoU {trained.test_metrics['iou']:.4f}{where}"

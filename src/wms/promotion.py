@@ -25,8 +25,7 @@ if TYPE_CHECKING:
     from wms.data.store import DatasetStore
     from wms.gate import GateDecision
     from wms.registry import Registry
-    from wms.runs import PipelineRun, StageRecord
-    from wms.train.run import TrainedRun
+    from wms.runs import PipelineRun, StageRecord, TrainedRun
 
 PROMOTION_DIR = "promotion"
 

@@ -17,8 +17,6 @@ from typing import Any, cast
 from wms.errors import ConfigError, UsageError, WmsError
 from wms.gate import GateDecision, MetricComparison, RuleVerdict
 from wms.scores import ImageScore
-from wms.train.loop import TrainResult
-from wms.train.run import TrainedRun
 
 STAGES = (
     "merge",
@@ -126,11 +124,23 @@ def parse_fault(spec: str | None) -> tuple[str, str | None] | None:
     return stage, sig.upper() or None
 
 
+@dataclass
+class TrainedRun:
+    """A finished, logged training run: what the gate and promote read (the weights stay in MLflow)."""
+
+    run_id: str
+    test_scores: list[ImageScore]
+    test_metrics: dict[str, float]
+    model_sha256: str
+    best_epoch: int | None = None  # None in a record written before it was kept
+
+
 def save_trained(run_dir: Path, trained: TrainedRun) -> None:
     """What the gate and promote need from a training run, in `train.json`."""
     body = {
         "run_id": trained.run_id,
         "model_sha256": trained.model_sha256,
+        "best_epoch": trained.best_epoch,
         "test_metrics": trained.test_metrics,
         "test_scores": [asdict(s) for s in trained.test_scores],
     }
@@ -140,13 +150,12 @@ def save_trained(run_dir: Path, trained: TrainedRun) -> None:
 def load_trained(run_dir: Path) -> TrainedRun:
     """The training run saved by `save_trained`, for a resumed gate or promote."""
     body = json.loads((run_dir / "train.json").read_text())
-    # The weights stay in MLflow; the gate and promote read only the scores and the ids.
     return TrainedRun(
         body["run_id"],
-        cast(TrainResult, None),
         [ImageScore(**s) for s in body["test_scores"]],
         body["test_metrics"],
         body["model_sha256"],
+        body.get("best_epoch"),
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from wms.config import load_settings
-from wms.train.run import split_pairs
+from wms.data.splits import split_pairs
 
 
 @pytest.fixture

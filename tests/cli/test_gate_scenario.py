@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from wms.config import GateSettings, load_settings
+from wms.data.splits import split_pairs
 from wms.gate import decide
 from wms.registry import MlflowRegistry
 from wms.train.evaluate import evaluate
-from wms.train.run import split_pairs
 from wms.train.segmenter import Segmenter
 
 pytestmark = pytest.mark.slow

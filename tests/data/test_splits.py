@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from wms.config import load_settings
-from wms.data.splits import SPLITS_FILE, assign_splits, read_splits, split_of, write_splits
+from wms.data.splits import SPLITS_FILE, assign_splits, read_splits, split_of, split_pairs, write_splits
 from wms.data.store import open_store
 from wms.errors import DataError
-from wms.train.run import split_pairs
 
 
 def test_split_depends_only_on_the_id() -> None:

@@ -47,12 +47,11 @@ def evaluate(
 ) -> None:
     """Score a model's masks against the dataset's: mean Dice and IoU over images, at each mask's size."""
     from wms.data.pairs import find_pairs
-    from wms.data.splits import Split
+    from wms.data.splits import Split, split_pairs
     from wms.errors import DataError
     from wms.registry import RUN_ID, MlflowRegistry
     from wms.train.evaluate import evaluate as score_pairs
     from wms.train.evaluate import summarize
-    from wms.train.run import split_pairs
     from wms.train.segmenter import Segmenter
 
     _check_worst(worst, out)

@@ -13,9 +13,13 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
+from wms.data.pairs import Pair, find_pairs
 from wms.errors import DataError
+
+if TYPE_CHECKING:
+    from wms.config import Project
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -75,3 +79,18 @@ def read_splits(folder: Path) -> dict[str, Split] | None:
             "pull the dataset version again with `wms data pull VERSION DIR`"
         )
     return {str(pid): cast(Split, s) for pid, s in splits.items()}
+
+
+def split_pairs(project: Project, dataset: Path) -> dict[Split, list[Pair]]:
+    """The dataset's complete pairs grouped into the stable splits.
+
+    A pair listed in the folder's `splits.json` (written by `wms data pull`) keeps the split
+    its dataset version recorded; any other pair gets the hash split of the current fractions.
+    """
+    scan = find_pairs(dataset)
+    if not scan.pairs:
+        raise DataError(f"no complete image/mask pairs in {dataset}; see `wms data validate {dataset}`")
+    by_id = {p.id: p for p in scan.pairs}
+    cfg = project.settings.data
+    groups = assign_splits(by_id, cfg.val_fraction, cfg.test_fraction, read_splits(dataset))
+    return {split: [by_id[i] for i in ids] for split, ids in groups.items()}

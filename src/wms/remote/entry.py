@@ -19,9 +19,8 @@ from wms.remote.ssh import SshTarget
 from wms.remote.trainer import RemoteTrainer
 
 if TYPE_CHECKING:
-    from wms.runs import PipelineRun
+    from wms.runs import PipelineRun, TrainedRun
     from wms.train.loop import TrainReporter
-    from wms.train.run import TrainedRun
 
 
 def target_for(project: Project, host: str) -> SshTarget:

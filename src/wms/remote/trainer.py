@@ -43,8 +43,8 @@ from wms.remote.reclaim import Reclaimed, Reclaims
 from wms.remote.ssh import Ssh, SshTarget, connect, dropped, quote
 
 if TYPE_CHECKING:
+    from wms.runs import TrainedRun
     from wms.train.loop import TrainReporter
-    from wms.train.run import TrainedRun
 
 Record = Callable[[dict[str, Any]], None]
 ALIVE_EVERY_SECONDS = 5.0

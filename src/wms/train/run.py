@@ -5,56 +5,25 @@ from __future__ import annotations
 import csv
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from wms.config import Project
-from wms.data.pairs import Pair, find_pairs
-from wms.data.splits import Split, assign_splits, read_splits
+from wms.data.splits import split_pairs
 from wms.data.store import sha256_file
 from wms.errors import ConfigError, DataError
 from wms.registry import MODEL_ARTIFACT, Registry, RunLog
 from wms.report import overlay_grid, plot_curves
+from wms.runs import TrainedRun
 from wms.train.distributed import SINGLE, Dist
 from wms.train.evaluate import ImageScore, evaluate, summarize
 from wms.train.export import export_onnx
-from wms.train.loop import SilentReporter, TrainReporter, TrainResult, train
-from wms.train.segmenter import ONNX_FILE, Segmenter
+from wms.train.loop import SilentReporter, TrainReporter, train
+from wms.train.segmenter import ONNX_FILE
 from wms.train.spec import REFINE_WEIGHTS_FILE
 from wms.vcs.git import head_commit
 from wms.worst import save_worst
 
 WORST_LOGGED = 16  # test photos with the lowest Dice drawn into each run's `worst/` artifacts
-
-
-@dataclass
-class TrainedRun:
-    """A finished, logged training run."""
-
-    run_id: str
-    result: TrainResult
-    test_scores: list[ImageScore]
-    test_metrics: dict[str, float]
-    model_sha256: str
-
-    @property
-    def segmenter(self) -> Segmenter:
-        return self.result.segmenter
-
-
-def split_pairs(project: Project, dataset: Path) -> dict[Split, list[Pair]]:
-    """The dataset's complete pairs grouped into the stable splits.
-
-    A pair listed in the folder's `splits.json` (written by `wms data pull`) keeps the split
-    its dataset version recorded; any other pair gets the hash split of the current fractions.
-    """
-    scan = find_pairs(dataset)
-    if not scan.pairs:
-        raise DataError(f"no complete image/mask pairs in {dataset}; see `wms data validate {dataset}`")
-    by_id = {p.id: p for p in scan.pairs}
-    cfg = project.settings.data
-    groups = assign_splits(by_id, cfg.val_fraction, cfg.test_fraction, read_splits(dataset))
-    return {split: [by_id[i] for i in ids] for split, ids in groups.items()}
 
 
 def write_scores(path: Path, scores: Sequence[ImageScore]) -> None:
@@ -178,7 +147,7 @@ def train_and_log(
             title = f"run {run.run_id}: worst of the test split of dataset {dataset_version}"
             save_worst(worst, result.segmenter, scores, splits["test"], WORST_LOGGED, title)
             run.log_artifacts(worst, "worst")
-        return TrainedRun(run.run_id, result, scores, metrics, sha)
+        return TrainedRun(run.run_id, scores, metrics, sha, result.best_epoch)
 
 
 def train_shard(project: Project, dataset: Path, dist: Dist, checkpoint: Path | None = None) -> None:
