@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/active_learning_oracle.py --seeds 8    # about 45 min on 2 CPU cores
     .venv/bin/python benchmarks/active_learning_oracle.py --seeds 5 --set epochs=60 \
         --out benchmarks/results/active-learning-oracle-60epochs.json   # a stronger start model
+    .venv/bin/python benchmarks/active_learning_oracle.py --seeds 3 --set image_size=256 \
+        --out benchmarks/results/active-learning-oracle-256px.json   # 256 px, after active_learning.py
 
 `wms data suggest` ranks photos by how unsure the production model is, standing in for how wrong
 it is. This script asks the two questions behind that, on benchmarks/active_learning.py's
