@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from active_learning import _scored, result, set_up, summary, write  # type: ignore[import-not-found]
+from active_learning_experiment import result, scored, set_up, summary, write  # type: ignore[import-not-found]
 
 METHODS = ("coverage", "typical", "typical_features")
 CLUSTERS = 60
@@ -137,9 +137,9 @@ def main() -> int:
     runs = []
     for seed in range(args.seeds):
         start_model, start_dir, start_dice = ex.start(seed)
-        ranked = _scored(start_model, ex.pool, start_dir)
+        ranked = scored(start_model, ex.pool, start_dir)
         pool = _descriptors(ranked, ex.pool)
-        labelled = _descriptors(_scored(start_model, ex.base, start_dir), ex.base)
+        labelled = _descriptors(scored(start_model, ex.base, start_dir), ex.base)
         scores = {c.photo.path: c.score for c in ranked}
         row: dict[str, Any] = {"seed": seed, "start_dice": start_dice}
         arms = {"random": ex.random_addition(seed)}

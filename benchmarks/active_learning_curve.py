@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from active_learning import GOAL, arguments, experiment, result, write  # type: ignore[import-not-found]
+from active_learning_experiment import GOAL, arguments, experiment, result, write  # type: ignore[import-not-found]
 
 SHARES = (0.075, 0.15, 0.30, 0.60)  # of the training split; 0.15 is the benchmark's arm, 0.60 the whole pool
 

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from active_learning import (  # type: ignore[import-not-found]
-    _cached,
-    _scored,
+from active_learning_experiment import (  # type: ignore[import-not-found]
+    cached,
     result,
+    scored,
     set_up,
     summary,
     write,
@@ -69,7 +69,7 @@ def _pool_errors(ex: Any, model: Any, start_dir: Path) -> dict[str, float]:
     """1 - Dice of the start model on each pool photo against its real mask (kept beside the model)."""
     from wms.scores import evaluate
 
-    return _cached(
+    return cached(
         start_dir / "pool-errors.json",
         lambda: {s.id: round(1.0 - s.dice, 5) for s in evaluate(model, ex.pool)},
     )
@@ -87,7 +87,7 @@ def main() -> int:
         model, start_dir, start_dice = ex.start(seed)
         errors = _pool_errors(ex, model, start_dir)
         picks = {method: by_error(errors, ex.n_add, hardest=method == "hardest") for method in METHODS}
-        ranked = _scored(model, ex.pool, start_dir)  # as suggest ranks: score, then pixel entropy
+        ranked = scored(model, ex.pool, start_dir)  # as suggest ranks: score, then pixel entropy
         scores = [c.score for c in ranked]
         hardest = set(picks["hardest"])
         random_arm = ex.random_addition(seed)

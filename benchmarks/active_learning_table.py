@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/active_learning_table.py > benchmarks/results/active-learning-table.md
 
 One Markdown row per benchmarks/results/active-learning*.json (not the quick smoke run): what its
-recipe changes over benchmarks/active_learning.py's small one, the seeds, random photos' mean gain
-in test Dice, and each strategy's mean gain with its ratio to random's. Then, per strategy, its
-gain minus random's pooled over the runs: one value per (recipe, seed), paired within one file,
-taken from the newest file that has it (runs of one recipe share seeds, so a seed counts once).
+recipe changes over benchmarks/active_learning.py's small one (or its start photos, --start), the
+seeds, random photos' mean gain in test Dice, and each strategy's mean gain with its ratio to
+random's. Then, per strategy, its gain minus random's pooled over the runs: one value per (recipe,
+seed), paired within one file, taken from the newest file that has it (runs of one recipe share
+seeds, so a seed counts once). Runs from a shifted pool (--start near) are pooled on their own.
 A pooled difference far from zero in standard errors says more than any one run's ratio. The
 median difference stands beside the mean: one retraining that collapses moves the mean of 8 seeds
 by about 0.01 and the median hardly at all.
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from active_learning import (  # type: ignore[import-not-found]
+from active_learning_experiment import (  # type: ignore[import-not-found]
     SETTINGS,  # the small recipe every run changes
     beyond_random,
 )
@@ -31,9 +32,16 @@ from active_learning import (  # type: ignore[import-not-found]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def changes(settings: dict[str, Any]) -> str:
-    """What a run's recipe changes over the small one, e.g. `epochs=60`."""
-    changed = [f"{k}={v}" for k, v in sorted(settings.items()) if SETTINGS.get(k) != v]
+def start_from(result: dict[str, Any]) -> str:
+    """How a run drew its start photos (`--start`; files written before the option: random)."""
+    return str(result.get("photos", {}).get("start_from", "random"))
+
+
+def changes(result: dict[str, Any]) -> str:
+    """What a run changes over the small recipe and its random start photos, e.g. `epochs=60`."""
+    changed = [f"{k}={v}" for k, v in sorted(result["settings"].items()) if SETTINGS.get(k) != v]
+    if start_from(result) != "random":
+        changed.append(f"--start {start_from(result)}")
     return ", ".join(changed) or "none"
 
 
@@ -65,9 +73,7 @@ def table(found: list[tuple[str, dict[str, Any]]]) -> list[str]:
             gain = float(np.mean([r[f"{strategy}_gain"] for r in rows]))
             ratio = f"{gain / random:.2f}x" if random > 0 else "-"
             arms.append(f"{strategy} {gain:+.4f} ({ratio})")
-        lines.append(
-            f"| {name} | {changes(result['settings'])} | {len(rows)} | {random:+.4f} | {', '.join(arms)} |"
-        )
+        lines.append(f"| {name} | {changes(result)} | {len(rows)} | {random:+.4f} | {', '.join(arms)} |")
     return lines
 
 
@@ -75,7 +81,7 @@ def pooled(found: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """Per strategy: gain minus random's over every (recipe, seed), the newest file's pair winning."""
     pairs: dict[str, dict[tuple[str, int], tuple[float, float]]] = defaultdict(dict)
     for _, result in found:  # oldest first, so a newer file overwrites
-        recipe = json.dumps(result["settings"], sort_keys=True)
+        recipe = json.dumps([result["settings"], start_from(result)], sort_keys=True)
         for strategy in strategies(result):
             for r in result["runs"]:
                 pairs[strategy][(recipe, r["seed"])] = (r[f"{strategy}_gain"], r["random_gain"])
@@ -97,6 +103,15 @@ def pooled(found: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def by_start(found: list[tuple[str, dict[str, Any]]]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """The runs grouped by how they drew their start photos, random first: each group is pooled on
+    its own, since a shifted pool (--start near) asks another question than the benchmark's."""
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {"random": []}
+    for name, result in found:
+        groups.setdefault(start_from(result), []).append((name, result))
+    return groups
+
+
 def main() -> int:
     found = runs()
     if not found:
@@ -105,7 +120,11 @@ def main() -> int:
     print("## Each run\n")
     print("\n".join(table(found)))
     print("\n## Each strategy over every recipe (a seed of a recipe counts once)\n")
-    print("\n".join(pooled(found)))
+    groups = by_start(found)
+    print("\n".join(pooled(groups.pop("random"))))
+    for start, group in groups.items():
+        print(f"\n## The same, from the shifted pool (--start {start})\n")
+        print("\n".join(pooled(group)))
     return 0
 
 

@@ -17,10 +17,15 @@ def tables() -> ModuleType:
 
 
 def _result(
-    when: str, settings: dict[str, Any], gains: list[tuple[float, float]], quick: bool = False
+    when: str,
+    settings: dict[str, Any],
+    gains: list[tuple[float, float]],
+    quick: bool = False,
+    start_from: str = "random",
 ) -> str:
     rows = [{"seed": s, "random_gain": r, "power_gain": p} for s, (r, p) in enumerate(gains)]
-    return json.dumps({"when": when, "quick": quick, "settings": settings, "runs": rows})
+    photos = {"start": 236, "start_from": start_from}
+    return json.dumps({"when": when, "quick": quick, "settings": settings, "photos": photos, "runs": rows})
 
 
 def test_a_seed_counts_once_per_recipe_and_the_newest_run_wins(tables: ModuleType, tmp_path: Path) -> None:
@@ -54,3 +59,21 @@ def test_the_median_difference_stands_beside_a_mean_one_collapse_pulls_down(
     (power,) = [line for line in tables.pooled(tables.runs(tmp_path)) if line.startswith("| power")]
     # Differences +0.010, -0.010, +0.005, -0.100: mean -0.02375 (s.e. 0.0258), median -0.0025.
     assert "| -0.0238 ± 0.0258 | -0.0025 | 2 of 4 |" in power
+
+
+def test_runs_from_a_shifted_pool_are_listed_and_pooled_apart(tables: ModuleType, tmp_path: Path) -> None:
+    small = dict(tables.SETTINGS)
+    (tmp_path / "active-learning.json").write_text(_result("2026-01-01", small, [(0.02, 0.01)] * 3))
+    near = _result("2026-01-02", small, [(0.02, 0.05)] * 3, start_from="near")
+    (tmp_path / "active-learning-near.json").write_text(near)
+
+    found = tables.runs(tmp_path)
+    assert "| active-learning-near.json | --start near | 3 | +0.0200 | power +0.0500 (2.50x) |" in "\n".join(
+        tables.table(found)
+    )
+    groups = tables.by_start(found)
+    assert list(groups) == ["random", "near"]
+    # The same seeds of the same recipe, yet neither file's pairs replace the other's.
+    (iid,) = [line for line in tables.pooled(groups["random"]) if line.startswith("| power")]
+    (shifted,) = [line for line in tables.pooled(groups["near"]) if line.startswith("| power")]
+    assert "| -0.0100 ± 0.0000 |" in iid and "| +0.0300 ± 0.0000 |" in shifted
