@@ -33,6 +33,7 @@ Its 40% is drawn, in the same fixed order, from the training photos whose counte
 at least the split's lower-third share of the photo, as if users had since begun to photograph
 their meters from further away; the pool holds the rest, every distant shot among them. The test
 split is unchanged, so a third of it is distant shots the start model has not seen the like of.
+Each seed's row counts the distant shots in every addition (`random_distant`, `power_distant`).
 
 The experiment's parts, shared with the other active_learning*.py scripts, are in
 active_learning_experiment.py. Writes benchmarks/results/active-learning.json (--quick:
@@ -93,6 +94,8 @@ def main() -> int:
         ranked = scored(start_model, ex.pool, start_dir) if strategies else []
         for strategy in strategies:
             arms[strategy], row[f"{strategy}_suggest"] = _suggested(ranked, ex.pool, ex.n_add, strategy, seed)
+        if ex.distant:  # --start near: how many of each addition are distant shots
+            row |= {f"{name}_distant": sum(p.id in ex.distant for p in added) for name, added in arms.items()}
         row |= ex.gains(seed, start_dice, arms)
         chosen_ids |= {f"seed{seed}-{name}": [p.id for p in added] for name, added in arms.items()}
         print(f"seed {seed}: {json.dumps(row)}", flush=True)

@@ -130,6 +130,7 @@ class Experiment:
     work: Path
     cache: Path
     start_from: str = "random"  # how the start photos were drawn: random | near (see --start)
+    distant: frozenset[str] = frozenset()  # --start near: ids of the distant shots (all in the pool)
 
     @property
     def base_key(self) -> str:
@@ -247,16 +248,18 @@ def experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Exp
     order = stable_order([p.id for p in train_pairs], "active-learning")
     by_id = {p.id: p for p in train_pairs}
     n_base, n_add = round(BASE_SHARE * len(order)), round(ADD_SHARE * len(order))
+    distant: frozenset[str] = frozenset()
     if args.start == "near":
         near = near_shots(train_pairs)
-        order = [i for i in order if i in near] + [i for i in order if i not in near]
+        distant = frozenset(order) - near
+        order = [i for i in order if i in near] + [i for i in order if i in distant]
     base = [by_id[i] for i in sorted(order[:n_base])]
     pool = [by_id[i] for i in sorted(order[n_base:])]
     print(f"train {len(train_pairs)}: start {len(base)} ({args.start}), pool {len(pool)}, add {n_add}")
     print(f"test {len(test)}; start photos' window share >= {min(window_share(p) for p in base):.4f}")
     print(f"settings {settings}, {args.seeds} seed(s)", flush=True)
     work = args.work / ("active-learning-quick" if args.quick else "active-learning")
-    return Experiment(settings, base, pool, val, test, n_add, work, args.work / "cache", args.start)
+    return Experiment(settings, base, pool, val, test, n_add, work, args.work / "cache", args.start, distant)
 
 
 def window_share(pair: Any) -> float:
