@@ -16,7 +16,9 @@ experiment (the same recipe, start models, random arms and kept trainings):
    gets most wrong, read off their real masks: the best any uncertainty score could do at ranking
    error. The `easiest` arm takes the ones it gets most right.
 If the hardest photos do not buy 1.5x random's gain, no score that estimates the model's error
-meets the goal on this experiment, however good the estimate.
+meets the goal on this experiment, however good the estimate. Each row also counts the photos of
+each addition whose counter window covers under 1% of the photo (`*_small_windows`), and the
+result gives their share of the pool: whether the photos the model fails on are the small ones.
 
 Writes benchmarks/results/active-learning-oracle.json in active_learning.py's format, so
 active_learning_table.py lists it and pools `hardest` over the seeds.
@@ -39,10 +41,12 @@ from active_learning_experiment import (  # type: ignore[import-not-found]
     scored,
     set_up,
     summary,
+    window_share,
     write,
 )
 
 METHODS = ("hardest", "easiest")
+SMALL_WINDOW = 0.01  # a window under 1% of the photo: a few pixels across at 128 px
 
 
 def by_error(errors: dict[str, float], count: int, hardest: bool = True) -> list[str]:
@@ -82,6 +86,7 @@ def main() -> int:
         return 0
     by_id = {p.id: p for p in ex.pool}
     by_image = {p.image: p.id for p in ex.pool}
+    small = {p.id for p in ex.pool if window_share(p) < SMALL_WINDOW}
     runs = []
     for seed in range(args.seeds):
         model, start_dir, start_dice = ex.start(seed)
@@ -100,11 +105,13 @@ def main() -> int:
             ),
             "top_scored_among_hardest": sum(by_image[c.photo.path] in hardest for c in ranked[: ex.n_add]),
             "random_mean_error": round(float(np.mean([errors[p.id] for p in random_arm])), 4),
+            "random_small_windows": sum(p.id in small for p in random_arm),
         }
         arms = {"random": random_arm}
         for method in methods:
             arms[method] = sorted((by_id[i] for i in picks[method]), key=lambda p: p.id)
             row[f"{method}_mean_error"] = round(float(np.mean([errors[i] for i in picks[method]])), 4)
+            row[f"{method}_small_windows"] = len(small.intersection(picks[method]))
         row |= ex.gains(seed, start_dice, arms)
         print(f"seed {seed}: {json.dumps(row)}", flush=True)
         runs.append(row)
@@ -114,6 +121,7 @@ def main() -> int:
         "runs": runs,
         "score_error_spearman_mean": round(float(np.mean(correlations)), 3) if correlations else None,
         "top_scored_among_hardest_mean": round(float(np.mean(overlaps)), 1),
+        "pool_small_window_share": round(len(small) / len(ex.pool), 3),
     }
     write(result(args, ex, started, body | summary(runs, methods)), args, "active-learning-oracle.json")
     return 0
