@@ -94,9 +94,7 @@ def main() -> int:
         ranked = scored(start_model, ex.pool, start_dir) if strategies else []
         for strategy in strategies:
             arms[strategy], row[f"{strategy}_suggest"] = _suggested(ranked, ex.pool, ex.n_add, strategy, seed)
-        if ex.distant:  # --start near: how many of each addition are distant shots
-            row |= {f"{name}_distant": sum(p.id in ex.distant for p in added) for name, added in arms.items()}
-        row |= ex.gains(seed, start_dice, arms)
+        row |= ex.distant_counts(arms) | ex.gains(seed, start_dice, arms)
         chosen_ids |= {f"seed{seed}-{name}": [p.id for p in added] for name, added in arms.items()}
         print(f"seed {seed}: {json.dumps(row)}", flush=True)
         runs.append(row)

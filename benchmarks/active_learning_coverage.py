@@ -155,7 +155,7 @@ def main() -> int:
             arms[method] = [ex.pool[i] for i in sorted(picked)]
             row[f"{method}_mean_score"] = round(float(np.mean([scores[p.image] for p in arms[method]])), 4)
         row["pool_mean_score"] = round(float(np.mean(list(scores.values()))), 4)
-        row |= ex.gains(seed, start_dice, arms)
+        row |= ex.distant_counts(arms) | ex.gains(seed, start_dice, arms)
         print(f"seed {seed}: {json.dumps(row)}", flush=True)
         runs.append(row)
     write(

@@ -173,6 +173,13 @@ class Experiment:
             )
         )
 
+    def distant_counts(self, arms: dict[str, list[Any]]) -> dict[str, int]:
+        """From a shifted pool (--start near): how many distant shots each addition holds, as a
+        result row holds them (`random_distant`, ...); nothing from the benchmark's own pool."""
+        if not self.distant:
+            return {}
+        return {f"{name}_distant": sum(p.id in self.distant for p in added) for name, added in arms.items()}
+
     def gains(self, seed: int, start_dice: float, arms: dict[str, list[Any]]) -> dict[str, float]:
         """Each arm's test Dice and gain over the start model, as a result row holds them."""
         row = {}

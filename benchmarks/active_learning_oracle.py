@@ -112,7 +112,7 @@ def main() -> int:
             arms[method] = sorted((by_id[i] for i in picks[method]), key=lambda p: p.id)
             row[f"{method}_mean_error"] = round(float(np.mean([errors[i] for i in picks[method]])), 4)
             row[f"{method}_small_windows"] = len(small.intersection(picks[method]))
-        row |= ex.gains(seed, start_dice, arms)
+        row |= ex.distant_counts(arms) | ex.gains(seed, start_dice, arms)
         print(f"seed {seed}: {json.dumps(row)}", flush=True)
         runs.append(row)
     overlaps = [r["top_scored_among_hardest"] for r in runs]

@@ -1,4 +1,4 @@
-"""benchmarks/active_learning_experiment.py: the shifted pool's start photos are the near shots."""
+"""benchmarks/active_learning_experiment.py: a shifted pool's near shots, and its distant ones counted."""
 
 from __future__ import annotations
 
@@ -24,3 +24,14 @@ def test_near_shots_are_the_photos_with_the_larger_two_thirds_of_windows(tmp_pat
     assert experiment.window_share(pairs[0]) == 0.0016
     # The lower third of the nine (sides 4, 5 and 6) are the distant shots.
     assert experiment.near_shots(pairs) == {f"w{side}" for side in range(7, 13)}
+
+
+def test_only_a_shifted_pool_counts_the_distant_shots_of_each_addition(tmp_path: Path) -> None:
+    experiment = load_benchmark("active_learning_experiment")
+    pool = [Pair(f"p{i}", tmp_path / f"p{i}.jpg", tmp_path / f"p{i}.png") for i in range(6)]
+    distant = frozenset({"p0", "p1"})
+    shifted = experiment.Experiment({}, [], pool, [], [], 3, tmp_path, tmp_path, "near", distant)
+    arms = {"random": pool[1:4], "power": pool[:3]}
+    assert shifted.distant_counts(arms) == {"random_distant": 1, "power_distant": 2}
+    benchmark = experiment.Experiment({}, [], pool, [], [], 3, tmp_path, tmp_path)
+    assert benchmark.distant_counts(arms) == {}
