@@ -270,10 +270,12 @@ def experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Exp
 
 
 def window_share(pair: Any) -> float:
-    """The share of the photo its counter window covers (the prepared mask, thresholded at 127)."""
+    """The share of the photo its counter window covers (the prepared mask, thresholded as training does)."""
     from PIL import Image
 
-    return float((np.asarray(Image.open(pair.mask).convert("L")) > 127).mean())
+    from wms.train.preprocess import mask_to_array
+
+    return float(mask_to_array(Image.open(pair.mask).convert("L")).mean())
 
 
 def near_shots(pairs: list[Any]) -> set[str]:
