@@ -257,14 +257,14 @@ def experiment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Exp
     n_base, n_add = round(BASE_SHARE * len(order)), round(ADD_SHARE * len(order))
     distant: frozenset[str] = frozenset()
     if args.start == "near":
-        near = near_shots(train_pairs)
+        near, cut = near_shots(train_pairs)
         distant = frozenset(order) - near
         order = [i for i in order if i in near] + [i for i in order if i in distant]
+        print(f"near shots: window share >= {cut:.4f} ({len(near)}), distant shots {len(distant)}")
     base = [by_id[i] for i in sorted(order[:n_base])]
     pool = [by_id[i] for i in sorted(order[n_base:])]
     print(f"train {len(train_pairs)}: start {len(base)} ({args.start}), pool {len(pool)}, add {n_add}")
-    print(f"test {len(test)}; start photos' window share >= {min(window_share(p) for p in base):.4f}")
-    print(f"settings {settings}, {args.seeds} seed(s)", flush=True)
+    print(f"test {len(test)}; settings {settings}, {args.seeds} seed(s)", flush=True)
     work = args.work / ("active-learning-quick" if args.quick else "active-learning")
     return Experiment(settings, base, pool, val, test, n_add, work, args.work / "cache", args.start, distant)
 
@@ -278,11 +278,12 @@ def window_share(pair: Any) -> float:
     return float(mask_to_array(Image.open(pair.mask).convert("L")).mean())
 
 
-def near_shots(pairs: list[Any]) -> set[str]:
-    """Ids of the photos whose window covers at least the lower-third share of `pairs`' photos."""
+def near_shots(pairs: list[Any]) -> tuple[set[str], float]:
+    """Ids of the photos whose window covers at least the lower-third share of `pairs`' photos, and
+    that share."""
     share = {p.id: window_share(p) for p in pairs}
     cut = float(np.quantile(list(share.values()), 1 / 3))
-    return {i for i, s in share.items() if s >= cut}
+    return {i for i, s in share.items() if s >= cut}, cut
 
 
 def summary(runs: list[dict[str, Any]], strategies: list[str]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from tests.conftest import load_benchmark
 
@@ -22,8 +23,11 @@ def test_near_shots_are_the_photos_with_the_larger_two_thirds_of_windows(tmp_pat
         pairs.append(Pair(f"w{side}", tmp_path / "unused.jpg", path))
 
     assert experiment.window_share(pairs[0]) == 0.0016
-    # The lower third of the nine (sides 4, 5 and 6) are the distant shots.
-    assert experiment.near_shots(pairs) == {f"w{side}" for side in range(7, 13)}
+    # The lower third of the nine (sides 4, 5 and 6) are the distant shots; the cut lies between
+    # sides 6 and 7 (the one-third quantile, 36 + 2/3 of the way to 49 pixels).
+    near, cut = experiment.near_shots(pairs)
+    assert near == {f"w{side}" for side in range(7, 13)}
+    assert cut == pytest.approx((36 + 2 / 3 * 13) / 10_000)
 
 
 def test_only_a_shifted_pool_counts_the_distant_shots_of_each_addition(tmp_path: Path) -> None:
