@@ -64,7 +64,7 @@ def cpu_model() -> str:
 
 def epoch_printer() -> Any:
     """A reporter that prints one line per epoch."""
-    from wms.train.loop import SilentReporter
+    from wms.train.progress import SilentReporter
 
     class EpochPrinter(SilentReporter):
         def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:

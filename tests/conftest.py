@@ -498,7 +498,7 @@ def terraform() -> dict[str, dict[str, Any]]:
 
 def interrupted_after(epoch: int) -> Any:
     """A training reporter that stops the run as Ctrl-C would, once `epoch` is done."""
-    from wms.train.loop import SilentReporter
+    from wms.train.progress import SilentReporter
 
     class StopAfter(SilentReporter):
         def epoch_done(self, done: int, metrics: dict[str, float]) -> None:

@@ -26,8 +26,8 @@ from tests.conftest import REAL_DATA, _free_port, wait_until_ready
 from wms.config import load_settings
 from wms.data.synth import synth_pair
 from wms.errors import RegistryError
+from wms.serve.fetch import load_model
 from wms.serve.imaging import decode_upload
-from wms.serve.model import load_model
 
 EXIF_ORIENTATION = 0x0112
 
@@ -102,7 +102,8 @@ def mlflow_models_serve(model_uri: str, tracking_uri: str, workdir: Path) -> Ite
         wait_until_ready(f"{url}/ping", server, log, "mlflow models serve")
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        with suppress(ProcessLookupError):  # a server that died early leaves no group to signal
+            os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:

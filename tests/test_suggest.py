@@ -247,9 +247,9 @@ def test_an_under_confident_model_is_told_and_its_batch_falls_back_to_entropy(
 ) -> None:
     import dataclasses
 
-    import wms.serve.model
+    import wms.serve.fetch
 
-    load = wms.serve.model.load_model
+    load = wms.serve.fetch.load_model
 
     class Centre(LeftQuarter):
         """Sure of a window in the middle of every photo, mirrored or not: every score 0."""
@@ -267,10 +267,10 @@ def test_an_under_confident_model_is_told_and_its_batch_falls_back_to_entropy(
         return lambda *a, **k: dataclasses.replace(load(*a, **k), segmenter=model)
 
     args = ["--count", 3, "--from", photos, "--model", exported_model]
-    monkeypatch.setattr(wms.serve.model, "load_model", serving(Centre()))
+    monkeypatch.setattr(wms.serve.fetch, "load_model", serving(Centre()))
     sure = cli("data", "suggest", *args, "--out", tmp_path / "sure")
     assert sure.exit_code == 0 and "score ranks none" not in sure.output, sure.output
-    monkeypatch.setattr(wms.serve.model, "load_model", serving(Squashed()))
+    monkeypatch.setattr(wms.serve.fetch, "load_model", serving(Squashed()))
     unsure = cli("data", "suggest", *args, "--out", tmp_path / "unsure")
     assert unsure.exit_code == 0, unsure.output + unsure.stderr
     assert "the score ranks none of these photos: all 12 score 1" in unsure.output

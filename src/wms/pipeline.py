@@ -63,7 +63,7 @@ from wms.runs import (
     resume_plan,
     save_trained,
 )
-from wms.train.loop import TrainReporter
+from wms.train.progress import TrainReporter
 from wms.train.run import train_and_log
 from wms.vcs import runner_probe_for
 from wms.vcs.mainline import MainLine

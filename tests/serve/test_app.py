@@ -29,7 +29,8 @@ from wms.config import ServeSettings, load_settings
 from wms.data.synth import synth_pair
 from wms.errors import RegistryError
 from wms.serve.app import create_app
-from wms.serve.model import CARD_FILE, ModelCard, ServedModel, load_folder, load_model
+from wms.serve.fetch import load_model
+from wms.serve.model import CARD_FILE, ModelCard, ServedModel, load_folder
 from wms.train.export import OnnxSegmenter
 from wms.train.preprocess import open_image
 from wms.uncertainty import VERDICTS, assess

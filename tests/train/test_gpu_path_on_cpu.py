@@ -19,8 +19,9 @@ from tests.conftest import interrupted_after
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
 from wms.errors import TrainError
-from wms.train.loop import READS_PER_EPOCH, SilentReporter, train
+from wms.train.loop import READS_PER_EPOCH, train
 from wms.train.precision import choose_precision
+from wms.train.progress import SilentReporter
 
 TINY = {"image_size": 32, "base_channels": 4, "depth": 2, "batch_size": 2, "epochs": 2}
 

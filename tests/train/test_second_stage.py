@@ -13,8 +13,9 @@ from wms.data.pairs import find_pairs
 from wms.data.synth import synthesize
 from wms.errors import TrainError
 from wms.train.export import OnnxSegmenter, export_onnx
-from wms.train.loop import SilentReporter, train
+from wms.train.loop import train
 from wms.train.preprocess import open_image
+from wms.train.progress import SilentReporter
 from wms.train.segmenter import Segmenter
 from wms.train.spec import ONNX_FILE, REFINE_WEIGHTS_FILE
 

@@ -55,7 +55,7 @@ def suggest(
     from wms.acquisition import select
     from wms.errors import RegistryError, UsageError
     from wms.inbox import local_inbox, scan_photos
-    from wms.serve.model import load_model
+    from wms.serve.fetch import load_model
     from wms.suggest import score_photos, undecided, write_batch
     from wms.uncertainty import UNSURE_HIGH
 

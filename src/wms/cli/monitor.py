@@ -56,7 +56,7 @@ def drift(
     from wms.drift_report import write_report
     from wms.errors import RegistryError, UsageError
     from wms.inbox import local_inbox, parse_time
-    from wms.serve.model import load_model
+    from wms.serve.fetch import load_model
 
     project = state(ctx).project()
     cfg = project.settings.monitor

@@ -27,7 +27,7 @@ def serve(
     import uvicorn
 
     from wms.serve.app import create_app
-    from wms.serve.model import load_model
+    from wms.serve.fetch import load_model
 
     project = state(ctx).project({"serve.host": host, "serve.port": port, "serve.model": model})
     cfg = project.settings.serve

@@ -52,16 +52,14 @@ from wms.compute.leases import (
     live_holders,
     parse_time,
     tags_of,
+    utc_now,
 )
 from wms.compute.probes import make_probe, mlflow_url
+from wms.compute.reaper import reap
 from wms.config import ComputeSettings
 from wms.errors import BackendError
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _stopped_at(instance: dict[str, Any]) -> datetime | None:
@@ -153,7 +151,7 @@ class Ec2Compute:
         """Move `holder`'s lease to now + compute.lease_minutes; returns its new expiry."""
         key = holder_tag(holder or self.holder)
         instance = self._describe()
-        expires = _now() + timedelta(minutes=self.cfg.lease_minutes)
+        expires = utc_now() + timedelta(minutes=self.cfg.lease_minutes)
         latest = max([expires, *(t for t in leases_of(instance).values() if t is not None)])
         stamp = expires.isoformat(timespec="seconds")
         self._call(
@@ -200,7 +198,7 @@ class Ec2Compute:
     def _clear_leases(self, instance: dict[str, Any]) -> None:
         """After a stop: drop the stopping mark and the expired leases; a lease that is still
         live belongs to a start that is waiting for this stop and starts the instance again."""
-        now = _now()
+        now = utc_now()
         live = live_holders(instance, now)
         leases = leases_of(instance)
         dead = [holder_tag(h) for h in leases if h not in live and h != UNNAMED]
@@ -217,7 +215,7 @@ class Ec2Compute:
             return False
         written = parse_time(mark.rpartition(" ")[2])
         limit = timedelta(seconds=self.cfg.stop_timeout_seconds + 60)
-        return written is not None and _now() - written < limit
+        return written is not None and utc_now() - written < limit
 
     def _wait_for_stop_to_settle(self) -> str:
         """Wait until a stop under way has backed off (running) or finished (stopped)."""
@@ -308,7 +306,7 @@ class Ec2Compute:
         self._untag(key, *([] if others_tagged else [LEASE_TAG]))
         if state == "stopped":  # nothing to stop; leases of others are theirs to use or expire
             return self._to_status(self._describe())
-        others = live_holders(instance, _now(), but=me)
+        others = live_holders(instance, utc_now(), but=me)
         if others:
             return self._kept(others)
         launched = instance.get("LaunchTime")
@@ -316,14 +314,14 @@ class Ec2Compute:
         if state in ("pending", "running"):
             # Mark the stop, then look again: a start that wrote its lease before the mark is
             # seen here; one that writes it after sees the mark and waits for this stop.
-            mark = f"{me} {_now().isoformat(timespec='seconds')}"
+            mark = f"{me} {utc_now().isoformat(timespec='seconds')}"
             self._call(
                 f"mark {self._id} as stopping",
                 "create_tags",
                 Resources=[self._id],
                 Tags=[{"Key": STOPPING_TAG, "Value": mark}],
             )
-            others = live_holders(self._describe(), _now(), but=me)
+            others = live_holders(self._describe(), utc_now(), but=me)
             if others:
                 self._untag(STOPPING_TAG)
                 return self._kept(others)
@@ -339,7 +337,7 @@ class Ec2Compute:
         self._clear_leases(self._describe())
         billed = None
         if state != "stopped" and launched is not None:
-            billed = round((_now() - launched).total_seconds(), 1)
+            billed = round((utc_now() - launched).total_seconds(), 1)
         return self._to_status(self._describe(), billed)
 
     def _kept(self, holders: list[str]) -> ComputeStatus:
@@ -362,12 +360,10 @@ class Ec2Compute:
         """Why the instance is stopping, stopped or starting again under `holder`'s live lease
         (its StateReason code, e.g. Server.SpotInstanceShutdown); None while it runs or when WMS
         stopped it (see leases.interruption_of)."""
-        return interruption_of(self._describe(), holder or self.holder, _now())
+        return interruption_of(self._describe(), holder or self.holder, utc_now())
 
     def reap(self) -> list[ComputeStatus]:
         """Stop every WMS-started instance whose lease ran out; report those left running too."""
-        from wms.compute.reaper import reap
-
         return reap(self)
 
     def _to_status(
@@ -380,7 +376,7 @@ class Ec2Compute:
         launched = instance.get("LaunchTime")
         if billed is None and launched is not None:
             if state in ("pending", "running", "stopping"):
-                billed = round((_now() - launched).total_seconds(), 1)
+                billed = round((utc_now() - launched).total_seconds(), 1)
             elif (stopped := _stopped_at(instance)) is not None and stopped >= launched:
                 billed = round((stopped - launched).total_seconds(), 1)
         expires = lease_of(instance)

@@ -24,6 +24,11 @@ MANAGED_TAG = "wms:managed"
 UNNAMED = "(unnamed)"
 
 
+def utc_now() -> datetime:
+    """The clock leases are read against (EC2 writes its times in UTC)."""
+    return datetime.now(UTC)
+
+
 def tags_of(instance: dict[str, Any]) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
 

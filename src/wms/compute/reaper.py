@@ -7,11 +7,13 @@ first marked `wms:stopping` and read again, so a start that leased it meanwhile 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wms.compute.base import ComputeStatus
-from wms.compute.ec2 import Ec2Compute, _now
-from wms.compute.leases import MANAGED_TAG, STOPPING_TAG, lease_of, live_holders
+from wms.compute.leases import MANAGED_TAG, STOPPING_TAG, lease_of, live_holders, utc_now
+
+if TYPE_CHECKING:
+    from wms.compute.ec2 import Ec2Compute
 
 
 def reap(ec2: Ec2Compute) -> list[ComputeStatus]:
@@ -24,7 +26,7 @@ def reap(ec2: Ec2Compute) -> list[ComputeStatus]:
             {"Name": "instance-state-name", "Values": ["pending", "running"]},
         ],
     )
-    now = _now()
+    now = utc_now()
     results, expired = [], []
     for instance in (i for r in response.get("Reservations", []) for i in r.get("Instances", [])):
         holders = live_holders(instance, now)
@@ -68,7 +70,7 @@ def _still_expired(
     if not expired:
         return expired
     ids = [i["InstanceId"] for i in expired]
-    mark = f"reaper {_now().isoformat(timespec='seconds')}"
+    mark = f"reaper {utc_now().isoformat(timespec='seconds')}"
     ec2._call(
         f"mark {', '.join(ids)} as stopping",
         "create_tags",
@@ -78,7 +80,7 @@ def _still_expired(
     response = ec2._call("read the leases again", "describe_instances", InstanceIds=ids)
     still = []
     for instance in (i for r in response.get("Reservations", []) for i in r.get("Instances", [])):
-        holders = live_holders(instance, _now())
+        holders = live_holders(instance, utc_now())
         if holders:
             ec2._call(
                 f"unmark {instance['InstanceId']}",

@@ -1,5 +1,33 @@
-"""Deploy targets: a local process behind a proxy (default) and Kubernetes via Helm."""
+"""Deploy targets, chosen by `deploy.target`: `local` (a uvicorn process behind a proxy) or `k8s`
+(Helm on k3s). `make_deployer` is the one way in; `wms.deploy.base` holds what both share."""
 
-from wms.deploy.base import Deployer, DeployResult, make_deployer
+from __future__ import annotations
 
-__all__ = ["DeployResult", "Deployer", "make_deployer"]
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from wms.config import Project
+from wms.deploy.base import Deployer, DeployResult, Echo
+from wms.deploy.k8s import K8sDeployer
+from wms.deploy.local import LocalDeployer
+from wms.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wms.registry import Registry
+
+TARGETS: dict[str, Callable[[Project, Echo, Registry | None], Deployer]] = {
+    "local": LocalDeployer,
+    "k8s": K8sDeployer,
+}
+
+
+def make_deployer(project: Project, echo: Echo | None = None, registry: Registry | None = None) -> Deployer:
+    """The deployer `deploy.target` names; `echo` receives one line per step (default: print)."""
+    target = project.settings.deploy.target
+    deployer = TARGETS.get(target)
+    if deployer is None:
+        raise ConfigError(f"deploy.target {target!r} is unknown; valid targets: {', '.join(TARGETS)}")
+    return deployer(project, echo or print, registry)
+
+
+__all__ = ["TARGETS", "DeployResult", "Deployer", "make_deployer"]

@@ -1,4 +1,4 @@
-"""The deploy-target interface, what every target shares, and the factory keyed by `deploy.target`.
+"""The deploy-target interface and what every target shares (the factory is `wms.deploy`).
 
 A deploy puts one registered model version in front of users and proves it answers before
 anything old is removed: the new version must be ready and must give, for a reference photo,
@@ -55,24 +55,6 @@ class Deployer(Protocol):
     def plan(self, model_ref: str = "production") -> list[str]: ...
     def deploy(self, model_ref: str = "production") -> DeployResult: ...
     def stop(self) -> str: ...
-
-
-TARGETS = ("local", "k8s")
-
-
-def make_deployer(project: Project, echo: Echo | None = None, registry: Registry | None = None) -> Deployer:
-    """The deployer `deploy.target` names; `echo` receives one line per step (default: print)."""
-    target = project.settings.deploy.target
-    say = echo or print
-    if target == "local":
-        from wms.deploy.local import LocalDeployer
-
-        return LocalDeployer(project, say, registry)
-    if target == "k8s":
-        from wms.deploy.k8s import K8sDeployer
-
-        return K8sDeployer(project, say, registry)
-    raise ConfigError(f"deploy.target {target!r} is unknown; valid targets: {', '.join(TARGETS)}")
 
 
 def open_registry(project: Project, registry: Registry | None) -> Registry:

@@ -20,7 +20,7 @@ from wms.remote.trainer import RemoteTrainer
 
 if TYPE_CHECKING:
     from wms.runs import PipelineRun, TrainedRun
-    from wms.train.loop import TrainReporter
+    from wms.train.progress import TrainReporter
 
 
 def target_for(project: Project, host: str) -> SshTarget:

@@ -44,7 +44,7 @@ from wms.remote.ssh import Ssh, SshTarget, connect, dropped, quote
 
 if TYPE_CHECKING:
     from wms.runs import TrainedRun
-    from wms.train.loop import TrainReporter
+    from wms.train.progress import TrainReporter
 
 Record = Callable[[dict[str, Any]], None]
 ALIVE_EVERY_SECONDS = 5.0

@@ -1,5 +1,10 @@
-"""The serving API (FastAPI on ONNX Runtime; no torch) and its web page."""
+"""The serving API (FastAPI on ONNX Runtime; no torch) and its web page.
 
-from wms.serve.model import ModelCard, ServedModel, load_folder, load_model
+A registered model's MLflow wrapper ships this file with `serve/model.py` and
+`serve/imaging.py` only (wms.mlflow_model.CODE): import nothing else here. A command loads the
+model it names with `wms.serve.fetch.load_model`.
+"""
 
-__all__ = ["ModelCard", "ServedModel", "load_folder", "load_model"]
+from wms.serve.model import ModelCard, ServedModel, load_folder
+
+__all__ = ["ModelCard", "ServedModel", "load_folder"]

@@ -21,7 +21,6 @@ from wms.train.export import OnnxSegmenter, read_refine
 from wms.train.spec import ONNX_FILE, SPEC_FILE, ModelSpec
 
 if TYPE_CHECKING:
-    from wms.config import Project
     from wms.registry import ModelRecord
 
 CARD_FILE = "serving.json"
@@ -111,16 +110,3 @@ def load_folder(folder: Path, card: ModelCard | None = None, threads: int = 0) -
     spec = ModelSpec.read(spec_path)
     # A second stage's refine.onnx is checked against the sha256 in the model.onnx just verified.
     return ServedModel(OnnxSegmenter(data, spec, threads, read_refine(folder, spec)), card, verified)
-
-
-def load_model(project: Project, ref: str, threads: int = 0) -> ServedModel:
-    """A model folder (a path that exists), or a registry alias/version fetched and verified."""
-    folder = project.path(ref)
-    if folder.is_dir():
-        return load_folder(folder, threads=threads)
-    from wms.registry import MlflowRegistry  # mlflow only when the registry is asked
-
-    registry = MlflowRegistry(project)
-    card = ModelCard.from_record(registry.get(ref))
-    with registry.fetched(card.run_id) as fetched:
-        return load_folder(fetched, card, threads)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,36 +38,12 @@ from wms.train.model import (
 )
 from wms.train.precision import Precision, choose_precision
 from wms.train.preprocess import scale
+from wms.train.progress import SilentReporter, TrainReporter
 from wms.train.schedule import learning_rate
 from wms.train.second_stage import refine_spec, train_second_stage
 from wms.train.segmenter import ModelSpec, Segmenter
 
 READS_PER_EPOCH = 4  # how often per epoch the host reads the running loss (each read syncs a GPU)
-
-
-class TrainReporter(Protocol):
-    """Receives progress; the CLI shows it as a progress bar."""
-
-    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
-    def step_done(self, loss: float | None) -> None: ...
-    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None: ...
-    def refine_pass_done(self, done: int, metrics: dict[str, float]) -> None: ...
-
-
-class SilentReporter:
-    """A reporter that shows nothing."""
-
-    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
-
-    def step_done(self, loss: float | None) -> None:
-        pass
-
-    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
-        pass
-
-    def refine_pass_done(self, done: int, metrics: dict[str, float]) -> None:
-        pass
 
 
 @dataclass

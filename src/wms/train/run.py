@@ -17,7 +17,8 @@ from wms.runs import TrainedRun
 from wms.train.distributed import SINGLE, Dist
 from wms.train.evaluate import ImageScore, evaluate, summarize
 from wms.train.export import export_onnx
-from wms.train.loop import SilentReporter, TrainReporter, train
+from wms.train.loop import train
+from wms.train.progress import SilentReporter, TrainReporter
 from wms.train.segmenter import ONNX_FILE
 from wms.train.spec import REFINE_WEIGHTS_FILE
 from wms.vcs.git import head_commit

@@ -43,7 +43,7 @@ from wms.train.segmenter import Segmenter
 from wms.train.spec import RefineSpec
 
 if TYPE_CHECKING:
-    from wms.train.loop import TrainReporter
+    from wms.train.progress import TrainReporter
 
 SOURCE_SIDE = 512  # photos are read at this side for cropping (the prepared real photos')
 BATCH = 16  # crops per step (as measured; the first network's train.batch_size is 8 in the cpu recipe)
