@@ -95,3 +95,19 @@ def test_brighter_photos_drift_and_a_fresh_sample_does_not(
 
     late = cli("monitor", "drift", "--since", "2030-01-01", "--out", tmp_path / "late")
     assert late.exit_code == 2 and "no captured photos" in late.stderr
+
+
+def test_too_few_photos_are_reported_as_too_few_not_as_no_drift(
+    cli: Callable[..., Any], production: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMS_MONITOR__MIN_PHOTOS", "100")  # 60 brighter photos: a drift, if enough
+    result = cli("monitor", "drift", "--from", production / "old", "--out", tmp_path / "few")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "too few photos to call drift: 60 captured, monitor.min_photos is 100" in result.output
+    assert "no drift" not in result.output and "stable" not in result.output
+    report = json.loads((tmp_path / "few" / "drift.json").read_text())
+    by_feature = {f["feature"]: f for f in report["features"]}
+    assert report["flagged"] == [] and by_feature["brightness"]["psi"] > 0.2
+    assert by_feature["brightness"]["status"] == "too few photos"
+    assert "too few photos to call drift" in (tmp_path / "few" / "report.html").read_text()
+    assert _gauges(tmp_path / "few")[("wms_drift_flagged", "brightness")] == 0

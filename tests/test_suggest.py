@@ -319,6 +319,16 @@ def test_bad_input_is_one_line_and_exit_2(
     assert not (tmp_path / "batch").exists()
 
 
+def test_a_dataset_folder_with_a_readme_is_read_from_its_images(tmp_path: Path) -> None:
+    """`--from DATASET` and `--reference DATASET`: a README beside images/ and masks/ is no photo."""
+    from wms.inbox import scan_photos
+
+    synthesize(tmp_path / "dataset", count=3, size=32, seed=1)
+    (tmp_path / "dataset" / "README.md").write_text("# meters\n")
+    scan = scan_photos(tmp_path / "dataset")
+    assert scan.folder == tmp_path / "dataset" / "images" and len(scan.photos) == 3 and not scan.skipped
+
+
 def test_the_capture_inbox_is_read_with_its_metadata(tmp_path: Path) -> None:
     """The layout wms.serve.capture writes: images/<id>.jpg, masks/<id>.png, meta/<id>.json."""
     from wms.inbox import scan_photos

@@ -106,6 +106,9 @@ class FeatureDrift:
     reference: dict[str, float]
     captured: dict[str, float]
     note: str = ""
+    # drifted, stable, or why neither can be said: "not compared" (one reference value) or
+    # "too few photos" (fewer captured than monitor.min_photos)
+    status: str = "stable"
 
 
 @dataclass
@@ -127,6 +130,18 @@ class DriftReport:
     def flagged(self) -> list[str]:
         return [f.feature for f in self.features if f.flagged]
 
+    @property
+    def verdict(self) -> str:
+        """One line: which features drifted, or whether too few photos were captured to say."""
+        if self.flagged:
+            return f"drift in {', '.join(self.flagged)}"
+        captured = int(self.features[0].captured["n"]) if self.features else 0
+        if captured < self.min_photos:
+            return (
+                f"too few photos to call drift: {captured} captured, monitor.min_photos is {self.min_photos}"
+            )
+        return "no drift"
+
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
         body.pop("values")
@@ -143,21 +158,25 @@ def compare(
     for name in FEATURES:
         value = psi(reference[name], captured[name], bins)
         comparable = len(set(reference[name])) > 1
-        note = ""
+        flagged = comparable and n_cap >= min_photos and value > threshold
+        note, status = "", "drifted" if flagged else "stable"
         if not comparable:
             note = f"every reference photo has {name} {reference[name][0]:g}: shown, never flagged"
+            status = "not compared"
         elif n_cap < min_photos:
             note = f"only {n_cap} captured photo(s), fewer than monitor.min_photos ({min_photos})"
+            status = "too few photos"
         drifts.append(
             FeatureDrift(
                 feature=name,
                 psi=round(value, 6),
                 bins=bins,
-                flagged=comparable and n_cap >= min_photos and value > threshold,
+                flagged=flagged,
                 comparable=comparable,
                 reference=_summary(reference[name]),
                 captured=_summary(captured[name]),
                 note=note,
+                status=status,
             )
         )
     return drifts

@@ -126,14 +126,14 @@ def write_report(report: DriftReport, out: Path, textfile_dir: Path | None = Non
     rows = []
     for item in report.features:
         picture = f"hist-{item.feature}.png"
-        status = "drifted" if item.flagged else ("not compared" if not item.comparable else "stable")
+        status = item.status
         histogram(
             report.values["reference"][item.feature],
             report.values["captured"][item.feature],
             f"{item.feature}: PSI {item.psi:.3f} ({status})",
             out / picture,
         )
-        colour = "#c00" if item.flagged else ("#888" if not item.comparable else "#080")
+        colour = {"drifted": "#c00", "stable": "#080"}.get(status, "#888")
         rows.append(
             f"<tr><td>{item.feature}</td><td>{item.psi:.3f}</td>"
             f"<td style='color:{colour}'><b>{status}</b></td>"
@@ -141,14 +141,13 @@ def write_report(report: DriftReport, out: Path, textfile_dir: Path | None = Non
             f"<td>{html.escape(item.note)}</td></tr>"
         )
     pictures = "".join(f"<img src='hist-{name}.png' alt='{name}'>" for name in FEATURES)
-    flagged = ", ".join(report.flagged) or "none"
     page = out / "report.html"
     page.write_text(
         "<!doctype html><meta charset='utf-8'><title>WMS input drift</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:left}"
         "img{margin:4px;border:1px solid #ddd}</style>"
         f"<h1>Input drift against model {html.escape(report.model_version)}</h1>"
-        f"<p>Drifted (PSI over {report.threshold:g}): <b>{html.escape(flagged)}</b></p>"
+        f"<p><b>{html.escape(report.verdict)}</b> (PSI over {report.threshold:g} is drift)</p>"
         f"<p>Reference: {html.escape(report.reference_source)}.<br>"
         f"Captured: {html.escape(report.captured_source)}.<br>Made {report.created_at}.</p>"
         "<table><tr><th>feature</th><th>PSI</th><th></th><th>training median (p10 to p90)</th>"

@@ -106,14 +106,10 @@ def drift(
         "",
         "training median",
         "captured median",
-        title=f"drift against model {served.version}",
+        title=f"drift against model {served.version} (PSI over {cfg.psi_threshold:g} is drift)",
     )
     for item in report.features:
-        status = (
-            "[red]drifted[/]"
-            if item.flagged
-            else ("[dim]not compared[/]" if not item.comparable else "stable")
-        )
+        status = {"drifted": "[red]drifted[/]", "stable": "stable"}.get(item.status, f"[dim]{item.status}[/]")
         table.add_row(
             item.feature,
             f"{item.psi:.3f}",
@@ -128,7 +124,6 @@ def drift(
         highlight=False,
         soft_wrap=True,
     )
-    verdict = f"[red]drift in {', '.join(report.flagged)}[/]" if report.flagged else "[green]no drift[/]"
-    console.print(
-        f"{verdict} (PSI over {cfg.psi_threshold:g}); wrote {page}", highlight=False, soft_wrap=True
-    )
+    colour = "red" if report.flagged else ("green" if report.verdict == "no drift" else "yellow")
+    verdict = f"[{colour}]{report.verdict}[/]"
+    console.print(f"{verdict}; wrote {page}", highlight=False, soft_wrap=True)
