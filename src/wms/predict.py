@@ -46,6 +46,22 @@ class Predicted:
         }
 
 
+def expand_folders(paths: Sequence[Path]) -> list[Path]:
+    """Each folder replaced by its photos (those directly in it, or in its images/), by name."""
+    from wms.inbox import scan_photos
+
+    expanded = []
+    for path in paths:
+        if not path.is_dir():
+            expanded.append(path)
+            continue
+        scan = scan_photos(path)
+        if not scan.photos:
+            raise DataError(f"no photos to segment: {scan.summary()}; name photos or a folder of them")
+        expanded += [photo.path for photo in scan.photos]
+    return expanded
+
+
 def read_images(paths: Sequence[Path]) -> list[Image.Image]:
     """Open every image first, so one bad file stops the run before anything is written."""
     images = []

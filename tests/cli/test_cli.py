@@ -198,6 +198,25 @@ def test_predict_reports_how_sure_it_is_of_each_photo(
     assert all(name in result.output for name in ("meter0.png", "meter1.png", "dark.png"))
 
 
+def test_predict_takes_a_dataset_folder_and_a_model_folder(
+    cli: Callable[..., Any], project_dir: Path, exported_model: Path, tmp_path: Path
+) -> None:
+    from wms.data.synth import synthesize
+
+    synthesize(tmp_path / "dataset", count=3, size=48, seed=4)
+    (tmp_path / "dataset" / "README.md").write_text("# three meters\n")
+    result = cli("predict", tmp_path / "dataset", "--out", tmp_path / "masks", "--model", exported_model)
+    assert result.exit_code == 0, result.output
+    photos = sorted(p.stem for p in (tmp_path / "dataset" / "images").iterdir())
+    assert sorted(p.stem for p in (tmp_path / "masks").iterdir()) == photos
+    assert "wrote 3 mask(s)" in result.output
+
+    (tmp_path / "empty").mkdir()
+    empty = cli("predict", tmp_path / "empty", "--out", tmp_path / "none", "--model", exported_model)
+    assert empty.exit_code == 1 and "no photos to segment" in empty.output
+    assert not (tmp_path / "none").exists()
+
+
 def test_predict_without_production_says_what_to_do(
     cli: Callable[..., Any], project_dir: Path, tmp_path: Path
 ) -> None:

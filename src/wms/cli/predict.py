@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from wms.cli._common import console, progress_bar, state
+
+if TYPE_CHECKING:
+    from wms.config import Project
+    from wms.predict import ProbabilityModel
 
 SHOWN = 10  # photos to check listed by name; the rest are counted
 
 
 def predict(
     ctx: typer.Context,
-    images: list[Path] = typer.Argument(..., help="Photos (JPEG or PNG)."),
+    images: list[Path] = typer.Argument(..., help="Photos (JPEG or PNG), or folders of photos."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (<stem>.png, 0/255)."),
-    model: str = typer.Option("production", "--model", "-m", help="Alias, version number or MLflow run id."),
+    model: str = typer.Option(
+        "production", "--model", "-m", help="Alias, version number, MLflow run id, or a model folder."
+    ),
     json_file: Path | None = typer.Option(
         None, "--json", help="Also write, per photo, its mask, size, foreground share and uncertainty."
     ),
@@ -28,21 +35,11 @@ def predict(
     Each photo also gets an uncertainty score (0 sure ... 1 unsure); the photos whose verdict
     is "check this one" are listed, the least sure first.
     """
-    from wms.predict import ProbabilityModel, predict_files
-    from wms.registry import MlflowRegistry
+    from wms.predict import expand_folders, predict_files
     from wms.uncertainty import CHECK
 
-    registry = MlflowRegistry(state(ctx).project())
-    with registry.fetched(model) as folder:
-        segmenter: ProbabilityModel
-        if (folder / "model.onnx").is_file():
-            from wms.train.export import OnnxSegmenter
-
-            segmenter = OnnxSegmenter.load(folder)
-        else:
-            from wms.train.segmenter import Segmenter
-
-            segmenter = Segmenter.load(folder)
+    images = expand_folders(images)
+    segmenter = _load(state(ctx).project(), model)
     with progress_bar("predicting", len(images)) as advance:
         done = predict_files(segmenter, images, out, progress=advance)
     if json_file is not None:
@@ -66,3 +63,21 @@ def predict(
         console.print("the model is sure of every photo", highlight=False)
     if json_file is not None:
         console.print(f"per-photo report: {json_file}", highlight=False)
+
+
+def _load(project: Project, model: str) -> ProbabilityModel:
+    """A model folder as it is, or a registry model fetched: its ONNX export, else its torch weights."""
+    from contextlib import nullcontext
+
+    from wms.registry import MlflowRegistry
+
+    local = project.path(model)
+    fetched = nullcontext(local) if local.is_dir() else MlflowRegistry(project).fetched(model)
+    with fetched as folder:
+        if (folder / "model.onnx").is_file():
+            from wms.train.export import OnnxSegmenter
+
+            return OnnxSegmenter.load(folder)
+        from wms.train.segmenter import Segmenter
+
+        return Segmenter.load(folder)
