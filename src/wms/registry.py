@@ -87,6 +87,9 @@ class Registry(Protocol):
 
 def _quiet_mlflow() -> None:
     # MLflow and its database migrations log at INFO on first use; users need none of it.
+    # Importing mlflow sets its loggers' levels, so this runs after that import.
+    import mlflow  # noqa: F401
+
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -244,6 +244,24 @@ def test_model_list_when_empty(cli: Callable[..., Any], project_dir: Path) -> No
     assert "no model versions yet" in cli("model", "list").output
 
 
+def test_the_first_command_to_create_the_registry_prints_no_mlflow_logs(tmp_path: Path) -> None:
+    # A fresh process, as a user runs it: MLflow creates its tables and would log each step.
+    (tmp_path / "wms.toml").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "wms", "model", "list"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / ".wms" / "mlflow.db").is_file()  # the registry was created by this command
+    assert done.stdout.strip().splitlines() == [
+        "no model versions yet; run `wms pipeline run --new-data DIR` or `wms demo`"
+    ]
+    assert done.stderr == ""
+
+
 @pytest.mark.slow
 def test_demo_ends_with_a_production_model_and_masks(cli: Callable[..., Any], project_dir: Path) -> None:
     result = cli("demo", "--count", "80", "--size", "64")
