@@ -123,7 +123,13 @@ def local_inbox(capture_dir: str, root: Path) -> Path:
             "and pass --from inbox-folder"
         )
     path = Path(capture_dir).expanduser()
-    return path if path.is_absolute() else root / path
+    path = path if path.is_absolute() else root / path
+    if not path.is_dir():
+        raise UsageError(
+            f"the capture inbox {path} does not exist yet: nothing was captured (serve.capture is off "
+            "by default); pass --from DIR, a folder of photos"
+        )
+    return path
 
 
 def _files(folder: Path) -> list[Path]:
