@@ -262,6 +262,36 @@ def test_the_first_command_to_create_the_registry_prints_no_mlflow_logs(tmp_path
     assert done.stderr == ""
 
 
+def test_the_demo_says_what_serves_when_it_deployed_nothing(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wms.cli.demo import _serving
+    from wms.config import load_settings
+    from wms.deploy.local import STATE_FILE, LocalDeployer
+
+    project = load_settings(start=project_dir)  # the tests' settings: deploy.in_pipeline off
+    assert _serving(project, "model 3 at http://127.0.0.1:8000").startswith("model 3 at")
+    assert _serving(project, None) == "nothing (deploy.in_pipeline is off; `wms deploy` starts it)"
+    monkeypatch.setenv("WMS_DEPLOY__IN_PIPELINE", "true")
+    project = load_settings(start=project_dir)
+    assert _serving(project, None) == "nothing (this run promoted no model; `wms deploy` starts production)"
+
+    # An earlier run's server, still running (its command line names wms, as `wms serve`'s does).
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "wms"])
+    try:
+        state = {"url": "http://127.0.0.1:8000", "version": "2", "server": {"pid": server.pid}}
+        deployer = LocalDeployer(project, print)
+        deployer.dir.mkdir(parents=True, exist_ok=True)
+        (deployer.dir / STATE_FILE).write_text(json.dumps(state))
+        assert _serving(project, None).startswith(
+            "model 2 at http://127.0.0.1:8000, deployed by an earlier run"
+        )
+    finally:
+        server.kill()
+        server.wait()
+    assert _serving(project, None).startswith("nothing")  # its server gone, nothing serves
+
+
 @pytest.mark.slow
 def test_demo_ends_with_a_production_model_and_masks(cli: Callable[..., Any], project_dir: Path) -> None:
     result = cli("demo", "--count", "80", "--size", "64")

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from wms.cli._common import console, progress_bar, state
+from wms.config import Project
 from wms.data.synth import synthesize
 
 
@@ -62,9 +63,7 @@ def demo(
         f"pointer files:    {project.path(project.settings.tracking.pointer_dir)}/production_current.json",
         f"masks:            {workdir / 'predictions'}",
         "",
-        f"serving:          {deployed} (web page at /, stop with `wms deploy stop`)"
-        if deployed
-        else "serving:          nothing (deploy.in_pipeline is off; `wms deploy` starts it)",
+        f"serving:          {_serving(project, deployed)}",
         "",
         "try next:",
         "  wms model list",
@@ -74,3 +73,18 @@ def demo(
         "  WMS_TRAIN__EPOCHS=0 wms pipeline run --new-data DIR   # an untrained model: the gate rejects it",
     ]
     console.print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+def _serving(project: Project, deployed: str | None) -> str:
+    """What serves now: this run's deploy, one an earlier run left running, or why nothing does."""
+    if deployed:
+        return f"{deployed} (web page at /, stop with `wms deploy stop`)"
+    if project.settings.deploy.target == "local":
+        from wms.deploy.local import LocalDeployer
+
+        earlier = LocalDeployer(project, print).serving()
+        if earlier:
+            return f"{earlier}, deployed by an earlier run (web page at /, stop with `wms deploy stop`)"
+    if not project.settings.deploy.in_pipeline:
+        return "nothing (deploy.in_pipeline is off; `wms deploy` starts it)"
+    return "nothing (this run promoted no model; `wms deploy` starts production)"

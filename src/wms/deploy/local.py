@@ -122,6 +122,13 @@ class LocalDeployer:
         except (OSError, ValueError):
             return {}
 
+    def serving(self) -> str | None:
+        """'model V at URL' while the server an earlier deploy started still runs; else None."""
+        state = self.read_state()
+        if not alive(state.get("server", {}).get("pid")):
+            return None
+        return f"model {state.get('version')} at {state.get('url')}"
+
     def _write_state(self, state: dict[str, Any]) -> None:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
