@@ -83,6 +83,13 @@ def predict_files(
     progress: Callable[[int], None] | None = None,
 ) -> list[Predicted]:
     """Write `out/<stem>.png` (0/255) for each image; returns what was written, with its uncertainty."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if (other := seen.setdefault(path.stem, path)) != path:
+            raise DataError(
+                f"{other} and {path} would both write {path.stem}.png; "
+                "predict them into separate --out folders"
+            )
     images = read_images(paths)
     out.mkdir(parents=True, exist_ok=True)
     threshold = segmenter.spec.threshold

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -216,6 +218,12 @@ def test_predict_takes_a_dataset_folder_and_a_model_folder(
     assert empty.exit_code == 1 and "no photos to segment" in empty.output
     assert not (tmp_path / "none").exists()
 
+    twin = tmp_path / "twin"
+    shutil.copytree(tmp_path / "dataset" / "images", twin)
+    both = cli("predict", tmp_path / "dataset", twin, "--out", tmp_path / "two", "--model", exported_model)
+    assert both.exit_code == 1 and "would both write" in both.output
+    assert not (tmp_path / "two").exists()
+
 
 def test_predict_without_production_says_what_to_do(
     cli: Callable[..., Any], project_dir: Path, tmp_path: Path
@@ -279,6 +287,11 @@ def test_the_demo_says_what_serves_when_it_deployed_nothing(
     # An earlier run's server, still running (its command line names wms, as `wms serve`'s does).
     server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "wms"])
     try:
+        # Just after exec, /proc/PID/cmdline can still read empty: wait until it names wms.
+        deadline = time.monotonic() + 10
+        while b"wms" not in Path(f"/proc/{server.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the stand-in server did not start"
+            time.sleep(0.01)
         state = {"url": "http://127.0.0.1:8000", "version": "2", "server": {"pid": server.pid}}
         deployer = LocalDeployer(project, print)
         deployer.dir.mkdir(parents=True, exist_ok=True)
