@@ -71,6 +71,17 @@ def test_synth_then_validate(cli: Callable[..., Any], tmp_path: Path) -> None:
     assert "wrong_size" in wrong.output
 
 
+def test_validate_sums_up_many_issues_by_kind(cli: Callable[..., Any], tmp_path: Path) -> None:
+    # A raw dataset has an issue or more per file: one row per kind, with a count and an example.
+    assert cli("data", "synth", tmp_path / "d", "--count", "20", "--size", "64").exit_code == 0
+    result = cli("data", "validate", tmp_path / "d", "--size", "128", "--json", tmp_path / "r.json")
+    assert result.exit_code == 1
+    assert "40 issue(s) of 1 kind" in result.output and "--json FILE" in result.output
+    row = next(line for line in result.output.splitlines() if "wrong_size" in line)
+    assert " 40 " in row and "images/" in row
+    assert len(json.loads((tmp_path / "r.json").read_text())["issues"]) == 40  # each still in the report
+
+
 def test_validate_names_a_missing_folder(cli: Callable[..., Any], tmp_path: Path) -> None:
     result = cli("data", "validate", tmp_path / "nowhere")
     assert result.exit_code != 0

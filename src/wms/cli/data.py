@@ -11,7 +11,9 @@ from rich.table import Table
 from wms.cli._common import WmsGroup, console, progress_bar, state
 from wms.data.prepare import RESIZE_MODES, ResizeMode, prepare_dataset
 from wms.data.synth import synthesize
-from wms.data.validate import validate_dataset
+from wms.data.validate import Issue, validate_dataset
+
+LISTED = 30  # more issues than this are shown by kind, with a count and an example
 
 app = typer.Typer(
     cls=WmsGroup,
@@ -52,19 +54,32 @@ def validate(
     if markdown_out:
         markdown_out.parent.mkdir(parents=True, exist_ok=True)
         markdown_out.write_text(report.to_markdown())
-    if report.issues:
+    if len(report.issues) > LISTED:
+        _print_kinds(report.issues)
+    elif report.issues:
         table = Table("severity", "code", "path", "message", title=f"{len(report.issues)} issue(s)")
-        for issue in report.issues[:50]:
+        for issue in report.issues:
             table.add_row(issue.severity, issue.code, issue.path, issue.message)
         console.print(table)
-        if len(report.issues) > 50:
-            console.print(f"... and {len(report.issues) - 50} more (see --json)")
     verdict = "[green]valid[/]" if report.ok else "[red]invalid[/]"
     console.print(
         f"{directory}: {verdict} — {report.pairs} pairs, {len(report.errors)} error(s), "
         f"{len(report.warnings)} warning(s)"
     )
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_kinds(issues: list[Issue]) -> None:
+    """Many issues (a raw dataset has several per pair): one row per kind, with an example."""
+    kinds: dict[tuple[str, str], list[Issue]] = {}
+    for issue in issues:
+        kinds.setdefault((issue.severity, issue.code), []).append(issue)
+    title = f"{len(issues)} issue(s) of {len(kinds)} kind{'' if len(kinds) == 1 else 's'}"
+    table = Table("severity", "code", "files", "e.g.", "message", title=title)
+    for (severity, code), members in kinds.items():
+        table.add_row(severity, code, str(len(members)), members[0].path, members[0].message)
+    console.print(table)
+    console.print("every issue, file by file: --json FILE or --markdown FILE", highlight=False)
 
 
 @app.command()
