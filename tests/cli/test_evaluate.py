@@ -54,6 +54,11 @@ def test_same_model_same_scores_and_the_json_schema(
     assert by_version["per_image"] == by_run["per_image"] == first["per_image"]
     assert by_run["version"] == "1" and by_run["model"] == first["run_id"]
 
+    # So does the model's folder, as `wms model download` writes it.
+    assert cli("model", "download", "1", tmp_path / "v1").exit_code == 0
+    by_folder = _report(cli, tmp_path / "e.json", tmp_path / "v1", with_production)
+    assert by_folder["per_image"] == first["per_image"] and by_folder["folder"] == str(tmp_path / "v1")
+
 
 def test_split_scores_only_that_split_and_draws_its_worst(
     cli: Callable[..., Any], with_production: Path, tmp_path: Path, project_dir: Path
