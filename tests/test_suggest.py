@@ -298,7 +298,7 @@ def test_undecided_only_when_every_photo_scores_one(tmp_path: Path) -> None:
         (["--count", "0"], "at least one photo"),
         (["--count", "3", "--out", "{file}"], "is a file"),
         (["--count", "3", "--from", "{empty}"], "nothing to suggest"),
-        (["--count", "3", "--from", "inbox"], "the capture inbox"),
+        (["--count", "3", "--from", "inbox"], "nothing was captured"),
         (["--count", "3", "--model", "production"], "cannot load model 'production'"),
         (["--count", "3", "--strategy", "best"], "choose one of power, band, diverse, top, random"),
     ],
