@@ -94,12 +94,12 @@ def scan_photos(folder: Path) -> Scan:
     if not folder.is_dir():
         what = "is a file" if folder.exists() else "does not exist"
         raise UsageError(f"{folder} {what}; name a folder of photos (or the capture inbox)")
-    meta_dir = folder
-    has_photos = any(p.suffix.lower() in PHOTO_SUFFIXES for p in _files(folder))
+    meta_dir, files = folder, _files(folder)
+    has_photos = any(p.suffix.lower() in PHOTO_SUFFIXES for p in files)
     if not has_photos and (folder / "images").is_dir():  # a README beside images/ is no photo
         folder, meta_dir = folder / "images", folder / "meta"  # the capture's layout, a dataset's
+        files = _files(folder)
     scan = Scan(folder, [])
-    files = _files(folder)
     metadata = {p.stem for p in _files(meta_dir) if p.suffix == ".json"} if meta_dir.is_dir() else set()
     photo_stems = {p.stem for p in files if p.suffix.lower() in PHOTO_SUFFIXES}
     for path in files:

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from wms.errors import DataError
+from wms.inbox import scan_photos
 from wms.train.preprocess import open_image
 from wms.train.spec import ModelSpec
 from wms.uncertainty import Assessment, assess
@@ -48,8 +49,6 @@ class Predicted:
 
 def expand_folders(paths: Sequence[Path]) -> list[Path]:
     """Each folder replaced by its photos (those directly in it, or in its images/), by name."""
-    from wms.inbox import scan_photos
-
     expanded = []
     for path in paths:
         if not path.is_dir():
