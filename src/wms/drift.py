@@ -131,14 +131,23 @@ class DriftReport:
         return [f.feature for f in self.features if f.flagged]
 
     @property
+    def captured(self) -> int:
+        return int(self.features[0].captured["n"]) if self.features else 0
+
+    @property
+    def too_few(self) -> bool:
+        """Fewer captured photos than monitor.min_photos: nothing can be flagged."""
+        return self.captured < self.min_photos
+
+    @property
     def verdict(self) -> str:
         """One line: which features drifted, or whether too few photos were captured to say."""
         if self.flagged:
             return f"drift in {', '.join(self.flagged)}"
-        captured = int(self.features[0].captured["n"]) if self.features else 0
-        if captured < self.min_photos:
+        if self.too_few:
             return (
-                f"too few photos to call drift: {captured} captured, monitor.min_photos is {self.min_photos}"
+                f"too few photos to call drift: {self.captured} captured, "
+                f"monitor.min_photos is {self.min_photos}"
             )
         return "no drift"
 

@@ -124,6 +124,6 @@ def drift(
         highlight=False,
         soft_wrap=True,
     )
-    colour = "red" if report.flagged else ("green" if report.verdict == "no drift" else "yellow")
+    colour = "red" if report.flagged else ("yellow" if report.too_few else "green")
     verdict = f"[{colour}]{report.verdict}[/]"
     console.print(f"{verdict}; wrote {page}", highlight=False, soft_wrap=True)
