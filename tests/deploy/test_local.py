@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -155,3 +157,15 @@ def test_agreement_counts_equal_pixels() -> None:
     assert agreement(buffer.getvalue(), mask) == 1.0
     assert agreement(buffer.getvalue(), ~mask) == 0.0
     assert agreement(b"not a png", mask) == 0.0
+
+
+def test_a_server_just_started_counts_as_alive() -> None:
+    """Just after exec /proc/PID/cmdline reads empty for a moment; that is not a dead server."""
+    for _ in range(300):  # the window is short: about 3 starts in 100 read empty
+        server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "wms"])
+        try:
+            assert alive(server.pid)
+        finally:
+            server.kill()
+            server.wait()
+    assert not alive(server.pid)

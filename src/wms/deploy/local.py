@@ -58,14 +58,23 @@ def alive(pid: int | None) -> bool:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():
-        try:
-            text = cmdline.read_bytes()
-        except OSError:
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():  # no /proc (macOS): the signal above is all we can check
+        return True
+    try:
+        if "zombie" in (proc / "status").read_text():  # exited, not yet reaped
             return False
-        return b"wms" in text and not Path(f"/proc/{pid}/status").read_text().count("zombie")
-    return True
+        return b"wms" in _cmdline(proc)
+    except OSError:  # it exited meanwhile
+        return False
+
+
+def _cmdline(proc: Path, settle: float = 1.0) -> bytes:
+    """The process's command line; it reads empty for a moment while the process is in exec."""
+    deadline = time.monotonic() + settle
+    while not (text := (proc / "cmdline").read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return text
 
 
 def terminate(pid: int | None, grace: float = 30.0) -> None:
