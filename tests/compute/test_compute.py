@@ -293,22 +293,26 @@ def test_runner_probe_without_a_git_host_is_a_config_error(ec2_box: Ec2Box) -> N
 def test_reaper_stops_expired_leases_and_leaves_live_ones_alone(ec2_box: Ec2Box) -> None:
     client = ec2_box.client
     live, unmanaged = Ec2Box(client, ec2_box.name + "-live"), Ec2Box(client, ec2_box.name + "-other")
+    expired = Ec2Box(client, ec2_box.name + "-expired")
     try:
         client.start_instances(InstanceIds=[ec2_box.id])
         past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
         future = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
-        for box, expires in ((ec2_box, past), (live, future)):
+        for box, expires in ((ec2_box, past), (expired, past), (live, future)):
             client.create_tags(
                 Resources=[box.id],
                 Tags=[{"Key": MANAGED_TAG, "Value": "true"}, {"Key": LEASE_TAG, "Value": expires}],
             )
-        results = {r.instance_id: r for r in make_compute(ec2_settings(ec2_box)).reap()}
-        assert (ec2_box.state(), live.state(), unmanaged.state()) == ("stopped", "running", "running")
-        assert "lease expired" in results[ec2_box.id].detail
+        compute = make_compute(ec2_settings(ec2_box))
+        results = {r.instance_id: r for r in compute.reap()}
+        states = (ec2_box.state(), expired.state(), live.state(), unmanaged.state())
+        assert states == ("stopped", "stopped", "running", "running")
+        assert "lease expired" in results[ec2_box.id].detail and "lease expired" in results[expired.id].detail
         assert results[live.id].state == "running"
         assert unmanaged.id not in results
+        assert compute.status().instance_id == ec2_box.id  # reaping others left it on its own instance
     finally:
-        client.terminate_instances(InstanceIds=[live.id, unmanaged.id])
+        client.terminate_instances(InstanceIds=[live.id, unmanaged.id, expired.id])
 
 
 # -- leases with holders: one instance shared by several runs --------------------------------

@@ -33,6 +33,7 @@ States and status checks are waited for through EC2's waiters (wms.compute.aws);
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -96,6 +97,13 @@ class Ec2Compute:
         if self._client is None:
             self._client = ec2_client(self.cfg.region)
         return self._client
+
+    def of_instance(self, instance_id: str) -> Ec2Compute:
+        """The same settings and AWS client, acting on another instance (the reaper stops many)."""
+        other = copy.copy(self)
+        other._client = self.client
+        other._id = instance_id
+        return other
 
     def _call(self, what: str, method: str, **kwargs: Any) -> Any:
         with aws_errors(what):

@@ -3,6 +3,9 @@
 `wms compute reap` runs it every 15 minutes (compute-reaper.yaml). Each expired instance is
 first marked `wms:stopping` and read again, so a start that leased it meanwhile keeps it
 (see wms.compute.ec2 for how starts and stops race through tags).
+
+This module is the rest of `Ec2Compute`, kept in its own file, and uses that class's private
+helpers; it waits for each stop through a copy bound to that instance (`of_instance`).
 """
 
 from __future__ import annotations
@@ -48,18 +51,14 @@ def reap(ec2: Ec2Compute) -> list[ComputeStatus]:
     ids = [i["InstanceId"] for i in expired]
     ec2.notify(f"lease expired: stopping {', '.join(ids)}")
     ec2._call(f"stop {', '.join(ids)}", "stop_instances", InstanceIds=ids)
-    own = ec2._id
-    try:
-        for instance in expired:
-            ec2._id = instance["InstanceId"]
-            ec2._wait_state("stopped", ec2.cfg.stop_timeout_seconds)
-            done = ec2._describe()
-            ec2._clear_leases(done)
-            expired_at = lease_of(instance)
-            why = f"lease expired at {expired_at}" if expired_at else "no readable lease"
-            results.append(ec2._to_status(done, detail=f"{why}: stopped"))
-    finally:
-        ec2._id = own
+    for instance in expired:
+        one = ec2.of_instance(instance["InstanceId"])
+        one._wait_state("stopped", ec2.cfg.stop_timeout_seconds)
+        done = one._describe()
+        one._clear_leases(done)
+        expired_at = lease_of(instance)
+        why = f"lease expired at {expired_at}" if expired_at else "no readable lease"
+        results.append(ec2._to_status(done, detail=f"{why}: stopped"))
     return results
 
 
