@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,8 @@ class Box:
 
 def largest_region(mask: np.ndarray) -> np.ndarray:
     """The largest 4-connected region of a boolean mask (the mask itself when it has one or none)."""
+    from scipy import ndimage  # imported where used: at the top it would slow every `wms` command
+
     labels, count = ndimage.label(mask)
     if count <= 1:
         return mask
@@ -126,6 +127,8 @@ class Crop:
 
     def cut(self, image: np.ndarray) -> np.ndarray:
         """The crop (size, size, C) of a photo (H, W, C), float32; zeros beyond its edge."""
+        from scipy import ndimage
+
         a, b = self.matrix()
         pixels = np.moveaxis(image.astype(np.float32, copy=False), -1, 0)
         return np.stack(
@@ -157,6 +160,8 @@ class Crop:
 
         Only the crop's footprint is sampled (a window's crop covers a fraction of the photo;
         the rest would be zeros anyway): the same values, a fraction of the work."""
+        from scipy import ndimage
+
         a, b = self.matrix()
         inverse = np.linalg.inv(a)
         rows, cols = self.footprint(height, width)

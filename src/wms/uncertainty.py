@@ -37,7 +37,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 UNSURE_LOW, UNSURE_HIGH = 0.1, 0.9  # a pixel between these is one the model is unsure of
 CHECK_FROM = 0.5  # a score from here up reads "check this one"
@@ -70,6 +69,8 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
 
 def assess(prob: np.ndarray, threshold: float) -> Assessment:
     """The uncertainty of the mask `prob > threshold`, from the (H, W) probability map `prob`."""
+    from scipy import ndimage  # imported where used: at the top it would slow every `wms` command
+
     if prob.ndim != 2:
         raise ValueError(f"expected an (H, W) probability map, got shape {prob.shape}")
     step = math.ceil(math.sqrt(prob.size / MAX_PIXELS))

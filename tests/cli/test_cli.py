@@ -328,3 +328,12 @@ def test_console_script_is_installed() -> None:
     done = subprocess.run([str(wms), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     assert "pipeline" in done.stdout
+
+
+def test_the_command_tree_loads_without_the_heavy_libraries() -> None:
+    """`wms --help`, `wms compute status` and the like need none of them: each costs every command time."""
+    heavy = ("torch", "scipy", "mlflow", "onnxruntime", "boto3")
+    code = f"import sys, wms.cli.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
