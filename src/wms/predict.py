@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,17 +64,27 @@ def expand_folders(paths: Sequence[Path]) -> list[Path]:
     return expanded
 
 
-def read_images(paths: Sequence[Path]) -> list[Image.Image]:
-    """Open every image first, so one bad file stops the run before anything is written."""
-    images = []
+def check_images(paths: Sequence[Path]) -> None:
+    """Read every photo's header first, so a missing or non-image file stops the run before any work."""
     for path in paths:
-        try:
-            images.append(open_image(path))
-        except FileNotFoundError:
-            raise DataError(f"{path} does not exist") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"cannot read {path} as an image ({exc}); pass JPEG or PNG photos") from None
-    return images
+        with _readable(path), Image.open(path):
+            pass
+
+
+def read_image(path: Path) -> Image.Image:
+    """One photo, decoded, with its EXIF orientation applied; a clear error if it cannot be read."""
+    with _readable(path):
+        return open_image(path)
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read {path} as an image ({exc}); pass JPEG or PNG photos") from None
 
 
 def predict_files(
@@ -81,7 +94,12 @@ def predict_files(
     batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
 ) -> list[Predicted]:
-    """Write `out/<stem>.png` (0/255) for each image; returns what was written, with its uncertainty."""
+    """Write `out/<stem>.png` (0/255) for each image; returns what was written, with its uncertainty.
+
+    Photos are decoded a batch at a time, so a folder of thousands fits in memory. The masks
+    go to a staging folder and move to `out` once every photo has one: a photo that fails to
+    decode halfway leaves `out` as it was.
+    """
     seen: dict[str, Path] = {}
     for path in paths:
         if (other := seen.setdefault(path.stem, path)) != path:
@@ -89,19 +107,22 @@ def predict_files(
                 f"{other} and {path} would both write {path.stem}.png; "
                 "predict them into separate --out folders"
             )
-    images = read_images(paths)
-    out.mkdir(parents=True, exist_ok=True)
+    check_images(paths)
     threshold = segmenter.spec.threshold
     done = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        probs = segmenter.probability_maps(chunk)
-        for path, prob in zip(paths[start : start + batch_size], probs, strict=True):
-            mask = prob > threshold  # float32 against the threshold, as predict_masks compares
-            target = out / f"{path.stem}.png"
-            Image.fromarray(mask.astype("uint8") * 255, mode="L").save(target)
-            height, width = mask.shape
-            done.append(Predicted(path, target, width, height, float(mask.mean()), assess(prob, threshold)))
-        if progress:
-            progress(len(chunk))
+    with tempfile.TemporaryDirectory(prefix="wms-predict-") as staging:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            probs = segmenter.probability_maps([read_image(path) for path in chunk])
+            for path, prob in zip(chunk, probs, strict=True):
+                mask = prob > threshold  # float32 against the threshold, as predict_masks compares
+                Image.fromarray(mask.astype("uint8") * 255, mode="L").save(Path(staging, f"{path.stem}.png"))
+                height, width = mask.shape
+                foreground, sureness = float(mask.mean()), assess(prob, threshold)
+                done.append(Predicted(path, out / f"{path.stem}.png", width, height, foreground, sureness))
+            if progress:
+                progress(len(chunk))
+        out.mkdir(parents=True, exist_ok=True)
+        for predicted in done:
+            shutil.move(Path(staging, predicted.mask.name), predicted.mask)
     return done
