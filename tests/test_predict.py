@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import png_bomb
 
 from wms.data.synth import synth_pair
 from wms.errors import DataError
@@ -59,10 +60,21 @@ def test_a_photo_that_fails_to_decode_halfway_leaves_no_masks(tmp_path: Path) ->
     assert not (tmp_path / "masks").exists()
 
 
-def test_a_non_image_stops_the_run_before_any_photo_is_segmented(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a photo", r"cannot read .*odd\.png as an image"),
+        (png_bomb(20_000, 20_000), r"odd\.png is too large to decode: Image size \(400000000 pixels\)"),
+    ],
+    ids=["text", "decompression bomb"],
+)
+def test_a_file_that_is_no_photo_stops_the_run_before_any_photo_is_segmented(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
     paths = _photos(tmp_path / "photos", 3)
-    (notes := tmp_path / "photos" / "notes.jpg").write_text("not a photo")
+    (odd := tmp_path / "photos" / "odd.png").write_bytes(content)
     model = BrightnessModel()
-    with pytest.raises(DataError, match=r"notes\.jpg as an image"):
-        predict_files(model, [*paths, notes], tmp_path / "masks")
+    with pytest.raises(DataError, match=message):
+        predict_files(model, [*paths, odd], tmp_path / "masks")
     assert model.seen == []
+    assert not (tmp_path / "masks").exists()

@@ -39,7 +39,7 @@ from wms.errors import DataError, UsageError
 from wms.inbox import Photo, scan_photos
 from wms.suggest import ProbabilityModel, open_photo
 from wms.train.export import resize_bilinear
-from wms.train.preprocess import image_to_array, orient_rgb
+from wms.train.preprocess import UNREADABLE, image_to_array, orient_rgb
 from wms.uncertainty import assess
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ def blob_loader(read: Callable[[], bytes]) -> Callable[[], Image.Image | None]:
         try:
             with Image.open(io.BytesIO(read())) as img:
                 return orient_rgb(img)
-        except (OSError, ValueError):
+        except (*UNREADABLE, ValueError):
             return None
 
     return load

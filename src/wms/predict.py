@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from wms.errors import DataError
 from wms.inbox import scan_photos
-from wms.train.preprocess import open_image
+from wms.train.preprocess import image_file, open_image
 from wms.train.spec import ModelSpec
 from wms.uncertainty import Assessment, assess
 
@@ -67,24 +66,8 @@ def expand_folders(paths: Sequence[Path]) -> list[Path]:
 def check_images(paths: Sequence[Path]) -> None:
     """Read every photo's header first, so a missing or non-image file stops the run before any work."""
     for path in paths:
-        with _readable(path), Image.open(path):
+        with image_file(path):
             pass
-
-
-def read_image(path: Path) -> Image.Image:
-    """One photo, decoded, with its EXIF orientation applied; a clear error if it cannot be read."""
-    with _readable(path):
-        return open_image(path)
-
-
-@contextmanager
-def _readable(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read {path} as an image ({exc}); pass JPEG or PNG photos") from None
 
 
 def predict_files(
@@ -113,7 +96,7 @@ def predict_files(
     with tempfile.TemporaryDirectory(prefix="wms-predict-") as staging:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            probs = segmenter.probability_maps([read_image(path) for path in chunk])
+            probs = segmenter.probability_maps([open_image(path) for path in chunk])
             for path, prob in zip(chunk, probs, strict=True):
                 mask = prob > threshold  # float32 against the threshold, as predict_masks compares
                 Image.fromarray(mask.astype("uint8") * 255, mode="L").save(Path(staging, f"{path.stem}.png"))

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from wms.errors import DataError
 from wms.inbox import Photo
 from wms.train.export import resize_bilinear
-from wms.train.preprocess import image_to_array
+from wms.train.preprocess import UNREADABLE, image_to_array
 from wms.train.spec import ModelSpec
 from wms.uncertainty import assess
 
@@ -155,7 +155,7 @@ def open_photo(path: Path) -> Image.Image | None:
     try:
         with Image.open(path) as img:
             return ImageOps.exif_transpose(img).convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except (*UNREADABLE, ValueError):
         return None
 
 

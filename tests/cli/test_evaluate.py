@@ -120,6 +120,18 @@ def test_missing_dataset_says_what_is_wrong(
     assert "does not exist" in result.output and "Traceback" not in result.output
 
 
+def test_a_photo_that_cannot_be_decoded_is_one_clear_line(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], exported_model: Path
+) -> None:
+    data = make_batch(count=4)
+    photo = sorted((data / "images").iterdir())[2]
+    photo.write_bytes(photo.read_bytes()[:200])  # its header reads; its pixels do not
+    result = cli("evaluate", exported_model, data)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert f"cannot read {photo} as an image" in lines[-1] and "Traceback" not in result.output
+
+
 def test_evaluate_explains_itself(cli: Callable[..., Any]) -> None:
     result = cli("evaluate", "--help")
     assert result.exit_code == 0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import png_bomb
 
 from wms.data.lease import lease, lock_folder
 from wms.data.store import DatasetStore
@@ -153,6 +155,18 @@ def test_pairs_without_partner_are_refused(store: DatasetStore, make_batch: Call
     with pytest.raises(DataError, match="no partner"):
         store.ingest(batch, None)
     assert store.versions() == []
+
+
+@pytest.mark.parametrize("content", [b"not a photo", png_bomb(20_000, 20_000)], ids=["text", "bomb"])
+def test_a_file_that_is_no_image_is_named_and_nothing_is_written(
+    store: DatasetStore, make_batch: Callable[..., Path], content: bytes
+) -> None:
+    batch = make_batch("a", count=3)
+    odd = sorted((batch / "images").iterdir())[1]
+    odd.write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(str(odd))):
+        store.ingest(batch, None)
+    assert store.versions() == [] and blob_count(store) == 0
 
 
 def test_unknown_version_names_the_latest(store: DatasetStore, make_batch: Callable[..., Path]) -> None:

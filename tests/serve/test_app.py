@@ -7,12 +7,10 @@ import io
 import json
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from tests.conftest import png_bomb
 
 from wms.config import ServeSettings, load_settings
 from wms.data.synth import synth_pair
@@ -121,21 +120,6 @@ def test_json_answer_describes_the_mask(server: str, exported_model: Path, tmp_p
     assert body["uncertainty"]["verdict"] in VERDICTS
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims `width` x `height` pixels but holds a few bytes of data: a decompression bomb."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
 def _truncated_jpeg() -> bytes:
     buffer = io.BytesIO()
     synth_pair(seed=1, index=0, size=128)[0].save(buffer, "JPEG")
@@ -144,12 +128,12 @@ def _truncated_jpeg() -> bytes:
 
 HOSTILE: dict[str, tuple[dict[str, Any], int, str]] = {
     "bomb over serve.max_pixels": (
-        {"files": {"file": ("b.png", _png_header_only(5000, 5000))}},
+        {"files": {"file": ("b.png", png_bomb(5000, 5000))}},
         413,
         "pixels",
     ),
     "bomb over Pillow's own limit": (
-        {"files": {"file": ("b.png", _png_header_only(100_000, 100_000))}},
+        {"files": {"file": ("b.png", png_bomb(100_000, 100_000))}},
         413,
         "decompression bomb",
     ),

@@ -26,8 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from wms.config import Project
 from wms.data.lease import lease
 from wms.data.manifest import KINDS, SHA256, check_manifest, check_version_id, entry_problem
@@ -35,6 +33,7 @@ from wms.data.pairs import Pair, find_pairs
 from wms.data.pointer import write_pointer
 from wms.data.splits import split_of, write_splits
 from wms.errors import BackendError, ConflictError, DataError
+from wms.train.preprocess import image_file
 
 Progress = Callable[[], None]
 
@@ -273,7 +272,7 @@ class DatasetStore:
         return result
 
     def _entry(self, pair: Pair) -> dict[str, Any]:
-        with Image.open(pair.image) as img:
+        with image_file(pair.image) as img:  # a file that is no image stops the plan: nothing written
             size = list(img.size)
         return {
             "image": {"sha256": sha256_file(pair.image), "name": pair.image.name},

@@ -6,10 +6,18 @@ inference than in training.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from wms.errors import DataError
+
+# What Pillow raises for a file that is no readable image: not one at all, truncated, a broken
+# PNG chunk, or more pixels than it decodes (a decompression bomb).
+UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError)
 
 
 def orient_rgb(img: Image.Image) -> Image.Image:
@@ -17,15 +25,30 @@ def orient_rgb(img: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(img).convert("RGB")
 
 
+@contextmanager
+def image_file(path: Path) -> Iterator[Image.Image]:
+    """`Image.open(path)`; a file that cannot be read as an image is a DataError that names it."""
+    try:
+        with Image.open(path) as img:
+            yield img
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    except Image.DecompressionBombError as exc:
+        why = str(exc).rstrip(".")
+        raise DataError(f"{path} is too large to decode: {why}; downscale it or leave it out") from None
+    except UNREADABLE as exc:
+        raise DataError(f"cannot read {path} as an image ({exc}); save it again as JPEG or PNG") from None
+
+
 def open_image(path: Path) -> Image.Image:
     """An RGB image with its EXIF orientation applied."""
-    with Image.open(path) as img:
+    with image_file(path) as img:
         return orient_rgb(img)
 
 
 def open_mask(path: Path) -> Image.Image:
     """A single-channel mask with its EXIF orientation applied."""
-    with Image.open(path) as img:
+    with image_file(path) as img:
         return ImageOps.exif_transpose(img).convert("L")
 
 
