@@ -211,6 +211,13 @@ def test_a_batch_never_holds_two_pixel_identical_photos_and_imports_into_label_s
     assert [m.stem for m in masks] == sorted(p.stem for p in (tmp_path / "in" / "images").iterdir())
     assert len(masks) == len(chosen) - 1 and tasks[0]["data"]["name"] not in {m.stem for m in masks}
 
+    # Exported before anyone labelled a photo: said so, and no empty folders are left behind.
+    unlabelled = tmp_path / "unlabelled.json"
+    unlabelled.write_text(json.dumps([{**task, "annotations": []} for task in tasks]))
+    none = cli("data", "from-labelstudio", unlabelled, "--batch", out, "--out", tmp_path / "no")
+    assert none.exit_code == 1 and "no labelled photo" in none.output and "nothing was written" in none.output
+    assert not (tmp_path / "no").exists()
+
 
 @pytest.mark.parametrize("strategy", ["band", "diverse", "top", "power", "random"])
 def test_each_strategy_writes_a_batch_of_the_count_asked(

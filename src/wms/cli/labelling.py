@@ -153,7 +153,7 @@ def from_labelstudio(
 
     from PIL import Image
 
-    from wms.errors import UsageError
+    from wms.errors import DataError, UsageError
     from wms.labelstudio import labelled_masks
 
     try:
@@ -164,9 +164,7 @@ def from_labelstudio(
     if not photos:
         raise UsageError(f"{batch}/images holds no photos; name the folder `wms data suggest` wrote")
     target = out or state(ctx).project().path(state(ctx).project().settings.data.incoming)
-    for sub in ("images", "masks"):
-        (target / sub).mkdir(parents=True, exist_ok=True)
-    written = 0
+    labelled = []
     for name, _, mask in masks:
         if name not in photos:
             left_out.append((name, f"no such photo in {batch}/images"))
@@ -178,13 +176,21 @@ def from_labelstudio(
                 (name, f"the photo is {size[0]}x{size[1]}, its labels {mask.shape[1]}x{mask.shape[0]}")
             )
             continue
-        shutil.copyfile(photos[name], target / "images" / photos[name].name)
-        Image.fromarray(mask.astype("uint8") * 255, mode="L").save(target / "masks" / f"{name}.png")
-        written += 1
+        labelled.append((photos[name], mask))
     for name, why in left_out:
         console.print(f"[yellow]left out[/] {name}: {why}", highlight=False, soft_wrap=True)
+    if not labelled:
+        raise DataError(
+            f"no labelled photo of {batch} in {export}, so nothing was written; "
+            "label them in Label Studio, then export the project again as JSON"
+        )
+    for sub in ("images", "masks"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+    for photo, mask in labelled:
+        shutil.copyfile(photo, target / "images" / photo.name)
+        Image.fromarray(mask.astype("uint8") * 255, mode="L").save(target / "masks" / f"{photo.stem}.png")
     console.print(
-        f"wrote {written} pair(s) to {target}/images and {target}/masks; "
+        f"wrote {len(labelled)} pair(s) to {target}/images and {target}/masks; "
         f"check them with `wms data validate {target} --any-size`, then commit and push",
         highlight=False,
         soft_wrap=True,
