@@ -107,6 +107,8 @@ def test_invalid_data_stops_before_training_and_keeps_nothing(
 ) -> None:
     batch = make_batch("bad", count=6)
     next((batch / "masks").iterdir()).unlink()
+    notes = sorted((batch / "images").iterdir())[-1]
+    notes.write_text("not a photo")  # the merge takes it on, and validation names it
     with pytest.raises(DataError, match="missing_mask"):
         run(project_dir, batch)
     assert open_store(load_settings(start=project_dir)).versions() == []
@@ -114,7 +116,8 @@ def test_invalid_data_stops_before_training_and_keeps_nothing(
     run_dir = next((project_dir / ".wms" / "runs").iterdir())
     stages = {s["name"]: s["status"] for s in json.loads((run_dir / "run.json").read_text())["stages"]}
     assert stages["validate"] == "failed" and stages["train"] == "skipped"
-    assert "missing_mask" in (run_dir / "validation.md").read_text()
+    report = (run_dir / "validation.md").read_text()
+    assert "missing_mask" in report and notes.name in report
 
 
 def test_conflicting_ids_stop_the_merge(project_dir: Path, make_batch: Callable[..., Path]) -> None:

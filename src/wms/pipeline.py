@@ -332,8 +332,8 @@ class Pipeline:
         with self.stage(run, "merge") as st:
             if settings.data.auto_prepare:
                 new_data = prepare_incoming(new_data, run.run_dir / "prepared", settings.data.size)
-            # Conflicts stop here, before anything is written; orphans go on to validation's report.
-            plan = self.store.plan(new_data, base, allow_orphans=True)
+            # Conflicts stop here, writing nothing; orphans and non-images go on to validation's report.
+            plan = self.store.plan(new_data, base, for_validation=True)
             dataset = merge_into(self.store, self.work_dir, base, plan)
             st.outcome = (
                 f"{len(plan.added)} new, {len(plan.unchanged)} already present → "

@@ -222,11 +222,15 @@ class DatasetStore:
         return VersionDiff(sorted(set(pb) - set(pa)), sorted(set(pa) - set(pb)), changed)
 
     # -- writing --------------------------------------------------------------------------
-    def plan(self, folder: Path, base: str | None, allow_orphans: bool = False) -> IngestPlan:
-        """What ingesting `folder` onto `base` would add; raises on conflicts and orphans; writes nothing."""
+    def plan(self, folder: Path, base: str | None, for_validation: bool = False) -> IngestPlan:
+        """What ingesting `folder` onto `base` would add; raises on conflicts and orphans; writes nothing.
+
+        `for_validation`: the pipeline's merge, which validation checks next; files without a
+        partner, and images that cannot be read, go on to its report instead of stopping here.
+        """
         scan = find_pairs(folder)
         orphans = scan.missing_mask + scan.missing_image
-        if orphans and not allow_orphans:
+        if orphans and not for_validation:
             raise DataError(
                 f"{len(orphans)} file(s) in {folder} have no partner "
                 f"({', '.join(p.name for p in orphans[:5])}); add the missing image or mask, "
@@ -235,7 +239,7 @@ class DatasetStore:
         if not scan.pairs and not orphans:
             raise DataError(f"no image/mask pairs in {folder}; put them in its images/ and masks/")
         old = self.manifest(base)["pairs"] if base else {}
-        entries = {p.id: self._entry(p) for p in scan.pairs}
+        entries = {p.id: self._entry(p, for_validation) for p in scan.pairs}
         unsafe = next(((i, why) for i, e in entries.items() if (why := entry_problem(i, e))), None)
         if unsafe:
             pid, why = unsafe
@@ -271,9 +275,14 @@ class DatasetStore:
                 self._put(self._manifest_path(plan.version), json.dumps(manifest, indent=1).encode())
         return result
 
-    def _entry(self, pair: Pair) -> dict[str, Any]:
-        with image_file(pair.image) as img:  # a file that is no image stops the plan: nothing written
-            size = list(img.size)
+    def _entry(self, pair: Pair, for_validation: bool = False) -> dict[str, Any]:
+        try:
+            with image_file(pair.image) as img:
+                size: list[int] | None = list(img.size)
+        except DataError:
+            if not for_validation:
+                raise  # a file that is no image stops an ingest: nothing is written
+            size = None  # validation names it; a version holding it is never stored
         return {
             "image": {"sha256": sha256_file(pair.image), "name": pair.image.name},
             "mask": {"sha256": sha256_file(pair.mask), "name": pair.mask.name},
