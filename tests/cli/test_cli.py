@@ -337,3 +337,10 @@ def test_the_command_tree_loads_without_the_heavy_libraries() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_an_error_is_printed_as_written(cli: Callable[..., Any], project_dir: Path) -> None:
+    """Square brackets in a message are text, not markup: `[train]` names the settings section."""
+    result = cli("--set", "train.epoch=3", "model", "list")
+    assert result.exit_code == 2
+    assert "unknown setting train.epoch (valid keys in [train]: recipe," in result.output

@@ -23,6 +23,7 @@ import socket
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 
 from wms.cli._common import WmsGroup, console, err_console, state
 from wms.config import Project
@@ -67,7 +68,7 @@ def default_holder() -> str:
 
 def note(line: str) -> None:
     """Progress lines of long waits, on stderr so --json output stays clean."""
-    err_console.print(f"[dim]{line}[/]", highlight=False, soft_wrap=True)
+    err_console.print(f"[dim]{escape(line)}[/]", highlight=False, soft_wrap=True)
 
 
 def open_compute(project: Project, holder: str | None = None) -> Compute:

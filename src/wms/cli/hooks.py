@@ -80,6 +80,7 @@ def pre_push(
             f"wms pre-push hook: {exc} (bypass once with git push --no-verify)",
             highlight=False,
             soft_wrap=True,
+            markup=False,
         )
         raise typer.Exit(1) from None
     if outcome.message:

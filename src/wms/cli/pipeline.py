@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markdown import Markdown
 
-from wms.cli._common import TrainProgress, WmsGroup, console, err_console, state
+from wms.cli._common import TrainProgress, WmsGroup, console, print_error, state
 from wms.config import Project
 from wms.errors import UsageError
 
@@ -78,11 +78,9 @@ def run_pipeline(
         else:
             result = pipeline.run(new_data or Path(), branch=branch, sha=sha, skip_finished=skip_finished)
     except Interrupted as exc:
-        err_console.print(
-            f"[bold red]error:[/] {exc}; compute was released — continue with `wms pipeline resume RUN_ID` "
-            f"(the run id is in {project.runs_dir})",
-            highlight=False,
-            soft_wrap=True,
+        print_error(
+            f"{exc}; compute was released — continue with `wms pipeline resume RUN_ID` "
+            f"(the run id is in {project.runs_dir})"
         )
         raise typer.Exit(exc.exit_code) from None
     finally:
