@@ -344,3 +344,17 @@ def test_an_error_is_printed_as_written(cli: Callable[..., Any], project_dir: Pa
     result = cli("--set", "train.epoch=3", "model", "list")
     assert result.exit_code == 2
     assert "unknown setting train.epoch (valid keys in [train]: recipe," in result.output
+
+
+def test_square_brackets_in_names_are_printed_as_written(
+    cli: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name is no markup: `[old]` stays, and a `[/` (closing no tag) does not crash the output."""
+    monkeypatch.chdir(tmp_path)
+    assert cli("data", "synth", "raw [old]", "--count", 3, "--size", 64).exit_code == 0
+    (tmp_path / "raw [old]" / "images" / "notes [draft].jpg").write_text("not a photo")
+    (tmp_path / "raw [old]" / "masks" / "notes [draft].png").write_text("not a mask")
+    result = cli("data", "prepare", "raw [old]", "out[/new]")  # folder `new]` in folder `out[`
+    assert result.exit_code == 1
+    assert "skipped images/notes [draft].jpg" in result.output
+    assert "to out[/new]/images (JPEG)" in result.output

@@ -10,16 +10,18 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 from typer.core import TyperGroup
 
 from wms.config import Project, load_settings, parse_overrides
 from wms.errors import WmsError
 from wms.guards import Interrupted
 
-console = Console()
-err_console = Console(stderr=True)
+# Markup is off: what is printed (paths, messages, names) is shown as written, a `[train]` or
+# `[/x]` in it included. Colour comes from `styled` pieces, never from the text.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 class WmsGroup(TyperGroup):
@@ -38,7 +40,12 @@ class WmsGroup(TyperGroup):
 
 def print_error(message: str) -> None:
     """`error: message` on stderr, the message as written (a `[train]` in it is no markup)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(styled("error:", "bold red"), message, highlight=False, soft_wrap=True)
+
+
+def styled(text: str, style: str) -> Text:
+    """`text` printed in `style` (e.g. "bold red"), as written."""
+    return Text(text, style=style)
 
 
 @dataclass

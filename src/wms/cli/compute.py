@@ -23,9 +23,8 @@ import socket
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 
-from wms.cli._common import WmsGroup, console, err_console, state
+from wms.cli._common import WmsGroup, console, err_console, state, styled
 from wms.config import Project
 
 if TYPE_CHECKING:
@@ -68,7 +67,7 @@ def default_holder() -> str:
 
 def note(line: str) -> None:
     """Progress lines of long waits, on stderr so --json output stays clean."""
-    err_console.print(f"[dim]{escape(line)}[/]", highlight=False, soft_wrap=True)
+    err_console.print(styled(line, "dim"), highlight=False, soft_wrap=True)
 
 
 def open_compute(project: Project, holder: str | None = None) -> Compute:
@@ -127,7 +126,7 @@ def show(project: Project, status: ComputeStatus, title: str, as_json: bool) -> 
     if as_json:
         print(json.dumps(values, indent=2))
     else:
-        console.print(f"[bold]{title}[/]", highlight=False)
+        console.print(styled(title, "bold"), highlight=False)
         for label, key in (
             ("state", "state"),
             ("instance", "instance_id"),
@@ -212,8 +211,8 @@ def reap(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     elif not results:
         console.print("no running instance started by WMS")
     for r in [] if as_json else results:
-        mark = "[red]stopped[/]" if r.state == "stopped" else "[green]kept[/]"
-        console.print(f"{mark} {r.instance_id}: {r.detail}", highlight=False, soft_wrap=True)
+        mark = styled("stopped", "red") if r.state == "stopped" else styled("kept", "green")
+        console.print(mark, f"{r.instance_id}: {r.detail}", highlight=False, soft_wrap=True)
     write_github_output({"stopped": ",".join(r.instance_id or "" for r in stopped)})
     if stopped:
         lines = ["### lease reaper stopped instances", ""]

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from wms.cli._common import WmsGroup, console, progress_bar, state
+from wms.cli._common import WmsGroup, console, progress_bar, state, styled
 from wms.data.prepare import RESIZE_MODES, ResizeMode, prepare_dataset
 from wms.data.synth import synthesize
 from wms.data.validate import Issue, validate_dataset
@@ -61,10 +61,11 @@ def validate(
         for issue in report.issues:
             table.add_row(issue.severity, issue.code, issue.path, issue.message)
         console.print(table)
-    verdict = "[green]valid[/]" if report.ok else "[red]invalid[/]"
+    verdict = styled("valid", "green") if report.ok else styled("invalid", "red")
     console.print(
-        f"{directory}: {verdict} — {report.pairs} pairs, {len(report.errors)} error(s), "
-        f"{len(report.warnings)} warning(s)"
+        f"{directory}:",
+        verdict,
+        f"— {report.pairs} pairs, {len(report.errors)} error(s), {len(report.warnings)} warning(s)",
     )
     raise typer.Exit(0 if report.ok else 1)
 
@@ -102,7 +103,7 @@ def prepare(
         f"wrote {report.written} pairs ({side}x{side}, {resize}) to {out}/images (JPEG) and {out}/masks (PNG)"
     )
     for item in report.skipped:
-        console.print(f"[yellow]skipped[/] {item.path}: {item.reason}", highlight=False)
+        console.print(styled("skipped", "yellow"), f"{item.path}: {item.reason}", highlight=False)
     if report.skipped:
-        console.print(f"[red]{len(report.skipped)} file(s) skipped[/]")
+        console.print(styled(f"{len(report.skipped)} file(s) skipped", "red"))
     raise typer.Exit(1 if report.skipped else 0)

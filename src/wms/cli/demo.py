@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from wms.cli._common import console, progress_bar, state
+from wms.cli._common import console, progress_bar, state, styled
 from wms.config import Project
 from wms.data.synth import synthesize
 
@@ -31,7 +31,7 @@ def demo(
     workdir = project.path(workdir)
 
     def step(title: str) -> None:
-        console.rule(f"[bold]{title}")
+        console.rule(styled(title, "bold"))
 
     batches = []
     deployed = None  # the pipeline deploys what it promotes when deploy.in_pipeline is on

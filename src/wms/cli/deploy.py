@@ -18,7 +18,7 @@ app = typer.Typer(
 
 
 def _echo(line: str) -> None:
-    console.print(line, highlight=False, soft_wrap=True, markup=False)  # commands and names, as they are
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.callback()

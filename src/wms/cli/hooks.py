@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from wms.cli._common import WmsGroup, console, err_console, state
+from wms.cli._common import WmsGroup, console, err_console, state, styled
 
 app = typer.Typer(
     cls=WmsGroup,
@@ -33,7 +33,7 @@ def install(
 
     path = install_hook(Git(_repo_root()), force=force)
     console.print(f"installed {path}; pushes of new data to main now go to a data/<timestamp> branch")
-    console.print("[dim]bypass it once with: git push --no-verify[/]")
+    console.print(styled("bypass it once with: git push --no-verify", "dim"))
 
 
 @app.command()
@@ -80,11 +80,10 @@ def pre_push(
             f"wms pre-push hook: {exc} (bypass once with git push --no-verify)",
             highlight=False,
             soft_wrap=True,
-            markup=False,
         )
         raise typer.Exit(1) from None
     if outcome.message:
-        err_console.print(outcome.message, highlight=False, soft_wrap=True, markup=False)
+        err_console.print(outcome.message, highlight=False, soft_wrap=True)
     raise typer.Exit(outcome.exit_code)
 
 

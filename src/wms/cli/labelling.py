@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from wms.acquisition import DEFAULT_MIN_DISTANCE, STRATEGIES
-from wms.cli._common import console, progress_bar, state
+from wms.cli._common import console, progress_bar, state, styled
 
 
 def suggest(
@@ -105,10 +105,13 @@ def suggest(
     )
     if undecided(ranked):
         console.print(
-            f"[yellow]the score ranks none of these photos: all {len(ranked)} score 1 (model "
-            f"{served.version} finds no window in them, or is sure of none of their pixels, none over "
-            f"{UNSURE_HIGH}); they are ranked by mean pixel entropy, and --strategy power draws as "
-            "random does[/]",
+            styled(
+                f"the score ranks none of these photos: all {len(ranked)} score 1 (model "
+                f"{served.version} finds no window in them, or is sure of none of their pixels, none over "
+                f"{UNSURE_HIGH}); they are ranked by mean pixel entropy, and --strategy power draws as "
+                "random does",
+                "yellow",
+            ),
             highlight=False,
             soft_wrap=True,
         )
@@ -126,7 +129,7 @@ def suggest(
             highlight=False,
         )
     if len(selection.chosen) < count:
-        console.print(f"[yellow]only {len(selection.chosen)} distinct photo(s) to choose from[/]")
+        console.print(styled(f"only {len(selection.chosen)} distinct photo(s) to choose from", "yellow"))
     top = ", ".join(f"{c.name} ({c.score:.2f})" for c in selection.chosen[:3])
     console.print(
         f"wrote {len(selection.chosen)} photo(s) to {out} with model {served.version}; most unsure: {top}",
@@ -178,7 +181,7 @@ def from_labelstudio(
             continue
         labelled.append((photos[name], mask))
     for name, why in left_out:
-        console.print(f"[yellow]left out[/] {name}: {why}", highlight=False, soft_wrap=True)
+        console.print(styled("left out", "yellow"), f"{name}: {why}", highlight=False, soft_wrap=True)
     if not labelled:
         raise DataError(
             f"no labelled photo of {batch} in {export}, so nothing was written; "

@@ -12,7 +12,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from wms.cli._common import WmsGroup, console, state
+from wms.cli._common import WmsGroup, console, state, styled
 from wms.config import Project
 from wms.errors import UsageError
 from wms.registry import RUN_ID, MlflowRegistry
@@ -77,7 +77,8 @@ def _follow(project: Project, registry: MlflowRegistry, entry: dict[str, Any]) -
     from wms.vcs.publish import commit_move
 
     console.print(
-        f"[bold green]{entry['action']}[/]: production_current.json names version {entry['to_version']} "
+        styled(f"{entry['action']}:", "bold green"),
+        f"production_current.json names version {entry['to_version']} "
         f"(was {entry['from_version'] or 'nothing'}); the move is in the ledger",
         highlight=False,
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from wms.cli._common import WmsGroup, console, progress_bar, state
+from wms.cli._common import WmsGroup, console, progress_bar, state, styled
 
 app = typer.Typer(
     cls=WmsGroup,
@@ -109,7 +109,7 @@ def drift(
         title=f"drift against model {served.version} (PSI over {cfg.psi_threshold:g} is drift)",
     )
     for item in report.features:
-        status = {"drifted": "[red]drifted[/]", "stable": "stable"}.get(item.status, f"[dim]{item.status}[/]")
+        status = styled(item.status, {"drifted": "red", "stable": ""}.get(item.status, "dim"))
         table.add_row(
             item.feature,
             f"{item.psi:.3f}",
@@ -125,5 +125,4 @@ def drift(
         soft_wrap=True,
     )
     colour = "red" if report.flagged else ("yellow" if report.too_few else "green")
-    verdict = f"[{colour}]{report.verdict}[/]"
-    console.print(f"{verdict}; wrote {page}", highlight=False, soft_wrap=True)
+    console.print(styled(f"{report.verdict};", colour), f"wrote {page}", highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markdown import Markdown
 
-from wms.cli._common import TrainProgress, WmsGroup, console, print_error, state
+from wms.cli._common import TrainProgress, WmsGroup, console, print_error, state, styled
 from wms.config import Project
 from wms.errors import UsageError
 
@@ -26,19 +26,20 @@ app = typer.Typer(
     ),
 )
 
-MARKS = {"ok": "[green]✔[/]", "failed": "[red]✖[/]", "skipped": "[dim]-[/]"}
+MARKS = {"ok": styled("✔", "green"), "failed": styled("✖", "red"), "skipped": styled("-", "dim")}
 
 
 class StagePrinter:
     """Prints each stage when it ends."""
 
     def stage_started(self, stage: StageRecord) -> None:
-        console.print(f"[bold]▶ {stage.name}[/]")
+        console.print(styled(f"▶ {stage.name}", "bold"))
 
     def stage_done(self, stage: StageRecord) -> None:
         detail = stage.error if stage.status == "failed" else stage.outcome
         console.print(
-            f"{MARKS.get(stage.status, '?')} {stage.name:<13} {stage.seconds:6.1f} s  {detail}",
+            MARKS.get(stage.status, "?"),
+            f"{stage.name:<13} {stage.seconds:6.1f} s  {detail}",
             highlight=False,
             soft_wrap=True,
         )
@@ -88,9 +89,9 @@ def run_pipeline(
             report_to_github(pipeline.last_run)
     if report := result.outputs.get("gate_report"):
         console.print(Markdown(Path(report).read_text()))
-        console.print(f"[dim]gate report: {Path(report).parent}[/]", highlight=False, soft_wrap=True)
+        console.print(styled(f"gate report: {Path(report).parent}", "dim"), highlight=False, soft_wrap=True)
     colour = "green" if result.promoted else "yellow"
-    console.print(f"[bold {colour}]{result.summary}[/]", highlight=False, soft_wrap=True)
+    console.print(styled(result.summary, f"bold {colour}"), highlight=False, soft_wrap=True)
     usage = result.outputs.get("compute")
     if usage and usage.get("backend"):
         cost = (
@@ -101,7 +102,8 @@ def run_pipeline(
             f"compute: {usage['backend']}{where} held {usage['instance_seconds']:.0f} s{cost}",
             highlight=False,
         )
-    console.print(f"[dim]run record: {result.run_dir / 'run.json'}[/]", highlight=False, soft_wrap=True)
+    record = result.run_dir / "run.json"
+    console.print(styled(f"run record: {record}", "dim"), highlight=False, soft_wrap=True)
     return result
 
 
@@ -192,7 +194,7 @@ def sweep(
     todo = pending(project, BatchLedger(store.fs, store.root), notes)
     write_github_output({"pending": str(len(todo))})  # the sweeper workflow starts compute only for work
     for line in notes:
-        console.print(f"[yellow]{line}[/]", highlight=False, soft_wrap=True)
+        console.print(styled(line, "yellow"), highlight=False, soft_wrap=True)
     if not todo:
         console.print("every data branch has a finished run; nothing to do")
         return
