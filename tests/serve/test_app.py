@@ -7,6 +7,7 @@ import io
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -265,6 +266,17 @@ def test_a_changed_model_file_is_refused(
     assert result.exit_code == 1
     assert "refusing to serve model 7" in result.output and "Traceback" not in result.output
     assert json.loads((folder / CARD_FILE).read_text())["version"] == "7"
+
+
+def test_a_taken_port_is_one_clear_line(exported_model: Path, cli: Callable[..., Any]) -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result: Any = cli("serve", "--model", str(exported_model), "--port", str(port))
+    assert result.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
+    assert "pass --port" in result.output and "Traceback" not in result.output
 
 
 def test_registry_versions_are_fetched_and_verified(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import typer
 
 from wms.cli._common import console, state
+from wms.errors import UsageError
 
 
 def serve(
@@ -36,6 +40,7 @@ def serve(
     console.print(f"loading model {cfg.model} …", highlight=False)
     served = load_model(project, cfg.model, threads=cfg.intra_op_threads)
     check = "sha256 verified" if served.verified else "no registry record: sha256 not checked"
+    sock = _bound(cfg.host, cfg.port)
     url = f"http://{cfg.host}:{cfg.port}"
     console.print(
         f"serving model {served.version} ({check}) at {url}  ·  web page {url}/  ·  API docs {url}/docs",
@@ -49,10 +54,26 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
-    uvicorn.run(
-        create_app(served, cfg),
-        host=cfg.host,
-        port=cfg.port,
-        log_level="warning",
-        timeout_graceful_shutdown=30,
-    )
+    app = create_app(served, cfg)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30))
+    server.run(sockets=[sock])
+    if not server.started:  # the app failed to start; uvicorn has said why
+        raise typer.Exit(3)
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, as uvicorn binds one, or one clear line saying why it cannot be."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = (
+            "another server listens there: pass --port, or stop it (`wms deploy stop` stops a local deploy)"
+            if exc.errno == errno.EADDRINUSE
+            else "check serve.host (--host) and serve.port (--port)"
+        )
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}") from None
+    sock.set_inheritable(True)
+    return sock
