@@ -40,6 +40,7 @@ from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
+from wms.data.backend import store_errors
 from wms.errors import BackendError
 
 _GENERATION = re.compile(r"(\d{10})\.(json|released)")
@@ -89,7 +90,9 @@ def lease(
     body = {"owner": owner or default_owner(), "token": uuid.uuid4().hex, "expires_at": "", "generation": ""}
     deadline = time.monotonic() + wait_seconds
     waiting = False
-    with suppress(OSError):  # a local folder must exist; on S3 there are no folders
+    # A local folder must exist; on S3 there are no folders, and the listing below says why
+    # the store cannot be reached, if it cannot.
+    with suppress(BackendError), store_errors(f"make the lock folder {folder}"):
         fs.makedirs(folder, exist_ok=True)
     while True:
         held, released = _generations(fs, folder)
@@ -155,7 +158,8 @@ def _entries(fs: Any, folder: str) -> list[tuple[int, str, str]]:
     """(generation, "json" or "released", path) for every generation file in `folder`."""
     fs.invalidate_cache(folder)
     try:
-        names = fs.ls(folder, detail=False)
+        with store_errors(f"list the locks in {folder}"):
+            names = fs.ls(folder, detail=False)
     except FileNotFoundError:
         return []
     found = []
@@ -213,36 +217,29 @@ def _create(fs: Any, path: str, body: dict[str, str]) -> bool:
     """Create `path` holding `body` unless it exists; True for the one writer that created it."""
     data = json.dumps(body).encode()
     try:
-        if isinstance(fs, LocalFileSystem):
-            target, tmp = _write_aside(fs, path, data)
-            try:
-                os.link(tmp, target)  # atomic, and fails when the name exists
-            finally:
-                os.unlink(tmp)
-        else:
-            with fs.open(path, "xb") as fh:  # S3: PUT with If-None-Match: *
-                fh.write(data)
+        with store_errors(f"take the lock {path}", "; check that the store is writable"):
+            if isinstance(fs, LocalFileSystem):
+                target, tmp = _write_aside(fs, path, data)
+                try:
+                    os.link(tmp, target)  # atomic, and fails when the name exists
+                finally:
+                    os.unlink(tmp)
+            else:
+                with fs.open(path, "xb") as fh:  # S3: PUT with If-None-Match: *
+                    fh.write(data)
     except FileExistsError:
         return False
-    except OSError as exc:
-        raise BackendError(
-            f"could not take the lock {path} ({exc}); check that the store is writable"
-        ) from None
     return True
 
 
 def _put(fs: Any, path: str, data: bytes) -> None:
     """Write `path` whole: readers see the old or the new bytes, never a part."""
-    try:
+    with store_errors(f"write the lock {path}", "; check that the store is writable"):
         if isinstance(fs, LocalFileSystem):
             target, tmp = _write_aside(fs, path, data)
             os.replace(tmp, target)
         else:
             fs.pipe_file(path, data)  # an S3 PUT is atomic
-    except OSError as exc:
-        raise BackendError(
-            f"could not write the lock {path} ({exc}); check that the store is writable"
-        ) from None
 
 
 def _collect(fs: Any, folder: str, generation: int) -> None:

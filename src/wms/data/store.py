@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from wms.config import Project
+from wms.data.backend import store_errors
 from wms.data.lease import lease
 from wms.data.manifest import KINDS, SHA256, check_manifest, check_version_id, entry_problem
 from wms.data.pairs import Pair, find_pairs
@@ -163,12 +164,8 @@ class DatasetStore:
         self.fs.mv(tmp, path)
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
+        with store_errors(f"{what} in the dataset store {self.url}"):
             return fn(*args)
-        except (FileNotFoundError, DataError):
-            raise
-        except OSError as exc:
-            raise BackendError(f"dataset store {self.url}: could not {what} ({exc})") from None
 
     # -- reading --------------------------------------------------------------------------
     def versions(self) -> list[VersionInfo]:

@@ -1,0 +1,44 @@
+"""A store on S3 that cannot be reached, or read without credentials, is one line, not a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from wms.data.store import DatasetStore
+from wms.errors import BackendError
+
+
+@pytest.fixture
+def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No credentials anywhere botocore looks, and no instance metadata to ask."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_no_credentials_is_named(no_aws: None, make_batch: Callable[..., Path]) -> None:
+    store = DatasetStore("s3://wms-nowhere/datasets")
+    with pytest.raises(
+        BackendError,
+        match=r"could not list versions in the dataset store s3://wms-nowhere/datasets "
+        r"\(no AWS credentials: set AWS_ACCESS_KEY_ID",
+    ):
+        store.versions()
+    with pytest.raises(
+        BackendError, match=r"could not list the locks in wms-nowhere/datasets/lock \(no AWS credentials"
+    ):
+        store.ingest(make_batch(count=2), None)
+
+
+def test_an_endpoint_that_does_not_answer_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(BackendError, match=r'could not read a manifest .* "http://127\.0\.0\.1:9/'):
+        DatasetStore("s3://wms-nowhere/datasets").manifest("0123456789ab")
