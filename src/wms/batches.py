@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from wms.config import Project
-from wms.errors import DataError
+from wms.data.backend import store_errors
+from wms.errors import BackendError, DataError
 from wms.vcs.git import Git, GitError
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ class BatchLedger:
     def get(self, sha: str) -> dict[str, Any] | None:
         """The record of one commit, or None when no run ever held the lock for it."""
         try:
-            return dict(json.loads(self.fs.cat_file(self._path(sha))))
+            with store_errors(f"read the batch record {self._path(sha)}"):
+                return dict(json.loads(self.fs.cat_file(self._path(sha))))
         except FileNotFoundError:
             return None
         except ValueError:
@@ -64,8 +66,9 @@ class BatchLedger:
 
     def _put(self, record: dict[str, Any]) -> None:
         record["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        self.fs.makedirs(self.root, exist_ok=True)
-        self.fs.pipe_file(self._path(record["sha"]), (json.dumps(record, indent=1) + "\n").encode())
+        with store_errors(f"write the batch record {self._path(record['sha'])}"):
+            self.fs.makedirs(self.root, exist_ok=True)
+            self.fs.pipe_file(self._path(record["sha"]), (json.dumps(record, indent=1) + "\n").encode())
 
     def start(self, branch: str, sha: str, run_id: str) -> dict[str, Any]:
         """Mark the batch as being run by `run_id` (call it while holding the pipeline lock)."""
@@ -143,5 +146,5 @@ def record_outcome(ledger: BatchLedger, run: PipelineRun, status: str, notify: C
             model_version=run.outputs.get("model_version"),
             published=run.outputs.get("published"),
         )
-    except OSError as exc:  # the run's own outcome matters more; the sweeper looks again
-        notify(f"could not record the batch outcome in the store ({exc})")
+    except BackendError as exc:  # the run's own outcome matters more; the sweeper looks again
+        notify(f"the batch outcome is not recorded: {exc}")
