@@ -137,6 +137,21 @@ def test_unknown_ref_lists_what_exists(registry: MlflowRegistry, tmp_path: Path)
         registry.get("7")
 
 
+def test_nothing_in_production_is_an_answer_and_an_unreachable_server_is_not(
+    registry: MlflowRegistry, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the server's answer "no such alias" means nothing is in production: a registry it
+    cannot reach must fail the gate, never let it judge a candidate against no baseline."""
+    assert registry.production() is None and registry.list() == []
+    monkeypatch.setenv("WMS_TRACKING__URI", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    unreachable = MlflowRegistry(load_settings(start=project_dir))
+    with pytest.raises(RegistryError, match=r"http://127\.0\.0\.1:9 failed to read model 'production'"):
+        unreachable.production()
+    with pytest.raises(RegistryError, match="failed to read the registered model"):
+        unreachable.list()
+
+
 def test_every_move_is_in_the_ledger(tmp_path: Path) -> None:
     record_move(tmp_path, {"action": "promote", "to_version": "1"})
     record_move(tmp_path, {"action": "promote", "from_version": "1", "to_version": "2"})

@@ -44,6 +44,10 @@ class RegistryError(WmsError):
     """The model registry has no such model, or could not be reached."""
 
 
+class ModelNotFound(RegistryError):
+    """The registry answered that it has no such model version or alias (it did not fail to answer)."""
+
+
 class BackendError(WmsError):
     """An external system (store, compute, git host, deploy target) failed."""
 

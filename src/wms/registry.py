@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from wms.config import Project
-from wms.errors import RegistryError
+from wms.errors import ModelNotFound, RegistryError
 from wms.train.spec import ONNX_FILE, REFINE_WEIGHTS_FILE, SPEC_FILE, WEIGHTS_FILE
 
 PRODUCTION, PREVIOUS = "production", "previous"
@@ -158,13 +158,23 @@ class MlflowRegistry:
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Any, *args: Any, absent_ok: bool = False, **kwargs: Any) -> Any:
+        """fn(...), an MLflow failure a RegistryError; with `absent_ok`, None where MLflow answers
+        that there is no such model, version or alias. A server that cannot be reached always
+        raises: it is never "nothing in production", so the gate never judges against no baseline."""
         from mlflow.exceptions import MlflowException
 
         try:
             return fn(*args, **kwargs)
         except MlflowException as exc:
+            if absent_ok and exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None  # the latter is MLflow's answer for a missing alias
             raise RegistryError(f"MLflow at {self.uri} failed to {what}: {exc.message}") from None
+
+    def _registered(self) -> Any:
+        """The registered model, or None before its first version."""
+        get = self._client.get_registered_model
+        return self._call("read the registered model", get, self.model_name, absent_ok=True)
 
     def _pyfunc_config(self) -> dict[str, Any]:
         # The MLflow model enforces the limits `wms serve` enforces.
@@ -216,11 +226,7 @@ class MlflowRegistry:
         The version carries the run's `wms.*` tags (dataset version, git commit, model
         sha256, ...) without the prefix, plus `tags`, so it can be traced without the run.
         """
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self._client.get_registered_model(self.model_name)
-        except MlflowException:
+        if self._registered() is None:
             self._call("create the registered model", self._client.create_registered_model, self.model_name)
         run = self._call("read the run", self._client.get_run, run_id)
         source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT}"
@@ -251,32 +257,31 @@ class MlflowRegistry:
 
     def get(self, ref: str) -> ModelRecord:
         """A version by alias (`production`), number (`3` or `v3`)."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            if ref.lstrip("v").isdigit():
-                mv = self._client.get_model_version(self.model_name, ref.lstrip("v"))
-            else:
-                mv = self._client.get_model_version_by_alias(self.model_name, ref)
-        except MlflowException:
+        number = ref.lstrip("v")
+        get: Any  # MLflow's getter by version number, or by alias
+        if number.isdigit():
+            get, key = self._client.get_model_version, number
+        else:
+            get, key = self._client.get_model_version_by_alias, ref
+        mv = self._call(f"read model {ref!r}", get, self.model_name, key, absent_ok=True)
+        if mv is None:
             known = ", ".join(r.version for r in self.list()) or "none yet"
-            raise RegistryError(
-                f"no model {ref!r} in {self.model_name!r} (versions: {known}); see `wms model list`"
-            ) from None
+            versions = f"{self.model_name!r} (versions: {known})"
+            raise ModelNotFound(f"no model {ref!r} in {versions}; see `wms model list`")
         return self._record(mv)
 
     def production(self) -> ModelRecord | None:
         """The version the `production` alias points at, if any."""
         try:
             return self.get(PRODUCTION)
-        except RegistryError:
+        except ModelNotFound:
             return None
 
     def previous(self) -> ModelRecord | None:
         """The version `production` pointed at before the last move, if any."""
         try:
             return self.get(PREVIOUS)
-        except RegistryError:
+        except ModelNotFound:
             return None
 
     def promote(self, version: str) -> ModelRecord | None:
@@ -343,12 +348,10 @@ class MlflowRegistry:
 
     def list(self) -> list[ModelRecord]:
         """All versions, oldest first."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            aliases = dict(self._client.get_registered_model(self.model_name).aliases or {})
-        except MlflowException:
+        model = self._registered()
+        if model is None:
             return []  # nothing registered yet
+        aliases = dict(model.aliases or {})
         versions = self._call(
             "list versions", self._client.search_model_versions, f"name='{self.model_name}'"
         )

@@ -32,7 +32,7 @@ from wms.deploy.base import (
     reference_photo,
     stage_model,
 )
-from wms.errors import BackendError, ConfigError, RegistryError
+from wms.errors import BackendError, ConfigError, ModelNotFound, RegistryError
 
 if TYPE_CHECKING:
     from wms.deploy.kube import KubeClient
@@ -58,7 +58,7 @@ class K8sDeployer:
     def _version_or_placeholder(self, model_ref: str) -> str:
         try:
             return open_registry(self.project, self._registry).get(model_ref).version
-        except RegistryError:
+        except ModelNotFound:
             return "<version>"  # not in the registry yet
 
     def expected_version(self, deployed: str) -> str:
