@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from wms.errors import BackendError, WmsError
 
 
-def problem(exc: BaseException) -> str | None:
+def _problem(exc: BaseException) -> str | None:
     """Why a file-system call failed, in words; None when `exc` is not the file system's."""
     if isinstance(exc, OSError):
         return str(exc) or type(exc).__name__
@@ -39,7 +39,7 @@ def store_errors(what: str, hint: str = "") -> Iterator[None]:
     except (FileNotFoundError, FileExistsError, WmsError):
         raise
     except Exception as exc:
-        why = problem(exc)
+        why = _problem(exc)
         if why is None:
             raise
         raise BackendError(f"could not {what} ({why}){hint}") from None
