@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -137,19 +139,49 @@ def test_unknown_ref_lists_what_exists(registry: MlflowRegistry, tmp_path: Path)
         registry.get("7")
 
 
-def test_nothing_in_production_is_an_answer_and_an_unreachable_server_is_not(
+class Failing(http.server.BaseHTTPRequestHandler):
+    """An MLflow server that answers every request with 503: it is up, and it cannot say."""
+
+    def do_GET(self) -> None:
+        self.send_error(503, "maintenance")
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_nothing_in_production_is_an_answer_and_a_failing_server_is_not(
     registry: MlflowRegistry, project_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Only the server's answer "no such alias" means nothing is in production: a registry it
-    cannot reach must fail the gate, never let it judge a candidate against no baseline."""
+    """Only the server's answer "no such alias" means nothing is in production: a registry that
+    fails must stop the gate, never let it judge a candidate against no baseline."""
     assert registry.production() is None and registry.list() == []
-    monkeypatch.setenv("WMS_TRACKING__URI", "http://127.0.0.1:9")  # the discard port: nothing listens
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    unreachable = MlflowRegistry(load_settings(start=project_dir))
-    with pytest.raises(RegistryError, match=r"http://127\.0\.0\.1:9 failed to read model 'production'"):
-        unreachable.production()
-    with pytest.raises(RegistryError, match="failed to read the registered model"):
-        unreachable.list()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("WMS_TRACKING__URI", f"http://127.0.0.1:{server.server_address[1]}")
+        failing = MlflowRegistry(load_settings(start=project_dir))
+        with pytest.raises(RegistryError, match="failed to read model 'production'"):
+            failing.production()
+        with pytest.raises(RegistryError, match="failed to read the registered model"):
+            failing.list()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_tracking_server_that_does_not_answer_is_said_at_once(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMS_TRACKING__URI", "http://127.0.0.1:9")  # the discard port: nothing listens
+    with pytest.raises(
+        RegistryError, match=r"MLflow at http://127\.0\.0\.1:9 does not answer; check tracking\.uri"
+    ):
+        MlflowRegistry(load_settings(start=project_dir))
 
 
 def test_every_move_is_in_the_ledger(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from wms.compute.probes import server_answers
 from wms.config import Project
 from wms.errors import ModelNotFound, RegistryError
 from wms.train.spec import ONNX_FILE, REFINE_WEIGHTS_FILE, SPEC_FILE, WEIGHTS_FILE
@@ -156,6 +157,12 @@ class MlflowRegistry:
         self.model_name = project.settings.tracking.model_name
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        elif self.uri.startswith(("http://", "https://")) and not server_answers(self.uri):
+            # Said now, in seconds: MLflow's own retries would take about 4 minutes to fail.
+            raise RegistryError(
+                f"MLflow at {self.uri} does not answer; check tracking.uri and that the server runs "
+                "(`wms compute status` shows the instance's MLflow URL)"
+            )
         self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def _call(self, what: str, fn: Any, *args: Any, absent_ok: bool = False, **kwargs: Any) -> Any:

@@ -9,7 +9,9 @@ self-hosted runner to be online (asked through a `RunnerProbe` from the git host
 from __future__ import annotations
 
 import socket
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
@@ -27,6 +29,18 @@ def tcp_open(host: str, port: int, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def server_answers(url: str, tries: int = 3, pause: float = 2.0) -> bool:
+    """Whether the server of an http(s) `url` accepts connections, asking `tries` times."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(pause)
+        if tcp_open(parts.hostname or "", port):
+            return True
+    return False
 
 
 def http_ok(url: str, timeout: float = 3.0) -> bool:
