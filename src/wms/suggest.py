@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from wms.errors import DataError
 from wms.inbox import Photo
 from wms.train.export import resize_bilinear
-from wms.train.preprocess import UNREADABLE, image_to_array
+from wms.train.preprocess import image_to_array, open_image
 from wms.train.spec import ModelSpec
 from wms.uncertainty import assess
 
@@ -153,9 +153,8 @@ def score_photo(model: ProbabilityModel, photo: Photo, image: Image.Image) -> Ca
 def open_photo(path: Path) -> Image.Image | None:
     """The photo as RGB after EXIF orientation, or None when it cannot be decoded."""
     try:
-        with Image.open(path) as img:
-            return ImageOps.exif_transpose(img).convert("RGB")
-    except (*UNREADABLE, ValueError):
+        return open_image(path)
+    except (DataError, ValueError):  # DataError: whatever Pillow raises for it, named by open_image
         return None
 
 
