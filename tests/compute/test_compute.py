@@ -119,12 +119,7 @@ class TestEc2(ComputeContract):
         with pytest.raises(BackendError, match="terminated; recreate it"):
             make_compute(cfg).start()
 
-    def test_no_credentials_is_one_clear_line(self, ec2_box: Ec2Box, monkeypatch: pytest.MonkeyPatch) -> None:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            monkeypatch.delenv(name)
-        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    def test_no_credentials_is_one_clear_line(self, ec2_box: Ec2Box, no_aws: None) -> None:
         with pytest.raises(BackendError, match="no AWS credentials"):
             make_compute(ec2_settings(ec2_box)).status()
 

@@ -13,16 +13,6 @@ from wms.data.store import DatasetStore
 from wms.errors import BackendError
 
 
-@pytest.fixture
-def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No credentials anywhere botocore looks, and no instance metadata to ask."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
 def test_no_credentials_is_named(no_aws: None, make_batch: Callable[..., Path]) -> None:
     store = DatasetStore("s3://wms-nowhere/datasets")
     with pytest.raises(
