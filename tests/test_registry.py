@@ -12,7 +12,8 @@ from wms.config import load_settings
 from wms.data.store import sha256_file
 from wms.errors import RegistryError
 from wms.production import move_production, production_at, read_history, record_move, roll_back
-from wms.registry import MlflowRegistry, verify_model_folder
+from wms.registry import MlflowRegistry
+from wms.train.spec import verify_model_folder
 
 
 @pytest.fixture
@@ -109,6 +110,21 @@ def test_downloaded_files_are_checked_against_their_recorded_hash(
         (folder / "model.pt").write_bytes(b"tampered")
         with pytest.raises(RegistryError, match="do not use it"):
             verify_model_folder(folder, record.tags)
+
+
+def test_a_model_changed_in_the_store_is_refused_however_it_is_named(
+    registry: MlflowRegistry, tmp_path: Path
+) -> None:
+    record = registry.register(logged_run(registry, tmp_path, 0.7), {})
+    registry.promote(record.version)
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    (swapped / "model.pt").write_bytes(b"other weights")
+    registry.log_to_run(record.run_id, swapped, "model", {})  # the stored model.pt replaced
+    for ref in ("production", record.version, record.run_id):
+        with pytest.raises(RegistryError, match=r"model\.pt has sha256 .* do not use it"):
+            with registry.fetched(ref):
+                pass
 
 
 def test_a_second_stages_weights_are_checked_as_the_first_ones_are(tmp_path: Path) -> None:

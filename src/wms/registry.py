@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from wms.compute.probes import server_answers
 from wms.config import Project
 from wms.errors import ModelNotFound, RegistryError
-from wms.train.spec import ONNX_FILE, REFINE_WEIGHTS_FILE, SPEC_FILE, WEIGHTS_FILE
+from wms.train.spec import ONNX_FILE, SPEC_FILE, verify_model_folder
 
 PRODUCTION, PREVIOUS = "production", "previous"
 MODEL_ARTIFACT = "model"
@@ -370,40 +370,30 @@ class MlflowRegistry:
         return sorted(records, key=lambda r: int(r.version))
 
     def download(self, ref: str, dst: Path) -> Path:
-        """Copy a model's saved folder (a registry ref or a run id) to `dst`; returns the folder."""
+        """Copy a model's saved folder (a registry ref or a run id) to `dst`; returns the folder.
+
+        Its files are checked against the sha256 their run recorded at training: one that
+        differs raises RegistryError, so no command scores, gates or serves a changed model.
+        """
         run_id = ref if RUN_ID.fullmatch(ref) else self.get(ref).run_id
         dst.mkdir(parents=True, exist_ok=True)
         path = self._call(
             "download the model", self._client.download_artifacts, run_id, MODEL_ARTIFACT, str(dst)
         )
+        verify_model_folder(Path(path), self.recorded_hashes(run_id))
         return Path(path)
+
+    def recorded_hashes(self, run_id: str) -> dict[str, str]:
+        """The sha256 of the model files, as the run recorded them (`model_sha256`, ...)."""
+        tags = self._call("read the run", self._client.get_run, run_id).data.tags
+        return {
+            k.removeprefix("wms."): v
+            for k, v in tags.items()
+            if k.startswith("wms.") and k.endswith("_sha256")
+        }
 
     @contextmanager
     def fetched(self, ref: str) -> Iterator[Path]:
         """A model folder in a temporary place, removed afterwards."""
         with tempfile.TemporaryDirectory(prefix="wms-model-") as tmp:
             yield self.download(ref, Path(tmp))
-
-
-def verify_model_folder(folder: Path, tags: dict[str, str]) -> str:
-    """Check the model files against the sha256 recorded at training; says what was checked."""
-    from wms.data.store import sha256_file
-
-    checked = []
-    recorded = (
-        (WEIGHTS_FILE, "model_sha256"),
-        (REFINE_WEIGHTS_FILE, "refine_sha256"),
-        (ONNX_FILE, "onnx_sha256"),
-    )
-    for name, tag in recorded:  # refine.onnx's sha256 is inside model.onnx (wms.train.export)
-        expected = tags.get(tag)
-        if expected is None or not (folder / name).exists():
-            continue
-        actual = sha256_file(folder / name)
-        if actual != expected:
-            raise RegistryError(
-                f"{name} has sha256 {actual[:12]}… but the registry recorded {expected[:12]}…; "
-                "the stored model was changed or damaged — do not use it"
-            )
-        checked.append(name)
-    return f"sha256 checked: {', '.join(checked)}" if checked else ""

@@ -13,6 +13,7 @@ from PIL import Image
 
 from wms.config import load_settings
 from wms.data.splits import split_pairs
+from wms.registry import MlflowRegistry
 
 
 @pytest.fixture
@@ -58,6 +59,18 @@ def test_same_model_same_scores_and_the_json_schema(
     assert cli("model", "download", "1", tmp_path / "v1").exit_code == 0
     by_folder = _report(cli, tmp_path / "e.json", tmp_path / "v1", with_production)
     assert by_folder["per_image"] == first["per_image"] and by_folder["folder"] == str(tmp_path / "v1")
+
+    # A model whose stored weights were changed after training is refused, not scored.
+    (tmp_path / "swapped").mkdir()
+    (tmp_path / "swapped" / "model.pt").write_bytes(b"other weights")
+    MlflowRegistry(load_settings()).log_to_run(first["run_id"], tmp_path / "swapped", "model", {})
+    for command in (
+        ("evaluate", "production", with_production),
+        ("predict", with_production / "images", "-m", "1", "-o", tmp_path / "masks"),
+    ):
+        refused = cli(*command)
+        assert refused.exit_code == 1, refused.output
+        assert "model.pt has sha256" in refused.output and "do not use it" in refused.output
 
 
 def test_split_scores_only_that_split_and_draws_its_worst(

@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import cast
 
 import typer
 
 from wms.cli._common import console, progress_bar, state
-
-if TYPE_CHECKING:
-    from wms.registry import MlflowRegistry
-    from wms.train.segmenter import Segmenter
 
 
 class SplitChoice(StrEnum):
@@ -53,7 +49,7 @@ def evaluate(
     from wms.data.pairs import find_pairs
     from wms.data.splits import Split, split_pairs
     from wms.errors import DataError
-    from wms.registry import MlflowRegistry
+    from wms.serve.fetch import named_model
     from wms.train.evaluate import evaluate as score_pairs
     from wms.train.evaluate import summarize
     from wms.train.segmenter import Segmenter
@@ -70,12 +66,8 @@ def evaluate(
             f"see `wms data validate {dataset}` or choose another --split"
         )
 
-    local = project.path(model_ref)
-    if local.is_dir():  # a model folder (e.g. from `wms model download`), scored as it is
-        identity: dict[str, Any] = {"folder": str(local)}
-        segmenter = Segmenter.load(local)
-    else:
-        identity, segmenter = _from_registry(MlflowRegistry(project), model_ref)
+    with named_model(project, model_ref) as named:  # a folder (`wms model download`) or the registry's
+        identity, segmenter = named.identity(), Segmenter.load(named.folder)
     with progress_bar("evaluating", len(pairs)) as advance:
         scores = score_pairs(segmenter, pairs, progress=advance)
     mean = summarize(scores)
@@ -109,24 +101,6 @@ def evaluate(
                 out, segmenter, scores, pairs, worst, f"{label}: worst of {split.value} of {dataset}", advance
             )
         console.print(f"wrote {page} ({shown} worst photos)", highlight=False, soft_wrap=True)
-
-
-def _from_registry(registry: MlflowRegistry, model_ref: str) -> tuple[dict[str, Any], Segmenter]:
-    """The registered model `model_ref` names, with its version and run id."""
-    from wms.registry import RUN_ID
-    from wms.train.segmenter import Segmenter
-
-    if RUN_ID.fullmatch(model_ref):
-        identity: dict[str, Any] = {"run_id": model_ref}
-        registered = [r for r in registry.list() if r.run_id == model_ref]
-        if registered:
-            identity = {"version": registered[0].version, "run_id": model_ref}
-    else:
-        record = registry.get(model_ref)
-        identity = {"version": record.version, "run_id": record.run_id}
-    # Fetch by run id, so an alias moved meanwhile cannot swap the model under the label.
-    with registry.fetched(identity["run_id"]) as folder:
-        return identity, Segmenter.load(folder)
 
 
 def _check_worst(worst: int | None, out: Path | None) -> None:

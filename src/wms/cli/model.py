@@ -168,12 +168,12 @@ def download(
     out: Path = typer.Argument(..., help="Folder to write the model files into (created)."),
 ) -> None:
     """Copy a model's files (weights, spec, ONNX) into OUT and check them against their sha256."""
-    from wms.registry import verify_model_folder
+    from wms.train.spec import verify_model_folder
 
     registry = MlflowRegistry(state(ctx).project())
-    tags = {} if RUN_ID.fullmatch(ref) else registry.get(ref).tags
-    with registry.fetched(ref) as folder:
-        checked = verify_model_folder(folder, tags)
+    run_id = ref if RUN_ID.fullmatch(ref) else registry.get(ref).run_id
+    with registry.fetched(run_id) as folder:  # checked there; checked again here to say what was
+        checked = verify_model_folder(folder, registry.recorded_hashes(run_id))
         out.mkdir(parents=True, exist_ok=True)
         for entry in sorted(folder.iterdir()):
             if entry.is_dir():  # code/ of the MLflow model

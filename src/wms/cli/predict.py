@@ -67,13 +67,10 @@ def predict(
 
 def _load(project: Project, model: str) -> ProbabilityModel:
     """A model folder as it is, or a registry model fetched: its ONNX export, else its torch weights."""
-    from contextlib import nullcontext
+    from wms.serve.fetch import named_model
 
-    from wms.registry import MlflowRegistry
-
-    local = project.path(model)
-    fetched = nullcontext(local) if local.is_dir() else MlflowRegistry(project).fetched(model)
-    with fetched as folder:
+    with named_model(project, model) as named:
+        folder = named.folder
         if (folder / "model.onnx").is_file():
             from wms.train.export import OnnxSegmenter
 

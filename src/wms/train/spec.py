@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wms.errors import RegistryError
+
 WEIGHTS_FILE = "model.pt"
 SPEC_FILE = "model.json"
 ONNX_FILE = "model.onnx"  # written by wms.train.export.export_onnx
@@ -51,3 +53,36 @@ class ModelSpec:
         fields = json.loads(path.read_text())
         refine = fields.pop("refine", None)
         return cls(**fields, refine=RefineSpec(**refine) if refine else None)
+
+
+# Each file a training run records the sha256 of, and the name of that record (a run's tags
+# carry it as `wms.<name>`, a registered version's as `<name>`). refine.onnx is not among them:
+# its sha256 is inside model.onnx (wms.train.export), checked when that file is.
+RECORDED_HASHES = (
+    (WEIGHTS_FILE, "model_sha256"),
+    (REFINE_WEIGHTS_FILE, "refine_sha256"),
+    (ONNX_FILE, "onnx_sha256"),
+)
+
+
+def verify_model_folder(folder: Path, recorded: dict[str, str]) -> str:
+    """Check the model files against the sha256 recorded at training; says what was checked.
+
+    Raises RegistryError naming the first file that differs. A file, or a record, that is
+    absent is not checked (a model trained without ONNX export has no model.onnx).
+    """
+    from wms.data.store import sha256_file
+
+    checked = []
+    for name, key in RECORDED_HASHES:
+        expected = recorded.get(key)
+        if expected is None or not (folder / name).exists():
+            continue
+        actual = sha256_file(folder / name)
+        if actual != expected:
+            raise RegistryError(
+                f"{name} has sha256 {actual[:12]}… but the registry recorded {expected[:12]}…; "
+                "the stored model was changed or damaged — do not use it"
+            )
+        checked.append(name)
+    return f"sha256 checked: {', '.join(checked)}" if checked else ""
