@@ -121,10 +121,10 @@ def test_a_model_changed_in_the_store_is_refused_however_it_is_named(
     swapped.mkdir()
     (swapped / "model.pt").write_bytes(b"other weights")
     registry.log_to_run(record.run_id, swapped, "model", {})  # the stored model.pt replaced
+    refused = r"model\.pt has sha256 .* do not use it"
     for ref in ("production", record.version, record.run_id):
-        with pytest.raises(RegistryError, match=r"model\.pt has sha256 .* do not use it"):
-            with registry.fetched(ref):
-                pass
+        with pytest.raises(RegistryError, match=refused), registry.fetched(ref):
+            pass
 
 
 def test_a_second_stages_weights_are_checked_as_the_first_ones_are(tmp_path: Path) -> None:

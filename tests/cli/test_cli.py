@@ -112,6 +112,26 @@ def test_train_prints_run_id_and_scores(
     } <= artifacts
 
 
+def test_train_reads_the_test_split_before_it_trains(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    """The test split is scored after the last epoch; an unreadable photo there stops the run first."""
+    from mlflow import MlflowClient
+
+    from wms.config import load_settings
+    from wms.data.splits import split_pairs
+
+    batch = make_batch()
+    photo = split_pairs(load_settings(start=project_dir), batch)["test"][0].image
+    photo.write_bytes(photo.read_bytes()[:200])  # cut off, as a copy that stopped midway
+    result = cli("train", batch, "--epochs", "1")
+    assert result.exit_code == 1
+    assert f"cannot read {photo} as an image" in result.output
+    client = MlflowClient(f"sqlite:///{project_dir / '.wms' / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments) == []  # no run was started, nothing trained
+
+
 @pytest.mark.slow
 def test_train_recipe_is_a_flag_that_the_other_flags_override(
     cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]

@@ -18,6 +18,7 @@ from wms.train.distributed import SINGLE, Dist
 from wms.train.evaluate import ImageScore, evaluate, summarize
 from wms.train.export import export_onnx
 from wms.train.loop import train
+from wms.train.preprocess import image_file
 from wms.train.progress import SilentReporter, TrainReporter
 from wms.train.segmenter import ONNX_FILE
 from wms.train.spec import REFINE_WEIGHTS_FILE
@@ -86,6 +87,12 @@ def train_and_log(
         raise DataError(
             f"the test split of {dataset} is empty ({sum(map(len, splits.values()))} pairs); add more"
         )
+    # The train and val splits are decoded before the first epoch; the test split only after the
+    # last one, so a photo there that cannot be read is found now, not after hours of training.
+    for pair in splits["test"]:
+        for path in (pair.image, pair.mask):
+            with image_file(path) as img:
+                img.load()
     run_tags = {"wms.dataset_version": dataset_version, "wms.git_commit": head_commit(project.root)}
     with registry.start_run(f"train-{dataset_version}", run_tags | (tags or {}), continue_run) as run:
         if run_started is not None:
