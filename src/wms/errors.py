@@ -52,5 +52,10 @@ class BackendError(WmsError):
     """An external system (store, compute, git host, deploy target) failed."""
 
 
+class MainMoved(BackendError):
+    """Main took other pointer changes while a run trained: its promotion, built on the older main,
+    would undo them. The batch must run again, on main as it is now."""
+
+
 class CapacityError(BackendError):
     """EC2 cannot start the instance now (no capacity; a reclaimed spot instance EC2 restarts itself)."""

@@ -45,7 +45,7 @@ from wms.config import Project
 from wms.data.lease import LeaseHeld, default_owner, lease, renew
 from wms.data.merge import merge_into, prepare_incoming, restore, validate_merged
 from wms.data.store import open_store
-from wms.errors import BackendError, DataError, UsageError, WmsError
+from wms.errors import BackendError, DataError, MainMoved, UsageError, WmsError
 from wms.gate import GateDecision
 from wms.gating import gate_candidate
 from wms.guards import Heartbeat, Interrupted, signals_raise
@@ -198,7 +198,8 @@ class Pipeline:
             run.failed_stage = next((s for s in STAGES if run.stages[s].status == "failed"), None)
             what = str(exc) if isinstance(exc, WmsError | Interrupted) else type(exc).__name__
             where = f" at {run.failed_stage}" if run.failed_stage else ""
-            run.summary = f"failed{where}: {what}; continue with `wms pipeline resume {run.run_id}`"
+            then = "" if isinstance(exc, MainMoved) else f"; continue with `wms pipeline resume {run.run_id}`"
+            run.summary = f"failed{where}: {what}{then}"
             record_outcome(
                 self.batches, run, "rejected" if isinstance(exc, DataError) else "failed", self.notify
             )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from wms.config import load_settings
-from wms.errors import UsageError
+from wms.errors import MainMoved, UsageError
 from wms.vcs.publish import NOT_ON_DATA_BRANCH, publish_promotion
 
 if TYPE_CHECKING:
@@ -145,3 +145,43 @@ def test_cli_publish_with_a_missing_report_says_so(repo: Repo, cli: Callable[...
     result = cli("vcs", "publish", "--gate-report", "nowhere.md")
     assert result.exit_code == 2
     assert "cannot read the gate report nowhere.md" in result.output
+
+
+def _promotion(folder: Path, dataset: dict[str, str], history: list[str]) -> Path:
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    (folder / "models").mkdir(exist_ok=True)
+    (folder / "data" / "dataset.json").write_text(json.dumps(dataset) + "\n")
+    (folder / "models" / "production_current.json").write_text(json.dumps({"to_version": history[-1]}) + "\n")
+    lines = [json.dumps({"to_version": v}) for v in history]
+    (folder / "models" / "production_history.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_a_promotion_built_on_an_older_main_is_refused_not_published(repo: Repo, tmp_path: Path) -> None:
+    """Another batch's promotion reached main while this run trained: publishing would undo it."""
+    repo.write("data/dataset.json", json.dumps({"version": "v1"}) + "\n")
+    repo.write("models/production_history.jsonl", json.dumps({"to_version": "1"}) + "\n")
+    repo.commit("main at v1")
+    repo.git("switch", "-q", "-c", BRANCH)
+    repo.add_pairs("m001")
+    tip = repo.commit("a new pair")
+    repo.git("switch", "-q", "main")
+    repo.write("data/dataset.json", json.dumps({"version": "v2", "parent": "v1"}) + "\n")
+    repo.write("models/production_history.jsonl", "".join(json.dumps({"to_version": v}) + "\n" for v in "12"))
+    repo.commit("another batch promoted")
+    publish = {"branch": BRANCH, "sha": tip, "gate_markdown": GATE, "dataset_summary": "v3"}
+
+    stale = _promotion(tmp_path / "stale", {"version": "v3", "parent": "v1"}, ["1", "3"])
+    with pytest.raises(MainMoved, match="moved to version v2 while this run merged onto v1"):
+        publish_promotion(load_settings(), files=stale, **publish)
+    assert repo.out("rev-parse", BRANCH) == tip  # nothing committed on the branch
+    assert json.loads((repo.work / "data" / "dataset.json").read_text())["version"] == "v2"
+
+    # On main's dataset, but not on its ledger (production moved by hand meanwhile): refused too.
+    unaware = _promotion(tmp_path / "unaware", {"version": "v3", "parent": "v2"}, ["1", "3"])
+    with pytest.raises(MainMoved, match="production moved while it trained"):
+        publish_promotion(load_settings(), files=unaware, **publish)
+
+    current = _promotion(tmp_path / "current", {"version": "v3", "parent": "v2"}, ["1", "2", "3"])
+    assert publish_promotion(load_settings(), files=current, **publish).startswith(f"merged {BRANCH}")
+    assert json.loads((repo.work / "data" / "dataset.json").read_text())["version"] == "v3"

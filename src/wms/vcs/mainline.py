@@ -4,10 +4,14 @@ A data branch is cut from main at one moment; by the time its pipeline runs, mai
 moved (another batch promoted). So the base dataset version and the production pointer are
 read at run time from main, never from the copy frozen on the branch:
 
-- outside git, or with main itself checked out (the workflows check out main's code; the
-  demo runs on main): the working tree is main;
-- on another branch: the base branch, `<remote>/<base>` fetched first with the GitHub host
-  (main lives there), the local `<base>` with the local host (merges happen here).
+- with the GitHub host and its remote: `<remote>/<base>`, fetched when read. Main lives there,
+  and a checkout of it goes stale: a workflow checks main out, may wait hours for the store's
+  lock and trains for hours more, while other batches' pull requests merge;
+- with the local host (merges happen here): the working tree when main itself is checked out
+  (the demo runs on main), else the local `<base>`;
+- outside git: the working tree.
+
+Publishing checks once more that main has not moved since (`wms.vcs.publish`).
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ class MainLine:
             self.top = self.git.toplevel()
         except GitError:
             return
-        if self.git.current_branch() != cfg.base_branch:
+        remote_main = cfg.host == "github" and self.git.ok("remote", "get-url", cfg.remote)
+        if remote_main or self.git.current_branch() != cfg.base_branch:
             self.ref = main_ref(self.git, project)
 
     @property

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from wms.config import Project
 from wms.data.pointer import read_pointer
-from wms.errors import BackendError, UsageError
+from wms.errors import BackendError, MainMoved, UsageError
 from wms.production import CURRENT_FILE, HISTORY_FILE
 from wms.vcs.base import GitHost
 from wms.vcs.git import Git, GitError
@@ -76,6 +76,8 @@ def publish_promotion(
         )
     with _branch_tree(git, top, project.root, branch, current, sha, settings.git.remote) as (tree, root):
         _take_in_main(tree, project)
+        if files is not None:
+            _check_built_on_main(project, files, root)
         _copy_files(files or project.root, root, _pointer_files(project))
         commit_pointers(tree, tree.toplevel(), dataclasses.replace(project, root=root))
         if host is None:
@@ -130,6 +132,33 @@ def _take_in_main(tree: Git, project: Project) -> None:
         raise BackendError(
             f"the data branch conflicts with {ref} ({', '.join(conflicts) or 'see git'}); data branches may "
             "only add files under data/incoming/ — push the batch again on a branch cut from main"
+        )
+
+
+def _check_built_on_main(project: Project, files: Path, tree_root: Path) -> None:
+    """Refuse a promotion built on an older main: its pointer files would undo what main took since.
+
+    After main is taken in, the branch's pointer files are main's. The promotion's dataset
+    version must have main's as its parent, and its ledger must continue main's; otherwise
+    another batch's promotion (or a move by hand) reached main while this run trained.
+    """
+    data = Path(project.settings.data.pointer)
+    ours, theirs = read_pointer(files / data), read_pointer(tree_root / data)
+    main_version = theirs["version"] if theirs else None
+    if ours is not None and main_version not in (ours.get("parent"), ours["version"]):
+        raise MainMoved(
+            f"main's {data} moved to version {main_version} while this run merged onto "
+            f"{ours.get('parent') or 'nothing'}: publishing would drop that version's pairs; run the batch "
+            "again on main as it is now (`wms pipeline sweep` does)"
+        )
+    ledger = Path(project.settings.tracking.pointer_dir) / HISTORY_FILE
+    ours_text = (files / ledger).read_text() if (files / ledger).is_file() else ""
+    main_text = (tree_root / ledger).read_text() if (tree_root / ledger).is_file() else ""
+    if ours_text and not ours_text.startswith(main_text):
+        raise MainMoved(
+            f"main's {ledger} has moves this run's promotion was not built on (production moved while it "
+            "trained): publishing would undo them; run the batch again on main as it is now "
+            "(`wms pipeline sweep` does)"
         )
 
 
