@@ -189,3 +189,14 @@ def test_the_token_bucket_refills_at_its_rate() -> None:
     now[0] += 0.2  # 10 s: one token at 6 a minute
     assert bucket.take() and not bucket.take()
     assert not any(TokenBucket(0).take() for _ in range(3))
+
+
+def test_a_fractional_rate_captures_now_and_then() -> None:
+    now = [0.0]
+    bucket = TokenBucket(0.5, clock=lambda: now[0])  # serve.capture_per_minute = 0.5
+    admitted = []
+    for _ in range(60):  # one photo the service wants to keep every minute, for an hour
+        admitted.append(bucket.take())
+        now[0] += 60
+    assert sum(admitted) == 30  # one every two minutes
+    assert admitted[:4] == [True, False, True, False]

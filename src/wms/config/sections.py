@@ -307,7 +307,7 @@ class ServeSettings(Section):
     capture_threshold: float = Field(0.5, ge=0, le=1, description="uncertain: capture from this score up")
     capture_sample_rate: float = Field(0.01, ge=0, le=1, description="sample: share of predictions captured")
     capture_per_minute: float = Field(
-        6, ge=0, description="at most this many captures a minute (token bucket)"
+        6, ge=0, description="at most this many captures a minute (token bucket); 0.5: one every 2 minutes"
     )
     capture_max_files: int = Field(
         1000, ge=0, description="stop capturing when the inbox holds this many photos"

@@ -15,9 +15,9 @@ The metadata file is written last: a capture without one is incomplete. No clien
 file name or header is kept. Files are written aside and renamed into place (an S3 PUT is
 atomic by itself), after the response has been sent, in a worker thread; a failure is logged
 and counted, never returned to the client. A token bucket admits at most
-`capture_per_minute` captures a minute (bursts up to that many); when the inbox holds
-`capture_max_files` photos or `capture_max_mb` MB, capturing stops, with one log line, until
-the server restarts.
+`capture_per_minute` captures a minute (bursts up to that many, at least one: 0.5 is one
+every two minutes); when the inbox holds `capture_max_files` photos or `capture_max_mb` MB,
+capturing stops, with one log line, until the server restarts.
 """
 
 from __future__ import annotations
@@ -47,11 +47,16 @@ JPEG_QUALITY = 95  # a photo to label again: close to the upload, a fraction of 
 
 
 class TokenBucket:
-    """`per_minute` tokens a minute, at most `per_minute` stored (the largest burst)."""
+    """`per_minute` tokens a minute, at most `per_minute` stored (the largest burst), but at least one.
+
+    A take needs a whole token, so a bucket holding fewer than one would never give any: with
+    0.5 a minute it holds one, which comes back every two minutes. 0 gives none.
+    """
 
     def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.capacity, self.clock = per_minute / 60, per_minute, clock
-        self.tokens, self.stamp = per_minute, clock()
+        capacity = max(1.0, per_minute) if per_minute > 0 else 0.0
+        self.rate, self.capacity, self.clock = per_minute / 60, capacity, clock
+        self.tokens, self.stamp = capacity, clock()
         self.lock = threading.Lock()
 
     def take(self) -> bool:
