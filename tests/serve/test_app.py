@@ -121,6 +121,36 @@ def test_json_answer_describes_the_mask(server: str, exported_model: Path, tmp_p
     assert body["uncertainty"]["verdict"] in VERDICTS
 
 
+def _deep_copies(gray: Image.Image) -> dict[str, bytes]:
+    """The same grayscale photo as 8-bit PNG, 16-bit PNG (I;16) and float TIFF (F, 0-1)."""
+    pixels = np.asarray(gray, np.uint16)
+    images = {
+        "8-bit png": (gray, "PNG"),
+        "16-bit png": (Image.fromarray(pixels * 257), "PNG"),
+        "float tiff": (Image.fromarray(pixels.astype(np.float32) / 255), "TIFF"),
+    }
+    out = {}
+    for name, (image, fmt) in images.items():
+        buffer = io.BytesIO()
+        image.save(buffer, fmt)
+        out[name] = buffer.getvalue()
+    return out
+
+
+def test_16_bit_and_float_photos_get_the_mask_of_their_8_bit_copy(server: str) -> None:
+    copies = _deep_copies(synth_pair(seed=3, index=0, size=128)[0].convert("L"))
+    assert Image.open(io.BytesIO(copies["16-bit png"])).mode == "I;16"
+    assert Image.open(io.BytesIO(copies["float tiff"])).mode == "F"
+    masks = {}
+    for name, data in copies.items():
+        answer = httpx.post(f"{server}/predict", files={"file": (name, data)}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        masks[name] = _mask(answer.content)
+    assert 0.01 < masks["8-bit png"].mean() < 0.99
+    for name in ("16-bit png", "float tiff"):
+        assert (masks[name] == masks["8-bit png"]).mean() >= 0.999, name
+
+
 def _truncated_jpeg() -> bytes:
     buffer = io.BytesIO()
     synth_pair(seed=1, index=0, size=128)[0].save(buffer, "JPEG")

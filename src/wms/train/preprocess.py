@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -20,9 +21,42 @@ from wms.errors import DataError
 UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError)
 
 
+# The ranges an integer or float image without a fixed one is read in: the smallest that holds
+# its values (0-1 is the float convention, 0-65535 what a 16-bit PNG decodes to as mode I).
+USUAL_RANGES = (1.0, 255.0, 65535.0)
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float image as 8-bit grayscale (L); any other image as it is.
+
+    Pillow's own conversion clips these at 255 (a 16-bit photo comes out almost white), so they
+    are scaled first. 16-bit images (I;16) by their full range: v / 257, so a 16-bit copy of an
+    8-bit photo gives back the same pixels. Modes I and F have no fixed range: they are read in
+    the smallest of 0-1 (F only), 0-255 and 0-65535 that holds their values, and an image with
+    negative values or values over 65535 is stretched from its own minimum to its maximum.
+    """
+    if img.mode.startswith("I;16"):
+        low, top = 0.0, 65535.0
+    elif img.mode in ("I", "F"):
+        extrema: Any = img.getextrema()  # one band: (min, max)
+        low, top = float(extrema[0]), float(extrema[1])
+        ranges = [r for r in USUAL_RANGES if img.mode == "F" or r > 1]
+        if low >= 0 and top <= ranges[-1]:
+            low, top = 0.0, next(r for r in ranges if top <= r)
+        elif top <= low:
+            top = low + 1
+    else:
+        return img
+    factor = 255.0 / (top - low)
+    return img.point(lambda v: (v - low) * factor + 0.5).convert("L")
+
+
 def orient_rgb(img: Image.Image) -> Image.Image:
-    """An opened image as RGB with its EXIF orientation applied (the pixels a person sees)."""
-    return ImageOps.exif_transpose(img).convert("RGB")
+    """An opened image as RGB with its EXIF orientation applied (the pixels a person sees).
+
+    High-bit-depth and float images are scaled to 8 bits first (`to_8bit`).
+    """
+    return to_8bit(ImageOps.exif_transpose(img)).convert("RGB")
 
 
 @contextmanager
