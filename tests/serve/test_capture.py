@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from PIL import Image
 
 from wms.config import ServeSettings
 from wms.serve.app import create_app
-from wms.serve.capture import MB, TokenBucket
+from wms.serve.capture import MB, Capture, Captured, TokenBucket
 from wms.serve.model import ServedModel, load_folder
 
 LOGGER = "wms.serve.capture"
@@ -164,6 +165,43 @@ def test_uncertain_photos_are_kept_with_a_pre_label_and_metadata(
             assert mask.size == sent.size
             answer_mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask_png_base64"]))))
             assert np.array_equal(np.asarray(mask), answer_mask)
+
+
+def test_a_slow_capture_is_not_counted_in_the_request_latency(
+    exported_model: Path,
+    live_server: Callable[[object], Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    released, writing = threading.Event(), threading.Semaphore(0)
+
+    def slow_write(self: Capture, item: Captured) -> None:  # a slow disk or bucket
+        writing.release()
+        released.wait(60)
+
+    monkeypatch.setattr(Capture, "write", slow_write)
+    app = _app(exported_model, capture="sample", capture_sample_rate=1.0, capture_dir=str(tmp_path))
+    with live_server(app) as live:
+        try:
+            started = time.perf_counter()
+            for i in range(3):
+                _post(live.url, _photo(i))
+            waited = time.perf_counter() - started
+            assert all(writing.acquire(timeout=30) for _ in range(3))  # every capture is being written
+            scrape = httpx.get(f"{live.url}/metrics").text
+        finally:
+            released.set()
+    samples = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in scrape.splitlines()
+        if line.startswith("wms_http_request_duration_seconds_")
+        and 'route="/predict"' in line
+        and "_bucket" not in line
+    }
+    # Counted when the answer was sent, while the captures were still being written.
+    assert samples.get("wms_http_request_duration_seconds_count") == 3
+    assert samples.get("wms_http_request_duration_seconds_sum", float("inf")) <= waited
+    assert 'wms_http_requests_total{method="POST",route="/predict",status="200"} 3.0' in scrape
 
 
 def test_captures_go_to_s3_when_the_inbox_is_a_bucket(

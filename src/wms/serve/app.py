@@ -99,7 +99,10 @@ class GuardMiddleware:
     """Counts every request for /metrics and cuts off request bodies over the upload limit.
 
     The limit is enforced on the bytes as they arrive, before the multipart parser spools
-    them anywhere, whether or not the client sent a Content-Length.
+    them anywhere, whether or not the client sent a Content-Length. A request is counted, with
+    its latency, when the last byte of its answer is handed to the server: background work
+    after the answer (a capture being written) runs inside the app's call, and is not the
+    client's wait.
     """
 
     def __init__(self, app: Any, metrics: Metrics, max_body: int) -> None:
@@ -111,13 +114,19 @@ class GuardMiddleware:
             return
         started = time.perf_counter()
         route = self.metrics.route(scope.get("path", ""))
-        state = {"status": 500, "received": 0, "too_big": False, "replied": False}
+        state = {"status": 500, "received": 0, "too_big": False, "replied": False, "counted": False}
+
+        def count(status: int) -> None:
+            if not state["counted"]:
+                state["counted"] = True
+                self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+
         refusal = f"the upload is over the limit of {self.max_body // MB} MB (serve.max_upload_mb)"
 
         length = dict(scope.get("headers", ())).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_body:
             await self._reply(send, 413, refusal, state)
-            self.metrics.observe(scope["method"], route, 413, time.perf_counter() - started)
+            count(413)
             return
 
         async def limited_receive() -> Any:
@@ -135,6 +144,8 @@ class GuardMiddleware:
             if message["type"] == "http.response.start":
                 state["status"], state["replied"] = message["status"], True
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                count(int(state["status"]))
 
         try:
             await self.app(scope, limited_receive, tracking_send)
@@ -144,7 +155,7 @@ class GuardMiddleware:
         finally:
             if state["too_big"] and not state["replied"]:
                 await self._reply(send, 413, refusal, state)
-            self.metrics.observe(scope["method"], route, int(state["status"]), time.perf_counter() - started)
+            count(int(state["status"]))  # an answer cut off, refused or never sent
 
     @staticmethod
     async def _reply(send: Any, status: int, message: str, state: dict[str, Any]) -> None:
