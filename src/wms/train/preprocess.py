@@ -56,7 +56,8 @@ def orient_rgb(img: Image.Image) -> Image.Image:
 
     High-bit-depth and float images are scaled to 8 bits first (`to_8bit`).
     """
-    return to_8bit(ImageOps.exif_transpose(img)).convert("RGB")
+    turned = to_8bit(ImageOps.exif_transpose(img))  # a new image, even where nothing turns
+    return turned if turned.mode == "RGB" else turned.convert("RGB")  # no second copy of a big photo
 
 
 @contextmanager

@@ -1,0 +1,137 @@
+"""Peak memory of `wms serve` per photo: what the chart's memory limit has to hold.
+
+Run: .venv/bin/python benchmarks/serve_memory.py [--megapixels 10 20 40]
+
+Each case starts a fresh `wms serve` process (the CLI, as the pod runs it) on the default
+[train] model (seeded random weights: memory does not depend on training), reads its peak
+resident memory (VmHWM in /proc) once it is ready, posts JPEG photos of the given size (one,
+or two at once), and reads VmHWM again. The growth per photo pixel is the slope between sizes;
+the chart test (tests/test_infrastructure_memory.py) uses it. Results go to
+benchmarks/results/serve_memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_latency import _free_port, _model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "serve_memory.json"
+SRC = Path(__file__).resolve().parents[1] / "src"
+MODEL_SIZE = 128  # the default [train] image_size
+
+
+class WmsServe:
+    """`wms serve --model FOLDER` in its own process, on a free loopback port."""
+
+    def __init__(self, folder: Path, workdir: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        code = "from wms.cli.main import run; run()"
+        args = [sys.executable, "-c", code, "serve", "--model", str(folder), "--port", str(self.port)]
+        env = {**os.environ, "WMS_SERVE__MAX_CONCURRENCY": "2", "WMS_SERVE__INTRA_OP_THREADS": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))  # this checkout
+        self.proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None and time.monotonic() < deadline, "wms serve did not start"
+            time.sleep(0.1)
+
+    def peak_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def _photo(megapixels: float) -> tuple[bytes, int]:
+    """A synthetic meter photo enlarged to about `megapixels` (4:3), as a JPEG; and its pixel count."""
+    from PIL import Image
+
+    from wms.data.synth import synth_pair
+
+    width = int((megapixels * 1e6 * 4 / 3) ** 0.5) // 16 * 16
+    height = int(megapixels * 1e6 / width)
+    image = synth_pair(seed=11, index=0, size=512)[0].resize((width, height), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue(), width * height
+
+
+def _case(folder: Path, workdir: Path, photo: bytes, at_once: int) -> dict[str, float]:
+    server = WmsServe(folder, workdir)
+    try:
+        base = server.peak_mb()
+
+        def post(_: int) -> None:
+            answer = httpx.post(f"{server.url}/predict", files={"file": ("m.jpg", photo)}, timeout=300)
+            answer.raise_for_status()
+
+        with ThreadPoolExecutor(at_once) as pool:
+            list(pool.map(post, range(at_once)))
+        return {"base_mb": round(base, 1), "peak_mb": round(server.peak_mb(), 1)}
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megapixels", type=float, nargs="+", default=[10, 20, 40])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, workdir = Path(tmp) / "model", Path(tmp) / "work"
+        folder.mkdir()
+        workdir.mkdir()
+        _model(folder, MODEL_SIZE)
+        cases = []
+        for mp in args.megapixels:
+            photo, pixels = _photo(min(mp, 39.9))
+            for at_once in (1, 2):
+                result = _case(folder, workdir, photo, at_once)
+                row = {"pixels": pixels, "jpeg_mb": round(len(photo) / 2**20, 2), "at_once": at_once}
+                row |= result
+                print(json.dumps(row), flush=True)
+                cases.append(row)
+    singles = sorted((c for c in cases if c["at_once"] == 1), key=lambda c: c["pixels"])
+    low, high = singles[0], singles[-1]
+    slope = (high["peak_mb"] - low["peak_mb"]) * 2**20 / (high["pixels"] - low["pixels"])
+    pair = next(c for c in cases if c["at_once"] == 2 and c["pixels"] == high["pixels"])
+    each = (pair["peak_mb"] - pair["base_mb"]) * 2**20 / (2 * pair["pixels"])
+    summary = {"bytes_per_pixel": round(slope, 1), "bytes_per_pixel_two_at_once": round(each, 1)}
+    print(json.dumps(summary))
+    RESULTS.parent.mkdir(exist_ok=True)
+    record = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": platform.platform(),
+        "python": platform.python_version(),
+        "cases": cases,
+        **summary,
+    }
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

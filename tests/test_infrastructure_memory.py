@@ -1,0 +1,65 @@
+"""The serving pod's memory limit holds the photos its settings let in, all at once.
+
+Peak resident memory of `wms serve`, measured with benchmarks/serve_memory.py (a fresh server
+per case, the default [train] model, JPEG photos; x86_64, Python 3.11):
+- after start, before any photo: 117 MiB;
+- one 39.9-megapixel photo: 520 MiB (786 before resize_bilinear filled its map a band at a time);
+- two at once: 903 and 928 MiB in two runs (1307 before: over the chart's old 1 GiB limit, so
+  both requests were killed);
+- 10 and 20 megapixels, one photo: 244 and 339 MiB.
+That is 9.7 bytes a photo pixel between sizes, 10.3-10.7 for each of two at once: the decoded
+photo (3 bytes a pixel, kept for capture), the float32 probability map (4), the mask and its PNG
+pixels (2), and what the allocator keeps. BYTES_PER_PIXEL rounds that up; BASE leaves room for a
+larger model than the default one; MARGIN for what a measurement on one machine misses.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CHART_VALUES = REPO / "devops" / "helm" / "wms-model" / "values.yaml"
+CLUSTER_VALUES = REPO / "infrastructure" / "helm-values.yaml"
+MIB = 2**20
+BASE = 160 * MIB
+BYTES_PER_PIXEL = 11
+MARGIN = 1.2
+UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9, "": 1}
+
+
+def _bytes(quantity: str) -> int:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i?)?", str(quantity))
+    assert match, f"unexpected memory quantity {quantity!r}"
+    return int(float(match[1]) * UNITS[match[2] or ""])
+
+
+def _merged(*files: Path) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for path in files:
+        layer = yaml.safe_load(path.read_text())
+        for key in ("serve", "resources"):
+            values.setdefault(key, {})
+            for name, value in layer.get(key, {}).items():
+                merged = {**values[key].get(name, {}), **value} if isinstance(value, dict) else value
+                values[key][name] = merged
+    return values
+
+
+@pytest.mark.parametrize(
+    "files", [(CHART_VALUES,), (CHART_VALUES, CLUSTER_VALUES)], ids=["chart defaults", "cluster values"]
+)
+def test_the_memory_limit_holds_max_concurrency_photos_of_max_pixels(files: tuple[Path, ...]) -> None:
+    values = _merged(*files)
+    serve = values["serve"]
+    limit = _bytes(values["resources"]["limits"]["memory"])
+    need = BASE + serve["maxConcurrency"] * serve["maxPixels"] * BYTES_PER_PIXEL
+    assert limit >= MARGIN * need, (
+        f"memory limit {limit / MIB:.0f} MiB, but {serve['maxConcurrency']} photos of {serve['maxPixels']:,} "
+        f"pixels at once need about {need / MIB:.0f} MiB (+{MARGIN - 1:.0%}): raise "
+        "resources.limits.memory or lower serve.maxPixels or serve.maxConcurrency"
+    )
