@@ -10,7 +10,8 @@ never started is caught up. Statuses:
     promoted       merged into main: main's dataset.json and production pointer name it
     published      a pull request with the promotion is open (auto-merge)
     not-promoted   the gate kept production; the branch stays for review with its report
-    rejected       the data is invalid or conflicts with main; push a fixed batch
+    rejected       the data is invalid or conflicts with main, or the branch changes more than
+                   data/incoming/ (refused before any run); push a fixed batch
     no-new-data    the batch holds nothing main's dataset does not have
     failed         the run broke (compute, network, a bug); the sweeper tries again
     running        a run is at it (or died: the sweeper finds out under the lock)
@@ -85,6 +86,11 @@ class BatchLedger:
         }
         self._put(record)
         return record
+
+    def refuse(self, branch: str, sha: str, reason: str) -> None:
+        """Record the batch as rejected without a run: its branch was refused, nothing from it is used."""
+        old = self.get(sha) or {}
+        self._put({**old, "branch": branch, "sha": sha, "status": "rejected", "summary": reason})
 
     def finish(self, sha: str, status: str, summary: str, **extra: Any) -> None:
         """Record how the batch's run ended."""

@@ -3,7 +3,9 @@
 A batch can be left behind by a cancelled workflow run, a runner that died, or a run that
 never started. The sweeper lists the data branches (on the remote and here), skips the
 heads that are the pipeline's own pointer commits and those whose record in the store
-(`wms.batches`) is finished, and hands the rest to the pipeline, oldest branch first.
+(`wms.batches`) is finished, and hands the rest to the pipeline, oldest branch first. A head
+the branch guard refuses (it changes more than data/incoming/) is recorded `rejected` here,
+so no compute starts for it and no later sweep tries it again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from wms.batches import MAX_ATTEMPTS, BatchLedger, gave_up, is_finished
 from wms.config import Project
 from wms.errors import UsageError
 from wms.vcs.git import Git, GitError
+from wms.vcs.guard import check_branch, resolve_base
 from wms.vcs.publish import POINTER_COMMIT_TITLE
 
 
@@ -59,10 +62,16 @@ def _parse(listing: str, prefix: str) -> dict[str, str]:
 
 
 def pending(project: Project, ledger: BatchLedger, notes: list[str] | None = None) -> list[Pending]:
-    """The data branch heads that have no finished run; `notes` collects why others are left alone."""
+    """The data branch heads that have no finished run; `notes` collects why others are left alone.
+
+    A head the branch guard refuses is recorded `rejected` in `ledger` with the refusal.
+    """
     git = Git(project.root)
+    cfg = project.settings.git
     todo = []
-    for branch, sha in data_branches(project).items():
+    branches = data_branches(project)
+    base = resolve_base(git, cfg.remote, cfg.base_branch) if branches else ""
+    for branch, sha in branches.items():
         try:
             title = git.run("log", "-1", "--format=%s", sha)
         except GitError:
@@ -71,6 +80,12 @@ def pending(project: Project, ledger: BatchLedger, notes: list[str] | None = Non
             continue  # the pipeline's own commit: the batch is published, its pull request open
         record = ledger.get(sha)
         if is_finished(record):
+            continue
+        check = check_branch(git, sha, base, project.settings.data.incoming, cfg.remote)
+        if not check.ok:
+            ledger.refuse(branch, sha, check.refusal())
+            if notes is not None:
+                notes.append(f"{branch}: rejected, not run — {check.refusal()}")
             continue
         if gave_up(record):
             if notes is not None:

