@@ -104,6 +104,26 @@ def is_finished(record: dict[str, Any] | None) -> bool:
     return record is not None and record.get("status") in FINISHED
 
 
+def resume_refusal(record: dict[str, Any] | None, run_id: str) -> str | None:
+    """Why run `run_id` may not go on with its batch (finished, or another run's since); None if it may."""
+    if record is None:
+        return None
+    batch = f"batch {record.get('branch', '?')} ({str(record.get('sha', ''))[:12]})"
+    status, owner = record.get("status"), record.get("run_id")
+    if is_finished(record):
+        by = f" by run {owner}" if owner else ""
+        return (
+            f"{batch} was finished{by}: {status} ({record.get('summary', '')}); there is nothing to resume "
+            "(a rejected batch is pushed again, fixed)"
+        )
+    if owner != run_id:
+        return (
+            f"{batch} is no longer this run's: run {owner} took it on since ({status}); go on with that "
+            "run where it ran, or let `wms pipeline sweep` run the batch"
+        )
+    return None
+
+
 def gave_up(record: dict[str, Any] | None) -> bool:
     """Whether the sweeper stopped retrying a failing batch (its record says why)."""
     return (

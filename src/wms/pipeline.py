@@ -26,9 +26,7 @@ says the candidate is better, and then only through main (`wms.promotion`).
 from __future__ import annotations
 
 import os
-import re
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,11 +36,11 @@ from pathlib import Path
 from typing import Protocol
 
 from wms import promotion
-from wms.batches import BatchLedger, detect_batch, is_finished, outcome_of, record_outcome
+from wms.batches import BatchLedger, detect_batch, is_finished, outcome_of, record_outcome, resume_refusal
 from wms.compute import DEFAULT_HOLDER, Compute, Notify, make_compute, quiet
 from wms.compute.hold import ComputeHold
 from wms.config import Project
-from wms.data.lease import LeaseHeld, default_owner, lease, renew
+from wms.data.lease import LeaseHeld, default_owner, lease, left_by_dead_process, renew
 from wms.data.merge import merge_into, prepare_incoming, restore, validate_merged
 from wms.data.store import open_store
 from wms.errors import BackendError, DataError, MainMoved, UsageError, WmsError
@@ -145,10 +143,13 @@ class Pipeline:
                 run.stages[name] = StageRecord(name)
         run.status, run.failed_stage, run.finished_at, run.summary = "running", None, None, ""
         self.notify(f"resuming run {run_id} from {start}")
-        return self._execute(run, keep)
+        return self._execute(run, keep, resumed=True)
 
-    def _execute(self, run: PipelineRun, keep: set[str], skip_finished: bool = False) -> PipelineRun:
-        self.last_run = run
+    def _execute(
+        self, run: PipelineRun, keep: set[str], skip_finished: bool = False, resumed: bool = False
+    ) -> PipelineRun:
+        """Under the store's lock: a batch finished meanwhile is not run again, and a resumed run
+        goes on only while its batch is still its own and unfinished (UsageError otherwise)."""
         if self.remote_training:
             from wms.remote.entry import check_remote_settings
 
@@ -164,7 +165,8 @@ class Pipeline:
                         owner=f"pipeline run {run.run_id} ({default_owner()})",
                         ttl_seconds=store_cfg.lock_ttl_seconds,
                         wait_seconds=store_cfg.lock_wait_seconds,
-                        take_over=lambda holder: _left_by_dead_self(holder, run.run_id),
+                        # `wms pipeline resume` takes over the lock its own run's dead process left
+                        take_over=lambda holder: left_by_dead_process(holder, f"pipeline run {run.run_id} ("),
                         on_wait=lambda holder: self.notify(
                             f"waiting up to {store_cfg.lock_wait_seconds:g} s for "
                             f"{holder.get('owner', '?')} to finish"
@@ -180,9 +182,13 @@ class Pipeline:
             batch = run.outputs.get("batch")
             if batch:
                 record = self.batches.get(batch["sha"])
+                if resumed and (refusal := resume_refusal(record, run.run_id)):
+                    raise UsageError(refusal)
                 if skip_finished and is_finished(record):
+                    self.last_run = run
                     return self._already_done(run, record or {})
                 self.batches.start(batch["branch"], batch["sha"], run.run_id)
+            self.last_run = run
             run.save()
             stack.enter_context(signals_raise(self._on_repeat_signal))
             stack.enter_context(Heartbeat(self._beat_interval(), lambda: self._beat(path, lock), self.notify))
@@ -378,24 +384,3 @@ class Pipeline:
         if run.promoted:
             return f"promoted version {run.outputs.get('model_version', '?')}: {decision.reason}"
         return f"not promoted: {decision.reason}"
-
-
-def _left_by_dead_self(holder: dict[str, str], run_id: str) -> bool:
-    """Whether the store lock is this run's own, left by its process that died (kill -9, a crash).
-
-    `wms pipeline resume` takes it over at once instead of waiting for it to expire; a process
-    of the run that still lives on this machine keeps it.
-    """
-    owner = holder.get("owner", "")
-    if not owner.startswith(f"pipeline run {run_id} ("):
-        return False
-    match = re.search(r"@(\S+) pid (\d+)\)$", owner)
-    if match is None or match[1] != socket.gethostname():
-        return False  # another machine's process: only the lock's expiry tells
-    try:
-        os.kill(int(match[2]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,3 +51,79 @@ def test_a_bad_fault_spec_is_a_usage_error(
     result = cli("pipeline", "run")
     assert result.exit_code == 2
     assert "WMS_FAULT_STAGE='trian'" in result.stderr and "merge, validate" in result.stderr
+
+
+def ledger_path(project_dir: Path, sha: str) -> Path:
+    return project_dir / ".wms" / "store" / "batches" / f"{sha}.json"
+
+
+def write_record(project_dir: Path, sha: str, **fields: str) -> dict[str, str]:
+    record = {"branch": "data/20260102-030405", "sha": sha, **fields}
+    path = ledger_path(project_dir, sha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return record
+
+
+def test_a_ci_run_of_a_batch_finished_meanwhile_does_not_train_it_again(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    sha = "ab" * 20
+    done = write_record(project_dir, sha, status="published", run_id="20990101-000000-sweep1", summary="x")
+    batch = make_batch("b", count=30)
+
+    result = cli(
+        "--set",
+        "train.epochs=0",
+        "pipeline",
+        "run",
+        "-d",
+        batch,
+        "--branch",
+        "data/20260102-030405",
+        "--sha",
+        sha,
+    )
+    assert result.exit_code == 0, result.output
+    assert "was finished meanwhile by run 20990101-000000-sweep1: published" in result.stdout
+    assert "▶ train" not in result.stdout
+    assert json.loads(ledger_path(project_dir, sha).read_text()) == done  # its record is left as it was
+
+
+def test_resume_refuses_a_run_whose_batch_another_run_finished_or_took_on(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sha = "cd" * 20
+    monkeypatch.setenv("WMS_FAULT_STAGE", "merge")
+    args = (
+        "pipeline",
+        "run",
+        "-d",
+        make_batch("b", count=30),
+        "--branch",
+        "data/20260102-030405",
+        "--sha",
+        sha,
+    )
+    failed = cli("--set", "train.epochs=0", *args)
+    assert failed.exit_code == 1
+    run_id = json.loads(ledger_path(project_dir, sha).read_text())["run_id"]
+    monkeypatch.delenv("WMS_FAULT_STAGE")
+
+    # The sweeper ran the batch again meanwhile and published it.
+    done = write_record(project_dir, sha, status="published", run_id="20990101-000000-sweep1", summary="x")
+    resumed = cli("--set", "train.epochs=0", "pipeline", "resume", run_id)
+    assert resumed.exit_code == 2, resumed.output
+    assert "was finished by run 20990101-000000-sweep1: published" in resumed.stderr
+    assert "Traceback" not in resumed.output and "▶" not in resumed.stdout
+    assert json.loads(ledger_path(project_dir, sha).read_text()) == done
+
+    # Or another run is at it (or failed too): that run, not this one, goes on with the batch.
+    other = write_record(project_dir, sha, status="failed", run_id="20990101-000000-sweep2", summary="x")
+    resumed = cli("--set", "train.epochs=0", "pipeline", "resume", run_id)
+    assert resumed.exit_code == 2, resumed.output
+    assert "run 20990101-000000-sweep2 took it on since (failed)" in resumed.stderr
+    assert json.loads(ledger_path(project_dir, sha).read_text()) == other

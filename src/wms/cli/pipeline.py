@@ -156,7 +156,8 @@ def run(
     the data branch (git.host = local) or by its pull request (github); the `production`
     alias follows main. In CI the checkout holds main's code and --branch/--sha name the data
     branch whose pairs (`wms vcs take-incoming`) are in --new-data; the outcome of every
-    batch is recorded in the store, so `wms pipeline sweep` can catch up any that is left.
+    batch is recorded in the store, so `wms pipeline sweep` can catch up any that is left; a
+    batch named with --branch whose record is already finished is not run again.
     """
     from wms.batches import check_sha
 
@@ -165,7 +166,9 @@ def run(
         check_sha(sha)
     if sha is not None and branch is None:
         raise UsageError("--sha names a commit of a data branch: give the branch too (--branch data/...)")
-    run_pipeline(project, new_data or project.path(project.settings.data.incoming), branch=branch, sha=sha)
+    # A queued or re-run CI job may come after the sweeper finished the same commit: not again.
+    incoming = new_data or project.path(project.settings.data.incoming)
+    run_pipeline(project, incoming, branch=branch, sha=sha, skip_finished=branch is not None)
 
 
 @app.command()
@@ -229,6 +232,7 @@ def resume(
     """Continue a failed or interrupted run from its first unfinished stage.
 
     Finished stages are not done again: the merged dataset version, the trained model (in
-    MLflow) and the gate decision are read from the run record.
+    MLflow) and the gate decision are read from the run record. A run of a data branch whose
+    batch another run has finished or taken on since is refused.
     """
     run_pipeline(state(ctx).project(), resume=run_id)

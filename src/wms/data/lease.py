@@ -64,6 +64,25 @@ def default_owner() -> str:
     return f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()} pid {os.getpid()}"
 
 
+def left_by_dead_process(holder: dict[str, str], owner_prefix: str) -> bool:
+    """Whether the lock is one `owner_prefix` took, left by its process on this machine that died
+    (kill -9, a crash): its owner can take it over at once instead of waiting for it to expire.
+    A process of it that still lives, or one on another machine, keeps it."""
+    owner = holder.get("owner", "")
+    if not owner.startswith(owner_prefix):
+        return False
+    match = re.search(r"@(\S+) pid (\d+)\)$", owner)
+    if match is None or match[1] != socket.gethostname():
+        return False  # another machine's process: only the lock's expiry tells
+    try:
+        os.kill(int(match[2]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def lock_folder(path: str) -> str:
     """The folder holding the generations of the lock named `path` (`.../lock.json` -> `.../lock`)."""
     return path.removesuffix(".json")
