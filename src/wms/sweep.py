@@ -2,8 +2,10 @@
 
 A batch can be left behind by a cancelled workflow run, a runner that died, or a run that
 never started. The sweeper lists the data branches (on the remote and here), skips the
-heads that are the pipeline's own pointer commits and those whose record in the store
-(`wms.batches`) is finished, and hands the rest to the pipeline, oldest branch first. A head
+heads whose record in the store (`wms.batches`) is finished, and hands the rest to the
+pipeline, oldest branch first. A head that is the pipeline's own pointer commit stands for
+the batch commit under it: skipped when that batch's record is finished (its pull request
+is open), run again when its publish failed after the push (the new publish builds on it). A head
 the branch guard refuses (it changes more than data/incoming/) is recorded `rejected` here,
 so no compute starts for it and no later sweep tries it again.
 """
@@ -17,7 +19,7 @@ from wms.config import Project
 from wms.errors import UsageError
 from wms.vcs.git import Git, GitError
 from wms.vcs.guard import check_branch, resolve_base
-from wms.vcs.publish import POINTER_COMMIT_TITLE
+from wms.vcs.publish import MAIN_MERGE_TITLE, POINTER_COMMIT_TITLE
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,13 @@ def pending(project: Project, ledger: BatchLedger, notes: list[str] | None = Non
             title = git.run("log", "-1", "--format=%s", sha)
         except GitError:
             continue
+        after = ""
         if title.startswith(POINTER_COMMIT_TITLE):
-            continue  # the pipeline's own commit: the batch is published, its pull request open
+            batch = _batch_commit(git, sha)
+            record = ledger.get(batch) if batch else None
+            if batch is None or record is None or is_finished(record):
+                continue  # the pipeline's own commit: the batch is published (or was, before records)
+            sha, after = batch, " after pushing its pointer commit"  # its pull request was not opened
         record = ledger.get(sha)
         if is_finished(record):
             continue
@@ -92,6 +99,19 @@ def pending(project: Project, ledger: BatchLedger, notes: list[str] | None = Non
                 last = (record or {}).get("summary", "")
                 notes.append(f"{branch}: failed {MAX_ATTEMPTS} times, not retried — {last}")
             continue
-        why = "never ran" if record is None else f"run {record.get('run_id')} ended {record.get('status')}"
+        why = (
+            "never ran"
+            if record is None
+            else f"run {record.get('run_id')} ended {record.get('status')}{after}"
+        )
         todo.append(Pending(branch, sha, why))
     return todo
+
+
+def _batch_commit(git: Git, head: str) -> str | None:
+    """The data branch's own commit under the pipeline's pointer commits and merges of main."""
+    for line in git.run("log", "--first-parent", "-n", "20", "--format=%H %s", head).splitlines():
+        commit, _, title = line.partition(" ")
+        if not title.startswith((POINTER_COMMIT_TITLE, MAIN_MERGE_TITLE)):
+            return commit
+    return None

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -459,3 +460,73 @@ def test_a_pull_request_that_cannot_merge_leaves_production_where_main_says(
     assert (
         stages["reconcile"]["status"] == "skipped" and "pull request merges" in stages["reconcile"]["outcome"]
     )
+
+
+def test_a_publish_that_failed_after_its_push_is_swept_and_published_again(
+    repo: Repo, github: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pointer commit reached the branch, then GitHub refused the pull request (an expired token)."""
+    from tests.vcs.test_publish import _promotion
+
+    from wms.batches import BatchLedger
+    from wms.data.store import open_store
+    from wms.sweep import pending
+
+    github.answer(f"GET /repos/{REPO}/pulls", 200, [])
+    github.answer_in_turn(
+        f"POST /repos/{REPO}/pulls", (401, {"message": "Bad credentials"}, {}), (201, PR, {})
+    )
+    github.answer(f"POST /repos/{REPO}/issues/7/labels", 200, [])
+    github.answer("POST /graphql", 200, {"data": {}})
+    monkeypatch.setenv("WMS_GITHUB_TOKEN", "t0ken")
+    repo.write("data/dataset.json", json.dumps({"version": "v1"}) + "\n")
+    repo.write("models/production_history.jsonl", json.dumps({"to_version": "1"}) + "\n")
+    repo.commit("main at v1")
+    repo.git("push", "-q", "origin", "main")
+    branch = "data/20260102-030405"
+    repo.git("switch", "-q", "-c", branch)
+    repo.add_pairs("m001")
+    tip = repo.commit("a new pair")
+    repo.git("push", "-q", "origin", branch)
+    repo.git("switch", "-q", "main")
+    repo.git("branch", "-q", "-D", branch)
+    project = load_settings(overrides={"git": {"host": "github", "api_url": github.url, "repository": REPO}})
+    files = _promotion(tmp_path / "promotion", {"version": "v2", "parent": "v1"}, ["1", "2"])
+    publish = {
+        "branch": branch,
+        "sha": tip,
+        "files": files,
+        "gate_markdown": "**promote**",
+        "dataset_summary": "v2",
+    }
+
+    with pytest.raises(BackendError, match="Bad credentials"):
+        publish_promotion(project, **publish)
+    stranded = repo.remote_branches()[branch]
+    assert stranded != tip  # the pointer commit is on the branch, with no pull request
+
+    # The run is recorded failed: the sweeper lists the batch (its own commit), not the pointer commit.
+    store = open_store(project)
+    ledger = BatchLedger(store.fs, store.root)
+    ledger.start(branch, tip, "20260102-030500-abcdef")
+    ledger.finish(tip, "failed", "failed at publish: GitHub answered 401")
+    [todo] = pending(project, ledger)
+    assert (todo.branch, todo.sha) == (branch, tip)
+    assert "after pushing its pointer commit" in todo.why
+
+    # Resumed, the publish goes on from the pushed commit (a fast-forward) and opens the pull request.
+    assert PR["html_url"] in publish_promotion(project, **publish)
+    head = repo.remote_branches()[branch]
+    assert head == stranded
+    # A fresh run of the batch (the sweeper's: another promotion line) is published on top of it.
+    again = _promotion(tmp_path / "again", {"version": "v2", "parent": "v1"}, ["1", "2b"])
+    assert PR["html_url"] in publish_promotion(project, **{**publish, "files": again})
+    head = repo.remote_branches()[branch]
+    assert repo.git("merge-base", "--is-ancestor", stranded, head, check=False).returncode == 0
+    assert repo.out("show", f"{head}:models/production_history.jsonl").splitlines() == [
+        json.dumps({"to_version": v}) for v in ("1", "2b")
+    ]
+    assert "data/incoming/images/m001.png" not in repo.out("ls-tree", "-r", "--name-only", head)
+
+    ledger.finish(tip, "published", "promoted version 2")
+    assert pending(project, ledger) == []  # published: the pointer commit head is left alone

@@ -178,12 +178,13 @@ def sweep(
 ) -> None:
     """Run every data branch whose batch has no finished run (cancelled, lost, never started).
 
-    Lists the data branches on git.remote and here, skips the pipeline's own pointer commits
-    and every head whose record in the dataset store is finished (promoted, published,
-    not promoted, rejected, no new data), and runs the rest one after another, each with
-    the pairs of its own commit. A head that changes more than data/incoming/ is recorded
-    rejected (also by --dry-run) and never run. A batch that failed 3 times is reported,
-    not retried.
+    Lists the data branches on git.remote and here, skips every head whose record in the
+    dataset store is finished (promoted, published, not promoted, rejected, no new data),
+    and runs the rest one after another, each with the pairs of its own commit. A head that
+    is the pipeline's pointer commit counts as the batch commit under it: left alone once
+    published, run again when its pull request failed after the push. A head that changes
+    more than data/incoming/ is recorded rejected (also by --dry-run) and never run. A batch
+    that failed 3 times is reported, not retried.
     """
     from wms.batches import BatchLedger
     from wms.data.store import open_store

@@ -29,6 +29,7 @@ from wms.vcs.mainline import main_ref
 NOT_ON_DATA_BRANCH = "nothing to publish: not on a data branch"
 # training-data-pipeline.yaml skips pushes whose head commit starts with this: they hold no new data.
 POINTER_COMMIT_TITLE = "Data pointers for the promoted model"
+MAIN_MERGE_TITLE = "Take in "  # the merge of main into the data branch before the pointer commit
 # Used only where git has no identity configured (a fresh CI runner).
 BOT_IDENTITY = ("-c", "user.name=wms pipeline", "-c", "user.email=wms-pipeline@users.noreply.github.com")
 
@@ -53,7 +54,9 @@ def publish_promotion(
     the branch takes in main, so the pull request never conflicts with promotions made since
     the branch was cut. Returns a one-line outcome, e.g. "merged data/20260101-120000 into
     main (abc1234)" or the pull request's URL; NOT_ON_DATA_BRANCH when there is no data
-    branch (the pointer files are then written to the working tree, which is main).
+    branch (the pointer files are then written to the working tree, which is main). Where an
+    earlier publish of the same batch pushed its pointer commit and then failed, the new one
+    is built as usual from `sha` and main, and made a fast-forward of the pushed one.
     """
     settings = project.settings
     git = Git(project.root)
@@ -75,11 +78,18 @@ def publish_promotion(
             "publish runs on the branch the pre-push hook made"
         )
     with _branch_tree(git, top, project.root, branch, current, sha, settings.git.remote) as (tree, root):
+        pushed = (
+            _pushed_pointer_commit(tree, branch, sha, settings.git.remote)
+            if settings.git.host != "local"
+            else None
+        )
         _take_in_main(tree, project)
         if files is not None:
             _check_built_on_main(project, files, root)
         _copy_files(files or project.root, root, _pointer_files(project))
         commit_pointers(tree, tree.toplevel(), dataclasses.replace(project, root=root))
+        if pushed is not None:
+            _supersede(tree, pushed)
         if host is None:
             from wms.vcs import make_git_host
 
@@ -119,6 +129,34 @@ def _exists(git: Git, branch: str, remote: str) -> bool:
     return _exists_local(git, branch) or git.has_commit(f"refs/remotes/{remote}/{branch}")
 
 
+def _pushed_pointer_commit(git: Git, branch: str, sha: str | None, remote: str) -> str | None:
+    """The pointer commit an earlier publish of the batch `sha` pushed to the remote `branch`, if any.
+
+    Pushing comes before the pull request, so a publish that failed after it (an expired
+    token, GitHub down) left the branch's head there; a publish built again from `sha`
+    would not be a fast-forward of it.
+    """
+    if sha is None or remote not in git.run("remote").split():
+        return None
+    ref = f"refs/remotes/{remote}/{branch}"
+    git.run("fetch", "--quiet", "--no-tags", remote, f"+refs/heads/{branch}:{ref}", check=False)
+    if not git.has_commit(ref):
+        return None
+    head = git.rev_parse(ref)
+    if head == git.rev_parse(sha) or not git.ok("merge-base", "--is-ancestor", sha, head):
+        return None
+    return head if git.run("log", "-1", "--format=%s", head).startswith(POINTER_COMMIT_TITLE) else None
+
+
+def _supersede(tree: Git, pushed: str) -> None:
+    """Make HEAD (the pointers built now) a fast-forward of the pointer commit pushed before."""
+    if tree.run("rev-parse", "HEAD^{tree}") == tree.run("rev-parse", f"{pushed}^{{tree}}"):
+        tree.run("reset", "--quiet", "--hard", pushed)  # the same files: publish that commit again
+        return
+    message = f"{POINTER_COMMIT_TITLE}; they replace those of {pushed[:12]}, an earlier publish of this batch"
+    tree.run(*_identity(tree), "merge", "--quiet", "--no-edit", "-s", "ours", "-m", message, pushed)
+
+
 def _take_in_main(tree: Git, project: Project) -> None:
     """Merge main into the data branch, so its pull request carries only the pointer change."""
     ref = main_ref(tree, project)
@@ -126,7 +164,7 @@ def _take_in_main(tree: Git, project: Project) -> None:
         return  # no main to take in (a repository with only data branches)
     if tree.ok("merge-base", "--is-ancestor", ref, "HEAD"):
         return
-    if not tree.ok(*_identity(tree), "merge", "--quiet", "--no-edit", "-m", f"Take in {ref}", ref):
+    if not tree.ok(*_identity(tree), "merge", "--quiet", "--no-edit", "-m", f"{MAIN_MERGE_TITLE}{ref}", ref):
         conflicts = tree.run("diff", "--name-only", "--diff-filter=U", check=False).split()
         tree.run("merge", "--abort", check=False)
         raise BackendError(
