@@ -206,3 +206,36 @@ def test_a_candidate_whose_onnx_disagrees_is_not_registered(
     listed = json.loads(cli("model", "list", "--json").output)
     assert [(r["version"], r["aliases"]) for r in listed] == [("1", ["production"])]
     assert len(history(project_dir)) == 1
+
+
+@pytest.mark.parametrize(
+    ("main_pointer", "error"),
+    [
+        ('{"version": "0123456789ab"}\n', "dataset version '0123456789ab' is not in the store"),
+        ('{"version": \n', "is not valid JSON; fix it on main"),
+    ],
+)
+def test_a_main_or_store_the_batch_cannot_help_leaves_it_failed_for_the_sweeper(
+    project_dir: Path, make_batch: Callable[..., Path], main_pointer: str, error: str
+) -> None:
+    """The batch is fine; main names a version the store lacks, or main's pointer is broken."""
+    sha = "ef" * 20
+    (project_dir / "data").mkdir()
+    (project_dir / "data" / "dataset.json").write_text(main_pointer)
+    project = load_settings(start=project_dir)
+    pipeline = Pipeline(project, MlflowRegistry(project), Recorder())
+    with pytest.raises(DataError, match=error):
+        pipeline.run(make_batch("b", count=6), branch="data/20260102-030405", sha=sha)
+    record = json.loads((project_dir / ".wms" / "store" / "batches" / f"{sha}.json").read_text())
+    assert record["status"] == "failed", record  # run again once main or the store is fixed
+
+
+def test_an_invalid_batch_is_recorded_rejected(project_dir: Path, make_batch: Callable[..., Path]) -> None:
+    sha = "fe" * 20
+    batch = make_batch("bad", count=6)
+    next((batch / "masks").iterdir()).unlink()
+    project = load_settings(start=project_dir)
+    with pytest.raises(DataError, match="missing_mask"):
+        Pipeline(project, MlflowRegistry(project), Recorder()).run(batch, branch="data/x", sha=sha)
+    record = json.loads((project_dir / ".wms" / "store" / "batches" / f"{sha}.json").read_text())
+    assert record["status"] == "rejected" and "validation failed" in record["summary"]

@@ -13,7 +13,8 @@ never started is caught up. Statuses:
     rejected       the data is invalid or conflicts with main, or the branch changes more than
                    data/incoming/ (refused before any run); push a fixed batch
     no-new-data    the batch holds nothing main's dataset does not have
-    failed         the run broke (compute, network, a bug); the sweeper tries again
+    failed         the run broke (compute, network, a bug, a store or main that needs
+                   fixing); the sweeper tries again
     running        a run is at it (or died: the sweeper finds out under the lock)
 """
 

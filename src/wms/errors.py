@@ -28,7 +28,15 @@ class DataError(WmsError):
     """A dataset folder, pair or image is missing or unusable."""
 
 
-class ConflictError(DataError):
+class BatchError(DataError):
+    """A batch of new pairs cannot be used as it is (its files, validation, a conflict): push a fixed one.
+
+    The pipeline records only these as the batch's fault (`rejected`); any other error, such as
+    a store or a main that names a version the store lacks, leaves the batch to be run again.
+    """
+
+
+class ConflictError(BatchError):
     """New data disagrees with data already in the store."""
 
 

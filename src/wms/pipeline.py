@@ -43,7 +43,7 @@ from wms.config import Project
 from wms.data.lease import LeaseHeld, default_owner, lease, left_by_dead_process, renew
 from wms.data.merge import merge_into, prepare_incoming, restore, validate_merged
 from wms.data.store import open_store
-from wms.errors import BackendError, DataError, MainMoved, UsageError, WmsError
+from wms.errors import BackendError, BatchError, MainMoved, UsageError, WmsError
 from wms.gate import GateDecision
 from wms.gating import gate_candidate
 from wms.guards import Heartbeat, Interrupted, signals_raise
@@ -206,9 +206,9 @@ class Pipeline:
             where = f" at {run.failed_stage}" if run.failed_stage else ""
             then = "" if isinstance(exc, MainMoved) else f"; continue with `wms pipeline resume {run.run_id}`"
             run.summary = f"failed{where}: {what}{then}"
-            record_outcome(
-                self.batches, run, "rejected" if isinstance(exc, DataError) else "failed", self.notify
-            )
+            # Only the batch's own fault rejects it; a broken store or main leaves it to the sweeper.
+            fault = "rejected" if isinstance(exc, BatchError) else "failed"
+            record_outcome(self.batches, run, fault, self.notify)
             raise
         finally:
             self.hold.safety_net(run)

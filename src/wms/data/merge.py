@@ -14,7 +14,7 @@ from wms.data.prepare import prepare_dataset
 from wms.data.splits import write_splits
 from wms.data.store import DatasetStore, IngestPlan
 from wms.data.validate import validate_dataset
-from wms.errors import DataError
+from wms.errors import BatchError
 
 
 def prepare_incoming(new_data: Path, out: Path, size: int) -> Path:
@@ -22,7 +22,7 @@ def prepare_incoming(new_data: Path, out: Path, size: int) -> Path:
     report = prepare_dataset(new_data, out, size=size)
     if report.skipped:
         first = report.skipped[0]
-        raise DataError(
+        raise BatchError(
             f"{len(report.skipped)} file(s) in {new_data} could not be prepared "
             f"(first: {first.path}: {first.reason}); fix or remove them and run again"
         )
@@ -55,13 +55,13 @@ def merge_into(store: DatasetStore, work: Path, base: str | None, plan: IngestPl
 
 
 def validate_merged(dataset: Path, size: int, report_dir: Path) -> str:
-    """Validate the merged folder, writing validation.json/.md; DataError when invalid, else the outcome."""
+    """Validate the merged folder, writing validation.json/.md; BatchError when invalid, else the outcome."""
     report = validate_dataset(dataset, size=size)
     (report_dir / "validation.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     (report_dir / "validation.md").write_text(report.to_markdown())
     if not report.ok:
         codes = sorted({i.code for i in report.errors})
-        raise DataError(
+        raise BatchError(
             f"validation failed: {len(report.errors)} error(s) ({', '.join(codes)}); "
             f"fix the new data and run again — report: {report_dir / 'validation.md'}"
         )

@@ -33,7 +33,7 @@ from wms.data.manifest import KINDS, SHA256, check_manifest, check_version_id, e
 from wms.data.pairs import Pair, find_pairs
 from wms.data.pointer import write_pointer
 from wms.data.splits import split_of, write_splits
-from wms.errors import BackendError, ConflictError, DataError
+from wms.errors import BackendError, BatchError, ConflictError, DataError
 from wms.train.preprocess import image_file
 
 Progress = Callable[[], None]
@@ -220,27 +220,31 @@ class DatasetStore:
 
     # -- writing --------------------------------------------------------------------------
     def plan(self, folder: Path, base: str | None, for_validation: bool = False) -> IngestPlan:
-        """What ingesting `folder` onto `base` would add; raises on conflicts and orphans; writes nothing.
+        """What ingesting `folder` onto `base` would add; writes nothing. BatchError when `folder`
+        cannot be ingested (no pairs, orphans, unsafe names, a conflict with `base`).
 
         `for_validation`: the pipeline's merge, which validation checks next; files without a
         partner, and images that cannot be read, go on to its report instead of stopping here.
         """
-        scan = find_pairs(folder)
+        try:
+            scan = find_pairs(folder)
+        except DataError as exc:
+            raise BatchError(str(exc)) from None
         orphans = scan.missing_mask + scan.missing_image
         if orphans and not for_validation:
-            raise DataError(
+            raise BatchError(
                 f"{len(orphans)} file(s) in {folder} have no partner "
                 f"({', '.join(p.name for p in orphans[:5])}); add the missing image or mask, "
                 f"or run `wms data validate {folder}`"
             )
         if not scan.pairs and not orphans:
-            raise DataError(f"no image/mask pairs in {folder}; put them in its images/ and masks/")
+            raise BatchError(f"no image/mask pairs in {folder}; put them in its images/ and masks/")
         old = self.manifest(base)["pairs"] if base else {}
         entries = {p.id: self._entry(p, for_validation) for p in scan.pairs}
         unsafe = next(((i, why) for i, e in entries.items() if (why := entry_problem(i, e))), None)
         if unsafe:
             pid, why = unsafe
-            raise DataError(f"pair {pid!r} in {folder} {why}; rename its files — nothing was written")
+            raise BatchError(f"pair {pid!r} in {folder} {why}; rename its files — nothing was written")
         conflicts = sorted(i for i, e in entries.items() if i in old and _hashes(old[i]) != _hashes(e))
         if conflicts:
             raise ConflictError(
