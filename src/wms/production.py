@@ -63,7 +63,23 @@ def read_history(pointer_dir: Path) -> list[dict[str, Any]]:
     ledger = pointer_dir / HISTORY_FILE
     if not ledger.exists():
         return []
-    return [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
+    entries: list[dict[str, Any]] = []
+    for number, line in enumerate(ledger.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            moved_at = datetime.fromisoformat(entry["at"])
+            recorded = bool(entry.get("to_version")) and moved_at.tzinfo is not None
+        except (ValueError, TypeError, KeyError, AttributeError):
+            recorded = False
+        if not recorded:
+            raise RegistryError(
+                f"{ledger} line {number} is not a recorded move (an unresolved merge?); "
+                f"restore it with `git checkout -- {ledger}`"
+            )
+        entries.append(entry)
+    return entries
 
 
 def production_at(pointer_dir: Path, when: datetime) -> dict[str, Any] | None:

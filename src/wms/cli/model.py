@@ -240,7 +240,7 @@ def history(
         else:
             console.print(
                 f"version {entry['to_version']} was in production at {at} "
-                f"({entry['action']} at {entry['at']}: {entry['reason']})",
+                f"({entry.get('action', '?')} at {entry['at']}: {entry.get('reason', '')})",
                 highlight=False,
             )
         return
@@ -259,7 +259,7 @@ def history(
     for e in entries:
         table.add_row(
             str(e["at"])[:16].replace("T", " "),
-            f"{e['action']} {e['from_version'] or '—'} → {e['to_version']}",
+            f"{e.get('action', '?')} {e.get('from_version') or '—'} → {e['to_version']}",
             f"{e.get('metrics', {}).get('dice', float('nan')):.4f}",
             f"{e.get('reason', '')} ({e.get('by', '')}, {e.get('actor', '?')})",
         )
