@@ -5,6 +5,7 @@ import json
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -12,7 +13,7 @@ from wms.config import load_settings
 from wms.data.store import sha256_file
 from wms.errors import RegistryError
 from wms.production import move_production, production_at, read_history, record_move, roll_back
-from wms.registry import MlflowRegistry
+from wms.registry import MlflowRegistry, ModelRecord, Registry
 from wms.train.spec import verify_model_folder
 
 
@@ -217,3 +218,62 @@ def test_the_ledger_says_what_was_in_production_at_a_time(tmp_path: Path) -> Non
     record_move(tmp_path, {"action": "promote", "to_version": "2", "at": "2999-01-01T00:00:00+00:00"})
     assert production_at(tmp_path, after_first)["to_version"] == "1"  # type: ignore[index]
     assert production_at(tmp_path, datetime(3000, 1, 1, tzinfo=UTC))["to_version"] == "2"  # type: ignore[index]
+
+
+class InMemoryRegistry:
+    """The registry verbs production.py uses, kept in a dict: aliases moved by promote."""
+
+    model_name = "wms"
+
+    def __init__(self) -> None:
+        self.aliases: dict[str, str] = {}
+
+    def get(self, ref: str) -> ModelRecord:
+        return ModelRecord(version=self.aliases.get(ref, ref), run_id=f"run-{ref}")
+
+    def production(self) -> ModelRecord | None:
+        return self.get("production") if "production" in self.aliases else None
+
+    def promote(self, version: str) -> ModelRecord | None:
+        old = self.production()
+        if old is not None:
+            self.aliases["previous"] = old.version
+        self.aliases["production"] = version
+        return old
+
+    def serving(self) -> tuple[str | None, str | None]:
+        return self.aliases.get("production"), self.aliases.get("previous")
+
+    def moved(self, where: Path, *versions: str) -> None:
+        for version in versions:
+            move_production(cast(Registry, self), where, version, action="promote", reason="better", by="t")
+
+    def rolled_back(self, where: Path) -> tuple[str, str]:
+        entry = roll_back(cast(Registry, self), where, reason="misreads dials", by="t")
+        return entry["from_version"], entry["to_version"]
+
+
+def test_repeated_rollbacks_step_back_through_the_ledger(tmp_path: Path) -> None:
+    registry = InMemoryRegistry()
+    registry.moved(tmp_path, "1", "2", "3")
+    assert registry.rolled_back(tmp_path) == ("3", "2") and registry.serving() == ("2", "3")
+    assert registry.rolled_back(tmp_path) == ("2", "1") and registry.serving() == ("1", "2")
+    with pytest.raises(RegistryError, match=r"version 1 is the earliest .* `wms model promote VERSION`"):
+        registry.rolled_back(tmp_path)
+    assert registry.serving() == ("1", "2") and len(read_history(tmp_path)) == 5
+
+
+def test_a_promotion_after_a_rollback_is_stepped_back_over_like_any_other(tmp_path: Path) -> None:
+    registry = InMemoryRegistry()
+    registry.moved(tmp_path, "1", "2", "3")
+    registry.rolled_back(tmp_path)
+    registry.moved(tmp_path, "4")
+    assert [registry.rolled_back(tmp_path) for _ in range(2)] == [("4", "2"), ("2", "1")]
+
+
+def test_a_pointer_edited_by_hand_rolls_back_to_its_from_version(tmp_path: Path) -> None:
+    registry = InMemoryRegistry()
+    registry.moved(tmp_path, "1", "2")
+    pointer = tmp_path / "production_current.json"
+    pointer.write_text(json.dumps({"action": "promote", "from_version": "1", "to_version": "4"}))
+    assert registry.rolled_back(tmp_path) == ("4", "1")

@@ -141,16 +141,55 @@ def plan_move(
     return record_move(pointer_dir, entry)
 
 
+def served_before(history: list[dict[str, Any]]) -> list[str]:
+    """The versions production stepped through, oldest first, with rolled-back ones taken off.
+
+    The ledger read as a stack: a promotion (or any move) puts its version on top; a rollback
+    takes the top off, so the version below it serves. A rollback to some other version (a
+    ledger from before rollbacks walked back) counts as a move to it.
+    """
+    stack: list[str] = []
+    for entry in history:
+        version = str(entry["to_version"])
+        if entry.get("action") == "rollback" and stack:
+            stack.pop()
+            if stack and stack[-1] == version:
+                continue
+        stack.append(version)
+    return stack
+
+
 def plan_rollback(registry: Registry, pointer_dir: Path, *, reason: str, by: str) -> dict[str, Any]:
-    """Write the move back to the version production came from (the ledger's `from_version`)."""
+    """Write the move back to the version that served before the one in production.
+
+    Repeated rollbacks step back through the ledger (3 → 2 → 1), never to a version just
+    rolled back from. Where the ledger does not end at the version production_current.json
+    names (one of them edited by hand), the pointer's `from_version` is taken instead.
+    """
     current = read_current(pointer_dir)
-    if current is None or not current.get("from_version"):
+    where = pointer_dir / CURRENT_FILE
+    if current is None:
         raise RegistryError(
-            "nothing to roll back to: "
-            + ("no model is in production" if current is None else "production has no earlier version")
-            + f" in {pointer_dir / CURRENT_FILE}; use `wms model promote VERSION` to choose one"
+            f"nothing to roll back to: no model is in production in {where}; "
+            "use `wms model promote VERSION` to choose one"
         )
-    back_to = str(current["from_version"])
+    now = str(current["to_version"])
+    stack = served_before(read_history(pointer_dir))
+    if stack and stack[-1] == now:
+        if len(stack) < 2:
+            raise RegistryError(
+                f"nothing to roll back to: version {now} is the earliest in {pointer_dir / HISTORY_FILE} "
+                "that was not rolled back from; "
+                "use `wms model promote VERSION` to choose one"
+            )
+        back_to = stack[-2]
+    elif current.get("from_version"):
+        back_to = str(current["from_version"])
+    else:
+        raise RegistryError(
+            f"nothing to roll back to: production has no earlier version in {where}; "
+            "use `wms model promote VERSION` to choose one"
+        )
     return plan_move(registry, pointer_dir, back_to, action="rollback", reason=reason, by=by)
 
 

@@ -127,7 +127,7 @@ def rollback(
     ctx: typer.Context,
     reason: str = typer.Option("rolled back by hand", "--reason", "-r", help="Why, for the ledger."),
 ) -> None:
-    """Put back the version production came from: a commit on main, revertible like any other."""
+    """Put back the version that served before this one (again: the one before that): a commit on main."""
     from wms.production import plan_rollback
 
     project = state(ctx).project()
