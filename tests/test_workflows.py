@@ -125,7 +125,6 @@ def test_data_pipeline_drops_no_run_and_skips_its_own_pointer_commit() -> None:
     assert "concurrency" not in workflow
     assert all("concurrency" not in job for job in workflow["jobs"].values())
     assert POINTER_COMMIT_TITLE in workflow["jobs"]["validate"]["if"]
-    assert workflow["jobs"]["deploy"]["if"] == "${{ !cancelled() && needs.train.outputs.promoted == 'true' }}"
     # Runs wait for the store lock instead, for hours if need be.
     assert int(workflow["jobs"]["train"]["env"]["WMS_STORE__LOCK_WAIT_SECONDS"]) >= 3 * 3600
 
@@ -322,6 +321,30 @@ def test_the_pipeline_holds_a_lease_and_trains_on_the_instance_with_the_gpu_reci
     settings = load_settings(start=tmp_path).settings
     assert (settings.train.recipe, settings.train.image_size) == ("gpu", RECIPES["gpu"]["image_size"])
     assert (settings.compute.backend, settings.compute.train_on) == ("ec2", train_on)
+
+
+def test_the_data_pipeline_deploys_only_what_main_already_names() -> None:
+    jobs = load("training-data-pipeline.yaml")["jobs"]
+    deploy = jobs["deploy"]
+    # Not on `promoted`: a pull request still open (auto-merge, review) or a failed publish is not
+    # on main, and serving its candidate would drift from main; release-deploy deploys after the merge.
+    assert deploy["if"] == (
+        "${{ !cancelled() && needs.train.result == 'success' && needs.train.outputs.on_main == 'true' }}"
+    )
+    assert jobs["train"]["outputs"]["on_main"] == "${{ steps.pipeline.outputs.on_main }}"
+    assert deploy["uses"] == "./.github/workflows/deploy-model.yaml"
+    assert (deploy["with"]["model"], deploy["with"]["reconcile"]) == ("production", True)
+
+
+def test_deploys_run_one_at_a_time_and_reconcile_inside_that_turn() -> None:
+    workflow = load("deploy-model.yaml")
+    for trigger in ("workflow_call", "workflow_dispatch"):
+        assert triggers(workflow)[trigger]["inputs"]["reconcile"]["default"] is False
+    job = workflow["jobs"]["deploy"]
+    assert job["concurrency"] == {"group": "wms-deploy", "cancel-in-progress": False}
+    runs = [(s.get("if"), s["run"]) for s in job["steps"] if "run" in s]
+    assert runs[0] == ("${{ inputs.reconcile && !inputs.dry_run }}", "wms model reconcile")
+    assert runs[-1][1].startswith("wms deploy --model")
 
 
 def test_release_deploy_reconciles_with_main_before_deploying() -> None:

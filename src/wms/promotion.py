@@ -89,7 +89,7 @@ def promote(
 
 def publish(project: Project, run: PipelineRun, st: StageRecord) -> None:
     """Carry the promotion to main: merge at once (local), a pull request (github), or the working tree."""
-    from wms.vcs.publish import NOT_ON_DATA_BRANCH, dataset_summary, publish_promotion
+    from wms.vcs.publish import NOT_ON_DATA_BRANCH, dataset_summary, merged_into_main, publish_promotion
 
     if not run.promoted:
         st.status, st.outcome = "skipped", "not promoted: the data branch stays for review"
@@ -107,11 +107,14 @@ def publish(project: Project, run: PipelineRun, st: StageRecord) -> None:
     )
     run.outputs["published"] = outcome
     if outcome == NOT_ON_DATA_BRANCH:
-        run.outputs["on_main"] = True
+        run.outputs["on_main"] = run.outputs["merged"] = True
         st.status = "skipped"
         st.outcome = "no data branch: the pointer files are written to the working tree, which is main"
         return
+    # on_main: this checkout is main with the promotion (a local merge), so reconcile can read it;
+    # merged: main has the promotion now, also where GitHub merged it at once (the checkout is stale).
     run.outputs["on_main"] = project.settings.git.host == "local"
+    run.outputs["merged"] = merged_into_main(outcome, project.settings.git.base_branch)
     st.outcome = outcome
 
 
@@ -123,8 +126,13 @@ def reconcile_stage(project: Project, registry: Registry, run: PipelineRun, st: 
     if not run.outputs.get("on_main"):
         st.status = "skipped"
         st.outcome = (
-            "production follows main: it moves when the pull request merges "
-            "(the release workflow runs `wms model reconcile` on main)"
+            "production follows main: it moves "
+            + (
+                "now that main took the pull request"
+                if run.outputs.get("merged")
+                else "when the pull request merges"
+            )
+            + " (the release workflow runs `wms model reconcile` on main)"
         )
         return
     result = reconcile(registry, project.path(project.settings.tracking.pointer_dir))

@@ -204,6 +204,21 @@ def test_the_alerts_expect_the_version_mains_pointer_names(
     assert "Traceback" not in result.output and _calls(cluster) == []  # stopped before building
 
 
+def test_the_namespace_of_mains_production_is_never_cleaned_up(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
+) -> None:
+    root, cluster = cluster_project
+    pointer = root / "models" / "production_current.json"
+    pointer.parent.mkdir()
+    pointer.write_text(json.dumps({"action": "promote", "from_version": "6", "to_version": "7"}))
+    result = cli("deploy")  # version 1, while main names 7: the oldest namespace, past keep_namespaces
+    assert result.exit_code == 0, result.output
+    kept = "removed old namespaces: model-9 (kept the newest 2 and model-7, main's production)"
+    assert kept in result.output
+    models = sorted(n for n in cluster.namespaces if n.startswith("model-"))
+    assert models == ["model-1", "model-7", "model-8"]
+
+
 def test_a_failing_exec_plugin_stops_the_deploy_before_anything_is_built(
     cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], tmp_path: Path
 ) -> None:

@@ -18,7 +18,7 @@ import pytest
 from wms.config import load_settings
 from wms.errors import BackendError, ConfigError
 from wms.vcs import GitHubClient, GitHubHost, make_git_host
-from wms.vcs.publish import publish_promotion
+from wms.vcs.publish import merged_into_main, publish_promotion
 
 if TYPE_CHECKING:
     from tests.vcs.conftest import Repo
@@ -121,6 +121,7 @@ def test_a_new_pull_request_is_labelled_and_set_to_auto_merge_with_squash(github
     outcome = host(github).publish("data/20260102-030405", "a title", "## Quality gate\n| dice |")
 
     assert outcome.startswith(PR["html_url"]) and "auto-merge (squash)" in outcome
+    assert not merged_into_main(outcome, "main")  # it merges later: the pipeline must not deploy it now
     [query] = github.calls(f"GET /repos/{REPO}/pulls")
     assert "head=acme%3Adata%2F20260102-030405" in query.path and "state=open" in query.path
     [created] = github.calls(f"POST /repos/{REPO}/pulls")
@@ -160,7 +161,7 @@ def test_without_auto_merge_in_the_repository_it_merges_at_once(github: FakeGitH
 
     outcome = host(github).publish("data/20260102-030405", "a title", "body")
 
-    assert "merged into main (abc1234)" in outcome
+    assert "merged into main (abc1234)" in outcome and merged_into_main(outcome, "main")
     [merge] = github.calls(f"PUT /repos/{REPO}/pulls/7/merge")
     assert merge.body["merge_method"] == "squash"
     assert merge.body["sha"] == PR["head"]["sha"]
@@ -174,6 +175,7 @@ def test_fallback_off_leaves_the_pull_request_open(github: FakeGitHub) -> None:
     outcome = host(github, merge_fallback=False).publish("data/x", "t", "b")
 
     assert "open for review" in outcome and "Allow auto-merge" in outcome
+    assert not merged_into_main(outcome, "main")
     assert not github.calls(f"PUT /repos/{REPO}/pulls/7/merge")
 
 
@@ -186,6 +188,7 @@ def test_a_merge_github_refuses_leaves_the_pull_request_open(github: FakeGitHub)
     outcome = host(github).publish("data/x", "t", "b")
 
     assert "open for review" in outcome and "not mergeable" in outcome
+    assert not merged_into_main(outcome, "main")
     [comment] = github.calls(f"POST /repos/{REPO}/issues/7/comments")
     assert (
         "could not merge" in comment.body["body"] and "Pull Request is not mergeable" in comment.body["body"]

@@ -11,7 +11,7 @@ import pytest
 
 from wms.config import load_settings
 from wms.errors import MainMoved, UsageError
-from wms.vcs.publish import NOT_ON_DATA_BRANCH, publish_promotion
+from wms.vcs.publish import NOT_ON_DATA_BRANCH, merged_into_main, publish_promotion
 
 if TYPE_CHECKING:
     from tests.vcs.conftest import Repo
@@ -38,7 +38,7 @@ def test_local_publish_merges_pointers_not_pairs_and_deletes_the_branch(repo: Re
     )
 
     head = repo.out("rev-parse", "--short", "HEAD")
-    assert outcome == f"merged {BRANCH} into main ({head})"
+    assert outcome == f"merged {BRANCH} into main ({head})" and merged_into_main(outcome, "main")
     assert repo.out("branch", "--show-current") == "main"
     assert repo.out("branch", "--list", BRANCH) == ""
     tracked = repo.out("ls-files").splitlines()

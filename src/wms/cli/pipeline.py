@@ -118,6 +118,9 @@ def report_to_github(run: PipelineRun) -> None:
             "status": run.status,
             "failed_stage": run.failed_stage or "",
             "promoted": str(run.promoted).lower(),
+            # main has the promotion at the end of the run (merged, not a pull request left open):
+            # only then may the workflow deploy right away.
+            "on_main": str(bool(run.promoted and run.outputs.get("merged"))).lower(),
             "dataset_version": str(run.outputs.get("dataset_version") or ""),
             "model_version": str(run.outputs.get("model_version") or ""),
             "summary": run.summary,

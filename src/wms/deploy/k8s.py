@@ -5,8 +5,9 @@
                              # -> pod ready -> health + smoke through the Service -> old namespaces
 
 Each model version gets its own namespace (`model-<version>`), so the previous versions stay
-installed for a rollback until the cleanup keeps only the newest `deploy.keep_namespaces`.
-Old namespaces are removed only after the new version has answered correctly.
+installed for a rollback until the cleanup keeps only the newest `deploy.keep_namespaces`
+and the one of the version main's models/production_current.json names, which is never
+removed. Old namespaces are removed only after the new version has answered correctly.
 `docker` and `helm` are found on PATH (or as configured); the Kubernetes API is spoken to
 through lightkube (wms.deploy.kube).
 """
@@ -99,7 +100,8 @@ class K8sDeployer:
             "GET /ready and POST /predict (reference photo) through the Service; the mask must match the "
             f"model's own on {self.cfg.min_agreement:.0%} of pixels",
             f"delete older {self.cfg.namespace_prefix}* namespaces, keeping the newest "
-            f"{self.cfg.keep_namespaces}",
+            f"{self.cfg.keep_namespaces}"
+            + ("" if expected == version else f" and {self.namespace(expected)}, main's production"),
         ]
 
     def namespace(self, version: str) -> str:
@@ -285,10 +287,13 @@ class K8sDeployer:
             f"health and smoke check through the Service: /ready {version}, mask agreement {score:.2%}"
         )
 
-        removed = self._cleanup(kube, namespace)
+        mains = self.namespace(expected)
+        removed = self._cleanup(kube, namespace, mains)
         self._step(
             f"removed old namespaces: {', '.join(removed) or 'none'} "
-            f"(kept the newest {self.cfg.keep_namespaces})"
+            f"(kept the newest {self.cfg.keep_namespaces}"
+            + ("" if mains == namespace else f" and {mains}, main's production")
+            + ")"
         )
         url = f"{kube.server}/api/v1/namespaces/{namespace}/services/{self.cfg.release}:http/proxy/"
         return DeployResult(
@@ -300,11 +305,14 @@ class K8sDeployer:
             details={"namespace": namespace, "image": image, "removed_namespaces": ",".join(removed)},
         )
 
-    def _cleanup(self, kube: KubeClient, current: str) -> list[str]:
+    def _cleanup(self, kube: KubeClient, current: str, mains: str) -> list[str]:
+        """Delete older model namespaces: the newest few stay for a rollback, and main's production
+        always stays (a deploy of another version, by hand or before main took it, must not
+        remove what main says serves)."""
         namespaces = [n for n in kube.namespaces(self.cfg.namespace_prefix) if n.phase != "Terminating"]
         newest_first = sorted(namespaces, key=lambda n: (n.created, n.name), reverse=True)
         others = [n.name for n in newest_first if n.name != current]
-        keep = {current, *others[: self.cfg.keep_namespaces - 1]}
+        keep = {current, mains, *others[: self.cfg.keep_namespaces - 1]}
         removed = []
         for ns in reversed(newest_first):  # oldest first
             if ns.name not in keep:

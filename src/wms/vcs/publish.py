@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -99,6 +100,14 @@ def publish_promotion(
         return host.publish(
             branch, _title(root / _pointer_files(project)[1], branch), _body(dataset_summary, gate_markdown)
         )
+
+
+def merged_into_main(outcome: str, base_branch: str) -> bool:
+    """Whether a publish outcome says the promotion is in `base_branch` now: merged at once (the
+    local host, or GitHub where auto-merge was not possible), not a pull request still to merge.
+
+    Both hosts say it as `merged BRANCH into BASE (sha)` / `URL merged into BASE (sha)`."""
+    return re.match(rf"(merged \S+|\S+ merged) into {re.escape(base_branch)} \(", outcome) is not None
 
 
 @contextmanager
