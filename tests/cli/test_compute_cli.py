@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,24 @@ def test_two_runs_share_the_instance_and_the_last_one_out_stops_it(
     last = cli("compute", "stop", "--json")
     assert last.exit_code == 0 and json.loads(last.stdout)["state"] == "stopped"
     assert ec2_project.state() == "stopped"
+
+
+def test_exec_stop_gives_the_machine_back_when_it_never_gets_ready(
+    cli: Callable[..., Any], ec2_project: Ec2Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    for key, value in {
+        "READY_PROBE": "tcp",
+        "HOST": "127.0.0.1",
+        "SSH_PORT": str(closed),
+        "START_TIMEOUT_SECONDS": "0.3",
+    }.items():
+        monkeypatch.setenv(f"WMS_COMPUTE__{key}", value)
+    result = cli("compute", "exec", "--stop", "--holder", "me", "--", "nvidia-smi")
+    assert result.exit_code == 1
+    assert f"waiting for TCP port {closed} (SSH) at 127.0.0.1" in result.stderr
+    assert "Traceback" not in result.output
+    assert ec2_project.state() == "stopped"  # not left running for the lease's hour
+    assert not [k for k in ec2_project.tags() if k.startswith("wms:lease")]

@@ -259,9 +259,9 @@ def exec_(
     compute = open_compute(project, holder)
     if project.settings.compute.backend != "ec2":
         raise UsageError('`wms compute exec` runs on the EC2 instance; set compute.backend = "ec2"')
-    compute.start()
-    target = _ssh_target(project, compute, compute.wait_ready())
-    try:
+    try:  # a start or wait that fails (or Ctrl-C) gives the machine back as well
+        compute.start()
+        target = _ssh_target(project, compute, compute.wait_ready())
         with session(target) as ssh:
 
             def show(chunk: bytes) -> None:
