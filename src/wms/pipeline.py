@@ -101,7 +101,10 @@ class Pipeline:
         self.notify = notify
         self.fault = parse_fault(fault)
         self.compute = compute or make_compute(
-            project.settings.compute, runner_probe=runner_probe_for(project), notify=notify, holder=holder
+            project.settings.compute,
+            runner_probe=lambda: runner_probe_for(project),
+            notify=notify,
+            holder=holder,
         )
         cfg = project.settings.compute
         self.remote_training = cfg.trains_remotely if remote_training is None else remote_training

@@ -140,3 +140,32 @@ def test_exec_stop_gives_the_machine_back_when_it_never_gets_ready(
     assert "Traceback" not in result.output
     assert ec2_project.state() == "stopped"  # not left running for the lease's hour
     assert not [k for k in ec2_project.tags() if k.startswith("wms:lease")]
+
+
+def test_stop_status_and_reap_need_no_github_token_with_the_runner_probe(
+    cli: Callable[..., Any], ec2_project: Ec2Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMS_COMPUTE__READY_PROBE", "runner")
+    for name in ("WMS_GITHUB_TOKEN", "GITHUB_TOKEN", "GH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    refused = cli("compute", "start", "--holder", "gh-run-5")
+    assert refused.exit_code == 2 and "no GitHub token" in refused.stderr
+    assert "Traceback" not in refused.output
+    assert ec2_project.state() == "stopped"  # refused before anything started
+
+    ec2_project.client.start_instances(InstanceIds=[ec2_project.id])  # started by a run with a token
+    ec2_project.client.create_tags(
+        Resources=[ec2_project.id],
+        Tags=[
+            {"Key": "wms:managed", "Value": "true"},
+            {"Key": "wms:lease:gh-run-5", "Value": "2000-01-01T00:00:00+00:00"},
+        ],
+    )
+    assert cli("compute", "status").exit_code == 0
+    reaped = cli("compute", "reap")
+    assert reaped.exit_code == 0, reaped.output
+    assert ec2_project.state() == "stopped"  # the dead-man switch still works
+    ec2_project.client.start_instances(InstanceIds=[ec2_project.id])
+    stopped = cli("compute", "stop", "--holder", "gh-run-5")
+    assert stopped.exit_code == 0, stopped.output
+    assert ec2_project.state() == "stopped"

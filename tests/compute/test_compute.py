@@ -280,9 +280,29 @@ def test_runner_probe_asks_the_git_host_until_the_runner_is_online(ec2_box: Ec2B
     assert runner.asked == ["gpu-1"] * 3
 
 
-def test_runner_probe_without_a_git_host_is_a_config_error(ec2_box: Ec2Box) -> None:
+def test_runner_probe_without_a_git_host_is_a_config_error_before_anything_starts(
+    ec2_box: Ec2Box,
+) -> None:
+    compute = make_compute(ec2_settings(ec2_box, ready_probe="runner"))
     with pytest.raises(ConfigError, match='ready_probe = "runner" needs a git host'):
-        make_compute(ec2_settings(ec2_box, ready_probe="runner"))
+        compute.start()
+    assert ec2_box.state() == "stopped" and LEASE_TAG not in ec2_box.tags()
+
+
+def test_the_runner_probe_is_built_only_when_a_start_waits_for_it(ec2_box: Ec2Box) -> None:
+    built: list[SlowRunner] = []
+
+    def build() -> SlowRunner:
+        built.append(SlowRunner())
+        return built[-1]
+
+    cfg = ec2_settings(ec2_box, ready_probe="runner", runner_name="gpu-1")
+    make_compute(cfg, build, holder="gh-run-1").start()
+    assert len(built) == 1
+    other = make_compute(cfg, build, holder="gh-run-1")
+    other.status()
+    other.reap()
+    assert other.stop().state == "stopped" and len(built) == 1
 
 
 def test_reaper_stops_expired_leases_and_leaves_live_ones_alone(ec2_box: Ec2Box) -> None:

@@ -73,14 +73,15 @@ def note(line: str) -> None:
 def open_compute(project: Project, holder: str | None = None) -> Compute:
     """The configured backend, acting for `holder` (default: `default_holder()`).
 
-    GitHub answers the runner probe when `ready_probe = "runner"`.
+    GitHub answers the runner probe when `ready_probe = "runner"`; it is asked for (and needs
+    a token) only where a start waits for readiness, so stop, status and reap work without one.
     """
     from wms.compute import make_compute
     from wms.vcs import runner_probe_for
 
     return make_compute(
         project.settings.compute,
-        runner_probe=runner_probe_for(project),
+        runner_probe=lambda: runner_probe_for(project),
         notify=note,
         holder=holder or default_holder(),
     )

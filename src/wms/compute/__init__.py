@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from wms.compute.base import DEFAULT_HOLDER, Compute, ComputeStatus, Notify, RunnerProbe, cost_usd, quiet
+from wms.compute.base import (
+    DEFAULT_HOLDER,
+    Compute,
+    ComputeStatus,
+    Notify,
+    RunnerProbe,
+    RunnerProbeSource,
+    cost_usd,
+    quiet,
+)
 from wms.compute.local import LocalCompute
 from wms.config import ComputeSettings
 from wms.errors import ConfigError
@@ -12,11 +21,12 @@ BACKENDS = ("local", "ec2")
 
 def make_compute(
     cfg: ComputeSettings,
-    runner_probe: RunnerProbe | None = None,
+    runner_probe: RunnerProbeSource | None = None,
     notify: Notify = quiet,
     holder: str = DEFAULT_HOLDER,
 ) -> Compute:
-    """The backend named by `compute.backend`; `runner_probe` serves `ready_probe = "runner"`.
+    """The backend named by `compute.backend`; `runner_probe` serves `ready_probe = "runner"`
+    (a probe, or a function that builds it when a start first waits for it).
 
     `holder` names whose lease the verbs act on when they are not told (see compute.base).
     """
@@ -37,6 +47,7 @@ __all__ = [
     "LocalCompute",
     "Notify",
     "RunnerProbe",
+    "RunnerProbeSource",
     "cost_usd",
     "make_compute",
     "quiet",

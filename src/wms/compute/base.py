@@ -71,6 +71,11 @@ class RunnerProbe(Protocol):
     def is_online(self, name: str) -> bool: ...
 
 
+# A probe, or what builds one when a start first waits for it (GitHub wants a token, which a
+# stop, a status or the reaper should not need).
+RunnerProbeSource = RunnerProbe | Callable[[], RunnerProbe | None]
+
+
 Notify = Callable[[str], None]
 
 

@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from wms.compute.aws import GONE, aws_errors, ec2_client, wait
-from wms.compute.base import DEFAULT_HOLDER, ComputeStatus, Notify, RunnerProbe, quiet, wait_for
+from wms.compute.base import DEFAULT_HOLDER, ComputeStatus, Notify, RunnerProbeSource, quiet, wait_for
 from wms.compute.leases import (
     HOLDER_TAG_PREFIX,
     LEASE_TAG,
@@ -55,7 +55,7 @@ from wms.compute.leases import (
     tags_of,
     utc_now,
 )
-from wms.compute.probes import make_probe, mlflow_url
+from wms.compute.probes import Probe, make_probe, mlflow_url
 from wms.compute.reaper import reap
 from wms.config import ComputeSettings
 from wms.errors import BackendError
@@ -79,7 +79,7 @@ class Ec2Compute:
     def __init__(
         self,
         cfg: ComputeSettings,
-        runner_probe: RunnerProbe | None = None,
+        runner_probe: RunnerProbeSource | None = None,
         notify: Notify = quiet,
         client: Any = None,
         holder: str = DEFAULT_HOLDER,
@@ -87,7 +87,9 @@ class Ec2Compute:
         self.cfg = cfg
         self.notify = notify
         self.holder = holder  # whose lease start, stop and renew_lease act on when not told
-        self.probe = make_probe(cfg, runner_probe)  # a bad probe setting fails before anything starts
+        self._runner_probe = runner_probe
+        self._probe: tuple[str, Probe] | None = None
+        self._probe_built = False
         self._client = client
         self._id: str | None = cfg.instance_id or None
 
@@ -104,6 +106,13 @@ class Ec2Compute:
         other._client = self.client
         other._id = instance_id
         return other
+
+    def probe(self) -> tuple[str, Probe] | None:
+        """The readiness probe, built when a start first needs it: stop, status and the reaper
+        never wait for readiness, so they need no GitHub token for `ready_probe = "runner"`."""
+        if not self._probe_built:
+            self._probe, self._probe_built = make_probe(self.cfg, self._runner_probe), True
+        return self._probe
 
     def _call(self, what: str, method: str, **kwargs: Any) -> Any:
         with aws_errors(what):
@@ -251,6 +260,7 @@ class Ec2Compute:
         The lease is written before anything else; then, if another holder's stop is under
         way, this waits for it to back off or finish and starts the instance again.
         """
+        self.probe()  # a bad probe setting (or no GitHub token for it) fails before anything starts
         state = self._describe()["State"]["Name"]
         if state in GONE:
             raise BackendError(f"instance {self._id} is {state}; recreate it with infrastructure/terraform")
@@ -278,9 +288,10 @@ class Ec2Compute:
     def wait_ready(self) -> ComputeStatus:
         """Wait until the configured readiness probe answers (nothing to wait for with `none`)."""
         current = self.status()
-        if self.probe is None:
+        configured = self.probe()
+        if configured is None:
             return current
-        what, probe = self.probe
+        what, probe = configured
         host = self.cfg.host or current.public_ip
         if not host:
             raise BackendError(

@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
-from wms.compute.base import RunnerProbe
+from wms.compute.base import RunnerProbeSource
 from wms.config import ComputeSettings
 from wms.errors import ConfigError
 
@@ -57,8 +57,13 @@ def mlflow_url(cfg: ComputeSettings, host: str) -> str:
     return f"http://{host}:{cfg.mlflow_port}"
 
 
-def make_probe(cfg: ComputeSettings, runner_probe: RunnerProbe | None = None) -> tuple[str, Probe] | None:
-    """The configured probe as (description, host -> answered), or None for `none`."""
+def make_probe(
+    cfg: ComputeSettings, runner_probe: RunnerProbeSource | None = None
+) -> tuple[str, Probe] | None:
+    """The configured probe as (description, host -> answered), or None for `none`.
+
+    `runner_probe` may be a function that builds the runner probe; it is called only for `runner`.
+    """
     kind = cfg.ready_probe
     if kind == "none":
         return None
@@ -66,6 +71,8 @@ def make_probe(cfg: ComputeSettings, runner_probe: RunnerProbe | None = None) ->
         return f"TCP port {cfg.ssh_port} (SSH)", lambda host: tcp_open(host, cfg.ssh_port)
     if kind == "http":
         return "MLflow /health", lambda host: http_ok(mlflow_url(cfg, host) + "/health")
+    if callable(runner_probe):
+        runner_probe = runner_probe()
     if runner_probe is None:
         raise ConfigError(
             'compute.ready_probe = "runner" needs a git host that can see self-hosted runners '
