@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -250,6 +251,31 @@ def test_the_sweeper_runs_on_a_schedule_and_sweeps_on_the_started_instance() -> 
     assert "self-hosted" in sweep["runs-on"] and "start-compute" in _needs(sweep)
     assert [s["run"] for s in sweep["steps"] if "run" in s] == ["wms pipeline sweep"]
     assert "secrets." not in yaml.safe_dump(sweep.get("env", {}))
+
+
+def evaluate(condition: str, values: dict[str, str]) -> bool:
+    """A job's `if:` as GitHub reads it, for the few operators the workflows use."""
+    expression = condition.strip().removeprefix("${{").removesuffix("}}")
+    for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):
+        expression = expression.replace(name, repr(value))
+    expression = re.sub(r"!(?!=)", " not ", expression).replace("&&", " and ").replace("||", " or ")
+    names = {"cancelled": lambda: False, "always": lambda: True, "fromJSON": json.loads}
+    return bool(eval(expression, {"__builtins__": {}}, names))  # only the repository's own workflows
+
+
+@pytest.mark.parametrize(("find", "pending"), [("success", "2"), ("success", "0"), ("failure", "")])
+def test_the_sweeper_starts_the_gpu_only_for_batches_it_found(find: str, pending: str) -> None:
+    """A look that fails (a wrong store URL) must not start the instance every 30 minutes."""
+    jobs = load("pipeline-sweeper.yaml")["jobs"]
+    values = {
+        "vars.WMS_LAYOUT": "single",
+        "needs.find.result": find,
+        "needs.find.outputs.pending": pending,
+        "needs.start-compute.result": "success",
+    }
+    wanted = pending not in ("", "0")
+    assert evaluate(jobs["start-compute"]["if"], values) is wanted
+    assert evaluate(jobs["sweep"]["if"], values) is wanted
 
 
 # -- the layout: repository variable WMS_LAYOUT, "split" (the default) or "single" -------------
