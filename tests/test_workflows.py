@@ -120,6 +120,23 @@ def test_compute_is_stopped_always_after_everything_that_needs_it(name: str) -> 
     assert jobs["start-compute"]["with"]["action"] == "start"
 
 
+@pytest.mark.parametrize(
+    ("name", "work"), [("training-data-pipeline.yaml", "train"), ("pipeline-sweeper.yaml", "sweep")]
+)
+@pytest.mark.parametrize("layout", ["split", "single"])
+@pytest.mark.parametrize("result", ["cancelled", "failure", "success", "skipped"])
+def test_a_cancelled_run_stops_compute_in_both_layouts(
+    name: str, work: str, layout: str, result: str
+) -> None:
+    """The stop job runs after the training job whatever became of it, also when the pipeline
+    started the instance itself (split): a cancelled pipeline never stops it on its own."""
+    jobs = load(name)["jobs"]
+    started = "success" if layout == "single" and result != "skipped" else "skipped"
+    values = {f"needs.{work}.result": result, "needs.start-compute.result": started}
+    assert work in _needs(jobs["stop-compute"])
+    assert evaluate(jobs["stop-compute"]["if"], values) is (result != "skipped")
+
+
 def test_data_pipeline_drops_no_run_and_skips_its_own_pointer_commit() -> None:
     workflow = load("training-data-pipeline.yaml")
     # A concurrency group keeps one pending run and a newer push replaces it: a dropped batch.

@@ -169,3 +169,16 @@ def test_stop_status_and_reap_need_no_github_token_with_the_runner_probe(
     stopped = cli("compute", "stop", "--holder", "gh-run-5")
     assert stopped.exit_code == 0, stopped.output
     assert ec2_project.state() == "stopped"
+
+
+def test_a_cancelled_runs_stop_job_stops_the_instance_its_pipeline_held(
+    cli: Callable[..., Any], ec2_project: Ec2Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_RUN_ID", "7")
+    assert cli("compute", "start").exit_code == 0  # the start job
+    assert (
+        cli("compute", "renew", "--holder", "gh-run-7-pipeline").exit_code == 0
+    )  # the pipeline, then killed
+    stopped = cli("compute", "stop", "--holder", "gh-run-7", "--json")  # the stop job
+    assert stopped.exit_code == 0, stopped.output
+    assert json.loads(stopped.stdout)["state"] == "stopped" and ec2_project.state() == "stopped"

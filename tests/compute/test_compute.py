@@ -502,3 +502,19 @@ def test_a_timed_out_start_says_what_it_waited_for_as_before(ec2_box: Ec2Box) ->
         f"waiting for the status checks of {target} (up to 0.2 s)",
     ]
     assert client.calls.count("describe_instance_status") == 10  # 0.2 s at 0.02 s between looks
+
+
+def test_a_runs_stop_also_drops_the_lease_its_cancelled_pipeline_left(ec2_box: Ec2Box) -> None:
+    """gh-run-1's stop job after a cancel: its pipeline (gh-run-1-pipeline) never released its lease."""
+    Ec2Compute(ec2_settings(ec2_box), holder="gh-run-1").start()
+    _lease(ec2_box, "gh-run-1-pipeline", 60)
+    _lease(ec2_box, "gh-run-12", 60)  # another run, not one of gh-run-1's
+    stop = Ec2Compute(ec2_settings(ec2_box), holder="gh-run-1")
+    kept = stop.stop(sub_leases=True)
+    assert kept.detail == "kept running: held by gh-run-12"
+    assert set(holder_tags(ec2_box)) == {"wms:lease:gh-run-12"}
+    _lease(ec2_box, "gh-run-1-pipeline", 60)
+    assert stop.stop().detail == "kept running: held by gh-run-1-pipeline, gh-run-12"  # only with sub_leases
+    Ec2Compute(ec2_settings(ec2_box), holder="gh-run-12").stop()
+    assert stop.stop(sub_leases=True).state == "stopped" and ec2_box.state() == "stopped"
+    assert not holder_tags(ec2_box)

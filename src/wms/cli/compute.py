@@ -168,11 +168,14 @@ def start(
 def stop(ctx: typer.Context, holder: str | None = HOLDER_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Drop this holder's lease; stop the machine and wait, unless another holder still leases it.
 
-    A machine another run still holds is left running ("kept running: held by ...").
+    The leases of the holder's own sub-holders go too: `--holder gh-run-7` also drops
+    `gh-run-7-pipeline`, the lease of the pipeline that run started (a cancelled run's
+    pipeline never released it). A machine another run still holds is left running
+    ("kept running: held by ...").
     """
     project = state(ctx).project()
     compute = open_compute(project, holder)
-    stopped = compute.stop()
+    stopped = compute.stop(sub_leases=True)
     title = "stopped" if stopped.state in ("stopped", "terminated") else "kept running"
     show(project, stopped, f"compute {title} ({compute.name})", as_json)
 

@@ -46,6 +46,7 @@ from wms.compute.leases import (
     MANAGED_TAG,
     STOPPING_TAG,
     UNNAMED,
+    held_by,
     holder_tag,
     interruption_of,
     lease_of,
@@ -308,9 +309,12 @@ class Ec2Compute:
         )
         return current
 
-    def stop(self, holder: str | None = None) -> ComputeStatus:
+    def stop(self, holder: str | None = None, sub_leases: bool = False) -> ComputeStatus:
         """Drop `holder`'s lease; stop the instance and wait for `stopped` unless another lease holds it.
 
+        With `sub_leases`, the leases of `holder`'s own sub-holders go too (`gh-run-7-pipeline`
+        for `gh-run-7`): a cancelled run's pipeline never released its lease, and the run's stop
+        job (`wms compute stop`) ends it.
         An instance another holder still leases is left running and reported as
         "kept running: held by ...". A stopped one is left as it is.
         """
@@ -320,12 +324,17 @@ class Ec2Compute:
         state = instance["State"]["Name"]
         if state in GONE:
             return self._to_status(instance)
-        others_tagged = [h for h in leases_of(instance) if h not in (me, UNNAMED)]
+
+        def own(h: str) -> bool:
+            return h == me or (sub_leases and held_by(h, me))
+
+        mine = [HOLDER_TAG_PREFIX + h for h in leases_of(instance) if h != UNNAMED and own(h)]
+        others_tagged = [h for h in leases_of(instance) if h != UNNAMED and not own(h)]
         # With no other holder, the summary goes too: it would read as an older WMS's lease.
-        self._untag(key, *([] if others_tagged else [LEASE_TAG]))
+        self._untag(*dict.fromkeys([key, *mine]), *([] if others_tagged else [LEASE_TAG]))
         if state == "stopped":  # nothing to stop; leases of others are theirs to use or expire
             return self._to_status(self._describe())
-        others = live_holders(instance, utc_now(), but=me)
+        others = [h for h in live_holders(instance, utc_now()) if not own(h)]
         if others:
             return self._kept(others)
         launched = instance.get("LaunchTime")
@@ -340,7 +349,7 @@ class Ec2Compute:
                 Resources=[self._id],
                 Tags=[{"Key": STOPPING_TAG, "Value": mark}],
             )
-            others = live_holders(self._describe(), utc_now(), but=me)
+            others = [h for h in live_holders(self._describe(), utc_now()) if not own(h)]
             if others:
                 self._untag(STOPPING_TAG)
                 return self._kept(others)

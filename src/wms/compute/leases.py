@@ -68,9 +68,15 @@ def lease_of(instance: dict[str, Any]) -> datetime | None:
     return max(times) if times else None
 
 
-def live_holders(instance: dict[str, Any], now: datetime, but: str | None = None) -> list[str]:
-    """The holders whose lease has not run out, except `but`."""
-    return sorted(h for h, t in leases_of(instance).items() if t is not None and t > now and h != but)
+def held_by(holder: str, me: str) -> bool:
+    """Whether `holder` is `me` or one of its own sub-holders: `gh-run-7-pipeline` is gh-run-7's
+    (the pipeline that run started), `gh-run-77` is not."""
+    return holder == me or holder.startswith(f"{me}-")
+
+
+def live_holders(instance: dict[str, Any], now: datetime) -> list[str]:
+    """The holders whose lease has not run out."""
+    return sorted(h for h, t in leases_of(instance).items() if t is not None and t > now)
 
 
 def interruption_of(instance: dict[str, Any], holder: str, now: datetime) -> str | None:

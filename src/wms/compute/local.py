@@ -16,7 +16,7 @@ class LocalCompute:
     def wait_ready(self) -> ComputeStatus:
         return self.status()
 
-    def stop(self, holder: str | None = None) -> ComputeStatus:
+    def stop(self, holder: str | None = None, sub_leases: bool = False) -> ComputeStatus:
         return ComputeStatus(self.name, "stopped", "nothing to release on this machine")
 
     def status(self) -> ComputeStatus:
