@@ -76,7 +76,7 @@ resource "aws_instance" "gpu" {
     # WMS starts and stops the instance; Terraform must not fight over its state. A newer AMI
     # (most_recent) must not replace the instance and its disk behind a plain apply; to move
     # to one: terraform apply -replace=aws_instance.gpu
-    ignore_changes = [tags["wms:lease-expires"], ami]
+    ignore_changes = [tags["wms:lease-expires"], tags["wms:lease-holders"], ami]
   }
 }
 

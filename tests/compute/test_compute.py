@@ -518,3 +518,42 @@ def test_a_runs_stop_also_drops_the_lease_its_cancelled_pipeline_left(ec2_box: E
     Ec2Compute(ec2_settings(ec2_box), holder="gh-run-12").stop()
     assert stop.stop(sub_leases=True).state == "stopped" and ec2_box.state() == "stopped"
     assert not holder_tags(ec2_box)
+
+
+class OtherStopsMeanwhile:
+    """The moto client; another holder's whole stop runs just after this stop's first look."""
+
+    def __init__(self, client: Any, other: Ec2Compute) -> None:
+        self.client, self.other, self.looks = client, other, 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(**kwargs: Any) -> Any:
+            reply = method(**kwargs)
+            if name == "describe_instances":
+                self.looks += 1
+                if self.looks == 1:
+                    self.other.stop()  # it still sees this holder's lease, so it keeps the instance
+            return reply
+
+        return call
+
+
+def test_two_stops_at_once_leave_no_lease_behind(ec2_box: Ec2Box) -> None:
+    Ec2Compute(ec2_settings(ec2_box), holder="gh-run-1").start()
+    Ec2Compute(ec2_settings(ec2_box), holder="gh-run-2").start()
+    other = Ec2Compute(ec2_settings(ec2_box), holder="gh-run-2")
+    client = OtherStopsMeanwhile(ec2_box.client, other)
+    stopped = Ec2Compute(ec2_settings(ec2_box), client=client, holder="gh-run-1").stop()
+    assert stopped.state == "stopped" and ec2_box.state() == "stopped"
+    assert not holder_tags(ec2_box) and LEASE_TAG not in ec2_box.tags()
+
+
+def test_a_summary_left_without_holders_is_no_lease_to_the_reaper(ec2_box: Ec2Box) -> None:
+    compute = Ec2Compute(ec2_settings(ec2_box), holder="gh-run-1")
+    compute.start()
+    ec2_box.client.delete_tags(Resources=[ec2_box.id], Tags=[{"Key": "wms:lease:gh-run-1"}])
+    assert LEASE_TAG in ec2_box.tags()  # stale: its holder is gone
+    (reaped,) = compute.reap()
+    assert ec2_box.state() == "stopped" and "no readable lease" in reaped.detail

@@ -42,6 +42,7 @@ from wms.compute.aws import GONE, aws_errors, ec2_client, wait
 from wms.compute.base import DEFAULT_HOLDER, ComputeStatus, Notify, RunnerProbeSource, quiet, wait_for
 from wms.compute.leases import (
     HOLDER_TAG_PREFIX,
+    HOLDERS_TAG,
     LEASE_TAG,
     MANAGED_TAG,
     STOPPING_TAG,
@@ -178,6 +179,7 @@ class Ec2Compute:
             Resources=[self._id],
             Tags=[
                 {"Key": MANAGED_TAG, "Value": "true"},
+                {"Key": HOLDERS_TAG, "Value": "true"},
                 {"Key": key, "Value": stamp},
                 {"Key": LEASE_TAG, "Value": latest.isoformat(timespec="seconds")},
             ],
@@ -335,8 +337,8 @@ class Ec2Compute:
         if state == "stopped":  # nothing to stop; leases of others are theirs to use or expire
             return self._to_status(self._describe())
         others = [h for h in live_holders(instance, utc_now()) if not own(h)]
-        if others:
-            return self._kept(others)
+        if others and (kept := self._kept(others)) is not None:
+            return kept
         launched = instance.get("LaunchTime")
         cfg = self.cfg
         if state in ("pending", "running"):
@@ -350,9 +352,9 @@ class Ec2Compute:
                 Tags=[{"Key": STOPPING_TAG, "Value": mark}],
             )
             others = [h for h in live_holders(self._describe(), utc_now()) if not own(h)]
-            if others:
+            if others and (kept := self._kept(others)) is not None:
                 self._untag(STOPPING_TAG)
-                return self._kept(others)
+                return kept
         if state == "pending":
             self.notify(f"instance {self._id} is still starting; it is stopped once running")
             self._wait_state("running", cfg.start_timeout_seconds)
@@ -368,8 +370,20 @@ class Ec2Compute:
             billed = round((utc_now() - launched).total_seconds(), 1)
         return self._to_status(self._describe(), billed)
 
-    def _kept(self, holders: list[str]) -> ComputeStatus:
+    def _kept(self, holders: list[str]) -> ComputeStatus | None:
+        """Leave the instance running for `holders`; None when, read again, no holder is left.
+
+        Two holders that stop at the same moment may each see the other's lease and keep the
+        instance for it: then no holder tag is left, the summary goes, and the stop goes on
+        unless a start leased the instance meanwhile.
+        """
         instance = self._describe()
+        if not any(key.startswith(HOLDER_TAG_PREFIX) for key in tags_of(instance)):
+            self._untag(LEASE_TAG)
+            instance = self._describe()
+            holders = live_holders(instance, utc_now())
+            if not holders:
+                return None
         latest = lease_of(instance)
         if latest is not None:  # the summary follows the leases that are left
             self._call(

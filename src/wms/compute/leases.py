@@ -4,6 +4,7 @@
     wms:lease:<holder> = <ISO expiry>            one per holder (a workflow run, a person)
     wms:lease-expires  = <ISO expiry>            the latest of them, for people and older readers
     wms:stopping       = <holder> <ISO time>     while a stop decides or runs
+    wms:lease-holders  = true                    leases are the holder tags: the summary alone holds nothing
 
 Pure functions over the instance dictionaries EC2's DescribeInstances returns.
 """
@@ -20,6 +21,9 @@ LEASE_TAG = "wms:lease-expires"  # the latest expiry of all leases, for people a
 HOLDER_TAG_PREFIX = "wms:lease:"  # one tag per holder: wms:lease:<holder> = <ISO expiry>
 STOPPING_TAG = "wms:stopping"  # <holder> <ISO time>, while a stop is deciding or under way
 MANAGED_TAG = "wms:managed"
+# Written with every holder's lease: on such an instance a summary left without holder tags
+# (two stops at once, each keeping it for the other) is stale, not a lease.
+HOLDERS_TAG = "wms:lease-holders"
 # Who holds a lease when the holder tags are absent (an instance tagged by an older WMS).
 UNNAMED = "(unnamed)"
 
@@ -50,14 +54,15 @@ def holder_tag(holder: str) -> str:
 
 
 def leases_of(instance: dict[str, Any]) -> dict[str, datetime | None]:
-    """Every holder's lease expiry (None when unreadable); the summary tag when no holder tags."""
+    """Every holder's lease expiry (None when unreadable); the summary tag when no holder tags,
+    on an instance an older WMS tagged (one without `wms:lease-holders`)."""
     tags = tags_of(instance)
     leases = {
         key[len(HOLDER_TAG_PREFIX) :]: parse_time(value)
         for key, value in tags.items()
         if key.startswith(HOLDER_TAG_PREFIX)
     }
-    if not leases and LEASE_TAG in tags:
+    if not leases and LEASE_TAG in tags and HOLDERS_TAG not in tags:
         leases[UNNAMED] = parse_time(tags[LEASE_TAG])
     return leases
 
