@@ -261,6 +261,20 @@ def test_the_train_job_runs_in_the_environment_and_trains_only_the_taken_pairs()
     assert with_pat == [pipeline]
 
 
+@pytest.mark.parametrize(
+    ("name", "job"),
+    [("ec2-control.yaml", "ec2"), ("ec2-manual-control.yaml", "ec2"), ("compute-reaper.yaml", "reap")],
+)
+def test_starting_and_stopping_compute_never_waits_for_a_reviewer(name: str, job: str) -> None:
+    """Reviewers may guard wms-production (training, deploying); a stop job or the reaper in it
+    would wait for a person while the GPU runs. They use wms-compute, which has none."""
+    environment = load(name)["jobs"][job]["environment"]
+    assert environment == "wms-compute"
+    assert environment != load("training-data-pipeline.yaml")["jobs"]["train"]["environment"]
+    readme = (ROOT / "README.md").read_text()
+    assert "Never put reviewers on `wms-compute`" in readme
+
+
 def test_the_sweeper_runs_on_a_schedule_and_sweeps_on_the_started_instance() -> None:
     workflow = load("pipeline-sweeper.yaml")
     assert triggers(workflow)["schedule"]
