@@ -182,3 +182,16 @@ def test_a_cancelled_runs_stop_job_stops_the_instance_its_pipeline_held(
     stopped = cli("compute", "stop", "--holder", "gh-run-7", "--json")  # the stop job
     assert stopped.exit_code == 0, stopped.output
     assert json.loads(stopped.stdout)["state"] == "stopped" and ec2_project.state() == "stopped"
+
+
+def test_a_bare_stop_leaves_your_own_running_pipeline_its_machine(
+    cli: Callable[..., Any], ec2_project: Ec2Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wms.cli.compute import default_holder
+
+    monkeypatch.delenv("GITHUB_RUN_ID", raising=False)
+    assert cli("compute", "start").exit_code == 0
+    assert cli("compute", "renew", "--holder", f"{default_holder()}-pipeline").exit_code == 0
+    kept = cli("compute", "stop")  # at a laptop, while a pipeline of yours trains
+    assert kept.exit_code == 0, kept.output
+    assert "kept running" in kept.output and ec2_project.state() == "running"

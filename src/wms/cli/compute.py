@@ -168,14 +168,15 @@ def start(
 def stop(ctx: typer.Context, holder: str | None = HOLDER_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Drop this holder's lease; stop the machine and wait, unless another holder still leases it.
 
-    The leases of the holder's own sub-holders go too: `--holder gh-run-7` also drops
-    `gh-run-7-pipeline`, the lease of the pipeline that run started (a cancelled run's
-    pipeline never released it). A machine another run still holds is left running
-    ("kept running: held by ...").
+    With --holder, the leases of that holder's own sub-holders go too: `--holder gh-run-7`
+    also drops `gh-run-7-pipeline`, the lease of the pipeline that run started (a cancelled
+    run's pipeline never released it; the workflows' stop job names its run). Without it, a
+    pipeline of yours still running keeps the machine. A machine another run still holds is
+    left running ("kept running: held by ...").
     """
     project = state(ctx).project()
     compute = open_compute(project, holder)
-    stopped = compute.stop(sub_leases=True)
+    stopped = compute.stop(sub_leases=holder is not None)
     title = "stopped" if stopped.state in ("stopped", "terminated") else "kept running"
     show(project, stopped, f"compute {title} ({compute.name})", as_json)
 
