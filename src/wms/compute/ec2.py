@@ -34,12 +34,12 @@ States and status checks are waited for through EC2's waiters (wms.compute.aws);
 from __future__ import annotations
 
 import copy
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from wms.compute.aws import GONE, aws_errors, ec2_client, wait
 from wms.compute.base import DEFAULT_HOLDER, ComputeStatus, Notify, RunnerProbeSource, quiet, wait_for
+from wms.compute.ec2_status import instance_status
 from wms.compute.leases import (
     HOLDER_TAG_PREFIX,
     HOLDERS_TAG,
@@ -57,20 +57,12 @@ from wms.compute.leases import (
     tags_of,
     utc_now,
 )
-from wms.compute.probes import Probe, make_probe, mlflow_url
+from wms.compute.probes import Probe, make_probe
 from wms.compute.reaper import reap
 from wms.config import ComputeSettings
 from wms.errors import BackendError
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
-
-
-def _stopped_at(instance: dict[str, Any]) -> datetime | None:
-    # EC2 writes e.g. "User initiated (2026-01-02 03:04:05 GMT)" when an instance stops.
-    match = re.search(
-        r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)", instance.get("StateTransitionReason", "")
-    )
-    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) if match else None
 
 
 class Ec2Compute:
@@ -325,7 +317,7 @@ class Ec2Compute:
         instance = self._describe()
         state = instance["State"]["Name"]
         if state in GONE:
-            return self._to_status(instance)
+            return self.status_of(instance)
 
         def own(h: str) -> bool:
             return h == me or (sub_leases and held_by(h, me))
@@ -335,7 +327,7 @@ class Ec2Compute:
         # With no other holder, the summary goes too: it would read as an older WMS's lease.
         self._untag(*dict.fromkeys([key, *mine]), *([] if others_tagged else [LEASE_TAG]))
         if state == "stopped":  # nothing to stop; leases of others are theirs to use or expire
-            return self._to_status(self._describe())
+            return self.status_of(self._describe())
         others = [h for h in live_holders(instance, utc_now()) if not own(h)]
         if others and (kept := self._kept(others)) is not None:
             return kept
@@ -368,7 +360,7 @@ class Ec2Compute:
         billed = None
         if state != "stopped" and launched is not None:
             billed = round((utc_now() - launched).total_seconds(), 1)
-        return self._to_status(self._describe(), billed)
+        return self.status_of(self._describe(), billed)
 
     def _kept(self, holders: list[str]) -> ComputeStatus | None:
         """Leave the instance running for `holders`; None when, read again, no holder is left.
@@ -393,10 +385,10 @@ class Ec2Compute:
                 Tags=[{"Key": LEASE_TAG, "Value": latest.isoformat(timespec="seconds")}],
             )
         self.notify(f"instance {self._id} is still leased by {', '.join(holders)}: left running")
-        return self._to_status(instance, detail=f"kept running: held by {', '.join(holders)}")
+        return self.status_of(instance, detail=f"kept running: held by {', '.join(holders)}")
 
     def status(self) -> ComputeStatus:
-        return self._to_status(self._describe())
+        return self.status_of(self._describe())
 
     def interruption(self, holder: str | None = None) -> str | None:
         """Why the instance is stopping, stopped or starting again under `holder`'s live lease
@@ -408,29 +400,8 @@ class Ec2Compute:
         """Stop every WMS-started instance whose lease ran out; report those left running too."""
         return reap(self)
 
-    def _to_status(
+    def status_of(
         self, instance: dict[str, Any], billed: float | None = None, detail: str = ""
     ) -> ComputeStatus:
-        state = instance["State"]["Name"]
-        cfg = self.cfg
-        public_ip = instance.get("PublicIpAddress")
-        host = cfg.host or public_ip
-        launched = instance.get("LaunchTime")
-        if billed is None and launched is not None:
-            if state in ("pending", "running", "stopping"):
-                billed = round((utc_now() - launched).total_seconds(), 1)
-            elif (stopped := _stopped_at(instance)) is not None and stopped >= launched:
-                billed = round((stopped - launched).total_seconds(), 1)
-        expires = lease_of(instance)
-        port = "" if cfg.ssh_port == 22 else f" -p {cfg.ssh_port}"
-        return ComputeStatus(
-            backend=self.name,
-            state=state,
-            detail=detail or f"{instance.get('InstanceType', '?')} {instance['InstanceId']}",
-            instance_id=instance["InstanceId"],
-            public_ip=public_ip,
-            mlflow_url=mlflow_url(cfg, host) if host else None,
-            ssh_command=f"ssh -i {cfg.ssh_key}{port} {cfg.ssh_user}@{host}" if host else None,
-            lease_expires=expires.isoformat() if expires else None,
-            billed_seconds=billed,
-        )
+        """What `wms compute status` shows of an instance as EC2 described it."""
+        return instance_status(self.name, self.cfg, instance, billed, detail)

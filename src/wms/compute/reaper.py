@@ -36,13 +36,13 @@ def reap(ec2: Ec2Compute) -> list[ComputeStatus]:
         if holders:
             until = lease_of(instance)
             results.append(
-                ec2._to_status(
+                ec2.status_of(
                     instance,
                     detail=f"lease runs until {until} (held by {', '.join(holders)}): left running",
                 )
             )
         elif instance["State"]["Name"] == "pending":  # EC2 cannot stop it yet; the next round will
-            results.append(ec2._to_status(instance, detail="lease expired but still starting: next round"))
+            results.append(ec2.status_of(instance, detail="lease expired but still starting: next round"))
         else:
             expired.append(instance)
     expired = _still_expired(ec2, expired, results)
@@ -58,7 +58,7 @@ def reap(ec2: Ec2Compute) -> list[ComputeStatus]:
         one._clear_leases(done)
         expired_at = lease_of(instance)
         why = f"lease expired at {expired_at}" if expired_at else "no readable lease"
-        results.append(ec2._to_status(done, detail=f"{why}: stopped"))
+        results.append(ec2.status_of(done, detail=f"{why}: stopped"))
     return results
 
 
@@ -88,7 +88,7 @@ def _still_expired(
                 Tags=[{"Key": STOPPING_TAG}],
             )
             detail = f"leased meanwhile by {', '.join(holders)}: left running"
-            results.append(ec2._to_status(instance, detail=detail))
+            results.append(ec2.status_of(instance, detail=detail))
         else:
             still.append(instance)
     return still

@@ -1,0 +1,53 @@
+"""An EC2 instance as `wms compute status` shows it: state, address, lease and the time it was billed."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from wms.compute.base import ComputeStatus
+from wms.compute.leases import lease_of, utc_now
+from wms.compute.probes import mlflow_url
+from wms.config import ComputeSettings
+
+
+def stopped_at(instance: dict[str, Any]) -> datetime | None:
+    """When the instance last stopped, read from EC2's StateTransitionReason."""
+    # EC2 writes e.g. "User initiated (2026-01-02 03:04:05 GMT)" when an instance stops.
+    match = re.search(
+        r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)", instance.get("StateTransitionReason", "")
+    )
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) if match else None
+
+
+def instance_status(
+    backend: str,
+    cfg: ComputeSettings,
+    instance: dict[str, Any],
+    billed: float | None = None,
+    detail: str = "",
+) -> ComputeStatus:
+    """The status of `instance` (a describe_instances entry); `billed` defaults to its time up."""
+    state = instance["State"]["Name"]
+    public_ip = instance.get("PublicIpAddress")
+    host = cfg.host or public_ip
+    launched = instance.get("LaunchTime")
+    if billed is None and launched is not None:
+        if state in ("pending", "running", "stopping"):
+            billed = round((utc_now() - launched).total_seconds(), 1)
+        elif (stopped := stopped_at(instance)) is not None and stopped >= launched:
+            billed = round((stopped - launched).total_seconds(), 1)
+    expires = lease_of(instance)
+    port = "" if cfg.ssh_port == 22 else f" -p {cfg.ssh_port}"
+    return ComputeStatus(
+        backend=backend,
+        state=state,
+        detail=detail or f"{instance.get('InstanceType', '?')} {instance['InstanceId']}",
+        instance_id=instance["InstanceId"],
+        public_ip=public_ip,
+        mlflow_url=mlflow_url(cfg, host) if host else None,
+        ssh_command=f"ssh -i {cfg.ssh_key}{port} {cfg.ssh_user}@{host}" if host else None,
+        lease_expires=expires.isoformat() if expires else None,
+        billed_seconds=billed,
+    )
