@@ -70,21 +70,26 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_ready(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 120) -> None:
+    """Until `url`/ready answers 200; fails if the server's process ends or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, f"{what} did not start"
+        time.sleep(0.1)
+
+
 class Server:
     def __init__(self, runtime: str, folder: Path, threads: int, concurrency: int) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, __file__, "--serve", runtime, str(folder), str(self.port), str(threads)]
         self.proc = subprocess.Popen([*args, str(concurrency)], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None and time.monotonic() < deadline, f"{runtime} server did not start"
-            time.sleep(0.1)
+        wait_ready(self.url, self.proc, f"{runtime} server")
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

@@ -20,7 +20,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_latency import _free_port, _model
+from serve_latency import _free_port, _model, wait_ready
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_memory.json"
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -46,15 +45,7 @@ class WmsServe:
         env = {**os.environ, "WMS_SERVE__MAX_CONCURRENCY": "2", "WMS_SERVE__INTRA_OP_THREADS": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))  # this checkout
         self.proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None and time.monotonic() < deadline, "wms serve did not start"
-            time.sleep(0.1)
+        wait_ready(self.url, self.proc, "wms serve")
 
     def peak_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
