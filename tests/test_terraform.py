@@ -55,6 +55,16 @@ def test_a_newer_ami_does_not_replace_an_instance_behind_a_plain_apply(terraform
         assert "ami" in terraform["resource"][address]["lifecycle"][0]["ignore_changes"], address
 
 
+def test_an_apply_during_a_run_leaves_the_leases_on_the_instance(terraform: dict[str, Any]) -> None:
+    """Every tag WMS writes at run time is one the provider ignores, so no apply removes a lease."""
+    from wms.compute.leases import HOLDERS_TAG, LEASE_TAG, STOPPING_TAG, holder_tag
+
+    ignored = terraform["provider"]["aws"]["ignore_tags"][0]
+    written = [LEASE_TAG, HOLDERS_TAG, STOPPING_TAG, holder_tag("gh-run-7"), holder_tag("me@laptop-pipeline")]
+    for key in written:
+        assert key in ignored["keys"] or key.startswith(tuple(ignored["key_prefixes"])), key
+
+
 def test_a_spot_gpu_is_stopped_with_its_disk_when_reclaimed(terraform: dict[str, Any]) -> None:
     assert terraform["variable"]["gpu_spot"]["default"] is False
     dynamic = terraform["resource"]["aws_instance.gpu"]["dynamic"]

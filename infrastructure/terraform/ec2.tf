@@ -76,7 +76,8 @@ resource "aws_instance" "gpu" {
     # WMS starts and stops the instance; Terraform must not fight over its state. A newer AMI
     # (most_recent) must not replace the instance and its disk behind a plain apply; to move
     # to one: terraform apply -replace=aws_instance.gpu
-    ignore_changes = [tags["wms:lease-expires"], tags["wms:lease-holders"], ami]
+    # (The run-time lease tags are the provider's ignore_tags, in versions.tf.)
+    ignore_changes = [ami]
   }
 }
 

@@ -33,4 +33,11 @@ provider "aws" {
       ManagedBy = "terraform"
     }
   }
+  # The tags WMS writes on the GPU instance while runs hold it (a lease per holder, their
+  # summary, the mark of a stop under way): an apply during a run neither shows them as drift
+  # nor removes them, whatever the holder is called (wms.compute.leases names them).
+  ignore_tags {
+    keys         = ["wms:lease-expires", "wms:lease-holders", "wms:stopping"]
+    key_prefixes = ["wms:lease:"]
+  }
 }
