@@ -177,7 +177,11 @@ def test_seed_secrets_are_used_where_the_seed_says() -> None:
         inherits = all(j.get("secrets") == "inherit" for j in workflow["jobs"].values() if "uses" in j)
         direct = all(f"secrets.{s}" in text[name] for s in AWS_SECRETS)
         assert direct or (inherits and called(workflow)), name
-    assert all(f"secrets.{s}" in text["ec2-control.yaml"] for s in EC2_SECRETS)
+    control = load("ec2-control.yaml")
+    assert set(triggers(control)["workflow_call"]["secrets"]) >= EC2_SECRETS  # the seed's interface
+    assert all(f"secrets.{s}" in text["ec2-control.yaml"] for s in EC2_SECRETS - {"EC2_SSH_KEY"})
+    # Starting and stopping need no SSH key: it reaches no step there (nor its third-party actions).
+    assert "secrets.EC2_SSH_KEY" not in text["ec2-control.yaml"]
     # The OIDC option: a role from a repository variable, in place of the keys.
     assert "vars.AWS_ROLE_ARN" in text["ec2-control.yaml"]
 
