@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 SERVING_ADDRESS = "aws_instance.serving"
+MLFLOW = ("mlflow", "mlflow-backup")  # the serving node's MLflow artifacts and database backup
 INSTANCES = ("aws_instance.gpu", SERVING_ADDRESS)
 
 
@@ -143,19 +144,21 @@ def test_instance_roles_reach_only_the_project_prefix_repository_and_token(terra
     parameter_arn = "${local.runner_token_parameter_arn}"
     arn = terraform["locals"]["runner_token_parameter_arn"]
     assert arn.endswith(":parameter${var.runner_token_parameter}")
-    # The GPU instance: project data + ECR; the serving node: project data only.
+    # The GPU instance: project data + ECR; the serving node: MLflow's prefixes only, not the
+    # dataset store, so a job on its runner cannot rewrite the gate's test split through the role.
     documents = {
         "instance": _statements(terraform, "instance"),
-        "serving": _statements(terraform, "project_data"),
+        "serving": _statements(terraform, "serving"),
     }
     serving_policy = terraform["resource"]["aws_iam_role_policy.serving"]["policy"]
-    assert serving_policy == "${data.aws_iam_policy_document.project_data.json}"
+    assert serving_policy == "${data.aws_iam_policy_document.serving[0].json}"
+    prefixes = {"instance": ["${var.s3_prefix}/*"], "serving": [f"${{var.s3_prefix}}/{p}/*" for p in MLFLOW]}
     for role, statements in documents.items():
         s3 = [s for s in statements if any(a.startswith("s3:") for a in s["actions"])]
         object_resources = {r for s in s3 if "s3:GetObject" in s["actions"] for r in s["resources"]}
-        assert object_resources == {"${aws_s3_bucket.data.arn}/${var.s3_prefix}/*"}, role
+        assert object_resources == {f"${{aws_s3_bucket.data.arn}}/{p}" for p in prefixes[role]}, role
         listing = next(s for s in s3 if "s3:ListBucket" in s["actions"])
-        assert listing["condition"][0]["values"] == ["${var.s3_prefix}/*"], role
+        assert listing["condition"][0]["values"] == prefixes[role], role
         ssm = [(s["actions"], s["resources"]) for s in statements if s["actions"][0].startswith("ssm:")]
         assert ssm == [(["ssm:GetParameter"], [parameter_arn])], role
         for statement in statements:

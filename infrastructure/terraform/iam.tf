@@ -91,8 +91,40 @@ resource "aws_iam_instance_profile" "instance" {
   role = aws_iam_role.instance.name
 }
 
-# The serving node (split): MLflow's artifacts and database backup under the project's prefix,
-# and the runner token. Its deploy jobs push to ECR with the workflow's own AWS credentials.
+# The serving node (split): MLflow's artifacts and database backup, and the runner token. Not
+# the dataset store: the pipeline on its runner reaches the store with the workflow's own AWS
+# credentials, so a job there cannot rewrite datasets (the gate's test split) through the
+# node's role. Its deploy jobs push to ECR with the workflow's credentials too.
+data "aws_iam_policy_document" "serving" {
+  count = local.split ? 1 : 0
+
+  statement {
+    sid       = "ListMlflowPrefixes"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.data.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.s3_prefix}/mlflow/*", "${var.s3_prefix}/mlflow-backup/*"]
+    }
+  }
+
+  statement {
+    sid     = "ReadWriteMlflow"
+    actions = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = [
+      "${aws_s3_bucket.data.arn}/${var.s3_prefix}/mlflow/*",
+      "${aws_s3_bucket.data.arn}/${var.s3_prefix}/mlflow-backup/*",
+    ]
+  }
+
+  statement {
+    sid       = "ReadRunnerToken"
+    actions   = ["ssm:GetParameter"]
+    resources = [local.runner_token_parameter_arn]
+  }
+}
+
 resource "aws_iam_role" "serving" {
   count              = local.split ? 1 : 0
   name               = "${var.project}-serving"
@@ -103,7 +135,7 @@ resource "aws_iam_role_policy" "serving" {
   count  = local.split ? 1 : 0
   name   = "${var.project}-serving"
   role   = aws_iam_role.serving[0].id
-  policy = data.aws_iam_policy_document.project_data.json
+  policy = data.aws_iam_policy_document.serving[0].json
 }
 
 resource "aws_iam_instance_profile" "serving" {
