@@ -41,6 +41,17 @@ def test_better_on_every_metric_is_promoted_with_an_interval_around_the_gain() -
     assert decision.resamples >= 2000
 
 
+def test_too_few_test_images_never_beat_production() -> None:
+    """With one test image the interval is a point: any gain would look significant."""
+    one = decide(GateSettings(), scores([0.80]), scores([0.79]), "1")
+    assert not one.promote
+    assert "only 1 test image(s), fewer than gate.min_images = 5" in one.reason
+    assert ("min_images", False) in [(r.rule, r.passed) for r in one.rules]
+    base = np.array([0.60, 0.65, 0.70, 0.75, 0.80])
+    assert decide(GateSettings(), scores(base + 0.1), scores(base), "1").promote  # five, all clearly better
+    assert decide(GateSettings(), scores([0.6]), None).promote  # a first model has no one to beat: the floor
+
+
 def test_identical_model_is_not_promoted() -> None:
     values = noisy(40, 0.8, 0.1, seed=2)
     decision = decide(GateSettings(), scores(values), scores(values), "1")

@@ -50,7 +50,7 @@ class MetricComparison:
 class RuleVerdict:
     """One rule of `[gate]` applied to one metric."""
 
-    rule: str  # floor | improve | significant | max_regression | baseline
+    rule: str  # floor | improve | significant | max_regression | baseline | min_images
     metric: str | None
     passed: bool
     detail: str
@@ -208,6 +208,12 @@ def decide(
         )
     by_metric = {c.metric: c for c in comparisons}
     rules = []
+    if len(candidate) < cfg.min_images:
+        detail = (
+            f"only {len(candidate)} test image(s), fewer than gate.min_images = {cfg.min_images}: too few "
+            "to tell the models apart; add labelled pairs"
+        )
+        rules.append(RuleVerdict("min_images", None, False, detail))
     for m in cfg.metrics:
         c = by_metric[m]
         assert c.delta is not None and c.ci_low is not None
