@@ -197,6 +197,8 @@ def test_the_pipeline_trains_on_the_instance_and_survives_a_dropped_connection(
     assert record["outputs"]["mlflow_run_id"] == run.info.run_id
     assert "worst/index.html" in [a.path for a in s.artifacts(run.info.run_id, "worst")]
     assert not job_processes(s.remote)
+    (spec,) = s.remote.glob("jobs/*/job.json")
+    assert "ssh_key" not in spec.read_text()  # compute.ssh_key may be the private key itself
 
 
 @pytest.mark.slow

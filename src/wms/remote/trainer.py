@@ -155,6 +155,9 @@ class RemoteTrainer:
         job_id = f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         job_dir = f"{root}/jobs/{job_id}"
         settings = self.project.settings.model_dump(mode="json")
+        # The job starts and stops nothing, and compute.ssh_key may be the private key itself
+        # (the EC2_SSH_KEY secret): it must not land in a file on the instance.
+        del settings["compute"]
         settings["tracking"]["uri"] = self.project.tracking_uri
         settings["train"]["cache_dir"] = f"{root}/cache"
         spec = {
