@@ -18,6 +18,9 @@ from wms.errors import ConfigError, UsageError, WmsError
 from wms.gate import GateDecision, MetricComparison, RuleVerdict
 from wms.scores import ImageScore
 
+# The dataset version of a run on a folder as it is (`wms train DIR`), not a version of the store.
+UNVERSIONED = "unversioned"
+
 STAGES = (
     "merge",
     "validate",

@@ -17,6 +17,7 @@ from wms.errors import BackendError, ConfigError
 from wms.remote.package import source_checkout
 from wms.remote.ssh import SshTarget
 from wms.remote.trainer import RemoteTrainer
+from wms.runs import UNVERSIONED
 
 if TYPE_CHECKING:
     from wms.runs import PipelineRun, TrainedRun
@@ -125,7 +126,7 @@ def train_folder_on_instance(
                 tempfile.TemporaryDirectory() as tmp,
             ):
                 try:
-                    return trainer.train(dataset, "unversioned", reporter, Path(tmp), lambda _job: None)
+                    return trainer.train(dataset, UNVERSIONED, reporter, Path(tmp), lambda _job: None)
                 finally:
                     trainer.close()
         finally:

@@ -41,6 +41,7 @@ from wms.remote.job import CHECKPOINT_FILE, EXIT_FILE, JOB_FILE, PROGRESS_FILE, 
 from wms.remote.package import build_wheel, install
 from wms.remote.reclaim import Reclaimed, Reclaims
 from wms.remote.ssh import Ssh, SshTarget, connect, dropped, quote
+from wms.runs import UNVERSIONED
 
 if TYPE_CHECKING:
     from wms.runs import TrainedRun
@@ -238,7 +239,7 @@ class RemoteTrainer:
         from wms.data.splits import SPLITS_FILE
 
         store = self.project.settings.store.url
-        if store.startswith("s3://"):
+        if store.startswith("s3://") and version != UNVERSIONED:  # `wms train DIR`: the folder's files
             self.notify(f"the instance reads version {version} from {store} itself")
             return {"kind": "store", "url": store, "version": version}
         files = {

@@ -13,7 +13,7 @@ from wms.data.store import sha256_file
 from wms.errors import ConfigError, DataError
 from wms.registry import MODEL_ARTIFACT, Registry, RunLog
 from wms.report import overlay_grid, plot_curves
-from wms.runs import TrainedRun
+from wms.runs import UNVERSIONED, TrainedRun
 from wms.train.distributed import SINGLE, Dist
 from wms.train.evaluate import ImageScore, evaluate, summarize
 from wms.train.export import export_onnx
@@ -61,7 +61,7 @@ def train_and_log(
     project: Project,
     dataset: Path,
     registry: Registry,
-    dataset_version: str = "unversioned",
+    dataset_version: str = UNVERSIONED,
     reporter: TrainReporter | None = None,
     checkpoint: Path | None = None,
     tags: dict[str, str] | None = None,
