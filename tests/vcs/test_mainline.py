@@ -35,3 +35,15 @@ def test_a_checkout_of_main_is_not_main_when_main_lives_on_github(repo: Repo, tm
     repo.write("wms.toml", '[git]\nbase_branch = "main"\nhost = "local"\n')
     local = MainLine(load_settings()).dataset_pointer()  # the local host merges here: the checkout is main
     assert local is not None and local["version"] == "v1"
+
+
+def test_a_new_file_in_the_shipped_sources_marks_the_commit_dirty(repo: Repo) -> None:
+    """The wheel for the instance ships every file under src/: a run's commit tag must say so."""
+    from wms.vcs.git import head_commit
+
+    head = repo.out("rev-parse", "HEAD")
+    assert head_commit(repo.work, dirty_paths=("src",)) == head
+    repo.write("src/new_module.py", "x = 1\n")  # not added to git yet
+    assert head_commit(repo.work, dirty_paths=("src",)) == f"{head}+dirty"
+    repo.write(".gitignore", ".wms/\nsrc/new_module.py\n")  # a file git ignores (build output) does not count
+    assert head_commit(repo.work, dirty_paths=("src",)) == head

@@ -103,13 +103,14 @@ class Git:
 
 
 def head_commit(root: Path, dirty_paths: tuple[str, ...] = ()) -> str:
-    """The commit checked out at `root`, with "+dirty" when any of `dirty_paths` differ from it;
+    """The commit checked out at `root`, with "+dirty" when any of `dirty_paths` differ from it,
+    a new file there that git does not ignore included (a wheel built from them ships it);
     "unknown" outside a git checkout (or without git)."""
     git = Git(root)
     try:
         head = git.run("rev-parse", "HEAD")
         dirty = bool(dirty_paths) and bool(
-            git.run("status", "--porcelain", "--untracked-files=no", "--", *dirty_paths)
+            git.run("status", "--porcelain", "--untracked-files=normal", "--", *dirty_paths)
         )
     except GitError:
         return "unknown"
