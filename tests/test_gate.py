@@ -162,3 +162,21 @@ def test_the_gate_imports_without_torch() -> None:
     code = "import sys, wms.gate, wms.scores, wms.runs, wms.gating; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_a_damaged_production_pointer_is_no_first_model(project_dir: Path) -> None:
+    """Main names a production it cannot spell out: the candidate must not be judged by the floor alone."""
+    from types import SimpleNamespace
+
+    from wms.config import load_settings
+    from wms.gating import production_per_main
+
+    project = load_settings(start=project_dir)
+    pointer = project.path(project.settings.tracking.pointer_dir) / "production_current.json"
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.write_text("<<<<<<< HEAD\n")
+    no_alias = SimpleNamespace(production=lambda: None)
+    with pytest.raises(GateError, match="cannot be read and no version is aliased production"):
+        production_per_main(project, no_alias)  # type: ignore[arg-type]
+    aliased = SimpleNamespace(production=lambda: SimpleNamespace(version="3"))
+    assert production_per_main(project, aliased) == "3"  # type: ignore[arg-type]

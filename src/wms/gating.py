@@ -27,12 +27,18 @@ from wms.vcs.mainline import MainLine
 def production_per_main(project: Project, registry: Registry) -> str | None:
     """The version in production as main says, else as the registry's alias says; None before the first."""
     text = MainLine(project).read_text(project.path(project.settings.tracking.pointer_dir) / CURRENT_FILE)
+    damaged = False
     if text is not None:
         try:
             return str(json.loads(text)["to_version"])
         except (ValueError, KeyError):
-            pass  # a damaged pointer: reconcile says so; the alias still names what serves
+            damaged = True  # reconcile says so; the alias still names what serves
     alias = registry.production()
+    if alias is None and damaged:  # not "nothing in production": the floor alone must not judge
+        raise GateError(
+            f"main's {CURRENT_FILE} cannot be read and no version is aliased production, so the gate "
+            "has no baseline to compare with; restore the file on main"
+        )
     return alias.version if alias else None
 
 
