@@ -40,7 +40,7 @@ output "mlflow_url" {
 }
 
 output "mlflow_url_internal" {
-  description = "MLflow from inside the VPC, for the runners' jobs: the repository variable WMS_TRACKING_URI (in split the GPU reaches the serving node only by its private address)."
+  description = "MLflow from inside the VPC, for the runners' jobs: the repository variable WMS_TRACKING_URI (in split the GPU reaches the serving node only by its private address); from a laptop in split, compute.remote_tracking_uri."
   value       = "http://${local.serving_private_ip}:${var.mlflow_port}"
 }
 

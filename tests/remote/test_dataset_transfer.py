@@ -1,4 +1,5 @@
-"""What a job on the instance trains on: a store version it reads from S3 itself, or a folder's files."""
+"""What a job on the instance trains on and logs to: a store version read from S3 there, or a
+folder's files sent over SSH; tracking.uri, or the address the instance reaches MLflow at."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from wms.config import load_settings
-from wms.remote.ssh import SshTarget
-from wms.remote.trainer import RemoteTrainer
+from wms.errors import ConfigError
+from wms.remote.dataset import job_tracking_uri, send_dataset
+from wms.remote.entry import check_remote_settings
 from wms.runs import UNVERSIONED
 
 
@@ -26,17 +28,29 @@ class RecordingSsh:
         self.sent.append(local.name)
 
 
-def test_wms_train_on_a_folder_sends_its_files_even_with_an_s3_store(
-    project_dir: Path, make_batch: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_wms_train_on_a_folder_sends_its_files_even_with_an_s3_store(make_batch: Callable[..., Path]) -> None:
     """`wms train DIR` has no store version: the instance cannot read it from S3."""
-    monkeypatch.setenv("WMS_STORE__URL", "s3://wms-data/store")
-    trainer = RemoteTrainer(
-        load_settings(start=project_dir),
-        SshTarget("127.0.0.1", 22, "ubuntu", "key", project_dir / "known_hosts"),
-    )
-    folder, ssh = make_batch(count=6), RecordingSsh()
-    spec = trainer._send_dataset(ssh, "/srv/wms", folder, UNVERSIONED)  # type: ignore[arg-type]
+    folder, ssh, store = make_batch(count=6), RecordingSsh(), "s3://wms-data/store"
+    spec = send_dataset(ssh, "/srv/wms", folder, UNVERSIONED, store, print, "gpu")  # type: ignore[arg-type]
     assert spec["kind"] == "files" and len(spec["files"]) == 12 and len(ssh.sent) == 12
-    stored = trainer._send_dataset(ssh, "/srv/wms", folder, "0123456789ab")  # type: ignore[arg-type]
-    assert stored == {"kind": "store", "url": "s3://wms-data/store", "version": "0123456789ab"}
+    stored = send_dataset(ssh, "/srv/wms", folder, "0123456789ab", store, print, "gpu")  # type: ignore[arg-type]
+    assert stored == {"kind": "store", "url": store, "version": "0123456789ab"}
+
+
+def test_the_job_logs_where_the_instance_reaches_mlflow(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Split layout from a laptop: MLflow's public address here, its private one on the instance."""
+    key = tmp_path / "wms.pem"
+    key.write_text("a key")
+    monkeypatch.setenv("WMS_COMPUTE__SSH_KEY", str(key))
+    monkeypatch.setenv("WMS_COMPUTE__HOST", "198.51.100.7")
+    monkeypatch.setenv("WMS_TRACKING__URI", "http://203.0.113.5:5000")
+    assert job_tracking_uri(load_settings(start=project_dir)) == "http://203.0.113.5:5000"
+    monkeypatch.setenv("WMS_COMPUTE__REMOTE_TRACKING_URI", "http://10.0.1.20:5000")
+    project = load_settings(start=project_dir)
+    assert job_tracking_uri(project) == "http://10.0.1.20:5000"
+    check_remote_settings(project)
+    monkeypatch.setenv("WMS_COMPUTE__REMOTE_TRACKING_URI", "http://127.0.0.1:5000")
+    with pytest.raises(ConfigError, match=r"compute\.remote_tracking_uri http://127\.0\.0\.1:5000 is"):
+        check_remote_settings(load_settings(start=project_dir))

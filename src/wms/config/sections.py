@@ -228,6 +228,13 @@ class ComputeSettings(Section):
     # Training on the instance over SSH (backend ec2, train_on instance): see wms.remote.
     remote_dir: str = Field("~/wms", description="where WMS keeps its environments, code, blobs and jobs")
     remote_python: str = Field("python3.11", description="the instance's Python that makes the environment")
+    remote_tracking_uri: str = Field(
+        "",
+        description=(
+            "the MLflow URI the training job on the instance logs to; empty: tracking.uri (the split "
+            "layout from a laptop: terraform's mlflow_url_internal, the address the GPU instance reaches)"
+        ),
+    )
     ssh_known_hosts: str = Field(
         "", description="pinned host keys; empty: .wms/known_hosts (trust on first use)"
     )

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 from wms.compute.base import Compute, Notify, quiet
 from wms.config import Project
 from wms.errors import BackendError, ConfigError
+from wms.remote.dataset import job_tracking_uri
 from wms.remote.package import source_checkout
 from wms.remote.ssh import SshTarget
 from wms.remote.trainer import RemoteTrainer
@@ -43,18 +44,25 @@ def check_remote_settings(project: Project, registry_after_stop: bool = False) -
     uri = project.tracking_uri
     cfg = project.settings.compute
     both = (
-        "set tracking.uri to an MLflow server both machines reach (e.g. WMS_TRACKING__URI=http://HOST:5000)"
+        "set tracking.uri to an MLflow server both machines reach (e.g. WMS_TRACKING__URI=http://HOST:5000), "
+        "or compute.remote_tracking_uri to the address the instance reaches it at"
     )
     if not uri.startswith(("http://", "https://", "databricks")):
         raise ConfigError(
             f"tracking.uri is {uri!r}, which the instance cannot reach; {both}, or train here with "
             'compute.backend = "local"'
         )
-    host = urlparse(uri).hostname or ""
-    if host in LOOPBACK and cfg.host not in LOOPBACK:
+    job_uri, name = (
+        job_tracking_uri(project),
+        "compute.remote_tracking_uri" if cfg.remote_tracking_uri else "tracking.uri",
+    )
+    if not job_uri.startswith(("http://", "https://", "databricks")):
+        raise ConfigError(f"{name} is {job_uri!r}, which the instance cannot reach; {both}")
+    if (urlparse(job_uri).hostname or "") in LOOPBACK and cfg.host not in LOOPBACK:
         raise ConfigError(
-            f"tracking.uri {uri} is this machine's loopback, which the instance cannot reach; {both}"
+            f"{name} {job_uri} is this machine's loopback, which the instance cannot reach; {both}"
         )
+    host = urlparse(uri).hostname or ""
     if registry_after_stop and host == cfg.host and host not in LOOPBACK:  # loopback: a dev setup
         raise ConfigError(
             f"tracking.uri {uri} is on the instance, which stops after training while promote, "

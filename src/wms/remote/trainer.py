@@ -34,14 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 from wms.compute.base import Compute, Notify, quiet
 from wms.config import Project
-from wms.data.store import sha256_file
 from wms.errors import BackendError, ConfigError, TrainError
 from wms.guards import Interrupted
+from wms.remote.dataset import job_tracking_uri, send_dataset
 from wms.remote.job import CHECKPOINT_FILE, EXIT_FILE, JOB_FILE, PROGRESS_FILE, RESULT_FILE
 from wms.remote.package import build_wheel, install
 from wms.remote.reclaim import Reclaimed, Reclaims
 from wms.remote.ssh import Ssh, SshTarget, connect, dropped, quote
-from wms.runs import UNVERSIONED
 
 if TYPE_CHECKING:
     from wms.runs import TrainedRun
@@ -152,14 +151,15 @@ class RemoteTrainer:
         with tempfile.TemporaryDirectory(prefix="wms-wheel-") as tmp:
             bundle = build_wheel(Path(tmp))
             install(ssh, root, bundle, self.project.settings.compute.remote_python, self.notify)
-        spec_dataset = self._send_dataset(ssh, root, dataset, version)
+        store = self.project.settings.store.url
+        spec_dataset = send_dataset(ssh, root, dataset, version, store, self.notify, self.target.host)
         job_id = f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         job_dir = f"{root}/jobs/{job_id}"
         settings = self.project.settings.model_dump(mode="json")
         # The job starts and stops nothing, and compute.ssh_key may be the private key itself
         # (the EC2_SSH_KEY secret): it must not land in a file on the instance.
         del settings["compute"]
-        settings["tracking"]["uri"] = self.project.tracking_uri
+        settings["tracking"]["uri"] = job_tracking_uri(self.project)
         settings["train"]["cache_dir"] = f"{root}/cache"
         spec = {
             "job_id": job_id,
@@ -234,31 +234,6 @@ class RemoteTrainer:
                 f"lost the SSH connection to {host} while starting job {job['job_id']} again ({exc}); "
                 "its checkpoint stays there: continue with `wms pipeline resume`"
             ) from None
-
-    def _send_dataset(self, ssh: Ssh, root: str, dataset: Path, version: str) -> dict[str, Any]:
-        from wms.data.splits import SPLITS_FILE
-
-        store = self.project.settings.store.url
-        if store.startswith("s3://") and version != UNVERSIONED:  # `wms train DIR`: the folder's files
-            self.notify(f"the instance reads version {version} from {store} itself")
-            return {"kind": "store", "url": store, "version": version}
-        files = {
-            f"{kind}/{path.name}": sha256_file(path)
-            for kind in ("images", "masks")
-            for path in sorted((dataset / kind).iterdir())
-            if path.is_file()
-        }
-        present = set(ssh.check(f"ls {root}/blobs", "list the blobs on the instance").split())
-        missing = {sha: name for name, sha in files.items() if sha not in present}
-        there = f" ({len(files) - len(missing)} are there already)" if len(missing) < len(files) else ""
-        self.notify(f"sending {len(missing)} of {len(files)} files to {self.target.host}{there}")
-        for done, (sha, name) in enumerate(sorted(missing.items()), 1):
-            ssh.put(dataset / name, f"{root}/blobs/{sha}")
-            if done % 200 == 0:
-                self.notify(f"  sent {done}/{len(missing)}")
-        splits_file = dataset / SPLITS_FILE
-        splits = json.loads(splits_file.read_text()) if splits_file.is_file() else None
-        return {"kind": "files", "files": files, "splits": splits}
 
     # -- follow ---------------------------------------------------------------------------------
     def follow(self, job: dict[str, Any], reporter: TrainReporter | None, result_dir: Path) -> TrainedRun:

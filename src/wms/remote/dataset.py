@@ -1,0 +1,51 @@
+"""What the training job on the instance reads, and where it logs: the dataset sent, MLflow's URI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wms.compute.base import Notify
+from wms.config import Project
+from wms.data.splits import SPLITS_FILE
+from wms.data.store import sha256_file
+from wms.runs import UNVERSIONED
+
+if TYPE_CHECKING:
+    from wms.remote.ssh import Ssh
+
+
+def job_tracking_uri(project: Project) -> str:
+    """The MLflow URI the job on the instance logs to: compute.remote_tracking_uri, else tracking.uri.
+
+    In the split layout a laptop reaches MLflow at the serving node's public address and the
+    GPU instance only at its private one, so the two differ there."""
+    return project.settings.compute.remote_tracking_uri.strip() or project.tracking_uri
+
+
+def send_dataset(
+    ssh: Ssh, root: str, dataset: Path, version: str, store_url: str, notify: Notify, host: str
+) -> dict[str, Any]:
+    """The job's dataset: a store version on S3 the instance reads itself, else the folder's files,
+    sent once each into `root`/blobs (by sha256) over SSH."""
+    if store_url.startswith("s3://") and version != UNVERSIONED:  # `wms train DIR`: the folder's files
+        notify(f"the instance reads version {version} from {store_url} itself")
+        return {"kind": "store", "url": store_url, "version": version}
+    files = {
+        f"{kind}/{path.name}": sha256_file(path)
+        for kind in ("images", "masks")
+        for path in sorted((dataset / kind).iterdir())
+        if path.is_file()
+    }
+    present = set(ssh.check(f"ls {root}/blobs", "list the blobs on the instance").split())
+    missing = {sha: name for name, sha in files.items() if sha not in present}
+    there = f" ({len(files) - len(missing)} are there already)" if len(missing) < len(files) else ""
+    notify(f"sending {len(missing)} of {len(files)} files to {host}{there}")
+    for done, (sha, name) in enumerate(sorted(missing.items()), 1):
+        ssh.put(dataset / name, f"{root}/blobs/{sha}")
+        if done % 200 == 0:
+            notify(f"  sent {done}/{len(missing)}")
+    splits_file = dataset / SPLITS_FILE
+    splits = json.loads(splits_file.read_text()) if splits_file.is_file() else None
+    return {"kind": "files", "files": files, "splits": splits}
