@@ -229,3 +229,39 @@ def test_a_stop_between_the_checkpoint_and_the_report_waits_for_the_report(
         train(TrainSettings(**TINY), pairs[:18], pairs[18:], StoppedWhileReporting(), checkpoint=checkpoint)
     assert reported == [1]
     assert loop.epochs_held(checkpoint) == 1  # the job started again goes on from epoch 2, as reported
+
+
+def test_a_resumed_run_trains_only_what_is_left_of_its_time_budget(
+    pairs: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job started again after a reclaim must not get its time budget, or its schedule, anew."""
+    from types import SimpleNamespace
+
+    import wms.train.loop as loop
+
+    clock = {"now": 1000.0}  # every training step takes 10 s; nothing else takes time
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+
+    class Ticking(loop.SilentReporter):
+        def __init__(self, stop_after: int = 0) -> None:
+            self.stop_after = stop_after
+
+        def step_done(self, loss: float | None) -> None:
+            clock["now"] += 10
+
+        def epoch_done(self, done: int, metrics: dict[str, float]) -> None:
+            if done == self.stop_after:
+                raise KeyboardInterrupt  # the instance is reclaimed
+
+    cfg = TrainSettings(**TINY | {"epochs": 50, "max_minutes": 2})  # 3 steps an epoch: 4 epochs fit
+    whole = train(cfg, pairs[:18], pairs[18:], Ticking())
+    assert len(whole.history) == 4
+
+    checkpoint = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, pairs[:18], pairs[18:], Ticking(stop_after=3), checkpoint=checkpoint)
+    clock["now"] += 3600  # the instance is started again an hour later
+    resumed = train(cfg, pairs[:18], pairs[18:], Ticking(), checkpoint=checkpoint)
+    assert len(resumed.history) == 4  # one epoch after the checkpoint's three, not four more
+    # The learning rate went on decaying where it was: the same losses as the run never stopped.
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]

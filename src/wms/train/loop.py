@@ -104,10 +104,11 @@ def train(
     each epoch; time-based decisions follow rank 0, and only rank 0 reports and checkpoints.
 
     With `checkpoint`, the state is saved there after every epoch, and a run that finds one
-    continues from it with the same data order, augmentation and schedule. On the CPU the
-    resumed run gives the same model as one never stopped. On CUDA it does not, bit for bit:
-    cuDNN's autotuned kernels and atomic adds are nondeterministic, so two CUDA runs (resumed
-    or not) differ in the last bits and their val Dice by noise.
+    continues from it with the same data order, augmentation and schedule, and with what is
+    left of its time budget. On the CPU the resumed run gives the same model as one never
+    stopped. On CUDA it does not, bit for bit: cuDNN's autotuned kernels and atomic adds are
+    nondeterministic, so two CUDA runs (resumed or not) differ in the last bits and their val
+    Dice by noise.
     """
     if not train_pairs or not val_pairs:
         raise TrainError(
@@ -222,7 +223,7 @@ def _fit(
     # With epochs=0 the untrained model is the result: useful for testing the gate.
     best_state, best_epoch, best_dice = copy.deepcopy(kept.state_dict()), 0, val_dice()
     history: list[dict[str, float]] = []
-    step = 0
+    step, spent = 0, 0.0
     if checkpoint is not None and checkpoint.is_file():
         # On the CPU first: RNG states must be CPU tensors, whatever device saved them; the
         # model and optimizer copy their tensors to where their parameters live.
@@ -233,21 +234,27 @@ def _fit(
             ema.load_state_dict(state["ema"])
         best_state, best_epoch, best_dice = state["best_state"], state["best_epoch"], state["best_dice"]
         history, step = state["history"], state["step"]
+        spent = float(state.get("seconds", 0.0))  # none in a checkpoint from before it was saved
         gen.set_state(state["generator"])
         if dist.active:  # only rank 0's streams are saved: the others start afresh from here
             aug.manual_seed(cfg.seed + 1 + dist.rank + 7919 * len(history))
         torch.set_rng_state(state["torch_rng"])
         if "scaler" in state:
             scaler.load_state_dict(state["scaler"])
-    started_all = time.perf_counter()
+    # A resumed run counts its time budget, and the schedule's share of it, from the seconds
+    # the checkpoint already trained: a reclaim must not give the job its budget again.
+    started_all = time.perf_counter() - spent
     for epoch in range(len(history) + 1, cfg.epochs + 1):
+        # Under DDP the time budget is rank 0's clock, read once per epoch, so all agree on the LR.
+        elapsed = shared(time.perf_counter() - started_all, dist, device)
+        if cfg.max_minutes and history and elapsed + history[-1]["epoch_seconds"] > cfg.max_minutes * 60:
+            break  # another epoch as long as the last would overrun the time budget
+        used = elapsed / (cfg.max_minutes * 60 or 1)
         reporter.epoch_started(epoch, cfg.epochs, steps)
         started = time.perf_counter()
         model.train()
         order = torch.randperm(len(x_train), generator=gen, device=gen.device).cpu().numpy()
         order = shard(order, dist)  # the same permutation on every process, each its own part
-        # Under DDP the time budget is rank 0's clock, read once per epoch, so all agree on the LR.
-        used = shared(time.perf_counter() - started_all, dist, device) / (cfg.max_minutes * 60 or 1)
         losses = RunningLoss(steps, device, READS_PER_EPOCH)
         for i in range(0, len(order), cfg.batch_size):
             xb, yb = batch(x_train, y_train, order[i : i + cfg.batch_size])
@@ -307,14 +314,12 @@ def _fit(
                         "generator": gen.get_state(),
                         "torch_rng": torch.get_rng_state(),
                         "scaler": scaler.state_dict(),
+                        "seconds": time.perf_counter() - started_all,
                     },
                 )
             reporter.epoch_done(epoch, metrics)
         if cfg.patience and epoch - best_epoch >= cfg.patience:
             break  # early stopping: val Dice has not improved for `patience` epochs
-        elapsed = shared(time.perf_counter() - started_all, dist, device)
-        if cfg.max_minutes and elapsed + seconds > cfg.max_minutes * 60:
-            break  # another epoch would overrun the time budget
 
     if dist.active and cuda:  # the result is a plain model: saved, exported and served as always
         model = build_model(cfg.architecture, **kwargs).to(device)
