@@ -236,7 +236,7 @@ def _ssh_target(project: Project, compute: Compute, started: ComputeStatus | Non
             f"the instance is {current.state}{'' if host else ' and has no address'}; "
             "start it with `wms compute start` (or let `wms compute exec` start it)"
         )
-    return target_for(project, host)
+    return target_for(project, host).for_instance(current.instance_id)
 
 
 @app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -291,8 +291,8 @@ def ssh(
     """Open an SSH session on the running instance (or print the command with --print).
 
     The host key is checked against compute.ssh_known_hosts (default .wms/known_hosts), the
-    file WMS pins it in on first use. With --mlflow, http://127.0.0.1:PORT here is the
-    instance's MLflow UI while the session is open.
+    file WMS pins it in on first use, under the instance id (OpenSSH's HostKeyAlias). With
+    --mlflow, http://127.0.0.1:PORT here is the instance's MLflow UI while the session is open.
     """
     import shlex
 
@@ -302,6 +302,8 @@ def ssh(
     known = (
         f"-o UserKnownHostsFile={shlex.quote(str(target.known_hosts))} -o StrictHostKeyChecking=accept-new "
     )
+    if target.host_key_alias:  # the key pinned for the instance, at whatever address it has now
+        known += f"-o HostKeyAlias={shlex.quote(target.host_key_alias)} "
     forward = f"-L {cfg.mlflow_port}:127.0.0.1:{cfg.mlflow_port} " if mlflow else ""
     command = target.command(known + forward)
     if print_only or target.key.lstrip().startswith("-----BEGIN"):

@@ -8,8 +8,11 @@ that WMS does not use; asyncssh would need an event loop around every call.
 Host keys are trusted on first use and pinned after (OpenSSH's `accept-new`): the first
 connection writes the instance's key into `compute.ssh_known_hosts` (default
 `.wms/known_hosts`); a later connection that meets a different key is refused, with what to
-do. `compute.ssh_key` is a key file, or the key itself (the seed's `EC2_SSH_KEY` secret,
-passed as WMS_COMPUTE__SSH_KEY), never written to disk.
+do. The key is pinned under the EC2 instance id where the caller knows it (OpenSSH's
+`HostKeyAlias`), else under the address: an instance without an Elastic IP comes back at a
+new address after every start, which would otherwise count as a first use each time.
+`compute.ssh_key` is a key file, or the key itself (the seed's `EC2_SSH_KEY` secret, passed
+as WMS_COMPUTE__SSH_KEY), never written to disk.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +42,25 @@ class SshTarget:
     user: str
     key: str  # a path, or the private key itself
     known_hosts: Path
+    host_key_alias: str | None = None  # the name its host key is pinned under (the instance id)
 
     @property
     def address(self) -> str:
         return f"{self.user}@{self.host}" + ("" if self.port == 22 else f":{self.port}")
+
+    @property
+    def host_name(self) -> str:
+        """The address as known_hosts writes it (and paramiko looks it up)."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    @property
+    def pinned_as(self) -> str:
+        """The name its host key is pinned under: the alias, else the address."""
+        return self.host_key_alias or self.host_name
+
+    def for_instance(self, instance_id: str | None) -> SshTarget:
+        """This target with its host key pinned under `instance_id` (None: under the address)."""
+        return replace(self, host_key_alias=instance_id or None)
 
     def command(self, extra: str = "") -> str:
         """The OpenSSH command a person types to log in (the key as a file only)."""
@@ -157,8 +175,14 @@ def connect(target: SshTarget, timeout: float = 15) -> Ssh:
 
     client = paramiko.SSHClient()
     target.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    known = paramiko.HostKeys()
     if target.known_hosts.is_file():
-        client.load_host_keys(str(target.known_hosts))
+        known.load(str(target.known_hosts))
+    # paramiko checks the keys it holds for the address; it is given those pinned under the
+    # target's name alone, so with an alias the instance's key is required at any address.
+    pinned = known.lookup(target.pinned_as) or {}
+    for kind, host_key in pinned.items():
+        client.get_host_keys().add(target.host_name, kind, host_key)
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # first use: pinned below
     key = target.key.strip()
     auth: dict[str, Any] = {}
@@ -186,9 +210,11 @@ def connect(target: SshTarget, timeout: float = 15) -> Ssh:
         )
     except paramiko.BadHostKeyException:
         client.close()
+        alias = target.host_key_alias
+        which = f"instance {alias} (now at {target.host})" if alias else target.host
         raise ConfigError(
-            f"the SSH host key of {target.host} changed since it was pinned in {target.known_hosts}; "
-            "if the instance was rebuilt, remove its line there and connect again"
+            f"the SSH host key of {which} changed since it was pinned in {target.known_hosts}; "
+            f"if the instance was rebuilt, remove its line ({target.pinned_as}) there and connect again"
         ) from None
     except paramiko.AuthenticationException:
         client.close()
@@ -199,8 +225,11 @@ def connect(target: SshTarget, timeout: float = 15) -> Ssh:
     except (paramiko.SSHException, *CONNECTION_ERRORS) as exc:
         client.close()
         raise BackendError(f"cannot reach {target.address} over SSH: {exc or type(exc).__name__}") from None
-    client.save_host_keys(str(target.known_hosts))
     transport = client.get_transport()
+    if not pinned and transport is not None:
+        server_key = transport.get_remote_server_key()
+        known.add(target.pinned_as, server_key.get_name(), server_key)
+        known.save(str(target.known_hosts))
     if transport is not None:
         transport.set_keepalive(10)  # a dead peer shows as an error within a few keepalives
     return Ssh(client, target)
