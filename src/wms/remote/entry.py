@@ -103,7 +103,8 @@ def train_remotely(
         run.outputs["remote_job"] = job
         run.save()
 
-    trainer = RemoteTrainer(project, target_for(project, host), notify, compute=compute)
+    target = target_for(project, host).for_instance(run.compute.get("instance_id"))  # its key, at any address
+    trainer = RemoteTrainer(project, target, notify, compute=compute)
     try:
         return trainer.train(dataset, version, reporter, run.run_dir, record, run.outputs.get("remote_job"))
     finally:
@@ -128,7 +129,8 @@ def train_folder_on_instance(
             if not host:
                 raise BackendError("the instance has no address to reach over SSH; set compute.host")
             interval = project.settings.compute.lease_minutes * 60 / 3
-            trainer = RemoteTrainer(project, target_for(project, host), notify, compute=compute)
+            target = target_for(project, host).for_instance(status.instance_id)
+            trainer = RemoteTrainer(project, target, notify, compute=compute)
             with (
                 Heartbeat(interval, lambda: _renew(compute), notify),
                 tempfile.TemporaryDirectory() as tmp,
