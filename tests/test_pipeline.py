@@ -178,6 +178,28 @@ def test_auto_prepare_turns_raw_photos_into_training_data(
     assert validation["ok"] and validation["stats"]["image_sizes"] == {"64x64": 80}
 
 
+def test_a_run_that_failed_validation_resumes_past_auto_prepare(
+    project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    raw = raw_photos(make_batch("raw", count=20, seed=3))
+    copies = []
+    for kind in ("images", "masks"):  # the same photo under a second name: validation refuses it
+        first = sorted((raw / kind).iterdir())[0]
+        copies.append(raw / kind / f"copy{first.suffix}")
+        copies[-1].write_bytes(first.read_bytes())
+    sets = ("train.epochs=0", "data.auto_prepare=true")
+    with pytest.raises(DataError, match="validation failed"):
+        run(project_dir, raw, *sets)
+    for copy in copies:  # the person fixes the batch and resumes the run
+        copy.unlink()
+    project = load_settings(start=project_dir, overrides=parse_overrides(list(sets)))
+    [run_dir] = [d for d in project.runs_dir.iterdir() if (d / "run.json").is_file()]
+    recorder = Recorder()
+    resumed = Pipeline(project, MlflowRegistry(project), recorder).resume(run_dir.name)
+    assert resumed.promoted, resumed.summary
+    assert ("merge", "ok") in recorder.done and ("validate", "ok") in recorder.done
+
+
 @pytest.mark.parametrize("corruption", ["perturbed", "garbage"])
 def test_a_candidate_whose_onnx_disagrees_is_not_registered(
     corruption: str,

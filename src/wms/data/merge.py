@@ -18,8 +18,11 @@ from wms.errors import BatchError
 
 
 def prepare_incoming(new_data: Path, out: Path, size: int) -> Path:
-    """Raw photos to the training contract (EXIF applied, size x size, binary masks)."""
-    report = prepare_dataset(new_data, out, size=size)
+    """Raw photos to the training contract (EXIF applied, size x size, binary masks).
+
+    `out` belongs to the run: a resumed run prepares again over what its first try left there.
+    """
+    report = prepare_dataset(new_data, out, size=size, overwrite=True)
     if report.skipped:
         first = report.skipped[0]
         raise BatchError(
