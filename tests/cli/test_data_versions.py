@@ -76,3 +76,37 @@ def test_unknown_version_is_a_clear_error(cli: Callable[..., Any], project_dir: 
     result = cli("data", "pull", "feedbeef0000", tmp_path / "out")
     assert result.exit_code == 1
     assert "not in the store" in result.output and "wms data versions" in result.output
+
+
+def test_a_missing_blob_is_one_line_and_ingesting_the_pairs_again_restores_it(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    batch = make_batch("a", count=3, seed=1)
+    version = cli("data", "ingest", batch).output.strip().splitlines()[-1]
+    lost = sorted((batch / "masks").iterdir())[0]
+    digest = hashlib.sha256(lost.read_bytes()).hexdigest()
+    (project_dir / ".wms" / "store" / "blobs" / digest[:2] / digest).unlink()
+
+    out = tmp_path / "out"
+    result = cli("data", "pull", version, out)
+    assert result.exit_code == 1
+    assert f"missing the mask of pair {lost.stem!r}" in result.stderr and "wms data ingest" in result.stderr
+    assert not out.exists()
+
+    again = cli("data", "ingest", batch)
+    assert again.exit_code == 0 and "restored 1 blob(s)" in again.output
+    assert cli("data", "pull", version, out).exit_code == 0
+    assert files(out) == files(batch)
+
+
+@pytest.mark.parametrize("where", ["out", "out/images"])
+def test_pull_into_a_file_is_one_line(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path, where: str
+) -> None:
+    version = cli("data", "ingest", make_batch("a", count=2, seed=1)).output.strip().splitlines()[-1]
+    (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / where).write_text("a file, not a folder")
+    result = cli("data", "pull", version, tmp_path / "out")
+    assert result.exit_code == 1
+    assert f"cannot pull version {version} into {tmp_path / 'out'}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -108,6 +108,27 @@ def test_a_corrupt_blob_is_refused(
         store.pull(version, tmp_path / "out")
 
 
+def test_a_missing_blob_names_its_pair_writes_nothing_and_ingest_restores_it(
+    store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    batch = make_batch("a", count=3)
+    version = store.ingest(batch, None).version
+    lost = sorted((batch / "images").iterdir())[1]
+    store.fs.rm(store._blob(sha(lost)))
+    out = tmp_path / "out"
+    with pytest.raises(BackendError) as caught:
+        store.pull(version, out)
+    message = str(caught.value)
+    assert f"the image of pair {lost.stem!r}" in message and version in message
+    assert "wms data ingest" in message and "nothing was written" in message
+    assert not out.exists()
+
+    again = store.ingest(batch, version)  # the same pairs again put the lost blob back
+    assert again.no_change and again.blobs_written == 1
+    assert store.pull(version, out).fetched == 6
+    assert sha(out / "images" / lost.name) == sha(lost)
+
+
 def test_a_crash_before_the_manifest_leaves_the_previous_version(
     store: DatasetStore, make_batch: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

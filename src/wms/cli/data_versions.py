@@ -34,7 +34,9 @@ def ingest(
     with progress_bar("uploading blobs", None) as advance:
         result = store.ingest(directory, base, progress=advance)
     if result.no_change:
-        console.print(f"no change: version {base} already holds all {len(result.unchanged)} pairs")
+        lost = result.blobs_written
+        restored = f"; restored {lost} blob(s) the store had lost" if lost else ""
+        console.print(f"no change: version {base} already holds all {len(result.unchanged)} pairs{restored}")
         return
     console.print(
         f"version {result.version}: {len(result.added)} pairs added to {base or 'an empty store'}, "

@@ -24,17 +24,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wms.config import Project
 from wms.data.backend import store_errors
 from wms.data.lease import lease
-from wms.data.manifest import KINDS, SHA256, check_manifest, check_version_id, entry_problem
+from wms.data.manifest import SHA256, check_manifest, check_version_id, entry_problem
 from wms.data.pairs import Pair, find_pairs
 from wms.data.pointer import write_pointer
-from wms.data.splits import split_of, write_splits
+from wms.data.splits import split_of
 from wms.errors import BackendError, BatchError, ConflictError, DataError
 from wms.train.preprocess import image_file
+
+if TYPE_CHECKING:
+    from wms.data.pull import PullResult
 
 Progress = Callable[[], None]
 
@@ -76,16 +79,6 @@ class IngestResult:
     @property
     def no_change(self) -> bool:
         return not self.added
-
-
-@dataclass
-class PullResult:
-    """What a pull did."""
-
-    version: str
-    fetched: int = 0
-    reused: int = 0
-    extra: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -254,7 +247,7 @@ class DatasetStore:
         added = sorted(set(entries) - set(old))
         by_id = {p.id: p for p in scan.pairs}
         sources: dict[str, Path] = {}
-        for pid in added:
+        for pid in entries:  # the unchanged pairs too: their blobs may have been lost since
             sources[entries[pid]["image"]["sha256"]] = by_id[pid].image
             sources[entries[pid]["mask"]["sha256"]] = by_id[pid].mask
         merged = {**old, **{i: entries[i] for i in added}}
@@ -267,11 +260,12 @@ class DatasetStore:
         """Add the pairs in `folder` to version `base` as a new version; conflicts write nothing."""
         plan = self.plan(folder, base)
         result = IngestResult(plan.version, base, plan.added, plan.unchanged)
-        if not plan.added:
+        missing = self._missing_blobs(plan.sources)
+        if not plan.added and not missing:
             return result
         with lease(self.fs, self.lock_path, ttl_seconds=self.lock_ttl, wait_seconds=self.lock_wait):
-            result.blobs_written = self._upload(plan.sources, progress)
-            if not self.fs.exists(self._manifest_path(plan.version)):
+            result.blobs_written = self._upload({sha: plan.sources[sha] for sha in missing}, progress)
+            if plan.added and not self.fs.exists(self._manifest_path(plan.version)):
                 manifest = self._manifest(plan.version, base, plan.pairs)
                 self._put(self._manifest_path(plan.version), json.dumps(manifest, indent=1).encode())
         return result
@@ -303,22 +297,21 @@ class DatasetStore:
             "pairs": dict(sorted(pairs.items())),
         }
 
-    def _upload(self, sources: dict[str, Path], progress: Progress | None) -> int:
+    def _missing_blobs(self, shas: Iterable[str]) -> list[str]:
+        """The blobs among `shas` that the store lacks."""
         # One listing instead of a HEAD request per blob: on S3 that halves the requests.
         try:
             present = set(self._call("list blobs", self.fs.find, f"{self.root}/blobs"))
         except FileNotFoundError:
             present = set()
+        return [sha for sha in shas if self._blob(sha) not in present]
 
+    def _upload(self, sources: dict[str, Path], progress: Progress | None) -> int:
         def one(sha: str) -> int:
-            target = self._blob(sha)
-            written = 0
-            if target not in present:
-                self._call("write a blob", self._put, target, sources[sha].read_bytes())
-                written = 1
+            self._call("write a blob", self._put, self._blob(sha), sources[sha].read_bytes())
             if progress:
                 progress()
-            return written
+            return 1
 
         return sum(self._parallel(one, sources))
 
@@ -326,11 +319,18 @@ class DatasetStore:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return list(pool.map(fn, items))
 
-    def read_blob(self, sha: str) -> bytes:
-        """The bytes of one blob (an image or mask of some version), checked against its sha256."""
+    def read_blob(self, sha: str, what: str = "") -> bytes:
+        """The bytes of one blob (an image or mask of some version, `what` in messages), checked
+        against its sha256; BackendError when the store lacks it."""
         if not SHA256.fullmatch(sha):
             raise DataError(f"{sha!r} is not a blob id (64 lowercase hex characters)")
-        data: bytes = self._call("read a blob", self.fs.cat_file, self._blob(sha))
+        try:
+            data: bytes = self._call("read a blob", self.fs.cat_file, self._blob(sha))
+        except FileNotFoundError:
+            raise BackendError(
+                f"the store {self.url} is missing blob {sha[:12]}{f' ({what})' if what else ''}; "
+                "ingest the pair it belongs to again with `wms data ingest DIR` to restore it"
+            ) from None
         if hashlib.sha256(data).hexdigest() != sha:
             raise BackendError(f"blob {sha} in {self.url} is corrupt: its bytes do not match")
         return data
@@ -341,37 +341,9 @@ class DatasetStore:
         Only missing or damaged files are fetched, and every byte is verified. The manifest is
         checked whole first, so a manifest that names an unsafe path writes nothing at all.
         """
-        pairs = self.manifest(version)["pairs"]
-        wanted: dict[str, tuple[Path, str]] = {}
-        for entry in pairs.values():
-            for kind in KINDS:
-                wanted[str(out / f"{kind}s" / entry[kind]["name"])] = (
-                    out / f"{kind}s" / entry[kind]["name"],
-                    entry[kind]["sha256"],
-                )
-        for kind in KINDS:
-            (out / f"{kind}s").mkdir(parents=True, exist_ok=True)
-        result = PullResult(version)
+        from wms.data.pull import pull_version
 
-        def one(key: str) -> int:
-            target, sha = wanted[key]
-            fetched = 0
-            if not (target.is_file() and sha256_file(target) == sha):
-                data = self.read_blob(sha)
-                tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-                tmp.write_bytes(data)
-                tmp.replace(target)
-                fetched = 1
-            if progress:
-                progress()
-            return fetched
-
-        result.fetched = sum(self._parallel(one, wanted))
-        result.reused = len(wanted) - result.fetched
-        present = {str(p) for kind in KINDS for p in (out / f"{kind}s").iterdir() if p.is_file()}
-        result.extra = sorted(present - set(wanted))
-        write_splits(out, version, pairs)
-        return result
+        return pull_version(self, version, out, progress)
 
 
 def _hashes(entry: dict[str, Any]) -> tuple[str, str]:
