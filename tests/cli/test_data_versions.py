@@ -110,3 +110,27 @@ def test_pull_into_a_file_is_one_line(
     assert result.exit_code == 1
     assert f"cannot pull version {version} into {tmp_path / 'out'}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_test_image_copied_under_new_names_is_refused(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    base = make_batch("a", count=20, seed=1)
+    v1 = cli("data", "ingest", base).output.strip().splitlines()[-1]
+    splits = {
+        pid: e["split"]
+        for pid, e in json.loads((project_dir / ".wms" / "store" / "versions" / f"{v1}.json").read_text())[
+            "pairs"
+        ].items()
+    }
+    test_id = next(pid for pid, split in splits.items() if split == "test")
+    copies = tmp_path / "copies"
+    for n in range(8):  # under new names they would get splits of their own: train, val, test
+        for kind in ("images", "masks"):
+            [original] = (base / kind).glob(f"{test_id}.*")
+            (copies / kind).mkdir(parents=True, exist_ok=True)
+            (copies / kind / f"copy-{n}{original.suffix}").write_bytes(original.read_bytes())
+    result = cli("data", "ingest", copies)
+    assert result.exit_code == 1
+    assert f"has the same image as {test_id!r} (in version {v1})" in result.stderr
+    assert len(json.loads(cli("data", "versions", "--json").output)) == 1

@@ -80,6 +80,32 @@ def test_a_conflicting_id_writes_nothing(store: DatasetStore, make_batch: Callab
     assert [v.id for v in store.versions()] == [v1]
 
 
+def copy_pair(source: Path, pair_id: str, folder: Path, new_id: str) -> None:
+    """Put pair `pair_id` of `source` into `folder` under another id, as a person copying files would."""
+    for kind in ("images", "masks"):
+        [original] = (source / kind).glob(f"{pair_id}.*")
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        (folder / kind / f"{new_id}{original.suffix}").write_bytes(original.read_bytes())
+
+
+@pytest.mark.parametrize("against", ["base", "batch"])
+def test_the_same_image_under_another_id_writes_nothing(
+    store: DatasetStore, make_batch: Callable[..., Path], against: str
+) -> None:
+    a = make_batch("a", count=3, seed=1)
+    v1 = store.ingest(a, None).version
+    b = make_batch("b", count=2, seed=2)
+    source = a if against == "base" else b
+    original = sorted(p.stem for p in (source / "images").iterdir())[0]
+    copy_pair(source, original, b, "zz-copy")
+    blobs = blob_count(store)
+    with pytest.raises(ConflictError, match="same image") as caught:
+        store.ingest(b, v1)
+    assert repr(original) in str(caught.value) and "'zz-copy'" in str(caught.value)
+    assert "nothing was written" in str(caught.value)
+    assert blob_count(store) == blobs and [v.id for v in store.versions()] == [v1]
+
+
 def test_pull_reproduces_every_byte_and_fetches_only_what_is_missing(
     store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -245,12 +245,22 @@ class DatasetStore:
                 f"{', '.join(conflicts[:10])}; rename the new pairs or drop them — nothing was written"
             )
         added = sorted(set(entries) - set(old))
+        fresh = {i: entries[i] for i in added}
+        # Validation reports duplicates for the pipeline; a plain ingest has no such report.
+        dup = None if for_validation else _first_clash(old, fresh, lambda _, e: e["image"]["sha256"])
+        if dup:
+            first, again = dup
+            raise ConflictError(
+                f"pair {again!r} in {folder} has the same image as {first!r} "
+                f"(in {f'version {base}' if first in old else folder}): one photo under two names can "
+                f"land in train and in test; drop {again!r} — nothing was written"
+            )
         by_id = {p.id: p for p in scan.pairs}
         sources: dict[str, Path] = {}
         for pid in entries:  # the unchanged pairs too: their blobs may have been lost since
             sources[entries[pid]["image"]["sha256"]] = by_id[pid].image
             sources[entries[pid]["mask"]["sha256"]] = by_id[pid].mask
-        merged = {**old, **{i: entries[i] for i in added}}
+        merged = {**old, **fresh}
         version = content_version(merged) if added else (base or "")
         unchanged = sorted(set(entries) & set(old))
         new_pairs = [by_id[i] for i in added]
@@ -348,6 +358,18 @@ class DatasetStore:
 
 def _hashes(entry: dict[str, Any]) -> tuple[str, str]:
     return entry["image"]["sha256"], entry["mask"]["sha256"]
+
+
+def _first_clash(
+    old: dict[str, Any], added: dict[str, Any], key: Callable[[str, Any], str]
+) -> tuple[str, str] | None:
+    """The first added id whose key another id (in `old`, or added before it) already has: (other, id)."""
+    owners = {key(pid, entry): pid for pid, entry in old.items()}
+    for pid, entry in added.items():
+        other = owners.setdefault(key(pid, entry), pid)
+        if other != pid:
+            return other, pid
+    return None
 
 
 def open_store(project: Project) -> DatasetStore:
