@@ -134,3 +134,17 @@ def test_a_test_image_copied_under_new_names_is_refused(
     assert result.exit_code == 1
     assert f"has the same image as {test_id!r} (in version {v1})" in result.stderr
     assert len(json.loads(cli("data", "versions", "--json").output)) == 1
+
+
+def test_ids_that_differ_only_in_letter_case_are_one_line(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    batch = make_batch("a", count=3, seed=1)
+    for kind in ("images", "masks"):
+        p = next((batch / kind).glob("synth_s1_00002.*"))
+        p.rename(p.with_name("SYNTH_S1_00001" + p.suffix))
+    result = cli("data", "ingest", batch)
+    assert result.exit_code == 1
+    assert "'SYNTH_S1_00001'" in result.stderr and "'synth_s1_00001'" in result.stderr
+    assert "only in letter case" in result.stderr
+    assert json.loads(cli("data", "versions", "--json").output) == []

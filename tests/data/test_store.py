@@ -106,6 +106,32 @@ def test_the_same_image_under_another_id_writes_nothing(
     assert blob_count(store) == blobs and [v.id for v in store.versions()] == [v1]
 
 
+@pytest.mark.parametrize(
+    ("stored", "new"),
+    [("img_0001", "IMG_0001"), ("cafe\u0301", "CAF\u00c9")],  # case; case and Unicode form
+    ids=["case", "unicode"],
+)
+@pytest.mark.parametrize("against", ["base", "batch"])
+def test_ids_that_differ_only_in_case_are_refused(
+    store: DatasetStore, make_batch: Callable[..., Path], against: str, stored: str, new: str
+) -> None:
+    a = make_batch("a", count=2, seed=1)
+    b = make_batch("b", count=3, seed=2)
+    rename = {"synth_s1_00001": stored} if against == "base" else {"synth_s2_00001": stored}
+    rename["synth_s2_00000"] = new  # other content, under an id that folds to `stored`
+    for kind in ("images", "masks"):
+        for folder in (a, b):
+            for p in list((folder / kind).iterdir()):
+                if p.stem in rename:
+                    p.rename(p.with_name(rename[p.stem] + p.suffix))
+    v1 = store.ingest(a, None).version
+    blobs = blob_count(store)
+    with pytest.raises(ConflictError, match="only in letter case") as caught:
+        store.ingest(b, v1)
+    assert repr(stored) in str(caught.value) and repr(new) in str(caught.value)
+    assert blob_count(store) == blobs and [v.id for v in store.versions()] == [v1]
+
+
 def test_pull_reproduces_every_byte_and_fetches_only_what_is_missing(
     store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path
 ) -> None:

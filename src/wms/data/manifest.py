@@ -8,6 +8,7 @@ itself produces, and a manifest is checked whole before anything is written.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import PureWindowsPath
 from typing import Any
 
@@ -46,6 +47,12 @@ def name_problem(name: object) -> str | None:
     if name.startswith("."):
         return "is a hidden file (pairing skips those)"
     return None
+
+
+def folded(pair_id: str) -> str:
+    """A pair id as a case-insensitive file system (macOS, Windows) sees it: ids that fold alike
+    name the same files there, so one pair's image and the other's mask could be all that is left."""
+    return unicodedata.normalize("NFC", pair_id).casefold()
 
 
 def check_manifest(manifest: object, version: str, where: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from wms.config import Project
 from wms.data.backend import store_errors
 from wms.data.lease import lease
-from wms.data.manifest import SHA256, check_manifest, check_version_id, entry_problem
+from wms.data.manifest import SHA256, check_manifest, check_version_id, entry_problem, folded
 from wms.data.pairs import Pair, find_pairs
 from wms.data.pointer import write_pointer
 from wms.data.splits import split_of
@@ -246,6 +246,14 @@ class DatasetStore:
             )
         added = sorted(set(entries) - set(old))
         fresh = {i: entries[i] for i in added}
+        twin = _first_clash(old, fresh, lambda i, _: folded(i))
+        if twin:
+            first, again = twin
+            raise ConflictError(
+                f"pair {again!r} in {folder} differs from {first!r} "
+                f"(in {f'version {base}' if first in old else folder}) only in letter case: on macOS "
+                f"and Windows their files would overwrite each other; rename {again!r} — nothing was written"
+            )
         # Validation reports duplicates for the pipeline; a plain ingest has no such report.
         dup = None if for_validation else _first_clash(old, fresh, lambda _, e: e["image"]["sha256"])
         if dup:
