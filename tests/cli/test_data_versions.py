@@ -112,27 +112,20 @@ def test_pull_into_a_file_is_one_line(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_test_image_copied_under_new_names_is_refused(
-    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path
+def test_a_test_image_copied_under_a_new_name_is_refused(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
 ) -> None:
     base = make_batch("a", count=20, seed=1)
     v1 = cli("data", "ingest", base).output.strip().splitlines()[-1]
-    splits = {
-        pid: e["split"]
-        for pid, e in json.loads((project_dir / ".wms" / "store" / "versions" / f"{v1}.json").read_text())[
-            "pairs"
-        ].items()
-    }
-    test_id = next(pid for pid, split in splits.items() if split == "test")
-    copies = tmp_path / "copies"
-    for n in range(8):  # under new names they would get splits of their own: train, val, test
-        for kind in ("images", "masks"):
-            [original] = (base / kind).glob(f"{test_id}.*")
-            (copies / kind).mkdir(parents=True, exist_ok=True)
-            (copies / kind / f"copy-{n}{original.suffix}").write_bytes(original.read_bytes())
-    result = cli("data", "ingest", copies)
+    manifest = json.loads((project_dir / ".wms" / "store" / "versions" / f"{v1}.json").read_text())
+    test_id = next(pid for pid, entry in manifest["pairs"].items() if entry["split"] == "test")
+    batch = make_batch("b", count=2, seed=2)
+    for kind in ("images", "masks"):  # under a new name it would get a split of its own
+        [original] = (base / kind).glob(f"{test_id}.*")
+        (batch / kind / f"copy{original.suffix}").write_bytes(original.read_bytes())
+    result = cli("data", "ingest", batch)
     assert result.exit_code == 1
-    assert f"has the same image as {test_id!r} (in version {v1})" in result.stderr
+    assert f"'copy' in {batch} has the same image as {test_id!r} (in version {v1})" in result.stderr
     assert len(json.loads(cli("data", "versions", "--json").output)) == 1
 
 
@@ -148,3 +141,26 @@ def test_ids_that_differ_only_in_letter_case_are_one_line(
     assert "'SYNTH_S1_00001'" in result.stderr and "'synth_s1_00001'" in result.stderr
     assert "only in letter case" in result.stderr
     assert json.loads(cli("data", "versions", "--json").output) == []
+
+
+def test_raw_photos_are_not_ingested(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    from PIL import Image
+
+    batch = make_batch("raw", count=4, seed=1)
+    for kind in ("images", "masks"):  # 4:3 JPEG photos with JPEG (non-binary) masks, as they come
+        for p in list((batch / kind).iterdir()):
+            with Image.open(p) as img:
+                img.resize((96, 72)).save(p.with_suffix(".jpg"), quality=90)
+            p.unlink()
+    result = cli("data", "ingest", batch)
+    assert result.exit_code == 1
+    assert "wrong_size" in result.stderr and f"wms data prepare {batch} OUT" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert json.loads(cli("data", "versions", "--json").output) == []
+    assert not (project_dir / "data" / "dataset.json").exists()
+
+    prepared = project_dir / "prepared"
+    assert cli("data", "prepare", batch, prepared, "--size", "64").exit_code == 0
+    assert cli("data", "ingest", prepared).exit_code == 0

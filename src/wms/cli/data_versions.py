@@ -12,6 +12,8 @@ from rich.table import Table
 from wms.cli._common import console, progress_bar, state
 from wms.data.pointer import read_pointer
 from wms.data.store import open_store
+from wms.data.validate import validate_dataset
+from wms.errors import DataError
 
 
 def ingest(
@@ -24,9 +26,11 @@ def ingest(
         True, "--pointer/--no-pointer", help="Point data/dataset.json at the new version."
     ),
 ) -> None:
-    """Add pairs to the store as a new immutable version; the same content again is 'no change'."""
+    """Add valid pairs (as `wms data validate` checks them) to the store as a new immutable version;
+    the same content again is 'no change'."""
     project = state(ctx).project()
     store = open_store(project)
+    _check_valid(directory, project.settings.data.size)
     pointer_path = project.path(project.settings.data.pointer)
     if base is None:
         pointer = read_pointer(pointer_path)
@@ -46,6 +50,22 @@ def ingest(
         store.point(pointer_path, result.version, project.settings.store.url)
         console.print(f"{project.settings.data.pointer} now points at {result.version}")
     console.print(result.version)
+
+
+def _check_valid(directory: Path, size: int) -> None:
+    """DataError before anything is written when `directory` is not valid training data at `size`.
+
+    An invalid base makes every later batch fail the pipeline's validation, blamed on the new data.
+    """
+    with progress_bar("validating", None) as advance:
+        report = validate_dataset(directory, size=size, progress=advance)
+    if not report.ok:
+        codes = ", ".join(sorted({i.code for i in report.errors}))
+        raise DataError(
+            f"{directory} is not valid {size}x{size} training data: {len(report.errors)} error(s) ({codes}); "
+            f"raw photos go through `wms data prepare {directory} OUT` first, then ingest OUT "
+            f"(details: `wms data validate {directory}`) — nothing was written"
+        )
 
 
 def versions(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
