@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from wms.config import Project
-from wms.data.backend import store_errors
+from wms.data.backend import put_file, store_errors
 from wms.errors import BackendError, DataError
 from wms.vcs.git import Git, GitError
 
@@ -70,7 +70,8 @@ class BatchLedger:
         record["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         with store_errors(f"write the batch record {self._path(record['sha'])}"):
             self.fs.makedirs(self.root, exist_ok=True)
-            self.fs.pipe_file(self._path(record["sha"]), (json.dumps(record, indent=1) + "\n").encode())
+            # Whole or not at all: a record cut short would read as a batch never run.
+            put_file(self.fs, self._path(record["sha"]), (json.dumps(record, indent=1) + "\n").encode())
 
     def start(self, branch: str, sha: str, run_id: str) -> dict[str, Any]:
         """Mark the batch as being run by `run_id` (call it while holding the pipeline lock)."""

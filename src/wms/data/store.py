@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wms.config import Project
-from wms.data.backend import store_errors
+from wms.data.backend import put_file, store_errors
 from wms.data.lease import lease
 from wms.data.manifest import SHA256, check_manifest, check_version_id, entry_problem, folded
 from wms.data.pairs import Pair, find_pairs
@@ -147,14 +146,7 @@ class DatasetStore:
         return f"{self.root}/lock.json"
 
     def _put(self, path: str, data: bytes) -> None:
-        # An S3 PUT is atomic; a local write is not, so write aside and rename into place.
-        if not self.local:
-            self.fs.pipe_file(path, data)
-            return
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-        self.fs.pipe_file(tmp, data)
-        self.fs.mv(tmp, path)
+        put_file(self.fs, path, data)
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         with store_errors(f"{what} in the dataset store {self.url}"):

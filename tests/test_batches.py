@@ -1,0 +1,38 @@
+"""Batch records as the sweeper reads them back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wms.batches import BatchLedger, is_finished
+from wms.data.store import DatasetStore
+from wms.errors import BackendError
+
+SHA = "a" * 40
+
+
+def test_a_record_write_cut_short_keeps_the_previous_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DatasetStore(str(tmp_path / "store"))
+    ledger = BatchLedger(store.fs, store.root)
+    ledger.start("data/20260101-000000", SHA, "run-1")
+    real = store.fs.pipe_file
+
+    def disk_full(path: str, data: bytes, **kwargs: Any) -> None:
+        real(path, data[: len(data) // 2], **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.fs, "pipe_file", disk_full)
+    with pytest.raises(BackendError, match="No space left on device"):
+        ledger.finish(SHA, "promoted", "promoted version 1")
+    monkeypatch.undo()
+
+    record = ledger.get(SHA)  # still the run's record, not a batch that was never run
+    assert record is not None and (record["status"], record["attempts"]) == ("running", 1)
+    assert [Path(p).name for p in store.fs.ls(ledger.root, detail=False)] == [f"{SHA}.json"]
+    ledger.finish(SHA, "promoted", "promoted version 1")
+    assert is_finished(ledger.get(SHA))
