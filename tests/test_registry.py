@@ -10,7 +10,7 @@ from typing import cast
 import pytest
 
 from wms.config import load_settings
-from wms.data.store import sha256_file
+from wms.data.hashes import sha256_file
 from wms.errors import RegistryError
 from wms.production import move_production, production_at, read_history, record_move, roll_back
 from wms.registry import MlflowRegistry, ModelRecord, Registry
@@ -129,7 +129,7 @@ def test_a_model_changed_in_the_store_is_refused_however_it_is_named(
 
 
 def test_a_second_stages_weights_are_checked_as_the_first_ones_are(tmp_path: Path) -> None:
-    from wms.data.store import sha256_file
+    from wms.data.hashes import sha256_file
 
     (tmp_path / "model.pt").write_bytes(b"first")
     (tmp_path / "refine.pt").write_bytes(b"second")

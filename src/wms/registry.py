@@ -126,7 +126,7 @@ class MlflowRunLog:
         if not ((local_dir / ONNX_FILE).is_file() and (local_dir / SPEC_FILE).is_file()):
             self._client.log_artifacts(self.run_id, str(local_dir), MODEL_ARTIFACT)
             return
-        from wms.data.store import sha256_file
+        from wms.data.hashes import sha256_file
 
         config = self._pyfunc_config | {"onnx_sha256": sha256_file(local_dir / ONNX_FILE)}
         size = sum(p.stat().st_size for p in local_dir.rglob("*") if p.is_file())

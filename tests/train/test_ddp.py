@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from tests.conftest import TINY_SETTINGS
 from wms.train.distributed import Dist, from_env, shard, torchrun_command
 
 pytestmark = pytest.mark.slow
+GLOO_ABORT = "terminate called without an active exception"
 
 
 def test_shards_cover_an_epoch_like_distributed_sampler() -> None:
@@ -44,8 +46,16 @@ def test_two_gloo_processes_train_one_run(tmp_path: Path, make_batch: Callable[.
         f"--set={s}"
         for s in ["train.batch_size=4", "train.devices=2", "train.epochs=2", "train.device='cpu'"]
     ]
-    done = wms(tmp_path, *flags, "train", str(data), "--checkpoint", str(tmp_path / "ckpt" / "run.pt"))
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = (*flags, "train", str(data), "--checkpoint", str(tmp_path / "ckpt" / "run.pt"))
+    done = wms(tmp_path, *args)
+    if done.returncode != 0 and GLOO_ABORT in done.stderr:
+        # Seen in about one full test run of ten on a loaded 2-core machine, never alone: a gloo
+        # process aborts in PyTorch's C++ (std::terminate, no Python error) and torchrun stops
+        # the other. The cause is not found; one more run tells it from a failure that repeats.
+        shutil.rmtree(tmp_path / ".wms", ignore_errors=True)
+        shutil.rmtree(tmp_path / "ckpt", ignore_errors=True)
+        done = wms(tmp_path, *args)
+    assert done.returncode == 0, done.stderr[-20000:]
     assert "training in 2 processes under torchrun (DDP)" in done.stdout
     assert done.stdout.count("run id:") == 1  # rank 0 alone reports
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / '.wms' / 'mlflow.db'}")

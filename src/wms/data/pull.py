@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wms.data.hashes import sha256_file
 from wms.data.manifest import KINDS
 from wms.data.splits import write_splits
 from wms.errors import BackendError, DataError
@@ -42,8 +43,6 @@ def pull_version(
     store: DatasetStore, version: str, out: Path, progress: Progress | None = None
 ) -> PullResult:
     """Write `version`'s pairs into out/images and out/masks, and its splits into out/splits.json."""
-    from wms.data.store import sha256_file
-
     pairs = store.manifest(version)["pairs"]
     wanted = {
         out / f"{kind}s" / entry[kind]["name"]: _File(

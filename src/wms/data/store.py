@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from wms.config import Project
 from wms.data.backend import put_file, store_errors
+from wms.data.hashes import content_version, sha256_file
 from wms.data.lease import lease
 from wms.data.manifest import SHA256, check_manifest, check_version_id, entry_problem, folded
 from wms.data.pairs import Pair, find_pairs
@@ -87,23 +88,6 @@ class VersionDiff:
     added: list[str]
     removed: list[str]
     changed: list[str]
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def content_version(pairs: dict[str, dict[str, Any]]) -> str:
-    """A version id that depends only on the content: same pairs, same id."""
-    digest = hashlib.sha256()
-    for pid in sorted(pairs):
-        digest.update(f"{pid}\0{pairs[pid]['image']['sha256']}\0{pairs[pid]['mask']['sha256']}\n".encode())
-    return digest.hexdigest()[:12]
 
 
 class DatasetStore:

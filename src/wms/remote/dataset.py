@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from wms.compute.base import Notify
 from wms.config import Project
+from wms.data.hashes import sha256_file
 from wms.data.splits import SPLITS_FILE
-from wms.data.store import sha256_file
 from wms.runs import UNVERSIONED
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wms.data.store import sha256_file
+from wms.data.hashes import sha256_file
 from wms.errors import BackendError, ConfigError, WmsError
 from wms.vcs.git import head_commit
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from wms.config import Project
+from wms.data.hashes import sha256_file
 from wms.data.splits import split_pairs
-from wms.data.store import sha256_file
 from wms.errors import ConfigError, DataError
 from wms.registry import MODEL_ARTIFACT, Registry, RunLog
 from wms.report import overlay_grid, plot_curves

@@ -71,7 +71,7 @@ def verify_model_folder(folder: Path, recorded: dict[str, str]) -> str:
     Raises RegistryError naming the first file that differs. A file, or a record, that is
     absent is not checked (a model trained without ONNX export has no model.onnx).
     """
-    from wms.data.store import sha256_file
+    from wms.data.hashes import sha256_file
 
     checked = []
     for name, key in RECORDED_HASHES:
