@@ -157,3 +157,26 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def test_a_run_that_lost_the_store_lock_stops_before_it_writes(
+    shared_project: Path, ec2_box: Ec2Box, make_batch: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clocks out of step, or a stall past the lock's TTL: another run may hold the store now."""
+    import wms.pipeline
+
+    monkeypatch.setattr(wms.pipeline, "renew", lambda *_args: False)  # another writer took it
+    monkeypatch.setattr(Pipeline, "_beat_interval", lambda _self: 0.05)
+    runner = pipeline(shared_project, ec2_box)
+    original = runner._merge_and_validate
+
+    def slow_merge(*args: Any) -> Any:
+        time.sleep(0.5)  # a heartbeat comes while the run merges
+        return original(*args)
+
+    monkeypatch.setattr(runner, "_merge_and_validate", slow_merge)
+    with pytest.raises(BackendError, match="this run lost the dataset store's lock"):
+        runner.run(make_batch("b", count=30, seed=41))
+    stages = {s["name"]: s["status"] for s in last_record(shared_project)["stages"]}
+    assert stages["promote"] != "ok" and stages["publish"] != "ok", stages
+    assert ec2_box.state() != "running"  # compute is given back all the same

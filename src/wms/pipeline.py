@@ -115,6 +115,7 @@ class Pipeline:
             self.compute, cfg, notify, after_start=lambda: self._maybe_fault("start_compute")
         )
         self.last_run: PipelineRun | None = None  # the record, also when run/resume raised
+        self.lock_lost = False  # set by the heartbeat: another writer took the store's lock
 
     # -- the runner ---------------------------------------------------------------------------
     def run(
@@ -239,10 +240,8 @@ class Pipeline:
 
     def _beat(self, lock_path: str, lock: dict[str, str]) -> None:
         if not renew(self.store.fs, lock_path, lock, self.project.settings.store.lock_ttl_seconds):
-            self.notify(
-                "WARNING: this run's store lock expired and another writer took it; "
-                "raise store.lock_ttl_seconds if runs stall longer than that"
-            )
+            self.lock_lost = True  # the next stage stops the run: two runs must not write at once
+            self.notify("WARNING: this run's store lock expired and another writer took it; stopping")
         self.hold.renew()
 
     def _on_repeat_signal(self, name: str) -> None:
@@ -257,6 +256,12 @@ class Pipeline:
         run.save()
         started = time.perf_counter()
         try:
+            if self.lock_lost and name != "stop_compute":  # compute is given back whatever happened
+                raise BackendError(
+                    f"this run lost the dataset store's lock (it expired and another writer took it: clocks "
+                    f"out of step, or a stall longer than store.lock_ttl_seconds); stopped before {name} so "
+                    "that two runs never write at once; run the batch again"
+                )
             if fault_at_entry:
                 self._maybe_fault(name)
             yield record
