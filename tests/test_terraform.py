@@ -27,6 +27,9 @@ def _statements(terraform: dict[str, Any], document: str) -> list[dict[str, Any]
     """A policy document's statements, those of its source_policy_documents included."""
     body = terraform["data"][f"aws_iam_policy_document.{document}"]
     statements = list(body.get("statement", []))
+    for dynamic in body.get("dynamic", []):  # statements only one layout has
+        if "statement" in dynamic:
+            statements.extend(dynamic["statement"]["content"])
     for source in body.get("source_policy_documents", []):
         name = source.removeprefix("${data.aws_iam_policy_document.").removesuffix(".json}")
         statements.extend(_statements(terraform, name))
@@ -165,6 +168,11 @@ def test_instance_roles_reach_only_the_project_prefix_repository_and_token(terra
             assert not any(a == "*" or a.endswith(":*") for a in statement["actions"]), role
             if statement["actions"] != ["ecr:GetAuthorizationToken"]:  # the only one AWS scopes to "*"
                 assert "*" not in statement["resources"], role
+    # ECR only in single, where the GPU instance builds and pushes the image (in split the deploy
+    # jobs push with the workflow's credentials: a GPU job cannot overwrite a deployed tag).
+    dynamics = terraform["data"]["aws_iam_policy_document.instance"]["dynamic"]
+    assert {d["statement"]["for_each"] for d in dynamics} == {"${local.split ? [] : [1]}"}
+    assert all(a.startswith("ecr:") for d in dynamics for a in d["statement"]["content"][0]["actions"])
     ecr = [s for s in documents["instance"] if any(a.startswith("ecr:") for a in s["actions"])]
     assert ecr and all(
         s["resources"] == ["${aws_ecr_repository.model.arn}"]

@@ -49,29 +49,37 @@ data "aws_iam_policy_document" "project_data" {
   }
 }
 
-# The GPU instance: the project's data and the serving image (pushed from here in single).
+# The GPU instance: the project's data, and in single the serving image, pushed from here (in
+# split the serving node's deploy jobs push it with the workflow's own credentials, so a job
+# on the GPU runner cannot overwrite a deployed image's tag).
 data "aws_iam_policy_document" "instance" {
   source_policy_documents = [data.aws_iam_policy_document.project_data.json]
 
-  statement {
-    sid       = "EcrLogin"
-    actions   = ["ecr:GetAuthorizationToken"]
-    resources = ["*"]
+  dynamic "statement" {
+    for_each = local.split ? [] : [1]
+    content {
+      sid       = "EcrLogin"
+      actions   = ["ecr:GetAuthorizationToken"]
+      resources = ["*"]
+    }
   }
 
-  statement {
-    sid = "EcrProjectRepository"
-    actions = [
-      "ecr:BatchCheckLayerAvailability",
-      "ecr:BatchGetImage",
-      "ecr:CompleteLayerUpload",
-      "ecr:DescribeImages",
-      "ecr:GetDownloadUrlForLayer",
-      "ecr:InitiateLayerUpload",
-      "ecr:PutImage",
-      "ecr:UploadLayerPart",
-    ]
-    resources = [aws_ecr_repository.model.arn]
+  dynamic "statement" {
+    for_each = local.split ? [] : [1]
+    content {
+      sid = "EcrProjectRepository"
+      actions = [
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:BatchGetImage",
+        "ecr:CompleteLayerUpload",
+        "ecr:DescribeImages",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:InitiateLayerUpload",
+        "ecr:PutImage",
+        "ecr:UploadLayerPart",
+      ]
+      resources = [aws_ecr_repository.model.arn]
+    }
   }
 }
 
