@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from wms.batches import BatchLedger, is_finished
+from wms.batches import BatchLedger, is_finished, outcome_of
 from wms.data.store import DatasetStore
 from wms.errors import BackendError
 
@@ -36,3 +36,17 @@ def test_a_record_write_cut_short_keeps_the_previous_record(
     assert [Path(p).name for p in store.fs.ls(ledger.root, detail=False)] == [f"{SHA}.json"]
     ledger.finish(SHA, "promoted", "promoted version 1")
     assert is_finished(ledger.get(SHA))
+
+
+def test_a_promotion_github_merged_at_once_is_recorded_promoted(tmp_path: Path) -> None:
+    """'published' is a pull request still to merge; one GitHub merged during the run is in main."""
+    from wms.runs import PipelineRun
+
+    run = PipelineRun("r1", "batch", tmp_path, promoted=True)
+    run.outputs |= {"on_main": False, "merged": True}  # GitHub merged it; this checkout is stale
+    assert outcome_of(run) == "promoted"
+    run.outputs["merged"] = False  # opened with auto-merge: it merges when the checks pass
+    assert outcome_of(run) == "published"
+    del run.outputs["merged"]  # a record from before `merged` was kept
+    run.outputs["on_main"] = True
+    assert outcome_of(run) == "promoted"

@@ -152,7 +152,8 @@ def detect_batch(project: Project, branch: str | None, sha: str | None) -> dict[
 def outcome_of(run: PipelineRun) -> str:
     """How a run that ended without an error ends its batch's record."""
     if run.promoted:
-        return "promoted" if run.outputs.get("on_main") else "published"
+        in_main = run.outputs.get("merged", run.outputs.get("on_main"))  # GitHub may merge at once
+        return "promoted" if in_main else "published"
     merged, base = run.outputs.get("dataset_version"), run.outputs.get("base_version")
     if merged and merged == base:
         return "no-new-data"
