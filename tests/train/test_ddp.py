@@ -49,7 +49,7 @@ def test_two_gloo_processes_train_one_run(tmp_path: Path, make_batch: Callable[.
     args = (*flags, "train", str(data), "--checkpoint", str(tmp_path / "ckpt" / "run.pt"))
     done = wms(tmp_path, *args)
     if done.returncode != 0 and GLOO_ABORT in done.stderr:
-        # Seen in about one full test run of ten on a loaded 2-core machine, never alone: a gloo
+        # Seen now and then in a full test run on a loaded 2-core machine, never alone: a gloo
         # process aborts in PyTorch's C++ (std::terminate, no Python error) and torchrun stops
         # the other. The cause is not found; one more run tells it from a failure that repeats.
         shutil.rmtree(tmp_path / ".wms", ignore_errors=True)
