@@ -40,7 +40,7 @@ from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
-from wms.data.backend import store_errors
+from wms.data.backend import put_file, store_errors
 from wms.errors import BackendError
 
 _GENERATION = re.compile(r"(\d{10})\.(json|released)")
@@ -254,11 +254,7 @@ def _create(fs: Any, path: str, body: dict[str, str]) -> bool:
 def _put(fs: Any, path: str, data: bytes) -> None:
     """Write `path` whole: readers see the old or the new bytes, never a part."""
     with store_errors(f"write the lock {path}", "; check that the store is writable"):
-        if isinstance(fs, LocalFileSystem):
-            target, tmp = _write_aside(fs, path, data)
-            os.replace(tmp, target)
-        else:
-            fs.pipe_file(path, data)  # an S3 PUT is atomic
+        put_file(fs, path, data)
 
 
 def _collect(fs: Any, folder: str, generation: int) -> None:
