@@ -44,18 +44,16 @@ def pull_version(
 ) -> PullResult:
     """Write `version`'s pairs into out/images and out/masks, and its splits into out/splits.json."""
     pairs = store.manifest(version)["pairs"]
-    wanted = {
-        out / f"{kind}s" / entry[kind]["name"]: _File(
-            out / f"{kind}s" / entry[kind]["name"], entry[kind]["sha256"], f"the {kind} of pair {pid!r}"
-        )
+    wanted = [
+        _File(out / f"{kind}s" / entry[kind]["name"], entry[kind]["sha256"], f"the {kind} of pair {pid!r}")
         for pid, entry in pairs.items()
         for kind in KINDS
-    }
+    ]
     result = PullResult(version)
     try:
         if out.exists() and not out.is_dir():
             raise DataError(f"cannot pull version {version} into {out}: it is a file; choose a folder path")
-        stale = [f for f in wanted.values() if not (f.target.is_file() and sha256_file(f.target) == f.sha)]
+        stale = [f for f in wanted if not (f.target.is_file() and sha256_file(f.target) == f.sha)]
         _check_blobs(store, version, stale)
         result.reused = len(wanted) - len(stale)
         if progress:
@@ -63,10 +61,8 @@ def pull_version(
                 progress()
         for kind in KINDS:
             (out / f"{kind}s").mkdir(parents=True, exist_ok=True)
-        todo = {str(f.target): f for f in stale}
 
-        def one(key: str) -> int:
-            f = todo[key]
+        def one(f: _File) -> int:
             data = store.read_blob(f.sha, f"{f.what} in version {version}")
             tmp = f.target.with_name(f".{f.target.name}.{uuid.uuid4().hex[:8]}.tmp")
             tmp.write_bytes(data)
@@ -75,9 +71,9 @@ def pull_version(
                 progress()
             return 1
 
-        result.fetched = sum(store._parallel(one, todo))
+        result.fetched = sum(store._parallel(one, stale))
         present = {p for kind in KINDS for p in (out / f"{kind}s").iterdir() if p.is_file()}
-        result.extra = sorted(str(p) for p in present - set(wanted))
+        result.extra = sorted(str(p) for p in present - {f.target for f in wanted})
         write_splits(out, version, pairs)
     except OSError as exc:
         raise DataError(

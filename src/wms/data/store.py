@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from wms.config import Project
 from wms.data.backend import put_file, store_errors
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from wms.data.pull import PullResult
 
 Progress = Callable[[], None]
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,7 @@ class DatasetStore:
 
         return sum(self._parallel(one, sources))
 
-    def _parallel(self, fn: Callable[[str], int], items: Iterable[str]) -> list[int]:
+    def _parallel(self, fn: Callable[[Item], int], items: Iterable[Item]) -> list[int]:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return list(pool.map(fn, items))
 
