@@ -8,12 +8,11 @@ the ONNX export the service runs, on ONNX Runtime (CPU), on the same test images
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from wms.config import Project
 from wms.data.splits import split_pairs
-from wms.errors import GateError, WmsError
+from wms.errors import GateError, RegistryError, WmsError
 from wms.gate import REPORT_MD, GateDecision, decide, write_report
 from wms.parity import check_onnx_parity
 from wms.production import CURRENT_FILE
@@ -26,13 +25,13 @@ from wms.vcs.mainline import MainLine
 
 def production_per_main(project: Project, registry: Registry) -> str | None:
     """The version in production as main says, else as the registry's alias says; None before the first."""
-    text = MainLine(project).read_text(project.path(project.settings.tracking.pointer_dir) / CURRENT_FILE)
-    damaged = False
-    if text is not None:
-        try:
-            return str(json.loads(text)["to_version"])
-        except (ValueError, KeyError):
-            damaged = True  # reconcile says so; the alias still names what serves
+    named, damaged = None, False
+    try:
+        named = MainLine(project).production_version()
+    except RegistryError:
+        damaged = True  # reconcile says so; the alias still names what serves
+    if named is not None:
+        return named
     alias = registry.production()
     if alias is None and damaged:  # not "nothing in production": the floor alone must not judge
         raise GateError(

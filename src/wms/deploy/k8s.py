@@ -65,23 +65,12 @@ class K8sDeployer:
     def expected_version(self, deployed: str) -> str:
         """The version main's models/production_current.json names, which the chart's alert
         compares the served one with; the deployed version where main names none yet."""
-        from wms.production import CURRENT_FILE
         from wms.vcs.mainline import MainLine
 
-        path = self.project.path(self.project.settings.tracking.pointer_dir) / CURRENT_FILE
-        text = MainLine(self.project).read_text(path)
-        if text is None:
-            return deployed
         try:
-            named = str(json.loads(text)["to_version"])
-        except (ValueError, KeyError, TypeError):
-            named = ""
-        if not named.isdigit():
-            raise RegistryError(
-                f"{path} on main names no model version; restore it (`git checkout -- {path}` on main) "
-                "and deploy again"
-            )
-        return named
+            return MainLine(self.project).production_version() or deployed
+        except RegistryError as exc:
+            raise RegistryError(f"{exc} and deploy again") from None
 
     def plan(self, model_ref: str = "production") -> list[str]:
         version = self._version_or_placeholder(model_ref)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from wms.config import Project
-from wms.errors import DataError
+from wms.errors import DataError, RegistryError
 from wms.vcs.git import Git, GitError
 
 
@@ -91,3 +91,24 @@ class MainLine:
         if "version" not in body:
             raise DataError(f"{path} on main ({self.where}) names no version; fix it on main")
         return body
+
+    def production_version(self) -> str | None:
+        """The version main's models/production_current.json names; None before the first promotion.
+
+        RegistryError when the file is there but names no version (an unresolved merge, an edit).
+        """
+        from wms.production import CURRENT_FILE
+
+        path = self.project.path(self.project.settings.tracking.pointer_dir) / CURRENT_FILE
+        text = self.read_text(path)
+        if text is None:
+            return None
+        try:
+            named = str(json.loads(text)["to_version"])
+        except (ValueError, KeyError, TypeError):
+            named = ""
+        if not named.isdigit():
+            raise RegistryError(
+                f"{path} on main names no model version; restore it (`git checkout -- {path}` on main)"
+            )
+        return named
