@@ -188,13 +188,19 @@ def test_dry_run_prints_the_plan_and_calls_nothing(
     assert _calls(cluster) == []
 
 
+def main_names(root: Path, move: dict[str, str]) -> Path:
+    """The project's models/production_current.json, saying `move` (its checkout is main)."""
+    pointer = root / "models" / "production_current.json"
+    pointer.parent.mkdir()
+    pointer.write_text(json.dumps(move))
+    return pointer
+
+
 def test_the_alerts_expect_the_version_mains_pointer_names(
     cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
 ) -> None:
     root, cluster = cluster_project
-    pointer = root / "models" / "production_current.json"
-    pointer.parent.mkdir()
-    pointer.write_text(json.dumps({"action": "rollback", "from_version": "6", "to_version": "5"}))
+    pointer = main_names(root, {"action": "rollback", "from_version": "6", "to_version": "5"})
     result = cli("deploy", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "--set-string model.version=1 --set-string monitoring.expectedModelVersion=5" in result.output
@@ -208,9 +214,7 @@ def test_the_namespace_of_mains_production_is_never_cleaned_up(
     cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
 ) -> None:
     root, cluster = cluster_project
-    pointer = root / "models" / "production_current.json"
-    pointer.parent.mkdir()
-    pointer.write_text(json.dumps({"action": "promote", "from_version": "6", "to_version": "7"}))
+    main_names(root, {"action": "promote", "from_version": "6", "to_version": "7"})
     result = cli("deploy")  # version 1, while main names 7: the oldest namespace, past keep_namespaces
     assert result.exit_code == 0, result.output
     kept = "removed old namespaces: model-9 (kept the newest 2 and model-7, main's production)"
