@@ -102,7 +102,7 @@ def test_sigterm_at_a_stage_releases_the_instance_and_restores_the_handler(
 ) -> None:
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted, match="SIGTERM"):
-        pipeline(shared_project, ec2_box, fault="gate:SIGTERM").run(make_batch("b", count=30, seed=30))
+        pipeline(shared_project, ec2_box, fault="gate:SIGTERM").run(make_batch("b", count=40, seed=30))
     assert signal.getsignal(signal.SIGTERM) is before
     assert ec2_box.state() == "stopped"
     record = last_record(shared_project)
