@@ -71,6 +71,7 @@ class PipelineRun:
     status: str = "running"  # running | ok | failed
     failed_stage: str | None = None
     finished_at: str | None = None
+    next_step: str = ""  # after a failure: what to run to go on, e.g. `wms pipeline resume RUN_ID`
 
     def save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,8 @@ def test_a_failed_run_names_its_stage_and_resumes_from_ci(
     assert "error: fault injected at stage promote" in failed.stderr
     values = dict(line.split("=", 1) for line in output.read_text().splitlines())
     assert (values["status"], values["failed_stage"], values["promoted"]) == ("failed", "promote", "false")
+    (line,) = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert line.endswith(f"; continue with `wms pipeline resume {values['run_id']}`")  # names the run
     assert "| promote | failed |" in summary.read_text()
     assert "#### Quality gate" in summary.read_text() and "first model" in summary.read_text()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -102,7 +104,7 @@ def test_with_no_spot_retries_a_reclaim_is_one_clear_error() -> None:
     assert str(caught.value) == (
         "the spot instance was reclaimed (Server.SpotInstanceShutdown) during job job-1, and "
         "compute.spot_retries = 0 allows no retry; the job's folder and checkpoint stay on the "
-        "instance: continue with `wms pipeline resume` (or raise compute.spot_retries)"
+        "instance (raise compute.spot_retries to retry more)"
     )
     assert (notes, instance.starts) == ([], 0)
 
@@ -133,3 +135,35 @@ def test_a_start_without_capacity_gives_up_at_the_start_timeout() -> None:
     with pytest.raises(CapacityError, match=r"for 45 s; the job's checkpoint stays on the instance"):
         start_again(cast(Compute, instance), cfg, lambda _: None, clock.sleep, lambda: clock.now)
     assert clock.slept == [15, 30]  # the next wait (60 s) would pass the limit
+
+
+def test_wms_train_on_the_instance_says_it_trains_again_not_pipeline_resume(
+    project_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_batch: Callable[..., Path]
+) -> None:
+    """`wms train` has no run to resume: its error says what it can do, and the instance stops."""
+    from wms.config import load_settings
+    from wms.remote import entry
+    from wms.remote.trainer import RemoteTrainer
+
+    key = tmp_path / "wms.pem"
+    key.write_text("a key")
+    monkeypatch.setenv("WMS_COMPUTE__SSH_KEY", str(key))
+    monkeypatch.setenv("WMS_TRACKING__URI", "http://203.0.113.5:5000")
+    instance = Instance(reason=None)
+    stopped: list[bool] = []
+    instance.stop = lambda holder=None: stopped.append(True) or ComputeStatus("ec2", "stopped")  # type: ignore[attr-defined]
+
+    def reclaimed_for_good(self: RemoteTrainer, *args: object) -> None:
+        raise BackendError(given_up(SPOT, "job-1", 0))
+
+    monkeypatch.setattr(RemoteTrainer, "train", reclaimed_for_good)
+    with pytest.raises(BackendError) as caught:
+        entry.train_folder_on_instance(
+            load_settings(start=project_dir), cast(Compute, instance), make_batch(count=6), None
+        )
+    assert str(caught.value) == (
+        f"{given_up(SPOT, 'job-1', 0)}; "
+        "`wms train` does not go back to a job: run it again to train from the start"
+    )
+    assert "pipeline resume" not in str(caught.value)
+    assert stopped == [True]

@@ -330,7 +330,8 @@ def test_with_no_spot_retries_a_reclaim_fails_the_run_in_one_line_and_the_instan
     assert line == (
         "error: the instance was stopped under the job, not by WMS (Client.UserInitiatedShutdown) during "
         f"job {job['job_id']}, and compute.spot_retries = 0 allows no retry; the job's folder and "
-        "checkpoint stay on the instance: continue with `wms pipeline resume` (or raise compute.spot_retries)"
+        "checkpoint stay on the instance (raise compute.spot_retries to retry more); "
+        f"continue with `wms pipeline resume {s.record()['run_id']}`"
     )
     assert "starting it again" not in err and "Traceback" not in err
     assert s.box.state() == "stopped"

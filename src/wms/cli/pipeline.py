@@ -12,7 +12,7 @@ from rich.markdown import Markdown
 
 from wms.cli._common import TrainProgress, WmsGroup, console, print_error, state, styled
 from wms.config import Project
-from wms.errors import UsageError
+from wms.errors import UsageError, WmsError
 
 if TYPE_CHECKING:
     from wms.pipeline import PipelineRun, StageRecord
@@ -83,6 +83,12 @@ def run_pipeline(
             f"{exc}; compute was released — continue with `wms pipeline resume RUN_ID` "
             f"(the run id is in {project.runs_dir})"
         )
+        raise typer.Exit(exc.exit_code) from None
+    except WmsError as exc:
+        failed = pipeline.last_run
+        if failed is None or not failed.next_step:
+            raise
+        print_error(f"{exc}; {failed.next_step}")
         raise typer.Exit(exc.exit_code) from None
     finally:
         if pipeline.last_run is not None and pipeline.last_run.run_dir.exists():

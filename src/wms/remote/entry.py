@@ -137,6 +137,10 @@ def train_folder_on_instance(
             ):
                 try:
                     return trainer.train(dataset, UNVERSIONED, reporter, Path(tmp), lambda _job: None)
+                except BackendError as exc:  # the job's state stays on an instance stopped below
+                    raise type(exc)(
+                        f"{exc}; `wms train` does not go back to a job: run it again to train from the start"
+                    ) from None
                 finally:
                     trainer.close()
         finally:

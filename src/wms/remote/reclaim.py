@@ -118,8 +118,7 @@ def given_up(reason: str, job_id: str, limit: int) -> str:
     tries = "allows no retry" if limit == 0 else f"allows {limit} retr{'y' if limit == 1 else 'ies'}, used up"
     return (
         f"{what_happened(reason)} during job {job_id}, and compute.spot_retries = {limit} {tries}; "
-        "the job's folder and checkpoint stay on the instance: continue with `wms pipeline resume` "
-        "(or raise compute.spot_retries)"
+        "the job's folder and checkpoint stay on the instance (raise compute.spot_retries to retry more)"
     )
 
 
@@ -145,8 +144,8 @@ def start_again(
             waited = clock() - began
             if waited + wait > cfg.start_timeout_seconds:
                 raise CapacityError(
-                    f"{exc}, for {waited:.0f} s; the job's checkpoint stays on the instance: continue "
-                    "with `wms pipeline resume` later (or raise compute.start_timeout_seconds)"
+                    f"{exc}, for {waited:.0f} s; the job's checkpoint stays on the instance "
+                    "(raise compute.start_timeout_seconds to wait longer)"
                 ) from None
             notify(f"{exc}; trying again in {wait:.0f} s")
             sleep(wait)

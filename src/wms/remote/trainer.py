@@ -232,7 +232,7 @@ class RemoteTrainer:
                 raise
             raise BackendError(
                 f"lost the SSH connection to {host} while starting job {job['job_id']} again ({exc}); "
-                "its checkpoint stays there: continue with `wms pipeline resume`"
+                "its checkpoint stays there"
             ) from None
 
     # -- follow ---------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ class RemoteTrainer:
                 if now - lost_since > self.reconnect_seconds:
                     raise BackendError(
                         f"lost the SSH connection to {self.target.host} for {now - lost_since:.0f} s "
-                        f"({exc}); the job may still be training there: continue with `wms pipeline resume`"
+                        f"({exc}); the job may still be training there"
                     ) from None
                 self.notify(f"SSH connection to {self.target.host} lost ({exc}); retrying in {delay:.0f} s")
                 time.sleep(delay)
