@@ -1,0 +1,64 @@
+"""The workflows as GitHub runs them together: what one job hands the next, and what it reaches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.test_workflows import for_layout, load
+
+# The single layout: ec2-control's mlflow_url is the instance's public (Elastic) address, for a
+# laptop in the allowed network; the repository variable is terraform's mlflow_url_internal.
+PUBLIC_MLFLOW = "http://203.0.113.10:5000"
+INTERNAL_MLFLOW = "http://172.31.20.5:5000"
+CONTEXT = {
+    "needs.start-compute.outputs.mlflow_url": PUBLIC_MLFLOW,
+    "vars.WMS_TRACKING_URI": INTERNAL_MLFLOW,
+}
+
+
+def first_set(expression: str, values: dict[str, str]) -> str:
+    """`${{ a || b || 'literal' }}` as GitHub evaluates it: the first operand that is not empty."""
+    inner = expression.strip().removeprefix("${{").removesuffix("}}")
+    for operand in (part.strip() for part in inner.split("||")):
+        value = operand.strip("'") if operand.startswith("'") else values.get(operand, "")
+        if value:
+            return value
+    return ""
+
+
+def deploy_tracking_uri(caller: dict[str, Any]) -> str:
+    """The MLflow address deploy-model.yaml's job gets when `caller` (a job that uses it) calls it."""
+    deploy = load("deploy-model.yaml")["jobs"]["deploy"]
+    inputs = {f"inputs.{k}": first_set(str(v), CONTEXT) for k, v in caller.get("with", {}).items()}
+    return first_set(deploy["env"]["WMS_TRACKING__URI"], CONTEXT | inputs)
+
+
+@pytest.mark.parametrize(
+    ("name", "job"),
+    [
+        ("training-data-pipeline.yaml", "train"),
+        ("pipeline-sweeper.yaml", "sweep"),
+        ("release-deploy.yaml", "reconcile"),
+        ("training-data-pipeline.yaml", "deploy"),
+        ("release-deploy.yaml", "deploy"),
+    ],
+)
+def test_jobs_on_the_instance_reach_mlflow_inside_the_vpc(
+    name: str, job: str, terraform: dict[str, Any]
+) -> None:
+    """In the single layout these jobs run on the GPU instance, which cannot reach its own public
+    address on MLflow's port: its security group lets out only the web and the VPC. Given the
+    start job's public mlflow_url they failed at once ('MLflow at http://<EIP>:5000 does not
+    answer'): every pipeline, sweep and release deploy of that layout."""
+    egress = terraform["resource"]["aws_security_group.instance"]["egress"]
+    out_anywhere = {r["from_port"] for r in egress if r["cidr_blocks"] == ["0.0.0.0/0"]}
+    assert "${var.mlflow_port}" not in out_anywhere and 5000 not in out_anywhere
+
+    spec = for_layout(load(name)["jobs"][job], "single")
+    if "uses" in spec:
+        assert spec["uses"] == "./.github/workflows/deploy-model.yaml"
+        assert deploy_tracking_uri(spec) == INTERNAL_MLFLOW
+    else:
+        assert "wms-gpu" in spec["runs-on"]
+        assert first_set(spec["env"]["WMS_TRACKING__URI"], CONTEXT) == INTERNAL_MLFLOW
