@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.test_workflows import for_layout, load
+from tests.test_workflows import ROOT, for_layout, load, triggers
+
+SRC = ROOT / "src"
 
 # The single layout: ec2-control's mlflow_url is the instance's public (Elastic) address, for a
 # laptop in the allowed network; the repository variable is terraform's mlflow_url_internal.
@@ -62,3 +66,50 @@ def test_jobs_on_the_instance_reach_mlflow_inside_the_vpc(
     else:
         assert "wms-gpu" in spec["runs-on"]
         assert first_set(spec["env"]["WMS_TRACKING__URI"], CONTEXT) == INTERNAL_MLFLOW
+
+
+# -- release-deploy.yaml: a change to what serves, on main, redeploys ---------------------------
+
+
+def watched_by(pattern: str) -> re.Pattern[str]:
+    """A push `paths` filter as GitHub matches it: `**` crosses folders, `*` stays in one."""
+    parts = re.split(r"(\*\*|\*)", pattern)
+    body = "".join({"**": ".*", "*": "[^/]*"}.get(part, re.escape(part)) for part in parts)
+    return re.compile(body + r"\Z")
+
+
+def served_files() -> set[str]:
+    """The files a push to main may change what serves through: every module `wms serve` imports
+    (in the image, built from src/), the packaged settings, the image's pins and Dockerfile,
+    and the chart and values `wms deploy` installs it with."""
+    import grimp
+
+    from wms.config import load_settings
+    from wms.deploy.k8s import CONTEXT_FILES
+
+    graph = grimp.build_graph("wms")
+    modules = {"wms.serve.app", "wms.cli.main"}  # the image runs `wms serve`: wms.cli.main:run
+    modules |= {m for start in list(modules) for m in graph.find_upstream_modules(start)}
+    files = {"src/wms/wms.toml"}
+    for module in modules:
+        path = SRC / Path(*module.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        files.add(path.relative_to(ROOT).as_posix())
+    deploy = load_settings(start=ROOT).settings.deploy
+    chart_values = Path(deploy.chart) / "values.yaml"
+    files |= {Path(p).as_posix() for p in (deploy.dockerfile, chart_values, deploy.values_file)}
+    files |= set(CONTEXT_FILES) - {"README.md"}  # the README is only the package's description
+    return files
+
+
+def test_a_change_to_anything_that_serves_redeploys() -> None:
+    """The filter watched src/wms/serve/** only: a fix to photo decoding in
+    wms/train/preprocess.py (16-bit PNGs, the band-wise resize that keeps a pod in its memory
+    limit) or to a serve default in wms/wms.toml reached main and served nothing new."""
+    paths = triggers(load("release-deploy.yaml"))["push"]["paths"]
+    patterns = [watched_by(p) for p in paths]
+    files = served_files()
+    assert {"src/wms/train/preprocess.py", "src/wms/crops.py", "src/wms/serve/app.py"} <= files
+    assert all((ROOT / name).is_file() for name in files)
+    unwatched = [name for name in sorted(files) if not any(p.match(name) for p in patterns)]
+    assert unwatched == [], "these change what serves, but a push of them to main redeploys nothing"

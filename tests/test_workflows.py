@@ -38,7 +38,7 @@ SEED_TRIGGERS: dict[str, dict[str, Any]] = {
         "push": {
             "branches": ["main"],
             "paths": [
-                "src/wms/serve/**",
+                "src/**",  # the seed's WMS/src/serve/**: the image holds all of src/
                 "docker/**",
                 "devops/helm/**",
                 "infrastructure/helm-values.yaml",
