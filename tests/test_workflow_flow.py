@@ -113,3 +113,34 @@ def test_a_change_to_anything_that_serves_redeploys() -> None:
     assert all((ROOT / name).is_file() for name in files)
     unwatched = [name for name in sorted(files) if not any(p.match(name) for p in patterns)]
     assert unwatched == [], "these change what serves, but a push of them to main redeploys nothing"
+
+
+# -- a cancelled run still stops the instance -----------------------------------------------------
+
+STOPPING = ["training-data-pipeline.yaml", "pipeline-sweeper.yaml", "release-deploy.yaml"]
+
+
+def runs_when_cancelled(job: dict[str, Any], values: dict[str, str]) -> bool:
+    """Whether GitHub runs (or keeps running) `job` once its run is cancelled. Without `if:` a job
+    has the implicit success(), false in a cancelled run; `values` fills in the inputs."""
+    condition = str(job.get("if", "success()")).strip().removeprefix("${{").removesuffix("}}")
+    for name, value in values.items():
+        condition = condition.replace(name, repr(value))
+    condition = re.sub(r"!(?!=)", " not ", condition).replace("&&", " and ").replace("||", " or ")
+    functions = {"cancelled": lambda: True, "always": lambda: True, "success": lambda: False}
+    return bool(eval(condition, {"__builtins__": {}}, functions))  # only the repository's own workflows
+
+
+@pytest.mark.parametrize(
+    "name", ["training-data-pipeline.yaml", "pipeline-sweeper.yaml", "release-deploy.yaml"]
+)
+def test_a_cancelled_run_still_stops_the_instance_and_starts_none(name: str) -> None:
+    """A person cancels a long training run: the caller's stop-compute job (`always()`) starts
+    ec2-control.yaml, whose own job had no `if:` and so was skipped in the cancelled run; the
+    GPU ran on until every lease had run out (the single layout's start lease: 7 hours)."""
+    caller = load(name)["jobs"]
+    (stop,) = [job for job in caller.values() if job.get("with", {}).get("action") == "stop"]
+    assert "always()" in stop["if"]
+    (ec2,) = load("ec2-control.yaml")["jobs"].values()
+    assert runs_when_cancelled(ec2, {"inputs.action": "stop"})
+    assert not runs_when_cancelled(ec2, {"inputs.action": "start"})
