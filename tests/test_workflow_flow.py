@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.test_workflows import ROOT, for_layout, load, triggers
+from tests.test_workflows import DEFAULT_BRANCH, ROOT, WORKFLOWS, for_layout, load, triggers
 
 SRC = ROOT / "src"
 
@@ -144,3 +144,21 @@ def test_a_cancelled_run_still_stops_the_instance_and_starts_none(name: str) -> 
     (ec2,) = load("ec2-control.yaml")["jobs"].values()
     assert runs_when_cancelled(ec2, {"inputs.action": "stop"})
     assert not runs_when_cancelled(ec2, {"inputs.action": "start"})
+
+
+# -- secrets reach main's code only ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.yaml")))
+def test_every_job_with_secrets_runs_mains_code(name: str) -> None:
+    """Run by hand on another branch, a workflow is read from that branch, and a checkout without
+    `ref` takes that branch's src/ and .github/actions/ too, which the ruleset on
+    .github/workflows/** does not cover: 'Manual EC2 Control' or the reaper run on a pushed
+    branch ran its code with the wms-compute keys."""
+    for job_id, job in load(name)["jobs"].items():
+        if "environment" not in job:
+            continue
+        checkouts = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout")]
+        assert checkouts, (name, job_id)
+        for checkout in checkouts:
+            assert checkout.get("with", {}).get("ref") == DEFAULT_BRANCH, (name, job_id)
