@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests.test_workflows import DEFAULT_BRANCH, ROOT, WORKFLOWS, for_layout, load, triggers
 
 SRC = ROOT / "src"
@@ -162,3 +164,44 @@ def test_every_job_with_secrets_runs_mains_code(name: str) -> None:
         assert checkouts, (name, job_id)
         for checkout in checkouts:
             assert checkout.get("with", {}).get("ref") == DEFAULT_BRANCH, (name, job_id)
+
+
+# -- the tools a job needs are installed --------------------------------------------------------
+
+OVER_SSH = [("training-data-pipeline.yaml", "train"), ("pipeline-sweeper.yaml", "sweep")]
+
+
+def installed(extras: str) -> set[str]:
+    """The distributions `pip install -e ".[EXTRAS]"` (setup-wms) installs from pyproject.toml,
+    by name, with the extras that name wms[...] followed."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names: set[str] = set()
+    todo, seen = ["", *extras.split(",")], set()
+    while todo:
+        extra = todo.pop().strip()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for spec in project["optional-dependencies"][extra] if extra else project["dependencies"]:
+            name = re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0].lower()
+            if name == "wms":
+                todo += spec[spec.index("[") + 1 : spec.index("]")].split(",")
+            else:
+                names.add(name)
+    return names
+
+
+@pytest.mark.parametrize(("name", "job"), OVER_SSH)
+def test_jobs_that_train_over_ssh_install_what_it_needs(name: str, job: str) -> None:
+    """In the split layout (the default) these jobs train on the GPU instance over SSH, which
+    needs paramiko and builds a wheel of the checkout: the ec2 extra. They installed wms[s3]
+    only, so every run started the GPU instance and then failed with 'training on the instance
+    needs paramiko'."""
+    spec = for_layout(load(name)["jobs"][job], "split")
+    assert spec["env"]["WMS_COMPUTE__TRAIN_ON"] == "instance"
+    (setup,) = [s for s in spec["steps"] if s.get("uses") == "./.github/actions/setup-wms"]
+    action = yaml.safe_load((ROOT / ".github/actions/setup-wms/action.yaml").read_text())
+    extras = setup.get("with", {}).get("extras", action["inputs"]["extras"]["default"])
+    ec2 = installed("ec2") - installed("")
+    assert {"paramiko", "setuptools", "boto3"} <= ec2
+    assert ec2 - installed(extras) == set()
