@@ -54,3 +54,26 @@ def test_the_job_logs_where_the_instance_reaches_mlflow(
     monkeypatch.setenv("WMS_COMPUTE__REMOTE_TRACKING_URI", "http://127.0.0.1:5000")
     with pytest.raises(ConfigError, match=r"compute\.remote_tracking_uri http://127\.0\.0\.1:5000 is"):
         check_remote_settings(load_settings(start=project_dir))
+
+
+def test_a_python_without_the_ec2_extra_is_refused_before_anything_starts(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without paramiko the run would merge, start the GPU and only then fail at the first SSH login."""
+    import importlib.util
+
+    key = tmp_path / "wms.pem"
+    key.write_text("a key")
+    monkeypatch.setenv("WMS_COMPUTE__SSH_KEY", str(key))
+    monkeypatch.setenv("WMS_COMPUTE__HOST", "198.51.100.7")
+    monkeypatch.setenv("WMS_TRACKING__URI", "http://203.0.113.5:5000")
+    project = load_settings(start=project_dir)
+    check_remote_settings(project)  # this environment has the extra
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "paramiko" else real(name))
+    with pytest.raises(ConfigError) as caught:
+        check_remote_settings(project)
+    assert str(caught.value) == (
+        "training on the instance needs paramiko, which this Python lacks; "
+        "install the ec2 extra with: pip install 'wms[ec2]'"
+    )

@@ -6,6 +6,7 @@ starts, and both reach the instance as compute.* describes it (`target_for`).
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,12 @@ def check_remote_settings(project: Project, registry_after_stop: bool = False) -
             f"tracking.uri {uri} is on the instance, which stops after training while promote, "
             "reconcile and deploy still need the registry; keep MLflow where it stays up, or run the "
             'pipeline on the instance (compute.train_on = "here", as the workflows do)'
+        )
+    missing = [m for m in ("paramiko", "setuptools") if importlib.util.find_spec(m) is None]
+    if missing:  # found here, not after the instance has started and the data was merged
+        raise ConfigError(
+            f"training on the instance needs {' and '.join(missing)}, which this Python lacks; "
+            "install the ec2 extra with: pip install 'wms[ec2]'"
         )
     key = project.settings.compute.ssh_key.strip()
     if not key.startswith("-----BEGIN") and not Path(key).expanduser().is_file():
