@@ -69,8 +69,8 @@ demo: install  ## run the whole loop on synthetic data with the embedded default
 	PYTHONDONTWRITEBYTECODE= $(BIN)/wms demo
 
 lint: install-dev  ## ruff and mypy
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 # The set-up steps run side by side (two pip installs and apt-get), then lint beside checkov:
