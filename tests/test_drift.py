@@ -111,3 +111,33 @@ def test_too_few_photos_are_reported_as_too_few_not_as_no_drift(
     assert by_feature["brightness"]["status"] == "too few photos"
     assert "too few photos to call drift" in (tmp_path / "few" / "report.html").read_text()
     assert _gauges(tmp_path / "few")[("wms_drift_flagged", "brightness")] == 0
+
+
+def test_since_counts_from_when_the_service_captured_a_photo_not_when_its_file_was_copied(
+    tmp_path: Path,
+) -> None:
+    """An inbox copied from S3 or another machine has new file times; the metadata keeps the capture's."""
+    import os
+    from datetime import UTC, datetime
+
+    from wms.config import ServeSettings
+    from wms.drift import captured_photos
+    from wms.errors import UsageError
+    from wms.serve.capture import Capture, Captured
+    from wms.uncertainty import Assessment
+
+    inbox = tmp_path / "inbox"
+    settings = ServeSettings(capture="sample", capture_sample_rate=1.0, capture_dir=str(inbox))
+    capture = Capture(settings, "3", 0.5, count=lambda outcome: None)
+    image = Image.new("RGB", (40, 30), (90, 90, 90))
+    sure = Assessment(score=0.1, entropy=0.1, uncertain_share=0.0, regions=1, verdict="sure")
+    capture.write(Captured(b"upload", image, b"mask", sure, 0.1, "sample"))
+    captured = datetime.now(UTC)
+    later = datetime(2030, 1, 2, tzinfo=UTC).timestamp()
+    for path in inbox.rglob("*"):
+        os.utime(path, (later, later))  # as a copy made then leaves them
+
+    with pytest.raises(UsageError, match="0 since 2030-01-01"):
+        captured_photos(inbox, datetime(2030, 1, 1, tzinfo=UTC))
+    photos, _ = captured_photos(inbox, datetime(2020, 1, 1, tzinfo=UTC))
+    assert abs((photos[0].time - captured).total_seconds()) < 60

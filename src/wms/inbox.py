@@ -2,7 +2,7 @@
 
 The service's capture (wms.serve.capture, `serve.capture_dir`) holds, per captured photo,
 `images/<id>.jpg`, `masks/<id>.png` (the served model's mask, a pre-label) and `meta/<id>.json`
-(`time` ISO 8601, `model_version`, `uncertainty`, `width`, `height`, ...). A plain folder may
+(`captured_at` ISO 8601, `model_version`, `uncertainty`, `width`, `height`, ...). A plain folder may
 hold `<name>.<ext>` photos with `<name>.mask.png` and `<name>.json` beside them. Readers here
 rely on nothing else: a file that is not a photo is skipped and counted, a photo without
 metadata is still a photo, and metadata that cannot be read is treated as absent.
@@ -38,8 +38,9 @@ class Photo:
 
     @property
     def time(self) -> datetime:
-        """When it was captured: the metadata's `time`, else the file's modification time (UTC)."""
-        parsed = parse_time(str(self.meta.get("time", "")))
+        """When it was captured: the metadata's `captured_at` (what the capture writes) or `time`,
+        else the file's modification time (UTC), which a copy of the inbox resets."""
+        parsed = parse_time(str(self.meta.get("captured_at") or self.meta.get("time") or ""))
         return parsed or datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
 
 
