@@ -350,3 +350,33 @@ def test_the_capture_inbox_is_read_with_its_metadata(tmp_path: Path) -> None:
     scan = scan_photos(inbox)
     assert [p.name for p in scan.photos] == ["ab12"] and scan.without_meta == 0 and not scan.skipped
     assert scan.photos[0].meta["model_version"] == "3" and scan.photos[0].time.day == 30
+
+
+def test_labelled_photos_come_back_as_pairs_the_pipeline_takes(
+    cli: Callable[..., Any], project_dir: Path, exported_model: Path, tmp_path: Path
+) -> None:
+    """Captured photos keep the camera's size (96 px here); the pairs written back are at data.size
+    (64), so the validation the pipeline runs on a pushed batch takes them."""
+    synthesize(tmp_path / "raw", count=6, size=96, seed=4)
+    out = tmp_path / "batch"
+    made = cli(
+        "data", "suggest", "-n", 3, "--from", tmp_path / "raw", "--out", out, "--model", exported_model
+    )
+    assert made.exit_code == 0, made.output + made.stderr
+    tasks = json.loads((out / "labelstudio.json").read_text())
+    window = [[20.0, 40.0], [80.0, 40.0], [80.0, 60.0], [20.0, 60.0]]
+    for task in tasks:  # a labeller draws the window on each photo
+        drawn = {"type": "polygonlabels", "original_width": 96, "original_height": 96}
+        drawn["value"] = {"points": window, "polygonlabels": ["counter"]}
+        task["annotations"] = [{"result": [drawn], "was_cancelled": False}]
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+
+    back = cli("data", "from-labelstudio", tmp_path / "export.json", "--batch", out)
+    assert back.exit_code == 0, back.output + back.stderr
+    incoming = project_dir / "data" / "incoming"
+    checked = cli("data", "validate", incoming)
+    assert checked.exit_code == 0, checked.output
+    assert "valid" in checked.output and "--any-size" not in back.output
+    for mask in (incoming / "masks").iterdir():
+        with Image.open(mask) as img:
+            assert img.size == (64, 64) and 0.1 < (np.asarray(img) > 127).mean() < 0.2

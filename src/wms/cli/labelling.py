@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from wms.acquisition import DEFAULT_MIN_DISTANCE, STRATEGIES
 from wms.cli._common import console, progress_bar, state, styled
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def suggest(
@@ -148,11 +152,11 @@ def from_labelstudio(
 ) -> None:
     """Turn a labelled batch back into pairs: OUT/images (the batch's photos) and OUT/masks (PNG 0/255).
 
-    Then commit and push them as any new pairs (data/incoming/ by default): the pipeline merges,
-    validates, trains and gates them.
+    The pairs are prepared to data.size, as `wms data prepare` does (left at the photos' size
+    where data.auto_prepare is on: the pipeline prepares them). Then commit and push them as any
+    new pairs (data/incoming/ by default): the pipeline merges, validates, trains and gates them.
     """
     import json
-    import shutil
 
     from PIL import Image
 
@@ -166,7 +170,8 @@ def from_labelstudio(
     photos = {p.stem: p for p in (batch / "images").glob("*") if p.is_file()} if batch.is_dir() else {}
     if not photos:
         raise UsageError(f"{batch}/images holds no photos; name the folder `wms data suggest` wrote")
-    target = out or state(ctx).project().path(state(ctx).project().settings.data.incoming)
+    project = state(ctx).project()
+    target = out or project.path(project.settings.data.incoming)
     labelled = []
     for name, _, mask in masks:
         if name not in photos:
@@ -187,14 +192,50 @@ def from_labelstudio(
             f"no labelled photo of {batch} in {export}, so nothing was written; "
             "label them in Label Studio, then export the project again as JSON"
         )
-    for sub in ("images", "masks"):
-        (target / sub).mkdir(parents=True, exist_ok=True)
-    for photo, mask in labelled:
-        shutil.copyfile(photo, target / "images" / photo.name)
-        Image.fromarray(mask.astype("uint8") * 255, mode="L").save(target / "masks" / f"{photo.stem}.png")
+    data = project.settings.data
+    side = None if data.auto_prepare else data.size
+    _write_pairs(labelled, target, side)
+    check = f"wms data validate {target}" + (" --any-size" if side is None else "")
+    shape = f"prepared to {side}x{side}" if side else "at the photos' size (data.auto_prepare)"
     console.print(
-        f"wrote {len(labelled)} pair(s) to {target}/images and {target}/masks; "
-        f"check them with `wms data validate {target} --any-size`, then commit and push",
+        f"wrote {len(labelled)} pair(s), {shape}, to {target}/images and {target}/masks; "
+        f"check them with `{check}`, then commit and push",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _write_pairs(labelled: list[tuple[Path, np.ndarray]], target: Path, size: int | None) -> None:
+    """Each photo with its mask (0/255 PNG) into target/images and target/masks, prepared to `size`
+    x `size` as the pipeline's validation wants them (None: as labelled)."""
+    import shutil
+    import tempfile
+
+    from PIL import Image
+
+    from wms.data.pairs import IMAGE_SUFFIXES
+    from wms.data.prepare import prepare_dataset
+    from wms.errors import DataError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "labelled"
+        for sub in ("images", "masks"):
+            (staged / sub).mkdir(parents=True)
+        for photo, mask in labelled:
+            if photo.suffix.lower() in IMAGE_SUFFIXES:
+                shutil.copyfile(photo, staged / "images" / photo.name)
+            else:  # a .webp or .tif photo: a dataset holds JPEG or PNG
+                with Image.open(photo) as img:
+                    img.convert("RGB").save(staged / "images" / f"{photo.stem}.png")
+            Image.fromarray(mask.astype("uint8") * 255, mode="L").save(staged / "masks" / f"{photo.stem}.png")
+        if size is not None:
+            report = prepare_dataset(staged, Path(tmp) / "prepared", size=size)
+            if report.skipped:
+                raise DataError(
+                    f"cannot prepare the labelled pairs, nothing was written: {report.skipped[0].reason}"
+                )
+            staged = report.out
+        for sub in ("images", "masks"):
+            (target / sub).mkdir(parents=True, exist_ok=True)
+            for path in sorted((staged / sub).iterdir()):
+                shutil.copyfile(path, target / sub / path.name)
