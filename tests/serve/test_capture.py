@@ -238,3 +238,28 @@ def test_a_fractional_rate_captures_now_and_then() -> None:
         now[0] += 60
     assert sum(admitted) == 30  # one every two minutes
     assert admitted[:4] == [True, False, True, False]
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_replicas_sharing_an_inbox_keep_to_its_cap_together(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two services capturing into one inbox stop at serve.capture_max_files photos, not twice that."""
+    from wms.uncertainty import Assessment
+
+    inbox = (
+        str(tmp_path / "inbox") if where == "folder" else f"s3://{request.getfixturevalue('s3_bucket')}/inbox"
+    )
+    settings = ServeSettings(
+        capture="sample", capture_sample_rate=1.0, capture_dir=inbox, capture_max_files=3
+    )
+    replicas = [Capture(settings, "3", 0.5, count=lambda outcome: None) for _ in range(2)]
+    unsure = Assessment(score=0.9, entropy=0.8, uncertain_share=0.9, regions=0, verdict="check")
+    for i in range(8):  # the load balancer sends every other photo to each
+        image = Image.open(io.BytesIO(_photo(i))).convert("RGB")
+        replicas[i % 2].write(Captured(_photo(i), image, b"mask", unsure, 0.0, "sample"))
+
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(inbox, skip_instance_cache=True)
+    assert len(fs.find(f"{root}/meta")) == 3

@@ -17,7 +17,9 @@ atomic by itself), after the response has been sent, in a worker thread; a failu
 and counted, never returned to the client. A token bucket admits at most
 `capture_per_minute` captures a minute (bursts up to that many, at least one: 0.5 is one
 every two minutes); when the inbox holds `capture_max_files` photos or `capture_max_mb` MB,
-capturing stops, with one log line, until the server restarts.
+capturing stops, with one log line, until the server restarts. The inbox is measured again
+before every capture, so replicas of the service that share it keep to the caps together
+(within the captures they write at the same moment).
 """
 
 from __future__ import annotations
@@ -114,8 +116,8 @@ class Inbox:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
 
-    def usage(self) -> tuple[int, int]:
-        """Photos (metadata files) and bytes already in the inbox."""
+    def usage(self, skip: frozenset[str] = frozenset()) -> tuple[int, int]:
+        """Photos (metadata files) and bytes already in the inbox, but for the ids in `skip`."""
         count = total = 0
         for kind in KINDS:
             try:
@@ -123,7 +125,7 @@ class Inbox:
             except FileNotFoundError:
                 continue
             for path, info in sizes.items():
-                if path.endswith(".tmp"):
+                if path.endswith(".tmp") or path.rsplit("/", 1)[-1].split(".")[0] in skip:
                     continue
                 total += int(info.get("size") or 0)
                 count += kind == "meta"
@@ -148,7 +150,7 @@ class Capture:
         self.max_files, self.max_bytes = settings.capture_max_files, int(settings.capture_max_mb * MB)
         self.lock = threading.Lock()
         self.inbox: Inbox | None = None
-        self.used: tuple[int, int] | None = None  # photos, bytes; read from the inbox on first use
+        self.writing: dict[str, int] = {}  # id -> bytes of the captures this process is writing
         self.taken: set[str] = set()  # ids written (or being written) by this process
         self.full = False
 
@@ -211,11 +213,12 @@ class Capture:
         with self.lock:
             if self.inbox is None:
                 self.inbox = Inbox(self.settings.capture_dir)
-            if self.used is None:
-                self.used = self.inbox.usage()
             if pid in self.taken or self.inbox.exists("meta", f"{pid}.json"):
                 return "duplicate"
-            count, total = self.used
+            # Read for every capture: other replicas of the service fill the same inbox. Captures
+            # being written here count whole, and their files already written are left out.
+            stored, stored_bytes = self.inbox.usage(frozenset(self.writing))
+            count, total = stored + len(self.writing), stored_bytes + sum(self.writing.values())
             if self.full or count + 1 > self.max_files or total + size > self.max_bytes:
                 if not self.full:
                     self.full = True
@@ -229,7 +232,7 @@ class Capture:
                         self.settings.capture_max_mb,
                     )
                 return "full"
-            self.used = (count + 1, total + size)  # reserved before writing: concurrent writes see it
+            self.writing[pid] = size  # concurrent writes see it
             self.taken.add(pid)
         try:
             self.inbox.put("images", f"{pid}.jpg", photo)
@@ -237,10 +240,11 @@ class Capture:
             self.inbox.put("meta", f"{pid}.json", meta)  # last: it marks the capture complete
         except Exception:
             with self.lock:
-                count, total = self.used
-                self.used = (count - 1, total - size)
                 self.taken.discard(pid)
             raise
+        finally:
+            with self.lock:
+                del self.writing[pid]
         return "written"
 
 
