@@ -93,9 +93,6 @@ def test_brighter_photos_drift_and_a_fresh_sample_does_not(
         for name in by_feature
     )
 
-    late = cli("monitor", "drift", "--since", "2030-01-01", "--out", tmp_path / "late")
-    assert late.exit_code == 2 and "no captured photos" in late.stderr
-
 
 def test_too_few_photos_are_reported_as_too_few_not_as_no_drift(
     cli: Callable[..., Any], production: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -122,7 +119,6 @@ def test_since_counts_from_when_the_service_captured_a_photo_not_when_its_file_w
 
     from wms.config import ServeSettings
     from wms.drift import captured_photos
-    from wms.errors import UsageError
     from wms.serve.capture import Capture, Captured
     from wms.uncertainty import Assessment
 
@@ -137,7 +133,29 @@ def test_since_counts_from_when_the_service_captured_a_photo_not_when_its_file_w
     for path in inbox.rglob("*"):
         os.utime(path, (later, later))  # as a copy made then leaves them
 
-    with pytest.raises(UsageError, match="0 since 2030-01-01"):
-        captured_photos(inbox, datetime(2030, 1, 1, tzinfo=UTC))
+    assert captured_photos(inbox, datetime(2030, 1, 1, tzinfo=UTC))[0] == []
     photos, _ = captured_photos(inbox, datetime(2020, 1, 1, tzinfo=UTC))
     assert abs((photos[0].time - captured).total_seconds()) < 60
+
+
+def test_a_window_with_no_photos_clears_the_drift_an_earlier_report_flagged(
+    cli: Callable[..., Any], production: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduled run over a quiet week (or an emptied inbox) says so and lowers the flags, so
+    WmsInputDrift stops firing on last week's drift."""
+    textfile = tmp_path / "textfile"
+    monkeypatch.setenv("WMS_MONITOR__TEXTFILE_DIR", str(textfile))
+    bright = cli("monitor", "drift", "--from", production / "old", "--out", tmp_path / "bright")
+    assert bright.exit_code == 0, bright.output + bright.stderr
+    assert _gauges(textfile)[("wms_drift_flagged", "brightness")] == 1
+
+    late = cli("monitor", "drift", "--since", "2030-01-01T00:00+02:00", "--out", tmp_path / "late")
+    assert late.exit_code == 0, late.output + late.stderr
+    assert "0 since 2030-01-01T00:00:00+02:00" in late.output
+    assert "too few photos to call drift: 0 captured" in late.output
+    gauges = _gauges(textfile)
+    assert gauges[("wms_drift_captured_photos", "")] == 0
+    assert not any(value for (name, _), value in gauges.items() if name == "wms_drift_flagged")
+    report = json.loads((tmp_path / "late" / "drift.json").read_text())
+    assert report["flagged"] == [] and report["since"] == "2030-01-01T00:00:00+02:00"
+    assert "too few photos to call drift" in (tmp_path / "late" / "report.html").read_text()

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from wms.errors import DataError, UsageError
+from wms.errors import DataError
 from wms.inbox import Photo, scan_photos
 from wms.suggest import ProbabilityModel, open_photo
 from wms.train.export import resize_bilinear
@@ -160,8 +160,11 @@ class DriftReport:
 def compare(
     reference: dict[str, list[float]], captured: dict[str, list[float]], threshold: float, min_photos: int
 ) -> list[FeatureDrift]:
-    """PSI of every feature, flagged where it is over `threshold` and the comparison means something."""
+    """PSI of every feature, flagged where it is over `threshold` and the comparison means something;
+    none without captured photos."""
     n_ref, n_cap = len(reference[FEATURES[0]]), len(captured[FEATURES[0]])
+    if n_cap == 0:
+        return []
     bins = bins_for(n_ref, n_cap)
     drifts = []
     for name in FEATURES:
@@ -212,14 +215,13 @@ def features_of(
 
 
 def captured_photos(inbox: Path, since: datetime | None) -> tuple[list[Photo], str]:
-    """The inbox's photos captured at or after `since`, and a line saying what was read."""
+    """The inbox's photos captured at or after `since` (none in a quiet window), and a line saying
+    what was read."""
     scan = scan_photos(inbox)
     photos = [p for p in scan.photos if since is None or p.time >= since]
     line = scan.summary()
     if since is not None:
         line += f", {len(photos)} since {since.isoformat()}"
-    if not photos:
-        raise UsageError(f"no captured photos to compare: {line}")
     return photos, line
 
 

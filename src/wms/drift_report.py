@@ -140,7 +140,12 @@ def write_report(report: DriftReport, out: Path, textfile_dir: Path | None = Non
             f"<td>{_spread(item.reference)}</td><td>{_spread(item.captured)}</td>"
             f"<td>{html.escape(item.note)}</td></tr>"
         )
-    pictures = "".join(f"<img src='hist-{name}.png' alt='{name}'>" for name in FEATURES)
+    pictures = "".join(f"<img src='hist-{f.feature}.png' alt='{f.feature}'>" for f in report.features)
+    bins = (
+        f"<p>Bins: {report.features[0].bins} at the training photos' quantiles.</p>"
+        if report.features
+        else ""
+    )
     page = out / "report.html"
     page.write_text(
         "<!doctype html><meta charset='utf-8'><title>WMS input drift</title>"
@@ -152,7 +157,7 @@ def write_report(report: DriftReport, out: Path, textfile_dir: Path | None = Non
         f"Captured: {html.escape(report.captured_source)}.<br>Made {report.created_at}.</p>"
         "<table><tr><th>feature</th><th>PSI</th><th></th><th>training median (p10 to p90)</th>"
         f"<th>captured median (p10 to p90)</th><th></th></tr>{''.join(rows)}</table>"
-        f"<p>Bins: {report.features[0].bins} at the training photos' quantiles.</p>{pictures}\n"
+        f"{bins}{pictures}\n"
     )
     (out / "drift.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     write_prom(report, out / PROM_FILE)

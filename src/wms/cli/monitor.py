@@ -80,11 +80,13 @@ def drift(
         loaders, reference_line = training_reference(
             project, served.card.dataset_version, cfg.reference_photos, cfg.seed
         )
+    if not photos:  # a quiet window: a report that flags nothing replaces the last one's gauges
+        loaders = []
     with progress_bar("reference photos", len(loaders)) as advance:
         ref_values, ref_bad = features_of(served.segmenter, loaders, advance)
     with progress_bar("captured photos", len(photos)) as advance:
         cap_values, cap_bad = features_of(served.segmenter, [file_loader(p.path) for p in photos], advance)
-    if not ref_values["brightness"] or not cap_values["brightness"]:
+    if photos and (not ref_values["brightness"] or not cap_values["brightness"]):
         raise UsageError("no photo could be read on one side of the comparison; see the counts above")
     report = DriftReport(
         model_version=served.version,
@@ -117,7 +119,8 @@ def drift(
             f"{item.reference['p50']:.4g}",
             f"{item.captured['p50']:.4g}",
         )
-    console.print(table)
+    if report.features:
+        console.print(table)
     console.print(f"reference: {reference_line}", highlight=False, soft_wrap=True)
     console.print(
         f"captured: {captured_line}" + (f"; {cap_bad} unreadable" if cap_bad else ""),
