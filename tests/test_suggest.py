@@ -380,3 +380,26 @@ def test_labelled_photos_come_back_as_pairs_the_pipeline_takes(
     for mask in (incoming / "masks").iterdir():
         with Image.open(mask) as img:
             assert img.size == (64, 64) and 0.1 < (np.asarray(img) > 127).mean() < 0.2
+
+
+def test_photos_already_in_the_dataset_are_not_suggested_again(
+    cli: Callable[..., Any], project_dir: Path, exported_model: Path, tmp_path: Path
+) -> None:
+    """A captured photo labelled and pushed is a pair of the dataset version main points at, under
+    the photo's name; the next suggest from the same inbox passes over it instead of offering it again."""
+    synthesize(tmp_path / "labelled", count=6, size=64, seed=5)
+    ingested = cli("data", "ingest", tmp_path / "labelled")
+    assert ingested.exit_code == 0, ingested.output + ingested.stderr
+    synthesize(tmp_path / "new", count=4, size=64, seed=6)
+    inbox = tmp_path / "inbox"
+    shutil.copytree(tmp_path / "labelled" / "images", inbox)
+    for photo in (tmp_path / "new" / "images").iterdir():
+        shutil.copyfile(photo, inbox / photo.name)
+
+    out = tmp_path / "batch"
+    args = ["-n", 10, "--from", inbox, "--out", out, "--model", exported_model, "--strategy", "top"]
+    result = cli("data", "suggest", *args)
+    assert result.exit_code == 0, result.output + result.stderr
+    chosen = {p.stem for p in (out / "images").iterdir()}
+    assert chosen and all(name.startswith("synth_s6_") for name in chosen), chosen
+    assert "passed over 6 photo(s) already labelled" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,8 @@ from wms.cli._common import console, progress_bar, state, styled
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from wms.config import Project
 
 
 def suggest(
@@ -83,15 +86,22 @@ def suggest(
     scan = scan_photos(folder)
     if not scan.photos:
         raise UsageError(f"nothing to suggest: {scan.summary()}")
+    labelled, version = _labelled_ids(project)
+    fresh = [p for p in scan.photos if unicodedata.normalize("NFC", p.name).casefold() not in labelled]
+    if not fresh:
+        raise UsageError(
+            f"nothing to suggest: the {len(scan.photos)} photo(s) in {scan.folder} are all pairs of dataset "
+            f"version {version} already; move labelled photos out of it"
+        )
     try:
         served = load_model(project, model)
     except RegistryError as exc:
         raise UsageError(f"cannot load model {model!r}: {exc}") from None
 
-    with progress_bar(f"scoring with model {served.version}", len(scan.photos)) as advance:
-        ranked, unreadable = score_photos(served.segmenter, scan.photos, advance)
+    with progress_bar(f"scoring with model {served.version}", len(fresh)) as advance:
+        ranked, unreadable = score_photos(served.segmenter, fresh, advance)
     if not ranked:
-        raise UsageError(f"none of the {len(scan.photos)} photo(s) in {scan.folder} could be decoded")
+        raise UsageError(f"none of the {len(fresh)} photo(s) in {scan.folder} could be decoded")
     selection = select(ranked, count, min_distance, strategy)
     extra = {
         "strategy": strategy,
@@ -119,6 +129,13 @@ def suggest(
             highlight=False,
             soft_wrap=True,
         )
+    if len(fresh) < len(scan.photos):
+        console.print(
+            f"passed over {len(scan.photos) - len(fresh)} photo(s) already labelled: pairs of dataset "
+            f"version {version} ({project.settings.data.pointer}) under the same name",
+            highlight=False,
+            soft_wrap=True,
+        )
     passed = len(selection.same_bytes) + len(selection.near_duplicates)
     if passed:
         console.print(
@@ -140,6 +157,29 @@ def suggest(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _labelled_ids(project: Project) -> tuple[set[str], str | None]:
+    """The pair ids (NFC, casefolded) of the dataset version data/dataset.json names, and that
+    version: a photo labelled and pushed is a pair under its own name (from-labelstudio keeps it)."""
+    from wms.data.pointer import read_pointer
+    from wms.data.store import open_store
+    from wms.errors import WmsError
+
+    try:
+        pointer = read_pointer(project.path(project.settings.data.pointer))
+        if pointer is None:
+            return set(), None
+        version = str(pointer["version"])
+        pairs = open_store(project).manifest(version)["pairs"]
+    except WmsError as exc:
+        console.print(
+            styled(f"cannot tell which photos are labelled already, so none is passed over: {exc}", "yellow"),
+            highlight=False,
+            soft_wrap=True,
+        )
+        return set(), None
+    return {unicodedata.normalize("NFC", pid).casefold() for pid in pairs}, version
 
 
 def from_labelstudio(
