@@ -133,6 +133,9 @@ class TrainSettings(Section):
     refine_margin: float = Field(1.4, ge=1, le=4, description="a crop's side / the found window's length")
     refine_align: bool = Field(True, description="turn each crop so that the window's long axis lies level")
     cache_dir: Path = Field(Path(".wms/cache"), description="decoded uint8 arrays, memory-mapped")
+    cache_max_gb: float = Field(
+        5, ge=0, description="the cache's size; least recently used arrays go first (0: only the run's own)"
+    )
     export_onnx: bool = Field(True, description="log an ONNX export beside the weights (serving uses it)")
 
     @field_validator("augment_quarter_turns", mode="before")

@@ -3,19 +3,32 @@
 Decoding JPEG/PNG is the slow part of an epoch; with the arrays cached the loop reads
 pixels straight from the page cache. The cache key covers every file's name, size and
 modification time plus the training size, so changed data is never served stale.
+
+Every new dataset version (and, on the GPU instance, every job's fresh copy of the data) is
+a new key, so the cache would grow by a run's arrays with every batch: after each load the
+least recently used entries go until the cache holds at most `train.cache_max_gb`, the
+entry just used always stays.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
 
+from wms.config import TrainSettings
 from wms.data.pairs import Pair
 from wms.train.preprocess import image_to_array, mask_to_array, open_image, open_mask
+
+
+def cache_bytes(cfg: TrainSettings) -> int:
+    """train.cache_max_gb in bytes."""
+    return int(cfg.cache_max_gb * 1024**3)
 
 
 def cache_key(pairs: Sequence[Pair], size: int) -> str:
@@ -39,9 +52,10 @@ def decode(pairs: Sequence[Pair], size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_arrays(
-    pairs: Sequence[Pair], size: int, cache_dir: Path | None = None
+    pairs: Sequence[Pair], size: int, cache_dir: Path | None = None, max_bytes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The decoded pairs, from the cache when it has them (memory-mapped, read-only)."""
+    """The decoded pairs, from the cache when it has them (memory-mapped, read-only); then the
+    cache's least recently used entries go until it holds at most `max_bytes` (None: no limit)."""
     if cache_dir is None or not pairs:
         return decode(pairs, size)
     key = cache_key(pairs, size)
@@ -54,4 +68,34 @@ def load_arrays(
             tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.tmp.npy")
             np.save(tmp, array)
             tmp.replace(path)
-    return np.load(images_path, mmap_mode="r"), np.load(masks_path, mmap_mode="r")
+    else:
+        for path in (images_path, masks_path):
+            os.utime(path)  # the entry's last use, which eviction goes by
+    arrays = np.load(images_path, mmap_mode="r"), np.load(masks_path, mmap_mode="r")
+    if max_bytes is not None:
+        evict(cache_dir, max_bytes, keep=key)
+    return arrays
+
+
+def evict(cache_dir: Path, max_bytes: int, keep: str) -> list[str]:
+    """Remove the least recently used entries but `keep` until the cache holds at most
+    `max_bytes`; the keys removed. A process still reading a removed entry keeps its mapping."""
+    entries: dict[str, list[tuple[Path, os.stat_result]]] = {}
+    for path in cache_dir.glob("*.npy"):
+        if path.name.startswith("."):
+            continue  # a write in progress
+        with suppress(FileNotFoundError):  # another run's eviction got there first
+            entries.setdefault(path.name.split(".", 1)[0], []).append((path, path.stat()))
+    total = sum(st.st_size for files in entries.values() for _, st in files)
+    removed = []
+    for key in sorted(entries, key=lambda k: max(st.st_mtime for _, st in entries[k])):
+        if total <= max_bytes:
+            break
+        if key == keep:
+            continue
+        for path, st in entries[key]:
+            with suppress(OSError):  # gone already, or mapped where that forbids it (Windows): next time
+                path.unlink()
+            total -= st.st_size
+        removed.append(key)
+    return removed

@@ -26,7 +26,7 @@ from wms.data.pairs import Pair
 from wms.errors import TrainError
 from wms.guards import signals_held
 from wms.train.augment import augment, early_size, shrink
-from wms.train.cache import load_arrays
+from wms.train.cache import cache_bytes, load_arrays
 from wms.train.distributed import SINGLE, Dist, mean_of, process_group, shard, shared
 from wms.train.losses import LOSSES, RunningLoss
 from wms.train.model import (
@@ -159,8 +159,9 @@ def _fit(
 
     x_train: Any
     y_train: Any
-    x_train, y_train = load_arrays(train_pairs, cfg.image_size, cache_dir)
-    x_val_np, y_val_np = load_arrays(val_pairs, cfg.image_size, cache_dir)
+    cap = cache_bytes(cfg)
+    x_train, y_train = load_arrays(train_pairs, cfg.image_size, cache_dir, cap)
+    x_val_np, y_val_np = load_arrays(val_pairs, cfg.image_size, cache_dir, cap)
     if cuda:
         # The whole uint8 dataset fits on a GPU; batches are then sliced there, never copied per step.
         x_train = torch.from_numpy(np.asarray(x_train)).to(device)

@@ -35,7 +35,7 @@ from wms.config import TrainSettings
 from wms.crops import Box, Crop, locate
 from wms.data.pairs import Pair
 from wms.errors import TrainError
-from wms.train.cache import load_arrays
+from wms.train.cache import cache_bytes, load_arrays
 from wms.train.losses import RunningLoss, bce_dice
 from wms.train.model import build_model, input_multiple
 from wms.train.schedule import learning_rate
@@ -101,7 +101,7 @@ def train_second_stage(
 ) -> tuple[Segmenter, dict[str, float]]:
     """`first` with a second stage trained on `train_pairs`' windows, and how training went."""
     spec = refine_spec(cfg)
-    images_np, masks_np = load_arrays(train_pairs, SOURCE_SIDE, cache_dir)
+    images_np, masks_np = load_arrays(train_pairs, SOURCE_SIDE, cache_dir, cache_bytes(cfg))
     boxes_found = [locate(np.asarray(m), spec.align) for m in masks_np]
     keep = [i for i, b in enumerate(boxes_found) if b is not None]
     if not keep:

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from wms.config import TrainSettings
+from wms.data.pairs import find_pairs
+from wms.train.cache import cache_key, load_arrays
+from wms.train.loop import train
+
+TINY = {"image_size": 32, "base_channels": 4, "depth": 2, "batch_size": 8, "epochs": 0}
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir())
+
+
+@pytest.fixture
+def pairs(make_batch: Callable[..., Path]) -> list:
+    return find_pairs(make_batch(count=40, size=32)).pairs
+
+
+def test_a_year_of_batches_keeps_the_cache_within_its_size(pairs: list, tmp_path: Path) -> None:
+    # Each batch is a new dataset version, so each run decodes new arrays: a run's train and val
+    # arrays are about 80 KB here, and the cap holds about three runs' worth.
+    cache = tmp_path / "cache"
+    cap_gb = 250_000 / 1024**3
+    cfg = TrainSettings(**TINY | {"cache_max_gb": cap_gb})
+    for day in range(20):
+        data = pairs[: 20 + day]
+        train(cfg, data[:-4], data[-4:], cache_dir=cache)
+    newest = cache_key(data[:-4], 32), cache_key(data[-4:], 32)
+    assert {f"{k}.{kind}.npy" for k in newest for kind in ("images", "masks")} <= {
+        p.name for p in cache.iterdir()
+    }
+    assert _size(cache) <= 250_000 + 120_000  # the cap, and the run just made may go past it
+    assert len(list(cache.iterdir())) < 20 * 4
+
+
+def test_arrays_used_again_stay_and_the_least_recent_go(pairs: list, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    old, other = pairs[:10], pairs[10:20]
+    load_arrays(old, 32, cache)
+    load_arrays(other, 32, cache)
+    for i, path in enumerate(sorted(cache.iterdir())):
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))  # both written long ago
+    load_arrays(old, 32, cache)  # used again: now the most recent
+    entry = _size(cache) // 2
+    load_arrays(pairs[20:30], 32, cache, max_bytes=2 * entry)
+    left = {p.name.split(".")[0] for p in cache.iterdir()}
+    assert left == {cache_key(old, 32), cache_key(pairs[20:30], 32)}
