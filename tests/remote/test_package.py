@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -51,3 +52,41 @@ def test_the_install_script_makes_each_part_once_under_a_lock(tmp_path: Path) ->
     assert f'if [ ! -f "/srv/wms/envs/{bundle.deps_key}.ok" ]' in script
     assert '-c /srv/wms/in/c.txt "/srv/wms/in/w.whl[s3]"' in script
     assert f'--no-deps --target "/srv/wms/code/{bundle.code_key}"' in script
+
+
+def test_an_install_removes_what_no_run_used_for_weeks_and_keeps_the_rest(tmp_path: Path) -> None:
+    """Each new set of pins is a new environment of several GB on the GPU instance's disk."""
+    bundle = build_wheel(tmp_path / "w")
+    root = tmp_path / "remote"
+    month_ago = time.time() - 30 * 86400
+    made = {}
+    for part, age in [
+        (f"envs/{bundle.deps_key}", month_ago),  # the one this install uses, however old
+        (f"code/{bundle.code_key}", month_ago),
+        ("envs/0ld0ld0ld0ld0ld0", month_ago),  # last month's pins
+        ("envs/2daysago2daysag", time.time() - 2 * 86400),
+        ("code/0ldc0de0ldc0de0", month_ago),
+        ("jobs/20250101-000000-abcdef", month_ago),
+        ("jobs/20250301-000000-abcdef", time.time()),
+        ("incoming/0ldc0de0ldc0de0", month_ago),
+    ]:
+        (root / part).mkdir(parents=True)
+        (root / part / "payload").write_bytes(b"x")
+        if part.startswith(("envs/", "code/")):
+            (root / f"{part}.ok").touch()
+            os.utime(root / f"{part}.ok", (age, age))
+        os.utime(root / part, (age, age))
+        made[part] = age
+    (root / "envs" / "half-made").mkdir()  # an install cut short a month ago: no .ok
+    os.utime(root / "envs" / "half-made", (month_ago, month_ago))
+    script = install_script(str(root), "python3", bundle, str(root / "w.whl"), str(root / "c.txt"))
+    subprocess.run(["bash"], input=script, text=True, check=True, capture_output=True)
+    left = {f"{p.parent.name}/{p.name}" for p in root.glob("*/*") if not p.name.endswith(".ok")}
+    assert left == {
+        f"envs/{bundle.deps_key}",
+        f"code/{bundle.code_key}",
+        "envs/2daysago2daysag",
+        "jobs/20250301-000000-abcdef",
+    }
+    assert not (root / "envs" / "0ld0ld0ld0ld0ld0.ok").exists()
+    assert "export PIP_NO_CACHE_DIR=1" in script  # nor a copy of every torch wheel in ~/.cache/pip

@@ -9,6 +9,11 @@ alone is several GB) are keyed by `constraints.txt` and the wheel's declared req
 a code change does not download them again; the code is keyed by the wheel's sha256, and the
 job runs with that folder first on PYTHONPATH. The wheel is reproducible (sorted files,
 SOURCE_DATE_EPOCH), so an unchanged checkout gives the same hash and installs nothing.
+
+Every new key is a new folder, and a new set of pins a new environment of several GB: an
+install also removes the environments, code folders, uploads and job folders that nothing
+has used for `KEEP_DAYS` days (using an install touches its `.ok` markers), so the instance's
+disk does not fill with every dependency update. pip keeps no cache of its own there.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
 # Any fixed time works; 1980-01-01 is the earliest a zip file can hold.
 SOURCE_DATE_EPOCH = "315532800"
 EXTRAS = "s3"  # the instance reads an s3:// store itself
+KEEP_DAYS = 14  # what no run used for this long goes at the next install
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,8 @@ def deps_key(wheel: Path, constraints: Path | None) -> str:
 def install_script(
     remote_dir: str, python: str, bundle: Bundle, wheel_path: str, constraints_path: str
 ) -> str:
-    """The shell script that makes the environment and the code folder, each only when missing.
+    """The shell script that makes the environment and the code folder, each only when missing,
+    then removes what no run used for `KEEP_DAYS` days.
 
     One install at a time per instance (flock): two jobs that start together share the work.
     """
@@ -130,6 +137,7 @@ def install_script(
     code = f"{remote_dir}/code/{bundle.code_key}"
     pins = f"-c {constraints_path}" if bundle.constraints is not None else ""
     return f"""set -eu
+export PIP_NO_CACHE_DIR=1  # a copy of every torch wheel in ~/.cache/pip would stay for good
 exec 9>"{remote_dir}/install.lock"
 flock 9
 if [ ! -f "{env}.ok" ]; then
@@ -146,6 +154,19 @@ if [ ! -f "{code}.ok" ]; then
   "{env}/bin/python" -m pip install -q --disable-pip-version-check --no-deps --target "{code}" "{wheel_path}"
   touch "{code}.ok"
 fi
+touch "{env}.ok" "{code}.ok"
+cd "{remote_dir}"
+shopt -s nullglob
+for part in envs/* code/*; do
+  case $part in *.ok|"envs/{bundle.deps_key}"|"code/{bundle.code_key}") continue ;; esac
+  stamp=$part.ok
+  [ -e "$stamp" ] || stamp=$part
+  if [ -n "$(find "$stamp" -maxdepth 0 -mtime +{KEEP_DAYS})" ]; then
+    echo "removing $part, unused for over {KEEP_DAYS} days"
+    rm -rf "$part" "$part.ok" || true  # tidying only: it never fails the install
+  fi
+done
+find incoming jobs -mindepth 1 -maxdepth 1 -mtime +{KEEP_DAYS} -exec rm -rf {{}} + 2>/dev/null || true
 """
 
 
@@ -153,7 +174,8 @@ def install(ssh: Ssh, root: str, bundle: Bundle, python: str, notify: Callable[[
     """Install `bundle` on the instance under `root` (its environment and code, each only when
     missing), showing the installer's lines as they come."""
     host = ssh.target.host
-    ready = ssh.run(f"test -f {root}/envs/{bundle.deps_key}.ok && test -f {root}/code/{bundle.code_key}.ok")
+    env_ok, code_ok = f"{root}/envs/{bundle.deps_key}.ok", f"{root}/code/{bundle.code_key}.ok"
+    ready = ssh.run(f"test -f {env_ok} && test -f {code_ok} && touch {env_ok} {code_ok}")  # in use: kept
     if ready[0] == 0:
         notify(f"code {bundle.code_key} already installed on {host}")
         return
