@@ -34,6 +34,8 @@ stdin = "" if sys.stdin is None or sys.stdin.closed else sys.stdin.read()
 with open(os.environ["WMS_FAKE_LOG"], "a") as log:
     record = {{"who": "{name}", "args": args, "stdin": stdin, "kubeconfig": os.environ.get("KUBECONFIG")}}
     log.write(json.dumps(record) + "\\n")
+if os.environ.get("WMS_FAKE_FAIL") == " ".join(["{name}", *args[:2]]):
+    sys.exit("Error response from daemon: conflict")
 if "{name}" == "helm" and args[:2] == ["upgrade", "--install"]:
     namespace = args[args.index("--namespace") + 1]
     open(os.path.join(os.environ["WMS_FAKE_STATE"], "installed-" + namespace), "w").close()
@@ -123,6 +125,7 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "docker login",
         "docker build",
         "docker push",
+        "docker image",
         "k8s POST /api/v1/namespaces",
         "k8s PUT /api/v1/namespaces/model-1/secrets/ecr-pull-secret",
         "k8s POST /api/v1/namespaces/model-1/secrets",
@@ -134,11 +137,12 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "k8s DELETE /api/v1/namespaces/model-7",
         "k8s DELETE /api/v1/namespaces/model-9",
     ]
-    login, build, push, helm = calls[0], calls[1], calls[2], calls[6]
+    login, build, push, forget, helm = calls[0], calls[1], calls[2], calls[3], calls[7]
     host = login["args"][-1]
     assert host.endswith(".amazonaws.com") and login["args"][:3] == ["login", "--username", "AWS"]
     image = build["args"][build["args"].index("-t") + 1]
     assert image.startswith(f"{host}/wms-model:v1-") and push["args"] == ["push", image]
+    assert forget["args"] == ["image", "rm", image]  # every deploy's copy would stay on the node's disk
     assert helm["args"][:12] == [
         "upgrade", "--install", "wms-model", str(root / "devops/helm/wms-model"),
         "--namespace", "model-1", "--create-namespace", "--atomic", "--wait",
@@ -159,6 +163,17 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
     context = root / ".wms/deploy/k8s-build"
     assert json.loads((context / "model/serving.json").read_text())["version"] == "1"
     assert (context / "docker/Dockerfile").is_file() and (context / "src/wms/serve/app.py").is_file()
+
+
+def test_a_local_image_docker_cannot_remove_is_a_note_not_a_failed_deploy(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMS_FAKE_FAIL", "docker image rm")
+    result = cli("deploy")
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("[2/8] built and pushed"))
+    assert line.endswith("; its local copy stays (`" + str(shutil.which("docker")) + " image rm` failed "
+                         "with exit code 1: Error response from daemon: conflict)")  # fmt: skip
 
 
 def test_a_service_answering_with_another_version_stops_before_cleanup(

@@ -80,8 +80,8 @@ class K8sDeployer:
             f"ECR login: boto3 ecr.get_authorization_token (region {self.cfg.aws_region or 'from AWS_*'}), "
             f"`{self.cfg.docker} login --password-stdin <ecr>`",
             f"stage model {model_ref} (version {version}, sha256 checked) with the sources in "
-            f"{self.build_dir}; `{self.cfg.docker} build -f {self.cfg.dockerfile} -t {image}` and "
-            f"`{self.cfg.docker} push {image}`",
+            f"{self.build_dir}; `{self.cfg.docker} build -f {self.cfg.dockerfile} -t {image}`, "
+            f"`{self.cfg.docker} push {image}` and `{self.cfg.docker} image rm {image}` (ECR keeps it)",
             f"refresh imagePullSecret {self.cfg.pull_secret} in namespace {ns} (created if missing)",
             f"check that model {model_ref} exists in the registry and is still version {version}",
             " ".join(self.helm_args(ns, image, version, expected)),
@@ -140,6 +140,16 @@ class K8sDeployer:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise BackendError(f"`{' '.join(args[:3])}` failed with exit code {done.returncode}: {last[0]}")
         return done.stdout
+
+    def _forget(self, docker: str, image: str) -> str:
+        """Remove the local copy of the pushed `image`: the cluster pulls it from ECR, and every
+        deploy's copy (a few hundred MB: a new commit installs the dependencies again) would stay
+        on the node's disk for good. A failure only says so: the image is in ECR."""
+        try:
+            self._run([docker, "image", "rm", image])
+        except BackendError as exc:
+            return f"; its local copy stays ({exc})"
+        return ""
 
     def _ecr_login(self) -> tuple[str, str, str]:
         """(registry host, user, password) from a fresh ECR token."""
@@ -218,7 +228,7 @@ class K8sDeployer:
         context = self._stage_context(model)
         self._run([docker, "build", "-f", str(context / "docker" / "Dockerfile"), "-t", image, str(context)])
         self._run([docker, "push", image])
-        self._step(f"built and pushed {image} (model {version} baked in)")
+        self._step(f"built and pushed {image} (model {version} baked in){self._forget(docker, image)}")
 
         created = kube.ensure_namespace(
             namespace, {"app.kubernetes.io/managed-by": "wms", "wms/model-version": version}
