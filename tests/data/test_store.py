@@ -248,6 +248,33 @@ def test_unknown_version_names_the_latest(store: DatasetStore, make_batch: Calla
         store.manifest("0123456789ab")
 
 
+def test_an_unknown_version_is_answered_from_the_listing_without_reading_every_manifest(
+    store: DatasetStore, make_batch: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A year of batches is hundreds of manifests, each holding every pair: a mistyped id read
+    all of them before saying so, and one damaged manifest answered in its place."""
+    versions: list[str] = []
+    for seed in (1, 2, 3):
+        versions.append(
+            store.ingest(
+                make_batch(f"b{seed}", count=2, seed=seed), versions[-1] if versions else None
+            ).version
+        )
+    tamper(store, versions[0], lambda manifest: manifest.update(counts="?"))  # an old one, edited by hand
+    reads: list[str] = []
+    cat_file = store.fs.cat_file
+    monkeypatch.setattr(
+        store.fs, "cat_file", lambda path, *a, **k: reads.append(path) or cat_file(path, *a, **k)
+    )
+    with pytest.raises(DataError) as caught:
+        store.manifest("0123456789ab")
+    assert str(caught.value).startswith(
+        f"dataset version '0123456789ab' is not in the store {store.url} (latest: "
+    )
+    assert all(v in str(caught.value) for v in versions)
+    assert reads == [f"{store.root}/versions/0123456789ab.json"]
+
+
 def tamper(store: DatasetStore, version: str, change: Callable[[dict[str, Any]], None]) -> None:
     """Edit a stored manifest in place, as someone with write access to the store could."""
     path = f"{store.root}/versions/{version}.json"

@@ -29,7 +29,14 @@ from wms.config import Project
 from wms.data.backend import put_file, store_errors
 from wms.data.hashes import content_version, sha256_file
 from wms.data.lease import lease
-from wms.data.manifest import SHA256, check_manifest, check_version_id, entry_problem, folded
+from wms.data.manifest import (
+    SHA256,
+    VERSION_ID,
+    check_manifest,
+    check_version_id,
+    entry_problem,
+    folded,
+)
 from wms.data.pairs import Pair, find_pairs
 from wms.data.pointer import write_pointer
 from wms.data.splits import split_of
@@ -153,6 +160,22 @@ class DatasetStore:
                 infos.append(VersionInfo(m["version"], m["parent"], m["created_at"], m["counts"]["pairs"]))
         return sorted(infos, key=lambda v: (v.created_at, v.id))
 
+    def _latest_ids(self, count: int) -> list[str]:
+        """The ids of the `count` versions written last, newest first, from the listing alone:
+        reading every manifest (`versions()`) takes longer with every batch, and one damaged
+        manifest would answer instead."""
+        try:
+            listed = self._call("list versions", self.fs.ls, f"{self.root}/versions", True)
+        except FileNotFoundError:
+            return []
+        written = {}
+        for info in listed:
+            version = str(info["name"]).rsplit("/", 1)[-1].removesuffix(".json")
+            if str(info["name"]).endswith(".json") and VERSION_ID.fullmatch(version):
+                when = info.get("LastModified") or info.get("mtime") or 0  # S3's datetime, a file's float
+                written[version] = when.timestamp() if isinstance(when, datetime) else float(when)
+        return sorted(written, key=lambda v: (written[v], v), reverse=True)[:count]
+
     def manifest(self, version: str) -> dict[str, Any]:
         """The manifest of a version, checked whole (ids, file names, hashes, splits)."""
         return self._read_manifest(version)[0]
@@ -162,7 +185,7 @@ class DatasetStore:
         try:
             raw = self._call("read a manifest", self.fs.cat_file, path)
         except FileNotFoundError:
-            known = ", ".join(v.id for v in self.versions()[-5:])
+            known = ", ".join(self._latest_ids(5))
             raise DataError(
                 f"dataset version {version!r} is not in the store {self.url} "
                 f"(latest: {known or 'none'}); see `wms data versions`"
