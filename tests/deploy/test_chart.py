@@ -104,6 +104,22 @@ def test_the_image_is_slim_non_root_and_torch_free() -> None:
     assert {"onnxruntime", "fastapi", "uvicorn"} <= names and not names & {"torch", "mlflow", "wms"}
 
 
+def _instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """A Dockerfile's instructions, (keyword, arguments), with continued lines joined."""
+    joined = re.sub(r"\\\n", " ", re.sub(r"^\s*#.*\n", "", dockerfile, flags=re.M))
+    return [(line.split()[0].upper(), line.split(None, 1)[1]) for line in joined.splitlines() if line.strip()]
+
+
+def test_a_change_in_src_reuses_the_dependency_layer() -> None:
+    """The dependencies (about 280 MB) are installed before the sources come in, so a deploy after a
+    code change stores only the package's layer on the node that builds, not the dependencies again."""
+    steps = _instructions((REPO / "docker" / "Dockerfile").read_text())
+    install = next(i for i, (key, args) in enumerate(steps) if key == "RUN" and "-r /tmp/serve.txt" in args)
+    copied = [args.split()[:-1] for key, args in steps[:install] if key == "COPY"]
+    assert copied == [["pyproject.toml", "constraints.txt"]], copied
+    assert any(key == "COPY" and args.startswith("src ") for key, args in steps[install:])
+
+
 def _skeleton(template: str) -> Any:
     """A template's YAML with Helm's actions taken out: comments and lines that are only an action
     go, any other action becomes the word TEMPLATED. Enough to read the structure it always has."""
