@@ -130,6 +130,7 @@ class FakeCluster:
         self.log, self.state, self.upstream = log, state, upstream
         self.namespaces = dict(OLD_NAMESPACES)
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: dict[str, list[dict[str, Any]]] = {}  # by namespace, as the API lists them
         self.lock = threading.Lock()
         cluster = self
 
@@ -190,6 +191,8 @@ class FakeCluster:
                 return 404, {"message": "NotFound"}, json_type
             self.secrets[key] = secret
             return (201 if method == "POST" else 200), secret, json_type
+        if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/events", path):
+            return 200, {"items": self.events.get(m[1], [])}, json_type
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path):
             ready = (self.state / f"installed-{m[1]}").exists()
             pods = [

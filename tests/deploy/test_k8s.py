@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ if os.environ.get("WMS_FAKE_FAIL") == " ".join(["{name}", *args[:2]]):
 if "{name}" == "helm" and args[:2] == ["upgrade", "--install"]:
     namespace = args[args.index("--namespace") + 1]
     open(os.path.join(os.environ["WMS_FAKE_STATE"], "installed-" + namespace), "w").close()
+if os.environ.get("WMS_FAKE_FAIL", "").startswith("{name}:"):
+    sys.exit(os.environ["WMS_FAKE_FAIL"].split(":", 1)[1])  # the message on stderr, exit code 1
 print("{name} ok")
 """
 
@@ -190,6 +193,46 @@ def test_a_service_answering_with_another_version_stops_before_cleanup(
     assert "serves model 0, not 1" in result.output and "Traceback" not in result.output
     assert not any(c.get("method") == "DELETE" for c in _calls(cluster))
     assert set(OLD_NAMESPACES) <= set(cluster.namespaces)
+
+
+def test_a_release_that_never_became_ready_says_why_in_one_line(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helm --atomic uninstalls the release, pods and their logs with it; the events stay and say why."""
+    _, cluster = cluster_project
+    atomic = (
+        "Error: release wms-model failed, and has been uninstalled due to atomic being set: "
+        "context deadline exceeded"
+    )
+    monkeypatch.setenv("WMS_FAKE_FAIL", f"helm:{atomic}")
+    now = datetime.now(UTC)
+
+    def event(kind: str, reason: str, message: str, minutes_ago: float) -> dict[str, Any]:
+        stamp = (now - timedelta(minutes=minutes_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")  # this deploy's: 0
+        return {
+            "metadata": {"name": f"{reason}.1", "namespace": "model-1"},
+            "involvedObject": {"kind": "Pod", "name": "wms-model-6d5f-x2x"},
+            "type": kind, "reason": reason, "message": message, "lastTimestamp": stamp,
+        }  # fmt: skip
+
+    cluster.events["model-1"] = [
+        event("Warning", "BackOff", "Back-off restarting failed container (an hour-old install)", 70),
+        event("Warning", "FailedScheduling", "0/1 nodes are available: 1 Insufficient cpu.\n", 0),
+        event("Normal", "Scheduled", "Successfully assigned model-1/wms-model-6d5f-x2x", 0),
+    ]
+    result = cli("deploy")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = result.output.strip().splitlines()[-1]
+    assert atomic in error
+    assert (
+        "its last warning: Pod wms-model-6d5f-x2x: FailedScheduling: 0/1 nodes are available: "
+        "1 Insufficient cpu. (all: `kubectl -n model-1 get events`)"
+    ) in error
+    assert not any(c.get("method") == "DELETE" for c in _calls(cluster))  # nothing cleaned up
+
+    cluster.events["model-1"] = []
+    result = cli("deploy")
+    assert result.output.strip().endswith("context deadline exceeded; see `kubectl -n model-1 get events`")
 
 
 def test_dry_run_prints_the_plan_and_calls_nothing(

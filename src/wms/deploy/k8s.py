@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -189,6 +190,15 @@ class K8sDeployer:
         shutil.copytree(models / f"v{model.version}", context / "model")
         return context
 
+    def _warning(self, kube: KubeClient, namespace: str, since: datetime) -> str:
+        """Why the release's pods never became ready, as far as the namespace's events since say."""
+        try:
+            warning = kube.last_warning(namespace, since)
+        except (BackendError, ConfigError):
+            warning = ""
+        where = f"`kubectl -n {namespace} get events`"
+        return f"; its last warning: {warning} (all: {where})" if warning else f"; see {where}"
+
     def _commit(self) -> str:
         try:
             out = subprocess.run(
@@ -262,7 +272,11 @@ class K8sDeployer:
         kubeconfig = (
             {"KUBECONFIG": str(self.project.path(self.cfg.kubeconfig))} if self.cfg.kubeconfig else None
         )
-        self._run([helm, *self.helm_args(namespace, image, version, expected)[1:]], env=kubeconfig)
+        started = datetime.now(UTC) - timedelta(minutes=1)  # the API server's clock may lag
+        try:
+            self._run([helm, *self.helm_args(namespace, image, version, expected)[1:]], env=kubeconfig)
+        except BackendError as exc:
+            raise BackendError(f"{exc}{self._warning(kube, namespace, started)}") from None
         note = "" if expected == version else f" (main's production is {expected}: its alerts will say so)"
         self._step(f"helm release {self.cfg.release} installed in {namespace}{note}")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
 
 import httpx
@@ -21,8 +21,8 @@ from lightkube.config.client_adapter import Client as HttpClient
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.core.exceptions import ConfigError as LightkubeConfigError
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event, Pod, Secret
 from lightkube.resources.core_v1 import Namespace as NamespaceResource
-from lightkube.resources.core_v1 import Pod, Secret
 
 from wms.deploy.kubeconfig import Kubeconfig, load
 from wms.errors import BackendError, ConfigError
@@ -138,6 +138,23 @@ class KubeClient:
                 )
             time.sleep(1)
 
+    def last_warning(self, namespace: str, since: datetime) -> str:
+        """The newest Warning event in the namespace from `since` on, on one line ("" when none).
+
+        Events outlive the pods they are about, so this still says why a release that helm's
+        --atomic has uninstalled never became ready (not scheduled, image not pulled, crashing).
+        """
+        events = self._call(
+            f"list events in {namespace}", lambda: list(self._api.list(Event, namespace=namespace))
+        )
+        warnings = [e for e in events if e.type == "Warning" and _event_time(e) >= since]
+        if not warnings:
+            return ""
+        latest = max(warnings, key=_event_time)
+        about = latest.involvedObject
+        text = " ".join(f"{about.kind or ''} {about.name or ''}: {latest.reason}: {latest.message}".split())
+        return text[:300]
+
     def service_proxy(self, namespace: str, service: str, port: str, path: str, **kw: Any) -> httpx.Response:
         """A request to a Service through the API server's proxy (no port-forward, no ingress needed)."""
         url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}"
@@ -155,6 +172,12 @@ def _message(answer: httpx.Response) -> str:
     except (ValueError, AttributeError):
         message = answer.text
     return " ".join(str(message).split())[:200]
+
+
+def _event_time(event: Event) -> datetime:
+    meta = event.metadata
+    stamp = event.lastTimestamp or event.eventTime or (meta.creationTimestamp if meta else None)
+    return stamp.astimezone(UTC) if stamp else datetime.min.replace(tzinfo=UTC)
 
 
 def _ready(pod: Pod) -> bool:
