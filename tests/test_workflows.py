@@ -355,6 +355,22 @@ def test_split_never_starts_the_gpu_from_a_workflow_and_runs_on_the_serving_node
     ]
 
 
+@pytest.mark.parametrize("layout", ["split", "single"])
+def test_only_the_gpu_runner_installs_the_cuda_build_of_torch(layout: str) -> None:
+    """Plain PyPI's torch for Linux carries NVIDIA's CUDA libraries (several GB); the serving node
+    has no GPU, trains nothing itself, and its 30 GB disk also holds k3s and MLflow."""
+    setups = 0
+    for path in sorted(WORKFLOWS.glob("*.yaml")):
+        for job_id, job in load(path.name)["jobs"].items():
+            label = for_layout(job.get("runs-on", []), layout)[-1:]
+            for step in job.get("steps", []):
+                if step.get("uses") == "./.github/actions/setup-wms":
+                    setups += 1
+                    cpu = for_layout(step.get("with", {}).get("cpu-torch", "true"), layout)
+                    assert cpu == ("false" if label == ["wms-gpu"] else "true"), (path.name, job_id, label)
+    assert setups >= 4
+
+
 @pytest.mark.parametrize(
     ("name", "job"), [("training-data-pipeline.yaml", "train"), ("pipeline-sweeper.yaml", "sweep")]
 )
