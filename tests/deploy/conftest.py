@@ -131,6 +131,7 @@ class FakeCluster:
         self.namespaces = dict(OLD_NAMESPACES)
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}  # by namespace, as the API lists them
+        self.ended_pods: list[dict[str, Any]] = []  # listed beside the release's pod once installed
         self.lock = threading.Lock()
         cluster = self
 
@@ -201,7 +202,7 @@ class FakeCluster:
                     "status": {"conditions": [{"type": "Ready", "status": "True"}]},
                 }
             ]
-            return 200, {"items": pods if ready else []}, json_type
+            return 200, {"items": pods + self.ended_pods if ready else []}, json_type
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/services/wms-model:http/proxy(/.*)", path):
             answer = httpx.request(
                 method,

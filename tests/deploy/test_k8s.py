@@ -235,6 +235,27 @@ def test_a_release_that_never_became_ready_says_why_in_one_line(
     assert result.output.strip().endswith("context deadline exceeded; see `kubectl -n model-1 get events`")
 
 
+def test_an_evicted_pod_left_in_the_namespace_does_not_fail_the_deploy(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
+) -> None:
+    """An evicted pod stays listed as Failed until someone deletes it, and the old pod of a rolling
+    update is listed while it terminates: neither will ever be ready, and neither serves."""
+    _, cluster = cluster_project
+    cluster.ended_pods = [
+        {
+            "metadata": {"name": "wms-model-old-evicted"},
+            "status": {"phase": "Failed", "reason": "Evicted", "conditions": []},
+        },
+        {
+            "metadata": {"name": "wms-model-old-stopping", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]},
+        },
+    ]
+    result = cli("--set", "deploy.ready_timeout_seconds=3", "deploy")
+    assert result.exit_code == 0, result.output
+    assert "pods ready: wms-model-abc\n" in result.output
+
+
 def test_dry_run_prints_the_plan_and_calls_nothing(
     cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
 ) -> None:

@@ -119,15 +119,20 @@ class KubeClient:
         self._call(f"delete namespace {name}", lambda: self._api.delete(NamespaceResource, name), (404,))
 
     def wait_pods_ready(self, namespace: str, labels: dict[str, str], timeout: float) -> list[str]:
-        """Names of the ready pods once all pods with `labels` are ready."""
+        """Names of the ready pods once all live pods with `labels` are ready.
+
+        A pod that has ended (evicted, say: it stays listed as Failed until deleted) or is being
+        deleted (the old one of a rolling update) is no longer part of the release.
+        """
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
         wanted: dict[str, Any] = {**labels}
         deadline = time.monotonic() + timeout
         while True:
-            pods = self._call(
+            listed = self._call(
                 f"list pods in {namespace}",
                 lambda: list(self._api.list(Pod, namespace=namespace, labels=wanted)),
             )
+            pods = [p for p in listed if _live(p)]
             ready = [p.metadata.name or "" for p in pods if p.metadata and _ready(p)]
             if pods and len(ready) == len(pods):
                 return ready
@@ -178,6 +183,11 @@ def _event_time(event: Event) -> datetime:
     meta = event.metadata
     stamp = event.lastTimestamp or event.eventTime or (meta.creationTimestamp if meta else None)
     return stamp.astimezone(UTC) if stamp else datetime.min.replace(tzinfo=UTC)
+
+
+def _live(pod: Pod) -> bool:
+    ended = pod.status is not None and pod.status.phase in ("Failed", "Succeeded")
+    return not ended and not (pod.metadata and pod.metadata.deletionTimestamp)
 
 
 def _ready(pod: Pod) -> bool:
