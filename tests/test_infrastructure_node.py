@@ -1,0 +1,61 @@
+"""The serving node has room, by the pods' requests, for every model pod a deploy runs at once.
+
+The scheduler places a pod only on a node whose allocatable CPU and memory still hold its
+requests beside those of the pods already there. `wms deploy` installs each model version in a
+namespace of its own and deletes old ones only after the new version has answered, so while it
+deploys, the node runs the newest deploy.keep_namespaces namespaces' pods, main's production's
+when that namespace is not among them, and the new version's: keep_namespaces + 2 pods of
+replicaCount each (a redeploy of a version already there surges one pod instead: as many).
+One that does not fit stays Pending, helm's --wait runs out, --atomic uninstalls the release,
+and the cleanup that would have made room never runs, so every later deploy fails the same way.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tests.test_infrastructure_memory import CHART_VALUES, CLUSTER_VALUES, MIB, _bytes
+
+REPO = Path(__file__).resolve().parents[1]
+# What k3s reports as allocatable (no reserved CPU; memory as the kernel sees it, less the
+# kubelet's 100Mi eviction threshold), for the serving node types the README and Terraform name.
+NODES = {
+    "t4g.medium": (2000, 3700 * MIB),
+    "t4g.large": (2000, 7600 * MIB),
+    "t3.medium": (2000, 3700 * MIB),
+}
+# The requests of what k3s runs on every node: coredns (100m, 70Mi) and metrics-server (100m, 70Mi).
+K3S_CPU_MILLI, K3S_MEMORY = 200, 140 * MIB
+
+
+def _millicores(quantity: str | int | float) -> int:
+    text = str(quantity)
+    return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+
+
+def _values() -> dict[str, Any]:
+    chart, cluster = (yaml.safe_load(path.read_text()) for path in (CHART_VALUES, CLUSTER_VALUES))
+    requests = {**chart["resources"]["requests"], **cluster.get("resources", {}).get("requests", {})}
+    return {"replicas": cluster.get("replicaCount", chart["replicaCount"]), "requests": requests}
+
+
+def test_a_deploy_fits_beside_the_namespaces_it_keeps(terraform: dict[str, Any]) -> None:
+    node_type = terraform["variable"]["serving_instance_type"]["default"]
+    assert node_type in NODES, f"add {node_type}'s allocatable CPU and memory to NODES"
+    cpu, memory = NODES[node_type]
+    keep = tomllib.loads((REPO / "wms.toml").read_text())["deploy"]["keep_namespaces"]
+    values = _values()
+    pods = (keep + 2) * values["replicas"]
+    need_cpu = K3S_CPU_MILLI + pods * _millicores(values["requests"]["cpu"])
+    need_memory = K3S_MEMORY + pods * _bytes(values["requests"]["memory"])
+    assert need_cpu <= cpu, (
+        f"{pods} model pods (deploy.keep_namespaces {keep} + main's + the new one) request {need_cpu}m CPU "
+        f"with k3s's own, but a {node_type} has {cpu}m: lower resources.requests.cpu"
+    )
+    assert need_memory <= memory, (
+        f"{pods} model pods request {need_memory / MIB:.0f} MiB with k3s's own, but a {node_type} has "
+        f"{memory / MIB:.0f} MiB: lower resources.requests.memory"
+    )
