@@ -35,6 +35,10 @@ stdin = "" if sys.stdin is None or sys.stdin.closed else sys.stdin.read()
 with open(os.environ["WMS_FAKE_LOG"], "a") as log:
     record = {{"who": "{name}", "args": args, "stdin": stdin, "kubeconfig": os.environ.get("KUBECONFIG")}}
     log.write(json.dumps(record) + "\\n")
+if "{name}" == "helm" and args[0] == "status":  # the release as a killed helm left it, or none
+    left = os.environ.get("WMS_FAKE_HELM_STATUS")
+    print(json.dumps({{"info": {{"status": left}}}})) if left else sys.exit("Error: release: not found")
+    sys.exit(0)
 if os.environ.get("WMS_FAKE_FAIL") == " ".join(["{name}", *args[:2]]):
     sys.exit("Error response from daemon: conflict")
 if "{name}" == "helm" and args[:2] == ["upgrade", "--install"]:
@@ -132,6 +136,7 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "k8s POST /api/v1/namespaces",
         "k8s PUT /api/v1/namespaces/model-1/secrets/ecr-pull-secret",
         "k8s POST /api/v1/namespaces/model-1/secrets",
+        "helm status",
         "helm upgrade",
         "k8s GET /api/v1/namespaces/model-1/pods",
         "k8s GET /api/v1/namespaces/model-1/services/wms-model:http/proxy/ready",
@@ -140,7 +145,7 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "k8s DELETE /api/v1/namespaces/model-7",
         "k8s DELETE /api/v1/namespaces/model-9",
     ]
-    login, build, push, forget, helm = calls[0], calls[1], calls[2], calls[3], calls[7]
+    login, build, push, forget, helm = calls[0], calls[1], calls[2], calls[3], calls[8]
     host = login["args"][-1]
     assert host.endswith(".amazonaws.com") and login["args"][:3] == ["login", "--username", "AWS"]
     image = build["args"][build["args"].index("-t") + 1]
@@ -320,3 +325,28 @@ def test_a_failing_exec_plugin_stops_the_deploy_before_anything_is_built(
         f"`{plugin}` failed with exit code 1: the SSO session has expired"
     )
     assert "Traceback" not in result.output and _calls(cluster) == []  # no docker login, no API call
+
+
+@pytest.mark.parametrize(
+    ("left", "undo"), [("pending-upgrade", "rollback"), ("pending-install", "uninstall"), ("deployed", None)]
+)
+def test_a_release_a_killed_helm_left_pending_is_undone_before_the_upgrade(
+    cluster_project: tuple[Path, FakeCluster],
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    left: str,
+    undo: str | None,
+) -> None:
+    """A cancelled deploy job kills helm mid-upgrade; helm then refuses every later upgrade of the
+    release ("another operation is in progress") until someone undoes it by hand."""
+    _, cluster = cluster_project
+    monkeypatch.setenv("WMS_FAKE_HELM_STATUS", left)
+    result = cli("deploy")
+    assert result.exit_code == 0, result.output
+    helm = [c["args"] for c in _calls(cluster) if c["who"] == "helm"]
+    if undo is None:
+        assert [a[0] for a in helm] == ["status", "upgrade"] and "interrupted helm" not in result.output
+        return
+    assert [a[0] for a in helm] == ["status", undo, "upgrade"]
+    assert helm[1][1:] == ["wms-model", "--namespace", "model-1", "--wait"]
+    assert f"release wms-model in model-1 was left {left} by an interrupted helm: undone" in result.output

@@ -199,6 +199,27 @@ class K8sDeployer:
         where = f"`kubectl -n {namespace} get events`"
         return f"; its last warning: {warning} (all: {where})" if warning else f"; see {where}"
 
+    def _unstick(self, helm: str, namespace: str, env: dict[str, str] | None) -> None:
+        """Undo what a helm killed mid-operation left (a cancelled or timed-out deploy job): its
+        release stays pending-install/-upgrade/-rollback, and helm refuses every later upgrade
+        with "another operation (install/upgrade/rollback) is in progress". Deploys run one at
+        a time (one concurrency group), so a pending release here is a dead operation's."""
+        release, where = self.cfg.release, ["--namespace", namespace]
+        try:
+            status = json.loads(self._run([helm, "status", release, *where, "-o", "json"], env=env))
+        except BackendError:
+            return  # no release in this namespace yet
+        except ValueError:
+            return  # not helm's JSON: the upgrade says what is wrong
+        state = str(status.get("info", {}).get("status", ""))
+        if state == "pending-install":  # nothing ever served from it
+            self._run([helm, "uninstall", release, *where, "--wait"], env=env)
+        elif state in ("pending-upgrade", "pending-rollback"):  # back to the revision before it
+            self._run([helm, "rollback", release, *where, "--wait"], env=env)
+        else:
+            return
+        self.echo(f"  release {release} in {namespace} was left {state} by an interrupted helm: undone")
+
     def _commit(self) -> str:
         try:
             out = subprocess.run(
@@ -272,6 +293,7 @@ class K8sDeployer:
         kubeconfig = (
             {"KUBECONFIG": str(self.project.path(self.cfg.kubeconfig))} if self.cfg.kubeconfig else None
         )
+        self._unstick(helm, namespace, kubeconfig)
         started = datetime.now(UTC) - timedelta(minutes=1)  # the API server's clock may lag
         try:
             self._run([helm, *self.helm_args(namespace, image, version, expected)[1:]], env=kubeconfig)
