@@ -159,3 +159,15 @@ def test_a_window_with_no_photos_clears_the_drift_an_earlier_report_flagged(
     report = json.loads((tmp_path / "late" / "drift.json").read_text())
     assert report["flagged"] == [] and report["since"] == "2030-01-01T00:00:00+02:00"
     assert "too few photos to call drift" in (tmp_path / "late" / "report.html").read_text()
+
+
+def test_a_model_trained_on_a_version_this_store_lacks_points_to_reference(project_dir: Path) -> None:
+    """E.g. drift run against another store than the model's: the line says what to do instead."""
+    from wms.drift import training_reference
+    from wms.errors import DataError
+
+    with pytest.raises(DataError) as caught:
+        training_reference(load_settings(start=project_dir), "0123456789ab", 10, 0)
+    message = str(caught.value)
+    assert "dataset version '0123456789ab' is not in the store" in message
+    assert message.endswith("; or pass --reference DIR (a dataset folder) to compare with")

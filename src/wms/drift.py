@@ -270,7 +270,10 @@ def training_reference(
             )
         version, where = str(pointer["version"]), str(pointer_file)
     store = open_store(project)
-    pairs = store.manifest(version)["pairs"]
+    try:
+        pairs = store.manifest(version)["pairs"]
+    except DataError as exc:  # e.g. a store other than the one the model was trained from
+        raise DataError(f"{exc}; or pass --reference DIR (a dataset folder) to compare with") from None
     train = [pid for pid, entry in pairs.items() if entry["split"] == "train"]
     if not train:
         raise DataError(f"dataset version {version} has no training photos; pass --reference DIR")
