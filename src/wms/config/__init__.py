@@ -12,7 +12,11 @@ by the same source or a stronger one wins over it (`load_settings` applies it).
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import tomllib
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from pydantic_settings import (
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -202,6 +207,8 @@ def load_settings(
             settings = settings.model_copy(update={"train": with_recipe(settings.train, train_keys)})
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except SettingsError as exc:  # an environment variable pydantic-settings cannot parse as JSON
+        raise ConfigError(_describe_env_error(exc)) from None
     return Project(root=root, settings=settings, config_file=config_file)
 
 
@@ -238,6 +245,41 @@ def describe_validation_error(exc: ValidationError) -> str:
             problems.append(f"bad setting {key}={err.get('input')!r}: {message}")
     env = "WMS_" + keys[0].replace(".", "__").upper()
     return "; ".join(problems) + f" (check {CONFIG_NAME}, {env} and --set flags)"
+
+
+def _describe_env_error(exc: SettingsError) -> str:
+    """One line naming the WMS_ variable of a list, table or section that is not JSON."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    section = match.group(1) if match else ""
+    prefix = f"WMS_{section.upper()}"
+    names = sorted(n for n in os.environ if n.upper() == prefix or n.upper().startswith(prefix + "__"))
+    culprits = [
+        n for n in names if _wants_json(section, n[len(prefix) + 2 :]) and not _is_json(os.environ[n])
+    ]
+    shown = ", ".join(f"{n}={os.environ[n]!r}" for n in culprits or names) or prefix
+    return (
+        f"cannot read {shown}: a list or table in an environment variable is written as JSON, "
+        'e.g. WMS_GATE__METRICS=\'["dice", "iou"]\' or WMS_GATE__MAX_REGRESSION=\'{"iou": 0.01}\''
+    )
+
+
+def _wants_json(section: str, key: str) -> bool:
+    """Whether pydantic-settings reads `WMS_<SECTION>__<KEY>` (or the section's own, key "") as JSON."""
+    if not key:
+        return True
+    model = Settings.model_fields[section].annotation if section in Settings.model_fields else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return False
+    field = model.model_fields.get(key.lower())
+    return field is not None and typing.get_origin(field.annotation) in (list, dict)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _valid_keys_hint(loc: list[str]) -> str:

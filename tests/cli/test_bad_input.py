@@ -1,0 +1,30 @@
+"""Bad input as a user gives it: one line saying what is wrong and what to do, no traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WMS_GATE__METRICS", "dice"),
+        ("WMS_GIT__LABELS", "data,model-promotion"),
+        ("WMS_GATE__MAX_REGRESSION", "iou=0.01"),
+        ("WMS_TRAIN", "epochs=3"),
+    ],
+)
+def test_env_list_not_json_is_one_line(
+    cli: Callable[..., Any], project_dir: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("WMS_GATE__FLOOR", "0.3")  # a good variable of the same section is not blamed
+    monkeypatch.setenv(name, value)
+    result = cli("data", "versions")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: cannot read {name}={value!r}: ")
+    assert "written as JSON" in result.output
+    assert "Traceback" not in result.output and "SettingsError" not in result.output
