@@ -28,3 +28,15 @@ def test_env_list_not_json_is_one_line(
     assert result.output.startswith(f"error: cannot read {name}={value!r}: ")
     assert "written as JSON" in result.output
     assert "Traceback" not in result.output and "SettingsError" not in result.output
+
+
+@pytest.mark.parametrize("url", ["s3:/wms-data/store", "s3:wms-data"])
+def test_store_url_missing_slashes_writes_nothing(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], url: str
+) -> None:
+    result = cli("--set", f"store.url={url}", "data", "ingest", make_batch(count=8))
+    assert result.exit_code == 2
+    assert f"bad setting store.url={url!r}: neither a folder nor a URL" in result.output
+    assert "write s3://bucket/prefix" in result.output
+    assert not (project_dir / "s3:").exists()  # no local 'store' named like the bucket
+    assert not (project_dir / "data" / "dataset.json").exists()

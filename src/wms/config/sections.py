@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -33,6 +34,16 @@ class StoreSettings(Section):
     lock_ttl_seconds: float = Field(900, gt=0, description="a crashed writer's lock expires after this")
     lock_wait_seconds: float = Field(60, ge=0, description="how long a writer waits for another")
     workers: int = Field(8, ge=1, description="parallel blob transfers")
+
+    @field_validator("url")
+    @classmethod
+    def _folder_or_url(cls, value: str) -> str:
+        # `s3:/bucket` or `s3:bucket` would be taken for a folder named `s3:` in the project.
+        if "://" not in value and re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", value):
+            raise ValueError(
+                "neither a folder nor a URL; write s3://bucket/prefix, or a folder such as .wms/store"
+            )
+        return value
 
 
 class TrackingSettings(Section):
