@@ -40,3 +40,21 @@ def test_store_url_missing_slashes_writes_nothing(
     assert "write s3://bucket/prefix" in result.output
     assert not (project_dir / "s3:").exists()  # no local 'store' named like the bucket
     assert not (project_dir / "data" / "dataset.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "uri"),
+    [
+        ("tracking.uri", "htp://127.0.0.1:5000"),  # a typo of the scheme
+        ("tracking.uri", "sqlite:/.wms/mlflow.db"),  # a slash short
+        ("tracking.uri", "mlruns"),  # a folder: MLflow's file store, which it refuses
+        ("compute.remote_tracking_uri", "10.0.0.5:5000"),  # no scheme
+    ],
+)
+def test_tracking_uri_typo_is_one_line(
+    cli: Callable[..., Any], project_dir: Path, key: str, uri: str
+) -> None:
+    result = cli("--set", f"{key}={uri}", "model", "list")
+    assert result.exit_code == 2
+    assert f"bad setting {key}={uri!r}: not an MLflow tracking URI" in result.output
+    assert "write sqlite:///.wms/mlflow.db (a file here) or http://HOST:5000 (a server)" in result.output

@@ -46,12 +46,40 @@ class StoreSettings(Section):
         return value
 
 
+# What MLflow can track to (a SQL database, possibly with a driver: postgresql+psycopg2, or a server).
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """Why `uri` is no MLflow tracking URI, or None; MLflow itself answers such a typo with a traceback."""
+    scheme, sep, rest = uri.partition("://")
+    if (
+        sep
+        and scheme.split("+")[0].lower() in TRACKING_SCHEMES
+        and rest
+        and (scheme != "sqlite" or rest[0] == "/")
+    ):
+        return None
+    return (
+        "not an MLflow tracking URI; write sqlite:///.wms/mlflow.db (a file here) "
+        "or http://HOST:5000 (a server)"
+    )
+
+
 class TrackingSettings(Section):
     uri: str = Field("sqlite:///.wms/mlflow.db", description="MLflow tracking URI")
     artifact_root: Path = Field(Path(".wms/mlartifacts"), description="artifacts of a local MLflow")
     experiment: str = "wms"
     model_name: str = "wms-segmenter"
     pointer_dir: Path = Field(Path("models"), description="production_current.json and history")
+
+    @field_validator("uri")
+    @classmethod
+    def _mlflow_uri(cls, value: str) -> str:
+        problem = tracking_uri_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class TrainSettings(Section):
@@ -278,6 +306,14 @@ class ComputeSettings(Section):
         key, sep, tag_value = value.partition("=")
         if not sep or not key.strip() or not tag_value.strip():
             raise ValueError("write the tag as KEY=VALUE, e.g. Name=wms-k3s")
+        return value
+
+    @field_validator("remote_tracking_uri")
+    @classmethod
+    def _mlflow_uri(cls, value: str) -> str:
+        problem = tracking_uri_problem(value) if value else None
+        if problem:
+            raise ValueError(problem)
         return value
 
 
