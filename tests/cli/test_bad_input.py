@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from wms.data.synth import synthesize
+
 
 @pytest.mark.parametrize(
     ("name", "value"),
@@ -58,3 +60,26 @@ def test_tracking_uri_typo_is_one_line(
     assert result.exit_code == 2
     assert f"bad setting {key}={uri!r}: not an MLflow tracking URI" in result.output
     assert "write sqlite:///.wms/mlflow.db (a file here) or http://HOST:5000 (a server)" in result.output
+
+
+def test_output_under_a_file_is_one_line(cli: Callable[..., Any], tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("kept\n")
+    result = cli("data", "synth", a_file / "batch", "--count", "2", "--size", "64")
+    assert result.exit_code == 1
+    assert f"error: {a_file / 'batch' / 'images'}: Not a directory; " in result.output
+    assert "a file is in the way where a folder is needed: name another path" in result.output
+    assert a_file.read_text() == "kept\n"
+
+
+def test_predict_out_is_a_file_is_one_line(
+    cli: Callable[..., Any], tmp_path: Path, exported_model: Path
+) -> None:
+    photos = tmp_path / "photos"
+    synthesize(photos, count=2, size=64, seed=3)
+    a_file = tmp_path / "masks.png"
+    a_file.write_bytes(b"kept")
+    result = cli("predict", photos / "images", "--out", a_file, "--model", exported_model)
+    assert result.exit_code == 1
+    assert f"error: {a_file}: File exists; a file is in the way: name another path" in result.output
+    assert a_file.read_bytes() == b"kept"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +37,32 @@ class WmsGroup(TyperGroup):
         except Interrupted as exc:  # raised where a command holds paid resources, after releasing them
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # the file system refused: a file in the way, no permission, a full disk
+            if exc.errno == errno.EPIPE:
+                raise  # output piped into `head`: click ends quietly
+            print_error(describe_os_error(exc))
+            raise typer.Exit(1) from None
+
+
+_OS_HINTS = {
+    errno.EEXIST: "a file is in the way: name another path, or move the file",
+    errno.ENOTDIR: "a file is in the way where a folder is needed: name another path",
+    errno.EISDIR: "that is a folder: name a file",
+    errno.ENOENT: "check the path",
+    errno.EACCES: "no permission: name a folder you can write, or change its permissions",
+    errno.EPERM: "no permission: name a folder you can write, or change its permissions",
+    errno.EROFS: "name a folder on a writable disk",
+    errno.ENOSPC: "free some space, or name a folder on another disk",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file-system error: the path, what is wrong and what to do."""
+    if exc.filename is None:
+        return str(exc)
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    hint = _OS_HINTS.get(exc.errno or 0, "check the path")
+    return f"{paths}: {exc.strerror}; {hint}"
 
 
 def print_error(message: str) -> None:
