@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,29 @@ def test_predict_out_is_a_file_is_one_line(
     assert result.exit_code == 1
     assert f"error: {a_file}: File exists; a file is in the way: name another path" in result.output
     assert a_file.read_bytes() == b"kept"
+
+
+@pytest.mark.parametrize(
+    ("damaged", "command"),
+    [
+        ("model.json", "predict"),  # edited by hand into no JSON
+        ("model.onnx", "predict"),  # a download cut short
+        ("model.pt", "evaluate"),  # evaluate runs the torch weights
+    ],
+)
+def test_damaged_model_folder_is_one_line(
+    cli: Callable[..., Any], tmp_path: Path, exported_model: Path, damaged: str, command: str
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(exported_model, model)
+    (model / damaged).write_bytes((model / damaged).read_bytes()[:40])
+    data = tmp_path / "data"
+    synthesize(data, count=2, size=64, seed=4)
+    if command == "predict":
+        result = cli("predict", data / "images", "--out", tmp_path / "masks", "--model", model)
+    else:
+        result = cli("evaluate", model, data)
+    assert result.exit_code == 1
+    assert f"error: {model / damaged} cannot be read as part of a WMS model (" in result.output
+    assert "fetch the model again with `wms model download VERSION DIR`" in result.output
+    assert not (tmp_path / "masks").exists()

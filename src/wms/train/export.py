@@ -18,7 +18,7 @@ from PIL import Image
 from wms.errors import RegistryError, TrainError
 from wms.refine import refined_maps
 from wms.train.preprocess import image_to_array, scale
-from wms.train.spec import ONNX_FILE, REFINE_ONNX_FILE, SPEC_FILE, ModelSpec
+from wms.train.spec import ONNX_FILE, REFINE_ONNX_FILE, SPEC_FILE, ModelSpec, damaged
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -128,14 +128,17 @@ def resize_bilinear(prob: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
-def _session(model_file: Path | bytes, threads: int) -> ort.InferenceSession:
+def _session(model_file: Path | bytes, threads: int, name: str = ONNX_FILE) -> ort.InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads  # 0 lets ONNX Runtime use one per physical core
     options.log_severity_level = 3  # errors only: its optimizer warnings mean nothing to users
     source = model_file if isinstance(model_file, bytes) else str(model_file)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, InvalidArgument, ...) share no base
+        raise damaged(Path(name) if isinstance(model_file, bytes) else model_file, exc) from None
 
 
 def read_refine(folder: Path, spec: ModelSpec) -> bytes | None:
@@ -164,7 +167,7 @@ class OnnxSegmenter:
                     + ("missing" if refine_file is None else f"not the one {ONNX_FILE} records")
                     + "; export both again from the same model.pt and refine.pt"
                 )
-            self.refine_session = _session(refine_file, threads)
+            self.refine_session = _session(refine_file, threads, REFINE_ONNX_FILE)
             self._check_input(self.refine_session, Path(REFINE_ONNX_FILE), spec.refine.size, "refine.size")
 
     @staticmethod

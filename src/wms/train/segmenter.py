@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -21,9 +22,19 @@ from wms.errors import RegistryError
 from wms.refine import refined_maps
 from wms.train.model import FlipAveraged, build_model
 from wms.train.preprocess import image_to_array, scale
-from wms.train.spec import ONNX_FILE, REFINE_WEIGHTS_FILE, SPEC_FILE, WEIGHTS_FILE, ModelSpec
+from wms.train.spec import ONNX_FILE, REFINE_WEIGHTS_FILE, SPEC_FILE, WEIGHTS_FILE, ModelSpec, damaged
 
 __all__ = ["ONNX_FILE", "SPEC_FILE", "WEIGHTS_FILE", "ModelSpec", "Segmenter"]
+
+
+def _load_weights(network: torch.nn.Module, path: Path, device: str) -> None:
+    """Load `path` into `network`; a file cut short, or another model's, is a RegistryError."""
+    try:
+        network.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    except torch.cuda.OutOfMemoryError:
+        raise  # a RuntimeError too, but the file is fine
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise damaged(path, exc) from None
 
 
 class Segmenter:
@@ -61,7 +72,7 @@ class Segmenter:
             )
         spec = ModelSpec.read(spec_path)
         model = build_model(spec.architecture, **spec.kwargs)
-        model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
+        _load_weights(model, weights_path, device)
         refiner = None
         if spec.refine is not None:
             refine_path = folder / REFINE_WEIGHTS_FILE
@@ -70,7 +81,7 @@ class Segmenter:
                     f"{folder} has a second stage in {SPEC_FILE} but no {REFINE_WEIGHTS_FILE}"
                 )
             refiner = build_model(spec.architecture, **spec.refine.kwargs)
-            refiner.load_state_dict(torch.load(refine_path, map_location=device, weights_only=True))
+            _load_weights(refiner, refine_path, device)
         return cls(model, spec, device, refiner)
 
     def save(self, folder: Path) -> str:

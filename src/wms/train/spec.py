@@ -50,9 +50,21 @@ class ModelSpec:
     @classmethod
     def read(cls, path: Path) -> ModelSpec:
         """The spec saved as `model.json` (files from before a field was added still load)."""
-        fields = json.loads(path.read_text())
-        refine = fields.pop("refine", None)
-        return cls(**fields, refine=RefineSpec(**refine) if refine else None)
+        try:
+            fields = json.loads(path.read_text())
+            refine = fields.pop("refine", None)
+            return cls(**fields, refine=RefineSpec(**refine) if refine else None)
+        except (ValueError, TypeError, AttributeError) as exc:  # not JSON, or not a spec's fields
+            raise damaged(path, exc) from None
+
+
+def damaged(path: Path, exc: BaseException) -> RegistryError:
+    """The one-line error for a model file that cannot be read (cut short, edited, or another file)."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+    return RegistryError(
+        f"{path} cannot be read as part of a WMS model ({reason}); fetch the model again with "
+        "`wms model download VERSION DIR`, or name a registry version instead of the folder"
+    )
 
 
 # Each file a training run records the sha256 of, and the name of that record (a run's tags
