@@ -110,3 +110,17 @@ def test_damaged_model_folder_is_one_line(
     assert f"error: {model / damaged} cannot be read as part of a WMS model (" in result.output
     assert "fetch the model again with `wms model download VERSION DIR`" in result.output
     assert not (tmp_path / "masks").exists()
+
+
+def test_prepare_with_no_pair_it_can_read_writes_nothing(cli: Callable[..., Any], tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    for folder, name in (("images", "a.jpg"), ("masks", "a.png")):
+        (raw / folder).mkdir(parents=True)
+        (raw / folder / name).write_text("not a picture")
+    result = cli("data", "prepare", raw, tmp_path / "out")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "skipped images/a.jpg" in result.output and "wrote 0 pairs" not in result.output
+    assert f"error: no pair in {raw} could be prepared, so nothing was written to {tmp_path / 'out'}" in (
+        " ".join(result.output.split())
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]

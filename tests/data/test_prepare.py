@@ -109,6 +109,8 @@ def test_mismatched_mask_is_skipped(tmp_path: Path) -> None:
     report = prepare_dataset(src, tmp_path / "out", size=SIZE)
     assert report.written == 0 and [s.path for s in report.skipped] == ["masks/a.png"]
     assert "re-export the mask" in report.skipped[0].reason
+    assert not (tmp_path / "out").exists()  # nothing prepared: no empty images/ and masks/ left
+    assert [p.name for p in tmp_path.iterdir()] == ["raw"]  # nor the staging folder
 
 
 def test_refuses_non_empty_out_unless_overwrite(tmp_path: Path) -> None:

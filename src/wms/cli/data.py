@@ -12,6 +12,7 @@ from wms.cli._common import WmsGroup, console, progress_bar, state, styled
 from wms.data.prepare import RESIZE_MODES, ResizeMode, prepare_dataset
 from wms.data.synth import synthesize
 from wms.data.validate import Issue, validate_dataset
+from wms.errors import DataError
 
 LISTED = 30  # more issues than this are shown by kind, with a count and an example
 
@@ -99,11 +100,15 @@ def prepare(
     side = size or state(ctx).project().settings.data.size
     with progress_bar("preparing", None) as advance:
         report = prepare_dataset(src, out, size=side, resize=mode, progress=advance, overwrite=overwrite)
-    console.print(
-        f"wrote {report.written} pairs ({side}x{side}, {resize}) to {out}/images (JPEG) and {out}/masks (PNG)"
-    )
+    if report.written:
+        console.print(
+            f"wrote {report.written} pairs ({side}x{side}, {resize}) "
+            f"to {out}/images (JPEG) and {out}/masks (PNG)"
+        )
     for item in report.skipped:
         console.print(styled("skipped", "yellow"), f"{item.path}: {item.reason}", highlight=False)
     if report.skipped:
         console.print(styled(f"{len(report.skipped)} file(s) skipped", "red"))
+    if not report.written:
+        raise DataError(f"no pair in {src} could be prepared, so nothing was written to {out}")
     raise typer.Exit(1 if report.skipped else 0)

@@ -187,7 +187,10 @@ def prepare_dataset(
             written += not problems
             if progress is not None:
                 progress()
-        _swap_into_place(tmp, out)
+        if written:
+            _swap_into_place(tmp, out)
+        else:  # nothing to show for it: OUT stays as it was, not two empty folders
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
