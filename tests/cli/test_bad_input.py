@@ -124,3 +124,12 @@ def test_prepare_with_no_pair_it_can_read_writes_nothing(cli: Callable[..., Any]
         " ".join(result.output.split())
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_validate_calls_an_empty_dataset_invalid(cli: Callable[..., Any], tmp_path: Path) -> None:
+    for folder in ("images", "masks"):
+        (tmp_path / "empty" / folder).mkdir(parents=True)
+    result = cli("data", "validate", tmp_path / "empty")
+    assert result.exit_code == 1
+    said = " ".join(result.output.split())  # the table and the verdict wrap at the terminal's width
+    assert "no_pairs" in said and "invalid — 0 pairs, 1 error(s)" in said

@@ -1,7 +1,7 @@
 """Check a dataset folder before it is prepared or trained on; every bad file becomes an `Issue`.
 
 Issue codes are a contract with the CLI and CI: missing_mask, missing_image, unreadable, wrong_size,
-size_mismatch, non_binary_mask, empty_mask, exif_rotated, duplicate, bad_mode.
+size_mismatch, non_binary_mask, empty_mask, exif_rotated, duplicate, bad_mode, no_pairs.
 Issue paths are relative to the dataset root (e.g. "images/a.png").
 """
 
@@ -321,6 +321,10 @@ def validate_dataset(
                 path.relative_to(root).as_posix(),
                 f"no image with stem {path.stem!r} in images/: add the image or remove the mask",
             )
+        )
+    if not scan.pairs and not issues:  # an empty folder, or a wrong one, is not a valid dataset
+        issues.append(
+            _issue("no_pairs", ".", "no pairs in images/ and masks/: add photos and their masks (same stem)")
         )
     sizes: Counter[str] = Counter()
     foreground: list[float] = []
