@@ -14,7 +14,7 @@ from rich.table import Table
 
 from wms.cli._common import WmsGroup, console, state, styled
 from wms.config import Project
-from wms.errors import UsageError
+from wms.errors import RegistryError, UsageError
 from wms.registry import RUN_ID, MlflowRegistry
 
 app = typer.Typer(cls=WmsGroup, no_args_is_help=True, help="Registered model versions and aliases.")
@@ -70,10 +70,16 @@ def show(
     console.print(table)
 
 
+def _follows_here(project: Project) -> bool:
+    """Whether this checkout is main itself and moves the alias at once (local git host, or no git)."""
+    from wms.vcs.mainline import MainLine
+
+    main = MainLine(project)
+    return main.ref is None and (main.top is None or project.settings.git.host == "local")
+
+
 def _follow(project: Project, registry: MlflowRegistry, entry: dict[str, Any]) -> None:
     """Commit the move (in git), then move the alias now where this checkout is main."""
-    from wms.production import reconcile
-    from wms.vcs.mainline import MainLine
     from wms.vcs.publish import commit_move
 
     console.print(
@@ -85,10 +91,8 @@ def _follow(project: Project, registry: MlflowRegistry, entry: dict[str, Any]) -
     settings = project.settings
     title = f"Production: version {entry['to_version']} ({entry['action']}: {entry['reason']})"
     sha = commit_move(project, title)
-    on_main = MainLine(project).ref is None
-    if on_main and (sha is None or settings.git.host == "local"):
-        result = reconcile(registry, project.path(settings.tracking.pointer_dir))
-        console.print(result.summary, highlight=False)
+    if _follows_here(project):
+        _reconcile_or_say(project, registry, sha)
         return
     where = f"committed {sha}" if sha else "written"
     console.print(
@@ -96,6 +100,42 @@ def _follow(project: Project, registry: MlflowRegistry, entry: dict[str, Any]) -
         f"request); the release workflow then runs `wms model reconcile`",
         highlight=False,
     )
+
+
+def _reconcile_or_say(project: Project, registry: MlflowRegistry, sha: str | None) -> None:
+    """Move the alias to what the pointer names; a failure says the move is recorded and what finishes it."""
+    from wms.production import reconcile
+
+    try:
+        result = reconcile(registry, project.path(project.settings.tracking.pointer_dir))
+    except RegistryError as exc:
+        recorded = f"committed {sha}" if sha else "written"
+        raise RegistryError(
+            f"the move is {recorded}, but the registry did not follow it: {exc}; once that is mended, `wms "
+            "model reconcile` (or this command again) moves the alias to what production_current.json names"
+        ) from None
+    console.print(result.summary, highlight=False)
+
+
+def _unfinished(project: Project, registry: MlflowRegistry) -> str | None:
+    """Finish the move production_current.json records where the registry did not follow it (MLflow
+    failed half-way, or the alias was moved by hand); the version it moved to, None if none."""
+    from wms.production import read_current
+
+    if not _follows_here(project):
+        return None  # the release workflow moves the alias when main has the move
+    current = read_current(project.path(project.settings.tracking.pointer_dir))
+    alias = registry.production()
+    wanted = str(current["to_version"]) if current else None
+    if wanted is None or (alias is not None and alias.version == wanted):
+        return None
+    console.print(
+        f"production_current.json names version {wanted}, but the production alias "
+        f"names {alias.version if alias else 'nothing'}: the registry follows it first",
+        highlight=False,
+    )
+    _reconcile_or_say(project, registry, None)
+    return wanted
 
 
 @app.command()
@@ -117,6 +157,9 @@ def promote(
     registry = MlflowRegistry(project)
     pointer_dir = project.path(project.settings.tracking.pointer_dir)
     by = "wms model promote"
+    finished = _unfinished(project, registry)
+    if finished is not None and finished == registry.get(version).version:
+        return
     _follow(
         project, registry, plan_move(registry, pointer_dir, version, action="promote", reason=reason, by=by)
     )
@@ -133,6 +176,9 @@ def rollback(
     project = state(ctx).project()
     registry = MlflowRegistry(project)
     pointer_dir = project.path(project.settings.tracking.pointer_dir)
+    if _unfinished(project, registry) is not None:
+        console.print("run `wms model rollback` again to step back from it", highlight=False)
+        return
     _follow(project, registry, plan_rollback(registry, pointer_dir, reason=reason, by="wms model rollback"))
 
 
