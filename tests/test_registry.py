@@ -3,9 +3,10 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -277,3 +278,16 @@ def test_a_pointer_edited_by_hand_rolls_back_to_its_from_version(tmp_path: Path)
     pointer = tmp_path / "production_current.json"
     pointer.write_text(json.dumps({"action": "promote", "from_version": "1", "to_version": "4"}))
     assert registry.rolled_back(tmp_path) == ("4", "1")
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///notes.txt", "sqlite://mlflow.db"])
+def test_a_tracking_uri_that_is_no_mlflow_store_is_one_line(
+    cli: Callable[..., Any], project_dir: Path, monkeypatch: pytest.MonkeyPatch, uri: str
+) -> None:
+    (project_dir / "notes.txt").write_text("not a database\n")
+    monkeypatch.setenv("WMS_TRACKING__URI", uri)
+    result = cli("model", "list")
+    assert result.exit_code == 1
+    assert "cannot be opened as an MLflow store" in result.output
+    assert "set tracking.uri to an MLflow database" in result.output
+    assert len(result.output.strip().splitlines()) == 1

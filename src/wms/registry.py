@@ -163,7 +163,14 @@ class MlflowRegistry:
                 f"MLflow at {self.uri} does not answer; check tracking.uri and that the server runs "
                 "(`wms compute status` shows the instance's MLflow URL)"
             )
-        self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        try:
+            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        except Exception as exc:  # the store is opened here: any failure is the setting's (or its file's)
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise RegistryError(
+                f"tracking.uri {self.uri} cannot be opened as an MLflow store: {why}; set tracking.uri to "
+                "an MLflow database (sqlite:///.wms/mlflow.db) or server (http://HOST:5000)"
+            ) from None
 
     def _call(self, what: str, fn: Any, *args: Any, absent_ok: bool = False, **kwargs: Any) -> Any:
         """fn(...), an MLflow failure a RegistryError; with `absent_ok`, None where MLflow answers
