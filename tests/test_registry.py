@@ -291,3 +291,32 @@ def test_a_tracking_uri_that_is_no_mlflow_store_is_one_line(
     assert "cannot be opened as an MLflow store" in result.output
     assert "set tracking.uri to an MLflow database" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_version_whose_run_was_deleted_is_still_listed_and_named(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path
+) -> None:
+    """A run deleted in the MLflow UI and removed by `mlflow gc` leaves its version behind."""
+    import os
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    registry = MlflowRegistry(load_settings(start=project_dir))
+    kept = registry.register(logged_run(registry, tmp_path, 0.7), {}).version
+    gone = registry.register(logged_run(registry, tmp_path, 0.8), {})
+    MlflowClient(registry.uri).delete_run(gone.run_id)
+    mlflow = Path(sys.executable).with_name("mlflow")
+    env = os.environ | {"MLFLOW_TRACKING_URI": registry.uri}
+    subprocess.run(
+        [mlflow, "gc", "--backend-store-uri", registry.uri], env=env, check=True, capture_output=True
+    )
+
+    listed = cli("model", "list")
+    assert listed.exit_code == 0, listed.output
+    assert [line.split()[0] for line in listed.output.splitlines()[2:]] == [kept, gone.version]
+    assert cli("model", "show", gone.version).exit_code == 0
+    fetched = cli("model", "download", gone.version, tmp_path / "out")
+    assert fetched.exit_code == 1
+    assert f"failed to download the model: Run with id={gone.run_id} not found" in fetched.output

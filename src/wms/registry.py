@@ -256,17 +256,19 @@ class MlflowRegistry:
         return self._record(mv)
 
     def _record(self, mv: Any, aliases: list[str] | None = None) -> ModelRecord:
-        run = self._client.get_run(mv.run_id)
+        # A version outlives its run (deleted in the UI, then `mlflow gc`): it is listed without metrics.
+        run = mv.run_id and self._call("read the run", self._client.get_run, mv.run_id, absent_ok=True)
+        metrics, run_tags = (run.data.metrics, run.data.tags) if run else ({}, {})
         return ModelRecord(
             version=str(mv.version),
-            run_id=mv.run_id,
+            run_id=mv.run_id or "",
             aliases=sorted(mv.aliases or []) if aliases is None else aliases,
-            metrics={k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
+            metrics={k: v for k, v in metrics.items() if k.startswith("test_")},
             tags=dict(mv.tags or {}),
             created_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
                 timespec="seconds"
             ),
-            run_tags={k: v for k, v in run.data.tags.items() if k.startswith("wms.")},
+            run_tags={k: v for k, v in run_tags.items() if k.startswith("wms.")},
         )
 
     def get(self, ref: str) -> ModelRecord:
