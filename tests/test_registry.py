@@ -3,6 +3,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -155,6 +156,17 @@ def test_unknown_ref_lists_what_exists(registry: MlflowRegistry, tmp_path: Path)
     registry.register(logged_run(registry, tmp_path, 0.7), {})
     with pytest.raises(RegistryError, match=r"versions: 1"):
         registry.get("7")
+
+
+def test_a_version_number_past_mlflows_is_no_such_model_at_once(
+    cli: Callable[..., Any], registry: MlflowRegistry, tmp_path: Path
+) -> None:
+    registry.register(logged_run(registry, tmp_path, 0.7), {})
+    started = time.monotonic()
+    result = cli("model", "promote", "99999999999999999999", "--reason", "a pasted number")
+    assert time.monotonic() - started < 30  # the server's 500, retried, took about 4 minutes
+    assert result.exit_code == 1
+    assert "no model '99999999999999999999' in" in result.output and "(versions: 1)" in result.output
 
 
 class Failing(http.server.BaseHTTPRequestHandler):

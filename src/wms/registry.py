@@ -29,6 +29,7 @@ PRODUCTION, PREVIOUS = "production", "previous"
 MODEL_ARTIFACT = "model"
 MLMODEL = "MLmodel"
 RUN_ID = re.compile(r"[0-9a-f]{32}")
+MAX_VERSION = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,10 @@ class MlflowRegistry:
             get, key = self._client.get_model_version, number
         else:
             get, key = self._client.get_model_version_by_alias, ref
-        mv = self._call(f"read model {ref!r}", get, self.model_name, key, absent_ok=True)
+        # MLflow numbers versions in 32 bits: asked for a larger one, a server fails (500) and
+        # MLflow retries for about 4 minutes before saying so.
+        beyond = number.isdigit() and int(number) > MAX_VERSION
+        mv = None if beyond else self._call(f"read model {ref!r}", get, self.model_name, key, absent_ok=True)
         if mv is None:
             known = ", ".join(r.version for r in self.list()) or "none yet"
             versions = f"{self.model_name!r} (versions: {known})"
