@@ -180,3 +180,33 @@ def test_a_damaged_production_pointer_is_no_first_model(project_dir: Path) -> No
         production_per_main(project, no_alias)  # type: ignore[arg-type]
     aliased = SimpleNamespace(production=lambda: SimpleNamespace(version="3"))
     assert production_per_main(project, aliased) == "3"  # type: ignore[arg-type]
+
+
+def test_a_registry_that_numbers_another_model_as_mains_production_stops_the_gate(
+    project_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_tracking_db: Path
+) -> None:
+    """MLflow's database restored from an older backup (or reset) numbers new candidates as the
+    versions main already names: the gate must not take another model for production."""
+    import shutil
+
+    from tests.test_registry import logged_run
+
+    from wms.config import load_settings
+    from wms.errors import RegistryError
+    from wms.gating import production_per_main
+    from wms.production import move_production
+    from wms.registry import MlflowRegistry
+
+    project = load_settings(start=project_dir)
+    first = MlflowRegistry(project)
+    first.register(logged_run(first, tmp_path, 0.7), {})
+    move_production(first, project.path("models"), "1", action="promote", reason="first", by="test")
+    assert production_per_main(project, first) == "1"
+
+    shutil.copyfile(empty_tracking_db, tmp_path / "restored.db")
+    monkeypatch.setenv("WMS_TRACKING__URI", f"sqlite:///{tmp_path / 'restored.db'}")
+    restored = MlflowRegistry(load_settings(start=project_dir))
+    restored.register(logged_run(restored, tmp_path, 0.9), {})  # version 1 again: another model
+    said = r"on main \(the working tree\) names version 1 with model sha256 .*; is tracking\.uri the registry"
+    with pytest.raises(RegistryError, match=said):
+        production_per_main(project, restored)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from wms.config import Project
 from wms.data.splits import split_pairs
-from wms.errors import GateError, RegistryError, WmsError
+from wms.errors import GateError, ModelNotFound, RegistryError, WmsError
 from wms.gate import REPORT_MD, GateDecision, decide, write_report
 from wms.parity import check_onnx_parity
-from wms.production import CURRENT_FILE
+from wms.production import CURRENT_FILE, check_same_model
 from wms.registry import Registry
 from wms.runs import PipelineRun, TrainedRun
 from wms.scores import ImageScore, evaluate_onnx
@@ -25,12 +25,19 @@ from wms.vcs.mainline import MainLine
 
 def production_per_main(project: Project, registry: Registry) -> str | None:
     """The version in production as main says, else as the registry's alias says; None before the first."""
-    named, damaged = None, False
+    pointer, damaged = None, False
+    main = MainLine(project)
     try:
-        named = MainLine(project).production_version()
+        pointer = main.production_pointer()
     except RegistryError:
         damaged = True  # reconcile says so; the alias still names what serves
-    if named is not None:
+    if pointer is not None:
+        named = str(pointer["to_version"])
+        try:
+            registered = registry.get(named)
+        except ModelNotFound:
+            return named  # scoring it fails, and gate.on_baseline_error decides
+        check_same_model(f"{CURRENT_FILE} on main ({main.where})", pointer, registered)
         return named
     alias = registry.production()
     if alias is None and damaged:  # not "nothing in production": the floor alone must not judge

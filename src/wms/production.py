@@ -210,6 +210,19 @@ class Reconciled:
         return f"production is version {self.wanted}, as main says; nothing to move"
 
 
+def check_same_model(where: str, current: dict[str, Any], target: ModelRecord) -> None:
+    """Raise unless the registry's version is the model the pointer recorded (by its sha256): a
+    registry reset or restored from an older backup numbers other models as main's versions."""
+    wanted = target.version
+    recorded, registered = current.get("model_sha256"), target.tags.get("model_sha256")
+    if recorded and registered and recorded != registered:
+        raise RegistryError(
+            f"{where} names version {wanted} with model sha256 {recorded[:12]}…, "
+            f"but the registry's version {wanted} has {registered[:12]}…; is tracking.uri the registry "
+            "main was promoted in?"
+        )
+
+
 def reconcile(registry: Registry, pointer_dir: Path) -> Reconciled:
     """Point the `production` alias at the version the checkout's pointer file names."""
     current = read_current(pointer_dir)
@@ -219,13 +232,7 @@ def reconcile(registry: Registry, pointer_dir: Path) -> Reconciled:
         return Reconciled(None, was, False)
     wanted = str(current["to_version"])
     target = registry.get(wanted)
-    recorded, registered = current.get("model_sha256"), target.tags.get("model_sha256")
-    if recorded and registered and recorded != registered:
-        raise RegistryError(
-            f"{pointer_dir / CURRENT_FILE} names version {wanted} with model sha256 {recorded[:12]}…, "
-            f"but the registry's version {wanted} has {registered[:12]}…; is tracking.uri the registry "
-            "main was promoted in?"
-        )
+    check_same_model(str(pointer_dir / CURRENT_FILE), current, target)
     if was == wanted:
         return Reconciled(wanted, was, False)
     registry.promote(wanted)

@@ -97,6 +97,11 @@ class MainLine:
 
         RegistryError when the file is there but names no version (an unresolved merge, an edit).
         """
+        pointer = self.production_pointer()
+        return str(pointer["to_version"]) if pointer else None
+
+    def production_pointer(self) -> dict[str, Any] | None:
+        """Main's models/production_current.json (version, model sha256, ...); None before the first."""
         from wms.production import CURRENT_FILE
 
         path = self.project.path(self.project.settings.tracking.pointer_dir) / CURRENT_FILE
@@ -104,11 +109,11 @@ class MainLine:
         if text is None:
             return None
         try:
-            named = str(json.loads(text)["to_version"])
-        except (ValueError, KeyError, TypeError):
-            named = ""
-        if not named.isdigit():
+            body = dict(json.loads(text))
+        except (ValueError, TypeError):
+            body = {}
+        if not str(body.get("to_version", "")).isdigit():
             raise RegistryError(
                 f"{path} on main names no model version; restore it (`git checkout -- {path}` on main)"
             )
-        return named
+        return body
