@@ -50,6 +50,7 @@ def test_store_url_missing_slashes_writes_nothing(
     [
         ("tracking.uri", "htp://127.0.0.1:5000"),  # a typo of the scheme
         ("tracking.uri", "sqlite:/.wms/mlflow.db"),  # a slash short
+        ("tracking.uri", "sqlite://mlflow.db"),  # two slashes: mlflow.db is read as a host
         ("tracking.uri", "mlruns"),  # a folder: MLflow's file store, which it refuses
         ("compute.remote_tracking_uri", "10.0.0.5:5000"),  # no scheme
     ],
