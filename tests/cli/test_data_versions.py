@@ -164,3 +164,15 @@ def test_raw_photos_are_not_ingested(
     prepared = project_dir / "prepared"
     assert cli("data", "prepare", batch, prepared, "--size", "64").exit_code == 0
     assert cli("data", "ingest", prepared).exit_code == 0
+
+
+def test_images_without_masks_are_not_sent_to_prepare(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    """`wms data prepare` cannot add a mask: the refusal says to fix the files instead."""
+    batch = make_batch("half", count=4, seed=2)
+    next((batch / "masks").iterdir()).unlink()
+    result = cli("data", "ingest", batch)
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "(missing_mask); fix the files it lists" in result.stderr
+    assert "wms data prepare" not in result.stderr

@@ -52,6 +52,9 @@ def ingest(
     console.print(result.version)
 
 
+PREPARE_FIXES = {"wrong_size", "non_binary_mask", "exif_rotated", "bad_mode"}
+
+
 def _check_valid(directory: Path, size: int) -> None:
     """DataError before anything is written when `directory` is not valid training data at `size`.
 
@@ -60,11 +63,15 @@ def _check_valid(directory: Path, size: int) -> None:
     with progress_bar("validating", None) as advance:
         report = validate_dataset(directory, size=size, progress=advance)
     if not report.ok:
-        codes = ", ".join(sorted({i.code for i in report.errors}))
+        codes = sorted({i.code for i in report.errors})
+        fix = (  # prepare resizes, binarises and orients; it cannot add a mask or drop a duplicate
+            f"raw photos go through `wms data prepare {directory} OUT` first, then ingest OUT"
+            if set(codes) <= PREPARE_FIXES
+            else "fix the files it lists"
+        )
         raise DataError(
-            f"{directory} is not valid {size}x{size} training data: {len(report.errors)} error(s) ({codes}); "
-            f"raw photos go through `wms data prepare {directory} OUT` first, then ingest OUT "
-            f"(details: `wms data validate {directory}`) — nothing was written"
+            f"{directory} is not valid {size}x{size} training data: {len(report.errors)} error(s) "
+            f"({', '.join(codes)}); {fix} (details: `wms data validate {directory}`) — nothing was written"
         )
 
 
