@@ -37,15 +37,20 @@ def test_wms_train_on_a_folder_sends_its_files_even_with_an_s3_store(make_batch:
     assert stored == {"kind": "store", "url": store, "version": "0123456789ab"}
 
 
-def test_the_job_logs_where_the_instance_reaches_mlflow(
-    project_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """Split layout from a laptop: MLflow's public address here, its private one on the instance."""
+def from_a_laptop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings of a laptop training on the instance: its key, its address, a public MLflow."""
     key = tmp_path / "wms.pem"
     key.write_text("a key")
     monkeypatch.setenv("WMS_COMPUTE__SSH_KEY", str(key))
     monkeypatch.setenv("WMS_COMPUTE__HOST", "198.51.100.7")
     monkeypatch.setenv("WMS_TRACKING__URI", "http://203.0.113.5:5000")
+
+
+def test_the_job_logs_where_the_instance_reaches_mlflow(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Split layout from a laptop: MLflow's public address here, its private one on the instance."""
+    from_a_laptop(monkeypatch, tmp_path)
     assert job_tracking_uri(load_settings(start=project_dir)) == "http://203.0.113.5:5000"
     monkeypatch.setenv("WMS_COMPUTE__REMOTE_TRACKING_URI", "http://10.0.1.20:5000")
     project = load_settings(start=project_dir)
@@ -62,11 +67,7 @@ def test_a_python_without_the_ec2_extra_is_refused_before_anything_starts(
     """Without paramiko the run would merge, start the GPU and only then fail at the first SSH login."""
     import importlib.util
 
-    key = tmp_path / "wms.pem"
-    key.write_text("a key")
-    monkeypatch.setenv("WMS_COMPUTE__SSH_KEY", str(key))
-    monkeypatch.setenv("WMS_COMPUTE__HOST", "198.51.100.7")
-    monkeypatch.setenv("WMS_TRACKING__URI", "http://203.0.113.5:5000")
+    from_a_laptop(monkeypatch, tmp_path)
     project = load_settings(start=project_dir)
     check_remote_settings(project)  # this environment has the extra
     real = importlib.util.find_spec
