@@ -7,6 +7,7 @@ one that the other does not follow fails here instead of on someone's first setu
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,18 @@ def test_training_from_a_laptop_gives_the_gpu_instance_an_mlflow_it_can_reach(
     assert "store_url" in env.get("WMS_STORE__URL", "")
     for name in re.findall(r"\$\(tf ([a-z_]+)\)", block):
         assert name in outputs, f"the README reads terraform output {name}, which outputs.tf lacks"
+
+
+def test_the_kubeconfig_step_points_kubectl_at_the_cluster_and_keeps_its_keys_out_of_git(
+    terraform: dict[str, Any],
+) -> None:
+    """`terraform output -raw kubeconfig_command` only prints the command: the step runs it
+    (eval, so its `export KUBECONFIG` holds in the shell). The file it writes beside the
+    Terraform holds the cluster's admin key: git must ignore it, or `git add -A` commits it."""
+    command = terraform["output"]["kubeconfig_command"]["value"]
+    (written,) = re.findall(r"> (\S+) &&", command)
+    assert 'eval "$(terraform output -raw kubeconfig_command)"' in README
+    assert not re.search(r"run `terraform output -raw kubeconfig_command`", README)
+    where = Path("infrastructure/terraform") / written  # the README's step 4 works there
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "-q", str(where)], cwd=ROOT, check=False)
+    assert ignored.returncode == 0, f"git does not ignore {where}, which holds the cluster's admin key"
