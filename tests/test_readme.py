@@ -67,3 +67,28 @@ def test_the_kubeconfig_step_points_kubectl_at_the_cluster_and_keeps_its_keys_ou
     where = Path("infrastructure/terraform") / written  # the README's step 4 works there
     ignored = subprocess.run(["git", "check-ignore", "--no-index", "-q", str(where)], cwd=ROOT, check=False)
     assert ignored.returncode == 0, f"git does not ignore {where}, which holds the cluster's admin key"
+
+
+def aws_setup() -> str:
+    """The README's steps from an empty AWS account to the first model serving."""
+    start = README.index("From an empty AWS account to the first promoted model serving")
+    return README[start : README.index("## GitHub setup", start)]
+
+
+def test_the_aws_setup_makes_the_key_pair_and_the_token_in_the_region_terraform_uses(
+    terraform: dict[str, Any],
+) -> None:
+    """Terraform's region is a variable (us-east-1 by default), not the AWS CLI's: a key pair or
+    SSM parameter the CLI made in its own region is one Terraform's instances cannot find
+    (InvalidKeyPair.NotFound at apply; runners that cannot read their token)."""
+    steps = aws_setup()
+    assert "region" in terraform["variable"]
+    assert "export AWS_REGION=" in steps
+    made = [
+        line for line in steps.splitlines() if re.search(r"aws (ec2 create-key-pair|ssm put-parameter)", line)
+    ]
+    assert len(made) == 2
+    for line in made:
+        assert '--region "$AWS_REGION"' in line, line
+    (apply,) = [line for line in steps.splitlines() if "terraform apply" in line]
+    assert '-var region="$AWS_REGION"' in apply

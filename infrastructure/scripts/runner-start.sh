@@ -13,7 +13,7 @@ api="${RUNNER_API_URL:-https://api.github.com}/repos/${RUNNER_REPOSITORY}/action
 if ! token=$(aws ssm get-parameter --region "$AWS_REGION" --name "$RUNNER_TOKEN_PARAMETER" \
   --with-decryption --query Parameter.Value --output text); then
   echo "cannot read the SSM parameter $RUNNER_TOKEN_PARAMETER; create it with" \
-    "aws ssm put-parameter --type SecureString --name $RUNNER_TOKEN_PARAMETER --value <token>" >&2
+    "aws ssm put-parameter --region $AWS_REGION --type SecureString --name $RUNNER_TOKEN_PARAMETER --value <token>" >&2
   exit 1
 fi
 

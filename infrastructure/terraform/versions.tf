@@ -7,9 +7,9 @@
 # bucket and the serving image repository. The instances bootstrap themselves with cloud-init
 # from infrastructure/cloud-init and infrastructure/scripts (user-data.tf).
 #
-#   aws ssm put-parameter --type SecureString --name /wms/github/runner-token --value <token>
+#   aws ssm put-parameter --region "$AWS_REGION" --type SecureString --name /wms/github/runner-token --value <token>
 #   terraform init
-#   terraform apply -var allowed_ssh_cidr=203.0.113.7/32 -var key_name=wms \
+#   terraform apply -var region="$AWS_REGION" -var allowed_ssh_cidr=203.0.113.7/32 -var key_name=wms \
 #     -var bucket_name=<bucket> -var github_repository=<owner>/<repo>
 #   terraform output
 #
