@@ -92,3 +92,12 @@ def test_the_aws_setup_makes_the_key_pair_and_the_token_in_the_region_terraform_
         assert '--region "$AWS_REGION"' in line, line
     (apply,) = [line for line in steps.splitlines() if "terraform apply" in line]
     assert '-var region="$AWS_REGION"' in apply
+
+
+def test_the_aws_setup_stops_the_gpu_instance_with_the_ec2_backend() -> None:
+    """compute.backend is local by default, and its `wms compute stop` says 'compute stopped
+    (local)' and exits 0 while the GPU instance Terraform started runs on at $0.526/h."""
+    stops = re.findall(r"`([^`]*wms compute (?:stop|start)[^`]*)`", aws_setup())
+    assert stops
+    for command in stops:
+        assert "WMS_COMPUTE__BACKEND=ec2" in command or "compute.backend=ec2" in command, command
