@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -101,3 +103,65 @@ def test_the_aws_setup_stops_the_gpu_instance_with_the_ec2_backend() -> None:
     assert stops
     for command in stops:
         assert "WMS_COMPUTE__BACKEND=ec2" in command or "compute.backend=ec2" in command, command
+
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+ENVIRONMENTS = {"wms-production", "wms-compute"}
+
+
+def secrets_read() -> dict[str, dict[str, set[str]]]:
+    """secret → {"files": workflows whose jobs read it, "environments": those jobs' environments}."""
+    found: dict[str, dict[str, set[str]]] = {}
+    for path in sorted(WORKFLOWS.glob("*.yaml")):
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            for name in re.findall(r"secrets\.([A-Z0-9_]+)", yaml.safe_dump(job)):
+                entry = found.setdefault(name, {"files": set(), "environments": set()})
+                entry["files"].add(path.name)
+                entry["environments"].add(job.get("environment", "none"))
+    return found
+
+
+def secrets_table() -> dict[str, tuple[set[str], set[str], str]]:
+    """secret → (environments, workflows, what) as the README's secrets table gives them."""
+    start = README.index("| secret | environment | used by | what |")
+    rows = README[start:].split("\n\n")[0].splitlines()[2:]
+    every = {p.name for p in WORKFLOWS.glob("*.yaml")} - {"ci.yaml"}
+    table = {}
+    for row in rows:
+        names, environment, used_by, what = (cell.strip() for cell in row.strip("|").split("|"))
+        environments = ENVIRONMENTS if environment == "both" else set(re.findall(r"`([a-z-]+)`", environment))
+        files = every if used_by == "all but CI" else set(re.findall(r"`([a-z0-9-]+\.yaml)`", used_by))
+        for name in re.findall(r"`([A-Z0-9_]+)`", names):
+            table[name] = (environments, files, what)
+    return table
+
+
+def test_the_secrets_table_names_every_secret_where_the_workflows_read_it() -> None:
+    """The operator sets secrets from this table: each one the workflows read, in the
+    environment of the jobs that read it, and every workflow that needs it is named."""
+    read, table = secrets_read(), secrets_table()
+    assert set(read) == set(table)
+    for name, entry in read.items():
+        environments, files, _ = table[name]
+        assert entry["environments"] == environments, name
+        assert entry["files"] == files, name
+    variables = README[README.index("Variables: `AWS_ROLE_ARN`") :].split("\n\n")[0]
+    for path in WORKFLOWS.glob("*.yaml"):
+        for name in re.findall(r"vars\.([A-Z0-9_]+)", path.read_text()):
+            assert f"`{name}`" in variables, f"{path.name} reads vars.{name}, which the README does not list"
+
+
+def test_the_production_keys_may_start_the_gpu_instance_where_its_jobs_start_it() -> None:
+    """In split the pipeline and the sweep (environment wms-production) start, tag and stop the
+    GPU instance with that environment's keys: keys limited to the store and the deploy, as the
+    README said, failed every run at start_compute, after the merge."""
+    starters = [
+        (path.name, name)
+        for path in sorted(WORKFLOWS.glob("*.yaml"))
+        for name, job in yaml.safe_load(path.read_text())["jobs"].items()
+        if job.get("environment") == "wms-production"
+        and job.get("env", {}).get("WMS_COMPUTE__BACKEND") == "ec2"
+    ]
+    assert starters
+    _, _, what = secrets_table()["AWS_ACCESS_KEY_ID"]
+    assert re.search(r"in `wms-production` [^;]*EC2 describe, tag, start and stop", what)
