@@ -165,3 +165,52 @@ def test_the_production_keys_may_start_the_gpu_instance_where_its_jobs_start_it(
     assert starters
     _, _, what = secrets_table()["AWS_ACCESS_KEY_ID"]
     assert re.search(r"in `wms-production` [^;]*EC2 describe, tag, start and stop", what)
+
+
+def wms_commands() -> list[str]:
+    """Every `wms …` command line the README shows, inline or in a code block, comments dropped."""
+    snippets = re.findall(r"`([^`\n]+)`", README)
+    for block in code_blocks():
+        snippets += block.splitlines()
+    commands = []
+    for snippet in snippets:
+        snippet = re.split(r"\s#\s", snippet)[0].replace("\\|", "|")
+        # where a command starts: the line's start, after a separator or VAR=value assignments
+        start = r"(?:^\s*|[;(]\s*|&&\s*|\|\s+)(?:[A-Z_][A-Z0-9_]*=\S*\s+)*"
+        for match in re.finditer(start + r"(?:\.venv/bin/)?wms(?= |$)(.*)", snippet):
+            commands.append("wms" + re.split(r"&&|;| \| |>", match.group(1))[0])
+    return commands
+
+
+def check_command(command: Any, words: list[str], line: str) -> None:
+    """Walk `words` down the command tree from `command`; every --flag must be one it takes."""
+    words = [w.strip("[](),…") for w in words]
+    words = [w for w in words if w]
+    while words and words[0] in ("--set", "-s", "--config", "-c") and hasattr(command, "commands"):
+        words = words[2:]
+    if words and hasattr(command, "commands"):
+        choices = words[0].split("|")
+        if all(choice in command.commands for choice in choices):
+            for choice in choices:
+                check_command(command.commands[choice], words[1:], line)
+            return
+        assert words[0].startswith("-"), f"{command.name} has no command {words[0]}: {line}"
+    options = {o for p in command.params if p.param_type_name == "option" for o in p.opts + p.secondary_opts}
+    for word in words:
+        if word == "--":
+            break
+        if word.startswith("-"):
+            for flag in word.split("=")[0].split("|"):
+                assert flag in options, f"{command.name} takes no {flag}: {line}"
+
+
+def test_every_wms_command_and_flag_in_the_readme_exists() -> None:
+    import typer
+
+    from wms.cli.main import app
+
+    root = typer.main.get_command(app)
+    commands = wms_commands()
+    assert len(commands) > 100
+    for line in commands:
+        check_command(root, line.split()[1:], line)
