@@ -164,3 +164,14 @@ def test_an_unknown_recipe_is_one_line_naming_the_valid_ones(
     message = str(info.value)
     assert "bad setting train.recipe='h100': unknown recipe 'h100'; use one of: cpu, gpu" in message
     assert "WMS_TRAIN__RECIPE" in message and "\n" not in message
+
+
+def test_wms_toml_names_every_setting_with_its_default() -> None:
+    """wms.toml is where a user reads what can be set: a key missing there is a setting nobody finds."""
+    import tomllib
+
+    written = tomllib.loads((Path(__file__).resolve().parents[1] / "src" / "wms" / "wms.toml").read_text())
+    defaults = Settings.model_construct()
+    for section in Settings.model_fields:
+        missing = set(type(getattr(defaults, section)).model_fields) - set(written.get(section, {}))
+        assert not missing, f"[{section}] in wms.toml lacks {sorted(missing)}"
