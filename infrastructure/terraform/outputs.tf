@@ -92,3 +92,8 @@ output "repository_variables" {
     AWS_REGION       = var.region
   }
 }
+
+output "github_role_arns" {
+  description = "Each GitHub environment's AWS_ROLE_ARN (an environment variable, set in that environment): the roles its jobs assume through GitHub's OIDC provider, instead of keys."
+  value       = { for env, role in aws_iam_role.github : env => role.arn }
+}

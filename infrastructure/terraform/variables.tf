@@ -184,3 +184,9 @@ variable "noncurrent_version_days" {
   type        = number
   default     = 90
 }
+
+variable "github_oidc_provider_arn" {
+  description = "ARN of GitHub's OIDC provider (token.actions.githubusercontent.com) where the account has one already; empty: Terraform creates it."
+  type        = string
+  default     = ""
+}
