@@ -169,3 +169,46 @@ def test_a_server_just_started_counts_as_alive() -> None:
             server.kill()
             server.wait()
     assert not alive(server.pid)
+
+
+def test_two_deploys_at_once_leave_one_server_and_stop_ends_both(
+    deploy_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each deploy is held before it takes the stable port until the other one has got as far,
+    # or is waiting for it: the moment `wms deploy` and a pipeline's deploy stage would collide.
+    started: list[subprocess.Popen[bytes]] = []
+    at_proxy: list[str] = []
+    lines: list[str] = []
+    spawn, ensure = LocalDeployer._start_server, LocalDeployer._ensure_proxy
+
+    def start_server(self: LocalDeployer, *args: Any) -> subprocess.Popen[bytes]:
+        started.append(spawn(self, *args))
+        return started[-1]
+
+    def ensure_proxy(self: LocalDeployer, state: dict[str, Any]) -> int:
+        at_proxy.append(threading.current_thread().name)
+        deadline = time.monotonic() + 120
+        while len(at_proxy) < 2 and not any("waiting for another" in line for line in lines):
+            assert time.monotonic() < deadline, "the other deploy neither came nor waited"
+            time.sleep(0.01)
+        return ensure(self, state)
+
+    monkeypatch.setattr(LocalDeployer, "_start_server", start_server)
+    monkeypatch.setattr(LocalDeployer, "_ensure_proxy", ensure_proxy)
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(_deployer(deploy_project, lines).deploy()))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert [r.version for r in results] == ["1", "1"]
+    state = json.loads((deploy_project / ".wms/deploy/local.json").read_text())
+    assert httpx.get(f"{state['url']}/ready").json()["version"] == "1"
+    assert [p.pid for p in started if p.poll() is None] == [state["server"]["pid"]]
+
+    _deployer(deploy_project).stop()
+    assert all(p.poll() is not None for p in started)
+    assert not alive(state["proxy"]["pid"])

@@ -7,10 +7,12 @@ A deploy never touches the running version until the new one has answered /ready
 the expected mask for the reference photo; then the proxy's upstream file is replaced
 atomically, the proxy confirms it, and only then is the old server stopped (it drains its
 in-flight requests first). The running deployment is recorded in `.wms/deploy/local.json`.
+One deploy or stop at a time on a checkout: a second one waits for the first (`deploy.lock`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -18,6 +20,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +44,7 @@ from wms.errors import BackendError
 if TYPE_CHECKING:
     from wms.registry import Registry
 
-STATE_FILE, UPSTREAM_FILE = "local.json", "upstream.json"
+STATE_FILE, UPSTREAM_FILE, LOCK_FILE = "local.json", "upstream.json", "deploy.lock"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -143,6 +147,20 @@ class LocalDeployer:
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         tmp.replace(self.state_file)
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold this checkout's deploy lock: two deploys at once (`wms deploy` beside a pipeline's
+        deploy stage) would each take the other's server for none of theirs and leave it running.
+        The lock is the kernel's (flock), so a deploy that is killed lets go of it at once."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with (self.dir / LOCK_FILE).open("a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.echo("waiting for another `wms deploy` (or deploy stop) on this checkout to finish")
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
     # -- processes -----------------------------------------------------------------------------
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         logs = self.dir / "logs"
@@ -237,7 +255,10 @@ class LocalDeployer:
     # -- the verbs -----------------------------------------------------------------------------
     def deploy(self, model_ref: str = "production") -> DeployResult:
         """Start `model_ref` beside the running version, check it, switch the stable port to it."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        with self._exclusive():
+            return self._deploy(model_ref)
+
+    def _deploy(self, model_ref: str) -> DeployResult:
         steps: list[str] = []
 
         def step(line: str) -> None:
@@ -304,6 +325,10 @@ class LocalDeployer:
 
     def stop(self) -> str:
         """Stop the server and the proxy this target started; forget the deployment."""
+        with self._exclusive():
+            return self._stop()
+
+    def _stop(self) -> str:
         state = self.read_state()
         if not state:
             return "no local deployment is running"
