@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,3 +80,58 @@ def test_compute_exec_refuses_the_instance_at_a_new_address_with_another_key(
     lines = [line for line in refused.stderr.splitlines() if "host key" in line]
     assert len(lines) == 1 and f"host key of instance {ec2_box.id} (now at localhost) changed" in lines[0]
     assert ec2_box.state() == "stopped"
+
+
+def test_two_first_connections_at_once_keep_both_pins(
+    sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import paramiko
+
+    known = tmp_path / "known_hosts"
+    first, second = (
+        SshTarget("127.0.0.1", sshd.port, sshd.user, str(sshd.key), known).for_instance(name)
+        for name in ("i-0first", "i-0second")
+    )
+    # The first connection is held after its login until the second has pinned its key.
+    second_done = threading.Event()
+    server_key = paramiko.Transport.get_remote_server_key
+
+    def held(transport: paramiko.Transport) -> paramiko.PKey:
+        if threading.current_thread().name == "first":
+            assert second_done.wait(timeout=60)
+        return server_key(transport)
+
+    monkeypatch.setattr(paramiko.Transport, "get_remote_server_key", held)
+    failures: list[BaseException] = []
+
+    def log_in(target: SshTarget, done: threading.Event | None) -> None:
+        try:
+            connect(target).close()
+        except BaseException as exc:
+            failures.append(exc)
+        if done is not None:
+            done.set()
+
+    threads = [
+        threading.Thread(target=log_in, args=(first, None), name="first"),
+        threading.Thread(target=log_in, args=(second, second_done), name="second"),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    assert sorted(line.split()[0] for line in known.read_text().splitlines()) == ["i-0first", "i-0second"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_known_hosts_file_cut_short_is_one_line_naming_it(sshd: Sshd, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    target = SshTarget("127.0.0.1", sshd.port, sshd.user, str(sshd.key), known)
+    connect(target.for_instance("i-0first")).close()
+    whole = known.read_text()
+    known.write_text(whole + whole.replace("i-0first", "i-0second")[:40])  # a second pin cut short
+    with pytest.raises(ConfigError) as refused:
+        connect(target.for_instance("i-0first"))
+    assert str(refused.value).startswith(f"{known} holds a line that is no host key")
+    assert "remove that line" in str(refused.value) and "\n" not in str(refused.value)

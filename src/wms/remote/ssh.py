@@ -17,7 +17,9 @@ as WMS_COMPUTE__SSH_KEY), never written to disk.
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
 import shlex
 import socket
 import time
@@ -175,9 +177,7 @@ def connect(target: SshTarget, timeout: float = 15) -> Ssh:
 
     client = paramiko.SSHClient()
     target.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    known = paramiko.HostKeys()
-    if target.known_hosts.is_file():
-        known.load(str(target.known_hosts))
+    known = _host_keys(target.known_hosts)
     # paramiko checks the keys it holds for the address; it is given those pinned under the
     # target's name alone, so with an alias the instance's key is required at any address.
     pinned = known.lookup(target.pinned_as) or {}
@@ -227,12 +227,44 @@ def connect(target: SshTarget, timeout: float = 15) -> Ssh:
         raise BackendError(f"cannot reach {target.address} over SSH: {exc or type(exc).__name__}") from None
     transport = client.get_transport()
     if not pinned and transport is not None:
-        server_key = transport.get_remote_server_key()
-        known.add(target.pinned_as, server_key.get_name(), server_key)
-        known.save(str(target.known_hosts))
+        _pin(target.known_hosts, target.pinned_as, transport.get_remote_server_key())
     if transport is not None:
         transport.set_keepalive(10)  # a dead peer shows as an error within a few keepalives
     return Ssh(client, target)
+
+
+def _host_keys(path: Path) -> Any:
+    """The keys pinned in `path` (none when it does not exist); ConfigError when it cannot be read."""
+    import paramiko
+
+    known = paramiko.HostKeys()
+    if path.is_file():
+        try:
+            known.load(str(path))
+        except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError):
+            raise ConfigError(
+                f"{path} holds a line that is no host key (a write cut short?); remove that line "
+                "and connect again (a host whose line is removed is pinned again at its next connection)"
+            ) from None
+    return known
+
+
+def _pin(path: Path, name: str, key: Any) -> None:
+    """Add `name`'s key to `path`, keeping what another connection pinned meanwhile (the file is
+    read again under a lock) and whole (written aside and renamed): a write cut short would
+    lose every pin, and the next connection to each host would accept any key."""
+    with path.with_name(path.name + ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the kernel's: a killed process lets go of it
+        known = _host_keys(path)
+        if known.lookup(name):
+            return  # another connection pinned it first; the next connection checks against it
+        known.add(name, key.get_name(), key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            known.save(str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def dropped(exc: BaseException) -> bool:
