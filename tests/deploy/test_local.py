@@ -212,3 +212,28 @@ def test_two_deploys_at_once_leave_one_server_and_stop_ends_both(
     _deployer(deploy_project).stop()
     assert all(p.poll() is not None for p in started)
     assert not alive(state["proxy"]["pid"])
+
+
+def test_a_deploy_stopped_after_starting_the_proxy_leaves_nothing_in_the_way(
+    deploy_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(self: LocalDeployer, url: str, version: str) -> None:
+        raise KeyboardInterrupt  # Ctrl-C (or a kill) after the proxy started, before it was recorded
+
+    monkeypatch.setattr(LocalDeployer, "_switch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _deployer(deploy_project).deploy()
+    monkeypatch.undo()
+    deployer = _deployer(deploy_project)
+    assert httpx.get(f"{deployer.stable_url}/_proxy").json()["proxy"] is True  # still on the port
+
+    assert deployer.stop() == f"stopped the proxy on {deployer.stable_url}, which no deployment had recorded"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{deployer.stable_url}/_proxy", timeout=2)
+
+    monkeypatch.setattr(LocalDeployer, "_switch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _deployer(deploy_project).deploy()
+    monkeypatch.undo()
+    result = _deployer(deploy_project).deploy()  # the proxy left running is taken, not in the way
+    assert httpx.get(f"{result.url}/ready").json()["version"] == "1"

@@ -215,10 +215,21 @@ class LocalDeployer:
             return None
         return body if isinstance(body, dict) and body.get("proxy") else None
 
+    def _running_proxy(self) -> int | None:
+        """The pid of the proxy on the stable port that reads this checkout's upstream file, also
+        where no deployment recorded it: a deploy stopped (Ctrl-C, killed) after starting it."""
+        answer = self._proxy_answers()
+        if answer is None or answer.get("upstream_file") != str(self.upstream_file.resolve()):
+            return None
+        pid = answer.get("pid")
+        return pid if isinstance(pid, int) and alive(pid) else None
+
     def _ensure_proxy(self, state: dict[str, Any]) -> int:
         pid = state.get("proxy", {}).get("pid")
         if alive(pid) and self._proxy_answers() is not None:
             return int(pid)
+        if (running := self._running_proxy()) is not None:
+            return running
         with socket.socket() as probe:
             if probe.connect_ex((self.serve.host, self.serve.port)) == 0:
                 raise BackendError(
@@ -330,10 +341,13 @@ class LocalDeployer:
 
     def _stop(self) -> str:
         state = self.read_state()
-        if not state:
+        proxy = self._running_proxy() if not alive(state.get("proxy", {}).get("pid")) else None
+        if not state and proxy is None:
             return "no local deployment is running"
         terminate(state.get("server", {}).get("pid"))
-        terminate(state.get("proxy", {}).get("pid"), grace=5)
+        terminate(proxy or state.get("proxy", {}).get("pid"), grace=5)
         self.state_file.unlink(missing_ok=True)
         self.upstream_file.unlink(missing_ok=True)
+        if not state:
+            return f"stopped the proxy on {self.stable_url}, which no deployment had recorded"
         return f"stopped model {state.get('version')} and the proxy on {state.get('url')}"

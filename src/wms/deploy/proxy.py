@@ -69,7 +69,9 @@ def create_proxy(upstream_file: Path, max_body: int = 64 * 1024 * 1024) -> Starl
     client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=120)
 
     async def whoami(_: Request) -> Response:
-        return JSONResponse({"proxy": True, **upstream.current()})
+        # Its pid and file let a deploy find it when no deployment recorded it (one stopped half-way).
+        me = {"proxy": True, "pid": os.getpid(), "upstream_file": str(upstream_file.resolve())}
+        return JSONResponse(me | upstream.current())
 
     async def forward(request: Request) -> Response:
         body = await request.body()
