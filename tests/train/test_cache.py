@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import errno
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from wms.config import TrainSettings
@@ -52,3 +55,31 @@ def test_arrays_used_again_stay_and_the_least_recent_go(pairs: list, tmp_path: P
     load_arrays(pairs[20:30], 32, cache, max_bytes=2 * entry)
     left = {p.name.split(".")[0] for p in cache.iterdir()}
     assert left == {cache_key(old, 32), cache_key(pairs[20:30], 32)}
+
+
+def test_a_full_disk_costs_the_cache_not_the_run(
+    pairs: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+
+    def disk_full(file: Path, array: np.ndarray) -> None:
+        Path(file).write_bytes(b"\x93NUMPY" + bytes(4096))  # part of the array, then no room
+        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+
+    monkeypatch.setattr(np, "save", disk_full)
+    images, masks = load_arrays(pairs[:10], 32, cache, max_bytes=10**9)
+    assert images.shape == (10, 3, 32, 32) and masks.shape == (10, 32, 32)
+    assert list(cache.iterdir()) == []  # no part of an array is left to fill the disk further
+
+
+def test_a_partial_array_a_killed_run_left_is_removed(pairs: list, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    left = cache / ".0badf00d.tmp.npy"
+    left.write_bytes(bytes(50_000))
+    os.utime(left, (time.time() - 2 * 3600,) * 2)  # killed two hours ago, in the middle of its write
+    writing = cache / ".0c0ffee0.tmp.npy"
+    writing.write_bytes(bytes(1000))  # another run writing now
+    load_arrays(pairs[:10], 32, cache, max_bytes=10**9)
+    names = {p.name for p in cache.iterdir()}
+    assert left.name not in names and writing.name in names

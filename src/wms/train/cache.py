@@ -7,13 +7,15 @@ modification time plus the training size, so changed data is never served stale.
 Every new dataset version (and, on the GPU instance, every job's fresh copy of the data) is
 a new key, so the cache would grow by a run's arrays with every batch: after each load the
 least recently used entries go until the cache holds at most `train.cache_max_gb`, the
-entry just used always stays.
+entry just used always stays. A cache that cannot be written (a full disk) costs the
+speed-up, not the run, and a partial file a killed run left goes at a later eviction.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from contextlib import suppress
@@ -24,6 +26,9 @@ import numpy as np
 from wms.config import TrainSettings
 from wms.data.pairs import Pair
 from wms.train.preprocess import image_to_array, mask_to_array, open_image, open_mask
+
+# A cache file being written is younger than this; an older one was left by a run that was killed.
+STALE_WRITE_SECONDS = 3600
 
 
 def cache_bytes(cfg: TrainSettings) -> int:
@@ -62,12 +67,14 @@ def load_arrays(
     images_path, masks_path = cache_dir / f"{key}.images.npy", cache_dir / f"{key}.masks.npy"
     if not (images_path.is_file() and masks_path.is_file()):
         images, masks = decode(pairs, size)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        for path, array in ((images_path, images), (masks_path, masks)):
-            # Write aside and rename, so a crash never leaves a truncated array behind.
-            tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.tmp.npy")
-            np.save(tmp, array)
-            tmp.replace(path)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            for path, array in ((images_path, images), (masks_path, masks)):
+                _save(path, array)
+        except OSError:  # a full disk, or a cache folder it cannot write: the run goes on without
+            if max_bytes is not None and cache_dir.is_dir():
+                evict(cache_dir, max_bytes, keep=key)  # and the next run may find room again
+            return images, masks
     else:
         for path in (images_path, masks_path):
             os.utime(path)  # the entry's last use, which eviction goes by
@@ -77,13 +84,27 @@ def load_arrays(
     return arrays
 
 
+def _save(path: Path, array: np.ndarray) -> None:
+    """Write aside and rename, so a crash never leaves a truncated array behind; a write that
+    fails (a full disk) leaves nothing."""
+    tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.tmp.npy")
+    try:
+        np.save(tmp, array)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def evict(cache_dir: Path, max_bytes: int, keep: str) -> list[str]:
     """Remove the least recently used entries but `keep` until the cache holds at most
     `max_bytes`; the keys removed. A process still reading a removed entry keeps its mapping."""
     entries: dict[str, list[tuple[Path, os.stat_result]]] = {}
     for path in cache_dir.glob("*.npy"):
-        if path.name.startswith("."):
-            continue  # a write in progress
+        if path.name.startswith("."):  # a write in progress, or one a killed run left behind
+            with suppress(FileNotFoundError):
+                if time.time() - path.stat().st_mtime > STALE_WRITE_SECONDS:
+                    path.unlink()
+            continue
         with suppress(FileNotFoundError):  # another run's eviction got there first
             entries.setdefault(path.name.split(".", 1)[0], []).append((path, path.stat()))
     total = sum(st.st_size for files in entries.values() for _, st in files)
