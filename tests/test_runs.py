@@ -1,11 +1,16 @@
-"""The training record a resumed gate or promote reads back (`train.json`)."""
+"""The records a resumed run reads back: `run.json`, and `train.json` for a resumed gate or promote."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from wms.runs import TrainedRun, load_trained, save_trained
+import pytest
+
+from wms.errors import UsageError
+from wms.runs import PipelineRun, TrainedRun, load_trained, save_trained
 from wms.scores import ImageScore
 
 
@@ -26,3 +31,24 @@ def test_a_record_written_before_the_best_epoch_was_kept_still_reads(tmp_path: P
     (tmp_path / "train.json").write_text(json.dumps(body))
     trained = load_trained(tmp_path)
     assert (trained.run_id, trained.best_epoch) == ("abc123", None)
+
+
+def test_resuming_a_run_whose_record_was_cut_short_is_one_line(
+    project_dir: Path, cli: Callable[..., Any]
+) -> None:
+    run_dir = project_dir / ".wms" / "runs" / "20260101-000000-abcdef"
+    PipelineRun("20260101-000000-abcdef", "data/incoming", run_dir).save()
+    whole = (run_dir / "run.json").read_text()
+    for cut in ("", whole[: len(whole) // 2]):  # a power loss before or while the file was written
+        (run_dir / "run.json").write_text(cut)
+        result = cli("pipeline", "resume", "20260101-000000-abcdef")
+        assert result.exit_code == 2
+        assert result.output.count("\n") == 1 and "Traceback" not in result.output
+        assert "run.json cannot be read (cut short or edited)" in result.output
+        assert "`wms pipeline run`" in result.output
+
+
+def test_a_training_record_cut_short_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "train.json").write_text('{"run_id": "abc123", "test_scores": [{"image_id"')
+    with pytest.raises(UsageError, match=r"train.json cannot be read \(cut short or edited\)"):
+        load_trained(tmp_path)

@@ -85,16 +85,20 @@ class PipelineRun:
 
     @classmethod
     def load(cls, run_dir: Path) -> PipelineRun:
-        """Read a run record written by `save`."""
-        body = json.loads((run_dir / "run.json").read_text())
-        known = {f.name for f in fields(StageRecord)}
-        stages = {
-            s["name"]: StageRecord(**{k: v for k, v in s.items() if k in known}) for s in body["stages"]
-        }
-        for name in STAGES:  # a record from before a stage existed
-            stages.setdefault(name, StageRecord(name))
-        simple = {f.name for f in fields(cls)} - {"run_dir", "stages"}
-        return cls(run_dir=run_dir, stages=stages, **{k: v for k, v in body.items() if k in simple})
+        """Read a run record written by `save`; UsageError when it cannot be read."""
+        path = run_dir / "run.json"
+        try:
+            body = json.loads(path.read_text())
+            known = {f.name for f in fields(StageRecord)}
+            stages = {
+                s["name"]: StageRecord(**{k: v for k, v in s.items() if k in known}) for s in body["stages"]
+            }
+            for name in STAGES:  # a record from before a stage existed
+                stages.setdefault(name, StageRecord(name))
+            simple = {f.name for f in fields(cls)} - {"run_dir", "stages"}
+            return cls(run_dir=run_dir, stages=stages, **{k: v for k, v in body.items() if k in simple})
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise unreadable(path) from None
 
     @property
     def compute(self) -> dict[str, Any]:
@@ -148,18 +152,32 @@ def save_trained(run_dir: Path, trained: TrainedRun) -> None:
         "test_metrics": trained.test_metrics,
         "test_scores": [asdict(s) for s in trained.test_scores],
     }
-    (run_dir / "train.json").write_text(json.dumps(body) + "\n")
+    tmp = run_dir / "train.json.tmp"  # whole or not at all, as run.json
+    tmp.write_text(json.dumps(body) + "\n")
+    tmp.replace(run_dir / "train.json")
 
 
 def load_trained(run_dir: Path) -> TrainedRun:
     """The training run saved by `save_trained`, for a resumed gate or promote."""
-    body = json.loads((run_dir / "train.json").read_text())
-    return TrainedRun(
-        body["run_id"],
-        [ImageScore(**s) for s in body["test_scores"]],
-        body["test_metrics"],
-        body["model_sha256"],
-        body.get("best_epoch"),
+    path = run_dir / "train.json"
+    try:
+        body = json.loads(path.read_text())
+        return TrainedRun(
+            body["run_id"],
+            [ImageScore(**s) for s in body["test_scores"]],
+            body["test_metrics"],
+            body["model_sha256"],
+            body.get("best_epoch"),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise unreadable(path) from None
+
+
+def unreadable(path: Path) -> UsageError:
+    """A run's record that is cut short (a power loss, a full disk) or edited: it cannot go on."""
+    return UsageError(
+        f"{path} cannot be read (cut short or edited), so that run cannot go on; "
+        "run its batch again with `wms pipeline run`"
     )
 
 
