@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from wms.errors import RegistryError, UsageError
+from wms.files import write_text_atomic
 from wms.registry import ModelRecord, Registry
 
 CURRENT_FILE, HISTORY_FILE = "production_current.json", "production_history.jsonl"
@@ -96,9 +97,7 @@ def record_move(pointer_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     pointer_dir.mkdir(parents=True, exist_ok=True)
     entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **entry}
     current = pointer_dir / CURRENT_FILE
-    tmp = current.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(entry, indent=2) + "\n")
-    tmp.replace(current)
+    write_text_atomic(current, json.dumps(entry, indent=2) + "\n")
     with (pointer_dir / HISTORY_FILE).open("a") as ledger:
         ledger.write(json.dumps(entry) + "\n")
     return entry

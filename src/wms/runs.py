@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from wms.errors import ConfigError, UsageError, WmsError
+from wms.files import write_text_atomic
 from wms.gate import GateDecision, MetricComparison, RuleVerdict
 from wms.scores import ImageScore
 
@@ -79,9 +80,7 @@ class PipelineRun:
             "run_dir": str(self.run_dir),
             "stages": [asdict(s) for s in self.stages.values()],
         }
-        tmp = self.run_dir / "run.json.tmp"
-        tmp.write_text(json.dumps(body, indent=2) + "\n")
-        tmp.replace(self.run_dir / "run.json")
+        write_text_atomic(self.run_dir / "run.json", json.dumps(body, indent=2) + "\n")
 
     @classmethod
     def load(cls, run_dir: Path) -> PipelineRun:
@@ -152,9 +151,7 @@ def save_trained(run_dir: Path, trained: TrainedRun) -> None:
         "test_metrics": trained.test_metrics,
         "test_scores": [asdict(s) for s in trained.test_scores],
     }
-    tmp = run_dir / "train.json.tmp"  # whole or not at all, as run.json
-    tmp.write_text(json.dumps(body) + "\n")
-    tmp.replace(run_dir / "train.json")
+    write_text_atomic(run_dir / "train.json", json.dumps(body) + "\n")  # whole or not at all, as run.json
 
 
 def load_trained(run_dir: Path) -> TrainedRun:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from wms.errors import DataError
+from wms.files import write_text_atomic
 
 
 def read_pointer(pointer: Path) -> dict[str, Any] | None:
@@ -37,6 +38,4 @@ def write_pointer(pointer: Path, manifest: dict[str, Any], manifest_sha256: str,
         "manifest_sha256": manifest_sha256,
         "store": store_url,
     }
-    tmp = pointer.with_name(pointer.name + ".tmp")
-    tmp.write_text(json.dumps(body, indent=2) + "\n")
-    tmp.replace(pointer)
+    write_text_atomic(pointer, json.dumps(body, indent=2) + "\n")

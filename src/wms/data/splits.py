@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from wms.data.pairs import Pair, find_pairs
 from wms.errors import DataError
+from wms.files import write_text_atomic
 
 if TYPE_CHECKING:
     from wms.config import Project
@@ -57,9 +57,7 @@ def write_splits(folder: Path, version: str, pairs: Mapping[str, Mapping[str, An
     body = {"version": version, "splits": {pid: pairs[pid]["split"] for pid in sorted(pairs)}}
     target = Path(folder) / SPLITS_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{SPLITS_FILE}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(body, indent=1) + "\n")
-    tmp.replace(target)
+    write_text_atomic(target, json.dumps(body, indent=1) + "\n")
     return target
 
 

@@ -40,6 +40,7 @@ from wms.deploy.base import (
 )
 from wms.deploy.proxy import write_upstream
 from wms.errors import BackendError
+from wms.files import write_text_atomic
 
 if TYPE_CHECKING:
     from wms.registry import Registry
@@ -143,9 +144,7 @@ class LocalDeployer:
         return f"model {state.get('version')} at {state.get('url')}"
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(self.state_file)
+        write_text_atomic(self.state_file, json.dumps(state, indent=2) + "\n")
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:

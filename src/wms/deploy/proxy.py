@@ -24,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from wms.files import write_text_atomic
+
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade", "host", "content-length",
@@ -57,9 +59,7 @@ class Upstream:
 def write_upstream(path: Path, url: str, version: str) -> None:
     """Point the proxy at `url` in one atomic step."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"url": url, "version": version}))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"url": url, "version": version}))
 
 
 def create_proxy(upstream_file: Path, max_body: int = 64 * 1024 * 1024) -> Starlette:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from wms.errors import DataError, WmsError
+from wms.files import write_text_atomic
 
 JOB_FILE, PROGRESS_FILE, RESULT_FILE, EXIT_FILE, PID_FILE = (
     "job.json",
@@ -105,9 +106,7 @@ def run_job(job_dir: Path) -> int:
         traceback.print_exc()
         code, error = 1, f"{type(exc).__name__}: {exc}"
     finally:
-        tmp = job_dir / f"{EXIT_FILE}.tmp"
-        tmp.write_text(json.dumps({"code": code, "error": error}) + "\n")
-        tmp.replace(job_dir / EXIT_FILE)
+        write_text_atomic(job_dir / EXIT_FILE, json.dumps({"code": code, "error": error}) + "\n")
     return code
 
 
