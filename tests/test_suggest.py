@@ -381,6 +381,23 @@ def test_labelled_photos_come_back_as_pairs_the_pipeline_takes(
         with Image.open(mask) as img:
             assert img.size == (64, 64) and 0.1 < (np.asarray(img) > 127).mean() < 0.2
 
+    # The same export again changes nothing; labels changed since are not written over silently.
+    again = cli("data", "from-labelstudio", tmp_path / "export.json", "--batch", out)
+    assert again.exit_code == 0, again.output + again.stderr
+    before = {m.name: m.read_bytes() for m in (incoming / "masks").iterdir()}
+    for task in tasks:
+        task["annotations"][0]["result"][0]["value"]["points"] = [[10.0, 10.0], [50.0, 10.0], [50.0, 30.0]]
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    refused = cli("data", "from-labelstudio", tmp_path / "export.json", "--batch", out)
+    assert refused.exit_code == 2 and "nothing was written: pass --overwrite" in " ".join(
+        refused.stderr.split()
+    )
+    assert {m.name: m.read_bytes() for m in (incoming / "masks").iterdir()} == before
+    replaced = cli("data", "from-labelstudio", tmp_path / "export.json", "--batch", out, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output + replaced.stderr
+    after = {m.name: m.read_bytes() for m in (incoming / "masks").iterdir()}
+    assert after.keys() == before.keys() and all(after[n] != before[n] for n in before)
+
 
 def test_photos_already_in_the_dataset_are_not_suggested_again(
     cli: Callable[..., Any], project_dir: Path, exported_model: Path, tmp_path: Path

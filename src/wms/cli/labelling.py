@@ -189,6 +189,11 @@ def from_labelstudio(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Dataset folder to add images/ and masks/ to (default: data.incoming)."
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace pairs of the same name already in OUT (e.g. photos labelled again).",
+    ),
 ) -> None:
     """Turn a labelled batch back into pairs: OUT/images (the batch's photos) and OUT/masks (PNG 0/255).
 
@@ -234,7 +239,7 @@ def from_labelstudio(
         )
     data = project.settings.data
     side = None if data.auto_prepare else data.size
-    _write_pairs(labelled, target, side)
+    _write_pairs(labelled, target, side, overwrite)
     check = f"wms data validate {target}" + (" --any-size" if side is None else "")
     shape = f"prepared to {side}x{side}" if side else "at the photos' size (data.auto_prepare)"
     console.print(
@@ -245,9 +250,15 @@ def from_labelstudio(
     )
 
 
-def _write_pairs(labelled: list[tuple[Path, np.ndarray]], target: Path, size: int | None) -> None:
+def _write_pairs(
+    labelled: list[tuple[Path, np.ndarray]], target: Path, size: int | None, overwrite: bool = False
+) -> None:
     """Each photo with its mask (0/255 PNG) into target/images and target/masks, prepared to `size`
-    x `size` as the pipeline's validation wants them (None: as labelled)."""
+    x `size` as the pipeline's validation wants them (None: as labelled).
+
+    A pair of the same name already there with other content (another photo of that name, or
+    labels since changed) is refused before anything is written, unless `overwrite`.
+    """
     import shutil
     import tempfile
 
@@ -255,7 +266,7 @@ def _write_pairs(labelled: list[tuple[Path, np.ndarray]], target: Path, size: in
 
     from wms.data.pairs import IMAGE_SUFFIXES
     from wms.data.prepare import prepare_dataset
-    from wms.errors import DataError
+    from wms.errors import DataError, UsageError
 
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "labelled"
@@ -275,7 +286,32 @@ def _write_pairs(labelled: list[tuple[Path, np.ndarray]], target: Path, size: in
                     f"cannot prepare the labelled pairs, nothing was written: {report.skipped[0].reason}"
                 )
             staged = report.out
-        for sub in ("images", "masks"):
+        placed = {sub: sorted((staged / sub).iterdir()) for sub in ("images", "masks")}
+        clashes = sorted(
+            {
+                old.stem
+                for sub, paths in placed.items()
+                for path in paths
+                for old in _namesakes(target / sub, path.stem)
+                if old.suffix.lower() != path.suffix.lower() or old.read_bytes() != path.read_bytes()
+            }
+        )
+        if clashes and not overwrite:
+            raise UsageError(
+                f"{target} already holds other pairs named {', '.join(clashes[:5])}"
+                + (f" and {len(clashes) - 5} more" if len(clashes) > 5 else "")
+                + "; nothing was written: pass --overwrite to replace them, or --out another folder"
+            )
+        for sub, paths in placed.items():
             (target / sub).mkdir(parents=True, exist_ok=True)
-            for path in sorted((staged / sub).iterdir()):
+            for path in paths:
+                for old in _namesakes(target / sub, path.stem):
+                    old.unlink()  # the same name under another suffix would be a second pair
                 shutil.copyfile(path, target / sub / path.name)
+
+
+def _namesakes(folder: Path, stem: str) -> list[Path]:
+    """The files in `folder` named `stem` with any suffix (a pair's photo or mask)."""
+    import glob
+
+    return [p for p in folder.glob(f"{glob.escape(stem)}.*") if p.stem == stem]
