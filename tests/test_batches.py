@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,13 +19,13 @@ def test_a_record_write_cut_short_keeps_the_previous_record(
     store = DatasetStore(str(tmp_path / "store"))
     ledger = BatchLedger(store.fs, store.root)
     ledger.start("data/20260101-000000", SHA, "run-1")
-    real = store.fs.pipe_file
+    real = Path.write_bytes
 
-    def disk_full(path: str, data: bytes, **kwargs: Any) -> None:
-        real(path, data[: len(data) // 2], **kwargs)
+    def disk_full(self: Path, data: bytes) -> int:
+        real(self, data[: len(data) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.fs, "pipe_file", disk_full)
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
     with pytest.raises(BackendError, match="No space left on device"):
         ledger.finish(SHA, "promoted", "promoted version 1")
     monkeypatch.undo()

@@ -27,8 +27,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from wms.config import Project
-from wms.data.backend import put_file, store_errors
+from wms.data.backend import store_errors
 from wms.errors import BackendError, DataError
+from wms.files import put_file
 from wms.vcs.git import Git, GitError
 
 if TYPE_CHECKING:

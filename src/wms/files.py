@@ -1,23 +1,42 @@
 """Writing a file whole or not at all, for every record WMS keeps (pointers, run records, state).
 
 A reader (another command, a resumed run, a crash's successor) sees the old file or the new
-one, never half of one: the text is written beside it under a name of its own, so two writers
-never share a temporary file, and renamed over it. A write that fails (a full disk, a signal)
-removes its temporary file, so nothing half-written stays where `git add -A` would find it.
+one, never half of one: the bytes are written beside it under a name of its own, so two
+writers never share a temporary file, and renamed over it. A write that fails (a full disk, a
+signal) removes its temporary file, so nothing half-written stays where `git add -A` would
+find it. `put_file` does the same on an fsspec file system (a folder store, or S3).
 """
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename; its folder must exist."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one rename; its folder must exist."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` (UTF-8) in one rename; its folder must exist."""
+    write_bytes_atomic(path, text.encode())
+
+
+def put_file(fs: Any, path: str, data: bytes) -> None:
+    """Write `data` to `path` on the fsspec file system `fs` whole or not at all.
+
+    An S3 PUT is atomic; a local write is not, so it goes through `write_bytes_atomic`.
+    """
+    if "file" not in fs.protocol:
+        fs.pipe_file(path, data)
+        return
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    write_bytes_atomic(Path(fs._strip_protocol(path)), data)

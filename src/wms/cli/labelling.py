@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +9,7 @@ import typer
 
 from wms.acquisition import DEFAULT_MIN_DISTANCE, STRATEGIES
 from wms.cli._common import console, progress_bar, state, styled
+from wms.data.manifest import folded
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,7 +87,7 @@ def suggest(
     if not scan.photos:
         raise UsageError(f"nothing to suggest: {scan.summary()}")
     labelled, version = _labelled_ids(project)
-    fresh = [p for p in scan.photos if unicodedata.normalize("NFC", p.name).casefold() not in labelled]
+    fresh = [p for p in scan.photos if folded(p.name) not in labelled]
     if not fresh:
         raise UsageError(
             f"nothing to suggest: the {len(scan.photos)} photo(s) in {scan.folder} are all pairs of dataset "
@@ -160,8 +160,9 @@ def suggest(
 
 
 def _labelled_ids(project: Project) -> tuple[set[str], str | None]:
-    """The pair ids (NFC, casefolded) of the dataset version data/dataset.json names, and that
-    version: a photo labelled and pushed is a pair under its own name (from-labelstudio keeps it)."""
+    """The pair ids (folded as the store compares them) of the dataset version data/dataset.json
+    names, and that version: a photo labelled and pushed is a pair under its own name
+    (from-labelstudio keeps it)."""
     from wms.data.pointer import read_pointer
     from wms.data.store import open_store
     from wms.errors import WmsError
@@ -179,7 +180,7 @@ def _labelled_ids(project: Project) -> tuple[set[str], str | None]:
             soft_wrap=True,
         )
         return set(), None
-    return {unicodedata.normalize("NFC", pid).casefold() for pid in pairs}, version
+    return {folded(pid) for pid in pairs}, version
 
 
 def from_labelstudio(

@@ -9,10 +9,8 @@ botocore: where it was never imported, nothing can have raised its errors.
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from typing import Any
+from contextlib import contextmanager
 
 from wms.errors import BackendError, WmsError
 
@@ -45,22 +43,3 @@ def store_errors(what: str, hint: str = "") -> Iterator[None]:
         if why is None:
             raise
         raise BackendError(f"could not {what} ({why}){hint}") from None
-
-
-def put_file(fs: Any, path: str, data: bytes) -> None:
-    """Write `data` to `path` on `fs` whole or not at all, so a reader never sees it cut short.
-
-    An S3 PUT is atomic; a local write is not, so it goes to a file aside, renamed into place.
-    """
-    if "file" not in fs.protocol:
-        fs.pipe_file(path, data)
-        return
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        fs.pipe_file(tmp, data)
-        fs.mv(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            fs.rm_file(tmp)
-        raise

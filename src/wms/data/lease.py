@@ -40,8 +40,9 @@ from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
-from wms.data.backend import put_file, store_errors
+from wms.data.backend import store_errors
 from wms.errors import BackendError
+from wms.files import put_file
 
 _GENERATION = re.compile(r"(\d{10})\.(json|released)")
 _LONG_AGO = datetime.min.replace(tzinfo=UTC).isoformat()

@@ -8,7 +8,6 @@ that cannot be written is one DataError line, not a traceback.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from wms.data.hashes import sha256_file
 from wms.data.manifest import KINDS
 from wms.data.splits import write_splits
 from wms.errors import BackendError, DataError
+from wms.files import write_bytes_atomic
 
 if TYPE_CHECKING:
     from wms.data.store import DatasetStore, Progress
@@ -64,9 +64,7 @@ def pull_version(
 
         def one(f: _File) -> int:
             data = store.read_blob(f.sha, f"{f.what} in version {version}")
-            tmp = f.target.with_name(f".{f.target.name}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(f.target)
+            write_bytes_atomic(f.target, data)
             if progress:
                 progress()
             return 1

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from wms.config import Project
-from wms.data.backend import put_file, store_errors
+from wms.data.backend import store_errors
 from wms.data.hashes import content_version, sha256_file
 from wms.data.lease import lease
 from wms.data.manifest import (
@@ -41,6 +41,7 @@ from wms.data.pairs import Pair, find_pairs
 from wms.data.pointer import write_pointer
 from wms.data.splits import split_of
 from wms.errors import BackendError, BatchError, ConflictError, DataError
+from wms.files import put_file
 from wms.train.preprocess import image_file
 
 if TYPE_CHECKING:

@@ -31,7 +31,6 @@ import logging
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from typing import Any
 from PIL import Image
 
 from wms.config import ServeSettings
+from wms.files import put_file
 from wms.uncertainty import Assessment
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,6 @@ class Inbox:
         self.url = url
         self.fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
         self.root = root.rstrip("/")
-        self.local = "file" in self.fs.protocol
 
     def path(self, kind: str, name: str) -> str:
         return f"{self.root}/{kind}/{name}"
@@ -103,18 +102,7 @@ class Inbox:
         return bool(self.fs.exists(self.path(kind, name)))
 
     def put(self, kind: str, name: str, data: bytes) -> None:
-        path = self.path(kind, name)
-        if not self.local:
-            self.fs.pipe_file(path, data)
-            return
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            self.fs.pipe_file(tmp, data)
-            self.fs.mv(tmp, path)
-        finally:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
+        put_file(self.fs, self.path(kind, name), data)
 
     def usage(self, skip: frozenset[str] = frozenset()) -> tuple[int, int]:
         """Photos (metadata files) and bytes already in the inbox, but for the ids in `skip`."""
