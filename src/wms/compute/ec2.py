@@ -27,18 +27,21 @@ is down while `holder` still holds a live lease, which no WMS stop leaves behind
 refuses for want of capacity (or because only EC2 restarts a reclaimed spot instance) raises
 `CapacityError`, which a caller may wait out (wms.remote.reclaim).
 
-States and status checks are waited for through EC2's waiters (wms.compute.aws); the rest
-(a stop under way, the readiness probes) polls with base.wait_for.
+This module is that bookkeeping and the verbs built on it. The EC2 calls themselves (finding
+the instance, writing and removing tags, waiting for a state) are `Ec2Instance`'s
+(wms.compute.ec2_instance), which `Ec2Compute` extends. States and status checks are waited for
+through EC2's waiters (wms.compute.aws); the rest (a stop under way, the readiness probes)
+polls with base.wait_for.
 """
 
 from __future__ import annotations
 
-import copy
 from datetime import timedelta
 from typing import Any
 
-from wms.compute.aws import GONE, aws_errors, ec2_client, wait
+from wms.compute.aws import GONE
 from wms.compute.base import DEFAULT_HOLDER, ComputeStatus, Notify, RunnerProbeSource, quiet, wait_for
+from wms.compute.ec2_instance import Ec2Instance
 from wms.compute.ec2_status import instance_status
 from wms.compute.leases import (
     HOLDER_TAG_PREFIX,
@@ -62,10 +65,8 @@ from wms.compute.reaper import reap
 from wms.config import ComputeSettings
 from wms.errors import BackendError
 
-LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 
-
-class Ec2Compute:
+class Ec2Compute(Ec2Instance):
     """One EC2 instance, found by id or tag; every wait has a limit and says what it waits for."""
 
     name = "ec2"
@@ -78,28 +79,11 @@ class Ec2Compute:
         client: Any = None,
         holder: str = DEFAULT_HOLDER,
     ) -> None:
-        self.cfg = cfg
-        self.notify = notify
+        super().__init__(cfg, notify, client)
         self.holder = holder  # whose lease start, stop and renew_lease act on when not told
         self._runner_probe = runner_probe
         self._probe: tuple[str, Probe] | None = None
         self._probe_built = False
-        self._client = client
-        self._id: str | None = cfg.instance_id or None
-
-    # -- AWS calls --------------------------------------------------------------------------
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = ec2_client(self.cfg.region)
-        return self._client
-
-    def of_instance(self, instance_id: str) -> Ec2Compute:
-        """The same settings and AWS client, acting on another instance (the reaper stops many)."""
-        other = copy.copy(self)
-        other._client = self.client
-        other._id = instance_id
-        return other
 
     def probe(self) -> tuple[str, Probe] | None:
         """The readiness probe, built when a start first needs it: stop, status and the reaper
@@ -107,55 +91,6 @@ class Ec2Compute:
         if not self._probe_built:
             self._probe, self._probe_built = make_probe(self.cfg, self._runner_probe), True
         return self._probe
-
-    def _call(self, what: str, method: str, **kwargs: Any) -> Any:
-        with aws_errors(what):
-            return getattr(self.client, method)(**kwargs)
-
-    def _target(self) -> str:
-        if self._id:
-            return f"instance {self._id}"
-        return f"the instance tagged {self.cfg.instance_tag}"
-
-    def _describe(self) -> dict[str, Any]:
-        if self._id:
-            response = self._call(f"describe {self._id}", "describe_instances", InstanceIds=[self._id])
-        else:
-            key, _, value = self.cfg.instance_tag.partition("=")
-            response = self._call(
-                f"find {self._target()}",
-                "describe_instances",
-                Filters=[
-                    {"Name": f"tag:{key}", "Values": [value]},
-                    {"Name": "instance-state-name", "Values": LIVE_STATES},
-                ],
-            )
-        instances = [i for r in response.get("Reservations", []) for i in r.get("Instances", [])]
-        if not instances:
-            raise BackendError(
-                f"no EC2 instance tagged {self.cfg.instance_tag} in this region; create it with "
-                "infrastructure/terraform, or set compute.instance_id / compute.region"
-            )
-        if len(instances) > 1:
-            ids = ", ".join(i["InstanceId"] for i in instances)
-            raise BackendError(
-                f"{len(instances)} instances are tagged {self.cfg.instance_tag} ({ids}); "
-                "set compute.instance_id to the one WMS should use"
-            )
-        self._id = instances[0]["InstanceId"]
-        return instances[0]
-
-    def _wait(self, waiters: list[str], what: str, timeout: float, hint: str) -> None:
-        ids = {"InstanceIds": [self._id]}
-        wait(self.client, waiters, what, timeout, self.cfg.poll_seconds, ids, self.notify, hint)
-
-    def _wait_state(self, wanted: str, timeout: float) -> None:
-        """Wait through EC2's waiter until the instance is `wanted` (running, stopped)."""
-        hint = (
-            "look at the instance in the EC2 console; raise compute.start_timeout_seconds "
-            "or compute.stop_timeout_seconds if it is only slow"
-        )
-        self._wait([f"instance_{wanted}"], f"{self._target()} to be {wanted}", timeout, hint)
 
     # -- the leases -------------------------------------------------------------------------
     def renew_lease(self, holder: str | None = None) -> str:
@@ -165,16 +100,14 @@ class Ec2Compute:
         expires = utc_now() + timedelta(minutes=self.cfg.lease_minutes)
         latest = max([expires, *(t for t in leases_of(instance).values() if t is not None)])
         stamp = expires.isoformat(timespec="seconds")
-        self._call(
+        self._tag(
             f"tag {self._id} with a lease",
-            "create_tags",
-            Resources=[self._id],
-            Tags=[
-                {"Key": MANAGED_TAG, "Value": "true"},
-                {"Key": HOLDERS_TAG, "Value": "true"},
-                {"Key": key, "Value": stamp},
-                {"Key": LEASE_TAG, "Value": latest.isoformat(timespec="seconds")},
-            ],
+            {
+                MANAGED_TAG: "true",
+                HOLDERS_TAG: "true",
+                key: stamp,
+                LEASE_TAG: latest.isoformat(timespec="seconds"),
+            },
         )
         return stamp
 
@@ -189,23 +122,11 @@ class Ec2Compute:
         instance = self._describe()
         others = [t for h, t in leases_of(instance).items() if h not in (me, UNNAMED) and t is not None]
         if others:
-            self._call(
-                f"tag {self._id} with its lease",
-                "create_tags",
-                Resources=[self._id],
-                Tags=[{"Key": LEASE_TAG, "Value": max(others).isoformat(timespec="seconds")}],
+            self._tag(
+                f"tag {self._id} with its lease", {LEASE_TAG: max(others).isoformat(timespec="seconds")}
             )
         tags = tags_of(instance)
         self._untag(*(k for k in (key, *([] if others else [LEASE_TAG])) if k in tags))
-
-    def _untag(self, *keys: str) -> None:
-        if keys:
-            self._call(
-                f"remove tags from {self._id}",
-                "delete_tags",
-                Resources=[self._id],
-                Tags=[{"Key": key} for key in keys],
-            )
 
     def _clear_leases(self, instance: dict[str, Any]) -> None:
         """After a stop: drop the stopping mark and the expired leases; a lease that is still
@@ -337,12 +258,7 @@ class Ec2Compute:
             # Mark the stop, then look again: a start that wrote its lease before the mark is
             # seen here; one that writes it after sees the mark and waits for this stop.
             mark = f"{me} {utc_now().isoformat(timespec='seconds')}"
-            self._call(
-                f"mark {self._id} as stopping",
-                "create_tags",
-                Resources=[self._id],
-                Tags=[{"Key": STOPPING_TAG, "Value": mark}],
-            )
+            self._tag(f"mark {self._id} as stopping", {STOPPING_TAG: mark})
             others = [h for h in live_holders(self._describe(), utc_now()) if not own(h)]
             if others and (kept := self._kept(others)) is not None:
                 self._untag(STOPPING_TAG)
@@ -378,12 +294,7 @@ class Ec2Compute:
                 return None
         latest = lease_of(instance)
         if latest is not None:  # the summary follows the leases that are left
-            self._call(
-                f"tag {self._id} with its lease",
-                "create_tags",
-                Resources=[self._id],
-                Tags=[{"Key": LEASE_TAG, "Value": latest.isoformat(timespec="seconds")}],
-            )
+            self._tag(f"tag {self._id} with its lease", {LEASE_TAG: latest.isoformat(timespec="seconds")})
         self.notify(f"instance {self._id} is still leased by {', '.join(holders)}: left running")
         return self.status_of(instance, detail=f"kept running: held by {', '.join(holders)}")
 
