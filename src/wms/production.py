@@ -43,20 +43,28 @@ def actor() -> str:
         return "unknown"
 
 
+def parse_current(text: str, path: Path, where: str = "") -> dict[str, Any]:
+    """The move a production_current.json's `text` records; `where` says which copy (" on main").
+
+    RegistryError when it names no model version: not JSON, an unresolved merge, an edit.
+    """
+    try:
+        body = dict(json.loads(text))
+    except (ValueError, TypeError):
+        body = {}
+    if not str(body.get("to_version", "")).isdigit():
+        raise RegistryError(
+            f"{path}{where} names no model version; restore it with `git checkout -- {path}`{where}"
+        )
+    return body
+
+
 def read_current(pointer_dir: Path) -> dict[str, Any] | None:
     """The move in force in this checkout, or None when nothing was ever promoted."""
     current = pointer_dir / CURRENT_FILE
     if not current.is_file():
         return None
-    try:
-        body = dict(json.loads(current.read_text()))
-    except ValueError:
-        raise RegistryError(
-            f"{current} is not valid JSON; restore it with `git checkout -- {current}`"
-        ) from None
-    if not str(body.get("to_version", "")).isdigit():
-        raise RegistryError(f"{current} names no model version; restore it with `git checkout -- {current}`")
-    return body
+    return parse_current(current.read_text(), current)
 
 
 def read_history(pointer_dir: Path) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from wms.config import Project
-from wms.errors import DataError, RegistryError
+from wms.errors import DataError
 from wms.vcs.git import Git, GitError
 
 
@@ -102,18 +102,8 @@ class MainLine:
 
     def production_pointer(self) -> dict[str, Any] | None:
         """Main's models/production_current.json (version, model sha256, ...); None before the first."""
-        from wms.production import CURRENT_FILE
+        from wms.production import CURRENT_FILE, parse_current
 
         path = self.project.path(self.project.settings.tracking.pointer_dir) / CURRENT_FILE
         text = self.read_text(path)
-        if text is None:
-            return None
-        try:
-            body = dict(json.loads(text))
-        except (ValueError, TypeError):
-            body = {}
-        if not str(body.get("to_version", "")).isdigit():
-            raise RegistryError(
-                f"{path} on main names no model version; restore it (`git checkout -- {path}` on main)"
-            )
-        return body
+        return None if text is None else parse_current(text, path, " on main")
