@@ -230,20 +230,43 @@ def check_same_model(where: str, current: dict[str, Any], target: ModelRecord) -
         )
 
 
-def reconcile(registry: Registry, pointer_dir: Path) -> Reconciled:
-    """Point the `production` alias at the version the checkout's pointer file names."""
+@dataclass(frozen=True)
+class Following:
+    """The checkout's pointer file beside the `production` alias: whether the registry follows it."""
+
+    current: dict[str, Any] | None  # the move production_current.json records
+    was: str | None  # the version the alias names
+
+    @property
+    def wanted(self) -> str | None:
+        """The version the pointer file names; None before the first promotion."""
+        return str(self.current["to_version"]) if self.current else None
+
+    @property
+    def behind(self) -> bool:
+        """Whether the alias names another version than the pointer file: a move is left to make."""
+        return self.wanted is not None and self.was != self.wanted
+
+
+def read_following(registry: Registry, pointer_dir: Path) -> Following:
+    """Read the pointer file in `pointer_dir`, then the `production` alias."""
     current = read_current(pointer_dir)
     alias = registry.production()
-    was = alias.version if alias else None
-    if current is None:
-        return Reconciled(None, was, False)
-    wanted = str(current["to_version"])
+    return Following(current, alias.version if alias else None)
+
+
+def reconcile(registry: Registry, pointer_dir: Path) -> Reconciled:
+    """Point the `production` alias at the version the checkout's pointer file names."""
+    now = read_following(registry, pointer_dir)
+    wanted = now.wanted
+    if now.current is None or wanted is None:
+        return Reconciled(None, now.was, False)
     target = registry.get(wanted)
-    check_same_model(str(pointer_dir / CURRENT_FILE), current, target)
-    if was == wanted:
-        return Reconciled(wanted, was, False)
+    check_same_model(str(pointer_dir / CURRENT_FILE), now.current, target)
+    if not now.behind:
+        return Reconciled(wanted, now.was, False)
     registry.promote(wanted)
-    return Reconciled(wanted, was, True)
+    return Reconciled(wanted, now.was, True)
 
 
 def move_production(

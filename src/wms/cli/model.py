@@ -120,22 +120,20 @@ def _reconcile_or_say(project: Project, registry: MlflowRegistry, sha: str | Non
 def _unfinished(project: Project, registry: MlflowRegistry) -> str | None:
     """Finish the move production_current.json records where the registry did not follow it (MLflow
     failed half-way, or the alias was moved by hand); the version it moved to, None if none."""
-    from wms.production import read_current
+    from wms.production import read_following
 
     if not _follows_here(project):
         return None  # the release workflow moves the alias when main has the move
-    current = read_current(project.path(project.settings.tracking.pointer_dir))
-    alias = registry.production()
-    wanted = str(current["to_version"]) if current else None
-    if wanted is None or (alias is not None and alias.version == wanted):
+    now = read_following(registry, project.path(project.settings.tracking.pointer_dir))
+    if not now.behind:
         return None
     console.print(
-        f"production_current.json names version {wanted}, but the production alias "
-        f"names {alias.version if alias else 'nothing'}: the registry follows it first",
+        f"production_current.json names version {now.wanted}, but the production alias "
+        f"names {now.was or 'nothing'}: the registry follows it first",
         highlight=False,
     )
     _reconcile_or_say(project, registry, None)
-    return wanted
+    return now.wanted
 
 
 @app.command()
