@@ -14,17 +14,23 @@ from wms.errors import DataError
 from wms.files import write_text_atomic
 
 
+def parse_pointer(text: str, name: str, fix: str) -> dict[str, Any]:
+    """The content a dataset.json's `text` records; DataError when it is no JSON or names no
+    version. `name` says which copy the message is about, `fix` what to do about it."""
+    try:
+        body = dict(json.loads(text))
+    except ValueError:
+        raise DataError(f"{name} is not valid JSON; {fix}") from None
+    if "version" not in body:
+        raise DataError(f"{name} names no version; {fix}")
+    return body
+
+
 def read_pointer(pointer: Path) -> dict[str, Any] | None:
     """The pointer's content, or None before the first version."""
     if not pointer.is_file():
         return None
-    try:
-        body = dict(json.loads(pointer.read_text()))
-    except json.JSONDecodeError:
-        raise DataError(f"{pointer} is not valid JSON; restore it with `git checkout -- {pointer}`") from None
-    if "version" not in body:
-        raise DataError(f"{pointer} names no version; restore it with `git checkout -- {pointer}`")
-    return body
+    return parse_pointer(pointer.read_text(), str(pointer), f"restore it with `git checkout -- {pointer}`")
 
 
 def write_pointer(pointer: Path, manifest: dict[str, Any], manifest_sha256: str, store_url: str) -> None:

@@ -16,12 +16,10 @@ Publishing checks once more that main has not moved since (`wms.vcs.publish`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from wms.config import Project
-from wms.errors import DataError
 from wms.vcs.git import Git, GitError
 
 
@@ -80,17 +78,13 @@ class MainLine:
 
     def dataset_pointer(self) -> dict[str, Any] | None:
         """`data/dataset.json` on main: the latest promoted dataset version, or None before the first."""
+        from wms.data.pointer import parse_pointer
+
         path = self.project.path(self.project.settings.data.pointer)
         text = self.read_text(path)
         if text is None:
             return None
-        try:
-            body = dict(json.loads(text))
-        except ValueError:
-            raise DataError(f"{path} on main ({self.where}) is not valid JSON; fix it on main") from None
-        if "version" not in body:
-            raise DataError(f"{path} on main ({self.where}) names no version; fix it on main")
-        return body
+        return parse_pointer(text, f"{path} on main ({self.where})", "fix it on main")
 
     def production_version(self) -> str | None:
         """The version main's models/production_current.json names; None before the first promotion.
