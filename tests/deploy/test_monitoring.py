@@ -54,6 +54,7 @@ def render_rules(**values: Any) -> str:
         "expected_version": "3",
         "error_ratio": rule["errorRatio"],
         "p99_seconds": rule["p99LatencySeconds"],
+        "drift_max_age_hours": rule["driftMaxAgeHours"],
         **values,
     }
     text = RULES.read_text()
@@ -127,6 +128,7 @@ def test_the_template_replaces_every_token_of_the_rules_file() -> None:
         "WmsModelNotReady",
         "WmsModelVersionNotProduction",
         "WmsInputDrift",
+        "WmsDriftReportStale",
     }
     for rule in _rules(render_rules()):
         # scoped to the release: a kept older release has rules of its own. The drift gauges come
@@ -143,7 +145,7 @@ def test_promtool_checks_the_rules_file_as_it_is_and_rendered(tmp_path: Path) ->
     rendered = _write_rules(tmp_path).with_name("alerts.rules.yaml")
     checked = _promtool("check", "rules", rendered)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 5 rules found" in checked.stdout
+    assert "SUCCESS: 6 rules found" in checked.stdout
 
 
 @needs_promtool
@@ -162,12 +164,12 @@ def test_each_alert_fires_on_its_series_and_none_on_a_healthy_release(tmp_path: 
 
 @needs_promtool
 def test_the_thresholds_come_from_the_values(tmp_path: Path) -> None:
-    """Rendered with other thresholds, the same series no longer fire those two alerts."""
-    unit_tests = _write_rules(tmp_path, error_ratio=0.2, p99_seconds=6)
+    """Rendered with other thresholds, the same series no longer fire those three alerts."""
+    unit_tests = _write_rules(tmp_path, error_ratio=0.2, p99_seconds=6, drift_max_age_hours=72)
     result = _promtool("test", "rules", unit_tests.name, cwd=tmp_path)
     assert result.returncode != 0
     failed = set(re.findall(r"alertname: (\w+)", result.stdout + result.stderr))
-    assert failed == {"WmsModelHighErrorRate", "WmsModelSlowPredictions"}
+    assert failed == {"WmsModelHighErrorRate", "WmsModelSlowPredictions", "WmsDriftReportStale"}
 
 
 def test_the_dashboard_is_a_grafana_dashboard() -> None:
