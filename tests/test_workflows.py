@@ -149,8 +149,28 @@ def test_data_pipeline_drops_no_run_and_skips_its_own_pointer_commit() -> None:
 
 def test_reaper_runs_every_15_minutes() -> None:
     workflow = load("compute-reaper.yaml")
-    assert triggers(workflow)["schedule"] == [{"cron": "*/15 * * * *"}]
+    assert triggers(workflow)["schedule"][0] == {"cron": "*/15 * * * *"}
+    assert "if" not in workflow["jobs"]["reap"]  # every schedule reaps
     assert [s["run"] for s in workflow["jobs"]["reap"]["steps"] if "run" in s] == ["wms compute reap"]
+
+
+@pytest.mark.parametrize("name", ["compute-reaper.yaml", "pipeline-sweeper.yaml"])
+def test_the_reaper_and_the_sweeper_keep_their_own_schedule_on(name: str) -> None:
+    """GitHub turns off a public repository's schedules after 60 days without activity (a later
+    push does not turn them back on): once a day each enables itself, and only itself, so a
+    workflow turned off by hand stays off; private repositories, which keep their schedules, skip it."""
+    workflow = load(name)
+    crons = [entry["cron"] for entry in triggers(workflow)["schedule"]]
+    job = workflow["jobs"]["keep-schedule"]
+    (daily,) = [c for c in crons if c.split()[2:] == ["*", "*", "*"] and c.split()[1].isdigit()]
+    values = {"github.event.repository.private": False}
+    for cron in crons:
+        runs = evaluate(job["if"], {**values, "github.event.schedule": cron})
+        assert runs == (cron == daily), cron
+    assert not evaluate(job["if"], {"github.event.repository.private": True, "github.event.schedule": daily})
+    assert [s["run"] for s in job["steps"] if "run" in s] == [f"wms vcs keep-schedule {name}"]
+    assert job["permissions"] == {"contents": "read", "actions": "write"}
+    assert set(job["steps"][-1]["env"]) == {"GITHUB_TOKEN"}
 
 
 @pytest.mark.parametrize("name", sorted((set(SEED_CALLS) - {"ci.yaml"}) | {"compute-reaper.yaml"}))
@@ -165,9 +185,10 @@ def test_permissions_are_explicit_and_least(name: str) -> None:
     workflow = load(name)
     assert workflow["permissions"]["contents"] == "read"
     for job_id, job in workflow["jobs"].items():
-        granted = {**workflow["permissions"], **job.get("permissions", {})}
+        granted = job.get("permissions", workflow["permissions"])  # a job's own replace the workflow's
         writes = {k for k, v in granted.items() if v == "write"}
-        assert writes <= {"contents", "pull-requests", "id-token"}, (name, job_id, writes)
+        allowed = {"actions"} if job_id == "keep-schedule" else {"contents", "pull-requests", "id-token"}
+        assert writes <= allowed, (name, job_id, writes)
 
 
 def test_seed_secrets_are_used_where_the_seed_says() -> None:
@@ -288,7 +309,7 @@ def test_the_sweeper_runs_on_a_schedule_and_sweeps_on_the_started_instance() -> 
     assert "secrets." not in yaml.safe_dump(sweep.get("env", {}))
 
 
-def evaluate(condition: str, values: dict[str, str]) -> bool:
+def evaluate(condition: str, values: dict[str, Any]) -> bool:
     """A job's `if:` as GitHub reads it, for the few operators the workflows use."""
     expression = condition.strip().removeprefix("${{").removesuffix("}}")
     for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):

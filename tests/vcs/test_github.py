@@ -260,6 +260,32 @@ def test_cli_lists_runners(
     ]
 
 
+def test_cli_keeps_a_scheduled_workflow_on(
+    github: FakeGitHub, project_dir: Any, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub turns off a public repository's schedules after 60 quiet days; enabling the
+    workflow again through the API keeps its schedule (the reaper's, the sweeper's) running."""
+    route = f"PUT /repos/{REPO}/actions/workflows/compute-reaper.yaml/enable"
+    github.answer(route, 204, None)
+    monkeypatch.setenv("GITHUB_TOKEN", "t")
+    where = ("--set", f"git.api_url={github.url}", "--set", f"git.repository={REPO}")
+
+    result = cli(*where, "vcs", "keep-schedule", "compute-reaper.yaml")
+
+    assert result.exit_code == 0, result.output
+    assert len(github.calls(route)) == 1
+    assert github.calls(route)[0].headers["Authorization"] == "Bearer t"
+
+    github.answer(route, 403, {"message": "Resource not accessible by integration"})
+    refused = cli(*where, "vcs", "keep-schedule", "compute-reaper.yaml")
+    assert refused.exit_code != 0
+    assert "Resource not accessible by integration" in refused.stderr and "Traceback" not in refused.output
+
+    wrong = cli(*where, "vcs", "keep-schedule", "../compute-reaper")
+    assert wrong.exit_code == 2 and "give e.g. compute-reaper.yaml" in wrong.stderr
+    assert len(github.requests) == 2
+
+
 def test_unreachable_api_is_one_clear_error() -> None:
     client = GitHubClient("http://127.0.0.1:9", "t", timeout=2)
     with pytest.raises(BackendError, match="could not reach"):

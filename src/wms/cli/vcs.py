@@ -1,5 +1,5 @@
 """`wms vcs`: guard data branches and take their new pairs, publish a promoted data branch,
-comment validation reports, list runners."""
+comment validation reports, list runners, keep a schedule on."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ app = typer.Typer(
     help=(
         "The git host (git.host = local | github): refuse data branches that change more than new "
         "data and take their pairs, merge or open the pull request of a promoted data branch, post "
-        "validation reports, list self-hosted runners."
+        "validation reports, list self-hosted runners, keep a scheduled workflow on."
     ),
 )
 
@@ -104,6 +104,26 @@ def runners(
     for r in found:
         busy = " (busy)" if r.busy else ""
         console.print(f"{r.name}  {r.status}{busy}  {', '.join(r.labels)}", highlight=False)
+
+
+@app.command("keep-schedule")
+def keep_schedule(
+    ctx: typer.Context,
+    workflow: str = typer.Argument(..., help="The workflow's file name, e.g. compute-reaper.yaml."),
+) -> None:
+    """Enable a scheduled workflow again, so that GitHub keeps running its schedule.
+
+    GitHub turns off the schedules of a public repository after 60 days without activity, and a
+    later push does not turn them back on; enabling the workflow through the API counts as
+    activity for it. The reaper and the sweeper run this on themselves once a day (the token
+    needs actions: write). A workflow someone turned off does not run, so it stays off.
+    """
+    from wms.vcs import make_github_host
+
+    if "/" in workflow or not workflow.endswith((".yaml", ".yml")):
+        raise UsageError(f"{workflow!r} is not a workflow file name; give e.g. compute-reaper.yaml")
+    make_github_host(state(ctx).project()).enable_workflow(workflow)
+    console.print(f"{workflow}: enabled, its schedule runs on", highlight=False)
 
 
 SHA_OPTION = typer.Option(..., "--sha", help="The pushed commit of the data branch (e.g. $GITHUB_SHA).")

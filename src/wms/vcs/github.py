@@ -356,6 +356,11 @@ class GitHubHost:
                 break
         return runners
 
+    def enable_workflow(self, workflow: str) -> None:
+        """Enable a workflow (a file name in .github/workflows) again; the token needs actions: write."""
+        enable = self.client.sdk.rest.actions.enable_workflow
+        self.client.send(partial(enable, self.owner, self.repo, workflow))
+
     def is_online(self, name: str) -> bool:
         """Whether the self-hosted runner `name` is connected (the compute readiness probe)."""
         return any(r.name == name and r.status == "online" for r in self.list_runners())
