@@ -144,6 +144,7 @@ def test_a_window_with_no_photos_clears_the_drift_an_earlier_report_flagged(
     """A scheduled run over a quiet week (or an emptied inbox) says so and lowers the flags, so
     WmsInputDrift stops firing on last week's drift."""
     textfile = tmp_path / "textfile"
+    textfile.mkdir()
     monkeypatch.setenv("WMS_MONITOR__TEXTFILE_DIR", str(textfile))
     bright = cli("monitor", "drift", "--from", production / "old", "--out", tmp_path / "bright")
     assert bright.exit_code == 0, bright.output + bright.stderr
@@ -159,6 +160,28 @@ def test_a_window_with_no_photos_clears_the_drift_an_earlier_report_flagged(
     report = json.loads((tmp_path / "late" / "drift.json").read_text())
     assert report["flagged"] == [] and report["since"] == "2030-01-01T00:00:00+02:00"
     assert "too few photos to call drift" in (tmp_path / "late" / "report.html").read_text()
+
+
+def test_a_textfile_dir_node_exporter_cannot_be_reading_is_one_line_not_a_silent_folder(
+    cli: Callable[..., Any], production: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped monitor.textfile_dir was made as a new folder that node-exporter never reads:
+    the gauges never reached Prometheus and nothing said so. It is refused before any work; a
+    folder the gauges cannot be written into is one line too, not a traceback."""
+    typo = tmp_path / "textfile_colector"
+    monkeypatch.setenv("WMS_MONITOR__TEXTFILE_DIR", str(typo))
+    refused = cli("monitor", "drift", "--out", tmp_path / "report")
+    assert refused.exit_code == 2
+    assert f"monitor.textfile_dir {typo} is not a folder" in refused.stderr
+    assert not typo.exists() and not (tmp_path / "report").exists()
+
+    textfile = tmp_path / "textfile"
+    (textfile / PROM_FILE).mkdir(parents=True)  # stands for a file this user may not replace
+    monkeypatch.setenv("WMS_MONITOR__TEXTFILE_DIR", str(textfile))
+    failed = cli("monitor", "drift", "--out", tmp_path / "report")
+    assert failed.exit_code == 2 and "Traceback" not in failed.output
+    assert f"cannot write {PROM_FILE} into monitor.textfile_dir {textfile}" in failed.stderr
+    assert (tmp_path / "report" / "drift.json").exists()
 
 
 def test_a_model_trained_on_a_version_this_store_lacks_points_to_reference(project_dir: Path) -> None:

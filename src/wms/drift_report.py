@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from wms.drift import FEATURES, DriftReport
+from wms.errors import UsageError
 
 PROM_FILE = "wms_drift.prom"
 GAUGES = {
@@ -162,5 +163,11 @@ def write_report(report: DriftReport, out: Path, textfile_dir: Path | None = Non
     (out / "drift.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     write_prom(report, out / PROM_FILE)
     if textfile_dir is not None:
-        write_prom(report, textfile_dir / PROM_FILE)
+        try:
+            write_prom(report, textfile_dir / PROM_FILE)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write {PROM_FILE} into monitor.textfile_dir {textfile_dir} ({exc.strerror}); "
+                f"let this user write there (the report is in {out})"
+            ) from None
     return page

@@ -65,6 +65,13 @@ def drift(
         raise UsageError(
             f"--since {since!r} is not an ISO 8601 time; write e.g. 2025-06-01 or 2025-06-01T08:00Z"
         )
+    # node-exporter reads the folder it was started with; one made here (a typo) it never reads.
+    textfile = project.path(cfg.textfile_dir) if cfg.textfile_dir else None
+    if textfile is not None and not textfile.is_dir():
+        raise UsageError(
+            f"monitor.textfile_dir {textfile} is not a folder; set it to node-exporter's "
+            '--collector.textfile.directory, or to "" to write no gauges there'
+        )
     target = out or project.path(cfg.report_dir)
     if target.exists() and not target.is_dir():
         raise UsageError(f"--out {target} is a file; name a folder (it is created if missing)")
@@ -99,7 +106,6 @@ def drift(
         values={"reference": ref_values, "captured": cap_values},
         skipped={"reference_unreadable": ref_bad, "captured_unreadable": cap_bad},
     )
-    textfile = project.path(cfg.textfile_dir) if cfg.textfile_dir else None
     page = write_report(report, target, textfile)
 
     table = Table(
