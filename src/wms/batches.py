@@ -128,10 +128,12 @@ def resume_refusal(record: dict[str, Any] | None, run_id: str) -> str | None:
 
 
 def gave_up(record: dict[str, Any] | None) -> bool:
-    """Whether the sweeper stopped retrying a failing batch (its record says why)."""
-    return (
-        record is not None and record.get("status") == "failed" and record.get("attempts", 0) >= MAX_ATTEMPTS
-    )
+    """Whether the sweeper stopped retrying a batch: MAX_ATTEMPTS runs took it on and none finished it.
+
+    Counted whatever the last run left: `failed`, but also `running` (its process was killed, or
+    the runner lost, every time) or a status this version does not know.
+    """
+    return record is not None and not is_finished(record) and int(record.get("attempts") or 0) >= MAX_ATTEMPTS
 
 
 def detect_batch(project: Project, branch: str | None, sha: str | None) -> dict[str, str] | None:

@@ -13,6 +13,7 @@ so no compute starts for it and no later sweep tries it again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from wms.batches import MAX_ATTEMPTS, BatchLedger, gave_up, is_finished
 from wms.config import Project
@@ -96,8 +97,7 @@ def pending(project: Project, ledger: BatchLedger, notes: list[str] | None = Non
             continue
         if gave_up(record):
             if notes is not None:
-                last = (record or {}).get("summary", "")
-                notes.append(f"{branch}: failed {MAX_ATTEMPTS} times, not retried — {last}")
+                notes.append(f"{branch}: {_given_up(record or {})}")
             continue
         why = (
             "never ran"
@@ -115,3 +115,15 @@ def _batch_commit(git: Git, head: str) -> str | None:
         if not title.startswith((POINTER_COMMIT_TITLE, MAIN_MERGE_TITLE)):
             return commit
     return None
+
+
+def _given_up(record: dict[str, Any]) -> str:
+    """Why the sweeper leaves a batch alone, and how a person runs it again."""
+    status, summary = record.get("status"), record.get("summary") or ""
+    last = summary if status == "failed" else f"the last run, {record.get('run_id')}, left it {status!r}"
+    if status == "running":
+        last += " (still at it, or its process died: killed, out of memory, a lost runner)"
+    return (
+        f"{record.get('attempts')} runs did not finish it (at most {MAX_ATTEMPTS}), not retried — {last}; "
+        "once the cause is fixed, re-run its workflow run (wms pipeline run --branch BRANCH --sha SHA)"
+    )

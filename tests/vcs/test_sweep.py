@@ -80,3 +80,19 @@ def test_a_batch_that_fails_does_not_stop_the_sweep_before_the_next_one(
     assert swept.exit_code == 1, swept.output  # the workflow run shows that batches are left
     assert "2 of 2 batch(es) failed" in swept.stderr
     assert "data/20260102-030406: failed (fault injected at stage merge" in swept.stdout
+
+
+def test_a_batch_whose_runs_keep_dying_is_given_up_after_three_attempts(
+    repo: Repo, cli: Callable[..., Any]
+) -> None:
+    sha = push_branch(repo, "data/20260102-030405")
+    died = {"branch": "data/20260102-030405", "sha": sha, "status": "running", "run_id": "r3", "summary": ""}
+    path = repo.work / ".wms" / "store" / "batches" / f"{sha}.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**died, "attempts": 2}))  # killed twice (out of memory, a lost runner)
+    assert "would run data/20260102-030405" in cli("pipeline", "sweep", "--dry-run").output
+
+    path.write_text(json.dumps({**died, "attempts": 3}))
+    looked = cli("pipeline", "sweep", "--dry-run")
+    assert "would run" not in looked.output and "nothing to do" in looked.output
+    assert "3 runs did not finish it" in looked.output and "left it 'running'" in looked.output

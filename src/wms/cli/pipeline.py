@@ -201,7 +201,7 @@ def sweep(
     published, run again when its pull request failed after the push. A head that changes
     more than data/incoming/ is recorded rejected (also by --dry-run) and never run. A batch
     that fails does not stop the sweep (the sweep exits 1 after the last one); a batch that
-    failed 3 times is reported, not retried.
+    3 runs did not finish (failed, or died) is reported, not retried.
     """
     from wms.batches import MAX_ATTEMPTS, BatchLedger
     from wms.data.store import open_store
