@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,33 @@ def test_images_without_masks_are_not_sent_to_prepare(
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "(missing_mask); fix the files it lists" in result.stderr
     assert "wms data prepare" not in result.stderr
+
+
+def test_versions_lists_the_latest_without_reading_older_manifests(
+    cli: Callable[..., Any], project_dir: Path
+) -> None:
+    folder = project_dir / ".wms" / "store" / "versions"
+    folder.mkdir(parents=True)
+    ids = [f"{i:012x}" for i in range(25)]  # a store that gains a version with every batch
+    for i, vid in enumerate(ids):
+        manifest = {
+            "version": vid,
+            "parent": ids[i - 1] if i else None,
+            "created_at": f"2026-01-{i + 1:02d}T00:00:00+00:00",
+            "counts": {"pairs": i},
+            "pairs": {},
+        }
+        path = folder / f"{vid}.json"
+        path.write_text(json.dumps(manifest) if i else "{")  # an old manifest nobody reads any more
+        os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
+
+    listed = cli("data", "versions", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [v["id"] for v in json.loads(listed.output)] == ids[5:]
+    assert [v["id"] for v in json.loads(cli("data", "versions", "--last", "3", "--json").output)] == ids[22:]
+    shown = cli("data", "versions", "--last", "3")
+    assert shown.exit_code == 0, shown.output
+    assert "22 older version(s) not shown" in shown.output
+
+    every = cli("data", "versions", "--all")
+    assert every.exit_code == 1 and f"the manifest of version {ids[0]}" in every.output

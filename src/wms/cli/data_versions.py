@@ -75,10 +75,16 @@ def _check_valid(directory: Path, size: int) -> None:
         )
 
 
-def versions(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """List the dataset versions, oldest first."""
+def versions(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    last: int = typer.Option(20, "--last", min=1, help="How many of the latest versions to list."),
+    every: bool = typer.Option(False, "--all", help="List every version (reads every manifest)."),
+) -> None:
+    """List the latest dataset versions (--all: every one), oldest first."""
     project = state(ctx).project()
-    infos = open_store(project).versions()
+    store = open_store(project)
+    infos = store.versions(None if every else last)
     if as_json:
         print(json.dumps([asdict(v) for v in infos], indent=2))
         return
@@ -93,6 +99,9 @@ def versions(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
             v.id, v.parent or "", str(v.pairs), v.created_at[:19], "← data/dataset.json" * (v.id == current)
         )
     console.print(table)
+    older = store.count_versions() - len(infos) if len(infos) == last and not every else 0
+    if older > 0:
+        console.print(f"{older} older version(s) not shown; --last N or --all lists them", highlight=False)
 
 
 def pull(

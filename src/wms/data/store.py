@@ -146,36 +146,48 @@ class DatasetStore:
             return fn(*args)
 
     # -- reading --------------------------------------------------------------------------
-    def versions(self) -> list[VersionInfo]:
-        """All versions, oldest first."""
-        try:
-            names = self._call("list versions", self.fs.ls, f"{self.root}/versions", False)
-        except FileNotFoundError:
-            return []
-        infos = []
-        for name in names:
-            if str(name).endswith(".json"):
-                version = str(name).rsplit("/", 1)[-1].removesuffix(".json")
-                check_version_id(version, f"{name} names", "remove that file from the store")
-                m = self.manifest(version)
-                infos.append(VersionInfo(m["version"], m["parent"], m["created_at"], m["counts"]["pairs"]))
+    def versions(self, last: int | None = None) -> list[VersionInfo]:
+        """All versions, or the `last` ones written, oldest first.
+
+        Only the manifests of the versions returned are read, several at a time: a store gains a
+        version with every batch, and each manifest names every pair of its version."""
+        ids = self._latest_ids(last)
+        for version in ids:
+            check_version_id(
+                version, f"{self.root}/versions/{version}.json names", "remove that file from the store"
+            )
+
+        def info(version: str) -> VersionInfo:
+            m = self.manifest(version)
+            return VersionInfo(m["version"], m["parent"], m["created_at"], m["counts"]["pairs"])
+
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            infos = list(pool.map(info, ids))
         return sorted(infos, key=lambda v: (v.created_at, v.id))
 
-    def _latest_ids(self, count: int) -> list[str]:
-        """The ids of the `count` versions written last, newest first, from the listing alone:
-        reading every manifest (`versions()`) takes longer with every batch, and one damaged
-        manifest would answer instead."""
+    def count_versions(self) -> int:
+        """How many versions the store holds, from the listing alone."""
+        return len(self._latest_ids(None))
+
+    def _latest_ids(self, count: int | None) -> list[str]:
+        """The ids of the `count` (None: all) versions written last, newest first, from the listing
+        alone: reading every manifest takes longer with every batch, and one damaged manifest
+        would answer instead. A `.json` name that is no version id is listed too (the caller
+        refuses it)."""
         try:
             listed = self._call("list versions", self.fs.ls, f"{self.root}/versions", True)
         except FileNotFoundError:
             return []
         written = {}
         for info in listed:
-            version = str(info["name"]).rsplit("/", 1)[-1].removesuffix(".json")
-            if str(info["name"]).endswith(".json") and VERSION_ID.fullmatch(version):
+            name = str(info["name"])
+            if name.endswith(".json"):
                 when = info.get("LastModified") or info.get("mtime") or 0  # S3's datetime, a file's float
-                written[version] = when.timestamp() if isinstance(when, datetime) else float(when)
-        return sorted(written, key=lambda v: (written[v], v), reverse=True)[:count]
+                written[name.rsplit("/", 1)[-1].removesuffix(".json")] = (
+                    when.timestamp() if isinstance(when, datetime) else float(when)
+                )
+        newest = sorted(written, key=lambda v: (written[v], v), reverse=True)
+        return newest if count is None else newest[:count]
 
     def manifest(self, version: str) -> dict[str, Any]:
         """The manifest of a version, checked whole (ids, file names, hashes, splits)."""
@@ -186,7 +198,7 @@ class DatasetStore:
         try:
             raw = self._call("read a manifest", self.fs.cat_file, path)
         except FileNotFoundError:
-            known = ", ".join(self._latest_ids(5))
+            known = ", ".join(v for v in self._latest_ids(5) if VERSION_ID.fullmatch(v))
             raise DataError(
                 f"dataset version {version!r} is not in the store {self.url} "
                 f"(latest: {known or 'none'}); see `wms data versions`"
