@@ -261,3 +261,6 @@ def test_an_invalid_batch_is_recorded_rejected(project_dir: Path, make_batch: Ca
         Pipeline(project, MlflowRegistry(project), Recorder()).run(batch, branch="data/x", sha=sha)
     record = json.loads((project_dir / ".wms" / "store" / "batches" / f"{sha}.json").read_text())
     assert record["status"] == "rejected" and "validation failed" in record["summary"]
+    # A rejected batch is finished (`wms pipeline resume` refuses it): the way on is a fixed push.
+    assert "wms pipeline resume" not in record["summary"]
+    assert record["summary"].endswith("fix the pairs and push them again (a new data branch)")

@@ -208,11 +208,13 @@ class Pipeline:
             run.failed_stage = next((s for s in STAGES if run.stages[s].status == "failed"), None)
             what = str(exc) if isinstance(exc, WmsError | Interrupted) else type(exc).__name__
             where = f" at {run.failed_stage}" if run.failed_stage else ""
-            if not isinstance(exc, MainMoved):  # a batch built on an old main is run again, not resumed
-                run.next_step = f"continue with `wms pipeline resume {run.run_id}`"
-            run.summary = f"failed{where}: {what}" + (f"; {run.next_step}" if run.next_step else "")
             # Only the batch's own fault rejects it; a broken store or main leaves it to the sweeper.
             fault = "rejected" if isinstance(exc, BatchError) else "failed"
+            if fault == "rejected" and run.outputs.get("batch"):  # finished: resume refuses it
+                run.next_step = "fix the pairs and push them again (a new data branch)"
+            elif not isinstance(exc, MainMoved):  # a batch built on an old main is run again, not resumed
+                run.next_step = f"continue with `wms pipeline resume {run.run_id}`"
+            run.summary = f"failed{where}: {what}" + (f"; {run.next_step}" if run.next_step else "")
             record_outcome(self.batches, run, fault, self.notify)
             raise
         finally:
