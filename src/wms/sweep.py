@@ -7,7 +7,8 @@ pipeline, oldest branch first. A head that is the pipeline's own pointer commit 
 the batch commit under it: skipped when that batch's record is finished (its pull request
 is open), run again when its publish failed after the push (the new publish builds on it). A head
 the branch guard refuses (it changes more than data/incoming/) is recorded `rejected` here,
-so no compute starts for it and no later sweep tries it again.
+so no compute starts for it and no later sweep tries it again. A branch whose batch is
+recorded `promoted` is in main: nothing reads it any more, and the sweep deletes it.
 """
 
 from __future__ import annotations
@@ -64,8 +65,11 @@ def _parse(listing: str, prefix: str) -> dict[str, str]:
     return {name: sha for sha, name in pairs if name.startswith(prefix)}
 
 
-def pending(project: Project, ledger: BatchLedger, notes: list[str] | None = None) -> list[Pending]:
-    """The data branch heads that have no finished run; `notes` collects why others are left alone.
+def pending(
+    project: Project, ledger: BatchLedger, notes: list[str] | None = None, merged: list[str] | None = None
+) -> list[Pending]:
+    """The data branch heads that have no finished run; `notes` collects why others are left alone,
+    `merged` the branches whose batch main has taken in (`promoted`), which nothing needs any more.
 
     A head the branch guard refuses is recorded `rejected` in `ledger` with the refusal.
     """
@@ -84,10 +88,14 @@ def pending(project: Project, ledger: BatchLedger, notes: list[str] | None = Non
             batch = _batch_commit(git, sha)
             record = ledger.get(batch) if batch else None
             if batch is None or record is None or is_finished(record):
+                if merged is not None and record is not None and record.get("status") == "promoted":
+                    merged.append(branch)
                 continue  # the pipeline's own commit: the batch is published (or was, before records)
             sha, after = batch, " after pushing its pointer commit"  # its pull request was not opened
         record = ledger.get(sha)
         if is_finished(record):
+            if merged is not None and (record or {}).get("status") == "promoted":
+                merged.append(branch)
             continue
         check = check_branch(git, sha, base, project.settings.data.incoming, cfg.remote)
         if not check.ok:
@@ -106,6 +114,23 @@ def pending(project: Project, ledger: BatchLedger, notes: list[str] | None = Non
         )
         todo.append(Pending(branch, sha, why))
     return todo
+
+
+def delete_branches(project: Project, branches: list[str]) -> list[str]:
+    """Delete `branches` here and on git.remote; one line for each branch that could not go."""
+    git = Git(project.root)
+    remote = project.settings.git.remote
+    current = git.current_branch()
+    problems = []
+    for branch in branches:
+        try:
+            if git.ok("rev-parse", "--verify", "--quiet", f"refs/remotes/{remote}/{branch}"):
+                git.run("push", "--quiet", "--no-verify", remote, "--delete", branch)
+            if branch != current and git.ok("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"):
+                git.run("branch", "--quiet", "-D", branch)
+        except GitError as exc:  # no right to delete, a protected branch: it only stays listed
+            problems.append(f"{branch}: merged into main, but not deleted ({exc})")
+    return problems
 
 
 def _batch_commit(git: Git, head: str) -> str | None:

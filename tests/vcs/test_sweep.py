@@ -96,3 +96,24 @@ def test_a_batch_whose_runs_keep_dying_is_given_up_after_three_attempts(
     looked = cli("pipeline", "sweep", "--dry-run")
     assert "would run" not in looked.output and "nothing to do" in looked.output
     assert "3 runs did not finish it" in looked.output and "left it 'running'" in looked.output
+
+
+def test_a_branch_whose_batch_main_merged_is_deleted_and_the_others_stay(
+    repo: Repo, cli: Callable[..., Any]
+) -> None:
+    merged = push_branch(repo, "data/20260102-030405")
+    kept = push_branch(repo, "data/20260102-030406", stem="m002")
+    folder = repo.work / ".wms" / "store" / "batches"
+    folder.mkdir(parents=True)
+    for sha, status in ((merged, "promoted"), (kept, "not-promoted")):  # the second stays for review
+        body = {"branch": "?", "sha": sha, "status": status, "run_id": "r1", "attempts": 1, "summary": "x"}
+        (folder / f"{sha}.json").write_text(json.dumps(body))
+
+    looked = cli("pipeline", "sweep", "--dry-run")
+    assert "would delete the data branches merged into main: data/20260102-030405" in looked.output
+    assert set(repo.remote_branches()) == {"main", "data/20260102-030405", "data/20260102-030406"}
+
+    swept = cli("pipeline", "sweep")
+    assert swept.exit_code == 0, swept.output
+    assert set(repo.remote_branches()) == {"main", "data/20260102-030406"}
+    assert "merged into main" not in cli("pipeline", "sweep").output  # nothing left to delete

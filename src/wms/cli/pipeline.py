@@ -201,12 +201,13 @@ def sweep(
     published, run again when its pull request failed after the push. A head that changes
     more than data/incoming/ is recorded rejected (also by --dry-run) and never run. A batch
     that fails does not stop the sweep (the sweep exits 1 after the last one); a batch that
-    3 runs did not finish (failed, or died) is reported, not retried.
+    3 runs did not finish (failed, or died) is reported, not retried. A data branch whose
+    batch is recorded promoted (main has it) is deleted, here and on git.remote.
     """
     from wms.batches import MAX_ATTEMPTS, BatchLedger
     from wms.data.store import open_store
     from wms.errors import WmsError
-    from wms.sweep import pending
+    from wms.sweep import delete_branches, pending
     from wms.vcs.guard import BranchRefused, take_incoming
 
     project = state(ctx).project()
@@ -214,9 +215,16 @@ def sweep(
     from wms.report import write_github_output
 
     notes: list[str] = []
+    merged: list[str] = []
     ledger = BatchLedger(store.fs, store.root)
-    todo = pending(project, ledger, notes)
+    todo = pending(project, ledger, notes, merged)
     write_github_output({"pending": str(len(todo))})  # the sweeper workflow starts compute only for work
+    if merged:  # main has their batches: nothing reads these branches any more
+        problems = [] if dry_run else delete_branches(project, merged)
+        shown = ", ".join(merged[:10]) + (f" … ({len(merged)} in all)" if len(merged) > 10 else "")
+        verb = "would delete" if dry_run else f"deleted {len(merged) - len(problems)} of"
+        console.print(f"{verb} the data branches merged into main: {shown}", highlight=False)
+        notes += problems
     for line in notes:
         console.print(styled(line, "yellow"), highlight=False, soft_wrap=True)
     if not todo:
