@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -83,7 +84,7 @@ def test_a_batch_that_fails_does_not_stop_the_sweep_before_the_next_one(
 
 
 def test_a_batch_whose_runs_keep_dying_is_given_up_after_three_attempts(
-    repo: Repo, cli: Callable[..., Any]
+    repo: Repo, cli: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sha = push_branch(repo, "data/20260102-030405")
     died = {"branch": "data/20260102-030405", "sha": sha, "status": "running", "run_id": "r3", "summary": ""}
@@ -96,6 +97,12 @@ def test_a_batch_whose_runs_keep_dying_is_given_up_after_three_attempts(
     looked = cli("pipeline", "sweep", "--dry-run")
     assert "would run" not in looked.output and "nothing to do" in looked.output
     assert "3 runs did not finish it" in looked.output and "left it 'running'" in looked.output
+
+    # In CI the sweep's job is green: the workflow run's summary page says what waits for a person.
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    cli("pipeline", "sweep", "--dry-run")
+    assert "- data/20260102-030405: 3 runs did not finish it" in summary.read_text()
 
 
 def test_a_branch_whose_batch_main_merged_is_deleted_and_the_others_stay(

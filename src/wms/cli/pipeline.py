@@ -212,7 +212,7 @@ def sweep(
 
     project = state(ctx).project()
     store = open_store(project)
-    from wms.report import write_github_output
+    from wms.report import write_github_output, write_step_summary
 
     notes: list[str] = []
     merged: list[str] = []
@@ -227,6 +227,10 @@ def sweep(
         notes += problems
     for line in notes:
         console.print(styled(line, "yellow"), highlight=False, soft_wrap=True)
+    if notes:  # on the workflow run's page: a green sweep may still leave batches to a person
+        write_step_summary(
+            "\n".join(["### Data branches the sweep leaves to a person", ""] + [f"- {n}" for n in notes])
+        )
     if not todo:
         console.print("every data branch has a finished run; nothing to do")
         return
