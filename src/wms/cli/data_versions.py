@@ -10,10 +10,11 @@ import typer
 from rich.table import Table
 
 from wms.cli._common import console, progress_bar, state
+from wms.config import Project
 from wms.data.pointer import read_pointer
-from wms.data.store import open_store
+from wms.data.store import DatasetStore, open_store
 from wms.data.validate import validate_dataset
-from wms.errors import DataError
+from wms.errors import DataError, UsageError
 
 
 def ingest(
@@ -30,11 +31,10 @@ def ingest(
     the same content again is 'no change'."""
     project = state(ctx).project()
     store = open_store(project)
-    _check_valid(directory, project.settings.data.size)
     pointer_path = project.path(project.settings.data.pointer)
     if base is None:
-        pointer = read_pointer(pointer_path)
-        base = pointer["version"] if pointer else None
+        base = _base_version(project, store, pointer_path)
+    _check_valid(directory, project.settings.data.size)
     with progress_bar("uploading blobs", None) as advance:
         result = store.ingest(directory, base, progress=advance)
     if result.no_change:
@@ -50,6 +50,29 @@ def ingest(
         store.point(pointer_path, result.version, project.settings.store.url)
         console.print(f"{project.settings.data.pointer} now points at {result.version}")
     console.print(result.version)
+
+
+def _base_version(project: Project, store: DatasetStore, pointer_path: Path) -> str | None:
+    """The version data/dataset.json here names, once it holds every pair main's does: a checkout
+    behind main (or on an old branch) would build a version without the batches promoted since."""
+    from wms.vcs.mainline import MainLine
+
+    here = read_pointer(pointer_path)
+    version = here["version"] if here else None
+    main = MainLine(project)
+    on_main = main.dataset_pointer()
+    if on_main is None or on_main["version"] == version:
+        return version
+    ours = set(store.manifest(version)["pairs"]) if version else set()
+    missing = set(store.manifest(on_main["version"])["pairs"]) - ours
+    if missing:
+        raise UsageError(
+            f"{project.settings.data.pointer} here names {version or 'no version'}, which lacks "
+            f"{len(missing)} pair(s) of main's version {on_main['version']} ({main.where}): a version "
+            "built on it would leave out the batches promoted since; update this checkout from main "
+            f"(git pull), or pass --base {on_main['version']} — nothing was written"
+        )
+    return version
 
 
 PREPARE_FIXES = {"wrong_size", "non_binary_mask", "exif_rotated", "bad_mode"}
