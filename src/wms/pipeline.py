@@ -210,7 +210,12 @@ class Pipeline:
             where = f" at {run.failed_stage}" if run.failed_stage else ""
             # Only the batch's own fault rejects it; a broken store or main leaves it to the sweeper.
             fault = "rejected" if isinstance(exc, BatchError) else "failed"
-            if fault == "rejected" and run.outputs.get("batch"):  # finished: resume refuses it
+            if run.promoted and run.outputs.get("merged") and run.outputs.get("batch"):
+                # Main has the batch: only the alias or the deployment is left, and a new run of
+                # the batch would find nothing new in it.
+                fault = "promoted"
+                run.next_step = "main has the batch; `wms model reconcile --deploy` finishes the rest"
+            elif fault == "rejected" and run.outputs.get("batch"):  # finished: resume refuses it
                 run.next_step = "fix the pairs and push them again (a new data branch)"
             elif not isinstance(exc, MainMoved):  # a batch built on an old main is run again, not resumed
                 run.next_step = f"continue with `wms pipeline resume {run.run_id}`"

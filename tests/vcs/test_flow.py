@@ -44,3 +44,28 @@ def test_a_promoted_data_branch_is_merged_with_pointers_not_pairs(
     record = json.loads(next((repo.work / ".wms" / "runs").glob("*/run.json")).read_text())
     stages = {s["name"]: s["status"] for s in record["stages"]}
     assert stages["publish"] == "ok"
+
+
+def test_a_batch_merged_into_main_stays_promoted_when_reconcile_then_fails(
+    repo: Repo, cli: Callable[..., object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo.write("wms.toml", TINY_SETTINGS + '\n[git]\nbase_branch = "main"\n')
+    repo.commit("tiny settings for the test")
+    repo.git("switch", "-q", "-c", BRANCH)
+    synthesize(repo.work / "data" / "incoming", count=30, size=64, seed=1)
+    sha = repo.commit("30 labelled pairs")
+    monkeypatch.setenv("WMS_FAULT_STAGE", "reconcile")  # the alias or the deployment fails after the merge
+
+    result = cli("--set", "train.epochs=1", "pipeline", "run")
+    output = result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 1, output
+    assert f"merged {BRANCH} into main" in output
+
+    # Main has the batch: it is counted promoted, and no sweep trains it again.
+    record = json.loads((repo.work / ".wms" / "store" / "batches" / f"{sha}.json").read_text())
+    assert record["status"] == "promoted", record
+    assert "wms model reconcile --deploy" in output and "wms pipeline resume" not in output
+    monkeypatch.delenv("WMS_FAULT_STAGE")
+    swept = cli("pipeline", "sweep", "--dry-run")
+    assert "nothing to do" in swept.output, swept.output  # type: ignore[attr-defined]
+    assert cli("model", "reconcile").exit_code == 0  # type: ignore[attr-defined]
