@@ -264,3 +264,21 @@ def test_an_invalid_batch_is_recorded_rejected(project_dir: Path, make_batch: Ca
     # A rejected batch is finished (`wms pipeline resume` refuses it): the way on is a fixed push.
     assert "wms pipeline resume" not in record["summary"]
     assert record["summary"].endswith("fix the pairs and push them again (a new data branch)")
+
+
+def test_a_changed_data_size_is_not_blamed_on_a_batch_prepared_to_it(
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any]
+) -> None:
+    """The stored pairs are 64 px; data.size is then changed to 128 and a batch prepared to 128 pushed."""
+    assert cli("data", "ingest", make_batch("b1", count=12, seed=1)).exit_code == 0
+    sha = "ab" * 20
+    project = load_settings(start=project_dir, overrides=parse_overrides(["data.size=128"]))
+    with pytest.raises(DataError) as failed:
+        Pipeline(project, MlflowRegistry(project), Recorder()).run(
+            make_batch("b2", count=6, seed=2, size=128), branch="data/x", sha=sha
+        )
+    message = str(failed.value)
+    assert "already in dataset version" in message and "none from this batch" in message
+    assert "64x64 px and data.size is 128" in message and "fix the new data" not in message
+    record = json.loads((project_dir / ".wms" / "store" / "batches" / f"{sha}.json").read_text())
+    assert record["status"] == "failed", record  # run again once data.size is set back; not rejected

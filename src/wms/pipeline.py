@@ -41,7 +41,7 @@ from wms.compute import DEFAULT_HOLDER, Compute, Notify, make_compute, quiet
 from wms.compute.hold import ComputeHold
 from wms.config import Project
 from wms.data.lease import LeaseHeld, default_owner, lease, left_by_dead_process, renew
-from wms.data.merge import merge_into, prepare_incoming, restore, validate_merged
+from wms.data.merge import batch_files, merge_into, prepare_incoming, restore, validate_merged
 from wms.data.store import open_store
 from wms.errors import BackendError, BatchError, MainMoved, UsageError, WmsError
 from wms.gate import GateDecision
@@ -368,7 +368,7 @@ class Pipeline:
             run.summary = f"not promoted: no new pairs in {new_data} (version {base} already holds them)"
             return None
         with self.stage(run, "validate") as st:
-            st.outcome = validate_merged(dataset, settings.data.size, run.run_dir)
+            st.outcome = validate_merged(dataset, settings.data.size, run.run_dir, batch_files(plan), base)
             version = self.store.ingest(dataset, base).version
             run.outputs["dataset_version"] = version
         return version

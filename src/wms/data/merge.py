@@ -14,7 +14,7 @@ from wms.data.prepare import prepare_dataset
 from wms.data.splits import write_splits
 from wms.data.store import DatasetStore, IngestPlan
 from wms.data.validate import validate_dataset
-from wms.errors import BatchError
+from wms.errors import BatchError, DataError
 
 
 def prepare_incoming(new_data: Path, out: Path, size: int) -> Path:
@@ -57,15 +57,45 @@ def merge_into(store: DatasetStore, work: Path, base: str | None, plan: IngestPl
     return work
 
 
-def validate_merged(dataset: Path, size: int, report_dir: Path) -> str:
-    """Validate the merged folder, writing validation.json/.md; BatchError when invalid, else the outcome."""
+def batch_files(plan: IngestPlan) -> set[str]:
+    """The files the batch brought into the merged folder, as validation's issues name them."""
+    files = {f"{kind}s/{getattr(pair, kind).name}" for pair in plan.new_pairs for kind in ("image", "mask")}
+    return files | {f"{orphan.parent.name}/{orphan.name}" for orphan in plan.orphans}
+
+
+def validate_merged(
+    dataset: Path, size: int, report_dir: Path, new_files: set[str], base: str | None = None
+) -> str:
+    """Validate the merged folder, writing validation.json/.md; the outcome when valid.
+
+    Errors in the batch's own files (`new_files`) are BatchError, the batch's fault. Errors only
+    in pairs the base version already holds are a DataError that says so: stored data that
+    passed when it was stored fails today's check (data.size changed since, or a stricter
+    check), and no batch can fix that.
+    """
     report = validate_dataset(dataset, size=size)
     (report_dir / "validation.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     (report_dir / "validation.md").write_text(report.to_markdown())
-    if not report.ok:
-        codes = sorted({i.code for i in report.errors})
+    if report.ok:
+        return f"{report.pairs} pairs valid, {len(report.warnings)} warning(s)"
+    codes = sorted({i.code for i in report.errors})
+    where = f"report: {report_dir / 'validation.md'}"
+    # A duplicate names the other file of the two in its message.
+    ours = [i for i in report.errors if i.path in new_files or any(f in i.message for f in new_files)]
+    if ours or base is None:
         raise BatchError(
             f"validation failed: {len(report.errors)} error(s) ({', '.join(codes)}); "
-            f"fix the new data and run again — report: {report_dir / 'validation.md'}"
+            f"fix the new data and run again — {where}"
         )
-    return f"{report.pairs} pairs valid, {len(report.warnings)} warning(s)"
+    other = ", ".join(s for s in report.stats["image_sizes"] if s != f"{size}x{size}")
+    why = (
+        f"they are {other} px and data.size is {size}: it was changed since they were stored; set it "
+        "back (data.size is the stored dataset's contract; train.image_size sets the size models train at)"
+        if "wrong_size" in codes
+        else "they passed the checks of the wms that stored them and fail this one's (the report names "
+        "them); no batch can pass until the stored version is fixed"
+    )
+    raise DataError(
+        f"validation failed on {len(report.errors)} file(s) already in dataset version {base}, none "
+        f"from this batch ({', '.join(codes)}): {why}; then run the batch again — {where}"
+    )
