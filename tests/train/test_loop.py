@@ -265,3 +265,22 @@ def test_a_resumed_run_trains_only_what_is_left_of_its_time_budget(
     assert len(resumed.history) == 4  # one epoch after the checkpoint's three, not four more
     # The learning rate went on decaying where it was: the same losses as the run never stopped.
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+
+
+def test_a_checkpoint_goes_on_only_under_the_settings_that_wrote_it(pairs: list, tmp_path: Path) -> None:
+    """A changed train.* setting between a run and its resume (`wms train --checkpoint`): the saved
+    run is not continued as another one, at another size, or into a model of another shape."""
+    import torch
+
+    checkpoint = tmp_path / "run.ckpt"
+    train(TrainSettings(**TINY | {"epochs": 1}), pairs[:18], pairs[18:], checkpoint=checkpoint)
+    with pytest.raises(TrainError, match=r"train.image_size = 32, and now train.image_size = 64"):
+        train(TrainSettings(**TINY | {"image_size": 64}), pairs[:18], pairs[18:], checkpoint=checkpoint)
+    # More epochs, or another device, go on from it.
+    assert len(train(TrainSettings(**TINY), pairs[:18], pairs[18:], checkpoint=checkpoint).history) == 3
+
+    state = torch.load(checkpoint, weights_only=True)
+    del state["settings"]  # as a checkpoint written before they were recorded
+    torch.save(state, checkpoint)
+    with pytest.raises(TrainError, match="holds another model"):
+        train(TrainSettings(**TINY | {"base_channels": 8}), pairs[:18], pairs[18:], checkpoint=checkpoint)

@@ -84,6 +84,36 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+# What a run may change when it goes on from a checkpoint: how long it trains, where and how
+# fast, and the second stage (never checkpointed). Any other train.* setting would continue
+# the saved run as another one that no setting describes.
+RESUMABLE_CHANGES = frozenset(
+    {"recipe", "epochs", "max_minutes", "patience", "device", "precision", "compile", "devices"}
+    | {"cache_dir", "cache_max_gb", "export_onnx"}
+    | {name for name in TrainSettings.model_fields if name.startswith("refine_")}
+)
+
+
+def run_settings(cfg: TrainSettings) -> dict[str, Any]:
+    """The settings that make a run what it is, as its checkpoint records them."""
+    return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
+
+
+def check_resumable(path: Path, state: dict[str, Any], cfg: TrainSettings) -> None:
+    """TrainError unless the checkpoint was written by a run with these settings (one written
+    before checkpoints recorded them is taken as it is)."""
+    recorded, now = state.get("settings") or {}, run_settings(cfg)
+    changed = [k for k in now if k in recorded and recorded[k] != now[k]]
+    if changed:
+        was = ", ".join(f"train.{k} = {recorded[k]!r}" for k in changed)
+        raise TrainError(
+            f"checkpoint {path} was written with {was}, and now "
+            + ", ".join(f"train.{k} = {now[k]!r}" for k in changed)
+            + "; go on from it with the settings it was written with, or start afresh with another "
+            "checkpoint file"
+        )
+
+
 def epochs_held(path: Path) -> int:
     """How many epochs a checkpoint holds: a resumed run goes on from the next one."""
     return len(torch.load(path, map_location="cpu", weights_only=True)["history"])
@@ -229,7 +259,15 @@ def _fit(
         # On the CPU first: RNG states must be CPU tensors, whatever device saved them; the
         # model and optimizer copy their tensors to where their parameters live.
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        check_resumable(checkpoint, state, cfg)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:  # a checkpoint from before they were recorded, of another model
+            raise TrainError(
+                f"checkpoint {checkpoint} holds another model than train.* now describes (architecture, "
+                "base_channels, depth); go on from it with the settings it was written with, or start "
+                "afresh with another checkpoint file"
+            ) from None
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
@@ -316,6 +354,7 @@ def _fit(
                         "torch_rng": torch.get_rng_state(),
                         "scaler": scaler.state_dict(),
                         "seconds": time.perf_counter() - started_all,
+                        "settings": run_settings(cfg),
                     },
                 )
             reporter.epoch_done(epoch, metrics)
