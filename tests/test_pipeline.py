@@ -282,3 +282,11 @@ def test_a_changed_data_size_is_not_blamed_on_a_batch_prepared_to_it(
     assert "64x64 px and data.size is 128" in message and "fix the new data" not in message
     record = json.loads((project_dir / ".wms" / "store" / "batches" / f"{sha}.json").read_text())
     assert record["status"] == "failed", record  # run again once data.size is set back; not rejected
+
+
+def test_a_store_url_changed_since_main_pointed_names_the_store_main_names(
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any]
+) -> None:
+    assert cli("data", "ingest", make_batch("b1", count=12, seed=1)).exit_code == 0
+    with pytest.raises(DataError, match=r"written for the store \.wms/store and store\.url is \.wms/moved"):
+        run(project_dir, make_batch("b2", count=6, seed=2), "store.url=.wms/moved")

@@ -42,6 +42,7 @@ from wms.compute.hold import ComputeHold
 from wms.config import Project
 from wms.data.lease import LeaseHeld, default_owner, lease, left_by_dead_process, renew
 from wms.data.merge import batch_files, merge_into, prepare_incoming, restore, validate_merged
+from wms.data.pointer import pointed_version
 from wms.data.store import open_store
 from wms.errors import BackendError, BatchError, MainMoved, UsageError, WmsError
 from wms.gate import GateDecision
@@ -348,8 +349,8 @@ class Pipeline:
         """The merged version, stored once valid; None when the batch holds nothing new."""
         settings = self.project.settings
         main = MainLine(self.project)
-        pointer = main.dataset_pointer()
-        base = pointer["version"] if pointer else None
+        where = f"{settings.data.pointer} on main ({main.where})"
+        base = pointed_version(main.dataset_pointer(), where, self.store, settings.store.url)
         run.outputs["base_version"] = base
         run.outputs["base_from"] = main.where
         with self.stage(run, "merge") as st:

@@ -73,6 +73,22 @@ def test_conflict_is_one_line_and_writes_nothing(
     assert len(json.loads(cli("data", "versions", "--json").output)) == 1
 
 
+def test_a_store_url_changed_since_the_pointer_names_the_store_it_was_written_for(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """data/dataset.json names a version of .wms/store; store.url now names another store."""
+    assert cli("data", "ingest", make_batch("a", count=3, seed=1)).exit_code == 0
+    monkeypatch.setenv("WMS_STORE__URL", ".wms/moved")
+    result = cli("data", "ingest", make_batch("b", count=3, seed=2))
+    assert result.exit_code == 1
+    written = "data/dataset.json was written for the store .wms/store and store.url is .wms/moved"
+    assert written in result.output
+    assert "set store.url (or WMS_STORE__URL) to .wms/store" in result.output
+
+
 def test_unknown_version_is_a_clear_error(cli: Callable[..., Any], project_dir: Path, tmp_path: Path) -> None:
     result = cli("data", "pull", "feedbeef0000", tmp_path / "out")
     assert result.exit_code == 1

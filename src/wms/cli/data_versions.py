@@ -11,7 +11,7 @@ from rich.table import Table
 
 from wms.cli._common import console, progress_bar, state
 from wms.config import Project
-from wms.data.pointer import read_pointer
+from wms.data.pointer import pointed_version, read_pointer
 from wms.data.store import DatasetStore, open_store
 from wms.data.validate import validate_dataset
 from wms.errors import DataError, UsageError
@@ -57,8 +57,8 @@ def _base_version(project: Project, store: DatasetStore, pointer_path: Path) -> 
     behind main (or on an old branch) would build a version without the batches promoted since."""
     from wms.vcs.mainline import MainLine
 
-    here = read_pointer(pointer_path)
-    version = here["version"] if here else None
+    pointer = str(project.settings.data.pointer)
+    version = pointed_version(read_pointer(pointer_path), pointer, store, project.settings.store.url)
     main = MainLine(project)
     on_main = main.dataset_pointer()
     if on_main is None or on_main["version"] == version:

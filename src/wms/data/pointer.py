@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wms.errors import DataError
 from wms.files import write_text_atomic
+
+if TYPE_CHECKING:
+    from wms.data.store import DatasetStore
 
 
 def parse_pointer(text: str, name: str, fix: str) -> dict[str, Any]:
@@ -45,3 +48,24 @@ def write_pointer(pointer: Path, manifest: dict[str, Any], manifest_sha256: str,
         "store": store_url,
     }
     write_text_atomic(pointer, json.dumps(body, indent=2) + "\n")
+
+
+def pointed_version(pointer: dict[str, Any] | None, where: str, store: DatasetStore, url: str) -> str | None:
+    """The version `pointer` (read from `where`) names; None before the first.
+
+    A pointer written for another store than `url` (store.url changed since, or not set on this
+    machine) must name a version this store holds, or the error says which store it names.
+    """
+    if pointer is None:
+        return None
+    version = str(pointer["version"])
+    recorded = pointer.get("store")
+    if isinstance(recorded, str) and recorded and recorded != url:
+        try:
+            store.manifest(version)
+        except DataError as exc:
+            raise DataError(
+                f"{exc}; {where} was written for the store {recorded} and store.url is {url}: "
+                f"set store.url (or WMS_STORE__URL) to {recorded}"
+            ) from None
+    return version
