@@ -46,6 +46,25 @@ def test_a_host_key_pinned_for_an_instance_is_required_at_any_address(sshd: Sshd
     assert "\n" not in str(refused.value)
 
 
+def test_a_key_an_older_wms_pinned_under_the_address_still_holds_for_the_instance(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """known_hosts from before keys were pinned under the instance id names the address alone."""
+    known = tmp_path / "known_hosts"
+    by_address = SshTarget("127.0.0.1", sshd.port, sshd.user, str(sshd.key), known)
+    connect(by_address).close()  # pinned as [127.0.0.1]:PORT, as the older wms did
+    real = known.read_text()
+    known.write_text(f"[127.0.0.1]:{sshd.port} {another_key(tmp_path)}\n")  # someone else answered there
+    with pytest.raises(ConfigError) as refused:
+        connect(by_address.for_instance("i-0abc"))
+    assert f"remove its line ([127.0.0.1]:{sshd.port})" in str(refused.value)
+    assert "i-0abc" not in known.read_text()  # nothing pinned for the instance from that answer
+    known.write_text(real)
+    connect(by_address.for_instance("i-0abc")).close()
+    names = [line.split()[0] for line in known.read_text().splitlines()]
+    assert names == [f"[127.0.0.1]:{sshd.port}", "i-0abc"]
+
+
 def test_compute_exec_refuses_the_instance_at_a_new_address_with_another_key(
     sshd: Sshd, ec2_box: Ec2Box, tmp_path: Path
 ) -> None:

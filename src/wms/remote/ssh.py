@@ -180,7 +180,14 @@ def connect(target: SshTarget, timeout: float = 15) -> Ssh:
     known = _host_keys(target.known_hosts)
     # paramiko checks the keys it holds for the address; it is given those pinned under the
     # target's name alone, so with an alias the instance's key is required at any address.
-    pinned = known.lookup(target.pinned_as) or {}
+    pinned_as = target.pinned_as
+    pinned = known.lookup(pinned_as)
+    if pinned is None and target.host_key_alias:
+        # Pinned under the address alone, as WMS did before it knew instance ids: that key still
+        # holds, and is pinned under the instance once it matched.
+        pinned_as = target.host_name
+        pinned = known.lookup(pinned_as)
+    pinned = pinned or {}
     for kind, host_key in pinned.items():
         client.get_host_keys().add(target.host_name, kind, host_key)
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # first use: pinned below
@@ -214,7 +221,7 @@ def connect(target: SshTarget, timeout: float = 15) -> Ssh:
         which = f"instance {alias} (now at {target.host})" if alias else target.host
         raise ConfigError(
             f"the SSH host key of {which} changed since it was pinned in {target.known_hosts}; "
-            f"if the instance was rebuilt, remove its line ({target.pinned_as}) there and connect again"
+            f"if the instance was rebuilt, remove its line ({pinned_as}) there and connect again"
         ) from None
     except paramiko.AuthenticationException:
         client.close()
@@ -226,7 +233,7 @@ def connect(target: SshTarget, timeout: float = 15) -> Ssh:
         client.close()
         raise BackendError(f"cannot reach {target.address} over SSH: {exc or type(exc).__name__}") from None
     transport = client.get_transport()
-    if not pinned and transport is not None:
+    if (not pinned or pinned_as != target.pinned_as) and transport is not None:
         _pin(target.known_hosts, target.pinned_as, transport.get_remote_server_key())
     if transport is not None:
         transport.set_keepalive(10)  # a dead peer shows as an error within a few keepalives
