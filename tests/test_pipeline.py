@@ -11,7 +11,7 @@ import pytest
 
 from wms.config import load_settings, parse_overrides
 from wms.data.store import open_store
-from wms.errors import ConflictError, DataError
+from wms.errors import ConflictError, DataError, WmsError
 from wms.pipeline import Pipeline, StageRecord
 from wms.registry import MlflowRegistry
 from wms.train.run import WORST_LOGGED
@@ -290,3 +290,20 @@ def test_a_store_url_changed_since_main_pointed_names_the_store_main_names(
     assert cli("data", "ingest", make_batch("b1", count=12, seed=1)).exit_code == 0
     with pytest.raises(DataError, match=r"written for the store \.wms/store and store\.url is \.wms/moved"):
         run(project_dir, make_batch("b2", count=6, seed=2), "store.url=.wms/moved")
+
+
+def test_a_run_stopped_at_publish_resumes_in_the_project_moved_since(
+    project_dir: Path, make_batch: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The project folder is renamed between a publish that failed and `wms pipeline resume`."""
+    project = load_settings(start=project_dir)
+    with pytest.raises(WmsError, match="fault injected at stage publish"):
+        pipeline = Pipeline(project, MlflowRegistry(project), Recorder(), fault="publish")
+        pipeline.run(make_batch("b1", count=30))
+    moved = project_dir.rename(project_dir.with_name("renamed"))
+    monkeypatch.chdir(moved)
+    project = load_settings(start=moved)
+    run_id = next((moved / ".wms" / "runs").iterdir()).name
+    resumed = Pipeline(project, MlflowRegistry(project), Recorder()).resume(run_id)
+    assert resumed.status == "ok" and resumed.promoted, resumed.summary
+    assert json.loads((moved / "models" / "production_current.json").read_text())["to_version"] == "1"

@@ -94,9 +94,9 @@ def publish(project: Project, run: PipelineRun, st: StageRecord) -> None:
     if not run.promoted:
         st.status, st.outcome = "skipped", "not promoted: the data branch stays for review"
         return
-    files = Path(run.outputs["promotion_files"])
+    files = run.recorded_path("promotion_files") or run.run_dir / PROMOTION_DIR
     batch = run.outputs.get("batch") or {}
-    report = run.outputs.get("gate_report")
+    report = run.recorded_path("gate_report")
     outcome = publish_promotion(
         project,
         branch=batch.get("branch"),

@@ -99,6 +99,18 @@ class PipelineRun:
         except (ValueError, TypeError, KeyError, AttributeError):
             raise unreadable(path) from None
 
+    def recorded_path(self, key: str) -> Path | None:
+        """A file or folder of this run that its outputs name (`gate_report`, `promotion_files`),
+        in the run's folder as it is now: the record names it by its full path, which a project
+        moved since (renamed, copied to another machine) no longer has."""
+        value = self.outputs.get(key)
+        if not value:
+            return None
+        parts = Path(value).parts
+        if self.run_id not in parts:
+            return Path(value)
+        return self.run_dir.joinpath(*parts[len(parts) - parts[::-1].index(self.run_id) :])
+
     @property
     def compute(self) -> dict[str, Any]:
         """Compute use of this run: backend, instance, instance-seconds, cost."""

@@ -100,9 +100,9 @@ def run_pipeline(
     finally:
         if pipeline.last_run is not None and pipeline.last_run.run_dir.exists():
             report_to_github(pipeline.last_run)
-    if report := result.outputs.get("gate_report"):
-        console.print(Markdown(Path(report).read_text()))
-        console.print(styled(f"gate report: {Path(report).parent}", "dim"), highlight=False, soft_wrap=True)
+    if report := result.recorded_path("gate_report"):
+        console.print(Markdown(report.read_text()))
+        console.print(styled(f"gate report: {report.parent}", "dim"), highlight=False, soft_wrap=True)
     colour = "green" if result.promoted else "yellow"
     console.print(styled(result.summary, f"bold {colour}"), highlight=False, soft_wrap=True)
     usage = result.outputs.get("compute")
@@ -148,8 +148,8 @@ def report_to_github(run: PipelineRun) -> None:
     cost = f"compute held {usage.get('instance_seconds', 0):.0f} s" + (
         f", ${usage['cost_usd']:.4f}" if usage.get("cost_usd") else ""
     )
-    gate = run.outputs.get("gate_report")
-    gate_md = ["", "#### Quality gate", "", Path(gate).read_text()] if gate and Path(gate).exists() else []
+    gate = run.recorded_path("gate_report")
+    gate_md = ["", "#### Quality gate", "", gate.read_text()] if gate and gate.exists() else []
     write_step_summary(
         "\n".join([f"### pipeline run {run.run_id}", "", run.summary, "", *rows, "", cost, *gate_md])
     )
