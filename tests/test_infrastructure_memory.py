@@ -11,6 +11,10 @@ That is 9.7 bytes a photo pixel between sizes, 10.3-10.7 for each of two at once
 photo (3 bytes a pixel, kept for capture), the float32 probability map (4), the mask and its PNG
 pixels (2), and what the allocator keeps. BYTES_PER_PIXEL rounds that up; BASE leaves room for a
 larger model than the default one; MARGIN for what a measurement on one machine misses.
+
+Each running prediction also holds its upload, read whole; each of the serve.maxQueue waiting
+ones only the first MB of its spool (the rest is in /tmp). Without that bound, 60 uploads of
+19 MB at once took `wms serve` to 1570 MiB and its spool to 988 MiB.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ MIB = 2**20
 BASE = 160 * MIB
 BYTES_PER_PIXEL = 11
 MARGIN = 1.2
+SPOOL_IN_MEMORY = MIB  # starlette's multipart parser keeps a file part in memory up to 1 MB
+DEPLOYMENT = REPO / "devops" / "helm" / "wms-model" / "templates" / "deployment.yaml"
 UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9, "": 1}
 
 
@@ -57,9 +63,30 @@ def test_the_memory_limit_holds_max_concurrency_photos_of_max_pixels(files: tupl
     values = _merged(*files)
     serve = values["serve"]
     limit = _bytes(values["resources"]["limits"]["memory"])
-    need = BASE + serve["maxConcurrency"] * serve["maxPixels"] * BYTES_PER_PIXEL
+    upload = serve["maxUploadMb"] * MIB
+    need = BASE + serve["maxConcurrency"] * (serve["maxPixels"] * BYTES_PER_PIXEL + upload)
+    need += serve["maxQueue"] * SPOOL_IN_MEMORY
     assert limit >= MARGIN * need, (
         f"memory limit {limit / MIB:.0f} MiB, but {serve['maxConcurrency']} photos of {serve['maxPixels']:,} "
-        f"pixels at once need about {need / MIB:.0f} MiB (+{MARGIN - 1:.0%}): raise "
-        "resources.limits.memory or lower serve.maxPixels or serve.maxConcurrency"
+        f"pixels at once, with {serve['maxQueue']} more waiting, need about {need / MIB:.0f} MiB "
+        f"(+{MARGIN - 1:.0%}): raise resources.limits.memory or lower serve.maxPixels, "
+        "serve.maxUploadMb, serve.maxConcurrency or serve.maxQueue"
+    )
+
+
+@pytest.mark.parametrize(
+    "files", [(CHART_VALUES,), (CHART_VALUES, CLUSTER_VALUES)], ids=["chart defaults", "cluster values"]
+)
+def test_tmp_holds_the_spool_of_every_upload_the_server_lets_in(files: tuple[Path, ...]) -> None:
+    """Uploads over 1 MB are spooled to /tmp, an emptyDir whose sizeLimit the kubelet enforces by
+    evicting the pod; the server lets in serve.maxConcurrency + serve.maxQueue predictions at once."""
+    serve = _merged(*files)["serve"]
+    match = re.search(r"emptyDir: \{sizeLimit: (\S+)\}", DEPLOYMENT.read_text())
+    assert match, "the /tmp emptyDir has no sizeLimit"
+    size = _bytes(match[1])
+    uploads = serve["maxConcurrency"] + serve["maxQueue"]
+    need = uploads * serve["maxUploadMb"] * MIB
+    assert size >= need, (
+        f"/tmp holds {size / MIB:.0f} MiB, but {uploads} uploads of {serve['maxUploadMb']} MiB at once "
+        f"spool {need / MIB:.0f} MiB there: raise the emptyDir's sizeLimit or lower serve.maxQueue"
     )

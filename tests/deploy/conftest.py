@@ -83,6 +83,7 @@ def pod(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "WMS_SERVE__PORT": str(port),
         "WMS_SERVE__MODEL": str(exported_model),
         "WMS_SERVE__MAX_CONCURRENCY": "2",
+        "WMS_SERVE__MAX_QUEUE": "8",
         "WMS_SERVE__INTRA_OP_THREADS": "1",
         "WMS_SERVE__MAX_UPLOAD_MB": "20",
         "WMS_SERVE__MAX_PIXELS": "40000000",

@@ -355,6 +355,9 @@ class ServeSettings(Section):
     port: int = Field(8000, ge=1, le=65535)
     model: str = Field("production", description="registry alias/version, or a model folder")
     max_concurrency: int = Field(2, ge=1, description="inferences running at once; more requests wait")
+    max_queue: int = Field(
+        8, ge=0, description="predictions waiting for a turn beyond max_concurrency; more get 503 at once"
+    )
     intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per inference; 0: one per core")
     max_upload_mb: float = Field(20, gt=0, description="largest accepted upload")
     max_pixels: int = Field(

@@ -4,9 +4,12 @@
     curl -F file=@photo.jpg localhost:8000/predict > mask.png
 
 Decoding and inference run in worker threads, at most `serve.max_concurrency` at once, so the
-event loop keeps answering /health and /metrics while the CPU works. Every prediction carries
-its uncertainty (wms.uncertainty); with `serve.capture` on, some photos are kept for labelling
-after the response is sent (wms.serve.capture).
+event loop keeps answering /health and /metrics while the CPU works. At most
+`serve.max_queue` more predictions wait for a turn; the next gets 503 at once, before its body is
+read, so a crowd of uploads can neither fill the pod's memory nor its /tmp (where uploads over
+1 MB are spooled). A waiting upload stays in its spool: it is read only once its turn comes.
+Every prediction carries its uncertainty (wms.uncertainty); with `serve.capture` on, some photos
+are kept for labelling after the response is sent (wms.serve.capture).
 """
 
 from __future__ import annotations
@@ -96,17 +99,20 @@ class _BodyTooLarge(Exception):
 
 
 class GuardMiddleware:
-    """Counts every request for /metrics and cuts off request bodies over the upload limit.
+    """Counts every request for /metrics, cuts off request bodies over the upload limit, and
+    answers 503 to a prediction when `max_predictions` are already under way (receiving, waiting
+    or running).
 
-    The limit is enforced on the bytes as they arrive, before the multipart parser spools
+    The upload limit is enforced on the bytes as they arrive, before the multipart parser spools
     them anywhere, whether or not the client sent a Content-Length. A request is counted, with
     its latency, when the last byte of its answer is handed to the server: background work
     after the answer (a capture being written) runs inside the app's call, and is not the
     client's wait.
     """
 
-    def __init__(self, app: Any, metrics: Metrics, max_body: int) -> None:
+    def __init__(self, app: Any, metrics: Metrics, max_body: int, max_predictions: int) -> None:
         self.app, self.metrics, self.max_body = app, metrics, max_body
+        self.max_predictions, self.predicting = max_predictions, 0  # one event loop: no lock
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
         if scope["type"] != "http":
@@ -129,6 +135,25 @@ class GuardMiddleware:
             count(413)
             return
 
+        predicting = route == "/predict" and scope["method"] == "POST"
+        if predicting:
+            if self.predicting >= self.max_predictions:
+                busy = (
+                    f"the service is busy: {self.predicting} photos are being segmented or waiting "
+                    "(serve.max_concurrency + serve.max_queue); try again in a few seconds"
+                )
+                await self._reply(send, 503, busy, state, ((b"retry-after", b"2"),))
+                count(503)
+                return
+            self.predicting += 1
+
+        def done(status: int) -> None:
+            nonlocal predicting
+            if predicting:  # the slot is free once the answer is out, before any capture is written
+                predicting = False
+                self.predicting -= 1
+            count(status)
+
         async def limited_receive() -> Any:
             message = await receive()
             if message["type"] == "http.request":
@@ -145,7 +170,7 @@ class GuardMiddleware:
                 state["status"], state["replied"] = message["status"], True
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                count(int(state["status"]))
+                done(int(state["status"]))
 
         try:
             await self.app(scope, limited_receive, tracking_send)
@@ -155,12 +180,19 @@ class GuardMiddleware:
         finally:
             if state["too_big"] and not state["replied"]:
                 await self._reply(send, 413, refusal, state)
-            count(int(state["status"]))  # an answer cut off, refused or never sent
+            done(int(state["status"]))  # an answer cut off, refused or never sent
 
     @staticmethod
-    async def _reply(send: Any, status: int, message: str, state: dict[str, Any]) -> None:
+    async def _reply(
+        send: Any,
+        status: int,
+        message: str,
+        state: dict[str, Any],
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         body = json.dumps({"error": message}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers.extend(extra)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         state["status"], state["replied"] = status, True
@@ -206,13 +238,17 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
     threshold = model.segmenter.spec.threshold
     capture = Capture(settings, model.card.version, threshold, metrics.captured)
 
-    def infer(data: bytes) -> tuple[MaskSummary, Assessment, Image.Image, float]:
+    def infer(upload: UploadFile) -> tuple[bytes, MaskSummary, Assessment, Image.Image, float]:
+        # Read here, with a slot held: a waiting upload stays in its spool (on disk past 1 MB).
+        data = upload.file.read(max_upload + 1)
+        if len(data) > max_upload:
+            raise InputError(413, f"the upload is over the limit of {settings.max_upload_mb:g} MB")
         started = time.perf_counter()
         image = decode_upload(data, settings.max_pixels)
         (prob,) = model.segmenter.probability_maps([image])
         summary = summarize_mask(prob > threshold)  # exactly what predict_masks compares
         uncertainty = assess(prob, threshold)
-        return summary, uncertainty, image, time.perf_counter() - started
+        return data, summary, uncertainty, image, time.perf_counter() - started
 
     @app.get("/health", summary="The process is alive")
     async def health() -> dict[str, str]:
@@ -248,12 +284,9 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
             "png", description="png: the mask itself; json: mask as base64 plus box and fraction"
         ),
     ) -> Response:
-        data = await file.read(max_upload + 1)
-        if len(data) > max_upload:
-            raise InputError(413, f"the upload is over the limit of {settings.max_upload_mb:g} MB")
         with metrics.inflight():
-            summary, uncertainty, image, seconds = await anyio.to_thread.run_sync(
-                infer, data, limiter=limiter["inference"]
+            data, summary, uncertainty, image, seconds = await anyio.to_thread.run_sync(
+                infer, file, limiter=limiter["inference"]
             )
         metrics.inference.observe(seconds)
         metrics.foreground.observe(summary.foreground_fraction)
@@ -294,5 +327,10 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
-    app.add_middleware(GuardMiddleware, metrics=metrics, max_body=max_upload + MULTIPART_SLACK)
+    app.add_middleware(
+        GuardMiddleware,
+        metrics=metrics,
+        max_body=max_upload + MULTIPART_SLACK,
+        max_predictions=settings.max_concurrency + settings.max_queue,
+    )
     return app
