@@ -21,7 +21,7 @@ from PIL import Image
 
 from wms.config import ServeSettings
 from wms.serve.app import create_app
-from wms.serve.capture import MB, Capture, Captured, TokenBucket
+from wms.serve.capture import MB, WRITERS, Capture, Captured, Inbox, TokenBucket
 from wms.serve.model import ServedModel, load_folder
 
 LOGGER = "wms.serve.capture"
@@ -202,6 +202,48 @@ def test_a_slow_capture_is_not_counted_in_the_request_latency(
     assert samples.get("wms_http_request_duration_seconds_count") == 3
     assert samples.get("wms_http_request_duration_seconds_sum", float("inf")) <= waited
     assert 'wms_http_requests_total{method="POST",route="/predict",status="200"} 3.0' in scrape
+
+
+def test_a_hung_inbox_holds_at_most_a_few_captures_and_uploads_still_get_answers(
+    exported_model: Path,
+    live_server: Callable[[object], Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bucket that stops answering must not pile up captures: each holds the photo, decoded, and
+    a worker thread that the multipart parser needs for every upload over 1 MB."""
+    released = threading.Event()
+
+    def hung_put(self: Inbox, kind: str, name: str, data: bytes) -> None:
+        released.wait(60)
+
+    monkeypatch.setattr(Inbox, "put", hung_put)
+    app = _app(
+        exported_model,
+        capture="sample",
+        capture_sample_rate=1.0,
+        capture_per_minute=10_000,
+        capture_dir=str(tmp_path / "inbox"),
+    )
+    large = _photo(99) + b"\0" * (2 * 2**20)  # trailing bytes: spooled to disk, ignored by the decoder
+    with live_server(app) as live:
+        try:
+            for i in range(45):  # more than the 40 worker threads anyio lends by default
+                _post(live.url, _photo(i))
+            deadline = time.monotonic() + 30
+            while sum(_scrape_captures(live.url).values()) < 45 - WRITERS and time.monotonic() < deadline:
+                time.sleep(0.05)
+            try:
+                status: int | str = httpx.post(
+                    f"{live.url}/predict", files={"file": ("p.png", large)}, timeout=10
+                ).status_code
+            except httpx.TimeoutException:
+                status = "no answer within 10 s"
+            outcomes = _scrape_captures(live.url)
+        finally:
+            released.set()
+    assert status == 200
+    assert outcomes["busy"] >= 45 - WRITERS  # dropped at once, and counted
 
 
 def test_captures_go_to_s3_when_the_inbox_is_a_bucket(

@@ -19,7 +19,10 @@ and counted, never returned to the client. A token bucket admits at most
 every two minutes); when the inbox holds `capture_max_files` photos or `capture_max_mb` MB,
 capturing stops, with one log line, until the server restarts. The inbox is measured again
 before every capture, so replicas of the service that share it keep to the caps together
-(within the captures they write at the same moment).
+(within the captures they write at the same moment). At most WRITERS captures are written at
+once: while a slow or hung store holds them, a later one waits a second for its turn, then is
+dropped and counted as busy, so captures never pile up in memory (each holds its photo,
+decoded) nor take the worker threads the server needs to receive uploads over 1 MB.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 MB = 1024 * 1024
 KINDS = ("images", "masks", "meta")
 JPEG_QUALITY = 95  # a photo to label again: close to the upload, a fraction of a PNG's size
+WRITERS = 2  # captures written at once; a write takes milliseconds unless the store hangs
+WRITER_WAIT_S = 1.0  # how long a capture waits for a writer before it is dropped as busy
 
 
 class TokenBucket:
@@ -141,6 +146,7 @@ class Capture:
         self.writing: dict[str, int] = {}  # id -> bytes of the captures this process is writing
         self.taken: set[str] = set()  # ids written (or being written) by this process
         self.full = False
+        self.writers = threading.BoundedSemaphore(WRITERS)
 
     @property
     def enabled(self) -> bool:
@@ -167,11 +173,16 @@ class Capture:
 
     def write(self, item: Captured) -> None:
         """Put one capture into the inbox; logs and counts a failure instead of raising."""
+        if not self.writers.acquire(timeout=WRITER_WAIT_S):
+            self.count("busy")  # the store is slow: drop this one rather than wait on it
+            return
         try:
             self.count(self._write(item))
         except Exception as exc:  # a full disk, a lost S3 connection: the service carries on
             log.warning("capture failed, the photo was not kept: %s", exc)
             self.count("failed")
+        finally:
+            self.writers.release()
 
     def _write(self, item: Captured) -> str:
         sha = hashlib.sha256(item.upload).hexdigest()

@@ -27,7 +27,7 @@ FRACTION_BUCKETS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)
 # photos with no window at all.
 UNCERTAINTY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0)
 REGION_BUCKETS = (0, 1, 2, 3, 5, 10, 20)
-CAPTURE_OUTCOMES = ("written", "duplicate", "rate_limited", "full", "failed")
+CAPTURE_OUTCOMES = ("written", "duplicate", "rate_limited", "full", "busy", "failed")
 
 
 class Metrics:
