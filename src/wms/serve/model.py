@@ -109,4 +109,5 @@ def load_folder(folder: Path, card: ModelCard | None = None, threads: int = 0) -
         card = ModelCard(version=f"local:{folder.name}", onnx_sha256=sha)
     spec = ModelSpec.read(spec_path)
     # A second stage's refine.onnx is checked against the sha256 in the model.onnx just verified.
-    return ServedModel(OnnxSegmenter(data, spec, threads, read_refine(folder, spec)), card, verified)
+    segmenter = OnnxSegmenter(data, spec, threads, read_refine(folder, spec), release_memory=True)
+    return ServedModel(segmenter, card, verified)
