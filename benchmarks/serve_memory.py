@@ -1,13 +1,14 @@
 """Peak memory of `wms serve` per photo: what the chart's memory limit has to hold.
 
-Run: .venv/bin/python benchmarks/serve_memory.py [--megapixels 10 20 40]
+Run: .venv/bin/python benchmarks/serve_memory.py [--megapixels 10 20 40] [--model default|gpu]
 
 Each case starts a fresh `wms serve` process (the CLI, as the pod runs it) on the default
-[train] model (seeded random weights: memory does not depend on training), reads its peak
+[train] model or the gpu recipe's (512 px, base 32, depth 4: what the workflows train and
+deploy), with seeded random weights (memory does not depend on training), reads its peak
 resident memory (VmHWM in /proc) once it is ready, posts JPEG photos of the given size (one,
 or two at once), and reads VmHWM again. The growth per photo pixel is the slope between sizes;
-the chart test (tests/test_infrastructure_memory.py) uses it. Results go to
-benchmarks/results/serve_memory.json.
+the chart test (tests/test_infrastructure_memory.py) uses it; `rss_mb` is what the server holds
+once the photos are answered. Results go to benchmarks/results/serve_memory[_gpu].json.
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_latency import _free_port, _model, wait_ready
+from serve_latency import _free_port, wait_ready
 
-RESULTS = Path(__file__).resolve().parent / "results" / "serve_memory.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 SRC = Path(__file__).resolve().parents[1] / "src"
-MODEL_SIZE = 128  # the default [train] image_size
+# image_size and U-Net arguments: the default [train] model, and the gpu recipe's (wms.train.recipes)
+MODELS = {
+    "default": (128, {"base_channels": 16, "depth": 3}),
+    "gpu": (512, {"base_channels": 32, "depth": 4}),
+}
 
 
 class WmsServe:
@@ -47,11 +52,11 @@ class WmsServe:
         self.proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
         wait_ready(self.url, self.proc, "wms serve")
 
-    def peak_mb(self) -> float:
+    def peak_mb(self, field: str = "VmHWM") -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmHWM")
+        raise RuntimeError(f"no {field}")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -83,7 +88,8 @@ def _case(folder: Path, workdir: Path, photo: bytes, at_once: int) -> dict[str, 
 
         with ThreadPoolExecutor(at_once) as pool:
             list(pool.map(post, range(at_once)))
-        return {"base_mb": round(base, 1), "peak_mb": round(server.peak_mb(), 1)}
+        peak, rss = server.peak_mb(), server.peak_mb("VmRSS")
+        return {"base_mb": round(base, 1), "peak_mb": round(peak, 1), "rss_mb": round(rss, 1)}
     finally:
         server.stop()
 
@@ -91,12 +97,13 @@ def _case(folder: Path, workdir: Path, photo: bytes, at_once: int) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megapixels", type=float, nargs="+", default=[10, 20, 40])
+    parser.add_argument("--model", choices=list(MODELS), default="default")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder, workdir = Path(tmp) / "model", Path(tmp) / "work"
         folder.mkdir()
         workdir.mkdir()
-        _model(folder, MODEL_SIZE)
+        _model(folder, *MODELS[args.model])
         cases = []
         for mp in args.megapixels:
             photo, pixels = _photo(min(mp, 39.9))
@@ -113,15 +120,36 @@ def main() -> None:
     each = (pair["peak_mb"] - pair["base_mb"]) * 2**20 / (2 * pair["pixels"])
     summary = {"bytes_per_pixel": round(slope, 1), "bytes_per_pixel_two_at_once": round(each, 1)}
     print(json.dumps(summary))
-    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
     record = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": args.model,
         "machine": platform.platform(),
         "python": platform.python_version(),
         "cases": cases,
         **summary,
     }
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    suffix = "" if args.model == "default" else f"_{args.model}"
+    (RESULTS / f"serve_memory{suffix}.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _model(folder: Path, size: int, arch: dict[str, int]) -> None:
+    """A U-Net with seeded random weights, exported to ONNX, with a card so the server verifies it."""
+    import hashlib
+
+    import torch
+
+    from wms.serve.model import ModelCard
+    from wms.train.export import export_onnx
+    from wms.train.model import build_model
+    from wms.train.segmenter import ONNX_FILE, ModelSpec, Segmenter
+
+    torch.manual_seed(0)
+    segmenter = Segmenter(build_model("unet", **arch), ModelSpec("unet", size, 0.5, kwargs=arch))
+    segmenter.save(folder)
+    export_onnx(segmenter, folder / ONNX_FILE)
+    sha = hashlib.sha256((folder / ONNX_FILE).read_bytes()).hexdigest()
+    ModelCard(version=f"bench-{size}", onnx_sha256=sha).write(folder)
 
 
 if __name__ == "__main__":
