@@ -205,3 +205,37 @@ def test_jobs_that_train_over_ssh_install_what_it_needs(name: str, job: str) -> 
     ec2 = installed("ec2") - installed("")
     assert {"paramiko", "setuptools", "boto3"} <= ec2
     assert ec2 - installed(extras) == set()
+
+
+# -- a deleted data branch starts nothing ---------------------------------------------------------
+
+
+def runs_on_push(job: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Whether GitHub runs `job` for a push whose payload is `event` (`deleted`, `head_commit`)."""
+    condition = str(job.get("if", "success()")).strip().removeprefix("${{").removesuffix("}}")
+    message = (event.get("head_commit") or {}).get("message")
+    condition = condition.replace("github.event.head_commit.message", repr(message))
+    condition = condition.replace("github.event.deleted", repr(bool(event.get("deleted"))))
+    condition = re.sub(r"!(?!=)", " not ", condition).replace("&&", " and ").replace("||", " or ")
+    functions = {
+        "startsWith": lambda text, prefix: isinstance(text, str) and text.startswith(prefix),
+        "success": lambda: True,
+    }
+    return bool(eval(condition, {"__builtins__": {}}, functions))  # only the repository's own workflows
+
+
+def test_deleting_a_data_branch_validates_nothing_and_starts_no_gpu() -> None:
+    """Deleting a data/ branch is a push event too (head_commit null, GITHUB_SHA the default
+    branch's head): GitHub's 'automatically delete head branches' after each merged batch, or a
+    person's clean-up, ran the validation on main's commit, which has no new pairs, failed it and
+    commented the failure on main; every later job waits on validate, the GPU start included."""
+    jobs = load("training-data-pipeline.yaml")["jobs"]
+    validate = jobs["validate"]
+    assert runs_on_push(validate, {"head_commit": {"message": "New labelled pairs"}})
+    assert not runs_on_push(validate, {"head_commit": {"message": "Data pointers for the promoted model 3"}})
+    assert not runs_on_push(validate, {"deleted": True, "head_commit": None})
+    # The GPU starts (single: start-compute, whose `if:` has no status function and so the implicit
+    # success(); split: the train job) only after validate succeeded.
+    assert jobs["start-compute"]["needs"] == "validate"
+    assert not re.search(r"always\(\)|cancelled\(\)|failure\(\)", jobs["start-compute"]["if"])
+    assert "needs.validate.result == 'success'" in jobs["train"]["if"]
