@@ -215,15 +215,21 @@ def test_two_deploys_at_once_leave_one_server_and_stop_ends_both(
 
 
 def test_a_deploy_stopped_after_starting_the_proxy_leaves_nothing_in_the_way(
-    deploy_project: Path, monkeypatch: pytest.MonkeyPatch
+    deploy_project: Path, monkeypatch: pytest.MonkeyPatch, cli: Callable[..., Any]
 ) -> None:
     def interrupted(self: LocalDeployer, url: str, version: str) -> None:
         raise KeyboardInterrupt  # Ctrl-C (or a kill) after the proxy started, before it was recorded
 
     monkeypatch.setattr(LocalDeployer, "_switch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        _deployer(deploy_project).deploy()
+    result = cli("deploy")
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == (
+        "interrupted (SIGINT): deploy stopped before the switch: what served before (if anything) still "
+        "serves and the new server was stopped; run `wms deploy` again, or `wms deploy stop` to stop it all"
+    )
+    assert not (deploy_project / ".wms/deploy/local.json").exists()
     monkeypatch.undo()
+    monkeypatch.chdir(deploy_project)
     deployer = _deployer(deploy_project)
     assert httpx.get(f"{deployer.stable_url}/_proxy").json()["proxy"] is True  # still on the port
 

@@ -216,7 +216,7 @@ def test_sigterm_stops_the_remote_job_then_the_instance(setup: Callable[[int], S
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-3000:]
-    assert "interrupted by SIGTERM; compute was released" in err and "stopping job" in err
+    assert "interrupted (SIGTERM): run " in err and "compute was released" in err and "stopping job" in err
     assert "Traceback" not in err
     assert not job_processes(s.remote), "a training job outlived the pipeline"
     assert s.box.state() == "stopped"

@@ -25,6 +25,15 @@ console = Console(markup=False)
 err_console = Console(stderr=True, markup=False)
 
 
+INTERRUPT_NOTE = "wms.interrupt_note"
+
+
+def on_interrupt(ctx: typer.Context, note: str) -> None:
+    """What Ctrl-C (or SIGTERM) leaves behind in this command and what to do then, said in the
+    one line printed when it comes; a command sets it again as its state changes."""
+    ctx.meta[INTERRUPT_NOTE] = note
+
+
 class WmsGroup(TyperGroup):
     """Turns a WmsError from any command into one line on stderr and its exit code."""
 
@@ -35,8 +44,11 @@ class WmsGroup(TyperGroup):
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except Interrupted as exc:  # raised where a command holds paid resources, after releasing them
-            print_error(str(exc))
+            print_interrupted(exc.signame, ctx.meta.get(INTERRUPT_NOTE))
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # Ctrl-C outside those: typer would exit 130 without a word
+            print_interrupted("SIGINT", ctx.meta.get(INTERRUPT_NOTE))
+            raise typer.Exit(Interrupted.exit_code) from None
         except OSError as exc:  # the file system refused: a file in the way, no permission, a full disk
             if exc.errno == errno.EPIPE:
                 raise  # output piped into `head`: click ends quietly
@@ -68,6 +80,14 @@ def describe_os_error(exc: OSError) -> str:
 def print_error(message: str) -> None:
     """`error: message` on stderr, the message as written (a `[train]` in it is no markup)."""
     err_console.print(styled("error:", "bold red"), message, highlight=False, soft_wrap=True)
+
+
+def print_interrupted(signame: str, note: str | None) -> None:
+    """`interrupted (SIGINT): what stopped, what is left and what to do` on stderr, one line."""
+    note = note or "the command stopped before it finished; run it again"
+    err_console.print(
+        styled(f"interrupted ({signame}):", "bold yellow"), note, highlight=False, soft_wrap=True
+    )
 
 
 def styled(text: str, style: str) -> Text:
@@ -150,6 +170,10 @@ class TrainProgress:
                 self._bar.update(self._task, advance=1)
             else:
                 self._bar.update(self._task, advance=1, loss=f"{loss:.3f}")
+
+    def close(self) -> None:
+        """Stop a bar still showing (training stopped mid-epoch): it gives the cursor back."""
+        self._stop_bar()
 
     def _stop_bar(self) -> None:
         if self._bar is not None:

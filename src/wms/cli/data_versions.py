@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from wms.cli._common import console, progress_bar, state
+from wms.cli._common import console, on_interrupt, progress_bar, state
 from wms.config import Project
 from wms.data.pointer import pointed_version, read_pointer
 from wms.data.store import DatasetStore, open_store
@@ -31,6 +31,12 @@ def ingest(
     the same content again is 'no change'."""
     project = state(ctx).project()
     store = open_store(project)
+    on_interrupt(
+        ctx,
+        "ingest stopped before a new version was written: the store's versions and "
+        f"{project.settings.data.pointer} are as they were (blobs already uploaded are kept, not sent "
+        f"again); run `wms data ingest {directory}` again",
+    )
     pointer_path = project.path(project.settings.data.pointer)
     if base is None:
         base = _base_version(project, store, pointer_path)
@@ -134,6 +140,10 @@ def pull(
 ) -> None:
     """Write a version's pairs to a folder; only missing files are fetched, every byte is verified."""
     store = open_store(state(ctx).project())
+    on_interrupt(
+        ctx,
+        f"pull stopped; every file already in {out} is whole (and checked again); run it again for the rest",
+    )
     pairs = store.manifest(version)["counts"]["pairs"]
     with progress_bar(f"pulling {version}", 2 * pairs) as advance:
         result = store.pull(version, out, progress=advance)

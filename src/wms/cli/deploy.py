@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from wms.cli._common import WmsGroup, console, state
+from wms.cli._common import WmsGroup, console, on_interrupt, state
 
 app = typer.Typer(
     cls=WmsGroup,
@@ -42,6 +42,14 @@ def deploy(
         for number, step in enumerate(deployer.plan(model), 1):
             _echo(f"  {number}. {step}")
         return
+    on_interrupt(
+        ctx,
+        "deploy stopped before the switch: what served before (if anything) still serves and the new server "
+        "was stopped; run `wms deploy` again, or `wms deploy stop` to stop it all"
+        if deployer.name == "local"
+        else "deploy stopped: older namespaces were left alone, and a release left pending is set right by "
+        "the next deploy; run `wms deploy` again",
+    )
     result = deployer.deploy(model)
     _echo(result.summary)
     write_github_output({"model_version": result.version, "url": result.url, **result.details})

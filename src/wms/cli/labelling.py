@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from wms.acquisition import DEFAULT_MIN_DISTANCE, STRATEGIES
-from wms.cli._common import console, progress_bar, state, styled
+from wms.cli._common import console, on_interrupt, progress_bar, state, styled
 from wms.data.manifest import folded
 
 if TYPE_CHECKING:
@@ -81,6 +81,9 @@ def suggest(
     except OSError as exc:
         raise UsageError(f"cannot create the folder for --out {out} ({exc.strerror}); name another") from None
     project = state(ctx).project()
+    on_interrupt(
+        ctx, f"suggest stopped; nothing was written to {out} (a batch appears only whole); run it again"
+    )
     capture_dir = project.settings.serve.capture_dir
     folder = local_inbox(capture_dir, project.root) if source == "inbox" else Path(source)
     scan = scan_photos(folder)

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markdown import Markdown
 
-from wms.cli._common import TrainProgress, WmsGroup, console, print_error, state, styled
+from wms.cli._common import (
+    TrainProgress,
+    WmsGroup,
+    console,
+    print_error,
+    print_interrupted,
+    state,
+    styled,
+)
 from wms.config import Project
 from wms.errors import UsageError, WmsError
 
@@ -32,10 +40,16 @@ MARKS = {"ok": styled("✔", "green"), "failed": styled("✖", "red"), "skipped"
 class StagePrinter:
     """Prints each stage when it ends."""
 
+    def __init__(self) -> None:
+        self._training: TrainProgress | None = None
+
     def stage_started(self, stage: StageRecord) -> None:
         console.print(styled(f"▶ {stage.name}", "bold"))
 
     def stage_done(self, stage: StageRecord) -> None:
+        if self._training is not None:  # a bar cut short (Ctrl-C mid-epoch) gives the cursor back
+            self._training.close()
+            self._training = None
         detail = stage.error if stage.status == "failed" else stage.outcome
         console.print(
             MARKS.get(stage.status, "?"),
@@ -45,7 +59,8 @@ class StagePrinter:
         )
 
     def train_reporter(self) -> TrainProgress:
-        return TrainProgress()
+        self._training = TrainProgress()
+        return self._training
 
 
 def run_pipeline(
@@ -83,12 +98,18 @@ def run_pipeline(
             result = pipeline.resume(resume)
         else:
             result = pipeline.run(new_data or Path(), branch=branch, sha=sha, skip_finished=skip_finished)
-    except Interrupted as exc:
-        print_error(
-            f"{exc}; compute was released — continue with `wms pipeline resume RUN_ID` "
-            f"(the run id is in {project.runs_dir})"
-        )
-        raise typer.Exit(exc.exit_code) from None
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signame = exc.signame if isinstance(exc, Interrupted) else "SIGINT"
+        interrupted = pipeline.last_run
+        if interrupted is None:  # still waiting for the store's lock: no stage had begun
+            left = "stopped while waiting for the dataset store's lock, before any stage ran; run it again"
+        else:
+            left = (
+                f"run {interrupted.run_id} stopped and compute was released; "
+                f"continue with `wms pipeline resume {interrupted.run_id}`"
+            )
+        print_interrupted(signame, left)
+        raise typer.Exit(Interrupted.exit_code) from None
     except WmsError as exc:
         failed = pipeline.last_run
         if failed is None or not failed.next_step:

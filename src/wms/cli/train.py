@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from wms.cli._common import TrainProgress, console, state
+from wms.cli._common import TrainProgress, console, on_interrupt, state
 from wms.errors import UsageError
 
 
@@ -62,11 +62,28 @@ def train(
 
         if checkpoint is not None:
             raise UsageError("--checkpoint is for training here; on the instance a job keeps its own state")
+        on_interrupt(
+            ctx,
+            "training stopped; the job on the instance and the instance were stopped and nothing was "
+            "registered; run `wms train` again to train from the start",
+        )
         trained = train_folder_on_instance(project, open_compute(project), dataset, TrainProgress(), note)
     else:
-        trained = train_and_log(
-            project, dataset, registry, reporter=TrainProgress(), checkpoint=checkpoint, dist=dist
+        resume = (
+            f"run the same command again: it goes on from the last epoch saved in {checkpoint}"
+            if checkpoint is not None
+            else "run `wms train` again (with --checkpoint FILE a stopped run goes on from its last epoch)"
         )
+        on_interrupt(
+            ctx, f"training stopped; its MLflow run is marked FAILED and no model was registered; {resume}"
+        )
+        reporter = TrainProgress()
+        try:
+            trained = train_and_log(
+                project, dataset, registry, reporter=reporter, checkpoint=checkpoint, dist=dist
+            )
+        finally:
+            reporter.close()  # a bar cut short by Ctrl-C would leave the terminal's cursor hidden
     m = trained.test_metrics
     console.print(f"run id: {trained.run_id}")
     console.print(f"test Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  on {m['n']} images", highlight=False)
