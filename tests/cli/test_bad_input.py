@@ -33,6 +33,27 @@ def test_env_list_not_json_is_one_line(
     assert "Traceback" not in result.output and "SettingsError" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("WMS_GATE_METRICS", "WMS_GATE__METRICS"),
+        ("WMS_TRAIN_EPOCHS", "WMS_TRAIN__EPOCHS"),
+        ("WMS_TRIAN__EPOCHS", "WMS_TRAIN__EPOCHS"),
+    ],
+)
+def test_a_mistyped_env_setting_is_named_with_the_one_meant(
+    cli: Callable[..., Any], project_dir: Path, monkeypatch: pytest.MonkeyPatch, name: str, meant: str
+) -> None:
+    monkeypatch.setenv(name, "3")
+    monkeypatch.setenv("WMS_GITHUB_TOKEN", "t")  # read by name, not a setting: nothing to say
+    monkeypatch.setenv("WMS_LAYOUT", "split")  # another tool's variable, not shaped like a setting
+    monkeypatch.setenv("WMS_STORE__URL", ".wms/store")
+    result = cli("data", "versions")
+    assert result.exit_code == 0
+    assert result.output.count("warning:") == 1
+    assert f"warning: {name} is not a setting and was ignored; did you mean {meant}?" in result.output
+
+
 @pytest.mark.parametrize("url", ["s3:/wms-data/store", "s3:wms-data"])
 def test_store_url_missing_slashes_writes_nothing(
     cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], url: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 from typer.core import TyperGroup
 
-from wms.config import Project, load_settings, parse_overrides
+from wms.config import Project, load_settings, parse_overrides, stray_env_variables
 from wms.errors import WmsError
 from wms.guards import Interrupted
 
@@ -82,6 +83,11 @@ def print_error(message: str) -> None:
     err_console.print(styled("error:", "bold red"), message, highlight=False, soft_wrap=True)
 
 
+def print_warning(message: str) -> None:
+    """`warning: message` on stderr: something the person should know, that stops nothing."""
+    err_console.print(styled("warning:", "bold yellow"), message, highlight=False, soft_wrap=True)
+
+
 def print_interrupted(signame: str, note: str | None) -> None:
     """`interrupted (SIGINT): what stopped, what is left and what to do` on stderr, one line."""
     note = note or "the command stopped before it finished; run it again"
@@ -112,6 +118,8 @@ class CliState:
                     section, key = dotted.split(".")
                     overrides.setdefault(section, {})[key] = value
             self._project = load_settings(config_file=self.config_file, overrides=overrides)
+            for line in stray_env_variables(os.environ):
+                print_warning(line)
         return self._project
 
 

@@ -12,11 +12,13 @@ by the same source or a stronger one wins over it (`load_settings` applies it).
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import tomllib
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,7 @@ __all__ = [
     "find_config",
     "load_settings",
     "parse_overrides",
+    "stray_env_variables",
     "with_recipe",
 ]
 
@@ -210,6 +213,46 @@ def load_settings(
     except SettingsError as exc:  # an environment variable pydantic-settings cannot parse as JSON
         raise ConfigError(_describe_env_error(exc)) from None
     return Project(root=root, settings=settings, config_file=config_file)
+
+
+# WMS_ variables read by name, not as settings: the GitHub token, and the tests' fault injection.
+NOT_SETTINGS = frozenset({"WMS_GITHUB_TOKEN", "WMS_FAULT_STAGE"})
+
+
+def stray_env_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per `WMS_*` variable meant as a setting that sets nothing, naming the likely one.
+
+    pydantic-settings passes over a variable whose section it does not know (`WMS_GATE_METRICS`
+    with one underscore, `WMS_TRIAN__EPOCHS`): the run goes on with the value from wms.toml while
+    the person believes theirs took effect. An unknown key in a known section is refused already.
+    Only names shaped like a setting are named (a `__`, or a section and one `_`): other `WMS_*`
+    variables of the environment (a tool's, a script's) are none of WMS's business.
+    """
+    sections = [name.upper() for name in Settings.model_fields]
+    settings = [
+        f"WMS_{section.upper()}__{key.upper()}"
+        for section, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        for key in field.annotation.model_fields
+    ]
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings reads them case-insensitively
+        rest = upper.removeprefix("WMS_")
+        if rest == upper or upper in NOT_SETTINGS:
+            continue
+        if any(rest == section or rest.startswith(section + "__") for section in sections):
+            continue  # read as a setting
+        if "__" not in rest and not any(rest.startswith(section + "_") for section in sections):
+            continue  # not shaped like a setting
+        close = difflib.get_close_matches(upper, settings, n=1, cutoff=0.7)
+        hint = (
+            f"did you mean {close[0]}?"
+            if close
+            else "a setting is WMS_<SECTION>__<KEY>, e.g. WMS_TRAIN__EPOCHS"
+        )
+        lines.append(f"{name} is not a setting and was ignored; {hint}")
+    return lines
 
 
 def _train_keys(values: dict[str, Any]) -> set[str]:
