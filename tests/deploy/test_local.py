@@ -142,11 +142,23 @@ def test_a_version_that_fails_the_smoke_check_never_takes_traffic(
     assert alive(before["server"]["pid"])
 
 
-def test_dry_run_prints_the_plan_and_starts_nothing(project_dir: Path, cli: Callable[..., Any]) -> None:
+def test_dry_run_prints_the_plan_and_starts_nothing(served_project: Path, cli: Callable[..., Any]) -> None:
     result = cli("deploy", "--dry-run")
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
+    assert "fetch model production (version 1, sha256 " in result.output
     assert "smoke-predict" in result.output and "switch the proxy" in result.output
-    assert not (project_dir / ".wms/deploy").exists()
+    assert not (served_project / ".wms/deploy").exists()
+
+
+@pytest.mark.parametrize("model", ["7", "staging"])
+def test_dry_run_of_a_model_the_registry_lacks_says_so(
+    served_project: Path, cli: Callable[..., Any], model: str
+) -> None:
+    result = cli("deploy", "--dry-run", "--model", model)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: no model '{model}' in 'wms-segmenter' (versions: 1)")
+    assert "plan for deploying" not in result.output
+    assert not (served_project / ".wms/deploy").exists()
 
 
 def test_agreement_counts_equal_pixels() -> None:

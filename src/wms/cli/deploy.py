@@ -27,7 +27,9 @@ def deploy(
     model: str = typer.Option(
         "production", "--model", "-m", help="Registry alias or version to deploy (default: production)."
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps without running any of them."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check the model and print the steps, running none of them."
+    ),
 ) -> None:
     """Deploy MODEL: local starts it beside the old one and switches serve.port; k8s runs the seed's steps."""
     if ctx.invoked_subcommand is not None:
@@ -38,8 +40,9 @@ def deploy(
     project = state(ctx).project()
     deployer = make_deployer(project, _echo)
     if dry_run:
+        steps = deployer.plan(model)  # reads the registry: a version that is not there stops here
         _echo(f"plan for deploying {model} to {deployer.name} (dry run, nothing is changed):")
-        for number, step in enumerate(deployer.plan(model), 1):
+        for number, step in enumerate(steps, 1):
             _echo(f"  {number}. {step}")
         return
     on_interrupt(

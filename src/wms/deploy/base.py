@@ -65,6 +65,12 @@ def open_registry(project: Project, registry: Registry | None) -> Registry:
     return MlflowRegistry(project)
 
 
+def planned_card(project: Project, registry: Registry | None, model_ref: str) -> ModelCard:
+    """The card of the version `model_ref` names, read without changing anything: a dry run stops
+    where the deploy would (no such version or alias, no ONNX file recorded)."""
+    return ModelCard.from_record(open_registry(project, registry).get(model_ref))
+
+
 def stage_model(registry: Registry, model_ref: str, dst: Path) -> ServedModel:
     """The model's folder under `dst` (fetched once per version) with its card, loaded and verified."""
     card = ModelCard.from_record(registry.get(model_ref))

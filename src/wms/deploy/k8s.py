@@ -31,10 +31,11 @@ from wms.deploy.base import (
     check_agreement,
     expected_mask,
     open_registry,
+    planned_card,
     reference_photo,
     stage_model,
 )
-from wms.errors import BackendError, ConfigError, ModelNotFound, RegistryError
+from wms.errors import BackendError, ConfigError, RegistryError
 
 if TYPE_CHECKING:
     from wms.deploy.kube import KubeClient
@@ -57,12 +58,6 @@ class K8sDeployer:
         self._done: list[str] = []
 
     # -- plan ------------------------------------------------------------------------------------
-    def _version_or_placeholder(self, model_ref: str) -> str:
-        try:
-            return open_registry(self.project, self._registry).get(model_ref).version
-        except ModelNotFound:
-            return "<version>"  # not in the registry yet
-
     def expected_version(self, deployed: str) -> str:
         """The version main's models/production_current.json names, which the chart's alert
         compares the served one with; the deployed version where main names none yet."""
@@ -74,7 +69,8 @@ class K8sDeployer:
             raise RegistryError(f"{exc} and deploy again") from None
 
     def plan(self, model_ref: str = "production") -> list[str]:
-        version = self._version_or_placeholder(model_ref)
+        self._check_files()
+        version = planned_card(self.project, self._registry, model_ref).version
         ns, image = self.namespace(version), f"<ecr>/{self.cfg.image_repository}:v{version}-<commit>"
         expected = self.expected_version(version)
         return [
@@ -112,6 +108,12 @@ class K8sDeployer:
         ]  # fmt: skip
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _check_files(self) -> None:
+        for path, setting in ((self.cfg.chart, "chart"), (self.cfg.values_file, "values_file"),
+                              (self.cfg.dockerfile, "dockerfile")):  # fmt: skip
+            if not self.project.path(path).exists():
+                raise ConfigError(f"deploy.{setting} {path} does not exist in {self.project.root}")
+
     def _step(self, line: str) -> None:
         self._done.append(line)
         self.echo(f"[{len(self._done)}/{STEPS}] {line}")
@@ -239,10 +241,7 @@ class K8sDeployer:
     def deploy(self, model_ref: str = "production") -> DeployResult:
         """The seed's steps in order; any failure stops before older namespaces are touched."""
         self._done = []
-        for path, setting in ((self.cfg.chart, "chart"), (self.cfg.values_file, "values_file"),
-                              (self.cfg.dockerfile, "dockerfile")):  # fmt: skip
-            if not self.project.path(path).exists():
-                raise ConfigError(f"deploy.{setting} {path} does not exist in {self.project.root}")
+        self._check_files()
         docker = self._tool(self.cfg.docker, "docker")
         helm = self._tool(self.cfg.helm, "helm")
         kube = self._kube()

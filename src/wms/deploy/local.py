@@ -35,6 +35,7 @@ from wms.deploy.base import (
     check_agreement,
     expected_mask,
     open_registry,
+    planned_card,
     reference_photo,
     stage_model,
 )
@@ -118,8 +119,10 @@ class LocalDeployer:
         return f"http://{self.serve.host}:{self.serve.port}"
 
     def plan(self, model_ref: str = "production") -> list[str]:
+        card = planned_card(self.project, self._registry, model_ref)
         return [
-            f"fetch model {model_ref} from the registry into {self.dir}/models and check its sha256",
+            f"fetch model {model_ref} (version {card.version}, sha256 {card.onnx_sha256[:12]}…) from the "
+            f"registry into {self.dir}/models and check its sha256",
             "start `wms serve` with it on a free loopback port; wait for /ready "
             f"(up to {self.cfg.ready_timeout_seconds:g} s)",
             "smoke-predict the reference photo and compare with the model's own mask "
