@@ -11,6 +11,7 @@ and model.onnx); a promoted run becomes a registered model version, and the alia
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 from collections.abc import Iterator
@@ -94,6 +95,9 @@ def _quiet_mlflow() -> None:
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # With a tracking server, MLflow writes "🏃 View run … / 🧪 View experiment …" to stdout
+    # whenever a run ends, between WMS's own lines; WMS says where to see the run itself.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 class MlflowRegistry:
@@ -145,6 +149,19 @@ class MlflowRegistry:
         # The MLflow model enforces the limits `wms serve` enforces.
         serve = self.project.settings.serve
         return {"max_pixels": serve.max_pixels, "intra_op_threads": serve.intra_op_threads}
+
+    def where_to_look(self, run_id: str | None = None) -> str:
+        """How a person sees the runs (or `run_id`): the server's page, or `mlflow ui` on the database."""
+        if self.uri.startswith(("http://", "https://")):
+            base = self.uri.rstrip("/")
+            if run_id is None:
+                return base
+            try:
+                run = self._call("read the run", self._client.get_run, run_id)
+            except RegistryError:  # the run is trained and logged: a link is not worth failing for
+                return base
+            return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+        return f"mlflow ui --backend-store-uri {self.uri}"
 
     def _experiment_id(self) -> str:
         name = self.project.settings.tracking.experiment

@@ -59,7 +59,7 @@ def demo(
     lines = [
         f"production model: version {production.version if production else '—'}",
         f"MLflow database:  {registry.uri}",
-        f"browse runs:      mlflow ui --backend-store-uri {registry.uri}",
+        f"browse runs:      {registry.where_to_look()}",
         f"pointer files:    {project.path(project.settings.tracking.pointer_dir)}/production_current.json",
         f"masks:            {workdir / 'predictions'}",
         "",

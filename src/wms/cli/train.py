@@ -87,6 +87,7 @@ def train(
     m = trained.test_metrics
     console.print(f"run id: {trained.run_id}")
     console.print(f"test Dice {m['dice']:.4f}  IoU {m['iou']:.4f}  on {m['n']} images", highlight=False)
+    where = registry.where_to_look(trained.run_id)
     console.print(
-        f"see it with: mlflow ui --backend-store-uri {registry.uri}", highlight=False, soft_wrap=True
+        f"see it {'at' if where.startswith('http') else 'with:'} {where}", highlight=False, soft_wrap=True
     )
