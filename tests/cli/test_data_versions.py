@@ -223,3 +223,17 @@ def test_versions_lists_the_latest_without_reading_older_manifests(
 
     every = cli("data", "versions", "--all")
     assert every.exit_code == 1 and f"the manifest of version {ids[0]}" in every.output
+
+
+def test_progress_leaves_nothing_in_a_log(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    # stderr is no terminal here, as in CI or `2> log`: the bars stay away, and so do their empty lines.
+    batch = make_batch("a", count=4, seed=1)
+    for args in (("data", "validate", batch), ("data", "ingest", batch), ("data", "synth", tmp_path / "s")):
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        assert result.stderr == "", args
+    version = cli("data", "versions", "--json").output
+    pulled = cli("data", "pull", json.loads(version)[0]["id"], tmp_path / "out")
+    assert pulled.exit_code == 0 and pulled.stderr == ""

@@ -133,7 +133,7 @@ def state(ctx: typer.Context) -> CliState:
 
 @contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Any]:
-    """A progress bar on stderr; yields `advance(n=1)`."""
+    """A progress bar on stderr, when stderr is a terminal; yields `advance(n=1)`."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -141,6 +141,7 @@ def progress_bar(description: str, total: int | None) -> Iterator[Any]:
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,  # in a log or a pipe it would leave an empty line
     ) as bar:
         task = bar.add_task(description, total=total)
 
