@@ -155,3 +155,16 @@ def test_validate_calls_an_empty_dataset_invalid(cli: Callable[..., Any], tmp_pa
     assert result.exit_code == 1
     said = " ".join(result.output.split())  # the table and the verdict wrap at the terminal's width
     assert "no_pairs" in said and "invalid — 0 pairs, 1 error(s)" in said
+
+
+def test_settings_file_saved_in_another_encoding_is_one_line(
+    cli: Callable[..., Any], project_dir: Path
+) -> None:
+    # A comment with an umlaut, saved as Latin-1 by an editor: every command read it.
+    (project_dir / "wms.toml").write_bytes("# Größe\n[train]\nepochs = 2\n".encode("latin-1"))
+    result = cli("model", "list")
+    assert result.exit_code == 2
+    assert (
+        result.output
+        == f"error: {project_dir / 'wms.toml'} is not UTF-8 text (byte 4 cannot be read); save it as UTF-8\n"
+    )

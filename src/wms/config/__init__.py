@@ -189,9 +189,13 @@ def load_settings(
     file_values: dict[str, Any] = {}
     if config_file is not None:
         try:
-            file_values = tomllib.loads(config_file.read_text())
+            file_values = tomllib.loads(config_file.read_text(encoding="utf-8"))  # TOML is UTF-8
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_file} is not valid TOML ({exc}); fix that line") from None
+        except UnicodeDecodeError as exc:  # saved in another encoding (Latin-1, UTF-16), or no text
+            raise ConfigError(
+                f"{config_file} is not UTF-8 text (byte {exc.start} cannot be read); save it as UTF-8"
+            ) from None
 
     # Bind the file to a throwaway subclass: pydantic-settings reads the TOML path from the class.
     bound = type(
