@@ -82,9 +82,15 @@ def test_validate_sums_up_many_issues_by_kind(cli: Callable[..., Any], tmp_path:
 
 
 def test_validate_names_a_missing_folder(cli: Callable[..., Any], tmp_path: Path) -> None:
-    result = cli("data", "validate", tmp_path / "nowhere")
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
+    # Exit 2, a usage error as the contract has it: 1 would say the data is invalid.
+    result = cli("data", "validate", tmp_path / "nowhere", "--json", tmp_path / "r.json")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {tmp_path / 'nowhere'} does not exist: name a dataset folder")
+    assert not (tmp_path / "r.json").exists()
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    result = cli("data", "validate", tmp_path / "photo.jpg")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {tmp_path / 'photo.jpg'} is a file: name a dataset folder")
 
 
 @pytest.mark.slow

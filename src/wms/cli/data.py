@@ -12,7 +12,7 @@ from wms.cli._common import WmsGroup, console, progress_bar, state, styled
 from wms.data.prepare import RESIZE_MODES, ResizeMode, prepare_dataset
 from wms.data.synth import synthesize
 from wms.data.validate import Issue, validate_dataset
-from wms.errors import DataError
+from wms.errors import DataError, UsageError
 
 LISTED = 30  # more issues than this are shown by kind, with a count and an example
 
@@ -45,7 +45,10 @@ def validate(
     size: int | None = typer.Option(None, "--size", help="Required side in pixels (default: data.size)."),
     any_size: bool = typer.Option(False, "--any-size", help="Skip the size check (raw, unprepared data)."),
 ) -> None:
-    """Check every pair; exit 0 when valid, 1 when not. Issues say how to fix them."""
+    """Check every pair; exit 0 when valid, 1 when not, 2 on a wrong path. Issues say how to fix them."""
+    if not directory.is_dir():  # a wrong path is the caller's mistake, not invalid data
+        what = "is a file" if directory.exists() else "does not exist"
+        raise UsageError(f"{directory} {what}: name a dataset folder, one holding images/ and masks/")
     required = None if any_size else (size or state(ctx).project().settings.data.size)
     with progress_bar("validating", None) as advance:
         report = validate_dataset(directory, size=required, progress=advance)

@@ -47,7 +47,8 @@ def find_pairs(root: Path) -> PairScan:
     """Scan `root/images` and `root/masks` and pair files by stem."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"dataset folder {root} does not exist: {_LAYOUT_HINT}")
+        what = "is a file" if root.exists() else "does not exist"
+        raise DataError(f"dataset folder {root} {what}: {_LAYOUT_HINT}")
     for sub in ("images", "masks"):
         if not (root / sub).is_dir():
             raise DataError(f"no {sub}/ folder in {root}: {_LAYOUT_HINT}")
