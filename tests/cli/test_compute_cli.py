@@ -195,3 +195,22 @@ def test_a_bare_stop_leaves_your_own_running_pipeline_its_machine(
     kept = cli("compute", "stop")  # at a laptop, while a pipeline of yours trains
     assert kept.exit_code == 0, kept.output
     assert "kept running" in kept.output and ec2_project.state() == "running"
+
+
+def test_ctrl_c_while_starting_says_the_instance_is_leased_and_how_to_stop_it(
+    cli: Callable[..., Any], ec2_project: Ec2Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wms.compute.ec2 import Ec2Compute
+
+    def ctrl_c(self: Ec2Compute) -> None:
+        raise KeyboardInterrupt  # while waiting for the status checks
+
+    monkeypatch.setattr(Ec2Compute, "wait_ready", ctrl_c)
+    result = cli("compute", "start", "--holder", "ana")
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == (
+        "interrupted (SIGINT): stopped waiting; the instance may go on starting, leased to ana for 60 min: "
+        "stop it with `wms compute stop --holder ana` (else `wms compute reap` stops it when the lease ends)"
+    )
+    assert cli("compute", "stop", "--holder", "ana").exit_code == 0
+    assert ec2_project.state() == "stopped"

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from wms.cli._common import WmsGroup, console, err_console, state, styled
+from wms.cli._common import WmsGroup, console, err_console, on_interrupt, state, styled
 from wms.config import Project
 
 if TYPE_CHECKING:
@@ -160,6 +160,14 @@ def start(
     """
     project = state(ctx).project({"compute.lease_minutes": lease_minutes})
     compute = open_compute(project, holder)
+    if compute.name != "local":
+        who = holder or default_holder()
+        on_interrupt(
+            ctx,
+            f"stopped waiting; the instance may go on starting, leased to {who} for "
+            f"{project.settings.compute.lease_minutes:g} min: stop it with `wms compute stop"
+            f"{' --holder ' + who if holder else ''}` (else `wms compute reap` stops it when the lease ends)",
+        )
     compute.start()
     show(project, compute.wait_ready(), f"compute started ({compute.name})", as_json)
 
@@ -176,6 +184,12 @@ def stop(ctx: typer.Context, holder: str | None = HOLDER_OPTION, as_json: bool =
     """
     project = state(ctx).project()
     compute = open_compute(project, holder)
+    if compute.name != "local":
+        on_interrupt(
+            ctx,
+            "stopped waiting; the instance may still be running or stopping: see `wms compute status`, "
+            "and run `wms compute stop` again if it runs",
+        )
     stopped = compute.stop(sub_leases=holder is not None)
     title = "stopped" if stopped.state in ("stopped", "terminated") else "kept running"
     show(project, stopped, f"compute {title} ({compute.name})", as_json)
