@@ -35,3 +35,25 @@ def test_train_on_a_server_prints_its_own_link_and_none_of_mlflows(
     last = result.output.strip().splitlines()[-1]
     assert last.startswith(f"see it at {url}/#/experiments/") and last.endswith(f"/runs/{run_id}")
     assert "mlflow ui --backend-store-uri http" not in result.output  # no UI runs on a server's URL
+
+
+def test_a_checkpoint_that_cannot_be_used_is_one_line_before_any_training(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    batch, saved = make_batch(count=12), tmp_path / "train.pt"
+    assert cli("train", batch, "--epochs", "1", "--checkpoint", saved).exit_code == 0
+    # The same file after [train] changed: torch's state_dict traceback before.
+    other = cli("--set", "train.base_channels=4", "train", batch, "--epochs", "2", "--checkpoint", saved)
+    assert other.exit_code == 1
+    assert other.output.startswith(f"error: checkpoint {saved} was written with train.base_channels")
+    assert "go on from it with the settings it was written with" in other.output
+    assert "epoch " not in other.output  # stopped before training
+    # An empty file: a bare "Aborted." before.
+    (tmp_path / "empty.pt").write_bytes(b"")
+    empty = cli("train", batch, "--epochs", "1", "--checkpoint", tmp_path / "empty.pt")
+    assert empty.exit_code == 1
+    assert empty.output.startswith(f"error: checkpoint {tmp_path / 'empty.pt'} cannot be read (EOFError")
+    # A folder: it failed only when the first epoch was saved.
+    folder = cli("train", batch, "--epochs", "1", "--checkpoint", tmp_path)
+    assert folder.exit_code == 2
+    assert folder.output.startswith(f"error: --checkpoint {tmp_path} is a folder; name a file")

@@ -44,6 +44,10 @@ def train(
         "train.image_size": image_size,
         "train.seed": seed,
     }
+    if checkpoint is not None and checkpoint.is_dir():  # found before training, not after its first epoch
+        raise UsageError(
+            f"--checkpoint {checkpoint} is a folder; name a file, e.g. {checkpoint / 'train.pt'}"
+        )
     project = state(ctx).project(flags)
     compute = project.settings.compute
     dist = from_env(os.environ)  # set by torchrun in each of its processes

@@ -114,9 +114,25 @@ def check_resumable(path: Path, state: dict[str, Any], cfg: TrainSettings) -> No
         )
 
 
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The training state saved at `path`; TrainError when it is none (empty, damaged, another file)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # EOFError when empty, UnpicklingError or RuntimeError when not torch's
+        raise TrainError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: empty, damaged or another kind of "
+            "file): delete it to train from the start, or name another file"
+        ) from None
+    if not isinstance(state, dict) or not {"model", "history"} <= state.keys():
+        raise TrainError(
+            f"{path} is not a WMS training checkpoint: delete it to train from the start, or name another"
+        )
+    return state
+
+
 def epochs_held(path: Path) -> int:
     """How many epochs a checkpoint holds: a resumed run goes on from the next one."""
-    return len(torch.load(path, map_location="cpu", weights_only=True)["history"])
+    return len(load_checkpoint(path)["history"])
 
 
 def train(
@@ -258,7 +274,7 @@ def _fit(
     if checkpoint is not None and checkpoint.is_file():
         # On the CPU first: RNG states must be CPU tensors, whatever device saved them; the
         # model and optimizer copy their tensors to where their parameters live.
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint)
         check_resumable(checkpoint, state, cfg)
         try:
             model.load_state_dict(state["model"])
