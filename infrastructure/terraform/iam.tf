@@ -49,11 +49,19 @@ data "aws_iam_policy_document" "project_data" {
   }
 }
 
-# The GPU instance: the project's data, and in single the serving image, pushed from here (in
-# split the serving node's deploy jobs push it with the workflow's own credentials, so a job
-# on the GPU runner cannot overwrite a deployed image's tag).
+# The GPU instance: the project's data, its own lease tags, and in single the serving image,
+# pushed from here (in split the serving node's deploy jobs push it with the workflow's own
+# credentials, so a job on the GPU runner cannot overwrite a deployed image's tag).
 data "aws_iam_policy_document" "instance" {
   source_policy_documents = [data.aws_iam_policy_document.project_data.json]
+
+  # Its lease guard (infrastructure/scripts/lease-guard.sh) reads its own lease tags and
+  # powers it off once they ran out; DescribeTags cannot be limited to one resource.
+  statement {
+    sid       = "ReadItsLeases"
+    actions   = ["ec2:DescribeTags"]
+    resources = ["*"]
+  }
 
   dynamic "statement" {
     for_each = local.split ? [] : [1]
