@@ -2,7 +2,7 @@
 
     hold = ComputeHold(compute, cfg, notify)
     outcome = hold.take(run)          # start_compute: start and wait (or, on the instance, a lease)
-    hold.renew()                      # from the run's heartbeat, for as long as it lives
+    hold.renew()                      # from the run's heartbeat, for compute.max_hold_hours at most
     outcome = hold.give_back(run)     # stop_compute: stop it (or drop this run's lease)
     hold.safety_net(run)              # in `finally`: give it back if stop_compute did not
 
@@ -26,6 +26,23 @@ from wms.errors import BackendError
 
 if TYPE_CHECKING:
     from wms.runs import PipelineRun
+
+
+def renew_within_limit(compute: Compute, cfg: ComputeSettings, since: float, notify: Notify) -> None:
+    """Renew the lease unless it has been held since `since` (monotonic) for compute.max_hold_hours.
+
+    A run that hangs without dying (a stuck training job, a call that never returns) would
+    otherwise renew its lease, and keep the instance running, for as long as its process lives.
+    """
+    held_hours = (time.monotonic() - since) / 3600
+    if held_hours < cfg.max_hold_hours:
+        compute.renew_lease()
+    else:
+        notify(
+            f"held the instance for {held_hours:.1f} h, past compute.max_hold_hours = "
+            f"{cfg.max_hold_hours:g}: its lease is no longer renewed, and the reaper stops it "
+            "once the lease runs out"
+        )
 
 
 class ComputeHold:
@@ -89,8 +106,8 @@ class ComputeHold:
     def renew(self) -> None:
         """Move the lease forward while the machine is held (the run's heartbeat calls this)."""
         with self._lock:
-            if self._renewing:
-                self.compute.renew_lease()
+            if self._renewing and self._since is not None:
+                renew_within_limit(self.compute, self.cfg, self._since, self.notify)
 
     def give_back(self, run: PipelineRun) -> str:
         """Stop the machine (on the instance: drop this run's lease); record the time held; the outcome."""

@@ -266,6 +266,14 @@ class ComputeSettings(Section):
     stop_timeout_seconds: float = Field(600, gt=0, description="limit of the wait for `stopped`")
     poll_seconds: float = Field(5, gt=0, description="pause between two looks at the instance")
     lease_minutes: float = Field(60, gt=0, description="the reaper stops an instance whose lease ran out")
+    max_hold_hours: float = Field(
+        12,
+        gt=0,
+        description=(
+            "a run renews its lease for at most this long, so the instance of a run that hangs "
+            "without dying is stopped one lease later"
+        ),
+    )
     hourly_price_usd: float = Field(0.0, ge=0, description="on-demand price per hour, for run costs")
     # Training on the instance over SSH (backend ec2, train_on instance): see wms.remote.
     remote_dir: str = Field("~/wms", description="where WMS keeps its environments, code, blobs and jobs")

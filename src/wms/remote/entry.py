@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from wms.compute.base import Compute, Notify, quiet
+from wms.compute.hold import renew_within_limit
 from wms.config import Project
 from wms.errors import BackendError, ConfigError
 from wms.remote.dataset import job_tracking_uri
@@ -130,6 +132,7 @@ def train_folder_on_instance(
     check_remote_settings(project)
     with signals_raise():
         try:
+            since = time.monotonic()
             compute.start()
             status = compute.wait_ready()
             host = project.settings.compute.host or status.public_ip
@@ -139,7 +142,11 @@ def train_folder_on_instance(
             target = target_for(project, host).for_instance(status.instance_id)
             trainer = RemoteTrainer(project, target, notify, compute=compute)
             with (
-                Heartbeat(interval, lambda: _renew(compute), notify),
+                Heartbeat(
+                    interval,
+                    lambda: renew_within_limit(compute, project.settings.compute, since, notify),
+                    notify,
+                ),
                 tempfile.TemporaryDirectory() as tmp,
             ):
                 try:
@@ -153,7 +160,3 @@ def train_folder_on_instance(
         finally:
             stopped = compute.stop()
             notify(f"compute: {stopped.state}")
-
-
-def _renew(compute: Compute) -> None:
-    compute.renew_lease()

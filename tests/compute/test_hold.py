@@ -1,0 +1,51 @@
+"""A run's hold on the instance: its lease is renewed while the run lives, but not for ever.
+
+Against moto's EC2 on loopback, with leases of seconds (compute.lease_minutes = 0.05) and a
+hold limit of one second (compute.max_hold_hours = 1 / 3600).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.conftest import Ec2Box
+
+from wms.compute.ec2 import Ec2Compute
+from wms.compute.hold import ComputeHold
+from wms.compute.leases import HOLDER_TAG_PREFIX, parse_time
+from wms.config import ComputeSettings
+from wms.runs import PipelineRun
+
+HOLDER = "gh-run-9-pipeline"
+
+
+def test_a_run_that_hangs_past_max_hold_hours_stops_renewing_and_its_instance_is_reaped(
+    ec2_box: Ec2Box, tmp_path: Path
+) -> None:
+    ec2_box.client.start_instances(InstanceIds=[ec2_box.id])
+    cfg = ComputeSettings(
+        backend="ec2",
+        train_on="here",
+        instance_id=ec2_box.id,
+        poll_seconds=0.02,
+        lease_minutes=0.05,
+        max_hold_hours=1 / 3600,
+    )
+    notes: list[str] = []
+    hold = ComputeHold(Ec2Compute(cfg, holder=HOLDER), cfg, notes.append)
+    hold.take(PipelineRun("r1", "batch", tmp_path / "run"))
+    taken = ec2_box.tags()[HOLDER_TAG_PREFIX + HOLDER]
+    time.sleep(1.1)  # the run hangs; its process, and the heartbeat with it, lives on
+    hold.renew()
+    assert ec2_box.tags()[HOLDER_TAG_PREFIX + HOLDER] == taken
+    assert any("compute.max_hold_hours" in note and "no longer renewed" in note for note in notes)
+
+    expires = parse_time(taken)
+    assert expires is not None
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.5)
+    reaper = Ec2Compute(ComputeSettings(backend="ec2", poll_seconds=0.02), holder="reaper")
+    (reaped,) = [r for r in reaper.reap() if r.instance_id == ec2_box.id]
+    assert "lease expired" in reaped.detail
+    assert ec2_box.state() == "stopped"
