@@ -214,3 +214,40 @@ def test_every_wms_command_and_flag_in_the_readme_exists() -> None:
     assert len(commands) > 100
     for line in commands:
         check_command(root, line.split()[1:], line)
+
+
+def test_the_cost_table_adds_up_for_what_terraform_creates(terraform: dict[str, Any]) -> None:
+    """Each monthly figure is its price over 730 hours (or its size at the gp3 price), the parts
+    are Terraform's defaults, and each layout's total is the sum of its column."""
+    start = README.index("| part | price | `split` | `single` |")
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in README[start:].splitlines()[2:]
+        if line.startswith("|")
+    ]
+    rows = rows[: next(i for i, row in enumerate(rows) if "total" in row[0]) + 1]
+    *parts, total = rows
+    variables = {name: body.get("default") for name, body in terraform["variable"].items()}
+    names = " ".join(row[0] for row in parts)
+    for part in ("serving_instance_type", "instance_type"):
+        assert f"`{variables[part]}`" in names, part
+    for size in ("serving_root_volume_gb", "root_volume_gb"):
+        assert f"{variables[size]} GB gp3" in names, size
+
+    def dollars(cell: str) -> float | None:
+        found = re.search(r"\$([0-9]+(?:\.[0-9]+)?)", cell)
+        return float(found.group(1)) if found and "per" not in cell and "while" not in cell else None
+
+    for name, price, *monthly in parts:
+        figures = [f for f in map(dollars, monthly) if f]
+        hourly = re.fullmatch(r"\$([0-9.]+)/h", price)
+        if hourly and figures:
+            assert all(f == round(float(hourly.group(1)) * 730, 2) for f in figures), name
+        size = re.search(r"([0-9]+) GB gp3", name)
+        if size:
+            assert all(f == round(int(size.group(1)) * 0.08, 2) for f in figures), name
+    for column in (2, 3):
+        added = sum(f for row in parts if (f := dollars(row[column])) is not None)
+        stated = dollars(total[column])
+        # "about" a figure rounded to a tenth of a dollar
+        assert stated is not None and abs(stated - added) <= 0.05 + 1e-9, (total[0], column, stated, added)
