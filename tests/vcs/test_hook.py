@@ -181,3 +181,19 @@ def test_hook_file_runs_this_interpreter(repo: Repo, cli: Callable[..., object])
     text = (repo.work / ".git" / "hooks" / "pre-push").read_text()
     assert "-m wms hook pre-push" in text
     assert Path(repo.work / ".git" / "hooks" / "pre-push").stat().st_mode & 0o111
+
+
+def test_a_wms_package_in_the_checked_out_branch_does_not_run_in_the_hook(hooked: Repo) -> None:
+    hooked.add_pairs("m001")
+    sha = hooked.commit("a new pair")
+    # Another person's branch, checked out to look at it, carries its own `wms` at the root.
+    hooked.git("switch", "-q", "-c", "look")
+    evil = "import pathlib; pathlib.Path('ran.txt').write_text('branch code ran')\n"
+    hooked.write("wms/__init__.py", evil)
+    hooked.write("wms/__main__.py", evil)
+    hooked.commit("a package of its own")
+
+    pushed = hooked.push("origin", "main")
+
+    assert not (hooked.work / "ran.txt").exists()
+    assert f"pushed {sha[:7]} to data/" in pushed.stderr  # the installed hook ran, and did its work

@@ -151,18 +151,23 @@ def _follow_hint(url: str, branch: str, github: bool) -> str:
 
 
 def hook_script() -> str:
-    """The `pre-push` file `wms hooks install` writes: it runs this interpreter's wms."""
+    """The `pre-push` file `wms hooks install` writes: it runs this interpreter's wms.
+
+    git runs the hook in the root of the working tree, and `python -m`/`-c` put the current
+    folder first on sys.path: a `wms/` folder or a `click.py` in the checked-out branch would
+    run instead of the installed code. `-P` (Python 3.11) leaves the current folder out.
+    """
     python = shlex.quote(sys.executable)
     return (
         "#!/bin/sh\n"
         f"# {MARKER}: installed by `wms hooks install`; remove with `wms hooks uninstall`.\n"
         "# New data pushed to main goes to a data/<timestamp> branch; bypass once: git push --no-verify\n"
-        f"if ! {python} -c 'import wms' 2>/dev/null; then\n"
+        f"if ! {python} -P -c 'import wms' 2>/dev/null; then\n"
         f'  echo "wms: cannot run {python} to check this push; reinstall wms and run '
         '`wms hooks install --force`, or bypass once with git push --no-verify" >&2\n'
         "  exit 1\n"
         "fi\n"
-        f'exec {python} -m wms hook pre-push "$@"\n'
+        f'exec {python} -P -m wms hook pre-push "$@"\n'
     )
 
 
