@@ -6,6 +6,7 @@ Real git repositories (a clone and its bare remote); no batch here trains, so th
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,3 +125,23 @@ def test_a_branch_whose_batch_main_merged_is_deleted_and_the_others_stay(
     assert swept.exit_code == 0, swept.output
     assert set(repo.remote_branches()) == {"main", "data/20260102-030406"}
     assert "merged into main" not in cli("pipeline", "sweep").output  # nothing left to delete
+
+
+def test_a_file_name_that_is_not_utf8_is_rejected_and_the_other_batches_still_run(
+    repo: Repo, cli: Callable[..., Any]
+) -> None:
+    bad = push_branch(repo, "data/20260102-030405", os.fsdecode(b"data/incoming/images/caf\xe9.png"))
+    good = push_branch(repo, "data/20260102-030406", stem="m002")
+
+    looked = cli("pipeline", "sweep", "--dry-run")
+    assert looked.exit_code == 0, looked.output
+    assert "Traceback" not in looked.output
+    assert "would run data/20260102-030406" in looked.output
+    rec = record(repo, bad)
+    assert rec is not None and rec["status"] == "rejected"
+    assert "data/incoming/images/caf\\xe9.png (name is not UTF-8 text)" in rec["summary"]
+    assert record(repo, good) is None  # left for the run
+
+    guarded = cli("vcs", "guard-branch", "--sha", bad)
+    assert guarded.exit_code == 1 and "Traceback" not in guarded.output
+    assert "caf\\xe9.png (name is not UTF-8 text)" in guarded.stderr

@@ -25,7 +25,16 @@ class Git:
     def run(self, *args: str, check: bool = True) -> str:
         """Run `git ARGS` and return its stdout without the trailing newline."""
         try:
-            done = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True, check=False)
+            # A path git prints need not be UTF-8 (a name made on another system, or on purpose):
+            # its bytes come back as surrogates instead of stopping the caller with a traceback.
+            done = subprocess.run(
+                ["git", *args],
+                cwd=self.root,
+                capture_output=True,
+                text=True,
+                errors="surrogateescape",
+                check=False,
+            )
         except FileNotFoundError:
             raise GitError("git is not installed or not on PATH; install git and try again") from None
         if check and done.returncode != 0:

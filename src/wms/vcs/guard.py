@@ -38,7 +38,7 @@ class Offence:
     """A path the branch may not change, and why."""
 
     path: str
-    why: str  # "outside data/incoming/", "symlink", "submodule", "git control file"
+    why: str  # "outside data/incoming/", "symlink", "submodule", "git control file", "name is not UTF-8 text"
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,15 @@ def _judge(path: str, modes: tuple[str, str], prefix: str) -> list[Offence]:
         reasons.append("submodule")
     if PurePosixPath(path).name in GIT_CONTROL_FILES:
         reasons.append("git control file")
-    return [Offence(path, ", ".join(reasons))] if reasons else []
+    if any("\udc80" <= c <= "\udcff" for c in path):  # bytes git printed that are not UTF-8
+        reasons.append("name is not UTF-8 text")
+    return [Offence(shown(path), ", ".join(reasons))] if reasons else []
+
+
+def shown(path: str) -> str:
+    """`path` as one printable line: bytes that are not UTF-8 and control characters escaped."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def guard_branch(project: Project, sha: str, base: str | None = None) -> BranchCheck:
