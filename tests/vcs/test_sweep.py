@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,3 +146,34 @@ def test_a_file_name_that_is_not_utf8_is_rejected_and_the_other_batches_still_ru
     guarded = cli("vcs", "guard-branch", "--sha", bad)
     assert guarded.exit_code == 1 and "Traceback" not in guarded.output
     assert "caf\\xe9.png (name is not UTF-8 text)" in guarded.stderr
+
+
+def test_a_file_name_too_long_for_the_disk_is_rejected_without_stopping_the_sweep(
+    repo: Repo, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    # Built in the index, as no file system here holds the name: git holds it, ext4 and xfs do not.
+    names = ["images/m001.png", "masks/m001.png", "images/" + "a" * 300 + ".png"]
+    for name in names:
+        blob = (
+            subprocess.run(
+                ["git", "hash-object", "-w", "--stdin"], cwd=repo.work, input=b"\x89PNG", capture_output=True
+            )
+            .stdout.decode()
+            .strip()
+        )
+        repo.git("update-index", "--add", "--cacheinfo", f"100644,{blob},data/incoming/{name}")
+    sha = repo.out("commit-tree", repo.out("write-tree"), "-p", "main", "-m", "a pair and a long name")
+    repo.git("reset", "-q")  # the index is main's again
+    repo.git("push", "-q", "origin", f"{sha}:refs/heads/data/20260102-030405")
+
+    out = tmp_path / "taken"
+    taken = cli("vcs", "take-incoming", "--sha", sha, "--out", out)
+    assert taken.exit_code == 1 and "Traceback" not in taken.output
+    assert "has a name of 304 bytes, over the 255 a file system holds" in taken.stderr.replace("\n", " ")
+    assert not out.exists()  # not half the files
+
+    swept = cli("pipeline", "sweep")
+    assert swept.exit_code == 0, swept.output
+    assert "data/20260102-030405: rejected" in swept.output
+    rec = record(repo, sha)
+    assert rec is not None and rec["status"] == "rejected" and "304 bytes" in rec["summary"]

@@ -15,6 +15,7 @@ checkout of the branch ever runs, and refuses any name that would land outside t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -26,6 +27,8 @@ SYMLINK, SUBMODULE = "120000", "160000"
 REGULAR = ("100644", "100755")
 GIT_CONTROL_FILES = (".gitattributes", ".gitmodules")
 SHOWN = 10  # offending paths named in the one-line refusal
+# What Linux file systems (ext4, xfs) hold: bytes in one name, and in a whole path. git holds more.
+NAME_MAX, PATH_MAX = 255, 4095
 RULE = "data branches may only add files under {incoming}; push code through a pull request"
 
 
@@ -194,6 +197,7 @@ def write_incoming(git: Git, sha: str, incoming: Path | str, out: Path) -> list[
         target = (root / Path(*relative.parts)).resolve()
         if not target.is_relative_to(root) or target == root:
             raise BranchRefused(f"{path!r} would be written outside {out}; nothing was taken")
+        _check_length(path, relative, target)
         planned.append((blob, target))
     written = []
     for blob, target in planned:
@@ -201,6 +205,18 @@ def write_incoming(git: Git, sha: str, incoming: Path | str, out: Path) -> list[
         target.write_bytes(git.blob(blob))
         written.append(target)
     return written
+
+
+def _check_length(path: str, relative: PurePosixPath, target: Path) -> None:
+    """BranchRefused when the file system could not hold the name: better than half the files taken."""
+    longest = max(len(os.fsencode(part)) for part in relative.parts)
+    size, limit = (longest, NAME_MAX) if longest > NAME_MAX else (len(os.fsencode(target)), PATH_MAX)
+    if size > limit:
+        what = "a name" if limit == NAME_MAX else "a path"
+        raise BranchRefused(
+            f"{shown(path)[:80]}… has {what} of {size} bytes, over the {limit} a file system holds; "
+            "rename it and push again; nothing was taken"
+        )
 
 
 def _unsafe(relative: PurePosixPath) -> bool:
