@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,23 @@ def test_wrong_size(dataset: tuple[Path, list[str]]) -> None:
     assert sorted(codes["wrong_size"]) == [f"images/{ids[0]}.png", f"masks/{ids[0]}.png"]
     assert "size_mismatch" not in codes and not report.ok
     assert validate_dataset(root, size=None).ok
+
+
+def test_a_decompression_bomb_is_wrong_size_without_being_decoded(dataset: tuple[Path, list[str]]) -> None:
+    root, ids = dataset
+    Image.new("RGB", (13000, 13000)).save(root / f"images/{ids[0]}.png")  # 0.5 MB on disk, 507 MB decoded
+    Image.new("L", (13000, 13000)).save(root / f"masks/{ids[0]}.png")
+    # A fresh process, so its peak memory (VmHWM: since its exec, unlike ru_maxrss) is this validation's.
+    code = (
+        "import re, sys; from pathlib import Path; from wms.data import validate_dataset; "
+        f"report = validate_dataset(sys.argv[1], size={SIZE}, workers=1); "
+        "print(sorted(i.path for i in report.issues if i.code == 'wrong_size')); "
+        "print(int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1]) // 1024)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True)
+    wrong, peak_mb = done.stdout.splitlines()
+    assert wrong == str([f"images/{ids[0]}.png", f"masks/{ids[0]}.png"])
+    assert int(peak_mb) < 200, f"validation held {peak_mb} MB"  # 40 MB of it is Python and imports
 
 
 def test_size_mismatch(dataset: tuple[Path, list[str]]) -> None:

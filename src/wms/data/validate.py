@@ -104,11 +104,24 @@ def _issue(code: str, path: str, message: str) -> Issue:
     )
 
 
-def _open(path: Path, rel: str, result: _PairResult) -> tuple[Image.Image, int] | None:
-    """Fully decode a file and read its EXIF orientation, or record why it cannot be used."""
+def _open(
+    path: Path, rel: str, result: _PairResult, size: int | None = None, what: str = "image"
+) -> tuple[Image.Image, int] | None:
+    """Fully decode a file and read its EXIF orientation, or record why it cannot be used.
+
+    With a size contract, a file whose header gives more pixels than it allows is not decoded: it
+    is wrong_size whatever its pixels, and a 13000x13000 PNG of 0.5 MB decodes to 0.5 GB (Pillow
+    refuses only from 179 million pixels) in each worker, on the runner that also serves.
+    """
     img: Image.Image | None = None
     try:
         img = Image.open(path)
+        w, h = img.size
+        if size is not None and w * h > size * size:
+            img.close()
+            message = f"{what} is {w}x{h}, expected {size}x{size}: run prepare to resize the dataset"
+            result.issues.append(_issue("wrong_size", rel, message))
+            return None
         img.load()  # decoding everything is the only way to catch truncated files
         orientation = int(img.getexif().get(0x0112, 1) or 1)
     except Exception as exc:  # any decoder failure is a property of the file, not a bug here
@@ -189,8 +202,8 @@ def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
     result = _PairResult()
     img_rel = pair.image.relative_to(root).as_posix()
     mask_rel = pair.mask.relative_to(root).as_posix()
-    opened_image = _open(pair.image, img_rel, result)
-    opened_mask = _open(pair.mask, mask_rel, result)
+    opened_image = _open(pair.image, img_rel, result, size, "image")
+    opened_mask = _open(pair.mask, mask_rel, result, size, "mask")
     image = opened_image[0] if opened_image else None
     mask = opened_mask[0] if opened_mask else None
     sizes: dict[str, tuple[int, int]] = {}
