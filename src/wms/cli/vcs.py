@@ -132,27 +132,43 @@ BASE_OPTION = typer.Option(
 )
 
 
-def _checked(ctx: typer.Context, sha: str, base: str | None) -> BranchCheck:
+def _checked(ctx: typer.Context, sha: str, base: str | None, pull_request: bool = False) -> BranchCheck:
     """Check the commit against its base and write the step summary; BranchRefused when it may not run."""
     from wms.report import write_step_summary
     from wms.vcs.guard import guard_branch, require_clean
+    from wms.vcs.publish import pointer_files
 
-    check = guard_branch(state(ctx).project(), sha, base)
+    project = state(ctx).project()
+    also = tuple(p.as_posix() for p in pointer_files(project)) if pull_request else ()
+    check = guard_branch(project, sha, base, also)
     write_step_summary(check.markdown())
     return require_clean(check)
 
 
 @app.command("guard-branch")
-def guard_branch(ctx: typer.Context, sha: str = SHA_OPTION, base: str | None = BASE_OPTION) -> None:
+def guard_branch(
+    ctx: typer.Context,
+    sha: str = SHA_OPTION,
+    base: str | None = BASE_OPTION,
+    pull_request: bool = typer.Option(
+        False,
+        "--pull-request",
+        help="Also allow the pointer files the pipeline commits: the check of a data branch's pull request.",
+    ),
+) -> None:
     """Refuse a data-branch commit that changes anything but files under data.incoming (exit 1).
 
     Compared with its merge-base with the base branch: a path outside data/incoming/ (renames
     included), a symlink or submodule anywhere, or a .gitattributes/.gitmodules file refuses
-    it, naming the paths. Run it before any step that holds a secret.
+    it, naming the paths. Run it before any step that holds a secret. With --pull-request, the
+    head of a data branch's pull request may also change the pointer files (data.pointer and
+    production_*.json): a labeller's commit pushed after the promotion's, while its pull request
+    waits to auto-merge, is refused, and as a required check this keeps it out of main.
     """
-    check = _checked(ctx, sha, base)
+    check = _checked(ctx, sha, base, pull_request)
     console.print(
-        f"commit {check.sha[:12]}: {len(check.changed)} changed path(s), all under {check.incoming}",
+        f"commit {check.sha[:12]}: {len(check.changed)} changed path(s), all under {check.incoming}"
+        + (" or pointer files" if check.also else ""),
         highlight=False,
     )
 

@@ -54,6 +54,17 @@ class BranchCheck:
     incoming: str  # the allowed folder, with a trailing slash
     changed: tuple[str, ...]
     offences: tuple[Offence, ...]
+    also: tuple[str, ...] = ()  # files allowed besides the folder (a pull request's pointer files)
+
+    @property
+    def rule(self) -> str:
+        if not self.also:
+            return RULE.format(incoming=self.incoming)
+        return (
+            f"a data branch's pull request may only change {self.incoming} and {', '.join(self.also)}; "
+            "a commit pushed onto it after the pipeline's own is refused: push code through a pull request "
+            "of its own"
+        )
 
     @property
     def ok(self) -> bool:
@@ -64,18 +75,16 @@ class BranchCheck:
         named = ", ".join(f"{o.path} ({o.why})" for o in self.offences[:SHOWN])
         more = len(self.offences) - SHOWN
         named += f" and {more} more" if more > 0 else ""
-        return f"refused commit {self.sha[:12]}: it changes {named}; " + RULE.format(incoming=self.incoming)
+        return f"refused commit {self.sha[:12]}: it changes {named}; " + self.rule
 
     def markdown(self) -> str:
         """A step-summary section for either outcome."""
         head = f"### Data branch guard: commit `{self.sha[:12]}` against `{self.base}`\n\n"
         if self.ok:
-            return head + f"Allowed: {len(self.changed)} changed path(s), all under `{self.incoming}`.\n"
+            where = f"`{self.incoming}`" + "".join(f", `{p}`" for p in self.also)
+            return head + f"Allowed: {len(self.changed)} changed path(s), all under {where}.\n"
         rows = "\n".join(f"| `{o.path}` | {o.why} |" for o in self.offences)
-        return (
-            head
-            + f"**Refused.** {RULE.format(incoming=self.incoming)}.\n\n| path | why |\n|---|---|\n{rows}\n"
-        )
+        return head + f"**Refused.** {self.rule}.\n\n| path | why |\n|---|---|\n{rows}\n"
 
 
 def incoming_prefix(incoming: Path | str) -> str:
@@ -107,8 +116,13 @@ def _ensure_commit(git: Git, sha: str, remote: str) -> None:
         raise BranchRefused(f"commit {sha} is not in this repository or on {remote}; pass a pushed commit")
 
 
-def check_branch(git: Git, sha: str, base: str, incoming: Path | str, remote: str = "origin") -> BranchCheck:
-    """Every path `sha` changes since its merge-base with `base`, and those a data branch may not change."""
+def check_branch(
+    git: Git, sha: str, base: str, incoming: Path | str, remote: str = "origin", also: tuple[str, ...] = ()
+) -> BranchCheck:
+    """Every path `sha` changes since its merge-base with `base`, and those a data branch may not change.
+
+    `also`: files allowed besides `incoming` (the pointer files of a promotion's pull request).
+    """
     prefix = incoming_prefix(incoming)
     _ensure_commit(git, sha, remote)
     sha = git.rev_parse(sha)
@@ -125,14 +139,14 @@ def check_branch(git: Git, sha: str, base: str, incoming: Path | str, remote: st
             continue
         old_mode, new_mode = meta[1:].split()[:2]
         changed.append(path)
-        offences.extend(_judge(path, (old_mode, new_mode), prefix))
-    return BranchCheck(sha, base, merge_base, prefix, tuple(changed), tuple(offences))
+        offences.extend(_judge(path, (old_mode, new_mode), prefix, also))
+    return BranchCheck(sha, base, merge_base, prefix, tuple(changed), tuple(offences), also)
 
 
-def _judge(path: str, modes: tuple[str, str], prefix: str) -> list[Offence]:
+def _judge(path: str, modes: tuple[str, str], prefix: str, also: tuple[str, ...]) -> list[Offence]:
     reasons = []
-    if not path.startswith(prefix):
-        reasons.append(f"outside {prefix}")
+    if not path.startswith(prefix) and path not in also:
+        reasons.append(f"outside {prefix}" + (" and the pointer files" if also else ""))
     if SYMLINK in modes:
         reasons.append("symlink")
     if SUBMODULE in modes:
@@ -150,12 +164,14 @@ def shown(path: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def guard_branch(project: Project, sha: str, base: str | None = None) -> BranchCheck:
+def guard_branch(
+    project: Project, sha: str, base: str | None = None, also: tuple[str, ...] = ()
+) -> BranchCheck:
     """Check `sha` against its merge-base with `base` (default: git.remote/git.base_branch, fetched)."""
     git = Git(project.root)
     cfg = project.settings.git
     base_ref = resolve_base(git, cfg.remote, cfg.base_branch, base)
-    return check_branch(git, sha, base_ref, project.settings.data.incoming, cfg.remote)
+    return check_branch(git, sha, base_ref, project.settings.data.incoming, cfg.remote, also)
 
 
 def take_incoming(project: Project, sha: str, out: Path, base: str | None = None) -> list[Path]:

@@ -71,7 +71,7 @@ def publish_promotion(
         branch = current
     if top is None or branch is None:
         if files is not None:
-            _copy_files(files, project.root, _pointer_files(project))
+            _copy_files(files, project.root, pointer_files(project))
         return NOT_ON_DATA_BRANCH
     if not branch.startswith(prefix):
         raise UsageError(
@@ -87,7 +87,7 @@ def publish_promotion(
         _take_in_main(tree, project)
         if files is not None:
             _check_built_on_main(project, files, root)
-        _copy_files(files or project.root, root, _pointer_files(project))
+        _copy_files(files or project.root, root, pointer_files(project))
         commit_pointers(tree, tree.toplevel(), dataclasses.replace(project, root=root))
         if pushed is not None:
             _supersede(tree, pushed)
@@ -98,7 +98,7 @@ def publish_promotion(
         if current != branch and host.name == "local":
             tree.run("branch", "--quiet", "--force", branch, "HEAD")  # the local host merges this ref
         return host.publish(
-            branch, _title(root / _pointer_files(project)[1], branch), _body(dataset_summary, gate_markdown)
+            branch, _title(root / pointer_files(project)[1], branch), _body(dataset_summary, gate_markdown)
         )
 
 
@@ -214,7 +214,7 @@ def _identity(git: Git) -> tuple[str, ...]:
     return () if git.run("config", "user.email", check=False) else BOT_IDENTITY
 
 
-def _pointer_files(project: Project) -> list[Path]:
+def pointer_files(project: Project) -> list[Path]:
     """The pointer files, relative to the project root."""
     pointer_dir = Path(project.settings.tracking.pointer_dir)
     return [Path(project.settings.data.pointer), pointer_dir / CURRENT_FILE, pointer_dir / HISTORY_FILE]
@@ -240,7 +240,7 @@ def commit_pointers(git: Git, top: Path, project: Project) -> bool:
         keep = [p for p in tracked if Path(p).name in IGNORED_NAMES]
         if keep:  # the placeholder keeps the folder where people drop new pairs
             git.run("checkout", "HEAD", "--", *keep)
-    candidates = [project.path(p) for p in _pointer_files(project)]
+    candidates = [project.path(p) for p in pointer_files(project)]
     present = [_relative(p, top) for p in candidates if p.exists()]
     if present:
         git.run("add", "--", *present)
