@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -224,3 +226,29 @@ def test_real_data_first_40_pairs(tmp_path: Path) -> None:
     assert sorted(codes["exif_rotated"]) == sorted(rotated)
     assert "non_binary_mask" in codes  # masks are JPEG
     assert set(codes) <= {"exif_rotated", "non_binary_mask"}
+
+
+def test_postscript_named_png_is_refused_without_running_ghostscript(
+    dataset: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    root, ids = dataset
+    (root / f"images/{ids[0]}.png").write_text(
+        "%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nshowpage\n"
+    )
+    ran = tmp_path / "gs-ran"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexit 1\n')  # a stand-in Ghostscript
+    (bin_dir / "gs").chmod(0o755)
+    code = (
+        "import json, sys; from wms.data import validate_dataset; "
+        f"report = validate_dataset(sys.argv[1], size={SIZE}, workers=1); "
+        "print(json.dumps([(i.code, i.path, i.message) for i in report.issues]))"
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True, env=env
+    )
+    assert not ran.exists(), f"validation ran gs {ran.read_text()!r}"
+    [(code_, path, message)] = json.loads(done.stdout)
+    assert (code_, path) == ("unreadable", f"images/{ids[0]}.png") and "neither PNG nor JPEG" in message

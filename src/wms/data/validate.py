@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from wms.data._pool import parallel_map
 from wms.data.pairs import Pair, find_pairs
@@ -24,6 +24,9 @@ from wms.errors import UsageError
 
 WARNING_CODES = frozenset({"empty_mask", "exif_rotated"})
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+# The only decoders a pushed file may reach: by its content Pillow would pick any of its formats,
+# EPS among them, which runs Ghostscript (`gs`) on the file's PostScript.
+_DECODERS = ("PNG", "JPEG")
 # EXIF orientations 5-8 turn the picture by 90 degrees, so width and height swap; 0 is invalid and ignored.
 _ORIENTATIONS = range(2, 9)
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
@@ -115,7 +118,7 @@ def _open(
     """
     img: Image.Image | None = None
     try:
-        img = Image.open(path)
+        img = Image.open(path, formats=_DECODERS)
         w, h = img.size
         if size is not None and w * h > size * size:
             img.close()
@@ -124,6 +127,10 @@ def _open(
             return None
         img.load()  # decoding everything is the only way to catch truncated files
         orientation = int(img.getexif().get(0x0112, 1) or 1)
+    except UnidentifiedImageError:
+        message = "content is neither PNG nor JPEG: save it as the PNG or JPEG its extension says"
+        result.issues.append(_issue("unreadable", rel, message))
+        return None
     except Exception as exc:  # any decoder failure is a property of the file, not a bug here
         if img is not None:
             img.close()
@@ -191,7 +198,7 @@ def _fingerprint(image: Image.Image) -> str:
 
 def _same_pixels(a: Path, b: Path) -> bool:
     """Whether two readable images decode to identical pixels (same mode and size)."""
-    with Image.open(a) as first, Image.open(b) as second:
+    with Image.open(a, formats=_DECODERS) as first, Image.open(b, formats=_DECODERS) as second:
         if first.mode != second.mode or first.size != second.size:
             return False
         return first.tobytes() == second.tobytes()
