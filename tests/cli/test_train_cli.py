@@ -57,3 +57,49 @@ def test_a_checkpoint_that_cannot_be_used_is_one_line_before_any_training(
     folder = cli("train", batch, "--epochs", "1", "--checkpoint", tmp_path)
     assert folder.exit_code == 2
     assert folder.output.startswith(f"error: --checkpoint {tmp_path} is a folder; name a file")
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        ("13.0", "built for CUDA 13.0: the NVIDIA driver must be loaded and support CUDA 13.0 or newer"),
+        (None, "the CPU build of torch: install its CUDA build"),
+    ],
+    ids=["cuda-wheel", "cpu-wheel"],
+)
+def test_the_gpu_recipe_where_torch_sees_no_gpu_is_one_line_not_a_run_on_the_cpu(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    build: str | None,
+    reason: str,
+) -> None:
+    # The GPU instance whose driver torch cannot use (none loaded, or older than the CUDA its
+    # wheel was built for), or a CPU build of torch there: torch.cuda.is_available() is False.
+    # Before, the gpu recipe then trained on the CPU without a word, into a model the gate
+    # turned down.
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", build)
+    batch = make_batch(count=12)
+    result = cli("train", batch, "--recipe", "gpu", "--epochs", "1", "--image-size", "32")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: train.recipe 'gpu' trains on a GPU, but torch "), result.output
+    assert reason in result.output and result.output.rstrip().endswith("with train.recipe=cpu")
+    assert "epoch " not in result.output  # stopped before training
+    # Training on the CPU stays one setting away.
+    on_cpu = cli(
+        "--set",
+        "train.device='cpu'",
+        "train",
+        batch,
+        "--recipe",
+        "gpu",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+    )
+    assert on_cpu.exit_code == 0, on_cpu.output

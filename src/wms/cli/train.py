@@ -52,7 +52,10 @@ def train(
     compute = project.settings.compute
     dist = from_env(os.environ)  # set by torchrun in each of its processes
     if not compute.trains_remotely:
-        wanted = devices_wanted(project.settings.train.devices, resolve_device(project.settings.train.device))
+        wanted = devices_wanted(
+            project.settings.train.devices,
+            resolve_device(project.settings.train.device, project.settings.train.recipe),
+        )
         if wanted > 1 and not dist.active:
             console.print(f"training in {wanted} processes under torchrun (DDP)", highlight=False)
             raise typer.Exit(run_under_torchrun(wanted, sys.argv[1:]))

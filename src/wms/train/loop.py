@@ -39,6 +39,7 @@ from wms.train.model import (
 from wms.train.precision import Precision, choose_precision
 from wms.train.preprocess import scale
 from wms.train.progress import SilentReporter, TrainReporter
+from wms.train.recipes import RECIPES
 from wms.train.schedule import learning_rate
 from wms.train.second_stage import refine_spec, train_second_stage
 from wms.train.segmenter import ModelSpec, Segmenter
@@ -60,12 +61,27 @@ class TrainResult:
     refine: dict[str, float] = field(default_factory=dict)  # how the second stage trained, if any
 
 
-def resolve_device(wanted: str) -> str:
-    """`auto` picks CUDA when present."""
+def resolve_device(wanted: str, recipe: str = "") -> str:
+    """`auto` picks CUDA when present; `cuda` (the gpu recipe's) where torch sees none is an error,
+    never a run on the CPU: a driver missing, not loaded, or older than the CUDA that torch's
+    wheel was built for all read as `torch.cuda.is_available()` False."""
     if wanted == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise TrainError("train.device is 'cuda' but no CUDA device is visible; set train.device=auto or cpu")
+        by_recipe = RECIPES.get(recipe, {}).get("device") == "cuda"
+        who = f"train.recipe {recipe!r} trains on a GPU" if by_recipe else "train.device is 'cuda'"
+        build = torch.version.cuda
+        why = (
+            f"built for CUDA {build}: the NVIDIA driver must be loaded and support CUDA {build} or newer, "
+            "which `nvidia-smi` shows at its top right"
+            if build
+            else "the CPU build of torch: install its CUDA build"
+        )
+        instead = "train.recipe=cpu" if by_recipe else "train.device=auto or cpu"
+        raise TrainError(
+            f"{who}, but torch {torch.__version__} sees no CUDA device ({why}); "
+            f"mend that on this machine, or train on the CPU with {instead}"
+        )
     return wanted
 
 
@@ -172,7 +188,7 @@ def train(
                 "a second stage (train.refine_epochs) trains in one process: set train.devices = 1"
             )
         refine_spec(cfg)  # a bad refine_size fails now, not after the first network's minutes
-    with process_group(dist, resolve_device(cfg.device)) as device:
+    with process_group(dist, resolve_device(cfg.device, cfg.recipe)) as device:
         result = _fit(cfg, train_pairs, val_pairs, reporter, cache_dir, checkpoint, dist, device)
         if cfg.refine_epochs:
             # Not checkpointed: a job resumed after the first network trains the second again.

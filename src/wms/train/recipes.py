@@ -69,7 +69,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "refine_depth": 4,
     },
     # One data-centre GPU (H100 class), about 5 minutes: full resolution, a wider network.
+    # device cuda: where torch sees no GPU this recipe stops with the reason (wms.train.loop)
+    # instead of training its 512 px network on the CPU into a model the gate turns down.
     "gpu": {
+        "device": "cuda",
         "image_size": 512,
         "base_channels": 32,
         "depth": 4,
