@@ -82,6 +82,26 @@ def device_info() -> dict[str, Any]:
     }
 
 
+def no_cuda_reason() -> str:
+    """Why torch sees no GPU, as far as torch's build and nvidia-smi tell: on a GPU machine a
+    driver older than the CUDA of torch's wheel reads just like no GPU at all."""
+    import torch
+
+    build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "the CPU build"
+    driver = nvidia_smi("driver_version")
+    if shutil.which("nvidia-smi") is None:
+        machine = "no nvidia-smi: no NVIDIA driver is installed here"
+    elif driver is None:
+        machine = "nvidia-smi finds no GPU: the NVIDIA driver is not loaded"
+    else:
+        machine = f"NVIDIA driver {driver}, which `nvidia-smi` shows the newest CUDA it supports beside"
+    return (
+        f"no CUDA device visible to torch {torch.__version__} ({build}; {machine}); "
+        "on a GPU machine install torch's CUDA build or a driver that supports its CUDA, "
+        "elsewhere run with --dry-run"
+    )
+
+
 def nvidia_smi(query: str) -> str | None:
     if shutil.which("nvidia-smi") is None:
         return None
@@ -195,7 +215,7 @@ def main() -> int:
         import torch
 
         if not torch.cuda.is_available():
-            print("no CUDA device visible: run with --dry-run here, or on the GPU machine", file=sys.stderr)
+            print(no_cuda_reason(), file=sys.stderr)
             return 2
         step(results, "device", device_info)
         step(results, "gpu_tests", gpu_tests)
