@@ -162,6 +162,28 @@ def test_duplicate_image(dataset: tuple[Path, list[str]]) -> None:
     assert ids[0] in report.issues[0].message and not report.ok
 
 
+@pytest.mark.parametrize("copy", ["re-encoded", "resized"])
+def test_a_re_saved_copy_of_a_test_photo_under_a_new_name_is_a_duplicate(tmp_path: Path, copy: str) -> None:
+    # A corrected mask pushed with the photo re-saved by the labelling tool, under a new name:
+    # the new id hashes into train while the original is in test.
+    from wms.data.splits import split_of
+
+    root = tmp_path / "ds"
+    ids = synthesize(root, 12, size=128, seed=3)
+    original = next(i for i in ids if split_of(i, 0.15, 0.15) == "test")
+    again = next(n for k in range(100) if split_of(n := f"{original}-fixed{k}", 0.15, 0.15) == "train")
+    photo = Image.open(root / f"images/{original}.png").convert("RGB")
+    if copy == "resized":
+        photo = photo.resize((100, 100), Image.Resampling.BILINEAR).resize((128, 128))
+    photo.save(root / f"images/{again}.jpg", quality=80)
+    shutil.copy(root / f"masks/{original}.png", root / f"masks/{again}.png")
+
+    report = validate_dataset(root, size=128)
+
+    assert _codes(report)["duplicate"] == [f"images/{again}.jpg"]
+    assert f"images/{original}.png" in report.issues[0].message and not report.ok
+
+
 def test_bad_mode_image_and_mask(dataset: tuple[Path, list[str]]) -> None:
     root, ids = dataset
     Image.open(root / f"images/{ids[0]}.png").convert("RGBA").save(root / f"images/{ids[0]}.png")

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from wms.data._pool import parallel_map
+from wms.data.lookalike import near_twins, picture_hash
 from wms.data.pairs import Pair, find_pairs
 from wms.errors import UsageError
 
@@ -99,6 +100,7 @@ class _PairResult:
     image_size: str | None = None
     foreground: float | None = None
     image_hash: str | None = None
+    picture_hash: int | None = None
 
 
 def _issue(code: str, path: str, message: str) -> Issue:
@@ -248,6 +250,7 @@ def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
                 )
             )
         result.image_hash = _fingerprint(image)
+        result.picture_hash = picture_hash(image)
     if mask is not None:
         histogram = _mask_histogram(mask)
         if histogram is None:
@@ -312,6 +315,25 @@ def _find_duplicate(pair: Pair, seen: list[Pair]) -> Pair | None:
     return None
 
 
+def _lookalikes(pictures: list[tuple[Pair, int]], exact: set[str], root: Path) -> list[Issue]:
+    """A `duplicate` for each photo that is another's picture in other bytes (re-encoded, resized)."""
+    issues = []
+    for first, later in near_twins([h for _, h in pictures]):
+        original, pair = pictures[first][0], pictures[later][0]
+        if pair.id in exact:
+            continue
+        issues.append(
+            _issue(
+                "duplicate",
+                pair.image.relative_to(root).as_posix(),
+                f"the same picture as {original.image.relative_to(root).as_posix()} (re-encoded or "
+                "resized): under two names one photo can be trained on and tested on; remove one of the "
+                "two pairs",
+            )
+        )
+    return issues
+
+
 def validate_dataset(
     root: Path,
     size: int | None = 512,
@@ -349,15 +371,20 @@ def validate_dataset(
     sizes: Counter[str] = Counter()
     foreground: list[float] = []
     by_hash: dict[str, list[Pair]] = {}
+    exact: set[str] = set()
+    pictures: list[tuple[Pair, int]] = []
     for pair, result in zip(scan.pairs, _check_all(scan.pairs, root, size, workers), strict=True):
         issues.extend(result.issues)
         if result.image_size is not None:
             sizes[result.image_size] += 1
         if result.foreground is not None:
             foreground.append(result.foreground)
+        if result.picture_hash is not None:
+            pictures.append((pair, result.picture_hash))
         if result.image_hash is not None:
             original = _find_duplicate(pair, by_hash.setdefault(result.image_hash, []))
             if original is not None:
+                exact.add(pair.id)
                 issues.append(
                     _issue(
                         "duplicate",
@@ -368,6 +395,7 @@ def validate_dataset(
                 )
         if progress is not None:
             progress()
+    issues.extend(_lookalikes(pictures, exact, root))
     stats: dict[str, Any] = {
         "pairs": len(scan.pairs),
         "image_sizes": dict(sorted(sizes.items())),
