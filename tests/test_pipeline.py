@@ -11,7 +11,7 @@ import pytest
 
 from wms.config import load_settings, parse_overrides
 from wms.data.store import open_store
-from wms.errors import ConflictError, DataError, WmsError
+from wms.errors import BatchError, ConflictError, DataError, WmsError
 from wms.pipeline import Pipeline, StageRecord
 from wms.registry import MlflowRegistry
 from wms.train.run import WORST_LOGGED
@@ -307,3 +307,24 @@ def test_a_run_stopped_at_publish_resumes_in_the_project_moved_since(
     resumed = Pipeline(project, MlflowRegistry(project), Recorder()).resume(run_id)
     assert resumed.status == "ok" and resumed.promoted, resumed.summary
     assert json.loads((moved / "models" / "production_current.json").read_text())["to_version"] == "1"
+
+
+def test_a_first_batch_with_no_test_pair_is_rejected_before_compute_starts(
+    project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    # A first small batch whose ids all hash into train or val: no model could be judged on it.
+    from wms.data.splits import split_of
+
+    batch = make_batch("small", count=6, seed=4)
+    for image in sorted((batch / "images").iterdir()):
+        if split_of(image.stem, 0.15, 0.15) == "test":
+            image.unlink()
+            (batch / "masks" / image.name).unlink()
+    assert len(list((batch / "images").iterdir())) >= 3
+    with pytest.raises(BatchError, match="test split") as raised:
+        run(project_dir, batch)
+    assert "push these pairs again with more" in str(raised.value)
+    assert open_store(load_settings(start=project_dir)).versions() == []  # nothing stored
+    run_dir = next((project_dir / ".wms" / "runs").iterdir())
+    stages = {s["name"]: s["status"] for s in json.loads((run_dir / "run.json").read_text())["stages"]}
+    assert stages["validate"] == "failed" and stages["start_compute"] == "skipped"

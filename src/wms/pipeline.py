@@ -370,6 +370,13 @@ class Pipeline:
             return None
         with self.stage(run, "validate") as st:
             st.outcome = validate_merged(dataset, settings.data.size, run.run_dir, batch_files(plan), base)
+            if not any(entry["split"] == "test" for entry in plan.pairs.values()):
+                # Training and the gate need test images; a retry would start compute to find that again.
+                raise BatchError(
+                    f"none of the {len(plan.pairs)} pairs of the merged dataset falls in the test split "
+                    f"(data.test_fraction = {settings.data.test_fraction:g}, by a hash of each id), so no "
+                    "model can be judged on it; push these pairs again with more — nothing was stored"
+                )
             version = self.store.ingest(dataset, base).version
             run.outputs["dataset_version"] = version
         return version
