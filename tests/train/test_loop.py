@@ -11,6 +11,7 @@ from tests.conftest import interrupted_after
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
 from wms.errors import TrainError
+from wms.train.checkpoint import epochs_held
 from wms.train.loop import train
 from wms.train.segmenter import Segmenter
 
@@ -198,7 +199,7 @@ def test_a_resumed_run_keeps_its_moving_average(
     checkpoint = tmp_path / "run.ckpt"
     with pytest.raises(KeyboardInterrupt):
         train(cfg, pairs[:18], pairs[18:], interrupted_after(2), checkpoint=checkpoint)
-    assert loop.epochs_held(checkpoint) == 2  # what a job started again says it goes on after
+    assert epochs_held(checkpoint) == 2  # what a job started again says it goes on after
     resumed = train(cfg, pairs[:18], pairs[18:], checkpoint=checkpoint)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
     assert whole.best_epoch == resumed.best_epoch == 4  # weights averaged across the interruption
@@ -228,7 +229,7 @@ def test_a_stop_between_the_checkpoint_and_the_report_waits_for_the_report(
     with pytest.raises(Interrupted), signals_raise():
         train(TrainSettings(**TINY), pairs[:18], pairs[18:], StoppedWhileReporting(), checkpoint=checkpoint)
     assert reported == [1]
-    assert loop.epochs_held(checkpoint) == 1  # the job started again goes on from epoch 2, as reported
+    assert epochs_held(checkpoint) == 1  # the job started again goes on from epoch 2, as reported
 
 
 def test_a_resumed_run_trains_only_what_is_left_of_its_time_budget(

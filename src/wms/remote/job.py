@@ -116,7 +116,7 @@ def _train(job_dir: Path) -> None:
     from wms.registry import MlflowRegistry
     from wms.remote.reclaim import resuming_from
     from wms.runs import save_trained
-    from wms.train.loop import epochs_held
+    from wms.train.checkpoint import epochs_held
     from wms.train.run import train_and_log
 
     spec = json.loads((job_dir / JOB_FILE).read_text())
