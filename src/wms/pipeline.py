@@ -41,10 +41,17 @@ from wms.compute import DEFAULT_HOLDER, Compute, Notify, make_compute, quiet
 from wms.compute.hold import ComputeHold
 from wms.config import Project
 from wms.data.lease import LeaseHeld, default_owner, lease, left_by_dead_process, renew
-from wms.data.merge import batch_files, merge_into, prepare_incoming, restore, validate_merged
+from wms.data.merge import (
+    batch_files,
+    check_test_split,
+    merge_into,
+    prepare_incoming,
+    restore,
+    validate_merged,
+)
 from wms.data.pointer import pointed_version
 from wms.data.store import open_store
-from wms.errors import BackendError, BatchError, MainMoved, UsageError, WmsError
+from wms.errors import BackendError, UsageError, WmsError
 from wms.gate import GateDecision
 from wms.gating import gate_candidate
 from wms.guards import Heartbeat, Interrupted, signals_raise
@@ -205,23 +212,7 @@ class Pipeline:
             self._stages(run, keep)
             run.status = "ok"
         except BaseException as exc:
-            run.status = "failed"
-            run.failed_stage = next((s for s in STAGES if run.stages[s].status == "failed"), None)
-            what = str(exc) if isinstance(exc, WmsError | Interrupted) else type(exc).__name__
-            where = f" at {run.failed_stage}" if run.failed_stage else ""
-            # Only the batch's own fault rejects it; a broken store or main leaves it to the sweeper.
-            fault = "rejected" if isinstance(exc, BatchError) else "failed"
-            if run.promoted and run.outputs.get("merged") and run.outputs.get("batch"):
-                # Main has the batch: only the alias or the deployment is left, and a new run of
-                # the batch would find nothing new in it.
-                fault = "promoted"
-                run.next_step = "main has the batch; `wms model reconcile --deploy` finishes the rest"
-            elif fault == "rejected" and run.outputs.get("batch"):  # finished: resume refuses it
-                run.next_step = "fix the pairs and push them again (a new data branch)"
-            elif not isinstance(exc, MainMoved):  # a batch built on an old main is run again, not resumed
-                run.next_step = f"continue with `wms pipeline resume {run.run_id}`"
-            run.summary = f"failed{where}: {what}" + (f"; {run.next_step}" if run.next_step else "")
-            record_outcome(self.batches, run, fault, self.notify)
+            record_outcome(self.batches, run, run.fail(exc), self.notify)
             raise
         finally:
             self.hold.safety_net(run)
@@ -370,13 +361,7 @@ class Pipeline:
             return None
         with self.stage(run, "validate") as st:
             st.outcome = validate_merged(dataset, settings.data.size, run.run_dir, batch_files(plan), base)
-            if not any(entry["split"] == "test" for entry in plan.pairs.values()):
-                # Training and the gate need test images; a retry would start compute to find that again.
-                raise BatchError(
-                    f"none of the {len(plan.pairs)} pairs of the merged dataset falls in the test split "
-                    f"(data.test_fraction = {settings.data.test_fraction:g}, by a hash of each id), so no "
-                    "model can be judged on it; push these pairs again with more — nothing was stored"
-                )
+            check_test_split(plan, settings.data.test_fraction)
             version = self.store.ingest(dataset, base).version
             run.outputs["dataset_version"] = version
         return version

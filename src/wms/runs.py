@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from wms.errors import ConfigError, UsageError, WmsError
+from wms.errors import BatchError, ConfigError, MainMoved, UsageError, WmsError
 from wms.files import write_text_atomic
 from wms.gate import GateDecision, MetricComparison, RuleVerdict
+from wms.guards import Interrupted
 from wms.scores import ImageScore
 
 # The dataset version of a run on a folder as it is (`wms train DIR`), not a version of the store.
@@ -98,6 +99,29 @@ class PipelineRun:
             return cls(run_dir=run_dir, stages=stages, **{k: v for k, v in body.items() if k in simple})
         except (ValueError, TypeError, KeyError, AttributeError):
             raise unreadable(path) from None
+
+    def fail(self, exc: BaseException) -> str:
+        """Record the run as failed by `exc`, with what to do next; the batch's outcome.
+
+        Only the batch's own fault (BatchError) rejects it; a broken store or main leaves it to
+        the sweeper, and a batch main already has is promoted whatever failed after.
+        """
+        self.status = "failed"
+        self.failed_stage = next((s for s in STAGES if self.stages[s].status == "failed"), None)
+        what = str(exc) if isinstance(exc, WmsError | Interrupted) else type(exc).__name__
+        where = f" at {self.failed_stage}" if self.failed_stage else ""
+        fault = "rejected" if isinstance(exc, BatchError) else "failed"
+        if self.promoted and self.outputs.get("merged") and self.outputs.get("batch"):
+            # Main has the batch: only the alias or the deployment is left, and a new run of the
+            # batch would find nothing new in it.
+            fault = "promoted"
+            self.next_step = "main has the batch; `wms model reconcile --deploy` finishes the rest"
+        elif fault == "rejected" and self.outputs.get("batch"):  # finished: resume refuses it
+            self.next_step = "fix the pairs and push them again (a new data branch)"
+        elif not isinstance(exc, MainMoved):  # a batch built on an old main is run again, not resumed
+            self.next_step = f"continue with `wms pipeline resume {self.run_id}`"
+        self.summary = f"failed{where}: {what}" + (f"; {self.next_step}" if self.next_step else "")
+        return fault
 
     def recorded_path(self, key: str) -> Path | None:
         """A file or folder of this run that its outputs name (`gate_report`, `promotion_files`),

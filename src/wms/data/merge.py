@@ -63,6 +63,17 @@ def batch_files(plan: IngestPlan) -> set[str]:
     return files | {f"{orphan.parent.name}/{orphan.name}" for orphan in plan.orphans}
 
 
+def check_test_split(plan: IngestPlan, test_fraction: float) -> None:
+    """BatchError when no pair of the merged dataset falls in the test split (a first small batch):
+    training and the gate need test images, and a retry would start compute to find that again."""
+    if not any(entry["split"] == "test" for entry in plan.pairs.values()):
+        raise BatchError(
+            f"none of the {len(plan.pairs)} pairs of the merged dataset falls in the test split "
+            f"(data.test_fraction = {test_fraction:g}, by a hash of each id), so no "
+            "model can be judged on it; push these pairs again with more — nothing was stored"
+        )
+
+
 def validate_merged(
     dataset: Path, size: int, report_dir: Path, new_files: set[str], base: str | None = None
 ) -> str:
