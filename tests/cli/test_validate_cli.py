@@ -60,3 +60,23 @@ def test_every_defect_is_reported_on_its_path(
     severities = {i["code"]: i["severity"] for i in report["issues"]}
     assert severities["empty_mask"] == severities["exif_rotated"] == "warning"
     assert severities["missing_mask"] == severities["duplicate"] == "error"
+
+
+def test_a_batch_pushed_without_its_masks_folder_is_reported_as_invalid(
+    cli: Callable[..., Any], make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    # What `wms vcs take-incoming` writes when only images were pushed: the report (JSON, and the
+    # Markdown the workflow posts as a commit comment) must exist and name every lonely photo.
+    batch = tmp_path / "incoming"
+    shutil.copytree(make_batch("clean", count=2) / "images", batch / "images")
+    report_path, markdown = tmp_path / "report.json", tmp_path / "report.md"
+    result = cli("data", "validate", batch, "--size", "64", "--json", report_path, "--markdown", markdown)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    report = json.loads(report_path.read_text())
+    assert report["ok"] is False and report["pairs"] == 0
+    assert [i["code"] for i in report["issues"]] == ["missing_mask", "missing_mask"]
+    assert "missing_mask" in markdown.read_text()
+    (batch / "images").rename(batch / "photos")  # neither folder: nothing to pair at all
+    result = cli("data", "validate", batch, "--json", report_path, "--markdown", markdown)
+    assert result.exit_code == 1
+    assert [i["code"] for i in json.loads(report_path.read_text())["issues"]] == ["no_pairs"]

@@ -43,17 +43,21 @@ def _image_files(folder: Path) -> dict[str, list[Path]]:
     return by_stem
 
 
-def find_pairs(root: Path) -> PairScan:
-    """Scan `root/images` and `root/masks` and pair files by stem."""
+def find_pairs(root: Path, missing_ok: bool = False) -> PairScan:
+    """Scan `root/images` and `root/masks` and pair files by stem.
+
+    `missing_ok`: a missing images/ or masks/ holds no files (validation then reports each file
+    of the other as lacking its partner) instead of stopping the scan.
+    """
     root = Path(root)
     if not root.is_dir():
         what = "is a file" if root.exists() else "does not exist"
         raise DataError(f"dataset folder {root} {what}: {_LAYOUT_HINT}")
     for sub in ("images", "masks"):
-        if not (root / sub).is_dir():
+        if not (root / sub).is_dir() and not missing_ok:
             raise DataError(f"no {sub}/ folder in {root}: {_LAYOUT_HINT}")
-    images = _image_files(root / "images")
-    masks = _image_files(root / "masks")
+    images = _image_files(root / "images") if (root / "images").is_dir() else {}
+    masks = _image_files(root / "masks") if (root / "masks").is_dir() else {}
     for kind, found in (("images", images), ("masks", masks)):
         clashes = sorted(stem for stem, paths in found.items() if len(paths) > 1)
         if clashes:

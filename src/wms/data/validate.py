@@ -346,7 +346,7 @@ def validate_dataset(
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1, got {workers}")
     root = Path(root)
-    scan = find_pairs(root)
+    scan = find_pairs(root, missing_ok=True)  # a batch without masks/ is invalid data, reported as such
     issues: list[Issue] = []
     for path in scan.missing_mask:
         issues.append(
