@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -80,3 +81,17 @@ def test_a_batch_pushed_without_its_masks_folder_is_reported_as_invalid(
     result = cli("data", "validate", batch, "--json", report_path, "--markdown", markdown)
     assert result.exit_code == 1
     assert [i["code"] for i in json.loads(report_path.read_text())["issues"]] == ["no_pairs"]
+
+
+def test_inside_github_actions_the_verdict_goes_to_the_step_outputs_and_summary(
+    cli: Callable[..., Any], make_batch: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs, summary = tmp_path / "outputs", tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    batch = make_batch("clean", count=3)
+    (batch / "masks" / sorted(p.name for p in (batch / "masks").iterdir())[0]).unlink()
+    assert cli("data", "validate", batch, "--size", "64").exit_code == 1
+    assert outputs.read_text().splitlines() == ["ok=false", "pairs=2", "errors=1", "warnings=0"]
+    said = summary.read_text()
+    assert "**Dataset NOT ok**: 2 pairs, 1 errors, 0 warnings" in said and "| missing_mask |" in said

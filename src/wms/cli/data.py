@@ -46,6 +46,8 @@ def validate(
     any_size: bool = typer.Option(False, "--any-size", help="Skip the size check (raw, unprepared data)."),
 ) -> None:
     """Check every pair; exit 0 when valid, 1 when not, 2 on a wrong path. Issues say how to fix them."""
+    from wms.report import write_github_output, write_step_summary
+
     if not directory.is_dir():  # a wrong path is the caller's mistake, not invalid data
         what = "is a file" if directory.exists() else "does not exist"
         raise UsageError(f"{directory} {what}: name a dataset folder, one holding images/ and masks/")
@@ -58,6 +60,15 @@ def validate(
     if markdown_out:
         markdown_out.parent.mkdir(parents=True, exist_ok=True)
         markdown_out.write_text(report.to_markdown())
+    write_github_output(
+        {
+            "ok": str(report.ok).lower(),
+            "pairs": str(report.pairs),
+            "errors": str(len(report.errors)),
+            "warnings": str(len(report.warnings)),
+        }
+    )
+    write_step_summary(f"### Validation of {directory}\n\n{report.to_markdown()}")
     if len(report.issues) > LISTED:
         _print_kinds(report.issues)
     elif report.issues:
