@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from wms.config import load_settings
 from wms.registry import MlflowRegistry
 
@@ -54,3 +56,24 @@ def test_on_a_branch_the_move_waits_for_main(
     assert moved.exit_code == 0, moved.output
     assert "production moves when this reaches main" in moved.output
     assert MlflowRegistry(load_settings()).production() is None
+
+
+def test_inside_github_actions_the_move_goes_to_the_step_outputs_and_summary(
+    repo: Repo,
+    cli: Callable[..., Any],
+    exported_model: Path,
+    register_model: Callable[..., str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    v1 = register_model(repo.work, exported_model, promote=False)
+    v2 = register_model(repo.work, exported_model, promote=False)
+    for version in (v1, v2):
+        assert cli("model", "promote", version, "--reason", "reviewed").exit_code == 0
+    repo.git("revert", "--no-edit", "HEAD")  # main names v1 again; the release workflow reconciles
+    outputs, summary = tmp_path / "outputs", tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert cli("model", "reconcile").exit_code == 0
+    assert outputs.read_text().splitlines() == [f"model_version={v1}", f"was={v2}", "moved=true"]
+    assert f"production moved to version {v1} (was {v2}), as main says" in summary.read_text()

@@ -192,11 +192,16 @@ def reconcile(
     version production had. With --deploy, the version is also deployed to `deploy.target`.
     """
     from wms.production import reconcile as follow_main
+    from wms.report import write_github_output, write_step_summary
 
     project = state(ctx).project()
     registry = MlflowRegistry(project)
     result = follow_main(registry, project.path(project.settings.tracking.pointer_dir))
     console.print(result.summary, highlight=False)
+    write_github_output(
+        {"model_version": result.wanted or "", "was": result.was or "", "moved": str(result.moved).lower()}
+    )
+    write_step_summary(f"### Production\n\n{result.summary}\n")
     if deploy and result.wanted is not None:
         from wms.cli.compute import note
         from wms.deploy import make_deployer
