@@ -93,6 +93,19 @@ def test_validate_names_a_missing_folder(cli: Callable[..., Any], tmp_path: Path
     assert result.output.startswith(f"error: {tmp_path / 'photo.jpg'} is a file: name a dataset folder")
 
 
+def test_validate_calls_a_report_path_it_cannot_write_a_usage_error(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    # Exit 1 would tell CI that valid data is invalid.
+    assert cli("data", "synth", tmp_path / "d", "--count", "2", "--size", "64").exit_code == 0
+    (tmp_path / "taken").write_text("a file where a folder is needed")
+    for option in ("--json", "--markdown"):
+        result = cli("data", "validate", tmp_path / "d", "--size", "64", option, tmp_path / "taken" / "r")
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert result.output.startswith(f"error: {tmp_path / 'taken'}")
+        assert "a file is in the way" in result.output
+
+
 @pytest.mark.slow
 def test_train_prints_run_id_and_scores(
     cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]

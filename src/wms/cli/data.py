@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from wms.cli._common import WmsGroup, console, progress_bar, state, styled
+from wms.cli._common import WmsGroup, console, describe_os_error, progress_bar, state, styled
 from wms.data.prepare import RESIZE_MODES, ResizeMode, prepare_dataset
 from wms.data.synth import synthesize
 from wms.data.validate import Issue, validate_dataset
@@ -55,11 +55,9 @@ def validate(
     with progress_bar("validating", None) as advance:
         report = validate_dataset(directory, size=required, progress=advance)
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        _write_report(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
     if markdown_out:
-        markdown_out.parent.mkdir(parents=True, exist_ok=True)
-        markdown_out.write_text(report.to_markdown())
+        _write_report(markdown_out, report.to_markdown())
     write_github_output(
         {
             "ok": str(report.ok).lower(),
@@ -83,6 +81,16 @@ def validate(
         f"— {report.pairs} pairs, {len(report.errors)} error(s), {len(report.warnings)} warning(s)",
     )
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _write_report(path: Path, text: str) -> None:
+    """Write a report file; a path that cannot be written is a usage error (exit 2), since exit 1
+    says the data is invalid."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise UsageError(describe_os_error(exc)) from None
 
 
 def _print_kinds(issues: list[Issue]) -> None:
