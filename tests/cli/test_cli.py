@@ -93,6 +93,18 @@ def test_validate_names_a_missing_folder(cli: Callable[..., Any], tmp_path: Path
     assert result.output.startswith(f"error: {tmp_path / 'photo.jpg'} is a file: name a dataset folder")
 
 
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_validate_calls_a_size_below_one_pixel_a_usage_error(
+    cli: Callable[..., Any], tmp_path: Path, size: str
+) -> None:
+    # --size 0 once checked at data.size instead (exit 1: "expected 512x512" for valid 64 px pairs).
+    assert cli("data", "synth", tmp_path / "d", "--count", "2", "--size", "64").exit_code == 0
+    result = cli("data", "validate", tmp_path / "d", "--size", size, "--json", tmp_path / "r.json")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--size" in result.output and "512" not in result.output
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_validate_calls_a_report_path_it_cannot_write_a_usage_error(
     cli: Callable[..., Any], tmp_path: Path
 ) -> None:

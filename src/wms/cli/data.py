@@ -42,7 +42,9 @@ def validate(
     directory: Path = typer.Argument(..., help="Dataset folder holding images/ and masks/."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown_out: Path | None = typer.Option(None, "--markdown", help="Write the report as Markdown here."),
-    size: int | None = typer.Option(None, "--size", help="Required side in pixels (default: data.size)."),
+    size: int | None = typer.Option(
+        None, "--size", min=1, help="Required side in pixels (default: data.size)."
+    ),
     any_size: bool = typer.Option(False, "--any-size", help="Skip the size check (raw, unprepared data)."),
 ) -> None:
     """Check every pair; exit 0 when valid, 1 when not, 2 on a wrong path. Issues say how to fix them."""
