@@ -205,3 +205,23 @@ def test_real_data_first_60_pairs_prepare_into_a_valid_dataset(tmp_path: Path) -
     checked = validate_dataset(tmp_path / "out", size=512)
     assert checked.ok and checked.issues == [], checked.to_markdown()
     assert 0.002 < checked.stats["foreground_fraction"]["mean"] < 0.15
+
+
+def test_sixteen_bit_photo_and_mask_are_scaled_not_clipped(tmp_path: Path) -> None:
+    """A 16-bit PNG (a raw developer's photo, a mask painted in 16 bits) keeps its tones and its edge."""
+    src = _layout(tmp_path / "raw")
+    photo = np.tile(np.linspace(0, 65535, SIZE, dtype=np.uint16), (SIZE, 1))  # dark to bright
+    Image.fromarray(photo).save(src / "images/deep.png")
+    mask = np.zeros((SIZE, SIZE), dtype=np.uint16)
+    mask[8:24, 8:24] = 65535
+    mask[4:8, 8:24] = 257 * 40  # a faint grey fringe, well below mid-grey
+    Image.fromarray(mask).save(src / "masks/deep.png")
+    assert _load(src / "masks/deep.png").mode == "I;16"
+
+    prepare_dataset(src, tmp_path / "out", size=SIZE)
+
+    prepared = np.asarray(_load(tmp_path / "out/images/deep.jpg").convert("L")).astype(int)
+    assert prepared[:, :4].mean() < 30 and prepared[:, -4:].mean() > 225  # not clipped to white
+    prepared_mask = np.asarray(_load(tmp_path / "out/masks/deep.png"))
+    assert (prepared_mask == 255).sum() == 16 * 16  # the fringe stays background
+    assert validate_dataset(tmp_path / "out", size=SIZE).ok

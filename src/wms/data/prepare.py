@@ -70,7 +70,20 @@ def _load(path: Path, mode: str) -> Image.Image:
         img.load()
         # In place: a copy per step costs as much as the resize on a megapixel photo.
         ImageOps.exif_transpose(img, in_place=True)
-        return img if img.mode == mode else img.convert(mode)
+        eight = _eight_bit(img)
+        return eight if eight.mode == mode else eight.convert(mode)
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit grey photo or mask scaled to 8 bits.
+
+    Pillow's conversion of a 16-bit image to 8 bits clips instead of scaling: a photo turns
+    almost white, and a mask's faintest grey (1/257 of white) becomes foreground.
+    """
+    deep = img.mode.startswith("I;16") or (img.mode == "I" and max(img.getextrema()) > 255)  # type: ignore[operator]
+    if deep:
+        return img.convert("I").point(lambda v: v / 257).convert("L")
+    return img
 
 
 def _target(size: tuple[int, int], side: int, resize: ResizeMode) -> tuple[int, int]:
