@@ -225,3 +225,24 @@ def test_sixteen_bit_photo_and_mask_are_scaled_not_clipped(tmp_path: Path) -> No
     prepared_mask = np.asarray(_load(tmp_path / "out/masks/deep.png"))
     assert (prepared_mask == 255).sum() == 16 * 16  # the fringe stays background
     assert validate_dataset(tmp_path / "out", size=SIZE).ok
+
+
+@pytest.mark.parametrize("colour", [(255, 0, 0), (0, 0, 255), (0, 160, 0)])
+def test_coloured_mask_keeps_its_label(tmp_path: Path, colour: tuple[int, int, int]) -> None:
+    """A label painted in colour on black (or on transparency) is foreground, not an empty mask."""
+    src = _layout(tmp_path / "raw")
+    window = np.zeros((SIZE, SIZE), dtype=bool)
+    window[8:24, 4:28] = True
+    for stem, mode in (("painted", "RGB"), ("layer", "RGBA")):
+        Image.new("RGB", (SIZE, SIZE), (90, 90, 90)).save(src / f"images/{stem}.jpg")
+        label = np.zeros((SIZE, SIZE, len(mode)), dtype=np.uint8)
+        label[window] = (*colour, 255)[: len(mode)]
+        if mode == "RGBA":
+            label[~window] = (255, 255, 255, 0)  # a transparent layer over white
+        Image.fromarray(label, mode).save(src / f"masks/{stem}.png")
+
+    prepare_dataset(src, tmp_path / "out", size=SIZE)
+
+    for stem in ("painted", "layer"):
+        prepared = np.asarray(_load(tmp_path / f"out/masks/{stem}.png"))
+        assert ((prepared == 255) == window).all(), stem

@@ -1,8 +1,9 @@
 """Turn a raw dataset folder into the training contract: size x size RGB images and 0/255 masks.
 
 Every pair gets its EXIF orientation baked into the pixels, the image converted to RGB and the mask
-to gray, both resized the same way (stretched to a square, or letterboxed with `pad`), and the mask
-thresholded at 127 so JPEG artefacts disappear.
+to gray (a colour mask by its brightest channel, so a red or blue label stays foreground), both
+resized the same way (stretched to a square, or letterboxed with `pad`), and the mask thresholded
+at 127 so JPEG artefacts disappear.
 
 Formats: images are written as JPEG quality 95, masks as PNG. A 512 px photo as PNG is about 8x the
 bytes of JPEG 95, while JPEG 95's error is far below the noise of photos that were JPEGs to begin
@@ -24,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageChops, ImageOps
 
 from wms.data._pool import parallel_map
 from wms.data.pairs import Pair, find_pairs
@@ -71,7 +72,22 @@ def _load(path: Path, mode: str) -> Image.Image:
         # In place: a copy per step costs as much as the resize on a megapixel photo.
         ImageOps.exif_transpose(img, in_place=True)
         eight = _eight_bit(img)
+        if mode == "L" and eight.mode not in ("L", "1"):
+            return _mask_gray(eight)
         return eight if eight.mode == mode else eight.convert(mode)
+
+
+def _mask_gray(img: Image.Image) -> Image.Image:
+    """A colour mask as gray: each pixel's brightest channel, over black where it is transparent.
+
+    Plain luminance would make a red label (76) or a blue one (29) background, and the pair
+    would go on as a photo with no counter window.
+    """
+    if "A" in img.mode or "transparency" in img.info:
+        black = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(black, img.convert("RGBA"))
+    red, green, blue = img.convert("RGB").split()
+    return ImageChops.lighter(ImageChops.lighter(red, green), blue)
 
 
 def _eight_bit(img: Image.Image) -> Image.Image:
