@@ -197,3 +197,28 @@ def test_a_wms_package_in_the_checked_out_branch_does_not_run_in_the_hook(hooked
 
     assert not (hooked.work / "ran.txt").exists()
     assert f"pushed {sha[:7]} to data/" in pushed.stderr  # the installed hook ran, and did its work
+
+
+def test_a_data_branch_the_remote_refuses_is_reported_without_advice_to_bypass(hooked: Repo) -> None:
+    """A failed push of the data branch says why and to push again, never to push the data to main."""
+    refuse = hooked.remote / "hooks/pre-receive"
+    refuse.write_text(
+        '#!/bin/sh\nwhile read old new ref; do case "$ref" in refs/heads/data/*)\n'
+        "  echo 'data branches are closed for maintenance' >&2; exit 1;; esac; done\n"
+    )
+    refuse.chmod(0o755)
+    before = hooked.remote_branches()
+    hooked.add_pairs("m001")
+    hooked.commit("one new pair")
+
+    pushed = hooked.push("origin", "main")
+
+    assert pushed.returncode != 0
+    assert hooked.remote_branches() == before  # nothing went anywhere, main included
+    assert "data branches are closed for maintenance" in pushed.stderr  # the remote's reason
+    assert "push again" in pushed.stderr
+    assert "--no-verify" not in pushed.stderr  # that would put the data on main
+
+    refuse.unlink()
+    again = hooked.push("origin", "main")
+    assert [b for b in hooked.remote_branches() if b != "main"], again.stderr

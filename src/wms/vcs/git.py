@@ -90,10 +90,29 @@ class Git:
         return [line for line in out.splitlines() if line]
 
     def push(self, remote: str, refspec: str, *, no_verify: bool = False) -> None:
+        """Push one refspec; a refusal says why in git's (and the remote's) own words."""
         args = ["push", "--quiet"]
         if no_verify:
             args.append("--no-verify")  # the pre-push hook must not judge its own push
-        self.run(*args, remote, refspec)
+        try:
+            done = subprocess.run(
+                ["git", *args, remote, refspec],
+                cwd=self.root,
+                capture_output=True,
+                text=True,
+                errors="surrogateescape",
+                check=False,
+            )
+        except FileNotFoundError:
+            raise GitError("git is not installed or not on PATH; install git and try again") from None
+        if done.returncode != 0:
+            # git's last line is always "failed to push some refs"; the reason is in the lines before.
+            reasons = [
+                line.strip()
+                for line in done.stderr.splitlines()
+                if line.strip() and not line.startswith("hint:") and "failed to push some refs" not in line
+            ]
+            raise GitError(f"git push to {remote} failed: {'; '.join(reasons[-3:]) or 'no reason given'}")
 
     def blob(self, sha: str) -> bytes:
         """The bytes of one blob, read from the object store (no filter, no checkout)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from wms.errors import UsageError
-from wms.vcs.git import ZERO_SHA, Git
+from wms.vcs.git import ZERO_SHA, Git, GitError
 
 MARKER = "wms hook pre-push"
 # Placeholders that only keep an empty folder in git; they are not data.
@@ -88,7 +88,10 @@ def pre_push(
         if other:
             return HookOutcome(1, _mixed_message(data, other, incoming, remote, base_branch, upstream))
         branch = f"{branch_prefix}{now.strftime('%Y%m%d-%H%M%S')}"
-        git.push(remote, f"{ref.local_sha}:refs/heads/{branch}", no_verify=True)
+        try:
+            git.push(remote, f"{ref.local_sha}:refs/heads/{branch}", no_verify=True)
+        except GitError as exc:
+            return HookOutcome(1, _not_sent_message(exc, branch, remote, base_branch))
         follow = _follow_hint(url, branch, github)
         return HookOutcome(
             1,
@@ -109,6 +112,15 @@ def pre_push(
             branch,
         )
     return HookOutcome(0)
+
+
+def _not_sent_message(exc: GitError, branch: str, remote: str, base_branch: str) -> str:
+    return (
+        f"wms: this push to {base_branch} carries new data, which goes to a branch of its own, "
+        f"but sending it to {branch} on {remote} failed ({exc}). Nothing was pushed, {base_branch} "
+        "neither, and your commit is still here: once the cause is fixed (the network, the remote), "
+        f"push again the same way (git push {remote} {base_branch}); the data then goes to a new branch."
+    )
 
 
 def _is_data(path: str, incoming: str) -> bool:
