@@ -222,3 +222,18 @@ def test_a_data_branch_the_remote_refuses_is_reported_without_advice_to_bypass(h
     refuse.unlink()
     again = hooked.push("origin", "main")
     assert [b for b in hooked.remote_branches() if b != "main"], again.stderr
+
+
+def test_pushing_the_same_data_again_names_its_branch_and_starts_no_second_run(hooked: Repo) -> None:
+    """git says "failed to push some refs" after every redirect, so a labeller may well push again."""
+    hooked.add_pairs("m001", "m002")
+    sha = hooked.commit("two new pairs")
+    first = hooked.push("origin", "main")
+    [branch] = [b for b in hooked.remote_branches() if b != "main"]
+
+    again = hooked.push("origin", "main")
+
+    assert again.returncode != 0
+    assert [b for b in hooked.remote_branches() if b != "main"] == [branch]  # no second branch
+    assert f"{sha[:7]} is {branch} on origin" in again.stderr, first.stderr
+    assert "nothing was pushed again" in again.stderr

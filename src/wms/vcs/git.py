@@ -114,6 +114,14 @@ class Git:
             ]
             raise GitError(f"git push to {remote} failed: {'; '.join(reasons[-3:]) or 'no reason given'}")
 
+    def remote_branches_at(self, sha: str, remote: str, prefix: str) -> list[str]:
+        """`remote`'s branches named `prefix`... that hold `sha`, as this clone last saw them (no network)."""
+        base = f"refs/remotes/{remote}/"
+        # A pattern matches a whole folder ("data/") or, with *, names within one ("data-*").
+        patterns = (f"{base}{prefix}", f"{base}{prefix}*")
+        out = self.run("for-each-ref", f"--points-at={sha}", "--format=%(refname)", *patterns)
+        return sorted({line.removeprefix(base) for line in out.splitlines() if line})
+
     def blob(self, sha: str) -> bytes:
         """The bytes of one blob, read from the object store (no filter, no checkout)."""
         args = ["git", "cat-file", "blob", sha]

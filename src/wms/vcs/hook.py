@@ -87,6 +87,13 @@ def pre_push(
         upstream = f"{remote}/{base_branch}" if git.has_commit(ref.remote_sha) else git.short(base)
         if other:
             return HookOutcome(1, _mixed_message(data, other, incoming, remote, base_branch, upstream))
+        sent = git.remote_branches_at(ref.local_sha, remote, branch_prefix)
+        if sent:
+            return HookOutcome(
+                1,
+                _sent_before_message(ref.local_sha, sent[0], git, remote, url, github, base_branch, upstream),
+                sent[0],
+            )
         branch = f"{branch_prefix}{now.strftime('%Y%m%d-%H%M%S')}"
         try:
             git.push(remote, f"{ref.local_sha}:refs/heads/{branch}", no_verify=True)
@@ -112,6 +119,20 @@ def pre_push(
             branch,
         )
     return HookOutcome(0)
+
+
+def _sent_before_message(
+    sha: str, branch: str, git: Git, remote: str, url: str, github: bool, base_branch: str, upstream: str
+) -> str:
+    return "\n".join(
+        [
+            f"wms: this data was sent already: {git.short(sha)} is {branch} on {remote}, so nothing was "
+            "pushed again (a second branch would run the same batch twice).",
+            f"  follow the pipeline: {_follow_hint(url, branch, github)}",
+            f"To line up your {base_branch} with {remote}: git reset --keep {upstream} "
+            f"(the commit stays on {branch}); new data then goes in a new commit.",
+        ]
+    )
 
 
 def _not_sent_message(exc: GitError, branch: str, remote: str, base_branch: str) -> str:
