@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+import shlex
+import shutil
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from PIL import Image
 from tests.test_workflows import DEFAULT_BRANCH, ROOT, WORKFLOWS, for_layout, load, triggers
 
 SRC = ROOT / "src"
@@ -239,3 +243,43 @@ def test_deleting_a_data_branch_validates_nothing_and_starts_no_gpu() -> None:
     assert jobs["start-compute"]["needs"] == "validate"
     assert not re.search(r"always\(\)|cancelled\(\)|failure\(\)", jobs["start-compute"]["if"])
     assert "needs.validate.result == 'success'" in jobs["train"]["if"]
+
+
+def _raw_batch(root: Path, make_batch: Callable[..., Path]) -> Path:
+    """Pairs as a camera and a labelling tool leave them: 96 px, JPEG masks, one photo EXIF-rotated."""
+    batch = make_batch("raw", count=3, size=96)
+    for mask in sorted((batch / "masks").iterdir()):
+        Image.open(mask).save(mask.with_suffix(".jpg"), quality=75)  # not binary any more
+        mask.unlink()
+    turned = sorted((batch / "images").iterdir())[0]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise: stored a quarter the other way
+    Image.open(turned).transpose(Image.Transpose.ROTATE_90).save(turned, exif=exif)
+    shutil.move(batch, root)
+    return root
+
+
+def test_raw_photos_under_auto_prepare_pass_the_validate_job_as_they_pass_the_pipeline(
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any]
+) -> None:
+    """With data.auto_prepare on, the pipeline prepares what a labeller pushes, but the workflow's
+    validate job checked the raw files at data.size and rejected them all as wrong_size."""
+    settings = project_dir / "wms.toml"
+    settings.write_text(settings.read_text().replace("size = 64", "size = 64\nauto_prepare = true", 1))
+    [step] = [
+        s
+        for s in load("training-data-pipeline.yaml")["jobs"]["validate"]["steps"]
+        if s.get("id") == "validate"
+    ]
+    incoming = _raw_batch(project_dir / "incoming", make_batch)
+    command = shlex.split(step["run"])
+    assert command[:2] == ["wms", "data"] and "incoming" in command
+
+    passed = cli(*command[1:])
+    assert passed.exit_code == 0, passed.output
+
+    (incoming / "images/broken.jpg").write_bytes(b"not a photo")
+    shutil.copy(next((incoming / "masks").iterdir()), incoming / "masks/broken.jpg")
+    refused = cli(*command[1:])
+    assert refused.exit_code == 1
+    assert "images/broken.jpg" in (project_dir / "validation.md").read_text()  # the commit comment names it

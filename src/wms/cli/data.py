@@ -46,6 +46,12 @@ def validate(
         None, "--size", min=1, help="Required side in pixels (default: data.size)."
     ),
     any_size: bool = typer.Option(False, "--any-size", help="Skip the size check (raw, unprepared data)."),
+    incoming: bool = typer.Option(
+        False,
+        "--incoming",
+        help="DIR is a batch of new pairs: check it as the pipeline takes it in, prepared first "
+        "where data.auto_prepare is on.",
+    ),
 ) -> None:
     """Check every pair; exit 0 when valid, 1 when not, 2 on a wrong path. Issues say how to fix them."""
     from wms.report import write_github_output, write_step_summary
@@ -53,9 +59,16 @@ def validate(
     if not directory.is_dir():  # a wrong path is the caller's mistake, not invalid data
         what = "is a file" if directory.exists() else "does not exist"
         raise UsageError(f"{directory} {what}: name a dataset folder, one holding images/ and masks/")
-    required = None if any_size else (size or state(ctx).project().settings.data.size)
-    with progress_bar("validating", None) as advance:
-        report = validate_dataset(directory, size=required, progress=advance)
+    if incoming:
+        from wms.data.merge import validate_incoming
+
+        data = state(ctx).project().settings.data
+        with progress_bar("preparing and validating" if data.auto_prepare else "validating", None):
+            report = validate_incoming(directory, size or data.size, data.auto_prepare)
+    else:
+        required = None if any_size else (size or state(ctx).project().settings.data.size)
+        with progress_bar("validating", None) as advance:
+            report = validate_dataset(directory, size=required, progress=advance)
     if json_out:
         _write_report(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
     if markdown_out:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from wms.data.prepare import prepare_dataset
 from wms.data.splits import write_splits
 from wms.data.store import DatasetStore, IngestPlan
-from wms.data.validate import validate_dataset
+from wms.data.validate import Issue, ValidationReport, validate_dataset
 from wms.errors import BatchError, DataError
 
 
@@ -30,6 +31,24 @@ def prepare_incoming(new_data: Path, out: Path, size: int) -> Path:
             f"(first: {first.path}: {first.reason}); fix or remove them and run again"
         )
     return report.out
+
+
+def validate_incoming(new_data: Path, size: int, auto_prepare: bool) -> ValidationReport:
+    """A batch of new pairs checked as the pipeline takes it in: with `auto_prepare`, prepared first.
+
+    Raw photos (any size, EXIF-rotated, JPEG masks) are what `data.auto_prepare` is for, so
+    only what preparing cannot mend is reported, with the raw file's path where it was the cause.
+    """
+    if not auto_prepare:
+        return validate_dataset(new_data, size=size)
+    with tempfile.TemporaryDirectory(prefix="wms-incoming-") as tmp:
+        prepared = prepare_dataset(new_data, Path(tmp) / "prepared", size=size)
+        skipped = [Issue(s.code, "error", s.path, s.reason) for s in prepared.skipped]
+        # With no pair prepared, the raw folder says why (no_pairs) unless the skips do.
+        report = validate_dataset(prepared.out if prepared.written else new_data, size=size)
+    issues = skipped + report.issues if prepared.written or not skipped else skipped
+    ok = not any(issue.severity == "error" for issue in issues)
+    return ValidationReport(ok=ok, pairs=report.pairs, issues=issues, stats=report.stats)
 
 
 def restore(store: DatasetStore, version: str, work: Path) -> Path:

@@ -52,6 +52,7 @@ class Skipped:
 
     path: str  # relative to the source folder, e.g. "images/a.jpg"
     reason: str
+    code: str = "unreadable"  # the validation issue code it stands for
 
 
 @dataclass
@@ -129,7 +130,7 @@ def _prepare_pair(pair: Pair, src: Path, dst: Path, size: int, resize: ResizeMod
         except Exception as exc:  # any decoder failure is a property of the file, not a bug here
             rel = path.relative_to(src).as_posix()
             reason = f"cannot decode ({type(exc).__name__}: {exc}): re-export or remove the file"
-            return [Skipped(rel, f"pair {pair.id!r} skipped, {what} {reason}")]
+            return [Skipped(rel, f"pair {pair.id!r} skipped, {what} {reason}", "unreadable")]
     image, mask = loaded["image"], loaded["mask"]
     if image.size != mask.size:
         (iw, ih), (mw, mh) = image.size, mask.size
@@ -139,6 +140,7 @@ def _prepare_pair(pair: Pair, src: Path, dst: Path, size: int, resize: ResizeMod
                 pair.mask.relative_to(src).as_posix(),
                 f"pair {pair.id!r} skipped, mask is {mw}x{mh} but its image is {iw}x{ih} "
                 "(after EXIF orientation): re-export the mask at the image's size",
+                "size_mismatch",
             )
         ]
     target = _target(image.size, size, resize)
@@ -194,12 +196,14 @@ def prepare_dataset(
         Skipped(
             p.relative_to(src).as_posix(),
             f"no mask with stem {p.stem!r} in masks/: add it or remove the image",
+            "missing_mask",
         )
         for p in scan.missing_mask
     ] + [
         Skipped(
             p.relative_to(src).as_posix(),
             f"no image with stem {p.stem!r} in images/: add it or remove the mask",
+            "missing_image",
         )
         for p in scan.missing_image
     ]
