@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,30 @@ def test_resume_refuses_a_run_whose_batch_another_run_finished_or_took_on(
     assert resumed.exit_code == 2, resumed.output
     assert "run 20990101-000000-sweep2 took it on since (failed)" in resumed.stderr
     assert json.loads(ledger_path(project_dir, sha).read_text()) == other
+
+
+def test_a_batch_rejected_by_validation_names_its_files_on_the_summary_page(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On GitHub the labeller reads the run's Summary page; the report the error line points at
+    stays on the runner. A photo already stored, pushed again under a new name, passes the
+    workflow's check of the batch alone and is caught only when merged."""
+    stored = make_batch("stored", count=30, seed=1)
+    assert cli("data", "ingest", stored).exit_code == 0
+    batch = make_batch("b", count=4, seed=2)
+    again = next((stored / "images").iterdir())
+    shutil.copy(again, batch / "images" / f"again{again.suffix}")
+    shutil.copy(stored / "masks" / again.name, batch / "masks" / f"again{again.suffix}")
+    summary = tmp_path / "summary"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+
+    rejected = cli("--set", "train.epochs=0", "pipeline", "run", "--new-data", batch)
+
+    assert rejected.exit_code == 1, rejected.output
+    page = summary.read_text()
+    assert "| validate | failed |" in page
+    assert f"images/again{again.suffix}" in page and "duplicate" in page

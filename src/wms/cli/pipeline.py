@@ -171,8 +171,14 @@ def report_to_github(run: PipelineRun) -> None:
     )
     gate = run.recorded_path("gate_report")
     gate_md = ["", "#### Quality gate", "", gate.read_text()] if gate and gate.exists() else []
+    # The report names the files to fix; on a runner its path in the error line reaches nobody.
+    checked = run.run_dir / "validation.md"
+    rejected = run.stages["validate"].status == "failed" and checked.exists()
+    validation_md = ["", "#### Validation", "", checked.read_text()] if rejected else []
     write_step_summary(
-        "\n".join([f"### pipeline run {run.run_id}", "", run.summary, "", *rows, "", cost, *gate_md])
+        "\n".join(
+            [f"### pipeline run {run.run_id}", "", run.summary, "", *rows, "", cost, *validation_md, *gate_md]
+        )
     )
 
 
