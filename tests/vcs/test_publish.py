@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from PIL import Image
 
 from wms.config import load_settings
+from wms.data import synthesize
 from wms.errors import MainMoved, UsageError
 from wms.vcs.publish import NOT_ON_DATA_BRANCH, merged_into_main, publish_promotion
 
@@ -185,3 +187,24 @@ def test_a_promotion_built_on_an_older_main_is_refused_not_published(repo: Repo,
     current = _promotion(tmp_path / "current", {"version": "v3", "parent": "v2"}, ["1", "2", "3"])
     assert publish_promotion(load_settings(), files=current, **publish).startswith(f"merged {BRANCH}")
     assert json.loads((repo.work / "data" / "dataset.json").read_text())["version"] == "v3"
+
+
+def test_the_validation_comment_names_every_file_to_fix_and_what_to_do(
+    repo: Repo, cli: Callable[..., object]
+) -> None:
+    """The comment is where a labeller on GitHub learns why the batch was refused."""
+    batch = repo.work / "incoming"
+    ids = synthesize(batch, 6, size=64, seed=3)
+    for stem in ids[:3]:  # three masks saved grey, not 0/255
+        Image.new("L", (64, 64), 128).save(batch / f"masks/{stem}.png")
+    report = repo.work / ".wms/validation.md"
+    checked = cli("data", "validate", batch, "--size", "64", "--markdown", report)
+    assert checked.exit_code == 1
+
+    assert cli("vcs", "comment-validation", "--report", report).exit_code == 0
+
+    sha = repo.out("rev-parse", "HEAD")
+    comment = (repo.work / ".wms" / "reports" / f"commit-{sha[:12]}.md").read_text()
+    for stem in ids[:3]:
+        assert f"masks/{stem}.png" in comment
+    assert "push to main again" in comment and "data/incoming" in comment

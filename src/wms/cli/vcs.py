@@ -80,8 +80,14 @@ def comment_validation(
     project = state(ctx).project()
     body = _read(report, "validation report")
     sha = sha or Git(project.root).rev_parse("HEAD")
+    incoming = project.settings.data.incoming.as_posix()
+    next_step = (
+        f"Fix or remove these files under `{incoming}/`, commit, and push to "
+        f"{project.settings.git.base_branch} again: the hook sends the batch to a new data branch. "
+        f"`wms data validate {incoming} --incoming` checks it on your machine first."
+    )
     where = make_git_host(project).comment_on_commit(
-        sha, f"### WMS: the new data did not pass validation\n\n{body}"
+        sha, f"### WMS: the new data did not pass validation\n\n{body.rstrip()}\n\n{next_step}\n"
     )
     console.print(f"validation report for {sha[:7]}: {where}", highlight=False, soft_wrap=True)
     write_github_output({"comment": where})

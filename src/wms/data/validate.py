@@ -24,6 +24,8 @@ from wms.data.pairs import Pair, find_pairs
 from wms.errors import UsageError
 
 WARNING_CODES = frozenset({"empty_mask", "exif_rotated"})
+# Files a Markdown report names one by one (a GitHub comment holds at most 65536 characters).
+_LISTED_ERRORS = 200
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 # The only decoders a pushed file may reach: by its content Pillow would pick any of its formats,
 # EPS among them, which runs Ghostscript (`gs`) on the file's PostScript.
@@ -74,7 +76,7 @@ class ValidationReport:
         }
 
     def to_markdown(self) -> str:
-        """Summary line plus one table row per issue code, with its first example."""
+        """Summary line, a table row per issue code with its first example, then every file with an error."""
         verdict = "ok" if self.ok else "NOT ok"
         counts_line = f"{self.pairs} pairs, {len(self.errors)} errors, {len(self.warnings)} warnings"
         lines = [f"**Dataset {verdict}**: {counts_line}"]
@@ -89,6 +91,12 @@ class ValidationReport:
         for code, issue in first.items():
             message = issue.message.replace("|", "\\|")
             lines.append(f"| {code} | {issue.severity} | {counts[code]} | `{issue.path}` | {message} |")
+        errors = self.errors
+        if len(errors) > len({i.code for i in errors}):  # the table's examples leave some out
+            lines += ["", f"Every file with an error ({len(errors)}):", ""]
+            lines += [f"- `{i.path}`: {i.code}" for i in errors[:_LISTED_ERRORS]]
+            if len(errors) > _LISTED_ERRORS:
+                lines.append(f"- … {len(errors) - _LISTED_ERRORS} more: `wms data validate` lists them all")
         return "\n".join(lines) + "\n"
 
 
