@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from wms.data._pool import parallel_map
+from wms.data.issues import Issue, ValidationReport
 from wms.data.lookalike import near_twins, picture_hash
 from wms.data.pairs import Pair, find_pairs
 from wms.errors import UsageError
 
 WARNING_CODES = frozenset({"empty_mask", "exif_rotated"})
-# Files a Markdown report names one by one (a GitHub comment holds at most 65536 characters).
-_LISTED_ERRORS = 200
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 # The only decoders a pushed file may reach: by its content Pillow would pick any of its formats,
 # EPS among them, which runs Ghostscript (`gs`) on the file's PostScript.
@@ -35,69 +34,6 @@ _ORIENTATIONS = range(2, 9)
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
 # Duplicate fingerprints sample one pixel in this many along each axis (1/64 of a ~1 MP photo).
 _SAMPLE_STEP = 8
-
-
-@dataclass(frozen=True)
-class Issue:
-    """One problem with one file; `message` says how to fix it."""
-
-    code: str
-    severity: str  # "error" or "warning"
-    path: str
-    message: str
-
-
-@dataclass
-class ValidationReport:
-    """Outcome of `validate_dataset`: ok when there is no error (warnings allowed)."""
-
-    ok: bool
-    pairs: int
-    issues: list[Issue]
-    stats: dict[str, Any]
-
-    @property
-    def errors(self) -> list[Issue]:
-        """Issues that make the dataset unusable."""
-        return [i for i in self.issues if i.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Issue]:
-        """Issues worth knowing about that do not block use."""
-        return [i for i in self.issues if i.severity == "warning"]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: {"ok", "pairs", "issues": [{"code", "severity", "path", "message"}], "stats"}."""
-        return {
-            "ok": self.ok,
-            "pairs": self.pairs,
-            "issues": [asdict(i) for i in self.issues],
-            "stats": self.stats,
-        }
-
-    def to_markdown(self) -> str:
-        """Summary line, a table row per issue code with its first example, then every file with an error."""
-        verdict = "ok" if self.ok else "NOT ok"
-        counts_line = f"{self.pairs} pairs, {len(self.errors)} errors, {len(self.warnings)} warnings"
-        lines = [f"**Dataset {verdict}**: {counts_line}"]
-        if not self.issues:
-            return lines[0] + "\n"
-        first: dict[str, Issue] = {}
-        counts: Counter[str] = Counter()
-        for issue in self.issues:
-            first.setdefault(issue.code, issue)
-            counts[issue.code] += 1
-        lines += ["", "| code | severity | count | example | how to fix |", "|---|---|---|---|---|"]
-        for code, issue in first.items():
-            message = issue.message.replace("|", "\\|")
-            lines.append(f"| {code} | {issue.severity} | {counts[code]} | `{issue.path}` | {message} |")
-        errors = self.errors
-        if len(errors) > len({i.code for i in errors}):  # the table's examples leave some out
-            lines += ["", f"Every file with an error ({len(errors)}):", ""]
-            lines += [f"- `{i.path}`: {i.code}" for i in errors[:_LISTED_ERRORS]]
-            if len(errors) > _LISTED_ERRORS:
-                lines.append(f"- … {len(errors) - _LISTED_ERRORS} more: `wms data validate` lists them all")
-        return "\n".join(lines) + "\n"
 
 
 @dataclass
