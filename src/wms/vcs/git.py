@@ -22,12 +22,11 @@ class Git:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def run(self, *args: str, check: bool = True) -> str:
-        """Run `git ARGS` and return its stdout without the trailing newline."""
+    def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
         try:
             # A path git prints need not be UTF-8 (a name made on another system, or on purpose):
             # its bytes come back as surrogates instead of stopping the caller with a traceback.
-            done = subprocess.run(
+            return subprocess.run(
                 ["git", *args],
                 cwd=self.root,
                 capture_output=True,
@@ -37,6 +36,10 @@ class Git:
             )
         except FileNotFoundError:
             raise GitError("git is not installed or not on PATH; install git and try again") from None
+
+    def run(self, *args: str, check: bool = True) -> str:
+        """Run `git ARGS` and return its stdout without the trailing newline."""
+        done = self._git(*args)
         if check and done.returncode != 0:
             detail = (done.stderr or done.stdout).strip().splitlines()
             raise GitError(f"`git {' '.join(args)}` failed: {detail[-1] if detail else 'no output'}")
@@ -94,17 +97,7 @@ class Git:
         args = ["push", "--quiet"]
         if no_verify:
             args.append("--no-verify")  # the pre-push hook must not judge its own push
-        try:
-            done = subprocess.run(
-                ["git", *args, remote, refspec],
-                cwd=self.root,
-                capture_output=True,
-                text=True,
-                errors="surrogateescape",
-                check=False,
-            )
-        except FileNotFoundError:
-            raise GitError("git is not installed or not on PATH; install git and try again") from None
+        done = self._git(*args, remote, refspec)
         if done.returncode != 0:
             # git's last line is always "failed to push some refs"; the reason is in the lines before.
             reasons = [
