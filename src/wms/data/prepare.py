@@ -30,6 +30,7 @@ from PIL import Image, ImageChops, ImageOps
 from wms.data._pool import parallel_map
 from wms.data.pairs import Pair, find_pairs
 from wms.errors import UsageError
+from wms.train.preprocess import to_8bit
 
 ResizeMode = Literal["stretch", "pad"]
 RESIZE_MODES: tuple[ResizeMode, ...] = ("stretch", "pad")
@@ -72,7 +73,7 @@ def _load(path: Path, mode: str) -> Image.Image:
         img.load()
         # In place: a copy per step costs as much as the resize on a megapixel photo.
         ImageOps.exif_transpose(img, in_place=True)
-        eight = _eight_bit(img)
+        eight = to_8bit(img)  # Pillow's own conversion clips 16-bit values instead of scaling them
         if mode == "L" and eight.mode not in ("L", "1"):
             return _mask_gray(eight)
         return eight if eight.mode == mode else eight.convert(mode)
@@ -89,18 +90,6 @@ def _mask_gray(img: Image.Image) -> Image.Image:
         img = Image.alpha_composite(black, img.convert("RGBA"))
     red, green, blue = img.convert("RGB").split()
     return ImageChops.lighter(ImageChops.lighter(red, green), blue)
-
-
-def _eight_bit(img: Image.Image) -> Image.Image:
-    """A 16-bit grey photo or mask scaled to 8 bits.
-
-    Pillow's conversion of a 16-bit image to 8 bits clips instead of scaling: a photo turns
-    almost white, and a mask's faintest grey (1/257 of white) becomes foreground.
-    """
-    deep = img.mode.startswith("I;16") or (img.mode == "I" and max(img.getextrema()) > 255)  # type: ignore[operator]
-    if deep:
-        return img.convert("I").point(lambda v: v / 257).convert("L")
-    return img
 
 
 def _target(size: tuple[int, int], side: int, resize: ResizeMode) -> tuple[int, int]:
