@@ -88,14 +88,12 @@ def pending(
             batch = _batch_commit(git, sha)
             record = ledger.get(batch) if batch else None
             if batch is None or record is None or is_finished(record):
-                if merged is not None and record is not None and record.get("status") == "promoted":
-                    merged.append(branch)
+                _note_merged(merged, branch, record)
                 continue  # the pipeline's own commit: the batch is published (or was, before records)
             sha, after = batch, " after pushing its pointer commit"  # its pull request was not opened
         record = ledger.get(sha)
         if is_finished(record):
-            if merged is not None and (record or {}).get("status") == "promoted":
-                merged.append(branch)
+            _note_merged(merged, branch, record)
             continue
         check = check_branch(git, sha, base, project.settings.data.incoming, cfg.remote)
         if not check.ok:
@@ -125,12 +123,18 @@ def delete_branches(project: Project, branches: list[str]) -> list[str]:
     for branch in branches:
         try:
             if git.ok("rev-parse", "--verify", "--quiet", f"refs/remotes/{remote}/{branch}"):
-                git.run("push", "--quiet", "--no-verify", remote, "--delete", branch)
+                git.push(remote, f":{branch}", no_verify=True)  # an empty source deletes it there
             if branch != current and git.ok("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"):
                 git.run("branch", "--quiet", "-D", branch)
         except GitError as exc:  # no right to delete, a protected branch: it only stays listed
             problems.append(f"{branch}: merged into main, but not deleted ({exc})")
     return problems
+
+
+def _note_merged(merged: list[str] | None, branch: str, record: dict[str, Any] | None) -> None:
+    """Add `branch` to `merged` when its batch is recorded promoted: main has it."""
+    if merged is not None and (record or {}).get("status") == "promoted":
+        merged.append(branch)
 
 
 def _batch_commit(git: Git, head: str) -> str | None:
