@@ -1,7 +1,7 @@
 """What the instances boot with, in each layout, checked the way the cloud will read it.
 
 The cloud-init templates in infrastructure/cloud-init are rendered here as Terraform renders
-them (plain `${name}` interpolations; the scripts' real base64), then validated with
+them (plain `${name}` interpolations; the scripts' real text), then validated with
 `cloud-init schema`; the scripts of infrastructure/scripts go through `shellcheck`; the layout
 switch is exercised with `terraform plan` on a copy of variables.tf (no provider needed).
 The validators are Debian packages: `make validators` installs them; without one, its test is
@@ -10,7 +10,6 @@ skipped with that reason.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import os
@@ -52,12 +51,15 @@ VALUES = {
 }
 
 
+def _block(path: Path) -> str:
+    """A file's text as Terraform's indent(6, file(...)) gives it: every line after the first
+    indented by six spaces, to sit in a write_files literal block."""
+    return path.read_text().replace("\n", "\n" + " " * 6)
+
+
 def script_values() -> dict[str, str]:
-    """<name>_sh = base64 of each script, as user-data.tf's local.scripts makes them."""
-    return {
-        f"{path.stem.replace('-', '_')}_sh": base64.b64encode(path.read_bytes()).decode()
-        for path in sorted(SCRIPTS.glob("*.sh"))
-    }
+    """<name>_sh = each script's text, as user-data.tf's local.scripts makes them."""
+    return {f"{path.stem.replace('-', '_')}_sh": _block(path) for path in sorted(SCRIPTS.glob("*.sh"))}
 
 
 def render(template: str) -> str:
@@ -77,10 +79,7 @@ class Boot:
         self.config: dict[str, Any] = yaml.safe_load(self.text)
         self.files: dict[str, str] = {}
         for entry in self.config["write_files"]:
-            content = entry["content"]
-            if entry.get("encoding") == "b64":
-                content = base64.b64decode(content).decode()
-            self.files[entry["path"]] = content
+            self.files[entry["path"]] = entry["content"]
         self.settings = dict(
             (key, value.strip('"'))
             for key, _, value in (
@@ -384,6 +383,16 @@ def test_user_data_fits_in_what_ec2_accepts(boots: dict[str, Boot]) -> None:
     for name, boot in boots.items():
         size = len(gzip.compress(boot.text.encode(), mtime=0))
         assert size < USER_DATA_LIMIT, f"{name}: {size} bytes gzipped"
+
+
+def test_every_script_lands_on_the_instance_as_it_is_in_the_repository(boots: dict[str, Boot]) -> None:
+    """The scripts travel as text in YAML literal blocks: not one byte may change on the way."""
+    for name, boot in boots.items():
+        delivered = {Path(p).name: t for p, t in boot.files.items() if p.startswith("/usr/local/lib/wms/")}
+        assert delivered, name
+        for file, text in delivered.items():
+            assert text == (SCRIPTS / file).read_text(), f"{name}: {file}"
+        assert not [e for e in boot.config["write_files"] if "encoding" in e], name
 
 
 def test_no_secret_goes_into_user_data_or_state(terraform: dict[str, Any], boots: dict[str, Boot]) -> None:

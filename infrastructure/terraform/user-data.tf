@@ -1,6 +1,6 @@
 # What the instances boot with: a cloud-config per role, rendered from
 # infrastructure/cloud-init/*.yaml.tftpl with plain interpolations only, which carries the
-# scripts of infrastructure/scripts (base64) and the settings they read. No secret goes in:
+# scripts of infrastructure/scripts and the settings they read. No secret goes in:
 # the runner's GitHub token stays in SSM Parameter Store and is read on the instance at each
 # runner start. tests/test_infrastructure.py renders the same templates and validates them.
 
@@ -10,10 +10,13 @@ locals {
   # Graviton families carry a "g" after the generation digit (t4g, m7g, c7gn, r8gd).
   serving_arch = can(regex("^[a-z]+[0-9]+g", var.serving_instance_type)) ? "arm64" : "amd64"
 
-  # Every script, as <name>_sh (dashes become underscores) = its base64, for write_files.
+  # Every script, as <name>_sh (dashes become underscores) = its text, every line after the
+  # first indented to sit in a write_files literal block ("content: |"). As text, not base64:
+  # EC2 takes at most 16 KB of user data, and base64 hides the text from the gzip that
+  # Terraform applies (the single layout's came to 14.6 KB gzipped in base64, 9.5 KB as text).
   scripts = {
     for script in fileset("${path.module}/../scripts", "*.sh") :
-    "${replace(trimsuffix(script, ".sh"), "-", "_")}_sh" => filebase64("${path.module}/../scripts/${script}")
+    "${replace(trimsuffix(script, ".sh"), "-", "_")}_sh" => indent(6, file("${path.module}/../scripts/${script}"))
   }
 
   common_vars = merge(local.scripts, {
