@@ -46,10 +46,11 @@ sshd:  ## OpenSSH server for the remote-training tests, which start their own on
 	@test -x /usr/sbin/sshd || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server)
 
-validators:  ## cloud-init, shellcheck and promtool, which check what the cloud consumes (Debian; needs root)
-	@command -v cloud-init >/dev/null && command -v shellcheck >/dev/null && command -v promtool >/dev/null || \
+validators:  ## cloud-init, shellcheck, promtool and amtool, which check what the cloud consumes (Debian; needs root)
+	@command -v cloud-init >/dev/null && command -v shellcheck >/dev/null && command -v promtool >/dev/null && \
+	  command -v amtool >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    cloud-init shellcheck prometheus)
+	    cloud-init shellcheck prometheus prometheus-alertmanager)
 
 # checkov lives in a virtual environment of its own: its many exact pins are not ours to share.
 CHECKOV_VERSION ?= 3.3.30

@@ -27,6 +27,7 @@ from wms.config import ComputeSettings
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infrastructure"
 SCRIPTS = INFRA / "scripts"
+MANIFESTS = INFRA / "k3s"
 TEMPLATES = INFRA / "cloud-init"
 USER_DATA_LIMIT = 16384  # bytes EC2 accepts, before base64 (Terraform sends it gzipped)
 PLACEHOLDER = re.compile(r"\$\{([a-z0-9_]+)\}")
@@ -47,6 +48,7 @@ VALUES = {
     "github_repository": "octo-org/water-meters",
     "runner_version": "2.328.0",
     "runner_token_parameter": "/wms/github/runner-token",
+    "alert_webhook_parameter": "/wms/alerts/webhook-url",
     "runner_name": "wms-k3s",
 }
 
@@ -62,10 +64,15 @@ def script_values() -> dict[str, str]:
     return {f"{path.stem.replace('-', '_')}_sh": _block(path) for path in sorted(SCRIPTS.glob("*.sh"))}
 
 
-def render(template: str) -> str:
+def manifest_values() -> dict[str, str]:
+    """<name>_yaml = each k3s manifest's text, as user-data.tf's local.manifests makes them."""
+    return {f"{path.stem.replace('-', '_')}_yaml": _block(path) for path in sorted(MANIFESTS.glob("*.yaml"))}
+
+
+def render(template: str, **values: str) -> str:
     """The template with every `${name}` replaced; a name Terraform would not know fails here."""
     text = (TEMPLATES / f"{template}.yaml.tftpl").read_text()
-    values = {**VALUES, **script_values()}
+    values = {**VALUES, **script_values(), **manifest_values(), **values}
     unknown = set(PLACEHOLDER.findall(text)) - values.keys()
     assert not unknown, f"{template}: no value for {sorted(unknown)}"
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
@@ -74,8 +81,8 @@ def render(template: str) -> str:
 class Boot:
     """A rendered user data, read as cloud-init reads it."""
 
-    def __init__(self, template: str) -> None:
-        self.text = render(template)
+    def __init__(self, template: str, **values: str) -> None:
+        self.text = render(template, **values)
         self.config: dict[str, Any] = yaml.safe_load(self.text)
         self.files: dict[str, str] = {}
         for entry in self.config["write_files"]:
@@ -95,7 +102,7 @@ class Boot:
 
     @property
     def scripts(self) -> set[str]:
-        return {Path(p).stem for p in self.files if p.startswith("/usr/local/lib/wms/")}
+        return {Path(p).stem for p in self.files if p.startswith("/usr/local/lib/wms/") and p.endswith(".sh")}
 
     @property
     def labels(self) -> set[str]:
@@ -141,13 +148,14 @@ def test_each_instance_boots_with_the_template_of_its_layout(terraform: dict[str
 
 def test_terraform_passes_every_value_the_templates_use(terraform: dict[str, Any]) -> None:
     locals_ = terraform["locals"]
-    passed_everywhere = set(re.findall(r"(\w+) =", locals_["common_vars"])) | script_values().keys()
+    passed_everywhere = set(re.findall(r"(\w+) =", locals_["common_vars"]))
+    passed_everywhere |= script_values().keys() | manifest_values().keys()
     for local in ("serving_user_data", "gpu_user_data", "single_user_data"):
         passed = passed_everywhere | set(re.findall(r"(\w+) =", locals_[local]))
         template = TEMPLATES / f"{_template_of(terraform, local)}.yaml.tftpl"
         used = set(PLACEHOLDER.findall(template.read_text()))
         assert used <= passed, f"{local} lacks {sorted(used - passed)}"
-        assert used <= VALUES.keys() | script_values().keys()
+        assert used <= VALUES.keys() | script_values().keys() | manifest_values().keys()
 
 
 def test_the_serving_node_is_small_and_out_of_wms_computes_reach(terraform: dict[str, Any]) -> None:
@@ -233,7 +241,7 @@ def _evaluate(tmp_path: Path, module: str) -> dict[str, Any]:
     """
     root = tmp_path / "terraform"
     root.mkdir()
-    for name in ("scripts", "cloud-init"):
+    for name in ("scripts", "cloud-init", "k3s"):
         (tmp_path / name).symlink_to(INFRA / name)
     (root / "main.tf").write_text(module)
     applied = _terraform(f"-chdir={root}", "apply", "-auto-approve", "-input=false", "-lock=false")
@@ -259,9 +267,10 @@ def test_terraform_renders_the_templates_as_the_tests_do(terraform: dict[str, An
     # mlflow_port goes in as the number it is in Terraform.
     values = ", ".join(f"{k} = " + (v if k == "mlflow_port" else f'"{v}"') for k, v in VALUES.items())
     templates = sorted(set(ROLES.values()))
-    module = f"locals {{\n  scripts = {_expression(terraform, 'scripts')}\n}}\n" + "".join(
+    files = "".join(f"  {local} = {_expression(terraform, local)}\n" for local in ("scripts", "manifests"))
+    module = f"locals {{\n{files}}}\n" + "".join(
         f'output "{t}" {{\n  value = templatefile("${{path.module}}/../cloud-init/{t}.yaml.tftpl", '
-        f"merge(local.scripts, {{ {values} }}))\n}}\n"
+        f"merge(local.scripts, local.manifests, {{ {values} }}))\n}}\n"
         for t in templates
     )
     rendered = _evaluate(tmp_path, module)
@@ -386,12 +395,13 @@ def test_user_data_fits_in_what_ec2_accepts(boots: dict[str, Boot]) -> None:
 
 
 def test_every_script_lands_on_the_instance_as_it_is_in_the_repository(boots: dict[str, Boot]) -> None:
-    """The scripts travel as text in YAML literal blocks: not one byte may change on the way."""
+    """The scripts (and k3s manifests) travel as text in YAML literal blocks: not one byte may change."""
     for name, boot in boots.items():
         delivered = {Path(p).name: t for p, t in boot.files.items() if p.startswith("/usr/local/lib/wms/")}
         assert delivered, name
         for file, text in delivered.items():
-            assert text == (SCRIPTS / file).read_text(), f"{name}: {file}"
+            source = SCRIPTS / file if file.endswith(".sh") else MANIFESTS / file
+            assert text == source.read_text(), f"{name}: {file}"
         assert not [e for e in boot.config["write_files"] if "encoding" in e], name
 
 

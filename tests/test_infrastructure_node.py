@@ -8,6 +8,8 @@ when that namespace is not among them, and the new version's: keep_namespaces + 
 replicaCount each (a redeploy of a version already there surges one pod instead: as many).
 One that does not fit stays Pending, helm's --wait runs out, --atomic uninstalls the release,
 and the cleanup that would have made room never runs, so every later deploy fails the same way.
+Beside them run k3s's own pods and the monitoring that monitoring.sh installs
+(infrastructure/k3s/kube-prometheus-stack.yaml): each of its containers' requests counts.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from tests.test_infrastructure_memory import CHART_VALUES, CLUSTER_VALUES, MIB, _bytes
+from tests.test_infrastructure_monitoring import stack_values
 
 REPO = Path(__file__).resolve().parents[1]
 # What k3s reports as allocatable (no reserved CPU; memory as the kernel sees it, less the
@@ -26,6 +30,7 @@ NODES = {
     "t4g.medium": (2000, 3700 * MIB),
     "t4g.large": (2000, 7600 * MIB),
     "t3.medium": (2000, 3700 * MIB),
+    "g4dn.xlarge": (4000, 15000 * MIB),  # the GPU instance, which also serves in layout "single"
 }
 # The requests of what k3s runs on every node: coredns (100m, 70Mi) and metrics-server (100m, 70Mi).
 K3S_CPU_MILLI, K3S_MEMORY = 200, 140 * MIB
@@ -41,14 +46,37 @@ def _millicores(quantity: str | int | float) -> int:
     return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
 
 
+def monitoring_requests() -> dict[str, tuple[int, int]]:
+    """CPU (millicores) and memory requests of every container kube-prometheus-stack runs on the
+    node, as the HelmChart's values set them; a component turned on without requests fails here."""
+    values = stack_values()
+    for component in ("grafana", "kubeStateMetrics"):  # on by default, off here for their memory
+        assert values[component]["enabled"] is False, f"{component} is on: set its requests and count it here"
+    reloader = values["prometheusOperator"]["prometheusConfigReloader"]["resources"]["requests"]
+    requests = {
+        "prometheus": values["prometheus"]["prometheusSpec"]["resources"]["requests"],
+        "prometheus's config reloader": reloader,
+        "alertmanager": values["alertmanager"]["alertmanagerSpec"]["resources"]["requests"],
+        "alertmanager's config reloader": reloader,
+        "operator": values["prometheusOperator"]["resources"]["requests"],
+        "node-exporter": values["prometheus-node-exporter"]["resources"]["requests"],
+    }
+    return {name: (_millicores(r["cpu"]), _bytes(r["memory"])) for name, r in requests.items()}
+
+
 def _values() -> dict[str, Any]:
     chart, cluster = (yaml.safe_load(path.read_text()) for path in (CHART_VALUES, CLUSTER_VALUES))
     requests = {**chart["resources"]["requests"], **cluster.get("resources", {}).get("requests", {})}
     return {"replicas": cluster.get("replicaCount", chart["replicaCount"]), "requests": requests}
 
 
-def test_a_deploy_fits_beside_the_namespaces_it_keeps(terraform: dict[str, Any]) -> None:
-    node_type = terraform["variable"]["serving_instance_type"]["default"]
+@pytest.mark.parametrize("layout", ["split", "single"])
+def test_a_deploy_fits_beside_the_namespaces_it_keeps_and_the_monitoring(
+    terraform: dict[str, Any], layout: str
+) -> None:
+    node_type = terraform["variable"]["serving_instance_type" if layout == "split" else "instance_type"][
+        "default"
+    ]
     assert node_type in NODES, f"add {node_type}'s allocatable CPU and memory to NODES"
     cpu, memory = NODES[node_type]
     keep = tomllib.loads((REPO / "wms.toml").read_text())["deploy"]["keep_namespaces"]
@@ -58,14 +86,32 @@ def test_a_deploy_fits_beside_the_namespaces_it_keeps(terraform: dict[str, Any])
         f"resources.requests.memory is {request / MIB:.0f} MiB but a pod that has served holds "
         f"{SERVED_MEMORY / MIB:.0f} MiB: raise the request"
     )
+    monitoring = monitoring_requests()
+    monitoring_cpu = sum(c for c, _ in monitoring.values())
+    monitoring_memory = sum(m for _, m in monitoring.values())
     pods = (keep + 2) * values["replicas"]
-    need_cpu = K3S_CPU_MILLI + pods * _millicores(values["requests"]["cpu"])
-    need_memory = K3S_MEMORY + pods * request
+    need_cpu = K3S_CPU_MILLI + monitoring_cpu + pods * _millicores(values["requests"]["cpu"])
+    need_memory = K3S_MEMORY + monitoring_memory + pods * request
     assert need_cpu <= cpu, (
         f"{pods} model pods (deploy.keep_namespaces {keep} + main's + the new one) request {need_cpu}m CPU "
-        f"with k3s's own, but a {node_type} has {cpu}m: lower resources.requests.cpu"
+        f"with k3s's own and the monitoring's {monitoring_cpu}m, but a {node_type} has {cpu}m: lower "
+        "resources.requests.cpu or the monitoring's requests"
     )
     assert need_memory <= memory, (
-        f"{pods} model pods request {need_memory / MIB:.0f} MiB with k3s's own, but a {node_type} has "
-        f"{memory / MIB:.0f} MiB: lower resources.requests.memory"
+        f"{pods} model pods request {need_memory / MIB:.0f} MiB with k3s's own and the monitoring's "
+        f"{monitoring_memory / MIB:.0f} MiB, but a {node_type} has {memory / MIB:.0f} MiB: lower "
+        "resources.requests.memory or the monitoring's requests"
     )
+
+
+def test_the_monitoring_has_memory_limits_over_its_requests() -> None:
+    """A limit keeps a Prometheus that grows (more series) from taking the model pods' memory."""
+    values = stack_values()
+    for resources in (
+        values["prometheus"]["prometheusSpec"]["resources"],
+        values["alertmanager"]["alertmanagerSpec"]["resources"],
+        values["prometheusOperator"]["resources"],
+        values["prometheusOperator"]["prometheusConfigReloader"]["resources"],
+        values["prometheus-node-exporter"]["resources"],
+    ):
+        assert _bytes(resources["limits"]["memory"]) >= _bytes(resources["requests"]["memory"]), resources

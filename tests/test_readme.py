@@ -89,7 +89,7 @@ def test_the_aws_setup_makes_the_key_pair_and_the_token_in_the_region_terraform_
     made = [
         line for line in steps.splitlines() if re.search(r"aws (ec2 create-key-pair|ssm put-parameter)", line)
     ]
-    assert len(made) == 2
+    assert len(made) == 3  # the key pair, the runners' token, the alerts' webhook
     for line in made:
         assert '--region "$AWS_REGION"' in line, line
     (apply,) = [line for line in steps.splitlines() if "terraform apply" in line]

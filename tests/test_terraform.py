@@ -163,7 +163,9 @@ def test_instance_roles_reach_only_the_project_prefix_repository_and_token(terra
         listing = next(s for s in s3 if "s3:ListBucket" in s["actions"])
         assert listing["condition"][0]["values"] == prefixes[role], role
         ssm = [(s["actions"], s["resources"]) for s in statements if s["actions"][0].startswith("ssm:")]
-        assert ssm == [(["ssm:GetParameter"], [parameter_arn])], role
+        # The runner's token, and the alerts' webhook where alert_webhook_parameter names one.
+        wanted = [(["ssm:GetParameter"], [parameter_arn]), (["ssm:GetParameter"], ["${statement.value}"])]
+        assert sorted(ssm) == sorted(wanted), role
         for statement in statements:
             assert not any(a == "*" or a.endswith(":*") for a in statement["actions"]), role
             # Actions AWS scopes only to "*": ECR's login, and the lease guard's look at its tags.
@@ -172,8 +174,18 @@ def test_instance_roles_reach_only_the_project_prefix_repository_and_token(terra
     # ECR only in single, where the GPU instance builds and pushes the image (in split the deploy
     # jobs push with the workflow's credentials: a GPU job cannot overwrite a deployed tag).
     dynamics = terraform["data"]["aws_iam_policy_document.instance"]["dynamic"]
-    assert {d["statement"]["for_each"] for d in dynamics} == {"${local.split ? [] : [1]}"}
-    assert all(a.startswith("ecr:") for d in dynamics for a in d["statement"]["content"][0]["actions"])
+    alerts = "local.alert_webhook_parameter_arns"
+    assert {d["statement"]["for_each"] for d in dynamics} == {
+        "${local.split ? [] : [1]}",
+        f"${{local.split ? [] : {alerts}}}",
+    }
+    serving = terraform["data"]["aws_iam_policy_document.serving"]["dynamic"]
+    assert [d["statement"]["for_each"] for d in serving] == [f"${{{alerts}}}"]
+    webhook = terraform["locals"]["alert_webhook_parameter_arns"]
+    assert webhook.startswith('${var.alert_webhook_parameter == "" ? [] : [')
+    assert webhook.endswith(':parameter${var.alert_webhook_parameter}"]}')
+    only_single = [d for d in dynamics if d["statement"]["for_each"] == "${local.split ? [] : [1]}"]
+    assert all(a.startswith("ecr:") for d in only_single for a in d["statement"]["content"][0]["actions"])
     ecr = [s for s in documents["instance"] if any(a.startswith("ecr:") for a in s["actions"])]
     assert ecr and all(
         s["resources"] == ["${aws_ecr_repository.model.arn}"]

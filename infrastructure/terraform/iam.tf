@@ -1,7 +1,8 @@
 # The instances' roles, each limited to what it does: the project's prefix of the bucket
 # (dataset store, MLflow artifacts, the MLflow database backup), the runner token's SSM
-# parameter (read at each runner start) and, for the GPU instance, the serving image's ECR
-# repository. No action is a wildcard.
+# parameter (read at each runner start), the alerts' webhook parameter where one is named (read
+# by the node that runs k3s) and, for the GPU instance, the serving image's ECR repository. No
+# action is a wildcard.
 
 data "aws_caller_identity" "current" {}
 
@@ -10,6 +11,10 @@ data "aws_partition" "current" {}
 locals {
   # The parameter's name starts with "/": arn:...:parameter/wms/github/runner-token.
   runner_token_parameter_arn = "arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter${var.runner_token_parameter}"
+  # The alerts' webhook URL, read by the node that runs k3s (monitoring.sh), when one is named.
+  alert_webhook_parameter_arns = var.alert_webhook_parameter == "" ? [] : [
+    "arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter${var.alert_webhook_parameter}"
+  ]
 }
 
 data "aws_iam_policy_document" "assume_ec2" {
@@ -64,6 +69,15 @@ data "aws_iam_policy_document" "instance" {
   }
 
   dynamic "statement" {
+    for_each = local.split ? [] : local.alert_webhook_parameter_arns
+    content {
+      sid       = "ReadAlertWebhook"
+      actions   = ["ssm:GetParameter"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
     for_each = local.split ? [] : [1]
     content {
       sid       = "EcrLogin"
@@ -107,7 +121,8 @@ resource "aws_iam_instance_profile" "instance" {
   role = aws_iam_role.instance.name
 }
 
-# The serving node (split): MLflow's artifacts and database backup, and the runner token. Not
+# The serving node (split): MLflow's artifacts and database backup, the runner token and the
+# alerts' webhook. Not
 # the dataset store: the pipeline on its runner reaches the store with the workflow's own AWS
 # credentials, so a job there cannot rewrite datasets (the gate's test split) through the
 # node's role. Its deploy jobs push to ECR with the workflow's credentials too.
@@ -138,6 +153,15 @@ data "aws_iam_policy_document" "serving" {
     sid       = "ReadRunnerToken"
     actions   = ["ssm:GetParameter"]
     resources = [local.runner_token_parameter_arn]
+  }
+
+  dynamic "statement" {
+    for_each = local.alert_webhook_parameter_arns
+    content {
+      sid       = "ReadAlertWebhook"
+      actions   = ["ssm:GetParameter"]
+      resources = [statement.value]
+    }
   }
 }
 

@@ -1,8 +1,9 @@
 # What the instances boot with: a cloud-config per role, rendered from
 # infrastructure/cloud-init/*.yaml.tftpl with plain interpolations only, which carries the
-# scripts of infrastructure/scripts and the settings they read. No secret goes in:
-# the runner's GitHub token stays in SSM Parameter Store and is read on the instance at each
-# runner start. tests/test_infrastructure.py renders the same templates and validates them.
+# scripts of infrastructure/scripts, the k3s manifests of infrastructure/k3s and the settings
+# they read. No secret goes in: the runner's GitHub token and the alerts' webhook URL stay in
+# SSM Parameter Store and are read on the instance. tests/test_infrastructure.py renders the
+# same templates and validates them.
 
 locals {
   split = var.layout == "split"
@@ -19,17 +20,25 @@ locals {
     "${replace(trimsuffix(script, ".sh"), "-", "_")}_sh" => indent(6, file("${path.module}/../scripts/${script}"))
   }
 
-  common_vars = merge(local.scripts, {
-    region                 = var.region
-    mlflow_port            = var.mlflow_port
-    mlflow_version         = var.mlflow_version
-    mlflow_artifacts_uri   = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/mlflow"
-    mlflow_backup_uri      = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/mlflow-backup/mlflow.db"
-    k3s_version            = var.k3s_version
-    helm_version           = var.helm_version
-    github_repository      = var.github_repository
-    runner_version         = var.runner_version
-    runner_token_parameter = var.runner_token_parameter
+  # The k3s manifests of infrastructure/k3s (monitoring.sh puts them in k3s's manifests folder),
+  # as <name>_yaml, the same way.
+  manifests = {
+    for manifest in fileset("${path.module}/../k3s", "*.yaml") :
+    "${replace(trimsuffix(manifest, ".yaml"), "-", "_")}_yaml" => indent(6, file("${path.module}/../k3s/${manifest}"))
+  }
+
+  common_vars = merge(local.scripts, local.manifests, {
+    region                  = var.region
+    mlflow_port             = var.mlflow_port
+    mlflow_version          = var.mlflow_version
+    mlflow_artifacts_uri    = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/mlflow"
+    mlflow_backup_uri       = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/mlflow-backup/mlflow.db"
+    k3s_version             = var.k3s_version
+    helm_version            = var.helm_version
+    github_repository       = var.github_repository
+    runner_version          = var.runner_version
+    runner_token_parameter  = var.runner_token_parameter
+    alert_webhook_parameter = var.alert_webhook_parameter
   })
 
   # The Elastic IPs are separate from their associations, so the address can go into the

@@ -155,6 +155,17 @@ variable "runner_token_parameter" {
   }
 }
 
+variable "alert_webhook_parameter" {
+  description = "Name of an SSM SecureString parameter holding a Slack-compatible incoming webhook URL (Slack, Mattermost, Rocket.Chat) that Alertmanager on the serving node sends the alerts to. You create it (aws ssm put-parameter --type SecureString); Terraform only names it, so the URL is in neither user data nor state. Empty: nobody is paged, and the alerts are only seen on Prometheus's and Alertmanager's pages through a port-forward."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.alert_webhook_parameter == "" || can(regex("^/[A-Za-z0-9_./-]+$", var.alert_webhook_parameter))
+    error_message = "alert_webhook_parameter is empty or a parameter path starting with /, e.g. /wms/alerts/webhook-url."
+  }
+}
+
 variable "k3s_version" {
   description = "k3s release installed on the node that serves (the Kubernetes version of the cluster)."
   type        = string

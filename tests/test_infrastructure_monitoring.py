@@ -1,0 +1,218 @@
+"""The serving node's monitoring: what `terraform apply` installs so that an alert reaches a person.
+
+monitoring.sh (a bootstrap step of both layouts' serving node) puts infrastructure/k3s's
+HelmChart in k3s's auto-deploying manifests folder, and k3s's Helm controller installs
+kube-prometheus-stack from it; the model chart's ServiceMonitor and PrometheusRule
+(infrastructure/helm-values.yaml) must carry the label its Prometheus selects, node-exporter
+must read the folder `wms monitor drift` writes to, and Alertmanager must send to the webhook
+that Terraform's alert_webhook_parameter names. The chart itself cannot be installed here (no
+cluster, no chart repository): the manifests are read, the Alertmanager configuration goes
+through `amtool check-config`, and monitoring.sh runs against a fake `k3s` and `aws`.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.test_infrastructure import ROLES, Boot
+
+ROOT = Path(__file__).resolve().parents[1]
+K3S = ROOT / "infrastructure" / "k3s"
+STACK = K3S / "kube-prometheus-stack.yaml"
+RECEIVER = K3S / "alert-receiver.yaml"
+MONITORING = ROOT / "infrastructure" / "scripts" / "monitoring.sh"
+CLUSTER_VALUES = ROOT / "infrastructure" / "helm-values.yaml"
+URL = "https://hooks.slack.com/services/T000/B000/fakefakefakefake"
+SECRET_MOUNT = "/etc/alertmanager/secrets"  # where alertmanagerSpec.secrets are mounted
+
+
+def stack() -> dict[str, Any]:
+    return dict(yaml.safe_load(STACK.read_text()))
+
+
+def stack_values() -> dict[str, Any]:
+    """The values kube-prometheus-stack is installed with (the HelmChart's valuesContent)."""
+    return dict(yaml.safe_load(stack()["spec"]["valuesContent"]))
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Helm's coalescing of a values file over another: maps merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def _textfile_dir() -> str:
+    match = re.search(r"^textfile_dir=\$\{TEXTFILE_DIR:-(\S+)\}$", MONITORING.read_text(), re.M)
+    assert match, "monitoring.sh names no textfile_dir"
+    return match[1]
+
+
+def test_every_node_that_runs_k3s_installs_the_pinned_stack() -> None:
+    chart = stack()
+    assert (chart["apiVersion"], chart["kind"]) == ("helm.cattle.io/v1", "HelmChart")
+    assert chart["spec"]["chart"] == "kube-prometheus-stack"
+    assert chart["spec"]["repo"] == "https://prometheus-community.github.io/helm-charts"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", str(chart["spec"]["version"])), "pin the chart to one version"
+    assert chart["spec"]["targetNamespace"] == "monitoring"
+    for layout, role in ROLES:
+        boot = Boot(ROLES[layout, role])
+        if "k3s" in boot.steps:
+            assert boot.steps.index("k3s") < boot.steps.index("monitoring") < boot.steps.index("runner"), (
+                layout
+            )
+            assert boot.files["/usr/local/lib/wms/kube-prometheus-stack.yaml"] == STACK.read_text()
+        else:
+            assert "monitoring" not in boot.steps, (layout, role)
+    script = MONITORING.read_text()
+    assert "manifests=${K3S_MANIFESTS_DIR:-/var/lib/rancher/k3s/server/manifests}" in script
+    assert 'put_file "$manifests/wms-monitoring.yaml"' in script
+
+
+def test_node_exporter_reads_the_folder_monitor_drift_writes_to() -> None:
+    """node-exporter's pod sees the node's / at /host/root (the subchart's hostRootFsMount)."""
+    values = stack_values()
+    assert values["nodeExporter"]["enabled"] is True
+    args = values["prometheus-node-exporter"]["extraArgs"]
+    textfile = [a.split("=", 1)[1] for a in args if a.startswith("--collector.textfile.directory=")]
+    assert textfile == ["/host/root" + _textfile_dir()]
+    # The README tells the operator to set monitor.textfile_dir to that very folder.
+    assert f'monitor.textfile_dir = "{_textfile_dir()}"' in (ROOT / "README.md").read_text()
+
+
+def test_the_model_charts_monitors_carry_the_label_the_stack_selects() -> None:
+    """kube-prometheus-stack's Prometheus selects ServiceMonitors and PrometheusRules labelled
+    release=<its release name>, the HelmChart's name, unless the NilUsesHelmValues switches are off."""
+    cluster = yaml.safe_load(CLUSTER_VALUES.read_text())
+    spec = stack_values()["prometheus"]["prometheusSpec"]
+    assert spec.get("serviceMonitorSelectorNilUsesHelmValues", True) is True
+    assert spec.get("ruleSelectorNilUsesHelmValues", True) is True
+    release = {"release": stack()["metadata"]["name"]}
+    for part in ("serviceMonitor", "prometheusRule"):
+        assert cluster[part]["enabled"] is True, part
+        assert cluster[part]["labels"] == release, part
+    # No Grafana on the node, so no dashboard ConfigMap for a sidecar that is not there.
+    assert stack_values()["grafana"]["enabled"] is False and cluster["dashboard"]["enabled"] is False
+
+
+def _alertmanager_config(receiver: bool) -> dict[str, Any]:
+    values = stack_values()
+    if receiver:
+        values = _merge(values, yaml.safe_load(yaml.safe_load(RECEIVER.read_text())["spec"]["valuesContent"]))
+    return dict(values["alertmanager"]["config"])
+
+
+@pytest.mark.parametrize("receiver", [False, True], ids=["no receiver", "webhook"])
+def test_amtool_accepts_the_alertmanager_configuration(receiver: bool, tmp_path: Path) -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool is not installed (Debian package prometheus-alertmanager)")
+    config = tmp_path / "alertmanager.yaml"
+    config.write_text(yaml.safe_dump(_alertmanager_config(receiver)))
+    checked = subprocess.run(
+        [amtool, "check-config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_alerts_go_to_the_webhook_named_by_the_terraform_variable(terraform: dict[str, Any]) -> None:
+    variable = terraform["variable"]["alert_webhook_parameter"]
+    assert variable["default"] == ""  # none set: nobody is paged, and the README says where to look
+    assert "alert_webhook_parameter = var.alert_webhook_parameter" in terraform["locals"]["common_vars"]
+    for template in ("serving", "single"):
+        boot = Boot(template)
+        assert boot.settings["ALERT_WEBHOOK_PARAMETER"] == "/wms/alerts/webhook-url", template
+    # Routed to the receiver that reads the URL from the Secret monitoring.sh fills.
+    config = _alertmanager_config(receiver=True)
+    assert config["route"]["receiver"] == "wms-webhook"
+    receiver = next(r for r in config["receivers"] if r["name"] == config["route"]["receiver"])
+    secrets = yaml.safe_load(yaml.safe_load(RECEIVER.read_text())["spec"]["valuesContent"])
+    assert secrets["alertmanager"]["alertmanagerSpec"]["secrets"] == ["wms-alert-webhook"]
+    assert receiver["slack_configs"][0]["api_url_file"] == f"{SECRET_MOUNT}/wms-alert-webhook/url"
+    # Without one, every alert stops at the "null" receiver (seen only through a port-forward).
+    assert _alertmanager_config(receiver=False)["route"]["receiver"] == "null"
+
+
+def _executable(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def _monitoring(tmp_path: Path, parameter: str, ssm: str | None) -> subprocess.CompletedProcess[str]:
+    """monitoring.sh with a fake `k3s` (its kubectl records arguments and stdin) and `aws` (the
+    SSM parameter's value, or a refusal when ssm is None)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp_path / "k3s.log"
+    _executable(
+        bin_dir / "k3s", f'#!/bin/sh\necho "ARGS $*" >> {log}\ncase "$*" in *" -f -"*) cat >> {log};; esac\n'
+    )
+    answer = (
+        f"echo '{ssm}'" if ssm is not None else "echo 'An error occurred (ParameterNotFound)' >&2; exit 254"
+    )
+    _executable(bin_dir / "aws", f'#!/bin/sh\necho "$@" > {tmp_path}/aws-args\n{answer}\n')
+    lib = tmp_path / "lib"
+    lib.mkdir(exist_ok=True)
+    for source in (MONITORING, MONITORING.with_name("lib.sh"), STACK, RECEIVER):
+        shutil.copy(source, lib / source.name)
+    (tmp_path / "manifests").mkdir(exist_ok=True)
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "K3S_MANIFESTS_DIR": str(tmp_path / "manifests"),
+        "TEXTFILE_DIR": str(tmp_path / "node-exporter" / "textfile"),
+        "RUNNER_USER": subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip(),
+        "AWS_REGION": "us-east-1",
+        "ALERT_WEBHOOK_PARAMETER": parameter,
+    }
+    return subprocess.run(
+        ["bash", str(lib / "monitoring.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_monitoring_sh_puts_the_webhook_in_a_secret_and_routes_the_alerts_to_it(tmp_path: Path) -> None:
+    ran = _monitoring(tmp_path, "/wms/alerts/webhook-url", URL)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    manifests = tmp_path / "manifests"
+    assert (manifests / "wms-monitoring.yaml").read_text() == STACK.read_text()
+    assert (manifests / "wms-alert-receiver.yaml").read_text() == RECEIVER.read_text()
+    assert "--name /wms/alerts/webhook-url --with-decryption" in (tmp_path / "aws-args").read_text()
+    log = (tmp_path / "k3s.log").read_text()
+    assert base64.b64encode(URL.encode()).decode() in log  # the Secret, given on stdin
+    assert not [line for line in log.splitlines() if line.startswith("ARGS") and "hooks.slack" in line]
+    assert URL not in ran.stdout + ran.stderr
+    assert (tmp_path / "node-exporter" / "textfile").is_dir()
+
+
+def test_without_a_webhook_monitoring_sh_says_nobody_is_paged(tmp_path: Path) -> None:
+    _monitoring(tmp_path, "/wms/alerts/webhook-url", URL)  # a receiver set up earlier ...
+    ran = _monitoring(tmp_path, "", None)  # ... and the parameter removed from Terraform since
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "nobody is paged" in ran.stdout
+    assert not (tmp_path / "manifests" / "wms-alert-receiver.yaml").exists()
+    assert "delete helmchartconfig kube-prometheus-stack" in (tmp_path / "k3s.log").read_text()
+
+
+def test_an_unreadable_parameter_is_one_line_and_the_bootstrap_goes_on(tmp_path: Path) -> None:
+    ran = _monitoring(tmp_path, "/wms/alerts/webhook-url", None)
+    assert ran.returncode == 0, ran.stdout + ran.stderr  # the runner step after it still runs
+    said = [line for line in ran.stdout.splitlines() if "NOBODY IS PAGED" in line]
+    assert len(said) == 1 and "/wms/alerts/webhook-url" in said[0] and "aws ssm put-parameter" in said[0]
+    assert not (tmp_path / "manifests" / "wms-alert-receiver.yaml").exists()
+    # A receiver an earlier boot set up outlives a parameter SSM could not give this time.
+    assert _monitoring(tmp_path, "/wms/alerts/webhook-url", URL).returncode == 0
+    assert _monitoring(tmp_path, "/wms/alerts/webhook-url", None).returncode == 0
+    assert (tmp_path / "manifests" / "wms-alert-receiver.yaml").read_text() == RECEIVER.read_text()
+    assert "delete" not in (tmp_path / "k3s.log").read_text()
