@@ -128,6 +128,41 @@ class Ec2Compute(Ec2Instance):
         tags = tags_of(instance)
         self._untag(*(k for k in (key, *([] if others else [LEASE_TAG])) if k in tags))
 
+    # -- stopping, step by step (stop and the reaper) ----------------------------------------
+    def managed_instances(self) -> list[dict[str, Any]]:
+        """Every instance WMS started (tagged wms:managed=true) that is pending or running."""
+        response = self._call(
+            "list the instances WMS started",
+            "describe_instances",
+            Filters=[
+                {"Name": f"tag:{MANAGED_TAG}", "Values": ["true"]},
+                {"Name": "instance-state-name", "Values": ["pending", "running"]},
+            ],
+        )
+        return [i for r in response.get("Reservations", []) for i in r.get("Instances", [])]
+
+    def mark_stopping(self, by: str) -> dict[str, Any]:
+        """Tag the instance `wms:stopping` for `by`, then read it again: a start that leased it
+        before the mark shows in what is returned; one after the mark sees it and waits."""
+        mark = f"{by} {utc_now().isoformat(timespec='seconds')}"
+        self._tag(f"mark {self._target()} as stopping", {STOPPING_TAG: mark})
+        return self._describe()
+
+    def unmark_stopping(self) -> None:
+        """Take the stopping mark off again: a stop backed off for a lease that appeared."""
+        self._untag(STOPPING_TAG)
+
+    def request_stop(self) -> None:
+        """Ask EC2 to stop the instance (it is `stopping` on return, not yet `stopped`)."""
+        self._call(f"stop {self._id}", "stop_instances", InstanceIds=[self._id])
+
+    def finish_stop(self) -> dict[str, Any]:
+        """Wait for `stopped`, drop the mark and the expired leases; the instance as it stopped."""
+        self._wait_state("stopped", self.cfg.stop_timeout_seconds)
+        stopped = self._describe()
+        self._clear_leases(stopped)
+        return stopped
+
     def _clear_leases(self, instance: dict[str, Any]) -> None:
         """After a stop: drop the stopping mark and the expired leases; a lease that is still
         live belongs to a start that is waiting for this stop and starts the instance again."""
@@ -257,11 +292,9 @@ class Ec2Compute(Ec2Instance):
         if state in ("pending", "running"):
             # Mark the stop, then look again: a start that wrote its lease before the mark is
             # seen here; one that writes it after sees the mark and waits for this stop.
-            mark = f"{me} {utc_now().isoformat(timespec='seconds')}"
-            self._tag(f"mark {self._id} as stopping", {STOPPING_TAG: mark})
-            others = [h for h in live_holders(self._describe(), utc_now()) if not own(h)]
+            others = [h for h in live_holders(self.mark_stopping(me), utc_now()) if not own(h)]
             if others and (kept := self._kept(others)) is not None:
-                self._untag(STOPPING_TAG)
+                self.unmark_stopping()
                 return kept
         if state == "pending":
             self.notify(f"instance {self._id} is still starting; it is stopped once running")
@@ -269,10 +302,8 @@ class Ec2Compute(Ec2Instance):
             state = "running"
         if state == "running":
             self.notify(f"stopping instance {self._id}")
-            self._call(f"stop {self._id}", "stop_instances", InstanceIds=[self._id])
-        if state != "stopped":
-            self._wait_state("stopped", cfg.stop_timeout_seconds)
-        self._clear_leases(self._describe())
+            self.request_stop()
+        self.finish_stop()
         billed = None
         if state != "stopped" and launched is not None:
             billed = round((utc_now() - launched).total_seconds(), 1)
