@@ -9,6 +9,11 @@
 # started in the EC2 console, or by the first `terraform apply`) goes at the first look once
 # its bootstrap is done. When EC2 cannot be asked, nothing happens: a run may hold it.
 #
+# Before powering off it tags itself wms:stopping and reads its leases again, as `wms compute
+# stop` and the reaper do: a `wms compute start` that leased it just before the mark keeps it
+# running, and one just after sees the mark, waits for the stop and starts it again, instead
+# of reporting a machine that is shutting down as ready.
+#
 # Environment (set by the unit): AWS_REGION; LEASE_GUARD_GRACE_MINUTES, how long after the
 # last lease ran out the reaper is given first (default 20).
 set -euo pipefail
@@ -23,35 +28,57 @@ imds=http://169.254.169.254/latest
 imds_token=$(curl -sSf --connect-timeout 5 -X PUT "$imds/api/token" \
   -H "X-aws-ec2-metadata-token-ttl-seconds: 60")
 id=$(curl -sSf --connect-timeout 5 -H "X-aws-ec2-metadata-token: $imds_token" "$imds/meta-data/instance-id")
-if ! tags=$(aws ec2 describe-tags --region "$AWS_REGION" --filters "Name=resource-id,Values=$id" \
-  --query Tags --output json); then
-  echo "cannot read the tags of $id; leaving it running" >&2
-  exit 1
-fi
 
-# As wms.compute.leases.leases_of: the holder tags; the summary only where no holder tag is
-# and no wms:lease-holders says that the holder tags alone are leases.
-mapfile -t expiries < <(jq -r '
-  [.[] | select(.Key | startswith("wms:lease:")) | .Value] as $holders
-  | if ($holders | length) > 0 then $holders[]
-    elif any(.[]; .Key == "wms:lease-holders") then empty
-    else (.[] | select(.Key == "wms:lease-expires") | .Value) end' <<<"$tags")
-
-latest=0
-for value in "${expiries[@]}"; do
-  if at=$(date -d "$value" +%s 2>/dev/null) && [ "$at" -gt "$latest" ]; then
-    latest=$at
+# Sets `latest` to the latest lease expiry in epoch seconds (0: no readable lease), read from
+# the instance's tags as wms.compute.leases.leases_of reads them: the holder tags; the summary
+# only where no holder tag is and no wms:lease-holders says that the holder tags alone are leases.
+read_leases() {
+  local tags value at
+  local -a expiries
+  if ! tags=$(aws ec2 describe-tags --region "$AWS_REGION" --filters "Name=resource-id,Values=$id" \
+    --query Tags --output json); then
+    echo "cannot read the tags of $id; leaving it running" >&2
+    return 1
   fi
-done
+  mapfile -t expiries < <(jq -r '
+    [.[] | select(.Key | startswith("wms:lease:")) | .Value] as $holders
+    | if ($holders | length) > 0 then $holders[]
+      elif any(.[]; .Key == "wms:lease-holders") then empty
+      else (.[] | select(.Key == "wms:lease-expires") | .Value) end' <<<"$tags")
+  latest=0
+  for value in "${expiries[@]}"; do
+    if at=$(date -d "$value" +%s 2>/dev/null) && [ "$at" -gt "$latest" ]; then
+      latest=$at
+    fi
+  done
+}
 
-now=$(date +%s)
-if [ "$latest" -eq 0 ]; then
-  echo "instance $id runs with no lease (started outside wms compute?): stopping it"
-elif [ "$now" -lt $((latest + grace)) ]; then
+# Whether the instance may run on: a lease, or the reaper's grace after the last one.
+leased() {
+  [ "$latest" -ne 0 ] && [ "$(date +%s)" -lt $((latest + grace)) ]
+}
+
+read_leases || exit 1
+if leased; then
   echo "instance $id is leased until $(date -u -d "@$latest" +%FT%TZ): left running"
   exit 0
+elif [ "$latest" -eq 0 ]; then
+  echo "instance $id runs with no lease (started outside wms compute?): stopping it"
 else
   echo "every lease of instance $id ran out at $(date -u -d "@$latest" +%FT%TZ) and the reaper" \
     "has not stopped it: stopping it"
+fi
+
+# The mark `wms compute start` waits on (wms:stopping = <who> <ISO time>), then a second look.
+if aws ec2 create-tags --region "$AWS_REGION" --resources "$id" \
+  --tags "Key=wms:stopping,Value=lease-guard $(date -u +%Y-%m-%dT%H:%M:%S+00:00)"; then
+  read_leases || exit 1
+  if leased; then
+    aws ec2 delete-tags --region "$AWS_REGION" --resources "$id" --tags Key=wms:stopping || true
+    echo "instance $id was leased meanwhile (until $(date -u -d "@$latest" +%FT%TZ)): left running"
+    exit 0
+  fi
+else
+  echo "could not mark $id as stopping (its role may lack ec2:CreateTags): stopping it unmarked" >&2
 fi
 systemctl poweroff

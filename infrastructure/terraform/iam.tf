@@ -68,6 +68,25 @@ data "aws_iam_policy_document" "instance" {
     resources = ["*"]
   }
 
+  # Before powering off, the guard tags it wms:stopping (and takes the tag off again when a
+  # start leased it meanwhile), the mark a `wms compute start` waits on. Only that tag, and
+  # only on instances WMS manages (the GPU instance; the serving node carries no wms:managed).
+  statement {
+    sid       = "MarkItselfStopping"
+    actions   = ["ec2:CreateTags", "ec2:DeleteTags"]
+    resources = ["arn:${data.aws_partition.current.partition}:ec2:${var.region}:${data.aws_caller_identity.current.account_id}:instance/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/wms:managed"
+      values   = ["true"]
+    }
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = ["wms:stopping"]
+    }
+  }
+
   dynamic "statement" {
     for_each = local.split ? [] : local.alert_webhook_parameter_arns
     content {

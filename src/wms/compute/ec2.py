@@ -149,7 +149,7 @@ class Ec2Compute(Ec2Instance):
         return self._describe()
 
     def unmark_stopping(self) -> None:
-        """Take the stopping mark off again: a stop backed off for a lease that appeared."""
+        """Take the stopping mark off: a stop backed off for a lease that appeared, or has ended."""
         self._untag(STOPPING_TAG)
 
     def request_stop(self) -> None:
@@ -224,6 +224,9 @@ class Ec2Compute(Ec2Instance):
             self.notify(f"instance {self._id} is being stopped by {who}; it starts again after")
             state = self._wait_for_stop_to_settle()
         if state == "stopped":
+            # A stop that ended is no stop under way: a mark its stopper could not take off (the
+            # lease guard's poweroff) would hold back the next start for minutes once this runs.
+            self.unmark_stopping()
             self.notify(f"starting instance {self._id}")
             self._call(f"start {self._id}", "start_instances", InstanceIds=[self._id])
         if state != "running":
