@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from tests.conftest import TINY_SETTINGS, Ec2Box, Quiet
@@ -179,3 +179,41 @@ def test_the_safety_net_releases_the_lease_and_never_stops_the_instance(
     assert HOLDER_KEY not in running_box.tags()
     assert run.compute["released_by"] == "safety net" and run.compute["instance_seconds"] >= 0
     assert "stop_compute did not finish; releasing this run's lease again" in notes
+
+
+def _on_instance(monkeypatch: pytest.MonkeyPatch, box: Ec2Box, lease_minutes: float) -> None:
+    """The environment of the workflows' train job on the instance (single layout), run 77."""
+    for name, value in {
+        "GITHUB_RUN_ID": "77",
+        "WMS_COMPUTE__BACKEND": "ec2",
+        "WMS_COMPUTE__TRAIN_ON": "here",
+        "WMS_COMPUTE__INSTANCE_ID": box.id,
+        "WMS_COMPUTE__LEASE_MINUTES": str(lease_minutes),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_the_runs_long_start_lease_is_cut_to_one_lease_once_its_job_runs(
+    project_dir: Path, running_box: Ec2Box, monkeypatch: pytest.MonkeyPatch, cli: Callable[..., Any]
+) -> None:
+    """The start job leases the instance for 420 minutes (a wait in the runner's queue); when the
+    job after it ends (here: it fails at once) and the stop job then fails too, what is left of
+    the run's lease is one compute.lease_minutes, not the rest of the 420."""
+    start_job = ComputeSettings(backend="ec2", instance_id=running_box.id, lease_minutes=420)
+    Ec2Compute(start_job, holder="gh-run-77").renew_lease()
+    _on_instance(monkeypatch, running_box, lease_minutes=10)
+    result = cli("pipeline", "run", "--new-data", project_dir / "no-such-folder")
+    assert result.exit_code != 0
+    expires = parse_time(running_box.tags()[HOLDER_TAG_PREFIX + "gh-run-77"])
+    assert expires is not None
+    left = expires - datetime.now(UTC)
+    assert timedelta(minutes=9) < left <= timedelta(minutes=10)
+
+
+def test_a_job_on_the_instance_without_a_lease_of_its_run_takes_none(
+    project_dir: Path, running_box: Ec2Box, monkeypatch: pytest.MonkeyPatch, cli: Callable[..., Any]
+) -> None:
+    """A pipeline started on the instance by hand: no lease is left behind for nobody to drop."""
+    _on_instance(monkeypatch, running_box, lease_minutes=10)
+    assert cli("pipeline", "run", "--new-data", project_dir / "no-such-folder").exit_code != 0
+    assert not [key for key in running_box.tags() if key.startswith(HOLDER_TAG_PREFIX)]

@@ -76,7 +76,27 @@ def run_pipeline(
 
     A run that fails prints its error and exits; with `keep_going` (the sweeper, which has more
     batches to run) the error is raised again once printed, and only an interruption exits.
+    On the instance (compute.train_on = "here"), this job keeps the lease its workflow run's
+    start job took at one compute.lease_minutes while it lives (wms.compute.hold.keep_job_lease).
     """
+    from wms.cli.compute import default_holder, note
+    from wms.compute import make_compute
+    from wms.compute.hold import keep_job_lease
+
+    cfg = project.settings.compute
+    with keep_job_lease(make_compute(cfg, notify=note, holder=default_holder()), cfg, note):
+        return _run_pipeline(project, new_data, resume, branch, sha, skip_finished, keep_going)
+
+
+def _run_pipeline(
+    project: Project,
+    new_data: Path | None,
+    resume: str | None,
+    branch: str | None,
+    sha: str | None,
+    skip_finished: bool,
+    keep_going: bool,
+) -> PipelineRun:
     # Imported here so `wms --help` and the data commands start without loading torch.
     from wms.cli.compute import default_holder, note
     from wms.guards import Interrupted

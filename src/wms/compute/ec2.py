@@ -93,10 +93,13 @@ class Ec2Compute(Ec2Instance):
         return self._probe
 
     # -- the leases -------------------------------------------------------------------------
-    def renew_lease(self, holder: str | None = None) -> str:
-        """Move `holder`'s lease to now + compute.lease_minutes; returns its new expiry."""
+    def renew_lease(self, holder: str | None = None, held_only: bool = False) -> str | None:
+        """Move `holder`'s lease to now + compute.lease_minutes (earlier or later than it was);
+        returns its new expiry. With `held_only`, a holder with no lease tag gets none (None)."""
         key = holder_tag(holder or self.holder)
         instance = self._describe()
+        if held_only and key not in tags_of(instance):
+            return None
         expires = utc_now() + timedelta(minutes=self.cfg.lease_minutes)
         latest = max([expires, *(t for t in leases_of(instance).values() if t is not None)])
         stamp = expires.isoformat(timespec="seconds")

@@ -6,6 +6,9 @@
     outcome = hold.give_back(run)     # stop_compute: stop it (or drop this run's lease)
     hold.safety_net(run)              # in `finally`: give it back if stop_compute did not
 
+    with keep_job_lease(compute, cfg, notify):   # a workflow job on the instance: its run's lease
+        ...
+
 Two layouts (compute.train_on): "instance" starts the machine and stops it after (training
 goes there over SSH); "here" is the workflows' self-hosted runner, where the pipeline runs on
 the instance: it never starts or stops it (the workflow's jobs do), it only holds a lease of
@@ -17,32 +20,71 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from wms.compute.base import Compute, Notify, cost_usd
 from wms.config import ComputeSettings
 from wms.errors import BackendError
+from wms.guards import Heartbeat
 
 if TYPE_CHECKING:
     from wms.runs import PipelineRun
 
 
-def renew_within_limit(compute: Compute, cfg: ComputeSettings, since: float, notify: Notify) -> None:
+def renew_within_limit(
+    compute: Compute, cfg: ComputeSettings, since: float, notify: Notify, held_only: bool = False
+) -> None:
     """Renew the lease unless it has been held since `since` (monotonic) for compute.max_hold_hours.
 
     A run that hangs without dying (a stuck training job, a call that never returns) would
     otherwise renew its lease, and keep the instance running, for as long as its process lives.
+    `held_only`: renew only a lease the holder already holds (see Compute.renew_lease).
     """
     held_hours = (time.monotonic() - since) / 3600
     if held_hours < cfg.max_hold_hours:
-        compute.renew_lease()
+        compute.renew_lease(held_only=held_only)
     else:
         notify(
             f"held the instance for {held_hours:.1f} h, past compute.max_hold_hours = "
             f"{cfg.max_hold_hours:g}: its lease is no longer renewed, and the reaper stops it "
             "once the lease runs out"
         )
+
+
+@contextmanager
+def keep_job_lease(compute: Compute, cfg: ComputeSettings, notify: Notify) -> Iterator[None]:
+    """On the instance (compute.train_on = "here"): hold `compute`'s holder's lease, the one the
+    workflow's start job took for this run, at compute.lease_minutes from now while the block
+    runs and once more as it ends, for compute.max_hold_hours at most; elsewhere nothing.
+
+    The start job's lease is long (hours): the run's job may wait that long in GitHub's queue for
+    the instance's one runner. Once the job runs, its lease is cut to one compute.lease_minutes
+    and renewed while it lives, so a job that dies, or a stop job that fails after it, leaves the
+    instance at most one lease, not the rest of the start's hours. A holder that holds no lease
+    (a person's pipeline on the instance) is given none.
+    """
+    if not cfg.runs_on_instance:
+        yield
+        return
+    since = time.monotonic()
+
+    def renew() -> None:
+        renew_within_limit(compute, cfg, since, notify, held_only=True)
+
+    def renew_once() -> None:
+        try:
+            renew()
+        except Exception as exc:  # the lease runs out by itself; this job's work must go on
+            notify(f"could not renew this run's lease ({exc}); it runs out by itself")
+
+    renew_once()
+    try:
+        with Heartbeat(cfg.lease_minutes * 60 / 3, renew, notify):
+            yield
+    finally:
+        renew_once()  # the jobs after this one (a deploy, the stop job) get a whole lease
 
 
 class ComputeHold:

@@ -22,7 +22,7 @@ class LocalCompute:
     def status(self) -> ComputeStatus:
         return ComputeStatus(self.name, "running", "this machine")
 
-    def renew_lease(self, holder: str | None = None) -> str | None:
+    def renew_lease(self, holder: str | None = None, held_only: bool = False) -> str | None:
         return None
 
     def release_lease(self, holder: str | None = None) -> None:
