@@ -300,6 +300,17 @@ def test_starting_and_stopping_compute_never_waits_for_a_reviewer(name: str, job
     assert "Never put reviewers on `wms-compute`" in readme
 
 
+@pytest.mark.parametrize("name", ["ec2-control.yaml", "ec2-manual-control.yaml"])
+def test_the_compute_summary_knows_whether_mlflow_is_on_the_gpu_instance(name: str) -> None:
+    """Only in `single` does the GPU instance run MLflow; in `split` (the default, WMS_LAYOUT
+    unset included) the summary must not show http://<GPU address>:5000 as MLflow's URL."""
+    (step,) = [s for s in load(name)["jobs"]["ec2"]["steps"] if "wms compute" in s.get("run", "")]
+    condition = step["env"]["WMS_COMPUTE__MLFLOW_ON_INSTANCE"]
+    assert evaluate(condition, {"vars.WMS_LAYOUT": "single"})
+    assert not evaluate(condition, {"vars.WMS_LAYOUT": "split"})
+    assert not evaluate(condition, {"vars.WMS_LAYOUT": ""})
+
+
 def test_the_sweeper_runs_on_a_schedule_and_sweeps_on_the_started_instance() -> None:
     workflow = load("pipeline-sweeper.yaml")
     assert triggers(workflow)["schedule"]

@@ -214,3 +214,20 @@ def test_ctrl_c_while_starting_says_the_instance_is_leased_and_how_to_stop_it(
     )
     assert cli("compute", "stop", "--holder", "ana").exit_code == 0
     assert ec2_project.state() == "stopped"
+
+
+def test_in_the_split_layout_the_summary_does_not_send_people_to_mlflow_on_the_gpu(
+    cli: Callable[..., Any], ec2_project: Ec2Box, github: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Manual EC2 Control in `split`: MLflow lives on the serving node, the GPU instance has none."""
+    monkeypatch.setenv("WMS_COMPUTE__MLFLOW_ON_INSTANCE", "false")  # as the workflows set it in split
+    output, summary = github
+    started = cli("compute", "start")
+    assert started.exit_code == 0, started.output
+    ip = outputs(output)["public_ip"]
+    assert ip and f"{ip}:5000" not in summary.read_text() and f"{ip}:5000" not in started.stdout
+    assert "| MLflow | on the serving node, not this instance: `terraform output mlflow_url` |" in (
+        summary.read_text()
+    )
+    assert outputs(output)["mlflow_url"] == ""  # nothing for a later job to log to on the GPU
+    assert f"ubuntu@{ip}" in summary.read_text()  # the address and SSH command stay

@@ -124,6 +124,8 @@ def show(project: Project, status: ComputeStatus, title: str, as_json: bool) -> 
     from wms.report import write_github_output, write_step_summary
 
     values = status_values(project, status)
+    # For a person: in the split layout the GPU instance runs no MLflow; say where it is.
+    shown = values | {"mlflow_url": values["mlflow_url"] or mlflow_elsewhere(project)}
     if as_json:
         print(json.dumps(values, indent=2))
     else:
@@ -137,13 +139,21 @@ def show(project: Project, status: ComputeStatus, title: str, as_json: bool) -> 
             ("lease until", "lease_expires"),
             ("detail", "detail"),
         ):
-            if values[key]:
-                console.print(f"  {label:<12} {values[key]}", highlight=False, soft_wrap=True)
+            if shown[key]:
+                console.print(f"  {label:<12} {shown[key]}", highlight=False, soft_wrap=True)
         billed = _billed(values)
         if billed:
             console.print(f"  {'billed':<12} {billed}", highlight=False)
     write_github_output({k: "" if v is None else str(v) for k, v in values.items()})
-    write_step_summary(summary_markdown(title, values))
+    write_step_summary(summary_markdown(title, shown))
+
+
+def mlflow_elsewhere(project: Project) -> str | None:
+    """Where MLflow is when not on the instance (compute.mlflow_on_instance = false: split)."""
+    cfg = project.settings.compute
+    if cfg.backend != "ec2" or cfg.mlflow_on_instance:
+        return None
+    return "on the serving node, not this instance: `terraform output mlflow_url`"
 
 
 @app.command()

@@ -46,7 +46,7 @@ def instance_status(
         detail=detail or f"{instance.get('InstanceType', '?')} {instance['InstanceId']}",
         instance_id=instance["InstanceId"],
         public_ip=public_ip,
-        mlflow_url=mlflow_url(cfg, host) if host else None,
+        mlflow_url=mlflow_url(cfg, host) if host and cfg.mlflow_on_instance else None,
         ssh_command=f"ssh -i {cfg.ssh_key}{port} {cfg.ssh_user}@{host}" if host else None,
         lease_expires=expires.isoformat() if expires else None,
         billed_seconds=billed,

@@ -261,6 +261,13 @@ class ComputeSettings(Section):
     ssh_user: str = "ubuntu"
     ssh_key: str = Field("~/.ssh/wms.pem", description="private key file (or the key itself) for SSH")
     mlflow_port: int = Field(5000, ge=1, le=65535, description="MLflow on the instance; probed at /health")
+    mlflow_on_instance: bool = Field(
+        True,
+        description=(
+            "MLflow runs on the instance (the single layout); false (split): it runs on the serving "
+            "node, and the instance's status shows no MLflow address of its own"
+        ),
+    )
     runner_name: str = Field("wms-k3s", description="the self-hosted runner that must be online")
     start_timeout_seconds: float = Field(600, gt=0, description="limit of each wait while starting")
     stop_timeout_seconds: float = Field(600, gt=0, description="limit of the wait for `stopped`")
