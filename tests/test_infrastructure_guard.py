@@ -52,12 +52,14 @@ def _guard(
     bootstrap: str = "active",
     after_mark: dict[str, str] | None = None,
     may_tag: bool = True,
+    ask_again: bool = True,
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """Run lease-guard.sh on an instance with `tags` (None: EC2 refuses) whose bootstrap unit is
     in state `bootstrap`; what it printed, and the poweroff it asked systemctl for.
 
     `after_mark`: the tags once the guard has tagged it wms:stopping (a start leased it
-    meanwhile); `may_tag`: whether its role may write that tag. Every call is in tmp_path/calls.
+    meanwhile); `may_tag`: whether its role may write that tag; `ask_again`: whether EC2 answers
+    the look after the mark. Every call is in tmp_path/calls.
     """
     for tool in ("jq", "date"):
         if shutil.which(tool) is None:
@@ -72,7 +74,8 @@ def _guard(
         "  delete-tags) exit 0 ;;\n"
         "esac\n"
         f'if grep -q create-tags "$CALLS" && [ {"yes" if may_tag else "no"} = yes ]; then\n'
-        f"{_tags_answer(after_mark if after_mark is not None else tags)}\nfi\n"
+        f"{_tags_answer(after_mark if after_mark is not None else tags) if ask_again else _tags_answer(None)}"
+        "\nfi\n"
         f"{_tags_answer(tags)}\n",
     )
     _executable(
@@ -161,6 +164,18 @@ def test_a_start_that_finds_the_guards_mark_waits_for_that_stop(tmp_path: Path, 
     cfg = _settings(ec2_box)
     with pytest.raises(BackendError, match="another caller's stop"):
         Ec2Compute(cfg, holder="gh-run-8").start()
+
+
+def test_when_the_second_look_fails_the_guard_takes_its_mark_off_and_stops_nothing(tmp_path: Path) -> None:
+    """A start may have leased it meanwhile; a mark left behind would hold that start back."""
+    result, stops = _guard(tmp_path, EXPIRED, ask_again=False)
+    assert result.returncode != 0 and stops == []
+    assert [c.split()[1] for c in _aws_calls(tmp_path)] == [
+        "describe-tags",
+        "create-tags",
+        "describe-tags",
+        "delete-tags",
+    ]
 
 
 def test_a_role_that_may_not_tag_still_stops_an_unleased_instance(tmp_path: Path) -> None:

@@ -72,7 +72,10 @@ fi
 # The mark `wms compute start` waits on (wms:stopping = <who> <ISO time>), then a second look.
 if aws ec2 create-tags --region "$AWS_REGION" --resources "$id" \
   --tags "Key=wms:stopping,Value=lease-guard $(date -u +%Y-%m-%dT%H:%M:%S+00:00)"; then
-  read_leases || exit 1
+  if ! read_leases; then # a start may have leased it: no stop, and no mark for it to wait on
+    aws ec2 delete-tags --region "$AWS_REGION" --resources "$id" --tags Key=wms:stopping || true
+    exit 1
+  fi
   if leased; then
     aws ec2 delete-tags --region "$AWS_REGION" --resources "$id" --tags Key=wms:stopping || true
     echo "instance $id was leased meanwhile (until $(date -u -d "@$latest" +%FT%TZ)): left running"
