@@ -279,9 +279,9 @@ def test_the_train_job_runs_in_the_environment_and_trains_only_the_taken_pairs()
         'wms pipeline run --new-data .wms/incoming --branch "$GITHUB_REF_NAME" --sha "$GITHUB_SHA"'
     )
     assert 'wms vcs take-incoming --sha "$GITHUB_SHA" --out .wms/incoming' in [s.get("run") for s in steps]
-    # git pushes use the job's token (they start no workflow: the publish commit starts no run);
-    # the PAT reaches only the pipeline step, for the pull request API.
-    assert _checkouts(train)[0]["with"]["token"] == "${{ github.token }}"
+    # git pushes use the job's token (they start no workflow: the publish commit starts no run),
+    # handed to git in the pipeline step only; the PAT reaches only that step, for the pull request API.
+    assert pipeline["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
     with_pat = [s for s in steps if "secrets.WMS_GITHUB_TOKEN" in yaml.safe_dump(s)]
     assert with_pat == [pipeline]
 
