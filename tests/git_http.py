@@ -1,5 +1,5 @@
 """Bare repositories served over HTTP by git's own `git http-backend`, behind Basic auth, as GitHub
-serves them: no token, no access (a private repository)."""
+serves them: no token, no access (a private repository); a pre-receive hook may refuse a push."""
 
 from __future__ import annotations
 
@@ -12,6 +12,22 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+# GitHub's answer to a push, made with a token without the `workflows` permission, that changes
+# a file under .github/workflows/ (the same words, whichever commit brought the change).
+WORKFLOW_REFUSAL = """#!/bin/sh
+while read old new ref; do
+  [ "$REMOTE_USER" = "{allowed}" ] && continue
+  base=$old
+  case "$old" in 0000000000000000000000000000000000000000) base=$(git hash-object -t tree /dev/null);; esac
+  changed=$(git diff --name-only "$base" "$new" -- .github/workflows/ | head -n 1)
+  if [ -n "$changed" ]; then
+    echo "refusing to allow a GitHub App to create or update workflow \\`$changed\\`" \\
+      "without \\`workflows\\` permission" >&2
+    exit 1
+  fi
+done
+"""
 
 
 @contextmanager
@@ -74,6 +90,14 @@ def serve_git(root: Path, tokens: dict[str, str]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def refuse_workflow_changes(bare: Path, allowed_user: str) -> None:
+    """Make `bare` refuse, as GitHub does, a push that changes .github/workflows/ unless its token
+    is `allowed_user`'s (one with the `workflows` permission)."""
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text(WORKFLOW_REFUSAL.replace("{allowed}", allowed_user))
+    hook.chmod(0o755)
 
 
 def _user(authorization: str, tokens: dict[str, str]) -> str | None:

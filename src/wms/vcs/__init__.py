@@ -76,6 +76,7 @@ def make_github_host(
         merge_fallback=cfg.merge_fallback,
         git=git,
         remote=cfg.remote,
+        workflows_token=env.get("WMS_GITHUB_TOKEN", ""),
     )
 
 

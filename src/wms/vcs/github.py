@@ -34,7 +34,7 @@ from githubkit.typing import RetryOption
 from githubkit.utils import UNSET
 
 from wms.errors import BackendError, ConfigError
-from wms.vcs.git import Git
+from wms.vcs.git import Git, GitError
 
 MergeMethod = Literal["squash", "merge", "rebase"]
 
@@ -229,6 +229,7 @@ class GitHubHost:
         merge_fallback: bool = True,
         git: Git | None = None,
         remote: str = "origin",
+        workflows_token: str = "",
     ) -> None:
         if repository.count("/") != 1 or not all(repository.split("/")):
             raise ConfigError(
@@ -243,11 +244,12 @@ class GitHubHost:
         self.merge_fallback = merge_fallback
         self.git = git
         self.remote = remote
+        self.workflows_token = workflows_token
 
     def publish(self, branch: str, title: str, body: str) -> str:
         """Push the branch, create or update its pull request, label it and enable auto-merge."""
         if self.git is not None:
-            self.git.push(self.remote, f"HEAD:refs/heads/{branch}", no_verify=True)
+            self._push(self.git, branch)
         body = _fit(body)
         rest, found = self.client.sdk.rest, self.find_pull_request(branch)
         if found is None:
@@ -283,6 +285,25 @@ class GitHubHost:
                 )
             return self._merge_now(pr, title, branch, reason=str(exc))
         return f"{pr.html_url} opened with auto-merge ({self.merge_method}): it merges when the checks pass"
+
+    def _push(self, git: Git, branch: str) -> None:
+        """Push HEAD to `branch` with the job's GITHUB_TOKEN (its push starts no workflow run); where
+        GitHub refuses it main's changes to .github/workflows/, taken in by publishing, push again
+        with `workflows_token`."""
+        refspec, fix = f"HEAD:refs/heads/{branch}", "the Workflows permission (read and write)"
+        try:
+            return git.push(self.remote, refspec, no_verify=True)
+        except GitError as exc:
+            if "workflow" not in str(exc):
+                raise
+            why = f"{exc} — main changed .github/workflows/ since {branch} was cut"
+        if not self.workflows_token:
+            raise GitError(f"{why}, and the job's token may not push that: set WMS_GITHUB_TOKEN, with {fix}")
+        try:
+            git.push(self.remote, refspec, no_verify=True, token=self.workflows_token)
+        except GitError as exc:
+            bypass = "and a bypass of any ruleset on .github/workflows/**"
+            raise GitError(f"{exc} — give WMS_GITHUB_TOKEN {fix} {bypass}") from None
 
     def find_pull_request(self, branch: str) -> PullRequest | None:
         """The open pull request from `branch` into the base branch, if there is one."""
