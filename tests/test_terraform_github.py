@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-ENVIRONMENTS = ("wms-production", "wms-compute")
+ENVIRONMENTS = ("wms-production", "wms-compute", "wms-sweep")
 # EC2's waiters the compute backend waits through, and the API each one polls.
 WAITER_CALLS = {
     "instance_status_ok": "describe_instance_status",
@@ -78,3 +78,15 @@ def test_the_readme_says_to_set_each_role_in_its_own_environment() -> None:
     readme = " ".join((REPO / "README.md").read_text().split())
     assert "github_role_arns" in readme
     assert "not as a repository variable" in readme
+
+
+def test_the_sweep_role_reaches_the_batch_records_alone(terraform: dict[str, Any]) -> None:
+    """The sweeper's look (environment wms-sweep, no reviewers) reads which batches have a
+    finished run and records a refused branch: nothing else of the store, no EC2."""
+    assert '"wms-sweep"' in terraform["resource"]["aws_iam_role.github"]["for_each"]
+    store = terraform["output"]["store_url"]["value"].removeprefix("s3://${aws_s3_bucket.data.bucket}/")
+    by_sid = {s["sid"]: s for s in statements(terraform, "github_sweep")}
+    assert allowed(terraform, "github_sweep") == {"s3:ListBucket", "s3:GetObject", "s3:PutObject"}
+    assert by_sid["ReadWriteBatchRecords"]["resources"] == [f"${{aws_s3_bucket.data.arn}}/{store}/batches/*"]
+    policy = terraform["locals"]["github_policies"]["wms-sweep"]
+    assert policy == "${data.aws_iam_policy_document.github_sweep.json}"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.git_http import serve_git
-from tests.test_workflows import ROOT, WORKFLOWS, load
+from tests.test_workflows import ROOT, WORKFLOWS, load, triggers
 
 TOKEN = "ghs_jobtoken0123456789"
 
@@ -133,3 +133,16 @@ def test_every_job_that_fetches_or_pushes_hands_git_the_token_in_that_step_alone
     assert {k: spec.get("env", {}).get(k) for k in HELPER_KEYS} == helper, (name, job)
     (step,) = [s for s in spec["steps"] if str(s.get("run", "")).startswith(command)]
     assert step["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
+
+
+def test_the_sweepers_look_never_waits_for_a_reviewer() -> None:
+    """Reviewers may guard wms-production (training, deploying). The look runs every 30 minutes
+    and trains nothing: in wms-production every sweep waited for a person, work or none."""
+    jobs = load("pipeline-sweeper.yaml")["jobs"]
+    assert jobs["find"]["environment"] == "wms-sweep"
+    assert [s["run"] for s in jobs["find"]["steps"] if "run" in s] == ["wms pipeline sweep --dry-run"]
+    assert jobs["sweep"]["environment"] == "wms-production"  # the training a person may approve
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "Never put reviewers on `wms-sweep`" in readme
+    assert "Limit `wms-sweep` to `main`" in readme  # its deployment branches: the schedule runs on main
+    assert triggers(load("pipeline-sweeper.yaml")).keys() == {"schedule", "workflow_dispatch"}

@@ -2,7 +2,7 @@
 # GitHub environment. Each role trusts only this repository's jobs that run in its environment
 # (the token's `sub` is repo:OWNER/NAME:environment:ENV), and allows only what those jobs do.
 # Set each role's ARN as its environment's variable AWS_ROLE_ARN (Settings → Environments →
-# wms-production / wms-compute → Variables), not as a repository variable: a repository-wide
+# wms-production / wms-compute / wms-sweep → Variables), not as a repository variable: a repository-wide
 # AWS_ROLE_ARN would hand the production role to the wms-compute jobs too.
 
 locals {
@@ -10,6 +10,7 @@ locals {
   github_policies = {
     "wms-production" = data.aws_iam_policy_document.github_production.json
     "wms-compute"    = data.aws_iam_policy_document.github_compute.json
+    "wms-sweep"      = data.aws_iam_policy_document.github_sweep.json
   }
   gpu_instance_arn = "arn:${data.aws_partition.current.partition}:ec2:${var.region}:${data.aws_caller_identity.current.account_id}:instance/${aws_instance.gpu.id}"
 }
@@ -25,7 +26,7 @@ resource "aws_iam_openid_connect_provider" "github" {
 }
 
 data "aws_iam_policy_document" "assume_github" {
-  for_each = toset(["wms-production", "wms-compute"])
+  for_each = toset(["wms-production", "wms-compute", "wms-sweep"])
 
   statement {
     actions = ["sts:AssumeRoleWithWebIdentity"]
@@ -59,6 +60,27 @@ data "aws_iam_policy_document" "github_compute" {
     sid       = "StartStopAndLeaseTheGpuInstance"
     actions   = ["ec2:StartInstances", "ec2:StopInstances", "ec2:CreateTags", "ec2:DeleteTags"]
     resources = [local.gpu_instance_arn]
+  }
+}
+
+# The sweeper's look (`wms pipeline sweep --dry-run`): which data branches have a finished run,
+# in the store's batch records, and a refused branch recorded there. Nothing else of the store.
+data "aws_iam_policy_document" "github_sweep" {
+  statement {
+    sid       = "ListStore"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.data.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.s3_prefix}/store/*", "${var.s3_prefix}/store"]
+    }
+  }
+
+  statement {
+    sid       = "ReadWriteBatchRecords"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${aws_s3_bucket.data.arn}/${var.s3_prefix}/store/batches/*"]
   }
 }
 
@@ -108,7 +130,7 @@ data "aws_iam_policy_document" "github_production" {
 }
 
 resource "aws_iam_role" "github" {
-  for_each           = toset(["wms-production", "wms-compute"])
+  for_each           = toset(["wms-production", "wms-compute", "wms-sweep"])
   name               = "${var.project}-github-${trimprefix(each.key, "wms-")}"
   assume_role_policy = data.aws_iam_policy_document.assume_github[each.key].json
 }
