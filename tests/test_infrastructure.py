@@ -307,7 +307,7 @@ def test_the_layout_variable_takes_only_split_or_single(tmp_path: Path) -> None:
 
 def test_every_step_of_every_boot_is_delivered(boots: dict[str, Boot]) -> None:
     for name, boot in boots.items():
-        helpers = {"bootstrap", "lib", "runner-start"}
+        helpers = {"bootstrap", "lib", "runner-start", "runner-job-started"}
         if "mlflow" in boot.steps:
             helpers.add("mlflow-backup")
         if "nvidia" in boot.steps:  # the GPU instance stops itself once its leases ran out

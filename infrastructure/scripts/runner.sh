@@ -30,9 +30,14 @@ fi
 # unprivileged user must own.
 install -d -o "$RUNNER_USER" -g "$RUNNER_USER" /opt/hostedtoolcache
 changed=0
+# Before every job, runner-job-started.sh fails a job whose workflow is not main's (a branch
+# that changed .github/), before any of its steps run.
 if put_file "$dir/.env" 0644 "$RUNNER_USER:$RUNNER_USER" <<ENV; then changed=1; fi
 AGENT_TOOLSDIRECTORY=/opt/hostedtoolcache
 LANG=C.UTF-8
+ACTIONS_RUNNER_HOOK_JOB_STARTED=/usr/local/lib/wms/runner-job-started.sh
+RUNNER_TOKEN_PARAMETER=$RUNNER_TOKEN_PARAMETER
+AWS_REGION=$AWS_REGION
 ENV
 
 if put_file /etc/systemd/system/wms-runner.service 0644 <<UNIT; then changed=1; fi
