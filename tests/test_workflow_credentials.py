@@ -7,6 +7,7 @@ and every later step can read it there, the one that decodes a data branch's ima
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,34 @@ def test_the_sweepers_look_never_waits_for_a_reviewer() -> None:
     assert "Never put reviewers on `wms-sweep`" in readme
     assert "Limit `wms-sweep` to `main`" in readme  # its deployment branches: the schedule runs on main
     assert triggers(load("pipeline-sweeper.yaml")).keys() == {"schedule", "workflow_dispatch"}
+
+
+ACTION = ROOT / ".github" / "actions" / "aws-credentials" / "action.yaml"
+ONE_HOUR = 3600  # configure-aws-credentials' role duration for OIDC when none is asked for
+
+
+def role_max_session(terraform: dict[str, Any], environment: str) -> int:
+    """aws_iam_role.github's max_session_duration for `environment` (AWS's default: one hour)."""
+    value = str(terraform["resource"]["aws_iam_role.github"].get("max_session_duration", ONE_HOUR))
+    choice = re.fullmatch(r'\$\{each\.key == "([\w-]+)" \? (\d+) : (\d+)\}', value)
+    if choice:
+        return int(choice[2] if environment == choice[1] else choice[3])
+    return int(value)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.yaml")))
+def test_oidc_credentials_last_as_long_as_the_job_that_holds_them(
+    name: str, terraform: dict[str, Any]
+) -> None:
+    """An OIDC role's credentials ran out after one hour: a pipeline that waited for the store's
+    lock or trained longer could renew neither that lock nor its lease on the instance, and failed."""
+    action = yaml.safe_load(ACTION.read_text())
+    assert int(action["inputs"]["role-duration-seconds"]["default"]) == ONE_HOUR
+    (oidc,) = [s for s in action["runs"]["steps"] if "role-to-assume" in s["with"]]
+    assert oidc["with"]["role-duration-seconds"] == "${{ inputs.role-duration-seconds }}"
+    for job_id, job in load(name)["jobs"].items():
+        for step in job.get("steps", []):
+            if step.get("uses") == "./.github/actions/aws-credentials":
+                asked = int(step["with"].get("role-duration-seconds", ONE_HOUR))
+                assert asked >= 60 * int(job["timeout-minutes"]), (name, job_id, asked)
+                assert asked <= role_max_session(terraform, job["environment"]), (name, job_id, asked)
