@@ -86,6 +86,7 @@ def pod(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "WMS_SERVE__MAX_QUEUE": "8",
         "WMS_SERVE__INTRA_OP_THREADS": "1",
         "WMS_SERVE__MAX_UPLOAD_MB": "20",
+        "WMS_SERVE__UPLOAD_TIMEOUT_SECONDS": "180",
         "WMS_SERVE__MAX_PIXELS": "40000000",
     }
     log = root / "serve.log"

@@ -375,6 +375,9 @@ class ServeSettings(Section):
     )
     intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per inference; 0: one per core")
     max_upload_mb: float = Field(20, gt=0, description="largest accepted upload")
+    upload_timeout_seconds: float = Field(
+        180, gt=0, description="an upload not whole this long after its headers gets 408 and frees its place"
+    )
     max_pixels: int = Field(
         40_000_000, ge=1, description="largest accepted width x height, checked before decoding"
     )

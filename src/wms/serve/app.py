@@ -8,6 +8,9 @@ event loop keeps answering /health and /metrics while the CPU works. At most
 `serve.max_queue` more predictions wait for a turn; the next gets 503 at once, before its body is
 read, so a crowd of uploads can neither fill the pod's memory nor its /tmp (where uploads over
 1 MB are spooled). A waiting upload stays in its spool: it is read only once its turn comes.
+An upload still incomplete `serve.upload_timeout_seconds` after its headers gets 408 and gives
+its place back, so clients that trickle their bodies cannot keep everyone else at 503 for long
+(uvicorn has no timeout of its own for reading a request).
 Every prediction carries its uncertainty (wms.uncertainty); with `serve.capture` on, some photos
 are kept for labelling after the response is sent (wms.serve.capture).
 """
@@ -40,6 +43,9 @@ from wms.uncertainty import Assessment, assess
 
 MB = 1024 * 1024
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
+# On a 408: uvicorn then closes the connection instead of keeping it open for as long as the
+# slow client goes on sending.
+CLOSE = ((b"connection", b"close"),)
 
 
 class ErrorBody(BaseModel):
@@ -69,6 +75,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in {
         400: "empty, truncated or corrupt image",
+        408: "the upload was not whole within serve.upload_timeout_seconds",
         413: "upload or pixel count over the limits",
         415: "not an image",
         422: "no form field 'file', or a bad query parameter",
@@ -94,14 +101,14 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(dict.fromkeys(problems)) or "invalid request"
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _CutOff(Exception):
+    """The request's body is refused while it arrives (state["cut"] says why)."""
 
 
 class GuardMiddleware:
-    """Counts every request for /metrics, cuts off request bodies over the upload limit, and
-    answers 503 to a prediction when `max_predictions` are already under way (receiving, waiting
-    or running).
+    """Counts every request for /metrics, cuts off request bodies over the upload limit or still
+    arriving `body_seconds` after the headers, and answers 503 to a prediction when
+    `max_predictions` are already under way (receiving, waiting or running).
 
     The upload limit is enforced on the bytes as they arrive, before the multipart parser spools
     them anywhere, whether or not the client sent a Content-Length. A request is counted, with
@@ -110,9 +117,12 @@ class GuardMiddleware:
     client's wait.
     """
 
-    def __init__(self, app: Any, metrics: Metrics, max_body: int, max_predictions: int) -> None:
+    def __init__(
+        self, app: Any, metrics: Metrics, max_body: int, max_predictions: int, body_seconds: float
+    ) -> None:
         self.app, self.metrics, self.max_body = app, metrics, max_body
         self.max_predictions, self.predicting = max_predictions, 0  # one event loop: no lock
+        self.body_seconds = body_seconds
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
         if scope["type"] != "http":
@@ -120,7 +130,15 @@ class GuardMiddleware:
             return
         started = time.perf_counter()
         route = self.metrics.route(scope.get("path", ""))
-        state = {"status": 500, "received": 0, "too_big": False, "replied": False, "counted": False}
+        state: dict[str, Any] = {
+            "status": 500,
+            "received": 0,  # body bytes so far
+            "whole": False,  # the body has arrived whole
+            "cut": None,  # (status, message) when the body was refused while it arrived
+            "replied": False,
+            "counted": False,
+        }
+        body_deadline = anyio.current_time() + self.body_seconds  # from the end of the headers
 
         def count(status: int) -> None:
             if not state["counted"]:
@@ -155,17 +173,28 @@ class GuardMiddleware:
             count(status)
 
         async def limited_receive() -> Any:
-            message = await receive()
+            if state["cut"] or state["whole"]:  # after the body: a wait for the client to leave
+                return await receive()
+            with anyio.CancelScope(deadline=body_deadline) as timer:
+                message = await receive()
+            if timer.cancelled_caught:
+                slow = (
+                    f"the upload was not complete after {self.body_seconds:g} s "
+                    "(serve.upload_timeout_seconds); send it again over a faster connection"
+                )
+                state["cut"] = (408, slow)
+                raise _CutOff
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))
                 if state["received"] > self.max_body:
-                    state["too_big"] = True
-                    raise _BodyTooLarge
+                    state["cut"] = (413, refusal)
+                    raise _CutOff
+                state["whole"] = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: dict[str, Any]) -> None:
-            if state["too_big"]:
-                return  # whatever the app makes of the cut-off body, the client hears 413
+            if state["cut"]:
+                return  # whatever the app makes of the cut-off body, the client hears why it was cut
             if message["type"] == "http.response.start":
                 state["status"], state["replied"] = message["status"], True
             await send(message)
@@ -175,11 +204,12 @@ class GuardMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except Exception:
-            if not state["too_big"]:
+            if not state["cut"]:
                 raise
         finally:
-            if state["too_big"] and not state["replied"]:
-                await self._reply(send, 413, refusal, state)
+            if state["cut"] and not state["replied"]:
+                status, message = state["cut"]
+                await self._reply(send, status, message, state, CLOSE if status == 408 else ())
             done(int(state["status"]))  # an answer cut off, refused or never sent
 
     @staticmethod
@@ -332,5 +362,6 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
         metrics=metrics,
         max_body=max_upload + MULTIPART_SLACK,
         max_predictions=settings.max_concurrency + settings.max_queue,
+        body_seconds=settings.upload_timeout_seconds,
     )
     return app
