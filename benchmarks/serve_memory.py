@@ -8,7 +8,7 @@ deploy), with seeded random weights (memory does not depend on training), reads 
 resident memory (VmHWM in /proc) once it is ready, posts JPEG photos of the given size (one,
 or two at once), and reads VmHWM again. The growth per photo pixel is the slope between sizes;
 the chart test (tests/test_infrastructure_memory.py) uses it; `rss_mb` is what the server holds
-once the photos are answered. Results go to benchmarks/results/serve_memory[_gpu].json.
+half a second after the photos are answered. Results go to benchmarks/results/serve_memory[_gpu].json.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,6 +89,7 @@ def _case(folder: Path, workdir: Path, photo: bytes, at_once: int) -> dict[str, 
 
         with ThreadPoolExecutor(at_once) as pool:
             list(pool.map(post, range(at_once)))
+        time.sleep(0.5)  # the server gives freed memory back just after the last answer (wms.serve.heap)
         peak, rss = server.peak_mb(), server.peak_mb("VmRSS")
         return {"base_mb": round(base, 1), "peak_mb": round(peak, 1), "rss_mb": round(rss, 1)}
     finally:

@@ -36,7 +36,9 @@ NODES = {
 K3S_CPU_MILLI, K3S_MEMORY = 200, 140 * MIB
 # What a model pod holds once it has served (resident memory of `wms serve` with the gpu recipe's
 # U-Net, which the workflows train, after 100 real photos and ten of 12 megapixels, two at a time;
-# it gives ONNX Runtime's working memory back after each photo). A request below it lets the
+# it gives ONNX Runtime's working memory back after each photo, and what malloc kept once the
+# last photo under way is answered: after two 39.9-megapixel photos at once it holds 219-262
+# MiB, not the 729-911 it held before it did; src/wms/serve/heap.py). A request below it lets the
 # scheduler put more on the node than it holds, and makes the pod the first one evicted.
 SERVED_MEMORY = 400 * MIB
 

@@ -12,7 +12,8 @@ An upload still incomplete `serve.upload_timeout_seconds` after its headers gets
 its place back, so clients that trickle their bodies cannot keep everyone else at 503 for long
 (uvicorn has no timeout of its own for reading a request).
 Every prediction carries its uncertainty (wms.uncertainty); with `serve.capture` on, some photos
-are kept for labelling after the response is sent (wms.serve.capture).
+are kept for labelling after the response is sent (wms.serve.capture). When the last prediction
+under way ends, the memory it freed is given back to the system (wms.serve.heap).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wms.config import ServeSettings
 from wms.serve.capture import Capture, Captured, describe
+from wms.serve.heap import release_freed_memory
 from wms.serve.imaging import InputError, MaskSummary, decode_upload, summarize_mask
 from wms.serve.metrics import Metrics
 from wms.serve.model import ServedModel
@@ -164,6 +166,7 @@ class GuardMiddleware:
                 count(503)
                 return
             self.predicting += 1
+        admitted = predicting
 
         def done(status: int) -> None:
             nonlocal predicting
@@ -211,6 +214,8 @@ class GuardMiddleware:
                 status, message = state["cut"]
                 await self._reply(send, status, message, state, CLOSE if status == 408 else ())
             done(int(state["status"]))  # an answer cut off, refused or never sent
+            if admitted and self.predicting == 0:  # the last one out: its photo and maps are freed
+                await anyio.to_thread.run_sync(release_freed_memory)
 
     @staticmethod
     async def _reply(
