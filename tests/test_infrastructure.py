@@ -309,7 +309,7 @@ def test_every_step_of_every_boot_is_delivered(boots: dict[str, Boot]) -> None:
     for name, boot in boots.items():
         helpers = {"bootstrap", "lib", "runner-start", "runner-job-started"}
         if "mlflow" in boot.steps:
-            helpers.add("mlflow-backup")
+            helpers |= {"mlflow-backup", "mlflow-restore"}
         if "nvidia" in boot.steps:  # the GPU instance stops itself once its leases ran out
             helpers.add("lease-guard")
         assert boot.scripts == set(boot.steps) | helpers, name
@@ -328,7 +328,7 @@ def test_split_serving_node_serves_without_nvidia(boots: dict[str, Boot]) -> Non
 def test_split_gpu_instance_only_trains(boots: dict[str, Boot]) -> None:
     gpu = boots[ROLES["split", "gpu"]]
     assert set(gpu.steps) == {"base", "nvidia", "runner"}
-    assert not gpu.scripts & {"k3s", "deploy-tools", "mlflow", "mlflow-backup"}
+    assert not gpu.scripts & {"k3s", "deploy-tools", "mlflow", "mlflow-backup", "mlflow-restore"}
     assert not [key for key in gpu.settings if key.startswith(("K3S_", "HELM_", "MLFLOW_"))]
     assert gpu.labels == {"wms-gpu"}
 
@@ -370,6 +370,9 @@ def test_mlflow_serves_from_sqlite_with_artifacts_in_s3_at_the_clients_pin(boots
     backup = boots["serving"].files["/usr/local/lib/wms/mlflow-backup.sh"]
     assert ".backup" in backup and 'aws s3 cp --only-show-errors --region "$AWS_REGION"' in backup
     assert "OnCalendar=daily" in script
+    # Every start without a database restores the latest backup first (a new disk, a lost file).
+    assert "ExecStartPre=/usr/local/lib/wms/mlflow-restore.sh" in script
+    assert "MLFLOW_BACKUP_URI=$MLFLOW_BACKUP_URI" in script
     assert boots["serving"].settings["MLFLOW_ARTIFACTS_URI"].startswith("s3://")
 
 

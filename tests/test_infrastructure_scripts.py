@@ -2,7 +2,8 @@
 
 runner-start.sh talks to a fake GitHub REST API on loopback, with a fake `aws` that hands out
 the token and a fake `run.sh` that records how it was started; mlflow-backup.sh snapshots a
-real SQLite database with the real sqlite3 and "uploads" it through a fake `aws`; bootstrap.sh
+real SQLite database with the real sqlite3 and "uploads" it through a fake `aws`, and
+mlflow-restore.sh brings it back the same way, under a real `mlflow server`; bootstrap.sh
 runs fake steps. What needs root and the cloud (apt, k3s, systemd) is checked statically in
 test_infrastructure.py.
 """
@@ -15,13 +16,21 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import _free_port, wait_until_ready
+from tests.test_registry import logged_run
+
+from wms.config import load_settings
+from wms.production import move_production, reconcile
+from wms.registry import MlflowRegistry
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "infrastructure" / "scripts"
 TOKEN = "github_pat_11FAKE0000000000000000_fakefakefakefakefakefakefakefake"
@@ -38,6 +47,46 @@ def _executable(path: Path, text: str) -> Path:
     path.write_text(text)
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return path
+
+
+# `aws` as the MLflow scripts call it, over a folder that stands for the backup prefix: `s3 cp`
+# keeps or fetches an object by its name, `s3api list-objects-v2` names the key when it is there
+# (prints None like the CLI when it is not); AWS_FAIL makes every call fail with that message.
+FAKE_AWS = """#!/bin/sh
+echo "$@" >> "$AWS_CALLS"
+if [ -n "${AWS_FAIL:-}" ]; then echo "$AWS_FAIL" >&2; exit 254; fi
+case "$1 $2" in
+  "s3api list-objects-v2")
+    while [ $# -gt 0 ]; do [ "$1" = --prefix ] && key=$2; shift; done
+    if [ -f "$BUCKET/$(basename "$key")" ]; then echo "$key"; else echo None; fi ;;
+  "s3 cp")
+    for arg; do source=$destination; destination=$arg; done
+    case "$source" in s3://*) source=$BUCKET/$(basename "$source") ;; esac
+    case "$destination" in s3://*) destination=$BUCKET/$(basename "$destination") ;; esac
+    cp "$source" "$destination" ;;
+esac
+"""
+BACKUP_URI = "s3://wms-data-example/wms/mlflow-backup/mlflow.db"
+
+
+def _mlflow_script(tmp_path: Path, script: str, db: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run an MLflow script of the instance against the fake `aws` and the bucket tmp_path/bucket."""
+    bin_dir = tmp_path / "bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        _executable(bin_dir / "aws", FAKE_AWS)
+    (tmp_path / "bucket").mkdir(exist_ok=True)
+    base = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "AWS_CALLS": str(tmp_path / "aws-calls"),
+        "BUCKET": str(tmp_path / "bucket"),
+        "MLFLOW_DB": str(db),
+        "MLFLOW_BACKUP_URI": BACKUP_URI,
+        "AWS_REGION": "us-east-1",
+    }
+    return subprocess.run(
+        ["bash", str(SCRIPTS / script)], env=base | env, capture_output=True, text=True, timeout=120
+    )
 
 
 class FakeGitHub:
@@ -246,3 +295,120 @@ def test_bootstrap_runs_the_steps_in_order_and_stops_at_the_first_failure(tmp_pa
     log.unlink()
     assert bootstrap("base broken runner").returncode != 0
     assert log.read_text().splitlines() == ["base v1.31.12+k3s1"]
+
+
+def test_mlflow_restore_brings_back_the_backup_and_never_starts_empty_over_one_it_cannot_read(
+    tmp_path: Path,
+) -> None:
+    _need("sqlite3")
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    fake_mlflow = _executable(tmp_path / "mlflow", '#!/bin/sh\necho "$@" >> "$MLFLOW_CALLS"\n')
+    calls = tmp_path / "mlflow-calls"
+    db = tmp_path / "data" / "mlflow.db"
+    db.parent.mkdir()
+
+    def restore(**env: str) -> subprocess.CompletedProcess[str]:
+        extra = {"MLFLOW_BIN": str(fake_mlflow), "MLFLOW_CALLS": str(calls)}
+        return _mlflow_script(tmp_path, "mlflow-restore.sh", db, **extra, **env)
+
+    # The first boot ever: no backup, so MLflow starts empty.
+    first = restore()
+    assert first.returncode == 0, first.stderr
+    assert f"no backup at {BACKUP_URI}: MLflow starts with an empty database" in first.stdout
+    assert not db.exists()
+
+    with sqlite3.connect(bucket / "mlflow.db") as backup:
+        backup.execute("CREATE TABLE registered_models (name TEXT)")
+        backup.execute("INSERT INTO registered_models VALUES ('wms-model')")
+
+    # A new node whose credentials are not there yet: it must not start empty over the backup.
+    blind = restore(AWS_FAIL="Unable to locate credentials. You can configure credentials by running ...")
+    assert blind.returncode != 0
+    assert f"cannot tell whether {BACKUP_URI} holds a backup: Unable to locate credentials" in blind.stderr
+    assert "MLflow is not started with an empty database" in blind.stderr
+    assert not db.exists()
+
+    restored = restore()
+    assert restored.returncode == 0, restored.stderr
+    assert f"restored {db} from {BACKUP_URI}" in restored.stdout
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT name FROM registered_models").fetchall() == [("wms-model",)]
+    assert calls.read_text().split()[:2] == ["db", "upgrade"]  # the schema follows this MLflow
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]
+
+    # A database in place is left alone, whatever the bucket holds.
+    (tmp_path / "aws-calls").unlink()
+    assert restore().returncode == 0
+    assert not (tmp_path / "aws-calls").exists()
+
+    # A damaged backup is refused, not served.
+    db.unlink()
+    (bucket / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"\x17" * 4000)
+    damaged = restore()
+    assert damaged.returncode != 0
+    assert "fails its integrity check" in damaged.stderr and "Recovery" in damaged.stderr
+    assert not db.exists() and not list(db.parent.iterdir())
+
+
+@contextmanager
+def _mlflow_server(db: Path, artifacts: Path) -> Iterator[str]:
+    """`mlflow server` as mlflow.service runs it: the SQLite file `db`, proxied artifacts."""
+    port = _free_port()
+    log_path = db.parent / "server.log"
+    with log_path.open("a") as log:
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "server",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--backend-store-uri=sqlite:///{db}",
+                f"--artifacts-destination={artifacts}",
+                "--workers=1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_ready(f"{url}/health", server, log_path, "mlflow server")
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def test_a_lost_mlflow_database_comes_back_from_its_backup_with_production_and_previous(
+    tmp_path: Path, project_dir: Path, empty_tracking_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _need("sqlite3")
+    data = tmp_path / "var-lib-mlflow"
+    data.mkdir()
+    db = data / "mlflow.db"
+    shutil.copyfile(empty_tracking_db, db)
+    artifacts = tmp_path / "bucket-mlflow"  # the artifacts are in S3: they outlive the disk
+    pointers = project_dir / "models"
+    with _mlflow_server(db, artifacts) as url:
+        monkeypatch.setenv("WMS_TRACKING__URI", url)
+        registry = MlflowRegistry(load_settings(start=project_dir))
+        for dice in (0.7, 0.8):
+            version = registry.register(logged_run(registry, tmp_path, dice), {}).version
+            move_production(registry, pointers, version, action="promote", reason="better", by="test")
+        backup = _mlflow_script(tmp_path, "mlflow-backup.sh", db)
+        assert backup.returncode == 0, backup.stderr
+
+    db.unlink()  # the disk is lost; Terraform's new node boots without it
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    restore = _mlflow_script(tmp_path, "mlflow-restore.sh", db, MLFLOW_BIN=mlflow)
+    assert restore.returncode == 0, restore.stderr
+
+    with _mlflow_server(db, artifacts) as url:
+        monkeypatch.setenv("WMS_TRACKING__URI", url)
+        registry = MlflowRegistry(load_settings(start=project_dir))
+        production, previous = registry.production(), registry.previous()
+        assert production is not None and production.version == "2"
+        assert previous is not None and previous.version == "1"
+        assert reconcile(registry, pointers).summary.endswith("as main says; nothing to move")
+        with registry.fetched("production") as folder:  # its files, checked against their sha256
+            assert (folder / "model.pt").read_bytes() == b"weights 0.8"

@@ -3,9 +3,10 @@
 # in its own virtual environment, as mlflow.service on MLFLOW_PORT. The backend store is
 # SQLite on this disk (/var/lib/mlflow/mlflow.db); artifacts go through the server to
 # MLFLOW_ARTIFACTS_URI in S3, so clients need no S3 access of their own. mlflow-backup.timer
-# copies a consistent snapshot of the database to MLFLOW_BACKUP_URI daily; a node that starts
-# without a database (a new disk) restores the latest backup first. Another MLFLOW_VERSION, or
-# a restored database, gets `mlflow db upgrade` before the server starts (a copy kept beside).
+# copies a consistent snapshot of the database to MLFLOW_BACKUP_URI daily; whenever the server
+# starts without a database (a new disk, one moved aside), mlflow-restore.sh restores the
+# latest backup first, and refuses to start empty while a backup it cannot read is there.
+# Another MLFLOW_VERSION gets `mlflow db upgrade` before the server starts (a copy kept beside).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -14,7 +15,7 @@ venv=/opt/mlflow/venv
 data=/var/lib/mlflow
 db=$data/mlflow.db
 changed=0
-migrate=0  # another MLflow or a restored database: bring the schema up to this MLflow
+migrate=0  # another MLflow: bring the schema up to this MLflow
 
 have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mlflow"))' 2>/dev/null || true)
 if [ "$have" != "$MLFLOW_VERSION" ]; then
@@ -31,18 +32,6 @@ if ! id -u mlflow >/dev/null 2>&1; then
   useradd --system --home-dir "$data" --shell /usr/sbin/nologin mlflow
 fi
 install -d -o mlflow -g mlflow -m 0750 "$data"
-
-if [ ! -s "$db" ]; then
-  if aws s3 cp --only-show-errors --region "$AWS_REGION" "$MLFLOW_BACKUP_URI" "$db.restore" 2>/dev/null; then
-    mv "$db.restore" "$db"
-    chown mlflow:mlflow "$db"
-    log "restored the database from $MLFLOW_BACKUP_URI"
-    migrate=1
-  else
-    rm -f "$db.restore"
-    log "no backup at $MLFLOW_BACKUP_URI: MLflow starts with an empty database"
-  fi
-fi
 
 if [ "$migrate" -eq 1 ] && [ -s "$db" ]; then
   systemctl stop mlflow.service 2>/dev/null || true
@@ -69,6 +58,10 @@ After=network-online.target
 User=mlflow
 WorkingDirectory=$data
 Environment=AWS_REGION=$AWS_REGION AWS_DEFAULT_REGION=$AWS_REGION
+Environment=MLFLOW_DB=$db MLFLOW_BIN=$venv/bin/mlflow MLFLOW_BACKUP_URI=$MLFLOW_BACKUP_URI
+ExecStartPre=/usr/local/lib/wms/mlflow-restore.sh
+# Room for the restore: a download and a schema upgrade that can take minutes on a big database.
+TimeoutStartSec=15min
 ExecStart=$venv/bin/mlflow server --backend-store-uri sqlite:///$db --artifacts-destination $MLFLOW_ARTIFACTS_URI --host 0.0.0.0 --port $MLFLOW_PORT --workers 2 --allowed-hosts $allowed_hosts
 Restart=always
 RestartSec=5
@@ -107,10 +100,12 @@ UNIT
 
 systemctl daemon-reload
 systemctl enable mlflow.service mlflow-backup.timer
+# A start whose restore failed (no credentials yet at a first boot) is retried by systemd
+# (Restart=always); the loop below waits for it.
 if [ "$changed" -eq 1 ]; then
-  systemctl restart mlflow.service
+  systemctl restart mlflow.service || true
 else
-  systemctl start mlflow.service
+  systemctl start mlflow.service || true
 fi
 systemctl start mlflow-backup.timer
 
