@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from wms.errors import RegistryError, UsageError
+from wms.errors import ModelNotFound, RegistryError, UsageError
 from wms.files import write_text_atomic
 from wms.registry import ModelRecord, Registry
 
@@ -230,6 +230,32 @@ def check_same_model(where: str, current: dict[str, Any], target: ModelRecord) -
         )
 
 
+def missing_version(pointer_dir: Path, wanted: str, registry: Registry) -> str:
+    """Why the registry lacks the version main names, and the move that serves one it has again:
+    the rollback where the ledger steps back to a version it holds, else a promotion."""
+    where = pointer_dir / CURRENT_FILE
+    held = [record.version for record in registry.list()]
+    if not held:
+        return (
+            f"{where} names version {wanted}, but the registry holds no model: the MLflow database "
+            "was lost and not restored, or tracking.uri names another registry; restore its backup "
+            '(README, "Recovery")'
+        )
+    stack = served_before(read_history(pointer_dir))
+    reason = '--reason "registry restored from an older backup"'
+    if len(stack) >= 2 and stack[-1] == wanted and stack[-2] in held:
+        move = f"`wms model rollback {reason}` (back to version {stack[-2]})"
+    else:
+        alias = registry.production()
+        move = f"`wms model promote {alias.version if alias else held[-1]} {reason}`"
+    return (
+        f"{where} names version {wanted}, which the registry lacks (it has {', '.join(held)}): it was "
+        "restored from a backup older than that promotion, or tracking.uri names another registry. "
+        f"Serve a version it has with {move} on main (the pods keep their image until that deploys; "
+        'README, "Recovery")'
+    )
+
+
 @dataclass(frozen=True)
 class Following:
     """The checkout's pointer file beside the `production` alias: whether the registry follows it."""
@@ -261,7 +287,10 @@ def reconcile(registry: Registry, pointer_dir: Path) -> Reconciled:
     wanted = now.wanted
     if now.current is None or wanted is None:
         return Reconciled(None, now.was, False)
-    target = registry.get(wanted)
+    try:
+        target = registry.get(wanted)
+    except ModelNotFound:
+        raise RegistryError(missing_version(pointer_dir, wanted, registry)) from None
     check_same_model(str(pointer_dir / CURRENT_FILE), now.current, target)
     if not now.behind:
         return Reconciled(wanted, now.was, False)

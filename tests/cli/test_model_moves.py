@@ -81,3 +81,37 @@ def test_a_rollback_run_again_after_a_failure_does_not_step_back_twice(
     assert "run `wms model rollback` again to step back from it" in again.output
     assert aliases(registry)["2"] == ["production"]  # not version 1
     assert [m["to_version"] for m in read_history(project_dir / "models")] == ["1", "2", "3", "2"]
+
+
+def test_a_registry_restored_from_a_backup_older_than_the_last_promotion_says_what_to_do(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    registry = MlflowRegistry(load_settings(start=project_dir))
+    database = project_dir / ".wms" / "mlflow.db"
+    for dice in (0.7, 0.8):
+        registry.register(logged_run(registry, tmp_path, dice), {})
+        assert cli("model", "promote", str(len(registry.list())), "-r", "better").exit_code == 0
+    with sqlite3.connect(database) as live, sqlite3.connect(tmp_path / "backup.db") as copy:
+        live.backup(copy)  # the daily backup
+    registry.register(logged_run(registry, tmp_path, 0.9), {})
+    assert cli("model", "promote", "3", "-r", "better still").exit_code == 0
+    with sqlite3.connect(tmp_path / "backup.db") as copy, sqlite3.connect(database) as live:
+        copy.backup(live)  # the disk is lost; the new node restores that backup
+
+    lost = cli("model", "reconcile")
+    assert lost.exit_code == 1
+    line = " ".join(lost.output.split())
+    assert "production_current.json names version 3, which the registry lacks (it has 1, 2)" in line
+    assert "restored from a backup older than that promotion" in line
+    reason = '--reason "registry restored from an older backup"'
+    assert f"`wms model rollback {reason}` (back to version 2)" in line
+
+    back = cli("model", "rollback", "--reason", "registry restored from an older backup")
+    assert back.exit_code == 0, back.output
+    after = cli("model", "reconcile")
+    assert after.exit_code == 0 and "production is version 2, as main says" in after.output
+    # The lost version is off the ledger's stack: a later rollback never steps back onto it.
+    assert cli("model", "rollback").exit_code == 0
+    assert registry.production() is not None and registry.production().version == "1"  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from wms.cli._common import WmsGroup, console, state, styled
 from wms.config import Project
-from wms.errors import RegistryError, UsageError
+from wms.errors import ModelNotFound, RegistryError, UsageError
 from wms.registry import RUN_ID, MlflowRegistry
 
 app = typer.Typer(cls=WmsGroup, no_args_is_help=True, help="Registered model versions and aliases.")
@@ -117,6 +117,15 @@ def _reconcile_or_say(project: Project, registry: MlflowRegistry, sha: str | Non
     console.print(result.summary, highlight=False)
 
 
+def _holds(registry: MlflowRegistry, version: str | None) -> bool:
+    """Whether the registry has `version` (one restored from an older backup may not)."""
+    try:
+        registry.get(str(version))
+    except ModelNotFound:
+        return False
+    return True
+
+
 def _unfinished(project: Project, registry: MlflowRegistry) -> str | None:
     """Finish the move production_current.json records where the registry did not follow it (MLflow
     failed half-way, or the alias was moved by hand); the version it moved to, None if none."""
@@ -125,8 +134,8 @@ def _unfinished(project: Project, registry: MlflowRegistry) -> str | None:
     if not _follows_here(project):
         return None  # the release workflow moves the alias when main has the move
     now = read_following(registry, project.path(project.settings.tracking.pointer_dir))
-    if not now.behind:
-        return None
+    if not now.behind or not _holds(registry, now.wanted):
+        return None  # nothing left to finish, or a version a restored registry lost: this move replaces it
     console.print(
         f"production_current.json names version {now.wanted}, but the production alias "
         f"names {now.was or 'nothing'}: the registry follows it first",
