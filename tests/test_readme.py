@@ -251,3 +251,24 @@ def test_the_cost_table_adds_up_for_what_terraform_creates(terraform: dict[str, 
         stated = dollars(total[column])
         # "about" a figure rounded to a tenth of a dollar
         assert stated is not None and abs(stated - added) <= 0.05 + 1e-9, (total[0], column, stated, added)
+
+
+def test_the_recovery_steps_name_the_backup_and_the_machines_terraform_makes(
+    terraform: dict[str, Any],
+) -> None:
+    """The recovery steps are followed on a bad day: the backup key, the addresses to replace and
+    the days a deleted object is kept must be those Terraform makes."""
+    recovery = README.split("\n## Recovery\n")[1].split("\n## ")[0]
+    user_data = (ROOT / "infrastructure" / "terraform" / "user-data.tf").read_text()
+    (key,) = re.findall(r'mlflow_backup_uri\s*=\s*"s3://[^"]*/\$\{var\.s3_prefix\}/([^"]+)"', user_data)
+    prefix = terraform["variable"]["s3_prefix"]["default"]
+    assert f"s3://BUCKET/{prefix}/{key}" in recovery and f"--key {prefix}/{key}" in recovery
+    assert (
+        f"`noncurrent_version_days` ({terraform['variable']['noncurrent_version_days']['default']})"
+        in recovery
+    )
+    for address in re.findall(r"-replace='?([a-z_.]+(?:\[0\])?)", recovery):
+        assert address.split("[")[0] in terraform["resource"], address
+    assert "repository_variables" in recovery and {"WMS_TRACKING_URI", "WMS_GPU_HOST"} <= set(
+        terraform["output"]["repository_variables"]["value"]
+    )
