@@ -369,7 +369,7 @@ def test_mlflow_serves_from_sqlite_with_artifacts_in_s3_at_the_clients_pin(boots
     assert "--port $MLFLOW_PORT" in script
     backup = boots["serving"].files["/usr/local/lib/wms/mlflow-backup.sh"]
     assert ".backup" in backup and 'aws s3 cp --only-show-errors --region "$AWS_REGION"' in backup
-    assert "OnCalendar=daily" in script
+    assert "OnCalendar=hourly" in script  # a promotion is in the bucket within the hour
     # Every start without a database restores the latest backup first (a new disk, a lost file).
     assert "ExecStartPre=/usr/local/lib/wms/mlflow-restore.sh" in script
     assert "MLFLOW_BACKUP_URI=$MLFLOW_BACKUP_URI" in script

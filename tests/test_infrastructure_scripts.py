@@ -412,3 +412,30 @@ def test_a_lost_mlflow_database_comes_back_from_its_backup_with_production_and_p
         assert reconcile(registry, pointers).summary.endswith("as main says; nothing to move")
         with registry.fetched("production") as folder:  # its files, checked against their sha256
             assert (folder / "model.pt").read_bytes() == b"weights 0.8"
+
+
+def test_mlflow_backup_copies_every_change_within_the_hour_and_nothing_when_quiet(tmp_path: Path) -> None:
+    _need("sqlite3")
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as connection:
+        connection.execute("CREATE TABLE model_versions (name TEXT, version INTEGER)")
+        connection.execute("INSERT INTO model_versions VALUES ('wms-model', 1)")
+    calls = tmp_path / "aws-calls"
+
+    def uploads() -> int:
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    first = _mlflow_script(tmp_path, "mlflow-backup.sh", db)
+    assert first.returncode == 0, first.stderr
+    assert uploads() == 1
+    quiet = _mlflow_script(tmp_path, "mlflow-backup.sh", db)  # the next hour, nothing written
+    assert quiet.returncode == 0, quiet.stderr
+    assert "has not changed since its last backup" in quiet.stdout and uploads() == 1
+
+    with sqlite3.connect(db) as connection:  # a promotion registers version 2
+        connection.execute("INSERT INTO model_versions VALUES ('wms-model', 2)")
+    promoted = _mlflow_script(tmp_path, "mlflow-backup.sh", db)
+    assert promoted.returncode == 0, promoted.stderr
+    assert uploads() == 2
+    with sqlite3.connect(tmp_path / "bucket" / "mlflow.db") as copy:
+        assert copy.execute("SELECT max(version) FROM model_versions").fetchone() == (2,)

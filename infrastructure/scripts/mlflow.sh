@@ -3,9 +3,10 @@
 # in its own virtual environment, as mlflow.service on MLFLOW_PORT. The backend store is
 # SQLite on this disk (/var/lib/mlflow/mlflow.db); artifacts go through the server to
 # MLFLOW_ARTIFACTS_URI in S3, so clients need no S3 access of their own. mlflow-backup.timer
-# copies a consistent snapshot of the database to MLFLOW_BACKUP_URI daily; whenever the server
-# starts without a database (a new disk, one moved aside), mlflow-restore.sh restores the
-# latest backup first, and refuses to start empty while a backup it cannot read is there.
+# copies a consistent snapshot of the database to MLFLOW_BACKUP_URI within the hour after it
+# changed; whenever the server starts without a database (a new disk, one moved aside),
+# mlflow-restore.sh restores the latest backup first, and refuses to start empty while a
+# backup it cannot read is there.
 # Another MLFLOW_VERSION gets `mlflow db upgrade` before the server starts (a copy kept beside).
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -86,11 +87,11 @@ UNIT
 if put_file /etc/systemd/system/mlflow-backup.timer 0644 <<UNIT; then changed=1; fi
 # Written by the WMS bootstrap (mlflow.sh).
 [Unit]
-Description=Daily backup of the MLflow database to S3
+Description=Hourly backup of the MLflow database to S3 (when it changed)
 
 [Timer]
-OnCalendar=daily
-RandomizedDelaySec=30min
+OnCalendar=hourly
+RandomizedDelaySec=5min
 # A node that was stopped at the time catches up at its next boot.
 Persistent=true
 

@@ -5,7 +5,7 @@ resource "aws_s3_bucket" "data" {
   bucket = var.bucket_name
 }
 
-# Versioning keeps what is overwritten (the MLflow database backup every day) or deleted:
+# Versioning keeps what is overwritten (the MLflow database backup, hourly when it changed) or deleted:
 # old versions go after 90 days, and unfinished multipart uploads after a week.
 resource "aws_s3_bucket_lifecycle_configuration" "data" {
   bucket = aws_s3_bucket.data.id

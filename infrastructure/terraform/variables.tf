@@ -15,7 +15,7 @@ variable "layout" {
     Where serving and the registry live. Monthly figures are us-east-1 on-demand list prices,
     to check against the current price list (a month = 730 h):
     - "split" (default): a small always-on serving node (var.serving_instance_type) runs k3s with
-      the model service, the MLflow server (SQLite on its disk, backed up to S3 daily; artifacts
+      the model service, the MLflow server (SQLite on its disk, backed up to S3 hourly; artifacts
       in S3) and a GitHub runner labelled wms-serve; the GPU instance only trains (runner label
       wms-gpu) and is stopped after each run, on demand or spot (var.gpu_spot).
       t4g.medium $0.0336/h = about $24.5/month; its 30 GB gp3 root at $0.08/GB-month = $2.40;
