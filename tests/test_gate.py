@@ -210,3 +210,37 @@ def test_a_registry_that_numbers_another_model_as_mains_production_stops_the_gat
     said = r"on main \(the working tree\) names version 1 with model sha256 .*; is tracking\.uri the registry"
     with pytest.raises(RegistryError, match=said):
         production_per_main(project, restored)
+
+
+def test_main_naming_a_version_the_restored_registry_lacks_stops_the_gate_before_a_number_is_reused(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    """MLflow restored from a backup older than the last promotion: a candidate registered now
+    would take the number main's production had, so the gate stops and says what to do."""
+    import sqlite3
+
+    from tests.test_registry import logged_run
+
+    from wms.config import load_settings
+    from wms.gating import production_per_main
+    from wms.production import move_production
+    from wms.registry import MlflowRegistry
+
+    project = load_settings(start=project_dir)
+    registry = MlflowRegistry(project)
+    database = project_dir / ".wms" / "mlflow.db"
+    for dice in (0.7, 0.8, 0.9):
+        if dice == 0.9:
+            with sqlite3.connect(database) as live, sqlite3.connect(tmp_path / "backup.db") as copy:
+                live.backup(copy)
+        version = registry.register(logged_run(registry, tmp_path, dice), {}).version
+        move_production(registry, project.path("models"), version, action="promote", reason="r", by="test")
+    with sqlite3.connect(tmp_path / "backup.db") as copy, sqlite3.connect(database) as live:
+        copy.backup(live)
+
+    said = (
+        r"names version 3, which the registry lacks \(it has 1, 2\).*"
+        r"`wms model rollback .*` \(back to version 2\)"
+    )
+    with pytest.raises(GateError, match=said):
+        production_per_main(project, registry)

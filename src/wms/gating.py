@@ -9,18 +9,28 @@ the ONNX export the service runs, on ONNX Runtime (CPU), on the same test images
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from wms.config import Project
 from wms.data.splits import split_pairs
 from wms.errors import GateError, ModelNotFound, RegistryError, WmsError
 from wms.gate import REPORT_MD, GateDecision, decide, write_report
 from wms.parity import check_onnx_parity
-from wms.production import CURRENT_FILE, check_same_model
+from wms.production import CURRENT_FILE, HISTORY_FILE, check_same_model, missing_version, parse_history
 from wms.registry import Registry
 from wms.runs import PipelineRun, TrainedRun
 from wms.scores import ImageScore, evaluate_onnx
 from wms.train.spec import ONNX_FILE
 from wms.vcs.mainline import MainLine
+
+
+def main_history(main: MainLine) -> list[dict[str, Any]]:
+    """Main's ledger of moves; empty where it is missing or cannot be read (it only picks advice)."""
+    ledger = main.project.path(main.project.settings.tracking.pointer_dir) / HISTORY_FILE
+    try:
+        return parse_history(main.read_text(ledger) or "", ledger)
+    except RegistryError:
+        return []
 
 
 def production_per_main(project: Project, registry: Registry) -> str | None:
@@ -36,7 +46,10 @@ def production_per_main(project: Project, registry: Registry) -> str | None:
         try:
             registered = registry.get(named)
         except ModelNotFound:
-            return named  # scoring it fails, and gate.on_baseline_error decides
+            # Not a baseline that fails to score: the candidate, registered now, would take the
+            # number main's production had (MLflow numbers on from what it holds).
+            where = f"{CURRENT_FILE} on main ({main.where})"
+            raise GateError(missing_version(where, named, registry, main_history(main))) from None
         check_same_model(f"{CURRENT_FILE} on main ({main.where})", pointer, registered)
         return named
     alias = registry.production()

@@ -72,8 +72,14 @@ def read_history(pointer_dir: Path) -> list[dict[str, Any]]:
     ledger = pointer_dir / HISTORY_FILE
     if not ledger.exists():
         return []
+    return parse_history(ledger.read_text(), ledger)
+
+
+def parse_history(text: str, ledger: Path) -> list[dict[str, Any]]:
+    """The moves a production_history.jsonl's `text` records, oldest first; RegistryError, naming
+    `ledger` and the line, for a line that is no recorded move."""
     entries: list[dict[str, Any]] = []
-    for number, line in enumerate(ledger.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -226,14 +232,15 @@ def check_same_model(where: str, current: dict[str, Any], target: ModelRecord) -
         raise RegistryError(
             f"{where} names version {wanted} with model sha256 {recorded[:12]}…, "
             f"but the registry's version {wanted} has {registered[:12]}…; is tracking.uri the registry "
-            "main was promoted in?"
+            "main was promoted in? If it was restored from a backup older than that promotion, serve a "
+            "version promoted before it with `wms model rollback` or `wms model promote VERSION` on main "
+            '(README, "Recovery")'
         )
 
 
-def missing_version(pointer_dir: Path, wanted: str, registry: Registry) -> str:
-    """Why the registry lacks the version main names, and the move that serves one it has again:
-    the rollback where the ledger steps back to a version it holds, else a promotion."""
-    where = pointer_dir / CURRENT_FILE
+def missing_version(where: str, wanted: str, registry: Registry, history: list[dict[str, Any]]) -> str:
+    """Why the registry lacks the version `where` names, and the move that serves one it has again:
+    the rollback where the ledger (`history`) steps back to a version it holds, else a promotion."""
     held = [record.version for record in registry.list()]
     if not held:
         return (
@@ -241,7 +248,7 @@ def missing_version(pointer_dir: Path, wanted: str, registry: Registry) -> str:
             "was lost and not restored, or tracking.uri names another registry; restore its backup "
             '(README, "Recovery")'
         )
-    stack = served_before(read_history(pointer_dir))
+    stack = served_before(history)
     reason = '--reason "registry restored from an older backup"'
     if len(stack) >= 2 and stack[-1] == wanted and stack[-2] in held:
         move = f"`wms model rollback {reason}` (back to version {stack[-2]})"
@@ -290,7 +297,8 @@ def reconcile(registry: Registry, pointer_dir: Path) -> Reconciled:
     try:
         target = registry.get(wanted)
     except ModelNotFound:
-        raise RegistryError(missing_version(pointer_dir, wanted, registry)) from None
+        where, history = str(pointer_dir / CURRENT_FILE), read_history(pointer_dir)
+        raise RegistryError(missing_version(where, wanted, registry, history)) from None
     check_same_model(str(pointer_dir / CURRENT_FILE), now.current, target)
     if not now.behind:
         return Reconciled(wanted, now.was, False)

@@ -83,23 +83,28 @@ def test_a_rollback_run_again_after_a_failure_does_not_step_back_twice(
     assert [m["to_version"] for m in read_history(project_dir / "models")] == ["1", "2", "3", "2"]
 
 
-def test_a_registry_restored_from_a_backup_older_than_the_last_promotion_says_what_to_do(
-    cli: Callable[..., Any], project_dir: Path, tmp_path: Path
-) -> None:
+def restored_older(cli: Callable[..., Any], project_dir: Path, tmp_path: Path) -> MlflowRegistry:
+    """Versions 1, 2, 3 promoted in turn; the MLflow database then restored from a copy taken
+    before 3 was registered (a disk lost, the last backup older than the last promotion)."""
     import sqlite3
 
     registry = MlflowRegistry(load_settings(start=project_dir))
     database = project_dir / ".wms" / "mlflow.db"
-    for dice in (0.7, 0.8):
+    for dice in (0.7, 0.8, 0.9):
+        if dice == 0.9:
+            with sqlite3.connect(database) as live, sqlite3.connect(tmp_path / "backup.db") as copy:
+                live.backup(copy)  # the last backup
         registry.register(logged_run(registry, tmp_path, dice), {})
         assert cli("model", "promote", str(len(registry.list())), "-r", "better").exit_code == 0
-    with sqlite3.connect(database) as live, sqlite3.connect(tmp_path / "backup.db") as copy:
-        live.backup(copy)  # the daily backup
-    registry.register(logged_run(registry, tmp_path, 0.9), {})
-    assert cli("model", "promote", "3", "-r", "better still").exit_code == 0
     with sqlite3.connect(tmp_path / "backup.db") as copy, sqlite3.connect(database) as live:
-        copy.backup(live)  # the disk is lost; the new node restores that backup
+        copy.backup(live)  # the new node restores it
+    return registry
 
+
+def test_a_registry_restored_from_a_backup_older_than_the_last_promotion_says_what_to_do(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path
+) -> None:
+    registry = restored_older(cli, project_dir, tmp_path)
     lost = cli("model", "reconcile")
     assert lost.exit_code == 1
     line = " ".join(lost.output.split())
@@ -115,3 +120,18 @@ def test_a_registry_restored_from_a_backup_older_than_the_last_promotion_says_wh
     # The lost version is off the ledger's stack: a later rollback never steps back onto it.
     assert cli("model", "rollback").exit_code == 0
     assert registry.production() is not None and registry.production().version == "1"  # type: ignore[union-attr]
+
+
+def test_a_restored_registry_that_numbered_another_model_as_mains_production_can_be_stepped_back(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path
+) -> None:
+    registry = restored_older(cli, project_dir, tmp_path)
+    registry.register(logged_run(registry, tmp_path, 0.5), {})  # a candidate takes the number 3 again
+
+    mismatch = cli("model", "reconcile")
+    assert mismatch.exit_code == 1
+    line = " ".join(mismatch.output.split())
+    assert "names version 3 with model sha256" in line and 'README, "Recovery"' in line
+    back = cli("model", "rollback", "--reason", "registry restored from an older backup")
+    assert back.exit_code == 0, back.output
+    assert registry.production() is not None and registry.production().version == "2"  # type: ignore[union-attr]

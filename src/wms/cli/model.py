@@ -6,7 +6,7 @@ import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -14,8 +14,11 @@ from rich.table import Table
 
 from wms.cli._common import WmsGroup, console, state, styled
 from wms.config import Project
-from wms.errors import ModelNotFound, RegistryError, UsageError
+from wms.errors import RegistryError, UsageError
 from wms.registry import RUN_ID, MlflowRegistry
+
+if TYPE_CHECKING:
+    from wms.production import Following
 
 app = typer.Typer(cls=WmsGroup, no_args_is_help=True, help="Registered model versions and aliases.")
 
@@ -117,11 +120,14 @@ def _reconcile_or_say(project: Project, registry: MlflowRegistry, sha: str | Non
     console.print(result.summary, highlight=False)
 
 
-def _holds(registry: MlflowRegistry, version: str | None) -> bool:
-    """Whether the registry has `version` (one restored from an older backup may not)."""
+def _holds(registry: MlflowRegistry, now: Following) -> bool:
+    """Whether the registry has the model the pointer file names, under its number: one restored
+    from a backup older than that promotion lacks it, or numbers another model so."""
+    from wms.production import check_same_model
+
     try:
-        registry.get(str(version))
-    except ModelNotFound:
+        check_same_model("production_current.json", now.current or {}, registry.get(str(now.wanted)))
+    except RegistryError:  # ModelNotFound among them
         return False
     return True
 
@@ -134,7 +140,7 @@ def _unfinished(project: Project, registry: MlflowRegistry) -> str | None:
     if not _follows_here(project):
         return None  # the release workflow moves the alias when main has the move
     now = read_following(registry, project.path(project.settings.tracking.pointer_dir))
-    if not now.behind or not _holds(registry, now.wanted):
+    if not now.behind or not _holds(registry, now):
         return None  # nothing left to finish, or a version a restored registry lost: this move replaces it
     console.print(
         f"production_current.json names version {now.wanted}, but the production alias "
