@@ -8,7 +8,8 @@ whose head commit has no finished record, so a run that was cancelled, lost its 
 never started is caught up. Statuses:
 
     promoted       merged into main: main's dataset.json and production pointer name it
-    published      a pull request with the promotion is open (auto-merge)
+    published      a pull request with the promotion is open (auto-merge); the sweeper records
+                   it promoted once main's production ledger holds the promotion
     not-promoted   the gate kept production; the branch stays for review with its report
     rejected       the data is invalid or conflicts with main, or the branch changes more than
                    data/incoming/ (refused before any run); push a fixed batch

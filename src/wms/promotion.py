@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 PROMOTION_DIR = "promotion"
 
 
+def promoted_by(run_id: str) -> str:
+    """Who a pipeline run's promotion names in the production ledger (the sweep looks for it on main)."""
+    return f"wms pipeline run {run_id}"
+
+
 def relative_to_project(project: Project, path: Path) -> Path:
     """A configured path inside the project, relative to its root (pointer files must be)."""
     try:
@@ -68,7 +73,7 @@ def promote(
         version,
         action="promote",
         reason=decision.reason,
-        by=f"wms pipeline run {run.run_id}",
+        by=promoted_by(run.run_id),
     )
     store.point(
         out / relative_to_project(project, settings.data.pointer), dataset_version, settings.store.url

@@ -8,19 +8,27 @@ the batch commit under it: skipped when that batch's record is finished (its pul
 is open), run again when its publish failed after the push (the new publish builds on it). A head
 the branch guard refuses (it changes more than data/incoming/) is recorded `rejected` here,
 so no compute starts for it and no later sweep tries it again. A branch whose batch is
-recorded `promoted` is in main: nothing reads it any more, and the sweep deletes it.
+recorded `promoted` is in main: nothing reads it any more, and the sweep deletes it. A batch
+recorded `published` (its pull request was open when the run ended) whose promotion main's
+`models/production_history.jsonl` now holds was merged since, whatever the merge method (a
+squash leaves no trace of the branch in main's history): its record becomes `promoted` and
+its branch is deleted like the others.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from wms.batches import MAX_ATTEMPTS, BatchLedger, gave_up, is_finished
 from wms.config import Project
 from wms.errors import UsageError
+from wms.production import HISTORY_FILE
+from wms.promotion import promoted_by
 from wms.vcs.git import Git, GitError
 from wms.vcs.guard import check_branch, resolve_base
+from wms.vcs.mainline import MainLine
 from wms.vcs.publish import MAIN_MERGE_TITLE, POINTER_COMMIT_TITLE
 
 
@@ -71,13 +79,15 @@ def pending(
     """The data branch heads that have no finished run; `notes` collects why others are left alone,
     `merged` the branches whose batch main has taken in (`promoted`), which nothing needs any more.
 
-    A head the branch guard refuses is recorded `rejected` in `ledger` with the refusal.
+    A head the branch guard refuses is recorded `rejected` in `ledger` with the refusal, and a
+    `published` batch whose promotion main holds is recorded `promoted`.
     """
     git = Git(project.root)
     cfg = project.settings.git
     todo = []
     branches = data_branches(project)
     base = resolve_base(git, cfg.remote, cfg.base_branch) if branches else ""
+    on_main = _MainPromotions(project)
     for branch, sha in branches.items():
         try:
             title = git.run("log", "-1", "--format=%s", sha)
@@ -88,12 +98,12 @@ def pending(
             batch = _batch_commit(git, sha)
             record = ledger.get(batch) if batch else None
             if batch is None or record is None or is_finished(record):
-                _note_merged(merged, branch, record)
+                _note_merged(merged, branch, on_main.settle(ledger, batch, record))
                 continue  # the pipeline's own commit: the batch is published (or was, before records)
             sha, after = batch, " after pushing its pointer commit"  # its pull request was not opened
         record = ledger.get(sha)
         if is_finished(record):
-            _note_merged(merged, branch, record)
+            _note_merged(merged, branch, on_main.settle(ledger, sha, record))
             continue
         check = check_branch(git, sha, base, project.settings.data.incoming, cfg.remote)
         if not check.ok:
@@ -135,6 +145,40 @@ def _note_merged(merged: list[str] | None, branch: str, record: dict[str, Any] |
     """Add `branch` to `merged` when its batch is recorded promoted: main has it."""
     if merged is not None and (record or {}).get("status") == "promoted":
         merged.append(branch)
+
+
+class _MainPromotions:
+    """The pipeline runs whose promotion main's production ledger holds, read once when first asked."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.runs: set[str] | None = None
+
+    def settle(
+        self, ledger: BatchLedger, sha: str | None, record: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """`record`, recorded `promoted` first when it says `published` and main took its promotion."""
+        if sha is None or record is None or record.get("status") != "published":
+            return record
+        if promoted_by(str(record.get("run_id"))) not in self._read():
+            return record  # the pull request is still open (or was closed without merging)
+        summary = f"{record.get('summary', '')}; main took its pull request since".lstrip("; ")
+        ledger.finish(sha, "promoted", summary)
+        return ledger.get(sha)
+
+    def _read(self) -> set[str]:
+        if self.runs is None:
+            path = self.project.path(self.project.settings.tracking.pointer_dir) / HISTORY_FILE
+            text = MainLine(self.project).read_text(path) or ""
+            self.runs = set()
+            for line in text.splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a damaged line is `wms model history`'s to report
+                if isinstance(entry, dict) and entry.get("action") == "promote":
+                    self.runs.add(str(entry.get("by")))
+        return self.runs
 
 
 def _batch_commit(git: Git, head: str) -> str | None:

@@ -177,3 +177,53 @@ def test_a_file_name_too_long_for_the_disk_is_rejected_without_stopping_the_swee
     assert "data/20260102-030405: rejected" in swept.output
     rec = record(repo, sha)
     assert rec is not None and rec["status"] == "rejected" and "304 bytes" in rec["summary"]
+
+
+def publish_branch(repo: Repo, name: str, run_id: str, stem: str) -> str:
+    """A data branch as the pipeline leaves it once its pull request is open: the batch commit, then
+    the pointer commit whose ledger line names the run; a `published` record for the batch."""
+    from wms.vcs.publish import POINTER_COMMIT_TITLE
+
+    sha = push_branch(repo, name, stem=stem)
+    repo.git("switch", "-q", "-c", name, sha)
+    repo.git("rm", "-q", "-r", "data/incoming/images", "data/incoming/masks")
+    move = {"at": "2026-01-02T03:04:05+00:00", "action": "promote", "to_version": stem[-1]}
+    repo.write(
+        "models/production_history.jsonl", json.dumps(move | {"by": f"wms pipeline run {run_id}"}) + "\n"
+    )
+    repo.commit(f"{POINTER_COMMIT_TITLE}; the incoming pairs now live in the dataset store")
+    repo.git("push", "-q", "origin", name)
+    repo.git("switch", "-q", "main")
+    repo.git("branch", "-q", "-D", name)
+    folder = repo.work / ".wms" / "store" / "batches"
+    folder.mkdir(parents=True, exist_ok=True)
+    body = {"branch": name, "sha": sha, "status": "published", "run_id": run_id, "attempts": 1}
+    (folder / f"{sha}.json").write_text(json.dumps(body | {"summary": f"promoted version {stem[-1]}"}))
+    return sha
+
+
+def test_a_published_batch_whose_pull_request_main_squashed_is_recorded_promoted_and_its_branch_deleted(
+    repo: Repo, cli: Callable[..., Any]
+) -> None:
+    repo.write("wms.toml", '[git]\nbase_branch = "main"\nhost = "github"\n')
+    repo.commit("pull requests on GitHub")
+    repo.git("push", "-q", "origin", "main")
+    merged = publish_branch(repo, "data/20260102-030405", "r-1", stem="m001")
+    waiting = publish_branch(repo, "data/20260102-030406", "r-2", stem="m002")
+    # GitHub squashed the first pull request: main has its files, not its commits.
+    repo.git("checkout", "-q", "origin/data/20260102-030405", "--", "models/production_history.jsonl")
+    repo.commit("data/20260102-030405: model version 1 to production (#7)")
+    repo.git("push", "-q", "origin", "main")
+    ancestry = repo.git("merge-base", "--is-ancestor", "origin/data/20260102-030405", "main", check=False)
+    assert ancestry.returncode == 1  # the branch's commits are not in main's history
+
+    swept = cli("pipeline", "sweep")
+    assert swept.exit_code == 0, swept.output
+    assert "deleted 1 of the data branches merged into main: data/20260102-030405" in swept.output
+    assert set(repo.remote_branches()) == {"main", "data/20260102-030406"}  # still waiting for review
+    rec = record(repo, merged)
+    assert rec is not None and rec["status"] == "promoted"
+    assert rec["summary"] == "promoted version 1; main took its pull request since"
+    rec = record(repo, waiting)
+    assert rec is not None and rec["status"] == "published"
+    assert "merged into main" not in cli("pipeline", "sweep").output

@@ -249,7 +249,9 @@ def sweep(
     more than data/incoming/ is recorded rejected (also by --dry-run) and never run. A batch
     that fails does not stop the sweep (the sweep exits 1 after the last one); a batch that
     3 runs did not finish (failed, or died) is reported, not retried. A data branch whose
-    batch is recorded promoted (main has it) is deleted, here and on git.remote.
+    batch is recorded promoted (main has it) is deleted, here and on git.remote; so is one
+    recorded published whose promotion main's production ledger now holds (its pull request
+    merged), and its record becomes promoted.
     """
     from wms.batches import MAX_ATTEMPTS, BatchLedger
     from wms.data.store import open_store
