@@ -16,19 +16,25 @@ from wms.cli.pipeline import report_to_github
 from wms.config import load_settings
 from wms.errors import BackendError
 from wms.runs import PipelineRun, StageRecord
+from wms.vcs.base import Published
 
 PR = "https://github.com/o/r/pull/7"
+# What the git host says it did; on_main follows `merged`, whatever the line's words.
 OUTCOMES = {
-    f"{PR} merged into main (abc1234); auto-merge was not possible: not allowed": "true",
-    "merged data/20260102-030405 into main (abc1234)": "true",
-    f"{PR} opened with auto-merge (squash): it merges when the checks pass": "false",
-    f"{PR} is open for review: auto-merge cannot be enabled (not allowed); turn on …": "false",
-    f"{PR} is open for review: GitHub would not merge it (405 merged into main (x)); …": "false",
+    Published(f"{PR} merged into main (abc1234); auto-merge was not possible: not allowed", True): "true",
+    Published("merged data/20260102-030405 into main (abc1234)", True): "true",
+    Published(f"{PR} opened with auto-merge (squash): it merges when the checks pass", False): "false",
+    Published(
+        f"{PR} is open for review: auto-merge cannot be enabled (not allowed); turn on …", False
+    ): "false",
+    Published(
+        f"{PR} is open for review: GitHub would not merge it (405 merged into main (x)); …", False
+    ): "false",
 }
 
 
 def published(
-    project_dir: Path, monkeypatch: pytest.MonkeyPatch, publish: Callable[..., str]
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, publish: Callable[..., Published]
 ) -> dict[str, str]:
     """Run the publish stage of a promoted run with `publish` as the git host's answer; its $GITHUB_OUTPUT."""
     monkeypatch.setattr("wms.vcs.publish.publish_promotion", publish)
@@ -52,14 +58,14 @@ def github_output(path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize(("outcome", "on_main"), OUTCOMES.items())
 def test_on_main_is_true_only_where_publishing_merged_into_main(
-    project_dir: Path, monkeypatch: pytest.MonkeyPatch, outcome: str, on_main: str
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, outcome: Published, on_main: str
 ) -> None:
     values = published(project_dir, monkeypatch, lambda *a, **k: outcome)
     assert (values["promoted"], values["on_main"]) == ("true", on_main)
 
 
 def test_a_publish_that_failed_is_not_on_main(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refused(*args: object, **kwargs: object) -> str:
+    def refused(*args: object, **kwargs: object) -> Published:
         raise BackendError("GitHub API at https://api.github.com does not answer")
 
     with pytest.raises(BackendError):

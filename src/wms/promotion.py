@@ -94,7 +94,7 @@ def promote(
 
 def publish(project: Project, run: PipelineRun, st: StageRecord) -> None:
     """Carry the promotion to main: merge at once (local), a pull request (github), or the working tree."""
-    from wms.vcs.publish import NOT_ON_DATA_BRANCH, dataset_summary, merged_into_main, publish_promotion
+    from wms.vcs.publish import NOT_ON_DATA_BRANCH, dataset_summary, publish_promotion
 
     if not run.promoted:
         st.status, st.outcome = "skipped", "not promoted: the data branch stays for review"
@@ -110,8 +110,8 @@ def publish(project: Project, run: PipelineRun, st: StageRecord) -> None:
         gate_markdown=Path(report).read_text() if report else run.summary,
         dataset_summary=dataset_summary(dataclasses.replace(project, root=files)),
     )
-    run.outputs["published"] = outcome
-    if outcome == NOT_ON_DATA_BRANCH:
+    run.outputs["published"] = outcome.line
+    if outcome.line == NOT_ON_DATA_BRANCH:
         run.outputs["on_main"] = run.outputs["merged"] = True
         st.status = "skipped"
         st.outcome = "no data branch: the pointer files are written to the working tree, which is main"
@@ -119,8 +119,8 @@ def publish(project: Project, run: PipelineRun, st: StageRecord) -> None:
     # on_main: this checkout is main with the promotion (a local merge), so reconcile can read it;
     # merged: main has the promotion now, also where GitHub merged it at once (the checkout is stale).
     run.outputs["on_main"] = project.settings.git.host == "local"
-    run.outputs["merged"] = merged_into_main(outcome, project.settings.git.base_branch)
-    st.outcome = outcome
+    run.outputs["merged"] = outcome.merged
+    st.outcome = outcome.line
 
 
 def reconcile_stage(project: Project, registry: Registry, run: PipelineRun, st: StageRecord) -> None:

@@ -18,7 +18,7 @@ import pytest
 from wms.config import load_settings
 from wms.errors import BackendError, ConfigError
 from wms.vcs import GitHubClient, GitHubHost, make_git_host
-from wms.vcs.publish import merged_into_main, publish_promotion
+from wms.vcs.publish import publish_promotion
 
 if TYPE_CHECKING:
     from tests.vcs.conftest import Repo
@@ -120,8 +120,8 @@ def test_a_new_pull_request_is_labelled_and_set_to_auto_merge_with_squash(github
 
     outcome = host(github).publish("data/20260102-030405", "a title", "## Quality gate\n| dice |")
 
-    assert outcome.startswith(PR["html_url"]) and "auto-merge (squash)" in outcome
-    assert not merged_into_main(outcome, "main")  # it merges later: the pipeline must not deploy it now
+    assert outcome.line.startswith(PR["html_url"]) and "auto-merge (squash)" in outcome.line
+    assert not outcome.merged  # it merges later: the pipeline must not deploy it now
     [query] = github.calls(f"GET /repos/{REPO}/pulls")
     assert "head=acme%3Adata%2F20260102-030405" in query.path and "state=open" in query.path
     [created] = github.calls(f"POST /repos/{REPO}/pulls")
@@ -161,7 +161,7 @@ def test_without_auto_merge_in_the_repository_it_merges_at_once(github: FakeGitH
 
     outcome = host(github).publish("data/20260102-030405", "a title", "body")
 
-    assert "merged into main (abc1234)" in outcome and merged_into_main(outcome, "main")
+    assert "merged into main (abc1234)" in outcome.line and outcome.merged
     [merge] = github.calls(f"PUT /repos/{REPO}/pulls/7/merge")
     assert merge.body["merge_method"] == "squash"
     assert merge.body["sha"] == PR["head"]["sha"]
@@ -174,8 +174,8 @@ def test_fallback_off_leaves_the_pull_request_open(github: FakeGitHub) -> None:
 
     outcome = host(github, merge_fallback=False).publish("data/x", "t", "b")
 
-    assert "open for review" in outcome and "Allow auto-merge" in outcome
-    assert not merged_into_main(outcome, "main")
+    assert "open for review" in outcome.line and "Allow auto-merge" in outcome.line
+    assert not outcome.merged
     assert not github.calls(f"PUT /repos/{REPO}/pulls/7/merge")
 
 
@@ -187,8 +187,8 @@ def test_a_merge_github_refuses_leaves_the_pull_request_open(github: FakeGitHub)
 
     outcome = host(github).publish("data/x", "t", "b")
 
-    assert "open for review" in outcome and "not mergeable" in outcome
-    assert not merged_into_main(outcome, "main")
+    assert "open for review" in outcome.line and "not mergeable" in outcome.line
+    assert not outcome.merged
     [comment] = github.calls(f"POST /repos/{REPO}/issues/7/comments")
     assert (
         "could not merge" in comment.body["body"] and "Pull Request is not mergeable" in comment.body["body"]
@@ -358,7 +358,7 @@ def test_on_enterprise_graphql_is_posted_to_api_graphql(github: FakeGitHub) -> N
     github.answer("POST /api/graphql", 200, {"data": {}})
     enterprise = GitHubHost(GitHubClient(f"{github.url}/api/v3", "t0ken"), REPO)
 
-    assert "auto-merge" in enterprise.publish("data/x", "t", "b")
+    assert "auto-merge" in enterprise.publish("data/x", "t", "b").line
     assert github.calls("POST /api/graphql")
 
 
@@ -408,7 +408,7 @@ def test_publish_on_github_pushes_the_pointer_commit_and_opens_the_pr(
         project, branch=None, gate_markdown="**promote**", dataset_summary="version v2"
     )
 
-    assert PR["html_url"] in outcome
+    assert PR["html_url"] in outcome.line
     remote_tip = repo.remote_branches()[branch]
     assert remote_tip == repo.out("rev-parse", "HEAD")
     files = repo.out("ls-tree", "-r", "--name-only", remote_tip).splitlines()
@@ -544,12 +544,12 @@ def test_a_publish_that_failed_after_its_push_is_swept_and_published_again(
     assert "after pushing its pointer commit" in todo.why
 
     # Resumed, the publish goes on from the pushed commit (a fast-forward) and opens the pull request.
-    assert PR["html_url"] in publish_promotion(project, **publish)
+    assert PR["html_url"] in publish_promotion(project, **publish).line
     head = repo.remote_branches()[branch]
     assert head == stranded
     # A fresh run of the batch (the sweeper's: another promotion line) is published on top of it.
     again = _promotion(tmp_path / "again", {"version": "v2", "parent": "v1"}, ["1", "2b"])
-    assert PR["html_url"] in publish_promotion(project, **{**publish, "files": again})
+    assert PR["html_url"] in publish_promotion(project, **{**publish, "files": again}).line
     head = repo.remote_branches()[branch]
     assert repo.git("merge-base", "--is-ancestor", stranded, head, check=False).returncode == 0
     assert repo.out("show", f"{head}:models/production_history.jsonl").splitlines() == [

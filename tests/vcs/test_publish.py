@@ -13,7 +13,7 @@ from PIL import Image
 from wms.config import load_settings
 from wms.data import synthesize
 from wms.errors import MainMoved, UsageError
-from wms.vcs.publish import NOT_ON_DATA_BRANCH, merged_into_main, publish_promotion
+from wms.vcs.publish import NOT_ON_DATA_BRANCH, publish_promotion
 
 if TYPE_CHECKING:
     from tests.vcs.conftest import Repo
@@ -40,7 +40,7 @@ def test_local_publish_merges_pointers_not_pairs_and_deletes_the_branch(repo: Re
     )
 
     head = repo.out("rev-parse", "--short", "HEAD")
-    assert outcome == f"merged {BRANCH} into main ({head})" and merged_into_main(outcome, "main")
+    assert outcome.line == f"merged {BRANCH} into main ({head})" and outcome.merged
     assert repo.out("branch", "--show-current") == "main"
     assert repo.out("branch", "--list", BRANCH) == ""
     tracked = repo.out("ls-files").splitlines()
@@ -69,15 +69,14 @@ def test_merged_main_passes_the_hook(repo: Repo, cli: Callable[..., object]) -> 
 
 def test_not_on_a_data_branch_publishes_nothing(repo: Repo) -> None:
     before = repo.out("rev-parse", "HEAD")
-    assert publish_promotion(load_settings(), branch=None, gate_markdown=GATE, dataset_summary="") == (
-        NOT_ON_DATA_BRANCH
-    )
+    outcome = publish_promotion(load_settings(), branch=None, gate_markdown=GATE, dataset_summary="")
+    assert outcome.line == NOT_ON_DATA_BRANCH
     assert repo.out("rev-parse", "HEAD") == before
 
 
 def test_a_project_that_is_no_git_repository_publishes_nothing(project_dir: object) -> None:
     outcome = publish_promotion(load_settings(), branch=None, gate_markdown=GATE, dataset_summary="")
-    assert outcome == NOT_ON_DATA_BRANCH
+    assert outcome.line == NOT_ON_DATA_BRANCH
 
 
 def test_another_branch_is_published_from_a_worktree_with_main_taken_in(repo: Repo, tmp_path: Path) -> None:
@@ -100,7 +99,7 @@ def test_another_branch_is_published_from_a_worktree_with_main_taken_in(repo: Re
         load_settings(), branch=BRANCH, sha=branch_tip, files=files, gate_markdown=GATE, dataset_summary="v2"
     )
 
-    assert outcome.startswith(f"merged {BRANCH} into main")
+    assert outcome.line.startswith(f"merged {BRANCH} into main")
     assert repo.out("branch", "--show-current") == "main"
     assert json.loads((repo.work / "models" / "production_current.json").read_text())["to_version"] == "2"
     assert (repo.work / "models" / "production_history.jsonl").read_text().splitlines() == history
@@ -122,7 +121,7 @@ def test_detached_checkout_is_named_after_the_branch(repo: Repo) -> None:
 
     outcome = publish_promotion(load_settings(), branch=BRANCH, gate_markdown=GATE, dataset_summary="v2")
 
-    assert outcome.startswith(f"merged {BRANCH} into main")
+    assert outcome.line.startswith(f"merged {BRANCH} into main")
 
 
 def test_cli_publish_and_local_validation_comment(repo: Repo, cli: Callable[..., object]) -> None:
@@ -185,7 +184,7 @@ def test_a_promotion_built_on_an_older_main_is_refused_not_published(repo: Repo,
         publish_promotion(load_settings(), files=unaware, **publish)
 
     current = _promotion(tmp_path / "current", {"version": "v3", "parent": "v2"}, ["1", "2", "3"])
-    assert publish_promotion(load_settings(), files=current, **publish).startswith(f"merged {BRANCH}")
+    assert publish_promotion(load_settings(), files=current, **publish).line.startswith(f"merged {BRANCH}")
     assert json.loads((repo.work / "data" / "dataset.json").read_text())["version"] == "v3"
 
 

@@ -62,9 +62,9 @@ def publish(
         gate_markdown=gate_markdown,
         dataset_summary=summary if summary is not None else dataset_summary(project),
     )
-    console.print(outcome, highlight=False, soft_wrap=True)
-    write_github_output({"outcome": outcome})
-    write_step_summary(f"### Publish\n\n{outcome}\n")
+    console.print(outcome.line, highlight=False, soft_wrap=True)
+    write_github_output({"outcome": outcome.line})
+    write_step_summary(f"### Publish\n\n{outcome.line}\n")
 
 
 @app.command("comment-validation")

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Published:
+    """What publishing a promotion did: the line a person reads, and whether main has it now.
+
+    `merged` is true where the promotion is in the base branch when publish returns (the local
+    host's merge, GitHub merging at once), false for a pull request still open.
+    """
+
+    line: str
+    merged: bool
+
+    def __str__(self) -> str:
+        return self.line
 
 
 class GitHost(Protocol):
@@ -10,8 +26,8 @@ class GitHost(Protocol):
 
     name: str
 
-    def publish(self, branch: str, title: str, body: str) -> str:
-        """Merge `branch` (local) or open a pull request with auto-merge (github); a one-line outcome."""
+    def publish(self, branch: str, title: str, body: str) -> Published:
+        """Merge `branch` (local) or open a pull request with auto-merge (github)."""
         ...
 
     def comment_on_commit(self, sha: str, body: str) -> str:

@@ -34,6 +34,7 @@ from githubkit.typing import RetryOption
 from githubkit.utils import UNSET
 
 from wms.errors import BackendError, ConfigError
+from wms.vcs.base import Published
 from wms.vcs.git import Git, GitError
 
 MergeMethod = Literal["squash", "merge", "rebase"]
@@ -246,7 +247,7 @@ class GitHubHost:
         self.remote = remote
         self.workflows_token = workflows_token
 
-    def publish(self, branch: str, title: str, body: str) -> str:
+    def publish(self, branch: str, title: str, body: str) -> Published:
         """Push the branch, create or update its pull request, label it and enable auto-merge."""
         if self.git is not None:
             self._push(self.git, branch)
@@ -279,12 +280,14 @@ class GitHubHost:
                     if "not allowed" in str(exc).lower()
                     else "nothing is left to wait for"
                 )
-                return (
+                return Published(
                     f"{pr.html_url} is open for review: auto-merge cannot be enabled ({exc}); {hint}, "
-                    "or set git.merge_fallback = true to merge at once"
+                    "or set git.merge_fallback = true to merge at once",
+                    merged=False,
                 )
             return self._merge_now(pr, title, branch, reason=str(exc))
-        return f"{pr.html_url} opened with auto-merge ({self.merge_method}): it merges when the checks pass"
+        line = f"{pr.html_url} opened with auto-merge ({self.merge_method}): it merges when the checks pass"
+        return Published(line, merged=False)
 
     def _push(self, git: Git, branch: str) -> None:
         """Push HEAD to `branch` with the job's GITHUB_TOKEN (its push starts no workflow run); where
@@ -314,7 +317,7 @@ class GitHubHost:
         )
         return _pull_request(found[0]) if found else None
 
-    def _merge_now(self, pr: PullRequest, title: str, branch: str, reason: str) -> str:
+    def _merge_now(self, pr: PullRequest, title: str, branch: str, reason: str) -> Published:
         rest = self.client.sdk.rest
         try:
             merged = self.client.call(
@@ -331,16 +334,18 @@ class GitHubHost:
             if exc.status in (405, 409):
                 with contextlib.suppress(GitHubError):  # the outcome line says it as well
                     self.comment_on_pull_request(pr.number, _cannot_merge_comment(self.base_branch, str(exc)))
-                return (
+                return Published(
                     f"{pr.html_url} is open for review: GitHub would not merge it ({exc}); production stays "
-                    f"where {self.base_branch} says (a comment on the pull request says why)"
+                    f"where {self.base_branch} says (a comment on the pull request says why)",
+                    merged=False,
                 )
             raise
         with contextlib.suppress(GitHubError):  # the repository may delete merged branches itself
             ref = f"heads/{urllib.parse.quote(branch)}"
             self.client.send(lambda: rest.git.delete_ref(self.owner, self.repo, ref))
         sha = str(merged.get("sha") or "")[:7]
-        return f"{pr.html_url} merged into {self.base_branch} ({sha}); auto-merge was not possible: {reason}"
+        line = f"{pr.html_url} merged into {self.base_branch} ({sha}); auto-merge was not possible: {reason}"
+        return Published(line, merged=True)
 
     def comment_on_pull_request(self, number: int, body: str) -> str:
         """A comment on the pull request's conversation; returns its URL."""

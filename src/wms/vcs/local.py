@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wms.errors import BackendError
+from wms.vcs.base import Published
 from wms.vcs.git import Git
 
 
@@ -18,7 +19,7 @@ class LocalHost:
         self.base_branch = base_branch
         self.reports_dir = reports_dir
 
-    def publish(self, branch: str, title: str, body: str) -> str:
+    def publish(self, branch: str, title: str, body: str) -> Published:
         git = self.git
         if not git.ok("rev-parse", "--verify", "--quiet", f"refs/heads/{self.base_branch}"):
             raise BackendError(
@@ -36,7 +37,7 @@ class LocalHost:
                 f"merge it by hand: git checkout {self.base_branch} && git merge {branch}"
             )
         git.run("branch", "--quiet", "-d", branch)
-        return f"merged {branch} into {self.base_branch} ({git.short()})"
+        return Published(f"merged {branch} into {self.base_branch} ({git.short()})", merged=True)
 
     def comment_on_commit(self, sha: str, body: str) -> str:
         self.reports_dir.mkdir(parents=True, exist_ok=True)

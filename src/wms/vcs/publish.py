@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,12 +21,12 @@ from wms.config import Project
 from wms.data.pointer import read_pointer
 from wms.errors import BackendError, MainMoved, UsageError
 from wms.production import CURRENT_FILE, HISTORY_FILE
-from wms.vcs.base import GitHost
+from wms.vcs.base import GitHost, Published
 from wms.vcs.git import Git, GitError
 from wms.vcs.hook import IGNORED_NAMES
 from wms.vcs.mainline import main_ref
 
-NOT_ON_DATA_BRANCH = "nothing to publish: not on a data branch"
+NOT_ON_DATA_BRANCH = "nothing to publish: not on a data branch"  # Published.line outside a data branch
 # training-data-pipeline.yaml skips pushes whose head commit starts with this: they hold no new data.
 POINTER_COMMIT_TITLE = "Data pointers for the promoted model"
 MAIN_MERGE_TITLE = "Take in "  # the merge of main into the data branch before the pointer commit
@@ -44,7 +43,7 @@ def publish_promotion(
     host: GitHost | None = None,
     files: Path | None = None,
     sha: str | None = None,
-) -> str:
+) -> Published:
     """Commit the pointers on the data branch and merge it (local) or open its PR (github).
 
     `files` is a folder laid out like the project (`data/dataset.json`, `models/...`) holding
@@ -53,9 +52,10 @@ def publish_promotion(
     a temporary worktree at `sha` (default: the branch's tip), so the checkout, which holds
     main's code in CI, is never switched to the untrusted branch. Before the pointer commit
     the branch takes in main, so the pull request never conflicts with promotions made since
-    the branch was cut. Returns a one-line outcome, e.g. "merged data/20260101-120000 into
-    main (abc1234)" or the pull request's URL; NOT_ON_DATA_BRANCH when there is no data
-    branch (the pointer files are then written to the working tree, which is main). Where an
+    the branch was cut. Returns what was done: its line, e.g. "merged data/20260101-120000
+    into main (abc1234)" or the pull request's URL, and whether main has the promotion now;
+    the line NOT_ON_DATA_BRANCH when there is no data branch (the pointer files are then
+    written to the working tree, which is main). Where an
     earlier publish of the same batch pushed its pointer commit and then failed, the new one
     is built as usual from `sha` and main, and made a fast-forward of the pushed one.
     """
@@ -72,7 +72,7 @@ def publish_promotion(
     if top is None or branch is None:
         if files is not None:
             _copy_files(files, project.root, pointer_files(project))
-        return NOT_ON_DATA_BRANCH
+        return Published(NOT_ON_DATA_BRANCH, merged=True)
     if not branch.startswith(prefix):
         raise UsageError(
             f"{branch!r} is not a data branch (they start with {prefix!r}, git.data_branch_prefix); "
@@ -100,14 +100,6 @@ def publish_promotion(
         return host.publish(
             branch, _title(root / pointer_files(project)[1], branch), _body(dataset_summary, gate_markdown)
         )
-
-
-def merged_into_main(outcome: str, base_branch: str) -> bool:
-    """Whether a publish outcome says the promotion is in `base_branch` now: merged at once (the
-    local host, or GitHub where auto-merge was not possible), not a pull request still to merge.
-
-    Both hosts say it as `merged BRANCH into BASE (sha)` / `URL merged into BASE (sha)`."""
-    return re.match(rf"(merged \S+|\S+ merged) into {re.escape(base_branch)} \(", outcome) is not None
 
 
 @contextmanager
