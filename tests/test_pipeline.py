@@ -46,7 +46,7 @@ def history(project_dir: Path) -> list[dict[str, Any]]:
 
 
 def test_first_model_promoted_then_untrained_candidate_rejected(
-    project_dir: Path, make_batch: Callable[..., Path]
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any]
 ) -> None:
     first, recorder, registry = run(project_dir, make_batch("b1", seed=1))
     assert first.promoted, first.summary
@@ -86,6 +86,17 @@ def test_first_model_promoted_then_untrained_candidate_rejected(
     record = json.loads((second.run_dir / "run.json").read_text())
     assert record["outputs"]["gate"]["baseline_version"] == "1"
     assert {s["status"] for s in record["stages"]} == {"ok", "skipped"}
+    # The summary says the batch's pairs stay out of main's dataset, and how to take them in.
+    version = second.outputs["dataset_version"]
+    assert (
+        "its 20 new pair(s) stay out of main's dataset, so later batches train without them" in second.summary
+    )
+    assert f"`wms data pull {version} DIR && wms data ingest DIR`, then commit" in second.summary
+    pulled = cli("data", "pull", version, str(project_dir / "taken"))
+    assert pulled.exit_code == 0, pulled.output
+    taken = cli("data", "ingest", str(project_dir / "taken"))
+    assert taken.exit_code == 0, taken.output
+    assert json.loads((project_dir / "data" / "dataset.json").read_text())["counts"]["pairs"] == 100
 
 
 def test_better_candidate_is_promoted_and_previous_kept(

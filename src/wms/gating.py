@@ -117,6 +117,23 @@ def gate_candidate(
         kept = f"production stays version {production}" if production else "nothing in production"
         run.summary = (
             f"not promoted: {decision.reason}; {kept} "
-            f"(candidate registered as version {candidate.version} for review)"
+            f"(candidate registered as version {candidate.version} for review); " + left_out(project, run)
         )
     return decision
+
+
+def left_out(project: Project, run: PipelineRun) -> str:
+    """What a batch that is not promoted leaves out of main's dataset, and how a person takes it in.
+
+    Main's `data/dataset.json` moves only with a promotion, and every later batch merges onto
+    it: the batch's pairs are stored (in the run's version) but nothing trains on them again.
+    """
+    version = run.outputs.get("dataset_version") or "VERSION"
+    new = run.outputs.get("new_pairs")
+    pairs = f"{new} new pair(s)" if new is not None else "new pairs"
+    pointer = project.settings.data.pointer.as_posix()
+    return (
+        f"its {pairs} stay out of main's dataset, so later batches train without them; to take them "
+        f"in anyway, on main: `wms data pull {version} DIR && wms data ingest DIR`, then commit and "
+        f"push {pointer}"
+    )

@@ -53,7 +53,7 @@ from wms.data.pointer import pointed_version
 from wms.data.store import open_store
 from wms.errors import BackendError, UsageError, WmsError
 from wms.gate import GateDecision
-from wms.gating import gate_candidate
+from wms.gating import gate_candidate, left_out
 from wms.guards import Heartbeat, Interrupted, signals_raise
 from wms.registry import Registry
 from wms.runs import (
@@ -355,6 +355,7 @@ class Pipeline:
                 f"version {plan.version or 'none'} ({len(plan.pairs)} pairs, base {base or 'none'})"
             )
             run.outputs["dataset_version"] = plan.version
+            run.outputs["new_pairs"] = len(plan.added)
             run.outputs["work_dir"] = str(dataset)
         if not plan.added and not plan.orphans:
             run.summary = f"not promoted: no new pairs in {new_data} (version {base} already holds them)"
@@ -392,4 +393,4 @@ class Pipeline:
     def _restored_summary(self, run: PipelineRun, decision: GateDecision) -> str:
         if run.promoted:
             return f"promoted version {run.outputs.get('model_version', '?')}: {decision.reason}"
-        return f"not promoted: {decision.reason}"
+        return f"not promoted: {decision.reason}; {left_out(self.project, run)}"
