@@ -50,6 +50,7 @@ depth = 2
 
 [gate]
 floor = 0.0
+min_images = 1  # a tiny synthetic batch holds 1 to 9 test images; tests/test_gate.py tests the rule
 """
 
 

@@ -22,11 +22,27 @@ def noisy(n: int, mean: float, spread: float, seed: int) -> np.ndarray:
 
 
 def test_first_model_must_reach_the_floor() -> None:
-    assert decide(GateSettings(floor=0.5), scores([0.6, 0.7]), None).promote
-    rejected = decide(GateSettings(floor=0.8), scores([0.6, 0.7]), None)
+    assert decide(GateSettings(floor=0.5), scores([0.6, 0.7, 0.6, 0.7, 0.6]), None).promote
+    rejected = decide(GateSettings(floor=0.8), scores([0.6, 0.7, 0.6, 0.7, 0.6]), None)
     assert not rejected.promote
     assert "below the floor" in rejected.reason
     assert [(r.rule, r.passed) for r in rejected.rules] == [("floor", False)]
+
+
+def test_a_first_model_judged_on_two_test_images_is_not_promoted() -> None:
+    """A mean Dice over two photos says nothing of the model that would go to production."""
+    two = decide(GateSettings(floor=0.5), scores([0.95, 0.90]), None)
+    assert not two.promote
+    assert two.reason == (
+        "first model: only 2 test image(s), fewer than gate.min_images = 5: too few to judge a model by; "
+        "add labelled pairs"
+    )
+    assert [(r.rule, r.passed) for r in two.rules] == [("min_images", False), ("floor", True)]
+    # Judged by the floor because production could not be run: the same rule.
+    cfg = GateSettings(floor=0.5, on_baseline_error="floor")
+    broken = decide(cfg, scores([0.95, 0.90]), None, "1", baseline_error="no model.onnx")
+    assert not broken.promote and "only 2 test image(s)" in broken.reason
+    assert decide(GateSettings(floor=0.5, min_images=2), scores([0.95, 0.90]), None).promote
 
 
 def test_better_on_every_metric_is_promoted_with_an_interval_around_the_gain() -> None:
@@ -49,7 +65,6 @@ def test_too_few_test_images_never_beat_production() -> None:
     assert ("min_images", False) in [(r.rule, r.passed) for r in one.rules]
     base = np.array([0.60, 0.65, 0.70, 0.75, 0.80])
     assert decide(GateSettings(), scores(base + 0.1), scores(base), "1").promote  # five, all clearly better
-    assert decide(GateSettings(), scores([0.6]), None).promote  # a first model has no one to beat: the floor
 
 
 def test_identical_model_is_not_promoted() -> None:
@@ -125,7 +140,7 @@ def test_a_baseline_that_fails_keeps_production_by_default() -> None:
 
 def test_a_baseline_that_fails_can_fall_back_to_the_floor() -> None:
     cfg = GateSettings(on_baseline_error="floor", floor=0.5)
-    decision = decide(cfg, scores([0.9, 0.9]), None, "3", baseline_error="weights do not load")
+    decision = decide(cfg, scores([0.9] * 5), None, "3", baseline_error="weights do not load")
     assert decision.promote
     assert decision.reason.startswith("baseline failed (weights do not load); mean Dice 0.9000 reaches")
 

@@ -8,6 +8,7 @@ The rules come from `[gate]`:
 - with `gate.require_significant`, the lower bound of its interval must also be above 0;
 - no metric in `gate.max_regression` may fall by more than its allowance;
 - with nothing in production, the candidate's mean Dice must reach `gate.floor`;
+- with fewer than `gate.min_images` test images no candidate passes, first model included;
 - when the production model cannot be loaded or run, `gate.on_baseline_error` decides:
   `fail` (the default) keeps production, `floor` judges the candidate by the floor alone.
 
@@ -280,12 +281,20 @@ def _floor_decision(
     dice = float(cand["dice"].mean())
     passed = dice >= cfg.floor
     detail = f"mean Dice {dice:.4f} {'reaches' if passed else 'is below'} the floor {cfg.floor:.4f}"
+    rules = [RuleVerdict("floor", "dice", passed, detail)]
+    if len(cand["dice"]) < cfg.min_images:  # a mean over one or two photos says nothing of the model
+        few = (
+            f"only {len(cand['dice'])} test image(s), fewer than gate.min_images = {cfg.min_images}: too "
+            "few to judge a model by; add labelled pairs"
+        )
+        rules.insert(0, RuleVerdict("min_images", None, False, few))
+    failed = [r.detail for r in rules if not r.passed]
     comparisons = [MetricComparison(m, float(cand[m].mean())) for m in METRICS]
     return GateDecision(
-        passed,
-        note + detail,
+        not failed,
+        note + ("; ".join(failed) or detail),
         comparisons=comparisons,
-        rules=[RuleVerdict("floor", "dice", passed, detail)],
+        rules=rules,
         **common,
     )
 

@@ -228,7 +228,7 @@ class GateSettings(Section):
     # image it is a point): a candidate made exactly as good as production, from two models'
     # scores on the real test split, was promoted 10-27% of the time at 2-4 images, 4% at 5.
     min_images: int = Field(
-        5, ge=1, description="fewer test images than this: too few to call a candidate better than production"
+        5, ge=1, description="fewer test images than this: too few to promote a candidate, even a first model"
     )
     on_baseline_error: Literal["fail", "floor"] = Field(
         "fail", description="production model cannot be evaluated: keep it (fail) or use the floor"
