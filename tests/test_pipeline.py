@@ -339,3 +339,20 @@ def test_a_first_batch_with_no_test_pair_is_rejected_before_compute_starts(
     run_dir = next((project_dir / ".wms" / "runs").iterdir())
     stages = {s["name"]: s["status"] for s in json.loads((run_dir / "run.json").read_text())["stages"]}
     assert stages["validate"] == "failed" and stages["start_compute"] == "skipped"
+
+
+def test_a_first_batch_with_too_few_test_pairs_for_the_gate_is_rejected_before_compute_starts(
+    project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    # 20 pairs, of which 3 hash into the test split: the gate promotes nothing judged on fewer than 5.
+    with pytest.raises(BatchError) as raised:
+        run(project_dir, make_batch("small", count=20, seed=2), "gate.min_images=5")
+    assert str(raised.value) == (
+        "only 3 of the 20 pairs of the merged dataset fall in the test split (data.test_fraction = 0.15, "
+        "by a hash of each id), fewer than gate.min_images = 5, so the gate could promote no model trained "
+        "on it; push these pairs again with more — nothing was stored, no compute started"
+    )
+    assert open_store(load_settings(start=project_dir)).versions() == []
+    run_dir = next((project_dir / ".wms" / "runs").iterdir())
+    stages = {s["name"]: s["status"] for s in json.loads((run_dir / "run.json").read_text())["stages"]}
+    assert stages["validate"] == "failed" and stages["start_compute"] == "skipped"

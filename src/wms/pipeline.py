@@ -362,7 +362,7 @@ class Pipeline:
             return None
         with self.stage(run, "validate") as st:
             st.outcome = validate_merged(dataset, settings.data.size, run.run_dir, batch_files(plan), base)
-            check_test_split(plan, settings.data.test_fraction)
+            check_test_split(plan, settings.data.test_fraction, settings.gate.min_images)
             version = self.store.ingest(dataset, base).version
             run.outputs["dataset_version"] = version
         return version

@@ -82,14 +82,23 @@ def batch_files(plan: IngestPlan) -> set[str]:
     return files | {f"{orphan.parent.name}/{orphan.name}" for orphan in plan.orphans}
 
 
-def check_test_split(plan: IngestPlan, test_fraction: float) -> None:
-    """BatchError when no pair of the merged dataset falls in the test split (a first small batch):
-    training and the gate need test images, and a retry would start compute to find that again."""
-    if not any(entry["split"] == "test" for entry in plan.pairs.values()):
+def check_test_split(plan: IngestPlan, test_fraction: float, min_images: int = 1) -> None:
+    """BatchError when fewer than `min_images` (gate.min_images) pairs of the merged dataset fall in
+    the test split (a first small batch): the gate would refuse any model judged on them, so compute
+    is not started to find that out, and a retry would start it again."""
+    tested = sum(entry["split"] == "test" for entry in plan.pairs.values())
+    if tested == 0:
         raise BatchError(
             f"none of the {len(plan.pairs)} pairs of the merged dataset falls in the test split "
             f"(data.test_fraction = {test_fraction:g}, by a hash of each id), so no "
             "model can be judged on it; push these pairs again with more — nothing was stored"
+        )
+    if tested < min_images:
+        raise BatchError(
+            f"only {tested} of the {len(plan.pairs)} pairs of the merged dataset fall in the test split "
+            f"(data.test_fraction = {test_fraction:g}, by a hash of each id), fewer than gate.min_images "
+            f"= {min_images}, so the gate could promote no model trained on it; push these pairs again "
+            "with more — nothing was stored, no compute started"
         )
 
 
