@@ -356,3 +356,32 @@ def test_a_first_batch_with_too_few_test_pairs_for_the_gate_is_rejected_before_c
     run_dir = next((project_dir / ".wms" / "runs").iterdir())
     stages = {s["name"]: s["status"] for s in json.loads((run_dir / "run.json").read_text())["stages"]}
     assert stages["validate"] == "failed" and stages["start_compute"] == "skipped"
+
+
+def test_a_corrected_mask_of_a_stored_photo_goes_in_and_the_summary_names_it(
+    project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    first_batch = make_batch("b1", count=30, seed=1)
+    first, _, _ = run(project_dir, first_batch, "train.epochs=0")
+    assert first.promoted, first.summary
+    # A labeller fixes one stored pair's mask and sends it with the photo as stored.
+    fixed = tmp_path / "fixed"
+    for kind in ("images", "masks"):
+        (fixed / kind).mkdir(parents=True)
+    (fixed / "images" / "synth_s1_00003.png").write_bytes(
+        (first_batch / "images" / "synth_s1_00003.png").read_bytes()
+    )
+    (fixed / "masks" / "synth_s1_00003.png").write_bytes(
+        (first_batch / "masks" / "synth_s1_00004.png").read_bytes()
+    )
+
+    second, recorder, _ = run(project_dir, fixed, "train.epochs=0")
+    assert ("train", "ok") in recorder.done  # trained on the corrected data
+    assert "the batch corrects the masks of stored pairs: synth_s1_00003" in second.summary
+    record = json.loads((second.run_dir / "run.json").read_text())
+    merge = next(s for s in record["stages"] if s["name"] == "merge")
+    assert merge["outcome"].startswith("0 new, 1 mask(s) corrected, 0 already present")
+    store = open_store(load_settings(start=project_dir))
+    old = store.manifest(first.outputs["dataset_version"])["pairs"]["synth_s1_00003"]
+    new = store.manifest(second.outputs["dataset_version"])["pairs"]["synth_s1_00003"]
+    assert new["split"] == old["split"] and new["image"] == old["image"] and new["mask"] != old["mask"]

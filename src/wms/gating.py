@@ -131,6 +131,8 @@ def left_out(project: Project, run: PipelineRun) -> str:
     version = run.outputs.get("dataset_version") or "VERSION"
     new = run.outputs.get("new_pairs")
     pairs = f"{new} new pair(s)" if new is not None else "new pairs"
+    if run.outputs.get("corrected"):
+        pairs += f" and {len(run.outputs['corrected'])} corrected mask(s)"
     pointer = project.settings.data.pointer.as_posix()
     return (
         f"its {pairs} stay out of main's dataset, so later batches train without them; to take them "

@@ -44,6 +44,7 @@ from wms.data.lease import LeaseHeld, default_owner, lease, left_by_dead_process
 from wms.data.merge import (
     batch_files,
     check_test_split,
+    corrections,
     merge_into,
     prepare_incoming,
     restore,
@@ -327,6 +328,8 @@ class Pipeline:
                     st.outcome = "nothing moved: production and data/dataset.json stay as main has them"
         if not run.summary:
             run.summary = self._restored_summary(run, decision)
+        if run.outputs.get("corrected"):
+            run.summary += "; " + corrections(run.outputs["corrected"])
         if "publish" not in keep:
             with self.stage(run, "publish") as st:
                 promotion.publish(self.project, run, st)
@@ -348,22 +351,24 @@ class Pipeline:
             if settings.data.auto_prepare:
                 new_data = prepare_incoming(new_data, run.run_dir / "prepared", settings.data.size)
             # Conflicts stop here, writing nothing; orphans and non-images go on to validation's report.
-            plan = self.store.plan(new_data, base, for_validation=True)
+            plan = self.store.plan(new_data, base, for_validation=True, correct=True)
             dataset = merge_into(self.store, self.work_dir, base, plan)
+            fixed = f"{len(plan.corrected)} mask(s) corrected, " if plan.corrected else ""
             st.outcome = (
-                f"{len(plan.added)} new, {len(plan.unchanged)} already present → "
+                f"{len(plan.added)} new, {fixed}{len(plan.unchanged)} already present → "
                 f"version {plan.version or 'none'} ({len(plan.pairs)} pairs, base {base or 'none'})"
             )
             run.outputs["dataset_version"] = plan.version
             run.outputs["new_pairs"] = len(plan.added)
+            run.outputs["corrected"] = plan.corrected
             run.outputs["work_dir"] = str(dataset)
-        if not plan.added and not plan.orphans:
+        if not plan.added and not plan.corrected and not plan.orphans:
             run.summary = f"not promoted: no new pairs in {new_data} (version {base} already holds them)"
             return None
         with self.stage(run, "validate") as st:
             st.outcome = validate_merged(dataset, settings.data.size, run.run_dir, batch_files(plan), base)
             check_test_split(plan, settings.data.test_fraction, settings.gate.min_images)
-            version = self.store.ingest(dataset, base).version
+            version = self.store.ingest(dataset, base, correct=True).version
             run.outputs["dataset_version"] = version
         return version
 

@@ -58,6 +58,19 @@ def test_ingest_versions_pull_diff(
     diff = json.loads(cli("data", "diff", v1, v2, "--json").output)
     assert len(diff["added"]) == 2 and diff["removed"] == [] and diff["changed"] == []
 
+    # A pulled pair sent back with another mask corrects that mask.
+    (out / "masks" / "synth_s1_00000.png").write_bytes((out / "masks" / "synth_s1_00001.png").read_bytes())
+    refused = cli("data", "ingest", out)  # a folder pulled from an older version would look the same
+    assert refused.exit_code == 1 and "pass --correct-masks to replace the stored masks" in refused.output
+    corrected = cli("data", "ingest", out, "--correct-masks")
+    assert corrected.exit_code == 0, corrected.output
+    assert (
+        "0 pairs added" in corrected.output
+        and "1 stored mask(s) corrected (synth_s1_00000)" in corrected.output
+    )
+    v3 = corrected.output.strip().splitlines()[-1]
+    assert json.loads(cli("data", "diff", v2, v3, "--json").output)["changed"] == ["synth_s1_00000"]
+
 
 def test_conflict_is_one_line_and_writes_nothing(
     cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]

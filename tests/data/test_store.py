@@ -80,6 +80,27 @@ def test_a_conflicting_id_writes_nothing(store: DatasetStore, make_batch: Callab
     assert [v.id for v in store.versions()] == [v1]
 
 
+def test_a_stored_photo_with_another_mask_corrects_that_mask_in_its_split(
+    store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    a = make_batch("a", count=4, seed=1)
+    v1 = store.ingest(a, None).version
+    fixed = tmp_path / "fixed"
+    pid = sorted(p.stem for p in (a / "images").iterdir())[0]
+    copy_pair(a, pid, fixed, pid)  # the photo as stored, byte for byte
+    [mask] = (fixed / "masks").iterdir()
+    mask.write_bytes((a / "masks" / "synth_s1_00001.png").read_bytes())  # another mask
+    with pytest.raises(ConflictError, match="same photo and another mask"):
+        store.ingest(fixed, v1)  # not without asking: an older copy would undo corrections since
+    result = store.ingest(fixed, v1, correct=True)
+    assert (result.added, result.corrected, result.no_change) == ([], [pid], False)
+    before, after = store.manifest(v1)["pairs"], store.manifest(result.version)["pairs"]
+    assert after[pid]["mask"]["sha256"] == sha(mask) != before[pid]["mask"]["sha256"]
+    assert after[pid]["split"] == before[pid]["split"] and after[pid]["image"] == before[pid]["image"]
+    assert store.diff(v1, result.version).changed == [pid]
+    assert store.ingest(fixed, result.version, correct=True).no_change  # sent again: nothing to correct
+
+
 def copy_pair(source: Path, pair_id: str, folder: Path, new_id: str) -> None:
     """Put pair `pair_id` of `source` into `folder` under another id, as a person copying files would."""
     for kind in ("images", "masks"):

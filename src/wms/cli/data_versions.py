@@ -26,6 +26,11 @@ def ingest(
     move_pointer: bool = typer.Option(
         True, "--pointer/--no-pointer", help="Point data/dataset.json at the new version."
     ),
+    correct: bool = typer.Option(
+        False,
+        "--correct-masks",
+        help="A stored photo (same id, same bytes) with another mask replaces the stored mask.",
+    ),
 ) -> None:
     """Add valid pairs (as `wms data validate` checks them) to the store as a new immutable version;
     the same content again is 'no change'."""
@@ -42,15 +47,19 @@ def ingest(
         base = _base_version(project, store, pointer_path)
     _check_valid(directory, project.settings.data.size)
     with progress_bar("uploading blobs", None) as advance:
-        result = store.ingest(directory, base, progress=advance)
+        result = store.ingest(directory, base, progress=advance, correct=correct)
     if result.no_change:
         lost = result.blobs_written
         restored = f"; restored {lost} blob(s) the store had lost" if lost else ""
         console.print(f"no change: version {base} already holds all {len(result.unchanged)} pairs{restored}")
         return
+    fixed = result.corrected
+    corrected = f"{len(fixed)} stored mask(s) corrected ({', '.join(fixed[:10])}), " if fixed else ""
     console.print(
         f"version {result.version}: {len(result.added)} pairs added to {base or 'an empty store'}, "
-        f"{len(result.unchanged)} already present, {result.blobs_written} new blobs"
+        f"{corrected}{len(result.unchanged)} already present, {result.blobs_written} new blobs",
+        highlight=False,
+        soft_wrap=True,
     )
     if move_pointer:
         store.point(pointer_path, result.version, project.settings.store.url)

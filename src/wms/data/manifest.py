@@ -12,7 +12,7 @@ import unicodedata
 from pathlib import PureWindowsPath
 from typing import Any
 
-from wms.errors import DataError
+from wms.errors import ConflictError, DataError
 
 VERSION_ID = re.compile(r"[0-9a-f]{12}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -106,3 +106,31 @@ def entry_problem(pair_id: str, entry: object) -> str | None:
     if entry.get("split") not in SPLIT_NAMES:
         return f"has the split {entry.get('split')!r}; it must be one of {', '.join(SPLIT_NAMES)}"
     return None
+
+
+def corrected_masks(old: dict[str, Any], new: dict[str, Any], base: str | None, correct: bool) -> list[str]:
+    """The ids of `new` entries that correct a stored mask: the photo of version `base`, byte for
+    byte, with another mask (only with `correct`: a folder pulled from an older version would undo
+    corrections made since). ConflictError for any other stored id with other content."""
+    clashes = sorted(i for i, e in new.items() if i in old and _files(old[i]) != _files(e))
+    corrected = [i for i in clashes if old[i]["image"]["sha256"] == new[i]["image"]["sha256"]]
+    conflicts = [i for i in clashes if i not in corrected]
+    if corrected and not correct:
+        raise ConflictError(
+            f"{len(corrected)} id(s) already in version {base} with the same photo and another mask: "
+            f"{', '.join(corrected[:10])}; pass --correct-masks to replace the stored masks (unless "
+            "the folder was pulled from an older version: that would undo corrections made since) "
+            "— nothing was written"
+        )
+    if conflicts:
+        raise ConflictError(
+            f"{len(conflicts)} id(s) already in version {base} with another photo: "
+            f"{', '.join(conflicts[:10])}; rename the new pairs or drop them (to correct a stored "
+            "pair's mask, send it with the photo file that pair was sent with, unchanged) — nothing "
+            "was written"
+        )
+    return corrected
+
+
+def _files(entry: dict[str, Any]) -> tuple[str, str]:
+    return entry["image"]["sha256"], entry["mask"]["sha256"]

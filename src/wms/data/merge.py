@@ -60,13 +60,18 @@ def restore(store: DatasetStore, version: str, work: Path) -> Path:
 
 
 def merge_into(store: DatasetStore, work: Path, base: str | None, plan: IngestPlan) -> Path:
-    """The base version plus the plan's new pairs (and orphans, for validation to report) in `work`."""
+    """The base version plus the plan's new and corrected pairs (and orphans, for validation to
+    report) in `work`."""
     if base:
         restore(store, base, work)
     else:
         shutil.rmtree(work, ignore_errors=True)
         for kind in ("images", "masks"):
             (work / kind).mkdir(parents=True)
+    corrected = set(plan.corrected)
+    for path in [*(work / "images").iterdir(), *(work / "masks").iterdir()] if corrected else []:
+        if path.stem in corrected:  # the stored file, maybe under another extension than the new one
+            path.unlink()
     for pair in plan.new_pairs:
         shutil.copy2(pair.image, work / "images" / pair.image.name)
         shutil.copy2(pair.mask, work / "masks" / pair.mask.name)
@@ -74,6 +79,12 @@ def merge_into(store: DatasetStore, work: Path, base: str | None, plan: IngestPl
         shutil.copy2(orphan, work / orphan.parent.name / orphan.name)
     write_splits(work, plan.version, plan.pairs)  # the splits the new version records, read by training
     return work
+
+
+def corrections(ids: list[str]) -> str:
+    """The run summary's words for the stored pairs whose mask the batch corrects."""
+    shown = ", ".join(ids[:10]) + (f" … ({len(ids)} in all)" if len(ids) > 10 else "")
+    return f"the batch corrects the masks of stored pairs: {shown}"
 
 
 def batch_files(plan: IngestPlan) -> set[str]:

@@ -34,6 +34,7 @@ from wms.data.manifest import (
     VERSION_ID,
     check_manifest,
     check_version_id,
+    corrected_masks,
     entry_problem,
     folded,
 )
@@ -71,8 +72,9 @@ class IngestPlan:
     unchanged: list[str]
     pairs: dict[str, Any]  # the merged manifest entries
     sources: dict[str, Path]  # blob sha256 -> local file, for the added pairs
-    new_pairs: list[Pair]  # the added pairs' files
+    new_pairs: list[Pair]  # the added and corrected pairs' files
     orphans: list[Path] = field(default_factory=list)  # images without masks and masks without images
+    corrected: list[str] = field(default_factory=list)  # stored ids whose mask the batch replaces
 
 
 @dataclass
@@ -84,10 +86,11 @@ class IngestResult:
     added: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     blobs_written: int = 0
+    corrected: list[str] = field(default_factory=list)
 
     @property
     def no_change(self) -> bool:
-        return not self.added
+        return not self.added and not self.corrected
 
 
 @dataclass
@@ -225,12 +228,16 @@ class DatasetStore:
         return VersionDiff(sorted(set(pb) - set(pa)), sorted(set(pa) - set(pb)), changed)
 
     # -- writing --------------------------------------------------------------------------
-    def plan(self, folder: Path, base: str | None, for_validation: bool = False) -> IngestPlan:
+    def plan(
+        self, folder: Path, base: str | None, for_validation: bool = False, correct: bool = False
+    ) -> IngestPlan:
         """What ingesting `folder` onto `base` would add; writes nothing. BatchError when `folder`
         cannot be ingested (no pairs, orphans, unsafe names, a conflict with `base`).
 
         `for_validation`: the pipeline's merge, which validation checks next; files without a
         partner, and images that cannot be read, go on to its report instead of stopping here.
+        `correct`: a stored photo, byte for byte, under its id with another mask replaces that mask
+        (a conflict otherwise: a folder pulled from an older version would undo corrections since).
         """
         try:
             scan = find_pairs(folder)
@@ -251,12 +258,7 @@ class DatasetStore:
         if unsafe:
             pid, why = unsafe
             raise BatchError(f"pair {pid!r} in {folder} {why}; rename its files — nothing was written")
-        conflicts = sorted(i for i, e in entries.items() if i in old and _hashes(old[i]) != _hashes(e))
-        if conflicts:
-            raise ConflictError(
-                f"{len(conflicts)} id(s) already in version {base} with other content: "
-                f"{', '.join(conflicts[:10])}; rename the new pairs or drop them — nothing was written"
-            )
+        corrected = corrected_masks(old, entries, base, correct)
         added = sorted(set(entries) - set(old))
         fresh = {i: entries[i] for i in added}
         twin = _first_clash(old, fresh, lambda i, _: folded(i))
@@ -281,22 +283,24 @@ class DatasetStore:
         for pid in entries:  # the unchanged pairs too: their blobs may have been lost since
             sources[entries[pid]["image"]["sha256"]] = by_id[pid].image
             sources[entries[pid]["mask"]["sha256"]] = by_id[pid].mask
-        merged = {**old, **fresh}
-        version = content_version(merged) if added else (base or "")
-        unchanged = sorted(set(entries) & set(old))
-        new_pairs = [by_id[i] for i in added]
-        return IngestPlan(version, base, added, unchanged, merged, sources, new_pairs, orphans)
+        merged = {**old, **fresh} | {i: {**entries[i], "split": old[i]["split"]} for i in corrected}
+        version = content_version(merged) if added or corrected else (base or "")
+        unchanged = sorted(set(entries) & set(old) - set(corrected))
+        new_pairs = [by_id[i] for i in added + corrected]
+        return IngestPlan(version, base, added, unchanged, merged, sources, new_pairs, orphans, corrected)
 
-    def ingest(self, folder: Path, base: str | None, progress: Progress | None = None) -> IngestResult:
+    def ingest(
+        self, folder: Path, base: str | None, progress: Progress | None = None, correct: bool = False
+    ) -> IngestResult:
         """Add the pairs in `folder` to version `base` as a new version; conflicts write nothing."""
-        plan = self.plan(folder, base)
-        result = IngestResult(plan.version, base, plan.added, plan.unchanged)
+        plan = self.plan(folder, base, correct=correct)
+        result = IngestResult(plan.version, base, plan.added, plan.unchanged, corrected=plan.corrected)
         missing = self._missing_blobs(plan.sources)
-        if not plan.added and not missing:
+        if result.no_change and not missing:
             return result
         with lease(self.fs, self.lock_path, ttl_seconds=self.lock_ttl, wait_seconds=self.lock_wait):
             result.blobs_written = self._upload({sha: plan.sources[sha] for sha in missing}, progress)
-            if plan.added and not self.fs.exists(self._manifest_path(plan.version)):
+            if not result.no_change and not self.fs.exists(self._manifest_path(plan.version)):
                 manifest = self._manifest(plan.version, base, plan.pairs)
                 self._put(self._manifest_path(plan.version), json.dumps(manifest, indent=1).encode())
         return result
