@@ -142,16 +142,26 @@ def describe_move(
 
 
 def plan_move(
-    registry: Registry, pointer_dir: Path, version: str, *, action: str, reason: str, by: str
+    registry: Registry,
+    pointer_dir: Path,
+    version: str,
+    *,
+    action: str,
+    reason: str,
+    by: str,
+    batch: str | None = None,
 ) -> dict[str, Any]:
-    """Write the move to `version` into the pointer files in `pointer_dir`; no alias moves here."""
+    """Write the move to `version` into the pointer files in `pointer_dir`; no alias moves here.
+
+    `batch`: the data branch commit whose pipeline run promotes, recorded with the move so that
+    the sweep finds the batch once main holds it."""
     target = registry.get(version)
     current = read_current(pointer_dir)
     from_version = str(current["to_version"]) if current else None
     if from_version == target.version:
         raise UsageError(f"version {target.version} is already in production here; nothing to do")
     entry = describe_move(registry.model_name, action, from_version, target, reason, by)
-    return record_move(pointer_dir, entry)
+    return record_move(pointer_dir, entry | ({"batch": batch} if batch else {}))
 
 
 def served_before(history: list[dict[str, Any]]) -> list[str]:

@@ -74,6 +74,7 @@ def promote(
         action="promote",
         reason=decision.reason,
         by=promoted_by(run.run_id),
+        batch=(run.outputs.get("batch") or {}).get("sha"),
     )
     store.point(
         out / relative_to_project(project, settings.data.pointer), dataset_version, settings.store.url

@@ -12,7 +12,8 @@ recorded `promoted` is in main: nothing reads it any more, and the sweep deletes
 recorded `published` (its pull request was open when the run ended) whose promotion main's
 `models/production_history.jsonl` now holds was merged since, whatever the merge method (a
 squash leaves no trace of the branch in main's history): its record becomes `promoted` and
-its branch is deleted like the others.
+its branch is deleted like the others. A promotion's ledger line names its batch commit, so the
+batches of main's latest promotions are settled too where GitHub deleted the branch on merging.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from wms.batches import MAX_ATTEMPTS, BatchLedger, gave_up, is_finished
+from wms.batches import MAX_ATTEMPTS, SHA, BatchLedger, gave_up, is_finished
 from wms.config import Project
 from wms.errors import UsageError
 from wms.production import HISTORY_FILE
@@ -88,6 +89,7 @@ def pending(
     branches = data_branches(project)
     base = resolve_base(git, cfg.remote, cfg.base_branch) if branches else ""
     on_main = _MainPromotions(project)
+    on_main.settle_recent(ledger)  # also those whose branch is gone (GitHub deletes it on merging)
     for branch, sha in branches.items():
         try:
             title = git.run("log", "-1", "--format=%s", sha)
@@ -150,9 +152,18 @@ def _note_merged(merged: list[str] | None, branch: str, record: dict[str, Any] |
 class _MainPromotions:
     """The pipeline runs whose promotion main's production ledger holds, read once when first asked."""
 
+    RECENT = 20  # promotions whose batch record each sweep reads: a pull request merges within days
+
     def __init__(self, project: Project) -> None:
         self.project = project
         self.runs: set[str] | None = None
+        self.batches: list[str] = []  # the batch commits of the latest promotions, as main records them
+
+    def settle_recent(self, ledger: BatchLedger) -> None:
+        """Record `promoted` the batches of main's latest promotions whose record still says `published`."""
+        self._read()
+        for sha in self.batches[-self.RECENT :]:
+            self.settle(ledger, sha, ledger.get(sha))
 
     def settle(
         self, ledger: BatchLedger, sha: str | None, record: dict[str, Any] | None
@@ -178,6 +189,8 @@ class _MainPromotions:
                     continue  # a damaged line is `wms model history`'s to report
                 if isinstance(entry, dict) and entry.get("action") == "promote":
                     self.runs.add(str(entry.get("by")))
+                    if SHA.fullmatch(str(entry.get("batch"))):
+                        self.batches.append(str(entry["batch"]))
         return self.runs
 
 

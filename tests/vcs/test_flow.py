@@ -26,7 +26,7 @@ def test_a_promoted_data_branch_is_merged_with_pointers_not_pairs(
     repo.commit("tiny settings for the test")
     repo.git("switch", "-q", "-c", BRANCH)
     synthesize(repo.work / "data" / "incoming", count=80, size=64, seed=1)
-    repo.commit("80 labelled pairs")
+    batch = repo.commit("80 labelled pairs")
 
     result = cli("pipeline", "run")
     output = result.output  # type: ignore[attr-defined]
@@ -41,6 +41,9 @@ def test_a_promoted_data_branch_is_merged_with_pointers_not_pairs(
     pointer = json.loads((repo.work / "data" / "dataset.json").read_text())
     assert pointer["counts"]["pairs"] == 80
     assert "data/dataset.json" in tracked and "models/production_history.jsonl" in tracked
+    # The move names its batch, so the sweep finds a batch main took even once its branch is gone.
+    [move] = (repo.work / "models" / "production_history.jsonl").read_text().splitlines()
+    assert json.loads(move)["batch"] == batch
     record = json.loads(next((repo.work / ".wms" / "runs").glob("*/run.json")).read_text())
     stages = {s["name"]: s["status"] for s in record["stages"]}
     assert stages["publish"] == "ok"

@@ -179,7 +179,7 @@ def test_a_file_name_too_long_for_the_disk_is_rejected_without_stopping_the_swee
     assert rec is not None and rec["status"] == "rejected" and "304 bytes" in rec["summary"]
 
 
-def publish_branch(repo: Repo, name: str, run_id: str, stem: str) -> str:
+def publish_branch(repo: Repo, name: str, run_id: str, stem: str, with_batch: bool = False) -> str:
     """A data branch as the pipeline leaves it once its pull request is open: the batch commit, then
     the pointer commit whose ledger line names the run; a `published` record for the batch."""
     from wms.vcs.publish import POINTER_COMMIT_TITLE
@@ -188,6 +188,7 @@ def publish_branch(repo: Repo, name: str, run_id: str, stem: str) -> str:
     repo.git("switch", "-q", "-c", name, sha)
     repo.git("rm", "-q", "-r", "data/incoming/images", "data/incoming/masks")
     move = {"at": "2026-01-02T03:04:05+00:00", "action": "promote", "to_version": stem[-1]}
+    move |= {"batch": sha} if with_batch else {}  # a ledger line written before moves named their batch
     repo.write(
         "models/production_history.jsonl", json.dumps(move | {"by": f"wms pipeline run {run_id}"}) + "\n"
     )
@@ -227,3 +228,21 @@ def test_a_published_batch_whose_pull_request_main_squashed_is_recorded_promoted
     rec = record(repo, waiting)
     assert rec is not None and rec["status"] == "published"
     assert "merged into main" not in cli("pipeline", "sweep").output
+
+
+def test_a_published_batch_whose_branch_github_deleted_on_merging_is_recorded_promoted(
+    repo: Repo, cli: Callable[..., Any]
+) -> None:
+    repo.write("wms.toml", '[git]\nbase_branch = "main"\nhost = "github"\n')
+    repo.commit("pull requests on GitHub")
+    repo.git("push", "-q", "origin", "main")
+    merged = publish_branch(repo, "data/20260102-030405", "r-1", stem="m001", with_batch=True)
+    repo.git("checkout", "-q", "origin/data/20260102-030405", "--", "models/production_history.jsonl")
+    repo.commit("data/20260102-030405: model version 1 to production (#7)")
+    repo.git("push", "-q", "origin", "main", ":data/20260102-030405")  # squashed, then deleted by GitHub
+
+    swept = cli("pipeline", "sweep")
+    assert swept.exit_code == 0, swept.output
+    assert "every data branch has a finished run" in swept.output
+    rec = record(repo, merged)
+    assert rec is not None and rec["status"] == "promoted", rec
