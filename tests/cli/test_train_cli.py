@@ -103,3 +103,19 @@ def test_the_gpu_recipe_where_torch_sees_no_gpu_is_one_line_not_a_run_on_the_cpu
         "32",
     )
     assert on_cpu.exit_code == 0, on_cpu.output
+
+
+def test_a_size_the_network_cannot_take_is_a_bad_setting_and_starts_no_run(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    batch = make_batch(count=12)
+    result = cli("--set", "train.depth=3", "train", batch, "--image-size", "30", "--epochs", "1")
+    assert result.exit_code == 2, result.output  # 1 before, as if training had failed
+    assert result.output == (
+        "error: train.image_size=30 must be divisible by 8 (2**train.depth); use e.g. 24 or 32\n"
+    )
+    client = MlflowClient(f"sqlite:///{project_dir / '.wms' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs == []  # a FAILED run was left in MLflow before

@@ -11,7 +11,7 @@ import pytest
 from wms.config import TrainSettings
 from wms.data.pairs import Pair, find_pairs
 from wms.data.synth import synthesize
-from wms.errors import ConfigError, TrainError
+from wms.errors import ConfigError
 from wms.parity import check_onnx_parity
 from wms.train.export import export_onnx
 from wms.train.loop import train
@@ -54,7 +54,7 @@ def test_architecture_trains_saves_and_exports_faithfully(
 @pytest.mark.parametrize("name", [n for n in ARCHITECTURES if n != "unet"])
 def test_encoder_nets_need_a_multiple_of_32(name: str, pairs: list[Pair]) -> None:
     with pytest.raises(
-        TrainError, match=rf"image_size=48 must be divisible by 32 \(train.architecture='{name}'\)"
+        ConfigError, match=rf"image_size=48 must be divisible by 32 \(train.architecture='{name}'\)"
     ):
         train(TrainSettings(**SMALL | {"architecture": name, "image_size": 48}), pairs[:4], pairs[4:])
 

@@ -10,7 +10,7 @@ from tests.conftest import interrupted_after
 
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
-from wms.errors import TrainError
+from wms.errors import ConfigError, TrainError
 from wms.train.checkpoint import epochs_held
 from wms.train.loop import train
 from wms.train.segmenter import Segmenter
@@ -43,7 +43,7 @@ def test_zero_epochs_gives_the_untrained_model(pairs: list) -> None:
 
 
 def test_size_must_fit_the_depth(pairs: list) -> None:
-    with pytest.raises(TrainError, match="divisible"):
+    with pytest.raises(ConfigError, match="divisible"):
         train(TrainSettings(**TINY | {"image_size": 36, "depth": 3}), pairs[:18], pairs[18:])
 
 

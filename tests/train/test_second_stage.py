@@ -11,7 +11,7 @@ import pytest
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
 from wms.data.synth import synthesize
-from wms.errors import TrainError
+from wms.errors import ConfigError, TrainError
 from wms.train.export import OnnxSegmenter, export_onnx
 from wms.train.loop import train
 from wms.train.preprocess import open_image
@@ -78,7 +78,7 @@ def test_the_second_stage_learns_the_windows_in_its_crops(pairs: list) -> None:
 
 def test_a_side_the_second_network_cannot_take_is_refused_before_training(pairs: list) -> None:
     cfg = SETTINGS.model_copy(update={"refine_size": 30, "refine_depth": 2})
-    with pytest.raises(TrainError, match=r"train\.refine_size=30 must be divisible by 4"):
+    with pytest.raises(ConfigError, match=r"train\.refine_size=30 must be divisible by 4"):
         train(cfg, pairs[:16], pairs[16:])
 
 

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from wms.config import TrainSettings
 from wms.data.pairs import Pair
-from wms.errors import TrainError
+from wms.errors import ConfigError, TrainError
 from wms.guards import signals_held
 from wms.train.augment import augment, early_size, shrink
 from wms.train.cache import cache_bytes, load_arrays
@@ -93,6 +93,22 @@ def batch_dice(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return torch.where(total == 0, torch.ones_like(total), 2 * inter / total.clamp(min=1))
 
 
+def check_settings(cfg: TrainSettings) -> None:
+    """ConfigError when the [train] settings describe a model that cannot be built: said before a
+    tracking run is started, not after the first network's minutes."""
+    multiple = input_multiple(cfg.architecture, depth=cfg.depth)
+    if cfg.image_size % multiple:
+        why = "2**train.depth" if cfg.architecture == "unet" else f"train.architecture={cfg.architecture!r}"
+        fit = cfg.image_size // multiple * multiple or multiple
+        raise ConfigError(
+            f"train.image_size={cfg.image_size} must be divisible by {multiple} ({why}); "
+            f"use e.g. {fit} or {fit + multiple}"
+        )
+    check_encoder_weights(cfg.architecture, cfg.encoder_weights)
+    if cfg.refine_epochs:
+        refine_spec(cfg)
+
+
 def train(
     cfg: TrainSettings,
     train_pairs: Sequence[Pair],
@@ -119,17 +135,9 @@ def train(
             f"need pairs in both train and val splits (got {len(train_pairs)} and {len(val_pairs)}); "
             "add more labelled pairs"
         )
-    multiple = input_multiple(cfg.architecture, depth=cfg.depth)
-    if cfg.image_size % multiple:
-        why = "2**train.depth" if cfg.architecture == "unet" else f"train.architecture={cfg.architecture!r}"
-        raise TrainError(f"train.image_size={cfg.image_size} must be divisible by {multiple} ({why})")
-    check_encoder_weights(cfg.architecture, cfg.encoder_weights)
-    if cfg.refine_epochs:
-        if dist.active:
-            raise TrainError(
-                "a second stage (train.refine_epochs) trains in one process: set train.devices = 1"
-            )
-        refine_spec(cfg)  # a bad refine_size fails now, not after the first network's minutes
+    check_settings(cfg)
+    if cfg.refine_epochs and dist.active:
+        raise TrainError("a second stage (train.refine_epochs) trains in one process: set train.devices = 1")
     with process_group(dist, resolve_device(cfg.device, cfg.recipe)) as device:
         result = _fit(cfg, train_pairs, val_pairs, reporter, cache_dir, checkpoint, dist, device)
         if cfg.refine_epochs:

@@ -17,7 +17,7 @@ from wms.runs import UNVERSIONED, TrainedRun
 from wms.train.distributed import SINGLE, Dist
 from wms.train.evaluate import ImageScore, evaluate, summarize
 from wms.train.export import export_onnx
-from wms.train.loop import train
+from wms.train.loop import check_settings, train
 from wms.train.preprocess import image_file
 from wms.train.progress import SilentReporter, TrainReporter
 from wms.train.segmenter import ONNX_FILE
@@ -82,6 +82,7 @@ def train_and_log(
             f"train.devices={cfg.devices} runs under torchrun, which `wms train` starts; the pipeline "
             "and the remote job train in one process: set train.devices = 1 (or auto) there"
         )
+    check_settings(cfg)  # a model that cannot be built leaves no FAILED run behind
     splits = split_pairs(project, dataset)
     if not splits["test"]:
         raise DataError(

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from wms.config import TrainSettings
 from wms.crops import Box, Crop, locate
 from wms.data.pairs import Pair
-from wms.errors import TrainError
+from wms.errors import ConfigError, TrainError
 from wms.train.cache import cache_bytes, load_arrays
 from wms.train.losses import RunningLoss, bce_dice
 from wms.train.model import build_model, input_multiple
@@ -56,7 +56,7 @@ def refine_spec(cfg: TrainSettings) -> RefineSpec:
     kwargs = {"base_channels": cfg.base_channels, "depth": cfg.refine_depth or cfg.depth}
     multiple = input_multiple(cfg.architecture, **kwargs)
     if cfg.refine_size % multiple:
-        raise TrainError(
+        raise ConfigError(
             f"train.refine_size={cfg.refine_size} must be divisible by {multiple} "
             "(2**train.refine_depth, or 2**train.depth where refine_depth is 0)"
         )
