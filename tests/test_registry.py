@@ -165,7 +165,7 @@ def test_a_version_number_past_mlflows_is_no_such_model_at_once(
     started = time.monotonic()
     result = cli("model", "promote", "99999999999999999999", "--reason", "a pasted number")
     assert time.monotonic() - started < 30  # the server's 500, retried, took about 4 minutes
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "no model '99999999999999999999' in" in result.output and "(versions: 1)" in result.output
 
 

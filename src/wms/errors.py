@@ -28,6 +28,12 @@ class DataError(WmsError):
     """A dataset folder, pair or image is missing or unusable."""
 
 
+class VersionNotFound(DataError):
+    """The dataset store holds no version of that id: a name given to a command, a usage error."""
+
+    exit_code = 2
+
+
 class BatchError(DataError):
     """A batch of new pairs cannot be used as it is (its files, validation, a conflict): push a fixed one.
 
@@ -53,7 +59,11 @@ class RegistryError(WmsError):
 
 
 class ModelNotFound(RegistryError):
-    """The registry answered that it has no such model version or alias (it did not fail to answer)."""
+    """The registry answered that it has no such model version or alias (it did not fail to answer).
+
+    The name came from the person (an argument, an option, a pointer file): a usage error."""
+
+    exit_code = 2
 
 
 class BackendError(WmsError):

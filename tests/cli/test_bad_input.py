@@ -168,3 +168,41 @@ def test_settings_file_saved_in_another_encoding_is_one_line(
         result.output
         == f"error: {project_dir / 'wms.toml'} is not UTF-8 text (byte 4 cannot be read); save it as UTF-8\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["data", "pull", "xyz", "OUT"], "error: dataset version 'xyz' is not a dataset version id"),
+        (
+            ["data", "pull", "feedbeef0000", "OUT"],
+            "error: dataset version 'feedbeef0000' is not in the store",
+        ),
+        (["data", "diff", "feedbeef0000", "v2"], "error: dataset version 'v2' is not a dataset version id"),
+        (["data", "ingest", "BATCH", "--base", "v1"], "error: --base 'v1' is not a dataset version id"),
+        (["data", "ingest", "NOWHERE"], "error: NOWHERE does not exist: name a dataset folder"),
+        (["data", "prepare", "NOWHERE", "OUT"], "error: NOWHERE does not exist: name a dataset folder"),
+        (["train", "NOWHERE"], "error: NOWHERE does not exist: name a dataset folder"),
+        (["evaluate", "production", "NOWHERE"], "error: NOWHERE does not exist: name a dataset folder"),
+        (["pipeline", "run", "--new-data", "NOWHERE"], "error: --new-data NOWHERE does not exist"),
+        (["model", "show", "7"], "error: no model '7' in 'wms-segmenter' (versions: none yet)"),
+        (["model", "download", "7", "OUT"], "error: no model '7' in 'wms-segmenter'"),
+        (["pipeline", "resume", "nope"], "error: no pipeline run 'nope'"),
+    ],
+)
+def test_a_name_or_path_that_names_nothing_exits_2_like_any_usage_error(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+    tmp_path: Path,
+    args: list[str],
+    line: str,
+) -> None:
+    # 1 says the command ran and failed (invalid data, a gate, a backend); 2 that what it was told
+    # names nothing. These exited 1 while `wms data validate NOWHERE` and `pipeline resume` exited 2.
+    paths = {"OUT": tmp_path / "out", "NOWHERE": tmp_path / "nowhere", "BATCH": make_batch(count=3)}
+    result = cli(*[paths.get(a, a) for a in args])
+    line = line.replace("NOWHERE", str(tmp_path / "nowhere"))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(line) and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (project_dir / ".wms" / "runs").exists()

@@ -104,7 +104,7 @@ def test_a_store_url_changed_since_the_pointer_names_the_store_it_was_written_fo
 
 def test_unknown_version_is_a_clear_error(cli: Callable[..., Any], project_dir: Path, tmp_path: Path) -> None:
     result = cli("data", "pull", "feedbeef0000", tmp_path / "out")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "not in the store" in result.output and "wms data versions" in result.output
 
 

@@ -119,7 +119,7 @@ def test_unknown_model_is_one_clear_line(
     cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
 ) -> None:
     result = cli("evaluate", "nope", make_batch(count=4))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
     assert "nope" in lines[0] and "wms model list" in lines[0]
@@ -129,7 +129,7 @@ def test_missing_dataset_says_what_is_wrong(
     cli: Callable[..., Any], project_dir: Path, tmp_path: Path
 ) -> None:
     result = cli("evaluate", "production", tmp_path / "nowhere")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "does not exist" in result.output and "Traceback" not in result.output
 
 

@@ -271,7 +271,7 @@ def test_dry_run_prints_the_plan_and_calls_nothing(
     assert "keeping the newest 2" in result.output
     assert _calls(cluster) == []
     missing = cli("deploy", "--dry-run", "--model", "7")
-    assert missing.exit_code == 1 and missing.output.startswith("error: no model '7'")
+    assert missing.exit_code == 2 and missing.output.startswith("error: no model '7'")
     assert "<version>" not in missing.output and _calls(cluster) == []
 
 

@@ -155,7 +155,7 @@ def test_dry_run_of_a_model_the_registry_lacks_says_so(
     served_project: Path, cli: Callable[..., Any], model: str
 ) -> None:
     result = cli("deploy", "--dry-run", "--model", model)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.startswith(f"error: no model '{model}' in 'wms-segmenter' (versions: 1)")
     assert "plan for deploying" not in result.output
     assert not (served_project / ".wms/deploy").exists()

@@ -17,7 +17,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from wms.config import Project, load_settings, parse_overrides, stray_env_variables
-from wms.errors import WmsError
+from wms.errors import UsageError, WmsError
 from wms.guards import Interrupted
 
 # Markup is off: what is printed (paths, messages, names) is shown as written, a `[train]` or
@@ -121,6 +121,16 @@ class CliState:
             for line in stray_env_variables(os.environ):
                 print_warning(line)
         return self._project
+
+
+def dataset_folder(path: Path, name: str = "") -> Path:
+    """`path` when it is a folder; else UsageError (exit 2): a wrong path is the caller's mistake,
+    not data that failed. `name` is the option that gave it (`--new-data`), if any."""
+    if not path.is_dir():
+        what = "is a file" if path.exists() else "does not exist"
+        given = f"{name} {path}" if name else str(path)
+        raise UsageError(f"{given} {what}: name a dataset folder, one holding images/ and masks/")
+    return path
 
 
 def state(ctx: typer.Context) -> CliState:

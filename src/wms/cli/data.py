@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from wms.cli._common import WmsGroup, console, describe_os_error, progress_bar, state, styled
+from wms.cli._common import WmsGroup, console, dataset_folder, describe_os_error, progress_bar, state, styled
 from wms.data.prepare import RESIZE_MODES, ResizeMode, prepare_dataset
 from wms.data.synth import synthesize
 from wms.data.validate import Issue, validate_dataset
@@ -56,9 +56,7 @@ def validate(
     """Check every pair; exit 0 when valid, 1 when not, 2 on a wrong path. Issues say how to fix them."""
     from wms.report import write_github_output, write_step_summary
 
-    if not directory.is_dir():  # a wrong path is the caller's mistake, not invalid data
-        what = "is a file" if directory.exists() else "does not exist"
-        raise UsageError(f"{directory} {what}: name a dataset folder, one holding images/ and masks/")
+    dataset_folder(directory)
     if incoming:
         from wms.data.merge import validate_incoming
 
@@ -134,6 +132,7 @@ def prepare(
     if resize not in RESIZE_MODES:
         raise typer.BadParameter(f"use one of: {', '.join(RESIZE_MODES)}", param_hint="--resize")
     mode: ResizeMode = "pad" if resize == "pad" else "stretch"
+    dataset_folder(src)
     side = size or state(ctx).project().settings.data.size
     with progress_bar("preparing", None) as advance:
         report = prepare_dataset(src, out, size=side, resize=mode, progress=advance, overwrite=overwrite)

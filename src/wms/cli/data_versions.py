@@ -9,8 +9,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from wms.cli._common import console, on_interrupt, progress_bar, state
+from wms.cli._common import console, dataset_folder, on_interrupt, progress_bar, state
 from wms.config import Project
+from wms.data.manifest import check_version_id
 from wms.data.pointer import pointed_version, read_pointer
 from wms.data.store import DatasetStore, open_store
 from wms.data.validate import validate_dataset
@@ -34,6 +35,7 @@ def ingest(
 ) -> None:
     """Add valid pairs (as `wms data validate` checks them) to the store as a new immutable version;
     the same content again is 'no change'."""
+    dataset_folder(directory)
     project = state(ctx).project()
     store = open_store(project)
     on_interrupt(
@@ -45,6 +47,8 @@ def ingest(
     pointer_path = project.path(project.settings.data.pointer)
     if base is None:
         base = _base_version(project, store, pointer_path)
+    else:
+        store.manifest(_named(base, "--base"))
     _check_valid(directory, project.settings.data.size)
     with progress_bar("uploading blobs", None) as advance:
         result = store.ingest(directory, base, progress=advance, correct=correct)
@@ -113,6 +117,14 @@ def _check_valid(directory: Path, size: int) -> None:
         )
 
 
+def _named(version: str, given: str = "dataset version") -> str:
+    """A version id given on the command line; one of the wrong form is a usage error (exit 2)."""
+    try:
+        return check_version_id(version, given, "pick one from `wms data versions`")
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def versions(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -148,6 +160,7 @@ def pull(
     out: Path = typer.Argument(..., help="Folder to write images/ and masks/ into."),
 ) -> None:
     """Write a version's pairs to a folder; only missing files are fetched, every byte is verified."""
+    _named(version)
     store = open_store(state(ctx).project())
     on_interrupt(
         ctx,
@@ -168,7 +181,7 @@ def diff(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show the ids added, removed and changed from version A to version B."""
-    result = open_store(state(ctx).project()).diff(a, b)
+    result = open_store(state(ctx).project()).diff(_named(a), _named(b))
     if as_json:
         print(json.dumps(asdict(result), indent=2))
         return

@@ -9,7 +9,7 @@ from typing import cast
 
 import typer
 
-from wms.cli._common import console, progress_bar, state
+from wms.cli._common import console, dataset_folder, progress_bar, state
 
 
 class SplitChoice(StrEnum):
@@ -55,6 +55,7 @@ def evaluate(
     from wms.train.segmenter import Segmenter
 
     _check_worst(worst, out)
+    dataset_folder(dataset)
     project = state(ctx).project()
     if split is SplitChoice.all:
         pairs = find_pairs(dataset).pairs

@@ -32,7 +32,10 @@ app = typer.Typer(
     help=(
         "WMS: continuous training and delivery of a water-meter counter-window segmenter.\n\n"
         "New labelled pairs go in, a model is trained, compared with production on the same "
-        "test images, and promoted only when it is better. Start with `wms demo`."
+        "test images, and promoted only when it is better. Start with `wms demo`.\n\n"
+        "Exit codes: 0 done; 1 the command ran and failed (invalid data, training or a backend "
+        "failed); 2 what it was told is wrong (a bad option or setting, or a folder, dataset "
+        "version, model or run named that does not exist); 130 interrupted."
     ),
     no_args_is_help=True,
     rich_markup_mode="markdown",

@@ -14,6 +14,7 @@ from wms.cli._common import (
     TrainProgress,
     WmsGroup,
     console,
+    dataset_folder,
     print_error,
     print_interrupted,
     state,
@@ -224,6 +225,8 @@ def run(
     """
     from wms.batches import check_sha
 
+    if new_data is not None:
+        dataset_folder(new_data, "--new-data")  # before a run is recorded that resume could not mend
     project = state(ctx).project()
     if sha is not None:
         check_sha(sha)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from wms.cli._common import TrainProgress, console, on_interrupt, state
+from wms.cli._common import TrainProgress, console, dataset_folder, on_interrupt, state
 from wms.errors import UsageError
 
 
@@ -48,6 +48,7 @@ def train(
         raise UsageError(
             f"--checkpoint {checkpoint} is a folder; name a file, e.g. {checkpoint / 'train.pt'}"
         )
+    dataset_folder(dataset)
     project = state(ctx).project(flags)
     compute = project.settings.compute
     dist = from_env(os.environ)  # set by torchrun in each of its processes

@@ -41,7 +41,7 @@ from wms.data.manifest import (
 from wms.data.pairs import Pair, find_pairs
 from wms.data.pointer import write_pointer
 from wms.data.splits import split_of
-from wms.errors import BackendError, BatchError, ConflictError, DataError
+from wms.errors import BackendError, BatchError, ConflictError, DataError, VersionNotFound
 from wms.files import put_file
 from wms.train.preprocess import image_file
 
@@ -202,7 +202,7 @@ class DatasetStore:
             raw = self._call("read a manifest", self.fs.cat_file, path)
         except FileNotFoundError:
             known = ", ".join(v for v in self._latest_ids(5) if VERSION_ID.fullmatch(v))
-            raise DataError(
+            raise VersionNotFound(
                 f"dataset version {version!r} is not in the store {self.url} "
                 f"(latest: {known or 'none'}); see `wms data versions`"
             ) from None
