@@ -250,3 +250,28 @@ def test_progress_leaves_nothing_in_a_log(
     version = cli("data", "versions", "--json").output
     pulled = cli("data", "pull", json.loads(version)[0]["id"], tmp_path / "out")
     assert pulled.exit_code == 0 and pulled.stderr == ""
+
+
+def test_a_bar_on_a_terminal_shows_how_many_of_how_many(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    import re
+
+    from rich.console import Console
+
+    from wms.cli import _common
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(_common, "err_console", Console(file=terminal, force_terminal=True, markup=False))
+    batch = make_batch("a", count=6, seed=1)
+    assert cli("data", "ingest", batch).exit_code == 0
+    assert cli("data", "prepare", batch, project_dir / "prepared", "--size", "64").exit_code == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal.getvalue())
+    # The totals were known and not shown: "12/?" blobs, "6/?" pairs.
+    assert re.search(r"uploading blobs .* 12/12", text), text
+    assert re.search(r"validating .* 6/6", text) and re.search(r"preparing .* 6/6", text), text
+    assert not re.search(r"\b(12|6)/\?", text)  # no finished count without its total

@@ -141,9 +141,23 @@ def state(ctx: typer.Context) -> CliState:
     return root.obj
 
 
+class Advance:
+    """Moves a progress bar: `advance()` one step (`advance(n)`: n); `advance.expect(total)` gives
+    the bar its total once the work knows it (the blobs an ingest must upload, the pairs found)."""
+
+    def __init__(self, bar: Progress, task: Any) -> None:
+        self._bar, self._task = bar, task
+
+    def __call__(self, n: int = 1) -> None:
+        self._bar.advance(self._task, n)
+
+    def expect(self, total: int) -> None:
+        self._bar.update(self._task, total=total)
+
+
 @contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[Any]:
-    """A progress bar on stderr, when stderr is a terminal; yields `advance(n=1)`."""
+def progress_bar(description: str, total: int | None) -> Iterator[Advance]:
+    """A progress bar on stderr, when stderr is a terminal; yields an `Advance`."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -153,12 +167,7 @@ def progress_bar(description: str, total: int | None) -> Iterator[Any]:
         transient=True,
         disable=not err_console.is_terminal,  # in a log or a pipe it would leave an empty line
     ) as bar:
-        task = bar.add_task(description, total=total)
-
-        def advance(n: int = 1) -> None:
-            bar.advance(task, n)
-
-        yield advance
+        yield Advance(bar, bar.add_task(description, total=total))
 
 
 class TrainProgress:

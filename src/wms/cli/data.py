@@ -66,7 +66,7 @@ def validate(
     else:
         required = None if any_size else (size or state(ctx).project().settings.data.size)
         with progress_bar("validating", None) as advance:
-            report = validate_dataset(directory, size=required, progress=advance)
+            report = validate_dataset(directory, size=required, progress=advance, expect=advance.expect)
     if json_out:
         _write_report(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
     if markdown_out:
@@ -135,7 +135,9 @@ def prepare(
     dataset_folder(src)
     side = size or state(ctx).project().settings.data.size
     with progress_bar("preparing", None) as advance:
-        report = prepare_dataset(src, out, size=side, resize=mode, progress=advance, overwrite=overwrite)
+        report = prepare_dataset(
+            src, out, size=side, resize=mode, progress=advance, overwrite=overwrite, expect=advance.expect
+        )
     if report.written:
         console.print(
             f"wrote {report.written} pairs ({side}x{side}, {resize}) "

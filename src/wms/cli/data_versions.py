@@ -51,7 +51,7 @@ def ingest(
         store.manifest(_named(base, "--base"))
     _check_valid(directory, project.settings.data.size)
     with progress_bar("uploading blobs", None) as advance:
-        result = store.ingest(directory, base, progress=advance, correct=correct)
+        result = store.ingest(directory, base, progress=advance, expect=advance.expect, correct=correct)
     if result.no_change:
         lost = result.blobs_written
         restored = f"; restored {lost} blob(s) the store had lost" if lost else ""
@@ -103,7 +103,7 @@ def _check_valid(directory: Path, size: int) -> None:
     An invalid base makes every later batch fail the pipeline's validation, blamed on the new data.
     """
     with progress_bar("validating", None) as advance:
-        report = validate_dataset(directory, size=size, progress=advance)
+        report = validate_dataset(directory, size=size, progress=advance, expect=advance.expect)
     if not report.ok:
         codes = sorted({i.code for i in report.errors})
         fix = (  # prepare resizes, binarises and orients; it cannot add a mask or drop a duplicate

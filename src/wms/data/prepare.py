@@ -170,8 +170,11 @@ def prepare_dataset(
     progress: Callable[[], None] | None = None,
     workers: int | None = None,
     overwrite: bool = False,
+    expect: Callable[[int], None] | None = None,
 ) -> PrepareReport:
-    """Write `src`'s pairs to `out` as size x size RGB JPEGs and 0/255 PNG masks; list what is skipped."""
+    """Write `src`'s pairs to `out` as size x size RGB JPEGs and 0/255 PNG masks; list what is skipped.
+
+    `expect` is told how many pairs will be prepared, before the first; `progress` after each."""
     if size < 1:
         raise UsageError(f"size must be a positive number of pixels, got {size}")
     if resize not in RESIZE_MODES:
@@ -181,6 +184,8 @@ def prepare_dataset(
     src, out = Path(src), Path(out)
     scan = find_pairs(src)
     _check_out(src, out, overwrite)
+    if expect is not None:
+        expect(len(scan.pairs))
     skipped = [
         Skipped(
             p.relative_to(src).as_posix(),

@@ -290,14 +290,24 @@ class DatasetStore:
         return IngestPlan(version, base, added, unchanged, merged, sources, new_pairs, orphans, corrected)
 
     def ingest(
-        self, folder: Path, base: str | None, progress: Progress | None = None, correct: bool = False
+        self,
+        folder: Path,
+        base: str | None,
+        progress: Progress | None = None,
+        expect: Callable[[int], None] | None = None,
+        correct: bool = False,
     ) -> IngestResult:
-        """Add the pairs in `folder` to version `base` as a new version; conflicts write nothing."""
+        """Add the pairs in `folder` to version `base` as a new version; conflicts write nothing.
+
+        `expect` is told how many blobs will be uploaded, before the first; `progress` after each.
+        `correct`: a stored photo under its stored name with another mask replaces that mask."""
         plan = self.plan(folder, base, correct=correct)
         result = IngestResult(plan.version, base, plan.added, plan.unchanged, corrected=plan.corrected)
         missing = self._missing_blobs(plan.sources)
         if result.no_change and not missing:
             return result
+        if expect is not None:
+            expect(len(missing))
         with lease(self.fs, self.lock_path, ttl_seconds=self.lock_ttl, wait_seconds=self.lock_wait):
             result.blobs_written = self._upload({sha: plan.sources[sha] for sha in missing}, progress)
             if not result.no_change and not self.fs.exists(self._manifest_path(plan.version)):

@@ -283,14 +283,19 @@ def validate_dataset(
     size: int | None = 512,
     progress: Callable[[], None] | None = None,
     workers: int | None = None,
+    expect: Callable[[int], None] | None = None,
 ) -> ValidationReport:
-    """Check every pair in `root` (images/ + masks/); `size=None` skips the size contract."""
+    """Check every pair in `root` (images/ + masks/); `size=None` skips the size contract.
+
+    `expect` is told how many pairs will be checked, before the first; `progress` after each."""
     if size is not None and size < 1:
         raise UsageError(f"size must be a positive number of pixels or None, got {size}")
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1, got {workers}")
     root = Path(root)
     scan = find_pairs(root, missing_ok=True)  # a batch without masks/ is invalid data, reported as such
+    if expect is not None:
+        expect(len(scan.pairs))
     issues: list[Issue] = []
     for path in scan.missing_mask:
         issues.append(
