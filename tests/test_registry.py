@@ -331,4 +331,4 @@ def test_a_version_whose_run_was_deleted_is_still_listed_and_named(
     assert cli("model", "show", gone.version).exit_code == 0
     fetched = cli("model", "download", gone.version, tmp_path / "out")
     assert fetched.exit_code == 1
-    assert f"failed to download the model: Run with id={gone.run_id} not found" in fetched.output
+    assert f"failed to read the run: Run with id={gone.run_id} not found" in fetched.output

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 from wms.compute.probes import server_answers
 from wms.config import Project
 from wms.errors import ModelNotFound, RegistryError
+from wms.registry_local import artifact_root, elsewhere, moved_run_folder
 from wms.registry_runs import MODEL_ARTIFACT, MlflowRunLog, pyfunc_files
 from wms.train.spec import ONNX_FILE, SPEC_FILE, verify_model_folder
 
@@ -166,11 +168,19 @@ class MlflowRegistry:
     def _experiment_id(self) -> str:
         name = self.project.settings.tracking.experiment
         experiment = self._call("read experiments", self._client.get_experiment_by_name, name)
+        root = artifact_root(self.project, self.uri)
         if experiment is not None:
-            return str(experiment.experiment_id)
-        location = None
-        if self.uri.startswith("sqlite:"):
-            location = self.project.path(self.project.settings.tracking.artifact_root).resolve().as_uri()
+            old = root and elsewhere(experiment.artifact_location, root)
+            if not old:
+                return str(experiment.experiment_id)
+            # The project moved (or tracking.artifact_root changed). MLflow cannot move an
+            # experiment, and its new runs would write their files into the old folder: the old
+            # experiment keeps its runs under another name, and a new one is made here.
+            renamed = f"{name} (id {experiment.experiment_id}, artifacts in {old})"
+            self._call(
+                "rename the experiment", self._client.rename_experiment, experiment.experiment_id, renamed
+            )
+        location = root.as_uri() if root else None
         return str(self._call("create the experiment", self._client.create_experiment, name, location))
 
     @contextmanager
@@ -357,11 +367,22 @@ class MlflowRegistry:
         """
         run_id = ref if RUN_ID.fullmatch(ref) else self.get(ref).run_id
         dst.mkdir(parents=True, exist_ok=True)
-        path = self._call(
-            "download the model", self._client.download_artifacts, run_id, MODEL_ARTIFACT, str(dst)
-        )
+        moved = self._moved_run_folder(run_id)
+        if moved is None:
+            path = self._call(
+                "download the model", self._client.download_artifacts, run_id, MODEL_ARTIFACT, str(dst)
+            )
+        else:  # the project moved: its database names the old folder (wms.registry_local)
+            path = shutil.copytree(moved / MODEL_ARTIFACT, dst / MODEL_ARTIFACT, dirs_exist_ok=True)
         verify_model_folder(Path(path), self.recorded_hashes(run_id))
         return Path(path)
+
+    def _moved_run_folder(self, run_id: str) -> Path | None:
+        root = artifact_root(self.project, self.uri)
+        if root is None:
+            return None
+        run = self._call("read the run", self._client.get_run, run_id)
+        return moved_run_folder(run.info.artifact_uri, run_id, root)
 
     def recorded_hashes(self, run_id: str) -> dict[str, str]:
         """The sha256 of the model files, as the run recorded them (`model_sha256`, ...)."""
