@@ -82,6 +82,20 @@ def test_local_backend_needs_no_cloud(cli: Callable[..., Any], project_dir: Path
     assert json.loads(result.stdout)["backend"] == "local"
 
 
+@pytest.mark.parametrize("args", [["ssh"], ["ssh", "--print"], ["exec", "--", "nvidia-smi"]])
+def test_ssh_and_exec_on_the_local_backend_say_it_is_this_machine(
+    cli: Callable[..., Any], project_dir: Path, args: list[str]
+) -> None:
+    result = cli("compute", *args)
+    assert result.exit_code == 2
+    # ssh said "the instance is running and has no address; start it with `wms compute start`",
+    # which does nothing for the local backend.
+    assert result.output.startswith(
+        f"error: `wms compute {args[0]}` runs" if args[0] == "exec" else "error: `wms compute ssh` opens"
+    )
+    assert 'set compute.backend = "ec2"' in result.output and "wms compute start" not in result.output
+
+
 def test_reap_stops_an_expired_lease(
     cli: Callable[..., Any], ec2_project: Ec2Box, github: tuple[Path, Path]
 ) -> None:

@@ -320,8 +320,12 @@ def ssh(
     """
     import shlex
 
+    from wms.errors import UsageError
+
     project = state(ctx).project()
     cfg = project.settings.compute
+    if cfg.backend != "ec2":  # "start it with `wms compute start`" would not help: this machine trains
+        raise UsageError('`wms compute ssh` opens a session on the EC2 instance; set compute.backend = "ec2"')
     target = _ssh_target(project, open_compute(project))
     known = (
         f"-o UserKnownHostsFile={shlex.quote(str(target.known_hosts))} -o StrictHostKeyChecking=accept-new "
