@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from wms.errors import DataError
+from wms.errors import DataError, UsageError
 from wms.inbox import scan_photos
 from wms.train.preprocess import image_file, open_image
 from wms.train.spec import ModelSpec
@@ -58,7 +58,7 @@ def expand_folders(paths: Sequence[Path]) -> list[Path]:
             continue
         scan = scan_photos(path)
         if not scan.photos:
-            raise DataError(f"no photos to segment: {scan.summary()}; name photos or a folder of them")
+            raise UsageError(f"no photos to segment: {scan.summary()}; name photos or a folder of them")
         expanded += [photo.path for photo in scan.photos]
     return expanded
 

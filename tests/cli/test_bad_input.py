@@ -206,3 +206,16 @@ def test_a_name_or_path_that_names_nothing_exits_2_like_any_usage_error(
     assert result.exit_code == 2, result.output
     assert result.output.startswith(line) and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and not (project_dir / ".wms" / "runs").exists()
+
+
+def test_predict_on_a_photo_that_is_not_there_says_so_before_fetching_a_model(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path
+) -> None:
+    # Before: exit 1, and only after the production model was fetched (here: none, so that error).
+    result = cli("predict", tmp_path / "nope.jpg", tmp_path / "gone", "--out", tmp_path / "masks")
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: {tmp_path / 'nope.jpg'} does not exist (and 1 more): "
+        "name photos (JPEG or PNG) or folders of them\n"
+    )
+    assert not (tmp_path / "masks").exists()

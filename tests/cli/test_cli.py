@@ -276,7 +276,7 @@ def test_predict_takes_a_dataset_folder_and_a_model_folder(
 
     (tmp_path / "empty").mkdir()
     empty = cli("predict", tmp_path / "empty", "--out", tmp_path / "none", "--model", exported_model)
-    assert empty.exit_code == 1 and "no photos to segment" in empty.output
+    assert empty.exit_code == 2 and "no photos to segment" in empty.output
     assert not (tmp_path / "none").exists()
 
     twin = tmp_path / "twin"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from wms.cli._common import console, progress_bar, state
+from wms.errors import UsageError
 
 if TYPE_CHECKING:
     from wms.config import Project
@@ -38,6 +39,10 @@ def predict(
     from wms.predict import expand_folders, predict_files
     from wms.uncertainty import CHECK
 
+    missing = [path for path in images if not path.exists()]
+    if missing:  # said before the model is fetched
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UsageError(f"{missing[0]} does not exist{more}: name photos (JPEG or PNG) or folders of them")
     images = expand_folders(images)
     segmenter = _load(state(ctx).project(), model)
     with progress_bar("predicting", len(images)) as advance:
