@@ -219,3 +219,14 @@ def test_predict_on_a_photo_that_is_not_there_says_so_before_fetching_a_model(
         "name photos (JPEG or PNG) or folders of them\n"
     )
     assert not (tmp_path / "masks").exists()
+
+
+def test_config_naming_a_folder_says_to_name_the_file_in_it(cli: Callable[..., Any], tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    result = cli("--config", tmp_path / "project", "model", "list")
+    assert result.exit_code == 2
+    # It said "config file … not found; run `wms init` to write one", of a folder that is there.
+    assert result.output == (
+        f"error: config file {tmp_path / 'project'} is a folder; "
+        f"name the file, e.g. {tmp_path / 'project' / 'wms.toml'}\n"
+    )

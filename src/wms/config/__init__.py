@@ -180,6 +180,10 @@ def load_settings(
     start = (start or Path.cwd()).resolve()
     if config_file is not None:
         config_file = config_file.resolve()
+        if config_file.is_dir():
+            raise ConfigError(
+                f"config file {config_file} is a folder; name the file, e.g. {config_file / CONFIG_NAME}"
+            )
         if not config_file.is_file():
             raise ConfigError(f"config file {config_file} not found; run `wms init` to write one")
     else:
