@@ -112,7 +112,7 @@ def corrected_masks(old: dict[str, Any], new: dict[str, Any], base: str | None, 
     """The ids of `new` entries that correct a stored mask: the photo of version `base`, byte for
     byte, with another mask (only with `correct`: a folder pulled from an older version would undo
     corrections made since). ConflictError for any other stored id with other content."""
-    clashes = sorted(i for i, e in new.items() if i in old and _files(old[i]) != _files(e))
+    clashes = sorted(i for i, e in new.items() if i in old and hashes(old[i]) != hashes(e))
     corrected = [i for i in clashes if old[i]["image"]["sha256"] == new[i]["image"]["sha256"]]
     conflicts = [i for i in clashes if i not in corrected]
     if corrected and not correct:
@@ -132,5 +132,6 @@ def corrected_masks(old: dict[str, Any], new: dict[str, Any], base: str | None, 
     return corrected
 
 
-def _files(entry: dict[str, Any]) -> tuple[str, str]:
+def hashes(entry: dict[str, Any]) -> tuple[str, str]:
+    """The (image, mask) sha256 of a manifest entry: equal when two entries hold the same pair."""
     return entry["image"]["sha256"], entry["mask"]["sha256"]

@@ -11,9 +11,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from wms.data.plan import IngestPlan
 from wms.data.prepare import prepare_dataset
 from wms.data.splits import write_splits
-from wms.data.store import DatasetStore, IngestPlan
+from wms.data.store import DatasetStore
 from wms.data.validate import Issue, ValidationReport, validate_dataset
 from wms.errors import BatchError, DataError
 

@@ -12,6 +12,7 @@ last, after every blob: a crash leaves at most unreferenced blobs, never a half 
 The store trusts nothing it reads: version ids and every manifest are checked
 (`wms.data.manifest`) before any path is built from them, and a pulled folder carries
 its version's splits in `splits.json`, so a changed fraction never moves an old pair.
+What an ingest would add is worked out in `wms.data.plan`; a pull is `wms.data.pull`.
 """
 
 from __future__ import annotations
@@ -27,23 +28,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from wms.config import Project
 from wms.data.backend import store_errors
-from wms.data.hashes import content_version, sha256_file
 from wms.data.lease import lease
-from wms.data.manifest import (
-    SHA256,
-    VERSION_ID,
-    check_manifest,
-    check_version_id,
-    corrected_masks,
-    entry_problem,
-    folded,
-)
-from wms.data.pairs import Pair, find_pairs
+from wms.data.manifest import SHA256, VERSION_ID, check_manifest, check_version_id, hashes
+from wms.data.plan import IngestPlan, plan_ingest
 from wms.data.pointer import write_pointer
-from wms.data.splits import split_of
-from wms.errors import BackendError, BatchError, ConflictError, DataError, VersionNotFound
+from wms.errors import BackendError, DataError, VersionNotFound
 from wms.files import put_file
-from wms.train.preprocess import image_file
 
 if TYPE_CHECKING:
     from wms.data.pull import PullResult
@@ -60,21 +50,6 @@ class VersionInfo:
     parent: str | None
     created_at: str
     pairs: int
-
-
-@dataclass
-class IngestPlan:
-    """An ingest worked out but not yet written."""
-
-    version: str
-    parent: str | None
-    added: list[str]
-    unchanged: list[str]
-    pairs: dict[str, Any]  # the merged manifest entries
-    sources: dict[str, Path]  # blob sha256 -> local file, for the added pairs
-    new_pairs: list[Pair]  # the added and corrected pairs' files
-    orphans: list[Path] = field(default_factory=list)  # images without masks and masks without images
-    corrected: list[str] = field(default_factory=list)  # stored ids whose mask the batch replaces
 
 
 @dataclass
@@ -224,7 +199,7 @@ class DatasetStore:
     def diff(self, a: str, b: str) -> VersionDiff:
         """How version `b` differs from version `a`."""
         pa, pb = self.manifest(a)["pairs"], self.manifest(b)["pairs"]
-        changed = [i for i in sorted(set(pa) & set(pb)) if _hashes(pa[i]) != _hashes(pb[i])]
+        changed = [i for i in sorted(set(pa) & set(pb)) if hashes(pa[i]) != hashes(pb[i])]
         return VersionDiff(sorted(set(pb) - set(pa)), sorted(set(pa) - set(pb)), changed)
 
     # -- writing --------------------------------------------------------------------------
@@ -239,55 +214,7 @@ class DatasetStore:
         `correct`: a stored photo, byte for byte, under its id with another mask replaces that mask
         (a conflict otherwise: a folder pulled from an older version would undo corrections since).
         """
-        try:
-            scan = find_pairs(folder)
-        except DataError as exc:
-            raise BatchError(str(exc)) from None
-        orphans = scan.missing_mask + scan.missing_image
-        if orphans and not for_validation:
-            raise BatchError(
-                f"{len(orphans)} file(s) in {folder} have no partner "
-                f"({', '.join(p.name for p in orphans[:5])}); add the missing image or mask, "
-                f"or run `wms data validate {folder}`"
-            )
-        if not scan.pairs and not orphans:
-            raise BatchError(f"no image/mask pairs in {folder}; put them in its images/ and masks/")
-        old = self.manifest(base)["pairs"] if base else {}
-        entries = {p.id: self._entry(p, for_validation) for p in scan.pairs}
-        unsafe = next(((i, why) for i, e in entries.items() if (why := entry_problem(i, e))), None)
-        if unsafe:
-            pid, why = unsafe
-            raise BatchError(f"pair {pid!r} in {folder} {why}; rename its files — nothing was written")
-        corrected = corrected_masks(old, entries, base, correct)
-        added = sorted(set(entries) - set(old))
-        fresh = {i: entries[i] for i in added}
-        twin = _first_clash(old, fresh, lambda i, _: folded(i))
-        if twin:
-            first, again = twin
-            raise ConflictError(
-                f"pair {again!r} in {folder} differs from {first!r} "
-                f"(in {f'version {base}' if first in old else folder}) only in letter case: on macOS "
-                f"and Windows their files would overwrite each other; rename {again!r} — nothing was written"
-            )
-        # Validation reports duplicates for the pipeline; a plain ingest has no such report.
-        dup = None if for_validation else _first_clash(old, fresh, lambda _, e: e["image"]["sha256"])
-        if dup:
-            first, again = dup
-            raise ConflictError(
-                f"pair {again!r} in {folder} has the same image as {first!r} "
-                f"(in {f'version {base}' if first in old else folder}): one photo under two names can "
-                f"land in train and in test; drop {again!r} — nothing was written"
-            )
-        by_id = {p.id: p for p in scan.pairs}
-        sources: dict[str, Path] = {}
-        for pid in entries:  # the unchanged pairs too: their blobs may have been lost since
-            sources[entries[pid]["image"]["sha256"]] = by_id[pid].image
-            sources[entries[pid]["mask"]["sha256"]] = by_id[pid].mask
-        merged = {**old, **fresh} | {i: {**entries[i], "split": old[i]["split"]} for i in corrected}
-        version = content_version(merged) if added or corrected else (base or "")
-        unchanged = sorted(set(entries) & set(old) - set(corrected))
-        new_pairs = [by_id[i] for i in added + corrected]
-        return IngestPlan(version, base, added, unchanged, merged, sources, new_pairs, orphans, corrected)
+        return plan_ingest(self, folder, base, for_validation, correct)
 
     def ingest(
         self,
@@ -314,21 +241,6 @@ class DatasetStore:
                 manifest = self._manifest(plan.version, base, plan.pairs)
                 self._put(self._manifest_path(plan.version), json.dumps(manifest, indent=1).encode())
         return result
-
-    def _entry(self, pair: Pair, for_validation: bool = False) -> dict[str, Any]:
-        try:
-            with image_file(pair.image) as img:
-                size: list[int] | None = list(img.size)
-        except DataError:
-            if not for_validation:
-                raise  # a file that is no image stops an ingest: nothing is written
-            size = None  # validation names it; a version holding it is never stored
-        return {
-            "image": {"sha256": sha256_file(pair.image), "name": pair.image.name},
-            "mask": {"sha256": sha256_file(pair.mask), "name": pair.mask.name},
-            "split": split_of(pair.id, *self.fractions),
-            "size": size,
-        }
 
     def _manifest(self, version: str, parent: str | None, pairs: dict[str, Any]) -> dict[str, Any]:
         counts = {"pairs": len(pairs), "train": 0, "val": 0, "test": 0}
@@ -389,22 +301,6 @@ class DatasetStore:
         from wms.data.pull import pull_version
 
         return pull_version(self, version, out, progress)
-
-
-def _hashes(entry: dict[str, Any]) -> tuple[str, str]:
-    return entry["image"]["sha256"], entry["mask"]["sha256"]
-
-
-def _first_clash(
-    old: dict[str, Any], added: dict[str, Any], key: Callable[[str, Any], str]
-) -> tuple[str, str] | None:
-    """The first added id whose key another id (in `old`, or added before it) already has: (other, id)."""
-    owners = {key(pid, entry): pid for pid, entry in old.items()}
-    for pid, entry in added.items():
-        other = owners.setdefault(key(pid, entry), pid)
-        if other != pid:
-            return other, pid
-    return None
 
 
 def open_store(project: Project) -> DatasetStore:
