@@ -2,8 +2,8 @@
 
 Sources, strongest first: CLI flags (`--set train.epochs=3`, command options) > environment
 variables `WMS_<SECTION>__<KEY>` > `wms.toml` (found in the current folder or its parents) >
-the defaults in `wms.config.sections`. Relative paths are relative to the folder holding
-`wms.toml`.
+the defaults in `wms.config.sections` (and `wms.config.training`). Relative paths are
+relative to the folder holding `wms.toml`.
 
 `train.recipe` (wms.train.recipes) is a set of `[train]` values that sits at the level of the
 source that named it: it replaces the keys weaker sources and the defaults set, and a key set
@@ -46,8 +46,8 @@ from wms.config.sections import (
     ServeSettings,
     StoreSettings,
     TrackingSettings,
-    TrainSettings,
 )
+from wms.config.training import TrainSettings
 from wms.errors import ConfigError
 from wms.train.recipes import recipe_values
 
