@@ -202,8 +202,10 @@ def test_the_runs_long_start_lease_is_cut_to_one_lease_once_its_job_runs(
     start_job = ComputeSettings(backend="ec2", instance_id=running_box.id, lease_minutes=420)
     Ec2Compute(start_job, holder="gh-run-77").renew_lease()
     _on_instance(monkeypatch, running_box, lease_minutes=10)
-    result = cli("pipeline", "run", "--new-data", project_dir / "no-such-folder")
-    assert result.exit_code != 0
+    empty = project_dir / "empty-batch"  # a folder with no pairs: the run fails at its merge
+    empty.mkdir()
+    result = cli("pipeline", "run", "--new-data", empty)
+    assert result.exit_code == 1, result.output
     expires = parse_time(running_box.tags()[HOLDER_TAG_PREFIX + "gh-run-77"])
     assert expires is not None
     left = expires - datetime.now(UTC)
@@ -215,5 +217,6 @@ def test_a_job_on_the_instance_without_a_lease_of_its_run_takes_none(
 ) -> None:
     """A pipeline started on the instance by hand: no lease is left behind for nobody to drop."""
     _on_instance(monkeypatch, running_box, lease_minutes=10)
-    assert cli("pipeline", "run", "--new-data", project_dir / "no-such-folder").exit_code != 0
+    (project_dir / "empty-batch").mkdir()
+    assert cli("pipeline", "run", "--new-data", project_dir / "empty-batch").exit_code == 1
     assert not [key for key in running_box.tags() if key.startswith(HOLDER_TAG_PREFIX)]

@@ -21,12 +21,16 @@ def test_ctrl_c_in_an_ingest_leaves_no_version_and_says_so(
     cli: Callable[..., Any], project_dir: Path, make_batch: MakeBatch, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     @contextmanager
-    def cut_short(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-        def advance(n: int = 1) -> None:
-            if description.startswith("uploading"):
-                raise KeyboardInterrupt  # Ctrl-C with some blobs uploaded, the manifest not yet written
+    def cut_short(description: str, total: int | None) -> Iterator[Any]:
+        class Advance:
+            def __call__(self, n: int = 1) -> None:
+                if description.startswith("uploading"):
+                    raise KeyboardInterrupt  # Ctrl-C with some blobs uploaded, the manifest not yet written
 
-        yield advance
+            def expect(self, total: int) -> None:
+                pass
+
+        yield Advance()
 
     monkeypatch.setattr(data_versions, "progress_bar", cut_short)
     batch = make_batch("a", count=6)

@@ -64,7 +64,7 @@ def test_main_changed_its_workflows_and_the_promotion_is_still_published(
 
     outcome = publish(github)
 
-    assert PR["html_url"] in outcome
+    assert PR["html_url"] in outcome.line
     tip = served.remote_branches()[BRANCH]
     assert tip == served.out("rev-parse", "HEAD")
     files = served.out("ls-tree", "-r", "--name-only", tip).splitlines()
