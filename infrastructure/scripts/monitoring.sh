@@ -74,5 +74,5 @@ for _ in $(seq 120); do
   fi
   sleep 5
 done
-log "kube-prometheus-stack is not installed after ten minutes: deploys with serviceMonitor or" \
-  "prometheusRule on fail until it is; see kubectl -n kube-system logs job/helm-install-kube-prometheus-stack"
+log "kube-prometheus-stack is not installed after ten minutes: deploys serve unwatched (NOT MONITORED)" \
+  "until it is, then deploy again; see kubectl -n kube-system logs job/helm-install-kube-prometheus-stack"

@@ -180,7 +180,7 @@ def test_the_dashboard_and_the_rules_ship_when_turned_on() -> None:
     assert '.Files.Get "dashboards/wms-model.json"' in configmap
     assert (values["dashboard"]["labelKey"], values["dashboard"]["labelValue"]) == ("grafana_dashboard", "1")
     rule = (CHART / "templates" / "prometheusrule.yaml").read_text()
-    assert rule.startswith("{{- if .Values.prometheusRule.enabled }}")
+    assert "{{- if and .Values.prometheusRule.enabled (" in rule
     assert '.Files.Get "files/alerts.rules.yaml"' in rule and "| fromYaml" in rule
     assert _skeleton(rule)["kind"] == "PrometheusRule"
     for name in ("dashboards/wms-model.json", "files/alerts.rules.yaml"):
@@ -215,3 +215,44 @@ def test_the_read_only_root_of_the_test_server_refuses_writes(tmp_path: Path) ->
     assert done.returncode == 1 and "Read-only file system" in done.stderr
     assert f"READ-ONLY ROOT: open {tmp_path / 'written.txt'}" in done.stderr
     assert not (tmp_path / "written.txt").exists()
+
+
+# API groups of Kubernetes itself; any other group with a dot is a custom resource's.
+BUILT_IN_GROUP = re.compile(r"[a-z0-9]+|[a-z0-9.-]+\.k8s\.io")
+
+
+def _custom_resources() -> dict[str, tuple[str, str]]:
+    """The templates that make a custom resource: file name -> (apiVersion/kind, the `if` opening it)."""
+    found = {}
+    for template in sorted((CHART / "templates").glob("*.yaml")):
+        text = template.read_text()
+        api = re.search(r"^apiVersion: (\S+)$", text, re.M)
+        kind = re.search(r"^kind: (\S+)$", text, re.M)
+        assert api and kind, template.name
+        group = api[1].rpartition("/")[0]
+        if group and not BUILT_IN_GROUP.fullmatch(group):
+            opening = re.search(r"^\{\{-? if (.*?) -?\}\}$", text, re.M)
+            found[template.name] = (f"{api[1]}/{kind[1]}", opening[1] if opening else "")
+    return found
+
+
+def test_without_the_operators_crds_the_chart_still_installs_the_model_and_says_it_is_unwatched() -> None:
+    """Helm refuses a whole release when one of its kinds is unknown to the cluster ("no matches for
+    kind ServiceMonitor ... ensure CRDs are installed first"): if kube-prometheus-stack failed to
+    install, every deploy would fail. So each custom resource renders only where the cluster serves
+    its kind (.Capabilities.APIVersions.Has), NOTES.txt says which were left out, and CI renders
+    them all for kubeconform by naming those kinds with --api-versions."""
+    custom = _custom_resources()
+    assert {kind for kind, _ in custom.values()} == {
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "monitoring.coreos.com/v1/PrometheusRule",
+    }
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    ci = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yaml").read_text())
+    render = next(s["run"] for s in ci["jobs"]["helm"]["steps"] if "helm template" in str(s.get("run")))
+    for name, (kind, opening) in custom.items():
+        toggle = {"servicemonitor.yaml": "serviceMonitor", "prometheusrule.yaml": "prometheusRule"}[name]
+        assert opening == f'and .Values.{toggle}.enabled (.Capabilities.APIVersions.Has "{kind}")', name
+        assert f'if and .Values.{toggle}.enabled (not (.Capabilities.APIVersions.Has "{kind}"))' in notes
+        assert f"--api-versions {kind}" in render, "CI would render the chart without " + kind
+    assert re.search(r"^\{\{- if \$skipped \}\}\nNOT MONITORED: ", notes, re.M)

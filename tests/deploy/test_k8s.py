@@ -44,6 +44,7 @@ if os.environ.get("WMS_FAKE_FAIL") == " ".join(["{name}", *args[:2]]):
 if "{name}" == "helm" and args[:2] == ["upgrade", "--install"]:
     namespace = args[args.index("--namespace") + 1]
     open(os.path.join(os.environ["WMS_FAKE_STATE"], "installed-" + namespace), "w").close()
+    print(os.environ.get("WMS_FAKE_HELM_NOTES", ""))  # what helm prints after an upgrade
 if os.environ.get("WMS_FAKE_FAIL", "").startswith("{name}:"):
     sys.exit(os.environ["WMS_FAKE_FAIL"].split(":", 1)[1])  # the message on stderr, exit code 1
 print("{name} ok")
@@ -116,6 +117,7 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
     assert result.exit_code == 0, result.output
     steps = re.findall(r"^\[(\d)/8\] (.*)$", result.output, re.M)
     assert [int(n) for n, _ in steps] == list(range(1, 9))
+    assert "NOT MONITORED" not in result.output  # a cluster with the operator's CRDs
     assert [text.split()[0] for _, text in steps] == [
         "ECR",
         "built",
@@ -171,6 +173,31 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
     context = root / ".wms/deploy/k8s-build"
     assert json.loads((context / "model/serving.json").read_text())["version"] == "1"
     assert (context / "docker/Dockerfile").is_file() and (context / "src/wms/serve/app.py").is_file()
+
+
+def test_a_cluster_without_the_prometheus_operator_is_served_and_the_deploy_says_it_is_unwatched(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kube-prometheus-stack failed to install: the chart leaves its ServiceMonitor and PrometheusRule
+    out and its NOTES, which helm prints after the upgrade, say so; the deploy goes on and repeats it."""
+    notes = (REPO / "devops/helm/wms-model/templates/NOTES.txt").read_text()
+    said = re.search(r"^NOT MONITORED: .*$", notes, re.M)
+    assert said, "NOTES.txt has no NOT MONITORED line"
+    line = re.sub(r"\{\{.*?\}\}", "ServiceMonitor or PrometheusRule", said[0])
+    monkeypatch.setenv(
+        "WMS_FAKE_HELM_NOTES", f"NOTES:\nwms-model 1 is installed in namespace model-1.\n{line}"
+    )
+    result = cli("deploy")
+    assert result.exit_code == 0, result.output
+    helm_step = re.search(r"^\[5/8\] (.*)$", result.output, re.M)
+    assert helm_step and helm_step[1].startswith(
+        "helm release wms-model installed in model-1; NOT MONITORED:"
+    )
+    assert (
+        "no ServiceMonitor or PrometheusRule" in helm_step[1]
+        and "install kube-prometheus-stack" in helm_step[1]
+    )
+    assert re.search(r"^\[8/8\] removed old namespaces", result.output, re.M)  # served all the same
 
 
 def test_a_local_image_docker_cannot_remove_is_a_note_not_a_failed_deploy(

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 STEPS = 8
 CONTEXT_FILES = ("pyproject.toml", "constraints.txt", "README.md")
+# How the chart's NOTES begin the line that says it left its ServiceMonitor and PrometheusRule
+# out: the cluster lacks the Prometheus operator's CRDs (its install failed), and serving goes on.
+UNMONITORED = "NOT MONITORED:"
 
 
 class K8sDeployer:
@@ -295,10 +298,13 @@ class K8sDeployer:
         self._unstick(helm, namespace, kubeconfig)
         started = datetime.now(UTC) - timedelta(minutes=1)  # the API server's clock may lag
         try:
-            self._run([helm, *self.helm_args(namespace, image, version, expected)[1:]], env=kubeconfig)
+            out = self._run([helm, *self.helm_args(namespace, image, version, expected)[1:]], env=kubeconfig)
         except BackendError as exc:
             raise BackendError(f"{exc}{self._warning(kube, namespace, started)}") from None
         note = "" if expected == version else f" (main's production is {expected}: its alerts will say so)"
+        note += "".join(
+            f"; {line.strip()}" for line in out.splitlines() if line.strip().startswith(UNMONITORED)
+        )
         self._step(f"helm release {self.cfg.release} installed in {namespace}{note}")
 
         pods = kube.wait_pods_ready(
