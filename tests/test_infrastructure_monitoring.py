@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import base64
 import copy
+import importlib.util
 import os
 import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
+from mlflow.server.security_utils import is_allowed_host_header
+from prometheus_client.parser import text_string_to_metric_families
+from tests.conftest import _free_port, wait_until_ready
 from tests.test_infrastructure import ROLES, Boot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +37,8 @@ K3S = ROOT / "infrastructure" / "k3s"
 STACK = K3S / "kube-prometheus-stack.yaml"
 RECEIVER = K3S / "alert-receiver.yaml"
 MONITORING = ROOT / "infrastructure" / "scripts" / "monitoring.sh"
+MLFLOW = ROOT / "infrastructure" / "scripts" / "mlflow.sh"
+MLFLOW_ALERT_TESTS = ROOT / "tests" / "mlflow_alerts_test.yaml"
 CLUSTER_VALUES = ROOT / "infrastructure" / "helm-values.yaml"
 URL = "https://hooks.slack.com/services/T000/B000/fakefakefakefake"
 SECRET_MOUNT = "/etc/alertmanager/secrets"  # where alertmanagerSpec.secrets are mounted
@@ -176,6 +184,7 @@ def _monitoring(tmp_path: Path, parameter: str, ssm: str | None) -> subprocess.C
         "RUNNER_USER": subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip(),
         "AWS_REGION": "us-east-1",
         "ALERT_WEBHOOK_PARAMETER": parameter,
+        "MLFLOW_PORT": "5123",
     }
     return subprocess.run(
         ["bash", str(lib / "monitoring.sh")], env=env, capture_output=True, text=True, timeout=60
@@ -186,7 +195,9 @@ def test_monitoring_sh_puts_the_webhook_in_a_secret_and_routes_the_alerts_to_it(
     ran = _monitoring(tmp_path, "/wms/alerts/webhook-url", URL)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     manifests = tmp_path / "manifests"
-    assert (manifests / "wms-monitoring.yaml").read_text() == STACK.read_text()
+    assert (manifests / "wms-monitoring.yaml").read_text() == STACK.read_text().replace(
+        "WMS_MLFLOW_PORT", "5123"
+    )
     assert (manifests / "wms-alert-receiver.yaml").read_text() == RECEIVER.read_text()
     assert "--name /wms/alerts/webhook-url --with-decryption" in (tmp_path / "aws-args").read_text()
     log = (tmp_path / "k3s.log").read_text()
@@ -216,3 +227,125 @@ def test_an_unreadable_parameter_is_one_line_and_the_bootstrap_goes_on(tmp_path:
     assert _monitoring(tmp_path, "/wms/alerts/webhook-url", None).returncode == 0
     assert (tmp_path / "manifests" / "wms-alert-receiver.yaml").read_text() == RECEIVER.read_text()
     assert "delete" not in (tmp_path / "k3s.log").read_text()
+
+
+def _relabel(target: dict[str, str], rules: list[dict[str, Any]]) -> dict[str, str] | None:
+    """Prometheus's relabelling of one discovered target (replace and keep; anchored regexes)."""
+    labels = dict(target)
+    for rule in rules:
+        value = ";".join(labels.get(name, "") for name in rule.get("source_labels", []))
+        match = re.fullmatch(rule.get("regex", "(.*)"), value)
+        if rule.get("action", "replace") == "keep":
+            if not match:
+                return None
+        elif match:
+            replacement = re.sub(r"\$\{(\d+)\}", r"\\g<\1>", rule.get("replacement", "$1"))
+            labels[rule["target_label"]] = match.expand(replacement)
+    return labels
+
+
+def _mlflow_unit() -> tuple[list[str], str]:
+    """mlflow.service's ExecStart, as words, and the hosts the script lets MLflow answer."""
+    script = MLFLOW.read_text()
+    start = re.search(r"^ExecStart=(.*)$", script, re.M)
+    hosts = re.search(r'^allowed_hosts="(.*)"$', script, re.M)
+    assert start and hosts
+    return start[1].split(), hosts[1]
+
+
+def test_prometheus_scrapes_mlflow_at_the_nodes_address_and_port(tmp_path: Path) -> None:
+    """MLflow runs beside k3s, not in it: Prometheus finds the node (k3s's server, the one node)
+    and scrapes its private address at MLFLOW_PORT, which monitoring.sh puts in."""
+    ran = _monitoring(tmp_path, "", None)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    installed = yaml.safe_load((tmp_path / "manifests" / "wms-monitoring.yaml").read_text())
+    spec = yaml.safe_load(installed["spec"]["valuesContent"])["prometheus"]["prometheusSpec"]
+    (job,) = [c for c in spec["additionalScrapeConfigs"] if c["job_name"] == "mlflow"]
+    assert (
+        job["kubernetes_sd_configs"] == [{"role": "node"}]
+        and job.get("metrics_path", "/metrics") == "/metrics"
+    )
+    node = {
+        "__address__": "172.31.5.9:10250",
+        "__meta_kubernetes_node_label_node_role_kubernetes_io_control_plane": "true",
+    }
+    scraped = _relabel(node, job["relabel_configs"])
+    assert scraped and scraped["__address__"] == "172.31.5.9:5123"
+    assert _relabel({"__address__": "172.31.5.10:10250"}, job["relabel_configs"]) is None  # an agent
+    # MLflow listens there, and answers that address (what Prometheus sends as Host).
+    words, hosts = _mlflow_unit()
+    assert (
+        words[words.index("--host") + 1] == "0.0.0.0" and words[words.index("--port") + 1] == "$MLFLOW_PORT"
+    )
+    assert is_allowed_host_header(hosts.split(","), "172.31.5.9:5123")
+    pins = dict(
+        line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line
+    )
+    exporter = f"prometheus-flask-exporter=={pins['prometheus-flask-exporter']}"
+    assert "--expose-prometheus" in words and exporter in MLFLOW.read_text()  # the version tested here
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("prometheus_flask_exporter") is None,
+    reason="prometheus-flask-exporter is not installed (make install-dev installs it)",
+)
+def test_mlflow_started_as_the_node_starts_it_serves_metrics_prometheus_reads(
+    tmp_path: Path, empty_tracking_db: Path
+) -> None:
+    words, hosts = _mlflow_unit()
+    port = _free_port()
+    shutil.copyfile(empty_tracking_db, tmp_path / "mlflow.db")
+    given = {
+        "$venv/bin/mlflow": f"{sys.executable} -m mlflow",
+        "sqlite:///$db": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "$MLFLOW_ARTIFACTS_URI": str(tmp_path / "artifacts"),
+        "0.0.0.0": "127.0.0.1",  # a test listens on loopback only
+        "$MLFLOW_PORT": str(port),
+        "$allowed_hosts": hosts,
+        "/run/mlflow/metrics": str(tmp_path / "metrics"),
+    }
+    args = " ".join(given.get(word, word) for word in words).split()
+    assert not [word for word in args if "$" in word], args
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(f"{url}/health", server, log, "mlflow server")
+        answer = httpx.get(f"{url}/metrics", headers={"Host": f"172.31.5.9:{port}"}, timeout=30)
+        assert answer.status_code == 200, answer.text[:300]
+        names = {family.name for family in text_string_to_metric_families(answer.text)}
+        assert "mlflow_exporter_info" in names, sorted(names)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _mlflow_rules() -> dict[str, Any]:
+    return dict(stack_values()["additionalPrometheusRulesMap"]["mlflow"])
+
+
+def test_promtool_says_wms_mlflow_down_fires_when_mlflow_stops_answering(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus; make validators)")
+    rules = tmp_path / "mlflow.rules.yaml"
+    rules.write_text(yaml.safe_dump(_mlflow_rules()))
+    shutil.copyfile(MLFLOW_ALERT_TESTS, tmp_path / MLFLOW_ALERT_TESTS.name)
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run(
+        [promtool, "test", "rules", MLFLOW_ALERT_TESTS.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    (rule,) = [r for group in _mlflow_rules()["groups"] for r in group["rules"]]
+    assert rule["alert"] == "WmsMlflowDown" and 'absent(up{job="mlflow"})' in rule["expr"]

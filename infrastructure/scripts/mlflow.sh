@@ -8,6 +8,7 @@
 # mlflow-restore.sh restores the latest backup first, and refuses to start empty while a
 # backup it cannot read is there.
 # Another MLFLOW_VERSION gets `mlflow db upgrade` before the server starts (a copy kept beside).
+# Its /metrics (--expose-prometheus) tells the node's Prometheus that it is up.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -27,6 +28,10 @@ if [ "$have" != "$MLFLOW_VERSION" ]; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "mlflow==$MLFLOW_VERSION" boto3
   changed=1
   migrate=1
+fi
+if ! "$venv/bin/python" -c 'import prometheus_flask_exporter' 2>/dev/null; then
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check prometheus-flask-exporter==0.23.2
+  changed=1
 fi
 
 if ! id -u mlflow >/dev/null 2>&1; then
@@ -63,7 +68,9 @@ Environment=MLFLOW_DB=$db MLFLOW_BIN=$venv/bin/mlflow MLFLOW_BACKUP_URI=$MLFLOW_
 ExecStartPre=/usr/local/lib/wms/mlflow-restore.sh
 # Room for the restore: a download and a schema upgrade that can take minutes on a big database.
 TimeoutStartSec=15min
-ExecStart=$venv/bin/mlflow server --backend-store-uri sqlite:///$db --artifacts-destination $MLFLOW_ARTIFACTS_URI --host 0.0.0.0 --port $MLFLOW_PORT --workers 2 --allowed-hosts $allowed_hosts
+# /metrics's files, emptied at each start.
+RuntimeDirectory=mlflow
+ExecStart=$venv/bin/mlflow server --backend-store-uri sqlite:///$db --artifacts-destination $MLFLOW_ARTIFACTS_URI --host 0.0.0.0 --port $MLFLOW_PORT --workers 2 --allowed-hosts $allowed_hosts --expose-prometheus /run/mlflow/metrics
 Restart=always
 RestartSec=5
 

@@ -23,7 +23,8 @@ owner="$(id -un):$(id -gn)" # root on the node (the bootstrap runs as root)
 install -d -m 0755 "$(dirname "$textfile_dir")"
 install -d -m 0755 -o "$RUNNER_USER" -g "$RUNNER_USER" "$textfile_dir"
 
-put_file "$manifests/wms-monitoring.yaml" 0600 "$owner" <"$here/kube-prometheus-stack.yaml" || true
+sed "s/WMS_MLFLOW_PORT/$MLFLOW_PORT/" "$here/kube-prometheus-stack.yaml" |
+  put_file "$manifests/wms-monitoring.yaml" 0600 "$owner" || true
 
 for _ in $(seq 60); do
   "${kubectl[@]}" get --raw /readyz >/dev/null 2>&1 && break
