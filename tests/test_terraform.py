@@ -54,6 +54,28 @@ def test_both_instances_require_imdsv2_and_encrypt_their_disk(terraform: dict[st
         assert root["encrypted"] is True and root["volume_type"] == "gp3", address
 
 
+def test_a_model_pod_reaches_the_role_only_where_it_captures_and_may_write_only_the_inbox(
+    terraform: dict[str, Any],
+) -> None:
+    """A pod is one hop behind the node: with the default hop limit (1) its IMDSv2 token never
+    comes back, so serve.capture in the chart could not write the S3 inbox. capture_inbox (off by
+    default) raises it to 2 on the machine that serves, and lets its role put into inbox/ only."""
+    assert terraform["variable"]["capture_inbox"]["default"] is False
+    serving = terraform["resource"][SERVING_ADDRESS]["metadata_options"][0]
+    assert serving["http_put_response_hop_limit"] == "${var.capture_inbox ? 2 : 1}"
+    gpu = terraform["resource"]["aws_instance.gpu"]["metadata_options"][0]
+    # in single the GPU instance serves
+    assert gpu["http_put_response_hop_limit"] == "${var.capture_inbox && !local.split ? 2 : 1}"
+    dynamics = terraform["data"]["aws_iam_policy_document.serving"]["dynamic"]
+    switch = "${var.capture_inbox ? [1] : []}"
+    capture = [d["statement"] for d in dynamics if d["statement"]["for_each"] == switch]
+    actions = sorted(a for d in capture for a in d["content"][0]["actions"])
+    assert actions == ["s3:GetObject", "s3:ListBucket", "s3:PutObject"]  # no delete: emptying it is yours
+    outputs = terraform["output"]
+    assert outputs["capture_dir"]["value"] == "${var.capture_inbox ? local.capture_dir : null}"
+    assert terraform["locals"]["capture_dir"] == "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/inbox"
+
+
 def test_a_newer_ami_does_not_replace_an_instance_behind_a_plain_apply(terraform: dict[str, Any]) -> None:
     for address in INSTANCES:
         assert "ami" in terraform["resource"][address]["lifecycle"][0]["ignore_changes"], address
@@ -156,12 +178,14 @@ def test_instance_roles_reach_only_the_project_prefix_repository_and_token(terra
     serving_policy = terraform["resource"]["aws_iam_role_policy.serving"]["policy"]
     assert serving_policy == "${data.aws_iam_policy_document.serving[0].json}"
     prefixes = {"instance": ["${var.s3_prefix}/*"], "serving": [f"${{var.s3_prefix}}/{p}/*" for p in MLFLOW]}
+    inbox = {"instance": [], "serving": ["${var.s3_prefix}/inbox/*"]}  # with capture_inbox only
     for role, statements in documents.items():
         s3 = [s for s in statements if any(a.startswith("s3:") for a in s["actions"])]
         object_resources = {r for s in s3 if "s3:GetObject" in s["actions"] for r in s["resources"]}
-        assert object_resources == {f"${{aws_s3_bucket.data.arn}}/{p}" for p in prefixes[role]}, role
-        listing = next(s for s in s3 if "s3:ListBucket" in s["actions"])
-        assert listing["condition"][0]["values"] == prefixes[role], role
+        wanted = {f"${{aws_s3_bucket.data.arn}}/{p}" for p in prefixes[role] + inbox[role]}
+        assert object_resources == wanted, role
+        listings = [s["condition"][0]["values"] for s in s3 if "s3:ListBucket" in s["actions"]]
+        assert listings == [prefixes[role]] + ([inbox[role]] if inbox[role] else []), role
         ssm = [(s["actions"], s["resources"]) for s in statements if s["actions"][0].startswith("ssm:")]
         # The runner's token, and the alerts' webhook where alert_webhook_parameter names one.
         wanted = [(["ssm:GetParameter"], [parameter_arn]), (["ssm:GetParameter"], ["${statement.value}"])]
@@ -180,7 +204,8 @@ def test_instance_roles_reach_only_the_project_prefix_repository_and_token(terra
         f"${{local.split ? [] : {alerts}}}",
     }
     serving = terraform["data"]["aws_iam_policy_document.serving"]["dynamic"]
-    assert [d["statement"]["for_each"] for d in serving] == [f"${{{alerts}}}"]
+    capture = "${var.capture_inbox ? [1] : []}"
+    assert [d["statement"]["for_each"] for d in serving] == [capture, capture, f"${{{alerts}}}"]
     webhook = terraform["locals"]["alert_webhook_parameter_arns"]
     assert webhook.startswith('${var.alert_webhook_parameter == "" ? [] : [')
     assert webhook.endswith(':parameter${var.alert_webhook_parameter}"]}')

@@ -59,6 +59,9 @@ resource "aws_instance" "gpu" {
 
   metadata_options {
     http_tokens = "required"
+    # In single it also serves: with capture_inbox, a model pod (one hop behind the node's
+    # network) gets the role's credentials for the inbox; otherwise only the host does.
+    http_put_response_hop_limit = var.capture_inbox && !local.split ? 2 : 1
   }
 
   root_block_device {
@@ -94,6 +97,9 @@ resource "aws_instance" "serving" {
 
   metadata_options {
     http_tokens = "required"
+    # With capture_inbox, a model pod (one hop behind the node's network) gets the role's
+    # credentials to write the inbox; otherwise only the host does.
+    http_put_response_hop_limit = var.capture_inbox ? 2 : 1
   }
 
   root_block_device {

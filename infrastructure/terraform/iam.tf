@@ -140,8 +140,8 @@ resource "aws_iam_instance_profile" "instance" {
   role = aws_iam_role.instance.name
 }
 
-# The serving node (split): MLflow's artifacts and database backup, the runner token and the
-# alerts' webhook. Not
+# The serving node (split): MLflow's artifacts and database backup, the runner token, the
+# alerts' webhook and, with capture_inbox, the capture inbox. Not
 # the dataset store: the pipeline on its runner reaches the store with the workflow's own AWS
 # credentials, so a job there cannot rewrite datasets (the gate's test split) through the
 # node's role. Its deploy jobs push to ECR with the workflow's credentials too.
@@ -172,6 +172,32 @@ data "aws_iam_policy_document" "serving" {
     sid       = "ReadRunnerToken"
     actions   = ["ssm:GetParameter"]
     resources = [local.runner_token_parameter_arn]
+  }
+
+  # capture_inbox: the model's pods keep photos for labelling in the inbox (the chart's
+  # serve.capture). Listed (the caps count what is there), read (a photo already kept) and
+  # written; never deleted from here: emptying it is the operator's.
+  dynamic "statement" {
+    for_each = var.capture_inbox ? [1] : []
+    content {
+      sid       = "ListCaptureInbox"
+      actions   = ["s3:ListBucket"]
+      resources = [aws_s3_bucket.data.arn]
+      condition {
+        test     = "StringLike"
+        variable = "s3:prefix"
+        values   = ["${var.s3_prefix}/inbox/*"]
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.capture_inbox ? [1] : []
+    content {
+      sid       = "WriteCaptureInbox"
+      actions   = ["s3:GetObject", "s3:PutObject"]
+      resources = ["${aws_s3_bucket.data.arn}/${var.s3_prefix}/inbox/*"]
+    }
   }
 
   dynamic "statement" {

@@ -7,6 +7,7 @@ locals {
   serving_public_ip  = local.split ? try(aws_eip.serving[0].public_ip, null) : try(aws_eip.instance[0].public_ip, null)
   serving_private_ip = local.split ? try(aws_instance.serving[0].private_ip, null) : aws_instance.gpu.private_ip
   ssh_key_file       = "~/.ssh/${var.key_name}.pem"
+  capture_dir        = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/inbox"
 }
 
 output "layout" {
@@ -47,6 +48,11 @@ output "mlflow_url_internal" {
 output "store_url" {
   description = "store.url for the dataset versions (repository variable WMS_STORE_URL)."
   value       = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/store"
+}
+
+output "capture_dir" {
+  description = "The chart's serve.captureDir with capture_inbox = true (infrastructure/helm-values.yaml); null while it is off."
+  value       = var.capture_inbox ? local.capture_dir : null
 }
 
 output "ecr_repository_url" {
@@ -90,6 +96,8 @@ output "repository_variables" {
     WMS_TRACKING_URI = "http://${local.serving_private_ip}:${var.mlflow_port}"
     WMS_STORE_URL    = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/store"
     AWS_REGION       = var.region
+    # Turns on the daily drift report (drift-report.yaml); empty while capture_inbox is off.
+    WMS_CAPTURE_DIR = var.capture_inbox ? local.capture_dir : ""
   }
 }
 

@@ -72,6 +72,10 @@ def test_the_cluster_values_validate(schema: dict[str, Any], deployed_values: di
         ({"prometheusRule": {"p99LatencySeconds": 30}}, "greater than or equal to the maximum"),
         ({"dashboard": {"labelKey": "grafana dashboard"}}, "does not match"),
         ({"monitoring": {"expectedModelVersion": "production"}}, "does not match"),
+        # capture on needs the S3 inbox (the root is read-only); an unquoted off is YAML's false
+        ({"serve": {"capture": "uncertain"}}, "should be non-empty"),
+        ({"serve": {"capture": "sample", "captureDir": "/data/inbox"}}, "does not match"),
+        ({"serve": {"capture": False}}, "is not one of"),
     ],
 )
 def test_mistakes_in_values_are_caught(
@@ -96,7 +100,7 @@ def test_the_image_is_slim_non_root_and_torch_free() -> None:
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
     assert re.search(r"^USER wms$", dockerfile, re.M) and "HEALTHCHECK" in dockerfile
-    assert "pip install --no-deps ." in dockerfile and "['optional-dependencies']['serve']" in dockerfile
+    assert "pip install --no-deps ." in dockerfile and "['optional-dependencies']" in dockerfile
     import tomllib
 
     serve = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
@@ -162,13 +166,77 @@ def test_the_deployment_is_locked_down() -> None:
     assert {reason.split("=")[0] for reason in skips.values()} == {"CKV_K8S_14", "CKV_K8S_15", "CKV_K8S_43"}
 
 
+def _capture_branch(template: str, capture: str) -> str:
+    """The template for serve.capture = `capture`: its `if eq/ne .Values.serve.capture "off"`
+    blocks (with an `else` or not) resolved up to the next `end`, the rest left alone. An `end` of
+    a block nested inside is left over as a line that is only an action, which _skeleton drops."""
+    pattern = re.compile(
+        r'\{\{-? if (eq|ne) \.Values\.serve\.capture "off" -?\}\}(.*?)'
+        r"(?:\{\{-? else -?\}\}(.*?))?\{\{-? end -?\}\}",
+        re.S,
+    )
+
+    def resolve(match: re.Match[str]) -> str:
+        chosen = (capture == "off") == (match[1] == "eq")
+        return match[2] if chosen else match[3] or ""
+
+    return pattern.sub(resolve, template)
+
+
 def test_every_resource_names_its_namespace_and_only_the_http_port_is_open() -> None:
     for template in (CHART / "templates").glob("*.yaml"):
         metadata = re.search(r"^metadata:\n((?:  .*\n)+)", template.read_text(), re.M)
         assert metadata and "\n  namespace: {{ .Release.Namespace }}\n" in f"\n{metadata[1]}", template.name
-    policy = _skeleton((CHART / "templates" / "networkpolicy.yaml").read_text())
+    template = (CHART / "templates" / "networkpolicy.yaml").read_text()
+    policy = _skeleton(_capture_branch(template, "off"))
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and policy["spec"]["egress"] == []
     assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+
+def test_a_pod_that_captures_reaches_the_instance_role_dns_and_https_only() -> None:
+    """With serve.capture on, the pod writes photos to S3 with the node's role: out to the
+    instance metadata service, DNS and HTTPS, nothing else."""
+    template = (CHART / "templates" / "networkpolicy.yaml").read_text()
+    policy = _skeleton(_capture_branch(template, "uncertain"))
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert policy["spec"]["egress"] == [
+        {"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}], "ports": [{"port": 80, "protocol": "TCP"}]},
+        {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]},
+    ]
+
+
+def test_capture_is_off_by_default_and_every_capture_setting_reaches_the_pod() -> None:
+    from wms.config.sections import ServeSettings
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["serve"]
+    assert values["capture"] == "off" and values["captureDir"] == ""
+    template = (CHART / "templates" / "configmap.yaml").read_text()
+    assert "WMS_SERVE__CAPTURE" not in _capture_branch(template, "off")
+    rendered = _capture_branch(template, "sample")
+    passed = dict(re.findall(r"(WMS_SERVE__\w+): \{\{ \.Values\.serve\.(\w+)", rendered))
+    settings = [name for name in ServeSettings.model_fields if name.startswith("capture")]
+    for name in settings:
+        value = passed.get(f"WMS_SERVE__{name.upper()}")
+        camel = re.sub(r"_(\w)", lambda m: m[1].upper(), name)
+        assert value == camel, f"serve.{name} is not passed to the pod as serve.{camel}"
+        default = ServeSettings.model_fields[name].default
+        assert values[camel] == ("" if name == "capture_dir" else default), camel
+    assert "AWS_DEFAULT_REGION: {{ . | quote }}" in template  # s3fs's region, from serve.captureRegion
+
+
+def test_the_image_can_write_the_inbox_to_s3(tmp_path: Path) -> None:
+    """The Dockerfile's list of what to install names s3fs, which an s3:// capture_dir needs."""
+    steps = _instructions((REPO / "docker" / "Dockerfile").read_text())
+    run = next(args for key, args in steps if key == "RUN" and "-r /tmp/serve.txt" in args)
+    code = re.search(r'python -c "(.*?)" > /tmp/serve\.txt', run)
+    assert code, run
+    (tmp_path / "pyproject.toml").write_bytes((REPO / "pyproject.toml").read_bytes())
+    listed = subprocess.run(
+        [sys.executable, "-c", code[1]], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    names = {re.split(r"[<>=\[ ]", requirement)[0].lower() for requirement in listed if requirement}
+    assert {"s3fs", "fastapi", "onnxruntime"} <= names and not names & {"torch", "mlflow", "wms"}, names
 
 
 def test_the_dashboard_and_the_rules_ship_when_turned_on() -> None:
