@@ -194,3 +194,31 @@ def test_a_model_trained_on_a_version_this_store_lacks_points_to_reference(proje
     message = str(caught.value)
     assert "dataset version '0123456789ab' is not in the store" in message
     assert message.endswith("; or pass --reference DIR (a dataset folder) to compare with")
+
+
+def test_the_clusters_inbox_on_s3_is_read_where_the_schedule_runs_it(
+    cli: Callable[..., Any], production: Path, tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's pods capture into s3://.../inbox (serve.captureDir); the scheduled report on the
+    serving node reads that inbox, where it had said "copy it here first" and exited."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    inbox = production / ".wms" / "inbox"
+    for photo in sorted(inbox.glob("*.jpg")):  # the layout the service's capture writes
+        s3.put_object(Bucket=s3_bucket, Key=f"wms/inbox/images/{photo.name}", Body=photo.read_bytes())
+        meta = (inbox / f"{photo.stem}.json").read_bytes()
+        s3.put_object(Bucket=s3_bucket, Key=f"wms/inbox/meta/{photo.stem}.json", Body=meta)
+        s3.put_object(Bucket=s3_bucket, Key=f"wms/inbox/masks/{photo.stem}.png", Body=b"mask")
+    s3.put_object(Bucket=s3_bucket, Key="wms/inbox/images/half.jpg.tmp", Body=b"being written")
+    monkeypatch.setenv("WMS_SERVE__CAPTURE_DIR", f"s3://{s3_bucket}/wms/inbox")
+    result = cli("monitor", "drift", "--since", "2025-06-01", "--out", tmp_path / "s3")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "no drift" in result.output
+    report = json.loads((tmp_path / "s3" / "drift.json").read_text())
+    assert {f["feature"]: f for f in report["features"]}["brightness"]["captured"]["n"] == 60
+
+    monkeypatch.setenv("WMS_SERVE__CAPTURE_DIR", f"s3://{s3_bucket}-missing/wms/inbox")
+    missing = cli("monitor", "drift", "--out", tmp_path / "missing")
+    assert missing.exit_code != 0 and "Traceback" not in missing.output + missing.stderr
+    assert "cannot read the capture inbox" in missing.output + missing.stderr

@@ -133,5 +133,33 @@ def local_inbox(capture_dir: str, root: Path) -> Path:
     return path
 
 
+def copy_inbox(url: str, dest: Path) -> Path:
+    """A copy in `dest` of the photos and metadata of the capture inbox at `url` (s3://...).
+
+    The pre-label masks stay behind; so do files still being written (`.tmp`). An inbox that
+    holds nothing yet gives an empty copy (no photos: a quiet window), one that cannot be read
+    (no credentials, no access, no s3fs) one line saying so.
+    """
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
+        root = root.rstrip("/")
+        for kind in ("images", "meta"):
+            (dest / kind).mkdir(parents=True, exist_ok=True)
+            for path in fs.find(f"{root}/{kind}"):  # [] where nothing was captured; no bucket raises
+                name = path.rsplit("/", 1)[-1]
+                if not name.endswith(".tmp") and not name.startswith("."):
+                    fs.get_file(path, str(dest / kind / name))
+    except ImportError as exc:
+        raise UsageError(f"serve.capture_dir {url} needs {exc.name}: pip install 'wms[s3]'") from None
+    except Exception as exc:  # botocore's and s3fs's errors: no credentials, access denied, no bucket
+        raise UsageError(
+            f"cannot read the capture inbox {url}: {exc}; check the AWS credentials and that they may "
+            "list and read that prefix"
+        ) from None
+    return dest
+
+
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))

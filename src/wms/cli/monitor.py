@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import typer
@@ -29,7 +30,9 @@ def drift(
         help="Folder for report.html, drift.json, wms_drift.prom (default: monitor.report_dir).",
     ),
     source: Path | None = typer.Option(
-        None, "--from", help="Folder of captured photos (default: the capture inbox, serve.capture_dir)."
+        None,
+        "--from",
+        help="Folder of captured photos (default: the capture inbox, serve.capture_dir; s3:// is copied).",
     ),
     model: str = typer.Option("production", "--model", "-m", help="Alias, version number or model folder."),
     reference: Path | None = typer.Option(
@@ -55,7 +58,7 @@ def drift(
     )
     from wms.drift_report import write_report
     from wms.errors import RegistryError, UsageError
-    from wms.inbox import local_inbox, parse_time
+    from wms.inbox import copy_inbox, local_inbox, parse_time
     from wms.serve.fetch import load_model
 
     project = state(ctx).project()
@@ -75,7 +78,11 @@ def drift(
     target = out or project.path(cfg.report_dir)
     if target.exists() and not target.is_dir():
         raise UsageError(f"--out {target} is a file; name a folder (it is created if missing)")
-    inbox = source or local_inbox(project.settings.serve.capture_dir, project.root)
+    capture_dir = project.settings.serve.capture_dir
+    if source is None and capture_dir.startswith("s3://"):  # the cluster's inbox (the chart's captureDir)
+        copy = Path(ctx.with_resource(tempfile.TemporaryDirectory(prefix="wms-inbox-")))
+        source = copy_inbox(capture_dir, copy)
+    inbox = source or local_inbox(capture_dir, project.root)
     photos, captured_line = captured_photos(inbox, when)
     try:
         served = load_model(project, model)
