@@ -130,7 +130,8 @@ def secrets_table() -> dict[str, tuple[set[str], set[str], str]]:
     for row in rows:
         names, environment, used_by, what = (cell.strip() for cell in row.strip("|").split("|"))
         environments = ENVIRONMENTS if environment == "both" else set(re.findall(r"`([a-z-]+)`", environment))
-        files = every if used_by == "all but CI" else set(re.findall(r"`([a-z0-9-]+\.yaml)`", used_by))
+        named = set(re.findall(r"`([a-z0-9-]+\.yaml)`", used_by))
+        files = every - named if used_by.startswith("all but CI") else named
         for name in re.findall(r"`([A-Z0-9_]+)`", names):
             table[name] = (environments, files, what)
     return table

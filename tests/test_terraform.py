@@ -69,8 +69,16 @@ def test_a_model_pod_reaches_the_role_only_where_it_captures_and_may_write_only_
     dynamics = terraform["data"]["aws_iam_policy_document.serving"]["dynamic"]
     switch = "${var.capture_inbox ? [1] : []}"
     capture = [d["statement"] for d in dynamics if d["statement"]["for_each"] == switch]
-    actions = sorted(a for d in capture for a in d["content"][0]["actions"])
-    assert actions == ["s3:GetObject", "s3:ListBucket", "s3:PutObject"]  # no delete: emptying it is yours
+    granted = {
+        (a, r) for d in capture for a in d["content"][0]["actions"] for r in d["content"][0]["resources"]
+    }
+    bucket = "${aws_s3_bucket.data.arn}"
+    assert granted == {  # no delete: emptying the inbox is yours; the store is only read (drift)
+        ("s3:ListBucket", bucket),
+        ("s3:GetObject", f"{bucket}/${{var.s3_prefix}}/inbox/*"),
+        ("s3:PutObject", f"{bucket}/${{var.s3_prefix}}/inbox/*"),
+        ("s3:GetObject", f"{bucket}/${{var.s3_prefix}}/store/*"),
+    }
     outputs = terraform["output"]
     assert outputs["capture_dir"]["value"] == "${var.capture_inbox ? local.capture_dir : null}"
     assert terraform["locals"]["capture_dir"] == "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/inbox"
@@ -178,12 +186,15 @@ def test_instance_roles_reach_only_the_project_prefix_repository_and_token(terra
     serving_policy = terraform["resource"]["aws_iam_role_policy.serving"]["policy"]
     assert serving_policy == "${data.aws_iam_policy_document.serving[0].json}"
     prefixes = {"instance": ["${var.s3_prefix}/*"], "serving": [f"${{var.s3_prefix}}/{p}/*" for p in MLFLOW]}
-    inbox = {"instance": [], "serving": ["${var.s3_prefix}/inbox/*"]}  # with capture_inbox only
+    # with capture_inbox only: the inbox, and the store read for the drift report
+    inbox = {"instance": [], "serving": ["${var.s3_prefix}/inbox/*", "${var.s3_prefix}/store/*"]}
     for role, statements in documents.items():
         s3 = [s for s in statements if any(a.startswith("s3:") for a in s["actions"])]
         object_resources = {r for s in s3 if "s3:GetObject" in s["actions"] for r in s["resources"]}
         wanted = {f"${{aws_s3_bucket.data.arn}}/{p}" for p in prefixes[role] + inbox[role]}
         assert object_resources == wanted, role
+        written = {r for s in s3 if "s3:PutObject" in s["actions"] for r in s["resources"]}
+        assert not any(r.endswith("/store/*") for r in written) or role == "instance", role
         listings = [s["condition"][0]["values"] for s in s3 if "s3:ListBucket" in s["actions"]]
         assert listings == [prefixes[role]] + ([inbox[role]] if inbox[role] else []), role
         ssm = [(s["actions"], s["resources"]) for s in statements if s["actions"][0].startswith("ssm:")]
@@ -205,7 +216,7 @@ def test_instance_roles_reach_only_the_project_prefix_repository_and_token(terra
     }
     serving = terraform["data"]["aws_iam_policy_document.serving"]["dynamic"]
     capture = "${var.capture_inbox ? [1] : []}"
-    assert [d["statement"]["for_each"] for d in serving] == [capture, capture, f"${{{alerts}}}"]
+    assert [d["statement"]["for_each"] for d in serving] == [capture, capture, capture, f"${{{alerts}}}"]
     webhook = terraform["locals"]["alert_webhook_parameter_arns"]
     assert webhook.startswith('${var.alert_webhook_parameter == "" ? [] : [')
     assert webhook.endswith(':parameter${var.alert_webhook_parameter}"]}')

@@ -79,7 +79,7 @@ def called(workflow: dict[Any, Any]) -> set[str]:
 
 def test_every_seed_workflow_exists_plus_the_reaper_and_the_sweeper() -> None:
     names = {p.name for p in WORKFLOWS.glob("*.y*ml")}
-    assert names == set(SEED_CALLS) | {"compute-reaper.yaml"}
+    assert names == set(SEED_CALLS) | {"compute-reaper.yaml", "drift-report.yaml"}
 
 
 @pytest.mark.parametrize("name", sorted(SEED_CALLS))
@@ -154,7 +154,7 @@ def test_reaper_runs_every_15_minutes() -> None:
     assert [s["run"] for s in workflow["jobs"]["reap"]["steps"] if "run" in s] == ["wms compute reap"]
 
 
-@pytest.mark.parametrize("name", ["compute-reaper.yaml", "pipeline-sweeper.yaml"])
+@pytest.mark.parametrize("name", ["compute-reaper.yaml", "pipeline-sweeper.yaml", "drift-report.yaml"])
 def test_the_reaper_and_the_sweeper_keep_their_own_schedule_on(name: str) -> None:
     """GitHub turns off a public repository's schedules after 60 days without activity (a later
     push does not turn them back on): once a day each enables itself, and only itself, so a
@@ -173,14 +173,16 @@ def test_the_reaper_and_the_sweeper_keep_their_own_schedule_on(name: str) -> Non
     assert set(job["steps"][-1]["env"]) == {"GITHUB_TOKEN"}
 
 
-@pytest.mark.parametrize("name", sorted((set(SEED_CALLS) - {"ci.yaml"}) | {"compute-reaper.yaml"}))
+@pytest.mark.parametrize(
+    "name", sorted((set(SEED_CALLS) - {"ci.yaml"}) | {"compute-reaper.yaml", "drift-report.yaml"})
+)
 def test_every_step_that_does_work_is_a_wms_command(name: str) -> None:
     for job in load(name)["jobs"].values():
         for step in job.get("steps", []):
             assert "uses" in step or step["run"].startswith("wms "), step
 
 
-@pytest.mark.parametrize("name", sorted(set(SEED_CALLS) | {"compute-reaper.yaml"}))
+@pytest.mark.parametrize("name", sorted(set(SEED_CALLS) | {"compute-reaper.yaml", "drift-report.yaml"}))
 def test_permissions_are_explicit_and_least(name: str) -> None:
     workflow = load(name)
     assert workflow["permissions"]["contents"] == "read"

@@ -141,10 +141,10 @@ resource "aws_iam_instance_profile" "instance" {
 }
 
 # The serving node (split): MLflow's artifacts and database backup, the runner token, the
-# alerts' webhook and, with capture_inbox, the capture inbox. Not
-# the dataset store: the pipeline on its runner reaches the store with the workflow's own AWS
-# credentials, so a job there cannot rewrite datasets (the gate's test split) through the
-# node's role. Its deploy jobs push to ECR with the workflow's credentials too.
+# alerts' webhook and, with capture_inbox, the capture inbox (and reading the dataset store,
+# for the drift report). Never writing the dataset store: the pipeline on its runner reaches
+# the store with the workflow's own AWS credentials, so a job there cannot rewrite datasets
+# (the gate's test split) through the node's role. Its deploy jobs push to ECR with the workflow's credentials too.
 data "aws_iam_policy_document" "serving" {
   count = local.split ? 1 : 0
 
@@ -176,17 +176,19 @@ data "aws_iam_policy_document" "serving" {
 
   # capture_inbox: the model's pods keep photos for labelling in the inbox (the chart's
   # serve.capture). Listed (the caps count what is there), read (a photo already kept) and
-  # written; never deleted from here: emptying it is the operator's.
+  # written; never deleted from here: emptying it is the operator's. The daily drift report
+  # (drift-report.yaml, on this node's runner with this role) reads the inbox and the training
+  # photos of the dataset store, which it may read and never write.
   dynamic "statement" {
     for_each = var.capture_inbox ? [1] : []
     content {
-      sid       = "ListCaptureInbox"
+      sid       = "ListCaptureInboxAndStore"
       actions   = ["s3:ListBucket"]
       resources = [aws_s3_bucket.data.arn]
       condition {
         test     = "StringLike"
         variable = "s3:prefix"
-        values   = ["${var.s3_prefix}/inbox/*"]
+        values   = ["${var.s3_prefix}/inbox/*", "${var.s3_prefix}/store/*"]
       }
     }
   }
@@ -197,6 +199,15 @@ data "aws_iam_policy_document" "serving" {
       sid       = "WriteCaptureInbox"
       actions   = ["s3:GetObject", "s3:PutObject"]
       resources = ["${aws_s3_bucket.data.arn}/${var.s3_prefix}/inbox/*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.capture_inbox ? [1] : []
+    content {
+      sid       = "ReadStoreForDrift"
+      actions   = ["s3:GetObject"]
+      resources = ["${aws_s3_bucket.data.arn}/${var.s3_prefix}/store/*"]
     }
   }
 

@@ -1,0 +1,80 @@
+"""drift-report.yaml: the daily `wms monitor drift` on the serving node, where capture is on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.test_workflows import ROOT, evaluate, load, triggers
+
+from wms.inbox import parse_time
+
+NAME = "drift-report.yaml"
+TEXTFILE_DIR = "/var/lib/node-exporter/textfile"
+
+
+def _values(capture_dir: str, layout: str, schedule: str) -> dict[str, Any]:
+    return {
+        "vars.WMS_CAPTURE_DIR": capture_dir,
+        "vars.WMS_LAYOUT": layout,
+        "github.event.schedule": schedule,
+        "github.event.repository.private": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("capture_dir", "layout", "runs"),
+    [
+        ("s3://bucket/wms/inbox", "split", True),
+        ("s3://bucket/wms/inbox", "", True),  # WMS_LAYOUT unset is split
+        ("", "split", False),  # capture off: no photos to compare
+        ("s3://bucket/wms/inbox", "single", False),  # the serving GPU instance sleeps
+    ],
+)
+def test_the_report_runs_daily_on_the_serving_node_only_where_photos_are_captured(
+    capture_dir: str, layout: str, runs: bool
+) -> None:
+    workflow = load(NAME)
+    (daily,) = (entry["cron"] for entry in triggers(workflow)["schedule"])
+    assert daily.split()[2:] == ["*", "*", "*"] and "workflow_dispatch" in triggers(workflow)
+    job = workflow["jobs"]["drift"]
+    assert job["runs-on"] == ["self-hosted", "linux", "wms-serve"]
+    assert evaluate(job["if"], _values(capture_dir, layout, daily)) is runs
+    assert evaluate(job["if"], _values(capture_dir, layout, "")) is runs  # run by hand
+
+
+def test_the_report_lands_where_node_exporter_reads_and_before_the_stale_alert_fires() -> None:
+    job = load(NAME)["jobs"]["drift"]
+    assert job["env"]["WMS_MONITOR__TEXTFILE_DIR"] == TEXTFILE_DIR
+    assert job["env"]["WMS_SERVE__CAPTURE_DIR"] == "${{ vars.WMS_CAPTURE_DIR }}"
+    monitoring = (ROOT / "infrastructure" / "scripts" / "monitoring.sh").read_text()
+    assert f"textfile_dir=${{TEXTFILE_DIR:-{TEXTFILE_DIR}}}" in monitoring
+    stack = (ROOT / "infrastructure" / "k3s" / "kube-prometheus-stack.yaml").read_text()
+    assert TEXTFILE_DIR in stack
+    chart = yaml.safe_load((ROOT / "devops" / "helm" / "wms-model" / "values.yaml").read_text())
+    assert chart["prometheusRule"]["driftMaxAgeHours"] >= 2 * 24  # one missed day does not page
+    # No environment and no secret: the node's role reads the inbox and the store.
+    assert "environment" not in job and "secrets." not in yaml.safe_dump(job)
+    assert job["timeout-minutes"] <= 120
+
+
+def test_the_step_runs_wms_monitor_drift_on_production_over_the_last_week(tmp_path: Path) -> None:
+    """The step's command as written, with a `wms` that records its arguments."""
+    (step,) = [s for s in load(NAME)["jobs"]["drift"]["steps"] if "run" in s]
+    fake = tmp_path / "bin" / "wms"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGS"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "ARGS": str(tmp_path / "args")}
+    subprocess.run(["bash", "-e", "-c", step["run"]], env=env, check=True, timeout=30)
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[:2] == ["monitor", "drift"]
+    assert args[args.index("--model") + 1] == "production"
+    since = parse_time(args[args.index("--since") + 1])
+    assert since is not None
+    assert abs(datetime.now(UTC) - timedelta(days=7) - since) < timedelta(minutes=5)
