@@ -545,3 +545,5 @@ def test_ci_validates_the_chart_for_the_kubernetes_version_the_cluster_runs() ->
         and "kubeconform" in steps
         and '-kubernetes-version "$KUBERNETES_VERSION"' in steps
     )
+    # capture on too: its NetworkPolicy egress and ConfigMap entries are validated and checked
+    assert "--set serve.capture=uncertain --set serve.captureDir=s3://" in steps
