@@ -78,3 +78,15 @@ def test_the_step_runs_wms_monitor_drift_on_production_over_the_last_week(tmp_pa
     since = parse_time(args[args.index("--since") + 1])
     assert since is not None
     assert abs(datetime.now(UTC) - timedelta(days=7) - since) < timedelta(minutes=5)
+
+
+def test_the_report_page_the_alert_points_to_is_kept_with_the_run() -> None:
+    """WmsInputDrift says to open report.html; the runner's next checkout would have cleaned it away."""
+    from wms.config import load_settings
+
+    steps = load(NAME)["jobs"]["drift"]["steps"]
+    (kept,) = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
+    report_dir = load_settings(start=ROOT).settings.monitor.report_dir
+    assert kept["with"]["path"].rstrip("/") == str(report_dir) and kept["if"] == "${{ !cancelled() }}"
+    rules = (ROOT / "devops" / "helm" / "wms-model" / "files" / "alerts.rules.yaml").read_text()
+    assert "report.html" in rules
