@@ -53,10 +53,21 @@ VALUES = {
 }
 
 
+# A comment line (its first character that is not a blank is "#", but not "#!"), as user-data.tf's
+# local.uncommented finds it: comments stay out of the user data, which EC2 caps at 16 KB.
+COMMENT_LINE = re.compile(r"(?m)^[ \t]*#([^!\n].*)?\n")
+
+
+def delivered_text(path: Path) -> str:
+    """A script's or manifest's text as it reaches the instance: without its comment lines."""
+    return COMMENT_LINE.sub("", path.read_text())
+
+
 def _block(path: Path) -> str:
-    """A file's text as Terraform's indent(6, file(...)) gives it: every line after the first
-    indented by six spaces, to sit in a write_files literal block."""
-    return path.read_text().replace("\n", "\n" + " " * 6)
+    """A file's text as Terraform's indent(6, replace(file(...), uncommented, "")) gives it: its
+    comment lines left out, every line after the first indented by six spaces, to sit in a
+    write_files literal block."""
+    return delivered_text(path).replace("\n", "\n" + " " * 6)
 
 
 def script_values() -> dict[str, str]:
@@ -228,8 +239,11 @@ def _terraform(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _expression(terraform: dict[str, Any], local: str) -> str:
-    """A local's expression as written in the .tf file (the parser wraps it in ${...})."""
+    """A local's expression as written in the .tf file (the parser wraps it in ${...}); a plain
+    string local as a quoted HCL string (JSON's escapes are HCL's)."""
     text: str = terraform["locals"][local]
+    if "${" not in text:
+        return json.dumps(text)
     assert text.startswith("${") and text.endswith("}"), text
     return text[2:-1]
 
@@ -267,7 +281,8 @@ def test_terraform_renders_the_templates_as_the_tests_do(terraform: dict[str, An
     # mlflow_port goes in as the number it is in Terraform.
     values = ", ".join(f"{k} = " + (v if k == "mlflow_port" else f'"{v}"') for k, v in VALUES.items())
     templates = sorted(set(ROLES.values()))
-    files = "".join(f"  {local} = {_expression(terraform, local)}\n" for local in ("scripts", "manifests"))
+    locals_ = ("uncommented", "scripts", "manifests")
+    files = "".join(f"  {local} = {_expression(terraform, local)}\n" for local in locals_)
     module = f"locals {{\n{files}}}\n" + "".join(
         f'output "{t}" {{\n  value = templatefile("${{path.module}}/../cloud-init/{t}.yaml.tftpl", '
         f"merge(local.scripts, local.manifests, {{ {values} }}))\n}}\n"
@@ -397,14 +412,33 @@ def test_user_data_fits_in_what_ec2_accepts(boots: dict[str, Boot]) -> None:
         assert size < USER_DATA_LIMIT, f"{name}: {size} bytes gzipped"
 
 
-def test_every_script_lands_on_the_instance_as_it_is_in_the_repository(boots: dict[str, Boot]) -> None:
-    """The scripts (and k3s manifests) travel as text in YAML literal blocks: not one byte may change."""
+def _values(manifest: Any) -> Any:
+    """A k3s manifest with its HelmChart's valuesContent read as the YAML it is (its comments gone)."""
+    if isinstance(manifest, dict):
+        return {k: yaml.safe_load(v) if k == "valuesContent" else _values(v) for k, v in manifest.items()}
+    return manifest
+
+
+def test_every_script_lands_on_the_instance_as_it_is_in_the_repository_less_its_comments(
+    boots: dict[str, Boot],
+) -> None:
+    """The scripts (and k3s manifests) travel as text in YAML literal blocks: not one byte of
+    their code may change; only whole comment lines stay behind, and the scripts still parse."""
     for name, boot in boots.items():
         delivered = {Path(p).name: t for p, t in boot.files.items() if p.startswith("/usr/local/lib/wms/")}
         assert delivered, name
         for file, text in delivered.items():
             source = SCRIPTS / file if file.endswith(".sh") else MANIFESTS / file
-            assert text == source.read_text(), f"{name}: {file}"
+            code = [line for line in source.read_text().splitlines() if not COMMENT_LINE.match(line + "\n")]
+            assert text.splitlines() == code, f"{name}: {file}"
+            if file.endswith(".sh"):
+                shebang = source.read_text().partition("\n")[0]
+                assert not shebang.startswith("#!") or text.startswith(shebang + "\n"), f"{name}: {file}"
+                parsed = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
+                assert parsed.returncode == 0, f"{name}: {file}: {parsed.stderr}"
+            else:
+                same = _values(yaml.safe_load(text)) == _values(yaml.safe_load(source.read_text()))
+                assert same, f"{name}: {file}"
         assert not [e for e in boot.config["write_files"] if "encoding" in e], name
 
 

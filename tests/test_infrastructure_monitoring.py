@@ -30,7 +30,7 @@ import yaml
 from mlflow.server.security_utils import is_allowed_host_header
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import _free_port, wait_until_ready
-from tests.test_infrastructure import ROLES, Boot
+from tests.test_infrastructure import ROLES, Boot, delivered_text
 
 ROOT = Path(__file__).resolve().parents[1]
 K3S = ROOT / "infrastructure" / "k3s"
@@ -82,7 +82,7 @@ def test_every_node_that_runs_k3s_installs_the_pinned_stack() -> None:
             assert boot.steps.index("k3s") < boot.steps.index("monitoring") < boot.steps.index("runner"), (
                 layout
             )
-            assert boot.files["/usr/local/lib/wms/kube-prometheus-stack.yaml"] == STACK.read_text()
+            assert boot.files["/usr/local/lib/wms/kube-prometheus-stack.yaml"] == delivered_text(STACK)
         else:
             assert "monitoring" not in boot.steps, (layout, role)
     script = MONITORING.read_text()

@@ -11,20 +11,23 @@ locals {
   # Graviton families carry a "g" after the generation digit (t4g, m7g, c7gn, r8gd).
   serving_arch = can(regex("^[a-z]+[0-9]+g", var.serving_instance_type)) ? "arm64" : "amd64"
 
-  # Every script, as <name>_sh (dashes become underscores) = its text, every line after the
-  # first indented to sit in a write_files literal block ("content: |"). As text, not base64:
-  # EC2 takes at most 16 KB of user data, and base64 hides the text from the gzip that
-  # Terraform applies (the single layout's came to 14.6 KB gzipped in base64, 9.5 KB as text).
+  # Every script, as <name>_sh (dashes become underscores) = its text less its comment lines
+  # (a line whose first character that is not a blank is "#", but not "#!"), every line after
+  # the first indented to sit in a write_files literal block ("content: |"). EC2 takes at most
+  # 16 KB of user data: as text, not base64, the gzip that Terraform applies can work (the
+  # single layout's came to 14.6 KB gzipped in base64, 9.5 KB as text), and the comments, which
+  # are for people reading this repository, were a third of it once gzipped.
+  uncommented = "/(?m)^[ \t]*#([^!\n].*)?\n/"
   scripts = {
     for script in fileset("${path.module}/../scripts", "*.sh") :
-    "${replace(trimsuffix(script, ".sh"), "-", "_")}_sh" => indent(6, file("${path.module}/../scripts/${script}"))
+    "${replace(trimsuffix(script, ".sh"), "-", "_")}_sh" => indent(6, replace(file("${path.module}/../scripts/${script}"), local.uncommented, ""))
   }
 
   # The k3s manifests of infrastructure/k3s (monitoring.sh puts them in k3s's manifests folder),
-  # as <name>_yaml, the same way.
+  # as <name>_yaml, the same way (their comments left out too).
   manifests = {
     for manifest in fileset("${path.module}/../k3s", "*.yaml") :
-    "${replace(trimsuffix(manifest, ".yaml"), "-", "_")}_yaml" => indent(6, file("${path.module}/../k3s/${manifest}"))
+    "${replace(trimsuffix(manifest, ".yaml"), "-", "_")}_yaml" => indent(6, replace(file("${path.module}/../k3s/${manifest}"), local.uncommented, ""))
   }
 
   common_vars = merge(local.scripts, local.manifests, {
