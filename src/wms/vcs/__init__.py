@@ -17,7 +17,8 @@ from wms.vcs.git import Git, GitError
 from wms.vcs.local import LocalHost
 
 if TYPE_CHECKING:
-    from wms.vcs.github import GitHubClient, GitHubError, GitHubHost, Runner
+    from wms.vcs.github import GitHubHost, Runner
+    from wms.vcs.github_client import GitHubClient, GitHubError
 
 HOSTS = ("local", "github")
 TOKEN_VARIABLES = ("WMS_GITHUB_TOKEN", "GITHUB_TOKEN")
