@@ -13,7 +13,6 @@ through `amtool check-config`, and monitoring.sh runs against a fake `k3s` and `
 from __future__ import annotations
 
 import base64
-import copy
 import importlib.util
 import os
 import re
@@ -30,6 +29,7 @@ import yaml
 from mlflow.server.security_utils import is_allowed_host_header
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import _free_port, wait_until_ready
+from tests.deploy.test_chart import _merge
 from tests.test_infrastructure import ROLES, Boot, delivered_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,16 +51,6 @@ def stack() -> dict[str, Any]:
 def stack_values() -> dict[str, Any]:
     """The values kube-prometheus-stack is installed with (the HelmChart's valuesContent)."""
     return dict(yaml.safe_load(stack()["spec"]["valuesContent"]))
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Helm's coalescing of a values file over another: maps merge, everything else replaces."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
 
 
 def _textfile_dir() -> str:

@@ -206,14 +206,8 @@ class DatasetStore:
     def plan(
         self, folder: Path, base: str | None, for_validation: bool = False, correct: bool = False
     ) -> IngestPlan:
-        """What ingesting `folder` onto `base` would add; writes nothing. BatchError when `folder`
-        cannot be ingested (no pairs, orphans, unsafe names, a conflict with `base`).
-
-        `for_validation`: the pipeline's merge, which validation checks next; files without a
-        partner, and images that cannot be read, go on to its report instead of stopping here.
-        `correct`: a stored photo, byte for byte, under its id with another mask replaces that mask
-        (a conflict otherwise: a folder pulled from an older version would undo corrections since).
-        """
+        """What ingesting `folder` onto `base` would add; writes nothing (see
+        wms.data.plan.plan_ingest for what stops it, `for_validation` and `correct`)."""
         return plan_ingest(self, folder, base, for_validation, correct)
 
     def ingest(
