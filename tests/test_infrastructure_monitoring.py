@@ -126,6 +126,31 @@ def test_amtool_accepts_the_alertmanager_configuration(receiver: bool, tmp_path:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_an_alert_without_a_namespace_has_a_title_without_empty_brackets(tmp_path: Path) -> None:
+    """WmsMlflowDown watches MLflow outside the cluster: no namespace label, so no "()" in its title."""
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool is not installed (Debian package prometheus-alertmanager)")
+    receiver = next(r for r in _alertmanager_config(receiver=True)["receivers"] if r["name"] == "wms-webhook")
+    title = receiver["slack_configs"][0]["title"]
+    (tmp_path / "none.tmpl").write_text('{{ define "none" }}{{ end }}')
+    # amtool renders with its example data: an alert whose labels hold no namespace.
+    rendered = subprocess.run(
+        [
+            amtool,
+            "template",
+            "render",
+            f"--template.glob={tmp_path / 'none.tmpl'}",
+            f"--template.text={title}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.stdout.strip() and "()" not in rendered.stdout, rendered.stdout
+
+
 def test_alerts_go_to_the_webhook_named_by_the_terraform_variable(terraform: dict[str, Any]) -> None:
     variable = terraform["variable"]["alert_webhook_parameter"]
     assert variable["default"] == ""  # none set: nobody is paged, and the README says where to look
