@@ -92,8 +92,38 @@ def test_the_aws_setup_makes_the_key_pair_and_the_token_in_the_region_terraform_
     assert len(made) == 3  # the key pair, the runners' token, the alerts' webhook
     for line in made:
         assert '--region "$AWS_REGION"' in line, line
-    (apply,) = [line for line in steps.splitlines() if "terraform apply" in line]
-    assert '-var region="$AWS_REGION"' in apply
+    assert tfvars()["region"] == '"$AWS_REGION"'
+
+
+def tfvars() -> dict[str, str]:
+    """name → value as written of each variable the setup puts in terraform.tfvars (commented out: not)."""
+    block = block_with("cat > terraform.tfvars")
+    (body,) = re.findall(r"<<EOF\n(.*?)\n\s*EOF", block, re.S)
+    return dict(re.findall(r"(?m)^[ \t]*([a-z_]+)[ \t]*=[ \t]*(\S+)", body))
+
+
+def test_every_terraform_apply_reads_the_variables_the_setup_wrote(terraform: dict[str, Any]) -> None:
+    """Terraform keeps no `-var` given once: a later plain `terraform apply` (turning capture on,
+    replacing the serving node or the GPU instance) stops for each variable without a default and
+    puts region, alert_webhook_parameter and gpu_spot back to their defaults (us-east-1: a new
+    copy of everything in another region). The setup writes terraform.tfvars, which every apply
+    reads by itself, and git ignores it (it holds the operator's address)."""
+    variables = terraform["variable"]
+    written = tfvars()
+    assert set(written) <= set(variables)
+    required = {name for name, body in variables.items() if "default" not in body}
+    assert required <= set(written), f"terraform.tfvars lacks {required - set(written)}"
+    assert {"region", "alert_webhook_parameter"} <= set(written)
+    applies = re.findall(r"terraform apply[^`\n]*", README)
+    assert len(applies) >= 4  # the setup, capture, the serving node's and the GPU instance's replacement
+    for apply in applies:
+        assert "-var " not in apply and "-var-file" not in apply, apply
+    # nor a variable given once elsewhere (the layout, the OIDC provider)
+    assert not re.search(r"`-var [a-z_]+=", README)
+    assert "`capture_inbox = true` in `terraform.tfvars`" in README
+    where = Path("infrastructure/terraform") / "terraform.tfvars"
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "-q", str(where)], cwd=ROOT, check=False)
+    assert ignored.returncode == 0, f"git does not ignore {where}"
 
 
 def test_the_aws_setup_stops_the_gpu_instance_with_the_ec2_backend() -> None:
