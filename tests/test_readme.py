@@ -303,3 +303,19 @@ def test_the_recovery_steps_name_the_backup_and_the_machines_terraform_makes(
     assert "repository_variables" in recovery and {"WMS_TRACKING_URI", "WMS_GPU_HOST"} <= set(
         terraform["output"]["repository_variables"]["value"]
     )
+
+
+def test_the_workflow_table_names_every_workflow_and_how_it_starts() -> None:
+    """The operator learns from this table what runs when: a workflow missing from it (the daily
+    drift report) is one they never know to look for in the Actions tab or to turn on."""
+    start = README.index("| workflow | trigger | calls |")
+    rows = README[start:].split("\n\n")[0].splitlines()[2:]
+    table = {}
+    for row in rows:
+        name, trigger, _ = (cell.strip() for cell in row.strip("|").split("|"))
+        table[name.strip("`")] = trigger
+    assert set(table) == {p.name for p in WORKFLOWS.glob("*.yaml")}
+    for path in WORKFLOWS.glob("*.yaml"):
+        on = yaml.safe_load(path.read_text())[True]  # YAML 1.1 reads the key `on` as true
+        if "workflow_dispatch" in on:
+            assert "by hand" in table[path.name], path.name
