@@ -319,3 +319,25 @@ def test_the_workflow_table_names_every_workflow_and_how_it_starts() -> None:
         on = yaml.safe_load(path.read_text())[True]  # YAML 1.1 reads the key `on` as true
         if "workflow_dispatch" in on:
             assert "by hand" in table[path.name], path.name
+
+
+def test_the_aws_setup_gives_wms_the_region_it_reads(monkeypatch: Any, tmp_path: Path) -> None:
+    """Step 1 exported AWS_REGION only, which boto3 (so `wms compute stop` in step 5) never reads:
+    it said "no AWS region" (exit 2), or looked for the instance in the AWS CLI's own region.
+    The step sets AWS_DEFAULT_REGION to the same region, and wms.toml does not claim otherwise."""
+    import boto3.session
+
+    (line,) = [found for found in re.findall(r"`(export AWS_[^`]*)`", aws_setup()) if "REGION" in found]
+    exports = dict(re.findall(r"\b(AWS_[A-Z_]+)=(\S+)", line))
+    assert exports.get("AWS_DEFAULT_REGION") == exports["AWS_REGION"], line
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_REGION", exports["AWS_REGION"])
+    assert boto3.session.Session().region_name is None  # why the step needs AWS_DEFAULT_REGION
+    monkeypatch.setenv("AWS_DEFAULT_REGION", exports["AWS_DEFAULT_REGION"])
+    assert boto3.session.Session().region_name == exports["AWS_REGION"]
+    settings = (ROOT / "src" / "wms" / "wms.toml").read_text()
+    for line in settings.splitlines():
+        if re.match(r"(aws_)?region = ", line):
+            assert "AWS_REGION /" not in line, line
