@@ -341,3 +341,29 @@ def test_the_aws_setup_gives_wms_the_region_it_reads(monkeypatch: Any, tmp_path:
     for line in settings.splitlines():
         if re.match(r"(aws_)?region = ", line):
             assert "AWS_REGION /" not in line, line
+
+
+def test_the_first_batch_the_setup_asks_for_has_enough_test_pairs_for_the_gate() -> None:
+    """A first batch whose test split holds fewer than gate.min_images pairs is rejected at its
+    merge; the setup said only "put labelled pairs", and 20 or 30 of them were rejected. The count
+    it names gives the gate its test images in all but a few hundredths of batches, at the
+    defaults, and the odds it quotes are those of the split's binomial count."""
+    import tomllib
+    from math import comb
+
+    settings = tomllib.loads((ROOT / "src" / "wms" / "wms.toml").read_text())
+    share, least = settings["data"]["test_fraction"], settings["gate"]["min_images"]
+    step = aws_setup().split("8. **The first data**")[1].split("\n9. ")[0]
+    step = " ".join(step.split())
+    (count,) = re.findall(r"Send (\d+) pairs or more", step)
+    assert f"about {share:.0%} of them (`data.test_fraction`)" in step
+    assert f"`gate.min_images` ({least})" in step
+
+    def rejected(pairs: int) -> float:
+        return sum(comb(pairs, k) * share**k * (1 - share) ** (pairs - k) for k in range(least))
+
+    assert rejected(int(count)) < 0.01
+    quoted = re.findall(r"with (\d+)(?: pairs)? one(?: batch)? in (four|two hundred)", step)
+    assert len(quoted) == 2, step
+    for pairs, odds in quoted:
+        assert abs(rejected(int(pairs)) * {"four": 4, "two hundred": 200}[odds] - 1) < 0.1, (pairs, odds)
