@@ -367,3 +367,18 @@ def test_the_first_batch_the_setup_asks_for_has_enough_test_pairs_for_the_gate()
     assert len(quoted) == 2, step
     for pairs, odds in quoted:
         assert abs(rejected(int(pairs)) * {"four": 4, "two hundred": 200}[odds] - 1) < 0.1, (pairs, odds)
+
+
+def test_the_tokens_the_setup_stores_are_ones_that_last(terraform: dict[str, Any]) -> None:
+    """The runners read their token from SSM, and the workflows WMS_GITHUB_TOKEN from a secret,
+    for months; the README offered a GitHub App's installation token for both, which GitHub
+    expires one hour after it is made: the runners stop registering and the promotions stop
+    opening pull requests the same day. Each place it is stored asks for a PAT and says why not."""
+    step = aws_setup().split("3. **The runners' token**")[1].split("Then **where alerts go**")[0]
+    runner = " ".join(step.split())
+    _, _, github_token = secrets_table()["WMS_GITHUB_TOKEN"]
+    variable = terraform["variable"]["runner_token_parameter"]["description"]
+    for what in (runner, github_token, variable):
+        assert "PAT" in what or "personal access token" in what, what
+        assert re.search(r"not (a|an) (GitHub )?App('s)? installation token", what), what
+        assert re.search(r"expires (one hour after it is made|after an hour|within the hour)", what), what

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ExecStart of wms-runner.service (as the runner's user): registers a just-in-time runner for
 # one job and runs it. The GitHub token (a fine-grained PAT with Administration: write on the
-# repository, or an App token) is read from the SSM SecureString RUNNER_TOKEN_PARAMETER here,
-# used for the REST calls below and dropped: it is in no file, no command line and no log.
+# repository; an App installation token expires within the hour) is read from the SSM
+# SecureString RUNNER_TOKEN_PARAMETER here, used for the REST calls below and dropped: it is in
+# no file, no command line and no log.
 #
 # Environment (set by the unit): RUNNER_REPOSITORY (owner/name), RUNNER_NAME, RUNNER_LABELS
 # (comma-separated), RUNNER_TOKEN_PARAMETER, AWS_REGION; RUNNER_API_URL for GitHub Enterprise

@@ -145,7 +145,7 @@ variable "github_repository" {
 }
 
 variable "runner_token_parameter" {
-  description = "Name of the SSM SecureString parameter that holds the GitHub token allowed to administer the repository's self-hosted runners (a fine-grained PAT with Administration: write and Contents: read, or an App token). You create it (aws ssm put-parameter --type SecureString); Terraform only names it, so the token is in neither user data nor state."
+  description = "Name of the SSM SecureString parameter that holds the GitHub token allowed to administer the repository's self-hosted runners (a fine-grained PAT with Administration: write and Contents: read; not an App installation token, which expires after an hour). You create it (aws ssm put-parameter --type SecureString); Terraform only names it, so the token is in neither user data nor state."
   type        = string
   default     = "/wms/github/runner-token"
 
