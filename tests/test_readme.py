@@ -382,3 +382,17 @@ def test_the_tokens_the_setup_stores_are_ones_that_last(terraform: dict[str, Any
         assert "PAT" in what or "personal access token" in what, what
         assert re.search(r"not (a|an) (GitHub )?App('s)? installation token", what), what
         assert re.search(r"expires (one hour after it is made|after an hour|within the hour)", what), what
+
+
+def test_the_capture_rate_the_readme_gives_is_the_default() -> None:
+    """Users are told how often their photos may be kept: the README gave 0.5 a minute beside
+    serve.capture_per_minute, whose default (wms.toml and the chart) keeps 6 a minute."""
+    import tomllib
+
+    settings = tomllib.loads((ROOT / "src" / "wms" / "wms.toml").read_text())
+    chart = yaml.safe_load((ROOT / "devops" / "helm" / "wms-model" / "values.yaml").read_text())
+    text = " ".join(README.split())
+    (default,) = re.findall(
+        r"at most `serve.capture_per_minute` a minute \(([0-9.]+) by default, and the chart's too", text
+    )
+    assert float(default) == settings["serve"]["capture_per_minute"] == chart["serve"]["capturePerMinute"]
