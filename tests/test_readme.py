@@ -396,3 +396,16 @@ def test_the_capture_rate_the_readme_gives_is_the_default() -> None:
         r"at most `serve.capture_per_minute` a minute \(([0-9.]+) by default, and the chart's too", text
     )
     assert float(default) == settings["serve"]["capture_per_minute"] == chart["serve"]["capturePerMinute"]
+
+
+def test_ec2_host_is_set_only_where_the_gpu_address_stays(terraform: dict[str, Any]) -> None:
+    """compute.host (the secret EC2_HOST) overrides the address EC2 reports. In split the GPU
+    instance has no Elastic IP and Terraform's public_ip is the address it had at apply: set as
+    EC2_HOST, Manual EC2 Control printed an SSH command and address nobody answers at after the
+    next start. The secrets table and the GPU instance's recovery say to leave it empty there."""
+    assert "changes at each start" in terraform["output"]["public_ip"]["description"]
+    _, _, what = secrets_table()["EC2_HOST"]
+    assert "leave `EC2_HOST` empty in `split`" in what
+    recovery = " ".join(README.split("**The GPU instance is replaced**")[1].split("\n\n")[0].split())
+    assert "in `split` leave `EC2_HOST` empty" in recovery
+    assert not re.search(r"`EC2_HOST` from `terraform output [a-z_ ]*` and `public_ip`", recovery)
