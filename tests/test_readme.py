@@ -409,3 +409,42 @@ def test_ec2_host_is_set_only_where_the_gpu_address_stays(terraform: dict[str, A
     recovery = " ".join(README.split("**The GPU instance is replaced**")[1].split("\n\n")[0].split())
     assert "in `split` leave `EC2_HOST` empty" in recovery
     assert not re.search(r"`EC2_HOST` from `terraform output [a-z_ ]*` and `public_ip`", recovery)
+
+
+def test_the_idle_cost_table_follows_the_leases_the_files_set() -> None:
+    """What a failure can leave the GPU instance running for: one compute.lease_minutes plus the
+    reaper's period, or the lease guard's grace and period, or the start job's lease; each at the
+    GPU's hourly price. The figures come from the workflows, the guard and wms.toml."""
+    import tomllib
+
+    settings = tomllib.loads((ROOT / "src" / "wms" / "wms.toml").read_text())
+    lease = settings["compute"]["lease_minutes"]
+    reaper = yaml.safe_load((WORKFLOWS / "compute-reaper.yaml").read_text())[True]["schedule"][0]["cron"]
+    (period,) = re.findall(r"^\*/(\d+) ", reaper)
+    guard_script = (ROOT / "infrastructure" / "scripts" / "lease-guard.sh").read_text()
+    (grace,) = re.findall(r"LEASE_GUARD_GRACE_MINUTES:-(\d+)", guard_script)
+    timer = (ROOT / "infrastructure" / "cloud-init" / "gpu.yaml.tftpl").read_text()
+    (every,) = re.findall(r"OnUnitActiveSec=(\d+)min", timer)
+
+    def start_lease(name: str) -> int:
+        jobs = yaml.safe_load((WORKFLOWS / name).read_text())["jobs"]
+        return int(jobs["start-compute"]["with"]["lease_minutes"])
+
+    (price,) = re.findall(r"GPU instance `g4dn.xlarge`, only while it runs \| \$([0-9.]+)/h", README)
+    start = README.index("| what failed | idle at most | cost at most |")
+    rows = README[start:].split("\n\n")[0].splitlines()[2:]
+    expected = [
+        [lease, int(period)],
+        [lease, int(grace), int(every)],
+        [start_lease("training-data-pipeline.yaml"), int(period)],
+        [start_lease("pipeline-sweeper.yaml"), int(period)],
+    ]
+    sums = [
+        [int(n) for n in re.findall(r"\d+", found)]
+        for row in rows
+        for found in re.findall(r"(\d+(?: \+ \d+)+ = \d+)", row.split("|")[2])
+    ]
+    assert [s[:-1] for s in sums] == expected
+    costs = [float(c) for row in rows for c in re.findall(r"\$([0-9.]+)", row.split("|")[3])]
+    assert all(s[-1] == sum(s[:-1]) for s in sums)
+    assert costs == [round(s[-1] / 60 * float(price), 2) for s in sums]
