@@ -448,3 +448,29 @@ def test_the_idle_cost_table_follows_the_leases_the_files_set() -> None:
     costs = [float(c) for row in rows for c in re.findall(r"\$([0-9.]+)", row.split("|")[3])]
     assert all(s[-1] == sum(s[:-1]) for s in sums)
     assert costs == [round(s[-1] / 60 * float(price), 2) for s in sums]
+
+
+def test_the_memory_and_cpu_the_readme_gives_are_the_charts() -> None:
+    """The cost table and "Monitoring" size the monitoring on the serving node, and "Memory"
+    the model pod: figures an operator sizes the node by, read here from the files that set them."""
+    from tests.test_infrastructure_memory import CHART_VALUES, CLUSTER_VALUES, MIB
+    from tests.test_infrastructure_monitoring import stack_values
+    from tests.test_infrastructure_node import monitoring_requests
+
+    requests = monitoring_requests().values()
+    cpu, memory = sum(c for c, _ in requests), sum(m for _, m in requests) // MIB
+    text = " ".join(README.split())
+    assert f"{memory} MiB and {cpu}m CPU of its requests" in text  # the cost table
+    assert f"{cpu}m CPU and {memory} MiB requested in all" in text  # "What watches it"
+    spec = stack_values()["prometheus"]["prometheusSpec"]
+    days, size = spec["retention"].removesuffix("d"), spec["retentionSize"].removesuffix("GB")
+    assert f"{days} days or {size} GB kept on the node's disk" in text
+    assert f"at most {size} GB of its disk" in text
+    chart, cluster = (yaml.safe_load(path.read_text()) for path in (CHART_VALUES, CLUSTER_VALUES))
+    for kind in ("requests", "limits"):  # what is deployed: the cluster's values over the chart's
+        assert cluster["resources"][kind]["memory"] == chart["resources"][kind]["memory"], kind
+    assert f"requests {chart['resources']['requests']['memory']};" in text
+    assert f"The chart's {chart['resources']['limits']['memory']} holds" in text
+    deployment = (ROOT / "devops" / "helm" / "wms-model" / "templates" / "deployment.yaml").read_text()
+    (tmp,) = re.findall(r"emptyDir: \{sizeLimit: (\w+)\}", deployment)
+    assert f"the pod's {tmp} emptyDir" in text
