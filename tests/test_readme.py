@@ -474,3 +474,21 @@ def test_the_memory_and_cpu_the_readme_gives_are_the_charts() -> None:
     deployment = (ROOT / "devops" / "helm" / "wms-model" / "templates" / "deployment.yaml").read_text()
     (tmp,) = re.findall(r"emptyDir: \{sizeLimit: (\w+)\}", deployment)
     assert f"the pod's {tmp} emptyDir" in text
+
+
+def test_the_user_data_sizes_the_readme_gives_are_what_the_machines_get() -> None:
+    """The README's "Setting up AWS" says how much of EC2's 16 KB each machine's user data takes, which is how
+    an operator knows the room left for one more bootstrap step."""
+    import gzip
+
+    from tests.test_infrastructure import ROLES, Boot
+
+    text = " ".join(README.split())
+    (said,) = re.findall(
+        r"gzipped: about ([0-9.]+) KB in `single`, ([0-9.]+) KB on the serving node, ([0-9.]+) KB on the GPU",
+        text,
+    )
+    assert set(ROLES.values()) == {"single", "serving", "gpu"}
+    for template, kb in zip(("single", "serving", "gpu"), said, strict=True):
+        size = len(gzip.compress(Boot(template).text.encode(), mtime=0))
+        assert abs(size / 1000 - float(kb)) <= 0.1, (template, size, kb)
