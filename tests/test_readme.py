@@ -492,3 +492,15 @@ def test_the_user_data_sizes_the_readme_gives_are_what_the_machines_get() -> Non
     for template, kb in zip(("single", "serving", "gpu"), said, strict=True):
         size = len(gzip.compress(Boot(template).text.encode(), mtime=0))
         assert abs(size / 1000 - float(kb)) <= 0.1, (template, size, kb)
+
+
+def test_the_setup_ruleset_lets_the_promotion_push_through() -> None:
+    """Publishing merges main into a data branch cut before main changed .github/workflows/ and
+    pushes it with WMS_GITHUB_TOKEN; a ruleset restricting those paths on every branch but main,
+    as step 7 has the operator make, refuses that push unless the token's user may bypass it.
+    Step 7 makes the ruleset; it has to give the bypass too."""
+    step = " ".join(aws_setup().split("7. **GitHub**")[1].split("\n8. ")[0].split())
+    ruleset = step[step.index("restricts changes to `.github/workflows/**`") :]
+    assert re.search(r"with the user of `WMS_GITHUB_TOKEN` on its bypass list", ruleset), ruleset
+    why = " ".join(README.split("Why `WMS_GITHUB_TOKEN`:")[1].split("\n\n")[0].split())
+    assert "a bypass of that ruleset" in why
