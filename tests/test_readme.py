@@ -319,6 +319,8 @@ def test_the_workflow_table_names_every_workflow_and_how_it_starts() -> None:
         on = yaml.safe_load(path.read_text())[True]  # YAML 1.1 reads the key `on` as true
         if "workflow_dispatch" in on:
             assert "by hand" in table[path.name], path.name
+        for changed in (on.get("push") or {}).get("paths", []):  # what a push to main deploys
+            assert f"`{changed}`" in table[path.name], (path.name, changed)
 
 
 def test_the_aws_setup_gives_wms_the_region_it_reads(monkeypatch: Any, tmp_path: Path) -> None:
