@@ -98,6 +98,19 @@ class TestEc2(ComputeContract):
         longer = make_compute(ec2_settings(ec2_box, lease_minutes=90))
         assert longer.renew_lease() == ec2_box.tags()[LEASE_TAG] > first
 
+    def test_a_lease_cut_shorter_shows_in_the_latest_lease_tag(self, ec2_box: Ec2Box) -> None:
+        """The job on the instance cuts its run's 420-minute start lease to one lease: the tag a
+        person reads in the EC2 console (wms:lease-expires, the latest lease) says so too, and
+        still names another holder's later lease."""
+        start_job = make_compute(ec2_settings(ec2_box, lease_minutes=420), holder="gh-run-7")
+        start_job.start()
+        job = make_compute(ec2_settings(ec2_box, lease_minutes=10), holder="gh-run-7")
+        cut = job.renew_lease(held_only=True)
+        assert ec2_box.tags()[LEASE_TAG] == cut == ec2_box.tags()[HOLDER_TAG_PREFIX + "gh-run-7"]
+        later = make_compute(ec2_settings(ec2_box, lease_minutes=60), holder="gh-run-8").renew_lease()
+        job.renew_lease(held_only=True)
+        assert ec2_box.tags()[LEASE_TAG] == later
+
     def test_no_instance_with_the_tag_says_how_to_fix_it(self, aws_env: str) -> None:
         cfg = ComputeSettings(backend="ec2", instance_tag="Name=nothing-here")
         with pytest.raises(BackendError, match=r"no EC2 instance tagged Name=nothing-here.*terraform"):

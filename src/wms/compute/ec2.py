@@ -101,7 +101,9 @@ class Ec2Compute(Ec2Instance):
         if held_only and key not in tags_of(instance):
             return None
         expires = utc_now() + timedelta(minutes=self.cfg.lease_minutes)
-        latest = max([expires, *(t for t in leases_of(instance).values() if t is not None)])
+        me = key[len(HOLDER_TAG_PREFIX) :]  # its old lease is replaced, not kept as the latest
+        others = (t for h, t in leases_of(instance).items() if h != me and t is not None)
+        latest = max([expires, *others])
         stamp = expires.isoformat(timespec="seconds")
         self._tag(
             f"tag {self._id} with a lease",
