@@ -385,3 +385,19 @@ def test_a_corrected_mask_of_a_stored_photo_goes_in_and_the_summary_names_it(
     old = store.manifest(first.outputs["dataset_version"])["pairs"]["synth_s1_00003"]
     new = store.manifest(second.outputs["dataset_version"])["pairs"]["synth_s1_00003"]
     assert new["split"] == old["split"] and new["image"] == old["image"] and new["mask"] != old["mask"]
+
+
+def test_a_registry_without_mains_production_stops_the_run_before_compute_starts(
+    project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    """MLflow restored from a backup older than main's promotion lacks the version main serves:
+    the gate refuses every candidate, so the run stops before the GPU starts and trains for it
+    (and before each of the sweeper's retries does so again), saying which move serves again."""
+    first, _, registry = run(project_dir, make_batch("b1", seed=1), "train.epochs=0")
+    assert first.promoted
+    registry._client.delete_model_version(registry.model_name, "1")  # as after the restore
+    with pytest.raises(WmsError, match=r"names version 1, but the registry holds no model"):
+        run(project_dir, make_batch("b2", count=20, seed=2), "train.epochs=0")
+    run_dir = max((project_dir / ".wms" / "runs").iterdir(), key=lambda d: d.stat().st_mtime)
+    stages = {s["name"]: s["status"] for s in json.loads((run_dir / "run.json").read_text())["stages"]}
+    assert stages["start_compute"] == "failed" and stages["train"] == "skipped", stages

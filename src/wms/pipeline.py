@@ -54,7 +54,7 @@ from wms.data.pointer import pointed_version
 from wms.data.store import open_store
 from wms.errors import BackendError, UsageError, WmsError
 from wms.gate import GateDecision
-from wms.gating import gate_candidate, left_out
+from wms.gating import gate_candidate, left_out, production_per_main
 from wms.guards import Heartbeat, Interrupted, signals_raise
 from wms.registry import Registry
 from wms.runs import (
@@ -304,6 +304,7 @@ class Pipeline:
             dataset = restore(self.store, version, self.work_dir) if "merge" in keep else self.work_dir
             try:
                 with self.stage(run, "start_compute", fault_at_entry=False) as st:
+                    production_per_main(self.project, self.registry)  # else the gate refuses, after training
                     st.outcome = self.hold.take(run)
                 if "train" in keep:
                     trained = load_trained(run.run_dir)
