@@ -401,3 +401,30 @@ def test_a_registry_without_mains_production_stops_the_run_before_compute_starts
     run_dir = max((project_dir / ".wms" / "runs").iterdir(), key=lambda d: d.stat().st_mtime)
     stages = {s["name"]: s["status"] for s in json.loads((run_dir / "run.json").read_text())["stages"]}
     assert stages["start_compute"] == "failed" and stages["train"] == "skipped", stages
+
+
+def test_the_way_to_take_in_a_batch_not_promoted_takes_in_its_corrected_masks_too(
+    project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """The summary of a batch the gate kept out gives the commands that take it in on main; for a
+    batch that corrects stored masks they must correct them, not stop at the ingest's refusal."""
+    first_batch = make_batch("b1", count=30, seed=1)
+    assert run(project_dir, first_batch, "train.epochs=0")[0].promoted
+    fixed = tmp_path / "fixed"
+    for kind in ("images", "masks"):
+        (fixed / kind).mkdir(parents=True)
+    (fixed / "images" / "synth_s1_00003.png").write_bytes(
+        (first_batch / "images" / "synth_s1_00003.png").read_bytes()
+    )
+    (fixed / "masks" / "synth_s1_00003.png").write_bytes(
+        (first_batch / "masks" / "synth_s1_00004.png").read_bytes()
+    )
+    kept_out, _, _ = run(project_dir, fixed, "train.epochs=0", "gate.min_delta=1")
+    assert not kept_out.promoted and "1 corrected mask(s) stay out of main's dataset" in kept_out.summary
+    version = kept_out.outputs["dataset_version"]
+    commands = f"wms data pull {version} DIR && wms data ingest DIR --correct-masks"
+    assert f"`{commands}`" in kept_out.summary
+    for command in commands.replace("DIR", str(tmp_path / "taken")).split(" && "):
+        done = cli(*command.split()[1:])
+        assert done.exit_code == 0, done.output
+    assert json.loads((project_dir / "data" / "dataset.json").read_text())["version"] == version

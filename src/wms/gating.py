@@ -131,11 +131,12 @@ def left_out(project: Project, run: PipelineRun) -> str:
     version = run.outputs.get("dataset_version") or "VERSION"
     new = run.outputs.get("new_pairs")
     pairs = f"{new} new pair(s)" if new is not None else "new pairs"
+    ingest = "wms data ingest DIR"
     if run.outputs.get("corrected"):
         pairs += f" and {len(run.outputs['corrected'])} corrected mask(s)"
+        ingest += " --correct-masks"  # without it the ingest refuses a stored photo with another mask
     pointer = project.settings.data.pointer.as_posix()
     return (
         f"its {pairs} stay out of main's dataset, so later batches train without them; to take them "
-        f"in anyway, on main: `wms data pull {version} DIR && wms data ingest DIR`, then commit and "
-        f"push {pointer}"
+        f"in anyway, on main: `wms data pull {version} DIR && {ingest}`, then commit and push {pointer}"
     )
