@@ -420,3 +420,44 @@ def test_photos_already_in_the_dataset_are_not_suggested_again(
     chosen = {p.stem for p in (out / "images").iterdir()}
     assert chosen and all(name.startswith("synth_s6_") for name in chosen), chosen
     assert "passed over 6 photo(s) already labelled" in result.output
+
+
+def test_the_clusters_inbox_on_s3_gives_a_labelling_batch(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    exported_model: Path,
+    tmp_path: Path,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chart's pods capture into s3://.../inbox (serve.captureDir); suggest ranks those photos
+    where it had said "copy it here first" and exited, and a bucket it cannot read is one line."""
+    import boto3
+
+    from wms.inbox import copy_inbox
+
+    synthesize(tmp_path / "captured", count=8, size=64, seed=7)
+    s3 = boto3.client("s3")
+    for photo in sorted((tmp_path / "captured" / "images").iterdir()):  # the capture's layout
+        s3.put_object(Bucket=s3_bucket, Key=f"wms/inbox/images/{photo.stem}.jpg", Body=photo.read_bytes())
+        meta = json.dumps({"captured_at": "2026-11-30T10:00:00Z", "model_version": "1"})
+        s3.put_object(Bucket=s3_bucket, Key=f"wms/inbox/meta/{photo.stem}.json", Body=meta.encode())
+        s3.put_object(Bucket=s3_bucket, Key=f"wms/inbox/masks/{photo.stem}.png", Body=b"mask")
+    s3.put_object(Bucket=s3_bucket, Key="wms/inbox/images/half.jpg.tmp", Body=b"being written")
+    url = f"s3://{s3_bucket}/wms/inbox"
+    monkeypatch.setenv("WMS_SERVE__CAPTURE_DIR", url)
+
+    out = tmp_path / "batch"
+    result = cli("data", "suggest", "-n", 3, "--out", out, "--model", exported_model, "--strategy", "top")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert f"8 photo(s) in {url}" in result.output
+    assert len(list((out / "images").iterdir())) == len(list((out / "prelabels").iterdir())) == 3
+    assert json.loads((out / "ranking.json").read_text())["source"] == url
+    done: list[int] = []  # what the progress bar hears: 8 photos and 8 metadata files, no masks
+    copy = copy_inbox(url, tmp_path / "copy", progress=done.append, expect=done.append)
+    assert done[0] == 16 and sum(done[1:]) == 16 and not (copy / "masks").exists()
+
+    monkeypatch.setenv("WMS_SERVE__CAPTURE_DIR", f"s3://{s3_bucket}-missing/wms/inbox")
+    missing = cli("data", "suggest", "-n", 3, "--out", tmp_path / "no", "--model", exported_model)
+    assert missing.exit_code == 2 and "cannot read the capture inbox" in missing.stderr, missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and not (tmp_path / "no").exists()

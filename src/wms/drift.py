@@ -214,10 +214,10 @@ def features_of(
     return values, unreadable
 
 
-def captured_photos(inbox: Path, since: datetime | None) -> tuple[list[Photo], str]:
+def captured_photos(inbox: Path, since: datetime | None, source: str = "") -> tuple[list[Photo], str]:
     """The inbox's photos captured at or after `since` (none in a quiet window), and a line saying
-    what was read."""
-    scan = scan_photos(inbox)
+    what was read (from `source`, where `inbox` is a copy of it)."""
+    scan = scan_photos(inbox, source)
     photos = [p for p in scan.photos if since is None or p.time >= since]
     line = scan.summary()
     if since is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,10 +53,11 @@ class Scan:
     photos: list[Photo]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     without_meta: int = 0
+    source: str = ""  # where the photos came from, when `folder` is a copy (an s3:// inbox)
 
     def summary(self) -> str:
         """e.g. '12 photos in .wms/inbox (3 files skipped: 2 not a photo, 1 unreadable)'."""
-        text = f"{len(self.photos)} photo(s) in {self.folder}"
+        text = f"{len(self.photos)} photo(s) in {self.source or self.folder}"
         if self.skipped:
             reasons: dict[str, int] = {}
             for _, why in self.skipped:
@@ -86,11 +88,12 @@ def _meta(path: Path) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def scan_photos(folder: Path) -> Scan:
+def scan_photos(folder: Path, source: str = "") -> Scan:
     """The photos directly in `folder` (or in its images/: the capture inbox, a dataset), by name.
 
     Hidden files, pre-label masks and metadata files are not photos; anything else that is
-    not a photo by its suffix is skipped and counted. Pixels are not decoded here.
+    not a photo by its suffix is skipped and counted. Pixels are not decoded here. `source`
+    names where a copied folder came from (an s3:// inbox), for the summary.
     """
     if not folder.is_dir():
         what = "is a file" if folder.exists() else "does not exist"
@@ -100,7 +103,7 @@ def scan_photos(folder: Path) -> Scan:
     if not has_photos and (folder / "images").is_dir():  # a README beside images/ is no photo
         folder, meta_dir = folder / "images", folder / "meta"  # the capture's layout, a dataset's
         files = _files(folder)
-    scan = Scan(folder, [])
+    scan = Scan(folder, [], source=source)
     metadata = {p.stem for p in _files(meta_dir) if p.suffix == ".json"} if meta_dir.is_dir() else set()
     photo_stems = {p.stem for p in files if p.suffix.lower() in PHOTO_SUFFIXES}
     for path in files:
@@ -133,24 +136,43 @@ def local_inbox(capture_dir: str, root: Path) -> Path:
     return path
 
 
-def copy_inbox(url: str, dest: Path) -> Path:
+def copy_inbox(
+    url: str,
+    dest: Path,
+    progress: Callable[[int], None] | None = None,
+    expect: Callable[[int], None] | None = None,
+) -> Path:
     """A copy in `dest` of the photos and metadata of the capture inbox at `url` (s3://...).
 
-    The pre-label masks stay behind; so do files still being written (`.tmp`). An inbox that
+    The pre-label masks stay behind (`wms data suggest` draws its own with the model it is
+    given; `wms monitor drift` reads none); so do files still being written (`.tmp`). The files
+    come down concurrently; `expect` hears how many, `progress` each one done. An inbox that
     holds nothing yet gives an empty copy (no photos: a quiet window), one that cannot be read
     (no credentials, no access, no s3fs) one line saying so.
     """
     import fsspec
+    from fsspec.callbacks import Callback
+
+    class Counted(Callback):
+        def relative_update(self, inc: int = 1) -> None:  # once per file fetched
+            if progress is not None:
+                progress(inc)
 
     try:
         fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
         root = root.rstrip("/")
+        remote, local = [], []
         for kind in ("images", "meta"):
             (dest / kind).mkdir(parents=True, exist_ok=True)
             for path in fs.find(f"{root}/{kind}"):  # [] where nothing was captured; no bucket raises
                 name = path.rsplit("/", 1)[-1]
                 if not name.endswith(".tmp") and not name.startswith("."):
-                    fs.get_file(path, str(dest / kind / name))
+                    remote.append(path)
+                    local.append(str(dest / kind / name))
+        if expect is not None:
+            expect(len(remote))
+        if remote:
+            fs.get(remote, local, callback=Counted())
     except ImportError as exc:
         raise UsageError(f"serve.capture_dir {url} needs {exc.name}: pip install 'wms[s3]'") from None
     except Exception as exc:  # botocore's and s3fs's errors: no credentials, access denied, no bucket

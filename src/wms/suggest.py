@@ -235,7 +235,7 @@ def write_batch(
     selection: Selection,
     out: Path,
     model_version: str,
-    source: Path,
+    source: str,
     image_url: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
@@ -274,7 +274,7 @@ def write_batch(
         _write_csv(staging / "ranking.csv", rows)
         report = {
             "model_version": model_version,
-            "source": str(source),
+            "source": source,
             "chosen": [
                 {**row, "assessment": c.uncertainty} for row, c in zip(rows, selection.chosen, strict=True)
             ],

@@ -170,6 +170,23 @@ def progress_bar(description: str, total: int | None) -> Iterator[Advance]:
         yield Advance(bar, bar.add_task(description, total=total))
 
 
+def capture_inbox(ctx: typer.Context, project: Project) -> tuple[Path, str]:
+    """The capture inbox (serve.capture_dir) as a local folder, and where it came from ("" when
+    it is that folder itself). An s3:// inbox, where the chart's pods capture, is copied (photos
+    and metadata) to a temporary folder that lasts as long as the command."""
+    import tempfile
+
+    from wms.inbox import copy_inbox, local_inbox
+
+    capture_dir = project.settings.serve.capture_dir
+    if not capture_dir.startswith("s3://"):
+        return local_inbox(capture_dir, project.root), ""
+    copy = Path(ctx.with_resource(tempfile.TemporaryDirectory(prefix="wms-inbox-")))
+    with progress_bar(f"copying {capture_dir}", None) as advance:
+        copy_inbox(capture_dir, copy, progress=advance, expect=advance.expect)
+    return copy, capture_dir
+
+
 class TrainProgress:
     """Shows training as a progress bar per epoch and one line per finished epoch."""
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from wms.acquisition import DEFAULT_MIN_DISTANCE, STRATEGIES
-from wms.cli._common import console, on_interrupt, progress_bar, state, styled
+from wms.cli._common import capture_inbox, console, on_interrupt, progress_bar, state, styled
 from wms.data.manifest import folded
 
 if TYPE_CHECKING:
@@ -22,7 +22,9 @@ def suggest(
     count: int = typer.Option(..., "--count", "-n", help="How many photos to choose."),
     out: Path = typer.Option(..., "--out", "-o", help="New folder for the labelling batch."),
     source: str = typer.Option(
-        "inbox", "--from", help="`inbox` (the capture inbox, serve.capture_dir) or a folder of photos."
+        "inbox",
+        "--from",
+        help="`inbox` (the capture inbox, serve.capture_dir; s3:// is copied) or a folder of photos.",
     ),
     model: str = typer.Option("production", "--model", "-m", help="Alias, version number or model folder."),
     min_distance: int = typer.Option(
@@ -61,7 +63,7 @@ def suggest(
     """
     from wms.acquisition import select
     from wms.errors import RegistryError, UsageError
-    from wms.inbox import local_inbox, scan_photos
+    from wms.inbox import scan_photos
     from wms.serve.fetch import load_model
     from wms.suggest import score_photos, undecided, write_batch
     from wms.uncertainty import UNSURE_HIGH
@@ -84,16 +86,16 @@ def suggest(
     on_interrupt(
         ctx, f"suggest stopped; nothing was written to {out} (a batch appears only whole); run it again"
     )
-    capture_dir = project.settings.serve.capture_dir
-    folder = local_inbox(capture_dir, project.root) if source == "inbox" else Path(source)
-    scan = scan_photos(folder)
+    folder, copied_from = capture_inbox(ctx, project) if source == "inbox" else (Path(source), "")
+    scan = scan_photos(folder, copied_from)
+    where = copied_from or scan.folder
     if not scan.photos:
         raise UsageError(f"nothing to suggest: {scan.summary()}")
     labelled, version = _labelled_ids(project)
     fresh = [p for p in scan.photos if folded(p.name) not in labelled]
     if not fresh:
         raise UsageError(
-            f"nothing to suggest: the {len(scan.photos)} photo(s) in {scan.folder} are all pairs of dataset "
+            f"nothing to suggest: the {len(scan.photos)} photo(s) in {where} are all pairs of dataset "
             f"version {version} already; move labelled photos out of it"
         )
     try:
@@ -104,7 +106,7 @@ def suggest(
     with progress_bar(f"scoring with model {served.version}", len(fresh)) as advance:
         ranked, unreadable = score_photos(served.segmenter, fresh, advance)
     if not ranked:
-        raise UsageError(f"none of the {len(fresh)} photo(s) in {scan.folder} could be decoded")
+        raise UsageError(f"none of the {len(fresh)} photo(s) in {where} could be decoded")
     selection = select(ranked, count, min_distance, strategy)
     extra = {
         "strategy": strategy,
@@ -113,7 +115,7 @@ def suggest(
         "skipped_files": [str(path.name) for path, _ in scan.skipped],
         "min_distance": min_distance,
     }
-    write_batch(served.segmenter, selection, out, served.version, scan.folder, image_url, extra)
+    write_batch(served.segmenter, selection, out, served.version, str(where), image_url, extra)
 
     console.print(
         scan.summary() + (f"; {len(unreadable)} could not be decoded" if unreadable else ""),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from wms.cli._common import WmsGroup, console, progress_bar, state, styled
+from wms.cli._common import WmsGroup, capture_inbox, console, progress_bar, state, styled
 
 app = typer.Typer(
     cls=WmsGroup,
@@ -58,7 +57,7 @@ def drift(
     )
     from wms.drift_report import write_report
     from wms.errors import RegistryError, UsageError
-    from wms.inbox import copy_inbox, local_inbox, parse_time
+    from wms.inbox import parse_time
     from wms.serve.fetch import load_model
 
     project = state(ctx).project()
@@ -78,12 +77,8 @@ def drift(
     target = out or project.path(cfg.report_dir)
     if target.exists() and not target.is_dir():
         raise UsageError(f"--out {target} is a file; name a folder (it is created if missing)")
-    capture_dir = project.settings.serve.capture_dir
-    if source is None and capture_dir.startswith("s3://"):  # the cluster's inbox (the chart's captureDir)
-        copy = Path(ctx.with_resource(tempfile.TemporaryDirectory(prefix="wms-inbox-")))
-        source = copy_inbox(capture_dir, copy)
-    inbox = source or local_inbox(capture_dir, project.root)
-    photos, captured_line = captured_photos(inbox, when)
+    inbox, copied_from = (source, "") if source is not None else capture_inbox(ctx, project)
+    photos, captured_line = captured_photos(inbox, when, copied_from)
     try:
         served = load_model(project, model)
     except RegistryError as exc:
