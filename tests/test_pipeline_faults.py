@@ -21,7 +21,7 @@ from tests.conftest import TINY_SETTINGS, Ec2Box, Quiet
 from wms.config import load_settings, parse_overrides
 from wms.data.lease import lease
 from wms.data.store import open_store
-from wms.errors import BackendError, UsageError
+from wms.errors import BackendError, ConfigError, UsageError
 from wms.guards import Interrupted
 from wms.pipeline import STAGES, InjectedFault, Pipeline, PipelineRun
 from wms.registry import MlflowRegistry
@@ -108,6 +108,27 @@ def test_sigterm_at_a_stage_releases_the_instance_and_restores_the_handler(
     record = last_record(shared_project)
     assert record["failed_stage"] == "gate"
     assert "interrupted by SIGTERM" in {s["name"]: s for s in record["stages"]}["gate"]["error"]
+
+
+@pytest.mark.parametrize("setting", ["train.image_size=30", "train.devices=2"])
+def test_train_settings_that_cannot_train_stop_the_run_before_the_instance_starts(
+    setting: str,
+    shared_project: Path,
+    ec2_box: Ec2Box,
+    make_batch: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found at the train stage, they cost an instance start and left a failed run; now nothing starts."""
+    runs = shared_project / ".wms" / "runs"
+    before = set(runs.iterdir()) if runs.is_dir() else set()
+    runner = pipeline(shared_project, ec2_box, setting)
+    starts: list[object] = []
+    start = runner.compute.start
+    monkeypatch.setattr(runner.compute, "start", lambda *a, **kw: starts.append(a) or start(*a, **kw))
+    with pytest.raises(ConfigError, match=setting.split("=")[0]):
+        runner.run(make_batch("b", count=30, seed=33))
+    assert starts == [] and ec2_box.state() == "stopped"
+    assert runner.last_run is None and (set(runs.iterdir()) if runs.is_dir() else set()) == before
 
 
 def test_a_finished_or_unknown_run_cannot_be_resumed(

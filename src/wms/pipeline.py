@@ -71,7 +71,7 @@ from wms.runs import (
     save_trained,
 )
 from wms.train.progress import TrainReporter
-from wms.train.run import train_and_log
+from wms.train.run import check_train_settings, train_and_log
 from wms.vcs import runner_probe_for
 from wms.vcs.mainline import MainLine
 
@@ -163,6 +163,8 @@ class Pipeline:
     ) -> PipelineRun:
         """Under the store's lock: a batch finished meanwhile is not run again, and a resumed run
         goes on only while its batch is still its own and unfinished (UsageError otherwise)."""
+        if "train" not in keep:  # an image size the network cannot take: before a run or compute starts
+            check_train_settings(self.project.settings.train)
         if self.remote_training:
             from wms.remote.entry import check_remote_settings
 

@@ -157,3 +157,19 @@ def test_a_batch_rejected_by_validation_names_its_files_on_the_summary_page(
     page = summary.read_text()
     assert "| validate | failed |" in page
     assert f"images/again{again.suffix}" in page and "duplicate" in page
+
+
+def test_a_train_setting_the_network_cannot_take_stops_the_run_before_anything_is_recorded(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    """It was found at the train stage, after the merge, validation and the start of compute, and
+    left a failed run and a stored dataset version behind; now it is the line `wms train` gives."""
+    batch = make_batch("b", count=30)
+    ran = cli("--set", "train.image_size=30", "pipeline", "run", "-d", batch)
+    trained = cli("--set", "train.image_size=30", "train", batch)
+    assert ran.exit_code == trained.exit_code == 2
+    line = "error: train.image_size=30 must be divisible by 4 (2**train.depth); use e.g. 28 or 32\n"
+    assert ran.stderr == trained.stderr == line
+    assert "▶" not in ran.stdout  # no stage ran
+    assert not (project_dir / ".wms" / "runs").exists()
+    assert not list((project_dir / ".wms" / "store").glob("versions/*"))

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from wms.config import Project
+from wms.config import Project, TrainSettings
 from wms.data.hashes import sha256_file
 from wms.data.splits import split_pairs
 from wms.errors import ConfigError, DataError
@@ -57,6 +57,18 @@ class _TrackedReporter:
         self.inner.refine_pass_done(done, metrics)
 
 
+def check_train_settings(cfg: TrainSettings, dist: Dist = SINGLE) -> None:
+    """ConfigError when the [train] settings cannot train here: a model that cannot be built, or
+    several devices where one process trains (the pipeline, the remote job). The pipeline asks
+    before it records a run or starts compute, not at its train stage."""
+    if not dist.active and cfg.devices not in (1, "auto"):
+        raise ConfigError(
+            f"train.devices={cfg.devices} runs under torchrun, which `wms train` starts; the pipeline "
+            "and the remote job train in one process: set train.devices = 1 (or auto) there"
+        )
+    check_settings(cfg)
+
+
 def train_and_log(
     project: Project,
     dataset: Path,
@@ -77,12 +89,7 @@ def train_and_log(
     on with such a run: a job resumed from its `checkpoint` keeps its epochs in one run.
     """
     cfg = project.settings.train
-    if not dist.active and cfg.devices not in (1, "auto"):
-        raise ConfigError(
-            f"train.devices={cfg.devices} runs under torchrun, which `wms train` starts; the pipeline "
-            "and the remote job train in one process: set train.devices = 1 (or auto) there"
-        )
-    check_settings(cfg)  # a model that cannot be built leaves no FAILED run behind
+    check_train_settings(cfg, dist)  # a model that cannot be built leaves no FAILED run behind
     splits = split_pairs(project, dataset)
     if not splits["test"]:
         raise DataError(
