@@ -56,6 +56,7 @@ from wms.errors import BackendError, UsageError, WmsError
 from wms.gate import GateDecision
 from wms.gating import gate_candidate, left_out, production_per_main
 from wms.guards import Heartbeat, Interrupted, signals_raise
+from wms.preflight import check_pipeline_settings
 from wms.registry import Registry
 from wms.runs import (
     STAGES,
@@ -71,7 +72,7 @@ from wms.runs import (
     save_trained,
 )
 from wms.train.progress import TrainReporter
-from wms.train.run import check_train_settings, train_and_log
+from wms.train.run import train_and_log
 from wms.vcs import runner_probe_for
 from wms.vcs.mainline import MainLine
 
@@ -163,12 +164,7 @@ class Pipeline:
     ) -> PipelineRun:
         """Under the store's lock: a batch finished meanwhile is not run again, and a resumed run
         goes on only while its batch is still its own and unfinished (UsageError otherwise)."""
-        if "train" not in keep:  # an image size the network cannot take: before a run or compute starts
-            check_train_settings(self.project.settings.train)
-        if self.remote_training:
-            from wms.remote.entry import check_remote_settings
-
-            check_remote_settings(self.project, registry_after_stop=True)  # before anything starts
+        check_pipeline_settings(self.project, keep, self.remote_training)  # before anything starts
         store_cfg = self.project.settings.store
         path = f"{self.store.root}/{LOCK_FILE}"
         with ExitStack() as stack:

@@ -59,3 +59,21 @@ def test_a_rejected_candidate_deploys_nothing(project_dir: Path, make_batch: Cal
     assert not run.promoted
     assert run.stages["deploy"].status == "skipped"
     assert run.stages["deploy"].outcome.startswith("not promoted")
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["deploy.smoke_image='meter.png'"], "deploy.smoke_image 'meter.png' cannot be read"),
+        (["deploy.target='k8s'", "deploy.chart='charts/none'"], "deploy.chart charts/none does not exist"),
+    ],
+)
+def test_a_deploy_setting_it_would_fail_on_stops_the_run_before_anything_is_recorded(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], sets: list[str], message: str
+) -> None:
+    """Found at the deploy stage, after training, promotion and production's move; now at the start."""
+    overrides = [arg for value in ["deploy.in_pipeline=true", *sets] for arg in ("--set", value)]
+    result = cli(*overrides, "pipeline", "run", "--new-data", make_batch())
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "▶" not in result.stdout and not (project_dir / ".wms" / "runs").exists()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from wms.config import Project
-from wms.deploy.base import Deployer, DeployResult, Echo
+from wms.deploy.base import Deployer, DeployResult, Echo, reference_photo
 from wms.deploy.k8s import K8sDeployer
 from wms.deploy.local import LocalDeployer
 from wms.errors import ConfigError
@@ -30,4 +30,14 @@ def make_deployer(project: Project, echo: Echo | None = None, registry: Registry
     return deployer(project, echo or print, registry)
 
 
-__all__ = ["TARGETS", "DeployResult", "Deployer", "make_deployer"]
+def check_deploy_settings(project: Project) -> None:
+    """Refuse the deploy settings a deploy would fail on: a smoke photo that cannot be read and,
+    for k8s, a missing chart, values file, Dockerfile, docker or helm. A pipeline run that deploys
+    (deploy.in_pipeline) asks before it records anything, not at its last stage."""
+    if project.settings.deploy.smoke_image:
+        reference_photo(project)
+    if project.settings.deploy.target == "k8s":
+        K8sDeployer(project, print).check()
+
+
+__all__ = ["TARGETS", "DeployResult", "Deployer", "check_deploy_settings", "make_deployer"]

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from wms.config import Project
-from wms.errors import BackendError, ConfigError
+from wms.errors import BackendError, ConfigError, DataError
 from wms.serve.model import ModelCard, ServedModel, load_folder
 from wms.train.preprocess import open_image
 
@@ -93,7 +93,7 @@ def reference_photo(project: Project) -> tuple[bytes, str]:
     if path:
         try:
             image = open_image(project.path(path))
-        except OSError as exc:
+        except (OSError, DataError) as exc:  # DataError: open_image's, naming the file
             raise ConfigError(
                 f"deploy.smoke_image {path!r} cannot be read ({exc}); point it at a photo"
             ) from None

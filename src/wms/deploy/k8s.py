@@ -110,6 +110,13 @@ class K8sDeployer:
             "--set-string", f"monitoring.expectedModelVersion={expected}",
         ]  # fmt: skip
 
+    def check(self) -> None:
+        """Refuse, before anything runs, what a deploy would stop at: a missing chart, values
+        file or Dockerfile, no docker or helm."""
+        self._check_files()
+        self._tool(self.cfg.docker, "docker")
+        self._tool(self.cfg.helm, "helm")
+
     # -- helpers ---------------------------------------------------------------------------------
     def _check_files(self) -> None:
         for path, setting in ((self.cfg.chart, "chart"), (self.cfg.values_file, "values_file"),

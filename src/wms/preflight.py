@@ -1,0 +1,26 @@
+"""Settings a pipeline stage would fail on, refused before a run is recorded, the store locked or
+compute started: found at the train or deploy stage they cost a GPU start, a failed run, or a
+model in production that nothing serves."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from wms.config import Project
+from wms.deploy import check_deploy_settings
+from wms.train.run import check_train_settings
+
+
+def check_pipeline_settings(project: Project, keep: Collection[str], remote_training: bool) -> None:
+    """ConfigError (or BackendError: a tool missing) for the settings of a stage still to run:
+    [train] unless `keep` has the train stage done, the deploy target where deploy.in_pipeline,
+    and tracking where training goes to the instance."""
+    settings = project.settings
+    if "train" not in keep:
+        check_train_settings(settings.train)
+    if settings.deploy.in_pipeline:
+        check_deploy_settings(project)
+    if remote_training:
+        from wms.remote.entry import check_remote_settings
+
+        check_remote_settings(project, registry_after_stop=True)
