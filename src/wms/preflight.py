@@ -1,5 +1,5 @@
 """Settings a pipeline stage would fail on, refused before a run is recorded, the store locked or
-compute started: found at the train or deploy stage they cost a GPU start, a failed run, or a
+compute started: found at the train, gate or deploy stage they cost a GPU start, a failed run, or a
 model in production that nothing serves."""
 
 from __future__ import annotations
@@ -8,16 +8,23 @@ from collections.abc import Collection
 
 from wms.config import Project
 from wms.deploy import check_deploy_settings
+from wms.errors import ConfigError
 from wms.train.run import check_train_settings
 
 
 def check_pipeline_settings(project: Project, keep: Collection[str], remote_training: bool) -> None:
     """ConfigError (or BackendError: a tool missing) for the settings of a stage still to run:
-    [train] unless `keep` has the train stage done, the deploy target where deploy.in_pipeline,
+    [train] (a model the network cannot build, or no ONNX export for the gate to judge) unless
+    `keep` has the train stage done, the deploy target where deploy.in_pipeline,
     and tracking where training goes to the instance."""
     settings = project.settings
     if "train" not in keep:
         check_train_settings(settings.train)
+        if not settings.train.export_onnx:
+            raise ConfigError(
+                "train.export_onnx = false, but the gate judges the ONNX export the service runs; set "
+                "train.export_onnx = true to run the pipeline"
+            )
     if settings.deploy.in_pipeline:
         check_deploy_settings(project)
     if remote_training:

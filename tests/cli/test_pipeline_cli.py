@@ -173,3 +173,16 @@ def test_a_train_setting_the_network_cannot_take_stops_the_run_before_anything_i
     assert "▶" not in ran.stdout  # no stage ran
     assert not (project_dir / ".wms" / "runs").exists()
     assert not list((project_dir / ".wms" / "store").glob("versions/*"))
+
+
+def test_a_model_without_its_onnx_export_is_refused_before_it_trains(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]
+) -> None:
+    """The gate judges the ONNX export the service runs: with train.export_onnx = false the run
+    trained to the end and failed at its gate; now it stops before anything is recorded."""
+    ran = cli(
+        "--set", "train.export_onnx=false", "--set", "train.epochs=0", "pipeline", "run", "-d", make_batch()
+    )
+    assert ran.exit_code == 2, ran.output
+    assert "train.export_onnx = false" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
+    assert "▶" not in ran.stdout and not (project_dir / ".wms" / "runs").exists()
