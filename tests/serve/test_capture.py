@@ -61,7 +61,9 @@ def _post(url: str, data: bytes) -> httpx.Response:
 
 def _app(exported_model: Path, **capture: Any) -> Any:
     real = load_folder(exported_model)
-    settings = ServeSettings(max_concurrency=2, intra_op_threads=1, **capture)
+    # Every photo of a burst is let in (12 at once here, over the default 2 + 8 places): these tests
+    # are about capture's caps; the admission limit has its own tests (test_load.py).
+    settings = ServeSettings(max_concurrency=2, max_queue=32, intra_op_threads=1, **capture)
     return create_app(ServedModel(_PaintedSegmenter(real.segmenter.spec), real.card, real.verified), settings)  # type: ignore[arg-type]
 
 
