@@ -358,22 +358,26 @@ def test_a_first_batch_with_too_few_test_pairs_for_the_gate_is_rejected_before_c
     assert stages["validate"] == "failed" and stages["start_compute"] == "skipped"
 
 
+def _corrected_batch(first_batch: Path, folder: Path) -> Path:
+    """A labeller's fix of one stored pair's mask (synth_s1_00003), sent with the photo as stored."""
+    for kind in ("images", "masks"):
+        (folder / kind).mkdir(parents=True)
+    (folder / "images" / "synth_s1_00003.png").write_bytes(
+        (first_batch / "images" / "synth_s1_00003.png").read_bytes()
+    )
+    (folder / "masks" / "synth_s1_00003.png").write_bytes(
+        (first_batch / "masks" / "synth_s1_00004.png").read_bytes()
+    )
+    return folder
+
+
 def test_a_corrected_mask_of_a_stored_photo_goes_in_and_the_summary_names_it(
     project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path
 ) -> None:
     first_batch = make_batch("b1", count=30, seed=1)
     first, _, _ = run(project_dir, first_batch, "train.epochs=0")
     assert first.promoted, first.summary
-    # A labeller fixes one stored pair's mask and sends it with the photo as stored.
-    fixed = tmp_path / "fixed"
-    for kind in ("images", "masks"):
-        (fixed / kind).mkdir(parents=True)
-    (fixed / "images" / "synth_s1_00003.png").write_bytes(
-        (first_batch / "images" / "synth_s1_00003.png").read_bytes()
-    )
-    (fixed / "masks" / "synth_s1_00003.png").write_bytes(
-        (first_batch / "masks" / "synth_s1_00004.png").read_bytes()
-    )
+    fixed = _corrected_batch(first_batch, tmp_path / "fixed")
 
     second, recorder, _ = run(project_dir, fixed, "train.epochs=0")
     assert ("train", "ok") in recorder.done  # trained on the corrected data
@@ -410,15 +414,7 @@ def test_the_way_to_take_in_a_batch_not_promoted_takes_in_its_corrected_masks_to
     batch that corrects stored masks they must correct them, not stop at the ingest's refusal."""
     first_batch = make_batch("b1", count=30, seed=1)
     assert run(project_dir, first_batch, "train.epochs=0")[0].promoted
-    fixed = tmp_path / "fixed"
-    for kind in ("images", "masks"):
-        (fixed / kind).mkdir(parents=True)
-    (fixed / "images" / "synth_s1_00003.png").write_bytes(
-        (first_batch / "images" / "synth_s1_00003.png").read_bytes()
-    )
-    (fixed / "masks" / "synth_s1_00003.png").write_bytes(
-        (first_batch / "masks" / "synth_s1_00004.png").read_bytes()
-    )
+    fixed = _corrected_batch(first_batch, tmp_path / "fixed")
     kept_out, _, _ = run(project_dir, fixed, "train.epochs=0", "gate.min_delta=1")
     assert not kept_out.promoted and "1 corrected mask(s) stay out of main's dataset" in kept_out.summary
     version = kept_out.outputs["dataset_version"]
