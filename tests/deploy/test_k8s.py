@@ -148,6 +148,7 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "k8s DELETE /api/v1/namespaces/model-9",
     ]
     login, build, push, forget, helm = calls[0], calls[1], calls[2], calls[3], calls[8]
+    assert calls[11]["path"].endswith("/proxy/predict?capture=false")  # the smoke photo is never kept
     host = login["args"][-1]
     assert host.endswith(".amazonaws.com") and login["args"][:3] == ["login", "--username", "AWS"]
     image = build["args"][build["args"].index("-t") + 1]

@@ -142,6 +142,25 @@ def test_a_version_that_fails_the_smoke_check_never_takes_traffic(
     assert alive(before["server"]["pid"])
 
 
+def test_the_smoke_photo_is_never_kept_for_labelling_but_a_users_photo_is(
+    deploy_project: Path, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    toml = deploy_project / "wms.toml"
+    keep_all = f'[serve]\ncapture = "sample"\ncapture_sample_rate = 1.0\ncapture_dir = "{inbox.as_posix()}"\n'
+    toml.write_text(toml.read_text().replace("[serve]\n", keep_all, 1))
+    result = _deployer(deploy_project).deploy("production")
+    assert not inbox.exists()  # every deploy's smoke photo would be first in line for labelling
+
+    users = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(users, "PNG")
+    assert httpx.post(f"{result.url}/predict", files={"file": ("u.png", users.getvalue())}).status_code == 200
+    deadline = time.monotonic() + 30  # kept after the answer is sent
+    while not list(inbox.glob("meta/*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(list(inbox.glob("meta/*.json"))) == 1
+
+
 def test_dry_run_prints_the_plan_and_starts_nothing(served_project: Path, cli: Callable[..., Any]) -> None:
     result = cli("deploy", "--dry-run")
     assert result.exit_code == 0, result.output

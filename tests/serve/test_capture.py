@@ -90,6 +90,21 @@ def test_off_or_a_zero_sample_keeps_nothing(
     assert ServeSettings().capture == "off"
 
 
+def test_a_client_that_says_capture_false_is_never_kept(
+    exported_model: Path, live_server: Callable[[object], Any], tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    app = _app(exported_model, capture="sample", capture_sample_rate=1.0, capture_dir=str(inbox))
+    with live_server(app) as live:
+        for i in range(3):
+            answer = httpx.post(
+                f"{live.url}/predict?capture=false", files={"file": ("p.png", _photo(i))}, timeout=60
+            )
+            assert answer.status_code == 200
+        _post(live.url, _photo(9))  # the control: the same service keeps a photo sent without it
+    assert len(_inbox(inbox)["meta"]) == 1
+
+
 CAPS: dict[str, dict[str, Any]] = {
     "rate": {"capture_per_minute": 4},
     "count": {"capture_max_files": 3},

@@ -87,6 +87,11 @@ def stage_model(registry: Registry, model_ref: str, dst: Path) -> ServedModel:
     return load_folder(folder, card, threads=1)
 
 
+# The smoke check's query: its photo is ours, not a user's, and must never reach the capture
+# inbox, where it would be suggested for labelling and skew the drift report.
+SMOKE_PARAMS = {"capture": "false"}
+
+
 def reference_photo(project: Project) -> tuple[bytes, str]:
     """The smoke check's photo as PNG bytes: deploy.smoke_image, or a synthetic meter."""
     path = project.settings.deploy.smoke_image

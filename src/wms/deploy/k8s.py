@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from wms.config import Project
 from wms.deploy.base import (
+    SMOKE_PARAMS,
     DeployResult,
     Echo,
     agreement,
@@ -326,7 +327,12 @@ class K8sDeployer:
             )
         photo, photo_name = reference_photo(self.project)
         answer = kube.service_proxy(
-            namespace, self.cfg.release, "http", "/predict", files={"file": (photo_name, photo)}
+            namespace,
+            self.cfg.release,
+            "http",
+            "/predict",
+            params=SMOKE_PARAMS,
+            files={"file": (photo_name, photo)},
         )
         score = agreement(answer.content, expected_mask(model, photo))
         check_agreement(score, self.cfg.min_agreement, f"the Service in {namespace}")

@@ -29,6 +29,7 @@ import httpx
 
 from wms.config import Project
 from wms.deploy.base import (
+    SMOKE_PARAMS,
     DeployResult,
     Echo,
     agreement,
@@ -294,7 +295,9 @@ class LocalDeployer:
             self._wait_ready(proc, url, version)
             step(f"started the new server (pid {proc.pid}) on {url}; /ready says version {version}")
             try:
-                answer = httpx.post(f"{url}/predict", files={"file": (photo_name, photo)}, timeout=60)
+                answer = httpx.post(
+                    f"{url}/predict", params=SMOKE_PARAMS, files={"file": (photo_name, photo)}, timeout=60
+                )
             except httpx.HTTPError as exc:
                 raise BackendError(f"smoke request to the new server failed: {exc}") from None
             score = agreement(answer.content, expected) if answer.status_code == 200 else 0.0

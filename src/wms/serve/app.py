@@ -318,6 +318,12 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
         format: Literal["png", "json"] = Query(
             "png", description="png: the mask itself; json: mask as base64 plus box and fraction"
         ),
+        keep: bool = Query(
+            True,
+            alias="capture",
+            description="false: never keep this photo for labelling, whatever serve.capture says "
+            "(the deploy's smoke check sends false)",
+        ),
     ) -> Response:
         with metrics.inflight():
             data, summary, uncertainty, image, seconds = await anyio.to_thread.run_sync(
@@ -345,7 +351,7 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
             response = JSONResponse(body, headers=headers)
         else:
             response = Response(summary.png, media_type="image/png", headers=headers)
-        reason = capture.wants(uncertainty)
+        reason = capture.wants(uncertainty) if keep else None
         if reason is not None:  # written after the response is sent, in a worker thread
             item = Captured(data, image, summary.png, uncertainty, summary.foreground_fraction, reason)
             response.background = BackgroundTask(capture.write, item)
