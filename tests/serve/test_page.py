@@ -4,7 +4,9 @@ with the model, how sure it is and the last predictions beside it, laid out with
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,27 @@ def test_the_page_at_1200x900_shows_each_part_apart(
     assert texts["model-version"] == "7" and texts["model-dice"] == "0.863"
     assert texts["latency"].endswith("ms") and float(texts["latency"].split()[0]) > 0
     assert len(thumbs) == 2 and all(t.get_attribute("src").startswith("data:image/jpeg") for t in thumbs)
+
+
+def test_a_person_can_keep_their_photos_out_of_capture(
+    browser: Any, exported_model: Path, live_server: Callable[[object], Any], photo: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    other = tmp_path / "other.png"  # a second photo: the same one twice would be kept once anyway
+    with Image.open(photo) as img:
+        img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    inbox = tmp_path / "inbox"
+    settings = ServeSettings(capture="sample", capture_sample_rate=1.0, capture_dir=str(inbox))
+    with live_server(create_app(load_folder(exported_model), settings)) as live:
+        browser.get(live.url + "/")
+        note = browser.find_element(By.ID, "capture-note")
+        WebDriverWait(browser, 30).until(lambda _: note.is_displayed())
+        assert "may be kept" in note.text
+        browser.find_element(By.ID, "keep-out").click()
+        _segment(browser, photo)
+        browser.find_element(By.ID, "keep-out").click()
+        _segment(browser, other)
+    kept = [json.loads(p.read_text()) for p in inbox.glob("meta/*.json")]  # all written by now
+    assert [meta["upload_sha256"] for meta in kept] == [hashlib.sha256(other.read_bytes()).hexdigest()]
