@@ -1,6 +1,6 @@
 """Prometheus metrics of one server: requests, latency, errors, in-flight work, readiness, the
 model's version and test Dice, how much of each photo the model calls counter window, how
-sure it is of it, and the photos kept for labelling.
+sure it is of it, the photos kept for labelling, and when the server started.
 
 The chart's Grafana dashboard and alert rules (devops/helm/wms-model) query these names;
 tests/deploy/test_monitoring.py checks that every name they use is exported here.
@@ -102,6 +102,11 @@ class Metrics:
             registry=self.registry,
         )
         info.labels(**labels).set(1)
+        # When this server started: the drift alert tells a release deployed after the last
+        # report from a kept older one by it.
+        Gauge(
+            "wms_started_seconds", "When this server started (Unix time)", registry=self.registry
+        ).set_to_current_time()
 
     @staticmethod
     def route(path: str) -> str:
