@@ -91,6 +91,12 @@ def test_node_exporter_reads_the_folder_monitor_drift_writes_to() -> None:
     assert f'monitor.textfile_dir = "{_textfile_dir()}"' in (ROOT / "README.md").read_text()
 
 
+def test_a_deploy_is_not_refused_while_the_operator_is_down() -> None:
+    """The operator's admission webhook sees each PrometheusRule the model chart installs; the
+    chart's policy values are Fail, Ignore and IgnoreOnInstallOnly (Fail on every upgrade)."""
+    assert stack_values()["prometheusOperator"]["admissionWebhooks"]["failurePolicy"] == "Ignore"
+
+
 def test_the_model_charts_monitors_carry_the_label_the_stack_selects() -> None:
     """kube-prometheus-stack's Prometheus selects ServiceMonitors and PrometheusRules labelled
     release=<its release name>, the HelmChart's name, unless the NilUsesHelmValues switches are off."""
