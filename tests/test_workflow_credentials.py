@@ -16,7 +16,10 @@ from typing import Any
 import pytest
 import yaml
 from tests.git_http import serve_git
-from tests.test_workflows import ROOT, WORKFLOWS, load, triggers
+from tests.test_workflows import ROOT, WORKFLOWS, evaluate, load, triggers
+from tests.vcs.test_github import REPO, FakeGitHub, github
+
+__all__ = ["github"]  # the fake GitHub API fixture, used here too
 
 TOKEN = "ghs_jobtoken0123456789"
 
@@ -178,3 +181,144 @@ def test_oidc_credentials_last_as_long_as_the_job_that_holds_them(
                 asked = int(step["with"].get("role-duration-seconds", ONE_HOUR))
                 assert asked >= 60 * int(job["timeout-minutes"]), (name, job_id, asked)
                 assert asked <= role_max_session(terraform, job["environment"]), (name, job_id, asked)
+
+
+# -- the validation comment: posted by a job of its own, which never decodes the branch's files --
+
+COMMENT_TOKEN = "ghs_commenttoken0123"
+
+
+def read_github_output(path: Path) -> dict[str, str]:
+    """$GITHUB_OUTPUT as the runner reads it: `key=value` lines and `key<<DELIMITER` blocks."""
+    values, lines = {}, path.read_text().split("\n")
+    while lines:
+        line = lines.pop(0)
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            key, delimiter = line.split("<<", 1)
+            end = lines.index(delimiter)
+            values[key], lines = "\n".join(lines[:end]), lines[end + 1 :]
+        elif line:
+            key, value = line.split("=", 1)
+            values[key] = value
+    return values
+
+
+def _wms_on_path(folder: Path) -> Path:
+    shim = folder / "wms"
+    shim.parent.mkdir(parents=True, exist_ok=True)
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m wms "$@"\n')
+    shim.chmod(0o755)
+    return folder
+
+
+def run_step(step: dict[str, Any], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A step's script as the runner runs it: bash, with the step's `env` already resolved in `env`."""
+    return subprocess.run(
+        ["bash", "-e", "-c", step["run"]], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_job_that_decodes_the_branchs_images_cannot_write_to_the_repository() -> None:
+    """The validate job held `contents: write` for the one comment it posts on a failure, while it
+    decoded the pushed images: whatever runs in that job could use the token. The comment now has
+    a job of its own, which runs none of the branch's files and gets the report as text."""
+    jobs = load("training-data-pipeline.yaml")["jobs"]
+    assert jobs["validate"]["permissions"] == {"contents": "read"}
+    comment = jobs["comment"]
+    assert comment["needs"] == "validate"
+    assert comment["permissions"] == {"contents": "write"}
+    (checkout,) = [s for s in comment["steps"] if str(s.get("uses", "")).startswith("actions/checkout@")]
+    assert checkout["with"]["ref"] == "${{ github.event.repository.default_branch }}"  # main's code
+    (post,) = [s for s in comment["steps"] if "run" in s]
+    assert "${{" not in post["run"]  # the report reaches the script through its environment only
+    assert post["env"]["REPORT"] == "${{ needs.validate.outputs.report }}"
+    assert not any(s.get("run", "").startswith(("wms vcs take", "wms data")) for s in comment["steps"])
+
+
+def _failed_validation(project: Path, make_batch: Any, tmp_path: Path) -> tuple[dict[str, str], str]:
+    """The validate job's two last steps, run as written on a batch with bad files: its outputs."""
+    import shutil
+
+    from PIL import Image
+
+    batch = make_batch("pushed", count=4)
+    grey = sorted((batch / "masks").iterdir())[0]
+    Image.new("L", (64, 64), 128).save(grey)  # not 0/255
+    odd = "meter `touch x` $(touch pwned)"
+    shutil.copy(sorted((batch / "images").iterdir())[1], batch / "images" / f"{odd}.png")  # no mask
+    shutil.move(batch, project / "incoming")
+    steps = load("training-data-pipeline.yaml")["jobs"]["validate"]["steps"]
+    validate = next(s for s in steps if s.get("id") == "validate")
+    hand_over = next(s for s in steps if s.get("id") == "report")
+    env = {**os.environ, "PATH": f"{_wms_on_path(tmp_path / 'bin')}:/usr/bin:/bin"}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    assert run_step(validate, project, env).returncode == 1
+    output = tmp_path / "validate-output"
+    done = run_step(hand_over, project, {**env, "GITHUB_OUTPUT": str(output)})
+    assert done.returncode == 0, done.stderr
+    return read_github_output(output), odd
+
+
+def _post(project: Path, report: str, fake_url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The comment job's step, run as written with what GitHub would put in its environment."""
+    (post,) = [s for s in load("training-data-pipeline.yaml")["jobs"]["comment"]["steps"] if "run" in s]
+    resolved = {"${{ github.token }}": COMMENT_TOKEN, "${{ needs.validate.outputs.report }}": report}
+    env = {
+        **os.environ,
+        **{k: resolved.get(v, v) for k, v in post["env"].items()},
+        "PATH": f"{_wms_on_path(tmp_path / 'bin')}:/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT / "src"),
+        "GITHUB_SHA": "c" * 40,
+        "GITHUB_REPOSITORY": REPO,
+        "WMS_GIT__API_URL": fake_url,
+    }
+    return run_step(post, project, env)
+
+
+def test_a_failed_validation_is_commented_by_the_comment_job_with_every_file_to_fix(
+    project_dir: Path, make_batch: Any, tmp_path: Path, github: FakeGitHub
+) -> None:
+    outputs, odd = _failed_validation(project_dir, make_batch, tmp_path)
+    condition = load("training-data-pipeline.yaml")["jobs"]["comment"]["if"]
+    assert evaluate(condition, {"failure()": True, "needs.validate.outputs.report": outputs["report"]})
+    assert not evaluate(condition, {"failure()": True, "needs.validate.outputs.report": ""})  # guard refused
+    route = f"POST /repos/{REPO}/commits/{'c' * 40}/comments"
+    github.answer(route, 201, {"html_url": "https://github.com/acme/meters/commit/c#r1"})
+
+    done = _post(project_dir, outputs["report"], github.url, tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    [posted] = github.calls(route)
+    assert posted.headers["Authorization"] == f"Bearer {COMMENT_TOKEN}"
+    body = posted.body["body"]
+    assert body.startswith("### WMS: the new data did not pass validation")
+    assert "non_binary_mask" in body and f"images/{odd}.png" in body  # the name as pushed, never run
+    assert "push to main again" in body
+    assert not (project_dir / "pwned").exists() and not (project_dir / "x").exists()
+
+
+def test_a_long_report_still_reaches_the_comment_job_cut_to_fit(
+    project_dir: Path, tmp_path: Path, github: FakeGitHub
+) -> None:
+    """A job output reaches the comment job's step through its environment, where Linux takes at
+    most 128 KiB per variable: a longer report would stop the step before it starts."""
+    rows = "".join(f"| missing_mask | error | images/zähler-{i:05d}.png | no mask |\n" for i in range(4000))
+    (project_dir / "validation.md").write_text(rows)
+    assert len(rows.encode()) > 128 * 1024
+    (hand_over,) = [
+        s for s in load("training-data-pipeline.yaml")["jobs"]["validate"]["steps"] if s.get("id") == "report"
+    ]
+    env = {**os.environ, "PATH": f"{_wms_on_path(tmp_path / 'bin')}:/usr/bin:/bin"}
+    output = tmp_path / "validate-output"
+    env |= {"PYTHONPATH": str(ROOT / "src"), "GITHUB_OUTPUT": str(output)}
+    assert run_step(hand_over, project_dir, env).returncode == 0
+    report = read_github_output(output)["report"]
+    route = f"POST /repos/{REPO}/commits/{'c' * 40}/comments"
+    github.answer(route, 201, {"html_url": "https://github.com/acme/meters/commit/c#r1"})
+
+    done = _post(project_dir, report, github.url, tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    [posted] = github.calls(route)
+    assert "images/zähler-00000.png" in posted.body["body"]
+    assert "cut to fit" in posted.body["body"] and len(posted.body["body"]) <= 65_536

@@ -67,18 +67,32 @@ def publish(
     write_step_summary(f"### Publish\n\n{outcome.line}\n")
 
 
+# A report handed to another job reaches its step through the environment, where Linux takes at
+# most 128 KiB per variable (past it the step cannot start); a comment shows 65,536 characters.
+HANDED_OVER_BYTES = 60_000
+
+
 @app.command("comment-validation")
 def comment_validation(
     ctx: typer.Context,
     report: Path = typer.Option(..., "--report", help="The validation report (Markdown)."),
     sha: str | None = typer.Option(None, "--sha", help="The commit to comment on (default: HEAD)."),
+    hand_over: bool = typer.Option(
+        False,
+        "--hand-over",
+        help="Post nothing: put the report in $GITHUB_OUTPUT (`report`, cut to fit an environment "
+        "variable), for a later job that holds the write token to post.",
+    ),
 ) -> None:
     """Post a failed validation report: a commit comment (github) or a file in .wms/reports (local)."""
     from wms.report import write_github_output
     from wms.vcs import Git, make_git_host
 
-    project = state(ctx).project()
     body = _read(report, "validation report")
+    if hand_over:
+        write_github_output({"report": _cut(body, HANDED_OVER_BYTES)})
+        return
+    project = state(ctx).project()
     sha = sha or Git(project.root).rev_parse("HEAD")
     incoming = project.settings.data.incoming.as_posix()
     next_step = (
@@ -91,6 +105,14 @@ def comment_validation(
     )
     console.print(f"validation report for {sha[:7]}: {where}", highlight=False, soft_wrap=True)
     write_github_output({"comment": where})
+
+
+def _cut(text: str, limit: int) -> str:
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    kept = encoded[:limit].decode(errors="ignore").rstrip()
+    return kept + "\n\n… (cut to fit; the validate job's summary holds the whole report)\n"
 
 
 @app.command()
