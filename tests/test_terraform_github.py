@@ -90,3 +90,19 @@ def test_the_sweep_role_reaches_the_batch_records_alone(terraform: dict[str, Any
     assert by_sid["ReadWriteBatchRecords"]["resources"] == [f"${{aws_s3_bucket.data.arn}}/{store}/batches/*"]
     policy = terraform["locals"]["github_policies"]["wms-sweep"]
     assert policy == "${data.aws_iam_policy_document.github_sweep.json}"
+
+
+def test_the_readme_says_what_the_roles_and_environments_cannot_tell_apart(terraform: dict[str, Any]) -> None:
+    """The trust matches `sub` alone, which names the environment and not the workflow file: a
+    workflow pushed to a data branch that names wms-production on a GitHub-hosted runner (where no
+    pre-job check runs) gets its role and secrets. The README said only jobs that declare an
+    environment see its secrets and that reviewers are optional, as if naming one were guarded."""
+    (statement,) = terraform["data"]["aws_iam_policy_document.assume_github"]["statement"]
+    checked = {c["variable"].rsplit(":", 1)[1] for c in statement["condition"]}
+    assert checked == {"aud", "sub"}  # AWS checks no other claim of GitHub's token
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "**GitHub-hosted runners check no workflow**" in readme
+    assert "names `environment: wms-production` gets that environment's secrets" in readme
+    assert "never as it is on `main`" in readme  # workflow_ref, job_workflow_ref
+    assert "What protects `wms-production` is therefore one of: required reviewers on it" in readme
+    assert "add required reviewers here unless a ruleset keeps workflow changes off" in readme
