@@ -232,3 +232,14 @@ def test_ci_checks_every_data_pull_request_with_mains_code() -> None:
     [guard] = [s for s in job["steps"] if "guard-branch" in s.get("run", "")]
     assert guard["run"] == 'wms vcs guard-branch --pull-request --sha "$HEAD_SHA"'
     assert guard["env"]["HEAD_SHA"] == "${{ github.event.pull_request.head.sha }}"
+
+
+def test_the_readme_says_what_the_data_pull_request_check_cannot_stop() -> None:
+    """GitHub runs a pull request's checks from the workflow in its merge commit: a commit pushed
+    onto the data branch can rewrite the check that should refuse it, and it passes. The README
+    offered the required check as what keeps code from merging with a promotion."""
+    ci = yaml.safe_load((Path(__file__).resolve().parents[2] / ".github/workflows/ci.yaml").read_text())
+    assert "pull_request_target" not in ci[True]  # the check's workflow is the pull request's own
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert "The check runs the `ci.yaml` of the pull request's own merge commit" in readme
+    assert "what stops such a commit is the ruleset on `.github/workflows/**` above" in readme
