@@ -75,6 +75,28 @@ class BatchLedger:
             # Whole or not at all: a record cut short would read as a batch never run.
             put_file(self.fs, self._path(record["sha"]), (json.dumps(record, indent=1) + "\n").encode())
 
+    def with_status(self, status: str) -> list[dict[str, Any]]:
+        """Every record that says `status`; reads them all (one request each on S3), so call it rarely."""
+        with store_errors(f"read the batch records in {self.root}"):
+            try:
+                paths = [path for path in self.fs.ls(self.root, detail=False) if path.endswith(".json")]
+            except FileNotFoundError:
+                return []
+            texts = self.fs.cat(paths) if paths else {}
+        found = []
+        for text in texts.values():
+            try:
+                record = json.loads(text)
+            except ValueError:
+                continue  # a record cut short reads as a batch never run
+            if (
+                isinstance(record, dict)
+                and record.get("status") == status
+                and SHA.fullmatch(str(record.get("sha")))
+            ):
+                found.append(record)
+        return found
+
     def start(self, branch: str, sha: str, run_id: str) -> dict[str, Any]:
         """Mark the batch as being run by `run_id` (call it while holding the pipeline lock)."""
         old = self.get(sha) or {}

@@ -13,7 +13,9 @@ recorded `published` (its pull request was open when the run ended) whose promot
 `models/production_history.jsonl` now holds was merged since, whatever the merge method (a
 squash leaves no trace of the branch in main's history): its record becomes `promoted` and
 its branch is deleted like the others. A promotion's ledger line names its batch commit, so the
-batches of main's latest promotions are settled too where GitHub deleted the branch on merging.
+batches of main's latest promotions are settled too where GitHub deleted the branch on merging;
+while those latest promotions include lines written before the ledger named batches, every
+`published` record is read and settled by its run id, which both name.
 """
 
 from __future__ import annotations
@@ -157,13 +159,19 @@ class _MainPromotions:
     def __init__(self, project: Project) -> None:
         self.project = project
         self.runs: set[str] | None = None
-        self.batches: list[str] = []  # the batch commits of the latest promotions, as main records them
+        self.moves: list[tuple[str, str]] = []  # who made each promotion on main, and its batch commit or ""
 
     def settle_recent(self, ledger: BatchLedger) -> None:
         """Record `promoted` the batches of main's latest promotions whose record still says `published`."""
         self._read()
-        for sha in self.batches[-self.RECENT :]:
-            self.settle(ledger, sha, ledger.get(sha))
+        recent = self.moves[-self.RECENT :]
+        for _, sha in recent:
+            if sha:
+                self.settle(ledger, sha, ledger.get(sha))
+        if any(not sha and by.startswith(promoted_by("")) for by, sha in recent):
+            # A pipeline promotion older than the ledger's `batch`: its run id finds the batch.
+            for record in ledger.with_status("published"):
+                self.settle(ledger, str(record["sha"]), record)
 
     def settle(
         self, ledger: BatchLedger, sha: str | None, record: dict[str, Any] | None
@@ -189,8 +197,8 @@ class _MainPromotions:
                     continue  # a damaged line is `wms model history`'s to report
                 if isinstance(entry, dict) and entry.get("action") == "promote":
                     self.runs.add(str(entry.get("by")))
-                    if SHA.fullmatch(str(entry.get("batch"))):
-                        self.batches.append(str(entry["batch"]))
+                    batch = str(entry.get("batch"))
+                    self.moves.append((str(entry.get("by")), batch if SHA.fullmatch(batch) else ""))
         return self.runs
 
 

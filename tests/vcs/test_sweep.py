@@ -246,3 +246,26 @@ def test_a_published_batch_whose_branch_github_deleted_on_merging_is_recorded_pr
     assert "every data branch has a finished run" in swept.output
     rec = record(repo, merged)
     assert rec is not None and rec["status"] == "promoted", rec
+
+
+def test_a_published_batch_whose_ledger_line_does_not_name_it_is_recorded_promoted_once_its_branch_is_gone(
+    repo: Repo, cli: Callable[..., Any]
+) -> None:
+    """A promotion written before the ledger named its batch commit: the run id ties them."""
+    repo.write("wms.toml", '[git]\nbase_branch = "main"\nhost = "github"\n')
+    repo.commit("pull requests on GitHub")
+    repo.git("push", "-q", "origin", "main")
+    merged = publish_branch(repo, "data/20260102-030405", "r-1", stem="m001")
+    other = publish_branch(repo, "data/20260102-030406", "r-2", stem="m002")
+    repo.git("checkout", "-q", "origin/data/20260102-030405", "--", "models/production_history.jsonl")
+    repo.commit("data/20260102-030405: model version 1 to production (#7)")
+    # squashed, then deleted by GitHub; the other pull request was closed and its branch deleted too
+    repo.git("push", "-q", "origin", "main", ":data/20260102-030405", ":data/20260102-030406")
+
+    swept = cli("pipeline", "sweep")
+    assert swept.exit_code == 0, swept.output
+    rec = record(repo, merged)
+    assert rec is not None and rec["status"] == "promoted", rec
+    assert rec["summary"] == "promoted version 1; main took its pull request since"
+    rec = record(repo, other)
+    assert rec is not None and rec["status"] == "published"  # main never took it
