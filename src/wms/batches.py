@@ -10,6 +10,9 @@ never started is caught up. Statuses:
     promoted       merged into main: main's dataset.json and production pointer name it
     published      a pull request with the promotion is open (auto-merge); the sweeper records
                    it promoted once main's production ledger holds the promotion
+    closed         its pull request was closed without merging: nothing of it reached main; the
+                   branch stays, and each sweep lists it for a person (reopen the pull request,
+                   or push the pairs again in a new commit)
     not-promoted   the gate kept production; the branch stays for review with its report
     rejected       the data is invalid or conflicts with main, or the branch changes more than
                    data/incoming/ (refused before any run); push a fixed batch
@@ -36,7 +39,7 @@ from wms.vcs.git import Git, GitError
 if TYPE_CHECKING:
     from wms.runs import PipelineRun
 
-FINISHED = ("promoted", "published", "not-promoted", "rejected", "no-new-data")
+FINISHED = ("promoted", "published", "closed", "not-promoted", "rejected", "no-new-data")
 MAX_ATTEMPTS = 3
 SHA = re.compile(r"[0-9a-f]{40}")
 

@@ -15,20 +15,26 @@ squash leaves no trace of the branch in main's history): its record becomes `pro
 its branch is deleted like the others. A promotion's ledger line names its batch commit, so the
 batches of main's latest promotions are settled too where GitHub deleted the branch on merging;
 while those latest promotions include lines written before the ledger named batches, every
-`published` record is read and settled by its run id, which both name.
+`published` record is read and settled by its run id, which both name. A `published` batch
+that main has not taken is asked of the git host: where its pull request was closed without
+merging, it is recorded `closed`, its branch stays (the labeller's work), and every sweep lists
+it among the batches left to a person until the pull request is reopened and merged (then it
+is recorded `promoted`) or the branch deleted.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from wms.batches import MAX_ATTEMPTS, SHA, BatchLedger, gave_up, is_finished
 from wms.config import Project
-from wms.errors import UsageError
+from wms.errors import UsageError, WmsError
 from wms.production import HISTORY_FILE
 from wms.promotion import promoted_by
+from wms.vcs.base import GitHost
 from wms.vcs.git import Git, GitError
 from wms.vcs.guard import check_branch, resolve_base
 from wms.vcs.mainline import MainLine
@@ -77,13 +83,18 @@ def _parse(listing: str, prefix: str) -> dict[str, str]:
 
 
 def pending(
-    project: Project, ledger: BatchLedger, notes: list[str] | None = None, merged: list[str] | None = None
+    project: Project,
+    ledger: BatchLedger,
+    notes: list[str] | None = None,
+    merged: list[str] | None = None,
+    git_host: Callable[[], GitHost] | None = None,
 ) -> list[Pending]:
     """The data branch heads that have no finished run; `notes` collects why others are left alone,
     `merged` the branches whose batch main has taken in (`promoted`), which nothing needs any more.
 
-    A head the branch guard refuses is recorded `rejected` in `ledger` with the refusal, and a
-    `published` batch whose promotion main holds is recorded `promoted`.
+    A head the branch guard refuses is recorded `rejected` in `ledger` with the refusal, a
+    `published` batch whose promotion main holds is recorded `promoted`, and one whose pull
+    request `git_host` (made when first needed) says was closed without merging is recorded `closed`.
     """
     git = Git(project.root)
     cfg = project.settings.git
@@ -92,6 +103,7 @@ def pending(
     base = resolve_base(git, cfg.remote, cfg.base_branch) if branches else ""
     on_main = _MainPromotions(project)
     on_main.settle_recent(ledger)  # also those whose branch is gone (GitHub deletes it on merging)
+    closed = _ClosedPullRequests(git_host, notes)
     for branch, sha in branches.items():
         try:
             title = git.run("log", "-1", "--format=%s", sha)
@@ -102,12 +114,15 @@ def pending(
             batch = _batch_commit(git, sha)
             record = ledger.get(batch) if batch else None
             if batch is None or record is None or is_finished(record):
-                _note_merged(merged, branch, on_main.settle(ledger, batch, record))
+                record = on_main.settle(ledger, batch, record)
+                _note_merged(merged, branch, closed.check(ledger, branch, batch, record))
                 continue  # the pipeline's own commit: the batch is published (or was, before records)
             sha, after = batch, " after pushing its pointer commit"  # its pull request was not opened
         record = ledger.get(sha)
         if is_finished(record):
-            _note_merged(merged, branch, on_main.settle(ledger, sha, record))
+            _note_merged(
+                merged, branch, closed.check(ledger, branch, sha, on_main.settle(ledger, sha, record))
+            )
             continue
         check = check_branch(git, sha, base, project.settings.data.incoming, cfg.remote)
         if not check.ok:
@@ -176,8 +191,9 @@ class _MainPromotions:
     def settle(
         self, ledger: BatchLedger, sha: str | None, record: dict[str, Any] | None
     ) -> dict[str, Any] | None:
-        """`record`, recorded `promoted` first when it says `published` and main took its promotion."""
-        if sha is None or record is None or record.get("status") != "published":
+        """`record`, recorded `promoted` first when it says `published` (or `closed`: its pull request
+        was reopened since) and main took its promotion."""
+        if sha is None or record is None or record.get("status") not in ("published", "closed"):
             return record
         if promoted_by(str(record.get("run_id"))) not in self._read():
             return record  # the pull request is still open (or was closed without merging)
@@ -200,6 +216,50 @@ class _MainPromotions:
                     batch = str(entry.get("batch"))
                     self.moves.append((str(entry.get("by")), batch if SHA.fullmatch(batch) else ""))
         return self.runs
+
+
+class _ClosedPullRequests:
+    """Asks the git host whether the pull request of a `published` batch was closed without merging."""
+
+    def __init__(self, git_host: Callable[[], GitHost] | None, notes: list[str] | None) -> None:
+        self.git_host = git_host
+        self.host: GitHost | None = None
+        self.notes = notes
+
+    def check(
+        self, ledger: BatchLedger, branch: str, sha: str | None, record: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """`record`, recorded `closed` first when it says `published` and its pull request was closed
+        unmerged; a `closed` batch is listed in `notes` with what a person can do."""
+        status = (record or {}).get("status")
+        if sha and record is not None and status == "published" and (url := self._closed(branch)):
+            summary = f"{record.get('summary', '')}; its pull request {url} was closed without merging"
+            ledger.finish(sha, "closed", summary.lstrip("; "), closed=url)
+            record = ledger.get(sha)
+        if record is not None and record.get("status") == "closed" and self.notes is not None:
+            self.notes.append(
+                f"{branch}: closed, not merged — its pull request {record.get('closed', '')} was closed, so "
+                "main has nothing of this batch; reopen the pull request to promote it (the sweep records "
+                "it promoted once main takes it), or push its pairs again in a new commit to train them "
+                "on main as it is now, then delete this branch"
+            )
+        return record
+
+    def _closed(self, branch: str) -> str | None:
+        if self.git_host is None:
+            return None
+        try:
+            if self.host is None:
+                self.host = self.git_host()
+            return self.host.closed_unmerged(branch)
+        except WmsError as exc:  # no token, GitHub down: the batch stays published, asked next time
+            if self.notes is not None:
+                self.notes.append(
+                    f"could not ask the git host whether the pull requests of published batches were closed "
+                    f"(the first, {branch}): {exc}; they stay published, and the next sweep asks again"
+                )
+            self.git_host = None  # once per sweep
+            return None
 
 
 def _batch_commit(git: Git, head: str) -> str | None:

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from tests.vcs.test_github import REPO, FakeGitHub, github
 
 if TYPE_CHECKING:
     from tests.vcs.conftest import Repo
+
+__all__ = ["github"]  # the fake GitHub API fixture, used here too
 
 
 def record(repo: Repo, sha: str) -> dict[str, Any] | None:
@@ -269,3 +272,89 @@ def test_a_published_batch_whose_ledger_line_does_not_name_it_is_recorded_promot
     assert rec["summary"] == "promoted version 1; main took its pull request since"
     rec = record(repo, other)
     assert rec is not None and rec["status"] == "published"  # main never took it
+
+
+def on_github(repo: Repo, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Main's settings name GitHub (the fake API) as the git host; a token in the environment."""
+    repo.write(
+        "wms.toml",
+        f'[git]\nbase_branch = "main"\nhost = "github"\napi_url = "{github.url}"\nrepository = "{REPO}"\n',
+    )
+    repo.commit("pull requests on GitHub")
+    repo.git("push", "-q", "origin", "main")
+    monkeypatch.setenv("WMS_GITHUB_TOKEN", "t0ken")
+
+
+def pull(number: int, state: str, merged_at: str | None = None) -> dict[str, Any]:
+    return {
+        "number": number,
+        "state": state,
+        "merged_at": merged_at,
+        "html_url": f"https://github.com/{REPO}/pull/{number}",
+    }
+
+
+def test_a_published_batch_whose_pull_request_was_closed_unmerged_is_recorded_closed_and_left_to_a_person(
+    repo: Repo, github: FakeGitHub, cli: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_github(repo, github, monkeypatch)
+    closed = publish_branch(repo, "data/20260102-030405", "r-1", stem="m001")
+    waiting = publish_branch(repo, "data/20260102-030406", "r-2", stem="m002")
+    route = f"GET /repos/{REPO}/pulls"  # asked in branch order: the first was closed, the second is open
+    github.answer_in_turn(route, (200, [pull(7, "closed")], {}), (200, [pull(8, "open")], {}))
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+
+    swept = cli("pipeline", "sweep")
+    assert swept.exit_code == 0, swept.output
+    said = " ".join(swept.output.split())
+    line = (
+        f"data/20260102-030405: closed, not merged — its pull request https://github.com/{REPO}/pull/7 was "
+        "closed, so main has nothing of this batch; reopen the pull request to promote it"
+    )
+    assert line in said
+    assert "push its pairs again in a new commit" in said
+    assert "data/20260102-030406" not in said  # its pull request is still open
+    assert f"- {line}" in " ".join(summary.read_text().split())  # on the workflow run's page
+    rec = record(repo, closed)
+    assert rec is not None and rec["status"] == "closed", rec
+    assert (
+        rec["summary"]
+        == f"promoted version 1; its pull request https://github.com/{REPO}/pull/7 was closed without merging"
+    )
+    rec = record(repo, waiting)
+    assert rec is not None and rec["status"] == "published"
+    assert set(repo.remote_branches()) == {"main", "data/20260102-030405", "data/20260102-030406"}
+    asked = github.calls(route)[0].path
+    assert "state=all" in asked and "head=acme%3Adata%2F20260102-030405" in asked
+
+    # Left to a person: every sweep lists it again, without asking GitHub again.
+    again = cli("pipeline", "sweep", "--dry-run")
+    assert "data/20260102-030405: closed, not merged" in again.output
+    assert len(github.calls(route)) == 3  # only the open one, once more
+
+    # Reopened and merged (squashed): main's ledger holds its promotion, and it is promoted like any other.
+    repo.git("checkout", "-q", "origin/data/20260102-030405", "--", "models/production_history.jsonl")
+    repo.commit("data/20260102-030405: model version 1 to production (#7)")
+    repo.git("push", "-q", "origin", "main")
+    swept = cli("pipeline", "sweep")
+    assert "deleted 1 of the data branches merged into main: data/20260102-030405" in swept.output
+    rec = record(repo, closed)
+    assert rec is not None and rec["status"] == "promoted", rec
+
+
+def test_a_sweep_that_cannot_ask_github_leaves_published_batches_published_and_says_so(
+    repo: Repo, github: FakeGitHub, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_github(repo, github, monkeypatch)
+    monkeypatch.delenv("WMS_GITHUB_TOKEN")
+    sha = publish_branch(repo, "data/20260102-030405", "r-1", stem="m001")
+
+    swept = cli("pipeline", "sweep")
+    assert swept.exit_code == 0, swept.output
+    assert "Traceback" not in swept.output
+    said = " ".join(swept.output.split())
+    assert "could not ask the git host whether the pull requests of published batches were closed" in said
+    assert "no GitHub token: set WMS_GITHUB_TOKEN" in said
+    rec = record(repo, sha)
+    assert rec is not None and rec["status"] == "published"

@@ -254,12 +254,15 @@ def sweep(
     3 runs did not finish (failed, or died) is reported, not retried. A data branch whose
     batch is recorded promoted (main has it) is deleted, here and on git.remote; so is one
     recorded published whose promotion main's production ledger now holds (its pull request
-    merged), and its record becomes promoted.
+    merged), and its record becomes promoted. A batch recorded published whose pull request
+    was closed without merging (git.host = github) is recorded closed, and its branch is kept
+    and listed, with what to do, among the batches left to a person.
     """
     from wms.batches import MAX_ATTEMPTS, BatchLedger
     from wms.data.store import open_store
     from wms.errors import WmsError
     from wms.sweep import delete_branches, pending
+    from wms.vcs import make_git_host
     from wms.vcs.guard import BranchRefused, take_incoming
 
     project = state(ctx).project()
@@ -269,7 +272,7 @@ def sweep(
     notes: list[str] = []
     merged: list[str] = []
     ledger = BatchLedger(store.fs, store.root)
-    todo = pending(project, ledger, notes, merged)
+    todo = pending(project, ledger, notes, merged, git_host=lambda: make_git_host(project))
     write_github_output({"pending": str(len(todo))})  # the sweeper workflow starts compute only for work
     if merged:  # main has their batches: nothing reads these branches any more
         problems = [] if dry_run else delete_branches(project, merged)

@@ -33,3 +33,8 @@ class GitHost(Protocol):
     def comment_on_commit(self, sha: str, body: str) -> str:
         """Attach a report to a commit; returns where it can be read."""
         ...
+
+    def closed_unmerged(self, branch: str) -> str | None:
+        """Where `branch`'s latest pull request was closed without merging, its address; else None
+        (open, merged, none at all, or a host that merges at once)."""
+        ...

@@ -162,6 +162,26 @@ class GitHubHost:
         )
         return _pull_request(found[0]) if found else None
 
+    def closed_unmerged(self, branch: str) -> str | None:
+        """The address of `branch`'s newest pull request into the base branch when it was closed
+        without merging; None while it is open, once it merged, or where there is none."""
+        found = self.client.call(
+            lambda: self.client.sdk.rest.pulls.list(
+                self.owner,
+                self.repo,
+                state="all",
+                head=f"{self.owner}:{branch}",
+                base=self.base_branch,
+                sort="created",
+                direction="desc",
+                per_page=1,
+            )
+        )
+        latest = found[0] if found else {}
+        if latest.get("state") != "closed" or latest.get("merged_at"):
+            return None
+        return str(latest.get("html_url") or f"pull request #{latest.get('number')}")
+
     def _merge_now(self, pr: PullRequest, title: str, branch: str, reason: str) -> Published:
         rest = self.client.sdk.rest
         try:

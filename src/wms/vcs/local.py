@@ -39,6 +39,9 @@ class LocalHost:
         git.run("branch", "--quiet", "-d", branch)
         return Published(f"merged {branch} into {self.base_branch} ({git.short()})", merged=True)
 
+    def closed_unmerged(self, branch: str) -> str | None:
+        return None  # publish merges at once or fails: nothing waits here to be closed
+
     def comment_on_commit(self, sha: str, body: str) -> str:
         self.reports_dir.mkdir(parents=True, exist_ok=True)
         path = self.reports_dir / f"commit-{sha[:12]}.md"
