@@ -19,7 +19,8 @@ while those latest promotions include lines written before the ledger named batc
 that main has not taken is asked of the git host: where its pull request was closed without
 merging, it is recorded `closed`, its branch stays (the labeller's work), and every sweep lists
 it among the batches left to a person until the pull request is reopened and merged (then it
-is recorded `promoted`) or the branch deleted.
+is recorded `promoted`) or the branch deleted. One whose pull request is open but cannot merge
+(main changed the same pointer files since: another batch's promotion merged first) is listed too.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from wms.config import Project
 from wms.errors import UsageError, WmsError
 from wms.production import HISTORY_FILE
 from wms.promotion import promoted_by
-from wms.vcs.base import GitHost
+from wms.vcs.base import GitHost, PullRequestState
 from wms.vcs.git import Git, GitError
 from wms.vcs.guard import check_branch, resolve_base
 from wms.vcs.mainline import MainLine
@@ -219,7 +220,8 @@ class _MainPromotions:
 
 
 class _ClosedPullRequests:
-    """Asks the git host whether the pull request of a `published` batch was closed without merging."""
+    """Asks the git host where the pull request of a `published` batch stands: closed without merging,
+    or open but unable to merge."""
 
     def __init__(self, git_host: Callable[[], GitHost] | None, notes: list[str] | None) -> None:
         self.git_host = git_host
@@ -230,32 +232,42 @@ class _ClosedPullRequests:
         self, ledger: BatchLedger, branch: str, sha: str | None, record: dict[str, Any] | None
     ) -> dict[str, Any] | None:
         """`record`, recorded `closed` first when it says `published` and its pull request was closed
-        unmerged; a `closed` batch is listed in `notes` with what a person can do."""
-        status = (record or {}).get("status")
-        if sha and record is not None and status == "published" and (url := self._closed(branch)):
-            summary = f"{record.get('summary', '')}; its pull request {url} was closed without merging"
-            ledger.finish(sha, "closed", summary.lstrip("; "), closed=url)
+        unmerged; a `closed` batch, or one whose pull request cannot merge, is listed in `notes`
+        with what a person can do."""
+        pr = self._ask(branch) if sha and (record or {}).get("status") == "published" else None
+        if sha and record is not None and pr is not None and pr.state == "closed":
+            summary = f"{record.get('summary', '')}; its pull request {pr.url} was closed without merging"
+            ledger.finish(sha, "closed", summary.lstrip("; "), closed=pr.url)
             record = ledger.get(sha)
-        if record is not None and record.get("status") == "closed" and self.notes is not None:
+        if self.notes is None or record is None:
+            return record
+        if record.get("status") == "closed":
             self.notes.append(
                 f"{branch}: closed, not merged — its pull request {record.get('closed', '')} was closed, so "
                 "main has nothing of this batch; reopen the pull request to promote it (the sweep records "
                 "it promoted once main takes it), or push its pairs again in a new commit to train them "
                 "on main as it is now, then delete this branch"
             )
+        elif pr is not None and pr.state == "conflicts":
+            self.notes.append(
+                f"{branch}: published, but its pull request {pr.url} cannot merge — main changed the same "
+                "files since (another promotion reached main first), and auto-merge waits for good; close "
+                "it (the batch is then recorded closed) and push its pairs again in a new commit to train "
+                "them on main as it is now"
+            )
         return record
 
-    def _closed(self, branch: str) -> str | None:
+    def _ask(self, branch: str) -> PullRequestState | None:
         if self.git_host is None:
             return None
         try:
             if self.host is None:
                 self.host = self.git_host()
-            return self.host.closed_unmerged(branch)
+            return self.host.pull_request_state(branch)
         except WmsError as exc:  # no token, GitHub down: the batch stays published, asked next time
             if self.notes is not None:
                 self.notes.append(
-                    f"could not ask the git host whether the pull requests of published batches were closed "
+                    f"could not ask the git host where the pull requests of published batches stand "
                     f"(the first, {branch}): {exc}; they stay published, and the next sweep asks again"
                 )
             self.git_host = None  # once per sweep

@@ -302,6 +302,7 @@ def test_a_published_batch_whose_pull_request_was_closed_unmerged_is_recorded_cl
     waiting = publish_branch(repo, "data/20260102-030406", "r-2", stem="m002")
     route = f"GET /repos/{REPO}/pulls"  # asked in branch order: the first was closed, the second is open
     github.answer_in_turn(route, (200, [pull(7, "closed")], {}), (200, [pull(8, "open")], {}))
+    github.answer(f"{route}/8", 200, pull(8, "open") | {"mergeable": None})  # GitHub still works it out
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
 
@@ -354,7 +355,33 @@ def test_a_sweep_that_cannot_ask_github_leaves_published_batches_published_and_s
     assert swept.exit_code == 0, swept.output
     assert "Traceback" not in swept.output
     said = " ".join(swept.output.split())
-    assert "could not ask the git host whether the pull requests of published batches were closed" in said
+    assert "could not ask the git host where the pull requests of published batches stand" in said
     assert "no GitHub token: set WMS_GITHUB_TOKEN" in said
     rec = record(repo, sha)
     assert rec is not None and rec["status"] == "published"
+
+
+def test_a_published_batch_whose_pull_request_conflicts_with_main_is_left_to_a_person(
+    repo: Repo, github: FakeGitHub, cli: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batches published before either merged: once one is in main, the other's pointer files
+    conflict with main's, and GitHub keeps its pull request open, unable to merge, telling no one."""
+    on_github(repo, github, monkeypatch)
+    sha = publish_branch(repo, "data/20260102-030405", "r-1", stem="m001")
+    github.answer(f"GET /repos/{REPO}/pulls", 200, [pull(9, "open")])
+    github.answer(f"GET /repos/{REPO}/pulls/9", 200, pull(9, "open") | {"mergeable": False})
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+
+    swept = cli("pipeline", "sweep", "--dry-run")
+    assert swept.exit_code == 0, swept.output
+    line = (
+        f"data/20260102-030405: published, but its pull request https://github.com/{REPO}/pull/9 cannot "
+        "merge — main changed the same files since (another promotion reached main first)"
+    )
+    assert line in " ".join(swept.output.split())
+    assert "push its pairs again in a new commit" in " ".join(swept.output.split())
+    assert f"- {line}" in " ".join(summary.read_text().split())
+    rec = record(repo, sha)
+    assert rec is not None and rec["status"] == "published"  # still open: a person decides
+    assert "data/20260102-030405" in repo.remote_branches()

@@ -256,7 +256,8 @@ def sweep(
     recorded published whose promotion main's production ledger now holds (its pull request
     merged), and its record becomes promoted. A batch recorded published whose pull request
     was closed without merging (git.host = github) is recorded closed, and its branch is kept
-    and listed, with what to do, among the batches left to a person.
+    and listed, with what to do, among the batches left to a person; so is one whose pull
+    request is open but cannot merge (another promotion reached main first).
     """
     from wms.batches import MAX_ATTEMPTS, BatchLedger
     from wms.data.store import open_store

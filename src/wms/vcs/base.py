@@ -21,6 +21,15 @@ class Published:
         return self.line
 
 
+@dataclass(frozen=True)
+class PullRequestState:
+    """A data branch's latest pull request: its address, and `open`, `conflicts` (open, but it cannot
+    merge: the base branch changed the same lines since), `merged` or `closed` (without merging)."""
+
+    url: str
+    state: str
+
+
 class GitHost(Protocol):
     """Brings a data branch into the base branch and posts reports; `local` or `github`."""
 
@@ -34,7 +43,6 @@ class GitHost(Protocol):
         """Attach a report to a commit; returns where it can be read."""
         ...
 
-    def closed_unmerged(self, branch: str) -> str | None:
-        """Where `branch`'s latest pull request was closed without merging, its address; else None
-        (open, merged, none at all, or a host that merges at once)."""
+    def pull_request_state(self, branch: str) -> PullRequestState | None:
+        """Where `branch`'s latest pull request stands; None where there is none (or all merge at once)."""
         ...

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from githubkit.utils import UNSET
 
 from wms.errors import ConfigError
-from wms.vcs.base import Published
+from wms.vcs.base import Published, PullRequestState
 from wms.vcs.git import Git, GitError
 from wms.vcs.github_client import GitHubClient, GitHubError
 
@@ -162,11 +162,16 @@ class GitHubHost:
         )
         return _pull_request(found[0]) if found else None
 
-    def closed_unmerged(self, branch: str) -> str | None:
-        """The address of `branch`'s newest pull request into the base branch when it was closed
-        without merging; None while it is open, once it merged, or where there is none."""
+    def pull_request_state(self, branch: str) -> PullRequestState | None:
+        """Where `branch`'s newest pull request into the base branch stands; None where there is none.
+
+        An open one `conflicts` where GitHub has found it cannot merge (`mergeable` false: the
+        base branch changed the same lines since, such as another batch's promotion); GitHub
+        says nothing about that to anyone, and auto-merge waits for good.
+        """
+        rest = self.client.sdk.rest
         found = self.client.call(
-            lambda: self.client.sdk.rest.pulls.list(
+            lambda: rest.pulls.list(
                 self.owner,
                 self.repo,
                 state="all",
@@ -177,10 +182,16 @@ class GitHubHost:
                 per_page=1,
             )
         )
-        latest = found[0] if found else {}
-        if latest.get("state") != "closed" or latest.get("merged_at"):
+        if not found:
             return None
-        return str(latest.get("html_url") or f"pull request #{latest.get('number')}")
+        latest = found[0]
+        url = str(latest.get("html_url") or f"pull request #{latest.get('number')}")
+        if latest.get("state") == "closed":
+            return PullRequestState(url, "merged" if latest.get("merged_at") else "closed")
+        number = int(latest["number"])
+        # only the single pull request carries `mergeable`: null while GitHub still works it out
+        detail = self.client.call(lambda: rest.pulls.get(self.owner, self.repo, number))
+        return PullRequestState(url, "conflicts" if detail.get("mergeable") is False else "open")
 
     def _merge_now(self, pr: PullRequest, title: str, branch: str, reason: str) -> Published:
         rest = self.client.sdk.rest

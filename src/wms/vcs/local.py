@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wms.errors import BackendError
-from wms.vcs.base import Published
+from wms.vcs.base import Published, PullRequestState
 from wms.vcs.git import Git
 
 
@@ -39,8 +39,8 @@ class LocalHost:
         git.run("branch", "--quiet", "-d", branch)
         return Published(f"merged {branch} into {self.base_branch} ({git.short()})", merged=True)
 
-    def closed_unmerged(self, branch: str) -> str | None:
-        return None  # publish merges at once or fails: nothing waits here to be closed
+    def pull_request_state(self, branch: str) -> PullRequestState | None:
+        return None  # publish merges at once or fails: nothing waits here for a merge
 
     def comment_on_commit(self, sha: str, body: str) -> str:
         self.reports_dir.mkdir(parents=True, exist_ok=True)
