@@ -404,6 +404,40 @@ def test_the_bootstrap_runs_at_every_boot(boots: dict[str, Boot]) -> None:
         assert "Type=oneshot" in unit and "WantedBy=multi-user.target" in unit, name
         assert "ExecStart=/usr/local/lib/wms/bootstrap.sh" in unit, name
         assert ["systemctl", "enable", "wms-bootstrap.service"] in boot.config["runcmd"], name
+        # cloud-init writes the files on the first boot only: each boot writes them again from
+        # the user data as it is now, so a changed script reaches a machine that exists, and
+        # reloads systemd for a changed unit, before the bootstrap runs ("-": a failure keeps
+        # the files there and the bootstrap still runs).
+        commands = [line.split("=", 1) for line in unit.splitlines() if line.startswith("ExecStart")]
+        assert commands == [
+            ["ExecStartPre", "-/usr/bin/cloud-init single --name write_files --frequency always"],
+            ["ExecStartPre", "-/bin/systemctl daemon-reload"],
+            ["ExecStart", "/usr/local/lib/wms/bootstrap.sh"],
+        ], name
+
+
+@pytest.mark.skipif(
+    shutil.which("cloud-init") is None, reason="cloud-init not on PATH; `make validators` installs it"
+)
+def test_cloud_init_can_write_the_files_again_at_every_boot() -> None:
+    """The command the bootstrap unit runs first is one cloud-init's CLI takes (the module and
+    the frequency), and EC2's data source has no cached-instance check, so cloud-init reads the
+    user data afresh at each boot and `single` writes the files of the current one."""
+    cloud_init = Path(str(shutil.which("cloud-init")))
+    usage = subprocess.run(
+        [cloud_init, "single", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--frequency {instance,always,once}" in usage
+    python = cloud_init.read_text().splitlines()[0].removeprefix("#!").split()  # cloud-init's own Python
+    check = (
+        "from cloudinit.config import cc_write_files\n"
+        "from cloudinit.sources import DataSource\n"
+        "from cloudinit.sources.DataSourceEc2 import DataSourceEc2\n"
+        "assert cc_write_files.meta['id'] == 'cc_write_files'\n"
+        "assert DataSourceEc2.check_instance_id is DataSource.check_instance_id\n"  # never trusts its cache
+    )
+    result = subprocess.run([*python, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_user_data_fits_in_what_ec2_accepts(boots: dict[str, Boot]) -> None:
