@@ -346,11 +346,13 @@ class Pipeline:
         base = pointed_version(main.dataset_pointer(), where, self.store, settings.store.url)
         run.outputs["base_version"] = base
         run.outputs["base_from"] = main.where
+        batch = run.outputs.get("batch")
+        cut = main.dataset_version_at_fork(batch["sha"]) if batch else None
         with self.stage(run, "merge") as st:
             if settings.data.auto_prepare:
                 new_data = prepare_incoming(new_data, run.run_dir / "prepared", settings.data.size)
             # Conflicts stop here, writing nothing; orphans and non-images go on to validation's report.
-            plan = self.store.plan(new_data, base, for_validation=True, correct=True)
+            plan = self.store.plan(new_data, base, for_validation=True, correct=True, cut=cut)
             dataset = merge_into(self.store, self.work_dir, base, plan)
             fixed = f"{len(plan.corrected)} mask(s) corrected, " if plan.corrected else ""
             st.outcome = (

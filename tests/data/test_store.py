@@ -101,6 +101,52 @@ def test_a_stored_photo_with_another_mask_corrects_that_mask_in_its_split(
     assert store.ingest(fixed, result.version, correct=True).no_change  # sent again: nothing to correct
 
 
+def test_a_folder_from_an_older_version_does_not_undo_a_mask_corrected_since(
+    store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A labeller's folder pulled from v1 (or a batch left in data/incoming since v1) still holds
+    a pair whose mask another labeller corrected in v2: sent as a correction, it would put the
+    old mask back. It is refused, naming the pair, and nothing is written."""
+    a = make_batch("a", count=4, seed=1)
+    v1 = store.ingest(a, None).version
+    older, fixed, pid = tmp_path / "older", tmp_path / "fixed", "synth_s1_00000"
+    store.pull(v1, older)
+    copy_pair(a, pid, fixed, pid)
+    (fixed / "masks" / f"{pid}.png").write_bytes((a / "masks" / "synth_s1_00001.png").read_bytes())
+    v2 = store.ingest(fixed, v1, correct=True).version  # labeller B's fix
+    copy_pair(make_batch("b", count=1, seed=2), "synth_s2_00000", older, "synth_s2_00000")  # and a new pair
+
+    with pytest.raises(ConflictError) as refused:
+        store.ingest(older, v2, correct=True)
+    message = str(refused.value)
+    assert f"version {v2} has corrected since: {pid} (its mask is the one version {v1} held)" in message
+    assert f"wms data pull {v2} DIR" in message and "nothing was written" in message
+    assert [v.id for v in store.versions()] == [v1, v2]
+    assert store.manifest(v2)["pairs"][pid]["mask"]["sha256"] == sha(fixed / "masks" / f"{pid}.png")
+
+
+def test_a_fix_made_on_the_version_a_branch_left_main_at_is_refused_once_main_corrected_it(
+    store: DatasetStore, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Labellers A and B both fix one mask from v1; B's fix is in v2 first. A's batch, cut at v1,
+    would replace B's fix unseen: refused. A fix made on v2 (or from a base no one knows) is taken."""
+    a = make_batch("a", count=4, seed=1)
+    v1 = store.ingest(a, None).version
+    pid = "synth_s1_00000"
+    fix_b, fix_a = tmp_path / "b", tmp_path / "a_fix"
+    for folder, other in ((fix_b, "synth_s1_00001"), (fix_a, "synth_s1_00002")):
+        copy_pair(a, pid, folder, pid)
+        (folder / "masks" / f"{pid}.png").write_bytes((a / "masks" / f"{other}.png").read_bytes())
+    v2 = store.ingest(fix_b, v1, correct=True).version
+
+    with pytest.raises(
+        ConflictError, match=rf"{pid} \(corrected since version {v1}, where this batch left main\)"
+    ):
+        store.plan(fix_a, v2, correct=True, cut=v1)
+    assert store.plan(fix_a, v2, correct=True, cut=v2).corrected == [pid]
+    assert store.plan(fix_a, v2, correct=True).corrected == [pid]
+
+
 def copy_pair(source: Path, pair_id: str, folder: Path, new_id: str) -> None:
     """Put pair `pair_id` of `source` into `folder` under another id, as a person copying files would."""
     for kind in ("images", "masks"):

@@ -2,7 +2,8 @@
 
 The batch's pairs are hashed and given their stable split, then checked against the base
 version: names unsafe as paths, ids already stored with other content (a conflict), ids that
-differ only in letter case, and, for a plain ingest, a photo already stored under another id.
+differ only in letter case, for a plain ingest a photo already stored under another id, and
+corrections of masks that were themselves corrected since (wms.data.corrections).
 `DatasetStore.plan` and `DatasetStore.ingest` use it; nothing here writes.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wms.data.corrections import check_corrections
 from wms.data.hashes import content_version, sha256_file
 from wms.data.manifest import corrected_masks, entry_problem, folded
 from wms.data.pairs import Pair, find_pairs
@@ -40,7 +42,12 @@ class IngestPlan:
 
 
 def plan_ingest(
-    store: DatasetStore, folder: Path, base: str | None, for_validation: bool = False, correct: bool = False
+    store: DatasetStore,
+    folder: Path,
+    base: str | None,
+    for_validation: bool = False,
+    correct: bool = False,
+    cut: str | None = None,
 ) -> IngestPlan:
     """What ingesting `folder` onto `base` would add; writes nothing. BatchError when `folder`
     cannot be ingested (no pairs, orphans, unsafe names, a conflict with `base`).
@@ -48,7 +55,9 @@ def plan_ingest(
     `for_validation`: the pipeline's merge, which validation checks next; files without a
     partner, and images that cannot be read, go on to its report instead of stopping here.
     `correct`: a stored photo, byte for byte, under its id with another mask replaces that mask
-    (a conflict otherwise: a folder pulled from an older version would undo corrections since).
+    (a conflict otherwise: a folder pulled from an older version would undo corrections since),
+    unless that mask was itself corrected since the batch's copy was made (`cut`: the version the
+    batch was cut from, when known; see wms.data.corrections).
     """
     try:
         scan = find_pairs(folder)
@@ -63,13 +72,16 @@ def plan_ingest(
         )
     if not scan.pairs and not orphans:
         raise BatchError(f"no image/mask pairs in {folder}; put them in its images/ and masks/")
-    old = store.manifest(base)["pairs"] if base else {}
+    manifest = store.manifest(base) if base else None
+    old = manifest["pairs"] if manifest else {}
     entries = {p.id: _entry(p, store.fractions, for_validation) for p in scan.pairs}
     unsafe = next(((i, why) for i, e in entries.items() if (why := entry_problem(i, e))), None)
     if unsafe:
         pid, why = unsafe
         raise BatchError(f"pair {pid!r} in {folder} {why}; rename its files — nothing was written")
     corrected = corrected_masks(old, entries, base, correct)
+    if manifest:
+        check_corrections(store, manifest, entries, corrected, cut)
     added = sorted(set(entries) - set(old))
     fresh = {i: entries[i] for i in added}
     twin = _first_clash(old, fresh, lambda i, _: folded(i))

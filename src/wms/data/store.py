@@ -204,11 +204,16 @@ class DatasetStore:
 
     # -- writing --------------------------------------------------------------------------
     def plan(
-        self, folder: Path, base: str | None, for_validation: bool = False, correct: bool = False
+        self,
+        folder: Path,
+        base: str | None,
+        for_validation: bool = False,
+        correct: bool = False,
+        cut: str | None = None,
     ) -> IngestPlan:
         """What ingesting `folder` onto `base` would add; writes nothing (see
-        wms.data.plan.plan_ingest for what stops it, `for_validation` and `correct`)."""
-        return plan_ingest(self, folder, base, for_validation, correct)
+        wms.data.plan.plan_ingest for what stops it, `for_validation`, `correct` and `cut`)."""
+        return plan_ingest(self, folder, base, for_validation, correct, cut)
 
     def ingest(
         self,

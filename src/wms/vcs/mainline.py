@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wms.config import Project
+from wms.errors import DataError
 from wms.vcs.git import Git, GitError
 
 
@@ -85,6 +86,24 @@ class MainLine:
         if text is None:
             return None
         return parse_pointer(text, f"{path} on main ({self.where})", "fix it on main")
+
+    def dataset_version_at_fork(self, sha: str) -> str | None:
+        """The dataset version main's `data/dataset.json` named where commit `sha` (a data
+        branch's) left main: their merge-base. None when that cannot be known: outside git, a
+        commit this repository lacks, no pointer there yet, or one that cannot be read."""
+        from wms.data.pointer import parse_pointer
+
+        if self.top is None:
+            return None
+        fork = self.git.run("merge-base", self.ref or "HEAD", sha, check=False)
+        path = self.project.path(self.project.settings.data.pointer)
+        spec = f"{fork}:{self.relative(path)}"
+        if not fork or not self.git.ok("cat-file", "-e", spec):
+            return None
+        try:
+            return str(parse_pointer(self.git.run("show", spec), spec, "")["version"])
+        except DataError:
+            return None  # the version the batch came from is unknown; it is held to the other rule
 
     def production_version(self) -> str | None:
         """The version main's models/production_current.json names; None before the first promotion.
