@@ -11,6 +11,7 @@ from rich.table import Table
 
 from wms.cli._common import console, dataset_folder, on_interrupt, progress_bar, state
 from wms.config import Project
+from wms.data.corrections import replaced_masks
 from wms.data.manifest import check_version_id
 from wms.data.pointer import pointed_version, read_pointer
 from wms.data.store import DatasetStore, open_store
@@ -72,8 +73,9 @@ def ingest(
 
 
 def _base_version(project: Project, store: DatasetStore, pointer_path: Path) -> str | None:
-    """The version data/dataset.json here names, once it holds every pair main's does: a checkout
-    behind main (or on an old branch) would build a version without the batches promoted since."""
+    """The version data/dataset.json here names, once it holds every pair main's does and none of
+    the masks main has corrected since: a checkout behind main (or on an old branch) would build a
+    version without the batches and corrections promoted since."""
     from wms.vcs.mainline import MainLine
 
     pointer = str(project.settings.data.pointer)
@@ -82,12 +84,18 @@ def _base_version(project: Project, store: DatasetStore, pointer_path: Path) -> 
     on_main = main.dataset_pointer()
     if on_main is None or on_main["version"] == version:
         return version
-    ours = set(store.manifest(version)["pairs"]) if version else set()
-    missing = set(store.manifest(on_main["version"])["pairs"]) - ours
-    if missing:
+    ours = store.manifest(version)["pairs"] if version else {}
+    theirs = store.manifest(on_main["version"])
+    missing = set(theirs["pairs"]) - set(ours)
+    masks = {i: e["mask"]["sha256"] for i, e in ours.items() if i in theirs["pairs"]}
+    other = {i: m for i, m in masks.items() if m != theirs["pairs"][i]["mask"]["sha256"]}
+    older = sorted(replaced_masks(store, theirs, other))  # masks main has corrected since
+    if missing or older:
+        lacks = [f"{len(missing)} pair(s)"] if missing else []
+        lacks += [f"the corrected masks of {len(older)} ({', '.join(older[:5])})"] if older else []
         raise UsageError(
             f"{project.settings.data.pointer} here names {version or 'no version'}, which lacks "
-            f"{len(missing)} pair(s) of main's version {on_main['version']} ({main.where}): a version "
+            f"{' and '.join(lacks)} of main's version {on_main['version']} ({main.where}): a version "
             "built on it would leave out the batches promoted since; update this checkout from main "
             f"(git pull), or pass --base {on_main['version']} — nothing was written"
         )

@@ -41,13 +41,12 @@ def check_corrections(
     if not corrected:
         return
     version = base["version"]
-    earlier = _earlier_masks(store, base, corrected)
+    replaced = replaced_masks(store, base, {pid: _mask(batch[pid]) for pid in corrected})
     at_cut = _pairs_of(store, cut) if cut and cut != version else {}
     stale = []
     for pid in corrected:
-        held_in = earlier[pid].get(batch[pid]["mask"]["sha256"])
-        if held_in:
-            stale.append(f"{pid} (its mask is the one version {held_in} held)")
+        if pid in replaced:
+            stale.append(f"{pid} (its mask is the one version {replaced[pid]} held)")
         elif pid in at_cut and _mask(at_cut[pid]) != _mask(base["pairs"][pid]):
             stale.append(f"{pid} (corrected since version {cut}, where this batch left main)")
     if stale:
@@ -60,13 +59,13 @@ def check_corrections(
         )
 
 
-def _earlier_masks(store: DatasetStore, base: dict[str, Any], ids: list[str]) -> dict[str, dict[str, str]]:
-    """For each of `ids`: the masks it held in the versions before `base` other than its mask
-    in `base`, each with the latest version that held it. Walks the parents until every id is
-    followed back to the version that added it (or the history ends)."""
-    now = {pid: _mask(base["pairs"][pid]) for pid in ids}
-    found: dict[str, dict[str, str]] = {pid: {} for pid in ids}
-    following, seen, parent = set(ids), {base["version"]}, base.get("parent")
+def replaced_masks(store: DatasetStore, base: dict[str, Any], masks: dict[str, str]) -> dict[str, str]:
+    """Of `masks` (pair id -> mask sha256, ids `base` holds with another mask): those that the
+    pair held in an earlier version of `base`'s line and that were replaced since, each with the
+    latest version that held it. Walks `base`'s parents until every id is followed back to the
+    version that added it (or the history ends)."""
+    found: dict[str, str] = {}
+    following, seen, parent = set(masks), {base["version"]}, base.get("parent")
     while following and parent and parent not in seen:
         seen.add(parent)
         try:
@@ -75,10 +74,10 @@ def _earlier_masks(store: DatasetStore, base: dict[str, Any], ids: list[str]) ->
             break  # the versions before it are gone from the store: nothing older to compare with
         for pid in sorted(following):
             entry = manifest["pairs"].get(pid)
-            if entry is None:
-                following.discard(pid)  # added after this version
-            elif _mask(entry) != now[pid]:
-                found[pid].setdefault(_mask(entry), parent)
+            if entry is None or _mask(entry) == masks[pid]:
+                following.discard(pid)  # added after this version, or found
+                if entry is not None:
+                    found[pid] = parent
         parent = manifest.get("parent")
     return found
 
