@@ -349,7 +349,9 @@ def _mlflow_rules() -> dict[str, Any]:
     return dict(stack_values()["additionalPrometheusRulesMap"]["mlflow"])
 
 
-def test_promtool_says_wms_mlflow_down_fires_when_mlflow_stops_answering(tmp_path: Path) -> None:
+def test_promtool_says_the_mlflow_alerts_fire_when_mlflow_stops_answering_or_its_backup_fails(
+    tmp_path: Path,
+) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package prometheus; make validators)")
@@ -368,5 +370,14 @@ def test_promtool_says_wms_mlflow_down_fires_when_mlflow_stops_answering(tmp_pat
         timeout=60,
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    (rule,) = [r for group in _mlflow_rules()["groups"] for r in group["rules"]]
-    assert rule["alert"] == "WmsMlflowDown" and 'absent(up{job="mlflow"})' in rule["expr"]
+    rules = {r["alert"]: r for group in _mlflow_rules()["groups"] for r in group["rules"]}
+    assert 'absent(up{job="mlflow"})' in rules["WmsMlflowDown"]["expr"]
+    # mlflow-backup.service records each run's outcome as this gauge (mlflow-backup.sh --record).
+    assert rules["WmsMlflowBackupFailed"]["expr"] == "wms_mlflow_backup_ok == 0"
+    unit = MLFLOW.read_text()
+    assert "ExecStopPost=+/usr/local/lib/wms/mlflow-backup.sh --record" in unit
+    assert re.search(
+        r"^\s+dir=\$\{TEXTFILE_DIR:-" + re.escape(_textfile_dir()) + "}$",
+        (MLFLOW.parent / "mlflow-backup.sh").read_text(),
+        re.M,
+    )

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import _free_port, wait_until_ready
 from tests.test_registry import logged_run
 
@@ -439,3 +440,54 @@ def test_mlflow_backup_copies_every_change_within_the_hour_and_nothing_when_quie
     assert uploads() == 2
     with sqlite3.connect(tmp_path / "bucket" / "mlflow.db") as copy:
         assert copy.execute("SELECT max(version) FROM model_versions").fetchone() == (2,)
+
+
+def test_a_database_deleted_under_the_running_server_fails_the_backup_loudly_and_pages(
+    tmp_path: Path,
+) -> None:
+    """A database deleted under the running server: its writes fail from then on (SQLite refuses
+    them), and what it registered since the last backup lives only in the deleted file it holds
+    until it restarts. An hourly "nothing to back up" hid that until a restart lost it."""
+    _need("sqlite3")
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as connection:
+        connection.execute("CREATE TABLE model_versions (name TEXT, version INTEGER)")
+        connection.execute("INSERT INTO model_versions VALUES ('wms-model', 1)")
+    assert _mlflow_script(tmp_path, "mlflow-backup.sh", db).returncode == 0
+    server = sqlite3.connect(db)  # the server's open database, which someone then deletes
+    try:
+        with server:
+            server.execute("INSERT INTO model_versions VALUES ('wms-model', 2)")  # promoted since
+        db.unlink()
+
+        lost = _mlflow_script(tmp_path, "mlflow-backup.sh", db)
+        assert lost.returncode == 1
+        assert f"THE MLFLOW DATABASE IS LOST: {db}" in lost.stderr
+        assert "nothing to back up" not in lost.stdout
+        # The line names the deleted file the server still holds, and how to save it.
+        rescue = lost.stderr.split("save it with ")[1].split(" (README")[0]
+        rescued = subprocess.run(rescue.removeprefix("sudo "), shell=True, capture_output=True, timeout=60)
+        assert rescued.returncode == 0, rescued.stderr
+        with sqlite3.connect(f"{db}.rescued") as copy:
+            assert copy.execute("SELECT max(version) FROM model_versions").fetchone() == (2,)
+    finally:
+        server.close()
+
+    # mlflow-backup.service's ExecStopPost turns the failed run into the gauge the alert reads.
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    for result, ok in (("exit-code", 0.0), ("success", 1.0)):
+        recorded = subprocess.run(
+            ["bash", str(SCRIPTS / "mlflow-backup.sh"), "--record"],
+            env={"PATH": os.environ["PATH"], "SERVICE_RESULT": result, "TEXTFILE_DIR": str(textfile)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert recorded.returncode == 0, recorded.stderr
+        gauges = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families((textfile / "wms_mlflow_backup.prom").read_text())
+            for sample in family.samples
+        }
+        assert gauges["wms_mlflow_backup_ok"] == ok, result

@@ -89,6 +89,8 @@ Type=oneshot
 User=mlflow
 EnvironmentFile=/etc/wms/bootstrap.env
 ExecStart=/usr/local/lib/wms/mlflow-backup.sh
+# As root ("+"): how the run ended, for node-exporter and the alert WmsMlflowBackupFailed.
+ExecStopPost=+/usr/local/lib/wms/mlflow-backup.sh --record
 UNIT
 
 if put_file /etc/systemd/system/mlflow-backup.timer 0644 <<UNIT; then changed=1; fi
