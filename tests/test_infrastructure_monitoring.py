@@ -306,6 +306,34 @@ def test_prometheus_scrapes_mlflow_at_the_nodes_address_and_port(tmp_path: Path)
     assert "--expose-prometheus" in words and exporter in MLFLOW.read_text()  # the version tested here
 
 
+def test_mlflow_answers_the_name_the_runners_use_and_no_look_alike() -> None:
+    """WMS_TRACKING_URI names the Elastic IP's DNS name (Terraform's mlflow_url_internal): MLflow
+    must accept it as a Host header, in every region's form, or every job gets 403."""
+    script = MLFLOW.read_text()
+    block = script[
+        script.index("\nallowed_hosts=") : script.index("\nif put_file /etc/systemd/system/mlflow.service")
+    ]
+    ran = subprocess.run(
+        ["bash", "-c", block + '\necho "$allowed_hosts"'],
+        env={"PATH": os.environ["PATH"], "PUBLIC_IP": "203.0.113.10"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ran.returncode == 0, ran.stderr
+    hosts = ran.stdout.strip().split(",")
+    for host in (
+        "ec2-203-0-113-10.compute-1.amazonaws.com:5000",  # us-east-1
+        "ec2-203-0-113-10.eu-central-1.compute.amazonaws.com:5000",
+        "ec2-203-0-113-10.eu-central-1.compute.amazonaws.com",
+        "203.0.113.10:5000",
+        "172.31.5.9:5000",
+    ):
+        assert is_allowed_host_header(hosts, host), host
+    for host in ("ec2-203-0-113-10.example.com:5000", "ec2-203-0-113-11.compute-1.amazonaws.com:5000"):
+        assert not is_allowed_host_header(hosts, host), host
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("prometheus_flask_exporter") is None,
     reason="prometheus-flask-exporter is not installed (make install-dev installs it)",

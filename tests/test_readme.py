@@ -303,6 +303,12 @@ def test_the_recovery_steps_name_the_backup_and_the_machines_terraform_makes(
     assert "repository_variables" in recovery and {"WMS_TRACKING_URI", "WMS_GPU_HOST"} <= set(
         terraform["output"]["repository_variables"]["value"]
     )
+    # A replaced serving node keeps the name the jobs reach MLflow at: nothing to set again.
+    serving = " ".join(
+        recovery.split("**The serving node is lost or replaced.**")[1].split("\n**")[0].split()
+    )
+    assert "the jobs follow it with nothing to set: `WMS_TRACKING_URI` (`mlflow_url_internal`)" in serving
+    assert "public_dns" in terraform["locals"]["serving_internal_host"]
 
 
 def test_the_workflow_table_names_every_workflow_and_how_it_starts() -> None:

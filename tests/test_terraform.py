@@ -125,6 +125,28 @@ def test_elastic_ips_are_associated_by_layout(terraform: dict[str, Any]) -> None
     assert serving["allocation_id"] == "${aws_eip.serving[0].id}"
 
 
+def test_the_runners_reach_mlflow_at_a_name_that_outlives_the_serving_instance(
+    terraform: dict[str, Any],
+) -> None:
+    """A replaced node has another private address: WMS_TRACKING_URI named the old one, so every
+    job failed to reach MLflow until someone set the variable again. It names the Elastic IP's DNS
+    name, which inside the VPC resolves to the private address of whichever instance holds it."""
+    host = terraform["locals"]["serving_internal_host"]
+    split, single = "try(aws_eip.serving[0].public_dns, null)", "try(aws_eip.instance[0].public_dns, null)"
+    assert host == f"${{local.split ? {split} : {single}}}"
+    outputs = terraform["output"]
+    for uri in (
+        outputs["mlflow_url_internal"]["value"],
+        outputs["repository_variables"]["value"]["WMS_TRACKING_URI"],
+    ):
+        assert uri == "http://${local.serving_internal_host}:${var.mlflow_port}"
+    # Each Elastic IP follows its instance through a replacement.
+    resources = terraform["resource"]
+    assert resources["aws_eip_association.serving"]["instance_id"] == "${aws_instance.serving[0].id}"
+    assert resources["aws_eip_association.instance"]["instance_id"] == "${aws_instance.gpu.id}"
+    assert "private_ip" not in str(terraform["locals"]) + str(outputs["mlflow_url_internal"])
+
+
 def test_ssh_mlflow_and_k3s_are_open_to_the_allowed_cidr_only(terraform: dict[str, Any]) -> None:
     for name in ("instance", "serving"):
         ingress = _ingress_rules(terraform["resource"][f"aws_security_group.{name}"])

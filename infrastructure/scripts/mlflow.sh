@@ -47,10 +47,13 @@ if [ "$migrate" -eq 1 ] && [ -s "$db" ]; then
   changed=1
 fi
 
-# Host headers MLflow answers: its defaults (loopback, private addresses) plus the public one.
+# Host headers MLflow answers: its defaults (loopback, private addresses) plus the public
+# address and its DNS name, ec2-A-B-C-D.<region's domain>.amazonaws.com, which the runners' jobs
+# use (Terraform's mlflow_url_internal: it follows the Elastic IP to a replaced node).
 allowed_hosts="localhost,localhost:*,127.0.0.1,127.0.0.1:*,10.*,172.*,192.168.*"
 if [ -n "${PUBLIC_IP:-}" ]; then
-  allowed_hosts="$allowed_hosts,$PUBLIC_IP,$PUBLIC_IP:*"
+  name="ec2-${PUBLIC_IP//./-}.*.amazonaws.com"
+  allowed_hosts="$allowed_hosts,$PUBLIC_IP,$PUBLIC_IP:*,$name,$name:*"
 fi
 
 if put_file /etc/systemd/system/mlflow.service 0644 <<UNIT; then changed=1; fi

@@ -4,10 +4,14 @@
 
 locals {
   # The machine that serves (k3s, MLflow): the serving node in split, the GPU instance in single.
-  serving_public_ip  = local.split ? try(aws_eip.serving[0].public_ip, null) : try(aws_eip.instance[0].public_ip, null)
-  serving_private_ip = local.split ? try(aws_instance.serving[0].private_ip, null) : aws_instance.gpu.private_ip
-  ssh_key_file       = "~/.ssh/${var.key_name}.pem"
-  capture_dir        = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/inbox"
+  serving_public_ip = local.split ? try(aws_eip.serving[0].public_ip, null) : try(aws_eip.instance[0].public_ip, null)
+  # The Elastic IP's DNS name: inside the VPC it resolves to the private address of the instance
+  # the Elastic IP is on (AWS's split-horizon DNS for public hostnames), so the runners' jobs
+  # reach MLflow over the private network and, since the Elastic IP moves to a replaced
+  # instance, at a name that outlives it; its private address does not.
+  serving_internal_host = local.split ? try(aws_eip.serving[0].public_dns, null) : try(aws_eip.instance[0].public_dns, null)
+  ssh_key_file          = "~/.ssh/${var.key_name}.pem"
+  capture_dir           = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/inbox"
 }
 
 output "layout" {
@@ -41,8 +45,8 @@ output "mlflow_url" {
 }
 
 output "mlflow_url_internal" {
-  description = "MLflow from inside the VPC, for the runners' jobs: the repository variable WMS_TRACKING_URI (in split the GPU reaches the serving node only by its private address); from a laptop in split, compute.remote_tracking_uri."
-  value       = "http://${local.serving_private_ip}:${var.mlflow_port}"
+  description = "MLflow from inside the VPC, for the runners' jobs: the repository variable WMS_TRACKING_URI (in split the GPU reaches the serving node only over the private network: this name resolves to the node's private address there, whichever instance holds the Elastic IP); from a laptop in split, compute.remote_tracking_uri."
+  value       = "http://${local.serving_internal_host}:${var.mlflow_port}"
 }
 
 output "store_url" {
@@ -93,7 +97,7 @@ output "repository_variables" {
   value = {
     WMS_LAYOUT       = var.layout
     WMS_GPU_HOST     = local.split ? aws_instance.gpu.private_ip : ""
-    WMS_TRACKING_URI = "http://${local.serving_private_ip}:${var.mlflow_port}"
+    WMS_TRACKING_URI = "http://${local.serving_internal_host}:${var.mlflow_port}"
     WMS_STORE_URL    = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/store"
     AWS_REGION       = var.region
     # Turns on the daily drift report (drift-report.yaml); empty while capture_inbox is off.
