@@ -184,9 +184,9 @@ def test_a_run_that_lost_the_store_lock_stops_before_it_writes(
     shared_project: Path, ec2_box: Ec2Box, make_batch: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Clocks out of step, or a stall past the lock's TTL: another run may hold the store now."""
-    import wms.pipeline
+    import wms.stage_runner
 
-    monkeypatch.setattr(wms.pipeline, "renew", lambda *_args: False)  # another writer took it
+    monkeypatch.setattr(wms.stage_runner, "renew", lambda *_args: False)  # another writer took it
     monkeypatch.setattr(Pipeline, "_beat_interval", lambda _self: 0.05)
     runner = pipeline(shared_project, ec2_box)
     original = runner._merge_and_validate
