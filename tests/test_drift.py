@@ -220,5 +220,36 @@ def test_the_clusters_inbox_on_s3_is_read_where_the_schedule_runs_it(
 
     monkeypatch.setenv("WMS_SERVE__CAPTURE_DIR", f"s3://{s3_bucket}-missing/wms/inbox")
     missing = cli("monitor", "drift", "--out", tmp_path / "missing")
-    assert missing.exit_code != 0 and "Traceback" not in missing.output + missing.stderr
+    assert missing.exit_code == 2 and "Traceback" not in missing.output + missing.stderr
     assert "cannot read the capture inbox" in missing.output + missing.stderr
+
+
+def test_an_s3_inbox_that_aws_refuses_or_that_does_not_answer_is_a_backend_failure_not_bad_input(
+    cli: Callable[..., Any], project_dir: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wms --help`: exit 2 is what the command was told being wrong (a bucket that does not
+    exist), exit 1 a backend that failed: AccessDenied, or no answer, had exited 2 as well."""
+    import boto3
+    from moto.core.authorization import enable_iam_authentication
+
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key="wms/inbox/images/a.jpg", Body=b"photo")
+    iam = boto3.client("iam")
+    iam.create_user(UserName="no-rights")
+    key = iam.create_access_key(UserName="no-rights")["AccessKey"]  # a user with no policy at all
+    monkeypatch.setenv("WMS_SERVE__CAPTURE_DIR", f"s3://{s3_bucket}/wms/inbox")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    with enable_iam_authentication():
+        denied = cli("monitor", "drift", "--out", project_dir / "denied")
+    assert denied.exit_code == 1, denied.stderr
+    assert denied.stderr.strip().splitlines() == [
+        f"error: could not read the capture inbox s3://{s3_bucket}/wms/inbox (Access Denied); check the AWS "
+        "credentials, that they may list and read that prefix, and that S3 answers"
+    ]
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    unreachable = cli("monitor", "drift", "--out", project_dir / "unreachable")
+    assert unreachable.exit_code == 1, unreachable.stderr
+    assert "Could not connect to the endpoint URL" in unreachable.stderr
+    assert len(unreachable.stderr.strip().splitlines()) == 1

@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from wms.data.backend import store_errors
 from wms.data.pairs import IMAGE_SUFFIXES
-from wms.errors import UsageError
+from wms.errors import BackendError, UsageError
 
 MASK_SUFFIX = ".mask.png"  # the capture's pre-label beside each photo
 PHOTO_SUFFIXES = (*IMAGE_SUFFIXES, ".webp", ".bmp", ".tif", ".tiff")
@@ -148,7 +149,8 @@ def copy_inbox(
     given; `wms monitor drift` reads none); so do files still being written (`.tmp`). The files
     come down concurrently; `expect` hears how many, `progress` each one done. An inbox that
     holds nothing yet gives an empty copy (no photos: a quiet window), one that cannot be read
-    (no credentials, no access, no s3fs) one line saying so.
+    one line saying so: a UsageError where the bucket does not exist (or s3fs is missing), a
+    BackendError where AWS refuses (no credentials, access denied) or does not answer.
     """
     import fsspec
     from fsspec.callbacks import Callback
@@ -159,26 +161,33 @@ def copy_inbox(
                 progress(inc)
 
     try:
-        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
-        root = root.rstrip("/")
-        remote, local = [], []
-        for kind in ("images", "meta"):
-            (dest / kind).mkdir(parents=True, exist_ok=True)
-            for path in fs.find(f"{root}/{kind}"):  # [] where nothing was captured; no bucket raises
-                name = path.rsplit("/", 1)[-1]
-                if not name.endswith(".tmp") and not name.startswith("."):
-                    remote.append(path)
-                    local.append(str(dest / kind / name))
-        if expect is not None:
-            expect(len(remote))
-        if remote:
-            fs.get(remote, local, callback=Counted())
+        # AWS refusing (AccessDenied, no credentials) or not answering is a backend failure (exit 1)
+        with store_errors(
+            f"read the capture inbox {url}",
+            "; check the AWS credentials, that they may list and read that prefix, and that S3 answers",
+        ):
+            fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
+            root = root.rstrip("/")
+            remote, local = [], []
+            for kind in ("images", "meta"):
+                (dest / kind).mkdir(parents=True, exist_ok=True)
+                for path in fs.find(f"{root}/{kind}"):  # [] where nothing was captured; no bucket raises
+                    name = path.rsplit("/", 1)[-1]
+                    if not name.endswith(".tmp") and not name.startswith("."):
+                        remote.append(path)
+                        local.append(str(dest / kind / name))
+            if expect is not None:
+                expect(len(remote))
+            if remote:
+                fs.get(remote, local, callback=Counted())
     except ImportError as exc:
         raise UsageError(f"serve.capture_dir {url} needs {exc.name}: pip install 'wms[s3]'") from None
-    except Exception as exc:  # botocore's and s3fs's errors: no credentials, access denied, no bucket
+    except BackendError:
+        raise
+    except Exception as exc:  # no such bucket, a name S3 refuses: serve.capture_dir is wrong
         raise UsageError(
-            f"cannot read the capture inbox {url}: {exc}; check the AWS credentials and that they may "
-            "list and read that prefix"
+            f"cannot read the capture inbox {url}: {exc}; check that serve.capture_dir names a bucket "
+            "that exists, and the AWS credentials"
         ) from None
     return dest
 
