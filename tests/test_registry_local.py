@@ -56,3 +56,33 @@ def test_a_moved_project_without_its_artifacts_says_why_in_one_line(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the files of run ")
     assert "which is gone" in lines[0] and f"copy the old project's artifacts folder to {moved}" in lines[0]
+
+
+def test_migrate_after_a_move_adds_the_mlmodel_to_the_moved_project_not_to_the_old_folder(
+    project_dir: Path,
+    exported_model: Path,
+    register_model: Callable[..., str],
+    cli: Callable[..., Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    register_model(project_dir, exported_model, mlmodel=False)  # a version from before MLflow models
+    there = tmp_path / "moved"
+    project_dir.rename(there)
+    monkeypatch.chdir(there)
+
+    done = cli("model", "migrate")
+    assert done.exit_code == 0, done.output
+    assert "version 1 " in done.output and "MLmodel added" in done.output, done.output
+    assert "changed 1 of 1 version(s): 1" in done.output
+    downloaded = cli("model", "download", "production", tmp_path / "v1")
+    assert downloaded.exit_code == 0 and (tmp_path / "v1" / "MLmodel").is_file(), downloaded.output
+
+    # A gate report for a run trained before the move (`wms pipeline resume` after it) goes there too.
+    registry = MlflowRegistry(load_settings(start=there))
+    (tmp_path / "gate").mkdir()
+    (tmp_path / "gate" / "gate.md").write_text("| metric |")
+    run_id = registry.get("1").run_id
+    registry.log_to_run(run_id, tmp_path / "gate", "gate", {"wms.gate": "pass"})
+    assert (there / ".wms" / "mlartifacts" / run_id / "artifacts" / "gate" / "gate.md").is_file()
+    assert not project_dir.exists()  # nothing written where the project used to be

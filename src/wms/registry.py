@@ -208,7 +208,10 @@ class MlflowRegistry:
 
     def log_to_run(self, run_id: str, local_dir: Path, artifact_path: str, tags: dict[str, str]) -> None:
         """Add files and tags to a finished run (the gate report goes to the candidate's run)."""
-        self._call("log artifacts", self._client.log_artifacts, run_id, str(local_dir), artifact_path)
+        if (moved := self._moved_run_folder(run_id)) is None:
+            self._call("log artifacts", self._client.log_artifacts, run_id, str(local_dir), artifact_path)
+        else:  # the project moved: MLflow would write into (and re-create) the old folder
+            shutil.copytree(local_dir, moved / artifact_path, dirs_exist_ok=True)
         for key, value in tags.items():
             self._call("set a tag", self._client.set_tag, run_id, key, value)
 
@@ -325,8 +328,11 @@ class MlflowRegistry:
         return done
 
     def _migrate_run(self, run_id: str, dry_run: bool) -> str:
-        listed = self._call("list artifacts", self._client.list_artifacts, run_id, MODEL_ARTIFACT)
-        files = {Path(f.path).name: f for f in listed}
+        if (moved := self._moved_run_folder(run_id)) is not None:  # MLflow would list the old folder
+            files = {p.name: p.stat().st_size for p in (moved / MODEL_ARTIFACT).iterdir() if p.is_file()}
+        else:
+            listed = self._call("list artifacts", self._client.list_artifacts, run_id, MODEL_ARTIFACT)
+            files = {Path(f.path).name: f.file_size or 0 for f in listed if not f.is_dir}
         if MLMODEL in files:
             return "already"
         if ONNX_FILE not in files or SPEC_FILE not in files:
@@ -337,10 +343,8 @@ class MlflowRegistry:
         tags = self._call("read the run", self._client.get_run, run_id).data.tags
         if "wms.onnx_sha256" in tags:
             config["onnx_sha256"] = tags["wms.onnx_sha256"]
-        size = sum(f.file_size or 0 for f in files.values() if not f.is_dir)
-        with pyfunc_files(config, run_id, size) as mlflow_files:
-            logged = (run_id, str(mlflow_files), MODEL_ARTIFACT)
-            self._call("add the MLmodel", self._client.log_artifacts, *logged)
+        with pyfunc_files(config, run_id, sum(files.values())) as mlflow_files:
+            self.log_to_run(run_id, mlflow_files, MODEL_ARTIFACT, {})
         return "added"
 
     def list(self) -> list[ModelRecord]:

@@ -6,7 +6,8 @@ when the experiment is created, mlflow/mlflow#7670; a relative form is an open r
 mlflow/mlflow#3144). A project moved or copied elsewhere keeps its `.wms/mlflow.db` and
 `.wms/mlartifacts/`, but the database still names the old folder. A run's files are
 `<artifact root>/<run id>/artifacts` (MLflow's layout for a SQL store), so they are found
-again under the project's artifact root.
+again under the project's artifact root, and files added to such a run later (a gate report,
+`wms model migrate`'s MLmodel) go there too, not into a re-created old folder.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def moved_run_folder(artifact_uri: str, run_id: str, root: Path) -> Path | None:
     folder that is gone and `root` (the project's artifact root) holds them; None when the
     recorded place holds them, or the URI is not a local folder. RegistryError when neither does."""
     recorded = local_path(artifact_uri)
-    if recorded is None or recorded.exists():
-        return None
     here = root / run_id / ARTIFACTS
+    if recorded is None or recorded.exists() or recorded == here:  # the last: a run with no files yet
+        return None
     if not here.is_dir():
         raise RegistryError(
             f"the files of run {run_id} are recorded at {recorded}, which is gone, and {here} does not "
