@@ -217,6 +217,11 @@ def test_the_clusters_inbox_on_s3_is_read_where_the_schedule_runs_it(
     assert "no drift" in result.output
     report = json.loads((tmp_path / "s3" / "drift.json").read_text())
     assert {f["feature"]: f for f in report["features"]}["brightness"]["captured"]["n"] == 60
+    monkeypatch.delenv("WMS_SERVE__CAPTURE_DIR")
+    named = cli("monitor", "drift", "--from", f"s3://{s3_bucket}/wms/inbox", "--out", tmp_path / "named")
+    assert named.exit_code == 0, named.output + named.stderr  # was: "s3:/... does not exist"
+    report = json.loads((tmp_path / "named" / "drift.json").read_text())
+    assert {f["feature"]: f for f in report["features"]}["brightness"]["captured"]["n"] == 60
 
     monkeypatch.setenv("WMS_SERVE__CAPTURE_DIR", f"s3://{s3_bucket}-missing/wms/inbox")
     missing = cli("monitor", "drift", "--out", tmp_path / "missing")

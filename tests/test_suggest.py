@@ -453,6 +453,12 @@ def test_the_clusters_inbox_on_s3_gives_a_labelling_batch(
     assert f"8 photo(s) in {url}" in result.output
     assert len(list((out / "images").iterdir())) == len(list((out / "prelabels").iterdir())) == 3
     assert json.loads((out / "ranking.json").read_text())["source"] == url
+    monkeypatch.delenv("WMS_SERVE__CAPTURE_DIR")
+    named = cli(
+        "data", "suggest", "-n", 3, "--from", url, "--out", tmp_path / "named", "--model", exported_model
+    )
+    assert named.exit_code == 0, named.output + named.stderr  # was: "s3:/... does not exist"
+    assert json.loads((tmp_path / "named" / "ranking.json").read_text())["source"] == url
     done: list[int] = []  # what the progress bar hears: 8 photos and 8 metadata files, no masks
     copy = copy_inbox(url, tmp_path / "copy", progress=done.append, expect=done.append)
     assert done[0] == 16 and sum(done[1:]) == 16 and not (copy / "masks").exists()

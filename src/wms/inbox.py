@@ -186,8 +186,8 @@ def copy_inbox(
         raise
     except Exception as exc:  # no such bucket, a name S3 refuses: serve.capture_dir is wrong
         raise UsageError(
-            f"cannot read the capture inbox {url}: {exc}; check that serve.capture_dir names a bucket "
-            "that exists, and the AWS credentials"
+            f"cannot read the capture inbox {url}: {exc}; check that the bucket exists "
+            "(serve.capture_dir, or --from), and the AWS credentials"
         ) from None
     return dest
 

@@ -24,7 +24,8 @@ def suggest(
     source: str = typer.Option(
         "inbox",
         "--from",
-        help="`inbox` (the capture inbox, serve.capture_dir; s3:// is copied) or a folder of photos.",
+        help="`inbox` (the capture inbox, serve.capture_dir), a folder of photos, or an s3:// inbox "
+        "(copied).",
     ),
     model: str = typer.Option("production", "--model", "-m", help="Alias, version number or model folder."),
     min_distance: int = typer.Option(
@@ -86,7 +87,10 @@ def suggest(
     on_interrupt(
         ctx, f"suggest stopped; nothing was written to {out} (a batch appears only whole); run it again"
     )
-    folder, copied_from = capture_inbox(ctx, project) if source == "inbox" else (Path(source), "")
+    if source == "inbox" or source.startswith("s3://"):
+        folder, copied_from = capture_inbox(ctx, project, None if source == "inbox" else source)
+    else:
+        folder, copied_from = Path(source), ""
     scan = scan_photos(folder, copied_from)
     where = copied_from or scan.folder
     if not scan.photos:

@@ -28,10 +28,11 @@ def drift(
         "-o",
         help="Folder for report.html, drift.json, wms_drift.prom (default: monitor.report_dir).",
     ),
-    source: Path | None = typer.Option(
+    source: str | None = typer.Option(
         None,
         "--from",
-        help="Folder of captured photos (default: the capture inbox, serve.capture_dir; s3:// is copied).",
+        help="Folder of captured photos, or an s3:// inbox (copied); default: the capture inbox, "
+        "serve.capture_dir.",
     ),
     model: str = typer.Option("production", "--model", "-m", help="Alias, version number or model folder."),
     reference: Path | None = typer.Option(
@@ -77,7 +78,10 @@ def drift(
     target = out or project.path(cfg.report_dir)
     if target.exists() and not target.is_dir():
         raise UsageError(f"--out {target} is a file; name a folder (it is created if missing)")
-    inbox, copied_from = (source, "") if source is not None else capture_inbox(ctx, project)
+    if source is None or source.startswith("s3://"):
+        inbox, copied_from = capture_inbox(ctx, project, source)
+    else:
+        inbox, copied_from = Path(source), ""
     photos, captured_line = captured_photos(inbox, when, copied_from)
     try:
         served = load_model(project, model)
