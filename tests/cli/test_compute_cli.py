@@ -245,3 +245,20 @@ def test_in_the_split_layout_the_summary_does_not_send_people_to_mlflow_on_the_g
     )
     assert outputs(output)["mlflow_url"] == ""  # nothing for a later job to log to on the GPU
     assert f"ubuntu@{ip}" in summary.read_text()  # the address and SSH command stay
+
+
+@pytest.mark.parametrize("on_instance", [True, False])
+def test_ssh_forwards_mlflow_only_where_it_runs_on_the_instance(
+    cli: Callable[..., Any], ec2_project: Ec2Box, monkeypatch: pytest.MonkeyPatch, on_instance: bool
+) -> None:
+    """In split MLflow is on the serving node: `ssh --mlflow` printed a forward of the GPU
+    instance's port 5000, where nothing listens, and the browser at 127.0.0.1:5000 got nothing."""
+    assert cli("compute", "start", "--holder", "me").exit_code == 0
+    monkeypatch.setenv("WMS_COMPUTE__MLFLOW_ON_INSTANCE", str(on_instance).lower())
+    result = cli("compute", "ssh", "--print", "--mlflow")
+    if on_instance:
+        assert result.exit_code == 0 and "-L 5000:127.0.0.1:5000" in result.stdout
+    else:
+        assert result.exit_code == 2 and "-L" not in result.output
+        assert result.output.startswith("error: --mlflow forwards the GPU instance's MLflow")
+        assert "terraform output mlflow_url" in result.output and len(result.output.splitlines()) == 1

@@ -309,7 +309,9 @@ def ssh(
     ctx: typer.Context,
     print_only: bool = typer.Option(False, "--print", help="Only print the command."),
     mlflow: bool = typer.Option(
-        False, "--mlflow", help="Also forward the instance's MLflow (compute.mlflow_port) to this machine."
+        False,
+        "--mlflow",
+        help="Also forward the instance's MLflow (compute.mlflow_port) to this machine (single layout).",
     ),
 ) -> None:
     """Open an SSH session on the running instance (or print the command with --print).
@@ -326,6 +328,11 @@ def ssh(
     cfg = project.settings.compute
     if cfg.backend != "ec2":  # "start it with `wms compute start`" would not help: this machine trains
         raise UsageError('`wms compute ssh` opens a session on the EC2 instance; set compute.backend = "ec2"')
+    if mlflow and not cfg.mlflow_on_instance:  # split: the instance's port would forward nothing
+        raise UsageError(
+            "--mlflow forwards the GPU instance's MLflow, but compute.mlflow_on_instance = false: MLflow "
+            "runs on the serving node; open `terraform output mlflow_url` instead, or drop --mlflow"
+        )
     target = _ssh_target(project, open_compute(project))
     known = (
         f"-o UserKnownHostsFile={shlex.quote(str(target.known_hosts))} -o StrictHostKeyChecking=accept-new "
