@@ -29,6 +29,7 @@ import wms
 from wms.compute.ec2 import Ec2Compute
 from wms.compute.leases import HOLDER_TAG_PREFIX, LEASE_TAG, parse_time
 from wms.config import ComputeSettings, load_settings, parse_overrides
+from wms.deploy.base import DeployResult
 from wms.pipeline import Pipeline, PipelineRun
 from wms.registry import Registry
 
@@ -220,3 +221,32 @@ def test_a_job_on_the_instance_without_a_lease_of_its_run_takes_none(
     (project_dir / "empty-batch").mkdir()
     assert cli("pipeline", "run", "--new-data", project_dir / "empty-batch").exit_code == 1
     assert not [key for key in running_box.tags() if key.startswith(HOLDER_TAG_PREFIX)]
+
+
+def test_a_deploy_on_the_instance_longer_than_its_runs_lease_keeps_the_instance(
+    project_dir: Path, running_box: Ec2Box, monkeypatch: pytest.MonkeyPatch, cli: Callable[..., Any]
+) -> None:
+    """single: release-deploy's deploy job runs `wms deploy` on the GPU instance (the image build,
+    the push, the rollout) under its run's start lease. Nothing renewed that lease, so a deploy
+    that outlived it had the instance stopped under it by the reaper. It now holds the lease while
+    it runs, and leaves one whole lease to the stop job after it."""
+    _on_instance(monkeypatch, running_box, lease_minutes=LEASE_SECONDS / 60)
+    start_job = ComputeSettings(backend="ec2", instance_id=running_box.id, lease_minutes=LEASE_SECONDS / 60)
+    Ec2Compute(start_job, holder="gh-run-77").renew_lease()
+    reaped: list[str] = []
+
+    class SlowDeployer:
+        name = "k8s"
+
+        def deploy(self, model: str) -> DeployResult:
+            time.sleep(2 * LEASE_SECONDS)  # the build and rollout outlive the start's lease
+            reaped.extend(r.detail for r in reaper().reap() if r.instance_id == running_box.id)
+            return DeployResult("k8s", "3", "http://wms.example", 1.0)
+
+    monkeypatch.setattr("wms.deploy.make_deployer", lambda *args, **kwargs: SlowDeployer())
+    result = cli("deploy", "--model", "production")
+    assert result.exit_code == 0, result.output
+    assert running_box.state() == "running", reaped
+    assert len(reaped) == 1 and "left running" in reaped[0]
+    expires = parse_time(running_box.tags()[HOLDER_TAG_PREFIX + "gh-run-77"])
+    assert expires is not None and expires - datetime.now(UTC) > timedelta(seconds=LEASE_SECONDS - 2)

@@ -434,6 +434,56 @@ def test_the_pipeline_holds_a_lease_and_trains_on_the_instance_with_the_gpu_reci
     assert (settings.compute.backend, settings.compute.train_on) == ("ec2", train_on)
 
 
+# The jobs that run on the GPU instance in single: (workflow, job, the step's command).
+ON_THE_INSTANCE = [
+    ("training-data-pipeline.yaml", "train", "wms pipeline run"),
+    ("pipeline-sweeper.yaml", "sweep", "wms pipeline sweep"),
+    ("release-deploy.yaml", "reconcile", "wms model reconcile"),
+    ("deploy-model.yaml", "deploy", "wms deploy"),
+]
+
+
+@pytest.mark.parametrize(("name", "job", "command"), ON_THE_INSTANCE)
+@pytest.mark.parametrize("layout", ["split", "single"])
+def test_every_job_on_the_instance_holds_its_runs_lease(
+    name: str, job: str, command: str, layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """single: release-deploy's reconcile and deploy jobs ran on the GPU instance under their start
+    job's 60-minute lease, never renewed: a deploy (the image build, the push, the rollout) after
+    a wait behind a data pipeline's train job outlived it, and the reaper or the lease guard
+    stopped the instance under it. Every job there now holds its run's lease (compute.train_on =
+    "here", where `wms` renews the lease of its run's holder while it runs)."""
+    spec = for_layout(load(name)["jobs"][job], layout)
+    assert any(command in step.get("run", "") for step in spec["steps"])
+    for key, value in spec["env"].items():
+        if key.startswith("WMS_COMPUTE__") and "${{" not in str(value):
+            monkeypatch.setenv(key, str(value))
+    on_instance = load_settings(start=tmp_path).settings.compute.runs_on_instance
+    assert on_instance == (layout == "single" and "wms-gpu" in spec["runs-on"])
+    assert on_instance == (layout == "single")
+
+
+def test_the_deploys_callers_name_the_instance_their_start_job_leased() -> None:
+    """The deploy job holds its caller's lease on the instance the start job started."""
+    for name in ("training-data-pipeline.yaml", "release-deploy.yaml"):
+        deploy = load(name)["jobs"]["deploy"]
+        assert "start-compute" in _needs(deploy)
+        assert deploy["with"]["instance_id"] == "${{ needs.start-compute.outputs.instance_id }}"
+    env = load("deploy-model.yaml")["jobs"]["deploy"]["env"]
+    assert env["WMS_COMPUTE__INSTANCE_ID"] == "${{ inputs.instance_id }}"
+    reconcile = load("release-deploy.yaml")["jobs"]["reconcile"]["env"]
+    assert reconcile["WMS_COMPUTE__INSTANCE_ID"] == "${{ needs.start-compute.outputs.instance_id }}"
+
+
+def test_the_release_start_lease_covers_a_wait_behind_a_training_job() -> None:
+    """single has one runner: release-deploy's reconcile job may wait for it behind a data
+    pipeline's train job. Its 60-minute start lease ran out meanwhile, and the training run's
+    stop job, the last lease gone, stopped the instance under the release's queued jobs."""
+    train = load("training-data-pipeline.yaml")["jobs"]["train"]
+    start = load("release-deploy.yaml")["jobs"]["start-compute"]
+    assert int(start["with"]["lease_minutes"]) >= int(train["timeout-minutes"])
+
+
 def test_the_data_pipeline_deploys_only_what_main_already_names() -> None:
     jobs = load("training-data-pipeline.yaml")["jobs"]
     deploy = jobs["deploy"]

@@ -20,6 +20,7 @@ import getpass
 import json
 import os
 import socket
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 import typer
@@ -68,6 +69,20 @@ def default_holder() -> str:
 def note(line: str) -> None:
     """Progress lines of long waits, on stderr so --json output stays clean."""
     err_console.print(styled(line, "dim"), highlight=False, soft_wrap=True)
+
+
+def job_lease(project: Project) -> AbstractContextManager[None]:
+    """A workflow job on the instance (compute.train_on = "here": `wms pipeline run`, `wms deploy`,
+    `wms model reconcile`) holds its run's lease while it runs (wms.compute.hold.keep_job_lease),
+    so the reaper and the lease guard leave the instance alone under a job longer than the lease
+    its start job took; elsewhere nothing."""
+    cfg = project.settings.compute
+    if not cfg.runs_on_instance:
+        return nullcontext()
+    from wms.compute import make_compute
+    from wms.compute.hold import keep_job_lease
+
+    return keep_job_lease(make_compute(cfg, notify=note, holder=default_holder()), cfg, note)
 
 
 def open_compute(project: Project, holder: str | None = None) -> Compute:

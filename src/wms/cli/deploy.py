@@ -53,7 +53,10 @@ def deploy(
         else "deploy stopped: older namespaces were left alone, and a release left pending is set right by "
         "the next deploy; run `wms deploy` again",
     )
-    result = deployer.deploy(model)
+    from wms.cli.compute import job_lease
+
+    with job_lease(project):  # single: the image build and the rollout outlive the start's lease
+        result = deployer.deploy(model)
     _echo(result.summary)
     write_github_output({"model_version": result.version, "url": result.url, **result.details})
     write_step_summary(

@@ -206,10 +206,17 @@ def reconcile(
     after a pull request merges, after a rollback commit or its revert. `previous` keeps the
     version production had. With --deploy, the version is also deployed to `deploy.target`.
     """
+    from wms.cli.compute import job_lease
+
+    project = state(ctx).project()
+    with job_lease(project):  # single: its workflow job holds the run's lease on the instance
+        _reconcile(project, deploy)
+
+
+def _reconcile(project: Project, deploy: bool) -> None:
     from wms.production import reconcile as follow_main
     from wms.report import write_github_output, write_step_summary
 
-    project = state(ctx).project()
     registry = MlflowRegistry(project)
     result = follow_main(registry, project.path(project.settings.tracking.pointer_dir))
     console.print(result.summary, highlight=False)

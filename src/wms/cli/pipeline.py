@@ -80,12 +80,9 @@ def run_pipeline(
     On the instance (compute.train_on = "here"), this job keeps the lease its workflow run's
     start job took at one compute.lease_minutes while it lives (wms.compute.hold.keep_job_lease).
     """
-    from wms.cli.compute import default_holder, note
-    from wms.compute import make_compute
-    from wms.compute.hold import keep_job_lease
+    from wms.cli.compute import job_lease
 
-    cfg = project.settings.compute
-    with keep_job_lease(make_compute(cfg, notify=note, holder=default_holder()), cfg, note):
+    with job_lease(project):
         return _run_pipeline(project, new_data, resume, branch, sha, skip_finished, keep_going)
 
 
