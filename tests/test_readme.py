@@ -421,8 +421,9 @@ def test_ec2_host_is_set_only_where_the_gpu_address_stays(terraform: dict[str, A
 
 def test_the_idle_cost_table_follows_the_leases_the_files_set() -> None:
     """What a failure can leave the GPU instance running for: one compute.lease_minutes plus the
-    reaper's period, or the lease guard's grace and period, or the start job's lease; each at the
-    GPU's hourly price. The figures come from the workflows, the guard and wms.toml."""
+    reaper's period, or the lease guard's grace and period, or no lease (the runner's post-job
+    script dropped it) and the guard's period, or the start job's lease; each at the GPU's hourly
+    price. The figures come from the workflows, the guard, the runner and wms.toml."""
     import tomllib
 
     settings = tomllib.loads((ROOT / "src" / "wms" / "wms.toml").read_text())
@@ -441,9 +442,12 @@ def test_the_idle_cost_table_follows_the_leases_the_files_set() -> None:
     (price,) = re.findall(r"GPU instance `g4dn.xlarge`, only while it runs \| \$([0-9.]+)/h", README)
     start = README.index("| what failed | idle at most | cost at most |")
     rows = README[start:].split("\n\n")[0].splitlines()[2:]
+    runner = (ROOT / "infrastructure" / "scripts" / "runner.sh").read_text()
+    assert "ACTIONS_RUNNER_HOOK_JOB_COMPLETED=/usr/local/lib/wms/runner-job-lease.sh" in runner
     expected = [
         [lease, int(period)],
         [lease, int(grace), int(every)],
+        [0, int(every)],  # a job that failed before `wms`: its run's lease is dropped as it ends
         [start_lease("training-data-pipeline.yaml"), int(period)],
         [start_lease("pipeline-sweeper.yaml"), int(period)],
     ]

@@ -11,6 +11,10 @@
 # from SSM as runner-start.sh reads it, needs Contents: read besides Administration: write.
 set -euo pipefail
 
+# Notes this job's run's lease on the instance as the job begins: runner-job-lease.sh, the
+# post-job script, drops it at the job's end if no `wms` of the job renewed it. Never fails.
+"$(dirname "${BASH_SOURCE[0]}")/runner-job-lease.sh" record || true
+
 repo="${RUNNER_API_URL:-https://api.github.com}/repos/${GITHUB_REPOSITORY}"
 sha="${GITHUB_WORKFLOW_SHA:-$GITHUB_SHA}"
 if ! token=$(aws ssm get-parameter --region "$AWS_REGION" --name "$RUNNER_TOKEN_PARAMETER" \

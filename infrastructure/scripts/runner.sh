@@ -31,11 +31,13 @@ fi
 install -d -o "$RUNNER_USER" -g "$RUNNER_USER" /opt/hostedtoolcache
 changed=0
 # Before every job, runner-job-started.sh fails a job whose workflow is not main's (a branch
-# that changed .github/), before any of its steps run.
+# that changed .github/), before any of its steps run; after every job, runner-job-lease.sh
+# drops its run's lease on the instance when the job ended before `wms` renewed it.
 if put_file "$dir/.env" 0644 "$RUNNER_USER:$RUNNER_USER" <<ENV; then changed=1; fi
 AGENT_TOOLSDIRECTORY=/opt/hostedtoolcache
 LANG=C.UTF-8
 ACTIONS_RUNNER_HOOK_JOB_STARTED=/usr/local/lib/wms/runner-job-started.sh
+ACTIONS_RUNNER_HOOK_JOB_COMPLETED=/usr/local/lib/wms/runner-job-lease.sh
 RUNNER_TOKEN_PARAMETER=$RUNNER_TOKEN_PARAMETER
 AWS_REGION=$AWS_REGION
 ENV

@@ -87,6 +87,26 @@ data "aws_iam_policy_document" "instance" {
     }
   }
 
+  # After a job on its runner, runner-job-lease.sh drops the job's run's lease when the job ended
+  # before `wms` renewed it (a failed setup). Deleting a lease only ever shortens it, and only a
+  # workflow run's (wms:lease:gh-run-*); the instance may write no lease, so it can never keep
+  # itself running.
+  statement {
+    sid       = "DropItsRunsLease"
+    actions   = ["ec2:DeleteTags"]
+    resources = ["arn:${data.aws_partition.current.partition}:ec2:${var.region}:${data.aws_caller_identity.current.account_id}:instance/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/wms:managed"
+      values   = ["true"]
+    }
+    condition {
+      test     = "ForAllValues:StringLike"
+      variable = "aws:TagKeys"
+      values   = ["wms:lease:gh-run-*"]
+    }
+  }
+
   dynamic "statement" {
     for_each = local.split ? [] : local.alert_webhook_parameter_arns
     content {
