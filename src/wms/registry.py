@@ -1,4 +1,5 @@
-"""Experiment tracking and the model registry, behind one small interface; MLflow implements it.
+"""Experiment tracking and the model registry, behind one small interface (wms.registry_api);
+MLflow implements it here.
 
 Nothing outside this module, wms.registry_runs (a run being written) and wms.mlflow_model
 (the pyfunc flavor MLflow loads) imports mlflow. Runs hold params, per-epoch metrics and the
@@ -16,39 +17,27 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from wms.compute.probes import server_answers
 from wms.config import Project
 from wms.errors import ModelNotFound, RegistryError
+from wms.registry_api import PREVIOUS as PREVIOUS
+from wms.registry_api import PRODUCTION as PRODUCTION
+from wms.registry_api import ModelRecord as ModelRecord
+from wms.registry_api import Registry as Registry
+from wms.registry_api import RunLog as RunLog
 from wms.registry_local import artifact_root, elsewhere, moved_run_folder
 from wms.registry_runs import MODEL_ARTIFACT, MlflowRunLog, pyfunc_files
 from wms.train.spec import ONNX_FILE, SPEC_FILE, verify_model_folder
 
-PRODUCTION, PREVIOUS = "production", "previous"
 MLMODEL = "MLmodel"
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 MAX_VERSION = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """One registered model version as WMS sees it."""
-
-    version: str
-    run_id: str
-    aliases: list[str] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    created_at: str = ""
-    run_tags: dict[str, str] = field(default_factory=dict)  # the run's `wms.*` tags (hashes, dataset)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -58,36 +47,6 @@ class Migration:
     version: str
     run_id: str
     change: str  # "added", "would add", "already" (an MLflow model) or "no onnx" (left as is)
-
-
-class RunLog(Protocol):
-    """What a training run may record."""
-
-    run_id: str
-
-    def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
-    def set_tags(self, tags: dict[str, str]) -> None: ...
-    def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None: ...
-    def log_model(self, local_dir: Path) -> None: ...
-
-
-class Registry(Protocol):
-    """Tracking runs and moving models between aliases."""
-
-    model_name: str
-
-    def start_run(self, name: str, tags: dict[str, str], run_id: str | None = None) -> Any: ...
-    def log_to_run(self, run_id: str, local_dir: Path, artifact_path: str, tags: dict[str, str]) -> None: ...
-    def register(self, run_id: str, tags: dict[str, str]) -> ModelRecord: ...
-    def get(self, ref: str) -> ModelRecord: ...
-    def production(self) -> ModelRecord | None: ...
-    def previous(self) -> ModelRecord | None: ...
-    def promote(self, version: str) -> ModelRecord | None: ...
-    def rollback(self) -> tuple[ModelRecord, ModelRecord]: ...
-    def list(self) -> list[ModelRecord]: ...
-    def download(self, ref: str, dst: Path) -> Path: ...
-    def fetched(self, ref: str) -> AbstractContextManager[Path]: ...
 
 
 def _quiet_mlflow() -> None:
