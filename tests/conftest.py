@@ -422,9 +422,10 @@ def served_project(project_dir: Path, exported_model: Path) -> Path:
 
 
 class LiveServer:
-    """An ASGI app on real uvicorn, on a free loopback port, in a background thread."""
+    """An ASGI app on real uvicorn, on a free loopback port, in a background thread; `options`
+    go to uvicorn.Config."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: object, **options: Any) -> None:
         import socket
         import threading
 
@@ -434,7 +435,7 @@ class LiveServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on")  # type: ignore[arg-type]
+        config = uvicorn.Config(app, **{"log_level": "warning", "lifespan": "on", **options})  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
@@ -455,7 +456,7 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server() -> Callable[[object], LiveServer]:
+def live_server() -> Callable[..., LiveServer]:
     """Start an ASGI app on real uvicorn: `with live_server(app) as server: server.url`."""
     return LiveServer
 

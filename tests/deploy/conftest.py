@@ -87,6 +87,7 @@ def pod(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "WMS_SERVE__INTRA_OP_THREADS": "1",
         "WMS_SERVE__MAX_UPLOAD_MB": "20",
         "WMS_SERVE__UPLOAD_TIMEOUT_SECONDS": "180",
+        "WMS_SERVE__HEADER_TIMEOUT_SECONDS": "2",  # the chart's 10, shortened for the test that waits for it
         "WMS_SERVE__MAX_PIXELS": "40000000",
     }
     log = root / "serve.log"

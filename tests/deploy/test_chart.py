@@ -8,8 +8,10 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +271,32 @@ def test_the_server_runs_on_a_read_only_root_apart_from_tmp(pod: Pod) -> None:
     for path in ("/", "/docs", "/openapi.json", "/model", "/metrics", "/ready"):
         assert httpx.get(f"{pod.url}{path}").status_code == 200, path
     assert pod.refused_writes() == []
+
+
+def test_the_server_closes_a_connection_whose_headers_never_end(pod: Pod) -> None:
+    """serve.header_timeout_seconds (2 s here) reaches `wms serve`: a client sending a header byte
+    every 0.2 s gets 408 and is closed, where before it held its socket for as long as it went on."""
+    host, port = pod.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=0.2) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        heard, deadline = b"", time.monotonic() + 6
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                data = None  # nothing said yet: one more byte
+            except ConnectionResetError:
+                break
+            if data == b"":
+                break  # closed
+            heard += data or b""
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                break
+        else:
+            pytest.fail("a client sending its headers a byte at a time was still connected after 6 s")
+    assert heard.startswith(b"HTTP/1.1 408") and b"serve.header_timeout_seconds" in heard, heard
 
 
 def test_the_read_only_root_of_the_test_server_refuses_writes(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ def serve(
 
     from wms.serve.app import create_app
     from wms.serve.fetch import load_model
+    from wms.serve.protocol import header_deadline_protocol
 
     project = state(ctx).project({"serve.host": host, "serve.port": port, "serve.model": model})
     cfg = project.settings.serve
@@ -55,7 +56,8 @@ def serve(
             soft_wrap=True,
         )
     app = create_app(served, cfg)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30))
+    http = header_deadline_protocol(cfg.header_timeout_seconds)
+    server = uvicorn.Server(uvicorn.Config(app, http=http, log_level="warning", timeout_graceful_shutdown=30))
     server.run(sockets=[sock])
     if not server.started:  # the app failed to start; uvicorn has said why
         raise typer.Exit(3)

@@ -265,6 +265,12 @@ class ServeSettings(Section):
     upload_timeout_seconds: float = Field(
         180, gt=0, description="an upload not whole this long after its headers gets 408 and frees its place"
     )
+    header_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        description="a connection whose request headers are not all in this long after it opened "
+        "(or after its last answer) gets 408 and is closed",
+    )
     max_pixels: int = Field(
         40_000_000, ge=1, description="largest accepted width x height, checked before decoding"
     )
