@@ -243,6 +243,8 @@ class LocalDeployer:
             [
                 sys.executable, "-m", "wms.deploy.proxy", "--host", self.serve.host,
                 "--port", str(self.serve.port), "--upstream-file", str(self.upstream_file),
+                "--header-timeout", str(self.serve.header_timeout_seconds),
+                "--upload-timeout", str(self.serve.upload_timeout_seconds),
             ],
             "proxy.log",
         )  # fmt: skip

@@ -7,6 +7,12 @@ versions by replacing the file (`os.replace`) and waits until `GET /_proxy` name
 upstream before stopping the old server. Requests already forwarded finish on the old server
 (uvicorn drains them on SIGTERM); a connection refused before anything was sent is retried
 against the current upstream, so clients never see the switch.
+
+A request's body is passed on as it arrives, never held whole, so the server's own limits apply
+to it; a body over the proxy's `max_body` is refused as soon as it gets there, and one still
+arriving `--upload-timeout` seconds after its headers gets 408. A client that has not sent its
+request headers within `--header-timeout` seconds gets 408 and is closed (wms.serve.protocol).
+`wms deploy` passes serve.upload_timeout_seconds and serve.header_timeout_seconds.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import argparse
 import asyncio
 import json
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,12 +33,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from wms.files import write_text_atomic
+from wms.serve.protocol import header_deadline_protocol
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade", "host", "content-length",
 }  # fmt: skip
 CONNECT_TRIES = 20  # with 50 ms between them: a second for an upstream to come back
+
+
+class _TooLarge(Exception):
+    """The request's body went over the proxy's limit while it arrived."""
+
+
+class _TooSlow(Exception):
+    """The request's body was not whole by the upload deadline."""
 
 
 class Upstream:
@@ -62,7 +79,12 @@ def write_upstream(path: Path, url: str, version: str) -> None:
     write_text_atomic(path, json.dumps({"url": url, "version": version}))
 
 
-def create_proxy(upstream_file: Path, max_body: int = 64 * 1024 * 1024) -> Starlette:
+def create_proxy(
+    upstream_file: Path, max_body: int = 64 * 1024 * 1024, body_seconds: float = 180
+) -> Starlette:
+    """The proxy app: bodies over `max_body` get 413, and bodies not whole `body_seconds` after the
+    headers get 408 (serve.upload_timeout_seconds: the proxy's deadline starts just before the
+    server's, so the client hears the reason rather than a server that hung up on the proxy)."""
     upstream = Upstream(upstream_file)
     # No keep-alive: a pooled connection to a server that is shutting down could be closed
     # under a request; a fresh loopback connection per request costs a fraction of a millisecond.
@@ -73,11 +95,36 @@ def create_proxy(upstream_file: Path, max_body: int = 64 * 1024 * 1024) -> Starl
         me = {"proxy": True, "pid": os.getpid(), "upstream_file": str(upstream_file.resolve())}
         return JSONResponse(me | upstream.current())
 
+    def too_large() -> Response:
+        refusal = {"error": f"request body over {max_body // 2**20} MiB"}
+        return JSONResponse(refusal, status_code=413, headers={"connection": "close"})
+
+    async def capped(request: Request, deadline: float) -> AsyncIterator[bytes]:
+        received, chunks = 0, request.stream()
+        while True:
+            with anyio.move_on_after(deadline - anyio.current_time()) as timer:
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+            if timer.cancelled_caught:
+                raise _TooSlow
+            received += len(chunk)
+            if received > max_body:
+                raise _TooLarge
+            yield chunk
+
     async def forward(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > max_body:
-            return JSONResponse({"error": "request body too large"}, status_code=413)
+        deadline = anyio.current_time() + body_seconds
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_body:
+            return too_large()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        if length.isdigit():  # the server can refuse an upload over its limit before it arrives
+            headers["content-length"] = length
+        body: AsyncIterator[bytes] | None = None
+        if length.isdigit() or "transfer-encoding" in request.headers:
+            body = capped(request, deadline)  # untouched by a try that could not connect: safe to pass again
         for _ in range(CONNECT_TRIES):
             target = upstream.current().get("url")
             if not target:
@@ -88,8 +135,14 @@ def create_proxy(upstream_file: Path, max_body: int = 64 * 1024 * 1024) -> Starl
             except httpx.ConnectError:
                 await asyncio.sleep(0.05)  # nothing reached the server: safe to try again
                 continue
+            except _TooLarge:
+                return too_large()
+            except _TooSlow:
+                slow = f"the upload was not complete after {body_seconds:g} s (serve.upload_timeout_seconds)"
+                return JSONResponse({"error": slow}, status_code=408, headers={"connection": "close"})
             except httpx.HTTPError as exc:
-                return JSONResponse({"error": f"upstream failed: {exc}"}, status_code=502)
+                failure = str(exc) or type(exc).__name__
+                return JSONResponse({"error": f"upstream failed: {failure}"}, status_code=502)
             out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
             out.pop("content-encoding", None)  # httpx has decoded the body already
             return Response(answer.content, status_code=answer.status_code, headers=out)
@@ -108,8 +161,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream-file", type=Path, required=True)
+    parser.add_argument("--header-timeout", type=float, default=10, help="serve.header_timeout_seconds")
+    parser.add_argument("--upload-timeout", type=float, default=180, help="serve.upload_timeout_seconds")
     args = parser.parse_args()
-    uvicorn.run(create_proxy(args.upstream_file), host=args.host, port=args.port, log_level="warning")
+    http = header_deadline_protocol(args.header_timeout)
+    app = create_proxy(args.upstream_file, body_seconds=args.upload_timeout)
+    uvicorn.run(app, host=args.host, port=args.port, http=http, log_level="warning")
 
 
 if __name__ == "__main__":

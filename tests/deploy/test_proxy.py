@@ -1,0 +1,164 @@
+"""The local deploy's proxy under hostile clients: it holds no request body whole, refuses one over
+its limit as soon as it gets there, and closes connections whose headers never end."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from wms.config import ServeSettings
+from wms.deploy.local import free_port
+from wms.deploy.proxy import create_proxy, write_upstream
+from wms.serve.app import create_app
+from wms.serve.model import load_folder
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+class Upstream:
+    """A server that answers with the size of the body it read, and says when its first bytes came."""
+
+    def __init__(self) -> None:
+        self.first_bytes = threading.Event()
+
+        async def echo(request: Request) -> JSONResponse:
+            size = 0
+            try:
+                async for chunk in request.stream():
+                    if chunk:
+                        self.first_bytes.set()
+                    size += len(chunk)
+            except ClientDisconnect:  # the proxy gave up on the upload
+                return JSONResponse({"size": None})
+            return JSONResponse({"size": size})
+
+        self.app = Starlette(routes=[Route("/{path:path}", echo, methods=["GET", "POST"])])
+
+
+@pytest.fixture
+def proxied(tmp_path: Path, live_server: Callable[..., Any]) -> Iterator[tuple[str, Upstream]]:
+    upstream = Upstream()
+    with live_server(upstream.app) as server:
+        write_upstream(tmp_path / "upstream.json", server.url, "1")
+        with live_server(create_proxy(tmp_path / "upstream.json", max_body=2**20)) as proxy:
+            yield proxy.url, upstream
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def _until_closed(sock: socket.socket, seconds: float = 5) -> bytes:
+    """What the server said on `sock` until it closed it, or `seconds` passed."""
+    heard, deadline = b"", time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(4096)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not data:
+            break
+        heard += data
+    return heard
+
+
+def test_an_upload_reaches_the_server_while_it_arrives_and_is_answered_whole(
+    proxied: tuple[str, Upstream],
+) -> None:
+    url, upstream = proxied
+    with _connect(url) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"x" * 100_000)
+        passed_on = upstream.first_bytes.wait(5)  # before the rest is sent
+        sock.sendall(b"x" * 100_000)
+        answer = b""
+        while not answer.endswith(b"}"):  # the whole answer
+            answer += sock.recv(4096)
+    assert passed_on, "the proxy held the upload until it was whole before passing any of it on"
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"size":200000}'), answer
+    assert httpx.get(f"{url}/health").json() == {"size": 0}
+
+
+def test_an_upload_over_the_limit_is_refused_when_it_gets_there_not_after_it_all_arrived(
+    proxied: tuple[str, Upstream],
+) -> None:
+    url, _ = proxied
+    with _connect(url) as sock:  # chunked: no length to refuse it by in advance
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 2**16
+        for _ in range(2**20 // len(chunk) + 2):  # just over the proxy's 1 MiB, then nothing more
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        answer = _until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 413") and b"over 1 MiB" in answer, answer
+    too_long = httpx.post(f"{url}/predict", content=b"x" * (2**20 + 1))
+    assert too_long.status_code == 413
+
+
+def test_the_proxy_closes_a_connection_whose_headers_never_end(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["--port", str(port), "--upstream-file", str(tmp_path / "upstream.json"), "--header-timeout", "1"]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))  # this checkout
+    proc = subprocess.Popen([sys.executable, "-m", "wms.deploy.proxy", *args], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/_proxy", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, "the proxy did not start"
+                time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"GET /_proxy HTTP/1.1\r\nHost: x\r\n")
+            heard, closed, until = b"", False, time.monotonic() + 4
+            while time.monotonic() < until and not closed:
+                try:
+                    data = sock.recv(4096)
+                    heard, closed = heard + data, not data
+                except TimeoutError:
+                    sock.sendall(b"X")  # one more header byte every 0.2 s
+                except ConnectionResetError:
+                    closed = True
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert closed, "a client sending its headers a byte at a time was still connected after 4 s"
+    assert heard.startswith(b"HTTP/1.1 408"), heard
+
+
+def test_an_upload_too_slow_for_the_server_gets_408_with_the_reason_through_the_proxy(
+    exported_model: Path, tmp_path: Path, live_server: Callable[..., Any]
+) -> None:
+    settings = ServeSettings(upload_timeout_seconds=1, intra_op_threads=1)
+    with live_server(create_app(load_folder(exported_model), settings)) as server:
+        write_upstream(tmp_path / "upstream.json", server.url, "1")
+        proxy_app = create_proxy(tmp_path / "upstream.json", body_seconds=settings.upload_timeout_seconds)
+        with live_server(proxy_app) as proxy, _connect(proxy.url) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                b"Content-Length: 2000000\r\n\r\n--b\r\n"
+            )
+            started, heard = time.monotonic(), b""
+            sock.settimeout(0.1)
+            while time.monotonic() < started + 5 and b"}" not in heard:
+                try:
+                    heard += sock.recv(4096)
+                except TimeoutError:
+                    sock.sendall(b"x")  # a byte of the photo every 0.1 s
+    assert heard.startswith(b"HTTP/1.1 408") and b"serve.upload_timeout_seconds" in heard, heard
