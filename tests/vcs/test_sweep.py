@@ -206,12 +206,17 @@ def publish_branch(repo: Repo, name: str, run_id: str, stem: str, with_batch: bo
     return sha
 
 
-def test_a_published_batch_whose_pull_request_main_squashed_is_recorded_promoted_and_its_branch_deleted(
-    repo: Repo, cli: Callable[..., Any]
-) -> None:
+def names_github(repo: Repo) -> None:
+    """Main's settings name GitHub as the git host (no API here: main's history tells what merged)."""
     repo.write("wms.toml", '[git]\nbase_branch = "main"\nhost = "github"\n')
     repo.commit("pull requests on GitHub")
     repo.git("push", "-q", "origin", "main")
+
+
+def test_a_published_batch_whose_pull_request_main_squashed_is_recorded_promoted_and_its_branch_deleted(
+    repo: Repo, cli: Callable[..., Any]
+) -> None:
+    names_github(repo)
     merged = publish_branch(repo, "data/20260102-030405", "r-1", stem="m001")
     waiting = publish_branch(repo, "data/20260102-030406", "r-2", stem="m002")
     # GitHub squashed the first pull request: main has its files, not its commits.
@@ -236,9 +241,7 @@ def test_a_published_batch_whose_pull_request_main_squashed_is_recorded_promoted
 def test_a_published_batch_whose_branch_github_deleted_on_merging_is_recorded_promoted(
     repo: Repo, cli: Callable[..., Any]
 ) -> None:
-    repo.write("wms.toml", '[git]\nbase_branch = "main"\nhost = "github"\n')
-    repo.commit("pull requests on GitHub")
-    repo.git("push", "-q", "origin", "main")
+    names_github(repo)
     merged = publish_branch(repo, "data/20260102-030405", "r-1", stem="m001", with_batch=True)
     repo.git("checkout", "-q", "origin/data/20260102-030405", "--", "models/production_history.jsonl")
     repo.commit("data/20260102-030405: model version 1 to production (#7)")
@@ -255,9 +258,7 @@ def test_a_published_batch_whose_ledger_line_does_not_name_it_is_recorded_promot
     repo: Repo, cli: Callable[..., Any]
 ) -> None:
     """A promotion written before the ledger named its batch commit: the run id ties them."""
-    repo.write("wms.toml", '[git]\nbase_branch = "main"\nhost = "github"\n')
-    repo.commit("pull requests on GitHub")
-    repo.git("push", "-q", "origin", "main")
+    names_github(repo)
     merged = publish_branch(repo, "data/20260102-030405", "r-1", stem="m001")
     other = publish_branch(repo, "data/20260102-030406", "r-2", stem="m002")
     repo.git("checkout", "-q", "origin/data/20260102-030405", "--", "models/production_history.jsonl")
