@@ -1,0 +1,89 @@
+"""What a year of runs leaves on the machines' disks is bounded.
+
+deploy-tools.sh runs against fakes (`docker`, `systemctl`, `helm`, `id`) and writes docker's
+daemon.json into a temporary folder; the rest reads the scripts and workflows as text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "infrastructure" / "scripts"
+HELM_VERSION = "v3.16.4"
+
+
+def _executable(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def _deploy_tools(tmp_path: Path, daemon_json: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """deploy-tools.sh on a node where docker and helm are installed; what systemctl was asked."""
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed (the nodes have it; apt-get install jq)")
+    bin_dir = tmp_path / "bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        calls = tmp_path / "systemctl-calls"
+        _executable(bin_dir / "systemctl", f'#!/bin/sh\necho "$*" >> {calls}\n')
+        _executable(bin_dir / "docker", "#!/bin/sh\nexit 0\n")
+        _executable(bin_dir / "helm", f"#!/bin/sh\necho {HELM_VERSION}\n")
+        _executable(bin_dir / "id", "#!/bin/sh\necho runner docker\n")
+        # install -o root -g root, as lib.sh's put_file writes, also where the tests run unprivileged
+        real = shutil.which("install")
+        _executable(
+            bin_dir / "install",
+            "#!/bin/bash\nargs=()\n"
+            'while [ $# -gt 0 ]; do case $1 in -o|-g) shift 2;; *) args+=("$1"); shift;; esac; done\n'
+            f'exec {real} "${{args[@]}}"\n',
+        )
+    (tmp_path / "systemctl-calls").write_text("")
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "DOCKER_DAEMON_JSON": str(daemon_json),
+        "RUNNER_USER": "runner",
+        "HELM_VERSION": HELM_VERSION,
+    }
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "deploy-tools.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    return done, (tmp_path / "systemctl-calls").read_text().splitlines()
+
+
+def test_the_node_that_builds_images_keeps_dockers_build_cache_bounded(tmp_path: Path) -> None:
+    """Each deploy leaves its build context and layers in docker's build cache; an engine whose
+    daemon.json has no builder.gc never prunes it. The bootstrap turns the collection on, keeps
+    what daemon.json already says (the NVIDIA runtime on the GPU instance) and restarts docker
+    once, not at every boot."""
+    daemon_json = tmp_path / "etc-docker" / "daemon.json"
+    daemon_json.parent.mkdir()
+    nvidia = {"runtimes": {"nvidia": {"args": [], "path": "nvidia-container-runtime"}}}
+    daemon_json.write_text(json.dumps(nvidia))
+
+    done, systemctl = _deploy_tools(tmp_path, daemon_json)
+    assert done.returncode == 0, done.stdout + done.stderr
+    settings = json.loads(daemon_json.read_text())
+    assert settings["builder"]["gc"] == {"enabled": True, "defaultKeepStorage": "2GB"}
+    assert settings["runtimes"] == nvidia["runtimes"]
+    assert "restart docker" in systemctl
+
+    again, systemctl = _deploy_tools(tmp_path, daemon_json)  # the next boot
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(daemon_json.read_text()) == settings
+    assert "restart docker" not in systemctl
+
+
+def test_a_daemon_json_that_is_not_json_stops_the_step_with_one_line(tmp_path: Path) -> None:
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text("{ broken")
+    done, systemctl = _deploy_tools(tmp_path, daemon_json)
+    assert done.returncode != 0
+    assert f"{daemon_json} is not JSON" in done.stdout and "restart wms-bootstrap" in done.stdout
+    assert daemon_json.read_text() == "{ broken" and "restart docker" not in systemctl
