@@ -1,7 +1,7 @@
 """What a year of runs leaves on the machines' disks is bounded.
 
 deploy-tools.sh runs against fakes (`docker`, `systemctl`, `helm`, `id`) and writes docker's
-daemon.json into a temporary folder; the rest reads the scripts and workflows as text.
+daemon.json into a temporary folder; the runners' environment and setup-wms are read as text.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "infrastructure" / "scripts"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "infrastructure" / "scripts"
 HELM_VERSION = "v3.16.4"
 
 
@@ -87,3 +89,34 @@ def test_a_daemon_json_that_is_not_json_stops_the_step_with_one_line(tmp_path: P
     assert done.returncode != 0
     assert f"{daemon_json} is not JSON" in done.stdout and "restart wms-bootstrap" in done.stdout
     assert daemon_json.read_text() == "{ broken" and "restart docker" not in systemctl
+
+
+def _setup_python_cache(runner_environment: str, pip_cache: str = "true") -> str:
+    """What setup-wms asks actions/setup-python to cache, on a runner of that kind (the
+    expression evaluated as GitHub would: `&&` and `||` give their operands, as Python's do)."""
+    action = yaml.safe_load((ROOT / ".github" / "actions" / "setup-wms" / "action.yaml").read_text())
+    steps = action["runs"]["steps"]
+    (step,) = [s for s in steps if str(s.get("uses", "")).startswith("actions/setup-python")]
+    expression = step["with"]["cache"].removeprefix("${{").removesuffix("}}")
+    python = (
+        expression.replace("inputs.pip-cache", repr(pip_cache))
+        .replace("runner.environment", repr(runner_environment))
+        .replace("&&", " and ")
+        .replace("||", " or ")
+    )
+    return str(eval(python))  # the repository's own expression, over two literals
+
+
+def test_self_hosted_runners_keep_no_pip_cache() -> None:
+    """The runners' Python (the tool cache) keeps what every job installed; pip's cache beside it
+    would keep a copy of every wheel a change of the pins brings (torch's CPU build is about
+    200 MB, its CUDA build with NVIDIA's libraries several GB), and pip never prunes it. So the
+    runners' environment turns it off, and setup-wms asks setup-python for no pip cache there,
+    whose `pip cache dir` fails once the cache is off."""
+    runner = (SCRIPTS / "runner.sh").read_text()
+    env_file = runner[runner.index('put_file "$dir/.env"') :].split("\nENV\n")[0]
+    assert "PIP_NO_CACHE_DIR=1" in env_file.splitlines()
+    assert 'rm -rf "$(getent passwd "$RUNNER_USER" | cut -d: -f6)/.cache/pip"' in runner  # what it held
+    assert _setup_python_cache("self-hosted") == ""
+    assert _setup_python_cache("github-hosted") == "pip"  # CI keeps GitHub's cache
+    assert _setup_python_cache("github-hosted", pip_cache="false") == ""

@@ -56,5 +56,7 @@ def test_setup_wms_caches_pip_only_when_asked() -> None:
     cached = [s for s in action["runs"]["steps"] if "cache" in (s.get("with") or {})]
     assert [s["uses"].split("@")[0] for s in cached] == ["actions/setup-python"]
     # setup-python restores nothing when `cache` is empty.
-    assert cached[0]["with"]["cache"] == "${{ inputs.pip-cache == 'true' && 'pip' || '' }}"
+    assert cached[0]["with"]["cache"] == (
+        "${{ inputs.pip-cache == 'true' && runner.environment == 'github-hosted' && 'pip' || '' }}"
+    )  # self-hosted runners keep no pip cache (tests/test_infrastructure_disk.py)
     assert not any("actions/cache" in str(s.get("uses", "")) for s in action["runs"]["steps"])

@@ -29,12 +29,17 @@ fi
 # actions/setup-python's builds only work from /opt/hostedtoolcache, which the runner's
 # unprivileged user must own.
 install -d -o "$RUNNER_USER" -g "$RUNNER_USER" /opt/hostedtoolcache
+# The jobs' pip keeps no cache (PIP_NO_CACHE_DIR below): what jobs cached before goes.
+rm -rf "$(getent passwd "$RUNNER_USER" | cut -d: -f6)/.cache/pip"
 changed=0
 # Before every job, runner-job-started.sh fails a job whose workflow is not main's (a branch
 # that changed .github/), before any of its steps run; after every job, runner-job-lease.sh
 # drops its run's lease on the instance when the job ended before `wms` renewed it.
+# pip keeps no cache: the tool cache's Python keeps what every job installed, so the cache would
+# only add a copy of each new wheel (torch's among them) at every change of the pins, for good.
 if put_file "$dir/.env" 0644 "$RUNNER_USER:$RUNNER_USER" <<ENV; then changed=1; fi
 AGENT_TOOLSDIRECTORY=/opt/hostedtoolcache
+PIP_NO_CACHE_DIR=1
 LANG=C.UTF-8
 ACTIONS_RUNNER_HOOK_JOB_STARTED=/usr/local/lib/wms/runner-job-started.sh
 ACTIONS_RUNNER_HOOK_JOB_COMPLETED=/usr/local/lib/wms/runner-job-lease.sh
