@@ -176,6 +176,22 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
     assert (context / "docker/Dockerfile").is_file() and (context / "src/wms/serve/app.py").is_file()
 
 
+def test_a_deploy_leaves_only_the_model_it_deployed_on_the_disk(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
+) -> None:
+    """Earlier deploys' staged models (a version each) and a fetch a killed deploy left go once the
+    image is pushed: the image holds its own copy, and a rollback fetches its version again."""
+    root, _ = cluster_project
+    models = root / ".wms/deploy/models"
+    for left in ("v0", ".v3.partial"):
+        (models / left).mkdir(parents=True)
+        (models / left / "model.onnx").write_bytes(b"\0" * 1024)
+    result = cli("deploy")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in models.iterdir()) == ["v1"]
+    assert (models / "v1" / "model.onnx").is_file()
+
+
 def test_a_cluster_without_the_prometheus_operator_is_served_and_the_deploy_says_it_is_unwatched(
     cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -103,6 +103,8 @@ def test_a_redeploy_under_load_loses_no_request(
     assert poller.versions[0] == "1" and poller.versions[-1] == "2"
     assert not alive(old_pid)
     assert httpx.get(f"{url}/model").json()["version"] == "2"
+    # Only the served version's files stay: every promotion's would otherwise pile up here.
+    assert sorted(p.name for p in (deploy_project / ".wms/deploy/models").iterdir()) == ["v2"]
 
     result = cli("deploy", "stop")
     assert result.exit_code == 0 and "stopped model 2" in result.output

@@ -87,6 +87,17 @@ def stage_model(registry: Registry, model_ref: str, dst: Path) -> ServedModel:
     return load_folder(folder, card, threads=1)
 
 
+def forget_other_models(dst: Path, version: str) -> None:
+    """Remove from `dst` the model folders of every version but `version`, and fetches a killed
+    deploy left unfinished: each deploy stages its version there, and every promotion's would
+    stay for good (a rollback fetches its version again)."""
+    if not dst.is_dir():
+        return
+    for path in dst.iterdir():
+        if path.name != f"v{version}":
+            shutil.rmtree(path, ignore_errors=True)
+
+
 # The smoke check's query: its photo is ours, not a user's, and must never reach the capture
 # inbox, where it would be suggested for labelling and skew the drift report.
 SMOKE_PARAMS = {"capture": "false"}

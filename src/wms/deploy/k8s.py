@@ -31,6 +31,7 @@ from wms.deploy.base import (
     agreement,
     check_agreement,
     expected_mask,
+    forget_other_models,
     open_registry,
     planned_card,
     reference_photo,
@@ -269,6 +270,7 @@ class K8sDeployer:
         context = self._stage_context(model)
         self._run([docker, "build", "-f", str(context / "docker" / "Dockerfile"), "-t", image, str(context)])
         self._run([docker, "push", image])
+        forget_other_models(self.project.state_dir / "deploy" / "models", version)  # the image has its own
         self._step(f"built and pushed {image} (model {version} baked in){self._forget(docker, image)}")
 
         created = kube.ensure_namespace(

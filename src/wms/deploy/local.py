@@ -35,6 +35,7 @@ from wms.deploy.base import (
     agreement,
     check_agreement,
     expected_mask,
+    forget_other_models,
     open_registry,
     planned_card,
     reference_photo,
@@ -332,6 +333,7 @@ class LocalDeployer:
             step(f"stopped the old server (model {old.get('version')}, pid {old['pid']})")
         else:
             step("no older server to stop")
+        forget_other_models(self.dir / "models", version)  # no server reads them now
         return DeployResult(
             target=self.name,
             version=version,
