@@ -1,7 +1,8 @@
 """What a year of runs leaves on the machines' disks is bounded.
 
 deploy-tools.sh runs against fakes (`docker`, `systemctl`, `helm`, `id`) and writes docker's
-daemon.json into a temporary folder; the runners' environment and setup-wms are read as text.
+daemon.json into a temporary folder; the runners' environment and setup-wms are read as text;
+the store's locks run on moto's S3 with versioning on, against the bucket's lifecycle rule.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -120,3 +122,28 @@ def test_self_hosted_runners_keep_no_pip_cache() -> None:
     assert _setup_python_cache("self-hosted") == ""
     assert _setup_python_cache("github-hosted") == "pip"  # CI keeps GitHub's cache
     assert _setup_python_cache("github-hosted", pip_cache="false") == ""
+
+
+def test_the_bucket_expires_the_delete_markers_the_store_locks_leave(
+    s3_bucket: str, terraform: dict[str, Any]
+) -> None:
+    """On the versioned bucket every use of a store lock deletes the generation before it (two
+    objects), and each deletion leaves a delete marker; S3 keeps a marker after the versions
+    behind it expired unless the lifecycle rule also expires such markers."""
+    import boto3
+    import s3fs
+
+    from wms.data.lease import lease
+
+    s3 = boto3.client("s3")
+    s3.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+    for run in range(4):
+        with lease(fs, f"{s3_bucket}/wms/store/pipeline.lock", owner=f"run {run}", wait_seconds=0):
+            pass
+    markers = s3.list_object_versions(Bucket=s3_bucket).get("DeleteMarkers", [])
+    assert len(markers) == 6  # two for each use after the first, never fewer
+
+    (rule,) = terraform["resource"]["aws_s3_bucket_lifecycle_configuration.data"]["rule"]
+    assert rule["filter"] == [{}] and rule["status"] == "Enabled"
+    assert rule["expiration"][0]["expired_object_delete_marker"] is True

@@ -269,6 +269,10 @@ def test_bucket_is_versioned_encrypted_and_private(terraform: dict[str, Any]) ->
     assert (
         lifecycle["noncurrent_version_expiration"][0]["noncurrent_days"] == "${var.noncurrent_version_days}"
     )
+    # Nor do the delete markers left once those versions are gone: every use of a store lock
+    # deletes two objects (tests/test_infrastructure_disk.py counts them).
+    assert lifecycle["expiration"][0]["expired_object_delete_marker"] is True
+    assert lifecycle["filter"] == [{}]  # the whole bucket (S3 refuses the marker rule with a tag filter)
 
 
 def test_ecr_scans_on_push_and_keeps_recent_images(terraform: dict[str, Any]) -> None:

@@ -6,7 +6,10 @@ resource "aws_s3_bucket" "data" {
 }
 
 # Versioning keeps what is overwritten (the MLflow database backup, hourly when it changed) or deleted:
-# old versions go after 90 days, and unfinished multipart uploads after a week.
+# old versions go after 90 days, and unfinished multipart uploads after a week. A deletion also
+# leaves a delete marker, which S3 keeps after the versions behind it expired unless told
+# otherwise: the dataset store's locks delete two objects at every use, so without the
+# expiration below every pipeline run would leave four markers for good.
 resource "aws_s3_bucket_lifecycle_configuration" "data" {
   bucket = aws_s3_bucket.data.id
 
@@ -17,6 +20,10 @@ resource "aws_s3_bucket_lifecycle_configuration" "data" {
 
     noncurrent_version_expiration {
       noncurrent_days = var.noncurrent_version_days
+    }
+
+    expiration {
+      expired_object_delete_marker = true
     }
 
     abort_incomplete_multipart_upload {
