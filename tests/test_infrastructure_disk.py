@@ -147,3 +147,17 @@ def test_the_bucket_expires_the_delete_markers_the_store_locks_leave(
     (rule,) = terraform["resource"]["aws_s3_bucket_lifecycle_configuration.data"]["rule"]
     assert rule["filter"] == [{}] and rule["status"] == "Enabled"
     assert rule["expiration"][0]["expired_object_delete_marker"] is True
+
+
+def test_the_bootstrap_installs_python_packages_without_keeping_their_wheels() -> None:
+    """MLflow's virtual environment is made again at every change of MLFLOW_VERSION; pip's cache in
+    root's home would keep every version's wheels (MLflow's dependencies are a few hundred MB)."""
+    installs = [
+        (script.name, line.strip())
+        for script in sorted(SCRIPTS.glob("*.sh"))
+        for line in script.read_text().splitlines()
+        if "pip install" in line and not line.lstrip().startswith("#")
+    ]
+    assert installs, "no script installs a Python package"
+    for name, line in installs:
+        assert "--no-cache-dir" in line, (name, line)

@@ -19,18 +19,19 @@ db=$data/mlflow.db
 changed=0
 migrate=0  # another MLflow: bring the schema up to this MLflow
 
+# pip keeps no cache (root's): each MLflow upgrade would leave its wheels there for good.
 have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mlflow"))' 2>/dev/null || true)
 if [ "$have" != "$MLFLOW_VERSION" ]; then
   log "installing mlflow $MLFLOW_VERSION (found: ${have:-none})"
   systemctl stop mlflow.service 2>/dev/null || true
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check "mlflow==$MLFLOW_VERSION" boto3
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir "mlflow==$MLFLOW_VERSION" boto3
   changed=1
   migrate=1
 fi
 if ! "$venv/bin/python" -c 'import prometheus_flask_exporter' 2>/dev/null; then
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check prometheus-flask-exporter==0.23.2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-cache-dir prometheus-flask-exporter==0.23.2
   changed=1
 fi
 
