@@ -4,14 +4,16 @@ kubeconfig's tests)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +23,10 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import _free_port, wait_until_ready
+
+from wms.config import ServeSettings
+from wms.serve.app import create_app
+from wms.serve.model import ModelCard, load_folder
 
 # Run before `wms serve` in the server's process: every write Python makes outside $TMPDIR (the
 # pod's emptyDir at /tmp) fails as on the pod's read-only root filesystem, and is reported on
@@ -198,15 +204,22 @@ class FakeCluster:
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/events", path):
             return 200, {"items": self.events.get(m[1], [])}, json_type
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path):
-            ready = (self.state / f"installed-{m[1]}").exists()
+            installed = self.state / f"installed-{m[1]}"
+            ready = installed.exists()
+            image = (installed.read_text() if ready else "") or "wms-model:latest"
             pods = [
                 {
                     "metadata": {"name": "wms-model-abc"},
+                    "spec": {"containers": [{"name": "wms-model", "image": image}]},
                     "status": {"conditions": [{"type": "Ready", "status": "True"}]},
                 }
             ]
             return 200, {"items": pods + self.ended_pods if ready else []}, json_type
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/services/wms-model:http/proxy(/.*)", path):
+            if m[1] not in self.namespaces:
+                return 404, {"message": 'services "wms-model" not found'}, json_type
+            if not (self.state / f"installed-{m[1]}").exists():
+                return 503, {"message": 'no endpoints available for service "wms-model"'}, json_type
             answer = httpx.request(
                 method,
                 self.upstream + m[2],
@@ -223,3 +236,78 @@ class FakeCluster:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAKE_TOOL = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+stdin = "" if sys.stdin is None or sys.stdin.closed else sys.stdin.read()
+with open(os.environ["WMS_FAKE_LOG"], "a") as log:
+    record = {{"who": "{name}", "args": args, "stdin": stdin, "kubeconfig": os.environ.get("KUBECONFIG")}}
+    log.write(json.dumps(record) + "\\n")
+if "{name}" == "helm" and args[0] == "status":  # the release as a killed helm left it, or none
+    left = os.environ.get("WMS_FAKE_HELM_STATUS")
+    print(json.dumps({{"info": {{"status": left}}}})) if left else sys.exit("Error: release: not found")
+    sys.exit(0)
+if os.environ.get("WMS_FAKE_FAIL") == " ".join(["{name}", *args[:2]]):
+    sys.exit("Error response from daemon: conflict")
+if "{name}" == "helm" and args[:2] == ["upgrade", "--install"]:
+    namespace = args[args.index("--namespace") + 1]
+    values = dict(a.split("=", 1) for a in args if a.startswith("image."))
+    with open(os.path.join(os.environ["WMS_FAKE_STATE"], "installed-" + namespace), "w") as pod:
+        pod.write(values["image.repository"] + ":" + values["image.tag"])  # what its pod runs
+    print(os.environ.get("WMS_FAKE_HELM_NOTES", ""))  # what helm prints after an upgrade
+if os.environ.get("WMS_FAKE_FAIL", "").startswith("{name}:"):
+    sys.exit(os.environ["WMS_FAKE_FAIL"].split(":", 1)[1])  # the message on stderr, exit code 1
+print("{name} ok")
+"""
+
+
+@pytest.fixture
+def cluster_project(
+    served_project: Path,
+    exported_model: Path,
+    tmp_path: Path,
+    aws_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    live_server: Callable[[object], Any],
+) -> Iterator[tuple[Path, FakeCluster]]:
+    """A checkout-like project (sources, chart, Dockerfile), fake tools first on PATH, a fake cluster."""
+    for name in ("pyproject.toml", "constraints.txt", "README.md"):
+        shutil.copy2(REPO / name, served_project / name)
+    for folder in ("src", "docker", "devops", "infrastructure"):
+        shutil.copytree(REPO / folder, served_project / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for tool in ("docker", "helm"):
+        (bin_dir / tool).write_text(FAKE_TOOL.format(python=sys.executable, name=tool))
+        (bin_dir / tool).chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    log.touch()
+    for name, value in {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "WMS_FAKE_LOG": str(log),
+        "WMS_FAKE_STATE": str(state),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    sha = hashlib.sha256((exported_model / "model.onnx").read_bytes()).hexdigest()
+    served = load_folder(exported_model, ModelCard(version="1", onnx_sha256=sha))
+    with live_server(create_app(served, ServeSettings())) as pod, FakeCluster(log, state, pod.url) as cluster:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "current-context": "k3s",
+                    "contexts": [{"name": "k3s", "context": {"cluster": "c", "user": "u"}}],
+                    "clusters": [{"name": "c", "cluster": {"server": cluster.url}}],
+                    "users": [{"name": "u", "user": {"token": TOKEN}}],
+                }
+            )
+        )
+        with (served_project / "wms.toml").open("a") as fh:
+            fh.write(f'\n[deploy]\ntarget = "k8s"\nkeep_namespaces = 2\nkubeconfig = "{kubeconfig}"\n')
+        yield served_project, cluster

@@ -8,95 +8,21 @@ smoke prediction are real answers.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.deploy.conftest import OLD_NAMESPACES, TOKEN, FakeCluster
+from tests.deploy.conftest import OLD_NAMESPACES, REPO, FakeCluster
 
 from wms.config import ServeSettings
 from wms.serve.app import create_app
 from wms.serve.model import ModelCard, load_folder
-
-REPO = Path(__file__).resolve().parents[2]
-
-FAKE_TOOL = """#!{python}
-import json, os, sys
-args = sys.argv[1:]
-stdin = "" if sys.stdin is None or sys.stdin.closed else sys.stdin.read()
-with open(os.environ["WMS_FAKE_LOG"], "a") as log:
-    record = {{"who": "{name}", "args": args, "stdin": stdin, "kubeconfig": os.environ.get("KUBECONFIG")}}
-    log.write(json.dumps(record) + "\\n")
-if "{name}" == "helm" and args[0] == "status":  # the release as a killed helm left it, or none
-    left = os.environ.get("WMS_FAKE_HELM_STATUS")
-    print(json.dumps({{"info": {{"status": left}}}})) if left else sys.exit("Error: release: not found")
-    sys.exit(0)
-if os.environ.get("WMS_FAKE_FAIL") == " ".join(["{name}", *args[:2]]):
-    sys.exit("Error response from daemon: conflict")
-if "{name}" == "helm" and args[:2] == ["upgrade", "--install"]:
-    namespace = args[args.index("--namespace") + 1]
-    open(os.path.join(os.environ["WMS_FAKE_STATE"], "installed-" + namespace), "w").close()
-    print(os.environ.get("WMS_FAKE_HELM_NOTES", ""))  # what helm prints after an upgrade
-if os.environ.get("WMS_FAKE_FAIL", "").startswith("{name}:"):
-    sys.exit(os.environ["WMS_FAKE_FAIL"].split(":", 1)[1])  # the message on stderr, exit code 1
-print("{name} ok")
-"""
-
-
-@pytest.fixture
-def cluster_project(
-    served_project: Path,
-    exported_model: Path,
-    tmp_path: Path,
-    aws_env: str,
-    monkeypatch: pytest.MonkeyPatch,
-    live_server: Callable[[object], Any],
-) -> Iterator[tuple[Path, FakeCluster]]:
-    """A checkout-like project (sources, chart, Dockerfile), fake tools first on PATH, a fake cluster."""
-    for name in ("pyproject.toml", "constraints.txt", "README.md"):
-        shutil.copy2(REPO / name, served_project / name)
-    for folder in ("src", "docker", "devops", "infrastructure"):
-        shutil.copytree(REPO / folder, served_project / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    bin_dir, state = tmp_path / "bin", tmp_path / "state"
-    bin_dir.mkdir()
-    state.mkdir()
-    for tool in ("docker", "helm"):
-        (bin_dir / tool).write_text(FAKE_TOOL.format(python=sys.executable, name=tool))
-        (bin_dir / tool).chmod(0o755)
-    log = tmp_path / "calls.jsonl"
-    log.touch()
-    for name, value in {
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "WMS_FAKE_LOG": str(log),
-        "WMS_FAKE_STATE": str(state),
-    }.items():
-        monkeypatch.setenv(name, value)
-
-    sha = hashlib.sha256((exported_model / "model.onnx").read_bytes()).hexdigest()
-    served = load_folder(exported_model, ModelCard(version="1", onnx_sha256=sha))
-    with live_server(create_app(served, ServeSettings())) as pod, FakeCluster(log, state, pod.url) as cluster:
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "current-context": "k3s",
-                    "contexts": [{"name": "k3s", "context": {"cluster": "c", "user": "u"}}],
-                    "clusters": [{"name": "c", "cluster": {"server": cluster.url}}],
-                    "users": [{"name": "u", "user": {"token": TOKEN}}],
-                }
-            )
-        )
-        with (served_project / "wms.toml").open("a") as fh:
-            fh.write(f'\n[deploy]\ntarget = "k8s"\nkeep_namespaces = 2\nkubeconfig = "{kubeconfig}"\n')
-        yield served_project, cluster
 
 
 def _calls(cluster: FakeCluster) -> list[dict[str, Any]]:

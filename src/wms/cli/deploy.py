@@ -65,6 +65,32 @@ def deploy(
 
 
 @app.command()
+def status(
+    ctx: typer.Context,
+    check: bool = typer.Option(
+        False, "--check", help="Exit 1 when the cluster does not serve what main names (as `diff` does)."
+    ),
+) -> None:
+    """What the k8s cluster serves against what main's models/production_current.json names: the
+    version its namespace's Service answers /ready with, and whether its image is built from main's
+    code. Changes nothing. In GitHub Actions also the outputs `in_sync`, `wanted`, `served` and the
+    step summary."""
+    from wms.deploy.status import serving_status
+    from wms.report import write_github_output, write_step_summary
+
+    found = serving_status(state(ctx).project())
+    lines = found.lines()
+    for line in lines:
+        _echo(line)
+    write_github_output(
+        {"in_sync": str(found.in_sync).lower(), "wanted": found.wanted or "", "served": found.served or ""}
+    )
+    write_step_summary("### Production against main\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
+    if check and not found.in_sync:
+        raise typer.Exit(1)
+
+
+@app.command()
 def stop(ctx: typer.Context) -> None:
     """Stop what the local deploy runs (server and proxy); for k8s, prints how to uninstall."""
     from wms.deploy import make_deployer

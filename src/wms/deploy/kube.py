@@ -160,6 +160,32 @@ class KubeClient:
         text = " ".join(f"{about.kind or ''} {about.name or ''}: {latest.reason}: {latest.message}".split())
         return text[:300]
 
+    def pod_images(self, namespace: str, labels: dict[str, str]) -> list[str]:
+        """The images the live pods with `labels` run, one per container, sorted without repeats."""
+        wanted: dict[str, Any] = {**labels}
+        listed = self._call(
+            f"list pods in {namespace}", lambda: list(self._api.list(Pod, namespace=namespace, labels=wanted))
+        )
+        containers = [c for p in listed if _live(p) and p.spec for c in p.spec.containers]
+        return sorted({c.image for c in containers if c.image})
+
+    def served_version(self, namespace: str, service: str, port: str) -> str | None:
+        """The model version the Service's /ready names; None when nothing answers there: no such
+        namespace or Service (404), no ready pod behind it (503), or none reached (502)."""
+        url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/ready"
+        answer = self._call(
+            f"reach {service}/ready in {namespace}",
+            lambda: self._http.request("GET", url).raise_for_status(),
+            (404, 502, 503),
+        )
+        if answer is None:
+            return None
+        try:
+            version = answer.json().get("version")
+        except (ValueError, AttributeError):
+            return None  # not the model server's answer
+        return None if version is None else str(version)
+
     def service_proxy(self, namespace: str, service: str, port: str, path: str, **kw: Any) -> httpx.Response:
         """A request to a Service through the API server's proxy (no port-forward, no ingress needed)."""
         url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}"

@@ -1,0 +1,117 @@
+"""What the k8s cluster serves, against what main says it should: `wms deploy status`.
+
+Main's models/production_current.json names the version; `wms deploy` serves it in namespace
+`model-<version>` from an image tagged `v<version>-<commit>`, the commit its checkout was at.
+The cluster serves main's production when that namespace's Service answers /ready with that
+version and its pods run an image built from a commit whose image and chart inputs (the paths
+release-deploy.yaml deploys on) are still main's. Two cheap reads: the Service's /ready and
+the pods' images; nothing is built, pulled or changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from wms.config import Project
+from wms.deploy.k8s import K8sDeployer
+from wms.errors import ConfigError
+
+if TYPE_CHECKING:
+    from wms.deploy.kube import KubeClient
+    from wms.vcs.mainline import MainLine
+
+# What the image and the release are made of: a change to any of them on main is deployed by
+# release-deploy.yaml (its `paths`), so a pod built before it runs code main no longer has.
+SERVED_PATHS = (
+    "src",
+    "docker",
+    "devops/helm",
+    "infrastructure/helm-values.yaml",
+    "pyproject.toml",
+    "constraints.txt",
+)
+
+
+@dataclass(frozen=True)
+class ServingStatus:
+    """Main's production version against what its namespace serves."""
+
+    wanted: str | None  # None: main names no production version yet
+    namespace: str
+    served: str | None  # the version /ready names there; None: nothing answers
+    images: tuple[str, ...]  # what the pods there run
+    stale: str  # why the pods' code is not main's; "" when it is (or cannot be compared)
+
+    @property
+    def in_sync(self) -> bool:
+        return self.wanted is None or (self.served == self.wanted and not self.stale)
+
+    def lines(self) -> list[str]:
+        if self.wanted is None:
+            return ["main names no production model yet (models/production_current.json): nothing to serve"]
+        served = (
+            f"model {self.served}" if self.served is not None else "nothing (no ready pod answers /ready)"
+        )
+        lines = [
+            f"wanted: model {self.wanted}, main's models/production_current.json",
+            f"served: {served} in namespace {self.namespace}",
+        ]
+        if self.images:
+            lines.append(f"image: {', '.join(self.images)}")
+        if self.stale:
+            lines.append(f"code: {self.stale}")
+        lines.append(
+            "in sync: production serves what main names, built from main's code"
+            if self.in_sync
+            else "OUT OF SYNC: deploy production from main (release-deploy.yaml, or `wms deploy`)"
+        )
+        return lines
+
+
+def serving_status(project: Project, kube: KubeClient | None = None) -> ServingStatus:
+    """Ask the cluster (deploy.kubeconfig's) what serves main's production version."""
+    from wms.vcs.mainline import MainLine
+
+    target = project.settings.deploy.target
+    if target != "k8s":
+        raise ConfigError(
+            f"wms deploy status reads a Kubernetes cluster; deploy.target is {target!r}: "
+            "set it to k8s (WMS_DEPLOY__TARGET=k8s)"
+        )
+    from wms.deploy.kube import KubeClient
+
+    main = MainLine(project)
+    wanted = main.production_version()  # RegistryError when main's pointer names no version
+    if wanted is None:
+        return ServingStatus(None, "", None, (), "")
+    namespace = K8sDeployer(project, print).namespace(wanted)
+    release = project.settings.deploy.release
+    client = kube or KubeClient.from_kubeconfig(project.settings.deploy.kubeconfig)
+    served = client.served_version(namespace, release, "http")
+    images: tuple[str, ...] = ()
+    if served is not None:
+        images = tuple(client.pod_images(namespace, {"app.kubernetes.io/instance": release}))
+    stale = _stale_code(main, project, images) if served == wanted else ""
+    return ServingStatus(wanted, namespace, served, images, stale)
+
+
+def _stale_code(main: MainLine, project: Project, images: tuple[str, ...]) -> str:
+    """Why the pods' images are not built from main's code ("" when they are, or outside git)."""
+    if main.top is None:
+        return ""  # no history to compare with: the version alone decides
+    head = main.ref or "HEAD"
+    paths = [main.relative(project.root / name) for name in SERVED_PATHS if (project.root / name).exists()]
+    if not paths:
+        return ""
+    reasons = []
+    for image in images:
+        commit = image.rpartition(":")[2].rpartition("-")[2]
+        if not main.git.has_commit(commit):
+            reasons.append(f"{image} was built from commit {commit}, which main's history here lacks")
+            continue
+        changed = main.git.run("diff", "--name-only", commit, head, "--", *paths).splitlines()
+        if changed:
+            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            reasons.append(f"{image} was built from commit {commit}; main has changed {shown} since")
+    return "; ".join(reasons)

@@ -1,0 +1,120 @@
+"""`wms deploy status` against the fake cluster: what serves, against what main's pointer names.
+
+The scheduled heal in release-deploy.yaml deploys only when this says the two differ, so each
+case an operator meets is here: a new empty cluster, a version put there by hand, a deploy that
+never finished, code on main that never reached the pods, and the quiet case where all agrees.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.deploy.conftest import FakeCluster
+
+
+def _main_names(root: Path, version: str) -> None:
+    pointer = root / "models" / "production_current.json"
+    pointer.parent.mkdir(exist_ok=True)
+    pointer.write_text(json.dumps({"action": "promote", "from_version": "0", "to_version": version}))
+
+
+def _git(root: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args]
+    return subprocess.run(command, cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+def _outputs(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines())
+
+
+@pytest.fixture
+def github_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    output, summary = tmp_path / "github_output", tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    return output, summary
+
+
+def test_a_new_empty_cluster_serves_nothing_and_is_out_of_sync(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], github_files: tuple[Path, Path]
+) -> None:
+    root, cluster = cluster_project
+    _main_names(root, "1")
+    cluster.namespaces = {"kube-system": "2026-01-01T00:00:00Z"}  # a replaced node: nothing installed
+    result = cli("deploy", "status", "--check")
+    assert result.exit_code == 1, result.output
+    assert "served: nothing (no ready pod answers /ready) in namespace model-1" in result.output
+    assert "OUT OF SYNC" in result.output and "Traceback" not in result.output
+    output, summary = github_files
+    assert _outputs(output) == {"in_sync": "false", "wanted": "1", "served": ""}
+    assert "OUT OF SYNC" in summary.read_text()
+    # Without --check it reports and exits 0: the workflow reads `in_sync`, and a failure to ask stays red.
+    assert cli("deploy", "status").exit_code == 0
+
+
+def test_a_release_left_without_ready_pods_serves_nothing(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
+) -> None:
+    root, cluster = cluster_project
+    _main_names(root, "1")
+    cluster.namespaces["model-1"] = "2026-04-01T00:00:00Z"  # the namespace is there, its pod never got ready
+    result = cli("deploy", "status", "--check")
+    assert result.exit_code == 1 and "served: nothing" in result.output, result.output
+
+
+def test_a_version_put_in_mains_namespace_by_hand_is_out_of_sync(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
+) -> None:
+    root, cluster = cluster_project
+    _main_names(root, "5")
+    cluster.namespaces["model-5"] = "2026-04-01T00:00:00Z"
+    (cluster.state / "installed-model-5").write_text("wms-model:v1-hand")  # its pod answers version 1
+    result = cli("deploy", "status", "--check")
+    assert result.exit_code == 1, result.output
+    assert "wanted: model 5" in result.output and "served: model 1 in namespace model-5" in result.output
+
+
+def test_after_a_deploy_of_mains_version_it_is_in_sync_until_mains_code_changes(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], github_files: tuple[Path, Path]
+) -> None:
+    root, _ = cluster_project
+    _main_names(root, "1")
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "main")
+    deployed = cli("deploy")
+    assert deployed.exit_code == 0, deployed.output
+    result = cli("deploy", "status", "--check")
+    assert result.exit_code == 0, result.output
+    assert "in sync: production serves what main names" in result.output
+    assert _outputs(github_files[0])["in_sync"] == "true"
+
+    (root / "notes.txt").write_text("not part of the image\n")  # a data or docs commit: nothing to do
+    _git(root, "add", "notes.txt")
+    _git(root, "commit", "-qm", "docs")
+    assert cli("deploy", "status", "--check").exit_code == 0
+
+    (root / "src" / "wms" / "serve" / "extra.py").write_text("# a fix the pods lack\n")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "code")
+    result = cli("deploy", "status", "--check")
+    assert result.exit_code == 1, result.output
+    assert "main has changed src/wms/serve/extra.py since" in result.output
+
+
+def test_before_the_first_promotion_there_is_nothing_to_serve(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
+) -> None:
+    result = cli("deploy", "status", "--check")
+    assert result.exit_code == 0, result.output
+    assert "main names no production model yet" in result.output
+
+
+def test_the_local_target_is_refused_in_one_line(served_project: Path, cli: Callable[..., Any]) -> None:
+    result = cli("deploy", "status")
+    assert result.exit_code == 2 and "set it to k8s" in result.output and "Traceback" not in result.output
