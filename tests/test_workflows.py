@@ -47,7 +47,8 @@ SEED_TRIGGERS: dict[str, dict[str, Any]] = {
                 "models/production_current.json",
             ],
         },
-        # The reconcile on main can also be run by hand.
+        # The reconcile on main can also be run by hand, and heals production hourly.
+        "schedule": ...,
         "workflow_dispatch": ...,
     },
     "pipeline-sweeper.yaml": {"schedule": ..., "workflow_dispatch": ...},
@@ -154,7 +155,9 @@ def test_reaper_runs_every_15_minutes() -> None:
     assert [s["run"] for s in workflow["jobs"]["reap"]["steps"] if "run" in s] == ["wms compute reap"]
 
 
-@pytest.mark.parametrize("name", ["compute-reaper.yaml", "pipeline-sweeper.yaml", "drift-report.yaml"])
+@pytest.mark.parametrize(
+    "name", ["compute-reaper.yaml", "pipeline-sweeper.yaml", "drift-report.yaml", "release-deploy.yaml"]
+)
 def test_the_reaper_and_the_sweeper_keep_their_own_schedule_on(name: str) -> None:
     """GitHub turns off a public repository's schedules after 60 days without activity (a later
     push does not turn them back on): once a day each enables itself, and only itself, so a
