@@ -409,3 +409,32 @@ def test_promtool_says_the_mlflow_alerts_fire_when_mlflow_stops_answering_or_its
         (MLFLOW.parent / "mlflow-backup.sh").read_text(),
         re.M,
     )
+
+
+GITHUB_ALERT_TESTS = ROOT / "tests" / "github_token_alerts_test.yaml"
+
+
+def test_promtool_says_the_token_alert_fires_two_weeks_before_the_runner_token_expires(
+    tmp_path: Path,
+) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus; make validators)")
+    (tmp_path / "github.rules.yaml").write_text(
+        yaml.safe_dump(dict(stack_values()["additionalPrometheusRulesMap"]["github"]))
+    )
+    shutil.copyfile(GITHUB_ALERT_TESTS, tmp_path / GITHUB_ALERT_TESTS.name)
+    tested = subprocess.run(
+        [promtool, "test", "rules", GITHUB_ALERT_TESTS.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    # runner-start.sh writes the gauge into the folder node-exporter reads.
+    assert re.search(
+        r"^gauge=\$\{TEXTFILE_DIR:-" + re.escape(_textfile_dir()) + "}$",
+        (MONITORING.parent / "runner-start.sh").read_text(),
+        re.M,
+    )

@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,17 @@ def _mlflow_script(tmp_path: Path, script: str, db: Path, **env: str) -> subproc
 class FakeGitHub:
     """The three runner endpoints runner-start.sh calls, recording every request."""
 
-    def __init__(self, runners: list[dict[str, Any]], refuse_registration: bool = False) -> None:
+    def __init__(
+        self,
+        runners: list[dict[str, Any]],
+        refuse_registration: bool = False,
+        token_expiration: str | None = None,
+        token_expired: bool = False,
+    ) -> None:
         self.runners = runners
         self.refuse_registration = refuse_registration
+        self.token_expiration = token_expiration  # GitHub-Authentication-Token-Expiration
+        self.token_expired = token_expired
         self.requests: list[dict[str, Any]] = []
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
@@ -112,8 +121,12 @@ class FakeGitHub:
                         "body": json.loads(self.rfile.read(length)) if length else None,
                     }
                 )
+                if github.token_expired:
+                    status, body = 401, {"message": "Bad credentials", "status": "401"}
                 data = json.dumps(body).encode() if body is not None else b""
                 self.send_response(status)
+                if github.token_expiration and not github.token_expired:
+                    self.send_header("GitHub-Authentication-Token-Expiration", github.token_expiration)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -153,9 +166,9 @@ def serve_github() -> Iterator[Any]:
         server.server_close()
 
 
-def _runner_start(tmp_path: Path, api_url: str) -> subprocess.CompletedProcess[str]:
+def _runner_start(tmp_path: Path, api_url: str, **extra: str) -> subprocess.CompletedProcess[str]:
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(parents=True)
     _executable(
         bin_dir / "aws",
         '#!/bin/sh\necho "$@" >> "$AWS_CALLS"\n'
@@ -173,7 +186,8 @@ def _runner_start(tmp_path: Path, api_url: str) -> subprocess.CompletedProcess[s
         "RUNNER_LABELS": "wms-gpu,wms-serve",
         "RUNNER_TOKEN_PARAMETER": "/wms/github/runner-token",
         "AWS_REGION": "us-east-1",
-    }
+        "TEXTFILE_DIR": str(tmp_path / "no-textfile-folder"),
+    } | extra
     return subprocess.run(
         ["bash", str(SCRIPTS / "runner-start.sh")],
         cwd=runner_dir,
@@ -230,6 +244,42 @@ def test_runner_start_says_why_github_refused_and_starts_nothing(tmp_path: Path,
     assert "Resource not accessible by personal access token" in result.stderr
     assert TOKEN not in result.stdout + result.stderr
     assert not (tmp_path / "actions-runner" / "run-args").exists()
+
+
+def test_runner_start_says_when_its_token_expires_and_which_to_renew_once_it_has(
+    tmp_path: Path, serve_github: Any
+) -> None:
+    _need("curl", "jq")
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    expires = datetime.now(UTC) + timedelta(days=10, hours=1)
+    stamp = expires.strftime("%Y-%m-%d %H:%M:%S UTC")
+    github = FakeGitHub(runners=[], token_expiration=stamp)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    soon = _runner_start(
+        tmp_path / "soon", serve_github(github), TEXTFILE_DIR=str(textfile), TMPDIR=str(scratch)
+    )
+    assert soon.returncode == 0, soon.stderr
+    assert not list(scratch.iterdir())  # the answers' headers are not left behind at each start
+    assert f"the runner token in SSM /wms/github/runner-token expires on {stamp} (in 10 days)" in soon.stdout
+    assert "expires in 10 days; before then, make a new one" in soon.stderr
+    assert "aws ssm put-parameter --overwrite" in soon.stderr
+    gauges = {
+        (sample.name, sample.labels.get("token")): sample.value
+        for family in text_string_to_metric_families((textfile / "wms_github_token.prom").read_text())
+        for sample in family.samples
+    }
+    assert gauges == {("wms_github_token_expiry_seconds", "runner"): float(int(expires.timestamp()))}
+    assert [p.name for p in textfile.iterdir()] == ["wms_github_token.prom"]
+
+    # The token expired: one line says which and how to put in the next one; no runner starts.
+    expired = _runner_start(tmp_path / "expired", serve_github(FakeGitHub(runners=[], token_expired=True)))
+    assert expired.returncode != 0
+    said = expired.stderr.splitlines()[-1]
+    assert said.startswith("GitHub refused the runner token in SSM /wms/github/runner-token (401: expired")
+    assert "aws ssm put-parameter --overwrite --region us-east-1" in said
+    assert not (tmp_path / "expired" / "actions-runner" / "run-args").exists()
 
 
 def test_mlflow_backup_uploads_a_consistent_snapshot(tmp_path: Path) -> None:
