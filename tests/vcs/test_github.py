@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ import pytest
 
 from wms.config import load_settings
 from wms.errors import BackendError, ConfigError
-from wms.vcs import GitHubClient, GitHubHost, make_git_host
+from wms.vcs import GitHubClient, GitHubHost, make_git_host, make_github_host
 from wms.vcs.publish import publish_promotion
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ NOT_ALLOWED = {
         {"type": "UNPROCESSABLE", "message": "Pull request Auto merge is not allowed for this repository"}
     ]
 }
+EXPIRY = "GitHub-Authentication-Token-Expiration"  # GitHub's answers to a token that expires
 Reply = tuple[int, Any, dict[str, str]]  # status, JSON body, extra headers
 Handler = Callable[[dict[str, Any] | None], Reply]
 
@@ -207,8 +209,44 @@ def test_other_graphql_errors_are_reported(github: FakeGitHub) -> None:
 def test_a_bad_token_names_the_variable_to_set(github: FakeGitHub) -> None:
     github.answer(f"GET /repos/{REPO}/pulls", 401, {"message": "Bad credentials"})
 
-    with pytest.raises(BackendError, match="WMS_GITHUB_TOKEN"):
+    with pytest.raises(BackendError) as refused:
         host(github).publish("data/x", "t", "b")
+    said = str(refused.value)
+    assert "\n" not in said
+    assert said.startswith(
+        "GitHub refused the token WMS_GITHUB_TOKEN (GET /repos/acme/meters/pulls: Bad cred"
+    )
+    assert "it expired, was revoked or is wrong; make a new one and put it in WMS_GITHUB_TOKEN" in said
+
+
+def test_a_token_that_expires_within_two_weeks_is_a_warning_on_the_job_and_its_summary(
+    github: FakeGitHub, project_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    runners = {"total_count": 0, "runners": []}
+    project = load_settings(overrides={"git": {"host": "github", "api_url": github.url, "repository": REPO}})
+    env = {"WMS_GITHUB_TOKEN": "pat", "GITHUB_TOKEN": "t", "GITHUB_ACTIONS": "true"}
+
+    later = (datetime.now(UTC) + timedelta(days=60)).strftime("%Y-%m-%d %H:%M:%S UTC")
+    github.answer(f"GET /repos/{REPO}/actions/runners", 200, runners, {EXPIRY: later})
+    make_github_host(project, env=env).list_runners()
+    assert "::warning" not in capsys.readouterr().err and not summary.exists()
+
+    soon = datetime.now(UTC) + timedelta(days=10, hours=1)
+    github.answer(
+        f"GET /repos/{REPO}/actions/runners", 200, runners, {EXPIRY: f"{soon:%Y-%m-%d %H:%M:%S} UTC"}
+    )
+    host = make_github_host(project, env=env)
+    host.list_runners()
+    host.list_runners()
+    said = f"the GitHub token WMS_GITHUB_TOKEN expires on {soon:%Y-%m-%d %H:%M} UTC (in 10 days)"
+    err = capsys.readouterr().err
+    assert err.count("::warning") == 1  # once per command, not per request
+    assert f"::warning title=GitHub token expires soon::{said}" in err
+    assert "put it in the secret WMS_GITHUB_TOKEN (environment wms-production" in err
+    assert said in summary.read_text()
+    assert len(github.calls(f"GET /repos/{REPO}/actions/runners")) == 3  # no request of its own
 
 
 def test_validation_report_becomes_a_commit_comment(github: FakeGitHub) -> None:

@@ -7,7 +7,9 @@ repository, `github` opens a pull request with auto-merge through the GitHub API
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from wms.config import Project
@@ -57,7 +59,7 @@ def make_github_host(
     """A GitHub host for this project's repository, whatever `git.host` says (runners, comments)."""
     env = os.environ if env is None else env
     cfg = project.settings.git
-    token = next((env[name] for name in TOKEN_VARIABLES if env.get(name)), "")
+    name, token = next(((name, env[name]) for name in TOKEN_VARIABLES if env.get(name)), ("", ""))
     if not token:
         raise ConfigError(
             "no GitHub token: set WMS_GITHUB_TOKEN (a GitHub App token or a PAT, so the merge triggers "
@@ -69,7 +71,13 @@ def make_github_host(
     from wms.vcs.github import GitHubClient, GitHubHost
 
     return GitHubHost(
-        GitHubClient(cfg.api_url, token),
+        GitHubClient(
+            cfg.api_url,
+            token,
+            token_name=name,
+            # GITHUB_TOKEN is the workflow's own, made for each job
+            on_expiring=_warn_of_expiry(name, env) if name == "WMS_GITHUB_TOKEN" else None,
+        ),
         repository,
         base_branch=cfg.base_branch,
         labels=cfg.labels,
@@ -79,6 +87,28 @@ def make_github_host(
         remote=cfg.remote,
         workflows_token=env.get("WMS_GITHUB_TOKEN", ""),
     )
+
+
+def _warn_of_expiry(name: str, env: Mapping[str, str]) -> Callable[[datetime], None]:
+    """Says, as a GitHub Actions warning and on the job's summary there, that the token expires soon."""
+
+    def warn(expires: datetime) -> None:
+        from wms.report import write_step_summary
+
+        days = (expires - datetime.now(UTC)).days
+        when = f"{expires.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        line = (
+            f"the GitHub token {name} expires on {when} (in {days} days): "
+            f"before then, make a new one with the same permissions and put it in the secret {name} "
+            '(environment wms-production; README, "GitHub setup")'
+        )
+        if env.get("GITHUB_ACTIONS") == "true":
+            print(f"::warning title=GitHub token expires soon::{line}", file=sys.stderr)
+            write_step_summary(f"**Warning:** {line}")
+        else:
+            print(line, file=sys.stderr)
+
+    return warn
 
 
 __all__ = [

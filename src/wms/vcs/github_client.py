@@ -1,6 +1,7 @@
 """githubkit's client as wms uses it: a Bearer token, retries of server errors, a short wait for a
 rate limit that resets soon, and every failure turned into one GitHubError whose line says
-what to check (git.api_url, the network, the token's permissions).
+what to check (git.api_url, the network, the token's permissions). The expiry GitHub names in
+its answers to a token that expires is noted, and told when it is near.
 
 GitHubHost (wms.vcs.github) talks to GitHub through it; `wms vcs runners` and the runner
 checks use it too.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Generator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -30,6 +31,9 @@ from wms.errors import BackendError
 # A rate limit that resets within this is waited for, once; a longer one is reported at once.
 RATE_LIMIT_WAIT = timedelta(seconds=60)
 MIN_PAUSE = timedelta(milliseconds=1)
+# GitHub's answers to a token that expires (a fine-grained PAT always does) name when it does.
+EXPIRY_HEADER = "GitHub-Authentication-Token-Expiration"
+EXPIRY_WARNING = timedelta(days=14)
 
 
 class GitHubError(BackendError):
@@ -41,41 +45,59 @@ class GitHubError(BackendError):
 
 
 class _Bearer(httpx.Auth):
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, seen: Callable[[httpx.Response], None]) -> None:
         self._token = token
+        self._seen = seen
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self._token}"
-        yield request
+        response = yield request
+        self._seen(response)
 
 
 class BearerToken(BaseAuthStrategy):
-    """A token sent as `Authorization: Bearer` (githubkit's own sends `token`); never in a repr."""
+    """A token sent as `Authorization: Bearer` (githubkit's own sends `token`); never in a repr.
 
-    def __init__(self, token: str) -> None:
+    `seen` gets each answer (its headers), as it comes, without a request of its own."""
+
+    def __init__(self, token: str, seen: Callable[[httpx.Response], None] = lambda _: None) -> None:
         self._token = token
+        self._seen = seen
 
     def get_auth_flow(self, github: GitHubCore[Any]) -> httpx.Auth:
-        return _Bearer(self._token)
+        return _Bearer(self._token, self._seen)
 
 
 class GitHubClient:
     """githubkit's client set up for wms; every answer comes back as JSON or one GitHubError.
 
     Server errors (5xx) are retried `retries` times after `backoff` x 1, 4, 9 ... seconds;
-    a rate limit is waited for once when it resets within RATE_LIMIT_WAIT.
+    a rate limit is waited for once when it resets within RATE_LIMIT_WAIT. `token_name` is
+    where the token comes from, named when GitHub refuses it; `on_expiring` is called once
+    with the token's expiry when the first answer says it is within EXPIRY_WARNING.
     """
 
     def __init__(
-        self, api_url: str, token: str, timeout: float = 30.0, *, retries: int = 3, backoff: float = 1.0
+        self,
+        api_url: str,
+        token: str,
+        timeout: float = 30.0,
+        *,
+        retries: int = 3,
+        backoff: float = 1.0,
+        token_name: str = "WMS_GITHUB_TOKEN",
+        on_expiring: Callable[[datetime], None] | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.token = token
+        self.token_name = token_name
+        self.on_expiring = on_expiring
+        self.token_expires: datetime | None = None
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.sdk = GitHub(
-            BearerToken(token),
+            BearerToken(token, self._seen),
             base_url=self.api_url,
             user_agent="wms",
             timeout=timeout,
@@ -118,6 +140,17 @@ class GitHubClient:
         except GitHubException as exc:
             raise self._error(exc) from None
 
+    def _seen(self, response: httpx.Response) -> None:
+        if self.token_expires is not None or not (value := response.headers.get(EXPIRY_HEADER)):
+            return
+        try:  # "2026-12-20 10:00:00 UTC" (or an offset such as -0800)
+            expires = datetime.strptime(value.replace(" UTC", " +0000"), "%Y-%m-%d %H:%M:%S %z")
+        except ValueError:
+            return
+        self.token_expires = expires
+        if self.on_expiring is not None and expires - datetime.now(UTC) < EXPIRY_WARNING:
+            self.on_expiring(expires)
+
     def _retry(self, exc: GitHubException, count: int) -> RetryOption:
         # githubkit sleeps 60 s for a zero pause (a falsy timedelta): never hand it one
         if isinstance(exc, RateLimitExceeded):
@@ -148,7 +181,9 @@ class GitHubClient:
             )
         if status == 401:
             return GitHubError(
-                f"GitHub refused the token ({where}: {message}); set WMS_GITHUB_TOKEN to a valid token",
+                f"GitHub refused the token {self.token_name} ({where}: {message}): it expired, was revoked "
+                f"or is wrong; make a new one and put it in {self.token_name} (in the workflows, the "
+                'secret of environment wms-production; README, "GitHub setup")',
                 status,
             )
         if status in (403, 404):
