@@ -20,10 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
 from tests.test_infrastructure import ROLES, Boot, delivered_text
-from tests.test_infrastructure_monitoring import stack_values
+from tests.test_infrastructure_monitoring import promtool_checks_the_stack_rules, stack_values
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "infrastructure" / "scripts"
@@ -187,26 +185,7 @@ def _rules() -> dict[str, Any]:
 
 
 def test_promtool_says_the_alert_fires_when_the_certificates_were_not_renewed(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus; make validators)")
-    (tmp_path / "k3s.rules.yaml").write_text(yaml.safe_dump(_rules()))
-    shutil.copyfile(ALERT_TESTS, tmp_path / ALERT_TESTS.name)
-    checked = subprocess.run(
-        [promtool, "check", "rules", str(tmp_path / "k3s.rules.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    tested = subprocess.run(
-        [promtool, "test", "rules", ALERT_TESTS.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    promtool_checks_the_stack_rules("k3s", ALERT_TESTS, tmp_path)
     (rule,) = [r for group in _rules()["groups"] for r in group["rules"]]
     assert "wms_k3s_certificate_expiry_timestamp_seconds" in rule["expr"]  # the gauge the script writes
     assert "wms_k3s_certificate_expiry_timestamp_seconds" in CERTS.read_text()

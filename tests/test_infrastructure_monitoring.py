@@ -377,27 +377,24 @@ def _mlflow_rules() -> dict[str, Any]:
     return dict(stack_values()["additionalPrometheusRulesMap"]["mlflow"])
 
 
-def test_promtool_says_the_mlflow_alerts_fire_when_mlflow_stops_answering_or_its_backup_fails(
-    tmp_path: Path,
-) -> None:
+def promtool_checks_the_stack_rules(group: str, unit_tests: Path, tmp_path: Path) -> None:
+    """`promtool check rules` on the stack's rule group `group` (additionalPrometheusRulesMap), then
+    `promtool test rules` with `unit_tests`, which names it as `<group>.rules.yaml`."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package prometheus; make validators)")
-    rules = tmp_path / "mlflow.rules.yaml"
-    rules.write_text(yaml.safe_dump(_mlflow_rules()))
-    shutil.copyfile(MLFLOW_ALERT_TESTS, tmp_path / MLFLOW_ALERT_TESTS.name)
-    checked = subprocess.run(
-        [promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    tested = subprocess.run(
-        [promtool, "test", "rules", MLFLOW_ALERT_TESTS.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    rules = tmp_path / f"{group}.rules.yaml"
+    rules.write_text(yaml.safe_dump(dict(stack_values()["additionalPrometheusRulesMap"][group])))
+    shutil.copyfile(unit_tests, tmp_path / unit_tests.name)
+    for args in (["check", "rules", rules.name], ["test", "rules", unit_tests.name]):
+        done = subprocess.run([promtool, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_says_the_mlflow_alerts_fire_when_mlflow_stops_answering_or_its_backup_fails(
+    tmp_path: Path,
+) -> None:
+    promtool_checks_the_stack_rules("mlflow", MLFLOW_ALERT_TESTS, tmp_path)
     rules = {r["alert"]: r for group in _mlflow_rules()["groups"] for r in group["rules"]}
     assert 'absent(up{job="mlflow"})' in rules["WmsMlflowDown"]["expr"]
     # mlflow-backup.service records each run's outcome as this gauge (mlflow-backup.sh --record).
@@ -417,21 +414,7 @@ GITHUB_ALERT_TESTS = ROOT / "tests" / "github_token_alerts_test.yaml"
 def test_promtool_says_the_token_alert_fires_two_weeks_before_the_runner_token_expires(
     tmp_path: Path,
 ) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus; make validators)")
-    (tmp_path / "github.rules.yaml").write_text(
-        yaml.safe_dump(dict(stack_values()["additionalPrometheusRulesMap"]["github"]))
-    )
-    shutil.copyfile(GITHUB_ALERT_TESTS, tmp_path / GITHUB_ALERT_TESTS.name)
-    tested = subprocess.run(
-        [promtool, "test", "rules", GITHUB_ALERT_TESTS.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    promtool_checks_the_stack_rules("github", GITHUB_ALERT_TESTS, tmp_path)
     # runner-start.sh writes the gauge into the folder node-exporter reads.
     assert re.search(
         r"^gauge=\$\{TEXTFILE_DIR:-" + re.escape(_textfile_dir()) + "}$",
