@@ -170,15 +170,18 @@ def progress_bar(description: str, total: int | None) -> Iterator[Advance]:
         yield Advance(bar, bar.add_task(description, total=total))
 
 
-def capture_inbox(ctx: typer.Context, project: Project, url: str | None = None) -> tuple[Path, str]:
-    """The capture inbox (serve.capture_dir, or an s3:// `url` given with --from) as a local folder,
-    and where it came from ("" when it is that folder itself). An s3:// inbox, where the chart's
-    pods capture, is copied (photos and metadata) to a temporary folder that lasts as long as the command."""
+def capture_inbox(ctx: typer.Context, project: Project, source: str | None = None) -> tuple[Path, str]:
+    """The photos a command reads as a local folder, and where they came from ("" when it is that
+    folder itself): `source` (--from) a folder or an s3:// inbox, or, when None, the capture inbox
+    (serve.capture_dir). An s3:// inbox, where the chart's pods capture, is copied (photos and
+    metadata) to a temporary folder that lasts as long as the command."""
     import tempfile
 
     from wms.inbox import copy_inbox, local_inbox
 
-    capture_dir = url or project.settings.serve.capture_dir
+    if source is not None and not source.startswith("s3://"):
+        return Path(source), ""
+    capture_dir = source or project.settings.serve.capture_dir
     if not capture_dir.startswith("s3://"):
         return local_inbox(capture_dir, project.root), ""
     copy = Path(ctx.with_resource(tempfile.TemporaryDirectory(prefix="wms-inbox-")))

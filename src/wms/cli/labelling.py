@@ -87,10 +87,7 @@ def suggest(
     on_interrupt(
         ctx, f"suggest stopped; nothing was written to {out} (a batch appears only whole); run it again"
     )
-    if source == "inbox" or source.startswith("s3://"):
-        folder, copied_from = capture_inbox(ctx, project, None if source == "inbox" else source)
-    else:
-        folder, copied_from = Path(source), ""
+    folder, copied_from = capture_inbox(ctx, project, None if source == "inbox" else source)
     scan = scan_photos(folder, copied_from)
     where = copied_from or scan.folder
     if not scan.photos:

@@ -78,10 +78,7 @@ def drift(
     target = out or project.path(cfg.report_dir)
     if target.exists() and not target.is_dir():
         raise UsageError(f"--out {target} is a file; name a folder (it is created if missing)")
-    if source is None or source.startswith("s3://"):
-        inbox, copied_from = capture_inbox(ctx, project, source)
-    else:
-        inbox, copied_from = Path(source), ""
+    inbox, copied_from = capture_inbox(ctx, project, source)
     photos, captured_line = captured_photos(inbox, when, copied_from)
     try:
         served = load_model(project, model)
