@@ -535,3 +535,12 @@ def interrupted_after(epoch: int) -> Any:
                 raise KeyboardInterrupt
 
     return StopAfter()
+
+
+@pytest.fixture
+def github_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """$GITHUB_OUTPUT and $GITHUB_STEP_SUMMARY, as a workflow step has them: (output, summary)."""
+    output, summary = tmp_path / "github_output", tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    return output, summary

@@ -24,22 +24,14 @@ def ec2_project(project_dir: Path, ec2_box: Ec2Box, monkeypatch: pytest.MonkeyPa
     return ec2_box
 
 
-@pytest.fixture
-def github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    output, summary = tmp_path / "github_output", tmp_path / "step_summary"
-    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
-    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    return output, summary
-
-
 def outputs(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines())
 
 
 def test_start_status_stop_round_trip_for_ci(
-    cli: Callable[..., Any], ec2_project: Ec2Box, github: tuple[Path, Path]
+    cli: Callable[..., Any], ec2_project: Ec2Box, github_files: tuple[Path, Path]
 ) -> None:
-    output, summary = github
+    output, summary = github_files
     started = cli("compute", "start", "--json")
     assert started.exit_code == 0, started.output
     values = json.loads(started.stdout)
@@ -97,7 +89,7 @@ def test_ssh_and_exec_on_the_local_backend_say_it_is_this_machine(
 
 
 def test_reap_stops_an_expired_lease(
-    cli: Callable[..., Any], ec2_project: Ec2Box, github: tuple[Path, Path]
+    cli: Callable[..., Any], ec2_project: Ec2Box, github_files: tuple[Path, Path]
 ) -> None:
     assert cli("--set", "compute.lease_minutes=1", "compute", "start", "--holder", "me").exit_code == 0
     kept = cli("compute", "reap")
@@ -109,11 +101,14 @@ def test_reap_stops_an_expired_lease(
     assert reaped.exit_code == 0
     assert f"stopped {ec2_project.id}: lease expired at 2000-01-01" in reaped.stdout
     assert ec2_project.state() == "stopped"
-    assert outputs(github[0])["stopped"] == ec2_project.id
+    assert outputs(github_files[0])["stopped"] == ec2_project.id
 
 
 def test_two_runs_share_the_instance_and_the_last_one_out_stops_it(
-    cli: Callable[..., Any], ec2_project: Ec2Box, github: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    cli: Callable[..., Any],
+    ec2_project: Ec2Box,
+    github_files: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("GITHUB_RUN_ID", "101")  # the holder defaults to the workflow run
     assert cli("compute", "start").exit_code == 0
@@ -127,7 +122,7 @@ def test_two_runs_share_the_instance_and_the_last_one_out_stops_it(
     assert first.exit_code == 0, first.output
     assert "kept running: held by gh-run-202" in first.stdout
     assert ec2_project.state() == "running"
-    assert "### compute kept running (ec2)" in github[1].read_text()
+    assert "### compute kept running (ec2)" in github_files[1].read_text()
 
     monkeypatch.setenv("GITHUB_RUN_ID", "202")
     last = cli("compute", "stop", "--json")
@@ -231,11 +226,14 @@ def test_ctrl_c_while_starting_says_the_instance_is_leased_and_how_to_stop_it(
 
 
 def test_in_the_split_layout_the_summary_does_not_send_people_to_mlflow_on_the_gpu(
-    cli: Callable[..., Any], ec2_project: Ec2Box, github: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    cli: Callable[..., Any],
+    ec2_project: Ec2Box,
+    github_files: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Manual EC2 Control in `split`: MLflow lives on the serving node, the GPU instance has none."""
     monkeypatch.setenv("WMS_COMPUTE__MLFLOW_ON_INSTANCE", "false")  # as the workflows set it in split
-    output, summary = github
+    output, summary = github_files
     started = cli("compute", "start")
     assert started.exit_code == 0, started.output
     ip = outputs(output)["public_ip"]

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from tests.deploy.conftest import FakeCluster
 
 
@@ -30,14 +29,6 @@ def _git(root: Path, *args: str) -> str:
 
 def _outputs(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines())
-
-
-@pytest.fixture
-def github_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    output, summary = tmp_path / "github_output", tmp_path / "summary.md"
-    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
-    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    return output, summary
 
 
 def test_a_new_empty_cluster_serves_nothing_and_is_out_of_sync(
