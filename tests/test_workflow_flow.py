@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
+import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +15,11 @@ from typing import Any
 import pytest
 import yaml
 from PIL import Image
-from tests.test_workflows import DEFAULT_BRANCH, ROOT, WORKFLOWS, for_layout, load, triggers
+from tests.conftest import Ec2Box
+from tests.test_workflows import DEFAULT_BRANCH, ROOT, WORKFLOWS, _needs, evaluate, for_layout, load, triggers
+
+from wms.compute.ec2 import Ec2Compute
+from wms.config import ComputeSettings
 
 SRC = ROOT / "src"
 
@@ -150,6 +156,79 @@ def test_a_cancelled_run_still_stops_the_instance_and_starts_none(name: str) -> 
     (ec2,) = load("ec2-control.yaml")["jobs"].values()
     assert runs_when_cancelled(ec2, {"inputs.action": "stop"})
     assert not runs_when_cancelled(ec2, {"inputs.action": "start"})
+
+
+# -- a run's deploy that waits for the runner keeps its instance ----------------------------------
+
+JOB_LEASE_SECONDS = 1  # compute.lease_minutes of the jobs on the instance, in this test
+
+
+def ec2_control(
+    cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, action: str, run: str, lease_minutes: Any = 60
+) -> Any:
+    """ec2-control.yaml's step, as a calling run's job runs it (`wms compute ACTION --holder ...`)."""
+    (step,) = [s for s in load("ec2-control.yaml")["jobs"]["ec2"]["steps"] if s.get("id") == "compute"]
+    monkeypatch.setenv("WMS_COMPUTE__LEASE_MINUTES", str(lease_minutes))
+    words = {"$ACTION": action, "$HOLDER": f"gh-run-{run}"}
+    command = [words.get(word, word) for word in shlex.split(step["run"])]
+    assert command[:2] == ["wms", "compute"], command
+    return cli(*command[1:])
+
+
+def job_on_the_instance_ends(box: Ec2Box, run: str) -> None:
+    """The last renewal of a job's `wms` on the instance (keep_job_lease): one job lease from now."""
+    cfg = ComputeSettings(backend="ec2", instance_id=box.id, lease_minutes=JOB_LEASE_SECONDS / 60)
+    Ec2Compute(cfg, holder=f"gh-run-{run}").renew_lease(held_only=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "first"), [("training-data-pipeline.yaml", "train"), ("release-deploy.yaml", "reconcile")]
+)
+def test_a_deploy_queued_behind_another_runs_job_is_not_stopped_as_it_begins(
+    name: str,
+    first: str,
+    project_dir: Path,
+    ec2_box: Ec2Box,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """single, one runner on the GPU instance: run 7's job there ended and left its run one
+    compute.lease_minutes for its deploy job, which then waited for the runner behind run 8's
+    train job (hours). When that job ended, the deploy took the runner, and run 8's stop job,
+    seconds later, found no live lease but its own and stopped the instance under the deploy."""
+    monkeypatch.setenv("WMS_COMPUTE__BACKEND", "ec2")
+    monkeypatch.setenv("WMS_COMPUTE__INSTANCE_ID", ec2_box.id)
+    monkeypatch.setenv("WMS_COMPUTE__POLL_SECONDS", "0.02")
+    ec2_box.client.start_instances(InstanceIds=[ec2_box.id])
+    jobs = {k: for_layout(v, "single") for k, v in load(name)["jobs"].items()}
+    start = jobs["start-compute"]["with"]
+    for run in ("7", "8"):  # both runs' start jobs lease the instance
+        assert ec2_control(cli, monkeypatch, "renew", run, start["lease_minutes"]).exit_code == 0
+    job_on_the_instance_ends(ec2_box, "7")  # run 7's first job on the instance
+
+    # What runs of run 7 before its deploy job waits for the runner: its GitHub-hosted jobs that
+    # need that first job and that the deploy needs.
+    done = {"result": "success", "outputs.on_main": "true"}
+    values = {f"needs.{job}.{key}": value for job in ("start-compute", first) for key, value in done.items()}
+    values["vars.WMS_LAYOUT"] = "single"
+    for job_id in _needs(jobs["deploy"]):
+        job = jobs[job_id]
+        if first in _needs(job) and evaluate(job["if"], values):
+            assert job["uses"] == "./.github/workflows/ec2-control.yaml", job_id
+            call = job["with"]
+            held = ec2_control(cli, monkeypatch, call["action"], "7", call.get("lease_minutes", 60))
+            assert held.exit_code == 0, held.output
+
+    job_on_the_instance_ends(ec2_box, "8")  # run 8's train job took the runner, and ran on ...
+    time.sleep(JOB_LEASE_SECONDS + 0.5)  # ... past run 7's job lease
+    job_on_the_instance_ends(ec2_box, "8")  # it ends; run 7's deploy takes the runner
+    stopped = ec2_control(cli, monkeypatch, "stop", "8")  # run 8's stop job
+    assert stopped.exit_code == 0, stopped.output
+    assert ec2_box.state() == "running", stopped.stdout
+    assert "kept running: held by gh-run-7" in json.loads(stopped.stdout)["detail"]
+
+    job_on_the_instance_ends(ec2_box, "7")  # the deploy's `wms` ran, and ended
+    assert json.loads(ec2_control(cli, monkeypatch, "stop", "7").stdout)["state"] == "stopped"
 
 
 # -- secrets reach main's code only ---------------------------------------------------------------
