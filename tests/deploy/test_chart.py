@@ -275,7 +275,14 @@ def test_the_server_runs_on_a_read_only_root_apart_from_tmp(pod: Pod) -> None:
 
 def test_the_server_closes_a_connection_whose_headers_never_end(pod: Pod) -> None:
     """serve.header_timeout_seconds (2 s here) reaches `wms serve`: a client sending a header byte
-    every 0.2 s gets 408 and is closed, where before it held its socket for as long as it went on."""
+    every 0.2 s gets 408 and is closed, where before it held its socket for as long as it went on;
+    /metrics counts it."""
+
+    def header_timeouts() -> float:
+        scrape = httpx.get(f"{pod.url}/metrics").text
+        return float(re.findall(r"^wms_request_header_timeouts_total (\S+)$", scrape, re.MULTILINE)[0])
+
+    before = header_timeouts()
     host, port = pod.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=0.2) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
@@ -297,6 +304,7 @@ def test_the_server_closes_a_connection_whose_headers_never_end(pod: Pod) -> Non
         else:
             pytest.fail("a client sending its headers a byte at a time was still connected after 6 s")
     assert heard.startswith(b"HTTP/1.1 408") and b"serve.header_timeout_seconds" in heard, heard
+    assert header_timeouts() == before + 1
 
 
 def test_the_read_only_root_of_the_test_server_refuses_writes(tmp_path: Path) -> None:

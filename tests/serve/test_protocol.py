@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from wms.config import ServeSettings
 from wms.data.synth import synth_pair
@@ -28,7 +29,8 @@ DEADLINE = 1.0
 def live(exported_model: Path, live_server: Callable[..., Any]) -> Iterator[Any]:
     settings = ServeSettings(header_timeout_seconds=DEADLINE, upload_timeout_seconds=10, intra_op_threads=1)
     app = create_app(load_folder(exported_model), settings)
-    with live_server(app, http=header_deadline_protocol(settings.header_timeout_seconds)) as server:
+    http = header_deadline_protocol(settings.header_timeout_seconds, app.state.metrics.header_timeouts)
+    with live_server(app, http=http) as server:
         yield server
 
 
@@ -95,6 +97,27 @@ def test_connections_that_never_finish_their_headers_get_408_and_are_closed_whil
     for answer, _ in heard:
         assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer.lower(), answer
         assert b"serve.header_timeout_seconds" in answer
+
+
+def _header_timeouts(url: str) -> float:
+    scrape = httpx.get(f"{url}/metrics", timeout=5).text
+    samples = [s for family in text_string_to_metric_families(scrape) for s in family.samples]
+    return next(s.value for s in samples if s.name == "wms_request_header_timeouts_total")
+
+
+def test_metrics_count_the_connections_cut_for_headers_that_never_ended(live: Any) -> None:
+    assert _header_timeouts(live.url) == 0
+    slow = [_connect(live.url) for _ in range(2)]
+    try:
+        for sock in slow:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        with _dripping(slow):
+            heard = [_heard_until_closed(sock, 3 * DEADLINE) for sock in slow]
+    finally:
+        for sock in slow:
+            sock.close()
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer, _ in heard), heard
+    assert _header_timeouts(live.url) == 2
 
 
 def test_a_kept_alive_connection_has_the_same_deadline_for_its_next_request(live: Any) -> None:

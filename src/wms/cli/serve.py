@@ -56,7 +56,7 @@ def serve(
             soft_wrap=True,
         )
     app = create_app(served, cfg)
-    http = header_deadline_protocol(cfg.header_timeout_seconds)
+    http = header_deadline_protocol(cfg.header_timeout_seconds, app.state.metrics.header_timeouts)
     server = uvicorn.Server(uvicorn.Config(app, http=http, log_level="warning", timeout_graceful_shutdown=30))
     server.run(sockets=[sock])
     if not server.started:  # the app failed to start; uvicorn has said why

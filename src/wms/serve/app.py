@@ -254,6 +254,7 @@ def create_app(model: ServedModel, settings: ServeSettings) -> FastAPI:
         description="Upload a water-meter photo, get the mask of its counter window.",
         lifespan=lifespan,
     )
+    app.state.metrics = metrics  # the server's HTTP protocol counts its 408s there (wms.serve.protocol)
 
     @app.exception_handler(InputError)
     async def _input_error(_: Request, exc: InputError) -> JSONResponse:

@@ -1,6 +1,7 @@
-"""Prometheus metrics of one server: requests, latency, errors, in-flight work, readiness, the
-model's version and test Dice, how much of each photo the model calls counter window, how
-sure it is of it, the photos kept for labelling, and when the server started.
+"""Prometheus metrics of one server: requests, latency, errors, connections cut because their
+headers never ended, in-flight work, readiness, the model's version and test Dice, how much of
+each photo the model calls counter window, how sure it is of it, the photos kept for labelling,
+and when the server started.
 
 The chart's Grafana dashboard and alert rules (devops/helm/wms-model) query these names;
 tests/deploy/test_monitoring.py checks that every name they use is exported here.
@@ -49,6 +50,13 @@ class Metrics:
             "Time from request to response",
             ["route"],
             buckets=BUCKETS,
+            registry=self.registry,
+        )
+        # Counted by the HTTP protocol (wms.serve.protocol), not the app: such a request never reaches it.
+        self.header_timeouts = Counter(
+            "wms_request_header_timeouts",
+            "Connections answered 408 and closed because their request headers were not all in within "
+            "serve.header_timeout_seconds (slow or hostile clients)",
             registry=self.registry,
         )
         self.inference = Histogram(

@@ -1,6 +1,7 @@
 """The HTTP protocol `wms serve` runs on: uvicorn's h11 protocol, with a deadline for request headers.
 
-    uvicorn.Config(app, http=header_deadline_protocol(settings.header_timeout_seconds))
+    http = header_deadline_protocol(settings.header_timeout_seconds, app.state.metrics.header_timeouts)
+    uvicorn.Config(app, http=http)
 
 uvicorn has no timeout for reading a request's headers, and every byte that arrives stops its
 keep-alive timer, so a client that sends one header byte every few seconds (slowloris) holds
@@ -13,6 +14,10 @@ alone: the time its body takes is GuardMiddleware's (serve.upload_timeout_second
 limit_concurrency would make things worse, not better: it counts these connections too, closes
 none of them, and answers 503 to every complete request once they reach it.
 
+The app never sees a request whose head never came, so its request counters cannot count these
+408s: the protocol counts each on the counter it is given (wms_request_header_timeouts_total on
+the app's /metrics), and an operator sees when clients are being cut.
+
 The subclass hooks only methods that uvicorn's H11Protocol has had, with these meanings, from
 0.30 (the oldest pyproject allows) to the version in constraints.txt.
 """
@@ -23,6 +28,7 @@ import asyncio
 import json
 
 import h11
+from prometheus_client import Counter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
@@ -30,6 +36,7 @@ class HeaderDeadlineProtocol(H11Protocol):
     """H11Protocol that closes a connection whose request head is not whole by `header_seconds`."""
 
     header_seconds: float = 10.0
+    timeouts: Counter | None = None  # counts the 408s
     _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -74,9 +81,13 @@ class HeaderDeadlineProtocol(H11Protocol):
             answer = h11.Response(status_code=408, headers=headers, reason=b"Request Timeout")
             for event in (answer, h11.Data(data=body), h11.EndOfMessage()):
                 self.transport.write(self.conn.send(event) or b"")
+            if self.timeouts is not None:
+                self.timeouts.inc()
         self.transport.close()
 
 
-def header_deadline_protocol(seconds: float) -> type[HeaderDeadlineProtocol]:
-    """The protocol class for uvicorn.Config(http=...), with a deadline of `seconds` for headers."""
-    return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_seconds": seconds})
+def header_deadline_protocol(seconds: float, timeouts: Counter | None = None) -> type[HeaderDeadlineProtocol]:
+    """The protocol class for uvicorn.Config(http=...), with a deadline of `seconds` for headers;
+    each 408 it sends counts on `timeouts`."""
+    attributes = {"header_seconds": seconds, "timeouts": timeouts}
+    return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), attributes)
