@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from wms.files import write_text_atomic
-from wms.serve.protocol import header_deadline_protocol
+from wms.serve.protocol import header_deadline_protocol, upload_too_slow
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -138,7 +138,7 @@ def create_proxy(
             except _TooLarge:
                 return too_large()
             except _TooSlow:
-                slow = f"the upload was not complete after {body_seconds:g} s (serve.upload_timeout_seconds)"
+                slow = upload_too_slow(body_seconds)
                 return JSONResponse({"error": slow}, status_code=408, headers={"connection": "close"})
             except httpx.HTTPError as exc:
                 failure = str(exc) or type(exc).__name__

@@ -41,6 +41,7 @@ from wms.serve.heap import release_freed_memory
 from wms.serve.imaging import InputError, MaskSummary, decode_upload, summarize_mask
 from wms.serve.metrics import Metrics
 from wms.serve.model import ServedModel
+from wms.serve.protocol import upload_too_slow
 from wms.uncertainty import Assessment, assess
 
 MB = 1024 * 1024
@@ -181,11 +182,7 @@ class GuardMiddleware:
             with anyio.CancelScope(deadline=body_deadline) as timer:
                 message = await receive()
             if timer.cancelled_caught:
-                slow = (
-                    f"the upload was not complete after {self.body_seconds:g} s "
-                    "(serve.upload_timeout_seconds); send it again over a faster connection"
-                )
-                state["cut"] = (408, slow)
+                state["cut"] = (408, upload_too_slow(self.body_seconds))
                 raise _CutOff
             if message["type"] == "http.request":
                 state["received"] += len(message.get("body", b""))

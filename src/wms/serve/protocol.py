@@ -86,6 +86,15 @@ class HeaderDeadlineProtocol(H11Protocol):
         self.transport.close()
 
 
+def upload_too_slow(seconds: float) -> str:
+    """The 408's message to a client whose upload was not whole `seconds` after its headers, the same
+    from `wms serve` and the local deploy's proxy (whichever gives up first)."""
+    return (
+        f"the upload was not complete after {seconds:g} s (serve.upload_timeout_seconds); "
+        "send it again over a faster connection"
+    )
+
+
 def header_deadline_protocol(seconds: float, timeouts: Counter | None = None) -> type[HeaderDeadlineProtocol]:
     """The protocol class for uvicorn.Config(http=...), with a deadline of `seconds` for headers;
     each 408 it sends counts on `timeouts`."""
