@@ -47,6 +47,7 @@ VALUES = {
     "helm_version": "v3.19.0",
     "github_repository": "octo-org/water-meters",
     "runner_version": "2.328.0",
+    "runner_sha256": "",
     "runner_token_parameter": "/wms/github/runner-token",
     "alert_webhook_parameter": "/wms/alerts/webhook-url",
     "runner_name": "wms-k3s",

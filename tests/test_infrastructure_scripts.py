@@ -10,6 +10,7 @@ test_infrastructure.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -322,6 +323,58 @@ def test_mlflow_backup_uploads_a_consistent_snapshot(tmp_path: Path) -> None:
         timeout=60,
     )
     assert missing.returncode == 0 and "nothing to back up" in missing.stdout
+
+
+# `curl` as lib.sh's `download` calls it: writes RUNNER_TARBALL's bytes to the -o file, whatever
+# the URL; `install` stands for the first step after the check, and stops there (the test runs
+# as whoever runs it, never as the instance's root).
+FAKE_CURL = """#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done
+printf '%s' "$RUNNER_TARBALL" > "$out"
+"""
+FAKE_INSTALL = '#!/bin/sh\necho "install $*" >> "$CALLS"\nexit 1\n'
+
+
+def _runner_install(tmp_path: Path, tarball: str, sha256: str) -> subprocess.CompletedProcess[str]:
+    """runner.sh with a fake download of `tarball` and RUNNER_SHA256=`sha256`, up to its install."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    _executable(bin_dir / "curl", FAKE_CURL)
+    _executable(bin_dir / "install", FAKE_INSTALL)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "CALLS": str(tmp_path / "calls"),
+        "TMPDIR": str(tmp_path),  # mktemp's folder, which a stopped install leaves behind
+        "RUNNER_TARBALL": tarball,
+        "RUNNER_VERSION": "2.328.0",
+        "RUNNER_SHA256": sha256,
+        "RUNNER_USER": "runner",
+    }
+    return subprocess.run(
+        ["bash", str(SCRIPTS / "runner.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="no runner build here")
+def test_the_runner_installs_only_a_tarball_with_the_sha256_terraform_gives(tmp_path: Path) -> None:
+    tarball = "the runner release, as GitHub serves it"
+    published = hashlib.sha256(tarball.encode()).hexdigest()
+    calls = tmp_path / "calls"
+
+    accepted = _runner_install(tmp_path, tarball, published)
+    assert calls.read_text().startswith("install -d /opt/actions-runner"), accepted.stdout
+    calls.unlink()
+
+    refused = _runner_install(tmp_path, tarball + " and something else", published)
+    assert refused.returncode == 1
+    assert not calls.exists()  # nothing installed, nothing unpacked
+    (line,) = [line for line in refused.stdout.splitlines() if "SHA-256" in line]
+    assert f"expected {published}: not installed" in line and "(runner_sha256)" in line
+
+    # No checksum for this architecture: installed, and the log says it went unchecked.
+    unchecked = _runner_install(tmp_path, tarball, "")
+    assert calls.exists() and "installed unchecked" in unchecked.stdout
 
 
 def test_bootstrap_runs_the_steps_in_order_and_stops_at_the_first_failure(tmp_path: Path) -> None:

@@ -50,3 +50,14 @@ put_file() {
 download() {
   curl -fsSL --retry 5 --retry-delay 3 --connect-timeout 20 -o "$2" "$1"
 }
+
+# verify_sha256 FILE SUM NAME: succeeds when FILE's SHA-256 is SUM; otherwise says so in one line
+# (NAME: what was downloaded, and the setting SUM came from) and fails.
+verify_sha256() {
+  local actual
+  actual=$(sha256sum "$1" | cut -d ' ' -f 1)
+  if [ "$actual" != "$2" ]; then
+    log "$3: SHA-256 $actual, expected $2: not installed (a changed or broken download, or a wrong checksum)"
+    return 1
+  fi
+}

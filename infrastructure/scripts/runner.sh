@@ -17,7 +17,15 @@ esac
 if [ "$(cat "$dir/.wms-installed" 2>/dev/null || true)" != "$RUNNER_VERSION" ]; then
   log "installing the GitHub Actions runner $RUNNER_VERSION ($arch)"
   tmp=$(mktemp -d)
-  download "https://github.com/actions/runner/releases/download/v${RUNNER_VERSION}/actions-runner-linux-${arch}-${RUNNER_VERSION}.tar.gz" "$tmp/runner.tar.gz"
+  tarball="actions-runner-linux-${arch}-${RUNNER_VERSION}.tar.gz"
+  download "https://github.com/actions/runner/releases/download/v${RUNNER_VERSION}/$tarball" "$tmp/runner.tar.gz"
+  # RUNNER_SHA256: Terraform's runner_sha256 for this architecture, as the release notes give it.
+  if [ -z "${RUNNER_SHA256:-}" ]; then
+    log "runner_sha256 has no $arch entry: $tarball is installed unchecked"
+  elif ! verify_sha256 "$tmp/runner.tar.gz" "$RUNNER_SHA256" "$tarball (runner_sha256)"; then
+    rm -rf "$tmp"
+    exit 1
+  fi
   install -d "$dir"
   tar -xzf "$tmp/runner.tar.gz" -C "$dir"
   rm -rf "$tmp"

@@ -196,6 +196,16 @@ variable "runner_version" {
   default     = "2.328.0"
 }
 
+variable "runner_sha256" {
+  description = "SHA-256 of the runner_version tarball per architecture (x64: the GPU instance; arm64: a Graviton serving node), copied from that release's notes (\"SHA-256 Checksums\" at https://github.com/actions/runner/releases/tag/v<runner_version>); the bootstrap refuses a tarball that differs. An architecture left out installs unchecked. Change it with runner_version."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition     = alltrue([for arch, sum in var.runner_sha256 : contains(["x64", "arm64"], arch) && can(regex("^[0-9a-f]{64}$", sum))])
+    error_message = "runner_sha256 maps x64 and/or arm64 to a SHA-256 of 64 lowercase hex digits, as the release notes give it."
+  }
+}
+
 variable "noncurrent_version_days" {
   description = "Days an overwritten or deleted object of the bucket is kept (versioning) before it expires."
   type        = number
