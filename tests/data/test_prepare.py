@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,9 +101,45 @@ def test_unreadable_and_unpaired_files_are_listed_not_fatal(tmp_path: Path) -> N
     assert report.written == 1
     skipped = {s.path: s.reason for s in report.skipped}
     assert set(skipped) == {f"images/{ids[0]}.png", f"masks/{ids[1]}.png", f"images/{ids[2]}.png"}
-    assert "cannot decode" in skipped[f"images/{ids[0]}.png"]
+    assert "content is neither PNG nor JPEG" in skipped[f"images/{ids[0]}.png"]
+    assert "cannot decode" in skipped[f"masks/{ids[1]}.png"]  # truncated
     assert "no mask" in skipped[f"images/{ids[2]}.png"]
     assert sorted(p.stem for p in (tmp_path / "out/images").iterdir()) == [ids[3]]
+
+
+def test_only_png_and_jpeg_content_is_decoded_whatever_the_name(tmp_path: Path) -> None:
+    """auto_prepare prepares a pushed batch before anything validates it, in the job that holds
+    the tokens: a .png that is PostScript must not reach Ghostscript, nor a BMP Pillow's BMP decoder."""
+    src = tmp_path / "raw"
+    ids = synthesize(src, 3, size=40, seed=0)
+    (src / f"images/{ids[0]}.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nshowpage\n")
+    Image.new("RGB", (40, 40), RED).save(src / f"images/{ids[1]}.png", "BMP")
+    ran = tmp_path / "gs-ran"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexit 1\n')  # a stand-in Ghostscript
+    (bin_dir / "gs").chmod(0o755)
+    code = (
+        "import json, sys; from wms.data import prepare_dataset; "
+        f"report = prepare_dataset(sys.argv[1], sys.argv[2], size={SIZE}, workers=1); "
+        "print(json.dumps([report.written, [(s.code, s.path, s.reason) for s in report.skipped]]))"
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(src), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    assert not ran.exists(), f"prepare ran gs {ran.read_text()!r}"
+    written, skipped = json.loads(done.stdout)
+    assert written == 1
+    assert sorted((code, path) for code, path, _ in skipped) == [
+        ("unreadable", f"images/{ids[0]}.png"),
+        ("unreadable", f"images/{ids[1]}.png"),
+    ]
+    assert all("content is neither PNG nor JPEG" in reason for _, _, reason in skipped)
 
 
 def test_mismatched_mask_is_skipped(tmp_path: Path) -> None:

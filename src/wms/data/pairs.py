@@ -8,6 +8,9 @@ from pathlib import Path
 from wms.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The only decoders a pushed file may reach, whatever its name: by its content Pillow would pick
+# any of its formats, EPS among them, which runs Ghostscript (`gs`) on the file's PostScript.
+DECODERS = ("PNG", "JPEG")
 
 _LAYOUT_HINT = "a dataset folder holds images/ and masks/ with one file per pair sharing its stem"
 

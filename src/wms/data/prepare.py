@@ -25,10 +25,10 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from PIL import Image, ImageChops, ImageOps
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 from wms.data._pool import parallel_map
-from wms.data.pairs import Pair, find_pairs
+from wms.data.pairs import DECODERS, Pair, find_pairs
 from wms.errors import UsageError
 from wms.train.preprocess import to_8bit
 
@@ -68,8 +68,8 @@ class PrepareReport:
 
 
 def _load(path: Path, mode: str) -> Image.Image:
-    """Decode a file fully, apply its EXIF orientation and convert it to `mode`."""
-    with Image.open(path) as img:
+    """Decode a file (PNG or JPEG) fully, apply its EXIF orientation and convert it to `mode`."""
+    with Image.open(path, formats=DECODERS) as img:
         img.load()
         # In place: a copy per step costs as much as the resize on a megapixel photo.
         ImageOps.exif_transpose(img, in_place=True)
@@ -119,6 +119,8 @@ def _prepare_pair(pair: Pair, src: Path, dst: Path, size: int, resize: ResizeMod
         except Exception as exc:  # any decoder failure is a property of the file, not a bug here
             rel = path.relative_to(src).as_posix()
             reason = f"cannot decode ({type(exc).__name__}: {exc}): re-export or remove the file"
+            if isinstance(exc, UnidentifiedImageError):
+                reason = "content is neither PNG nor JPEG: save it as the PNG or JPEG its extension says"
             return [Skipped(rel, f"pair {pair.id!r} skipped, {what} {reason}", "unreadable")]
     image, mask = loaded["image"], loaded["mask"]
     if image.size != mask.size:

@@ -21,14 +21,11 @@ from PIL import Image, UnidentifiedImageError
 from wms.data._pool import parallel_map
 from wms.data.issues import Issue, ValidationReport
 from wms.data.lookalike import near_twins, picture_hash
-from wms.data.pairs import Pair, find_pairs
+from wms.data.pairs import DECODERS, Pair, find_pairs
 from wms.errors import UsageError
 
 WARNING_CODES = frozenset({"empty_mask", "exif_rotated"})
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
-# The only decoders a pushed file may reach: by its content Pillow would pick any of its formats,
-# EPS among them, which runs Ghostscript (`gs`) on the file's PostScript.
-_DECODERS = ("PNG", "JPEG")
 # EXIF orientations 5-8 turn the picture by 90 degrees, so width and height swap; 0 is invalid and ignored.
 _ORIENTATIONS = range(2, 9)
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
@@ -64,7 +61,7 @@ def _open(
     """
     img: Image.Image | None = None
     try:
-        img = Image.open(path, formats=_DECODERS)
+        img = Image.open(path, formats=DECODERS)
         w, h = img.size
         if size is not None and w * h > size * size:
             img.close()
@@ -144,7 +141,7 @@ def _fingerprint(image: Image.Image) -> str:
 
 def _same_pixels(a: Path, b: Path) -> bool:
     """Whether two readable images decode to identical pixels (same mode and size)."""
-    with Image.open(a, formats=_DECODERS) as first, Image.open(b, formats=_DECODERS) as second:
+    with Image.open(a, formats=DECODERS) as first, Image.open(b, formats=DECODERS) as second:
         if first.mode != second.mode or first.size != second.size:
             return False
         return first.tobytes() == second.tobytes()
