@@ -100,7 +100,7 @@ def test_every_value_the_templates_read_is_declared(deployed_values: dict[str, A
 
 def test_the_image_is_slim_non_root_and_torch_free() -> None:
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
+    assert re.search(r"^FROM python:3\.11-slim\$\{BASE_DIGEST\}$", dockerfile, re.M)
     assert re.search(r"^USER wms$", dockerfile, re.M) and "HEALTHCHECK" in dockerfile
     assert "pip install --no-deps ." in dockerfile and "['optional-dependencies']" in dockerfile
     import tomllib

@@ -143,6 +143,36 @@ def test_a_cluster_without_the_prometheus_operator_is_served_and_the_deploy_says
     assert re.search(r"^\[8/8\] removed old namespaces", result.output, re.M)  # served all the same
 
 
+def test_the_serving_image_is_built_on_the_base_digest_the_settings_pin(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker pulls python:3.11-slim@<digest> and refuses content that differs from it; without the
+    setting the Dockerfile's FROM is the tag alone, as before."""
+    _, cluster = cluster_project
+
+    def build_args() -> list[str]:
+        calls = [c for c in _calls(cluster) if c["who"] == "docker" and c["args"][0] == "build"]
+        return calls[-1]["args"]
+
+    assert cli("deploy").exit_code == 0
+    assert "--build-arg" not in build_args()
+    digest = "sha256:" + "0123456789abcdef" * 4
+    monkeypatch.setenv("WMS_DEPLOY__BASE_IMAGE_DIGEST", digest)
+    result = cli("deploy")
+    assert result.exit_code == 0, result.output
+    args = build_args()
+    assert args[args.index("--build-arg") + 1] == f"BASE_DIGEST=@{digest}"
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert re.search(r'^ARG BASE_DIGEST=""\nFROM python:3\.11-slim\$\{BASE_DIGEST\}$', dockerfile, re.M)
+
+    monkeypatch.setenv("WMS_DEPLOY__BASE_IMAGE_DIGEST", "python:3.11-slim")
+    result = cli("deploy")
+    assert result.exit_code != 0
+    (line,) = [x for x in result.output.splitlines() if "base_image_digest" in x]
+    assert "bad setting deploy.base_image_digest='python:3.11-slim': write sha256: and the 64 hex" in line
+    assert "Traceback" not in result.output
+
+
 def test_a_local_image_docker_cannot_remove_is_a_note_not_a_failed_deploy(
     cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -244,12 +244,26 @@ class DeploySettings(Section):
     chart: Path = Path("devops/helm/wms-model")
     values_file: Path = Path("infrastructure/helm-values.yaml")
     dockerfile: Path = Path("docker/Dockerfile")
+    base_image_digest: str = Field(
+        "",
+        description="the serving image's python:3.11-slim at this digest (docker checks it); empty: the tag",
+    )
     image_repository: str = Field("wms-model", description="ECR repository of the serving image")
     aws_region: str = Field("", description="ECR region; empty: the AWS_* environment's default")
     pull_secret: str = Field("ecr-pull-secret", description="imagePullSecret refreshed in the namespace")
     kubeconfig: str = Field("", description="empty: $KUBECONFIG, else ~/.kube/config")
     docker: str = Field("docker", description="docker executable (looked up on PATH)")
     helm: str = Field("helm", description="helm executable (looked up on PATH)")
+
+    @field_validator("base_image_digest")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        if value and not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+            raise ValueError(
+                "write sha256: and the 64 hex digits of python:3.11-slim's index, as "
+                "`docker buildx imagetools inspect python:3.11-slim` prints them, or leave it empty"
+            )
+        return value
 
 
 class ServeSettings(Section):

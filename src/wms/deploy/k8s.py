@@ -268,7 +268,10 @@ class K8sDeployer:
 
         image = f"{host}/{self.cfg.image_repository}:v{version}-{self._commit()}"
         context = self._stage_context(model)
-        self._run([docker, "build", "-f", str(context / "docker" / "Dockerfile"), "-t", image, str(context)])
+        digest = self.cfg.base_image_digest
+        pin = ["--build-arg", f"BASE_DIGEST=@{digest}"] if digest else []  # docker refuses other content
+        dockerfile = str(context / "docker" / "Dockerfile")
+        self._run([docker, "build", *pin, "-f", dockerfile, "-t", image, str(context)])
         self._run([docker, "push", image])
         forget_other_models(self.project.state_dir / "deploy" / "models", version)  # the image has its own
         self._step(f"built and pushed {image} (model {version} baked in){self._forget(docker, image)}")
