@@ -98,6 +98,15 @@ class Node:
             f'#!/bin/sh\necho "systemctl $*" >> {self.log}\nif [ "$*" = "restart k3s" ]; then\n{renew}fi\n',
         )
         _executable(bin_dir / "k3s", f'#!/bin/sh\necho "k3s $*" >> {self.log}\n')
+        # A deploy running on the node: pgrep finds it while `busy` holds a count, one less
+        # each look; sleep only notes the wait.
+        self.busy = tmp_path / "busy"
+        _executable(
+            bin_dir / "pgrep",
+            f'#!/bin/sh\necho "pgrep $*" >> {self.log}\nn=$(cat {self.busy} 2>/dev/null || echo 0)\n'
+            f'[ "$n" -gt 0 ] || exit 1\necho $((n - 1)) > {self.busy}\n',
+        )
+        _executable(bin_dir / "sleep", f'#!/bin/sh\necho "sleep $*" >> {self.log}\n')
         user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
         self.user = user
         _executable(bin_dir / "getent", f'#!/bin/sh\necho "{user}:x:1000:1000::{self.home}:/bin/bash"\n')
@@ -107,7 +116,7 @@ class Node:
     def copy(self) -> Path:
         return self.home / ".kube" / "config"
 
-    def check(self) -> subprocess.CompletedProcess[str]:
+    def check(self, **env: str) -> subprocess.CompletedProcess[str]:
         lib = self.root / "lib"
         lib.mkdir(exist_ok=True)
         for source in (CERTS, SCRIPTS / "lib.sh"):
@@ -118,6 +127,7 @@ class Node:
             "K3S_DATA_DIR": str(self.data),
             "K3S_KUBECONFIG": str(self.kubeconfig),
             "TEXTFILE_DIR": str(self.textfile),
+            **env,
         }
         return subprocess.run(
             ["bash", str(lib / CERTS.name)], env=env, capture_output=True, text=True, timeout=120
@@ -167,6 +177,40 @@ def test_a_renewal_that_does_not_happen_is_a_failure_with_the_expiry_still_recor
     (said,) = [line for line in ran.stdout.splitlines() if "K3S DID NOT RENEW" in line]
     assert "k3s certificate rotate" in said
     assert abs(node.gauge() - node.expires) < 2 * DAY  # what WmsK3sCertificatesExpiring reads
+
+
+def test_the_restart_waits_for_a_running_deploy_to_end(tmp_path: Path) -> None:
+    """The API away for a minute under `wms deploy` (helm --wait, the pods' wait, the smoke
+    check) would fail it: the restart comes once the deploy has ended."""
+    node = Node(tmp_path, days=30, renews_to=365)
+    node.busy.write_text("3")  # the deploy is seen three times, then ends
+    ran = node.check()
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "the k3s restart waits for it to end" in ran.stdout
+    calls = node.calls().splitlines()
+    assert calls.count("sleep 30") == 2  # seen once to say so, then twice in the wait
+    assert calls.index("systemctl restart k3s") > max(i for i, c in enumerate(calls) if c == "sleep 30")
+    assert "wms deploy" in calls[0]  # what it looks for
+    assert "k3s renewed its certificates" in ran.stdout
+
+
+def test_a_deploy_still_running_after_the_wait_leaves_the_restart_to_tomorrow(tmp_path: Path) -> None:
+    node = Node(tmp_path, days=30, renews_to=365)
+    node.busy.write_text("1000")
+    ran = node.check(DEPLOY_WAIT_MINUTES="2")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "restart" not in node.calls()
+    assert node.calls().count("sleep 30") == 4  # at most DEPLOY_WAIT_MINUTES
+    (said,) = [line for line in ran.stdout.splitlines() if "a deploy still runs" in line]
+    assert "tomorrow" in said
+    assert abs(node.gauge() - node.expires) < 2 * DAY  # the alert still sees the expiry
+
+
+def test_a_deploy_does_not_delay_a_check_that_renews_nothing(tmp_path: Path) -> None:
+    node = Node(tmp_path, days=200, renews_to=None)
+    node.busy.write_text("1000")
+    assert node.check().returncode == 0
+    assert "sleep" not in node.calls() and "restart" not in node.calls()
 
 
 def test_every_node_with_k3s_checks_its_certificates_daily() -> None:

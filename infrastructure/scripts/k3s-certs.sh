@@ -5,11 +5,12 @@
 # them only as it starts, those within 90 days of expiry (docs.k3s.io, "Certificate
 # Management"); an always-on node left alone for a year has them expire, and then every deploy,
 # the hourly heal and kubectl fail. So when one is within RENEW_DAYS (90, k3s's own window) this
-# restarts k3s, at the timer's quiet hour: the pods keep running through it (k3s stops no
-# container when its service stops), the API is away for a minute or so. Then it copies the
-# rewritten kubeconfig to the runner's jobs (~RUNNER_USER/.kube/config), whose client
-# certificate expires with the old one, and writes the earliest expiry of all of them as the
-# gauge wms_k3s_certificate_expiry_timestamp_seconds in node-exporter's textfile folder, which
+# restarts k3s, at the timer's quiet hour and once no deploy runs (one running then would
+# fail): the pods keep running through it (k3s stops no container when its service stops),
+# the API is away for a minute or so. Then it copies the rewritten kubeconfig to the runner's
+# jobs (~RUNNER_USER/.kube/config), whose client certificate expires with the old one, and
+# writes the earliest expiry of all of them as the gauge
+# wms_k3s_certificate_expiry_timestamp_seconds in node-exporter's textfile folder, which
 # WmsK3sCertificatesExpiring watches.
 #
 #   sudo systemctl start wms-k3s-certs       check (and renew) now
@@ -54,6 +55,9 @@ earliest() {
   echo "$first"
 }
 
+# A deploy runs here: the runner's `wms deploy`, or a helm by hand.
+busy() { pgrep -f 'wms deploy( -|$)|helm (upgrade|install|rollback|uninstall) ' >/dev/null; }
+
 refresh_copy() {
   if put_file "$copy" 0600 "$RUNNER_USER:$RUNNER_USER" <"$kubeconfig"; then
     log "the runner's jobs have k3s's current kubeconfig"
@@ -67,21 +71,30 @@ if [ -z "$cluster" ]; then
 fi
 status=0
 if [ "$cluster" -lt $(($(date +%s) + window)) ]; then
-  log "a k3s certificate expires on $(date -u -d "@$cluster" +%F): restarting k3s to renew it"
-  systemctl restart k3s || true # the check below says whether it renewed
-  for _ in $(seq 60); do
-    k3s kubectl get --raw /readyz >/dev/null 2>&1 && break
-    sleep 2
-  done
-  cluster=$(leaves | earliest)
-  if [ "$cluster" -lt $(($(date +%s) + window)) ]; then
-    log "K3S DID NOT RENEW ITS CERTIFICATES (one expires on $(date -u -d "@$cluster" +%F));" \
-      "see journalctl -u k3s, or renew by hand: sudo systemctl stop k3s && sudo k3s certificate rotate" \
-      "&& sudo systemctl start k3s, then sudo systemctl start wms-k3s-certs"
-    status=1
+  # A deploy (`wms deploy`, helm) fails when the API goes away under it: wait for it to end,
+  # at most DEPLOY_WAIT_MINUTES (45), else leave the restart to tomorrow's check.
+  busy && log "a deploy runs here: the k3s restart waits for it to end"
+  for _ in $(seq $((${DEPLOY_WAIT_MINUTES:-45} * 2))); do busy || break; sleep 30; done
+  if busy; then
+    log "a k3s certificate expires on $(date -u -d "@$cluster" +%F), but a deploy still runs:" \
+      "k3s is restarted at tomorrow's check"
   else
-    log "k3s renewed its certificates: they now expire on $(date -u -d "@$cluster" +%F);" \
-      "fetch your own copy of the kubeconfig again (README, Setting up AWS, step 6)"
+    log "a k3s certificate expires on $(date -u -d "@$cluster" +%F): restarting k3s to renew it"
+    systemctl restart k3s || true # the check below says whether it renewed
+    for _ in $(seq 60); do
+      k3s kubectl get --raw /readyz >/dev/null 2>&1 && break
+      sleep 2
+    done
+    cluster=$(leaves | earliest)
+    if [ "$cluster" -lt $(($(date +%s) + window)) ]; then
+      log "K3S DID NOT RENEW ITS CERTIFICATES (one expires on $(date -u -d "@$cluster" +%F));" \
+        "see journalctl -u k3s, or renew by hand: sudo systemctl stop k3s && sudo k3s certificate rotate" \
+        "&& sudo systemctl start k3s, then sudo systemctl start wms-k3s-certs"
+      status=1
+    else
+      log "k3s renewed its certificates: they now expire on $(date -u -d "@$cluster" +%F);" \
+        "fetch your own copy of the kubeconfig again (README, Setting up AWS, step 6)"
+    fi
   fi
 fi
 refresh_copy
