@@ -138,6 +138,7 @@ class FakeCluster:
     def __init__(self, log: Path, state: Path, upstream: str, tls: ssl.SSLContext | None = None) -> None:
         self.log, self.state, self.upstream = log, state, upstream
         self.namespaces = dict(OLD_NAMESPACES)
+        self.labels: dict[str, dict[str, str]] = {}  # by namespace, those a deploy set
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}  # by namespace, as the API lists them
         self.ended_pods: list[dict[str, Any]] = []  # listed beside the release's pod once installed
@@ -166,7 +167,7 @@ class FakeCluster:
                 status, answer, kind = cluster.route(self.command, self.path, body, self.headers)
                 self._reply(status, answer, kind)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         if tls is not None:
@@ -181,18 +182,28 @@ class FakeCluster:
         path = path.split("?")[0]
         if path == "/api/v1/namespaces" and method == "GET":
             items = [
-                {"metadata": {"name": n, "creationTimestamp": t}, "status": {"phase": "Active"}}
+                {
+                    "metadata": {"name": n, "creationTimestamp": t, "labels": self.labels.get(n, {})},
+                    "status": {"phase": "Active"},
+                }
                 for n, t in self.namespaces.items()
             ]
             return 200, {"items": items}, json_type
         if path == "/api/v1/namespaces" and method == "POST":
-            name = json.loads(body)["metadata"]["name"]
-            if name in self.namespaces:
+            meta = json.loads(body)["metadata"]
+            if meta["name"] in self.namespaces:
                 return 409, {"message": "AlreadyExists"}, json_type
-            self.namespaces[name] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.namespaces[meta["name"]] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.labels[meta["name"]] = meta.get("labels") or {}
             return 201, {}, json_type
+        if (m := re.fullmatch(r"/api/v1/namespaces/([^/]+)", path)) and method == "PATCH":
+            if m[1] not in self.namespaces:
+                return 404, {"message": "NotFound"}, json_type
+            self.labels.setdefault(m[1], {}).update(json.loads(body)["metadata"]["labels"])
+            return 200, {"metadata": {"name": m[1], "labels": self.labels[m[1]]}}, json_type
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)", path):
             self.namespaces.pop(m[1], None)
+            self.labels.pop(m[1], None)
             return 200, {}, json_type
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets(?:/([^/]+))?", path):
             secret = json.loads(body)

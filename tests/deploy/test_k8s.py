@@ -66,6 +66,7 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "k8s POST /api/v1/namespaces/model-1/secrets",
         "helm status",
         "helm upgrade",
+        "k8s PATCH /api/v1/namespaces/model-1",
         "k8s GET /api/v1/namespaces/model-1/pods",
         "k8s GET /api/v1/namespaces/model-1/services/wms-model:http/proxy/ready",
         "k8s POST /api/v1/namespaces/model-1/services/wms-model:http/proxy/predict",
@@ -74,7 +75,7 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "k8s DELETE /api/v1/namespaces/model-9",
     ]
     login, build, push, forget, helm = calls[0], calls[1], calls[2], calls[3], calls[8]
-    assert calls[11]["path"].endswith("/proxy/predict?capture=false")  # the smoke photo is never kept
+    assert calls[12]["path"].endswith("/proxy/predict?capture=false")  # the smoke photo is never kept
     host = login["args"][-1]
     assert host.endswith(".amazonaws.com") and login["args"][:3] == ["login", "--username", "AWS"]
     image = build["args"][build["args"].index("-t") + 1]
@@ -306,6 +307,11 @@ def test_the_namespace_of_mains_production_is_never_cleaned_up(
     assert result.exit_code == 0, result.output
     kept = "removed old namespaces: model-9 (kept the newest 2 and model-7, main's production)"
     assert kept in result.output
+    assert "main's production is 7: its alerts say so until a deploy from main" in result.output
+    # what its alert expects, beside what it serves: `wms deploy status` and later deploys read it
+    assert cluster.labels["model-1"] == {
+        "app.kubernetes.io/managed-by": "wms", "wms/model-version": "1", "wms/expected-version": "7",
+    }  # fmt: skip
     models = sorted(n for n in cluster.namespaces if n.startswith("model-"))
     assert models == ["model-1", "model-7", "model-8"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,39 @@ def test_after_a_deploy_of_mains_version_it_is_in_sync_until_mains_code_changes(
     result = cli("deploy", "status", "--check")
     assert result.exit_code == 1, result.output
     assert "main has changed src/wms/serve/extra.py since" in result.output
+
+
+def test_a_version_deployed_by_hand_into_its_own_namespace_is_out_of_sync_until_a_deploy_removes_it(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], github_files: tuple[Path, Path]
+) -> None:
+    """Its WmsModelVersionNotProduction fires for as long as it stays: the heal's deploy of
+    main's production removes it, and keeps a previous production kept for a rollback."""
+    root, cluster = cluster_project
+    _main_names(root, "1")
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "main")
+    assert cli("deploy").exit_code == 0
+    cluster.labels["model-8"] = {
+        "wms/model-version": "8",
+        "wms/expected-version": "8",
+    }  # a previous production
+    later = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cluster.namespaces["model-6"] = later  # `wms deploy --model 6` by hand, while main named 1
+    cluster.labels["model-6"] = {"wms/model-version": "6", "wms/expected-version": "1"}
+
+    result = cli("deploy", "status", "--check")
+    assert result.exit_code == 1, result.output
+    assert "served: model 1 in namespace model-1" in result.output
+    said = "also: model-6 was deployed while main named model 1; its WmsModelVersionNotProduction fires"
+    assert said in result.output and "model-8" not in result.output
+    assert "OUT OF SYNC" in result.output
+    assert _outputs(github_files[0])["in_sync"] == "false"  # so the heal deploys
+
+    healed = cli("deploy")  # the heal's deploy of main's production
+    assert healed.exit_code == 0, healed.output
+    assert sorted(n for n in cluster.namespaces if n.startswith("model-")) == ["model-1", "model-8"]
+    assert cli("deploy", "status", "--check").exit_code == 0
 
 
 def test_before_the_first_promotion_there_is_nothing_to_serve(

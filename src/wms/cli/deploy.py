@@ -72,9 +72,9 @@ def status(
     ),
 ) -> None:
     """What the k8s cluster serves against what main's models/production_current.json names: the
-    version its namespace's Service answers /ready with, and whether its image is built from main's
-    code. Changes nothing. In GitHub Actions also the outputs `in_sync`, `wanted`, `served` and the
-    step summary."""
+    version its namespace's Service answers /ready with, whether its image is built from main's
+    code, and any namespace deployed while main named another version. Changes nothing. In GitHub
+    Actions also the outputs `in_sync`, `wanted`, `served` and the step summary."""
     from wms.deploy.status import serving_status
     from wms.report import write_github_output, write_step_summary
 

@@ -40,7 +40,7 @@ from wms.deploy.base import (
 from wms.errors import BackendError, ConfigError, RegistryError
 
 if TYPE_CHECKING:
-    from wms.deploy.kube import KubeClient
+    from wms.deploy.kube import KubeClient, Namespace
     from wms.registry import Registry
     from wms.serve.model import ServedModel
 
@@ -49,6 +49,16 @@ CONTEXT_FILES = ("pyproject.toml", "constraints.txt", "README.md")
 # How the chart's NOTES begin the line that says it left its ServiceMonitor and PrometheusRule
 # out: the cluster lacks the Prometheus operator's CRDs (its install failed), and serving goes on.
 UNMONITORED = "NOT MONITORED:"
+# The namespace's labels: the version its release serves, and the one main named as it was
+# deployed, which its WmsModelVersionNotProduction alert compares the served one with.
+VERSION_LABEL, EXPECTED_LABEL = "wms/model-version", "wms/expected-version"
+
+
+def deployed_off_main(namespace: Namespace) -> str:
+    """The version main named when the namespace's release was deployed, where that is not the
+    version it serves (its alert fires for as long as it stays); "" otherwise or unknown."""
+    version, expected = namespace.labels.get(VERSION_LABEL), namespace.labels.get(EXPECTED_LABEL, "")
+    return expected if version and expected != version else ""
 
 
 class K8sDeployer:
@@ -277,7 +287,7 @@ class K8sDeployer:
         self._step(f"built and pushed {image} (model {version} baked in){self._forget(docker, image)}")
 
         created = kube.ensure_namespace(
-            namespace, {"app.kubernetes.io/managed-by": "wms", "wms/model-version": version}
+            namespace, {"app.kubernetes.io/managed-by": "wms", VERSION_LABEL: version}
         )
         auth = base64.b64encode(f"{user}:{password}".encode()).decode()
         dockerconfig = {"auths": {host: {"username": user, "password": password, "auth": auth}}}
@@ -314,7 +324,17 @@ class K8sDeployer:
             out = self._run([helm, *self.helm_args(namespace, image, version, expected)[1:]], env=kubeconfig)
         except BackendError as exc:
             raise BackendError(f"{exc}{self._warning(kube, namespace, started)}") from None
-        note = "" if expected == version else f" (main's production is {expected}: its alerts will say so)"
+        kube.label_namespace(
+            namespace, {VERSION_LABEL: version, EXPECTED_LABEL: expected}
+        )  # as its alert now
+        note = (
+            ""
+            if expected == version
+            else (
+                f" (main's production is {expected}: its alerts say so until a deploy from main, the hourly "
+                "heal's in split, removes this namespace)"
+            )
+        )
         note += "".join(
             f"; {line.strip()}" for line in out.splitlines() if line.strip().startswith(UNMONITORED)
         )
@@ -366,10 +386,11 @@ class K8sDeployer:
     def _cleanup(self, kube: KubeClient, current: str, mains: str) -> list[str]:
         """Delete older model namespaces: the newest few stay for a rollback, and main's production
         always stays (a deploy of another version, by hand or before main took it, must not
-        remove what main says serves)."""
+        remove what main says serves). One deployed while main named another version (by hand)
+        goes too: its alert would fire for as long as it stays."""
         namespaces = [n for n in kube.namespaces(self.cfg.namespace_prefix) if n.phase != "Terminating"]
         newest_first = sorted(namespaces, key=lambda n: (n.created, n.name), reverse=True)
-        others = [n.name for n in newest_first if n.name != current]
+        others = [n.name for n in newest_first if n.name != current and not deployed_off_main(n)]
         keep = {current, mains, *others[: self.cfg.keep_namespaces - 1]}
         removed = []
         for ns in reversed(newest_first):  # oldest first

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
 
@@ -23,6 +23,7 @@ from lightkube.core.exceptions import ConfigError as LightkubeConfigError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Pod, Secret
 from lightkube.resources.core_v1 import Namespace as NamespaceResource
+from lightkube.types import PatchType
 
 from wms.deploy.kubeconfig import Kubeconfig, load
 from wms.errors import BackendError, ConfigError
@@ -36,6 +37,7 @@ class Namespace:
     name: str
     created: str  # RFC 3339 in UTC, sorts in time order
     phase: str
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class KubeClient:
@@ -94,6 +96,14 @@ class KubeClient:
         body = NamespaceResource(metadata=ObjectMeta(name=name, labels=labels))
         return self._call(f"create namespace {name}", lambda: self._api.create(body), (409,)) is not None
 
+    def label_namespace(self, name: str, labels: dict[str, str]) -> None:
+        """Set `labels` on the namespace, keeping its others."""
+        patch = {"metadata": {"labels": labels}}
+        self._call(
+            f"label namespace {name}",
+            lambda: self._api.patch(NamespaceResource, name, patch, patch_type=PatchType.MERGE),
+        )
+
     def apply_secret(self, namespace: str, body: dict[str, Any]) -> None:
         """Replace the secret, or create it when it does not exist yet."""
         name = body["metadata"]["name"]
@@ -111,6 +121,7 @@ class KubeClient:
                     meta.name if meta and meta.name else "",
                     stamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if stamp else "",
                     status.phase if status and status.phase else "",
+                    dict(meta.labels or {}) if meta else {},
                 )
             )
         return [n for n in found if n.name.startswith(prefix)]

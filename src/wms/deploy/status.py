@@ -4,8 +4,10 @@ Main's models/production_current.json names the version; `wms deploy` serves it 
 `model-<version>` from an image tagged `v<version>-<commit>`, the commit its checkout was at.
 The cluster serves main's production when that namespace's Service answers /ready with that
 version and its pods run an image built from a commit whose image and chart inputs (the paths
-release-deploy.yaml deploys on) are still main's. Two cheap reads: the Service's /ready and
-the pods' images; nothing is built, pulled or changed.
+release-deploy.yaml deploys on) are still main's, and no `model-*` namespace holds a release
+deployed while main named another version (one by hand: its WmsModelVersionNotProduction
+fires until a deploy from main replaces or removes it). Three cheap reads: the namespaces'
+labels, the Service's /ready and the pods' images; nothing is built, pulled or changed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wms.config import Project
-from wms.deploy.k8s import K8sDeployer
+from wms.deploy.k8s import K8sDeployer, deployed_off_main
 from wms.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -42,10 +44,12 @@ class ServingStatus:
     served: str | None  # the version /ready names there; None: nothing answers
     images: tuple[str, ...]  # what the pods there run
     stale: str  # why the pods' code is not main's; "" when it is (or cannot be compared)
+    # (namespace, the version main named when it was deployed) where that is not what it serves
+    off_main: tuple[tuple[str, str], ...] = ()
 
     @property
     def in_sync(self) -> bool:
-        return self.wanted is None or (self.served == self.wanted and not self.stale)
+        return self.wanted is None or (self.served == self.wanted and not self.stale and not self.off_main)
 
     def lines(self) -> list[str]:
         if self.wanted is None:
@@ -61,6 +65,12 @@ class ServingStatus:
             lines.append(f"image: {', '.join(self.images)}")
         if self.stale:
             lines.append(f"code: {self.stale}")
+        for namespace, expected in self.off_main:
+            lines.append(
+                f"also: {namespace} was deployed while main named model {expected}; its "
+                "WmsModelVersionNotProduction fires until a deploy from main "
+                + ("replaces it" if namespace == self.namespace else "removes the namespace")
+            )
         lines.append(
             "in sync: production serves what main names, built from main's code"
             if self.in_sync
@@ -93,7 +103,12 @@ def serving_status(project: Project, kube: KubeClient | None = None) -> ServingS
     if served is not None:
         images = tuple(client.pod_images(namespace, {"app.kubernetes.io/instance": release}))
     stale = _stale_code(main, project, images) if served == wanted else ""
-    return ServingStatus(wanted, namespace, served, images, stale)
+    off_main = tuple(
+        (n.name, expected)
+        for n in client.namespaces(project.settings.deploy.namespace_prefix)
+        if n.phase != "Terminating" and (expected := deployed_off_main(n))
+    )
+    return ServingStatus(wanted, namespace, served, images, stale, off_main)
 
 
 def _stale_code(main: MainLine, project: Project, images: tuple[str, ...]) -> str:
