@@ -137,3 +137,32 @@ def test_the_check_calls_stale_what_a_push_redeploys() -> None:
     paths = triggers(load("release-deploy.yaml"))["push"]["paths"]
     watched = {p.removesuffix("/**") for p in paths} - {"models/production_current.json"}
     assert watched == set(SERVED_PATHS)
+
+
+@pytest.mark.parametrize(("event", "in_sync_then", "deploys"), [
+    ("schedule", "true", False),  # a pipeline's deploy of that version finished while the heal's waited
+    ("schedule", "false", True),
+    ("push", "", True),  # no second look: a push deploys as before
+])  # fmt: skip
+def test_the_heals_deploy_looks_again_once_it_holds_the_deploy_group(
+    event: str, in_sync_then: str, deploys: bool
+) -> None:
+    """The heal's check runs outside the deploy group; its deploy then waits there behind a
+    running one (a data pipeline's, of the same version), after which building and rolling
+    out the same version again would be waste."""
+    passed = load("release-deploy.yaml")["jobs"]["deploy"]["with"]["unless_in_sync"]
+    asked = evaluate(passed, {"github.event_name": event})
+    (job,) = load("deploy-model.yaml")["jobs"].values()
+    assert job["concurrency"]["group"] == "wms-deploy"
+    steps = {s.get("name", ""): s for s in job["steps"]}
+    status = steps["Ask the cluster again"]
+    assert (
+        status["run"] == "wms deploy status"
+        and evaluate(status["if"], {"inputs.unless_in_sync": asked}) is asked
+    )
+    (checkout,) = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout")]
+    depth = checkout["with"]["fetch-depth"].removeprefix("${{").removesuffix("}}").replace("&&", " and ")
+    depth = depth.replace("||", " or ").replace("inputs.unless_in_sync", repr(asked))
+    assert eval(depth, {"__builtins__": {}}) == ("0" if asked else "1")  # the image's commit needs history
+    values = {f"steps.{status['id']}.outputs.in_sync": in_sync_then if asked else ""}
+    assert evaluate(steps["Deploy"]["if"], values) is deploys
