@@ -60,3 +60,61 @@ def test_setup_wms_caches_pip_only_when_asked() -> None:
         "${{ inputs.pip-cache == 'true' && runner.environment == 'github-hosted' && 'pip' || '' }}"
     )  # self-hosted runners keep no pip cache (tests/test_infrastructure_disk.py)
     assert not any("actions/cache" in str(s.get("uses", "")) for s in action["runs"]["steps"])
+
+
+def test_setup_wms_installs_again_only_when_the_pins_or_extras_change(tmp_path: Path) -> None:
+    """A self-hosted runner's Python keeps the last job's editable install of this checkout: the
+    hourly heal reinstalled it every run (pip: about 10 s, and its build backend fetched from the
+    index). The install step runs here with a fake `python` whose pip makes wms importable."""
+    import os
+    import shutil
+    import stat
+    import subprocess
+
+    action = yaml.safe_load((ROOT / ".github" / "actions" / "setup-wms" / "action.yaml").read_text())
+    (step,) = [s for s in action["runs"]["steps"] if s.get("name") == "Install wms"]
+    checkout, prefix, bin_dir = tmp_path / "checkout", tmp_path / "prefix", tmp_path / "bin"
+    for folder in (checkout, prefix, bin_dir):
+        folder.mkdir()
+    for name in ("pyproject.toml", "constraints.txt"):
+        shutil.copy(ROOT / name, checkout / name)
+    log = tmp_path / "calls.log"
+    python = bin_dir / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        f'echo "python $*" >> {log}\n'
+        'case "$2" in *sys.prefix*) echo ' + str(prefix) + "; exit 0 ;; esac\n"
+        f'if [ "$2" = "import wms" ]; then [ -f {prefix}/wms ]; exit; fi\n'
+        '[ -z "$PIP_FAILS" ] || exit 1\n'
+        f"touch {prefix}/wms\n"
+    )
+    python.chmod(python.stat().st_mode | stat.S_IXUSR)
+
+    def install(**env: str) -> subprocess.CompletedProcess[str]:
+        log.write_text("")
+        return subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+            cwd=checkout,
+            env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "EXTRAS": "s3", **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def pip_ran() -> bool:
+        return "-m pip install" in log.read_text()
+
+    assert install().returncode == 0 and pip_ran()  # a new runner
+    again = install()
+    assert again.returncode == 0 and not pip_ran(), again.stdout + again.stderr  # the next hour
+    assert "nothing to install" in again.stdout
+    assert install(EXTRAS="s3,ec2").returncode == 0 and pip_ran()  # other extras
+    with (checkout / "constraints.txt").open("a") as fh:
+        fh.write("\n# a pin moved\n")
+    assert install(EXTRAS="s3,ec2").returncode == 0 and pip_ran()
+    assert install(EXTRAS="s3,ec2").returncode == 0 and not pip_ran()
+    (prefix / "wms").unlink()  # uninstalled by hand
+    assert install(EXTRAS="s3,ec2").returncode == 0 and pip_ran()
+    # Another job's install that fails halfway may have moved packages under the last one's.
+    assert install(EXTRAS="s3", PIP_FAILS="1").returncode != 0
+    assert install(EXTRAS="s3,ec2").returncode == 0 and pip_ran()
