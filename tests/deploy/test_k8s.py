@@ -269,7 +269,7 @@ def test_dry_run_prints_the_plan_and_calls_nothing(
     result = cli("deploy", "--dry-run")
     assert result.exit_code == 0
     assert "helm upgrade --install wms-model" in result.output and "--namespace model-1" in result.output
-    assert "keeping the newest 2" in result.output
+    assert "and any deployed while main named another version, keeping the newest 2" in result.output
     assert _calls(cluster) == []
     missing = cli("deploy", "--dry-run", "--model", "7")
     assert missing.exit_code == 2 and missing.output.startswith("error: no model '7'")

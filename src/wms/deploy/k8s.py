@@ -100,8 +100,8 @@ class K8sDeployer:
             f"wait for the pods of {self.cfg.release} in {ns} to be ready",
             "GET /ready and POST /predict (reference photo) through the Service; the mask must match the "
             f"model's own on {self.cfg.min_agreement:.0%} of pixels",
-            f"delete older {self.cfg.namespace_prefix}* namespaces, keeping the newest "
-            f"{self.cfg.keep_namespaces}"
+            f"delete older {self.cfg.namespace_prefix}* namespaces and any deployed while main named another "
+            f"version, keeping the newest {self.cfg.keep_namespaces}"
             + ("" if expected == version else f" and {self.namespace(expected)}, main's production"),
         ]
 
