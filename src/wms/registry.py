@@ -1,8 +1,9 @@
 """Experiment tracking and the model registry, behind one small interface (wms.registry_api);
 MLflow implements it here.
 
-Nothing outside this module, wms.registry_runs (a run being written) and wms.mlflow_model
-(the pyfunc flavor MLflow loads) imports mlflow. Runs hold params, per-epoch metrics and the
+Nothing outside this module, wms.registry_runs (a run being written), wms.registry_prune
+(old candidates' model files reclaimed) and wms.mlflow_model (the pyfunc flavor MLflow loads)
+imports mlflow. Runs hold params, per-epoch metrics and the
 saved model (artifact folder `model/`, an MLflow model: MLmodel beside model.pt, model.json
 and model.onnx); a promoted run becomes a registered model version, and the aliases
 `production` and `previous` say which version serves. Every alias move is decided by

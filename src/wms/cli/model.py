@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -283,6 +283,46 @@ def migrate(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    older_than: int = typer.Option(
+        ..., "--older-than", min=1, help="Only models trained more than this many days ago."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted."),
+) -> None:
+    """Delete the model files of candidates that never served, keeping their runs' record.
+
+    For each training run older than --older-than days whose model never held `production` or
+    `previous` (by the aliases and by models/production_current.json and
+    production_history.jsonl, here and on main) and did not pass the gate, its registered
+    versions and its `model/` files are deleted; the run keeps its params, metrics, tags, gate
+    report and plots.
+    """
+    from wms.registry_prune import ever_in_production, prune_runs
+
+    project = state(ctx).project()
+    keep = ever_in_production(project)
+    before = datetime.now(UTC) - timedelta(days=older_than)
+    done = prune_runs(MlflowRegistry(project), keep, before, dry_run=dry_run)
+    for p in done:
+        versions = f"version {', '.join(p.versions)}" if p.versions else "not registered"
+        line = f"run {p.run_id[:8]} ({versions}, trained {p.started_at[:10]}): {_size(p.bytes)}"
+        console.print(line, highlight=False, soft_wrap=True)
+    verb = "would free" if dry_run else "freed"
+    kept = f"; kept the {len(keep)} version(s) that ever served" if keep else ""
+    console.print(
+        f"{verb} {_size(sum(p.bytes for p in done))} from {len(done)} run(s) trained before "
+        f"{before.date().isoformat()}{kept}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
 
 
 @app.command()

@@ -1,0 +1,194 @@
+"""Reclaiming the model files of candidates that never served, keeping the record of their runs.
+
+Every gated candidate is registered (for review), and its run keeps its `model/` folder: the
+gpu recipe's is about 62 MB, so a year of daily batches that lose to production leaves over
+20 GB in the artifact store. `prune` deletes, for each run older than a cut-off whose model
+never served, its registered versions (MLflow's `delete_model_version`: the number is never
+given again) and its `model/` artifact (through MLflow's artifact repository, which a
+tracking server with proxied artifacts serves too); the run keeps its params, metrics, tags,
+gate report and plots, and a `wms.model_pruned` tag saying what went. A version that holds an
+alias, that `keep` names (every version the production ledger ever moved) or that the gate
+passed, and every other version of its run, are left as they are.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from wms.config import Project
+from wms.errors import RegistryError
+from wms.production import CURRENT_FILE, HISTORY_FILE, parse_current, parse_history
+from wms.registry import MlflowRegistry
+from wms.registry_local import artifact_root, moved_run_folder
+from wms.registry_runs import MODEL_ARTIFACT
+from wms.vcs.mainline import MainLine
+
+PRUNED_TAG = "wms.model_pruned"
+
+
+@dataclass(frozen=True)
+class PrunedRun:
+    """One run whose model files `prune` removed (or, in a dry run, would remove)."""
+
+    run_id: str
+    started_at: str
+    versions: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+def prune_runs(
+    registry: MlflowRegistry, keep: set[str], before: datetime, dry_run: bool = False
+) -> list[PrunedRun]:
+    """Delete the model files (and registered versions) of the runs started before `before`
+    whose model never served; returns them, oldest first. With `dry_run`, nothing is deleted."""
+    client = registry._client
+    versions = _versions(registry)  # (number, run id, aliased)
+    kept_runs = {run_id for number, run_id, aliased in versions if aliased or number in keep}
+    by_run: dict[str, list[str]] = {}
+    for number, run_id, _ in versions:
+        by_run.setdefault(run_id, []).append(number)
+    cutoff = int(before.timestamp() * 1000)
+    pruned = []
+    for run in _runs(registry, set(by_run)):
+        run_id = run.info.run_id
+        if run_id in kept_runs or run.info.start_time >= cutoff or run.info.status == "RUNNING":
+            continue
+        if PRUNED_TAG in run.data.tags:
+            continue
+        size = _model_bytes(registry, run)
+        numbers = sorted(by_run.get(run_id, []), key=int)
+        if size is None and not numbers:
+            continue  # a run that logged no model (failed early), or one pruned before
+        started = datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(timespec="seconds")
+        pruned.append(PrunedRun(run_id, started, numbers, size or 0))
+        if dry_run:
+            continue
+        for number in numbers:  # first, so no one promotes a version whose files are going
+            registry._call("delete a model version", client.delete_model_version, registry.model_name, number)
+        if size is not None:
+            _delete_model(registry, run)
+        was = f" (was version {', '.join(numbers)})" if numbers else ""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        registry._call("set a tag", client.set_tag, run_id, PRUNED_TAG, f"{now}: model files deleted{was}")
+    return sorted(pruned, key=lambda p: p.started_at)
+
+
+def ever_in_production(project: Project) -> set[str]:
+    """Every version production_current.json and production_history.jsonl name, here and on main:
+    each may be rolled back to. A file that cannot be read stops the prune (RegistryError)."""
+    pointer_dir = project.path(project.settings.tracking.pointer_dir)
+    main = MainLine(project)
+    texts = [
+        (path.read_text() if path.is_file() else None, path, "")
+        for path in (pointer_dir / CURRENT_FILE, pointer_dir / HISTORY_FILE)
+    ]
+    if main.ref is not None:
+        texts += [(main.read_text(path), path, f" on main ({main.where})") for _, path, _ in texts]
+    named: set[str] = set()
+    for text, path, where in texts:
+        if text is None:
+            continue
+        if path.name == CURRENT_FILE:
+            entries = [parse_current(text, path, where)]
+        else:
+            entries = parse_history(text, path)
+        named |= {str(e[k]) for e in entries for k in ("to_version", "from_version") if e.get(k)}
+    return named
+
+
+def _versions(registry: MlflowRegistry) -> list[tuple[str, str, bool]]:
+    """Every version: its number, its run and whether it is kept: an alias names it (search
+    results carry no aliases: they come from the registered model) or the gate passed it."""
+    model = registry._registered()
+    if model is None:
+        return []
+    search = registry._client.search_model_versions
+    found = registry._call("list versions", search, f"name='{registry.model_name}'")
+    aliased = {str(version) for version in dict(model.aliases or {}).values()}
+    return [(str(v.version), v.run_id or "", str(v.version) in aliased or _passed(v)) for v in found]
+
+
+def _passed(version: Any) -> bool:
+    # A candidate the gate passed is on its way to main (its pull request may wait for review):
+    # merged, production moves to it, so it keeps its files.
+    return dict(version.tags or {}).get("gate") == "pass"
+
+
+def _runs(registry: MlflowRegistry, registered: set[str]) -> Iterator[Any]:
+    """The experiment's runs, then the registered versions' runs kept in other experiments
+    (one renamed when the project moved)."""
+    from mlflow.entities import ViewType
+
+    client, seen = registry._client, set()
+    name = registry.project.settings.tracking.experiment
+    experiment = registry._call("read experiments", client.get_experiment_by_name, name)
+    token = None
+    while experiment is not None:
+        page = registry._call(
+            "list runs",
+            client.search_runs,
+            [experiment.experiment_id],
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            page_token=token,
+        )
+        for run in page:
+            seen.add(run.info.run_id)
+            yield run
+        token = page.token
+        if not token:
+            break
+    for run_id in sorted(registered - seen):
+        run = registry._call("read the run", client.get_run, run_id, absent_ok=True)
+        if run is not None and run.info.lifecycle_stage == "active":
+            yield run
+
+
+def _moved(registry: MlflowRegistry, run: Any) -> Path | None:
+    root = artifact_root(registry.project, registry.uri)
+    return root and moved_run_folder(run.info.artifact_uri, run.info.run_id, root)
+
+
+def _model_bytes(registry: MlflowRegistry, run: Any) -> int | None:
+    """The size of the run's `model/` folder; None where it has none."""
+    try:
+        moved = _moved(registry, run)
+    except RegistryError:  # its folder is gone from both places: nothing to reclaim
+        return None
+    if moved is not None:
+        files = [p for p in (moved / MODEL_ARTIFACT).rglob("*") if p.is_file()]
+        return sum(p.stat().st_size for p in files) if files else None
+    sizes = list(_listed(registry, run.info.run_id, MODEL_ARTIFACT))
+    return sum(sizes) if sizes else None
+
+
+def _listed(registry: MlflowRegistry, run_id: str, path: str) -> Iterator[int]:
+    listed = registry._call("list artifacts", registry._client.list_artifacts, run_id, path)
+    for entry in listed:
+        if entry.is_dir:
+            yield from _listed(registry, run_id, entry.path)
+        else:
+            yield entry.file_size or 0
+
+
+def _delete_model(registry: MlflowRegistry, run: Any) -> None:
+    moved = _moved(registry, run)
+    if moved is not None:
+        shutil.rmtree(moved / MODEL_ARTIFACT, ignore_errors=True)
+        return
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=registry.uri)
+        repo.delete_artifacts(MODEL_ARTIFACT)
+    except Exception as exc:  # an HTTP, S3 or file error: the next prune tries this run again
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RegistryError(
+            f"MLflow at {registry.uri} failed to delete the model files of run {run.info.run_id}: {why}; "
+            "its versions are deleted already, and `wms model prune` again finishes it"
+        ) from None

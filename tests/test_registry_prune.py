@@ -1,0 +1,124 @@
+"""`wms model prune`: the model files of candidates that never served go; their runs' record stays."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wms.config import load_settings
+from wms.data.hashes import sha256_file
+from wms.production import record_move
+from wms.registry import MlflowRegistry
+from wms.registry_prune import PRUNED_TAG
+
+DAY_MS = 86_400_000
+WEIGHTS = 1_000_000  # bytes of model.pt: a model of the cpu recipe is about 20 MB, the gpu one's 62 MB
+
+
+@pytest.fixture
+def registry(project_dir: Path, tracking: str) -> MlflowRegistry:
+    return MlflowRegistry(load_settings(start=project_dir))
+
+
+# The embedded SQLite MLflow (files in the project) and a real `mlflow server` (proxied files).
+both = pytest.mark.parametrize("tracking", ["sqlite", "server"], indirect=True)
+
+
+def trained(registry: MlflowRegistry, tmp_path: Path, days_ago: int, gate: str | None = "fail") -> str:
+    """A run trained `days_ago` days ago with a model and a gate report, registered unless `gate` is None."""
+    client = registry._client
+    started = int(time.time() * 1000) - days_ago * DAY_MS
+    run_id = client.create_run(registry._experiment_id(), start_time=started, run_name="train").info.run_id
+    model = tmp_path / run_id / "model"
+    model.mkdir(parents=True)
+    (model / "model.pt").write_bytes(run_id.encode() * (WEIGHTS // 32))
+    (model / "model.json").write_text("{}")
+    (tmp_path / run_id / "gate").mkdir()
+    (tmp_path / run_id / "gate" / "report.md").write_text(f"# gate: {gate}\n")
+    client.log_artifacts(run_id, str(model), "model")
+    client.log_artifacts(run_id, str(tmp_path / run_id / "gate"), "gate")
+    client.log_metric(run_id, "test_dice", 0.8)
+    client.log_param(run_id, "epochs", "12")
+    client.set_tag(run_id, "wms.model_sha256", sha256_file(model / "model.pt"))
+    client.set_terminated(run_id, "FINISHED", end_time=started + 60_000)
+    if gate is None:
+        return run_id
+    return registry.register(run_id, {"gate": gate}).version
+
+
+def model_files(registry: MlflowRegistry, run_id: str) -> list[str]:
+    return [f.path for f in registry._client.list_artifacts(run_id, "model")]
+
+
+@both
+def test_prune_deletes_only_old_models_that_never_served_and_keeps_their_runs(
+    cli: Callable[..., Any], registry: MlflowRegistry, project_dir: Path, tmp_path: Path
+) -> None:
+    pointers = project_dir / "models"
+    served_long_ago = trained(registry, tmp_path, 200, gate="pass")
+    previous = trained(registry, tmp_path, 150, gate="pass")
+    production = trained(registry, tmp_path, 120, gate="pass")
+    record_move(pointers, {"to_version": served_long_ago, "from_version": None, "action": "promote"})
+    for old, new in ((served_long_ago, previous), (previous, production)):
+        record_move(pointers, {"to_version": new, "from_version": old, "action": "promote"})
+        registry.promote(new)
+    lost = trained(registry, tmp_path, 100)
+    passed_waiting = trained(registry, tmp_path, 95, gate="pass")  # its pull request not merged yet
+    recent = trained(registry, tmp_path, 5)
+    unregistered = trained(registry, tmp_path, 90, gate=None)  # `wms train` by hand, or a gate that refused
+    lost_run = registry.get(lost).run_id
+    kept = (served_long_ago, previous, production, passed_waiting, recent)
+
+    looked = cli("model", "prune", "--older-than", "30", "--dry-run")
+    assert looked.exit_code == 0, looked.output
+    lines = looked.output.splitlines()
+    assert lines[0].startswith(f"run {lost_run[:8]} (version {lost}, trained ")
+    assert lines[1].startswith(f"run {unregistered[:8]} (not registered, trained ")
+    assert lines[-1].startswith("would free 2.0 MB from 2 run(s) trained before ")
+    assert "kept the 3 version(s) that ever served" in lines[-1]
+    assert model_files(registry, lost_run) and registry.get(lost)  # a dry run deletes nothing
+
+    pruned = cli("model", "prune", "--older-than", "30")
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.output.splitlines()[-1].startswith("freed 2.0 MB from 2 run(s)")
+    listed = cli("model", "list")
+    assert lost not in [line.split()[0] for line in listed.output.splitlines()[2:]]
+    assert cli("model", "show", lost).exit_code == 2  # it can no longer be promoted by mistake
+    for run_id in (lost_run, unregistered):
+        assert model_files(registry, run_id) == []
+        run = registry._client.get_run(run_id)
+        assert run.data.metrics["test_dice"] == 0.8 and run.data.params["epochs"] == "12"
+        assert [f.path for f in registry._client.list_artifacts(run_id, "gate")] == ["gate/report.md"]
+    assert f"was version {lost}" in registry._client.get_run(lost_run).data.tags[PRUNED_TAG]
+    for version in kept:
+        with registry.fetched(version) as folder:
+            assert (folder / "model.pt").stat().st_size > WEIGHTS - 32
+    if registry.uri.startswith("sqlite"):
+        assert not (project_dir / ".wms" / "mlartifacts" / lost_run / "artifacts" / "model").exists()
+
+    again = cli("model", "prune", "--older-than", "30")
+    assert again.output.splitlines() == [again.output.splitlines()[-1]]
+    assert again.output.startswith("freed 0.0 MB from 0 run(s)")
+
+
+@both
+def test_a_production_ledger_that_cannot_be_read_stops_the_prune(
+    cli: Callable[..., Any], registry: MlflowRegistry, project_dir: Path, tmp_path: Path
+) -> None:
+    lost = trained(registry, tmp_path, 100)
+    (project_dir / "models").mkdir()
+    (project_dir / "models" / "production_history.jsonl").write_text("<<<<<<< HEAD\n")
+    result = cli("model", "prune", "--older-than", "30")
+    assert result.exit_code == 1
+    assert "production_history.jsonl line 1 is not a recorded move" in result.output
+    assert model_files(registry, registry.get(lost).run_id)
+
+
+def test_older_than_less_than_a_day_is_refused(cli: Callable[..., Any], project_dir: Path) -> None:
+    result = cli("model", "prune", "--older-than", "0")
+    assert result.exit_code == 2
+    assert "--older-than" in result.output
