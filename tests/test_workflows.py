@@ -600,3 +600,17 @@ def test_ci_validates_the_chart_for_the_kubernetes_version_the_cluster_runs() ->
     )
     # capture on too: its NetworkPolicy egress and ConfigMap entries are validated and checked
     assert "--set serve.capture=uncertain --set serve.captureDir=s3://" in steps
+
+
+def test_a_checkout_of_every_branchs_history_leaves_their_photos_on_github() -> None:
+    """fetch-depth 0 fetches every branch still on GitHub, and each data branch waiting for review
+    holds its photos: without `filter: blob:none` every sweep (every 30 minutes), pipeline run and
+    hourly heal would download them all again (tests/vcs/test_sweep.py runs a sweep in such a clone)."""
+    full = []
+    for path in sorted(WORKFLOWS.glob("*.yaml")):
+        for name, job in load(path.name)["jobs"].items():
+            for checkout in _checkouts(job):
+                if checkout.get("with", {}).get("fetch-depth") == 0:
+                    full.append(f"{path.name}:{name}")
+                    assert checkout["with"].get("filter") == "blob:none", f"{path.name}: job {name}"
+    assert len(full) == 7  # the pull request's guard, the pipeline (2), the sweeper (2), the heal (2)

@@ -8,6 +8,7 @@ never finished, code on main that never reached the pods, and the quiet case whe
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -143,3 +144,33 @@ def test_before_the_first_promotion_there_is_nothing_to_serve(
 def test_the_local_target_is_refused_in_one_line(served_project: Path, cli: Callable[..., Any]) -> None:
     result = cli("deploy", "status")
     assert result.exit_code == 2 and "set it to k8s" in result.output and "Traceback" not in result.output
+
+
+def test_a_checkout_without_the_files_of_old_commits_still_says_what_main_changed(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The heal's checkout holds main's history without old file contents (`filter: blob:none`),
+    and in a private repository git cannot fetch them there (the step has no token)."""
+    root, _ = cluster_project
+    _main_names(root, "1")
+    (root / "src" / "wms" / "serve" / "helper.py").write_text("".join(f"line {i}\n" for i in range(50)))
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "main")
+    assert cli("deploy").exit_code == 0
+    # main renames the module and edits it: git pairs the two by their contents unless told not to
+    (root / "src" / "wms" / "serve" / "helper.py").unlink()
+    (root / "src" / "wms" / "serve" / "helpers.py").write_text("".join(f"line {i}\n" for i in range(51)))
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "rename")
+    origin = tmp_path / "origin.git"
+    _git(tmp_path, "clone", "-q", "--bare", str(root), str(origin))
+    _git(origin, "config", "uploadpack.allowFilter", "true")
+    shutil.rmtree(root / ".git")
+    _git(tmp_path, "clone", "-q", "--filter=blob:none", "--no-checkout", f"file://{origin}", "partial")
+    (tmp_path / "partial" / ".git").rename(root / ".git")
+    _git(root, "remote", "set-url", "origin", str(tmp_path / "unreachable.git"))
+
+    result = cli("deploy", "status", "--check")
+    assert result.exit_code == 1, result.output
+    assert "main has changed src/wms/serve/helper.py, src/wms/serve/helpers.py since" in result.output

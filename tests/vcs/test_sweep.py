@@ -386,3 +386,35 @@ def test_a_published_batch_whose_pull_request_conflicts_with_main_is_left_to_a_p
     rec = record(repo, sha)
     assert rec is not None and rec["status"] == "published"  # still open: a person decides
     assert "data/20260102-030405" in repo.remote_branches()
+
+
+def test_a_sweep_in_a_checkout_without_file_contents_downloads_no_photo_until_it_takes_one(
+    repo: Repo, cli: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workflows check out every branch's history without file contents (`filter: blob:none`):
+    the sweep still finds and guards each data branch, and the photos come only with take-incoming."""
+    photo = os.urandom(2_000_000)  # a photo does not compress
+    repo.git("switch", "-q", "-c", "data/20260102-030405", "main")
+    repo.write("data/incoming/images/m001.jpg", photo)
+    repo.write("data/incoming/masks/m001.png", b"\x89PNG mask")
+    sha = repo.commit("new pairs")
+    repo.git("push", "-q", "origin", "data/20260102-030405")
+    repo.git("switch", "-q", "main")
+    repo.git("config", "--file", str(repo.remote / "config"), "uploadpack.allowFilter", "true")
+    checkout = tmp_path / "checkout"  # as actions/checkout makes it with fetch-depth 0 and filter
+    subprocess.run(
+        ["git", "clone", "-q", "--filter=blob:none", f"file://{repo.remote}", str(checkout)], check=True
+    )
+    monkeypatch.chdir(checkout)
+
+    def objects() -> int:
+        sizes = subprocess.run(["git", "count-objects", "-v"], cwd=checkout, capture_output=True, text=True)
+        return sum(int(line.split()[1]) for line in sizes.stdout.splitlines() if line.startswith("size"))
+
+    looked = cli("pipeline", "sweep", "--dry-run")
+    assert looked.exit_code == 0, looked.output
+    assert "would run data/20260102-030405" in looked.output
+    assert objects() < 500  # KiB: the branch's commits and trees, not its 2 MB photo
+    taken = cli("vcs", "take-incoming", "--sha", sha, "--out", str(tmp_path / "taken"))
+    assert taken.exit_code == 0, taken.output
+    assert (tmp_path / "taken" / "images" / "m001.jpg").read_bytes() == photo

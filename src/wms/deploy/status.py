@@ -125,7 +125,10 @@ def _stale_code(main: MainLine, project: Project, images: tuple[str, ...]) -> st
         if not main.git.has_commit(commit):
             reasons.append(f"{image} was built from commit {commit}, which main's history here lacks")
             continue
-        changed = main.git.run("diff", "--name-only", commit, head, "--", *paths).splitlines()
+        # Names only, from the trees: pairing renames would read old files' contents, which the
+        # workflows' checkouts (filter: blob:none) lack and, without a token, cannot fetch.
+        diff = ("diff", "--name-only", "--no-renames", commit, head, "--", *paths)
+        changed = main.git.run(*diff).splitlines()
         if changed:
             shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
             reasons.append(f"{image} was built from commit {commit}; main has changed {shown} since")
