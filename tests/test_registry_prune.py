@@ -122,3 +122,21 @@ def test_older_than_less_than_a_day_is_refused(cli: Callable[..., Any], project_
     result = cli("model", "prune", "--older-than", "0")
     assert result.exit_code == 2
     assert "--older-than" in result.output
+
+
+def test_a_moved_project_prunes_the_files_in_its_new_folder(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded MLflow records full paths: after `mv project moved` they name a folder that is gone."""
+    registry = MlflowRegistry(load_settings(start=project_dir))
+    lost_run = registry.get(trained(registry, tmp_path, 100)).run_id
+    there = tmp_path / "moved"
+    project_dir.rename(there)
+    monkeypatch.chdir(there)
+
+    pruned = cli("model", "prune", "--older-than", "30")
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.output.splitlines()[-1].startswith("freed 1.0 MB from 1 run(s)")
+    run_folder = there / ".wms" / "mlartifacts" / lost_run / "artifacts"
+    assert not (run_folder / "model").exists() and (run_folder / "gate" / "report.md").is_file()
+    assert not project_dir.exists()  # nothing re-created where the project was
