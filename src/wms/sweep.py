@@ -21,6 +21,10 @@ merging, it is recorded `closed`, its branch stays (the labeller's work), and ev
 it among the batches left to a person until the pull request is reopened and merged (then it
 is recorded `promoted`) or the branch deleted. One whose pull request is open but cannot merge
 (main changed the same pointer files since: another batch's promotion merged first) is listed too.
+A `published` batch whose branch is gone (deleted by hand once its pull request was closed) is
+found by reading the `published` records: settled from main's ledger, else from the pull request
+of its branch's name (merged: `promoted`, closed: `closed`, said once); one the git host knows no
+such pull request of stays `published`, named in one line.
 """
 
 from __future__ import annotations
@@ -141,6 +145,7 @@ def pending(
             else f"run {record.get('run_id')} ended {record.get('status')}{after}"
         )
         todo.append(Pending(branch, sha, why))
+    closed.settle_gone(ledger, set(branches), on_main)
     return todo
 
 
@@ -256,6 +261,49 @@ class _ClosedPullRequests:
                 "them on main as it is now"
             )
         return record
+
+    def settle_gone(self, ledger: BatchLedger, branches: set[str], on_main: _MainPromotions) -> None:
+        """Settle the `published` batches whose branch is gone (deleted by hand after its pull request
+        was closed, or by GitHub on merging): no branch leads the sweep to them, so their records are read.
+
+        Main's ledger first (`promoted`), then the git host: a merged pull request makes the batch
+        `promoted`, a closed one `closed` (said once: with no branch left, nothing is listed later);
+        one the host knows nothing of stays `published`, in one line.
+        """
+        gone = [r for r in ledger.with_status("published") if str(r.get("branch") or "") not in branches]
+        unknown = []
+        for record in sorted(gone, key=lambda r: str(r.get("branch") or "")):
+            branch, sha = str(record.get("branch") or ""), str(record["sha"])
+            settled = on_main.settle(ledger, sha, record)
+            if not branch or (settled or {}).get("status") != "published":
+                continue
+            pr = self._ask(branch)
+            if pr is not None and pr.state in ("merged", "closed"):
+                how = "merged" if pr.state == "merged" else "closed without merging"
+                summary = f"{record.get('summary', '')}; its pull request {pr.url} was {how}".lstrip("; ")
+                if pr.state == "merged":
+                    ledger.finish(sha, "promoted", summary)
+                    continue
+                ledger.finish(sha, "closed", summary, closed=pr.url)
+                self._note(
+                    f"{branch}: closed, not merged, and the branch is gone — its pull request {pr.url} was "
+                    f"closed, so main has nothing of this batch; to train its pairs, push them again in a "
+                    f"new commit (commit {sha[:12]} holds them, where a clone still has it)"
+                )
+            elif self.git_host is not None:  # asked, and no answer that settles it
+                where = f"its pull request {pr.url} is open" if pr else "no pull request"
+                unknown.append(f"{branch} ({sha[:12]}: {where})")
+        if unknown:
+            self._note(
+                f"{len(unknown)} batch(es) recorded published have no data branch any more, and the git "
+                f"host knows no merged or closed pull request of theirs: {', '.join(unknown[:10])}"
+                f"{f' and {len(unknown) - 10} more' if len(unknown) > 10 else ''}; they stay "
+                "published (recorded promoted once main's production ledger holds their promotion)"
+            )
+
+    def _note(self, line: str) -> None:
+        if self.notes is not None:
+            self.notes.append(line)
 
     def _ask(self, branch: str) -> PullRequestState | None:
         if self.git_host is None:
