@@ -63,9 +63,15 @@ def replaced_masks(store: DatasetStore, base: dict[str, Any], masks: dict[str, s
     """Of `masks` (pair id -> mask sha256, ids `base` holds with another mask): those that the
     pair held in an earlier version of `base`'s line and that were replaced since, each with the
     latest version that held it. Walks `base`'s parents until every id is followed back to the
-    version that added it (or the history ends)."""
+    version that held its mask, or that added it (or the history ends).
+
+    A version is written after its blobs, so a mask the store holds no blob of was never held
+    by any version: only the others are followed, and a genuine fix (new bytes) reads no older
+    manifest at all, however long the history (a walk reads one manifest per version)."""
     found: dict[str, str] = {}
-    following, seen, parent = set(masks), {base["version"]}, base.get("parent")
+    stored = store.stored_blobs(set(masks.values()))
+    following = {pid for pid, mask in masks.items() if mask in stored}
+    seen, parent = {base["version"]}, base.get("parent")
     while following and parent and parent not in seen:
         seen.add(parent)
         try:

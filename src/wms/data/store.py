@@ -253,6 +253,11 @@ class DatasetStore:
             "pairs": dict(sorted(pairs.items())),
         }
 
+    def stored_blobs(self, shas: Iterable[str]) -> set[str]:
+        """The blobs among `shas` that the store holds (one listing)."""
+        wanted = list(shas)
+        return set(wanted) - set(self._missing_blobs(wanted)) if wanted else set()
+
     def _missing_blobs(self, shas: Iterable[str]) -> list[str]:
         """The blobs among `shas` that the store lacks."""
         # One listing instead of a HEAD request per blob: on S3 that halves the requests.
