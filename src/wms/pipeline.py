@@ -202,13 +202,17 @@ class Pipeline(StageRunner):
         run.outputs["base_from"] = main.where
         batch = run.outputs.get("batch")
         cut = main.dataset_version_at_fork(batch["sha"]) if batch else None
+        restore = main.restore_requests(batch["sha"]) if batch else frozenset()
         with self.stage(run, "merge") as st:
             if settings.data.auto_prepare:
                 new_data = prepare_incoming(new_data, run.run_dir / "prepared", settings.data.size)
             # Conflicts stop here, writing nothing; orphans and non-images go on to validation's report.
-            plan = self.store.plan(new_data, base, for_validation=True, correct=True, cut=cut)
+            plan = self.store.plan(
+                new_data, base, for_validation=True, correct=True, cut=cut, restore=restore
+            )
             dataset = merge_into(self.store, self.work_dir, base, plan)
-            fixed = f"{len(plan.corrected)} mask(s) corrected, " if plan.corrected else ""
+            back = f" ({len(plan.restored)} put back to an earlier mask)" if plan.restored else ""
+            fixed = f"{len(plan.corrected)} mask(s) corrected{back}, " if plan.corrected else ""
             st.outcome = (
                 f"{len(plan.added)} new, {fixed}{len(plan.unchanged)} already present → "
                 f"version {plan.version or 'none'} ({len(plan.pairs)} pairs, base {base or 'none'})"
@@ -223,7 +227,7 @@ class Pipeline(StageRunner):
         with self.stage(run, "validate") as st:
             st.outcome = validate_merged(dataset, settings.data.size, run.run_dir, batch_files(plan), base)
             check_test_split(plan, settings.data.test_fraction, settings.gate.min_images)
-            version = self.store.ingest(dataset, base, correct=True).version
+            version = self.store.ingest(dataset, base, correct=True, restore=restore).version
             run.outputs["dataset_version"] = version
         return version
 

@@ -275,3 +275,40 @@ def test_a_bar_on_a_terminal_shows_how_many_of_how_many(
     assert re.search(r"uploading blobs .* 12/12", text), text
     assert re.search(r"validating .* 6/6", text) and re.search(r"preparing .* 6/6", text), text
     assert not re.search(r"\b(12|6)/\?", text)  # no finished count without its total
+
+
+def test_an_older_mask_is_put_back_only_when_its_pair_is_named(
+    cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A correction that turned out wrong: the labeller wants the mask the pair had before."""
+    first = make_batch("a", count=4, seed=1)
+    assert cli("data", "ingest", first).exit_code == 0
+    pid, fix, back = "synth_s1_00000", tmp_path / "fix", tmp_path / "back"
+    for folder, mask in ((fix, "synth_s1_00001"), (back, pid)):
+        for kind, source in (("images", pid), ("masks", mask)):
+            (folder / kind).mkdir(parents=True)
+            (folder / kind / f"{pid}.png").write_bytes((first / kind / f"{source}.png").read_bytes())
+    fixed = cli("data", "ingest", fix, "--correct-masks")
+    assert fixed.exit_code == 0, fixed.output
+    v2 = fixed.output.strip().splitlines()[-1]
+
+    refused = cli("data", "ingest", back, "--correct-masks")
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 1 and "Traceback" not in said, said
+    assert f"{pid} (its mask is the one version" in said
+    assert (
+        "to put an older mask back on purpose, name its pair: `wms data ingest DIR --restore-masks ID,…`"
+        in said
+    )
+    assert "a last line `Restore-masks: ID, …` in its head commit's message" in said
+    assert json.loads((project_dir / "data" / "dataset.json").read_text())["version"] == v2  # nothing written
+
+    restored = cli("data", "ingest", back, "--restore-masks", pid)
+    assert restored.exit_code == 0, restored.output
+    assert f"1 stored mask(s) corrected ({pid}, 1 of them put back to an earlier mask)" in restored.output
+    v3 = restored.output.strip().splitlines()[-1]
+    listed = json.loads(cli("data", "versions", "--json").output)
+    assert listed[-1]["id"] == v3 and listed[-1]["parent"] == v2  # v1's pairs again, after v2
+    out = tmp_path / "pulled"
+    assert cli("data", "pull", v3, out).exit_code == 0
+    assert files(out)[f"masks/{pid}.png"] == files(first)[f"masks/{pid}.png"]

@@ -87,3 +87,45 @@ def test_a_batch_cut_before_a_mask_was_corrected_on_main_is_refused_and_the_fix_
     assert json.loads((repo.work / "data" / "dataset.json").read_text())["version"] == v2
     record = json.loads((repo.work / ".wms" / "store" / "batches" / f"{sha}.json").read_text())
     assert record["status"] == "rejected", record
+
+
+def test_a_batch_whose_head_commit_names_a_pair_in_restore_masks_puts_its_older_mask_back(
+    repo: Repo, cli: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's correction turned out wrong: A, on main as it is now, sends the pair's first mask back
+    and says so in the commit message; refused without that line, taken with it."""
+    repo.write("wms.toml", TINY_SETTINGS + '\n[git]\nbase_branch = "main"\nhost = "local"\n')
+    repo.commit("tiny settings for the test")
+    first = tmp_path / "first"
+    synthesize(first, count=30, size=64, seed=1)
+    v1 = ingested(cli, first)
+    fix = tmp_path / "fix"
+    for kind, source in (("images", PID), ("masks", "synth_s1_00001")):
+        (fix / kind).mkdir(parents=True)
+        (fix / kind / f"{PID}.png").write_bytes((first / kind / f"{source}.png").read_bytes())
+    v2 = ingested(cli, fix, "--correct-masks")
+    repo.commit("dataset v2: B's fix", "data/dataset.json")
+    repo.git("push", "-q", "origin", "main")
+
+    repo.git("switch", "-q", "-c", BRANCH)
+    for kind in ("images", "masks"):
+        repo.write(f"data/incoming/{kind}/{PID}.png", (first / kind / f"{PID}.png").read_bytes())
+    plain = repo.commit("A's batch: the first mask back")
+    repo.git("commit", "-q", "--amend", "-m", f"A's batch: the first mask back\n\nRestore-masks: {PID}")
+    named = repo.out("rev-parse", "HEAD")
+
+    monkeypatch.setenv("WMS_FAULT_STAGE", "start_compute")  # the versions are written by then
+    outcomes = {}
+    for sha in (plain, named):
+        taken = tmp_path / f"taken-{sha[:8]}"
+        assert cli(*GITHUB, "vcs", "take-incoming", "--sha", sha, "--out", taken).exit_code == 0
+        result = cli(*GITHUB, "pipeline", "run", "--new-data", taken, "--branch", BRANCH, "--sha", sha)
+        outcomes[sha] = " ".join(result.output.split())
+    assert f"{PID} (its mask is the one version {v1} held)" in outcomes[plain]
+    assert "`Restore-masks: ID, …`" in outcomes[plain]
+    assert "1 mask(s) corrected (1 put back to an earlier mask)" in outcomes[named], outcomes[named]
+
+    store = open_store(load_settings(start=repo.work))
+    [v3] = [v for v in store.versions() if v.id not in (v1, v2)]  # v1's content, but a child of v2
+    assert v3.parent == v2
+    assert store.manifest(v3.id)["pairs"] == store.manifest(v1)["pairs"]

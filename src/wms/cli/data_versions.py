@@ -11,7 +11,7 @@ from rich.table import Table
 
 from wms.cli._common import console, dataset_folder, on_interrupt, progress_bar, state
 from wms.config import Project
-from wms.data.corrections import replaced_masks
+from wms.data.corrections import replaced_masks, restore_ids
 from wms.data.manifest import check_version_id
 from wms.data.pointer import pointed_version, read_pointer
 from wms.data.store import DatasetStore, open_store
@@ -33,6 +33,13 @@ def ingest(
         "--correct-masks",
         help="A stored photo (same id, same bytes) with another mask replaces the stored mask.",
     ),
+    restore_masks: list[str] = typer.Option(
+        [],
+        "--restore-masks",
+        metavar="ID,…",
+        help="Pairs whose mask in DIR is one they held before and that was replaced since: put it "
+        "back on purpose (implies --correct-masks).",
+    ),
 ) -> None:
     """Add valid pairs (as `wms data validate` checks them) to the store as a new immutable version;
     the same content again is 'no change'."""
@@ -52,14 +59,22 @@ def ingest(
         store.manifest(_named(base, "--base"))
     _check_valid(directory, project.settings.data.size)
     with progress_bar("uploading blobs", None) as advance:
-        result = store.ingest(directory, base, progress=advance, expect=advance.expect, correct=correct)
+        result = store.ingest(
+            directory,
+            base,
+            progress=advance,
+            expect=advance.expect,
+            correct=correct or bool(restore_masks),
+            restore=restore_ids(restore_masks),
+        )
     if result.no_change:
         lost = result.blobs_written
         restored = f"; restored {lost} blob(s) the store had lost" if lost else ""
         console.print(f"no change: version {base} already holds all {len(result.unchanged)} pairs{restored}")
         return
     fixed = result.corrected
-    corrected = f"{len(fixed)} stored mask(s) corrected ({', '.join(fixed[:10])}), " if fixed else ""
+    back = f", {len(result.restored)} of them put back to an earlier mask" if result.restored else ""
+    corrected = f"{len(fixed)} stored mask(s) corrected ({', '.join(fixed[:10])}{back}), " if fixed else ""
     console.print(
         f"version {result.version}: {len(result.added)} pairs added to {base or 'an empty store'}, "
         f"{corrected}{len(result.unchanged)} already present, {result.blobs_written} new blobs",

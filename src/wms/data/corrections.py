@@ -14,6 +14,14 @@ without a word. So a correction is refused when
   was cut, so the batch's mask was made without that fix.
 
 A batch whose base is unknown (a folder, not a data branch) is held to the first rule only.
+
+Putting an older mask back on purpose is named, pair by pair, so that a stale copy never passes
+by accident: `wms data ingest DIR --restore-masks ID,...`, or for a pushed batch a trailer line
+`Restore-masks: ID, ...` in the message of the data branch's head commit. A commit message, not
+a file in data/incoming/: a file would stay in the labeller's folder after a squash merge, with
+the stale masks, and put them back again with the next batch; the head commit is new each push.
+A named pair is spared the first rule only: a mask main corrected after the branch left it is
+still refused (the labeller had not seen that fix).
 """
 
 from __future__ import annotations
@@ -26,6 +34,11 @@ if TYPE_CHECKING:
     from wms.data.store import DatasetStore
 
 SHOWN = 5  # pairs named in the refusal
+RESTORE_TRAILER = "Restore-masks"  # the commit-message trailer naming the pairs to restore
+RESTORE_HOW = (
+    f"to put an older mask back on purpose, name its pair: `wms data ingest DIR --restore-masks ID,…`, "
+    f"or, for a pushed batch, a last line `{RESTORE_TRAILER}: ID, …` in its head commit's message"
+)
 
 
 def check_corrections(
@@ -34,19 +47,22 @@ def check_corrections(
     batch: dict[str, Any],
     corrected: list[str],
     cut: str | None = None,
-) -> None:
-    """ConflictError naming the `corrected` ids whose stored mask in `base` (a manifest) was
-    itself corrected since the batch's copy was made; `batch`: the batch's manifest entries,
-    `cut`: the version the batch was cut from, when known."""
+    restore: frozenset[str] = frozenset(),
+) -> list[str]:
+    """The `corrected` ids whose older mask the batch puts back (named in `restore`); ConflictError
+    naming the `corrected` ids whose stored mask in `base` (a manifest) was itself corrected since
+    the batch's copy was made. `batch`: the batch's manifest entries, `cut`: the version the
+    batch was cut from, when known, `restore`: ids whose older mask the batch puts back on purpose."""
     if not corrected:
-        return
+        return []
     version = base["version"]
     replaced = replaced_masks(store, base, {pid: _mask(batch[pid]) for pid in corrected})
     at_cut = _pairs_of(store, cut) if cut and cut != version else {}
-    stale = []
+    stale, older = [], False
     for pid in corrected:
-        if pid in replaced:
+        if pid in replaced and pid not in restore:
             stale.append(f"{pid} (its mask is the one version {replaced[pid]} held)")
+            older = True
         elif pid in at_cut and _mask(at_cut[pid]) != _mask(base["pairs"][pid]):
             stale.append(f"{pid} (corrected since version {cut}, where this batch left main)")
     if stale:
@@ -55,8 +71,10 @@ def check_corrections(
             f"{len(stale)} pair(s) of this batch carry a mask that version {version} has corrected "
             f"since: {', '.join(stale[:SHOWN])}{more}; taking them would undo those corrections. Drop "
             f"them from the batch, or pull the current version (`wms data pull {version} DIR`), fix "
-            "their masks on top of it and send those — nothing was written"
+            f"their masks on top of it and send those{'; ' + RESTORE_HOW if older else ''} — nothing was "
+            "written"
         )
+    return [pid for pid in corrected if pid in replaced]
 
 
 def replaced_masks(store: DatasetStore, base: dict[str, Any], masks: dict[str, str]) -> dict[str, str]:
@@ -86,6 +104,11 @@ def replaced_masks(store: DatasetStore, base: dict[str, Any], masks: dict[str, s
                     found[pid] = parent
         parent = manifest.get("parent")
     return found
+
+
+def restore_ids(values: list[str]) -> frozenset[str]:
+    """The pair ids named by `--restore-masks` values or `Restore-masks` trailers (comma-separated)."""
+    return frozenset(pid.strip() for value in values for pid in value.split(",") if pid.strip())
 
 
 def _pairs_of(store: DatasetStore, version: str) -> dict[str, Any]:

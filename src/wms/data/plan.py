@@ -39,6 +39,7 @@ class IngestPlan:
     new_pairs: list[Pair]  # the added and corrected pairs' files
     orphans: list[Path] = field(default_factory=list)  # images without masks and masks without images
     corrected: list[str] = field(default_factory=list)  # stored ids whose mask the batch replaces
+    restored: list[str] = field(default_factory=list)  # of those, the ids given an older mask back
 
 
 def plan_ingest(
@@ -48,6 +49,7 @@ def plan_ingest(
     for_validation: bool = False,
     correct: bool = False,
     cut: str | None = None,
+    restore: frozenset[str] = frozenset(),
 ) -> IngestPlan:
     """What ingesting `folder` onto `base` would add; writes nothing. BatchError when `folder`
     cannot be ingested (no pairs, orphans, unsafe names, a conflict with `base`).
@@ -57,7 +59,8 @@ def plan_ingest(
     `correct`: a stored photo, byte for byte, under its id with another mask replaces that mask
     (a conflict otherwise: a folder pulled from an older version would undo corrections since),
     unless that mask was itself corrected since the batch's copy was made (`cut`: the version the
-    batch was cut from, when known; see wms.data.corrections).
+    batch was cut from, when known; see wms.data.corrections); `restore`: the ids whose older
+    mask the batch puts back on purpose.
     """
     try:
         scan = find_pairs(folder)
@@ -80,8 +83,7 @@ def plan_ingest(
         pid, why = unsafe
         raise BatchError(f"pair {pid!r} in {folder} {why}; rename its files — nothing was written")
     corrected = corrected_masks(old, entries, base, correct)
-    if manifest:
-        check_corrections(store, manifest, entries, corrected, cut)
+    restored = check_corrections(store, manifest, entries, corrected, cut, restore) if manifest else []
     added = sorted(set(entries) - set(old))
     fresh = {i: entries[i] for i in added}
     twin = _first_clash(old, fresh, lambda i, _: folded(i))
@@ -107,10 +109,12 @@ def plan_ingest(
         sources[entries[pid]["image"]["sha256"]] = by_id[pid].image
         sources[entries[pid]["mask"]["sha256"]] = by_id[pid].mask
     merged = {**old, **fresh} | {i: {**entries[i], "split": old[i]["split"]} for i in corrected}
-    version = content_version(merged) if added or corrected else (base or "")
+    version = content_version(merged, base if restored else None) if added or corrected else (base or "")
     unchanged = sorted(set(entries) & set(old) - set(corrected))
     new_pairs = [by_id[i] for i in added + corrected]
-    return IngestPlan(version, base, added, unchanged, merged, sources, new_pairs, orphans, corrected)
+    return IngestPlan(
+        version, base, added, unchanged, merged, sources, new_pairs, orphans, corrected, restored
+    )
 
 
 def _entry(pair: Pair, fractions: tuple[float, float], for_validation: bool) -> dict[str, Any]:

@@ -62,6 +62,7 @@ class IngestResult:
     unchanged: list[str] = field(default_factory=list)
     blobs_written: int = 0
     corrected: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)  # of `corrected`, those given an older mask back
 
     @property
     def no_change(self) -> bool:
@@ -210,10 +211,11 @@ class DatasetStore:
         for_validation: bool = False,
         correct: bool = False,
         cut: str | None = None,
+        restore: frozenset[str] = frozenset(),
     ) -> IngestPlan:
         """What ingesting `folder` onto `base` would add; writes nothing (see
-        wms.data.plan.plan_ingest for what stops it, `for_validation`, `correct` and `cut`)."""
-        return plan_ingest(self, folder, base, for_validation, correct, cut)
+        wms.data.plan.plan_ingest for what stops it, `for_validation`, `correct`, `cut`, `restore`)."""
+        return plan_ingest(self, folder, base, for_validation, correct, cut, restore)
 
     def ingest(
         self,
@@ -222,13 +224,17 @@ class DatasetStore:
         progress: Progress | None = None,
         expect: Callable[[int], None] | None = None,
         correct: bool = False,
+        restore: frozenset[str] = frozenset(),
     ) -> IngestResult:
         """Add the pairs in `folder` to version `base` as a new version; conflicts write nothing.
 
         `expect` is told how many blobs will be uploaded, before the first; `progress` after each.
-        `correct`: a stored photo under its stored name with another mask replaces that mask."""
-        plan = self.plan(folder, base, correct=correct)
-        result = IngestResult(plan.version, base, plan.added, plan.unchanged, corrected=plan.corrected)
+        `correct`: a stored photo under its stored name with another mask replaces that mask;
+        `restore`: the ids whose older mask (held before, replaced since) is put back on purpose."""
+        plan = self.plan(folder, base, correct=correct, restore=restore)
+        result = IngestResult(
+            plan.version, base, plan.added, plan.unchanged, corrected=plan.corrected, restored=plan.restored
+        )
         missing = self._missing_blobs(plan.sources)
         if result.no_change and not missing:
             return result

@@ -105,6 +105,16 @@ class MainLine:
         except DataError:
             return None  # the version the batch came from is unknown; it is held to the other rule
 
+    def restore_requests(self, sha: str) -> frozenset[str]:
+        """The pair ids commit `sha` (a data branch's head) names in its `Restore-masks` trailers:
+        their older masks are put back on purpose (wms.data.corrections). None outside git."""
+        from wms.data.corrections import RESTORE_TRAILER, restore_ids
+
+        if self.top is None:
+            return frozenset()
+        fmt = f"--format=%(trailers:key={RESTORE_TRAILER},valueonly)"  # one line per trailer
+        return restore_ids(self.git.run("log", "-1", fmt, sha, check=False).splitlines())
+
     def production_version(self) -> str | None:
         """The version main's models/production_current.json names; None before the first promotion.
 
