@@ -300,9 +300,14 @@ def test_the_recovery_steps_name_the_backup_and_the_machines_terraform_makes(
     )
     for address in re.findall(r"-replace='?([a-z_.]+(?:\[0\])?)", recovery):
         assert address.split("[")[0] in terraform["resource"], address
-    assert "repository_variables" in recovery and {"WMS_TRACKING_URI", "WMS_GPU_HOST"} <= set(
-        terraform["output"]["repository_variables"]["value"]
+    assert (
+        "repository_variables" in recovery
+        and "WMS_TRACKING_URI" in terraform["output"]["repository_variables"]["value"]
     )
+    # A replaced GPU instance is found by its tag at its new private address: nothing to set.
+    gpu = " ".join(recovery.split("**The GPU instance is replaced**")[1].split("\n**")[0].split())
+    assert "the jobs find both themselves" in gpu and "(delete it)" in gpu
+    assert "set `WMS_GPU_HOST` again" not in gpu
     # A replaced serving node keeps the name the jobs reach MLflow at: nothing to set again.
     serving = " ".join(
         recovery.split("**The serving node is lost or replaced.**")[1].split("\n**")[0].split()

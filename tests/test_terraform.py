@@ -147,6 +147,15 @@ def test_the_runners_reach_mlflow_at_a_name_that_outlives_the_serving_instance(
     assert "private_ip" not in str(terraform["locals"]) + str(outputs["mlflow_url_internal"])
 
 
+def test_no_repository_variable_holds_an_address_a_replaced_gpu_instance_changes(
+    terraform: dict[str, Any],
+) -> None:
+    """WMS_GPU_HOST held the GPU instance's private address: a replaced instance has another, and
+    every training job failed until someone set the variable again. The jobs read it from EC2."""
+    variables = terraform["output"]["repository_variables"]["value"]
+    assert "WMS_GPU_HOST" not in variables and "aws_instance.gpu" not in str(variables)
+
+
 def test_ssh_mlflow_and_k3s_are_open_to_the_allowed_cidr_only(terraform: dict[str, Any]) -> None:
     for name in ("instance", "serving"):
         ingress = _ingress_rules(terraform["resource"][f"aws_security_group.{name}"])

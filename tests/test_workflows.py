@@ -423,6 +423,9 @@ def test_the_pipeline_holds_a_lease_and_trains_on_the_instance_with_the_gpu_reci
     # stops it. split: the run starts the instance, trains there over SSH and stops it.
     assert (env["WMS_COMPUTE__BACKEND"], env["WMS_COMPUTE__TRAIN_ON"]) == ("ec2", train_on)
     assert env["WMS_COMPUTE__INSTANCE_ID"] == "${{ needs.start-compute.outputs.instance_id }}"
+    # split: the GPU instance's private address, read from EC2 at each start, so a replaced
+    # instance is found at its new one; a WMS_GPU_HOST set by hand still overrides it.
+    assert env["WMS_COMPUTE__ADDRESS"] == ("private" if layout == "split" else "public")
     assert env["WMS_COMPUTE__HOST"] == "${{ vars.WMS_GPU_HOST }}"
     assert env["WMS_COMPUTE__READY_PROBE"] == "tcp"
     # The SSH key reaches only the step that runs the pipeline.
@@ -435,6 +438,7 @@ def test_the_pipeline_holds_a_lease_and_trains_on_the_instance_with_the_gpu_reci
     settings = load_settings(start=tmp_path).settings
     assert (settings.train.recipe, settings.train.image_size) == ("gpu", RECIPES["gpu"]["image_size"])
     assert (settings.compute.backend, settings.compute.train_on) == ("ec2", train_on)
+    assert settings.compute.address == env["WMS_COMPUTE__ADDRESS"]
 
 
 # The jobs that run on the GPU instance in single: (workflow, job, the step's command).

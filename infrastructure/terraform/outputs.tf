@@ -94,9 +94,10 @@ output "runner_labels" {
 
 output "repository_variables" {
   description = "GitHub repository variables (Settings > Secrets and variables > Actions > Variables) for this layout."
+  # No WMS_GPU_HOST: in split the jobs read the GPU instance's private address from EC2 at each
+  # start (compute.address = "private"), so a replaced instance is found at its new one.
   value = {
     WMS_LAYOUT       = var.layout
-    WMS_GPU_HOST     = local.split ? aws_instance.gpu.private_ip : ""
     WMS_TRACKING_URI = "http://${local.serving_internal_host}:${var.mlflow_port}"
     WMS_STORE_URL    = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/store"
     AWS_REGION       = var.region

@@ -260,3 +260,39 @@ def test_ssh_forwards_mlflow_only_where_it_runs_on_the_instance(
         assert result.exit_code == 2 and "-L" not in result.output
         assert result.output.startswith("error: --mlflow forwards the GPU instance's MLflow")
         assert "terraform output mlflow_url" in result.output and len(result.output.splitlines()) == 1
+
+
+def test_split_finds_a_replaced_gpu_instance_at_its_new_private_address(
+    cli: Callable[..., Any], ec2_project: Ec2Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The split layout's pipeline reaches the GPU instance over the VPC. A replaced instance
+    (`terraform apply -replace=aws_instance.gpu`) has another private address: every training
+    job failed until someone set WMS_GPU_HOST again. It is read from EC2 at each start now."""
+    monkeypatch.setenv("WMS_COMPUTE__ADDRESS", "private")  # the workflows' setting in split
+    monkeypatch.setenv("WMS_COMPUTE__HOST", "")  # vars.WMS_GPU_HOST unset
+    first = json.loads(cli("compute", "start", "--json").stdout)
+    assert first["host"] == ec2_project.describe()["PrivateIpAddress"] != first["public_ip"]
+    assert cli("compute", "stop").exit_code == 0
+    ec2_project.client.terminate_instances(InstanceIds=[ec2_project.id])
+    new = Ec2Box(ec2_project.client, ec2_project.name)  # the replacement, under the same Name tag
+    try:
+        started = cli("compute", "start", "--json")
+        assert started.exit_code == 0, started.output
+        again = json.loads(started.stdout)
+        address = new.describe()["PrivateIpAddress"]
+        assert (again["instance_id"], again["host"]) == (new.id, address) and address != first["host"]
+        assert again["ssh_command"] == f"ssh -i ~/.ssh/wms.pem ubuntu@{address}"
+        # An address set by hand still wins (WMS_GPU_HOST, for a network of one's own); one left
+        # from the replaced instance is named at once, not only after the wait for it ran out.
+        monkeypatch.setenv("WMS_COMPUTE__HOST", first["host"])
+        assert json.loads(cli("compute", "status", "--json").stdout)["host"] == first["host"]
+        monkeypatch.setenv("WMS_COMPUTE__READY_PROBE", "tcp")
+        monkeypatch.setenv("WMS_COMPUTE__START_TIMEOUT_SECONDS", "0.2")
+        stale = cli("compute", "start")  # the wait's outcome is the network's: only the line is asserted
+        assert "Traceback" not in stale.output
+        assert (
+            f"compute.host {first['host']} is no address of instance {new.id} (private {address}): "
+            "left from a replaced instance? Unset it (the repository variable WMS_GPU_HOST)"
+        ) in stale.stderr
+    finally:
+        new.client.terminate_instances(InstanceIds=[new.id])

@@ -47,7 +47,8 @@ class Instance:
         return self.status()
 
     def status(self) -> ComputeStatus:
-        return ComputeStatus("ec2", "running" if self.reason is None else "stopped", public_ip=self.address)
+        state = "running" if self.reason is None else "stopped"
+        return ComputeStatus("ec2", state, public_ip=self.address, host=self.address)
 
 
 def reclaims(instance: Instance, notes: list[str], **settings: float) -> Reclaims:

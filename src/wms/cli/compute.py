@@ -269,7 +269,7 @@ def _ssh_target(project: Project, compute: Compute, started: ComputeStatus | Non
     from wms.remote.entry import target_for
 
     current = started or compute.status()
-    host = project.settings.compute.host or current.public_ip
+    host = current.host
     if current.state != "running" or not host:
         raise UsageError(
             f"the instance is {current.state}{'' if host else ' and has no address'}; "

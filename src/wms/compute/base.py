@@ -40,6 +40,9 @@ class ComputeStatus:
     detail: str = ""
     instance_id: str | None = None
     public_ip: str | None = None
+    private_ip: str | None = None
+    # Where WMS reaches it: compute.host, else the address compute.address names.
+    host: str | None = None
     mlflow_url: str | None = None
     ssh_command: str | None = None
     lease_expires: str | None = None

@@ -42,7 +42,7 @@ from typing import Any
 from wms.compute.aws import GONE
 from wms.compute.base import DEFAULT_HOLDER, ComputeStatus, Notify, RunnerProbeSource, quiet, wait_for
 from wms.compute.ec2_instance import Ec2Instance
-from wms.compute.ec2_status import instance_status
+from wms.compute.ec2_status import instance_status, stale_host
 from wms.compute.leases import (
     HOLDER_TAG_PREFIX,
     HOLDERS_TAG,
@@ -251,19 +251,22 @@ class Ec2Compute(Ec2Instance):
         if configured is None:
             return current
         what, probe = configured
-        host = self.cfg.host or current.public_ip
+        host = current.host
         if not host:
             raise BackendError(
-                f"instance {self._id} has no public IP to probe; attach the Elastic IP "
+                f"instance {self._id} has no {self.cfg.address} IP to probe; attach the Elastic IP "
                 "(infrastructure/terraform) or set compute.host"
             )
+        stale = stale_host(self.cfg, current)
+        if stale:
+            self.notify(stale)
         wait_for(
             lambda: True if probe(host) else None,
             f"{what} at {host}",
             self.cfg.start_timeout_seconds,
             self.cfg.poll_seconds,
             self.notify,
-            hint="the instance runs but its service does not answer; check it over SSH",
+            hint=stale or "the instance runs but its service does not answer; check it over SSH",
         )
         return current
 

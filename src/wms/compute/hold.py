@@ -119,12 +119,17 @@ class ComputeHold:
         if self.on_instance:
             return self._lease_this_instance(run)
         started = compute.start()
-        run.compute.update(backend=compute.name, instance_id=started.instance_id, public_ip=started.public_ip)
+        run.compute.update(
+            backend=compute.name,
+            instance_id=started.instance_id,
+            public_ip=started.public_ip,
+            host=started.host,
+        )
         run.save()
         self.after_start()  # after the start, as a readiness timeout would fail
         ready = compute.wait_ready()
         where = f" {ready.instance_id}" if ready.instance_id else ""
-        return f"{compute.name}{where}: {ready.state}" + (f" at {ready.public_ip}" if ready.public_ip else "")
+        return f"{compute.name}{where}: {ready.state}" + (f" at {ready.host}" if ready.host else "")
 
     def _lease_this_instance(self, run: PipelineRun) -> str:
         compute = self.compute

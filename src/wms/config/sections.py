@@ -142,7 +142,15 @@ class ComputeSettings(Section):
     instance_id: str = Field("", description="the EC2 instance; empty: find it by instance_tag")
     instance_tag: str = Field("Name=wms-k3s", description="KEY=VALUE tag that finds the instance")
     region: str = Field("", description="AWS region; empty: the usual AWS variables and config")
-    host: str = Field("", description="address of the instance; empty: its public (Elastic) IP")
+    host: str = Field("", description="address of the instance; empty: the one `address` names")
+    address: Literal["public", "private"] = Field(
+        "public",
+        description=(
+            "which of the instance's addresses to reach it at when host is empty, read from EC2 at "
+            "each start: public (from outside its VPC) or private (from inside it: the split "
+            "layout's serving node; a replaced instance's new address is found the same way)"
+        ),
+    )
     ready_probe: ReadyProbe = Field("none", description="what must answer before training starts")
     ssh_port: int = Field(22, ge=1, le=65535)
     ssh_user: str = "ubuntu"

@@ -101,7 +101,8 @@ def train_remotely(
     With `compute` (the backend holding the instance), a job whose instance is stopped under
     it (a spot reclaim) goes on from its checkpoint once the instance runs again.
     """
-    host = project.settings.compute.host or run.compute.get("public_ip")
+    # `host` as the start found it; runs recorded before it was kept name only the public IP.
+    host = project.settings.compute.host or run.compute.get("host") or run.compute.get("public_ip")
     if not host:
         raise BackendError(
             "the instance has no address to reach over SSH; attach the Elastic IP "
@@ -135,7 +136,7 @@ def train_folder_on_instance(
             since = time.monotonic()
             compute.start()
             status = compute.wait_ready()
-            host = project.settings.compute.host or status.public_ip
+            host = status.host
             if not host:
                 raise BackendError("the instance has no address to reach over SSH; set compute.host")
             interval = project.settings.compute.lease_minutes * 60 / 3

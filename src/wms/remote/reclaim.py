@@ -74,7 +74,7 @@ class Reclaims:
             raise BackendError(given_up(reason, job_id, limit))
         self.notify(reclaim_line(reason, job_id, self.count, limit))
         status = start_again(self.compute, self.cfg, self.notify)
-        now = self.cfg.host or status.public_ip
+        now = status.host
         if not now:
             raise BackendError(
                 "the instance runs again but has no address to reach over SSH; attach the Elastic IP "
