@@ -521,3 +521,16 @@ def test_the_setup_ruleset_lets_the_promotion_push_through() -> None:
     assert re.search(r"with the user of `WMS_GITHUB_TOKEN` on its bypass list", ruleset), ruleset
     why = " ".join(README.split("Why `WMS_GITHUB_TOKEN`:")[1].split("\n\n")[0].split())
     assert "a bypass of that ruleset" in why
+
+
+def test_changing_a_machine_checks_that_no_run_holds_the_gpu_before_the_apply_stops_it(
+    terraform: dict[str, Any],
+) -> None:
+    """The AWS provider writes changed user data by stopping and starting the instance: an apply
+    while a run held the GPU instance cut its training unannounced. The procedure checks first."""
+    changing = " ".join(README.split("**Changing a machine.**")[1].split("\n**")[0].split())
+    assert "WMS_COMPUTE__BACKEND=ec2 wms compute status --idle && terraform apply" in changing
+    assert "stopping the instance, writing it and starting it again" in changing
+    assert "`user_data_replace_on_change`, false here" in changing
+    for address in ("aws_instance.gpu", "aws_instance.serving"):
+        assert not terraform["resource"][address].get("user_data_replace_on_change", False), address

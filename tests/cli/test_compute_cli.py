@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +297,31 @@ def test_split_finds_a_replaced_gpu_instance_at_its_new_private_address(
         ) in stale.stderr
     finally:
         new.client.terminate_instances(InstanceIds=[new.id])
+
+
+def test_status_idle_refuses_while_a_run_holds_the_instance_terraform_would_stop(
+    cli: Callable[..., Any], ec2_project: Ec2Box, project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`terraform apply` of changed user data stops and starts the instance (the AWS provider does
+    it in place), cutting the training of a run that holds it. The check run before it refuses
+    while any lease is live, and passes once the last run let go or its lease ran out."""
+    assert cli("compute", "start", "--holder", "gh-run-7-pipeline").exit_code == 0
+    held = cli("compute", "status", "--idle")
+    assert held.exit_code == 1 and "Traceback" not in held.output
+    assert f"instance {ec2_project.id} is held by gh-run-7-pipeline (lease until " in held.stderr
+    assert "wait until `wms compute status --idle` passes, then apply" in held.stderr
+    assert json.loads(cli("compute", "status", "--json").stdout)["held_by"] == "gh-run-7-pipeline"
+
+    assert cli("compute", "stop", "--holder", "gh-run-7-pipeline").exit_code == 0
+    ran_out = (datetime.now(UTC) - timedelta(minutes=5)).isoformat(timespec="seconds")
+    ec2_project.client.create_tags(  # a killed run's lease, run out: it holds nothing
+        Resources=[ec2_project.id], Tags=[{"Key": "wms:lease:gh-run-6", "Value": ran_out}]
+    )
+    free = cli("compute", "status", "--idle")
+    assert free.exit_code == 0, free.output
+    assert f"no run holds instance {ec2_project.id} (stopped)" in free.stderr
+
+    # The local backend is not the instance Terraform manages: no all-clear for it.
+    monkeypatch.setenv("WMS_COMPUTE__BACKEND", "local")
+    local = cli("compute", "status", "--idle")
+    assert local.exit_code == 2 and 'set compute.backend = "ec2"' in local.stderr

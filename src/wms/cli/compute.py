@@ -2,6 +2,7 @@
 
     wms compute start            # take a lease, start it, wait for status checks and the probe
     wms compute status --json
+    wms compute status --idle    # exit 1 while a run holds it: check before a `terraform apply`
     wms compute stop             # drop the lease; stop it unless another holder still leases it
     wms compute reap             # stop every WMS-started instance whose leases all ran out (cron)
     wms compute exec -- CMD...   # run a command on the instance (started if needed), stream its output
@@ -119,6 +120,7 @@ def summary_markdown(title: str, values: dict[str, object]) -> str:
         ("MLflow", values["mlflow_url"]),
         ("SSH", f"`{values['ssh_command']}`" if values["ssh_command"] else None),
         ("lease until", values["lease_expires"]),
+        ("held by", values["held_by"]),
         ("billed this run", _billed(values)),
     ]
     lines = [f"### {title}", "", "| | |", "|---|---|"]
@@ -152,6 +154,7 @@ def show(project: Project, status: ComputeStatus, title: str, as_json: bool) -> 
             ("MLflow", "mlflow_url"),
             ("SSH", "ssh_command"),
             ("lease until", "lease_expires"),
+            ("held by", "held_by"),
             ("detail", "detail"),
         ):
             if shown[key]:
@@ -221,11 +224,34 @@ def stop(ctx: typer.Context, holder: str | None = HOLDER_OPTION, as_json: bool =
 
 
 @app.command()
-def status(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
-    """Show the machine's state, address, MLflow URL, SSH command, lease and cost so far."""
+def status(
+    ctx: typer.Context,
+    as_json: bool = JSON_OPTION,
+    idle: bool = typer.Option(
+        False,
+        "--idle",
+        help="Exit 1 while a run holds the machine (a live lease): run it right before a "
+        "`terraform apply` that changes the instance's user data, which stops and starts it.",
+    ),
+) -> None:
+    """Show the machine's state, address, MLflow URL, SSH command, lease, holders and cost so far."""
+    from wms.errors import BackendError, UsageError
+
     project = state(ctx).project()
+    if idle and project.settings.compute.backend != "ec2":  # an all-clear for this machine would mislead
+        raise UsageError('--idle checks the EC2 instance that Terraform manages; set compute.backend = "ec2"')
     compute = open_compute(project)
-    show(project, compute.status(), f"compute status ({compute.name})", as_json)
+    current = compute.status()
+    show(project, current, f"compute status ({compute.name})", as_json)
+    if not idle:
+        return
+    if current.held_by:
+        raise BackendError(
+            f"instance {current.instance_id} is held by {current.held_by} (lease until "
+            f"{current.lease_expires}): a `terraform apply` that changes its user data would stop it "
+            "under that run; wait until `wms compute status --idle` passes, then apply"
+        )
+    note(f"no run holds instance {current.instance_id} ({current.state}): an apply may stop and start it now")
 
 
 @app.command()

@@ -46,6 +46,8 @@ class ComputeStatus:
     mlflow_url: str | None = None
     ssh_command: str | None = None
     lease_expires: str | None = None
+    # The holders whose lease is live now (comma-separated): runs that need the machine running.
+    held_by: str | None = None
     # Seconds the machine has run since it last started (or ran before it was stopped).
     billed_seconds: float | None = None
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wms.compute.base import ComputeStatus
-from wms.compute.leases import lease_of, utc_now
+from wms.compute.leases import lease_of, live_holders, utc_now
 from wms.compute.probes import mlflow_url
 from wms.config import ComputeSettings
 
@@ -71,5 +71,6 @@ def instance_status(
         mlflow_url=mlflow_url(cfg, host) if host and cfg.mlflow_on_instance else None,
         ssh_command=f"ssh -i {cfg.ssh_key}{port} {cfg.ssh_user}@{host}" if host else None,
         lease_expires=expires.isoformat() if expires else None,
+        held_by=", ".join(live_holders(instance, utc_now())) or None,
         billed_seconds=billed,
     )
