@@ -95,6 +95,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+POSTSCRIPT = "%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nshowpage\n"  # what EPS decoding hands to gs
+
+
+@pytest.fixture
+def ghostscript(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An environment whose PATH finds a stand-in Ghostscript first, and the file that exists
+    once anything ran it (holding its arguments): a decoder that reaches `gs` leaves it behind."""
+    ran = tmp_path / "gs-ran"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gs").write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexit 1\n')
+    (bin_dir / "gs").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, ran
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never see the developer's WMS_* variables."""

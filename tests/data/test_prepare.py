@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import POSTSCRIPT
 
 import wms.data.prepare as prepare_module
 from wms.data import prepare_dataset, synthesize, validate_dataset
@@ -107,24 +107,21 @@ def test_unreadable_and_unpaired_files_are_listed_not_fatal(tmp_path: Path) -> N
     assert sorted(p.stem for p in (tmp_path / "out/images").iterdir()) == [ids[3]]
 
 
-def test_only_png_and_jpeg_content_is_decoded_whatever_the_name(tmp_path: Path) -> None:
+def test_only_png_and_jpeg_content_is_decoded_whatever_the_name(
+    tmp_path: Path, ghostscript: tuple[dict[str, str], Path]
+) -> None:
     """auto_prepare prepares a pushed batch before anything validates it, in the job that holds
     the tokens: a .png that is PostScript must not reach Ghostscript, nor a BMP Pillow's BMP decoder."""
     src = tmp_path / "raw"
     ids = synthesize(src, 3, size=40, seed=0)
-    (src / f"images/{ids[0]}.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nshowpage\n")
+    (src / f"images/{ids[0]}.png").write_text(POSTSCRIPT)
     Image.new("RGB", (40, 40), RED).save(src / f"images/{ids[1]}.png", "BMP")
-    ran = tmp_path / "gs-ran"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "gs").write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexit 1\n')  # a stand-in Ghostscript
-    (bin_dir / "gs").chmod(0o755)
+    env, ran = ghostscript
     code = (
         "import json, sys; from wms.data import prepare_dataset; "
         f"report = prepare_dataset(sys.argv[1], sys.argv[2], size={SIZE}, workers=1); "
         "print(json.dumps([report.written, [(s.code, s.path, s.reason) for s in report.skipped]]))"
     )
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
         [sys.executable, "-c", code, str(src), str(tmp_path / "out")],
         capture_output=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import POSTSCRIPT
 
 from wms.data import ValidationReport, synthesize, validate_dataset
 
@@ -251,23 +251,16 @@ def test_real_data_first_40_pairs(tmp_path: Path) -> None:
 
 
 def test_postscript_named_png_is_refused_without_running_ghostscript(
-    dataset: tuple[Path, list[str]], tmp_path: Path
+    dataset: tuple[Path, list[str]], ghostscript: tuple[dict[str, str], Path]
 ) -> None:
     root, ids = dataset
-    (root / f"images/{ids[0]}.png").write_text(
-        "%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nshowpage\n"
-    )
-    ran = tmp_path / "gs-ran"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "gs").write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexit 1\n')  # a stand-in Ghostscript
-    (bin_dir / "gs").chmod(0o755)
+    (root / f"images/{ids[0]}.png").write_text(POSTSCRIPT)
+    env, ran = ghostscript
     code = (
         "import json, sys; from wms.data import validate_dataset; "
         f"report = validate_dataset(sys.argv[1], size={SIZE}, workers=1); "
         "print(json.dumps([(i.code, i.path, i.message) for i in report.issues]))"
     )
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
         [sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True, env=env
     )

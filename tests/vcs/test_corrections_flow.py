@@ -36,6 +36,14 @@ def ingested(cli: Callable[..., Any], *args: object) -> str:
     return str(done.output.strip().splitlines()[-1])
 
 
+def b_fixes_the_mask(first: Path, fix: Path) -> Path:
+    """Labeller B's correction, in folder `fix`: the pair PID's photo with another pair's mask."""
+    for kind, source in (("images", PID), ("masks", "synth_s1_00001")):
+        (fix / kind).mkdir(parents=True)
+        (fix / kind / f"{PID}.png").write_bytes((first / kind / f"{source}.png").read_bytes())
+    return fix
+
+
 @pytest.mark.parametrize("host", ["local", "github"])  # main read from the working tree, or origin/main
 @pytest.mark.parametrize(
     ("a_mask", "why"),
@@ -64,10 +72,7 @@ def test_a_batch_cut_before_a_mask_was_corrected_on_main_is_refused_and_the_fix_
     sha = repo.commit("A's batch")
 
     repo.git("switch", "-q", "main")  # meanwhile labeller B corrects the pair's mask: v2 on main
-    fix = tmp_path / "fix"
-    for kind, source in (("images", PID), ("masks", "synth_s1_00001")):
-        (fix / kind).mkdir(parents=True)
-        (fix / kind / f"{PID}.png").write_bytes((first / kind / f"{source}.png").read_bytes())
+    fix = b_fixes_the_mask(first, tmp_path / "fix")
     v2 = ingested(cli, fix, "--correct-masks")
     repo.commit("dataset v2: B's fix", "data/dataset.json")
     repo.git("push", "-q", "origin", "main")
@@ -99,10 +104,7 @@ def test_a_batch_whose_head_commit_names_a_pair_in_restore_masks_puts_its_older_
     first = tmp_path / "first"
     synthesize(first, count=30, size=64, seed=1)
     v1 = ingested(cli, first)
-    fix = tmp_path / "fix"
-    for kind, source in (("images", PID), ("masks", "synth_s1_00001")):
-        (fix / kind).mkdir(parents=True)
-        (fix / kind / f"{PID}.png").write_bytes((first / kind / f"{source}.png").read_bytes())
+    fix = b_fixes_the_mask(first, tmp_path / "fix")
     v2 = ingested(cli, fix, "--correct-masks")
     repo.commit("dataset v2: B's fix", "data/dataset.json")
     repo.git("push", "-q", "origin", "main")
