@@ -24,7 +24,10 @@ is recorded `promoted`) or the branch deleted. One whose pull request is open bu
 A `published` batch whose branch is gone (deleted by hand once its pull request was closed) is
 found by reading the `published` records: settled from main's ledger, else from the pull request
 of its branch's name (merged: `promoted`, closed: `closed`, said once); one the git host knows no
-such pull request of stays `published`, named in one line.
+such pull request of stays `published`, named in one line. A commit a labeller pushed onto the
+branch of a `published` (or `closed`) batch, on top of its pointer commit, is not a batch of its
+own: it is recorded `rejected` with what to do instead, and the batch under it is settled and
+listed as when its pointer commit was the head (the branch's pull request is still that batch's).
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ from wms.production import HISTORY_FILE
 from wms.promotion import promoted_by
 from wms.vcs.base import GitHost, PullRequestState
 from wms.vcs.git import Git, GitError
-from wms.vcs.guard import check_branch, resolve_base
+from wms.vcs.guard import BranchCheck, check_branch, resolve_base
 from wms.vcs.mainline import MainLine
-from wms.vcs.publish import MAIN_MERGE_TITLE, POINTER_COMMIT_TITLE
+from wms.vcs.publish import MAIN_MERGE_TITLE, POINTER_COMMIT_TITLE, pointer_files
 
 
 @dataclass(frozen=True)
@@ -124,16 +127,21 @@ def pending(
                 continue  # the pipeline's own commit: the batch is published (or was, before records)
             sha, after = batch, " after pushing its pointer commit"  # its pull request was not opened
         record = ledger.get(sha)
+        under = None if after else _published_under(git, ledger, sha, base)
+        if under is not None:  # the branch's pull request is that batch's: settled and listed as its own
+            closed.check(ledger, branch, under[0], on_main.settle(ledger, *under))
         if is_finished(record):
-            _note_merged(
-                merged, branch, closed.check(ledger, branch, sha, on_main.settle(ledger, sha, record))
-            )
+            if under is None:  # else the branch holds a newer commit than the batch main took: kept
+                _note_merged(
+                    merged, branch, closed.check(ledger, branch, sha, on_main.settle(ledger, sha, record))
+                )
             continue
         check = check_branch(git, sha, base, project.settings.data.incoming, cfg.remote)
         if not check.ok:
-            ledger.refuse(branch, sha, check.refusal())
+            refusal = check.refusal() if under is None else _onto_published(check, under[1], project)
+            ledger.refuse(branch, sha, refusal)
             if notes is not None:
-                notes.append(f"{branch}: rejected, not run — {check.refusal()}")
+                notes.append(f"{branch}: rejected, not run — {refusal}")
             continue
         if gave_up(record):
             if notes is not None:
@@ -329,6 +337,35 @@ def _batch_commit(git: Git, head: str) -> str | None:
         if not title.startswith((POINTER_COMMIT_TITLE, MAIN_MERGE_TITLE)):
             return commit
     return None
+
+
+def _published_under(
+    git: Git, ledger: BatchLedger, head: str, base: str
+) -> tuple[str, dict[str, Any]] | None:
+    """The batch whose pointer commit the branch holds under `head` (a labeller's commit pushed onto the
+    branch of a published batch), and its record, where that says `published` or `closed`."""
+    own = git.run("log", "-n", "50", "--format=%H %s", head, f"^{base}").splitlines()[1:]  # not main's
+    pointer = next(
+        (c for c, _, t in (ln.partition(" ") for ln in own) if t.startswith(POINTER_COMMIT_TITLE)), ""
+    )
+    batch = _batch_commit(git, pointer) if pointer else None
+    record = ledger.get(batch) if batch else None
+    return (batch, record) if batch and record and record.get("status") in ("published", "closed") else None
+
+
+def _onto_published(check: BranchCheck, batch: dict[str, Any], project: Project) -> str:
+    """Why a commit pushed onto a published batch's pointer commit is not run, and what to do instead."""
+    pointers = {p.as_posix() for p in pointer_files(project)}
+    more = [f"{o.path} ({o.why})" for o in check.offences if o.path not in pointers]
+    return (
+        f"refused commit {check.sha[:12]}: it was pushed onto the pipeline's pointer commit of batch "
+        f"{str(batch['sha'])[:12]} ({batch.get('status')}: its pull request carries that batch to main), and "
+        "a data branch carries one batch"
+        + (f"; it also changes {', '.join(more)}" if more else "")
+        + " — push its pairs from main instead (the pre-push hook puts them on a new data branch), and take "
+        "this commit off the branch, or its pull request carries them to main as plain files, outside "
+        "the dataset"
+    )
 
 
 def _given_up(record: dict[str, Any]) -> str:

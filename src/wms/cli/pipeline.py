@@ -257,6 +257,8 @@ def sweep(
     request is open but cannot merge (another promotion reached main first). A batch recorded
     published whose branch is gone (deleted by hand) is settled from its branch's pull request:
     merged, it is recorded promoted; closed, closed; one GitHub knows nothing of stays published.
+    Pairs pushed onto a published batch's branch, over its pointer commit, are recorded rejected
+    (push them from main); the published batch under them is settled and listed as above.
     """
     from wms.batches import MAX_ATTEMPTS, BatchLedger
     from wms.data.store import open_store
