@@ -223,6 +223,29 @@ def test_a_code_commit_pushed_onto_a_promotion_pull_request_is_refused(
     assert cli("vcs", "guard-branch", "--sha", published).exit_code == 1
 
 
+def test_pairs_pushed_onto_a_promotion_pull_request_are_refused_before_they_reach_main_as_files(
+    repo: Repo, cli: Callable[..., Any]
+) -> None:
+    """A labeller pulls the published data branch, adds pairs and pushes: the pull request, waiting
+    for its checks with auto-merge on, would take those pairs into main as files no run trained."""
+    data_branch(repo, "m001")
+    repo.git("rm", "-q", "-r", "data/incoming/images", "data/incoming/masks")
+    repo.write("data/dataset.json", '{"version": "3f2a9c01b7de"}\n')
+    published = repo.commit("Data pointers for the promoted model")
+    repo.add_pairs("m002")
+    pushed = repo.commit("more pairs")
+
+    assert cli("vcs", "guard-branch", "--pull-request", "--sha", published).exit_code == 0
+    refused = cli("vcs", "guard-branch", "--pull-request", "--sha", pushed)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    line = " ".join(refused.stderr.split())
+    assert (
+        "data/incoming/images/m002.png (a pair pushed after the promotion, which would reach main as a plain "
+        "file)"
+    ) in line
+    assert "new pairs from main (the pre-push hook puts them on a new data branch)" in line
+
+
 def test_ci_checks_every_data_pull_request_with_mains_code() -> None:
     ci = yaml.safe_load((Path(__file__).resolve().parents[2] / ".github/workflows/ci.yaml").read_text())
     job = ci["jobs"]["data-pull-request"]

@@ -190,8 +190,9 @@ def guard_branch(
     included), a symlink or submodule anywhere, or a .gitattributes/.gitmodules file refuses
     it, naming the paths. Run it before any step that holds a secret. With --pull-request, the
     head of a data branch's pull request may also change the pointer files (data.pointer and
-    production_*.json): a labeller's commit pushed after the promotion's, while its pull request
-    waits to auto-merge, is refused, and as a required check this keeps it out of main.
+    production_*.json), and may leave no file in data.incoming (the pointer commit empties it): a
+    labeller's commit pushed after the promotion's, while its pull request waits to auto-merge,
+    code or more pairs, is refused, and as a required check this keeps it out of main.
     """
     check = _checked(ctx, sha, base, pull_request)
     console.print(

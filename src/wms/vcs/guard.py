@@ -22,8 +22,9 @@ from pathlib import Path, PurePosixPath
 from wms.config import Project
 from wms.errors import WmsError
 from wms.vcs.git import EMPTY_TREE, Git
+from wms.vcs.hook import IGNORED_NAMES
 
-SYMLINK, SUBMODULE = "120000", "160000"
+SYMLINK, SUBMODULE, DELETED = "120000", "160000", "000000"
 REGULAR = ("100644", "100755")
 GIT_CONTROL_FILES = (".gitattributes", ".gitmodules")
 SHOWN = 10  # offending paths named in the one-line refusal
@@ -61,9 +62,10 @@ class BranchCheck:
         if not self.also:
             return RULE.format(incoming=self.incoming)
         return (
-            f"a data branch's pull request may only change {self.incoming} and {', '.join(self.also)}; "
-            "a commit pushed onto it after the pipeline's own is refused: push code through a pull request "
-            "of its own"
+            f"a data branch's pull request may only change {', '.join(self.also)} and remove what was in "
+            f"{self.incoming}; a commit pushed onto it after the pipeline's own is refused: push code "
+            "through a pull request of its own, and new pairs from main (the pre-push hook puts them on a "
+            "new data branch)"
         )
 
     @property
@@ -147,6 +149,14 @@ def _judge(path: str, modes: tuple[str, str], prefix: str, also: tuple[str, ...]
     reasons = []
     if not path.startswith(prefix) and path not in also:
         reasons.append(f"outside {prefix}" + (" and the pointer files" if also else ""))
+    elif (
+        also
+        and path.startswith(prefix)
+        and modes[1] != DELETED
+        and PurePosixPath(path).name not in IGNORED_NAMES
+    ):
+        # The pointer commit empties the folder: a file left in it was pushed after, never trained.
+        reasons.append("a pair pushed after the promotion, which would reach main as a plain file")
     if SYMLINK in modes:
         reasons.append("symlink")
     if SUBMODULE in modes:
