@@ -27,7 +27,8 @@ of its branch's name (merged: `promoted`, closed: `closed`, said once); one the 
 such pull request of stays `published`, named in one line. A commit a labeller pushed onto the
 branch of a `published` (or `closed`) batch, on top of its pointer commit, is not a batch of its
 own: it is recorded `rejected` with what to do instead, and the batch under it is settled and
-listed as when its pointer commit was the head (the branch's pull request is still that batch's).
+listed as when its pointer commit was the head (the branch's pull request is still that batch's);
+while that pull request is open, held back by the commit, each sweep says how to take it off.
 """
 
 from __future__ import annotations
@@ -129,7 +130,11 @@ def pending(
         record = ledger.get(sha)
         under = None if after else _published_under(git, ledger, sha, base)
         if under is not None:  # the branch's pull request is that batch's: settled and listed as its own
-            closed.check(ledger, branch, under[0], on_main.settle(ledger, *under))
+            said = len(notes or [])
+            below = closed.check(ledger, branch, under[1], on_main.settle(ledger, *under[1:]))
+            held = is_finished(record) and (below or {}).get("status") == "published"
+            if held and notes is not None and len(notes) == said:  # not listed as conflicting already
+                notes.append(_held_back(branch, sha, under[0], cfg.remote))
         if is_finished(record):
             if under is None:  # else the branch holds a newer commit than the batch main took: kept
                 _note_merged(
@@ -138,7 +143,7 @@ def pending(
             continue
         check = check_branch(git, sha, base, project.settings.data.incoming, cfg.remote)
         if not check.ok:
-            refusal = check.refusal() if under is None else _onto_published(check, under[1], project)
+            refusal = check.refusal() if under is None else _onto_published(check, under[2], project)
             ledger.refuse(branch, sha, refusal)
             if notes is not None:
                 notes.append(f"{branch}: rejected, not run — {refusal}")
@@ -341,16 +346,27 @@ def _batch_commit(git: Git, head: str) -> str | None:
 
 def _published_under(
     git: Git, ledger: BatchLedger, head: str, base: str
-) -> tuple[str, dict[str, Any]] | None:
-    """The batch whose pointer commit the branch holds under `head` (a labeller's commit pushed onto the
-    branch of a published batch), and its record, where that says `published` or `closed`."""
+) -> tuple[str, str, dict[str, Any]] | None:
+    """The pointer commit the branch holds under `head` (a labeller's commit pushed onto the branch of a
+    published batch), its batch and that batch's record, where that says `published` or `closed`."""
     own = git.run("log", "-n", "50", "--format=%H %s", head, f"^{base}").splitlines()[1:]  # not main's
     pointer = next(
         (c for c, _, t in (ln.partition(" ") for ln in own) if t.startswith(POINTER_COMMIT_TITLE)), ""
     )
     batch = _batch_commit(git, pointer) if pointer else None
     record = ledger.get(batch) if batch else None
-    return (batch, record) if batch and record and record.get("status") in ("published", "closed") else None
+    found = batch and record and record.get("status") in ("published", "closed")
+    return (pointer, batch, record) if found and batch and record else None
+
+
+def _held_back(branch: str, head: str, pointer: str, remote: str) -> str:
+    """What a person does for a published batch whose branch a rejected commit holds on top."""
+    return (
+        f"{branch}: published, but held back — commit {head[:12]}, pushed onto its pointer commit, was "
+        "rejected (not run), and its pull request's check (\"Data pull request changes only data and "
+        'pointers") refuses it too, so auto-merge waits; once its pairs are pushed from main, take it off '
+        f"the branch: git push --force-with-lease={branch}:{head} {remote} {pointer}:refs/heads/{branch}"
+    )
 
 
 def _onto_published(check: BranchCheck, batch: dict[str, Any], project: Project) -> str:

@@ -95,3 +95,30 @@ def test_a_batch_main_took_keeps_its_branch_while_pairs_pushed_onto_it_were_neve
     rec = record(repo, second)
     assert rec is not None and rec["status"] == "rejected", rec
     assert "merged into main" not in swept and BRANCH in repo.remote_branches()  # its pairs are only there
+
+
+def test_a_published_batch_held_back_by_pairs_pushed_onto_its_branch_is_listed_with_the_way_out(
+    repo: Repo, github: FakeGitHub, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_github(repo, github, monkeypatch)
+    first = publish_branch(repo, BRANCH, "r-1", stem="m001", with_batch=True)
+    pointer = repo.out("rev-parse", f"origin/{BRANCH}")
+    second = push_onto(repo, "m002")
+    github.answer(f"GET /repos/{REPO}/pulls", 200, [pull(7, "open")])  # its check refuses the pushed commit
+    github.answer(f"GET /repos/{REPO}/pulls/7", 200, pull(7, "open") | {"mergeable": True})
+
+    assert f"{BRANCH}: rejected, not run" in cli("pipeline", "sweep").output  # said once
+    again = " ".join(cli("pipeline", "sweep", "--dry-run").output.split())
+    way_out = f"git push --force-with-lease={BRANCH}:{second} origin {pointer}:refs/heads/{BRANCH}"
+    assert (
+        f"{BRANCH}: published, but held back — commit {second[:12]}, pushed onto its pointer commit" in again
+    )
+    assert again.count(way_out) == 1 and "rejected, not run" not in again
+    rec = record(repo, first)
+    assert rec is not None and rec["status"] == "published", rec
+
+    done = repo.git(*way_out.split()[1:], check=False)  # as a person runs it, in a clone
+    assert done.returncode == 0, done.stderr
+    assert repo.remote_branches()[BRANCH] == pointer
+    quiet = " ".join(cli("pipeline", "sweep").output.split())
+    assert BRANCH not in quiet and "every data branch has a finished run" in quiet
