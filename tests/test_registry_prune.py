@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from wms.config import load_settings
 from wms.data.hashes import sha256_file
+from wms.errors import ModelNotFound
 from wms.production import record_move
 from wms.registry import MlflowRegistry
 from wms.registry_prune import PRUNED_TAG
@@ -140,3 +142,26 @@ def test_a_moved_project_prunes_the_files_in_its_new_folder(
     run_folder = there / ".wms" / "mlartifacts" / lost_run / "artifacts"
     assert not (run_folder / "model").exists() and (run_folder / "gate" / "report.md").is_file()
     assert not project_dir.exists()  # nothing re-created where the project was
+
+
+@both
+def test_a_pruned_model_asked_for_says_when_prune_deleted_it_and_what_to_do(
+    cli: Callable[..., Any], registry: MlflowRegistry, tmp_path: Path
+) -> None:
+    """`wms pipeline resume` of an old run, `wms model download`, `show` or `deploy --model N`."""
+    lost = trained(registry, tmp_path, 100)
+    lost_run = registry.get(lost).run_id
+    trained(registry, tmp_path, 1)  # a later version: MLflow never gives the pruned number again
+    assert cli("model", "prune", "--older-than", "30").exit_code == 0
+    today = datetime.now(UTC).date().isoformat()
+
+    for asked in (("download", lost_run, str(tmp_path / "out")), ("download", lost, "out"), ("show", lost)):
+        result = cli("model", *asked)
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.strip().splitlines()
+        assert f"deleted by `wms model prune` on {today}" in line, line
+        assert "train again" in line and "`wms model list`" in line
+        assert "Traceback" not in result.output and "failed to download" not in line
+    gone = f"run {lost_run[:8]}.* deleted by `wms model prune`"
+    with pytest.raises(ModelNotFound, match=gone), registry.fetched(lost_run):  # a resumed run's gate
+        pass

@@ -29,6 +29,7 @@ from wms.config import Project
 from wms.errors import ModelNotFound, RegistryError
 from wms.registry_api import PREVIOUS as PREVIOUS
 from wms.registry_api import PRODUCTION as PRODUCTION
+from wms.registry_api import PRUNED_TAG, PRUNED_VERSIONS, pruned_message
 from wms.registry_api import ModelRecord as ModelRecord
 from wms.registry_api import Registry as Registry
 from wms.registry_api import RunLog as RunLog
@@ -224,11 +225,29 @@ class MlflowRegistry:
         # MLflow retries for about 4 minutes before saying so.
         beyond = number.isdigit() and int(number) > MAX_VERSION
         mv = None if beyond else self._call(f"read model {ref!r}", get, self.model_name, key, absent_ok=True)
+        if mv is None and number.isdigit() and (note := self._pruned_version(number)) is not None:
+            raise ModelNotFound(pruned_message(f"version {number} (run {note[0][:8]})", note[1]))
         if mv is None:
             known = ", ".join(r.version for r in self.list()) or "none yet"
             versions = f"{self.model_name!r} (versions: {known})"
             raise ModelNotFound(f"no model {ref!r} in {versions}; see `wms model list`")
         return self._record(mv)
+
+    def _pruned_version(self, number: str) -> tuple[str, str] | None:
+        """The run whose version `number` `wms model prune` deleted, and its note; None if none did."""
+        experiments = self._call("read experiments", self._client.search_experiments)
+        runs = self._call(
+            "search runs",
+            self._client.search_runs,
+            [e.experiment_id for e in experiments],
+            f"tags.`{PRUNED_TAG}` LIKE '%was version%'",
+        )
+        for run in runs:
+            note = run.data.tags[PRUNED_TAG]
+            named = PRUNED_VERSIONS.search(note)
+            if named and number in named.group(1).replace(" ", "").split(","):
+                return run.info.run_id, note
+        return None
 
     def production(self) -> ModelRecord | None:
         """The version the `production` alias points at, if any."""
@@ -330,6 +349,9 @@ class MlflowRegistry:
         differs raises RegistryError, so no command scores, gates or serves a changed model.
         """
         run_id = ref if RUN_ID.fullmatch(ref) else self.get(ref).run_id
+        run = self._call("read the run", self._client.get_run, run_id, absent_ok=True)
+        if run is not None and PRUNED_TAG in run.data.tags:
+            raise ModelNotFound(pruned_message(f"run {run_id[:8]}", run.data.tags[PRUNED_TAG]))
         dst.mkdir(parents=True, exist_ok=True)
         moved = self._moved_run_folder(run_id)
         if moved is None:

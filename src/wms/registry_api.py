@@ -5,12 +5,26 @@ registries around needs nothing else.
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 PRODUCTION, PREVIOUS = "production", "previous"
+# Set on a run whose model files `wms model prune` deleted: "<UTC time>: model files deleted (was version 4)".
+PRUNED_TAG = "wms.model_pruned"
+PRUNED_VERSIONS = re.compile(r"was version ([0-9, ]+)\)")
+
+
+def pruned_message(what: str, note: str) -> str:
+    """What to say when `what` (version 4, the model of run 1a2b3c4d) is asked for after a prune."""
+    when = note.split("T", 1)[0]
+    return (
+        f"the model files of {what} were deleted by `wms model prune` on {when} (it never served; its "
+        "run keeps the metrics and reports); train again (`wms pipeline run`) or pick another version "
+        "(`wms model list`)"
+    )
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,10 @@ from wms.config import Project
 from wms.errors import RegistryError
 from wms.production import CURRENT_FILE, HISTORY_FILE, parse_current, parse_history
 from wms.registry import MlflowRegistry
+from wms.registry_api import PRUNED_TAG as PRUNED_TAG
 from wms.registry_local import artifact_root, moved_run_folder
 from wms.registry_runs import MODEL_ARTIFACT
 from wms.vcs.mainline import MainLine
-
-PRUNED_TAG = "wms.model_pruned"
 
 
 @dataclass(frozen=True)
