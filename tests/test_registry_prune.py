@@ -165,3 +165,36 @@ def test_a_pruned_model_asked_for_says_when_prune_deleted_it_and_what_to_do(
     gone = f"run {lost_run[:8]}.* deleted by `wms model prune`"
     with pytest.raises(ModelNotFound, match=gone), registry.fetched(lost_run):  # a resumed run's gate
         pass
+
+
+def test_without_older_than_the_setting_decides_and_the_step_summary_says_what_was_freed(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daily job runs plain `wms model prune`: tracking.prune_after_days (0: off) sets the age."""
+    registry = MlflowRegistry(load_settings(start=project_dir))
+    lost_run = registry.get(trained(registry, tmp_path, 100)).run_id
+    older_run = registry.get(trained(registry, tmp_path, 200)).run_id
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+
+    default = cli("model", "prune")  # 180 days
+    assert default.exit_code == 0, default.output
+    assert default.output.splitlines()[-1].startswith("freed 1.0 MB from 1 run(s)")
+    assert model_files(registry, lost_run) and not model_files(registry, older_run)
+
+    monkeypatch.setenv("WMS_TRACKING__PRUNE_AFTER_DAYS", "0")
+    off = cli("model", "prune")
+    assert off.exit_code == 0, off.output
+    assert off.output.strip() == (
+        "tracking.prune_after_days is 0: nothing pruned (set it, or pass --older-than DAYS)"
+    )
+    assert model_files(registry, lost_run)
+
+    monkeypatch.setenv("WMS_TRACKING__PRUNE_AFTER_DAYS", "30")
+    assert cli("model", "prune").output.splitlines()[-1].startswith("freed 1.0 MB from 1 run(s)")
+    assert not model_files(registry, lost_run)
+    written = summary.read_text()
+    assert written.count("### Model files pruned") == 3
+    assert f"- run {older_run[:8]} (version 2, trained " in written
+    assert "tracking.prune_after_days is 0: nothing pruned" in written
+    assert f"- run {lost_run[:8]} (version 1, trained " in written and written.endswith("): 1.0 MB\n")

@@ -1,4 +1,5 @@
-"""drift-report.yaml: the daily `wms monitor drift` on the serving node, where capture is on."""
+"""drift-report.yaml: the daily `wms monitor drift` on the serving node, where capture is on, and
+the daily `wms model prune` there."""
 
 from __future__ import annotations
 
@@ -90,3 +91,43 @@ def test_the_report_page_the_alert_points_to_is_kept_with_the_run() -> None:
     assert kept["with"]["path"].rstrip("/") == str(report_dir) and kept["if"] == "${{ !cancelled() }}"
     rules = (ROOT / "devops" / "helm" / "wms-model" / "files" / "alerts.rules.yaml").read_text()
     assert "report.html" in rules
+
+
+def _recorded_args(step: dict[str, Any], tmp_path: Path) -> list[str]:
+    fake = tmp_path / "bin" / "wms"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGS"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "ARGS": str(tmp_path / "args")}
+    subprocess.run(["bash", "-e", "-c", step["run"]], env=env, check=True, timeout=30)
+    return (tmp_path / "args").read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("capture_dir", "layout", "runs"),
+    [
+        ("", "split", True),  # capture or not: old candidates' files pile up all the same
+        ("s3://bucket/wms/inbox", "", True),
+        ("", "single", False),  # MLflow is on the GPU instance, which sleeps: never started for this
+    ],
+)
+def test_the_daily_prune_runs_with_the_setting_on_the_serving_node_and_never_starts_compute(
+    capture_dir: str, layout: str, runs: bool, tmp_path: Path
+) -> None:
+    from wms.config import load_settings
+
+    workflow = load(NAME)
+    (daily,) = (entry["cron"] for entry in triggers(workflow)["schedule"])
+    job = workflow["jobs"]["prune"]
+    assert job["runs-on"] == ["self-hosted", "linux", "wms-serve"]
+    assert evaluate(job["if"], _values(capture_dir, layout, daily)) is runs
+    assert job["env"]["WMS_TRACKING__URI"] == "${{ vars.WMS_TRACKING_URI || 'http://127.0.0.1:5000' }}"
+    checkout = job["steps"][0]
+    assert checkout["with"]["ref"] == "${{ github.event.repository.default_branch }}"  # main's ledger
+    (step,) = [s for s in job["steps"] if "run" in s]
+    assert _recorded_args(step, tmp_path) == ["model", "prune"]  # no --older-than: the setting decides
+    assert load_settings(start=ROOT).settings.tracking.prune_after_days == 180
+    # Nothing in the workflow starts (or could start) the GPU instance.
+    text = yaml.safe_dump(workflow)
+    assert "ec2-control" not in text and "WMS_COMPUTE__" not in text and "wms compute" not in text
+    assert "environment" not in job and "secrets." not in yaml.safe_dump(job)

@@ -77,6 +77,23 @@ def prune_runs(
     return sorted(pruned, key=lambda p: p.started_at)
 
 
+def summary(done: list[PrunedRun], keep: set[str], before: datetime, dry_run: bool) -> list[str]:
+    """A line per pruned run, then the total freed."""
+    lines = []
+    for p in done:
+        versions = f"version {', '.join(p.versions)}" if p.versions else "not registered"
+        lines.append(f"run {p.run_id[:8]} ({versions}, trained {p.started_at[:10]}): {_size(p.bytes)}")
+    verb = "would free" if dry_run else "freed"
+    kept = f"; kept the {len(keep)} version(s) that ever served" if keep else ""
+    total = _size(sum(p.bytes for p in done))
+    lines.append(f"{verb} {total} from {len(done)} run(s) trained before {before.date().isoformat()}{kept}")
+    return lines
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+
+
 def ever_in_production(project: Project) -> set[str]:
     """Every version production_current.json and production_history.jsonl name, here and on main:
     each may be rolled back to. A file that cannot be read stops the prune (RegistryError)."""

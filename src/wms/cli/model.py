@@ -288,41 +288,40 @@ def migrate(
 @app.command()
 def prune(
     ctx: typer.Context,
-    older_than: int = typer.Option(
-        ..., "--older-than", min=1, help="Only models trained more than this many days ago."
+    older_than: int | None = typer.Option(
+        None,
+        "--older-than",
+        min=1,
+        help="Only models trained more than this many days ago [default: tracking.prune_after_days].",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted."),
 ) -> None:
     """Delete the model files of candidates that never served, keeping their runs' record.
 
-    For each training run older than --older-than days whose model never held `production` or
-    `previous` (by the aliases and by models/production_current.json and
-    production_history.jsonl, here and on main) and did not pass the gate, its registered
-    versions and its `model/` files are deleted; the run keeps its params, metrics, tags, gate
-    report and plots.
+    For each training run older than --older-than days (tracking.prune_after_days; 0 there:
+    nothing is pruned) whose model never held `production` or `previous` (by the aliases and by
+    models/production_current.json and production_history.jsonl, here and on main) and did not
+    pass the gate, its registered versions and its `model/` files are deleted; the run keeps
+    its params, metrics, tags, gate report and plots.
     """
-    from wms.registry_prune import ever_in_production, prune_runs
+    from wms.registry_prune import ever_in_production, prune_runs, summary
+    from wms.report import write_step_summary
 
     project = state(ctx).project()
-    keep = ever_in_production(project)
-    before = datetime.now(UTC) - timedelta(days=older_than)
-    done = prune_runs(MlflowRegistry(project), keep, before, dry_run=dry_run)
-    for p in done:
-        versions = f"version {', '.join(p.versions)}" if p.versions else "not registered"
-        line = f"run {p.run_id[:8]} ({versions}, trained {p.started_at[:10]}): {_size(p.bytes)}"
+    days = older_than or project.settings.tracking.prune_after_days
+    if not days:
+        line = "tracking.prune_after_days is 0: nothing pruned (set it, or pass --older-than DAYS)"
         console.print(line, highlight=False, soft_wrap=True)
-    verb = "would free" if dry_run else "freed"
-    kept = f"; kept the {len(keep)} version(s) that ever served" if keep else ""
-    console.print(
-        f"{verb} {_size(sum(p.bytes for p in done))} from {len(done)} run(s) trained before "
-        f"{before.date().isoformat()}{kept}",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
-def _size(count: int) -> str:
-    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
+        write_step_summary(f"### Model files pruned\n\n{line}\n")
+        return
+    keep = ever_in_production(project)
+    before = datetime.now(UTC) - timedelta(days=days)
+    done = prune_runs(MlflowRegistry(project), keep, before, dry_run=dry_run)
+    lines = summary(done, keep, before, dry_run)
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    listed = "".join(f"- {line}\n" for line in lines[:-1][:50]) + ("- …\n" if len(lines) > 51 else "")
+    write_step_summary(f"### Model files pruned\n\n{lines[-1]}\n\n{listed}")
 
 
 @app.command()
