@@ -12,7 +12,7 @@ import pytest
 
 from wms.config import load_settings
 from wms.data.hashes import sha256_file
-from wms.errors import ModelNotFound
+from wms.errors import ModelPruned
 from wms.production import record_move
 from wms.registry import MlflowRegistry
 from wms.registry_prune import PRUNED_TAG
@@ -163,7 +163,7 @@ def test_a_pruned_model_asked_for_says_when_prune_deleted_it_and_what_to_do(
         assert "train again" in line and "`wms model list`" in line
         assert "Traceback" not in result.output and "failed to download" not in line
     gone = f"run {lost_run[:8]}.* deleted by `wms model prune`"
-    with pytest.raises(ModelNotFound, match=gone), registry.fetched(lost_run):  # a resumed run's gate
+    with pytest.raises(ModelPruned, match=gone), registry.fetched(lost_run):  # a resumed run's gate
         pass
 
 

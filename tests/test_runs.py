@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from wms.errors import UsageError
+from wms.errors import ModelPruned, RegistryError, UsageError
 from wms.runs import PipelineRun, TrainedRun, load_trained, save_trained
 from wms.scores import ImageScore
 
@@ -52,3 +52,19 @@ def test_a_training_record_cut_short_is_refused_in_one_line(tmp_path: Path) -> N
     (tmp_path / "train.json").write_text('{"run_id": "abc123", "test_scores": [{"image_id"')
     with pytest.raises(UsageError, match=r"train.json cannot be read \(cut short or edited\)"):
         load_trained(tmp_path)
+
+
+def test_a_run_whose_candidate_was_pruned_is_not_told_to_resume_again(tmp_path: Path) -> None:
+    """`wms pipeline resume` of an old run whose model `wms model prune` deleted: resuming again
+    cannot bring it back, so the run says what the registry said and nothing else."""
+    gone = (
+        "the model files of run 1a2b3c4d were deleted by `wms model prune` on 2026-06-01 (it never "
+        "served; its run keeps the metrics and reports); train again (`wms pipeline run`) or pick "
+        "another version (`wms model list`)"
+    )
+    run = PipelineRun("20260101-000000-abcdef", "data/incoming", tmp_path)
+    run.stages["gate"].status = "failed"
+    run.fail(ModelPruned(gone))
+    assert run.summary == f"failed at gate: {gone}" and run.next_step == ""
+    run.fail(RegistryError("MLflow at http://127.0.0.1:5000 failed to download the model: timed out"))
+    assert run.next_step == "continue with `wms pipeline resume 20260101-000000-abcdef`"

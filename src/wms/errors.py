@@ -66,6 +66,10 @@ class ModelNotFound(RegistryError):
     exit_code = 2
 
 
+class ModelPruned(ModelNotFound):
+    """`wms model prune` deleted the model's files: resuming or retrying cannot bring them back."""
+
+
 class BackendError(WmsError):
     """An external system (store, compute, git host, deploy target) failed."""
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from wms.compute.probes import server_answers
 from wms.config import Project
-from wms.errors import ModelNotFound, RegistryError
+from wms.errors import ModelNotFound, ModelPruned, RegistryError
 from wms.registry_api import PREVIOUS as PREVIOUS
 from wms.registry_api import PRODUCTION as PRODUCTION
 from wms.registry_api import PRUNED_TAG, PRUNED_VERSIONS, pruned_message
@@ -226,7 +226,7 @@ class MlflowRegistry:
         beyond = number.isdigit() and int(number) > MAX_VERSION
         mv = None if beyond else self._call(f"read model {ref!r}", get, self.model_name, key, absent_ok=True)
         if mv is None and number.isdigit() and (note := self._pruned_version(number)) is not None:
-            raise ModelNotFound(pruned_message(f"version {number} (run {note[0][:8]})", note[1]))
+            raise ModelPruned(pruned_message(f"version {number} (run {note[0][:8]})", note[1]))
         if mv is None:
             known = ", ".join(r.version for r in self.list()) or "none yet"
             versions = f"{self.model_name!r} (versions: {known})"
@@ -351,7 +351,7 @@ class MlflowRegistry:
         run_id = ref if RUN_ID.fullmatch(ref) else self.get(ref).run_id
         run = self._call("read the run", self._client.get_run, run_id, absent_ok=True)
         if run is not None and PRUNED_TAG in run.data.tags:
-            raise ModelNotFound(pruned_message(f"run {run_id[:8]}", run.data.tags[PRUNED_TAG]))
+            raise ModelPruned(pruned_message(f"run {run_id[:8]}", run.data.tags[PRUNED_TAG]))
         dst.mkdir(parents=True, exist_ok=True)
         moved = self._moved_run_folder(run_id)
         if moved is None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from wms.errors import BatchError, ConfigError, MainMoved, UsageError, WmsError
+from wms.errors import BatchError, ConfigError, MainMoved, ModelPruned, UsageError, WmsError
 from wms.files import write_text_atomic
 from wms.gate import GateDecision, MetricComparison, RuleVerdict
 from wms.guards import Interrupted
@@ -118,7 +118,9 @@ class PipelineRun:
             self.next_step = "main has the batch; `wms model reconcile --deploy` finishes the rest"
         elif fault == "rejected" and self.outputs.get("batch"):  # finished: resume refuses it
             self.next_step = "fix the pairs and push them again (a new data branch)"
-        elif not isinstance(exc, MainMoved):  # a batch built on an old main is run again, not resumed
+        elif not isinstance(exc, MainMoved | ModelPruned):
+            # Run again, not resumed: a batch built on an old main, or a candidate whose files
+            # `wms model prune` deleted (its error says what to do).
             self.next_step = f"continue with `wms pipeline resume {self.run_id}`"
         self.summary = f"failed{where}: {what}" + (f"; {self.next_step}" if self.next_step else "")
         return fault
