@@ -196,6 +196,25 @@ def test_permissions_are_explicit_and_least(name: str) -> None:
         assert writes <= allowed, (name, job_id, writes)
 
 
+LEVELS = {"none": 0, "read": 1, "write": 2}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.yaml")))
+def test_a_job_that_calls_a_workflow_grants_what_that_workflow_asks(name: str) -> None:
+    """A called workflow's token gets no more than its caller's job grants, and GitHub refuses to
+    start a run whose called workflow asks for more ("is requesting 'actions: read', but is only
+    allowed 'actions: none'"): the stop job of every run that starts the instance included."""
+    workflow = load(name)
+    for job_id, job in workflow["jobs"].items():
+        if not str(job.get("uses", "")).startswith("./.github/workflows/"):
+            continue
+        granted = job.get("permissions", workflow["permissions"])
+        target = load(Path(job["uses"]).name)
+        asked = [target.get("permissions", {}), *(j.get("permissions", {}) for j in target["jobs"].values())]
+        for scope, level in ((k, v) for permissions in asked for k, v in permissions.items()):
+            assert LEVELS[level] <= LEVELS[granted.get(scope, "none")], (name, job_id, scope, level)
+
+
 def test_seed_secrets_are_used_where_the_seed_says() -> None:
     text = {name: (WORKFLOWS / name).read_text() for name in SEED_CALLS}
     for name in SEED_CALLS.keys() - {"ci.yaml"}:

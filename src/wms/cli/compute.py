@@ -57,9 +57,11 @@ HOLDER_OPTION = typer.Option(
 
 def default_holder() -> str:
     """The lease holder of this process: the GitHub Actions run, or the person at this machine."""
+    from wms.compute.base import run_holder
+
     run_id = os.environ.get("GITHUB_RUN_ID")
     if run_id:
-        return f"gh-run-{run_id}"
+        return run_holder(run_id)
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no login name (a container without a passwd entry)
@@ -90,16 +92,18 @@ def open_compute(project: Project, holder: str | None = None) -> Compute:
     """The configured backend, acting for `holder` (default: `default_holder()`).
 
     GitHub answers the runner probe when `ready_probe = "runner"`; it is asked for (and needs
-    a token) only where a start waits for readiness, so stop, status and reap work without one.
+    a token) only where a start waits for readiness, and by a stop only with compute.runner_label
+    (which jobs wait for the runner), so status and reap work without one.
     """
     from wms.compute import make_compute
-    from wms.vcs import runner_probe_for
+    from wms.vcs import runner_probe_for, runner_queue_for
 
     return make_compute(
         project.settings.compute,
         runner_probe=lambda: runner_probe_for(project),
         notify=note,
         holder=holder or default_holder(),
+        runner_queue=lambda: runner_queue_for(project),
     )
 
 

@@ -7,10 +7,14 @@ from wms.compute.base import (
     Compute,
     ComputeStatus,
     Notify,
+    RunnerJob,
     RunnerProbe,
     RunnerProbeSource,
+    RunnerQueue,
+    RunnerQueueSource,
     cost_usd,
     quiet,
+    run_holder,
 )
 from wms.compute.local import LocalCompute
 from wms.config import ComputeSettings
@@ -24,9 +28,11 @@ def make_compute(
     runner_probe: RunnerProbeSource | None = None,
     notify: Notify = quiet,
     holder: str = DEFAULT_HOLDER,
+    runner_queue: RunnerQueueSource | None = None,
 ) -> Compute:
     """The backend named by `compute.backend`; `runner_probe` serves `ready_probe = "runner"`
-    (a probe, or a function that builds it when a start first waits for it).
+    (a probe, or a function that builds it when a start first waits for it), `runner_queue`
+    a stop's look for jobs that wait for the instance's runner (`compute.runner_label`).
 
     `holder` names whose lease the verbs act on when they are not told (see compute.base).
     """
@@ -35,7 +41,9 @@ def make_compute(
     if cfg.backend == "ec2":
         from wms.compute.ec2 import Ec2Compute  # boto3 loads only when EC2 is used
 
-        return Ec2Compute(cfg, runner_probe=runner_probe, notify=notify, holder=holder)
+        return Ec2Compute(
+            cfg, runner_probe=runner_probe, notify=notify, holder=holder, runner_queue=runner_queue
+        )
     raise ConfigError(f"unknown compute.backend {cfg.backend!r}; use one of: {', '.join(BACKENDS)}")
 
 
@@ -46,9 +54,13 @@ __all__ = [
     "ComputeStatus",
     "LocalCompute",
     "Notify",
+    "RunnerJob",
     "RunnerProbe",
     "RunnerProbeSource",
+    "RunnerQueue",
+    "RunnerQueueSource",
     "cost_usd",
     "make_compute",
     "quiet",
+    "run_holder",
 ]

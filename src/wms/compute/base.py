@@ -83,6 +83,35 @@ class RunnerProbe(Protocol):
 RunnerProbeSource = RunnerProbe | Callable[[], RunnerProbe | None]
 
 
+def run_holder(run_id: int | str) -> str:
+    """The lease holder of a GitHub Actions workflow run: its start, its jobs and its stop."""
+    return f"gh-run-{run_id}"
+
+
+@dataclass(frozen=True)
+class RunnerJob:
+    """A workflow job that GitHub has queued for a self-hosted runner, or that has just begun there."""
+
+    run_id: int
+    name: str
+    status: str  # queued | in_progress
+    workflow: str = ""
+
+    @property
+    def holder(self) -> str:
+        return run_holder(self.run_id)
+
+
+class RunnerQueue(Protocol):
+    """Answers which jobs wait for (or run on) a self-hosted runner label; the git host implements it."""
+
+    def runner_jobs(self, label: str) -> list[RunnerJob]: ...
+
+
+# The queue, or what builds it when a stop first asks (GitHub wants a token).
+RunnerQueueSource = RunnerQueue | Callable[[], RunnerQueue | None]
+
+
 Notify = Callable[[str], None]
 
 

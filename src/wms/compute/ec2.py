@@ -40,7 +40,16 @@ from datetime import timedelta
 from typing import Any
 
 from wms.compute.aws import GONE
-from wms.compute.base import DEFAULT_HOLDER, ComputeStatus, Notify, RunnerProbeSource, quiet, wait_for
+from wms.compute.base import (
+    DEFAULT_HOLDER,
+    ComputeStatus,
+    Notify,
+    RunnerJob,
+    RunnerProbeSource,
+    RunnerQueueSource,
+    quiet,
+    wait_for,
+)
 from wms.compute.ec2_instance import Ec2Instance
 from wms.compute.ec2_status import instance_status, stale_host
 from wms.compute.leases import (
@@ -62,6 +71,7 @@ from wms.compute.leases import (
 )
 from wms.compute.probes import Probe, make_probe
 from wms.compute.reaper import reap
+from wms.compute.runner_jobs import describe, waiting_jobs
 from wms.config import ComputeSettings
 from wms.errors import BackendError
 
@@ -78,10 +88,12 @@ class Ec2Compute(Ec2Instance):
         notify: Notify = quiet,
         client: Any = None,
         holder: str = DEFAULT_HOLDER,
+        runner_queue: RunnerQueueSource | None = None,
     ) -> None:
         super().__init__(cfg, notify, client)
         self.holder = holder  # whose lease start, stop and renew_lease act on when not told
         self._runner_probe = runner_probe
+        self._runner_queue = runner_queue  # asked by a stop only (compute.runner_label)
         self._probe: tuple[str, Probe] | None = None
         self._probe_built = False
 
@@ -298,6 +310,10 @@ class Ec2Compute(Ec2Instance):
         others = [h for h in live_holders(instance, utc_now()) if not own(h)]
         if others and (kept := self._kept(others)) is not None:
             return kept
+        if state in ("pending", "running") and (
+            jobs := waiting_jobs(self.cfg, self._runner_queue, own, self.notify)
+        ):
+            return self._kept_for(jobs)
         launched = instance.get("LaunchTime")
         cfg = self.cfg
         if state in ("pending", "running"):
@@ -339,6 +355,17 @@ class Ec2Compute(Ec2Instance):
             self._tag(f"tag {self._id} with its lease", {LEASE_TAG: latest.isoformat(timespec="seconds")})
         self.notify(f"instance {self._id} is still leased by {', '.join(holders)}: left running")
         return self.status_of(instance, detail=f"kept running: held by {', '.join(holders)}")
+
+    def _kept_for(self, jobs: list[RunnerJob]) -> ComputeStatus:
+        """Leave the instance running for jobs that wait for its runner, each run leased for one
+        compute.lease_minutes: its job's `wms` takes that lease over, or the reaper stops the instance."""
+        holders = list(dict.fromkeys(job.holder for job in jobs))
+        for holder in holders:
+            self.renew_lease(holder)
+        minutes = self.cfg.lease_minutes
+        why = f"{describe(jobs, self.cfg.runner_label)}: leased to {', '.join(holders)} for {minutes:g} min"
+        self.notify(f"instance {self._id}: {why}; left running")
+        return self.status_of(self._describe(), detail=f"kept running: {why}")
 
     def status(self) -> ComputeStatus:
         return self.status_of(self._describe())

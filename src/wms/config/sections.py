@@ -167,6 +167,14 @@ class ComputeSettings(Section):
         ),
     )
     runner_name: str = Field("wms-k3s", description="the self-hosted runner that must be online")
+    runner_label: str = Field(
+        "",
+        description=(
+            "the label of the instance's own self-hosted runner (single layout: wms-gpu): a stop keeps "
+            "the instance for a job of another run that GitHub has queued for, or just begun on, that "
+            "runner, leased to its run for one lease_minutes; empty: no such check (GitHub not asked)"
+        ),
+    )
     start_timeout_seconds: float = Field(600, gt=0, description="limit of each wait while starting")
     stop_timeout_seconds: float = Field(600, gt=0, description="limit of the wait for `stopped`")
     poll_seconds: float = Field(5, gt=0, description="pause between two looks at the instance")

@@ -124,11 +124,19 @@ __all__ = [
     "make_git_host",
     "make_github_host",
     "runner_probe_for",
+    "runner_queue_for",
 ]
 
 
 def runner_probe_for(project: Project) -> GitHubHost | None:
     """What `compute.ready_probe = "runner"` asks: GitHub, which sees the self-hosted runners."""
     if project.settings.compute.ready_probe != "runner":
+        return None
+    return make_github_host(project)
+
+
+def runner_queue_for(project: Project) -> GitHubHost | None:
+    """What a stop asks with `compute.runner_label` set: which jobs GitHub has queued for that runner."""
+    if not project.settings.compute.runner_label:
         return None
     return make_github_host(project)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from githubkit.utils import UNSET
 
+from wms.compute.base import RunnerJob
 from wms.errors import ConfigError
 from wms.vcs.base import Published, PullRequestState
 from wms.vcs.git import Git, GitError
@@ -262,6 +263,31 @@ class GitHubHost:
         """Enable a workflow (a file name in .github/workflows) again; the token needs actions: write."""
         enable = self.client.sdk.rest.actions.enable_workflow
         self.client.send(partial(enable, self.owner, self.repo, workflow))
+
+    def runner_jobs(self, label: str) -> list[RunnerJob]:
+        """The jobs of this repository's queued and running workflow runs that are queued for, or in
+        progress on, a self-hosted runner with `label` (a stop's look; the token needs actions: read)."""
+        actions, jobs, seen = self.client.sdk.rest.actions, [], set()
+        for status in ("queued", "in_progress"):
+            listed = partial(actions.list_workflow_runs_for_repo, self.owner, self.repo, status=status)
+            for run in self.client.call(partial(listed, per_page=100)).get("workflow_runs") or []:
+                if run["id"] in seen:
+                    continue
+                seen.add(run["id"])
+                answer = self.client.call(
+                    partial(
+                        actions.list_jobs_for_workflow_run, self.owner, self.repo, run["id"], per_page=100
+                    )
+                )
+                jobs += [
+                    RunnerJob(
+                        int(run["id"]), str(job.get("name") or ""), job["status"], str(run.get("name") or "")
+                    )
+                    for job in answer.get("jobs") or []
+                    if job.get("status") in ("queued", "in_progress")
+                    and label.lower() in {str(name).lower() for name in job.get("labels") or []}
+                ]
+        return jobs
 
     def is_online(self, name: str) -> bool:
         """Whether the self-hosted runner `name` is connected (the compute readiness probe)."""
