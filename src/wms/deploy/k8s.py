@@ -40,7 +40,7 @@ from wms.deploy.base import (
 from wms.errors import BackendError, ConfigError, RegistryError
 
 if TYPE_CHECKING:
-    from wms.deploy.kube import KubeClient, Namespace
+    from wms.deploy.kube import KubeClient
     from wms.registry import Registry
     from wms.serve.model import ServedModel
 
@@ -49,16 +49,6 @@ CONTEXT_FILES = ("pyproject.toml", "constraints.txt", "README.md")
 # How the chart's NOTES begin the line that says it left its ServiceMonitor and PrometheusRule
 # out: the cluster lacks the Prometheus operator's CRDs (its install failed), and serving goes on.
 UNMONITORED = "NOT MONITORED:"
-# The namespace's labels: the version its release serves, and the one main named as it was
-# deployed, which its WmsModelVersionNotProduction alert compares the served one with.
-VERSION_LABEL, EXPECTED_LABEL = "wms/model-version", "wms/expected-version"
-
-
-def deployed_off_main(namespace: Namespace) -> str:
-    """The version main named when the namespace's release was deployed, where that is not the
-    version it serves (its alert fires for as long as it stays); "" otherwise or unknown."""
-    version, expected = namespace.labels.get(VERSION_LABEL), namespace.labels.get(EXPECTED_LABEL, "")
-    return expected if version and expected != version else ""
 
 
 class K8sDeployer:
@@ -262,6 +252,8 @@ class K8sDeployer:
     # -- the verbs -------------------------------------------------------------------------------
     def deploy(self, model_ref: str = "production") -> DeployResult:
         """The seed's steps in order; any failure stops before older namespaces are touched."""
+        from wms.deploy.kube import EXPECTED_LABEL, VERSION_LABEL
+
         self._done = []
         self._check_files()
         docker = self._tool(self.cfg.docker, "docker")
@@ -324,9 +316,7 @@ class K8sDeployer:
             out = self._run([helm, *self.helm_args(namespace, image, version, expected)[1:]], env=kubeconfig)
         except BackendError as exc:
             raise BackendError(f"{exc}{self._warning(kube, namespace, started)}") from None
-        kube.label_namespace(
-            namespace, {VERSION_LABEL: version, EXPECTED_LABEL: expected}
-        )  # as its alert now
+        kube.label_namespace(namespace, {VERSION_LABEL: version, EXPECTED_LABEL: expected})  # as its alert
         note = (
             ""
             if expected == version
@@ -390,7 +380,7 @@ class K8sDeployer:
         goes too: its alert would fire for as long as it stays."""
         namespaces = [n for n in kube.namespaces(self.cfg.namespace_prefix) if n.phase != "Terminating"]
         newest_first = sorted(namespaces, key=lambda n: (n.created, n.name), reverse=True)
-        others = [n.name for n in newest_first if n.name != current and not deployed_off_main(n)]
+        others = [n.name for n in newest_first if n.name != current and not n.deployed_off_main]
         keep = {current, mains, *others[: self.cfg.keep_namespaces - 1]}
         removed = []
         for ns in reversed(newest_first):  # oldest first

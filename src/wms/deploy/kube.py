@@ -30,6 +30,9 @@ from wms.errors import BackendError, ConfigError
 
 T = TypeVar("T")
 RENEW_SECONDS = 60  # an exec plugin's credential is renewed this long before it expires
+# A model namespace's labels: the version its release serves, and the one main named as it was
+# deployed, which its WmsModelVersionNotProduction alert compares the served one with.
+VERSION_LABEL, EXPECTED_LABEL = "wms/model-version", "wms/expected-version"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,13 @@ class Namespace:
     created: str  # RFC 3339 in UTC, sorts in time order
     phase: str
     labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def deployed_off_main(self) -> str:
+        """The version main named when this namespace's release was deployed, where that is not
+        the version it serves (its alert fires for as long as it stays); "" otherwise or unknown."""
+        version, expected = self.labels.get(VERSION_LABEL), self.labels.get(EXPECTED_LABEL, "")
+        return expected if version and expected != version else ""
 
 
 class KubeClient:

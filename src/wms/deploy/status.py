@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from wms.config import Project
-from wms.deploy.k8s import K8sDeployer, deployed_off_main
+from wms.deploy.k8s import K8sDeployer
 from wms.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def serving_status(project: Project, kube: KubeClient | None = None) -> ServingS
     off_main = tuple(
         (n.name, expected)
         for n in client.namespaces(project.settings.deploy.namespace_prefix)
-        if n.phase != "Terminating" and (expected := deployed_off_main(n))
+        if n.phase != "Terminating" and (expected := n.deployed_off_main)
     )
     return ServingStatus(wanted, namespace, served, images, stale, off_main)
 
