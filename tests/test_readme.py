@@ -126,6 +126,21 @@ def test_every_terraform_apply_reads_the_variables_the_setup_wrote(terraform: di
     assert ignored.returncode == 0, f"git does not ignore {where}"
 
 
+def test_a_variable_the_readme_says_has_no_default_is_one_terraform_asks_for(
+    terraform: dict[str, Any],
+) -> None:
+    """The setup says a later apply stops for each variable that has no default: one it calls so
+    while variables.tf gives it a default (runner_sha256's empty map, every tarball unchecked) sends
+    the operator to fill in what Terraform never asks for, and hides what leaving it out does."""
+    variables = terraform["variable"]
+    text = " ".join(README.split())
+    named = re.findall(r"`([a-z_0-9]+)` has no default", text)
+    for name in named:
+        assert name in variables and "default" not in variables[name], f"variables.tf gives {name} a default"
+    assert "`runner_sha256` is empty by default" in text
+    assert variables["runner_sha256"]["default"] == {}
+
+
 def test_the_aws_setup_stops_the_gpu_instance_with_the_ec2_backend() -> None:
     """compute.backend is local by default, and its `wms compute stop` says 'compute stopped
     (local)' and exits 0 while the GPU instance Terraform started runs on at $0.526/h."""
