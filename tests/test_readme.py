@@ -349,6 +349,26 @@ def test_the_workflow_table_names_every_workflow_and_how_it_starts() -> None:
             assert f"`{changed}`" in table[path.name], (path.name, changed)
 
 
+def test_the_workflow_table_names_each_input_that_runs_a_command_of_its_own() -> None:
+    """A reusable workflow's input that adds a `wms` step (deploy-model.yaml's `unless_in_sync`:
+    `wms deploy status` first, and no deploy when production already is main's) changes what a
+    caller's run does; the table row says which input does what, beside `reconcile: true`."""
+    start = README.index("| workflow | trigger | calls |")
+    rows = README[start:].split("\n\n")[0].splitlines()[2:]
+    table = {row.strip("|").split("|")[0].strip().strip("`"): row for row in rows}
+    found = 0
+    for path in WORKFLOWS.glob("*.yaml"):
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            for step in job.get("steps", []):
+                gate = re.fullmatch(r"\$\{\{ inputs\.([a-z_]+) \}\}", str(step.get("if", "")))
+                if gate and "wms " in step.get("run", ""):
+                    found += 1
+                    command = re.findall(r"wms [a-z ]+[a-z]", step["run"])[0]
+                    assert f"`{gate.group(1)}: true`" in table[path.name], (path.name, gate.group(1))
+                    assert f"`{command}`" in table[path.name], (path.name, command)
+    assert found
+
+
 def test_the_aws_setup_gives_wms_the_region_it_reads(monkeypatch: Any, tmp_path: Path) -> None:
     """Step 1 exported AWS_REGION only, which boto3 (so `wms compute stop` in step 5) never reads:
     it said "no AWS region" (exit 2), or looked for the instance in the AWS CLI's own region.
