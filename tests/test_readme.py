@@ -432,6 +432,18 @@ def test_the_tokens_the_setup_stores_are_ones_that_last(terraform: dict[str, Any
         assert re.search(r"expires (one hour after it is made|after an hour|within the hour)", what), what
 
 
+def test_the_configuration_names_every_section_of_wms_toml() -> None:
+    """ "Configuration" lists wms.toml's sections, where an operator looks for what can be set: a
+    section left out ([monitor]: the drift report's thresholds and textfile folder) is one they
+    never learn to override with WMS_<SECTION>__<KEY>."""
+    import tomllib
+
+    settings = tomllib.loads((ROOT / "src" / "wms" / "wms.toml").read_text())
+    text = " ".join(README.split("\n## Configuration\n")[1].split("\n## ")[0].split())
+    (listed,) = re.findall(r"with a section per concern: ((?:`[a-z]+`(?:,? (?:and )?)?)+)", text)
+    assert re.findall(r"`([a-z]+)`", listed) == list(settings)
+
+
 def test_the_capture_rate_the_readme_gives_is_the_default() -> None:
     """Users are told how often their photos may be kept: the README gave 0.5 a minute beside
     serve.capture_per_minute, whose default (wms.toml and the chart) keeps 6 a minute."""
