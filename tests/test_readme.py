@@ -56,6 +56,33 @@ def test_training_from_a_laptop_gives_the_gpu_instance_an_mlflow_it_can_reach(
         assert name in outputs, f"the README reads terraform output {name}, which outputs.tf lacks"
 
 
+def test_the_laptop_steps_send_wms_to_the_serving_nodes_mlflow_not_the_gpus(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """In split MLflow is on the serving node, and compute.mlflow_on_instance is true by default:
+    a laptop that took the steps as written got `wms compute status` naming an MLflow on the GPU
+    instance and `wms compute ssh --mlflow` forwarding its port 5000, where nothing listens,
+    instead of the line the README promises ("--mlflow says so")."""
+    from typer.testing import CliRunner
+
+    from wms.cli.main import app
+
+    env = exported(block_with("wms pipeline run --new-data data/incoming"))
+    monkeypatch.chdir(tmp_path)  # the built-in defaults, with the block's settings over them
+    for name in ("WMS_COMPUTE__BACKEND", "WMS_COMPUTE__MLFLOW_ON_INSTANCE"):
+        if name in env:
+            monkeypatch.setenv(name, env[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["compute", "ssh", "--print", "--mlflow"])
+    assert result.exit_code == 2 and "MLflow runs on the serving node" in result.output, result.output
+    ssh = " ".join(README.split("`wms compute ssh` opens a session")[1].split("Host keys")[0].split())
+    assert (
+        "in `split` MLflow is on the serving node, at `terraform output mlflow_url`, and `--mlflow` says so"
+        in ssh
+    )
+
+
 def test_the_kubeconfig_step_points_kubectl_at_the_cluster_and_keeps_its_keys_out_of_git(
     terraform: dict[str, Any],
 ) -> None:
