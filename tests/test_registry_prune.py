@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import Ec2Box
 
-from wms.config import load_settings
+from wms.compute.ec2 import Ec2Compute
+from wms.config import ComputeSettings, load_settings
 from wms.data.hashes import sha256_file
 from wms.errors import ModelPruned
 from wms.production import record_move
 from wms.registry import MlflowRegistry
-from wms.registry_prune import PRUNED_TAG
+from wms.registry_prune import LAST_PRUNE_TAG, PRUNED_TAG
 
 DAY_MS = 86_400_000
 WEIGHTS = 1_000_000  # bytes of model.pt: a model of the cpu recipe is about 20 MB, the gpu one's 62 MB
@@ -198,3 +200,65 @@ def test_without_older_than_the_setting_decides_and_the_step_summary_says_what_w
     assert f"- run {older_run[:8]} (version 2, trained " in written
     assert "tracking.prune_after_days is 0: nothing pruned" in written
     assert f"- run {lost_run[:8]} (version 1, trained " in written and written.endswith("): 1.0 MB\n")
+
+
+def test_once_a_day_prunes_only_when_the_last_prune_finished_20_hours_ago_or_more(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path
+) -> None:
+    """single: every job on the GPU instance ends with `wms model prune --once-a-day`, which
+    prunes on the first of a day's batches and leaves the others at once; MLflow records when."""
+    registry = MlflowRegistry(load_settings(start=project_dir))
+    first_run = registry.get(trained(registry, tmp_path, 200)).run_id
+    assert cli("model", "prune", "--dry-run").exit_code == 0  # a dry run is no prune
+
+    first = cli("model", "prune", "--once-a-day")
+    assert first.exit_code == 0, first.output
+    assert first.output.splitlines()[-1].startswith("freed 1.0 MB from 1 run(s)")
+    assert not model_files(registry, first_run)
+
+    later_run = registry.get(trained(registry, tmp_path, 190)).run_id  # restored from a backup, say
+    skipped = cli("model", "prune", "--once-a-day")
+    assert skipped.exit_code == 0, skipped.output
+    (line,) = skipped.output.strip().splitlines()
+    assert "last pruned" in line and "less than 20 hours ago: nothing to do" in line, line
+    assert model_files(registry, later_run)
+
+    experiment = registry._experiment_id()
+    day_ago = (datetime.now(UTC) - timedelta(hours=21)).isoformat(timespec="seconds")
+    registry._client.set_experiment_tag(experiment, LAST_PRUNE_TAG, day_ago)
+    again = cli("model", "prune", "--once-a-day")
+    assert again.output.splitlines()[-1].startswith("freed 1.0 MB from 1 run(s)"), again.output
+    assert not model_files(registry, later_run)
+    assert cli("model", "prune", "--once-a-day").output.startswith("last pruned")
+
+    registry._client.set_experiment_tag(experiment, LAST_PRUNE_TAG, "not a time")  # edited by hand
+    assert cli("model", "prune", "--once-a-day").output.startswith("freed 0.0 MB from 0 run(s)")
+
+
+def test_on_the_gpu_instance_the_prune_holds_its_runs_lease_as_the_pipeline_did(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    tmp_path: Path,
+    ec2_box: Ec2Box,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """single: the prune step follows `wms pipeline run`, whose last renewal left the run one
+    compute.lease_minutes; the prune renews it as it runs and ends, so neither the reaper nor the
+    lease guard stops the instance under it, and the deploy and stop jobs after it get a whole lease."""
+    for name, value in {
+        "WMS_COMPUTE__BACKEND": "ec2",
+        "WMS_COMPUTE__TRAIN_ON": "here",
+        "WMS_COMPUTE__INSTANCE_ID": ec2_box.id,
+        "GITHUB_RUN_ID": "7",
+    }.items():
+        monkeypatch.setenv(name, value)
+    ec2_box.client.start_instances(InstanceIds=[ec2_box.id])
+    almost_out = ComputeSettings(backend="ec2", instance_id=ec2_box.id, lease_minutes=0.5)
+    Ec2Compute(almost_out, holder="gh-run-7").renew_lease()
+    registry = MlflowRegistry(load_settings(start=project_dir))
+    trained(registry, tmp_path, 200)
+
+    pruned = cli("model", "prune", "--once-a-day")
+    assert pruned.exit_code == 0, pruned.output
+    expires = datetime.fromisoformat(ec2_box.tags()["wms:lease:gh-run-7"])
+    assert expires - datetime.now(UTC) > timedelta(minutes=55)  # compute.lease_minutes: 60

@@ -1,5 +1,5 @@
 """drift-report.yaml: the daily `wms monitor drift` on the serving node, where capture is on, and
-the daily `wms model prune` there."""
+the daily `wms model prune` there (split); in single, the prune at the end of the jobs on the GPU instance."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.test_workflow_flow import runs_when_cancelled
 from tests.test_workflows import ROOT, evaluate, load, triggers
 
 from wms.inbox import parse_time
@@ -131,3 +132,38 @@ def test_the_daily_prune_runs_with_the_setting_on_the_serving_node_and_never_sta
     text = yaml.safe_dump(workflow)
     assert "ec2-control" not in text and "WMS_COMPUTE__" not in text and "wms compute" not in text
     assert "environment" not in job and "secrets." not in yaml.safe_dump(job)
+
+
+# The jobs that run on the GPU instance while it is up in single, and the id of their work's step.
+ON_THE_INSTANCE = [
+    ("training-data-pipeline.yaml", "train", "pipeline"),
+    ("pipeline-sweeper.yaml", "sweep", "sweep"),
+]
+
+
+@pytest.mark.parametrize(("name", "job_id", "work"), ON_THE_INSTANCE)
+@pytest.mark.parametrize("layout", ["single", "split", ""])
+@pytest.mark.parametrize("outcome", ["success", "failure", "skipped"])
+def test_in_single_the_job_on_the_gpu_instance_prunes_after_its_batches_without_failing_for_it(
+    name: str, job_id: str, work: str, layout: str, outcome: str, tmp_path: Path
+) -> None:
+    """single: MLflow sleeps with the GPU instance, which no schedule starts; old candidates' files
+    (62 MB each) piled up there until someone ran `wms model prune` by hand while it was up. The
+    job that trains there now prunes as it ends, while the run still holds its lease (the stop job
+    comes after), once a day at most, and a prune that fails leaves the batch green."""
+    job = load(name)["jobs"][job_id]
+    steps = job["steps"]
+    (prune,) = [s for s in steps if "wms model prune" in s.get("run", "")]
+    (done,) = [s for s in steps if s.get("id") == work]
+    assert steps.index(prune) > steps.index(done)  # after the batches, never in their way
+    values = {"vars.WMS_LAYOUT": layout, f"steps.{work}.outcome": outcome}
+    # In split the serving node's daily job prunes; a guard that refused the branch ran no batch.
+    assert evaluate(prune["if"], values) is (layout == "single" and outcome != "skipped")
+    assert not runs_when_cancelled(prune, values)  # a cancel (or the job's timeout) goes to the stop job
+    assert prune["continue-on-error"] is True  # a promoted batch stays green, its deploy and stop run
+    assert prune["timeout-minutes"] <= 30
+    # No --older-than: the setting decides the age, as on the serving node.
+    assert _recorded_args(prune, tmp_path) == ["model", "prune", "--once-a-day"]
+    assert prune["env"] == {"GITHUB_TOKEN": "${{ github.token }}"}  # reads main's ledger, no other secret
+    stop = load(name)["jobs"]["stop-compute"]
+    assert job_id in stop["needs"]

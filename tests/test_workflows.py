@@ -340,7 +340,11 @@ def test_the_sweeper_runs_on_a_schedule_and_sweeps_on_the_started_instance() -> 
     assert triggers(workflow)["schedule"]
     sweep = workflow["jobs"]["sweep"]
     assert "self-hosted" in sweep["runs-on"] and "start-compute" in _needs(sweep)
-    assert [s["run"] for s in sweep["steps"] if "run" in s] == ["wms pipeline sweep"]
+    # Then, in single, the once-a-day prune (test_workflow_drift.py).
+    assert [s["run"] for s in sweep["steps"] if "run" in s] == [
+        "wms pipeline sweep",
+        "wms model prune --once-a-day",
+    ]
     assert "secrets." not in yaml.safe_dump(sweep.get("env", {}))
 
 

@@ -9,6 +9,10 @@ tracking server with proxied artifacts serves too); the run keeps its params, me
 gate report and plots, and a `wms.model_pruned` tag saying what went. A version that holds an
 alias, that `keep` names (every version the production ledger ever moved) or that the gate
 passed, and every other version of its run, are left as they are.
+
+Where nothing runs on a schedule beside MLflow (the single layout: it sleeps with the GPU
+instance), each job there prunes as it ends; `pruned_recently` keeps that to once a day, by a tag
+on the experiment that says when the last prune finished.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,10 @@ from wms.registry_api import PRUNED_TAG as PRUNED_TAG
 from wms.registry_local import artifact_root, moved_run_folder
 from wms.registry_runs import MODEL_ARTIFACT
 from wms.vcs.mainline import MainLine
+
+LAST_PRUNE_TAG = "wms.last_prune"  # on the experiment: when a prune last finished (ISO, UTC)
+# Once a day, measured as 20 hours: a batch at 09:00 today still prunes after one at 10:00 yesterday.
+ONCE_A_DAY = timedelta(hours=20)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,40 @@ def prune_runs(
         now = datetime.now(UTC).isoformat(timespec="seconds")
         registry._call("set a tag", client.set_tag, run_id, PRUNED_TAG, f"{now}: model files deleted{was}")
     return sorted(pruned, key=lambda p: p.started_at)
+
+
+def pruned_recently(registry: MlflowRegistry, now: datetime) -> str | None:
+    """What to say when a prune finished less than ONCE_A_DAY before `now`; None: prune. A tag
+    that is not a time (edited by hand) counts as no prune yet."""
+    experiment = _experiment(registry)
+    text = dict(experiment.tags or {}).get(LAST_PRUNE_TAG, "") if experiment is not None else ""
+    try:
+        last = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    last = last if last.tzinfo else last.replace(tzinfo=UTC)
+    if now - last >= ONCE_A_DAY:
+        return None
+    hours = ONCE_A_DAY.total_seconds() / 3600
+    return (
+        f"last pruned at {last:%Y-%m-%d %H:%M} UTC, less than {hours:.0f} hours ago: nothing to do "
+        "(a plain `wms model prune` prunes now)"
+    )
+
+
+def record_prune(registry: MlflowRegistry, when: datetime) -> None:
+    """Note on the experiment that a prune finished at `when` (nothing where it has none yet)."""
+    experiment = _experiment(registry)
+    if experiment is not None:
+        value = when.isoformat(timespec="seconds")
+        registry._call(
+            "set a tag", registry._client.set_experiment_tag, experiment.experiment_id, LAST_PRUNE_TAG, value
+        )
+
+
+def _experiment(registry: MlflowRegistry) -> Any:
+    name = registry.project.settings.tracking.experiment
+    return registry._call("read experiments", registry._client.get_experiment_by_name, name)
 
 
 def summary(done: list[PrunedRun], keep: set[str], before: datetime, dry_run: bool) -> list[str]:
@@ -141,8 +183,7 @@ def _runs(registry: MlflowRegistry, registered: set[str]) -> Iterator[Any]:
     from mlflow.entities import ViewType
 
     client, seen = registry._client, set()
-    name = registry.project.settings.tracking.experiment
-    experiment = registry._call("read experiments", client.get_experiment_by_name, name)
+    experiment = _experiment(registry)
     token = None
     while experiment is not None:
         page = registry._call(

@@ -71,8 +71,8 @@ class TrackingSettings(Section):
     experiment: str = "wms"
     model_name: str = "wms-segmenter"
     pointer_dir: Path = Field(Path("models"), description="production_current.json and history")
-    # `wms model prune` with no --older-than (the daily job on the serving node): the model files of
-    # candidates that never served go once this many days old; 0 turns it off.
+    # `wms model prune` with no --older-than (daily, on the serving node or the GPU instance): the
+    # model files of candidates that never served go once this many days old; 0 turns it off.
     prune_after_days: int = Field(180, ge=0, description="days before a never-served model's files go")
 
     @field_validator("uri")
