@@ -17,6 +17,7 @@ from wms.cli import (
     init,
     labelling,
     model,
+    model_prune,
     monitor,
     pipeline,
     predict,
@@ -70,6 +71,7 @@ for command in (
     data.app.command()(command)
 app.add_typer(data.app, name="data")
 app.command("train")(train.train)
+model.app.command()(model_prune.prune)
 app.add_typer(model.app, name="model")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(compute.app, name="compute")
