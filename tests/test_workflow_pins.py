@@ -4,14 +4,18 @@ its checksum matches what its release publishes."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import json
 import os
 import re
 import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -53,10 +57,101 @@ def test_third_party_actions_are_pinned_by_commit_with_their_version_beside() ->
     assert checked >= 10  # the checkouts, setup-python, setup-helm and setup-terraform
 
 
-def test_dependabot_proposes_updates_for_the_pinned_actions() -> None:
+def dependabot() -> dict[str, Any]:
+    """`.github/dependabot.yml`'s entries by ecosystem."""
     config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
-    ecosystems = {u["package-ecosystem"]: u for u in config["updates"]}
-    assert ecosystems["github-actions"]["directory"] == "/"
+    return {u["package-ecosystem"]: u for u in config["updates"]}
+
+
+def test_dependabot_config_is_one_github_accepts() -> None:
+    """GitHub skips a dependabot.yml it cannot read and says so only on the repository's Insights
+    page. The schema is SchemaStore's dependabot-2.0.json (Apache-2.0), as check-jsonschema 0.39.0
+    ships it (`check-jsonschema --builtin-schema vendor.dependabot`)."""
+    schema = json.loads((ROOT / "tests" / "schemas" / "dependabot.schema.json").read_text())
+    config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    jsonschema.validate(config, schema)
+    wrong = {**config, "updates": [{**config["updates"][0], "schedule": {"interval": "fortnightly"}}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(wrong, schema)
+
+
+def test_dependabot_proposes_weekly_grouped_updates_for_the_pins_it_can_read() -> None:
+    entries = dependabot()
+    assert set(entries) == {"github-actions", "pip", "terraform"}
+    for ecosystem, entry in entries.items():
+        assert entry["schedule"]["interval"] == "weekly", ecosystem
+    # Minor and patch releases come as one pull request per ecosystem, majors one by one.
+    for ecosystem in ("github-actions", "pip"):
+        groups = entries[ecosystem]["groups"].values()
+        assert any(
+            sorted(g.get("update-types", [])) == ["minor", "patch"] and "patterns" not in g for g in groups
+        )
+    assert (ROOT / entries["pip"]["directory"].lstrip("/") / "constraints.txt").is_file()
+    assert (ROOT / entries["terraform"]["directory"].lstrip("/") / "versions.tf").is_file()
+
+
+def test_dependabot_reads_every_composite_action() -> None:
+    """For github-actions, "/" reads .github/workflows only: a composite action's pins (setup-python,
+    configure-aws-credentials) are updated only where its folder is named."""
+    directories = dependabot()["github-actions"]["directories"]
+    assert "/" in directories
+    actions = {f"/{p.parent.relative_to(ROOT)}" for p in (ROOT / ".github" / "actions").glob("*/action.yaml")}
+    assert len(actions) >= 2
+    assert actions <= set(directories), f"not read by Dependabot: {sorted(actions - set(directories))}"
+
+
+def pins() -> dict[str, str]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    return dict(line.split("==", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def test_dependabot_reads_constraints_txt_as_requirements() -> None:
+    """Dependabot's pip ecosystem takes a .txt file (any name) as requirements only when each of its
+    lines is blank, a comment or a requirement; one line of another kind and the pins go unread."""
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    for line in lines:
+        assert (
+            not line.strip() or line.startswith("#") or re.fullmatch(r"[A-Za-z0-9][\w.-]*==[\w.+!-]+", line)
+        ), line
+    assert len(pins()) > 100
+
+
+def test_the_mlflow_packages_move_in_one_pull_request() -> None:
+    """mlflow pins mlflow-skinny and mlflow-tracing at its own version: a pull request that moves one
+    of them alone cannot be installed."""
+    patterns = dependabot()["pip"]["groups"]["mlflow"]["patterns"]
+    mlflow = {name for name in pins() if name.startswith("mlflow")}
+    assert mlflow >= {"mlflow", "mlflow-skinny", "mlflow-tracing"}
+    for name in mlflow:
+        assert any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns), name
+    # Groups are filled in order: the mlflow group comes before the one of all minor and patch releases.
+    assert next(iter(dependabot()["pip"]["groups"])) == "mlflow"
+
+
+def test_dependabot_pull_requests_start_no_job_that_holds_a_secret() -> None:
+    """A Dependabot pull request comes from a branch dependabot/<ecosystem>/... of this repository:
+    every job it starts runs code nobody has reviewed yet."""
+    started = []
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.yaml")):
+        workflow = yaml.safe_load(path.read_text())
+        on = workflow.get("on", workflow.get(True)) or {}
+        pushes = (on.get("push") or {}).get("branches", []) if "push" in on else []
+        if (
+            "pull_request" not in on
+            and "pull_request_target" not in on
+            and not any(
+                fnmatch.fnmatchcase("dependabot/pip/mlflow-3.18.0", b.replace("**", "*")) for b in pushes
+            )
+        ):
+            continue
+        assert "pull_request_target" not in on, path.name
+        for job_id, job in workflow["jobs"].items():
+            if "startsWith(github.head_ref, 'data/')" in str(job.get("if", "")):
+                continue  # data branches' pull requests only
+            started.append(f"{path.name}:{job_id}")
+            text = yaml.safe_dump(job)
+            assert "environment" not in job and "secrets." not in text, (path.name, job_id)
+    assert "ci.yaml:test" in started
 
 
 # `curl -fsSLO URL` as the step calls it: the file of that name from $RELEASE, into the current folder.
