@@ -154,6 +154,25 @@ def test_dependabot_pull_requests_start_no_job_that_holds_a_secret() -> None:
     assert "ci.yaml:test" in started
 
 
+def test_a_known_vulnerability_in_a_pin_fails_a_daily_run() -> None:
+    """pip-audit looks up each pin of constraints.txt as written (--no-deps --disable-pip: nothing
+    installed, not the multi-GB torch either) and exits non-zero on a known vulnerability; --strict
+    makes a pin it could not look up fail the run too, instead of passing unchecked."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "dependency-audit.yaml").read_text())
+    on = workflow.get("on", workflow.get(True))
+    assert on["schedule"] and "workflow_dispatch" in on
+    job = workflow["jobs"]["pip-audit"]
+    runs = [s["run"] for s in job["steps"] if "run" in s]
+    (install,) = [r for r in runs if "pip install" in r]
+    assert re.search(r"\bpip-audit==\d+\.\d+\.\d+$", install), install
+    (audit,) = [r.split() for r in runs if r.startswith("pip-audit")]
+    assert audit[audit.index("-r") + 1] == "constraints.txt"
+    assert {"--no-deps", "--disable-pip", "--strict"} <= set(audit)
+    assert not {"--ignore-vuln", "--desc"} & set(audit)
+    assert "environment" not in job and "secrets." not in yaml.safe_dump(job)
+    assert workflow["permissions"] == {"contents": "read"}
+
+
 # `curl -fsSLO URL` as the step calls it: the file of that name from $RELEASE, into the current folder.
 FAKE_CURL = '#!/bin/sh\nfor arg; do url=$arg; done\ncp "$RELEASE/${url##*/}" .\n'
 

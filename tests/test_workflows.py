@@ -80,7 +80,7 @@ def called(workflow: dict[Any, Any]) -> set[str]:
 
 def test_every_seed_workflow_exists_plus_the_reaper_and_the_sweeper() -> None:
     names = {p.name for p in WORKFLOWS.glob("*.y*ml")}
-    assert names == set(SEED_CALLS) | {"compute-reaper.yaml", "drift-report.yaml"}
+    assert names == set(SEED_CALLS) | {"compute-reaper.yaml", "drift-report.yaml", "dependency-audit.yaml"}
 
 
 @pytest.mark.parametrize("name", sorted(SEED_CALLS))
@@ -156,7 +156,14 @@ def test_reaper_runs_every_15_minutes() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["compute-reaper.yaml", "pipeline-sweeper.yaml", "drift-report.yaml", "release-deploy.yaml"]
+    "name",
+    [
+        "compute-reaper.yaml",
+        "pipeline-sweeper.yaml",
+        "drift-report.yaml",
+        "release-deploy.yaml",
+        "dependency-audit.yaml",
+    ],
 )
 def test_the_reaper_and_the_sweeper_keep_their_own_schedule_on(name: str) -> None:
     """GitHub turns off a public repository's schedules after 60 days without activity (a later
@@ -185,7 +192,9 @@ def test_every_step_that_does_work_is_a_wms_command(name: str) -> None:
             assert "uses" in step or step["run"].startswith("wms "), step
 
 
-@pytest.mark.parametrize("name", sorted(set(SEED_CALLS) | {"compute-reaper.yaml", "drift-report.yaml"}))
+@pytest.mark.parametrize(
+    "name", sorted(set(SEED_CALLS) | {"compute-reaper.yaml", "drift-report.yaml", "dependency-audit.yaml"})
+)
 def test_permissions_are_explicit_and_least(name: str) -> None:
     workflow = load(name)
     assert workflow["permissions"]["contents"] == "read"
