@@ -27,9 +27,9 @@ from typing import Any
 from wms.compute.probes import server_answers
 from wms.config import Project
 from wms.errors import ModelNotFound, ModelPruned, RegistryError
+from wms.registry_api import CONTINUED_TAG, KILLED_TAG, PRUNED_TAG, PRUNED_VERSIONS, pruned_message
 from wms.registry_api import PREVIOUS as PREVIOUS
 from wms.registry_api import PRODUCTION as PRODUCTION
-from wms.registry_api import PRUNED_TAG, PRUNED_VERSIONS, pruned_message
 from wms.registry_api import ModelRecord as ModelRecord
 from wms.registry_api import Registry as Registry
 from wms.registry_api import RunLog as RunLog
@@ -149,7 +149,8 @@ class MlflowRegistry:
         """A run that ends FINISHED, or FAILED when the block raises.
 
         With `run_id`, that run goes on (a training job resumed from its checkpoint after its
-        instance was reclaimed), so its epochs stay in one run.
+        instance was reclaimed), so its epochs stay in one run: RUNNING again, also after
+        wms.registry_stale marked it KILLED meanwhile, with the time in `wms.continued_at`.
         """
         if run_id is None:
             run = self._call(
@@ -158,6 +159,9 @@ class MlflowRegistry:
             run_id = str(run.info.run_id)
         else:
             self._call("continue a run", self._client.update_run, run_id, status="RUNNING")
+            if KILLED_TAG in self._call("read the run", self._client.get_run, run_id).data.tags:
+                self._call("drop a tag", self._client.delete_tag, run_id, KILLED_TAG)  # alive after all
+            tags = tags | {CONTINUED_TAG: datetime.now(UTC).isoformat(timespec="seconds")}
             for key, value in tags.items():
                 self._call("set a tag", self._client.set_tag, run_id, key, value)
         status = "FAILED"

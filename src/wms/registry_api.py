@@ -15,6 +15,10 @@ PRODUCTION, PREVIOUS = "production", "previous"
 # Set on a run whose model files `wms model prune` deleted: "<UTC time>: model files deleted (was version 4)".
 PRUNED_TAG = "wms.model_pruned"
 PRUNED_VERSIONS = re.compile(r"was version ([0-9, ]+)\)")
+# Set on a RUNNING run whose process died, as it is marked KILLED (wms.registry_stale): when and why.
+KILLED_TAG = "wms.marked_killed"
+# Set on a run as it is continued (a job resumed from its checkpoint): the UTC time, its sign of life.
+CONTINUED_TAG = "wms.continued_at"
 
 
 def pruned_message(what: str, note: str) -> str:

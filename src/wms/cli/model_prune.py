@@ -32,21 +32,30 @@ def prune(
     nothing is pruned) whose model never held `production` or `previous` (by the aliases and by
     models/production_current.json and production_history.jsonl, here and on main) and did not
     pass the gate, its registered versions and its `model/` files are deleted; the run keeps
-    its params, metrics, tags, gate report and plots.
+    its params, metrics, tags, gate report and plots. First, a run still marked RUNNING that
+    logged nothing for compute.max_hold_hours and one lease (its process was killed) is marked
+    KILLED, with the reason in its tag `wms.marked_killed`.
     """
     from wms.cli.compute import job_lease
     from wms.registry_prune import ever_in_production, prune_runs, pruned_recently, record_prune, summary
+    from wms.registry_stale import end_stale_runs, idle_limit, stale_lines
     from wms.report import write_step_summary
 
     project = state(ctx).project()
+    registry, now = MlflowRegistry(project), datetime.now(UTC)
+    idle = idle_limit(project.settings.compute)
+    ended = stale_lines(end_stale_runs(registry, idle, "`wms model prune`", dry_run), idle, dry_run)
+    for line in ended:
+        console.print(line, highlight=False, soft_wrap=True)
+    killed = "".join(f"- {line}\n" for line in ended)
     days = older_than or project.settings.tracking.prune_after_days
     if not days:
-        _say_pruned("tracking.prune_after_days is 0: nothing pruned (set it, or pass --older-than DAYS)")
+        off = "tracking.prune_after_days is 0: nothing pruned (set it, or pass --older-than DAYS)"
+        _say_pruned(off, killed)
         return
-    registry, now = MlflowRegistry(project), datetime.now(UTC)
     recently = pruned_recently(registry, now) if once_a_day and not dry_run else None
     if recently:
-        _say_pruned(recently)
+        _say_pruned(recently, killed)
         return
     before = now - timedelta(days=days)
     with job_lease(project):  # single: the run's lease on the instance, after the pipeline's
@@ -58,11 +67,11 @@ def prune(
     for line in lines:
         console.print(line, highlight=False, soft_wrap=True)
     listed = "".join(f"- {line}\n" for line in lines[:-1][:50]) + ("- …\n" if len(lines) > 51 else "")
-    write_step_summary(f"### Model files pruned\n\n{lines[-1]}\n\n{listed}")
+    write_step_summary(f"### Model files pruned\n\n{lines[-1]}\n\n{listed}{killed}")
 
 
-def _say_pruned(line: str) -> None:
+def _say_pruned(line: str, killed: str) -> None:
     from wms.report import write_step_summary
 
     console.print(line, highlight=False, soft_wrap=True)
-    write_step_summary(f"### Model files pruned\n\n{line}\n")
+    write_step_summary(f"### Model files pruned\n\n{line}\n\n{killed}")

@@ -21,10 +21,11 @@ from wms.cli._common import (
     styled,
 )
 from wms.config import Project
-from wms.errors import UsageError, WmsError
+from wms.errors import RegistryError, UsageError, WmsError
 
 if TYPE_CHECKING:
     from wms.pipeline import PipelineRun, StageRecord
+    from wms.registry import MlflowRegistry
 
 app = typer.Typer(
     cls=WmsGroup,
@@ -103,14 +104,16 @@ def _run_pipeline(
 
     # Tests inject faults this way; the value is read here, at the entry point, like the settings.
     fault = os.environ.get("WMS_FAULT_STAGE")
+    registry = MlflowRegistry(project)
     pipeline = Pipeline(
         project,
-        MlflowRegistry(project),
+        registry,
         StagePrinter(),
         notify=note,
         fault=fault,
         holder=f"{default_holder()}-pipeline",
     )
+    end_stale_training_runs(registry, project)
     try:
         if resume:
             result = pipeline.resume(resume)
@@ -157,6 +160,22 @@ def _run_pipeline(
     record = result.run_dir / "run.json"
     console.print(styled(f"run record: {record}", "dim"), highlight=False, soft_wrap=True)
     return result
+
+
+def end_stale_training_runs(registry: MlflowRegistry, project: Project) -> None:
+    """Mark KILLED the training runs left RUNNING by a process that died (a cancelled job, an
+    instance stopped under it): in `single` MLflow is up only while a pipeline runs."""
+    from wms.cli.compute import note
+    from wms.registry_stale import end_stale_runs, idle_limit, stale_lines
+
+    idle = idle_limit(project.settings.compute)
+    try:
+        ended = end_stale_runs(registry, idle, "`wms pipeline`")
+    except RegistryError as exc:  # this run's own calls say so, if MLflow is out of reach
+        note(f"could not look for training runs left running: {exc}")
+        return
+    for line in stale_lines(ended, idle, dry_run=False):
+        note(line)
 
 
 def report_to_github(run: PipelineRun) -> None:

@@ -1,0 +1,125 @@
+"""Training runs whose process died: marked KILLED in MLflow, with the reason, instead of RUNNING for good.
+
+A run ends FINISHED or FAILED from its own process (wms.registry's `start_run`). A process that
+is killed outright (SIGKILL, a cancelled or timed-out job whose runner went with it, the GPU
+instance stopped or reclaimed under its job) ends nothing, and MLflow shows the run as running
+for ever; `wms model prune` leaves such runs alone. A live run logs its metrics every epoch, and
+no training holds the GPU instance longer than compute.max_hold_hours (the reaper stops it one
+compute.lease_minutes later), so a RUNNING run that logged nothing for that long is dead.
+`end_stale_runs` marks each KILLED, its end time that of its last sign of life, with a tag
+(`wms.marked_killed`) saying why. A run continued later (a job resumed from its checkpoint)
+is RUNNING again, with the tag dropped and `wms.continued_at` as its sign of life.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from wms.config import ComputeSettings
+from wms.registry import MlflowRegistry
+from wms.registry_api import CONTINUED_TAG, KILLED_TAG
+
+
+@dataclass(frozen=True)
+class StaleRun:
+    """A RUNNING run that logged nothing for longer than a live one can."""
+
+    run_id: str
+    name: str
+    started_at: datetime
+    last_seen: datetime
+
+
+def idle_limit(compute: ComputeSettings) -> timedelta:
+    """The longest a live training run goes without logging: the longest one run may hold the
+    GPU instance (compute.max_hold_hours), and the lease after it, when the reaper stops it."""
+    return timedelta(hours=compute.max_hold_hours, minutes=compute.lease_minutes)
+
+
+def end_stale_runs(
+    registry: MlflowRegistry, idle: timedelta, by: str, dry_run: bool = False, now: datetime | None = None
+) -> list[StaleRun]:
+    """Mark KILLED every RUNNING run of the experiment that logged nothing for longer than `idle`
+    (`by` names the command, for the tag); returns them, oldest first. With `dry_run`, only returns them."""
+    now = now or datetime.now(UTC)
+    cutoff = now - idle
+    stale = []
+    for run in _running(registry):
+        started = _time(run.info.start_time)
+        if started > cutoff:
+            continue
+        last = max([started, *_continued(run), *_metric_times(registry, run)])
+        if last > cutoff:
+            continue
+        stale.append(StaleRun(run.info.run_id, run.info.run_name or "", started, last))
+        if dry_run:
+            continue
+        hours = idle.total_seconds() / 3600
+        note = (
+            f"{now.isoformat(timespec='seconds')}: marked KILLED by {by}: nothing logged since "
+            f"{last.isoformat(timespec='seconds')}, over {hours:g} h (compute.max_hold_hours and one "
+            "compute.lease_minutes), so the process training it is gone (killed, its job cancelled or "
+            "timed out, or its instance stopped)"
+        )
+        client = registry._client
+        registry._call("set a tag", client.set_tag, run.info.run_id, KILLED_TAG, note)
+        end = int(last.timestamp() * 1000)
+        registry._call("end a run", client.set_terminated, run.info.run_id, "KILLED", end)
+    return sorted(stale, key=lambda s: s.started_at)
+
+
+def stale_lines(stale: list[StaleRun], idle: timedelta, dry_run: bool) -> list[str]:
+    """A line per run marked KILLED (or, in a dry run, to be)."""
+    verb = "would mark" if dry_run else "marked"
+    hours = idle.total_seconds() / 3600
+    return [
+        f"run {s.run_id[:8]} ({s.name or 'unnamed'}, started {s.started_at:%Y-%m-%d %H:%M}): {verb} KILLED, "
+        f"nothing logged since {s.last_seen:%Y-%m-%d %H:%M} UTC (over {hours:g} h: its process is gone)"
+        for s in stale
+    ]
+
+
+def _running(registry: MlflowRegistry) -> list[Any]:
+    """The RUNNING runs of the experiment and of the ones it was renamed from (the project moved)."""
+    client, name = registry._client, registry.project.settings.tracking.experiment
+    experiments = registry._call("read experiments", client.search_experiments)
+    ids = [e.experiment_id for e in experiments if e.name == name or e.name.startswith(f"{name} (id ")]
+    runs: list[Any] = []
+    token = None
+    while ids:
+        page = registry._call(
+            "list runs",
+            client.search_runs,
+            ids,
+            "attributes.status = 'RUNNING'",
+            max_results=1000,
+            page_token=token,
+        )
+        runs += page
+        token = page.token
+        if not token:
+            break
+    return runs
+
+
+def _time(millis: int) -> datetime:
+    return datetime.fromtimestamp(millis / 1000, UTC)
+
+
+def _continued(run: Any) -> list[datetime]:
+    try:
+        when = datetime.fromisoformat(run.data.tags[CONTINUED_TAG])
+    except (KeyError, ValueError):
+        return []
+    return [when if when.tzinfo else when.replace(tzinfo=UTC)]
+
+
+def _metric_times(registry: MlflowRegistry, run: Any) -> list[datetime]:
+    """When each metric of the run was last logged (each epoch logs its metrics)."""
+    times = []
+    for key in run.data.metrics:
+        history = registry._call("read a metric", registry._client.get_metric_history, run.info.run_id, key)
+        times += [_time(m.timestamp) for m in history]
+    return times
