@@ -237,16 +237,22 @@ class MlflowRegistry:
             raise ModelNotFound(f"no model {ref!r} in {versions}; see `wms model list`")
         return self._record(mv)
 
+    def runs(self, ids: list[str], where: str = "") -> Iterator[Any]:
+        """Every active run of the experiments `ids` that the filter `where` matches, page by page."""
+        token = None
+        while True:
+            search = self._client.search_runs
+            page = self._call("search runs", search, ids, where, max_results=1000, page_token=token)
+            yield from page
+            token = page.token
+            if not token:
+                return
+
     def _pruned_version(self, number: str) -> tuple[str, str] | None:
         """The run whose version `number` `wms model prune` deleted, and its note; None if none did."""
         experiments = self._call("read experiments", self._client.search_experiments)
-        runs = self._call(
-            "search runs",
-            self._client.search_runs,
-            [e.experiment_id for e in experiments],
-            f"tags.`{PRUNED_TAG}` LIKE '%was version%'",
-        )
-        for run in runs:
+        ids = [e.experiment_id for e in experiments]
+        for run in self.runs(ids, f"tags.`{PRUNED_TAG}` LIKE '%was version%'"):
             note = run.data.tags[PRUNED_TAG]
             named = PRUNED_VERSIONS.search(note)
             if named and number in named.group(1).replace(" ", "").split(","):

@@ -180,28 +180,13 @@ def _passed(version: Any) -> bool:
 def _runs(registry: MlflowRegistry, registered: set[str]) -> Iterator[Any]:
     """The experiment's runs, then the registered versions' runs kept in other experiments
     (one renamed when the project moved)."""
-    from mlflow.entities import ViewType
-
-    client, seen = registry._client, set()
+    seen = set()
     experiment = _experiment(registry)
-    token = None
-    while experiment is not None:
-        page = registry._call(
-            "list runs",
-            client.search_runs,
-            [experiment.experiment_id],
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
-            page_token=token,
-        )
-        for run in page:
-            seen.add(run.info.run_id)
-            yield run
-        token = page.token
-        if not token:
-            break
+    for run in registry.runs([experiment.experiment_id]) if experiment is not None else ():
+        seen.add(run.info.run_id)
+        yield run
     for run_id in sorted(registered - seen):
-        run = registry._call("read the run", client.get_run, run_id, absent_ok=True)
+        run = registry._call("read the run", registry._client.get_run, run_id, absent_ok=True)
         if run is not None and run.info.lifecycle_stage == "active":
             yield run
 

@@ -86,22 +86,7 @@ def _running(registry: MlflowRegistry) -> list[Any]:
     client, name = registry._client, registry.project.settings.tracking.experiment
     experiments = registry._call("read experiments", client.search_experiments)
     ids = [e.experiment_id for e in experiments if e.name == name or e.name.startswith(f"{name} (id ")]
-    runs: list[Any] = []
-    token = None
-    while ids:
-        page = registry._call(
-            "list runs",
-            client.search_runs,
-            ids,
-            "attributes.status = 'RUNNING'",
-            max_results=1000,
-            page_token=token,
-        )
-        runs += page
-        token = page.token
-        if not token:
-            break
-    return runs
+    return list(registry.runs(ids, "attributes.status = 'RUNNING'")) if ids else []
 
 
 def _time(millis: int) -> datetime:
