@@ -42,7 +42,7 @@ def test_no_checkout_leaves_a_token_in_git_config() -> None:
 
 
 def test_the_step_that_decodes_the_branchs_images_has_no_token() -> None:
-    job = load("training-data-pipeline.yaml")["jobs"]["validate"]
+    job = load("data-push.yaml")["jobs"]["validate"]
     (decode,) = [s for s in job["steps"] if s.get("id") == "validate"]
     assert decode["run"].startswith("wms data validate incoming")
     reach = yaml.safe_dump([job.get("env", {}), decode.get("env", {})])
@@ -53,9 +53,11 @@ def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
 
-@pytest.mark.parametrize("job", ["validate", "train"])
+@pytest.mark.parametrize(
+    ("name", "job"), [("data-push.yaml", "validate"), ("training-data-pipeline.yaml", "train")]
+)
 def test_the_guard_fetches_main_of_a_private_repository_with_no_token_on_disk(
-    job: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    name: str, job: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The guard and take steps, run as written with their job's env, against a remote that
     answers only a token: they fetch main through the job's credential helper, and the token is
@@ -86,7 +88,7 @@ def test_the_guard_fetches_main_of_a_private_repository_with_no_token_on_disk(
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m wms "$@"\n')
     shim.chmod(0o755)
 
-    spec = load("training-data-pipeline.yaml")["jobs"][job]
+    spec = load(name)["jobs"][job]
     steps = [s for s in spec["steps"] if s.get("run", "").startswith(("wms vcs guard", "wms vcs take"))]
     assert [s["run"].split()[2] for s in steps] == ["guard-branch", "take-incoming"]
     with serve_git(served, {TOKEN: "github-actions"}) as url:
@@ -98,7 +100,7 @@ def test_the_guard_fetches_main_of_a_private_repository_with_no_token_on_disk(
                 **{k: TOKEN for k, v in step.get("env", {}).items() if v.startswith("${{ github.token }}")},
                 "PATH": f"{shim.parent}:/usr/bin:/bin",
                 "PYTHONPATH": str(ROOT / "src"),
-                "GITHUB_SHA": sha,
+                "BATCH_SHA": sha,  # the job's env: github.sha (Data push), workflow_run.head_sha (pipeline)
                 "GIT_TERMINAL_PROMPT": "0",
             }
             done = subprocess.run(
@@ -133,7 +135,7 @@ def test_every_job_that_fetches_or_pushes_hands_git_the_token_in_that_step_alone
 ) -> None:
     """The same credential helper as the guard's above; the token only in the step's env."""
     spec = load(name)["jobs"][job]
-    helper = {k: load("training-data-pipeline.yaml")["jobs"]["validate"]["env"][k] for k in HELPER_KEYS}
+    helper = {k: load("data-push.yaml")["jobs"]["validate"]["env"][k] for k in HELPER_KEYS}
     assert {k: spec.get("env", {}).get(k) for k in HELPER_KEYS} == helper, (name, job)
     (step,) = [s for s in spec["steps"] if str(s.get("run", "")).startswith(command)]
     assert step["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
@@ -148,7 +150,7 @@ def test_the_sweepers_look_never_waits_for_a_reviewer() -> None:
     assert jobs["sweep"]["environment"] == "wms-production"  # the training a person may approve
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "Never put reviewers on `wms-sweep`" in readme
-    assert "Limit `wms-sweep` to `main`" in readme  # its deployment branches: the schedule runs on main
+    assert "each limited to `main`" in readme  # its deployment branches: the schedule runs on main
     assert triggers(load("pipeline-sweeper.yaml")).keys() == {"schedule", "workflow_dispatch"}
 
 
@@ -222,7 +224,7 @@ def test_the_job_that_decodes_the_branchs_images_cannot_write_to_the_repository(
     """The validate job held `contents: write` for the one comment it posts on a failure, while it
     decoded the pushed images: whatever runs in that job could use the token. The comment now has
     a job of its own, which runs none of the branch's files and gets the report as text."""
-    jobs = load("training-data-pipeline.yaml")["jobs"]
+    jobs = load("data-push.yaml")["jobs"]
     assert jobs["validate"]["permissions"] == {"contents": "read"}
     comment = jobs["comment"]
     assert comment["needs"] == "validate"
@@ -247,7 +249,7 @@ def _failed_validation(project: Path, make_batch: Any, tmp_path: Path) -> tuple[
     odd = "meter `touch x` $(touch pwned)"
     shutil.copy(sorted((batch / "images").iterdir())[1], batch / "images" / f"{odd}.png")  # no mask
     shutil.move(batch, project / "incoming")
-    steps = load("training-data-pipeline.yaml")["jobs"]["validate"]["steps"]
+    steps = load("data-push.yaml")["jobs"]["validate"]["steps"]
     validate = next(s for s in steps if s.get("id") == "validate")
     hand_over = next(s for s in steps if s.get("id") == "report")
     env = {**os.environ, "PATH": f"{_wms_on_path(tmp_path / 'bin')}:/usr/bin:/bin"}
@@ -261,7 +263,7 @@ def _failed_validation(project: Path, make_batch: Any, tmp_path: Path) -> tuple[
 
 def _post(project: Path, report: str, fake_url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """The comment job's step, run as written with what GitHub would put in its environment."""
-    (post,) = [s for s in load("training-data-pipeline.yaml")["jobs"]["comment"]["steps"] if "run" in s]
+    (post,) = [s for s in load("data-push.yaml")["jobs"]["comment"]["steps"] if "run" in s]
     resolved = {"${{ github.token }}": COMMENT_TOKEN, "${{ needs.validate.outputs.report }}": report}
     env = {
         **os.environ,
@@ -279,7 +281,7 @@ def test_a_failed_validation_is_commented_by_the_comment_job_with_every_file_to_
     project_dir: Path, make_batch: Any, tmp_path: Path, github: FakeGitHub
 ) -> None:
     outputs, odd = _failed_validation(project_dir, make_batch, tmp_path)
-    condition = load("training-data-pipeline.yaml")["jobs"]["comment"]["if"]
+    condition = load("data-push.yaml")["jobs"]["comment"]["if"]
     assert evaluate(condition, {"failure()": True, "needs.validate.outputs.report": outputs["report"]})
     assert not evaluate(condition, {"failure()": True, "needs.validate.outputs.report": ""})  # guard refused
     route = f"POST /repos/{REPO}/commits/{'c' * 40}/comments"
@@ -305,9 +307,7 @@ def test_a_long_report_still_reaches_the_comment_job_cut_to_fit(
     rows = "".join(f"| missing_mask | error | images/zähler-{i:05d}.png | no mask |\n" for i in range(4000))
     (project_dir / "validation.md").write_text(rows)
     assert len(rows.encode()) > 128 * 1024
-    (hand_over,) = [
-        s for s in load("training-data-pipeline.yaml")["jobs"]["validate"]["steps"] if s.get("id") == "report"
-    ]
+    (hand_over,) = [s for s in load("data-push.yaml")["jobs"]["validate"]["steps"] if s.get("id") == "report"]
     env = {**os.environ, "PATH": f"{_wms_on_path(tmp_path / 'bin')}:/usr/bin:/bin"}
     output = tmp_path / "validate-output"
     env |= {"PYTHONPATH": str(ROOT / "src"), "GITHUB_OUTPUT": str(output)}

@@ -311,17 +311,37 @@ def test_deleting_a_data_branch_validates_nothing_and_starts_no_gpu() -> None:
     """Deleting a data/ branch is a push event too (head_commit null, GITHUB_SHA the default
     branch's head): GitHub's 'automatically delete head branches' after each merged batch, or a
     person's clean-up, ran the validation on main's commit, which has no new pairs, failed it and
-    commented the failure on main; every later job waits on validate, the GPU start included."""
-    jobs = load("training-data-pipeline.yaml")["jobs"]
-    validate = jobs["validate"]
+    commented the failure on main. Data push skips it (and the pipeline's pointer commit): a run
+    whose every job was skipped ends `skipped`, and the pipeline starts the GPU (single:
+    start-compute; split: the train job) only after a Data push run that succeeded."""
+    validate = load("data-push.yaml")["jobs"]["validate"]
     assert runs_on_push(validate, {"head_commit": {"message": "New labelled pairs"}})
     assert not runs_on_push(validate, {"head_commit": {"message": "Data pointers for the promoted model 3"}})
     assert not runs_on_push(validate, {"deleted": True, "head_commit": None})
-    # The GPU starts (single: start-compute, whose `if:` has no status function and so the implicit
-    # success(); split: the train job) only after validate succeeded.
-    assert jobs["start-compute"]["needs"] == "validate"
+    # Every other job of Data push waits on validate: skipped with it.
+    assert all(
+        job.get("needs") == "validate"
+        for name, job in load("data-push.yaml")["jobs"].items()
+        if name != "validate"
+    )
+    jobs = load("training-data-pipeline.yaml")["jobs"]
+    for conclusion, starts in [
+        ("success", True),
+        ("skipped", False),
+        ("failure", False),
+        ("cancelled", False),
+    ]:
+        values = {
+            "vars.WMS_LAYOUT": "single",
+            "github.event.workflow_run.conclusion": conclusion,
+            "github.event.workflow_run.event": "push",
+            "github.event.workflow_run.head_repository.full_name": "o/meters",
+            "github.repository": "o/meters",
+            "needs.start-compute.result": "success" if starts else "skipped",
+        }
+        assert evaluate(jobs["start-compute"]["if"], values) is starts, conclusion
+        assert evaluate(jobs["train"]["if"], values | {"vars.WMS_LAYOUT": "split"}) is starts, conclusion
     assert not re.search(r"always\(\)|cancelled\(\)|failure\(\)", jobs["start-compute"]["if"])
-    assert "needs.validate.result == 'success'" in jobs["train"]["if"]
 
 
 def _raw_batch(root: Path, make_batch: Callable[..., Path]) -> Path:
@@ -345,11 +365,7 @@ def test_raw_photos_under_auto_prepare_pass_the_validate_job_as_they_pass_the_pi
     validate job checked the raw files at data.size and rejected them all as wrong_size."""
     settings = project_dir / "wms.toml"
     settings.write_text(settings.read_text().replace("size = 64", "size = 64\nauto_prepare = true", 1))
-    [step] = [
-        s
-        for s in load("training-data-pipeline.yaml")["jobs"]["validate"]["steps"]
-        if s.get("id") == "validate"
-    ]
+    [step] = [s for s in load("data-push.yaml")["jobs"]["validate"]["steps"] if s.get("id") == "validate"]
     incoming = _raw_batch(project_dir / "incoming", make_batch)
     command = shlex.split(step["run"])
     assert command[:2] == ["wms", "data"] and "incoming" in command

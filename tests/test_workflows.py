@@ -23,6 +23,7 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 # seed-workflows.pl.md, "Zależności między workflow": who calls whom (plus the sweeper that
 # catches up any data branch left without a finished run, issue 12).
 SEED_CALLS = {
+    "data-push.yaml": set(),
     "training-data-pipeline.yaml": {"ec2-control.yaml", "deploy-model.yaml"},
     "pipeline-sweeper.yaml": {"ec2-control.yaml"},
     "release-deploy.yaml": {"ec2-control.yaml", "deploy-model.yaml"},
@@ -33,7 +34,12 @@ SEED_CALLS = {
 }
 # ... and the triggers of "Opis workflow" (with the seed's paths mapped onto this repository).
 SEED_TRIGGERS: dict[str, dict[str, Any]] = {
-    "training-data-pipeline.yaml": {"push": {"branches": ["data/**"]}},
+    # The seed's data pipeline, in two: what a data branch's push runs (no secret), and the
+    # training GitHub runs from main once that run succeeded.
+    "data-push.yaml": {"push": {"branches": ["data/**"]}},
+    "training-data-pipeline.yaml": {
+        "workflow_run": {"workflows": ["Data push"], "types": ["completed"], "branches": ["data/**"]}
+    },
     "release-deploy.yaml": {
         "push": {
             "branches": ["main"],
@@ -139,13 +145,67 @@ def test_a_cancelled_run_stops_compute_in_both_layouts(
 
 
 def test_data_pipeline_drops_no_run_and_skips_its_own_pointer_commit() -> None:
-    workflow = load("training-data-pipeline.yaml")
-    # A concurrency group keeps one pending run and a newer push replaces it: a dropped batch.
-    assert "concurrency" not in workflow
-    assert all("concurrency" not in job for job in workflow["jobs"].values())
-    assert POINTER_COMMIT_TITLE in workflow["jobs"]["validate"]["if"]
+    for name in ("data-push.yaml", "training-data-pipeline.yaml"):
+        workflow = load(name)
+        # A concurrency group keeps one pending run and a newer push replaces it: a dropped batch.
+        assert "concurrency" not in workflow
+        assert all("concurrency" not in job for job in workflow["jobs"].values())
+    assert POINTER_COMMIT_TITLE in load("data-push.yaml")["jobs"]["validate"]["if"]
     # Runs wait for the store lock instead, for hours if need be.
-    assert int(workflow["jobs"]["train"]["env"]["WMS_STORE__LOCK_WAIT_SECONDS"]) >= 3 * 3600
+    train = load("training-data-pipeline.yaml")["jobs"]["train"]
+    assert int(train["env"]["WMS_STORE__LOCK_WAIT_SECONDS"]) >= 3 * 3600
+
+
+BRANCH_EVENTS = ("pull_request", "pull_request_target")
+
+
+def runs_from_any_branch(name: str) -> bool:
+    """Whether GitHub runs `name` from a branch other than main as its file is there: a push to
+    another branch, or a pull request (workflow_run, schedule and workflow_call run main's)."""
+    on = triggers(load(name))
+    pushed = on.get("push") or {}
+    return any(e in on for e in BRANCH_EVENTS) or ("push" in on and pushed.get("branches") != ["main"])
+
+
+def test_no_workflow_a_branch_runs_names_an_environment_or_a_secret() -> None:
+    """The environments holding the secrets are limited to main (README): a job that names one
+    in a workflow run from a data branch would be refused. The training ran from the data
+    branch's push, so wms-production had to let data/** in, and a workflow pushed there could
+    name it and get its secrets and AWS role."""
+    from_branches = [p.name for p in sorted(WORKFLOWS.glob("*.yaml")) if runs_from_any_branch(p.name)]
+    assert set(from_branches) == {"data-push.yaml", "ci.yaml"}
+    for name in from_branches:
+        workflow = load(name)
+        assert "secrets." not in (WORKFLOWS / name).read_text(), name
+        for job_id, job in workflow["jobs"].items():
+            assert "environment" not in job and "uses" not in job, (name, job_id)
+
+
+def test_the_pipeline_trains_only_after_a_data_push_run_of_this_repository_succeeded() -> None:
+    pipeline = load("training-data-pipeline.yaml")
+    assert triggers(pipeline)["workflow_run"]["workflows"] == [load("data-push.yaml")["name"]]
+    # It handles a branch's files in main's cache scope: no cache, read or written.
+    assert pipeline["cache-mode"] == "none"
+    jobs = pipeline["jobs"]
+    accepted = {
+        "github.event.workflow_run.conclusion": "success",
+        "github.event.workflow_run.event": "push",
+        "github.event.workflow_run.head_repository.full_name": "o/meters",
+        "github.repository": "o/meters",
+        "needs.start-compute.result": "skipped",
+        "vars.WMS_LAYOUT": "split",
+    }
+    assert evaluate(jobs["train"]["if"], accepted)
+    assert evaluate(jobs["start-compute"]["if"], accepted | {"vars.WMS_LAYOUT": "single"})
+    for refused in (
+        {"github.event.workflow_run.conclusion": "failure"},
+        {"github.event.workflow_run.event": "pull_request"},  # a pull request's run of Data push
+        {"github.event.workflow_run.head_repository.full_name": "fork/meters"},
+    ):
+        assert not evaluate(jobs["train"]["if"], accepted | refused), refused
+        assert not evaluate(jobs["start-compute"]["if"], accepted | {"vars.WMS_LAYOUT": "single"} | refused)
+    readme = (ROOT / "README.md").read_text()
+    assert "Secrets live in three GitHub environments, each limited to `main`" in readme
 
 
 def test_reaper_runs_every_15_minutes() -> None:
@@ -226,7 +286,7 @@ def test_a_job_that_calls_a_workflow_grants_what_that_workflow_asks(name: str) -
 
 def test_seed_secrets_are_used_where_the_seed_says() -> None:
     text = {name: (WORKFLOWS / name).read_text() for name in SEED_CALLS}
-    for name in SEED_CALLS.keys() - {"ci.yaml"}:
+    for name in SEED_CALLS.keys() - {"ci.yaml", "data-push.yaml"}:  # data-push.yaml: none at all
         workflow = load(name)
         inherits = all(j.get("secrets") == "inherit" for j in workflow["jobs"].values() if "uses" in j)
         direct = all(f"secrets.{s}" in text[name] for s in AWS_SECRETS)
@@ -261,8 +321,8 @@ def _needs(job: dict[str, Any]) -> list[str]:
 # -- untrusted data branches: main's code, only data/incoming/ from the branch ------------------
 
 DEFAULT_BRANCH = "${{ github.event.repository.default_branch }}"
-GUARD = 'wms vcs guard-branch --sha "$GITHUB_SHA"'
-TAKE = 'wms vcs take-incoming --sha "$GITHUB_SHA" --out '
+GUARD = 'wms vcs guard-branch --sha "$BATCH_SHA"'
+TAKE = 'wms vcs take-incoming --sha "$BATCH_SHA" --out '
 
 
 def _checkouts(job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -276,7 +336,7 @@ def _uses_secret(step: dict[str, Any]) -> bool:
 @pytest.mark.parametrize(
     ("name", "job"),
     [
-        ("training-data-pipeline.yaml", "validate"),
+        ("data-push.yaml", "validate"),
         ("training-data-pipeline.yaml", "train"),
         ("ec2-control.yaml", "ec2"),
         ("deploy-model.yaml", "deploy"),
@@ -288,16 +348,16 @@ def test_jobs_a_data_branch_starts_check_out_mains_code(name: str, job: str) -> 
     assert checkout["with"]["ref"] == DEFAULT_BRANCH, (name, job)
 
 
-@pytest.mark.parametrize("job", ["validate", "train"])
-def test_the_guard_runs_before_any_secret_and_the_job_env_holds_none(job: str) -> None:
-    spec = load("training-data-pipeline.yaml")["jobs"][job]
+@pytest.mark.parametrize(
+    ("name", "job"), [("data-push.yaml", "validate"), ("training-data-pipeline.yaml", "train")]
+)
+def test_the_guard_runs_before_any_secret_and_the_job_env_holds_none(name: str, job: str) -> None:
+    spec = load(name)["jobs"][job]
     assert "secrets." not in yaml.safe_dump(spec.get("env", {}))
     steps = spec["steps"]
     runs = [s.get("run", "") for s in steps]
     guard = runs.index(GUARD)
-    take = next(
-        i for i, r in enumerate(runs) if r.startswith('wms vcs take-incoming --sha "$GITHUB_SHA" --out ')
-    )
+    take = next(i for i, r in enumerate(runs) if r.startswith(TAKE))
     assert guard < take
     assert not any(_uses_secret(s) for s in steps[: take + 1])
     assert _checkouts(spec)[0]["with"]["fetch-depth"] == 0
@@ -309,9 +369,14 @@ def test_the_train_job_runs_in_the_environment_and_trains_only_the_taken_pairs()
     steps = train["steps"]
     (pipeline,) = [s for s in steps if s.get("id") == "pipeline"]
     assert pipeline["run"] == (
-        'wms pipeline run --new-data .wms/incoming --branch "$GITHUB_REF_NAME" --sha "$GITHUB_SHA"'
+        'wms pipeline run --new-data .wms/incoming --branch "$BATCH_BRANCH" --sha "$BATCH_SHA"'
     )
-    assert 'wms vcs take-incoming --sha "$GITHUB_SHA" --out .wms/incoming' in [s.get("run") for s in steps]
+    assert TAKE + ".wms/incoming" in [s.get("run") for s in steps]
+    # The batch is the commit Data push checked, on its branch: never github.sha, which is main's
+    # head in a workflow_run run, and handed over in the env, never written into a script.
+    assert train["env"]["BATCH_SHA"] == "${{ github.event.workflow_run.head_sha }}"
+    assert train["env"]["BATCH_BRANCH"] == "${{ github.event.workflow_run.head_branch }}"
+    assert "github.event" not in "".join(s.get("run", "") for s in steps)
     # git pushes use the job's token (they start no workflow: the publish commit starts no run),
     # handed to git in the pipeline step only; the PAT reaches only that step, for the pull request API.
     assert pipeline["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
@@ -594,7 +659,7 @@ def test_the_train_jobs_guard_steps_refuse_a_branch_that_touches_src(
     env = {
         "PATH": f"{shim.parent}:/usr/bin:/bin",
         "PYTHONPATH": str(ROOT / "src"),
-        "GITHUB_SHA": sha,
+        "BATCH_SHA": sha,
         "GIT_CONFIG_GLOBAL": str(tmp_path / "gitconfig"),
         "HOME": str(tmp_path),
     }

@@ -1,9 +1,10 @@
 # The workflows' AWS access without long-lived keys: GitHub's OIDC provider and one role per
 # GitHub environment. Each role trusts only this repository's jobs that run in its environment
 # (the token's `sub` is repo:OWNER/NAME:environment:ENV), and allows only what those jobs do.
-# It cannot tell the pipeline's workflow from one pushed to a data branch that names the same
-# environment: AWS checks no claim besides `aud` and `sub`, and the claims naming the workflow
-# file name it on the pushed branch. README, "GitHub-hosted runners check no workflow".
+# It cannot tell one workflow from another in the same environment (AWS checks no claim besides
+# `aud` and `sub`): what keeps a workflow pushed to a data branch out is the environment's
+# limit to main, which refuses its job before GitHub issues it a token. README, "Running the
+# production loop safely".
 # Set each role's ARN as its environment's variable AWS_ROLE_ARN (Settings → Environments →
 # wms-production / wms-compute / wms-sweep → Variables), not as a repository variable: a repository-wide
 # AWS_ROLE_ARN would hand the production role to the wms-compute jobs too.

@@ -154,7 +154,9 @@ def keep_schedule(
     console.print(f"{workflow}: enabled, its schedule runs on", highlight=False)
 
 
-SHA_OPTION = typer.Option(..., "--sha", help="The pushed commit of the data branch (e.g. $GITHUB_SHA).")
+SHA_OPTION = typer.Option(
+    ..., "--sha", help="The pushed commit of the data branch (in the workflows: the one Data push checked)."
+)
 BASE_OPTION = typer.Option(
     None, "--base", help="Compare with this ref (default: git.remote/git.base_branch, fetched now)."
 )

@@ -1,9 +1,9 @@
 """What a data branch may change, and taking its new pairs without checking it out.
 
-    wms vcs guard-branch --sha "$GITHUB_SHA"                     # exit 1 when it touches more
-    wms vcs take-incoming --sha "$GITHUB_SHA" --out .wms/incoming
+    wms vcs guard-branch --sha "$BATCH_SHA"                      # exit 1 when it touches more
+    wms vcs take-incoming --sha "$BATCH_SHA" --out .wms/incoming
 
-A push to a `data/**` branch starts jobs that hold secrets, so the branch is untrusted: the
+A push to a `data/**` branch leads to jobs that hold secrets, so the branch is untrusted: the
 jobs run `main`'s code and take nothing from the branch but the files under `data.incoming`.
 `check_branch` compares the commit with its merge-base with the base branch and refuses any
 change outside that folder, a symlink or submodule anywhere, and `.gitattributes` or

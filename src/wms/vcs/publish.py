@@ -27,7 +27,7 @@ from wms.vcs.hook import IGNORED_NAMES
 from wms.vcs.mainline import main_ref
 
 NOT_ON_DATA_BRANCH = "nothing to publish: not on a data branch"  # Published.line outside a data branch
-# training-data-pipeline.yaml skips pushes whose head commit starts with this: they hold no new data.
+# data-push.yaml skips pushes whose head commit starts with this: they hold no new data.
 POINTER_COMMIT_TITLE = "Data pointers for the promoted model"
 MAIN_MERGE_TITLE = "Take in "  # the merge of main into the data branch before the pointer commit
 # Used only where git has no identity configured (a fresh CI runner).
