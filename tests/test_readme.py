@@ -608,3 +608,12 @@ def test_changing_a_machine_checks_that_no_run_holds_the_gpu_before_the_apply_st
     assert "`user_data_replace_on_change`, false here" in changing
     for address in ("aws_instance.gpu", "aws_instance.serving"):
         assert not terraform["resource"][address].get("user_data_replace_on_change", False), address
+
+
+def test_replacing_the_serving_node_checks_first_that_no_job_or_training_runs_there() -> None:
+    """In split the serving node's runner drives the trainings over SSH and the deploys: the
+    recovery procedure replaced it with no check, killing whatever job ran there."""
+    recovery = README.split("**The serving node is lost or replaced.**")[1].split("\n**")[0]
+    idle = "WMS_COMPUTE__BACKEND=ec2 wms compute status --idle && "
+    assert idle + "terraform apply -replace='aws_instance.serving[0]'" in recovery
+    assert "wms vcs runners" in recovery
