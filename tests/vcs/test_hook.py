@@ -13,6 +13,8 @@ import pytest
 from wms.vcs.git import Git
 from wms.vcs.hook import PushedRef, parse_push_lines, pre_push
 
+ROOT = Path(__file__).resolve().parents[2]
+
 if TYPE_CHECKING:
     from tests.vcs.conftest import Repo
 
@@ -174,6 +176,11 @@ def test_github_remote_gets_a_link_to_the_actions_runs(repo: Repo) -> None:
         now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
     )
     assert "https://github.com/acme/meters/actions?query=branch%3Adata%2F20260102-030405" in outcome.message
+    # The training runs from main (workflow_run), so a filter on the data branch never lists it.
+    training = "the run 'Train data/20260102-030405' on https://github.com/acme/meters/actions/workflows/"
+    assert training + "training-data-pipeline.yaml" in outcome.message
+    run_name = (ROOT / ".github/workflows/training-data-pipeline.yaml").read_text()
+    assert "\nrun-name: Train ${{ github.event.workflow_run.head_branch }}\n" in run_name
 
 
 def test_hook_file_runs_this_interpreter(repo: Repo, cli: Callable[..., object]) -> None:

@@ -176,10 +176,19 @@ _REMOTE = re.compile(
 )
 
 
+# The workflow that trains a data branch (.github/workflows): GitHub runs it from main once the
+# branch's check (Data push) passed, so it is listed under main, titled "Train <branch>".
+TRAINING_WORKFLOW = "training-data-pipeline.yaml"
+
+
 def _follow_hint(url: str, branch: str, github: bool) -> str:
     match = _REMOTE.match(url)
     if match and (github or match["host"] == "github.com"):
-        return f"https://{match['host']}/{match['path']}/actions?query={quote('branch:' + branch, safe='')}"
+        actions = f"https://{match['host']}/{match['path']}/actions"
+        return (
+            f"{actions}?query={quote('branch:' + branch, safe='')} (its check), "
+            f"then the run 'Train {branch}' on {actions}/workflows/{TRAINING_WORKFLOW}"
+        )
     return f"git switch {branch} && wms pipeline run"
 
 
