@@ -15,6 +15,7 @@ from wms.cli._common import (
     WmsGroup,
     console,
     dataset_folder,
+    on_interrupt,
     print_error,
     print_interrupted,
     state,
@@ -24,8 +25,10 @@ from wms.config import Project
 from wms.errors import RegistryError, UsageError, WmsError
 
 if TYPE_CHECKING:
+    from wms.batches import BatchLedger
     from wms.pipeline import PipelineRun, StageRecord
     from wms.registry import MlflowRegistry
+    from wms.sweep import Pending
 
 app = typer.Typer(
     cls=WmsGroup,
@@ -278,13 +281,17 @@ def sweep(
     merged, it is recorded promoted; closed, closed; one GitHub knows nothing of stays published.
     Pairs pushed onto a published batch's branch, over its pointer commit, are recorded rejected
     (push them from main); the published batch under them is settled and listed as above.
+    Training over SSH (compute.train_on = "instance", the split layout), the sweep leases the GPU
+    instance for all its batches (holder <holder>-sweep): the first batch that trains starts it,
+    the next ones find it running, and it is stopped once, after the last, on every way out.
     """
     from wms.batches import MAX_ATTEMPTS, BatchLedger
+    from wms.cli.compute import default_holder, note, open_compute
+    from wms.compute.hold import hold_across_batches
     from wms.data.store import open_store
-    from wms.errors import WmsError
+    from wms.guards import signals_raise
     from wms.sweep import delete_branches, pending
     from wms.vcs import make_git_host
-    from wms.vcs.guard import BranchRefused, take_incoming
 
     project = state(ctx).project()
     store = open_store(project)
@@ -314,7 +321,28 @@ def sweep(
         console.print(f"{'would run' if dry_run else 'running'} {item.branch} ({item.sha[:8]}): {item.why}")
     if dry_run:
         return
-    outcomes, failed = [], 0
+    # split: one start of the GPU instance for all the batches, one stop after the last (each
+    # batch's own stop leaves it to this lease, its pipeline's holder being another)
+    cfg, sweep_holder = project.settings.compute, f"{default_holder()}-sweep"
+    outcomes: list[str] = []
+    on_interrupt(ctx, "the sweep stopped; a later sweep runs the batches it left")
+    with signals_raise(), hold_across_batches(open_compute(project, sweep_holder), cfg, note):
+        failed = _run_batches(project, ledger, todo, outcomes)
+    console.print("\n".join(["sweep:", *outcomes]), highlight=False, soft_wrap=True)
+    if failed:
+        print_error(
+            f"{failed} of {len(todo)} batch(es) failed (above); a later sweep runs each again, "
+            f"{MAX_ATTEMPTS} attempts in all"
+        )
+        raise typer.Exit(1)
+
+
+def _run_batches(project: Project, ledger: BatchLedger, todo: list[Pending], outcomes: list[str]) -> int:
+    """Run each batch of `todo` in turn, its outcome added to `outcomes`; the number that failed."""
+    from wms.errors import WmsError
+    from wms.vcs.guard import BranchRefused, take_incoming
+
+    failed = 0
     for item in todo:
         incoming = project.state_dir / "incoming" / item.sha[:12]
         shutil.rmtree(incoming, ignore_errors=True)  # a retry takes the pairs afresh
@@ -331,13 +359,7 @@ def sweep(
             rejected = (ledger.get(item.sha) or {}).get("status") == "rejected"  # the batch's own fault
             failed += not rejected
             outcomes.append(f"{item.branch}: {'rejected' if rejected else 'failed'} ({exc})")
-    console.print("\n".join(["sweep:", *outcomes]), highlight=False, soft_wrap=True)
-    if failed:
-        print_error(
-            f"{failed} of {len(todo)} batch(es) failed (above); a later sweep runs each again, "
-            f"{MAX_ATTEMPTS} attempts in all"
-        )
-        raise typer.Exit(1)
+    return failed
 
 
 @app.command()

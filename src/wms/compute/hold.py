@@ -8,6 +8,8 @@
 
     with keep_job_lease(compute, cfg, notify):   # a workflow job on the instance: its run's lease
         ...
+    with hold_across_batches(compute, cfg, notify):  # a sweep: one start and one stop for its batches
+        ...
 
 Two layouts (compute.train_on): "instance" starts the machine and stops it after (training
 goes there over SSH); "here" is the workflows' self-hosted runner, where the pipeline runs on
@@ -24,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from wms.compute.base import Compute, Notify, cost_usd
+from wms.compute.base import Compute, ComputeStatus, Notify, cost_usd
 from wms.config import ComputeSettings
 from wms.errors import BackendError
 from wms.guards import Heartbeat
@@ -85,6 +87,45 @@ def keep_job_lease(compute: Compute, cfg: ComputeSettings, notify: Notify) -> It
             yield
     finally:
         renew_once()  # the jobs after this one (a deploy, the stop job) get a whole lease
+
+
+@contextmanager
+def hold_across_batches(compute: Compute, cfg: ComputeSettings, notify: Notify) -> Iterator[None]:
+    """A sweep that trains over SSH (compute.train_on = "instance"): `compute`'s holder leases the
+    instance while the block runs, so each batch's stop_compute leaves it running for the next
+    ("kept running: held by ...") and it boots once, not once per batch; as the block ends, however
+    it ends, that lease goes and the instance is stopped unless another holder still leases it.
+    Elsewhere nothing (on the instance, each batch holds its run's lease: keep_job_lease).
+
+    The lease is renewed at compute.lease_minutes while the block runs, for compute.max_hold_hours
+    at most, and only while this holder still has it (a stop from outside ends it): a sweep that
+    dies leaves the instance to the reaper within one lease, and its workflow's stop job (the run's
+    holder, sub-holders included) stops a cancelled one.
+    """
+    if not cfg.trains_remotely:
+        yield
+        return
+    since = time.monotonic()
+    compute.renew_lease()
+
+    def renew() -> None:
+        renew_within_limit(compute, cfg, since, notify, held_only=True)
+
+    try:
+        with Heartbeat(cfg.lease_minutes * 60 / 3, renew, notify):
+            yield
+    finally:
+        try:
+            stopped = compute.stop()
+        except Exception as exc:  # the lease runs out by itself; do not mask why the block ended
+            notify(f"could not stop compute ({exc}); `wms compute reap` stops it once its lease runs out")
+        else:
+            notify(f"compute: {_stop_outcome(stopped)}")
+
+
+def _stop_outcome(stopped: ComputeStatus) -> str:
+    """What a stop did: the state it left, or why it left the instance running."""
+    return stopped.detail if stopped.state == "running" and stopped.detail else stopped.state
 
 
 class ComputeHold:
@@ -164,7 +205,7 @@ class ComputeHold:
             self.compute.release_lease()
             state = "lease released; the instance keeps running for the workflow's stop job"
         else:
-            state = self.compute.stop().state
+            state = _stop_outcome(self.compute.stop())
         held = time.monotonic() - self._since if self._since is not None else 0.0
         self._since = None
         usage = run.compute
