@@ -7,6 +7,8 @@ Imports made only for type checking (`if TYPE_CHECKING:`) are left out, as they 
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 import grimp
@@ -50,3 +52,84 @@ def test_a_cycle_closed_inside_a_function_is_found_and_a_type_checking_import_is
     monkeypatch.syspath_prepend(str(tmp_path))
 
     assert import_cycles("shapes") == [["shapes.base", "shapes.circle", "shapes.base"]]
+
+
+WMS = Path(__file__).resolve().parents[1] / "src" / "wms"
+# The registry's own modules: the MLflow registry and the MLflow calls it is built on.
+REGISTRY_OWN = {"registry.py", "registry_mlflow.py"}
+REGISTRY_CLASS = re.compile(r"\b(MlflowRegistry|Registry)\b")
+
+
+def registry_private_uses(source: str) -> list[int]:
+    """The lines where `source` reads a private attribute (`._name`) of a registry object, or of
+    anything reached through one: a name annotated as a registry, assigned one, or
+    `MlflowRegistry(...)` itself."""
+    tree = ast.parse(source)
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            if REGISTRY_CLASS.search(ast.unparse(node.annotation)):
+                names.add(node.arg)
+        elif isinstance(node, ast.AnnAssign) and REGISTRY_CLASS.search(ast.unparse(node.annotation)):
+            names.add(ast.unparse(node.target).rsplit(".", 1)[-1])
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                pairs = (
+                    zip(target.elts, node.value.elts, strict=False)
+                    if (isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple))
+                    else [(target, node.value)]
+                )
+                names |= {ast.unparse(t).rsplit(".", 1)[-1] for t, v in pairs if _makes_registry(v)}
+
+    def is_registry(node: ast.expr) -> bool:
+        if isinstance(node, ast.Name):
+            return node.id in names
+        if isinstance(node, ast.Attribute):
+            return node.attr in names or is_registry(node.value)
+        return _makes_registry(node)
+
+    return sorted(
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and is_registry(node.value)
+    )
+
+
+def _makes_registry(node: ast.expr) -> bool:
+    return isinstance(node, ast.Call) and bool(
+        REGISTRY_CLASS.fullmatch(ast.unparse(node.func).split(".")[-1])
+    )
+
+
+def test_no_module_outside_the_registry_uses_a_private_attribute_of_a_registry() -> None:
+    """The registry's interface is its public methods: a module that reaches past them breaks
+    when the registry's inside changes, and bypasses what its methods guarantee."""
+    found = [
+        f"{path.relative_to(WMS.parent)}:{line}"
+        for path in sorted(WMS.rglob("*.py"))
+        if path.relative_to(WMS).as_posix() not in REGISTRY_OWN
+        for line in registry_private_uses(path.read_text())
+    ]
+    assert not found, "private attributes of a registry used at:\n" + "\n".join(found)
+
+
+def test_a_private_attribute_reached_through_a_registry_is_found_and_one_of_another_object_is_not() -> None:
+    source = (
+        "from wms.registry import MlflowRegistry\n"
+        "def prune(registry: MlflowRegistry, other: Thing) -> None:\n"
+        "    registry._call('x', registry.client.get)\n"  # 3
+        "    other._client = 1\n"
+        "    self._client = 2\n"
+        "def later(project):\n"
+        "    reg, now = MlflowRegistry(project), 0\n"
+        "    reg.get('1')\n"
+        "    return reg._client.get_run('r'), MlflowRegistry(project)._experiment_id()\n"  # 9 and 9
+        "class Job:\n"
+        "    registry: 'Registry'\n"
+        "    def run(self):\n"
+        "        return self.registry._record(1), self._other\n"  # 13
+    )
+    assert registry_private_uses(source) == [3, 9, 9, 13]

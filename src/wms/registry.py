@@ -1,12 +1,12 @@
 """Experiment tracking and the model registry, behind one small interface (wms.registry_api);
 MLflow implements it here.
 
-Nothing outside this module, wms.registry_runs (a run being written), wms.registry_prune
-(old candidates' model files reclaimed) and wms.mlflow_model (the pyfunc flavor MLflow loads)
-imports mlflow. Runs hold params, per-epoch metrics and the
-saved model (artifact folder `model/`, an MLflow model: MLmodel beside model.pt, model.json
-and model.onnx); a promoted run becomes a registered model version, and the aliases
-`production` and `previous` say which version serves. Every alias move is decided by
+Nothing outside this module, wms.registry_mlflow (MLflow's calls, their failures translated),
+wms.registry_runs (a run being written) and wms.mlflow_model (the pyfunc flavor MLflow loads)
+imports mlflow. Runs hold params, per-epoch metrics and the saved model (artifact folder
+`model/`, an MLflow model: MLmodel beside model.pt, model.json and model.onnx); a promoted run
+becomes a registered model version, and the aliases `production` and `previous` say which
+version serves. Every alias move is decided by
 `models/production_current.json` on main (`wms.production` follows it).
 """
 
@@ -34,6 +34,7 @@ from wms.registry_api import ModelRecord as ModelRecord
 from wms.registry_api import Registry as Registry
 from wms.registry_api import RunLog as RunLog
 from wms.registry_local import artifact_root, elsewhere, moved_run_folder
+from wms.registry_mlflow import MlflowCalls
 from wms.registry_runs import MODEL_ARTIFACT, MlflowRunLog, pyfunc_files
 from wms.train.spec import ONNX_FILE, SPEC_FILE, verify_model_folder
 
@@ -68,8 +69,6 @@ class MlflowRegistry:
 
     def __init__(self, project: Project) -> None:
         _quiet_mlflow()
-        from mlflow.tracking import MlflowClient
-
         self.project = project
         self.uri = project.tracking_uri
         self.model_name = project.settings.tracking.model_name
@@ -81,32 +80,8 @@ class MlflowRegistry:
                 f"MLflow at {self.uri} does not answer; check tracking.uri and that the server runs "
                 "(`wms compute status` shows the instance's MLflow URL)"
             )
-        try:
-            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-        except Exception as exc:  # the store is opened here: any failure is the setting's (or its file's)
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise RegistryError(
-                f"tracking.uri {self.uri} cannot be opened as an MLflow store: {why}; set tracking.uri to "
-                "an MLflow database (sqlite:///.wms/mlflow.db) or server (http://HOST:5000)"
-            ) from None
-
-    def _call(self, what: str, fn: Any, *args: Any, absent_ok: bool = False, **kwargs: Any) -> Any:
-        """fn(...), an MLflow failure a RegistryError; with `absent_ok`, None where MLflow answers
-        that there is no such model, version or alias. A server that cannot be reached always
-        raises: it is never "nothing in production", so the gate never judges against no baseline."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return fn(*args, **kwargs)
-        except MlflowException as exc:
-            if absent_ok and exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None  # the latter is MLflow's answer for a missing alias
-            raise RegistryError(f"MLflow at {self.uri} failed to {what}: {exc.message}") from None
-
-    def _registered(self) -> Any:
-        """The registered model, or None before its first version."""
-        get = self._client.get_registered_model
-        return self._call("read the registered model", get, self.model_name, absent_ok=True)
+        self.mlflow = MlflowCalls(self.uri)  # MLflow's calls, each failure a RegistryError
+        self._client = self.mlflow.client
 
     def _pyfunc_config(self) -> dict[str, Any]:
         # The MLflow model enforces the limits `wms serve` enforces.
@@ -120,7 +95,7 @@ class MlflowRegistry:
             if run_id is None:
                 return base
             try:
-                run = self._call("read the run", self._client.get_run, run_id)
+                run = self.mlflow.run(run_id)
             except RegistryError:  # the run is trained and logged: a link is not worth failing for
                 return base
             return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
@@ -128,7 +103,7 @@ class MlflowRegistry:
 
     def _experiment_id(self) -> str:
         name = self.project.settings.tracking.experiment
-        experiment = self._call("read experiments", self._client.get_experiment_by_name, name)
+        experiment = self.mlflow.experiment(name)
         root = artifact_root(self.project, self.uri)
         if experiment is not None:
             old = root and elsewhere(experiment.artifact_location, root)
@@ -138,11 +113,11 @@ class MlflowRegistry:
             # experiment, and its new runs would write their files into the old folder: the old
             # experiment keeps its runs under another name, and a new one is made here.
             renamed = f"{name} (id {experiment.experiment_id}, artifacts in {old})"
-            self._call(
+            self.mlflow.call(
                 "rename the experiment", self._client.rename_experiment, experiment.experiment_id, renamed
             )
         location = root.as_uri() if root else None
-        return str(self._call("create the experiment", self._client.create_experiment, name, location))
+        return str(self.mlflow.call("create the experiment", self._client.create_experiment, name, location))
 
     @contextmanager
     def start_run(self, name: str, tags: dict[str, str], run_id: str | None = None) -> Iterator[MlflowRunLog]:
@@ -153,17 +128,17 @@ class MlflowRegistry:
         wms.registry_stale marked it KILLED meanwhile, with the time in `wms.continued_at`.
         """
         if run_id is None:
-            run = self._call(
+            run = self.mlflow.call(
                 "start a run", self._client.create_run, self._experiment_id(), tags=tags, run_name=name
             )
             run_id = str(run.info.run_id)
         else:
-            self._call("continue a run", self._client.update_run, run_id, status="RUNNING")
-            if KILLED_TAG in self._call("read the run", self._client.get_run, run_id).data.tags:
-                self._call("drop a tag", self._client.delete_tag, run_id, KILLED_TAG)  # alive after all
+            self.mlflow.call("continue a run", self._client.update_run, run_id, status="RUNNING")
+            if KILLED_TAG in self.mlflow.run(run_id).data.tags:
+                self.mlflow.delete_tag(run_id, KILLED_TAG)  # alive after all
             tags = tags | {CONTINUED_TAG: datetime.now(UTC).isoformat(timespec="seconds")}
             for key, value in tags.items():
-                self._call("set a tag", self._client.set_tag, run_id, key, value)
+                self.mlflow.set_tag(run_id, key, value)
         status = "FAILED"
         try:
             yield MlflowRunLog(self._client, run_id, self._pyfunc_config())
@@ -174,11 +149,11 @@ class MlflowRegistry:
     def log_to_run(self, run_id: str, local_dir: Path, artifact_path: str, tags: dict[str, str]) -> None:
         """Add files and tags to a finished run (the gate report goes to the candidate's run)."""
         if (moved := self._moved_run_folder(run_id)) is None:
-            self._call("log artifacts", self._client.log_artifacts, run_id, str(local_dir), artifact_path)
+            self.mlflow.log_artifacts(run_id, local_dir, artifact_path)
         else:  # the project moved: MLflow would write into (and re-create) the old folder
             shutil.copytree(local_dir, moved / artifact_path, dirs_exist_ok=True)
         for key, value in tags.items():
-            self._call("set a tag", self._client.set_tag, run_id, key, value)
+            self.mlflow.set_tag(run_id, key, value)
 
     def register(self, run_id: str, tags: dict[str, str]) -> ModelRecord:
         """Make the run's saved model a new version of the registered model.
@@ -186,12 +161,14 @@ class MlflowRegistry:
         The version carries the run's `wms.*` tags (dataset version, git commit, model
         sha256, ...) without the prefix, plus `tags`, so it can be traced without the run.
         """
-        if self._registered() is None:
-            self._call("create the registered model", self._client.create_registered_model, self.model_name)
-        run = self._call("read the run", self._client.get_run, run_id)
+        if self.mlflow.registered_model(self.model_name) is None:
+            self.mlflow.call(
+                "create the registered model", self._client.create_registered_model, self.model_name
+            )
+        run = self.mlflow.run(run_id)
         source = f"{run.info.artifact_uri}/{MODEL_ARTIFACT}"
         traced = {k.removeprefix("wms."): v for k, v in run.data.tags.items() if k.startswith("wms.")}
-        mv = self._call(
+        mv = self.mlflow.call(
             "register the model",
             self._client.create_model_version,
             self.model_name,
@@ -203,7 +180,7 @@ class MlflowRegistry:
 
     def _record(self, mv: Any, aliases: list[str] | None = None) -> ModelRecord:
         # A version outlives its run (deleted in the UI, then `mlflow gc`): it is listed without metrics.
-        run = mv.run_id and self._call("read the run", self._client.get_run, mv.run_id, absent_ok=True)
+        run = mv.run_id and self.mlflow.run(mv.run_id, absent_ok=True)
         metrics, run_tags = (run.data.metrics, run.data.tags) if run else ({}, {})
         return ModelRecord(
             version=str(mv.version),
@@ -228,7 +205,8 @@ class MlflowRegistry:
         # MLflow numbers versions in 32 bits: asked for a larger one, a server fails (500) and
         # MLflow retries for about 4 minutes before saying so.
         beyond = number.isdigit() and int(number) > MAX_VERSION
-        mv = None if beyond else self._call(f"read model {ref!r}", get, self.model_name, key, absent_ok=True)
+        read = self.mlflow.call
+        mv = None if beyond else read(f"read model {ref!r}", get, self.model_name, key, absent_ok=True)
         if mv is None and number.isdigit() and (note := self._pruned_version(number)) is not None:
             raise ModelPruned(pruned_message(f"version {number} (run {note[0][:8]})", note[1]))
         if mv is None:
@@ -237,22 +215,10 @@ class MlflowRegistry:
             raise ModelNotFound(f"no model {ref!r} in {versions}; see `wms model list`")
         return self._record(mv)
 
-    def runs(self, ids: list[str], where: str = "") -> Iterator[Any]:
-        """Every active run of the experiments `ids` that the filter `where` matches, page by page."""
-        token = None
-        while True:
-            search = self._client.search_runs
-            page = self._call("search runs", search, ids, where, max_results=1000, page_token=token)
-            yield from page
-            token = page.token
-            if not token:
-                return
-
     def _pruned_version(self, number: str) -> tuple[str, str] | None:
         """The run whose version `number` `wms model prune` deleted, and its note; None if none did."""
-        experiments = self._call("read experiments", self._client.search_experiments)
-        ids = [e.experiment_id for e in experiments]
-        for run in self.runs(ids, f"tags.`{PRUNED_TAG}` LIKE '%was version%'"):
+        ids = [e.experiment_id for e in self.mlflow.experiments()]
+        for run in self.mlflow.runs(ids, f"tags.`{PRUNED_TAG}` LIKE '%was version%'"):
             note = run.data.tags[PRUNED_TAG]
             named = PRUNED_VERSIONS.search(note)
             if named and number in named.group(1).replace(" ", "").split(","):
@@ -277,16 +243,8 @@ class MlflowRegistry:
         """Point `production` at `version` and `previous` at the old one; returns the old one."""
         old = self.production()
         if old is not None and old.version != version:
-            self._call(
-                "set an alias",
-                self._client.set_registered_model_alias,
-                self.model_name,
-                PREVIOUS,
-                old.version,
-            )
-        self._call(
-            "set an alias", self._client.set_registered_model_alias, self.model_name, PRODUCTION, version
-        )
+            self.mlflow.set_alias(self.model_name, PREVIOUS, old.version)
+        self.mlflow.set_alias(self.model_name, PRODUCTION, version)
         return old
 
     def rollback(self) -> tuple[ModelRecord, ModelRecord]:
@@ -320,7 +278,7 @@ class MlflowRegistry:
         if (moved := self._moved_run_folder(run_id)) is not None:  # MLflow would list the old folder
             files = {p.name: p.stat().st_size for p in (moved / MODEL_ARTIFACT).iterdir() if p.is_file()}
         else:
-            listed = self._call("list artifacts", self._client.list_artifacts, run_id, MODEL_ARTIFACT)
+            listed = self.mlflow.list_artifacts(run_id, MODEL_ARTIFACT)
             files = {Path(f.path).name: f.file_size or 0 for f in listed if not f.is_dir}
         if MLMODEL in files:
             return "already"
@@ -329,7 +287,7 @@ class MlflowRegistry:
         if dry_run:
             return "would add"
         config = self._pyfunc_config()
-        tags = self._call("read the run", self._client.get_run, run_id).data.tags
+        tags = self.mlflow.run(run_id).data.tags
         if "wms.onnx_sha256" in tags:
             config["onnx_sha256"] = tags["wms.onnx_sha256"]
         with pyfunc_files(config, run_id, sum(files.values())) as mlflow_files:
@@ -338,13 +296,11 @@ class MlflowRegistry:
 
     def list(self) -> list[ModelRecord]:
         """All versions, oldest first."""
-        model = self._registered()
+        model = self.mlflow.registered_model(self.model_name)
         if model is None:
             return []  # nothing registered yet
         aliases = dict(model.aliases or {})
-        versions = self._call(
-            "list versions", self._client.search_model_versions, f"name='{self.model_name}'"
-        )
+        versions = self.mlflow.versions(self.model_name)
         # Search results carry no aliases, so take them from the registered model.
         by_version: dict[str, list[str]] = {}
         for alias, version in aliases.items():
@@ -359,13 +315,13 @@ class MlflowRegistry:
         differs raises RegistryError, so no command scores, gates or serves a changed model.
         """
         run_id = ref if RUN_ID.fullmatch(ref) else self.get(ref).run_id
-        run = self._call("read the run", self._client.get_run, run_id, absent_ok=True)
+        run = self.mlflow.run(run_id, absent_ok=True)
         if run is not None and PRUNED_TAG in run.data.tags:
             raise ModelPruned(pruned_message(f"run {run_id[:8]}", run.data.tags[PRUNED_TAG]))
         dst.mkdir(parents=True, exist_ok=True)
         moved = self._moved_run_folder(run_id)
         if moved is None:
-            path = self._call(
+            path = self.mlflow.call(
                 "download the model", self._client.download_artifacts, run_id, MODEL_ARTIFACT, str(dst)
             )
         else:  # the project moved: its database names the old folder (wms.registry_local)
@@ -377,12 +333,12 @@ class MlflowRegistry:
         root = artifact_root(self.project, self.uri)
         if root is None:
             return None
-        run = self._call("read the run", self._client.get_run, run_id)
+        run = self.mlflow.run(run_id)
         return moved_run_folder(run.info.artifact_uri, run_id, root)
 
     def recorded_hashes(self, run_id: str) -> dict[str, str]:
         """The sha256 of the model files, as the run recorded them (`model_sha256`, ...)."""
-        tags = self._call("read the run", self._client.get_run, run_id).data.tags
+        tags = self.mlflow.run(run_id).data.tags
         return {
             k.removeprefix("wms."): v
             for k, v in tags.items()

@@ -53,7 +53,6 @@ def prune_runs(
 ) -> list[PrunedRun]:
     """Delete the model files (and registered versions) of the runs started before `before`
     whose model never served; returns them, oldest first. With `dry_run`, nothing is deleted."""
-    client = registry._client
     versions = _versions(registry)  # (number, run id, aliased)
     kept_runs = {run_id for number, run_id, aliased in versions if aliased or number in keep}
     by_run: dict[str, list[str]] = {}
@@ -76,12 +75,12 @@ def prune_runs(
         if dry_run:
             continue
         for number in numbers:  # first, so no one promotes a version whose files are going
-            registry._call("delete a model version", client.delete_model_version, registry.model_name, number)
+            registry.mlflow.delete_version(registry.model_name, number)
         if size is not None:
             _delete_model(registry, run)
         was = f" (was version {', '.join(numbers)})" if numbers else ""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        registry._call("set a tag", client.set_tag, run_id, PRUNED_TAG, f"{now}: model files deleted{was}")
+        registry.mlflow.set_tag(run_id, PRUNED_TAG, f"{now}: model files deleted{was}")
     return sorted(pruned, key=lambda p: p.started_at)
 
 
@@ -109,14 +108,12 @@ def record_prune(registry: MlflowRegistry, when: datetime) -> None:
     experiment = _experiment(registry)
     if experiment is not None:
         value = when.isoformat(timespec="seconds")
-        registry._call(
-            "set a tag", registry._client.set_experiment_tag, experiment.experiment_id, LAST_PRUNE_TAG, value
-        )
+        registry.mlflow.set_experiment_tag(experiment.experiment_id, LAST_PRUNE_TAG, value)
 
 
 def _experiment(registry: MlflowRegistry) -> Any:
     name = registry.project.settings.tracking.experiment
-    return registry._call("read experiments", registry._client.get_experiment_by_name, name)
+    return registry.mlflow.experiment(name)
 
 
 def summary(done: list[PrunedRun], keep: set[str], before: datetime, dry_run: bool) -> list[str]:
@@ -162,11 +159,10 @@ def ever_in_production(project: Project) -> set[str]:
 def _versions(registry: MlflowRegistry) -> list[tuple[str, str, bool]]:
     """Every version: its number, its run and whether it is kept: an alias names it (search
     results carry no aliases: they come from the registered model) or the gate passed it."""
-    model = registry._registered()
+    model = registry.mlflow.registered_model(registry.model_name)
     if model is None:
         return []
-    search = registry._client.search_model_versions
-    found = registry._call("list versions", search, f"name='{registry.model_name}'")
+    found = registry.mlflow.versions(registry.model_name)
     aliased = {str(version) for version in dict(model.aliases or {}).values()}
     return [(str(v.version), v.run_id or "", str(v.version) in aliased or _passed(v)) for v in found]
 
@@ -182,11 +178,11 @@ def _runs(registry: MlflowRegistry, registered: set[str]) -> Iterator[Any]:
     (one renamed when the project moved)."""
     seen = set()
     experiment = _experiment(registry)
-    for run in registry.runs([experiment.experiment_id]) if experiment is not None else ():
+    for run in registry.mlflow.runs([experiment.experiment_id]) if experiment is not None else ():
         seen.add(run.info.run_id)
         yield run
     for run_id in sorted(registered - seen):
-        run = registry._call("read the run", registry._client.get_run, run_id, absent_ok=True)
+        run = registry.mlflow.run(run_id, absent_ok=True)
         if run is not None and run.info.lifecycle_stage == "active":
             yield run
 
@@ -210,8 +206,7 @@ def _model_bytes(registry: MlflowRegistry, run: Any) -> int | None:
 
 
 def _listed(registry: MlflowRegistry, run_id: str, path: str) -> Iterator[int]:
-    listed = registry._call("list artifacts", registry._client.list_artifacts, run_id, path)
-    for entry in listed:
+    for entry in registry.mlflow.list_artifacts(run_id, path):
         if entry.is_dir:
             yield from _listed(registry, run_id, entry.path)
         else:
@@ -223,11 +218,8 @@ def _delete_model(registry: MlflowRegistry, run: Any) -> None:
     if moved is not None:
         shutil.rmtree(moved / MODEL_ARTIFACT, ignore_errors=True)
         return
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
     try:
-        repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=registry.uri)
-        repo.delete_artifacts(MODEL_ARTIFACT)
+        registry.mlflow.delete_artifacts(run.info.artifact_uri, MODEL_ARTIFACT)
     except Exception as exc:  # an HTTP, S3 or file error: the next prune tries this run again
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RegistryError(

@@ -63,10 +63,8 @@ def end_stale_runs(
             "compute.lease_minutes), so the process training it is gone (killed, its job cancelled or "
             "timed out, or its instance stopped)"
         )
-        client = registry._client
-        registry._call("set a tag", client.set_tag, run.info.run_id, KILLED_TAG, note)
-        end = int(last.timestamp() * 1000)
-        registry._call("end a run", client.set_terminated, run.info.run_id, "KILLED", end)
+        registry.mlflow.set_tag(run.info.run_id, KILLED_TAG, note)
+        registry.mlflow.end_run(run.info.run_id, "KILLED", int(last.timestamp() * 1000))
     return sorted(stale, key=lambda s: s.started_at)
 
 
@@ -83,10 +81,10 @@ def stale_lines(stale: list[StaleRun], idle: timedelta, dry_run: bool) -> list[s
 
 def _running(registry: MlflowRegistry) -> list[Any]:
     """The RUNNING runs of the experiment and of the ones it was renamed from (the project moved)."""
-    client, name = registry._client, registry.project.settings.tracking.experiment
-    experiments = registry._call("read experiments", client.search_experiments)
+    name = registry.project.settings.tracking.experiment
+    experiments = registry.mlflow.experiments()
     ids = [e.experiment_id for e in experiments if e.name == name or e.name.startswith(f"{name} (id ")]
-    return list(registry.runs(ids, "attributes.status = 'RUNNING'")) if ids else []
+    return list(registry.mlflow.runs(ids, "attributes.status = 'RUNNING'")) if ids else []
 
 
 def _time(millis: int) -> datetime:
@@ -105,6 +103,5 @@ def _metric_times(registry: MlflowRegistry, run: Any) -> list[datetime]:
     """When each metric of the run was last logged (each epoch logs its metrics)."""
     times = []
     for key in run.data.metrics:
-        history = registry._call("read a metric", registry._client.get_metric_history, run.info.run_id, key)
-        times += [_time(m.timestamp) for m in history]
+        times += [_time(m.timestamp) for m in registry.mlflow.metric_history(run.info.run_id, key)]
     return times
