@@ -18,6 +18,7 @@ import pytest
 from wms.config import load_settings
 from wms.registry import MlflowRegistry
 from wms.registry_api import CONTINUED_TAG, KILLED_TAG
+from wms.registry_stale import end_stale_runs, idle_limit
 
 HOUR_MS = 3_600_000
 
@@ -146,3 +147,30 @@ def test_a_pipeline_run_marks_runs_left_running(
     assert run.info.status == "KILLED"
     assert "marked KILLED by `wms pipeline`" in run.data.tags[KILLED_TAG]
     assert run.info.end_time < (datetime.now(UTC) - timedelta(hours=13)).timestamp() * 1000
+
+
+@both
+def test_a_training_marked_killed_while_it_was_only_silent_ends_finished_and_not_said_killed(
+    cli: Callable[..., Any], registry: MlflowRegistry, tmp_path: Path
+) -> None:
+    """A laptop asleep with its training (suspended, not killed) through the daily prune: it wakes,
+    goes on in the same run and ends it; neither the run nor its version says it was killed."""
+    idle = idle_limit(registry.project.settings.compute)
+    with registry.start_run("train-v1", {}) as run:
+        run.log_metrics({"train_loss": 0.5}, step=1)
+        later = datetime.now(UTC) + idle + timedelta(hours=1)  # the prune of the next morning
+        assert [s.run_id for s in end_stale_runs(registry, idle, "`wms model prune`", now=later)] == [
+            run.run_id
+        ]
+        assert registry._client.get_run(run.run_id).info.status == "KILLED"
+        run.log_metrics({"train_loss": 0.4}, step=2)  # awake: its next epoch
+        (tmp_path / "model").mkdir()
+        (tmp_path / "model" / "model.pt").write_bytes(b"weights")
+        run.log_model(tmp_path / "model")
+    ended = registry._client.get_run(run.run_id)
+    assert ended.info.status == "FINISHED"
+    assert KILLED_TAG not in ended.data.tags
+    version = registry.register(run.run_id, {"gate": "fail"}).version
+    shown = cli("model", "show", version)
+    assert shown.exit_code == 0, shown.output
+    assert "marked KILLED" not in shown.output

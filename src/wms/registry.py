@@ -125,7 +125,9 @@ class MlflowRegistry:
 
         With `run_id`, that run goes on (a training job resumed from its checkpoint after its
         instance was reclaimed), so its epochs stay in one run: RUNNING again, also after
-        wms.registry_stale marked it KILLED meanwhile, with the time in `wms.continued_at`.
+        wms.registry_stale marked it KILLED meanwhile, with the time in `wms.continued_at`. A run
+        marked KILLED while its process lived on (only silent: a laptop asleep) and ended it is not
+        said to be killed: its own end drops the `wms.marked_killed` tag.
         """
         if run_id is None:
             run = self.mlflow.call(
@@ -134,8 +136,7 @@ class MlflowRegistry:
             run_id = str(run.info.run_id)
         else:
             self.mlflow.call("continue a run", self._client.update_run, run_id, status="RUNNING")
-            if KILLED_TAG in self.mlflow.run(run_id).data.tags:
-                self.mlflow.delete_tag(run_id, KILLED_TAG)  # alive after all
+            self._drop_killed_tag(run_id)
             tags = tags | {CONTINUED_TAG: datetime.now(UTC).isoformat(timespec="seconds")}
             for key, value in tags.items():
                 self.mlflow.set_tag(run_id, key, value)
@@ -145,6 +146,11 @@ class MlflowRegistry:
             status = "FINISHED"
         finally:
             self._client.set_terminated(run_id, status)
+            self._drop_killed_tag(run_id)
+
+    def _drop_killed_tag(self, run_id: str) -> None:
+        if KILLED_TAG in self.mlflow.run(run_id).data.tags:
+            self.mlflow.delete_tag(run_id, KILLED_TAG)  # alive after all
 
     def log_to_run(self, run_id: str, local_dir: Path, artifact_path: str, tags: dict[str, str]) -> None:
         """Add files and tags to a finished run (the gate report goes to the candidate's run)."""

@@ -8,7 +8,8 @@ no training holds the GPU instance longer than compute.max_hold_hours (the reape
 compute.lease_minutes later), so a RUNNING run that logged nothing for that long is dead.
 `end_stale_runs` marks each KILLED, its end time that of its last sign of life, with a tag
 (`wms.marked_killed`) saying why. A run continued later (a job resumed from its checkpoint)
-is RUNNING again, with the tag dropped and `wms.continued_at` as its sign of life.
+is RUNNING again, with the tag dropped and `wms.continued_at` as its sign of life; one whose
+process was only silent (a laptop asleep) and ends it itself drops the tag as it ends.
 """
 
 from __future__ import annotations
