@@ -26,9 +26,10 @@ from wms.errors import RegistryError, UsageError, WmsError
 
 if TYPE_CHECKING:
     from wms.batches import BatchLedger
-    from wms.pipeline import PipelineRun, StageRecord
+    from wms.pipeline import Pipeline, PipelineRun, StageRecord
     from wms.registry import MlflowRegistry
     from wms.sweep import Pending
+    from wms.vcs.commit_status import BatchStatuses
 
 app = typer.Typer(
     cls=WmsGroup,
@@ -104,9 +105,11 @@ def _run_pipeline(
     from wms.guards import Interrupted
     from wms.pipeline import Pipeline
     from wms.registry import MlflowRegistry
+    from wms.vcs.commit_status import batch_statuses
 
     # Tests inject faults this way; the value is read here, at the entry point, like the settings.
     fault = os.environ.get("WMS_FAULT_STAGE")
+    statuses = batch_statuses(project, os.environ, note) if sha else None  # the batch's commit on GitHub
     registry = MlflowRegistry(project)
     pipeline = Pipeline(
         project,
@@ -117,6 +120,8 @@ def _run_pipeline(
         holder=f"{default_holder()}-pipeline",
     )
     end_stale_training_runs(registry, project)
+    if statuses and sha:
+        statuses.show(sha, {"status": "running"})
     try:
         if resume:
             result = pipeline.resume(resume)
@@ -145,6 +150,8 @@ def _run_pipeline(
     finally:
         if pipeline.last_run is not None and pipeline.last_run.run_dir.exists():
             report_to_github(pipeline.last_run)
+        if statuses and sha:
+            show_outcome(statuses, pipeline, sha)
     if report := result.recorded_path("gate_report"):
         console.print(Markdown(report.read_text()))
         console.print(styled(f"gate report: {report.parent}", "dim"), highlight=False, soft_wrap=True)
@@ -163,6 +170,19 @@ def _run_pipeline(
     record = result.run_dir / "run.json"
     console.print(styled(f"run record: {record}", "dim"), highlight=False, soft_wrap=True)
     return result
+
+
+def show_outcome(statuses: BatchStatuses, pipeline: Pipeline, sha: str) -> None:
+    """The batch's record, as the run left it, as the status of its commit (one line if unread)."""
+    from wms.cli.compute import note
+
+    try:
+        record = pipeline.batches.get(sha)
+    except WmsError as exc:
+        note(f"the status of commit {sha[:7]} is left as it was: {exc}")
+        return
+    if record is not None:
+        statuses.show(sha, record)
 
 
 def end_stale_training_runs(registry: MlflowRegistry, project: Project) -> None:

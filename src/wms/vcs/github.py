@@ -239,6 +239,15 @@ class GitHubHost:
         )
         return str(answer.get("html_url") or f"commit {sha[:7]}")
 
+    def set_commit_status(self, sha: str, state: str, description: str, context: str, url: str = "") -> None:
+        """A status on the commit (pending, success, failure or error), shown beside its checks; the
+        token needs statuses: write. GitHub keeps the latest per `context`."""
+        fields = {"state": state, "description": description[:140], "context": context}
+        if url:
+            fields["target_url"] = url
+        create = self.client.sdk.rest.repos.create_commit_status
+        self.client.call(partial(create, self.owner, self.repo, sha, **fields))
+
     def list_runners(self) -> list[Runner]:
         """The repository's self-hosted runners (the token needs administration: read)."""
         runners: list[Runner] = []

@@ -1,0 +1,93 @@
+"""A batch's training as a status on its data commit, where the person who pushed it looks.
+
+GitHub runs the training from main once the branch's check passed (training-data-pipeline.yaml
+starts on `workflow_run`), so the run is listed under main and the data commit shows only its
+check. `wms pipeline run` and `wms pipeline sweep` therefore set a status "WMS training" on the
+batch's commit (git.host = "github", with the job's GITHUB_TOKEN; the job needs statuses: write):
+
+    pending   a run took the batch on (it may wait for the store's lock)
+    success   promoted, published (its pull request is open), not-promoted, no-new-data
+    failure   rejected (push a fixed batch), closed (its pull request was closed unmerged),
+              or failed MAX_ATTEMPTS times (the sweeper gave up)
+    error     failed: the sweeper runs it again
+
+A status that cannot be set (no permission, GitHub down) is one line; it never fails the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from wms.batches import MAX_ATTEMPTS, gave_up
+from wms.compute.base import Notify
+from wms.config import Project
+
+if TYPE_CHECKING:
+    from wms.vcs.github import GitHubHost
+
+CONTEXT = "WMS training"
+STATES = {
+    "running": "pending",
+    "promoted": "success",
+    "published": "success",
+    "not-promoted": "success",
+    "no-new-data": "success",
+    "rejected": "failure",
+    "closed": "failure",
+    "failed": "error",
+}
+
+
+def status_of(record: dict[str, Any]) -> tuple[str, str]:
+    """The commit status (state, description) that says where the batch of `record` stands."""
+    status = str(record.get("status") or "")
+    summary = str(record.get("summary") or "")
+    if status == "running":
+        return "pending", "queued or training; the run's page has its progress"
+    if gave_up(record):
+        return "failure", f"failed {MAX_ATTEMPTS} runs, not retried: {summary}; push the pairs again"
+    text = summary if summary.startswith(status.replace("-", " ")) else f"{status}: {summary}"
+    if status == "failed":
+        text += f" (the sweeper runs it again, {MAX_ATTEMPTS} runs in all)"
+    return STATES.get(status, "error"), text.rstrip(": ")
+
+
+class BatchStatuses:
+    """Sets the "WMS training" status of batch commits on GitHub; a failure is one line."""
+
+    def __init__(self, host: GitHubHost, run_url: str, notify: Notify) -> None:
+        self.host = host
+        self.run_url = run_url
+        self.notify = notify
+
+    def show(self, sha: str, record: dict[str, Any]) -> None:
+        state, description = status_of(record)
+        try:
+            self.host.set_commit_status(sha, state, description, CONTEXT, self.run_url)
+        except Exception as exc:  # the batch's outcome is recorded in the store either way
+            self.notify(
+                f"could not set the status of commit {sha[:7]} ({exc}); the job needs statuses: write"
+            )
+
+
+def batch_statuses(project: Project, env: Mapping[str, str], notify: Notify) -> BatchStatuses | None:
+    """Statuses for the batches this job runs: with git.host = "github" and the job's GITHUB_TOKEN
+    (never WMS_GITHUB_TOKEN: a status needs no more than the job's own token); otherwise none."""
+    token = env.get("GITHUB_TOKEN", "")
+    if project.settings.git.host != "github" or not token:
+        return None
+    from wms.errors import ConfigError
+    from wms.vcs import make_github_host
+
+    own = {"GITHUB_TOKEN": token, "GITHUB_REPOSITORY": env.get("GITHUB_REPOSITORY", "")}
+    try:
+        host = make_github_host(project, own)
+    except ConfigError as exc:
+        notify(f"batch commits get no status: {exc}")
+        return None
+    server, repository, run = (
+        env.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    )
+    run_url = f"{server}/{repository}/actions/runs/{run}" if server and repository and run else ""
+    return BatchStatuses(host, run_url, notify)

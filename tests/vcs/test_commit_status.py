@@ -1,0 +1,122 @@
+"""A batch's training as a status on its data commit: GitHub lists the training run under main
+(it starts on workflow_run), so the commit the person pushed says where its batch stands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from tests.conftest import TINY_SETTINGS
+from tests.vcs.test_github import REPO, FakeGitHub, github  # noqa: F401 (github: the fake API fixture)
+
+from wms.batches import MAX_ATTEMPTS
+from wms.vcs.commit_status import status_of
+
+if TYPE_CHECKING:
+    from tests.vcs.conftest import Repo
+
+BRANCH = "data/20260102-030405"
+
+
+@pytest.mark.parametrize(
+    ("record", "state", "starts"),
+    [
+        ({"status": "running"}, "pending", "queued or training"),
+        (
+            {"status": "promoted", "summary": "promoted version 3 (Dice 0.91)"},
+            "success",
+            "promoted version 3",
+        ),
+        ({"status": "published", "summary": "promoted version 3; pull request #7"}, "success", "published: "),
+        ({"status": "not-promoted", "summary": "not promoted: Dice 0.80 < 0.85"}, "success", "not promoted:"),
+        ({"status": "no-new-data", "summary": "not promoted: no new pairs"}, "success", "no-new-data: "),
+        ({"status": "rejected", "summary": "failed at validate: 2 bad files"}, "failure", "rejected: failed"),
+        ({"status": "closed", "summary": "pull request #7 closed unmerged"}, "failure", "closed: "),
+        (
+            {"status": "failed", "summary": "failed at train: out of memory", "attempts": 1},
+            "error",
+            "failed at",
+        ),
+        (
+            {"status": "failed", "summary": "failed at train", "attempts": MAX_ATTEMPTS},
+            "failure",
+            "failed 3 runs",
+        ),
+    ],
+)
+def test_each_batch_outcome_reads_as_a_commit_status(record: dict[str, Any], state: str, starts: str) -> None:
+    got_state, description = status_of(record)
+    assert (got_state, description[: len(starts)]) == (state, starts)
+    if record["status"] == "failed" and state == "error":
+        assert "the sweeper runs it again" in description
+
+
+def _broken_batch(repo: Repo, api: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A data branch whose pairs are no images (its run rejects it at once, with nothing trained),
+    the project set to GitHub (the fake API), and the job's environment as GitHub gives it."""
+    repo.write(
+        "wms.toml",
+        TINY_SETTINGS + f'\n[git]\nbase_branch = "main"\nhost = "github"\napi_url = "{api.url}"\n'
+        f'repository = "{REPO}"\n',
+    )
+    repo.commit("on github")
+    repo.git("push", "-q", "origin", "main")
+    repo.git("switch", "-q", "-c", BRANCH)
+    repo.add_pairs("m001")
+    sha = repo.commit("a batch that is not images")
+    for name, value in {
+        "GITHUB_TOKEN": "t0ken",
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_REPOSITORY": REPO,
+        "GITHUB_RUN_ID": "42",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("WMS_GITHUB_TOKEN", raising=False)
+    return sha
+
+
+def test_a_batch_run_shows_pending_then_its_outcome_on_the_batch_commit(
+    repo: Repo,
+    github: FakeGitHub,  # noqa: F811
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sha = _broken_batch(repo, github, monkeypatch)
+    github.answer(f"POST /repos/{REPO}/statuses/{sha}", 201, {"state": "pending"})
+
+    ran = cli(
+        "pipeline", "run", "--new-data", str(repo.work / "data/incoming"), "--branch", BRANCH, "--sha", sha
+    )
+
+    assert ran.exit_code != 0
+    posted = [c.body for c in github.calls(f"POST /repos/{REPO}/statuses/{sha}")]
+    assert [p["state"] for p in posted] == ["pending", "failure"], ran.output
+    assert posted[-1]["description"].startswith("rejected: ")
+    assert len(posted[-1]["description"]) <= 140
+    assert {p["context"] for p in posted} == {"WMS training"}
+    assert {p["target_url"] for p in posted} == {"https://github.com/acme/meters/actions/runs/42"}
+    # The job's own token, never the PAT: a status needs no more than statuses: write.
+    assert {c.headers["Authorization"] for c in github.calls(f"POST /repos/{REPO}/statuses/{sha}")} == {
+        "Bearer t0ken"
+    }
+
+
+def test_a_status_github_refuses_is_one_line_and_changes_nothing_of_the_run(
+    repo: Repo,
+    github: FakeGitHub,  # noqa: F811
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sha = _broken_batch(repo, github, monkeypatch)
+    github.answer(
+        f"POST /repos/{REPO}/statuses/{sha}", 403, {"message": "Resource not accessible by integration"}
+    )
+
+    ran = cli(
+        "pipeline", "run", "--new-data", str(repo.work / "data/incoming"), "--branch", BRANCH, "--sha", sha
+    )
+
+    assert ran.exit_code == 1 and "Traceback" not in ran.output
+    assert ran.output.count("the job needs statuses: write") == 2  # pending, then the outcome
+    assert "rejected" in (repo.work / ".wms/store/batches" / f"{sha}.json").read_text()
