@@ -209,7 +209,12 @@ def test_the_pipeline_trains_only_after_a_data_push_run_of_this_repository_succe
 
 
 @pytest.mark.parametrize(
-    ("name", "job"), [("training-data-pipeline.yaml", "train"), ("pipeline-sweeper.yaml", "sweep")]
+    ("name", "job"),
+    [
+        ("training-data-pipeline.yaml", "train"),
+        ("pipeline-sweeper.yaml", "find"),
+        ("pipeline-sweeper.yaml", "sweep"),
+    ],
 )
 def test_the_jobs_that_run_batches_may_set_their_commits_status(name: str, job: str) -> None:
     """The training runs from main, so its run is not listed on the batch's commit: the pipeline
@@ -278,7 +283,11 @@ def test_permissions_are_explicit_and_least(name: str) -> None:
         granted = job.get("permissions", workflow["permissions"])  # a job's own replace the workflow's
         writes = {k for k, v in granted.items() if v == "write"}
         allowed = {"actions"} if job_id == "keep-schedule" else {"contents", "pull-requests", "id-token"}
-        if (name, job_id) in (("training-data-pipeline.yaml", "train"), ("pipeline-sweeper.yaml", "sweep")):
+        if (name, job_id) in (
+            ("training-data-pipeline.yaml", "train"),
+            ("pipeline-sweeper.yaml", "find"),
+            ("pipeline-sweeper.yaml", "sweep"),
+        ):
             allowed |= {"statuses"}  # the batch's commit status
         assert writes <= allowed, (name, job_id, writes)
 

@@ -52,11 +52,15 @@ def check_sha(sha: str) -> str:
 
 
 class BatchLedger:
-    """The batch records of one dataset store."""
+    """The batch records of one dataset store; `on_write` sees each record once it is written
+    (the sweep shows refusals and settled pull requests on the batch's commit)."""
 
-    def __init__(self, fs: Any, store_root: str) -> None:
+    def __init__(
+        self, fs: Any, store_root: str, on_write: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.fs = fs
         self.root = f"{store_root}/batches"
+        self.on_write = on_write
 
     def _path(self, sha: str) -> str:
         return f"{self.root}/{check_sha(sha)}.json"
@@ -77,6 +81,8 @@ class BatchLedger:
             self.fs.makedirs(self.root, exist_ok=True)
             # Whole or not at all: a record cut short would read as a batch never run.
             put_file(self.fs, self._path(record["sha"]), (json.dumps(record, indent=1) + "\n").encode())
+        if self.on_write is not None:
+            self.on_write(record)
 
     def with_status(self, status: str) -> list[dict[str, Any]]:
         """Every record that says `status`; reads them all (one request each on S3), so call it rarely."""

@@ -8,13 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from tests.conftest import TINY_SETTINGS
-from tests.vcs.test_github import REPO, FakeGitHub, github  # noqa: F401 (github: the fake API fixture)
+from tests.vcs.test_github import REPO, FakeGitHub, github
 
 from wms.batches import MAX_ATTEMPTS
 from wms.vcs.commit_status import status_of
 
 if TYPE_CHECKING:
     from tests.vcs.conftest import Repo
+
+__all__ = ["github"]  # the fake GitHub API fixture, used here too
 
 BRANCH = "data/20260102-030405"
 
@@ -78,7 +80,7 @@ def _broken_batch(repo: Repo, api: FakeGitHub, monkeypatch: pytest.MonkeyPatch) 
 
 def test_a_batch_run_shows_pending_then_its_outcome_on_the_batch_commit(
     repo: Repo,
-    github: FakeGitHub,  # noqa: F811
+    github: FakeGitHub,
     cli: Callable[..., Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -104,7 +106,7 @@ def test_a_batch_run_shows_pending_then_its_outcome_on_the_batch_commit(
 
 def test_a_status_github_refuses_is_one_line_and_changes_nothing_of_the_run(
     repo: Repo,
-    github: FakeGitHub,  # noqa: F811
+    github: FakeGitHub,
     cli: Callable[..., Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -120,3 +122,27 @@ def test_a_status_github_refuses_is_one_line_and_changes_nothing_of_the_run(
     assert ran.exit_code == 1 and "Traceback" not in ran.output
     assert ran.output.count("the job needs statuses: write") == 2  # pending, then the outcome
     assert "rejected" in (repo.work / ".wms/store/batches" / f"{sha}.json").read_text()
+
+
+def test_a_branch_the_sweeper_refuses_says_so_on_its_commit_once(
+    repo: Repo,
+    github: FakeGitHub,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweeper's look refuses a branch that changes code: no run ever takes it, so only the
+    sweep can say so on the commit the person pushed."""
+    _broken_batch(repo, github, monkeypatch)
+    repo.write("src/app.py", "print('changed')\n")
+    sha = repo.commit("code on a data branch")
+    repo.git("push", "-q", "origin", BRANCH)
+    repo.git("switch", "-q", "main")
+    github.answer(f"POST /repos/{REPO}/statuses/{sha}", 201, {})
+
+    for _ in range(2):
+        looked = cli("pipeline", "sweep", "--dry-run")
+        assert looked.exit_code == 0, looked.output
+
+    [posted] = [c.body for c in github.calls(f"POST /repos/{REPO}/statuses/{sha}")]  # once: then finished
+    assert posted["state"] == "failure"
+    assert posted["description"].startswith(f"rejected: refused commit {sha[:12]}: it changes src/app.py")

@@ -26,10 +26,9 @@ from wms.errors import RegistryError, UsageError, WmsError
 
 if TYPE_CHECKING:
     from wms.batches import BatchLedger
-    from wms.pipeline import Pipeline, PipelineRun, StageRecord
+    from wms.pipeline import PipelineRun, StageRecord
     from wms.registry import MlflowRegistry
     from wms.sweep import Pending
-    from wms.vcs.commit_status import BatchStatuses
 
 app = typer.Typer(
     cls=WmsGroup,
@@ -151,7 +150,7 @@ def _run_pipeline(
         if pipeline.last_run is not None and pipeline.last_run.run_dir.exists():
             report_to_github(pipeline.last_run)
         if statuses and sha:
-            show_outcome(statuses, pipeline, sha)
+            statuses.show_outcome(pipeline.batches, sha)
     if report := result.recorded_path("gate_report"):
         console.print(Markdown(report.read_text()))
         console.print(styled(f"gate report: {report.parent}", "dim"), highlight=False, soft_wrap=True)
@@ -170,19 +169,6 @@ def _run_pipeline(
     record = result.run_dir / "run.json"
     console.print(styled(f"run record: {record}", "dim"), highlight=False, soft_wrap=True)
     return result
-
-
-def show_outcome(statuses: BatchStatuses, pipeline: Pipeline, sha: str) -> None:
-    """The batch's record, as the run left it, as the status of its commit (one line if unread)."""
-    from wms.cli.compute import note
-
-    try:
-        record = pipeline.batches.get(sha)
-    except WmsError as exc:
-        note(f"the status of commit {sha[:7]} is left as it was: {exc}")
-        return
-    if record is not None:
-        statuses.show(sha, record)
 
 
 def end_stale_training_runs(registry: MlflowRegistry, project: Project) -> None:
@@ -312,6 +298,7 @@ def sweep(
     from wms.guards import signals_raise
     from wms.sweep import delete_branches, pending
     from wms.vcs import make_git_host
+    from wms.vcs.commit_status import batch_statuses
 
     project = state(ctx).project()
     store = open_store(project)
@@ -319,7 +306,9 @@ def sweep(
 
     notes: list[str] = []
     merged: list[str] = []
-    ledger = BatchLedger(store.fs, store.root)
+    # A refused branch, a settled pull request: said on the batch's commit too (a run says its own)
+    statuses = batch_statuses(project, os.environ, note)
+    ledger = BatchLedger(store.fs, store.root, on_write=statuses.show_record if statuses else None)
     todo = pending(project, ledger, notes, merged, git_host=lambda: make_git_host(project))
     write_github_output({"pending": str(len(todo))})  # the sweeper workflow starts compute only for work
     if merged:  # main has their batches: nothing reads these branches any more

@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from wms.batches import MAX_ATTEMPTS, gave_up
+from wms.batches import MAX_ATTEMPTS, BatchLedger, gave_up
 from wms.compute.base import Notify
 from wms.config import Project
+from wms.errors import WmsError
 
 if TYPE_CHECKING:
     from wms.vcs.github import GitHubHost
@@ -60,6 +61,20 @@ class BatchStatuses:
         self.host = host
         self.run_url = run_url
         self.notify = notify
+
+    def show_outcome(self, ledger: BatchLedger, sha: str) -> None:
+        """The batch's record, as its run left it, on its commit (one line where it cannot be read)."""
+        try:
+            record = ledger.get(sha)
+        except WmsError as exc:
+            self.notify(f"the status of commit {sha[:7]} is left as it was: {exc}")
+            return
+        if record is not None:
+            self.show(sha, record)
+
+    def show_record(self, record: dict[str, Any]) -> None:
+        """`show` for a batch record as the ledger writes it (it names its commit)."""
+        self.show(str(record["sha"]), record)
 
     def show(self, sha: str, record: dict[str, Any]) -> None:
         state, description = status_of(record)
