@@ -120,7 +120,7 @@ def test_a_status_github_refuses_is_one_line_and_changes_nothing_of_the_run(
     )
 
     assert ran.exit_code == 1 and "Traceback" not in ran.output
-    assert ran.output.count("the job needs statuses: write") == 2  # pending, then the outcome
+    assert ran.output.count("the job's token needs statuses: write") == 2  # pending, then the outcome
     assert "rejected" in (repo.work / ".wms/store/batches" / f"{sha}.json").read_text()
 
 

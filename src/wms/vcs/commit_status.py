@@ -81,9 +81,9 @@ class BatchStatuses:
         try:
             self.host.set_commit_status(sha, state, description, CONTEXT, self.run_url)
         except Exception as exc:  # the batch's outcome is recorded in the store either way
-            self.notify(
-                f"could not set the status of commit {sha[:7]} ({exc}); the job needs statuses: write"
-            )
+            refused = getattr(exc, "status", 0) in (403, 404)  # GitHub's answers to a token without it
+            hint = "; the job's token needs statuses: write" if refused else ""
+            self.notify(f"could not set the status of commit {sha[:7]} ({exc}){hint}")
 
 
 def batch_statuses(project: Project, env: Mapping[str, str], notify: Notify) -> BatchStatuses | None:
