@@ -246,7 +246,9 @@ def run(
     alias follows main. In CI the checkout holds main's code and --branch/--sha name the data
     branch whose pairs (`wms vcs take-incoming`) are in --new-data; the outcome of every
     batch is recorded in the store, so `wms pipeline sweep` can catch up any that is left; a
-    batch named with --branch whose record is already finished is not run again.
+    batch named with --branch whose record is already finished is not run again. On GitHub
+    (git.host = github, GITHUB_TOKEN set) the --sha commit gets the status "WMS training":
+    pending, then the outcome.
     """
     from wms.batches import check_sha
 
