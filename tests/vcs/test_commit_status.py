@@ -78,6 +78,13 @@ def _broken_batch(repo: Repo, api: FakeGitHub, monkeypatch: pytest.MonkeyPatch) 
     return sha
 
 
+def run_batch(cli: Callable[..., Any], repo: Repo, sha: str) -> Any:
+    """The train job's pipeline step for the batch commit `sha` (its pairs taken into data/incoming)."""
+    return cli(
+        "pipeline", "run", "--new-data", str(repo.work / "data/incoming"), "--branch", BRANCH, "--sha", sha
+    )
+
+
 def test_a_batch_run_shows_pending_then_its_outcome_on_the_batch_commit(
     repo: Repo,
     github: FakeGitHub,
@@ -87,9 +94,7 @@ def test_a_batch_run_shows_pending_then_its_outcome_on_the_batch_commit(
     sha = _broken_batch(repo, github, monkeypatch)
     github.answer(f"POST /repos/{REPO}/statuses/{sha}", 201, {"state": "pending"})
 
-    ran = cli(
-        "pipeline", "run", "--new-data", str(repo.work / "data/incoming"), "--branch", BRANCH, "--sha", sha
-    )
+    ran = run_batch(cli, repo, sha)
 
     assert ran.exit_code != 0
     posted = [c.body for c in github.calls(f"POST /repos/{REPO}/statuses/{sha}")]
@@ -115,9 +120,7 @@ def test_a_status_github_refuses_is_one_line_and_changes_nothing_of_the_run(
         f"POST /repos/{REPO}/statuses/{sha}", 403, {"message": "Resource not accessible by integration"}
     )
 
-    ran = cli(
-        "pipeline", "run", "--new-data", str(repo.work / "data/incoming"), "--branch", BRANCH, "--sha", sha
-    )
+    ran = run_batch(cli, repo, sha)
 
     assert ran.exit_code == 1 and "Traceback" not in ran.output
     assert ran.output.count("the job's token needs statuses: write") == 2  # pending, then the outcome

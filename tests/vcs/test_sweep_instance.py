@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from tests.conftest import TINY_SETTINGS, Ec2Box
+from tests.vcs.test_every_batch import push_batch
 
 import wms.pipeline
 import wms.vcs.guard
@@ -24,7 +25,6 @@ from wms.compute.ec2 import Ec2Compute
 from wms.compute.ec2_instance import Ec2Instance
 from wms.compute.leases import HOLDER_TAG_PREFIX, parse_time
 from wms.config import ComputeSettings
-from wms.data.synth import synthesize
 from wms.errors import BackendError
 from wms.guards import Interrupted
 from wms.runs import PipelineRun, StageRecord, TrainedRun
@@ -33,18 +33,6 @@ if TYPE_CHECKING:
     from tests.vcs.conftest import Repo
 
 pytestmark = pytest.mark.slow
-
-
-def push_batch(repo: Repo, name: str, seed: int) -> str:
-    """A data branch with its own synthetic pairs, pushed to the remote only (as the hook leaves it)."""
-    branch = f"data/{name}"
-    repo.git("switch", "-q", "-c", branch, "main")
-    synthesize(repo.work / "data" / "incoming", count=24, size=64, seed=seed)
-    sha = repo.commit(f"batch {name}")
-    repo.git("push", "-q", "origin", branch)
-    repo.git("switch", "-q", "main")
-    repo.git("branch", "-q", "-D", branch)
-    return sha
 
 
 class Requests:
