@@ -94,15 +94,18 @@ def test_the_sweep_role_reaches_the_batch_records_alone(terraform: dict[str, Any
 
 def test_the_readme_says_what_the_roles_and_environments_cannot_tell_apart(terraform: dict[str, Any]) -> None:
     """The trust matches `sub` alone, which names the environment and not the workflow file: a
-    workflow pushed to a data branch that names wms-production on a GitHub-hosted runner (where no
-    pre-job check runs) gets its role and secrets. The README said only jobs that declare an
-    environment see its secrets and that reviewers are optional, as if naming one were guarded."""
+    workflow pushed to a data branch that named wms-production on a GitHub-hosted runner (where no
+    pre-job check runs) got its role and secrets while the environment had to admit data/**. What
+    keeps it out now is the environments' limit to main, which the README must have set."""
     (statement,) = terraform["data"]["aws_iam_policy_document.assume_github"]["statement"]
     checked = {c["variable"].rsplit(":", 1)[1] for c in statement["condition"]}
     assert checked == {"aud", "sub"}  # AWS checks no other claim of GitHub's token
     readme = " ".join((REPO / "README.md").read_text().split())
     assert "**GitHub-hosted runners check no workflow**" in readme
-    assert "names `environment: wms-production` gets that environment's secrets" in readme
-    assert "never as it is on `main`" in readme  # workflow_ref, job_workflow_ref
-    assert "What protects `wms-production` is therefore one of: required reviewers on it" in readme
-    assert "add required reviewers here unless a ruleset keeps workflow changes off" in readme
+    assert "Secrets live in three GitHub environments, each limited to `main`" in readme
+    assert (
+        "each role trusts only tokens whose `sub` is `repo:OWNER/NAME:environment:<its environment>`"
+        in readme
+    )
+    assert "GitHub's token names the workflow file only as it is on the pushed branch" in readme
+    assert "each environment limited to `main`" in readme  # the setup's secrets paragraph
