@@ -251,6 +251,21 @@ class FakeCluster:
 
 REPO = Path(__file__).resolve().parents[2]
 
+
+def write_kubeconfig(path: Path, server: str) -> None:
+    """A kubeconfig whose current context reaches `server` with the fake cluster's TOKEN."""
+    path.write_text(
+        json.dumps(
+            {
+                "current-context": "k3s",
+                "contexts": [{"name": "k3s", "context": {"cluster": "c", "user": "u"}}],
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": TOKEN}}],
+            }
+        )
+    )
+
+
 FAKE_TOOL = """#!{python}
 import json, os, sys
 args = sys.argv[1:]
@@ -309,16 +324,7 @@ def cluster_project(
     served = load_folder(exported_model, ModelCard(version="1", onnx_sha256=sha))
     with live_server(create_app(served, ServeSettings())) as pod, FakeCluster(log, state, pod.url) as cluster:
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "current-context": "k3s",
-                    "contexts": [{"name": "k3s", "context": {"cluster": "c", "user": "u"}}],
-                    "clusters": [{"name": "c", "cluster": {"server": cluster.url}}],
-                    "users": [{"name": "u", "user": {"token": TOKEN}}],
-                }
-            )
-        )
+        write_kubeconfig(kubeconfig, cluster.url)
         with (served_project / "wms.toml").open("a") as fh:
             fh.write(f'\n[deploy]\ntarget = "k8s"\nkeep_namespaces = 2\nkubeconfig = "{kubeconfig}"\n')
         yield served_project, cluster

@@ -56,11 +56,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+@contextlib.contextmanager
+def running_sshd(folder: Path, *settings: str) -> Iterator[Sshd]:
+    """An sshd on a free loopback port with keys of its own in `folder`; `settings` are more
+    sshd_config lines (`SetEnv NAME=VALUE`: what every session's environment holds)."""
     if not SSHD.is_file():
         pytest.skip("no OpenSSH server at /usr/sbin/sshd; `make test` installs it (Debian openssh-server)")
-    folder = tmp_path_factory.mktemp("sshd")
     for name, kind in (("host_key", "ed25519"), ("client_key", "ed25519")):
         subprocess.run(
             ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(folder / name)],
@@ -84,6 +85,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
                 "UsePAM no",
                 "Subsystem sftp internal-sftp",
                 "LogLevel ERROR",
+                *settings,
             ]
         )
         + "\n"
@@ -104,10 +106,18 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
                 proc.kill()
                 pytest.fail(f"sshd did not start: {(folder / 'sshd.log').read_text()[-2000:]}")
             time.sleep(0.1)
-    yield Sshd(port=port, user=getpass.getuser(), key=folder / "client_key", pid=proc.pid, folder=folder)
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    try:
+        yield Sshd(port=port, user=getpass.getuser(), key=folder / "client_key", pid=proc.pid, folder=folder)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

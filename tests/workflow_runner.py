@@ -1,0 +1,144 @@
+"""A workflow job's `run:` steps, run as a GitHub runner runs them: bash, the job's and each step's
+`env:` resolved from a context of `${{ }}` names (the event, vars, secrets, needs, steps), real
+$GITHUB_OUTPUT and $GITHUB_STEP_SUMMARY files, and the repository's own `uses:` actions done by
+their equivalents here (see Runner). Used by tests/test_loop_rehearsal.py."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.test_workflow_credentials import _wms_on_path, read_github_output
+from tests.test_workflows import ROOT, load, triggers
+
+# -- `${{ }}` as GitHub evaluates the few forms the workflows use ----------------------------------
+
+TOKEN = re.compile(r"\s*('[^']*'|[A-Za-z_][\w.\-]*|==|!=|&&|\|\||!|\(|\)|,)")
+FUNCTIONS = {
+    "always": lambda: True,
+    "success": lambda: True,  # a job stops at its first failed step here: no later step runs after one
+    "failure": lambda: False,
+    "cancelled": lambda: False,
+    "startsWith": lambda text, prefix: str(text).lower().startswith(str(prefix).lower()),
+}
+
+
+def value_of(expression: str, context: dict[str, Any]) -> Any:
+    """An expression's value: names read from `context` (a missing one is empty, as GitHub reads
+    an unset variable or output), `&&`/`||` returning an operand as GitHub's do."""
+    inner, python, at = expression.strip().removeprefix("${{").removesuffix("}}"), [], 0
+    while at < len(inner.rstrip()):
+        token = TOKEN.match(inner, at)
+        assert token, f"cannot read {inner[at:]!r}"
+        word, at = token[1], token.end()
+        if word.startswith("'"):
+            python.append(repr(word[1:-1]))
+        elif word in ("&&", "||", "!"):
+            python.append({"&&": " and ", "||": " or ", "!": " not "}[word])
+        elif word in ("true", "false"):
+            python.append(str(word == "true"))
+        elif word in FUNCTIONS:
+            python.append(word)
+        elif word[0].isalpha() or word[0] == "_":
+            python.append(repr(context.get(word, "")))
+        else:
+            python.append(word)
+    return eval("".join(python), {"__builtins__": {}}, FUNCTIONS)  # only the repository's own workflows
+
+
+def text_of(value: Any) -> str:
+    """A value as it lands in an environment variable or an output."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def resolve(text: Any, context: dict[str, Any]) -> str:
+    return re.sub(r"\$\{\{(.*?)\}\}", lambda m: text_of(value_of(m[1], context)), str(text))
+
+
+# -- a job's steps as the runner runs them -------------------------------------------------------
+
+
+@dataclass
+class Runner:
+    """A self-hosted or GitHub-hosted runner: its environment, and what the `uses:` steps stand for."""
+
+    url: str  # the served repository
+    token: str  # the job's github.token
+    run_id: str  # GITHUB_RUN_ID
+    repository: str  # GITHUB_REPOSITORY, owner/name
+    base_env: dict[str, str]
+    aws_env: dict[str, str]
+    tmp: Path
+    summaries: list[str] = field(default_factory=list)
+
+    def checkout(self, folder: Path) -> None:
+        """actions/checkout of main, persist-credentials false: its token reaches git for the
+        clone only (an extra header, as the action passes it) and stays off disk."""
+        basic = base64.b64encode(f"x-access-token:{self.token}".encode()).decode()
+        header = f"http.extraHeader=Authorization: Basic {basic}"
+        git(self.tmp, "-c", header, "clone", "-q", "-b", "main", self.url, str(folder), env=self.base_env)
+
+    def run_job(
+        self, workflow: str, job_id: str, context: dict[str, Any], unlike_github: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        """Run the job's steps in a fresh checkout of main; its `outputs:` as GitHub resolves them.
+        `unlike_github` replaces variables of the job's `env:` that cannot hold here."""
+        job = load(workflow)["jobs"][job_id]
+        assert value_of(job.get("if", "success()"), context), f"{workflow} {job_id} would not run"
+        folder = self.tmp / f"{workflow}-{job_id}"
+        env = dict(self.base_env) | {k: resolve(v, context) for k, v in job.get("env", {}).items()}
+        env |= {"GITHUB_RUN_ID": self.run_id, "GITHUB_REPOSITORY": self.repository, "GITHUB_ACTIONS": "true"}
+        env |= unlike_github or {}
+        steps: dict[str, Any] = {}
+        for number, step in enumerate(job["steps"]):
+            uses = str(step.get("uses", ""))
+            if uses.startswith("actions/checkout@"):
+                self.checkout(folder)
+            elif uses == "./.github/actions/setup-wms":
+                env["PATH"] = f"{_wms_on_path(self.tmp / 'bin')}:{env['PATH']}"
+                env["PYTHONPATH"] = str(ROOT / "src")
+            elif uses == "./.github/actions/aws-credentials":
+                env |= self.aws_env
+            else:
+                seen = context | steps
+                if not value_of(step.get("if", "success()"), seen):
+                    continue
+                files = self.tmp / f"{job_id}-{number}"
+                output, summary = files.with_suffix(".output"), files.with_suffix(".md")
+                output.touch()
+                summary.touch()
+                step_env = {k: resolve(v, seen) for k, v in step.get("env", {}).items()}
+                done = subprocess.run(
+                    ["bash", "-e", "-c", step["run"]],
+                    cwd=folder,
+                    env=env | step_env | {"GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)},
+                    capture_output=True,
+                    text=True,
+                    timeout=240,
+                )
+                assert done.returncode == 0, f"{workflow} {job_id}: {step.get('name')}\n{done.stderr[-4000:]}"
+                self.summaries.append(summary.read_text())
+                if "id" in step:
+                    steps |= {
+                        f"steps.{step['id']}.outputs.{k}": v for k, v in read_github_output(output).items()
+                    }
+        return {k: resolve(v, context | steps) for k, v in job.get("outputs", {}).items()}
+
+
+def inputs_of(workflow: str, given: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """A called workflow's `inputs.*`: the caller's `with:` resolved, else the declared default."""
+    declared = triggers(load(workflow))["workflow_call"]["inputs"]
+    values = {f"inputs.{k}": spec.get("default", "") for k, spec in declared.items()}
+    for key, value in given.items():
+        text = str(value)
+        values[f"inputs.{key}"] = value_of(text, context) if text.startswith("${{") else value
+    return values
+
+
+def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
