@@ -218,8 +218,11 @@ def test_the_pipeline_trains_only_after_a_data_push_run_of_this_repository_succe
 )
 def test_the_jobs_that_run_batches_may_set_their_commits_status(name: str, job: str) -> None:
     """The training runs from main, so its run is not listed on the batch's commit: the pipeline
-    says where the batch stands as a status there, with the job's own token."""
+    says where the batch stands as a status there, with the job's own token. Each job talks to
+    GitHub as its host: the sweeper's look ran with the default local host, so it never saw a
+    published batch's pull request closed unmerged (and the sweep job runs only for work)."""
     spec = load(name)["jobs"][job]
+    assert spec["env"]["WMS_GIT__HOST"] == "github"
     assert spec["permissions"]["statuses"] == "write"
     (step,) = [
         s
