@@ -238,6 +238,8 @@ def test_a_pushed_batch_is_trained_promoted_merged_deployed_and_the_gpu_stopped(
         github.answer(f"POST /repos/{REPO}/pulls", 201, PR)
         github.answer(f"POST /repos/{REPO}/issues/{PR['number']}/labels", 200, [])
         github.answer("POST /graphql", 200, {"data": {"enablePullRequestAutoMerge": {"pullRequest": {}}}})
+        statuses = f"POST /repos/{REPO}/statuses/{sha}"  # "WMS training" on the batch's commit
+        github.answer(statuses, 201, {})
         event = repository | {
             "github.event_name": "workflow_run",
             "github.event.workflow_run.head_sha": sha,
@@ -309,6 +311,11 @@ def test_a_pushed_batch_is_trained_promoted_merged_deployed_and_the_gpu_stopped(
         sweep = repository | {"github.event_name": "schedule"}
         found = runner.run_job("pipeline-sweeper.yaml", "find", sweep, {"WMS_GIT__API_URL": github.url})
         assert found["pending"] == "0", found
+        # The commit the labeller pushed said where its batch stood at each turn.
+        shown = [(c.body["state"], c.body["description"]) for c in github.calls(statuses)]
+        assert [state for state, _ in shown] == ["pending", "success", "success"], shown
+        assert shown[1][1].startswith(f"published: promoted version {version}")
+        assert shown[2][1].startswith("promoted")  # the sweeper's look, once main had it
         main_pointer = git(served, "--git-dir", str(bare), "show", "main:models/production_current.json")
         on_main_now = git(
             served, "--git-dir", str(bare), "ls-tree", "-r", "--name-only", "main", "data/incoming"
@@ -316,9 +323,8 @@ def test_a_pushed_batch_is_trained_promoted_merged_deployed_and_the_gpu_stopped(
 
     # What an operator would look at.
     record = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"store/batches/{sha}.json")
-    assert (
-        json.loads(record["Body"].read())["status"] == "promoted"
-    )  # the sweeper's look settled it  # its pull request auto-merges
+    # Its pull request auto-merged, and the sweeper's look settled the record.
+    assert json.loads(record["Body"].read())["status"] == "promoted"
     from mlflow import MlflowClient
 
     assert MlflowClient(mlflow_server).get_model_version_by_alias(name, "production").version == version
