@@ -126,6 +126,25 @@ def test_a_symlink_under_incoming_is_refused_and_nothing_is_written(
     assert "**Refused.**" in summary.read_text()
 
 
+def test_the_jobs_summary_shows_the_guards_table_once_for_the_guard_and_take_steps(
+    repo: Repo, tmp_path: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both steps check the commit (take-incoming again, as it writes the files); both wrote the
+    table, so each job's Summary page showed "Data branch guard" twice."""
+    repo.git("switch", "-q", "-c", "data/x")
+    repo.add_pairs("m001")
+    sha = repo.commit("a pair")
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert cli("vcs", "guard-branch", "--sha", sha, "--base", "main").exit_code == 0
+    assert (
+        cli("vcs", "take-incoming", "--sha", sha, "--base", "main", "--out", tmp_path / "in").exit_code == 0
+    )
+    text = summary.read_text()
+    assert text.count("### Data branch guard") == 1
+    assert "took 2 file(s) of commit" in text
+
+
 def test_a_submodule_is_refused(repo: Repo) -> None:
     repo.git("switch", "-q", "-c", "data/x")
     head = repo.out("rev-parse", "HEAD")

@@ -162,8 +162,11 @@ BASE_OPTION = typer.Option(
 )
 
 
-def _checked(ctx: typer.Context, sha: str, base: str | None, pull_request: bool = False) -> BranchCheck:
-    """Check the commit against its base and write the step summary; BranchRefused when it may not run."""
+def _checked(
+    ctx: typer.Context, sha: str, base: str | None, pull_request: bool = False, summary_if_clean: bool = True
+) -> BranchCheck:
+    """Check the commit against its base and write the step summary (with `summary_if_clean` off,
+    only a refusal's); BranchRefused when it may not run."""
     from wms.report import write_step_summary
     from wms.vcs.guard import guard_branch, require_clean
     from wms.vcs.publish import pointer_files
@@ -171,7 +174,8 @@ def _checked(ctx: typer.Context, sha: str, base: str | None, pull_request: bool 
     project = state(ctx).project()
     also = tuple(p.as_posix() for p in pointer_files(project)) if pull_request else ()
     check = guard_branch(project, sha, base, also)
-    write_step_summary(check.markdown())
+    if summary_if_clean or not check.ok:
+        write_step_summary(check.markdown())
     return require_clean(check)
 
 
@@ -215,12 +219,15 @@ def take_incoming(
 
     The files are read from git's object store; nothing from the branch is run.
     """
-    from wms.report import write_github_output
+    from wms.report import write_github_output, write_step_summary
     from wms.vcs import Git
     from wms.vcs.guard import write_incoming
 
-    check = _checked(ctx, sha, base)
+    # The guard step before it wrote the check's table to the job's summary; a second copy is noise.
+    check = _checked(ctx, sha, base, summary_if_clean=False)
     project = state(ctx).project()
     written = write_incoming(Git(project.root), check.sha, project.settings.data.incoming, out)
-    console.print(f"took {len(written)} file(s) of commit {check.sha[:12]} into {out}", highlight=False)
+    line = f"took {len(written)} file(s) of commit {check.sha[:12]} into {out}"
+    console.print(line, highlight=False)
+    write_step_summary(f"Data branch guard passed; {line}.\n")
     write_github_output({"incoming": str(out), "files": str(len(written))})
