@@ -85,11 +85,16 @@ class Runner:
     def run_job(
         self, workflow: str, job_id: str, context: dict[str, Any], unlike_github: dict[str, str] | None = None
     ) -> dict[str, str]:
-        """Run the job's steps in a fresh checkout of main; its `outputs:` as GitHub resolves them.
-        `unlike_github` replaces variables of the job's `env:` that cannot hold here."""
+        """Run the job's steps in a fresh checkout of main (a job run again gets its own, named
+        `-2`, `-3`...); its `outputs:` as GitHub resolves them. `unlike_github` replaces
+        variables of the job's `env:` that cannot hold here."""
         job = load(workflow)["jobs"][job_id]
         assert value_of(job.get("if", "success()"), context), f"{workflow} {job_id} would not run"
         folder = self.tmp / f"{workflow}-{job_id}"
+        again = 1
+        while folder.exists():  # the same job again (ec2-control's start, renew, stop): a fresh checkout
+            again += 1
+            folder = self.tmp / f"{workflow}-{job_id}-{again}"
         env = dict(self.base_env) | {k: resolve(v, context) for k, v in job.get("env", {}).items()}
         env |= {"GITHUB_RUN_ID": self.run_id, "GITHUB_REPOSITORY": self.repository, "GITHUB_ACTIONS": "true"}
         env |= unlike_github or {}
@@ -106,8 +111,10 @@ class Runner:
             else:
                 seen = context | steps
                 if not value_of(step.get("if", "success()"), seen):
+                    if "id" in step:
+                        steps[f"steps.{step['id']}.outcome"] = "skipped"
                     continue
-                files = self.tmp / f"{job_id}-{number}"
+                files = self.tmp / f"{folder.name.replace('.', '_')}-{number}"  # one pair a step
                 output, summary = files.with_suffix(".output"), files.with_suffix(".md")
                 output.touch()
                 summary.touch()
@@ -123,6 +130,7 @@ class Runner:
                 assert done.returncode == 0, f"{workflow} {job_id}: {step.get('name')}\n{done.stderr[-4000:]}"
                 self.summaries.append(summary.read_text())
                 if "id" in step:
+                    steps[f"steps.{step['id']}.outcome"] = "success"  # a failed step ended the job above
                     steps |= {
                         f"steps.{step['id']}.outputs.{k}": v for k, v in read_github_output(output).items()
                     }

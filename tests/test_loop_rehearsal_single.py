@@ -1,0 +1,310 @@
+"""One pushed batch through the production loop in the `single` layout (repository variable
+`WMS_LAYOUT=single`), the workflows' own steps run as GitHub would run them for it, with the
+runner of tests/workflow_runner.py and the helpers of the `split` rehearsal
+(tests/test_loop_rehearsal.py, which says what each stand-in is).
+
+In `single` every job that needs the instance runs on its own runner (`wms-gpu`): the pipeline
+starts it first, trains there (`compute.train_on = "here"`, MLflow on the instance) and stops it
+at the end. Rehearsed, for a batch whose promotion merges at once (the repository does not allow
+auto-merge, so `git.merge_fallback` merges the pull request, here as GitHub would: the branch
+squashed onto main):
+
+1. a labeller's push and data-push.yaml's validate job, as in the split rehearsal;
+2. training-data-pipeline.yaml's start-compute: ec2-control.yaml's start against moto's EC2,
+   which leases the instance to the run and hands its id on;
+3. the train job "on the instance" (this machine; the instance's MLflow is a real `mlflow server`
+   on loopback, as on the instance): the guard, take-incoming, `wms pipeline run` with the start
+   job's instance id, and the single-only `wms model prune --once-a-day`;
+4. hold-compute (ec2-control.yaml's renew) and the deploy job (deploy-model.yaml with
+   `reconcile: true` and the start job's instance id) with fake docker and helm and a fake
+   Kubernetes API whose Service answers from the promoted version;
+5. stop-compute (ec2-control.yaml's stop with the run's holder; GitHub's view of the runner's
+   queue is a fake API that lists this run's own jobs only).
+
+Between the jobs the reaper (compute-reaper.yaml) runs, as it does every 15 minutes: it must
+leave the instance running, since the run holds a live lease on it from the start job to the
+stop job. Every job's `if:` is evaluated with the values GitHub would have.
+
+The instance runner's pre- and post-job scripts are done by their equivalent here: a job on it
+that ends with its run's lease as it found it (its `wms` never renewed it) has that lease dropped.
+
+Not rehearsed, besides what the split rehearsal leaves out: the instance's lease guard,
+release-deploy.yaml's run for the same merge (it starts, renews and stops the instance too in
+`single`, with its own lease), the sweeper's look, and waits in GitHub's queue for the
+instance's one runner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+from tests.conftest import TINY_SETTINGS, Ec2Box, LiveServer
+from tests.deploy.conftest import FAKE_TOOL, FakeCluster, write_kubeconfig
+from tests.git_http import serve_git
+from tests.remote.test_remote_training import descendants
+from tests.test_loop_rehearsal import (
+    AWS_KEYS,
+    BRANCH,
+    JOB_TOKEN,
+    LABELLER,
+    PAT,
+    RUN_ID,
+    github_merges,
+    labeller_pushes_a_batch,
+    seed_main,
+    strays,
+)
+from tests.test_workflows import load
+from tests.vcs.test_github import NOT_ALLOWED, PR, REPO, FakeGitHub, github
+from tests.workflow_runner import Runner, git, inputs_of, value_of
+
+from wms.compute.leases import HOLDER_TAG_PREFIX, leases_of, live_holders, utc_now
+from wms.config import ServeSettings, load_settings
+from wms.deploy.base import stage_model
+from wms.registry import MlflowRegistry
+from wms.serve.app import create_app
+
+__all__ = ["github"]  # a fixture defined elsewhere, used here
+
+pytestmark = pytest.mark.slow
+
+HOLDER = f"gh-run-{RUN_ID}"
+
+
+def the_reaper_leaves_it_running(runner: Runner, repository: dict[str, Any], box: Ec2Box, after: str) -> None:
+    """compute-reaper.yaml's round, as GitHub runs it every 15 minutes: the run's live lease keeps
+    the instance running."""
+    runner.run_job("compute-reaper.yaml", "reap", repository | {"github.event_name": "schedule"})
+    assert box.state() == "running", f"the reaper stopped the instance after {after}: {box.tags()}"
+    assert HOLDER in live_holders(box.describe(), utc_now()), f"no live lease of the run after {after}"
+
+
+def on_the_instance(box: Ec2Box, job: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """A job on the instance's runner, with what its pre- and post-job scripts do to the run's lease
+    (infrastructure/scripts/runner-job-lease.sh): a lease nobody renewed while the job ran (its
+    `wms` never got to run) is dropped as the job ends."""
+    key = HOLDER_TAG_PREFIX + HOLDER
+    began = box.tags().get(key)
+    outputs = job()
+    if began is not None and box.tags().get(key) == began:
+        box.client.delete_tags(Resources=[box.id], Tags=[{"Key": key}])
+    return outputs
+
+
+def minutes_left(box: Ec2Box, holder: str) -> float:
+    expiry = leases_of(box.describe())[holder]
+    assert expiry is not None
+    return (expiry - utc_now()).total_seconds() / 60
+
+
+def test_single_a_batch_merged_at_once_is_trained_and_deployed_on_the_instance_then_stopped(
+    tmp_path: Any,
+    aws_env: str,
+    s3_bucket: str,
+    ec2_box: Ec2Box,
+    mlflow_server: str,
+    github: FakeGitHub,
+) -> None:
+    before = descendants(os.getpid())  # the fixtures' servers (mlflow) already run
+    name = f"single-{uuid.uuid4().hex[:8]}"  # the session's MLflow server is shared
+    served = tmp_path / "served"
+    bare = served / "meters.git"
+    served.mkdir()
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    home, tools = tmp_path / "home", tmp_path / "tools"
+    (home / ".kube").mkdir(parents=True)
+    tools.mkdir()
+    for tool in ("docker", "helm"):  # the instance's, recording what they were asked
+        (tools / tool).write_text(FAKE_TOOL.format(python=sys.executable, name=tool))
+        (tools / tool).chmod(0o755)
+    (home / ".gitconfig").write_text("[user]\n  name = Lab Eller\n  email = labeller@example.com\n")
+    calls, state = tmp_path / "calls.jsonl", tmp_path / "cluster"
+    calls.touch()
+    state.mkdir()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("WMS_", "AWS_", "GIT_"))} | {
+        "HOME": str(home),
+        "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
+        "GIT_TERMINAL_PROMPT": "0",
+        "PATH": f"{tools}:{os.environ['PATH']}",
+        "WMS_FAKE_LOG": str(calls),
+        "WMS_FAKE_STATE": str(state),
+    }
+    aws = {k: os.environ[k] for k in AWS_KEYS}
+
+    # The repository's own settings: tiny training, this test's MLflow names, the instance's tag.
+    settings = TINY_SETTINGS + (
+        f'\n[tracking]\nexperiment = "{name}"\nmodel_name = "{name}"\n'
+        f'\n[compute]\ninstance_tag = "{ec2_box.tag}"\npoll_seconds = 0.05\n'
+    )
+    seed = tmp_path / "seed"
+    git(tmp_path, "init", "-q", "-b", "main", str(seed))
+    seed_main(seed, settings)
+    git(seed, "add", "-A", env=base_env)
+    git(seed, "commit", "-q", "-m", "main", env=base_env)
+    git(seed, "push", "-q", str(bare), "main", env=base_env)
+
+    with serve_git(served, {JOB_TOKEN: "github-actions", PAT: "wms-bot", LABELLER: "labeller"}) as url:
+        runner = Runner(f"{url}/meters.git", JOB_TOKEN, RUN_ID, REPO, base_env, aws, tmp_path / "runner")
+        runner.tmp.mkdir()
+        sha = labeller_pushes_a_batch(runner.url, tmp_path / "labeller", base_env)
+        repository = {
+            "github.token": JOB_TOKEN,
+            "github.repository": REPO,
+            "github.run_id": RUN_ID,
+            "github.event.repository.default_branch": "main",
+            "vars.WMS_LAYOUT": "single",
+            "vars.WMS_STORE_URL": f"s3://{s3_bucket}/store",
+            # MLflow on the instance, at its loopback as the jobs there reach it
+            "vars.WMS_TRACKING_URI": mlflow_server,
+            "secrets.WMS_GITHUB_TOKEN": PAT,
+        }
+        # git.api_url: the fake GitHub API (the pull request, the merge, the runner's queue).
+        to_github = {"WMS_GIT__API_URL": github.url}
+
+        # 1. Data push, for the push of the branch.
+        push = repository | {
+            "github.sha": sha,
+            "github.ref": f"refs/heads/{BRANCH}",
+            "github.event.deleted": False,
+            "github.event.head_commit.message": "24 new pairs",
+        }
+        runner.run_job("data-push.yaml", "validate", push)
+
+        # 2. The training pipeline, started by that run's success: first the instance.
+        event = repository | {
+            "github.event_name": "workflow_run",
+            "github.event.workflow_run.head_sha": sha,
+            "github.event.workflow_run.head_branch": BRANCH,
+            "github.event.workflow_run.conclusion": "success",
+            "github.event.workflow_run.event": "push",
+            "github.event.workflow_run.head_repository.full_name": REPO,
+        }
+        pipeline = load("training-data-pipeline.yaml")["jobs"]
+        start = pipeline["start-compute"]
+        assert value_of(start["if"], event)  # single: the workflow starts the GPU
+        started = runner.run_job(
+            "ec2-control.yaml", "ec2", event | inputs_of("ec2-control.yaml", start["with"], event)
+        )
+        assert started["instance_id"] == ec2_box.id, started
+        assert ec2_box.state() == "running"
+        assert minutes_left(ec2_box, HOLDER) > 400  # the start's lease covers a wait for the runner
+        event |= {f"needs.start-compute.outputs.{k}": v for k, v in started.items()}
+        event |= {"needs.start-compute.result": "success"}
+        the_reaper_leaves_it_running(runner, repository, ec2_box, "the start job")
+
+        # 3. The train job on the instance's runner. The repository allows no auto-merge:
+        # git.merge_fallback merges the pull request at once, which GitHub does on main.
+        github.answer(f"GET /repos/{REPO}/pulls", 200, [])
+        github.answer(f"POST /repos/{REPO}/pulls", 201, PR)
+        github.answer(f"POST /repos/{REPO}/issues/{PR['number']}/labels", 200, [])
+        github.answer("POST /graphql", 200, NOT_ALLOWED)
+        github.answer(f"DELETE /repos/{REPO}/git/refs/heads/{BRANCH}", 204, None)
+        statuses = f"POST /repos/{REPO}/statuses/{sha}"  # "WMS training" on the batch's commit
+        github.answer(statuses, 201, {})
+        merges: list[str] = []
+
+        def merge(body: dict[str, Any] | None) -> tuple[int, Any, dict[str, str]]:
+            [opened] = github.calls(f"POST /repos/{REPO}/pulls")
+            merges.append(github_merges(runner.url, tmp_path / "github", base_env, opened.body["title"]))
+            return 200, {"sha": merges[-1], "merged": True}, {}
+
+        github.routes[f"PUT /repos/{REPO}/pulls/{PR['number']}/merge"] = merge
+        # The gpu recipe stays, but trains as the tiny settings do, on the CPU (this machine has no
+        # GPU): keys set in the environment win over a recipe's.
+        tiny = {"device": "cpu", "image_size": 32, "base_channels": 8, "depth": 2, "batch_size": 8}
+        here = {
+            f"WMS_TRAIN__{k.upper()}": str(v) for k, v in (tiny | {"epochs": 10, "max_minutes": 0}).items()
+        }
+        train = on_the_instance(
+            ec2_box, lambda: runner.run_job("training-data-pipeline.yaml", "train", event, here | to_github)
+        )
+        assert train["promoted"] == "true" and train["on_main"] == "true", train  # merged at once
+        version = train["model_version"]
+        assert len(merges) == 1
+        assert any(f"promoted version {version}:" in s for s in runner.summaries)
+        assert any("### Model files pruned" in s for s in runner.summaries)  # single's daily prune ran
+        assert HOLDER + "-pipeline" not in live_holders(ec2_box.describe(), utc_now())  # released
+        event |= {f"needs.train.outputs.{k}": v for k, v in train.items()} | {"needs.train.result": "success"}
+        the_reaper_leaves_it_running(runner, repository, ec2_box, "the train job")
+
+        # 4. Hold the instance for the deploy, then deploy what main now names, on the instance.
+        hold = pipeline["hold-compute"]
+        assert value_of(hold["if"], event)
+        runner.run_job("ec2-control.yaml", "ec2", event | inputs_of("ec2-control.yaml", hold["with"], event))
+        assert minutes_left(ec2_box, HOLDER) > 400
+        event |= {"needs.hold-compute.result": "success"}
+        the_reaper_leaves_it_running(runner, repository, ec2_box, "the hold job")
+        deploy = pipeline["deploy"]
+        assert value_of(deploy["if"], event)
+        called = event | inputs_of("deploy-model.yaml", deploy["with"], event)
+        assert called["inputs.instance_id"] == ec2_box.id and called["inputs.reconcile"] is True
+        # The pod the chart starts serves the version it names: here, served in this process.
+        project = load_settings(
+            start=runner.tmp / "training-data-pipeline.yaml-train",
+            overrides={"tracking": {"uri": mlflow_server}},
+        )
+        pod = stage_model(MlflowRegistry(project), version, tmp_path / "pod")
+        with (
+            LiveServer(create_app(pod, ServeSettings())) as upstream,
+            FakeCluster(calls, state, upstream.url) as cluster,
+        ):
+            write_kubeconfig(home / ".kube" / "config", cluster.url)  # the runner's (~runner/.kube/config)
+            on_the_instance(ec2_box, lambda: runner.run_job("deploy-model.yaml", "deploy", called))
+        # The deploy left its run one whole lease for the stop job, cut from the hold's hours.
+        assert 30 < minutes_left(ec2_box, HOLDER) <= 61
+        event |= {"needs.deploy.result": "success"}
+        the_reaper_leaves_it_running(runner, repository, ec2_box, "the deploy job")
+
+        # 5. Stop compute, always, with the run's holder. GitHub's queue for the runner: only
+        # this run's own jobs (its stop job on a GitHub-hosted runner).
+        github.answer(f"GET /repos/{REPO}/actions/runs", 200, {"workflow_runs": [{"id": int(RUN_ID)}]})
+        own_jobs = [
+            {"name": "Merge, train, gate, promote", "status": "completed", "labels": ["wms-gpu"]},
+            {
+                "name": "Stop compute / stop the GPU instance",
+                "status": "in_progress",
+                "labels": ["ubuntu-latest"],
+            },
+        ]
+        github.answer(f"GET /repos/{REPO}/actions/runs/{RUN_ID}/jobs", 200, {"jobs": own_jobs})
+        stop = pipeline["stop-compute"]
+        assert value_of(stop["if"], event)
+        stopped = runner.run_job(
+            "ec2-control.yaml", "ec2", event | inputs_of("ec2-control.yaml", stop["with"], event), to_github
+        )
+        assert stopped["instance_id"] == ec2_box.id
+        assert github.calls(f"GET /repos/{REPO}/actions/runs")  # the stop asked who waits for wms-gpu
+
+        main_pointer = git(served, "--git-dir", str(bare), "show", "main:models/production_current.json")
+        on_main_now = git(
+            served, "--git-dir", str(bare), "ls-tree", "-r", "--name-only", "main", "data/incoming"
+        )
+
+    # What an operator would look at.
+    record = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"store/batches/{sha}.json")
+    assert json.loads(record["Body"].read())["status"] == "promoted"
+    from mlflow import MlflowClient
+
+    assert MlflowClient(mlflow_server).get_model_version_by_alias(name, "production").version == version
+    assert str(json.loads(main_pointer)["to_version"]) == version
+    assert on_main_now == "data/incoming/.gitkeep"  # the pairs live in the store, never on main
+    helm = [json.loads(line) for line in calls.read_text().splitlines() if '"who": "helm"' in line]
+    [install] = [c["args"] for c in helm if c["args"][:2] == ["upgrade", "--install"]]
+    assert (
+        f"model.version={version}" in install
+        and install[install.index("--namespace") + 1] == f"model-{version}"
+    )
+    assert ec2_box.state() == "stopped"
+    assert not [k for k in ec2_box.tags() if k.startswith(HOLDER_TAG_PREFIX)]
+    deadline = time.monotonic() + 20
+    while (left := strays(before)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"processes the loop started are still running: {left}"
