@@ -282,6 +282,10 @@ def test_single_a_batch_merged_at_once_is_trained_and_deployed_on_the_instance_t
         )
         assert stopped["instance_id"] == ec2_box.id
         assert github.calls(f"GET /repos/{REPO}/actions/runs")  # the stop asked who waits for wms-gpu
+        # The labeller's commit: pending while the run had the batch, then its outcome.
+        shown = [(c.body["state"], c.body["description"]) for c in github.calls(statuses)]
+        assert [state for state, _ in shown] == ["pending", "success"], shown
+        assert shown[1][1].startswith(f"promoted version {version}")
 
         main_pointer = git(served, "--git-dir", str(bare), "show", "main:models/production_current.json")
         on_main_now = git(
