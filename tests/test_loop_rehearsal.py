@@ -41,6 +41,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -86,6 +87,53 @@ def seed_main(work: Path, settings: str) -> None:
     (work / "data" / "incoming" / ".gitkeep").write_text("")
     (work / ".gitignore").write_text(".wms/\n/incoming/\nvalidation.*\n")
     (work / "wms.toml").write_text(settings)
+
+
+@dataclass
+class Repository:
+    """The served repository (main seeded with `settings`) and the runner's world around it."""
+
+    served: Path  # the folder serve_git serves: meters.git
+    bare: Path
+    home: Path  # the runner user's (~/.kube/config, ~/.gitconfig)
+    calls: Path  # what the fake docker, helm and Kubernetes API were asked
+    state: Path  # the fake cluster's objects
+    env: dict[str, str]  # the runner's environment: the fake tools first on PATH
+    aws: dict[str, str]  # what the aws-credentials action would give (moto's keys)
+
+
+def seeded_repository(tmp_path: Path, settings: str) -> Repository:
+    """A bare repository whose main holds the project with `settings`, and the runner's world:
+    fake docker and helm on PATH, a home for git and kubectl, no WMS_/AWS_/GIT_ of this process."""
+    served = tmp_path / "served"
+    bare = served / "meters.git"
+    served.mkdir()
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    home, tools = tmp_path / "home", tmp_path / "tools"
+    (home / ".kube").mkdir(parents=True)
+    tools.mkdir()
+    for tool in ("docker", "helm"):  # the runner's, recording what they were asked
+        (tools / tool).write_text(FAKE_TOOL.format(python=sys.executable, name=tool))
+        (tools / tool).chmod(0o755)
+    (home / ".gitconfig").write_text("[user]\n  name = Lab Eller\n  email = labeller@example.com\n")
+    calls, state = tmp_path / "calls.jsonl", tmp_path / "cluster"
+    calls.touch()
+    state.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WMS_", "AWS_", "GIT_"))} | {
+        "HOME": str(home),
+        "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
+        "GIT_TERMINAL_PROMPT": "0",
+        "PATH": f"{tools}:{os.environ['PATH']}",
+        "WMS_FAKE_LOG": str(calls),
+        "WMS_FAKE_STATE": str(state),
+    }
+    seed = tmp_path / "seed"
+    git(tmp_path, "init", "-q", "-b", "main", str(seed))
+    seed_main(seed, settings)
+    git(seed, "add", "-A", env=env)
+    git(seed, "commit", "-q", "-m", "main", env=env)
+    git(seed, "push", "-q", str(bare), "main", env=env)
+    return Repository(served, bare, home, calls, state, env, {k: os.environ[k] for k in AWS_KEYS})
 
 
 def labeller_pushes_a_batch(url: str, work: Path, env: dict[str, str]) -> str:
@@ -171,30 +219,6 @@ def test_a_pushed_batch_is_trained_promoted_merged_deployed_and_the_gpu_stopped(
 ) -> None:
     before = descendants(os.getpid())  # the fixtures' servers (mlflow, sshd) already run
     name = f"rehearsal-{uuid.uuid4().hex[:8]}"  # the session's MLflow server is shared
-    served = tmp_path / "served"
-    bare = served / "meters.git"
-    served.mkdir()
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    home, tools = tmp_path / "home", tmp_path / "tools"
-    (home / ".kube").mkdir(parents=True)
-    tools.mkdir()
-    for tool in ("docker", "helm"):  # the serving node's, recording what they were asked
-        (tools / tool).write_text(FAKE_TOOL.format(python=sys.executable, name=tool))
-        (tools / tool).chmod(0o755)
-    (home / ".gitconfig").write_text("[user]\n  name = Lab Eller\n  email = labeller@example.com\n")
-    calls, state = tmp_path / "calls.jsonl", tmp_path / "cluster"
-    calls.touch()
-    state.mkdir()
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("WMS_", "AWS_", "GIT_"))} | {
-        "HOME": str(home),
-        "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
-        "GIT_TERMINAL_PROMPT": "0",
-        "PATH": f"{tools}:{os.environ['PATH']}",
-        "WMS_FAKE_LOG": str(calls),
-        "WMS_FAKE_STATE": str(state),
-    }
-    aws = {k: os.environ[k] for k in AWS_KEYS}
-
     # The repository's own settings: tiny training, this test's MLflow names, the instance's tag
     # and how SSH reaches the stand-in instance (its port, user and WMS folder).
     settings = TINY_SETTINGS + (
@@ -202,12 +226,9 @@ def test_a_pushed_batch_is_trained_promoted_merged_deployed_and_the_gpu_stopped(
         f'\n[compute]\ninstance_tag = "{ec2_box.tag}"\nssh_port = {instance.port}\n'
         f'ssh_user = "{instance.user}"\nremote_dir = "{seeded_remote}"\npoll_seconds = 0.05\n'
     )
-    seed = tmp_path / "seed"
-    git(tmp_path, "init", "-q", "-b", "main", str(seed))
-    seed_main(seed, settings)
-    git(seed, "add", "-A", env=base_env)
-    git(seed, "commit", "-q", "-m", "main", env=base_env)
-    git(seed, "push", "-q", str(bare), "main", env=base_env)
+    world = seeded_repository(tmp_path, settings)
+    served, bare, home, calls, state = world.served, world.bare, world.home, world.calls, world.state
+    base_env, aws = world.env, world.aws
 
     with serve_git(served, {JOB_TOKEN: "github-actions", PAT: "wms-bot", LABELLER: "labeller"}) as url:
         runner = Runner(f"{url}/meters.git", JOB_TOKEN, RUN_ID, REPO, base_env, aws, tmp_path / "runner")

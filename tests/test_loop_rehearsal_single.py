@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -47,11 +46,10 @@ from typing import Any
 import boto3
 import pytest
 from tests.conftest import TINY_SETTINGS, Ec2Box, LiveServer
-from tests.deploy.conftest import FAKE_TOOL, FakeCluster, write_kubeconfig
+from tests.deploy.conftest import FakeCluster, write_kubeconfig
 from tests.git_http import serve_git
 from tests.remote.test_remote_training import descendants
 from tests.test_loop_rehearsal import (
-    AWS_KEYS,
     BRANCH,
     JOB_TOKEN,
     LABELLER,
@@ -59,7 +57,7 @@ from tests.test_loop_rehearsal import (
     RUN_ID,
     github_merges,
     labeller_pushes_a_batch,
-    seed_main,
+    seeded_repository,
     strays,
 )
 from tests.test_workflows import load
@@ -115,41 +113,14 @@ def test_single_a_batch_merged_at_once_is_trained_and_deployed_on_the_instance_t
 ) -> None:
     before = descendants(os.getpid())  # the fixtures' servers (mlflow) already run
     name = f"single-{uuid.uuid4().hex[:8]}"  # the session's MLflow server is shared
-    served = tmp_path / "served"
-    bare = served / "meters.git"
-    served.mkdir()
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    home, tools = tmp_path / "home", tmp_path / "tools"
-    (home / ".kube").mkdir(parents=True)
-    tools.mkdir()
-    for tool in ("docker", "helm"):  # the instance's, recording what they were asked
-        (tools / tool).write_text(FAKE_TOOL.format(python=sys.executable, name=tool))
-        (tools / tool).chmod(0o755)
-    (home / ".gitconfig").write_text("[user]\n  name = Lab Eller\n  email = labeller@example.com\n")
-    calls, state = tmp_path / "calls.jsonl", tmp_path / "cluster"
-    calls.touch()
-    state.mkdir()
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("WMS_", "AWS_", "GIT_"))} | {
-        "HOME": str(home),
-        "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
-        "GIT_TERMINAL_PROMPT": "0",
-        "PATH": f"{tools}:{os.environ['PATH']}",
-        "WMS_FAKE_LOG": str(calls),
-        "WMS_FAKE_STATE": str(state),
-    }
-    aws = {k: os.environ[k] for k in AWS_KEYS}
-
     # The repository's own settings: tiny training, this test's MLflow names, the instance's tag.
     settings = TINY_SETTINGS + (
         f'\n[tracking]\nexperiment = "{name}"\nmodel_name = "{name}"\n'
         f'\n[compute]\ninstance_tag = "{ec2_box.tag}"\npoll_seconds = 0.05\n'
     )
-    seed = tmp_path / "seed"
-    git(tmp_path, "init", "-q", "-b", "main", str(seed))
-    seed_main(seed, settings)
-    git(seed, "add", "-A", env=base_env)
-    git(seed, "commit", "-q", "-m", "main", env=base_env)
-    git(seed, "push", "-q", str(bare), "main", env=base_env)
+    world = seeded_repository(tmp_path, settings)
+    served, bare, home, calls, state = world.served, world.bare, world.home, world.calls, world.state
+    base_env, aws = world.env, world.aws
 
     with serve_git(served, {JOB_TOKEN: "github-actions", PAT: "wms-bot", LABELLER: "labeller"}) as url:
         runner = Runner(f"{url}/meters.git", JOB_TOKEN, RUN_ID, REPO, base_env, aws, tmp_path / "runner")
