@@ -182,9 +182,17 @@ def github_merges(url: str, folder: Path, env: dict[str, str], title: str) -> st
 
 
 def strays(before: set[int]) -> dict[int, str]:
-    """This process's descendants that were not there `before`, with their command lines."""
-    found = {}
-    for pid in descendants(os.getpid()) - before:
+    """This process's descendants that were not there `before`, with their command lines, leaving
+    out those a process already there started (a session's browser forks helpers of its own)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    parents = {int(c): int(p) for c, p in zip(out[::2], out[1::2], strict=True)}
+    found, me = {}, os.getpid()
+    for pid in descendants(me) - before:
+        up = parents.get(pid)
+        while up is not None and up != me and up not in before:
+            up = parents.get(up)
+        if up in before:
+            continue
         try:
             found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
@@ -193,6 +201,44 @@ def strays(before: set[int]) -> dict[int, str]:
 
 
 # -- the rehearsal -----------------------------------------------------------------------------------
+
+
+def assert_promoted_deployed_and_stopped(
+    world: Repository,
+    bucket: str,
+    sha: str,
+    tracking: str,
+    model: str,
+    version: str,
+    box: Ec2Box,
+    before: set[int],
+) -> None:
+    """What an operator would look at once the loop ran: the batch record, the `production` alias
+    and main's pointer name the new version, the pairs are in the store and not on main, helm was
+    asked for that version's release, the instance is stopped with no lease, no process is left."""
+    from mlflow import MlflowClient
+
+    record = boto3.client("s3").get_object(Bucket=bucket, Key=f"store/batches/{sha}.json")
+    assert json.loads(record["Body"].read())["status"] == "promoted"
+    assert MlflowClient(tracking).get_model_version_by_alias(model, "production").version == version
+    pointer = git(world.served, "--git-dir", str(world.bare), "show", "main:models/production_current.json")
+    assert str(json.loads(pointer)["to_version"]) == version
+    on_main = git(
+        world.served, "--git-dir", str(world.bare), "ls-tree", "-r", "--name-only", "main", "data/incoming"
+    )
+    assert on_main == "data/incoming/.gitkeep"  # the pairs live in the store, never on main
+    helm = [json.loads(line) for line in world.calls.read_text().splitlines() if '"who": "helm"' in line]
+    [install] = [c["args"] for c in helm if c["args"][:2] == ["upgrade", "--install"]]
+    assert (
+        f"model.version={version}" in install
+        and install[install.index("--namespace") + 1] == f"model-{version}"
+    )
+    assert box.state() == "stopped"
+    assert not [k for k in box.tags() if k.startswith(HOLDER_TAG_PREFIX)]
+    deadline = time.monotonic() + 20
+    while (left := strays(before)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"processes the loop started are still running: {left}"
 
 
 @pytest.fixture
@@ -338,31 +384,7 @@ def test_a_pushed_batch_is_trained_promoted_merged_deployed_and_the_gpu_stopped(
         assert [state for state, _ in shown] == ["pending", "success", "success"], shown
         assert shown[1][1].startswith(f"published: promoted version {version}")
         assert shown[2][1].startswith("promoted")  # the sweeper's look, once main had it
-        main_pointer = git(served, "--git-dir", str(bare), "show", "main:models/production_current.json")
-        on_main_now = git(
-            served, "--git-dir", str(bare), "ls-tree", "-r", "--name-only", "main", "data/incoming"
-        )
-
     # What an operator would look at.
-    record = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"store/batches/{sha}.json")
-    # Its pull request auto-merged, and the sweeper's look settled the record.
-    assert json.loads(record["Body"].read())["status"] == "promoted"
-    from mlflow import MlflowClient
-
-    assert MlflowClient(mlflow_server).get_model_version_by_alias(name, "production").version == version
-    assert str(json.loads(main_pointer)["to_version"]) == version
-    assert on_main_now == "data/incoming/.gitkeep"  # the pairs live in the store, never on main
-    helm = [json.loads(line) for line in calls.read_text().splitlines() if '"who": "helm"' in line]
-    [install] = [c["args"] for c in helm if c["args"][:2] == ["upgrade", "--install"]]
-    assert (
-        f"model.version={version}" in install
-        and install[install.index("--namespace") + 1] == f"model-{version}"
-    )
-    assert ec2_box.state() == "stopped"
-    assert not [k for k in ec2_box.tags() if k.startswith(HOLDER_TAG_PREFIX)]
     assert not job_processes(seeded_remote)
     wait_until(lambda: not instance.sessions(), 20, "the SSH sessions to end")
-    deadline = time.monotonic() + 20
-    while (left := strays(before)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not left, f"processes the loop started are still running: {left}"
+    assert_promoted_deployed_and_stopped(world, s3_bucket, sha, mlflow_server, name, version, ec2_box, before)

@@ -36,14 +36,11 @@ instance's one runner.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
 from tests.conftest import TINY_SETTINGS, Ec2Box, LiveServer
 from tests.deploy.conftest import FakeCluster, write_kubeconfig
@@ -55,14 +52,14 @@ from tests.test_loop_rehearsal import (
     LABELLER,
     PAT,
     RUN_ID,
+    assert_promoted_deployed_and_stopped,
     github_merges,
     labeller_pushes_a_batch,
     seeded_repository,
-    strays,
 )
 from tests.test_workflows import load
 from tests.vcs.test_github import NOT_ALLOWED, PR, REPO, FakeGitHub, github
-from tests.workflow_runner import Runner, git, inputs_of, value_of
+from tests.workflow_runner import Runner, inputs_of, value_of
 
 from wms.compute.leases import HOLDER_TAG_PREFIX, leases_of, live_holders, utc_now
 from wms.config import ServeSettings, load_settings
@@ -119,13 +116,13 @@ def test_single_a_batch_merged_at_once_is_trained_and_deployed_on_the_instance_t
         f'\n[compute]\ninstance_tag = "{ec2_box.tag}"\npoll_seconds = 0.05\n'
     )
     world = seeded_repository(tmp_path, settings)
-    served, bare, home, calls, state = world.served, world.bare, world.home, world.calls, world.state
-    base_env, aws = world.env, world.aws
 
-    with serve_git(served, {JOB_TOKEN: "github-actions", PAT: "wms-bot", LABELLER: "labeller"}) as url:
-        runner = Runner(f"{url}/meters.git", JOB_TOKEN, RUN_ID, REPO, base_env, aws, tmp_path / "runner")
+    with serve_git(world.served, {JOB_TOKEN: "github-actions", PAT: "wms-bot", LABELLER: "labeller"}) as url:
+        runner = Runner(
+            f"{url}/meters.git", JOB_TOKEN, RUN_ID, REPO, world.env, world.aws, tmp_path / "runner"
+        )
         runner.tmp.mkdir()
-        sha = labeller_pushes_a_batch(runner.url, tmp_path / "labeller", base_env)
+        sha = labeller_pushes_a_batch(runner.url, tmp_path / "labeller", world.env)
         repository = {
             "github.token": JOB_TOKEN,
             "github.repository": REPO,
@@ -184,7 +181,7 @@ def test_single_a_batch_merged_at_once_is_trained_and_deployed_on_the_instance_t
 
         def merge(body: dict[str, Any] | None) -> tuple[int, Any, dict[str, str]]:
             [opened] = github.calls(f"POST /repos/{REPO}/pulls")
-            merges.append(github_merges(runner.url, tmp_path / "github", base_env, opened.body["title"]))
+            merges.append(github_merges(runner.url, tmp_path / "github", world.env, opened.body["title"]))
             return 200, {"sha": merges[-1], "merged": True}, {}
 
         github.routes[f"PUT /repos/{REPO}/pulls/{PR['number']}/merge"] = merge
@@ -225,9 +222,11 @@ def test_single_a_batch_merged_at_once_is_trained_and_deployed_on_the_instance_t
         pod = stage_model(MlflowRegistry(project), version, tmp_path / "pod")
         with (
             LiveServer(create_app(pod, ServeSettings())) as upstream,
-            FakeCluster(calls, state, upstream.url) as cluster,
+            FakeCluster(world.calls, world.state, upstream.url) as cluster,
         ):
-            write_kubeconfig(home / ".kube" / "config", cluster.url)  # the runner's (~runner/.kube/config)
+            write_kubeconfig(
+                world.home / ".kube" / "config", cluster.url
+            )  # the runner's (~runner/.kube/config)
             on_the_instance(ec2_box, lambda: runner.run_job("deploy-model.yaml", "deploy", called))
         # The deploy left its run one whole lease for the stop job, cut from the hold's hours.
         assert 30 < minutes_left(ec2_box, HOLDER) <= 61
@@ -258,28 +257,5 @@ def test_single_a_batch_merged_at_once_is_trained_and_deployed_on_the_instance_t
         assert [state for state, _ in shown] == ["pending", "success"], shown
         assert shown[1][1].startswith(f"promoted version {version}")
 
-        main_pointer = git(served, "--git-dir", str(bare), "show", "main:models/production_current.json")
-        on_main_now = git(
-            served, "--git-dir", str(bare), "ls-tree", "-r", "--name-only", "main", "data/incoming"
-        )
-
     # What an operator would look at.
-    record = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"store/batches/{sha}.json")
-    assert json.loads(record["Body"].read())["status"] == "promoted"
-    from mlflow import MlflowClient
-
-    assert MlflowClient(mlflow_server).get_model_version_by_alias(name, "production").version == version
-    assert str(json.loads(main_pointer)["to_version"]) == version
-    assert on_main_now == "data/incoming/.gitkeep"  # the pairs live in the store, never on main
-    helm = [json.loads(line) for line in calls.read_text().splitlines() if '"who": "helm"' in line]
-    [install] = [c["args"] for c in helm if c["args"][:2] == ["upgrade", "--install"]]
-    assert (
-        f"model.version={version}" in install
-        and install[install.index("--namespace") + 1] == f"model-{version}"
-    )
-    assert ec2_box.state() == "stopped"
-    assert not [k for k in ec2_box.tags() if k.startswith(HOLDER_TAG_PREFIX)]
-    deadline = time.monotonic() + 20
-    while (left := strays(before)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not left, f"processes the loop started are still running: {left}"
+    assert_promoted_deployed_and_stopped(world, s3_bucket, sha, mlflow_server, name, version, ec2_box, before)
