@@ -28,6 +28,7 @@ def run(
         "check",
         "start-compute",
         "reconcile",
+        "hold-compute",
         "deploy",
         "stop-compute",
         "verify",

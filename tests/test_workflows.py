@@ -624,11 +624,28 @@ def test_the_data_pipeline_deploys_only_what_main_already_names() -> None:
     # Not on `promoted`: a pull request still open (auto-merge, review) or a failed publish is not
     # on main, and serving its candidate would drift from main; release-deploy deploys after the merge.
     assert deploy["if"] == (
-        "${{ !cancelled() && needs.train.result == 'success' && needs.train.outputs.on_main == 'true' }}"
+        "${{ !cancelled() && needs.train.result == 'success' && needs.train.outputs.on_main == 'true'"
+        " && needs.hold-compute.result != 'failure' }}"
     )
     assert jobs["train"]["outputs"]["on_main"] == "${{ steps.pipeline.outputs.on_main }}"
     assert deploy["uses"] == "./.github/workflows/deploy-model.yaml"
     assert (deploy["with"]["model"], deploy["with"]["reconcile"]) == ("production", True)
+
+
+@pytest.mark.parametrize("hold", ["success", "skipped", "failure"])
+def test_a_deploy_waits_for_the_instance_only_when_the_hold_found_it_running(hold: str) -> None:
+    """single: hold-compute refuses an instance someone stopped (`wms compute renew` exits 1); a
+    deploy queued for that instance's runner would wait for one that never comes."""
+    values = {
+        "needs.train.result": "success",
+        "needs.train.outputs.on_main": "true",
+        "needs.reconcile.result": "success",
+        "needs.hold-compute.result": hold,
+    }
+    for name in ("training-data-pipeline.yaml", "release-deploy.yaml"):
+        deploy = load(name)["jobs"]["deploy"]
+        assert "hold-compute" in _needs(deploy)
+        assert evaluate(deploy["if"], values) is (hold != "failure"), name
 
 
 def test_deploys_run_one_at_a_time_and_reconcile_inside_that_turn() -> None:

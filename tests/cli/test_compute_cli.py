@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from tests.conftest import Ec2Box
 
+from wms.compute.leases import HOLDER_TAG_PREFIX
+
 
 @pytest.fixture
 def ec2_project(project_dir: Path, ec2_box: Ec2Box, monkeypatch: pytest.MonkeyPatch) -> Ec2Box:
@@ -325,3 +327,22 @@ def test_status_idle_refuses_while_a_run_holds_the_instance_terraform_would_stop
     monkeypatch.setenv("WMS_COMPUTE__BACKEND", "local")
     local = cli("compute", "status", "--idle")
     assert local.exit_code == 2 and 'set compute.backend = "ec2"' in local.stderr
+
+
+def test_renewing_a_lease_on_a_stopped_instance_is_refused_and_takes_none(
+    cli: Callable[..., Any], ec2_project: Ec2Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hold-compute renews its run's lease before a deploy that waits for the instance's runner;
+    on an instance someone stopped meanwhile it leased a stopped machine, and the deploy then
+    waited (holding the deploy group) for a runner that never came."""
+    monkeypatch.setenv("GITHUB_RUN_ID", "7")
+    assert cli("compute", "start").exit_code == 0
+    ec2_project.client.stop_instances(InstanceIds=[ec2_project.id])  # by hand, between the jobs
+    ec2_project.client.get_waiter("instance_stopped").wait(InstanceIds=[ec2_project.id])
+    lease_before = {k: v for k, v in ec2_project.tags().items() if k.startswith(HOLDER_TAG_PREFIX)}
+
+    renewed = cli("compute", "renew", "--holder", "gh-run-7", "--lease-minutes", "420")
+
+    assert renewed.exit_code == 1 and "Traceback" not in renewed.output
+    assert f"{ec2_project.id} is stopped: a lease would keep nothing running" in renewed.output
+    assert {k: v for k, v in ec2_project.tags().items() if k.startswith(HOLDER_TAG_PREFIX)} == lease_before

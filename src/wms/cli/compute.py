@@ -265,9 +265,15 @@ def renew(
     holder: str | None = HOLDER_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Extend this holder's lease on the running machine by compute.lease_minutes from now."""
+    """Extend this holder's lease on the running machine by compute.lease_minutes from now (exit 1,
+    no lease, where it is not running: a job waiting for its runner would wait for none)."""
+    from wms.errors import BackendError
+
     project = state(ctx).project({"compute.lease_minutes": lease_minutes})
     compute = open_compute(project, holder)
+    if (current := compute.status()).state not in ("running", "pending"):
+        why = f"{current.instance_id or compute.name} is {current.state}: a lease would keep nothing running"
+        raise BackendError(f"{why}, so none was taken; start it with `wms compute start`")
     compute.renew_lease()
     show(project, compute.status(), f"compute lease renewed ({compute.name})", as_json)
 
