@@ -43,6 +43,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -136,18 +137,45 @@ def seeded_repository(tmp_path: Path, settings: str) -> Repository:
     return Repository(served, bare, home, calls, state, env, {k: os.environ[k] for k in AWS_KEYS})
 
 
-def labeller_pushes_a_batch(url: str, work: Path, env: dict[str, str]) -> str:
-    """Step 1: the labeller's commit of new pairs on a data branch, pushed with their token."""
+def pushed(sha: str) -> dict[str, Any]:
+    """What GitHub knows of the labeller's push, for Data push's jobs."""
+    return {
+        "github.sha": sha,
+        "github.ref": f"refs/heads/{BRANCH}",
+        "github.event.deleted": False,
+        "github.event.head_commit.message": "24 new pairs",
+    }
+
+
+def data_push_passed(sha: str) -> dict[str, Any]:
+    """The workflow_run event of a Data push run that succeeded: what starts the training pipeline."""
+    return {
+        "github.event_name": "workflow_run",
+        "github.event.workflow_run.head_sha": sha,
+        "github.event.workflow_run.head_branch": BRANCH,
+        "github.event.workflow_run.conclusion": "success",
+        "github.event.workflow_run.event": "push",
+        "github.event.workflow_run.head_repository.full_name": REPO,
+    }
+
+
+def clone_as(url: str, user: str, token: str, work: Path, env: dict[str, str]) -> None:
+    """A clone of main by `user`, who authenticates with `token`."""
     git(
         work.parent,
         "clone",
         "-q",
         "-b",
         "main",
-        url.replace("://", f"://labeller:{LABELLER}@"),
+        url.replace("://", f"://{user}:{token}@"),
         str(work),
         env=env,
     )
+
+
+def labeller_pushes_a_batch(url: str, work: Path, env: dict[str, str]) -> str:
+    """Step 1: the labeller's commit of new pairs on a data branch, pushed with their token."""
+    clone_as(url, "labeller", LABELLER, work, env)
     git(work, "switch", "-q", "-c", BRANCH, env=env)
     subprocess.run(
         [str(_wms_on_path(work.parent / "bin") / "wms"), "data", "synth", "data/incoming", *SYNTH],
@@ -164,16 +192,7 @@ def labeller_pushes_a_batch(url: str, work: Path, env: dict[str, str]) -> str:
 
 def github_merges(url: str, folder: Path, env: dict[str, str], title: str) -> str:
     """GitHub's auto-merge once the checks passed: the pull request's branch squashed onto main."""
-    git(
-        folder.parent,
-        "clone",
-        "-q",
-        "-b",
-        "main",
-        url.replace("://", f"://github:{PAT}@"),
-        str(folder),
-        env=env,
-    )
+    clone_as(url, "github", PAT, folder, env)
     git(folder, "fetch", "-q", "origin", BRANCH, env=env)
     git(folder, "merge", "-q", "--squash", "FETCH_HEAD", env=env)
     git(folder, "commit", "-q", "-m", f"{title} (#{PR['number']})", env=env)
@@ -293,12 +312,7 @@ def test_a_pushed_batch_is_trained_promoted_merged_deployed_and_the_gpu_stopped(
         }
 
         # 2. Data push, for the push of the branch.
-        push = repository | {
-            "github.sha": sha,
-            "github.ref": f"refs/heads/{BRANCH}",
-            "github.event.deleted": False,
-            "github.event.head_commit.message": "24 new pairs",
-        }
+        push = repository | pushed(sha)
         runner.run_job("data-push.yaml", "validate", push)
 
         # 3. The training pipeline, started by that run's success.
@@ -308,14 +322,7 @@ def test_a_pushed_batch_is_trained_promoted_merged_deployed_and_the_gpu_stopped(
         github.answer("POST /graphql", 200, {"data": {"enablePullRequestAutoMerge": {"pullRequest": {}}}})
         statuses = f"POST /repos/{REPO}/statuses/{sha}"  # "WMS training" on the batch's commit
         github.answer(statuses, 201, {})
-        event = repository | {
-            "github.event_name": "workflow_run",
-            "github.event.workflow_run.head_sha": sha,
-            "github.event.workflow_run.head_branch": BRANCH,
-            "github.event.workflow_run.conclusion": "success",
-            "github.event.workflow_run.event": "push",
-            "github.event.workflow_run.head_repository.full_name": REPO,
-        }
+        event = repository | data_push_passed(sha)
         pipeline = load("training-data-pipeline.yaml")["jobs"]
         assert not value_of(pipeline["start-compute"]["if"], event)  # split: the pipeline starts the GPU
         event |= {"needs.start-compute.result": "skipped"}

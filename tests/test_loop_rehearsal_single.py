@@ -53,8 +53,10 @@ from tests.test_loop_rehearsal import (
     PAT,
     RUN_ID,
     assert_promoted_deployed_and_stopped,
+    data_push_passed,
     github_merges,
     labeller_pushes_a_batch,
+    pushed,
     seeded_repository,
 )
 from tests.test_workflows import load
@@ -138,23 +140,11 @@ def test_single_a_batch_merged_at_once_is_trained_and_deployed_on_the_instance_t
         to_github = {"WMS_GIT__API_URL": github.url}
 
         # 1. Data push, for the push of the branch.
-        push = repository | {
-            "github.sha": sha,
-            "github.ref": f"refs/heads/{BRANCH}",
-            "github.event.deleted": False,
-            "github.event.head_commit.message": "24 new pairs",
-        }
+        push = repository | pushed(sha)
         runner.run_job("data-push.yaml", "validate", push)
 
         # 2. The training pipeline, started by that run's success: first the instance.
-        event = repository | {
-            "github.event_name": "workflow_run",
-            "github.event.workflow_run.head_sha": sha,
-            "github.event.workflow_run.head_branch": BRANCH,
-            "github.event.workflow_run.conclusion": "success",
-            "github.event.workflow_run.event": "push",
-            "github.event.workflow_run.head_repository.full_name": REPO,
-        }
+        event = repository | data_push_passed(sha)
         pipeline = load("training-data-pipeline.yaml")["jobs"]
         start = pipeline["start-compute"]
         assert value_of(start["if"], event)  # single: the workflow starts the GPU
