@@ -228,7 +228,7 @@ def test_the_job_that_decodes_the_branchs_images_cannot_write_to_the_repository(
     assert jobs["validate"]["permissions"] == {"contents": "read"}
     comment = jobs["comment"]
     assert comment["needs"] == "validate"
-    assert comment["permissions"] == {"contents": "write"}
+    assert comment["permissions"] == {"contents": "write", "statuses": "write"}
     (checkout,) = [s for s in comment["steps"] if str(s.get("uses", "")).startswith("actions/checkout@")]
     assert checkout["with"]["ref"] == "${{ github.event.repository.default_branch }}"  # main's code
     (post,) = [s for s in comment["steps"] if "run" in s]
@@ -286,6 +286,7 @@ def test_a_failed_validation_is_commented_by_the_comment_job_with_every_file_to_
     assert not evaluate(condition, {"failure()": True, "needs.validate.outputs.report": ""})  # guard refused
     route = f"POST /repos/{REPO}/commits/{'c' * 40}/comments"
     github.answer(route, 201, {"html_url": "https://github.com/acme/meters/commit/c#r1"})
+    github.answer(f"POST /repos/{REPO}/statuses/{'c' * 40}", 201, {})
 
     done = _post(project_dir, outputs["report"], github.url, tmp_path)
 
@@ -297,6 +298,11 @@ def test_a_failed_validation_is_commented_by_the_comment_job_with_every_file_to_
     assert "non_binary_mask" in body and f"images/{odd}.png" in body  # the name as pushed, never run
     assert "push to main again" in body
     assert not (project_dir / "pwned").exists() and not (project_dir / "x").exists()
+    # The commit says its batch is rejected, which the sweeper's look reads: no run starts for it.
+    [status] = github.calls(f"POST /repos/{REPO}/statuses/{'c' * 40}")
+    assert status.headers["Authorization"] == f"Bearer {COMMENT_TOKEN}"
+    assert (status.body["state"], status.body["context"]) == ("failure", "WMS training")
+    assert status.body["description"].startswith("rejected: the new pairs did not pass validation")
 
 
 def test_a_long_report_still_reaches_the_comment_job_cut_to_fit(

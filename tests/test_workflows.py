@@ -290,6 +290,7 @@ def test_permissions_are_explicit_and_least(name: str) -> None:
             ("training-data-pipeline.yaml", "train"),
             ("pipeline-sweeper.yaml", "find"),
             ("pipeline-sweeper.yaml", "sweep"),
+            ("data-push.yaml", "comment"),  # rejected: the validation failed
         ):
             allowed |= {"statuses"}  # the batch's commit status
         assert writes <= allowed, (name, job_id, writes)

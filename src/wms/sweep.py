@@ -6,9 +6,11 @@ heads whose record in the store (`wms.batches`) is finished, and hands the rest 
 pipeline, oldest branch first. A head that is the pipeline's own pointer commit stands for
 the batch commit under it: skipped when that batch's record is finished (its pull request
 is open), run again when its publish failed after the push (the new publish builds on it). A head
-the branch guard refuses (it changes more than data/incoming/) is recorded `rejected` here,
-so no compute starts for it and no later sweep tries it again. A branch whose batch is
-recorded `promoted` is in main: nothing reads it any more, and the sweep deletes it. The records
+the branch guard refuses (it changes more than data/incoming/), or whose pairs Data push's
+validation refused (its commit's status "WMS training" says so, `wms.vcs.commit_status`), is
+recorded `rejected` here, so no compute starts for it and no later sweep tries it again. A
+branch whose batch is recorded `promoted` is in main: nothing reads it any more, and the sweep
+deletes it. The records
 of `published` batches are settled from main's production ledger and the git host's pull
 requests (`promoted`, `closed`, or listed for a person) by `wms.sweep_settle`.
 """
@@ -23,7 +25,7 @@ from wms.batches import MAX_ATTEMPTS, BatchLedger, gave_up, is_finished
 from wms.config import Project
 from wms.errors import UsageError
 from wms.sweep_settle import (
-    ClosedPullRequests,
+    HostLook,
     MainPromotions,
     batch_commit,
     held_back,
@@ -87,9 +89,10 @@ def pending(
     """The data branch heads that have no finished run; `notes` collects why others are left alone,
     `merged` the branches whose batch main has taken in (`promoted`), which nothing needs any more.
 
-    A head the branch guard refuses is recorded `rejected` in `ledger` with the refusal, a
-    `published` batch whose promotion main holds is recorded `promoted`, and one whose pull
-    request `git_host` (made when first needed) says was closed without merging is recorded `closed`.
+    A head the branch guard refuses, or one never run whose pairs Data push refused, is recorded
+    `rejected` in `ledger` with the refusal, a `published` batch whose promotion main holds is
+    recorded `promoted`, and one whose pull request `git_host` (made when first needed) says was
+    closed without merging is recorded `closed`.
     """
     git = Git(project.root)
     cfg = project.settings.git
@@ -98,7 +101,7 @@ def pending(
     base = resolve_base(git, cfg.remote, cfg.base_branch) if branches else ""
     on_main = MainPromotions(project)
     on_main.settle_recent(ledger)  # also those whose branch is gone (GitHub deletes it on merging)
-    closed = ClosedPullRequests(git_host, notes)
+    look = HostLook(git_host, notes)
     for branch, sha in branches.items():
         try:
             title = git.run("log", "-1", "--format=%s", sha)
@@ -110,26 +113,30 @@ def pending(
             record = ledger.get(batch) if batch else None
             if batch is None or record is None or is_finished(record):
                 record = on_main.settle(ledger, batch, record)
-                _note_merged(merged, branch, closed.check(ledger, branch, batch, record))
+                _note_merged(merged, branch, look.check(ledger, branch, batch, record))
                 continue  # the pipeline's own commit: the batch is published (or was, before records)
             sha, after = batch, " after pushing its pointer commit"  # its pull request was not opened
         record = ledger.get(sha)
         under = None if after else published_under(git, ledger, sha, base)
         if under is not None:  # the branch's pull request is that batch's: settled and listed as its own
             said = len(notes or [])
-            below = closed.check(ledger, branch, under[1], on_main.settle(ledger, *under[1:]))
+            below = look.check(ledger, branch, under[1], on_main.settle(ledger, *under[1:]))
             held = is_finished(record) and (below or {}).get("status") == "published"
             if held and notes is not None and len(notes) == said:  # not listed as conflicting already
                 notes.append(held_back(branch, sha, under[0], cfg.remote))
         if is_finished(record):
             if under is None:  # else the branch holds a newer commit than the batch main took: kept
                 _note_merged(
-                    merged, branch, closed.check(ledger, branch, sha, on_main.settle(ledger, sha, record))
+                    merged, branch, look.check(ledger, branch, sha, on_main.settle(ledger, sha, record))
                 )
             continue
         check = check_branch(git, sha, base, project.settings.data.incoming, cfg.remote)
+        refusal = None
         if not check.ok:
             refusal = check.refusal() if under is None else onto_published(check, under[2], project)
+        elif record is None:  # never run: Data push's validation may have refused its pairs
+            refusal = look.check_refusal(branch, sha)
+        if refusal is not None:
             ledger.refuse(branch, sha, refusal)
             if notes is not None:
                 notes.append(f"{branch}: rejected, not run — {refusal}")
@@ -144,7 +151,7 @@ def pending(
             else f"run {record.get('run_id')} ended {record.get('status')}{after}"
         )
         todo.append(Pending(branch, sha, why))
-    closed.settle_gone(ledger, set(branches), on_main)
+    look.settle_gone(ledger, set(branches), on_main)
     return todo
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from wms.batches import SHA, BatchLedger
 from wms.config import Project
@@ -34,10 +34,13 @@ from wms.errors import WmsError
 from wms.production import HISTORY_FILE
 from wms.promotion import promoted_by
 from wms.vcs.base import GitHost, PullRequestState
+from wms.vcs.commit_status import check_refusal
 from wms.vcs.git import Git
 from wms.vcs.guard import BranchCheck
 from wms.vcs.mainline import MainLine
 from wms.vcs.publish import MAIN_MERGE_TITLE, POINTER_COMMIT_TITLE, pointer_files
+
+T = TypeVar("T")
 
 
 class MainPromotions:
@@ -92,9 +95,9 @@ class MainPromotions:
         return self.runs
 
 
-class ClosedPullRequests:
-    """Asks the git host where the pull request of a `published` batch stands: closed without merging,
-    or open but unable to merge."""
+class HostLook:
+    """What a sweep asks the git host: where the pull request of a `published` batch stands (closed
+    without merging, or open but unable to merge), and whether Data push refused a batch's pairs."""
 
     def __init__(self, git_host: Callable[[], GitHost] | None, notes: list[str] | None) -> None:
         self.git_host = git_host
@@ -169,22 +172,32 @@ class ClosedPullRequests:
                 "published (recorded promoted once main's production ledger holds their promotion)"
             )
 
+    def check_refusal(self, branch: str, sha: str) -> str | None:
+        """Why Data push's validation refused the pairs of `sha` (its commit status says so), else None."""
+        return self._call(branch, lambda host: check_refusal(host, sha))
+
     def _note(self, line: str) -> None:
         if self.notes is not None:
             self.notes.append(line)
 
     def _ask(self, branch: str) -> PullRequestState | None:
+        return self._call(branch, lambda host: host.pull_request_state(branch))
+
+    def _call(self, branch: str, question: Callable[[GitHost], T]) -> T | None:
+        """The host's answer to `question` about `branch`; None where it cannot be asked, said in
+        one line once per sweep."""
         if self.git_host is None:
             return None
         try:
             if self.host is None:
                 self.host = self.git_host()
-            return self.host.pull_request_state(branch)
-        except WmsError as exc:  # no token, GitHub down: the batch stays published, asked next time
+            return question(self.host)
+        except WmsError as exc:  # no token, GitHub down: published batches stay so, asked next time
             if self.notes is not None:
                 self.notes.append(
-                    f"could not ask the git host where the pull requests of published batches stand "
-                    f"(the first, {branch}): {exc}; they stay published, and the next sweep asks again"
+                    f"could not ask the git host where the pull requests of published batches stand, or "
+                    f"which pairs Data push refused (the first, {branch}): {exc}; they stay published, a "
+                    "refused batch runs and is rejected by its run, and the next sweep asks again"
                 )
             self.git_host = None  # once per sweep
             return None

@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from tests.conftest import TINY_SETTINGS
+from tests.test_workflow_credentials import read_github_output
 from tests.vcs.test_github import REPO, FakeGitHub, github
 
 from wms.batches import MAX_ATTEMPTS
-from wms.vcs.commit_status import status_of
+from wms.vcs.commit_status import CHECK_REFUSAL, status_of
 
 if TYPE_CHECKING:
     from tests.vcs.conftest import Repo
@@ -149,3 +152,51 @@ def test_a_branch_the_sweeper_refuses_says_so_on_its_commit_once(
     [posted] = [c.body for c in github.calls(f"POST /repos/{REPO}/statuses/{sha}")]  # once: then finished
     assert posted["state"] == "failure"
     assert posted["description"].startswith(f"rejected: refused commit {sha[:12]}: it changes src/app.py")
+
+
+def test_a_batch_data_push_refused_is_recorded_rejected_by_the_look_and_starts_no_compute(
+    repo: Repo,
+    github: FakeGitHub,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    github_files: tuple[Path, Path],
+) -> None:
+    """Data push failed the pairs' validation and so started no training; the sweeper's look counted
+    the branch as never run, and in single its start job booted the GPU instance for a run that
+    could only reject it. The commit's status, set by Data push's comment job, now settles it."""
+    refused = _broken_batch(repo, github, monkeypatch)
+    repo.git("push", "-q", "origin", BRANCH)
+    repo.git("switch", "-q", "main")
+    later = f"{BRANCH}1"
+    repo.git("switch", "-q", "-c", later, "main")
+    repo.add_pairs("m002")
+    unchecked = repo.commit("a batch Data push has not said anything of")
+    repo.git("push", "-q", "origin", later)
+    repo.git("switch", "-q", "main")
+    github.answer(
+        f"GET /repos/{REPO}/commits/{refused}/status",
+        200,
+        {
+            "state": "failure",
+            "statuses": [
+                {"context": "WMS training", "state": "failure", "description": (f"rejected: {CHECK_REFUSAL}")}
+            ],
+        },
+    )
+    github.answer(f"POST /repos/{REPO}/statuses/{refused}", 201, {})
+
+    looked = cli("pipeline", "sweep", "--dry-run")
+
+    assert looked.exit_code == 0, looked.output
+    assert read_github_output(github_files[0])["pending"] == "1"  # the unchecked batch only
+    assert (
+        f"{BRANCH}: rejected, not run — the new pairs did not pass validation in Data push" in looked.output
+    )
+    batch = json.loads((repo.work / ".wms/store/batches" / f"{refused}.json").read_text())
+    assert (batch["status"], batch["summary"]) == ("rejected", CHECK_REFUSAL)
+    assert not (repo.work / ".wms/store/batches" / f"{unchecked}.json").exists()  # a look records no run
+
+    looked = cli("pipeline", "sweep", "--dry-run")  # recorded: never asked again, never run
+    assert looked.exit_code == 0, looked.output
+    assert len(github.calls(f"GET /repos/{REPO}/commits/{refused}/status")) == 1
+    assert read_github_output(github_files[0])["pending"] == "1"

@@ -84,9 +84,17 @@ def comment_validation(
         "variable), for a later job that holds the write token to post.",
     ),
 ) -> None:
-    """Post a failed validation report: a commit comment (github) or a file in .wms/reports (local)."""
+    """Post a failed validation report: a commit comment (github) or a file in .wms/reports (local).
+
+    On GitHub the commit also gets the status "WMS training": failure, rejected (with the job's
+    GITHUB_TOKEN, which needs statuses: write). The sweeper's look reads it and records the batch
+    rejected, so no compute starts for pairs that cannot train.
+    """
+    import os
+
     from wms.report import write_github_output
     from wms.vcs import Git, make_git_host
+    from wms.vcs.commit_status import batch_statuses
 
     body = _read(report, "validation report")
     if hand_over:
@@ -105,6 +113,9 @@ def comment_validation(
     )
     console.print(f"validation report for {sha[:7]}: {where}", highlight=False, soft_wrap=True)
     write_github_output({"comment": where})
+    statuses = batch_statuses(project, os.environ, lambda line: console.print(line, highlight=False))
+    if statuses is not None:
+        statuses.show_check_refusal(sha)
 
 
 def _cut(text: str, limit: int) -> str:

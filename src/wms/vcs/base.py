@@ -46,3 +46,8 @@ class GitHost(Protocol):
     def pull_request_state(self, branch: str) -> PullRequestState | None:
         """Where `branch`'s latest pull request stands; None where there is none (or all merge at once)."""
         ...
+
+    def commit_status(self, sha: str, context: str) -> tuple[str, str] | None:
+        """The commit's latest status `context` as (state, description); None where it has none
+        (local: commits carry no statuses)."""
+        ...

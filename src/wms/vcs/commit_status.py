@@ -12,6 +12,11 @@ batch's commit (git.host = "github", with the job's GITHUB_TOKEN; the job needs 
     error     failed: the sweeper runs it again
 
 A status that cannot be set (no permission, GitHub down) is one line; it never fails the run.
+
+Data push, which checks a data branch's pairs before any run and holds no secret, sets the same
+status to failure ("rejected: the new pairs did not pass ...") when they fail validation
+(`wms vcs comment-validation`). No run then starts for the commit, and the sweeper's look records
+the batch rejected from that status (`check_refusal`), so no compute starts for it either.
 """
 
 from __future__ import annotations
@@ -25,9 +30,14 @@ from wms.config import Project
 from wms.errors import WmsError
 
 if TYPE_CHECKING:
+    from wms.vcs.base import GitHost
     from wms.vcs.github import GitHubHost
 
 CONTEXT = "WMS training"
+# The summary of a batch whose pairs Data push's validation refused (the commit's comment lists why).
+CHECK_REFUSAL = (
+    "the new pairs did not pass validation in Data push (the commit's comment lists why); push a fixed batch"
+)
 STATES = {
     "running": "pending",
     "promoted": "success",
@@ -54,6 +64,18 @@ def status_of(record: dict[str, Any]) -> tuple[str, str]:
     return STATES.get(status, "error"), text.rstrip(": ")
 
 
+def check_refusal(host: GitHost, sha: str) -> str | None:
+    """Why a check before any run refused the batch of commit `sha`: the description of its
+    "WMS training" failure ("rejected: ..."), as a batch record's summary; None where it has none.
+
+    Only for a commit no run took on: a run's own rejection reads the same, and is recorded.
+    """
+    found = host.commit_status(sha, CONTEXT)
+    if found is None or found[0] != "failure" or not found[1].startswith("rejected: "):
+        return None
+    return found[1].removeprefix("rejected: ")
+
+
 class BatchStatuses:
     """Sets the "WMS training" status of batch commits on GitHub; a failure is one line."""
 
@@ -75,6 +97,10 @@ class BatchStatuses:
     def show_record(self, record: dict[str, Any]) -> None:
         """`show` for a batch record as the ledger writes it (it names its commit)."""
         self.show(str(record["sha"]), record)
+
+    def show_check_refusal(self, sha: str) -> None:
+        """Data push's validation refused the pairs of `sha`: rejected, with no run."""
+        self.show(sha, {"status": "rejected", "summary": CHECK_REFUSAL})
 
     def show(self, sha: str, record: dict[str, Any]) -> None:
         state, description = status_of(record)

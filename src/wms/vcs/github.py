@@ -248,6 +248,22 @@ class GitHubHost:
         create = self.client.sdk.rest.repos.create_commit_status
         self.client.call(partial(create, self.owner, self.repo, sha, **fields))
 
+    def commit_status(self, sha: str, context: str) -> tuple[str, str] | None:
+        """The commit's latest status `context` as (state, description); None where it has none.
+        The token needs statuses: read (write includes it)."""
+        try:
+            combined = self.client.call(
+                partial(self.client.sdk.rest.repos.get_combined_status_for_ref, self.owner, self.repo, sha)
+            )
+        except GitHubError as exc:
+            if exc.status == 404:  # a commit GitHub does not have (a branch never pushed)
+                return None
+            raise
+        for status in combined.get("statuses") or []:  # the latest of each context
+            if status.get("context") == context:
+                return str(status.get("state")), str(status.get("description") or "")
+        return None
+
     def list_runners(self) -> list[Runner]:
         """The repository's self-hosted runners (the token needs administration: read)."""
         runners: list[Runner] = []

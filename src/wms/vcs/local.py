@@ -42,6 +42,9 @@ class LocalHost:
     def pull_request_state(self, branch: str) -> PullRequestState | None:
         return None  # publish merges at once or fails: nothing waits here for a merge
 
+    def commit_status(self, sha: str, context: str) -> tuple[str, str] | None:
+        return None  # no check runs before the pipeline here: it validates the batch itself
+
     def comment_on_commit(self, sha: str, body: str) -> str:
         self.reports_dir.mkdir(parents=True, exist_ok=True)
         path = self.reports_dir / f"commit-{sha[:12]}.md"
