@@ -18,7 +18,7 @@ import pytest
 from wms.config import load_settings
 from wms.registry import MlflowRegistry
 from wms.registry_api import CONTINUED_TAG, KILLED_TAG
-from wms.registry_stale import end_stale_runs, idle_limit
+from wms.registry_stale import end_stale_runs
 
 HOUR_MS = 3_600_000
 
@@ -155,7 +155,7 @@ def test_a_training_marked_killed_while_it_was_only_silent_ends_finished_and_not
 ) -> None:
     """A laptop asleep with its training (suspended, not killed) through the daily prune: it wakes,
     goes on in the same run and ends it; neither the run nor its version says it was killed."""
-    idle = idle_limit(registry.project.settings.compute)
+    idle = registry.project.settings.compute.longest_run
     with registry.start_run("train-v1", {}) as run:
         run.log_metrics({"train_loss": 0.5}, step=1)
         later = datetime.now(UTC) + idle + timedelta(hours=1)  # the prune of the next morning

@@ -19,7 +19,8 @@ never started is caught up. Statuses:
     no-new-data    the batch holds nothing main's dataset does not have
     failed         the run broke (compute, network, a bug, a store or main that needs
                    fixing); the sweeper tries again
-    running        a run is at it (or died: the sweeper finds out under the lock)
+    running        a run is at it (or died: the sweeper finds out under the lock; a last
+                   attempt that started longer ago than a run lasts is recorded failed)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from wms.config import Project
@@ -166,6 +167,18 @@ def gave_up(record: dict[str, Any] | None) -> bool:
     the runner lost, every time) or a status this version does not know.
     """
     return record is not None and not is_finished(record) and int(record.get("attempts") or 0) >= MAX_ATTEMPTS
+
+
+def died(record: dict[str, Any] | None, longest_run: timedelta, now: datetime | None = None) -> bool:
+    """Whether the record's `running` run cannot be alive: it started longer ago than a run lasts
+    (compute.longest_run), so its process was killed, ran out of memory or lost its runner."""
+    if record is None or record.get("status") != "running":
+        return False
+    try:
+        started = datetime.fromisoformat(str(record.get("started_at")))
+    except ValueError:
+        return False  # no start time: nothing says it is over
+    return (now or datetime.now(UTC)) - started > longest_run
 
 
 def detect_batch(project: Project, branch: str | None, sha: str | None) -> dict[str, str] | None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from wms.config import ComputeSettings
 from wms.registry import MlflowRegistry
 from wms.registry_api import CONTINUED_TAG, KILLED_TAG
 
@@ -31,12 +30,6 @@ class StaleRun:
     name: str
     started_at: datetime
     last_seen: datetime
-
-
-def idle_limit(compute: ComputeSettings) -> timedelta:
-    """The longest a live training run goes without logging: the longest one run may hold the
-    GPU instance (compute.max_hold_hours), and the lease after it, when the reaper stops it."""
-    return timedelta(hours=compute.max_hold_hours, minutes=compute.lease_minutes)
 
 
 def end_stale_runs(

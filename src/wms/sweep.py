@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from wms.batches import MAX_ATTEMPTS, BatchLedger, gave_up, is_finished
+from wms.batches import MAX_ATTEMPTS, BatchLedger, died, gave_up, is_finished
 from wms.config import Project
 from wms.errors import UsageError
 from wms.sweep_settle import (
@@ -142,6 +143,9 @@ def pending(
                 notes.append(f"{branch}: rejected, not run — {refusal}")
             continue
         if gave_up(record):
+            if died(record, project.settings.compute.longest_run):  # its "pending" status stays else
+                ledger.finish(sha, "failed", _died(record or {}, project.settings.compute.longest_run))
+                record = ledger.get(sha)
             if notes is not None:
                 notes.append(f"{branch}: {_given_up(record or {})}")
             continue
@@ -176,6 +180,15 @@ def _note_merged(merged: list[str] | None, branch: str, record: dict[str, Any] |
     """Add `branch` to `merged` when its batch is recorded promoted: main has it."""
     if merged is not None and (record or {}).get("status") == "promoted":
         merged.append(branch)
+
+
+def _died(record: dict[str, Any], longest_run: timedelta) -> str:
+    hours = longest_run.total_seconds() / 3600
+    return (
+        f"the last run, {record.get('run_id')}, never ended: it started {record.get('started_at')}, over "
+        f"{hours:g} h ago, longer than a run lasts, so its process died (killed, out of memory, a lost "
+        "runner)"
+    )
 
 
 def _given_up(record: dict[str, Any]) -> str:

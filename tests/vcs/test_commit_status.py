@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,3 +201,41 @@ def test_a_batch_data_push_refused_is_recorded_rejected_by_the_look_and_starts_n
     assert looked.exit_code == 0, looked.output
     assert len(github.calls(f"GET /repos/{REPO}/commits/{refused}/status")) == 1
     assert read_github_output(github_files[0])["pending"] == "1"
+
+
+@pytest.mark.parametrize(("hours_ago", "posted"), [(14, True), (1, False)])
+def test_a_third_run_that_died_leaves_its_commit_failed_not_pending(
+    repo: Repo,
+    github: FakeGitHub,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    hours_ago: int,
+    posted: bool,
+) -> None:
+    """A batch whose third run was killed kept the status that run set as it began, "pending", for
+    good: the sweeper gave it up but said so only on its own page. Once the run started longer ago
+    than a run can last (compute.longest_run: 13 h), the look records it failed and the commit says
+    so; a third run still within that time may be alive, and is left alone."""
+    sha = _broken_batch(repo, github, monkeypatch)
+    repo.git("push", "-q", "origin", BRANCH)
+    repo.git("switch", "-q", "main")
+    started = (datetime.now(UTC) - timedelta(hours=hours_ago)).isoformat(timespec="seconds")
+    path = repo.work / ".wms/store/batches" / f"{sha}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    third = {"branch": BRANCH, "sha": sha, "status": "running", "run_id": "r3", "attempts": MAX_ATTEMPTS}
+    path.write_text(json.dumps({**third, "started_at": started, "summary": ""}))
+    github.answer(f"POST /repos/{REPO}/statuses/{sha}", 201, {})
+
+    for _ in range(2):
+        looked = cli("pipeline", "sweep", "--dry-run")
+        assert looked.exit_code == 0 and "would run" not in looked.output, looked.output
+
+    statuses = [c.body for c in github.calls(f"POST /repos/{REPO}/statuses/{sha}")]
+    batch = json.loads(path.read_text())
+    if posted:
+        [status] = statuses  # once: the record says failed since
+        assert status["state"] == "failure"
+        assert status["description"].startswith("failed 3 runs, not retried: the last run, r3, never ended")
+        assert batch["status"] == "failed" and batch["attempts"] == MAX_ATTEMPTS
+    else:
+        assert statuses == [] and batch["status"] == "running"

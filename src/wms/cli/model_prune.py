@@ -38,12 +38,12 @@ def prune(
     """
     from wms.cli.compute import job_lease
     from wms.registry_prune import ever_in_production, prune_runs, pruned_recently, record_prune, summary
-    from wms.registry_stale import end_stale_runs, idle_limit, stale_lines
+    from wms.registry_stale import end_stale_runs, stale_lines
     from wms.report import write_step_summary
 
     project = state(ctx).project()
     registry, now = MlflowRegistry(project), datetime.now(UTC)
-    idle = idle_limit(project.settings.compute)
+    idle = project.settings.compute.longest_run
     ended = stale_lines(end_stale_runs(registry, idle, "`wms model prune`", dry_run), idle, dry_run)
     for line in ended:
         console.print(line, highlight=False, soft_wrap=True)

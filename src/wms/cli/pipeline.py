@@ -175,9 +175,9 @@ def end_stale_training_runs(registry: MlflowRegistry, project: Project) -> None:
     """Mark KILLED the training runs left RUNNING by a process that died (a cancelled job, an
     instance stopped under it): in `single` MLflow is up only while a pipeline runs."""
     from wms.cli.compute import note
-    from wms.registry_stale import end_stale_runs, idle_limit, stale_lines
+    from wms.registry_stale import end_stale_runs, stale_lines
 
-    idle = idle_limit(project.settings.compute)
+    idle = project.settings.compute.longest_run
     try:
         ended = end_stale_runs(registry, idle, "`wms pipeline`")
     except RegistryError as exc:  # this run's own calls say so, if MLflow is out of reach

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -220,6 +221,12 @@ class ComputeSettings(Section):
     def runs_on_instance(self) -> bool:
         """This process runs on the EC2 instance itself (the workflows' self-hosted runner)."""
         return self.backend == "ec2" and self.train_on == "here"
+
+    @property
+    def longest_run(self) -> timedelta:
+        """The longest a live training run lasts: the longest it may hold the GPU instance
+        (max_hold_hours), and the lease after it, when the reaper stops it."""
+        return timedelta(hours=self.max_hold_hours, minutes=self.lease_minutes)
 
     @field_validator("instance_tag")
     @classmethod

@@ -8,7 +8,9 @@ batch's commit (git.host = "github", with the job's GITHUB_TOKEN; the job needs 
     pending   a run took the batch on (it may wait for the store's lock)
     success   promoted, published (its pull request is open), not-promoted, no-new-data
     failure   rejected (push a fixed batch), closed (its pull request was closed unmerged),
-              or failed MAX_ATTEMPTS times (the sweeper gave up)
+              or failed MAX_ATTEMPTS times (the sweeper gave up; a last run that died is
+              recorded failed by the sweeper's look once it started longer ago than a run
+              lasts, compute.longest_run, and its "pending" turns to this)
     error     failed: the sweeper runs it again
 
 A status that cannot be set (no permission, GitHub down) is one line; it never fails the run.
