@@ -173,8 +173,9 @@ def clone_as(url: str, user: str, token: str, work: Path, env: dict[str, str]) -
     )
 
 
-def labeller_pushes_a_batch(url: str, work: Path, env: dict[str, str]) -> str:
-    """Step 1: the labeller's commit of new pairs on a data branch, pushed with their token."""
+def labeller_pushes_a_batch(url: str, work: Path, env: dict[str, str], grey_mask: bool = False) -> str:
+    """Step 1: the labeller's commit of new pairs on a data branch, pushed with their token; with
+    `grey_mask`, one mask is grey rather than black and white (the check refuses the batch)."""
     clone_as(url, "labeller", LABELLER, work, env)
     git(work, "switch", "-q", "-c", BRANCH, env=env)
     subprocess.run(
@@ -184,6 +185,11 @@ def labeller_pushes_a_batch(url: str, work: Path, env: dict[str, str]) -> str:
         check=True,
         capture_output=True,
     )
+    if grey_mask:
+        from PIL import Image
+
+        first = sorted((work / "data/incoming/masks").iterdir())[0]
+        Image.new("L", Image.open(first).size, 128).save(first)
     git(work, "add", "data/incoming", env=env)
     git(work, "commit", "-q", "-m", "24 new pairs", env=env)
     git(work, "push", "-q", "origin", BRANCH, env=env)

@@ -36,11 +36,13 @@ instance's one runner.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import boto3
 import pytest
 from tests.conftest import TINY_SETTINGS, Ec2Box, LiveServer
 from tests.deploy.conftest import FakeCluster, write_kubeconfig
@@ -58,6 +60,7 @@ from tests.test_loop_rehearsal import (
     labeller_pushes_a_batch,
     pushed,
     seeded_repository,
+    strays,
 )
 from tests.test_workflows import load
 from tests.vcs.test_github import NOT_ALLOWED, PR, REPO, FakeGitHub, github
@@ -249,3 +252,84 @@ def test_single_a_batch_merged_at_once_is_trained_and_deployed_on_the_instance_t
 
     # What an operator would look at.
     assert_promoted_deployed_and_stopped(world, s3_bucket, sha, mlflow_server, name, version, ec2_box, before)
+
+
+def test_single_a_batch_that_fails_its_check_is_recorded_rejected_and_starts_no_gpu(
+    tmp_path: Any, aws_env: str, s3_bucket: str, ec2_box: Ec2Box, github: FakeGitHub
+) -> None:
+    """A batch with a grey mask: Data push's validate job fails and its comment job says why on
+    the commit and marks it rejected; the pipeline does not start, and the sweeper's next look
+    (pipeline-sweeper.yaml's find job) records the batch rejected from that status and finds
+    nothing to run, so its start job, the one that boots the GPU instance in `single`, is skipped.
+    Before, the look counted the batch as never run, and the sweep booted the instance for a run
+    that could only reject it."""
+    before = descendants(os.getpid())
+    settings = TINY_SETTINGS + f'\n[compute]\ninstance_tag = "{ec2_box.tag}"\n'
+    world = seeded_repository(tmp_path, settings)
+
+    with serve_git(world.served, {JOB_TOKEN: "github-actions", LABELLER: "labeller"}) as url:
+        runner = Runner(
+            f"{url}/meters.git", JOB_TOKEN, RUN_ID, REPO, world.env, world.aws, tmp_path / "runner"
+        )
+        runner.tmp.mkdir()
+        sha = labeller_pushes_a_batch(runner.url, tmp_path / "labeller", world.env, grey_mask=True)
+        repository = {
+            "github.token": JOB_TOKEN,
+            "github.repository": REPO,
+            "github.event.repository.default_branch": "main",
+            "vars.WMS_LAYOUT": "single",
+            "vars.WMS_STORE_URL": f"s3://{s3_bucket}/store",
+        }
+        to_github = {"WMS_GIT__API_URL": github.url}
+        # GitHub keeps the commit's statuses: the look reads what the comment job set.
+        posted: list[dict[str, Any]] = []
+
+        def post_status(body: dict[str, Any] | None) -> tuple[int, Any, dict[str, str]]:
+            posted.append(dict(body or {}))
+            return 201, {}, {}
+
+        github.routes[f"POST /repos/{REPO}/statuses/{sha}"] = post_status
+        github.routes[f"GET /repos/{REPO}/commits/{sha}/status"] = lambda _: (
+            200,
+            {"statuses": posted[-1:]},
+            {},
+        )
+        github.answer(f"POST /repos/{REPO}/commits/{sha}/comments", 201, {"html_url": "https://x/c#1"})
+
+        # 1. Data push: the validate job fails at its validation, and hands the report on.
+        push = repository | pushed(sha)
+        checked = runner.run_job("data-push.yaml", "validate", push, may_fail=True)
+        assert runner.failed == ["data-push.yaml validate: Validate the new pairs"], runner.failed
+        assert "non_binary_mask" in checked["report"]
+        failed = {"needs.validate.result": "failure", "needs.validate.outputs.report": checked["report"]}
+        runner.run_job("data-push.yaml", "comment", push | failed, to_github)
+        [comment] = github.calls(f"POST /repos/{REPO}/commits/{sha}/comments")
+        assert "non_binary_mask" in comment.body["body"]
+        assert [(p["state"], p["context"]) for p in posted] == [("failure", "WMS training")]
+        assert posted[0]["description"].startswith("rejected: the new pairs did not pass validation")
+
+        # 2. The training pipeline: Data push failed, so neither the instance nor the training starts.
+        event = repository | data_push_passed(sha) | {"github.event.workflow_run.conclusion": "failure"}
+        pipeline = load("training-data-pipeline.yaml")["jobs"]
+        assert not value_of(pipeline["start-compute"]["if"], event)
+        assert not value_of(pipeline["train"]["if"], event | {"needs.start-compute.result": "skipped"})
+
+        # 3. The sweeper's look, half an hour later: nothing to run, so no instance is started.
+        sweeper = load("pipeline-sweeper.yaml")["jobs"]
+        scheduled = repository | {"github.event_name": "schedule", "github.event.schedule": "7,37 * * * *"}
+        found = runner.run_job("pipeline-sweeper.yaml", "find", scheduled, to_github)
+        assert found["pending"] == "0", found
+        after_look = scheduled | {
+            "needs.find.result": "success",
+            "needs.find.outputs.pending": found["pending"],
+        }
+        assert not value_of(sweeper["start-compute"]["if"], after_look)
+        assert not value_of(sweeper["sweep"]["if"], after_look | {"needs.start-compute.result": "skipped"})
+
+    record = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"store/batches/{sha}.json")
+    batch = json.loads(record["Body"].read())
+    assert batch["status"] == "rejected" and "did not pass validation in Data push" in batch["summary"]
+    assert any(f"{BRANCH}: rejected, not run" in s for s in runner.summaries)
+    assert {p["state"] for p in posted} == {"failure"}  # the look said the same once it recorded it
+    assert ec2_box.state() == "stopped" and not ec2_box.tags().get(HOLDER_TAG_PREFIX + HOLDER)
+    assert not strays(before)

@@ -6,6 +6,7 @@ their equivalents here (see Runner). Used by tests/test_loop_rehearsal.py."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -17,19 +18,28 @@ from tests.test_workflows import ROOT, load, triggers
 
 # -- `${{ }}` as GitHub evaluates the few forms the workflows use ----------------------------------
 
-TOKEN = re.compile(r"\s*('[^']*'|[A-Za-z_][\w.\-]*|==|!=|&&|\|\||!|\(|\)|,)")
+TOKEN = re.compile(r"\s*('[^']*'|[A-Za-z_][\w.\-]*|\d+|==|!=|>=|<=|>|<|&&|\|\||!|\(|\)|,)")
 FUNCTIONS = {
     "always": lambda: True,
-    "success": lambda: True,  # a job stops at its first failed step here: no later step runs after one
+    "success": lambda: True,  # see `status_functions`: what a failed step or job changes
     "failure": lambda: False,
     "cancelled": lambda: False,
     "startsWith": lambda text, prefix: str(text).lower().startswith(str(prefix).lower()),
+    "fromJSON": lambda text: json.loads(str(text)),
 }
 
 
-def value_of(expression: str, context: dict[str, Any]) -> Any:
+def status_functions(failed: bool) -> dict[str, Any]:
+    """FUNCTIONS where a step of this job failed (for a step's `if:`) or a needed job failed (for a
+    job's): `success()` false, `failure()` true, as GitHub evaluates them."""
+    return FUNCTIONS | {"success": lambda: not failed, "failure": lambda: failed}
+
+
+def value_of(expression: str, context: dict[str, Any], functions: dict[str, Any] | None = None) -> Any:
     """An expression's value: names read from `context` (a missing one is empty, as GitHub reads
-    an unset variable or output), `&&`/`||` returning an operand as GitHub's do."""
+    an unset variable or output), `&&`/`||` returning an operand as GitHub's do; `functions`
+    (default FUNCTIONS: nothing failed) are the status checks."""
+    functions = FUNCTIONS if functions is None else functions
     inner, python, at = expression.strip().removeprefix("${{").removesuffix("}}"), [], 0
     while at < len(inner.rstrip()):
         token = TOKEN.match(inner, at)
@@ -47,7 +57,7 @@ def value_of(expression: str, context: dict[str, Any]) -> Any:
             python.append(repr(context.get(word, "")))
         else:
             python.append(word)
-    return eval("".join(python), {"__builtins__": {}}, FUNCTIONS)  # only the repository's own workflows
+    return eval("".join(python), {"__builtins__": {}}, functions)  # only the repository's own workflows
 
 
 def text_of(value: Any) -> str:
@@ -74,6 +84,7 @@ class Runner:
     aws_env: dict[str, str]
     tmp: Path
     summaries: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "workflow job: step" of each step that failed
 
     def checkout(self, folder: Path) -> None:
         """actions/checkout of main, persist-credentials false: its token reaches git for the
@@ -83,13 +94,26 @@ class Runner:
         git(self.tmp, "-c", header, "clone", "-q", "-b", "main", self.url, str(folder), env=self.base_env)
 
     def run_job(
-        self, workflow: str, job_id: str, context: dict[str, Any], unlike_github: dict[str, str] | None = None
+        self,
+        workflow: str,
+        job_id: str,
+        context: dict[str, Any],
+        unlike_github: dict[str, str] | None = None,
+        may_fail: bool = False,
     ) -> dict[str, str]:
         """Run the job's steps in a fresh checkout of main (a job run again gets its own, named
         `-2`, `-3`...); its `outputs:` as GitHub resolves them. `unlike_github` replaces
-        variables of the job's `env:` that cannot hold here."""
+        variables of the job's `env:` that cannot hold here. A failed step fails the test unless
+        `may_fail`: then it is listed in `failed`, and only the later steps whose `if:` holds
+        after a failure run, as on GitHub."""
         job = load(workflow)["jobs"][job_id]
-        assert value_of(job.get("if", "success()"), context), f"{workflow} {job_id} would not run"
+        needs = job.get("needs", [])
+        needs = [needs] if isinstance(needs, str) else needs
+        needed_failed = any(context.get(f"needs.{n}.result") == "failure" for n in needs)
+        condition = job.get("if", "success()")
+        assert value_of(condition, context, status_functions(needed_failed)), (
+            f"{workflow} {job_id} would not run"
+        )
         folder = self.tmp / f"{workflow}-{job_id}"
         again = 1
         while folder.exists():  # the same job again (ec2-control's start, renew, stop): a fresh checkout
@@ -97,8 +121,11 @@ class Runner:
             folder = self.tmp / f"{workflow}-{job_id}-{again}"
         env = dict(self.base_env) | {k: resolve(v, context) for k, v in job.get("env", {}).items()}
         env |= {"GITHUB_RUN_ID": self.run_id, "GITHUB_REPOSITORY": self.repository, "GITHUB_ACTIONS": "true"}
+        if "github.sha" in context:  # the pushed commit (a comment step names it so)
+            env["GITHUB_SHA"] = str(context["github.sha"])
         env |= unlike_github or {}
         steps: dict[str, Any] = {}
+        failed = False
         for number, step in enumerate(job["steps"]):
             uses = str(step.get("uses", ""))
             if uses.startswith("actions/checkout@"):
@@ -110,7 +137,7 @@ class Runner:
                 env |= self.aws_env
             else:
                 seen = context | steps
-                if not value_of(step.get("if", "success()"), seen):
+                if not value_of(step.get("if", "success()"), seen, status_functions(failed)):
                     if "id" in step:
                         steps[f"steps.{step['id']}.outcome"] = "skipped"
                     continue
@@ -127,10 +154,14 @@ class Runner:
                     text=True,
                     timeout=240,
                 )
-                assert done.returncode == 0, f"{workflow} {job_id}: {step.get('name')}\n{done.stderr[-4000:]}"
+                what = f"{workflow} {job_id}: {step.get('name')}"
+                assert done.returncode == 0 or may_fail, f"{what}\n{done.stderr[-4000:]}"
+                failed |= done.returncode != 0
+                if done.returncode != 0:
+                    self.failed.append(what)
                 self.summaries.append(summary.read_text())
                 if "id" in step:
-                    steps[f"steps.{step['id']}.outcome"] = "success"  # a failed step ended the job above
+                    steps[f"steps.{step['id']}.outcome"] = "success" if done.returncode == 0 else "failure"
                     steps |= {
                         f"steps.{step['id']}.outputs.{k}": v for k, v in read_github_output(output).items()
                     }
