@@ -31,15 +31,18 @@ done
 
 
 @contextmanager
-def serve_git(root: Path, tokens: dict[str, str]) -> Iterator[str]:
+def serve_git(root: Path, tokens: dict[str, str], seen: list[str] | None = None) -> Iterator[str]:
     """Serve the bare repositories under `root` at the yielded URL; `tokens` maps a token to the
-    user it authenticates (REMOTE_USER for the hooks). Any other request is answered 401."""
+    user it authenticates (REMOTE_USER for the hooks). Any other request is answered 401.
+    `seen`, when given, gets each request as "METHOD /path?query" (what a client's round trips are)."""
     backend = subprocess.run(
         ["git", "--exec-path"], capture_output=True, text=True, check=True
     ).stdout.strip()
 
     class Handle(BaseHTTPRequestHandler):
         def _serve(self) -> None:
+            if seen is not None:
+                seen.append(f"{self.command} {self.path}")
             user = _user(self.headers.get("Authorization", ""), tokens)
             if user is None:
                 self.send_response(401)

@@ -24,13 +24,16 @@ class Git:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def _git(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def _git(
+        self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         try:
             # A path git prints need not be UTF-8 (a name made on another system, or on purpose):
             # its bytes come back as surrogates instead of stopping the caller with a traceback.
             return subprocess.run(
                 ["git", *args],
                 cwd=self.root,
+                input=stdin,
                 capture_output=True,
                 text=True,
                 errors="surrogateescape",
@@ -123,14 +126,38 @@ class Git:
         out = self.run("for-each-ref", f"--points-at={sha}", "--format=%(refname)", *patterns)
         return sorted({line.removeprefix(base) for line in out.splitlines() if line})
 
-    def blob(self, sha: str) -> bytes:
-        """The bytes of one blob, read from the object store (no filter, no checkout)."""
-        args = ["git", "cat-file", "blob", sha]
-        done = subprocess.run(args, cwd=self.root, capture_output=True, check=False)
-        if done.returncode != 0:
-            detail = done.stderr.decode(errors="replace").strip() or "no output"
-            raise GitError(f"`git cat-file blob {sha}` failed: {detail}")
-        return done.stdout
+    def promisor_remotes(self) -> list[str]:
+        """The remotes a partial clone fetches missing objects from, in git's order; [] in a full clone."""
+        first = self.run("config", "--get", "extensions.partialclone", check=False)
+        flags = self.run("config", "--type=bool", "--get-regexp", r"^remote\..*\.promisor$", check=False)
+        names = [first] if first else []
+        for line in flags.splitlines():
+            key, _, value = line.rpartition(" ")
+            name = key.removeprefix("remote.").removesuffix(".promisor")
+            if value == "true" and name not in names:
+                names.append(name)
+        return names
+
+    def missing_objects(self, tree: str) -> list[str]:
+        """Objects under `tree` (a tree-ish: "SHA:path") that this clone does not hold, found without
+        fetching them (`--missing=print`): the blobs a partial clone would fetch one by one when read."""
+        listing = self.run("rev-list", "--objects", "--missing=print", tree)
+        return [line[1:] for line in listing.splitlines() if line.startswith("?")]
+
+    def fetch_objects(self, remote: str, oids: list[str]) -> str | None:
+        """Fetch `oids` from the promisor `remote` in one round trip, as git's own batch prefetch does
+        (promisor-remote.c); None when it worked, else git's last line saying why.
+
+        It runs with this process's environment, so the credentials the rest of git uses (a helper
+        or header set through GIT_CONFIG_* variables) reach it too.
+        """
+        args = ["-c", "fetch.negotiationAlgorithm=noop", "fetch", remote, "--no-tags"]
+        args += ["--no-write-fetch-head", "--recurse-submodules=no", "--filter=blob:none", "--stdin"]
+        done = self._git(*args, stdin="".join(f"{oid}\n" for oid in oids))
+        if done.returncode == 0:
+            return None
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        return detail[-1] if detail else f"git fetch exited with {done.returncode}"
 
     def ls_files(self, path: str) -> list[str]:
         return [line for line in self.run("ls-files", "--", path).splitlines() if line]

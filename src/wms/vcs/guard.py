@@ -9,8 +9,9 @@ jobs run `main`'s code and take nothing from the branch but the files under `dat
 change outside that folder, a symlink or submodule anywhere, and `.gitattributes` or
 `.gitmodules` files. Renames are seen as a delete plus an add, so moving a file out of (or
 into) the folder names the path outside it. `take_incoming` runs the same check, then reads
-the blobs straight from git's object store (`ls-tree` + `cat-file`), so no hook, filter or
-checkout of the branch ever runs, and refuses any name that would land outside the folder.
+the blobs straight from git's object store (`ls-tree`, then one `cat-file --batch`, after one
+fetch of those a blob-less clone lacks), so no hook, filter or checkout of the branch ever runs,
+and refuses any name that would land outside the folder.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from wms.config import Project
 from wms.errors import WmsError
+from wms.vcs.blobs import write_blobs
 from wms.vcs.git import EMPTY_TREE, Git
 from wms.vcs.hook import IGNORED_NAMES
 
@@ -201,14 +203,15 @@ def write_incoming(git: Git, sha: str, incoming: Path | str, out: Path) -> list[
     """Write the commit's files under `incoming` into `out` (images/..., masks/...) from git's objects.
 
     Only regular files are written; placeholders (names starting with a dot) are skipped.
-    Every name is checked before the first file is written. The caller checks the branch
-    first (`take_incoming` does both).
+    Every name is checked before the first file is written, and a blob that cannot be read
+    (GitError) leaves nothing behind. In a blob-less clone the files are fetched in one round
+    trip. The caller checks the branch first (`take_incoming` does both).
     """
     prefix = incoming_prefix(incoming)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BranchRefused(f"{out} is not an empty folder; pass a new or empty --out folder")
     listing = git.run("ls-tree", "-r", "-z", "--full-tree", sha, "--", prefix.rstrip("/"))
-    planned: list[tuple[str, Path]] = []
+    planned: list[tuple[str, Path, str]] = []
     root = out.resolve()
     for entry in filter(None, listing.split("\0")):
         meta, _, path = entry.partition("\t")
@@ -224,13 +227,10 @@ def write_incoming(git: Git, sha: str, incoming: Path | str, out: Path) -> list[
         if not target.is_relative_to(root) or target == root:
             raise BranchRefused(f"{path!r} would be written outside {out}; nothing was taken")
         _check_length(path, relative, target)
-        planned.append((blob, target))
-    written = []
-    for blob, target in planned:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(git.blob(blob))
-        written.append(target)
-    return written
+        planned.append((blob, target, shown(path)))
+    if not planned:
+        return []
+    return write_blobs(git, planned, f"{sha}:{prefix.rstrip('/')}", f"commit {sha[:12]}")
 
 
 def _check_length(path: str, relative: PurePosixPath, target: Path) -> None:
