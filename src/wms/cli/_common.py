@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from wms.config import Project, load_settings, parse_overrides, stray_env_variables
 from wms.errors import UsageError, WmsError
@@ -33,6 +33,16 @@ def on_interrupt(ctx: typer.Context, note: str) -> None:
     """What Ctrl-C (or SIGTERM) leaves behind in this command and what to do then, said in the
     one line printed when it comes; a command sets it again as its state changes."""
     ctx.meta[INTERRUPT_NOTE] = note
+
+
+def _type_unless_flag(option: TyperOption, ctx: Any) -> str | None:
+    """The value type typer's --help panel shows beside an option: none beside a flag, which
+    takes no value (typer 0.29 shows `<bool>` there, and on --help itself)."""
+    return None if option.is_flag else _typer_display_type(option, ctx)
+
+
+_typer_display_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _type_unless_flag  # type: ignore[method-assign,assignment]
 
 
 class WmsGroup(TyperGroup):

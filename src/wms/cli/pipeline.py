@@ -276,9 +276,11 @@ def sweep(
     and runs the rest one after another, each with the pairs of its own commit. A head that
     is the pipeline's pointer commit counts as the batch commit under it: left alone once
     published, run again when its pull request failed after the push. A head that changes
-    more than data/incoming/ is recorded rejected (also by --dry-run) and never run. A batch
-    that fails does not stop the sweep (the sweep exits 1 after the last one); a batch that
-    3 runs did not finish (failed, or died) is reported, not retried. A data branch whose
+    more than data/incoming/ is recorded rejected (also by --dry-run) and never run; so is a
+    batch never run whose commit GitHub says Data push's validation rejected. A batch that
+    fails does not stop the sweep (the sweep exits 1 after the last one); a batch that 3 runs
+    did not finish (failed, or died) is reported, not retried, and recorded failed once its
+    last run started longer ago than a run lasts (compute.max_hold_hours and one lease). A data branch whose
     batch is recorded promoted (main has it) is deleted, here and on git.remote; so is one
     recorded published whose promotion main's production ledger now holds (its pull request
     merged), and its record becomes promoted. A batch recorded published whose pull request
@@ -290,7 +292,7 @@ def sweep(
     Pairs pushed onto a published batch's branch, over its pointer commit, are recorded rejected
     (push them from main); the published batch under them is settled and listed as above.
     Training over SSH (compute.train_on = "instance", the split layout), the sweep leases the GPU
-    instance for all its batches (holder <holder>-sweep): the first batch that trains starts it,
+    instance for all its batches (holder `<holder>-sweep`): the first batch that trains starts it,
     the next ones find it running, and it is stopped once, after the last, on every way out.
     """
     from wms.batches import MAX_ATTEMPTS, BatchLedger
