@@ -87,6 +87,10 @@ class BatchLedger:
 
     def with_status(self, status: str) -> list[dict[str, Any]]:
         """Every record that says `status`; reads them all (one request each on S3), so call it rarely."""
+        return [record for record in self.all() if record.get("status") == status]
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every record, in no order; reads them all (one request each on S3), so call it rarely."""
         with store_errors(f"read the batch records in {self.root}"):
             try:
                 paths = [path for path in self.fs.ls(self.root, detail=False) if path.endswith(".json")]
@@ -99,11 +103,7 @@ class BatchLedger:
                 record = json.loads(text)
             except ValueError:
                 continue  # a record cut short reads as a batch never run
-            if (
-                isinstance(record, dict)
-                and record.get("status") == status
-                and SHA.fullmatch(str(record.get("sha")))
-            ):
+            if isinstance(record, dict) and SHA.fullmatch(str(record.get("sha"))):
                 found.append(record)
         return found
 

@@ -20,6 +20,7 @@ from wms.cli import (
     model_prune,
     monitor,
     pipeline,
+    pipeline_batches,
     predict,
     serve,
     train,
@@ -73,6 +74,7 @@ app.add_typer(data.app, name="data")
 app.command("train")(train.train)
 model.app.command()(model_prune.prune)
 app.add_typer(model.app, name="model")
+pipeline.app.command()(pipeline_batches.batches)
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(compute.app, name="compute")
 app.command("predict")(predict.predict)
