@@ -10,9 +10,10 @@ the branch guard refuses (it changes more than data/incoming/), or whose pairs D
 validation refused (its commit's status "WMS training" says so, `wms.vcs.commit_status`), is
 recorded `rejected` here, so no compute starts for it and no later sweep tries it again. A
 branch whose batch is recorded `promoted` is in main: nothing reads it any more, and the sweep
-deletes it. The records
-of `published` batches are settled from main's production ledger and the git host's pull
-requests (`promoted`, `closed`, or listed for a person) by `wms.sweep_settle`.
+deletes it. The records of `published` batches are settled from main's production ledger and
+the git host's pull requests (`promoted`, `closed`, or listed for a person) by
+`wms.sweep_settle`. A batch whose last allowed run died (`wms.batches.died`) is recorded
+`failed`, so its commit no longer says "pending".
 """
 
 from __future__ import annotations
