@@ -764,5 +764,5 @@ def test_a_checkout_of_every_branchs_history_leaves_their_photos_on_github() -> 
                 if depth == 0 or (isinstance(depth, str) and "'0'" in depth):
                     full.append(f"{path.name}:{name}")
                     assert checkout["with"].get("filter") == "blob:none", f"{path.name}: job {name}"
-    # the pull request's guard, the pipeline (2), the sweeper (2), the heal (2) and its deploy
-    assert len(full) == 8
+    # the two pull request guards, the pipeline (2), the sweeper (2), the heal (2) and its deploy
+    assert len(full) == 9

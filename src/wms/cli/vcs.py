@@ -219,6 +219,37 @@ def guard_branch(
     )
 
 
+@app.command("guard-main")
+def guard_main(
+    ctx: typer.Context,
+    sha: str = typer.Option(..., "--sha", help="The commit bound for main: a pull request's head, or main."),
+    base: str | None = typer.Option(
+        None,
+        "--base",
+        help="Compare with this ref, e.g. a push's previous main (default: git.remote/git.base_branch).",
+    ),
+) -> None:
+    """Refuse a commit bound for main from anything but a data branch that adds files under
+    data.incoming (exit 1).
+
+    New pairs reach the dataset through a data branch: the pre-push hook sends them there, and
+    main gets only the pointers of a promoted batch. Pushed to main past the hook (not
+    installed, --no-verify), or merged with a pull request from another branch, they would
+    stay in main as plain files, never trained. The refusal says how to send them again.
+    """
+    from wms.report import write_step_summary
+    from wms.vcs.guard import BranchRefused, guard_branch, pairs_refusal
+
+    check = guard_branch(state(ctx).project(), sha, base)
+    if check.pairs:
+        write_step_summary(f"### New pairs outside a data branch\n\n{pairs_refusal(check)}\n")
+        raise BranchRefused(pairs_refusal(check))
+    console.print(
+        f"commit {check.sha[:12]}: no new file under {check.incoming} ({len(check.changed)} changed path(s))",
+        highlight=False,
+    )
+
+
 @app.command("take-incoming")
 def take_incoming(
     ctx: typer.Context,

@@ -58,6 +58,7 @@ class BranchCheck:
     changed: tuple[str, ...]
     offences: tuple[Offence, ...]
     also: tuple[str, ...] = ()  # files allowed besides the folder (a pull request's pointer files)
+    pairs: tuple[str, ...] = ()  # the files under the folder it adds or changes (placeholders aside)
 
     @property
     def rule(self) -> str:
@@ -137,6 +138,7 @@ def check_branch(
     fields = raw.split("\0")
     changed: list[str] = []
     offences: list[Offence] = []
+    pairs: list[str] = []
     # Each entry is ":old_mode new_mode old_sha new_sha status" then the path, NUL-separated.
     for meta, path in zip(fields[0::2], fields[1::2], strict=False):
         if not meta.startswith(":"):
@@ -144,7 +146,21 @@ def check_branch(
         old_mode, new_mode = meta[1:].split()[:2]
         changed.append(path)
         offences.extend(_judge(path, (old_mode, new_mode), prefix, also))
-    return BranchCheck(sha, base, merge_base, prefix, tuple(changed), tuple(offences), also)
+        if path.startswith(prefix) and new_mode != DELETED and PurePosixPath(path).name not in IGNORED_NAMES:
+            pairs.append(shown(path))
+    return BranchCheck(sha, base, merge_base, prefix, tuple(changed), tuple(offences), also, tuple(pairs))
+
+
+def pairs_refusal(check: BranchCheck) -> str:
+    """Why a commit bound for main (not from a data branch) that adds pairs is refused, and the way back."""
+    named = ", ".join(check.pairs[:3]) + (f" and {len(check.pairs) - 3} more" if len(check.pairs) > 3 else "")
+    folder = check.incoming.rstrip("/")
+    return (
+        f"commit {check.sha[:12]} adds {len(check.pairs)} file(s) under {check.incoming} ({named}) outside a "
+        "data branch: in main they stay plain files, never trained — take them off (git rm -r --cached "
+        f"{folder}/images {folder}/masks, commit, push), then, on main with the hook installed (wms hooks "
+        "install), commit them again and git push origin main: the hook sends them to a new data branch"
+    )
 
 
 def _judge(path: str, modes: tuple[str, str], prefix: str, also: tuple[str, ...]) -> list[Offence]:
