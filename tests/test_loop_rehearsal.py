@@ -26,8 +26,8 @@ actions, done by their equivalents (actions/checkout: a clone of main with the j
 none left on disk; setup-wms: `wms` of this source tree on PATH; aws-credentials: moto's keys
 in the environment of the steps after it), training on a GPU (the job keeps the `gpu` recipe, its
 keys overridden by the tiny settings' on the CPU), the image build and the cluster itself.
-Nor the other ways through: a merge at once (the pipeline's own deploy job), a failed check's
-comment, a batch the gate turns down; the `single` layout, with a merge at once, is
+Nor the other ways through: a merge at once (the pipeline's own deploy job), a batch the gate
+turns down; the `single` layout, with a merge at once and a batch that fails its check, is
 tests/test_loop_rehearsal_single.py.
 """
 

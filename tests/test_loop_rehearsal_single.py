@@ -28,10 +28,14 @@ stop job. Every job's `if:` is evaluated with the values GitHub would have.
 The instance runner's pre- and post-job scripts are done by their equivalent here: a job on it
 that ends with its run's lease as it found it (its `wms` never renewed it) has that lease dropped.
 
+A second test rehearses a batch that fails its check: Data push's validate and comment jobs, the
+pipeline's conditions, and the sweeper's look, which records it rejected so that no instance
+starts (see its docstring).
+
 Not rehearsed, besides what the split rehearsal leaves out: the instance's lease guard,
 release-deploy.yaml's run for the same merge (it starts, renews and stops the instance too in
-`single`, with its own lease), the sweeper's look, and waits in GitHub's queue for the
-instance's one runner.
+`single`, with its own lease), the sweeper's look after a promotion, and waits in GitHub's
+queue for the instance's one runner.
 """
 
 from __future__ import annotations
