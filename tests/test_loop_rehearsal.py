@@ -343,6 +343,12 @@ def test_a_pushed_batch_is_trained_promoted_merged_deployed_and_the_gpu_stopped(
         assert train["promoted"] == "true" and train["on_main"] == "false", train  # auto-merge pending
         version = train["model_version"]
         assert any(f"promoted version {version}:" in s for s in runner.summaries)  # the run's Summary page
+        # The pull request carries the pointer commit: it shows the batch's status too, where a
+        # reviewer looks (and where a required status check would wait for it).
+        pointer = git(world.served, "--git-dir", str(world.bare), "rev-parse", f"refs/heads/{BRANCH}")
+        [on_pull_request] = [c.body for c in github.calls(f"POST /repos/{REPO}/statuses/{pointer}")]
+        assert on_pull_request["state"] == "success" and on_pull_request["context"] == "WMS training"
+        assert on_pull_request["description"].startswith(f"published: promoted version {version}")
         event |= {f"needs.train.outputs.{k}": v for k, v in train.items()} | {"needs.train.result": "success"}
         for later in ("hold-compute", "deploy"):  # they wait for main to name the promotion
             assert not value_of(pipeline[later]["if"], event), later

@@ -112,6 +112,8 @@ def publish(project: Project, run: PipelineRun, st: StageRecord) -> None:
         dataset_summary=dataset_summary(dataclasses.replace(project, root=files)),
     )
     run.outputs["published"] = outcome.line
+    if outcome.commit:  # its pull request's head: the batch's status is shown there too
+        run.outputs["pointer_commit"] = outcome.commit
     if outcome.line == NOT_ON_DATA_BRANCH:
         run.outputs["on_main"] = run.outputs["merged"] = True
         st.status = "skipped"

@@ -150,7 +150,8 @@ def _run_pipeline(
         if pipeline.last_run is not None and pipeline.last_run.run_dir.exists():
             report_to_github(pipeline.last_run)
         if statuses and sha:
-            statuses.show_outcome(pipeline.batches, sha)
+            pointer = (pipeline.last_run.outputs if pipeline.last_run else {}).get("pointer_commit")
+            statuses.show_outcome(pipeline.batches, sha, also=str(pointer or ""))
     if report := result.recorded_path("gate_report"):
         console.print(Markdown(report.read_text()))
         console.print(styled(f"gate report: {report.parent}", "dim"), highlight=False, soft_wrap=True)

@@ -16,6 +16,7 @@ class Published:
 
     line: str
     merged: bool
+    commit: str = ""  # the branch's head once published: the pointer commit its pull request carries
 
     def __str__(self) -> str:
         return self.line

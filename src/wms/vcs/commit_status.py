@@ -3,7 +3,8 @@
 GitHub runs the training from main once the branch's check passed (training-data-pipeline.yaml
 starts on `workflow_run`), so the run is listed under main and the data commit shows only its
 check. `wms pipeline run` and `wms pipeline sweep` therefore set a status "WMS training" on the
-batch's commit (git.host = "github", with the job's GITHUB_TOKEN; the job needs statuses: write):
+batch's commit, and a published batch's outcome also on the pointer commit its pull request
+carries (git.host = "github", with the job's GITHUB_TOKEN; the job needs statuses: write):
 
     pending   a run took the batch on (it may wait for the store's lock)
     success   promoted, published (its pull request is open), not-promoted, no-new-data
@@ -86,15 +87,17 @@ class BatchStatuses:
         self.run_url = run_url
         self.notify = notify
 
-    def show_outcome(self, ledger: BatchLedger, sha: str) -> None:
-        """The batch's record, as its run left it, on its commit (one line where it cannot be read)."""
+    def show_outcome(self, ledger: BatchLedger, sha: str, also: str = "") -> None:
+        """The batch's record, as its run left it, on its commit and on `also` (the pointer commit
+        its pull request carries, where a reviewer looks); one line where it cannot be read."""
         try:
             record = ledger.get(sha)
         except WmsError as exc:
             self.notify(f"the status of commit {sha[:7]} is left as it was: {exc}")
             return
         if record is not None:
-            self.show(sha, record)
+            for commit in dict.fromkeys(c for c in (sha, also) if c):
+                self.show(commit, record)
 
     def show_record(self, record: dict[str, Any]) -> None:
         """`show` for a batch record as the ledger writes it (it names its commit)."""

@@ -97,9 +97,11 @@ def publish_promotion(
             host = make_git_host(project, push_from=tree)
         if current != branch and host.name == "local":
             tree.run("branch", "--quiet", "--force", branch, "HEAD")  # the local host merges this ref
-        return host.publish(
+        head = tree.rev_parse("HEAD")
+        outcome = host.publish(
             branch, _title(root / pointer_files(project)[1], branch), _body(dataset_summary, gate_markdown)
         )
+        return dataclasses.replace(outcome, commit=head)
 
 
 @contextmanager
