@@ -11,7 +11,8 @@ that main has not taken is asked of the git host: where its pull request was clo
 merging, it is recorded `closed`, its branch stays (the labeller's work), and every sweep lists
 it among the batches left to a person until the pull request is reopened and merged (then it
 is recorded `promoted`) or the branch deleted. One whose pull request is open but cannot merge
-(main changed the same pointer files since: another batch's promotion merged first) is listed too.
+(main changed the same pointer files since: another batch's promotion merged first) is listed too,
+and so is one GitHub has held for over an hour (a required check failed, or a review is missing).
 A `published` batch whose branch is gone (deleted by hand once its pull request was closed) is
 found by reading the `published` records: settled from main's ledger, else from the pull request
 of its branch's name (merged: `promoted`, closed: `closed`, said once); one the git host knows no
@@ -123,6 +124,12 @@ class HostLook:
                 "main has nothing of this batch; reopen the pull request to promote it (the sweep records "
                 "it promoted once main takes it), or push its pairs again in a new commit to train them "
                 "on main as it is now, then delete this branch"
+            )
+        elif pr is not None and pr.state == "blocked":
+            self.notes.append(
+                f"{branch}: published, but its pull request {pr.url} is held — GitHub will not merge it "
+                "(a required check failed, or a required review is missing), and auto-merge waits with "
+                "it; look at its checks and reviews (a failed check can be re-run from the pull request)"
             )
         elif pr is not None and pr.state == "conflicts":
             self.notes.append(

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -386,6 +387,34 @@ def test_a_published_batch_whose_pull_request_conflicts_with_main_is_left_to_a_p
     rec = record(repo, sha)
     assert rec is not None and rec["status"] == "published"  # still open: a person decides
     assert "data/20260102-030405" in repo.remote_branches()
+
+
+@pytest.mark.parametrize(("opened_hours_ago", "listed"), [(3, True), (0.2, False)])
+def test_a_published_batch_whose_pull_request_github_holds_is_left_to_a_person(
+    repo: Repo,
+    github: FakeGitHub,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    opened_hours_ago: float,
+    listed: bool,
+) -> None:
+    """A required check that failed (or a required review nobody gave) holds the pull request, and
+    auto-merge waits with it: the promotion never reaches production, and nothing said so. Held
+    for over an hour, it is listed; a fresh one is not (its checks are still running)."""
+    on_github(repo, github, monkeypatch)
+    sha = publish_branch(repo, "data/20260102-030405", "r-1", stem="m001")
+    opened = (datetime.now(UTC) - timedelta(hours=opened_hours_ago)).isoformat(timespec="seconds")
+    github.answer(f"GET /repos/{REPO}/pulls", 200, [pull(9, "open") | {"created_at": opened}])
+    held = {"mergeable": True, "mergeable_state": "blocked"}
+    github.answer(f"GET /repos/{REPO}/pulls/9", 200, pull(9, "open") | held)
+
+    swept = cli("pipeline", "sweep", "--dry-run")
+
+    assert swept.exit_code == 0, swept.output
+    line = f"data/20260102-030405: published, but its pull request https://github.com/{REPO}/pull/9 is held"
+    assert (line in " ".join(swept.output.split())) is listed, swept.output
+    rec = record(repo, sha)
+    assert rec is not None and rec["status"] == "published"  # still open: a person decides
 
 
 def test_a_sweep_in_a_checkout_without_file_contents_downloads_no_photo_until_it_takes_one(

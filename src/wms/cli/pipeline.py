@@ -287,7 +287,8 @@ def sweep(
     merged), and its record becomes promoted. A batch recorded published whose pull request
     was closed without merging (git.host = github) is recorded closed, and its branch is kept
     and listed, with what to do, among the batches left to a person; so is one whose pull
-    request is open but cannot merge (another promotion reached main first). A batch recorded
+    request is open but cannot merge (another promotion reached main first), or that GitHub
+    holds for over an hour (a failed required check, a missing review). A batch recorded
     published whose branch is gone (deleted by hand) is settled from its branch's pull request:
     merged, it is recorded promoted; closed, closed; one GitHub knows nothing of stays published.
     Pairs pushed onto a published batch's branch, over its pointer commit, are recorded rejected

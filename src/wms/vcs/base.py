@@ -25,7 +25,9 @@ class Published:
 @dataclass(frozen=True)
 class PullRequestState:
     """A data branch's latest pull request: its address, and `open`, `conflicts` (open, but it cannot
-    merge: the base branch changed the same lines since), `merged` or `closed` (without merging)."""
+    merge: the base branch changed the same lines since), `blocked` (open for over an hour, and
+    held: a required check failed or a required review is missing), `merged` or `closed` (without
+    merging)."""
 
     url: str
     state: str

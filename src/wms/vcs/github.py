@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import urllib.parse
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ from wms.vcs.github_client import GitHubClient, GitHubError
 MergeMethod = Literal["squash", "merge", "rebase"]
 
 BODY_LIMIT = 60_000  # GitHub refuses bodies over 65,536 characters
+# A pull request GitHub holds longer than this is listed for a person: its checks have run by then.
+BLOCKED_AFTER = timedelta(hours=1)
 AUTO_MERGE = """
 mutation($id: ID!, $method: PullRequestMergeMethod!) {
   enablePullRequestAutoMerge(input: {pullRequestId: $id, mergeMethod: $method}) {
@@ -168,7 +171,9 @@ class GitHubHost:
 
         An open one `conflicts` where GitHub has found it cannot merge (`mergeable` false: the
         base branch changed the same lines since, such as another batch's promotion); GitHub
-        says nothing about that to anyone, and auto-merge waits for good.
+        says nothing about that to anyone, and auto-merge waits for good. One opened over
+        BLOCKED_AFTER ago that GitHub still holds (`mergeable_state` "blocked": a required check
+        failed, or a required review is missing) is `blocked`: auto-merge waits with it.
         """
         rest = self.client.sdk.rest
         found = self.client.call(
@@ -192,7 +197,12 @@ class GitHubHost:
         number = int(latest["number"])
         # only the single pull request carries `mergeable`: null while GitHub still works it out
         detail = self.client.call(lambda: rest.pulls.get(self.owner, self.repo, number))
-        return PullRequestState(url, "conflicts" if detail.get("mergeable") is False else "open")
+        if detail.get("mergeable") is False:
+            return PullRequestState(url, "conflicts")
+        held = detail.get("mergeable_state") == "blocked"
+        if held and _older_than(latest.get("created_at"), BLOCKED_AFTER):
+            return PullRequestState(url, "blocked")
+        return PullRequestState(url, "open")
 
     def _merge_now(self, pr: PullRequest, title: str, branch: str, reason: str) -> Published:
         rest = self.client.sdk.rest
@@ -317,6 +327,14 @@ class GitHubHost:
     def is_online(self, name: str) -> bool:
         """Whether the self-hosted runner `name` is connected (the compute readiness probe)."""
         return any(r.name == name and r.status == "online" for r in self.list_runners())
+
+
+def _older_than(stamp: Any, age: timedelta) -> bool:
+    """Whether GitHub's time `stamp` ("2026-12-06T12:00:00Z") is more than `age` ago; False without one."""
+    try:
+        return datetime.now(UTC) - datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) > age
+    except ValueError:
+        return False
 
 
 def _pull_request(answer: Any) -> PullRequest:
