@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from wms.runs import PipelineRun
 
 FINISHED = ("promoted", "published", "closed", "not-promoted", "rejected", "no-new-data")
+STATUSES = ("running", "failed", *FINISHED)  # every status a record can say
 MAX_ATTEMPTS = 3
 SHA = re.compile(r"[0-9a-f]{40}")
 

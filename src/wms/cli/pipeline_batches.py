@@ -10,10 +10,9 @@ from typing import Any
 
 import typer
 
+from wms.batches import STATUSES
 from wms.cli._common import console, state
 from wms.errors import UsageError
-
-STATUSES = ("running", "failed", "promoted", "published", "closed", "not-promoted", "rejected", "no-new-data")
 
 
 def batches(

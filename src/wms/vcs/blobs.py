@@ -23,8 +23,8 @@ from wms.vcs.git import Git, GitError
 CHUNK = 1 << 20  # bytes copied at a time from git to a file
 
 
-def prefetch(git: Git, tree: str, oids: set[str], what: str) -> int:
-    """Fetch those of `oids` (blobs under `tree`) this clone lacks, in one round trip; how many.
+def prefetch(git: Git, tree: str, oids: set[str], what: str) -> None:
+    """Fetch those of `oids` (blobs under `tree`) this clone lacks, in one round trip.
 
     Nothing to do in a full clone. Each promisor remote is asked in turn, as git does. When none
     gives them, GitError rather than falling back to git's lazy fetches: those run the same fetch
@@ -33,12 +33,12 @@ def prefetch(git: Git, tree: str, oids: set[str], what: str) -> int:
     remotes = git.promisor_remotes()
     missing = sorted(oids.intersection(git.missing_objects(tree))) if remotes else []
     if not missing:
-        return 0
+        return
     failures = []
     for remote in remotes:
         failed = git.fetch_objects(remote, missing)
         if failed is None:
-            return len(missing)
+            return
         failures.append(f"{remote}: {failed}")
     raise GitError(
         f"could not fetch {len(missing)} file(s) of {what} ({'; '.join(failures)}); nothing was taken"
