@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 from tests.conftest import Ec2Box
 from tests.test_workflows import DEFAULT_BRANCH, ROOT, WORKFLOWS, _needs, evaluate, for_layout, load, triggers
+from tests.workflow_expressions import FUNCTIONS, value_of
 
 from wms.compute.ec2 import Ec2Compute
 from wms.config import ComputeSettings
@@ -135,12 +136,8 @@ STOPPING = ["training-data-pipeline.yaml", "pipeline-sweeper.yaml", "release-dep
 def runs_when_cancelled(job: dict[str, Any], values: dict[str, str]) -> bool:
     """Whether GitHub runs (or keeps running) `job` once its run is cancelled. Without `if:` a job
     has the implicit success(), false in a cancelled run; `values` fills in the inputs."""
-    condition = str(job.get("if", "success()")).strip().removeprefix("${{").removesuffix("}}")
-    for name, value in values.items():
-        condition = condition.replace(name, repr(value))
-    condition = re.sub(r"!(?!=)", " not ", condition).replace("&&", " and ").replace("||", " or ")
-    functions = {"cancelled": lambda: True, "always": lambda: True, "success": lambda: False}
-    return bool(eval(condition, {"__builtins__": {}}, functions))  # only the repository's own workflows
+    cancelled = FUNCTIONS | {"cancelled": lambda: True, "success": lambda: False}
+    return bool(value_of(str(job.get("if", "success()")), values, cancelled))
 
 
 @pytest.mark.parametrize(
@@ -295,16 +292,11 @@ def test_jobs_that_train_over_ssh_install_what_it_needs(name: str, job: str) -> 
 
 def runs_on_push(job: dict[str, Any], event: dict[str, Any]) -> bool:
     """Whether GitHub runs `job` for a push whose payload is `event` (`deleted`, `head_commit`)."""
-    condition = str(job.get("if", "success()")).strip().removeprefix("${{").removesuffix("}}")
-    message = (event.get("head_commit") or {}).get("message")
-    condition = condition.replace("github.event.head_commit.message", repr(message))
-    condition = condition.replace("github.event.deleted", repr(bool(event.get("deleted"))))
-    condition = re.sub(r"!(?!=)", " not ", condition).replace("&&", " and ").replace("||", " or ")
-    functions = {
-        "startsWith": lambda text, prefix: isinstance(text, str) and text.startswith(prefix),
-        "success": lambda: True,
+    pushed = {
+        "github.event.head_commit.message": (event.get("head_commit") or {}).get("message"),
+        "github.event.deleted": bool(event.get("deleted")),
     }
-    return bool(eval(condition, {"__builtins__": {}}, functions))  # only the repository's own workflows
+    return bool(value_of(str(job.get("if", "success()")), pushed))
 
 
 def test_deleting_a_data_branch_validates_nothing_and_starts_no_gpu() -> None:

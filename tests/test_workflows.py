@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.workflow_expressions import status_functions, value_of
 
 from wms.config import load_settings
 from wms.train.recipes import RECIPES
@@ -454,13 +454,10 @@ def test_the_sweeper_runs_on_a_schedule_and_sweeps_on_the_started_instance() -> 
 
 
 def evaluate(condition: str, values: dict[str, Any]) -> bool:
-    """A job's `if:` as GitHub reads it, for the few operators the workflows use."""
-    expression = condition.strip().removeprefix("${{").removesuffix("}}")
-    for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):
-        expression = expression.replace(name, repr(value))
-    expression = re.sub(r"!(?!=)", " not ", expression).replace("&&", " and ").replace("||", " or ")
-    names = {"cancelled": lambda: False, "always": lambda: True, "fromJSON": json.loads}
-    return bool(eval(expression, {"__builtins__": {}}, names))  # only the repository's own workflows
+    """A job's `if:` as GitHub reads it (tests/workflow_expressions.py); `"failure()": True` in
+    `values` says a job it needs failed."""
+    names = {name: value for name, value in values.items() if name != "failure()"}
+    return bool(value_of(condition, names, status_functions(bool(values.get("failure()")))))
 
 
 @pytest.mark.parametrize(("find", "pending"), [("success", "2"), ("success", "0"), ("failure", "")])
