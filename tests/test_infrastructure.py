@@ -309,6 +309,20 @@ def _plan(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
     return _terraform(f"-chdir={work}", "plan", "-input=false", "-lock=false", *args)
 
 
+def test_terraform_refuses_a_runner_version_whose_tarballs_it_has_no_checksum_of(tmp_path: Path) -> None:
+    """A runner_version changed without its checksums would boot instances whose runner the
+    bootstrap refuses to install: Terraform says so at plan time, naming where to find them."""
+    refused = _plan(tmp_path, runner_version="2.329.0")
+    assert refused.returncode != 0
+    message = " ".join(refused.stderr.replace("│", " ").split())
+    assert "runner_sha256 lacks the x64 and arm64 SHA-256 of runner_version 2.329.0" in message
+    assert "releases/tag/v2.329.0" in message
+    sums = '{"2.329.0" = {x64 = "' + "a" * 64 + '", arm64 = "' + "b" * 64 + '"}}'
+    assert _plan(tmp_path, runner_version="2.329.0", runner_sha256=sums).returncode == 0
+    only_x64 = '{"2.329.0" = {x64 = "' + "a" * 64 + '"}}'
+    assert _plan(tmp_path, runner_version="2.329.0", runner_sha256=only_x64).returncode != 0
+
+
 def test_the_layout_variable_takes_only_split_or_single(tmp_path: Path) -> None:
     for layout in ("split", "single"):
         assert _plan(tmp_path, layout=layout).returncode == 0, layout

@@ -372,9 +372,10 @@ def test_the_runner_installs_only_a_tarball_with_the_sha256_terraform_gives(tmp_
     (line,) = [line for line in refused.stdout.splitlines() if "SHA-256" in line]
     assert f"expected {published}: not installed" in line and "(runner_sha256)" in line
 
-    # No checksum for this architecture: installed, and the log says it went unchecked.
+    # No checksum to check it against: refused as well, never installed unchecked.
     unchecked = _runner_install(tmp_path, tarball, "")
-    assert calls.exists() and "installed unchecked" in unchecked.stdout
+    assert unchecked.returncode == 1 and not calls.exists()
+    assert "no SHA-256 to check it against (runner_sha256): not installed" in unchecked.stdout
 
 
 def test_bootstrap_runs_the_steps_in_order_and_stops_at_the_first_failure(tmp_path: Path) -> None:

@@ -157,15 +157,26 @@ def test_a_variable_the_readme_says_has_no_default_is_one_terraform_asks_for(
     terraform: dict[str, Any],
 ) -> None:
     """The setup says a later apply stops for each variable that has no default: one it calls so
-    while variables.tf gives it a default (runner_sha256's empty map, every tarball unchecked) sends
-    the operator to fill in what Terraform never asks for, and hides what leaving it out does."""
+    while variables.tf gives it a default sends the operator to fill in what Terraform never asks for."""
     variables = terraform["variable"]
     text = " ".join(README.split())
     named = re.findall(r"`([a-z_0-9]+)` has no default", text)
     for name in named:
         assert name in variables and "default" not in variables[name], f"variables.tf gives {name} a default"
-    assert "`runner_sha256` is empty by default" in text
-    assert variables["runner_sha256"]["default"] == {}
+
+
+def test_the_runner_checksums_the_readme_describes_are_those_of_the_default_runner_version(
+    terraform: dict[str, Any],
+) -> None:
+    """runner_sha256 checks the runner tarball the instances install: the default runner_version has
+    both architectures' checksums, so a fresh apply never installs one unchecked."""
+    variables = terraform["variable"]
+    version = variables["runner_version"]["default"]
+    sums = variables["runner_sha256"]["default"][version]
+    assert sorted(sums) == ["arm64", "x64"] and all(re.fullmatch("[0-9a-f]{64}", s) for s in sums.values())
+    text = " ".join(README.split())
+    assert "`runner_sha256` holds the SHA-256 of `runner_version`'s two tarballs" in text
+    assert "Terraform refuses a `runner_version` without them" in text
 
 
 def test_the_aws_setup_stops_the_gpu_instance_with_the_ec2_backend() -> None:

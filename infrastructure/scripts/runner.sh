@@ -19,9 +19,12 @@ if [ "$(cat "$dir/.wms-installed" 2>/dev/null || true)" != "$RUNNER_VERSION" ]; 
   tmp=$(mktemp -d)
   tarball="actions-runner-linux-${arch}-${RUNNER_VERSION}.tar.gz"
   download "https://github.com/actions/runner/releases/download/v${RUNNER_VERSION}/$tarball" "$tmp/runner.tar.gz"
-  # RUNNER_SHA256: Terraform's runner_sha256 for this architecture, as the release notes give it.
+  # RUNNER_SHA256: Terraform's runner_sha256 of this version and architecture (it refuses a
+  # runner_version without one); a tarball is never installed unchecked.
   if [ -z "${RUNNER_SHA256:-}" ]; then
-    log "runner_sha256 has no $arch entry: $tarball is installed unchecked"
+    log "$tarball: no SHA-256 to check it against (runner_sha256): not installed"
+    rm -rf "$tmp"
+    exit 1
   elif ! verify_sha256 "$tmp/runner.tar.gz" "$RUNNER_SHA256" "$tarball (runner_sha256)"; then
     rm -rf "$tmp"
     exit 1

@@ -49,17 +49,17 @@ locals {
   serving_user_data = templatefile("${path.module}/../cloud-init/serving.yaml.tftpl", merge(local.common_vars, {
     public_ip     = try(aws_eip.serving[0].public_ip, "")
     runner_name   = "${var.project}-serving"
-    runner_sha256 = lookup(var.runner_sha256, local.serving_arch == "arm64" ? "arm64" : "x64", "")
+    runner_sha256 = var.runner_sha256[var.runner_version][local.serving_arch == "arm64" ? "arm64" : "x64"]
   }))
 
   gpu_user_data = templatefile("${path.module}/../cloud-init/gpu.yaml.tftpl", merge(local.common_vars, {
     runner_name   = var.instance_name # compute.runner_name, which ready_probe = "runner" waits for
-    runner_sha256 = lookup(var.runner_sha256, "x64", "")
+    runner_sha256 = var.runner_sha256[var.runner_version]["x64"]
   }))
 
   single_user_data = templatefile("${path.module}/../cloud-init/single.yaml.tftpl", merge(local.common_vars, {
     public_ip     = try(aws_eip.instance[0].public_ip, "")
     runner_name   = var.instance_name
-    runner_sha256 = lookup(var.runner_sha256, "x64", "")
+    runner_sha256 = var.runner_sha256[var.runner_version]["x64"]
   }))
 }

@@ -197,12 +197,21 @@ variable "runner_version" {
 }
 
 variable "runner_sha256" {
-  description = "SHA-256 of the runner_version tarball per architecture (x64: the GPU instance; arm64: a Graviton serving node), copied from that release's notes (\"SHA-256 Checksums\" at https://github.com/actions/runner/releases/tag/v<runner_version>); the bootstrap refuses a tarball that differs. An architecture left out installs unchecked. Change it with runner_version."
-  type        = map(string)
-  default     = {}
+  description = "SHA-256 of the GitHub runner's tarballs, per runner_version and architecture (x64: the GPU instance and an x86 serving node; arm64: a Graviton serving node), as GitHub publishes them (\"SHA-256 Checksums\" at https://github.com/actions/runner/releases/tag/v<runner_version>, or the new-runner page's \"Validate the hash\"). The bootstrap installs no tarball that differs, and Terraform refuses a runner_version without both here: add the next version's before changing runner_version."
+  type        = map(map(string))
+  default = {
+    "2.328.0" = {
+      x64   = "01066fad3a2893e63e6ca880ae3a1fad5bf9329d60e77ee15f2b97c148c3cd4e"
+      arm64 = "b801b9809c4d9301932bccadf57ca13533073b2aa9fa9b8e625a8db905b5d8eb"
+    }
+  }
   validation {
-    condition     = alltrue([for arch, sum in var.runner_sha256 : contains(["x64", "arm64"], arch) && can(regex("^[0-9a-f]{64}$", sum))])
-    error_message = "runner_sha256 maps x64 and/or arm64 to a SHA-256 of 64 lowercase hex digits, as the release notes give it."
+    condition     = alltrue([for version, sums in var.runner_sha256 : alltrue([for arch, sum in sums : contains(["x64", "arm64"], arch) && can(regex("^[0-9a-f]{64}$", sum))])])
+    error_message = "runner_sha256 maps a runner version to { x64 = \"<sha256>\", arm64 = \"<sha256>\" }, 64 lowercase hex digits each, as the release notes give them."
+  }
+  validation {
+    condition     = length(setintersection(keys(lookup(var.runner_sha256, var.runner_version, {})), ["x64", "arm64"])) == 2
+    error_message = "runner_sha256 lacks the x64 and arm64 SHA-256 of runner_version ${var.runner_version}: add them, from https://github.com/actions/runner/releases/tag/v${var.runner_version}, as runner_sha256 = { \"${var.runner_version}\" = { x64 = \"<sha256>\", arm64 = \"<sha256>\" } } (a runner tarball is never installed unchecked)."
   }
 }
 

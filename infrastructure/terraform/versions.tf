@@ -16,7 +16,7 @@
 # `wms compute` finds the GPU instance by its Name tag (compute.instance_tag = "Name=wms-k3s").
 
 terraform {
-  required_version = ">= 1.5"
+  required_version = ">= 1.9" # a variable's validation that reads another variable (runner_sha256)
   required_providers {
     aws = {
       source  = "hashicorp/aws"
