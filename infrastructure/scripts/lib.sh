@@ -61,3 +61,14 @@ verify_sha256() {
     return 1
   fi
 }
+
+# key_fingerprints FILE: the fingerprint of each primary key in the OpenPGP key FILE (armored or
+# not), one per line, read without importing it anywhere.
+key_fingerprints() {
+  local home status=0
+  home=$(mktemp -d)
+  GNUPGHOME=$home gpg --batch --quiet --show-keys --with-colons "$1" 2>/dev/null |
+    awk -F: '$1 == "pub" { primary = 1; next } primary && $1 == "fpr" { print $10; primary = 0 }' || status=$?
+  rm -rf "$home"
+  return "$status"
+}

@@ -8,6 +8,9 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 marker=/var/lib/wms/nvidia-rebooted
+# The key that signs NVIDIA's container toolkit packages, as NVIDIA documents it: a key served
+# in its place is refused before apt is told to trust it.
+nvidia_key=C95B321B61E88C1809C4F759DDCAE044F796ECB0
 
 if nvidia-smi -L >/dev/null 2>&1; then
   log "driver present: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -n 1)"
@@ -33,6 +36,12 @@ if ! command -v nvidia-ctk >/dev/null; then
   keyring=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
   tmp=$(mktemp -d)
   download https://nvidia.github.io/libnvidia-container/gpgkey "$tmp/gpgkey"
+  served=$(key_fingerprints "$tmp/gpgkey" | paste -sd ' ' -)
+  if [ "$served" != "$nvidia_key" ]; then
+    log "NVIDIA's package key has fingerprint(s) ${served:-none}, expected $nvidia_key: the container toolkit is not installed"
+    rm -rf "$tmp"
+    exit 1
+  fi
   gpg --batch --yes --dearmor -o "$keyring" "$tmp/gpgkey"
   download https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list "$tmp/list"
   sed "s#deb https://#deb [signed-by=$keyring] https://#g" "$tmp/list" \

@@ -1,0 +1,110 @@
+"""The package keys the bootstrap trusts are the ones it pins: lib.sh's key_fingerprints and nvidia.sh.
+
+nvidia.sh downloads NVIDIA's container-toolkit key and hands it to apt as the signer of a new
+source. A key served in its place (a changed download) would let whoever serves it sign the
+packages apt then installs as root; the script compares the key's fingerprint with the one
+NVIDIA documents first. The keys here are made by gpg for the test, in homes of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tests.test_infrastructure_scripts import SCRIPTS, _executable, _need
+
+NVIDIA_KEY = "C95B321B61E88C1809C4F759DDCAE044F796ECB0"  # what NVIDIA documents; nvidia.sh pins it
+MakeKey = Callable[[str], tuple[Path, str]]
+KEYRING = Path("/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg")
+
+
+@pytest.fixture
+def make_key(tmp_path: Path) -> Iterator[MakeKey]:
+    """make_key(name) -> (armored public key file, its fingerprint); gpg's agents are stopped after."""
+    _need("gpg", "gpgconf")
+    homes: list[Path] = []
+
+    def make(name: str) -> tuple[Path, str]:
+        home = tmp_path / f"gnupg-{name}"
+        home.mkdir(mode=0o700)
+        homes.append(home)
+        env = {**os.environ, "GNUPGHOME": str(home)}
+
+        def gpg(*args: str) -> str:
+            done = subprocess.run(
+                ["gpg", "--batch", *args], env=env, capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        gpg("--passphrase", "", "--quick-gen-key", f"{name} <{name}@example.org>", "ed25519", "sign", "never")
+        listing = gpg("--with-colons", "--list-keys")
+        fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+        key = tmp_path / f"{name}.asc"
+        key.write_text(gpg("--armor", "--export", fingerprint))
+        return key, fingerprint
+
+    yield make
+    for home in homes:
+        subprocess.run(["gpgconf", "--kill", "all"], env={**os.environ, "GNUPGHOME": str(home)}, check=False)
+
+
+def _fingerprints(key: Path) -> list[str]:
+    done = subprocess.run(
+        ["bash", "-c", f'. "{SCRIPTS / "lib.sh"}" && key_fingerprints "$1"', "-", str(key)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_key_fingerprints_names_each_primary_key_of_a_key_file(make_key: MakeKey, tmp_path: Path) -> None:
+    first, first_fpr = make_key("first")
+    second, second_fpr = make_key("second")
+    assert _fingerprints(first) == [first_fpr]
+    both = tmp_path / "both.asc"
+    both.write_text(first.read_text() + second.read_text())
+    assert _fingerprints(both) == [first_fpr, second_fpr]
+    page = tmp_path / "page.html"
+    page.write_text("<html>not a key</html>")
+    assert _fingerprints(page) == []
+
+
+# nvidia.sh on a machine whose driver works and which lacks the container toolkit: `curl` serves
+# $SERVED for any URL, apt-get and gpg's --dearmor only say they were called.
+FAKE_CURL = """#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done
+cat "$SERVED" > "$out"
+"""
+
+
+@pytest.mark.skipif(KEYRING.exists(), reason=f"{KEYRING} exists here: the test could not see it written")
+def test_nvidia_sh_trusts_no_package_key_but_nvidia_s(make_key: MakeKey, tmp_path: Path) -> None:
+    served, served_fpr = make_key("impostor")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _executable(bin_dir / "curl", FAKE_CURL)
+    _executable(bin_dir / "nvidia-smi", "#!/bin/sh\necho 'Tesla T4, 550.54.15'\n")
+    _executable(bin_dir / "apt-get", '#!/bin/sh\necho "apt-get $*" >> "$CALLS"\n')
+    calls = tmp_path / "calls"
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",  # no nvidia-ctk: the toolkit is to be installed
+        "SERVED": str(served),
+        "CALLS": str(calls),
+        "TMPDIR": str(tmp_path),
+        "HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "nvidia.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if "package key" in line]
+    assert f"fingerprint(s) {served_fpr}, expected {NVIDIA_KEY}" in line
+    assert "the container toolkit is not installed" in line
+    assert not calls.exists() and not KEYRING.exists()  # apt was told nothing, no keyring written
+    assert NVIDIA_KEY in (SCRIPTS / "nvidia.sh").read_text()
