@@ -23,9 +23,9 @@ from tests.test_infrastructure import ROLES, SCRIPTS, Boot
 from tests.test_terraform import _statements
 
 from wms.compute.ec2 import Ec2Compute
-from wms.compute.leases import parse_time
 from wms.config import ComputeSettings
 from wms.errors import BackendError
+from wms.times import parse_time
 
 INSTANCE_ID = "i-0123456789abcdef0"
 

@@ -27,11 +27,12 @@ from tests.conftest import TINY_SETTINGS, Ec2Box, Quiet
 
 import wms
 from wms.compute.ec2 import Ec2Compute
-from wms.compute.leases import HOLDER_TAG_PREFIX, LEASE_TAG, parse_time
+from wms.compute.leases import HOLDER_TAG_PREFIX, LEASE_TAG
 from wms.config import ComputeSettings, load_settings, parse_overrides
 from wms.deploy.base import DeployResult
 from wms.pipeline import Pipeline, PipelineRun
 from wms.registry import Registry
+from wms.times import parse_time
 
 LEASE_SECONDS = 5
 HOLDER = "gh-run-4242-pipeline"  # `wms pipeline run` names its holder after GITHUB_RUN_ID

@@ -14,7 +14,7 @@ import yaml
 from tests.test_workflow_flow import runs_when_cancelled
 from tests.test_workflows import ROOT, evaluate, load, triggers
 
-from wms.inbox import parse_time
+from wms.times import parse_time
 
 NAME = "drift-report.yaml"
 TEXTFILE_DIR = "/var/lib/node-exporter/textfile"

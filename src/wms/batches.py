@@ -35,6 +35,7 @@ from wms.config import Project
 from wms.data.backend import store_errors
 from wms.errors import BackendError, DataError
 from wms.files import put_file
+from wms.times import parse_time
 from wms.vcs.git import Git, GitError
 
 if TYPE_CHECKING:
@@ -175,9 +176,8 @@ def died(record: dict[str, Any] | None, longest_run: timedelta, now: datetime | 
     (compute.longest_run), so its process was killed, ran out of memory or lost its runner."""
     if record is None or record.get("status") != "running":
         return False
-    try:
-        started = datetime.fromisoformat(str(record.get("started_at")))
-    except ValueError:
+    started = parse_time(record.get("started_at"))
+    if started is None:
         return False  # no start time: nothing says it is over
     return (now or datetime.now(UTC)) - started > longest_run
 

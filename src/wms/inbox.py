@@ -21,6 +21,7 @@ from typing import Any
 from wms.data.backend import store_errors
 from wms.data.pairs import IMAGE_SUFFIXES
 from wms.errors import BackendError, UsageError
+from wms.times import parse_time
 
 MASK_SUFFIX = ".mask.png"  # the capture's pre-label beside each photo
 PHOTO_SUFFIXES = (*IMAGE_SUFFIXES, ".webp", ".bmp", ".tif", ".tiff")
@@ -66,15 +67,6 @@ class Scan:
             detail = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
             text += f" ({len(self.skipped)} file(s) skipped: {detail})"
         return text
-
-
-def parse_time(text: str) -> datetime | None:
-    """An ISO 8601 time as an aware datetime (naive ones are taken as UTC), or None."""
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _sha256(path: Path) -> str:

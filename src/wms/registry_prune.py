@@ -31,6 +31,7 @@ from wms.registry import MlflowRegistry
 from wms.registry_api import PRUNED_TAG as PRUNED_TAG
 from wms.registry_local import artifact_root, moved_run_folder
 from wms.registry_runs import MODEL_ARTIFACT
+from wms.times import parse_time
 from wms.vcs.mainline import MainLine
 
 LAST_PRUNE_TAG = "wms.last_prune"  # on the experiment: when a prune last finished (ISO, UTC)
@@ -89,12 +90,8 @@ def pruned_recently(registry: MlflowRegistry, now: datetime) -> str | None:
     that is not a time (edited by hand) counts as no prune yet."""
     experiment = _experiment(registry)
     text = dict(experiment.tags or {}).get(LAST_PRUNE_TAG, "") if experiment is not None else ""
-    try:
-        last = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    last = last if last.tzinfo else last.replace(tzinfo=UTC)
-    if now - last >= ONCE_A_DAY:
+    last = parse_time(text)
+    if last is None or now - last >= ONCE_A_DAY:
         return None
     hours = ONCE_A_DAY.total_seconds() / 3600
     return (

@@ -20,6 +20,7 @@ from typing import Any
 
 from wms.registry import MlflowRegistry
 from wms.registry_api import CONTINUED_TAG, KILLED_TAG
+from wms.times import parse_time
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,8 @@ def _time(millis: int) -> datetime:
 
 
 def _continued(run: Any) -> list[datetime]:
-    try:
-        when = datetime.fromisoformat(run.data.tags[CONTINUED_TAG])
-    except (KeyError, ValueError):
-        return []
-    return [when if when.tzinfo else when.replace(tzinfo=UTC)]
+    when = parse_time(run.data.tags.get(CONTINUED_TAG))
+    return [when] if when is not None else []
 
 
 def _metric_times(registry: MlflowRegistry, run: Any) -> list[datetime]:

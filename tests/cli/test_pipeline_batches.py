@@ -73,6 +73,25 @@ def test_status_and_days_narrow_the_list_and_json_says_the_same(
     assert [r["died"] for r in listed] == [False, True]
 
 
+def test_a_record_whose_times_were_written_without_a_zone_is_read_as_utc(
+    project_dir: Path, cli: Callable[..., Any]
+) -> None:
+    """A record edited by hand ("2026-12-06T10:00:00", no zone) was a TypeError traceback for
+    --days and for the died check (a naive time compared with now); it is taken as UTC."""
+    folder = project_dir / ".wms" / "store" / "batches"
+    folder.mkdir(parents=True)
+    naive = (NOW - timedelta(hours=20)).replace(tzinfo=None).isoformat(timespec="seconds")
+    record = {"status": "running", "branch": "data/20261206-edited", "sha": "e" * 40, "attempts": 1}
+    (folder / f"{'e' * 40}.json").write_text(json.dumps(record | {"started_at": naive, "updated_at": naive}))
+
+    shown = cli("pipeline", "batches", "--days", "2")
+
+    assert shown.exit_code == 0, shown.output
+    [line] = [line for line in shown.output.splitlines() if "-edited" in line]
+    assert "running (died)" in line  # started 20 h ago, longer than a run lasts
+    assert cli("pipeline", "batches", "--days", "0").output.count("-edited") == 0
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [

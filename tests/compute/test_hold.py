@@ -14,9 +14,10 @@ from tests.conftest import Ec2Box
 
 from wms.compute.ec2 import Ec2Compute
 from wms.compute.hold import ComputeHold, hold_across_batches
-from wms.compute.leases import HOLDER_TAG_PREFIX, parse_time
+from wms.compute.leases import HOLDER_TAG_PREFIX
 from wms.config import ComputeSettings
 from wms.runs import PipelineRun
+from wms.times import parse_time
 
 HOLDER = "gh-run-9-pipeline"
 

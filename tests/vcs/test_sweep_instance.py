@@ -23,11 +23,12 @@ import wms.pipeline
 import wms.vcs.guard
 from wms.compute.ec2 import Ec2Compute
 from wms.compute.ec2_instance import Ec2Instance
-from wms.compute.leases import HOLDER_TAG_PREFIX, parse_time
+from wms.compute.leases import HOLDER_TAG_PREFIX
 from wms.config import ComputeSettings
 from wms.errors import BackendError
 from wms.guards import Interrupted
 from wms.runs import PipelineRun, StageRecord, TrainedRun
+from wms.times import parse_time
 
 if TYPE_CHECKING:
     from tests.vcs.conftest import Repo

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ from wms.cli._common import WmsGroup, console, state, styled
 from wms.config import Project
 from wms.errors import RegistryError, UsageError
 from wms.registry import RUN_ID, MlflowRegistry
+from wms.times import parse_time
 
 if TYPE_CHECKING:
     from wms.production import Following
@@ -299,11 +299,10 @@ def history(
     project = state(ctx).project()
     pointer_dir = project.path(project.settings.tracking.pointer_dir)
     if at is not None:
-        try:
-            when = datetime.fromisoformat(at)
-        except ValueError:
-            raise UsageError(f"--at {at!r} is not a date or time; write e.g. 2026-11-26T12:00") from None
-        entry = production_at(pointer_dir, when if when.tzinfo else when.replace(tzinfo=UTC))
+        when = parse_time(at)
+        if when is None:
+            raise UsageError(f"--at {at!r} is not a date or time; write e.g. 2026-11-26T12:00")
+        entry = production_at(pointer_dir, when)
         if as_json:
             print(json.dumps(entry, indent=2))
         elif entry is None:

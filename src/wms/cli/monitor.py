@@ -58,8 +58,8 @@ def drift(
     )
     from wms.drift_report import write_report
     from wms.errors import RegistryError, UsageError
-    from wms.inbox import parse_time
     from wms.serve.fetch import load_model
+    from wms.times import parse_time
 
     project = state(ctx).project()
     cfg = project.settings.monitor

@@ -13,6 +13,7 @@ import typer
 from wms.batches import STATUSES
 from wms.cli._common import console, state
 from wms.errors import UsageError
+from wms.times import parse_time
 
 
 def batches(
@@ -82,7 +83,5 @@ def batches(
 def _changed_since(record: dict[str, Any], since: datetime | None) -> bool:
     if since is None:
         return True
-    try:
-        return datetime.fromisoformat(str(record.get("updated_at"))) >= since
-    except ValueError:
-        return True  # no time on it: shown rather than hidden
+    changed = parse_time(record.get("updated_at"))
+    return changed is None or changed >= since  # no time on it: shown rather than hidden

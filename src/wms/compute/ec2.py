@@ -65,7 +65,6 @@ from wms.compute.leases import (
     lease_of,
     leases_of,
     live_holders,
-    parse_time,
     tags_of,
     utc_now,
 )
@@ -74,6 +73,7 @@ from wms.compute.reaper import reap
 from wms.compute.runner_jobs import describe, waiting_jobs
 from wms.config import ComputeSettings
 from wms.errors import BackendError
+from wms.times import parse_time
 
 
 class Ec2Compute(Ec2Instance):

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wms.errors import ConfigError
+from wms.times import parse_time
 
 LEASE_TAG = "wms:lease-expires"  # the latest expiry of all leases, for people and older readers
 HOLDER_TAG_PREFIX = "wms:lease:"  # one tag per holder: wms:lease:<holder> = <ISO expiry>
@@ -35,14 +36,6 @@ def utc_now() -> datetime:
 
 def tags_of(instance: dict[str, Any]) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
-
-
-def parse_time(value: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def holder_tag(holder: str) -> str:

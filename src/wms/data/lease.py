@@ -43,6 +43,7 @@ from fsspec.implementations.local import LocalFileSystem
 from wms.data.backend import store_errors
 from wms.errors import BackendError
 from wms.files import put_file
+from wms.times import parse_time
 
 _GENERATION = re.compile(r"(\d{10})\.(json|released)")
 _LONG_AGO = datetime.min.replace(tzinfo=UTC).isoformat()
@@ -215,13 +216,8 @@ def _read(fs: Any, path: str) -> dict[str, str] | None:
 
 
 def _expired(holder: dict[str, str]) -> bool:
-    try:
-        expires = datetime.fromisoformat(holder["expires_at"])
-    except ValueError:
-        return True
-    if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=UTC)
-    return expires < _now()
+    expires = parse_time(holder["expires_at"])
+    return expires is None or expires < _now()
 
 
 def _write_aside(fs: Any, path: str, data: bytes) -> tuple[str, str]:

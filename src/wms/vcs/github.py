@@ -23,6 +23,7 @@ from githubkit.utils import UNSET
 
 from wms.compute.base import RunnerJob
 from wms.errors import ConfigError
+from wms.times import parse_time
 from wms.vcs.base import Published, PullRequestState
 from wms.vcs.git import Git, GitError
 from wms.vcs.github_client import GitHubClient, GitHubError
@@ -331,10 +332,8 @@ class GitHubHost:
 
 def _older_than(stamp: Any, age: timedelta) -> bool:
     """Whether GitHub's time `stamp` ("2026-12-06T12:00:00Z") is more than `age` ago; False without one."""
-    try:
-        return datetime.now(UTC) - datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) > age
-    except ValueError:
-        return False
+    when = parse_time(stamp)
+    return when is not None and datetime.now(UTC) - when > age
 
 
 def _pull_request(answer: Any) -> PullRequest:
