@@ -22,6 +22,9 @@ import wms
 from wms.errors import ConfigError
 from wms.remote.ssh import SshTarget, connect
 
+# Runs kill and resume jobs whose leases last seconds: alone, after the parallel part of make test.
+pytestmark = pytest.mark.serial
+
 JOB_MODULE = "wms.remote.job"
 # A stop from outside counts as a reclaim only while this run's lease is live (leases.interruption_of).
 # The setup's 6 s lease, renewed every 2 s, can lapse on a loaded machine before the pipeline looks
