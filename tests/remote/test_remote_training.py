@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -239,8 +240,20 @@ def test_resume_after_the_local_process_died_reattaches_without_training_again(
     finally:
         proc.kill()  # SIGKILL: no cleanup at all; the job trains on, detached
         proc.wait()
-    assert job_processes(s.remote), "the job must outlive the process that started it"
-    resumed = s.start("resume", s.record()["run_id"])
+    paused = job_processes(s.remote)
+    assert paused, "the job must outlive the process that started it"
+    # Paused until the resume has looked, so that it finds the job still training: on a busy
+    # machine the job's six epochs could end first, and the resume would rightly collect them.
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        resumed = s.start("resume", s.record()["run_id"])
+        looked = lambda: resumed.poll() is not None or "reattaching" in s.stderr()  # noqa: E731
+        wait_until(looked, 180, "the resume's look at the job")
+    finally:
+        for pid in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     out, _ = resumed.communicate(timeout=300)
     err = s.stderr()
     assert resumed.returncode == 0, err[-3000:]
