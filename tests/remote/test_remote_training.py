@@ -248,8 +248,11 @@ def test_resume_after_the_local_process_died_reattaches_without_training_again(
         os.kill(pid, signal.SIGSTOP)
     try:
         resumed = s.start("resume", s.record()["run_id"])
-        looked = lambda: resumed.poll() is not None or "reattaching" in s.stderr()  # noqa: E731
-        wait_until(looked, 180, "the resume's look at the job")
+        wait_until(
+            lambda: resumed.poll() is not None or "reattaching" in s.stderr(),
+            180,
+            "the resume's look at the job",
+        )
     finally:
         for pid in paused:
             with contextlib.suppress(ProcessLookupError):
