@@ -7,7 +7,7 @@ is promoted at most 5% of the time, and a better one at least 80% of the time.
 
 On the measured spread (132 test images, paired Δ sd 0.126, driven by a few photos one model
 misses and the other finds) no interval of the plain mean reaches 80% at +0.02 with at most 5%
-false promotions; the interval of the 20%-trimmed mean does (README, "The quality gate").
+false promotions; the interval of the 20%-trimmed mean does (docs/gate.md, "The quality gate").
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from mlflow.server.security_utils import is_allowed_host_header
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import _free_port, wait_until_ready
 from tests.deploy.test_chart import _merge
+from tests.docs import all_docs
 from tests.test_infrastructure import ROLES, Boot, delivered_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,8 +88,8 @@ def test_node_exporter_reads_the_folder_monitor_drift_writes_to() -> None:
     args = values["prometheus-node-exporter"]["extraArgs"]
     textfile = [a.split("=", 1)[1] for a in args if a.startswith("--collector.textfile.directory=")]
     assert textfile == ["/host/root" + _textfile_dir()]
-    # The README tells the operator to set monitor.textfile_dir to that very folder.
-    assert f'monitor.textfile_dir = "{_textfile_dir()}"' in (ROOT / "README.md").read_text()
+    # The docs tell the operator to set monitor.textfile_dir to that very folder.
+    assert f'monitor.textfile_dir = "{_textfile_dir()}"' in all_docs()
 
 
 def test_a_deploy_is_not_refused_while_the_operator_is_down() -> None:
@@ -159,7 +160,7 @@ def test_an_alert_without_a_namespace_has_a_title_without_empty_brackets(tmp_pat
 
 def test_alerts_go_to_the_webhook_named_by_the_terraform_variable(terraform: dict[str, Any]) -> None:
     variable = terraform["variable"]["alert_webhook_parameter"]
-    assert variable["default"] == ""  # none set: nobody is paged, and the README says where to look
+    assert variable["default"] == ""  # none set: nobody is paged, and the docs say where to look
     assert "alert_webhook_parameter = var.alert_webhook_parameter" in terraform["locals"]["common_vars"]
     for template in ("serving", "single"):
         boot = Boot(template)

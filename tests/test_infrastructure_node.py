@@ -25,7 +25,7 @@ from tests.test_infrastructure_monitoring import stack_values
 
 REPO = Path(__file__).resolve().parents[1]
 # What k3s reports as allocatable (no reserved CPU; memory as the kernel sees it, less the
-# kubelet's 100Mi eviction threshold), for the serving node types the README and Terraform name.
+# kubelet's 100Mi eviction threshold), for the serving node types docs/aws.md and Terraform name.
 NODES = {
     "t4g.medium": (2000, 3700 * MIB),
     "t4g.large": (2000, 7600 * MIB),

@@ -452,7 +452,7 @@ def test_mlflow_restore_brings_back_the_backup_and_never_starts_empty_over_one_i
     (bucket / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"\x17" * 4000)
     damaged = restore()
     assert damaged.returncode != 0
-    assert "fails its integrity check" in damaged.stderr and "Recovery" in damaged.stderr
+    assert "fails its integrity check" in damaged.stderr and "docs/recovery.md" in damaged.stderr
     assert not db.exists() and not list(db.parent.iterdir())
 
 
@@ -569,7 +569,7 @@ def test_a_database_deleted_under_the_running_server_fails_the_backup_loudly_and
         assert f"THE MLFLOW DATABASE IS LOST: {db}" in lost.stderr
         assert "nothing to back up" not in lost.stdout
         # The line names the deleted file the server still holds, and how to save it.
-        rescue = lost.stderr.split("save it with ")[1].split(" (README")[0]
+        rescue = lost.stderr.split("save it with ")[1].split(" (docs/recovery.md")[0]
         rescued = subprocess.run(rescue.removeprefix("sudo "), shell=True, capture_output=True, timeout=60)
         assert rescued.returncode == 0, rescued.stderr
         with sqlite3.connect(f"{db}.rescued") as copy:

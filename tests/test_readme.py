@@ -1,6 +1,6 @@
-"""The README as an operator follows it: what it tells them to run and set exists, and works.
+"""The README and docs/ as an operator follows them: what they tell them to run and set exists, and works.
 
-Each test reads README.md beside the code, workflows or Terraform it describes, so a change to
+Each test reads the documentation beside the code, workflows or Terraform it describes, so a change to
 one that the other does not follow fails here instead of on someone's first setup.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tests.docs import ROOT, all_docs, page
 
-ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+README = all_docs()  # the README and every page under docs/
 
 
 def code_blocks() -> list[str]:
@@ -99,9 +99,9 @@ def test_the_kubeconfig_step_points_kubectl_at_the_cluster_and_keeps_its_keys_ou
 
 
 def aws_setup() -> str:
-    """The README's steps from an empty AWS account to the first model serving."""
-    start = README.index("From an empty AWS account to the first promoted model serving")
-    return README[start : README.index("## GitHub setup", start)]
+    """The steps (docs/aws.md) from an empty AWS account to the first model serving."""
+    aws = page("docs/aws.md")
+    return aws[aws.index("From an empty AWS account to the first promoted model serving") :]
 
 
 def test_the_aws_setup_makes_the_key_pair_and_the_token_in_the_region_terraform_uses(
@@ -342,7 +342,7 @@ def test_the_recovery_steps_name_the_backup_and_the_machines_terraform_makes(
 ) -> None:
     """The recovery steps are followed on a bad day: the backup key, the addresses to replace and
     the days a deleted object is kept must be those Terraform makes."""
-    recovery = README.split("\n## Recovery\n")[1].split("\n## ")[0]
+    recovery = page("docs/recovery.md")
     user_data = (ROOT / "infrastructure" / "terraform" / "user-data.tf").read_text()
     (key,) = re.findall(r'mlflow_backup_uri\s*=\s*"s3://[^"]*/\$\{var\.s3_prefix\}/([^"]+)"', user_data)
     prefix = terraform["variable"]["s3_prefix"]["default"]
@@ -477,7 +477,7 @@ def test_the_configuration_names_every_section_of_wms_toml() -> None:
     import tomllib
 
     settings = tomllib.loads((ROOT / "src" / "wms" / "wms.toml").read_text())
-    text = " ".join(README.split("\n## Configuration\n")[1].split("\n## ")[0].split())
+    text = " ".join(page("README.md").split("\n## Configuration\n")[1].split("\n## ")[0].split())
     (listed,) = re.findall(r"with a section per concern: ((?:`[a-z]+`(?:,? (?:and )?)?)+)", text)
     assert re.findall(r"`([a-z]+)`", listed) == list(settings)
 
@@ -579,7 +579,7 @@ def test_the_memory_and_cpu_the_readme_gives_are_the_charts() -> None:
 
 
 def test_the_user_data_sizes_the_readme_gives_are_what_the_machines_get() -> None:
-    """The README's "Setting up AWS" says how much of EC2's 16 KB each machine's user data takes, which is how
+    """docs/aws.md says how much of EC2's 16 KB each machine's user data takes, which is how
     an operator knows the room left for one more bootstrap step."""
     import gzip
 
@@ -628,3 +628,19 @@ def test_replacing_the_serving_node_checks_first_that_no_job_or_training_runs_th
     idle = "WMS_COMPUTE__BACKEND=ec2 wms compute status --idle && "
     assert idle + "terraform apply -replace='aws_instance.serving[0]'" in recovery
     assert "wms vcs runners" in recovery
+
+
+def test_every_link_between_the_pages_leads_to_a_file_of_the_project() -> None:
+    """The README is the way in and docs/ the rest: a page moved or renamed must not leave a
+    reader at a link that leads nowhere (each page also links back to the README)."""
+    from tests.docs import PAGES
+
+    for path in PAGES:
+        targets = re.findall(r"\]\(([^)\s]+)\)", path.read_text())
+        local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:|#", t)]
+        assert local, f"{path.name} links to no other page"
+        for target in local:
+            where = path.relative_to(ROOT)
+            assert (path.parent / target).is_file(), f"{where} links to {target}, which is not there"
+    linked = set(re.findall(r"\]\((docs/[^)#]+)\)", page("README.md")))
+    assert linked == {str(p.relative_to(ROOT)) for p in PAGES[1:]}, "the README's index must list every page"

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tests.docs import all_docs
+
 REPO = Path(__file__).resolve().parents[1]
 ENVIRONMENTS = ("wms-production", "wms-compute", "wms-sweep")
 # EC2's waiters the compute backend waits through, and the API each one polls.
@@ -75,7 +77,7 @@ def test_the_production_role_reaches_the_store_the_image_and_the_gpu_instance(
 
 
 def test_the_readme_says_to_set_each_role_in_its_own_environment() -> None:
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join(all_docs().split())
     assert "github_role_arns" in readme
     assert "not as a repository variable" in readme
 
@@ -100,7 +102,7 @@ def test_the_readme_says_what_the_roles_and_environments_cannot_tell_apart(terra
     (statement,) = terraform["data"]["aws_iam_policy_document.assume_github"]["statement"]
     checked = {c["variable"].rsplit(":", 1)[1] for c in statement["condition"]}
     assert checked == {"aud", "sub"}  # AWS checks no other claim of GitHub's token
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join(all_docs().split())
     assert "**GitHub-hosted runners check no workflow**" in readme
     assert "Secrets live in three GitHub environments, each limited to `main`" in readme
     assert (

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.docs import all_docs
 from tests.git_http import serve_git
 from tests.test_workflows import ROOT, WORKFLOWS, evaluate, load, triggers
 from tests.vcs.test_github import REPO, FakeGitHub, github
@@ -148,7 +149,7 @@ def test_the_sweepers_look_never_waits_for_a_reviewer() -> None:
     assert jobs["find"]["environment"] == "wms-sweep"
     assert [s["run"] for s in jobs["find"]["steps"] if "run" in s] == ["wms pipeline sweep --dry-run"]
     assert jobs["sweep"]["environment"] == "wms-production"  # the training a person may approve
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join(all_docs().split())
     assert "Never put reviewers on `wms-sweep`" in readme
     assert "each limited to `main`" in readme  # its deployment branches: the schedule runs on main
     assert triggers(load("pipeline-sweeper.yaml")).keys() == {"schedule", "workflow_dispatch"}

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.docs import all_docs
 from tests.workflow_expressions import status_functions, value_of
 
 from wms.config import load_settings
@@ -204,7 +205,7 @@ def test_the_pipeline_trains_only_after_a_data_push_run_of_this_repository_succe
     ):
         assert not evaluate(jobs["train"]["if"], accepted | refused), refused
         assert not evaluate(jobs["start-compute"]["if"], accepted | {"vars.WMS_LAYOUT": "single"} | refused)
-    readme = (ROOT / "README.md").read_text()
+    readme = all_docs()
     assert "Secrets live in three GitHub environments, each limited to `main`" in readme
 
 
@@ -425,7 +426,7 @@ def test_starting_and_stopping_compute_never_waits_for_a_reviewer(name: str, job
     environment = load(name)["jobs"][job]["environment"]
     assert environment == "wms-compute"
     assert environment != load("training-data-pipeline.yaml")["jobs"]["train"]["environment"]
-    readme = (ROOT / "README.md").read_text()
+    readme = all_docs()
     assert "Never put reviewers on `wms-compute`" in readme
 
 
@@ -737,7 +738,7 @@ def test_ci_validates_the_chart_for_the_kubernetes_version_the_cluster_runs() ->
     variables = (ROOT / "infrastructure" / "terraform" / "variables.tf").read_text()
     k3s = re.search(r'variable "k3s_version" \{[^}]*default\s*=\s*"v(\d+\.\d+)\.', variables)
     assert k3s and validated.startswith(k3s.group(1) + "."), (validated, k3s)
-    assert f"v{k3s.group(1)}" in (ROOT / "README.md").read_text()
+    assert f"v{k3s.group(1)}" in all_docs()
     steps = " ".join(str(s.get("run", "")) for s in helm["steps"])
     assert (
         "helm template" in steps

@@ -93,7 +93,7 @@ if [ "$cluster" -lt $(($(date +%s) + window)) ]; then
       status=1
     else
       log "k3s renewed its certificates: they now expire on $(date -u -d "@$cluster" +%F);" \
-        "fetch your own copy of the kubeconfig again (README, Setting up AWS, step 6)"
+        "fetch your own copy of the kubeconfig again (docs/aws.md, step 6)"
     fi
   fi
 fi

@@ -41,9 +41,9 @@ if [ ! -s "$db" ] && [ -f "$state" ]; then
   lost="THE MLFLOW DATABASE IS LOST: $db, backed up from here before, is gone or empty; nothing was backed up"
   if [ -n "$held" ]; then
     echo "$lost. The server still holds the deleted file: before MLflow restarts, save it with" \
-      "sudo cp $held $db.rescued (README, \"Recovery\")" >&2
+      "sudo cp $held $db.rescued (docs/recovery.md)" >&2
   else
-    echo "$lost. Restore the latest backup (README, \"Recovery\")" >&2
+    echo "$lost. Restore the latest backup (docs/recovery.md)" >&2
   fi
   exit 1
 fi

@@ -45,7 +45,7 @@ fi
 check=$(sqlite3 "$restore" "PRAGMA integrity_check;" 2>&1 || true)
 if [ "$check" != "ok" ]; then
   echo "the backup at $MLFLOW_BACKUP_URI fails its integrity check ($check): put an earlier copy" \
-    "in its place (README, \"Recovery\"); $refuse" >&2
+    "in its place (docs/recovery.md); $refuse" >&2
   exit 1
 fi
 if ! "$mlflow" db upgrade "sqlite:///$restore"; then

@@ -30,7 +30,7 @@ github() {
 
 # A runner registered but never used (the machine was stopped while it waited) stays behind,
 # offline, under the same name; GitHub refuses a second one with that name.
-renew="make a new one (README, \"Setting up AWS\", step 3) and put it in with aws ssm put-parameter --overwrite --region $AWS_REGION --type SecureString --name $RUNNER_TOKEN_PARAMETER --value <token>"
+renew="make a new one (docs/aws.md, step 3) and put it in with aws ssm put-parameter --overwrite --region $AWS_REGION --type SecureString --name $RUNNER_TOKEN_PARAMETER --value <token>"
 if ! runners=$(github "$api?name=$RUNNER_NAME"); then
   if grep -q '^HTTP/[0-9.]* 401' "$headers"; then
     echo "GitHub refused the runner token in SSM $RUNNER_TOKEN_PARAMETER (401: expired or revoked); $renew" >&2

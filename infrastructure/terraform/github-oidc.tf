@@ -3,8 +3,8 @@
 # (the token's `sub` is repo:OWNER/NAME:environment:ENV), and allows only what those jobs do.
 # It cannot tell one workflow from another in the same environment (AWS checks no claim besides
 # `aud` and `sub`): what keeps a workflow pushed to a data branch out is the environment's
-# limit to main, which refuses its job before GitHub issues it a token. README, "Running the
-# production loop safely".
+# limit to main, which refuses its job before GitHub issues it a token. docs/compute.md, "Running
+# the production loop safely".
 # Set each role's ARN as its environment's variable AWS_ROLE_ARN (Settings → Environments →
 # wms-production / wms-compute / wms-sweep → Variables), not as a repository variable: a repository-wide
 # AWS_ROLE_ARN would hand the production role to the wms-compute jobs too.

@@ -29,8 +29,8 @@ Choice (`strategy`), among the photos kept:
   random photos reliably, so this is the choice to fall back on, or to compare with.
 
 What each buys, measured by benchmarks/active_learning.py on the real photos (a weak start model
-on 40% of the training split, 15% more chosen from the rest): the README's section "Closing the
-loop: what to label next, and drift", and benchmarks/results/active-learning*.json.
+on 40% of the training split, 15% more chosen from the rest): docs/labelling-and-drift.md and
+benchmarks/results/active-learning*.json.
 """
 
 from __future__ import annotations

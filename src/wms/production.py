@@ -244,7 +244,7 @@ def check_same_model(where: str, current: dict[str, Any], target: ModelRecord) -
             f"but the registry's version {wanted} has {registered[:12]}…; is tracking.uri the registry "
             "main was promoted in? If it was restored from a backup older than that promotion, serve a "
             "version promoted before it with `wms model rollback` or `wms model promote VERSION` on main "
-            '(README, "Recovery")'
+            "(docs/recovery.md)"
         )
 
 
@@ -256,7 +256,7 @@ def missing_version(where: str, wanted: str, registry: Registry, history: list[d
         return (
             f"{where} names version {wanted}, but the registry holds no model: the MLflow database "
             "was lost and not restored, or tracking.uri names another registry; restore its backup "
-            '(README, "Recovery")'
+            "(docs/recovery.md)"
         )
     stack = served_before(history)
     reason = '--reason "registry restored from an older backup"'
@@ -269,7 +269,7 @@ def missing_version(where: str, wanted: str, registry: Registry, history: list[d
         f"{where} names version {wanted}, which the registry lacks (it has {', '.join(held)}): it was "
         "restored from a backup older than that promotion, or tracking.uri names another registry. "
         f"Serve a version it has with {move} on main (the pods keep their image until that deploys; "
-        'README, "Recovery")'
+        "docs/recovery.md)"
     )
 
 

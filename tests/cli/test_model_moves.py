@@ -131,7 +131,7 @@ def test_a_restored_registry_that_numbered_another_model_as_mains_production_can
     mismatch = cli("model", "reconcile")
     assert mismatch.exit_code == 1
     line = " ".join(mismatch.output.split())
-    assert "names version 3 with model sha256" in line and 'README, "Recovery"' in line
+    assert "names version 3 with model sha256" in line and "docs/recovery.md" in line
     back = cli("model", "rollback", "--reason", "registry restored from an older backup")
     assert back.exit_code == 0, back.output
     assert registry.production() is not None and registry.production().version == "2"  # type: ignore[union-attr]

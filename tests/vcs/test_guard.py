@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from tests.docs import all_docs
 
 from wms.config import load_settings
 from wms.vcs.git import Git
@@ -282,6 +283,6 @@ def test_the_readme_says_what_the_data_pull_request_check_cannot_stop() -> None:
     offered the required check as what keeps code from merging with a promotion."""
     ci = yaml.safe_load((Path(__file__).resolve().parents[2] / ".github/workflows/ci.yaml").read_text())
     assert "pull_request_target" not in ci[True]  # the check's workflow is the pull request's own
-    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    readme = " ".join(all_docs().split())
     assert "The check runs the `ci.yaml` of the pull request's own merge commit" in readme
     assert "what stops such a commit is the ruleset on `.github/workflows/**` above" in readme

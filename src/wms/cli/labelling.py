@@ -39,7 +39,8 @@ def suggest(
         help="power: drawn at random with odds proportional to the score; band: the highest scores after "
         "passing over the most unsure fifth (outliers the model cannot learn from yet); diverse: one per "
         "cluster of a score-weighted k-means over the photos; top: the highest scores only; random: "
-        "drawn uniformly (on the real photos no strategy beat random ones reliably: README).",
+        "drawn uniformly (on the real photos no strategy beat random ones reliably: "
+        "docs/labelling-and-drift.md).",
     ),
     image_url: str | None = typer.Option(
         None,
@@ -54,7 +55,7 @@ def suggest(
     passes over the most unsure fifth (outliers) and takes the next most unsure, --strategy
     diverse one photo per cluster of a score-weighted k-means, --strategy top the highest scores,
     --strategy random draws uniformly (duplicates still passed over). On the real photos no strategy
-    bought more Dice than random photos reliably (README, "Closing the loop").
+    bought more Dice than random photos reliably (docs/labelling-and-drift.md).
 
     OUT gets images/, prelabels/ (the model's masks), ranking.csv, ranking.json, and
     labelstudio.json + labelstudio.xml (Label Studio's task import with polygon pre-annotations,

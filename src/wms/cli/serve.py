@@ -26,7 +26,7 @@ def serve(
 
     The model file's sha256 is checked against the registry's record before the first request;
     a mismatch refuses to start. Limits and threads come from the [serve] settings; with
-    serve.capture on, some photos are kept in serve.capture_dir for labelling (see the README).
+    serve.capture on, some photos are kept in serve.capture_dir for labelling (see docs/serving.md).
     """
     import uvicorn
 

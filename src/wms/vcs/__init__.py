@@ -100,7 +100,7 @@ def _warn_of_expiry(name: str, env: Mapping[str, str]) -> Callable[[datetime], N
         line = (
             f"the GitHub token {name} expires on {when} (in {days} days): "
             f"before then, make a new one with the same permissions and put it in the secret {name} "
-            '(environment wms-production; README, "GitHub setup")'
+            "(environment wms-production; docs/github.md)"
         )
         if env.get("GITHUB_ACTIONS") == "true":
             print(f"::warning title=GitHub token expires soon::{line}", file=sys.stderr)

@@ -183,7 +183,7 @@ class GitHubClient:
             return GitHubError(
                 f"GitHub refused the token {self.token_name} ({where}: {message}): it expired, was revoked "
                 f"or is wrong; make a new one and put it in {self.token_name} (in the workflows, the "
-                'secret of environment wms-production; README, "GitHub setup")',
+                "secret of environment wms-production; docs/github.md)",
                 status,
             )
         if status in (403, 404):
