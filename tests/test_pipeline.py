@@ -71,7 +71,7 @@ def test_first_model_promoted_then_untrained_candidate_rejected(
     worst = [a.path for a in registry._client.list_artifacts(run_id, "worst")]
     tested = int(registry._client.get_run(run_id).data.params["split.test"])
     assert "worst/index.html" in worst
-    assert len([p for p in worst if p.endswith(".png")]) == min(WORST_LOGGED, tested)
+    assert len([p for p in worst if p.endswith(".jpg")]) == min(WORST_LOGGED, tested)
 
     second, recorder, registry = run(project_dir, make_batch("b2", count=20, seed=2), "train.epochs=0")
     assert not second.promoted

@@ -60,3 +60,21 @@ def test_the_index_page_shows_every_overlay_worst_first(browser: Any, index_page
         "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)"
     )
     assert loaded == [512] * 5
+
+
+def test_the_overlays_keep_their_colours_in_a_third_of_the_bytes_of_a_png(index_page: Path) -> None:
+    """Every training run keeps 16 overlays in MLflow, also once `wms model prune` took its model:
+    drawn on photos, they are stored as photos (JPEG), and the outlines keep their colours."""
+    import io
+
+    overlays = sorted(index_page.parent.glob("*.jpg"))
+    assert len(overlays) == 5 and not list(index_page.parent.glob("*.png"))
+    for path in overlays:
+        with Image.open(path) as img:
+            assert img.format == "JPEG"
+            pixels = np.asarray(img.convert("RGB")).astype(int)
+            as_png = io.BytesIO()
+            img.save(as_png, format="PNG", compress_level=1)
+        assert path.stat().st_size * 3 < as_png.tell(), path.name
+        for colour in (TRUE, PREDICTED):  # the 2-pixel outlines, within JPEG's error
+            assert (np.abs(pixels - colour).max(axis=-1) < 40).sum() > 100, (path.name, colour)

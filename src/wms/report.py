@@ -12,6 +12,7 @@ from PIL import Image
 
 from wms.data.pairs import Pair
 from wms.train.preprocess import mask_to_array, open_image, open_mask
+from wms.worst import save_jpeg
 
 if TYPE_CHECKING:  # the GitHub helpers below must not load torch
     from wms.train.segmenter import Segmenter
@@ -55,7 +56,7 @@ def overlay_grid(segmenter: Segmenter, pairs: Sequence[Pair], path: Path, tile: 
     sheet = Image.new("RGB", (columns * tile, max(1, rows) * tile), "white")
     for i, t in enumerate(tiles):
         sheet.paste(t, ((i % columns) * tile, (i // columns) * tile))
-    sheet.save(path)
+    save_jpeg(sheet, path)
 
 
 def plot_paired_dice(per_image: Sequence[dict[str, float]], baseline_version: str, path: Path) -> None:

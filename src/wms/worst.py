@@ -25,6 +25,12 @@ DISPLAY = 512  # longest side of an overlay: a 64-px photo and a 4000-px one rea
 TRUE, PREDICTED, BOTH = (0, 230, 0), (255, 0, 255), (255, 255, 255)
 
 
+def save_jpeg(image: Image.Image, path: Path) -> None:
+    """Save a drawing over a photo as a photo: JPEG at quality 90 takes a fifth of a PNG's bytes,
+    and with the colours kept at full resolution (4:4:4) 2-pixel outlines stay sharp."""
+    image.save(path, format="JPEG", quality=90, subsampling=0)
+
+
 def pick_worst(scores: Sequence[ImageScore], n: int) -> list[ImageScore]:
     """The `n` scores with the lowest Dice, worst first (ties by id, so the choice is stable)."""
     return sorted(scores, key=lambda s: (s.dice, s.id))[:n]
@@ -89,8 +95,8 @@ def draw_overlay(
 
 
 def _file_name(rank: int, width: int, photo_id: str) -> str:
-    """`03-<id>.png`: sorts worst first, and an id with odd characters stays a plain file name."""
-    return f"{rank:0{width}d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', photo_id)[:80]}.png"
+    """`03-<id>.jpg`: sorts worst first, and an id with odd characters stays a plain file name."""
+    return f"{rank:0{width}d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', photo_id)[:80]}.jpg"
 
 
 def _index_page(title: str, rows: Sequence[tuple[ImageScore, str]]) -> str:
@@ -133,7 +139,7 @@ def write_worst(
     title: str,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """One overlay PNG per photo and an index page listing them worst first; returns the page.
+    """One overlay JPEG per photo and an index page listing them worst first; returns the page.
 
     `scores`, `pairs` and `masks` are aligned: `masks[i]` was predicted from `pairs[i].image`.
     """
@@ -144,7 +150,7 @@ def write_worst(
     for rank, (score, pair, predicted) in enumerate(chosen, start=1):
         name = _file_name(rank, width, score.id)
         true = mask_to_array(open_mask(pair.mask))
-        draw_overlay(open_image(pair.image), true, predicted, score).save(out / name, compress_level=1)
+        save_jpeg(draw_overlay(open_image(pair.image), true, predicted, score), out / name)
         rows.append((score, name))
         if progress:
             progress(1)

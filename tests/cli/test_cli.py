@@ -139,7 +139,7 @@ def test_train_prints_run_id_and_scores(
         "MLmodel",  # beside them: the run's model is an MLflow model
         "test_scores.csv",
         "training_curves.png",
-        "val_predictions.png",
+        "val_predictions.jpg",
     } <= artifacts
 
 

@@ -86,8 +86,8 @@ def test_split_scores_only_that_split_and_draws_its_worst(
     assert 5 < report["n"] < 80
 
     worst = sorted(report["per_image"], key=lambda s: (s["dice"], s["id"]))[:5]
-    overlays = sorted(out.glob("*.png"))
-    assert [p.name.split("-", 1)[1] for p in overlays] == [f"{s['id']}.png" for s in worst]
+    overlays = sorted(out.glob("*.jpg"))
+    assert [p.name.split("-", 1)[1] for p in overlays] == [f"{s['id']}.jpg" for s in worst]
     assert all(max(Image.open(p).size) == 512 for p in overlays)  # a 64-px photo drawn large enough to read
     page = (out / "index.html").read_text()
     assert re.findall(r'<img src="([^"]+)"', page) == [p.name for p in overlays]

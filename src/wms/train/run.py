@@ -157,7 +157,7 @@ def train_and_log(
             plots.mkdir()
             if result.history:
                 plot_curves(result.history, plots / "training_curves.png")
-            overlay_grid(result.segmenter, splits["val"][:8], plots / "val_predictions.png")
+            overlay_grid(result.segmenter, splits["val"][:8], plots / "val_predictions.jpg")
             run.log_artifacts(plots, "plots")
             worst = Path(tmp) / "worst"
             title = f"run {run.run_id}: worst of the test split of dataset {dataset_version}"
