@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bootstrap step "base": the packages every WMS node needs (APT_PACKAGES, plus APT_OPTIONAL
 # where the archive has them), the AWS CLI v2 when no `aws` is installed, the unprivileged
-# user the GitHub runner runs as (RUNNER_USER), and a swap file of SWAP_GB GiB when set.
+# user the GitHub runner runs as (RUNNER_USER), a swap file of SWAP_GB GiB when set, and the
+# instance's region (AWS_REGION) in /etc/environment (ENVIRONMENT_FILE) for every session.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,6 +30,14 @@ if ! id -u "$RUNNER_USER" >/dev/null 2>&1; then
   log "creating the user $RUNNER_USER"
   useradd --create-home --shell /bin/bash "$RUNNER_USER"
 fi
+
+# SSH sessions (wms compute ssh and exec, a training started over SSH) take /etc/environment
+# through PAM, and nothing else: without the region there, boto3 and the AWS CLI refuse every
+# EC2 and SSM call ("You must specify a region"). boto3 reads AWS_DEFAULT_REGION, never AWS_REGION.
+environment=${ENVIRONMENT_FILE:-/etc/environment}
+touch "$environment"
+sed -i '/^AWS_\(DEFAULT_\)\{0,1\}REGION=/d' "$environment"
+printf 'AWS_REGION=%s\nAWS_DEFAULT_REGION=%s\n' "$AWS_REGION" "$AWS_REGION" >>"$environment"
 
 swap_gb=${SWAP_GB:-0}
 if [ "$swap_gb" -gt 0 ]; then
