@@ -614,7 +614,12 @@ def test_changing_a_machine_checks_that_no_run_holds_the_gpu_before_the_apply_st
     """The AWS provider writes changed user data by stopping and starting the instance: an apply
     while a run held the GPU instance cut its training unannounced. The procedure checks first."""
     changing = " ".join(README.split("**Changing a machine.**")[1].split("\n**")[0].split())
-    assert "WMS_COMPUTE__BACKEND=ec2 wms compute status --idle && terraform apply" in changing
+    steps = [
+        "WMS_COMPUTE__BACKEND=ec2 wms compute maintenance --minutes 30",
+        "WMS_COMPUTE__BACKEND=ec2 wms compute status --idle && terraform apply",
+        "WMS_COMPUTE__BACKEND=ec2 wms compute maintenance --end",
+    ]
+    assert [changing.index(step) for step in steps] == sorted(changing.index(step) for step in steps)
     assert "stopping the instance, writing it and starting it again" in changing
     assert "`user_data_replace_on_change`, false here" in changing
     for address in ("aws_instance.gpu", "aws_instance.serving"):

@@ -3,6 +3,7 @@
     wms compute start            # take a lease, start it, wait for status checks and the probe
     wms compute status --json
     wms compute status --idle    # exit 1 while a run holds it: check before a `terraform apply`
+    wms compute maintenance      # no run starts it until --end (wms.cli.compute_maintenance)
     wms compute stop             # drop the lease; stop it unless another holder still leases it
     wms compute reap             # stop every WMS-started instance whose leases all ran out (cron)
     wms compute exec -- CMD...   # run a command on the instance (started if needed), stream its output
@@ -125,6 +126,7 @@ def summary_markdown(title: str, values: dict[str, object]) -> str:
         ("SSH", f"`{values['ssh_command']}`" if values["ssh_command"] else None),
         ("lease until", values["lease_expires"]),
         ("held by", values["held_by"]),
+        ("maintenance", values["maintenance"]),
         ("billed this run", _billed(values)),
     ]
     lines = [f"### {title}", "", "| | |", "|---|---|"]
@@ -159,6 +161,7 @@ def show(project: Project, status: ComputeStatus, title: str, as_json: bool) -> 
             ("SSH", "ssh_command"),
             ("lease until", "lease_expires"),
             ("held by", "held_by"),
+            ("maintenance", "maintenance"),
             ("detail", "detail"),
         ):
             if shown[key]:

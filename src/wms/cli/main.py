@@ -8,6 +8,7 @@ import typer
 
 from wms.cli import (
     compute,
+    compute_maintenance,
     data,
     data_versions,
     demo,
@@ -76,6 +77,7 @@ model.app.command()(model_prune.prune)
 app.add_typer(model.app, name="model")
 pipeline.app.command()(pipeline_batches.batches)
 app.add_typer(pipeline.app, name="pipeline")
+compute.app.command()(compute_maintenance.maintenance)
 app.add_typer(compute.app, name="compute")
 app.command("predict")(predict.predict)
 app.command("evaluate")(evaluate.evaluate)

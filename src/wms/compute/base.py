@@ -48,6 +48,8 @@ class ComputeStatus:
     lease_expires: str | None = None
     # The holders whose lease is live now (comma-separated): runs that need the machine running.
     held_by: str | None = None
+    # While the machine is held for maintenance: until when and by whom (starts wait for it).
+    maintenance: str | None = None
     # Seconds the machine has run since it last started (or ran before it was stopped).
     billed_seconds: float | None = None
 

@@ -29,7 +29,8 @@ refuses for want of capacity (or because only EC2 restarts a reclaimed spot inst
 
 This module is that bookkeeping and the verbs built on it. The EC2 calls themselves (finding
 the instance, writing and removing tags, waiting for a state) are `Ec2Instance`'s
-(wms.compute.ec2_instance), which `Ec2Compute` extends. States and status checks are waited for
+(wms.compute.ec2_instance), and the maintenance tag `Ec2Maintenance`'s (wms.compute.maintenance),
+which `Ec2Compute` extends. States and status checks are waited for
 through EC2's waiters (wms.compute.aws); the rest (a stop under way, the readiness probes)
 polls with base.wait_for.
 """
@@ -50,7 +51,6 @@ from wms.compute.base import (
     quiet,
     wait_for,
 )
-from wms.compute.ec2_instance import Ec2Instance
 from wms.compute.ec2_status import instance_status, stale_host
 from wms.compute.leases import (
     HOLDER_TAG_PREFIX,
@@ -65,9 +65,11 @@ from wms.compute.leases import (
     lease_of,
     leases_of,
     live_holders,
+    maintenance_of,
     tags_of,
     utc_now,
 )
+from wms.compute.maintenance import Ec2Maintenance
 from wms.compute.probes import Probe, make_probe
 from wms.compute.reaper import reap
 from wms.compute.runner_jobs import describe, waiting_jobs
@@ -76,7 +78,7 @@ from wms.errors import BackendError
 from wms.times import parse_time
 
 
-class Ec2Compute(Ec2Instance):
+class Ec2Compute(Ec2Maintenance):
     """One EC2 instance, found by id or tag; every wait has a limit and says what it waits for."""
 
     name = "ec2"
@@ -225,16 +227,23 @@ class Ec2Compute(Ec2Instance):
     def start(self, holder: str | None = None) -> ComputeStatus:
         """Take a lease for `holder`, start the instance (a running one is left as it is), wait for checks.
 
-        The lease is written before anything else; then, if another holder's stop is under
-        way, this waits for it to back off or finish and starts the instance again.
+        While the instance is held for maintenance this waits, holding no lease, until that
+        ends (wms.compute.maintenance). The lease is written before anything else; then, if
+        another holder's stop is under way, this waits for it to back off or finish and starts
+        the instance again.
         """
         self.probe()  # a bad probe setting (or no GitHub token for it) fails before anything starts
         state = self._describe()["State"]["Name"]
         if state in GONE:
             raise BackendError(f"instance {self._id} is {state}; recreate it with infrastructure/terraform")
-        self.renew_lease(holder)
+        while True:  # no lease while maintenance lasts, so `wms compute status --idle` stays true
+            self.wait_out_maintenance()
+            self.renew_lease(holder)
+            instance = self._describe()
+            if maintenance_of(instance, utc_now()) is None:
+                break
+            self.release_lease(holder)  # maintenance began as the lease was written: step back
         cfg = self.cfg
-        instance = self._describe()
         state = instance["State"]["Name"]
         if self._stop_under_way(instance):
             who = "another run" if instance["State"]["Name"] != "stopping" else "another run or by AWS"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wms.compute.base import ComputeStatus
-from wms.compute.leases import lease_of, live_holders, utc_now
+from wms.compute.leases import lease_of, live_holders, maintenance_of, utc_now
 from wms.compute.probes import mlflow_url
 from wms.config import ComputeSettings
 
@@ -59,6 +59,7 @@ def instance_status(
         elif (stopped := stopped_at(instance)) is not None and stopped >= launched:
             billed = round((stopped - launched).total_seconds(), 1)
     expires = lease_of(instance)
+    held = maintenance_of(instance, utc_now())
     port = "" if cfg.ssh_port == 22 else f" -p {cfg.ssh_port}"
     return ComputeStatus(
         backend=backend,
@@ -72,5 +73,6 @@ def instance_status(
         ssh_command=f"ssh -i {cfg.ssh_key}{port} {cfg.ssh_user}@{host}" if host else None,
         lease_expires=expires.isoformat() if expires else None,
         held_by=", ".join(live_holders(instance, utc_now())) or None,
+        maintenance=f"until {held[1].isoformat()} by {held[0]}" if held else None,
         billed_seconds=billed,
     )

@@ -5,6 +5,7 @@
     wms:lease-expires  = <ISO expiry>            the latest of them, for people and older readers
     wms:stopping       = <holder> <ISO time>     while a stop decides or runs
     wms:lease-holders  = true                    leases are the holder tags: the summary alone holds nothing
+    wms:maintenance    = <who> <ISO end>         no start takes a lease until then (wms.compute.maintenance)
 
 Pure functions over the instance dictionaries EC2's DescribeInstances returns.
 """
@@ -22,6 +23,7 @@ LEASE_TAG = "wms:lease-expires"  # the latest expiry of all leases, for people a
 HOLDER_TAG_PREFIX = "wms:lease:"  # one tag per holder: wms:lease:<holder> = <ISO expiry>
 STOPPING_TAG = "wms:stopping"  # <holder> <ISO time>, while a stop is deciding or under way
 MANAGED_TAG = "wms:managed"
+MAINTENANCE_TAG = "wms:maintenance"  # <who> <ISO end>: starts wait until then, or until it goes
 # Written with every holder's lease: on such an instance a summary left without holder tags
 # (two stops at once, each keeping it for the other) is stale, not a lease.
 HOLDERS_TAG = "wms:lease-holders"
@@ -93,3 +95,11 @@ def interruption_of(instance: dict[str, Any], holder: str, now: datetime) -> str
         return None
     reason = instance.get("StateReason") or {}
     return str(reason.get("Code") or instance.get("StateTransitionReason") or "no reason given")
+
+
+def maintenance_of(instance: dict[str, Any], now: datetime) -> tuple[str, datetime] | None:
+    """Who holds the instance for maintenance and until when, while that lasts; else None (an
+    end that is not a time counts as none: a start must never wait on a tag it cannot read)."""
+    who, _, end = tags_of(instance).get(MAINTENANCE_TAG, "").rpartition(" ")
+    until = parse_time(end)
+    return (who or "someone", until) if until is not None and until > now else None
