@@ -38,7 +38,8 @@ def maintenance(
         )
     if end:
         compute.end_maintenance()
-        console.print(f"{compute.status().detail}: maintenance ended; starts go on", highlight=False)
+        instance = compute.status().instance_id
+        console.print(f"instance {instance}: maintenance ended; starts go on", highlight=False)
         return
     until = (utc_now() + timedelta(minutes=minutes)).strftime("%Y-%m-%d %H:%M UTC")
     holding = compute.begin_maintenance(default_holder(), minutes)
