@@ -9,7 +9,9 @@ NVIDIA documents first. The keys here are made by gpg for the test, in homes of 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,13 +25,17 @@ KEYRING = Path("/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg")
 
 @pytest.fixture
 def make_key(tmp_path: Path) -> Iterator[MakeKey]:
-    """make_key(name) -> (armored public key file, its fingerprint); gpg's agents are stopped after."""
+    """make_key(name) -> (armored public key file, its fingerprint); gpg's agents are stopped after.
+
+    Each gpg home is a short folder of the system's temporary one, removed after: gpg-agent puts
+    its sockets there, and under pytest's own folders (pytest-of-USER/pytest-NNN/popen-gwN/<test>)
+    the home's path passes the 87 characters past which gpg-agent fails to start.
+    """
     _need("gpg", "gpgconf")
     homes: list[Path] = []
 
     def make(name: str) -> tuple[Path, str]:
-        home = tmp_path / f"gnupg-{name}"
-        home.mkdir(mode=0o700)
+        home = Path(tempfile.mkdtemp(prefix=f"gpg-{name}-"))  # mode 0700
         homes.append(home)
         env = {**os.environ, "GNUPGHOME": str(home)}
 
@@ -50,6 +56,7 @@ def make_key(tmp_path: Path) -> Iterator[MakeKey]:
     yield make
     for home in homes:
         subprocess.run(["gpgconf", "--kill", "all"], env={**os.environ, "GNUPGHOME": str(home)}, check=False)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _fingerprints(key: Path) -> list[str]:
