@@ -25,6 +25,16 @@ def _leases(tags: dict[str, str]) -> list[str]:
     return sorted(k[len(HOLDER_TAG_PREFIX) :] for k in tags if k.startswith(HOLDER_TAG_PREFIX))
 
 
+def _ended_at(box: Ec2Box, look: int) -> Callable[[int], None]:
+    """The operator's `wms compute maintenance --end`, just before the start's look number `look`."""
+
+    def operator(n: int) -> None:
+        if n == look:
+            box.client.delete_tags(Resources=[box.id], Tags=[{"Key": MAINTENANCE_TAG}])
+
+    return operator
+
+
 class Watched:
     """The moto client; `on_describe(n)` runs before the n-th describe (the operator meanwhile),
     and the instance's leases are noted at each describe."""
@@ -51,12 +61,7 @@ class Watched:
 
 def test_a_start_waits_out_maintenance_without_a_lease_and_then_starts(ec2_box: Ec2Box) -> None:
     _maintenance(ec2_box, 30)
-    client = Watched(
-        ec2_box,
-        lambda n: (
-            n == 6 and ec2_box.client.delete_tags(Resources=[ec2_box.id], Tags=[{"Key": MAINTENANCE_TAG}])
-        ),
-    )
+    client = Watched(ec2_box, _ended_at(ec2_box, 6))
     lines: list[str] = []
     status = Ec2Compute(ec2_settings(ec2_box), client=client, notify=lines.append, holder="gh-run-9").start()
 
@@ -128,3 +133,16 @@ def test_the_operators_maintenance_before_an_apply(
     monkeypatch.setenv("WMS_COMPUTE__BACKEND", "local")
     local = cli("compute", "maintenance")
     assert local.exit_code == 2 and 'set compute.backend = "ec2"' in local.stderr
+
+
+def test_a_sweep_takes_its_lease_only_once_maintenance_ends(ec2_box: Ec2Box) -> None:
+    """A `split` sweep leases the instance for all its batches before the first starts it: taken
+    during maintenance, that lease kept `wms compute status --idle` failing the whole time."""
+    from wms.compute.hold import hold_across_batches
+
+    _maintenance(ec2_box, 30)
+    client = Watched(ec2_box, _ended_at(ec2_box, 5))
+    cfg = ec2_settings(ec2_box)
+    with hold_across_batches(Ec2Compute(cfg, client=client, holder="gh-run-9-sweep"), cfg, lambda _: None):
+        assert _leases(ec2_box.tags()) == ["gh-run-9-sweep"]
+    assert client.leases_seen[:5] == [[]] * 5

@@ -130,6 +130,20 @@ class Ec2Compute(Ec2Maintenance):
         )
         return stamp
 
+    def take_lease(self, holder: str | None = None) -> None:
+        """A new lease for `holder` as a start takes it: once no maintenance holds the instance."""
+        self._lease_after_maintenance(holder)
+
+    def _lease_after_maintenance(self, holder: str | None) -> dict[str, Any]:
+        """Wait out maintenance, then lease; the instance as read after the lease was written."""
+        while True:  # no lease while maintenance lasts, so `wms compute status --idle` stays true
+            self.wait_out_maintenance()
+            self.renew_lease(holder)
+            instance = self._describe()
+            if maintenance_of(instance, utc_now()) is None:
+                return instance
+            self.release_lease(holder)  # maintenance began as the lease was written: step back
+
     def release_lease(self, holder: str | None = None) -> None:
         """Drop `holder`'s lease and leave the instance as it is (a pipeline running on it is done).
 
@@ -236,13 +250,7 @@ class Ec2Compute(Ec2Maintenance):
         state = self._describe()["State"]["Name"]
         if state in GONE:
             raise BackendError(f"instance {self._id} is {state}; recreate it with infrastructure/terraform")
-        while True:  # no lease while maintenance lasts, so `wms compute status --idle` stays true
-            self.wait_out_maintenance()
-            self.renew_lease(holder)
-            instance = self._describe()
-            if maintenance_of(instance, utc_now()) is None:
-                break
-            self.release_lease(holder)  # maintenance began as the lease was written: step back
+        instance = self._lease_after_maintenance(holder)
         cfg = self.cfg
         state = instance["State"]["Name"]
         if self._stop_under_way(instance):

@@ -92,9 +92,10 @@ def keep_job_lease(compute: Compute, cfg: ComputeSettings, notify: Notify) -> It
 @contextmanager
 def hold_across_batches(compute: Compute, cfg: ComputeSettings, notify: Notify) -> Iterator[None]:
     """A sweep that trains over SSH (compute.train_on = "instance"): `compute`'s holder leases the
-    instance while the block runs, so each batch's stop_compute leaves it running for the next
-    ("kept running: held by ...") and it boots once, not once per batch; as the block ends, however
-    it ends, that lease goes and the instance is stopped unless another holder still leases it.
+    instance (once any maintenance is over) while the block runs, so each batch's stop_compute
+    leaves it running for the next ("kept running: held by ...") and it boots once, not once per
+    batch; as the block ends, however it ends, that lease goes and the instance is stopped unless
+    another holder still leases it.
     Elsewhere nothing (on the instance, each batch holds its run's lease: keep_job_lease).
 
     The lease is renewed at compute.lease_minutes while the block runs, for compute.max_hold_hours
@@ -105,8 +106,8 @@ def hold_across_batches(compute: Compute, cfg: ComputeSettings, notify: Notify) 
     if not cfg.trains_remotely:
         yield
         return
+    compute.take_lease()  # after any maintenance: a sweep's lease keeps `status --idle` from passing
     since = time.monotonic()
-    compute.renew_lease()
 
     def renew() -> None:
         renew_within_limit(compute, cfg, since, notify, held_only=True)

@@ -22,6 +22,9 @@ class LocalCompute:
     def status(self) -> ComputeStatus:
         return ComputeStatus(self.name, "running", "this machine")
 
+    def take_lease(self, holder: str | None = None) -> None:
+        return None
+
     def renew_lease(self, holder: str | None = None, held_only: bool = False) -> str | None:
         return None
 
