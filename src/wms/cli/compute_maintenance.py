@@ -3,8 +3,6 @@ it (the logic is wms.compute.maintenance's); a command of the `wms compute` grou
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import typer
 
 from wms.cli._common import console, state
@@ -27,7 +25,7 @@ def maintenance(
     them: wait until `wms compute status --idle` passes, apply, then `wms compute maintenance --end`.
     """
     from wms.compute.ec2 import Ec2Compute
-    from wms.compute.leases import utc_now
+    from wms.compute.leases import live_holders, utc_now
     from wms.errors import BackendError, UsageError
 
     project = state(ctx).project()
@@ -37,13 +35,11 @@ def maintenance(
             'maintenance holds the EC2 instance that Terraform manages; set compute.backend = "ec2"'
         )
     if end:
-        compute.end_maintenance()
-        instance = compute.status().instance_id
+        instance = compute.end_maintenance()
         console.print(f"instance {instance}: maintenance ended; starts go on", highlight=False)
         return
-    until = (utc_now() + timedelta(minutes=minutes)).strftime("%Y-%m-%d %H:%M UTC")
-    holding = compute.begin_maintenance(default_holder(), minutes)
-    instance = compute.status().instance_id
+    ends, held = compute.begin_maintenance(default_holder(), minutes)
+    instance, holding, until = held["InstanceId"], live_holders(held, utc_now()), f"{ends:%Y-%m-%d %H:%M} UTC"
     if holding:
         raise BackendError(
             f"instance {instance} is held for maintenance until {until}, and no run starts it now, but "

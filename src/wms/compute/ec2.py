@@ -66,6 +66,8 @@ from wms.compute.leases import (
     leases_of,
     live_holders,
     maintenance_of,
+    mark,
+    read_mark,
     tags_of,
     utc_now,
 )
@@ -75,7 +77,6 @@ from wms.compute.reaper import reap
 from wms.compute.runner_jobs import describe, waiting_jobs
 from wms.config import ComputeSettings
 from wms.errors import BackendError
-from wms.times import parse_time
 
 
 class Ec2Compute(Ec2Maintenance):
@@ -177,8 +178,7 @@ class Ec2Compute(Ec2Maintenance):
     def mark_stopping(self, by: str) -> dict[str, Any]:
         """Tag the instance `wms:stopping` for `by`, then read it again: a start that leased it
         before the mark shows in what is returned; one after the mark sees it and waits."""
-        mark = f"{by} {utc_now().isoformat(timespec='seconds')}"
-        self._tag(f"mark {self._target()} as stopping", {STOPPING_TAG: mark})
+        self._tag(f"mark {self._target()} as stopping", {STOPPING_TAG: mark(by, utc_now())})
         return self._describe()
 
     def unmark_stopping(self) -> None:
@@ -211,10 +211,10 @@ class Ec2Compute(Ec2Maintenance):
         """Whether another caller's stop is deciding or stopping (a mark older than its limit is stale)."""
         if instance["State"]["Name"] == "stopping":
             return True
-        mark = tags_of(instance).get(STOPPING_TAG)
-        if mark is None or instance["State"]["Name"] not in ("pending", "running"):
+        stopping = tags_of(instance).get(STOPPING_TAG)
+        if stopping is None or instance["State"]["Name"] not in ("pending", "running"):
             return False
-        written = parse_time(mark.rpartition(" ")[2])
+        _, written = read_mark(stopping)
         limit = timedelta(seconds=self.cfg.stop_timeout_seconds + 60)
         return written is not None and utc_now() - written < limit
 

@@ -97,9 +97,19 @@ def interruption_of(instance: dict[str, Any], holder: str, now: datetime) -> str
     return str(reason.get("Code") or instance.get("StateTransitionReason") or "no reason given")
 
 
+def mark(who: str, when: datetime) -> str:
+    """The value of a `<who> <ISO time>` tag (wms:stopping, wms:maintenance)."""
+    return f"{who} {when.isoformat(timespec='seconds')}"
+
+
+def read_mark(value: str) -> tuple[str, datetime | None]:
+    """Who wrote a `<who> <ISO time>` tag and its time (None where it is not a time)."""
+    who, _, when = value.rpartition(" ")
+    return who, parse_time(when)
+
+
 def maintenance_of(instance: dict[str, Any], now: datetime) -> tuple[str, datetime] | None:
     """Who holds the instance for maintenance and until when, while that lasts; else None (an
     end that is not a time counts as none: a start must never wait on a tag it cannot read)."""
-    who, _, end = tags_of(instance).get(MAINTENANCE_TAG, "").rpartition(" ")
-    until = parse_time(end)
+    who, until = read_mark(tags_of(instance).get(MAINTENANCE_TAG, ""))
     return (who or "someone", until) if until is not None and until > now else None

@@ -15,28 +15,31 @@ the other; a start that finds maintenance begun after its lease drops the lease 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from wms.compute.base import wait_for
 from wms.compute.ec2_instance import Ec2Instance
-from wms.compute.leases import MAINTENANCE_TAG, live_holders, maintenance_of, utc_now
+from wms.compute.leases import MAINTENANCE_TAG, maintenance_of, mark, utc_now
 
 
 class Ec2Maintenance(Ec2Instance):
     """The maintenance tag's verbs, which `Ec2Compute` extends with the leases."""
 
-    def begin_maintenance(self, who: str, minutes: float) -> list[str]:
-        """Hold the instance for maintenance for `minutes` from now; returns the runs that still
-        hold a live lease (they go on, and the apply waits for them)."""
-        end = (utc_now() + timedelta(minutes=minutes)).isoformat(timespec="seconds")
+    def begin_maintenance(self, who: str, minutes: float) -> tuple[datetime, dict[str, Any]]:
+        """Hold the instance for maintenance for `minutes` from now; returns its end, and the
+        instance as read after the tag, where the leases of the runs that started before show
+        (they go on; the apply waits for them)."""
         self._describe()  # finds the instance by its tag, or says it cannot
-        self._tag(f"hold {self._target()} for maintenance", {MAINTENANCE_TAG: f"{who} {end}"})
-        return live_holders(self._describe(), utc_now())  # read after the tag: a start before it shows
+        end = (utc_now() + timedelta(minutes=minutes)).replace(microsecond=0)  # as the tag has it
+        self._tag(f"hold {self._target()} for maintenance", {MAINTENANCE_TAG: mark(who, end)})
+        return end, self._describe()
 
-    def end_maintenance(self) -> None:
-        """End maintenance: the starts that wait for it go on."""
-        self._describe()
+    def end_maintenance(self) -> str:
+        """End maintenance: the starts that wait for it go on. Returns the instance's id."""
+        instance_id = str(self._describe()["InstanceId"])
         self._untag(MAINTENANCE_TAG)
+        return instance_id
 
     def wait_out_maintenance(self) -> None:
         """Return once the instance is under no maintenance; while it is, say so and wait (to its
