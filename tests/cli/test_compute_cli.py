@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from tests.conftest import Ec2Box
 
-from wms.compute.leases import HOLDER_TAG_PREFIX
+from wms.compute.leases import HOLDER_TAG_PREFIX, MAINTENANCE_TAG
 
 
 @pytest.fixture
@@ -346,3 +346,30 @@ def test_renewing_a_lease_on_a_stopped_instance_is_refused_and_takes_none(
     assert renewed.exit_code == 1 and "Traceback" not in renewed.output
     assert f"{ec2_project.id} is stopped: a lease would keep nothing running" in renewed.output
     assert {k: v for k, v in ec2_project.tags().items() if k.startswith(HOLDER_TAG_PREFIX)} == lease_before
+
+
+def test_the_operators_maintenance_before_an_apply(
+    cli: Callable[..., Any], ec2_project: Ec2Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The procedure the docs give: maintenance (exit 1 while a run still holds the instance), the
+    runs end, the check passes and stays passed, apply, end."""
+    assert cli("compute", "start", "--holder", "gh-run-7").exit_code == 0
+    held = cli("compute", "maintenance", "--minutes", "30")
+    assert held.exit_code == 1 and "Traceback" not in held.output
+    assert f"instance {ec2_project.id} is held for maintenance until " in held.stderr
+    assert "gh-run-7 still hold it: wait until `wms compute status --idle` passes, then apply" in held.stderr
+    status = cli("compute", "status")
+    assert "maintenance  until " in status.stdout and status.exit_code == 0
+
+    assert cli("compute", "stop", "--holder", "gh-run-7").exit_code == 0
+    assert cli("compute", "status", "--idle").exit_code == 0
+    again = cli("compute", "maintenance")  # begun again: nothing holds it now
+    assert again.exit_code == 0 and "no run holds it, and none starts it until" in again.stdout
+
+    ended = cli("compute", "maintenance", "--end")
+    assert ended.exit_code == 0 and "maintenance ended; starts go on" in ended.stdout
+    assert MAINTENANCE_TAG not in ec2_project.tags()
+
+    monkeypatch.setenv("WMS_COMPUTE__BACKEND", "local")
+    local = cli("compute", "maintenance")
+    assert local.exit_code == 2 and 'set compute.backend = "ec2"' in local.stderr

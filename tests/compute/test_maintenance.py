@@ -3,9 +3,8 @@ check before a `terraform apply` stays true and no batch is refused."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,41 +97,6 @@ def test_a_maintenance_that_ended_or_cannot_be_read_holds_no_start_back(ec2_box:
     ec2_box.client.create_tags(Resources=[ec2_box.id], Tags=[{"Key": MAINTENANCE_TAG, "Value": value}])
     status = Ec2Compute(ec2_settings(ec2_box), holder="gh-run-9").start()
     assert status.state == "running" and status.maintenance is None
-
-
-@pytest.fixture
-def ec2_project(project_dir: Path, ec2_box: Ec2Box, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ec2Box]:
-    monkeypatch.setenv("WMS_COMPUTE__BACKEND", "ec2")
-    monkeypatch.setenv("WMS_COMPUTE__INSTANCE_TAG", ec2_box.tag)
-    monkeypatch.setenv("WMS_COMPUTE__POLL_SECONDS", "0.02")
-    yield ec2_box
-
-
-def test_the_operators_maintenance_before_an_apply(
-    cli: Callable[..., Any], ec2_project: Ec2Box, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The procedure the docs give: maintenance (exit 1 while a run still holds the instance), the
-    runs end, the check passes and stays passed, apply, end."""
-    assert cli("compute", "start", "--holder", "gh-run-7").exit_code == 0
-    held = cli("compute", "maintenance", "--minutes", "30")
-    assert held.exit_code == 1 and "Traceback" not in held.output
-    assert f"instance {ec2_project.id} is held for maintenance until " in held.stderr
-    assert "gh-run-7 still hold it: wait until `wms compute status --idle` passes, then apply" in held.stderr
-    status = cli("compute", "status")
-    assert "maintenance  until " in status.stdout and status.exit_code == 0
-
-    assert cli("compute", "stop", "--holder", "gh-run-7").exit_code == 0
-    assert cli("compute", "status", "--idle").exit_code == 0
-    again = cli("compute", "maintenance")  # begun again: nothing holds it now
-    assert again.exit_code == 0 and "no run holds it, and none starts it until" in again.stdout
-
-    ended = cli("compute", "maintenance", "--end")
-    assert ended.exit_code == 0 and "maintenance ended; starts go on" in ended.stdout
-    assert MAINTENANCE_TAG not in ec2_project.tags()
-
-    monkeypatch.setenv("WMS_COMPUTE__BACKEND", "local")
-    local = cli("compute", "maintenance")
-    assert local.exit_code == 2 and 'set compute.backend = "ec2"' in local.stderr
 
 
 def test_a_sweep_takes_its_lease_only_once_maintenance_ends(ec2_box: Ec2Box) -> None:
