@@ -1,4 +1,4 @@
-"""The package's shape: no module imports one that imports it back.
+"""The package's shape: no module imports one that imports it back, and the rules its modules share.
 
 The import graph comes from grimp (the engine of import-linter), which reads every import,
 those inside functions too: a lazy import still closes a cycle when the function runs.
@@ -133,3 +133,38 @@ def test_a_private_attribute_reached_through_a_registry_is_found_and_one_of_anot
         "        return self.registry._record(1), self._other\n"  # 13
     )
     assert registry_private_uses(source) == [3, 9, 9, 13]
+
+
+def unbounded_image_opens(source: str) -> list[int]:
+    """Lines where `Image.open` is called without `formats=`: Pillow then picks any of its formats by
+    the file's content, EPS (Ghostscript) among them."""
+    return sorted(
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and ast.unparse(node.func) in ("Image.open", "PIL.Image.open")
+        and not any(keyword.arg == "formats" for keyword in node.keywords)
+    )
+
+
+def test_every_image_wms_decodes_is_opened_in_named_formats() -> None:
+    found = [
+        f"{path.relative_to(WMS.parent)}:{line}"
+        for path in sorted(WMS.rglob("*.py"))
+        for line in unbounded_image_opens(path.read_text())
+    ]
+    assert not found, (
+        "Image.open without formats= (wms.train.preprocess.image_file names them):\n" + "\n".join(found)
+    )
+
+
+def test_an_image_opened_without_formats_is_found_and_one_with_them_is_not() -> None:
+    source = (
+        "from PIL import Image\n"
+        "with Image.open(path) as img:\n"  # 2
+        "    pass\n"
+        "img = Image.open(io.BytesIO(data), formats=('PNG',))\n"
+        "other = PIL.Image.open(p)\n"  # 5
+        "zipfile.open(p)\n"
+    )
+    assert unbounded_image_opens(source) == [2, 5]

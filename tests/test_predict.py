@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import weakref
 from pathlib import Path
 
@@ -78,3 +79,41 @@ def test_a_file_that_is_no_photo_stops_the_run_before_any_photo_is_segmented(
         predict_files(model, [*paths, odd], tmp_path / "masks")
     assert model.seen == []
     assert not (tmp_path / "masks").exists()
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 48 48\n0 0 moveto 48 48 lineto stroke\nshowpage\n%%EOF\n"
+
+
+def test_a_postscript_file_named_as_a_photo_never_reaches_ghostscript(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By its content Pillow reads a file as EPS and runs Ghostscript on it; a photo is never one."""
+    from PIL import EpsImagePlugin
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (gs := tools / "gs").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "gs.log"}\nexit 1\n')
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)  # found on PATH at first use
+    paths = _photos(tmp_path / "photos", 2)
+    (odd := tmp_path / "photos" / "meter-99.jpg").write_bytes(EPS)
+    model = BrightnessModel()
+    with pytest.raises(DataError, match=r"cannot read .*meter-99\.jpg as an image: it is none of JPEG, PNG"):
+        predict_files(model, [*paths, odd], tmp_path / "masks")
+    assert not (tmp_path / "gs.log").exists(), "Ghostscript was run on the file"
+    assert model.seen == []
+
+
+@pytest.mark.parametrize(("kind", "refused"), [("WEBP", False), ("TIFF", False), ("GIF", True)])
+def test_a_photo_is_read_in_the_formats_cameras_and_browsers_write(
+    tmp_path: Path, kind: str, refused: bool
+) -> None:
+    image, _ = synth_pair(seed=3, index=0, size=48)
+    image.save(photo := tmp_path / "meter.png", kind)  # the name says PNG; the content decides
+    if refused:
+        with pytest.raises(DataError, match=r"meter\.png as an image: it is none of"):
+            predict_files(BrightnessModel(), [photo], tmp_path / "masks")
+    else:
+        (done,) = predict_files(BrightnessModel(), [photo], tmp_path / "masks")
+        assert Image.open(done.mask).size == (48, 48)

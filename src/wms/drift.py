@@ -39,7 +39,7 @@ from wms.errors import DataError
 from wms.inbox import Photo, scan_photos
 from wms.suggest import ProbabilityModel, open_photo
 from wms.train.export import resize_bilinear
-from wms.train.preprocess import UNREADABLE, image_to_array, orient_rgb
+from wms.train.preprocess import PHOTO_FORMATS, UNREADABLE, image_to_array, orient_rgb
 from wms.uncertainty import assess
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ def blob_loader(read: Callable[[], bytes]) -> Callable[[], Image.Image | None]:
 
     def load() -> Image.Image | None:
         try:
-            with Image.open(io.BytesIO(read())) as img:
+            with Image.open(io.BytesIO(read()), formats=PHOTO_FORMATS) as img:
                 return orient_rgb(img)
         except (*UNREADABLE, ValueError):
             return None

@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from wms.errors import DataError
 from wms.inbox import Photo
 from wms.train.export import resize_bilinear
-from wms.train.preprocess import image_to_array, open_image
+from wms.train.preprocess import image_file, image_to_array, open_image
 from wms.train.spec import ModelSpec
 from wms.uncertainty import assess
 
@@ -210,7 +210,7 @@ def _unique_stems(chosen: Sequence[Candidate]) -> list[str]:
 def write_photo(source: Path, target_stem: Path) -> Path:
     """Copy the photo's bytes, or, where EXIF turns it, write it upright (JPEG q95) so that photo,
     pre-label and polygons share one pixel grid whatever the labelling tool does with EXIF."""
-    with Image.open(source) as img:
+    with image_file(source) as img:
         turned = img.getexif().get(0x0112, 1) not in (1, None)
         if turned:
             upright = ImageOps.exif_transpose(img).convert("RGB")

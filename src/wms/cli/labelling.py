@@ -211,10 +211,9 @@ def from_labelstudio(
     """
     import json
 
-    from PIL import Image
-
     from wms.errors import DataError, UsageError
     from wms.labelstudio import labelled_masks
+    from wms.train.preprocess import image_file
 
     try:
         masks, left_out = labelled_masks(json.loads(export.read_text()))
@@ -230,7 +229,7 @@ def from_labelstudio(
         if name not in photos:
             left_out.append((name, f"no such photo in {batch}/images"))
             continue
-        with Image.open(photos[name]) as img:
+        with image_file(photos[name]) as img:
             size = img.size
         if size != (mask.shape[1], mask.shape[0]):
             left_out.append(
@@ -275,6 +274,7 @@ def _write_pairs(
     from wms.data.pairs import IMAGE_SUFFIXES
     from wms.data.prepare import prepare_dataset
     from wms.errors import DataError, UsageError
+    from wms.train.preprocess import image_file
 
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "labelled"
@@ -284,7 +284,7 @@ def _write_pairs(
             if photo.suffix.lower() in IMAGE_SUFFIXES:
                 shutil.copyfile(photo, staged / "images" / photo.name)
             else:  # a .webp or .tif photo: a dataset holds JPEG or PNG
-                with Image.open(photo) as img:
+                with image_file(photo) as img:
                     img.convert("RGB").save(staged / "images" / f"{photo.stem}.png")
             Image.fromarray(mask.astype("uint8") * 255, mode="L").save(staged / "masks" / f"{photo.stem}.png")
         if size is not None:

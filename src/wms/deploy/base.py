@@ -134,7 +134,7 @@ def expected_mask(model: ServedModel, photo: bytes) -> np.ndarray:
 def agreement(answer_png: bytes, expected: np.ndarray) -> float:
     """Share of pixels where a served mask (PNG) equals the expected one; 0 when it cannot be read."""
     try:
-        with Image.open(io.BytesIO(answer_png)) as img:
+        with Image.open(io.BytesIO(answer_png), formats=("PNG",)) as img:
             got = np.asarray(img.convert("L")) > 127
     except OSError:
         return 0.0

@@ -14,11 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from wms.train.preprocess import orient_rgb
-
-# Formats a camera or a browser produces; Pillow can open others (EPS runs Ghostscript) that a
-# service has no reason to parse. JPEG includes the MPO files many phones write.
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+from wms.train.preprocess import PHOTO_FORMATS, orient_rgb
 
 
 class InputError(Exception):
@@ -33,14 +29,13 @@ def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
     """An RGB image after EXIF orientation, or an InputError that says what is wrong."""
     if not data:
         raise InputError(400, "the uploaded file is empty; send a JPEG or PNG photo in the form field 'file'")
-    Image.init()  # register every plugin, so `formats` can name MPO, WEBP and TIFF (cheap after once)
     try:
-        img = Image.open(io.BytesIO(data), formats=FORMATS)
+        img = Image.open(io.BytesIO(data), formats=PHOTO_FORMATS)
     except Image.DecompressionBombError as exc:
         raise InputError(413, f"image refused as a decompression bomb: {exc}") from None
     except UnidentifiedImageError:
         raise InputError(
-            415, f"the file is not an image this service reads; send one of {', '.join(FORMATS)}"
+            415, f"the file is not an image this service reads; send one of {', '.join(PHOTO_FORMATS)}"
         ) from None
     except Exception as exc:  # a malformed header can raise nearly anything inside a plugin
         raise InputError(400, f"the image header cannot be read ({exc}): truncated or corrupt file") from None

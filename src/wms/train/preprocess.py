@@ -20,6 +20,12 @@ from wms.errors import DataError
 # PNG chunk, or more pixels than it decodes (a decompression bomb).
 UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError)
 
+# The formats a photo is decoded as, whatever its name says: what cameras, phones (their MPO files
+# are JPEG) and browsers write. By its content alone Pillow would pick any of its forty formats,
+# EPS among them, which runs Ghostscript on the file's PostScript: on the GPU instance that would be
+# a pushed file's program running beside the instance's credentials.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+
 
 # The ranges an integer or float image without a fixed one is read in: the smallest that holds
 # its values (0-1 is the float convention, 0-65535 what a 16-bit PNG decodes to as mode I).
@@ -62,15 +68,20 @@ def orient_rgb(img: Image.Image) -> Image.Image:
 
 @contextmanager
 def image_file(path: Path) -> Iterator[Image.Image]:
-    """`Image.open(path)`; a file that cannot be read as an image is a DataError that names it."""
+    """`Image.open(path)` in one of PHOTO_FORMATS; a file that cannot be read as one is a DataError
+    that names it."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=PHOTO_FORMATS) as img:
             yield img
     except FileNotFoundError:
         raise DataError(f"{path} does not exist") from None
     except Image.DecompressionBombError as exc:
         why = str(exc).rstrip(".")
         raise DataError(f"{path} is too large to decode: {why}; downscale it or leave it out") from None
+    except UnidentifiedImageError:
+        formats = ", ".join(PHOTO_FORMATS)
+        why = f"it is none of {formats}; save it again as JPEG or PNG"
+        raise DataError(f"cannot read {path} as an image: {why}") from None
     except UNREADABLE as exc:
         raise DataError(f"cannot read {path} as an image ({exc}); save it again as JPEG or PNG") from None
 
