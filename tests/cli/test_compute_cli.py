@@ -228,6 +228,27 @@ def test_ctrl_c_while_starting_says_the_instance_is_leased_and_how_to_stop_it(
     assert ec2_project.state() == "stopped"
 
 
+def test_ctrl_c_while_a_start_waits_out_maintenance_says_it_took_no_lease(
+    cli: Callable[..., Any], ec2_project: Ec2Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wms.compute.maintenance
+
+    def ctrl_c(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # while waiting for the maintenance to end
+
+    assert cli("compute", "maintenance", "--minutes", "30").exit_code == 0
+    by, _, end = ec2_project.tags()[MAINTENANCE_TAG].rpartition(" ")
+    monkeypatch.setattr(wms.compute.maintenance, "wait_for", ctrl_c)
+    result = cli("compute", "start", "--holder", "ana")
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"interrupted (SIGINT): stopped waiting for the maintenance by {by} to end ({end[11:16]} UTC); "
+        "this start took no lease and left the instance as it was"
+    )
+    assert not [k for k in ec2_project.tags() if k.startswith(HOLDER_TAG_PREFIX)]
+    assert ec2_project.state() == "stopped"
+
+
 def test_in_the_split_layout_the_summary_does_not_send_people_to_mlflow_on_the_gpu(
     cli: Callable[..., Any],
     ec2_project: Ec2Box,

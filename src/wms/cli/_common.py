@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +29,16 @@ err_console = Console(stderr=True, markup=False)
 INTERRUPT_NOTE = "wms.interrupt_note"
 
 
-def on_interrupt(ctx: typer.Context, note: str) -> None:
+def on_interrupt(ctx: typer.Context, note: str | Callable[[], str]) -> None:
     """What Ctrl-C (or SIGTERM) leaves behind in this command and what to do then, said in the
-    one line printed when it comes; a command sets it again as its state changes."""
+    one line printed when it comes; a command sets it again as its state changes, or gives a
+    function that reads that state when the signal comes."""
     ctx.meta[INTERRUPT_NOTE] = note
+
+
+def _interrupt_note(ctx: typer.Context) -> str | None:
+    note = ctx.meta.get(INTERRUPT_NOTE)
+    return note() if callable(note) else note
 
 
 def _type_unless_flag(option: TyperOption, ctx: Any) -> str | None:
@@ -55,10 +61,10 @@ class WmsGroup(TyperGroup):
             print_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except Interrupted as exc:  # raised where a command holds paid resources, after releasing them
-            print_interrupted(exc.signame, ctx.meta.get(INTERRUPT_NOTE))
+            print_interrupted(exc.signame, _interrupt_note(ctx))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:  # Ctrl-C outside those: typer would exit 130 without a word
-            print_interrupted("SIGINT", ctx.meta.get(INTERRUPT_NOTE))
+            print_interrupted("SIGINT", _interrupt_note(ctx))
             raise typer.Exit(Interrupted.exit_code) from None
         except OSError as exc:  # the file system refused: a file in the way, no permission, a full disk
             if exc.errno == errno.EPIPE:

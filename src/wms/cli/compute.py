@@ -125,12 +125,22 @@ def start(
     compute = open_compute(project, holder)
     if compute.name != "local":
         who = holder or default_holder()
-        on_interrupt(
-            ctx,
+        leased = (
             f"stopped waiting; the instance may go on starting, leased to {who} for "
             f"{project.settings.compute.lease_minutes:g} min: stop it with `wms compute stop"
-            f"{' --holder ' + who if holder else ''}` (else `wms compute reap` stops it when the lease ends)",
+            f"{' --holder ' + who if holder else ''}` (else `wms compute reap` stops it when the lease ends)"
         )
+
+        def note() -> str:
+            if compute.waiting_out is None:
+                return leased
+            by, until = compute.waiting_out
+            return (
+                f"stopped waiting for the maintenance by {by} to end ({until:%H:%M} UTC); "
+                "this start took no lease and left the instance as it was"
+            )
+
+        on_interrupt(ctx, note)
     compute.start()
     show(project, compute.wait_ready(), f"compute started ({compute.name})", as_json)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from wms.errors import BackendError
@@ -61,6 +62,8 @@ class Compute(Protocol):
     """Start, stop and inspect the machine that trains."""
 
     name: str
+    # The maintenance (who, until) a start is waiting out now, holding no lease; None otherwise.
+    waiting_out: tuple[str, datetime] | None
 
     def start(self, holder: str | None = None) -> ComputeStatus: ...
     def wait_ready(self) -> ComputeStatus: ...

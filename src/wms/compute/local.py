@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from wms.compute.base import ComputeStatus
 
 
@@ -9,6 +11,7 @@ class LocalCompute:
     """The default backend; every verb is a no-op that reports this machine (holders are ignored)."""
 
     name = "local"
+    waiting_out: tuple[str, datetime] | None = None  # no maintenance here
 
     def start(self, holder: str | None = None) -> ComputeStatus:
         return self.status()

@@ -26,6 +26,9 @@ from wms.compute.leases import MAINTENANCE_TAG, maintenance_of, mark, utc_now
 class Ec2Maintenance(Ec2Instance):
     """The maintenance tag's verbs, which `Ec2Compute` extends with the leases."""
 
+    # The maintenance (who, until) a start is waiting out now, holding no lease; None otherwise.
+    waiting_out: tuple[str, datetime] | None = None
+
     def begin_maintenance(self, who: str, minutes: float) -> tuple[datetime, dict[str, Any]]:
         """Hold the instance for maintenance for `minutes` from now; returns its end, and the
         instance as read after the tag, where the leases of the runs that started before show
@@ -45,7 +48,7 @@ class Ec2Maintenance(Ec2Instance):
         """Return once the instance is under no maintenance; while it is, say so and wait (to its
         end, or to an earlier `--end`; a maintenance begun again for longer is waited out too)."""
         while (held := maintenance_of(self._describe(), utc_now())) is not None:
-            who, until = held
+            who, until = self.waiting_out = held
             self.notify(
                 f"{self._target()} is held for maintenance by {who} until {until:%Y-%m-%d %H:%M:%S} UTC "
                 "(`wms compute maintenance`); this start waits for it to end"
@@ -58,3 +61,4 @@ class Ec2Maintenance(Ec2Instance):
                 self.notify,
                 hint="`wms compute maintenance --end` ends it",
             )
+        self.waiting_out = None
