@@ -20,7 +20,9 @@ SHOWN = 10  # photos to check listed by name; the rest are counted
 
 def predict(
     ctx: typer.Context,
-    images: list[Path] = typer.Argument(..., help="Photos (JPEG or PNG), or folders of photos."),
+    images: list[Path] = typer.Argument(
+        ..., help="Photos (JPEG, PNG, WEBP, BMP or TIFF, read by content), or folders of them."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (`<stem>.png`, 0/255)."),
     model: str = typer.Option(
         "production", "--model", "-m", help="Alias, version number, MLflow run id, or a model folder."
