@@ -219,6 +219,63 @@ def test_a_batch_never_holds_two_pixel_identical_photos_and_imports_into_label_s
     assert not (tmp_path / "no").exists()
 
 
+def test_a_batch_holds_photos_every_browser_shows_and_comes_back_as_valid_pairs(
+    cli: Callable[..., Any], project_dir: Path, exported_model: Path, tmp_path: Path
+) -> None:
+    """Label Studio shows a photo through the browser, and Chrome and Firefox show no TIFF: a TIFF,
+    WEBP or BMP photo goes into the batch as the PNG of its upright 8-bit pixels (a 16-bit TIFF
+    scaled, not clipped), a JPEG or PNG as it came."""
+    from wms.train.preprocess import open_image
+
+    synthesize(tmp_path / "synth", count=6, size=64, seed=8)
+    *sources, last = sorted((tmp_path / "synth" / "images").glob("*.png"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    written = {}
+    for source, (name, kind) in zip(
+        sources, [("a", "TIFF"), ("b", "WEBP"), ("c", "BMP"), ("d", "JPEG"), ("e", "PNG")], strict=True
+    ):
+        with Image.open(source) as img:
+            suffix = {"TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp", "JPEG": ".jpeg", "PNG": ".png"}[kind]
+            img.convert("RGB").save(written.setdefault(name, folder / f"{name}{suffix}"), kind)
+    grey = np.asarray(Image.open(last).convert("L"), dtype=np.uint16) * 257  # 16 bits, 0-65535
+    Image.fromarray(grey).save(written.setdefault("f", folder / "f.tif"), "TIFF")
+
+    out = tmp_path / "batch"
+    made = cli("data", "suggest", "-n", 6, "--from", folder, "--out", out, "--model", exported_model)
+    assert made.exit_code == 0, made.output + made.stderr
+    batch = {p.stem: p for p in (out / "images").iterdir()}
+    assert {stem: p.suffix for stem, p in batch.items()} == {
+        "a": ".png", "b": ".png", "c": ".png", "d": ".jpg", "e": ".png", "f": ".png"
+    }  # fmt: skip
+    assert batch["d"].read_bytes() == written["d"].read_bytes()
+    assert batch["e"].read_bytes() == written["e"].read_bytes()
+    for stem in "abcf":
+        shown = np.asarray(open_image(written[stem]))
+        assert np.array_equal(np.asarray(Image.open(batch[stem])), shown), stem
+    assert np.asarray(Image.open(batch["f"])).max() > 200  # scaled to 8 bits, not clipped to white
+    tasks = json.loads((out / "labelstudio.json").read_text())
+    assert sorted(t["data"]["image"].rpartition("/")[2] for t in tasks) == sorted(
+        p.name for p in batch.values()
+    )
+
+    for task in tasks:
+        task["annotations"] = [{"result": task["predictions"][0]["result"], "was_cancelled": False}]
+        if not task["annotations"][0]["result"]:  # an empty pre-label: the labeller draws the window
+            drawn = {"type": "polygonlabels", "original_width": 64, "original_height": 64}
+            drawn["value"] = {
+                "points": [[20.0, 40.0], [80.0, 40.0], [80.0, 60.0]],
+                "polygonlabels": ["counter"],
+            }
+            task["annotations"][0]["result"] = [drawn]
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    back = cli("data", "from-labelstudio", tmp_path / "export.json", "--batch", out, "--out", tmp_path / "in")
+    assert back.exit_code == 0, back.output + back.stderr
+    checked = cli("data", "validate", tmp_path / "in")
+    assert checked.exit_code == 0, checked.output
+    assert len(list((tmp_path / "in" / "images").iterdir())) == 6
+
+
 @pytest.mark.parametrize("strategy", ["band", "diverse", "top", "power", "random"])
 def test_each_strategy_writes_a_batch_of_the_count_asked(
     cli: Callable[..., Any],

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from wms.errors import DataError
 from wms.inbox import Photo
 from wms.train.export import resize_bilinear
-from wms.train.preprocess import image_file, image_to_array, open_image
+from wms.train.preprocess import image_file, image_to_array, open_image, orient_rgb
 from wms.train.spec import ModelSpec
 from wms.uncertainty import assess
 
@@ -207,19 +207,26 @@ def _unique_stems(chosen: Sequence[Candidate]) -> list[str]:
     return stems
 
 
+# The formats a batch keeps a photo in as it came, by the suffix its content calls for: every
+# browser shows them, so Label Studio does, and a dataset holds them.
+KEPT_AS_THEY_ARE = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png"}
+
+
 def write_photo(source: Path, target_stem: Path) -> Path:
-    """Copy the photo's bytes, or, where EXIF turns it, write it upright (JPEG q95) so that photo,
-    pre-label and polygons share one pixel grid whatever the labelling tool does with EXIF."""
+    """The photo as the labeller is to see it, so that photo, pre-label and polygons share one pixel
+    grid whatever the labelling tool does with EXIF: its bytes where it is a JPEG or PNG that EXIF
+    does not turn; else the upright 8-bit pixels a person sees, as JPEG (q95) for a JPEG and PNG for
+    the rest (WEBP, BMP, TIFF: Chrome and Firefox show no TIFF, so Label Studio would show nothing)."""
     with image_file(source) as img:
-        turned = img.getexif().get(0x0112, 1) not in (1, None)
-        if turned:
-            upright = ImageOps.exif_transpose(img).convert("RGB")
-    if not turned:
-        target = target_stem.with_suffix(source.suffix.lower())
-        shutil.copyfile(source, target)
-        return target
-    target = target_stem.with_suffix(".jpg")
-    upright.save(target, "JPEG", quality=95)
+        suffix = KEPT_AS_THEY_ARE.get(str(img.format))
+        if suffix is not None and img.getexif().get(0x0112, 1) in (1, None):
+            shutil.copyfile(source, target := target_stem.with_suffix(suffix))
+            return target
+        upright = orient_rgb(img)
+    if suffix == ".jpg":
+        upright.save(target := target_stem.with_suffix(".jpg"), "JPEG", quality=95)
+    else:
+        upright.save(target := target_stem.with_suffix(".png"), "PNG")
     return target
 
 

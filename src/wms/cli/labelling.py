@@ -274,7 +274,7 @@ def _write_pairs(
     from wms.data.pairs import IMAGE_SUFFIXES
     from wms.data.prepare import prepare_dataset
     from wms.errors import DataError, UsageError
-    from wms.train.preprocess import image_file
+    from wms.train.preprocess import open_image
 
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "labelled"
@@ -283,9 +283,8 @@ def _write_pairs(
         for photo, mask in labelled:
             if photo.suffix.lower() in IMAGE_SUFFIXES:
                 shutil.copyfile(photo, staged / "images" / photo.name)
-            else:  # a .webp or .tif photo: a dataset holds JPEG or PNG
-                with image_file(photo) as img:
-                    img.convert("RGB").save(staged / "images" / f"{photo.stem}.png")
+            else:  # a .webp or .tif photo (a batch from before or by hand): a dataset holds JPEG or PNG
+                open_image(photo).save(staged / "images" / f"{photo.stem}.png")
             Image.fromarray(mask.astype("uint8") * 255, mode="L").save(staged / "masks" / f"{photo.stem}.png")
         if size is not None:
             report = prepare_dataset(staged, Path(tmp) / "prepared", size=size)
