@@ -47,7 +47,7 @@ def maintenance(
         )
     console.print(
         f"instance {instance} is held for maintenance until {until}: no run holds it, and none starts it "
-        "until `wms compute maintenance --end`; apply now",
+        "until then or `wms compute maintenance --end`, whichever comes first; apply now",
         highlight=False,
         soft_wrap=True,
     )
