@@ -11,6 +11,7 @@ import sys
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -220,40 +221,49 @@ def wait_until_ready(url: str, proc: Any, log: Path, what: str, seconds: float =
         time.sleep(0.2)
 
 
+@contextmanager
+def running_mlflow_server(db: Path, artifacts: Path) -> Iterator[str]:
+    """`mlflow server` as mlflow.service runs it (the SQLite file `db`, artifacts proxied into
+    `artifacts`) on a free loopback port, stopped on the way out.
+
+    Its temporary folder is db's: each server leaves MLflow's lock file (`db_init_lock-<hash>`)
+    there, which would otherwise stay in /tmp after the test.
+    """
+    import subprocess
+
+    port = _free_port()
+    log_path = db.parent / "server.log"
+    with log_path.open("a") as log:
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "server",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--backend-store-uri=sqlite:///{db}",
+                f"--artifacts-destination={artifacts}",
+                "--workers=1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(db.parent)},
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_ready(f"{url}/health", server, log_path, "mlflow server")
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory, empty_tracking_db: Path) -> Iterator[str]:
     """A real `mlflow server` (SQLite backend, proxied artifacts) on a free loopback port."""
-    import subprocess
-    import sys
-
     root = tmp_path_factory.mktemp("mlflow-server")
     shutil.copyfile(empty_tracking_db, root / "mlflow.db")  # its schema already migrated
-    port = _free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    log = (root / "server.log").open("w")
-    server = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--host=127.0.0.1",
-            f"--port={port}",
-            f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}",
-            f"--artifacts-destination={root / 'artifacts'}",
-            "--workers=1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(f"{url}/health", server, root / "server.log", "mlflow server")
-    except RuntimeError:
-        server.kill()
-        raise
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
+    with running_mlflow_server(root / "mlflow.db", root / "artifacts") as url:
+        yield url
 
 
 @pytest.fixture(params=["server"])

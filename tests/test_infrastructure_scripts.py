@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.conftest import _free_port, wait_until_ready
+from tests.conftest import running_mlflow_server
 from tests.test_registry import logged_run
 
 from wms.config import load_settings
@@ -456,34 +455,6 @@ def test_mlflow_restore_brings_back_the_backup_and_never_starts_empty_over_one_i
     assert not db.exists() and not list(db.parent.iterdir())
 
 
-@contextmanager
-def _mlflow_server(db: Path, artifacts: Path) -> Iterator[str]:
-    """`mlflow server` as mlflow.service runs it: the SQLite file `db`, proxied artifacts."""
-    port = _free_port()
-    log_path = db.parent / "server.log"
-    with log_path.open("a") as log:
-        server = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("mlflow")),
-                "server",
-                "--host=127.0.0.1",
-                f"--port={port}",
-                f"--backend-store-uri=sqlite:///{db}",
-                f"--artifacts-destination={artifacts}",
-                "--workers=1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until_ready(f"{url}/health", server, log_path, "mlflow server")
-            yield url
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-
-
 def test_a_lost_mlflow_database_comes_back_from_its_backup_with_production_and_previous(
     tmp_path: Path, project_dir: Path, empty_tracking_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -494,7 +465,7 @@ def test_a_lost_mlflow_database_comes_back_from_its_backup_with_production_and_p
     shutil.copyfile(empty_tracking_db, db)
     artifacts = tmp_path / "bucket-mlflow"  # the artifacts are in S3: they outlive the disk
     pointers = project_dir / "models"
-    with _mlflow_server(db, artifacts) as url:
+    with running_mlflow_server(db, artifacts) as url:
         monkeypatch.setenv("WMS_TRACKING__URI", url)
         registry = MlflowRegistry(load_settings(start=project_dir))
         for dice in (0.7, 0.8):
@@ -508,7 +479,7 @@ def test_a_lost_mlflow_database_comes_back_from_its_backup_with_production_and_p
     restore = _mlflow_script(tmp_path, "mlflow-restore.sh", db, MLFLOW_BIN=mlflow)
     assert restore.returncode == 0, restore.stderr
 
-    with _mlflow_server(db, artifacts) as url:
+    with running_mlflow_server(db, artifacts) as url:
         monkeypatch.setenv("WMS_TRACKING__URI", url)
         registry = MlflowRegistry(load_settings(start=project_dir))
         production, previous = registry.production(), registry.previous()
