@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from wms.data.synth import synth_pair
-from wms.labelstudio import mask_to_polygons, polygons_to_mask, prediction, result_mask
+from wms.labelstudio import labelled_masks, mask_to_polygons, polygons_to_mask, prediction, result_mask
 
 
 def test_regions_touching_at_a_corner_and_single_pixels_come_back_exactly() -> None:
@@ -36,3 +37,39 @@ def test_points_are_percentages_of_the_image_size() -> None:
     assert (result["original_width"], result["original_height"]) == (200, 50)
     assert sorted(map(tuple, result["value"]["points"])) == [(50, 20), (50, 40), (75, 20), (75, 40)]
     assert (result_mask([result]) == mask).all()
+
+
+def _task(annotations: object) -> dict[str, object]:
+    return {"data": {"image": "/data/local-files/?d=batch/images/meter-1.jpg"}, "annotations": annotations}
+
+
+def _drawn(**changes: object) -> dict[str, object]:
+    item = {"type": "polygonlabels", "original_width": 40, "original_height": 30}
+    item["value"] = {"points": [[10, 10], [60, 10], [60, 50]], "polygonlabels": ["counter"]}
+    return {"result": [item | changes]}
+
+
+@pytest.mark.parametrize(
+    ("task", "why"),
+    [
+        ("meter-1.jpg", "not a Label Studio task"),
+        ({"data": "meter-1.jpg"}, "not a Label Studio task"),
+        (_task("done"), "its annotations are not a list"),
+        (_task([None]), "its annotations are not a list"),
+        (_task([{"result": "counter"}]), "its annotation's result is not a list"),
+        (_task([{"result": [None, 3]}]), "no counter window drawn"),
+        (_task([_drawn(original_width="wide")]), "no usable polygon (invalid literal"),
+        (_task([_drawn(original_width=10**9, original_height=10**9)]), "the photo is 1000000000x1000000000"),
+        (_task([_drawn(original_height=0)]), "the photo is 40x0 pixels"),
+        (_task([_drawn(value={"points": [[float("nan"), 1], [2, 3], [4, 5]]})]), "is not a number"),
+        (_task([_drawn(value={"points": [[float("inf"), 1], [2, 3], [4, 5]]})]), "is not a number"),
+        (_task([_drawn(value={"points": "10,10 60,10 60,50"})]), "no usable polygon"),
+    ],
+)
+def test_a_task_not_as_label_studio_writes_it_is_left_out_with_why(task: object, why: str) -> None:
+    """An export edited by hand, or another tool's JSON: each such task is left out, saying why,
+    and the others still come back."""
+    masks, left_out = labelled_masks([task, _task([_drawn()])])
+    assert [name for name, _, _ in masks] == ["meter-1"]
+    ((_, reason),) = left_out
+    assert why in reason

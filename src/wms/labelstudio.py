@@ -29,6 +29,10 @@ import numpy as np
 
 LABEL = "counter"
 FROM_NAME, TO_NAME = "label", "image"
+POLYGONS = ("polygonlabels", "polygon")  # a result's types that draw a polygon
+# The most pixels a labelled photo can have: Pillow refuses to decode a larger one (a decompression
+# bomb, over twice its MAX_IMAGE_PIXELS), and a mask that size would take gigabytes.
+MAX_PIXELS = 178_956_970
 # The labelling configuration the import file matches (Settings > Labeling Interface > Code).
 CONFIG_XML = f"""<View>
   <Image name="{TO_NAME}" value="$image" zoom="true"/>
@@ -211,14 +215,21 @@ def task(image_url: str, mask: np.ndarray, model_version: str, score: float) -> 
 
 
 def result_mask(result: Sequence[dict[str, Any]]) -> np.ndarray:
-    """The mask a prediction's or annotation's `result` list draws (its polygon results filled)."""
+    """The mask a prediction's or annotation's `result` list draws (its polygon results filled).
+
+    ValueError, KeyError or TypeError where the result is not what Label Studio writes."""
     polygons, size = [], None
     for item in result:
-        if item.get("type") not in ("polygonlabels", "polygon"):
+        if not isinstance(item, dict) or item.get("type") not in POLYGONS:
             continue
         width, height = int(item["original_width"]), int(item["original_height"])
+        if width < 1 or height < 1 or width * height > MAX_PIXELS:
+            raise ValueError(f"it says the photo is {width}x{height} pixels")
+        points = [(float(x), float(y)) for x, y in item["value"]["points"]]
+        if not np.isfinite(points).all():
+            raise ValueError("a point of its polygon is not a number")
         size = (height, width)
-        polygons.append([(x / 100 * width, y / 100 * height) for x, y in item["value"]["points"]])
+        polygons.append([(x / 100 * width, y / 100 * height) for x, y in points])
     if size is None:
         raise ValueError("the result holds no polygon, so it does not say the image's size")
     return polygons_to_mask(polygons, *size)
@@ -229,26 +240,37 @@ def labelled_masks(export: Any) -> tuple[list[tuple[str, str, np.ndarray]], list
 
     A task's mask is its last annotation that was not cancelled, its polygons filled; a task
     whose annotation holds no polygon (no counter window in the photo) is left out: a pair
-    needs a window to learn from. `name` is the task's `data.name` (what `wms data suggest`
-    wrote), else the file name in `data.image`.
+    needs a window to learn from, and so is one that is not as Label Studio writes tasks.
+    `name` is the task's `data.name` (what `wms data suggest` wrote), else the file name in
+    `data.image`.
     """
     if not isinstance(export, list):
         raise ValueError("a Label Studio JSON export is a list of tasks")
     masks, left_out = [], []
     for task in export:
-        data = task.get("data", {}) if isinstance(task, dict) else {}
+        data = task.get("data") if isinstance(task, dict) else None
+        if not isinstance(data, dict):
+            left_out.append(("?", "not a Label Studio task (an object with data and annotations)"))
+            continue
         url = str(data.get("image", ""))
         name = str(data.get("name") or url.rsplit("/", 1)[-1].rsplit("=", 1)[-1].rsplit(".", 1)[0])
-        done = [a for a in task.get("annotations", []) if not a.get("was_cancelled")] if data else []
+        annotations = task.get("annotations", [])
+        if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+            left_out.append((name or "?", "its annotations are not a list of Label Studio annotations"))
+            continue
+        done = [a for a in annotations if not a.get("was_cancelled")] if data else []
         if not done:
             left_out.append((name or "?", "not labelled"))
             continue
         result = done[-1].get("result", [])
-        if not any(item.get("type") in ("polygonlabels", "polygon") for item in result):
+        if not isinstance(result, list):
+            left_out.append((name, "its annotation's result is not a list"))
+            continue
+        if not any(isinstance(item, dict) and item.get("type") in POLYGONS for item in result):
             left_out.append((name, "no counter window drawn"))
             continue
         try:
             masks.append((name, url, result_mask(result)))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
             left_out.append((name, f"no usable polygon ({exc})"))
     return masks, left_out
