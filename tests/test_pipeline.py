@@ -246,6 +246,7 @@ def test_a_candidate_whose_onnx_disagrees_is_not_registered(
     [
         ('{"version": "0123456789ab"}\n', "dataset version '0123456789ab' is not in the store"),
         ('{"version": \n', "is not valid JSON; fix it on main"),
+        ("null\n", "holds null, not a JSON object naming a version; fix it on main"),
     ],
 )
 def test_a_main_or_store_the_batch_cannot_help_leaves_it_failed_for_the_sweeper(

@@ -21,9 +21,11 @@ def parse_pointer(text: str, name: str, fix: str) -> dict[str, Any]:
     """The content a dataset.json's `text` records; DataError when it is no JSON or names no
     version. `name` says which copy the message is about, `fix` what to do about it."""
     try:
-        body = dict(json.loads(text))
+        body = json.loads(text)
     except ValueError:
         raise DataError(f"{name} is not valid JSON; {fix}") from None
+    if not isinstance(body, dict):
+        raise DataError(f"{name} holds {json.dumps(body)[:40]}, not a JSON object naming a version; {fix}")
     if "version" not in body:
         raise DataError(f"{name} names no version; {fix}")
     return body
