@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from wms.data.synth import synthesize
 
@@ -215,9 +216,23 @@ def test_predict_on_a_photo_that_is_not_there_says_so_before_fetching_a_model(
     result = cli("predict", tmp_path / "nope.jpg", tmp_path / "gone", "--out", tmp_path / "masks")
     assert result.exit_code == 2
     assert result.output == (
-        f"error: {tmp_path / 'nope.jpg'} does not exist (and 1 more): "
-        "name photos (JPEG or PNG) or folders of them\n"
+        f"error: {tmp_path / 'nope.jpg'} does not exist (and 1 more): name photos or folders of them\n"
     )
+    assert not (tmp_path / "masks").exists()
+
+
+@pytest.mark.parametrize("where", ["a folder", "in no folder"])
+def test_predict_with_a_report_it_cannot_write_stops_before_any_mask_is_written(
+    cli: Callable[..., Any], project_dir: Path, tmp_path: Path, where: str
+) -> None:
+    # Before: every mask was written, then the report failed (exit 1), leaving masks without it.
+    photo = tmp_path / "meter.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    report = tmp_path if where == "a folder" else tmp_path / "gone" / "report.json"
+    result = cli("predict", photo, "--out", tmp_path / "masks", "--json", report)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: --json {report} ") and len(result.output.splitlines()) == 1
+    assert "name a file in a folder that exists" in result.output
     assert not (tmp_path / "masks").exists()
 
 

@@ -10,6 +10,7 @@ import typer
 
 from wms.cli._common import console, progress_bar, state
 from wms.errors import UsageError
+from wms.files import write_text_atomic
 
 if TYPE_CHECKING:
     from wms.config import Project
@@ -44,14 +45,17 @@ def predict(
     missing = [path for path in images if not path.exists()]
     if missing:  # said before the model is fetched
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise UsageError(f"{missing[0]} does not exist{more}: name photos (JPEG or PNG) or folders of them")
+        raise UsageError(f"{missing[0]} does not exist{more}: name photos or folders of them")
+    if json_file is not None and (json_file.is_dir() or not json_file.parent.is_dir()):
+        where = "is a folder" if json_file.is_dir() else f"cannot be written: {json_file.parent} is no folder"
+        raise UsageError(f"--json {json_file} {where}; name a file in a folder that exists")
     images = expand_folders(images)
     segmenter = _load(state(ctx).project(), model)
     with progress_bar("predicting", len(images)) as advance:
         done = predict_files(segmenter, images, out, progress=advance)
     if json_file is not None:
         body = {"model": model, "predictions": [p.to_dict() for p in done]}
-        json_file.write_text(json.dumps(body, indent=2) + "\n")
+        write_text_atomic(json_file, json.dumps(body, indent=2) + "\n")
     console.print(f"wrote {len(done)} mask(s) to {out} with model {model}", highlight=False)
     unsure = sorted((p for p in done if p.uncertainty.verdict == CHECK), key=lambda p: -p.uncertainty.score)
     if unsure:
