@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from wms.data.synth import synthesize
 
@@ -221,18 +220,29 @@ def test_predict_on_a_photo_that_is_not_there_says_so_before_fetching_a_model(
     assert not (tmp_path / "masks").exists()
 
 
-@pytest.mark.parametrize("where", ["a folder", "in no folder"])
-def test_predict_with_a_report_it_cannot_write_stops_before_any_mask_is_written(
-    cli: Callable[..., Any], project_dir: Path, tmp_path: Path, where: str
+@pytest.mark.parametrize("command", ["predict", "evaluate", "data validate"])
+@pytest.mark.parametrize("where", ["a folder", "under a file"])
+def test_a_report_that_cannot_be_written_stops_the_command_before_its_work(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+    tmp_path: Path,
+    command: str,
+    where: str,
 ) -> None:
-    # Before: every mask was written, then the report failed (exit 1), leaving masks without it.
-    photo = tmp_path / "meter.png"
-    Image.new("RGB", (32, 32)).save(photo)
-    report = tmp_path if where == "a folder" else tmp_path / "gone" / "report.json"
-    result = cli("predict", photo, "--out", tmp_path / "masks", "--json", report)
-    assert result.exit_code == 2
+    # Before: predict wrote every mask, evaluate scored every pair, then the report failed (exit 1).
+    batch = make_batch(count=3)
+    (blocker := tmp_path / "notes.txt").write_text("a file where a folder would go")
+    report = tmp_path if where == "a folder" else blocker / "report.json"
+    args = {
+        "predict": ["predict", batch / "images", "--out", tmp_path / "masks"],
+        "evaluate": ["evaluate", "production", batch],
+        "data validate": ["data", "validate", batch],
+    }[command]
+    result = cli(*args, "--json", report)
+    assert result.exit_code == 2, result.output
     assert result.output.startswith(f"error: --json {report} ") and len(result.output.splitlines()) == 1
-    assert "name a file in a folder that exists" in result.output
+    assert ("is a folder; name a file" if where == "a folder" else "cannot be written") in result.output
     assert not (tmp_path / "masks").exists()
 
 

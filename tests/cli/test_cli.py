@@ -114,7 +114,8 @@ def test_validate_calls_a_report_path_it_cannot_write_a_usage_error(
     for option in ("--json", "--markdown"):
         result = cli("data", "validate", tmp_path / "d", "--size", "64", option, tmp_path / "taken" / "r")
         assert result.exit_code == 2 and "Traceback" not in result.output
-        assert result.output.startswith(f"error: {tmp_path / 'taken'}")
+        target = tmp_path / "taken" / "r"
+        assert result.output.startswith(f"error: {option} {target} cannot be written: {tmp_path / 'taken'}")
         assert "a file is in the way" in result.output
 
 

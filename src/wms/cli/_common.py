@@ -94,6 +94,21 @@ def describe_os_error(exc: OSError) -> str:
     return f"{paths}: {exc.strerror}; {hint}"
 
 
+def report_file(option: str, path: Path | None) -> Path | None:
+    """`path`, a report a command writes once its work is done, checked before that work: its
+    folder is made now, and a folder in its place, or a place no folder can be made, is one line
+    (exit 2) now rather than after minutes of work whose results would then go unreported."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {path} cannot be written: {describe_os_error(exc)}") from None
+    return path
+
+
 def print_error(message: str) -> None:
     """`error: message` on stderr, the message as written (a `[train]` in it is no markup)."""
     err_console.print(styled("error:", "bold red"), message, highlight=False, soft_wrap=True)

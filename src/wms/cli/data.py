@@ -8,7 +8,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from wms.cli._common import WmsGroup, console, dataset_folder, describe_os_error, progress_bar, state, styled
+from wms.cli._common import (
+    WmsGroup,
+    console,
+    dataset_folder,
+    describe_os_error,
+    progress_bar,
+    report_file,
+    state,
+    styled,
+)
 from wms.data.prepare import RESIZE_MODES, ResizeMode, prepare_dataset
 from wms.data.synth import synthesize
 from wms.data.validate import Issue, validate_dataset
@@ -57,6 +66,8 @@ def validate(
     from wms.report import write_github_output, write_step_summary
 
     dataset_folder(directory)
+    report_file("--json", json_out)
+    report_file("--markdown", markdown_out)
     if incoming:
         from wms.data.merge import validate_incoming
 

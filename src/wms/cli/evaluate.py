@@ -9,7 +9,8 @@ from typing import cast
 
 import typer
 
-from wms.cli._common import console, dataset_folder, progress_bar, state
+from wms.cli._common import console, dataset_folder, progress_bar, report_file, state
+from wms.files import write_text_atomic
 
 
 class SplitChoice(StrEnum):
@@ -55,6 +56,7 @@ def evaluate(
     from wms.train.segmenter import Segmenter
 
     _check_worst(worst, out)
+    report_file("--json", json_file)
     dataset_folder(dataset)
     project = state(ctx).project()
     if split is SplitChoice.all:
@@ -90,8 +92,7 @@ def evaluate(
             "n": mean["n"],
             "per_image": [{"id": s.id, "dice": s.dice, "iou": s.iou} for s in scores],
         }
-        json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomic(json_file, json.dumps(report, indent=2) + "\n")
         console.print(f"wrote {json_file}", highlight=False, soft_wrap=True)
     if worst is not None and out is not None:
         from wms.worst import save_worst

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from wms.cli._common import console, progress_bar, state
+from wms.cli._common import console, progress_bar, report_file, state
 from wms.errors import UsageError
 from wms.files import write_text_atomic
 
@@ -46,9 +46,7 @@ def predict(
     if missing:  # said before the model is fetched
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise UsageError(f"{missing[0]} does not exist{more}: name photos or folders of them")
-    if json_file is not None and (json_file.is_dir() or not json_file.parent.is_dir()):
-        where = "is a folder" if json_file.is_dir() else f"cannot be written: {json_file.parent} is no folder"
-        raise UsageError(f"--json {json_file} {where}; name a file in a folder that exists")
+    report_file("--json", json_file)
     images = expand_folders(images)
     segmenter = _load(state(ctx).project(), model)
     with progress_bar("predicting", len(images)) as advance:
