@@ -94,19 +94,18 @@ def describe_os_error(exc: OSError) -> str:
     return f"{paths}: {exc.strerror}; {hint}"
 
 
-def report_file(option: str, path: Path | None) -> Path | None:
-    """`path`, a report a command writes once its work is done, checked before that work: its
-    folder is made now, and a folder in its place, or a place no folder can be made, is one line
-    (exit 2) now rather than after minutes of work whose results would then go unreported."""
+def report_file(option: str, path: Path | None) -> None:
+    """Check `path` (given with `option`), a report a command writes once its work is done, before
+    that work: its folder is made now, and a folder in its place, or a place no folder can be made,
+    is one line (exit 2) now rather than after minutes of work whose results would go unreported."""
     if path is None:
-        return None
+        return
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder; name a file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"{option} {path} cannot be written: {describe_os_error(exc)}") from None
-    return path
 
 
 def print_error(message: str) -> None:
