@@ -71,6 +71,18 @@ def test_ingest_versions_pull_diff(
     v3 = corrected.output.strip().splitlines()[-1]
     assert json.loads(cli("data", "diff", v2, v3, "--json").output)["changed"] == ["synth_s1_00000"]
 
+    # A mask edited again and pulled over before it was ingested: put back, and said so by name.
+    edited = out / "masks" / "synth_s1_00001.png"
+    edited.write_bytes(b"a correction in progress")
+    again = cli("data", "pull", v3, out)
+    said = " ".join(again.output.split())
+    assert again.exit_code == 0 and "1 files fetched" in said
+    assert (
+        f"replaced 1 file(s) that differed from version {v3} (edited since it was pulled, or damaged)" in said
+    )
+    assert f"{edited}; to keep a corrected mask, ingest it first" in said
+    assert edited.read_bytes().startswith(b"\x89PNG")
+
 
 def test_conflict_is_one_line_and_writes_nothing(
     cli: Callable[..., Any], project_dir: Path, make_batch: Callable[..., Path]

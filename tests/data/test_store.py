@@ -215,6 +215,7 @@ def test_pull_reproduces_every_byte_and_fetches_only_what_is_missing(
     second = store.pull(version, out)
     assert (second.fetched, second.reused) == (1, 11)
     assert sha(victim) == sha(batch / "images" / victim.name)
+    assert second.replaced == [str(victim)] and first.replaced == []
 
 
 def test_a_corrupt_blob_is_refused(

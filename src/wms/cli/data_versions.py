@@ -182,7 +182,7 @@ def pull(
     version: str = typer.Argument(..., help="Version id (see `wms data versions`)."),
     out: Path = typer.Argument(..., help="Folder to write images/ and masks/ into."),
 ) -> None:
-    """Write a version's pairs to a folder; only missing files are fetched, every byte is verified."""
+    """Write a version's pairs to a folder; only missing or changed files are fetched, every byte verified."""
     _named(version)
     store = open_store(state(ctx).project())
     on_interrupt(
@@ -193,6 +193,17 @@ def pull(
     with progress_bar(f"pulling {version}", 2 * pairs) as advance:
         result = store.pull(version, out, progress=advance)
     console.print(f"{out}: {result.fetched} files fetched, {result.reused} already there (sha256 checked)")
+    if result.replaced:
+        shown = ", ".join(result.replaced[:3]) + (
+            f", … {len(result.replaced)} in all" if len(result.replaced) > 3 else ""
+        )
+        console.print(
+            f"replaced {len(result.replaced)} file(s) that differed from version {version} (edited since it "
+            f"was pulled, or damaged): {shown}; to keep a corrected mask, ingest it first "
+            "(`wms data ingest DIR --correct-masks`), then pull",
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.extra:
         console.print(f"{len(result.extra)} file(s) in {out} are not in version {version}; left alone")
 

@@ -30,6 +30,7 @@ class PullResult:
     fetched: int = 0
     reused: int = 0
     extra: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)  # files there that differed: edited, or damaged
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def pull_version(
         stale = [f for f in wanted if not (f.target.is_file() and sha256_file(f.target) == f.sha)]
         _check_blobs(store, version, stale)
         result.reused = len(wanted) - len(stale)
+        result.replaced = [str(f.target) for f in stale if f.target.exists()]
         if progress:
             for _ in range(result.reused):
                 progress()
