@@ -57,7 +57,8 @@ def suggest(
     --strategy random draws uniformly (duplicates still passed over). On the real photos no strategy
     bought more Dice than random photos reliably (docs/labelling-and-drift.md).
 
-    OUT gets images/, prelabels/ (the model's masks), ranking.csv, ranking.json, and
+    OUT gets images/ (JPEG and PNG photos as they came, upright where EXIF turns them; others as
+    PNG, which every browser shows), prelabels/ (the model's masks), ranking.csv, ranking.json, and
     labelstudio.json + labelstudio.xml (Label Studio's task import with polygon pre-annotations,
     and the labelling configuration it matches). Label the photos, export the project as JSON,
     and `wms data from-labelstudio EXPORT --batch OUT` puts the pairs into data/incoming/images
