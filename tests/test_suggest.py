@@ -276,6 +276,31 @@ def test_a_batch_holds_photos_every_browser_shows_and_comes_back_as_valid_pairs(
     assert len(list((tmp_path / "in" / "images").iterdir())) == 6
 
 
+def test_the_import_file_names_each_photo_as_label_studio_decodes_its_url(
+    cli: Callable[..., Any], project_dir: Path, exported_model: Path, tmp_path: Path
+) -> None:
+    """Label Studio reads a local file's path from the URL's query, decoded: a `+` unencoded reads
+    as a space, a `#` ends the URL, a `&` starts another parameter, so such a photo showed nothing."""
+    from urllib.parse import parse_qs, urlsplit
+
+    synthesize(tmp_path / "synth", count=3, size=64, seed=9)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = ["meter #1 & co.png", "a+b.png", "50%.png"]
+    for source, name in zip(sorted((tmp_path / "synth" / "images").glob("*.png")), names, strict=True):
+        shutil.copyfile(source, folder / name)
+    out = tmp_path / "my batch"
+    made = cli("data", "suggest", "-n", 3, "--from", folder, "--out", out, "--model", exported_model)
+    assert made.exit_code == 0, made.output + made.stderr
+    tasks = json.loads((out / "labelstudio.json").read_text())
+    named = set()
+    for task in tasks:
+        (path,) = parse_qs(urlsplit(task["data"]["image"]).query)["d"]  # as Label Studio's server reads it
+        assert (tmp_path / path).is_file(), path
+        named.add(Path(path).name)
+    assert named == set(names)
+
+
 @pytest.mark.parametrize("strategy", ["band", "diverse", "top", "power", "random"])
 def test_each_strategy_writes_a_batch_of_the_count_asked(
     cli: Callable[..., Any],

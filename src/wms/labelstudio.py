@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -253,7 +254,7 @@ def labelled_masks(export: Any) -> tuple[list[tuple[str, str, np.ndarray]], list
             left_out.append(("?", "not a Label Studio task (an object with data and annotations)"))
             continue
         url = str(data.get("image", ""))
-        name = str(data.get("name") or url.rsplit("/", 1)[-1].rsplit("=", 1)[-1].rsplit(".", 1)[0])
+        name = str(data.get("name") or unquote(url.rsplit("/", 1)[-1].rsplit("=", 1)[-1].rsplit(".", 1)[0]))
         annotations = task.get("annotations", [])
         if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
             left_out.append((name or "?", "its annotations are not a list of Label Studio annotations"))

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
@@ -257,7 +258,9 @@ def write_batch(
 
     from wms import labelstudio
 
-    prefix = image_url if image_url is not None else f"/data/local-files/?d={out.name}/images/"
+    # Percent-encoded, as Label Studio decodes it: a name's `+`, `#`, `&` or `%` would otherwise name
+    # another file, or none (a `+` reads as a space, a `#` ends the URL).
+    prefix = image_url if image_url is not None else f"/data/local-files/?d={quote(out.name)}/images/"
     staging = staging_folder(out)
     try:
         (staging / "images").mkdir()
@@ -275,7 +278,7 @@ def write_batch(
             )
             rows.append({"rank": rank, **candidate.row(), "image": f"images/{photo.name}"})
             # Label Studio shows tasks with the lowest prediction score first: give it confidence.
-            task = labelstudio.task(prefix + photo.name, prelabel, model_version, 1 - candidate.score)
+            task = labelstudio.task(prefix + quote(photo.name), prelabel, model_version, 1 - candidate.score)
             task["data"]["name"] = stem
             tasks.append(task)
         _write_csv(staging / "ranking.csv", rows)

@@ -45,7 +45,8 @@ def suggest(
     image_url: str | None = typer.Option(
         None,
         "--image-url",
-        help="Prefix of the photos' URLs in labelstudio.json (default: /data/local-files/?d=NAME/images/).",
+        help="Prefix of the photos' URLs in labelstudio.json, each file name appended percent-encoded "
+        "(default: /data/local-files/?d=NAME/images/).",
     ),
 ) -> None:
     """Rank unlabelled photos by the model's uncertainty and a mirrored second opinion; write a batch.
