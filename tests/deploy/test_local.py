@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -137,11 +138,32 @@ def test_a_version_that_fails_the_smoke_check_never_takes_traffic(
     lines: list[str] = []
     with pytest.raises(BackendError, match=r"smoke check failed .* nothing was switched"):
         _deployer(deploy_project, lines).deploy("production")
-    assert "left the running version serving" in lines[-1]
+    assert f"left model 1 at {first.url} serving; stopped the new server for model 2" in lines[-1]
     assert httpx.get(f"{first.url}/ready").json()["version"] == "1"
     assert json.loads((deploy_project / ".wms/deploy/local.json").read_text()) == before
     assert started and started[0].poll() is not None  # the rejected server was stopped
     assert alive(before["server"]["pid"])
+
+
+def test_a_stable_port_another_program_holds_is_named_and_nothing_is_left_running(
+    deploy_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said "left the running version serving", of a version no deploy had started."""
+    serve = load_settings(start=deploy_project).settings.serve
+    started: list[Any] = []
+    spawn = LocalDeployer._start_server
+    monkeypatch.setattr(
+        LocalDeployer, "_start_server", lambda self, *a: started.append(spawn(self, *a)) or started[-1]
+    )
+    lines: list[str] = []
+    with socket.socket() as other:  # another program on the stable port
+        other.bind((serve.host, serve.port))
+        other.listen()
+        with pytest.raises(BackendError, match=r"is taken by another program; stop it or set serve.port"):
+            _deployer(deploy_project, lines).deploy("production")
+    assert lines[-1] == "no earlier deploy serves here; stopped the new server for model 1"
+    assert not (deploy_project / ".wms/deploy/local.json").exists()
+    assert started and started[0].wait(timeout=15) is not None  # the new server was stopped (or killed)
 
 
 def test_the_smoke_photo_is_never_kept_for_labelling_but_a_users_photo_is(

@@ -311,7 +311,9 @@ class LocalDeployer:
             self._switch(url, version)
         except BaseException:
             terminate(proc.pid, grace=5)
-            self.echo(f"left the running version serving; stopped the new server for model {version}")
+            before = self.serving()
+            kept = f"left {before} serving" if before else "no earlier deploy serves here"
+            self.echo(f"{kept}; stopped the new server for model {version}")
             raise
         old = state.get("server", {})
         step(f"switched {self.stable_url} to model {version} (proxy pid {proxy_pid})")
