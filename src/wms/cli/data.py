@@ -108,10 +108,9 @@ def validate(
 
 
 def _write_report(path: Path, text: str) -> None:
-    """Write a report file; a path that cannot be written is a usage error (exit 2), since exit 1
-    says the data is invalid."""
+    """Write a report file (its folder made by report_file before validating); a path that cannot
+    be written is a usage error (exit 2), since exit 1 says the data is invalid."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     except OSError as exc:
         raise UsageError(describe_os_error(exc)) from None
