@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from PIL import Image
 from wms.config import load_settings
 from wms.deploy import make_deployer
 from wms.deploy.base import agreement, reference_photo
-from wms.deploy.local import LocalDeployer, alive, free_port
+from wms.deploy.local import LocalDeployer, alive, free_port, terminate
 from wms.errors import BackendError
 
 
@@ -224,6 +225,24 @@ def test_a_server_just_started_counts_as_alive() -> None:
             server.kill()
             server.wait()
     assert not alive(server.pid)
+
+
+def test_a_server_that_ignores_sigterm_is_gone_and_its_port_free_once_terminate_returns() -> None:
+    """A failed deploy stops its new server before it says so; a second deploy (or test) must not
+    find that server's port taken, nor a zombie left behind."""
+    port = free_port()
+    code = (
+        "import signal, socket, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); "
+        "print('up', flush=True); time.sleep(60)"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code, "wms"], stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdout.readline() == "up\n"
+    terminate(server.pid, grace=0.2)
+    with pytest.raises(ChildProcessError):  # reaped by terminate: no zombie is left
+        os.waitpid(server.pid, os.WNOHANG)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # free again
 
 
 def test_two_deploys_at_once_leave_one_server_and_stop_ends_both(

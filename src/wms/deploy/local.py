@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from wms.registry import Registry
 
 STATE_FILE, UPSTREAM_FILE, LOCK_FILE = "local.json", "upstream.json", "deploy.lock"
+KILL_WAIT_SECONDS = 5.0  # a killed server's end, before its port counts as free
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -86,23 +87,32 @@ def _cmdline(proc: Path, settle: float = 1.0) -> bytes:
 
 
 def terminate(pid: int | None, grace: float = 30.0) -> None:
-    """SIGTERM (uvicorn drains in-flight requests), then SIGKILL after `grace` seconds."""
+    """SIGTERM (uvicorn drains in-flight requests), then SIGKILL after `grace` seconds; returns
+    once the process is gone, so that its port is free again."""
     if not alive(pid):
         return
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)  # our own child: reap it
-            if done:
-                return
-        except ChildProcessError:
-            pass  # started by an earlier `wms deploy`: not ours to reap
-        if not alive(pid):
-            return
+    if _gone(pid, grace):
+        return
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _gone(pid, KILL_WAIT_SECONDS)
+
+
+def _gone(pid: int, seconds: float) -> bool:
+    """Wait up to `seconds` for `pid` to end, reaping it where it is our own child."""
+    deadline = time.monotonic() + seconds
+    while True:
+        ended = not alive(pid)  # a child of ours that ended is a zombie until it is reaped
+        with suppress(ChildProcessError):  # started by an earlier `wms deploy`: not ours to reap
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return True
+        if ended:
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
 
 
 class LocalDeployer:
