@@ -322,3 +322,40 @@ def test_replicas_sharing_an_inbox_keep_to_its_cap_together(
 
     fs, root = fsspec.core.url_to_fs(inbox, skip_instance_cache=True)
     assert len(fs.find(f"{root}/meta")) == 3
+
+
+def test_capture_resumes_by_itself_once_photos_are_moved_out_of_a_full_inbox(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator empties the full inbox (labelled the photos, moved them out); the service
+    keeps photos again within a minute, without a restart, and says so once."""
+    from wms.uncertainty import Assessment
+
+    inbox, now, outcomes = tmp_path / "inbox", [1000.0], []
+    settings = ServeSettings(
+        capture="sample", capture_sample_rate=1.0, capture_dir=str(inbox), capture_max_files=2
+    )
+    capture = Capture(settings, "3", 0.5, count=outcomes.append, clock=lambda: now[0])
+    unsure = Assessment(score=0.9, entropy=0.8, uncertain_share=0.9, regions=0, verdict="check")
+
+    def offer(seed: int) -> str | None:
+        reason = capture.wants(unsure)
+        if reason is not None:
+            image = Image.open(io.BytesIO(_photo(seed))).convert("RGB")
+            capture.write(Captured(_photo(seed), image, b"mask", unsure, 0.0, reason))
+        return reason
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for seed in range(3):
+            offer(seed)
+        assert outcomes == ["written", "written", "full"]
+        assert offer(3) is None and outcomes[-1] == "full"  # full: not measured again for every photo
+        for path in inbox.rglob("*.*"):  # the operator moves the photos out
+            path.unlink()
+        now[0] += 30
+        assert offer(4) is None  # within the minute: still counted full
+        now[0] += 31
+        assert offer(5) == "sample" and outcomes[-1] == "written"
+    assert len(_inbox(inbox)["meta"]) == 1
+    said = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert [line.split(":")[0] for line in said] == ["capture stopped", "capture resumed"]

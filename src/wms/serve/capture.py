@@ -17,7 +17,9 @@ atomic by itself), after the response has been sent, in a worker thread; a failu
 and counted, never returned to the client. A token bucket admits at most
 `capture_per_minute` captures a minute (bursts up to that many, at least one: 0.5 is one
 every two minutes); when the inbox holds `capture_max_files` photos or `capture_max_mb` MB,
-capturing stops, with one log line, until the server restarts. The inbox is measured again
+capturing stops, with one log line. While it is full, a photo worth keeping has the inbox
+measured again once a minute (FULL_RECHECK_SECONDS) at most: once photos are moved out,
+capturing resumes by itself, with a line, without a restart. The inbox is measured again
 before every capture, so replicas of the service that share it keep to the caps together
 (within the captures they write at the same moment). At most WRITERS captures are written at
 once: while a slow or hung store holds them, a later one waits a second for its turn, then is
@@ -51,6 +53,7 @@ KINDS = ("images", "masks", "meta")
 JPEG_QUALITY = 95  # a photo to label again: close to the upload, a fraction of a PNG's size
 WRITERS = 2  # captures written at once; a write takes milliseconds unless the store hangs
 WRITER_WAIT_S = 1.0  # how long a capture waits for a writer before it is dropped as busy
+FULL_RECHECK_SECONDS = 60.0  # while the inbox is full, how often a photo worth keeping measures it again
 
 
 class TokenBucket:
@@ -135,6 +138,7 @@ class Capture:
         threshold: float,
         count: Callable[[str], None],
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings, self.model_version, self.threshold = settings, model_version, threshold
         self.count = count  # outcome -> the metrics counter
@@ -145,7 +149,7 @@ class Capture:
         self.inbox: Inbox | None = None
         self.writing: dict[str, int] = {}  # id -> bytes of the captures this process is writing
         self.taken: set[str] = set()  # ids written (or being written) by this process
-        self.full = False
+        self.full, self.full_checked, self.clock = False, 0.0, clock  # when the inbox was last found full
         self.writers = threading.BoundedSemaphore(WRITERS)
 
     @property
@@ -163,7 +167,7 @@ class Capture:
             return None
         if reason is None:
             return None
-        if self.full:
+        if self.full and self.clock() - self.full_checked < FULL_RECHECK_SECONDS:
             self.count("full")
             return None
         if not self.bucket.take():
@@ -218,19 +222,28 @@ class Capture:
             # being written here count whole, and their files already written are left out.
             stored, stored_bytes = self.inbox.usage(frozenset(self.writing))
             count, total = stored + len(self.writing), stored_bytes + sum(self.writing.values())
-            if self.full or count + 1 > self.max_files or total + size > self.max_bytes:
+            if count + 1 > self.max_files or total + size > self.max_bytes:
                 if not self.full:
-                    self.full = True
                     log.warning(
                         "capture stopped: the inbox %s holds %d photos, %.1f MB (serve.capture_max_files "
-                        "%d, serve.capture_max_mb %g); move them out and restart to capture again",
+                        "%d, serve.capture_max_mb %g); move photos out and it captures again within "
+                        "a minute",
                         self.settings.capture_dir,
                         count,
                         total / MB,
                         self.max_files,
                         self.settings.capture_max_mb,
                     )
+                self.full, self.full_checked = True, self.clock()
                 return "full"
+            if self.full:
+                self.full = False
+                log.warning(
+                    "capture resumed: the inbox %s holds %d photos, %.1f MB",
+                    self.settings.capture_dir,
+                    count,
+                    total / MB,
+                )
             self.writing[pid] = size  # concurrent writes see it
             self.taken.add(pid)
         try:
