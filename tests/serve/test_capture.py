@@ -359,3 +359,31 @@ def test_capture_resumes_by_itself_once_photos_are_moved_out_of_a_full_inbox(
     assert len(_inbox(inbox)["meta"]) == 1
     said = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert [line.split(":")[0] for line in said] == ["capture stopped", "capture resumed"]
+
+
+def test_a_long_running_service_remembers_a_bounded_number_of_captured_photos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repeats of a photo whose capture was moved out are refused from memory, which keeps only
+    the latest TAKEN_KEPT ids: a service capturing for months does not grow without end."""
+    from wms.serve import capture as module
+    from wms.uncertainty import Assessment
+
+    monkeypatch.setattr(module, "TAKEN_KEPT", 3)
+    inbox, outcomes = tmp_path / "inbox", []
+    settings = ServeSettings(capture="sample", capture_sample_rate=1.0, capture_dir=str(inbox))
+    capture = Capture(settings, "3", 0.5, count=outcomes.append)
+    unsure = Assessment(score=0.9, entropy=0.8, uncertain_share=0.9, regions=0, verdict="check")
+
+    def send(seed: int) -> None:
+        image = Image.open(io.BytesIO(_photo(seed))).convert("RGB")
+        capture.write(Captured(_photo(seed), image, b"mask", unsure, 0.0, "sample"))
+
+    for seed in range(5):
+        send(seed)
+    for path in inbox.rglob("*.*"):  # moved out for labelling
+        path.unlink()
+    send(4)  # among the latest three: still refused as a repeat
+    send(0)  # the oldest, forgotten: kept again
+    assert outcomes == ["written"] * 5 + ["duplicate", "written"]
+    assert len(capture.taken) == 3

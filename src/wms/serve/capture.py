@@ -53,6 +53,7 @@ KINDS = ("images", "masks", "meta")
 JPEG_QUALITY = 95  # a photo to label again: close to the upload, a fraction of a PNG's size
 WRITERS = 2  # captures written at once; a write takes milliseconds unless the store hangs
 WRITER_WAIT_S = 1.0  # how long a capture waits for a writer before it is dropped as busy
+TAKEN_KEPT = 100_000  # ids of captures kept in memory against repeats (a few MB)
 FULL_RECHECK_SECONDS = 60.0  # while the inbox is full, how often a photo worth keeping measures it again
 
 
@@ -148,7 +149,10 @@ class Capture:
         self.lock = threading.Lock()
         self.inbox: Inbox | None = None
         self.writing: dict[str, int] = {}  # id -> bytes of the captures this process is writing
-        self.taken: set[str] = set()  # ids written (or being written) by this process
+        # ids written (or being written) by this process, oldest first: a photo sent again after
+        # its capture was moved out is not kept twice; the oldest go past TAKEN_KEPT ids, as a
+        # service that runs for months, its inbox emptied now and then, would hold them all.
+        self.taken: dict[str, None] = {}
         self.full, self.full_checked, self.clock = False, 0.0, clock  # when the inbox was last found full
         self.writers = threading.BoundedSemaphore(WRITERS)
 
@@ -245,14 +249,16 @@ class Capture:
                     total / MB,
                 )
             self.writing[pid] = size  # concurrent writes see it
-            self.taken.add(pid)
+            self.taken[pid] = None
+            if len(self.taken) > TAKEN_KEPT:
+                del self.taken[next(iter(self.taken))]
         try:
             self.inbox.put("images", f"{pid}.jpg", photo)
             self.inbox.put("masks", f"{pid}.png", item.mask_png)
             self.inbox.put("meta", f"{pid}.json", meta)  # last: it marks the capture complete
         except Exception:
             with self.lock:
-                self.taken.discard(pid)
+                self.taken.pop(pid, None)
             raise
         finally:
             with self.lock:
