@@ -275,13 +275,17 @@ def training_reference(
     except DataError as exc:  # e.g. a store other than the one the model was trained from
         raise DataError(f"{exc}; or pass --reference DIR (a dataset folder) to compare with") from None
     train = [pid for pid, entry in pairs.items() if entry["split"] == "train"]
+    # A photo erased since (`wms data forget`) is left out; one the store lost is not hidden.
+    gone = store.erased_blobs()
+    erased = [pid for pid in train if pairs[pid]["image"]["sha256"] in gone]
+    train = [pid for pid in train if pid not in erased]
     if not train:
         raise DataError(f"dataset version {version} has no training photos; pass --reference DIR")
     ids = sample_ids(train, sample, seed)
     loaders = [blob_loader(partial(store.read_blob, pairs[i]["image"]["sha256"])) for i in ids]
     return loaders, (
         f"{len(ids)} of the {len(train)} training photos of dataset version {version} "
-        f"(from {where}) in {store.url}"
+        f"(from {where}) in {store.url}" + (f", {len(erased)} erased since left out" if erased else "")
     )
 
 

@@ -54,7 +54,7 @@ def ingest(
     )
     pointer_path = project.path(project.settings.data.pointer)
     if base is None:
-        base = _base_version(project, store, pointer_path)
+        base = base_version(project, store, pointer_path)
     else:
         store.manifest(_named(base, "--base"))
     _check_valid(directory, project.settings.data.size)
@@ -87,7 +87,7 @@ def ingest(
     console.print(result.version)
 
 
-def _base_version(project: Project, store: DatasetStore, pointer_path: Path) -> str | None:
+def base_version(project: Project, store: DatasetStore, pointer_path: Path) -> str | None:
     """The version data/dataset.json here names, once it holds every pair main's does and none of
     the masks main has corrected since: a checkout behind main (or on an old branch) would build a
     version without the batches and corrections promoted since."""

@@ -14,6 +14,7 @@ from wms.cli import (
     demo,
     deploy,
     evaluate,
+    forget,
     hooks,
     init,
     labelling,
@@ -69,6 +70,7 @@ for command in (
     data_versions.diff,
     labelling.suggest,
     labelling.from_labelstudio,
+    forget.forget,
 ):
     data.app.command()(command)
 app.add_typer(data.app, name="data")

@@ -91,6 +91,14 @@ def _check_blobs(store: DatasetStore, version: str, files: list[_File]) -> None:
     lost = [f for f in files if f.sha in missing]
     if lost:
         more = f" and {len(lost) - 1} more file(s)" if len(lost) > 1 else ""
+        erased = store.erased(lost[0].sha)
+        if erased is not None:
+            raise BackendError(
+                f"version {version} cannot be pulled whole: {lost[0].what}{more} was erased from the store "
+                f"{store.url} on {erased.get('erased_at', '?')} by `wms data forget` "
+                f"(pair {erased.get('pair', '?')}); pull a later version, such as the one "
+                "data/dataset.json names — nothing was written"
+            )
         raise BackendError(
             f"version {version} in the store {store.url} is missing {lost[0].what} "
             f"(blob {lost[0].sha[:12]}){more}; ingest that pair again with `wms data ingest DIR` "

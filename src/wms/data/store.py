@@ -3,6 +3,7 @@
     <store>/blobs/<sha[:2]>/<sha256>     the bytes of every image and mask, once
     <store>/versions/<version>.json      a manifest: id -> image, mask, split, size; parent; counts
     <store>/lock/<generation>.json       the writers' lease lock (see wms.data.lease)
+    <store>/erased/<sha256>.json         why a blob was deleted (`wms data forget`: a person's photo)
 
 One code path serves a local folder and S3 (`s3://bucket/prefix`) through fsspec; S3
 credentials and endpoint come from the usual AWS variables (`AWS_ENDPOINT_URL`, ...).
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from wms.config import Project
 from wms.data.backend import store_errors
+from wms.data.hashes import content_version
 from wms.data.lease import lease
 from wms.data.manifest import SHA256, VERSION_ID, check_manifest, check_version_id, hashes
 from wms.data.plan import IngestPlan, plan_ingest
@@ -294,6 +296,15 @@ class DatasetStore:
         try:
             data: bytes = self._call("read a blob", self.fs.cat_file, self._blob(sha))
         except FileNotFoundError:
+            erased = self.erased(sha)
+            if erased is not None:
+                raise BackendError(
+                    f"blob {sha[:12]}{f' ({what})' if what else ''} was erased from the store {self.url} "
+                    f"on {erased.get('erased_at', '?')} by `wms data forget` "
+                    f"(pair {erased.get('pair', '?')}): "
+                    "a version that held it cannot be read whole any more; use a later version, such "
+                    "as the one data/dataset.json names"
+                ) from None
             raise BackendError(
                 f"the store {self.url} is missing blob {sha[:12]}{f' ({what})' if what else ''}; "
                 "ingest the pair it belongs to again with `wms data ingest DIR` to restore it"
@@ -301,6 +312,52 @@ class DatasetStore:
         if hashlib.sha256(data).hexdigest() != sha:
             raise BackendError(f"blob {sha} in {self.url} is corrupt: its bytes do not match")
         return data
+
+    # -- forgetting a photo (wms.forget) -------------------------------------------------------
+    def without(self, base: str, ids: Iterable[str]) -> str:
+        """The version that holds `base`'s pairs but `ids`, written (a child of `base`) unless the
+        store holds that content already; its id. No blob is written or deleted here."""
+        gone = set(ids)
+        pairs = {i: e for i, e in self.manifest(base)["pairs"].items() if i not in gone}
+        if not pairs:
+            raise DataError(
+                f"version {base} holds no pair but {', '.join(sorted(gone))}: nothing would be left"
+            )
+        version = content_version(pairs)
+        with lease(self.fs, self.lock_path, ttl_seconds=self.lock_ttl, wait_seconds=self.lock_wait):
+            if not self.fs.exists(self._manifest_path(version)):
+                manifest = self._manifest(version, base, pairs)
+                self._put(self._manifest_path(version), json.dumps(manifest, indent=1).encode())
+        return version
+
+    def erase(self, blobs: dict[str, dict[str, Any]]) -> None:
+        """Delete blobs for good (sha256 -> why: the pair, the versions that held it). Each is
+        recorded in erased/<sha256>.json first, so that a reader of an older version is told."""
+        with lease(self.fs, self.lock_path, ttl_seconds=self.lock_ttl, wait_seconds=self.lock_wait):
+            for sha, why in blobs.items():
+                record = {"sha256": sha, "erased_at": datetime.now(UTC).isoformat(timespec="seconds"), **why}
+                self._put(self._erased_path(sha), json.dumps(record, indent=1).encode())
+                if self.fs.exists(self._blob(sha)):
+                    self._call("delete a blob", self.fs.rm, self._blob(sha))
+
+    def erased(self, sha: str) -> dict[str, Any] | None:
+        """What `erase` recorded of blob `sha`, or None when it was never erased."""
+        try:
+            body = json.loads(self._call("read an erasure record", self.fs.cat_file, self._erased_path(sha)))
+        except (FileNotFoundError, ValueError):
+            return None
+        return body if isinstance(body, dict) else {}
+
+    def erased_blobs(self) -> set[str]:
+        """The sha256 of every blob `erase` deleted (one listing)."""
+        try:
+            names = self._call("list erased blobs", self.fs.ls, f"{self.root}/erased", False)
+        except FileNotFoundError:
+            return set()
+        return {str(n).rsplit("/", 1)[-1].removesuffix(".json") for n in names}
+
+    def _erased_path(self, sha: str) -> str:
+        return f"{self.root}/erased/{sha}.json"
 
     def pull(self, version: str, out: Path, progress: Progress | None = None) -> PullResult:
         """Write a version's pairs into out/images and out/masks, and its splits into out/splits.json.

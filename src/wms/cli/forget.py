@@ -1,0 +1,122 @@
+"""`wms data forget`: delete a person's photo wherever WMS keeps it, and name what is left."""
+
+from __future__ import annotations
+
+import typer
+
+from wms.cli._common import console, on_interrupt, state, styled
+from wms.errors import DataError
+
+HOW = "docs/labelling-and-drift.md, 'When someone asks you to delete their photo'"
+
+
+def forget(
+    ctx: typer.Context,
+    photos: list[str] = typer.Argument(
+        ...,
+        metavar="PHOTO",
+        help="The photo the person sent (a file), its sha256, or its capture id (16 hex digits).",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted, and where."),
+) -> None:
+    """Delete a person's photo wherever WMS keeps it, and name the copies it cannot delete.
+
+    A captured photo is named by the first 16 hex digits of its sha256, and keeps that name
+    through `wms data suggest`, `wms data from-labelstudio` and the push, so the photo (or its
+    sha256) finds every copy. Deleted: its capture in serve.capture_dir (a folder or s3://); in
+    the dataset store, after a new version without the pair is written and data/dataset.json
+    names it (commit that to main), the pair's photo and mask, unless another pair holds the
+    same file (older versions that held it can no longer be pulled whole); the drawings MLflow
+    runs keep of it (worst/, the val sheet); this machine's merged dataset and training cache.
+    Named, not changed: the commits that added it under data/incoming/ (rewriting shared
+    history is yours to do). Everything is looked up before anything is deleted. Exit 0 when
+    no copy is left, 1 when the history still holds one.
+    """
+    from wms.cli.data_versions import base_version
+    from wms.data.store import open_store
+    from wms.forget import (
+        capture_id,
+        delete_from_inbox,
+        delete_local_copies,
+        find_in_history,
+        find_in_store,
+        forget_in_store,
+    )
+    from wms.forget_runs import delete_drawings, find_drawings
+    from wms.registry import MlflowRegistry
+
+    ids = list(dict.fromkeys(capture_id(p) for p in photos))
+    project = state(ctx).project()
+    store, pointer, registry = (
+        open_store(project),
+        project.path(project.settings.data.pointer),
+        MlflowRegistry(project),
+    )
+    # Everything is looked up before anything is deleted: an unreachable store or MLflow stops here.
+    base = base_version(project, store, pointer)  # refuses a checkout behind main
+    found = find_in_store(store, ids)
+    drawings = find_drawings(registry, ids, {pid: where.val for pid, where in found.items()})
+    history = find_in_history(project.root, project.settings.data.incoming, ids)
+    capture_dir = project.settings.serve.capture_dir
+    inbox = capture_dir if "://" in capture_dir else str(project.path(capture_dir))
+
+    on_interrupt(ctx, f"forget stopped part way; run it again with the same {len(ids)} photo(s) to finish")
+    deleted = delete_from_inbox(inbox, ids, dry_run)
+    version, erased = (None, 0) if dry_run else forget_in_store(store, base, found)
+    if version:
+        store.point(pointer, version, project.settings.store.url)
+    if not dry_run:
+        delete_drawings(registry, [d for pid in ids for d in drawings[pid]])
+    trained_here = any(where.versions for where in found.values())
+    cache = project.path(project.settings.train.cache_dir)
+    local = delete_local_copies(project.state_dir, cache, ids, dry_run) if trained_here else []
+
+    verb = "would delete" if dry_run else "deleted"
+    left = []
+    for pid in ids:
+        console.print(styled(f"photo {pid}", "bold"))
+        files = ", ".join(deleted[pid])
+        _say(f"capture inbox {capture_dir}: {f'{verb} {files}' if files else 'not there'}")
+        where = found[pid]
+        if not where.versions:
+            _say("dataset store: in no version")
+        else:
+            shared = f"; {len(where.shared)} file(s) another pair holds too stay" if where.shared else ""
+            _say(
+                f"dataset store: {verb} its {len(where.own)} file(s), held by version(s) "
+                f"{', '.join(where.versions)}{shared}"
+            )
+        runs = drawings[pid]
+        shown = ", ".join(f"{d.path} of run {d.run_id[:8]}" for d in runs[:4])
+        more = f" and {len(runs) - 4} more" if len(runs) > 4 else ""
+        _say(f"MLflow: {f'{verb} {shown}{more}' if runs else 'no drawing of it'}")
+        commits = (history or {}).get(pid, [])
+        if history is None:
+            _say("repository: the project is no git repository")
+        elif commits:
+            _say(f"repository: still in the history, added by commit(s) {', '.join(commits)}")
+            left.append(pid)
+        else:
+            _say("repository: in no commit")
+    if local:
+        _say(
+            f"this machine: {verb} {len(local)} working file(s) (the pipeline's merged dataset, the "
+            f"training cache {cache}, which the next run fills again)",
+            indent="",
+        )
+    if version:
+        _say(
+            f"{project.settings.data.pointer} now names version {version}, without the pair(s); commit it "
+            f"to main (a pull request on GitHub) so that the next run trains without them; {erased} "
+            "file(s) erased from the store",
+            indent="",
+        )
+    if left:
+        raise DataError(
+            f"{len(left)} of {len(ids)} photo(s) are still in the repository's history ({', '.join(left)}); "
+            f"see {HOW}"
+        )
+
+
+def _say(text: str, indent: str = "  ") -> None:
+    console.print(indent + text, highlight=False, soft_wrap=True)

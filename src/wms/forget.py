@@ -1,0 +1,151 @@
+"""Forgetting a person's photo: what `wms data forget` does when someone asks to have it deleted.
+
+The service names a captured photo by the first 16 hex digits of its upload's sha256 (`<id>`,
+wms.serve.capture), and the photo keeps that name on its way to the dataset: `wms data suggest`
+copies it into a labelling batch as `<id>.jpg`, `wms data from-labelstudio` writes the pair
+`<id>`, which is pushed under data/incoming/ and ingested as a pair of that id. So the photo
+the person sent (or its sha256, or the id) finds every copy WMS made of it:
+
+- the capture inbox (`serve.capture_dir`, a folder or s3://): images/<id>.jpg, masks/<id>.png
+  and meta/<id>.json are deleted;
+- the dataset store: the versions holding a pair `<id>`, and the blobs of its photo and mask;
+- this repository: the commits that added `<data.incoming>/images/<id>.*`.
+
+The last two are found and named, not changed: a dataset version is immutable (models name it,
+and its id is its content), and a repository's history is shared with every clone. How to
+remove the photo there is in docs/labelling-and-drift.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wms.data.backend import store_errors
+from wms.data.manifest import hashes
+from wms.data.store import DatasetStore
+from wms.errors import UsageError
+from wms.vcs.git import Git
+
+CAPTURE_ID = re.compile(r"[0-9a-f]{16}")
+SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+SUFFIXES = {"images": ".jpg", "masks": ".png", "meta": ".json"}  # as the capture writes them
+
+
+def capture_id(photo: str) -> str:
+    """The capture id of `photo`: a file (the photo the person sent), its sha256, or the id."""
+    if CAPTURE_ID.fullmatch(photo):
+        return photo
+    if SHA256_HEX.fullmatch(photo):
+        return photo.lower()[:16]
+    path = Path(photo)
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    raise UsageError(
+        f"{photo!r} is neither a file nor a photo's sha256 (64 hex digits) or capture id (16): "
+        "name the photo the person sent, or the sha256 they gave"
+    )
+
+
+def delete_from_inbox(url: str, ids: list[str], dry_run: bool = False) -> dict[str, list[str]]:
+    """Delete each id's capture (photo, pre-label, metadata) from the inbox at `url` (a folder or
+    s3://); the files deleted (with `dry_run`, found), by id. An inbox that does not exist holds none."""
+    import fsspec
+
+    deleted: dict[str, list[str]] = {i: [] for i in ids}
+    with store_errors(f"delete from the capture inbox {url}", "; check the AWS credentials may delete there"):
+        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
+        root = root.rstrip("/")
+        for pid in ids:
+            for kind in SUFFIXES:
+                path = f"{root}/{kind}/{pid}{SUFFIXES[kind]}"
+                if fs.exists(path):
+                    if not dry_run:
+                        fs.rm(path)
+                    deleted[pid].append(f"{kind}/{pid}{SUFFIXES[kind]}")
+    return deleted
+
+
+@dataclass
+class InStore:
+    """Where the dataset store holds one photo: the versions with a pair of its id, the blobs of
+    that pair (photo and mask), and those of them another pair holds too (an all-black mask)."""
+
+    versions: list[str] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    shared: list[str] = field(default_factory=list)
+    val: list[str] = field(default_factory=list)  # the versions holding it in their val split
+
+    @property
+    def own(self) -> list[str]:
+        """The blobs to erase: the pair's that no other pair holds."""
+        return [sha for sha in self.blobs if sha not in self.shared]
+
+
+def find_in_store(store: DatasetStore, ids: list[str]) -> dict[str, InStore]:
+    """For each id, where the store holds it. Every manifest is read: a version left off main's
+    line (a batch the gate refused) holds photos too, and a mask may be another pair's as well."""
+    found = {pid: InStore() for pid in ids}
+    versions = [v.id for v in store.versions()]
+    with ThreadPoolExecutor(max_workers=store.workers) as pool:
+        manifests = list(pool.map(store.manifest, versions))
+    elsewhere: set[str] = set()  # the blobs of the pairs that stay
+    for version, manifest in zip(versions, manifests, strict=True):
+        for pid, entry in manifest["pairs"].items():
+            if pid not in found:
+                elsewhere.update(hashes(entry))
+                continue
+            found[pid].versions.append(version)
+            if entry["split"] == "val":
+                found[pid].val.append(version)
+            found[pid].blobs.extend(sha for sha in hashes(entry) if sha not in found[pid].blobs)
+    for where in found.values():
+        where.shared = [sha for sha in where.blobs if sha in elsewhere]
+    return found
+
+
+def forget_in_store(
+    store: DatasetStore, base: str | None, found: dict[str, InStore]
+) -> tuple[str | None, int]:
+    """Write the version of `base` without the ids found in it (none where it holds none of them,
+    or there is no base yet), then erase their own blobs that the store still holds. In that
+    order, so that a run stopped halfway and run again finishes the job. Returns that version
+    (None where none was written) and how many blobs were erased."""
+    held = [pid for pid, where in found.items() if base in where.versions]
+    version = store.without(base, held) if base and held else None
+    why = {
+        sha: {"pair": pid, "versions": where.versions} for pid, where in found.items() for sha in where.own
+    }
+    present = store.stored_blobs(why)
+    if present:
+        store.erase({sha: why[sha] for sha in present})
+    return version, len(present)
+
+
+def find_in_history(root: Path, incoming: Path | str, ids: list[str]) -> dict[str, list[str]] | None:
+    """For each id, the commits of any branch here that added `<incoming>/images/<id>.*`; None
+    where `root` is no git repository."""
+    git = Git(root)
+    if not git.ok("rev-parse", "--git-dir"):
+        return None
+    found = {}
+    for pid in ids:
+        log = git.run("log", "--all", "--diff-filter=A", "--format=%h", "--", f"{incoming}/images/{pid}.*")
+        found[pid] = log.split()
+    return found
+
+
+def delete_local_copies(state_dir: Path, cache_dir: Path, ids: list[str], dry_run: bool = False) -> list[str]:
+    """This machine's working copies of the pairs: their files in the pipeline's merged dataset
+    (.wms/work/dataset), and the training cache's arrays (decoded photos of every dataset trained
+    here, keyed by no pair: all go, and the next run decodes again). The paths deleted."""
+    work = state_dir / "work" / "dataset"
+    paths = [p for pid in ids for kind in ("images", "masks") for p in sorted((work / kind).glob(f"{pid}.*"))]
+    paths += sorted(cache_dir.glob("*.npy")) if cache_dir.is_dir() else []
+    if not dry_run:
+        for path in paths:
+            path.unlink(missing_ok=True)
+    return [str(p) for p in paths]

@@ -1,0 +1,82 @@
+"""The MLflow side of `wms data forget`: the drawings of a person's photo that training runs keep.
+
+Every training run logs `worst/NN-<id>.jpg`, its test split's lowest-Dice photos drawn with
+their masks (wms.worst), and `plots/val_predictions.jpg`, a sheet of its first validation
+photos. A forgotten pair's drawings go: its own `worst/` files, and the sheet of every run
+trained on a dataset version that holds the pair in its val split (the sheet may show it; a
+sheet cannot lose one photo, and it is a picture for people, not a record). The run's metrics,
+tags and model stay: weights are no copy of a photo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wms.errors import RegistryError
+from wms.registry import MlflowRegistry
+from wms.registry_local import artifact_root, moved_run_folder
+
+WORST, SHEET = "worst", "plots/val_predictions.jpg"
+DATASET_TAG = "wms.dataset_version"
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """One artifact file of a run that shows (or may show) a forgotten photo."""
+
+    run_id: str
+    path: str  # inside the run's artifacts
+    artifact_uri: str
+    moved: Path | None  # the run's artifact folder, where it moved with the project
+
+
+def find_drawings(
+    registry: MlflowRegistry, ids: list[str], val_versions: dict[str, list[str]]
+) -> dict[str, list[Drawing]]:
+    """For each id, the drawings the experiment's runs keep of it (`val_versions`: the dataset
+    versions that hold the pair in their val split)."""
+    found: dict[str, list[Drawing]] = {pid: [] for pid in ids}
+    experiment = registry.mlflow.experiment(registry.project.settings.tracking.experiment)
+    if experiment is None:
+        return found
+    root = artifact_root(registry.project, registry.uri)
+    for run in registry.mlflow.runs([experiment.experiment_id]):
+        try:
+            moved = moved_run_folder(run.info.artifact_uri, run.info.run_id, root) if root else None
+        except RegistryError:
+            continue  # its files are in neither place: nothing here to delete
+        worst = _files(registry, run, moved, WORST)
+        sheet = None
+        for pid in ids:
+            paths = [p for p in worst if p.rsplit("/", 1)[-1].partition("-")[2] == f"{pid}.jpg"]
+            if run.data.tags.get(DATASET_TAG) in val_versions.get(pid, []):
+                sheet = sheet if sheet is not None else SHEET in _files(registry, run, moved, "plots")
+                paths += [SHEET] if sheet else []
+            found[pid] += [Drawing(run.info.run_id, p, run.info.artifact_uri, moved) for p in paths]
+    return found
+
+
+def delete_drawings(registry: MlflowRegistry, drawings: list[Drawing]) -> None:
+    """Delete them, through MLflow's artifact repository (a folder, S3, a tracking server)."""
+    for drawing in drawings:
+        if drawing.moved is not None:
+            (drawing.moved / drawing.path).unlink(missing_ok=True)
+            continue
+        try:
+            registry.mlflow.delete_artifacts(drawing.artifact_uri, drawing.path)
+        except Exception as exc:  # an HTTP, S3 or file error
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise RegistryError(
+                f"MLflow at {registry.uri} failed to delete {drawing.path} of run {drawing.run_id}: {why}; "
+                "run `wms data forget` again to finish"
+            ) from None
+
+
+def _files(registry: MlflowRegistry, run: Any, moved: Path | None, folder: str) -> list[str]:
+    """The artifact paths of the files directly in the run's `folder`."""
+    if moved is not None:
+        here = moved / folder
+        return [f"{folder}/{p.name}" for p in sorted(here.iterdir()) if p.is_file()] if here.is_dir() else []
+    return [a.path for a in registry.mlflow.list_artifacts(run.info.run_id, folder) if not a.is_dir]

@@ -1,0 +1,225 @@
+"""`wms data forget`: a person asks to have their photo deleted; it leaves the capture inbox, and
+every other copy WMS made of it (a dataset version, a commit) is named."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wms.config import ServeSettings
+from wms.data.splits import split_of
+from wms.serve.capture import Capture, Captured
+from wms.uncertainty import Assessment
+
+UNSURE = Assessment(score=0.9, entropy=0.8, uncertain_share=0.9, regions=0, verdict="check this one")
+
+
+def _photo(seed: int) -> bytes:
+    """What a person uploads: a small photo, different for each seed."""
+    pixels = np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _id(upload: bytes) -> str:
+    return hashlib.sha256(upload).hexdigest()[:16]
+
+
+def _capture(inbox: str, upload: bytes) -> str:
+    """The service keeps `upload` in `inbox`, as serve.capture does; returns its capture id."""
+    capture = Capture(ServeSettings(capture="sample", capture_dir=inbox), "1", 0.5, count=lambda _: None)
+    image = Image.open(io.BytesIO(upload)).convert("RGB")
+    capture.write(Captured(upload, image, b"mask", UNSURE, 0.1, "sample"))
+    return _id(upload)
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_labelled_photo_leaves_the_inbox_and_its_version_and_commit_are_named(
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    inbox = project_dir / ".wms" / "inbox"  # serve.capture_dir's default
+    # The labelled photo lands in the train split (by its id), where the drift report reads it.
+    labelled = next(p for p in map(_photo, range(100)) if split_of(_id(p), 0.15, 0.15) == "train")
+    unlabelled = _photo(101)
+    pid, other = _capture(str(inbox), labelled), _capture(str(inbox), unlabelled)
+    assert len(_files(inbox)) == 6
+
+    # The labelled photo went the way suggest and from-labelstudio send it: a pair under its id,
+    # pushed under data/incoming and ingested.
+    batch, incoming = make_batch(count=6), project_dir / "data" / "incoming"
+    for kind in ("images", "masks"):
+        (incoming / kind).mkdir(parents=True)
+        for n, path in enumerate(sorted((batch / kind).iterdir())):
+            shutil.copy(path, incoming / kind / (f"{pid}.png" if n == 0 else path.name))
+    _git(project_dir, "init", "-q")
+    _git(project_dir, "add", "data")
+    _git(project_dir, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "new pairs")
+    commit = _git(project_dir, "rev-parse", "--short", "HEAD")
+    assert cli("data", "ingest", "data/incoming").exit_code == 0
+    version = _pointed(project_dir)
+
+    sent = tmp_path / "the-photo-they-sent.png"
+    sent.write_bytes(labelled)
+    blobs = sorted(p.name for p in (project_dir / ".wms" / "store" / "blobs").rglob("*"))
+    before = cli("data", "forget", str(sent), hashlib.sha256(unlabelled).hexdigest(), "--dry-run")
+    assert before.exit_code == 1 and "would delete" in before.output
+    assert len(_files(inbox)) == 6  # a dry run deletes nothing
+    assert sorted(p.name for p in (project_dir / ".wms" / "store" / "blobs").rglob("*")) == blobs
+    assert _pointed(project_dir) == version
+
+    result = cli("data", "forget", str(sent), hashlib.sha256(unlabelled).hexdigest())
+    out = " ".join(result.output.split())
+    assert result.exit_code == 1, out  # a copy is left where WMS does not delete: the history
+    assert _files(inbox) == []  # both captures, photo, pre-label and metadata
+    assert f"deleted images/{pid}.jpg, masks/{pid}.png, meta/{pid}.json" in out
+    assert f"photo {other} capture inbox .wms/inbox: deleted" in out
+    assert f"dataset store: deleted its 2 file(s), held by version(s) {version}" in out
+    assert f"added by commit(s) {commit}" in out
+    assert f"1 of 2 photo(s) are still in the repository's history ({pid})" in out
+
+    # The store: a new version without the pair, which data/dataset.json names; the pair's photo
+    # and mask are gone, the other pairs' files are all there and the new version reads whole.
+    now = _pointed(project_dir)
+    assert now != version and f"data/dataset.json now names version {now}" in out
+    assert "2 file(s) erased from the store" in out
+    pulled = cli("data", "pull", now, str(tmp_path / "now"))
+    assert pulled.exit_code == 0, pulled.output
+    assert len(_files(tmp_path / "now" / "images")) == 5 and not list((tmp_path / "now").rglob(f"{pid}.*"))
+    left = sorted(p.name for p in (project_dir / ".wms" / "store" / "blobs").rglob("*"))
+    assert len(left) == len(blobs) - 2
+    # The version that held it says what became of it.
+    old = cli("data", "pull", version, str(tmp_path / "old"))
+    assert old.exit_code == 1
+    assert "was erased from the store" in old.output and f"by `wms data forget` (pair {pid})" in old.output
+
+    again = cli("data", "forget", str(sent))
+    assert again.exit_code == 1  # the history still holds it
+    assert "capture inbox .wms/inbox: not there" in again.output
+    assert f"held by version(s) {version}" in " ".join(again.output.split())
+    assert "erased from the store" not in again.output and _pointed(project_dir) == now
+
+    # The drift report of a model trained on the old version compares with its training photos
+    # but the erased one, and says so.
+    from wms.config import load_settings
+    from wms.data.store import open_store
+    from wms.drift import training_reference
+
+    store = open_store(load_settings(start=project_dir))
+    train = [i for i, e in store.manifest(version)["pairs"].items() if e["split"] == "train"]
+    assert pid in train
+    loaders, described = training_reference(load_settings(start=project_dir), version, 100, 0)
+    assert len(loaders) == len(train) - 1 and described.endswith(", 1 erased since left out")
+    assert all(load() is not None for load in loaders)
+
+
+def _pointed(root: Path) -> str:
+    return str(json.loads((root / "data" / "dataset.json").read_text())["version"])
+
+
+def test_a_mask_another_pair_holds_too_stays_in_the_store(
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any]
+) -> None:
+    batch, pid = make_batch(count=4), "0123456789abcdef"
+    first, second = sorted((batch / "masks").iterdir())[:2]
+    shutil.copy(first, second)  # two pairs, one mask file (an all-black mask, say)
+    for kind in ("images", "masks"):
+        (batch / kind / first.name).rename(batch / kind / f"{pid}.png")
+    assert cli("data", "ingest", str(batch)).exit_code == 0
+    version = _pointed(project_dir)
+
+    result = cli("data", "forget", pid)
+    out = " ".join(result.output.split())
+    assert result.exit_code == 0, out  # no git repository here: nothing is left
+    assert (
+        f"deleted its 1 file(s), held by version(s) {version}; 1 file(s) another pair holds too stay" in out
+    )
+    pulled = cli("data", "pull", _pointed(project_dir), str(project_dir / "now"))
+    assert pulled.exit_code == 0, pulled.output  # the other pair's mask is still there
+    assert len(_files(project_dir / "now" / "masks")) == 3
+
+
+def test_the_drawings_training_runs_keep_of_it_go_and_the_others_stay(
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A run draws its test split's worst photos (worst/NN-<id>.jpg) and a sheet of val photos."""
+    from wms.config import load_settings
+    from wms.registry import MlflowRegistry
+    from wms.train.run import train_and_log
+
+    hexes = (hashlib.sha256(str(n).encode()).hexdigest()[:16] for n in range(1000))
+    tid = next(h for h in hexes if split_of(h, 0.15, 0.15) == "test")
+    vid = next(h for h in hexes if split_of(h, 0.15, 0.15) == "val")
+    batch = make_batch(count=12)
+    for kind in ("images", "masks"):
+        first, second = sorted((batch / kind).iterdir())[:2]
+        first.rename(batch / kind / f"{tid}.png")
+        second.rename(batch / kind / f"{vid}.png")
+    assert cli("data", "ingest", str(batch)).exit_code == 0
+    version = _pointed(project_dir)
+    assert cli("data", "pull", version, str(tmp_path / "pulled")).exit_code == 0
+    project = load_settings(start=project_dir)
+    run_id = train_and_log(
+        project, tmp_path / "pulled", MlflowRegistry(project), dataset_version=version
+    ).run_id
+    artifacts = project_dir / ".wms" / "mlartifacts" / run_id / "artifacts"
+    worst = _files(artifacts / "worst")
+    drawn = [n for n in worst if n.endswith(f"-{tid}.jpg")]
+    assert len(drawn) == 1 and (artifacts / "plots" / "val_predictions.jpg").is_file()
+    assert list((project_dir / ".wms" / "cache").glob("*.npy"))  # decoded photos, this version's
+    work = project_dir / ".wms" / "work" / "dataset"  # where the pipeline merges a batch
+    shutil.copytree(tmp_path / "pulled", work)
+
+    result = cli("data", "forget", tid, vid)
+    out = " ".join(result.output.split())
+    assert result.exit_code == 0, out
+    assert f"MLflow: deleted worst/{drawn[0]} of run {run_id[:8]}" in out
+    assert f"photo {vid}" in out and f"MLflow: deleted plots/val_predictions.jpg of run {run_id[:8]}" in out
+    assert _files(artifacts / "worst") == sorted(set(worst) - set(drawn))  # the others' drawings stay
+    assert not (artifacts / "plots" / "val_predictions.jpg").exists()
+    assert (artifacts / "plots" / "training_curves.png").is_file()
+    assert not list((project_dir / ".wms" / "cache").glob("*.npy"))
+    assert "training cache" in out
+    assert len(_files(work / "images")) == 10 and not list(work.rglob(f"{tid}.*"))
+
+
+def test_a_photo_leaves_an_s3_inbox(
+    project_dir: Path, s3_bucket: str, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    import fsspec
+
+    inbox = f"s3://{s3_bucket}/inbox"
+    with (project_dir / "wms.toml").open("a") as fh:
+        fh.write(f'\n[serve]\ncapture_dir = "{inbox}"\n')
+    kept, gone = _capture(inbox, _photo(3)), _capture(inbox, _photo(4))
+    result = cli("data", "forget", gone)
+    assert result.exit_code == 0, result.output
+    fs, root = fsspec.core.url_to_fs(inbox, skip_instance_cache=True, use_listings_cache=False)
+    left = sorted(p.rsplit("/", 1)[-1] for p in fs.find(root))
+    assert left == [f"{kept}.jpg", f"{kept}.json", f"{kept}.png"]
+    assert "the project is no git repository" in result.output
+
+
+@pytest.mark.parametrize("given", ["nonsense", "abc123", "no-such-file.jpg"])
+def test_what_names_no_photo_is_one_line(project_dir: Path, cli: Callable[..., Any], given: str) -> None:
+    result = cli("data", "forget", given)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {given!r} is neither a file nor a photo's sha256")
+    assert len(result.output.strip().splitlines()) == 1
