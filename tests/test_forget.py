@@ -223,3 +223,22 @@ def test_what_names_no_photo_is_one_line(project_dir: Path, cli: Callable[..., A
     assert result.exit_code == 2
     assert result.output.startswith(f"error: {given!r} is neither a file nor a photo's sha256")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_forget_the_store_refuses_deletes_nothing(
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any]
+) -> None:
+    """Main's dataset would be left empty: refused before the inbox loses anything."""
+    inbox = project_dir / ".wms" / "inbox"
+    upload = _photo(7)
+    pid = _capture(str(inbox), upload)
+    batch = make_batch(count=1)
+    for kind in ("images", "masks"):
+        next((batch / kind).iterdir()).rename(batch / kind / f"{pid}.png")
+    assert cli("data", "ingest", str(batch)).exit_code == 0
+    version = _pointed(project_dir)
+    result = cli("data", "forget", pid)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: version {version} holds no pair but {pid}: a version without it")
+    assert len(_files(inbox)) == 3 and _pointed(project_dir) == version
+    assert cli("data", "pull", version, str(project_dir / "again")).exit_code == 0

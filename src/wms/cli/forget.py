@@ -61,10 +61,10 @@ def forget(
     inbox = capture_dir if "://" in capture_dir else str(project.path(capture_dir))
 
     on_interrupt(ctx, f"forget stopped part way; run it again with the same {len(ids)} photo(s) to finish")
-    deleted = delete_from_inbox(inbox, ids, dry_run)
     version, erased = (None, 0) if dry_run else forget_in_store(store, base, found)
     if version:
         store.point(pointer, version, project.settings.store.url)
+    deleted = delete_from_inbox(inbox, ids, dry_run)
     if not dry_run:
         delete_drawings(registry, [d for pid in ids for d in drawings[pid]])
     trained_here = any(where.versions for where in found.values())

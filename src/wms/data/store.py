@@ -321,7 +321,8 @@ class DatasetStore:
         pairs = {i: e for i, e in self.manifest(base)["pairs"].items() if i not in gone}
         if not pairs:
             raise DataError(
-                f"version {base} holds no pair but {', '.join(sorted(gone))}: nothing would be left"
+                f"version {base} holds no pair but {', '.join(sorted(gone))}: a version without "
+                f"{'it' if len(gone) == 1 else 'them'} would be empty; delete the store {self.url} instead"
             )
         version = content_version(pairs)
         with lease(self.fs, self.lock_path, ttl_seconds=self.lock_ttl, wait_seconds=self.lock_wait):
