@@ -8,12 +8,15 @@ the person sent (or its sha256, or the id) finds every copy WMS made of it:
 
 - the capture inbox (`serve.capture_dir`, a folder or s3://): images/<id>.jpg, masks/<id>.png
   and meta/<id>.json are deleted;
-- the dataset store: the versions holding a pair `<id>`, and the blobs of its photo and mask;
-- this repository: the commits that added `<data.incoming>/images/<id>.*`.
+- the dataset store: a version of the base without the pair is written, then the blobs of its
+  photo and mask that no other pair holds are erased (DatasetStore.without, .erase): the
+  versions that held it stay as they are, immutable, but can no longer be read whole;
+- this machine's working copies (the pipeline's merged dataset, the training cache) go;
+- this repository: the commits that added `<data.incoming>/images/<id>.*` are named, not
+  changed, as a repository's history is shared with every clone.
 
-The last two are found and named, not changed: a dataset version is immutable (models name it,
-and its id is its content), and a repository's history is shared with every clone. How to
-remove the photo there is in docs/labelling-and-drift.md.
+The drawings MLflow runs keep of it are wms.forget_runs'. What is left to the operator is in
+docs/labelling-and-drift.md.
 """
 
 from __future__ import annotations

@@ -59,8 +59,9 @@ def find_drawings(
 
 
 def delete_drawings(registry: MlflowRegistry, drawings: list[Drawing]) -> None:
-    """Delete them, through MLflow's artifact repository (a folder, S3, a tracking server)."""
-    for drawing in drawings:
+    """Delete them, through MLflow's artifact repository (a folder, S3, a tracking server); a
+    sheet that shows two of the photos forgotten goes once."""
+    for drawing in dict.fromkeys(drawings):
         if drawing.moved is not None:
             (drawing.moved / drawing.path).unlink(missing_ok=True)
             continue
