@@ -110,6 +110,12 @@ def test_a_labelled_photo_leaves_the_inbox_and_its_version_and_commit_are_named(
     assert old.exit_code == 1
     assert "was erased from the store" in old.output and f"by `wms data forget` (pair {pid})" in old.output
 
+    # Nothing builds on the version that held it: its pair would come back, without its files.
+    onto_old = cli("data", "ingest", str(make_batch("more", count=3, seed=9)), "--base", version)
+    assert onto_old.exit_code == 1
+    assert f"version {version} holds a photo erased since by `wms data forget`" in onto_old.output
+    assert _pointed(project_dir) == now
+
     again = cli("data", "forget", str(sent))
     assert again.exit_code == 1  # the history still holds it
     assert "capture inbox .wms/inbox: not there" in again.output

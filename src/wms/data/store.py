@@ -234,6 +234,13 @@ class DatasetStore:
         `correct`: a stored photo under its stored name with another mask replaces that mask;
         `restore`: the ids whose older mask (held before, replaced since) is put back on purpose."""
         plan = self.plan(folder, base, correct=correct, restore=restore)
+        kept = {sha for entry in plan.pairs.values() for sha in hashes(entry)} - set(plan.sources)
+        if kept and kept & self.erased_blobs():  # one listing, where the base holds pairs
+            raise DataError(
+                f"version {base} holds a photo erased since by `wms data forget`: a version built on it "
+                "would name files the store no longer has; ingest onto the version data/dataset.json "
+                "names after the forget — nothing was written"
+            )
         result = IngestResult(
             plan.version, base, plan.added, plan.unchanged, corrected=plan.corrected, restored=plan.restored
         )
