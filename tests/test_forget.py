@@ -248,3 +248,16 @@ def test_a_forget_the_store_refuses_deletes_nothing(
     assert result.output.startswith(f"error: version {version} holds no pair but {pid}: a version without it")
     assert len(_files(inbox)) == 3 and _pointed(project_dir) == version
     assert cli("data", "pull", version, str(project_dir / "again")).exit_code == 0
+
+
+def test_an_s3_inbox_without_credentials_is_one_line(
+    project_dir: Path, no_aws: None, cli: Callable[..., Any]
+) -> None:
+    with (project_dir / "wms.toml").open("a") as fh:
+        fh.write('\n[serve]\ncapture_dir = "s3://wms-nowhere/inbox"\n')
+    result = cli("data", "forget", "0123456789abcdef")
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "error: could not delete from the capture inbox s3://wms-nowhere/inbox (no AWS credentials"
+    )
+    assert len(result.output.strip().splitlines()) == 1

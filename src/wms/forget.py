@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,16 +60,22 @@ def delete_from_inbox(url: str, ids: list[str], dry_run: bool = False) -> dict[s
     import fsspec
 
     deleted: dict[str, list[str]] = {i: [] for i in ids}
-    with store_errors(f"delete from the capture inbox {url}", "; check the AWS credentials may delete there"):
+    try:
         fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
-        root = root.rstrip("/")
+    except ImportError as exc:
+        raise UsageError(f"serve.capture_dir {url} needs {exc.name}: pip install 'wms[s3]'") from None
+    root = root.rstrip("/")
+    with store_errors(
+        f"delete from the capture inbox {url}", "; check that the credentials may delete there"
+    ):
         for pid in ids:
-            for kind in SUFFIXES:
-                path = f"{root}/{kind}/{pid}{SUFFIXES[kind]}"
+            for kind, suffix in SUFFIXES.items():
+                path = f"{root}/{kind}/{pid}{suffix}"
                 if fs.exists(path):
                     if not dry_run:
-                        fs.rm(path)
-                    deleted[pid].append(f"{kind}/{pid}{SUFFIXES[kind]}")
+                        with suppress(FileNotFoundError):  # deleted meanwhile: as good
+                            fs.rm(path)
+                    deleted[pid].append(f"{kind}/{pid}{suffix}")
     return deleted
 
 
