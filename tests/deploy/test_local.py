@@ -186,6 +186,21 @@ def test_the_smoke_photo_is_never_kept_for_labelling_but_a_users_photo_is(
     assert len(list(inbox.glob("meta/*.json"))) == 1
 
 
+@pytest.mark.parametrize(
+    "recorded",
+    ["[]", '"x"', "7", '{"server": "12", "proxy": [1]}', '{"server": {"pid": "12"}, "proxy": {"pid": true}}'],
+)
+def test_a_deploy_record_edited_by_hand_stops_nothing_and_raises_nothing(
+    served_project: Path, cli: Callable[..., Any], recorded: str
+) -> None:
+    state = served_project / ".wms" / "deploy" / "local.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(recorded)
+    result = cli("deploy", "stop")
+    assert result.exit_code == 0, result.output
+    assert "no local deployment is running" in result.output
+
+
 def test_dry_run_prints_the_plan_and_starts_nothing(served_project: Path, cli: Callable[..., Any]) -> None:
     result = cli("deploy", "--dry-run")
     assert result.exit_code == 0, result.output

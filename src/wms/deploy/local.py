@@ -146,10 +146,19 @@ class LocalDeployer:
 
     # -- state ---------------------------------------------------------------------------------
     def read_state(self) -> dict[str, Any]:
+        """What the last deploy recorded; a part that is not as it writes it (a hand edit) is left
+        out, so that nothing is stopped by a pid that is not one."""
         try:
-            return dict(json.loads(self.state_file.read_text()))
+            state = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             return {}
+        if not isinstance(state, dict):
+            return {}
+        for part in ("server", "proxy"):
+            pid = state[part].get("pid") if isinstance(state.get(part), dict) else None
+            if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+                state.pop(part, None)
+        return state
 
     def serving(self) -> str | None:
         """'model V at URL' while the server an earlier deploy started still runs; else None."""
