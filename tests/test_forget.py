@@ -119,7 +119,7 @@ def test_a_labelled_photo_leaves_the_inbox_and_its_version_and_commit_are_named(
     again = cli("data", "forget", str(sent))
     assert again.exit_code == 1  # the history still holds it
     assert "capture inbox .wms/inbox: not there" in again.output
-    assert f"held by version(s) {version}" in " ".join(again.output.split())
+    assert f"its files were erased before, held by version(s) {version}" in " ".join(again.output.split())
     assert "erased from the store" not in again.output and _pointed(project_dir) == now
 
     # The drift report of a model trained on the old version compares with its training photos

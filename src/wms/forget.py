@@ -88,10 +88,11 @@ class InStore:
     blobs: list[str] = field(default_factory=list)
     shared: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)  # the versions holding it in their val split
+    stored: list[str] = field(default_factory=list)  # its own blobs the store still holds: to erase
 
     @property
     def own(self) -> list[str]:
-        """The blobs to erase: the pair's that no other pair holds."""
+        """The pair's blobs that no other pair holds."""
         return [sha for sha in self.blobs if sha not in self.shared]
 
 
@@ -114,6 +115,9 @@ def find_in_store(store: DatasetStore, ids: list[str]) -> dict[str, InStore]:
             found[pid].blobs.extend(sha for sha in hashes(entry) if sha not in found[pid].blobs)
     for where in found.values():
         where.shared = [sha for sha in where.blobs if sha in elsewhere]
+    present = store.stored_blobs(sha for where in found.values() for sha in where.own)
+    for where in found.values():
+        where.stored = [sha for sha in where.own if sha in present]
     return found
 
 
@@ -126,13 +130,12 @@ def forget_in_store(
     (None where none was written) and how many blobs were erased."""
     held = [pid for pid, where in found.items() if base in where.versions]
     version = store.without(base, held) if base and held else None
-    why = {
-        sha: {"pair": pid, "versions": where.versions} for pid, where in found.items() for sha in where.own
+    erase = {
+        sha: {"pair": pid, "versions": where.versions} for pid, where in found.items() for sha in where.stored
     }
-    present = store.stored_blobs(why)
-    if present:
-        store.erase({sha: why[sha] for sha in present})
-    return version, len(present)
+    if erase:
+        store.erase(erase)
+    return version, len(erase)
 
 
 def find_in_history(root: Path, incoming: Path | str, ids: list[str]) -> dict[str, list[str]] | None:

@@ -82,14 +82,13 @@ def forget(
             _say("dataset store: in no version")
         else:
             shared = f"; {len(where.shared)} file(s) another pair holds too stay" if where.shared else ""
-            _say(
-                f"dataset store: {verb} its {len(where.own)} file(s), held by version(s) "
-                f"{', '.join(where.versions)}{shared}"
+            files = (
+                f"{verb} its {len(where.stored)} file(s)" if where.stored else "its files were erased before"
             )
+            _say(f"dataset store: {files}, held by version(s) {_some(where.versions)}{shared}")
         runs = drawings[pid]
-        shown = ", ".join(f"{d.path} of run {d.run_id[:8]}" for d in runs[:4])
-        more = f" and {len(runs) - 4} more" if len(runs) > 4 else ""
-        _say(f"MLflow: {f'{verb} {shown}{more}' if runs else 'no drawing of it'}")
+        shown = _some([f"{d.path} of run {d.run_id[:8]}" for d in runs])
+        _say(f"MLflow: {f'{verb} {shown}' if runs else 'no drawing of it'}")
         commits = (history or {}).get(pid, [])
         if history is None:
             _say("repository: the project is no git repository")
@@ -116,6 +115,12 @@ def forget(
             f"{len(left)} of {len(ids)} photo(s) are still in the repository's history ({', '.join(left)}); "
             f"see {HOW}"
         )
+
+
+def _some(items: list[str], shown: int = 4) -> str:
+    """'a, b, c, d and 7 more': a store a year old holds a photo in hundreds of versions."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
 
 
 def _say(text: str, indent: str = "  ") -> None:
