@@ -93,7 +93,7 @@ def forget(
         if history is None:
             _say("repository: the project is no git repository")
         elif commits:
-            _say(f"repository: still in the history, added by commit(s) {', '.join(commits)}")
+            _say(f"repository: still in the history, added by commit(s) {_some(commits)}")
             left.append(pid)
         else:
             _say("repository: in no commit")
