@@ -649,3 +649,10 @@ def test_every_link_between_the_pages_leads_to_a_file_of_the_project() -> None:
             assert (path.parent / target).is_file(), f"{where} links to {target}, which is not there"
     linked = set(re.findall(r"\]\((docs/[^)#]+)\)", page("README.md")))
     assert linked == {str(p.relative_to(ROOT)) for p in PAGES[1:]}, "the README's index must list every page"
+
+
+def test_every_terraform_output_the_docs_read_exists(terraform: dict[str, Any]) -> None:
+    """A step that reads an output Terraform does not have fails at a person's terminal."""
+    named = set(re.findall(r"terraform output (?:-raw |-json )?([a-z_]+)", all_docs()))
+    assert {"store_url", "capture_dir", "mlflow_url"} <= named
+    assert named <= set(terraform["output"]), named - set(terraform["output"])
