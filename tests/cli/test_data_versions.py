@@ -38,6 +38,7 @@ def test_ingest_versions_pull_diff(
 ) -> None:
     first = cli("data", "ingest", make_batch("a", count=4, seed=1))
     assert first.exit_code == 0, first.output
+    assert "4 pairs added to an empty store" in first.output
     v1 = first.output.strip().splitlines()[-1]
     pointer = json.loads((project_dir / "data" / "dataset.json").read_text())
     assert pointer["version"] == v1 and pointer["store"] == store_url
@@ -82,6 +83,13 @@ def test_ingest_versions_pull_diff(
     )
     assert f"{edited}; to keep a corrected mask, ingest it first" in said
     assert edited.read_bytes().startswith(b"\x89PNG")
+
+    # Without data/dataset.json the store is not empty, and the new version builds on none of it.
+    (project_dir / "data" / "dataset.json").unlink()
+    alone = cli("data", "ingest", make_batch("c", count=2, seed=3))
+    assert "2 pairs added to no earlier version (data/dataset.json named none)" in " ".join(
+        alone.output.split()
+    )
 
 
 def test_conflict_is_one_line_and_writes_nothing(

@@ -76,7 +76,7 @@ def ingest(
     back = f", {len(result.restored)} of them put back to an earlier mask" if result.restored else ""
     corrected = f"{len(fixed)} stored mask(s) corrected ({', '.join(fixed[:10])}{back}), " if fixed else ""
     console.print(
-        f"version {result.version}: {len(result.added)} pairs added to {base or 'an empty store'}, "
+        f"version {result.version}: {len(result.added)} pairs added to {base or _no_base(project, store)}, "
         f"{corrected}{len(result.unchanged)} already present, {result.blobs_written} new blobs",
         highlight=False,
         soft_wrap=True,
@@ -85,6 +85,14 @@ def ingest(
         store.point(pointer_path, result.version, project.settings.store.url)
         console.print(f"{project.settings.data.pointer} now points at {result.version}")
     console.print(result.version)
+
+
+def _no_base(project: Project, store: DatasetStore) -> str:
+    """What a version with no parent was added to: an empty store, or none of the versions the
+    store holds (data/dataset.json named none)."""
+    if store.count_versions() <= 1:
+        return "an empty store"
+    return f"no earlier version ({project.settings.data.pointer} named none)"
 
 
 def base_version(project: Project, store: DatasetStore, pointer_path: Path) -> str | None:
