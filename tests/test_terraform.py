@@ -284,6 +284,20 @@ def test_bucket_is_versioned_encrypted_and_private(terraform: dict[str, Any]) ->
     assert lifecycle["filter"] == [{}]  # the whole bucket (S3 refuses the marker rule with a tag filter)
 
 
+def test_captured_photos_leave_the_bucket_after_the_days_users_were_told(terraform: dict[str, Any]) -> None:
+    """capture_keep_days bounds how long a kept photo stays in the inbox (180 by default; 0: until
+    someone moves it out), so the time a deployment tells its users holds without a person."""
+    lifecycle = terraform["resource"]["aws_s3_bucket_lifecycle_configuration.data"]
+    (dynamic,) = lifecycle["dynamic"]
+    rule = dynamic["rule"]
+    assert rule["for_each"] == "${var.capture_keep_days > 0 ? [1] : []}"
+    (content,) = rule["content"]
+    assert content["filter"] == [{"prefix": "${var.s3_prefix}/inbox/"}]  # the inbox only, never the store
+    assert content["expiration"] == [{"days": "${var.capture_keep_days}"}]
+    variable = terraform["variable"]["capture_keep_days"]
+    assert variable["default"] == 180 and variable["type"] == "number"
+
+
 def test_ecr_scans_on_push_and_keeps_recent_images(terraform: dict[str, Any]) -> None:
     repo = terraform["resource"]["aws_ecr_repository.model"]
     assert repo["image_scanning_configuration"][0]["scan_on_push"] is True

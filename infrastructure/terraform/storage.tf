@@ -30,6 +30,25 @@ resource "aws_s3_bucket_lifecycle_configuration" "data" {
       days_after_initiation = 7
     }
   }
+
+  # The photos the model's pods keep for labelling (capture_inbox) go after capture_keep_days, as
+  # the users were told (docs/serving.md); the rule above then expires what versioning kept.
+  dynamic "rule" {
+    for_each = var.capture_keep_days > 0 ? [1] : []
+    content {
+      id     = "expire-captured-photos"
+      status = "Enabled"
+      filter {
+        prefix = "${var.s3_prefix}/inbox/"
+      }
+      expiration {
+        days = var.capture_keep_days
+      }
+      abort_incomplete_multipart_upload {
+        days_after_initiation = 7
+      }
+    }
+  }
 }
 
 resource "aws_s3_bucket_versioning" "data" {

@@ -172,6 +172,17 @@ variable "capture_inbox" {
   default     = false
 }
 
+variable "capture_keep_days" {
+  description = "Days a photo kept for labelling stays in the bucket's <s3_prefix>/inbox/ before S3 deletes it (then noncurrent_version_days more as an old version); 0: until someone moves it out. Tell your users (docs/serving.md)."
+  type        = number
+  default     = 180
+
+  validation {
+    condition     = var.capture_keep_days >= 0 && floor(var.capture_keep_days) == var.capture_keep_days
+    error_message = "capture_keep_days is a whole number of days, 0 or more (0: keep until moved out)."
+  }
+}
+
 variable "k3s_version" {
   description = "k3s release installed on the node that serves (the Kubernetes version of the cluster)."
   type        = string
