@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -78,9 +80,23 @@ def test_the_daily_prune_marks_a_killed_training_killed_and_leaves_a_live_one_al
         assert registry._client.get_run(killed).info.status == "RUNNING"  # for good, before the fix
         last = max(m.timestamp for m in registry._client.get_metric_history(killed, "train_loss"))
         time.sleep(max(0.0, last / 1000 + 1.6 - time.time()))  # the killed run is silent past the limit
-        live.log_metrics({"train_loss": 0.2}, step=7)  # the live one, started as long ago, just logged
+        # The live one, started as long ago, logs as a training does, every few steps, for as
+        # long as the prune looks (on a busy machine the prune may take longer than the limit).
+        stop = threading.Event()
 
-        pruned = cli("model", "prune", "--older-than", "30")
+        def train() -> None:
+            for step in itertools.count(7):
+                live.log_metrics({"train_loss": 0.2}, step=step)
+                if stop.wait(0.2):
+                    return
+
+        heart = threading.Thread(target=train)
+        heart.start()
+        try:
+            pruned = cli("model", "prune", "--older-than", "30")
+        finally:
+            stop.set()
+            heart.join()
         assert pruned.exit_code == 0, pruned.output
         lines = pruned.output.splitlines()
         assert lines[0].startswith(f"run {killed[:8]} (train-v1, started ")
