@@ -153,8 +153,9 @@ def find_in_history(root: Path, incoming: Path | str, ids: list[str]) -> dict[st
 
 def delete_local_copies(state_dir: Path, cache_dir: Path, ids: list[str], dry_run: bool = False) -> list[str]:
     """This machine's working copies of the pairs: their files in the pipeline's merged dataset
-    (.wms/work/dataset), and the training cache's arrays (decoded photos of every dataset trained
-    here, keyed by no pair: all go, and the next run decodes again). The paths deleted."""
+    (the `work` folder in the state folder), and the training cache's arrays (decoded photos of
+    every dataset trained here, keyed by no pair: all go, and the next run decodes again). The
+    paths deleted."""
     work = state_dir / "work" / "dataset"
     paths = [p for pid in ids for kind in ("images", "masks") for p in sorted((work / kind).glob(f"{pid}.*"))]
     paths += sorted(cache_dir.glob("*.npy")) if cache_dir.is_dir() else []
