@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,11 +99,9 @@ def find_in_store(store: DatasetStore, ids: list[str]) -> dict[str, InStore]:
     """For each id, where the store holds it. Every manifest is read: a version left off main's
     line (a batch the gate refused) holds photos too, and a mask may be another pair's as well."""
     found = {pid: InStore() for pid in ids}
-    versions = [v.id for v in store.versions()]
-    with ThreadPoolExecutor(max_workers=store.workers) as pool:
-        manifests = list(pool.map(store.manifest, versions))
+    manifests = store.manifests()
     elsewhere: set[str] = set()  # the blobs of the pairs that stay
-    for version, manifest in zip(versions, manifests, strict=True):
+    for version, manifest in sorted(manifests.items(), key=lambda vm: (vm[1]["created_at"], vm[0])):
         for pid, entry in manifest["pairs"].items():
             if pid not in found:
                 elsewhere.update(hashes(entry))

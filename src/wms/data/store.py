@@ -132,19 +132,22 @@ class DatasetStore:
 
         Only the manifests of the versions returned are read, several at a time: a store gains a
         version with every batch, and each manifest names every pair of its version."""
+        infos = [
+            VersionInfo(m["version"], m["parent"], m["created_at"], m["counts"]["pairs"])
+            for m in self.manifests(last).values()
+        ]
+        return sorted(infos, key=lambda v: (v.created_at, v.id))
+
+    def manifests(self, last: int | None = None) -> dict[str, dict[str, Any]]:
+        """The manifests of all versions, or of the `last` ones written, by id, read several at a
+        time; a listed name that is no version id is refused."""
         ids = self._latest_ids(last)
         for version in ids:
             check_version_id(
                 version, f"{self.root}/versions/{version}.json names", "remove that file from the store"
             )
-
-        def info(version: str) -> VersionInfo:
-            m = self.manifest(version)
-            return VersionInfo(m["version"], m["parent"], m["created_at"], m["counts"]["pairs"])
-
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            infos = list(pool.map(info, ids))
-        return sorted(infos, key=lambda v: (v.created_at, v.id))
+            return dict(zip(ids, pool.map(self.manifest, ids), strict=True))
 
     def count_versions(self) -> int:
         """How many versions the store holds, from the listing alone."""
