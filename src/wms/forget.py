@@ -31,11 +31,11 @@ from wms.data.backend import store_errors
 from wms.data.manifest import hashes
 from wms.data.store import DatasetStore
 from wms.errors import UsageError
+from wms.serve.capture import capture_files
 from wms.vcs.git import Git
 
 CAPTURE_ID = re.compile(r"[0-9a-f]{16}")
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
-SUFFIXES = {"images": ".jpg", "masks": ".png", "meta": ".json"}  # as the capture writes them
 
 
 def capture_id(photo: str) -> str:
@@ -68,13 +68,13 @@ def delete_from_inbox(url: str, ids: list[str], dry_run: bool = False) -> dict[s
         f"delete from the capture inbox {url}", "; check that the credentials may delete there"
     ):
         for pid in ids:
-            for kind, suffix in SUFFIXES.items():
-                path = f"{root}/{kind}/{pid}{suffix}"
+            for relative in capture_files(pid).values():
+                path = f"{root}/{relative}"
                 if fs.exists(path):
                     if not dry_run:
                         with suppress(FileNotFoundError):  # deleted meanwhile: as good
                             fs.rm(path)
-                    deleted[pid].append(f"{kind}/{pid}{suffix}")
+                    deleted[pid].append(relative)
     return deleted
 
 

@@ -231,7 +231,7 @@ def test_a_hung_inbox_holds_at_most_a_few_captures_and_uploads_still_get_answers
     a worker thread that the multipart parser needs for every upload over 1 MB."""
     released = threading.Event()
 
-    def hung_put(self: Inbox, kind: str, name: str, data: bytes) -> None:
+    def hung_put(self: Inbox, relative: str, data: bytes) -> None:
         released.wait(60)
 
     monkeypatch.setattr(Inbox, "put", hung_put)

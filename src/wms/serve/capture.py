@@ -49,7 +49,15 @@ from wms.uncertainty import Assessment
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
-KINDS = ("images", "masks", "meta")
+SUFFIXES = {"images": ".jpg", "masks": ".png", "meta": ".json"}  # <inbox>/<kind>/<id><suffix>
+KINDS = tuple(SUFFIXES)
+
+
+def capture_files(pid: str) -> dict[str, str]:
+    """The files of capture `pid` in the inbox, by kind: `images/<id>.jpg` and so on."""
+    return {kind: f"{kind}/{pid}{suffix}" for kind, suffix in SUFFIXES.items()}
+
+
 JPEG_QUALITY = 95  # a photo to label again: close to the upload, a fraction of a PNG's size
 WRITERS = 2  # captures written at once; a write takes milliseconds unless the store hangs
 WRITER_WAIT_S = 1.0  # how long a capture waits for a writer before it is dropped as busy
@@ -104,21 +112,21 @@ class Inbox:
         self.fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
         self.root = root.rstrip("/")
 
-    def path(self, kind: str, name: str) -> str:
-        return f"{self.root}/{kind}/{name}"
+    def path(self, relative: str) -> str:
+        return f"{self.root}/{relative}"
 
-    def exists(self, kind: str, name: str) -> bool:
-        return bool(self.fs.exists(self.path(kind, name)))
+    def exists(self, relative: str) -> bool:
+        return bool(self.fs.exists(self.path(relative)))
 
-    def put(self, kind: str, name: str, data: bytes) -> None:
-        put_file(self.fs, self.path(kind, name), data)
+    def put(self, relative: str, data: bytes) -> None:
+        put_file(self.fs, self.path(relative), data)
 
     def usage(self, skip: frozenset[str] = frozenset()) -> tuple[int, int]:
         """Photos (metadata files) and bytes already in the inbox, but for the ids in `skip`."""
         count = total = 0
         for kind in KINDS:
             try:
-                sizes = self.fs.find(self.path(kind, ""), detail=True)
+                sizes = self.fs.find(self.path(f"{kind}/"), detail=True)
             except FileNotFoundError:
                 continue
             for path, info in sizes.items():
@@ -195,6 +203,7 @@ class Capture:
     def _write(self, item: Captured) -> str:
         sha = hashlib.sha256(item.upload).hexdigest()
         pid = sha[:16]
+        files = capture_files(pid)
         buffer = io.BytesIO()
         item.image.save(buffer, "JPEG", quality=JPEG_QUALITY)  # no exif=: location and camera stay out
         photo = buffer.getvalue()
@@ -211,8 +220,8 @@ class Capture:
                 "foreground_fraction": round(item.foreground_fraction, 6),
                 "upload_sha256": sha,
                 "upload_bytes": len(item.upload),
-                "image": f"images/{pid}.jpg",
-                "mask": f"masks/{pid}.png",
+                "image": files["images"],
+                "mask": files["masks"],
             },
             indent=2,
         ).encode()
@@ -220,7 +229,7 @@ class Capture:
         with self.lock:
             if self.inbox is None:
                 self.inbox = Inbox(self.settings.capture_dir)
-            if pid in self.taken or self.inbox.exists("meta", f"{pid}.json"):
+            if pid in self.taken or self.inbox.exists(files["meta"]):
                 return "duplicate"
             # Read for every capture: other replicas of the service fill the same inbox. Captures
             # being written here count whole, and their files already written are left out.
@@ -253,9 +262,9 @@ class Capture:
             if len(self.taken) > TAKEN_KEPT:
                 del self.taken[next(iter(self.taken))]
         try:
-            self.inbox.put("images", f"{pid}.jpg", photo)
-            self.inbox.put("masks", f"{pid}.png", item.mask_png)
-            self.inbox.put("meta", f"{pid}.json", meta)  # last: it marks the capture complete
+            self.inbox.put(files["images"], photo)
+            self.inbox.put(files["masks"], item.mask_png)
+            self.inbox.put(files["meta"], meta)  # last: it marks the capture complete
         except Exception:
             with self.lock:
                 self.taken.pop(pid, None)
