@@ -4,6 +4,7 @@ nvidia.sh downloads NVIDIA's container-toolkit key and hands it to apt as the si
 source. A key served in its place (a changed download) would let whoever serves it sign the
 packages apt then installs as root; the script compares the key's fingerprint with the one
 NVIDIA documents first. The keys here are made by gpg for the test, in homes of their own.
+The AWS CLI comes from its snap, whose signature snapd checks, never from an unchecked zip.
 """
 
 from __future__ import annotations
@@ -115,3 +116,51 @@ def test_nvidia_sh_trusts_no_package_key_but_nvidia_s(make_key: MakeKey, tmp_pat
     assert "the container toolkit is not installed" in line
     assert not calls.exists() and not KEYRING.exists()  # apt was told nothing, no keyring written
     assert NVIDIA_KEY in (SCRIPTS / "nvidia.sh").read_text()
+
+
+def _base_without_aws(tmp_path: Path, *, snap: bool) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """base.sh on a node with no `aws` (the serving node's Ubuntu image), snap there or not."""
+    if any(Path(folder, "aws").exists() for folder in ("/usr/bin", "/bin")):
+        pytest.skip("this machine has aws in /usr/bin: base.sh would not install it")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    record = '#!/bin/sh\necho "$(basename "$0") $*" >> "$CALLS"\n'
+    _executable(bin_dir / "curl", record)  # a download of the zip would show here
+    _executable(bin_dir / "dpkg-query", "#!/bin/sh\necho 'install ok installed'\n")
+    if snap:
+        _executable(bin_dir / "snap", record)
+    env = {
+        "PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "CALLS": str(calls),
+        "APT_PACKAGES": "curl",
+        "RUNNER_USER": "root",
+        "AWS_REGION": "eu-central-1",
+        "ENVIRONMENT_FILE": str(tmp_path / "environment"),
+        "AWS_COMMAND": str(tmp_path / "aws"),
+    }
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "base.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    return done, calls
+
+
+def test_the_aws_cli_comes_from_its_signed_snap_and_services_find_it(tmp_path: Path) -> None:
+    done, calls = _base_without_aws(tmp_path, snap=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert calls.read_text().splitlines() == [
+        "snap wait system seed.loaded",  # a first boot's seeding done, or snap refuses the install
+        "snap install aws-cli --classic",
+    ]  # no curl: nothing downloaded outside snapd's checks
+    # systemd's services (the MLflow backup, the lease guard) have no /snap/bin on their PATH.
+    command = tmp_path / "aws"
+    assert command.stat().st_mode & 0o111
+    assert command.read_text().splitlines()[-1] == 'exec /snap/bin/aws "$@"'
+
+
+def test_a_node_with_neither_aws_nor_snap_says_so_and_downloads_nothing(tmp_path: Path) -> None:
+    done, calls = _base_without_aws(tmp_path, snap=False)
+    assert done.returncode == 1
+    (line,) = [line for line in done.stdout.splitlines() if "aws" in line]
+    assert "no aws and no snap" in line and "serving_ami_id" in line
+    assert not calls.exists() and not (tmp_path / "aws").exists()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bootstrap step "base": the packages every WMS node needs (APT_PACKAGES, plus APT_OPTIONAL
-# where the archive has them), the AWS CLI v2 when no `aws` is installed, the unprivileged
+# where the archive has them), the AWS CLI v2 when no `aws` is installed (its signed snap), the unprivileged
 # user the GitHub runner runs as (RUNNER_USER), a swap file of SWAP_GB GiB when set, and the
 # instance's region (AWS_REGION) in /etc/environment (ENVIRONMENT_FILE) for every session.
 set -euo pipefail
@@ -17,13 +17,21 @@ for package in ${APT_OPTIONAL:-}; do
   fi
 done
 
+# The AWS CLI v2 from its snap, which AWS publishes and snapd installs only with the store's
+# signature checked (Ubuntu images have snapd; the GPU AMI has `aws` already). The zip from
+# awscli.amazonaws.com carries no checksum to pin, only a signature by a key that expires.
+# Services and cloud-init run without /snap/bin on their PATH, hence the command in AWS_COMMAND.
+aws_command=${AWS_COMMAND:-/usr/local/bin/aws}
 if ! command -v aws >/dev/null; then
-  log "installing the AWS CLI v2"
-  tmp=$(mktemp -d)
-  download "https://awscli.amazonaws.com/awscli-exe-linux-$(uname -m).zip" "$tmp/awscliv2.zip"
-  unzip -q "$tmp/awscliv2.zip" -d "$tmp"
-  "$tmp/aws/install" --update
-  rm -rf "$tmp"
+  if ! command -v snap >/dev/null; then
+    log "no aws and no snap to install it from: use an image with either (serving_ami_id; Ubuntu's has snap)"
+    exit 1
+  fi
+  log "installing the AWS CLI v2 (the aws-cli snap, signed by AWS)"
+  # A first boot may still be seeding snapd's own snaps; an install before that is refused.
+  snap wait system seed.loaded
+  snap install aws-cli --classic
+  printf '#!/bin/sh\nexec /snap/bin/aws "$@"\n' | put_file "$aws_command" 755 || true
 fi
 
 if ! id -u "$RUNNER_USER" >/dev/null 2>&1; then
