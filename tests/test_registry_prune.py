@@ -14,9 +14,10 @@ from tests.conftest import Ec2Box
 from wms.compute.ec2 import Ec2Compute
 from wms.config import ComputeSettings, load_settings
 from wms.data.hashes import sha256_file
-from wms.errors import ModelPruned
+from wms.errors import ModelPruned, RegistryError
 from wms.production import record_move
 from wms.registry import MlflowRegistry
+from wms.registry_mlflow import MlflowCalls
 from wms.registry_prune import LAST_PRUNE_TAG, PRUNED_TAG
 
 DAY_MS = 86_400_000
@@ -262,3 +263,25 @@ def test_on_the_gpu_instance_the_prune_holds_its_runs_lease_as_the_pipeline_did(
     assert pruned.exit_code == 0, pruned.output
     expires = datetime.fromisoformat(ec2_box.tags()["wms:lease:gh-run-7"])
     assert expires - datetime.now(UTC) > timedelta(minutes=55)  # compute.lease_minutes: 60
+
+
+def test_run_files_are_deleted_in_a_moved_folder_and_a_store_that_fails_names_run_and_remedy(
+    tmp_path: Path,
+) -> None:
+    """The one deletion `wms model prune` and `wms data forget` share (MlflowCalls.delete_artifacts)."""
+    calls = MlflowCalls(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    moved = tmp_path / "run" / "artifacts"
+    (moved / "model").mkdir(parents=True)
+    (moved / "model" / "model.pt").write_bytes(b"weights")
+    (moved / "worst").mkdir()
+    (moved / "worst" / "00-a.jpg").write_bytes(b"jpeg")
+    for path in ("model", "worst/00-a.jpg", "worst/00-a.jpg"):  # a folder, a file, a file gone already
+        calls.delete_artifacts("r1", "file:///old/place", path, moved, then="again")
+    assert sorted(p.name for p in moved.rglob("*")) == ["worst"]
+
+    # An artifact store that cannot delete: MLflow's FTP repository answers "Not implemented yet".
+    with pytest.raises(RegistryError) as failed:
+        calls.delete_artifacts("r1", "ftp://127.0.0.1:1/runs/r1", "model", None, then="run it again")
+    line = str(failed.value)
+    assert line.startswith("MLflow at sqlite:") and "failed to delete model of run r1: " in line
+    assert line.endswith("; run it again") and "\n" not in line

@@ -61,18 +61,9 @@ def find_drawings(
 def delete_drawings(registry: MlflowRegistry, drawings: list[Drawing]) -> None:
     """Delete them, through MLflow's artifact repository (a folder, S3, a tracking server); a
     sheet that shows two of the photos forgotten goes once."""
-    for drawing in dict.fromkeys(drawings):
-        if drawing.moved is not None:
-            (drawing.moved / drawing.path).unlink(missing_ok=True)
-            continue
-        try:
-            registry.mlflow.delete_artifacts(drawing.artifact_uri, drawing.path)
-        except Exception as exc:  # an HTTP, S3 or file error
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise RegistryError(
-                f"MLflow at {registry.uri} failed to delete {drawing.path} of run {drawing.run_id}: {why}; "
-                "run `wms data forget` again to finish"
-            ) from None
+    for d in dict.fromkeys(drawings):
+        then = "run `wms data forget` again to finish"
+        registry.mlflow.delete_artifacts(d.run_id, d.artifact_uri, d.path, d.moved, then)
 
 
 def _files(registry: MlflowRegistry, run: Any, moved: Path | None, folder: str) -> list[str]:

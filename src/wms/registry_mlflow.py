@@ -2,12 +2,14 @@
 MLflow failure a RegistryError that says which store failed to do what.
 
 wms.registry builds the registry on it (`MlflowRegistry.mlflow`); wms.registry_prune (deleting
-versions and model files) and wms.registry_stale (marking dead runs KILLED) use it there for
-what they do beside the registry's interface.
+versions and model files), wms.registry_stale (marking dead runs KILLED) and wms.forget_runs
+(deleting a forgotten photo's drawings) use it there for what they do beside the registry's
+interface.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,13 +79,28 @@ class MlflowCalls:
         """The files and folders directly under the run's artifact folder `path`."""
         return list(self.call("list artifacts", self.client.list_artifacts, run_id, path))
 
-    def delete_artifacts(self, artifact_uri: str, path: str) -> None:
-        """Delete the folder `path` of the run whose artifacts are at `artifact_uri`, through
-        MLflow's artifact repository (a tracking server with proxied artifacts serves it too).
-        Its failure (HTTP, S3, file) is raised as the store raises it: the caller says what is left."""
+    def delete_artifacts(
+        self, run_id: str, artifact_uri: str, path: str, moved: Path | None, then: str
+    ) -> None:
+        """Delete the file or folder `path` of the run whose artifacts are at `artifact_uri`:
+        in `moved`, the run's folder where the project moved (wms.registry_local), or through
+        MLflow's artifact repository (a folder, S3, a tracking server with proxied artifacts).
+        A failure (HTTP, S3, file) is a RegistryError that ends with `then`, what is left to do."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        get_artifact_repository(artifact_uri, tracking_uri=self.uri).delete_artifacts(path)
+        if moved is not None:
+            if (moved / path).is_dir():
+                shutil.rmtree(moved / path, ignore_errors=True)
+            else:
+                (moved / path).unlink(missing_ok=True)
+            return
+        try:
+            get_artifact_repository(artifact_uri, tracking_uri=self.uri).delete_artifacts(path)
+        except Exception as exc:  # an HTTP, S3 or file error
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise RegistryError(
+                f"MLflow at {self.uri} failed to delete {path} of run {run_id}: {why}; {then}"
+            ) from None
 
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
         """Copy the files of `local_dir` into the run's artifact folder `artifact_path`."""

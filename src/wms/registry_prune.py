@@ -17,7 +17,6 @@ on the experiment that says when the last prune finished.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -211,15 +210,6 @@ def _listed(registry: MlflowRegistry, run_id: str, path: str) -> Iterator[int]:
 
 
 def _delete_model(registry: MlflowRegistry, run: Any) -> None:
+    then = "its versions are deleted already, and `wms model prune` again finishes it"
     moved = _moved(registry, run)
-    if moved is not None:
-        shutil.rmtree(moved / MODEL_ARTIFACT, ignore_errors=True)
-        return
-    try:
-        registry.mlflow.delete_artifacts(run.info.artifact_uri, MODEL_ARTIFACT)
-    except Exception as exc:  # an HTTP, S3 or file error: the next prune tries this run again
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RegistryError(
-            f"MLflow at {registry.uri} failed to delete the model files of run {run.info.run_id}: {why}; "
-            "its versions are deleted already, and `wms model prune` again finishes it"
-        ) from None
+    registry.mlflow.delete_artifacts(run.info.run_id, run.info.artifact_uri, MODEL_ARTIFACT, moved, then)
