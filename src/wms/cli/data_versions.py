@@ -17,6 +17,7 @@ from wms.data.pointer import pointed_version, read_pointer
 from wms.data.store import DatasetStore, open_store
 from wms.data.validate import validate_dataset
 from wms.errors import DataError, UsageError
+from wms.words import first_few
 
 
 def ingest(
@@ -202,9 +203,7 @@ def pull(
         result = store.pull(version, out, progress=advance)
     console.print(f"{out}: {result.fetched} files fetched, {result.reused} already there (sha256 checked)")
     if result.replaced:
-        shown = ", ".join(result.replaced[:3]) + (
-            f", … {len(result.replaced)} in all" if len(result.replaced) > 3 else ""
-        )
+        shown = first_few(result.replaced, 3)
         console.print(
             f"replaced {len(result.replaced)} file(s) that differed from version {version} (edited since it "
             f"was pulled, or damaged): {shown}; to keep a corrected mask, ingest it first "

@@ -23,6 +23,7 @@ from wms.cli._common import (
 )
 from wms.config import Project
 from wms.errors import RegistryError, UsageError, WmsError
+from wms.words import first_few
 
 if TYPE_CHECKING:
     from wms.batches import BatchLedger
@@ -319,7 +320,7 @@ def sweep(
     write_github_output({"pending": str(len(todo))})  # the sweeper workflow starts compute only for work
     if merged:  # main has their batches: nothing reads these branches any more
         problems = [] if dry_run else delete_branches(project, merged)
-        shown = ", ".join(merged[:10]) + (f" … ({len(merged)} in all)" if len(merged) > 10 else "")
+        shown = first_few(merged, 10)
         verb = "would delete" if dry_run else f"deleted {len(merged) - len(problems)} of"
         console.print(f"{verb} the data branches merged into main: {shown}", highlight=False)
         notes += problems

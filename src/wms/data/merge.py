@@ -17,6 +17,7 @@ from wms.data.splits import write_splits
 from wms.data.store import DatasetStore
 from wms.data.validate import Issue, ValidationReport, validate_dataset
 from wms.errors import BatchError, DataError
+from wms.words import first_few
 
 
 def prepare_incoming(new_data: Path, out: Path, size: int) -> Path:
@@ -84,8 +85,7 @@ def merge_into(store: DatasetStore, work: Path, base: str | None, plan: IngestPl
 
 def corrections(ids: list[str]) -> str:
     """The run summary's words for the stored pairs whose mask the batch corrects."""
-    shown = ", ".join(ids[:10]) + (f" … ({len(ids)} in all)" if len(ids) > 10 else "")
-    return f"the batch corrects the masks of stored pairs: {shown}"
+    return f"the batch corrects the masks of stored pairs: {first_few(ids, 10)}"
 
 
 def batch_files(plan: IngestPlan) -> set[str]:

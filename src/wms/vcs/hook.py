@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from wms.errors import UsageError
 from wms.vcs.git import ZERO_SHA, Git, GitError
+from wms.words import first_few
 
 MARKER = "wms hook pre-push"
 # Placeholders that only keep an empty folder in git; they are not data.
@@ -152,17 +153,13 @@ def _files(paths: list[str]) -> str:
     return f"{len(paths)} file" + ("" if len(paths) == 1 else "s")
 
 
-def _examples(paths: list[str]) -> str:
-    shown = ", ".join(paths[:SHOWN])
-    return shown + (f", … {len(paths)} in all" if len(paths) > SHOWN else "")
-
-
 def _mixed_message(
     data: list[str], other: list[str], incoming: str, remote: str, base_branch: str, upstream: str
 ) -> str:
     folder = incoming.rstrip("/")
+    data_named, other_named = first_few(data, SHOWN), first_few(other, SHOWN)
     return (
-        f"wms: push refused: it mixes new data ({_examples(data)}) with other changes ({_examples(other)}). "
+        f"wms: push refused: it mixes new data ({data_named}) with other changes ({other_named}). "
         "Data and code must reach main separately, so split them into two commits: "
         f"git reset --soft {upstream} && git restore --staged {folder} && git commit -m 'code' && "
         f"git add {folder} && git commit -m 'data'; then push the code first with "
