@@ -261,3 +261,50 @@ def test_an_s3_inbox_without_credentials_is_one_line(
         "error: could not delete from the capture inbox s3://wms-nowhere/inbox (no AWS credentials"
     )
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_pair_pushed_under_a_name_of_its_own_is_found_by_its_photo_or_by_its_name(
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A labeller's photo that never went through the capture: the person's file finds the pair
+    when it was pushed as it was, --pair names it when it was not. Names alike stay."""
+    batch, incoming = make_batch(count=6), project_dir / "data" / "incoming"
+    names = ["IMG_0042", "IMG_0042.v2", "meter [3]"]  # a prefix of another, a pathspec pattern
+    for kind in ("images", "masks"):
+        (incoming / kind).mkdir(parents=True)
+        for n, path in enumerate(sorted((batch / kind).iterdir())):
+            shutil.copy(path, incoming / kind / (f"{names[n]}.png" if n < 3 else path.name))
+    _git(project_dir, "init", "-q")
+    _git(project_dir, "add", "data")
+    _git(project_dir, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a labeller's pairs")
+    commit = _git(project_dir, "rev-parse", "--short", "HEAD")
+    assert cli("data", "ingest", "data/incoming").exit_code == 0
+    work = project_dir / ".wms" / "work" / "dataset" / "images"  # the pipeline's merged dataset
+    work.mkdir(parents=True)
+    for name in names:
+        (work / f"{name}.png").write_bytes(b"png")
+
+    sent = tmp_path / "what-they-sent.png"
+    shutil.copy(incoming / "images" / "IMG_0042.png", sent)
+    result = cli("data", "forget", str(sent))
+    out = " ".join(result.output.split())
+    assert result.exit_code == 1, out  # the history holds it
+    assert "photo IMG_0042 " in out and "dataset store: deleted its 2 file(s)" in out
+    assert f"added by commit(s) {commit}" in out
+    assert _files(work) == ["IMG_0042.v2.png", "meter [3].png"]  # its name's prefix is another pair's
+
+    named = cli("data", "forget", "--pair", "meter [3]")
+    out = " ".join(named.output.split())
+    assert named.exit_code == 1 and "photo meter [3] " in out and f"added by commit(s) {commit}" in out
+    assert _files(work) == ["IMG_0042.v2.png"]
+    pulled = cli("data", "pull", _pointed(project_dir), str(tmp_path / "now"))
+    assert pulled.exit_code == 0, pulled.output
+    assert _files(tmp_path / "now" / "images")[0] == "IMG_0042.v2.png"
+    assert len(_files(tmp_path / "now" / "images")) == 4
+
+    mistyped = cli("data", "forget", "--pair", "IMG_0024")
+    assert mistyped.exit_code == 2
+    assert mistyped.output.startswith("error: no version of the dataset store holds a pair 'IMG_0024'")
+    assert len(mistyped.output.strip().splitlines()) == 1
+    nothing = cli("data", "forget")
+    assert nothing.exit_code == 2 and "--pair NAME" in nothing.output

@@ -26,6 +26,7 @@ import re
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from wms.data.backend import store_errors
 from wms.data.manifest import hashes
@@ -38,19 +39,44 @@ CAPTURE_ID = re.compile(r"[0-9a-f]{16}")
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def capture_id(photo: str) -> str:
-    """The capture id of `photo`: a file (the photo the person sent), its sha256, or the id."""
+def capture_id(photo: str) -> tuple[str, str | None]:
+    """The capture id of `photo` (a file, the photo the person sent; its sha256; or the id), and
+    the full sha256 of its bytes where `photo` gives it (None for an id)."""
     if CAPTURE_ID.fullmatch(photo):
-        return photo
+        return photo, None
     if SHA256_HEX.fullmatch(photo):
-        return photo.lower()[:16]
+        return photo.lower()[:16], photo.lower()
     path = Path(photo)
     if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha[:16], sha
     raise UsageError(
         f"{photo!r} is neither a file nor a photo's sha256 (64 hex digits) or capture id (16): "
-        "name the photo the person sent, or the sha256 they gave"
+        "name the photo the person sent, or the sha256 they gave (or a pair by name: --pair NAME)"
     )
+
+
+def ids_to_forget(photos: list[str], pairs: list[str], manifests: dict[str, dict[str, Any]]) -> list[str]:
+    """The pair ids to forget: each photo's capture id, and any stored pair whose photo is that
+    photo byte for byte (pushed as it was, under a name of its own); each of `pairs` as it is,
+    once a version of the store holds it (a mistyped name is refused, not reported as gone)."""
+    by_photo: dict[str, list[str]] = {}
+    for manifest in manifests.values():
+        for pid, entry in manifest["pairs"].items():
+            by_photo.setdefault(entry["image"]["sha256"], []).append(pid)
+    ids = []
+    for photo in photos:
+        pid, sha = capture_id(photo)
+        ids += [pid, *(by_photo.get(sha, []) if sha else [])]
+    known = {pid for held in by_photo.values() for pid in held}
+    for name in pairs:
+        if name not in known:
+            raise UsageError(
+                f"no version of the dataset store holds a pair {name!r}: give the pair's name as its "
+                "files have it (images/NAME.*), as `wms data pull` writes them"
+            )
+        ids.append(name)
+    return list(dict.fromkeys(ids))
 
 
 def delete_from_inbox(url: str, ids: list[str], dry_run: bool = False) -> dict[str, list[str]]:
@@ -95,11 +121,13 @@ class InStore:
         return [sha for sha in self.blobs if sha not in self.shared]
 
 
-def find_in_store(store: DatasetStore, ids: list[str]) -> dict[str, InStore]:
-    """For each id, where the store holds it. Every manifest is read: a version left off main's
-    line (a batch the gate refused) holds photos too, and a mask may be another pair's as well."""
+def find_in_store(
+    store: DatasetStore, ids: list[str], manifests: dict[str, dict[str, Any]]
+) -> dict[str, InStore]:
+    """For each id, where the store holds it, from every manifest (store.manifests()): a version
+    left off main's line (a batch the gate refused) holds photos too, and a mask may be another
+    pair's as well."""
     found = {pid: InStore() for pid in ids}
-    manifests = store.manifests()
     elsewhere: set[str] = set()  # the blobs of the pairs that stay
     for version, manifest in sorted(manifests.items(), key=lambda vm: (vm[1]["created_at"], vm[0])):
         for pid, entry in manifest["pairs"].items():
@@ -137,14 +165,20 @@ def forget_in_store(
 
 def find_in_history(root: Path, incoming: Path | str, ids: list[str]) -> dict[str, list[str]] | None:
     """For each id, the commits of any branch here that added `<incoming>/images/<id>.*`; None
-    where `root` is no git repository."""
+    where `root` is no git repository. One walk of the history, matched by name (a pair's name
+    may hold what a pathspec reads as a pattern)."""
     git = Git(root)
     if not git.ok("rev-parse", "--git-dir"):
         return None
-    found = {}
-    for pid in ids:
-        log = git.run("log", "--all", "--diff-filter=A", "--format=%h", "--", f"{incoming}/images/{pid}.*")
-        found[pid] = log.split()
+    found: dict[str, list[str]] = {pid: [] for pid in ids}
+    added = ["--all", "--diff-filter=A", "--format=%x00%h", "--name-only", "--", f"{incoming}/images/"]
+    log = git.run("-c", "core.quotePath=false", "log", *added)
+    for block in log.split("\0")[1:]:
+        commit, *paths = [line for line in block.splitlines() if line]  # a name may hold spaces
+        for path in paths:
+            pid = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            if pid in found and commit not in found[pid]:
+                found[pid].append(commit)
     return found
 
 
@@ -154,7 +188,14 @@ def delete_local_copies(state_dir: Path, cache_dir: Path, ids: list[str], dry_ru
     every dataset trained here, keyed by no pair: all go, and the next run decodes again). The
     paths deleted."""
     work = state_dir / "work" / "dataset"
-    paths = [p for pid in ids for kind in ("images", "masks") for p in sorted((work / kind).glob(f"{pid}.*"))]
+    wanted = set(ids)  # by name, not by pattern: "IMG.*" would find the pair "IMG.v2" too
+    paths = [
+        p
+        for kind in ("images", "masks")
+        if (work / kind).is_dir()
+        for p in sorted((work / kind).iterdir())
+        if p.name.rsplit(".", 1)[0] in wanted
+    ]
     paths += sorted(cache_dir.glob("*.npy")) if cache_dir.is_dir() else []
     if not dry_run:
         for path in paths:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from wms.cli._common import console, on_interrupt, state, styled
-from wms.errors import DataError
+from wms.errors import DataError, UsageError
 
 HOW = "docs/labelling-and-drift.md, 'When someone asks you to delete their photo'"
 
@@ -13,9 +13,18 @@ HOW = "docs/labelling-and-drift.md, 'When someone asks you to delete their photo
 def forget(
     ctx: typer.Context,
     photos: list[str] = typer.Argument(
-        ...,
+        None,
         metavar="PHOTO",
         help="The photo the person sent (a file), its sha256, or its capture id (16 hex digits).",
+        show_default=False,
+    ),
+    pairs: list[str] = typer.Option(
+        [],
+        "--pair",
+        metavar="NAME",
+        help="A pair of the dataset by its name (images/NAME.*), for a photo that did not come "
+        "through the capture and was changed before it was pushed (repeatable).",
+        show_default=False,
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted, and where."),
 ) -> None:
@@ -23,29 +32,32 @@ def forget(
 
     A captured photo is named by the first 16 hex digits of its sha256, and keeps that name
     through `wms data suggest`, `wms data from-labelstudio` and the push, so the photo (or its
-    sha256) finds every copy. Deleted: its capture in serve.capture_dir (a folder or s3://); in
-    the dataset store, after a new version without the pair is written and data/dataset.json
-    names it (commit that to main), the pair's photo and mask, unless another pair holds the
-    same file (older versions that held it can no longer be pulled whole); the drawings MLflow
-    runs keep of it (worst/, the val sheet); this machine's merged dataset and training cache.
-    Named, not changed: the commits that added it under data/incoming/ (rewriting shared
-    history is yours to do). Everything is looked up before anything is deleted. Exit 0 when
-    no copy is left, 1 when the history still holds one.
+    sha256) finds every copy. The photo also finds a pair pushed under a name of its own when
+    the pair's photo is that file byte for byte; --pair names one that was resized or converted
+    first (from your labelling records). Deleted: its capture in serve.capture_dir (a folder or
+    s3://); in the dataset store, after a new version without the pair is written and
+    data/dataset.json names it (commit that to main), the pair's photo and mask, unless another
+    pair holds the same file (older versions that held it can no longer be pulled whole); the
+    drawings MLflow runs keep of it (worst/, the val sheet); this machine's merged dataset and
+    training cache. Named, not changed: the commits that added it under data/incoming/
+    (rewriting shared history is yours to do). Everything is looked up before anything is
+    deleted. Exit 0 when no copy is left, 1 when the history still holds one.
     """
     from wms.cli.data_versions import base_version
     from wms.data.store import open_store
     from wms.forget import (
-        capture_id,
         delete_from_inbox,
         delete_local_copies,
         find_in_history,
         find_in_store,
         forget_in_store,
+        ids_to_forget,
     )
     from wms.forget_runs import delete_drawings, find_drawings
     from wms.registry import MlflowRegistry
 
-    ids = list(dict.fromkeys(capture_id(p) for p in photos))
+    if not photos and not pairs:
+        raise UsageError("name the photo to delete: the file, its sha256 or capture id, or --pair NAME")
     project = state(ctx).project()
     store, pointer, registry = (
         open_store(project),
@@ -54,7 +66,9 @@ def forget(
     )
     # Everything is looked up before anything is deleted: an unreachable store or MLflow stops here.
     base = base_version(project, store, pointer)  # refuses a checkout behind main
-    found = find_in_store(store, ids)
+    manifests = store.manifests()
+    ids = ids_to_forget(photos or [], pairs, manifests)
+    found = find_in_store(store, ids, manifests)
     drawings = find_drawings(registry, ids, {pid: where.val for pid, where in found.items()})
     history = find_in_history(project.root, project.settings.data.incoming, ids)
     capture_dir = project.settings.serve.capture_dir
