@@ -192,11 +192,21 @@ def test_the_drawings_training_runs_keep_of_it_go_and_the_others_stay(
     assert list((project_dir / ".wms" / "cache").glob("*.npy"))  # decoded photos, this version's
     work = project_dir / ".wms" / "work" / "dataset"  # where the pipeline merges a batch
     shutil.copytree(tmp_path / "pulled", work)
+    # A run someone deleted in MLflow's UI keeps its files until `mlflow gc`.
+    mlflow = MlflowRegistry(project).mlflow
+    experiment = mlflow.experiment(project.settings.tracking.experiment)
+    deleted = mlflow.client.create_run(experiment.experiment_id).info.run_id
+    mlflow.log_artifacts(deleted, artifacts / "worst", "worst")
+    mlflow.client.delete_run(deleted)
+    deleted_worst = project_dir / ".wms" / "mlartifacts" / deleted / "artifacts" / "worst"
+    assert drawn[0] in _files(deleted_worst)
 
     result = cli("data", "forget", tid, vid)
     out = " ".join(result.output.split())
     assert result.exit_code == 0, out
-    assert f"MLflow: deleted worst/{drawn[0]} of run {run_id[:8]}" in out
+    assert "MLflow: deleted worst/" in out
+    assert f"worst/{drawn[0]} of run {run_id[:8]}" in out and f"worst/{drawn[0]} of run {deleted[:8]}" in out
+    assert _files(deleted_worst) == sorted(set(worst) - set(drawn))
     assert f"photo {vid}" in out and f"MLflow: deleted plots/val_predictions.jpg of run {run_id[:8]}" in out
     assert _files(artifacts / "worst") == sorted(set(worst) - set(drawn))  # the others' drawings stay
     assert not (artifacts / "plots" / "val_predictions.jpg").exists()

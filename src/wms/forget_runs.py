@@ -42,7 +42,8 @@ def find_drawings(
     if experiment is None:
         return found
     root = artifact_root(registry.project, registry.uri)
-    for run in registry.mlflow.runs([experiment.experiment_id]):
+    # A run deleted in MLflow keeps its files until `mlflow gc`: its drawings go too.
+    for run in registry.mlflow.runs([experiment.experiment_id], deleted=True):
         try:
             moved = moved_run_folder(run.info.artifact_uri, run.info.run_id, root) if root else None
         except RegistryError:

@@ -50,12 +50,16 @@ class MlflowCalls:
         """The run `run_id`; with `absent_ok`, None where it is gone."""
         return self.call("read the run", self.client.get_run, run_id, absent_ok=absent_ok)
 
-    def runs(self, ids: list[str], where: str = "") -> Iterator[Any]:
-        """Every active run of the experiments `ids` that the filter `where` matches, page by page."""
+    def runs(self, ids: list[str], where: str = "", deleted: bool = False) -> Iterator[Any]:
+        """Every active run of the experiments `ids` that the filter `where` matches, page by page;
+        with `deleted`, the runs deleted but not yet garbage-collected (`mlflow gc`) too."""
+        from mlflow.entities import ViewType
+
+        view = ViewType.ALL if deleted else ViewType.ACTIVE_ONLY
         token = None
         while True:
             search = self.client.search_runs
-            page = self.call("search runs", search, ids, where, max_results=1000, page_token=token)
+            page = self.call("search runs", search, ids, where, view, max_results=1000, page_token=token)
             yield from page
             token = page.token
             if not token:
