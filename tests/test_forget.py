@@ -312,6 +312,14 @@ def test_a_pair_pushed_under_a_name_of_its_own_is_found_by_its_photo_or_by_its_n
     assert _files(tmp_path / "now" / "images")[0] == "IMG_0042.v2.png"
     assert len(_files(tmp_path / "now" / "images")) == 4
 
+    # The person's own file, of a pair resized before its push: nothing matches it, and it says so.
+    resized = tmp_path / "resized-before-its-push.png"
+    resized.write_bytes(_photo(5))
+    unknown = cli("data", "forget", str(resized))
+    out = " ".join(unknown.output.split())
+    assert unknown.exit_code == 0 and "dataset store: in no version" in out
+    assert "found nowhere WMS keeps photos" in out and "give it with --pair NAME" in out
+
     mistyped = cli("data", "forget", "--pair", "IMG_0024")
     assert mistyped.exit_code == 2
     assert mistyped.output.startswith("error: no version of the dataset store holds a pair 'IMG_0024'")

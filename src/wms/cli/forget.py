@@ -111,6 +111,16 @@ def forget(
             left.append(pid)
         else:
             _say("repository: in no commit")
+    found_nowhere = not any(
+        deleted[pid] or found[pid].versions or drawings[pid] or (history or {}).get(pid) for pid in ids
+    )
+    if found_nowhere and photos:
+        _say(
+            "found nowhere WMS keeps photos: one resized or converted before its push (`wms data "
+            "prepare`) is no longer the file the person sent; find its pair's name (in your labelling "
+            "records) and give it with --pair NAME",
+            indent="",
+        )
     if local:
         _say(
             f"this machine: {verb} {len(local)} working file(s) (the pipeline's merged dataset, the "
