@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -326,3 +327,27 @@ def test_a_pair_pushed_under_a_name_of_its_own_is_found_by_its_photo_or_by_its_n
     assert len(mistyped.output.strip().splitlines()) == 1
     nothing = cli("data", "forget")
     assert nothing.exit_code == 2 and "--pair NAME" in nothing.output
+
+
+def test_a_photo_forgotten_elsewhere_leaves_this_machine_s_training_cache_at_its_next_run(
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    """`wms data forget` ran on another machine (the serving node's runner, a laptop): this one
+    trained on the photo before and still holds its decoded arrays, keyed by no pair."""
+    first = cli("--set", "train.epochs=1", "pipeline", "run", "--new-data", make_batch("b1", seed=1))
+    assert first.exit_code == 0, first.output
+    cache = project_dir / ".wms" / "cache"
+    shutil.copytree(cache, tmp_path / "kept")
+    pid = sorted(p.stem for p in (project_dir / ".wms" / "work" / "dataset" / "images").iterdir())[0]
+    assert cli("data", "forget", "--pair", pid).exit_code == 0
+    shutil.rmtree(cache)
+    shutil.copytree(tmp_path / "kept", cache)  # what the other machine could not reach
+    held = len(list(cache.glob("*.npy")))
+
+    started = time.time()
+    second = cli(
+        "--set", "train.epochs=1", "pipeline", "run", "--new-data", make_batch("b2", count=12, seed=2)
+    )
+    assert second.exit_code == 0, second.output
+    assert f"{held} array(s) deleted, for photos erased since" in " ".join(second.output.split())
+    assert all(p.stat().st_mtime >= started for p in cache.glob("*.npy"))  # each decoded again

@@ -11,7 +11,8 @@ the person sent (or its sha256, or the id) finds every copy WMS made of it:
 - the dataset store: a version of the base without the pair is written, then the blobs of its
   photo and mask that no other pair holds are erased (DatasetStore.without, .erase): the
   versions that held it stay as they are, immutable, but can no longer be read whole;
-- this machine's working copies (the pipeline's merged dataset, the training cache) go;
+- this machine's working copies (the pipeline's merged dataset, the training cache) go; another
+  machine's go at its next pipeline run (wms.train.cache.forget_erased, the merge);
 - this repository: the commits that added `<data.incoming>/images/<id>.*` are named, not
   changed, as a repository's history is shared with every clone.
 

@@ -63,6 +63,7 @@ from wms.runs import (
     save_trained,
 )
 from wms.stage_runner import PipelineReporter, StageRunner
+from wms.train.cache import forget_erased
 from wms.train.run import train_and_log
 from wms.vcs import runner_probe_for
 from wms.vcs.mainline import MainLine
@@ -240,6 +241,9 @@ class Pipeline(StageRunner):
             )
             where = f" on {run.outputs['remote_job']['host']}"
         else:
+            cache = self.project.path(self.project.settings.train.cache_dir)
+            if cleared := forget_erased(cache, self.store.erased_blobs()):
+                self.notify(f"training cache {cache}: {cleared} array(s) deleted, for photos erased since")
             trained = train_and_log(
                 self.project, dataset, self.registry, version, self.reporter.train_reporter()
             )

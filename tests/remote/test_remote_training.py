@@ -20,6 +20,7 @@ from tests.conftest import TINY_SETTINGS, Ec2Box
 from tests.remote.conftest import Sshd
 
 import wms
+from wms.data.store import DatasetStore
 from wms.errors import ConfigError
 from wms.remote.ssh import SshTarget, connect
 
@@ -175,6 +176,14 @@ def test_the_pipeline_trains_on_the_instance_and_survives_a_dropped_connection(
     setup: Callable[[int], Setup], sshd: Sshd
 ) -> None:
     s = setup(6)
+    # A photo `wms data forget` erased from the store, still on the instance from an earlier job:
+    # a sent blob, and the training cache's arrays.
+    erased = uuid.uuid4().hex * 2
+    DatasetStore(str(s.root / ".wms" / "store")).erase({erased: {"pair": "gone", "versions": []}})
+    (s.remote / "blobs").mkdir(exist_ok=True)
+    (s.remote / "blobs" / erased).write_bytes(b"their photo")
+    (s.remote / "cache").mkdir(exist_ok=True)
+    (s.remote / "cache" / "0123456789abcdef0123.images.npy").write_bytes(b"arrays of it")
     proc = s.start("run", "--new-data", str(s.batch))
     try:
         job = wait_until(s.job_started, 180, "the remote training job")
@@ -201,8 +210,12 @@ def test_the_pipeline_trains_on_the_instance_and_survives_a_dropped_connection(
     assert record["outputs"]["mlflow_run_id"] == run.info.run_id
     assert "worst/index.html" in [a.path for a in s.artifacts(run.info.run_id, "worst")]
     assert not job_processes(s.remote)
-    (spec,) = s.remote.glob("jobs/*/job.json")
+    (spec,) = s.remote.glob(f"jobs/{record['outputs']['remote_job']['job_id']}/job.json")
     assert "ssh_key" not in spec.read_text()  # compute.ssh_key may be the private key itself
+    assert erased in json.loads(spec.read_text())["erased"]
+    assert not (s.remote / "blobs" / erased).exists() and len(list((s.remote / "blobs").iterdir())) >= 80
+    assert not (s.remote / "cache" / "0123456789abcdef0123.images.npy").exists()
+    assert "1 sent file(s) and 1 cached array(s) deleted on this instance" in err
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
-from wms.train.cache import cache_key, load_arrays
+from wms.train.cache import cache_key, forget_erased, load_arrays
 from wms.train.loop import train
 
 TINY = {"image_size": 32, "base_channels": 4, "depth": 2, "batch_size": 8, "epochs": 0}
@@ -83,3 +83,21 @@ def test_a_partial_array_a_killed_run_left_is_removed(pairs: list, tmp_path: Pat
     load_arrays(pairs[:10], 32, cache, max_bytes=10**9)
     names = {p.name for p in cache.iterdir()}
     assert left.name not in names and writing.name in names
+
+
+def test_a_photo_erased_from_the_store_empties_the_cache_once(pairs: list, tmp_path: Path) -> None:
+    """The arrays are keyed by no pair: a photo `wms data forget` erased empties the cache of a
+    machine that trained on it, once (the next run fills it again and keeps it)."""
+    cache = tmp_path / "cache"
+    load_arrays(pairs[:10], 32, cache)
+    arrays = sorted(p.name for p in cache.glob("*.npy"))
+    assert forget_erased(cache, []) == 0 and sorted(p.name for p in cache.glob("*.npy")) == arrays
+    first, second = "a" * 64, "b" * 64
+    assert forget_erased(cache, [first]) == 2 and not list(cache.glob("*.npy"))
+    load_arrays(pairs[:10], 32, cache)
+    assert forget_erased(cache, [first]) == 0 and len(list(cache.glob("*.npy"))) == 2  # seen: kept
+    assert forget_erased(cache, [first, second]) == 2  # a new one
+    load_arrays(pairs[:10], 32, cache)
+    (cache / "erased.json").write_text("{damaged")
+    assert forget_erased(cache, [first, second]) == 2  # what it saw is unknown: emptied again
+    assert forget_erased(tmp_path / "never-made", [first]) == 0

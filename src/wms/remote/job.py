@@ -25,10 +25,13 @@ import shutil
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from wms.errors import DataError, WmsError
 from wms.files import write_text_atomic
+
+if TYPE_CHECKING:
+    from wms.config import Project
 
 JOB_FILE, PROGRESS_FILE, RESULT_FILE, EXIT_FILE, PID_FILE = (
     "job.json",
@@ -124,6 +127,7 @@ def _train(job_dir: Path) -> None:
     with (job_dir / PROGRESS_FILE).open("a") as out:
         reporter = JsonLinesReporter(out)
         reporter.emit("note", text=f"job {spec['job_id']}: wms from {Path(wms.__file__).parent}")
+        forget_on_instance(spec, project, reporter)
         dataset = materialise(spec, job_dir / "dataset", Path(spec["blobs_dir"]))
         reporter.emit("note", text=f"dataset {spec['dataset_version']} ready in {dataset}")
         tags = dict(spec["tags"]) | {"wms.code_path": str(Path(wms.__file__).parent)}
@@ -149,6 +153,25 @@ def _train(job_dir: Path) -> None:
         reporter.emit(
             "note", text=f"MLflow run {trained.run_id}: test Dice {trained.test_metrics['dice']:.4f}"
         )
+
+
+def forget_on_instance(spec: dict[str, Any], project: Project, reporter: JsonLinesReporter) -> None:
+    """Delete the instance's copies of the photos the store erased: the sent blobs, and the
+    training cache's arrays (keyed by no pair: emptied once for each new erasure)."""
+    from wms.data.manifest import SHA256
+    from wms.train.cache import forget_erased
+
+    erased = [sha for sha in spec.get("erased", []) if SHA256.fullmatch(sha)]  # names, never paths
+    gone = 0
+    for sha in erased:
+        blob = Path(spec["blobs_dir"]) / sha
+        if blob.is_file():
+            blob.unlink()
+            gone += 1
+    arrays = forget_erased(project.path(project.settings.train.cache_dir), erased)
+    if gone or arrays:
+        text = f"erased photos: {gone} sent file(s) and {arrays} cached array(s) deleted on this instance"
+        reporter.emit("note", text=text)
 
 
 def _write(path: Path, text: str) -> None:

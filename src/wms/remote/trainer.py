@@ -41,6 +41,7 @@ from wms.remote.job import CHECKPOINT_FILE, EXIT_FILE, JOB_FILE, PROGRESS_FILE, 
 from wms.remote.package import build_wheel, install
 from wms.remote.reclaim import Reclaimed, Reclaims
 from wms.remote.ssh import Ssh, SshTarget, connect, dropped, quote
+from wms.runs import UNVERSIONED
 
 if TYPE_CHECKING:
     from wms.runs import TrainedRun
@@ -167,6 +168,7 @@ class RemoteTrainer:
             "dataset": spec_dataset,
             "dataset_version": version,
             "blobs_dir": f"{root}/blobs",
+            "erased": self._erased(version),
             "tags": {
                 "wms.git_commit": bundle.commit,
                 "wms.wheel_sha256": bundle.sha256,
@@ -193,6 +195,15 @@ class RemoteTrainer:
             "python": python,  # what a restart in the same folder runs (wms.remote.reclaim)
             "code": code,
         }
+
+    def _erased(self, version: str) -> list[str]:
+        """The photos (sha256) `wms data forget` erased from the store: the job deletes its
+        copies on the instance (the training cache, a sent blob). None for `wms train DIR`."""
+        if version == UNVERSIONED:
+            return []
+        from wms.data.store import open_store
+
+        return sorted(open_store(self.project).erased_blobs())
 
     def _launch(self, ssh: Ssh, job_dir: str, python: str, code: str) -> int:
         """Start `python -m wms.remote.job JOB_DIR` detached from this session; its pid."""

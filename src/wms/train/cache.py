@@ -9,15 +9,20 @@ a new key, so the cache would grow by a run's arrays with every batch: after eac
 least recently used entries go until the cache holds at most `train.cache_max_gb`, the
 entry just used always stays. A cache that cannot be written (a full disk) costs the
 speed-up, not the run, and a partial file a killed run left goes at a later eviction.
+
+The arrays are keyed by no pair, so a photo `wms data forget` erased from the store would stay
+in them on every machine that trained on it until evicted: a pipeline's training first hands
+the store's erased photos to `forget_erased`, which empties the cache once for each new one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from wms.train.preprocess import image_to_array, mask_to_array, open_image, open
 
 # A cache file being written is younger than this; an older one was left by a run that was killed.
 STALE_WRITE_SECONDS = 3600
+ERASED_SEEN = "erased.json"  # the erased photos (sha256) the cache was emptied for
 
 
 def cache_bytes(cfg: TrainSettings) -> int:
@@ -120,3 +126,24 @@ def evict(cache_dir: Path, max_bytes: int, keep: str) -> list[str]:
             total -= st.st_size
         removed.append(key)
     return removed
+
+
+def forget_erased(cache_dir: Path, erased: Iterable[str]) -> int:
+    """Empty the cache when the store erased a photo (sha256 in `erased`) it has not been emptied
+    for yet; how many arrays went. The photos seen are kept beside the arrays."""
+    seen_file = cache_dir / ERASED_SEEN
+    try:
+        seen = set(json.loads(seen_file.read_text()))
+    except (OSError, ValueError, TypeError):  # none yet, or damaged: empty it once more
+        seen = set()
+    new = set(erased) - seen
+    if not new:
+        return 0
+    arrays = sorted(cache_dir.glob("*.npy")) if cache_dir.is_dir() else []
+    for path in arrays:
+        with suppress(FileNotFoundError):
+            path.unlink()
+    with suppress(OSError):  # a cache it cannot write: emptied again next time
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        seen_file.write_text(json.dumps(sorted(seen | new)))
+    return len(arrays)
