@@ -94,7 +94,7 @@ def test_a_labelled_photo_leaves_the_inbox_and_its_version_and_commit_are_named(
     assert f"photo {other} capture inbox .wms/inbox: deleted" in out
     assert f"dataset store: deleted its 2 file(s), held by version(s) {version}" in out
     assert f"added by commit(s) {commit}" in out
-    assert f"1 of 2 photo(s) are still in the repository's history ({pid})" in out
+    assert f"1 of 2 photo(s) are still in the repository's history or its branches ({pid})" in out
 
     # The store: a new version without the pair, which data/dataset.json names; the pair's photo
     # and mask are gone, the other pairs' files are all there and the new version reads whole.
@@ -351,3 +351,28 @@ def test_a_photo_forgotten_elsewhere_leaves_this_machine_s_training_cache_at_its
     assert second.exit_code == 0, second.output
     assert f"{held} array(s) deleted, for photos erased since" in " ".join(second.output.split())
     assert all(p.stat().st_mtime >= started for p in cache.glob("*.npy"))  # each decoded again
+
+
+def test_a_batch_branch_that_would_point_main_at_it_again_is_named(
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any]
+) -> None:
+    """A batch published before the forget: its pull request's pointer names a version that holds
+    the photo, and merging it would bring the photo back into training."""
+    batch, pid = make_batch(count=4), "0123456789abcdef"
+    for kind in ("images", "masks"):
+        next((batch / kind).iterdir()).rename(batch / kind / f"{pid}.png")
+    assert cli("data", "ingest", str(batch)).exit_code == 0
+    _git(project_dir, "init", "-q", "-b", "main")
+    _git(project_dir, "add", "data/dataset.json")
+    commit = ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
+    _git(project_dir, *commit, "the dataset")
+    _git(project_dir, "switch", "-qc", "data/20261207-101500")
+    assert cli("data", "ingest", str(make_batch("later", count=3, seed=4))).exit_code == 0
+    _git(project_dir, *commit, "Point data/dataset.json at the batch's version", "data/dataset.json")
+    _git(project_dir, "switch", "-q", "main")
+
+    result = cli("data", "forget", pid)
+    out = " ".join(result.output.split())
+    assert result.exit_code == 1, out
+    assert "branches: data/20261207-101500 point at a version that holds it" in out  # main is not named
+    assert "history or its branches (0123456789abcdef)" in out

@@ -23,6 +23,7 @@ docs/labelling-and-drift.md.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -181,6 +182,31 @@ def find_in_history(root: Path, incoming: Path | str, ids: list[str]) -> dict[st
             if pid in found and commit not in found[pid]:
                 found[pid].append(commit)
     return found
+
+
+def find_in_branches(
+    root: Path, pointer: str, main: tuple[str, str], found: dict[str, InStore]
+) -> dict[str, list[str]]:
+    """For each id, the branches here (local and remote-tracking) whose `pointer` file names a
+    version that holds it: a batch's pull request, opened before the forget, that would point
+    main at it again. `main` (its branch and remote) is left out: the forget's pointer replaces it."""
+    named: dict[str, list[str]] = {pid: [] for pid in found}
+    git = Git(root)
+    if not git.ok("rev-parse", "--git-dir"):
+        return named
+    branch, remote = main
+    refs = git.run("for-each-ref", "--format=%(refname:short)", "refs/heads", "refs/remotes").splitlines()
+    for ref in refs:
+        if ref in (branch, f"{remote}/{branch}", remote) or ref.endswith("/HEAD"):
+            continue
+        try:
+            version = json.loads(git.run("show", f"{ref}:{pointer}", check=False) or "null")["version"]
+        except (ValueError, TypeError, KeyError):
+            continue  # no pointer there, or not one: nothing it would bring back
+        for pid, where in found.items():
+            if version in where.versions:
+                named[pid].append(ref)
+    return named
 
 
 def delete_local_copies(state_dir: Path, cache_dir: Path, ids: list[str], dry_run: bool = False) -> list[str]:

@@ -40,14 +40,17 @@ def forget(
     pair holds the same file (older versions that held it can no longer be pulled whole); the
     drawings MLflow runs keep of it (worst/, the val sheet); this machine's merged dataset and
     training cache. Named, not changed: the commits that added it under data/incoming/
-    (rewriting shared history is yours to do). Everything is looked up before anything is
-    deleted. Exit 0 when no copy is left, 1 when the history still holds one.
+    (rewriting shared history is yours to do), and the branches whose data/dataset.json names a
+    version that holds it (a batch's pull request that would bring it back). Everything is looked
+    up before anything is deleted. Exit 0 when no copy is left, 1 when the history or a branch
+    still holds one.
     """
     from wms.cli.data_versions import base_version
     from wms.data.store import open_store
     from wms.forget import (
         delete_from_inbox,
         delete_local_copies,
+        find_in_branches,
         find_in_history,
         find_in_store,
         forget_in_store,
@@ -71,6 +74,9 @@ def forget(
     found = find_in_store(store, ids, manifests)
     drawings = find_drawings(registry, ids, {pid: where.val for pid, where in found.items()})
     history = find_in_history(project.root, project.settings.data.incoming, ids)
+    git = project.settings.git
+    pointer_path = str(project.settings.data.pointer)
+    branches = find_in_branches(project.root, pointer_path, (git.base_branch, git.remote), found)
     capture_dir = project.settings.serve.capture_dir
     inbox = capture_dir if "://" in capture_dir else str(project.path(capture_dir))
 
@@ -111,6 +117,12 @@ def forget(
             left.append(pid)
         else:
             _say("repository: in no commit")
+        if branches[pid]:
+            _say(
+                f"branches: {_some(branches[pid])} point at a version that holds it; merged, their pull "
+                "request brings it back: close it, or run `wms data forget` again after the merge"
+            )
+            left.append(pid)
     found_nowhere = not any(
         deleted[pid] or found[pid].versions or drawings[pid] or (history or {}).get(pid) for pid in ids
     )
@@ -136,7 +148,8 @@ def forget(
         )
     if left:
         raise DataError(
-            f"{len(left)} of {len(ids)} photo(s) are still in the repository's history ({', '.join(left)}); "
+            f"{len(left)} of {len(ids)} photo(s) are still in the repository's history or its "
+            f"branches ({', '.join(dict.fromkeys(left))}); "
             f"see {HOW}"
         )
 
