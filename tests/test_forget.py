@@ -234,6 +234,55 @@ def test_a_photo_leaves_an_s3_inbox(
     assert "the project is no git repository" in result.output
 
 
+def test_a_versioned_bucket_keeps_no_old_version_of_its_files(
+    project_dir: Path,
+    s3_bucket: str,
+    make_batch: Callable[..., Path],
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bucket infrastructure/terraform makes is versioned: a deleted object stays as an old
+    version for 90 days. The inbox and the store both live in it here."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    inbox = f"s3://{s3_bucket}/inbox"
+    with (project_dir / "wms.toml").open("a") as fh:
+        fh.write(f'\n[serve]\ncapture_dir = "{inbox}"\n[store]\nurl = "s3://{s3_bucket}/store"\n')
+    kept, gone = _capture(inbox, _photo(3)), _capture(inbox, _photo(4))
+    batch = make_batch(count=4)
+    for kind in ("images", "masks"):
+        next((batch / kind).iterdir()).rename(batch / kind / f"{gone}.png")
+    assert cli("data", "ingest", str(batch)).exit_code == 0
+
+    def versions(word: str) -> list[str]:
+        listed = s3.list_object_versions(Bucket=s3_bucket)
+        entries = [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]
+        return [e["Key"] for e in entries if word in e["Key"]]
+
+    blobs_before = len(versions("store/blobs/"))
+    result = cli("data", "forget", gone)
+    out = " ".join(result.output.split())
+    assert result.exit_code == 0, out
+    assert "the bucket's old versions of these files: deleted 5" in out  # 3 in the inbox, 2 blobs
+    assert versions(gone) == []
+    assert len(versions(kept)) == 3 and len(versions("store/blobs/")) == blobs_before - 2
+
+    # Credentials that may delete objects but not their versions: what is left is said, exit 1.
+    again = _capture(inbox, _photo(5))
+
+    def refused(*_: Any, **__: Any) -> int:
+        raise PermissionError("Access Denied")
+
+    monkeypatch.setattr("wms.forget.purge_old_versions", refused)
+    denied = cli("data", "forget", again)
+    out = " ".join(denied.output.split())
+    assert denied.exit_code == 1 and "deleted images/" in out  # the capture itself is gone
+    assert "could not delete the old versions the bucket keeps (Access Denied)" in out
+    assert "error: the bucket keeps old versions of their files (above)" in out
+
+
 @pytest.mark.parametrize("given", ["nonsense", "abc123", "no-such-file.jpg"])
 def test_what_names_no_photo_is_one_line(project_dir: Path, cli: Callable[..., Any], given: str) -> None:
     result = cli("data", "forget", given)

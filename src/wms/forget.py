@@ -81,17 +81,22 @@ def ids_to_forget(photos: list[str], pairs: list[str], manifests: dict[str, dict
     return list(dict.fromkeys(ids))
 
 
-def delete_from_inbox(url: str, ids: list[str], dry_run: bool = False) -> dict[str, list[str]]:
-    """Delete each id's capture (photo, pre-label, metadata) from the inbox at `url` (a folder or
-    s3://); the files deleted (with `dry_run`, found), by id. An inbox that does not exist holds none."""
+def _inbox(url: str) -> tuple[Any, str]:
+    """The capture inbox's file system and root."""
     import fsspec
 
-    deleted: dict[str, list[str]] = {i: [] for i in ids}
     try:
         fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
     except ImportError as exc:
         raise UsageError(f"serve.capture_dir {url} needs {exc.name}: pip install 'wms[s3]'") from None
-    root = root.rstrip("/")
+    return fs, root.rstrip("/")
+
+
+def delete_from_inbox(url: str, ids: list[str], dry_run: bool = False) -> dict[str, list[str]]:
+    """Delete each id's capture (photo, pre-label, metadata) from the inbox at `url` (a folder or
+    s3://); the files deleted (with `dry_run`, found), by id. An inbox that does not exist holds none."""
+    deleted: dict[str, list[str]] = {i: [] for i in ids}
+    fs, root = _inbox(url)
     with store_errors(
         f"delete from the capture inbox {url}", "; check that the credentials may delete there"
     ):
@@ -207,6 +212,44 @@ def find_in_branches(
             if version in where.versions:
                 named[pid].append(ref)
     return named
+
+
+def purge_bucket(
+    inbox: str, store: DatasetStore, ids: list[str], found: dict[str, InStore], dry_run: bool = False
+) -> int:
+    """Delete the old versions a versioned bucket keeps of the pairs' capture files and of their
+    own blobs in the store (purge_old_versions); how many. Run again, it finds what a failed
+    run left. A BackendError where the credentials may not (s3:DeleteObjectVersion)."""
+    fs, root = _inbox(inbox)
+    captures = [f"{root}/{relative}" for pid in ids for relative in capture_files(pid).values()]
+    blobs = [store.blob_path(sha) for where in found.values() for sha in where.own]
+    hint = (
+        "; S3 expires them after the bucket's noncurrent_version_days, or run this again with "
+        "credentials that may delete them"
+    )
+    with store_errors("delete the old versions the bucket keeps", hint):
+        return purge_old_versions(fs, captures, dry_run) + purge_old_versions(store.fs, blobs, dry_run)
+
+
+def purge_old_versions(fs: Any, paths: list[str], dry_run: bool = False) -> int:
+    """Delete every version a versioned S3 bucket keeps of each of `paths`: a deleted object
+    stays there as a noncurrent version behind a delete marker, for the bucket's lifecycle rule
+    to expire (90 days in infrastructure/terraform). How many versions (found, with `dry_run`);
+    a folder keeps none. A refusal (no s3:DeleteObjectVersion) is the caller's to report."""
+    if "s3" not in fs.protocol:
+        return 0
+    count = 0
+    for path in paths:
+        bucket, key, _ = fs.split_path(path)
+        listed = fs.call_s3("list_object_versions", Bucket=bucket, Prefix=key)
+        for kind in ("Versions", "DeleteMarkers"):  # the markers hold nothing: deleted, not counted
+            for entry in listed.get(kind, []):
+                if entry["Key"] != key:  # another object whose key starts with this one
+                    continue
+                if not dry_run:
+                    fs.call_s3("delete_object", Bucket=bucket, Key=key, VersionId=entry["VersionId"])
+                count += kind == "Versions"
+    return count
 
 
 def delete_local_copies(state_dir: Path, cache_dir: Path, ids: list[str], dry_run: bool = False) -> list[str]:

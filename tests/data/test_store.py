@@ -234,7 +234,7 @@ def test_a_missing_blob_names_its_pair_writes_nothing_and_ingest_restores_it(
     batch = make_batch("a", count=3)
     version = store.ingest(batch, None).version
     lost = sorted((batch / "images").iterdir())[1]
-    store.fs.rm(store._blob(sha(lost)))
+    store.fs.rm(store.blob_path(sha(lost)))
     out = tmp_path / "out"
     with pytest.raises(BackendError) as caught:
         store.pull(version, out)

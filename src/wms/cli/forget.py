@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from wms.cli._common import console, on_interrupt, state, styled
-from wms.errors import DataError, UsageError
+from wms.errors import BackendError, DataError, UsageError
 
 HOW = "docs/labelling-and-drift.md, 'When someone asks you to delete their photo'"
 
@@ -38,12 +38,12 @@ def forget(
     s3://); in the dataset store, after a new version without the pair is written and
     data/dataset.json names it (commit that to main), the pair's photo and mask, unless another
     pair holds the same file (older versions that held it can no longer be pulled whole); the
-    drawings MLflow runs keep of it (worst/, the val sheet); this machine's merged dataset and
-    training cache. Named, not changed: the commits that added it under data/incoming/
-    (rewriting shared history is yours to do), and the branches whose data/dataset.json names a
-    version that holds it (a batch's pull request that would bring it back). Everything is looked
-    up before anything is deleted. Exit 0 when no copy is left, 1 when the history or a branch
-    still holds one.
+    old versions a versioned bucket keeps of those files; the drawings MLflow runs keep of it
+    (worst/, the val sheet); this machine's merged dataset and training cache. Named, not
+    changed: the commits that added it under data/incoming/ (rewriting shared history is yours
+    to do), and the branches whose data/dataset.json names a version that holds it (a batch's
+    pull request that would bring it back). Everything is looked up before anything is deleted.
+    Exit 0 when no copy is left, 1 when the history, a branch or the bucket still holds one.
     """
     from wms.cli.data_versions import base_version
     from wms.data.store import open_store
@@ -55,6 +55,7 @@ def forget(
         find_in_store,
         forget_in_store,
         ids_to_forget,
+        purge_bucket,
     )
     from wms.forget_runs import delete_drawings, find_drawings
     from wms.registry import MlflowRegistry
@@ -85,6 +86,10 @@ def forget(
     if version:
         store.point(pointer, version, project.settings.store.url)
     deleted = delete_from_inbox(inbox, ids, dry_run)
+    try:
+        old_versions, purge_failed = purge_bucket(inbox, store, ids, found, dry_run), ""
+    except BackendError as exc:  # what is deleted stays deleted: say what is left, and go on
+        old_versions, purge_failed = 0, str(exc)
     if not dry_run:
         delete_drawings(registry, [d for pid in ids for d in drawings[pid]])
     trained_here = any(where.versions for where in found.values())
@@ -133,6 +138,10 @@ def forget(
             "records) and give it with --pair NAME",
             indent="",
         )
+    if old_versions:
+        _say(f"the bucket's old versions of these files: {verb} {old_versions}", indent="")
+    if purge_failed:
+        _say(purge_failed, indent="")
     if local:
         _say(
             f"this machine: {verb} {len(local)} working file(s) (the pipeline's merged dataset, the "
@@ -146,12 +155,14 @@ def forget(
             "file(s) erased from the store",
             indent="",
         )
+    kept = ["the bucket keeps old versions of their files (above)"] if purge_failed else []
     if left:
-        raise DataError(
+        kept.append(
             f"{len(left)} of {len(ids)} photo(s) are still in the repository's history or its "
-            f"branches ({', '.join(dict.fromkeys(left))}); "
-            f"see {HOW}"
+            f"branches ({', '.join(dict.fromkeys(left))})"
         )
+    if kept:
+        raise DataError(f"{'; '.join(kept)}; see {HOW}")
 
 
 def _some(items: list[str], shown: int = 4) -> str:

@@ -108,7 +108,8 @@ class DatasetStore:
         self.workers = workers
 
     # -- layout ---------------------------------------------------------------------------
-    def _blob(self, sha: str) -> str:
+    def blob_path(self, sha: str) -> str:
+        """Where blob `sha` is kept in the store."""
         return f"{self.root}/blobs/{sha[:2]}/{sha}"
 
     def _manifest_path(self, version: str) -> str:
@@ -283,11 +284,11 @@ class DatasetStore:
             present = set(self._call("list blobs", self.fs.find, f"{self.root}/blobs"))
         except FileNotFoundError:
             present = set()
-        return [sha for sha in shas if self._blob(sha) not in present]
+        return [sha for sha in shas if self.blob_path(sha) not in present]
 
     def _upload(self, sources: dict[str, Path], progress: Progress | None) -> int:
         def one(sha: str) -> int:
-            self._call("write a blob", self._put, self._blob(sha), sources[sha].read_bytes())
+            self._call("write a blob", self._put, self.blob_path(sha), sources[sha].read_bytes())
             if progress:
                 progress()
             return 1
@@ -304,7 +305,7 @@ class DatasetStore:
         if not SHA256.fullmatch(sha):
             raise DataError(f"{sha!r} is not a blob id (64 lowercase hex characters)")
         try:
-            data: bytes = self._call("read a blob", self.fs.cat_file, self._blob(sha))
+            data: bytes = self._call("read a blob", self.fs.cat_file, self.blob_path(sha))
         except FileNotFoundError:
             erased = self.erased(sha)
             if erased is not None:
@@ -348,8 +349,8 @@ class DatasetStore:
             for sha, why in blobs.items():
                 record = {"sha256": sha, "erased_at": datetime.now(UTC).isoformat(timespec="seconds"), **why}
                 self._put(self._erased_path(sha), json.dumps(record, indent=1).encode())
-                if self.fs.exists(self._blob(sha)):
-                    self._call("delete a blob", self.fs.rm, self._blob(sha))
+                if self.fs.exists(self.blob_path(sha)):
+                    self._call("delete a blob", self.fs.rm, self.blob_path(sha))
 
     def erased(self, sha: str) -> dict[str, Any] | None:
         """What `erase` recorded of blob `sha`, or None when it was never erased."""
