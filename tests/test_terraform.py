@@ -294,6 +294,9 @@ def test_captured_photos_leave_the_bucket_after_the_days_users_were_told(terrafo
     (content,) = rule["content"]
     assert content["filter"] == [{"prefix": "${var.s3_prefix}/inbox/"}]  # the inbox only, never the store
     assert content["expiration"] == [{"days": "${var.capture_keep_days}"}]
+    # A photo gone from the inbox leaves no old version for the bucket's 90 days (the shorter of
+    # two overlapping expirations holds).
+    assert content["noncurrent_version_expiration"] == [{"noncurrent_days": 1}]
     variable = terraform["variable"]["capture_keep_days"]
     assert variable["default"] == 180 and variable["type"] == "number"
 

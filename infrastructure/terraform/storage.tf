@@ -32,7 +32,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "data" {
   }
 
   # The photos the model's pods keep for labelling (capture_inbox) go after capture_keep_days, as
-  # the users were told (docs/serving.md); the rule above then expires what versioning kept.
+  # the users were told (docs/serving.md), and what leaves the inbox (expired, moved out to be
+  # labelled) keeps its old version one day, not noncurrent_version_days: of two expirations
+  # that overlap, S3 honours the shorter.
   dynamic "rule" {
     for_each = var.capture_keep_days > 0 ? [1] : []
     content {
@@ -43,6 +45,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "data" {
       }
       expiration {
         days = var.capture_keep_days
+      }
+      noncurrent_version_expiration {
+        noncurrent_days = 1
       }
       abort_incomplete_multipart_upload {
         days_after_initiation = 7
