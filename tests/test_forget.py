@@ -283,6 +283,45 @@ def test_a_versioned_bucket_keeps_no_old_version_of_its_files(
     assert "error: the bucket keeps old versions of their files (above)" in out
 
 
+def test_the_bucket_s_old_versions_of_the_drawings_go_where_the_mlflow_server_keeps_them(
+    s3_bucket: str,
+) -> None:
+    """A tracking server proxies run files (mlflow-artifacts:/<experiment>/<run>/artifacts) to its
+    --artifacts-destination in the bucket: deleted through it, a drawing stays as an old version."""
+    import boto3
+    import fsspec
+
+    from wms.forget import purge_old_versions
+    from wms.forget_runs import Drawing, drawing_urls
+
+    s3 = boto3.client("s3")
+    s3.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    destination = f"s3://{s3_bucket}/wms/mlflow"
+    proxied = Drawing("r1", "worst/00-abc.jpg", "mlflow-artifacts:/1/r1/artifacts", None)
+    direct = Drawing("r2", "plots/val_predictions.jpg", f"s3://{s3_bucket}/runs/r2/artifacts", None)
+    moved = Drawing("r3", "worst/01-abc.jpg", "file:///old/r3/artifacts", Path("/new/r3/artifacts"))
+    urls = drawing_urls([proxied, direct, moved, proxied], destination)
+    assert urls == [
+        f"{destination}/1/r1/artifacts/worst/00-abc.jpg",
+        f"s3://{s3_bucket}/runs/r2/artifacts/plots/val_predictions.jpg",
+    ]  # a folder keeps no old versions; a drawing named twice is purged once
+    assert drawing_urls([proxied], "") == []  # the server's destination unknown: nothing to name
+
+    keep = "wms/mlflow/1/r1/artifacts/worst/00-abcd.jpg"  # another file whose key starts alike
+    for url in [*urls, f"s3://{s3_bucket}/{keep}"]:
+        key = url.split("/", 3)[3]
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=b"drawing")
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=b"drawing again")
+    for url in urls:
+        s3.delete_object(Bucket=s3_bucket, Key=url.split("/", 3)[3])  # as the MLflow server does
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    assert purge_old_versions(fs, urls, dry_run=True) == 4
+    assert purge_old_versions(fs, urls) == 4
+    listed = s3.list_object_versions(Bucket=s3_bucket)
+    left = [e["Key"] for e in [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]]
+    assert left == [keep, keep]
+
+
 @pytest.mark.parametrize("given", ["nonsense", "abc123", "no-such-file.jpg"])
 def test_what_names_no_photo_is_one_line(project_dir: Path, cli: Callable[..., Any], given: str) -> None:
     result = cli("data", "forget", given)

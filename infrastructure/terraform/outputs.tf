@@ -12,6 +12,7 @@ locals {
   serving_internal_host = local.split ? try(aws_eip.serving[0].public_dns, null) : try(aws_eip.instance[0].public_dns, null)
   ssh_key_file          = "~/.ssh/${var.key_name}.pem"
   capture_dir           = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/inbox"
+  mlflow_artifacts_uri  = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/mlflow"
 }
 
 output "layout" {
@@ -52,6 +53,11 @@ output "mlflow_url_internal" {
 output "store_url" {
   description = "store.url for the dataset versions (repository variable WMS_STORE_URL)."
   value       = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/store"
+}
+
+output "mlflow_artifacts_uri" {
+  description = "Where the MLflow server keeps run files in the bucket (its --artifacts-destination): wms data forget --mlflow-artifacts, so that the bucket's old versions of a forgotten photo's drawings go too."
+  value       = local.mlflow_artifacts_uri
 }
 
 output "capture_dir" {

@@ -34,7 +34,7 @@ locals {
     region                  = var.region
     mlflow_port             = var.mlflow_port
     mlflow_version          = var.mlflow_version
-    mlflow_artifacts_uri    = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/mlflow"
+    mlflow_artifacts_uri    = local.mlflow_artifacts_uri
     mlflow_backup_uri       = "s3://${aws_s3_bucket.data.bucket}/${var.s3_prefix}/mlflow-backup/mlflow.db"
     k3s_version             = var.k3s_version
     helm_version            = var.helm_version

@@ -215,11 +215,19 @@ def find_in_branches(
 
 
 def purge_bucket(
-    inbox: str, store: DatasetStore, ids: list[str], found: dict[str, InStore], dry_run: bool = False
+    inbox: str,
+    store: DatasetStore,
+    ids: list[str],
+    found: dict[str, InStore],
+    drawings: list[str],
+    dry_run: bool = False,
 ) -> int:
-    """Delete the old versions a versioned bucket keeps of the pairs' capture files and of their
-    own blobs in the store (purge_old_versions); how many. Run again, it finds what a failed
-    run left. A BackendError where the credentials may not (s3:DeleteObjectVersion)."""
+    """Delete the old versions a versioned bucket keeps of the pairs' capture files, of their own
+    blobs in the store and of the run drawings (URLs) deleted (purge_old_versions); how many.
+    Run again, it finds what a failed run left. A BackendError where the credentials may not
+    (s3:DeleteObjectVersion)."""
+    import fsspec
+
     fs, root = _inbox(inbox)
     captures = [f"{root}/{relative}" for pid in ids for relative in capture_files(pid).values()]
     blobs = [store.blob_path(sha) for where in found.values() for sha in where.own]
@@ -228,7 +236,11 @@ def purge_bucket(
         "credentials that may delete them"
     )
     with store_errors("delete the old versions the bucket keeps", hint):
-        return purge_old_versions(fs, captures, dry_run) + purge_old_versions(store.fs, blobs, dry_run)
+        count = purge_old_versions(fs, captures, dry_run) + purge_old_versions(store.fs, blobs, dry_run)
+        if drawings:
+            s3 = fsspec.filesystem("s3", skip_instance_cache=True)
+            count += purge_old_versions(s3, drawings, dry_run)
+        return count
 
 
 def purge_old_versions(fs: Any, paths: list[str], dry_run: bool = False) -> int:

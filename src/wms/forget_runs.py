@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from wms.errors import RegistryError
 from wms.registry import MlflowRegistry
@@ -65,6 +66,23 @@ def delete_drawings(registry: MlflowRegistry, drawings: list[Drawing]) -> None:
     for d in dict.fromkeys(drawings):
         then = "run `wms data forget` again to finish"
         registry.mlflow.delete_artifacts(d.run_id, d.artifact_uri, d.path, d.moved, then)
+
+
+def drawing_urls(drawings: list[Drawing], destination: str) -> list[str]:
+    """Where each drawing is kept when it is on S3: a run logged to S3 itself names its files
+    there; one whose files a tracking server proxies (mlflow-artifacts:/<experiment>/<run>/...)
+    keeps them under the server's --artifacts-destination, `destination` ("": unknown). The
+    others (a folder, a moved project) are left out: a folder keeps no old versions."""
+    urls = []
+    for d in dict.fromkeys(drawings):
+        if d.moved is not None:
+            continue
+        if d.artifact_uri.startswith("s3://"):
+            urls.append(f"{d.artifact_uri.rstrip('/')}/{d.path}")
+        elif d.artifact_uri.startswith("mlflow-artifacts:") and destination.startswith("s3://"):
+            run_path = urlparse(d.artifact_uri).path.strip("/")
+            urls.append(f"{destination.rstrip('/')}/{run_path}/{d.path}")
+    return urls
 
 
 def _files(registry: MlflowRegistry, run: Any, moved: Path | None, folder: str) -> list[str]:

@@ -26,6 +26,14 @@ def forget(
         "through the capture and was changed before it was pushed (repeatable).",
         show_default=False,
     ),
+    mlflow_artifacts: str = typer.Option(
+        "",
+        "--mlflow-artifacts",
+        metavar="S3_URL",
+        help="Where the MLflow server keeps run files (its --artifacts-destination; `terraform output "
+        "-raw mlflow_artifacts_uri`), so that the bucket's old versions of the drawings go too.",
+        show_default=False,
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted, and where."),
 ) -> None:
     """Delete a person's photo wherever WMS keeps it, and name the copies it cannot delete.
@@ -57,7 +65,7 @@ def forget(
         ids_to_forget,
         purge_bucket,
     )
-    from wms.forget_runs import delete_drawings, find_drawings
+    from wms.forget_runs import delete_drawings, drawing_urls, find_drawings
     from wms.registry import MlflowRegistry
 
     if not photos and not pairs:
@@ -87,7 +95,8 @@ def forget(
         store.point(pointer, version, project.settings.store.url)
     deleted = delete_from_inbox(inbox, ids, dry_run)
     try:
-        old_versions, purge_failed = purge_bucket(inbox, store, ids, found, dry_run), ""
+        urls = drawing_urls([d for pid in ids for d in drawings[pid]], mlflow_artifacts)
+        old_versions, purge_failed = purge_bucket(inbox, store, ids, found, urls, dry_run), ""
     except BackendError as exc:  # what is deleted stays deleted: say what is left, and go on
         old_versions, purge_failed = 0, str(exc)
     if not dry_run:
