@@ -137,9 +137,10 @@ resource "aws_iam_role" "github" {
   for_each           = toset(["wms-production", "wms-compute", "wms-sweep"])
   name               = "${var.project}-github-${trimprefix(each.key, "wms-")}"
   assume_role_policy = data.aws_iam_policy_document.assume_github[each.key].json
-  # The train and sweep jobs hold their credentials for up to 12 h (role-duration-seconds);
-  # the other environments' jobs end within the default hour.
-  max_session_duration = each.key == "wms-production" ? 43200 : 3600
+  # The train and sweep jobs hold their credentials for up to 12 h (role-duration-seconds), a
+  # start of the instance up to 95 minutes (it waits out a maintenance); the other jobs end
+  # within the default hour.
+  max_session_duration = lookup({ "wms-production" = 43200, "wms-compute" = 5700 }, each.key, 3600)
 }
 
 resource "aws_iam_role_policy" "github" {
