@@ -322,6 +322,38 @@ def test_the_bucket_s_old_versions_of_the_drawings_go_where_the_mlflow_server_ke
     assert left == [keep, keep]
 
 
+def test_labelling_batches_lose_their_copies_and_its_task(
+    project_dir: Path, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    """`wms data suggest --out` copied the photo into a batch for labellers, with its pre-label
+    and a task in the import file: they go; the other photos of the batch stay."""
+    pid, other = _id(_photo(1)), _id(_photo(2))
+    batch = tmp_path / "labelling" / "2026-12-01"
+    for sub, suffix in (("images", "jpg"), ("prelabels", "png")):
+        (batch / sub).mkdir(parents=True)
+        for name in (pid, other, f"{pid}0"):  # the last: a name that only starts like it
+            (batch / sub / f"{name}.{suffix}").write_bytes(b"copy")
+    tasks = [{"data": {"image": f"/data/local-files/?d=x/images/{n}.jpg", "name": n}} for n in (pid, other)]
+    (batch / "labelstudio.json").write_text(json.dumps(tasks))
+
+    dry = cli("data", "forget", pid, "--batches", str(tmp_path / "labelling"), "--dry-run")
+    assert f"labelling batches: would delete its copies in {batch}" in " ".join(dry.output.split())
+    assert len(_files(batch)) == 7
+    result = cli("data", "forget", pid, "--batches", str(tmp_path / "labelling"))
+    assert result.exit_code == 0, result.output
+    assert f"labelling batches: deleted its copies in {batch}" in " ".join(result.output.split())
+    assert _files(batch) == sorted(
+        [f"{other}.jpg", f"{other}.png", f"{pid}0.jpg", f"{pid}0.png", "labelstudio.json"]
+    )
+    assert [t["data"]["name"] for t in json.loads((batch / "labelstudio.json").read_text())] == [other]
+    again = cli("data", "forget", other, "--batches", str(project_dir))  # no batch in it
+    assert "labelling batches: in none" in " ".join(again.output.split())
+    mistyped = cli("data", "forget", other, "--batches", str(tmp_path / "labeling"))
+    assert mistyped.exit_code == 2 and mistyped.output.startswith(
+        f"error: --batches {tmp_path}/labeling is no"
+    )
+
+
 @pytest.mark.parametrize("given", ["nonsense", "abc123", "no-such-file.jpg"])
 def test_what_names_no_photo_is_one_line(project_dir: Path, cli: Callable[..., Any], given: str) -> None:
     result = cli("data", "forget", given)

@@ -34,10 +34,12 @@ from wms.data.backend import store_errors
 from wms.data.manifest import hashes
 from wms.data.store import DatasetStore
 from wms.errors import UsageError
+from wms.files import write_text_atomic
 from wms.serve.capture import capture_files
 from wms.vcs.git import Git
 
 CAPTURE_ID = re.compile(r"[0-9a-f]{16}")
+BATCH_TASKS = "labelstudio.json"  # a labelling batch's import file (wms.suggest.write_batch)
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -262,6 +264,37 @@ def purge_old_versions(fs: Any, paths: list[str], dry_run: bool = False) -> int:
                     fs.call_s3("delete_object", Bucket=bucket, Key=key, VersionId=entry["VersionId"])
                 count += kind == "Versions"
     return count
+
+
+def find_in_batches(folder: Path, ids: list[str]) -> dict[str, list[Path]]:
+    """For each id, its files in the labelling batches under `folder` (what `wms data suggest
+    --out` wrote: a folder with labelstudio.json beside images/): its photo and pre-label."""
+    found: dict[str, list[Path]] = {pid: [] for pid in ids}
+    for tasks in sorted(folder.rglob(BATCH_TASKS)):
+        for sub in ("images", "prelabels"):
+            files = sorted((tasks.parent / sub).iterdir()) if (tasks.parent / sub).is_dir() else []
+            for path in files:
+                if path.is_file() and path.name.rsplit(".", 1)[0] in found:
+                    found[path.name.rsplit(".", 1)[0]].append(path)
+    return found
+
+
+def delete_from_batches(found: dict[str, list[Path]]) -> None:
+    """Delete the files, and drop their tasks from each batch's labelstudio.json, which an import
+    would otherwise show without a photo. ranking.csv and ranking.json keep their rows: scores,
+    no photo."""
+    paths = [path for held in found.values() for path in held]
+    for path in paths:
+        path.unlink(missing_ok=True)
+    named = {pid for pid, held in found.items() if held}
+    for batch in sorted({path.parent.parent for path in paths}):
+        try:
+            tasks = json.loads((batch / BATCH_TASKS).read_text())
+            kept = [t for t in tasks if t.get("data", {}).get("name") not in named]
+        except (OSError, ValueError, AttributeError):  # edited by hand into something else: left as it is
+            continue
+        if len(kept) < len(tasks):
+            write_text_atomic(batch / BATCH_TASKS, json.dumps(kept, indent=1) + "\n")
 
 
 def delete_local_copies(state_dir: Path, cache_dir: Path, ids: list[str], dry_run: bool = False) -> list[str]:

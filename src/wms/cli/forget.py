@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from wms.cli._common import console, on_interrupt, state, styled
@@ -34,6 +36,14 @@ def forget(
         "-raw mlflow_artifacts_uri`), so that the bucket's old versions of the drawings go too.",
         show_default=False,
     ),
+    batches: Path | None = typer.Option(
+        None,
+        "--batches",
+        metavar="DIR",
+        help="A folder of labelling batches (`wms data suggest --out` wrote them, at any depth): "
+        "their copies of the photo and its pre-label go, and its task leaves labelstudio.json.",
+        show_default=False,
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be deleted, and where."),
 ) -> None:
     """Delete a person's photo wherever WMS keeps it, and name the copies it cannot delete.
@@ -56,8 +66,10 @@ def forget(
     from wms.cli.data_versions import base_version
     from wms.data.store import open_store
     from wms.forget import (
+        delete_from_batches,
         delete_from_inbox,
         delete_local_copies,
+        find_in_batches,
         find_in_branches,
         find_in_history,
         find_in_store,
@@ -70,6 +82,8 @@ def forget(
 
     if not photos and not pairs:
         raise UsageError("name the photo to delete: the file, its sha256 or capture id, or --pair NAME")
+    if batches is not None and not batches.is_dir():
+        raise UsageError(f"--batches {batches} is no folder: give the one your labelling batches are in")
     project = state(ctx).project()
     store, pointer, registry = (
         open_store(project),
@@ -86,6 +100,7 @@ def forget(
     git = project.settings.git
     pointer_path = str(project.settings.data.pointer)
     branches = find_in_branches(project.root, pointer_path, (git.base_branch, git.remote), found)
+    in_batches = find_in_batches(batches, ids) if batches else {pid: [] for pid in ids}
     capture_dir = project.settings.serve.capture_dir
     inbox = capture_dir if "://" in capture_dir else str(project.path(capture_dir))
 
@@ -101,6 +116,7 @@ def forget(
         old_versions, purge_failed = 0, str(exc)
     if not dry_run:
         delete_drawings(registry, [d for pid in ids for d in drawings[pid]])
+        delete_from_batches(in_batches)
     trained_here = any(where.versions for where in found.values())
     cache = project.path(project.settings.train.cache_dir)
     local = delete_local_copies(project.state_dir, cache, ids, dry_run) if trained_here else []
@@ -120,6 +136,9 @@ def forget(
                 f"{verb} its {len(where.stored)} file(s)" if where.stored else "its files were erased before"
             )
             _say(f"dataset store: {files}, held by version(s) {_some(where.versions)}{shared}")
+        if batches:
+            copies = sorted({str(path.parent.parent) for path in in_batches[pid]})
+            _say(f"labelling batches: {f'{verb} its copies in {_some(copies)}' if copies else 'in none'}")
         runs = drawings[pid]
         shown = _some([f"{d.path} of run {d.run_id[:8]}" for d in runs])
         _say(f"MLflow: {f'{verb} {shown}' if runs else 'no drawing of it'}")
@@ -138,7 +157,8 @@ def forget(
             )
             left.append(pid)
     found_nowhere = not any(
-        deleted[pid] or found[pid].versions or drawings[pid] or (history or {}).get(pid) for pid in ids
+        deleted[pid] or found[pid].versions or drawings[pid] or in_batches[pid] or (history or {}).get(pid)
+        for pid in ids
     )
     if found_nowhere and photos:
         _say(
