@@ -116,6 +116,13 @@ def test_a_labelled_photo_leaves_the_inbox_and_its_version_and_commit_are_named(
     assert onto_old.exit_code == 1
     assert f"version {version} holds a photo erased since by `wms data forget`" in onto_old.output
     assert _pointed(project_dir) == now
+    # Nor does the labelled batch kept since bring it back onto the new version.
+    pushed_again = cli("data", "ingest", "data/incoming")
+    assert pushed_again.exit_code == 1
+    assert f"pair '{pid}' in data/incoming is a photo deleted on request by `wms data forget` (20" in (
+        " ".join(pushed_again.output.split())
+    )
+    assert _pointed(project_dir) == now
 
     again = cli("data", "forget", str(sent))
     assert again.exit_code == 1  # the history still holds it

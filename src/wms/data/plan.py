@@ -103,6 +103,15 @@ def plan_ingest(
             f"(in {f'version {base}' if first in old else folder}): one photo under two names can "
             f"land in train and in test; drop {again!r} — nothing was written"
         )
+    # A photo deleted on request (`wms data forget`) does not come back from a batch kept since.
+    gone = store.erased_blobs() if added or corrected else set()
+    back = next((i for i in added + corrected if entries[i]["image"]["sha256"] in gone), None)
+    if back:
+        when = (store.erased(entries[back]["image"]["sha256"]) or {}).get("erased_at", "earlier")
+        raise ConflictError(
+            f"pair {back!r} in {folder} is a photo deleted on request by `wms data forget` ({when}): "
+            f"it may not come back; remove it from {folder} — nothing was written"
+        )
     by_id = {p.id: p for p in scan.pairs}
     sources: dict[str, Path] = {}
     for pid in entries:  # the unchanged pairs too: their blobs may have been lost since
