@@ -109,14 +109,14 @@ def forget(
     if version:
         store.point(pointer, version, project.settings.store.url)
     deleted = delete_from_inbox(inbox, ids, dry_run)
-    try:
+    if not dry_run:
+        delete_drawings(registry, [d for pid in ids for d in drawings[pid]])
+        delete_from_batches(in_batches)
+    try:  # last: what the deletions above left in a versioned bucket
         urls = drawing_urls([d for pid in ids for d in drawings[pid]], mlflow_artifacts)
         old_versions, purge_failed = purge_bucket(inbox, store, ids, found, urls, dry_run), ""
     except BackendError as exc:  # what is deleted stays deleted: say what is left, and go on
         old_versions, purge_failed = 0, str(exc)
-    if not dry_run:
-        delete_drawings(registry, [d for pid in ids for d in drawings[pid]])
-        delete_from_batches(in_batches)
     trained_here = any(where.versions for where in found.values())
     cache = project.path(project.settings.train.cache_dir)
     local = delete_local_copies(project.state_dir, cache, ids, dry_run) if trained_here else []
