@@ -34,7 +34,7 @@ def wms(project: Path, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[float, s
     seconds = time.perf_counter() - started
     if done.returncode not in ok:
         raise RuntimeError(f"wms {' '.join(args)} exited {done.returncode}: {done.stdout}{done.stderr}")
-    return round(seconds, 2), done.stdout
+    return round(seconds, 2), done.stdout + done.stderr
 
 
 def measure(project: Path, prepared: Path, versions: int, scratch: Path) -> dict[str, object]:
@@ -61,7 +61,8 @@ def measure(project: Path, prepared: Path, versions: int, scratch: Path) -> dict
         (back / kind).mkdir(parents=True)
         for path in (prepared / kind).glob(f"{first}.*"):
             shutil.copy(path, back / kind / path.name)
-    refused_s, _ = wms(project, "data", "ingest", str(back), ok=(1,))
+    refused_s, why = wms(project, "data", "ingest", str(back), ok=(1,))
+    assert "deleted on request" in why, why
     old = next((line for line in out.splitlines() if "old versions" in line), "")
     return {
         "versions": versions,
