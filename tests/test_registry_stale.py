@@ -72,14 +72,17 @@ def test_the_daily_prune_marks_a_killed_training_killed_and_leaves_a_live_one_al
     cli: Callable[..., Any], registry: MlflowRegistry, project_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A live run holds the instance for 12 h at most, and the reaper stops it a lease later: a
-    # run silent for longer is dead. Here that is 1.5 s, so the test need not wait 13 hours.
-    monkeypatch.setenv("WMS_COMPUTE__MAX_HOLD_HOURS", str(1.44 / 3600))
+    # run silent for longer is dead. Here that is 3 s, so the test need not wait 13 hours.
+    monkeypatch.setenv("WMS_COMPUTE__MAX_HOLD_HOURS", str(2.94 / 3600))
     monkeypatch.setenv("WMS_COMPUTE__LEASE_MINUTES", str(0.06 / 60))
     with registry.start_run("train-v3", {}) as live:
         killed = killed_training(project_dir)
         assert registry._client.get_run(killed).info.status == "RUNNING"  # for good, before the fix
         last = max(m.timestamp for m in registry._client.get_metric_history(killed, "train_loss"))
-        time.sleep(max(0.0, last / 1000 + 1.6 - time.time()))  # the killed run is silent past the limit
+        time.sleep(max(0.0, last / 1000 + 3.1 - time.time()))  # the killed run is silent past the limit
+        # The live one logged just now, before the prune begins: on a busy machine the thread
+        # below may first write only after the prune has looked at it.
+        live.log_metrics({"train_loss": 0.2}, step=6)
         # The live one, started as long ago, logs as a training does, every few steps, for as
         # long as the prune looks (on a busy machine the prune may take longer than the limit).
         stop = threading.Event()
