@@ -35,7 +35,7 @@ from wms.data.manifest import hashes
 from wms.data.store import DatasetStore
 from wms.errors import UsageError
 from wms.files import write_text_atomic
-from wms.serve.capture import capture_files
+from wms.serve.capture import Inbox, capture_files
 from wms.vcs.git import Git
 
 CAPTURE_ID = re.compile(r"[0-9a-f]{16}")
@@ -83,32 +83,27 @@ def ids_to_forget(photos: list[str], pairs: list[str], manifests: dict[str, dict
     return list(dict.fromkeys(ids))
 
 
-def _inbox(url: str) -> tuple[Any, str]:
-    """The capture inbox's file system and root."""
-    import fsspec
-
+def open_inbox(url: str) -> Inbox:
+    """The capture inbox at `url` (a folder or s3://), as the service writes it."""
     try:
-        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
+        return Inbox(url)
     except ImportError as exc:
         raise UsageError(f"serve.capture_dir {url} needs {exc.name}: pip install 'wms[s3]'") from None
-    return fs, root.rstrip("/")
 
 
-def delete_from_inbox(url: str, ids: list[str], dry_run: bool = False) -> dict[str, list[str]]:
-    """Delete each id's capture (photo, pre-label, metadata) from the inbox at `url` (a folder or
-    s3://); the files deleted (with `dry_run`, found), by id. An inbox that does not exist holds none."""
+def delete_from_inbox(inbox: Inbox, ids: list[str], dry_run: bool = False) -> dict[str, list[str]]:
+    """Delete each id's capture (photo, pre-label, metadata) from the inbox; the files deleted
+    (with `dry_run`, found), by id. An inbox that does not exist holds none."""
     deleted: dict[str, list[str]] = {i: [] for i in ids}
-    fs, root = _inbox(url)
     with store_errors(
-        f"delete from the capture inbox {url}", "; check that the credentials may delete there"
+        f"delete from the capture inbox {inbox.url}", "; check that the credentials may delete there"
     ):
         for pid in ids:
             for relative in capture_files(pid).values():
-                path = f"{root}/{relative}"
-                if fs.exists(path):
+                if inbox.exists(relative):
                     if not dry_run:
                         with suppress(FileNotFoundError):  # deleted meanwhile: as good
-                            fs.rm(path)
+                            inbox.fs.rm(inbox.path(relative))
                     deleted[pid].append(relative)
     return deleted
 
@@ -217,7 +212,7 @@ def find_in_branches(
 
 
 def purge_bucket(
-    inbox: str,
+    inbox: Inbox,
     store: DatasetStore,
     ids: list[str],
     found: dict[str, InStore],
@@ -230,15 +225,14 @@ def purge_bucket(
     (s3:DeleteObjectVersion)."""
     import fsspec
 
-    fs, root = _inbox(inbox)
-    captures = [f"{root}/{relative}" for pid in ids for relative in capture_files(pid).values()]
+    captures = [inbox.path(relative) for pid in ids for relative in capture_files(pid).values()]
     blobs = [store.blob_path(sha) for where in found.values() for sha in where.own]
     hint = (
         "; S3 expires them after the bucket's noncurrent_version_days, or run this again with "
         "credentials that may delete them"
     )
     with store_errors("delete the old versions the bucket keeps", hint):
-        count = purge_old_versions(fs, captures, dry_run) + purge_old_versions(store.fs, blobs, dry_run)
+        count = purge_old_versions(inbox.fs, captures, dry_run) + purge_old_versions(store.fs, blobs, dry_run)
         if drawings:
             s3 = fsspec.filesystem("s3", skip_instance_cache=True)
             count += purge_old_versions(s3, drawings, dry_run)

@@ -75,6 +75,7 @@ def forget(
         find_in_store,
         forget_in_store,
         ids_to_forget,
+        open_inbox,
         purge_bucket,
     )
     from wms.forget_runs import delete_drawings, drawing_urls, find_drawings
@@ -102,7 +103,7 @@ def forget(
     branches = find_in_branches(project.root, pointer_path, (git.base_branch, git.remote), found)
     in_batches = find_in_batches(batches, ids) if batches else {pid: [] for pid in ids}
     capture_dir = project.settings.serve.capture_dir
-    inbox = capture_dir if "://" in capture_dir else str(project.path(capture_dir))
+    inbox = open_inbox(capture_dir if "://" in capture_dir else str(project.path(capture_dir)))
 
     on_interrupt(ctx, f"forget stopped part way; run it again with the same {len(ids)} photo(s) to finish")
     version, erased = (None, 0) if dry_run else forget_in_store(store, base, found)
