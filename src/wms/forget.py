@@ -27,7 +27,7 @@ import json
 import re
 from contextlib import suppress
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from wms.data.backend import store_errors
@@ -180,7 +180,7 @@ def find_in_history(root: Path, incoming: Path | str, ids: list[str]) -> dict[st
     for block in log.split("\0")[1:]:
         commit, *paths = [line for line in block.splitlines() if line]  # a name may hold spaces
         for path in paths:
-            pid = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            pid = PurePosixPath(path).stem  # a pair's id, as wms.data.pairs reads it
             if pid in found and commit not in found[pid]:
                 found[pid].append(commit)
     return found
@@ -268,8 +268,8 @@ def find_in_batches(folder: Path, ids: list[str]) -> dict[str, list[Path]]:
         for sub in ("images", "prelabels"):
             files = sorted((tasks.parent / sub).iterdir()) if (tasks.parent / sub).is_dir() else []
             for path in files:
-                if path.is_file() and path.name.rsplit(".", 1)[0] in found:
-                    found[path.name.rsplit(".", 1)[0]].append(path)
+                if path.is_file() and path.stem in found:
+                    found[path.stem].append(path)
     return found
 
 
@@ -303,7 +303,7 @@ def delete_local_copies(state_dir: Path, cache_dir: Path, ids: list[str], dry_ru
         for kind in ("images", "masks")
         if (work / kind).is_dir()
         for p in sorted((work / kind).iterdir())
-        if p.name.rsplit(".", 1)[0] in wanted
+        if p.stem in wanted
     ]
     paths += sorted(cache_dir.glob("*.npy")) if cache_dir.is_dir() else []
     if not dry_run:
