@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +40,30 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"moto_server did not listen on port {port}")
+
+
+@contextmanager
+def moto_s3() -> Iterator[None]:
+    """moto's S3 server on a free loopback port, for boto3 and s3fs through the usual AWS
+    variables, while the block runs; stopped after, whatever happened."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        os.environ.update(
+            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def subset(src: Path, n: int, dst: Path) -> Path:
@@ -82,24 +108,11 @@ def main() -> int:
         print(f"skipped: real data not found at {args.data}")
         return 0
 
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port)
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    import boto3
-
-    boto3.client("s3").create_bucket(Bucket="wms-bench")
     results: dict[str, object] = {"pairs": args.pairs, "machine": f"{os.cpu_count()} cores"}
-    with tempfile.TemporaryDirectory() as tmp:
+    with moto_s3(), tempfile.TemporaryDirectory() as tmp:
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="wms-bench")
         data = subset(args.data, args.pairs, Path(tmp) / "data")
         results["bytes"] = sum(p.stat().st_size for p in data.glob("*/*"))
         for name, url in (("local", str(Path(tmp) / "store")), ("s3", "s3://wms-bench/store")):
@@ -108,8 +121,6 @@ def main() -> int:
             results[name] = measure(url, data, args.pairs, scratch)
             shutil.rmtree(scratch)
             print(name, results[name])
-    server.terminate()
-    server.wait(timeout=10)
     out = REPO / "benchmarks" / "results" / "store.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")

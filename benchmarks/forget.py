@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_store import DEFAULT_DATA, REPO, free_port, wait_for_port
+from bench_store import DEFAULT_DATA, REPO, moto_s3
 
 WMS = [sys.executable, "-m", "wms"]
 
@@ -90,46 +90,29 @@ def main() -> int:
         print(f"skipped: real data not found at {args.data}")
         return 0
 
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     results: dict[str, object] = {"machine": f"{os.cpu_count()} cores"}
-    try:
-        wait_for_port(port)
-        os.environ.update(
-            AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench",
-            AWS_DEFAULT_REGION="us-east-1",
-        )
+    with moto_s3(), tempfile.TemporaryDirectory() as tmp:
         import boto3
 
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="wms-bench")
         s3.put_bucket_versioning(Bucket="wms-bench", VersioningConfiguration={"Status": "Enabled"})
-        with tempfile.TemporaryDirectory() as tmp:
-            prepared = Path(tmp) / "prepared"
-            subprocess.run(
-                [*WMS, "data", "prepare", str(args.data), str(prepared)], check=True, capture_output=True
-            )
-            results["pairs"] = len(list((prepared / "images").iterdir()))
-            for name, store, inbox in (
-                ("local", "", ""),
-                ("s3", "s3://wms-bench/store", "s3://wms-bench/inbox"),
-            ):
-                os.environ.pop("WMS_STORE__URL", None)
-                os.environ.pop("WMS_SERVE__CAPTURE_DIR", None)
-                if store:
-                    os.environ.update(WMS_STORE__URL=store, WMS_SERVE__CAPTURE_DIR=inbox)
-                project = project_at(Path(tmp) / name, dict(os.environ))
-                results[name] = measure(project, prepared, args.versions, Path(tmp) / f"{name}-scratch")
-                print(name, results[name])
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        prepared = Path(tmp) / "prepared"
+        subprocess.run(
+            [*WMS, "data", "prepare", str(args.data), str(prepared)], check=True, capture_output=True
+        )
+        results["pairs"] = len(list((prepared / "images").iterdir()))
+        for name, store, inbox in (
+            ("local", "", ""),
+            ("s3", "s3://wms-bench/store", "s3://wms-bench/inbox"),
+        ):
+            os.environ.pop("WMS_STORE__URL", None)
+            os.environ.pop("WMS_SERVE__CAPTURE_DIR", None)
+            if store:
+                os.environ.update(WMS_STORE__URL=store, WMS_SERVE__CAPTURE_DIR=inbox)
+            project = project_at(Path(tmp) / name, dict(os.environ))
+            results[name] = measure(project, prepared, args.versions, Path(tmp) / f"{name}-scratch")
+            print(name, results[name])
     out = REPO / "benchmarks" / "results" / "forget.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
