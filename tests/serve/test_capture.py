@@ -387,3 +387,47 @@ def test_a_long_running_service_remembers_a_bounded_number_of_captured_photos(
     send(0)  # the oldest, forgotten: kept again
     assert outcomes == ["written"] * 5 + ["duplicate", "written"]
     assert len(capture.taken) == 3
+
+
+def test_a_spool_counts_what_the_inbox_it_feeds_holds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In the cluster the pod writes to its node's spool, which the node empties into S3 every
+    minute: the caps count what the node last reported the S3 inbox holds, with what waits in the
+    spool, so moving photos out to S3 does not lift them; the log names the real inbox."""
+    from wms.serve.capture import UPSTREAM
+    from wms.uncertainty import Assessment
+
+    spool, now, outcomes = tmp_path / "spool", [1000.0], []
+    spool.mkdir()
+    report = spool / UPSTREAM
+    report.write_text(json.dumps({"inbox": "s3://b/wms/inbox", "photos": 2, "bytes": 1000}))
+    settings = ServeSettings(
+        capture="sample", capture_sample_rate=1.0, capture_dir=str(spool), capture_max_files=3
+    )
+    capture = Capture(settings, "3", 0.5, count=outcomes.append, clock=lambda: now[0])
+    unsure = Assessment(score=0.9, entropy=0.8, uncertain_share=0.9, regions=0, verdict="check")
+
+    def offer(seed: int) -> None:
+        if capture.wants(unsure):
+            image = Image.open(io.BytesIO(_photo(seed))).convert("RGB")
+            capture.write(Captured(_photo(seed), image, b"mask", unsure, 0.0, "sample"))
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        offer(0)
+        for path in spool.glob("*/*"):  # the node sent it on: the inbox now holds 3
+            path.unlink()
+        report.write_text(json.dumps({"inbox": "s3://b/wms/inbox", "photos": 3, "bytes": 1500}))
+        offer(1)
+        assert outcomes == ["written", "full"]
+        report.write_text(json.dumps({"inbox": "s3://b/wms/inbox", "photos": 0, "bytes": 0}))  # labelled
+        now[0] += 61
+        offer(2)
+        assert outcomes[-1] == "written"
+        report.write_text("{not json")  # a broken report: the spool alone counts, with a line
+        now[0] += 61
+        offer(3)
+        assert outcomes[-1] == "written"
+    said = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert said[0].startswith(f"capture stopped: the inbox s3://b/wms/inbox (through {spool}) holds 3 photos")
+    assert said[1].startswith("capture resumed") and f"{UPSTREAM} is unreadable" in said[2]

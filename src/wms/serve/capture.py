@@ -25,6 +25,12 @@ before every capture, so replicas of the service that share it keep to the caps 
 once: while a slow or hung store holds them, a later one waits a second for its turn, then is
 dropped and counted as busy, so captures never pile up in memory (each holds its photo,
 decoded) nor take the worker threads the server needs to receive uploads over 1 MB.
+
+A folder inbox can be a spool that something else empties into the real inbox: in the cluster,
+the pods write to a folder of their node and the node sends the complete captures on to S3
+(infrastructure/scripts/capture-upload.sh), so that no pod holds cloud credentials. The node
+writes `<spool>/upstream.json` after each round, `{"inbox", "photos", "bytes"}`: what the inbox
+it feeds holds. The caps count it with what the spool still holds.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ WRITERS = 2  # captures written at once; a write takes milliseconds unless the s
 WRITER_WAIT_S = 1.0  # how long a capture waits for a writer before it is dropped as busy
 TAKEN_KEPT = 100_000  # ids of captures kept in memory against repeats (a few MB)
 FULL_RECHECK_SECONDS = 60.0  # while the inbox is full, how often a photo worth keeping measures it again
+UPSTREAM = "upstream.json"  # in a spool: what the inbox it feeds holds (see above)
 
 
 class TokenBucket:
@@ -111,6 +118,12 @@ class Inbox:
         self.url = url
         self.fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, use_listings_cache=False)
         self.root = root.rstrip("/")
+        self.upstream = ""  # the inbox this one is a spool for, as its upstream.json last named it
+
+    @property
+    def name(self) -> str:
+        """The inbox, for log lines: the spool's upstream too when it has one."""
+        return f"{self.upstream} (through {self.url})" if self.upstream else self.url
 
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative}"
@@ -134,7 +147,21 @@ class Inbox:
                     continue
                 total += int(info.get("size") or 0)
                 count += kind == "meta"
-        return count, total
+        photos, size = self._upstream()
+        return count + photos, total + size
+
+    def _upstream(self) -> tuple[int, int]:
+        """What the inbox this spool feeds holds, by its upstream.json; (0, 0) when it has none."""
+        try:
+            report = json.loads(self.fs.cat_file(self.path(UPSTREAM)))
+            photos, size = int(report["photos"]), int(report["bytes"])
+            self.upstream = str(report.get("inbox") or "")
+        except FileNotFoundError:
+            return 0, 0
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("%s/%s is unreadable (%s): the caps count this folder alone", self.url, UPSTREAM, exc)
+            return 0, 0
+        return max(photos, 0), max(size, 0)
 
 
 class Capture:
@@ -241,7 +268,7 @@ class Capture:
                         "capture stopped: the inbox %s holds %d photos, %.1f MB (serve.capture_max_files "
                         "%d, serve.capture_max_mb %g); move photos out and it captures again within "
                         "a minute",
-                        self.settings.capture_dir,
+                        self.inbox.name,
                         count,
                         total / MB,
                         self.max_files,
@@ -253,7 +280,7 @@ class Capture:
                 self.full = False
                 log.warning(
                     "capture resumed: the inbox %s holds %d photos, %.1f MB",
-                    self.settings.capture_dir,
+                    self.inbox.name,
                     count,
                     total / MB,
                 )
