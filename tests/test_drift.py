@@ -199,7 +199,7 @@ def test_a_model_trained_on_a_version_this_store_lacks_points_to_reference(proje
 def test_the_clusters_inbox_on_s3_is_read_where_the_schedule_runs_it(
     cli: Callable[..., Any], production: Path, tmp_path: Path, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The chart's pods capture into s3://.../inbox (serve.captureDir); the scheduled report on the
+    """The chart's pods' captures reach s3://.../inbox (through their node); the scheduled report on the
     serving node reads that inbox, where it had said "copy it here first" and exited."""
     import boto3
 

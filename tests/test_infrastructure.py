@@ -51,6 +51,7 @@ VALUES = {
     "runner_token_parameter": "/wms/github/runner-token",
     "alert_webhook_parameter": "/wms/alerts/webhook-url",
     "runner_name": "wms-k3s",
+    "capture_inbox": "",  # capture_inbox off, as by default
 }
 
 
@@ -87,7 +88,8 @@ def render(template: str, **values: str) -> str:
     values = {**VALUES, **script_values(), **manifest_values(), **values}
     unknown = set(PLACEHOLDER.findall(text)) - values.keys()
     assert not unknown, f"{template}: no value for {sorted(unknown)}"
-    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+    # user-data.tf's <role>_user_data: the template's comment lines left out, its first put back
+    return "#cloud-config\n" + COMMENT_LINE.sub("", PLACEHOLDER.sub(lambda m: values[m.group(1)], text))
 
 
 class Boot:
@@ -149,9 +151,12 @@ def test_each_instance_boots_with_the_template_of_its_layout(terraform: dict[str
         "${base64gzip(local.split ? local.gpu_user_data : local.single_user_data)}"
     )
     assert resources["aws_instance.serving"]["user_data_base64"] == "${base64gzip(local.serving_user_data)}"
-    assert _template_of(terraform, "gpu_user_data") == ROLES["split", "gpu"]
-    assert _template_of(terraform, "single_user_data") == ROLES["single", "gpu"]
-    assert _template_of(terraform, "serving_user_data") == ROLES["split", "serving"]
+    assert _template_of(terraform, "gpu_config") == ROLES["split", "gpu"]
+    assert _template_of(terraform, "single_config") == ROLES["single", "gpu"]
+    assert _template_of(terraform, "serving_config") == ROLES["split", "serving"]
+    for role in ("gpu", "single", "serving"):  # what render() does after the template
+        uncommented = f'#cloud-config\n${{replace(local.{role}_config, local.uncommented, "")}}'
+        assert terraform["locals"][f"{role}_user_data"] == uncommented, role
     # Everything that exists only for the serving node exists only in split.
     for address, body in {**resources, **terraform["data"]}.items():
         if "serving" in address:
@@ -162,7 +167,7 @@ def test_terraform_passes_every_value_the_templates_use(terraform: dict[str, Any
     locals_ = terraform["locals"]
     passed_everywhere = set(re.findall(r"(\w+) =", locals_["common_vars"]))
     passed_everywhere |= script_values().keys() | manifest_values().keys()
-    for local in ("serving_user_data", "gpu_user_data", "single_user_data"):
+    for local in ("serving_config", "gpu_config", "single_config"):
         passed = passed_everywhere | set(re.findall(r"(\w+) =", locals_[local]))
         template = TEMPLATES / f"{_template_of(terraform, local)}.yaml.tftpl"
         used = set(PLACEHOLDER.findall(template.read_text()))
@@ -285,8 +290,9 @@ def test_terraform_renders_the_templates_as_the_tests_do(terraform: dict[str, An
     locals_ = ("uncommented", "scripts", "manifests")
     files = "".join(f"  {local} = {_expression(terraform, local)}\n" for local in locals_)
     module = f"locals {{\n{files}}}\n" + "".join(
-        f'output "{t}" {{\n  value = templatefile("${{path.module}}/../cloud-init/{t}.yaml.tftpl", '
-        f"merge(local.scripts, local.manifests, {{ {values} }}))\n}}\n"
+        f'output "{t}" {{\n  value = "#cloud-config\\n${{replace(templatefile('
+        f'"${{path.module}}/../cloud-init/{t}.yaml.tftpl", '
+        f'merge(local.scripts, local.manifests, {{ {values} }})), local.uncommented, "")}}"\n}}\n'
         for t in templates
     )
     rendered = _evaluate(tmp_path, module)
@@ -340,6 +346,8 @@ def test_every_step_of_every_boot_is_delivered(boots: dict[str, Boot]) -> None:
         helpers = {"bootstrap", "lib", "runner-start", "runner-job-started", "runner-job-lease"}
         if "k3s" in boot.steps:  # its daily certificate check (wms-k3s-certs.timer)
             helpers.add("k3s-certs")
+        if "capture" in boot.steps:  # sends the pods' captures on (wms-capture-upload.timer)
+            helpers.add("capture-upload")
         if "mlflow" in boot.steps:
             helpers |= {"mlflow-backup", "mlflow-restore"}
         if "nvidia" in boot.steps:  # the GPU instance stops itself once its leases ran out

@@ -512,7 +512,7 @@ def test_the_clusters_inbox_on_s3_gives_a_labelling_batch(
     s3_bucket: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The chart's pods capture into s3://.../inbox (serve.captureDir); suggest ranks those photos
+    """The chart's pods' captures reach s3://.../inbox (through their node); suggest ranks those photos
     where it had said "copy it here first" and exited, and a bucket it cannot read is one line."""
     import boto3
 

@@ -7,6 +7,7 @@ What the instances boot with (cloud-init, scripts, the two layouts) is in test_i
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 SERVING_ADDRESS = "aws_instance.serving"
@@ -54,18 +55,17 @@ def test_both_instances_require_imdsv2_and_encrypt_their_disk(terraform: dict[st
         assert root["encrypted"] is True and root["volume_type"] == "gp3", address
 
 
-def test_a_model_pod_reaches_the_role_only_where_it_captures_and_may_write_only_the_inbox(
+def test_no_model_pod_reaches_the_role_and_with_capture_the_node_may_write_only_the_inbox(
     terraform: dict[str, Any],
 ) -> None:
-    """A pod is one hop behind the node: with the default hop limit (1) its IMDSv2 token never
-    comes back, so serve.capture in the chart could not write the S3 inbox. capture_inbox (off by
-    default) raises it to 2 on the machine that serves, and lets its role put into inbox/ only."""
+    """A pod is one hop behind the node: with hop limit 1 its IMDSv2 token never comes back, so no
+    pod gets the node's role, capture or not. With capture_inbox (off by default) the pods keep
+    photos in the node's spool and the node, its role allowed to put into inbox/ only, sends them."""
     assert terraform["variable"]["capture_inbox"]["default"] is False
-    serving = terraform["resource"][SERVING_ADDRESS]["metadata_options"][0]
-    assert serving["http_put_response_hop_limit"] == "${var.capture_inbox ? 2 : 1}"
-    gpu = terraform["resource"]["aws_instance.gpu"]["metadata_options"][0]
-    # in single the GPU instance serves
-    assert gpu["http_put_response_hop_limit"] == "${var.capture_inbox && !local.split ? 2 : 1}"
+    for address in INSTANCES:
+        assert terraform["resource"][address]["metadata_options"][0]["http_put_response_hop_limit"] == 1
+    user_data = (Path(__file__).resolve().parents[1] / "infrastructure/terraform/user-data.tf").read_text()
+    assert 'capture_inbox = var.capture_inbox ? local.capture_dir : ""' in user_data  # capture.sh's switch
     dynamics = terraform["data"]["aws_iam_policy_document.serving"]["dynamic"]
     switch = "${var.capture_inbox ? [1] : []}"
     capture = [d["statement"] for d in dynamics if d["statement"]["for_each"] == switch]

@@ -59,9 +59,9 @@ resource "aws_instance" "gpu" {
 
   metadata_options {
     http_tokens = "required"
-    # In single it also serves: with capture_inbox, a model pod (one hop behind the node's
-    # network) gets the role's credentials for the inbox; otherwise only the host does.
-    http_put_response_hop_limit = var.capture_inbox && !local.split ? 2 : 1
+    # Only the host gets the role's credentials: a pod is one hop behind the node's network.
+    # Photos the pods keep for labelling go through the node (scripts/capture.sh).
+    http_put_response_hop_limit = 1
   }
 
   root_block_device {
@@ -97,9 +97,9 @@ resource "aws_instance" "serving" {
 
   metadata_options {
     http_tokens = "required"
-    # With capture_inbox, a model pod (one hop behind the node's network) gets the role's
-    # credentials to write the inbox; otherwise only the host does.
-    http_put_response_hop_limit = var.capture_inbox ? 2 : 1
+    # Only the host gets the role's credentials: a pod is one hop behind the node's network.
+    # Photos the pods keep for labelling go through the node (scripts/capture.sh).
+    http_put_response_hop_limit = 1
   }
 
   root_block_device {

@@ -194,9 +194,10 @@ data "aws_iam_policy_document" "serving" {
     resources = [local.runner_token_parameter_arn]
   }
 
-  # capture_inbox: the model's pods keep photos for labelling in the inbox (the chart's
-  # serve.capture). Listed (the caps count what is there), read (a photo already kept) and
-  # written; never deleted from here: emptying it is the operator's. The daily drift report
+  # capture_inbox: the node sends the photos its model pods keep for labelling (the chart's
+  # serve.capture, through the node's spool: scripts/capture-upload.sh) to the inbox. Listed
+  # (the pods' caps count what is there), read and written; never deleted from here: emptying
+  # it is the operator's. The pods themselves never reach this role (hop limit 1). The daily drift report
   # (drift-report.yaml, on this node's runner with this role) reads the inbox and the training
   # photos of the dataset store, which it may read and never write.
   dynamic "statement" {

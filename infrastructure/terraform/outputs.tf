@@ -61,7 +61,7 @@ output "mlflow_artifacts_uri" {
 }
 
 output "capture_dir" {
-  description = "The chart's serve.captureDir with capture_inbox = true (infrastructure/helm-values.yaml); null while it is off."
+  description = "The inbox the serving node sends the pods' captures to, with capture_inbox = true (the repository variable WMS_CAPTURE_DIR, and serve.capture_dir where you label); null while it is off."
   value       = var.capture_inbox ? local.capture_dir : null
 }
 

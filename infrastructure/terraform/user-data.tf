@@ -42,24 +42,33 @@ locals {
     runner_version          = var.runner_version
     runner_token_parameter  = var.runner_token_parameter
     alert_webhook_parameter = var.alert_webhook_parameter
+    # The inbox the node sends its pods' captures to (capture.sh); "" turns capture off there.
+    capture_inbox = var.capture_inbox ? local.capture_dir : ""
   })
 
   # The Elastic IPs are separate from their associations, so the address can go into the
   # user data (k3s certificate, MLflow's allowed hosts) without a cycle.
-  serving_user_data = templatefile("${path.module}/../cloud-init/serving.yaml.tftpl", merge(local.common_vars, {
+  serving_config = templatefile("${path.module}/../cloud-init/serving.yaml.tftpl", merge(local.common_vars, {
     public_ip     = try(aws_eip.serving[0].public_ip, "")
     runner_name   = "${var.project}-serving"
     runner_sha256 = var.runner_sha256[var.runner_version][local.serving_arch == "arm64" ? "arm64" : "x64"]
   }))
 
-  gpu_user_data = templatefile("${path.module}/../cloud-init/gpu.yaml.tftpl", merge(local.common_vars, {
+  gpu_config = templatefile("${path.module}/../cloud-init/gpu.yaml.tftpl", merge(local.common_vars, {
     runner_name   = var.instance_name # compute.runner_name, which ready_probe = "runner" waits for
     runner_sha256 = var.runner_sha256[var.runner_version]["x64"]
   }))
 
-  single_user_data = templatefile("${path.module}/../cloud-init/single.yaml.tftpl", merge(local.common_vars, {
+  single_config = templatefile("${path.module}/../cloud-init/single.yaml.tftpl", merge(local.common_vars, {
     public_ip     = try(aws_eip.instance[0].public_ip, "")
     runner_name   = var.instance_name
     runner_sha256 = var.runner_sha256[var.runner_version]["x64"]
   }))
+
+  # What each instance boots with: its cloud-config less the template's comment lines, as the
+  # scripts lose theirs (they are for people reading this repository, and the single layout's
+  # user data comes near EC2's 16 KB); "#cloud-config", which cloud-init reads first, goes back in.
+  serving_user_data = "#cloud-config\n${replace(local.serving_config, local.uncommented, "")}"
+  gpu_user_data     = "#cloud-config\n${replace(local.gpu_config, local.uncommented, "")}"
+  single_user_data  = "#cloud-config\n${replace(local.single_config, local.uncommented, "")}"
 }

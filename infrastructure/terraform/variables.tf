@@ -167,7 +167,7 @@ variable "alert_webhook_parameter" {
 }
 
 variable "capture_inbox" {
-  description = "Let the model's pods keep photos for labelling (the chart's serve.capture) in the bucket's <s3_prefix>/inbox/: the serving node's role may list, read and write that prefix (and read the dataset store, for the daily drift report its runner makes), and its instance metadata answers one hop further (hop limit 2), so a pod reaches the role. Off by default: tell your users first (docs/serving.md, \"Keeping photos for labelling\"). On, any pod on that node can use the node's role."
+  description = "Let the model's pods keep photos for labelling (the chart's serve.capture) in the bucket's <s3_prefix>/inbox/: the pods write them to the serving node's spool, and the node sends them on every minute (scripts/capture.sh); its role may list, read and write that prefix (and read the dataset store, for the daily drift report its runner makes). The pods get no credentials: the instance metadata answers the host alone (hop limit 1). Off by default: tell your users first (docs/serving.md, \"Keeping photos for labelling\")."
   type        = bool
   default     = false
 }

@@ -74,10 +74,9 @@ def test_the_cluster_values_validate(schema: dict[str, Any], deployed_values: di
         ({"prometheusRule": {"p99LatencySeconds": 30}}, "greater than or equal to the maximum"),
         ({"dashboard": {"labelKey": "grafana dashboard"}}, "does not match"),
         ({"monitoring": {"expectedModelVersion": "production"}}, "does not match"),
-        # capture on needs the S3 inbox (the root is read-only); an unquoted off is YAML's false
-        ({"serve": {"capture": "uncertain"}}, "should be non-empty"),
-        ({"serve": {"capture": "sample", "captureDir": "/data/inbox"}}, "does not match"),
+        # an unquoted off is YAML's false; the pod writes to its node's spool, never to S3 itself
         ({"serve": {"capture": False}}, "is not one of"),
+        ({"serve": {"capture": "sample", "captureDir": "s3://b/wms/inbox"}}, "Additional properties"),
     ],
 )
 def test_mistakes_in_values_are_caught(
@@ -135,7 +134,7 @@ def _skeleton(template: str) -> Any:
 
 
 def test_the_deployment_is_locked_down() -> None:
-    deployment = _skeleton((CHART / "templates" / "deployment.yaml").read_text())
+    deployment = _skeleton(_capture_branch((CHART / "templates" / "deployment.yaml").read_text(), "off"))
     pod = deployment["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     uid = int(re.search(r"useradd .*--uid (\d+)", (REPO / "docker" / "Dockerfile").read_text())[1])  # type: ignore[index]
@@ -157,7 +156,8 @@ def test_the_deployment_is_locked_down() -> None:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    # the one writable place: an emptyDir at /tmp, where uploads over 1 MB are spooled
+    # the one writable place: an emptyDir at /tmp, where uploads over 1 MB are spooled (with
+    # serve.capture on, the node's spool too: test_a_pod_that_captures_writes_to_its_nodes_spool...)
     assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
     assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
@@ -195,24 +195,32 @@ def test_every_resource_names_its_namespace_and_only_the_http_port_is_open() -> 
     assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
 
 
-def test_a_pod_that_captures_reaches_the_instance_role_dns_and_https_only() -> None:
-    """With serve.capture on, the pod writes photos to S3 with the node's role: out to the
-    instance metadata service, DNS and HTTPS, nothing else."""
-    template = (CHART / "templates" / "networkpolicy.yaml").read_text()
-    policy = _skeleton(_capture_branch(template, "uncertain"))
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
-    assert policy["spec"]["egress"] == [
-        {"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}], "ports": [{"port": 80, "protocol": "TCP"}]},
-        {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
-        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443, "protocol": "TCP"}]},
-    ]
+def test_a_pod_that_captures_writes_to_its_nodes_spool_and_still_reaches_no_one() -> None:
+    """With serve.capture on, the pod's photos go to the node's spool, a memory-backed folder that
+    the node sends on to S3 (infrastructure/scripts/capture.sh): the pod gets no way out."""
+    policy = _skeleton(_capture_branch((CHART / "templates" / "networkpolicy.yaml").read_text(), "uncertain"))
+    assert policy["spec"]["egress"] == []
+    deployment = _capture_branch((CHART / "templates" / "deployment.yaml").read_text(), "uncertain")
+    pod = _skeleton(deployment)["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "captures"]
+    script = (REPO / "infrastructure" / "scripts" / "capture.sh").read_text()
+    spool = re.search(r"^spool=(\S+)$", script, re.M)
+    user = re.search(r"^pod_user=(\d+) ", script, re.M)
+    assert spool and volume["hostPath"] == {"path": spool[1], "type": "Directory"}
+    assert user and pod["securityContext"]["runAsUser"] == int(user[1])  # the only writer of the spool
+    (container,) = pod["containers"]
+    assert {"name": "captures", "mountPath": "/captures"} in container["volumeMounts"]
+    config = _capture_branch((CHART / "templates" / "configmap.yaml").read_text(), "uncertain")
+    assert "WMS_SERVE__CAPTURE_DIR: /captures\n" in config and "AWS_" not in config
+    off = _skeleton(_capture_branch((CHART / "templates" / "deployment.yaml").read_text(), "off"))
+    assert [v["name"] for v in off["spec"]["template"]["spec"]["volumes"]] == ["tmp"]  # no node folder
 
 
 def test_capture_is_off_by_default_and_every_capture_setting_reaches_the_pod() -> None:
     from wms.config.sections import ServeSettings
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())["serve"]
-    assert values["capture"] == "off" and values["captureDir"] == ""
+    assert values["capture"] == "off"
     template = (CHART / "templates" / "configmap.yaml").read_text()
     assert "WMS_SERVE__CAPTURE" not in _capture_branch(template, "off")
     rendered = _capture_branch(template, "sample")
@@ -221,14 +229,14 @@ def test_capture_is_off_by_default_and_every_capture_setting_reaches_the_pod() -
     for name in settings:
         value = passed.get(f"WMS_SERVE__{name.upper()}")
         camel = re.sub(r"_(\w)", lambda m: m[1].upper(), name)
+        if name == "capture_dir":  # the node's spool, mounted into the pod: not a value
+            continue
         assert value == camel, f"serve.{name} is not passed to the pod as serve.{camel}"
-        default = ServeSettings.model_fields[name].default
-        assert values[camel] == ("" if name == "capture_dir" else default), camel
-    assert "AWS_DEFAULT_REGION: {{ . | quote }}" in template  # s3fs's region, from serve.captureRegion
+        assert values[camel] == ServeSettings.model_fields[name].default, camel
 
 
-def test_the_image_can_write_the_inbox_to_s3(tmp_path: Path) -> None:
-    """The Dockerfile's list of what to install names s3fs, which an s3:// capture_dir needs."""
+def test_the_image_carries_the_server_and_no_s3_client(tmp_path: Path) -> None:
+    """The Dockerfile installs the `serve` extra: no torch, and no S3 client, which no pod needs."""
     steps = _instructions((REPO / "docker" / "Dockerfile").read_text())
     run = next(args for key, args in steps if key == "RUN" and "-r /tmp/serve.txt" in args)
     code = re.search(r'python -c "(.*?)" > /tmp/serve\.txt', run)
@@ -238,7 +246,8 @@ def test_the_image_can_write_the_inbox_to_s3(tmp_path: Path) -> None:
         [sys.executable, "-c", code[1]], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout.split("\n")
     names = {re.split(r"[<>=\[ ]", requirement)[0].lower() for requirement in listed if requirement}
-    assert {"s3fs", "fastapi", "onnxruntime"} <= names and not names & {"torch", "mlflow", "wms"}, names
+    assert {"fastapi", "onnxruntime"} <= names, names
+    assert not names & {"torch", "mlflow", "wms", "s3fs", "boto3", "botocore"}, names
 
 
 def test_the_dashboard_and_the_rules_ship_when_turned_on() -> None:
