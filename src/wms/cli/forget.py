@@ -8,8 +8,10 @@ import typer
 
 from wms.cli._common import console, on_interrupt, state, styled
 from wms.errors import BackendError, DataError, UsageError
+from wms.words import first_few
 
 HOW = "docs/labelling-and-drift.md, 'When someone asks you to delete their photo'"
+SHOWN = 4  # versions, commits, runs named in a line: a store a year old holds a photo in hundreds
 
 
 def forget(
@@ -136,25 +138,26 @@ def forget(
             files = (
                 f"{verb} its {len(where.stored)} file(s)" if where.stored else "its files were erased before"
             )
-            _say(f"dataset store: {files}, held by version(s) {_some(where.versions)}{shared}")
+            _say(f"dataset store: {files}, held by version(s) {first_few(where.versions, SHOWN)}{shared}")
         if batches:
             copies = sorted({str(path.parent.parent) for path in in_batches[pid]})
-            _say(f"labelling batches: {f'{verb} its copies in {_some(copies)}' if copies else 'in none'}")
+            said = f"{verb} its copies in {first_few(copies, SHOWN)}" if copies else "in none"
+            _say(f"labelling batches: {said}")
         runs = drawings[pid]
-        shown = _some([f"{d.path} of run {d.run_id[:8]}" for d in runs])
+        shown = first_few([f"{d.path} of run {d.run_id[:8]}" for d in runs], SHOWN)
         _say(f"MLflow: {f'{verb} {shown}' if runs else 'no drawing of it'}")
         commits = (history or {}).get(pid, [])
         if history is None:
             _say("repository: the project is no git repository")
         elif commits:
-            _say(f"repository: still in the history, added by commit(s) {_some(commits)}")
+            _say(f"repository: still in the history, added by commit(s) {first_few(commits, SHOWN)}")
             left.append(pid)
         else:
             _say("repository: in no commit")
         if branches[pid]:
             _say(
-                f"branches: {_some(branches[pid])} point at a version that holds it; merged, their pull "
-                "request brings it back: close it, or run `wms data forget` again after the merge"
+                f"branches: {first_few(branches[pid], SHOWN)} point at a version that holds it; merged, "
+                "their pull request brings it back: close it, or run `wms data forget` again after the merge"
             )
             left.append(pid)
     found_nowhere = not any(
@@ -193,12 +196,6 @@ def forget(
         )
     if kept:
         raise DataError(f"{'; '.join(kept)}; see {HOW}")
-
-
-def _some(items: list[str], shown: int = 4) -> str:
-    """'a, b, c, d and 7 more': a store a year old holds a photo in hundreds of versions."""
-    more = f" and {len(items) - shown} more" if len(items) > shown else ""
-    return ", ".join(items[:shown]) + more
 
 
 def _say(text: str, indent: str = "  ") -> None:
