@@ -10,6 +10,7 @@ from wms.compute.base import Notify
 from wms.config import Project
 from wms.data.hashes import sha256_file
 from wms.data.splits import SPLITS_FILE
+from wms.remote.package import KEEP_DAYS
 from wms.runs import UNVERSIONED
 
 if TYPE_CHECKING:
@@ -28,7 +29,11 @@ def send_dataset(
     ssh: Ssh, root: str, dataset: Path, version: str, store_url: str, notify: Notify, host: str
 ) -> dict[str, Any]:
     """The job's dataset: a store version on S3 the instance reads itself, else the folder's files,
-    sent once each into `root`/blobs (by sha256) over SSH."""
+    sent once each into `root`/blobs (by sha256) over SSH. A sent file that no job needed for
+    KEEP_DAYS goes, as unused environments do: the instance would otherwise keep every file ever
+    sent, old copies of corrected photos included. The files this job needs are marked used
+    first (their time set to now), so that no clear-out, this one or a job's sent at the same
+    time, takes one this job counts on."""
     if store_url.startswith("s3://") and version != UNVERSIONED:  # `wms train DIR`: the folder's files
         notify(f"the instance reads version {version} from {store_url} itself")
         return {"kind": "store", "url": store_url, "version": version}
@@ -38,6 +43,14 @@ def send_dataset(
         for path in sorted((dataset / kind).iterdir())
         if path.is_file()
     }
+    ssh.write_text(f"{root}/blobs.in-use", "".join(f"{sha}\n" for sha in sorted(set(files.values()))))
+    cleared = ssh.check(
+        f"cd {root}/blobs && xargs -r touch -c -- < ../blobs.in-use && "
+        f"find . -maxdepth 1 -type f -mtime +{KEEP_DAYS} -print -delete | wc -l",
+        "clear out the files no job needed lately on the instance",
+    )
+    if int(cleared.strip() or 0):
+        notify(f"deleted {cleared.strip()} file(s) on {host} that no job needed for {KEEP_DAYS} days")
     present = set(ssh.check(f"ls {root}/blobs", "list the blobs on the instance").split())
     missing = {sha: name for name, sha in files.items() if sha not in present}
     there = f" ({len(files) - len(missing)} are there already)" if len(missing) < len(files) else ""
