@@ -11,6 +11,7 @@ skipped with that reason.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -31,6 +32,7 @@ MANIFESTS = INFRA / "k3s"
 TEMPLATES = INFRA / "cloud-init"
 USER_DATA_LIMIT = 16384  # bytes EC2 accepts, before base64 (Terraform sends it gzipped)
 PLACEHOLDER = re.compile(r"\$\{([a-z0-9_]+)\}")
+BOOT_SHA = re.compile(r'\$\{boot_sha\["([^"]+)"\]\}')  # a file the bootstrap fetches, by its sha256
 
 # What each instance runs, and which cloud-config it boots with, per layout.
 ROLES = {("split", "serving"): "serving", ("split", "gpu"): "gpu", ("single", "gpu"): "single"}
@@ -38,6 +40,7 @@ ROLES = {("split", "serving"): "serving", ("split", "gpu"): "gpu", ("single", "g
 # Realistic values for what Terraform passes; the scripts are added from the files themselves.
 VALUES = {
     "region": "us-east-1",
+    "boot_files_uri": "s3://wms-data-example/wms/boot",
     "public_ip": "203.0.113.10",
     "mlflow_port": "5000",
     "mlflow_version": "3.17.2",
@@ -72,22 +75,36 @@ def _block(path: Path) -> str:
     return delivered_text(path).replace("\n", "\n" + " " * 6)
 
 
+# The scripts the user data carries itself (user-data.tf's local.scripts); the bootstrap
+# fetches the other scripts and the manifests from the bucket, by the sha256 it lists.
+INLINE = ("bootstrap.sh", "lib.sh", "base.sh", "lease-guard.sh")
+
+
+def boot_texts() -> dict[str, str]:
+    """Every script and manifest by name as an instance gets it (user-data.tf's local.boot_texts,
+    which Terraform puts in the bucket under its sha256)."""
+    paths = sorted([*SCRIPTS.glob("*.sh"), *MANIFESTS.glob("*.yaml")], key=lambda p: p.name)
+    return {path.name: delivered_text(path) for path in paths}
+
+
+def boot_sha() -> dict[str, str]:
+    """user-data.tf's local.boot_sha: each file's sha256, which the templates name as ${boot_sha["NAME"]}."""
+    return {name: hashlib.sha256(text.encode()).hexdigest() for name, text in boot_texts().items()}
+
+
 def script_values() -> dict[str, str]:
-    """<name>_sh = each script's text, as user-data.tf's local.scripts makes them."""
-    return {f"{path.stem.replace('-', '_')}_sh": _block(path) for path in sorted(SCRIPTS.glob("*.sh"))}
-
-
-def manifest_values() -> dict[str, str]:
-    """<name>_yaml = each k3s manifest's text, as user-data.tf's local.manifests makes them."""
-    return {f"{path.stem.replace('-', '_')}_yaml": _block(path) for path in sorted(MANIFESTS.glob("*.yaml"))}
+    """<name>_sh = each script the user data carries, as user-data.tf's local.scripts makes them."""
+    return {f"{name.removesuffix('.sh').replace('-', '_')}_sh": _block(SCRIPTS / name) for name in INLINE}
 
 
 def render(template: str, **values: str) -> str:
     """The template with every `${name}` replaced; a name Terraform would not know fails here."""
     text = (TEMPLATES / f"{template}.yaml.tftpl").read_text()
-    values = {**VALUES, **script_values(), **manifest_values(), **values}
+    values = {**VALUES, **script_values(), **values}
     unknown = set(PLACEHOLDER.findall(text)) - values.keys()
     assert not unknown, f"{template}: no value for {sorted(unknown)}"
+    sums = boot_sha()
+    text = BOOT_SHA.sub(lambda m: sums[m.group(1)], text)  # a name with no file fails here (KeyError)
     # user-data.tf's <role>_user_data: the template's comment lines left out, its first put back
     return "#cloud-config\n" + COMMENT_LINE.sub("", PLACEHOLDER.sub(lambda m: values[m.group(1)], text))
 
@@ -101,6 +118,14 @@ class Boot:
         self.files: dict[str, str] = {}
         for entry in self.config["write_files"]:
             self.files[entry["path"]] = entry["content"]
+        # Then what the bootstrap fetches from the bucket, where Terraform put each under its sha256.
+        texts = boot_texts()
+        self.fetched: list[str] = []
+        for line in self.files["/etc/wms/boot-files"].splitlines():
+            sha, name = line.split("  ")
+            assert hashlib.sha256(texts[name].encode()).hexdigest() == sha, name
+            self.fetched.append(name)
+            self.files.setdefault(f"/usr/local/lib/wms/{name}", texts[name])
         self.settings = dict(
             (key, value.strip('"'))
             for key, _, value in (
@@ -116,6 +141,7 @@ class Boot:
 
     @property
     def scripts(self) -> set[str]:
+        """The scripts this instance has once its bootstrap fetched them."""
         return {Path(p).stem for p in self.files if p.startswith("/usr/local/lib/wms/") and p.endswith(".sh")}
 
     @property
@@ -166,13 +192,14 @@ def test_each_instance_boots_with_the_template_of_its_layout(terraform: dict[str
 def test_terraform_passes_every_value_the_templates_use(terraform: dict[str, Any]) -> None:
     locals_ = terraform["locals"]
     passed_everywhere = set(re.findall(r"(\w+) =", locals_["common_vars"]))
-    passed_everywhere |= script_values().keys() | manifest_values().keys()
+    passed_everywhere |= script_values().keys()
+    assert "boot_sha" in passed_everywhere  # ${boot_sha["NAME"]}: render() checks each NAME is a file
     for local in ("serving_config", "gpu_config", "single_config"):
         passed = passed_everywhere | set(re.findall(r"(\w+) =", locals_[local]))
         template = TEMPLATES / f"{_template_of(terraform, local)}.yaml.tftpl"
         used = set(PLACEHOLDER.findall(template.read_text()))
         assert used <= passed, f"{local} lacks {sorted(used - passed)}"
-        assert used <= VALUES.keys() | script_values().keys() | manifest_values().keys()
+        assert used <= VALUES.keys() | script_values().keys()
 
 
 def test_the_serving_node_is_small_and_out_of_wms_computes_reach(terraform: dict[str, Any]) -> None:
@@ -283,15 +310,16 @@ def test_the_serving_ami_matches_the_instance_architecture(terraform: dict[str, 
 
 
 def test_terraform_renders_the_templates_as_the_tests_do(terraform: dict[str, Any], tmp_path: Path) -> None:
-    """user-data.tf's local.scripts and Terraform's templatefile give what render() gives."""
+    """user-data.tf's locals (the scripts, the files' sha256) and Terraform's templatefile give what
+    render() gives."""
     # mlflow_port goes in as the number it is in Terraform.
     values = ", ".join(f"{k} = " + (v if k == "mlflow_port" else f'"{v}"') for k, v in VALUES.items())
     templates = sorted(set(ROLES.values()))
-    locals_ = ("uncommented", "scripts", "manifests")
+    locals_ = ("uncommented", "boot_texts", "boot_sha", "scripts")
     files = "".join(f"  {local} = {_expression(terraform, local)}\n" for local in locals_)
     user_data = {
         t: f'"#cloud-config\\n${{replace(templatefile("${{path.module}}/../cloud-init/{t}.yaml.tftpl", '
-        f'merge(local.scripts, local.manifests, {{ {values} }})), local.uncommented, "")}}"'
+        f'merge(local.scripts, {{ boot_sha = local.boot_sha, {values} }})), local.uncommented, "")}}"'
         for t in templates
     }
     module = f"locals {{\n{files}}}\n" + "".join(

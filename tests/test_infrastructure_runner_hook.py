@@ -138,11 +138,14 @@ def test_a_job_whose_workflow_cannot_be_checked_does_not_run(tmp_path: Path, rep
 
 
 def test_every_runner_runs_the_script_before_each_job() -> None:
-    """runner.sh names it in the runner's .env; each instance's cloud-config writes it there."""
+    """runner.sh names it in the runner's .env; each instance that runs a runner fetches it there."""
     runner = (SCRIPTS / "runner.sh").read_text()
     env_file = runner[runner.index('put_file "$dir/.env"') :].split("\nENV\n")[0]
     assert f"ACTIONS_RUNNER_HOOK_JOB_STARTED={HOOK}" in env_file.splitlines()
     assert "RUNNER_TOKEN_PARAMETER=$RUNNER_TOKEN_PARAMETER" in env_file
-    for template in sorted((INFRA / "cloud-init").glob("*.yaml.tftpl")):
-        if "runner-start.sh" in template.read_text():
-            assert f"path: {HOOK}" in template.read_text(), template.name
+    from tests.test_infrastructure import ROLES, Boot
+
+    for template in set(ROLES.values()):
+        boot = Boot(template)
+        if "runner" in boot.steps:
+            assert HOOK in boot.files, template

@@ -377,28 +377,86 @@ def test_the_runner_installs_only_a_tarball_with_the_sha256_terraform_gives(tmp_
     assert "no SHA-256 to check it against (runner_sha256): not installed" in unchecked.stdout
 
 
+def _bootstrap(tmp_path: Path, steps: str, boot_files: str = "") -> subprocess.CompletedProcess[str]:
+    """bootstrap.sh in tmp_path/lib with the settings and the /etc/wms/boot-files given, the
+    bucket's boot/ prefix a folder (tmp_path/bucket) read through a fake `aws s3 cp`."""
+    lib, bin_dir = tmp_path / "lib", tmp_path / "bin"
+    for folder in (lib, bin_dir, tmp_path / "bucket"):
+        folder.mkdir(exist_ok=True)
+    shutil.copy(SCRIPTS / "bootstrap.sh", lib / "bootstrap.sh")
+    _executable(
+        bin_dir / "aws",
+        '#!/bin/sh\necho "aws $*" >> "$LOG"\n'  # aws s3 cp --only-show-errors --region R s3://b/boot/SUM FILE
+        'cp "$BUCKET/${6##*/}" "$7"\n',
+    )
+    (tmp_path / "bootstrap.env").write_text(
+        f'BOOTSTRAP_ROLE="serving"\nBOOTSTRAP_STEPS="{steps}"\nK3S_VERSION="v1.31.12+k3s1"\n'
+        'AWS_REGION="eu-central-1"\nBOOT_FILES_URI="s3://wms-data/wms/boot"\n'
+    )
+    (tmp_path / "boot-files").write_text(boot_files)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "WMS_ENV_FILE": str(tmp_path / "bootstrap.env"),
+        "WMS_BOOT_FILES": str(tmp_path / "boot-files"),
+        "LOG": str(tmp_path / "log"),
+        "BUCKET": str(tmp_path / "bucket"),
+    }
+    return subprocess.run(
+        ["bash", str(lib / "bootstrap.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_bootstrap_runs_the_steps_in_order_and_stops_at_the_first_failure(tmp_path: Path) -> None:
-    shutil.copy(SCRIPTS / "bootstrap.sh", tmp_path / "bootstrap.sh")
+    lib = tmp_path / "lib"
+    lib.mkdir()
     for step in ("base", "k3s", "runner"):
-        _executable(tmp_path / f"{step}.sh", f'#!/bin/sh\necho "{step} $K3S_VERSION" >> "$LOG"\n')
-    _executable(tmp_path / "broken.sh", "#!/bin/sh\nexit 3\n")
-    env_file = tmp_path / "bootstrap.env"
+        _executable(lib / f"{step}.sh", f'#!/bin/sh\necho "{step} $K3S_VERSION" >> "$LOG"\n')
+    _executable(lib / "broken.sh", "#!/bin/sh\nexit 3\n")
     log = tmp_path / "log"
-
-    def bootstrap(steps: str) -> subprocess.CompletedProcess[str]:
-        env_file.write_text(
-            f'BOOTSTRAP_ROLE="serving"\nBOOTSTRAP_STEPS="{steps}"\nK3S_VERSION="v1.31.12+k3s1"\n'
-        )
-        env = {**os.environ, "WMS_ENV_FILE": str(env_file), "LOG": str(log)}
-        return subprocess.run(
-            ["bash", str(tmp_path / "bootstrap.sh")], env=env, capture_output=True, text=True, timeout=60
-        )
-
-    assert bootstrap("base k3s runner").returncode == 0
+    assert _bootstrap(tmp_path, "base k3s runner").returncode == 0
     assert log.read_text().splitlines() == ["base v1.31.12+k3s1", "k3s v1.31.12+k3s1", "runner v1.31.12+k3s1"]
     log.unlink()
-    assert bootstrap("base broken runner").returncode != 0
+    assert _bootstrap(tmp_path, "base broken runner").returncode != 0
     assert log.read_text().splitlines() == ["base v1.31.12+k3s1"]
+
+
+def test_bootstrap_fetches_the_scripts_the_user_data_names_and_runs_none_that_differs(tmp_path: Path) -> None:
+    """The user data carries the sha256 of each script it does not carry (EC2 takes 16 KB): after
+    `base` (the AWS CLI), the bootstrap fetches each from the bucket, once, and a file there that
+    is not the one named stops the boot before anything of it runs."""
+    lib, bucket, log = tmp_path / "lib", tmp_path / "bucket", tmp_path / "log"
+    lib.mkdir()
+    bucket.mkdir()
+    _executable(lib / "base.sh", '#!/bin/sh\necho "base" >> "$LOG"\n')
+    k3s = b'#!/bin/sh\necho "k3s $K3S_VERSION" >> "$LOG"\n'
+    manifest = b"kind: HelmChart\n"
+    sums = {
+        name: hashlib.sha256(text).hexdigest() for name, text in (("k3s.sh", k3s), ("stack.yaml", manifest))
+    }
+    for name, text in (("k3s.sh", k3s), ("stack.yaml", manifest)):
+        (bucket / sums[name]).write_bytes(text)
+    listed = "".join(f"{sha}  {name}\n" for name, sha in sums.items())
+    done = _bootstrap(tmp_path, "base k3s", listed)
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = log.read_text().splitlines()
+    assert said[0] == "base" and said[-1] == "k3s v1.31.12+k3s1"  # fetched after base, before k3s
+    uri = f"s3://wms-data/wms/boot/{sums['k3s.sh']}"
+    assert said[1] == f"aws s3 cp --only-show-errors --region eu-central-1 {uri} {lib}/.k3s.sh.part"
+    assert (lib / "stack.yaml").read_bytes() == manifest
+    assert stat.S_IMODE((lib / "stack.yaml").stat().st_mode) == 0o644
+    assert stat.S_IMODE((lib / "k3s.sh").stat().st_mode) == 0o755
+    log.unlink()
+    assert _bootstrap(tmp_path, "base k3s", listed).returncode == 0
+    assert "aws" not in log.read_text()  # already there: nothing fetched at a later boot
+    log.unlink()
+    (lib / "k3s.sh").unlink()
+    (bucket / sums["k3s.sh"]).write_bytes(b"#!/bin/sh\necho tampered >> $LOG\n")
+    refused = _bootstrap(tmp_path, "base k3s", listed)
+    assert refused.returncode == 1
+    assert f"s3://wms-data/wms/boot/{sums['k3s.sh']} is not the k3s.sh this user data names" in refused.stdout
+    assert "tampered" not in log.read_text() and not (lib / "k3s.sh").exists()
+    assert not list(lib.glob(".*.part"))
 
 
 def test_mlflow_restore_brings_back_the_backup_and_never_starts_empty_over_one_it_cannot_read(

@@ -587,8 +587,8 @@ def test_the_user_data_sizes_the_readme_gives_are_what_the_machines_get() -> Non
 
     text = " ".join(README.split())
     (said,) = re.findall(
-        r"gzipped by Terraform: about ([0-9.]+) KB in `single`, ([0-9.]+) KB on the serving node, "
-        r"([0-9.]+) KB on the GPU",
+        r"gzipped by Terraform, the user data is about ([0-9.]+) KB in `single`, ([0-9.]+) KB on the "
+        r"serving node, ([0-9.]+) KB on the GPU",
         text,
     )
     assert set(ROLES.values()) == {"single", "serving", "gpu"}

@@ -217,12 +217,13 @@ def test_instance_roles_reach_only_the_project_prefix_repository_and_token(terra
     serving_policy = terraform["resource"]["aws_iam_role_policy.serving"]["policy"]
     assert serving_policy == "${data.aws_iam_policy_document.serving[0].json}"
     prefixes = {"instance": ["${var.s3_prefix}/*"], "serving": [f"${{var.s3_prefix}}/{p}/*" for p in MLFLOW]}
+    boot = {"instance": [], "serving": ["${var.s3_prefix}/boot/*"]}  # its bootstrap's scripts, read
     # with capture_inbox only: the inbox, and the store read for the drift report
     inbox = {"instance": [], "serving": ["${var.s3_prefix}/inbox/*", "${var.s3_prefix}/store/*"]}
     for role, statements in documents.items():
         s3 = [s for s in statements if any(a.startswith("s3:") for a in s["actions"])]
         object_resources = {r for s in s3 if "s3:GetObject" in s["actions"] for r in s["resources"]}
-        wanted = {f"${{aws_s3_bucket.data.arn}}/{p}" for p in prefixes[role] + inbox[role]}
+        wanted = {f"${{aws_s3_bucket.data.arn}}/{p}" for p in prefixes[role] + inbox[role] + boot[role]}
         assert object_resources == wanted, role
         written = {r for s in s3 if "s3:PutObject" in s["actions"] for r in s["resources"]}
         assert not any(r.endswith("/store/*") for r in written) or role == "instance", role

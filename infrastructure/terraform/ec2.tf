@@ -39,7 +39,9 @@ resource "aws_instance" "gpu" {
   iam_instance_profile        = aws_iam_instance_profile.instance.name
   associate_public_ip_address = true # the runner reaches GitHub; in split the address changes at each start
   user_data_base64            = base64gzip(local.split ? local.gpu_user_data : local.single_user_data)
-  ebs_optimized               = true
+  # its bootstrap fetches the scripts from the bucket at the first boot
+  depends_on    = [aws_s3_object.boot_file]
+  ebs_optimized = true
 
   # `wms compute stop` stops it; a shutdown from inside must not delete it.
   instance_initiated_shutdown_behavior = "stop"
@@ -93,7 +95,9 @@ resource "aws_instance" "serving" {
   vpc_security_group_ids = [aws_security_group.serving[0].id, aws_security_group.gpu_ssh_clients[0].id]
   iam_instance_profile   = aws_iam_instance_profile.serving[0].name
   user_data_base64       = base64gzip(local.serving_user_data)
-  ebs_optimized          = true
+  # its bootstrap fetches the scripts from the bucket at the first boot
+  depends_on    = [aws_s3_object.boot_file]
+  ebs_optimized = true
 
   metadata_options {
     http_tokens = "required"

@@ -194,6 +194,13 @@ data "aws_iam_policy_document" "serving" {
     resources = [local.runner_token_parameter_arn]
   }
 
+  # The scripts and manifests its bootstrap fetches (user-data.tf's aws_s3_object.boot_file).
+  statement {
+    sid       = "ReadBootFiles"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.data.arn}/${var.s3_prefix}/boot/*"]
+  }
+
   # capture_inbox: the node sends the photos its model pods keep for labelling (the chart's
   # serve.capture, through the node's spool: scripts/capture-upload.sh) to the inbox. Listed
   # (the pods' caps count what is there), read and written; never deleted from here: emptying
