@@ -225,10 +225,12 @@ def test_the_step_mounts_a_small_spool_only_the_pods_write_and_takes_it_away_whe
     assert "ExecStart=/usr/local/lib/wms/capture-upload.sh\n" in service
     assert "EnvironmentFile=/etc/wms/bootstrap.env\n" in service  # CAPTURE_INBOX, AWS_REGION
     assert "OnUnitActiveSec=1min\n" in (units / "wms-capture-upload.timer").read_text()
-    assert calls == [
-        "systemctl daemon-reload",
-        "systemctl enable --now var-lib-wms-captures.mount wms-capture-upload.timer",
-    ]
+    flush = (units / "wms-capture-flush.service").read_text()  # the spool is memory: sent as the node stops
+    assert "ExecStop=/usr/local/lib/wms/capture-upload.sh\n" in flush and "RemainAfterExit=yes\n" in flush
+    assert "Before=k3s.service\n" in flush  # stopped once k3s has, before the network and the spool go
+    assert "After=network-online.target var-lib-wms-captures.mount\n" in flush
+    enabled = "var-lib-wms-captures.mount wms-capture-upload.timer wms-capture-flush.service"
+    assert calls == ["systemctl daemon-reload", f"systemctl enable --now {enabled}"]
     assert f"go through /var/lib/wms/captures to {INBOX}" in done.stdout
     again, _ = _install(tmp_path, INBOX)
     assert "wrote" not in again.stdout  # a boot with it in place changes nothing
