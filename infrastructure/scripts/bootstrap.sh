@@ -28,6 +28,7 @@ sha256() { sha256sum <"$1" | cut -d ' ' -f 1; }
 fetch() {
   local sum name part
   while read -r sum name; do
+    [ -n "$name" ] || continue
     if [ -f "$here/$name" ] && [ "$(sha256 "$here/$name")" = "$sum" ]; then
       continue
     fi

@@ -1,9 +1,10 @@
 # What the instances boot with: a cloud-config per role, rendered from
 # infrastructure/cloud-init/*.yaml.tftpl with plain interpolations only, which carries the
-# settings, the bootstrap and the sha256 of every script of infrastructure/scripts and manifest
-# of infrastructure/k3s, which the bootstrap fetches from the bucket. No secret goes in: the runner's GitHub token and the alerts' webhook URL stay in
-# SSM Parameter Store and are read on the instance. tests/test_infrastructure.py renders the
-# same templates and validates them.
+# settings, the bootstrap and the sha256 of every other script of infrastructure/scripts and
+# manifest of infrastructure/k3s the instance needs, which the bootstrap fetches from the
+# bucket. No secret goes in: the runner's GitHub token and the alerts' webhook URL stay in SSM
+# Parameter Store and are read on the instance. tests/test_infrastructure.py renders the same
+# templates and validates them.
 
 locals {
   split = var.layout == "split"
@@ -71,8 +72,8 @@ locals {
   }))
 
   # What each instance boots with: its cloud-config less the template's comment lines, as the
-  # scripts lose theirs (they are for people reading this repository, and the single layout's
-  # user data comes near EC2's 16 KB); "#cloud-config", which cloud-init reads first, goes back in.
+  # scripts lose theirs (they are for people reading this repository, and EC2 takes at most
+  # 16 KB); "#cloud-config", which cloud-init reads first, goes back in.
   serving_user_data = "#cloud-config\n${replace(local.serving_config, local.uncommented, "")}"
   gpu_user_data     = "#cloud-config\n${replace(local.gpu_config, local.uncommented, "")}"
   single_user_data  = "#cloud-config\n${replace(local.single_config, local.uncommented, "")}"
