@@ -15,8 +15,10 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from tests.test_infrastructure_monitoring import promtool_checks_the_stack_rules, stack_values
 
@@ -72,7 +74,8 @@ def _executable(path: Path, text: str) -> None:
 
 
 def _photo(seed: int) -> tuple[bytes, Image.Image]:
-    image = Image.effect_noise((64, 48), 40 + seed).convert("RGB")
+    """A distinct noise photo for each seed, the same for the same seed."""
+    image = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8))
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue(), image
@@ -88,8 +91,12 @@ class Node:
         for folder in (self.spool, self.bucket, self.textfiles, tmp_path / "bin"):
             folder.mkdir()
         _executable(tmp_path / "bin" / "aws", FAKE_AWS)
-        settings = ServeSettings(capture="sample", capture_sample_rate=1.0, capture_dir=str(self.spool))
         self.outcomes: list[str] = []
+        self.restart_pod()
+
+    def restart_pod(self) -> None:
+        """A new pod on this node: it remembers none of the photos kept before."""
+        settings = ServeSettings(capture="sample", capture_sample_rate=1.0, capture_dir=str(self.spool))
         self.pod = Capture(settings, "3", 0.5, count=self.outcomes.append)
 
     def keep(self, seed: int) -> str:
@@ -168,6 +175,24 @@ def test_while_s3_refuses_nothing_is_lost_and_the_pods_go_on_counting_it(tmp_pat
     node.upload()
     assert node.in_inbox("meta") == {first, second} and node.gauge() == "wms_capture_upload_ok 1"
     assert json.loads((node.spool / UPSTREAM).read_text())["photos"] == 2
+
+
+def test_a_photo_the_inbox_holds_is_not_sent_again_by_a_restarted_pod(tmp_path: Path) -> None:
+    """A pod remembers the photos it kept only while it runs; sent again, a photo the inbox holds
+    would restart the time S3 keeps it (capture_keep_days, what the users were told)."""
+    node = Node(tmp_path)
+    pid = node.keep(0)
+    assert node.upload().returncode == 0
+    meta = node.bucket / "wms" / "inbox" / "meta" / f"{pid}.json"
+    first = meta.read_bytes()
+    node.restart_pod()
+    time.sleep(1.1)  # a later captured_at, were it written again
+    assert node.keep(0) == pid  # kept again into the spool
+    done = node.upload()
+    assert done.returncode == 0, done.stderr
+    assert f"dropped {pid}: the inbox holds that photo already" in done.stdout
+    assert meta.read_bytes() == first and not list(node.spool.glob("*/*"))
+    assert json.loads((node.spool / UPSTREAM).read_text())["photos"] == 1
 
 
 def test_a_pod_cannot_make_the_node_send_or_overwrite_its_files(tmp_path: Path) -> None:

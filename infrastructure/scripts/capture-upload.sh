@@ -6,7 +6,9 @@
 #  1. A capture is complete once its meta/<id>.json is there (the pod writes it last). Its three
 #     files move out of the pods' reach, to the sending folder (root's, on this disk), but only
 #     when that folder is empty: while S3 refuses them, captures wait in the spool, where the
-#     pods count them against their caps, and the spool's size bounds them.
+#     pods count them against their caps, and the spool's size bounds them. A photo the inbox
+#     holds already (a pod restarted forgets what it kept) is dropped: sent again, it would
+#     restart the time S3 keeps it (capture_keep_days), which the users were told.
 #  2. The sending folder goes to CAPTURE_INBOX: photos and masks first, metadata last, so the
 #     inbox never shows a capture without its photo. Symbolic links are not followed (a pod
 #     may write anything into the spool). What fails stays for the next round.
@@ -22,6 +24,7 @@ set -euo pipefail
 
 spool=${CAPTURE_SPOOL:-/var/lib/wms/captures}
 sending=${CAPTURE_SENDING:-/var/lib/wms/captures-sending}
+in_inbox=$sending.ids # the ids of the captures the inbox held at the last round
 textfile_dir=${TEXTFILE_DIR:-/var/lib/node-exporter/textfile}
 inbox=${CAPTURE_INBOX%/}
 aws=(aws --region "$AWS_REGION")
@@ -54,8 +57,14 @@ if [ -z "$(find "$sending" -mindepth 2 -print -quit)" ]; then
   for meta in "$spool"/meta/*.json; do
     id=$(basename "$meta" .json)
     photo=$spool/images/$id.jpg mask=$spool/masks/$id.png
-    if [[ $id =~ ^[0-9a-f]{16}$ ]] && [ -f "$meta" ] && [ ! -L "$meta" ] &&
-      [ -f "$photo" ] && [ ! -L "$photo" ] && [ -f "$mask" ] && [ ! -L "$mask" ]; then
+    if ! [[ $id =~ ^[0-9a-f]{16}$ ]] || [ ! -f "$meta" ] || [ -L "$meta" ] ||
+      [ ! -f "$photo" ] || [ -L "$photo" ] || [ ! -f "$mask" ] || [ -L "$mask" ]; then
+      continue
+    fi
+    if [ -f "$in_inbox" ] && grep -qxF "$id" "$in_inbox"; then
+      echo "dropped $id: the inbox holds that photo already"
+      rm -f "$photo" "$mask" "$meta"
+    else
       mv -f "$photo" "$sending/images/" && mv -f "$mask" "$sending/masks/" && mv -f "$meta" "$sending/meta/"
     fi
   done
@@ -84,11 +93,14 @@ listing=$("${aws[@]}" s3 ls "$inbox/" --recursive 2>"$errors") || {
   fi
 }
 rm -f "$errors"
-# "DATE TIME SIZE KEY": what the pods count, their three folders less files still being written.
-read -r photos size < <(printf '%s\n' "$listing" | awk '
+# "DATE TIME SIZE KEY": what the pods count, their three folders less files still being written;
+# and the ids the inbox holds, for step 1 of the next round.
+read -r photos size < <(printf '%s\n' "$listing" | awk -v ids="$in_inbox.new" '
   { key = $0; sub(/^[^ ]+ +[^ ]+ +[0-9]+ /, "", key) }
-  key ~ /\/(images|masks|meta)\/[^\/]+$/ && key !~ /\.tmp$/ { bytes += $3; if (key ~ /\/meta\/[^\/]+\.json$/) n++ }
-  END { printf "%d %d\n", n, bytes }')
+  key ~ /\/(images|masks|meta)\/[^\/]+$/ && key !~ /\.tmp$/ { bytes += $3 }
+  key ~ /\/meta\/[^\/]+\.json$/ { n++; id = key; sub(/^.*\//, "", id); sub(/\.json$/, "", id); print id > ids }
+  END { printf "%d %d\n", n, bytes; printf "" >> ids }')
+mv -f "$in_inbox.new" "$in_inbox"
 report=$(mktemp "$spool/.upstream.XXXXXX")
 printf '{"inbox": "%s", "photos": %d, "bytes": %d, "measured_at": "%s"}\n' \
   "$inbox" "$photos" "$size" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$report"
