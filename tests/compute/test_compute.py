@@ -263,8 +263,11 @@ def test_a_probe_that_never_answers_times_out_with_its_name(ec2_box: Ec2Box) -> 
     )
     compute = make_compute(cfg)
     compute.start()
-    with pytest.raises(BackendError, match=rf"waiting for TCP port {closed} \(SSH\) at 127.0.0.1"):
+    with pytest.raises(BackendError, match=rf"waiting for TCP port {closed} \(SSH\) at 127.0.0.1") as caught:
         compute.wait_ready()
+    assert str(caught.value).endswith(
+        "; see how its boot went with `wms compute ssh` and `journalctl -u wms-bootstrap` there"
+    )
 
 
 def test_http_probe_waits_for_mlflow_health(ec2_box: Ec2Box, health_server: int) -> None:

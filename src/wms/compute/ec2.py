@@ -72,7 +72,7 @@ from wms.compute.leases import (
     utc_now,
 )
 from wms.compute.maintenance import Ec2Maintenance
-from wms.compute.probes import Probe, make_probe
+from wms.compute.probes import BOOT_HINT, Probe, make_probe
 from wms.compute.reaper import reap
 from wms.compute.runner_jobs import describe, waiting_jobs
 from wms.config import ComputeSettings
@@ -295,7 +295,7 @@ class Ec2Compute(Ec2Maintenance):
             self.cfg.start_timeout_seconds,
             self.cfg.poll_seconds,
             self.notify,
-            hint=stale or "the instance runs but its service does not answer; check it over SSH",
+            hint=stale or BOOT_HINT,
         )
         return current
 

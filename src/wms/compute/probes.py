@@ -21,6 +21,13 @@ from wms.errors import ConfigError
 
 Probe = Callable[[str], bool]  # host -> answered
 
+# What a start that waited in vain says: the instance runs, and its boot (wms-bootstrap.service)
+# sets up what the probe asks for, fetching its scripts from the bucket first.
+BOOT_HINT = (
+    "the instance runs but its service does not answer; see how its boot went with "
+    "`wms compute ssh` and `journalctl -u wms-bootstrap` there"
+)
+
 
 def tcp_open(host: str, port: int, timeout: float = 3.0) -> bool:
     """Whether something accepts a TCP connection at host:port."""
