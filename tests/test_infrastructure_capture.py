@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from tests.test_infrastructure_monitoring import promtool_checks_the_stack_rules, stack_values
+from tests.test_infrastructure_scripts import _executable
 
 from wms.config import ServeSettings
 from wms.serve.capture import UPSTREAM, Capture, Captured, Inbox
@@ -66,11 +67,6 @@ else:
 """
 
 UNSURE = Assessment(score=0.9, entropy=0.8, uncertain_share=0.9, regions=0, verdict="check")
-
-
-def _executable(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
 def _photo(seed: int) -> tuple[bytes, Image.Image]:

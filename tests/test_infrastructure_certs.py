@@ -22,17 +22,13 @@ from typing import Any
 
 from tests.test_infrastructure import ROLES, Boot, delivered_text
 from tests.test_infrastructure_monitoring import promtool_checks_the_stack_rules, stack_values
+from tests.test_infrastructure_scripts import _executable
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "infrastructure" / "scripts"
 CERTS = SCRIPTS / "k3s-certs.sh"
 ALERT_TESTS = ROOT / "tests" / "k3s_alerts_test.yaml"
 DAY = 86400
-
-
-def _executable(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
 def _certificate(folder: Path, name: str, days: int) -> str:

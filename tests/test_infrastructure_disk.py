@@ -10,22 +10,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.test_infrastructure_scripts import _executable
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "infrastructure" / "scripts"
 HELM_VERSION = "v3.16.4"
-
-
-def _executable(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
 def _deploy_tools(tmp_path: Path, daemon_json: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:

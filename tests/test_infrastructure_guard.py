@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 from tests.conftest import Ec2Box
 from tests.test_infrastructure import ROLES, SCRIPTS, Boot
+from tests.test_infrastructure_scripts import _executable
 from tests.test_terraform import _statements
 
 from wms.compute.ec2 import Ec2Compute
@@ -28,11 +28,6 @@ from wms.errors import BackendError
 from wms.times import parse_time
 
 INSTANCE_ID = "i-0123456789abcdef0"
-
-
-def _executable(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
 def _iso(minutes_from_now: float) -> str:

@@ -17,7 +17,6 @@ import importlib.util
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ from tests.conftest import _free_port, wait_until_ready
 from tests.deploy.test_chart import _merge
 from tests.docs import all_docs
 from tests.test_infrastructure import ROLES, Boot, delivered_text
+from tests.test_infrastructure_scripts import _executable
 
 ROOT = Path(__file__).resolve().parents[1]
 K3S = ROOT / "infrastructure" / "k3s"
@@ -174,11 +174,6 @@ def test_alerts_go_to_the_webhook_named_by_the_terraform_variable(terraform: dic
     assert receiver["slack_configs"][0]["api_url_file"] == f"{SECRET_MOUNT}/wms-alert-webhook/url"
     # Without one, every alert stops at the "null" receiver (seen only through a port-forward).
     assert _alertmanager_config(receiver=False)["route"]["receiver"] == "null"
-
-
-def _executable(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
 def _monitoring(tmp_path: Path, parameter: str, ssm: str | None) -> subprocess.CompletedProcess[str]:
