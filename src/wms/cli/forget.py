@@ -99,6 +99,7 @@ def forget(
     ids = ids_to_forget(photos or [], pairs, manifests)
     found = find_in_store(store, ids, manifests)
     drawings = find_drawings(registry, ids, {pid: where.val for pid, where in found.items()})
+    every_drawing = [d for pid in ids for d in drawings[pid]]
     history = find_in_history(project.root, project.settings.data.incoming, ids)
     git = project.settings.git
     pointer_path = str(project.settings.data.pointer)
@@ -113,10 +114,10 @@ def forget(
         store.point(pointer, version, project.settings.store.url)
     deleted = delete_from_inbox(inbox, ids, dry_run)
     if not dry_run:
-        delete_drawings(registry, [d for pid in ids for d in drawings[pid]])
+        delete_drawings(registry, every_drawing)
         delete_from_batches(in_batches)
     try:  # last: what the deletions above left in a versioned bucket
-        urls = drawing_urls([d for pid in ids for d in drawings[pid]], mlflow_artifacts)
+        urls = drawing_urls(every_drawing, mlflow_artifacts)
         old_versions, purge_failed = purge_bucket(inbox, store, ids, found, urls, dry_run), ""
     except BackendError as exc:  # what is deleted stays deleted: say what is left, and go on
         old_versions, purge_failed = 0, str(exc)
