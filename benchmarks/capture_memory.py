@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -51,13 +50,7 @@ def _case(folder: Path, workdir: Path, inbox: str, photos: list[bytes]) -> dict[
             "WMS_SERVE__CAPTURE_PER_MINUTE": "100000",
             "WMS_SERVE__CAPTURE_DIR": inbox,
         }
-    saved = dict(os.environ)
-    os.environ.update(capture)
-    try:
-        server = WmsServe(folder, workdir)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    server = WmsServe(folder, workdir, capture)
     try:
         for photo in photos:
             answer = httpx.post(f"{server.url}/predict", files={"file": ("m.jpg", photo)}, timeout=120)

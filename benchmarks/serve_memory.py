@@ -41,14 +41,20 @@ MODELS = {
 
 
 class WmsServe:
-    """`wms serve --model FOLDER` in its own process, on a free loopback port."""
+    """`wms serve --model FOLDER` in its own process, on a free loopback port (`settings`: more
+    WMS_* variables for it)."""
 
-    def __init__(self, folder: Path, workdir: Path) -> None:
+    def __init__(self, folder: Path, workdir: Path, settings: dict[str, str] | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         code = "from wms.cli.main import run; run()"
         args = [sys.executable, "-c", code, "serve", "--model", str(folder), "--port", str(self.port)]
-        env = {**os.environ, "WMS_SERVE__MAX_CONCURRENCY": "2", "WMS_SERVE__INTRA_OP_THREADS": "1"}
+        env = {
+            **os.environ,
+            "WMS_SERVE__MAX_CONCURRENCY": "2",
+            "WMS_SERVE__INTRA_OP_THREADS": "1",
+            **(settings or {}),
+        }
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))  # this checkout
         self.proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
         wait_ready(self.url, self.proc, "wms serve")
