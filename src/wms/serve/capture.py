@@ -157,9 +157,11 @@ class Inbox:
             photos, size = int(report["photos"]), int(report["bytes"])
             self.upstream = str(report.get("inbox") or "")
         except FileNotFoundError:
+            self.upstream = ""  # no spool (any more): the log lines name this inbox alone
             return 0, 0
         except (OSError, ValueError, TypeError, KeyError) as exc:
             log.warning("%s/%s is unreadable (%s): the caps count this folder alone", self.url, UPSTREAM, exc)
+            self.upstream = ""
             return 0, 0
         return max(photos, 0), max(size, 0)
 
