@@ -335,3 +335,21 @@ def test_a_long_report_still_reaches_the_comment_job_cut_to_fit(
     [posted] = github.calls(route)
     assert "images/zähler-00000.png" in posted.body["body"]
     assert "cut to fit" in posted.body["body"] and len(posted.body["body"]) <= 65_536
+
+
+def test_every_job_that_decodes_others_images_beside_secrets_requires_the_confined_decoder() -> None:
+    """The pipeline and the sweep decode a pushed batch with the job's tokens at hand, the drift
+    report kept photos with the serving node's role: none of them may fall back to decoding in
+    the job's own process on a runner that cannot confine the decoder (wms.sandbox)."""
+    decodes = re.compile(r"\bwms (pipeline run|pipeline sweep(?! --dry-run)|monitor drift)\b")
+    found = []
+    for path in sorted(WORKFLOWS.glob("*.yaml")):
+        for job_id, job in load(path.name)["jobs"].items():
+            if any(decodes.search(str(step.get("run", ""))) for step in job.get("steps", [])):
+                found.append((path.name, job_id))
+                assert job["env"].get("WMS_DATA__DECODE_SANDBOX") == "required", (path.name, job_id)
+    assert sorted(found) == [
+        ("drift-report.yaml", "drift"),
+        ("pipeline-sweeper.yaml", "sweep"),
+        ("training-data-pipeline.yaml", "train"),
+    ]

@@ -24,7 +24,6 @@ is shown, never flagged: there is no distribution to compare against.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from PIL import Image
 
 from wms.errors import DataError
 from wms.inbox import Photo, scan_photos
+from wms.sandbox.images import decode_bytes
 from wms.suggest import ProbabilityModel, open_photo
 from wms.train.export import resize_bilinear
 from wms.train.preprocess import PHOTO_FORMATS, UNREADABLE, image_to_array, orient_rgb
@@ -239,8 +239,7 @@ def blob_loader(read: Callable[[], bytes]) -> Callable[[], Image.Image | None]:
 
     def load() -> Image.Image | None:
         try:
-            with Image.open(io.BytesIO(read()), formats=PHOTO_FORMATS) as img:
-                return orient_rgb(img)
+            return orient_rgb(decode_bytes(read(), PHOTO_FORMATS))  # in wms.sandbox's child
         except (*UNREADABLE, ValueError):
             return None
 

@@ -62,6 +62,9 @@ CODE = (
     "errors.py",
     "mlflow_model.py",
     "refine.py",
+    "sandbox/__init__.py",  # wms.train.preprocess reads files through it
+    "sandbox/child.py",
+    "sandbox/images.py",
     "serve/__init__.py",
     "serve/imaging.py",
     "serve/model.py",

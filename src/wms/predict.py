@@ -14,7 +14,7 @@ from PIL import Image
 
 from wms.errors import DataError, UsageError
 from wms.inbox import scan_photos
-from wms.train.preprocess import image_file, open_image
+from wms.train.preprocess import image_header, open_image
 from wms.train.spec import ModelSpec
 from wms.uncertainty import Assessment, assess
 
@@ -66,8 +66,7 @@ def expand_folders(paths: Sequence[Path]) -> list[Path]:
 def check_images(paths: Sequence[Path]) -> None:
     """Read every photo's header first, so a missing or non-image file stops the run before any work."""
     for path in paths:
-        with image_file(path):
-            pass
+        image_header(path)
 
 
 def predict_files(

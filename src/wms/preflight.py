@@ -16,8 +16,15 @@ def check_pipeline_settings(project: Project, keep: Collection[str], remote_trai
     """ConfigError (or BackendError: a tool missing) for the settings of a stage still to run:
     [train] (a model the network cannot build, or no ONNX export for the gate to judge) unless
     `keep` has the train stage done, the deploy target where deploy.in_pipeline,
-    and tracking where training goes to the instance."""
+    tracking where training goes to the instance, and a decoder that cannot be confined where
+    data.decode_sandbox = required."""
     settings = project.settings
+    # Where this run's decodes go: the CLI has set it already; a Pipeline made in code has not.
+    from wms.sandbox.images import configure, confined
+
+    configure(settings.data.decode_sandbox)
+    if settings.data.decode_sandbox == "required":
+        confined()  # ConfigError where this machine cannot confine the decoder, before any work
     if "train" not in keep:
         check_train_settings(settings.train)
         if not settings.train.export_onnx:

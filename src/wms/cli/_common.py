@@ -148,6 +148,9 @@ class CliState:
                     section, key = dotted.split(".")
                     overrides.setdefault(section, {})[key] = value
             self._project = load_settings(config_file=self.config_file, overrides=overrides)
+            from wms.sandbox.images import configure  # Pillow: only for commands that read settings
+
+            configure(self._project.settings.data.decode_sandbox)
             for line in stray_env_variables(os.environ):
                 print_warning(line)
         return self._project

@@ -68,14 +68,14 @@ def validate(
     dataset_folder(directory)
     report_file("--json", json_out)
     report_file("--markdown", markdown_out)
+    data = state(ctx).project().settings.data  # read even with --any-size: data.decode_sandbox
     if incoming:
         from wms.data.merge import validate_incoming
 
-        data = state(ctx).project().settings.data
         with progress_bar("preparing and validating" if data.auto_prepare else "validating", None):
             report = validate_incoming(directory, size or data.size, data.auto_prepare)
     else:
-        required = None if any_size else (size or state(ctx).project().settings.data.size)
+        required = None if any_size else (size or data.size)
         with progress_bar("validating", None) as advance:
             report = validate_dataset(directory, size=required, progress=advance, expect=advance.expect)
     if json_out:
@@ -143,7 +143,8 @@ def prepare(
         raise typer.BadParameter(f"use one of: {', '.join(RESIZE_MODES)}", param_hint="--resize")
     mode: ResizeMode = "pad" if resize == "pad" else "stretch"
     dataset_folder(src)
-    side = size or state(ctx).project().settings.data.size
+    data = state(ctx).project().settings.data  # read even with --size: data.decode_sandbox
+    side = size or data.size
     with progress_bar("preparing", None) as advance:
         report = prepare_dataset(
             src, out, size=side, resize=mode, progress=advance, overwrite=overwrite, expect=advance.expect

@@ -215,7 +215,7 @@ def from_labelstudio(
 
     from wms.errors import DataError, UsageError
     from wms.labelstudio import labelled_masks
-    from wms.train.preprocess import image_file
+    from wms.train.preprocess import image_header
 
     try:
         masks, left_out = labelled_masks(json.loads(export.read_text()))
@@ -231,8 +231,7 @@ def from_labelstudio(
         if name not in photos:
             left_out.append((name, f"no such photo in {batch}/images"))
             continue
-        with image_file(photos[name]) as img:
-            size = img.size
+        size = image_header(photos[name]).size
         if size != (mask.shape[1], mask.shape[0]):
             left_out.append(
                 (name, f"the photo is {size[0]}x{size[1]}, its labels {mask.shape[1]}x{mask.shape[0]}")

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from wms.sandbox import DecodeSandbox
+
 
 class Section(BaseModel):
     """A settings section: unknown keys are errors, so typos never pass silently."""
@@ -27,6 +29,11 @@ class DataSettings(Section):
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     auto_prepare: bool = Field(False, description="run `prepare` on incoming data before merging")
+    decode_sandbox: DecodeSandbox = Field(
+        "auto",
+        description="decode others' images in a child with no files, network or secrets: "
+        "auto (where libseccomp is), required, off",
+    )
 
 
 class StoreSettings(Section):

@@ -20,7 +20,7 @@ from wms.data.manifest import corrected_masks, entry_problem, folded
 from wms.data.pairs import Pair, find_pairs
 from wms.data.splits import split_of
 from wms.errors import BatchError, ConflictError, DataError
-from wms.train.preprocess import image_file
+from wms.train.preprocess import image_header
 
 if TYPE_CHECKING:
     from wms.data.store import DatasetStore
@@ -129,8 +129,7 @@ def plan_ingest(
 def _entry(pair: Pair, fractions: tuple[float, float], for_validation: bool) -> dict[str, Any]:
     """A pair's manifest entry: its files' hashes and names, its split and its size."""
     try:
-        with image_file(pair.image) as img:
-            size: list[int] | None = list(img.size)
+        size: list[int] | None = list(image_header(pair.image).size)
     except DataError:
         if not for_validation:
             raise  # a file that is no image stops an ingest: nothing is written

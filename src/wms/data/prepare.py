@@ -30,6 +30,7 @@ from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 from wms.data._pool import parallel_map
 from wms.data.pairs import DECODERS, Pair, find_pairs
 from wms.errors import UsageError
+from wms.sandbox.images import decode_file
 from wms.train.preprocess import to_8bit
 
 ResizeMode = Literal["stretch", "pad"]
@@ -69,14 +70,13 @@ class PrepareReport:
 
 def _load(path: Path, mode: str) -> Image.Image:
     """Decode a file (PNG or JPEG) fully, apply its EXIF orientation and convert it to `mode`."""
-    with Image.open(path, formats=DECODERS) as img:
-        img.load()
-        # In place: a copy per step costs as much as the resize on a megapixel photo.
-        ImageOps.exif_transpose(img, in_place=True)
-        eight = to_8bit(img)  # Pillow's own conversion clips 16-bit values instead of scaling them
-        if mode == "L" and eight.mode not in ("L", "1"):
-            return _mask_gray(eight)
-        return eight if eight.mode == mode else eight.convert(mode)
+    img = decode_file(path, DECODERS)  # in wms.sandbox's confined child where it can run
+    # In place: a copy per step costs as much as the resize on a megapixel photo.
+    ImageOps.exif_transpose(img, in_place=True)
+    eight = to_8bit(img)  # Pillow's own conversion clips 16-bit values instead of scaling them
+    if mode == "L" and eight.mode not in ("L", "1"):
+        return _mask_gray(eight)
+    return eight if eight.mode == mode else eight.convert(mode)
 
 
 def _mask_gray(img: Image.Image) -> Image.Image:

@@ -22,7 +22,8 @@ from wms.data._pool import parallel_map
 from wms.data.issues import Issue, ValidationReport
 from wms.data.lookalike import near_twins, picture_hash
 from wms.data.pairs import DECODERS, Pair, find_pairs
-from wms.errors import UsageError
+from wms.errors import UsageError, WmsError
+from wms.sandbox.images import BrokenImage, TooManyPixels, decode_file
 
 WARNING_CODES = frozenset({"empty_mask", "exif_rotated"})
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
@@ -53,41 +54,35 @@ def _issue(code: str, path: str, message: str) -> Issue:
 def _open(
     path: Path, rel: str, result: _PairResult, size: int | None = None, what: str = "image"
 ) -> tuple[Image.Image, int] | None:
-    """Fully decode a file and read its EXIF orientation, or record why it cannot be used.
+    """Fully decode a file (`wms.sandbox.images`) and read its EXIF orientation, or record why it
+    cannot be used.
 
     With a size contract, a file whose header gives more pixels than it allows is not decoded: it
     is wrong_size whatever its pixels, and a 13000x13000 PNG of 0.5 MB decodes to 0.5 GB (Pillow
     refuses only from 179 million pixels) in each worker, on the runner that also serves.
     """
-    img: Image.Image | None = None
     try:
-        img = Image.open(path, formats=DECODERS)
-        w, h = img.size
-        if size is not None and w * h > size * size:
-            img.close()
-            message = f"{what} is {w}x{h}, expected {size}x{size}: run prepare to resize the dataset"
-            result.issues.append(_issue("wrong_size", rel, message))
-            return None
-        img.load()  # decoding everything is the only way to catch truncated files
+        img = decode_file(path, DECODERS, size * size if size is not None else None)
         orientation = int(img.getexif().get(0x0112, 1) or 1)
+    except TooManyPixels as exc:
+        w, h = exc.size
+        message = f"{what} is {w}x{h}, expected {size}x{size}: run prepare to resize the dataset"
+        result.issues.append(_issue("wrong_size", rel, message))
+        return None
     except UnidentifiedImageError:
         message = "content is neither PNG nor JPEG: save it as the PNG or JPEG its extension says"
         result.issues.append(_issue("unreadable", rel, message))
         return None
+    except WmsError:  # the decoder itself cannot run as the settings ask: not this file's fault
+        raise
     except Exception as exc:  # any decoder failure is a property of the file, not a bug here
-        if img is not None:
-            img.close()
+        why = str(exc) if isinstance(exc, BrokenImage) else f"{type(exc).__name__}: {exc}"
         result.issues.append(
-            _issue(
-                "unreadable",
-                rel,
-                f"cannot decode ({type(exc).__name__}: {exc}): re-export or remove the file",
-            )
+            _issue("unreadable", rel, f"cannot decode ({why}): re-export or remove the file")
         )
         return None
     expected = _FORMATS.get(path.suffix.lower())
     if img.format != expected:
-        img.close()
         result.issues.append(
             _issue(
                 "unreadable",
@@ -141,10 +136,10 @@ def _fingerprint(image: Image.Image) -> str:
 
 def _same_pixels(a: Path, b: Path) -> bool:
     """Whether two readable images decode to identical pixels (same mode and size)."""
-    with Image.open(a, formats=DECODERS) as first, Image.open(b, formats=DECODERS) as second:
-        if first.mode != second.mode or first.size != second.size:
-            return False
-        return first.tobytes() == second.tobytes()
+    first, second = decode_file(a, DECODERS), decode_file(b, DECODERS)
+    if first.mode != second.mode or first.size != second.size:
+        return False
+    return first.tobytes() == second.tobytes()
 
 
 def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:

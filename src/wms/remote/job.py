@@ -119,11 +119,13 @@ def _train(job_dir: Path) -> None:
     from wms.registry import MlflowRegistry
     from wms.remote.reclaim import resuming_from
     from wms.runs import save_trained
+    from wms.sandbox.images import configure
     from wms.train.checkpoint import epochs_held
     from wms.train.run import train_and_log
 
     spec = json.loads((job_dir / JOB_FILE).read_text())
     project = Project(root=job_dir, settings=Settings(**spec["settings"]))
+    configure(project.settings.data.decode_sandbox)  # the settings' edge here, as CliState's on a runner
     with (job_dir / PROGRESS_FILE).open("a") as out:
         reporter = JsonLinesReporter(out)
         reporter.emit("note", text=f"job {spec['job_id']}: wms from {Path(wms.__file__).parent}")

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from wms.errors import DataError
+from wms.sandbox.images import Header, decode_file, read_header
 
 # What Pillow raises for a file that is no readable image: not one at all, truncated, a broken
 # PNG chunk, or more pixels than it decodes (a decompression bomb).
@@ -67,12 +68,10 @@ def orient_rgb(img: Image.Image) -> Image.Image:
 
 
 @contextmanager
-def image_file(path: Path) -> Iterator[Image.Image]:
-    """`Image.open(path)` in one of PHOTO_FORMATS; a file that cannot be read as one is a DataError
-    that names it."""
+def _named(path: Path) -> Iterator[None]:
+    """Turns what a decoder raises for `path` into a DataError that names it."""
     try:
-        with Image.open(path, formats=PHOTO_FORMATS) as img:
-            yield img
+        yield
     except FileNotFoundError:
         raise DataError(f"{path} does not exist") from None
     except Image.DecompressionBombError as exc:
@@ -84,6 +83,21 @@ def image_file(path: Path) -> Iterator[Image.Image]:
         raise DataError(f"cannot read {path} as an image: {why}") from None
     except UNREADABLE as exc:
         raise DataError(f"cannot read {path} as an image ({exc}); save it again as JPEG or PNG") from None
+
+
+@contextmanager
+def image_file(path: Path) -> Iterator[Image.Image]:
+    """The image in `path`, decoded as one of PHOTO_FORMATS (by `wms.sandbox.images`, in its
+    confined child where it can run); a file that cannot be read as one is a DataError that names it."""
+    with _named(path):
+        img = decode_file(path, PHOTO_FORMATS)
+    yield img
+
+
+def image_header(path: Path) -> Header:
+    """The format, mode and size the header of `path` gives, pixels undecoded; DataError as `image_file`."""
+    with _named(path):
+        return read_header(path, PHOTO_FORMATS)
 
 
 def open_image(path: Path) -> Image.Image:

@@ -1,0 +1,137 @@
+"""The confined decoder: reads requests on stdin, answers raw pixels on stdout.
+
+Run as a script (`python -I child.py`), never as part of `wms`, so it imports only what it needs
+before it confines itself. The parent (`wms.sandbox.images`) imports its framing and `decode`, and
+runs `decode` in its own process where no sandbox is wanted, so both ways read a file alike.
+
+A message is a 4-byte big-endian length, that many bytes of JSON (the header), then the payload
+that the header's "length" counts. The first answer says whether the child confined itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import struct
+import sys
+import warnings
+from typing import Any, BinaryIO
+
+from PIL import Image, UnidentifiedImageError
+
+# The largest header either side accepts; a real one is a few hundred bytes (a palette: 3 KB).
+MAX_HEADER = 1 << 20
+
+# What a decoder may still do once confined: move bytes over the pipes it holds, manage its own
+# memory and threads, and exit. Every other call (open, socket, connect, execve, ptrace, ...)
+# fails with EPERM, so code that a crafted file runs here can read nothing and send nothing but
+# pixels to its parent.
+ALLOWED_CALLS = (
+    "read",
+    "write",
+    "close",
+    "fstat",
+    "newfstatat",
+    "lseek",
+    "brk",
+    "mmap",
+    "munmap",
+    "mremap",
+    "madvise",
+    "mprotect",
+    "futex",
+    "getrandom",
+    "clock_gettime",
+    "getpid",
+    "gettid",
+    "rt_sigreturn",
+    "rt_sigprocmask",
+    "sched_yield",
+    "exit",
+    "exit_group",
+)
+
+
+def send(stream: BinaryIO, header: dict[str, Any], payload: bytes = b"") -> None:
+    """Write one message: the header (with the payload's length) and the payload."""
+    head = json.dumps(header | {"length": len(payload)}).encode()
+    stream.write(struct.pack(">I", len(head)) + head)
+    stream.write(payload)
+    stream.flush()
+
+
+def decode(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Decode `data` as one of `request["formats"]`: the answer header and the raw pixels.
+
+    With "header_only", only the header is read (size, mode, format); with "max_pixels", a file
+    whose header gives more pixels is answered "oversize" undecoded.
+    """
+    formats = [str(name) for name in request.get("formats", ())]
+    max_pixels = request.get("max_pixels")
+    try:
+        with Image.open(io.BytesIO(data), formats=formats) as img:
+            width, height = img.size
+            answer: dict[str, Any] = {"format": img.format, "mode": img.mode, "size": [width, height]}
+            if isinstance(max_pixels, int) and width * height > max_pixels:
+                return {"error": "oversize", "size": [width, height]}, b""
+            if request.get("header_only"):
+                return answer, b""
+            img.load()  # decoding everything is the only way to catch truncated files
+            answer["orientation"] = int(img.getexif().get(0x0112, 1) or 1)
+            if img.mode in ("P", "PA"):
+                answer["palette"] = img.getpalette()
+            transparency = img.info.get("transparency")
+            if isinstance(transparency, bytes):
+                answer["transparency"] = list(transparency)
+            elif isinstance(transparency, int | tuple):
+                answer["transparency"] = transparency
+            return answer, img.tobytes()
+    except UnidentifiedImageError as exc:
+        return {"error": "unidentified", "message": str(exc)}, b""
+    except Image.DecompressionBombError as exc:
+        return {"error": "bomb", "message": str(exc)}, b""
+    except Exception as exc:  # any decoder failure is a property of the file
+        return {"error": "broken", "kind": type(exc).__name__, "message": str(exc)}, b""
+
+
+def confine() -> str | None:
+    """Load the seccomp filter; None when it holds, else why it could not be loaded."""
+    try:
+        import pyseccomp as seccomp  # ctypes over libseccomp, Linux only
+
+        rules = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
+        for call in ALLOWED_CALLS:
+            try:
+                rules.add_rule(seccomp.ALLOW, call)
+            except (ValueError, RuntimeError, OSError):  # a call this architecture does not have
+                continue
+        rules.load()
+    except Exception as exc:  # no libseccomp, no pyseccomp, a kernel without seccomp
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return None
+
+
+def _receive(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
+    head = stream.read(4)
+    if len(head) < 4:
+        return None
+    (size,) = struct.unpack(">I", head)
+    if size > MAX_HEADER:
+        return None
+    header = json.loads(stream.read(size))
+    return header, stream.read(int(header.get("length", 0)))
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")  # DecompressionBombWarning and the like: nobody reads stderr
+    Image.init()  # every format plugin is imported now: once confined, no module file can be opened
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    why = confine()
+    send(stdout, {"confined": why is None, "why": why})
+    while (request := _receive(stdin)) is not None:
+        send(stdout, *decode(*request))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""Decode image files that others made: in the confined child where it can run, else here.
+
+`decode_file`, `decode_bytes` and `read_header` are what every reader of pushed, labelled or
+captured files calls (`wms.train.preprocess`, `wms.data.validate`, `wms.data.prepare`,
+`wms.drift`). They raise what `Image.open` and `load` raise for such a file, so callers keep their
+messages. What the child answers is checked here before a Pillow image is built from it: its
+mode, size, format and byte count, since a child that a crafted file took over may answer anything.
+
+`configure` sets, once, from `data.decode_sandbox`: "auto" (the child where this machine can
+confine it, Linux with libseccomp; else here), "required" (a machine that cannot confine it stops
+with a ConfigError instead of decoding here) or "off" (always here).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeGuard
+
+from PIL import Image, UnidentifiedImageError
+
+from wms.errors import ConfigError
+from wms.sandbox import DecodeSandbox, child
+
+# One file gets this long in the child; a decoder caught in a loop is killed and the file called
+# broken. Pillow decodes its largest allowed image (179 million pixels) in a few seconds.
+DECODE_SECONDS = 120.0
+# Pillow's own limit: it refuses more than twice MAX_IMAGE_PIXELS; 4 bytes per pixel at most (F, I).
+MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+# The modes a decoder may answer; frombytes builds each from raw bytes without parsing them.
+MODES = frozenset(
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"}
+    | {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+)
+_ORIENTATION = 0x0112
+# The decoder, run as a script of its own (its module name would import `wms`).
+CHILD_SCRIPT = Path(child.__file__)
+
+
+class BrokenImage(OSError):
+    """A file that its decoder failed on: `kind` names what the decoder raised (or "crash")."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}" if message else kind)
+        self.kind = kind
+        self.message = message
+
+
+class TooManyPixels(ValueError):
+    """The file's header gives more pixels than the caller allows; it was not decoded."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__(f"{size[0]}x{size[1]} pixels")
+        self.size = size
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a file's header says, before any pixel is decoded."""
+
+    format: str
+    mode: str
+    size: tuple[int, int]
+
+
+def decode_file(path: Path, formats: tuple[str, ...], max_pixels: int | None = None) -> Image.Image:
+    """The image in `path` decoded as one of `formats` (FileNotFoundError where there is none)."""
+    return decode_bytes(path.read_bytes(), formats, max_pixels)
+
+
+def decode_bytes(data: bytes, formats: tuple[str, ...], max_pixels: int | None = None) -> Image.Image:
+    """`data` decoded as one of `formats`, as a loaded Pillow image that holds no file.
+
+    Its `format` is the decoder's, its `getexif()` holds the file's orientation (nothing else of
+    its EXIF), and a palette image keeps its palette and transparency. With `max_pixels`, a file
+    whose header gives more is not decoded: TooManyPixels names its size.
+    """
+    request = {"formats": list(formats), "max_pixels": max_pixels}
+    answer, raw = _ask(request, data)
+    return _rebuild(answer, raw, formats)
+
+
+def read_header(path: Path, formats: tuple[str, ...]) -> Header:
+    """The format, mode and size that the header of `path` gives (its pixels are not decoded)."""
+    answer, _ = _ask({"formats": list(formats), "header_only": True}, path.read_bytes())
+    _raise_error(answer)
+    fmt, mode, size = _checked(answer, formats)
+    return Header(fmt, mode, size)
+
+
+def configure(mode: DecodeSandbox) -> None:
+    """Where later decodes run (`data.decode_sandbox`); set once, where the settings are read."""
+    global _mode
+    _mode = mode
+
+
+def confined() -> bool:
+    """Whether decodes in this process run in the confined child (starting it to find out)."""
+    with _lock:
+        return _child_here() is not None
+
+
+class _Stopped(Exception):
+    """The child died, hung or answered out of protocol: it is killed and the next call starts one."""
+
+
+class _Child:
+    """One decoder process, and the conversation with it."""
+
+    def __init__(self) -> None:
+        # `-I`: no PYTHON* variables, no user site; env={}: no credentials reach it by inheritance.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", str(CHILD_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={},
+            bufsize=0,
+        )
+        self.owner = os.getpid()
+        try:
+            hello, _ = self._answer(time.monotonic() + 60)
+        except _Stopped as exc:
+            self.close()
+            hello = {"confined": False, "why": f"the decoder did not start ({exc})"}
+        self.confined = hello.get("confined") is True
+        self.why = _text(hello.get("why")) or "no reason given"
+
+    def ask(self, request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+        assert self.proc.stdin is not None
+        try:
+            child.send(self.proc.stdin, request, data)  # type: ignore[arg-type]
+        except OSError as exc:  # BrokenPipeError: it died
+            raise _Stopped(self._death(str(exc))) from None
+        return self._answer(time.monotonic() + DECODE_SECONDS)
+
+    def _answer(self, deadline: float) -> tuple[dict[str, Any], bytes]:
+        (size,) = struct.unpack(">I", self._read(4, deadline))
+        if size > child.MAX_HEADER:
+            raise _Stopped(f"an answer header of {size} bytes")
+        try:
+            header = json.loads(self._read(size, deadline))
+        except ValueError:
+            raise _Stopped("an answer that is not JSON") from None
+        length = header.get("length") if isinstance(header, dict) else None
+        if not isinstance(length, int) or not 0 <= length <= 4 * MAX_PIXELS:
+            raise _Stopped("an answer without a sound length")
+        return header, self._read(length, deadline)
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        parts, got = [], 0
+        while got < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise _Stopped(f"no answer within {DECODE_SECONDS:.0f} s")
+            part = os.read(fd, min(n - got, 1 << 20))
+            if not part:
+                raise _Stopped(self._death("it closed its output"))
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+    def _death(self, fallback: str) -> str:
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return fallback
+        if code < 0:
+            return f"killed by signal {code and -code}"
+        return f"it exited with {code}"
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # end of input: it exits
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def disown(self) -> None:
+        """In a forked copy of the owner: drop the pipes without touching the owner's process."""
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        self.proc.returncode = 0  # not this process's child: Popen must neither wait nor warn
+
+
+_mode: DecodeSandbox = "auto"
+_child: _Child | None = None
+_why_not: str | None = None  # why this machine cannot confine the child, once found out
+_lock = threading.Lock()
+
+
+def _child_here() -> _Child | None:
+    """This process's confined child (started on first use), or None where decodes run here."""
+    global _child, _why_not
+    if _mode == "off":
+        return None
+    if _child is None and _why_not is None:
+        try:
+            started = _Child()
+        except OSError as exc:  # no interpreter to run it with, no process left to start
+            _why_not = f"it could not be started: {exc}"
+        else:
+            if started.confined:
+                _child = started
+            else:
+                started.close()
+                _why_not = started.why
+    if _child is None and _mode == "required":
+        raise ConfigError(
+            "data.decode_sandbox = required, but this machine cannot confine the image decoder "
+            f"({_why_not}): install libseccomp (Debian and Ubuntu: libseccomp2), "
+            "or set data.decode_sandbox = auto to decode in the process itself"
+        )
+    return _child
+
+
+def _ask(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+    global _child
+    with _lock:
+        here = _child_here()
+        if here is None:
+            return child.decode(request, data)
+        try:
+            return here.ask(request, data)
+        except _Stopped as exc:
+            here.proc.kill()
+            here.close()
+            _child = None
+            return {"error": "broken", "kind": "crash", "message": f"the decoder stopped on it ({exc})"}, b""
+
+
+def _raise_error(answer: dict[str, Any]) -> None:
+    error = answer.get("error")
+    if error is None:
+        return
+    message = _text(answer.get("message"))
+    if error == "oversize":
+        raise TooManyPixels(_size(answer))
+    if error == "unidentified":
+        raise UnidentifiedImageError(message)
+    if error == "bomb":
+        raise Image.DecompressionBombError(message)
+    raise BrokenImage(_text(answer.get("kind")) or "Error", message)
+
+
+def _checked(answer: dict[str, Any], formats: tuple[str, ...]) -> tuple[str, str, tuple[int, int]]:
+    fmt, mode = answer.get("format"), answer.get("mode")
+    if fmt not in formats or mode not in MODES:
+        raise BrokenImage("crash", f"the decoder answered format {fmt!r}, mode {mode!r}")
+    return str(fmt), str(mode), _size(answer)
+
+
+def _rebuild(answer: dict[str, Any], raw: bytes, formats: tuple[str, ...]) -> Image.Image:
+    """A Pillow image from an answer, once its every field is what a real decode gives."""
+    _raise_error(answer)
+    fmt, mode, size = _checked(answer, formats)
+    if len(raw) != len(Image.new(mode, (size[0], 1)).tobytes()) * size[1]:
+        raise BrokenImage("crash", f"the decoder answered {len(raw)} bytes for {mode} {size}")
+    img = Image.frombytes(mode, size, raw)
+    img.format = fmt
+    palette = answer.get("palette")
+    if mode in ("P", "PA") and _bytes_list(palette, 768):
+        img.putpalette(palette)
+    transparency = answer.get("transparency")
+    if isinstance(transparency, int) and not isinstance(transparency, bool):
+        img.info["transparency"] = transparency
+    elif _bytes_list(transparency, 256):
+        img.info["transparency"] = bytes(transparency) if mode in ("P", "PA") else tuple(transparency)
+    orientation = answer.get("orientation")
+    if isinstance(orientation, int) and orientation in range(2, 9):
+        exif = Image.Exif()
+        exif[_ORIENTATION] = orientation
+        img.info["exif"] = exif.tobytes()
+    return img
+
+
+def _bytes_list(value: Any, most: int) -> TypeGuard[list[int]]:
+    return (
+        isinstance(value, list)
+        and len(value) <= most
+        and all(isinstance(v, int) and 0 <= v <= 255 for v in value)
+    )
+
+
+def _size(answer: dict[str, Any]) -> tuple[int, int]:
+    size = answer.get("size")
+    if (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(v, int) and v > 0 for v in size)
+        and size[0] * size[1] <= MAX_PIXELS
+    ):
+        return size[0], size[1]
+    raise BrokenImage("crash", "the decoder answered no sound size")
+
+
+def _text(value: Any) -> str:
+    """A decoder's message as one printable line of at most 300 characters."""
+    return re.sub(r"[^\x20-\x7e]", "?", str(value))[:300] if value is not None else ""
+
+
+def _after_fork() -> None:
+    # A forked worker (wms.data._pool) must not talk to its parent's child, nor take a lock that a
+    # parent thread held at the fork: it starts its own on first use.
+    global _child, _lock
+    if _child is not None:
+        _child.disown()
+    _child, _lock = None, threading.Lock()
+
+
+def _close_child() -> None:
+    if _child is not None and _child.owner == os.getpid():
+        _child.close()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+atexit.register(_close_child)

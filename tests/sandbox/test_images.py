@@ -1,0 +1,260 @@
+"""Images decoded in the confined child: what it may do, what it answers, and a child that fails."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from wms.data.synth import synthesize
+from wms.data.validate import validate_dataset
+from wms.errors import ConfigError
+from wms.sandbox import child, images
+from wms.train.preprocess import open_image, open_mask
+
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+
+
+@pytest.fixture(autouse=True)
+def fresh_decoder(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts its own child and leaves none behind (the module keeps one per process)."""
+    monkeypatch.setattr(images, "_child", None)
+    monkeypatch.setattr(images, "_why_not", None)
+    monkeypatch.setattr(images, "_mode", "auto")
+    yield
+    if images._child is not None:
+        images._child.close()
+
+
+def encoded(img: Image.Image, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def test_the_confined_child_can_open_no_file_reach_no_socket_and_start_no_program() -> None:
+    probe = textwrap.dedent(
+        f"""
+        import os, socket, sys
+        sys.path.insert(0, {str(Path(child.__file__).parent)!r})
+        import child
+        assert child.confine() is None, "not confined"
+        for name, attempt in [
+            ("open", lambda: open({__file__!r}, "rb")),
+            ("socket", lambda: socket.socket()),
+            ("exec", lambda: os.execv("/bin/true", ["true"])),
+            ("listdir", lambda: os.listdir("/")),
+        ]:
+            try:
+                attempt()
+            except PermissionError:
+                print(name, "refused")
+            else:
+                print(name, "ALLOWED")
+        """
+    )
+    done = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:-1] == [f"{n} refused" for n in ("open", "socket", "exec", "listdir")]
+
+
+def test_the_child_starts_with_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-the-decoder")
+    assert images.confined()
+    assert images._child is not None
+    environ = Path(f"/proc/{images._child.proc.pid}/environ").read_bytes()
+    assert b"not-for-the-decoder" not in environ and environ == b""
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_photo_decoded_in_the_child_has_the_pixels_pillow_gives_here(fmt: str) -> None:
+    rng = np.random.default_rng(3)
+    photo = Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned: the person sees it 37 wide
+    data = encoded(photo, fmt, exif=exif.tobytes()) if fmt in ("JPEG", "PNG", "WEBP") else encoded(photo, fmt)
+    with Image.open(io.BytesIO(data)) as here:
+        expected = ImageOps.exif_transpose(here).convert("RGB")
+    decoded = images.decode_bytes(data, FORMATS)
+    assert images.confined()
+    assert decoded.format == fmt
+    upright = ImageOps.exif_transpose(decoded).convert("RGB")
+    assert upright.size == expected.size
+    assert upright.tobytes() == expected.tobytes()
+
+
+def test_a_palette_mask_keeps_its_palette_and_transparency_and_a_16_bit_photo_its_depth() -> None:
+    mask = Image.new("P", (8, 6))
+    mask.putpalette([0, 0, 0, 255, 255, 255])
+    mask.paste(1, (2, 2, 5, 5))
+    decoded = images.decode_bytes(encoded(mask, "PNG", transparency=0), ("PNG",))
+    assert decoded.mode == "P" and decoded.getpalette()[:6] == [0, 0, 0, 255, 255, 255]
+    assert decoded.info["transparency"] == 0
+    assert np.array_equal(np.asarray(decoded), np.asarray(mask))
+    deep = Image.fromarray(np.full((4, 5), 40000, dtype=np.uint16))
+    decoded = images.decode_bytes(encoded(deep, "PNG"), ("PNG",))
+    assert decoded.mode.startswith("I") and decoded.getextrema() == (40000, 40000)
+
+
+def test_what_the_child_cannot_decode_raises_what_pillow_raises(tmp_path: Path) -> None:
+    photo = encoded(Image.new("RGB", (40, 30), "white"), "JPEG")
+    with pytest.raises(UnidentifiedImageError):
+        images.decode_bytes(b"no image at all", FORMATS)
+    with pytest.raises(UnidentifiedImageError):
+        images.decode_bytes(photo, ("PNG",))  # a JPEG where only PNG is read
+    with pytest.raises(images.BrokenImage, match="OSError"):
+        images.decode_bytes(photo[:200], FORMATS)
+    with pytest.raises(images.TooManyPixels) as big:
+        images.decode_bytes(photo, FORMATS, max_pixels=100)
+    assert big.value.size == (40, 30)
+    assert images.read_header(write(tmp_path / "a.jpg", photo), FORMATS) == images.Header(
+        "JPEG", "RGB", (40, 30)
+    )
+    with pytest.raises(FileNotFoundError):
+        images.decode_file(tmp_path / "gone.png", FORMATS)
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def fake_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    """Runs `body` as the decoder: it gets `send`, `receive` and the child module's framing."""
+    script = tmp_path / "fake_child.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, sys, time
+            sys.path.insert(0, {str(Path(child.__file__).parent)!r})
+            from child import send, _receive as receive
+            out, inp = sys.stdout.buffer, sys.stdin.buffer
+            """
+        )
+        + textwrap.dedent(body)
+    )
+    monkeypatch.setattr(images, "CHILD_SCRIPT", script)
+
+
+def test_a_decoder_that_dies_on_a_file_makes_it_broken_and_the_next_file_gets_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_child(
+        tmp_path,
+        monkeypatch,
+        """
+        send(out, {"confined": True})
+        receive(inp)
+        os.kill(os.getpid(), signal.SIGSEGV)
+        """,
+    )
+    photo = encoded(Image.new("RGB", (4, 4)), "PNG")
+    with pytest.raises(images.BrokenImage, match=r"decoder stopped on it \(killed by signal 11\)"):
+        images.decode_bytes(photo, FORMATS)
+    assert images._child is None  # dropped, killed
+    monkeypatch.setattr(images, "CHILD_SCRIPT", Path(child.__file__))
+    assert images.decode_bytes(photo, FORMATS).size == (4, 4)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        '{"format": "PNG", "mode": "RGB", "size": [4, 4]}, b"x" * 47',  # a byte short
+        '{"format": "EPS", "mode": "RGB", "size": [4, 4]}, b"x" * 48',  # a format not asked for
+        '{"format": "PNG", "mode": "RGB", "size": [-4, -4]}, b""',
+        '{"format": "PNG", "mode": "RGB", "size": [1, 100000000000]}, b""',
+    ],
+)
+def test_a_lying_decoder_gets_no_image_built_from_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    fake_child(
+        tmp_path,
+        monkeypatch,
+        f"""
+        send(out, {{"confined": True}})
+        receive(inp)
+        send(out, {answer})
+        """,
+    )
+    with pytest.raises(images.BrokenImage, match="crash"):
+        images.decode_bytes(b"anything", ("PNG",))
+
+
+def test_a_decoder_that_hangs_is_killed_and_the_file_called_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_child(tmp_path, monkeypatch, 'send(out, {"confined": True})\nreceive(inp)\ntime.sleep(60)\n')
+    monkeypatch.setattr(images, "DECODE_SECONDS", 0.5)
+    with pytest.raises(images.BrokenImage, match=r"no answer within 0 s|no answer within 1 s"):
+        images.decode_bytes(b"anything", ("PNG",))
+
+
+def test_where_the_child_cannot_confine_itself_auto_decodes_here_and_required_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_child(tmp_path, monkeypatch, 'send(out, {"confined": False, "why": "OSError: no libseccomp"})\n')
+    photo = encoded(Image.new("L", (5, 3), 9), "PNG")
+    assert images.decode_bytes(photo, ("PNG",)).getextrema() == (9, 9)
+    assert not images.confined()
+    images.configure("required")
+    with pytest.raises(
+        ConfigError, match=r"cannot confine the image decoder \(OSError: no libseccomp\).*libseccomp2"
+    ):
+        images.decode_bytes(photo, ("PNG",))
+
+
+def test_validation_and_training_inputs_decode_nothing_in_the_process_that_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Pillow's decoding taken away here, a dataset still validates and loads: the child did it."""
+    synthesize(tmp_path / "data", count=20, size=32, seed=4)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded in the process that holds the settings")
+
+    monkeypatch.setattr(Image, "open", refuse)
+    report = validate_dataset(tmp_path / "data", size=32)
+    assert report.pairs == 20 and not report.errors
+    pair = next((tmp_path / "data" / "images").iterdir())
+    assert open_image(pair).size == (32, 32)
+    assert open_mask(tmp_path / "data" / "masks" / f"{pair.stem}.png").mode == "L"
+
+
+def test_required_on_a_machine_that_cannot_confine_the_decoder_stops_the_command_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Callable[..., Any]
+) -> None:
+    synthesize(tmp_path / "data", count=4, size=32, seed=2)
+    fake_child(tmp_path, monkeypatch, 'send(out, {"confined": False, "why": "OSError: no libseccomp"})\n')
+    monkeypatch.chdir(tmp_path)
+    done = cli("--set", "data.decode_sandbox=required", "data", "validate", "--any-size", "data")
+    assert done.exit_code == 2
+    assert "cannot confine the image decoder (OSError: no libseccomp)" in done.output
+    assert "Traceback" not in done.output
+    monkeypatch.setattr(images, "_why_not", None)
+    done = cli("data", "validate", "--any-size", "data")  # auto: decoded here, as before
+    assert done.exit_code == 0, done.output
+
+
+def test_a_pipeline_that_requires_the_confined_decoder_is_refused_before_it_records_or_locks_anything(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+) -> None:
+    from tests.test_pipeline import run
+
+    batch = make_batch("b1", seed=5)
+    fake_child(tmp_path, monkeypatch, 'send(out, {"confined": False, "why": "OSError: no libseccomp"})\n')
+    before = sorted(p.relative_to(project_dir) for p in project_dir.rglob("*"))
+    with pytest.raises(ConfigError, match="cannot confine the image decoder"):
+        run(project_dir, batch, "train.epochs=0", "data.decode_sandbox=required")
+    assert sorted(p.relative_to(project_dir) for p in project_dir.rglob("*")) == before
