@@ -258,3 +258,35 @@ def test_a_pipeline_that_requires_the_confined_decoder_is_refused_before_it_reco
     with pytest.raises(ConfigError, match="cannot confine the image decoder"):
         run(project_dir, batch, "train.epochs=0", "data.decode_sandbox=required")
     assert sorted(p.relative_to(project_dir) for p in project_dir.rglob("*")) == before
+
+
+def test_a_summary_matches_what_the_pixels_give_and_a_lying_one_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mask = Image.new("L", (40, 24))
+    mask.paste(255, (0, 0, 10, 24))
+    path = write(tmp_path / "m.png", encoded(mask, "PNG"))
+    summary = images.summarize_file(path, ("PNG",), histogram=True, sample_step=8, thumbnail_side=4)
+    assert summary.histogram == mask.histogram()
+    assert (
+        summary.sample is not None
+        and summary.sample.tobytes() == mask.resize((5, 3), Image.NEAREST).tobytes()
+    )
+    assert summary.thumbnail is not None and summary.thumbnail.size == (4, 4)
+    assert images.pixel_digest(path, ("PNG",)) == images.pixel_digest(
+        write(tmp_path / "same.png", encoded(mask, "PNG", compress_level=1)), ("PNG",)
+    )
+    assert images._child is not None
+    images._child.close()
+    monkeypatch.setattr(images, "_child", None)
+    fake_child(
+        tmp_path,
+        monkeypatch,
+        """
+        send(out, {"confined": True})
+        receive(inp)
+        send(out, {"format": "PNG", "mode": "L", "size": [40, 24], "histogram": [-1]})
+        """,
+    )
+    with pytest.raises(images.BrokenImage, match="does not add up"):
+        images.summarize_file(path, ("PNG",), histogram=True)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 NEAR_BITS = 4  # hashes this close (Hamming distance) are the same picture
-_SIDE, _LOW = 32, 8
+THUMBNAIL_SIDE, _LOW = 32, 8
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -24,12 +24,14 @@ def _dct_matrix(n: int) -> np.ndarray:
     return basis * np.sqrt(2 / n)
 
 
-_DCT = _dct_matrix(_SIDE)
+_DCT = _dct_matrix(THUMBNAIL_SIDE)
 
 
-def picture_hash(image: Image.Image) -> int:
-    """A 64-bit hash that copies of one picture share within `NEAR_BITS` bits."""
-    grey = np.asarray(image.convert("L").resize((_SIDE, _SIDE), Image.Resampling.LANCZOS), dtype=np.float64)
+def picture_hash(thumbnail: Image.Image) -> int:
+    """A 64-bit hash that copies of one picture share within `NEAR_BITS` bits, from its grey
+    THUMBNAIL_SIDE-pixel thumbnail (`wms.sandbox.child.grey_thumbnail`, which validation's decoder
+    makes beside the decode)."""
+    grey = np.asarray(thumbnail, dtype=np.float64)
     low = (_DCT @ grey @ _DCT.T)[:_LOW, :_LOW].ravel()
     bits = low > np.median(low[1:])  # the DC term says only how bright the photo is
     return int.from_bytes(np.packbits(bits).tobytes(), "big")

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from wms.data._pool import parallel_map
 from wms.data.issues import Issue, ValidationReport
-from wms.data.lookalike import near_twins, picture_hash
+from wms.data.lookalike import THUMBNAIL_SIDE, near_twins, picture_hash
 from wms.data.pairs import DECODERS, Pair, find_pairs
 from wms.errors import UsageError, WmsError
-from wms.sandbox.images import BrokenImage, TooManyPixels, decode_file
+from wms.sandbox.images import BrokenImage, Summary, TooManyPixels, pixel_digest, summarize_file
 
 WARNING_CODES = frozenset({"empty_mask", "exif_rotated"})
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
@@ -53,17 +53,23 @@ def _issue(code: str, path: str, message: str) -> Issue:
 
 def _open(
     path: Path, rel: str, result: _PairResult, size: int | None = None, what: str = "image"
-) -> tuple[Image.Image, int] | None:
-    """Fully decode a file (`wms.sandbox.images`) and read its EXIF orientation, or record why it
-    cannot be used.
+) -> Summary | None:
+    """Fully decode a file and sum it up (`wms.sandbox.images.summarize_file`: its orientation,
+    histogram, a sample and a thumbnail), or record why it cannot be used.
 
     With a size contract, a file whose header gives more pixels than it allows is not decoded: it
     is wrong_size whatever its pixels, and a 13000x13000 PNG of 0.5 MB decodes to 0.5 GB (Pillow
     refuses only from 179 million pixels) in each worker, on the runner that also serves.
     """
     try:
-        img = decode_file(path, DECODERS, size * size if size is not None else None)
-        orientation = int(img.getexif().get(0x0112, 1) or 1)
+        img = summarize_file(
+            path,
+            DECODERS,
+            max_pixels=size * size if size is not None else None,
+            histogram=what == "mask",  # the mask checks
+            sample_step=_SAMPLE_STEP if what == "image" else None,  # the exact duplicate check
+            thumbnail_side=THUMBNAIL_SIDE if what == "image" else None,  # the lookalike check
+        )
     except TooManyPixels as exc:
         w, h = exc.size
         message = f"{what} is {w}x{h}, expected {size}x{size}: run prepare to resize the dataset"
@@ -92,24 +98,24 @@ def _open(
             )
         )
         return None
-    return img, orientation
+    return img
 
 
-def _oriented_size(img: Image.Image, orientation: int) -> tuple[int, int]:
+def _oriented_size(img: Summary) -> tuple[int, int]:
     """Size after applying EXIF orientation, as `ImageOps.exif_transpose` would produce it."""
     w, h = img.size
-    return (h, w) if orientation in _SWAPS_AXES else (w, h)
+    return (h, w) if img.orientation in _SWAPS_AXES else (w, h)
 
 
-def _mask_histogram(mask: Image.Image) -> list[int] | None:
+def _mask_histogram(mask: Summary) -> list[int] | None:
     """Pixel count per gray value 0-255 of a single-channel mask, or None when it is not one."""
     # A histogram is computed in C in one pass and answers every mask check; a numpy copy of the
     # pixels plus three array passes cost several times more on 1-megapixel masks.
     if mask.mode in ("L", "1"):
-        return mask.histogram()
+        return mask.histogram
     if mask.mode == "P":
-        palette = mask.getpalette() or []
-        counts = mask.histogram()
+        palette = mask.palette or []
+        counts = mask.histogram or []
         gray = [0] * 256
         for index, count in enumerate(counts):
             if not count:
@@ -124,22 +130,19 @@ def _mask_histogram(mask: Image.Image) -> list[int] | None:
     return None
 
 
-def _fingerprint(image: Image.Image) -> str:
+def _fingerprint(image: Summary) -> str:
     """Cheap key that equal pixels always share; `_same_pixels` settles the rare collisions."""
     # Hashing every decoded byte cost more than decoding a JPEG; a fixed nearest-neighbour sample
-    # is a function of the pixels alone, so true duplicates (any file format) still collide.
-    w, h = image.size
-    sample = image.resize((max(1, w // _SAMPLE_STEP), max(1, h // _SAMPLE_STEP)), Image.Resampling.NEAREST)
+    # (one pixel in _SAMPLE_STEP along each axis) is a function of the pixels alone, so true
+    # duplicates (any file format) still collide.
     head = f"{image.mode}{image.size}".encode()
-    return hashlib.blake2b(head + sample.tobytes(), digest_size=16).hexdigest()
+    sample = image.sample.tobytes() if image.sample is not None else b""
+    return hashlib.blake2b(head + sample, digest_size=16).hexdigest()
 
 
 def _same_pixels(a: Path, b: Path) -> bool:
     """Whether two readable images decode to identical pixels (same mode and size)."""
-    first, second = decode_file(a, DECODERS), decode_file(b, DECODERS)
-    if first.mode != second.mode or first.size != second.size:
-        return False
-    return first.tobytes() == second.tobytes()
+    return pixel_digest(a, DECODERS) == pixel_digest(b, DECODERS)
 
 
 def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
@@ -147,16 +150,14 @@ def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
     result = _PairResult()
     img_rel = pair.image.relative_to(root).as_posix()
     mask_rel = pair.mask.relative_to(root).as_posix()
-    opened_image = _open(pair.image, img_rel, result, size, "image")
-    opened_mask = _open(pair.mask, mask_rel, result, size, "mask")
-    image = opened_image[0] if opened_image else None
-    mask = opened_mask[0] if opened_mask else None
+    image = _open(pair.image, img_rel, result, size, "image")
+    mask = _open(pair.mask, mask_rel, result, size, "mask")
     sizes: dict[str, tuple[int, int]] = {}
-    for rel, opened, what in ((img_rel, opened_image, "image"), (mask_rel, opened_mask, "mask")):
+    for rel, opened, what in ((img_rel, image, "image"), (mask_rel, mask, "mask")):
         if opened is None:
             continue
-        sizes[what] = _oriented_size(*opened)
-        orientation = opened[1]
+        sizes[what] = _oriented_size(opened)
+        orientation = opened.orientation
         if orientation in _ORIENTATIONS:
             result.issues.append(
                 _issue(
@@ -186,7 +187,8 @@ def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
                 )
             )
         result.image_hash = _fingerprint(image)
-        result.picture_hash = picture_hash(image)
+        if image.thumbnail is not None:
+            result.picture_hash = picture_hash(image.thumbnail)
     if mask is not None:
         histogram = _mask_histogram(mask)
         if histogram is None:

@@ -11,6 +11,7 @@ that the header's "length" counts. The first answer says whether the child confi
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import struct
@@ -61,11 +62,34 @@ def send(stream: BinaryIO, header: dict[str, Any], payload: bytes = b"") -> None
     stream.flush()
 
 
+def grey_thumbnail(img: Image.Image, side: int) -> Image.Image:
+    """The picture as a `side` x `side` grey (L) thumbnail (Lanczos): what wms.data.lookalike hashes."""
+    return img.convert("L").resize((side, side), Image.Resampling.LANCZOS)
+
+
+def _summary(img: Image.Image, answer: dict[str, Any], summary: dict[str, Any]) -> bytes:
+    """What a check of every file needs of a decoded one, without its pixels, as `summary` asks:
+    its "histogram"; a "sample_step" (a nearest-neighbour sample of one pixel in that many along
+    each axis); a "thumbnail_side" (`grey_thumbnail`). The sample's and thumbnail's bytes."""
+    payload = b""
+    if summary.get("histogram"):
+        answer["histogram"] = img.histogram()
+    if step := summary.get("sample_step"):
+        width, height = img.size
+        sample = img.resize((max(1, width // step), max(1, height // step)), Image.Resampling.NEAREST)
+        answer["sample_size"] = list(sample.size)
+        payload += sample.tobytes()
+    if side := summary.get("thumbnail_side"):
+        payload += grey_thumbnail(img, side).tobytes()
+    return payload
+
+
 def decode(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
     """Decode `data` as one of `request["formats"]`: the answer header and the raw pixels.
 
     With "header_only", only the header is read (size, mode, format); with "max_pixels", a file
-    whose header gives more pixels is answered "oversize" undecoded.
+    whose header gives more pixels is answered "oversize" undecoded. With "summary" the answer
+    holds what `_summary` gives instead of the pixels; with "digest" a BLAKE2b digest of them.
     """
     formats = [str(name) for name in request.get("formats", ())]
     max_pixels = request.get("max_pixels")
@@ -86,6 +110,11 @@ def decode(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]
                 answer["transparency"] = list(transparency)
             elif isinstance(transparency, int | tuple):
                 answer["transparency"] = transparency
+            if request.get("digest"):
+                answer["digest"] = hashlib.blake2b(img.tobytes(), digest_size=32).hexdigest()
+                return answer, b""
+            if isinstance(summary := request.get("summary"), dict):
+                return answer, _summary(img, answer, summary)
             return answer, img.tobytes()
     except UnidentifiedImageError as exc:
         return {"error": "unidentified", "message": str(exc)}, b""

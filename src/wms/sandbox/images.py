@@ -76,6 +76,20 @@ class Header:
     size: tuple[int, int]
 
 
+@dataclass(frozen=True)
+class Summary:
+    """What `summarize_file` learns of a decoded file, without its pixels crossing the pipe."""
+
+    format: str
+    mode: str
+    size: tuple[int, int]  # as stored, before EXIF orientation
+    orientation: int  # EXIF orientation, 1 when none
+    palette: list[int] | None  # a palette image's RGB palette
+    histogram: list[int] | None = None  # Pillow's histogram of the pixels, where asked
+    sample: Image.Image | None = None  # one pixel in `sample_step` along each axis, in `mode`
+    thumbnail: Image.Image | None = None  # grey, `thumbnail_side` square (child.grey_thumbnail)
+
+
 def decode_file(path: Path, formats: tuple[str, ...], max_pixels: int | None = None) -> Image.Image:
     """The image in `path` decoded as one of `formats` (FileNotFoundError where there is none)."""
     return decode_bytes(path.read_bytes(), formats, max_pixels)
@@ -91,6 +105,61 @@ def decode_bytes(data: bytes, formats: tuple[str, ...], max_pixels: int | None =
     request = {"formats": list(formats), "max_pixels": max_pixels}
     answer, raw = _ask(request, data)
     return _rebuild(answer, raw, formats)
+
+
+def summarize_file(
+    path: Path,
+    formats: tuple[str, ...],
+    max_pixels: int | None = None,
+    histogram: bool = False,
+    sample_step: int | None = None,
+    thumbnail_side: int | None = None,
+) -> Summary:
+    """The file in `path` decoded as one of `formats` and summed up (`Summary`, with what is
+    asked): a check of every file gets a fraction of the bytes of its pixels back. Raises what
+    `decode_file` raises."""
+    summary = {"histogram": histogram, "sample_step": sample_step, "thumbnail_side": thumbnail_side}
+    answer, raw = _ask(
+        {"formats": list(formats), "max_pixels": max_pixels, "summary": summary}, path.read_bytes()
+    )
+    _raise_error(answer)
+    fmt, mode, size = _checked(answer, formats)
+    sample_size = _size(answer, "sample_size") if sample_step else (0, 0)
+    cut = _raw_length(mode, sample_size) if sample_step else 0
+    counts = answer.get("histogram")
+    if (
+        (sample_step and sample_size != (max(1, size[0] // sample_step), max(1, size[1] // sample_step)))
+        or len(raw) != cut + (thumbnail_side or 0) ** 2
+        or (histogram and not _counts(counts))
+    ):
+        raise BrokenImage("crash", "the decoder answered a summary that does not add up")
+    palette = answer.get("palette")
+    return Summary(
+        format=fmt,
+        mode=mode,
+        size=size,
+        orientation=_orientation(answer),
+        palette=palette if _bytes_list(palette, 768) else None,
+        histogram=counts if histogram else None,
+        sample=Image.frombytes(mode, sample_size, bytes(raw[:cut])) if sample_step else None,
+        thumbnail=(
+            Image.frombytes("L", (thumbnail_side, thumbnail_side), bytes(raw[cut:]))
+            if thumbnail_side
+            else None
+        ),
+    )
+
+
+def pixel_digest(path: Path, formats: tuple[str, ...]) -> tuple[str, tuple[int, int], str]:
+    """The mode, size and a BLAKE2b digest of the pixels of the file in `path`: files with equal
+    ones hold the same pixels. Raises what `decode_file` raises."""
+    answer, _ = _ask({"formats": list(formats), "digest": True}, path.read_bytes())
+    _raise_error(answer)
+    _, mode, size = _checked(answer, formats)
+    digest = answer.get("digest")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise BrokenImage("crash", "the decoder answered no digest")
+    return mode, size, digest
 
 
 def read_header(path: Path, formats: tuple[str, ...]) -> Header:
@@ -276,7 +345,7 @@ def _rebuild(answer: dict[str, Any], raw: bytes | bytearray, formats: tuple[str,
     """A Pillow image from an answer, once its every field is what a real decode gives."""
     _raise_error(answer)
     fmt, mode, size = _checked(answer, formats)
-    if len(raw) != len(Image.new(mode, (size[0], 1)).tobytes()) * size[1]:
+    if len(raw) != _raw_length(mode, size):
         raise BrokenImage("crash", f"the decoder answered {len(raw)} bytes for {mode} {size}")
     img = Image.frombytes(mode, size, raw)
     img.format = fmt
@@ -288,12 +357,30 @@ def _rebuild(answer: dict[str, Any], raw: bytes | bytearray, formats: tuple[str,
         img.info["transparency"] = transparency
     elif _bytes_list(transparency, 256):
         img.info["transparency"] = bytes(transparency) if mode in ("P", "PA") else tuple(transparency)
-    orientation = answer.get("orientation")
-    if isinstance(orientation, int) and orientation in range(2, 9):
+    if (orientation := _orientation(answer)) != 1:
         exif = Image.Exif()
         exif[_ORIENTATION] = orientation
         img.info["exif"] = exif.tobytes()
     return img
+
+
+def _raw_length(mode: str, size: tuple[int, int]) -> int:
+    """How many bytes Pillow's `tobytes` gives for an image of this mode and size."""
+    return len(Image.new(mode, (size[0], 1)).tobytes()) * size[1]
+
+
+def _orientation(answer: dict[str, Any]) -> int:
+    orientation = answer.get("orientation")
+    return orientation if isinstance(orientation, int) and orientation in range(1, 9) else 1
+
+
+def _counts(value: Any) -> TypeGuard[list[int]]:
+    """A histogram: counts, 256 per band (Pillow's, for every mode; at most four bands)."""
+    return (
+        isinstance(value, list)
+        and 0 < len(value) <= 1024
+        and all(isinstance(v, int) and v >= 0 for v in value)
+    )
 
 
 def _bytes_list(value: Any, most: int) -> TypeGuard[list[int]]:
@@ -304,8 +391,8 @@ def _bytes_list(value: Any, most: int) -> TypeGuard[list[int]]:
     )
 
 
-def _size(answer: dict[str, Any]) -> tuple[int, int]:
-    size = answer.get("size")
+def _size(answer: dict[str, Any], key: str = "size") -> tuple[int, int]:
+    size = answer.get(key)
     if (
         isinstance(size, list)
         and len(size) == 2
