@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from wms.data.synth import synthesize
 from wms.data.validate import validate_dataset
 from wms.errors import ConfigError
-from wms.sandbox import child, images
+from wms.sandbox import child, images, process
 from wms.train.preprocess import open_image, open_mask
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
@@ -110,8 +111,10 @@ def test_what_the_child_cannot_decode_raises_what_pillow_raises(tmp_path: Path) 
         images.decode_bytes(b"no image at all", FORMATS)
     with pytest.raises(UnidentifiedImageError):
         images.decode_bytes(photo, ("PNG",))  # a JPEG where only PNG is read
-    with pytest.raises(images.BrokenImage, match="OSError"):
+    with pytest.raises(images.BrokenImage, match="OSError") as broken:
         images.decode_bytes(photo[:200], FORMATS)
+    again = pickle.loads(pickle.dumps(broken.value))  # as a worker process hands it back
+    assert (type(again), str(again)) == (images.BrokenImage, str(broken.value))
     with pytest.raises(images.TooManyPixels) as big:
         images.decode_bytes(photo, FORMATS, max_pixels=100)
     assert big.value.size == (40, 30)
@@ -141,7 +144,7 @@ def fake_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> No
         )
         + textwrap.dedent(body)
     )
-    monkeypatch.setattr(images, "CHILD_SCRIPT", script)
+    monkeypatch.setattr(process, "CHILD_SCRIPT", script)
 
 
 def test_a_decoder_that_dies_on_a_file_makes_it_broken_and_the_next_file_gets_a_new_one(
@@ -160,7 +163,7 @@ def test_a_decoder_that_dies_on_a_file_makes_it_broken_and_the_next_file_gets_a_
     with pytest.raises(images.BrokenImage, match=r"decoder stopped on it \(killed by signal 11\)"):
         images.decode_bytes(photo, FORMATS)
     assert images._child is None  # dropped, killed
-    monkeypatch.setattr(images, "CHILD_SCRIPT", Path(child.__file__))
+    monkeypatch.setattr(process, "CHILD_SCRIPT", Path(child.__file__))
     assert images.decode_bytes(photo, FORMATS).size == (4, 4)
 
 
@@ -193,7 +196,7 @@ def test_a_decoder_that_hangs_is_killed_and_the_file_called_broken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_child(tmp_path, monkeypatch, 'send(out, {"confined": True})\nreceive(inp)\ntime.sleep(60)\n')
-    monkeypatch.setattr(images, "DECODE_SECONDS", 0.5)
+    monkeypatch.setattr(process, "DECODE_SECONDS", 0.5)
     with pytest.raises(images.BrokenImage, match=r"no answer within 0 s|no answer within 1 s"):
         images.decode_bytes(b"anything", ("PNG",))
 

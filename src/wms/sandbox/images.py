@@ -1,10 +1,12 @@
 """Decode image files that others made: in the confined child where it can run, else here.
 
-`decode_file`, `decode_bytes` and `read_header` are what every reader of pushed, labelled or
-captured files calls (`wms.train.preprocess`, `wms.data.validate`, `wms.data.prepare`,
-`wms.drift`). They raise what `Image.open` and `load` raise for such a file, so callers keep their
-messages. What the child answers is checked here before a Pillow image is built from it: its
-mode, size, format and byte count, since a child that a crafted file took over may answer anything.
+`decode_file` and `decode_bytes` (the pixels), `summarize_file` and `pixel_digest` (what a check
+of every file needs, without the pixels) and `read_header` are what every reader of pushed,
+labelled or captured files calls (`wms.train.preprocess`, `wms.data.validate`,
+`wms.data.prepare`, `wms.drift`). They raise what `Image.open` and `load` raise for such a file,
+so callers keep their messages. What the child answers is checked here before a Pillow image is
+built from it: its mode, size, format and byte count, since a child that a crafted file took over
+may answer anything. `wms.sandbox.process` runs the child.
 
 `configure` sets, once, from `data.decode_sandbox`: "auto" (the child where this machine can
 confine it, Linux with libseccomp; else here), "required" (a machine that cannot confine it stops
@@ -14,17 +16,9 @@ with a ConfigError instead of decoding here) or "off" (always here).
 from __future__ import annotations
 
 import atexit
-import contextlib
-import fcntl
-import json
 import os
 import re
-import select
-import struct
-import subprocess
-import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -33,21 +27,14 @@ from PIL import Image, UnidentifiedImageError
 
 from wms.errors import ConfigError
 from wms.sandbox import DecodeSandbox, child
+from wms.sandbox.process import MAX_PIXELS, DecoderProcess, Stopped, printable
 
-# One file gets this long in the child; a decoder caught in a loop is killed and the file called
-# broken. Pillow decodes its largest allowed image (179 million pixels) in a few seconds.
-DECODE_SECONDS = 120.0
-# Pillow's own limit: it refuses more than twice MAX_IMAGE_PIXELS; 4 bytes per pixel at most (F, I).
-MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 # The modes a decoder may answer; frombytes builds each from raw bytes without parsing them.
 MODES = frozenset(
     {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"}
     | {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 )
 _ORIENTATION = 0x0112
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's number; Python names it from 3.10
-# The decoder, run as a script of its own (its module name would import `wms`).
-CHILD_SCRIPT = Path(child.__file__)
 
 
 class BrokenImage(OSError):
@@ -58,6 +45,9 @@ class BrokenImage(OSError):
         self.kind = kind
         self.message = message
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # out of a worker process, as it went in
+        return type(self), (self.kind, self.message)
+
 
 class TooManyPixels(ValueError):
     """The file's header gives more pixels than the caller allows; it was not decoded."""
@@ -65,6 +55,9 @@ class TooManyPixels(ValueError):
     def __init__(self, size: tuple[int, int]) -> None:
         super().__init__(f"{size[0]}x{size[1]} pixels")
         self.size = size
+
+    def __reduce__(self) -> tuple[type, tuple[tuple[int, int]]]:
+        return type(self), (self.size,)
 
 
 @dataclass(frozen=True)
@@ -182,112 +175,20 @@ def confined() -> bool:
         return _child_here() is not None
 
 
-class _Stopped(Exception):
-    """The child died, hung or answered out of protocol: it is killed and the next call starts one."""
-
-
-class _Child:
-    """One decoder process, and the conversation with it."""
-
-    def __init__(self) -> None:
-        # `-I`: no PYTHON* variables, no user site; env={}: no credentials reach it by inheritance.
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", str(CHILD_SCRIPT)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={},
-            bufsize=0,
-        )
-        self.owner = os.getpid()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            _widen(stream)
-        try:
-            hello, _ = self._answer(time.monotonic() + 60)
-        except _Stopped as exc:
-            self.close()
-            hello = {"confined": False, "why": f"the decoder did not start ({exc})"}
-        self.confined = hello.get("confined") is True
-        self.why = _text(hello.get("why")) or "no reason given"
-
-    def ask(self, request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes | bytearray]:
-        assert self.proc.stdin is not None
-        try:
-            child.send(self.proc.stdin, request, data)  # type: ignore[arg-type]
-        except OSError as exc:  # BrokenPipeError: it died
-            raise _Stopped(self._death(str(exc))) from None
-        return self._answer(time.monotonic() + DECODE_SECONDS)
-
-    def _answer(self, deadline: float) -> tuple[dict[str, Any], bytes | bytearray]:
-        (size,) = struct.unpack(">I", self._read(4, deadline))
-        if size > child.MAX_HEADER:
-            raise _Stopped(f"an answer header of {size} bytes")
-        try:
-            header = json.loads(self._read(size, deadline))
-        except ValueError:
-            raise _Stopped("an answer that is not JSON") from None
-        length = header.get("length") if isinstance(header, dict) else None
-        if not isinstance(length, int) or not 0 <= length <= 4 * MAX_PIXELS:
-            raise _Stopped("an answer without a sound length")
-        return header, self._read(length, deadline)
-
-    def _read(self, n: int, deadline: float) -> bytearray:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        buffer = bytearray(n)
-        view, got = memoryview(buffer), 0
-        while got < n:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise _Stopped(f"no answer within {DECODE_SECONDS:.0f} s")
-            read = os.readv(fd, [view[got:]])
-            if not read:
-                raise _Stopped(self._death("it closed its output"))
-            got += read
-        return buffer
-
-    def _death(self, fallback: str) -> str:
-        try:
-            code = self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            return fallback
-        if code < 0:
-            return f"killed by signal {code and -code}"
-        return f"it exited with {code}"
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()  # end of input: it exits
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def disown(self) -> None:
-        """In a forked copy of the owner: drop the pipes without touching the owner's process."""
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
-        self.proc.returncode = 0  # not this process's child: Popen must neither wait nor warn
-
-
 _mode: DecodeSandbox = "auto"
-_child: _Child | None = None
+_child: DecoderProcess | None = None
 _why_not: str | None = None  # why this machine cannot confine the child, once found out
 _lock = threading.Lock()
 
 
-def _child_here() -> _Child | None:
+def _child_here() -> DecoderProcess | None:
     """This process's confined child (started on first use), or None where decodes run here."""
     global _child, _why_not
     if _mode == "off":
         return None
     if _child is None and _why_not is None:
         try:
-            started = _Child()
+            started = DecoderProcess()
         except OSError as exc:  # no interpreter to run it with, no process left to start
             _why_not = f"it could not be started: {exc}"
         else:
@@ -313,7 +214,7 @@ def _ask(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes | 
             return child.decode(request, data)
         try:
             return here.ask(request, data)
-        except _Stopped as exc:
+        except Stopped as exc:
             here.proc.kill()
             here.close()
             _child = None
@@ -324,14 +225,14 @@ def _raise_error(answer: dict[str, Any]) -> None:
     error = answer.get("error")
     if error is None:
         return
-    message = _text(answer.get("message"))
+    message = printable(answer.get("message"))
     if error == "oversize":
         raise TooManyPixels(_size(answer))
     if error == "unidentified":
         raise UnidentifiedImageError(message)
     if error == "bomb":
         raise Image.DecompressionBombError(message)
-    raise BrokenImage(_text(answer.get("kind")) or "Error", message)
+    raise BrokenImage(printable(answer.get("kind")) or "Error", message)
 
 
 def _checked(answer: dict[str, Any], formats: tuple[str, ...]) -> tuple[str, str, tuple[int, int]]:
@@ -401,18 +302,6 @@ def _size(answer: dict[str, Any], key: str = "size") -> tuple[int, int]:
     ):
         return size[0], size[1]
     raise BrokenImage("crash", "the decoder answered no sound size")
-
-
-def _text(value: Any) -> str:
-    """A decoder's message as one printable line of at most 300 characters."""
-    return re.sub(r"[^\x20-\x7e]", "?", str(value))[:300] if value is not None else ""
-
-
-def _widen(stream: Any) -> None:
-    """A pipe of 1 MiB (Linux's most for a user) rather than 64 KiB: a photo's pixels cross it in
-    a few turns instead of dozens."""
-    with contextlib.suppress(OSError):  # another kernel, or a lower limit: the default size works
-        fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, 1 << 20)
 
 
 def _after_fork() -> None:
