@@ -65,6 +65,7 @@ CODE = (
     "sandbox/__init__.py",  # wms.train.preprocess reads files through it
     "sandbox/child.py",
     "sandbox/images.py",
+    "sandbox/process.py",
     "serve/__init__.py",
     "serve/imaging.py",
     "serve/model.py",
