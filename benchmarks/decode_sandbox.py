@@ -6,7 +6,7 @@ Two jobs that decode every file, each timed with `data.decode_sandbox` off (Pill
 itself) and auto (the confined child, where this machine has libseccomp), side by side in one
 run, alternating, after one pass that reads every file so no timing pays for a cold disk cache:
 - `validate_dataset` (one worker process per CPU, each with its own child);
-- the training cache's decode: `open_image` and `open_mask` of every pair, in one process.
+- the training cache's decode (`wms.train.cache.decode` at 512 px: one worker process per CPU).
 The fastest of N rounds of each is reported with the ratio auto / off. Results go to
 benchmarks/results/decode_sandbox.json.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 from wms.data.pairs import find_pairs
 from wms.data.validate import validate_dataset
 from wms.sandbox import DecodeSandbox, images
-from wms.train.preprocess import open_image, open_mask
+from wms.train.cache import decode
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "water-meters"
@@ -57,8 +57,7 @@ def main() -> None:
         return
 
     def cache() -> None:
-        for pair in pairs:
-            open_image(pair.image), open_mask(pair.mask)
+        decode(pairs, 512)  # what a training run does when its cache misses
 
     jobs = {"validate_dataset": lambda: validate_dataset(data, size=None), "cache_decode": cache}
     times: dict[str, dict[str, list[float]]] = {name: {"off": [], "auto": []} for name in jobs}

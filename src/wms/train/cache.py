@@ -24,11 +24,13 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from wms.config import TrainSettings
+from wms.data._pool import parallel_map
 from wms.data.pairs import Pair
 from wms.train.preprocess import image_to_array, mask_to_array, open_image, open_mask
 
@@ -52,13 +54,17 @@ def cache_key(pairs: Sequence[Pair], size: int) -> str:
     return digest.hexdigest()[:20]
 
 
+def _decode_pair(pair: Pair, size: int) -> tuple[np.ndarray, np.ndarray]:
+    return image_to_array(open_image(pair.image), size), mask_to_array(open_mask(pair.mask), size)
+
+
 def decode(pairs: Sequence[Pair], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 (N, 3, S, S) and masks bool (N, S, S), decoded now."""
+    """Images uint8 (N, 3, S, S) and masks bool (N, S, S), decoded now, on every core (each
+    worker with its own confined decoder, wms.sandbox)."""
     images = np.empty((len(pairs), 3, size, size), dtype=np.uint8)
     masks = np.empty((len(pairs), size, size), dtype=bool)
-    for i, pair in enumerate(pairs):
-        images[i] = image_to_array(open_image(pair.image), size)
-        masks[i] = mask_to_array(open_mask(pair.mask), size)
+    for i, (image, mask) in enumerate(parallel_map(partial(_decode_pair, size=size), list(pairs))):
+        images[i], masks[i] = image, mask
     return images, masks
 
 
