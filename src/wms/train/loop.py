@@ -159,6 +159,14 @@ def _fit(
     device: str,
 ) -> TrainResult:
     reporter = reporter if reporter is not None and dist.is_main else SilentReporter()
+    # Decoded first, before this function starts CUDA: a cache miss forks decoding workers
+    # (wms.train.cache), and a child forked after CUDA started must not touch it. Where the
+    # caller started it already (a second stage, a rank), the workers still only decode.
+    cap = cache_bytes(cfg)
+    x_train: Any
+    y_train: Any
+    x_train, y_train = load_arrays(train_pairs, cfg.image_size, cache_dir, cap)
+    x_val_np, y_val_np = load_arrays(val_pairs, cfg.image_size, cache_dir, cap)
     cuda = device.startswith("cuda")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # the epochs' order: the same everywhere
@@ -169,11 +177,6 @@ def _fit(
     precision = Precision(choose_precision(cfg.precision, device), device)
     amp, scaler = precision.autocast(), precision.scaler()
 
-    x_train: Any
-    y_train: Any
-    cap = cache_bytes(cfg)
-    x_train, y_train = load_arrays(train_pairs, cfg.image_size, cache_dir, cap)
-    x_val_np, y_val_np = load_arrays(val_pairs, cfg.image_size, cache_dir, cap)
     if cuda:
         # The whole uint8 dataset fits on a GPU; batches are then sliced there, never copied per step.
         x_train = torch.from_numpy(np.asarray(x_train)).to(device)
