@@ -101,3 +101,10 @@ def test_a_photo_erased_from_the_store_empties_the_cache_once(pairs: list, tmp_p
     (cache / "erased.json").write_text("{damaged")
     assert forget_erased(cache, [first, second]) == 2  # what it saw is unknown: emptied again
     assert forget_erased(tmp_path / "never-made", [first]) == 0
+
+
+def test_pairs_decoded_by_several_workers_are_the_arrays_one_process_decodes(pairs: list) -> None:
+    images, masks = load_arrays(pairs, 32, workers=2)
+    one_images, one_masks = load_arrays(pairs, 32, workers=1)
+    assert np.array_equal(images, one_images) and np.array_equal(masks, one_masks)
+    assert images.shape == (40, 3, 32, 32) and masks.any() and images.std() > 0

@@ -58,27 +58,31 @@ def _decode_pair(pair: Pair, size: int) -> tuple[np.ndarray, np.ndarray]:
     return image_to_array(open_image(pair.image), size), mask_to_array(open_mask(pair.mask), size)
 
 
-def decode(pairs: Sequence[Pair], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 (N, 3, S, S) and masks bool (N, S, S), decoded now, on every core (each
-    worker with its own confined decoder, wms.sandbox)."""
+def decode(pairs: Sequence[Pair], size: int, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 (N, 3, S, S) and masks bool (N, S, S), decoded now by `workers` processes
+    (None: one per core), each with its own confined decoder (wms.sandbox)."""
     images = np.empty((len(pairs), 3, size, size), dtype=np.uint8)
     masks = np.empty((len(pairs), size, size), dtype=bool)
-    for i, (image, mask) in enumerate(parallel_map(partial(_decode_pair, size=size), list(pairs))):
+    for i, (image, mask) in enumerate(parallel_map(partial(_decode_pair, size=size), list(pairs), workers)):
         images[i], masks[i] = image, mask
     return images, masks
 
 
 def load_arrays(
-    pairs: Sequence[Pair], size: int, cache_dir: Path | None = None, max_bytes: int | None = None
+    pairs: Sequence[Pair],
+    size: int,
+    cache_dir: Path | None = None,
+    max_bytes: int | None = None,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The decoded pairs, from the cache when it has them (memory-mapped, read-only); then the
     cache's least recently used entries go until it holds at most `max_bytes` (None: no limit)."""
     if cache_dir is None or not pairs:
-        return decode(pairs, size)
+        return decode(pairs, size, workers)
     key = cache_key(pairs, size)
     images_path, masks_path = cache_dir / f"{key}.images.npy", cache_dir / f"{key}.masks.npy"
     if not (images_path.is_file() and masks_path.is_file()):
-        images, masks = decode(pairs, size)
+        images, masks = decode(pairs, size, workers)
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             for path, array in ((images_path, images), (masks_path, masks)):

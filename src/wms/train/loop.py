@@ -11,6 +11,7 @@ the pixels. The epoch with the best validation Dice is kept.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -162,11 +163,12 @@ def _fit(
     # Decoded first, before this function starts CUDA: a cache miss forks decoding workers
     # (wms.train.cache), and a child forked after CUDA started must not touch it. Where the
     # caller started it already (a second stage, a rank), the workers still only decode.
-    cap = cache_bytes(cfg)
+    # Every process of a distributed run decodes: each takes its share of the cores.
+    cap, workers = cache_bytes(cfg), max(1, (os.cpu_count() or 1) // dist.world)
     x_train: Any
     y_train: Any
-    x_train, y_train = load_arrays(train_pairs, cfg.image_size, cache_dir, cap)
-    x_val_np, y_val_np = load_arrays(val_pairs, cfg.image_size, cache_dir, cap)
+    x_train, y_train = load_arrays(train_pairs, cfg.image_size, cache_dir, cap, workers)
+    x_val_np, y_val_np = load_arrays(val_pairs, cfg.image_size, cache_dir, cap, workers)
     cuda = device.startswith("cuda")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # the epochs' order: the same everywhere
