@@ -111,11 +111,12 @@ def _mask_histogram(mask: Summary) -> list[int] | None:
     """Pixel count per gray value 0-255 of a single-channel mask, or None when it is not one."""
     # A histogram is computed in C in one pass and answers every mask check; a numpy copy of the
     # pixels plus three array passes cost several times more on 1-megapixel masks.
+    assert mask.histogram is not None  # `_open` asks for a mask's
     if mask.mode in ("L", "1"):
         return mask.histogram
     if mask.mode == "P":
         palette = mask.palette or []
-        counts = mask.histogram or []
+        counts = mask.histogram
         gray = [0] * 256
         for index, count in enumerate(counts):
             if not count:
@@ -135,9 +136,9 @@ def _fingerprint(image: Summary) -> str:
     # Hashing every decoded byte cost more than decoding a JPEG; a fixed nearest-neighbour sample
     # (one pixel in _SAMPLE_STEP along each axis) is a function of the pixels alone, so true
     # duplicates (any file format) still collide.
+    assert image.sample is not None  # `_open` asks for a photo's
     head = f"{image.mode}{image.size}".encode()
-    sample = image.sample.tobytes() if image.sample is not None else b""
-    return hashlib.blake2b(head + sample, digest_size=16).hexdigest()
+    return hashlib.blake2b(head + image.sample.tobytes(), digest_size=16).hexdigest()
 
 
 def _same_pixels(a: Path, b: Path) -> bool:
@@ -186,9 +187,9 @@ def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
                     f"image mode is {image.mode}, expected RGB or L: convert it to RGB",
                 )
             )
+        assert image.thumbnail is not None  # `_open` asks for a photo's
         result.image_hash = _fingerprint(image)
-        if image.thumbnail is not None:
-            result.picture_hash = picture_hash(image.thumbnail)
+        result.picture_hash = picture_hash(image.thumbnail)
     if mask is not None:
         histogram = _mask_histogram(mask)
         if histogram is None:

@@ -95,9 +95,8 @@ def decode_bytes(data: bytes, formats: tuple[str, ...], max_pixels: int | None =
     its EXIF), and a palette image keeps its palette and transparency. With `max_pixels`, a file
     whose header gives more is not decoded: TooManyPixels names its size.
     """
-    request = {"formats": list(formats), "max_pixels": max_pixels}
-    answer, raw = _ask(request, data)
-    return _rebuild(answer, raw, formats)
+    answer, raw, head = _decoded(data, formats, max_pixels=max_pixels)
+    return _rebuild(answer, raw, head)
 
 
 def summarize_file(
@@ -112,18 +111,15 @@ def summarize_file(
     asked): a check of every file gets a fraction of the bytes of its pixels back. Raises what
     `decode_file` raises."""
     summary = {"histogram": histogram, "sample_step": sample_step, "thumbnail_side": thumbnail_side}
-    answer, raw = _ask(
-        {"formats": list(formats), "max_pixels": max_pixels, "summary": summary}, path.read_bytes()
-    )
-    _raise_error(answer)
-    fmt, mode, size = _checked(answer, formats)
+    answer, raw, head = _decoded(path.read_bytes(), formats, max_pixels=max_pixels, summary=summary)
+    fmt, mode, size = head.format, head.mode, head.size
     sample_size = _size(answer, "sample_size") if sample_step else (0, 0)
     cut = _raw_length(mode, sample_size) if sample_step else 0
-    counts = answer.get("histogram")
+    counts = answer.get("histogram") if histogram else None
     if (
         (sample_step and sample_size != (max(1, size[0] // sample_step), max(1, size[1] // sample_step)))
         or len(raw) != cut + (thumbnail_side or 0) ** 2
-        or (histogram and not _counts(counts))
+        or (histogram and not (_ints(counts, 1024) and counts))  # 256 per band, at most four bands
     ):
         raise BrokenImage("crash", "the decoder answered a summary that does not add up")
     palette = answer.get("palette")
@@ -132,8 +128,8 @@ def summarize_file(
         mode=mode,
         size=size,
         orientation=_orientation(answer),
-        palette=palette if _bytes_list(palette, 768) else None,
-        histogram=counts if histogram else None,
+        palette=palette if _ints(palette, 768, 255) else None,
+        histogram=counts,
         sample=Image.frombytes(mode, sample_size, bytes(raw[:cut])) if sample_step else None,
         thumbnail=(
             Image.frombytes("L", (thumbnail_side, thumbnail_side), bytes(raw[cut:]))
@@ -146,21 +142,16 @@ def summarize_file(
 def pixel_digest(path: Path, formats: tuple[str, ...]) -> tuple[str, tuple[int, int], str]:
     """The mode, size and a BLAKE2b digest of the pixels of the file in `path`: files with equal
     ones hold the same pixels. Raises what `decode_file` raises."""
-    answer, _ = _ask({"formats": list(formats), "digest": True}, path.read_bytes())
-    _raise_error(answer)
-    _, mode, size = _checked(answer, formats)
+    answer, _, head = _decoded(path.read_bytes(), formats, digest=True)
     digest = answer.get("digest")
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise BrokenImage("crash", "the decoder answered no digest")
-    return mode, size, digest
+    return head.mode, head.size, digest
 
 
 def read_header(path: Path, formats: tuple[str, ...]) -> Header:
     """The format, mode and size that the header of `path` gives (its pixels are not decoded)."""
-    answer, _ = _ask({"formats": list(formats), "header_only": True}, path.read_bytes())
-    _raise_error(answer)
-    fmt, mode, size = _checked(answer, formats)
-    return Header(fmt, mode, size)
+    return _decoded(path.read_bytes(), formats, header_only=True)[2]
 
 
 def configure(mode: DecodeSandbox) -> None:
@@ -215,8 +206,7 @@ def _ask(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes | 
         try:
             return here.ask(request, data)
         except Stopped as exc:
-            here.proc.kill()
-            here.close()
+            here.kill()
             _child = None
             return {"error": "broken", "kind": "crash", "message": f"the decoder stopped on it ({exc})"}, b""
 
@@ -235,28 +225,33 @@ def _raise_error(answer: dict[str, Any]) -> None:
     raise BrokenImage(printable(answer.get("kind")) or "Error", message)
 
 
-def _checked(answer: dict[str, Any], formats: tuple[str, ...]) -> tuple[str, str, tuple[int, int]]:
+def _decoded(
+    data: bytes, formats: tuple[str, ...], **request: Any
+) -> tuple[dict[str, Any], bytes | bytearray, Header]:
+    """The decoder's answer to `request` for `data`, raised where it is an error, and what it says
+    of the file once that is sound: a format asked for, a mode frombytes builds, a size in bounds."""
+    answer, raw = _ask({"formats": list(formats)} | request, data)
+    _raise_error(answer)
     fmt, mode = answer.get("format"), answer.get("mode")
     if fmt not in formats or mode not in MODES:
         raise BrokenImage("crash", f"the decoder answered format {fmt!r}, mode {mode!r}")
-    return str(fmt), str(mode), _size(answer)
+    return answer, raw, Header(str(fmt), str(mode), _size(answer))
 
 
-def _rebuild(answer: dict[str, Any], raw: bytes | bytearray, formats: tuple[str, ...]) -> Image.Image:
+def _rebuild(answer: dict[str, Any], raw: bytes | bytearray, head: Header) -> Image.Image:
     """A Pillow image from an answer, once its every field is what a real decode gives."""
-    _raise_error(answer)
-    fmt, mode, size = _checked(answer, formats)
+    fmt, mode, size = head.format, head.mode, head.size
     if len(raw) != _raw_length(mode, size):
         raise BrokenImage("crash", f"the decoder answered {len(raw)} bytes for {mode} {size}")
     img = Image.frombytes(mode, size, raw)
     img.format = fmt
     palette = answer.get("palette")
-    if mode in ("P", "PA") and _bytes_list(palette, 768):
+    if mode in ("P", "PA") and _ints(palette, 768, 255):
         img.putpalette(palette)
     transparency = answer.get("transparency")
     if isinstance(transparency, int) and not isinstance(transparency, bool):
         img.info["transparency"] = transparency
-    elif _bytes_list(transparency, 256):
+    elif _ints(transparency, 256, 255):
         img.info["transparency"] = bytes(transparency) if mode in ("P", "PA") else tuple(transparency)
     if (orientation := _orientation(answer)) != 1:
         exif = Image.Exif()
@@ -275,20 +270,12 @@ def _orientation(answer: dict[str, Any]) -> int:
     return orientation if isinstance(orientation, int) and orientation in range(1, 9) else 1
 
 
-def _counts(value: Any) -> TypeGuard[list[int]]:
-    """A histogram: counts, 256 per band (Pillow's, for every mode; at most four bands)."""
-    return (
-        isinstance(value, list)
-        and 0 < len(value) <= 1024
-        and all(isinstance(v, int) and v >= 0 for v in value)
-    )
-
-
-def _bytes_list(value: Any, most: int) -> TypeGuard[list[int]]:
+def _ints(value: Any, most: int, top: int | None = None) -> TypeGuard[list[int]]:
+    """A list of at most `most` integers from 0 (to `top`, where given)."""
     return (
         isinstance(value, list)
         and len(value) <= most
-        and all(isinstance(v, int) and 0 <= v <= 255 for v in value)
+        and all(isinstance(v, int) and v >= 0 and (top is None or v <= top) for v in value)
     )
 
 

@@ -72,21 +72,20 @@ class DecoderProcess:
         return self._answer(DECODE_SECONDS)
 
     def _answer(self, seconds: float) -> tuple[dict[str, Any], bytes | bytearray]:
-        self.seconds = seconds  # what a late answer's message names
         deadline = time.monotonic() + seconds
-        (size,) = struct.unpack(">I", self._read(4, deadline))
+        (size,) = struct.unpack(">I", self._read(4, deadline, seconds))
         if size > child.MAX_HEADER:
             raise Stopped(f"an answer header of {size} bytes")
         try:
-            header = json.loads(self._read(size, deadline))
+            header = json.loads(self._read(size, deadline, seconds))
         except ValueError:
             raise Stopped("an answer that is not JSON") from None
         length = header.get("length") if isinstance(header, dict) else None
         if not isinstance(length, int) or not 0 <= length <= 4 * MAX_PIXELS:
             raise Stopped("an answer without a sound length")
-        return header, self._read(length, deadline)
+        return header, self._read(length, deadline, seconds)
 
-    def _read(self, n: int, deadline: float) -> bytearray:
+    def _read(self, n: int, deadline: float, seconds: float) -> bytearray:
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         buffer = bytearray(n)
@@ -94,7 +93,7 @@ class DecoderProcess:
         while got < n:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise Stopped(f"no answer within {self.seconds:.0f} s")
+                raise Stopped(f"no answer within {seconds:.0f} s")
             read = os.readv(fd, [view[got:]])
             if not read:
                 raise Stopped(self._death("it closed its output"))
@@ -107,7 +106,7 @@ class DecoderProcess:
         except subprocess.TimeoutExpired:
             return fallback
         if code < 0:
-            return f"killed by signal {code and -code}"
+            return f"killed by signal {-code}"
         return f"it exited with {code}"
 
     def close(self) -> None:
@@ -120,6 +119,11 @@ class DecoderProcess:
             self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+    def kill(self) -> None:
+        """After a Stopped: end it now, whatever it is doing."""
+        self.proc.kill()
+        self.close()
 
     def disown(self) -> None:
         """In a forked copy of the owner: drop the pipes without touching the owner's process."""
