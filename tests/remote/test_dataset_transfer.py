@@ -21,7 +21,7 @@ from wms.runs import UNVERSIONED
 
 
 class RecordingSsh:
-    """The calls sending a dataset makes: mark the files in use, clear out, list, copy a file."""
+    """The calls sending a dataset makes: mark the files in use, clear out and list, copy a file."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
@@ -30,7 +30,7 @@ class RecordingSsh:
         pass
 
     def check(self, command: str, what: str) -> str:
-        return ""  # no blob is there yet
+        return "0\n"  # none cleared out (`wc -l`), and no blob is there yet (an empty `ls`)
 
     def put(self, local: Path, remote: str) -> None:
         self.sent.append(local.name)

@@ -44,14 +44,15 @@ def send_dataset(
         if path.is_file()
     }
     ssh.write_text(f"{root}/blobs.in-use", "".join(f"{sha}\n" for sha in sorted(set(files.values()))))
-    cleared = ssh.check(
+    # One round trip: mark, clear out, then the count deleted and the names left, a line each.
+    cleared, *left = ssh.check(
         f"cd {root}/blobs && xargs -r touch -c -- < ../blobs.in-use && "
-        f"find . -maxdepth 1 -type f -mtime +{KEEP_DAYS} -print -delete | wc -l",
-        "clear out the files no job needed lately on the instance",
-    )
-    if int(cleared.strip() or 0):
-        notify(f"deleted {cleared.strip()} file(s) on {host} that no job needed for {KEEP_DAYS} days")
-    present = set(ssh.check(f"ls {root}/blobs", "list the blobs on the instance").split())
+        f"find . -maxdepth 1 -type f -mtime +{KEEP_DAYS} -print -delete | wc -l && ls",
+        "clear out the files no job needed lately on the instance, and list the rest",
+    ).split()
+    if int(cleared):
+        notify(f"deleted {cleared} file(s) on {host} that no job needed for {KEEP_DAYS} days")
+    present = set(left)
     missing = {sha: name for name, sha in files.items() if sha not in present}
     there = f" ({len(files) - len(missing)} are there already)" if len(missing) < len(files) else ""
     notify(f"sending {len(missing)} of {len(files)} files to {host}{there}")
