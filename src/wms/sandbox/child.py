@@ -63,8 +63,13 @@ def send(stream: BinaryIO, header: dict[str, Any], payload: bytes = b"") -> None
 
 
 def grey_thumbnail(img: Image.Image, side: int) -> Image.Image:
-    """The picture as a `side` x `side` grey (L) thumbnail (Lanczos): what wms.data.lookalike hashes."""
-    return img.convert("L").resize((side, side), Image.Resampling.LANCZOS)
+    """The picture as a `side` x `side` grey (L) thumbnail: what wms.data.lookalike hashes.
+
+    Bilinear after a box reduction to at least 3x the side (Pillow's `reducing_gap`) costs a
+    fifth of a Lanczos resize from the full picture. On the 830 real photos it keeps every resized
+    or re-encoded copy within 2 bits of its original, and distinct photos 10 bits apart or more,
+    as Lanczos did (tests/data/test_lookalike.py checks both on the real photos)."""
+    return img.convert("L").resize((side, side), Image.Resampling.BILINEAR, reducing_gap=3.0)
 
 
 def _summary(img: Image.Image, answer: dict[str, Any], summary: dict[str, Any]) -> bytes:
