@@ -41,18 +41,31 @@ def encoded(img: Image.Image, fmt: str, **options: object) -> bytes:
     return out.getvalue()
 
 
-def test_the_confined_child_can_open_no_file_reach_no_socket_and_start_no_program() -> None:
+def test_the_confined_child_can_open_no_file_reach_no_socket_start_no_program_nor_make_code() -> None:
     probe = textwrap.dedent(
         f"""
-        import os, socket, sys
+        import ctypes, mmap, os, socket, sys
         sys.path.insert(0, {str(Path(child.__file__).parent)!r})
         import child
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: no file to open
+        libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+        def mprotect(prot):
+            page = mmap.mmap(-1, mmap.PAGESIZE)  # read and write: still allowed
+            address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+            if libc.mprotect(address, mmap.PAGESIZE, prot) != 0:
+                raise PermissionError(ctypes.get_errno(), "mprotect")
+
         assert child.confine() is None, "not confined"
+        rx, rwx = mmap.PROT_READ | mmap.PROT_EXEC, mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC
         for name, attempt in [
             ("open", lambda: open({__file__!r}, "rb")),
             ("socket", lambda: socket.socket()),
             ("exec", lambda: os.execv("/bin/true", ["true"])),
             ("listdir", lambda: os.listdir("/")),
+            ("executable mmap", lambda: mmap.mmap(-1, mmap.PAGESIZE, prot=rwx)),
+            ("executable mprotect", lambda: mprotect(rx)),
+            ("read-only mprotect", lambda: mprotect(mmap.PROT_READ)),
         ]:
             try:
                 attempt()
@@ -64,7 +77,8 @@ def test_the_confined_child_can_open_no_file_reach_no_socket_and_start_no_progra
     )
     done = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:-1] == [f"{n} refused" for n in ("open", "socket", "exec", "listdir")]
+    refused = ("open", "socket", "exec", "listdir", "executable mmap", "executable mprotect")
+    assert done.stdout.split("\n")[:-1] == [*(f"{n} refused" for n in refused), "read-only mprotect ALLOWED"]
 
 
 def test_the_child_starts_with_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import io
 import json
+import mmap
 import struct
 import sys
 import warnings
@@ -36,7 +37,7 @@ ALLOWED_CALLS = (
     "newfstatat",
     "lseek",
     "brk",
-    "mmap",
+    "mmap",  # never executable: see NO_EXEC_CALLS
     "munmap",
     "mremap",
     "madvise",
@@ -52,6 +53,12 @@ ALLOWED_CALLS = (
     "exit",
     "exit_group",
 )
+
+
+# Of those, the calls that make memory; allowed only where their protection (the third argument)
+# leaves PROT_EXEC out. Code already mapped is all the child runs: a crafted file can no longer
+# write its own code into memory and make it executable.
+NO_EXEC_CALLS = frozenset({"mmap", "mprotect"})
 
 
 def send(stream: BinaryIO, header: dict[str, Any], payload: bytes = b"") -> None:
@@ -135,9 +142,10 @@ def confine() -> str | None:
         import pyseccomp as seccomp  # ctypes over libseccomp, Linux only
 
         rules = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
+        writable_only = seccomp.Arg(2, seccomp.MASKED_EQ, mmap.PROT_EXEC, 0)
         for call in ALLOWED_CALLS:
             try:
-                rules.add_rule(seccomp.ALLOW, call)
+                rules.add_rule(seccomp.ALLOW, call, *([writable_only] if call in NO_EXEC_CALLS else []))
             except (ValueError, RuntimeError, OSError):  # a call this architecture does not have
                 continue
         rules.load()
