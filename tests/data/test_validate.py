@@ -162,6 +162,38 @@ def test_duplicate_image(dataset: tuple[Path, list[str]]) -> None:
     assert ids[0] in report.issues[0].message and not report.ok
 
 
+def test_jpeg_photos_decoded_at_a_smaller_scale_still_show_every_cut_and_every_copy(tmp_path: Path) -> None:
+    # Validation decodes a JPEG photo at a DCT scale (1/4 here) for its sample and thumbnail:
+    # a cut file must still fail whole, and a copy be called what it is.
+    root = tmp_path / "ds"
+    ids = synthesize(root, 6, size=384, seed=5)
+    for i in ids:
+        png = root / f"images/{i}.png"
+        Image.open(png).save(png.with_suffix(".jpg"), quality=90)
+        png.unlink()
+    photo = root / f"images/{ids[0]}.jpg"
+    cut = photo.read_bytes()
+    photo.write_bytes(cut[: len(cut) * 3 // 5])
+    for new, made in (("zz-byte-copy", "jpg"), ("zz-saved-as-png", "png")):
+        source = root / f"images/{ids[1]}.jpg"
+        if made == "jpg":
+            shutil.copy(source, root / f"images/{new}.jpg")
+        else:
+            Image.open(source).save(root / f"images/{new}.png")  # other format, the same pixels
+        shutil.copy(root / f"masks/{ids[1]}.png", root / f"masks/{new}.png")
+
+    report = validate_dataset(root, size=384)
+
+    messages = {i.path: i.message for i in report.issues}
+    assert _codes(report) == {
+        "unreadable": [f"images/{ids[0]}.jpg"],
+        "duplicate": ["images/zz-byte-copy.jpg", "images/zz-saved-as-png.png"],
+    }
+    assert "truncated" in messages[f"images/{ids[0]}.jpg"]
+    for copy in ("zz-byte-copy.jpg", "zz-saved-as-png.png"):
+        assert messages[f"images/{copy}"].startswith(f"same pixels as images/{ids[1]}.jpg")
+
+
 @pytest.mark.parametrize("copy", ["re-encoded", "resized"])
 def test_a_re_saved_copy_of_a_test_photo_under_a_new_name_is_a_duplicate(tmp_path: Path, copy: str) -> None:
     # A corrected mask pushed with the photo re-saved by the labelling tool, under a new name:

@@ -293,6 +293,18 @@ def test_a_summary_matches_what_the_pixels_give_and_a_lying_one_is_refused(
     assert images.pixel_digest(path, ("PNG",)) == images.pixel_digest(
         write(tmp_path / "same.png", encoded(mask, "PNG", compress_level=1)), ("PNG",)
     )
+    photo = Image.effect_mandelbrot((400, 300), (-2.0, -1.2, 0.8, 1.2), 60).convert("RGB")
+    jpeg = write(tmp_path / "p.jpg", encoded(photo, "JPEG", quality=95))
+    drafted = images.summarize_file(jpeg, ("JPEG",), sample_step=8, thumbnail_side=32, draft=True)
+    full = images.summarize_file(jpeg, ("JPEG",), sample_step=8, thumbnail_side=32)
+    assert drafted.size == full.size == (400, 300) and drafted.mode == full.mode == "RGB"
+    assert drafted.sample is not None and full.sample is not None
+    assert drafted.sample.size == full.sample.size == (50, 37)
+    assert drafted.thumbnail is not None and full.thumbnail is not None
+    close = np.abs(np.asarray(drafted.thumbnail, np.int16) - np.asarray(full.thumbnail, np.int16))
+    assert close.mean() < 4  # the draft (1/2 scale here) is the same picture, a little softer
+    with pytest.raises(ValueError, match="histogram"):
+        images.summarize_file(jpeg, ("JPEG",), histogram=True, draft=True)
     assert images._child is not None
     images._child.close()
     monkeypatch.setattr(images, "_child", None)

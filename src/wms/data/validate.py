@@ -69,6 +69,7 @@ def _open(
             histogram=what == "mask",  # the mask checks
             sample_step=_SAMPLE_STEP if what == "image" else None,  # the exact duplicate check
             thumbnail_side=THUMBNAIL_SIDE if what == "image" else None,  # the lookalike check
+            draft=what == "image",  # a JPEG photo at a third of the cost: see `_fingerprint`
         )
     except TooManyPixels as exc:
         w, h = exc.size
@@ -132,10 +133,12 @@ def _mask_histogram(mask: Summary) -> list[int] | None:
 
 
 def _fingerprint(image: Summary) -> str:
-    """Cheap key that equal pixels always share; `_same_pixels` settles the rare collisions."""
+    """Cheap key that copies of one file share; `_same_pixels` settles the rare collisions."""
     # Hashing every decoded byte cost more than decoding a JPEG; a fixed nearest-neighbour sample
-    # (one pixel in _SAMPLE_STEP along each axis) is a function of the pixels alone, so true
-    # duplicates (any file format) still collide.
+    # (one pixel in _SAMPLE_STEP along each axis) is a function of the pixels alone. A JPEG photo
+    # is sampled from its draft (decoded at 1/2 to 1/8 scale), so two JPEGs of one picture with
+    # the same coefficients collide, and so do two PNGs of the same pixels; a PNG saved from a
+    # JPEG's pixels does not, and the lookalike check calls it the same picture instead.
     assert image.sample is not None  # `_open` asks for a photo's
     head = f"{image.mode}{image.size}".encode()
     return hashlib.blake2b(head + image.sample.tobytes(), digest_size=16).hexdigest()
@@ -254,12 +257,25 @@ def _find_duplicate(pair: Pair, seen: list[Pair]) -> Pair | None:
     return None
 
 
+def _same_pixels_issue(pair: Pair, original: Pair, root: Path) -> Issue:
+    return _issue(
+        "duplicate",
+        pair.image.relative_to(root).as_posix(),
+        f"same pixels as {original.image.relative_to(root).as_posix()}: remove one of the two pairs",
+    )
+
+
 def _lookalikes(pictures: list[tuple[Pair, int]], exact: set[str], root: Path) -> list[Issue]:
-    """A `duplicate` for each photo that is another's picture in other bytes (re-encoded, resized)."""
+    """A `duplicate` for each photo that is another's picture in other bytes (re-encoded, resized);
+    one whose pixels turn out the same (a PNG saved from a JPEG's, which `_fingerprint` does not
+    pair) is called what it is."""
     issues = []
     for first, later in near_twins([h for _, h in pictures]):
         original, pair = pictures[first][0], pictures[later][0]
         if pair.id in exact:
+            continue
+        if _same_pixels(original.image, pair.image):
+            issues.append(_same_pixels_issue(pair, original, root))
             continue
         issues.append(
             _issue(
@@ -329,14 +345,7 @@ def validate_dataset(
             original = _find_duplicate(pair, by_hash.setdefault(result.image_hash, []))
             if original is not None:
                 exact.add(pair.id)
-                issues.append(
-                    _issue(
-                        "duplicate",
-                        pair.image.relative_to(root).as_posix(),
-                        f"same pixels as {original.image.relative_to(root).as_posix()}: "
-                        "remove one of the two pairs",
-                    )
-                )
+                issues.append(_same_pixels_issue(pair, original, root))
         if progress is not None:
             progress()
     issues.extend(_lookalikes(pictures, exact, root))

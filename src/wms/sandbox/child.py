@@ -69,25 +69,39 @@ def send(stream: BinaryIO, header: dict[str, Any], payload: bytes = b"") -> None
     stream.flush()
 
 
+# A thumbnail is made from a picture at least this many times its side: the box reduction before
+# the bilinear step in `grey_thumbnail`, and the smallest a JPEG is decoded to for a summary.
+REDUCING_GAP = 3
+
+
 def grey_thumbnail(img: Image.Image, side: int) -> Image.Image:
     """The picture as a `side` x `side` grey (L) thumbnail: what wms.data.lookalike hashes.
 
-    Bilinear after a box reduction to at least 3x the side (Pillow's `reducing_gap`) costs a
-    fifth of a Lanczos resize from the full picture. On the 830 real photos it keeps every resized
-    or re-encoded copy within 2 bits of its original, and distinct photos 10 bits apart or more,
-    as Lanczos did (tests/data/test_lookalike.py checks both on the real photos)."""
-    return img.convert("L").resize((side, side), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    Bilinear after a box reduction to at least REDUCING_GAP times the side costs a fifth of a
+    Lanczos resize from the full picture. On the 830 real photos it keeps every resized or
+    re-encoded copy within 2 bits of its original, and distinct photos 10 bits apart or more, as
+    Lanczos did (tests/data/test_lookalike.py checks both on the real photos)."""
+    return img.convert("L").resize((side, side), Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
+
+
+def _draft(img: Image.Image, side: int) -> None:
+    """Have a JPEG decode at the smallest DCT scale (1/2, 1/4 or 1/8) whose sides stay at least
+    `side`: every byte of the file is still decoded, so a truncated or broken one fails as at
+    full size, at a third of the cost for a 1-megapixel photo."""
+    if img.format == "JPEG" and side > 0:
+        img.draft(img.mode, (side, side))  # Pillow picks the scale; the mode stays
 
 
 def _summary(img: Image.Image, answer: dict[str, Any], summary: dict[str, Any]) -> bytes:
     """What a check of every file needs of a decoded one, without its pixels, as `summary` asks:
     its "histogram"; a "sample_step" (a nearest-neighbour sample of one pixel in that many along
-    each axis); a "thumbnail_side" (`grey_thumbnail`). The sample's and thumbnail's bytes."""
+    each axis of the size in the header, from a draft where one was asked); a "thumbnail_side"
+    (`grey_thumbnail`). The sample's and thumbnail's bytes."""
     payload = b""
     if summary.get("histogram"):
         answer["histogram"] = img.histogram()
     if step := summary.get("sample_step"):
-        width, height = img.size
+        width, height = answer["size"]
         sample = img.resize((max(1, width // step), max(1, height // step)), Image.Resampling.NEAREST)
         answer["sample_size"] = list(sample.size)
         payload += sample.tobytes()
@@ -113,6 +127,9 @@ def decode(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]
                 return {"error": "oversize", "size": [width, height]}, b""
             if request.get("header_only"):
                 return answer, b""
+            summary = request.get("summary")
+            if isinstance(summary, dict) and summary.get("draft"):
+                _draft(img, REDUCING_GAP * int(summary.get("thumbnail_side") or 0))
             img.load()  # decoding everything is the only way to catch truncated files
             answer["orientation"] = int(img.getexif().get(0x0112, 1) or 1)
             if img.mode in ("P", "PA"):
@@ -125,7 +142,7 @@ def decode(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]
             if request.get("digest"):
                 answer["digest"] = hashlib.blake2b(img.tobytes(), digest_size=32).hexdigest()
                 return answer, b""
-            if isinstance(summary := request.get("summary"), dict):
+            if isinstance(summary, dict):
                 return answer, _summary(img, answer, summary)
             return answer, img.tobytes()
     except UnidentifiedImageError as exc:

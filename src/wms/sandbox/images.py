@@ -106,11 +106,24 @@ def summarize_file(
     histogram: bool = False,
     sample_step: int | None = None,
     thumbnail_side: int | None = None,
+    draft: bool = False,
 ) -> Summary:
     """The file in `path` decoded as one of `formats` and summed up (`Summary`, with what is
     asked): a check of every file gets a fraction of the bytes of its pixels back. Raises what
-    `decode_file` raises."""
-    summary = {"histogram": histogram, "sample_step": sample_step, "thumbnail_side": thumbnail_side}
+    `decode_file` raises.
+
+    With `draft` (for a sample and a thumbnail, not a histogram), a JPEG is decoded at the
+    smallest DCT scale that still gives the thumbnail its detail (`child._draft`): its sample
+    then comes from that, so it matches the sample of another JPEG with the same coefficients,
+    not the one of a PNG of its full-size pixels."""
+    if draft and histogram:
+        raise ValueError("a draft's histogram is not the file's: ask for one or the other")
+    summary = {
+        "histogram": histogram,
+        "sample_step": sample_step,
+        "thumbnail_side": thumbnail_side,
+        "draft": draft,
+    }
     answer, raw, head = _decoded(path.read_bytes(), formats, max_pixels=max_pixels, summary=summary)
     fmt, mode, size = head.format, head.mode, head.size
     sample_size = _size(answer, "sample_size") if sample_step else (0, 0)
