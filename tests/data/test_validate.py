@@ -216,6 +216,38 @@ def test_a_re_saved_copy_of_a_test_photo_under_a_new_name_is_a_duplicate(tmp_pat
     assert f"images/{original}.png" in report.issues[0].message and not report.ok
 
 
+@pytest.mark.parametrize("copy", ["saved turned", "saved without its EXIF"])
+def test_a_copy_of_a_photo_that_exif_turns_is_a_duplicate_whether_saved_turned_or_not(
+    tmp_path: Path, copy: str
+) -> None:
+    # The original says "turn me" in EXIF; preparation, or a labelling tool, saves the copy turned,
+    # and a plain re-save drops the EXIF and keeps the pixels as stored.
+    from PIL import ImageOps
+
+    root = tmp_path / "ds"
+    ids = synthesize(root, 6, size=160, seed=4)
+    original = root / f"images/{ids[2]}.png"
+    photo = Image.open(original).convert("RGB").resize((160, 120))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 120 wide, 160 high
+    photo.save(original.with_suffix(".jpg"), quality=95, exif=exif.tobytes())
+    original.unlink()
+    Image.open(root / f"masks/{ids[2]}.png").resize((120, 160)).save(root / f"masks/{ids[2]}.png")
+    again = Image.open(original.with_suffix(".jpg"))
+    if copy == "saved turned":
+        again = ImageOps.exif_transpose(again)
+        assert again.size == (120, 160)
+    again.save(root / "images/zz-again.jpg", quality=85)  # no EXIF
+    shutil.copy(root / f"masks/{ids[2]}.png", root / "masks/zz-again.png")
+
+    report = validate_dataset(root, size=None)
+
+    assert _codes(report)["duplicate"] == ["images/zz-again.jpg"]
+    assert f"the same picture as images/{ids[2]}.jpg" in next(
+        i.message for i in report.issues if i.code == "duplicate"
+    )
+
+
 def test_bad_mode_image_and_mask(dataset: tuple[Path, list[str]]) -> None:
     root, ids = dataset
     Image.open(root / f"images/{ids[0]}.png").convert("RGBA").save(root / f"images/{ids[0]}.png")

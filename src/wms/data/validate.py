@@ -20,7 +20,7 @@ from PIL import UnidentifiedImageError
 
 from wms.data._pool import parallel_map
 from wms.data.issues import Issue, ValidationReport
-from wms.data.lookalike import THUMBNAIL_SIDE, near_twins, picture_hash
+from wms.data.lookalike import THUMBNAIL_SIDE, near_twins, picture_hashes
 from wms.data.pairs import DECODERS, Pair, find_pairs
 from wms.errors import UsageError, WmsError
 from wms.sandbox.images import BrokenImage, Summary, TooManyPixels, pixel_digest, summarize_file
@@ -42,7 +42,7 @@ class _PairResult:
     image_size: str | None = None
     foreground: float | None = None
     image_hash: str | None = None
-    picture_hash: int | None = None
+    picture_hashes: tuple[int, ...] = ()
 
 
 def _issue(code: str, path: str, message: str) -> Issue:
@@ -192,7 +192,7 @@ def _check_pair(pair: Pair, root: Path, size: int | None) -> _PairResult:
             )
         assert image.thumbnail is not None  # `_open` asks for a photo's
         result.image_hash = _fingerprint(image)
-        result.picture_hash = picture_hash(image.thumbnail)
+        result.picture_hashes = picture_hashes(image.thumbnail, image.orientation)
     if mask is not None:
         histogram = _mask_histogram(mask)
         if histogram is None:
@@ -265,7 +265,7 @@ def _same_pixels_issue(pair: Pair, original: Pair, root: Path) -> Issue:
     )
 
 
-def _lookalikes(pictures: list[tuple[Pair, int]], exact: set[str], root: Path) -> list[Issue]:
+def _lookalikes(pictures: list[tuple[Pair, tuple[int, ...]]], exact: set[str], root: Path) -> list[Issue]:
     """A `duplicate` for each photo that is another's picture in other bytes (re-encoded, resized);
     one whose pixels turn out the same (a PNG saved from a JPEG's, which `_fingerprint` does not
     pair) is called what it is."""
@@ -332,15 +332,15 @@ def validate_dataset(
     foreground: list[float] = []
     by_hash: dict[str, list[Pair]] = {}
     exact: set[str] = set()
-    pictures: list[tuple[Pair, int]] = []
+    pictures: list[tuple[Pair, tuple[int, ...]]] = []
     for pair, result in zip(scan.pairs, _check_all(scan.pairs, root, size, workers), strict=True):
         issues.extend(result.issues)
         if result.image_size is not None:
             sizes[result.image_size] += 1
         if result.foreground is not None:
             foreground.append(result.foreground)
-        if result.picture_hash is not None:
-            pictures.append((pair, result.picture_hash))
+        if result.picture_hashes:
+            pictures.append((pair, result.picture_hashes))
         if result.image_hash is not None:
             original = _find_duplicate(pair, by_hash.setdefault(result.image_hash, []))
             if original is not None:
