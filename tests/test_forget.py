@@ -503,3 +503,34 @@ def test_a_batch_branch_that_would_point_main_at_it_again_is_named(
     assert result.exit_code == 1, out
     assert "branches: data/20261207-101500 point at a version that holds it" in out  # main is not named
     assert "history or its branches (0123456789abcdef)" in out
+
+
+def test_with_the_github_host_a_branch_pushed_since_the_last_fetch_is_named_too(
+    project_dir: Path, make_batch: Callable[..., Path], cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The pipeline pushed a promotion branch from its runner, and this checkout never fetched
+    it: the forget fetches the remote's branches itself, instead of missing the pull request."""
+    batch, pid = make_batch(count=4), "0123456789abcdef"
+    for kind in ("images", "masks"):
+        next((batch / kind).iterdir()).rename(batch / kind / f"{pid}.png")
+    assert cli("data", "ingest", str(batch)).exit_code == 0
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", "origin.git")
+    _git(project_dir, "init", "-q", "-b", "main")
+    _git(project_dir, "remote", "add", "origin", str(tmp_path / "origin.git"))
+    _git(project_dir, "add", "data/dataset.json")
+    commit = ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
+    _git(project_dir, *commit, "the dataset")
+    _git(project_dir, "push", "-q", "origin", "main")
+    _git(project_dir, "switch", "-qc", "wms/promote-7")
+    assert cli("data", "ingest", str(make_batch("later", count=3, seed=4))).exit_code == 0
+    _git(project_dir, *commit, "Point data/dataset.json at the batch's version", "data/dataset.json")
+    _git(project_dir, "push", "-q", "origin", "wms/promote-7")
+    _git(project_dir, "switch", "-q", "main")
+    _git(project_dir, "branch", "-qD", "wms/promote-7")  # as if pushed from elsewhere:
+    _git(project_dir, "update-ref", "-d", "refs/remotes/origin/wms/promote-7")  # not fetched here
+
+    result = cli("--set", "git.host=github", "data", "forget", pid)
+
+    out = " ".join(result.output.split())
+    assert result.exit_code == 1, out
+    assert "branches: origin/wms/promote-7 point at a version that holds it" in out

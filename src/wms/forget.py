@@ -187,16 +187,21 @@ def find_in_history(root: Path, incoming: Path | str, ids: list[str]) -> dict[st
 
 
 def find_in_branches(
-    root: Path, pointer: str, main: tuple[str, str], found: dict[str, InStore]
+    root: Path, pointer: str, main: tuple[str, str], found: dict[str, InStore], fetch: bool = False
 ) -> dict[str, list[str]]:
     """For each id, the branches here (local and remote-tracking) whose `pointer` file names a
     version that holds it: a batch's pull request, opened before the forget, that would point
-    main at it again. `main` (its branch and remote) is left out: the forget's pointer replaces it."""
+    main at it again. `main` (its branch and remote) is left out: the forget's pointer replaces it.
+    With `fetch` (the GitHub host, where the pull requests' branches are), the remote's branches
+    are fetched first, and those deleted there pruned: a pull request opened since this checkout
+    last fetched is seen too."""
     named: dict[str, list[str]] = {pid: [] for pid in found}
     git = Git(root)
     if not git.ok("rev-parse", "--git-dir"):
         return named
     branch, remote = main
+    if fetch and git.ok("remote", "get-url", remote):
+        git.run("fetch", "--quiet", "--prune", remote)
     refs = git.run("for-each-ref", "--format=%(refname:short)", "refs/heads", "refs/remotes").splitlines()
     for ref in refs:
         if ref in (branch, f"{remote}/{branch}", remote) or ref.endswith("/HEAD"):

@@ -103,7 +103,8 @@ def forget(
     history = find_in_history(project.root, project.settings.data.incoming, ids)
     git = project.settings.git
     pointer_path = str(project.settings.data.pointer)
-    branches = find_in_branches(project.root, pointer_path, (git.base_branch, git.remote), found)
+    main = (git.base_branch, git.remote)
+    branches = find_in_branches(project.root, pointer_path, main, found, fetch=git.host == "github")
     in_batches = find_in_batches(batches, ids) if batches else {pid: [] for pid in ids}
     capture_dir = project.settings.serve.capture_dir
     inbox = open_inbox(capture_dir if "://" in capture_dir else str(project.path(capture_dir)))
