@@ -209,8 +209,9 @@ def _unique_stems(chosen: Sequence[Candidate]) -> list[str]:
 
 
 # The formats a batch keeps a photo in as it came, by the suffix its content calls for: every
-# browser shows them, so Label Studio does, and a dataset holds them.
-KEPT_AS_THEY_ARE = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png"}
+# browser shows them, so Label Studio does, and a dataset holds them. (A phone's JPEG with extra
+# pictures, Pillow's MPO, is decoded as the JPEG it is: wms.sandbox.child.MULTI_PICTURE_JPEG.)
+KEPT_AS_THEY_ARE = {"JPEG": ".jpg", "PNG": ".png"}
 
 
 def write_photo(source: Path, target_stem: Path) -> Path:

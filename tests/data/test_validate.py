@@ -74,6 +74,16 @@ def test_unreadable(dataset: tuple[Path, list[str]], defect: str) -> None:
     assert not report.ok and report.pairs == 4
 
 
+def test_a_phone_jpeg_with_extra_pictures_is_a_valid_photo(dataset: tuple[Path, list[str]]) -> None:
+    root, ids = dataset
+    path = root / f"images/{ids[1]}.png"
+    photo = Image.open(path).convert("RGB")
+    photo.save(path.with_suffix(".jpg"), format="MPO", save_all=True, append_images=[photo])  # MPF
+    path.unlink()
+    report = validate_dataset(root, size=SIZE)
+    assert report.ok and report.issues == [], report.issues
+
+
 def test_wrong_size(dataset: tuple[Path, list[str]]) -> None:
     root, ids = dataset
     Image.new("RGB", (40, 40), (9, 9, 9)).save(root / f"images/{ids[0]}.png")

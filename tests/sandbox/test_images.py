@@ -19,6 +19,7 @@ from wms.data.synth import synthesize
 from wms.data.validate import validate_dataset
 from wms.errors import ConfigError
 from wms.sandbox import child, images, process
+from wms.suggest import write_photo
 from wms.train.preprocess import open_image, open_mask
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
@@ -104,6 +105,25 @@ def test_a_photo_decoded_in_the_child_has_the_pixels_pillow_gives_here(fmt: str)
     upright = ImageOps.exif_transpose(decoded).convert("RGB")
     assert upright.size == expected.size
     assert upright.tobytes() == expected.tobytes()
+
+
+def test_a_jpeg_with_extra_pictures_from_a_phone_reads_as_the_jpeg_it_is(tmp_path: Path) -> None:
+    # Phone cameras append pictures (a depth map, a preview) to a JPEG behind an MPF marker;
+    # Pillow calls such a file MPO and decodes its first picture, the photo.
+    photo = Image.effect_mandelbrot((320, 240), (-2.0, -1.2, 0.8, 1.2), 40).convert("RGB")
+    path = tmp_path / "phone.jpg"
+    photo.save(path, format="MPO", save_all=True, append_images=[photo.convert("L").convert("RGB")])
+    assert Image.open(path, formats=["JPEG"]).format == "MPO"
+    with Image.open(path, formats=["JPEG"]) as here:
+        expected = here.convert("RGB").tobytes()
+
+    assert images.confined()
+    assert images.read_header(path, ("JPEG",)).format == "JPEG"
+    assert open_image(path).tobytes() == expected
+    summary = images.summarize_file(path, ("JPEG",), sample_step=8, thumbnail_side=8, draft=True)
+    assert summary.format == "JPEG" and summary.size == (320, 240)
+    kept = write_photo(path, tmp_path / "kept")  # a labelling batch keeps it as it came
+    assert kept.suffix == ".jpg" and kept.read_bytes() == path.read_bytes()
 
 
 def test_a_palette_mask_keeps_its_palette_and_transparency_and_a_16_bit_photo_its_depth() -> None:

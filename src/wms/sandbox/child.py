@@ -69,6 +69,11 @@ def send(stream: BinaryIO, header: dict[str, Any], payload: bytes = b"") -> None
     stream.flush()
 
 
+# What Pillow calls a JPEG that carries more pictures behind an MPF marker, as phone cameras write
+# one (a depth map, a preview). Its first picture is the photo, and Pillow decodes that as a JPEG,
+# so it is answered as the JPEG it is.
+MULTI_PICTURE_JPEG = "MPO"
+
 # A thumbnail is made from a picture at least this many times its side: the box reduction before
 # the bilinear step in `grey_thumbnail`, and the smallest a JPEG is decoded to for a summary.
 REDUCING_GAP = 3
@@ -88,7 +93,7 @@ def _draft(img: Image.Image, side: int) -> None:
     """Have a JPEG decode at the smallest DCT scale (1/2, 1/4 or 1/8) whose sides stay at least
     `side`: every byte of the file is still decoded, so a truncated or broken one fails as at
     full size, at a third of the cost for a 1-megapixel photo."""
-    if img.format == "JPEG" and side > 0:
+    if img.format in ("JPEG", MULTI_PICTURE_JPEG) and side > 0:
         img.draft(img.mode, (side, side))  # Pillow picks the scale; the mode stays
 
 
@@ -122,7 +127,8 @@ def decode(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]
     try:
         with Image.open(io.BytesIO(data), formats=formats) as img:
             width, height = img.size
-            answer: dict[str, Any] = {"format": img.format, "mode": img.mode, "size": [width, height]}
+            fmt = "JPEG" if img.format == MULTI_PICTURE_JPEG and "JPEG" in formats else img.format
+            answer: dict[str, Any] = {"format": fmt, "mode": img.mode, "size": [width, height]}
             if isinstance(max_pixels, int) and width * height > max_pixels:
                 return {"error": "oversize", "size": [width, height]}, b""
             if request.get("header_only"):
