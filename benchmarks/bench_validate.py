@@ -27,6 +27,7 @@ from PIL import Image
 
 from wms.data.pairs import find_pairs
 from wms.data.validate import validate_dataset
+from wms.sandbox import images
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "water-meters"
@@ -94,6 +95,9 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "pillow": PIL.__version__,
+        # validate_dataset and the command decode in the confined child where this machine can
+        # (data.decode_sandbox = auto), which costs more than decoding in the process: say which ran.
+        "decoder": "confined child" if images.confined() else "in the process",
         "baseline_decode_s": round(baseline, 3),
         "validate_dataset_s": round(library, 3),
         "cli_validate_s": round(cli, 3),
@@ -104,7 +108,10 @@ def main() -> None:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{pairs} pairs ({len(files)} files) on {os.cpu_count()} CPU(s), fastest of {len(rounds)}")
+    print(
+        f"{pairs} pairs ({len(files)} files) on {os.cpu_count()} CPU(s), fastest of {len(rounds)}, "
+        f"decoder: {result['decoder']}"
+    )
     print(f"baseline decode loop      {baseline:7.2f} s")
     print(f"validate_dataset          {library:7.2f} s   ratio {library / baseline:.3f}")
     print(f"wms data validate (CLI)   {cli:7.2f} s   ratio {cli / baseline:.3f}")
