@@ -64,14 +64,15 @@ def near_twins(pictures: list[tuple[int, ...]], max_bits: int = NEAR_BITS) -> li
     if len(pictures) < 2:
         return []
     hashes = [h for picture in pictures for h in picture]
-    owners = np.repeat(np.arange(len(pictures)), [len(p) for p in pictures])
+    counts = [len(p) for p in pictures]
+    owners = np.repeat(np.arange(len(pictures)), counts)  # the picture of each hash
+    starts = np.cumsum([0, *counts])  # picture i's hashes are rows starts[i] to starts[i + 1]
     as_bytes = np.array([h.to_bytes(8, "big") for h in hashes], dtype="S8")
     bits = np.unpackbits(np.frombuffer(as_bytes.tobytes(), dtype=np.uint8).reshape(-1, 8), axis=1)
     twins = []
     for later in range(1, len(pictures)):
-        mine = np.flatnonzero(owners == later)
-        before = bits[: mine[0]]  # every hash of the earlier pictures (they come in order)
-        distance = np.count_nonzero(before[None, :, :] != bits[mine][:, None, :], axis=2).min(axis=0)
+        before, mine = bits[: starts[later]], bits[starts[later] : starts[later + 1]]
+        distance = np.count_nonzero(before[None, :, :] != mine[:, None, :], axis=2).min(axis=0)
         close = np.flatnonzero(distance <= max_bits)
         if close.size:
             twins.append((int(owners[close[0]]), later))

@@ -89,11 +89,11 @@ def grey_thumbnail(img: Image.Image, side: int) -> Image.Image:
     return img.convert("L").resize((side, side), Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
 
 
-def _draft(img: Image.Image, side: int) -> None:
-    """Have a JPEG decode at the smallest DCT scale (1/2, 1/4 or 1/8) whose sides stay at least
-    `side`: every byte of the file is still decoded, so a truncated or broken one fails as at
-    full size, at a third of the cost for a 1-megapixel photo."""
-    if img.format in ("JPEG", MULTI_PICTURE_JPEG) and side > 0:
+def _draft(img: Image.Image, fmt: str | None, side: int) -> None:
+    """Have a JPEG (`fmt`, as answered) decode at the smallest DCT scale (1/2, 1/4 or 1/8) whose
+    sides stay at least `side`: every byte of the file is still decoded, so a truncated or broken
+    one fails as at full size, at a third of the cost for a 1-megapixel photo."""
+    if fmt == "JPEG" and side > 0:
         img.draft(img.mode, (side, side))  # Pillow picks the scale; the mode stays
 
 
@@ -135,7 +135,7 @@ def decode(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]
                 return answer, b""
             summary = request.get("summary")
             if isinstance(summary, dict) and summary.get("draft"):
-                _draft(img, REDUCING_GAP * int(summary.get("thumbnail_side") or 0))
+                _draft(img, fmt, REDUCING_GAP * int(summary.get("thumbnail_side") or 0))
             img.load()  # decoding everything is the only way to catch truncated files
             answer["orientation"] = int(img.getexif().get(0x0112, 1) or 1)
             if img.mode in ("P", "PA"):
