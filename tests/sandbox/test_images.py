@@ -31,6 +31,7 @@ def fresh_decoder(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(images, "_child", None)
     monkeypatch.setattr(images, "_why_not", None)
     monkeypatch.setattr(images, "_mode", "auto")
+    monkeypatch.setattr(images, "_notice", None)
     yield
     if images._child is not None:
         images._child.close()
@@ -277,8 +278,65 @@ def test_required_on_a_machine_that_cannot_confine_the_decoder_stops_the_command
     assert "cannot confine the image decoder (OSError: no libseccomp)" in done.output
     assert "Traceback" not in done.output
     monkeypatch.setattr(images, "_why_not", None)
-    done = cli("data", "validate", "--any-size", "data")  # auto: decoded here, as before
+    done = cli("data", "validate", "--any-size", "data")  # auto: decoded here, and said so once
     assert done.exit_code == 0, done.output
+    assert done.output.count("warning: images are decoded in this process, unconfined") == 1
+    assert "(OSError: no libseccomp)" in done.output
+
+
+@pytest.mark.parametrize("mode", ["required", "auto"])
+def test_workers_take_the_answer_their_parent_found_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Callable[..., Any], mode: str
+) -> None:
+    """Enough pairs for worker processes: "required" stops before they start, "auto" warns once
+    (not once per worker), and the child is started once, by the parent, not by each worker."""
+    synthesize(tmp_path / "data", count=24, size=32, seed=3)
+    starts = tmp_path / "starts"
+    fake_child(
+        tmp_path,
+        monkeypatch,
+        f'open({str(starts)!r}, "a").write("x")\n'
+        'send(out, {"confined": False, "why": "OSError: no libseccomp"})\n',
+    )
+    monkeypatch.chdir(tmp_path)
+    done = cli("--set", f"data.decode_sandbox={mode}", "data", "validate", "--any-size", "data")
+    assert "Traceback" not in done.output
+    if mode == "required":
+        assert done.exit_code == 2
+        assert "cannot confine the image decoder (OSError: no libseccomp)" in done.output
+    else:
+        assert done.exit_code == 0, done.output
+        assert done.output.count("unconfined") == 1
+        assert "24 pairs" in done.output
+    assert starts.read_text() == "x"
+
+
+def test_spawned_workers_decode_where_their_parent_settled(tmp_path: Path) -> None:
+    """A spawned worker (the platform default off Linux) starts with the module's defaults, so
+    without its parent's answer it would decode as "auto" whatever data.decode_sandbox says."""
+    if not images.confined():
+        pytest.skip("this machine cannot confine the decoder, so auto and off decode alike")
+    script = tmp_path / "spawned.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import multiprocessing
+            from wms.data import _pool
+            from wms.sandbox import images
+
+            def in_a_child(_):
+                return images.confined()
+
+            if __name__ == "__main__":
+                _pool._context = lambda: multiprocessing.get_context("spawn")
+                images.configure("off")
+                print(sorted(set(_pool.parallel_map(in_a_child, list(range(16)), workers=2))))
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[False]"
 
 
 def test_a_pipeline_that_requires_the_confined_decoder_is_refused_before_it_records_or_locks_anything(

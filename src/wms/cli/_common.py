@@ -148,9 +148,10 @@ class CliState:
                     section, key = dotted.split(".")
                     overrides.setdefault(section, {})[key] = value
             self._project = load_settings(config_file=self.config_file, overrides=overrides)
-            from wms.sandbox.images import configure  # Pillow: only for commands that read settings
+            from wms.sandbox import images  # Pillow: only for commands that read settings
 
-            configure(self._project.settings.data.decode_sandbox)
+            images.configure(self._project.settings.data.decode_sandbox)
+            images.tell_when_unconfined(print_warning)
             for line in stray_env_variables(os.environ):
                 print_warning(line)
         return self._project

@@ -119,7 +119,7 @@ def _train(job_dir: Path) -> None:
     from wms.registry import MlflowRegistry
     from wms.remote.reclaim import resuming_from
     from wms.runs import save_trained
-    from wms.sandbox.images import configure
+    from wms.sandbox.images import configure, tell_when_unconfined
     from wms.train.checkpoint import epochs_held
     from wms.train.run import train_and_log
 
@@ -128,6 +128,7 @@ def _train(job_dir: Path) -> None:
     configure(project.settings.data.decode_sandbox)  # the settings' edge here, as CliState's on a runner
     with (job_dir / PROGRESS_FILE).open("a") as out:
         reporter = JsonLinesReporter(out)
+        tell_when_unconfined(lambda text: reporter.emit("note", text=f"warning: {text}"))
         reporter.emit("note", text=f"job {spec['job_id']}: wms from {Path(wms.__file__).parent}")
         forget_on_instance(spec, project, reporter)
         dataset = materialise(spec, job_dir / "dataset", Path(spec["blobs_dir"]))

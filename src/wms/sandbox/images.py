@@ -9,8 +9,9 @@ built from it: its mode, size, format and byte count, since a child that a craft
 may answer anything. `wms.sandbox.process` runs the child.
 
 `configure` sets, once, from `data.decode_sandbox`: "auto" (the child where this machine can
-confine it, Linux with libseccomp; else here), "required" (a machine that cannot confine it stops
-with a ConfigError instead of decoding here) or "off" (always here).
+confine it, Linux with libseccomp; else here, said once through `tell_when_unconfined`),
+"required" (a machine that cannot confine it stops with a ConfigError instead of decoding here)
+or "off" (always here). `settle` finds out in a parent what its workers will do (`wms.data._pool`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import atexit
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -173,15 +175,39 @@ def configure(mode: DecodeSandbox) -> None:
     _mode = mode
 
 
+def tell_when_unconfined(notice: Callable[[str], None]) -> None:
+    """Have `notice` hear, once, that "auto" decodes in this process because this machine cannot
+    confine the child (the CLI prints it as a warning), so the fallback is never silent."""
+    global _notice
+    _notice = notice
+
+
 def confined() -> bool:
     """Whether decodes in this process run in the confined child (starting it to find out)."""
     with _lock:
         return _child_here() is not None
 
 
+def settle() -> tuple[DecodeSandbox, str | None]:
+    """Find out, before worker processes start, where decodes run: ConfigError here where
+    "required" cannot be met, the notice here where "auto" falls back. The answer is what `adopt`
+    gives each worker, so none starts a child only to learn what its parent knows."""
+    with _lock:
+        _child_here()
+        return _mode, _why_not
+
+
+def adopt(mode: DecodeSandbox, why_not: str | None) -> None:
+    """In a worker process (`wms.data._pool`), its parent's settled answer: a spawned worker
+    (macOS) starts with the defaults, and would otherwise decode as "auto" whatever was set."""
+    global _mode, _why_not
+    _mode, _why_not = mode, why_not
+
+
 _mode: DecodeSandbox = "auto"
 _child: DecoderProcess | None = None
 _why_not: str | None = None  # why this machine cannot confine the child, once found out
+_notice: Callable[[str], None] | None = None
 _lock = threading.Lock()
 
 
@@ -201,6 +227,8 @@ def _child_here() -> DecoderProcess | None:
             else:
                 started.close()
                 _why_not = started.why
+        if _child is None and _mode == "auto":
+            _tell(_why_not)
     if _child is None and _mode == "required":
         raise ConfigError(
             "data.decode_sandbox = required, but this machine cannot confine the image decoder "
@@ -208,6 +236,17 @@ def _child_here() -> DecoderProcess | None:
             "or set data.decode_sandbox = auto to decode in the process itself"
         )
     return _child
+
+
+def _tell(why: str | None) -> None:
+    global _notice
+    if _notice is not None:
+        _notice(
+            f"images are decoded in this process, unconfined: this machine cannot confine the image "
+            f"decoder ({why}); install libseccomp (Debian and Ubuntu: libseccomp2) to confine it, "
+            "or set data.decode_sandbox = off to decode here without this warning"
+        )
+        _notice = None
 
 
 def _ask(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes | bytearray]:
