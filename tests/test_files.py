@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import errno
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
+from wms import files
 from wms.files import write_text_atomic
 
 
@@ -33,3 +36,26 @@ def test_a_write_the_disk_refuses_keeps_the_old_file_and_removes_its_temporary_o
         write_text_atomic(target, "new\n")
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["production_current.json"]
+
+
+def test_the_bytes_are_on_disk_before_the_name_points_at_them_and_the_name_before_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power loss keeps the old file or the new one: no name left with nothing behind it."""
+    events: list[str] = []
+    sync, replace = os.fsync, Path.replace
+
+    def record_sync(fd: int) -> None:
+        mode = os.fstat(fd).st_mode
+        events.append("sync folder" if stat.S_ISDIR(mode) else f"sync {os.fstat(fd).st_size} bytes")
+        sync(fd)
+
+    def record_replace(self: Path, other: Path) -> Path:
+        events.append(f"rename to {Path(other).name}")
+        return replace(self, other)
+
+    monkeypatch.setattr(files.os, "fsync", record_sync)
+    monkeypatch.setattr(Path, "replace", record_replace)
+    write_text_atomic(tmp_path / "run.json", "{}\n")
+    assert events == ["sync 3 bytes", "rename to run.json", "sync folder"]
+    assert (tmp_path / "run.json").read_text() == "{}\n"

@@ -2,13 +2,17 @@
 
 A reader (another command, a resumed run, a crash's successor) sees the old file or the new
 one, never half of one: the bytes are written beside it under a name of its own, so two
-writers never share a temporary file, and renamed over it. A write that fails (a full disk, a
-signal) removes its temporary file, so nothing half-written stays where `git add -A` would
-find it. `put_file` does the same on an fsspec file system (a folder store, or S3).
+writers never share a temporary file, and renamed over it. The bytes reach the disk before the
+rename, and the rename before the write returns, so a machine that loses power keeps one of the
+two as well: without that, a file system that allocates late (ext4, XFS) may keep the new name
+with no bytes behind it. A write that fails (a full disk, a signal) removes its temporary file,
+so nothing half-written stays where `git add -A` would find it. `put_file` does the same on an
+fsspec file system (a folder store, or S3).
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,11 +22,29 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` in one rename; its folder must exist."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_bytes(data)
+        with tmp.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Put a rename in `folder` on disk (where the platform can sync a folder; else it waits)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows opens no folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system that cannot sync a folder (EINVAL)
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
