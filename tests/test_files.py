@@ -38,16 +38,16 @@ def test_a_write_the_disk_refuses_keeps_the_old_file_and_removes_its_temporary_o
     assert [p.name for p in tmp_path.iterdir()] == ["production_current.json"]
 
 
-def test_the_bytes_are_on_disk_before_the_name_points_at_them_and_the_name_before_it_returns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A power loss keeps the old file or the new one: no name left with nothing behind it."""
+@pytest.fixture
+def disk_events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What reaches the disk and when: each fsync (of a file, with its size, or of a folder) and
+    each rename, in order."""
     events: list[str] = []
     sync, replace = os.fsync, Path.replace
 
     def record_sync(fd: int) -> None:
-        mode = os.fstat(fd).st_mode
-        events.append("sync folder" if stat.S_ISDIR(mode) else f"sync {os.fstat(fd).st_size} bytes")
+        info = os.fstat(fd)
+        events.append("sync folder" if stat.S_ISDIR(info.st_mode) else f"sync {info.st_size} bytes")
         sync(fd)
 
     def record_replace(self: Path, other: Path) -> Path:
@@ -56,6 +56,26 @@ def test_the_bytes_are_on_disk_before_the_name_points_at_them_and_the_name_befor
 
     monkeypatch.setattr(files.os, "fsync", record_sync)
     monkeypatch.setattr(Path, "replace", record_replace)
+    return events
+
+
+def test_the_bytes_are_on_disk_before_the_name_points_at_them_and_the_name_before_it_returns(
+    tmp_path: Path, disk_events: list[str]
+) -> None:
+    """A power loss keeps the old file or the new one: no name left with nothing behind it."""
     write_text_atomic(tmp_path / "run.json", "{}\n")
-    assert events == ["sync 3 bytes", "rename to run.json", "sync folder"]
+    assert disk_events == ["sync 3 bytes", "rename to run.json", "sync folder"]
     assert (tmp_path / "run.json").read_text() == "{}\n"
+
+
+def test_a_training_checkpoint_is_on_disk_before_it_replaces_the_last_one(
+    tmp_path: Path, disk_events: list[str]
+) -> None:
+    """An instance that fails mid-run goes on from its last epoch, not from a file it cannot read."""
+    from wms.train.checkpoint import epochs_held, save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": {}, "history": [{"epoch": 1}, {"epoch": 2}]})
+    size = path.stat().st_size
+    assert disk_events == [f"sync {size} bytes", "rename to checkpoint.pt", "sync folder"]
+    assert epochs_held(path) == 2

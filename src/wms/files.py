@@ -22,14 +22,22 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` in one rename; its folder must exist."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with tmp.open("wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(path)
+        tmp.write_bytes(data)
+        rename_durably(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def rename_durably(tmp: Path, path: Path) -> None:
+    """Rename the finished file `tmp` over `path`, its bytes on disk before the name points at them
+    and the rename on disk before this returns (for files written by others, e.g. torch.save)."""
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
     _sync_folder(path.parent)
 
 

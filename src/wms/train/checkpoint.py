@@ -1,7 +1,8 @@
 """A training run's checkpoint: the state written after each epoch, read back to go on.
 
 A run goes on from its checkpoint only under the settings that wrote it (`check_resumable`);
-the file is written aside and renamed, so a crash never leaves half of one.
+the file is written aside and renamed once it is on disk, so a crash, even of the machine, never
+leaves half of one, and an instance that fails goes on from its last epoch when it comes back.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from wms.config import TrainSettings
 from wms.errors import TrainError
+from wms.files import rename_durably
 
 __all__ = ["check_resumable", "epochs_held", "load_checkpoint", "run_settings", "save_checkpoint"]
 
@@ -22,7 +24,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
-    tmp.replace(path)
+    rename_durably(tmp, path)
 
 
 # What a run may change when it goes on from a checkpoint: how long it trains, where and how
