@@ -79,3 +79,17 @@ def test_a_training_checkpoint_is_on_disk_before_it_replaces_the_last_one(
     size = path.stat().st_size
     assert disk_events == [f"sync {size} bytes", "rename to checkpoint.pt", "sync folder"]
     assert epochs_held(path) == 2
+
+
+def test_a_folder_store_file_in_new_folders_is_on_disk_with_the_folders_that_hold_it(
+    tmp_path: Path, disk_events: list[str]
+) -> None:
+    """A blob in a shard folder made for it: each new folder's name is synced in its parent."""
+    import fsspec
+
+    files.put_file(fsspec.filesystem("file"), str(tmp_path / "blobs" / "ab" / "abcd"), b"pixels")
+    assert disk_events == ["sync folder", "sync folder", "sync 6 bytes", "rename to abcd", "sync folder"]
+    assert (tmp_path / "blobs" / "ab" / "abcd").read_bytes() == b"pixels"
+    disk_events.clear()
+    files.put_file(fsspec.filesystem("file"), str(tmp_path / "blobs" / "ab" / "abce"), b"more")
+    assert disk_events == ["sync 4 bytes", "rename to abce", "sync folder"]

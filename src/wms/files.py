@@ -68,5 +68,9 @@ def put_file(fs: Any, path: str, data: bytes) -> None:
     if "file" not in fs.protocol:
         fs.pipe_file(path, data)
         return
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    write_bytes_atomic(Path(fs._strip_protocol(path)), data)
+    target = Path(fs._strip_protocol(path))
+    made = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for folder in reversed(made):  # a new folder's own name is on disk too, as its file's is
+        _sync_folder(folder.parent)
+    write_bytes_atomic(target, data)
