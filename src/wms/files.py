@@ -12,6 +12,7 @@ fsspec file system (a folder store, or S3).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -32,27 +33,23 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def rename_durably(tmp: Path, path: Path) -> None:
     """Rename the finished file `tmp` over `path`, its bytes on disk before the name points at them
     and the rename on disk before this returns (for files written by others, e.g. torch.save)."""
-    fd = os.open(tmp, os.O_RDWR)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _sync(tmp, os.O_RDWR)
     tmp.replace(path)
     _sync_folder(path.parent)
 
 
-def _sync_folder(folder: Path) -> None:
-    """Put a rename in `folder` on disk (where the platform can sync a folder; else it waits)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # Windows opens no folder
-        return
+def _sync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
-    except OSError:  # a file system that cannot sync a folder (EINVAL)
-        pass
     finally:
         os.close(fd)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Put a rename in `folder` on disk (where the platform can sync a folder; else it waits)."""
+    with contextlib.suppress(OSError):  # Windows opens no folder; some file systems cannot sync one
+        _sync(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -69,7 +66,10 @@ def put_file(fs: Any, path: str, data: bytes) -> None:
         fs.pipe_file(path, data)
         return
     target = Path(fs._strip_protocol(path))
-    made = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
+    made, folder = [], target.parent
+    while not folder.exists():  # the folders this write makes, deepest first
+        made.append(folder)
+        folder = folder.parent
     target.parent.mkdir(parents=True, exist_ok=True)
     for folder in reversed(made):  # a new folder's own name is on disk too, as its file's is
         _sync_folder(folder.parent)

@@ -165,10 +165,10 @@ def confine() -> str | None:
         import pyseccomp as seccomp  # ctypes over libseccomp, Linux only
 
         rules = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
-        writable_only = seccomp.Arg(2, seccomp.MASKED_EQ, mmap.PROT_EXEC, 0)
+        never_executable = seccomp.Arg(2, seccomp.MASKED_EQ, mmap.PROT_EXEC, 0)
         for call in ALLOWED_CALLS:
             try:
-                rules.add_rule(seccomp.ALLOW, call, *([writable_only] if call in NO_EXEC_CALLS else []))
+                rules.add_rule(seccomp.ALLOW, call, *([never_executable] if call in NO_EXEC_CALLS else []))
             except (ValueError, RuntimeError, OSError):  # a call this architecture does not have
                 continue
         rules.load()
