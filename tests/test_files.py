@@ -93,3 +93,24 @@ def test_a_folder_store_file_in_new_folders_is_on_disk_with_the_folders_that_hol
     disk_events.clear()
     files.put_file(fsspec.filesystem("file"), str(tmp_path / "blobs" / "ab" / "abce"), b"more")
     assert disk_events == ["sync 4 bytes", "rename to abce", "sync folder"]
+
+
+def test_a_new_run_record_is_on_disk_with_the_folder_made_for_it(
+    tmp_path: Path, disk_events: list[str]
+) -> None:
+    """A power loss just after a run starts keeps its record: `runs/<id>/`'s name is synced too."""
+    from wms.runs import PipelineRun
+
+    run = PipelineRun(run_id="r1", new_data="batch", run_dir=tmp_path / "runs" / "r1")
+    run.save()
+    size = (tmp_path / "runs" / "r1" / "run.json").stat().st_size
+    assert disk_events == [
+        "sync folder",
+        "sync folder",
+        f"sync {size} bytes",
+        "rename to run.json",
+        "sync folder",
+    ]
+    disk_events.clear()
+    run.save()  # the folder is there: only the record is synced
+    assert disk_events == [f"sync {size} bytes", "rename to run.json", "sync folder"]

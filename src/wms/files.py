@@ -66,11 +66,19 @@ def put_file(fs: Any, path: str, data: bytes) -> None:
         fs.pipe_file(path, data)
         return
     target = Path(fs._strip_protocol(path))
-    made, folder = [], target.parent
-    while not folder.exists():  # the folders this write makes, deepest first
+    make_folders(target.parent)
+    write_bytes_atomic(target, data)
+
+
+def make_folders(folder: Path) -> None:
+    """Make `folder` and its missing parents, each new folder's name on disk in its parent before
+    this returns, so a file written into it is not kept by a power loss that loses the folder."""
+    made = []
+    while not folder.exists():  # the folders this makes, deepest first
         made.append(folder)
         folder = folder.parent
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for folder in reversed(made):  # a new folder's own name is on disk too, as its file's is
-        _sync_folder(folder.parent)
-    write_bytes_atomic(target, data)
+    if not made:
+        return
+    made[0].mkdir(parents=True, exist_ok=True)
+    for new in reversed(made):
+        _sync_folder(new.parent)

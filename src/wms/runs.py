@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from wms.errors import BatchError, ConfigError, MainMoved, ModelPruned, UsageError, WmsError
-from wms.files import write_text_atomic
+from wms.files import make_folders, write_text_atomic
 from wms.gate import GateDecision, MetricComparison, RuleVerdict
 from wms.guards import Interrupted
 from wms.scores import ImageScore
@@ -76,7 +76,7 @@ class PipelineRun:
     next_step: str = ""  # after a failure: what to run to go on, e.g. `wms pipeline resume RUN_ID`
 
     def save(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_folders(self.run_dir)
         body = asdict(self) | {
             "run_dir": str(self.run_dir),
             "stages": [asdict(s) for s in self.stages.values()],
