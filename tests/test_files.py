@@ -114,3 +114,27 @@ def test_a_new_run_record_is_on_disk_with_the_folder_made_for_it(
     disk_events.clear()
     run.save()  # the folder is there: only the record is synced
     assert disk_events == [f"sync {size} bytes", "rename to run.json", "sync folder"]
+
+
+def test_a_move_of_production_is_on_disk_in_the_pointer_and_in_the_ledger(
+    tmp_path: Path, disk_events: list[str]
+) -> None:
+    """The ledger is appended to, not rewritten: its new line is synced before the move returns."""
+    from wms.production import read_history, record_move
+
+    models = tmp_path / "models"
+    record_move(models, {"action": "promote", "from_version": None, "to_version": "1"})
+    pointer = (models / "production_current.json").stat().st_size
+    ledger = (models / "production_history.jsonl").stat().st_size
+    assert disk_events == [
+        "sync folder",  # models/ in its parent
+        f"sync {pointer} bytes",
+        "rename to production_current.json",
+        "sync folder",
+        f"sync {ledger} bytes",
+        "sync folder",  # the new ledger's name
+    ]
+    disk_events.clear()
+    record_move(models, {"action": "promote", "from_version": "1", "to_version": "2"})
+    assert disk_events[-1] == f"sync {(models / 'production_history.jsonl').stat().st_size} bytes"
+    assert [m["to_version"] for m in read_history(models)] == ["1", "2"]

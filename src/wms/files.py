@@ -7,7 +7,9 @@ rename, and the rename before the write returns, so a machine that loses power k
 two as well: without that, a file system that allocates late (ext4, XFS) may keep the new name
 with no bytes behind it. A write that fails (a full disk, a signal) removes its temporary file,
 so nothing half-written stays where `git add -A` would find it. `put_file` does the same on an
-fsspec file system (a folder store, or S3).
+fsspec file system (a folder store, or S3), and a folder made for a record (`make_folders`) has
+its name on disk too. A ledger is appended to (`append_text`), its new line on disk before the
+append returns.
 """
 
 from __future__ import annotations
@@ -55,6 +57,18 @@ def _sync_folder(folder: Path) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text` (UTF-8) in one rename; its folder must exist."""
     write_bytes_atomic(path, text.encode())
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append `text` (UTF-8) to `path`, made if missing, and have it on disk before this returns:
+    for a ledger, whose lines are never rewritten (a power loss may cut the last line short)."""
+    new = not path.exists()
+    with path.open("a", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    if new:
+        _sync_folder(path.parent)
 
 
 def put_file(fs: Any, path: str, data: bytes) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from wms.errors import ModelNotFound, RegistryError, UsageError
-from wms.files import write_text_atomic
+from wms.files import append_text, make_folders, write_text_atomic
 from wms.registry import ModelRecord, Registry
 
 CURRENT_FILE, HISTORY_FILE = "production_current.json", "production_history.jsonl"
@@ -108,12 +108,11 @@ def production_at(pointer_dir: Path, when: datetime) -> dict[str, Any] | None:
 
 def record_move(pointer_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """Write the production pointer and append the move to the history ledger."""
-    pointer_dir.mkdir(parents=True, exist_ok=True)
+    make_folders(pointer_dir)
     entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), **entry}
     current = pointer_dir / CURRENT_FILE
     write_text_atomic(current, json.dumps(entry, indent=2) + "\n")
-    with (pointer_dir / HISTORY_FILE).open("a") as ledger:
-        ledger.write(json.dumps(entry) + "\n")
+    append_text(pointer_dir / HISTORY_FILE, json.dumps(entry) + "\n")
     return entry
 
 
