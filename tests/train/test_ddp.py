@@ -24,6 +24,8 @@ def test_shards_cover_an_epoch_like_distributed_sampler() -> None:
     parts = [shard(order, Dist(rank, 2)) for rank in range(2)]
     assert [p.tolist() for p in parts] == [[5, 9, 7], [3, 1, 5]]  # padded with the head to 6
     assert shard(order, Dist()).tolist() == order.tolist()
+    # fewer pairs than processes: each still gets one (a process with none would never join a step)
+    assert [shard(np.array([7]), Dist(rank, 3)).tolist() for rank in range(3)] == [[7], [7], [7]]
     assert from_env({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}) == Dist(1, 2, 1)
     assert from_env({}) == Dist()
     assert torchrun_command(2, ["train", "d"])[-5:] == ["--nproc-per-node=2", "-m", "wms", "train", "d"]

@@ -100,10 +100,12 @@ def process_group(dist: Dist, device: str) -> Iterator[str]:
 
 
 def shard(order: np.ndarray, dist: Dist) -> np.ndarray:
-    """This process's part of an epoch's order: padded with its head to a multiple of the world, strided."""
+    """This process's part of an epoch's order: padded with its head to a multiple of the world
+    (repeated while it is shorter than the padding, as DistributedSampler does), strided, so
+    every process takes as many steps."""
     if not dist.active:
         return order
-    padded = np.concatenate([order, order[: (-len(order)) % dist.world]])
+    padded = np.resize(order, -(-len(order) // dist.world) * dist.world)
     return padded[dist.rank :: dist.world]
 
 
