@@ -9,6 +9,7 @@ import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
 from wms.errors import TrainError
 from wms.train.loop import READS_PER_EPOCH, train
-from wms.train.precision import choose_precision
+from wms.train.precision import choose_precision, cuda_supports_bf16
 from wms.train.progress import SilentReporter
 
 TINY = {"image_size": 32, "base_channels": 4, "depth": 2, "batch_size": 2, "epochs": 2}
@@ -39,6 +40,21 @@ def test_auto_precision_follows_the_device() -> None:
     assert choose_precision("fp16", "cpu") == "fp16"  # an explicit choice is used as given
     with pytest.raises(TrainError, match=r"train\.precision='fp8'"):
         choose_precision("fp8", "cuda")
+
+
+@pytest.mark.parametrize(("major", "hardware_bf16"), [(7, False), (8, True), (9, True)])
+def test_auto_takes_bf16_only_where_the_gpu_computes_in_it(
+    major: int, hardware_bf16: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A T4 (compute capability 7.5) emulates bf16, and torch's default answer counts that as
+    support; there auto must take fp16. Only the device is faked: torch's own check runs."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)  # emulation works
+    assert cuda_supports_bf16() is hardware_bf16
+    assert choose_precision("auto", "cuda") == ("bf16" if hardware_bf16 else "fp16")
 
 
 def test_fp16_trains_through_the_gradient_scaler(pairs: list, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,8 +27,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def cuda_supports_bf16() -> bool:
-    """The device capability the choice depends on (tests fake it here, at the boundary)."""
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    """Whether the GPU computes in bf16 in hardware (compute capability 8 and up).
+
+    Not torch's default answer: `is_bf16_supported()` also says yes where bf16 is only emulated,
+    as on a T4, which would then train slower than in fp16."""
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
 
 
 def cpu_has_bf16_tiles() -> bool:
