@@ -7,7 +7,7 @@ first time a GPU machine is lent.
 Steps, each timed and recorded even when it fails (a failed step does not stop the others):
   1. the device: name, memory, driver, bf16 support;
   2. the `gpu` tests (pytest -m gpu): every precision trains, a CUDA checkpoint resumes, no
-     per-step host synchronisation;
+     per-step host synchronisation, a set too large for the GPU trains from host memory;
   3. short trainings at 512 px in bf16 and fp16 (synthetic photos): images/s, peak memory, and
      GPU utilisation sampled by nvidia-smi while they run;
   4. this loop vs the naive Pillow loop at 512 px (benchmarks/train_speed.py);
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PLAN = [
     ("device", "GPU name, memory, driver, bf16 support"),
-    ("gpu_tests", "pytest -m gpu tests/gpu (precisions, CUDA checkpoint resume, no per-step sync)"),
+    ("gpu_tests", "pytest -m gpu tests/gpu (precisions, CUDA resume, no per-step sync, host memory)"),
     ("short_trainings", "512 px bf16 and fp16 trainings on synthetic photos: images/s, memory, utilisation"),
     ("loop_vs_naive", "benchmarks/train_speed.py --device cuda: this loop vs a naive Pillow loop, images/s"),
     (

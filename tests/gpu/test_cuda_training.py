@@ -64,3 +64,19 @@ def test_training_steps_do_not_synchronise_with_the_host(pairs: list) -> None:
     from_loop = [w for w in caught if "synchroniz" in str(w.message) and "loop.py" in w.filename]
     steps = 2 * 18
     assert len(from_loop) < steps / 2, f"{len(from_loop)} synchronising calls in {steps} steps"
+
+
+def test_a_set_too_large_for_the_gpu_trains_from_host_memory(
+    pairs: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same set trains in the GPU's memory and, as if the GPU had no room for it, from the host's."""
+    from wms.train import placement
+
+    cfg = TrainSettings(**TINY | {"precision": "fp32"})
+    on_gpu = train(cfg, pairs[:36], pairs[36:])
+    monkeypatch.setattr(placement, "gpu_free_bytes", lambda device: 0)
+    from_host = train(cfg, pairs[:36], pairs[36:])
+    assert (on_gpu.dataset_memory, from_host.dataset_memory) == ("gpu", "host")
+    for result in (on_gpu, from_host):
+        losses = [h["train_loss"] for h in result.history]
+        assert losses[-1] < losses[0]

@@ -20,6 +20,7 @@ from tests.conftest import interrupted_after
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
 from wms.errors import TrainError
+from wms.train import loop, placement
 from wms.train.loop import READS_PER_EPOCH, train
 from wms.train.precision import choose_precision, cuda_supports_bf16
 from wms.train.progress import SilentReporter
@@ -130,3 +131,30 @@ def test_a_checkpoint_written_on_a_gpu_resumes_to_the_same_model(pairs: list, tm
     assert np.array_equal(
         resumed.segmenter.predict_masks([photo])[0], whole.segmenter.predict_masks([photo])[0]
     )
+
+
+def test_a_set_over_half_the_gpus_free_memory_stays_in_host_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A year of batches outgrows a T4's 15 GB: the set stays on the host, rather than every
+    training from then on stopping with an out-of-memory error. Only the free memory is faked."""
+    monkeypatch.setattr(placement, "gpu_free_bytes", lambda device: 16 * 2**30)
+    pair = 2**20  # one 512 px pair: 3 bytes a pixel for the photo, 1 for the mask
+    small, large = SimpleNamespace(nbytes=830 * pair), SimpleNamespace(nbytes=9_000 * pair)
+    assert placement.on_device("cuda:0", small, small)  # type: ignore[arg-type]
+    assert not placement.on_device("cuda:0", large)  # type: ignore[arg-type]
+    assert not placement.on_device("cpu", small)  # type: ignore[arg-type]
+
+
+def test_a_set_in_host_memory_trains_the_same_model_as_one_in_the_devices(
+    pairs: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path a set too large for the GPU takes (each batch copied over as uint8) gives the
+    model the set in the device's memory gives, bit for bit (both run here on the CPU)."""
+    cfg = TrainSettings(**TINY | {"epochs": 2, "batch_size": 4})
+    in_host = train(cfg, pairs[:18], pairs[18:])
+    monkeypatch.setattr(loop, "on_device", lambda device, *arrays: True)
+    in_device = train(cfg, pairs[:18], pairs[18:])
+    assert (in_host.dataset_memory, in_device.dataset_memory) == ("host", "gpu")
+    assert [h["train_loss"] for h in in_host.history] == [h["train_loss"] for h in in_device.history]
+    assert [h["val_dice"] for h in in_host.history] == [h["val_dice"] for h in in_device.history]
+    weights, other = in_host.segmenter.network.state_dict(), in_device.segmenter.network.state_dict()
+    assert all(torch.equal(weights[k], other[k]) for k in weights)

@@ -38,8 +38,8 @@ from wms.train.model import (
     input_multiple,
     load_encoder_weights,
 )
+from wms.train.placement import host_batch, on_device
 from wms.train.precision import Precision, choose_precision
-from wms.train.preprocess import scale
 from wms.train.progress import SilentReporter, TrainReporter
 from wms.train.recipes import RECIPES
 from wms.train.schedule import learning_rate
@@ -60,6 +60,7 @@ class TrainResult:
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
     precision: str = "fp32"  # fp32 | bf16 | fp16, as train.precision resolved on the device
+    dataset_memory: str = "host"  # gpu | host: where the decoded set was kept (wms.train.placement)
     refine: dict[str, float] = field(default_factory=dict)  # how the second stage trained, if any
 
 
@@ -179,13 +180,17 @@ def _fit(
     precision = Precision(choose_precision(cfg.precision, device), device)
     amp, scaler = precision.autocast(), precision.scaler()
 
-    if cuda:
-        # The whole uint8 dataset fits on a GPU; batches are then sliced there, never copied per step.
+    # On a GPU the uint8 set goes into its memory while it fits there (wms.train.placement);
+    # batches are then sliced there, never copied per step.
+    resident = on_device(device, x_train, y_train, x_val_np, y_val_np)
+    if resident:
         x_train = torch.from_numpy(np.asarray(x_train)).to(device)
         y_train = torch.from_numpy(np.asarray(y_train)).to(device)
-    # The validation set goes to the device once, as uint8 (a quarter of float32's memory).
-    x_val = torch.from_numpy(np.array(x_val_np)).to(device)
-    y_val = torch.from_numpy(np.array(y_val_np))[:, None].to(device)
+    # The validation set is read once, as uint8 (a quarter of float32's memory).
+    x_val = torch.from_numpy(np.array(x_val_np))
+    y_val = torch.from_numpy(np.array(y_val_np))[:, None]
+    if resident:
+        x_val, y_val = x_val.to(device), y_val.to(device)
     kwargs = {"base_channels": cfg.base_channels, "depth": cfg.depth}
     model = build_model(cfg.architecture, **kwargs)
     # Pretrained weights only start training: the spec's kwargs never ask for them, so loading a
@@ -220,22 +225,20 @@ def _fit(
     total_steps = max(1, cfg.epochs * steps)
 
     def batch(x: Any, y: Any, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if cuda:
+        if resident:
             index = torch.from_numpy(idx).to(device)
             return x[index].float() / 255, y[index][:, None].float()
-        return torch.from_numpy(scale(np.asarray(x[idx]))), torch.from_numpy(np.asarray(y[idx]))[
-            :, None
-        ].float()
+        return host_batch(x, y, idx, device)
 
     def val_dice() -> float:
         kept.eval()
         scores = []
         with torch.no_grad(), amp:
             for i in range(0, len(x_val), cfg.batch_size):
-                xb = x_val[i : i + cfg.batch_size].float() / 255
+                xb = x_val[i : i + cfg.batch_size].to(device).float() / 255
                 xb = xb.contiguous(memory_format=torch.channels_last)
                 probs = torch.sigmoid(kept(xb).float())
-                scores.append(batch_dice(probs > cfg.threshold, y_val[i : i + cfg.batch_size]))
+                scores.append(batch_dice(probs > cfg.threshold, y_val[i : i + cfg.batch_size].to(device)))
         return float(torch.cat(scores).mean())  # one host read per validation
 
     # With epochs=0 the untrained model is the result: useful for testing the gate.
@@ -359,4 +362,5 @@ def _fit(
         device=device,
         history=history,
         precision=precision.name,
+        dataset_memory="gpu" if resident else "host",
     )

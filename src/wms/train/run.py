@@ -146,6 +146,7 @@ def train_and_log(
                 | {
                     "wms.device": result.device,
                     "wms.precision": result.precision,
+                    "wms.dataset_memory": result.dataset_memory,
                     "wms.parameters": str(result.parameters),
                 }
             )

@@ -38,6 +38,7 @@ from wms.errors import ConfigError, TrainError
 from wms.train.cache import cache_bytes, load_arrays
 from wms.train.losses import RunningLoss, bce_dice
 from wms.train.model import build_model, input_multiple
+from wms.train.placement import on_device
 from wms.train.schedule import learning_rate
 from wms.train.segmenter import Segmenter
 from wms.train.spec import RefineSpec
@@ -107,8 +108,10 @@ def train_second_stage(
     if not keep:
         raise TrainError("no training mask has a window to crop around; the second stage cannot train")
     boxes = np.array([astuple(b) for b in boxes_found if b is not None])
-    images = torch.from_numpy(np.asarray(images_np)[keep]).to(device)
-    masks = torch.from_numpy(np.asarray(masks_np)[keep, None]).to(device)
+    images = torch.from_numpy(np.asarray(images_np)[keep])
+    masks = torch.from_numpy(np.asarray(masks_np)[keep, None])
+    if on_device(device, images.numpy(), masks.numpy()):  # else each batch crosses (wms.train.placement)
+        images, masks = images.to(device), masks.to(device)
 
     torch.manual_seed(cfg.seed + 2)
     rng = np.random.default_rng(cfg.seed + 2)
@@ -125,7 +128,7 @@ def train_second_stage(
         reporter.epoch_started(passes, cfg.refine_epochs, steps)
         losses = RunningLoss(steps, device, READS_PER_PASS)
         for idx in np.array_split(rng.permutation(len(keep)), steps):
-            x, y = crop_batch(images[idx], masks[idx], jittered(boxes[idx], spec, rng))
+            x, y = crop_batch(images[idx].to(device), masks[idx].to(device), jittered(boxes[idx], spec, rng))
             n = len(idx)
             gain = torch.empty(n, 1, 1, 1, device=device).uniform_(0.8, 1.2)
             x = x * gain + torch.empty(n, 1, 1, 1, device=device).uniform_(-0.1, 0.1)
