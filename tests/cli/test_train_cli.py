@@ -119,3 +119,28 @@ def test_a_size_the_network_cannot_take_is_a_bad_setting_and_starts_no_run(
     client = MlflowClient(f"sqlite:///{project_dir / '.wms' / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert runs == []  # a FAILED run was left in MLflow before
+
+
+def test_a_training_that_runs_out_of_memory_is_one_line_that_says_what_to_lower(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch too large for the GPU: torch's many-line OutOfMemoryError was a traceback."""
+    import torch
+
+    from wms.train import loop
+
+    def allocation_fails(*args: object, **kwargs: object) -> object:
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 14.58 GiB total)"
+        )
+
+    monkeypatch.setattr(loop, "augment", allocation_fails)  # the first step's first allocation
+    result = cli("--set", "train.batch_size=16", "train", make_batch(count=12), "--epochs", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "error: this machine ran out of memory training at train.batch_size=16, train.image_size=32: "
+        "lower train.batch_size (e.g. 8) or train.image_size, or train on a machine with more memory"
+    )

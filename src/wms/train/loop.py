@@ -141,12 +141,23 @@ def train(
     if cfg.refine_epochs and dist.active:
         raise TrainError("a second stage (train.refine_epochs) trains in one process: set train.devices = 1")
     with process_group(dist, resolve_device(cfg.device, cfg.recipe)) as device:
-        result = _fit(cfg, train_pairs, val_pairs, reporter, cache_dir, checkpoint, dist, device)
-        if cfg.refine_epochs:
-            # Not checkpointed: a job resumed after the first network trains the second again.
-            result.segmenter, result.refine = train_second_stage(
-                cfg, result.segmenter, train_pairs, reporter or SilentReporter(), cache_dir, device
+        try:
+            result = _fit(cfg, train_pairs, val_pairs, reporter, cache_dir, checkpoint, dist, device)
+            if cfg.refine_epochs:
+                # Not checkpointed: a job resumed after the first network trains the second again.
+                result.segmenter, result.refine = train_second_stage(
+                    cfg, result.segmenter, train_pairs, reporter or SilentReporter(), cache_dir, device
+                )
+        except torch.OutOfMemoryError:
+            where, half = (
+                "the GPU" if device.startswith("cuda") else "this machine",
+                max(1, cfg.batch_size // 2),
             )
+            raise TrainError(
+                f"{where} ran out of memory training at train.batch_size={cfg.batch_size}, "
+                f"train.image_size={cfg.image_size}: lower train.batch_size (e.g. {half}) "
+                "or train.image_size, or train on a machine with more memory"
+            ) from None
         return result
 
 
