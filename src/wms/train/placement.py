@@ -5,8 +5,8 @@ grows with every batch pushed (about 1 MB a pair at 512 px: 3 bytes a pixel for 
 for the mask), and a GPU's memory does not: a set that filled it would stop every training from
 then on with an out-of-memory error. So the set goes to the GPU while it takes at most
 `GPU_SHARE` of the memory free there. A larger one stays in host memory (memory-mapped from the
-training cache), and each batch is copied to the GPU as uint8, a quarter of float32's bytes:
-slower, and the same model. On the CPU the set is always in host memory.
+training cache where there is one), and each batch is copied to the GPU as uint8, a quarter of
+float32's bytes: slower, and the same model. On the CPU the set is always in host memory.
 """
 
 from __future__ import annotations
