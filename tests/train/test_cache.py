@@ -62,11 +62,10 @@ def test_a_full_disk_costs_the_cache_not_the_run(
 ) -> None:
     cache = tmp_path / "cache"
 
-    def disk_full(file: Path, array: np.ndarray) -> None:
-        Path(file).write_bytes(b"\x93NUMPY" + bytes(4096))  # part of the array, then no room
-        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+    def disk_full(fd: int, offset: int, length: int) -> None:  # the arrays' room is not there
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(np, "save", disk_full)
+    monkeypatch.setattr(os, "posix_fallocate", disk_full)
     images, masks = load_arrays(pairs[:10], 32, cache, max_bytes=10**9)
     assert images.shape == (10, 3, 32, 32) and masks.shape == (10, 32, 32)
     assert list(cache.iterdir()) == []  # no part of an array is left to fill the disk further
@@ -108,3 +107,27 @@ def test_pairs_decoded_by_several_workers_are_the_arrays_one_process_decodes(pai
     one_images, one_masks = load_arrays(pairs, 32, workers=1)
     assert np.array_equal(images, one_images) and np.array_equal(masks, one_masks)
     assert images.shape == (40, 3, 32, 32) and masks.any() and images.std() > 0
+
+
+def test_a_set_is_decoded_into_its_cache_files_not_into_memory_first(
+    pairs: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A year of pairs at 512 px outgrows the instance's memory (about 1 MB a pair): the arrays
+    are written to the cache as they are decoded, and read back from there, the same pixels."""
+    in_memory = load_arrays(pairs[:10], 32)
+    made: list[tuple[int, ...]] = []
+    empty = np.empty
+
+    def tracked(shape: tuple[int, ...], *args: object, **kwargs: object) -> np.ndarray:
+        made.append(tuple(np.atleast_1d(shape)))
+        return empty(shape, *args, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(np, "empty", tracked)
+    images, masks = load_arrays(pairs[:10], 32, tmp_path / "cache", max_bytes=10**9)
+    assert (10, 3, 32, 32) not in made and (10, 32, 32) not in made  # never a whole array in memory
+    assert isinstance(images, np.memmap) and isinstance(masks, np.memmap)
+    assert np.array_equal(images, in_memory[0]) and np.array_equal(masks, in_memory[1])
+    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "cache").iterdir()) == [
+        "images.npy",
+        "masks.npy",
+    ]

@@ -58,14 +58,38 @@ def _decode_pair(pair: Pair, size: int) -> tuple[np.ndarray, np.ndarray]:
     return image_to_array(open_image(pair.image), size), mask_to_array(open_mask(pair.mask), size)
 
 
-def decode(pairs: Sequence[Pair], size: int, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def decode(
+    pairs: Sequence[Pair], size: int, workers: int | None = None, into: tuple[Path, Path] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 (N, 3, S, S) and masks bool (N, S, S), decoded now by `workers` processes
-    (None: one per core), each with its own confined decoder (wms.sandbox)."""
-    images = np.empty((len(pairs), 3, size, size), dtype=np.uint8)
-    masks = np.empty((len(pairs), size, size), dtype=bool)
+    (None: one per core), each with its own confined decoder (wms.sandbox).
+
+    With `into`, each array is written to its .npy file as the pairs are decoded, not held in
+    memory first: a set larger than the machine's memory (about 1 MB a pair at 512 px) decodes
+    too. The files' room on disk is taken before decoding starts, so a full disk is an OSError
+    then, never a crash (SIGBUS) once pixels are written into a file the disk has no room for."""
+    shapes = (((len(pairs), 3, size, size), np.uint8), ((len(pairs), size, size), np.bool_))
+    if into is None:
+        images, masks = (np.empty(shape, dtype=dtype) for shape, dtype in shapes)
+    else:
+        images, masks = (
+            _file_array(path, shape, dtype) for path, (shape, dtype) in zip(into, shapes, strict=True)
+        )
     for i, (image, mask) in enumerate(parallel_map(partial(_decode_pair, size=size), list(pairs), workers)):
         images[i], masks[i] = image, mask
+    for array in (images, masks):
+        if isinstance(array, np.memmap):
+            array.flush()
     return images, masks
+
+
+def _file_array(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A zeroed array of `shape` memory-mapped from the new .npy file `path`, its room on disk taken."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):  # Linux; elsewhere the file stays sparse
+        with path.open("r+b") as file:
+            os.posix_fallocate(file.fileno(), 0, path.stat().st_size)
+    return array
 
 
 def load_arrays(
@@ -82,15 +106,19 @@ def load_arrays(
     key = cache_key(pairs, size)
     images_path, masks_path = cache_dir / f"{key}.images.npy", cache_dir / f"{key}.masks.npy"
     if not (images_path.is_file() and masks_path.is_file()):
-        images, masks = decode(pairs, size, workers)
+        tmps = tuple(path.with_name(f".{uuid.uuid4().hex[:8]}.tmp.npy") for path in (images_path, masks_path))
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            for path, array in ((images_path, images), (masks_path, masks)):
-                _save(path, array)
+            decode(pairs, size, workers, into=(tmps[0], tmps[1]))
+            for tmp, path in zip(tmps, (images_path, masks_path), strict=True):
+                tmp.replace(path)  # whole or not at all: a killed run leaves only a .tmp
         except OSError:  # a full disk, or a cache folder it cannot write: the run goes on without
             if max_bytes is not None and cache_dir.is_dir():
                 evict(cache_dir, max_bytes, keep=key)  # and the next run may find room again
-            return images, masks
+            return decode(pairs, size, workers)
+        finally:
+            for tmp in tmps:
+                tmp.unlink(missing_ok=True)
     else:
         for path in (images_path, masks_path):
             os.utime(path)  # the entry's last use, which eviction goes by
@@ -98,17 +126,6 @@ def load_arrays(
     if max_bytes is not None:
         evict(cache_dir, max_bytes, keep=key)
     return arrays
-
-
-def _save(path: Path, array: np.ndarray) -> None:
-    """Write aside and rename, so a crash never leaves a truncated array behind; a write that
-    fails (a full disk) leaves nothing."""
-    tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.tmp.npy")
-    try:
-        np.save(tmp, array)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def evict(cache_dir: Path, max_bytes: int, keep: str) -> list[str]:
