@@ -7,9 +7,11 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
 from typing import TypeVar
 
+from wms.errors import BackendError
 from wms.sandbox import images
 
 T = TypeVar("T")
@@ -35,7 +37,13 @@ def parallel_map(fn: Callable[[T], R], items: list[T], workers: int | None = Non
         # Chunks amortise pickling (a pair pickles in microseconds, so a few suffice); small ones
         # keep progress smooth and stop one worker idling while another finishes a long last chunk.
         chunk = max(1, min(8, len(items) // (n * 8)))
-        yield from pool.map(fn, items, chunksize=chunk)
+        try:
+            yield from pool.map(fn, items, chunksize=chunk)
+        except BrokenProcessPool:
+            raise BackendError(
+                "a worker process stopped abruptly, killed by the system (most often for want of "
+                "memory: `dmesg` says); free some memory and run again"
+            ) from None
 
 
 def _context() -> BaseContext | None:
