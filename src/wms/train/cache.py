@@ -59,37 +59,57 @@ def _decode_pair(pair: Pair, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode(
-    pairs: Sequence[Pair], size: int, workers: int | None = None, into: tuple[Path, Path] | None = None
+    pairs: Sequence[Pair],
+    size: int,
+    workers: int | None = None,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 (N, 3, S, S) and masks bool (N, S, S), decoded now by `workers` processes
-    (None: one per core), each with its own confined decoder (wms.sandbox).
-
-    With `into`, each array is written to its .npy file as the pairs are decoded, not held in
-    memory first: a set larger than the machine's memory (about 1 MB a pair at 512 px) decodes
-    too. The files' room on disk is taken before decoding starts, so a full disk is an OSError
-    then, never a crash (SIGBUS) once pixels are written into a file the disk has no room for."""
-    shapes = (((len(pairs), 3, size, size), np.uint8), ((len(pairs), size, size), np.bool_))
-    if into is None:
-        images, masks = (np.empty(shape, dtype=dtype) for shape, dtype in shapes)
-    else:
-        images, masks = (
-            _file_array(path, shape, dtype) for path, (shape, dtype) in zip(into, shapes, strict=True)
-        )
+    (None: one per core), each with its own confined decoder (wms.sandbox); into `out` where
+    given (e.g. arrays mapped from files, `_reserve`), else into new arrays in memory."""
+    if out is None:
+        images_shape, masks_shape = _shapes(len(pairs), size)
+        out = np.empty(images_shape, np.uint8), np.empty(masks_shape, bool)
+    images, masks = out
     for i, (image, mask) in enumerate(parallel_map(partial(_decode_pair, size=size), list(pairs), workers)):
         images[i], masks[i] = image, mask
-    for array in (images, masks):
+    for array in out:
         if isinstance(array, np.memmap):
             array.flush()
     return images, masks
 
 
-def _file_array(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """A zeroed array of `shape` memory-mapped from the new .npy file `path`, its room on disk taken."""
-    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-    if hasattr(os, "posix_fallocate"):  # Linux; elsewhere the file stays sparse
-        with path.open("r+b") as file:
-            os.posix_fallocate(file.fileno(), 0, path.stat().st_size)
-    return array
+def _shapes(count: int, size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The shapes of `count` pairs' images (N, 3, S, S) and masks (N, S, S)."""
+    return (count, 3, size, size), (count, size, size)
+
+
+def _reserve(tmps: tuple[Path, Path], count: int, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Zeroed arrays for `count` pairs mapped from the new .npy files `tmps`, with their room on
+    disk taken now, so that a full disk is an OSError here and never a crash (SIGBUS) once pixels
+    are written into a mapped file the disk has no room for. None (and no file) where the cache
+    cannot hold them: a full disk, or a folder it cannot write."""
+    try:
+        tmps[0].parent.mkdir(parents=True, exist_ok=True)
+        images_shape, masks_shape = _shapes(count, size)
+        arrays = (
+            np.lib.format.open_memmap(tmps[0], mode="w+", dtype=np.uint8, shape=images_shape),
+            np.lib.format.open_memmap(tmps[1], mode="w+", dtype=bool, shape=masks_shape),
+        )
+        if hasattr(os, "posix_fallocate"):  # Linux; elsewhere the files stay sparse
+            for tmp in tmps:
+                with tmp.open("r+b") as file:
+                    os.posix_fallocate(file.fileno(), 0, tmp.stat().st_size)
+    except OSError:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        return None
+    return arrays
+
+
+def _beside(path: Path) -> Path:
+    """A new file's name beside `path` (a write in progress: `evict` removes one left too long)."""
+    return path.with_name(f".{uuid.uuid4().hex[:8]}.tmp.npy")
 
 
 def load_arrays(
@@ -100,22 +120,26 @@ def load_arrays(
     workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The decoded pairs, from the cache when it has them (memory-mapped, read-only); then the
-    cache's least recently used entries go until it holds at most `max_bytes` (None: no limit)."""
+    cache's least recently used entries go until it holds at most `max_bytes` (None: no limit).
+
+    A new entry is written into the cache as its pairs are decoded, not held in memory first: a
+    set larger than the machine's memory (about 1 MB a pair at 512 px) decodes too."""
     if cache_dir is None or not pairs:
         return decode(pairs, size, workers)
     key = cache_key(pairs, size)
     images_path, masks_path = cache_dir / f"{key}.images.npy", cache_dir / f"{key}.masks.npy"
     if not (images_path.is_file() and masks_path.is_file()):
-        tmps = tuple(path.with_name(f".{uuid.uuid4().hex[:8]}.tmp.npy") for path in (images_path, masks_path))
+        tmps = _beside(images_path), _beside(masks_path)
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            decode(pairs, size, workers, into=(tmps[0], tmps[1]))
+            out = _reserve(tmps, len(pairs), size)
+            if out is None:  # the run goes on without the cache
+                if cache_dir.is_dir() and max_bytes is not None:
+                    evict(cache_dir, max_bytes, keep=key)  # and the next run may find room again
+                return decode(pairs, size, workers)
+            decode(pairs, size, workers, out)
+            del out  # the mappings: the files are read again below, read-only
             for tmp, path in zip(tmps, (images_path, masks_path), strict=True):
                 tmp.replace(path)  # whole or not at all: a killed run leaves only a .tmp
-        except OSError:  # a full disk, or a cache folder it cannot write: the run goes on without
-            if max_bytes is not None and cache_dir.is_dir():
-                evict(cache_dir, max_bytes, keep=key)  # and the next run may find room again
-            return decode(pairs, size, workers)
         finally:
             for tmp in tmps:
                 tmp.unlink(missing_ok=True)
