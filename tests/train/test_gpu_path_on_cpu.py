@@ -138,10 +138,10 @@ def test_a_set_over_half_the_gpus_free_memory_stays_in_host_memory(monkeypatch: 
     training from then on stopping with an out-of-memory error. Only the free memory is faked."""
     monkeypatch.setattr(placement, "gpu_free_bytes", lambda device: 16 * 2**30)
     pair = 2**20  # one 512 px pair: 3 bytes a pixel for the photo, 1 for the mask
-    small, large = SimpleNamespace(nbytes=830 * pair), SimpleNamespace(nbytes=9_000 * pair)
-    assert placement.on_device("cuda:0", small, small)  # type: ignore[arg-type]
-    assert not placement.on_device("cuda:0", large)  # type: ignore[arg-type]
-    assert not placement.on_device("cpu", small)  # type: ignore[arg-type]
+    assert placement.on_device("cuda:0", 830 * pair)
+    assert placement.on_device("cuda:0", 8_000 * pair)
+    assert not placement.on_device("cuda:0", 9_000 * pair)
+    assert not placement.on_device("cpu", 830 * pair)
 
 
 def test_a_set_in_host_memory_trains_the_same_model_as_one_in_the_devices(
@@ -151,7 +151,7 @@ def test_a_set_in_host_memory_trains_the_same_model_as_one_in_the_devices(
     model the set in the device's memory gives, bit for bit (both run here on the CPU)."""
     cfg = TrainSettings(**TINY | {"epochs": 2, "batch_size": 4})
     in_host = train(cfg, pairs[:18], pairs[18:])
-    monkeypatch.setattr(loop, "on_device", lambda device, *arrays: True)
+    monkeypatch.setattr(loop, "on_device", lambda device, nbytes: True)
     in_device = train(cfg, pairs[:18], pairs[18:])
     assert (in_host.dataset_memory, in_device.dataset_memory) == ("host", "gpu")
     assert [h["train_loss"] for h in in_host.history] == [h["train_loss"] for h in in_device.history]

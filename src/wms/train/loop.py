@@ -193,7 +193,7 @@ def _fit(
 
     # On a GPU the uint8 set goes into its memory while it fits there (wms.train.placement);
     # batches are then sliced there, never copied per step.
-    resident = on_device(device, x_train, y_train, x_val_np, y_val_np)
+    resident = on_device(device, sum(a.nbytes for a in (x_train, y_train, x_val_np, y_val_np)))
     if resident:
         x_train = torch.from_numpy(np.asarray(x_train)).to(device)
         y_train = torch.from_numpy(np.asarray(y_train)).to(device)

@@ -23,11 +23,9 @@ def gpu_free_bytes(device: str) -> int:
     return int(free)
 
 
-def on_device(device: str, *arrays: np.ndarray) -> bool:
-    """Whether `arrays` (a training set) are moved into the memory of `device`, a GPU's."""
-    if not device.startswith("cuda"):
-        return False
-    return sum(int(a.nbytes) for a in arrays) <= GPU_SHARE * gpu_free_bytes(device)
+def on_device(device: str, nbytes: int) -> bool:
+    """Whether a training set of `nbytes` is moved into the memory of `device`, a GPU's."""
+    return device.startswith("cuda") and nbytes <= GPU_SHARE * gpu_free_bytes(device)
 
 
 def host_batch(
