@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 SUPPRESS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
@@ -79,8 +80,6 @@ def test_the_gpu_recipe_where_torch_sees_no_gpu_is_one_line_not_a_run_on_the_cpu
     # wheel was built for), or a CPU build of torch there: torch.cuda.is_available() is False.
     # Before, the gpu recipe then trained on the CPU without a word, into a model the gate
     # turned down.
-    import torch
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", build)
     batch = make_batch(count=12)
@@ -121,21 +120,27 @@ def test_a_size_the_network_cannot_take_is_a_bad_setting_and_starts_no_run(
     assert runs == []  # a FAILED run was left in MLflow before
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 14.58 GiB total)"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648 bytes"),
+        MemoryError("Unable to allocate 12.0 GiB for an array with shape (12000, 3, 512, 512)"),
+    ],
+    ids=["cuda-allocator", "torch-cpu-allocator", "numpy"],
+)
 def test_a_training_that_runs_out_of_memory_is_one_line_that_says_what_to_lower(
     cli: Callable[..., Any],
     project_dir: Path,
     make_batch: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
 ) -> None:
-    """A batch too large for the GPU: torch's many-line OutOfMemoryError was a traceback."""
-    import torch
-
+    """A batch too large for the GPU (or the machine): a many-line traceback before."""
     from wms.train import loop
 
     def allocation_fails(*args: object, **kwargs: object) -> object:
-        raise torch.OutOfMemoryError(
-            "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 14.58 GiB total)"
-        )
+        raise failure
 
     monkeypatch.setattr(loop, "augment", allocation_fails)  # the first step's first allocation
     result = cli("--set", "train.batch_size=16", "train", make_batch(count=12), "--epochs", "1")
@@ -143,4 +148,25 @@ def test_a_training_that_runs_out_of_memory_is_one_line_that_says_what_to_lower(
     assert result.output.strip().splitlines()[-1] == (
         "error: this machine ran out of memory training at train.batch_size=16, train.image_size=32: "
         "lower train.batch_size (e.g. 8) or train.image_size, or train on a machine with more memory"
+    )
+
+
+def test_a_command_that_runs_out_of_memory_is_one_line(
+    cli: Callable[..., Any],
+    project_dir: Path,
+    make_batch: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any command, not only training: numpy's MemoryError names what it could not allocate."""
+    from wms.cli import data
+
+    def allocation_fails(*args: object, **kwargs: object) -> object:
+        raise MemoryError("Unable to allocate 12.0 GiB for an array with shape (12000, 3, 512, 512)")
+
+    monkeypatch.setattr(data, "validate_dataset", allocation_fails)
+    result = cli("data", "validate", make_batch(count=4))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == (
+        "error: this machine ran out of memory (Unable to allocate 12.0 GiB for an array with shape "
+        "(12000, 3, 512, 512)); free some memory, or run it on a machine with more"
     )

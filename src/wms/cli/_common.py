@@ -66,6 +66,11 @@ class WmsGroup(TyperGroup):
         except KeyboardInterrupt:  # Ctrl-C outside those: typer would exit 130 without a word
             print_interrupted("SIGINT", _interrupt_note(ctx))
             raise typer.Exit(Interrupted.exit_code) from None
+        except MemoryError as exc:  # numpy or Pillow could not allocate: this machine's memory, not a bug
+            print_error(
+                f"this machine ran out of memory ({exc}); free some memory, or run it on a machine with more"
+            )
+            raise typer.Exit(1) from None
         except OSError as exc:  # the file system refused: a file in the way, no permission, a full disk
             if exc.errno == errno.EPIPE:
                 raise  # output piped into `head`: click ends quietly

@@ -148,7 +148,9 @@ def train(
                 result.segmenter, result.refine = train_second_stage(
                     cfg, result.segmenter, train_pairs, reporter or SilentReporter(), cache_dir, device
                 )
-        except torch.OutOfMemoryError:
+        except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            if not out_of_memory(exc):
+                raise
             where, half = (
                 "the GPU" if device.startswith("cuda") else "this machine",
                 max(1, cfg.batch_size // 2),
@@ -159,6 +161,13 @@ def train(
                 "or train.image_size, or train on a machine with more memory"
             ) from None
         return result
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` says an allocation failed: on a GPU (torch.OutOfMemoryError), in numpy
+    (MemoryError), or in torch's CPU allocator (a RuntimeError only its message tells apart)."""
+    allocation_failed = isinstance(exc, torch.OutOfMemoryError | MemoryError)
+    return allocation_failed or "DefaultCPUAllocator: can't allocate" in str(exc)
 
 
 def _fit(
