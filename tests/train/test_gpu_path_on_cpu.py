@@ -20,7 +20,7 @@ from tests.conftest import interrupted_after
 from wms.config import TrainSettings
 from wms.data.pairs import find_pairs
 from wms.errors import TrainError
-from wms.train import loop, placement
+from wms.train import placement
 from wms.train.loop import READS_PER_EPOCH, train
 from wms.train.precision import choose_precision, cuda_supports_bf16
 from wms.train.progress import SilentReporter
@@ -151,7 +151,7 @@ def test_a_set_in_host_memory_trains_the_same_model_as_one_in_the_devices(
     model the set in the device's memory gives, bit for bit (both run here on the CPU)."""
     cfg = TrainSettings(**TINY | {"epochs": 2, "batch_size": 4})
     in_host = train(cfg, pairs[:18], pairs[18:])
-    monkeypatch.setattr(loop, "on_device", lambda device, nbytes: True)
+    monkeypatch.setattr(placement, "on_device", lambda device, nbytes: True)
     in_device = train(cfg, pairs[:18], pairs[18:])
     assert (in_host.dataset_memory, in_device.dataset_memory) == ("host", "gpu")
     assert [h["train_loss"] for h in in_host.history] == [h["train_loss"] for h in in_device.history]

@@ -38,7 +38,7 @@ from wms.train.model import (
     input_multiple,
     load_encoder_weights,
 )
-from wms.train.placement import host_batch, on_device
+from wms.train.placement import TrainingSet
 from wms.train.precision import Precision, choose_precision
 from wms.train.progress import SilentReporter, TrainReporter
 from wms.train.recipes import RECIPES
@@ -186,8 +186,6 @@ def _fit(
     # caller started it already (a second stage, a rank), the workers still only decode.
     # Every process of a distributed run decodes: each takes its share of the cores.
     cap, workers = cache_bytes(cfg), max(1, (os.cpu_count() or 1) // dist.world)
-    x_train: Any
-    y_train: Any
     x_train, y_train = load_arrays(train_pairs, cfg.image_size, cache_dir, cap, workers)
     x_val_np, y_val_np = load_arrays(val_pairs, cfg.image_size, cache_dir, cap, workers)
     cuda = device.startswith("cuda")
@@ -200,16 +198,13 @@ def _fit(
     precision = Precision(choose_precision(cfg.precision, device), device)
     amp, scaler = precision.autocast(), precision.scaler()
 
-    # On a GPU the uint8 set goes into its memory while it fits there (wms.train.placement);
-    # batches are then sliced there, never copied per step.
-    resident = on_device(device, sum(a.nbytes for a in (x_train, y_train, x_val_np, y_val_np)))
-    if resident:
-        x_train = torch.from_numpy(np.asarray(x_train)).to(device)
-        y_train = torch.from_numpy(np.asarray(y_train)).to(device)
+    # On a GPU the uint8 set goes into its memory while it fits there, the validation set beside
+    # it (wms.train.placement); batches are then sliced there, never copied per step.
+    training = TrainingSet(x_train, y_train, device, beside=x_val_np.nbytes + y_val_np.nbytes)
     # The validation set is read once, as uint8 (a quarter of float32's memory).
     x_val = torch.from_numpy(np.array(x_val_np))
     y_val = torch.from_numpy(np.array(y_val_np))[:, None]
-    if resident:
+    if training.resident:
         x_val, y_val = x_val.to(device), y_val.to(device)
     kwargs = {"base_channels": cfg.base_channels, "depth": cfg.depth}
     model = build_model(cfg.architecture, **kwargs)
@@ -243,12 +238,6 @@ def _fit(
     finish_fn, finish_from = LOSSES.get(cfg.finish_loss, loss_fn), 1 - cfg.finish_share
     steps = -(-len(shard(np.arange(len(train_pairs)), dist)) // cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps)
-
-    def batch(x: Any, y: Any, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if resident:
-            index = torch.from_numpy(idx).to(device)
-            return x[index].float() / 255, y[index][:, None].float()
-        return host_batch(x, y, idx, device)
 
     def val_dice() -> float:
         kept.eval()
@@ -302,14 +291,14 @@ def _fit(
         reporter.epoch_started(epoch, cfg.epochs, steps)
         started = time.perf_counter()
         model.train()
-        order = torch.randperm(len(x_train), generator=gen, device=gen.device).cpu().numpy()
+        order = torch.randperm(len(training), generator=gen, device=gen.device).cpu().numpy()
         order = shard(order, dist)  # the same permutation on every process, each its own part
         losses = RunningLoss(steps, device, READS_PER_EPOCH)
         for i in range(0, len(order), cfg.batch_size):
-            xb, yb = batch(x_train, y_train, order[i : i + cfg.batch_size])
+            xb, yb = training.take(order[i : i + cfg.batch_size])
             xb, yb = augment(
-                xb.to(device),
-                yb.to(device),
+                xb.float() / 255,
+                yb.float(),
                 aug,
                 cfg.augment_rotation,
                 cfg.augment_quarter_turns,
@@ -382,5 +371,5 @@ def _fit(
         device=device,
         history=history,
         precision=precision.name,
-        dataset_memory="gpu" if resident else "host",
+        dataset_memory="gpu" if training.resident else "host",
     )

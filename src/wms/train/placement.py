@@ -11,6 +11,8 @@ float32's bytes: slower, and the same model. On the CPU the set is always in hos
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -28,11 +30,41 @@ def on_device(device: str, nbytes: int) -> bool:
     return device.startswith("cuda") and nbytes <= GPU_SHARE * gpu_free_bytes(device)
 
 
-def host_batch(
-    x: np.ndarray, y: np.ndarray, idx: np.ndarray, device: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Photos (float, 0 to 1) and masks (float, N x 1 x S x S) at `idx` of a set in host memory,
-    on `device`: uint8 and bool cross to it, and are scaled there."""
-    images = torch.from_numpy(np.asarray(x[idx])).to(device)
-    masks = torch.from_numpy(np.asarray(y[idx])).to(device)
-    return images.float() / 255, masks[:, None].float()
+class TrainingSet:
+    """Decoded photos (uint8, N x 3 x S x S) and masks (bool, N x S x S), or their rows `rows`,
+    kept in the memory of `device` where `on_device` says they fit (with `beside` more bytes that
+    will sit there too), else in host memory. `take` gives a batch on the device either way."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        device: str,
+        rows: np.ndarray | None = None,
+        beside: int = 0,
+    ) -> None:
+        self.count = len(images) if rows is None else len(rows)
+        nbytes = (images.nbytes + masks.nbytes) * self.count // max(1, len(images))
+        self.device, self.rows = device, rows
+        self.resident = on_device(device, nbytes + beside)
+        self.images: Any = images
+        self.masks: Any = masks
+        if self.resident:
+            held = slice(None) if rows is None else rows
+            self.images = torch.from_numpy(np.asarray(images)[held]).to(device)
+            self.masks = torch.from_numpy(np.asarray(masks)[held]).to(device)
+            self.rows = None  # the tensors hold only those rows
+
+    def __len__(self) -> int:
+        return self.count
+
+    def take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Photos (uint8) and masks (bool, N x 1 x S x S) at `idx`, on the device: sliced there, or
+        read from host memory and sent over as they are."""
+        if self.resident:
+            index = torch.from_numpy(idx).to(self.device)
+            return self.images[index], self.masks[index][:, None]
+        rows = idx if self.rows is None else self.rows[idx]
+        images = torch.from_numpy(np.asarray(self.images[rows])).to(self.device)
+        masks = torch.from_numpy(np.asarray(self.masks[rows])).to(self.device)
+        return images, masks[:, None]

@@ -38,7 +38,7 @@ from wms.errors import ConfigError, TrainError
 from wms.train.cache import cache_bytes, load_arrays
 from wms.train.losses import RunningLoss, bce_dice
 from wms.train.model import build_model, input_multiple
-from wms.train.placement import on_device
+from wms.train.placement import TrainingSet
 from wms.train.schedule import learning_rate
 from wms.train.segmenter import Segmenter
 from wms.train.spec import RefineSpec
@@ -108,23 +108,9 @@ def train_second_stage(
     if not keep:
         raise TrainError("no training mask has a window to crop around; the second stage cannot train")
     boxes = np.array([astuple(b) for b in boxes_found if b is not None])
-    kept = np.array(keep)
     # On the GPU while the photos kept fit there; else each batch is read from the cache's
-    # mapping and crosses (wms.train.placement), and the set is never copied whole into memory.
-    resident = on_device(device, (images_np.nbytes + masks_np.nbytes) * len(kept) // len(images_np))
-    if resident:
-        images = torch.from_numpy(np.asarray(images_np)[kept]).to(device)
-        masks = torch.from_numpy(np.asarray(masks_np)[kept, None]).to(device)
-
-    def pick(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The photos and masks at `idx` of those kept, on the device."""
-        if resident:
-            return images[idx], masks[idx]
-        rows = kept[idx]
-        return (
-            torch.from_numpy(np.asarray(images_np[rows])).to(device),
-            torch.from_numpy(np.asarray(masks_np[rows])[:, None]).to(device),
-        )
+    # mapping and sent over, and the set is never copied whole into memory (wms.train.placement).
+    windows = TrainingSet(images_np, masks_np, device, rows=np.array(keep))
 
     torch.manual_seed(cfg.seed + 2)
     rng = np.random.default_rng(cfg.seed + 2)
@@ -141,7 +127,7 @@ def train_second_stage(
         reporter.epoch_started(passes, cfg.refine_epochs, steps)
         losses = RunningLoss(steps, device, READS_PER_PASS)
         for idx in np.array_split(rng.permutation(len(keep)), steps):
-            x, y = crop_batch(*pick(idx), jittered(boxes[idx], spec, rng))
+            x, y = crop_batch(*windows.take(idx), jittered(boxes[idx], spec, rng))
             n = len(idx)
             gain = torch.empty(n, 1, 1, 1, device=device).uniform_(0.8, 1.2)
             x = x * gain + torch.empty(n, 1, 1, 1, device=device).uniform_(-0.1, 0.1)
