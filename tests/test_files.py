@@ -138,3 +138,22 @@ def test_a_move_of_production_is_on_disk_in_the_pointer_and_in_the_ledger(
     record_move(models, {"action": "promote", "from_version": "1", "to_version": "2"})
     assert disk_events[-1] == f"sync {(models / 'production_history.jsonl').stat().st_size} bytes"
     assert [m["to_version"] for m in read_history(models)] == ["1", "2"]
+
+
+def test_a_checkpoint_in_a_new_folder_is_on_disk_with_its_folder(
+    tmp_path: Path, disk_events: list[str]
+) -> None:
+    """`wms train --checkpoint runs/today/train.pt` makes runs/today/: its name is synced too."""
+    from wms.train.checkpoint import epochs_held, save_checkpoint
+
+    path = tmp_path / "runs" / "today" / "train.pt"
+    save_checkpoint(path, {"model": {}, "history": [{"epoch": 1}]})
+    size = path.stat().st_size
+    assert disk_events == [
+        "sync folder",
+        "sync folder",
+        f"sync {size} bytes",
+        "rename to train.pt",
+        "sync folder",
+    ]
+    assert epochs_held(path) == 1

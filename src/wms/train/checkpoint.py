@@ -14,14 +14,14 @@ import torch
 
 from wms.config import TrainSettings
 from wms.errors import TrainError
-from wms.files import rename_durably
+from wms.files import make_folders, rename_durably
 
 __all__ = ["check_resumable", "epochs_held", "load_checkpoint", "run_settings", "save_checkpoint"]
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write the training state aside and rename it into place, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(path.parent)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
     rename_durably(tmp, path)
