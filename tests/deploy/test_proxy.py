@@ -165,3 +165,22 @@ def test_an_upload_too_slow_for_the_server_gets_408_with_the_reason_through_the_
     # what the server itself says, what is wrong and what to do
     message = b"the upload was not complete after 1 s (serve.upload_timeout_seconds); send it again"
     assert message in heard, heard
+
+
+def test_the_proxy_starts_on_its_own_imports_and_warns_of_nothing() -> None:
+    """`python -m wms.deploy.proxy` runs in every deploy (on a laptop and as the cluster's
+    production address): it must not import the deploy targets first, which made Python warn that
+    the module was imported twice, on every start, into the proxy's log."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    run = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "wms.deploy.proxy", "--help"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0 and "--upstream-file" in run.stdout, run.stderr
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, wms.deploy.proxy; print(sorted(sys.modules))"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    for heavy in ("wms.deploy.k8s", "wms.deploy.local", "lightkube", "wms.registry", "mlflow"):
+        assert f"'{heavy}'" not in imported, heavy
