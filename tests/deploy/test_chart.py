@@ -246,7 +246,7 @@ def test_the_image_carries_the_server_and_no_s3_client(tmp_path: Path) -> None:
         [sys.executable, "-c", code[1]], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout.split("\n")
     names = {re.split(r"[<>=\[ ]", requirement)[0].lower() for requirement in listed if requirement}
-    assert {"fastapi", "onnxruntime"} <= names, names
+    assert {"fastapi", "onnxruntime", "uvicorn", "httpx"} <= names, names  # httpx: the entry's proxy
     assert not names & {"torch", "mlflow", "wms", "s3fs", "boto3", "botocore"}, names
 
 
