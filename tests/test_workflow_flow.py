@@ -98,7 +98,7 @@ def served_files() -> set[str]:
     import grimp
 
     from wms.config import load_settings
-    from wms.deploy.k8s import CONTEXT_FILES
+    from wms.deploy.k8s_image import CONTEXT_FILES
 
     graph = grimp.build_graph("wms")
     modules = {"wms.serve.app", "wms.cli.main"}  # the image runs `wms serve`: wms.cli.main:run

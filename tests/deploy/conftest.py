@@ -142,6 +142,7 @@ class FakeCluster:
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}  # by namespace, as the API lists them
         self.ended_pods: list[dict[str, Any]] = []  # listed beside the release's pod once installed
+        self.upstreams: dict[str, str] = {}  # by namespace, a server other than `upstream` behind its Service
         self.lock = threading.Lock()
         cluster = self
 
@@ -233,7 +234,7 @@ class FakeCluster:
                 return 503, {"message": 'no endpoints available for service "wms-model"'}, json_type
             answer = httpx.request(
                 method,
-                self.upstream + m[2],
+                self.upstreams.get(m[1], self.upstream) + m[2],
                 content=body,
                 headers={"content-type": headers.get("content-type", "")},
             )
@@ -281,6 +282,11 @@ if os.environ.get("WMS_FAKE_FAIL") == " ".join(["{name}", *args[:2]]):
     sys.exit("Error response from daemon: conflict")
 if "{name}" == "helm" and args[:2] == ["upgrade", "--install"]:
     namespace = args[args.index("--namespace") + 1]
+    if os.environ.get("WMS_FAKE_FAIL_IN") == namespace:  # helm --atomic gave up and rolled back
+        sys.exit("Error: UPGRADE FAILED: release wms-model failed, and has been rolled back due to atomic "
+                 "being set")
+    if os.environ.get("WMS_FAKE_UNSERVED") == namespace:  # installed, yet nothing answers there
+        sys.exit(0)
     values = dict(a.split("=", 1) for a in args if a.startswith("image."))
     with open(os.path.join(os.environ["WMS_FAKE_STATE"], "installed-" + namespace), "w") as pod:
         pod.write(values["image.repository"] + ":" + values["image.tag"])  # what its pod runs

@@ -41,8 +41,8 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
     root, cluster = cluster_project
     result = cli("deploy")
     assert result.exit_code == 0, result.output
-    steps = re.findall(r"^\[(\d)/8\] (.*)$", result.output, re.M)
-    assert [int(n) for n, _ in steps] == list(range(1, 9))
+    steps = re.findall(r"^\[(\d)/9\] (.*)$", result.output, re.M)
+    assert [int(n) for n, _ in steps] == list(range(1, 10))
     assert "NOT MONITORED" not in result.output  # a cluster with the operator's CRDs
     assert [text.split()[0] for _, text in steps] == [
         "ECR",
@@ -52,8 +52,10 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "helm",
         "pods",
         "health",
+        "production",
         "removed",
     ]
+    assert steps[7][1] == "production address svc/wms-model in namespace wms now serves model 1 (was nothing)"
 
     calls = _calls(cluster)
     assert [_label(c) for c in calls] == [
@@ -64,18 +66,26 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "k8s POST /api/v1/namespaces",
         "k8s PUT /api/v1/namespaces/model-1/secrets/ecr-pull-secret",
         "k8s POST /api/v1/namespaces/model-1/secrets",
+        "k8s POST /api/v1/namespaces",  # the production address's, whose pod pulls the same image
+        "k8s PUT /api/v1/namespaces/wms/secrets/ecr-pull-secret",
+        "k8s POST /api/v1/namespaces/wms/secrets",
         "helm status",
         "helm upgrade",
         "k8s PATCH /api/v1/namespaces/model-1",
         "k8s GET /api/v1/namespaces/model-1/pods",
         "k8s GET /api/v1/namespaces/model-1/services/wms-model:http/proxy/ready",
         "k8s POST /api/v1/namespaces/model-1/services/wms-model:http/proxy/predict",
+        # only then the production address: what it served, the switch, and what it serves now
+        "helm status",
+        "k8s GET /api/v1/namespaces/wms/services/wms-model:http/proxy/ready",
+        "helm upgrade",
+        "k8s GET /api/v1/namespaces/wms/services/wms-model:http/proxy/ready",
         "k8s GET /api/v1/namespaces",
         "k8s DELETE /api/v1/namespaces/model-7",
         "k8s DELETE /api/v1/namespaces/model-9",
     ]
-    login, build, push, forget, helm = calls[0], calls[1], calls[2], calls[3], calls[8]
-    assert calls[12]["path"].endswith("/proxy/predict?capture=false")  # the smoke photo is never kept
+    login, build, push, forget, helm = calls[0], calls[1], calls[2], calls[3], calls[11]
+    assert calls[15]["path"].endswith("/proxy/predict?capture=false")  # the smoke photo is never kept
     host = login["args"][-1]
     assert host.endswith(".amazonaws.com") and login["args"][:3] == ["login", "--username", "AWS"]
     image = build["args"][build["args"].index("-t") + 1]
@@ -94,10 +104,25 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "--set-string", "model.version=1", "--set-string", "monitoring.expectedModelVersion=1",
     ]  # fmt: skip
 
-    secret = cluster.secrets[("model-1", "ecr-pull-secret")]
-    config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
-    assert config["auths"][host]["password"] == login["stdin"]  # the token docker logged in with
-    assert sorted(cluster.namespaces) == ["default", "kube-system", "model-1", "model-8"]
+    entry = calls[18]
+    repository, tag = image.rsplit(":", 1)
+    assert entry["args"] == [
+        "upgrade", "--install", "wms-model", str(root / "devops/helm/wms-entry"),
+        "--namespace", "wms", "--create-namespace", "--atomic", "--wait", "--timeout", "300s",
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        "--set", "imagePullSecrets[0].name=ecr-pull-secret",
+        "--set", "upstream.namespace=model-1", "--set", "upstream.service=wms-model",
+        "--set-string", "upstream.version=1",
+    ]  # fmt: skip
+    assert entry["kubeconfig"] == str(tmp_path / "kubeconfig")
+
+    for namespace in ("model-1", "wms"):
+        secret = cluster.secrets[(namespace, "ecr-pull-secret")]
+        config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+        assert config["auths"][host]["password"] == login["stdin"]  # the token docker logged in with
+    assert sorted(cluster.namespaces) == ["default", "kube-system", "model-1", "model-8", "wms"]
+    assert cluster.labels["wms"] == {"app.kubernetes.io/managed-by": "wms"}  # no version: never cleaned up
+    assert "/api/v1/namespaces/wms/services/wms-model:http/proxy/" in result.output  # where it serves
     context = root / ".wms/deploy/k8s-build"
     assert json.loads((context / "model/serving.json").read_text())["version"] == "1"
     assert (context / "docker/Dockerfile").is_file() and (context / "src/wms/serve/app.py").is_file()
@@ -133,7 +158,7 @@ def test_a_cluster_without_the_prometheus_operator_is_served_and_the_deploy_says
     )
     result = cli("deploy")
     assert result.exit_code == 0, result.output
-    helm_step = re.search(r"^\[5/8\] (.*)$", result.output, re.M)
+    helm_step = re.search(r"^\[5/9\] (.*)$", result.output, re.M)
     assert helm_step and helm_step[1].startswith(
         "helm release wms-model installed in model-1; NOT MONITORED:"
     )
@@ -141,7 +166,7 @@ def test_a_cluster_without_the_prometheus_operator_is_served_and_the_deploy_says
         "no ServiceMonitor or PrometheusRule" in helm_step[1]
         and "install kube-prometheus-stack" in helm_step[1]
     )
-    assert re.search(r"^\[8/8\] removed old namespaces", result.output, re.M)  # served all the same
+    assert re.search(r"^\[9/9\] removed old namespaces", result.output, re.M)  # served all the same
 
 
 def test_the_serving_image_is_built_on_the_base_digest_the_settings_pin(
@@ -180,7 +205,7 @@ def test_a_local_image_docker_cannot_remove_is_a_note_not_a_failed_deploy(
     monkeypatch.setenv("WMS_FAKE_FAIL", "docker image rm")
     result = cli("deploy")
     assert result.exit_code == 0, result.output
-    line = next(x for x in result.output.splitlines() if x.startswith("[2/8] built and pushed"))
+    line = next(x for x in result.output.splitlines() if x.startswith("[2/9] built and pushed"))
     assert line.endswith("; its local copy stays (`" + str(shutil.which("docker")) + " image rm` failed "
                          "with exit code 1: Error response from daemon: conflict)")  # fmt: skip
 
@@ -198,6 +223,7 @@ def test_a_service_answering_with_another_version_stops_before_cleanup(
     assert result.exit_code == 1
     assert "serves model 0, not 1" in result.output and "Traceback" not in result.output
     assert not any(c.get("method") == "DELETE" for c in _calls(cluster))
+    assert not any("wms" in c.get("args", []) for c in _calls(cluster))  # the address was not switched
     assert set(OLD_NAMESPACES) <= set(cluster.namespaces)
 
 
@@ -352,10 +378,93 @@ def test_a_release_a_killed_helm_left_pending_is_undone_before_the_upgrade(
     monkeypatch.setenv("WMS_FAKE_HELM_STATUS", left)
     result = cli("deploy")
     assert result.exit_code == 0, result.output
-    helm = [c["args"] for c in _calls(cluster) if c["who"] == "helm"]
+    helm = [c["args"] for c in _calls(cluster) if c["who"] == "helm" and "model-1" in c["args"]]
     if undo is None:
         assert [a[0] for a in helm] == ["status", "upgrade"] and "interrupted helm" not in result.output
         return
     assert [a[0] for a in helm] == ["status", undo, "upgrade"]
     assert helm[1][1:] == ["wms-model", "--namespace", "model-1", "--wait"]
+    entry = [c["args"] for c in _calls(cluster) if c["who"] == "helm" and "wms" in c["args"]]
+    assert [a[0] for a in entry] == ["status", undo, "upgrade"]  # the production address's too
     assert f"release wms-model in model-1 was left {left} by an interrupted helm: undone" in result.output
+
+
+def test_the_address_moves_only_to_a_version_that_answers_and_a_failed_switch_cleans_up_nothing(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helm --atomic puts the address back when its new pod never becomes ready, and a switch that
+    helm calls done but that the address does not answer to stops the deploy too: either way the
+    address goes on serving what it served, and no old namespace is removed."""
+    _, cluster = cluster_project
+    monkeypatch.setenv("WMS_FAKE_FAIL_IN", "wms")
+    result = cli("deploy")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith("error: `") and "rolled back due to atomic being set" in error, error
+    assert error.endswith("; see `kubectl -n wms get events`")
+    assert "[7/9] health and smoke check through the Service" in result.output  # the new version answered
+    assert not any(c.get("method") == "DELETE" for c in _calls(cluster))
+
+    monkeypatch.delenv("WMS_FAKE_FAIL_IN")
+    monkeypatch.setenv("WMS_FAKE_UNSERVED", "wms")
+    result = cli("--set", "deploy.ready_timeout_seconds=2", "deploy")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith(
+        "error: the production address (svc/wms-model in namespace wms) serves nothing 2 s after its "
+        "switch to model 1; see `kubectl -n wms describe pods`"
+    ), error
+    assert not any(c.get("method") == "DELETE" for c in _calls(cluster))
+    assert set(OLD_NAMESPACES) <= set(cluster.namespaces)
+
+
+def test_without_a_production_address_the_seed_steps_stay_as_they_were(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
+) -> None:
+    _, cluster = cluster_project
+    result = cli("--set", "deploy.entry_namespace=", "deploy")
+    assert result.exit_code == 0, result.output
+    assert [int(n) for n in re.findall(r"^\[(\d)/8\] ", result.output, re.M)] == list(range(1, 9))
+    assert "production address" not in result.output
+    assert not any(
+        "/namespaces/wms" in c.get("path", "") or "wms" in c.get("args", []) for c in _calls(cluster)
+    )
+    assert "wms" not in cluster.namespaces
+    assert "/api/v1/namespaces/model-1/services/wms-model:http/proxy/" in result.output
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        (
+            "model-prod",
+            "starts with namespace_prefix 'model-', so the cleanup of old versions would delete it",
+        ),
+        ("WMS_Prod", "write a Kubernetes namespace name"),
+    ],
+)
+def test_an_address_namespace_the_cleanup_would_take_or_kubernetes_refuses_is_one_line(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], value: str, complaint: str
+) -> None:
+    _, cluster = cluster_project
+    result = cli("--set", f"deploy.entry_namespace={value}", "deploy", "--dry-run")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and complaint in line, line
+    assert _calls(cluster) == []
+
+
+def test_the_plan_names_the_switch_of_the_production_address(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
+) -> None:
+    result = cli("deploy", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "refresh imagePullSecret ecr-pull-secret in namespace model-1 and wms" in result.output
+    switch = re.search(
+        r"helm upgrade --install wms-model \S*devops/helm/wms-entry --namespace wms .*$", result.output, re.M
+    )
+    assert switch and "--set upstream.namespace=model-1" in switch[0], result.output
+    assert (
+        "wait until the production address (svc/wms-model in namespace wms) answers /ready with 1"
+        in result.output
+    )

@@ -17,6 +17,10 @@ from typing import Any
 
 from tests.deploy.conftest import FakeCluster
 
+from wms.config import ServeSettings
+from wms.serve.app import create_app
+from wms.serve.model import ModelCard, load_folder
+
 
 def _main_names(root: Path, version: str) -> None:
     pointer = root / "models" / "production_current.json"
@@ -174,3 +178,38 @@ def test_a_checkout_without_the_files_of_old_commits_still_says_what_main_change
     result = cli("deploy", "status", "--check")
     assert result.exit_code == 1, result.output
     assert "main has changed src/wms/serve/helper.py, src/wms/serve/helpers.py since" in result.output
+
+
+def test_a_production_address_that_serves_another_version_is_out_of_sync_until_a_deploy_switches_it(
+    cluster_project: tuple[Path, FakeCluster],
+    cli: Callable[..., Any],
+    github_files: tuple[Path, Path],
+    exported_model: Path,
+    live_server: Callable[..., Any],
+) -> None:
+    """Clients use the production address; main's version answering in its own namespace is not
+    enough while the address still sends them to another one (a deploy that stopped after the
+    smoke check, a switch by hand)."""
+    root, cluster = cluster_project
+    _main_names(root, "1")
+    assert cli("deploy").exit_code == 0
+    result = cli("deploy", "status", "--check")
+    assert result.exit_code == 0, result.output
+    assert "production address: model 1 at svc/wms-model in namespace wms" in result.output
+
+    sha = load_folder(exported_model).card.onnx_sha256
+    with live_server(create_app(load_folder(exported_model, ModelCard("6", sha)), ServeSettings())) as six:
+        cluster.upstreams["wms"] = six.url  # the address sends clients to version 6's Service
+        result = cli("deploy", "status", "--check")
+        assert result.exit_code == 1, result.output
+        assert "served: model 1 in namespace model-1" in result.output
+        assert "production address: model 6 at svc/wms-model in namespace wms" in result.output
+        assert "OUT OF SYNC" in result.output and _outputs(github_files[0])["in_sync"] == "false"
+    del cluster.upstreams["wms"]
+
+    (cluster.state / "installed-wms").unlink()  # its pod is gone
+    result = cli("deploy", "status", "--check")
+    assert result.exit_code == 1 and "production address: nothing answers /ready at" in result.output
+
+    assert cli("deploy").exit_code == 0  # the heal's deploy puts it back
+    assert cli("deploy", "status", "--check").exit_code == 0

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from wms.sandbox import DecodeSandbox
 
@@ -275,6 +275,10 @@ class DeploySettings(Section):
     namespace_prefix: str = Field("model-", min_length=1)
     release: str = Field("wms-model", description="Helm release name")
     chart: Path = Path("devops/helm/wms-model")
+    entry_namespace: str = Field(
+        "wms", description="namespace of the production address, which follows each deploy; empty: none"
+    )
+    entry_chart: Path = Path("devops/helm/wms-entry")
     values_file: Path = Path("infrastructure/helm-values.yaml")
     dockerfile: Path = Path("docker/Dockerfile")
     base_image_digest: str = Field(
@@ -287,6 +291,21 @@ class DeploySettings(Section):
     kubeconfig: str = Field("", description="empty: $KUBECONFIG, else ~/.kube/config")
     docker: str = Field("docker", description="docker executable (looked up on PATH)")
     helm: str = Field("helm", description="helm executable (looked up on PATH)")
+
+    @field_validator("entry_namespace")
+    @classmethod
+    def _entry_namespace(cls, value: str, info: ValidationInfo) -> str:
+        if value and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+            raise ValueError(
+                "write a Kubernetes namespace name (lower-case letters, digits and -), or leave it empty"
+            )
+        prefix = info.data.get("namespace_prefix", "")
+        if value and prefix and value.startswith(prefix):
+            raise ValueError(
+                f"it starts with namespace_prefix {prefix!r}, so the cleanup of old versions would "
+                "delete it; name it otherwise"
+            )
+        return value
 
     @field_validator("base_image_digest")
     @classmethod

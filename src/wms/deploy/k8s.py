@@ -2,25 +2,26 @@
 
     wms deploy --dry-run     # the plan, with the commands it would run
     wms deploy               # ECR login -> build/push -> pull secret -> registry check -> helm
-                             # -> pod ready -> health + smoke through the Service -> old namespaces
+                             # -> pod ready -> health + smoke through the Service
+                             # -> the production address switched -> old namespaces
 
 Each model version gets its own namespace (`model-<version>`), so the previous versions stay
 installed for a rollback until the cleanup keeps only the newest `deploy.keep_namespaces`
 and the one of the version main's models/production_current.json names, which is never
-removed. Old namespaces are removed only after the new version has answered correctly.
+removed. The cluster's one production address (wms.deploy.k8s_entry) is pointed at the new
+version once it has answered correctly, and old namespaces are removed only after that.
 `docker` and `helm` are found on PATH (or as configured); the Kubernetes API is spoken to
 through lightkube (wms.deploy.kube).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from functools import partial
 from typing import TYPE_CHECKING
 
 from wms.config import Project
@@ -37,15 +38,14 @@ from wms.deploy.base import (
     reference_photo,
     stage_model,
 )
+from wms.deploy.k8s_entry import MANAGED, Entry
+from wms.deploy.k8s_image import dockerconfig_secret, ecr_login, stage_context
 from wms.errors import BackendError, ConfigError, RegistryError
 
 if TYPE_CHECKING:
     from wms.deploy.kube import KubeClient
     from wms.registry import Registry
-    from wms.serve.model import ServedModel
 
-STEPS = 8
-CONTEXT_FILES = ("pyproject.toml", "constraints.txt", "README.md")
 # How the chart's NOTES begin the line that says it left its ServiceMonitor and PrometheusRule
 # out: the cluster lacks the Prometheus operator's CRDs (its install failed), and serving goes on.
 UNMONITORED = "NOT MONITORED:"
@@ -60,6 +60,7 @@ class K8sDeployer:
         self.project, self.echo, self._registry = project, echo, registry
         self.cfg = project.settings.deploy
         self.build_dir = project.state_dir / "deploy" / "k8s-build"
+        self.entry = Entry.of(project)  # None: no production address (deploy.entry_namespace = "")
         self._done: list[str] = []
 
     # -- plan ------------------------------------------------------------------------------------
@@ -78,18 +79,26 @@ class K8sDeployer:
         version = planned_card(self.project, self._registry, model_ref).version
         ns, image = self.namespace(version), f"<ecr>/{self.cfg.image_repository}:v{version}-<commit>"
         expected = self.expected_version(version)
+        secret_in = ns if self.entry is None else f"{ns} and {self.entry.namespace}"
+        switch = []
+        if self.entry is not None:
+            switch = [
+                " ".join(self.entry.helm_args(ns, image, version)),
+                f"wait until the production address ({self.entry.where()}) answers /ready with {version}",
+            ]
         return [
             f"ECR login: boto3 ecr.get_authorization_token (region {self.cfg.aws_region or 'from AWS_*'}), "
             f"`{self.cfg.docker} login --password-stdin <ecr>`",
             f"stage model {model_ref} (version {version}, sha256 checked) with the sources in "
             f"{self.build_dir}; `{self.cfg.docker} build -f {self.cfg.dockerfile} -t {image}`, "
             f"`{self.cfg.docker} push {image}` and `{self.cfg.docker} image rm {image}` (ECR keeps it)",
-            f"refresh imagePullSecret {self.cfg.pull_secret} in namespace {ns} (created if missing)",
+            f"refresh imagePullSecret {self.cfg.pull_secret} in namespace {secret_in} (created if missing)",
             f"check that model {model_ref} exists in the registry and is still version {version}",
             " ".join(self.helm_args(ns, image, version, expected)),
             f"wait for the pods of {self.cfg.release} in {ns} to be ready",
             "GET /ready and POST /predict (reference photo) through the Service; the mask must match the "
             f"model's own on {self.cfg.min_agreement:.0%} of pixels",
+            *switch,
             f"delete older {self.cfg.namespace_prefix}* namespaces and any deployed while main named another "
             f"version, keeping the newest {self.cfg.keep_namespaces}"
             + ("" if expected == version else f" and {self.namespace(expected)}, main's production"),
@@ -121,14 +130,20 @@ class K8sDeployer:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _check_files(self) -> None:
-        for path, setting in ((self.cfg.chart, "chart"), (self.cfg.values_file, "values_file"),
-                              (self.cfg.dockerfile, "dockerfile")):  # fmt: skip
+        files = [
+            (self.cfg.chart, "chart"),
+            (self.cfg.values_file, "values_file"),
+            (self.cfg.dockerfile, "dockerfile"),
+        ]
+        if self.entry is not None:
+            files.append((self.cfg.entry_chart, "entry_chart"))
+        for path, setting in files:
             if not self.project.path(path).exists():
                 raise ConfigError(f"deploy.{setting} {path} does not exist in {self.project.root}")
 
     def _step(self, line: str) -> None:
         self._done.append(line)
-        self.echo(f"[{len(self._done)}/{STEPS}] {line}")
+        self.echo(f"[{len(self._done)}/{8 if self.entry is None else 9}] {line}")
 
     def _tool(self, name: str, setting: str) -> str:
         found = shutil.which(name)
@@ -156,6 +171,10 @@ class K8sDeployer:
             raise BackendError(f"`{' '.join(args[:3])}` failed with exit code {done.returncode}: {last[0]}")
         return done.stdout
 
+    def _run_as(self, tool: str, args: list[str], env: dict[str, str] | None = None) -> str:
+        """`args` run with its first word replaced by the `tool` found on PATH."""
+        return self._run([tool, *args[1:]], env=env)
+
     def _forget(self, docker: str, image: str) -> str:
         """Remove the local copy of the pushed `image`: the cluster pulls it from ECR, and every
         deploy's copy (a few hundred MB: a new commit installs the dependencies again) would stay
@@ -165,44 +184,6 @@ class K8sDeployer:
         except BackendError as exc:
             return f"; its local copy stays ({exc})"
         return ""
-
-    def _ecr_login(self) -> tuple[str, str, str]:
-        """(registry host, user, password) from a fresh ECR token."""
-        import boto3
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            ecr = boto3.client("ecr", region_name=self.cfg.aws_region or None)
-            data = ecr.get_authorization_token()["authorizationData"][0]
-        except (BotoCoreError, ClientError) as exc:
-            raise BackendError(
-                f"ECR login failed: {exc}; check the AWS_* credentials and deploy.aws_region"
-            ) from None
-        user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
-        host = str(data["proxyEndpoint"]).removeprefix("https://").removeprefix("http://").rstrip("/")
-        return host, user, password
-
-    def _stage_context(self, model: ServedModel) -> Path:
-        """The build context: the package sources, the pins and the verified model folder."""
-        context = self.build_dir
-        root = self.project.root
-        missing = [name for name in ("pyproject.toml", "src") if not (root / name).exists()]
-        if missing:
-            raise ConfigError(
-                f"{root} has no {' or '.join(missing)}: the image is built from the repository checkout; "
-                "run `wms deploy` there"
-            )
-        shutil.rmtree(context, ignore_errors=True)
-        context.mkdir(parents=True)
-        for name in CONTEXT_FILES:
-            if (root / name).is_file():
-                shutil.copy2(root / name, context / name)
-        shutil.copytree(root / "src", context / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (context / "docker").mkdir()
-        shutil.copy2(self.project.path(self.cfg.dockerfile), context / "docker" / "Dockerfile")
-        models = self.project.state_dir / "deploy" / "models"
-        shutil.copytree(models / f"v{model.version}", context / "model")
-        return context
 
     def _warning(self, kube: KubeClient, namespace: str, since: datetime) -> str:
         """Why the release's pods never became ready, as far as the namespace's events since say."""
@@ -264,12 +245,12 @@ class K8sDeployer:
         version, namespace = model.version, self.namespace(model.version)
         expected = self.expected_version(version)  # read before anything is built: a bad pointer stops here
 
-        host, user, password = self._ecr_login()
+        host, user, password = ecr_login(self.cfg.aws_region)
         self._run([docker, "login", "--username", user, "--password-stdin", host], stdin=password)
         self._step(f"ECR login: token for {host}")
 
         image = f"{host}/{self.cfg.image_repository}:v{version}-{self._commit()}"
-        context = self._stage_context(model)
+        context = stage_context(self.project, self.build_dir, version)
         digest = self.cfg.base_image_digest
         pin = ["--build-arg", f"BASE_DIGEST=@{digest}"] if digest else []  # docker refuses other content
         dockerfile = str(context / "docker" / "Dockerfile")
@@ -278,22 +259,18 @@ class K8sDeployer:
         forget_other_models(self.project.state_dir / "deploy" / "models", version)  # the image has its own
         self._step(f"built and pushed {image} (model {version} baked in){self._forget(docker, image)}")
 
-        created = kube.ensure_namespace(
-            namespace, {"app.kubernetes.io/managed-by": "wms", VERSION_LABEL: version}
-        )
-        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-        dockerconfig = {"auths": {host: {"username": user, "password": password, "auth": auth}}}
-        kube.apply_secret(
-            namespace,
-            {
-                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-                "metadata": {"name": self.cfg.pull_secret, "namespace": namespace},
-                "data": {".dockerconfigjson": base64.b64encode(json.dumps(dockerconfig).encode()).decode()},
-            },
-        )  # fmt: skip
+        created = kube.ensure_namespace(namespace, {**MANAGED, VERSION_LABEL: version})
+        secret = dockerconfig_secret(self.cfg.pull_secret, host, user, password)
+        kube.apply_secret(namespace, secret)
+        also = ""
+        if self.entry is not None:  # its pod runs the same image
+            kube.ensure_namespace(self.entry.namespace, MANAGED)
+            kube.apply_secret(self.entry.namespace, secret)
+            also = f" and {self.entry.namespace}"
         self._step(
             f"refreshed imagePullSecret {self.cfg.pull_secret} in {namespace}"
             + (" (new namespace)" if created else "")
+            + also
         )
 
         current = registry.get(model_ref)
@@ -313,7 +290,7 @@ class K8sDeployer:
         self._unstick(helm, namespace, kubeconfig)
         started = datetime.now(UTC) - timedelta(minutes=1)  # the API server's clock may lag
         try:
-            out = self._run([helm, *self.helm_args(namespace, image, version, expected)[1:]], env=kubeconfig)
+            out = self._run_as(helm, self.helm_args(namespace, image, version, expected), env=kubeconfig)
         except BackendError as exc:
             raise BackendError(f"{exc}{self._warning(kube, namespace, started)}") from None
         kube.label_namespace(namespace, {VERSION_LABEL: version, EXPECTED_LABEL: expected})  # as its alert
@@ -355,6 +332,18 @@ class K8sDeployer:
             f"health and smoke check through the Service: /ready {version}, mask agreement {score:.2%}"
         )
 
+        url = f"{kube.server}/api/v1/namespaces/{namespace}/services/{self.cfg.release}:http/proxy/"
+        if self.entry is not None:
+            entry = self.entry
+            self._unstick(helm, entry.namespace, kubeconfig)
+            try:
+                run = partial(self._run_as, helm, env=kubeconfig)
+                line = entry.switch(kube, run, namespace, image, version)
+            except BackendError as exc:
+                raise BackendError(f"{exc}{self._warning(kube, entry.namespace, started)}") from None
+            self._step(line)
+            url = f"{kube.server}/api/v1/namespaces/{entry.namespace}/services/{entry.release}:http/proxy/"
+
         mains = self.namespace(expected)
         removed = self._cleanup(kube, namespace, mains)
         self._step(
@@ -363,14 +352,18 @@ class K8sDeployer:
             + ("" if mains == namespace else f" and {mains}, main's production")
             + ")"
         )
-        url = f"{kube.server}/api/v1/namespaces/{namespace}/services/{self.cfg.release}:http/proxy/"
         return DeployResult(
             target=self.name,
             version=version,
             url=url,
             agreement=score,
             steps=list(self._done),
-            details={"namespace": namespace, "image": image, "removed_namespaces": ",".join(removed)},
+            details={
+                "namespace": namespace,
+                "image": image,
+                "removed_namespaces": ",".join(removed),
+                "production_address": self.entry.where() if self.entry else "",
+            },
         )
 
     def _cleanup(self, kube: KubeClient, current: str, mains: str) -> list[str]:

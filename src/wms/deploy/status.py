@@ -6,8 +6,10 @@ The cluster serves main's production when that namespace's Service answers /read
 version and its pods run an image built from a commit whose image and chart inputs (the paths
 release-deploy.yaml deploys on) are still main's, and no `model-*` namespace holds a release
 deployed while main named another version (one by hand: its WmsModelVersionNotProduction
-fires until a deploy from main replaces or removes it). Three cheap reads: the namespaces'
-labels, the Service's /ready and the pods' images; nothing is built, pulled or changed.
+fires until a deploy from main replaces or removes it), and the production address
+(wms.deploy.k8s_entry), where there is one, answers /ready with that version too. A few cheap
+reads: the namespaces' labels, the Services' /ready and the pods' images; nothing is built,
+pulled or changed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from wms.config import Project
 from wms.deploy.k8s import K8sDeployer
+from wms.deploy.k8s_entry import Entry
 from wms.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -46,10 +49,15 @@ class ServingStatus:
     stale: str  # why the pods' code is not main's; "" when it is (or cannot be compared)
     # (namespace, the version main named when it was deployed) where that is not what it serves
     off_main: tuple[tuple[str, str], ...] = ()
+    address: str = ""  # the production address (Entry.where); "" where there is none
+    address_serves: str | None = None  # the version /ready names there; None: nothing answers
 
     @property
     def in_sync(self) -> bool:
-        return self.wanted is None or (self.served == self.wanted and not self.stale and not self.off_main)
+        if self.wanted is None:
+            return True
+        address_ok = not self.address or self.address_serves == self.wanted
+        return self.served == self.wanted and address_ok and not self.stale and not self.off_main
 
     def lines(self) -> list[str]:
         if self.wanted is None:
@@ -61,6 +69,11 @@ class ServingStatus:
             f"wanted: model {self.wanted}, main's models/production_current.json",
             f"served: {served} in namespace {self.namespace}",
         ]
+        if self.address:
+            answer = (
+                "nothing answers /ready" if self.address_serves is None else f"model {self.address_serves}"
+            )
+            lines.append(f"production address: {answer} at {self.address}")
         if self.images:
             lines.append(f"image: {', '.join(self.images)}")
         if self.stale:
@@ -108,7 +121,9 @@ def serving_status(project: Project, kube: KubeClient | None = None) -> ServingS
         for n in client.namespaces(project.settings.deploy.namespace_prefix)
         if n.phase != "Terminating" and (expected := n.deployed_off_main)
     )
-    return ServingStatus(wanted, namespace, served, images, stale, off_main)
+    entry = Entry.of(project)
+    address, address_serves = (entry.where(), entry.served(client)) if entry else ("", None)
+    return ServingStatus(wanted, namespace, served, images, stale, off_main, address, address_serves)
 
 
 def _stale_code(main: MainLine, project: Project, images: tuple[str, ...]) -> str:

@@ -1,0 +1,96 @@
+"""The cluster's production address: one Service whose name stays while the version behind it moves.
+
+Every model version serves in a namespace of its own (`model-<version>`), and the newest few stay
+installed for a rollback, each still answering. Without one address a client would have to name a
+version's namespace, be moved by hand at every promotion, and go on being answered by the old
+model meanwhile. The release `deploy.release` of `deploy.entry_chart` (devops/helm/wms-entry) in
+namespace `deploy.entry_namespace` is that address: the deploy proxy (`wms.deploy.proxy`, the
+local target's stable port) from the serving image, forwarding to one version's Service.
+
+`wms deploy` switches it only once the new version has answered its smoke check, and returns only
+when the address itself answers /ready with that version: until then, and if the switch fails
+(helm's --atomic puts the release back), it goes on serving the version before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wms.errors import BackendError
+
+if TYPE_CHECKING:
+    from wms.config import DeploySettings, Project
+    from wms.deploy.kube import KubeClient
+
+MANAGED = {"app.kubernetes.io/managed-by": "wms"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The production address of a cluster: Service `release` in `namespace`."""
+
+    namespace: str
+    release: str  # also the name of each version's release and Service, which it forwards to
+    chart: Path
+    helm: str
+    pull_secret: str
+    timeout: float  # deploy.ready_timeout_seconds: for helm's --wait, then for the address to answer
+
+    @classmethod
+    def of(cls, project: Project) -> Entry | None:
+        """The address `deploy.entry_namespace` names; None where it is empty (no address)."""
+        cfg: DeploySettings = project.settings.deploy
+        if not cfg.entry_namespace:
+            return None
+        chart = project.path(cfg.entry_chart)
+        return cls(
+            cfg.entry_namespace, cfg.release, chart, cfg.helm, cfg.pull_secret, cfg.ready_timeout_seconds
+        )
+
+    def where(self) -> str:
+        return f"svc/{self.release} in namespace {self.namespace}"
+
+    def helm_args(self, upstream: str, image: str, version: str) -> list[str]:
+        """`helm upgrade --install` of the address, forwarding to the Service in `upstream`."""
+        repository, _, tag = image.rpartition(":")
+        return [
+            self.helm, "upgrade", "--install", self.release, str(self.chart),
+            "--namespace", self.namespace, "--create-namespace", "--atomic", "--wait",
+            "--timeout", f"{int(self.timeout)}s",
+            "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+            "--set", f"imagePullSecrets[0].name={self.pull_secret}",
+            "--set", f"upstream.namespace={upstream}", "--set", f"upstream.service={self.release}",
+            "--set-string", f"upstream.version={version}",
+        ]  # fmt: skip
+
+    def served(self, kube: KubeClient) -> str | None:
+        """The version the address answers /ready with; None where nothing answers there."""
+        return kube.served_version(self.namespace, self.release, "http")
+
+    def wait_serving(self, kube: KubeClient, version: str, poll: float = 1.0) -> None:
+        """Return once the address answers /ready with `version` (the old pod of the switch may
+        still answer for its drain time); a BackendError naming what it serves after the timeout."""
+        deadline = time.monotonic() + self.timeout
+        while (served := self.served(kube)) != version:
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"the production address ({self.where()}) serves "
+                    f"{'model ' + served if served else 'nothing'} {self.timeout:g} s after its switch to "
+                    f"model {version}; see `kubectl -n {self.namespace} describe pods`"
+                )
+            time.sleep(poll)
+
+    def switch(
+        self, kube: KubeClient, run: Callable[[list[str]], object], upstream: str, image: str, version: str
+    ) -> str:
+        """Point the address at the Service in `upstream`, which serves `version` from `image`
+        (`run` runs the helm command); the step's line, which says what it served before."""
+        before = self.served(kube)
+        run(self.helm_args(upstream, image, version))
+        self.wait_serving(kube, version)
+        was = "" if before == version else f" (was {'model ' + before if before else 'nothing'})"
+        return f"production address {self.where()} now serves model {version}{was}"
