@@ -12,7 +12,8 @@ app = typer.Typer(
     help=(
         "Deploy a model version to deploy.target (local | k8s). The new version must answer /ready "
         "and give the expected mask for a reference photo before it takes traffic; a failed check "
-        "leaves the running version serving."
+        "leaves the running version serving. On k8s clients use one address that each deploy moves "
+        "to the version it checked: svc/wms-model in namespace wms (deploy.entry_namespace)."
     ),
 )
 
@@ -31,7 +32,8 @@ def deploy(
         False, "--dry-run", help="Check the model and print the steps, running none of them."
     ),
 ) -> None:
-    """Deploy MODEL: local starts it beside the old one and switches serve.port; k8s runs the seed's steps."""
+    """Deploy MODEL: local starts it beside the old one and switches serve.port; k8s runs the seed's
+    steps and switches the production address (svc/wms-model in namespace deploy.entry_namespace)."""
     if ctx.invoked_subcommand is not None:
         return
     from wms.deploy import make_deployer
@@ -73,7 +75,8 @@ def status(
 ) -> None:
     """What the k8s cluster serves against what main's models/production_current.json names: the
     version its namespace's Service answers /ready with, whether its image is built from main's
-    code, and any namespace deployed while main named another version. Changes nothing. In GitHub
+    code, the version the production address answers with, and any namespace deployed while main
+    named another version. Changes nothing. In GitHub
     Actions also the outputs `in_sync`, `wanted`, `served` and the step summary."""
     from wms.deploy.status import serving_status
     from wms.report import write_github_output, write_step_summary
