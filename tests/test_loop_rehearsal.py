@@ -253,11 +253,13 @@ def assert_promoted_deployed_and_stopped(
     )
     assert on_main == "data/incoming/.gitkeep"  # the pairs live in the store, never on main
     helm = [json.loads(line) for line in world.calls.read_text().splitlines() if '"who": "helm"' in line]
-    [install] = [c["args"] for c in helm if c["args"][:2] == ["upgrade", "--install"]]
+    # the version's release, then the production address pointed at it
+    install, entry = [c["args"] for c in helm if c["args"][:2] == ["upgrade", "--install"]]
     assert (
         f"model.version={version}" in install
         and install[install.index("--namespace") + 1] == f"model-{version}"
     )
+    assert entry[entry.index("--namespace") + 1] == "wms" and f"upstream.namespace=model-{version}" in entry
     assert box.state() == "stopped"
     assert not [k for k in box.tags() if k.startswith(HOLDER_TAG_PREFIX)]
     deadline = time.monotonic() + 20
