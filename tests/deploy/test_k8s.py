@@ -318,6 +318,8 @@ def test_the_alerts_expect_the_version_mains_pointer_names(
     result = cli("deploy", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "--set-string model.version=1 --set-string monitoring.expectedModelVersion=5" in result.output
+    said = "leave the production address (svc/wms-model in namespace wms) as it is: main's production is 5"
+    assert said in result.output and "devops/helm/wms-entry" not in result.output
     pointer.write_text("{not json")
     result = cli("deploy")
     assert result.exit_code == 1 and "names no model version" in result.output
@@ -334,6 +336,10 @@ def test_the_namespace_of_mains_production_is_never_cleaned_up(
     kept = "removed old namespaces: model-9 (kept the newest 2 and model-7, main's production)"
     assert kept in result.output
     assert "main's production is 7: its alerts say so until a deploy from main" in result.output
+    # a version tried by hand does not take the clients: the address follows main's production
+    said = "[8/9] production address svc/wms-model in namespace wms left on nothing: it follows main's production"
+    assert said in result.output
+    assert not any(c["who"] == "helm" and "wms" in c["args"] for c in _calls(cluster))
     # what its alert expects, beside what it serves: `wms deploy status` and later deploys read it
     assert cluster.labels["model-1"] == {
         "app.kubernetes.io/managed-by": "wms", "wms/model-version": "1", "wms/expected-version": "7",

@@ -80,12 +80,6 @@ class K8sDeployer:
         ns, image = self.namespace(version), f"<ecr>/{self.cfg.image_repository}:v{version}-<commit>"
         expected = self.expected_version(version)
         secret_in = ns if self.entry is None else f"{ns} and {self.entry.namespace}"
-        switch = []
-        if self.entry is not None:
-            switch = [
-                " ".join(self.entry.helm_args(ns, image, version)),
-                f"wait until the production address ({self.entry.where()}) answers /ready with {version}",
-            ]
         return [
             f"ECR login: boto3 ecr.get_authorization_token (region {self.cfg.aws_region or 'from AWS_*'}), "
             f"`{self.cfg.docker} login --password-stdin <ecr>`",
@@ -98,7 +92,7 @@ class K8sDeployer:
             f"wait for the pods of {self.cfg.release} in {ns} to be ready",
             "GET /ready and POST /predict (reference photo) through the Service; the mask must match the "
             f"model's own on {self.cfg.min_agreement:.0%} of pixels",
-            *switch,
+            *(self.entry.plan(ns, image, version, expected) if self.entry else []),
             f"delete older {self.cfg.namespace_prefix}* namespaces and any deployed while main named another "
             f"version, keeping the newest {self.cfg.keep_namespaces}"
             + ("" if expected == version else f" and {self.namespace(expected)}, main's production"),
@@ -335,14 +329,17 @@ class K8sDeployer:
         url = f"{kube.server}/api/v1/namespaces/{namespace}/services/{self.cfg.release}:http/proxy/"
         if self.entry is not None:
             entry = self.entry
-            self._unstick(helm, entry.namespace, kubeconfig)
+            if expected == version:
+                self._unstick(helm, entry.namespace, kubeconfig)
             try:
                 run = partial(self._run_as, helm, env=kubeconfig)
-                line = entry.switch(kube, run, namespace, image, version)
+                self._step(entry.follow(kube, run, namespace, image, version, expected))
             except BackendError as exc:
                 raise BackendError(f"{exc}{self._warning(kube, entry.namespace, started)}") from None
-            self._step(line)
-            url = f"{kube.server}/api/v1/namespaces/{entry.namespace}/services/{entry.release}:http/proxy/"
+            if expected == version:
+                url = (
+                    f"{kube.server}/api/v1/namespaces/{entry.namespace}/services/{entry.release}:http/proxy/"
+                )
 
         mains = self.namespace(expected)
         removed = self._cleanup(kube, namespace, mains)

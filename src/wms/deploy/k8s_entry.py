@@ -84,6 +84,32 @@ class Entry:
                 )
             time.sleep(poll)
 
+    def plan(self, upstream: str, image: str, version: str, expected: str) -> list[str]:
+        """The dry run's lines for a deploy of `version` while main names `expected`."""
+        if expected != version:
+            return [
+                f"leave the production address ({self.where()}) as it is: main's production is {expected}"
+            ]
+        return [
+            " ".join(self.helm_args(upstream, image, version)),
+            f"wait until the production address ({self.where()}) answers /ready with {version}",
+        ]
+
+    def follow(
+        self, kube: KubeClient, run: Callable[[list[str]], object], upstream: str, image: str, version: str,
+        expected: str,
+    ) -> str:  # fmt: skip
+        """Switch the address to `version` where it is main's production (`expected`); a version
+        deployed by hand while main names another leaves it alone, so clients stay on main's.
+        The step's line."""
+        if expected == version:
+            return self.switch(kube, run, upstream, image, version)
+        served = self.served(kube)
+        return (
+            f"production address {self.where()} left on {'model ' + served if served else 'nothing'}: "
+            f"it follows main's production ({expected})"
+        )
+
     def switch(
         self, kube: KubeClient, run: Callable[[list[str]], object], upstream: str, image: str, version: str
     ) -> str:
