@@ -168,6 +168,28 @@ def test_the_deployment_is_locked_down() -> None:
     assert {reason.split("=")[0] for reason in skips.values()} == {"CKV_K8S_14", "CKV_K8S_15", "CKV_K8S_43"}
 
 
+@pytest.mark.parametrize("chart", ["wms-model", "wms-entry"])
+def test_a_pod_told_to_stop_answers_until_it_is_out_of_the_service_then_finishes_its_uploads(
+    chart: str,
+) -> None:
+    """On SIGTERM uvicorn stops taking connections at once, but the cluster takes the pod out of
+    its Service a moment later: a request sent meanwhile would be refused. The pod first sleeps
+    drainSeconds (answering all the while), then uvicorn finishes the requests under way, an
+    upload for up to serve.uploadTimeoutSeconds, before the grace period ends in a kill (its
+    default, 30 s, cut such an upload short)."""
+    folder = REPO / "devops" / "helm" / chart
+    text = (folder / "templates" / "deployment.yaml").read_text()
+    pod = _skeleton(_capture_branch(text, "off"))["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": "TEMPLATED"}}}
+    assert "sleep: {seconds: {{ .Values.drainSeconds }}}" in text
+    grace = (
+        "terminationGracePeriodSeconds: {{ add .Values.drainSeconds .Values.serve.uploadTimeoutSeconds 10 }}"
+    )
+    assert grace in text and pod["terminationGracePeriodSeconds"] == "TEMPLATED"
+    values = yaml.safe_load((folder / "values.yaml").read_text())
+    assert 1 <= values["drainSeconds"] <= 10 and values["serve"]["uploadTimeoutSeconds"] >= 60
+
+
 def _capture_branch(template: str, capture: str) -> str:
     """The template for serve.capture = `capture`: its `if eq/ne .Values.serve.capture "off"`
     blocks (with an `else` or not) resolved up to the next `end`, the rest left alone. An `end` of
