@@ -741,12 +741,14 @@ def test_ci_validates_the_chart_for_the_kubernetes_version_the_cluster_runs() ->
     assert f"v{k3s.group(1)}" in all_docs()
     steps = " ".join(str(s.get("run", "")) for s in helm["steps"])
     assert (
-        "helm template" in steps
+        "devops/helm/render.sh > rendered.yaml" in steps
         and "kubeconform" in steps
         and '-kubernetes-version "$KUBERNETES_VERSION"' in steps
     )
+    render = (ROOT / "devops" / "helm" / "render.sh").read_text()
+    assert render.count(" template ") == 2  # both charts: the model's and the production address's
     # capture on too: its ConfigMap entries and the node's spool (a hostPath volume) are validated
-    assert "--set serve.capture=uncertain" in steps
+    assert "--set serve.capture=uncertain" in render
 
 
 def test_a_checkout_of_every_branchs_history_leaves_their_photos_on_github() -> None:

@@ -1,0 +1,135 @@
+"""Both charts rendered by the real helm (the dev extra's helm-binary, .venv/bin/helm), offline:
+`helm lint`, then `helm template` with exactly the arguments `wms deploy` and ci.yaml's helm job
+pass to it. The values schema, the templates' functions and what they render are helm's, not
+a reading of them (tests/deploy/test_chart.py and test_entry_chart.py read the templates)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wms.config import Project, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _helm() -> str | None:
+    beside = Path(sys.executable).parent / "helm"
+    return str(beside) if beside.exists() else shutil.which("helm")
+
+
+pytestmark = pytest.mark.skipif(_helm() is None, reason="helm is not installed (dev extra helm-binary)")
+
+
+def helm(*args: str) -> str:
+    done = subprocess.run(
+        [str(_helm()), *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, f"helm {shlex.join(args)}:\n{done.stderr}"
+    return done.stdout
+
+
+def _documents(rendered: str) -> dict[str, dict[str, Any]]:
+    """The rendered objects by kind (each chart has at most one of a kind)."""
+    found = {}
+    for doc in yaml.safe_load_all(rendered):
+        if doc:
+            assert doc["kind"] not in found, doc["kind"]
+            found[doc["kind"]] = doc
+    return found
+
+
+@pytest.fixture
+def project() -> Project:
+    """The repository's own settings (wms.toml), as `wms deploy` reads them in a checkout."""
+    return load_settings(REPO, REPO / "wms.toml")
+
+
+def test_both_charts_lint_clean() -> None:
+    helm("lint", "--strict", "devops/helm/wms-model", "--values", "infrastructure/helm-values.yaml")
+    helm("lint", "--strict", "devops/helm/wms-entry", "--set", "upstream.namespace=model-3")
+
+
+def test_what_wms_deploy_installs_renders_as_the_deploy_expects(project: Project) -> None:
+    """`helm upgrade --install …` as K8sDeployer and Entry build it, as `helm template`: the
+    values pass the charts' schemas, the model pod carries its version, and the address forwards
+    to that version's Service, drains, and rolls when its upstream changes."""
+    from wms.deploy.k8s import K8sDeployer
+
+    deployer = K8sDeployer(project, print)
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/wms-model:v3-0123abc"
+
+    def template(upgrade: list[str]) -> dict[str, dict[str, Any]]:
+        assert upgrade[1:3] == ["upgrade", "--install"]
+        kept = [a for a in upgrade[3:] if a not in ("--create-namespace", "--atomic", "--wait")]
+        timeout = kept.index("--timeout")
+        del kept[timeout : timeout + 2]
+        return _documents(helm("template", *kept))
+
+    model = template(deployer.helm_args("model-3", image, "3", "3"))
+    pod = model["Deployment"]["spec"]["template"]
+    assert pod["metadata"]["labels"]["wms/model-version"] == "3"
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == image
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 5 + 180 + 10
+    assert model["Service"]["metadata"] == model["Service"]["metadata"] | {
+        "name": "wms-model",
+        "namespace": "model-3",
+    }
+
+    assert deployer.entry is not None
+    entry = template(deployer.entry.helm_args("model-3", image, "3"))
+    upstream = json.loads(entry["ConfigMap"]["data"]["upstream.json"])
+    port = model["Service"]["spec"]["ports"][0]["port"]
+    assert upstream == {"url": f"http://wms-model.model-3.svc.cluster.local:{port}", "version": "3"}
+    assert (
+        entry["Service"]["metadata"]["name"] == "wms-model"
+        and entry["Service"]["metadata"]["namespace"] == "wms"
+    )
+    pod = entry["Deployment"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == image and container["command"][:3] == ["python", "-m", "wms.deploy.proxy"]
+    assert "--upload-timeout=180" in container["command"] and "--header-timeout=10" in container["command"]
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "ecr-pull-secret"}]
+    # the address's egress reaches the port the model's pods listen on
+    model_port = model["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert entry["NetworkPolicy"]["spec"]["egress"][1]["ports"] == [{"port": model_port, "protocol": "TCP"}]
+    # another upstream is another pod template (the checksum of its ConfigMap): the switch rolls
+    other = template(deployer.entry.helm_args("model-4", image, "4"))
+    before, after = (d["Deployment"]["spec"]["template"]["metadata"]["annotations"] for d in (entry, other))
+    assert before["checksum/config"] != after["checksum/config"]
+
+
+def test_ci_lints_and_renders_both_charts_with_the_commands_it_names(tmp_path: Path) -> None:
+    """ci.yaml's helm job lints each chart, then renders both with devops/helm/render.sh into
+    rendered.yaml, which kubeconform and checkov read (as `make checkov` does): each runs here."""
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yaml").read_text())
+    job = workflow["jobs"]["helm"]
+    runs = [step["run"].replace("$CHART", job["env"]["CHART"]) for step in job["steps"] if "run" in step]
+    lints = [shlex.split(run) for run in runs if run.startswith("helm lint")]
+    assert sorted(words[3] for words in lints) == ["devops/helm/wms-entry", "devops/helm/wms-model"]
+    for words in lints:
+        helm(*words[1:])
+    assert "devops/helm/render.sh > rendered.yaml" in runs
+    done = subprocess.run(
+        ["bash", "devops/helm/render.sh"], cwd=REPO, env={**os.environ, "HELM": str(_helm())},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    kinds = sorted(d["kind"] for d in yaml.safe_load_all(done.stdout) if d)
+    assert kinds.count("Deployment") == 2 and kinds.count("NetworkPolicy") == 2
+    assert {"ServiceMonitor", "PrometheusRule", "Ingress", "HorizontalPodAutoscaler", "ConfigMap"} <= set(
+        kinds
+    )
+    makefile = (REPO / "Makefile").read_text()
+    assert "devops/helm/render.sh" in makefile and "--framework kubernetes" in makefile  # checkov reads it
