@@ -5,8 +5,10 @@ a reading of them (tests/deploy/test_chart.py and test_entry_chart.py read the t
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -35,6 +37,17 @@ def helm(*args: str) -> str:
         [str(_helm()), *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, f"helm {shlex.join(args)}:\n{done.stderr}"
+    return done.stdout
+
+
+def render() -> str:
+    """Both charts, every toggle on, as devops/helm/render.sh renders them for ci.yaml and
+    `make checkov`."""
+    done = subprocess.run(
+        ["bash", "devops/helm/render.sh"], cwd=REPO, env={**os.environ, "HELM": str(_helm())},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
     return done.stdout
 
 
@@ -121,15 +134,47 @@ def test_ci_lints_and_renders_both_charts_with_the_commands_it_names(tmp_path: P
     for words in lints:
         helm(*words[1:])
     assert "devops/helm/render.sh > rendered.yaml" in runs
-    done = subprocess.run(
-        ["bash", "devops/helm/render.sh"], cwd=REPO, env={**os.environ, "HELM": str(_helm())},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    kinds = sorted(d["kind"] for d in yaml.safe_load_all(done.stdout) if d)
+    kinds = sorted(d["kind"] for d in yaml.safe_load_all(render()) if d)
     assert kinds.count("Deployment") == 2 and kinds.count("NetworkPolicy") == 2
     assert {"ServiceMonitor", "PrometheusRule", "Ingress", "HorizontalPodAutoscaler", "ConfigMap"} <= set(
         kinds
     )
     makefile = (REPO / "Makefile").read_text()
     assert "devops/helm/render.sh" in makefile and "--framework kubernetes" in makefile  # checkov reads it
+
+
+def test_what_helm_renders_is_valid_for_the_kubernetes_the_cluster_runs() -> None:
+    """What kubeconform checks in ci.yaml, here: every object both charts render validates
+    strictly against the API schemas of the Kubernetes that terraform's k3s_version installs. A
+    field that version does not know fails, be it a typo or one it is too old for (the drain's
+    preStop.sleep needs 1.30: 1.28 refuses it)."""
+    import kubernetes_validate
+
+    variables = (REPO / "infrastructure" / "terraform" / "variables.tf").read_text()
+    k3s = re.search(r'variable "k3s_version" \{[^}]*default\s*=\s*"v(\d+\.\d+)\.', variables)
+    assert k3s, "no default k3s_version in variables.tf"
+    version = f"{k3s[1]}.0"
+    checked = []
+    deployments = []
+    for doc in yaml.safe_load_all(render()):
+        if not doc or doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # the Prometheus operator's kinds: ci.yaml's kubeconform reads their CRDs' schemas
+        kubernetes_validate.validate(doc, version, strict=True)
+        checked.append(doc["kind"])
+        if doc["kind"] == "Deployment":
+            deployments.append(doc)
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "NetworkPolicy",
+        "Ingress",
+        "HorizontalPodAutoscaler",
+    } <= set(checked)
+    assert len(deployments) == 2  # the model's and the production address's
+    with pytest.raises(kubernetes_validate.ValidationError, match="'sleep' was unexpected"):
+        kubernetes_validate.validate(deployments[0], "1.28.0", strict=True)
+    typo = copy.deepcopy(deployments[1])
+    typo["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {"path": "/ready"}
+    with pytest.raises(kubernetes_validate.ValidationError, match="'httpGett' was unexpected"):
+        kubernetes_validate.validate(typo, version, strict=True)
