@@ -51,6 +51,15 @@ def render() -> str:
     return done.stdout
 
 
+def as_template(upgrade: list[str]) -> list[str]:
+    """`helm upgrade --install …`'s arguments for `helm template`: the same release, chart,
+    namespace and values, without what only an install means (--atomic, --wait, --timeout)."""
+    assert upgrade[1:3] == ["upgrade", "--install"]
+    kept = [a for a in upgrade[3:] if a not in ("--create-namespace", "--atomic", "--wait")]
+    timeout = kept.index("--timeout")
+    return ["template", *kept[:timeout], *kept[timeout + 2 :]]
+
+
 def _documents(rendered: str) -> dict[str, dict[str, Any]]:
     """The rendered objects by kind (each chart has at most one of a kind)."""
     found = {}
@@ -82,11 +91,7 @@ def test_what_wms_deploy_installs_renders_as_the_deploy_expects(project: Project
     image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/wms-model:v3-0123abc"
 
     def template(upgrade: list[str]) -> dict[str, dict[str, Any]]:
-        assert upgrade[1:3] == ["upgrade", "--install"]
-        kept = [a for a in upgrade[3:] if a not in ("--create-namespace", "--atomic", "--wait")]
-        timeout = kept.index("--timeout")
-        del kept[timeout : timeout + 2]
-        return _documents(helm("template", *kept))
+        return _documents(helm(*as_template(upgrade)))
 
     model = template(deployer.helm_args("model-3", image, "3", "3"))
     pod = model["Deployment"]["spec"]["template"]
@@ -178,3 +183,18 @@ def test_what_helm_renders_is_valid_for_the_kubernetes_the_cluster_runs() -> Non
     typo["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {"path": "/ready"}
     with pytest.raises(kubernetes_validate.ValidationError, match="'httpGett' was unexpected"):
         kubernetes_validate.validate(typo, version, strict=True)
+
+
+def test_a_cluster_without_the_operators_crds_gets_the_model_without_its_monitors(project: Project) -> None:
+    """helm refuses a whole release that holds a kind the cluster lacks: where the Prometheus
+    operator's CRDs are missing (its install failed), the deploy's own arguments render the model
+    without its ServiceMonitor and PrometheusRule, and with them where the cluster has the kinds."""
+    from wms.deploy.k8s import K8sDeployer
+
+    upgrade = K8sDeployer(project, print).helm_args("model-3", "r/wms-model:v3-0123abc", "3", "3")
+    without = _documents(helm(*as_template(upgrade)))
+    assert "Deployment" in without and not {"ServiceMonitor", "PrometheusRule"} & set(without)
+    crds = ["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]
+    crds += ["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"]
+    with_crds = _documents(helm(*as_template(upgrade), *crds))
+    assert {"ServiceMonitor", "PrometheusRule"} <= set(with_crds)
