@@ -113,6 +113,8 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "--set", "imagePullSecrets[0].name=ecr-pull-secret",
         "--set", "upstream.namespace=model-1", "--set", "upstream.service=wms-model",
         "--set-string", "upstream.version=1",
+        # the model pods' deadlines (the chart's defaults here): the address must not cut first
+        "--set", "serve.uploadTimeoutSeconds=180", "--set", "serve.headerTimeoutSeconds=10",
     ]  # fmt: skip
     assert entry["kubeconfig"] == str(tmp_path / "kubeconfig")
 
@@ -474,3 +476,19 @@ def test_the_plan_names_the_switch_of_the_production_address(
         "wait until the production address (svc/wms-model in namespace wms) answers /ready with 1"
         in result.output
     )
+
+
+def test_the_address_waits_for_an_upload_as_long_as_the_model_pods_do(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
+) -> None:
+    """An operator who lets slow clients upload for longer (serve.uploadTimeoutSeconds in the
+    cluster's values file) raises the address's deadline too: its proxy would answer 408 first."""
+    root, cluster = cluster_project
+    values = root / "infrastructure" / "helm-values.yaml"
+    values.write_text(
+        values.read_text().replace("  maxUploadMb: 20\n", "  maxUploadMb: 20\n  uploadTimeoutSeconds: 300\n")
+    )
+    assert cli("deploy").exit_code == 0
+    helm = [c["args"] for c in _calls(cluster) if c["who"] == "helm" and c["args"][0] == "upgrade"]
+    (entry,) = [args for args in helm if args[args.index("--namespace") + 1] == "wms"]
+    assert entry[-4:] == ["--set", "serve.uploadTimeoutSeconds=300", "--set", "serve.headerTimeoutSeconds=10"]

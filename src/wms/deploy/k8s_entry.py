@@ -20,13 +20,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wms.errors import BackendError
+import yaml
+
+from wms.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
     from wms.config import DeploySettings, Project
     from wms.deploy.kube import KubeClient
 
 MANAGED = {"app.kubernetes.io/managed-by": "wms"}
+# The model pods' serve.* values its proxy must share: an upload the model would still take, or
+# headers it would still wait for, must not get a 408 from the address first.
+SHARED_SERVE = ("uploadTimeoutSeconds", "headerTimeoutSeconds")
+
+
+def model_serve_values(chart: Path, values_file: Path) -> dict[str, object]:
+    """The model pods' `SHARED_SERVE` values: the model chart's defaults under the cluster's
+    values file (deploy.values_file), as helm merges them for the model's release."""
+    found: dict[str, object] = {}
+    for path in (chart / "values.yaml", values_file):
+        try:
+            serve = (yaml.safe_load(path.read_text()) or {}).get("serve") or {}
+        except (OSError, yaml.YAMLError, AttributeError) as exc:
+            raise ConfigError(f"cannot read the serve values of {path}: {exc}") from None
+        found |= {key: serve[key] for key in SHARED_SERVE if key in serve}
+    return found
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,8 @@ class Entry:
     helm: str
     pull_secret: str
     timeout: float  # deploy.ready_timeout_seconds: for helm's --wait, then for the address to answer
+    model_chart: Path  # with the cluster's values file, where the model pods' serve.* values come from
+    values_file: Path
 
     @classmethod
     def of(cls, project: Project) -> Entry | None:
@@ -46,9 +66,10 @@ class Entry:
         cfg: DeploySettings = project.settings.deploy
         if not cfg.entry_namespace:
             return None
-        chart = project.path(cfg.entry_chart)
+        chart, model_chart, values = (project.path(p) for p in (cfg.entry_chart, cfg.chart, cfg.values_file))
+        timeout = cfg.ready_timeout_seconds
         return cls(
-            cfg.entry_namespace, cfg.release, chart, cfg.helm, cfg.pull_secret, cfg.ready_timeout_seconds
+            cfg.entry_namespace, cfg.release, chart, cfg.helm, cfg.pull_secret, timeout, model_chart, values
         )
 
     def where(self) -> str:
@@ -65,6 +86,8 @@ class Entry:
             "--set", f"imagePullSecrets[0].name={self.pull_secret}",
             "--set", f"upstream.namespace={upstream}", "--set", f"upstream.service={self.release}",
             "--set-string", f"upstream.version={version}",
+            *(a for key, value in model_serve_values(self.model_chart, self.values_file).items()
+              for a in ("--set", f"serve.{key}={value}")),
         ]  # fmt: skip
 
     def served(self, kube: KubeClient) -> str | None:
