@@ -172,6 +172,7 @@ def test_the_command_the_pod_runs_forwards_to_the_model(
     filled = {
         "--header-timeout": values["serve"]["headerTimeoutSeconds"],
         "--upload-timeout": values["serve"]["uploadTimeoutSeconds"],
+        "--max-body-mb": values["maxBodyMb"],
     }
     args = []
     for part in command[3:]:

@@ -117,7 +117,7 @@ def test_what_wms_deploy_installs_renders_as_the_deploy_expects(project: Project
     pod = entry["Deployment"]["spec"]["template"]
     (container,) = pod["spec"]["containers"]
     assert container["image"] == image and container["command"][:3] == ["python", "-m", "wms.deploy.proxy"]
-    assert "--upload-timeout=180" in container["command"] and "--header-timeout=10" in container["command"]
+    assert {"--upload-timeout=180", "--header-timeout=10", "--max-body-mb=64"} <= set(container["command"])
     assert pod["spec"]["imagePullSecrets"] == [{"name": "ecr-pull-secret"}]
     # the address's egress reaches the port the model's pods listen on
     model_port = model["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]

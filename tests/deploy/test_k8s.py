@@ -115,6 +115,7 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "--set-string", "upstream.version=1",
         # the model pods' deadlines (the chart's defaults here): the address must not cut first
         "--set", "serve.uploadTimeoutSeconds=180", "--set", "serve.headerTimeoutSeconds=10",
+        "--set", "maxBodyMb=64",  # its proxy's body limit, never below the model's 20 MB uploads
     ]  # fmt: skip
     assert entry["kubeconfig"] == str(tmp_path / "kubeconfig")
 
@@ -478,17 +479,22 @@ def test_the_plan_names_the_switch_of_the_production_address(
     )
 
 
-def test_the_address_waits_for_an_upload_as_long_as_the_model_pods_do(
+def test_the_address_waits_for_and_takes_an_upload_as_the_model_pods_do(
     cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any]
 ) -> None:
-    """An operator who lets slow clients upload for longer (serve.uploadTimeoutSeconds in the
-    cluster's values file) raises the address's deadline too: its proxy would answer 408 first."""
+    """An operator who lets slow clients upload for longer, or larger photos in
+    (serve.uploadTimeoutSeconds, serve.maxUploadMb in the cluster's values file), raises the
+    address's deadline and body limit too: its proxy would answer 408 or 413 first."""
     root, cluster = cluster_project
     values = root / "infrastructure" / "helm-values.yaml"
-    values.write_text(
-        values.read_text().replace("  maxUploadMb: 20\n", "  maxUploadMb: 20\n  uploadTimeoutSeconds: 300\n")
+    text = values.read_text().replace(
+        "  maxUploadMb: 20\n", "  maxUploadMb: 100\n  uploadTimeoutSeconds: 300\n"
     )
+    values.write_text(text)
     assert cli("deploy").exit_code == 0
     helm = [c["args"] for c in _calls(cluster) if c["who"] == "helm" and c["args"][0] == "upgrade"]
     (entry,) = [args for args in helm if args[args.index("--namespace") + 1] == "wms"]
-    assert entry[-4:] == ["--set", "serve.uploadTimeoutSeconds=300", "--set", "serve.headerTimeoutSeconds=10"]
+    assert entry[-6:] == [
+        "--set", "serve.uploadTimeoutSeconds=300", "--set", "serve.headerTimeoutSeconds=10",
+        "--set", "maxBodyMb=200",
+    ]  # fmt: skip

@@ -110,8 +110,10 @@ def test_an_upload_over_the_limit_is_refused_when_it_gets_there_not_after_it_all
 
 
 def test_the_proxy_closes_a_connection_whose_headers_never_end(tmp_path: Path) -> None:
+    """And, from its command line too, refuses a body over --max-body-mb."""
     port = free_port()
     args = ["--port", str(port), "--upstream-file", str(tmp_path / "upstream.json"), "--header-timeout", "1"]
+    args += ["--max-body-mb", "1"]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))  # this checkout
     proc = subprocess.Popen([sys.executable, "-m", "wms.deploy.proxy", *args], env=env)
@@ -135,6 +137,8 @@ def test_the_proxy_closes_a_connection_whose_headers_never_end(tmp_path: Path) -
                     sock.sendall(b"X")  # one more header byte every 0.2 s
                 except ConnectionResetError:
                     closed = True
+        refused = httpx.post(f"http://127.0.0.1:{port}/predict", content=b"x" * (2 * 2**20), timeout=10)
+        assert refused.status_code == 413 and "over 1 MiB" in refused.text, refused.text
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -184,3 +188,13 @@ def test_the_proxy_starts_on_its_own_imports_and_warns_of_nothing() -> None:
     ).stdout  # fmt: skip
     for heavy in ("wms.deploy.k8s", "wms.deploy.local", "lightkube", "wms.registry", "mlflow"):
         assert f"'{heavy}'" not in imported, heavy
+
+
+def test_the_proxy_never_refuses_a_body_the_server_would_take() -> None:
+    """Its limit (an early 413 for what no server behind it takes) follows serve.max_upload_mb up:
+    the local deploy and the cluster's production address pass body_limit_mb of it
+    (tests/deploy/test_k8s.py checks the address's)."""
+    from wms.deploy.proxy import MAX_BODY_MB, body_limit_mb
+
+    assert body_limit_mb(20) == MAX_BODY_MB == 64
+    assert body_limit_mb(100) == 200

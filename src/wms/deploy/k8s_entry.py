@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from wms.deploy.proxy import body_limit_mb
 from wms.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
 
 MANAGED = {"app.kubernetes.io/managed-by": "wms"}
 # The model pods' serve.* values its proxy must share: an upload the model would still take, or
-# headers it would still wait for, must not get a 408 from the address first.
-SHARED_SERVE = ("uploadTimeoutSeconds", "headerTimeoutSeconds")
+# headers it would still wait for, must not get a 408 (or a 413) from the address first.
+SHARED_SERVE = ("uploadTimeoutSeconds", "headerTimeoutSeconds", "maxUploadMb")
 
 
 def model_serve_values(chart: Path, values_file: Path) -> dict[str, object]:
@@ -86,9 +87,18 @@ class Entry:
             "--set", f"imagePullSecrets[0].name={self.pull_secret}",
             "--set", f"upstream.namespace={upstream}", "--set", f"upstream.service={self.release}",
             "--set-string", f"upstream.version={version}",
-            *(a for key, value in model_serve_values(self.model_chart, self.values_file).items()
-              for a in ("--set", f"serve.{key}={value}")),
+            *self._shared_serve(),
         ]  # fmt: skip
+
+    def _shared_serve(self) -> list[str]:
+        """--set arguments that give the proxy the model pods' deadlines and a body limit no
+        lower than their uploads' (wms.deploy.proxy.body_limit_mb)."""
+        values = model_serve_values(self.model_chart, self.values_file)
+        upload_mb = values.pop("maxUploadMb", None)
+        sets = [f"serve.{key}={value}" for key, value in values.items()]
+        if isinstance(upload_mb, int | float):
+            sets.append(f"maxBodyMb={body_limit_mb(upload_mb):g}")
+        return [a for s in sets for a in ("--set", s)]
 
     def served(self, kube: KubeClient) -> str | None:
         """The version the address answers /ready with; None where nothing answers there."""

@@ -41,7 +41,7 @@ from wms.deploy.base import (
     reference_photo,
     stage_model,
 )
-from wms.deploy.proxy import write_upstream
+from wms.deploy.proxy import body_limit_mb, write_upstream
 from wms.errors import BackendError
 from wms.files import write_text_atomic
 
@@ -265,6 +265,7 @@ class LocalDeployer:
                 "--port", str(self.serve.port), "--upstream-file", str(self.upstream_file),
                 "--header-timeout", str(self.serve.header_timeout_seconds),
                 "--upload-timeout", str(self.serve.upload_timeout_seconds),
+                "--max-body-mb", str(body_limit_mb(self.serve.max_upload_mb)),
             ],
             "proxy.log",
         )  # fmt: skip

@@ -40,6 +40,13 @@ HOP_BY_HOP = {
     "transfer-encoding", "upgrade", "host", "content-length",
 }  # fmt: skip
 CONNECT_TRIES = 20  # with 50 ms between them: a second for an upstream to come back
+MAX_BODY_MB = 64  # the least the proxy lets through; more where the server takes larger uploads
+
+
+def body_limit_mb(max_upload_mb: float) -> float:
+    """The proxy's body limit in MiB for a server that takes uploads of `max_upload_mb`
+    (serve.max_upload_mb): never below the server's own, so the server is the one that says no."""
+    return max(float(MAX_BODY_MB), 2 * max_upload_mb)
 
 
 class _TooLarge(Exception):
@@ -163,9 +170,14 @@ def main() -> None:
     parser.add_argument("--upstream-file", type=Path, required=True)
     parser.add_argument("--header-timeout", type=float, default=10, help="serve.header_timeout_seconds")
     parser.add_argument("--upload-timeout", type=float, default=180, help="serve.upload_timeout_seconds")
+    parser.add_argument(
+        "--max-body-mb", type=float, default=MAX_BODY_MB, help="refuse a larger body (body_limit_mb)"
+    )
     args = parser.parse_args()
     http = header_deadline_protocol(args.header_timeout)
-    app = create_proxy(args.upstream_file, body_seconds=args.upload_timeout)
+    app = create_proxy(
+        args.upstream_file, max_body=int(args.max_body_mb * 2**20), body_seconds=args.upload_timeout
+    )
     uvicorn.run(app, host=args.host, port=args.port, http=http, log_level="warning")
 
 
