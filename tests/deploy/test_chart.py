@@ -86,15 +86,21 @@ def test_mistakes_in_values_are_caught(
         jsonschema.validate(_merge(deployed_values, change), schema)
 
 
-def test_every_value_the_templates_read_is_declared(deployed_values: dict[str, Any]) -> None:
+def assert_every_value_read_is_declared(chart: Path, values: dict[str, Any]) -> set[str]:
+    """Every `.Values.x.y` the chart's templates read is in `values`; the paths they read."""
     used = set()
-    for template in (CHART / "templates").iterdir():
+    for template in (chart / "templates").iterdir():
         used |= set(re.findall(r"\.Values\.([A-Za-z0-9_.]+)", template.read_text()))
     for path in used:
-        node: Any = deployed_values
+        node: Any = values
         for part in path.split("."):
             assert isinstance(node, dict) and part in node, f".Values.{path} is not in values.yaml"
             node = node[part]
+    return used
+
+
+def test_every_value_the_templates_read_is_declared(deployed_values: dict[str, Any]) -> None:
+    assert "model.version" in assert_every_value_read_is_declared(CHART, deployed_values)
 
 
 def test_the_image_is_slim_non_root_and_torch_free() -> None:

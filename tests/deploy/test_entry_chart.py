@@ -19,7 +19,7 @@ import httpx
 import jsonschema
 import pytest
 import yaml
-from tests.deploy.test_chart import REPO, _merge, _skeleton
+from tests.deploy.test_chart import REPO, _merge, _skeleton, assert_every_value_read_is_declared
 
 from wms.config import ServeSettings
 from wms.deploy.local import free_port
@@ -69,15 +69,8 @@ def test_the_values_validate_and_mistakes_are_caught(
 
 
 def test_every_value_the_templates_read_is_declared(deployed_values: dict[str, Any]) -> None:
-    used = set()
-    for template in (ENTRY / "templates").iterdir():
-        used |= set(re.findall(r"\.Values\.([A-Za-z0-9_.]+)", template.read_text()))
+    used = assert_every_value_read_is_declared(ENTRY, deployed_values)
     assert {"upstream.namespace", "upstream.version", "serve.uploadTimeoutSeconds"} <= used
-    for path in used:
-        node: Any = deployed_values
-        for part in path.split("."):
-            assert isinstance(node, dict) and part in node, f".Values.{path} is not in values.yaml"
-            node = node[part]
 
 
 def test_the_pod_is_locked_down_as_the_models_are() -> None:

@@ -326,20 +326,18 @@ class K8sDeployer:
             f"health and smoke check through the Service: /ready {version}, mask agreement {score:.2%}"
         )
 
-        url = f"{kube.server}/api/v1/namespaces/{namespace}/services/{self.cfg.release}:http/proxy/"
+        url = kube.service_url(namespace, self.cfg.release, "http")
         if self.entry is not None:
-            entry = self.entry
-            if expected == version:
+            entry, switching = self.entry, expected == version  # else it stays on main's (Entry.follow)
+            if switching:
                 self._unstick(helm, entry.namespace, kubeconfig)
             try:
                 run = partial(self._run_as, helm, env=kubeconfig)
                 self._step(entry.follow(kube, run, namespace, image, version, expected))
             except BackendError as exc:
                 raise BackendError(f"{exc}{self._warning(kube, entry.namespace, started)}") from None
-            if expected == version:
-                url = (
-                    f"{kube.server}/api/v1/namespaces/{entry.namespace}/services/{entry.release}:http/proxy/"
-                )
+            if switching:
+                url = kube.service_url(entry.namespace, entry.release, "http")
 
         mains = self.namespace(expected)
         removed = self._cleanup(kube, namespace, mains)

@@ -48,6 +48,11 @@ def model_serve_values(chart: Path, values_file: Path) -> dict[str, object]:
     return found
 
 
+def _model(version: str | None) -> str:
+    """What answers: "model <version>", or "nothing"."""
+    return f"model {version}" if version else "nothing"
+
+
 @dataclass(frozen=True)
 class Entry:
     """The production address of a cluster: Service `release` in `namespace`."""
@@ -112,7 +117,7 @@ class Entry:
             if time.monotonic() > deadline:
                 raise BackendError(
                     f"the production address ({self.where()}) serves "
-                    f"{'model ' + served if served else 'nothing'} {self.timeout:g} s after its switch to "
+                    f"{_model(served)} {self.timeout:g} s after its switch to "
                     f"model {version}; see `kubectl -n {self.namespace} describe pods`"
                 )
             time.sleep(poll)
@@ -139,7 +144,7 @@ class Entry:
             return self.switch(kube, run, upstream, image, version)
         served = self.served(kube)
         return (
-            f"production address {self.where()} left on {'model ' + served if served else 'nothing'}: "
+            f"production address {self.where()} left on {_model(served)}: "
             f"it follows main's production ({expected})"
         )
 
@@ -151,5 +156,5 @@ class Entry:
         before = self.served(kube)
         run(self.helm_args(upstream, image, version))
         self.wait_serving(kube, version)
-        was = "" if before == version else f" (was {'model ' + before if before else 'nothing'})"
+        was = "" if before == version else f" (was {_model(before)})"
         return f"production address {self.where()} now serves model {version}{was}"

@@ -190,10 +190,14 @@ class KubeClient:
         containers = [c for p in listed if _live(p) and p.spec for c in p.spec.containers]
         return sorted({c.image for c in containers if c.image})
 
+    def service_url(self, namespace: str, service: str, port: str) -> str:
+        """The Service's root through the API server's proxy, as a person or a report names it."""
+        return f"{self.server}{service_path(namespace, service, port, '/')}"
+
     def served_version(self, namespace: str, service: str, port: str) -> str | None:
         """The model version the Service's /ready names; None when nothing answers there: no such
         namespace or Service (404), no ready pod behind it (503), or none reached (502)."""
-        url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/ready"
+        url = service_path(namespace, service, port, "/ready")
         answer = self._call(
             f"reach {service}/ready in {namespace}",
             lambda: self._http.request("GET", url).raise_for_status(),
@@ -209,12 +213,17 @@ class KubeClient:
 
     def service_proxy(self, namespace: str, service: str, port: str, path: str, **kw: Any) -> httpx.Response:
         """A request to a Service through the API server's proxy (no port-forward, no ingress needed)."""
-        url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}"
+        url = service_path(namespace, service, port, path)
         method = "POST" if "files" in kw else "GET"
         return self._call(
             f"reach {service}{path} in {namespace}",
             lambda: self._http.request(method, url, **kw).raise_for_status(),
         )
+
+
+def service_path(namespace: str, service: str, port: str, path: str) -> str:
+    """`path` on a Service, through the API server's proxy."""
+    return f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy{path}"
 
 
 def _message(answer: httpx.Response) -> str:
