@@ -2,8 +2,8 @@
 # Both charts as `wms deploy` installs them, with every toggle on, for the validators that read
 # manifests: kubeconform and checkov in ci.yaml's helm job, checkov in `make checkov`.
 #   devops/helm/render.sh > rendered.yaml     (HELM: the helm to run; default: helm on PATH)
-# --api-versions: a cluster with the Prometheus operator's CRDs, without which the model chart
-# leaves its ServiceMonitor and PrometheusRule out.
+# --api-versions: a cluster with the Prometheus operator's CRDs, without which each chart leaves
+# its ServiceMonitor and PrometheusRule out.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 helm=${HELM:-helm}
@@ -21,6 +21,9 @@ image=123456789012.dkr.ecr.us-east-1.amazonaws.com/wms-model
   --set serve.capture=uncertain
 # The production address, forwarding to that version.
 "$helm" template wms-model devops/helm/wms-entry --namespace wms \
+  --api-versions monitoring.coreos.com/v1/ServiceMonitor \
+  --api-versions monitoring.coreos.com/v1/PrometheusRule \
   --set image.repository="$image" --set image.tag=v3-0123abc \
   --set 'imagePullSecrets[0].name=ecr-pull-secret' \
-  --set upstream.namespace=model-3 --set-string upstream.version=3
+  --set upstream.namespace=model-3 --set-string upstream.version=3 \
+  --set serviceMonitor.enabled=true --set prometheusRule.enabled=true

@@ -140,7 +140,8 @@ def test_ci_lints_and_renders_both_charts_with_the_commands_it_names(tmp_path: P
         helm(*words[1:])
     assert "devops/helm/render.sh > rendered.yaml" in runs
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(render()) if d)
-    assert kinds.count("Deployment") == 2 and kinds.count("NetworkPolicy") == 2
+    for kind in ("Deployment", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"):
+        assert kinds.count(kind) == 2, kind  # the model's and the production address's
     assert {"ServiceMonitor", "PrometheusRule", "Ingress", "HorizontalPodAutoscaler", "ConfigMap"} <= set(
         kinds
     )
@@ -188,13 +189,33 @@ def test_what_helm_renders_is_valid_for_the_kubernetes_the_cluster_runs() -> Non
 def test_a_cluster_without_the_operators_crds_gets_the_model_without_its_monitors(project: Project) -> None:
     """helm refuses a whole release that holds a kind the cluster lacks: where the Prometheus
     operator's CRDs are missing (its install failed), the deploy's own arguments render the model
-    without its ServiceMonitor and PrometheusRule, and with them where the cluster has the kinds."""
+    and the production address without their ServiceMonitor and PrometheusRule, and with them
+    where the cluster has the kinds: the address watched by the same Prometheus as the model."""
     from wms.deploy.k8s import K8sDeployer
 
-    upgrade = K8sDeployer(project, print).helm_args("model-3", "r/wms-model:v3-0123abc", "3", "3")
-    without = _documents(helm(*as_template(upgrade)))
-    assert "Deployment" in without and not {"ServiceMonitor", "PrometheusRule"} & set(without)
+    deployer = K8sDeployer(project, print)
+    assert deployer.entry is not None
+    image = "r/wms-model:v3-0123abc"
     crds = ["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]
     crds += ["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"]
-    with_crds = _documents(helm(*as_template(upgrade), *crds))
-    assert {"ServiceMonitor", "PrometheusRule"} <= set(with_crds)
+    monitors = {}
+    for upgrade in (
+        deployer.helm_args("model-3", image, "3", "3"),
+        deployer.entry.helm_args("model-3", image, "3"),
+    ):
+        without = _documents(helm(*as_template(upgrade)))
+        assert "Deployment" in without and not {"ServiceMonitor", "PrometheusRule"} & set(without)
+        with_crds = _documents(helm(*as_template(upgrade), *crds))
+        assert {"ServiceMonitor", "PrometheusRule"} <= set(with_crds)
+        monitors[with_crds["Deployment"]["metadata"]["namespace"]] = with_crds
+    model, entry = monitors["model-3"], monitors["wms"]
+    for kind in ("ServiceMonitor", "PrometheusRule"):  # the cluster's Prometheus selects both
+        assert model[kind]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert entry[kind]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (endpoint,) = entry["ServiceMonitor"]["spec"]["endpoints"]
+    assert endpoint["path"] == "/_proxy/metrics" and endpoint["port"] == "http"
+    service = entry["Service"]["metadata"]["labels"]
+    assert entry["ServiceMonitor"]["spec"]["selector"]["matchLabels"].items() <= service.items()
+    (group,) = entry["PrometheusRule"]["spec"]["groups"]
+    assert {rule["alert"] for rule in group["rules"]} == {"WmsAddressFailing", "WmsAddressDown"}
+    assert all('namespace="wms", service="wms-model"' in rule["expr"] for rule in group["rules"])

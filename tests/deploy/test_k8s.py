@@ -106,7 +106,7 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
 
     entry = calls[18]
     repository, tag = image.rsplit(":", 1)
-    assert entry["args"] == [
+    assert entry["args"][:-4] == [
         "upgrade", "--install", "wms-model", str(root / "devops/helm/wms-entry"),
         "--namespace", "wms", "--create-namespace", "--atomic", "--wait", "--timeout", "300s",
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
@@ -117,6 +117,14 @@ def test_the_seed_steps_run_in_order_and_old_namespaces_go(
         "--set", "serve.uploadTimeoutSeconds=180", "--set", "serve.headerTimeoutSeconds=10",
         "--set", "maxBodyMb=64",  # its proxy's body limit, never below the model's 20 MB uploads
     ]  # fmt: skip
+    # watched as the model pods are: the cluster's Prometheus selects both by the same labels
+    watched = entry["args"][-4:]
+    assert watched[0::2] == ["--set-json", "--set-json"]
+    selected = {"release": "kube-prometheus-stack"}  # infrastructure/helm-values.yaml's
+    assert {k: json.loads(v) for k, v in (a.split("=", 1) for a in watched[1::2])} == {
+        "serviceMonitor": {"enabled": True, "interval": "30s", "labels": selected},
+        "prometheusRule": {"enabled": True, "errorRatio": 0.05, "labels": selected},
+    }
     assert entry["kubeconfig"] == str(tmp_path / "kubeconfig")
 
     for namespace in ("model-1", "wms"):
@@ -150,8 +158,9 @@ def test_a_deploy_leaves_only_the_model_it_deployed_on_the_disk(
 def test_a_cluster_without_the_prometheus_operator_is_served_and_the_deploy_says_it_is_unwatched(
     cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """kube-prometheus-stack failed to install: the chart leaves its ServiceMonitor and PrometheusRule
-    out and its NOTES, which helm prints after the upgrade, say so; the deploy goes on and repeats it."""
+    """kube-prometheus-stack failed to install: each chart leaves its ServiceMonitor and PrometheusRule
+    out and its NOTES, which helm prints after the upgrade, say so; the deploy goes on and repeats it,
+    for the model's release and for the production address."""
     notes = (REPO / "devops/helm/wms-model/templates/NOTES.txt").read_text()
     said = re.search(r"^NOT MONITORED: .*$", notes, re.M)
     assert said, "NOTES.txt has no NOT MONITORED line"
@@ -169,6 +178,9 @@ def test_a_cluster_without_the_prometheus_operator_is_served_and_the_deploy_says
         "no ServiceMonitor or PrometheusRule" in helm_step[1]
         and "install kube-prometheus-stack" in helm_step[1]
     )
+    # the production address, installed on the same cluster, says the same of itself
+    address_step = re.search(r"^\[8/9\] (.*)$", result.output, re.M)
+    assert address_step and "now serves model 1 (was nothing); NOT MONITORED:" in address_step[1]
     assert re.search(r"^\[9/9\] removed old namespaces", result.output, re.M)  # served all the same
 
 
@@ -494,7 +506,7 @@ def test_the_address_waits_for_and_takes_an_upload_as_the_model_pods_do(
     assert cli("deploy").exit_code == 0
     helm = [c["args"] for c in _calls(cluster) if c["who"] == "helm" and c["args"][0] == "upgrade"]
     (entry,) = [args for args in helm if args[args.index("--namespace") + 1] == "wms"]
-    assert entry[-6:] == [
+    assert entry[-10:-4] == [
         "--set", "serve.uploadTimeoutSeconds=300", "--set", "serve.headerTimeoutSeconds=10",
         "--set", "maxBodyMb=200",
     ]  # fmt: skip

@@ -1,5 +1,6 @@
-"""The local deploy's proxy under hostile clients: it holds no request body whole, refuses one over
-its limit as soon as it gets there, and closes connections whose headers never end."""
+"""The deploy proxy (the local deploy's stable port, the cluster's production address) under hostile
+clients: it holds no request body whole, refuses one over its limit as soon as it gets there, and
+closes connections whose headers never end; and its own metrics count what clients met there."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -22,7 +24,7 @@ from starlette.routing import Route
 
 from wms.config import ServeSettings
 from wms.deploy.local import free_port
-from wms.deploy.proxy import create_proxy, write_upstream
+from wms.deploy.proxy import OUTCOMES, create_proxy, write_upstream
 from wms.serve.app import create_app
 from wms.serve.model import load_folder
 
@@ -139,11 +141,14 @@ def test_the_proxy_closes_a_connection_whose_headers_never_end(tmp_path: Path) -
                     closed = True
         refused = httpx.post(f"http://127.0.0.1:{port}/predict", content=b"x" * (2 * 2**20), timeout=10)
         assert refused.status_code == 413 and "over 1 MiB" in refused.text, refused.text
+        scraped = _scrape(f"http://127.0.0.1:{port}")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     assert closed, "a client sending its headers a byte at a time was still connected after 4 s"
     assert heard.startswith(b"HTTP/1.1 408"), heard
+    assert scraped["wms_proxy_request_header_timeouts_total"] == 1  # the cut is counted
+    assert scraped['wms_proxy_requests_total{outcome="too_large"}'] == 1
 
 
 def test_an_upload_too_slow_for_the_server_gets_408_with_the_reason_through_the_proxy(
@@ -198,3 +203,77 @@ def test_the_proxy_never_refuses_a_body_the_server_would_take() -> None:
 
     assert body_limit_mb(20) == MAX_BODY_MB == 64
     assert body_limit_mb(100) == 200
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """The proxy's /_proxy/metrics as {'name{label="value"}': value}."""
+    text = httpx.get(f"{url}/_proxy/metrics", timeout=5).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return samples
+
+
+def _hangs_up() -> tuple[str, Callable[[], None]]:
+    """A server that takes each connection and closes it without a word: an upstream that fails
+    mid-request. Its URL, and how to stop it."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.recv(65536)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+    return f"http://127.0.0.1:{server.getsockname()[1]}", close
+
+
+def test_the_proxy_counts_what_its_clients_met_and_names_its_upstream(
+    tmp_path: Path, live_server: Callable[..., Any]
+) -> None:
+    """Each way a request can end is counted apart: the server behind it answering, or the proxy
+    answering itself because nothing could (the production address's alerts read these)."""
+    upstream_file = tmp_path / "upstream.json"
+    hang_up_url, stop_hanging_up = _hangs_up()
+    with (
+        live_server(Upstream().app) as server,
+        live_server(create_proxy(upstream_file, max_body=2**20)) as proxy,
+    ):
+        try:
+            before = _scrape(proxy.url)
+            assert not any(name.startswith("wms_proxy_upstream_info") for name in before)  # none yet
+            assert {before[f'wms_proxy_requests_total{{outcome="{o}"}}'] for o in OUTCOMES} == {0}
+            assert httpx.get(f"{proxy.url}/ready").status_code == 503  # nothing deployed yet
+            write_upstream(upstream_file, server.url, "7")
+            for _ in range(3):
+                assert httpx.get(f"{proxy.url}/ready").status_code == 200
+            assert httpx.post(f"{proxy.url}/predict", content=b"x" * (2**20 + 1)).status_code == 413
+            write_upstream(upstream_file, hang_up_url, "7")
+            assert httpx.get(f"{proxy.url}/ready").status_code == 502  # broke off mid-request
+            write_upstream(upstream_file, f"http://127.0.0.1:{free_port()}", "8")
+            assert httpx.get(f"{proxy.url}/ready", timeout=10).status_code == 502  # refuses connections
+            after = _scrape(proxy.url)
+        finally:
+            stop_hanging_up()
+    counted = {o: after[f'wms_proxy_requests_total{{outcome="{o}"}}'] for o in OUTCOMES}
+    assert counted == {
+        "forwarded": 3, "no_upstream": 1, "unreachable": 1, "upstream_failed": 1,
+        "too_large": 1, "too_slow": 0,
+    }  # fmt: skip
+    assert after['wms_proxy_upstream_info{version="8"}'] == 1
+    assert not any(name.startswith('wms_proxy_upstream_info{version="7"') for name in after)

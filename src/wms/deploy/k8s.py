@@ -38,17 +38,13 @@ from wms.deploy.base import (
     reference_photo,
     stage_model,
 )
-from wms.deploy.k8s_entry import MANAGED, Entry
+from wms.deploy.k8s_entry import MANAGED, Entry, unmonitored
 from wms.deploy.k8s_image import dockerconfig_secret, ecr_login, stage_context
 from wms.errors import BackendError, ConfigError, RegistryError
 
 if TYPE_CHECKING:
     from wms.deploy.kube import KubeClient
     from wms.registry import Registry
-
-# How the chart's NOTES begin the line that says it left its ServiceMonitor and PrometheusRule
-# out: the cluster lacks the Prometheus operator's CRDs (its install failed), and serving goes on.
-UNMONITORED = "NOT MONITORED:"
 
 
 class K8sDeployer:
@@ -296,9 +292,7 @@ class K8sDeployer:
                 "heal's in split, removes this namespace)"
             )
         )
-        note += "".join(
-            f"; {line.strip()}" for line in out.splitlines() if line.strip().startswith(UNMONITORED)
-        )
+        note += unmonitored(out)
         self._step(f"helm release {self.cfg.release} installed in {namespace}{note}")
 
         pods = kube.wait_pods_ready(

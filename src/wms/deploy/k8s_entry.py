@@ -14,6 +14,7 @@ when the address itself answers /ready with that version: until then, and if the
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,22 +31,40 @@ if TYPE_CHECKING:
     from wms.deploy.kube import KubeClient
 
 MANAGED = {"app.kubernetes.io/managed-by": "wms"}
-# The model pods' serve.* values its proxy must share: an upload the model would still take, or
-# headers it would still wait for, must not get a 408 (or a 413) from the address first.
-SHARED_SERVE = ("uploadTimeoutSeconds", "headerTimeoutSeconds", "maxUploadMb")
+# How a chart's NOTES begin the line that says it left its ServiceMonitor and PrometheusRule out:
+# the cluster lacks the Prometheus operator's CRDs (its install failed), and serving goes on.
+UNMONITORED = "NOT MONITORED:"
+# The model chart's values the address takes too. serve.*: an upload the model would still take,
+# or headers it would still wait for, must not get a 408 (or a 413) from the address first.
+# serviceMonitor.* and prometheusRule.*: the cluster's Prometheus finds and alerts on the address
+# as it does on the model pods (the operator's selector labels, whether its CRDs are used).
+SHARED = {
+    "serve": ("uploadTimeoutSeconds", "headerTimeoutSeconds", "maxUploadMb"),
+    "serviceMonitor": ("enabled", "interval", "labels"),
+    "prometheusRule": ("enabled", "labels", "errorRatio"),
+}
 
 
-def model_serve_values(chart: Path, values_file: Path) -> dict[str, object]:
-    """The model pods' `SHARED_SERVE` values: the model chart's defaults under the cluster's
-    values file (deploy.values_file), as helm merges them for the model's release."""
-    found: dict[str, object] = {}
+def model_values(chart: Path, values_file: Path) -> dict[str, dict[str, object]]:
+    """The `SHARED` values of the model's release: the model chart's defaults under the
+    cluster's values file (deploy.values_file), as helm merges them."""
+    found: dict[str, dict[str, object]] = {section: {} for section in SHARED}
     for path in (chart / "values.yaml", values_file):
         try:
-            serve = (yaml.safe_load(path.read_text()) or {}).get("serve") or {}
+            values = yaml.safe_load(path.read_text()) or {}
+            for section, keys in SHARED.items():
+                given = values.get(section) or {}
+                found[section] |= {key: given[key] for key in keys if key in given}
         except (OSError, yaml.YAMLError, AttributeError) as exc:
-            raise ConfigError(f"cannot read the serve values of {path}: {exc}") from None
-        found |= {key: serve[key] for key in SHARED_SERVE if key in serve}
+            raise ConfigError(f"cannot read the values of {path}: {exc}") from None
     return found
+
+
+def unmonitored(helm_output: str) -> str:
+    """The NOT MONITORED line of a chart's NOTES in `helm_output`, as "; <line>"; "" without one."""
+    return "".join(
+        f"; {line.strip()}" for line in helm_output.splitlines() if line.strip().startswith(UNMONITORED)
+    )
 
 
 def _model(version: str | None) -> str:
@@ -92,18 +111,27 @@ class Entry:
             "--set", f"imagePullSecrets[0].name={self.pull_secret}",
             "--set", f"upstream.namespace={upstream}", "--set", f"upstream.service={self.release}",
             "--set-string", f"upstream.version={version}",
-            *self._shared_serve(),
+            *self._shared(),
         ]  # fmt: skip
 
-    def _shared_serve(self) -> list[str]:
-        """--set arguments that give the proxy the model pods' deadlines and a body limit no
-        lower than their uploads' (wms.deploy.proxy.body_limit_mb)."""
-        values = model_serve_values(self.model_chart, self.values_file)
-        upload_mb = values.pop("maxUploadMb", None)
-        sets = [f"serve.{key}={value}" for key, value in values.items()]
+    def _shared(self) -> list[str]:
+        """Arguments that give the proxy the model pods' deadlines, a body limit no lower than
+        their uploads' (wms.deploy.proxy.body_limit_mb), and their ServiceMonitor and
+        PrometheusRule settings."""
+        values = model_values(self.model_chart, self.values_file)
+        serve = values.pop("serve")
+        upload_mb = serve.pop("maxUploadMb", None)
+        sets = [f"serve.{key}={value}" for key, value in serve.items()]
         if isinstance(upload_mb, int | float):
             sets.append(f"maxBodyMb={body_limit_mb(upload_mb):g}")
-        return [a for s in sets for a in ("--set", s)]
+        args = [a for s in sets for a in ("--set", s)]
+        for section, given in values.items():  # a whole map (labels) in one argument
+            if given:
+                args += [
+                    "--set-json",
+                    f"{section}={json.dumps(given, sort_keys=True, separators=(',', ':'))}",
+                ]
+        return args
 
     def served(self, kube: KubeClient) -> str | None:
         """The version the address answers /ready with; None where nothing answers there."""
@@ -134,7 +162,7 @@ class Entry:
         ]
 
     def follow(
-        self, kube: KubeClient, run: Callable[[list[str]], object], upstream: str, image: str, version: str,
+        self, kube: KubeClient, run: Callable[[list[str]], str], upstream: str, image: str, version: str,
         expected: str,
     ) -> str:  # fmt: skip
         """Switch the address to `version` where it is main's production (`expected`); a version
@@ -149,12 +177,13 @@ class Entry:
         )
 
     def switch(
-        self, kube: KubeClient, run: Callable[[list[str]], object], upstream: str, image: str, version: str
+        self, kube: KubeClient, run: Callable[[list[str]], str], upstream: str, image: str, version: str
     ) -> str:
         """Point the address at the Service in `upstream`, which serves `version` from `image`
-        (`run` runs the helm command); the step's line, which says what it served before."""
+        (`run` runs the helm command and returns its output); the step's line, which says what it
+        served before, and that nothing watches the address where the cluster lacks the CRDs."""
         before = self.served(kube)
-        run(self.helm_args(upstream, image, version))
+        out = run(self.helm_args(upstream, image, version))
         self.wait_serving(kube, version)
         was = "" if before == version else f" (was {_model(before)})"
-        return f"production address {self.where()} now serves model {version}{was}"
+        return f"production address {self.where()} now serves model {version}{was}{unmonitored(out)}"

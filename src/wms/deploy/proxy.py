@@ -1,4 +1,5 @@
-"""The local deploy's stable port: a small reverse proxy whose upstream is a file, switched atomically.
+"""A small reverse proxy whose upstream is a file, switched atomically: the local deploy's stable
+port, and in the cluster the production address (devops/helm/wms-entry, wms.deploy.k8s_entry).
 
     python -m wms.deploy.proxy --port 8000 --upstream-file .wms/deploy/upstream.json
 
@@ -13,6 +14,12 @@ to it; a body over the proxy's `max_body` is refused as soon as it gets there, a
 arriving `--upload-timeout` seconds after its headers gets 408. A client that has not sent its
 request headers within `--header-timeout` seconds gets 408 and is closed (wms.serve.protocol).
 `wms deploy` passes serve.upload_timeout_seconds and serve.header_timeout_seconds.
+
+`GET /_proxy/metrics` is the proxy's own Prometheus scrape (`ProxyMetrics`): what became of each
+request (passed on, or answered by the proxy itself because no upstream could answer it), the
+connections cut for headers that never ended, and the version it forwards to. The server's
+`/metrics` counts only what reached it; these are the failures a client met before that. In the
+cluster, where this proxy is the production address, the wms-entry chart's alerts read them.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from typing import Any
 
 import anyio
 import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -47,6 +56,49 @@ def body_limit_mb(max_upload_mb: float) -> float:
     """The proxy's body limit in MiB for a server that takes uploads of `max_upload_mb`
     (serve.max_upload_mb): never below the server's own, so the server is the one that says no."""
     return max(float(MAX_BODY_MB), 2 * max_upload_mb)
+
+
+# What became of a request: `forwarded` (the upstream answered it, whatever it said), or the
+# proxy's own answer: 503 no_upstream (nothing deployed yet), 502 unreachable (the upstream
+# refused connections for CONNECT_TRIES), 502 upstream_failed (it broke off mid-request),
+# 413 too_large, 408 too_slow. The first three are the address failing its clients.
+OUTCOMES = ("forwarded", "no_upstream", "unreachable", "upstream_failed", "too_large", "too_slow")
+
+
+class ProxyMetrics:
+    """The proxy's counters, in a registry of its own (several proxies may share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "wms_proxy_requests",
+            "Requests to the proxy, by what became of them (forwarded, or answered by the proxy)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in OUTCOMES:  # every series from the start: rate() needs the zero
+            self.requests.labels(outcome=outcome)
+        self.header_timeouts = Counter(
+            "wms_proxy_request_header_timeouts",
+            "Connections answered 408 and closed because their request headers were not all in "
+            "within --header-timeout seconds",
+            registry=self.registry,
+        )
+        self.upstream = Gauge(
+            "wms_proxy_upstream_info",
+            "1 for the model version the proxy forwards to (none before the first deploy)",
+            ["version"],
+            registry=self.registry,
+        )
+
+    def count(self, outcome: str) -> None:
+        self.requests.labels(outcome=outcome).inc()
+
+    def scrape(self, upstream: dict[str, Any]) -> bytes:
+        self.upstream.clear()
+        if upstream.get("url"):
+            self.upstream.labels(version=str(upstream.get("version", ""))).set(1)
+        return generate_latest(self.registry)
 
 
 class _TooLarge(Exception):
@@ -87,12 +139,18 @@ def write_upstream(path: Path, url: str, version: str) -> None:
 
 
 def create_proxy(
-    upstream_file: Path, max_body: int = 64 * 1024 * 1024, body_seconds: float = 180
+    upstream_file: Path,
+    max_body: int = 64 * 1024 * 1024,
+    body_seconds: float = 180,
+    metrics: ProxyMetrics | None = None,
 ) -> Starlette:
     """The proxy app: bodies over `max_body` get 413, and bodies not whole `body_seconds` after the
     headers get 408 (serve.upload_timeout_seconds: the proxy's deadline starts just before the
-    server's, so the client hears the reason rather than a server that hung up on the proxy)."""
+    server's, so the client hears the reason rather than a server that hung up on the proxy).
+    What becomes of each request counts on `metrics` (a new ProxyMetrics where none is given),
+    scraped at /_proxy/metrics."""
     upstream = Upstream(upstream_file)
+    metrics = metrics or ProxyMetrics()
     # No keep-alive: a pooled connection to a server that is shutting down could be closed
     # under a request; a fresh loopback connection per request costs a fraction of a millisecond.
     client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=120)
@@ -102,7 +160,11 @@ def create_proxy(
         me = {"proxy": True, "pid": os.getpid(), "upstream_file": str(upstream_file.resolve())}
         return JSONResponse(me | upstream.current())
 
+    async def scrape(_: Request) -> Response:
+        return Response(metrics.scrape(upstream.current()), media_type=CONTENT_TYPE_LATEST)
+
     def too_large() -> Response:
+        metrics.count("too_large")
         refusal = {"error": f"request body over {max_body // 2**20} MiB"}
         return JSONResponse(refusal, status_code=413, headers={"connection": "close"})
 
@@ -135,6 +197,7 @@ def create_proxy(
         for _ in range(CONNECT_TRIES):
             target = upstream.current().get("url")
             if not target:
+                metrics.count("no_upstream")
                 return JSONResponse({"error": "no model deployed yet; run `wms deploy`"}, status_code=503)
             url = target + request.url.path + (f"?{request.url.query}" if request.url.query else "")
             try:
@@ -145,26 +208,37 @@ def create_proxy(
             except _TooLarge:
                 return too_large()
             except _TooSlow:
+                metrics.count("too_slow")
                 slow = upload_too_slow(body_seconds)
                 return JSONResponse({"error": slow}, status_code=408, headers={"connection": "close"})
             except httpx.HTTPError as exc:
                 failure = str(exc) or type(exc).__name__
+                metrics.count("upstream_failed")
                 return JSONResponse({"error": f"upstream failed: {failure}"}, status_code=502)
             out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
             out.pop("content-encoding", None)  # httpx has decoded the body already
+            metrics.count("forwarded")
             return Response(answer.content, status_code=answer.status_code, headers=out)
+        metrics.count("unreachable")
         return JSONResponse({"error": f"upstream {target} refuses connections"}, status_code=502)
 
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
     return Starlette(
-        routes=[Route("/_proxy", whoami), Route("/{path:path}", forward, methods=methods)],
+        routes=[
+            Route("/_proxy", whoami),
+            Route("/_proxy/metrics", scrape),
+            Route("/{path:path}", forward, methods=methods),
+        ],
     )
 
 
 def main() -> None:
     import uvicorn
 
-    parser = argparse.ArgumentParser(description="WMS local deploy: reverse proxy on the stable port")
+    parser = argparse.ArgumentParser(
+        description="WMS deploy proxy: the local deploy's stable port, and the cluster's production "
+        "address; GET /_proxy says where it forwards, GET /_proxy/metrics is its Prometheus scrape"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream-file", type=Path, required=True)
@@ -174,9 +248,13 @@ def main() -> None:
         "--max-body-mb", type=float, default=MAX_BODY_MB, help="refuse a larger body (body_limit_mb)"
     )
     args = parser.parse_args()
-    http = header_deadline_protocol(args.header_timeout)
+    metrics = ProxyMetrics()
+    http = header_deadline_protocol(args.header_timeout, metrics.header_timeouts)
     app = create_proxy(
-        args.upstream_file, max_body=int(args.max_body_mb * 2**20), body_seconds=args.upload_timeout
+        args.upstream_file,
+        max_body=int(args.max_body_mb * 2**20),
+        body_seconds=args.upload_timeout,
+        metrics=metrics,
     )
     uvicorn.run(app, host=args.host, port=args.port, http=http, log_level="warning")
 
