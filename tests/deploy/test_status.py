@@ -145,9 +145,35 @@ def test_before_the_first_promotion_there_is_nothing_to_serve(
     assert "main names no production model yet" in result.output
 
 
-def test_the_local_target_is_refused_in_one_line(served_project: Path, cli: Callable[..., Any]) -> None:
-    result = cli("deploy", "status")
-    assert result.exit_code == 2 and "set it to k8s" in result.output and "Traceback" not in result.output
+def test_the_local_target_says_what_its_stable_port_serves(
+    served_project: Path, cli: Callable[..., Any]
+) -> None:
+    """On a laptop (deploy.target = local) the status reads the local deploy's stable port: nothing
+    before a deploy, main's version after one, and out of sync again once main names another."""
+    from wms.config import load_settings
+    from wms.deploy.local import LocalDeployer, free_port
+
+    port = free_port()
+    with (served_project / "wms.toml").open("a") as fh:
+        fh.write(f"\n[serve]\nport = {port}\n\n[deploy]\nready_timeout_seconds = 90\n")
+    _main_names(served_project, "1")
+    url = f"http://127.0.0.1:{port}"
+    before = cli("deploy", "status", "--check")
+    assert before.exit_code == 1 and "Traceback" not in before.output, before.output
+    assert f"served: nothing answers /ready at {url}" in before.output
+    assert "OUT OF SYNC: run `wms deploy`" in before.output
+    deployer = LocalDeployer(load_settings(start=served_project), lambda _: None)
+    try:
+        assert deployer.deploy("production").version == "1"
+        served = cli("deploy", "status", "--check")
+        assert served.exit_code == 0, served.output
+        assert f"served: model 1 at {url}" in served.output and "in sync" in served.output
+        _main_names(served_project, "2")  # promoted on main, not yet deployed here
+        behind = cli("deploy", "status", "--check")
+        assert behind.exit_code == 1 and "wanted: model 2" in behind.output
+        assert "OUT OF SYNC" in behind.output
+    finally:
+        deployer.stop()
 
 
 def test_a_checkout_without_the_files_of_old_commits_still_says_what_main_changed(

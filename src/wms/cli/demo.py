@@ -66,6 +66,7 @@ def demo(
         f"serving:          {_serving(project, deployed)}",
         "",
         "try next:",
+        f"  wms deploy status   # what port {project.settings.serve.port} serves against what main names",
         "  wms model list",
         "  wms model history",
         f"  wms predict {photos}/images/*.png --out masks",

@@ -70,14 +70,15 @@ def deploy(
 def status(
     ctx: typer.Context,
     check: bool = typer.Option(
-        False, "--check", help="Exit 1 when the cluster does not serve what main names (as `diff` does)."
+        False, "--check", help="Exit 1 when deploy.target does not serve what main names (as `diff` does)."
     ),
 ) -> None:
-    """What the k8s cluster serves against what main's models/production_current.json names: the
-    version its namespace's Service answers /ready with, whether its image is built from main's
+    """What deploy.target serves against what main's models/production_current.json names. On k8s:
+    the version its namespace's Service answers /ready with, whether its image is built from main's
     code, the version the production address answers with, and any namespace deployed while main
-    named another version. Changes nothing. In GitHub
-    Actions also the outputs `in_sync`, `wanted`, `served` and the step summary."""
+    named another version. On local: the version the stable port (serve.port) answers /ready with.
+    Changes nothing. In GitHub Actions also the outputs `in_sync`, `wanted`, `served` and the step
+    summary."""
     from wms.deploy.status import serving_status
     from wms.report import write_github_output, write_step_summary
 

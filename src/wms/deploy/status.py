@@ -1,4 +1,4 @@
-"""What the k8s cluster serves, against what main says it should: `wms deploy status`.
+"""What a deploy target serves, against what main says it should: `wms deploy status`.
 
 Main's models/production_current.json names the version; `wms deploy` serves it in namespace
 `model-<version>` from an image tagged `v<version>-<commit>`, the commit its checkout was at.
@@ -10,6 +10,9 @@ fires until a deploy from main replaces or removes it), and the production addre
 (wms.deploy.k8s_entry), where there is one, answers /ready with that version too. A few cheap
 reads: the namespaces' labels, the Services' /ready and the pods' images; nothing is built,
 pulled or changed.
+
+On the local target (a laptop, `make demo`) it serves main's production when the stable port
+(serve.port, the local deploy's proxy) answers /ready with that version.
 """
 
 from __future__ import annotations
@@ -17,10 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import httpx
+
 from wms.config import Project
-from wms.deploy.k8s import K8sDeployer
-from wms.deploy.k8s_entry import Entry
-from wms.errors import ConfigError
 
 if TYPE_CHECKING:
     from wms.deploy.kube import KubeClient
@@ -51,6 +53,7 @@ class ServingStatus:
     off_main: tuple[tuple[str, str], ...] = ()
     address: str = ""  # the production address (Entry.where); "" where there is none
     address_serves: str | None = None  # the version /ready names there; None: nothing answers
+    stable_url: str = ""  # the local target's stable port, which `served` was read from; "" on k8s
 
     @property
     def in_sync(self) -> bool:
@@ -62,6 +65,8 @@ class ServingStatus:
     def lines(self) -> list[str]:
         if self.wanted is None:
             return ["main names no production model yet (models/production_current.json): nothing to serve"]
+        if self.stable_url:
+            return self._local_lines()
         served = (
             f"model {self.served}" if self.served is not None else "nothing (no ready pod answers /ready)"
         )
@@ -91,23 +96,32 @@ class ServingStatus:
         )
         return lines
 
+    def _local_lines(self) -> list[str]:
+        served = "nothing answers /ready" if self.served is None else f"model {self.served}"
+        return [
+            f"wanted: model {self.wanted}, main's models/production_current.json",
+            f"served: {served} at {self.stable_url} (the local deploy's stable port, serve.port)",
+            "in sync: the stable port serves what main names"
+            if self.in_sync
+            else "OUT OF SYNC: run `wms deploy` to serve main's production there",
+        ]
+
 
 def serving_status(project: Project, kube: KubeClient | None = None) -> ServingStatus:
-    """Ask the cluster (deploy.kubeconfig's) what serves main's production version."""
+    """What deploy.target serves against main's production version: the cluster
+    (deploy.kubeconfig's), or the local deploy's stable port."""
     from wms.vcs.mainline import MainLine
-
-    target = project.settings.deploy.target
-    if target != "k8s":
-        raise ConfigError(
-            f"wms deploy status reads a Kubernetes cluster; deploy.target is {target!r}: "
-            "set it to k8s (WMS_DEPLOY__TARGET=k8s)"
-        )
-    from wms.deploy.kube import KubeClient
 
     main = MainLine(project)
     wanted = main.production_version()  # RegistryError when main's pointer names no version
     if wanted is None:
         return ServingStatus(None, "", None, (), "")
+    if project.settings.deploy.target == "local":
+        return _local_status(project, wanted)
+    from wms.deploy.k8s import K8sDeployer
+    from wms.deploy.k8s_entry import Entry
+    from wms.deploy.kube import KubeClient
+
     namespace = K8sDeployer(project, print).namespace(wanted)
     release = project.settings.deploy.release
     client = kube or KubeClient.from_kubeconfig(project.settings.deploy.kubeconfig)
@@ -124,6 +138,19 @@ def serving_status(project: Project, kube: KubeClient | None = None) -> ServingS
     entry = Entry.of(project)
     address, address_serves = (entry.where(), entry.served(client)) if entry else ("", None)
     return ServingStatus(wanted, namespace, served, images, stale, off_main, address, address_serves)
+
+
+def _local_status(project: Project, wanted: str) -> ServingStatus:
+    """The version the local deploy's stable port answers /ready with, against `wanted`."""
+    serve = project.settings.serve
+    url = f"http://{serve.host}:{serve.port}"
+    try:
+        answer = httpx.get(f"{url}/ready", timeout=5)
+        version = answer.json().get("version") if answer.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        version = None  # nothing there, or not a model server's answer
+    served = None if version is None else str(version)
+    return ServingStatus(wanted, "", served, (), "", stable_url=url)
 
 
 def _stale_code(main: MainLine, project: Project, images: tuple[str, ...]) -> str:
