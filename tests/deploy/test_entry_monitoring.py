@@ -4,7 +4,6 @@ unit-tests, and every metric they query exported by the real proxy at /_proxy/me
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,42 +11,34 @@ from typing import Any
 import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from tests.deploy.test_monitoring import _promtool, _rules, metric_names, needs_promtool
+from tests.deploy.test_monitoring import (
+    ChartRules,
+    _promtool,
+    _rules,
+    chart_values,
+    metric_names,
+    needs_promtool,
+)
 
 from wms.deploy.proxy import create_proxy, write_upstream
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "devops" / "helm" / "wms-entry"
 RULES = CHART / "files" / "alerts.rules.yaml"
-RULE_TEMPLATE = CHART / "templates" / "prometheusrule.yaml"
 UNIT_TESTS = Path(__file__).with_name("entry_alerts_test.yaml")
 
 
-def _template_tokens() -> list[str]:
-    return re.findall(r'replace "(WMS_[A-Z0-9_]+)"', RULE_TEMPLATE.read_text())
-
-
-def render_rules(**values: Any) -> str:
-    """The rules file as templates/prometheusrule.yaml makes it for svc/wms-model in namespace
-    wms, with the chart's errorRatio unless `values` say otherwise (the tokens' names, lower case,
-    without WMS_)."""
-    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
-    tokens = {
+# svc/wms-model in namespace wms, with the chart's errorRatio
+ENTRY_RULES = ChartRules(
+    CHART,
+    UNIT_TESTS,
+    {
         "namespace": "wms",
         "service": "wms-model",
-        "error_ratio": defaults["prometheusRule"]["errorRatio"],
-        **values,
-    }
-    text = RULES.read_text()
-    for token in _template_tokens():
-        text = text.replace(token, str(tokens[token.removeprefix("WMS_").lower()]))
-    return text
-
-
-def _write_rules(folder: Path, **values: Any) -> Path:
-    (folder / "alerts.rules.yaml").write_text(render_rules(**values))
-    shutil.copyfile(UNIT_TESTS, folder / UNIT_TESTS.name)
-    return folder / UNIT_TESTS.name
+        "error_ratio": chart_values(CHART)["prometheusRule"]["errorRatio"],
+    },
+)
+render_rules, _write_rules, _template_tokens = ENTRY_RULES.render, ENTRY_RULES.write, ENTRY_RULES.tokens
 
 
 def test_the_template_replaces_every_token_and_each_rule_watches_the_address_alone() -> None:

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ from wms.drift_report import GAUGES as DRIFT_GAUGES
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "devops" / "helm" / "wms-model"
 RULES = CHART / "files" / "alerts.rules.yaml"
-RULE_TEMPLATE = CHART / "templates" / "prometheusrule.yaml"
 DASHBOARD = CHART / "dashboards" / "wms-model.json"
 UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 PROMTOOL = shutil.which("promtool")
@@ -37,36 +37,69 @@ PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$namespace": ".*"}
 
 
-def _chart_defaults() -> dict[str, Any]:
-    return dict(yaml.safe_load((CHART / "values.yaml").read_text()))
+@dataclass(frozen=True)
+class ChartRules:
+    """A chart's files/alerts.rules.yaml as its templates/prometheusrule.yaml renders it: each
+    WMS_<NAME> token the template replaces, swapped for `defaults`' value of <name> (lower case)
+    unless render's own values say otherwise; written beside its promtool unit tests."""
+
+    chart: Path
+    unit_tests: Path
+    defaults: dict[str, Any]
+
+    @property
+    def file(self) -> Path:
+        return self.chart / "files" / "alerts.rules.yaml"
+
+    def tokens(self) -> list[str]:
+        template = self.chart / "templates" / "prometheusrule.yaml"
+        return re.findall(r'replace "(WMS_[A-Z0-9_]+)"', template.read_text())
+
+    def render(self, **values: Any) -> str:
+        tokens = {**self.defaults, **values}
+        text = self.file.read_text()
+        for token in self.tokens():
+            text = text.replace(token, str(tokens[token.removeprefix("WMS_").lower()]))
+        return text
+
+    def write(self, folder: Path, **values: Any) -> Path:
+        """The rendered rules and the unit tests in `folder`; the unit tests' path."""
+        (folder / "alerts.rules.yaml").write_text(self.render(**values))
+        shutil.copyfile(self.unit_tests, folder / self.unit_tests.name)
+        return folder / self.unit_tests.name
+
+
+def chart_values(chart: Path) -> dict[str, Any]:
+    return dict(yaml.safe_load((chart / "values.yaml").read_text()))
+
+
+_RULE = chart_values(CHART)["prometheusRule"]
+# The release in namespace model-3, expected version 3, with the chart's thresholds.
+MODEL_RULES = ChartRules(
+    CHART,
+    UNIT_TESTS,
+    {
+        "namespace": "model-3",
+        "expected_version": "3",
+        "error_ratio": _RULE["errorRatio"],
+        "p99_seconds": _RULE["p99LatencySeconds"],
+        "drift_max_age_hours": _RULE["driftMaxAgeHours"],
+    },
+)
 
 
 def _template_tokens() -> list[str]:
-    return re.findall(r'replace "(WMS_[A-Z0-9_]+)"', RULE_TEMPLATE.read_text())
+    return MODEL_RULES.tokens()
 
 
 def render_rules(**values: Any) -> str:
     """The rules file as templates/prometheusrule.yaml makes it, for release namespace model-3 and
     expected version 3 unless `values` (the tokens' names, lower case, without WMS_) say otherwise."""
-    rule = _chart_defaults()["prometheusRule"]
-    tokens = {
-        "namespace": "model-3",
-        "expected_version": "3",
-        "error_ratio": rule["errorRatio"],
-        "p99_seconds": rule["p99LatencySeconds"],
-        "drift_max_age_hours": rule["driftMaxAgeHours"],
-        **values,
-    }
-    text = RULES.read_text()
-    for token in _template_tokens():
-        text = text.replace(token, str(tokens[token.removeprefix("WMS_").lower()]))
-    return text
+    return MODEL_RULES.render(**values)
 
 
 def _write_rules(folder: Path, **values: Any) -> Path:
-    (folder / "alerts.rules.yaml").write_text(render_rules(**values))
-    shutil.copyfile(UNIT_TESTS, folder / UNIT_TESTS.name)
-    return folder / UNIT_TESTS.name
+    return MODEL_RULES.write(folder, **values)
 
 
 def _promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
