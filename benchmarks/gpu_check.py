@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 PLAN = [
     ("device", "GPU name, memory, driver, bf16 support"),
-    ("gpu_tests", "pytest -m gpu tests/gpu (precisions, CUDA resume, no per-step sync, host memory)"),
+    ("gpu_tests", "pytest -m gpu tests/gpu (precisions, both stages resumed, no per-step sync, host memory)"),
     ("short_trainings", "512 px bf16 and fp16 trainings on synthetic photos: images/s, memory, utilisation"),
     ("loop_vs_naive", "benchmarks/train_speed.py --device cuda: this loop vs a naive Pillow loop, images/s"),
     (

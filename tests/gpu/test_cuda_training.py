@@ -53,6 +53,25 @@ def test_a_cuda_checkpoint_resumes(pairs: list, tmp_path: Path) -> None:
     assert len(resumed.history) == 3  # continued from epoch 3, RNG states restored on the CPU
 
 
+def test_a_cuda_second_stage_resumes_from_its_last_pass(pairs: list, tmp_path: Path) -> None:
+    """Its jitter draws on the GPU's generator: that state is saved with the pass and set again."""
+    from wms.train.progress import SilentReporter
+
+    class StoppedAfterFirstPass(SilentReporter):
+        def refine_pass_done(self, done: int, metrics: dict[str, float]) -> None:
+            if done == 1:
+                raise KeyboardInterrupt
+
+    cfg = TrainSettings(**TINY | {"epochs": 1, "refine_epochs": 3, "refine_size": 32, "refine_depth": 1})
+    checkpoint = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, pairs[:36], pairs[36:], StoppedAfterFirstPass(), checkpoint=checkpoint)
+    state = torch.load(tmp_path / "run-second.ckpt", map_location="cpu", weights_only=True)
+    assert len(state["history"]) == 1 and "cuda_rng" in state
+    resumed = train(cfg, pairs[:36], pairs[36:], checkpoint=checkpoint)
+    assert resumed.refine["refine_passes"] == 3
+
+
 def test_training_steps_do_not_synchronise_with_the_host(pairs: list) -> None:
     torch.cuda.set_sync_debug_mode("warn")
     try:

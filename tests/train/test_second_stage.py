@@ -110,3 +110,56 @@ def test_the_second_stage_reads_its_loss_a_few_times_per_pass_not_every_step(
     assert len(refine_steps) == 2 * 8
     assert sum(loss is not None for loss in refine_steps) == 2 * second_stage.READS_PER_PASS
     assert reads() == 2 * (second_stage.READS_PER_PASS + 1), f"{reads()} host reads in 16 steps"
+
+
+class StoppedAfterPass(Passes):
+    """The instance is reclaimed as the second stage reports pass `at` (its checkpoint written)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def refine_pass_done(self, done: int, metrics: dict[str, float]) -> None:
+        super().refine_pass_done(done, metrics)
+        if done == self.at:
+            raise KeyboardInterrupt
+
+
+def _weights(result: object) -> list:
+    refiner = result.segmenter.refiner  # type: ignore[attr-defined]
+    return [t.detach().clone() for t in refiner.state_dict().values()]
+
+
+def test_a_job_stopped_in_the_second_stage_goes_on_from_its_last_pass_to_the_same_network(
+    pairs: list, tmp_path: Path
+) -> None:
+    """A reclaim during the second stage costs one pass, not the whole stage: the job resumed from
+    its checkpoint trains only the passes left, and on the CPU ends with the network of a job
+    never stopped."""
+    import torch
+
+    cfg = SETTINGS.model_copy(update={"epochs": 1, "refine_epochs": 3})
+    whole = train(cfg, pairs[:16], pairs[16:], checkpoint=tmp_path / "whole.pt")
+    checkpoint = tmp_path / "job.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, pairs[:16], pairs[16:], StoppedAfterPass(2), checkpoint=checkpoint)
+    assert (tmp_path / "job-second.pt").is_file()  # beside the first network's
+    resumed = Passes()
+    result = train(cfg, pairs[:16], pairs[16:], resumed, checkpoint=checkpoint)
+    assert [done for done, _ in resumed.passes] == [3]  # only the pass left
+    assert result.refine["refine_passes"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(_weights(result), _weights(whole), strict=True))
+
+
+def test_a_second_stage_checkpoint_of_other_refine_settings_is_refused_in_one_line(
+    pairs: list, tmp_path: Path
+) -> None:
+    cfg = SETTINGS.model_copy(update={"epochs": 1, "refine_epochs": 3})
+    checkpoint = tmp_path / "job.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, pairs[:16], pairs[16:], StoppedAfterPass(1), checkpoint=checkpoint)
+    other = cfg.model_copy(update={"refine_size": 16})  # the first network may go on; this stage may not
+    with pytest.raises(TrainError, match=r"job-second\.pt was written with train\.refine_size = 32, and now"):
+        train(other, pairs[:16], pairs[16:], checkpoint=checkpoint)
+    longer = cfg.model_copy(update={"refine_epochs": 4})  # how long it trains may change
+    assert train(longer, pairs[:16], pairs[16:], checkpoint=checkpoint).refine["refine_passes"] == 4

@@ -22,7 +22,10 @@ def train(
         None, "--recipe", help="Override train.recipe: a named set of [train] values, cpu or gpu."
     ),
     checkpoint: Path | None = typer.Option(
-        None, "--checkpoint", help="Save the training state here every epoch; continue from it if it exists."
+        None,
+        "--checkpoint",
+        help="Save the training state here every epoch; continue from it if it exists. A second "
+        "stage (train.refine_epochs) keeps its own beside it: job-second.pt for job.pt.",
     ),
 ) -> None:
     """Train a U-Net on the train split, keep the best val epoch, score the test split; log to MLflow.

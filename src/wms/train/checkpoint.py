@@ -16,7 +16,15 @@ from wms.config import TrainSettings
 from wms.errors import TrainError
 from wms.files import make_folders, rename_durably
 
-__all__ = ["check_resumable", "epochs_held", "load_checkpoint", "run_settings", "save_checkpoint"]
+__all__ = [
+    "check_resumable",
+    "epochs_held",
+    "load_checkpoint",
+    "run_settings",
+    "save_checkpoint",
+    "second_stage_checkpoint",
+    "second_stage_settings",
+]
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -28,8 +36,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 # What a run may change when it goes on from a checkpoint: how long it trains, where and how
-# fast, and the second stage (never checkpointed). Any other train.* setting would continue
-# the saved run as another one that no setting describes.
+# fast, and the second stage (which keeps a checkpoint of its own, second_stage_checkpoint).
+# Any other train.* setting would continue the saved run as another one that no setting describes.
 RESUMABLE_CHANGES = frozenset(
     {"recipe", "epochs", "max_minutes", "patience", "device", "precision", "compile", "devices"}
     | {"cache_dir", "cache_max_gb", "export_onnx"}
@@ -42,10 +50,35 @@ def run_settings(cfg: TrainSettings) -> dict[str, Any]:
     return {k: v for k, v in cfg.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES}
 
 
-def check_resumable(path: Path, state: dict[str, Any], cfg: TrainSettings) -> None:
+# What a second stage may change when it goes on from its checkpoint: how long it trains.
+SECOND_STAGE_RESUMABLE = frozenset({"refine_epochs", "refine_minutes"})
+
+
+def second_stage_settings(cfg: TrainSettings) -> dict[str, Any]:
+    """The settings that make a second stage what it is: the run's, and its own refine_* but how
+    long it trains."""
+    own = {
+        k: v
+        for k, v in cfg.model_dump(mode="json").items()
+        if k.startswith("refine_") and k not in SECOND_STAGE_RESUMABLE
+    }
+    return run_settings(cfg) | own
+
+
+def second_stage_checkpoint(checkpoint: Path | None) -> Path | None:
+    """Where the second stage keeps its checkpoint beside the first network's `checkpoint`."""
+    return (
+        None if checkpoint is None else checkpoint.with_name(f"{checkpoint.stem}-second{checkpoint.suffix}")
+    )
+
+
+def check_resumable(
+    path: Path, state: dict[str, Any], cfg: TrainSettings, now: dict[str, Any] | None = None
+) -> None:
     """TrainError unless the checkpoint was written by a run with these settings (one written
-    before checkpoints recorded them is taken as it is)."""
-    recorded, now = state.get("settings") or {}, run_settings(cfg)
+    before checkpoints recorded them is taken as it is); `now`: the settings to compare, where
+    not the run's (run_settings)."""
+    recorded, now = state.get("settings") or {}, run_settings(cfg) if now is None else now
     changed = [k for k in now if k in recorded and recorded[k] != now[k]]
     if changed:
         was = ", ".join(f"train.{k} = {recorded[k]!r}" for k in changed)

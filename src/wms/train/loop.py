@@ -28,7 +28,13 @@ from wms.errors import ConfigError, TrainError
 from wms.guards import signals_held
 from wms.train.augment import augment, early_size, shrink
 from wms.train.cache import cache_bytes, load_arrays
-from wms.train.checkpoint import check_resumable, load_checkpoint, run_settings, save_checkpoint
+from wms.train.checkpoint import (
+    check_resumable,
+    load_checkpoint,
+    run_settings,
+    save_checkpoint,
+    second_stage_checkpoint,
+)
 from wms.train.distributed import SINGLE, Dist, mean_of, process_group, shard, shared
 from wms.train.losses import LOSSES, RunningLoss
 from wms.train.model import (
@@ -143,11 +149,11 @@ def train(
     with process_group(dist, resolve_device(cfg.device, cfg.recipe)) as device:
         try:
             result = _fit(cfg, train_pairs, val_pairs, reporter, cache_dir, checkpoint, dist, device)
-            if cfg.refine_epochs:
-                # Not checkpointed: a job resumed after the first network trains the second again.
+            if cfg.refine_epochs:  # with a checkpoint of its own: a resumed job goes on from its last pass
                 result.segmenter, result.refine = train_second_stage(
-                    cfg, result.segmenter, train_pairs, reporter or SilentReporter(), cache_dir, device
-                )
+                    cfg, result.segmenter, train_pairs, reporter or SilentReporter(), cache_dir, device,
+                    second_stage_checkpoint(checkpoint),
+                )  # fmt: skip
         except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
             if not out_of_memory(exc):
                 raise

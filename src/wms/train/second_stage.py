@@ -17,6 +17,11 @@ on BCE + soft Dice. It keeps its last weights: there is no validation of the sec
 alone (the test split scores the two stages together). On the real photos, 8 minutes on two
 CPU cores after a 20-minute first network at 128 px gave test Dice 0.92-0.93
 (benchmarks/crop_refine.py).
+
+With a checkpoint (a training job's, wms.train.checkpoint.second_stage_checkpoint), its state is
+saved after every pass, and a job resumed after a reclaim goes on from the last pass with what
+is left of its time budget: on the CPU to the same network as one never stopped. It learns from
+the true windows, not the first network's, so it goes on whatever the first network became.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from wms.config import TrainSettings
 from wms.crops import Box, Crop, locate
 from wms.data.pairs import Pair
 from wms.errors import ConfigError, TrainError
+from wms.guards import signals_held
 from wms.train.cache import cache_bytes, load_arrays
+from wms.train.checkpoint import check_resumable, load_checkpoint, save_checkpoint, second_stage_settings
 from wms.train.losses import RunningLoss, bce_dice
 from wms.train.model import build_model, input_multiple
 from wms.train.placement import TrainingSet
@@ -99,8 +106,10 @@ def train_second_stage(
     reporter: TrainReporter,
     cache_dir: Path | None,
     device: str,
+    checkpoint: Path | None = None,
 ) -> tuple[Segmenter, dict[str, float]]:
-    """`first` with a second stage trained on `train_pairs`' windows, and how training went."""
+    """`first` with a second stage trained on `train_pairs`' windows, and how training went;
+    with `checkpoint`, saved after every pass and gone on from where one is."""
     spec = refine_spec(cfg)
     images_np, masks_np = load_arrays(train_pairs, SOURCE_SIDE, cache_dir, cache_bytes(cfg))
     boxes_found = [locate(np.asarray(m), spec.align) for m in masks_np]
@@ -120,7 +129,20 @@ def train_second_stage(
     steps = -(-len(keep) // BATCH)
     total = max(1, cfg.refine_epochs * steps)
     budget = cfg.refine_minutes * 60 or float("inf")
-    started, step, passes = time.perf_counter(), 0, 0
+    history: list[dict[str, float]] = []
+    step, spent = 0, 0.0
+    if checkpoint is not None and checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        check_resumable(checkpoint, state, cfg, second_stage_settings(cfg))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, step, spent = state["history"], state["step"], float(state["seconds"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if device.startswith("cuda") and "cuda_rng" in state:  # the jitter's gains are drawn there
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+    # The time budget counts the seconds the checkpoint already trained, as the first network's does.
+    started, passes = time.perf_counter() - spent, len(history)
     model.train()
     while step < total and time.perf_counter() - started < budget:
         passes += 1
@@ -144,7 +166,28 @@ def train_second_stage(
                 break
         seconds = time.perf_counter() - started
         metrics = {"refine_loss": float(losses.mean()), "refine_seconds": seconds}
-        reporter.refine_pass_done(passes, metrics)
+        history.append(metrics)
+        with signals_held():  # a stop lands before the checkpoint or after its pass is reported
+            if checkpoint is not None:
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "history": history,
+                        "step": step,
+                        "seconds": seconds,
+                        "numpy_rng": rng.bit_generator.state,
+                        "torch_rng": torch.get_rng_state(),
+                        **(
+                            {"cuda_rng": torch.cuda.get_rng_state(device)}
+                            if device.startswith("cuda")
+                            else {}
+                        ),
+                        "settings": second_stage_settings(cfg),
+                    },
+                )
+            reporter.refine_pass_done(passes, metrics)
     minutes = (time.perf_counter() - started) / 60
     two = Segmenter(first.network, replace(first.spec, refine=spec), device, refiner=model)
     return two, {"refine_passes": passes, "refine_steps": step, "refine_minutes": round(minutes, 2)}
