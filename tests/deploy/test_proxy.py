@@ -4,6 +4,7 @@ closes connections whose headers never end; and its own metrics count what clien
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -244,10 +245,12 @@ def _hangs_up() -> tuple[str, Callable[[], None]]:
 
 
 def test_the_proxy_counts_what_its_clients_met_and_names_its_upstream(
-    tmp_path: Path, live_server: Callable[..., Any]
+    tmp_path: Path, live_server: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Each way a request can end is counted apart: the server behind it answering, or the proxy
-    answering itself because nothing could (the production address's alerts read these)."""
+    answering itself because nothing could (the production address's alerts read these); and each
+    of its own 502s and 503s is a line in its log that says why."""
+    caplog.set_level(logging.WARNING, logger="wms.deploy.proxy")
     upstream_file = tmp_path / "upstream.json"
     hang_up_url, stop_hanging_up = _hangs_up()
     with (
@@ -277,3 +280,32 @@ def test_the_proxy_counts_what_its_clients_met_and_names_its_upstream(
     }  # fmt: skip
     assert after['wms_proxy_upstream_info{version="8"}'] == 1
     assert not any(name.startswith('wms_proxy_upstream_info{version="7"') for name in after)
+    said = [r.getMessage() for r in caplog.records if r.name == "wms.deploy.proxy"]
+    assert len(said) == 3, said
+    assert said[0].startswith("no_upstream: answered 503:") and "names no upstream" in said[0]
+    assert said[1].startswith(f"upstream_failed: answered 502: GET {hang_up_url}/ready failed:")
+    assert (
+        said[2].startswith("unreachable: answered 502: http://127.0.0.1:")
+        and "refused connections" in said[2]
+    )
+
+
+def test_an_outage_does_not_flood_the_proxys_log(caplog: pytest.LogCaptureFixture) -> None:
+    """One line per kind of failure at most every LOG_EVERY seconds; the next says how many it left out."""
+    from wms.deploy.proxy import FailureLog
+
+    clock = [100.0]
+    caplog.set_level(logging.WARNING, logger="wms.deploy.proxy")
+    failed = FailureLog(every=10, clock=lambda: clock[0])
+    for _ in range(50):  # a client storm against a model that is gone
+        failed("unreachable", "answered 502: gone")
+        clock[0] += 0.1
+    failed("no_upstream", "answered 503: none")  # another kind has its own pace
+    clock[0] += 10
+    failed("unreachable", "answered 502: gone")
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "unreachable: answered 502: gone",  # the other 49 within 5 s are counted, not logged
+        "no_upstream: answered 503: none",  # another kind keeps its own pace
+        "unreachable: answered 502: gone (49 more since the last such line)",
+    ]

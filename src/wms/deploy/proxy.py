@@ -20,6 +20,8 @@ request (passed on, or answered by the proxy itself because no upstream could an
 connections cut for headers that never ended, and the version it forwards to. The server's
 `/metrics` counts only what reached it; these are the failures a client met before that. In the
 cluster, where this proxy is the production address, the wms-entry chart's alerts read them.
+Each 502 and 503 of its own is also a line in its log, with the reason (at most one a
+`LOG_EVERY` seconds per kind, saying how many more there were), so an outage does not flood it.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +67,29 @@ def body_limit_mb(max_upload_mb: float) -> float:
 # refused connections for CONNECT_TRIES), 502 upstream_failed (it broke off mid-request),
 # 413 too_large, 408 too_slow. The first three are the address failing its clients.
 OUTCOMES = ("forwarded", "no_upstream", "unreachable", "upstream_failed", "too_large", "too_slow")
+
+
+LOG_EVERY = 10.0  # seconds between two log lines of one kind of failure
+log = logging.getLogger(__name__)
+
+
+class FailureLog:
+    """Logs the proxy's own failures, one line per kind at most every `every` seconds; the next
+    line of a kind says how many of it went unlogged in between."""
+
+    def __init__(self, every: float = LOG_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every, self.clock = every, clock
+        self._last: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def __call__(self, outcome: str, reason: str) -> None:
+        now = self.clock()
+        if now - self._last.get(outcome, -self.every) < self.every:
+            self._unlogged[outcome] = self._unlogged.get(outcome, 0) + 1
+            return
+        self._last[outcome] = now
+        more = self._unlogged.pop(outcome, 0)
+        log.warning("%s: %s%s", outcome, reason, f" ({more} more since the last such line)" if more else "")
 
 
 class ProxyMetrics:
@@ -151,6 +178,7 @@ def create_proxy(
     scraped at /_proxy/metrics."""
     upstream = Upstream(upstream_file)
     metrics = metrics or ProxyMetrics()
+    failed = FailureLog()
     # No keep-alive: a pooled connection to a server that is shutting down could be closed
     # under a request; a fresh loopback connection per request costs a fraction of a millisecond.
     client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=120)
@@ -194,15 +222,18 @@ def create_proxy(
         body: AsyncIterator[bytes] | None = None
         if length.isdigit() or "transfer-encoding" in request.headers:
             body = capped(request, deadline)  # untouched by a try that could not connect: safe to pass again
+        why = ""  # the last refused connection's reason
         for _ in range(CONNECT_TRIES):
             target = upstream.current().get("url")
             if not target:
                 metrics.count("no_upstream")
+                failed("no_upstream", f"answered 503: {upstream_file} names no upstream")
                 return JSONResponse({"error": "no model deployed yet; run `wms deploy`"}, status_code=503)
             url = target + request.url.path + (f"?{request.url.query}" if request.url.query else "")
             try:
                 answer = await client.request(request.method, url, content=body, headers=headers)
-            except httpx.ConnectError:
+            except httpx.ConnectError as exc:
+                why = str(exc) or type(exc).__name__
                 await asyncio.sleep(0.05)  # nothing reached the server: safe to try again
                 continue
             except _TooLarge:
@@ -214,12 +245,14 @@ def create_proxy(
             except httpx.HTTPError as exc:
                 failure = str(exc) or type(exc).__name__
                 metrics.count("upstream_failed")
+                failed("upstream_failed", f"answered 502: {request.method} {url} failed: {failure}")
                 return JSONResponse({"error": f"upstream failed: {failure}"}, status_code=502)
             out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
             out.pop("content-encoding", None)  # httpx has decoded the body already
             metrics.count("forwarded")
             return Response(answer.content, status_code=answer.status_code, headers=out)
         metrics.count("unreachable")
+        failed("unreachable", f"answered 502: {target} refused connections for a second: {why}")
         return JSONResponse({"error": f"upstream {target} refuses connections"}, status_code=502)
 
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
@@ -248,6 +281,7 @@ def main() -> None:
         "--max-body-mb", type=float, default=MAX_BODY_MB, help="refuse a larger body (body_limit_mb)"
     )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s:  %(message)s")  # as uvicorn's lines
     metrics = ProxyMetrics()
     http = header_deadline_protocol(args.header_timeout, metrics.header_timeouts)
     app = create_proxy(
