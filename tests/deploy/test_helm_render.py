@@ -186,7 +186,9 @@ def test_what_helm_renders_is_valid_for_the_kubernetes_the_cluster_runs() -> Non
         kubernetes_validate.validate(typo, version, strict=True)
 
 
-def test_a_cluster_without_the_operators_crds_gets_the_model_without_its_monitors(project: Project) -> None:
+def test_a_cluster_without_the_operators_crds_gets_both_releases_without_their_monitors(
+    project: Project,
+) -> None:
     """helm refuses a whole release that holds a kind the cluster lacks: where the Prometheus
     operator's CRDs are missing (its install failed), the deploy's own arguments render the model
     and the production address without their ServiceMonitor and PrometheusRule, and with them
