@@ -168,6 +168,7 @@ def test_the_local_target_says_what_its_stable_port_serves(
         served = cli("deploy", "status", "--check")
         assert served.exit_code == 0, served.output
         assert f"served: model 1 at {url}" in served.output and "in sync" in served.output
+        assert "since its proxy started: 1 request(s) passed on, none answered" in served.output
         _main_names(served_project, "2")  # promoted on main, not yet deployed here
         behind = cli("deploy", "status", "--check")
         assert behind.exit_code == 1 and "wanted: model 2" in behind.output
@@ -239,3 +240,35 @@ def test_a_production_address_that_serves_another_version_is_out_of_sync_until_a
 
     assert cli("deploy").exit_code == 0  # the heal's deploy puts it back
     assert cli("deploy", "status", "--check").exit_code == 0
+
+
+def test_the_status_says_what_the_address_answered_itself(
+    cluster_project: tuple[Path, FakeCluster], cli: Callable[..., Any], live_server: Callable[..., Any]
+) -> None:
+    """Behind the address's Service is the deploy proxy: the status reads its counts through the
+    API server, so the hourly heal's summary shows requests the address could not pass on (also
+    where the cluster lacks the Prometheus operator); an address from before the counts says nothing."""
+    from wms.deploy.local import free_port
+    from wms.deploy.proxy import create_proxy, write_upstream
+
+    root, cluster = cluster_project
+    _main_names(root, "1")
+    assert cli("deploy").exit_code == 0
+    assert (
+        "since its pod started" not in cli("deploy", "status").output
+    )  # its /_proxy/metrics is the model's 404
+    upstream = root / "upstream.json"
+    write_upstream(upstream, cluster.upstream, "1")
+    with live_server(create_proxy(upstream)) as address:
+        cluster.upstreams["wms"] = address.url  # the address's pod: the proxy in front of model-1
+        result = cli("deploy", "status", "--check")
+        assert result.exit_code == 0, result.output
+        assert (
+            "since its pod started: 1 request(s) passed on, none answered by the proxy itself"
+            in result.output
+        )
+        write_upstream(upstream, f"http://127.0.0.1:{free_port()}", "1")  # model-1's Service gone
+        result = cli("deploy", "status", "--check")
+        assert result.exit_code == 1 and "production address: nothing answers /ready" in result.output
+        assert "1 request(s) passed on, 1 answered by the proxy itself (1 unreachable)" in result.output
+    del cluster.upstreams["wms"]

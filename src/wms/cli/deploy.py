@@ -75,8 +75,9 @@ def status(
 ) -> None:
     """What deploy.target serves against what main's models/production_current.json names. On k8s:
     the version its namespace's Service answers /ready with, whether its image is built from main's
-    code, the version the production address answers with, and any namespace deployed while main
-    named another version. On local: the version the stable port (serve.port) answers /ready with.
+    code, the version the production address answers with and what its proxy answered itself, and
+    any namespace deployed while main named another version. On local: the version the stable port
+    (serve.port) answers /ready with, and what its proxy answered itself.
     Changes nothing. In GitHub Actions also the outputs `in_sync`, `wanted`, `served` and the step
     summary."""
     from wms.deploy.status import serving_status

@@ -128,6 +128,33 @@ class ProxyMetrics:
         return generate_latest(self.registry)
 
 
+def outcome_counts(scrape: str) -> dict[str, int]:
+    """The requests a proxy counted, by outcome, from its /_proxy/metrics text; {} where the text
+    holds no such counts (not this proxy's scrape)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        samples = [s for family in text_string_to_metric_families(scrape) for s in family.samples]
+    except ValueError:
+        return {}
+    return {
+        s.labels["outcome"]: int(s.value)
+        for s in samples
+        if s.name == "wms_proxy_requests_total" and s.labels.get("outcome") in OUTCOMES
+    }
+
+
+def traffic(counts: dict[str, int]) -> str:
+    """What `outcome_counts` says, in words: how many requests were passed on, and how many the
+    proxy answered itself, by kind."""
+    passed, failed = counts.get("forwarded", 0), {k: v for k, v in counts.items() if k != "forwarded" and v}
+    line = f"{passed:,} request(s) passed on"
+    if not failed:
+        return f"{line}, none answered by the proxy itself"
+    kinds = ", ".join(f"{v:,} {k}" for k, v in failed.items())
+    return f"{line}, {sum(failed.values()):,} answered by the proxy itself ({kinds})"
+
+
 class _TooLarge(Exception):
     """The request's body went over the proxy's limit while it arrived."""
 

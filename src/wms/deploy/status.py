@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING
 import httpx
 
 from wms.config import Project
+from wms.errors import BackendError
 
 if TYPE_CHECKING:
+    from wms.deploy.k8s_entry import Entry
     from wms.deploy.kube import KubeClient
     from wms.vcs.mainline import MainLine
 
@@ -54,6 +56,7 @@ class ServingStatus:
     address: str = ""  # the production address (Entry.where); "" where there is none
     address_serves: str | None = None  # the version /ready names there; None: nothing answers
     stable_url: str = ""  # the local target's stable port, which `served` was read from; "" on k8s
+    traffic: str = ""  # what the address's (or the stable port's) proxy counted, in words; "" unread
 
     @property
     def in_sync(self) -> bool:
@@ -79,6 +82,8 @@ class ServingStatus:
                 "nothing answers /ready" if self.address_serves is None else f"model {self.address_serves}"
             )
             lines.append(f"production address: {answer} at {self.address}")
+            if self.traffic:
+                lines.append(f"  since its pod started: {self.traffic}")
         if self.images:
             lines.append(f"image: {', '.join(self.images)}")
         if self.stale:
@@ -101,6 +106,7 @@ class ServingStatus:
         return [
             f"wanted: model {self.wanted}, main's models/production_current.json",
             f"served: {served} at {self.stable_url} (the local deploy's stable port, serve.port)",
+            *([f"  since its proxy started: {self.traffic}"] if self.traffic else []),
             "in sync: the stable port serves what main names"
             if self.in_sync
             else "OUT OF SYNC: run `wms deploy` to serve main's production there",
@@ -136,21 +142,50 @@ def serving_status(project: Project, kube: KubeClient | None = None) -> ServingS
         if n.phase != "Terminating" and (expected := n.deployed_off_main)
     )
     entry = Entry.of(project)
-    address, address_serves = (entry.where(), entry.served(client)) if entry else ("", None)
-    return ServingStatus(wanted, namespace, served, images, stale, off_main, address, address_serves)
+    address, address_serves, counted = "", None, ""
+    if entry:
+        address, address_serves, counted = (
+            entry.where(),
+            entry.served(client),
+            _address_traffic(client, entry),
+        )
+    return ServingStatus(
+        wanted, namespace, served, images, stale, off_main, address, address_serves, traffic=counted
+    )
+
+
+def _address_traffic(client: KubeClient, entry: Entry) -> str:
+    """What the address's proxy counted, through the API server; "" where it cannot be read (no
+    pod answers, or one from before the proxy counted)."""
+    from wms.deploy.proxy import outcome_counts, traffic
+
+    try:
+        scrape = client.service_proxy(entry.namespace, entry.release, "http", "/_proxy/metrics").text
+    except BackendError:
+        return ""
+    counts = outcome_counts(scrape)
+    return traffic(counts) if counts else ""
 
 
 def _local_status(project: Project, wanted: str) -> ServingStatus:
     """The version the local deploy's stable port answers /ready with, against `wanted`."""
     serve = project.settings.serve
     url = f"http://{serve.host}:{serve.port}"
+    from wms.deploy.proxy import outcome_counts, traffic
+
     try:
         answer = httpx.get(f"{url}/ready", timeout=5)
         version = answer.json().get("version") if answer.status_code == 200 else None
     except (httpx.HTTPError, ValueError, AttributeError):
         version = None  # nothing there, or not a model server's answer
+    try:
+        counts = outcome_counts(httpx.get(f"{url}/_proxy/metrics", timeout=5).text)
+    except httpx.HTTPError:
+        counts = {}
     served = None if version is None else str(version)
-    return ServingStatus(wanted, "", served, (), "", stable_url=url)
+    return ServingStatus(
+        wanted, "", served, (), "", stable_url=url, traffic=traffic(counts) if counts else ""
+    )
 
 
 def _stale_code(main: MainLine, project: Project, images: tuple[str, ...]) -> str:
