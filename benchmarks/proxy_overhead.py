@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from serve_latency import (  # type: ignore[import-not-found]
     ROUNDS,
     WARMUP,
@@ -41,6 +40,8 @@ from serve_latency import (  # type: ignore[import-not-found]
     _post,
     wait_ready,
 )
+
+from wms.deploy.proxy import outcome_counts
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "proxy_overhead.json"
@@ -62,16 +63,6 @@ def timed(urls: dict[str, str], request: Callable[[httpx.Client, str], float], r
                     request(client, url)
                 times[name] += [request(client, url) for _ in range(max(1, runs // ROUNDS))]
     return {name: _percentiles(values) for name, values in times.items()}
-
-
-def _outcomes(url: str) -> dict[str, float]:
-    scrape = httpx.get(f"{url}/_proxy/metrics", timeout=5).text
-    return {
-        sample.labels["outcome"]: sample.value
-        for family in text_string_to_metric_families(scrape)
-        for sample in family.samples
-        if sample.name == "wms_proxy_requests_total"
-    }
 
 
 def main() -> None:
@@ -106,7 +97,7 @@ def main() -> None:
             urls = {"direct": server.url, "proxied": proxied}
             predict = timed(urls, _post_photo(photo), args.runs)
             ready = timed(urls, _get_ready, args.runs)
-            outcomes = _outcomes(proxied)
+            outcomes = outcome_counts(httpx.get(f"{proxied}/_proxy/metrics", timeout=5).text)
         finally:
             proxy.terminate()
             proxy.wait(timeout=30)

@@ -42,7 +42,7 @@ def serve(
     served = load_model(project, cfg.model, threads=cfg.intra_op_threads)
     check = "sha256 verified" if served.verified else "no registry record: sha256 not checked"
     sock = _bound(cfg.host, cfg.port)
-    url = f"http://{cfg.host}:{cfg.port}"
+    url = cfg.url
     console.print(
         f"serving model {served.version} ({check}) at {url}  ·  web page {url}/  ·  API docs {url}/docs",
         highlight=False,

@@ -357,6 +357,11 @@ class ServeSettings(Section):
     )
     capture_max_mb: float = Field(500, ge=0, description="... or this many MB (photos, masks and metadata)")
 
+    @property
+    def url(self) -> str:
+        """Where `wms serve`, or the local deploy's stable port, answers: http://host:port."""
+        return f"http://{self.host}:{self.port}"
+
 
 class MonitorSettings(Section):
     # The captured photos are serve.capture_dir's: what `wms data suggest` and `wms monitor drift` read.

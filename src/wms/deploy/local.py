@@ -128,7 +128,7 @@ class LocalDeployer:
 
     @property
     def stable_url(self) -> str:
-        return f"http://{self.serve.host}:{self.serve.port}"
+        return self.serve.url
 
     def plan(self, model_ref: str = "production") -> list[str]:
         card = planned_card(self.project, self._registry, model_ref)

@@ -144,9 +144,12 @@ def outcome_counts(scrape: str) -> dict[str, int]:
     }
 
 
-def traffic(counts: dict[str, int]) -> str:
-    """What `outcome_counts` says, in words: how many requests were passed on, and how many the
-    proxy answered itself, by kind."""
+def traffic(scrape: str) -> str:
+    """`outcome_counts` in words: how many requests the proxy passed on, and how many it answered
+    itself, by kind; "" where the text holds no counts."""
+    counts = outcome_counts(scrape)
+    if not counts:
+        return ""
     passed, failed = counts.get("forwarded", 0), {k: v for k, v in counts.items() if k != "forwarded" and v}
     line = f"{passed:,} request(s) passed on"
     if not failed:

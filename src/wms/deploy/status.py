@@ -157,35 +157,30 @@ def serving_status(project: Project, kube: KubeClient | None = None) -> ServingS
 def _address_traffic(client: KubeClient, entry: Entry) -> str:
     """What the address's proxy counted, through the API server; "" where it cannot be read (no
     pod answers, or one from before the proxy counted)."""
-    from wms.deploy.proxy import outcome_counts, traffic
+    from wms.deploy.proxy import traffic
 
     try:
-        scrape = client.service_proxy(entry.namespace, entry.release, "http", "/_proxy/metrics").text
+        return traffic(client.service_proxy(entry.namespace, entry.release, "http", "/_proxy/metrics").text)
     except BackendError:
         return ""
-    counts = outcome_counts(scrape)
-    return traffic(counts) if counts else ""
 
 
 def _local_status(project: Project, wanted: str) -> ServingStatus:
     """The version the local deploy's stable port answers /ready with, against `wanted`."""
-    serve = project.settings.serve
-    url = f"http://{serve.host}:{serve.port}"
-    from wms.deploy.proxy import outcome_counts, traffic
+    from wms.deploy.proxy import traffic
 
+    url = project.settings.serve.url
     try:
         answer = httpx.get(f"{url}/ready", timeout=5)
         version = answer.json().get("version") if answer.status_code == 200 else None
     except (httpx.HTTPError, ValueError, AttributeError):
         version = None  # nothing there, or not a model server's answer
     try:
-        counts = outcome_counts(httpx.get(f"{url}/_proxy/metrics", timeout=5).text)
+        counted = traffic(httpx.get(f"{url}/_proxy/metrics", timeout=5).text)
     except httpx.HTTPError:
-        counts = {}
+        counted = ""
     served = None if version is None else str(version)
-    return ServingStatus(
-        wanted, "", served, (), "", stable_url=url, traffic=traffic(counts) if counts else ""
-    )
+    return ServingStatus(wanted, "", served, (), "", stable_url=url, traffic=counted)
 
 
 def _stale_code(main: MainLine, project: Project, images: tuple[str, ...]) -> str:
