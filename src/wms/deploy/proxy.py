@@ -221,6 +221,12 @@ def create_proxy(
     async def scrape(_: Request) -> Response:
         return Response(metrics.scrape(upstream.current()), media_type=CONTENT_TYPE_LATEST)
 
+    def failure(outcome: str, status: int, error: str, reason: str) -> Response:
+        """The proxy's own 502 or 503, where no upstream could answer: counted, logged, answered."""
+        metrics.count(outcome)
+        failed(outcome, f"answered {status}: {reason}")
+        return JSONResponse({"error": error}, status_code=status)
+
     def too_large() -> Response:
         metrics.count("too_large")
         refusal = {"error": f"request body over {max_body // 2**20} MiB"}
@@ -256,9 +262,8 @@ def create_proxy(
         for _ in range(CONNECT_TRIES):
             target = upstream.current().get("url")
             if not target:
-                metrics.count("no_upstream")
-                failed("no_upstream", f"answered 503: {upstream_file} names no upstream")
-                return JSONResponse({"error": "no model deployed yet; run `wms deploy`"}, status_code=503)
+                no_model = "no model deployed yet; run `wms deploy`"
+                return failure("no_upstream", 503, no_model, f"{upstream_file} names no upstream")
             url = target + request.url.path + (f"?{request.url.query}" if request.url.query else "")
             try:
                 answer = await client.request(request.method, url, content=body, headers=headers)
@@ -273,17 +278,15 @@ def create_proxy(
                 slow = upload_too_slow(body_seconds)
                 return JSONResponse({"error": slow}, status_code=408, headers={"connection": "close"})
             except httpx.HTTPError as exc:
-                failure = str(exc) or type(exc).__name__
-                metrics.count("upstream_failed")
-                failed("upstream_failed", f"answered 502: {request.method} {url} failed: {failure}")
-                return JSONResponse({"error": f"upstream failed: {failure}"}, status_code=502)
+                broke = str(exc) or type(exc).__name__
+                reason = f"{request.method} {url} failed: {broke}"
+                return failure("upstream_failed", 502, f"upstream failed: {broke}", reason)
             out = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
             out.pop("content-encoding", None)  # httpx has decoded the body already
             metrics.count("forwarded")
             return Response(answer.content, status_code=answer.status_code, headers=out)
-        metrics.count("unreachable")
-        failed("unreachable", f"answered 502: {target} refused connections for a second: {why}")
-        return JSONResponse({"error": f"upstream {target} refuses connections"}, status_code=502)
+        reason = f"{target} refused connections for a second: {why}"
+        return failure("unreachable", 502, f"upstream {target} refuses connections", reason)
 
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
     return Starlette(
