@@ -125,10 +125,10 @@ def serving_status(project: Project, kube: KubeClient | None = None) -> ServingS
     if project.settings.deploy.target == "local":
         return _local_status(project, wanted)
     from wms.deploy.k8s import K8sDeployer
-    from wms.deploy.k8s_entry import Entry
     from wms.deploy.kube import KubeClient
 
-    namespace = K8sDeployer(project, print).namespace(wanted)
+    deployer = K8sDeployer(project, print)
+    namespace = deployer.namespace(wanted)
     release = project.settings.deploy.release
     client = kube or KubeClient.from_kubeconfig(project.settings.deploy.kubeconfig)
     served = client.served_version(namespace, release, "http")
@@ -141,7 +141,7 @@ def serving_status(project: Project, kube: KubeClient | None = None) -> ServingS
         for n in client.namespaces(project.settings.deploy.namespace_prefix)
         if n.phase != "Terminating" and (expected := n.deployed_off_main)
     )
-    entry = Entry.of(project)
+    entry = deployer.entry
     address, address_serves, counted = "", None, ""
     if entry:
         address, address_serves, counted = (
