@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -119,6 +120,9 @@ def test_what_wms_deploy_installs_renders_as_the_deploy_expects(project: Project
     assert container["image"] == image and container["command"][:3] == ["python", "-m", "wms.deploy.proxy"]
     assert {"--upload-timeout=180", "--header-timeout=10", "--max-body-mb=64"} <= set(container["command"])
     assert pod["spec"]["imagePullSecrets"] == [{"name": "ecr-pull-secret"}]
+    # the resolver asks for the upstream's whole name first, not under every search domain
+    ndots = {o["name"]: o["value"] for o in pod["spec"]["dnsConfig"]["options"]}["ndots"]
+    assert int(ndots) <= httpx.URL(upstream["url"]).host.count(".")
     # the address's egress reaches the port the model's pods listen on
     model_port = model["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
     assert entry["NetworkPolicy"]["spec"]["egress"][1]["ports"] == [{"port": model_port, "protocol": "TCP"}]
