@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from serve_latency import _percentiles, wait_ready  # type: ignore[import-not-found]
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "address_dns.json"
@@ -100,14 +101,9 @@ def child(requests: int) -> dict:
             [*command, "--upstream-file", str(upstream)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{PROXY_PORT}", timeout=10) as client:
-                for _ in range(200):
-                    try:
-                        client.get("/_proxy").raise_for_status()
-                        break
-                    except httpx.TransportError:
-                        time.sleep(0.05)
-                client.get("/ready").raise_for_status()  # warm-up
+            proxied = f"http://127.0.0.1:{PROXY_PORT}"
+            wait_ready(proxied, proxy, "proxy")  # through the proxy to the model: a warm-up too
+            with httpx.Client(base_url=proxied, timeout=10) as client:
                 asked.clear()
                 times = []
                 for _ in range(requests):
@@ -119,11 +115,10 @@ def child(requests: int) -> dict:
             proxy.terminate()
             proxy.wait(timeout=10)
     model.shutdown()
-    times.sort()
     return {
         "questions_per_request": sum(one.values()) / requests,
         "asked_per_request": {name: count / requests for name, count in sorted(one.items())},
-        "p50_ms": round(1000 * times[len(times) // 2], 2),
+        **_percentiles(times),
     }
 
 
